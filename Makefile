@@ -1,0 +1,51 @@
+# omlmedia — two commands set everything up on a fresh Debian/Ubuntu machine:
+#   make run    set up and start the server on its embedded demo configuration
+#   make test   set up (with the test peers), then lint, type-check and run every test
+
+PYTHON   ?= python3
+VENV     := .venv
+PY       := $(VENV)/bin/python
+PIP      := $(VENV)/bin/pip
+ARGS     ?=
+
+# System packages: what the server needs, and what the tests drive as real peers.
+RUN_DEBS  := libopus0 ca-certificates
+TEST_DEBS := $(RUN_DEBS) sip-tester baresip
+
+.PHONY: run test setup setup-test system-run system-test lint typecheck pytest bench clean
+
+run: setup
+	$(VENV)/bin/omlmedia serve $(ARGS)
+
+test: setup-test lint typecheck pytest
+
+setup: system-run $(VENV)/.installed
+setup-test: system-test $(VENV)/.installed
+
+system-run:
+	@scripts/install-debs.sh $(RUN_DEBS)
+
+system-test:
+	@scripts/install-debs.sh $(TEST_DEBS)
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck:
+	$(VENV)/bin/mypy sip queueing omlmedia webrtc
+
+pytest:
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+bench: setup-test
+	$(PY) benchmarks/sip_cps.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

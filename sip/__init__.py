@@ -1,0 +1,1 @@
+"""omlmedia sip package."""
