@@ -1,0 +1,5 @@
+"""``python -m omlmedia``: the same as the ``omlmedia`` command."""
+
+from omlmedia.cli import main
+
+raise SystemExit(main())

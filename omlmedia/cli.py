@@ -1,0 +1,277 @@
+"""The ``omlmedia`` command: serve, check-config, hash-password (and --version).
+
+Exit status: 0 success, 2 bad usage or bad configuration (a message, never a traceback), 1 other
+failures; `serve` returns what the server returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import importlib
+import re
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TextIO
+
+from omlmedia.config import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    Config,
+    ConfigError,
+    Overrides,
+    digest_ha1,
+    load_config,
+    load_demo_config,
+    package_version,
+)
+from omlmedia.logs import configure_logging
+
+_RTP_RANGE = re.compile(r"(\d{1,5})-(\d{1,5})")
+_HOST_PORT = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d{1,5})")
+
+
+def _rtp_ports(text: str) -> tuple[int, int]:
+    match = _RTP_RANGE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError("expected LOW-HIGH, e.g. 20000-29999")
+    return int(match[1]), int(match[2])
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    match = _HOST_PORT.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError("expected HOST:PORT, e.g. 127.0.0.1:5070 or [::1]:5070")
+    return match["v6"] or match["host"], int(match["port"])
+
+
+def _port(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``omlmedia`` command."""
+    parser = argparse.ArgumentParser(
+        prog="omlmedia", description="Contact-center media server: SIP trunks, WebRTC agents, ACD."
+    )
+    parser.add_argument("--version", action="version", version=f"omlmedia {package_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the server (the embedded demo configuration without --config)",
+        description="Run the server until SIGTERM/SIGINT. Flags override the file.",
+    )
+    serve.add_argument("--config", metavar="FILE", help="TOML configuration (default: the demo)")
+    serve.add_argument(
+        "--listen",
+        metavar="ADDR",
+        action="append",
+        help="IP address to listen on; repeat or separate with commas (demo: 127.0.0.1)",
+    )
+    serve.add_argument("--sip-port", type=_port, metavar="PORT", help="SIP UDP and TCP (5060)")
+    tls = serve.add_mutually_exclusive_group()
+    tls.add_argument("--sip-tls-port", type=_port, metavar="PORT", help="SIP over TLS (5061)")
+    tls.add_argument("--no-tls", action="store_true", help="no SIP TLS listener")
+    serve.add_argument("--http-port", type=_port, metavar="PORT", help="HTTPS and WebSocket (8443)")
+    serve.add_argument(
+        "--rtp-ports", type=_rtp_ports, metavar="LOW-HIGH", help="RTP port range (20000-29999)"
+    )
+    serve.add_argument("--data-dir", metavar="DIR", help="data directory, created if missing")
+    serve.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS)
+    serve.add_argument("--log-format", type=str.lower, choices=LOG_FORMATS)
+    serve.add_argument(
+        "--demo-pbx",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="where the demo trunk 'pbx' sends calls (127.0.0.1:5070)",
+    )
+    serve.add_argument(
+        "--demo-password",
+        metavar="PASSWORD",
+        help="password of the demo SIP user (default: random, shown in the banner)",
+    )
+    serve.add_argument(
+        "--api-token",
+        metavar="TOKEN",
+        help="REST API token (default: random, shown in the banner); only its SHA-256 is kept",
+    )
+
+    check = commands.add_parser(
+        "check-config",
+        help="validate a configuration file",
+        description="List every error with its location; exit 0 when valid, 2 when not.",
+    )
+    check.add_argument("file", metavar="FILE")
+
+    hash_password = commands.add_parser(
+        "hash-password",
+        help="print the HA1 hashes of a SIP password",
+        description="Print H(user:realm:password) with MD5 and SHA-256 (RFC 7616 §3.4.2). "
+        "The password is read from stdin, or prompted for on a terminal.",
+    )
+    hash_password.add_argument("--user", required=True)
+    hash_password.add_argument("--realm", default="omlmedia", help="(default: omlmedia)")
+
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; exits with status 2 on bad usage (argparse)."""
+    return make_parser().parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """The configuration `serve` runs with: the file or the demo, with the flags applied."""
+    listen = None
+    if args.listen is not None:
+        listen = tuple(a.strip() for item in args.listen for a in item.split(",") if a.strip())
+    overrides = Overrides(
+        listen=listen,
+        sip_port=args.sip_port,
+        sip_tls_port=args.sip_tls_port,
+        no_tls=args.no_tls,
+        http_port=args.http_port,
+        rtp_port_range=args.rtp_ports,
+        data_dir=args.data_dir,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        demo_pbx=args.demo_pbx,
+        demo_password=args.demo_password,
+        api_token=args.api_token,
+    )
+    if args.config is not None:
+        return load_config(args.config, overrides)
+    return load_demo_config(overrides)
+
+
+def _print_errors(where: str, exc: ConfigError, out: TextIO) -> None:
+    count = len(exc.errors)
+    print(f"omlmedia: {where}: {count} error{'s' if count != 1 else ''}", file=out)
+    for error in exc.errors:
+        print(f"  {error}", file=out)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    where = args.config if args.config is not None else "embedded demo configuration"
+    try:
+        config = build_config(args)
+    except ConfigError as exc:
+        _print_errors(where, exc, sys.stderr)
+        return 2
+    try:
+        config.server.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(
+            f"omlmedia: cannot create data directory {config.server.data_dir}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
+    configure_logging(config.server.log_level, config.server.log_format)
+    try:
+        server = importlib.import_module("omlmedia.server")
+    except ModuleNotFoundError as exc:
+        if exc.name != "omlmedia.server":
+            raise
+        print("omlmedia: this build has no server (omlmedia.server is missing)", file=sys.stderr)
+        return 1
+    print(server.banner(config), flush=True)
+    return _run(server.serve(config))
+
+
+def _run(coroutine: Coroutine[Any, Any, int]) -> int:
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(coroutine)
+    except KeyboardInterrupt:
+        return 130
+
+
+def summary(config: Config) -> list[str]:
+    """A few lines describing a valid configuration (for `check-config`)."""
+    server = config.server
+    tls = f"TLS {server.sip_tls_port}" if server.sip_tls_port is not None else "no TLS"
+    low, high = server.rtp_port_range
+    lines = [
+        f"listen {', '.join(server.listen)}: SIP {server.sip_port} (UDP, TCP), {tls}, "
+        f"HTTP {server.http_port}, RTP {low}-{high}",
+        f"data_dir {server.data_dir}; log {server.log_level} as {server.log_format}",
+        f"{len(config.trunks)} trunk(s): "
+        + (", ".join(f"{t.name} ({t.endpoint})" for t in config.trunks) or "none"),
+        f"{len(config.users)} user(s), {len(config.routes)} route(s), "
+        f"SIP realm {config.sip.realm!r}",
+    ]
+    if config.generated.api_token is not None:
+        lines.append("api.token_sha256 not set: serve generates a random token at each start")
+    return lines
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        _print_errors(args.file, exc, sys.stderr)
+        return 2
+    print(f"{args.file}: OK")
+    for line in summary(config):
+        print(f"  {line}")
+    return 0
+
+
+def _read_password() -> str | None:
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("omlmedia: the passwords differ", file=sys.stderr)
+            return None
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _hash_password(args: argparse.Namespace) -> int:
+    if not args.user or not args.realm:
+        print("omlmedia: --user and --realm must not be empty", file=sys.stderr)
+        return 2
+    password = _read_password()
+    if password is None:
+        return 2
+    if not password:
+        print("omlmedia: empty password", file=sys.stderr)
+        return 2
+    ha1_md5, ha1_sha256 = digest_ha1(args.user, args.realm, password)
+    print(f"# H(user:realm:password) for user {args.user!r}, realm {args.realm!r}")
+    print(f'ha1_md5 = "{ha1_md5}"')
+    print(f'ha1_sha256 = "{ha1_sha256}"')
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": _serve,
+    "check-config": _check_config,
+    "hash-password": _hash_password,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``omlmedia`` command line; returns the exit status."""
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return _COMMANDS[args.command](args)

@@ -1,0 +1,1173 @@
+"""Server configuration: a TOML file or the embedded demo, validated into frozen dataclasses.
+
+`load_config()` reads a file, `load_demo_config()` the embedded ``demo.toml``; both apply
+command-line `Overrides` to the raw TOML first, then validate everything in one pass and raise one
+`ConfigError` listing every problem with its location (``trunks[1].host: required``,
+``--sip-port: ...``).
+The reference for every key is ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import hmac
+import ipaddress
+import re
+import secrets
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import cache
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any, Final
+
+from sip.endpoint import Endpoint
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEMO_RESOURCE: Final = "demo.toml"
+DEMO_TRUNK: Final = "pbx"
+DEMO_USER: Final = "demo"
+DEMO_TRUSTED_SOURCE: Final = "127.0.0.1/32"
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS: Final = ("kv", "json")
+TRANSPORTS: Final = ("udp", "tcp", "tls")
+_SOURCE_CACHE_SIZE: Final = 4096
+CODECS: Final = {name.lower(): name for name in ("PCMU", "PCMA", "G722", "opus", "telephone-event")}
+
+
+@cache
+def package_version() -> str:
+    """The installed version of omlmedia (``0.0.0`` when run from an uninstalled tree)."""
+    try:
+        return metadata.version("omlmedia")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; `errors` lists every problem, each ``location: message``."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("invalid configuration")
+        self.errors = list(errors)
+
+    def __str__(self) -> str:
+        return "invalid configuration:\n" + "\n".join(f"  {e}" for e in self.errors)
+
+
+class RouteAction(Enum):
+    """What a route does with a call (built-in services, or a trunk)."""
+
+    ECHO = "echo"
+    MOH = "moh"
+    RECORD = "record"
+    BUSY = "busy"
+    REJECT = "reject"
+    DTMF = "dtmf"
+    TRUNK = "trunk"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Listeners, media ports, storage and logging of the process."""
+
+    listen: tuple[str, ...] = ("127.0.0.1",)
+    """IP addresses to listen on (SIP, HTTP and RTP)."""
+    sip_port: int = 5060
+    """SIP over UDP and TCP (RFC 3261 §18)."""
+    sip_tls_port: int | None = 5061
+    """SIP over TLS (RFC 3261 §26.2); None when SIP TLS is off."""
+    http_port: int = 8443
+    """HTTPS: REST API, WebSocket signalling, agent pages."""
+    rtp_port_range: tuple[int, int] = (20000, 29999)
+    """Inclusive RTP/RTCP port range; RTP on even ports (RFC 3550 §11)."""
+    data_dir: Path = Path("data")
+    """Recordings, database, generated certificates; absolute after loading."""
+    log_level: str = "info"
+    log_format: str = "kv"
+    user_agent: str = field(default_factory=lambda: f"omlmedia/{package_version()}")
+    """User-Agent and Server header value (RFC 3261 §20.41, §20.35)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SipConfig:
+    """SIP stack settings: RFC 3261 §17.1.1.1 timer values, limits, digest realm, TLS files."""
+
+    t1: float = 0.5
+    """RTT estimate, seconds (RFC 3261 §17.1.1.1)."""
+    t2: float = 4.0
+    """Maximum retransmit interval for non-INVITE requests and INVITE responses, seconds."""
+    t4: float = 5.0
+    """Maximum duration a message remains in the network, seconds."""
+    max_message_size: int = 65535
+    """Largest SIP message accepted, bytes."""
+    tcp_idle_timeout: float = 300.0
+    """Idle stream connections are closed after this many seconds."""
+    realm: str = "omlmedia"
+    """Digest realm of our challenges (RFC 7616 §3.3)."""
+    tls_cert: Path | None = None
+    """PEM certificate chain; None: a self-signed one is generated into data_dir."""
+    tls_key: Path | None = None
+    """PEM private key for `tls_cert`."""
+    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    """Digest challenges we send, in order of preference (RFC 8760 §2.4). Clients that read only the
+    first challenge and know only MD5 (sipp 3.6, older phones) need ``["MD5", "SHA-256"]``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    """Flood protection for untrusted sources, and sources trusted beyond the trunks."""
+
+    rate_limit_requests: int = 100
+    """Requests allowed from one untrusted source address per window."""
+    rate_limit_window: float = 10.0
+    """Seconds."""
+    ban_time: float = 300.0
+    """Seconds a source exceeding the limit is ignored; 0 means never banned."""
+    trusted_networks: tuple[IPNetwork, ...] = ()
+    """Sources exempt from rate limits (trunks' trusted_sources are exempt too)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """REST/debug API credentials: only the SHA-256 of the bearer token is kept."""
+
+    token_sha256: str
+    """Lower-case hex SHA-256 of the API token."""
+
+    def token_matches(self, token: str) -> bool:
+        """True when `token` hashes to `token_sha256` (constant-time comparison)."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        return hmac.compare_digest(digest, self.token_sha256)
+
+
+@dataclass(frozen=True, slots=True)
+class Trunk:
+    """A SIP peer (PBX, carrier) trusted by source address and reached at host:port.
+
+    Outbound credentials answer the peer's digest challenges (RFC 7616 §3.4): `password` is kept
+    as given because answering needs it (or its HA1 for the peer's realm, `auth_realm`).
+    """
+
+    name: str
+    host: str
+    port: int = 5060
+    transport: str = "udp"
+    trusted_sources: tuple[IPNetwork, ...] = ()
+    outbound_proxy: Endpoint | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ha1_md5: str | None = field(default=None, repr=False)
+    ha1_sha256: str | None = field(default=None, repr=False)
+    auth_realm: str | None = None
+    register: bool = False
+    register_expires: int = 3600
+    qualify_interval: float = 0.0
+    """Seconds between OPTIONS pings (RFC 3261 §11); 0 means off."""
+    codecs: tuple[str, ...] = ("PCMU", "PCMA", "telephone-event")
+    """Offered in this order (RFC 3264 §5.1); telephone-event is RFC 4733 DTMF."""
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """Next hop for requests to this trunk: the outbound proxy if set (RFC 3261 §8.1.2)."""
+        if self.outbound_proxy is not None:
+            return self.outbound_proxy
+        return Endpoint(self.transport, self.host, self.port)
+
+    def trusts(self, address: str) -> bool:
+        """True when a request from `address` (an IP literal) belongs to this trunk."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_sources)
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A SIP user allowed from untrusted sources through digest (RFC 7616); hashes only."""
+
+    name: str
+    ha1_md5: str | None = field(default=None, repr=False)
+    """H(name:realm:password) with MD5, lower-case hex."""
+    ha1_sha256: str | None = field(default=None, repr=False)
+    """H(name:realm:password) with SHA-256, lower-case hex."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a call goes, chosen by its Request-URI user part (RFC 3261 §19.1.1)."""
+
+    action: RouteAction
+    user: str | None = None
+    """Exact user part to match; exactly one of `user` and `pattern` is set."""
+    pattern: re.Pattern[str] | None = None
+    """Regular expression the whole user part must match."""
+    trunk: str | None = None
+    """Trunk name when `action` is TRUNK."""
+    strip: int = 0
+    """Leading characters removed from the user part."""
+    prefix: str = ""
+    """Prepended to the user part after `strip`."""
+
+    @property
+    def target(self) -> str:
+        """The target as written in the configuration (``echo``, ``trunk:pbx``...)."""
+        if self.action is RouteAction.TRUNK:
+            return f"trunk:{self.trunk}"
+        return str(self.action.value)
+
+    def apply(self, user: str) -> str | None:
+        """The rewritten user part when this route matches `user`, else None."""
+        if self.user is not None:
+            if user != self.user:
+                return None
+        elif self.pattern is None or self.pattern.fullmatch(user) is None:
+            return None
+        return self.prefix + user[self.strip :]
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedSecrets:
+    """Secrets generated at load because none were given; shown once in the banner."""
+
+    api_token: str | None = field(default=None, repr=False)
+    demo_password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole validated configuration."""
+
+    server: ServerConfig
+    sip: SipConfig
+    security: SecurityConfig
+    api: ApiConfig
+    trunks: tuple[Trunk, ...] = ()
+    users: tuple[User, ...] = ()
+    routes: tuple[Route, ...] = ()
+    source: Path | None = None
+    """The file it was read from; None for the embedded demo."""
+    generated: GeneratedSecrets = GeneratedSecrets()
+    _source_cache: dict[str, Trunk | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    @property
+    def is_demo(self) -> bool:
+        """True for the embedded demo configuration."""
+        return self.source is None
+
+    def trunk(self, name: str) -> Trunk | None:
+        """The trunk called `name`, if any."""
+        for trunk in self.trunks:
+            if trunk.name == name:
+                return trunk
+        return None
+
+    def trunk_for_source(self, address: str) -> Trunk | None:
+        """The first trunk whose trusted_sources contain `address` (answers are cached)."""
+        cache = self._source_cache
+        try:
+            return cache[address]
+        except KeyError:
+            pass
+        found = next((trunk for trunk in self.trunks if trunk.trusts(address)), None)
+        if len(cache) >= _SOURCE_CACHE_SIZE:
+            cache.clear()
+        cache[address] = found
+        return found
+
+    def user(self, name: str) -> User | None:
+        """The SIP user called `name`, if any."""
+        for user in self.users:
+            if user.name == name:
+                return user
+        return None
+
+    def route(self, user: str) -> tuple[Route, str] | None:
+        """The first route matching a Request-URI user part, with the rewritten user part."""
+        for route in self.routes:
+            rewritten = route.apply(user)
+            if rewritten is not None:
+                return route, rewritten
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Command-line values that replace those of the file (None: keep the file's value)."""
+
+    listen: tuple[str, ...] | None = None
+    sip_port: int | None = None
+    sip_tls_port: int | None = None
+    no_tls: bool = False
+    http_port: int | None = None
+    rtp_port_range: tuple[int, int] | None = None
+    data_dir: str | None = None
+    log_level: str | None = None
+    log_format: str | None = None
+    demo_pbx: tuple[str, int] | None = None
+    """Host and port of the demo trunk ``pbx`` (demo only)."""
+    demo_password: str | None = field(default=None, repr=False)
+    """Password of the demo SIP user (demo only)."""
+    api_token: str | None = field(default=None, repr=False)
+
+
+def digest_ha1(user: str, realm: str, password: str) -> tuple[str, str]:
+    """H(user:realm:password) with MD5 and SHA-256, lower-case hex (RFC 7616 §3.4.2)."""
+    a1 = f"{user}:{realm}:{password}".encode()
+    return hashlib.md5(a1).hexdigest(), hashlib.sha256(a1).hexdigest()
+
+
+def load_config(path: str | Path, overrides: Overrides | None = None) -> Config:
+    """Read, override and validate a TOML configuration file; raises `ConfigError`."""
+    overrides = overrides or Overrides()
+    path = Path(path)
+    demo_only = [
+        flag
+        for flag, value in (
+            ("--demo-pbx", overrides.demo_pbx),
+            ("--demo-password", overrides.demo_password),
+        )
+        if value is not None
+    ]
+    if demo_only:
+        raise ConfigError(
+            [f"{flag}: only applies to the embedded demo (no --config)" for flag in demo_only]
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    raw = _parse_toml(data)
+    return _build(raw, overrides, base_dir=path.absolute().parent, source=path)
+
+
+def load_demo_config(overrides: Overrides | None = None) -> Config:
+    """The embedded demo configuration (``omlmedia/demo.toml``) with `overrides` applied.
+
+    The trunk ``pbx`` goes to `demo_pbx` (default 127.0.0.1:5070) and trusts 127.0.0.1 (and the
+    demo PBX address when it is an IP literal); the SIP user ``demo`` gets the HA1s of
+    `demo_password`, generated when absent. Relative paths are relative to the working directory.
+    """
+    overrides = overrides or Overrides()
+    raw = _parse_toml(resources.files("omlmedia").joinpath(DEMO_RESOURCE).read_bytes())
+    origins: dict[str, str] = {}
+    errors: list[str] = []
+    generated_password: str | None = None
+    for index, trunk in enumerate(raw["trunks"]):
+        if trunk["name"] == DEMO_TRUNK and overrides.demo_pbx is not None:
+            host, port = overrides.demo_pbx
+            trunk["host"], trunk["port"] = host, port
+            origins[f"trunks[{index}].host"] = origins[f"trunks[{index}].port"] = "--demo-pbx"
+            network = _ip_network_or_none(host.strip("[]"))
+            if network is not None and network not in map(
+                ipaddress.ip_network, trunk["trusted_sources"]
+            ):
+                trunk["trusted_sources"].append(str(network))
+    password = overrides.demo_password
+    if password is None:
+        password = generated_password = secrets.token_urlsafe(12)
+    elif not password:
+        errors.append("--demo-password: must not be empty")
+        password = secrets.token_urlsafe(12)
+    realm = raw["sip"]["realm"]
+    for user in raw["users"]:
+        if user["name"] == DEMO_USER:
+            user["ha1_md5"], user["ha1_sha256"] = digest_ha1(DEMO_USER, realm, password)
+    return _build(
+        raw,
+        overrides,
+        base_dir=Path.cwd(),
+        source=None,
+        origins=origins,
+        errors=errors,
+        generated_password=generated_password,
+    )
+
+
+_TOML_POSITION = re.compile(
+    r"^(?P<msg>.*) \(at (?:line (?P<line>\d+), column (?P<col>\d+)|end of document)\)$"
+)
+
+
+def _parse_toml(data: bytes) -> dict[str, Any]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"byte {exc.start}: not valid UTF-8"]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = _TOML_POSITION.match(str(exc))
+        if match is None:
+            raise ConfigError([f"TOML syntax error: {exc}"]) from None
+        if match["line"] is None:
+            where = f"line {text.count(chr(10)) + 1} (end of file)"
+        else:
+            where = f"line {match['line']}, column {match['col']}"
+        raise ConfigError([f"{where}: {match['msg']}"]) from None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _ip_network_or_none(text: object) -> IPNetwork | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return ipaddress.ip_network(text)
+    except ValueError:
+        return None
+
+
+_TOML_TYPES: Final[Mapping[type, str]] = {
+    str: "a string",
+    int: "an integer",
+    float: "a float",
+    bool: "a boolean",
+    list: "an array",
+    dict: "a table",
+}
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+_URI_USER = re.compile(r"[^\s@:<>\"]+")
+_HEX32 = re.compile(r"[0-9a-fA-F]{32}")
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_MISSING: Final = object()
+
+
+def _type_name(value: object) -> str:
+    for kind, name in _TOML_TYPES.items():
+        if type(value) is kind:
+            return name
+    return "a date/time"
+
+
+_DEFAULT_CODECS: Final = ("PCMU", "PCMA", "telephone-event")
+
+
+class _Checker:
+    """Collects errors; reads typed values from raw TOML tables."""
+
+    def __init__(self, origins: Mapping[str, str]) -> None:
+        self.errors: list[str] = []
+        self.origins = origins
+
+    def error(self, path: str, message: str) -> None:
+        flag = self.origins.get(path)
+        if flag is None and path.endswith("]"):
+            flag = self.origins.get(path.rpartition("[")[0])
+        self.errors.append(f"{flag} ({path}): {message}" if flag else f"{path}: {message}")
+
+    def table(
+        self, path: str, value: object, allowed: tuple[str, ...], hints: Mapping[str, str] = {}
+    ) -> dict[str, Any]:
+        if value is _MISSING:
+            return {}
+        if not isinstance(value, dict):
+            self.error(path, f"expected a table, got {_type_name(value)}")
+            return {}
+        for key in value:
+            if key in allowed:
+                continue
+            where = f"{path}.{key}" if path else key
+            if key in hints:
+                self.error(where, hints[key])
+                continue
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            suggestion = f' (did you mean "{close[0]}"?)' if close else ""
+            self.error(where, f"unknown key{suggestion}")
+        return value
+
+    def tables(self, path: str, value: object) -> Iterator[tuple[str, Any]]:
+        if value is _MISSING:
+            return
+        if not isinstance(value, list):
+            self.error(path, f"expected an array of tables ([[{path}]]), got {_type_name(value)}")
+            return
+        for index, item in enumerate(value):
+            yield f"{path}[{index}]", item
+
+    def get(self, table: dict[str, Any], path: str, key: str, kind: type, what: str) -> Any:
+        value = table.get(key, _MISSING)
+        if value is _MISSING:
+            return _MISSING
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            self.error(_join(path, key), f"expected {what}, got {_type_name(value)}")
+            return None
+        return value
+
+    def string(
+        self,
+        table: dict[str, Any],
+        path: str,
+        key: str,
+        default: str | None = None,
+        *,
+        required: bool = False,
+        pattern: re.Pattern[str] | None = None,
+        choices: tuple[str, ...] = (),
+    ) -> str | None:
+        value = self.get(table, path, key, str, "a string")
+        if value is _MISSING:
+            if required:
+                self.error(_join(path, key), "required")
+            return default
+        if value is None:
+            return None
+        if choices:
+            lowered = value.lower()
+            if lowered not in choices:
+                self.error(_join(path, key), f"must be one of {', '.join(choices)}")
+                return None
+            return str(lowered)
+        if pattern is not None and pattern.fullmatch(value) is None:
+            self.error(_join(path, key), f"invalid value {value!r}")
+            return None
+        if required and not value:
+            self.error(_join(path, key), "must not be empty")
+            return None
+        return str(value)
+
+    def integer(
+        self, table: dict[str, Any], path: str, key: str, default: int, low: int, high: int
+    ) -> int | None:
+        value = self.get(table, path, key, int, "an integer")
+        if value is _MISSING:
+            return default
+        if value is None:
+            return None
+        if not low <= value <= high:
+            self.error(_join(path, key), f"must be an integer from {low} to {high}")
+            return None
+        return int(value)
+
+    def number(
+        self,
+        table: dict[str, Any],
+        path: str,
+        key: str,
+        default: float,
+        low: float,
+        high: float,
+        *,
+        low_open: bool = False,
+    ) -> float | None:
+        value = self.get(table, path, key, float, "a number")
+        if value is _MISSING:
+            return default
+        if value is None:
+            return None
+        if value > high or value < low or (low_open and value == low):
+            bound = "greater than" if low_open else "at least"
+            self.error(_join(path, key), f"must be {bound} {low:g} and at most {high:g}")
+            return None
+        return float(value)
+
+    def boolean(self, table: dict[str, Any], path: str, key: str, default: bool) -> bool | None:
+        value = self.get(table, path, key, bool, "a boolean")
+        if value is _MISSING:
+            return default
+        return None if value is None else bool(value)
+
+    def strings(
+        self, table: dict[str, Any], path: str, key: str, default: tuple[str, ...]
+    ) -> tuple[str, ...] | None:
+        value = self.get(table, path, key, list, "an array of strings")
+        if value is _MISSING:
+            return default
+        if value is None:
+            return None
+        bad = [i for i, item in enumerate(value) if not isinstance(item, str)]
+        for i in bad:
+            self.error(f"{_join(path, key)}[{i}]", f"expected a string, got {_type_name(value[i])}")
+        return None if bad else tuple(value)
+
+    def networks(self, table: dict[str, Any], path: str, key: str) -> tuple[IPNetwork, ...] | None:
+        values = self.strings(table, path, key, ())
+        if values is None:
+            return None
+        result: list[IPNetwork] = []
+        for i, text in enumerate(values):
+            try:
+                result.append(ipaddress.ip_network(text))
+            except ValueError:
+                self.error(
+                    f"{_join(path, key)}[{i}]",
+                    f"bad CIDR {text!r} (an address, or a network with no host bits set)",
+                )
+        return tuple(result) if len(result) == len(values) else None
+
+    def path(self, table: dict[str, Any], path: str, key: str, base_dir: Path) -> Path | None:
+        text = self.string(table, path, key)
+        if not text:
+            if text == "":
+                self.error(_join(path, key), "must not be empty")
+            return None
+        resolved = Path(text).expanduser()
+        return resolved if resolved.is_absolute() else base_dir / resolved
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _apply_overrides(
+    raw: dict[str, Any], overrides: Overrides, origins: dict[str, str]
+) -> dict[str, Any]:
+    server = raw.setdefault("server", {})
+    if not isinstance(server, dict):
+        return raw
+    values: tuple[tuple[str, str, object], ...] = (
+        ("listen", "--listen", list(overrides.listen) if overrides.listen is not None else None),
+        ("sip_port", "--sip-port", overrides.sip_port),
+        ("sip_tls_port", "--sip-tls-port", overrides.sip_tls_port),
+        ("sip_tls_port", "--no-tls", False if overrides.no_tls else None),
+        ("http_port", "--http-port", overrides.http_port),
+        (
+            "rtp_port_range",
+            "--rtp-ports",
+            list(overrides.rtp_port_range) if overrides.rtp_port_range is not None else None,
+        ),
+        (
+            "data_dir",
+            "--data-dir",
+            str(Path(overrides.data_dir).absolute()) if overrides.data_dir else overrides.data_dir,
+        ),
+        ("log_level", "--log-level", overrides.log_level),
+        ("log_format", "--log-format", overrides.log_format),
+    )
+    for key, flag, value in values:
+        if value is not None:
+            server[key] = value
+            origins[f"server.{key}"] = flag
+    if overrides.api_token is not None:
+        api = raw.setdefault("api", {})
+        if isinstance(api, dict):
+            origins["api.token_sha256"] = "--api-token"
+            api["token_sha256"] = (
+                hashlib.sha256(overrides.api_token.encode()).hexdigest()
+                if overrides.api_token.strip()
+                else ""
+            )
+    return raw
+
+
+_TOP_KEYS: Final = ("server", "sip", "security", "api", "trunks", "users", "routes")
+_SERVER_KEYS: Final = (
+    "listen",
+    "sip_port",
+    "sip_tls_port",
+    "http_port",
+    "rtp_port_range",
+    "data_dir",
+    "log_level",
+    "log_format",
+    "user_agent",
+)
+_SIP_KEYS: Final = (
+    "t1",
+    "t2",
+    "t4",
+    "max_message_size",
+    "tcp_idle_timeout",
+    "realm",
+    "tls_cert",
+    "tls_key",
+    "digest_algorithms",
+)
+_SECURITY_KEYS: Final = ("rate_limit_requests", "rate_limit_window", "ban_time", "trusted_networks")
+_API_KEYS: Final = ("token_sha256",)
+_TRUNK_KEYS: Final = (
+    "name",
+    "host",
+    "port",
+    "transport",
+    "trusted_sources",
+    "outbound_proxy",
+    "username",
+    "password",
+    "ha1_md5",
+    "ha1_sha256",
+    "auth_realm",
+    "register",
+    "register_expires",
+    "qualify_interval",
+    "codecs",
+)
+_USER_KEYS: Final = ("name", "ha1_md5", "ha1_sha256")
+_ROUTE_KEYS: Final = ("user", "pattern", "target", "strip", "prefix")
+_PLAINTEXT_HINT: Final = "plain passwords are not accepted here; run `omlmedia hash-password`"
+_TOKEN_HINT: Final = "plain tokens are not accepted; give token_sha256 (SHA-256 hex of the token)"
+
+
+def _build(
+    raw: dict[str, Any],
+    overrides: Overrides,
+    *,
+    base_dir: Path,
+    source: Path | None,
+    origins: dict[str, str] | None = None,
+    errors: list[str] | None = None,
+    generated_password: str | None = None,
+) -> Config:
+    origins = {} if origins is None else origins
+    raw = _apply_overrides(raw, overrides, origins)
+    check = _Checker(origins)
+    check.errors.extend(errors or ())
+    check.table("", raw, _TOP_KEYS)
+    server = _server(check, raw.get("server", _MISSING), base_dir)
+    sip = _sip(check, raw.get("sip", _MISSING), base_dir)
+    security = _security(check, raw.get("security", _MISSING))
+    api, api_token = _api(check, raw.get("api", _MISSING))
+    trunks = _trunks(check, raw.get("trunks", _MISSING))
+    users = _users(check, raw.get("users", _MISSING))
+    routes = _routes(check, raw.get("routes", _MISSING), _trunk_names(raw.get("trunks")))
+    if check.errors or server is None or sip is None or security is None or api is None:
+        raise ConfigError(check.errors)
+    return Config(
+        server=server,
+        sip=sip,
+        security=security,
+        api=api,
+        trunks=trunks,
+        users=users,
+        routes=routes,
+        source=source,
+        generated=GeneratedSecrets(api_token=api_token, demo_password=generated_password),
+    )
+
+
+def _server(check: _Checker, value: object, base_dir: Path) -> ServerConfig | None:
+    table = check.table("server", value, _SERVER_KEYS)
+    p = "server"
+    defaults = ServerConfig()
+    listen = check.strings(table, p, "listen", defaults.listen)
+    if listen is not None:
+        listen = _listen(check, listen)
+    sip_port = check.integer(table, p, "sip_port", defaults.sip_port, 1, 65535)
+    tls_value = table.get("sip_tls_port", _MISSING)
+    sip_tls_port: int | None
+    if tls_value is False:
+        sip_tls_port = None
+    elif tls_value is True:
+        check.error("server.sip_tls_port", "must be a port from 1 to 65535, or false for off")
+        sip_tls_port = None
+    else:
+        sip_tls_port = check.integer(table, p, "sip_tls_port", 5061, 1, 65535)
+    tls_ok = tls_value is False or sip_tls_port is not None
+    http_port = check.integer(table, p, "http_port", defaults.http_port, 1, 65535)
+    rtp = _rtp_range(check, table)
+    data_dir = check.path(table, p, "data_dir", base_dir)
+    if "data_dir" not in table:
+        data_dir = base_dir / defaults.data_dir
+    log_level = check.string(table, p, "log_level", defaults.log_level, choices=LOG_LEVELS)
+    log_format = check.string(table, p, "log_format", defaults.log_format, choices=LOG_FORMATS)
+    user_agent = check.string(table, p, "user_agent", defaults.user_agent)
+    if user_agent is not None and (not user_agent.strip() or not user_agent.isprintable()):
+        check.error("server.user_agent", "must be printable text")
+    _port_clashes(check, sip_port, sip_tls_port, http_port, rtp)
+    if (
+        listen is None
+        or sip_port is None
+        or not tls_ok
+        or http_port is None
+        or rtp is None
+        or data_dir is None
+        or log_level is None
+        or log_format is None
+        or user_agent is None
+    ):
+        return None
+    return ServerConfig(
+        listen=listen,
+        sip_port=sip_port,
+        sip_tls_port=sip_tls_port,
+        http_port=http_port,
+        rtp_port_range=rtp,
+        data_dir=data_dir,
+        log_level=log_level,
+        log_format=log_format,
+        user_agent=user_agent,
+    )
+
+
+def _listen(check: _Checker, listen: tuple[str, ...]) -> tuple[str, ...] | None:
+    if not listen:
+        check.error("server.listen", "must list at least one address")
+        return None
+    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    ok = True
+    for i, text in enumerate(listen):
+        try:
+            address = ipaddress.ip_address(text.strip("[]"))
+        except ValueError:
+            check.error(f"server.listen[{i}]", f"not an IP address: {text!r}")
+            ok = False
+            continue
+        if address in addresses:
+            check.error(f"server.listen[{i}]", f"duplicate address {text!r}")
+            ok = False
+        addresses.append(address)
+    for address in addresses:
+        if address.is_unspecified and any(
+            a.version == address.version and a != address for a in addresses
+        ):
+            check.error(
+                "server.listen", f"{address} already covers every IPv{address.version} address"
+            )
+            ok = False
+    return tuple(str(a) for a in addresses) if ok else None
+
+
+def _rtp_range(check: _Checker, table: dict[str, Any]) -> tuple[int, int] | None:
+    value = table.get("rtp_port_range", _MISSING)
+    if value is _MISSING:
+        return 20000, 29999
+    where = "server.rtp_port_range"
+    if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)):
+        check.error(where, "expected [LOW, HIGH], two integers")
+        return None
+    low, high = value
+    if not (1 <= low <= 65535 and 1 <= high <= 65535):
+        check.error(where, "ports must be from 1 to 65535")
+        return None
+    if low % 2:
+        check.error(where, "LOW must be even (RTP uses even ports, RFC 3550 §11)")
+        return None
+    if low >= high:
+        check.error(where, "LOW must be less than HIGH")
+        return None
+    return low, high
+
+
+def _port_clashes(
+    check: _Checker,
+    sip_port: int | None,
+    sip_tls_port: int | None,
+    http_port: int | None,
+    rtp: tuple[int, int] | None,
+) -> None:
+    tcp = [
+        ("sip_port", sip_port),
+        ("sip_tls_port", sip_tls_port),
+        ("http_port", http_port),
+    ]
+    for i, (name, port) in enumerate(tcp):
+        for other, other_port in tcp[:i]:
+            if port and port == other_port:
+                check.error(f"server.{name}", f"port {port} clashes with server.{other} (TCP)")
+    if rtp is not None and sip_port is not None and rtp[0] <= sip_port <= rtp[1]:
+        check.error(
+            "server.rtp_port_range",
+            f"contains server.sip_port {sip_port} (UDP)",
+        )
+
+
+def _sip(check: _Checker, value: object, base_dir: Path) -> SipConfig | None:
+    table = check.table("sip", value, _SIP_KEYS)
+    p = "sip"
+    d = SipConfig()
+    t1 = check.number(table, p, "t1", d.t1, 0.0, 60.0, low_open=True)
+    t2 = check.number(table, p, "t2", d.t2, 0.0, 600.0, low_open=True)
+    t4 = check.number(table, p, "t4", d.t4, 0.0, 600.0, low_open=True)
+    if t1 is not None and t2 is not None and t2 < t1:
+        check.error("sip.t2", "must be at least sip.t1")
+    size = check.integer(table, p, "max_message_size", d.max_message_size, 1024, 16 * 1024 * 1024)
+    idle = check.number(
+        table, p, "tcp_idle_timeout", d.tcp_idle_timeout, 0.0, 86400.0, low_open=True
+    )
+    realm = check.string(table, p, "realm", d.realm)
+    if realm is not None and (
+        not realm or '"' in realm or "\\" in realm or not realm.isprintable()
+    ):
+        check.error("sip.realm", "must be non-empty printable text without quotes or backslashes")
+        realm = None
+    cert = check.path(table, p, "tls_cert", base_dir)
+    key = check.path(table, p, "tls_key", base_dir)
+    if ("tls_cert" in table) != ("tls_key" in table):
+        check.error("sip", "tls_cert and tls_key go together (neither: a self-signed certificate)")
+    for name, file in (("tls_cert", cert), ("tls_key", key)):
+        if file is not None and not file.is_file():
+            check.error(f"sip.{name}", f"file not found: {file}")
+    algorithms = check.strings(table, p, "digest_algorithms", d.digest_algorithms)
+    if algorithms is not None:
+        upper = tuple(a.upper() for a in algorithms)
+        if (
+            not upper
+            or any(a not in ("SHA-256", "MD5") for a in upper)
+            or len(set(upper)) != len(upper)
+        ):
+            check.error("sip.digest_algorithms", 'must list "SHA-256" and/or "MD5", each once')
+            algorithms = None
+        else:
+            algorithms = upper
+    if None in (t1, t2, t4, size, idle, realm, algorithms) or (
+        t2 is not None and t1 is not None and t2 < t1
+    ):
+        return None
+    assert t1 is not None and t2 is not None and t4 is not None
+    assert size is not None and idle is not None and realm is not None and algorithms is not None
+    return SipConfig(t1, t2, t4, size, idle, realm, cert, key, algorithms)
+
+
+def _security(check: _Checker, value: object) -> SecurityConfig | None:
+    table = check.table("security", value, _SECURITY_KEYS)
+    p = "security"
+    d = SecurityConfig()
+    requests = check.integer(table, p, "rate_limit_requests", d.rate_limit_requests, 1, 10**9)
+    window = check.number(
+        table, p, "rate_limit_window", d.rate_limit_window, 0.0, 86400.0, low_open=True
+    )
+    ban = check.number(table, p, "ban_time", d.ban_time, 0.0, 10**7)
+    networks = check.networks(table, p, "trusted_networks")
+    if requests is None or window is None or ban is None or networks is None:
+        return None
+    return SecurityConfig(requests, window, ban, networks)
+
+
+def _api(check: _Checker, value: object) -> tuple[ApiConfig | None, str | None]:
+    table = check.table("api", value, _API_KEYS, {"token": _TOKEN_HINT})
+    digest = check.string(table, "api", "token_sha256")
+    if digest is None:
+        if "token_sha256" in table:
+            return None, None
+        token = secrets.token_urlsafe(24)
+        return ApiConfig(hashlib.sha256(token.encode()).hexdigest()), token
+    if _HEX64.fullmatch(digest) is None:
+        if check.origins.get("api.token_sha256") == "--api-token":
+            check.error("api.token_sha256", "must not be empty or blank")
+        else:
+            check.error("api.token_sha256", "expected 64 hexadecimal digits (a SHA-256)")
+        return None, None
+    return ApiConfig(digest.lower()), None
+
+
+def _host_port(check: _Checker, where: str, text: str, default_port: int) -> tuple[str, int] | None:
+    host, port = text, default_port
+    if text.startswith("["):
+        end = text.find("]")
+        host, rest = text[1:end], text[end + 1 :]
+        if end < 0 or (rest and not rest.startswith(":")):
+            check.error(where, f"expected HOST[:PORT], got {text!r}")
+            return None
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        port_text = None
+    if port_text is not None:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            check.error(where, f"port must be from 1 to 65535, got {port_text!r}")
+            return None
+        port = int(port_text)
+    if not (_is_ip(host) or _HOSTNAME.fullmatch(host)):
+        check.error(where, f"not a host name or IP address: {host!r}")
+        return None
+    return host, port
+
+
+def _check_names(check: _Checker, kind: str, names: list[tuple[str, str | None]]) -> None:
+    seen: dict[str, str] = {}
+    for path, name in names:
+        if name is None:
+            continue
+        if name in seen:
+            check.error(f"{path}.name", f'duplicate {kind} name "{name}" (also {seen[name]})')
+        else:
+            seen[name] = path
+
+
+def _trunk_names(value: object) -> set[str]:
+    if not isinstance(value, list):
+        return set()
+    return {t["name"] for t in value if isinstance(t, dict) and isinstance(t.get("name"), str)}
+
+
+def _trunks(check: _Checker, value: object) -> tuple[Trunk, ...]:
+    result: list[Trunk] = []
+    names: list[tuple[str, str | None]] = []
+    for path, item in check.tables("trunks", value):
+        errors_before = len(check.errors)
+        table = check.table(path, item, _TRUNK_KEYS)
+        if not isinstance(item, dict):
+            continue
+        name = check.string(table, path, "name", required=True, pattern=_NAME)
+        names.append((path, name))
+        host_text = check.string(table, path, "host", required=True)
+        host: str | None = None
+        if host_text:
+            host = host_text.strip("[]")
+            if not (_is_ip(host) or _HOSTNAME.fullmatch(host)):
+                check.error(f"{path}.host", f"not a host name or IP address: {host_text!r}")
+        transport = check.string(table, path, "transport", "udp", choices=TRANSPORTS)
+        default_port = 5061 if transport == "tls" else 5060
+        port = check.integer(table, path, "port", default_port, 1, 65535)
+        sources = check.networks(table, path, "trusted_sources")
+        if "trusted_sources" not in table and host is not None and _is_ip(host):
+            sources = (ipaddress.ip_network(host),)
+        proxy: Endpoint | None = None
+        proxy_text = check.string(table, path, "outbound_proxy")
+        if proxy_text is not None and transport is not None:
+            parsed = _host_port(check, f"{path}.outbound_proxy", proxy_text, default_port)
+            if parsed is not None:
+                proxy = Endpoint(transport, *parsed)
+        username = check.string(table, path, "username", pattern=_URI_USER)
+        password = check.string(table, path, "password")
+        ha1_md5 = check.string(table, path, "ha1_md5", pattern=_HEX32)
+        ha1_sha256 = check.string(table, path, "ha1_sha256", pattern=_HEX64)
+        auth_realm = check.string(table, path, "auth_realm")
+        has_ha1 = "ha1_md5" in table or "ha1_sha256" in table
+        if password is not None and has_ha1:
+            check.error(path, "give password or ha1_md5/ha1_sha256, not both")
+        if has_ha1 and "auth_realm" not in table:
+            check.error(f"{path}.auth_realm", "required with ha1_md5/ha1_sha256 (the peer's realm)")
+        register = check.boolean(table, path, "register", False)
+        if ("password" in table or has_ha1 or register) and "username" not in table:
+            check.error(f"{path}.username", "required with credentials or register = true")
+        expires = check.integer(table, path, "register_expires", 3600, 60, 86400)
+        qualify = check.number(table, path, "qualify_interval", 0.0, 0.0, 86400.0)
+        codecs = _codecs(check, table, path)
+        if len(check.errors) > errors_before:
+            continue
+        assert name is not None and host is not None and transport is not None
+        assert port is not None and sources is not None and register is not None
+        assert expires is not None and qualify is not None and codecs is not None
+        result.append(
+            Trunk(
+                name=name,
+                host=host,
+                port=port,
+                transport=transport,
+                trusted_sources=sources,
+                outbound_proxy=proxy,
+                username=username,
+                password=password,
+                ha1_md5=ha1_md5.lower() if ha1_md5 else None,
+                ha1_sha256=ha1_sha256.lower() if ha1_sha256 else None,
+                auth_realm=auth_realm,
+                register=register,
+                register_expires=expires,
+                qualify_interval=qualify,
+                codecs=codecs,
+            )
+        )
+    _check_names(check, "trunk", names)
+    return tuple(result)
+
+
+def _codecs(check: _Checker, table: dict[str, Any], path: str) -> tuple[str, ...] | None:
+    values = check.strings(table, path, "codecs", _DEFAULT_CODECS)
+    if values is None:
+        return None
+    where = f"{path}.codecs"
+    if not values:
+        check.error(where, "must list at least one codec")
+        return None
+    result: list[str] = []
+    for i, text in enumerate(values):
+        codec = CODECS.get(text.lower())
+        if codec is None:
+            check.error(
+                f"{where}[{i}]", f"unknown codec {text!r} (known: {', '.join(CODECS.values())})"
+            )
+        elif codec in result:
+            check.error(f"{where}[{i}]", f"duplicate codec {text!r}")
+        else:
+            result.append(codec)
+    if len(result) == len(values) and result == ["telephone-event"]:
+        check.error(where, "needs an audio codec besides telephone-event")
+        return None
+    return tuple(result) if len(result) == len(values) else None
+
+
+def _users(check: _Checker, value: object) -> tuple[User, ...]:
+    result: list[User] = []
+    names: list[tuple[str, str | None]] = []
+    for path, item in check.tables("users", value):
+        errors_before = len(check.errors)
+        table = check.table(path, item, _USER_KEYS, {"password": _PLAINTEXT_HINT})
+        if not isinstance(item, dict):
+            continue
+        name = check.string(table, path, "name", required=True, pattern=_USER_NAME)
+        names.append((path, name))
+        ha1_md5 = check.string(table, path, "ha1_md5", pattern=_HEX32)
+        ha1_sha256 = check.string(table, path, "ha1_sha256", pattern=_HEX64)
+        if "ha1_md5" not in table and "ha1_sha256" not in table:
+            check.error(path, "needs ha1_md5 or ha1_sha256 (see `omlmedia hash-password`)")
+        if len(check.errors) > errors_before or name is None:
+            continue
+        result.append(
+            User(
+                name,
+                ha1_md5.lower() if ha1_md5 else None,
+                ha1_sha256.lower() if ha1_sha256 else None,
+            )
+        )
+    _check_names(check, "user", names)
+    return tuple(result)
+
+
+def _routes(check: _Checker, value: object, trunk_names: set[str]) -> tuple[Route, ...]:
+    result: list[Route] = []
+    targets = ", ".join(a.value for a in RouteAction if a is not RouteAction.TRUNK)
+    for path, item in check.tables("routes", value):
+        errors_before = len(check.errors)
+        table = check.table(path, item, _ROUTE_KEYS)
+        if not isinstance(item, dict):
+            continue
+        user = check.string(table, path, "user", pattern=_URI_USER)
+        pattern_text = check.string(table, path, "pattern")
+        if ("user" in table) == ("pattern" in table):
+            check.error(path, "needs exactly one of user or pattern")
+        pattern: re.Pattern[str] | None = None
+        if pattern_text is not None:
+            try:
+                pattern = re.compile(pattern_text)
+            except re.error as exc:
+                check.error(f"{path}.pattern", f"bad regular expression: {exc}")
+        target = check.string(table, path, "target", required=True)
+        action: RouteAction | None = None
+        trunk: str | None = None
+        if target:
+            kind, _, trunk_name = target.partition(":")
+            if kind == "trunk":
+                action = RouteAction.TRUNK
+                trunk = trunk_name
+                if trunk_name not in trunk_names:
+                    check.error(f"{path}.target", f'unknown trunk "{trunk_name}"')
+            else:
+                try:
+                    action = RouteAction(target)
+                except ValueError:
+                    check.error(
+                        f"{path}.target",
+                        f"unknown target {target!r} (one of {targets}, or trunk:<name>)",
+                    )
+        strip = check.integer(table, path, "strip", 0, 0, 64)
+        prefix = check.string(table, path, "prefix", "")
+        if prefix and _URI_USER.fullmatch(prefix) is None:
+            check.error(f"{path}.prefix", f"invalid value {prefix!r}")
+        if len(check.errors) > errors_before or action is None:
+            continue
+        assert strip is not None and prefix is not None
+        result.append(Route(action, user, pattern, trunk, strip, prefix))
+    return tuple(result)
