@@ -1,0 +1,152 @@
+"""TLS certificates and contexts for SIP over TLS (RFC 3261 §26.2.1, RFC 5922) and the HTTPS
+server.
+
+``ensure_self_signed`` creates a self-signed EC P-256 certificate with subjectAltNames when none
+exists, so a fresh install can listen on TLS at once; ``server_context`` and ``client_context``
+build ``ssl.SSLContext`` objects limited to TLS 1.2+ with forward-secret AEAD cipher suites (RFC
+7525 §4.2).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+VALIDITY_DAYS = 825
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
+class CertificateError(ValueError):
+    """A certificate request or a certificate/key pair is invalid."""
+
+
+def ensure_self_signed(
+    cert_path: Path, key_path: Path, hostnames: list[str], ips: list[str]
+) -> None:
+    """Create a self-signed certificate and key unless both files exist (RFC 5280 §4.2.1.6).
+
+    The key is EC P-256, written with mode 0600; the certificate is valid for 825 days and names
+    every hostname as a DNS subjectAltName and every address as an IP subjectAltName. Both files
+    are written atomically. If only one of the two exists, nothing is overwritten and
+    ``CertificateError`` is raised.
+    """
+    cert_exists, key_exists = cert_path.exists(), key_path.exists()
+    if cert_exists and key_exists:
+        return
+    if cert_exists or key_exists:
+        raise CertificateError("only one of certificate and key exists")
+    if not hostnames and not ips:
+        raise CertificateError("a certificate needs a hostname or an IP address")
+    try:
+        names: list[x509.GeneralName] = [x509.DNSName(name) for name in hostnames]
+        names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    except ValueError:
+        raise CertificateError("invalid hostname or IP address for a certificate") from None
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (hostnames or ips)[0][:64])])
+    not_before = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+    public_key = key.public_key()
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_before + datetime.timedelta(days=VALIDITY_DAYS))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _write_atomically(key_path, key_pem, 0o600)
+    _write_atomically(cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server context for SIP over TLS and HTTPS: TLS 1.2+, ECDHE with AEAD (RFC 7525 §4.2)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _harden(context)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError):
+        raise CertificateError("certificate or key cannot be loaded") from None
+    return context
+
+
+def client_context(verify: bool = True, cafile: Path | None = None) -> ssl.SSLContext:
+    """A client context: TLS 1.2+, the peer verified against ``cafile`` or the system CAs
+    (RFC 5922 §7.1); ``verify=False`` accepts any certificate (tests, self-signed peers)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _harden(context)
+    if verify:
+        try:
+            if cafile is None:
+                context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+            else:
+                context.load_verify_locations(cafile=cafile)
+        except (OSError, ssl.SSLError):
+            raise CertificateError("CA file cannot be loaded") from None
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _harden(context: ssl.SSLContext) -> None:
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            os.fchmod(file.fileno(), mode)
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["CertificateError", "client_context", "ensure_self_signed", "server_context"]
