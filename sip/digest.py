@@ -236,6 +236,8 @@ class DigestServer:
 
     ``secret`` keys the nonce HMAC (32 random bytes are plenty; several processes sharing one
     secret accept each other's nonces). Nonces older than ``nonce_ttl`` seconds are stale.
+    ``algorithms`` are challenged in the order given (RFC 8760 §2.4 wants the preferred first;
+    clients that read only the first challenge and know only MD5 need MD5 first).
     ``max_nonces`` bounds the nonce-count table: when full, the oldest nonce is forgotten and every
     nonce issued up to it is treated as stale from then on, so a forgotten nonce cannot be replayed.
     """
@@ -259,7 +261,7 @@ class DigestServer:
             raise DigestError("Digest algorithm is not supported")
         self.realm = realm
         self.nonce_ttl = nonce_ttl
-        self.algorithms: tuple[str, ...] = tuple(sorted(set(names), key=ALGORITHMS.index))
+        self.algorithms: tuple[str, ...] = tuple(dict.fromkeys(names))
         self.allow_no_qop = allow_no_qop
         self.max_nonces = max_nonces
         key = hmac.new(secret, b"omlmedia-digest-nonce", hashlib.sha256).digest()
