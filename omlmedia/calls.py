@@ -1,0 +1,536 @@
+"""Call routing: what happens to each call the SIP core accepts.
+
+The router is the application above :class:`sip.ua.UserAgent`. It matches the Request-URI user
+against the configured routes (first match wins) and runs the target: built-in services (``echo``,
+``busy``, ``reject``) or, in later stages, queues, agents and trunks. Media set-up is asynchronous
+(binding RTP sockets); every action on the SIP core goes through :meth:`sip.service.SipService.act`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
+
+from omlmedia.config import Config, Route, RouteAction, Trunk
+from omlmedia.logs import event
+from omlmedia.media.echo import RtpEcho
+from omlmedia.media.ports import PortAllocator, PortsExhausted
+from omlmedia.media.relay import RtpRelay
+from sip.message import URI, Address
+from sip.sdp import (
+    DEFAULT_CAPABILITIES,
+    MediaCapabilities,
+    MediaDescription,
+    OfferAnswerError,
+    SDPError,
+    SessionDescription,
+    create_offer,
+    negotiate,
+    process_answer,
+)
+from sip.service import SipService
+
+if TYPE_CHECKING:
+    from omlmedia.trunks import TrunkManager
+from sip.ua import (
+    Call,
+    CallConfirmed,
+    CallEnded,
+    CallProgress,
+    CallState,
+    DtmfReceived,
+    IncomingCall,
+    InDialogRequest,
+    RequestOutcome,
+    SessionModified,
+    UAEvent,
+)
+
+logger = logging.getLogger(__name__)
+
+SIP_CAPABILITIES = MediaCapabilities(
+    tuple(c for c in DEFAULT_CAPABILITIES.codecs if c.encoding_name.lower() != "opus")
+    + tuple(c for c in DEFAULT_CAPABILITIES.codecs if c.encoding_name.lower() == "opus"),
+    rtcp_mux=False,
+)
+"""G.711 first for trunks (what PBXs expect), then G.722 and Opus; RTCP on its own port."""
+
+REJECT_STATUS = {RouteAction.BUSY: 486, RouteAction.REJECT: 603}
+
+
+@dataclass(eq=False)
+class CallMedia:
+    """What the router keeps per call: the negotiated session and the media that runs it."""
+
+    session_id: int
+    version: int = 0
+    echo: RtpEcho | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+@dataclass(eq=False)
+class Bridge:
+    """An inbound call bridged out through a trunk, and the relay between their media."""
+
+    inbound: Call
+    trunk: Trunk
+    number: str
+    offer: SessionDescription
+    session_id: int
+    outbound: Call | None = None
+    relay: RtpRelay | None = None
+    capabilities: MediaCapabilities | None = None
+    outbound_offer: SessionDescription | None = None
+    inbound_answer: bytes | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+@dataclass
+class RouterStats:
+    """Counters exposed through the API."""
+
+    offered: int = 0
+    answered: int = 0
+    rejected: int = 0
+    not_found: int = 0
+    ended: int = 0
+    dtmf: int = 0
+    echo_packets: int = 0
+    relayed_packets: int = 0
+
+
+class CallRouter:
+    """Routes inbound calls to their targets and owns their media."""
+
+    def __init__(self, config: Config, media_host: str) -> None:
+        self.config = config
+        self.media_host = media_host
+        low, high = config.server.rtp_port_range
+        self.ports = PortAllocator(low, high)
+        self.stats = RouterStats()
+        self.service: SipService | None = None
+        self.trunks: TrunkManager | None = None
+        self._media: dict[int, CallMedia] = {}
+        self._bridges: dict[int, Bridge] = {}
+
+    def bind(self, service: SipService) -> None:
+        """Attach the SIP service the router acts through."""
+        self.service = service
+
+    @property
+    def active_media(self) -> int:
+        """Calls holding media resources."""
+        return len(self._media) + sum(1 for b in self._bridges.values() if b.relay is not None)
+
+    def route_for(self, user: str) -> tuple[Route, str] | None:
+        """The first route matching `user`, with the user part rewritten by it."""
+        for route in self.config.routes:
+            rewritten = route.apply(user)
+            if rewritten is not None:
+                return route, rewritten
+        return None
+
+    def on_event(self, ev: UAEvent) -> None:
+        """Entry point for the SIP core's events."""
+        if isinstance(ev, IncomingCall):
+            self._on_incoming(ev.call)
+        elif isinstance(ev, CallEnded):
+            self._on_ended(ev.call, ev.cause)
+        elif isinstance(ev, CallProgress):
+            self._on_progress(ev)
+        elif isinstance(ev, CallConfirmed):
+            event(logger, "call-confirmed", level=logging.DEBUG, call_id=ev.call.call_id)
+        elif isinstance(ev, SessionModified):
+            self._on_session_modified(ev)
+        elif isinstance(ev, DtmfReceived):
+            self.stats.dtmf += 1
+            event(
+                logger,
+                "dtmf",
+                call_id=ev.call.call_id,
+                digit=ev.digit,
+                via="info",
+                duration_ms=ev.duration_ms,
+            )
+        elif isinstance(ev, RequestOutcome):
+            if self.trunks is not None:
+                self.trunks.on_outcome(ev)
+        elif isinstance(ev, InDialogRequest):
+            assert self.service is not None
+            service, call, txn = self.service, ev.call, ev.transaction
+            service.act(lambda now: service.ua.respond(call, txn, 501, now))
+
+    def hangup_all(self) -> None:
+        """End every call (graceful shutdown): BYE for answered ones, 480/CANCEL for the others."""
+        assert self.service is not None
+        ua = self.service.ua
+        for call in list(ua.calls.values()):
+            self.service.act(partial(ua.hangup, call))
+
+    # -- targets ------------------------------------------------------------------------------
+
+    def _on_incoming(self, call: Call) -> None:
+        assert self.service is not None
+        service = self.service
+        self.stats.offered += 1
+        found = self.route_for(call.request_user)
+        if found is None:
+            self.stats.not_found += 1
+            event(
+                logger,
+                "call-rejected",
+                call_id=call.call_id,
+                user=call.request_user,
+                status=404,
+                reason="no-route",
+            )
+            service.act(lambda now: service.ua.reject(call, 404, now))
+            return
+        route, _user = found
+        event(
+            logger,
+            "call-offered",
+            call_id=call.call_id,
+            user=call.request_user,
+            target=route.target,
+            trunk=call.trunk,
+            auth_user=call.user,
+            source=str(call.source),
+        )
+        status = REJECT_STATUS.get(route.action)
+        if status is not None:
+            self.stats.rejected += 1
+            service.act(lambda now: service.ua.reject(call, status, now))
+            return
+        if route.action is RouteAction.ECHO:
+            media = CallMedia(session_id=secrets.randbelow(2**31))
+            call.app = media
+            self._media[id(call)] = media
+            media.task = asyncio.get_running_loop().create_task(self._answer_echo(call, media))
+            return
+        if route.action is RouteAction.TRUNK:
+            trunk = self.config.trunk(route.trunk or "")
+            if trunk is not None and self.trunks is not None and self.trunks.is_down(trunk.name):
+                self.stats.rejected += 1
+                event(
+                    logger,
+                    "call-rejected",
+                    call_id=call.call_id,
+                    target=route.target,
+                    status=503,
+                    reason="trunk-down",
+                )
+                service.act(lambda now: service.ua.reject(call, 503, now, "Trunk Down"))
+                return
+            if trunk is not None:
+                self._start_bridge(call, trunk, _user)
+                return
+        # Targets whose engine has not landed yet (music on hold, recording, DTMF playback)
+        # are refused honestly rather than answered with silence.
+        self.stats.rejected += 1
+        event(
+            logger,
+            "call-rejected",
+            call_id=call.call_id,
+            target=route.target,
+            status=488,
+            reason="target-unavailable",
+        )
+        service.act(lambda now: service.ua.reject(call, 503, now, "Target Not Available"))
+
+    async def _answer_echo(self, call: Call, media: CallMedia) -> None:
+        assert self.service is not None
+        service = self.service
+        offer: SessionDescription | None = None
+        remote: tuple[str, int] | None = None
+        try:
+            if call.remote_sdp:
+                offer = SessionDescription.parse(call.remote_sdp)
+        except SDPError as exc:
+            event(logger, "call-rejected", call_id=call.call_id, status=400, reason=str(exc))
+            service.act(lambda now: service.ua.reject(call, 400, now, "Bad SDP"))
+            return
+        echo = RtpEcho(self.ports, self.media_host)
+        try:
+            port = await echo.start(None)
+        except (PortsExhausted, OSError) as exc:
+            event(logger, "call-rejected", call_id=call.call_id, status=503, reason=str(exc))
+            service.act(lambda now: service.ua.reject(call, 503, now))
+            return
+        if call.state is not CallState.OFFERED:  # cancelled while the sockets were bound
+            echo.stop()
+            return
+        media.echo = echo
+        try:
+            if offer is not None:
+                answer = negotiate(
+                    offer,
+                    SIP_CAPABILITIES,
+                    self.media_host,
+                    port,
+                    session_id=media.session_id,
+                    version=media.version,
+                )
+                body = bytes(answer.description)
+                remote = (answer.audio.remote_address, answer.audio.remote_port)
+            else:
+                body = bytes(
+                    create_offer(
+                        SIP_CAPABILITIES, media.session_id, media.version, self.media_host, port
+                    )
+                )
+        except OfferAnswerError:
+            self._release(call)
+            service.act(lambda now: service.ua.reject(call, 488, now))
+            return
+        event(
+            logger,
+            "call-answered",
+            level=logging.DEBUG,
+            call_id=call.call_id,
+            target="echo",
+            rtp_port=port,
+            remote_rtp=f"{remote[0]}:{remote[1]}" if remote else None,
+        )
+        self.stats.answered += 1
+        service.act(lambda now: service.ua.answer(call, body, now))
+
+    def _on_session_modified(self, ev: SessionModified) -> None:
+        """Answer a re-INVITE or UPDATE (hold, resume, codec change) for a call we carry."""
+        assert self.service is not None
+        service, call, txn, request = self.service, ev.call, ev.transaction, ev.request
+        bridge = self._bridges.get(id(call))
+        if bridge is not None:
+            # The relay keeps its ports; answer with the leg's description so that the session
+            # stays up. Propagating hold to the other leg comes with the media engine's bridge.
+            body = (
+                bridge.inbound_answer
+                if call is bridge.inbound
+                else (bytes(bridge.outbound_offer) if bridge.outbound_offer else b"")
+            )
+            service.act(
+                lambda now: service.ua.respond(
+                    call, txn, 200, now, body or b"", "application/sdp" if body else None
+                )
+            )
+            return
+        media = self._media.get(id(call))
+        if media is None or media.echo is None:
+            service.act(lambda now: service.ua.respond(call, txn, 488, now))
+            return
+        if not request.body:
+            service.act(lambda now: service.ua.respond(call, txn, 200, now))
+            return
+        try:
+            offer = SessionDescription.parse(request.body)
+            media.version += 1
+            answer = negotiate(
+                offer,
+                SIP_CAPABILITIES,
+                self.media_host,
+                media.echo.port,
+                session_id=media.session_id,
+                version=media.version,
+            )
+        except (SDPError, OfferAnswerError) as exc:
+            event(logger, "reinvite-rejected", call_id=call.call_id, reason=str(exc))
+            service.act(lambda now: service.ua.respond(call, txn, 488, now))
+            return
+        direction = answer.audio.direction.value
+        event(
+            logger,
+            "session-modified",
+            call_id=call.call_id,
+            method=request.method,
+            direction=direction,
+            hold=offer.is_hold(),
+        )
+        body = bytes(answer.description)
+        service.act(lambda now: service.ua.respond(call, txn, 200, now, body, "application/sdp"))
+
+    def _on_ended(self, call: Call, cause: str) -> None:
+        self.stats.ended += 1
+        event(logger, "call-ended", call_id=call.call_id, cause=cause, direction=call.direction)
+        bridge = self._bridges.pop(id(call), None)
+        if bridge is not None:
+            self._end_bridge(bridge, call)
+            return
+        self._release(call)
+
+    # -- trunk routing: a B2BUA with a passthrough RTP relay ----------------------------------
+
+    def _start_bridge(self, inbound: Call, trunk: Trunk, number: str) -> None:
+        assert self.service is not None
+        service = self.service
+        try:
+            offer = SessionDescription.parse(inbound.remote_sdp) if inbound.remote_sdp else None
+        except SDPError as exc:
+            service.act(lambda now: service.ua.reject(inbound, 400, now, "Bad SDP"))
+            event(logger, "call-rejected", call_id=inbound.call_id, status=400, reason=str(exc))
+            return
+        audio = None
+        if offer is not None:
+            audio = next((m for m in offer.media if m.media == "audio" and m.port), None)
+        if offer is None or audio is None or "SAVP" in audio.proto or not audio.codecs:
+            # Relaying needs the caller's offer (no late offer) in plain RTP.
+            service.act(lambda now: service.ua.reject(inbound, 488, now))
+            return
+        bridge = Bridge(
+            inbound=inbound,
+            trunk=trunk,
+            number=number,
+            offer=offer,
+            session_id=secrets.randbelow(2**31),
+        )
+        self._bridges[id(inbound)] = bridge
+        bridge.task = asyncio.get_running_loop().create_task(self._dial_trunk(bridge, audio))
+
+    async def _dial_trunk(self, bridge: Bridge, audio: MediaDescription) -> None:
+        assert self.service is not None
+        service, inbound, trunk = self.service, bridge.inbound, bridge.trunk
+        relay = RtpRelay(self.ports, self.media_host)
+        try:
+            await relay.start()
+        except (PortsExhausted, OSError):
+            self._bridges.pop(id(inbound), None)
+            service.act(lambda now: service.ua.reject(inbound, 503, now))
+            return
+        if inbound.state is not CallState.OFFERED:
+            relay.stop()
+            return
+        bridge.relay = relay
+        assert relay.a is not None and relay.b is not None
+        connection = bridge.offer.stream_connection(audio)
+        if connection is not None:
+            relay.a.set_remote(
+                connection.address, audio.port, audio.rtcp.port if audio.rtcp else None
+            )
+        codecs = tuple(audio.codecs)
+        bridge.capabilities = MediaCapabilities(codecs, ptime=audio.ptime, rtcp_mux=False)
+        bridge.outbound_offer = create_offer(
+            bridge.capabilities, bridge.session_id, 0, self.media_host, relay.b.port
+        )
+        number = bridge.number
+        caller = inbound.invite.from_
+        host = trunk.host if ":" not in trunk.host else f"[{trunk.host}]"
+        request_uri = URI.parse(f"sip:{number}@{host}:{trunk.port}")
+        to_address = Address.parse(f"<sip:{number}@{host}:{trunk.port}>")
+        from_address = Address(
+            caller.display_name,
+            URI.parse(f"sip:{caller.uri.user or 'anonymous'}@{self.media_host}"),
+            (),
+        )
+        credentials = (
+            (trunk.username, trunk.password) if trunk.username and trunk.password else None
+        )
+        body = bytes(bridge.outbound_offer)
+
+        def dial(now: float) -> None:
+            outbound = service.ua.send_invite(
+                destination=trunk.endpoint,
+                request_uri=request_uri,
+                from_address=from_address,
+                to_address=to_address,
+                body=body,
+                now=now,
+                credentials=credentials,
+                trunk=trunk.name,
+            )
+            bridge.outbound = outbound
+            self._bridges[id(outbound)] = bridge
+
+        event(logger, "call-bridging", call_id=inbound.call_id, trunk=trunk.name, number=number)
+        service.act(dial)
+
+    def _on_progress(self, ev: CallProgress) -> None:
+        bridge = self._bridges.get(id(ev.call))
+        if bridge is None or bridge.outbound is not ev.call or self.service is None:
+            return
+        service, inbound, response = self.service, bridge.inbound, ev.response
+        status = response.status
+        if status >= 300:
+            mapped = status if 400 <= status < 700 and status not in (401, 407) else 502
+            event(logger, "bridge-failed", call_id=inbound.call_id, status=status)
+            service.act(lambda now: service.ua.reject(inbound, mapped, now))
+            return
+        body = b""
+        if response.body and response.content_type == "application/sdp":
+            body = self._bridge_answer(bridge, response.body)
+            if not body:
+                service.act(lambda now: service.ua.hangup(ev.call, now))
+                service.act(lambda now: service.ua.reject(inbound, 488, now))
+                return
+        elif bridge.inbound_answer is not None:
+            body = bridge.inbound_answer
+        if status >= 200:
+            if not body:
+                service.act(lambda now: service.ua.hangup(ev.call, now))
+                service.act(lambda now: service.ua.reject(inbound, 488, now))
+                return
+            self.stats.answered += 1
+            event(
+                logger,
+                "call-answered",
+                call_id=inbound.call_id,
+                target=f"trunk:{bridge.trunk.name}",
+            )
+            service.act(lambda now: service.ua.answer(inbound, body, now))
+        elif status == 183 and body:
+            service.act(lambda now: service.ua.ring(inbound, now, body, 183))
+        elif status >= 180:
+            service.act(lambda now: service.ua.ring(inbound, now))
+
+    def _bridge_answer(self, bridge: Bridge, sdp: bytes) -> bytes:
+        """Our answer to the caller, from the trunk's answer to our offer; b"" when unusable."""
+        relay = bridge.relay
+        if bridge.outbound_offer is None or relay is None or relay.b is None:
+            return b""
+        try:
+            answer = SessionDescription.parse(sdp)
+            streams = process_answer(bridge.outbound_offer, answer)
+            stream = next(s for s in streams if s is not None)
+        except (SDPError, OfferAnswerError, StopIteration):
+            return b""
+        relay.b.set_remote(stream.remote_address, stream.remote_port, stream.remote_rtcp_port)
+        if bridge.inbound_answer is not None:
+            return bridge.inbound_answer
+        chosen = (stream.codec,) + ((stream.telephone_event,) if stream.telephone_event else ())
+        try:
+            ours = negotiate(
+                bridge.offer,
+                MediaCapabilities(chosen, rtcp_mux=False),
+                self.media_host,
+                relay.a.port if relay.a else 0,
+                session_id=bridge.session_id,
+                version=0,
+            )
+        except OfferAnswerError:
+            return b""
+        bridge.inbound_answer = bytes(ours.description)
+        return bridge.inbound_answer
+
+    def _end_bridge(self, bridge: Bridge, ended: Call) -> None:
+        assert self.service is not None
+        service = self.service
+        other = bridge.outbound if ended is bridge.inbound else bridge.inbound
+        if other is not None:
+            self._bridges.pop(id(other), None)
+            if other.state is not CallState.ENDED:
+                service.act(lambda now: service.ua.hangup(other, now))
+        if bridge.relay is not None:
+            self.stats.relayed_packets += bridge.relay.packets
+            bridge.relay.stop()
+            bridge.relay = None
+
+    def _release(self, call: Call) -> None:
+        media = self._media.pop(id(call), None)
+        if media is None:
+            return
+        if media.echo is not None:
+            self.stats.echo_packets += media.echo.packets
+            media.echo.stop()
+            media.echo = None

@@ -1,0 +1,212 @@
+"""The server process: binds what the configuration asks for, wires SIP to the call router, serves
+the HTTPS API, and stops gracefully on SIGTERM/SIGINT (calls get BYE, transactions finish)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import ssl
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from omlmedia.api import start_api
+from omlmedia.calls import CallRouter
+from omlmedia.cli import summary
+from omlmedia.config import Config
+from omlmedia.logs import event
+from omlmedia.trunks import TrunkManager
+from sip.digest import DigestServer
+from sip.security import RateLimiter, SourcePolicy
+from sip.service import SipService
+from sip.tls import client_context, ensure_self_signed, server_context
+from sip.transaction import Timers
+from sip.transport import SipTransports, TransportLimits
+from sip.ua import UserAgent
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 5.0
+"""Seconds the server waits at shutdown for BYE transactions to complete."""
+
+
+def banner(config: Config) -> str:
+    """What the server prints at start: where it listens, what it serves, generated secrets."""
+    lines = [
+        "omlmedia " + ("(embedded demo configuration)" if config.is_demo else str(config.source))
+    ]
+    lines += [f"  {line}" for line in summary(config)]
+    if config.routes:
+        targets = ", ".join(
+            route.user
+            if route.user is not None
+            else (route.pattern.pattern if route.pattern else "?")
+            for route in config.routes
+        )
+        lines.append(f"  SIP targets: {targets}")
+    host = config.server.listen[0]
+    lines.append(f"  API: https://{host}:{config.server.http_port}/api/v1/status (bearer token)")
+    if config.generated.api_token:
+        lines.append(f"  API token (generated): {config.generated.api_token}")
+    if config.generated.demo_password:
+        lines.append(
+            f"  demo SIP user 'demo' password (generated): {config.generated.demo_password}"
+        )
+    return "\n".join(lines)
+
+
+def _tls_files(config: Config) -> tuple[Path, Path]:
+    """The certificate and key for SIP TLS and HTTPS: configured, or self-signed in data_dir."""
+    if config.sip.tls_cert is not None and config.sip.tls_key is not None:
+        return config.sip.tls_cert, config.sip.tls_key
+    directory = config.server.data_dir / "tls"
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "server.crt", directory / "server.key"
+    ips = [a for a in config.server.listen if a not in ("0.0.0.0", "::")] or ["127.0.0.1"]
+    ensure_self_signed(cert, key, ["localhost"], ips)
+    return cert, key
+
+
+class Server:
+    """Everything one process runs; built by :func:`serve`, usable from tests too."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.transports = SipTransports(
+            limits=TransportLimits(
+                max_message_size=config.sip.max_message_size,
+                idle_timeout=config.sip.tcp_idle_timeout,
+            )
+        )
+        self.router = CallRouter(config, config.server.listen[0])
+        self.service: SipService | None = None
+        self.api: web.AppRunner | None = None
+        self.trunks: TrunkManager | None = None
+        self._tls: ssl.SSLContext | None = None
+
+    async def start(self) -> None:
+        """Bind SIP, start the API; raises OSError when a port cannot be bound."""
+        config = self.config
+        host = config.server.listen[0]
+        cert, key = _tls_files(config)
+        self._tls = server_context(cert, key)
+        tls_port = config.server.sip_tls_port
+        await self.transports.start(
+            host=host,
+            udp_port=config.server.sip_port,
+            tcp_port=config.server.sip_port,
+            tls_port=tls_port,
+            tls_server_context=self._tls if tls_port is not None else None,
+            tls_client_context=client_context(verify=True),
+        )
+        local = {
+            t: self.transports.local_endpoint(t)
+            for t in ("udp", "tcp", "tls")
+            if t == "udp" or (t == "tcp") or tls_port is not None
+        }
+        policy = SourcePolicy(
+            [str(n) for t in config.trunks for n in t.trusted_sources]
+            + [str(n) for n in config.security.trusted_networks]
+        )
+        users = {user.name: user for user in config.users}
+        realm = config.sip.realm
+
+        def lookup_ha1(username: str, user_realm: str, algorithm: str) -> str | None:
+            user = users.get(username)
+            if user is None or user_realm != realm:
+                return None
+            return user.ha1_sha256 if algorithm.upper().startswith("SHA-256") else user.ha1_md5
+
+        def trusted_source(ip: str) -> str | None:
+            trunk = config.trunk_for_source(ip)
+            return trunk.name if trunk is not None else None
+
+        ua = UserAgent(
+            local_endpoints=local,
+            trusted_source=trusted_source,
+            digest=DigestServer(realm, os.urandom(32), algorithms=config.sip.digest_algorithms)
+            if users
+            else None,
+            lookup_ha1=lookup_ha1 if users else None,
+            rate_limiter=RateLimiter(
+                config.security.rate_limit_requests,
+                config.security.rate_limit_window,
+                config.security.ban_time,
+                policy=policy,
+            ),
+            timers=Timers(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4),
+            user_agent=config.server.user_agent,
+        )
+        self.service = SipService(ua, self.transports, self.router.on_event)
+        self.router.bind(self.service)
+        self.trunks = TrunkManager(config, self.service)
+        self.router.trunks = self.trunks
+        self.trunks.start()
+        self.api = await start_api(config, self.status, host, self._tls)
+        event(
+            logger,
+            "ready",
+            sip=", ".join(str(e) for e in local.values()),
+            api=f"https://{host}:{config.server.http_port}",
+        )
+
+    def status(self) -> dict[str, Any]:
+        """The live counters the API serves."""
+        assert self.service is not None
+        ua = self.service.ua
+        layer = ua.transactions
+        return {
+            "sip": {
+                "transactions": layer.transaction_count,
+                "dialogs": len(ua.dialogs),
+                "calls": ua.call_count,
+                "ua": vars(ua.stats).copy(),
+                "transaction_layer": layer.stats_dict() if hasattr(layer, "stats_dict") else {},
+            },
+            "transport": self.transports.stats.as_dict()
+            if hasattr(self.transports.stats, "as_dict")
+            else {},
+            "media": {
+                "active": self.router.active_media,
+                "rtp_ports_in_use": self.router.ports.in_use,
+            },
+            "calls": vars(self.router.stats).copy(),
+            "trunks": self.trunks.status() if self.trunks is not None else {},
+        }
+
+    async def stop(self) -> None:
+        """Graceful stop: BYE every call, let transactions finish (bounded), close everything."""
+        if self.service is not None:
+            if self.trunks is not None:
+                self.trunks.stop()
+            self.router.hangup_all()
+            await self.service.wait_idle(SHUTDOWN_GRACE)
+            self.service.close()
+        if self.api is not None:
+            await self.api.cleanup()
+        await self.transports.close()
+
+
+async def serve(config: Config) -> int:
+    """Run until SIGTERM or SIGINT; the exit status for the CLI."""
+    server = Server(config)
+    try:
+        await server.start()
+    except OSError as exc:
+        logger.error("cannot start: %s", exc)
+        print(f"omlmedia: cannot start: {exc}", flush=True)
+        await server.transports.close()
+        return 2
+    print(f"omlmedia ready (pid {os.getpid()})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    event(logger, "stopping", calls=server.service.ua.call_count if server.service else 0)
+    await server.stop()
+    event(logger, "stopped")
+    return 0

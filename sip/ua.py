@@ -1,0 +1,907 @@
+"""The user-agent core (RFC 3261 §8, §12-§15): the transaction user above the transaction layer.
+
+Theory of operation. The asyncio adapter hands every datagram or framed stream message to
+:meth:`UserAgent.receive` with the source endpoint and the time. The core parses it, answers what it
+can on its own (parse errors, request inspection, OPTIONS, authentication challenges, out-of-dialog
+requests for unknown dialogs, rate-limited sources) and turns the rest into :class:`UAEvent` values
+for the application (``next_event``). The application acts on calls through methods that take
+``now`` (``answer``, ``reject``, ``hangup``, ``send_invite``...). What must go on the wire is
+collected in ``datagrams_to_send``; when to wake up again is ``get_timer``. Nothing here reads a
+clock or a socket.
+
+Security baseline: a request from a source that is neither trusted by address (a trunk) nor
+authenticated by digest gets 401 (when there are users who could authenticate) and then 403, with
+the same answer whatever the user name; every rejection produces one line from
+:func:`sip.security.security_event` on the ``sip.security`` logger; per-source rate limiting drops a
+flooding source silently for a while.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from sip.dialog import Dialog, DialogState, DialogTable
+from sip.digest import DigestClient, DigestServer
+from sip.endpoint import Endpoint
+from sip.info import parse_dtmf_info
+from sip.message import (
+    URI,
+    Address,
+    ParseError,
+    Request,
+    Response,
+    Via,
+    make_response,
+    new_branch,
+    new_tag,
+    parse_message,
+)
+from sip.security import RateLimiter, Verdict, security_event
+from sip.transaction import (
+    AckReceived,
+    AckTimeout,
+    ClientTransaction,
+    InviteCancelled,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    StrayResponse,
+    Timers,
+    TransactionError,
+    TransactionLayer,
+    TransactionTimeout,
+    TransportFailed,
+)
+from sip.validation import check_request
+
+logger = logging.getLogger(__name__)
+security_logger = logging.getLogger("sip.security")
+
+ALLOWED_METHODS = frozenset(
+    {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "REFER", "NOTIFY"}
+)
+SUPPORTED_EXTENSIONS = frozenset({"replaces", "norefersub"})
+ALLOW_HEADER = ", ".join(sorted(ALLOWED_METHODS))
+
+
+class CallState(Enum):
+    """Where an INVITE dialog stands, from the application's point of view."""
+
+    OFFERED = "offered"  # inbound INVITE received, not answered yet
+    CALLING = "calling"  # outbound INVITE sent, no final response yet
+    ANSWERED = "answered"  # 2xx sent or received, waiting for / sending ACK
+    CONFIRMED = "confirmed"  # ACK exchanged: media flows
+    ENDED = "ended"
+
+
+@dataclass(eq=False)
+class Call:
+    """One INVITE-initiated session (inbound or outbound) and what the application hangs on it."""
+
+    call_id: str
+    direction: str  # "inbound" or "outbound"
+    source: Endpoint
+    invite: Request
+    state: CallState
+    local_tag: str
+    trunk: str | None = None
+    user: str | None = None
+    dialog: Dialog | None = None
+    server_transaction: ServerTransaction | None = None
+    client_transaction: ClientTransaction | None = None
+    final_response: Response | None = None
+    end_cause: str | None = None
+    app: object = None
+    pending_requests: dict[int, ServerTransaction] = field(default_factory=dict)
+    credentials: tuple[str, str] | None = None
+    auth_attempts: int = 0
+    ack: Request | None = None
+
+    @property
+    def remote_sdp(self) -> bytes:
+        """The body of the INVITE (the offer), empty when the caller sent none."""
+        return self.invite.body
+
+    @property
+    def request_user(self) -> str:
+        """The Request-URI user part: what the caller dialled."""
+        return self.invite.uri.user or ""
+
+
+class UAEvent:
+    """Base class of what the core tells the application."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCall(UAEvent):
+    """A new, accepted INVITE: answer, reject or ring it."""
+
+    call: Call
+
+
+@dataclass(frozen=True, slots=True)
+class CallConfirmed(UAEvent):
+    """The ACK for our 2xx arrived (inbound) or we sent the ACK (outbound)."""
+
+    call: Call
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded(UAEvent):
+    """The call is over: `cause` is ``bye``, ``cancel``, ``ack-timeout``, ``timeout``,
+    ``rejected``..."""
+
+    call: Call
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallProgress(UAEvent):
+    """A response to an INVITE we sent (provisional or final)."""
+
+    call: Call
+    response: Response
+
+
+@dataclass(frozen=True, slots=True)
+class SessionModified(UAEvent):
+    """A re-INVITE or UPDATE inside the call: the application answers it with :meth:`respond`."""
+
+    call: Call
+    request: Request
+    transaction: ServerTransaction
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfReceived(UAEvent):
+    """An INFO carrying a DTMF digit (application/dtmf-relay or application/dtmf)."""
+
+    call: Call
+    digit: str
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class InDialogRequest(UAEvent):
+    """REFER, NOTIFY and other in-dialog requests the core does not handle itself."""
+
+    call: Call
+    request: Request
+    transaction: ServerTransaction
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOutcome(UAEvent):
+    """The end of an out-of-dialog request the application sent (OPTIONS, REGISTER...).
+
+    `response` is the final response, or None when the transaction timed out or the transport
+    failed (`cause` says which).
+    """
+
+    transaction: ClientTransaction
+    response: Response | None
+    cause: str | None
+
+
+@dataclass
+class UAStats:
+    """Counters for the debug endpoint and the tests."""
+
+    received: int = 0
+    parse_errors: int = 0
+    rejected: int = 0
+    rate_limited: int = 0
+    auth_challenges: int = 0
+    auth_failures: int = 0
+    forbidden: int = 0
+    calls_total: int = 0
+
+
+class UserAgent:
+    """The sans-IO UA core: one per server process, serving every transport."""
+
+    def __init__(
+        self,
+        *,
+        local_endpoints: dict[str, Endpoint],
+        trusted_source: Callable[[str], str | None],
+        digest: DigestServer | None = None,
+        lookup_ha1: Callable[[str, str, str], str | None] | None = None,
+        rate_limiter: RateLimiter | None = None,
+        timers: Timers | None = None,
+        user_agent: str = "omlmedia",
+    ) -> None:
+        self._local = local_endpoints
+        self._trusted_source = trusted_source
+        self._digest = digest
+        self._lookup_ha1 = lookup_ha1
+        self._rate_limiter = rate_limiter
+        self._user_agent = user_agent
+        self.transactions = TransactionLayer(timers or Timers())
+        self.dialogs = DialogTable()
+        self.calls: dict[tuple[str, str], Call] = {}
+        self._calls_by_invite_txn: dict[int, Call] = {}
+        self._calls_by_client_txn: dict[int, Call] = {}
+        self._events: deque[UAEvent] = deque()
+        self._requests: dict[int, ClientTransaction] = {}
+        self._direct: list[tuple[bytes, Endpoint]] = []
+        self.stats = UAStats()
+
+    # -- the adapter's side -------------------------------------------------------------------
+
+    def receive(self, data: bytes, source: Endpoint, now: float) -> None:
+        """Take one complete SIP message from the network."""
+        self.stats.received += 1
+        limiter = self._rate_limiter
+        if limiter is not None and self._trusted_source(source.host) is None:
+            verdict = limiter.check(source.host, now)
+            if verdict is not Verdict.ALLOW:
+                self.stats.rate_limited += 1
+                if verdict is Verdict.BAN:
+                    security_logger.warning(
+                        security_event("rate-limit-ban", source.host, source.port, None, None, None)
+                    )
+                return
+        try:
+            message = parse_message(data)
+        except ParseError as exc:
+            self.stats.parse_errors += 1
+            if exc.request is not None and exc.request.method != "ACK":
+                self._send_direct(
+                    make_response(exc.request, exc.status, exc.reason), exc.request, source
+                )
+            logger.debug("parse error from %s: %s", source, exc.reason)
+            return
+        try:
+            if isinstance(message, Request) and message.cseq.method != message.method:
+                # The transaction layer keys on the CSeq method: refuse first (RFC 4475 3.1.2.17).
+                self.stats.parse_errors += 1
+                if message.method != "ACK":
+                    self._send_direct(
+                        make_response(message, 400, "CSeq Method Mismatch", to_tag=new_tag()),
+                        message,
+                        source,
+                    )
+                return
+            self.transactions.receive(message, source, now)
+        except ValueError as exc:  # a header needed for matching is malformed
+            self.stats.parse_errors += 1
+            if isinstance(message, Request) and message.method != "ACK":
+                try:
+                    self._send_direct(make_response(message, 400, "Bad Request"), message, source)
+                except ValueError:
+                    pass
+            logger.debug("unmatchable message from %s: %s", source, exc)
+            return
+        self._drain_layer(now)
+
+    def handle_timer(self, now: float) -> None:
+        """Run whatever timers are due."""
+        self.transactions.handle_timer(now)
+        self._drain_layer(now)
+
+    def get_timer(self) -> float | None:
+        """The next deadline, or None."""
+        return self.transactions.get_timer()
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        """What must go on the wire now."""
+        out = self.transactions.datagrams_to_send()
+        if self._direct:
+            out.extend(self._direct)
+            self._direct = []
+        return out
+
+    def next_event(self) -> UAEvent | None:
+        """The next event for the application."""
+        return self._events.popleft() if self._events else None
+
+    @property
+    def call_count(self) -> int:
+        """Calls that are not over yet."""
+        return len(self.calls)
+
+    # -- the application's side ---------------------------------------------------------------
+
+    def ring(self, call: Call, now: float, body: bytes = b"", status: int = 180) -> None:
+        """Send 180 Ringing (or 183 Session Progress with early media when `body` is given)."""
+        if call.state is not CallState.OFFERED or call.server_transaction is None:
+            return
+        response = self._response_for(call, status, body)
+        self._ensure_uas_dialog(call, response)
+        self._respond(response, now)
+        self._drain_layer(now)
+
+    def answer(
+        self, call: Call, body: bytes, now: float, content_type: str = "application/sdp"
+    ) -> None:
+        """Send 200 OK with our answer; the layer retransmits it until the ACK arrives."""
+        if call.state is not CallState.OFFERED or call.server_transaction is None:
+            return
+        response = self._response_for(call, 200, body, content_type)
+        self._ensure_uas_dialog(call, response)
+        assert call.dialog is not None
+        call.dialog.send_response(call.invite, response)
+        call.state = CallState.ANSWERED
+        call.final_response = response
+        self._respond(response, now)
+        self._drain_layer(now)
+
+    def reject(self, call: Call, status: int, now: float, reason: str | None = None) -> None:
+        """Refuse an offered call with a final non-2xx response."""
+        if call.state is not CallState.OFFERED or call.server_transaction is None:
+            return
+        response = make_response(call.invite, status, reason, to_tag=call.local_tag)
+        if status == 405:
+            response.headers.add("Allow", ALLOW_HEADER)
+        call.final_response = response
+        self._respond(response, now)
+        self._end(call, "rejected")
+        self._drain_layer(now)
+
+    def respond(
+        self,
+        call: Call,
+        transaction: ServerTransaction,
+        status: int,
+        now: float,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> None:
+        """Answer an in-dialog request that was handed to the application."""
+        request = transaction.request
+        response = make_response(
+            request,
+            status,
+            to_tag=call.local_tag,
+            body=body,
+            content_type=content_type if body else None,
+        )
+        if status < 300 and request.method in ("INVITE", "UPDATE"):
+            response.headers.add("Contact", str(self._contact()))
+        self._respond(response, now)
+        call.pending_requests.pop(request.cseq.seq, None)
+        self._drain_layer(now)
+
+    def hangup(self, call: Call, now: float) -> None:
+        """End the call whatever its state: BYE, CANCEL, or a final response for an offer."""
+        if call.state is CallState.ENDED:
+            return
+        if call.state is CallState.OFFERED:
+            self.reject(call, 480, now)
+            return
+        if call.state is CallState.CALLING:
+            if call.client_transaction is not None:
+                self.transactions.cancel(call.client_transaction, now)
+            self._end(call, "cancel")
+            self._drain_layer(now)
+            return
+        dialog = call.dialog
+        if dialog is not None and dialog.state is not DialogState.TERMINATED:
+            bye = dialog.create_request("BYE", via=self._via(call.source))
+            self._add_common(bye)
+            self.transactions.send_request(bye, self._next_hop(dialog, call.source), now)
+        self._end(call, "hangup")
+        self._drain_layer(now)
+
+    def send_invite(
+        self,
+        *,
+        destination: Endpoint,
+        request_uri: URI,
+        from_address: Address,
+        to_address: Address,
+        body: bytes,
+        now: float,
+        credentials: tuple[str, str] | None = None,
+        trunk: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> Call:
+        """Place an outbound call (RFC 3261 §13.2.1); progress arrives as CallProgress events."""
+        local_tag = new_tag()
+        request = Request("INVITE", request_uri)
+        add = request.headers.add
+        add("Via", str(self._via(destination)))
+        add("Max-Forwards", "70")
+        add("From", str(from_address.with_tag(local_tag)))
+        add("To", str(to_address))
+        add("Call-ID", new_tag() + new_tag())
+        add("CSeq", "1 INVITE")
+        add("Contact", str(self._contact(destination.transport)))
+        add("Allow", ALLOW_HEADER)
+        add("Supported", ", ".join(sorted(SUPPORTED_EXTENSIONS)))
+        for name, value in headers:
+            add(name, value)
+        self._add_common(request)
+        if body:
+            add("Content-Type", "application/sdp")
+            request.body = body
+        call = Call(
+            call_id=request.call_id,
+            direction="outbound",
+            source=destination,
+            invite=request,
+            state=CallState.CALLING,
+            local_tag=local_tag,
+            trunk=trunk,
+            credentials=credentials,
+        )
+        self.calls[(call.call_id, local_tag)] = call
+        self.stats.calls_total += 1
+        self._send_invite_request(call, request, now)
+        return call
+
+    def send_request(
+        self, request: Request, destination: Endpoint, now: float
+    ) -> ClientTransaction:
+        """Send an out-of-dialog request the application built (OPTIONS, REGISTER); without a Via
+        we add ours (see :meth:`via_for`). The outcome arrives as a RequestOutcome event."""
+        if "Via" not in request.headers:
+            request.headers.insert_first("Via", str(self._via(destination)))
+        if "User-Agent" not in request.headers:
+            self._add_common(request)
+        txn = self.transactions.send_request(request, destination, now)
+        self._requests[id(txn)] = txn
+        self._drain_layer(now)
+        return txn
+
+    def send_in_dialog(
+        self,
+        call: Call,
+        method: str,
+        now: float,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> ClientTransaction | None:
+        """Send re-INVITE, UPDATE, INFO, REFER, NOTIFY... inside an established call."""
+        dialog = call.dialog
+        if dialog is None or dialog.state is DialogState.TERMINATED:
+            return None
+        request = dialog.create_request(
+            method,
+            via=self._via(call.source),
+            body=body,
+            content_type=content_type,
+            headers=headers,
+        )
+        self._add_common(request)
+        txn = self.transactions.send_request(request, self._next_hop(dialog, call.source), now)
+        self._calls_by_client_txn[id(txn)] = call
+        self._drain_layer(now)
+        return txn
+
+    def via_for(self, destination: Endpoint) -> Via:
+        """Our Via for a new request to `destination`: a fresh branch, rport asked (RFC 3581)."""
+        return self._via(destination)
+
+    def contact_for(self, transport: str) -> Address:
+        """Our Contact for requests and responses over `transport`."""
+        return self._contact(transport)
+
+    def local_endpoint(self, transport: str) -> Endpoint:
+        """The address we listen on for `transport` (the first one when it is not served)."""
+        return self._local.get(transport) or next(iter(self._local.values()))
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _drain_layer(self, now: float) -> None:
+        layer = self.transactions
+        while (event := layer.next_event()) is not None:
+            try:
+                if isinstance(event, RequestReceived):
+                    self._on_request(event.request, event.source, event.transaction, now)
+                elif isinstance(event, ResponseReceived):
+                    self._on_response(event.response, event.transaction, now)
+                elif isinstance(event, AckReceived):
+                    self._on_ack(event.request)
+                elif isinstance(event, InviteCancelled):
+                    call = self._calls_by_invite_txn.get(id(event.transaction))
+                    if call is not None:
+                        self._end(call, "cancel")
+                elif isinstance(event, AckTimeout):
+                    call = self._calls_by_invite_txn.get(id(event.transaction))
+                    if call is not None and call.state is not CallState.ENDED:
+                        self.hangup(call, now)
+                        call.end_cause = "ack-timeout"
+                elif isinstance(event, TransactionTimeout | TransportFailed):
+                    self._on_transaction_failure(event.transaction, event, now)
+                elif isinstance(event, StrayResponse):
+                    pass
+            except Exception:  # one bad message must never stop the core
+                logger.exception("error handling %s", type(event).__name__)
+
+    def _on_request(
+        self,
+        request: Request,
+        source: Endpoint,
+        txn: ServerTransaction | None,
+        now: float,
+    ) -> None:
+        if txn is None:
+            return
+        error = check_request(
+            request, allowed_methods=ALLOWED_METHODS, supported_extensions=SUPPORTED_EXTENSIONS
+        )
+        if error is not None:
+            self.stats.rejected += 1
+            self._respond(error, now)
+            return
+        if request.to_tag is not None:
+            self._on_in_dialog_request(request, source, txn, now)
+            return
+        trunk, user = self._authorize(request, source, now)
+        if trunk is None and user is None:
+            return
+        method = request.method
+        if method == "OPTIONS":
+            response = make_response(request, 200, to_tag=new_tag())
+            response.headers.add("Allow", ALLOW_HEADER)
+            response.headers.add("Accept", "application/sdp")
+            response.headers.add("Supported", ", ".join(sorted(SUPPORTED_EXTENSIONS)))
+            self._add_common(response)
+            self._respond(response, now)
+            return
+        if method != "INVITE":
+            status = 481 if method in ("BYE", "INFO", "UPDATE", "NOTIFY", "PRACK") else 405
+            response = make_response(request, status, to_tag=new_tag())
+            if status == 405:
+                response.headers.add("Allow", ALLOW_HEADER)
+            self._respond(response, now)
+            return
+        max_forwards = request.max_forwards
+        if max_forwards is not None and max_forwards <= 0:
+            self._respond(make_response(request, 483, to_tag=new_tag()), now)
+            return
+        call = Call(
+            call_id=request.call_id,
+            direction="inbound",
+            source=source,
+            invite=request,
+            state=CallState.OFFERED,
+            local_tag=new_tag(),
+            trunk=trunk,
+            user=user,
+            server_transaction=txn,
+        )
+        self.calls[(call.call_id, call.local_tag)] = call
+        self._calls_by_invite_txn[id(txn)] = call
+        self.stats.calls_total += 1
+        self._events.append(IncomingCall(call))
+
+    def _authorize(
+        self, request: Request, source: Endpoint, now: float
+    ) -> tuple[str | None, str | None]:
+        """Return (trunk, user) for an accepted request; (None, None) once it was answered."""
+        trunk = self._trusted_source(source.host)
+        if trunk is not None:
+            return trunk, None
+        digest = self._digest
+        if digest is None or self._lookup_ha1 is None:
+            self._forbid(request, source, "untrusted-source", now)
+            return None, None
+        authorization = request.headers.get("Authorization")
+        if authorization is None:
+            self.stats.auth_challenges += 1
+            response = make_response(request, 401, to_tag=new_tag())
+            for challenge in digest.challenge(now):
+                response.headers.add("WWW-Authenticate", challenge)
+            self._respond(response, now)
+            return None, None
+        result = digest.verify(request.method, authorization, self._lookup_ha1, now)
+        if result.ok:
+            return None, result.username
+        if result.stale:
+            response = make_response(request, 401, to_tag=new_tag())
+            for challenge in digest.challenge(now, stale=True):
+                response.headers.add("WWW-Authenticate", challenge)
+            self._respond(response, now)
+            return None, None
+        self.stats.auth_failures += 1
+        self._forbid(request, source, "auth-failed", now, user=result.username)
+        return None, None
+
+    def _forbid(
+        self, request: Request, source: Endpoint, reason: str, now: float, user: str | None = None
+    ) -> None:
+        self.stats.forbidden += 1
+        security_logger.warning(
+            security_event(reason, source.host, source.port, request.method, request.call_id, user)
+        )
+        self._respond(make_response(request, 403, to_tag=new_tag()), now)
+
+    def _on_in_dialog_request(
+        self, request: Request, source: Endpoint, txn: ServerTransaction, now: float
+    ) -> None:
+        dialog = self.dialogs.match_request(request)
+        if dialog is None:
+            self._respond(make_response(request, 481), now)
+            return
+        call = self.calls.get((dialog.id.call_id, dialog.id.local_tag))
+        error = dialog.receive_request(request)
+        if error is not None:
+            self._respond(error, now)
+            return
+        method = request.method
+        if call is None:
+            self._respond(make_response(request, 481), now)
+            return
+        if method == "BYE":
+            self._respond(make_response(request, 200), now)
+            self._end(call, "bye")
+            return
+        if method in ("INVITE", "UPDATE"):
+            call.pending_requests[request.cseq.seq] = txn
+            self._events.append(SessionModified(call, request, txn))
+            return
+        if method == "INFO":
+            try:
+                digit = parse_dtmf_info(request.content_type, request.body)
+            except ValueError:
+                digit = None
+            self._respond(make_response(request, 200), now)
+            if digit is not None:
+                self._events.append(DtmfReceived(call, digit[0], digit[1]))
+            return
+        if method == "OPTIONS":
+            response = make_response(request, 200)
+            response.headers.add("Allow", ALLOW_HEADER)
+            self._respond(response, now)
+            return
+        self._events.append(InDialogRequest(call, request, txn))
+
+    def _on_ack(self, request: Request) -> None:
+        dialog = self.dialogs.match_request(request)
+        if dialog is None:
+            return
+        call = self.calls.get((dialog.id.call_id, dialog.id.local_tag))
+        if call is not None and call.state is CallState.ANSWERED:
+            call.state = CallState.CONFIRMED
+            self._events.append(CallConfirmed(call))
+
+    def _on_response(self, response: Response, txn: ClientTransaction, now: float) -> None:
+        if id(txn) in self._requests:
+            if response.status >= 200:
+                del self._requests[id(txn)]
+                self._events.append(RequestOutcome(txn, response, None))
+            return
+        call = self._calls_by_client_txn.get(id(txn))
+        if call is None:
+            return
+        if (
+            txn.request.method == "INVITE"
+            and call.direction == "outbound"
+            and txn.request is call.invite
+        ):
+            self._on_invite_response(call, response, txn, now)
+            return
+        if response.status >= 200:
+            self._calls_by_client_txn.pop(id(txn), None)
+            if call.dialog is not None:
+                call.dialog.receive_response(txn.request, response)
+                if (
+                    call.dialog.state is DialogState.TERMINATED
+                    and call.state is not CallState.ENDED
+                ):
+                    self._end(call, f"in-dialog-{response.status}")
+
+    def _on_invite_response(
+        self, call: Call, response: Response, txn: ClientTransaction, now: float
+    ) -> None:
+        status = response.status
+        if status < 200:
+            if (
+                status > 100
+                and response.to_tag
+                and call.dialog is None
+                and call.state is CallState.CALLING
+            ):
+                try:
+                    call.dialog = Dialog.create_uac(call.invite, response)
+                except ValueError:
+                    call.dialog = None
+                else:
+                    self.dialogs.add(call.dialog)
+            if status > 100 and call.state is CallState.CALLING:
+                self._events.append(CallProgress(call, response))
+            return
+        if status < 300:
+            self._on_invite_2xx(call, response, now)
+            return
+        self._calls_by_client_txn.pop(id(txn), None)
+        if status in (401, 407) and call.credentials is not None and call.auth_attempts < 2:
+            if call.state is CallState.CALLING and self._retry_with_credentials(
+                call, response, now
+            ):
+                return
+        if call.dialog is not None:
+            self.dialogs.remove(call.dialog.id)
+            call.dialog = None
+        if call.state is CallState.CALLING:
+            self._events.append(CallProgress(call, response))
+        self._end(call, f"status-{status}")
+
+    def _on_invite_2xx(self, call: Call, response: Response, now: float) -> None:
+        if call.state is CallState.CONFIRMED and call.ack is not None:
+            if call.dialog is not None and response.to_tag == call.dialog.id.remote_tag:
+                self.transactions.send_request(
+                    call.ack, self._next_hop(call.dialog, call.source), now
+                )
+            return
+        try:
+            dialog = Dialog.create_uac(call.invite, response)
+        except ValueError:
+            logger.warning("2xx without a usable Contact or To tag for %s", call.call_id)
+            return
+        if call.dialog is not None and call.dialog.id != dialog.id:
+            self.dialogs.remove(call.dialog.id)
+            call.dialog = None
+        if call.dialog is None:
+            call.dialog = dialog
+            self.dialogs.add(dialog)
+        else:
+            call.dialog.receive_response(call.invite, response)
+        ack = call.dialog.create_ack(call.invite, self._via(call.source))
+        self._add_common(ack)
+        call.ack = ack
+        destination = self._next_hop(call.dialog, call.source)
+        self.transactions.send_request(ack, destination, now)
+        if call.state is CallState.ENDED:  # we gave up (CANCEL) but the callee answered
+            bye = call.dialog.create_request("BYE", via=self._via(call.source))
+            self._add_common(bye)
+            self.transactions.send_request(bye, destination, now)
+            return
+        call.state = CallState.CONFIRMED
+        call.final_response = response
+        self._events.append(CallProgress(call, response))
+        self._events.append(CallConfirmed(call))
+
+    def _retry_with_credentials(self, call: Call, response: Response, now: float) -> bool:
+        """Answer a 401/407 with a new INVITE carrying credentials (RFC 3261 §22.2)."""
+        assert call.credentials is not None
+        name = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+        challenges = response.headers.getlist(name)
+        if not challenges:
+            return False
+        username, password = call.credentials
+        try:
+            value = DigestClient(username, password).authorize(
+                challenges, "INVITE", str(call.invite.uri), call.invite.body
+            )
+        except ValueError:
+            return False
+        call.auth_attempts += 1
+        old = call.invite
+        request = Request("INVITE", old.uri, old.headers.copy(), old.body)
+        request.headers.remove("Via")
+        request.headers.insert_first("Via", str(self._via(call.source)))
+        request.headers.set("CSeq", f"{old.cseq.seq + 1} INVITE")
+        request.headers.remove("Authorization")
+        request.headers.remove("Proxy-Authorization")
+        request.headers.add(
+            "Authorization" if response.status == 401 else "Proxy-Authorization", value
+        )
+        call.invite = request
+        self._send_invite_request(call, request, now)
+        return True
+
+    def _send_invite_request(self, call: Call, request: Request, now: float) -> None:
+        txn = self.transactions.send_request(request, call.source, now)
+        call.client_transaction = txn
+        self._calls_by_client_txn[id(txn)] = call
+        self._drain_layer(now)
+
+    def _on_transaction_failure(self, txn: object, event: object, now: float) -> None:
+        cause = "timeout" if isinstance(event, TransactionTimeout) else "transport-error"
+        request_txn = self._requests.pop(id(txn), None)
+        if request_txn is not None:
+            self._events.append(RequestOutcome(request_txn, None, cause))
+            return
+        call = self._calls_by_invite_txn.pop(id(txn), None)
+        if call is None:
+            call = self._calls_by_client_txn.pop(id(txn), None)
+        if call is None:
+            return
+        if call.state is not CallState.ENDED:
+            self._end(call, cause)
+
+    def _end(self, call: Call, cause: str) -> None:
+        if call.state is CallState.ENDED:
+            return
+        call.state = CallState.ENDED
+        call.end_cause = call.end_cause or cause
+        self.calls.pop((call.call_id, call.local_tag), None)
+        if call.server_transaction is not None:
+            self._calls_by_invite_txn.pop(id(call.server_transaction), None)
+        if call.dialog is not None:
+            self.dialogs.remove(call.dialog.id)
+        self._events.append(CallEnded(call, call.end_cause))
+
+    def _response_for(
+        self, call: Call, status: int, body: bytes, content_type: str = "application/sdp"
+    ) -> Response:
+        response = make_response(
+            call.invite,
+            status,
+            to_tag=call.local_tag,
+            body=body,
+            content_type=content_type if body else None,
+        )
+        response.headers.add("Contact", str(self._contact(call.source.transport)))
+        response.headers.add("Allow", ALLOW_HEADER)
+        self._add_common(response)
+        return response
+
+    def _ensure_uas_dialog(self, call: Call, response: Response) -> None:
+        if call.dialog is None:
+            call.dialog = Dialog.create_uas(
+                call.invite, call.local_tag, self._contact(call.source.transport)
+            )
+            self.dialogs.add(call.dialog)
+
+    def _contact(self, transport: str = "udp") -> Address:
+        local = self._local.get(transport) or next(iter(self._local.values()))
+        params: tuple[tuple[str, str | None], ...] = ()
+        if transport != "udp":
+            params = (("transport", transport),)
+        return Address(
+            display_name=None,
+            uri=URI(
+                scheme="sip",
+                user="omlmedia",
+                password=None,
+                host=local.host,
+                port=local.port,
+                params=params,
+                headers=(),
+            ),
+            params=(),
+        )
+
+    def _via(self, destination: Endpoint) -> Via:
+        local = self._local.get(destination.transport) or next(iter(self._local.values()))
+        return Via(
+            transport=destination.transport.upper(),
+            host=local.host,
+            port=local.port,
+            params=(("branch", new_branch()), ("rport", None)),
+        )
+
+    def _next_hop(self, dialog: Dialog, fallback: Endpoint) -> Endpoint:
+        """Where in-dialog requests go: the first route or the remote target (RFC 3261 §12.2.1.1),
+        when it names an IP address; otherwise where the dialog's INVITE came from or went to
+        (RFC 3263 name resolution is left to a later stage)."""
+        uri = dialog.next_hop()
+        host = uri.host.strip("[]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return fallback
+        transport = (uri.param("transport") or fallback.transport).lower()
+        if transport not in self._local:
+            transport = fallback.transport
+        port = uri.port or (5061 if transport == "tls" else 5060)
+        return Endpoint(transport, host, port)
+
+    def _add_common(self, message: Request | Response) -> None:
+        if isinstance(message, Request):
+            message.headers.add("User-Agent", self._user_agent)
+        else:
+            message.headers.add("Server", self._user_agent)
+
+    def _respond(self, response: Response, now: float) -> None:
+        try:
+            self.transactions.send_response(response, now)
+        except TransactionError as exc:  # the transaction ended meanwhile (CANCEL, timeout)
+            logger.debug("response %d not sent: %s", response.status, exc)
+
+    def _send_direct(self, response: Response, request: Request, source: Endpoint) -> None:
+        """Answer a request that never reached the transaction layer (it did not parse)."""
+        self._direct.append((bytes(response), source))
