@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
+import time
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omlmedia.config import Config, Route, RouteAction, Trunk
@@ -20,6 +23,8 @@ from omlmedia.logs import event
 from omlmedia.media.echo import RtpEcho
 from omlmedia.media.ports import PortAllocator, PortsExhausted
 from omlmedia.media.relay import RtpRelay
+from omlmedia.media.services import CAPABILITIES as SERVICE_CAPABILITIES
+from omlmedia.media.services import DtmfEcho, MediaService, MusicOnHold, Recorder
 from sip.message import URI, Address
 from sip.sdp import (
     DEFAULT_CAPABILITIES,
@@ -59,6 +64,8 @@ SIP_CAPABILITIES = MediaCapabilities(
 )
 """G.711 first for trunks (what PBXs expect), then G.722 and Opus; RTCP on its own port."""
 
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+
 REJECT_STATUS = {RouteAction.BUSY: 486, RouteAction.REJECT: 603}
 
 
@@ -69,6 +76,7 @@ class CallMedia:
     session_id: int
     version: int = 0
     echo: RtpEcho | None = None
+    service: MediaService | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -101,6 +109,7 @@ class RouterStats:
     dtmf: int = 0
     echo_packets: int = 0
     relayed_packets: int = 0
+    service_packets: int = 0
 
 
 class CallRouter:
@@ -148,6 +157,9 @@ class CallRouter:
             self._on_session_modified(ev)
         elif isinstance(ev, DtmfReceived):
             self.stats.dtmf += 1
+            media = self._media.get(id(ev.call))
+            if media is not None and isinstance(media.service, DtmfEcho):
+                media.service.add_digit(ev.digit)
             event(
                 logger,
                 "dtmf",
@@ -229,8 +241,14 @@ class CallRouter:
             if trunk is not None:
                 self._start_bridge(call, trunk, _user)
                 return
-        # Targets whose engine has not landed yet (music on hold, recording, DTMF playback)
-        # are refused honestly rather than answered with silence.
+        if route.action in (RouteAction.MOH, RouteAction.RECORD, RouteAction.DTMF):
+            media = CallMedia(session_id=secrets.randbelow(2**31))
+            call.app = media
+            self._media[id(call)] = media
+            media.task = asyncio.get_running_loop().create_task(
+                self._answer_service(call, media, self._make_service(call, route.action))
+            )
+            return
         self.stats.rejected += 1
         event(
             logger,
@@ -299,6 +317,79 @@ class CallRouter:
         self.stats.answered += 1
         service.act(lambda now: service.ua.answer(call, body, now))
 
+    def _make_service(self, call: Call, action: RouteAction) -> MediaService:
+        if action is RouteAction.MOH:
+            return MusicOnHold(self.ports, self.media_host)
+        if action is RouteAction.RECORD:
+            path = self.recording_path(call)
+            event(logger, "recording-started", call_id=call.call_id, path=str(path))
+            return Recorder(self.ports, self.media_host, path)
+
+        def on_digit(digit: str, duration_ms: int) -> None:
+            self.stats.dtmf += 1
+            event(
+                logger,
+                "dtmf",
+                call_id=call.call_id,
+                digit=digit,
+                via="rfc4733",
+                duration_ms=duration_ms,
+            )
+
+        return DtmfEcho(self.ports, self.media_host, on_digit)
+
+    def recording_path(self, call: Call) -> Path:
+        """Where a call's recording goes: data_dir/recordings/YYYY/MM/DD/<time>-<call-id>.wav."""
+        stamp = time.gmtime()
+        safe_id = _UNSAFE_FILENAME.sub("_", call.call_id)[:80]
+        directory = self.config.server.data_dir / "recordings" / time.strftime("%Y/%m/%d", stamp)
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / f"{time.strftime('%H%M%S', stamp)}-{safe_id}.wav"
+
+    async def _answer_service(self, call: Call, media: CallMedia, svc: MediaService) -> None:
+        """Answer with a media service (moh, record, dtmf): bind, negotiate, start, 200 OK."""
+        assert self.service is not None
+        service = self.service
+        try:
+            offer = SessionDescription.parse(call.remote_sdp) if call.remote_sdp else None
+        except SDPError as exc:
+            event(logger, "call-rejected", call_id=call.call_id, status=400, reason=str(exc))
+            service.act(lambda now: service.ua.reject(call, 400, now, "Bad SDP"))
+            return
+        if offer is None:  # these services need the caller's offer (no late offer yet)
+            service.act(lambda now: service.ua.reject(call, 488, now))
+            return
+        try:
+            port = await svc.bind()
+        except (PortsExhausted, OSError) as exc:
+            event(logger, "call-rejected", call_id=call.call_id, status=503, reason=str(exc))
+            service.act(lambda now: service.ua.reject(call, 503, now))
+            return
+        if call.state is not CallState.OFFERED:
+            svc.stop()
+            return
+        media.service = svc
+        try:
+            answer = negotiate(
+                offer,
+                SERVICE_CAPABILITIES,
+                self.media_host,
+                port,
+                session_id=media.session_id,
+                version=media.version,
+            )
+            await svc.start(answer.audio)
+        except OfferAnswerError:
+            self._release(call)
+            service.act(lambda now: service.ua.reject(call, 488, now))
+            return
+        if call.state is not CallState.OFFERED:
+            self._release(call)
+            return
+        self.stats.answered += 1
+        body = bytes(answer.description)
+        service.act(lambda now: service.ua.answer(call, body, now))
+
     def _on_session_modified(self, ev: SessionModified) -> None:
         """Answer a re-INVITE or UPDATE (hold, resume, codec change) for a call we carry."""
         assert self.service is not None
@@ -319,7 +410,7 @@ class CallRouter:
             )
             return
         media = self._media.get(id(call))
-        if media is None or media.echo is None:
+        if media is None or (media.echo is None and media.service is None):
             service.act(lambda now: service.ua.respond(call, txn, 488, now))
             return
         if not request.body:
@@ -328,14 +419,17 @@ class CallRouter:
         try:
             offer = SessionDescription.parse(request.body)
             media.version += 1
+            svc = media.service
             answer = negotiate(
                 offer,
-                SIP_CAPABILITIES,
+                SERVICE_CAPABILITIES if svc is not None else SIP_CAPABILITIES,
                 self.media_host,
-                media.echo.port,
+                svc.port if svc is not None else media.echo.port if media.echo else 0,
                 session_id=media.session_id,
                 version=media.version,
             )
+            if svc is not None:
+                svc.update(answer.audio)
         except (SDPError, OfferAnswerError) as exc:
             event(logger, "reinvite-rejected", call_id=call.call_id, reason=str(exc))
             service.act(lambda now: service.ua.respond(call, txn, 488, now))
@@ -534,3 +628,7 @@ class CallRouter:
             self.stats.echo_packets += media.echo.packets
             media.echo.stop()
             media.echo = None
+        if media.service is not None:
+            self.stats.service_packets += media.service.packets
+            media.service.stop()
+            media.service = None

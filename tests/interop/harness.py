@@ -132,6 +132,18 @@ user = "echo"
 target = "echo"
 
 [[routes]]
+user = "moh"
+target = "moh"
+
+[[routes]]
+user = "record"
+target = "record"
+
+[[routes]]
+user = "dtmf"
+target = "dtmf"
+
+[[routes]]
 user = "busy"
 target = "busy"
 
