@@ -2,7 +2,8 @@
 
 The router is the application above :class:`sip.ua.UserAgent`. It matches the Request-URI user
 against the configured routes (first match wins) and runs the target: built-in services (``echo``,
-``busy``, ``reject``) or, in later stages, queues, agents and trunks. Media set-up is asynchronous
+``moh``, ``record``, ``dtmf``, ``busy``, ``reject``), a trunk (B2BUA with an RTP relay), and in
+later stages queues and agents. Media set-up is asynchronous
 (binding RTP sockets); every action on the SIP core goes through :meth:`sip.service.SipService.act`.
 """
 
