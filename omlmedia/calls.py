@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from omlmedia.config import Config, Route, RouteAction, Trunk
 from omlmedia.logs import event
 from omlmedia.media.echo import RtpEcho
-from omlmedia.media.ports import PortAllocator, PortsExhausted
+from omlmedia.media.ports import PortAllocator, PortsExhausted, RtpSocketPool
 from omlmedia.media.relay import RtpRelay
 from omlmedia.media.services import CAPABILITIES as SERVICE_CAPABILITIES
 from omlmedia.media.services import DtmfEcho, MediaService, MusicOnHold, Recorder
@@ -120,12 +120,13 @@ class CallRouter:
         self.config = config
         self.media_host = media_host
         low, high = config.server.rtp_port_range
-        self.ports = PortAllocator(low, high)
+        self.pool = RtpSocketPool(PortAllocator(low, high), media_host)
         self.stats = RouterStats()
         self.service: SipService | None = None
         self.trunks: TrunkManager | None = None
         self._media: dict[int, CallMedia] = {}
         self._bridges: dict[int, Bridge] = {}
+        self._routes: dict[str, tuple[Route, str] | None] = {}
 
     def bind(self, service: SipService) -> None:
         """Attach the SIP service the router acts through."""
@@ -137,12 +138,16 @@ class CallRouter:
         return len(self._media) + sum(1 for b in self._bridges.values() if b.relay is not None)
 
     def route_for(self, user: str) -> tuple[Route, str] | None:
-        """The first route matching `user`, with the user part rewritten by it."""
-        for route in self.config.routes:
-            rewritten = route.apply(user)
-            if rewritten is not None:
-                return route, rewritten
-        return None
+        """The first route matching `user`, with the user part rewritten by it (cached: a trunk
+        sends the same few numbers all day)."""
+        cache = self._routes
+        if user in cache:
+            return cache[user]
+        found = self.config.route(user)
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[user] = found
+        return found
 
     def on_event(self, ev: UAEvent) -> None:
         """Entry point for the SIP core's events."""
@@ -223,7 +228,7 @@ class CallRouter:
             media = CallMedia(session_id=secrets.randbelow(2**31))
             call.app = media
             self._media[id(call)] = media
-            media.task = asyncio.get_running_loop().create_task(self._answer_echo(call, media))
+            self._start_echo(call, media)
             return
         if route.action is RouteAction.TRUNK:
             trunk = self.config.trunk(route.trunk or "")
@@ -261,29 +266,51 @@ class CallRouter:
         )
         service.act(lambda now: service.ua.reject(call, 503, now, "Target Not Available"))
 
-    async def _answer_echo(self, call: Call, media: CallMedia) -> None:
+    def _start_echo(self, call: Call, media: CallMedia) -> None:
+        """Answer `echo`: at once with a pooled port pair, or after binding a new one."""
         assert self.service is not None
         service = self.service
-        offer: SessionDescription | None = None
-        remote: tuple[str, int] | None = None
         try:
-            if call.remote_sdp:
-                offer = SessionDescription.parse(call.remote_sdp)
+            offer = SessionDescription.parse(call.remote_sdp) if call.remote_sdp else None
         except SDPError as exc:
             event(logger, "call-rejected", call_id=call.call_id, status=400, reason=str(exc))
             service.act(lambda now: service.ua.reject(call, 400, now, "Bad SDP"))
             return
-        echo = RtpEcho(self.ports, self.media_host)
+        expected = None
+        if offer is not None:
+            audio = next((m for m in offer.media if m.media == "audio"), None)
+            connection = offer.stream_connection(audio) if audio is not None else None
+            if connection is not None and not connection.is_unspecified:
+                expected = connection.address
+        echo = media.echo = RtpEcho(self.pool, expected)
+        port = echo.start_now()
+        if port is not None:
+            self._answer_echo(call, media, offer, port)
+        else:
+            media.task = asyncio.get_running_loop().create_task(self._bind_echo(call, media, offer))
+
+    async def _bind_echo(
+        self, call: Call, media: CallMedia, offer: SessionDescription | None
+    ) -> None:
+        assert self.service is not None and media.echo is not None
+        service = self.service
         try:
-            port = await echo.start(None)
+            port = await media.echo.start()
         except (PortsExhausted, OSError) as exc:
+            media.echo = None
             event(logger, "call-rejected", call_id=call.call_id, status=503, reason=str(exc))
             service.act(lambda now: service.ua.reject(call, 503, now))
             return
         if call.state is not CallState.OFFERED:  # cancelled while the sockets were bound
-            echo.stop()
+            self._release(call)
             return
-        media.echo = echo
+        self._answer_echo(call, media, offer, port)
+
+    def _answer_echo(
+        self, call: Call, media: CallMedia, offer: SessionDescription | None, port: int
+    ) -> None:
+        assert self.service is not None
+        service = self.service
         try:
             if offer is not None:
                 answer = negotiate(
@@ -295,7 +322,6 @@ class CallRouter:
                     version=media.version,
                 )
                 body = bytes(answer.description)
-                remote = (answer.audio.remote_address, answer.audio.remote_port)
             else:
                 body = bytes(
                     create_offer(
@@ -313,18 +339,17 @@ class CallRouter:
             call_id=call.call_id,
             target="echo",
             rtp_port=port,
-            remote_rtp=f"{remote[0]}:{remote[1]}" if remote else None,
         )
         self.stats.answered += 1
         service.act(lambda now: service.ua.answer(call, body, now))
 
     def _make_service(self, call: Call, action: RouteAction) -> MediaService:
         if action is RouteAction.MOH:
-            return MusicOnHold(self.ports, self.media_host)
+            return MusicOnHold(self.pool, self.media_host)
         if action is RouteAction.RECORD:
             path = self.recording_path(call)
             event(logger, "recording-started", call_id=call.call_id, path=str(path))
-            return Recorder(self.ports, self.media_host, path)
+            return Recorder(self.pool, self.media_host, path)
 
         def on_digit(digit: str, duration_ms: int) -> None:
             self.stats.dtmf += 1
@@ -337,7 +362,7 @@ class CallRouter:
                 duration_ms=duration_ms,
             )
 
-        return DtmfEcho(self.ports, self.media_host, on_digit)
+        return DtmfEcho(self.pool, self.media_host, on_digit)
 
     def recording_path(self, call: Call) -> Path:
         """Where a call's recording goes: data_dir/recordings/YYYY/MM/DD/<time>-<call-id>.wav."""
@@ -487,7 +512,7 @@ class CallRouter:
     async def _dial_trunk(self, bridge: Bridge, audio: MediaDescription) -> None:
         assert self.service is not None
         service, inbound, trunk = self.service, bridge.inbound, bridge.trunk
-        relay = RtpRelay(self.ports, self.media_host)
+        relay = RtpRelay(self.pool)
         try:
             await relay.start()
         except (PortsExhausted, OSError):

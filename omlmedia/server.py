@@ -171,7 +171,8 @@ class Server:
             else {},
             "media": {
                 "active": self.router.active_media,
-                "rtp_ports_in_use": self.router.ports.in_use,
+                "rtp_ports_in_use": self.router.pool.in_use,
+                "rtp_ports_pooled": self.router.pool.idle,
             },
             "calls": vars(self.router.stats).copy(),
             "trunks": self.trunks.status() if self.trunks is not None else {},
@@ -185,6 +186,7 @@ class Server:
             self.router.hangup_all()
             await self.service.wait_idle(SHUTDOWN_GRACE)
             self.service.close()
+        self.router.pool.close()
         if self.api is not None:
             await self.api.cleanup()
         await self.transports.close()

@@ -13,31 +13,24 @@ transcoding, jitter buffers, recording).
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from typing import cast
-
-from omlmedia.media.ports import PortAllocator
-
-logger = logging.getLogger(__name__)
+from omlmedia.media.ports import PortPair, RtpSocket, RtpSocketPool
 
 
-class _Socket(asyncio.DatagramProtocol):
-    """One of our four sockets: it forwards through its twin on the other leg."""
+class _Socket:
+    """The receive handler of one of our four sockets: it forwards through its twin."""
 
-    def __init__(self, expected_host: str | None) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
-        self.expected_host = expected_host
+    __slots__ = ("dropped", "expected_host", "latched", "peer", "received", "sock", "twin")
+
+    def __init__(self, sock: RtpSocket) -> None:
+        self.sock = sock
+        self.expected_host: str | None = None
         self.peer: tuple[str, int] | None = None  # from SDP until latched
         self.latched = False
         self.twin: _Socket | None = None
         self.received = 0
         self.dropped = 0
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+    def __call__(self, data: bytes, addr: tuple[str, int]) -> None:
         if not self.latched:
             if self.expected_host is not None and addr[0] != self.expected_host:
                 self.dropped += 1
@@ -52,20 +45,20 @@ class _Socket(asyncio.DatagramProtocol):
             return
         self.received += 1
         twin = self.twin
-        if twin is not None and twin.peer is not None and twin.transport is not None:
-            twin.transport.sendto(data, twin.peer)
-
-    def error_received(self, exc: Exception) -> None:
-        logger.debug("relay socket error: %s", exc)
+        if twin is not None and twin.peer is not None:
+            twin.sock.sendto(data, twin.peer)
 
 
 class Leg:
     """Our RTP/RTCP port pair facing one peer."""
 
-    def __init__(self, rtp: _Socket, rtcp: _Socket, port: int) -> None:
-        self.rtp = rtp
-        self.rtcp = rtcp
-        self.port = port
+    def __init__(self, pair: PortPair) -> None:
+        self.pair = pair
+        self.port = pair.port
+        self.rtp = _Socket(pair.rtp)
+        self.rtcp = _Socket(pair.rtcp)
+        pair.rtp.handler = self.rtp
+        pair.rtcp.handler = self.rtcp
 
     def set_remote(self, host: str, rtp_port: int, rtcp_port: int | None = None) -> None:
         """Where the peer's SDP says it receives; latching may refine it."""
@@ -80,38 +73,16 @@ class Leg:
 class RtpRelay:
     """Two legs whose packets cross over."""
 
-    def __init__(self, ports: PortAllocator, host: str) -> None:
-        self._ports = ports
-        self.host = host
+    def __init__(self, pool: RtpSocketPool) -> None:
+        self._pool = pool
         self.a: Leg | None = None
         self.b: Leg | None = None
 
-    async def _bind_leg(self) -> Leg:
-        loop = asyncio.get_running_loop()
-        for _ in range(16):
-            port = self._ports.allocate()
-            try:
-                _, rtp = await loop.create_datagram_endpoint(
-                    lambda: _Socket(None), local_addr=(self.host, port)
-                )
-                try:
-                    _, rtcp = await loop.create_datagram_endpoint(
-                        lambda: _Socket(None), local_addr=(self.host, port + 1)
-                    )
-                except OSError:
-                    if rtp.transport is not None:
-                        rtp.transport.close()
-                    raise
-            except OSError:
-                continue  # a busy pair stays allocated, out of the rotation
-            return Leg(rtp, rtcp, port)
-        raise OSError("no bindable RTP port pair")
-
     async def start(self) -> tuple[int, int]:
-        """Bind both legs; returns (port of leg A, port of leg B)."""
-        self.a = await self._bind_leg()
+        """Take both legs' port pairs; returns (port of leg A, port of leg B)."""
+        self.a = Leg(await self._pool.acquire())
         try:
-            self.b = await self._bind_leg()
+            self.b = Leg(await self._pool.acquire())
         except OSError:
             self.stop()
             raise
@@ -125,12 +96,8 @@ class RtpRelay:
         return sum(leg.rtp.received for leg in (self.a, self.b) if leg is not None)
 
     def stop(self) -> None:
-        """Close every socket and give the port pairs back."""
+        """Give both port pairs back to the pool; safe to call twice."""
         for leg in (self.a, self.b):
-            if leg is None:
-                continue
-            for sock in (leg.rtp, leg.rtcp):
-                if sock.transport is not None:
-                    sock.transport.close()
-            self._ports.release(leg.port)
+            if leg is not None:
+                self._pool.release(leg.pair)
         self.a = self.b = None

@@ -1,7 +1,7 @@
 """Media services for a SIP leg: music on hold, call recording, DTMF echo.
 
-Each service owns an RTP/RTCP port pair (RFC 3550 §11) and has the shape of `RtpEcho`:
-`__init__(ports, host)`, `await start(stream)` returning our RTP port, `stop()`. The router
+Each service takes an RTP/RTCP port pair (RFC 3550 §11) from the pool and has this shape:
+`__init__(pool, host)`, `await start(stream)` returning our RTP port, `stop()`. The router
 needs our port before it can answer, and the stream only after: it may `await bind()` first
 (the port for `negotiate()`), then `await start(answer.audio)`, which returns the same port.
 `start()` refuses codecs other than PCMU and PCMA with `UnsupportedStreamError`, an
@@ -38,7 +38,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -51,7 +50,7 @@ from omlmedia.media.dtmf import (
     event_for_digit,
 )
 from omlmedia.media.g711 import G711Codec, UnsupportedCodecError, codec_for_name
-from omlmedia.media.ports import PortAllocator
+from omlmedia.media.ports import PortPair, RtpSocketPool
 from omlmedia.media.rtp import RtpPacket, is_rtcp, rtp_header, timestamp_delta
 from omlmedia.media.tones import dtmf_tone, music_on_hold
 from sip.sdp import PCMA, PCMU, TELEPHONE_EVENT, MediaCapabilities, NegotiatedStream
@@ -113,21 +112,6 @@ def _log_error(stats: MediaStats, message: str) -> None:
         logger.exception(message)
     else:
         logger.debug(message, exc_info=True)
-
-
-class _Socket(asyncio.DatagramProtocol):
-    def __init__(self, handler: Callable[[bytes, tuple[str, int]], None]) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
-        self.handler = handler
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.handler(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        logger.debug("media service socket error: %s", exc)
 
 
 class _Pacer:
@@ -202,8 +186,8 @@ class MediaService:
     Subclasses receive accepted packets in `_on_packet` and send from `_tick`.
     """
 
-    def __init__(self, ports: PortAllocator, host: str) -> None:
-        self._ports = ports
+    def __init__(self, pool: RtpSocketPool, host: str) -> None:
+        self._pool = pool
         self.host = host
         self.port = 0
         self.stats = MediaStats()
@@ -221,8 +205,7 @@ class MediaService:
         self.sequence_number = secrets.randbits(16)
         self.timestamp_base = secrets.randbits(32)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._rtp: _Socket | None = None
-        self._rtcp: _Socket | None = None
+        self._pair: PortPair | None = None
         self._pacer: _Pacer | None = None
         self._payload_types: frozenset[int] = frozenset()
         self._sdp_destination: tuple[str, int] | None = None
@@ -237,30 +220,15 @@ class MediaService:
             return self.port
         if self._stopped:
             raise RuntimeError("media service is stopped")
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        for _ in range(16):
-            port = self._ports.allocate()
-            try:
-                _, rtp = await loop.create_datagram_endpoint(
-                    lambda: _Socket(self._datagram), local_addr=(self.host, port)
-                )
-                try:
-                    _, rtcp = await loop.create_datagram_endpoint(
-                        lambda: _Socket(self._rtcp_datagram), local_addr=(self.host, port + 1)
-                    )
-                except OSError:
-                    if rtp.transport is not None:
-                        rtp.transport.close()
-                    raise
-            except OSError:
-                continue  # a busy pair stays allocated, out of the rotation
-            self._rtp, self._rtcp, self.port = rtp, rtcp, port
-            if self._stopped:
-                self._close()
-                raise RuntimeError("media service is stopped")
-            return port
-        raise OSError("no bindable RTP port pair")
+        self._loop = asyncio.get_running_loop()
+        pair = await self._pool.acquire()
+        self._pair, self.port = pair, pair.port
+        pair.rtp.handler = self._datagram
+        pair.rtcp.handler = self._rtcp_datagram
+        if self._stopped:
+            self._close()
+            raise RuntimeError("media service is stopped")
+        return pair.port
 
     async def start(self, stream: NegotiatedStream) -> int:
         """Carry `stream`, the outcome of offer/answer (RFC 3264); returns our RTP port.
@@ -370,7 +338,7 @@ class MediaService:
 
     def _send(self, payload_type: int, marker: bool, timestamp: int, payload: bytes) -> bool:
         destination = self._destination()
-        transport = self._rtp.transport if self._rtp is not None else None
+        transport = self._pair.rtp.transport if self._pair is not None else None
         if destination is None or transport is None:
             return False
         sequence_number = self.sequence_number
@@ -456,13 +424,10 @@ class MediaService:
             self._talkspurt = False
 
     def _close(self) -> None:
-        for sock in (self._rtp, self._rtcp):
-            if sock is not None and sock.transport is not None:
-                sock.transport.close()
-        self._rtp = self._rtcp = None
-        if self.port:
-            self._ports.release(self.port)
-            self.port = 0
+        if self._pair is not None:
+            self._pool.release(self._pair)
+            self._pair = None
+        self.port = 0
 
 
 # -- music on hold ----------------------------------------------------------------------------
@@ -491,8 +456,8 @@ class MusicOnHold(MediaService):
     the event loop.
     """
 
-    def __init__(self, ports: PortAllocator, host: str) -> None:
-        super().__init__(ports, host)
+    def __init__(self, pool: RtpSocketPool, host: str) -> None:
+        super().__init__(pool, host)
         self._payloads: tuple[bytes, ...] = ()
 
     async def _prepare(self, codec: G711Codec) -> None:
@@ -702,9 +667,9 @@ class Recorder(MediaService):
     """
 
     def __init__(
-        self, ports: PortAllocator, host: str, path: str | Path, *, window: float = 0.1
+        self, pool: RtpSocketPool, host: str, path: str | Path, *, window: float = 0.1
     ) -> None:
-        super().__init__(ports, host)
+        super().__init__(pool, host)
         self.path = Path(path)
         self.placer = PacketPlacer(RATE, window)
         self.writer: WavWriter | None = None
@@ -785,14 +750,14 @@ class DtmfEcho(MediaService):
 
     def __init__(
         self,
-        ports: PortAllocator,
+        pool: RtpSocketPool,
         host: str,
         on_digit: Callable[[str, int], None] | None = None,
         *,
         tone: float = 0.1,
         gap: float = 0.1,
     ) -> None:
-        super().__init__(ports, host)
+        super().__init__(pool, host)
         self.on_digit = on_digit
         self.tone = tone
         self.gap = gap

@@ -21,7 +21,7 @@ from omlmedia.media import services
 from omlmedia.media.dtmf import DtmfError, DtmfSender, TelephoneEvent
 from omlmedia.media.g711 import PCMA as G711_PCMA
 from omlmedia.media.g711 import PCMU as G711_PCMU
-from omlmedia.media.ports import PortAllocator
+from omlmedia.media.ports import PortAllocator, RtpSocketPool
 from omlmedia.media.rtp import RtpPacket, rtp_header
 from omlmedia.media.services import (
     CAPABILITIES,
@@ -82,9 +82,11 @@ async def open_peer() -> Peer:
 
 
 @pytest.fixture
-def ports() -> PortAllocator:
+async def ports() -> AsyncIterator[RtpSocketPool]:
     low = random.randrange(41000, 59000, 2)
-    return PortAllocator(low, low + 200)
+    pool = RtpSocketPool(PortAllocator(low, low + 200), HOST)
+    yield pool
+    pool.close()
 
 
 @pytest.fixture
@@ -142,7 +144,7 @@ def test_capabilities_offer_only_g711_and_telephone_event() -> None:
 
 @pytest.mark.parametrize("codec", [G722, OPUS, Codec(96, "PCMU", 16000)])
 async def test_unsupported_codec_is_refused_with_488_before_binding(
-    ports: PortAllocator, peer: Peer, codec: Codec
+    ports: RtpSocketPool, peer: Peer, codec: Codec
 ) -> None:
     service = MusicOnHold(ports, HOST)
     with pytest.raises(UnsupportedStreamError) as info:
@@ -153,7 +155,7 @@ async def test_unsupported_codec_is_refused_with_488_before_binding(
 
 
 async def test_bind_then_start_returns_the_same_port_and_stop_is_idempotent(
-    ports: PortAllocator, peer: Peer
+    ports: RtpSocketPool, peer: Peer
 ) -> None:
     service = DtmfEcho(ports, HOST)
     port = await service.bind()
@@ -171,7 +173,7 @@ async def test_bind_then_start_returns_the_same_port_and_stop_is_idempotent(
 
 
 async def test_moh_sends_50_packets_a_second_with_continuous_numbering_and_real_music(
-    ports: PortAllocator, peer: Peer
+    ports: RtpSocketPool, peer: Peer
 ) -> None:
     service = MusicOnHold(ports, HOST)
     port = await service.start(stream_for(peer))
@@ -203,7 +205,7 @@ async def test_moh_sends_50_packets_a_second_with_continuous_numbering_and_real_
 
 
 async def test_moh_uses_pcma_with_the_peers_payload_type_and_ptime(
-    ports: PortAllocator, peer: Peer
+    ports: RtpSocketPool, peer: Peer
 ) -> None:
     service = MusicOnHold(ports, HOST)
     await service.start(stream_for(peer, Codec(8, "PCMA", 8000), ptime=30))
@@ -218,7 +220,7 @@ async def test_moh_uses_pcma_with_the_peers_payload_type_and_ptime(
 
 
 async def test_moh_latches_to_the_peers_real_address_and_drops_others(
-    ports: PortAllocator, peer: Peer
+    ports: RtpSocketPool, peer: Peer
 ) -> None:
     nat = await open_peer()  # where the caller's packets really come from
     intruder = await open_peer()
@@ -244,7 +246,7 @@ async def test_moh_latches_to_the_peers_real_address_and_drops_others(
 
 
 async def test_bad_packets_are_counted_and_dropped_without_stopping_the_service(
-    ports: PortAllocator, peer: Peer
+    ports: RtpSocketPool, peer: Peer
 ) -> None:
     service = MusicOnHold(ports, HOST)
     port = await service.start(stream_for(peer))
@@ -271,7 +273,7 @@ async def test_bad_packets_are_counted_and_dropped_without_stopping_the_service(
 
 @pytest.mark.parametrize("address", ["peer.example.com", "0.0.0.0"])
 async def test_moh_sends_nothing_to_a_host_name_or_hold_address_until_the_peer_sends(
-    ports: PortAllocator, peer: Peer, address: str
+    ports: RtpSocketPool, peer: Peer, address: str
 ) -> None:
     stream = NegotiatedStream(
         0, PCMU, None, address, peer.port, address, peer.port + 1, False, Direction.SENDRECV
@@ -289,7 +291,7 @@ async def test_moh_sends_nothing_to_a_host_name_or_hold_address_until_the_peer_s
 
 
 async def test_update_to_a_new_address_unlatches_and_follows_it(
-    ports: PortAllocator, peer: Peer
+    ports: RtpSocketPool, peer: Peer
 ) -> None:
     other = await open_peer()
     service = MusicOnHold(ports, HOST)
@@ -311,7 +313,7 @@ async def test_update_to_a_new_address_unlatches_and_follows_it(
 
 
 async def test_an_unexpected_handler_error_is_counted_and_logged_once(
-    ports: PortAllocator, peer: Peer, caplog: pytest.LogCaptureFixture
+    ports: RtpSocketPool, peer: Peer, caplog: pytest.LogCaptureFixture
 ) -> None:
     class Broken(services.MediaService):
         def _on_packet(self, packet: RtpPacket, now: float) -> None:
@@ -331,7 +333,7 @@ async def test_an_unexpected_handler_error_is_counted_and_logged_once(
 
 
 async def test_moh_stops_on_hold_and_resumes_on_the_wall_clock(
-    ports: PortAllocator, peer: Peer
+    ports: RtpSocketPool, peer: Peer
 ) -> None:
     service = MusicOnHold(ports, HOST)
     stream = stream_for(peer)
@@ -356,7 +358,7 @@ async def test_moh_stops_on_hold_and_resumes_on_the_wall_clock(
     assert resumed_at - held_at - 0.06 <= advanced <= resumed_at - held_at + 0.1
 
 
-async def test_moh_stop_ends_the_stream(ports: PortAllocator, peer: Peer) -> None:
+async def test_moh_stop_ends_the_stream(ports: RtpSocketPool, peer: Peer) -> None:
     service = MusicOnHold(ports, HOST)
     await service.start(stream_for(peer))
     await peer.packets(2)
@@ -428,7 +430,7 @@ def read_wav(path: Path) -> tuple[Any, npt.NDArray[np.int16]]:
 
 
 async def test_recorder_writes_the_callers_tone_left_and_silence_right(
-    ports: PortAllocator, peer: Peer, tmp_path: Path
+    ports: RtpSocketPool, peer: Peer, tmp_path: Path
 ) -> None:
     path = tmp_path / "call.wav"
     service = Recorder(ports, HOST, path)
@@ -465,7 +467,7 @@ async def test_recorder_writes_the_callers_tone_left_and_silence_right(
 
 
 async def test_recorder_with_no_packets_leaves_a_valid_empty_wav(
-    ports: PortAllocator, peer: Peer, tmp_path: Path
+    ports: RtpSocketPool, peer: Peer, tmp_path: Path
 ) -> None:
     path = tmp_path / "empty.wav"
     service = Recorder(ports, HOST, path)
@@ -532,7 +534,7 @@ def send_digit(peer: Peer, port: int, digit: str, timestamp: int, sequence: int)
 
 
 async def test_dtmf_echo_detects_rfc_4733_digits_and_plays_them_back(
-    ports: PortAllocator, peer: Peer
+    ports: RtpSocketPool, peer: Peer
 ) -> None:
     heard: list[tuple[str, int]] = []
     service = DtmfEcho(ports, HOST, lambda digit, ms: heard.append((digit, ms)))
@@ -567,7 +569,7 @@ async def test_dtmf_echo_detects_rfc_4733_digits_and_plays_them_back(
 
 
 async def test_dtmf_echo_plays_info_digits_in_band_only_without_telephone_event(
-    ports: PortAllocator, peer: Peer
+    ports: RtpSocketPool, peer: Peer
 ) -> None:
     heard: list[tuple[str, int]] = []
     service = DtmfEcho(ports, HOST, lambda digit, ms: heard.append((digit, ms)))
@@ -590,7 +592,7 @@ async def test_dtmf_echo_plays_info_digits_in_band_only_without_telephone_event(
 
 
 async def test_dtmf_echo_reports_a_digit_whose_end_packets_were_lost(
-    ports: PortAllocator, peer: Peer
+    ports: RtpSocketPool, peer: Peer
 ) -> None:
     heard: list[tuple[str, int]] = []
     service = DtmfEcho(ports, HOST, lambda digit, ms: heard.append((digit, ms)))
@@ -606,7 +608,7 @@ async def test_dtmf_echo_reports_a_digit_whose_end_packets_were_lost(
 
 
 async def test_a_failing_on_digit_callback_does_not_break_the_service(
-    ports: PortAllocator, peer: Peer
+    ports: RtpSocketPool, peer: Peer
 ) -> None:
     def explode(digit: str, duration_ms: int) -> None:
         raise RuntimeError("boom")
