@@ -23,12 +23,14 @@ from omlmedia.config import Config, Route, RouteAction, Trunk
 from omlmedia.logs import event
 from omlmedia.media.echo import RtpEcho
 from omlmedia.media.ports import PortAllocator, PortsExhausted, RtpSocketPool
-from omlmedia.media.relay import RtpRelay
+from omlmedia.media.relay import Leg, RtpRelay
 from omlmedia.media.services import CAPABILITIES as SERVICE_CAPABILITIES
 from omlmedia.media.services import DtmfEcho, MediaService, MusicOnHold, Recorder
-from sip.message import URI, Address
+from sip.message import URI, Address, Request, Response
+from sip.refer import ReferTo
 from sip.sdp import (
     DEFAULT_CAPABILITIES,
+    Codec,
     MediaCapabilities,
     MediaDescription,
     OfferAnswerError,
@@ -39,6 +41,7 @@ from sip.sdp import (
     process_answer,
 )
 from sip.service import SipService
+from sip.transaction import ServerTransaction
 
 if TYPE_CHECKING:
     from omlmedia.trunks import TrunkManager
@@ -82,8 +85,20 @@ class CallMedia:
 
 
 @dataclass(eq=False)
+class Transfer:
+    """A transfer in progress on one side of a bridge (RFC 3515 REFER, RFC 5589)."""
+
+    transferor: Call
+    transaction: ServerTransaction
+    offer: SessionDescription
+    target: Call | None = None
+
+
+@dataclass(eq=False)
 class Bridge:
-    """An inbound call bridged out through a trunk, and the relay between their media."""
+    """Two calls whose media cross through a relay: side A (`inbound`, first the caller) on relay
+    leg A, side B (`outbound`, first the trunk's callee) on relay leg B. A transfer or a Replaces
+    INVITE puts a new call on one side; the other side's media never moves."""
 
     inbound: Call
     trunk: Trunk
@@ -96,6 +111,27 @@ class Bridge:
     outbound_offer: SessionDescription | None = None
     inbound_answer: bytes | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    chosen: tuple[Codec, ...] = ()
+    local_sdp: dict[int, bytes] = field(default_factory=dict)
+    transfer: Transfer | None = None
+
+    def other(self, call: Call) -> Call | None:
+        """The call on the other side."""
+        return self.outbound if call is self.inbound else self.inbound
+
+    def leg(self, call: Call) -> Leg | None:
+        """The relay leg facing `call`."""
+        if self.relay is None:
+            return None
+        return self.relay.a if call is self.inbound else self.relay.b
+
+    def replace(self, old: Call, new: Call) -> None:
+        """Put `new` on `old`'s side."""
+        if old is self.inbound:
+            self.inbound = new
+        else:
+            self.outbound = new
+        self.local_sdp[id(new)] = self.local_sdp.pop(id(old), b"")
 
 
 @dataclass
@@ -111,6 +147,7 @@ class RouterStats:
     echo_packets: int = 0
     relayed_packets: int = 0
     service_packets: int = 0
+    transfers: int = 0
 
 
 class CallRouter:
@@ -180,7 +217,12 @@ class CallRouter:
         elif isinstance(ev, InDialogRequest):
             assert self.service is not None
             service, call, txn = self.service, ev.call, ev.transaction
-            service.act(lambda now: service.ua.respond(call, txn, 501, now))
+            if ev.request.method == "REFER":
+                self._on_refer(call, ev.request, txn)
+            elif ev.request.method == "NOTIFY":
+                service.act(lambda now: service.ua.respond(call, txn, 200, now))
+            else:
+                service.act(lambda now: service.ua.respond(call, txn, 501, now))
 
     def hangup_all(self) -> None:
         """End every call (graceful shutdown): BYE for answered ones, 480/CANCEL for the others."""
@@ -195,6 +237,9 @@ class CallRouter:
         assert self.service is not None
         service = self.service
         self.stats.offered += 1
+        if call.replaces is not None:
+            self._replace_call(call, call.replaces)
+            return
         found = self.route_for(call.request_user)
         if found is None:
             self.stats.not_found += 1
@@ -424,11 +469,7 @@ class CallRouter:
         if bridge is not None:
             # The relay keeps its ports; answer with the leg's description so that the session
             # stays up. Propagating hold to the other leg comes with the media engine's bridge.
-            body = (
-                bridge.inbound_answer
-                if call is bridge.inbound
-                else (bytes(bridge.outbound_offer) if bridge.outbound_offer else b"")
-            )
+            body = bridge.local_sdp.get(id(call), b"")
             service.act(
                 lambda now: service.ua.respond(
                     call, txn, 200, now, body or b"", "application/sdp" if body else None
@@ -561,6 +602,7 @@ class CallRouter:
                 trunk=trunk.name,
             )
             bridge.outbound = outbound
+            bridge.local_sdp[id(outbound)] = body
             self._bridges[id(outbound)] = bridge
 
         event(logger, "call-bridging", call_id=inbound.call_id, trunk=trunk.name, number=number)
@@ -568,7 +610,12 @@ class CallRouter:
 
     def _on_progress(self, ev: CallProgress) -> None:
         bridge = self._bridges.get(id(ev.call))
-        if bridge is None or bridge.outbound is not ev.call or self.service is None:
+        if bridge is None or self.service is None:
+            return
+        if bridge.transfer is not None and bridge.transfer.target is ev.call:
+            self._on_transfer_progress(bridge, bridge.transfer, ev.response)
+            return
+        if bridge.outbound is not ev.call or bridge.inbound.state is not CallState.OFFERED:
             return
         service, inbound, response = self.service, bridge.inbound, ev.response
         status = response.status
@@ -630,13 +677,215 @@ class CallRouter:
             )
         except OfferAnswerError:
             return b""
+        bridge.chosen = chosen
         bridge.inbound_answer = bytes(ours.description)
+        bridge.local_sdp[id(bridge.inbound)] = bridge.inbound_answer
         return bridge.inbound_answer
+
+    # -- transfers: REFER (blind, RFC 3515) and INVITE with Replaces (attended, RFC 3891) ---------
+
+    def _on_refer(self, call: Call, request: Request, txn: ServerTransaction) -> None:
+        """A bridged party transfers the other one: call the Refer-To target on its side."""
+        assert self.service is not None
+        service = self.service
+        bridge = self._bridges.get(id(call))
+        try:
+            refer_to = ReferTo.parse(request.headers.get("Refer-To") or "")
+        except ValueError:
+            service.act(lambda now: service.ua.respond(call, txn, 400, now))
+            return
+        leg = bridge.leg(call) if bridge is not None else None
+        if (
+            bridge is None
+            or leg is None
+            or bridge.transfer is not None
+            or not bridge.chosen
+            or bridge.other(call) is None
+        ):
+            # Only a connected two-party bridge can be transferred at this stage.
+            service.act(lambda now: service.ua.respond(call, txn, 603, now))
+            return
+        if refer_to.replaces is not None:
+            service.act(lambda now: service.ua.respond(call, txn, 501, now))
+            return
+        destination = self._transfer_destination(call, refer_to.address.uri)
+        if destination is None:
+            service.act(lambda now: service.ua.respond(call, txn, 404, now))
+            return
+        trunk, number = destination
+        offer = create_offer(
+            MediaCapabilities(bridge.chosen, rtcp_mux=False),
+            bridge.session_id,
+            1,
+            self.media_host,
+            leg.port,
+        )
+        transfer = Transfer(transferor=call, transaction=txn, offer=offer)
+        bridge.transfer = transfer
+        self._bridges.pop(id(call), None)  # the transferor's BYE no longer ends the bridge
+        event(
+            logger,
+            "transfer-requested",
+            call_id=call.call_id,
+            refer_to=str(refer_to.address),
+            trunk=trunk.name,
+        )
+        service.act(lambda now: service.ua.respond(call, txn, 202, now))
+        self._notify_transfer(call, 100, "Trying", final=False)
+        host = trunk.host if ":" not in trunk.host else f"[{trunk.host}]"
+        body = bytes(offer)
+        credentials = (
+            (trunk.username, trunk.password) if trunk.username and trunk.password else None
+        )
+
+        def dial(now: float) -> None:
+            target = service.ua.send_invite(
+                destination=trunk.endpoint,
+                request_uri=URI.parse(f"sip:{number}@{host}:{trunk.port}"),
+                from_address=Address.parse(f"<sip:omlmedia@{self.media_host}>"),
+                to_address=Address.parse(f"<sip:{number}@{host}:{trunk.port}>"),
+                body=body,
+                now=now,
+                credentials=credentials,
+                trunk=trunk.name,
+            )
+            transfer.target = target
+            self._bridges[id(target)] = bridge
+
+        service.act(dial)
+
+    def _transfer_destination(self, call: Call, uri: URI) -> tuple[Trunk, str] | None:
+        """Where a transfer to `uri` goes: its route when that is a trunk, else the trunk of the
+        transferor's call, with the user part as given."""
+        user = uri.user or ""
+        found = self.route_for(user)
+        if found is not None and found[0].action is RouteAction.TRUNK:
+            trunk = self.config.trunk(found[0].trunk or "")
+            if trunk is not None:
+                return trunk, found[1]
+        trunk = self.config.trunk(call.trunk or "") if call.trunk else None
+        if trunk is None and self.config.trunks:
+            trunk = self.config.trunk_for_source(uri.host) or None
+        return (trunk, user) if trunk is not None and user else None
+
+    def _notify_transfer(self, transferor: Call, status: int, reason: str, final: bool) -> None:
+        """NOTIFY the transferor of the target's progress in a sipfrag (RFC 3515 §2.4.5)."""
+        assert self.service is not None
+        service = self.service
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        headers = (("Event", "refer"), ("Subscription-State", state))
+        body = f"SIP/2.0 {status} {reason}\r\n".encode()
+
+        def notify(now: float) -> None:
+            service.ua.send_in_dialog(
+                transferor, "NOTIFY", now, body, "message/sipfrag;version=2.0", headers
+            )
+
+        if transferor.state is not CallState.ENDED:
+            service.act(notify)
+
+    def _on_transfer_progress(self, bridge: Bridge, transfer: Transfer, response: Response) -> None:
+        assert self.service is not None
+        service = self.service
+        target = transfer.target
+        status = response.status
+        if target is None:
+            return
+        if status < 200:
+            if status >= 180:
+                self._notify_transfer(transfer.transferor, status, response.reason, final=False)
+            return
+        if status >= 300:
+            self._transfer_failed(bridge, transfer, status, response.reason)
+            return
+        leg = bridge.leg(transfer.transferor)
+        stream = None
+        try:
+            answer = SessionDescription.parse(response.body)
+            stream = next(s for s in process_answer(transfer.offer, answer) if s is not None)
+        except (SDPError, OfferAnswerError, StopIteration):
+            stream = None
+        if leg is None or stream is None:
+            service.act(lambda now: service.ua.hangup(target, now))
+            self._transfer_failed(bridge, transfer, 488, "Not Acceptable Here")
+            return
+        leg.set_remote(
+            stream.remote_address, stream.remote_port, stream.remote_rtcp_port, relatch=True
+        )
+        bridge.replace(transfer.transferor, target)
+        bridge.local_sdp[id(target)] = bytes(transfer.offer)
+        bridge.transfer = None
+        transferor = transfer.transferor
+        event(
+            logger, "transfer-completed", call_id=transferor.call_id, target_call_id=target.call_id
+        )
+        self.stats.transfers += 1
+        self._notify_transfer(transferor, 200, "OK", final=True)
+        service.act(lambda now: service.ua.hangup(transferor, now))
+
+    def _transfer_failed(
+        self, bridge: Bridge, transfer: Transfer, status: int, reason: str
+    ) -> None:
+        """The target did not answer: the transferor keeps its call (RFC 5589 §6)."""
+        if transfer.target is not None:
+            self._bridges.pop(id(transfer.target), None)
+        bridge.transfer = None
+        transferor = transfer.transferor
+        event(logger, "transfer-failed", call_id=transferor.call_id, status=status)
+        if transferor.state is not CallState.ENDED:
+            self._bridges[id(transferor)] = bridge
+            self._notify_transfer(transferor, status, reason, final=True)
+        else:
+            self._end_bridge(bridge, transferor)
+
+    def _replace_call(self, call: Call, replaced: Call) -> None:
+        """An INVITE with Replaces takes `replaced`'s place in its bridge (attended transfer)."""
+        assert self.service is not None
+        service = self.service
+        bridge = self._bridges.get(id(replaced))
+        leg = bridge.leg(replaced) if bridge is not None else None
+        if bridge is None or leg is None or not bridge.chosen or bridge.transfer is not None:
+            service.act(lambda now: service.ua.reject(call, 603, now))
+            return
+        try:
+            offer = SessionDescription.parse(call.remote_sdp)
+            answer = negotiate(
+                offer,
+                MediaCapabilities(bridge.chosen, rtcp_mux=False),
+                self.media_host,
+                leg.port,
+                session_id=bridge.session_id,
+                version=2,
+            )
+        except (SDPError, OfferAnswerError):
+            service.act(lambda now: service.ua.reject(call, 488, now))
+            return
+        stream = answer.audio
+        leg.set_remote(
+            stream.remote_address, stream.remote_port, stream.remote_rtcp_port, relatch=True
+        )
+        self._bridges.pop(id(replaced), None)
+        bridge.replace(replaced, call)
+        body = bytes(answer.description)
+        bridge.local_sdp[id(call)] = body
+        self._bridges[id(call)] = bridge
+        self.stats.transfers += 1
+        event(logger, "call-replaced", call_id=replaced.call_id, by_call_id=call.call_id)
+        service.act(lambda now: service.ua.answer(call, body, now))
+        service.act(lambda now: service.ua.hangup(replaced, now))
 
     def _end_bridge(self, bridge: Bridge, ended: Call) -> None:
         assert self.service is not None
         service = self.service
-        other = bridge.outbound if ended is bridge.inbound else bridge.inbound
+        transfer = bridge.transfer
+        if transfer is not None and ended is transfer.target:
+            self._transfer_failed(bridge, transfer, 487, "Request Terminated")
+            return
+        if transfer is not None and transfer.target is not None:
+            target = transfer.target
+            self._bridges.pop(id(target), None)
+            service.act(lambda now: service.ua.hangup(target, now))
+        other = bridge.other(ended)
         if other is not None:
             self._bridges.pop(id(other), None)
             if other.state is not CallState.ENDED:

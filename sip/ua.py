@@ -41,6 +41,7 @@ from sip.message import (
     new_tag,
     parse_message,
 )
+from sip.refer import ReplacesRejected, match_replaces
 from sip.security import RateLimiter, Verdict, security_event
 from sip.transaction import (
     AckReceived,
@@ -100,6 +101,7 @@ class Call:
     pending_requests: dict[int, ServerTransaction] = field(default_factory=dict)
     credentials: tuple[str, str] | None = None
     auth_attempts: int = 0
+    replaces: Call | None = None
     ack: Request | None = None
 
     @property
@@ -560,6 +562,18 @@ class UserAgent:
         if max_forwards is not None and max_forwards <= 0:
             self._respond(make_response(request, 483, to_tag=new_tag()), now)
             return
+        replaced: Call | None = None
+        if "Replaces" in request.headers:
+            try:
+                dialog = match_replaces(request, self.dialogs)
+            except ReplacesRejected as exc:
+                self._respond(make_response(request, exc.status, exc.reason, to_tag=new_tag()), now)
+                return
+            if dialog is not None:
+                replaced = self.calls.get((dialog.id.call_id, dialog.id.local_tag))
+            if replaced is None:
+                self._respond(make_response(request, 481, to_tag=new_tag()), now)
+                return
         call = Call(
             call_id=request.call_id,
             direction="inbound",
@@ -570,6 +584,7 @@ class UserAgent:
             trunk=trunk,
             user=user,
             server_transaction=txn,
+            replaces=replaced,
         )
         self.calls[(call.call_id, call.local_tag)] = call
         self._calls_by_invite_txn[id(txn)] = call

@@ -60,8 +60,13 @@ class Leg:
         pair.rtp.handler = self.rtp
         pair.rtcp.handler = self.rtcp
 
-    def set_remote(self, host: str, rtp_port: int, rtcp_port: int | None = None) -> None:
-        """Where the peer's SDP says it receives; latching may refine it."""
+    def set_remote(
+        self, host: str, rtp_port: int, rtcp_port: int | None = None, relatch: bool = False
+    ) -> None:
+        """Where the peer's SDP says it receives; latching may refine it. `relatch` when a new
+        peer takes this leg (a transfer): the old peer's packets are dropped from then on."""
+        if relatch:
+            self.rtp.latched = self.rtcp.latched = False
         self.rtp.expected_host = host
         self.rtcp.expected_host = host
         if not self.rtp.latched:
