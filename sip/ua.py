@@ -511,8 +511,8 @@ class UserAgent:
                 elif isinstance(event, AckTimeout):
                     call = self._calls_by_invite_txn.get(id(event.transaction))
                     if call is not None and call.state is not CallState.ENDED:
-                        self.hangup(call, now)
                         call.end_cause = "ack-timeout"
+                        self.hangup(call, now)
                 elif isinstance(event, TransactionTimeout | TransportFailed):
                     self._on_transaction_failure(event.transaction, event, now)
                 elif isinstance(event, StrayResponse):

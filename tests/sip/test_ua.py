@@ -1,0 +1,295 @@
+"""The sans-IO user-agent core, driven with explicit `now` and no sockets."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from sip.digest import DigestClient, DigestServer, ha1
+from sip.endpoint import Endpoint
+from sip.message import Request, Response, parse_message
+from sip.security import RateLimiter
+from sip.ua import (
+    CallConfirmed,
+    CallEnded,
+    CallState,
+    DtmfReceived,
+    IncomingCall,
+    InDialogRequest,
+    SessionModified,
+    UAEvent,
+    UserAgent,
+)
+
+LOCAL = Endpoint("udp", "127.0.0.1", 5060)
+PBX = Endpoint("udp", "127.0.0.1", 5070)
+STRANGER = Endpoint("udp", "198.51.100.7", 5060)
+SDP = (
+    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 6000 RTP/AVP 0\r\n"
+)
+
+
+def make_ua(users: bool = False, limiter: RateLimiter | None = None) -> UserAgent:
+    stored = {("alice", "omlmedia"): ha1("alice", "omlmedia", "secret", "MD5")}
+    return UserAgent(
+        local_endpoints={"udp": LOCAL},
+        trusted_source=lambda ip: "pbx" if ip == "127.0.0.1" else None,
+        digest=DigestServer("omlmedia", b"k" * 32, algorithms=("MD5",)) if users else None,
+        lookup_ha1=(lambda u, r, a: stored.get((u, r))) if users else None,
+        rate_limiter=limiter,
+    )
+
+
+def request(
+    method: str,
+    *,
+    call_id: str = "c1",
+    cseq: int = 1,
+    branch: str = "z9hG4bK-1",
+    to_tag: str | None = None,
+    body: bytes = b"",
+    extra: str = "",
+    cseq_method: str | None = None,
+) -> bytes:
+    to = "<sip:echo@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")
+    content = "Content-Type: application/sdp\r\n" if body and method != "INFO" else ""
+    return (
+        f"{method} sip:echo@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport\r\n"
+        f"From: <sip:pbx@127.0.0.1>;tag=ft\r\nTo: {to}\r\nCall-ID: {call_id}\r\n"
+        f"CSeq: {cseq} {cseq_method or method}\r\nContact: <sip:pbx@127.0.0.1:5070>\r\n"
+        f"Max-Forwards: 70\r\n{extra}{content}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def events(ua: UserAgent) -> list[UAEvent]:
+    out = []
+    while (event := ua.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def responses(ua: UserAgent) -> list[tuple[Response, Endpoint]]:
+    out = []
+    for data, destination in ua.datagrams_to_send():
+        message = parse_message(data)
+        if isinstance(message, Response):
+            out.append((message, destination))
+    return out
+
+
+def establish(ua: UserAgent, source: Endpoint = PBX) -> IncomingCall:
+    ua.receive(request("INVITE", body=SDP), source, 0.0)
+    (offered,) = events(ua)
+    assert isinstance(offered, IncomingCall)
+    ua.answer(offered.call, SDP, 0.0)
+    ((ok, _),) = responses(ua)
+    assert ok.status == 200 and ok.to_tag == offered.call.local_tag
+    ua.receive(request("ACK", branch="z9hG4bK-2", to_tag=ok.to_tag), source, 0.01)
+    assert [type(e) for e in events(ua)] == [CallConfirmed]
+    return offered
+
+
+def test_trusted_invite_is_offered_answered_confirmed_and_ended_by_bye() -> None:
+    ua = make_ua()
+    offered = establish(ua)
+    call = offered.call
+    assert call.trunk == "pbx" and call.request_user == "echo" and call.remote_sdp == SDP
+    assert call.state is CallState.CONFIRMED and ua.call_count == 1 and len(ua.dialogs) == 1
+    ua.receive(request("BYE", cseq=2, branch="z9hG4bK-3", to_tag=call.local_tag), PBX, 1.0)
+    ((ok, destination),) = responses(ua)
+    assert ok.status == 200 and destination == PBX
+    (ended,) = events(ua)
+    assert isinstance(ended, CallEnded) and ended.cause == "bye"
+    assert ua.call_count == 0 and len(ua.dialogs) == 0
+
+
+def test_every_transaction_ends_within_the_rfc_timers_after_a_call() -> None:
+    ua = make_ua()
+    call = establish(ua).call
+    ua.receive(request("BYE", cseq=2, branch="z9hG4bK-3", to_tag=call.local_tag), PBX, 1.0)
+    ua.handle_timer(1.0 + 64 * 0.5 + 5.0 + 1.0)
+    assert ua.transactions.transaction_count == 0
+
+
+def test_unanswered_2xx_ends_the_call_with_bye_after_64_t1() -> None:
+    ua = make_ua()
+    ua.receive(request("INVITE", body=SDP), PBX, 0.0)
+    (offered,) = events(ua)
+    ua.answer(offered.call, SDP, 0.0)
+    ua.datagrams_to_send()
+    ua.handle_timer(64 * 0.5 + 0.1)
+    sent = [parse_message(d) for d, _ in ua.datagrams_to_send()]
+    assert any(isinstance(m, Request) and m.method == "BYE" for m in sent)
+    (ended,) = [e for e in events(ua) if isinstance(e, CallEnded)]
+    assert ended.cause == "ack-timeout"
+
+
+def test_reinvite_is_handed_to_the_application_and_answered_in_the_dialog() -> None:
+    ua = make_ua()
+    call = establish(ua).call
+    ua.receive(
+        request("INVITE", cseq=2, branch="z9hG4bK-4", to_tag=call.local_tag, body=SDP), PBX, 1.0
+    )
+    (modified,) = events(ua)
+    assert isinstance(modified, SessionModified) and modified.request.body == SDP
+    ua.respond(call, modified.transaction, 200, 1.0, SDP, "application/sdp")
+    ((ok, _),) = responses(ua)
+    assert ok.status == 200 and ok.body == SDP and ok.contact
+
+
+def test_info_dtmf_becomes_an_event_and_refer_goes_to_the_application() -> None:
+    ua = make_ua()
+    call = establish(ua).call
+    info = request(
+        "INFO",
+        cseq=2,
+        branch="z9hG4bK-5",
+        to_tag=call.local_tag,
+        body=b"Signal=5\r\nDuration=160\r\n",
+        extra="Content-Type: application/dtmf-relay\r\n",
+    )
+    ua.receive(info, PBX, 1.0)
+    (dtmf,) = events(ua)
+    assert isinstance(dtmf, DtmfReceived) and (dtmf.digit, dtmf.duration_ms) == ("5", 160)
+    assert responses(ua)[0][0].status == 200
+    refer = request(
+        "REFER",
+        cseq=3,
+        branch="z9hG4bK-6",
+        to_tag=call.local_tag,
+        extra="Refer-To: <sip:2000@127.0.0.1>\r\n",
+    )
+    ua.receive(refer, PBX, 1.1)
+    (in_dialog,) = events(ua)
+    assert isinstance(in_dialog, InDialogRequest) and in_dialog.request.method == "REFER"
+
+
+def test_request_for_an_unknown_dialog_gets_481() -> None:
+    ua = make_ua()
+    ua.receive(request("BYE", to_tag="nope"), PBX, 0.0)
+    assert responses(ua)[0][0].status == 481
+    assert events(ua) == []
+
+
+def test_cseq_method_mismatch_gets_400_before_the_transaction_layer() -> None:
+    ua = make_ua()
+    ua.receive(request("OPTIONS", cseq_method="INVITE"), PBX, 0.0)
+    ((bad, destination),) = responses(ua)
+    assert bad.status == 400 and destination == PBX
+    assert ua.transactions.transaction_count == 0
+
+
+def test_garbage_is_counted_and_the_next_request_is_served() -> None:
+    ua = make_ua()
+    ua.receive(b"\x00\xffNOT SIP AT ALL\r\n\r\n", PBX, 0.0)
+    ua.receive(request("OPTIONS"), PBX, 0.1)
+    assert [r.status for r, _ in responses(ua)] == [200]
+    assert ua.stats.parse_errors == 1
+
+
+def test_untrusted_source_without_users_gets_403_and_a_security_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ua = make_ua()
+    with caplog.at_level(logging.WARNING, logger="sip.security"):
+        ua.receive(request("INVITE", body=SDP), STRANGER, 0.0)
+    assert [r.status for r, _ in responses(ua)] == [403]
+    assert events(ua) == []
+    assert "SECURITY reason=untrusted-source src=198.51.100.7" in caplog.text
+
+
+def test_untrusted_source_is_challenged_then_admitted_with_the_right_password() -> None:
+    ua = make_ua(users=True)
+    ua.receive(request("INVITE", body=SDP), STRANGER, 0.0)
+    ((challenge, _),) = responses(ua)
+    assert challenge.status == 401
+    header = DigestClient("alice", "secret").authorize(
+        challenge.headers.getlist("WWW-Authenticate"), "INVITE", "sip:echo@127.0.0.1:5060"
+    )
+    ua.receive(
+        request(
+            "INVITE", cseq=2, branch="z9hG4bK-7", body=SDP, extra=f"Authorization: {header}\r\n"
+        ),
+        STRANGER,
+        0.5,
+    )
+    (offered,) = events(ua)
+    assert isinstance(offered, IncomingCall) and offered.call.user == "alice"
+    assert offered.call.trunk is None
+
+
+def test_wrong_password_and_unknown_user_get_the_same_403() -> None:
+    ua = make_ua(users=True)
+    statuses = []
+    for n, (user, password) in enumerate((("alice", "wrong"), ("mallory", "secret"))):
+        ua.receive(
+            request("INVITE", call_id=f"x{n}", branch=f"z9hG4bK-a{n}", body=SDP), STRANGER, 0.0
+        )
+        ((challenge, _),) = responses(ua)
+        header = DigestClient(user, password).authorize(
+            challenge.headers.getlist("WWW-Authenticate"), "INVITE", "sip:echo@127.0.0.1:5060"
+        )
+        ua.receive(
+            request(
+                "INVITE",
+                call_id=f"x{n}",
+                cseq=2,
+                branch=f"z9hG4bK-b{n}",
+                body=SDP,
+                extra=f"Authorization: {header}\r\n",
+            ),
+            STRANGER,
+            0.1,
+        )
+        ((answer, _),) = responses(ua)
+        statuses.append((answer.status, answer.reason))
+    assert statuses[0] == statuses[1] == (403, "Forbidden")
+
+
+def test_a_flooding_untrusted_source_is_banned_but_trusted_trunks_are_not() -> None:
+    ua = make_ua(limiter=RateLimiter(5, 1.0, 60.0))
+    for n in range(20):
+        ua.receive(request("OPTIONS", call_id=f"f{n}", branch=f"z9hG4bK-f{n}"), STRANGER, 0.0)
+    assert len(responses(ua)) == 5
+    assert ua.stats.rate_limited == 15
+    for n in range(20):
+        ua.receive(request("OPTIONS", call_id=f"t{n}", branch=f"z9hG4bK-t{n}"), PBX, 0.0)
+    assert len(responses(ua)) == 20
+
+
+def test_invite_with_replaces_names_the_call_it_replaces() -> None:
+    ua = make_ua()
+    first = establish(ua).call
+    replaces = f"Replaces: c1;to-tag={first.local_tag};from-tag=ft\r\n"
+    ua.receive(
+        request("INVITE", call_id="c2", branch="z9hG4bK-r", body=SDP, extra=replaces), PBX, 1.0
+    )
+    (offered,) = events(ua)
+    assert isinstance(offered, IncomingCall) and offered.call.replaces is first
+
+
+def test_invite_with_replaces_for_no_dialog_gets_481() -> None:
+    ua = make_ua()
+    ua.receive(
+        request("INVITE", call_id="c2", body=SDP, extra="Replaces: nope;to-tag=a;from-tag=b\r\n"),
+        PBX,
+        0.0,
+    )
+    assert [r.status for r, _ in responses(ua)] == [481]
+    assert events(ua) == []
+
+
+def test_cancel_before_answer_ends_the_offered_call_with_487() -> None:
+    ua = make_ua()
+    ua.receive(request("INVITE", body=SDP), PBX, 0.0)
+    (offered,) = events(ua)
+    ua.receive(request("CANCEL"), PBX, 0.05)
+    statuses = sorted(r.status for r, _ in responses(ua))
+    assert statuses == [200, 487]
+    (ended,) = events(ua)
+    assert isinstance(ended, CallEnded) and ended.cause == "cancel"
+    ua.answer(offered.call, SDP, 0.1)  # too late: nothing is sent
+    assert responses(ua) == []
