@@ -121,6 +121,9 @@ name = "pbx"
 host = "127.0.0.1"
 port = {ports["pbx"]}
 trusted_sources = ["127.0.0.1/32"]
+# Used only when the PBX challenges our INVITEs (tests/interop/test_trunk.py).
+username = "omlmedia"
+password = "pbx-secret"
 
 {carrier_trunk}[[users]]
 name = "demo"

@@ -132,10 +132,26 @@ def test_blind_transfer_by_the_pbx_reconnects_the_caller_to_the_new_extension(
     server: RunningServer, tmp_path: Path
 ) -> None:
     with pbx(server, tmp_path, ["-sf", str(SCENARIOS / "uas_transferor.xml")], 2):
-        result = _uac(server, tmp_path, ["-sf", str(SCENARIOS / "uac_long_call.xml"),
-                                          "-s", "91000", "-m", "1"])
+        result = _uac(
+            server,
+            tmp_path,
+            ["-sf", str(SCENARIOS / "uac_long_call.xml"), "-s", "91000", "-m", "1"],
+        )
     assert result.returncode == 0, result.output + result.errors
     log = server.log()
     assert "event=transfer-requested" in log and "event=transfer-completed" in log, log[-3000:]
     status = server.wait_idle()
     assert status["sip"]["calls"] == 0 and status["calls"]["transfers"] >= 1
+
+
+def test_a_pbx_that_challenges_our_invite_gets_valid_digest_credentials(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    with pbx(server, tmp_path, ["-sf", str(SCENARIOS / "uas_challenge.xml")], 1):
+        result = _uac(
+            server,
+            tmp_path,
+            ["-sf", str(SCENARIOS / "uac_long_call.xml"), "-s", "93000", "-m", "1"],
+        )
+    assert result.returncode == 0, result.output + result.errors
+    assert result.count("SuccessfulCall") == 1
