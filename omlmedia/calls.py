@@ -56,6 +56,7 @@ from sip.ua import (
     InDialogRequest,
     RequestOutcome,
     SessionModified,
+    TransferProgress,
     UAEvent,
 )
 
@@ -210,6 +211,14 @@ class CallRouter:
                 digit=ev.digit,
                 via="info",
                 duration_ms=ev.duration_ms,
+            )
+        elif isinstance(ev, TransferProgress):
+            event(
+                logger,
+                "transfer-progress",
+                call_id=ev.call.call_id,
+                status=ev.status,
+                final=ev.final,
             )
         elif isinstance(ev, RequestOutcome):
             if self.trunks is not None:

@@ -41,7 +41,7 @@ from sip.message import (
     new_tag,
     parse_message,
 )
-from sip.refer import ReplacesRejected, match_replaces
+from sip.refer import Replaces, ReplacesRejected, build_refer, match_replaces, parse_sipfrag
 from sip.security import RateLimiter, Verdict, security_event
 from sip.transaction import (
     AckReceived,
@@ -171,6 +171,19 @@ class DtmfReceived(UAEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class TransferProgress(UAEvent):
+    """How a transfer we asked for with :meth:`UserAgent.refer` goes (RFC 3515 §2.4.4-§2.4.5).
+
+    `status` is the REFER's own final response (202 accepted, or a failure) or the status line of a
+    NOTIFY sipfrag (100, 180, 200...); `final` once nothing more will come.
+    """
+
+    call: Call
+    status: int
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
 class InDialogRequest(UAEvent):
     """REFER, NOTIFY and other in-dialog requests the core does not handle itself."""
 
@@ -233,6 +246,7 @@ class UserAgent:
         self._calls_by_client_txn: dict[int, Call] = {}
         self._events: deque[UAEvent] = deque()
         self._requests: dict[int, ClientTransaction] = {}
+        self._refers: dict[int, Call] = {}
         self._direct: list[tuple[bytes, Endpoint]] = []
         self.stats = UAStats()
 
@@ -480,6 +494,23 @@ class UserAgent:
         self._drain_layer(now)
         return txn
 
+    def refer(
+        self, call: Call, target: Address, now: float, replaces: Replaces | None = None
+    ) -> ClientTransaction | None:
+        """Ask the other party of `call` to call `target` (blind transfer, RFC 3515), or to
+        replace a dialog with it (attended transfer, RFC 3891 `replaces`). Progress arrives as
+        TransferProgress events, from the REFER's response and the NOTIFYs that follow."""
+        dialog = call.dialog
+        if dialog is None or dialog.state is not DialogState.CONFIRMED:
+            return None
+        request = build_refer(dialog, target, self._via(call.source), replaces)
+        self._add_common(request)
+        txn = self.transactions.send_request(request, self._next_hop(dialog, call.source), now)
+        self._calls_by_client_txn[id(txn)] = call
+        self._refers[id(txn)] = call
+        self._drain_layer(now)
+        return txn
+
     def via_for(self, destination: Endpoint) -> Via:
         """Our Via for a new request to `destination`: a fresh branch, rport asked (RFC 3581)."""
         return self._via(destination)
@@ -670,6 +701,17 @@ class UserAgent:
             response.headers.add("Allow", ALLOW_HEADER)
             self._respond(response, now)
             return
+        if method == "NOTIFY" and (request.headers.get("Event") or "").lower().startswith("refer"):
+            try:
+                status, _reason = parse_sipfrag(request.body)
+            except ValueError:
+                self._respond(make_response(request, 400, "Bad Sipfrag"), now)
+                return
+            self._respond(make_response(request, 200), now)
+            state = (request.headers.get("Subscription-State") or "").lower()
+            final = state.startswith("terminated") or status >= 200
+            self._events.append(TransferProgress(call, status, final))
+            return
         self._events.append(InDialogRequest(call, request, txn))
 
     def _on_ack(self, request: Request) -> None:
@@ -699,6 +741,9 @@ class UserAgent:
             return
         if response.status >= 200:
             self._calls_by_client_txn.pop(id(txn), None)
+            if self._refers.pop(id(txn), None) is not None:
+                status = response.status
+                self._events.append(TransferProgress(call, status, final=status >= 300))
             if call.dialog is not None:
                 call.dialog.receive_response(txn.request, response)
                 if (
@@ -818,6 +863,11 @@ class UserAgent:
         request_txn = self._requests.pop(id(txn), None)
         if request_txn is not None:
             self._events.append(RequestOutcome(request_txn, None, cause))
+            return
+        refer_call = self._refers.pop(id(txn), None)
+        if refer_call is not None:
+            self._calls_by_client_txn.pop(id(txn), None)
+            self._events.append(TransferProgress(refer_call, 408, final=True))
             return
         call = self._calls_by_invite_txn.pop(id(txn), None)
         if call is None:

@@ -8,7 +8,7 @@ import pytest
 
 from sip.digest import DigestClient, DigestServer, ha1
 from sip.endpoint import Endpoint
-from sip.message import Request, Response, parse_message
+from sip.message import Address, Request, Response, make_response, parse_message
 from sip.security import RateLimiter
 from sip.ua import (
     CallConfirmed,
@@ -18,6 +18,7 @@ from sip.ua import (
     IncomingCall,
     InDialogRequest,
     SessionModified,
+    TransferProgress,
     UAEvent,
     UserAgent,
 )
@@ -54,7 +55,7 @@ def request(
     cseq_method: str | None = None,
 ) -> bytes:
     to = "<sip:echo@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")
-    content = "Content-Type: application/sdp\r\n" if body and method != "INFO" else ""
+    content = "Content-Type: application/sdp\r\n" if body and "Content-Type" not in extra else ""
     return (
         f"{method} sip:echo@127.0.0.1:5060 SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport\r\n"
@@ -293,3 +294,39 @@ def test_cancel_before_answer_ends_the_offered_call_with_487() -> None:
     assert isinstance(ended, CallEnded) and ended.cause == "cancel"
     ua.answer(offered.call, SDP, 0.1)  # too late: nothing is sent
     assert responses(ua) == []
+
+
+def test_refer_we_send_reports_progress_from_202_and_the_notify_sipfrags() -> None:
+    ua = make_ua()
+    call = establish(ua).call
+    txn = ua.refer(call, Address.parse("<sip:2000@127.0.0.1>"), 1.0)
+    assert txn is not None
+    ((data, destination),) = ua.datagrams_to_send()
+    refer = parse_message(data)
+    assert isinstance(refer, Request) and refer.method == "REFER"
+    assert refer.headers.get("Refer-To") == "<sip:2000@127.0.0.1>"
+    assert destination == PBX and refer.to_tag == "ft" and refer.from_tag == call.local_tag
+    accepted = make_response(refer, 202, to_tag="ft")
+    ua.receive(bytes(accepted), PBX, 1.05)
+    (progress,) = events(ua)
+    assert isinstance(progress, TransferProgress) and (progress.status, progress.final) == (
+        202,
+        False,
+    )
+    for n, (frag, state) in enumerate(
+        ((b"SIP/2.0 100 Trying\r\n", "active"), (b"SIP/2.0 200 OK\r\n", "terminated"))
+    ):
+        notify = request(
+            "NOTIFY",
+            cseq=2 + n,
+            branch=f"z9hG4bK-n{n}",
+            to_tag=call.local_tag,
+            body=frag,
+            extra=f"Event: refer\r\nSubscription-State: {state}\r\n"
+            "Content-Type: message/sipfrag;version=2.0\r\n",
+        )
+        ua.receive(notify, PBX, 1.1 + n)
+        (progress,) = events(ua)
+        assert isinstance(progress, TransferProgress)
+        assert progress.status == (100, 200)[n] and progress.final is bool(n)
+        assert [r.status for r, _ in responses(ua)] == [200]
