@@ -154,11 +154,12 @@ class RouterStats:
 class CallRouter:
     """Routes inbound calls to their targets and owns their media."""
 
-    def __init__(self, config: Config, media_host: str) -> None:
+    def __init__(self, config: Config, media_host: str, bind_host: str | None = None) -> None:
         self.config = config
         self.media_host = media_host
+        """The address written in our SDP (c= and o=)."""
         low, high = config.server.rtp_port_range
-        self.pool = RtpSocketPool(PortAllocator(low, high), media_host)
+        self.pool = RtpSocketPool(PortAllocator(low, high), bind_host or media_host)
         self.stats = RouterStats()
         self.service: SipService | None = None
         self.trunks: TrunkManager | None = None

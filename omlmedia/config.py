@@ -91,6 +91,10 @@ class ServerConfig:
     log_format: str = "kv"
     user_agent: str = field(default_factory=lambda: f"omlmedia/{package_version()}")
     """User-Agent and Server header value (RFC 3261 §20.41, §20.35)."""
+    advertise: str | None = None
+    """The address peers reach us at, written in Via, Contact and SDP (a public or NAT address);
+    None: the listen address, or, when listening on a wildcard, the address of the interface the
+    system routes to the first trunk."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -682,6 +686,7 @@ _SERVER_KEYS: Final = (
     "log_level",
     "log_format",
     "user_agent",
+    "advertise",
 )
 _SIP_KEYS: Final = (
     "t1",
@@ -784,6 +789,16 @@ def _server(check: _Checker, value: object, base_dir: Path) -> ServerConfig | No
     user_agent = check.string(table, p, "user_agent", defaults.user_agent)
     if user_agent is not None and (not user_agent.strip() or not user_agent.isprintable()):
         check.error("server.user_agent", "must be printable text")
+    advertise = check.string(table, p, "advertise", None)
+    if advertise is not None:
+        try:
+            ip = ipaddress.ip_address(advertise.strip("[]"))
+        except ValueError:
+            check.error("server.advertise", f"not an IP address: {advertise!r}")
+        else:
+            if ip.is_unspecified:
+                check.error("server.advertise", "must be an address peers reach, not a wildcard")
+            advertise = str(ip)
     _port_clashes(check, sip_port, sip_tls_port, http_port, rtp)
     if (
         listen is None
@@ -807,6 +822,7 @@ def _server(check: _Checker, value: object, base_dir: Path) -> ServerConfig | No
         log_level=log_level,
         log_format=log_format,
         user_agent=user_agent,
+        advertise=advertise,
     )
 
 

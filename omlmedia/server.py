@@ -4,9 +4,11 @@ the HTTPS API, and stops gracefully on SIGTERM/SIGINT (calls get BYE, transactio
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from omlmedia.config import Config
 from omlmedia.logs import event
 from omlmedia.trunks import TrunkManager
 from sip.digest import DigestServer
+from sip.endpoint import Endpoint
 from sip.security import RateLimiter, SourcePolicy
 from sip.service import SipService
 from sip.tls import client_context, ensure_self_signed, server_context
@@ -58,6 +61,26 @@ def banner(config: Config) -> str:
     return "\n".join(lines)
 
 
+def advertised_address(config: Config) -> str:
+    """The address written in Via, Contact and SDP (see ServerConfig.advertise)."""
+    if config.server.advertise is not None:
+        return config.server.advertise
+    host = config.server.listen[0]
+    if not ipaddress.ip_address(host).is_unspecified:
+        return host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    probe = (
+        config.trunks[0].host if config.trunks else ("2001:db8::1" if ":" in host else "192.0.2.1")
+    )
+    try:
+        # Connecting a UDP socket sends nothing: it only asks the kernel for the route's source.
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((probe, 9))
+            return str(sock.getsockname()[0])
+    except OSError:
+        return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+
+
 def _tls_files(config: Config) -> tuple[Path, Path]:
     """The certificate and key for SIP TLS and HTTPS: configured, or self-signed in data_dir."""
     if config.sip.tls_cert is not None and config.sip.tls_key is not None:
@@ -65,7 +88,8 @@ def _tls_files(config: Config) -> tuple[Path, Path]:
     directory = config.server.data_dir / "tls"
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / "server.crt", directory / "server.key"
-    ips = [a for a in config.server.listen if a not in ("0.0.0.0", "::")] or ["127.0.0.1"]
+    ips = [a for a in config.server.listen if not ipaddress.ip_address(a).is_unspecified]
+    ips = list(dict.fromkeys([*ips, advertised_address(config)]))
     ensure_self_signed(cert, key, ["localhost"], ips)
     return cert, key
 
@@ -81,7 +105,7 @@ class Server:
                 idle_timeout=config.sip.tcp_idle_timeout,
             )
         )
-        self.router = CallRouter(config, config.server.listen[0])
+        self.router = CallRouter(config, advertised_address(config), config.server.listen[0])
         self.service: SipService | None = None
         self.api: web.AppRunner | None = None
         self.trunks: TrunkManager | None = None
@@ -102,11 +126,18 @@ class Server:
             tls_server_context=self._tls if tls_port is not None else None,
             tls_client_context=client_context(verify=True),
         )
+        advertised = advertised_address(config)
         local = {
-            t: self.transports.local_endpoint(t)
+            t: Endpoint(t, advertised, self.transports.local_endpoint(t).port)
             for t in ("udp", "tcp", "tls")
-            if t == "udp" or (t == "tcp") or tls_port is not None
+            if t != "tls" or tls_port is not None
         }
+        if len(config.server.listen) > 1:
+            logger.warning(
+                "only the first listen address is served for now: %s (ignored: %s)",
+                host,
+                ", ".join(config.server.listen[1:]),
+            )
         policy = SourcePolicy(
             [str(n) for t in config.trunks for n in t.trusted_sources]
             + [str(n) for n in config.security.trusted_networks]

@@ -95,3 +95,30 @@ def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
         assert "Traceback" not in completed.stderr
     finally:
         assert first.stop() == 0
+
+
+def test_listening_on_a_wildcard_advertises_a_reachable_address(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "server", extra_args=("--listen", "0.0.0.0"))
+    try:
+        result = run_sipp(
+            [
+                "-sn",
+                "uac",
+                f"127.0.0.1:{server.sip_port}",
+                "-s",
+                "echo",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                "0",
+                "-m",
+                "3",
+                "-r",
+                "3",
+            ],
+            tmp_path,
+        )
+        assert result.returncode == 0, result.output + result.errors
+        assert "0.0.0.0" not in server.log().split("omlmedia ready")[-1]
+    finally:
+        assert server.stop() == 0

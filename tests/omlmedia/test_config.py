@@ -744,3 +744,18 @@ def test_bad_input_raises_only_config_error(raw: dict[str, Any]) -> None:
         assert exc.errors and all(isinstance(e, str) and ": " in e for e in exc.errors)
     else:
         assert isinstance(config, Config)
+
+
+def test_advertise_must_be_a_reachable_ip_address(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[server]\nlisten = ["0.0.0.0"]\nadvertise = "203.0.113.9"\n')
+    assert load_config(good).server.advertise == "203.0.113.9"
+    for value, message in (
+        ("pbx.example", "server.advertise: not an IP address: 'pbx.example'"),
+        ("0.0.0.0", "server.advertise: must be an address peers reach, not a wildcard"),
+    ):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(f'[server]\nadvertise = "{value}"\n')
+        with pytest.raises(ConfigError) as caught:
+            load_config(bad)
+        assert message in caught.value.errors
