@@ -15,6 +15,7 @@ import re
 __all__ = [
     "ADDR_SPEC",
     "CALL_ID",
+    "COMPACT_ADDRESS",
     "COMPACT_PARAMS",
     "COMPACT_VIA",
     "CSEQ",
@@ -95,7 +96,8 @@ GENERIC_PARAM = re.compile(
 )
 
 #: *(SEMI generic-param) written without LWS or quotes, the common case, split without a regex.
-COMPACT_PARAMS = re.compile(rf"(?:;{_TOKEN}(?:=[{_TOKEN_CHARS}:\[\]]+)?)+\Z")
+_COMPACT_PARAMS = rf"(?:;{_TOKEN}(?:=[{_TOKEN_CHARS}:\[\]]+)?)*"
+COMPACT_PARAMS = re.compile(rf"{_COMPACT_PARAMS}\Z")
 
 #: name-addr = [ display-name ] LAQUOT addr-spec RAQUOT, followed by the header's parameters.
 #: display-name = *(token LWS) / quoted-string; the LWS before LAQUOT may be absent
@@ -108,15 +110,24 @@ NAME_ADDR = re.compile(
 #: addr-spec without angle brackets: its ``;`` parameters belong to the header (RFC 3261 §20.10).
 ADDR_SPEC = re.compile(r"(?P<uri>[^;<>\"\s]+)")
 
+#: A whole name-addr or addr-spec with its parameters, written without LWS around the separators,
+#: escapes in the display name or quoted parameter values: the common case, in one match. Anything
+#: else goes through NAME_ADDR / ADDR_SPEC and GENERIC_PARAM, which give the same values.
+COMPACT_ADDRESS = re.compile(
+    rf'(?:(?:"(?P<quoted>[^"\\]*)"|(?P<token>{_TOKEN}(?: {_TOKEN})*))? ?<(?P<uri>[^<>\s]+)>'
+    rf'|(?P<spec>[^;<>"\s]+))(?P<params>{_COMPACT_PARAMS})\Z'
+)
+
 #: via-parm's sent-protocol and sent-by (RFC 3261 §20.42); LWS is allowed around the slashes.
 VIA_SENT_PROTOCOL = re.compile(
     rf"(?i:SIP){_SWS}/{_SWS}2\.0{_SWS}/{_SWS}(?P<transport>{_TOKEN}){_LWS}"
     rf"(?P<host>{_HOST})(?:{_SWS}:{_SWS}(?P<port>{_PORT}))?"
 )
 
-#: sent-protocol and sent-by written without LWS, the common case.
+#: A whole via-parm written without LWS or quoted values, the common case, in one match.
 COMPACT_VIA = re.compile(
-    rf"SIP/2\.0/(?P<transport>[A-Za-z]+) (?P<host>{_HOST})(?::(?P<port>{_PORT}))?(?=;|\Z)"
+    rf"SIP/2\.0/(?P<transport>[A-Za-z]+) (?P<host>{_HOST})(?::(?P<port>{_PORT}))?"
+    rf"(?P<params>{_COMPACT_PARAMS})\Z"
 )
 
 #: CSeq = 1*DIGIT LWS Method (RFC 3261 §20.16).

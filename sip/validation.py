@@ -70,7 +70,13 @@ DEFAULT_ACCEPTED_CONTENT_TYPES: Final = frozenset(
     }
 )
 
-_REQUIRED: Final = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"))
+_REQUIRED: Final = (
+    ("via", "Via"),
+    ("from", "From"),
+    ("to", "To"),
+    ("call-id", "Call-ID"),
+    ("cseq", "CSeq"),
+)
 _SINGLE: Final = (
     ("call-id", "Call-ID"),
     ("cseq", "CSeq"),
@@ -98,13 +104,10 @@ def _bad_request(request: Request, reason: str) -> Response:
 
 
 def _syntax(request: Request) -> Response | None:
-    headers = request.headers
-    d = headers._d
+    d = request.headers._d
     for key, name in _REQUIRED:
         if not d.get(key):
             return _bad_request(request, f"Missing {name} header")
-    if not d.get("cseq"):
-        return _bad_request(request, "Missing CSeq header")
     for key, name in _SINGLE:
         values = d.get(key)
         if values is not None and len(values) > 1:
@@ -113,7 +116,7 @@ def _syntax(request: Request) -> Response | None:
         request.call_id  # noqa: B018
         request.from_  # noqa: B018
         request.to  # noqa: B018
-        request.cseq  # noqa: B018
+        cseq = request.cseq
         if not request.vias:
             return _bad_request(request, "Missing Via header")
         request.max_forwards  # noqa: B018
@@ -125,7 +128,7 @@ def _syntax(request: Request) -> Response | None:
         request.route  # noqa: B018
     except ParseError as exc:
         return _bad_request(request, exc.reason)
-    if request.cseq.method != request.method:
+    if cseq.method != request.method:
         return _bad_request(request, "CSeq method does not match Request method")
     return None
 
@@ -170,6 +173,7 @@ def _check(
         return error
     method = request.method
     headers = request.headers
+    d = headers._d
 
     if method not in allowed_methods:
         if method in KNOWN_METHODS:
@@ -179,7 +183,7 @@ def _check(
     if request.uri.scheme not in SUPPORTED_URI_SCHEMES:
         return _reply(request, 416)
 
-    if method not in ("ACK", "CANCEL") and "require" in headers:
+    if method not in ("ACK", "CANCEL") and "require" in d:
         unsupported = [
             tag for tag in headers.getlist("require") if tag.lower() not in supported_extensions
         ]
@@ -205,7 +209,7 @@ def _check(
                 ],
             )
 
-    if method == "INVITE" and "accept" in headers:
+    if method == "INVITE" and "accept" in d:
         ranges = {_media_range(value) for value in headers.getlist("accept")}
         if not ranges & _SDP_RANGES:
             return _reply(request, 406, headers=[("Accept", "application/sdp")])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sip.message import (
     REASON_PHRASES,
@@ -210,6 +213,114 @@ def test_cseq_bounds() -> None:
             CSeq.parse(text)
 
 
+def test_value_objects_stay_frozen_dataclasses_with_keyword_construction() -> None:
+    uri = URI(scheme="sip", user="a", password=None, host="h", port=None)
+    address = Address(display_name=None, uri=uri)
+    via = Via(transport="UDP", host="h", port=5060)
+    assert (uri.params, uri.headers, address.params, via.params) == ((), (), (), ())
+    assert address == Address.parse("<sip:a@h>") and hash(address) == hash(Address.parse("sip:a@h"))
+    assert dataclasses.replace(via, port=5070) == Via("UDP", "h", 5070)
+    assert dataclasses.replace(address, uri=dataclasses.replace(uri, host="x")).uri.host == "x"
+    assert repr(CSeq(1, "BYE")) == "CSeq(seq=1, method='BYE')"
+    for value, field in ((uri, "host"), (address, "params"), (via, "port"), (CSeq(1, "A"), "seq")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, field, None)
+
+
+_TOKEN = st.text("abcXYZ019-.!%*_+`'~", min_size=1, max_size=8)
+_PARAM = st.tuples(_TOKEN, st.none() | _TOKEN | st.sampled_from(["[::1]", "1.2.3.4:5", '"q v"']))
+_SEPARATOR = st.sampled_from([";", " ;", "; ", ";\t"])
+
+
+def _params(pairs: list[tuple[str, str | None]], seps: list[str]) -> str:
+    return "".join(
+        f"{sep}{name}" if value is None else f"{sep}{name}={value}"
+        for (name, value), sep in zip(pairs, seps + [";"] * len(pairs), strict=False)
+    )
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(
+    display=st.none()
+    | _TOKEN
+    | st.lists(_TOKEN, min_size=2, max_size=3).map(" ".join)
+    | st.text("ab c'<>,;", max_size=6).map(lambda t: f'"{t}"')
+    | st.just('"a\\"b"'),
+    space=st.sampled_from(["", " ", "  ", "\t"]),
+    uri=st.sampled_from(["sip:a@h", "sips:u@[::1]:5061;lr", "tel:+1-555", "urn:x", "sip:h:99999"]),
+    angled=st.booleans(),
+    pairs=st.lists(_PARAM, max_size=3),
+    seps=st.lists(_SEPARATOR, max_size=3),
+)
+def test_compact_address_path_gives_what_the_general_grammar_gives(
+    display: str | None,
+    space: str,
+    uri: str,
+    angled: bool,
+    pairs: list[tuple[str, str | None]],
+    seps: list[str],
+) -> None:
+    """The one-regex fast path must agree with the full grammar, reached through padding."""
+    text = (f"{display or ''}{space}<{uri}>" if angled else uri) + _params(pairs, seps)
+    outcomes = []
+    for candidate in (text, f" {text} "):
+        try:
+            outcomes.append(Address.parse(candidate))
+        except ValueError as exc:
+            outcomes.append(exc.args)
+    assert outcomes[0] == outcomes[1]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(
+    transport=st.sampled_from(["UDP", "udp", "Tls", "WSS", "X-1"]),
+    host=st.sampled_from(["127.0.0.1", "h", "a.b-c_d", "[::1]", "h!", ""]),
+    port=st.sampled_from(["", ":5060", ":99999", ": 5060", ":"]),
+    pairs=st.lists(_PARAM, max_size=4),
+    seps=st.lists(_SEPARATOR, max_size=4),
+)
+def test_compact_via_path_gives_what_the_general_grammar_gives(
+    transport: str,
+    host: str,
+    port: str,
+    pairs: list[tuple[str, str | None]],
+    seps: list[str],
+) -> None:
+    text = f"SIP/2.0/{transport} {host}{port}" + _params(pairs, seps)
+    outcomes = []
+    for candidate in (text, f" {text}"):
+        try:
+            outcomes.append(Via.parse(candidate))
+        except ValueError as exc:
+            outcomes.append(exc.args)
+    assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize(
+    "text", ["1 INVITE", "01 ACK", "2147483648 BYE", "1  INVITE", "1 X-FOO", "1 É", "٣ BYE", "1 "]
+)
+def test_cseq_fast_path_gives_what_the_general_grammar_gives(text: str) -> None:
+    outcomes = []
+    for candidate in (text, f" {text}"):
+        try:
+            outcomes.append(CSeq.parse(candidate))
+        except ValueError as exc:
+            outcomes.append(exc.args)
+    assert outcomes[0] == outcomes[1]
+
+
+def test_parsed_values_are_shared_per_text_but_long_texts_are_not_kept() -> None:
+    short = "echo <sip:echo@127.0.0.1:5060>"
+    assert Address.parse(short) is Address.parse(short)
+    assert CSeq.parse("7 INVITE") is CSeq.parse("7 INVITE")
+    long = f"<sip:{'a' * 300}@h>"
+    assert Address.parse(long) == Address.parse(long)
+    assert Address.parse(long) is not Address.parse(long)
+    for i in range(5000):
+        Address.parse(f"<sip:u{i}@h>;tag={i}")
+    assert Address.parse("<sip:u1@h>;tag=1").tag == "1"
+
+
 # --- messages ------------------------------------------------------------------------------------
 
 
@@ -240,6 +351,20 @@ def test_property_cache_is_dropped_when_headers_change() -> None:
     request.set_top_via(request.top_via.with_params(received="192.0.2.7"))
     assert request.top_via.received == "192.0.2.7"
     assert request.vias[1].branch == "z9hG4bKlower"
+
+
+def test_set_top_via_keeps_the_other_parsed_values_and_reuses_the_new_via() -> None:
+    request = invite()
+    cseq, from_, contact = request.cseq, request.from_, request.contact
+    assert len(request.vias) == 2
+    stamped = request.top_via.with_params(received="192.0.2.7", rport="5070")
+    request.set_top_via(stamped)
+    assert request.top_via is stamped
+    assert request.cseq is cseq and request.from_ is from_ and request.contact == contact
+    assert [v.received for v in request.vias] == ["192.0.2.7", "10.0.0.99"]
+    assert request.headers.getlist("Via")[0] == str(stamped)
+    reparsed = parse_message(bytes(request))
+    assert reparsed.top_via == stamped and reparsed.vias == request.vias
 
 
 def test_set_top_via_keeps_the_rest_of_a_comma_separated_line() -> None:
@@ -421,6 +546,10 @@ def test_hostile_long_values_parse_in_linear_time() -> None:
         f'"{long}',
         f"{long} " * 2 + "<",
         f"SIP/2.0/UDP h{';x' * 20000}!",
+        f"SIP/2.0/UDP h{';a=b' * 15000} ",
+        f"a <sip:h>{';a=b' * 15000} ",
+        "a " * 30000 + "<",
+        f"<{long}",
     ]
     start = time.perf_counter()
     for value in values:

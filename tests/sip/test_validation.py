@@ -179,3 +179,16 @@ def test_check_order_syntax_before_method_before_scheme() -> None:
     assert response is not None and response.status == 501
     response = check(request(uri="mailto:x@y", extra="Require: foo"))
     assert response is not None and response.status == 416
+
+
+def test_inspection_fills_the_value_cache_the_layers_then_read() -> None:
+    """The values check_request parsed are the ones the UA, transactions and dialogs then read."""
+    message = request(body=SDP, extra="Contact: <sip:caller@192.0.2.1>")
+    stamped = message.top_via.with_params(received="192.0.2.9")
+    message.set_top_via(stamped)
+    assert check(message) is None
+    assert message.top_via is stamped and message.vias == [stamped]
+    assert message.from_tag == "f1" and message.to_tag is None
+    message.headers.set("From", "<sip:other@example.net>;tag=f2")
+    message.headers.set("To", "<sip:queue@example.com>;tag=t2")
+    assert (message.from_tag, message.to_tag) == ("f2", "t2")
