@@ -44,7 +44,7 @@ from sip.service import SipService
 from sip.transaction import ServerTransaction
 
 if TYPE_CHECKING:
-    from omlmedia.trunks import TrunkManager
+    from omlmedia.trunks import NextHops, TrunkManager
 from sip.ua import (
     Call,
     CallConfirmed,
@@ -163,6 +163,7 @@ class CallRouter:
         self.stats = RouterStats()
         self.service: SipService | None = None
         self.trunks: TrunkManager | None = None
+        self.hops: NextHops | None = None
         self._media: dict[int, CallMedia] = {}
         self._bridges: dict[int, Bridge] = {}
         self._routes: dict[str, tuple[Route, str] | None] = {}
@@ -602,7 +603,7 @@ class CallRouter:
 
         def dial(now: float) -> None:
             outbound = service.ua.send_invite(
-                destination=trunk.endpoint,
+                destination=self.hops.endpoint(trunk) if self.hops else trunk.endpoint,
                 request_uri=request_uri,
                 from_address=from_address,
                 to_address=to_address,
@@ -750,7 +751,7 @@ class CallRouter:
 
         def dial(now: float) -> None:
             target = service.ua.send_invite(
-                destination=trunk.endpoint,
+                destination=self.hops.endpoint(trunk) if self.hops else trunk.endpoint,
                 request_uri=URI.parse(f"sip:{number}@{host}:{trunk.port}"),
                 from_address=Address.parse(f"<sip:omlmedia@{self.media_host}>"),
                 to_address=Address.parse(f"<sip:{number}@{host}:{trunk.port}>"),

@@ -20,7 +20,7 @@ from omlmedia.calls import CallRouter
 from omlmedia.cli import summary
 from omlmedia.config import Config
 from omlmedia.logs import event
-from omlmedia.trunks import TrunkManager
+from omlmedia.trunks import NextHops, TrunkManager
 from sip.digest import DigestServer
 from sip.endpoint import Endpoint
 from sip.security import RateLimiter, SourcePolicy
@@ -173,7 +173,10 @@ class Server:
         )
         self.service = SipService(ua, self.transports, self.router.on_event)
         self.router.bind(self.service)
-        self.trunks = TrunkManager(config, self.service)
+        hops = NextHops(config)
+        await hops.resolve()
+        self.router.hops = hops
+        self.trunks = TrunkManager(config, self.service, hops)
         self.router.trunks = self.trunks
         self.trunks.start()
         self.api = await start_api(config, self.status, host, self._tls)

@@ -9,13 +9,16 @@ their requests through the SIP service. State changes are logged and exposed thr
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from omlmedia.config import Config, Trunk
 from omlmedia.logs import event
+from sip.endpoint import Endpoint
 from sip.message import URI, Address, Request
 from sip.qualify import Qualify, TrunkState
 from sip.registration import Registration
@@ -23,6 +26,54 @@ from sip.service import SipService
 from sip.ua import RequestOutcome
 
 logger = logging.getLogger(__name__)
+
+
+class NextHops:
+    """Where requests to each trunk go, with UDP host names resolved to addresses.
+
+    The UDP transport sends only to IP literals (a name would block the loop on DNS), so names are
+    resolved here with the loop's resolver (A/AAAA records; RFC 3263 NAPTR/SRV selection is not
+    done). TCP and TLS keep the name: the transport resolves it off-thread and TLS verifies the
+    certificate against it. A name that does not resolve is kept and logged; sends to it fail
+    and are reported as transport errors.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._resolved: dict[str, Endpoint] = {}
+        # Our UDP socket has one address family: look up addresses of that family.
+        listen = config.server.listen[0]
+        self._family = socket.AF_INET6 if ":" in listen else socket.AF_INET
+
+    async def resolve(self) -> None:
+        """Resolve every UDP trunk whose next hop is a name."""
+        loop = asyncio.get_running_loop()
+        for trunk in self._config.trunks:
+            hop = trunk.endpoint
+            if hop.transport != "udp" or _is_ip(hop.host):
+                continue
+            try:
+                infos = await loop.getaddrinfo(
+                    hop.host, hop.port, family=self._family, type=socket.SOCK_DGRAM
+                )
+            except OSError as exc:
+                logger.warning("trunk %s: cannot resolve %s: %s", trunk.name, hop.host, exc)
+                continue
+            address = str(infos[0][4][0])
+            self._resolved[trunk.name] = Endpoint(hop.transport, address, hop.port)
+            event(logger, "trunk-resolved", trunk=trunk.name, host=hop.host, address=address)
+
+    def endpoint(self, trunk: Trunk) -> Endpoint:
+        """The next hop for `trunk`."""
+        return self._resolved.get(trunk.name) or trunk.endpoint
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(eq=False)
@@ -37,8 +88,9 @@ class TrunkUpkeep:
 class TrunkManager:
     """Runs qualify and registration for every trunk that asks for them."""
 
-    def __init__(self, config: Config, service: SipService) -> None:
+    def __init__(self, config: Config, service: SipService, hops: NextHops) -> None:
         self.service = service
+        self.hops = hops
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._pending: dict[int, tuple[TrunkUpkeep, str]] = {}
@@ -47,7 +99,7 @@ class TrunkManager:
         for trunk in config.trunks:
             if trunk.qualify_interval <= 0 and not trunk.register:
                 continue
-            destination = trunk.endpoint
+            destination = hops.endpoint(trunk)
             host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
             target = URI.parse(f"sip:{host}:{trunk.port}")
             local = ua.local_endpoint(destination.transport)
@@ -169,7 +221,7 @@ class TrunkManager:
 
     def _send(self, upkeep: TrunkUpkeep, kind: str, request: Request) -> None:
         def send(now: float) -> None:
-            txn = self.service.ua.send_request(request, upkeep.trunk.endpoint, now)
+            txn = self.service.ua.send_request(request, self.hops.endpoint(upkeep.trunk), now)
             self._pending[id(txn)] = (upkeep, kind)
 
         self.service.act(send)
