@@ -317,7 +317,7 @@ class CallRouter:
             "call-rejected",
             call_id=call.call_id,
             target=route.target,
-            status=488,
+            status=503,
             reason="target-unavailable",
         )
         service.act(lambda now: service.ua.reject(call, 503, now, "Target Not Available"))

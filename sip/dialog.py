@@ -31,6 +31,7 @@ from enum import Enum
 from typing import NamedTuple
 
 from sip.message import URI, Address, Headers, Request, Response, Via, make_response
+from sip.sdp import Direction
 
 __all__ = [
     "Dialog",
@@ -500,23 +501,8 @@ def glare_retry_delay(owns_call_id: bool, rng: random.Random | None = None) -> f
     return (draw(210, 400) if owns_call_id else draw(0, 200)) / 100
 
 
-class MediaDirection(Enum):
-    """An SDP direction attribute (RFC 4566 §6, RFC 3264 §5.1)."""
-
-    SENDRECV = "sendrecv"
-    SENDONLY = "sendonly"
-    RECVONLY = "recvonly"
-    INACTIVE = "inactive"
-
-    @property
-    def sends(self) -> bool:
-        """The SDP's author sends media."""
-        return self is MediaDirection.SENDRECV or self is MediaDirection.SENDONLY
-
-    @property
-    def receives(self) -> bool:
-        """The SDP's author wants to receive media."""
-        return self is MediaDirection.SENDRECV or self is MediaDirection.RECVONLY
+MediaDirection = Direction
+"""The SDP direction attribute (RFC 3264 §5.1): the same values as :class:`sip.sdp.Direction`."""
 
 
 _DIRECTIONS = {
