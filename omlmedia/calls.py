@@ -83,6 +83,42 @@ class CallMedia:
     echo: RtpEcho | None = None
     service: MediaService | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    watch: MediaWatch = field(default_factory=lambda: MediaWatch())
+
+    @property
+    def packets(self) -> int:
+        """RTP packets received from the caller so far."""
+        if self.echo is not None:
+            return self.echo.packets
+        if self.service is not None:
+            return self.service.stats.received
+        return 0
+
+
+@dataclass
+class MediaWatch:
+    """Media-timeout bookkeeping: the packet count at the last sweep, since when it stood still."""
+
+    packets: int = -1
+    idle_since: float | None = None
+    on_hold: bool = False
+
+    def set_hold(self, on_hold: bool) -> None:
+        """Hold suspends the check; the silence before a resume does not count against it."""
+        if on_hold != self.on_hold:
+            self.on_hold = on_hold
+            self.packets = -1
+            self.idle_since = None
+
+    def idle_for(self, packets: int, now: float) -> float:
+        """Seconds the count has not moved, given the count and time of this sweep."""
+        if packets != self.packets:
+            self.packets = packets
+            self.idle_since = now
+            return 0.0
+        if self.idle_since is None:
+            self.idle_since = now
+        return now - self.idle_since
 
 
 @dataclass(eq=False)
@@ -115,6 +151,7 @@ class Bridge:
     chosen: tuple[Codec, ...] = ()
     local_sdp: dict[int, bytes] = field(default_factory=dict)
     transfer: Transfer | None = None
+    watch: MediaWatch = field(default_factory=MediaWatch)
 
     def other(self, call: Call) -> Call | None:
         """The call on the other side."""
@@ -149,6 +186,7 @@ class RouterStats:
     relayed_packets: int = 0
     service_packets: int = 0
     transfers: int = 0
+    media_timeouts: int = 0
 
 
 class CallRouter:
@@ -167,10 +205,54 @@ class CallRouter:
         self._media: dict[int, CallMedia] = {}
         self._bridges: dict[int, Bridge] = {}
         self._routes: dict[str, tuple[Route, str] | None] = {}
+        self._calls: dict[int, Call] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def bind(self, service: SipService) -> None:
-        """Attach the SIP service the router acts through."""
+        """Attach the SIP service the router acts through; start the media-timeout sweep."""
         self.service = service
+        if self.config.media.timeout > 0:
+            interval = min(5.0, max(0.25, self.config.media.timeout / 4))
+            self._sweeper = asyncio.get_running_loop().call_later(interval, self._sweep, interval)
+
+    def close(self) -> None:
+        """Stop the media-timeout sweep (at shutdown)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def _sweep(self, interval: float) -> None:
+        """End calls whose media stood still for longer than media.timeout (RFC 3550 gives no
+        keep-alive: a peer that stopped sending is gone, unless the call is on hold)."""
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.call_later(interval, self._sweep, interval)
+        if self.service is None:
+            return
+        now = loop.time()
+        limit = self.config.media.timeout
+        dead: list[Call] = []
+        for key, media in list(self._media.items()):
+            call = self._calls.get(key)
+            if call is None or call.state is not CallState.CONFIRMED or media.watch.on_hold:
+                continue
+            if media.watch.idle_for(media.packets, now) > limit:
+                dead.append(call)
+        seen: set[int] = set()
+        for bridge in list(self._bridges.values()):
+            if id(bridge) in seen or bridge.relay is None or bridge.watch.on_hold:
+                continue
+            seen.add(id(bridge))
+            a, b = bridge.inbound, bridge.outbound
+            if a.state is not CallState.CONFIRMED or b is None or bridge.transfer is not None:
+                continue
+            if bridge.watch.idle_for(bridge.relay.packets, now) > limit:
+                dead.append(a)
+        service = self.service
+        for call in dead:
+            self.stats.media_timeouts += 1
+            event(logger, "media-timeout", call_id=call.call_id, seconds=limit)
+            call.end_cause = "media-timeout"
+            service.act(partial(service.ua.hangup, call))
 
     @property
     def active_media(self) -> int:
@@ -284,6 +366,7 @@ class CallRouter:
             media = CallMedia(session_id=secrets.randbelow(2**31))
             call.app = media
             self._media[id(call)] = media
+            self._calls[id(call)] = call
             self._start_echo(call, media)
             return
         if route.action is RouteAction.TRUNK:
@@ -307,6 +390,7 @@ class CallRouter:
             media = CallMedia(session_id=secrets.randbelow(2**31))
             call.app = media
             self._media[id(call)] = media
+            self._calls[id(call)] = call
             media.task = asyncio.get_running_loop().create_task(
                 self._answer_service(call, media, self._make_service(call, route.action))
             )
@@ -481,6 +565,11 @@ class CallRouter:
             # The relay keeps its ports; answer with the leg's description so that the session
             # stays up. Propagating hold to the other leg comes with the media engine's bridge.
             body = bridge.local_sdp.get(id(call), b"")
+            if request.body:
+                try:
+                    bridge.watch.set_hold(SessionDescription.parse(request.body).is_hold())
+                except SDPError:
+                    pass
             service.act(
                 lambda now: service.ua.respond(
                     call, txn, 200, now, body or b"", "application/sdp" if body else None
@@ -512,6 +601,7 @@ class CallRouter:
             event(logger, "reinvite-rejected", call_id=call.call_id, reason=str(exc))
             service.act(lambda now: service.ua.respond(call, txn, 488, now))
             return
+        media.watch.set_hold(offer.is_hold())
         direction = answer.audio.direction.value
         event(
             logger,
@@ -907,6 +997,7 @@ class CallRouter:
             bridge.relay = None
 
     def _release(self, call: Call) -> None:
+        self._calls.pop(id(call), None)
         media = self._media.pop(id(call), None)
         if media is None:
             return

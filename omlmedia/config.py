@@ -137,6 +137,15 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaConfig:
+    """Media handling common to every call."""
+
+    timeout: float = 30.0
+    """Seconds without RTP from a call that is up and not on hold before it is ended (cause
+    ``media-timeout``, BYE to every leg); 0 turns the check off."""
+
+
+@dataclass(frozen=True, slots=True)
 class ApiConfig:
     """REST/debug API credentials: only the SHA-256 of the bearer token is kept."""
 
@@ -254,6 +263,7 @@ class Config:
     trunks: tuple[Trunk, ...] = ()
     users: tuple[User, ...] = ()
     routes: tuple[Route, ...] = ()
+    media: MediaConfig = MediaConfig()
     source: Path | None = None
     """The file it was read from; None for the embedded demo."""
     generated: GeneratedSecrets = GeneratedSecrets()
@@ -675,7 +685,8 @@ def _apply_overrides(
     return raw
 
 
-_TOP_KEYS: Final = ("server", "sip", "security", "api", "trunks", "users", "routes")
+_TOP_KEYS: Final = ("server", "sip", "security", "media", "api", "trunks", "users", "routes")
+_MEDIA_KEYS: Final = ("timeout",)
 _SERVER_KEYS: Final = (
     "listen",
     "sip_port",
@@ -742,16 +753,25 @@ def _build(
     server = _server(check, raw.get("server", _MISSING), base_dir)
     sip = _sip(check, raw.get("sip", _MISSING), base_dir)
     security = _security(check, raw.get("security", _MISSING))
+    media = _media(check, raw.get("media", _MISSING))
     api, api_token = _api(check, raw.get("api", _MISSING))
     trunks = _trunks(check, raw.get("trunks", _MISSING))
     users = _users(check, raw.get("users", _MISSING))
     routes = _routes(check, raw.get("routes", _MISSING), _trunk_names(raw.get("trunks")))
-    if check.errors or server is None or sip is None or security is None or api is None:
+    if (
+        check.errors
+        or server is None
+        or sip is None
+        or security is None
+        or media is None
+        or api is None
+    ):
         raise ConfigError(check.errors)
     return Config(
         server=server,
         sip=sip,
         security=security,
+        media=media,
         api=api,
         trunks=trunks,
         users=users,
@@ -943,6 +963,12 @@ def _sip(check: _Checker, value: object, base_dir: Path) -> SipConfig | None:
     assert t1 is not None and t2 is not None and t4 is not None
     assert size is not None and idle is not None and realm is not None and algorithms is not None
     return SipConfig(t1, t2, t4, size, idle, realm, cert, key, algorithms)
+
+
+def _media(check: _Checker, value: object) -> MediaConfig | None:
+    table = check.table("media", value, _MEDIA_KEYS)
+    timeout = check.number(table, "media", "timeout", MediaConfig().timeout, 0.0, 86400.0)
+    return None if timeout is None else MediaConfig(timeout=timeout)
 
 
 def _security(check: _Checker, value: object) -> SecurityConfig | None:

@@ -221,6 +221,7 @@ class Server:
             self.router.hangup_all()
             await self.service.wait_idle(SHUTDOWN_GRACE)
             self.service.close()
+        self.router.close()
         self.router.pool.close()
         if self.api is not None:
             await self.api.cleanup()

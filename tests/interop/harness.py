@@ -84,7 +84,12 @@ password = "carrier-secret"
 
 
 def write_test_config(
-    path: Path, data_dir: Path, ports: dict[str, int], t1: float = 0.1, carrier: bool = False
+    path: Path,
+    data_dir: Path,
+    ports: dict[str, int],
+    t1: float = 0.1,
+    carrier: bool = False,
+    media_timeout: float = 30.0,
 ) -> None:
     """A configuration like the demo's, with RFC timers short enough for tests to wait out."""
     md5, sha256 = digest_ha1("demo", "omlmedia", DEMO_PASSWORD)
@@ -107,6 +112,9 @@ t1 = {t1}
 t4 = 1.0
 # sipp 3.6 answers only the first challenge and knows only MD5.
 digest_algorithms = ["MD5", "SHA-256"]
+
+[media]
+timeout = {media_timeout}
 
 [security]
 rate_limit_requests = 50
@@ -221,7 +229,11 @@ class RunningServer:
 
 
 def start_server(
-    workdir: Path, t1: float = 0.1, extra_args: tuple[str, ...] = (), carrier: bool = False
+    workdir: Path,
+    t1: float = 0.1,
+    extra_args: tuple[str, ...] = (),
+    carrier: bool = False,
+    media_timeout: float = 30.0,
 ) -> RunningServer:
     """Start `omlmedia serve` on free ports with the test configuration; wait until it is ready."""
     global _rtp_block
@@ -235,7 +247,9 @@ def start_server(
         ports[name] = port
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "omlmedia.toml"
-    write_test_config(config, workdir / "data", ports, t1=t1, carrier=carrier)
+    write_test_config(
+        config, workdir / "data", ports, t1=t1, carrier=carrier, media_timeout=media_timeout
+    )
     log_path = workdir / "server.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
