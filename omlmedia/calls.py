@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from omlmedia.config import Config, Route, RouteAction, Trunk
 from omlmedia.logs import event
@@ -336,15 +336,7 @@ class CallRouter:
         found = self.route_for(call.request_user)
         if found is None:
             self.stats.not_found += 1
-            event(
-                logger,
-                "call-rejected",
-                call_id=call.call_id,
-                user=call.request_user,
-                status=404,
-                reason="no-route",
-            )
-            service.act(lambda now: service.ua.reject(call, 404, now))
+            self._refuse(call, 404, "no-route", user=call.request_user)
             return
         route, _user = found
         event(
@@ -373,15 +365,7 @@ class CallRouter:
             trunk = self.config.trunk(route.trunk or "")
             if trunk is not None and self.trunks is not None and self.trunks.is_down(trunk.name):
                 self.stats.rejected += 1
-                event(
-                    logger,
-                    "call-rejected",
-                    call_id=call.call_id,
-                    target=route.target,
-                    status=503,
-                    reason="trunk-down",
-                )
-                service.act(lambda now: service.ua.reject(call, 503, now, "Trunk Down"))
+                self._refuse(call, 503, "trunk-down", "Trunk Down", target=route.target)
                 return
             if trunk is not None:
                 self._start_bridge(call, trunk, _user)
@@ -396,25 +380,31 @@ class CallRouter:
             )
             return
         self.stats.rejected += 1
-        event(
-            logger,
-            "call-rejected",
-            call_id=call.call_id,
-            target=route.target,
-            status=503,
-            reason="target-unavailable",
-        )
-        service.act(lambda now: service.ua.reject(call, 503, now, "Target Not Available"))
+        self._refuse(call, 503, "target-unavailable", "Target Not Available", target=route.target)
+
+    def _refuse(
+        self,
+        call: Call,
+        status: int,
+        why: str,
+        phrase: str | None = None,
+        **fields: Any,
+    ) -> None:
+        """Answer an offered call with a final failure and log why (one `call-rejected` line)."""
+        assert self.service is not None
+        service = self.service
+        details: dict[str, Any] = {"call_id": call.call_id, "status": status, "reason": why}
+        details.update(fields)
+        event(logger, "call-rejected", **details)
+        service.act(lambda now: service.ua.reject(call, status, now, phrase))
 
     def _start_echo(self, call: Call, media: CallMedia) -> None:
         """Answer `echo`: at once with a pooled port pair, or after binding a new one."""
         assert self.service is not None
-        service = self.service
         try:
             offer = SessionDescription.parse(call.remote_sdp) if call.remote_sdp else None
         except SDPError as exc:
-            event(logger, "call-rejected", call_id=call.call_id, status=400, reason=str(exc))
-            service.act(lambda now: service.ua.reject(call, 400, now, "Bad SDP"))
+            self._refuse(call, 400, str(exc), "Bad SDP")
             return
         expected = None
         if offer is not None:
@@ -433,13 +423,11 @@ class CallRouter:
         self, call: Call, media: CallMedia, offer: SessionDescription | None
     ) -> None:
         assert self.service is not None and media.echo is not None
-        service = self.service
         try:
             port = await media.echo.start()
         except (PortsExhausted, OSError) as exc:
             media.echo = None
-            event(logger, "call-rejected", call_id=call.call_id, status=503, reason=str(exc))
-            service.act(lambda now: service.ua.reject(call, 503, now))
+            self._refuse(call, 503, str(exc))
             return
         if call.state is not CallState.OFFERED:  # cancelled while the sockets were bound
             self._release(call)
@@ -519,8 +507,7 @@ class CallRouter:
         try:
             offer = SessionDescription.parse(call.remote_sdp) if call.remote_sdp else None
         except SDPError as exc:
-            event(logger, "call-rejected", call_id=call.call_id, status=400, reason=str(exc))
-            service.act(lambda now: service.ua.reject(call, 400, now, "Bad SDP"))
+            self._refuse(call, 400, str(exc), "Bad SDP")
             return
         if offer is None:  # these services need the caller's offer (no late offer yet)
             service.act(lambda now: service.ua.reject(call, 488, now))
@@ -528,8 +515,7 @@ class CallRouter:
         try:
             port = await svc.bind()
         except (PortsExhausted, OSError) as exc:
-            event(logger, "call-rejected", call_id=call.call_id, status=503, reason=str(exc))
-            service.act(lambda now: service.ua.reject(call, 503, now))
+            self._refuse(call, 503, str(exc))
             return
         if call.state is not CallState.OFFERED:
             svc.stop()
