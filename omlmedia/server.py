@@ -4,6 +4,7 @@ the HTTPS API, and stops gracefully on SIGTERM/SIGINT (calls get BYE, transactio
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import ipaddress
 import logging
@@ -199,11 +200,9 @@ class Server:
                 "dialogs": len(ua.dialogs),
                 "calls": ua.call_count,
                 "ua": vars(ua.stats).copy(),
-                "transaction_layer": layer.stats_dict() if hasattr(layer, "stats_dict") else {},
+                "transaction_layer": dataclasses.asdict(layer.counters),
             },
-            "transport": self.transports.stats.as_dict()
-            if hasattr(self.transports.stats, "as_dict")
-            else {},
+            "transport": dataclasses.asdict(self.transports.stats),
             "media": {
                 "active": self.router.active_media,
                 "rtp_ports_in_use": self.router.pool.in_use,

@@ -44,6 +44,9 @@ def test_uac_500_calls_to_echo_all_succeed_and_leave_nothing_behind(
     assert status["sip"]["dialogs"] == 0
     assert status["sip"]["calls"] == 0
     assert status["media"]["rtp_ports_in_use"] == 0
+    # 500 calls x (INVITE, ACK, BYE) at least, all counted by the transport.
+    assert status["transport"]["datagrams_in"] >= 1500
+    assert status["sip"]["transaction_layer"]["timeouts"] == 0
     server.assert_alive()
 
 
