@@ -817,6 +817,8 @@ class UserAgent:
             bye = call.dialog.create_request("BYE", via=self._via(call.source))
             self._add_common(bye)
             self.transactions.send_request(bye, destination, now)
+            self._calls_by_client_txn.pop(id(call.client_transaction), None)
+            self.dialogs.remove(call.dialog.id)
             return
         call.state = CallState.CONFIRMED
         call.final_response = response
@@ -880,6 +882,9 @@ class UserAgent:
     def _end(self, call: Call, cause: str) -> None:
         if call.state is CallState.ENDED:
             return
+        if call.state is CallState.CONFIRMED and call.client_transaction is not None:
+            # Our INVITE was answered: its 2xx retransmissions no longer need an ACK from us.
+            self._calls_by_client_txn.pop(id(call.client_transaction), None)
         call.state = CallState.ENDED
         call.end_cause = call.end_cause or cause
         self.calls.pop((call.call_id, call.local_tag), None)

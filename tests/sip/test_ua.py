@@ -8,7 +8,7 @@ import pytest
 
 from sip.digest import DigestClient, DigestServer, ha1
 from sip.endpoint import Endpoint
-from sip.message import Address, Request, Response, make_response, parse_message
+from sip.message import URI, Address, Request, Response, make_response, parse_message
 from sip.security import RateLimiter
 from sip.ua import (
     CallConfirmed,
@@ -330,3 +330,72 @@ def test_refer_we_send_reports_progress_from_202_and_the_notify_sipfrags() -> No
         assert isinstance(progress, TransferProgress)
         assert progress.status == (100, 200)[n] and progress.final is bool(n)
         assert [r.status for r, _ in responses(ua)] == [200]
+
+
+def _answer_to(invite: Request, status: int, to_tag: str = "pbxtag", body: bytes = b"") -> bytes:
+    response = make_response(
+        invite, status, to_tag=to_tag, body=body, content_type="application/sdp" if body else None
+    )
+    response.headers.add("Contact", "<sip:2000@127.0.0.1:5070>")
+    return bytes(response)
+
+
+def _sent_requests(ua: UserAgent) -> list[Request]:
+    return [m for d, _ in ua.datagrams_to_send() if isinstance(m := parse_message(d), Request)]
+
+
+def test_outbound_call_is_acked_ended_by_the_far_bye_and_leaves_nothing_behind() -> None:
+    ua = make_ua()
+    call = ua.send_invite(
+        destination=PBX,
+        request_uri=URI.parse("sip:2000@127.0.0.1:5070"),
+        from_address=Address.parse("<sip:1000@127.0.0.1>"),
+        to_address=Address.parse("<sip:2000@127.0.0.1:5070>"),
+        body=SDP,
+        now=0.0,
+    )
+    (invite,) = _sent_requests(ua)
+    ua.receive(_answer_to(invite, 180), PBX, 0.1)
+    ua.receive(_answer_to(invite, 200, body=SDP), PBX, 0.2)
+    assert [type(e).__name__ for e in events(ua)] == [
+        "CallProgress",
+        "CallProgress",
+        "CallConfirmed",
+    ]
+    (ack,) = _sent_requests(ua)
+    assert ack.method == "ACK" and ack.to_tag == "pbxtag" and ack.cseq.seq == 1
+    bye = (
+        "BYE sip:1000@127.0.0.1:5060 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-pb\r\n"
+        "From: <sip:2000@127.0.0.1:5070>;tag=pbxtag\r\n"
+        f"To: <sip:1000@127.0.0.1>;tag={call.local_tag}\r\n"
+        f"Call-ID: {call.call_id}\r\nCSeq: 7 BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    ua.receive(bye, PBX, 5.0)
+    (ended,) = events(ua)
+    assert isinstance(ended, CallEnded) and ended.cause == "bye"
+    assert ua.call_count == 0 and len(ua.dialogs) == 0
+    assert ua._calls_by_client_txn == {}
+
+
+def test_outbound_call_cancelled_while_ringing_leaves_nothing_behind() -> None:
+    ua = make_ua()
+    call = ua.send_invite(
+        destination=PBX,
+        request_uri=URI.parse("sip:2000@127.0.0.1:5070"),
+        from_address=Address.parse("<sip:1000@127.0.0.1>"),
+        to_address=Address.parse("<sip:2000@127.0.0.1:5070>"),
+        body=SDP,
+        now=0.0,
+    )
+    (invite,) = _sent_requests(ua)
+    ua.receive(_answer_to(invite, 180), PBX, 0.1)
+    events(ua)
+    ua.hangup(call, 0.2)
+    (cancel,) = _sent_requests(ua)
+    assert cancel.method == "CANCEL" and cancel.branch == invite.branch
+    ua.receive(bytes(make_response(cancel, 200, to_tag="pbxtag")), PBX, 0.3)
+    ua.receive(_answer_to(invite, 487), PBX, 0.3)
+    assert [type(e).__name__ for e in events(ua)] == ["CallEnded"]
+    assert ua.call_count == 0 and len(ua.dialogs) == 0
+    assert ua._calls_by_client_txn == {}
