@@ -1,0 +1,415 @@
+"""The queue log and the call records, in SQLite (the embedded default, in the data dir).
+
+Theory of operation. Every ACD event (enter, offer, answer, abandon, pause...) is appended to
+`queue_log` with its timestamp, so every report can be rebuilt from it; every call gets one row in
+`cdr` when it ends, with its legs, times, queue, agent, disposition, recording and per-leg media
+quality. A call that starts is written to `open_calls`; its CDR replaces that row in the same
+transaction when it ends. So after a crash, the rows left in `open_calls` are exactly the calls
+that were in progress: `recover()` (run at start) closes each with a CDR whose cause is
+`server-restart` and a `queue_log` event `closed-at-restart`, in one transaction.
+
+Writes are appended to an in-memory batch and committed together (`flush`), from one writer thread
+(`AsyncStore`), so the event loop never waits for the disk: SQLite in WAL mode with
+`synchronous=FULL` makes each commit durable against a crash of the process and of the machine.
+"Nothing that was accepted is lost": an event is accepted when `flush` returned; the server
+flushes every `flush_interval` (0.2 s by default) and at shutdown.
+
+Reads (reports, the API) open their own connection; WAL lets them run while the writer writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AsyncStore", "CallRecord", "QueueLogEntry", "Store"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS queue_log (
+    id INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    call_id TEXT NOT NULL DEFAULT '',
+    queue TEXT NOT NULL DEFAULT '',
+    agent TEXT NOT NULL DEFAULT '',
+    event TEXT NOT NULL,
+    data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS queue_log_time ON queue_log (time);
+CREATE INDEX IF NOT EXISTS queue_log_call ON queue_log (call_id);
+CREATE TABLE IF NOT EXISTS cdr (
+    id INTEGER PRIMARY KEY,
+    call_id TEXT NOT NULL UNIQUE,
+    start REAL NOT NULL,
+    answer REAL,
+    end REAL NOT NULL,
+    direction TEXT NOT NULL DEFAULT 'inbound',
+    caller TEXT NOT NULL DEFAULT '',
+    caller_name TEXT NOT NULL DEFAULT '',
+    callee TEXT NOT NULL DEFAULT '',
+    target TEXT NOT NULL DEFAULT '',
+    trunk TEXT NOT NULL DEFAULT '',
+    campaign TEXT NOT NULL DEFAULT '',
+    queue TEXT NOT NULL DEFAULT '',
+    agent TEXT NOT NULL DEFAULT '',
+    disposition TEXT NOT NULL DEFAULT '',
+    notes TEXT NOT NULL DEFAULT '',
+    hangup_by TEXT NOT NULL DEFAULT '',
+    cause TEXT NOT NULL DEFAULT '',
+    recording TEXT NOT NULL DEFAULT '',
+    legs TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS cdr_start ON cdr (start);
+CREATE TABLE IF NOT EXISTS open_calls (
+    call_id TEXT PRIMARY KEY,
+    start REAL NOT NULL,
+    data TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLogEntry:
+    """One ACD event (the queue_log row)."""
+
+    time: float
+    event: str
+    call_id: str = ""
+    queue: str = ""
+    agent: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One call's record (the cdr row). `legs` has one mapping per leg: its role, codec,
+    times and media quality (jitter, loss, round trip, estimated MOS)."""
+
+    call_id: str
+    start: float
+    end: float
+    answer: float | None = None
+    direction: str = "inbound"
+    caller: str = ""
+    caller_name: str = ""
+    callee: str = ""
+    target: str = ""
+    trunk: str = ""
+    campaign: str = ""
+    queue: str = ""
+    agent: str = ""
+    disposition: str = ""
+    notes: str = ""
+    hangup_by: str = ""
+    cause: str = ""
+    recording: str = ""
+    legs: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def duration(self) -> float:
+        """Seconds from start to end."""
+        return self.end - self.start
+
+    @property
+    def billsec(self) -> float:
+        """Seconds from answer to end (0 when never answered)."""
+        return self.end - self.answer if self.answer is not None else 0.0
+
+
+_CDR_COLUMNS = (
+    "call_id",
+    "start",
+    "answer",
+    "end",
+    "direction",
+    "caller",
+    "caller_name",
+    "callee",
+    "target",
+    "trunk",
+    "campaign",
+    "queue",
+    "agent",
+    "disposition",
+    "notes",
+    "hangup_by",
+    "cause",
+    "recording",
+    "legs",
+)
+
+
+_TEXT_COLUMNS = frozenset(_CDR_COLUMNS) - {"start", "answer", "end", "legs"}
+
+
+def _cdr_row(record: CallRecord) -> tuple[Any, ...]:
+    return tuple(
+        json.dumps(list(record.legs), default=str) if name == "legs" else getattr(record, name)
+        for name in _CDR_COLUMNS
+    )
+
+
+class Store:
+    """The SQLite database: batched appends, crash recovery, reads. Not thread-safe: one
+    writer (see `AsyncStore`)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+        self._log: list[tuple[Any, ...]] = []
+        self._opened: list[tuple[str, float, str]] = []
+        self._closed: list[tuple[Any, ...]] = []
+        self.committed_events = 0
+        self.committed_calls = 0
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def append(self, entry: QueueLogEntry) -> None:
+        """Queue one event for the next `flush`."""
+        self._log.append(
+            (
+                entry.time,
+                entry.call_id,
+                entry.queue,
+                entry.agent,
+                entry.event,
+                json.dumps(dict(entry.data), default=str, separators=(",", ":")),
+            )
+        )
+
+    def call_started(self, call_id: str, start: float, data: Mapping[str, Any]) -> None:
+        """Note a call in progress (closed by `recover` if the server stops before its CDR)."""
+        self._opened.append((call_id, start, json.dumps(dict(data), default=str)))
+
+    def call_ended(self, record: CallRecord) -> None:
+        """Queue a call's record for the next `flush`; it replaces its open-call row."""
+        self._closed.append(_cdr_row(record))
+
+    @property
+    def pending(self) -> int:
+        """Writes waiting for `flush`."""
+        return len(self._log) + len(self._opened) + len(self._closed)
+
+    def flush(self) -> int:
+        """Commit everything queued in one transaction; returns how many writes it held."""
+        log, opened, closed = self._log, self._opened, self._closed
+        count = len(log) + len(opened) + len(closed)
+        if not count:
+            return 0
+        self._log, self._opened, self._closed = [], [], []
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            if log:
+                db.executemany(
+                    "INSERT INTO queue_log (time, call_id, queue, agent, event, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    log,
+                )
+            if opened:
+                db.executemany(
+                    "INSERT OR REPLACE INTO open_calls (call_id, start, data) VALUES (?, ?, ?)",
+                    opened,
+                )
+            if closed:
+                placeholders = ", ".join("?" for _ in _CDR_COLUMNS)
+                db.executemany(
+                    f"INSERT OR REPLACE INTO cdr ({', '.join(_CDR_COLUMNS)}) "
+                    f"VALUES ({placeholders})",
+                    closed,
+                )
+                db.executemany(
+                    "DELETE FROM open_calls WHERE call_id = ?", [(row[0],) for row in closed]
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            self._log = log + self._log
+            self._opened = opened + self._opened
+            self._closed = closed + self._closed
+            raise
+        self.committed_events += len(log)
+        self.committed_calls += len(closed)
+        return count
+
+    def recover(self, now: float) -> list[str]:
+        """Close the calls a previous run left open (a crash): one CDR each with cause
+        `server-restart` and a `closed-at-restart` event. Returns their call ids."""
+        rows = self._db.execute("SELECT call_id, start, data FROM open_calls").fetchall()
+        if not rows:
+            return []
+        closed: list[str] = []
+        for call_id, start, data in rows:
+            try:
+                info = json.loads(data)
+            except ValueError:
+                info = {}
+            if not isinstance(info, dict):
+                info = {}
+            texts: dict[str, Any] = {
+                k: str(v)
+                for k, v in info.items()
+                if k in _TEXT_COLUMNS and k not in ("call_id", "cause")
+            }
+            self.call_ended(
+                replace(
+                    CallRecord(call_id=call_id, start=start, end=now, cause="server-restart"),
+                    **texts,
+                )
+            )
+            self.append(
+                QueueLogEntry(
+                    now,
+                    "closed-at-restart",
+                    call_id=call_id,
+                    queue=str(info.get("queue", "")),
+                    agent=str(info.get("agent", "")),
+                )
+            )
+            closed.append(call_id)
+        self.flush()
+        return closed
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def queue_log(
+        self, since: float = 0.0, until: float = float("inf"), *, call_id: str | None = None
+    ) -> list[QueueLogEntry]:
+        """Committed events in time order (by call when `call_id` is given)."""
+        sql = "SELECT time, event, call_id, queue, agent, data FROM queue_log WHERE time >= ?"
+        args: list[Any] = [since]
+        if until != float("inf"):
+            sql += " AND time < ?"
+            args.append(until)
+        if call_id is not None:
+            sql += " AND call_id = ?"
+            args.append(call_id)
+        sql += " ORDER BY time, id"
+        return [
+            QueueLogEntry(t, e, c, q, a, json.loads(d))
+            for t, e, c, q, a, d in self._db.execute(sql, args)
+        ]
+
+    def call_records(self, since: float = 0.0, until: float = float("inf")) -> list[CallRecord]:
+        """Committed call records by start time."""
+        sql = f"SELECT {', '.join(_CDR_COLUMNS)} FROM cdr WHERE start >= ?"
+        args: list[Any] = [since]
+        if until != float("inf"):
+            sql += " AND start < ?"
+            args.append(until)
+        sql += " ORDER BY start, id"
+        return [self._record(row) for row in self._db.execute(sql, args)]
+
+    def call_record(self, call_id: str) -> CallRecord | None:
+        """One committed call record."""
+        row = self._db.execute(
+            f"SELECT {', '.join(_CDR_COLUMNS)} FROM cdr WHERE call_id = ?", (call_id,)
+        ).fetchone()
+        return self._record(row) if row is not None else None
+
+    def open_calls(self) -> list[str]:
+        """Calls noted as in progress (committed)."""
+        return [row[0] for row in self._db.execute("SELECT call_id FROM open_calls")]
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> CallRecord:
+        values = dict(zip(_CDR_COLUMNS, row, strict=True))
+        values["legs"] = tuple(json.loads(values["legs"]))
+        return CallRecord(**values)
+
+    def close(self) -> None:
+        """Commit what is queued and close the database."""
+        try:
+            self.flush()
+        finally:
+            self._db.close()
+
+
+class AsyncStore:
+    """A `Store` written from one worker thread: appends are queued at once on the event loop,
+    and committed by a periodic flush (and at close) off the loop."""
+
+    def __init__(self, store: Store, flush_interval: float = 0.2) -> None:
+        self.store = store
+        self.flush_interval = flush_interval
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="omlmedia-store")
+        self._lock = threading.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.errors = 0
+
+    def append(self, entry: QueueLogEntry) -> None:
+        """Queue one event."""
+        with self._lock:
+            self.store.append(entry)
+
+    def call_started(self, call_id: str, start: float, data: Mapping[str, Any]) -> None:
+        """Note a call in progress."""
+        with self._lock:
+            self.store.call_started(call_id, start, data)
+
+    def call_ended(self, record: CallRecord) -> None:
+        """Queue a call's record."""
+        with self._lock:
+            self.store.call_ended(record)
+
+    def _flush(self) -> int:
+        with self._lock:
+            return self.store.flush()
+
+    def _close(self) -> None:
+        with self._lock:
+            self.store.close()
+
+    async def flush(self) -> int:
+        """Commit what is queued (off the event loop)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._flush)
+
+    def start(self) -> None:
+        """Start the periodic flush."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            try:
+                await self.flush()
+            except sqlite3.Error:
+                self.errors += 1
+                logger.exception("storing the queue log and call records failed; will retry")
+
+    async def close(self) -> None:
+        """Stop the periodic flush, commit what is left and close the database."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
