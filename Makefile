@@ -10,7 +10,7 @@ ARGS     ?=
 
 # System packages: what the server needs, and what the tests drive as real peers.
 RUN_DEBS  := libopus0 ca-certificates
-TEST_DEBS := $(RUN_DEBS) sip-tester baresip
+TEST_DEBS := $(RUN_DEBS) sip-tester baresip chromium
 
 .PHONY: run test setup setup-test system-run system-test lint typecheck pytest bench clean
 
@@ -45,7 +45,9 @@ pytest:
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 bench: setup-test
+	@scripts/install-debs.sh rtpengine-daemon
 	$(PY) benchmarks/sip_cps.py
+	$(PY) benchmarks/media_relay.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
