@@ -1,0 +1,387 @@
+"""webrtc.signaling: message validation and the agent hub (fake clock, connections, control)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.webrtc.fakes import FakeCallControl, FakeChannel, FakeClock, FakeConnection
+from webrtc.accounts import Account, AccountStore, hash_password, verify_password
+from webrtc.exceptions import CommandError, ProtocolError
+from webrtc.signaling import CLIENT_MESSAGES, AgentHub, AgentState, CallInfo, parse_message
+
+HASH = hash_password("pw1", n=2**10)
+
+
+async def check(password: str, password_hash: str) -> bool:
+    return verify_password(password, password_hash)
+
+
+class World:
+    def __init__(self, grace: float = 30.0) -> None:
+        self.clock = FakeClock()
+        self.control = FakeCallControl()
+        self.channels: list[FakeChannel] = []
+        accounts = AccountStore(
+            [Account("agent1", "Ana", HASH), Account("agent2", "Bea", HASH)],
+            clock=self.clock,
+            max_failures=3,
+        )
+
+        def factory(agent: str) -> FakeChannel:
+            self.channels.append(FakeChannel(agent))
+            return self.channels[-1]
+
+        self.hub = AgentHub(
+            accounts,
+            self.control,
+            factory,
+            clock=self.clock,
+            reconnect_grace=grace,
+            check_password=check,
+        )
+
+    def connect(self, source: str = "192.0.2.10") -> FakeConnection:
+        conn = FakeConnection(source)
+        self.hub.connection_opened(conn)
+        return conn
+
+    async def send(self, conn: FakeConnection, kind: str, **fields: Any) -> dict[str, Any]:
+        await self.hub.handle_text(conn, json.dumps({"v": 1, "type": kind, "id": 7, **fields}))
+        return conn.last()
+
+    async def login(self, agent: str = "agent1") -> FakeConnection:
+        conn = self.connect()
+        reply = await self.send(conn, "login", username=agent, password="pw1")
+        assert reply["type"] == "login-ok", reply
+        return conn
+
+    def snapshot(self) -> Any:
+        entry = self.hub._agents.get("agent1")
+        return (
+            None
+            if entry is None
+            else (entry.state, {k: (c.state, c.muted) for k, c in entry.calls.items()})
+        )
+
+
+CALL = CallInfo("c1", caller_number="+5491100", caller_name="Juan", queue="sales", wait_seconds=12)
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("not json", "malformed"),
+        ("[1]", "malformed"),
+        ('{"type":"ping"}', "unsupported-version"),
+        ('{"v":2,"type":"ping"}', "unsupported-version"),
+        ('{"v":true,"type":"ping"}', "unsupported-version"),
+        ('{"v":1}', "malformed"),
+        ('{"v":1,"type":"fly"}', "unknown-type"),
+        ('{"v":1,"type":"answer"}', "malformed"),
+        ('{"v":1,"type":"answer","call_id":"a b"}', "malformed"),
+        ('{"v":1,"type":"answer","call_id":"c1","extra":1}', "malformed"),
+        ('{"v":1,"type":"dtmf","call_id":"c1","digit":"x"}', "malformed"),
+        ('{"v":1,"type":"mute","call_id":"c1","muted":"yes"}', "malformed"),
+        ('{"v":1,"type":"offer","sdp":"hello"}', "malformed"),
+        ('{"v":1,"type":"ping","id":[1]}', "malformed"),
+        ('{"v":1,"type":"state","state":"sleeping"}', "malformed"),
+    ],
+)
+def test_bad_messages_are_refused_with_a_code(text: str, code: str) -> None:
+    with pytest.raises(ProtocolError) as error:
+        parse_message(text)
+    assert error.value.code == code
+
+
+def test_every_message_type_has_a_valid_example() -> None:
+    examples = {
+        "login": {"username": "a", "password": "b"},
+        "auth": {"token": "t" * 43},
+        "logout": {},
+        "ping": {},
+        "state": {"state": "paused", "reason": "lunch"},
+        "offer": {"sdp": "v=0\r\n"},
+        "ice-restart": {"sdp": "v=0\r\n"},
+        "answer": {"call_id": "c1"},
+        "hangup": {"call_id": "c1"},
+        "hold": {"call_id": "c1"},
+        "resume": {"call_id": "c1"},
+        "mute": {"call_id": "c1", "muted": True},
+        "dtmf": {"call_id": "c1", "digit": "#"},
+        "transfer-blind": {"call_id": "c1", "to": "2001"},
+        "transfer-consult": {"call_id": "c1", "to": "2001"},
+        "transfer-complete": {"call_id": "c1"},
+        "transfer-cancel": {"call_id": "c1"},
+        "disposition": {"call_id": "c1", "disposition": "sale", "notes": "ok"},
+        "dial": {"number": "+541100"},
+    }
+    assert set(examples) == set(CLIENT_MESSAGES)
+    for kind, fields in examples.items():
+        message = parse_message(json.dumps({"v": 1, "type": kind, "id": "x", **fields}))
+        assert message.type == kind and dict(message.fields) == fields
+
+
+async def test_commands_before_login_are_refused() -> None:
+    world = World()
+    conn = world.connect()
+    reply = await world.send(conn, "answer", call_id="c1")
+    assert reply == {
+        "v": 1,
+        "type": "error",
+        "code": "not-authenticated",
+        "reason": "log in first",
+        "ref": 7,
+    }
+    assert world.control.calls == []
+
+
+async def test_login_snapshot_channel_and_ready_pause() -> None:
+    world = World()
+    conn = await world.login()
+    reply = conn.sent[0]
+    assert (
+        reply["agent"] == "agent1"
+        and reply["display_name"] == "Ana"
+        and reply["state"] == "logged-out"
+    )
+    assert world.control.calls == [("agent_logged_in", "agent1")]
+    assert world.hub.channel("agent1") is world.channels[0]
+    answer = await world.send(conn, "offer", sdp="v=0\r\noffer")
+    assert answer == {"v": 1, "type": "answer", "sdp": "v=0\r\nanswer", "ref": 7}
+    await world.send(conn, "state", state="ready")
+    assert conn.types()[-2:] == ["ack", "state"] and conn.last()["state"] == "ready"
+    await world.send(conn, "state", state="paused", reason="lunch")
+    assert conn.last() == {
+        "v": 1,
+        "type": "state",
+        "state": "paused",
+        "reason": "lunch",
+        "elapsed": 0.0,
+    }
+    assert world.control.calls[-1] == ("set_agent_state", "agent1", AgentState.PAUSED, "lunch")
+    again = await world.send(conn, "login", username="agent1", password="pw1")
+    assert again["code"] == "already-authenticated"
+
+
+async def test_bad_offer_is_an_error_and_the_session_goes_on() -> None:
+    world = World()
+    conn = await world.login()
+    reply = await world.send(conn, "offer", sdp="v=0 bad")
+    assert reply["type"] == "error" and reply["code"] == "internal"
+    assert (await world.send(conn, "ping"))["type"] == "pong"
+
+
+async def test_wrong_password_and_lockout() -> None:
+    world = World()
+    conn = world.connect()
+    for _ in range(3):
+        reply = await world.send(conn, "login", username="agent1", password="no")
+        assert reply["code"] == "bad-credentials"
+    reply = await world.send(conn, "login", username="agent1", password="pw1")
+    assert reply["code"] == "locked-out"
+    assert world.hub.agents() == []
+
+
+async def test_call_flow_sends_the_right_commands() -> None:
+    world = World()
+    conn = await world.login()
+    assert world.hub.offer_call("agent1", CALL)
+    incoming = conn.last()
+    assert incoming["type"] == "call-incoming"
+    assert incoming["call"] | {"elapsed": 0} == {
+        "call_id": "c1",
+        "caller_number": "+5491100",
+        "caller_name": "Juan",
+        "queue": "sales",
+        "wait_seconds": 12,
+        "direction": "inbound",
+        "state": "ringing",
+        "muted": False,
+        "elapsed": 0,
+        "reason": "",
+        "disposition": None,
+    }
+    steps = [
+        ("answer", {}, "call-answered"),
+        ("mute", {"muted": True}, "call-muted"),
+        ("dtmf", {"digit": "5"}, "ack"),
+        ("hold", {}, "call-held"),
+        ("resume", {}, "call-resumed"),
+        ("hangup", {}, "call-ended"),
+    ]
+    for kind, fields, event in steps:
+        reply = await world.send(conn, kind, call_id="c1", **fields)
+        assert reply["type"] == event, (kind, reply)
+    assert world.control.names()[1:] == ["answer", "mute", "send_dtmf", "hold", "resume", "hangup"]
+    await world.send(conn, "disposition", call_id="c1", disposition="sale", notes="n")
+    assert world.control.calls[-1] == ("set_disposition", "agent1", "c1", "sale", "n")
+
+
+async def test_out_of_order_commands_change_nothing() -> None:
+    world = World()
+    conn = await world.login()
+    world.hub.offer_call("agent1", CALL)
+    before = world.snapshot()
+    for kind, fields, code in [
+        ("hold", {"call_id": "c1"}, "bad-state"),
+        ("resume", {"call_id": "c1"}, "bad-state"),
+        ("dtmf", {"call_id": "c1", "digit": "1"}, "bad-state"),
+        ("transfer-complete", {"call_id": "c1"}, "bad-state"),
+        ("answer", {"call_id": "c9"}, "unknown-call"),
+        ("disposition", {"call_id": "c9", "disposition": "x"}, "unknown-call"),
+    ]:
+        reply = await world.send(conn, kind, **fields)
+        assert (reply["type"], reply["code"], reply["ref"]) == ("error", code, 7), kind
+    await world.hub.handle_text(conn, "garbage")
+    assert conn.last()["code"] == "malformed"
+    assert world.snapshot() == before
+    assert world.control.names() == ["agent_logged_in"]
+
+
+async def test_an_agent_cannot_act_on_another_agents_call() -> None:
+    world = World()
+    await world.login("agent1")
+    other = await world.login("agent2")
+    world.hub.offer_call("agent1", CALL)
+    reply = await world.send(other, "answer", call_id="c1")
+    assert reply["code"] == "unknown-call"
+    assert "answer" not in world.control.names()
+
+
+async def test_refused_command_is_reported_and_changes_nothing() -> None:
+    world = World()
+    conn = await world.login()
+    world.hub.offer_call("agent1", CALL)
+    world.control.refuse = CommandError("gone", "the caller hung up")
+    reply = await world.send(conn, "answer", call_id="c1")
+    assert (reply["type"], reply["code"], reply["reason"]) == (
+        "error",
+        "gone",
+        "the caller hung up",
+    )
+    assert world.snapshot()[1] == {"c1": (world.hub._agents["agent1"].calls["c1"].state, False)}
+    assert world.hub._agents["agent1"].calls["c1"].state.value == "ringing"
+
+
+async def test_transfers_and_dial() -> None:
+    world = World()
+    conn = await world.login()
+    world.hub.offer_call("agent1", CALL)
+    await world.send(conn, "answer", call_id="c1")
+    reply = await world.send(conn, "transfer-consult", call_id="c1", to="2001")
+    assert reply["type"] == "call-dialing" and reply["call"]["direction"] == "consult"
+    consult_id = reply["call"]["call_id"]
+    assert world.hub._agents["agent1"].calls["c1"].state.value == "held"
+    assert (await world.send(conn, "transfer-consult", call_id="c1", to="3"))["code"] == "bad-state"
+    world.hub.call_answered("agent1", consult_id)
+    await world.send(conn, "transfer-cancel", call_id="c1")
+    assert consult_id not in world.hub._agents["agent1"].calls
+    await world.send(conn, "transfer-consult", call_id="c1", to="2002")
+    await world.send(conn, "transfer-complete", call_id="c1")
+    assert world.hub._agents["agent1"].calls == {}
+    reply = await world.send(conn, "dial", number="+5411")
+    assert reply["type"] == "call-dialing" and reply["call"]["direction"] == "outbound"
+    assert (await world.send(conn, "dial", number="1"))["code"] == "bad-state"
+    out_id = reply["call"]["call_id"]
+    world.hub.call_answered("agent1", out_id)
+    await world.send(conn, "transfer-blind", call_id=out_id, to="2001")
+    assert conn.last()["type"] == "call-ended" and conn.last()["call"]["reason"] == "transferred"
+    assert world.control.names()[1:] == [
+        "answer",
+        "transfer_attended_consult",
+        "transfer_attended_cancel",
+        "transfer_attended_consult",
+        "transfer_attended_complete",
+        "dial",
+        "transfer_blind",
+    ]
+
+
+async def test_server_pushes_are_idempotent() -> None:
+    world = World()
+    conn = await world.login()
+    world.hub.state_changed("agent1", AgentState.READY)
+    world.hub.state_changed("agent1", AgentState.READY)
+    assert conn.types().count("state") == 1
+    world.hub.offer_call("agent1", CALL)
+    assert not world.hub.offer_call("agent1", CALL)
+    world.hub.call_answered("agent1", "c1")
+    world.hub.call_answered("agent1", "c1")
+    world.hub.dtmf_received("agent1", "c1", "7")
+    assert conn.last() == {"v": 1, "type": "dtmf", "call_id": "c1", "digit": "7"}
+    world.hub.call_ended("agent1", "c1", "caller-hangup")
+    world.hub.call_ended("agent1", "c1", "caller-hangup")
+    assert conn.types().count("call-answered") == 1 and conn.types().count("call-ended") == 1
+    assert not world.hub.offer_call("nobody", CALL)
+
+
+async def test_takeover_ends_the_first_page_and_keeps_the_call() -> None:
+    world = World()
+    first = await world.login()
+    world.hub.offer_call("agent1", CALL)
+    await world.send(first, "answer", call_id="c1")
+    second = await world.login()
+    assert first.sent[-1] == {"v": 1, "type": "session-ended", "reason": "taken-over"}
+    assert first.closed
+    assert second.sent[-1]["calls"][0]["state"] == "active"
+    assert len(world.channels) == 1 and not world.channels[0].closed
+    reply = await world.send(first, "hangup", call_id="c1")
+    assert reply["code"] == "not-authenticated"
+    world.hub.connection_closed(first)
+    assert world.hub.connected("agent1")
+
+
+async def test_reconnect_within_grace_keeps_session_and_call() -> None:
+    world = World(grace=20)
+    conn = await world.login()
+    token = conn.sent[0]["token"]
+    world.hub.offer_call("agent1", CALL)
+    world.hub.connection_closed(conn)
+    world.clock.now += 19
+    await world.hub.expire()
+    assert world.hub.agents() == ["agent1"] and not world.hub.connected("agent1")
+    world.hub.call_held("agent1", "c1")  # no page: nothing to send, no error
+    again = world.connect()
+    reply = await world.send(again, "auth", token=token)
+    assert reply["type"] == "auth-ok" and reply["calls"][0]["call_id"] == "c1"
+    world.clock.now += 100
+    await world.hub.expire()
+    assert world.hub.agents() == ["agent1"]
+    assert "agent_gone" not in world.control.names()
+
+
+async def test_closed_tab_ends_the_session_after_the_grace_period() -> None:
+    world = World(grace=20)
+    conn = await world.login()
+    token = conn.sent[0]["token"]
+    world.hub.connection_closed(conn)
+    world.clock.now += 20
+    await world.hub.expire()
+    assert world.hub.agents() == []
+    assert world.control.calls[-1] == ("agent_gone", "agent1", "closed")
+    assert world.channels[0].closed
+    late = world.connect()
+    assert (await world.send(late, "auth", token=token))["code"] == "session-invalid"
+
+
+async def test_logout_revokes_and_reports() -> None:
+    world = World()
+    conn = await world.login()
+    token = conn.sent[0]["token"]
+    await world.send(conn, "logout")
+    assert conn.types()[-2:] == ["ack", "session-ended"] and conn.closed
+    assert world.control.calls[-1] == ("agent_gone", "agent1", "logout")
+    other = world.connect()
+    assert (await world.send(other, "auth", token=token))["code"] == "session-invalid"
+
+
+async def test_expired_session_is_ended() -> None:
+    world = World()
+    conn = await world.login()
+    world.clock.now += 13 * 3600
+    await world.send(conn, "ping")
+    assert conn.last() == {"v": 1, "type": "session-ended", "reason": "expired"}
+    assert world.control.calls[-1] == ("agent_gone", "agent1", "expired")

@@ -1,0 +1,451 @@
+// The agent page: login, state, calls, media channel. No build step, no external resources.
+import { Signaling } from "./connection.js";
+import { startRing, stopRing, beep } from "./sounds.js";
+
+const $ = (id) => document.getElementById(id);
+const STATE_LABELS = {
+  "logged-out": "Logged out", ready: "Ready", paused: "Paused", ringing: "Ringing",
+  "on-call": "On call", wrapup: "Wrap-up",
+};
+const TOKEN_KEY = "omlmedia.agent.token";
+const SETTINGS_KEY = "omlmedia.agent.settings";
+
+const agent = {
+  signaling: null,
+  token: sessionStorage.getItem(TOKEN_KEY),
+  name: "",
+  state: "logged-out",
+  reason: null,
+  stateSince: Date.now(),
+  calls: new Map(),
+  current: null,        // call id shown in the call panel
+  wrapupCall: null,     // ended call waiting for a disposition
+  history: [],
+  pc: null,
+  mic: null,
+  iceTimer: null,
+  settings: { autoAnswer: false, audioProcessing: true, ...JSON.parse(localStorage.getItem(SETTINGS_KEY) || "{}") },
+  ended: false,
+};
+window.omlAgent = agent; // inspection hook for tests and support
+
+function fmt(seconds) {
+  seconds = Math.max(0, Math.floor(seconds));
+  const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+  return (h ? `${h}:${String(m).padStart(2, "0")}` : `${m}`) + `:${String(s).padStart(2, "0")}`;
+}
+
+function banner(text) {
+  const el = $("banner");
+  el.textContent = text || "";
+  el.hidden = !text;
+}
+
+function status(text) { $("status-line").textContent = text || ""; }
+
+function showLogin(message) {
+  $("app-view").hidden = true;
+  $("login-view").hidden = false;
+  $("login-message").textContent = message || "";
+  $("login-button").disabled = false;
+  $("password").value = "";
+  stopRing();
+  closeMedia();
+}
+
+function showApp() {
+  $("login-view").hidden = true;
+  $("app-view").hidden = false;
+  $("agent-name").textContent = agent.name;
+}
+
+// --- state and calls ---
+
+function setState(state, reason, elapsed = 0) {
+  agent.state = state;
+  agent.reason = reason;
+  agent.stateSince = Date.now() - elapsed * 1000;
+  const label = STATE_LABELS[state] || state;
+  const el = $("state");
+  el.dataset.state = state;
+  el.textContent = state === "paused" && reason ? `${label} (${reason})` : label;
+  render();
+}
+
+function liveCalls() {
+  return [...agent.calls.values()].filter((c) => c.state !== "ended");
+}
+
+function pickCurrent() {
+  const live = liveCalls();
+  const prefer = live.find((c) => c.state === "ringing") || live.find((c) => c.state === "active" || c.state === "dialing") || live[0];
+  agent.current = prefer ? prefer.call_id : null;
+}
+
+function updateCall(call) {
+  call.receivedAt = Date.now();
+  agent.calls.set(call.call_id, call);
+  if (call.state === "ended") {
+    agent.calls.delete(call.call_id);
+    agent.history.unshift(call);
+    renderHistory();
+    if (call.direction !== "consult") {
+      agent.wrapupCall = call.call_id;
+      $("notes").value = "";
+    }
+  }
+  pickCurrent();
+  render();
+}
+
+function render() {
+  const call = agent.current ? agent.calls.get(agent.current) : null;
+  $("no-call").hidden = !!call;
+  $("call-panel").hidden = !call;
+  const ringing = call && call.state === "ringing";
+  if (call) {
+    const kinds = { ringing: "Incoming call", dialing: call.direction === "consult" ? "Consulting…" : "Calling…", active: "Connected", held: "On hold" };
+    $("call-kind").textContent = kinds[call.state] || call.state;
+    $("caller-number").textContent = call.caller_number || "unknown";
+    $("caller-name").textContent = call.caller_name ? `(${call.caller_name})` : "";
+    $("call-queue").textContent = call.queue || "—";
+    $("call-wait").textContent = fmt(call.wait_seconds || 0);
+  }
+  $("answer-button").disabled = !ringing;
+  $("hangup-button").disabled = !call;
+  $("hold-button").disabled = !(call && call.state === "active");
+  $("resume-button").disabled = !(call && call.state === "held");
+  $("mute-button").disabled = !(call && (call.state === "active" || call.state === "held"));
+  $("mute-button").setAttribute("aria-pressed", call && call.muted ? "true" : "false");
+  const up = call && (call.state === "active" || call.state === "held");
+  const consult = liveCalls().find((c) => c.direction === "consult");
+  $("transfer-button").disabled = !up || !!consult;
+  $("consult-button").disabled = !up || !!consult;
+  $("complete-button").disabled = !consult;
+  $("cancel-consult-button").disabled = !consult;
+  for (const b of $("dtmf-pad").querySelectorAll("button")) b.disabled = !(call && call.state === "active");
+  $("dial-button").disabled = liveCalls().some((c) => c.state !== "held");
+  $("wrapup-card").hidden = !agent.wrapupCall;
+  $("ready-button").disabled = agent.state === "ready";
+  if (ringing) startRing(); else stopRing();
+}
+
+function renderHistory() {
+  const list = $("history");
+  list.replaceChildren(...agent.history.map((c) => {
+    const li = document.createElement("li");
+    const who = c.caller_name ? `${c.caller_number} (${c.caller_name})` : c.caller_number || "unknown";
+    li.textContent = `${c.direction === "inbound" ? "In" : "Out"}: ${who}${c.queue ? " via " + c.queue : ""} — ${c.reason || "ended"}${c.disposition ? ", " + c.disposition : ""}`;
+    return li;
+  }));
+}
+
+function tick() {
+  $("state-timer").textContent = fmt((Date.now() - agent.stateSince) / 1000);
+  const call = agent.current ? agent.calls.get(agent.current) : null;
+  if (call) {
+    const elapsed = (call.elapsed || 0) + (Date.now() - call.receivedAt) / 1000;
+    $("call-timer").textContent = fmt(elapsed);
+    if (call.state === "ringing") $("call-wait").textContent = fmt((call.wait_seconds || 0) + elapsed);
+  }
+}
+
+function applySnapshot(message) {
+  agent.name = message.display_name || message.agent;
+  agent.calls.clear();
+  for (const c of message.calls || []) updateCall(c);
+  agent.history = (message.history || []).slice().reverse();
+  renderHistory();
+  showApp();
+  setState(message.state, message.reason, message.elapsed);
+}
+
+// --- media channel ---
+
+async function microphone() {
+  if (agent.mic) return agent.mic;
+  const processing = agent.settings.audioProcessing;
+  agent.mic = await navigator.mediaDevices.getUserMedia({
+    audio: { echoCancellation: processing, noiseSuppression: processing, autoGainControl: processing },
+    video: false,
+  });
+  return agent.mic;
+}
+
+function closeMedia() {
+  clearTimeout(agent.iceTimer);
+  if (agent.pc) { agent.pc.onconnectionstatechange = null; agent.pc.oniceconnectionstatechange = null; agent.pc.close(); }
+  agent.pc = null;
+  if (agent.mic) for (const t of agent.mic.getTracks()) t.stop();
+  agent.mic = null;
+  $("ice-state").textContent = "closed";
+}
+
+function waitGathering(pc, timeoutMs = 3000) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { clearTimeout(timer); pc.removeEventListener("icegatheringstatechange", check); resolve(); };
+    const check = () => { if (pc.iceGatheringState === "complete") done(); };
+    const timer = setTimeout(done, timeoutMs);
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}
+
+// Open (or re-open: aiortc cannot restart ICE, so a restart is a fresh connection) the channel.
+async function openChannel(restart = false) {
+  let stream;
+  try {
+    stream = await microphone();
+  } catch (e) {
+    status(`Microphone unavailable: ${e.message}`);
+    return;
+  }
+  if (agent.pc) { agent.pc.oniceconnectionstatechange = null; agent.pc.close(); }
+  const pc = new RTCPeerConnection({ iceServers: agent.iceServers || [] });
+  agent.pc = pc;
+  for (const track of stream.getAudioTracks()) pc.addTrack(track, stream);
+  pc.ontrack = (event) => {
+    const el = $("remote-audio");
+    el.srcObject = event.streams[0] || new MediaStream([event.track]);
+    el.play().catch(() => {});
+  };
+  pc.oniceconnectionstatechange = () => {
+    const s = pc.iceConnectionState;
+    $("ice-state").textContent = s;
+    clearTimeout(agent.iceTimer);
+    if (s === "connected" || s === "completed") {
+      if ($("banner").dataset.kind === "media") { banner(""); delete $("banner").dataset.kind; }
+    } else if (s === "disconnected" || s === "failed") {
+      $("banner").dataset.kind = "media";
+      banner("Audio connection interrupted — reconnecting…");
+      agent.iceTimer = setTimeout(() => { if (agent.pc === pc) openChannel(true); }, s === "failed" ? 0 : 3000);
+    }
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  await waitGathering(pc);
+  if (agent.pc !== pc) return;
+  try {
+    const reply = await agent.signaling.request(restart ? "ice-restart" : "offer", { sdp: pc.localDescription.sdp });
+    if (agent.pc === pc) await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+  } catch (e) {
+    status(`Audio set-up failed: ${e.message}`);
+  }
+}
+
+// --- signalling ---
+
+function onMessage(message) {
+  switch (message.type) {
+    case "login-ok":
+      agent.token = message.token;
+      sessionStorage.setItem(TOKEN_KEY, message.token);
+      applySnapshot(message);
+      openChannel(false);
+      break;
+    case "auth-ok":
+      applySnapshot(message);
+      banner("");
+      if (!agent.pc || ["failed", "closed", "disconnected"].includes(agent.pc.iceConnectionState)) openChannel(!!agent.pc);
+      break;
+    case "state":
+      setState(message.state, message.reason, message.elapsed);
+      break;
+    case "call-incoming":
+      updateCall(message.call);
+      notifyIncoming(message.call);
+      if (agent.settings.autoAnswer) {
+        beep();
+        setTimeout(() => command("answer", { call_id: message.call.call_id }), 600);
+      }
+      break;
+    case "call-answered": case "call-held": case "call-resumed": case "call-muted":
+    case "call-dialing": case "call-ended":
+      updateCall(message.call);
+      break;
+    case "dtmf":
+      $("dtmf-in").textContent = `Caller pressed ${message.digit}`;
+      break;
+    case "notice":
+      status(message.text);
+      break;
+    case "session-ended":
+      endSession(message.reason);
+      break;
+    case "error":
+      if (message.code === "session-invalid") endSession("invalid");
+      else if (message.ref === undefined) status(`Error: ${message.reason}`);
+      break;
+    default:
+      break;
+  }
+}
+
+const END_MESSAGES = {
+  "taken-over": "Your session was taken over by a login elsewhere.",
+  replaced: "This page was replaced by another one using the same session.",
+  expired: "Your session expired. Please log in again.",
+  logout: "You are logged out.",
+  invalid: "Your session has ended. Please log in again.",
+  shutdown: "The server is restarting. Please log in again.",
+};
+
+function endSession(reason) {
+  agent.ended = true;
+  agent.token = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  if (agent.signaling) agent.signaling.stop();
+  agent.signaling = null;
+  banner("");
+  setState("logged-out", null);
+  agent.calls.clear();
+  agent.current = null;
+  agent.wrapupCall = null;
+  showLogin(END_MESSAGES[reason] || `Session ended (${reason}).`);
+}
+
+function connect(onOpen) {
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+  const signaling = new Signaling(url);
+  agent.signaling = signaling;
+  agent.ended = false;
+  let first = true;
+  signaling.addEventListener("message", (e) => onMessage(e.detail));
+  signaling.addEventListener("open", () => {
+    if (first) { first = false; onOpen(); }
+    else if (agent.token) signaling.request("auth", { token: agent.token }).catch(() => {});
+  });
+  signaling.addEventListener("close", () => {
+    if (!agent.ended && agent.token) banner("Connection to the server lost — reconnecting…");
+  });
+  signaling.start();
+}
+
+async function command(type, fields = {}) {
+  if (!agent.signaling) return null;
+  try {
+    return await agent.signaling.request(type, fields);
+  } catch (e) {
+    status(`${type}: ${e.message}`);
+    return null;
+  }
+}
+
+function notifyIncoming(call) {
+  if (!("Notification" in window) || Notification.permission !== "granted" || !document.hidden) return;
+  try {
+    const n = new Notification("Incoming call", { body: `${call.caller_number} ${call.caller_name || ""} — ${call.queue || ""}`, tag: call.call_id });
+    n.onclick = () => { window.focus(); n.close(); };
+  } catch (e) { /* ignore */ }
+}
+
+// --- controls ---
+
+function currentId() { return agent.current; }
+
+function bind() {
+  $("login-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    $("login-button").disabled = true;
+    $("login-message").textContent = "";
+    const username = $("username").value.trim();
+    const password = $("password").value;
+    const send = () => agent.signaling.request("login", { username, password }).catch((e) => {
+      $("login-message").textContent = e.code === "locked-out" ? "Too many failed attempts. Try again later." : "Wrong username or password.";
+      $("login-button").disabled = false;
+    });
+    if (agent.signaling && agent.signaling.connected) send();
+    else { if (agent.signaling) agent.signaling.stop(); connect(send); }
+  });
+  $("ready-button").addEventListener("click", () => command("state", { state: "ready" }));
+  $("pause-button").addEventListener("click", () => command("state", { state: "paused", reason: $("pause-reason").value }));
+  $("logout-button").addEventListener("click", async () => {
+    await command("logout");
+    endSession("logout");
+  });
+  $("answer-button").addEventListener("click", () => currentId() && command("answer", { call_id: currentId() }));
+  $("hangup-button").addEventListener("click", () => currentId() && command("hangup", { call_id: currentId() }));
+  $("hold-button").addEventListener("click", () => currentId() && command("hold", { call_id: currentId() }));
+  $("resume-button").addEventListener("click", () => currentId() && command("resume", { call_id: currentId() }));
+  $("mute-button").addEventListener("click", () => {
+    const call = agent.calls.get(currentId());
+    if (call) command("mute", { call_id: call.call_id, muted: !call.muted });
+  });
+  $("dtmf-pad").addEventListener("click", (event) => {
+    const digit = event.target.dataset && event.target.dataset.digit;
+    if (digit && currentId()) command("dtmf", { call_id: currentId(), digit });
+  });
+  const heldOrCurrent = () => {
+    const consult = liveCalls().find((c) => c.direction === "consult");
+    return consult ? liveCalls().find((c) => c.call_id !== consult.call_id)?.call_id : currentId();
+  };
+  $("transfer-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (currentId()) command("transfer-blind", { call_id: currentId(), to: $("transfer-to").value.trim() });
+  });
+  $("consult-button").addEventListener("click", () => {
+    const to = $("transfer-to").value.trim();
+    if (!to) { $("transfer-to").reportValidity(); return; }
+    if (currentId()) command("transfer-consult", { call_id: currentId(), to });
+  });
+  $("complete-button").addEventListener("click", () => command("transfer-complete", { call_id: heldOrCurrent() }));
+  $("cancel-consult-button").addEventListener("click", () => command("transfer-cancel", { call_id: heldOrCurrent() }));
+  $("dial-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    command("dial", { number: $("dial-number").value.trim() });
+  });
+  $("wrapup-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const callId = agent.wrapupCall;
+    const disposition = $("disposition").value;
+    const ok = await command("disposition", { call_id: callId, disposition, notes: $("notes").value });
+    if (ok) {
+      const entry = agent.history.find((c) => c.call_id === callId);
+      if (entry) entry.disposition = disposition;
+      agent.wrapupCall = null;
+      renderHistory();
+      render();
+    }
+  });
+  const auto = $("auto-answer"), processing = $("audio-processing");
+  auto.checked = agent.settings.autoAnswer;
+  processing.checked = agent.settings.audioProcessing;
+  const save = () => {
+    agent.settings.autoAnswer = auto.checked;
+    agent.settings.audioProcessing = processing.checked;
+    localStorage.setItem(SETTINGS_KEY, JSON.stringify(agent.settings));
+  };
+  auto.addEventListener("change", save);
+  processing.addEventListener("change", () => {
+    save();
+    if (agent.mic && agent.pc) {
+      for (const t of agent.mic.getTracks()) t.stop();
+      agent.mic = null;
+      openChannel(true);
+    }
+  });
+  $("notify-button").addEventListener("click", () => {
+    if ("Notification" in window) Notification.requestPermission().then((p) => status(`Notifications: ${p}`));
+  });
+  document.addEventListener("keydown", (event) => {
+    if (!event.altKey || event.ctrlKey || event.metaKey) return;
+    const key = event.key.toLowerCase();
+    const call = agent.calls.get(currentId());
+    if (!call) return;
+    if (key === "a" && call.state === "ringing") { event.preventDefault(); command("answer", { call_id: call.call_id }); }
+    else if (key === "h") { event.preventDefault(); command("hangup", { call_id: call.call_id }); }
+    else if (key === "l") {
+      event.preventDefault();
+      if (call.state === "active") command("hold", { call_id: call.call_id });
+      else if (call.state === "held") command("resume", { call_id: call.call_id });
+    }
+  });
+  setInterval(tick, 500);
+}
+
+bind();
+render();
+if (agent.token) {
+  connect(() => agent.signaling.request("auth", { token: agent.token }).catch(() => endSession("invalid")));
+} else {
+  showLogin("");
+}

@@ -1,0 +1,203 @@
+"""The agent web application: the page at ``/agent/``, its static files and the ``/ws`` socket.
+
+No API-token middleware here: the page is public (it holds no data until logged in) and every
+socket authenticates with its own session (``login`` or ``auth``, see `webrtc.signaling`). Every
+response carries security headers: a CSP allowing only this origin and no inline script,
+``X-Frame-Options: DENY``, ``no-store`` on the page and the socket. A WebSocket upgrade whose
+``Origin`` is not this host is refused (cross-site WebSocket hijacking).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import WSMsgType, web
+
+from webrtc.signaling import AgentHub
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HUB_KEY", "UI_DIR", "create_app"]
+
+UI_DIR = Path(__file__).resolve().parents[1] / "ui"
+HUB_KEY = web.AppKey("agent_hub", AgentHub)
+_SEND_QUEUE = 256
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Permissions-Policy": "camera=(), geolocation=(), microphone=(self)",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+@web.middleware
+async def security_headers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Add the security headers to every response (errors included)."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    if not response.prepared:
+        response.headers.update(SECURITY_HEADERS)
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response
+
+
+class WebSocketConnection:
+    """A `signaling.Connection` over an aiohttp WebSocket: `send` queues, one writer task
+    writes; a page that cannot keep up (queue full) is disconnected."""
+
+    def __init__(self, ws: web.WebSocketResponse, source: str, port: int) -> None:
+        self.ws = ws
+        self._source = source
+        self._port = port
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(_SEND_QUEUE)
+        self.writer = asyncio.ensure_future(self._write())
+        self._closing: asyncio.Future[bool] | None = None
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(json.dumps(message, separators=(",", ":")))
+        except asyncio.QueueFull:
+            self.close()
+
+    def close(self) -> None:
+        try:
+            self.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            self.writer.cancel()
+            self._closing = asyncio.ensure_future(self.ws.close())
+
+    async def _write(self) -> None:
+        try:
+            while (text := await self.queue.get()) is not None:
+                await self.ws.send_str(text)
+            await self.ws.close()
+        except (asyncio.CancelledError, ConnectionError):
+            pass
+        except Exception:
+            logger.debug("agent socket write failed", exc_info=True)
+
+    async def stop(self) -> None:
+        self.writer.cancel()
+        try:
+            await self.writer
+        except (asyncio.CancelledError, Exception):
+            pass
+
+
+routes = web.RouteTableDef()
+
+
+def _same_origin(request: web.Request) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("https", "http") and parts.netloc == request.host
+
+
+@routes.get("/ws")
+async def websocket(request: web.Request) -> web.StreamResponse:
+    """The signalling socket (JSON text frames, docs/webrtc-signaling.md)."""
+    if not _same_origin(request):
+        raise web.HTTPForbidden(reason="cross-origin WebSocket refused")
+    hub = request.app[HUB_KEY]
+    ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=128 * 1024)
+    ws.headers["Cache-Control"] = "no-store"
+    await ws.prepare(request)
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    source, port = (str(peer[0]), int(peer[1])) if peer else ("0.0.0.0", 0)
+    conn = WebSocketConnection(ws, source, port)
+    hub.connection_opened(conn)
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await hub.handle_text(conn, msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await hub.handle_text(conn, msg.data)
+            else:
+                break
+    finally:
+        hub.connection_closed(conn)
+        await conn.stop()
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+@routes.get("/agent")
+async def agent_redirect(request: web.Request) -> web.StreamResponse:
+    """``/agent`` -> ``/agent/``."""
+    raise web.HTTPFound("/agent/")
+
+
+async def _page(request: web.Request) -> web.StreamResponse:
+    root: Path = request.app[_UI_KEY]
+    response = web.FileResponse(root / "agent" / "index.html")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Type"] = "text/html; charset=utf-8"
+    return response
+
+
+_UI_KEY = web.AppKey("ui_dir", Path)
+
+
+async def _expiry(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB_KEY]
+
+    async def run() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await hub.expire()
+            except Exception:
+                logger.exception("agent session expiry failed")
+
+    task = asyncio.ensure_future(run())
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    await hub.close()
+
+
+def create_app(hub: AgentHub, *, ui_dir: Path = UI_DIR) -> web.Application:
+    """The agent application: ``/agent/`` (page), ``/agent/*`` (its files), ``/ws`` (socket).
+
+    Mount it as it is or with ``add_subapp``; it has no API-token middleware."""
+    app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
+    app[HUB_KEY] = hub
+    app[_UI_KEY] = ui_dir
+    app.add_routes(routes)
+    app.router.add_get("/agent/", _page)
+    app.router.add_static("/agent/", ui_dir / "agent", show_index=False, follow_symlinks=False)
+    app.cleanup_ctx.append(_expiry)
+    return app

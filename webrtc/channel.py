@@ -1,0 +1,483 @@
+"""The agent channel: one aiortc peer connection per logged-in agent, kept for the whole session.
+
+Theory of operation. The page makes the offer (audio, Opus) and `AgentChannel.accept_offer`
+answers with every candidate in the SDP (aiortc does not trickle). The channel exists from
+login to logout; calls are bridged into it with `attach(source, sink)` and out of it with
+`detach()`, so answering a call costs no ICE or DTLS set-up. aiortc cannot restart ICE on a
+live connection, so a second offer (the page's ICE restart, or a reloaded page) replaces the
+peer connection inside the channel; what is attached stays attached.
+
+Send path. `OpusSendTrack.recv()` returns pre-encoded `av.Packet`s: aiortc's sender then only
+packetises them (no encoder thread hop, no pure-Python audio level; DESIGN.md "Known levers").
+The sender does not pace pre-encoded packets, so `recv()` paces itself on the event loop's clock,
+one packet every 20 ms; after a stall it skips the missed slots (the timestamp jumps with the
+time, the far end sees a gap, never a burst). Each slot asks the attached `source` for one
+frame: 960 int16 samples at 48 kHz (encoded here with libopus through opuslib: VOIP, complexity
+5, 32 kbit/s, in-band FEC for 10 % loss) or an Opus payload (sent untouched: Opus passthrough);
+`None` (or no call attached) sends Opus silence, so the channel stays warm.
+
+Receive path. aiortc decodes the page's Opus in its per-receiver thread behind its
+`JitterBuffer(capacity=16, prefetch=4)`; the channel reads the decoded `AudioFrame`s (48 kHz,
+stereo s16; the page sends mono, so the first channel is taken), optionally resamples
+(`resampler` is given by the caller, e.g. ``omlmedia.media.resample.Resampler(48000, 8000)``)
+and calls `sink(samples)` with 20 ms frames. A `BacklogLimiter` (token bucket: 50 frames/s, a
+burst of `max_backlog` seconds) drops frames that arrive faster than real time after a stall, so
+delay never builds up behind the sink. Measured with ``python -m webrtc.measure 8`` on the
+2-core machine: aiortc's receive path adds 82 ms (p50; p99 87 ms) between our send and the
+sink, almost all of it the jitter buffer's prefetch of 4 frames, and costs ~1.3 ms of CPU per
+frame for the whole loopback pair (decoder threads ~240 us each, the channel's reader ~100 us).
+That alone exceeds a 60 ms p99 budget: taking packets before aiortc's jitter buffer needs its
+private receiver API and is left as the next step.
+
+Media source check. aioice hands every non-STUN datagram that reaches a local candidate's
+socket to DTLS/SRTP, from any address. `install_aioice_guards()` (called by the first channel)
+wraps aioice's ``StunProtocol.datagram_received`` so that non-STUN data is accepted only from the
+remote address of the nominated pair (before nomination: of a pair whose check succeeded on
+that socket); anything else is dropped and counted in `guard_counters` (the DTLS ClientHello
+race of Asterisk and rtpengine, 2023). The same function lets aioice offer 127.0.0.1 when the
+page's offer has a loopback candidate (aioice skips loopback). Both depend on aioice internals
+(``StunProtocol``, ``Connection._nominated``, ``_check_list``, ``get_host_addresses``);
+tests/webrtc/test_channel.py fails if an aioice upgrade breaks them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import fractions
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+import numpy.typing as npt
+import opuslib
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FRAME_SAMPLES",
+    "SAMPLE_RATE",
+    "SILENCE",
+    "AgentChannel",
+    "BacklogLimiter",
+    "OpusSendTrack",
+    "guard_counters",
+    "install_aioice_guards",
+]
+
+SAMPLE_RATE = 48000
+FRAME_MS = 20
+FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
+FRAME_SECONDS = FRAME_MS / 1000
+SILENCE = b"\xf8\xff\xfe"
+"""One 20 ms Opus packet of silence (CELT fullband, RFC 6716 §3.1 code 0, empty frame)."""
+TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+
+Samples = npt.NDArray[np.int16]
+Source = Callable[[], "Samples | bytes | None"]
+Sink = Callable[[Samples], None]
+Resampler = Callable[[Samples], Samples]
+
+
+# --- aioice guards ----------------------------------------------------------------------------
+
+guard_counters: dict[str, int] = {"dropped_foreign_source": 0}
+"""Datagrams dropped by the source check (process-wide)."""
+
+_offer_loopback: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "omlmedia_offer_loopback", default=False
+)
+_guards_installed = False
+
+
+def _is_stun(data: bytes) -> bool:
+    return len(data) >= 20 and data[0] < 4
+
+
+def install_aioice_guards() -> None:
+    """Install the source check and the loopback option into aioice (once per process)."""
+    global _guards_installed
+    if _guards_installed:
+        return
+    from aioice import ice
+
+    protocol_class = ice.StunProtocol
+    original_received = protocol_class.datagram_received
+    original_addresses = ice.get_host_addresses
+
+    def datagram_received(self: Any, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if isinstance(data, bytes) and not _is_stun(data):
+            peer = (addr[0], addr[1])
+            if not _allowed(self, peer):
+                guard_counters["dropped_foreign_source"] += 1
+                return
+        original_received(self, data, addr)
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        addresses: list[str] = original_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
+        if use_ipv4 and _offer_loopback.get() and "127.0.0.1" not in addresses:
+            addresses.insert(0, "127.0.0.1")
+        return addresses
+
+    protocol_class.datagram_received = datagram_received  # type: ignore[method-assign]
+    ice.get_host_addresses = get_host_addresses
+    _guards_installed = True
+
+
+def _allowed(protocol: Any, peer: tuple[str, int]) -> bool:
+    connection = getattr(protocol, "receiver", None)
+    candidate = getattr(protocol, "local_candidate", None)
+    if connection is None or candidate is None:
+        return False
+    nominated = connection._nominated.get(candidate.component)
+    if nominated is not None:
+        return bool(nominated.protocol is protocol and nominated.remote_addr == peer)
+    succeeded = type(connection._check_list[0]).State.SUCCEEDED if connection._check_list else None
+    return any(
+        pair.protocol is protocol and pair.remote_addr == peer and pair.state is succeeded
+        for pair in connection._check_list
+    )
+
+
+# --- send path --------------------------------------------------------------------------------
+
+
+class _OpusEncoder:
+    """libopus through opuslib: 48 kHz mono VOIP, complexity 5, 32 kbit/s, in-band FEC."""
+
+    def __init__(self) -> None:
+        self._encoder = opuslib.Encoder(SAMPLE_RATE, 1, opuslib.APPLICATION_VOIP)
+        state = self._encoder.encoder_state
+        ctl, encoder_ctl = opuslib.api.ctl, opuslib.api.encoder.encoder_ctl
+        encoder_ctl(state, ctl.set_complexity, 5)
+        encoder_ctl(state, ctl.set_bitrate, 32000)
+        encoder_ctl(state, ctl.set_inband_fec, 1)
+        encoder_ctl(state, ctl.set_packet_loss_perc, 10)
+
+    def encode(self, samples: Samples) -> bytes:
+        if samples.shape != (FRAME_SAMPLES,):
+            raise ValueError("frame is not 960 samples")
+        return bytes(
+            self._encoder.encode(samples.astype("<i2", copy=False).tobytes(), FRAME_SAMPLES)
+        )
+
+
+class OpusSendTrack(MediaStreamTrack):
+    """An audio track whose `recv()` returns one pre-encoded 20 ms Opus `av.Packet`, paced."""
+
+    kind = "audio"
+
+    def __init__(self, next_payload: Callable[[], bytes]) -> None:
+        super().__init__()
+        self._next_payload = next_payload
+        self._start: float | None = None
+        self._slot = 0
+        self.skipped = 0
+
+    async def recv(self) -> av.Packet[Any]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._start is None:
+            self._start = now
+        else:
+            self._slot += 1
+            due = self._start + self._slot * FRAME_SECONDS
+            if due > now:
+                await asyncio.sleep(due - now)
+            elif now - due > 3 * FRAME_SECONDS:
+                behind = int((now - due) / FRAME_SECONDS)
+                self._slot += behind
+                self.skipped += behind
+        packet = av.Packet(self._next_payload())
+        packet.pts = self._slot * FRAME_SAMPLES
+        packet.time_base = TIME_BASE
+        return packet
+
+
+# --- receive path -----------------------------------------------------------------------------
+
+
+class BacklogLimiter:
+    """Token bucket: frames pass at most at real-time rate plus a burst of `max_backlog`
+    seconds; frames beyond it are dropped (sans-IO: `now` in seconds)."""
+
+    def __init__(self, max_backlog: float = 0.06, frame: float = FRAME_SECONDS) -> None:
+        self.capacity = max(1.0, max_backlog / frame)
+        self.frame = frame
+        self.tokens = self.capacity
+        self.last: float | None = None
+
+    def admit(self, now: float) -> bool:
+        """Whether the frame arriving at `now` is delivered."""
+        if self.last is not None:
+            self.tokens = min(self.capacity, self.tokens + (now - self.last) / self.frame)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+def _to_mono(frame: av.AudioFrame) -> Samples:
+    data = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if frame.format.is_planar:
+        mono = data[0]
+    elif channels == 1:
+        mono = data.reshape(-1)
+    else:
+        mono = data.reshape(-1, channels)[:, 0]
+    return np.ascontiguousarray(mono, dtype=np.int16)
+
+
+@dataclass
+class ReceiveCounters:
+    """Receive-path counters: frames read from aiortc, delivered to the sink, dropped by the
+    backlog limit, failed in the sink, and the CPU the channel spent per frame (seconds)."""
+
+    frames: int = 0
+    delivered: int = 0
+    dropped_backlog: int = 0
+    sink_errors: int = 0
+    cpu_seconds: float = 0.0
+
+
+@dataclass
+class ChannelStats:
+    """getStats-like figures of the channel (from aiortc's RTCStatsReport)."""
+
+    ice_state: str
+    packets_sent: int = 0
+    bytes_sent: int = 0
+    packets_received: int = 0
+    packets_lost: int = 0
+    jitter: float = 0.0
+    round_trip_time: float | None = None
+    receive: ReceiveCounters = field(default_factory=ReceiveCounters)
+    skipped_send_slots: int = 0
+    source_errors: int = 0
+
+
+class AgentChannel:
+    """One agent's audio channel to its page (see the module docstring)."""
+
+    def __init__(
+        self,
+        agent: str,
+        *,
+        ice_servers: list[RTCIceServer] | None = None,
+        resampler: Resampler | None = None,
+        max_backlog: float = 0.06,
+        clock: Callable[[], float] = time.monotonic,
+        on_ice_state: Callable[[str], None] | None = None,
+    ) -> None:
+        install_aioice_guards()
+        self.agent = agent
+        self.ice_servers = list(ice_servers or [])
+        self.resampler = resampler
+        self.max_backlog = max_backlog
+        self.clock = clock
+        self.on_ice_state = on_ice_state
+        self.counters = ReceiveCounters()
+        self.source_errors = 0
+        self._source: Source | None = None
+        self._sink: Sink | None = None
+        self._encoder = _OpusEncoder()
+        self._pc: RTCPeerConnection | None = None
+        self._track: OpusSendTrack | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+        self._lock = asyncio.Lock()
+
+    @property
+    def ice_state(self) -> str:
+        """aiortc's ``iceConnectionState`` (``new`` before the first offer)."""
+        return self._pc.iceConnectionState if self._pc is not None else "new"
+
+    @property
+    def peer_connection(self) -> RTCPeerConnection | None:
+        """The current peer connection (tests, statistics)."""
+        return self._pc
+
+    def attach(self, source: Source | None, sink: Sink | None) -> None:
+        """Bridge a call in: `source()` is called every 20 ms for 960 int16 samples at 48 kHz,
+        an Opus payload or None (silence); `sink(samples)` gets 20 ms int16 mono frames at 48
+        kHz (or what `resampler` makes of them). Either may be None."""
+        self._source, self._sink = source, sink
+
+    def detach(self) -> None:
+        """Bridge the call out: silence is sent, received audio is discarded."""
+        self._source = self._sink = None
+
+    async def accept_offer(self, sdp: str) -> str:
+        """Answer the page's offer (first one or ICE restart) with a fresh peer connection;
+        returns the answer SDP with every local candidate. ValueError for a bad offer."""
+        async with self._lock:
+            if self._closed:
+                raise ValueError("channel is closed")
+            await self._close_pc()
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=list(self.ice_servers)))
+            self._pc = pc
+            track = OpusSendTrack(self._next_payload)
+            self._track = track
+
+            @pc.on("track")
+            def on_track(remote: MediaStreamTrack) -> None:
+                if remote.kind == "audio" and pc is self._pc:
+                    self._reader = asyncio.ensure_future(self._read(remote))
+
+            @pc.on("iceconnectionstatechange")
+            def on_ice() -> None:
+                if pc is self._pc and self.on_ice_state is not None:
+                    self.on_ice_state(pc.iceConnectionState)
+
+            try:
+                offer = RTCSessionDescription(sdp=sdp, type="offer")
+                await pc.setRemoteDescription(offer)
+                audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
+                if not audio:
+                    raise ValueError("offer has no audio")
+                pc.addTrack(track)
+                for transceiver in pc.getTransceivers():
+                    if transceiver.kind == "audio":
+                        transceiver.setCodecPreferences(_opus_only())
+                answer = await pc.createAnswer()
+                token = _offer_loopback.set(_has_loopback_candidate(sdp))
+                try:
+                    await pc.setLocalDescription(answer)
+                finally:
+                    _offer_loopback.reset(token)
+            except Exception as exc:
+                await self._close_pc()
+                raise ValueError(f"offer cannot be answered: {exc}") from None
+            return pc.localDescription.sdp
+
+    async def close(self) -> None:
+        """Close the peer connection for good."""
+        async with self._lock:
+            self._closed = True
+            self.detach()
+            await self._close_pc()
+
+    async def stats(self) -> ChannelStats:
+        """getStats-like figures: packets, loss, jitter (seconds), RTT (seconds)."""
+        result = ChannelStats(
+            self.ice_state,
+            receive=self.counters,
+            skipped_send_slots=self._track.skipped if self._track else 0,
+            source_errors=self.source_errors,
+        )
+        if self._pc is None:
+            return result
+        report = await self._pc.getStats()
+        for item in report.values():
+            if item.type == "outbound-rtp":
+                result.packets_sent += item.packetsSent
+                result.bytes_sent += item.bytesSent
+            elif item.type == "inbound-rtp":
+                result.packets_received += item.packetsReceived
+                result.packets_lost += item.packetsLost
+                result.jitter = max(result.jitter, item.jitter / SAMPLE_RATE)
+            elif item.type == "remote-inbound-rtp":
+                result.round_trip_time = item.roundTripTime
+        return result
+
+    def _next_payload(self) -> bytes:
+        source = self._source
+        if source is None:
+            return SILENCE
+        try:
+            data = source()
+            if data is None:
+                return SILENCE
+            if isinstance(data, bytes | bytearray | memoryview):
+                return bytes(data) or SILENCE
+            return self._encoder.encode(data)
+        except Exception:
+            self.source_errors += 1
+            if self.source_errors == 1:
+                logger.exception("agent %s: media source failed", self.agent)
+            return SILENCE
+
+    async def _read(self, remote: MediaStreamTrack) -> None:
+        limiter = BacklogLimiter(self.max_backlog)
+        counters = self.counters
+        try:
+            while True:
+                frame = await remote.recv()
+                started = time.thread_time()
+                counters.frames += 1
+                if not limiter.admit(self.clock()):
+                    counters.dropped_backlog += 1
+                    continue
+                sink = self._sink
+                if sink is None or not isinstance(frame, av.AudioFrame):
+                    continue
+                samples = _to_mono(frame)
+                if self.resampler is not None:
+                    samples = self.resampler(samples)
+                try:
+                    sink(samples)
+                    counters.delivered += 1
+                except Exception:
+                    counters.sink_errors += 1
+                    if counters.sink_errors == 1:
+                        logger.exception("agent %s: media sink failed", self.agent)
+                counters.cpu_seconds += time.thread_time() - started
+        except (MediaStreamError, asyncio.CancelledError, ConnectionError):
+            pass
+        except Exception:
+            logger.exception("agent %s: receive loop failed", self.agent)
+
+    async def _close_pc(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            try:
+                await reader
+            except (asyncio.CancelledError, Exception):
+                pass
+        pc, self._pc = self._pc, None
+        if self._track is not None:
+            self._track.stop()
+            self._track = None
+        if pc is not None:
+            await pc.close()
+
+
+def _opus_only() -> list[Any]:
+    from aiortc import RTCRtpSender
+
+    capabilities = RTCRtpSender.getCapabilities("audio")
+    return [c for c in capabilities.codecs if c.mimeType.lower() == "audio/opus"]
+
+
+def _has_loopback_candidate(sdp: str) -> bool:
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            parts = line.split()
+            if len(parts) > 4 and (parts[4] == "127.0.0.1" or parts[4] == "::1"):
+                return True
+    return False
+
+
+def ice_servers_from_config(servers: Any) -> list[RTCIceServer]:
+    """`RTCIceServer`s from `webrtc.config.IceServerConfig` values."""
+    return [
+        RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+        for s in servers
+    ]

@@ -1,0 +1,214 @@
+"""The ``[[agents]]`` and ``[webrtc]`` configuration sections, given as plain dicts (from TOML).
+
+```toml
+[webrtc]
+session_ttl = 43200          # seconds a login lasts
+reconnect_grace = 30         # seconds a closed tab keeps its session and call
+[[webrtc.ice_servers]]
+urls = ["turn:turn.example.com:3478?transport=udp"]
+username = "omlmedia"
+credential = "secret"
+
+[[agents]]
+name = "agent1"
+display_name = "Ana"
+password_hash = "scrypt$n=16384,r=8,p=1$...$..."
+# password = "demo"          # demo only: a clear password, hashed at load
+```
+
+Every error is a `ConfigError` whose message starts with the place: ``agents[1].name: ...``
+(indices from 0, as in the list).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from webrtc.accounts import Account, hash_password, parse_password_hash
+from webrtc.exceptions import ConfigError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AgentConfig",
+    "IceServerConfig",
+    "WebrtcConfig",
+    "parse_agents",
+    "parse_ice_servers",
+    "parse_webrtc",
+]
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
+_ICE_URL = re.compile(r"(stun|stuns|turn|turns):[^\s?]+(\?transport=(udp|tcp))?")
+_AGENT_KEYS = {"name", "display_name", "password_hash", "password"}
+_ICE_KEYS = {"urls", "username", "credential"}
+_WEBRTC_KEYS = {"ice_servers", "session_ttl", "reconnect_grace"}
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """One ``[[agents]]`` entry: `name` (login, lower case letters, digits, ``_.-``, up to 32),
+    `display_name` (defaults to the name), `password_hash` (scrypt)."""
+
+    name: str
+    display_name: str
+    password_hash: str
+
+    def account(self) -> Account:
+        """The account for `webrtc.accounts.AccountStore`."""
+        return Account(self.name, self.display_name, self.password_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class IceServerConfig:
+    """One STUN/TURN server (the W3C ``RTCIceServer`` dictionary): TURN needs `username` and
+    `credential`."""
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebrtcConfig:
+    """The ``[webrtc]`` section and the agents: no ICE server by default (host candidates only;
+    never aiortc's built-in public STUN server)."""
+
+    agents: tuple[AgentConfig, ...] = ()
+    ice_servers: tuple[IceServerConfig, ...] = ()
+    session_ttl: float = 12 * 3600.0
+    reconnect_grace: float = 30.0
+
+
+def _unknown(where: str, table: Mapping[str, Any], known: set[str]) -> None:
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: unknown key")
+
+
+def _text(where: str, value: Any, *, max_length: int = 256) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: must be a string")
+    if not value.strip():
+        raise ConfigError(f"{where}: must not be empty")
+    if len(value) > max_length or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ConfigError(f"{where}: too long or has control characters")
+    return value
+
+
+def parse_agents(items: Any, *, allow_clear_password: bool = True) -> tuple[AgentConfig, ...]:
+    """Validate the ``[[agents]]`` array of tables. A clear ``password`` (demo only) is hashed
+    here and a warning logged; `allow_clear_password=False` refuses it."""
+    if items is None:
+        return ()
+    if not isinstance(items, Sequence) or isinstance(items, str):
+        raise ConfigError("agents: must be an array of tables")
+    agents: list[AgentConfig] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        where = f"agents[{index}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{where}: must be a table")
+        _unknown(where, item, _AGENT_KEYS)
+        if "name" not in item:
+            raise ConfigError(f"{where}.name: is required")
+        name = item["name"]
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ConfigError(
+                f"{where}.name: must be 1-32 lower-case letters, digits, '_', '.' or '-'"
+            )
+        if name in seen:
+            raise ConfigError(f"{where}.name: duplicate agent {name!r}")
+        seen.add(name)
+        display = _text(f"{where}.display_name", item.get("display_name", name), max_length=64)
+        has_hash, has_clear = "password_hash" in item, "password" in item
+        if has_hash == has_clear:
+            raise ConfigError(f"{where}: exactly one of password_hash and password is required")
+        if has_hash:
+            password_hash = item["password_hash"]
+            if not isinstance(password_hash, str):
+                raise ConfigError(f"{where}.password_hash: must be a string")
+            try:
+                parse_password_hash(password_hash)
+            except ValueError as exc:
+                raise ConfigError(f"{where}.password_hash: {exc}") from None
+        else:
+            if not allow_clear_password:
+                raise ConfigError(f"{where}.password: clear passwords are for the demo only")
+            password = _text(f"{where}.password", item["password"], max_length=1024)
+            logger.warning("%s: clear password hashed at load (demo only)", where)
+            password_hash = hash_password(password)
+        agents.append(AgentConfig(name, display, password_hash))
+    return tuple(agents)
+
+
+def parse_ice_servers(
+    items: Any, *, where: str = "webrtc.ice_servers"
+) -> tuple[IceServerConfig, ...]:
+    """Validate STUN/TURN servers: ``urls`` (a string or a list of ``stun:``, ``stuns:``,
+    ``turn:`` or ``turns:`` URLs), and for TURN ``username`` and ``credential``."""
+    if items is None:
+        return ()
+    if not isinstance(items, Sequence) or isinstance(items, str):
+        raise ConfigError(f"{where}: must be an array of tables")
+    servers: list[IceServerConfig] = []
+    for index, item in enumerate(items):
+        here = f"{where}[{index}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{here}: must be a table")
+        _unknown(here, item, _ICE_KEYS)
+        urls = item.get("urls")
+        if isinstance(urls, str):
+            urls = [urls]
+        if not isinstance(urls, Sequence) or not urls:
+            raise ConfigError(f"{here}.urls: must be a URL or a non-empty list of URLs")
+        for url in urls:
+            if not isinstance(url, str) or not _ICE_URL.fullmatch(url):
+                raise ConfigError(
+                    f"{here}.urls: {url!r} is not a stun:, stuns:, turn: or turns: URL"
+                )
+        username = item.get("username")
+        credential = item.get("credential")
+        if username is not None:
+            username = _text(f"{here}.username", username)
+        if credential is not None:
+            credential = _text(f"{here}.credential", credential)
+        if any(u.startswith("turn") for u in urls) and (username is None or credential is None):
+            raise ConfigError(f"{here}: a TURN server needs username and credential")
+        servers.append(IceServerConfig(tuple(urls), username, credential))
+    return tuple(servers)
+
+
+def _seconds(where: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}: must be a number of seconds")
+    if not low <= value <= high:
+        raise ConfigError(f"{where}: must be between {low:g} and {high:g}")
+    return float(value)
+
+
+def parse_webrtc(
+    section: Mapping[str, Any] | None,
+    agents: Any = None,
+    *,
+    allow_clear_password: bool = True,
+) -> WebrtcConfig:
+    """Validate the ``[webrtc]`` table and the ``[[agents]]`` array together."""
+    section = {} if section is None else section
+    if not isinstance(section, Mapping):
+        raise ConfigError("webrtc: must be a table")
+    _unknown("webrtc", section, _WEBRTC_KEYS)
+    return WebrtcConfig(
+        agents=parse_agents(agents, allow_clear_password=allow_clear_password),
+        ice_servers=parse_ice_servers(section.get("ice_servers")),
+        session_ttl=_seconds(
+            "webrtc.session_ttl", section.get("session_ttl", 43200), 60, 7 * 86400
+        ),
+        reconnect_grace=_seconds(
+            "webrtc.reconnect_grace", section.get("reconnect_grace", 30), 1, 3600
+        ),
+    )

@@ -1,0 +1,804 @@
+"""Agent signalling: the versioned JSON WebSocket protocol and the hub that owns connected agents.
+
+Theory of operation. Every message is one JSON object ``{"v": 1, "type": ..., "id": ...}``
+(``id`` optional, echoed as ``ref`` in the answer). `parse_message` validates a text frame
+against `CLIENT_MESSAGES` (type, required and optional fields, each with its own check) and
+raises `ProtocolError` with a fixed code: ``malformed`` (not JSON, not an object, a bad or
+missing field, an unknown field), ``unsupported-version``, ``unknown-type``.
+
+`AgentHub` is the state of all connected agents; it does no I/O of its own. A transport adapter
+(`webrtc.app`) calls `connected`/`handle_text`/`disconnected` for each WebSocket and `expire`
+every second; each `Connection` only needs a non-blocking `send(dict)` and `close()`. The
+server implements `CallControl` (commands from the page) and calls the hub's push methods
+(`offer_call`, `call_answered`, `call_held`, `call_ended`, `dtmf_received`, `state_changed`) to
+tell the page what happened.
+
+Order. A connection must `login` (username and password) or `auth` (the token of an existing
+session: a reconnect) before anything else. The hub keeps, per agent, the state the server last
+set and the calls it was told about, and refuses a command that does not fit (``answer`` of a
+call that is not ringing, ``hold`` of a call on hold, any ``call_id`` that is not this agent's)
+with ``bad-state`` or ``unknown-call``; such a message, like a malformed one, gets an
+``error`` and changes nothing. A command accepted by `CallControl` updates the hub's view and
+is confirmed with ``ack`` plus the matching event; a `CommandError` from the server is sent as
+an ``error`` with its code. Push methods are idempotent: telling the hub a state it already has
+sends nothing.
+
+Sessions. One session per agent (`webrtc.accounts`): a second login takes the session over;
+the first page gets ``{"type": "session-ended", "reason": "taken-over"}`` and its socket is
+closed, while the agent's calls, state and media channel carry on under the new page. A socket
+that drops keeps its session, calls and channel; the page reconnects with ``auth`` and its
+token and gets a snapshot (state and calls). If no connection comes back within
+`reconnect_grace` seconds (a closed tab), the session ends and `CallControl.agent_gone` is
+called. ``logout`` ends the session at once. An expired token ends the session with reason
+``expired``.
+
+The agent channel (`webrtc.channel.AgentChannel`, or any `Channel`) is made at login by
+`channel_factory` and lives as long as the session, whatever the pages do: an ``offer`` (first
+one, a reload, or an ICE restart: aiortc cannot restart ICE, so the channel swaps in a fresh
+peer connection) is answered by `Channel.accept_offer` with all candidates in the SDP (aiortc
+does not trickle), and what the server attached to the channel stays attached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import re
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from webrtc.accounts import AccountStore, Session, verify_password
+from webrtc.exceptions import CommandError, LoginError, ProtocolError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CLIENT_MESSAGES",
+    "PROTOCOL_VERSION",
+    "AgentHub",
+    "AgentState",
+    "CallControl",
+    "CallInfo",
+    "CallState",
+    "Channel",
+    "Connection",
+    "Message",
+    "parse_message",
+]
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 128 * 1024
+HISTORY_LENGTH = 50
+
+
+class AgentState(enum.Enum):
+    """What the agent is doing (the same values as ``queueing.events.AgentState``)."""
+
+    LOGGED_OUT = "logged-out"
+    READY = "ready"
+    PAUSED = "paused"
+    RINGING = "ringing"
+    ON_CALL = "on-call"
+    WRAPUP = "wrapup"
+
+
+class CallState(enum.Enum):
+    """One call as the agent sees it."""
+
+    RINGING = "ringing"
+    """Offered to the agent, not answered yet (inbound)."""
+    DIALING = "dialing"
+    """Placed by the agent (dial, consult), the far end not answered yet."""
+    ACTIVE = "active"
+    HELD = "held"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What the page shows of a call: `caller_number` and `caller_name` of the far end,
+    `queue` (or target) it came through, `wait_seconds` it waited before it was offered,
+    `direction` ``inbound``, ``outbound`` or ``consult``."""
+
+    call_id: str
+    caller_number: str = ""
+    caller_name: str = ""
+    queue: str = ""
+    wait_seconds: float = 0.0
+    direction: str = "inbound"
+
+
+# --- message validation -----------------------------------------------------------------------
+
+Check = Callable[[Any], bool]
+
+_CALL_ID = re.compile(r"[A-Za-z0-9._@:+-]{1,128}")
+_NUMBER = re.compile(r"[A-Za-z0-9+*#._@:-]{1,64}")
+_PRINTABLE = re.compile(r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*")
+
+
+def _string(
+    max_length: int, pattern: re.Pattern[str] | None = None, *, empty: bool = False
+) -> Check:
+    def check(value: Any) -> bool:
+        if not isinstance(value, str) or not (0 if empty else 1) <= len(value) <= max_length:
+            return False
+        if pattern is not None:
+            return pattern.fullmatch(value) is not None
+        return _PRINTABLE.fullmatch(value) is not None
+
+    return check
+
+
+def _one_of(*values: str) -> Check:
+    return lambda value: isinstance(value, str) and value in values
+
+
+def _sdp(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64 * 1024 and value.startswith("v=0")
+
+
+def _boolean(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+_call_id = _string(128, _CALL_ID)
+_number = _string(64, _NUMBER)
+
+CLIENT_MESSAGES: Mapping[str, tuple[Mapping[str, Check], Mapping[str, Check]]] = {
+    "login": ({"username": _string(64), "password": _string(1024)}, {}),
+    "auth": ({"token": _string(128)}, {}),
+    "logout": ({}, {}),
+    "ping": ({}, {}),
+    "state": ({"state": _one_of("ready", "paused")}, {"reason": _string(64)}),
+    "offer": ({"sdp": _sdp}, {}),
+    "ice-restart": ({"sdp": _sdp}, {}),
+    "answer": ({"call_id": _call_id}, {}),
+    "hangup": ({"call_id": _call_id}, {}),
+    "hold": ({"call_id": _call_id}, {}),
+    "resume": ({"call_id": _call_id}, {}),
+    "mute": ({"call_id": _call_id, "muted": _boolean}, {}),
+    "dtmf": ({"call_id": _call_id, "digit": _one_of(*"0123456789*#ABCD")}, {}),
+    "transfer-blind": ({"call_id": _call_id, "to": _number}, {}),
+    "transfer-consult": ({"call_id": _call_id, "to": _number}, {}),
+    "transfer-complete": ({"call_id": _call_id}, {}),
+    "transfer-cancel": ({"call_id": _call_id}, {}),
+    "disposition": (
+        {"call_id": _call_id, "disposition": _string(64)},
+        {"notes": _string(4000, empty=True)},
+    ),
+    "dial": ({"number": _number}, {}),
+}
+"""Every message the page may send: type -> (required fields, optional fields)."""
+
+_ENVELOPE = {"v", "type", "id"}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One validated message from the page."""
+
+    type: str
+    id: str | int | None
+    fields: Mapping[str, Any]
+
+
+def parse_message(text: str | bytes) -> Message:
+    """Validate one WebSocket text frame; raises `ProtocolError` (``malformed``,
+    ``unsupported-version``, ``unknown-type``)."""
+    if isinstance(text, bytes | bytearray):
+        raise ProtocolError("malformed", "binary messages are not accepted")
+    if len(text) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("malformed", "message is too large")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError("malformed", "message is not JSON") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("malformed", "message is not a JSON object")
+    version = data.get("v")
+    if version != PROTOCOL_VERSION or isinstance(version, bool):
+        raise ProtocolError("unsupported-version", "protocol version must be 1")
+    ident = data.get("id")
+    if ident is not None and not (
+        (isinstance(ident, str) and len(ident) <= 64)
+        or (isinstance(ident, int) and not isinstance(ident, bool) and 0 <= ident < 2**53)
+    ):
+        raise ProtocolError("malformed", "id must be a short string or an integer")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("malformed", "type is missing")
+    schema = CLIENT_MESSAGES.get(kind)
+    if schema is None:
+        raise ProtocolError("unknown-type", "unknown message type")
+    required, optional = schema
+    fields: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _ENVELOPE:
+            continue
+        check = required.get(key) or optional.get(key)
+        if check is None:
+            raise ProtocolError("malformed", f"unknown field {key[:32]!r}")
+        if not check(value):
+            raise ProtocolError("malformed", f"invalid field {key!r}")
+        fields[key] = value
+    for key in required:
+        if key not in fields:
+            raise ProtocolError("malformed", f"missing field {key!r}")
+    return Message(kind, ident, fields)
+
+
+# --- the layers around the hub ----------------------------------------------------------------
+
+
+class Connection(Protocol):
+    """One page's WebSocket, seen by the hub: `send` queues a message (never blocks)."""
+
+    @property
+    def source(self) -> str:
+        """The peer's IP address."""
+        ...
+
+    @property
+    def port(self) -> int:
+        """The peer's port."""
+        ...
+
+    def send(self, message: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Channel(Protocol):
+    """The agent's media channel, as the hub needs it (`webrtc.channel.AgentChannel`)."""
+
+    async def accept_offer(self, sdp: str) -> str:
+        """Answer the page's offer (a first one or a restart) with every candidate."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class CallControl(Protocol):
+    """What the server does for the agent page. Each command raises `CommandError` to refuse
+    (its code and reason go to the page); returning means it was done."""
+
+    async def agent_logged_in(self, agent: str) -> None:
+        """A session started (the channel is `hub.channel(agent)`)."""
+        ...
+
+    async def agent_gone(self, agent: str, reason: str) -> None:
+        """The session ended: ``logout``, ``closed`` (no reconnection within the grace period)
+        or ``expired``. The server ends or requeues the agent's calls."""
+        ...
+
+    async def set_agent_state(self, agent: str, state: AgentState, reason: str | None) -> None:
+        """Ready, or paused with a reason."""
+        ...
+
+    async def answer(self, agent: str, call_id: str) -> None: ...
+
+    async def hangup(self, agent: str, call_id: str) -> None: ...
+
+    async def hold(self, agent: str, call_id: str) -> None: ...
+
+    async def resume(self, agent: str, call_id: str) -> None: ...
+
+    async def mute(self, agent: str, call_id: str, muted: bool) -> None: ...
+
+    async def send_dtmf(self, agent: str, call_id: str, digit: str) -> None:
+        """Send one digit to the far end (RFC 4733 on a SIP leg)."""
+        ...
+
+    async def transfer_blind(self, agent: str, call_id: str, to: str) -> None: ...
+
+    async def transfer_attended_consult(self, agent: str, call_id: str, to: str) -> CallInfo:
+        """Hold `call_id` and call `to`; returns the consultation call."""
+        ...
+
+    async def transfer_attended_complete(self, agent: str, call_id: str) -> None:
+        """Join the held caller with the consulted party; the agent leaves both."""
+        ...
+
+    async def transfer_attended_cancel(self, agent: str, call_id: str) -> None:
+        """Hang up the consultation and go back to the held caller (still held)."""
+        ...
+
+    async def dial(self, agent: str, number: str) -> CallInfo:
+        """Place an outbound call for the agent; returns it (ringing at the far end)."""
+        ...
+
+    async def set_disposition(
+        self, agent: str, call_id: str, disposition: str, notes: str
+    ) -> None: ...
+
+
+ChannelFactory = Callable[[str], Channel]
+PasswordCheck = Callable[[str, str], Awaitable[bool]]
+Clock = Callable[[], float]
+
+
+async def _verify_in_executor(password: str, password_hash: str) -> bool:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, verify_password, password, password_hash)
+
+
+@dataclass(slots=True)
+class _Call:
+    info: CallInfo
+    state: CallState
+    since: float
+    muted: bool = False
+    consult_of: str | None = None
+    end_reason: str = ""
+    disposition: str | None = None
+
+    def view(self, now: float) -> dict[str, Any]:
+        return {
+            "call_id": self.info.call_id,
+            "caller_number": self.info.caller_number,
+            "caller_name": self.info.caller_name,
+            "queue": self.info.queue,
+            "wait_seconds": round(self.info.wait_seconds, 1),
+            "direction": self.info.direction,
+            "state": self.state.value,
+            "muted": self.muted,
+            "elapsed": round(max(0.0, now - self.since), 1),
+            "reason": self.end_reason,
+            "disposition": self.disposition,
+        }
+
+
+@dataclass(slots=True)
+class _Agent:
+    name: str
+    display_name: str
+    session: Session
+    channel: Channel
+    conn: Connection | None = None
+    detached_at: float | None = None
+    state: AgentState = AgentState.LOGGED_OUT
+    reason: str | None = None
+    state_since: float = 0.0
+    calls: dict[str, _Call] = field(default_factory=dict)
+    ended: deque[_Call] = field(default_factory=lambda: deque(maxlen=HISTORY_LENGTH))
+    busy: bool = False
+
+
+class AgentHub:
+    """The connected agents: validates and routes page messages to `control`, pushes server
+    events to pages, keeps sessions across reconnects. Time from `clock`."""
+
+    def __init__(
+        self,
+        accounts: AccountStore,
+        control: CallControl,
+        channel_factory: ChannelFactory,
+        *,
+        clock: Clock,
+        reconnect_grace: float = 30.0,
+        check_password: PasswordCheck = _verify_in_executor,
+    ) -> None:
+        self.accounts = accounts
+        self.control = control
+        self.channel_factory = channel_factory
+        self.clock = clock
+        self.reconnect_grace = reconnect_grace
+        self.check_password = check_password
+        self._agents: dict[str, _Agent] = {}
+        self._bound: dict[int, tuple[Connection, str]] = {}
+        self._connections: dict[int, Connection] = {}
+
+    # --- queries ---
+
+    def channel(self, agent: str) -> Channel | None:
+        """The agent's media channel while logged in."""
+        entry = self._agents.get(agent)
+        return entry.channel if entry is not None else None
+
+    def agents(self) -> list[str]:
+        """The agents with a session (connected or within their grace period)."""
+        return list(self._agents)
+
+    def agent_state(self, agent: str) -> AgentState:
+        """The state the hub shows for `agent`."""
+        entry = self._agents.get(agent)
+        return entry.state if entry is not None else AgentState.LOGGED_OUT
+
+    def connected(self, agent: str) -> bool:
+        """Whether the agent's page is connected now."""
+        entry = self._agents.get(agent)
+        return entry is not None and entry.conn is not None
+
+    # --- the transport adapter's calls ---
+
+    def connection_opened(self, conn: Connection) -> None:
+        """A WebSocket opened; it must authenticate first."""
+        self._connections[id(conn)] = conn
+
+    def connection_closed(self, conn: Connection) -> None:
+        """A WebSocket closed: its session stays for `reconnect_grace` seconds."""
+        self._connections.pop(id(conn), None)
+        bound = self._bound.pop(id(conn), None)
+        if bound is None:
+            return
+        entry = self._agents.get(bound[1])
+        if entry is not None and entry.conn is conn:
+            entry.conn = None
+            entry.detached_at = self.clock()
+            logger.info("agent %s disconnected; session kept", entry.name)
+
+    async def expire(self) -> None:
+        """End sessions whose page did not come back in time or whose token expired; call
+        about once a second."""
+        now = self.clock()
+        for entry in list(self._agents.values()):
+            if not entry.session.valid(now):
+                await self._end(entry, "expired", notify=True)
+            elif entry.detached_at is not None and now - entry.detached_at >= self.reconnect_grace:
+                await self._end(entry, "closed", notify=False)
+
+    async def close(self) -> None:
+        """Close every page and channel (server shutdown); no `agent_gone` calls."""
+        for entry in list(self._agents.values()):
+            if entry.conn is not None:
+                self._send(entry.conn, {"type": "session-ended", "reason": "shutdown"})
+                entry.conn.close()
+            await entry.channel.close()
+        self._agents.clear()
+        self._bound.clear()
+
+    async def handle_text(self, conn: Connection, text: str | bytes) -> None:
+        """One message from a page: answered on `conn`; never raises for bad input."""
+        ref: str | int | None = None
+        try:
+            message = parse_message(text)
+            ref = message.id
+            await self._dispatch(conn, message)
+        except ProtocolError as exc:
+            self._error(conn, exc.code, exc.reason, ref)
+        except CommandError as exc:
+            self._error(conn, exc.code, exc.reason, ref)
+        except Exception:
+            logger.exception("agent message failed")
+            self._error(conn, "internal", "the server could not handle the message", ref)
+
+    # --- server pushes ---
+
+    def state_changed(self, agent: str, state: AgentState, reason: str | None = None) -> None:
+        """The agent's state changed on the server (ACD): shown on the page."""
+        entry = self._agents.get(agent)
+        if entry is None:
+            return
+        reason = reason if state is AgentState.PAUSED else None
+        if entry.state is state and entry.reason == reason:
+            return
+        entry.state, entry.reason, entry.state_since = state, reason, self.clock()
+        self._push(entry, self._state_message(entry))
+
+    def offer_call(self, agent: str, call: CallInfo) -> bool:
+        """Ring the agent with `call`; False when the agent has no session (or it is known)."""
+        entry = self._agents.get(agent)
+        if entry is None or call.call_id in entry.calls:
+            return False
+        entry.calls[call.call_id] = _Call(call, CallState.RINGING, self.clock())
+        self._push_call(entry, "call-incoming", call.call_id)
+        return True
+
+    def call_answered(self, agent: str, call_id: str) -> None:
+        """The call is up (the agent answered, or the far end of a dial answered)."""
+        self._set_call(agent, call_id, CallState.ACTIVE, "call-answered")
+
+    def call_held(self, agent: str, call_id: str, held: bool = True) -> None:
+        """The call was put on hold (or resumed) by the server."""
+        if held:
+            self._set_call(agent, call_id, CallState.HELD, "call-held")
+        else:
+            self._set_call(agent, call_id, CallState.ACTIVE, "call-resumed")
+
+    def call_ended(self, agent: str, call_id: str, reason: str = "hangup") -> None:
+        """The call ended (caller hung up, transfer done, ...)."""
+        entry = self._agents.get(agent)
+        if entry is None:
+            return
+        call = entry.calls.pop(call_id, None)
+        if call is None:
+            return
+        call.state, call.end_reason, call.since = CallState.ENDED, reason, self.clock()
+        entry.ended.append(call)
+        self._push(entry, {"type": "call-ended", "call": call.view(self.clock())})
+
+    def dtmf_received(self, agent: str, call_id: str, digit: str) -> None:
+        """A digit from the far end, shown to the agent."""
+        entry = self._agents.get(agent)
+        if entry is None or call_id not in entry.calls:
+            return
+        self._push(entry, {"type": "dtmf", "call_id": call_id, "digit": digit})
+
+    def notify(self, agent: str, text: str) -> None:
+        """A free-text notice for the agent (shown in the page's status line)."""
+        entry = self._agents.get(agent)
+        if entry is not None:
+            self._push(entry, {"type": "notice", "text": text[:500]})
+
+    # --- internals ---
+
+    def _send(self, conn: Connection, message: dict[str, Any]) -> None:
+        message.setdefault("v", PROTOCOL_VERSION)
+        try:
+            conn.send(message)
+        except Exception:
+            logger.debug("send to agent page failed", exc_info=True)
+
+    def _error(self, conn: Connection, code: str, reason: str, ref: str | int | None) -> None:
+        message: dict[str, Any] = {"type": "error", "code": code, "reason": reason}
+        if ref is not None:
+            message["ref"] = ref
+        self._send(conn, message)
+
+    def _push(self, entry: _Agent, message: dict[str, Any]) -> None:
+        if entry.conn is not None:
+            self._send(entry.conn, message)
+
+    def _push_call(self, entry: _Agent, kind: str, call_id: str) -> None:
+        call = entry.calls[call_id]
+        self._push(entry, {"type": kind, "call": call.view(self.clock())})
+
+    def _set_call(self, agent: str, call_id: str, state: CallState, kind: str) -> None:
+        entry = self._agents.get(agent)
+        if entry is None:
+            return
+        call = entry.calls.get(call_id)
+        if call is None or call.state is state:
+            return
+        if call.state in (CallState.RINGING, CallState.DIALING):
+            call.since = self.clock()
+        call.state = state
+        self._push_call(entry, kind, call_id)
+
+    def _state_message(self, entry: _Agent) -> dict[str, Any]:
+        return {
+            "type": "state",
+            "state": entry.state.value,
+            "reason": entry.reason,
+            "elapsed": round(max(0.0, self.clock() - entry.state_since), 1),
+        }
+
+    def _snapshot(self, entry: _Agent) -> dict[str, Any]:
+        now = self.clock()
+        return {
+            "agent": entry.name,
+            "display_name": entry.display_name,
+            "expires_in": round(entry.session.expires - now),
+            "state": entry.state.value,
+            "reason": entry.reason,
+            "elapsed": round(max(0.0, now - entry.state_since), 1),
+            "calls": [c.view(now) for c in entry.calls.values()],
+            "history": [c.view(now) for c in entry.ended],
+        }
+
+    async def _end(self, entry: _Agent, reason: str, *, notify: bool) -> None:
+        if self._agents.get(entry.name) is not entry:
+            return
+        del self._agents[entry.name]
+        self.accounts.logout(entry.session)
+        if entry.conn is not None:
+            if notify:
+                self._send(entry.conn, {"type": "session-ended", "reason": reason})
+            self._bound.pop(id(entry.conn), None)
+            entry.conn.close()
+        logger.info("agent %s session ended: %s", entry.name, reason)
+        try:
+            await entry.channel.close()
+        finally:
+            await self.control.agent_gone(entry.name, reason)
+
+    def _attach(self, entry: _Agent, conn: Connection) -> None:
+        old = entry.conn
+        if old is not None and old is not conn:
+            self._bound.pop(id(old), None)
+            self._send(old, {"type": "session-ended", "reason": "replaced"})
+            old.close()
+        entry.conn, entry.detached_at = conn, None
+        self._bound[id(conn)] = (conn, entry.name)
+
+    async def _dispatch(self, conn: Connection, message: Message) -> None:
+        bound = self._bound.get(id(conn))
+        kind, ref = message.type, message.id
+        if kind in ("login", "auth"):
+            if bound is not None:
+                raise ProtocolError("already-authenticated", "this connection is logged in")
+            if kind == "login":
+                await self._login(conn, message)
+            else:
+                self._auth(conn, message)
+            return
+        if bound is None:
+            raise ProtocolError("not-authenticated", "log in first")
+        entry = self._agents.get(bound[1])
+        if entry is None or entry.conn is not conn:
+            self._bound.pop(id(conn), None)
+            raise ProtocolError("not-authenticated", "the session has ended")
+        if not entry.session.valid(self.clock()):
+            await self._end(entry, "expired", notify=True)
+            return
+        if kind == "ping":
+            self._send(conn, {"type": "pong", "ref": ref})
+            return
+        if entry.busy and kind not in ("logout",):
+            raise ProtocolError("busy", "the previous command is still running")
+        entry.busy = True
+        try:
+            await self._command(entry, conn, message)
+        finally:
+            entry.busy = False
+
+    async def _login(self, conn: Connection, message: Message) -> None:
+        name = message.fields["username"]
+        password = message.fields["password"]
+        ok = False
+        if not self.accounts.locked(name, conn.source):
+            ok = await self.check_password(password, self.accounts.password_hash_for(name))
+        try:
+            result = self.accounts.login(name, ok, conn.source, conn.port)
+        except LoginError as exc:
+            raise ProtocolError(exc.code, exc.reason) from None
+        if id(conn) not in self._connections:
+            self.accounts.logout(result.session)
+            return
+        account = self.accounts.accounts[name]
+        entry = self._agents.get(name)
+        if entry is not None:
+            old = entry.conn
+            entry.session = result.session
+            entry.conn = None
+            if old is not None:
+                self._bound.pop(id(old), None)
+                self._send(old, {"type": "session-ended", "reason": "taken-over"})
+                old.close()
+            self._attach(entry, conn)
+        else:
+            entry = _Agent(
+                name,
+                account.display_name,
+                result.session,
+                self.channel_factory(name),
+                state_since=self.clock(),
+            )
+            self._agents[name] = entry
+            self._attach(entry, conn)
+            await self.control.agent_logged_in(name)
+        reply = {"type": "login-ok", "token": result.token, **self._snapshot(entry)}
+        if message.id is not None:
+            reply["ref"] = message.id
+        self._send(conn, reply)
+
+    def _auth(self, conn: Connection, message: Message) -> None:
+        session = self.accounts.authenticate(message.fields["token"])
+        entry = self._agents.get(session.agent) if session is not None else None
+        if session is None or entry is None or entry.session is not session:
+            raise ProtocolError("session-invalid", "the session has ended: log in again")
+        self._attach(entry, conn)
+        reply = {"type": "auth-ok", **self._snapshot(entry)}
+        if message.id is not None:
+            reply["ref"] = message.id
+        self._send(conn, reply)
+
+    def _call(self, entry: _Agent, call_id: str, *states: CallState) -> _Call:
+        call = entry.calls.get(call_id)
+        if call is None:
+            raise ProtocolError("unknown-call", "no such call for this agent")
+        if states and call.state not in states:
+            raise ProtocolError("bad-state", f"the call is {call.state.value}")
+        return call
+
+    def _ack(self, conn: Connection, ref: str | int | None, **extra: Any) -> None:
+        self._send(conn, {"type": "ack", "ref": ref, **extra})
+
+    async def _command(self, entry: _Agent, conn: Connection, message: Message) -> None:
+        kind, f, ref, agent = message.type, message.fields, message.id, entry.name
+        control = self.control
+        active = (CallState.ACTIVE,)
+        up = (CallState.ACTIVE, CallState.HELD)
+        if kind == "logout":
+            self._ack(conn, ref)
+            await self._end(entry, "logout", notify=True)
+        elif kind == "state":
+            state = AgentState(f["state"])
+            reason = f.get("reason", "break") if state is AgentState.PAUSED else None
+            await control.set_agent_state(agent, state, reason)
+            self._ack(conn, ref)
+            self.state_changed(agent, state, reason)
+        elif kind in ("offer", "ice-restart"):
+            answer = await entry.channel.accept_offer(f["sdp"])
+            self._send(conn, {"type": "answer", "sdp": answer, "ref": ref})
+        elif kind == "answer":
+            call = self._call(entry, f["call_id"], CallState.RINGING)
+            await control.answer(agent, call.info.call_id)
+            self._ack(conn, ref)
+            self.call_answered(agent, call.info.call_id)
+        elif kind == "hangup":
+            call = self._call(entry, f["call_id"])
+            await control.hangup(agent, call.info.call_id)
+            self._ack(conn, ref)
+            self.call_ended(agent, call.info.call_id, "agent-hangup")
+        elif kind == "hold":
+            call = self._call(entry, f["call_id"], *active)
+            await control.hold(agent, call.info.call_id)
+            self._ack(conn, ref)
+            self.call_held(agent, call.info.call_id, True)
+        elif kind == "resume":
+            call = self._call(entry, f["call_id"], CallState.HELD)
+            await control.resume(agent, call.info.call_id)
+            self._ack(conn, ref)
+            self.call_held(agent, call.info.call_id, False)
+        elif kind == "mute":
+            call = self._call(entry, f["call_id"], *up)
+            await control.mute(agent, call.info.call_id, f["muted"])
+            self._ack(conn, ref)
+            if call.muted != f["muted"]:
+                call.muted = f["muted"]
+                self._push_call(entry, "call-muted", call.info.call_id)
+        elif kind == "dtmf":
+            call = self._call(entry, f["call_id"], *active)
+            await control.send_dtmf(agent, call.info.call_id, f["digit"])
+            self._ack(conn, ref)
+        elif kind == "transfer-blind":
+            call = self._call(entry, f["call_id"], *up)
+            await control.transfer_blind(agent, call.info.call_id, f["to"])
+            self._ack(conn, ref)
+            self.call_ended(agent, call.info.call_id, "transferred")
+        elif kind == "transfer-consult":
+            call = self._call(entry, f["call_id"], *up)
+            if any(c.consult_of == call.info.call_id for c in entry.calls.values()):
+                raise ProtocolError("bad-state", "a consultation is already in progress")
+            info = await control.transfer_attended_consult(agent, call.info.call_id, f["to"])
+            info = replace(info, direction="consult")
+            self._ack(conn, ref, consult_call_id=info.call_id)
+            self.call_held(agent, call.info.call_id, True)
+            entry.calls[info.call_id] = _Call(
+                info, CallState.DIALING, self.clock(), consult_of=call.info.call_id
+            )
+            self._push_call(entry, "call-dialing", info.call_id)
+        elif kind in ("transfer-complete", "transfer-cancel"):
+            call = self._call(entry, f["call_id"], *up)
+            consult = next(
+                (c for c in entry.calls.values() if c.consult_of == call.info.call_id), None
+            )
+            if consult is None:
+                raise ProtocolError("bad-state", "no consultation in progress for this call")
+            if kind == "transfer-complete":
+                await control.transfer_attended_complete(agent, call.info.call_id)
+                self._ack(conn, ref)
+                self.call_ended(agent, consult.info.call_id, "transferred")
+                self.call_ended(agent, call.info.call_id, "transferred")
+            else:
+                await control.transfer_attended_cancel(agent, call.info.call_id)
+                self._ack(conn, ref)
+                self.call_ended(agent, consult.info.call_id, "consult-cancelled")
+        elif kind == "disposition":
+            call_id = f["call_id"]
+            target = entry.calls.get(call_id) or next(
+                (c for c in entry.ended if c.info.call_id == call_id), None
+            )
+            if target is None:
+                raise ProtocolError("unknown-call", "no such call for this agent")
+            await control.set_disposition(agent, call_id, f["disposition"], f.get("notes", ""))
+            target.disposition = f["disposition"]
+            self._ack(conn, ref)
+        elif kind == "dial":
+            if any(
+                c.state in (CallState.RINGING, CallState.DIALING, CallState.ACTIVE)
+                for c in entry.calls.values()
+            ):
+                raise ProtocolError("bad-state", "finish the current call first")
+            info = replace(await control.dial(agent, f["number"]), direction="outbound")
+            self._ack(conn, ref, call_id=info.call_id)
+            entry.calls[info.call_id] = _Call(info, CallState.DIALING, self.clock())
+            self._push_call(entry, "call-dialing", info.call_id)
+        else:  # pragma: no cover - parse_message admits only the types above
+            raise ProtocolError("unknown-type", "unknown message type")
