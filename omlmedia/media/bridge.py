@@ -57,24 +57,35 @@ _MAX_CONCEALED = 5
 
 
 class FrameTranscoder(Protocol):
-    """Decode, resample and encode one direction (see `omlmedia.media.transcode`)."""
+    """Decode, resample and encode one direction (`omlmedia.media.transcode.Transcoder`)."""
+
+    timestamp_step: int
+    """RTP timestamp units of the target clock per encoded frame."""
 
     def transcode(self, payload: bytes) -> list[bytes]:
         """Encoded target frames for one source payload (none while a frame is incomplete)."""
         ...
 
-    def conceal(self, lost: int, next_payload: bytes | None) -> list[bytes]:
-        """Encoded target frames standing for `lost` source packets that never came;
+    def lost(self, count: int = 1, next_payload: bytes | None = None) -> list[bytes]:
+        """Encoded target frames standing for `count` source packets that never came;
         `next_payload` is the packet that arrived after them (its in-band FEC, if any)."""
-        ...
-
-    @property
-    def frame_timestamps(self) -> int:
-        """RTP timestamp units of the target clock per encoded frame."""
         ...
 
 
 TranscoderFactory = Callable[[LegFormat, LegFormat], FrameTranscoder]
+
+
+def codec_transcoder(source: LegFormat, target: LegFormat) -> FrameTranscoder:
+    """The media engine's transcoder between two legs' codecs, sending the target's packet
+    time; raises ValueError (UnsupportedCodecError) for a codec the engine does not have."""
+    from omlmedia.media.codecs import codec_for
+    from omlmedia.media.transcode import Transcoder
+
+    return Transcoder(
+        codec_for(source.encoding_name, source.clock_rate, source.channels, source.fmtp),
+        codec_for(target.encoding_name, target.clock_rate, target.channels, target.fmtp),
+        ptime_ms=target.ptime if target.ptime in (10, 20, 30, 40, 60) else 20,
+    )
 
 
 @dataclass
@@ -87,6 +98,8 @@ class BridgeCounters:
     late: int = 0
     events: int = 0
     events_dropped: int = 0
+    muted: int = 0
+    """Packets not forwarded because one side holds."""
     errors: int = 0
 
 
@@ -102,6 +115,7 @@ class _Forward:
         "in_ssrc",
         "last_seq",
         "last_ts",
+        "muted",
         "out_event_type",
         "out_origin",
         "out_rate",
@@ -128,6 +142,7 @@ class _Forward:
         self.in_rate = 8000
         self.out_rate = 8000
         self.in_ssrc: int | None = None
+        self.muted = False
         self.last_seq = 0
         self.last_ts = 0
         self.seq_offset = 0
@@ -158,24 +173,16 @@ class _Forward:
             self.in_ssrc = None  # a new mode starts a new source on the target
         self.passthrough = passthrough
 
-    def __call__(self, data: bytes, second: int, seq: int, ts: int, ssrc: int, now: float) -> None:
-        try:
-            payload_type = second & 0x7F
-            if self.in_ssrc != ssrc:
-                self._start(ssrc, seq, ts, now)
-            elif self.passthrough:
-                delta = (seq - self.last_seq) & 0xFFFF
-                if _MAX_DROPOUT <= delta < 0x10000 - _MAX_MISORDER:
-                    self._start(ssrc, seq, ts, now)
-            if self.passthrough:
-                self._relay(data, second, payload_type, seq, ts)
-            elif payload_type in self.event_types:
-                self._event(data, second, ts)
-            else:
-                self._transcode(data, seq, ts)
-        except Exception:
-            self.counters.errors += 1
+    def sink(self) -> Callable[[bytes, int, int, int, int, float], None]:
+        """The source leg's sink for the current mode (one call per packet on the hot path)."""
+        return self.relay if self.passthrough else self.transcode
+
+    def _failed(self) -> None:
+        self.counters.errors += 1
+        if self.counters.errors == 1:
             logger.exception("bridge forward failed on port %d", self.source.port)
+        else:
+            logger.debug("bridge forward failed on port %d", self.source.port, exc_info=True)
 
     def _start(self, ssrc: int, seq: int, ts: int, now: float) -> None:
         """A new source: continue the target's stream where it stopped."""
@@ -195,29 +202,59 @@ class _Forward:
 
     # -- passthrough ------------------------------------------------------------------------
 
-    def _relay(self, data: bytes, second: int, payload_type: int, seq: int, ts: int) -> None:
-        if payload_type in self.audio_types:
-            out_type = self.out_type
-        else:
-            out_event = self.out_event_type
-            if out_event is None:
-                self.counters.events_dropped += 1
+    def relay(self, data: bytes, second: int, seq: int, ts: int, ssrc: int, now: float) -> None:
+        """Passthrough: rewrite the header, keep the payload (the leg's sink)."""
+        try:
+            if self.muted:
+                self.counters.muted += 1
                 return
-            out_type = out_event
-            self.counters.events += 1
-        marker = second & 0x80
-        if self.switch:
-            marker = 0x80
-            self.switch = False
-        if ((seq - self.last_seq) & 0xFFFF) < 0x8000:
-            self.last_seq = seq
-        target = self.target
-        out_seq = (seq + self.seq_offset) & 0xFFFF
-        out_ts = (ts + self.ts_offset) & 0xFFFFFFFF
-        packet = _pack_header(data[0], marker | out_type, out_seq, out_ts, target.ssrc) + data[12:]
-        target.sequence_number = (out_seq + 1) & 0xFFFF
-        target.send_packet(packet, out_ts, len(data) - 12)
-        self.counters.forwarded += 1
+            delta = (seq - self.last_seq) & 0xFFFF
+            if self.in_ssrc != ssrc or _MAX_DROPOUT <= delta < 0x10000 - _MAX_MISORDER:
+                self._start(ssrc, seq, ts, now)
+                delta = 1
+            if second & 0x7F in self.audio_types:
+                out_type = self.out_type
+            else:
+                out_event = self.out_event_type
+                if out_event is None:
+                    self.counters.events_dropped += 1
+                    return
+                out_type = out_event
+                self.counters.events += 1
+            marker = second & 0x80
+            if self.switch:
+                marker = 0x80
+                self.switch = False
+            if delta < 0x8000:
+                self.last_seq = seq
+            target = self.target
+            out_seq = (seq + self.seq_offset) & 0xFFFF
+            out_ts = (ts + self.ts_offset) & 0xFFFFFFFF
+            target.sequence_number = (out_seq + 1) & 0xFFFF
+            target.send_packet(
+                _pack_header(data[0], marker | out_type, out_seq, out_ts, target.ssrc) + data[12:],
+                out_ts,
+                len(data) - 12,
+                now,
+            )
+            self.counters.forwarded += 1
+        except Exception:
+            self._failed()
+
+    def transcode(self, data: bytes, second: int, seq: int, ts: int, ssrc: int, now: float) -> None:
+        """Transcoding: decode, resample, encode (the leg's sink)."""
+        try:
+            if self.muted:
+                self.counters.muted += 1
+                return
+            if self.in_ssrc != ssrc:
+                self._start(ssrc, seq, ts, now)
+            if second & 0x7F in self.event_types:
+                self._event(data, second, ts)
+            else:
+                self._transcode(data, seq, ts)
+        except Exception:
+            self._failed()
 
     # -- transcoding ------------------------------------------------------------------------
 
@@ -259,11 +296,11 @@ class _Forward:
         else:
             payload = RtpPacket.parse(data).payload
         target = self.target
-        step = transcoder.frame_timestamps
+        step = transcoder.timestamp_step
         frames: list[bytes] = []
         lost = delta - 1
         if 0 < lost <= _MAX_CONCEALED:
-            frames = transcoder.conceal(lost, payload)
+            frames = transcoder.lost(lost, payload)
             self.counters.concealed += lost
         self.last_seq = seq
         frames += transcoder.transcode(payload)
@@ -299,6 +336,7 @@ class MediaBridge:
         self._a_to_b = _Forward(a, b)
         self._b_to_a = _Forward(b, a)
         self.running = False
+        self.held_by: RtpLeg | None = None
 
     def start(self) -> None:
         """Join the legs (both must have a format); call again after a leg's format changed.
@@ -307,9 +345,19 @@ class MediaBridge:
         """
         self._a_to_b.configure(self.transcoders)
         self._b_to_a.configure(self.transcoders)
-        self.a.sink = self._a_to_b
-        self.b.sink = self._b_to_a
+        self.a.sink = self._a_to_b.sink()
+        self.b.sink = self._b_to_a.sink()
         self.running = True
+
+    def hold(self, holder: RtpLeg, on_hold: bool) -> None:
+        """`holder`'s party put the call on hold (or resumed it): nothing crosses either way
+        while it holds (the other party gets music from a `LegFeed` instead); on resume each
+        direction continues the target's stream where it stopped."""
+        for forward in (self._a_to_b, self._b_to_a):
+            if forward.muted != on_hold:
+                forward.muted = on_hold
+                forward.in_ssrc = None
+        self.held_by = holder if on_hold else None
 
     def stop(self) -> None:
         """Unjoin the legs (each stops forwarding; their sockets stay with their owner)."""
@@ -333,5 +381,6 @@ class MediaBridge:
             total.late += c.late
             total.events += c.events
             total.events_dropped += c.events_dropped
+            total.muted += c.muted
             total.errors += c.errors
         return total

@@ -269,7 +269,13 @@ class RtpLeg:
                 else:
                     counters.dropped_malformed += 1
                 return
-            if not self._rtp.accept(addr):
+            sock = self._rtp
+            if sock.latched:
+                peer = sock.peer
+                if peer is None or addr[1] != peer[1] or addr[0] != peer[0]:
+                    counters.dropped_source += 1
+                    return
+            elif not sock.accept(addr):
                 counters.dropped_source += 1
                 return
             if self.srtp is not None:
@@ -299,7 +305,10 @@ class RtpLeg:
                 sink(data, second, sequence_number, timestamp, ssrc, now)
         except Exception:
             counters.dropped_other += 1
-            logger.exception("RTP receive handler failed on port %d", self.port)
+            if counters.dropped_other == 1:
+                logger.exception("RTP receive handler failed on port %d", self.port)
+            else:
+                logger.debug("RTP receive handler failed on port %d", self.port, exc_info=True)
 
     def _new_source(self, ssrc: int) -> ReceptionStats:
         if self.reception is not None:
@@ -376,17 +385,24 @@ class RtpLeg:
             len(payload),
         )
 
-    def send_packet(self, data: bytes, timestamp: int, payload_size: int) -> None:
-        """Send a packet whose header already carries our SSRC and sequence number."""
+    def send_packet(
+        self, data: bytes, timestamp: int, payload_size: int, now: float | None = None
+    ) -> None:
+        """Send a packet whose header already carries our SSRC and sequence number; `now` is
+        the leg clock's time when the caller has it."""
         peer = self._rtp.peer
         if peer is None:
             return
         if self.srtp is not None:
             data = self.srtp.protect_rtp(data)
-        self.pair.rtp.sendto(data, peer)
+        transport = self.pair.rtp.transport
+        if transport is not None:
+            transport.sendto(data, peer)
         self.timestamp = timestamp
-        self.last_send_time = self.clock()
-        self.sender.sent(payload_size)
+        self.last_send_time = self.clock() if now is None else now
+        sender = self.sender
+        sender.packet_count += 1
+        sender.octet_count += payload_size
         self.counters.sent += 1
         self._sent_since_report = True
 

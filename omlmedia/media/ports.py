@@ -57,18 +57,30 @@ class RtpSocket(asyncio.DatagramProtocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
-        self.handler: Callable[[bytes, tuple[str, int]], None] | None = None
+        self._handler: Callable[[bytes, tuple[str, int]], None] | None = None
         self.dropped = 0
+
+    @property
+    def handler(self) -> Callable[[bytes, tuple[str, int]], None] | None:
+        """Where datagrams go; None drops (and counts) them."""
+        return self._handler
+
+    @handler.setter
+    def handler(self, handler: Callable[[bytes, tuple[str, int]], None] | None) -> None:
+        # The event loop looks `datagram_received` up on every datagram: an instance attribute
+        # sends each one straight to the handler, one Python call fewer per packet.
+        self._handler = handler
+        if handler is None:
+            self.__dict__.pop("datagram_received", None)
+        else:
+            self.__dict__["datagram_received"] = handler
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        handler = self.handler
-        if handler is None:
-            self.dropped += 1
-            return
-        handler(data, addr)
+        """A datagram with no handler: dropped and counted."""
+        self.dropped += 1
 
     def error_received(self, exc: Exception) -> None:
         logger.debug("RTP socket error: %s", exc)

@@ -149,13 +149,20 @@ class ReceptionStats:
         Returns False while the source is on probation and for a packet that jumps far from the
         sequence (the first of a possible restart); such packets count for nothing.
         """
-        if self.probation < 0:
-            self._epoch = now
-            self._init_seq(sequence_number)
-            self.max_seq = (sequence_number - 1) & 0xFFFF
-            self.probation = MIN_SEQUENTIAL
-        if not self._update_seq(sequence_number):
-            return False
+        if not self.probation and sequence_number == (self.max_seq + 1) & 0xFFFF:
+            # The common case, in order (RFC 3550 A.1 with udelta == 1), without a call.
+            if not sequence_number:
+                self.cycles += RTP_SEQ_MOD
+            self.max_seq = sequence_number
+            self.received += 1
+        else:
+            if self.probation < 0:
+                self._epoch = now
+                self._init_seq(sequence_number)
+                self.max_seq = (sequence_number - 1) & 0xFFFF
+                self.probation = MIN_SEQUENTIAL
+            if not self._update_seq(sequence_number):
+                return False
         transit = (now - self._epoch) * self.clock_rate - timestamp
         previous = self._transit
         self._transit = transit
@@ -253,8 +260,8 @@ class SenderStats:
             self.ssrc,
             ntp_timestamp(now),
             rtp_timestamp & 0xFFFFFFFF,
-            self.packet_count,
-            self.octet_count,
+            self.packet_count & 0xFFFFFFFF,
+            self.octet_count & 0xFFFFFFFF,
             reports,
         )
 

@@ -53,17 +53,14 @@ class FakeTranscoder:
     def __init__(self, src: LegFormat, dst: LegFormat) -> None:
         self.src, self.dst = src, dst
         self.concealed: list[tuple[int, bytes | None]] = []
+        self.timestamp_step = dst.clock_rate // 50
 
     def transcode(self, payload: bytes) -> list[bytes]:
         return [b"T" + payload[:4]]
 
-    def conceal(self, lost: int, next_payload: bytes | None) -> list[bytes]:
-        self.concealed.append((lost, next_payload))
-        return [b"C"] * lost
-
-    @property
-    def frame_timestamps(self) -> int:
-        return self.dst.clock_rate // 50
+    def lost(self, count: int = 1, next_payload: bytes | None = None) -> list[bytes]:
+        self.concealed.append((count, next_payload))
+        return [b"C"] * count
 
 
 def make(
@@ -249,3 +246,19 @@ def test_stop_unjoins_the_legs() -> None:
     bridge.stop()
     a.pair.rtp.datagram_received(rtp(1, 160), A_PEER)
     assert not sent(b)
+
+
+def test_hold_stops_both_directions_and_resume_continues_the_stream() -> None:
+    bridge, a, b, _ = make(pcmu(), pcmu())
+    a.pair.rtp.datagram_received(rtp(1, 160), A_PEER)
+    bridge.hold(a, True)
+    a.pair.rtp.datagram_received(rtp(2, 320), A_PEER)
+    b.pair.rtp.datagram_received(rtp(1, 160, ssrc=5), B_PEER)
+    assert len(sent(b)) == 1 and not sent(a)
+    assert bridge.counters().muted == 2
+    b.send(0, False, (header(sent(b)[0])[3] + 800) & 0xFFFFFFFF, b"\x00" * 160)  # music
+    bridge.hold(a, False)
+    a.pair.rtp.datagram_received(rtp(3, 480), A_PEER)
+    headers = [header(p) for p in sent(b)]
+    assert headers[-1][1]  # marker: a new talkspurt after the music
+    assert (headers[-1][2] - headers[-2][2]) & 0xFFFF == 1
