@@ -40,8 +40,7 @@ def rtp(
 ) -> bytes:
     """A plain RTP packet."""
     return (
-        struct.pack("!BBHII", 0x80, payload_type | (0x80 if marker else 0), seq, ts, ssrc)
-        + payload
+        struct.pack("!BBHII", 0x80, payload_type | (0x80 if marker else 0), seq, ts, ssrc) + payload
     )
 
 
