@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import NamedTuple
@@ -1024,6 +1024,7 @@ def negotiate(
     version: int,
     direction: Direction = Direction.SENDRECV,
     crypto: Sequence[CryptoAttribute] = (),
+    accept_crypto: Callable[[CryptoAttribute], bool] | None = None,
     username: str = "-",
     session_name: str = "omlmedia",
 ) -> Answer:
@@ -1033,10 +1034,12 @@ def negotiate(
     offerer's payload type; telephone-event and CN are added when offered at its clock rate. We
     answer our `ptime`, rtcp-mux only when offered, and the direction of RFC 3264 §6.1 given our
     wish `direction`. RTP/SAVP streams need an SDES suite of `crypto` (our keys; the answer
-    carries the offer's tag). Other streams get port 0, keeping the m= lines and their order.
-    Raises `OfferAnswerError` (answer 488) when no audio stream is acceptable.
+    carries the offer's tag); `accept_crypto` skips offered lines our SRTP cannot honour (an
+    MKI, session parameters), RFC 4568 §7.1.2. Other streams get port 0, keeping the m= lines
+    and their order. Raises `OfferAnswerError` (answer 488) when no audio stream is acceptable.
     """
     answered: list[MediaDescription] = []
+    srtp_unmatched = False
     streams: list[NegotiatedStream | None] = []
     audio_offered = False
     accepted = False
@@ -1053,8 +1056,18 @@ def negotiate(
         ):
             audio_offered = True
             result = _answer_stream(
-                offer, index, media, connection, local, port, direction, crypto if srtp else None
+                offer,
+                index,
+                media,
+                connection,
+                local,
+                port,
+                direction,
+                crypto if srtp else None,
+                accept_crypto,
             )
+            if result is None and srtp and _common_codec(media, local):
+                srtp_unmatched = True
         if result is None:
             answered.append(_rejected(media))
             streams.append(None)
@@ -1063,6 +1076,8 @@ def negotiate(
             streams.append(result[1])
             accepted = True
     if not accepted:
+        if srtp_unmatched:
+            raise OfferAnswerError("no usable SRTP crypto suite")
         if audio_offered:
             raise OfferAnswerError("no common audio codec")
         raise OfferAnswerError("no acceptable audio stream")
@@ -1076,6 +1091,17 @@ def negotiate(
     return Answer(sdp, tuple(streams))
 
 
+def _common_codec(media: MediaDescription, local: MediaCapabilities) -> tuple[Codec, Codec] | None:
+    """The first offered codec we support, with ours: (theirs, mine)."""
+    for remote in media.codecs:
+        if _is_auxiliary(remote):
+            continue
+        for mine in local.codecs:
+            if not _is_auxiliary(mine) and mine.matches(remote):
+                return remote, mine
+    return None
+
+
 def _answer_stream(
     offer: SessionDescription,
     index: int,
@@ -1085,23 +1111,17 @@ def _answer_stream(
     port: int,
     direction: Direction,
     crypto: Sequence[CryptoAttribute] | None,
+    accept_crypto: Callable[[CryptoAttribute], bool] | None = None,
 ) -> tuple[MediaDescription, NegotiatedStream] | None:
-    chosen: tuple[Codec, Codec] | None = None
-    for remote in media.codecs:
-        if _is_auxiliary(remote):
-            continue
-        for mine in local.codecs:
-            if not _is_auxiliary(mine) and mine.matches(remote):
-                chosen = (remote, mine)
-                break
-        if chosen is not None:
-            break
+    chosen = _common_codec(media, local)
     if chosen is None:
         return None
     local_crypto: CryptoAttribute | None = None
     remote_crypto: CryptoAttribute | None = None
     if crypto is not None:
         for offered in media.crypto:
+            if accept_crypto is not None and not accept_crypto(offered):
+                continue
             key = next((c for c in crypto if c.suite == offered.suite), None)
             if key is not None:
                 local_crypto = key._replace(tag=offered.tag)

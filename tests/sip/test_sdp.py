@@ -1022,3 +1022,24 @@ def test_session_failed_reoffer_leaves_the_session_unchanged() -> None:
 def test_session_process_answer_without_an_offer_raises() -> None:
     with pytest.raises(OfferAnswerError, match="no offer pending"):
         make_session().process_answer(parse(SIPP))
+
+
+def test_an_srtp_offer_without_a_usable_suite_is_refused_with_its_own_reason() -> None:
+    offer = SessionDescription.parse(
+        "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+        "m=audio 4000 RTP/SAVP 0\r\n"
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"
+    )
+    with pytest.raises(OfferAnswerError, match="no usable SRTP crypto suite"):
+        negotiate(offer, DEFAULT_CAPABILITIES, "192.0.2.2", 5000, session_id=1, version=1)
+    with pytest.raises(OfferAnswerError, match="no usable SRTP crypto suite"):
+        negotiate(
+            offer,
+            DEFAULT_CAPABILITIES,
+            "192.0.2.2",
+            5000,
+            session_id=1,
+            version=1,
+            crypto=[offer.media[0].crypto[0]],
+            accept_crypto=lambda crypto: False,
+        )
