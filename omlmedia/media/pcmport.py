@@ -1,0 +1,192 @@
+"""A call leg seen as 20 ms PCM frames both ways: what a browser channel or a mixer consumes.
+
+Theory of operation. Packets the leg receives go into an adaptive `JitterBuffer` (hard cap on the
+delay it adds, `max_delay_ms`, 60 ms by default); the consumer's own 20 ms clock pulls frames out
+with `read(now)`, which decodes the frame or conceals a missing one (Opus PLC, or FEC from the next
+packet when it is already buffered; pitch repetition for G.711 and G.722) and resamples it to the
+consumer's rate. The consumer's clock is the playout clock: nothing else ticks. RFC 4733 events
+are taken out before the buffer and reported through `on_digit`.
+
+`write(samples)` goes the other way: the consumer's 20 ms frame is resampled to the codec's rate,
+encoded and sent with the leg's own sequence numbers and timestamps (a marker on the first packet
+and after a pause). `send_digit` sends an RFC 4733 event (three end packets, RFC 4733 §2.5.1.4) on
+the leg when telephone-event was negotiated, the way aiortc's browser side cannot.
+
+When the leg's codec is Opus and the consumer sends and receives Opus too (a browser), the port
+can pass payloads through: `read_payload` returns the buffered Opus payload untouched (no decode,
+no re-encode), and `write_payload` sends one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from omlmedia.media.codecs import CodecError, codec_for
+from omlmedia.media.dtmf import DtmfReceiver, DtmfSender
+from omlmedia.media.jitterbuffer import JitterBuffer
+from omlmedia.media.leg import RtpLeg
+from omlmedia.media.resample import Resampler
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PcmPort"]
+
+Samples = npt.NDArray[np.int16]
+
+_FRAME_MS = 20
+
+
+class PcmPort:
+    """Frames of `rate` Hz mono int16 from and to `leg`, through a capped jitter buffer."""
+
+    def __init__(
+        self,
+        leg: RtpLeg,
+        rate: int = 48000,
+        *,
+        max_delay_ms: int = 60,
+        on_digit: Callable[[str, int], None] | None = None,
+    ) -> None:
+        fmt = leg.format
+        if fmt is None:
+            raise ValueError("leg has no format")
+        self.leg = leg
+        self.rate = rate
+        self.frame_samples = rate * _FRAME_MS // 1000
+        self.spec = codec_for(fmt.encoding_name, fmt.clock_rate, fmt.channels, fmt.fmtp)
+        self.decoder = self.spec.decoder()
+        self.encoder = self.spec.encoder(_FRAME_MS)
+        self.step = self.spec.timestamps_for(self.encoder.frame_samples)
+        self.payload_type = fmt.send_type
+        self.event_type = fmt.event_send_type
+        self.event_types = fmt.event_receive_types
+        self.jitter = JitterBuffer(fmt.clock_rate, _FRAME_MS, max_delay_ms=max_delay_ms)
+        self.inbound = Resampler(self.spec.sample_rate, rate)
+        self.outbound = Resampler(rate, self.spec.sample_rate)
+        self.digits = DtmfReceiver(fmt.event_clock_rate)
+        self.dtmf_sender = DtmfSender(fmt.event_clock_rate)
+        self.on_digit = on_digit
+        self.decode_errors = 0
+        self._silence: Samples = np.zeros(self.frame_samples, np.int16)
+        self._talking = False
+        self._events: deque[tuple[bool, bytes, int]] = deque()
+        self._event_start = 0
+        leg.sink = self._receive
+
+    # -- from the leg -----------------------------------------------------------------------
+
+    def _receive(self, data: bytes, second: int, seq: int, ts: int, ssrc: int, now: float) -> None:
+        if second & 0x7F in self.event_types:
+            try:
+                digits = self.digits.receive(seq, ts, bool(second & 0x80), data[12:], now)
+            except ValueError:
+                return
+            for digit in digits:
+                if self.on_digit is not None:
+                    self.on_digit(digit.digit, digit.duration_ms)
+            return
+        self.jitter.put(seq, ts, data[12:] if data[0] == 0x80 else _payload(data), now)
+
+    def read_payload(self, now: float) -> bytes | None:
+        """The next buffered payload as received (None when the slot is missing)."""
+        self._timers(now)
+        return self.jitter.get(now).payload
+
+    def read(self, now: float) -> Samples:
+        """The next frame at `rate`: decoded, or concealed when its packet is missing."""
+        self._timers(now)
+        frame = self.jitter.get(now)
+        samples: Samples | None = None
+        if frame.payload is not None:
+            try:
+                samples = self.decoder.decode(frame.payload)
+            except CodecError:
+                self.decode_errors += 1
+        if samples is None:
+            if not self.jitter.stats.received:
+                return self._silence
+            samples = self.decoder.conceal(self.spec.frame_samples)
+        out = self.inbound.resample(samples)
+        if len(out) != self.frame_samples:
+            fixed = np.zeros(self.frame_samples, np.int16)
+            fixed[: min(len(out), self.frame_samples)] = out[: self.frame_samples]
+            return fixed
+        return out
+
+    def _timers(self, now: float) -> None:
+        timer = self.digits.get_timer()
+        if timer is not None and now >= timer:
+            for digit in self.digits.handle_timer(now):
+                if self.on_digit is not None:
+                    self.on_digit(digit.digit, digit.duration_ms)
+
+    # -- to the leg -------------------------------------------------------------------------
+
+    def write(self, samples: Samples | None) -> None:
+        """Send one 20 ms frame at `rate`; None is a pause (nothing sent). While a digit is
+        being sent its event packets take the audio's place (RFC 4733 §2.5.1)."""
+        if self._events:
+            self._send_event()
+            return
+        if samples is None:
+            self._talking = False
+            return
+        resampled = self.outbound.resample(samples)
+        frame = self.encoder.frame_samples
+        if len(resampled) != frame:
+            fixed = np.zeros(frame, np.int16)
+            fixed[: min(len(resampled), frame)] = resampled[:frame]
+            resampled = fixed
+        self.write_payload(self.encoder.encode(resampled))
+
+    def write_payload(self, payload: bytes) -> None:
+        """Send one encoded 20 ms payload of the leg's codec."""
+        leg = self.leg
+        marker = not self._talking
+        if marker and leg.last_send_time is not None:
+            elapsed = leg.clock() - leg.last_send_time
+            timestamp = leg.timestamp + max(round(elapsed * self.step / 0.02), self.step)
+        elif leg.last_send_time is None:
+            timestamp = leg.timestamp
+        else:
+            timestamp = leg.timestamp + self.step
+        self._talking = True
+        leg.send(self.payload_type, marker, timestamp & 0xFFFFFFFF, payload)
+
+    def send_digit(self, digit: str, duration: float = 0.1) -> bool:
+        """Queue an RFC 4733 event for the next `write`s (one packet per 20 ms frame);
+        False when telephone-event was not negotiated. Raises ValueError for a bad digit."""
+        if self.event_type is None:
+            return False
+        packets = self.dtmf_sender.packets(digit, duration)
+        total = packets[-1].event.duration
+        self._events.extend((p.marker, p.payload, total) for p in packets)
+        return True
+
+    def _send_event(self) -> None:
+        assert self.event_type is not None
+        marker, payload, total = self._events.popleft()
+        leg = self.leg
+        if marker:
+            self._event_start = (leg.timestamp + self.step) & 0xFFFFFFFF
+        leg.send(self.event_type, marker, self._event_start, payload)
+        if not self._events or self._events[0][0]:
+            # The event covered its duration: what follows starts after it (with a marker).
+            leg.timestamp = (self._event_start + total) & 0xFFFFFFFF
+            self._talking = False
+
+    def close(self) -> None:
+        """Stop taking the leg's packets."""
+        if self.leg.sink == self._receive:
+            self.leg.sink = None
+
+
+def _payload(data: bytes) -> bytes:
+    from omlmedia.media.rtp import RtpPacket
+
+    return RtpPacket.parse(data).payload
