@@ -21,18 +21,30 @@ from typing import TYPE_CHECKING, Any
 
 from omlmedia.config import Config, Route, RouteAction, Trunk
 from omlmedia.logs import event
+from omlmedia.media.bridge import MediaBridge, TranscoderFactory, codec_transcoder
 from omlmedia.media.echo import RtpEcho
+from omlmedia.media.feed import LegFeed
+from omlmedia.media.leg import RtpLeg, leg_format
+from omlmedia.media.player import MediaFileError, sound_path
 from omlmedia.media.ports import PortAllocator, PortsExhausted, RtpSocketPool
-from omlmedia.media.relay import Leg, RtpRelay
 from omlmedia.media.services import CAPABILITIES as SERVICE_CAPABILITIES
 from omlmedia.media.services import DtmfEcho, MediaService, MusicOnHold, Recorder
+from omlmedia.media.srtp import SrtpSession, is_usable, offer_crypto
 from sip.message import URI, Address, Request, Response
 from sip.refer import ReferTo
 from sip.sdp import (
     DEFAULT_CAPABILITIES,
+    G722,
+    OPUS,
+    PCMA,
+    PCMU,
+    TELEPHONE_EVENT,
+    TELEPHONE_EVENT_48000,
+    Answer,
     Codec,
     MediaCapabilities,
     MediaDescription,
+    NegotiatedStream,
     OfferAnswerError,
     SDPError,
     SessionDescription,
@@ -72,6 +84,62 @@ SIP_CAPABILITIES = MediaCapabilities(
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 
 REJECT_STATUS = {RouteAction.BUSY: 486, RouteAction.REJECT: 603}
+
+CODEC_BY_NAME: dict[str, Codec] = {
+    "pcmu": PCMU,
+    "pcma": PCMA,
+    "g722": G722,
+    "opus": OPUS,
+}
+"""The SDP description we offer for each codec name of the configuration."""
+
+TELEPHONE_EVENTS = (TELEPHONE_EVENT, TELEPHONE_EVENT_48000)
+
+
+def _transcoder_factory() -> TranscoderFactory | None:
+    """The media engine's transcoders, when the codec libraries load (libopus is a system
+    library: without it the server still bridges calls that share a codec)."""
+    try:
+        import omlmedia.media.codecs
+        import omlmedia.media.transcode  # noqa: F401
+    except (ImportError, OSError) as exc:  # pragma: no cover - the codecs are dependencies
+        logger.warning("transcoding is unavailable: %s", exc)
+        return None
+    return codec_transcoder
+
+
+def _default_music() -> Path | None:
+    """The default music on hold of the sound set, if it is installed."""
+    try:
+        return sound_path("moh")
+    except MediaFileError:
+        logger.warning("the default music on hold is missing: held calls hear silence")
+        return None
+
+
+def _apply_srtp(leg: RtpLeg, stream: NegotiatedStream) -> bool:
+    """Key the leg for SRTP as the stream says (RFC 4568), keeping the contexts whose key did not
+    change (RFC 4568 §7.1.4); plain RTP clears it. False when the keys are unusable."""
+    local, remote = stream.local_crypto, stream.remote_crypto
+    if local is None or remote is None:
+        leg.srtp = None
+        return True
+    try:
+        current = leg.srtp
+        if isinstance(current, SrtpSession):
+            leg.srtp = current.rekey(local, remote)
+        else:
+            leg.srtp = SrtpSession(local, remote)
+    except ValueError as exc:
+        logger.info("unusable SRTP keys on port %d: %s", leg.port, exc)
+        return False
+    return True
+
+
+def _stream_codecs(stream: NegotiatedStream) -> tuple[Codec, ...]:
+    """The codec and telephone-event a stream settled on."""
+    event = stream.telephone_event
+    return (stream.codec,) + ((event,) if event is not None else ())
 
 
 @dataclass(eq=False)
@@ -131,6 +199,85 @@ class Transfer:
     target: Call | None = None
 
 
+class BridgeMedia:
+    """The media of a bridge: two legs on port pairs of the pool, joined by a `MediaBridge`."""
+
+    def __init__(self, pool: RtpSocketPool, transcoders: TranscoderFactory | None) -> None:
+        self._pool = pool
+        self.transcoders = transcoders
+        self.a: RtpLeg | None = None
+        self.b: RtpLeg | None = None
+        self.bridge: MediaBridge | None = None
+        self.holders: set[int] = set()
+        """The legs whose party holds the call (by id)."""
+        self.music: dict[int, LegFeed] = {}
+        """Music on hold playing into a leg (by id) while the other party holds."""
+
+    async def start(self) -> tuple[int, int]:
+        """Take both legs' port pairs; returns (port of leg A, port of leg B)."""
+        self.a = RtpLeg(await self._pool.acquire())
+        try:
+            self.b = RtpLeg(await self._pool.acquire())
+        except OSError:
+            self.stop()
+            raise
+        return self.a.port, self.b.port
+
+    def join(self) -> None:
+        """Join the legs once both have a format (again after one changed); ValueError when
+        their codecs differ and cannot be transcoded."""
+        assert self.a is not None and self.b is not None
+        if self.bridge is None:
+            self.bridge = MediaBridge(self.a, self.b, self.transcoders)
+        self.bridge.start()
+
+    @property
+    def legs(self) -> tuple[RtpLeg, ...]:
+        """The legs still held."""
+        return tuple(leg for leg in (self.a, self.b) if leg is not None)
+
+    @property
+    def packets(self) -> int:
+        """RTP packets received on both legs."""
+        return sum(leg.counters.received for leg in self.legs)
+
+    def set_hold(self, leg: RtpLeg, on_hold: bool, music: Path | None) -> None:
+        """`leg`'s party holds (or resumes): the legs stop exchanging media and the party still
+        listening hears `music`, like a PBX's hold (RFC 3264 §8.4 only says who sends)."""
+        if on_hold:
+            self.holders.add(id(leg))
+        else:
+            self.holders.discard(id(leg))
+        if self.bridge is not None:
+            self.bridge.hold(leg, bool(self.holders))
+        for other in self.legs:
+            playing = self.music.get(id(other))
+            wanted = bool(self.holders) and id(other) not in self.holders and music is not None
+            if wanted and playing is None and music is not None:
+                try:
+                    feed = LegFeed(other, music, loop=True)
+                    feed.start()
+                except (ValueError, OSError) as exc:
+                    logger.warning("no music on hold on port %d: %s", other.port, exc)
+                    continue
+                self.music[id(other)] = feed
+            elif not wanted and playing is not None:
+                playing.stop()
+                del self.music[id(other)]
+
+    def stop(self) -> None:
+        """Unjoin the legs and give both port pairs back to the pool; safe to call twice."""
+        for feed in self.music.values():
+            feed.stop()
+        self.music.clear()
+        if self.bridge is not None:
+            self.bridge.stop()
+        for leg in self.legs:
+            leg.close()
+            self._pool.release(leg.pair)
+        self.a = self.b = None
+
+
 @dataclass(eq=False)
 class Bridge:
     """Two calls whose media cross through a relay: side A (`inbound`, first the caller) on relay
@@ -143,25 +290,41 @@ class Bridge:
     offer: SessionDescription
     session_id: int
     outbound: Call | None = None
-    relay: RtpRelay | None = None
+    relay: BridgeMedia | None = None
     capabilities: MediaCapabilities | None = None
     outbound_offer: SessionDescription | None = None
     inbound_answer: bytes | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     chosen: tuple[Codec, ...] = ()
+    """The codecs of the caller's leg (codec and telephone-event), once answered."""
+    outbound_codecs: tuple[Codec, ...] = ()
+    """The codecs of the callee's leg, once answered."""
     local_sdp: dict[int, bytes] = field(default_factory=dict)
     transfer: Transfer | None = None
     watch: MediaWatch = field(default_factory=MediaWatch)
+    versions: dict[int, int] = field(default_factory=dict)
+    """The o= session version of our last description to each call (RFC 3264 §8)."""
 
     def other(self, call: Call) -> Call | None:
         """The call on the other side."""
         return self.outbound if call is self.inbound else self.inbound
 
-    def leg(self, call: Call) -> Leg | None:
+    def leg(self, call: Call) -> RtpLeg | None:
         """The relay leg facing `call`."""
         if self.relay is None:
             return None
         return self.relay.a if call is self.inbound else self.relay.b
+
+    def codecs(self, call: Call) -> tuple[Codec, ...]:
+        """The codecs the leg facing `call` settled on."""
+        return self.chosen if call is self.inbound else self.outbound_codecs
+
+    def set_codecs(self, call: Call, codecs: tuple[Codec, ...]) -> None:
+        """Record the codecs the leg facing `call` now uses."""
+        if call is self.inbound:
+            self.chosen = codecs
+        else:
+            self.outbound_codecs = codecs
 
     def replace(self, old: Call, new: Call) -> None:
         """Put `new` on `old`'s side."""
@@ -198,6 +361,9 @@ class CallRouter:
         """The address written in our SDP (c= and o=)."""
         low, high = config.server.rtp_port_range
         self.pool = RtpSocketPool(PortAllocator(low, high), bind_host or media_host)
+        self.transcoders = _transcoder_factory()
+        self.hold_music: Path | None = _default_music()
+        """What a bridged party hears while the other holds."""
         self.stats = RouterStats()
         self.service: SipService | None = None
         self.trunks: TrunkManager | None = None
@@ -207,6 +373,7 @@ class CallRouter:
         self._routes: dict[str, tuple[Route, str] | None] = {}
         self._calls: dict[int, Call] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._rtcp_ticker: asyncio.TimerHandle | None = None
 
     def bind(self, service: SipService) -> None:
         """Attach the SIP service the router acts through; start the media-timeout sweep."""
@@ -214,12 +381,40 @@ class CallRouter:
         if self.config.media.timeout > 0:
             interval = min(5.0, max(0.25, self.config.media.timeout / 4))
             self._sweeper = asyncio.get_running_loop().call_later(interval, self._sweep, interval)
+        self._rtcp_ticker = asyncio.get_running_loop().call_later(1.0, self._rtcp_tick)
+
+    def _rtcp_tick(self) -> None:
+        """Send the RTCP reports that are due on every bridged leg (RFC 3550 §6.2): one timer for
+        all legs, each with its own randomised schedule."""
+        self._rtcp_ticker = asyncio.get_running_loop().call_later(1.0, self._rtcp_tick)
+        seen: set[int] = set()
+        for bridge in self._bridges.values():
+            relay = bridge.relay
+            if relay is None or id(relay) in seen:
+                continue
+            seen.add(id(relay))
+            for leg in relay.legs:
+                self._report(leg)
+        for media in self._media.values():
+            if media.service is not None:
+                for leg in media.service.legs:
+                    self._report(leg)
+
+    @staticmethod
+    def _report(leg: RtpLeg) -> None:
+        try:
+            leg.send_report(leg.clock())
+        except Exception:
+            logger.exception("RTCP report failed on port %d", leg.port)
 
     def close(self) -> None:
         """Stop the media-timeout sweep (at shutdown)."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._rtcp_ticker is not None:
+            self._rtcp_ticker.cancel()
+            self._rtcp_ticker = None
 
     def _sweep(self, interval: float) -> None:
         """End calls whose media stood still for longer than media.timeout (RFC 3550 gives no
@@ -529,6 +724,8 @@ class CallRouter:
                 port,
                 session_id=media.session_id,
                 version=media.version,
+                crypto=svc.crypto(),
+                accept_crypto=is_usable,
             )
             await svc.start(answer.audio)
         except OfferAnswerError:
@@ -548,19 +745,7 @@ class CallRouter:
         service, call, txn, request = self.service, ev.call, ev.transaction, ev.request
         bridge = self._bridges.get(id(call))
         if bridge is not None:
-            # The relay keeps its ports; answer with the leg's description so that the session
-            # stays up. Propagating hold to the other leg comes with the media engine's bridge.
-            body = bridge.local_sdp.get(id(call), b"")
-            if request.body:
-                try:
-                    bridge.watch.set_hold(SessionDescription.parse(request.body).is_hold())
-                except SDPError:
-                    pass
-            service.act(
-                lambda now: service.ua.respond(
-                    call, txn, 200, now, body or b"", "application/sdp" if body else None
-                )
-            )
+            self._modify_bridged(bridge, call, txn, request)
             return
         media = self._media.get(id(call))
         if media is None or (media.echo is None and media.service is None):
@@ -580,6 +765,8 @@ class CallRouter:
                 svc.port if svc is not None else media.echo.port if media.echo else 0,
                 session_id=media.session_id,
                 version=media.version,
+                crypto=svc.crypto() if svc is not None else (),
+                accept_crypto=is_usable,
             )
             if svc is not None:
                 svc.update(answer.audio)
@@ -598,6 +785,59 @@ class CallRouter:
             hold=offer.is_hold(),
         )
         body = bytes(answer.description)
+        service.act(lambda now: service.ua.respond(call, txn, 200, now, body, "application/sdp"))
+
+    def _modify_bridged(
+        self, bridge: Bridge, call: Call, txn: ServerTransaction, request: Request
+    ) -> None:
+        """A re-INVITE or UPDATE on one leg of a bridge (RFC 3264 §8): the leg follows a new
+        address, codec or direction; the other leg's session does not change."""
+        assert self.service is not None
+        service = self.service
+        leg = bridge.leg(call)
+        body = bridge.local_sdp.get(id(call), b"")
+        if not request.body or leg is None or not bridge.codecs(call):
+            service.act(
+                lambda now: service.ua.respond(
+                    call, txn, 200, now, body or b"", "application/sdp" if body else None
+                )
+            )
+            return
+        try:
+            offer = SessionDescription.parse(request.body)
+            version = bridge.versions.get(id(call), 0) + 1
+            current = bridge.codecs(call)[0]
+            answer, capabilities = self._answer_preferring(
+                offer, current, leg.port, bridge.session_id, version, leg
+            )
+        except (SDPError, OfferAnswerError) as exc:
+            event(logger, "reinvite-rejected", call_id=call.call_id, reason=str(exc))
+            service.act(lambda now: service.ua.respond(call, txn, 488, now))
+            return
+        stream = answer.audio
+        if not self._rejoin(bridge, call, stream, capabilities.codecs):
+            service.act(lambda now: service.ua.respond(call, txn, 488, now))
+            return
+        moved = leg.peer is None or stream.remote_address != leg.peer[0]
+        leg.set_remote(
+            stream.remote_address, stream.remote_port, stream.remote_rtcp_port, relatch=moved
+        )
+        bridge.versions[id(call)] = version
+        hold = offer.is_hold()
+        bridge.watch.set_hold(hold)
+        if bridge.relay is not None:
+            bridge.relay.set_hold(leg, hold, self.hold_music)
+        event(
+            logger,
+            "session-modified",
+            call_id=call.call_id,
+            method=request.method,
+            direction=stream.direction.value,
+            hold=hold,
+            codec=stream.codec.encoding_name,
+        )
+        body = bytes(answer.description)
+        bridge.local_sdp[id(call)] = body
         service.act(lambda now: service.ua.respond(call, txn, 200, now, body, "application/sdp"))
 
     def _on_ended(self, call: Call, cause: str) -> None:
@@ -623,8 +863,8 @@ class CallRouter:
         audio = None
         if offer is not None:
             audio = next((m for m in offer.media if m.media == "audio" and m.port), None)
-        if offer is None or audio is None or "SAVP" in audio.proto or not audio.codecs:
-            # Relaying needs the caller's offer (no late offer) in plain RTP.
+        if offer is None or audio is None or not audio.codecs:
+            # Bridging needs the caller's offer (no late offer).
             service.act(lambda now: service.ua.reject(inbound, 488, now))
             return
         bridge = Bridge(
@@ -640,7 +880,7 @@ class CallRouter:
     async def _dial_trunk(self, bridge: Bridge, audio: MediaDescription) -> None:
         assert self.service is not None
         service, inbound, trunk = self.service, bridge.inbound, bridge.trunk
-        relay = RtpRelay(self.pool)
+        relay = BridgeMedia(self.pool, self.transcoders)
         try:
             await relay.start()
         except (PortsExhausted, OSError):
@@ -657,10 +897,22 @@ class CallRouter:
             relay.a.set_remote(
                 connection.address, audio.port, audio.rtcp.port if audio.rtcp else None
             )
-        codecs = tuple(audio.codecs)
+        codecs = self._offer_codecs(trunk, audio.codecs)
+        if not codecs:
+            relay.stop()
+            bridge.relay = None
+            self._bridges.pop(id(inbound), None)
+            event(logger, "call-rejected", call_id=inbound.call_id, status=488, reason="codecs")
+            service.act(lambda now: service.ua.reject(inbound, 488, now))
+            return
         bridge.capabilities = MediaCapabilities(codecs, ptime=audio.ptime, rtcp_mux=False)
         bridge.outbound_offer = create_offer(
-            bridge.capabilities, bridge.session_id, 0, self.media_host, relay.b.port
+            bridge.capabilities,
+            bridge.session_id,
+            0,
+            self.media_host,
+            relay.b.port,
+            crypto=offer_crypto() if trunk.srtp else (),
         )
         number = bridge.number
         caller = inbound.invite.from_
@@ -738,10 +990,73 @@ class CallRouter:
         elif status >= 180:
             service.act(lambda now: service.ua.ring(inbound, now))
 
+    def _offer_codecs(self, trunk: Trunk, offered: tuple[Codec, ...]) -> tuple[Codec, ...]:
+        """What we offer a trunk for a caller who offered `offered`: the trunk's codecs, those the
+        caller has first (passthrough costs nothing), then those we would transcode to; with
+        telephone-event when the trunk allows it. Empty when nothing can join the two."""
+        allowed = [
+            CODEC_BY_NAME[name.lower()] for name in trunk.codecs if name.lower() in CODEC_BY_NAME
+        ]
+        shared = [c for c in allowed if any(c.matches(o) for o in offered)]
+        transcodable = self.transcoders is not None and any(
+            any(c.matches(o) for o in offered) for c in CODEC_BY_NAME.values()
+        )
+        rest = [c for c in allowed if c not in shared] if transcodable else []
+        audio = shared + rest
+        if not audio:
+            return ()
+        events: tuple[Codec, ...] = ()
+        if any(name.lower() == "telephone-event" for name in trunk.codecs):
+            events = TELEPHONE_EVENTS
+        return tuple(audio) + events
+
+    def _caller_codecs(self, first: Codec) -> tuple[Codec, ...]:
+        """What we accept from a caller whose other leg settled on `first`: that codec (for
+        passthrough), then every codec we can transcode from, and telephone-event."""
+        rest = tuple(c for c in CODEC_BY_NAME.values() if not c.matches(first))
+        if self.transcoders is None:
+            rest = ()
+        return (first, *rest, *TELEPHONE_EVENTS)
+
+    def _answer_preferring(
+        self,
+        offer: SessionDescription,
+        codec: Codec,
+        port: int,
+        session_id: int,
+        version: int,
+        leg: RtpLeg | None = None,
+    ) -> tuple[Answer, MediaCapabilities]:
+        """Answer `offer` with `codec` when it is offered (passthrough to the other leg), else with
+        the offer's first codec we can transcode; OfferAnswerError when there is none. An SRTP
+        offer is answered with SDES keys: the leg's current key when its suite is offered."""
+        crypto = offer_crypto()
+        if leg is not None and isinstance(leg.srtp, SrtpSession):
+            crypto = (leg.srtp.local, *crypto)
+        capabilities = MediaCapabilities((codec, *TELEPHONE_EVENTS), rtcp_mux=False)
+        for attempt in range(2):
+            try:
+                answer = negotiate(
+                    offer,
+                    capabilities,
+                    self.media_host,
+                    port,
+                    session_id=session_id,
+                    version=version,
+                    crypto=crypto,
+                    accept_crypto=is_usable,
+                )
+                return answer, capabilities
+            except OfferAnswerError:
+                if attempt or self.transcoders is None:
+                    raise
+                capabilities = MediaCapabilities(self._caller_codecs(codec), rtcp_mux=False)
+        raise AssertionError("unreachable")
+
     def _bridge_answer(self, bridge: Bridge, sdp: bytes) -> bytes:
         """Our answer to the caller, from the trunk's answer to our offer; b"" when unusable."""
         relay = bridge.relay
-        if bridge.outbound_offer is None or relay is None or relay.b is None:
+        if bridge.outbound_offer is None or relay is None or relay.a is None or relay.b is None:
             return b""
         try:
             answer = SessionDescription.parse(sdp)
@@ -750,21 +1065,41 @@ class CallRouter:
         except (SDPError, OfferAnswerError, StopIteration):
             return b""
         relay.b.set_remote(stream.remote_address, stream.remote_port, stream.remote_rtcp_port)
-        if bridge.inbound_answer is not None:
-            return bridge.inbound_answer
-        chosen = (stream.codec,) + ((stream.telephone_event,) if stream.telephone_event else ())
-        try:
-            ours = negotiate(
-                bridge.offer,
-                MediaCapabilities(chosen, rtcp_mux=False),
-                self.media_host,
-                relay.a.port if relay.a else 0,
-                session_id=bridge.session_id,
-                version=0,
-            )
-        except OfferAnswerError:
+        if not _apply_srtp(relay.b, stream):
             return b""
-        bridge.chosen = chosen
+        relay.b.set_format(
+            leg_format(stream, bridge.capabilities.codecs if bridge.capabilities else ()),
+            stream.rtcp_mux,
+        )
+        bridge.outbound_codecs = _stream_codecs(stream)
+        if bridge.inbound_answer is not None:
+            try:
+                relay.join()
+            except ValueError:
+                return b""
+            return bridge.inbound_answer
+        try:
+            ours, capabilities = self._answer_preferring(
+                bridge.offer, stream.codec, relay.a.port, bridge.session_id, 0
+            )
+            relay.a.set_format(leg_format(ours.audio, capabilities.codecs), ours.audio.rtcp_mux)
+            if not _apply_srtp(relay.a, ours.audio):
+                raise OfferAnswerError("unusable SRTP keys")
+            relay.join()
+        except (OfferAnswerError, ValueError) as exc:
+            event(logger, "bridge-codecs", call_id=bridge.inbound.call_id, reason=str(exc))
+            return b""
+        bridge.chosen = _stream_codecs(ours.audio)
+        event(
+            logger,
+            "bridge-media",
+            call_id=bridge.inbound.call_id,
+            caller_codec=ours.audio.codec.encoding_name,
+            callee_codec=stream.codec.encoding_name,
+            mode="passthrough" if relay.bridge and relay.bridge.passthrough else "transcode",
+            caller_srtp=relay.a.srtp is not None,
+            callee_srtp=relay.b.srtp is not None,
+        )
         bridge.inbound_answer = bytes(ours.description)
         bridge.local_sdp[id(bridge.inbound)] = bridge.inbound_answer
         return bridge.inbound_answer
@@ -801,11 +1136,12 @@ class CallRouter:
             return
         trunk, number = destination
         offer = create_offer(
-            MediaCapabilities(bridge.chosen, rtcp_mux=False),
+            MediaCapabilities(self._leg_codecs(bridge, call, trunk), rtcp_mux=False),
             bridge.session_id,
             1,
             self.media_host,
             leg.port,
+            crypto=offer_crypto() if trunk.srtp else (),
         )
         transfer = Transfer(transferor=call, transaction=txn, offer=offer)
         bridge.transfer = transfer
@@ -840,6 +1176,47 @@ class CallRouter:
             self._bridges[id(target)] = bridge
 
         service.act(dial)
+
+    def _leg_codecs(self, bridge: Bridge, call: Call, trunk: Trunk | None) -> tuple[Codec, ...]:
+        """What a new party on `call`'s leg may use: the leg's codec first (passthrough goes on),
+        then what the trunk allows and we can transcode, then telephone-event."""
+        current = tuple(c for c in bridge.codecs(call) if c.encoding_name != "telephone-event")
+        others: tuple[Codec, ...] = ()
+        if self.transcoders is not None:
+            names = trunk.codecs if trunk is not None else tuple(CODEC_BY_NAME)
+            others = tuple(
+                CODEC_BY_NAME[n.lower()]
+                for n in names
+                if n.lower() in CODEC_BY_NAME
+                and not any(CODEC_BY_NAME[n.lower()].matches(c) for c in current)
+            )
+        audio = current + others
+        used = {c.payload_type for c in audio}
+        return audio + tuple(e for e in TELEPHONE_EVENTS if e.payload_type not in used)
+
+    def _rejoin(
+        self, bridge: Bridge, call: Call, stream: NegotiatedStream, local: tuple[Codec, ...]
+    ) -> bool:
+        """Give `call`'s leg the formats of `stream` and join the legs again; False when the
+        codecs cannot be joined."""
+        relay = bridge.relay
+        leg = bridge.leg(call)
+        if relay is None or leg is None:
+            return False
+        previous = leg.format
+        if not _apply_srtp(leg, stream):
+            return False
+        leg.set_format(leg_format(stream, local), stream.rtcp_mux)
+        try:
+            relay.join()
+        except ValueError as exc:
+            event(logger, "bridge-codecs", call_id=call.call_id, reason=str(exc))
+            if previous is not None:
+                leg.set_format(previous, leg.rtcp_mux)
+                relay.join()
+            return False
+        bridge.set_codecs(call, _stream_codecs(stream))
+        return True
 
     def _transfer_destination(self, call: Call, uri: URI) -> tuple[Trunk, str] | None:
         """Where a transfer to `uri` goes: its route when that is a trunk, else the trunk of the
@@ -892,7 +1269,12 @@ class CallRouter:
             stream = next(s for s in process_answer(transfer.offer, answer) if s is not None)
         except (SDPError, OfferAnswerError, StopIteration):
             stream = None
-        if leg is None or stream is None:
+        offered = transfer.offer.media[0].codecs if transfer.offer.media else ()
+        if (
+            leg is None
+            or stream is None
+            or not self._rejoin(bridge, transfer.transferor, stream, tuple(offered))
+        ):
             service.act(lambda now: service.ua.hangup(target, now))
             self._transfer_failed(bridge, transfer, 488, "Not Acceptable Here")
             return
@@ -934,20 +1316,20 @@ class CallRouter:
         if bridge is None or leg is None or not bridge.chosen or bridge.transfer is not None:
             service.act(lambda now: service.ua.reject(call, 603, now))
             return
+        local = self._leg_codecs(bridge, replaced, self.config.trunk(call.trunk or ""))
         try:
             offer = SessionDescription.parse(call.remote_sdp)
-            answer = negotiate(
-                offer,
-                MediaCapabilities(bridge.chosen, rtcp_mux=False),
-                self.media_host,
-                leg.port,
-                session_id=bridge.session_id,
-                version=2,
+            current = bridge.codecs(replaced)[0]
+            answer, capabilities = self._answer_preferring(
+                offer, current, leg.port, bridge.session_id, 2, leg
             )
         except (SDPError, OfferAnswerError):
             service.act(lambda now: service.ua.reject(call, 488, now))
             return
         stream = answer.audio
+        if not self._rejoin(bridge, replaced, stream, capabilities.codecs + local):
+            service.act(lambda now: service.ua.reject(call, 488, now))
+            return
         leg.set_remote(
             stream.remote_address, stream.remote_port, stream.remote_rtcp_port, relatch=True
         )
@@ -978,8 +1360,26 @@ class CallRouter:
             if other.state is not CallState.ENDED:
                 service.act(lambda now: service.ua.hangup(other, now))
         if bridge.relay is not None:
-            self.stats.relayed_packets += bridge.relay.packets
-            bridge.relay.stop()
+            relay = bridge.relay
+            self.stats.relayed_packets += relay.packets
+            for side, leg in (("caller", relay.a), ("callee", relay.b)):
+                if leg is None:
+                    continue
+                q = leg.quality()
+                event(
+                    logger,
+                    "media-quality",
+                    call_id=bridge.inbound.call_id,
+                    leg=side,
+                    codec=leg.format.encoding_name if leg.format else "-",
+                    received=q.packets_received,
+                    lost=q.packets_lost,
+                    jitter_ms=round(q.jitter_ms, 2),
+                    rtt_ms=None if q.round_trip_ms is None else round(q.round_trip_ms, 1),
+                    mos=None if q.mos is None else round(q.mos, 2),
+                    dropped=leg.counters.dropped,
+                )
+            relay.stop()
             bridge.relay = None
 
     def _release(self, call: Call) -> None:

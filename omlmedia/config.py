@@ -183,6 +183,9 @@ class Trunk:
     """Seconds between OPTIONS pings (RFC 3261 §11); 0 means off."""
     codecs: tuple[str, ...] = ("PCMU", "PCMA", "telephone-event")
     """Offered in this order (RFC 3264 §5.1); telephone-event is RFC 4733 DTMF."""
+    srtp: bool = False
+    """Offer SRTP with SDES keys (RTP/SAVP, RFC 4568) on calls we place to this trunk. Calls the
+    trunk places with SRTP are answered with SRTP whatever this says."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -725,6 +728,7 @@ _TRUNK_KEYS: Final = (
     "ha1_sha256",
     "auth_realm",
     "register",
+    "srtp",
     "register_expires",
     "qualify_interval",
     "codecs",
@@ -1088,6 +1092,7 @@ def _trunks(check: _Checker, value: object) -> tuple[Trunk, ...]:
         expires = check.integer(table, path, "register_expires", 3600, 60, 86400)
         qualify = check.number(table, path, "qualify_interval", 0.0, 0.0, 86400.0)
         codecs = _codecs(check, table, path)
+        srtp = check.boolean(table, path, "srtp", False)
         if len(check.errors) > errors_before:
             continue
         assert name is not None and host is not None and transport is not None
@@ -1110,6 +1115,7 @@ def _trunks(check: _Checker, value: object) -> tuple[Trunk, ...]:
                 register_expires=expires,
                 qualify_interval=qualify,
                 codecs=codecs,
+                srtp=bool(srtp),
             )
         )
     _check_names(check, "trunk", names)

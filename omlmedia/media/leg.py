@@ -34,7 +34,7 @@ import logging
 import secrets
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -58,10 +58,11 @@ from omlmedia.media.rtcp import (
     parse_compound,
     serialize_compound,
 )
+from sip.sdp import Codec, NegotiatedStream
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LegCounters", "LegFormat", "LegQuality", "RtpLeg", "SrtpContext"]
+__all__ = ["LegCounters", "LegFormat", "LegQuality", "RtpLeg", "SrtpContext", "leg_format"]
 
 _HEADER = struct.Struct("!BBHII")
 _pack_header = _HEADER.pack
@@ -101,6 +102,35 @@ class LegFormat:
     def key(self) -> tuple[str, int, int]:
         """What two legs must share for packets to pass through untouched."""
         return (self.encoding_name.lower(), self.clock_rate, self.channels)
+
+
+def leg_format(
+    stream: NegotiatedStream, local: Iterable[Codec], ptime: int | None = None
+) -> LegFormat:
+    """A leg's payload formats from the outcome of offer/answer: we send with the peer's payload
+    types and accept ours as well (some peers send with the type we wrote). `ptime` overrides
+    the stream's packet time (a codec that cannot do it)."""
+    local = tuple(local)
+    codec = stream.codec
+    receive = {codec.payload_type}
+    receive.update(c.payload_type for c in local if c.matches(codec))
+    event = stream.telephone_event
+    events: set[int] = set()
+    if event is not None:
+        events.add(event.payload_type)
+        events.update(c.payload_type for c in local if c.matches(event))
+    return LegFormat(
+        encoding_name=codec.encoding_name,
+        clock_rate=codec.clock_rate,
+        channels=codec.channels,
+        send_type=codec.payload_type,
+        receive_types=frozenset(receive),
+        event_send_type=event.payload_type if event is not None else None,
+        event_receive_types=frozenset(events - receive),
+        event_clock_rate=event.clock_rate if event is not None else codec.clock_rate,
+        ptime=stream.ptime if ptime is None else ptime,
+        fmtp=codec.fmtp,
+    )
 
 
 @dataclass
@@ -270,12 +300,13 @@ class RtpLeg:
                     counters.dropped_malformed += 1
                 return
             sock = self._rtp
-            if sock.latched:
+            latched = sock.latched
+            if latched:
                 peer = sock.peer
                 if peer is None or addr[1] != peer[1] or addr[0] != peer[0]:
                     counters.dropped_source += 1
                     return
-            elif not sock.accept(addr):
+            elif sock.expected_host is not None and addr[0] != sock.expected_host:
                 counters.dropped_source += 1
                 return
             if self.srtp is not None:
@@ -294,6 +325,9 @@ class RtpLeg:
             if second & 0x7F not in self._receive_types:
                 counters.dropped_payload_type += 1
                 return
+            if not latched:
+                # Only a valid packet (authenticated, with SRTP) latches the peer (RFC 4961).
+                sock.accept(addr)
             now = self.clock()
             reception = self.reception
             if reception is None or reception.ssrc != ssrc:

@@ -1,28 +1,36 @@
-"""Media services for a SIP leg: music on hold, call recording, DTMF echo.
+"""Media services for a SIP leg, on the media engine: music on hold, call recording, DTMF echo.
 
-Each service takes an RTP/RTCP port pair (RFC 3550 §11) from the pool and has this shape:
-`__init__(pool, host)`, `await start(stream)` returning our RTP port, `stop()`. The router
-needs our port before it can answer, and the stream only after: it may `await bind()` first
-(the port for `negotiate()`), then `await start(answer.audio)`, which returns the same port.
-`start()` refuses codecs other than PCMU and PCMA with `UnsupportedStreamError`, an
-`OfferAnswerError` whose status is 488, before binding anything; negotiating with
-`CAPABILITIES` avoids it altogether.
+Theory of operation. Every service is one `RtpLeg` (`omlmedia.media.leg`) on a port pair of the
+pool, so latching (RFC 4961), validation, reception statistics, RTCP reports (RFC 3550 §6) and
+SRTP with SDES keys (RFC 3711, RFC 4568) are the engine's, exactly as on a bridged leg. A service
+has this shape: `__init__(pool, host, ...)`; `await bind()` returns our RTP port (the router needs
+it to answer); `await start(stream)` takes the outcome of offer/answer (RFC 3264) and returns the
+same port; `update(stream)` follows a re-INVITE (address, codec, keys, hold); `stop()` closes
+everything, twice if need be. `legs` are what the router's RTCP timer reports on
+(`leg.send_report(leg.clock())` once a second, as for bridges). `start()` and `update()` refuse
+a codec the codecs module does not carry, or unusable SRTP keys, with `UnsupportedStreamError`, an
+`OfferAnswerError` whose status is 488, before binding anything; negotiating with `CAPABILITIES`
+avoids it.
 
-Receiving follows symmetric RTP (RFC 4961), the rule echo applies: until the peer has sent
-anything we send to the address of its SDP; the first valid RTP packet (version 2, a negotiated
-payload type) latches its source address, a caller behind NAT included, and from then on we send
-there and drop, and count, packets from any other address. Every per-packet handler catches,
-counts and drops what it cannot use and never raises into the event loop.
+- `MusicOnHold` plays the default music on hold (`sound_path("moh")`) in a loop through a
+  `LegFeed`, at the leg's codec and packet time; hold (the answer says we must not send) pauses
+  it, and a codec change starts a new feed on the same stream.
+- `Recorder` orders the caller's packets by RTP timestamp (`PacketPlacer`), decodes them in
+  timeline order with the leg's codec (decoder state stays right for G.722 and Opus), conceals
+  short gaps (Opus from in-band FEC when the next packet carries it, otherwise the decoder's
+  packet-loss concealment), fills longer ones with silence, and writes 16-bit stereo at the
+  codec's audio rate (8, 16 or 48 kHz): the caller left, the other side right (silence here).
+  WAV by default, Ogg/Opus with `format="opus"` (`omlmedia.media.oggopus`).
+- `DtmfEcho` collects RFC 4733 digits (`DtmfReceiver`) and SIP INFO digits (`add_digit`) and
+  plays each back as an ITU-T Q.23 tone burst encoded by the leg's codec at its audio rate, with
+  the same digit as telephone-events when the peer offered them, on a drift-free `Pacer`.
 
-Sending is paced by one re-armed `loop.call_at` timer per service that schedules against
-absolute time (`epoch + index * ptime`). Packet `index` carries RTP timestamp
-`timestamp_base + index * samples_per_packet`, so timestamps follow the wall clock across pauses;
-a late timer catches up with at most `MAX_BURST` packets and a longer stall skips the missed
-packets (counted in `stats.skipped`) instead of bursting them. SSRC, first sequence number and
-timestamp base are random (RFC 3550 §5.1); the first packet of each talkspurt has the marker.
+Our packets continue the leg's own stream (SSRC, sequence number, and a timestamp advanced by
+the time since the last packet, with the marker on the first packet of each talkspurt).
 
-Not done yet: RTCP is received and counted but no sender or receiver reports are sent, and
-SRTP streams are not supported (negotiate plain RTP/AVP).
+Bad input. The leg drops and counts what is not valid RTP of a negotiated payload type from the
+latched peer; every per-packet path of a service then catches, counts (`stats.unusable`, plus
+`stats.errors` for what is a bug, logged once) and drops, and never raises into the event loop.
 """
 
 from __future__ import annotations
@@ -30,18 +38,25 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import math
-import secrets
 import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from omlmedia.media.codecs import (
+    CodecError,
+    CodecSpec,
+    Decoder,
+    Encoder,
+    UnsupportedCodecError,
+    codec_for,
+)
 from omlmedia.media.dtmf import (
     DtmfPacket,
     DtmfReceiver,
@@ -49,16 +64,33 @@ from omlmedia.media.dtmf import (
     ReceivedDigit,
     event_for_digit,
 )
-from omlmedia.media.g711 import G711Codec, UnsupportedCodecError, codec_for_name
-from omlmedia.media.ports import PortPair, RtpSocketPool
-from omlmedia.media.rtp import RtpPacket, is_rtcp, rtp_header, timestamp_delta
-from omlmedia.media.tones import dtmf_tone, music_on_hold
-from sip.sdp import PCMA, PCMU, TELEPHONE_EVENT, MediaCapabilities, NegotiatedStream
+from omlmedia.media.feed import LegFeed
+from omlmedia.media.leg import LegCounters, LegFormat, RtpLeg, leg_format
+from omlmedia.media.pacer import Pacer
+from omlmedia.media.player import MediaFileError, load, sound_path
+from omlmedia.media.ports import RtpSocketPool
+from omlmedia.media.resample import Resampler
+from omlmedia.media.rtp import RtpPacket, timestamp_delta
+from omlmedia.media.srtp import SrtpSession, offer_crypto
+from omlmedia.media.tones import dtmf_tone
+from sip.sdp import (
+    G722,
+    OPUS,
+    PCMA,
+    PCMU,
+    TELEPHONE_EVENT,
+    TELEPHONE_EVENT_48000,
+    CryptoAttribute,
+    MediaCapabilities,
+    NegotiatedStream,
+)
 from sip.sdp import OfferAnswerError as _OfferAnswerError
+
+if TYPE_CHECKING:
+    from omlmedia.media.oggopus import RecordingWriter
 
 __all__ = [
     "CAPABILITIES",
-    "MAX_BURST",
     "DtmfEcho",
     "MediaService",
     "MediaStats",
@@ -71,40 +103,62 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CAPABILITIES = MediaCapabilities((PCMU, PCMA, TELEPHONE_EVENT), rtcp_mux=False)
-"""What these services can answer (RFC 3264 §6): G.711 µ-law and A-law, telephone-event
-(RFC 4733), RTCP on its own port."""
-
-MAX_BURST = 3
-"""The most packets a late pacing timer sends at once; older missed packets are skipped."""
+CAPABILITIES = MediaCapabilities(
+    (PCMU, PCMA, G722, OPUS, TELEPHONE_EVENT, TELEPHONE_EVENT_48000), rtcp_mux=False
+)
+"""What these services can answer (RFC 3264 §6): G.711 µ-law and A-law first (what PBXs
+expect), G.722, Opus, and telephone-event (RFC 4733) at 8 and 48 kHz; RTCP on its own port. The
+offerer's preference chooses among them."""
 
 RATE = 8000
 """The G.711 sample rate and RTP clock rate (RFC 3551 §4.5.14)."""
 
 _PTIMES = (10, 20, 30, 40, 60)
+_MAX_CONCEALED_FRAMES = 5
+"""A gap of at most this many frames is concealed; a longer one is silence (DTX, hold)."""
 Samples = npt.NDArray[np.int16]
+T = TypeVar("T")
 
 
 class UnsupportedStreamError(_OfferAnswerError):
-    """A negotiated stream these services cannot carry (not G.711 at 8 kHz): answer 488."""
+    """A negotiated stream these services cannot carry (codec or SRTP keys): answer 488."""
 
 
-@dataclass(slots=True)
+@dataclass
 class MediaStats:
-    """Per-service packet counters."""
+    """Per-service counters: the leg's (`counters`) and the service's own."""
 
-    received: int = 0
-    """RTP packets accepted from the peer."""
-    sent: int = 0
-    """RTP packets sent (audio and telephone-event)."""
-    dropped: int = 0
-    """Datagrams dropped: malformed, unknown payload type, foreign source, handler error."""
-    rtcp: int = 0
-    """RTCP packets received (read and ignored)."""
+    counters: LegCounters = field(default_factory=LegCounters)
+    """The leg's counters (RFC 3550 packets received, sent, dropped by reason, RTCP)."""
+    unusable: int = 0
+    """Packets the leg accepted that the service could not use: a bad padding or extension, an
+    undecodable payload or telephone-event, a handler error."""
     skipped: int = 0
-    """Packets not sent because the pacing timer ran too late."""
+    """Packets not sent because the pacing timer ran too late (DTMF echo; music on hold counts
+    them in its `feed.stats`)."""
     errors: int = 0
     """Unexpected exceptions in a handler or a tick (a bug): logged once, then counted."""
+
+    @property
+    def received(self) -> int:
+        """RTP packets accepted from the peer."""
+        return self.counters.received
+
+    @property
+    def sent(self) -> int:
+        """RTP packets sent (audio and telephone-event)."""
+        return self.counters.sent
+
+    @property
+    def dropped(self) -> int:
+        """Packets dropped: by the leg (malformed, unknown payload type, foreign source, SRTP)
+        and by the service (`unusable`)."""
+        return self.counters.dropped + self.unusable
+
+    @property
+    def rtcp(self) -> int:
+        """RTCP packets received."""
+        return self.counters.rtcp_received
 
 
 def _log_error(stats: MediaStats, message: str) -> None:
@@ -112,60 +166,6 @@ def _log_error(stats: MediaStats, message: str) -> None:
         logger.exception(message)
     else:
         logger.debug(message, exc_info=True)
-
-
-class _Pacer:
-    """Calls `tick(index)` at loop time `epoch + index * interval` until it returns False."""
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        interval: float,
-        tick: Callable[[int], bool],
-        stats: MediaStats,
-    ) -> None:
-        self.loop = loop
-        self.epoch = loop.time()
-        self.interval = interval
-        self.tick = tick
-        self.stats = stats
-        self.next_index = 0
-        self.handle: asyncio.TimerHandle | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.handle is not None
-
-    def start(self) -> None:
-        if self.handle is None:
-            elapsed = (self.loop.time() - self.epoch) / self.interval
-            self.next_index = max(self.next_index, math.floor(elapsed + 1e-3))
-            self.handle = self.loop.call_at(self.epoch + self.next_index * self.interval, self._run)
-
-    def stop(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
-
-    def _run(self) -> None:
-        due = math.floor((self.loop.time() - self.epoch) / self.interval + 1e-3)
-        if due - self.next_index >= MAX_BURST:
-            skip = due - MAX_BURST + 1 - self.next_index
-            self.stats.skipped += skip
-            self.next_index += skip
-        while self.next_index <= due:
-            index = self.next_index
-            self.next_index += 1
-            try:
-                more = self.tick(index)
-            except Exception:
-                self.stats.errors += 1
-                _log_error(self.stats, "media service tick failed")
-                more = True
-            if not more:
-                self.handle = None
-                return
-        self.handle = self.loop.call_at(self.epoch + self.next_index * self.interval, self._run)
 
 
 def _literal_destination(address: str, port: int) -> tuple[str, int] | None:
@@ -180,10 +180,43 @@ def _literal_destination(address: str, port: int) -> tuple[str, int] | None:
     return (address, port)
 
 
-class MediaService:
-    """The RTP side of a service: port pair, latching, pacing, sending (RFC 3550, RFC 4961).
+def _packet_time(spec: CodecSpec, ptime: int) -> int:
+    """The packet time we send: the peer's when the codec can frame it, else 20 ms."""
+    if ptime not in _PTIMES or (spec.name == "opus" and ptime == 30):
+        return 20
+    return ptime
 
-    Subclasses receive accepted packets in `_on_packet` and send from `_tick`.
+
+def _leg_format(stream: NegotiatedStream) -> tuple[LegFormat, CodecSpec]:
+    """The leg's formats and codec for `stream`: we send with the peer's payload types and accept
+    ours as well (some peers send with the type we wrote)."""
+    codec = stream.codec
+    try:
+        spec = codec_for(codec.encoding_name, codec.clock_rate, codec.channels, codec.fmtp)
+    except UnsupportedCodecError:
+        raise UnsupportedStreamError("codec not supported by this service") from None
+    return leg_format(stream, CAPABILITIES.codecs, _packet_time(spec, stream.ptime)), spec
+
+
+def _srtp_for(stream: NegotiatedStream, current: object) -> SrtpSession | None:
+    """The SRTP session the stream keys (RFC 4568), keeping the contexts of `current` whose key
+    did not change (§7.1.4); None for plain RTP."""
+    local, remote = stream.local_crypto, stream.remote_crypto
+    if local is None or remote is None:
+        return None
+    try:
+        if isinstance(current, SrtpSession):
+            return current.rekey(local, remote)
+        return SrtpSession(local, remote)
+    except ValueError:
+        raise UnsupportedStreamError("SRTP keys not usable by this service") from None
+
+
+class MediaService:
+    """The RTP side of a service: one `RtpLeg` facing the caller.
+
+    Subclasses receive valid packets of the negotiated payload types in `_on_packet` and send
+    through `self.leg`; the hooks below tell them when the format changes and when to send.
     """
 
     def __init__(self, pool: RtpSocketPool, host: str) -> None:
@@ -192,25 +225,13 @@ class MediaService:
         self.port = 0
         self.stats = MediaStats()
         self.stream: NegotiatedStream | None = None
-        self.codec: G711Codec | None = None
-        self.payload_type = 0
-        """The payload type the peer gave the codec (what we send and expect)."""
-        self.event_payload_type: int | None = None
-        """The telephone-event payload type, when the peer offered it (RFC 4733)."""
-        self.peer: tuple[str, int] | None = None
-        """The latched source address of the peer (RFC 4961), None until it sends."""
-        self.ptime = 20
-        self.samples_per_packet = RATE * 20 // 1000
-        self.ssrc = secrets.randbits(32)
-        self.sequence_number = secrets.randbits(16)
-        self.timestamp_base = secrets.randbits(32)
+        self.leg: RtpLeg | None = None
+        self.format: LegFormat | None = None
+        self.spec: CodecSpec | None = None
+        """The codec of the stream (`codecs.codec_for`)."""
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pair: PortPair | None = None
-        self._pacer: _Pacer | None = None
-        self._payload_types: frozenset[int] = frozenset()
-        self._sdp_destination: tuple[str, int] | None = None
-        self._talkspurt = False
         self._stopped = False
+        self._released = False
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -220,66 +241,67 @@ class MediaService:
             return self.port
         if self._stopped:
             raise RuntimeError("media service is stopped")
-        self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         pair = await self._pool.acquire()
-        self._pair, self.port = pair, pair.port
-        pair.rtp.handler = self._datagram
-        pair.rtcp.handler = self._rtcp_datagram
+        leg = self.leg = RtpLeg(pair, clock=loop.time)
+        self.stats.counters = leg.counters
+        self.port = pair.port
         if self._stopped:
             self._close()
             raise RuntimeError("media service is stopped")
+        leg.sink = self._sink
         return pair.port
 
     async def start(self, stream: NegotiatedStream) -> int:
         """Carry `stream`, the outcome of offer/answer (RFC 3264); returns our RTP port.
 
-        Raises `UnsupportedStreamError` (answer 488) before binding anything when the codec is
-        not G.711, `OSError` or `PortsExhausted` when no port pair can be bound.
+        Raises `UnsupportedStreamError` (answer 488) before binding anything when the codec or
+        the SRTP keys are not usable, `OSError` or `PortsExhausted` when no port pair can be
+        bound.
         """
         if self.stream is not None:
             raise RuntimeError("media service is already started")
-        codec = self._check(stream)
+        fmt, spec = _leg_format(stream)
+        srtp = _srtp_for(stream, None)
         port = await self.bind()
-        ptime = stream.ptime if stream.ptime in _PTIMES else 20
-        self.ptime = ptime
-        self.samples_per_packet = RATE * ptime // 1000
         try:
-            await self._prepare(codec)
+            await self._prepare(fmt, spec)
         except BaseException:
             self.stop()
             raise
         if self._stopped:
             raise RuntimeError("media service is stopped")
-        assert self._loop is not None
-        self._pacer = _Pacer(self._loop, ptime / 1000, self._pace, self.stats)
-        self._apply(stream, codec)
+        self._apply(stream, fmt, spec, srtp)
         return port
 
     def update(self, stream: NegotiatedStream) -> None:
-        """Follow a re-INVITE or UPDATE (RFC 3264 §8): address, codec, payload types, direction
-        (hold and resume). A new address unlatches the peer; the packet time stays.
+        """Follow a re-INVITE or UPDATE (RFC 3264 §8): address, codec, payload types, keys,
+        direction (hold and resume). A new address unlatches the peer.
 
-        Raises `UnsupportedStreamError` when the new codec is not G.711.
+        Raises `UnsupportedStreamError` when the new codec or keys are not usable.
         """
-        codec = self._check(stream)
-        old = self.stream
-        if old is None:
+        if self.stream is None or self.leg is None or self._stopped:
             raise RuntimeError("media service is not started")
-        if (stream.remote_address, stream.remote_port) != (old.remote_address, old.remote_port):
-            self.peer = None
-        self._apply(stream, codec)
+        fmt, spec = _leg_format(stream)
+        srtp = _srtp_for(stream, self.leg.srtp)
+        self._apply(stream, fmt, spec, srtp)
 
     def stop(self) -> None:
         """Stop sending, close both sockets and give the port pair back; safe to call twice."""
         if self._stopped:
             return
         self._stopped = True
-        if self._pacer is not None:
-            self._pacer.stop()
         try:
             self._stopping()
         finally:
             self._close()
+
+    @property
+    def legs(self) -> tuple[RtpLeg, ...]:
+        """The leg while the service runs (for the router's RTCP reports), else nothing."""
+        if self.leg is None or self._stopped:
+            return ()
+        return (self.leg,)
 
     @property
     def packets(self) -> int:
@@ -291,214 +313,192 @@ class MediaService:
         """True between a successful `start()` and `stop()`."""
         return self.stream is not None and not self._stopped
 
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        """The latched source address of the peer (RFC 4961), None until it sends."""
+        leg = self.leg
+        return leg.peer if leg is not None and leg.latched else None
+
+    @property
+    def ssrc(self) -> int | None:
+        """Our SSRC towards the peer, once bound."""
+        return self.leg.ssrc if self.leg is not None else None
+
+    @property
+    def srtp(self) -> SrtpSession | None:
+        """The leg's SRTP session (RFC 3711), None for plain RTP: a re-offer is best answered
+        with its `local` key when its suite is offered again (RFC 4568 §7.1.4)."""
+        srtp = self.leg.srtp if self.leg is not None else None
+        return srtp if isinstance(srtp, SrtpSession) else None
+
+    def crypto(self) -> tuple[CryptoAttribute, ...]:
+        """The SDES keys to answer an RTP/SAVP offer or re-offer with (RFC 4568 §7.1.2): our
+        current key first, kept when its suite is offered again (§7.1.4), then fresh keys."""
+        fresh = offer_crypto()
+        srtp = self.srtp
+        return fresh if srtp is None else (srtp.local, *fresh)
+
     # -- receiving --------------------------------------------------------------------------
 
-    def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _sink(
+        self, data: bytes, second: int, sequence: int, timestamp: int, ssrc: int, now: float
+    ) -> None:
         stats = self.stats
         try:
-            stream = self.stream
-            if stream is None or self._stopped:
-                stats.dropped += 1
+            if self._stopped:
                 return
-            if stream.rtcp_mux and is_rtcp(data):
-                self._rtcp_datagram(data, addr)
-                return
-            peer = self.peer
-            if peer is not None and (addr[0] != peer[0] or addr[1] != peer[1]):
-                stats.dropped += 1
-                return
-            packet = RtpPacket.parse(data)
-            if packet.payload_type not in self._payload_types:
-                stats.dropped += 1
-                return
-            if peer is None:
-                self.peer = (addr[0], addr[1])
-            stats.received += 1
-            assert self._loop is not None
-            self._on_packet(packet, self._loop.time())
-        except Exception as exc:
-            stats.dropped += 1
-            if not isinstance(exc, ValueError):
-                stats.errors += 1
-                _log_error(stats, "media service packet handler failed")
-
-    def _rtcp_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        if len(data) >= 8 and data[0] >> 6 == 2 and is_rtcp(data):
-            self.stats.rtcp += 1
-        else:
-            self.stats.dropped += 1
+            self._on_packet(RtpPacket.parse(data), now)
+        except ValueError:
+            stats.unusable += 1
+        except Exception:
+            stats.unusable += 1
+            stats.errors += 1
+            _log_error(stats, "media service packet handler failed")
 
     def _on_packet(self, packet: RtpPacket, now: float) -> None:
-        """A valid packet of a negotiated payload type from the peer."""
-
-    # -- sending ----------------------------------------------------------------------------
-
-    def _destination(self) -> tuple[str, int] | None:
-        return self.peer if self.peer is not None else self._sdp_destination
-
-    def _send(self, payload_type: int, marker: bool, timestamp: int, payload: bytes) -> bool:
-        destination = self._destination()
-        transport = self._pair.rtp.transport if self._pair is not None else None
-        if destination is None or transport is None:
-            return False
-        sequence_number = self.sequence_number
-        self.sequence_number = (sequence_number + 1) & 0xFFFF
-        transport.sendto(
-            rtp_header(payload_type, marker, sequence_number, timestamp, self.ssrc) + payload,
-            destination,
-        )
-        self.stats.sent += 1
-        return True
-
-    def _timestamp(self, index: int) -> int:
-        return (self.timestamp_base + index * self.samples_per_packet) & 0xFFFFFFFF
-
-    def _send_audio(self, index: int, payload: bytes) -> None:
-        if self._send(self.payload_type, not self._talkspurt, self._timestamp(index), payload):
-            self._talkspurt = True
-
-    def _pace(self, index: int) -> bool:
-        more = self._tick(index)
-        if not more:
-            self._talkspurt = False
-        return more
-
-    def _resume(self) -> None:
-        """Start pacing if the stream sends and the service has something to send."""
-        stream = self.stream
-        if (
-            self._pacer is not None
-            and not self._stopped
-            and stream is not None
-            and stream.direction.sends
-            and self._has_media()
-        ):
-            self._pacer.start()
+        """A valid packet of a negotiated payload type from the peer; ValueError drops it."""
 
     # -- hooks ------------------------------------------------------------------------------
 
-    def _has_media(self) -> bool:
-        """True when `_tick` has something to send."""
-        return False
-
-    def _tick(self, index: int) -> bool:
-        """Send what packet `index` carries; False when there is nothing more to send."""
-        return False
-
-    async def _prepare(self, codec: G711Codec) -> None:
+    async def _prepare(self, fmt: LegFormat, spec: CodecSpec) -> None:
         """Get ready before the stream starts (off the event loop if it is costly)."""
 
-    def _codec_changed(self, codec: G711Codec) -> None:
-        """The codec is set or changed (start or re-INVITE)."""
+    def _format_changed(self, fmt: LegFormat, spec: CodecSpec) -> None:
+        """The formats are set or changed (start or re-INVITE); the leg already has them."""
+
+    def _resume(self) -> None:
+        """The stream lets us send (start, resume after hold)."""
+
+    def _pause(self) -> None:
+        """The stream no longer lets us send (hold)."""
 
     def _stopping(self) -> None:
         """Called once by `stop()`, before the sockets close."""
 
     # -- helpers ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _check(stream: NegotiatedStream) -> G711Codec:
-        if stream.codec.clock_rate != RATE or stream.codec.channels != 1:
-            raise UnsupportedStreamError("codec not supported by this service")
-        try:
-            return codec_for_name(stream.codec.encoding_name)
-        except UnsupportedCodecError:
-            raise UnsupportedStreamError("codec not supported by this service") from None
-
-    def _apply(self, stream: NegotiatedStream, codec: G711Codec) -> None:
-        self.stream = stream
-        self.payload_type = stream.codec.payload_type
-        event = stream.telephone_event
-        self.event_payload_type = event.payload_type if event is not None else None
-        self._payload_types = frozenset(
-            {self.payload_type} | ({event.payload_type} if event is not None else set())
+    def _apply(
+        self,
+        stream: NegotiatedStream,
+        fmt: LegFormat,
+        spec: CodecSpec,
+        srtp: SrtpSession | None,
+    ) -> None:
+        leg = self.leg
+        assert leg is not None
+        old = self.stream
+        moved = old is not None and (stream.remote_address, stream.remote_port) != (
+            old.remote_address,
+            old.remote_port,
         )
-        self._sdp_destination = _literal_destination(stream.remote_address, stream.remote_port)
-        if codec is not self.codec:
-            self.codec = codec
-            self._codec_changed(codec)
+        destination = _literal_destination(stream.remote_address, stream.remote_port)
+        if destination is not None:
+            leg.set_remote(
+                destination[0], destination[1], stream.remote_rtcp_port or None, relatch=moved
+            )
+        leg.set_format(fmt, stream.rtcp_mux)
+        leg.srtp = srtp
+        self.stream = stream
+        if fmt != self.format:
+            self.format, self.spec = fmt, spec
+            self._format_changed(fmt, spec)
         if stream.direction.sends:
             self._resume()
-        elif self._pacer is not None:
-            self._pacer.stop()
-            self._talkspurt = False
+        else:
+            self._pause()
 
     def _close(self) -> None:
-        if self._pair is not None:
-            self._pool.release(self._pair)
-            self._pair = None
+        leg = self.leg
+        if leg is not None and not self._released:
+            self._released = True
+            leg.close()
+            self._pool.release(leg.pair)
         self.port = 0
 
 
 # -- music on hold ----------------------------------------------------------------------------
 
-_MOH_PAYLOADS: dict[tuple[str, int], tuple[bytes, ...]] = {}
-
-
-def _moh_payloads(codec: G711Codec, samples_per_packet: int) -> tuple[bytes, ...]:
-    key = (codec.name, samples_per_packet)
-    payloads = _MOH_PAYLOADS.get(key)
-    if payloads is None:
-        encoded = codec.encode(music_on_hold(RATE))
-        payloads = tuple(
-            encoded[i : i + samples_per_packet] for i in range(0, len(encoded), samples_per_packet)
-        )
-        _MOH_PAYLOADS[key] = payloads
-    return payloads
-
 
 class MusicOnHold(MediaService):
-    """Plays the music-on-hold loop (`tones.music_on_hold`) to the peer as G.711 RTP.
+    """Plays music on hold to the peer in a loop, at the leg's codec (`LegFeed`).
 
-    The music position follows the wall clock (packet `index` plays frame `index` of the loop),
-    so hold and resume (RFC 3264 §8.4: we stop sending while the peer's answer says we must not)
-    continue where the music would be. The loop is rendered and encoded once per process, off
-    the event loop.
+    `sound` is any file the player reads; the default sound set's `moh` when None. The sound
+    is decoded and resampled to the codec's rate once per process, off the event loop. Hold
+    (RFC 3264 §8.4: the answer says we must not send) pauses the music and resume continues
+    it, the stream's timestamps advanced by the pause. A sound that cannot be played leaves
+    the caller in silence (logged), not the call unanswered.
     """
 
-    def __init__(self, pool: RtpSocketPool, host: str) -> None:
+    def __init__(self, pool: RtpSocketPool, host: str, sound: Path | None = None) -> None:
         super().__init__(pool, host)
-        self._payloads: tuple[bytes, ...] = ()
+        self.sound = sound
+        self.feed: LegFeed | None = None
 
-    async def _prepare(self, codec: G711Codec) -> None:
-        if (codec.name, self.samples_per_packet) not in _MOH_PAYLOADS:
+    async def _prepare(self, fmt: LegFormat, spec: CodecSpec) -> None:
+        try:
+            if self.sound is None:
+                self.sound = sound_path("moh")
             assert self._loop is not None
-            await self._loop.run_in_executor(None, _moh_payloads, codec, self.samples_per_packet)
+            await self._loop.run_in_executor(None, load, self.sound, spec.sample_rate)
+        except MediaFileError as exc:
+            logger.warning("no music on hold on port %d: %s", self.port, exc)
+            self.sound = None
 
-    def _codec_changed(self, codec: G711Codec) -> None:
-        self._payloads = _moh_payloads(codec, self.samples_per_packet)
+    def _format_changed(self, fmt: LegFormat, spec: CodecSpec) -> None:
+        if self.feed is not None:
+            self.feed.stop()
+            self.feed = None
+        if self.sound is None or self.leg is None:
+            return
+        try:
+            self.feed = LegFeed(self.leg, self.sound, loop=True)
+        except (ValueError, OSError) as exc:
+            logger.warning("no music on hold on port %d: %s", self.port, exc)
 
-    def _has_media(self) -> bool:
-        return True
+    def _resume(self) -> None:
+        if self.feed is not None and not self.feed.running and not self._stopped:
+            self.feed.start()
 
-    def _tick(self, index: int) -> bool:
-        payloads = self._payloads
-        self._send_audio(index, payloads[index % len(payloads)])
-        return True
+    def _pause(self) -> None:
+        if self.feed is not None:
+            self.feed.stop()
+
+    def _stopping(self) -> None:
+        self._pause()
 
 
 # -- recording --------------------------------------------------------------------------------
 
 
-class PacketPlacer:
-    """Puts decoded audio packets on a sample timeline by RTP timestamp (RFC 3550 §5.1).
+class PacketPlacer(Generic[T]):
+    """Puts received packets on a sample timeline by RTP timestamp (RFC 3550 §5.1).
 
-    `push()` returns the chunks of samples that are now final, in timeline order, with gaps
-    (lost packets, silence suppression) filled with zeros; packets are held back `window`
-    seconds so that reordering within that window is undone. Duplicates and packets older than
-    what was released are dropped and counted. Timestamps are unwrapped modulo 2**32 and checked
-    against arrival time: a new SSRC, or a timestamp more than `max_skew` seconds away from what
-    the wall clock predicts (a peer that restarts its clock, or stops advancing it while
-    silent), re-anchors the timeline on the wall clock, so a bogus jump never writes hours of
-    silence and a pause is never lost.
+    `push(ssrc, timestamp, item, length, now)` places one packet (`item`, usually its payload,
+    `length` samples long as far as the caller can tell before decoding) and returns the
+    `(position, item)` pairs that are now final, in timeline order; positions are in samples at
+    `rate` (the audio rate), from 0 at the first packet, and `clock_rate` is the RTP clock
+    (G.722: 8000 for 16000 Hz audio). Packets are held back `window` seconds so that reordering
+    within that window is undone. Duplicates and packets older than what was released are
+    dropped and counted. Timestamps are unwrapped modulo 2**32 and checked against arrival
+    time: a new SSRC, or a timestamp more than `max_skew` seconds away from what the wall clock
+    predicts (a peer that restarts its clock, or stops advancing it while silent), re-anchors
+    the timeline on the wall clock, so a bogus jump never writes hours of silence and a pause
+    is never lost. The caller fills the gaps between released packets (concealment, silence).
     """
 
-    def __init__(self, rate: int = RATE, window: float = 0.1, max_skew: float = 1.0) -> None:
+    def __init__(
+        self,
+        rate: int = RATE,
+        window: float = 0.1,
+        max_skew: float = 1.0,
+        clock_rate: int | None = None,
+    ) -> None:
         self.rate = rate
+        self.clock_rate = clock_rate or rate
         self.window = round(window * rate)
         self.max_skew = max_skew * rate
         self.written: int | None = None
-        """Timeline position (samples) up to which audio was released."""
+        """Timeline position (samples) up to which packets were released."""
         self.late = 0
         self.duplicates = 0
         self.resyncs = 0
@@ -507,17 +507,21 @@ class PacketPlacer:
         self._ref_position = 0
         self._ref_now = 0.0
         self._end = 0
-        self._pending: dict[int, Samples] = {}
-        self._zeros = np.zeros(rate, dtype=np.int16)
+        self._pending: dict[int, tuple[T, int]] = {}
 
-    def push(self, ssrc: int, timestamp: int, samples: Samples, now: float) -> list[Samples]:
-        """Place one packet's samples; returns the chunks released by it."""
+    def push(
+        self, ssrc: int, timestamp: int, item: T, length: int, now: float
+    ) -> list[tuple[int, T]]:
+        """Place one packet; returns the packets released by it."""
         if self._ssrc is None:
             self._ssrc = ssrc
             position = 0
             self._ref_timestamp, self._ref_position, self._ref_now = timestamp, 0, now
         else:
-            position = self._ref_position + timestamp_delta(timestamp, self._ref_timestamp)
+            delta = timestamp_delta(timestamp, self._ref_timestamp)
+            if self.clock_rate != self.rate:
+                delta = delta * self.rate // self.clock_rate
+            position = self._ref_position + delta
             expected = self._ref_position + (now - self._ref_now) * self.rate
             if ssrc != self._ssrc or abs(position - expected) > self.max_skew:
                 self.resyncs += 1
@@ -526,7 +530,7 @@ class PacketPlacer:
                 self._ref_timestamp, self._ref_position, self._ref_now = timestamp, position, now
             elif position > self._ref_position:
                 self._ref_timestamp, self._ref_position, self._ref_now = timestamp, position, now
-        end = position + len(samples)
+        end = position + length
         written = self.written
         if written is not None and end <= written:
             self.late += 1
@@ -534,37 +538,27 @@ class PacketPlacer:
         if position in self._pending:
             self.duplicates += 1
             return []
-        self._pending[position] = samples
+        self._pending[position] = (item, length)
         if end > self._end:
             self._end = end
         return self._release(self._end - self.window)
 
-    def flush(self) -> list[Samples]:
+    def flush(self) -> list[tuple[int, T]]:
         """Release everything held back (the end of the recording)."""
         return self._release(None)
 
-    def _release(self, limit: int | None) -> list[Samples]:
-        released: list[Samples] = []
+    def _release(self, limit: int | None) -> list[tuple[int, T]]:
+        released: list[tuple[int, T]] = []
         pending = self._pending
         while pending:
             position = min(pending)
             if limit is not None and position >= limit:
                 break
-            samples = pending.pop(position)
-            written = position if self.written is None else self.written
-            if position > written:
-                gap = position - written
-                while gap > 0:
-                    chunk = min(gap, len(self._zeros))
-                    released.append(self._zeros[:chunk])
-                    gap -= chunk
-            elif position < written:
-                samples = samples[written - position :]
-                position = written
-                if not len(samples):
-                    continue
-            released.append(samples)
-            self.written = position + len(samples)
+            item, length = pending.pop(position)
+            released.append((position, item))
+            end = position + length
+            if self.written is None or end > self.written:
+                self.written = end
         return released
 
 
@@ -655,54 +649,164 @@ class WavWriter:
         self._updated = self._data
 
 
-class Recorder(MediaService):
-    """Records what the caller sends to a WAV file at `path`: 16-bit stereo at 8 kHz, the caller
-    on the left channel and the other side on the right (silence for this target), the layout
-    of the product's call recordings.
+RECORDING_FORMATS = ("wav", "opus")
+"""The recording formats `Recorder` writes: WAV, and Ogg/Opus (RFC 7845) when available."""
 
-    Packets are placed by RTP timestamp (`PacketPlacer`): gaps become silence, duplicates are
+
+def _open_writer(path: Path, format: str, rate: int) -> RecordingWriter | WavWriter:
+    if format == "wav":
+        return WavWriter(path, rate, 2)
+    from omlmedia.media.oggopus import open_writer  # imports this module: import it late
+
+    return open_writer(path, format, rate, 2)
+
+
+def _payload_samples(spec: CodecSpec, payload: bytes, frame: int) -> int:
+    """How many samples a payload decodes to, as far as can be told without decoding."""
+    if spec.name in ("PCMU", "PCMA"):
+        return len(payload)
+    if spec.name == "G722":
+        return 2 * len(payload)
+    return frame
+
+
+class Recorder(MediaService):
+    """Records what the caller sends to `path`: 16-bit stereo at the codec's audio rate (8 kHz
+    for G.711, 16 kHz for G.722, 48 kHz for Opus), the caller on the left channel and the other
+    side on the right (silence for this target), the layout of the product's call recordings.
+
+    `format` is "wav" (default) or "opus" (Ogg/Opus, `omlmedia.media.oggopus`). Packets are
+    placed by RTP timestamp (`PacketPlacer`) and decoded in timeline order: gaps of at most
+    `_MAX_CONCEALED_FRAMES` frames are concealed, longer ones are silence, duplicates are
     ignored, reordering within `window` seconds is undone. The recording starts with the first
-    packet. `stop()` (idempotent) writes what is held back and finalises the file. A write
-    error (disk full) stops the recording, not the call.
+    packet; its rate is the first codec's, and a later codec change is resampled to it. `stop()`
+    (idempotent) writes what is held back and finalises the file. A write error (disk full)
+    stops the recording, not the call.
     """
 
     def __init__(
-        self, pool: RtpSocketPool, host: str, path: str | Path, *, window: float = 0.1
+        self,
+        pool: RtpSocketPool,
+        host: str,
+        path: str | Path,
+        *,
+        window: float = 0.1,
+        format: str = "wav",
     ) -> None:
+        if format not in RECORDING_FORMATS:
+            raise ValueError("unsupported recording format")
         super().__init__(pool, host)
         self.path = Path(path)
-        self.placer = PacketPlacer(RATE, window)
-        self.writer: WavWriter | None = None
+        self.format_name = format
+        self.window = window
+        self.placer: PacketPlacer[bytes] = PacketPlacer(RATE, window)
+        self.writer: RecordingWriter | WavWriter | None = None
+        self.decoder: Decoder | None = None
+        self._resampler: Resampler | None = None
+        self.rate = RATE
+        """The recording's sample rate: the audio rate of the first codec."""
+        self._frame = RATE // 50
+        self._position: int | None = None
 
     @property
     def duration(self) -> float:
         """Seconds recorded so far."""
         return self.writer.duration if self.writer is not None else 0.0
 
-    async def _prepare(self, codec: G711Codec) -> None:
-        self.writer = WavWriter(self.path, RATE, 2)
+    async def _prepare(self, fmt: LegFormat, spec: CodecSpec) -> None:
+        self.rate = spec.sample_rate
+        try:
+            self.writer = _open_writer(self.path, self.format_name, self.rate)
+        except (ImportError, OSError, ValueError):
+            logger.exception("recording to %s cannot start", self.path)
+
+    def _format_changed(self, fmt: LegFormat, spec: CodecSpec) -> None:
+        decoder = self.decoder
+        if decoder is not None and decoder.spec.name == spec.name:
+            self._frame = spec.samples_for(fmt.ptime)
+            return
+        if decoder is not None:
+            self._render(self.placer.flush())
+        self.decoder = spec.decoder()
+        self._frame = spec.samples_for(fmt.ptime)
+        self.placer = PacketPlacer(spec.sample_rate, self.window, clock_rate=spec.clock_rate)
+        self._position = None
+        rate = self.rate
+        self._resampler = Resampler(spec.sample_rate, rate) if rate != spec.sample_rate else None
 
     def _on_packet(self, packet: RtpPacket, now: float) -> None:
-        codec = self.codec
-        if packet.payload_type != self.payload_type or codec is None or self.writer is None:
+        fmt, spec = self.format, self.spec
+        if fmt is None or spec is None or packet.payload_type not in fmt.receive_types:
             return
-        samples = codec.decode(packet.payload)
-        self._write(self.placer.push(packet.ssrc, packet.timestamp, samples, now))
+        if self.writer is None or self.writer.closed or not packet.payload:
+            return
+        length = _payload_samples(spec, packet.payload, self._frame)
+        self._render(self.placer.push(packet.ssrc, packet.timestamp, packet.payload, length, now))
 
-    def _write(self, chunks: list[Samples]) -> None:
-        writer = self.writer
-        if not chunks or writer is None or writer.closed:
+    def _render(self, placed: list[tuple[int, bytes]]) -> None:
+        decoder = self.decoder
+        if not placed or decoder is None:
             return
-        left = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        for position, payload in placed:
+            written = position if self._position is None else self._position
+            if position > written:
+                self._fill(decoder, position - written, payload)
+                written = position
+            try:
+                samples = decoder.decode(payload)
+            except CodecError:
+                self._position = written
+                self.stats.unusable += 1
+                continue
+            end = position + len(samples)
+            if end > written:
+                self._write(samples[written - position :] if position < written else samples)
+                written = end
+            self._position = written
+
+    def _fill(self, decoder: Decoder, gap: int, next_payload: bytes) -> None:
+        """Fill `gap` samples before `next_payload`: concealment for a short gap (its last frame
+        from FEC when the codec has it), silence for a long one."""
+        frame = self._frame
+        if gap > frame * _MAX_CONCEALED_FRAMES:
+            self._write_silence(gap)
+            return
+        last = min(gap, frame)
+        done = 0
+        try:
+            while done < gap - last:
+                count = min(gap - last - done, frame)
+                self._write(decoder.conceal(count))
+                done += count
+            try:
+                samples = decoder.decode_fec(next_payload, last)
+            except CodecError:
+                samples = decoder.conceal(last)
+            self._write(samples)
+        except CodecError:
+            self._write_silence(gap - done)
+
+    def _write_silence(self, count: int) -> None:
+        silence = np.zeros(min(count, self.rate), np.int16)
+        while count > 0:
+            self._write(silence[:count])
+            count -= len(silence)
+
+    def _write(self, left: Samples) -> None:
+        writer = self.writer
+        if writer is None or writer.closed or not len(left):
+            return
+        if self._resampler is not None:
+            left = self._resampler.resample(left)
         frames = np.zeros((len(left), 2), dtype=np.int16)
         frames[:, 0] = left
         try:
             writer.write(frames)
-        except OSError:
+        except (OSError, ValueError):
             logger.exception("recording to %s failed", self.path)
             try:
                 writer.close()
-            except OSError:
+            except (OSError, ValueError):
                 pass
 
     def _stopping(self) -> None:
@@ -710,11 +814,13 @@ class Recorder(MediaService):
         if writer is None:
             return
         try:
-            self._write(self.placer.flush())
+            self._render(self.placer.flush())
+        except Exception:
+            logger.exception("finishing recording %s failed", self.path)
         finally:
             try:
                 writer.close()
-            except OSError:
+            except (OSError, ValueError):
                 logger.exception("closing recording %s failed", self.path)
 
 
@@ -722,30 +828,28 @@ class Recorder(MediaService):
 
 
 @lru_cache(maxsize=128)
-def _tone_payloads(
-    codec: G711Codec, digit: str, samples_per_packet: int, tone: float, gap: float
-) -> tuple[bytes, ...]:
-    samples = dtmf_tone(digit, tone, RATE)
-    tone_frames = -(-len(samples) // samples_per_packet)
-    frames = max(-(-(len(samples) + round(gap * RATE)) // samples_per_packet), tone_frames + 2)
-    padded = np.zeros(frames * samples_per_packet, dtype=np.int16)
+def _tone_burst(digit: str, rate: int, frame: int, tone: float, gap: float) -> Samples:
+    """The samples of one played-back digit: the tone, then silence, whole frames, read-only."""
+    samples = dtmf_tone(digit, tone, rate)
+    tone_frames = -(-len(samples) // frame)
+    frames = max(-(-(len(samples) + round(gap * rate)) // frame), tone_frames + 2)
+    padded = np.zeros(frames * frame, dtype=np.int16)
     padded[: len(samples)] = samples
-    encoded = codec.encode(padded)
-    return tuple(
-        encoded[i : i + samples_per_packet] for i in range(0, len(encoded), samples_per_packet)
-    )
+    padded.flags.writeable = False
+    return padded
 
 
 class DtmfEcho(MediaService):
     """Collects the caller's digits and plays each one back.
 
-    Digits come from RFC 4733 telephone-events (`DtmfReceiver`, each reported once) or from
-    `add_digit()` (SIP INFO, RFC 6086). Each is appended to `digits`; received ones are also
-    passed to `on_digit(digit, duration_ms)` so that the router can log them (digits given to
-    `add_digit()` are already known to the router). Playback is an in-band ITU-T Q.23 tone
-    burst of `tone` seconds followed by `gap` seconds of silence, and, when the peer offered
-    telephone-event, the same digit as RFC 4733 events (start with marker, updates, three end
-    packets) stamped with the burst's start.
+    Digits come from RFC 4733 telephone-events (`DtmfReceiver`, each reported once, at 8 or
+    48 kHz) or from `add_digit()` (SIP INFO, RFC 6086). Each is appended to `digits`; received
+    ones are also passed to `on_digit(digit, duration_ms)` so that the router can log them
+    (digits given to `add_digit()` are already known to the router). Playback is an in-band
+    ITU-T Q.23 tone burst of `tone` seconds followed by `gap` seconds of silence, encoded by the
+    leg's codec at its audio rate, and, when the peer offered telephone-event, the same digit
+    as RFC 4733 events (start with marker, updates, three end packets) stamped with the burst's
+    start. Nothing is sent between digits.
     """
 
     def __init__(
@@ -764,10 +868,15 @@ class DtmfEcho(MediaService):
         self.digits: list[str] = []
         self.receiver = DtmfReceiver(RATE)
         self._queue: deque[str] = deque()
-        self._burst: tuple[bytes, ...] = ()
+        self._encoder: Encoder | None = None
+        self._pacer: Pacer | None = None
+        self._burst: Samples | None = None
+        self._slot = 0
+        self._slots = 0
+        self._burst_timestamp = 0
+        self._step = 160
         self._events: dict[int, list[DtmfPacket]] = {}
-        self._burst_index = 0
-        self._event_timestamp = 0
+        self._talkspurt = False
         self._timer: asyncio.TimerHandle | None = None
 
     def add_digit(self, digit: str) -> None:
@@ -778,8 +887,11 @@ class DtmfEcho(MediaService):
         event_for_digit(digit)
         self._play(digit.upper())
 
+    # -- receiving --------------------------------------------------------------------------
+
     def _on_packet(self, packet: RtpPacket, now: float) -> None:
-        if packet.payload_type != self.event_payload_type:
+        fmt = self.format
+        if fmt is None or packet.payload_type not in fmt.event_receive_types:
             return
         digits = self.receiver.receive(
             packet.sequence_number, packet.timestamp, packet.marker, packet.payload, now
@@ -813,39 +925,86 @@ class DtmfEcho(MediaService):
             logger.exception("DTMF timer failed")
         self._arm_timer()
 
+    # -- playing back -----------------------------------------------------------------------
+
+    def _format_changed(self, fmt: LegFormat, spec: CodecSpec) -> None:
+        if self.receiver.clock_rate != fmt.event_clock_rate:
+            self.receiver = DtmfReceiver(fmt.event_clock_rate, self.receiver.timeout)
+        self._encoder = spec.encoder(fmt.ptime)
+        self._step = spec.timestamps_for(self._encoder.frame_samples)
+        if self._pacer is not None:
+            self._pacer.stop()
+        assert self._loop is not None
+        self._pacer = Pacer(self._loop, fmt.ptime / 1000, self._tick, self.stats)
+        self._burst = None
+        self._talkspurt = False
+
     def _play(self, digit: str) -> None:
         self.digits.append(digit)
         self._queue.append(digit)
-        self._resume()
+        stream = self.stream
+        if stream is not None and stream.direction.sends:
+            self._resume()
 
-    def _has_media(self) -> bool:
-        return bool(self._queue) or bool(self._burst)
+    def _resume(self) -> None:
+        pacer = self._pacer
+        if (
+            pacer is not None
+            and not pacer.running
+            and not self._stopped
+            and (self._queue or self._burst is not None)
+        ):
+            pacer.start()
+
+    def _pause(self) -> None:
+        if self._pacer is not None:
+            self._pacer.stop()
+        self._talkspurt = False
+
+    def _next_burst(self) -> bool:
+        leg, fmt, encoder = self.leg, self.format, self._encoder
+        if not self._queue or leg is None or fmt is None or encoder is None:
+            return False
+        digit = self._queue.popleft()
+        spec = encoder.spec
+        frame = encoder.frame_samples
+        self._burst = _tone_burst(digit, spec.sample_rate, frame, self.tone, self.gap)
+        self._slot, self._slots = 0, len(self._burst) // frame
+        timestamp = leg.timestamp
+        if self._talkspurt:
+            timestamp += self._step
+        elif leg.last_send_time is not None:
+            elapsed = leg.clock() - leg.last_send_time
+            timestamp += max(int(elapsed * self._step * 1000 / fmt.ptime), self._step)
+        self._burst_timestamp = timestamp & 0xFFFFFFFF
+        self._events = {}
+        if fmt.event_send_type is not None:
+            sender = DtmfSender(fmt.clock_rate, fmt.ptime / 1000)
+            for packet in sender.packets(digit, self.tone):
+                self._events.setdefault(packet.slot, []).append(packet)
+        return True
 
     def _tick(self, index: int) -> bool:
-        offset = index - self._burst_index
-        if offset >= len(self._burst):
-            self._burst = ()
-            if not self._queue or self.codec is None:
-                return False
-            digit = self._queue.popleft()
-            self._burst = _tone_payloads(
-                self.codec, digit, self.samples_per_packet, self.tone, self.gap
-            )
-            self._burst_index, offset = index, 0
-            self._event_timestamp = self._timestamp(index)
-            self._events = {}
-            if self.event_payload_type is not None:
-                sender = DtmfSender(RATE, self.ptime / 1000)
-                for packet in sender.packets(digit, self.tone):
-                    self._events.setdefault(packet.slot, []).append(packet)
-        event_payload_type = self.event_payload_type
-        if event_payload_type is not None:
-            for packet in self._events.get(offset, ()):
-                self._send(event_payload_type, packet.marker, self._event_timestamp, packet.payload)
-        self._send_audio(index, self._burst[offset])
+        if (self._burst is None or self._slot >= self._slots) and not self._next_burst():
+            self._burst = None
+            self._talkspurt = False
+            return False
+        leg, fmt, encoder, burst = self.leg, self.format, self._encoder, self._burst
+        assert leg is not None and fmt is not None and encoder is not None and burst is not None
+        slot, frame = self._slot, encoder.frame_samples
+        self._slot += 1
+        if fmt.event_send_type is not None:
+            for packet in self._events.get(slot, ()):
+                leg.send(fmt.event_send_type, packet.marker, self._burst_timestamp, packet.payload)
+        payload = encoder.encode(burst[slot * frame : (slot + 1) * frame])
+        timestamp = (self._burst_timestamp + slot * self._step) & 0xFFFFFFFF
+        leg.send(fmt.send_type, not self._talkspurt, timestamp, payload)
+        self._talkspurt = True
         return True
 
     def _stopping(self) -> None:
+        if self._pacer is not None:
+            self._pacer.stop()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

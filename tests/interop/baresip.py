@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,12 +14,17 @@ import numpy as np
 from tests.interop.harness import free_port, require_tool
 
 
-def write_tone(path: Path, frequency: float, seconds: float, rate: int = 8000) -> None:
-    """16-bit mono PCM WAV of a sine tone (what baresip's aufile needs)."""
+def write_tone(
+    path: Path, frequency: float, seconds: float, rate: int = 8000, channels: int = 1
+) -> None:
+    """16-bit PCM WAV of a sine tone (what baresip's aufile needs: the codec's rate and
+    channels)."""
     t = np.arange(int(rate * seconds)) / rate
     samples = (0.3 * 32767 * np.sin(2 * np.pi * frequency * t)).astype("<i2")
+    if channels > 1:
+        samples = np.repeat(samples, channels)
     with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
+        w.setnchannels(channels)
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(samples.tobytes())
@@ -27,7 +34,10 @@ def dominant_frequency(path: Path) -> tuple[float, float]:
     """The strongest frequency of a WAV file and its share of the signal's energy."""
     with wave.open(str(path), "rb") as w:
         rate = w.getframerate()
+        channels = w.getnchannels()
         samples = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
+    if channels > 1:
+        samples = samples.reshape(-1, channels).mean(axis=1)
     if samples.size < rate // 2:
         return 0.0, 0.0
     spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size))) ** 2
@@ -55,32 +65,50 @@ class BaresipRun:
         return files[-1]
 
 
-def dial(
+CODEC_MODULES = {"pcmu": "g711.so", "pcma": "g711.so", "g722": "g722.so", "opus": "opus.so"}
+
+
+def configure(
     workdir: Path,
-    uri: str,
-    seconds: int,
-    tone_hz: float = 440.0,
+    *,
+    tone_hz: float,
+    seconds: float,
+    codecs: str,
     transport: str = "udp",
-    codecs: str = "PCMU",
-) -> BaresipRun:
-    """One baresip dials `uri` with a tone as its microphone and hangs up after `seconds`."""
-    baresip = require_tool("baresip")
+    sip_port: int | None = None,
+    answer: bool = False,
+    extra_modules: tuple[str, ...] = (),
+    account_params: str = "",
+    user: str = "tester",
+) -> Path:
+    """Write a baresip configuration directory; returns where its recordings go.
+
+    The tone file is written at the rate of the first codec (aufile does not resample).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     recordings = workdir / "rec"
     recordings.mkdir(exist_ok=True)
     tone = workdir / "tone.wav"
-    write_tone(tone, tone_hz, seconds + 3)
+    first = codecs.split(",")[0].strip().lower()
+    write_tone(
+        tone,
+        tone_hz,
+        seconds + 3,
+        rate={"opus": 48000, "g722": 16000}.get(first, 8000),
+        channels=2 if first == "opus" else 1,
+    )
     rtp = free_port(pair=True)
+    modules = {CODEC_MODULES[c.strip().lower()] for c in codecs.split(",")}
+    lines = "".join(f"module {m}\n" for m in sorted(modules) + list(extra_modules))
     (workdir / "config").write_text(
-        f"""sip_listen 127.0.0.1:{free_port()}
+        f"""sip_listen 127.0.0.1:{sip_port or free_port()}
 sip_verify_server no
 net_interface 127.0.0.1
 audio_player alsa,null
 audio_alert alsa,null
 audio_source aufile,{tone}
 module_path /usr/lib/baresip/modules
-module g711.so
-module aufile.so
+{lines}module aufile.so
 module sndfile.so
 module_tmp account.so
 module_app menu.so
@@ -89,8 +117,84 @@ statmode_default off
 rtp_ports {rtp}-{rtp + 40}
 """
     )
+    host = f"127.0.0.1:{sip_port}" if sip_port else "127.0.0.1"
+    mode = ";answermode=auto" if answer else ""
+    codecs = ",".join(
+        "opus/48000/2" if c.strip().lower() == "opus" else c.strip() for c in codecs.split(",")
+    )
     (workdir / "accounts").write_text(
-        f"<sip:tester@127.0.0.1;transport={transport}>;regint=0;audio_codecs={codecs}\n"
+        f"<sip:{user}@{host};transport={transport}>;regint=0{mode};audio_codecs={codecs}"
+        f"{account_params}\n"
+    )
+    return recordings
+
+
+@contextmanager
+def answerer(
+    workdir: Path,
+    sip_port: int,
+    *,
+    user: str,
+    tone_hz: float,
+    codecs: str,
+    seconds: float = 30,
+    extra_modules: tuple[str, ...] = (),
+) -> Iterator[BaresipRun]:
+    """A baresip that auto-answers calls to `user` on 127.0.0.1:`sip_port` (a PBX extension)
+    for the duration of the block."""
+    baresip = require_tool("baresip")
+    recordings = configure(
+        workdir,
+        tone_hz=tone_hz,
+        seconds=seconds,
+        codecs=codecs,
+        sip_port=sip_port,
+        answer=True,
+        user=user,
+        extra_modules=extra_modules,
+    )
+    log = workdir / "baresip.out"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [baresip, "-f", str(workdir), "-t", str(int(seconds))],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    run = BaresipRun("", recordings)
+    try:
+        yield run
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        run.output = log.read_text(errors="replace")
+
+
+def dial(
+    workdir: Path,
+    uri: str,
+    seconds: int,
+    tone_hz: float = 440.0,
+    transport: str = "udp",
+    codecs: str = "PCMU",
+    extra_modules: tuple[str, ...] = (),
+    account_params: str = "",
+) -> BaresipRun:
+    """One baresip dials `uri` with a tone as its microphone and hangs up after `seconds`."""
+    baresip = require_tool("baresip")
+    recordings = configure(
+        workdir,
+        tone_hz=tone_hz,
+        seconds=seconds,
+        codecs=codecs,
+        transport=transport,
+        extra_modules=extra_modules,
+        account_params=account_params,
     )
     completed = subprocess.run(
         [baresip, "-f", str(workdir), "-e", f"/dial {uri}", "-t", str(seconds)],

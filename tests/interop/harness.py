@@ -129,6 +129,7 @@ name = "pbx"
 host = "127.0.0.1"
 port = {ports["pbx"]}
 trusted_sources = ["127.0.0.1/32"]
+codecs = ["PCMU", "PCMA", "G722", "opus", "telephone-event"]
 # Used only when the PBX challenges our INVITEs (tests/interop/test_trunk.py).
 username = "omlmedia"
 password = "pbx-secret"

@@ -238,3 +238,12 @@ def test_a_failing_sink_is_counted_and_the_leg_goes_on() -> None:
     leg.pair.rtp.datagram_received(rtp(1, 160), PEER)
     leg.pair.rtp.datagram_received(rtp(2, 320), PEER)
     assert leg.counters.dropped_other == 2
+
+
+def test_garbage_from_the_sdp_host_does_not_latch_another_port() -> None:
+    leg, got = make_leg()
+    leg.pair.rtp.datagram_received(b"\x00" * 40, ("127.0.0.1", 9999))
+    leg.pair.rtp.datagram_received(rtp(1, 160, payload_type=99), ("127.0.0.1", 9999))
+    assert not leg.latched
+    leg.pair.rtp.datagram_received(rtp(1, 160), PEER)
+    assert leg.latched and leg.peer == PEER and len(got) == 1
