@@ -13,6 +13,7 @@ and direction, never shared.
 | PCMU, PCMA (RFC 3551 §4.5.14) | 8000 | 8000 | 160 | `g711.G711Codec` numpy tables |
 | G722 (RFC 3551 §4.5.2) | 16000 | 8000 | 320 | PyAV `g722` (FFmpeg adpcm_g722) |
 | opus (RFC 7587) | 48000 | 48000 | 960 | libopus through `opuslib` |
+| opus `at_sample_rate(8000)` / `(16000)` | 8000 / 16000 | 48000 | 160 / 320 | the same |
 
 G.722 is the RFC 3551 quirk: its RTP clock runs at 8000 Hz for audio sampled at 16000 Hz, so a
 20 ms packet advances the timestamp by 160 while carrying 320 samples; `timestamps_for()` gives
@@ -20,7 +21,16 @@ the increment. FFmpeg's encoder would use one thread per CPU by default (aiortc 
 so both G.722 contexts are opened with `thread_count = 1`, and the encoder's frame size is set
 to the leg's ptime so that one frame in is exactly one payload out.
 
-Opus runs at 48 kHz mono, application VOIP, DTX off, complexity 5 and 32 kbit/s by default
+Opus runs at 48 kHz mono by default. libopus also encodes from and decodes to 8, 12, 16 or
+24 kHz natively (`OPUS_SAMPLE_RATES`), with the same packets on the wire and the RTP clock still
+at 48 kHz (RFC 7587 §4.1: 960 timestamp units per 20 ms whatever the internal rate), so
+`spec.at_sample_rate(8000)` gives an Opus spec whose encoder takes and whose decoder returns
+8 kHz frames of 160 samples while `timestamps_for(160)` stays 960. The transcoder uses it
+against G.711 (8 kHz) and G.722 (16 kHz) to skip resampling: the encoder then codes
+narrowband or wideband only (the effective `max_bandwidth` is at most the rate: G.711 has
+nothing above 4 kHz to spend bits on), and the decoder band-limits what it decodes, its PLC and
+FEC included. A peer decoding at 48 kHz plays such a stream as any other. The encoder runs
+application VOIP, DTX off, complexity 5 and 32 kbit/s by default
 (`OpusSettings`), with in-band FEC (LBRR) on and tuned to an expected loss of 10 %. The peer's
 fmtp (RFC 7587 §6.1) adjusts the encoder: `useinbandfec=0` turns FEC off, `maxaveragebitrate`
 caps the bitrate, `maxplaybackrate` caps the coded bandwidth, `cbr=1` turns VBR off.
@@ -44,18 +54,55 @@ frame of the wrong length given to an encoder. Any byte string is a valid G.711 
 payload (it decodes to noise). An unknown encoding name, clock rate or channel count raises
 `UnsupportedCodecError`.
 
-Measured on the 2-core development machine while other jobs ran (load 3-4; `sum(range(1000))`
-took 17-18 µs in the quietest runs), best of 5 x 1000 calls on one 20 ms frame of a 1 kHz tone,
-the lowest of four runs of `.venv/bin/python -m omlmedia.media.codecs`:
+Measured on the 2-core development machine while other jobs ran (load 1.6-2.4;
+`sum(range(1000))` took 17-18 µs in the quietest runs), best of 5 x 1000 calls on one 20 ms
+frame of a 1 kHz tone, the lowest of three runs of `.venv/bin/python -m omlmedia.media.codecs`
+(before: the same command on the previous version, load 3-4):
 
-| codec | encode | decode | conceal (PLC) |
+| codec | encode | decode | decode + conceal (PLC) |
 |-------|-------:|-------:|--------------:|
-| PCMU / PCMA | 2.0 µs | 2.3 µs | ~50 µs |
-| G722 | 37 µs | 17 µs | ~70 µs |
-| opus, complexity 5, FEC on or off | 225-250 µs | 41-44 µs | ~40 µs |
-| opus, complexity 10 | 450 µs | 44 µs | ~40 µs |
+| PCMU / PCMA | 2.0 µs | 2.0 µs (before 2.3) | ~52 µs |
+| G722 | 34 µs | 16 µs | ~86 µs |
+| opus 48 kHz, complexity 5, FEC on or off | 240-245 µs | 41-44 µs | ~80 µs |
+| opus 48 kHz, complexity 10 | 431 µs | 41 µs | ~80 µs |
+| opus 8 kHz, complexity 5 | 96 µs | 10 µs | ~19 µs |
+| opus 16 kHz, complexity 5 | 195 µs | 17 µs | ~35 µs |
 
 Concealment runs only on loss; the pitch search is most of its cost for G.711 and G.722.
+(The G.711 decoder now keeps the last payload, not a copy of its samples, and decodes it again
+only when a loss needs it.)
+
+Opus complexity at the narrow rates, for SIP-leg transcoding. `python -m
+omlmedia.media.codecs complexity` encodes 200 speech frames of the bundled prompts (G.711
+round-tripped at 8 kHz, the 16 kHz originals at 16 kHz), 32 kbit/s VBR, FEC on, and prints the
+cost per frame (best of 5 passes, lowest of two runs, load ~2.3), the SNR of a 1 kHz tone and
+the segmental SNR of the speech after alignment. Segmental SNR barely moves with complexity
+(9.15-9.22 dB at 8 kHz, 8.3-8.9 at 16 kHz), so the speech column is PESQ (ITU-T P.862, the
+`pesq` package run by hand, not a dependency of the project) over the 11 prompts of at least
+1 s: what a 48 kHz peer hears of G.711 -> Opus (narrowband MOS-LQO against the G.711 audio;
+wideband against the 16 kHz original for G.722).
+
+| complexity | 8 kHz encode | tone SNR | PESQ-NB | 16 kHz encode | tone SNR | PESQ-WB |
+|-----------:|-------:|------:|-----:|-------:|------:|-----:|
+| 0 | 57 µs | 18.8 dB | 3.95 | 108 µs | 33.0 dB | 2.14 |
+| 1 | 63 µs | 24.9 dB | 4.03 | 119 µs | 35.2 dB | 2.24 |
+| 2 | 106 µs | 21.6 dB | 4.00 | 198 µs | 36.3 dB | 2.17 |
+| 3 | 116 µs | 29.3 dB | 4.09 | 207 µs | 37.8 dB | 2.24 |
+| 4 | 146 µs | 32.5 dB | 4.22 | 272 µs | 36.7 dB | 2.61 |
+| **5** | 147 µs | 32.5 dB | 4.22 | 272 µs | 36.7 dB | 2.61 |
+| 6-7 | 210 µs | 35.9 dB | 4.29 | 375 µs | 38.4 dB | 2.68 |
+| 8-10 | 259-289 µs | 36.3 dB | 4.30 | 549-568 µs | 39.0 dB | 2.74 |
+| before (48 kHz behind resampling), 5 | ~390 µs * | | 3.51 | ~420 µs * | | 2.52 |
+| before (48 kHz behind resampling), 10 | | | 4.02 | | | 2.62 |
+
+(* the whole PCMU or G722 -> opus transcoding of welcome.wav per 20 ms packet, before this
+change.) At these rates the encoder is SILK only, whose settings change at complexity 1, 2, 3, 4, 6
+and 8 (4 and 5 code identically; 7 adds a signal analysis at 16 kHz only). The default stays 5
+(`OpusSettings.complexity`): at 8 kHz it sounds better than complexity 10 did at 48 kHz and
+costs ~40 % of what 5 did there; 3 would save another 20 % for -0.13 PESQ, 6 costs 40 % more
+for +0.07. The decoder's quality does not depend on its rate: a browser's 48 kHz stream
+decoded at 8 kHz scores what it scored decoded at 48 kHz and resampled (PESQ-NB 3.46 both; at
+16 kHz 2.62 against 2.61).
 """
 
 from __future__ import annotations
@@ -63,7 +110,7 @@ from __future__ import annotations
 import ctypes
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -78,6 +125,7 @@ __all__ = [
     "FRAME_MS",
     "MAX_FRAME_MS",
     "MAX_PAYLOAD_SIZE",
+    "OPUS_SAMPLE_RATES",
     "SUPPORTED",
     "CodecError",
     "CodecSpec",
@@ -103,6 +151,10 @@ MAX_PAYLOAD_SIZE = 1500
 SUPPORTED = ("PCMU", "PCMA", "G722", "opus")
 """The SDP encoding names `codec_for` accepts (case-insensitive)."""
 
+OPUS_SAMPLE_RATES = (8000, 12000, 16000, 24000, 48000)
+"""The audio rates libopus encodes from and decodes to natively (RFC 6716 §2): the RTP clock
+stays 48000 whichever runs (RFC 7587 §4.1), see `CodecSpec.at_sample_rate`."""
+
 _PLC_FULL_MS = 10
 _PLC_FADE_MS = 60
 _PITCH_MIN_MS = 2.5
@@ -121,7 +173,9 @@ class UnsupportedCodecError(g711.UnsupportedCodecError):
 class OpusSettings:
     """How our Opus encoder runs (libopus CTLs); the peer's fmtp may lower them.
 
-    `complexity` 0-10 (CPU against quality; 5 costs ~150-230 µs per frame, 10 ~275 µs);
+    `complexity` 0-10 (CPU against quality, the same knob at every rate; 5 costs ~240 µs per
+    20 ms frame at 48 kHz and ~100-150 µs at 8 kHz, 10 ~430 and ~260-290 µs; the module
+    docstring has the trade-off);
     `bitrate` in bit/s (RFC 7587 §3.1.1: 6000-510000); `fec` sends in-band FEC tuned for
     `packet_loss_percent` expected loss (0-100; libopus adds no FEC at 0); `vbr` variable
     bitrate; `max_bandwidth` the highest audio frequency coded, in Hz of audio rate (8000 is
@@ -175,6 +229,24 @@ class CodecSpec:
     def timestamps_for(self, samples: int) -> int:
         """The RTP timestamp increment of `samples` audio samples (G.722: half of them)."""
         return samples * self.clock_rate // self.sample_rate
+
+    def at_sample_rate(self, sample_rate: int) -> CodecSpec:
+        """This codec with its audio at `sample_rate` Hz, its RTP clock unchanged.
+
+        Only Opus runs at other rates (`OPUS_SAMPLE_RATES`): libopus encodes from and decodes
+        to 8, 12, 16, 24 or 48 kHz natively, the stream on the wire stays the same (RFC 7587
+        §4.1: the timestamp counts 48 kHz whatever the internal rate, so `timestamps_for(160)`
+        at 8 kHz is 960), and a 48 kHz peer decodes it as usual. An encoder at 8 or 16 kHz
+        codes narrowband or wideband (the effective `max_bandwidth` is at most the rate); a
+        decoder at 8 or 16 kHz band-limits what it decodes, PLC and FEC included. A transcoder
+        between Opus and G.711 or G.722 uses this to skip resampling. Any other codec at a rate
+        not its own raises `CodecError`.
+        """
+        if sample_rate == self.sample_rate:
+            return self
+        if self.name != "opus" or sample_rate not in OPUS_SAMPLE_RATES:
+            raise CodecError("the codec cannot run at that sample rate")
+        return replace(self, sample_rate=sample_rate)
 
     def encoder(self, ptime_ms: float = FRAME_MS) -> Encoder:
         """A new encoder taking frames of `ptime_ms` milliseconds."""
@@ -318,18 +390,32 @@ def codec_for(
 
 
 class _Concealer:
-    """Pitch-period repetition with a fade, for codecs without their own concealment."""
+    """Pitch-period repetition with a fade, for codecs without their own concealment.
 
-    __slots__ = ("_last", "_period", "_position", "_rate")
+    `good(samples)` keeps the last good frame (the caller gives an array nobody else writes);
+    `good_payload(payload)` keeps its payload instead, decoded by `decode` only when a loss
+    needs it, so that the per-packet path copies nothing.
+    """
 
-    def __init__(self, rate: int) -> None:
+    __slots__ = ("_decode", "_last", "_payload", "_period", "_position", "_rate")
+
+    def __init__(self, rate: int, decode: Callable[[bytes], Samples] | None = None) -> None:
         self._rate = rate
+        self._decode = decode
         self._last: Samples | None = None
+        self._payload: bytes | None = None
         self._period: Samples | None = None
         self._position = 0
 
     def good(self, samples: Samples) -> None:
         self._last = samples
+        self._payload = None
+        self._period = None
+        self._position = 0
+
+    def good_payload(self, payload: bytes) -> None:
+        self._payload = payload
+        self._last = None
         self._period = None
         self._position = 0
 
@@ -337,6 +423,9 @@ class _Concealer:
         if count < 0 or count > self._rate * MAX_FRAME_MS // 1000:
             raise CodecError("concealment length is out of range")
         fade_end = self._rate * _PLC_FADE_MS // 1000
+        if self._last is None and self._payload is not None and self._decode is not None:
+            self._last = self._decode(self._payload)
+            self._payload = None
         if self._last is None or self._position >= fade_end or not len(self._last):
             self._position += count
             return np.zeros(count, np.int16)
@@ -386,14 +475,14 @@ class _G711Decoder(Decoder):
     def __init__(self, spec: CodecSpec) -> None:
         super().__init__(spec)
         self._codec = g711.codec_for_name(spec.name)
-        self._concealer = _Concealer(spec.sample_rate)
+        self._concealer = _Concealer(spec.sample_rate, self._codec.decode)
         self._max_size = spec.samples_for(MAX_FRAME_MS)
 
     def decode(self, payload: bytes) -> Samples:
-        self._check(payload, self._max_size)
-        samples = self._codec.decode(payload)
-        self._concealer.good(samples.copy())
-        return samples
+        if not payload or len(payload) > self._max_size:
+            self._check(payload, self._max_size)
+        self._concealer.good_payload(payload)
+        return self._codec.decode(payload)
 
     def conceal(self, samples_count: int) -> Samples:
         return self._concealer.conceal(samples_count)
@@ -429,7 +518,9 @@ class _G722Encoder(Encoder):
             packets = self._context.encode(self._frame)
         except av.error.FFmpegError as error:  # pragma: no cover - FFmpeg's G.722 never fails
             raise CodecError("frame cannot be encoded") from error
-        return b"".join(bytes(packet) for packet in packets)
+        if len(packets) == 1:
+            return bytes(packets[0])
+        return b"".join(bytes(packet) for packet in packets)  # pragma: no cover - never seen
 
 
 class _G722Decoder(Decoder):
@@ -452,10 +543,14 @@ class _G722Decoder(Decoder):
             frames = self._context.decode(av.Packet(payload))
         except av.error.FFmpegError as error:  # pragma: no cover - any bytes are valid G.722
             raise CodecError("G.722 payload cannot be decoded") from error
-        parts = [np.frombuffer(f.planes[0], np.int16, f.samples) for f in frames]
-        samples: Samples = parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
-        self._concealer.good(samples.copy())
-        return samples
+        if len(frames) == 1:
+            frame = frames[0]
+            # A view of FFmpeg's frame, which no one else holds: the concealer keeps it.
+            last: Samples = np.frombuffer(frame.planes[0], np.int16, frame.samples)
+        else:
+            last = np.concatenate([np.frombuffer(f.planes[0], np.int16, f.samples) for f in frames])
+        self._concealer.good(last)
+        return last.copy()
 
     def conceal(self, samples_count: int) -> Samples:
         return self._concealer.conceal(samples_count)
@@ -490,10 +585,11 @@ def _libopus() -> Any:
 _OPUS_BANDWIDTHS = ((8000, 1101), (12000, 1102), (16000, 1103), (24000, 1104))
 _OPUS_FULLBAND = 1105
 _OPUS_FRAME_MS = (2.5, 5, 10, 20, 40, 60, 80, 100, 120)
+_INT16 = np.dtype(np.int16)
 
 
 class _OpusEncoder(Encoder):
-    __slots__ = ("_encode", "_input", "_input_address", "_opus", "_output", "_state")
+    __slots__ = ("_encode", "_opus", "_output", "_shape", "_state")
 
     def __init__(self, spec: CodecSpec, frame_samples: int) -> None:
         if frame_samples not in {spec.samples_for(ms) for ms in _OPUS_FRAME_MS}:
@@ -509,21 +605,25 @@ class _OpusEncoder(Encoder):
         encoder_ctl(state, ctl.set_vbr, int(settings.vbr))
         encoder_ctl(state, ctl.set_inband_fec, int(settings.fec))
         encoder_ctl(state, ctl.set_packet_loss_perc, settings.packet_loss_percent)
+        # Nothing above the input's Nyquist frequency exists: at 8 kHz code narrowband only.
+        highest = min(settings.max_bandwidth, spec.sample_rate)
         bandwidth = next(
-            (code for rate, code in _OPUS_BANDWIDTHS if settings.max_bandwidth <= rate),
-            _OPUS_FULLBAND,
+            (code for rate, code in _OPUS_BANDWIDTHS if highest <= rate), _OPUS_FULLBAND
         )
         encoder_ctl(state, ctl.set_max_bandwidth, bandwidth)
         self._state = ctypes.cast(state, ctypes.c_void_p).value
-        self._input: Samples = np.zeros(frame_samples, np.int16)
-        self._input_address = self._input.ctypes.data
+        self._shape = (frame_samples,)
         self._output = ctypes.create_string_buffer(MAX_PAYLOAD_SIZE)
 
     def encode(self, samples: Samples) -> bytes:
-        self._check(samples)
-        self._input[:] = samples
+        if samples.shape != self._shape:
+            raise CodecError("frame has the wrong number of samples")
+        if samples.dtype != _INT16:
+            samples = samples.astype(np.int16)
+        # `tobytes` (one small allocation, C order) is cheaper than copying into a
+        # preallocated array and far cheaper than asking numpy for the array's address.
         size = self._encode(
-            self._state, self._input_address, self.frame_samples, self._output, MAX_PAYLOAD_SIZE
+            self._state, samples.tobytes(), self.frame_samples, self._output, MAX_PAYLOAD_SIZE
         )
         if size < 0:  # pragma: no cover - libopus fails only on bad arguments
             raise CodecError("frame cannot be encoded")
@@ -543,7 +643,8 @@ class _OpusDecoder(Decoder):
         self._output_address = self._output.ctypes.data
 
     def decode(self, payload: bytes) -> Samples:
-        self._check(payload, MAX_PAYLOAD_SIZE)
+        if not payload or len(payload) > MAX_PAYLOAD_SIZE:
+            self._check(payload, MAX_PAYLOAD_SIZE)
         count = self._decode(
             self._state, payload, len(payload), self._output_address, self._max_samples, 0
         )
@@ -580,13 +681,16 @@ def _benchmark() -> None:  # pragma: no cover - a measurement, run by hand
         return min(timeit.repeat(run, number=number, repeat=5)) / number * 1e6
 
     print(f"sum(range(1000)): {cost(lambda: sum(range(1000))):.1f} µs")
+    opus = codec_for("opus")
     cases: list[tuple[str, CodecSpec]] = [
         ("PCMU", codec_for("PCMU")),
         ("PCMA", codec_for("PCMA")),
         ("G722", codec_for("G722")),
-        ("opus c5 fec", codec_for("opus")),
+        ("opus c5 fec", opus),
         ("opus c5 nofec", codec_for("opus", fmtp="useinbandfec=0")),
         ("opus c10 fec", codec_for("opus", opus=OpusSettings(complexity=10))),
+        ("opus@8k c5", opus.at_sample_rate(8000)),
+        ("opus@16k c5", opus.at_sample_rate(16000)),
     ]
     for label, spec in cases:
         t = np.arange(spec.sample_rate * 2) / spec.sample_rate
@@ -605,5 +709,84 @@ def _benchmark() -> None:  # pragma: no cover - a measurement, run by hand
         )
 
 
+def _segmental_snr(reference: Samples, decoded: Samples, rate: int) -> tuple[float, int]:
+    """Mean segmental SNR in dB (20 ms segments, each clamped to -10..35 dB, silent ones
+    skipped) of `decoded` against `reference` after the lag that best aligns them; and the lag.
+    A waveform measure: a quality proxy to compare settings of one codec, not a MOS."""
+    a = reference.astype(np.float64)
+    b = decoded.astype(np.float64)
+    n = min(len(a), len(b))
+    spectrum = np.fft.rfft(b[:n], 2 * n) * np.conj(np.fft.rfft(a[:n], 2 * n))
+    lag = int(np.argmax(np.fft.irfft(spectrum)[: rate // 20]))
+    a, b = a[: n - lag], b[lag:n]
+    segment = rate // 50
+    values = []
+    for start in range(0, len(a) - segment + 1, segment):
+        signal = a[start : start + segment]
+        power = float(signal @ signal)
+        if power < segment * 100.0**2:
+            continue
+        error = signal - b[start : start + segment]
+        ratio = power / max(float(error @ error), 1e-9)
+        values.append(min(max(10 * math.log10(ratio), -10.0), 35.0))
+    return float(np.mean(values)), lag
+
+
+def _complexity_sweep() -> None:  # pragma: no cover - a measurement, run by hand
+    """Opus encoder complexity 0-10 at 8 and 16 kHz: cost and quality on tone and speech."""
+    import timeit
+    import wave
+    from pathlib import Path
+
+    from omlmedia.media.resample import Resampler, tone_snr
+
+    sounds = sorted((Path(__file__).resolve().parent.parent / "sounds" / "en").glob("*.wav"))
+    parts = []
+    for path in sounds[:8]:
+        with wave.open(str(path)) as file:
+            parts.append(np.frombuffer(file.readframes(file.getnframes()), np.int16))
+    speech16 = np.concatenate(parts)
+    speech16 = speech16[: len(speech16) // 320 * 320]
+    pcmu = g711.codec_for_name("PCMU")
+    speech8 = pcmu.decode(pcmu.encode(Resampler(16000, 8000).resample(speech16)))
+    quiet = min(timeit.repeat(lambda: sum(range(1000)), number=1000, repeat=5)) * 1e3
+    print(f"sum(range(1000)): {quiet:.1f} µs")
+    print("rate  complexity  encode µs/frame  1 kHz tone SNR dB  speech segSNR dB  kbit/s")
+    for rate, speech in ((8000, speech8), (16000, speech16)):
+        frame = rate // 50
+        t = np.arange(rate) / rate
+        tone = np.round(10362 * np.sin(2 * math.pi * 1000 * t)).astype(np.int16)
+        for complexity in range(11):
+            spec = codec_for("opus", opus=OpusSettings(complexity=complexity))
+            spec = spec.at_sample_rate(rate)
+
+            def stream(samples: Samples) -> tuple[list[bytes], Samples]:
+                encoder, decoder = spec.encoder(), spec.decoder()  # noqa: B023
+                payloads = [
+                    encoder.encode(samples[i : i + frame])  # noqa: B023
+                    for i in range(0, len(samples) - frame + 1, frame)  # noqa: B023
+                ]
+                return payloads, np.concatenate([decoder.decode(p) for p in payloads])
+
+            frames = [speech[i : i + frame] for i in range(0, len(speech), frame)][100:300]
+            best = math.inf
+            for _ in range(5):
+                encode = spec.encoder().encode
+                start = timeit.default_timer()
+                for chunk in frames:
+                    encode(chunk)
+                best = min(best, (timeit.default_timer() - start) / len(frames) * 1e6)
+            _, decoded = stream(tone)
+            snr = tone_snr(decoded[rate // 5 :], rate, 1000)
+            payloads, decoded = stream(speech)
+            segmental, _ = _segmental_snr(speech, decoded, rate)
+            kbits = sum(len(p) for p in payloads) * 8 * 50 / len(payloads) / 1000
+            print(
+                f"{rate:5} {complexity:6} {best:15.0f} {snr:18.1f} {segmental:17.2f} {kbits:9.1f}"
+            )
+
+
 if __name__ == "__main__":  # pragma: no cover
-    _benchmark()
+    import sys
+
+    _complexity_sweep() if sys.argv[1:] == ["complexity"] else _benchmark()
