@@ -1,4 +1,5 @@
-"""The agent web application: the page at ``/agent/``, its static files and the ``/ws`` socket.
+"""The web application: the agent page at ``/agent/``, the web caller page at ``/call/<target>``,
+their static files and the ``/ws`` socket.
 
 No API-token middleware here: the page is public (it holds no data until logged in) and every
 socket authenticates with its own session (``login`` or ``auth``, see `webrtc.signaling`). Every
@@ -39,7 +40,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
-    "Permissions-Policy": "camera=(), geolocation=(), microphone=(self)",
+    "Permissions-Policy": "camera=(self), geolocation=(), microphone=(self)",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 
@@ -168,6 +169,19 @@ async def _page(request: web.Request) -> web.StreamResponse:
 _UI_KEY = web.AppKey("ui_dir", Path)
 
 
+async def _call_page(request: web.Request) -> web.StreamResponse:
+    """``/call/<target>``: the web caller page, for targets of the allow-list only."""
+    hub = request.app[HUB_KEY]
+    target = request.match_info["target"]
+    if hub.web is None or not hub.web.allows(target):
+        raise web.HTTPNotFound(text="No such page.")
+    root: Path = request.app[_UI_KEY]
+    response = web.FileResponse(root / "call" / "index.html")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Type"] = "text/html; charset=utf-8"
+    return response
+
+
 async def _expiry(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB_KEY]
 
@@ -190,7 +204,9 @@ async def _expiry(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(hub: AgentHub, *, ui_dir: Path = UI_DIR) -> web.Application:
-    """The agent application: ``/agent/`` (page), ``/agent/*`` (its files), ``/ws`` (socket).
+    """The agent application: ``/agent/`` (page), ``/agent/*`` (its files), ``/ws`` (socket),
+    ``/call/<target>`` (the web caller page, when `hub.web` allows the target) and
+    ``/call-ui/*`` (its files).
 
     Mount it as it is or with ``add_subapp``; it has no API-token middleware."""
     app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
@@ -199,5 +215,7 @@ def create_app(hub: AgentHub, *, ui_dir: Path = UI_DIR) -> web.Application:
     app.add_routes(routes)
     app.router.add_get("/agent/", _page)
     app.router.add_static("/agent/", ui_dir / "agent", show_index=False, follow_symlinks=False)
+    app.router.add_get("/call/{target}", _call_page)
+    app.router.add_static("/call-ui/", ui_dir / "call", show_index=False, follow_symlinks=False)
     app.cleanup_ctx.append(_expiry)
     return app

@@ -7,6 +7,9 @@ login to logout; calls are bridged into it with `attach(source, sink)` and out o
 live connection, so a second offer (the page's ICE restart, or a reloaded page) replaces the
 peer connection inside the channel; what is attached stays attached.
 
+`PeerMedia` holds all of this; `AgentChannel` is the long-lived kind, `webrtc.webcaller.WebCaller`
+the one-call kind.
+
 Send path. `OpusSendTrack.recv()` returns pre-encoded `av.Packet`s: aiortc's sender then only
 packetises them (no encoder thread hop, no pure-Python audio level; DESIGN.md "Known levers").
 The sender does not pace pre-encoded packets, so `recv()` paces itself on the event loop's clock,
@@ -16,18 +19,46 @@ frame: 960 int16 samples at 48 kHz (encoded here with libopus through opuslib: V
 5, 32 kbit/s, in-band FEC for 10 % loss) or an Opus payload (sent untouched: Opus passthrough);
 `None` (or no call attached) sends Opus silence, so the channel stays warm.
 
-Receive path. aiortc decodes the page's Opus in its per-receiver thread behind its
-`JitterBuffer(capacity=16, prefetch=4)`; the channel reads the decoded `AudioFrame`s (48 kHz,
-stereo s16; the page sends mono, so the first channel is taken), optionally resamples
-(`resampler` is given by the caller, e.g. ``omlmedia.media.resample.Resampler(48000, 8000)``)
-and calls `sink(samples)` with 20 ms frames. A `BacklogLimiter` (token bucket: 50 frames/s, a
-burst of `max_backlog` seconds) drops frames that arrive faster than real time after a stall, so
-delay never builds up behind the sink. Measured with ``python -m webrtc.measure 8`` on the
-2-core machine: aiortc's receive path adds 82 ms (p50; p99 87 ms) between our send and the
-sink, almost all of it the jitter buffer's prefetch of 4 frames, and costs ~1.3 ms of CPU per
-frame for the whole loopback pair (decoder threads ~240 us each, the channel's reader ~100 us).
-That alone exceeds a 60 ms p99 budget: taking packets before aiortc's jitter buffer needs its
-private receiver API and is left as the next step.
+Receive path (bypass, the default). aiortc's receiver would put the page's Opus through its
+``JitterBuffer(capacity=16, prefetch=4)`` (four frames of standing delay) and a decoder thread.
+`webrtc.rtptap.install_audio_tap` replaces that jitter buffer object of the receiver (aiortc
+1.16's ``_RTCRtpReceiver__jitter_buffer``) with a tap, so each packet reaches the channel as it
+arrives, after aiortc has done its own bookkeeping: RTCP statistics and receiver reports,
+``getStats``, the SSRC list, the payload-type check all keep working; the decoder thread is
+never fed. The packets go to `webrtc.playout.OpusPlayout`: the project's adaptive jitter
+buffer (``omlmedia.media.jitterbuffer``, 0-60 ms, hard cap 60 ms, no standing delay after loss
+or a burst), libopus through ``omlmedia.media.codecs`` (in-band FEC from the next packet when it
+is already there, PLC otherwise), played out by a 20 ms clock (``loop.call_later``) that starts
+with the first packet and phase-locks onto the arrivals at the buffer's target plus 4 ms.
+Every tick delivers one 20 ms frame (960 int16 samples at 48 kHz, or what `resampler` makes of
+them) to `sink`; with no sink attached the buffer is kept current without decoding. If the tap
+cannot be installed (an aiortc upgrade; `tests/webrtc/test_bypass.py` fails then), the channel
+logs a warning and falls back to aiortc's path: it reads the decoded `AudioFrame`s (stereo
+s16, the first channel taken) behind a `BacklogLimiter` (token bucket: 50 frames/s plus a
+burst of `max_backlog` seconds). ``receive_path="aiortc"`` selects that path on purpose (the
+baseline of the measurement).
+
+Measured with ``.venv/bin/python -m webrtc.measure 8`` (both paths in the same run, aiortc
+client -> channel over loopback, one process) on the 2-core machine at load 2.3 (other
+sessions running; figures drift by tens of percent between runs):
+
+| path | delay p50 / p99 / max | CPU/frame (pair) | aiortc decoder | channel's own |
+|---|---|---|---|---|
+| aiortc (stock) | 81.2 / 87.4 / 88.0 ms | 1092 us | 275 us | 105 us (reader) |
+| bypass | 7.4 / 22.3 / 24.7 ms | 618 us | 0 (not fed) | 206 us (tap + tick, decode included) |
+
+An earlier run at load 1.6: stock 80.9 / 82.5 ms, 936 us; bypass 6.6 / 25.1 ms, 486 us. With
+the tick margin at 4 ms a separate 6 s bypass run gave p50 5.5 ms, p99 7.8 ms. The p99 of the
+bypass reflects the scheduling jitter of a loaded, single-process loopback: a packet later than
+its tick costs one concealed frame and 20 ms for a moment, and the buffer comes back to its
+target. The CPU per frame is process CPU with the page's audio minus without, so it includes
+the client's packetising and SRTP; libopus decode costs ~40 us hot, ~100 us in the loop (cold
+caches).
+
+Video. When the page's offer has a video m-line the channel adds an `EncodedVideoTrack` (VP8
+frames passed through, no encoder; `attach_video(relay)`) and taps the received video into
+`video_in` (a `webrtc.video.VideoRelay`, frames assembled by aiortc, never decoded), so video is
+relayed between two peer connections (web caller <-> agent) without transcoding.
 
 Media source check. aioice hands every non-STUN datagram that reaches a local candidate's
 socket to DTLS/SRTP, from any address. `install_aioice_guards()` (called by the first channel)
@@ -64,6 +95,11 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
+from omlmedia.media.jitterbuffer import JitterBufferStats
+from webrtc.playout import OpusPlayout
+from webrtc.rtptap import hook_keyframe_requests, install_audio_tap, install_video_tap
+from webrtc.video import EncodedVideoTrack, VideoRelay
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -73,6 +109,7 @@ __all__ = [
     "AgentChannel",
     "BacklogLimiter",
     "OpusSendTrack",
+    "PeerMedia",
     "guard_counters",
     "install_aioice_guards",
 ]
@@ -84,6 +121,10 @@ FRAME_SECONDS = FRAME_MS / 1000
 SILENCE = b"\xf8\xff\xfe"
 """One 20 ms Opus packet of silence (CELT fullband, RFC 6716 §3.1 code 0, empty frame)."""
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+_FIRST_TICK = 0.001
+"""The first playout tick comes this long after the first packet (then `OpusPlayout` phase)."""
+_MAX_LATE = 0.1
+"""A tick this late (the loop stalled) restarts the schedule from now instead of catching up."""
 
 Samples = npt.NDArray[np.int16]
 Source = Callable[[], "Samples | bytes | None"]
@@ -270,36 +311,56 @@ class ChannelStats:
     receive: ReceiveCounters = field(default_factory=ReceiveCounters)
     skipped_send_slots: int = 0
     source_errors: int = 0
+    playout: dict[str, int] = field(default_factory=dict)
+    jitter_buffer: JitterBufferStats | None = None
 
 
-class AgentChannel:
-    """One agent's audio channel to its page (see the module docstring)."""
+class PeerMedia:
+    """One browser peer connection carrying our audio (and relayed video); the common part of
+    `AgentChannel` and `webrtc.webcaller.WebCaller` (see the module docstring)."""
+
+    kind = "peer"
 
     def __init__(
         self,
-        agent: str,
+        name: str,
         *,
         ice_servers: list[RTCIceServer] | None = None,
         resampler: Resampler | None = None,
         max_backlog: float = 0.06,
         clock: Callable[[], float] = time.monotonic,
         on_ice_state: Callable[[str], None] | None = None,
+        receive_path: str = "bypass",
+        max_delay_ms: int = 60,
     ) -> None:
+        if receive_path not in ("bypass", "aiortc"):
+            raise ValueError("receive_path must be 'bypass' or 'aiortc'")
         install_aioice_guards()
-        self.agent = agent
+        self.name = name
         self.ice_servers = list(ice_servers or [])
         self.resampler = resampler
         self.max_backlog = max_backlog
         self.clock = clock
         self.on_ice_state = on_ice_state
+        self.receive_path = receive_path
+        self.max_delay_ms = max_delay_ms
         self.counters = ReceiveCounters()
         self.source_errors = 0
+        self.video_in = VideoRelay(clock=clock)
+        """The video this peer sends us (encoded VP8), for other peers to relay."""
+        self.playout: OpusPlayout | None = None
+        self.tapped = False
+        """Whether the current peer connection's audio bypasses aiortc's jitter buffer."""
         self._source: Source | None = None
         self._sink: Sink | None = None
+        self._video_source: VideoRelay | None = None
         self._encoder = _OpusEncoder()
         self._pc: RTCPeerConnection | None = None
         self._track: OpusSendTrack | None = None
+        self._video_track: EncodedVideoTrack | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
         self._closed = False
         self._lock = asyncio.Lock()
 
@@ -313,6 +374,11 @@ class AgentChannel:
         """The current peer connection (tests, statistics)."""
         return self._pc
 
+    @property
+    def video_out(self) -> EncodedVideoTrack | None:
+        """The track relaying video to this peer (when its offer has video)."""
+        return self._video_track
+
     def attach(self, source: Source | None, sink: Sink | None) -> None:
         """Bridge a call in: `source()` is called every 20 ms for 960 int16 samples at 48 kHz,
         an Opus payload or None (silence); `sink(samples)` gets 20 ms int16 mono frames at 48
@@ -320,15 +386,23 @@ class AgentChannel:
         self._source, self._sink = source, sink
 
     def detach(self) -> None:
-        """Bridge the call out: silence is sent, received audio is discarded."""
+        """Bridge the call out: silence is sent, received audio is discarded, no video."""
         self._source = self._sink = None
+        self.attach_video(None)
+
+    def attach_video(self, relay: VideoRelay | None) -> None:
+        """Send this peer the video of `relay` (another peer's `video_in`), encoded frames
+        passed through; None stops it."""
+        self._video_source = relay
+        if self._video_track is not None:
+            self._video_track.attach(relay)
 
     async def accept_offer(self, sdp: str) -> str:
         """Answer the page's offer (first one or ICE restart) with a fresh peer connection;
         returns the answer SDP with every local candidate. ValueError for a bad offer."""
         async with self._lock:
             if self._closed:
-                raise ValueError("channel is closed")
+                raise ValueError(f"{self.kind} is closed")
             await self._close_pc()
             pc = RTCPeerConnection(RTCConfiguration(iceServers=list(self.ice_servers)))
             self._pc = pc
@@ -337,7 +411,7 @@ class AgentChannel:
 
             @pc.on("track")
             def on_track(remote: MediaStreamTrack) -> None:
-                if remote.kind == "audio" and pc is self._pc:
+                if remote.kind == "audio" and pc is self._pc and not self.tapped:
                     self._reader = asyncio.ensure_future(self._read(remote))
 
             @pc.on("iceconnectionstatechange")
@@ -348,13 +422,20 @@ class AgentChannel:
             try:
                 offer = RTCSessionDescription(sdp=sdp, type="offer")
                 await pc.setRemoteDescription(offer)
-                audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
-                if not audio:
+                transceivers = pc.getTransceivers()
+                if not any(t.kind == "audio" for t in transceivers):
                     raise ValueError("offer has no audio")
                 pc.addTrack(track)
+                if any(t.kind == "video" for t in transceivers):
+                    self._video_track = EncodedVideoTrack()
+                    pc.addTrack(self._video_track)
+                    self._video_track.attach(self._video_source)
                 for transceiver in pc.getTransceivers():
                     if transceiver.kind == "audio":
-                        transceiver.setCodecPreferences(_opus_only())
+                        transceiver.setCodecPreferences(_codecs("audio", "audio/opus"))
+                    elif transceiver.kind == "video":
+                        transceiver.setCodecPreferences(_codecs("video", "video/vp8"))
+                self._install_taps(pc)
                 answer = await pc.createAnswer()
                 token = _offer_loopback.set(_has_loopback_candidate(sdp))
                 try:
@@ -366,11 +447,31 @@ class AgentChannel:
                 raise ValueError(f"offer cannot be answered: {exc}") from None
             return pc.localDescription.sdp
 
+    def _install_taps(self, pc: RTCPeerConnection) -> None:
+        self.tapped = False
+        self.playout = None
+        for transceiver in pc.getTransceivers():
+            receiver = transceiver.receiver
+            if transceiver.kind == "audio" and self.receive_path == "bypass":
+                self.playout = OpusPlayout(max_delay_ms=self.max_delay_ms)
+                self.tapped = install_audio_tap(receiver, self._on_rtp) is not None
+                if not self.tapped:
+                    self.playout = None
+            elif transceiver.kind == "video":
+                tap = install_video_tap(receiver, self.video_in.push)
+                self.video_in.requester = tap.request_keyframe if tap is not None else None
+                sender = transceiver.sender
+                video_track = self._video_track
+                if video_track is not None:
+                    hook_keyframe_requests(sender, video_track.request_keyframe)
+
     async def close(self) -> None:
         """Close the peer connection for good."""
         async with self._lock:
             self._closed = True
             self.detach()
+            for track in self.video_in.subscribers:
+                track.attach(None)
             await self._close_pc()
 
     async def stats(self) -> ChannelStats:
@@ -381,18 +482,21 @@ class AgentChannel:
             skipped_send_slots=self._track.skipped if self._track else 0,
             source_errors=self.source_errors,
         )
+        if self.playout is not None:
+            result.playout = self.playout.counters.as_dict()
+            result.jitter_buffer = self.playout.stats
         if self._pc is None:
             return result
         report = await self._pc.getStats()
         for item in report.values():
-            if item.type == "outbound-rtp":
+            if item.type == "outbound-rtp" and getattr(item, "kind", "audio") == "audio":
                 result.packets_sent += item.packetsSent
                 result.bytes_sent += item.bytesSent
-            elif item.type == "inbound-rtp":
+            elif item.type == "inbound-rtp" and getattr(item, "kind", "audio") == "audio":
                 result.packets_received += item.packetsReceived
                 result.packets_lost += item.packetsLost
                 result.jitter = max(result.jitter, item.jitter / SAMPLE_RATE)
-            elif item.type == "remote-inbound-rtp":
+            elif item.type == "remote-inbound-rtp" and getattr(item, "kind", "audio") == "audio":
                 result.round_trip_time = item.roundTripTime
         return result
 
@@ -410,8 +514,56 @@ class AgentChannel:
         except Exception:
             self.source_errors += 1
             if self.source_errors == 1:
-                logger.exception("agent %s: media source failed", self.agent)
+                logger.exception("%s %s: media source failed", self.kind, self.name)
             return SILENCE
+
+    # --- receive path: bypass (our jitter buffer, a 20 ms clock) ---
+
+    def _on_rtp(self, packet: Any) -> None:
+        started = time.thread_time()
+        playout = self.playout
+        if playout is None:
+            return
+        first = not playout.started
+        playout.put(packet.sequence_number, packet.timestamp, packet.payload, self.clock())
+        if first and self._tick_handle is None and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._due = self.clock() + _FIRST_TICK
+            self._tick_handle = loop.call_later(_FIRST_TICK, self._tick)
+        self.counters.cpu_seconds += time.thread_time() - started
+
+    def _tick(self) -> None:
+        started = time.thread_time()
+        playout = self.playout
+        if playout is None or self._closed:
+            self._tick_handle = None
+            return
+        now = self.clock()
+        due = self._due if now - self._due < _MAX_LATE else now
+        sink = self._sink
+        samples = None
+        if sink is not None:
+            samples = playout.get(now)
+        else:
+            playout.skip(now)
+        self._due = playout.next_due(due)
+        loop = asyncio.get_running_loop()
+        self._tick_handle = loop.call_later(max(0.0, self._due - self.clock()), self._tick)
+        counters = self.counters
+        counters.frames += 1
+        if sink is not None and samples is not None:
+            if self.resampler is not None:
+                samples = self.resampler(samples)
+            try:
+                sink(samples)
+                counters.delivered += 1
+            except Exception:
+                counters.sink_errors += 1
+                if counters.sink_errors == 1:
+                    logger.exception("%s %s: media sink failed", self.kind, self.name)
+        counters.cpu_seconds += time.thread_time() - started
+
+    # --- receive path: aiortc's own (fallback, and the baseline of webrtc.measure) ---
 
     async def _read(self, remote: MediaStreamTrack) -> None:
         limiter = BacklogLimiter(self.max_backlog)
@@ -436,14 +588,19 @@ class AgentChannel:
                 except Exception:
                     counters.sink_errors += 1
                     if counters.sink_errors == 1:
-                        logger.exception("agent %s: media sink failed", self.agent)
+                        logger.exception("%s %s: media sink failed", self.kind, self.name)
                 counters.cpu_seconds += time.thread_time() - started
         except (MediaStreamError, asyncio.CancelledError, ConnectionError):
             pass
         except Exception:
-            logger.exception("agent %s: receive loop failed", self.agent)
+            logger.exception("%s %s: receive loop failed", self.kind, self.name)
 
     async def _close_pc(self) -> None:
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        self.playout = None
+        self.tapped = False
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
@@ -455,15 +612,32 @@ class AgentChannel:
         if self._track is not None:
             self._track.stop()
             self._track = None
+        if self._video_track is not None:
+            self._video_track.stop()
+            self._video_track = None
+        self.video_in.requester = None
         if pc is not None:
             await pc.close()
 
 
-def _opus_only() -> list[Any]:
+class AgentChannel(PeerMedia):
+    """One agent's channel to its page, kept for the whole session (see the module docstring)."""
+
+    kind = "agent"
+
+    def __init__(self, agent: str, **options: Any) -> None:
+        super().__init__(agent, **options)
+        self.agent = agent
+
+
+def _codecs(kind: str, mime_type: str) -> list[Any]:
     from aiortc import RTCRtpSender
 
-    capabilities = RTCRtpSender.getCapabilities("audio")
-    return [c for c in capabilities.codecs if c.mimeType.lower() == "audio/opus"]
+    capabilities = RTCRtpSender.getCapabilities(kind)
+    chosen = [c for c in capabilities.codecs if c.mimeType.lower() == mime_type]
+    if kind == "video":
+        chosen += [c for c in capabilities.codecs if c.mimeType.lower() == "video/rtx"][:1]
+    return chosen
 
 
 def _has_loopback_candidate(sdp: str) -> bool:

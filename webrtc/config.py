@@ -4,6 +4,7 @@
 [webrtc]
 session_ttl = 43200          # seconds a login lasts
 reconnect_grace = 30         # seconds a closed tab keeps its session and call
+web_targets = ["sales", "agent-agent1"]   # what /call/<target> may call; none by default
 [[webrtc.ice_servers]]
 urls = ["turn:turn.example.com:3478?transport=udp"]
 username = "omlmedia"
@@ -39,6 +40,7 @@ __all__ = [
     "WebrtcConfig",
     "parse_agents",
     "parse_ice_servers",
+    "parse_web_targets",
     "parse_webrtc",
 ]
 
@@ -46,7 +48,8 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 _ICE_URL = re.compile(r"(stun|stuns|turn|turns):[^\s?]+(\?transport=(udp|tcp))?")
 _AGENT_KEYS = {"name", "display_name", "password_hash", "password"}
 _ICE_KEYS = {"urls", "username", "credential"}
-_WEBRTC_KEYS = {"ice_servers", "session_ttl", "reconnect_grace"}
+_WEBRTC_KEYS = {"ice_servers", "session_ttl", "reconnect_grace", "web_targets"}
+_TARGET = re.compile(r"[A-Za-z0-9+*#._@:-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,16 +75,28 @@ class IceServerConfig:
     username: str | None = None
     credential: str | None = None
 
+    def as_browser(self) -> dict[str, Any]:
+        """The W3C ``RTCIceServer`` dictionary the pages get."""
+        server: dict[str, Any] = {"urls": list(self.urls)}
+        if self.username is not None:
+            server["username"] = self.username
+        if self.credential is not None:
+            server["credential"] = self.credential
+        return server
+
 
 @dataclass(frozen=True, slots=True)
 class WebrtcConfig:
     """The ``[webrtc]`` section and the agents: no ICE server by default (host candidates only;
-    never aiortc's built-in public STUN server)."""
+    never aiortc's built-in public STUN server). `web_targets`: the targets (queue, agent
+    target such as ``agent-agent1``, number) a website visitor may call from ``/call/<target>``
+    without logging in; empty by default (no web calls)."""
 
     agents: tuple[AgentConfig, ...] = ()
     ice_servers: tuple[IceServerConfig, ...] = ()
     session_ttl: float = 12 * 3600.0
     reconnect_grace: float = 30.0
+    web_targets: tuple[str, ...] = ()
 
 
 def _unknown(where: str, table: Mapping[str, Any], known: set[str]) -> None:
@@ -191,6 +206,22 @@ def _seconds(where: str, value: Any, low: float, high: float) -> float:
     return float(value)
 
 
+def parse_web_targets(items: Any, *, where: str = "webrtc.web_targets") -> tuple[str, ...]:
+    """Validate the web caller allow-list: 1-64 of ``A-Z a-z 0-9 + * # . _ @ : -`` each."""
+    if items is None:
+        return ()
+    if not isinstance(items, Sequence) or isinstance(items, str):
+        raise ConfigError(f"{where}: must be a list of targets")
+    targets: list[str] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, str) or not _TARGET.fullmatch(item):
+            raise ConfigError(f"{where}[{index}]: must be 1-64 letters, digits or + * # . _ @ : -")
+        if item in targets:
+            raise ConfigError(f"{where}[{index}]: duplicate target {item!r}")
+        targets.append(item)
+    return tuple(targets)
+
+
 def parse_webrtc(
     section: Mapping[str, Any] | None,
     agents: Any = None,
@@ -211,4 +242,5 @@ def parse_webrtc(
         reconnect_grace=_seconds(
             "webrtc.reconnect_grace", section.get("reconnect_grace", 30), 1, 3600
         ),
+        web_targets=parse_web_targets(section.get("web_targets")),
     )

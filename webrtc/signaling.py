@@ -47,7 +47,7 @@ import json
 import logging
 import re
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -67,6 +67,7 @@ __all__ = [
     "Channel",
     "Connection",
     "Message",
+    "WebCallHandler",
     "parse_message",
 ]
 
@@ -172,6 +173,13 @@ CLIENT_MESSAGES: Mapping[str, tuple[Mapping[str, Check], Mapping[str, Check]]] =
         {"notes": _string(4000, empty=True)},
     ),
     "dial": ({"number": _number}, {}),
+    "web-call-prepare": ({"target": _number}, {}),
+    "web-call": (
+        {"target": _number, "sdp": _sdp},
+        {"name": _string(64, empty=True)},
+    ),
+    "web-call-hangup": ({"call_id": _call_id}, {}),
+    "web-call-dtmf": ({"call_id": _call_id, "digit": _one_of(*"0123456789*#ABCD")}, {}),
 }
 """Every message the page may send: type -> (required fields, optional fields)."""
 
@@ -317,6 +325,26 @@ class CallControl(Protocol):
     ) -> None: ...
 
 
+class WebCallHandler(Protocol):
+    """The web-caller side of the socket (`webrtc.webcaller.WebCallerHub`)."""
+
+    def owns(self, conn: Connection) -> bool:
+        """Whether `conn` carries web calls (it cannot log in then)."""
+        ...
+
+    def allows(self, target: str) -> bool:
+        """Whether `target` may be called from the web (``/call/<target>``)."""
+        ...
+
+    async def handle(self, conn: Connection, message: Message) -> None:
+        """One ``web-call*`` message; raises `ProtocolError` or `CommandError` to refuse."""
+        ...
+
+    def connection_closed(self, conn: Connection) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 ChannelFactory = Callable[[str], Channel]
 PasswordCheck = Callable[[str, str], Awaitable[bool]]
 Clock = Callable[[], float]
@@ -382,8 +410,15 @@ class AgentHub:
         clock: Clock,
         reconnect_grace: float = 30.0,
         check_password: PasswordCheck = _verify_in_executor,
+        ice_servers: Sequence[Mapping[str, Any]] = (),
+        web: WebCallHandler | None = None,
     ) -> None:
         self.accounts = accounts
+        self.ice_servers = [dict(server) for server in ice_servers]
+        """STUN/TURN servers for the pages (W3C ``RTCIceServer`` dicts), sent in ``login-ok``
+        and ``auth-ok``."""
+        self.web = web
+        """The web callers (``web-call`` messages); None refuses them with ``unknown-type``."""
         self.control = control
         self.channel_factory = channel_factory
         self.clock = clock
@@ -423,6 +458,8 @@ class AgentHub:
     def connection_closed(self, conn: Connection) -> None:
         """A WebSocket closed: its session stays for `reconnect_grace` seconds."""
         self._connections.pop(id(conn), None)
+        if self.web is not None:
+            self.web.connection_closed(conn)
         bound = self._bound.pop(id(conn), None)
         if bound is None:
             return
@@ -451,6 +488,8 @@ class AgentHub:
             await entry.channel.close()
         self._agents.clear()
         self._bound.clear()
+        if self.web is not None:
+            await self.web.close()
 
     async def handle_text(self, conn: Connection, text: str | bytes) -> None:
         """One message from a page: answered on `conn`; never raises for bad input."""
@@ -609,7 +648,16 @@ class AgentHub:
     async def _dispatch(self, conn: Connection, message: Message) -> None:
         bound = self._bound.get(id(conn))
         kind, ref = message.type, message.id
+        if kind.startswith("web-call"):
+            if self.web is None:
+                raise ProtocolError("unknown-type", "web calls are not enabled")
+            if bound is not None:
+                raise ProtocolError("bad-state", "an agent socket cannot place web calls")
+            await self.web.handle(conn, message)
+            return
         if kind in ("login", "auth"):
+            if self.web is not None and self.web.owns(conn):
+                raise ProtocolError("bad-state", "this socket carries a web call")
             if bound is not None:
                 raise ProtocolError("already-authenticated", "this connection is logged in")
             if kind == "login":
@@ -672,7 +720,12 @@ class AgentHub:
             self._agents[name] = entry
             self._attach(entry, conn)
             await self.control.agent_logged_in(name)
-        reply = {"type": "login-ok", "token": result.token, **self._snapshot(entry)}
+        reply = {
+            "type": "login-ok",
+            "token": result.token,
+            "ice_servers": self.ice_servers,
+            **self._snapshot(entry),
+        }
         if message.id is not None:
             reply["ref"] = message.id
         self._send(conn, reply)
@@ -683,7 +736,7 @@ class AgentHub:
         if session is None or entry is None or entry.session is not session:
             raise ProtocolError("session-invalid", "the session has ended: log in again")
         self._attach(entry, conn)
-        reply = {"type": "auth-ok", **self._snapshot(entry)}
+        reply = {"type": "auth-ok", "ice_servers": self.ice_servers, **self._snapshot(entry)}
         if message.id is not None:
             reply["ref"] = message.id
         self._send(conn, reply)

@@ -124,3 +124,65 @@ class FakeChannel:
 
     async def close(self) -> None:
         self.closed = True
+
+
+class FakeWebControl:
+    """A WebCallControl that records calls; `on_call(target, caller, call_id)` may bridge."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.refuse: CommandError | None = None
+        self.on_call: Any = None
+        self._ids = itertools.count(1)
+
+    async def web_call(self, target: str, caller: Any) -> str:
+        self.calls.append(("web_call", target, caller.name, caller.address))
+        if self.refuse is not None:
+            error, self.refuse = self.refuse, None
+            raise error
+        call_id = f"web-{next(self._ids)}"
+        if self.on_call is not None:
+            self.on_call(target, caller, call_id)
+        return call_id
+
+    async def web_hangup(self, call_id: str) -> None:
+        self.calls.append(("web_hangup", call_id))
+
+    async def web_dtmf(self, call_id: str, digit: str) -> None:
+        self.calls.append(("web_dtmf", call_id, digit))
+
+    def names(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+class FakeWebMedia:
+    """Stands in for webrtc.webcaller.WebCaller in hub tests."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.video = False
+        self.closed = False
+
+    async def accept_offer(self, sdp: str) -> str:
+        if "bad" in sdp:
+            raise ValueError("offer cannot be answered: bad")
+        self.video = "m=video" in sdp
+        return "v=0\r\nweb-answer"
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FramePipe:
+    """A sink feeding a source (20 ms frames), at most `depth` frames deep: bridges two media."""
+
+    def __init__(self, depth: int = 3) -> None:
+        from collections import deque
+
+        self.frames: Any = deque(maxlen=depth)
+
+    def sink(self, samples: Any) -> None:
+        self.frames.append(samples)
+
+    def source(self) -> Any:
+        return self.frames.popleft() if self.frames else None

@@ -117,6 +117,10 @@ def test_every_message_type_has_a_valid_example() -> None:
         "transfer-cancel": {"call_id": "c1"},
         "disposition": {"call_id": "c1", "disposition": "sale", "notes": "ok"},
         "dial": {"number": "+541100"},
+        "web-call-prepare": {"target": "sales"},
+        "web-call": {"target": "sales", "sdp": "v=0\r\n", "name": "Juan"},
+        "web-call-hangup": {"call_id": "web-1"},
+        "web-call-dtmf": {"call_id": "web-1", "digit": "5"},
     }
     assert set(examples) == set(CLIENT_MESSAGES)
     for kind, fields in examples.items():

@@ -204,9 +204,19 @@ async function openChannel(restart = false) {
   const pc = new RTCPeerConnection({ iceServers: agent.iceServers || [] });
   agent.pc = pc;
   for (const track of stream.getAudioTracks()) pc.addTrack(track, stream);
+  // Video from a web caller is relayed into this channel when a call has it: receive only.
+  pc.addTransceiver("video", { direction: "recvonly" });
   pc.ontrack = (event) => {
+    if (event.track.kind === "video") {
+      const video = $("remote-video");
+      video.srcObject = new MediaStream([event.track]);
+      // Shown only while frames arrive: the track is muted until the first packet.
+      event.track.onunmute = () => { video.hidden = false; video.play().catch(() => {}); };
+      event.track.onmute = () => { video.hidden = true; };
+      return;
+    }
     const el = $("remote-audio");
-    el.srcObject = event.streams[0] || new MediaStream([event.track]);
+    el.srcObject = new MediaStream([event.track]);
     el.play().catch(() => {});
   };
   pc.oniceconnectionstatechange = () => {
@@ -237,12 +247,14 @@ async function openChannel(restart = false) {
 function onMessage(message) {
   switch (message.type) {
     case "login-ok":
+      agent.iceServers = message.ice_servers || [];
       agent.token = message.token;
       sessionStorage.setItem(TOKEN_KEY, message.token);
       applySnapshot(message);
       openChannel(false);
       break;
     case "auth-ok":
+      agent.iceServers = message.ice_servers || [];
       applySnapshot(message);
       banner("");
       if (!agent.pc || ["failed", "closed", "disconnected"].includes(agent.pc.iceConnectionState)) openChannel(!!agent.pc);

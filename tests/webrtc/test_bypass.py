@@ -1,0 +1,178 @@
+"""The receive bypass: aiortc hooks still fit, bounded delay, concealment, RTCP still working."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+
+from webrtc.channel import FRAME_SAMPLES, AgentChannel, OpusSendTrack, _OpusEncoder
+from webrtc.playout import OpusPlayout
+from webrtc.rtptap import JITTER_BUFFER_ATTRIBUTE, AudioTap, VideoTap, tap_problems
+
+TONE = (8000 * np.sin(2 * np.pi * 1000 * np.arange(960) / 48000)).astype(np.int16)
+
+
+def test_aiortc_still_fits_the_hooks() -> None:
+    """Fails when an aiortc upgrade moves what webrtc.rtptap replaces: fix rtptap then."""
+    assert tap_problems() == []
+    source = RTCRtpReceiver._handle_rtp_packet.__code__
+    assert "_RTCRtpReceiver__jitter_buffer" in source.co_names
+    from aiortc.jitterbuffer import JitterBuffer
+
+    assert JitterBuffer(capacity=16, prefetch=4).add.__code__.co_argcount == 2
+
+
+def simulate(
+    delay: list[float], lost: set[int], payloads: list[bytes]
+) -> tuple[list[float], OpusPlayout, int]:
+    """Packet k is sent at k*20 ms and arrives delay[k] later (unless lost); the playout clock
+    runs as the channel runs it. Returns the added delay of every played packet."""
+    playout = OpusPlayout()
+    count = len(delay)
+    arrivals = sorted((k * 0.02 + delay[k], k) for k in range(count) if k not in lost)
+    due = arrivals[0][0] + 0.001
+    delays: list[float] = []
+    frames = 0
+    index = 0
+    while due < count * 0.02 + 0.5:
+        while index < len(arrivals) and arrivals[index][0] <= due:
+            at, k = arrivals[index]
+            playout.put(k & 0xFFFF, (1000 + k * FRAME_SAMPLES) & 0xFFFFFFFF, payloads[k % 50], at)
+            index += 1
+        samples = playout.get(due)
+        assert samples is not None and samples.shape == (FRAME_SAMPLES,)
+        frames += 1
+        if playout.last_timestamp is not None:
+            k = (playout.last_timestamp - 1000) // FRAME_SAMPLES
+            delays.append(due - k * 0.02)
+        due = playout.next_due(due)
+    return delays, playout, frames
+
+
+def test_no_standing_delay_after_loss_jitter_and_a_burst() -> None:
+    encoder = _OpusEncoder()
+    payloads = [encoder.encode(np.roll(TONE, 7 * k)) for k in range(50)]
+    rng = random.Random(4)
+    count = 1000
+    delay = [0.005 + rng.uniform(0, 0.004) for _ in range(count)]
+    for k in range(300, 400):  # 2 s of heavy jitter (0-40 ms)
+        delay[k] = 0.005 + rng.uniform(0, 0.04)
+    for k in range(500, 525):  # a 500 ms outage, then everything at once
+        delay[k] = 525 * 0.02 - k * 0.02 + 0.005
+    lost = {100, 101, 700}
+    delays, playout, frames = simulate(delay, lost, payloads)
+    ms = [d * 1000 for d in delays]
+    before = statistics.median(ms[50:290])
+    after = statistics.median(ms[-200:])
+    assert before < 15 and after < before + 5, (before, after)
+    jitter = sorted(ms[320:390])
+    assert jitter[-1] <= 60 + 40 + 1, jitter[-1]  # cap: at most 60 ms waiting after arrival
+    stats = playout.stats
+    counters = playout.counters
+    assert counters.fec + counters.concealed >= 3
+    assert stats.current_delay_ms < 20
+    assert frames >= count - 5
+
+
+async def connect(channel: AgentChannel, next_payload: object) -> RTCPeerConnection:
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    client.addTrack(OpusSendTrack(next_payload))  # type: ignore[arg-type]
+    await client.setLocalDescription(await client.createOffer())
+    answer = await channel.accept_offer(client.localDescription.sdp)
+    await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    return client
+
+
+async def test_loopback_delay_loss_and_receiver_reports() -> None:
+    channel = AgentChannel("agent1")
+    payload = _OpusEncoder().encode(TONE)
+    sent: dict[int, float] = {}
+    track_holder: list[OpusSendTrack] = []
+
+    def next_payload() -> bytes:
+        sent[track_holder[0]._slot] = time.monotonic()
+        return payload
+
+    received: list[tuple[float, int | None]] = []
+
+    def sink(samples: np.ndarray) -> None:
+        assert samples.shape == (FRAME_SAMPLES,)
+        received.append((time.monotonic(), channel.playout.last_timestamp))  # type: ignore[union-attr]
+
+    channel.attach(None, sink)
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    track = OpusSendTrack(next_payload)
+    track_holder.append(track)
+    client.addTrack(track)
+    try:
+        await client.setLocalDescription(await client.createOffer())
+        answer = await channel.accept_offer(client.localDescription.sdp)
+        assert channel.tapped
+        receiver = channel.peer_connection.getReceivers()[0]  # type: ignore[union-attr]
+        assert isinstance(getattr(receiver, JITTER_BUFFER_ATTRIBUTE), AudioTap)
+        await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        # Drop two RTP packets on the client's side, after SRTP would have been applied.
+        transport = client.getSenders()[0].transport
+        original = transport._send_rtp
+        dropped: list[int] = []
+
+        async def lossy(data: bytes) -> None:
+            if data[1] & 0x7F == 111 or 96 <= data[1] & 0x7F < 128:
+                seq = int.from_bytes(data[2:4], "big")
+                if (len(sent) >= 60 and not dropped) or len(dropped) == 1:
+                    dropped.append(seq)
+                    return
+            await original(data)
+
+        transport._send_rtp = lossy  # type: ignore[method-assign]
+        for _ in range(150):
+            await asyncio.sleep(0.02)
+            if len(received) > 120:
+                break
+        assert len(received) > 100 and len(dropped) == 2
+        first = channel.playout.first_timestamp  # type: ignore[union-attr]
+        delays = sorted(
+            (at - sent[((ts - first) & 0xFFFFFFFF) // FRAME_SAMPLES]) * 1000
+            for at, ts in received[10:]
+            if ts is not None and ((ts - first) & 0xFFFFFFFF) // FRAME_SAMPLES in sent
+        )
+        p99 = delays[int(len(delays) * 0.99)]
+        assert p99 < 40, delays[-10:]
+        counters = channel.playout.counters  # type: ignore[union-attr]
+        assert counters.fec + counters.concealed >= 2, counters.as_dict()
+        # RTCP: the channel's receiver reports reach the client (aiortc still sees packets).
+        for _ in range(150):
+            report = await client.getStats()
+            remote = [s for s in report.values() if s.type == "remote-inbound-rtp"]
+            if remote:
+                break
+            await asyncio.sleep(0.02)
+        assert remote and remote[0].packetsLost >= 1
+        stats = await channel.stats()
+        assert stats.packets_received > 100 and stats.playout["decoded"] > 100
+    finally:
+        await client.close()
+        await channel.close()
+
+
+def test_video_tap_passes_pli_and_frames() -> None:
+    from aiortc.jitterbuffer import JitterBuffer
+    from aiortc.rtp import RtpPacket
+
+    frames: list[tuple[bytes, int]] = []
+    tap = VideoTap(JitterBuffer(capacity=128, is_video=True), lambda d, t: frames.append((d, t)))
+    for seq in range(3):
+        packet = RtpPacket(payload_type=96, sequence_number=seq, timestamp=seq * 3000)
+        packet._data = b"\x00\x01\x02"  # type: ignore[attr-defined]
+        packet.marker = 1
+        assert tap.add(packet) == (False, None)
+    assert [t for _, t in frames] == [0, 3000]
+    tap.request_keyframe()
+    packet = RtpPacket(payload_type=96, sequence_number=3, timestamp=9000)
+    packet._data = b"\x00"  # type: ignore[attr-defined]
+    assert tap.add(packet)[0] is True

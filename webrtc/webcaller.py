@@ -1,0 +1,324 @@
+"""Web callers: a website visitor calls a target from ``/call/<target>``, no login.
+
+Theory of operation. The page talks over the same ``/ws`` socket and protocol as the agent page
+(`webrtc.signaling`), with the ``web-call`` message family; `AgentHub` hands those messages to
+the `WebCallerHub`, which does no I/O of its own. A socket that carries a web call cannot log in
+as an agent, and an agent's socket cannot place web calls.
+
+- ``web-call-prepare`` (target) checks the target against the allow-list (``[webrtc]
+  web_targets``) and returns the STUN/TURN servers the page must give its peer connection.
+- ``web-call`` (target, offer SDP, optional name) makes a `WebCaller`, a fresh aiortc peer
+  connection for this one call (not a long-lived channel), answers the offer (audio Opus, and
+  VP8 video when the page sends it) and asks the server, `WebCallControl.web_call(target,
+  caller)`, to place the call; the page gets the answer SDP and the ``call_id``, then
+  ``web-call-state`` events (``ringing``, ``answered``, ``ended``) that the server pushes
+  through `web_call_ringing`, `web_call_answered` and `web_call_ended`.
+- ``web-call-hangup`` and ``web-call-dtmf`` go to `WebCallControl.web_hangup` / `web_dtmf`.
+- A socket that closes hangs up its call (``web_hangup``; reason ``caller-gone``).
+
+Abuse. Placing a call costs a peer connection, so ``web-call`` is rate-limited per source
+address (`calls_per_minute`, sliding minute), limited in concurrent calls per address
+(`calls_per_address`) and overall (`max_calls`); an unknown or not-allowed target gets the same
+``unknown-target`` error whether it exists or not. Everything else follows the signalling
+rules: a bad message gets an ``error`` and changes nothing.
+
+Media. `WebCaller` is a `webrtc.channel.PeerMedia`: ``attach(source, sink)`` like an agent
+channel (the same pre-encoded Opus send path and the same receive bypass), ``video_in`` the VP8
+the visitor sends (a `webrtc.video.VideoRelay`) and ``attach_video(relay)`` to send the visitor
+another peer's video. Between a web caller and an agent the server relays video without
+transcoding: ``agent_channel.attach_video(web_caller.video_in)`` (and the other way round).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from webrtc.channel import PeerMedia
+from webrtc.exceptions import CommandError, ProtocolError
+from webrtc.signaling import PROTOCOL_VERSION, Connection, Message
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["WebCallControl", "WebCaller", "WebCallerHub", "WebCallerInfo"]
+
+
+class WebCaller(PeerMedia):
+    """The media of one web call: its own peer connection (audio, optional video)."""
+
+    kind = "web caller"
+
+    def __init__(self, name: str, **options: Any) -> None:
+        super().__init__(name, **options)
+        self.video = False
+        """Whether the visitor's offer sends video."""
+
+    async def accept_offer(self, sdp: str) -> str:
+        answer = await super().accept_offer(sdp)
+        pc = self.peer_connection
+        self.video = pc is not None and any(
+            t.kind == "video" and t.currentDirection in ("recvonly", "sendrecv")
+            for t in pc.getTransceivers()
+        )
+        return answer
+
+
+@dataclass(frozen=True, slots=True)
+class WebCallerInfo:
+    """Who is calling: `address` (source IP), `name` (what the visitor typed, may be empty),
+    `video` (the visitor sends video), `media` (attach audio and video to it)."""
+
+    address: str
+    name: str
+    video: bool
+    media: WebCaller
+
+
+class WebCallControl(Protocol):
+    """What the server does for web callers. Raise `CommandError` to refuse."""
+
+    async def web_call(self, target: str, caller: WebCallerInfo) -> str:
+        """Place a call from the visitor to `target` (one of the allowed web targets: a queue,
+        an agent target, a number); returns its call id. Ringing, answer and end are pushed
+        with `WebCallerHub.web_call_ringing` / `web_call_answered` / `web_call_ended`."""
+        ...
+
+    async def web_hangup(self, call_id: str) -> None:
+        """The visitor hung up (or closed the page)."""
+        ...
+
+    async def web_dtmf(self, call_id: str, digit: str) -> None:
+        """The visitor pressed a key (send it on as RFC 4733 or show it to the agent)."""
+        ...
+
+
+MediaFactory = Callable[[str], WebCaller]
+
+
+@dataclass(slots=True)
+class _WebCall:
+    call_id: str
+    target: str
+    conn: Connection
+    media: WebCaller
+    state: str = "ringing"
+    started: float = field(default_factory=time.monotonic)
+
+
+class WebCallerHub:
+    """The live web calls, keyed by call id (see the module docstring)."""
+
+    def __init__(
+        self,
+        control: WebCallControl,
+        targets: Iterable[str],
+        *,
+        ice_servers: Sequence[Mapping[str, Any]] = (),
+        media_factory: MediaFactory | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        calls_per_minute: int = 6,
+        calls_per_address: int = 2,
+        max_calls: int = 100,
+    ) -> None:
+        self.control = control
+        self.targets = frozenset(targets)
+        self.ice_servers = [dict(server) for server in ice_servers]
+        self.media_factory = media_factory or (lambda name: WebCaller(name))
+        self.clock = clock
+        self.calls_per_minute = calls_per_minute
+        self.calls_per_address = calls_per_address
+        self.max_calls = max_calls
+        self.refused = 0
+        self._calls: dict[str, _WebCall] = {}
+        self._by_conn: dict[int, str] = {}
+        self._owners: set[int] = set()
+        self._attempts: dict[str, deque[float]] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    # --- queries ---
+
+    def media(self, call_id: str) -> WebCaller | None:
+        """The media of a live web call."""
+        call = self._calls.get(call_id)
+        return call.media if call is not None else None
+
+    def calls(self) -> list[str]:
+        return list(self._calls)
+
+    def state(self, call_id: str) -> str | None:
+        call = self._calls.get(call_id)
+        return call.state if call is not None else None
+
+    # --- WebCallHandler (called by AgentHub) ---
+
+    def owns(self, conn: Connection) -> bool:
+        return id(conn) in self._owners
+
+    def allows(self, target: str) -> bool:
+        return target in self.targets
+
+    async def handle(self, conn: Connection, message: Message) -> None:
+        kind, f, ref = message.type, message.fields, message.id
+        if kind == "web-call-prepare":
+            self._check_target(f["target"])
+            self._owners.add(id(conn))
+            self._send(
+                conn,
+                {
+                    "type": "web-call-ready",
+                    "ref": ref,
+                    "target": f["target"],
+                    "ice_servers": self.ice_servers,
+                },
+            )
+        elif kind == "web-call":
+            await self._start(conn, message)
+        elif kind == "web-call-hangup":
+            call = self._own_call(conn, f["call_id"])
+            await self.control.web_hangup(call.call_id)
+            self._send(conn, {"type": "ack", "ref": ref})
+            await self._finish(call, "caller-hangup")
+        elif kind == "web-call-dtmf":
+            call = self._own_call(conn, f["call_id"])
+            if call.state != "answered":
+                raise ProtocolError("bad-state", f"the call is {call.state}")
+            await self.control.web_dtmf(call.call_id, f["digit"])
+            self._send(conn, {"type": "ack", "ref": ref})
+        else:  # pragma: no cover - AgentHub routes only web-call* types here
+            raise ProtocolError("unknown-type", "unknown message type")
+
+    def connection_closed(self, conn: Connection) -> None:
+        self._owners.discard(id(conn))
+        call_id = self._by_conn.pop(id(conn), None)
+        call = self._calls.get(call_id) if call_id is not None else None
+        if call is None:
+            return
+
+        async def gone() -> None:
+            try:
+                await self.control.web_hangup(call.call_id)
+            except Exception:
+                logger.exception("web call %s: hangup after the page left failed", call.call_id)
+            await self._finish(call, "caller-gone")
+
+        task = asyncio.ensure_future(gone())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Close every web call's media (server shutdown)."""
+        for call in list(self._calls.values()):
+            self._send(call.conn, _state(call, "ended", "shutdown"))
+            await call.media.close()
+        self._calls.clear()
+        self._by_conn.clear()
+
+    # --- server pushes ---
+
+    def web_call_ringing(self, call_id: str) -> None:
+        self._set_state(call_id, "ringing")
+
+    def web_call_answered(self, call_id: str) -> None:
+        self._set_state(call_id, "answered")
+
+    def web_call_ended(self, call_id: str, reason: str = "hangup") -> None:
+        """The far end hung up (or the call failed): the page is told, the media closed."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return
+        task = asyncio.ensure_future(self._finish(call, reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- internals ---
+
+    def _check_target(self, target: str) -> None:
+        if target not in self.targets:
+            raise ProtocolError("unknown-target", "this target cannot be called from the web")
+
+    def _admit(self, address: str) -> None:
+        now = self.clock()
+        attempts = self._attempts.setdefault(address, deque())
+        while attempts and now - attempts[0] >= 60.0:
+            attempts.popleft()
+        if len(attempts) >= self.calls_per_minute:
+            self.refused += 1
+            raise ProtocolError("rate-limited", "too many calls from this address: wait")
+        live = sum(1 for c in self._calls.values() if c.conn.source == address)
+        if live >= self.calls_per_address or len(self._calls) >= self.max_calls:
+            self.refused += 1
+            raise ProtocolError("too-many-calls", "too many calls in progress")
+        attempts.append(now)
+        if len(self._attempts) > 10000:  # forget idle addresses
+            for key in [k for k, v in self._attempts.items() if not v][:5000]:
+                del self._attempts[key]
+
+    async def _start(self, conn: Connection, message: Message) -> None:
+        f = message.fields
+        self._check_target(f["target"])
+        if id(conn) in self._by_conn:
+            raise ProtocolError("bad-state", "this page has a call in progress")
+        self._admit(conn.source)
+        self._owners.add(id(conn))
+        media = self.media_factory(f"web:{conn.source}")
+        try:
+            answer = await media.accept_offer(f["sdp"])
+        except ValueError as exc:
+            await media.close()
+            raise ProtocolError("bad-sdp", str(exc)[:200]) from None
+        info = WebCallerInfo(conn.source, f.get("name", ""), media.video, media)
+        try:
+            call_id = await self.control.web_call(f["target"], info)
+        except BaseException:
+            await media.close()
+            raise
+        if not isinstance(call_id, str) or not call_id or call_id in self._calls:
+            await media.close()
+            raise CommandError("internal", "the call could not be placed")
+        call = _WebCall(call_id, f["target"], conn, media)
+        self._calls[call_id] = call
+        self._by_conn[id(conn)] = call_id
+        self._send(
+            conn,
+            {"type": "web-call-answer", "ref": message.id, "call_id": call_id, "sdp": answer},
+        )
+        self._send(conn, _state(call, call.state, ""))
+
+    def _own_call(self, conn: Connection, call_id: str) -> _WebCall:
+        call = self._calls.get(call_id)
+        if call is None or call.conn is not conn:
+            raise ProtocolError("unknown-call", "no such call on this page")
+        return call
+
+    def _set_state(self, call_id: str, state: str) -> None:
+        call = self._calls.get(call_id)
+        if call is None or call.state == state:
+            return
+        call.state = state
+        self._send(call.conn, _state(call, state, ""))
+
+    async def _finish(self, call: _WebCall, reason: str) -> None:
+        if self._calls.get(call.call_id) is not call:
+            return
+        del self._calls[call.call_id]
+        if self._by_conn.get(id(call.conn)) == call.call_id:
+            del self._by_conn[id(call.conn)]
+        call.state = "ended"
+        self._send(call.conn, _state(call, "ended", reason))
+        await call.media.close()
+
+    def _send(self, conn: Connection, message: dict[str, Any]) -> None:
+        message.setdefault("v", PROTOCOL_VERSION)
+        try:
+            conn.send(message)
+        except Exception:
+            logger.debug("send to web caller page failed", exc_info=True)
+
+
+def _state(call: _WebCall, state: str, reason: str) -> dict[str, Any]:
+    return {"type": "web-call-state", "call_id": call.call_id, "state": state, "reason": reason}
