@@ -46,32 +46,42 @@ async def require_token(
         return _error(exc.status, exc.reason)
 
 
-@routes.get("/api/v1/status")
+@routes.get("/v1/status")
 async def get_status(request: web.Request) -> web.Response:
     """Live counters: SIP transactions, dialogs, calls, transports, media."""
     return web.json_response(request.app[STATUS_KEY]())
 
 
-@routes.get("/api/v1/health")
+@routes.get("/v1/health")
 async def get_health(request: web.Request) -> web.Response:
     """Liveness for monitoring."""
     return web.json_response({"status": "ok"})
 
 
-def create_app(config: Config, status: StatusProvider) -> web.Application:
-    """The API application (mounted at the root of the HTTPS server)."""
-    app = web.Application(middlewares=[require_token], client_max_size=1024 * 1024)
-    app[CONFIG_KEY] = config
-    app[STATUS_KEY] = status
-    app.add_routes(routes)
+def create_app(
+    config: Config, status: StatusProvider, root: web.Application | None = None
+) -> web.Application:
+    """The HTTPS application: the API under ``/api/`` (its own token middleware) mounted on
+    `root` (the agent pages' application, which has its own session checks) or on an empty one."""
+    api = web.Application(middlewares=[require_token], client_max_size=1024 * 1024)
+    api[CONFIG_KEY] = config
+    api[STATUS_KEY] = status
+    api.add_routes(routes)
+    app = root if root is not None else web.Application()
+    app.add_subapp("/api", api)
     return app
 
 
 async def start_api(
-    config: Config, status: StatusProvider, host: str, ssl_context: ssl.SSLContext
+    config: Config,
+    status: StatusProvider,
+    host: str,
+    ssl_context: ssl.SSLContext,
+    root: web.Application | None = None,
 ) -> web.AppRunner:
-    """Serve the API over HTTPS on the configured port; returns the runner to clean up."""
-    runner = web.AppRunner(create_app(config, status), access_log=None, handle_signals=False)
+    """Serve the API (and `root`'s pages) over HTTPS on the configured port; returns the runner
+    to clean up."""
+    runner = web.AppRunner(create_app(config, status, root), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, config.server.http_port, ssl_context=ssl_context)
     await site.start()

@@ -56,6 +56,7 @@ from sip.service import SipService
 from sip.transaction import ServerTransaction
 
 if TYPE_CHECKING:
+    from omlmedia.agents import AgentDesk
     from omlmedia.trunks import NextHops, TrunkManager
 from sip.ua import (
     Call,
@@ -364,6 +365,8 @@ class CallRouter:
         self.transcoders = _transcoder_factory()
         self.hold_music: Path | None = _default_music()
         """What a bridged party hears while the other holds."""
+        self.desk: AgentDesk | None = None
+        """Browser agents (`agent` routes), when the server runs the agent page."""
         self.stats = RouterStats()
         self.service: SipService | None = None
         self.trunks: TrunkManager | None = None
@@ -399,6 +402,9 @@ class CallRouter:
             if media.service is not None:
                 for leg in media.service.legs:
                     self._report(leg)
+        if self.desk is not None:
+            for leg in self.desk.legs:
+                self._report(leg)
 
     @staticmethod
     def _report(leg: RtpLeg) -> None:
@@ -480,6 +486,8 @@ class CallRouter:
             self._on_session_modified(ev)
         elif isinstance(ev, DtmfReceived):
             self.stats.dtmf += 1
+            if self.desk is not None:
+                self.desk.on_dtmf(ev.call, ev.digit)
             media = self._media.get(id(ev.call))
             if media is not None and isinstance(media.service, DtmfEcho):
                 media.service.add_digit(ev.digit)
@@ -492,6 +500,8 @@ class CallRouter:
                 duration_ms=ev.duration_ms,
             )
         elif isinstance(ev, TransferProgress):
+            if self.desk is not None and ev.final:
+                self.desk.on_transfer_outcome(ev.call, ev.status)
             event(
                 logger,
                 "transfer-progress",
@@ -516,6 +526,8 @@ class CallRouter:
         """End every call (graceful shutdown): BYE for answered ones, 480/CANCEL for the others."""
         assert self.service is not None
         ua = self.service.ua
+        if self.desk is not None:
+            self.desk.hangup_all()
         for call in list(ua.calls.values()):
             self.service.act(partial(ua.hangup, call))
 
@@ -565,6 +577,13 @@ class CallRouter:
             if trunk is not None:
                 self._start_bridge(call, trunk, _user)
                 return
+        if route.action is RouteAction.AGENT and self.desk is not None:
+            agent = route.trunk or _user
+            refusal = self.desk.offer(call, agent)
+            if refusal is not None:
+                self.stats.rejected += 1
+                self._refuse(call, refusal, "agent-unavailable", target=f"agent:{agent}")
+            return
         if route.action in (RouteAction.MOH, RouteAction.RECORD, RouteAction.DTMF):
             media = CallMedia(session_id=secrets.randbelow(2**31))
             call.app = media
@@ -747,6 +766,9 @@ class CallRouter:
         if bridge is not None:
             self._modify_bridged(bridge, call, txn, request)
             return
+        if self.desk is not None and self.desk.owns(call):
+            self.desk.on_session_modified(call, txn, request)
+            return
         media = self._media.get(id(call))
         if media is None or (media.echo is None and media.service is None):
             service.act(lambda now: service.ua.respond(call, txn, 488, now))
@@ -843,6 +865,9 @@ class CallRouter:
     def _on_ended(self, call: Call, cause: str) -> None:
         self.stats.ended += 1
         event(logger, "call-ended", call_id=call.call_id, cause=cause, direction=call.direction)
+        if self.desk is not None and self.desk.owns(call):
+            self.desk.on_ended(call, cause)
+            return
         bridge = self._bridges.pop(id(call), None)
         if bridge is not None:
             self._end_bridge(bridge, call)

@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from sip.endpoint import Endpoint
+from webrtc.accounts import hash_password
+from webrtc.config import WebrtcConfig, parse_webrtc
+from webrtc.exceptions import ConfigError as WebrtcConfigError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -69,6 +72,9 @@ class RouteAction(Enum):
     REJECT = "reject"
     DTMF = "dtmf"
     TRUNK = "trunk"
+    AGENT = "agent"
+    """A browser agent: `agent:<name>`, or `agent` alone when the rewritten user part is the
+    agent's name (``pattern = "^agent-(.+)$"``, ``strip = 6``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +230,7 @@ class Route:
     pattern: re.Pattern[str] | None = None
     """Regular expression the whole user part must match."""
     trunk: str | None = None
-    """Trunk name when `action` is TRUNK."""
+    """Trunk name when `action` is TRUNK; agent name when `action` is AGENT with a name."""
     strip: int = 0
     """Leading characters removed from the user part."""
     prefix: str = ""
@@ -235,6 +241,8 @@ class Route:
         """The target as written in the configuration (``echo``, ``trunk:pbx``...)."""
         if self.action is RouteAction.TRUNK:
             return f"trunk:{self.trunk}"
+        if self.action is RouteAction.AGENT and self.trunk:
+            return f"agent:{self.trunk}"
         return str(self.action.value)
 
     def apply(self, user: str) -> str | None:
@@ -267,6 +275,8 @@ class Config:
     users: tuple[User, ...] = ()
     routes: tuple[Route, ...] = ()
     media: MediaConfig = MediaConfig()
+    webrtc: WebrtcConfig = field(default_factory=WebrtcConfig)
+    """Browser agents and the agent page (``[webrtc]``, ``[[agents]]``)."""
     source: Path | None = None
     """The file it was read from; None for the embedded demo."""
     generated: GeneratedSecrets = GeneratedSecrets()
@@ -397,6 +407,8 @@ def load_demo_config(overrides: Overrides | None = None) -> Config:
     for user in raw["users"]:
         if user["name"] == DEMO_USER:
             user["ha1_md5"], user["ha1_sha256"] = digest_ha1(DEMO_USER, realm, password)
+    for agent in raw.get("agents", ()):
+        agent["password_hash"] = hash_password(password)
     return _build(
         raw,
         overrides,
@@ -688,7 +700,18 @@ def _apply_overrides(
     return raw
 
 
-_TOP_KEYS: Final = ("server", "sip", "security", "media", "api", "trunks", "users", "routes")
+_TOP_KEYS: Final = (
+    "server",
+    "sip",
+    "security",
+    "media",
+    "api",
+    "trunks",
+    "users",
+    "routes",
+    "webrtc",
+    "agents",
+)
 _MEDIA_KEYS: Final = ("timeout",)
 _SERVER_KEYS: Final = (
     "listen",
@@ -762,6 +785,15 @@ def _build(
     trunks = _trunks(check, raw.get("trunks", _MISSING))
     users = _users(check, raw.get("users", _MISSING))
     routes = _routes(check, raw.get("routes", _MISSING), _trunk_names(raw.get("trunks")))
+    webrtc = WebrtcConfig()
+    try:
+        webrtc = parse_webrtc(raw.get("webrtc"), raw.get("agents"), allow_clear_password=False)
+    except WebrtcConfigError as exc:
+        check.errors.append(str(exc))
+    agent_names = {agent.name for agent in webrtc.agents}
+    for index, route in enumerate(routes):
+        if route.action is RouteAction.AGENT and route.trunk and route.trunk not in agent_names:
+            check.errors.append(f'routes[{index}].target: unknown agent "{route.trunk}"')
     if (
         check.errors
         or server is None
@@ -780,6 +812,7 @@ def _build(
         trunks=trunks,
         users=users,
         routes=routes,
+        webrtc=webrtc,
         source=source,
         generated=GeneratedSecrets(api_token=api_token, demo_password=generated_password),
     )
@@ -1202,13 +1235,17 @@ def _routes(check: _Checker, value: object, trunk_names: set[str]) -> tuple[Rout
                 trunk = trunk_name
                 if trunk_name not in trunk_names:
                     check.error(f"{path}.target", f'unknown trunk "{trunk_name}"')
+            elif kind == "agent" and trunk_name:
+                action = RouteAction.AGENT
+                trunk = trunk_name
             else:
                 try:
                     action = RouteAction(target)
                 except ValueError:
                     check.error(
                         f"{path}.target",
-                        f"unknown target {target!r} (one of {targets}, or trunk:<name>)",
+                        f"unknown target {target!r} (one of {targets}, trunk:<name> or "
+                        "agent:<name>)",
                     )
         strip = check.integer(table, path, "strip", 0, 0, 64)
         prefix = check.string(table, path, "prefix", "")

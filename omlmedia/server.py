@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from omlmedia.agents import AgentDesk
 from omlmedia.api import start_api
 from omlmedia.calls import CallRouter
 from omlmedia.cli import summary
@@ -31,6 +32,10 @@ from sip.tls import client_context, ensure_self_signed, server_context
 from sip.transaction import Timers
 from sip.transport import SipTransports, TransportLimits
 from sip.ua import UserAgent
+from webrtc.accounts import AccountStore
+from webrtc.app import create_app as create_agent_app
+from webrtc.channel import AgentChannel, ice_servers_from_config
+from webrtc.signaling import AgentHub
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +116,8 @@ class Server:
         self.service: SipService | None = None
         self.api: web.AppRunner | None = None
         self.trunks: TrunkManager | None = None
+        self.desk: AgentDesk | None = None
+        self.hub: AgentHub | None = None
         self._tls: ssl.SSLContext | None = None
 
     async def start(self) -> None:
@@ -181,13 +188,45 @@ class Server:
         self.trunks = TrunkManager(config, self.service, hops)
         self.router.trunks = self.trunks
         self.trunks.start()
-        self.api = await start_api(config, self.status, host, self._tls)
+        pages = self._start_agents(advertised) if config.webrtc.agents else None
+        self.api = await start_api(config, self.status, host, self._tls, pages)
         event(
             logger,
             "ready",
             sip=", ".join(str(e) for e in local.values()),
             api=f"https://{host}:{config.server.http_port}",
         )
+
+    def _start_agents(self, media_host: str) -> web.Application:
+        """The agent desk, the agent hub and the agent page (`/agent/`, `/ws`)."""
+        config = self.config
+        loop = asyncio.get_running_loop()
+        desk = AgentDesk(
+            self.router.pool,
+            media_host,
+            hold_music=self.router.hold_music,
+            max_delay_ms=60,
+        )
+        desk.service = self.service
+        accounts = AccountStore(
+            [agent.account() for agent in config.webrtc.agents],
+            clock=loop.time,
+            session_ttl=config.webrtc.session_ttl,
+        )
+        ice = ice_servers_from_config(config.webrtc.ice_servers)
+        hub = AgentHub(
+            accounts,
+            desk,
+            lambda agent: AgentChannel(agent, ice_servers=ice),
+            clock=loop.time,
+            reconnect_grace=config.webrtc.reconnect_grace,
+            ice_servers=[server.as_browser() for server in config.webrtc.ice_servers],
+        )
+        desk.hub = hub
+        self.router.desk = desk
+        self.desk = desk
+        self.hub = hub
+        return create_agent_app(hub)
 
     def status(self) -> dict[str, Any]:
         """The live counters the API serves."""
@@ -209,6 +248,11 @@ class Server:
                 "rtp_ports_pooled": self.router.pool.idle,
             },
             "calls": vars(self.router.stats).copy(),
+            "agents": {
+                "logged_in": len(self.desk.states) if self.desk is not None else 0,
+                "calls": len(self.desk.calls) if self.desk is not None else 0,
+                **(vars(self.desk.stats) if self.desk is not None else {}),
+            },
             "trunks": self.trunks.status() if self.trunks is not None else {},
         }
 
@@ -222,6 +266,8 @@ class Server:
             self.service.close()
         self.router.close()
         self.router.pool.close()
+        if self.hub is not None:
+            await self.hub.close()
         if self.api is not None:
             await self.api.cleanup()
         await self.transports.close()

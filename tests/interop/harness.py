@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from omlmedia.config import digest_ha1
+from webrtc.accounts import hash_password
 
 API_TOKEN = "interop-test-token"
 DEMO_PASSWORD = "interop-secret"
@@ -95,6 +96,7 @@ def write_test_config(
     md5, sha256 = digest_ha1("demo", "omlmedia", DEMO_PASSWORD)
     token_sha = hashlib.sha256(API_TOKEN.encode()).hexdigest()
     carrier_trunk = CARRIER_TRUNK.format(port=ports["carrier"]) if carrier else ""
+    agent_hash = hash_password(DEMO_PASSWORD, n=2**12)
     path.write_text(
         f"""
 [server]
@@ -167,6 +169,24 @@ target = "reject"
 pattern = "^9(.+)$"
 target = "trunk:pbx"
 strip = 1
+
+[[routes]]
+pattern = "^agent-(.+)$"
+target = "agent"
+strip = 6
+
+[webrtc]
+reconnect_grace = 5
+
+[[agents]]
+name = "agent1"
+display_name = "Agent One"
+password_hash = "{agent_hash}"
+
+[[agents]]
+name = "agent2"
+display_name = "Agent Two"
+password_hash = "{agent_hash}"
 """
     )
 

@@ -546,7 +546,8 @@ def test_demo_only_flags_are_refused_with_a_file(tmp_path: Path) -> None:
         (
             "[[routes]]\nuser = 'a'\ntarget = 'voicemail'\n",
             "routes[0].target: unknown target "
-            "'voicemail' (one of echo, moh, record, busy, reject, dtmf, or trunk:<name>)",
+            "'voicemail' (one of echo, moh, record, busy, reject, dtmf, agent, trunk:<name> or "
+            "agent:<name>)",
         ),
         (
             "[[routes]]\nuser = 'a'\ntarget = 'trunk:nowhere'\n",

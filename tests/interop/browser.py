@@ -1,0 +1,95 @@
+"""Headless Debian Chromium driven by Playwright, for end-to-end tests against `omlmedia serve`.
+
+Recipe from ../shared/docs/TESTING.md: the Debian binary, fake media devices (a tone file as the
+microphone), a fresh profile per test. A missing chromium or playwright fails the test (make test
+installs both): a green run must mean the browser really ran.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import wave
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+    "--allow-loopback-in-peer-connection",
+]
+
+ANALYSE_REMOTE_AUDIO = """async () => {
+    const ctx = new AudioContext();
+    const stream = document.getElementById('remote-audio').srcObject;
+    const src = ctx.createMediaStreamSource(stream);
+    const an = ctx.createAnalyser(); an.fftSize = 8192; src.connect(an);
+    await new Promise((r) => setTimeout(r, 700));
+    const bins = new Float32Array(an.frequencyBinCount); an.getFloatFrequencyData(bins);
+    let best = 1; for (let i = 2; i < bins.length; i++) if (bins[i] > bins[best]) best = i;
+    return {hz: best * ctx.sampleRate / an.fftSize, db: bins[best]};
+}"""
+"""The dominant frequency the agent page hears, and its level (dBFS)."""
+
+
+def chromium_path() -> str:
+    """The Debian chromium binary; fails the test when it is missing."""
+    for candidate in ("/usr/lib/chromium/chromium", shutil.which("chromium")):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    pytest.fail("chromium is not installed: run `make test`, which installs it")
+
+
+def write_capture_tone(path: Path, frequency: float, rate: int = 48000) -> None:
+    """One second of a tone (a whole number of cycles, so the fake capture loops cleanly)."""
+    t = np.arange(rate) / rate
+    samples = (0.5 * 32767 * np.sin(2 * np.pi * frequency * t)).astype("<i2")
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(samples.tobytes())
+
+
+@asynccontextmanager
+async def chromium(workdir: Path, tone_hz: float) -> AsyncIterator[Any]:
+    """A browser context whose microphone plays `tone_hz`, with audio processing off."""
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: run `make test`, which installs it")
+    binary = chromium_path()
+    tone = workdir / f"capture-{int(tone_hz)}.wav"
+    write_capture_tone(tone, tone_hz)
+    profile = tempfile.mkdtemp(prefix="chromium-", dir=workdir)
+    async with async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=binary,
+            headless=True,
+            args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={tone}"],
+            ignore_https_errors=True,
+            viewport={"width": 1280, "height": 720},
+        )
+        await context.add_init_script(
+            "localStorage.setItem('omlmedia.agent.settings', '{\"audioProcessing\": false}')"
+        )
+        try:
+            yield context
+        finally:
+            await context.close()

@@ -1,0 +1,78 @@
+"""A SIP caller (baresip) rings a browser agent (Chromium) through `omlmedia serve`.
+
+The agent logs in on the page the server serves, goes Ready, answers; the caller's tone is heard
+on the page and the page's tone in the caller's recording; hold plays music to the caller; the
+caller hangs up and the call is in the agent's history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.interop.baresip import dial, dominant_frequency
+from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium
+from tests.interop.harness import DEMO_PASSWORD, RunningServer
+
+pytestmark = pytest.mark.interop
+
+CALLER_TONE = 440.0
+AGENT_TONE = 660.0
+
+
+async def test_a_sip_caller_and_a_browser_agent_hear_each_other(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    async with chromium(tmp_path, AGENT_TONE) as browser:
+        page = await browser.new_page()
+        await page.goto(f"https://127.0.0.1:{server.http_port}/agent/")
+        await page.get_by_label("Username").fill("agent1")
+        await page.get_by_label("Password").fill(DEMO_PASSWORD)
+        await page.get_by_role("button", name="Log in", exact=True).click()
+        state = page.locator("#state")
+        await expect(state).to_contain_text("Paused", timeout=10000)
+        await page.get_by_role("button", name="Ready", exact=True).click()
+        await expect(state).to_have_text("Ready")
+        await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
+
+        caller = asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: dial(
+                tmp_path / "caller",
+                f"sip:agent-agent1@127.0.0.1:{server.sip_port}",
+                9,
+                tone_hz=CALLER_TONE,
+                codecs="PCMU",
+            ),
+        )
+        await expect(page.locator("#caller-number")).to_have_text("tester", timeout=10000)
+        await expect(state).to_have_text("Ringing")
+        await page.get_by_role("button", name="Answer", exact=True).click()
+        await expect(page.locator("#call-kind")).to_have_text("Connected")
+        await expect(state).to_have_text("On call")
+        heard = await page.evaluate(ANALYSE_REMOTE_AUDIO)
+        assert abs(heard["hz"] - CALLER_TONE) < 10, heard
+
+        await page.get_by_role("button", name="Hold", exact=True).click()
+        await expect(page.locator("#call-kind")).to_have_text("On hold")
+        await asyncio.sleep(1.0)
+        await page.get_by_role("button", name="Resume", exact=True).click()
+        await expect(page.locator("#call-kind")).to_have_text("Connected")
+        await page.get_by_role("button", name="5", exact=True).click()
+
+        run = await caller  # the caller hangs up after 9 s
+        await expect(page.locator("#no-call")).to_be_visible(timeout=10000)
+        await expect(page.locator("#history li").first).to_contain_text("tester")
+        await expect(state).to_have_text("Ready", timeout=10000)  # after wrap-up
+
+    assert run.established, run.output[-3000:]
+    frequency, share = dominant_frequency(run.decoded())
+    assert abs(frequency - AGENT_TONE) < 5, (frequency, share)
+    log = server.log()
+    assert "event=agent-answered" in log and "agent=agent1" in log
+    assert "event=agent-hold" in log and "event=agent-resume" in log
+    server.wait_idle()
