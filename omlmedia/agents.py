@@ -20,6 +20,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ from sip.ua import Call, CallState
 from webrtc.channel import AgentChannel
 from webrtc.exceptions import CommandError
 from webrtc.signaling import AgentHub, AgentState, CallInfo
+from webrtc.webcaller import WebCaller, WebCallerHub, WebCallerInfo
 
 if TYPE_CHECKING:
     from sip.service import SipService
@@ -61,9 +63,10 @@ Samples = npt.NDArray[np.int16]
 
 @dataclass(eq=False)
 class AgentCall:
-    """A SIP call offered to or carried by an agent."""
+    """A call offered to or carried by an agent: a SIP call (`call`) or a web caller (`web`)."""
 
-    call: Call
+    call_id: str
+    call: Call | None
     agent: str
     info: CallInfo
     offered_at: float
@@ -79,6 +82,7 @@ class AgentCall:
     local_sdp: bytes = b""
     session_id: int = 0
     version: int = 0
+    web: WebCaller | None = None
 
 
 @dataclass
@@ -118,6 +122,10 @@ class AgentDesk:
         self.calls: dict[str, AgentCall] = {}
         """By call id."""
         self.stats = DeskStats()
+        self.web: WebCallerHub | None = None
+        """The web callers' side of the socket, when web calls are enabled."""
+        self.resolve: Callable[[str], str | None] = lambda target: None
+        """The agent a web caller's target rings (the router's `agent` routes)."""
         self.on_call_done: Callable[[AgentCall, str], None] | None = None
         """Told of every ended agent call (for call records)."""
         self._wrapups: dict[str, asyncio.TimerHandle] = {}
@@ -187,7 +195,9 @@ class AgentDesk:
             queue=queue or f"agent-{agent}",
             wait_seconds=wait,
         )
-        ac = AgentCall(call=call, agent=agent, info=info, offered_at=time.time())
+        ac = AgentCall(
+            call_id=call.call_id, call=call, agent=agent, info=info, offered_at=time.time()
+        )
         if not self.hub.offer_call(agent, info):
             self.stats.refused += 1
             return 480
@@ -207,9 +217,9 @@ class AgentDesk:
         return call.call_id in self.calls
 
     def _ring_timeout(self, ac: AgentCall) -> None:
-        if ac.answered_at is None and self.calls.get(ac.call.call_id) is ac:
+        if ac.answered_at is None and self.calls.get(ac.call_id) is ac:
             self.stats.unanswered += 1
-            event(logger, "agent-no-answer", call_id=ac.call.call_id, agent=ac.agent)
+            event(logger, "agent-no-answer", call_id=ac.call_id, agent=ac.agent)
             self._end_call(ac, "no-answer", status=480)
 
     def on_ended(self, call: Call, cause: str) -> None:
@@ -217,6 +227,97 @@ class AgentDesk:
         ac = self.calls.get(call.call_id)
         if ac is not None:
             self._finish(ac, cause)
+
+    # -- web callers (`webrtc.webcaller.WebCallControl`) --------------------------------------
+
+    async def web_call(self, target: str, caller: WebCallerInfo) -> str:
+        """A website visitor calls `target`: ring the agent it names (as for a SIP caller)."""
+        agent = self.resolve(target)
+        if agent is None or self.hub is None or self.state(agent) is not AgentState.READY:
+            self.stats.refused += 1
+            raise CommandError("unavailable", "nobody can take the call now")
+        call_id = f"web-{secrets.token_hex(8)}"
+        info = CallInfo(
+            call_id=call_id,
+            caller_number="web",
+            caller_name=caller.name or "Web visitor",
+            queue=target,
+            direction="inbound",
+        )
+        if not self.hub.offer_call(agent, info):
+            self.stats.refused += 1
+            raise CommandError("unavailable", "nobody can take the call now")
+        ac = AgentCall(
+            call_id=call_id,
+            call=None,
+            agent=agent,
+            info=info,
+            offered_at=time.time(),
+            web=caller.media,
+        )
+        self.calls[call_id] = ac
+        self.stats.offered += 1
+        ac.ring_timer = asyncio.get_running_loop().call_later(
+            self.ring_timeout, self._ring_timeout, ac
+        )
+        self._set_state(agent, AgentState.RINGING)
+        if self.web is not None:
+            self.web.web_call_ringing(call_id)
+        event(
+            logger,
+            "agent-offered",
+            call_id=call_id,
+            agent=agent,
+            queue=target,
+            source="web",
+            video=caller.video,
+        )
+        return call_id
+
+    async def web_hangup(self, call_id: str) -> None:
+        """The visitor hung up or closed the page."""
+        ac = self.calls.get(call_id)
+        if ac is not None and ac.web is not None:
+            self._finish(ac, "caller-hangup")
+
+    async def web_dtmf(self, call_id: str, digit: str) -> None:
+        """The visitor pressed a key: shown to the agent."""
+        ac = self.calls.get(call_id)
+        if ac is not None and ac.web is not None and self.hub is not None:
+            self.hub.dtmf_received(ac.agent, call_id, digit)
+
+    def _answer_web(self, ac: AgentCall) -> None:
+        """Join the visitor's peer connection and the agent's channel: audio through two short
+        frame queues (at most 60 ms each way), video relayed as encoded VP8 frames."""
+        assert self.hub is not None and ac.web is not None
+        channel = self.hub.channel(ac.agent)
+        if not isinstance(channel, AgentChannel):
+            raise CommandError("no-channel", "the agent channel is not connected")
+        to_agent: deque[Samples] = deque(maxlen=3)
+        to_caller: deque[Samples] = deque(maxlen=3)
+
+        def caller_source() -> Samples | None:
+            return to_caller.popleft() if to_caller and not ac.held else None
+
+        def agent_source() -> Samples | None:
+            return to_agent.popleft() if to_agent and not ac.held else None
+
+        def from_agent(frame: Samples) -> None:
+            if not ac.muted:
+                to_caller.append(frame)
+
+        ac.web.attach(caller_source, to_agent.append)
+        channel.attach(agent_source, from_agent)
+        channel.attach_video(ac.web.video_in)
+        if ac.ring_timer is not None:
+            ac.ring_timer.cancel()
+        ac.answered_at = time.time()
+        self.stats.answered += 1
+        if self.web is not None:
+            self.web.web_call_answered(ac.call_id)
+        self._set_state(ac.agent, AgentState.ON_CALL)
+        self.hub.call_answered(ac.agent, ac.call_id)
+        event(logger, "agent-answered", call_id=ac.call_id, agent=ac.agent, source="web")
 
     def on_dtmf(self, call: Call, digit: str) -> None:
         """A digit from the caller by SIP INFO."""
@@ -232,7 +333,11 @@ class AgentDesk:
         ac = self._call_of(agent, call_id)
         if ac.answered_at is not None:
             return
+        if ac.web is not None:
+            self._answer_web(ac)
+            return
         call = ac.call
+        assert call is not None
         if call.state is not CallState.OFFERED:
             raise CommandError("gone", "the caller hung up")
         channel = self.hub.channel(agent)
@@ -361,6 +466,8 @@ class AgentDesk:
         assert self.service is not None
         ac = self._answered(agent, call_id)
         call = ac.call
+        if call is None:
+            raise CommandError("unsupported", "a web call cannot be transferred yet")
         if not to or any(c in to for c in " <>\"'\r\n;") or len(to) > 64:
             raise CommandError("bad-target", "not a number or extension")
         host = call.source.host
@@ -485,7 +592,10 @@ class AgentDesk:
         """End the SIP side (BYE, or `status` while it rings) and the agent side."""
         assert self.service is not None
         service, call = self.service, ac.call
-        if call.state is CallState.OFFERED:
+        if call is None:
+            if self.web is not None:
+                self.web.web_call_ended(ac.call_id, cause)
+        elif call.state is CallState.OFFERED:
             code = status or 480
             service.act(lambda now: service.ua.reject(call, code, now))
         elif call.state is not CallState.ENDED:
@@ -493,15 +603,15 @@ class AgentDesk:
         self._finish(ac, cause)
 
     def _finish(self, ac: AgentCall, cause: str) -> None:
-        if self.calls.pop(ac.call.call_id, None) is None:
+        if self.calls.pop(ac.call_id, None) is None:
             return
         if ac.ring_timer is not None:
             ac.ring_timer.cancel()
         self._release(ac)
         agent = ac.agent
         if self.hub is not None:
-            self.hub.call_ended(agent, ac.call.call_id, cause)
-        event(logger, "agent-call-ended", call_id=ac.call.call_id, agent=agent, cause=cause)
+            self.hub.call_ended(agent, ac.call_id, cause)
+        event(logger, "agent-call-ended", call_id=ac.call_id, agent=agent, cause=cause)
         if self.on_call_done is not None:
             self.on_call_done(ac, cause)
         if agent not in self.states:
@@ -520,6 +630,11 @@ class AgentDesk:
             self._set_state(agent, AgentState.READY)
 
     def _release(self, ac: AgentCall) -> None:
+        if ac.web is not None:
+            ac.web.detach()
+            channel = self.hub.channel(ac.agent) if self.hub is not None else None
+            if isinstance(channel, AgentChannel):
+                channel.detach()
         if ac.music is not None:
             ac.music.stop()
             ac.music = None

@@ -21,7 +21,7 @@ from omlmedia.agents import AgentDesk
 from omlmedia.api import start_api
 from omlmedia.calls import CallRouter
 from omlmedia.cli import summary
-from omlmedia.config import Config
+from omlmedia.config import Config, RouteAction
 from omlmedia.logs import event
 from omlmedia.trunks import NextHops, TrunkManager
 from sip.digest import DigestServer
@@ -36,6 +36,7 @@ from webrtc.accounts import AccountStore
 from webrtc.app import create_app as create_agent_app
 from webrtc.channel import AgentChannel, ice_servers_from_config
 from webrtc.signaling import AgentHub
+from webrtc.webcaller import WebCaller, WebCallerHub
 
 logger = logging.getLogger(__name__)
 
@@ -214,13 +215,33 @@ class Server:
             session_ttl=config.webrtc.session_ttl,
         )
         ice = ice_servers_from_config(config.webrtc.ice_servers)
+        browser_ice = [server.as_browser() for server in config.webrtc.ice_servers]
+        web = None
+        if config.webrtc.web_targets:
+            web = WebCallerHub(
+                desk,
+                config.webrtc.web_targets,
+                ice_servers=browser_ice,
+                media_factory=lambda name: WebCaller(name, ice_servers=ice),
+            )
+        router = self.router
+
+        def resolve(target: str) -> str | None:
+            found = router.route_for(target)
+            if found is None or found[0].action is not RouteAction.AGENT:
+                return None
+            return found[0].trunk or found[1]
+
+        desk.resolve = resolve
+        desk.web = web
         hub = AgentHub(
             accounts,
             desk,
             lambda agent: AgentChannel(agent, ice_servers=ice),
             clock=loop.time,
             reconnect_grace=config.webrtc.reconnect_grace,
-            ice_servers=[server.as_browser() for server in config.webrtc.ice_servers],
+            ice_servers=browser_ice,
+            web=web,
         )
         desk.hub = hub
         self.router.desk = desk

@@ -74,6 +74,7 @@ async def chromium(workdir: Path, tone_hz: float) -> AsyncIterator[Any]:
     except ImportError:
         pytest.fail("playwright is not installed: run `make test`, which installs it")
     binary = chromium_path()
+    workdir.mkdir(parents=True, exist_ok=True)
     tone = workdir / f"capture-{int(tone_hz)}.wav"
     write_capture_tone(tone, tone_hz)
     profile = tempfile.mkdtemp(prefix="chromium-", dir=workdir)

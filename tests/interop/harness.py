@@ -177,6 +177,7 @@ strip = 6
 
 [webrtc]
 reconnect_grace = 5
+web_targets = ["agent-agent2"]
 
 [[agents]]
 name = "agent1"

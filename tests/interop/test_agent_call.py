@@ -76,3 +76,45 @@ async def test_a_sip_caller_and_a_browser_agent_hear_each_other(
     assert "event=agent-answered" in log and "agent=agent1" in log
     assert "event=agent-hold" in log and "event=agent-resume" in log
     server.wait_idle()
+
+
+async def test_a_web_caller_reaches_an_agent_with_audio_both_ways_and_video(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    base = f"https://127.0.0.1:{server.http_port}"
+    async with (
+        chromium(tmp_path / "agent", AGENT_TONE) as agent_browser,
+        chromium(tmp_path / "visitor", CALLER_TONE) as visitor_browser,
+    ):
+        agent = await agent_browser.new_page()
+        await agent.goto(f"{base}/agent/")
+        await agent.get_by_label("Username").fill("agent2")
+        await agent.get_by_label("Password").fill(DEMO_PASSWORD)
+        await agent.get_by_role("button", name="Log in", exact=True).click()
+        await agent.get_by_role("button", name="Ready", exact=True).click()
+        await expect(agent.locator("#state")).to_have_text("Ready", timeout=10000)
+        await expect(agent.locator("#ice-state")).to_have_text("connected", timeout=10000)
+
+        visitor = await visitor_browser.new_page()
+        assert (await visitor.goto(f"{base}/call/agent-agent1")).status == 404  # not allowed
+        await visitor.goto(f"{base}/call/agent-agent2")
+        await visitor.get_by_label("Your name (optional)").fill("Lucia")
+        await visitor.get_by_label("Camera (video call)").check()
+        await visitor.get_by_role("button", name="Call", exact=True).click()
+        await expect(agent.locator("#caller-name")).to_contain_text("Lucia", timeout=10000)
+        await agent.get_by_role("button", name="Answer", exact=True).click()
+        await expect(visitor.locator("#call-state")).to_have_text("Connected", timeout=10000)
+
+        agent_heard = await agent.evaluate(ANALYSE_REMOTE_AUDIO)
+        assert abs(agent_heard["hz"] - CALLER_TONE) < 10, agent_heard
+        visitor_heard = await visitor.evaluate(ANALYSE_REMOTE_AUDIO)
+        assert abs(visitor_heard["hz"] - AGENT_TONE) < 10, visitor_heard
+        await expect(agent.locator("#remote-video")).to_be_visible(timeout=10000)
+
+        await visitor.get_by_role("button", name="Hang up", exact=True).click()
+        await expect(agent.locator("#no-call")).to_be_visible(timeout=10000)
+    log = server.log()
+    assert "source=web" in log and "agent=agent2" in log
+    server.wait_idle()
