@@ -1,0 +1,293 @@
+"""Statistics per queue and per agent, fed only from queue log entries.
+
+`Statistics.feed(entry)` reads one `QueueLogEntry`; the engine feeds every entry it emits, and
+`Statistics.from_log(entries)` rebuilds the same figures from a stored queue log. Counters are kept
+in buckets of `period` seconds (an entry counts in the bucket of its time; a pause or login
+duration in the bucket where it ends), so reports cover any span of whole buckets; the all-time
+totals are kept apart so they cost nothing to read. Live figures (callers waiting now, the longest
+wait now) are the engine's: `AcdEngine.queue_status`.
+
+Definitions: the service level is the share of answered callers answered within the queue's
+`service_level` seconds, over callers answered plus callers who abandoned after that threshold
+(an abandon before it does not count against the queue, as in most contact-center reports). The
+handle time is the talk time, from answer to completion or transfer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+
+from queueing.events import LogEvent, QueueLogEntry
+
+
+@dataclass(slots=True)
+class QueueCounters:
+    """Raw counters of one queue over some span."""
+
+    entered: int = 0
+    answered: int = 0
+    answered_within: int = 0
+    abandoned: int = 0
+    abandoned_within: int = 0
+    overflowed: int = 0
+    timeouts: int = 0
+    left_empty: int = 0
+    callbacks: int = 0
+    completed: int = 0
+    transferred: int = 0
+    offers: int = 0
+    no_answers: int = 0
+    wait_answered: float = 0.0
+    wait_abandoned: float = 0.0
+    longest_wait_answered: float = 0.0
+    talk: float = 0.0
+
+    def add(self, other: QueueCounters) -> None:
+        """Add `other` into these counters."""
+        for f in fields(self):
+            if f.name == "longest_wait_answered":
+                self.longest_wait_answered = max(
+                    self.longest_wait_answered, other.longest_wait_answered
+                )
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def service_level(self) -> float | None:
+        """Answered within the threshold / (answered + abandoned after it); None without any."""
+        total = self.answered + self.abandoned - self.abandoned_within
+        return self.answered_within / total if total else None
+
+    @property
+    def abandon_rate(self) -> float | None:
+        """Abandoned / (answered + abandoned); None without any."""
+        total = self.answered + self.abandoned
+        return self.abandoned / total if total else None
+
+    @property
+    def average_wait(self) -> float | None:
+        """Mean wait of answered callers."""
+        return self.wait_answered / self.answered if self.answered else None
+
+    @property
+    def average_abandon_wait(self) -> float | None:
+        """Mean wait of callers who abandoned."""
+        return self.wait_abandoned / self.abandoned if self.abandoned else None
+
+    @property
+    def average_handle_time(self) -> float | None:
+        """Mean talk time of completed or transferred calls."""
+        ended = self.completed + self.transferred
+        return self.talk / ended if ended else None
+
+
+@dataclass(slots=True)
+class AgentCounters:
+    """Raw counters of one agent over some span."""
+
+    offers: int = 0
+    answered: int = 0
+    no_answers: int = 0
+    completed: int = 0
+    transferred: int = 0
+    talk: float = 0.0
+    paused: float = 0.0
+    logged_in: float = 0.0
+    pauses: int = 0
+
+    def add(self, other: AgentCounters) -> None:
+        """Add `other` into these counters."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def average_handle_time(self) -> float | None:
+        """Mean talk time of this agent's completed or transferred calls."""
+        ended = self.completed + self.transferred
+        return self.talk / ended if ended else None
+
+    @property
+    def answer_rate(self) -> float | None:
+        """Answered / offers whose outcome is known (answered or not)."""
+        total = self.answered + self.no_answers
+        return self.answered / total if total else None
+
+
+def _number(entry: QueueLogEntry, key: str) -> float:
+    value = entry.data.get(key, 0.0)
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+class Statistics:
+    """Per-queue and per-agent counters, all time and per `period`-second bucket."""
+
+    def __init__(self, service_levels: Mapping[str, float], *, period: float = 900.0) -> None:
+        if not period > 0:
+            raise ValueError("period must be positive")
+        self.service_levels = dict(service_levels)
+        self.period = period
+        self._queue_total: dict[str, QueueCounters] = {}
+        self._agent_total: dict[str, AgentCounters] = {}
+        self._queue_buckets: dict[tuple[str, int], QueueCounters] = {}
+        self._agent_buckets: dict[tuple[str, int], AgentCounters] = {}
+        self._paused_since: dict[str, float] = {}
+        self._login_since: dict[str, float] = {}
+
+    @classmethod
+    def from_log(
+        cls,
+        entries: Iterable[QueueLogEntry],
+        service_levels: Mapping[str, float],
+        *,
+        period: float = 900.0,
+    ) -> Statistics:
+        """Rebuild statistics from a queue log."""
+        stats = cls(service_levels, period=period)
+        for entry in entries:
+            stats.feed(entry)
+        return stats
+
+    def _queue(self, name: str, time: float) -> tuple[QueueCounters, QueueCounters]:
+        total = self._queue_total.get(name)
+        if total is None:
+            total = self._queue_total[name] = QueueCounters()
+        key = (name, math.floor(time / self.period))
+        bucket = self._queue_buckets.get(key)
+        if bucket is None:
+            bucket = self._queue_buckets[key] = QueueCounters()
+        return total, bucket
+
+    def _agent(self, name: str, time: float) -> tuple[AgentCounters, AgentCounters]:
+        total = self._agent_total.get(name)
+        if total is None:
+            total = self._agent_total[name] = AgentCounters()
+        key = (name, math.floor(time / self.period))
+        bucket = self._agent_buckets.get(key)
+        if bucket is None:
+            bucket = self._agent_buckets[key] = AgentCounters()
+        return total, bucket
+
+    def feed(self, entry: QueueLogEntry) -> None:
+        """Count one queue log entry."""
+        event = entry.event
+        if entry.queue:
+            self._feed_queue(entry)
+        if entry.agent:
+            self._feed_agent(entry, event)
+
+    def _feed_queue(self, entry: QueueLogEntry) -> None:
+        event = entry.event
+        for counters in self._queue(entry.queue, entry.time):
+            if event is LogEvent.ENTER:
+                counters.entered += 1
+            elif event is LogEvent.OFFER:
+                counters.offers += 1
+            elif event is LogEvent.NO_ANSWER:
+                counters.no_answers += 1
+            elif event is LogEvent.ANSWER:
+                wait = _number(entry, "wait")
+                counters.answered += 1
+                counters.wait_answered += wait
+                counters.longest_wait_answered = max(counters.longest_wait_answered, wait)
+                if wait <= self.service_levels.get(entry.queue, 20.0):
+                    counters.answered_within += 1
+            elif event is LogEvent.ABANDON:
+                wait = _number(entry, "wait")
+                counters.abandoned += 1
+                counters.wait_abandoned += wait
+                if wait <= self.service_levels.get(entry.queue, 20.0):
+                    counters.abandoned_within += 1
+            elif event is LogEvent.COMPLETE:
+                counters.completed += 1
+                counters.talk += _number(entry, "talk")
+            elif event is LogEvent.TRANSFER:
+                counters.transferred += 1
+                counters.talk += _number(entry, "talk")
+            elif event is LogEvent.CALLBACK:
+                counters.callbacks += 1
+            elif event is LogEvent.OVERFLOW:
+                counters.overflowed += 1
+            elif event is LogEvent.EXIT_TIMEOUT:
+                counters.timeouts += 1
+            elif event is LogEvent.EXIT_EMPTY:
+                counters.left_empty += 1
+
+    def _feed_agent(self, entry: QueueLogEntry, event: LogEvent) -> None:
+        name = entry.agent
+        now = entry.time
+        paused = 0.0
+        logged_in = 0.0
+        if event is LogEvent.LOGIN:
+            self._login_since[name] = now
+        elif event is LogEvent.LOGOUT:
+            since = self._login_since.pop(name, None)
+            logged_in = now - since if since is not None else 0.0
+        elif event is LogEvent.PAUSE:
+            self._paused_since.setdefault(name, now)
+        elif event is LogEvent.UNPAUSE:
+            since = self._paused_since.pop(name, None)
+            paused = now - since if since is not None else 0.0
+        for counters in self._agent(name, now):
+            if event is LogEvent.OFFER:
+                counters.offers += 1
+            elif event is LogEvent.ANSWER:
+                counters.answered += 1
+            elif event is LogEvent.NO_ANSWER:
+                counters.no_answers += 1
+            elif event is LogEvent.COMPLETE:
+                counters.completed += 1
+                counters.talk += _number(entry, "talk")
+            elif event is LogEvent.TRANSFER:
+                counters.transferred += 1
+                counters.talk += _number(entry, "talk")
+            elif event is LogEvent.PAUSE:
+                counters.pauses += 1
+            elif event is LogEvent.UNPAUSE:
+                counters.paused += paused
+            elif event is LogEvent.LOGOUT:
+                counters.logged_in += logged_in
+
+    def queues(self) -> list[str]:
+        """Queues seen in the log."""
+        return sorted(self._queue_total)
+
+    def agents(self) -> list[str]:
+        """Agents seen in the log."""
+        return sorted(self._agent_total)
+
+    def queue(
+        self, name: str, start: float | None = None, end: float | None = None
+    ) -> QueueCounters:
+        """Counters of queue `name`: all time, or the buckets that start in [start, end)."""
+        if start is None and end is None:
+            result = QueueCounters()
+            total = self._queue_total.get(name)
+            if total is not None:
+                result.add(total)
+            return result
+        result = QueueCounters()
+        for (queue, index), counters in self._queue_buckets.items():
+            if queue == name and self._in_span(index, start, end):
+                result.add(counters)
+        return result
+
+    def agent(
+        self, name: str, start: float | None = None, end: float | None = None
+    ) -> AgentCounters:
+        """Counters of agent `name`: all time, or the buckets that start in [start, end)."""
+        result = AgentCounters()
+        if start is None and end is None:
+            total = self._agent_total.get(name)
+            if total is not None:
+                result.add(total)
+            return result
+        for (agent, index), counters in self._agent_buckets.items():
+            if agent == name and self._in_span(index, start, end):
+                result.add(counters)
+        return result
+
+    def _in_span(self, index: int, start: float | None, end: float | None) -> bool:
+        begins = index * self.period
+        return (start is None or begins >= start) and (end is None or begins < end)
