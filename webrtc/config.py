@@ -5,6 +5,7 @@
 session_ttl = 43200          # seconds a login lasts
 reconnect_grace = 30         # seconds a closed tab keeps its session and call
 web_targets = ["sales", "agent-agent1"]   # what /call/<target> may call; none by default
+receive_path = "bypass"      # "aiortc": aiortc's stock jitter buffer and decoder (a baseline)
 [[webrtc.ice_servers]]
 urls = ["turn:turn.example.com:3478?transport=udp"]
 username = "omlmedia"
@@ -48,7 +49,8 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 _ICE_URL = re.compile(r"(stun|stuns|turn|turns):[^\s?]+(\?transport=(udp|tcp))?")
 _AGENT_KEYS = {"name", "display_name", "password_hash", "password"}
 _ICE_KEYS = {"urls", "username", "credential"}
-_WEBRTC_KEYS = {"ice_servers", "session_ttl", "reconnect_grace", "web_targets"}
+_WEBRTC_KEYS = {"ice_servers", "session_ttl", "reconnect_grace", "web_targets", "receive_path"}
+RECEIVE_PATHS = ("bypass", "aiortc")
 _TARGET = re.compile(r"[A-Za-z0-9+*#._@:-]{1,64}")
 
 
@@ -90,13 +92,17 @@ class WebrtcConfig:
     """The ``[webrtc]`` section and the agents: no ICE server by default (host candidates only;
     never aiortc's built-in public STUN server). `web_targets`: the targets (queue, agent
     target such as ``agent-agent1``, number) a website visitor may call from ``/call/<target>``
-    without logging in; empty by default (no web calls)."""
+    without logging in; empty by default (no web calls). `receive_path`: how the agent
+    channels take the page's audio, ``bypass`` (our capped jitter buffer and libopus, the
+    default) or ``aiortc`` (aiortc's stock jitter buffer and decoder thread: a baseline for
+    measurements)."""
 
     agents: tuple[AgentConfig, ...] = ()
     ice_servers: tuple[IceServerConfig, ...] = ()
     session_ttl: float = 12 * 3600.0
     reconnect_grace: float = 30.0
     web_targets: tuple[str, ...] = ()
+    receive_path: str = "bypass"
 
 
 def _unknown(where: str, table: Mapping[str, Any], known: set[str]) -> None:
@@ -243,4 +249,11 @@ def parse_webrtc(
             "webrtc.reconnect_grace", section.get("reconnect_grace", 30), 1, 3600
         ),
         web_targets=parse_web_targets(section.get("web_targets")),
+        receive_path=_receive_path(section.get("receive_path", "bypass")),
     )
+
+
+def _receive_path(value: Any) -> str:
+    if value not in RECEIVE_PATHS:
+        raise ConfigError("webrtc.receive_path: must be 'bypass' or 'aiortc'")
+    return str(value)

@@ -103,7 +103,9 @@ class CallState(enum.Enum):
 class CallInfo:
     """What the page shows of a call: `caller_number` and `caller_name` of the far end,
     `queue` (or target) it came through, `wait_seconds` it waited before it was offered,
-    `direction` ``inbound``, ``outbound`` or ``consult``."""
+    `direction` ``inbound``, ``outbound`` or ``consult``; for a campaign's call, `url` the page
+    the agent opens for it (the caller's number filled in) and the `dispositions` to choose
+    from."""
 
     call_id: str
     caller_number: str = ""
@@ -111,6 +113,8 @@ class CallInfo:
     queue: str = ""
     wait_seconds: float = 0.0
     direction: str = "inbound"
+    url: str = ""
+    dispositions: tuple[str, ...] = ()
 
 
 # --- message validation -----------------------------------------------------------------------
@@ -373,6 +377,8 @@ class _Call:
             "queue": self.info.queue,
             "wait_seconds": round(self.info.wait_seconds, 1),
             "direction": self.info.direction,
+            "url": self.info.url,
+            "dispositions": list(self.info.dispositions),
             "state": self.state.value,
             "muted": self.muted,
             "elapsed": round(max(0.0, now - self.since), 1),
@@ -392,6 +398,8 @@ class _Agent:
     state: AgentState = AgentState.LOGGED_OUT
     reason: str | None = None
     state_since: float = 0.0
+    state_version: int = 0
+    """Counts state changes (a command can tell whether the server changed the state)."""
     calls: dict[str, _Call] = field(default_factory=dict)
     ended: deque[_Call] = field(default_factory=lambda: deque(maxlen=HISTORY_LENGTH))
     busy: bool = False
@@ -517,6 +525,7 @@ class AgentHub:
         if entry.state is state and entry.reason == reason:
             return
         entry.state, entry.reason, entry.state_since = state, reason, self.clock()
+        entry.state_version += 1
         self._push(entry, self._state_message(entry))
 
     def offer_call(self, agent: str, call: CallInfo) -> bool:
@@ -763,9 +772,13 @@ class AgentHub:
         elif kind == "state":
             state = AgentState(f["state"])
             reason = f.get("reason", "break") if state is AgentState.PAUSED else None
+            version = entry.state_version
             await control.set_agent_state(agent, state, reason)
             self._ack(conn, ref)
-            self.state_changed(agent, state, reason)
+            if entry.state_version == version:
+                # The server did not set a state of its own meanwhile (an ACD may have gone
+                # straight on to Ringing): show the one asked for.
+                self.state_changed(agent, state, reason)
         elif kind in ("offer", "ice-restart"):
             answer = await entry.channel.accept_offer(f["sdp"])
             self._send(conn, {"type": "answer", "sdp": answer, "ref": ref})

@@ -88,3 +88,11 @@ def test_webrtc_section_defaults_and_errors() -> None:
         parse_webrtc({"session_ttl": "1h"})
     with pytest.raises(ConfigError, match=r"webrtc\.stun: unknown key"):
         parse_webrtc({"stun": "x"})
+
+
+def test_receive_path_defaults_to_the_bypass_and_is_checked() -> None:
+    assert parse_webrtc(None).receive_path == "bypass"
+    assert parse_webrtc({"receive_path": "aiortc"}).receive_path == "aiortc"
+    for bad in ("stock", 1, None):
+        with pytest.raises(ConfigError, match=r"webrtc\.receive_path: must be"):
+            parse_webrtc({"receive_path": bad})

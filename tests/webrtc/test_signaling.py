@@ -202,6 +202,8 @@ async def test_call_flow_sends_the_right_commands() -> None:
         "queue": "sales",
         "wait_seconds": 12,
         "direction": "inbound",
+        "url": "",
+        "dispositions": [],
         "state": "ringing",
         "muted": False,
         "elapsed": 0,
@@ -389,3 +391,20 @@ async def test_expired_session_is_ended() -> None:
     await world.send(conn, "ping")
     assert conn.last() == {"v": 1, "type": "session-ended", "reason": "expired"}
     assert world.control.calls[-1] == ("agent_gone", "agent1", "expired")
+
+
+async def test_a_state_the_server_sets_while_obeying_ready_is_not_overwritten() -> None:
+    """An ACD can go from Ready straight to Ringing inside the command: the page must end on
+    Ringing, not on the Ready it asked for."""
+    world = World()
+    conn = await world.login()
+    hub = world.hub
+
+    async def ready_then_ring(agent: str, state: AgentState, reason: str | None) -> None:
+        hub.state_changed(agent, AgentState.READY)
+        hub.state_changed(agent, AgentState.RINGING)
+
+    world.control.set_agent_state = ready_then_ring  # type: ignore[method-assign]
+    await world.send(conn, "state", state="ready")
+    states = [m["state"] for m in conn.sent if m.get("type") == "state"]
+    assert states[-1] == "ringing", states

@@ -82,6 +82,23 @@ function pickCurrent() {
   agent.current = prefer ? prefer.call_id : null;
 }
 
+const DEFAULT_DISPOSITIONS = [...document.querySelectorAll("#disposition option")].map(
+  (o) => [o.value, o.textContent],
+);
+
+// A campaign's call brings its own dispositions; other calls get the page's defaults.
+function setDispositions(names) {
+  const select = $("disposition");
+  select.replaceChildren();
+  const entries = names && names.length ? names.map((n) => [n, n]) : DEFAULT_DISPOSITIONS;
+  for (const [value, label] of entries) {
+    const option = document.createElement("option");
+    option.value = value;
+    option.textContent = label;
+    select.append(option);
+  }
+}
+
 function updateCall(call) {
   call.receivedAt = Date.now();
   agent.calls.set(call.call_id, call);
@@ -92,6 +109,7 @@ function updateCall(call) {
     if (call.direction !== "consult") {
       agent.wrapupCall = call.call_id;
       $("notes").value = "";
+      setDispositions(call.dispositions);
     }
   }
   pickCurrent();
@@ -109,6 +127,10 @@ function render() {
     $("caller-number").textContent = call.caller_number || "unknown";
     $("caller-name").textContent = call.caller_name ? `(${call.caller_name})` : "";
     $("call-queue").textContent = call.queue || "—";
+    const link = $("call-url");
+    const safe = /^https?:\/\//.test(call.url || "");
+    link.hidden = !safe;
+    if (safe) link.href = call.url;
     $("call-wait").textContent = fmt(call.wait_seconds || 0);
   }
   $("answer-button").disabled = !ringing;
