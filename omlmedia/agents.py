@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import time
 from collections import deque
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import numpy as np
 import numpy.typing as npt
@@ -36,13 +38,17 @@ from omlmedia.media.pcmport import PcmPort
 from omlmedia.media.ports import PortsExhausted, RtpSocketPool
 from omlmedia.media.services import CAPABILITIES
 from omlmedia.media.srtp import SrtpSession, is_usable, offer_crypto
+from omlmedia.recording import CallRecorder, Mailbox
+from queueing.events import CallbackDial
 from sip.message import Address, Request
 from sip.sdp import (
     MediaCapabilities,
     OfferAnswerError,
     SDPError,
     SessionDescription,
+    create_offer,
     negotiate,
+    process_answer,
 )
 from sip.transaction import ServerTransaction
 from sip.ua import Call, CallState
@@ -52,6 +58,7 @@ from webrtc.signaling import AgentHub, AgentState, CallInfo
 from webrtc.webcaller import WebCaller, WebCallerHub, WebCallerInfo
 
 if TYPE_CHECKING:
+    from omlmedia.acd import AcdRuntime, QueuedCaller
     from sip.service import SipService
 
 logger = logging.getLogger(__name__)
@@ -59,6 +66,15 @@ logger = logging.getLogger(__name__)
 __all__ = ["AgentCall", "AgentDesk"]
 
 Samples = npt.NDArray[np.int16]
+
+_NUMBER = re.compile(r"[0-9+*#]{1,32}")
+
+
+def _campaign_url(template: str, number: str) -> str:
+    """The campaign's page for a call: ``{caller}`` becomes the caller's number (escaped)."""
+    if not template:
+        return ""
+    return template.replace("{caller}", quote(number, safe="+"))
 
 
 @dataclass(eq=False)
@@ -83,6 +99,13 @@ class AgentCall:
     session_id: int = 0
     version: int = 0
     web: WebCaller | None = None
+    queued: QueuedCaller | None = None
+    """The queue's caller (its leg belongs to the queue) when the ACD offered the call."""
+    callback: str = ""
+    """The number a callback (or a manual call) dials once the agent answers."""
+    outbound: Call | None = None
+    """The outbound SIP call of a callback or manual call."""
+    recorder: CallRecorder | None = None
 
 
 @dataclass
@@ -119,9 +142,18 @@ class AgentDesk:
         self.service: SipService | None = None
         self.states: dict[str, tuple[AgentState, str | None, float]] = {}
         """Logged-in agents: state, pause reason, since (wall clock)."""
-        self.calls: dict[str, AgentCall] = {}
-        """By call id."""
+        self.calls: dict[tuple[str, str], AgentCall] = {}
+        """By call id and agent (a ringall queue offers one call to several agents)."""
         self.stats = DeskStats()
+        self.acd: AcdRuntime | None = None
+        """The ACD, when queues are configured: it owns the states of its agents."""
+        self.dial_out: Callable[[str, str, bytes, Call | None], Call | None] | None = None
+        """Places an outbound call (number, trunk name or "", SDP offer, related call)."""
+        self.recordings: Path | None = None
+        self.dispositions: dict[str, tuple[str, str]] = {}
+        """Disposition and notes by call id (kept for the call record)."""
+        self.recording_paths: dict[str, str] = {}
+        self._engine_busy: set[str] = set()
         self.web: WebCallerHub | None = None
         """The web callers' side of the socket, when web calls are enabled."""
         self.resolve: Callable[[str], str | None] = lambda target: None
@@ -147,23 +179,48 @@ class AgentDesk:
             self.hub.state_changed(agent, state, reason)
 
     def _call_of(self, agent: str, call_id: str) -> AgentCall:
-        ac = self.calls.get(call_id)
-        if ac is None or ac.agent != agent:
+        ac = self.calls.get((call_id, agent))
+        if ac is None:
             raise CommandError("unknown-call", "no such call for this agent")
         return ac
+
+    def _for_call(self, call_id: str) -> list[AgentCall]:
+        return [ac for (cid, _), ac in self.calls.items() if cid == call_id]
+
+    def _in_engine(self, agent: str) -> bool:
+        return self.acd is not None and agent in self.acd.engine_agents
+
+    def engine_state(self, agent: str, state: str, reason: str) -> None:
+        """The ACD changed the agent's state (shown on its page) unless a call outside the
+        queues (a direct or web call) has the agent: its page shows that call's states."""
+        if agent in self._engine_busy or agent not in self.states:
+            return
+        self._set_state(agent, AgentState(state), reason or None)
 
     async def agent_logged_in(self, agent: str) -> None:
         """A new session: the agent starts paused, until they press Ready."""
         self._set_state(agent, AgentState.PAUSED, "login")
+        if self.acd is not None and self._in_engine(agent):
+            self.acd.agent_login(agent)
 
     async def agent_gone(self, agent: str, reason: str) -> None:
         """Logout, a closed tab past the grace period, or an expired session: end its calls."""
         for ac in [c for c in self.calls.values() if c.agent == agent]:
-            self._end_call(ac, f"agent-{reason}")
+            if ac.queued is not None and self.acd is not None:
+                self._finish(ac, f"agent-{reason}")
+                if ac.answered_at is not None:
+                    self.acd.requeue(ac.call_id, agent)  # the caller goes back to the queue
+                else:
+                    self.acd.rejected(ac.call_id, agent)
+            else:
+                self._end_call(ac, f"agent-{reason}")
         timer = self._wrapups.pop(agent, None)
         if timer is not None:
             timer.cancel()
+        self._engine_busy.discard(agent)
         self._set_state(agent, AgentState.LOGGED_OUT)
+        if self.acd is not None and self._in_engine(agent):
+            self.acd.agent_logout(agent)
 
     async def set_agent_state(self, agent: str, state: AgentState, reason: str | None) -> None:
         """Ready or paused, from the page (not while a call is ringing or carried)."""
@@ -174,6 +231,13 @@ class AgentDesk:
         timer = self._wrapups.pop(agent, None)
         if timer is not None:
             timer.cancel()
+        self._engine_busy.discard(agent)
+        if self.acd is not None and self._in_engine(agent):
+            if state is AgentState.READY:
+                self.acd.agent_ready(agent)
+            else:
+                self.acd.agent_pause(agent, reason or "break")
+            return
         self._set_state(agent, state, reason if state is AgentState.PAUSED else None)
 
     # -- calls from the router --------------------------------------------------------------
@@ -201,7 +265,8 @@ class AgentDesk:
         if not self.hub.offer_call(agent, info):
             self.stats.refused += 1
             return 480
-        self.calls[call.call_id] = ac
+        self.calls[(call.call_id, agent)] = ac
+        self._hold_engine(agent)
         self.stats.offered += 1
         service = self.service
         service.act(lambda now: service.ua.ring(call, now))
@@ -212,21 +277,52 @@ class AgentDesk:
         event(logger, "agent-offered", call_id=call.call_id, agent=agent, queue=info.queue)
         return None
 
+    def _hold_engine(self, agent: str) -> None:
+        """A call outside the queues has the agent: the ACD must not offer it queue calls."""
+        if self.acd is not None and self._in_engine(agent) and agent not in self._engine_busy:
+            self._engine_busy.add(agent)
+            self.acd.agent_pause(agent, "direct-call")
+
+    def _release_engine(self, agent: str) -> None:
+        if agent in self._engine_busy:
+            self._engine_busy.discard(agent)
+            if self.acd is not None and agent in self.states:
+                self.acd.agent_ready(agent)
+
     def owns(self, call: Call) -> bool:
-        """True when the desk carries `call`."""
-        return call.call_id in self.calls
+        """True when the desk carries `call` (a direct agent call or an outbound leg)."""
+        return any(
+            ac.queued is None and (ac.call is call or ac.outbound is call)
+            for ac in self.calls.values()
+        )
+
+    def _by_sip(self, call: Call) -> AgentCall | None:
+        for ac in self.calls.values():
+            if ac.call is call or ac.outbound is call:
+                return ac
+        return None
 
     def _ring_timeout(self, ac: AgentCall) -> None:
-        if ac.answered_at is None and self.calls.get(ac.call_id) is ac:
+        if ac.answered_at is None and self.calls.get((ac.call_id, ac.agent)) is ac:
             self.stats.unanswered += 1
             event(logger, "agent-no-answer", call_id=ac.call_id, agent=ac.agent)
             self._end_call(ac, "no-answer", status=480)
 
     def on_ended(self, call: Call, cause: str) -> None:
         """The caller hung up (or the call failed)."""
-        ac = self.calls.get(call.call_id)
-        if ac is not None:
+        ac = self._by_sip(call)
+        if ac is None:
+            return
+        if ac.outbound is call and ac.queued is not None and self.acd is not None:
+            # A callback's far end hung up (or never answered).
+            answered = ac.answered_at is not None
             self._finish(ac, cause)
+            self.acd.callback_done(ac.call_id, ac.agent, answered, cause)
+            return
+        if ac.outbound is call and ac.call is not None and ac.call is not call:
+            self._end_call(ac, cause)
+            return
+        self._finish(ac, cause)
 
     # -- web callers (`webrtc.webcaller.WebCallControl`) --------------------------------------
 
@@ -255,7 +351,8 @@ class AgentDesk:
             offered_at=time.time(),
             web=caller.media,
         )
-        self.calls[call_id] = ac
+        self.calls[(call_id, agent)] = ac
+        self._hold_engine(agent)
         self.stats.offered += 1
         ac.ring_timer = asyncio.get_running_loop().call_later(
             self.ring_timeout, self._ring_timeout, ac
@@ -276,15 +373,15 @@ class AgentDesk:
 
     async def web_hangup(self, call_id: str) -> None:
         """The visitor hung up or closed the page."""
-        ac = self.calls.get(call_id)
-        if ac is not None and ac.web is not None:
-            self._finish(ac, "caller-hangup")
+        for ac in self._for_call(call_id):
+            if ac.web is not None:
+                self._finish(ac, "caller-hangup")
 
     async def web_dtmf(self, call_id: str, digit: str) -> None:
         """The visitor pressed a key: shown to the agent."""
-        ac = self.calls.get(call_id)
-        if ac is not None and ac.web is not None and self.hub is not None:
-            self.hub.dtmf_received(ac.agent, call_id, digit)
+        for ac in self._for_call(call_id):
+            if ac.web is not None and self.hub is not None:
+                self.hub.dtmf_received(ac.agent, call_id, digit)
 
     def _answer_web(self, ac: AgentCall) -> None:
         """Join the visitor's peer connection and the agent's channel: audio through two short
@@ -320,10 +417,10 @@ class AgentDesk:
         event(logger, "agent-answered", call_id=ac.call_id, agent=ac.agent, source="web")
 
     def on_dtmf(self, call: Call, digit: str) -> None:
-        """A digit from the caller by SIP INFO."""
-        ac = self.calls.get(call.call_id)
-        if ac is not None and self.hub is not None:
-            self.hub.dtmf_received(ac.agent, call.call_id, digit)
+        """A digit from the caller by SIP INFO (or RFC 4733 through the leg's port)."""
+        for ac in self._for_call(call.call_id):
+            if ac.answered_at is not None and self.hub is not None:
+                self.hub.dtmf_received(ac.agent, ac.call_id, digit)
 
     # -- commands from the page -------------------------------------------------------------
 
@@ -336,13 +433,24 @@ class AgentDesk:
         if ac.web is not None:
             self._answer_web(ac)
             return
+        channel = self.hub.channel(agent)
+        if not isinstance(channel, AgentChannel):
+            raise CommandError("no-channel", "the agent channel is not connected")
+        if ac.callback:
+            await self._dial_for(ac)
+            return
+        if ac.queued is not None:
+            assert self.acd is not None
+            if not self.acd.answered(call_id, agent):
+                self._finish(ac, "taken")
+                raise CommandError("gone", "the call was answered elsewhere or the caller left")
+            ac.leg = ac.queued.leg
+            self._join(ac, channel)
+            return
         call = ac.call
         assert call is not None
         if call.state is not CallState.OFFERED:
             raise CommandError("gone", "the caller hung up")
-        channel = self.hub.channel(agent)
-        if not isinstance(channel, AgentChannel):
-            raise CommandError("no-channel", "the agent channel is not connected")
         try:
             offer = SessionDescription.parse(call.remote_sdp)
             pair = await self.pool.acquire()
@@ -354,7 +462,7 @@ class AgentDesk:
             raise CommandError("no-ports", "no media port is free") from None
         leg = RtpLeg(pair)
         ac.leg = leg
-        if self.calls.get(call_id) is not ac or call.state is not CallState.OFFERED:
+        if self.calls.get((call_id, agent)) is not ac or call.state is not CallState.OFFERED:
             self._release(ac)
             raise CommandError("gone", "the caller hung up")
         try:
@@ -372,24 +480,44 @@ class AgentDesk:
             leg.srtp = SrtpSession.for_stream(stream)
             leg.set_format(leg_format(stream, CAPABILITIES.codecs), stream.rtcp_mux)
             leg.set_remote(stream.remote_address, stream.remote_port, stream.remote_rtcp_port)
-            port = PcmPort(
-                leg,
-                48000,
-                max_delay_ms=self.max_delay_ms,
-                on_digit=lambda digit, _ms: self.on_dtmf(call, digit),
-            )
         except (OfferAnswerError, ValueError) as exc:
             self._end_call(ac, "codecs", status=488)
             raise CommandError("bad-call", f"cannot answer: {exc}") from None
+        body = bytes(answer.description)
+        ac.local_sdp = body
+        ac.session_id = answer.description.origin.session_id
+        self._join(ac, channel)
+        service = self.service
+        service.act(lambda now: service.ua.answer(call, body, now))
+        self._set_state(agent, AgentState.ON_CALL)
+
+    def _join(self, ac: AgentCall, channel: AgentChannel) -> None:
+        """The call's leg and the agent's channel exchange 20 ms frames (the channel's clock
+        pulls the caller's audio out of the port's capped jitter buffer)."""
+        assert self.hub is not None and ac.leg is not None
+        call = ac.outbound or ac.call
+        port = PcmPort(
+            ac.leg,
+            48000,
+            max_delay_ms=self.max_delay_ms,
+            on_digit=lambda digit, _ms: self.on_dtmf(call, digit) if call else None,
+        )
         ac.port = port
         loop = asyncio.get_running_loop()
+        recorder = self._recorder_for(ac)
+        ac.recorder = recorder
 
         def source() -> Samples | None:
             if ac.held:
                 return None
-            return port.read(loop.time())
+            frame = port.read(loop.time())
+            if recorder is not None:
+                recorder.caller(frame)
+            return frame
 
         def sink(frame: Samples) -> None:
+            if recorder is not None and not ac.muted:
+                recorder.agent(frame)
             port.write(None if ac.muted or ac.held else frame)
 
         channel.attach(source, sink)
@@ -397,25 +525,46 @@ class AgentDesk:
             ac.ring_timer.cancel()
         ac.answered_at = time.time()
         self.stats.answered += 1
-        body = bytes(answer.description)
-        ac.local_sdp = body
-        ac.session_id = answer.description.origin.session_id
-        service = self.service
-        service.act(lambda now: service.ua.answer(call, body, now))
-        self._set_state(agent, AgentState.ON_CALL)
-        self.hub.call_answered(agent, call_id)
+        self.hub.call_answered(ac.agent, ac.call_id)
+        fmt = ac.leg.format
         event(
             logger,
             "agent-answered",
-            call_id=call_id,
-            agent=agent,
-            codec=stream.codec.encoding_name,
-            srtp=leg.srtp is not None,
+            call_id=ac.call_id,
+            agent=ac.agent,
+            codec=fmt.encoding_name if fmt else "-",
+            srtp=ac.leg.srtp is not None,
+            queue=ac.info.queue,
+            recording=recorder.path.name if recorder is not None else None,
         )
+
+    def _recorder_for(self, ac: AgentCall) -> CallRecorder | None:
+        qc = ac.queued
+        if qc is None or qc.campaign is None or not qc.campaign.recording:
+            return None
+        if self.recordings is None:
+            return None
+        day = time.strftime("%Y/%m/%d")
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in ac.call_id)
+        path = self.recordings / day / f"{qc.campaign.name}-{name}.opus"
+        try:
+            recorder = CallRecorder(path)
+        except (OSError, ValueError) as exc:
+            logger.warning("cannot record %s: %s", ac.call_id, exc)
+            return None
+        self.recording_paths[ac.call_id] = str(path)
+        return recorder
 
     async def hangup(self, agent: str, call_id: str) -> None:
         """The agent ends the call (or declines it while ringing)."""
         ac = self._call_of(agent, call_id)
+        if ac.queued is not None and self.acd is not None and not ac.callback:
+            if ac.answered_at is None:
+                self._finish(ac, "declined")
+                self.acd.rejected(call_id, agent)
+            else:
+                self.acd.agent_hung_up(call_id)
+            return
         self._end_call(ac, "agent-hangup", status=486 if ac.answered_at is None else 0)
 
     async def hold(self, agent: str, call_id: str) -> None:
@@ -492,11 +641,33 @@ class AgentDesk:
         raise CommandError("unsupported", "attended transfer is not available yet")
 
     async def dial(self, agent: str, number: str) -> CallInfo:
-        """Manual outbound calls come with the dialer."""
-        raise CommandError("unsupported", "manual outbound calls are not available yet")
+        """A manual outbound call: the number through the default trunk, joined to the agent
+        when it answers."""
+        if not _NUMBER.fullmatch(number):
+            raise CommandError("bad-number", "not a number or extension")
+        if self.state(agent) not in (AgentState.READY, AgentState.PAUSED):
+            raise CommandError("busy", "finish the call first")
+        call_id = f"out-{secrets.token_hex(8)}"
+        info = CallInfo(call_id=call_id, caller_number=number, direction="outbound")
+        ac = AgentCall(call_id=call_id, call=None, agent=agent, info=info, offered_at=time.time())
+        ac.callback = number
+        self.calls[(call_id, agent)] = ac
+        self._hold_engine(agent)
+        try:
+            await self._dial_for(ac)
+        except CommandError:
+            self.calls.pop((call_id, agent), None)
+            self._release_engine(agent)
+            raise
+        return info
 
     async def set_disposition(self, agent: str, call_id: str, disposition: str, notes: str) -> None:
-        """Remember the disposition and notes of the agent's last call."""
+        """Remember the disposition and notes of the agent's last call (in its record)."""
+        self.dispositions[call_id] = (disposition[:64], notes[:2000])
+        if len(self.dispositions) > 10000:
+            self.dispositions.pop(next(iter(self.dispositions)))
+        if self.acd is not None:
+            self.acd.set_disposition(call_id, disposition[:64], notes[:2000])
         event(
             logger,
             "agent-disposition",
@@ -511,7 +682,7 @@ class AgentDesk:
         follows it with the codec it has (RFC 3264 §8)."""
         assert self.service is not None
         service = self.service
-        ac = self.calls.get(call.call_id)
+        ac = self._by_sip(call)
         leg = ac.leg if ac is not None else None
         if ac is None or leg is None or leg.format is None:
             service.act(lambda now: service.ua.respond(call, txn, 491, now))
@@ -576,9 +747,13 @@ class AgentDesk:
 
     def on_transfer_outcome(self, call: Call, status: int) -> None:
         """NOTIFY of a REFER we sent: a 2xx sipfrag means the PBX has the caller; we hang up."""
-        ac = self.calls.get(call.call_id)
-        if ac is not None and 200 <= status < 300:
-            self._end_call(ac, "transferred")
+        for ac in self._for_call(call.call_id):
+            if not 200 <= status < 300:
+                continue
+            if ac.queued is not None and self.acd is not None:
+                self.acd.transferred(ac.call_id, ac.agent)
+            else:
+                self._end_call(ac, "transferred")
 
     # -- ending -----------------------------------------------------------------------------
 
@@ -591,19 +766,28 @@ class AgentDesk:
     def _end_call(self, ac: AgentCall, cause: str, status: int = 0) -> None:
         """End the SIP side (BYE, or `status` while it rings) and the agent side."""
         assert self.service is not None
-        service, call = self.service, ac.call
-        if call is None:
+        service = self.service
+        outbound = ac.outbound
+        if outbound is not None and outbound.state is not CallState.ENDED:
+            service.act(lambda now: service.ua.hangup(outbound, now))
+        call = ac.call if ac.queued is None else None
+        if ac.web is not None:
             if self.web is not None:
                 self.web.web_call_ended(ac.call_id, cause)
-        elif call.state is CallState.OFFERED:
+        elif call is not None and call.state is CallState.OFFERED:
             code = status or 480
             service.act(lambda now: service.ua.reject(call, code, now))
-        elif call.state is not CallState.ENDED:
+        elif call is not None and call.state is not CallState.ENDED:
             service.act(lambda now: service.ua.hangup(call, now))
+        if ac.callback and ac.queued is not None and self.acd is not None:
+            answered = ac.answered_at is not None
+            self._finish(ac, cause)
+            self.acd.callback_done(ac.call_id, ac.agent, answered, cause)
+            return
         self._finish(ac, cause)
 
     def _finish(self, ac: AgentCall, cause: str) -> None:
-        if self.calls.pop(ac.call_id, None) is None:
+        if self.calls.pop((ac.call_id, ac.agent), None) is None:
             return
         if ac.ring_timer is not None:
             ac.ring_timer.cancel()
@@ -616,8 +800,13 @@ class AgentDesk:
             self.on_call_done(ac, cause)
         if agent not in self.states:
             return
+        if ac.queued is not None and agent not in self._engine_busy:
+            return  # the ACD owns this agent's states (wrap-up included)
         if ac.answered_at is None:
-            self._set_state(agent, AgentState.READY)
+            if agent in self._engine_busy:
+                self._release_engine(agent)
+            else:
+                self._set_state(agent, AgentState.READY)
             return
         self._set_state(agent, AgentState.WRAPUP)
         self._wrapups[agent] = asyncio.get_running_loop().call_later(
@@ -627,9 +816,15 @@ class AgentDesk:
     def _wrapup_over(self, agent: str) -> None:
         self._wrapups.pop(agent, None)
         if self.state(agent) is AgentState.WRAPUP:
-            self._set_state(agent, AgentState.READY)
+            if agent in self._engine_busy:
+                self._release_engine(agent)
+            else:
+                self._set_state(agent, AgentState.READY)
 
     def _release(self, ac: AgentCall) -> None:
+        if ac.recorder is not None:
+            ac.recorder.close()
+            ac.recorder = None
         if ac.web is not None:
             ac.web.detach()
             channel = self.hub.channel(ac.agent) if self.hub is not None else None
@@ -645,9 +840,192 @@ class AgentDesk:
             if isinstance(channel, AgentChannel):
                 channel.detach()
         if ac.leg is not None:
-            ac.leg.close()
-            self.pool.release(ac.leg.pair)
+            if ac.queued is None or ac.leg is not ac.queued.leg:
+                self.release_leg(ac.leg)
             ac.leg = None
+
+    # -- the ACD's side -----------------------------------------------------------------------
+
+    def offer_queued(
+        self, qc: QueuedCaller, agent: str, queue: str, waited: float, direct: bool = False
+    ) -> bool:
+        """Ring `agent` with a caller waiting in `queue` (the caller keeps its music)."""
+        if self.hub is None or agent not in self.states:
+            return False
+        if direct and self.state(agent) is not AgentState.READY:
+            return False
+        call = qc.call
+        caller = call.invite.from_
+        campaign = qc.campaign
+        number = caller.uri.user or ""
+        info = CallInfo(
+            call_id=call.call_id,
+            caller_number=number,
+            caller_name=caller.display_name or "",
+            queue=campaign.name if campaign is not None else queue,
+            wait_seconds=round(waited, 1),
+            url=_campaign_url(campaign.url, number) if campaign is not None else "",
+            dispositions=campaign.dispositions if campaign is not None else (),
+        )
+        if not self.hub.offer_call(agent, info):
+            return False
+        ac = AgentCall(
+            call_id=call.call_id,
+            call=call,
+            agent=agent,
+            info=info,
+            offered_at=time.time(),
+            queued=qc,
+        )
+        self.calls[(call.call_id, agent)] = ac
+        self.stats.offered += 1
+        if direct:
+            self._hold_engine(agent)
+            self._set_state(agent, AgentState.RINGING)
+            ac.ring_timer = asyncio.get_running_loop().call_later(
+                self.ring_timeout, self._ring_timeout, ac
+            )
+        event(logger, "agent-offered", call_id=call.call_id, agent=agent, queue=info.queue)
+        return True
+
+    def cancel_offer(self, call_id: str, agent: str, reason: str) -> None:
+        """The ACD withdrew an offer (ring timeout, answered elsewhere, the caller left)."""
+        ac = self.calls.get((call_id, agent))
+        if ac is not None and ac.answered_at is None:
+            if reason == "timeout":
+                self.stats.unanswered += 1
+            self._finish(ac, reason)
+
+    def queued_call_ended(self, call_id: str, cause: str) -> None:
+        """A queue's caller is gone: its agent's side ends too."""
+        for ac in self._for_call(call_id):
+            if ac.queued is not None:
+                self._finish(ac, cause)
+
+    def release_leg(self, leg: RtpLeg) -> None:
+        """Give a leg's port pair back to the pool."""
+        leg.close()
+        self.pool.release(leg.pair)
+
+    def disposition_of(self, call_id: str) -> str:
+        """The disposition an agent gave the call (empty until then)."""
+        return self.dispositions.get(call_id, ("", ""))[0]
+
+    def recording_of(self, call_id: str) -> str:
+        """The path of the call's recording (empty when not recorded)."""
+        return self.recording_paths.get(call_id, "")
+
+    def start_mailbox(self, qc: QueuedCaller, mailbox: str, recordings: Path) -> Mailbox | None:
+        """Record the caller (voicemail) until it hangs up."""
+        day = time.strftime("%Y/%m/%d")
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in mailbox or "mailbox")
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in qc.call.call_id)
+        path = recordings / "mailboxes" / safe / day / f"{name}.wav"
+        try:
+            box = Mailbox(qc.leg, path)
+        except (OSError, ValueError) as exc:
+            logger.warning("cannot record mailbox %s: %s", mailbox, exc)
+            return None
+        self.recording_paths[qc.call.call_id] = str(path)
+        event(logger, "mailbox-recording", call_id=qc.call.call_id, mailbox=mailbox)
+        return box
+
+    def offer_callback(self, qc: QueuedCaller, ev: CallbackDial) -> bool:
+        """Ring `ev.agent` with a callback: on Answer the desk calls the number."""
+        if self.hub is None or ev.agent not in self.states:
+            return False
+        info = CallInfo(
+            call_id=ev.call_id,
+            caller_number=ev.number,
+            caller_name=ev.caller_name or "Callback",
+            queue=qc.campaign.name if qc.campaign is not None else ev.queue,
+            wait_seconds=round(ev.waited, 1),
+            direction="outbound",
+        )
+        if not self.hub.offer_call(ev.agent, info):
+            return False
+        ac = AgentCall(
+            call_id=ev.call_id,
+            call=qc.call,
+            agent=ev.agent,
+            info=info,
+            offered_at=time.time(),
+            queued=qc,
+            callback=ev.number,
+        )
+        self.calls[(ev.call_id, ev.agent)] = ac
+        ac.ring_timer = asyncio.get_running_loop().call_later(
+            ev.ring_timeout or self.ring_timeout, self._ring_timeout, ac
+        )
+        event(logger, "agent-offered", call_id=ev.call_id, agent=ev.agent, callback=ev.number)
+        return True
+
+    async def _dial_for(self, ac: AgentCall) -> None:
+        """The agent answered a callback (or asked for a call): call the number."""
+        assert self.service is not None
+        if self.dial_out is None:
+            raise CommandError("no-trunk", "no trunk to call through")
+        if ac.ring_timer is not None:
+            ac.ring_timer.cancel()
+            ac.ring_timer = None
+        try:
+            pair = await self.pool.acquire()
+        except (PortsExhausted, OSError):
+            raise CommandError("no-ports", "no media port is free") from None
+        leg = RtpLeg(pair)
+        ac.leg = leg
+        trunk = ac.queued.campaign.trunk if ac.queued and ac.queued.campaign else ""
+        offer = create_offer(
+            MediaCapabilities(CAPABILITIES.codecs, rtcp_mux=False),
+            secrets.randbelow(2**31) + 1,
+            0,
+            self.media_host,
+            leg.port,
+        )
+        ac.local_sdp = bytes(offer)
+        outbound = self.dial_out(ac.callback, trunk, ac.local_sdp, ac.call)
+        if outbound is None:
+            self.release_leg(leg)
+            ac.leg = None
+            raise CommandError("no-trunk", "the number cannot be reached")
+        ac.outbound = outbound
+        if self.hub is not None:
+            self.hub.notify(ac.agent, f"Calling {ac.callback}...")
+        event(logger, "agent-dialing", call_id=ac.call_id, agent=ac.agent, number=ac.callback)
+
+    def on_progress(self, call: Call, status: int, body: bytes) -> None:
+        """A response to an outbound call the desk placed."""
+        ac = self._by_sip(call)
+        if ac is None or ac.outbound is not call or ac.answered_at is not None:
+            return
+        if status < 200:
+            return
+        if status >= 300:
+            self._end_call(ac, f"status-{status}")
+            return
+        leg = ac.leg
+        try:
+            stream = next(
+                s
+                for s in process_answer(
+                    SessionDescription.parse(ac.local_sdp), SessionDescription.parse(body)
+                )
+                if s is not None
+            )
+            if leg is None:
+                raise ValueError("no leg")
+            leg.set_format(leg_format(stream, CAPABILITIES.codecs), stream.rtcp_mux)
+            leg.set_remote(stream.remote_address, stream.remote_port, stream.remote_rtcp_port)
+        except (SDPError, OfferAnswerError, StopIteration, ValueError):
+            self._end_call(ac, "bad-answer")
+            return
+        channel = self.hub.channel(ac.agent) if self.hub is not None else None
+        if not isinstance(channel, AgentChannel):
+            self._end_call(ac, "no-channel")
+            return
+        self._join(ac, channel)
+        if ac.queued is None:
+            self._set_state(ac.agent, AgentState.ON_CALL)
 
     def hangup_all(self) -> None:
         """End every agent call (shutdown)."""

@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from omlmedia.conference import ConferenceService
 from omlmedia.config import Config, Route, RouteAction, Trunk
 from omlmedia.logs import event
 from omlmedia.media.bridge import MediaBridge, TranscoderFactory, codec_transcoder
@@ -56,6 +57,7 @@ from sip.service import SipService
 from sip.transaction import ServerTransaction
 
 if TYPE_CHECKING:
+    from omlmedia.acd import AcdRuntime
     from omlmedia.agents import AgentDesk
     from omlmedia.trunks import NextHops, TrunkManager
 from sip.ua import (
@@ -367,6 +369,10 @@ class CallRouter:
         """What a bridged party hears while the other holds."""
         self.desk: AgentDesk | None = None
         """Browser agents (`agent` routes), when the server runs the agent page."""
+        self.acd: AcdRuntime | None = None
+        """Queues and campaigns, when configured."""
+        self.conference: ConferenceService | None = None
+        """Conference rooms (`conference` routes)."""
         self.stats = RouterStats()
         self.service: SipService | None = None
         self.trunks: TrunkManager | None = None
@@ -381,6 +387,7 @@ class CallRouter:
     def bind(self, service: SipService) -> None:
         """Attach the SIP service the router acts through; start the media-timeout sweep."""
         self.service = service
+        self.conference = ConferenceService(self.pool, self.media_host, service)
         if self.config.media.timeout > 0:
             interval = min(5.0, max(0.25, self.config.media.timeout / 4))
             self._sweeper = asyncio.get_running_loop().call_later(interval, self._sweep, interval)
@@ -404,6 +411,12 @@ class CallRouter:
                     self._report(leg)
         if self.desk is not None:
             for leg in self.desk.legs:
+                self._report(leg)
+        if self.acd is not None:
+            for leg in self.acd.legs:
+                self._report(leg)
+        if self.conference is not None:
+            for leg in self.conference.legs:
                 self._report(leg)
 
     @staticmethod
@@ -488,6 +501,10 @@ class CallRouter:
             self.stats.dtmf += 1
             if self.desk is not None:
                 self.desk.on_dtmf(ev.call, ev.digit)
+            if self.acd is not None:
+                self.acd.on_dtmf(ev.call, ev.digit)
+            if self.conference is not None:
+                self.conference.on_dtmf(ev.call, ev.digit)
             media = self._media.get(id(ev.call))
             if media is not None and isinstance(media.service, DtmfEcho):
                 media.service.add_digit(ev.digit)
@@ -528,6 +545,8 @@ class CallRouter:
         ua = self.service.ua
         if self.desk is not None:
             self.desk.hangup_all()
+        if self.conference is not None:
+            self.conference.hangup_all()
         for call in list(ua.calls.values()):
             self.service.act(partial(ua.hangup, call))
 
@@ -577,6 +596,20 @@ class CallRouter:
             if trunk is not None:
                 self._start_bridge(call, trunk, _user)
                 return
+        if route.action in (RouteAction.QUEUE, RouteAction.CAMPAIGN) and self.acd is not None:
+            campaign = None
+            queue = route.trunk or ""
+            if route.action is RouteAction.CAMPAIGN:
+                campaign = next(c for c in self.config.campaigns if c.name == route.trunk)
+                queue = campaign.queue
+            self.acd.enter(call, queue, campaign)
+            return
+        if route.action is RouteAction.CONFERENCE and self.conference is not None:
+            refusal = self.conference.offer(call, _user)
+            if refusal is not None:
+                self.stats.rejected += 1
+                self._refuse(call, refusal, "conference-unavailable", target=f"conference:{_user}")
+            return
         if route.action is RouteAction.AGENT and self.desk is not None:
             agent = route.trunk or _user
             refusal = self.desk.offer(call, agent)
@@ -766,8 +799,18 @@ class CallRouter:
         if bridge is not None:
             self._modify_bridged(bridge, call, txn, request)
             return
-        if self.desk is not None and self.desk.owns(call):
+        if self.acd is not None and self.acd.owns(call):
+            qc = self.acd.callers[call.call_id]
+            if not qc.agent:
+                self.acd.on_session_modified(call, txn, request)
+                return
+        if self.desk is not None and (
+            self.desk.owns(call) or (self.acd is not None and self.acd.owns(call))
+        ):
             self.desk.on_session_modified(call, txn, request)
+            return
+        if self.conference is not None and self.conference.owns(call):
+            self.conference.on_session_modified(call, txn, request)
             return
         media = self._media.get(id(call))
         if media is None or (media.echo is None and media.service is None):
@@ -865,8 +908,14 @@ class CallRouter:
     def _on_ended(self, call: Call, cause: str) -> None:
         self.stats.ended += 1
         event(logger, "call-ended", call_id=call.call_id, cause=cause, direction=call.direction)
+        if self.acd is not None and self.acd.owns(call):
+            self.acd.on_ended(call, cause)
+            return
         if self.desk is not None and self.desk.owns(call):
             self.desk.on_ended(call, cause)
+            return
+        if self.conference is not None and self.conference.owns(call):
+            self.conference.on_ended(call, cause)
             return
         bridge = self._bridges.pop(id(call), None)
         if bridge is not None:
@@ -972,7 +1021,55 @@ class CallRouter:
         event(logger, "call-bridging", call_id=inbound.call_id, trunk=trunk.name, number=number)
         service.act(dial)
 
+    def place_call(
+        self, number: str, trunk_name: str, body: bytes, related: Call | None
+    ) -> Call | None:
+        """An outbound call to `number` with the SDP offer `body`, through `trunk_name`, the
+        trunk of `related` (the call it is for), the route of `number`, or the first trunk."""
+        assert self.service is not None
+        service = self.service
+        trunk = self.config.trunk(trunk_name) if trunk_name else None
+        if trunk is None and related is not None and related.trunk:
+            trunk = self.config.trunk(related.trunk)
+        if trunk is None:
+            found = self.route_for(number)
+            if found is not None and found[0].action is RouteAction.TRUNK:
+                trunk = self.config.trunk(found[0].trunk or "")
+                number = found[1]
+        if trunk is None and self.config.trunks:
+            trunk = self.config.trunks[0]
+        if trunk is None:
+            return None
+        chosen = trunk
+        host = chosen.host if ":" not in chosen.host else f"[{chosen.host}]"
+        credentials = (
+            (chosen.username, chosen.password) if chosen.username and chosen.password else None
+        )
+        placed: list[Call] = []
+
+        def dial(now: float) -> None:
+            placed.append(
+                service.ua.send_invite(
+                    destination=self.hops.endpoint(chosen) if self.hops else chosen.endpoint,
+                    request_uri=URI.parse(f"sip:{number}@{host}:{chosen.port}"),
+                    from_address=Address.parse(f"<sip:omlmedia@{self.media_host}>"),
+                    to_address=Address.parse(f"<sip:{number}@{host}:{chosen.port}>"),
+                    body=body,
+                    now=now,
+                    credentials=credentials,
+                    trunk=chosen.name,
+                )
+            )
+
+        service.act(dial)
+        event(logger, "call-placed", call_id=placed[0].call_id, trunk=chosen.name, number=number)
+        return placed[0]
+
     def _on_progress(self, ev: CallProgress) -> None:
+        if self.desk is not None and self.desk.owns(ev.call):
+            body = ev.response.body if ev.response.content_type == "application/sdp" else b""
+            self.desk.on_progress(ev.call, ev.response.status, body or b"")
+            return
         bridge = self._bridges.get(id(ev.call))
         if bridge is None or self.service is None:
             return

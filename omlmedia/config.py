@@ -24,6 +24,9 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, Final
 
+from queueing.config import AcdConfig
+from queueing.config import build_config as build_acd_config
+from queueing.exceptions import QueueConfigError
 from sip.endpoint import Endpoint
 from webrtc.accounts import hash_password
 from webrtc.config import WebrtcConfig, parse_webrtc
@@ -75,6 +78,13 @@ class RouteAction(Enum):
     AGENT = "agent"
     """A browser agent: `agent:<name>`, or `agent` alone when the rewritten user part is the
     agent's name (``pattern = "^agent-(.+)$"``, ``strip = 6``)."""
+    QUEUE = "queue"
+    """An ACD queue: `queue:<name>`."""
+    CAMPAIGN = "campaign"
+    """An inbound campaign (its queue, recording, agent page URL): `campaign:<name>`."""
+    CONFERENCE = "conference"
+    """A conference room named by the rewritten user part (``pattern = "^conf-(.+)$"``,
+    ``strip = 5``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,8 +251,11 @@ class Route:
         """The target as written in the configuration (``echo``, ``trunk:pbx``...)."""
         if self.action is RouteAction.TRUNK:
             return f"trunk:{self.trunk}"
-        if self.action is RouteAction.AGENT and self.trunk:
-            return f"agent:{self.trunk}"
+        if (
+            self.action in (RouteAction.AGENT, RouteAction.QUEUE, RouteAction.CAMPAIGN)
+            and self.trunk
+        ):
+            return f"{self.action.value}:{self.trunk}"
         return str(self.action.value)
 
     def apply(self, user: str) -> str | None:
@@ -277,6 +290,10 @@ class Config:
     media: MediaConfig = MediaConfig()
     webrtc: WebrtcConfig = field(default_factory=WebrtcConfig)
     """Browser agents and the agent page (``[webrtc]``, ``[[agents]]``)."""
+    acd: AcdConfig | None = None
+    """The queues (``[queues.NAME]``) and their members; None when there is none."""
+    campaigns: tuple[Campaign, ...] = ()
+    """Inbound campaigns (``[[campaigns]]``)."""
     source: Path | None = None
     """The file it was read from; None for the embedded demo."""
     generated: GeneratedSecrets = GeneratedSecrets()
@@ -711,6 +728,8 @@ _TOP_KEYS: Final = (
     "routes",
     "webrtc",
     "agents",
+    "queues",
+    "campaigns",
 )
 _MEDIA_KEYS: Final = ("timeout",)
 _SERVER_KEYS: Final = (
@@ -791,9 +810,30 @@ def _build(
     except WebrtcConfigError as exc:
         check.errors.append(str(exc))
     agent_names = {agent.name for agent in webrtc.agents}
+    acd: AcdConfig | None = None
+    if raw.get("queues"):
+        try:
+            acd = build_acd_config(
+                {
+                    "agents": {a.name: {"name": a.display_name} for a in webrtc.agents},
+                    "queues": raw["queues"],
+                }
+            )
+        except QueueConfigError as exc:
+            check.errors.extend(e if e.startswith("queues") else f"queues: {e}" for e in exc.errors)
+    queue_names = set(acd.queues) if acd is not None else set()
+    campaigns = _campaigns(
+        check, raw.get("campaigns", _MISSING), queue_names, _trunk_names(raw.get("trunks"))
+    )
+    campaign_names = {c.name for c in campaigns}
     for index, route in enumerate(routes):
+        where = f"routes[{index}].target"
         if route.action is RouteAction.AGENT and route.trunk and route.trunk not in agent_names:
-            check.errors.append(f'routes[{index}].target: unknown agent "{route.trunk}"')
+            check.errors.append(f'{where}: unknown agent "{route.trunk}"')
+        if route.action is RouteAction.QUEUE and route.trunk not in queue_names:
+            check.errors.append(f'{where}: unknown queue "{route.trunk}"')
+        if route.action is RouteAction.CAMPAIGN and route.trunk not in campaign_names:
+            check.errors.append(f'{where}: unknown campaign "{route.trunk}"')
     if (
         check.errors
         or server is None
@@ -813,6 +853,8 @@ def _build(
         users=users,
         routes=routes,
         webrtc=webrtc,
+        acd=acd,
+        campaigns=campaigns,
         source=source,
         generated=GeneratedSecrets(api_token=api_token, demo_password=generated_password),
     )
@@ -1155,6 +1197,68 @@ def _trunks(check: _Checker, value: object) -> tuple[Trunk, ...]:
     return tuple(result)
 
 
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    """An inbound campaign: the queue its calls wait in and what the agent gets with them."""
+
+    name: str
+    queue: str
+    recording: bool = False
+    """Record each call (stereo Ogg/Opus, caller left, agent right) under data_dir/recordings."""
+    url: str = ""
+    """The page the agent's browser opens for a call; ``{caller}`` is the caller's number."""
+    dispositions: tuple[str, ...] = ()
+    """What an agent may choose at the end of a call (free text when empty)."""
+    callback: bool = True
+    """Waiting callers may press 1 to be called back, keeping their place."""
+    trunk: str = ""
+    """The trunk callbacks go out through (empty: the trunk the call came in on)."""
+
+
+_CAMPAIGN_KEYS: Final = ("name", "queue", "recording", "url", "dispositions", "callback", "trunk")
+
+
+def _campaigns(
+    check: _Checker, value: object, queues: set[str], trunks: set[str]
+) -> tuple[Campaign, ...]:
+    result: list[Campaign] = []
+    names: list[tuple[str, str | None]] = []
+    for path, item in check.tables("campaigns", value):
+        errors_before = len(check.errors)
+        table = check.table(path, item, _CAMPAIGN_KEYS)
+        if not isinstance(item, dict):
+            continue
+        name = check.string(table, path, "name", required=True, pattern=_NAME)
+        queue = check.string(table, path, "queue", required=True)
+        if queue is not None and queue not in queues:
+            check.error(f"{path}.queue", f'unknown queue "{queue}"')
+        recording = check.boolean(table, path, "recording", False)
+        url = check.string(table, path, "url", "")
+        if url and not url.startswith(("https://", "http://")):
+            check.error(f"{path}.url", "must be an http(s) address")
+        dispositions = check.strings(table, path, "dispositions", ())
+        callback = check.boolean(table, path, "callback", True)
+        trunk = check.string(table, path, "trunk", "")
+        if trunk and trunk not in trunks:
+            check.error(f"{path}.trunk", f'unknown trunk "{trunk}"')
+        if len(check.errors) > errors_before or name is None or queue is None:
+            continue
+        names.append((path, name))
+        result.append(
+            Campaign(
+                name=name,
+                queue=queue,
+                recording=bool(recording),
+                url=url or "",
+                dispositions=tuple(dispositions or ()),
+                callback=bool(callback),
+                trunk=trunk or "",
+            )
+        )
+    _check_names(check, "campaign", names)
+    return tuple(result)
+
+
 def _codecs(check: _Checker, table: dict[str, Any], path: str) -> tuple[str, ...] | None:
     values = check.strings(table, path, "codecs", _DEFAULT_CODECS)
     if values is None:
@@ -1209,7 +1313,8 @@ def _users(check: _Checker, value: object) -> tuple[User, ...]:
 
 def _routes(check: _Checker, value: object, trunk_names: set[str]) -> tuple[Route, ...]:
     result: list[Route] = []
-    targets = ", ".join(a.value for a in RouteAction if a is not RouteAction.TRUNK)
+    named = (RouteAction.TRUNK, RouteAction.QUEUE, RouteAction.CAMPAIGN)
+    targets = ", ".join(a.value for a in RouteAction if a not in named)
     for path, item in check.tables("routes", value):
         errors_before = len(check.errors)
         table = check.table(path, item, _ROUTE_KEYS)
@@ -1235,8 +1340,8 @@ def _routes(check: _Checker, value: object, trunk_names: set[str]) -> tuple[Rout
                 trunk = trunk_name
                 if trunk_name not in trunk_names:
                     check.error(f"{path}.target", f'unknown trunk "{trunk_name}"')
-            elif kind == "agent" and trunk_name:
-                action = RouteAction.AGENT
+            elif kind in ("agent", "queue", "campaign") and trunk_name:
+                action = RouteAction(kind)
                 trunk = trunk_name
             else:
                 try:
@@ -1244,8 +1349,8 @@ def _routes(check: _Checker, value: object, trunk_names: set[str]) -> tuple[Rout
                 except ValueError:
                     check.error(
                         f"{path}.target",
-                        f"unknown target {target!r} (one of {targets}, trunk:<name> or "
-                        "agent:<name>)",
+                        f"unknown target {target!r} (one of {targets}, trunk:<name>, "
+                        "agent:<name>, queue:<name> or campaign:<name>)",
                     )
         strip = check.integer(table, path, "strip", 0, 0, 64)
         prefix = check.string(table, path, "prefix", "")

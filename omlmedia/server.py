@@ -12,18 +12,22 @@ import os
 import signal
 import socket
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from omlmedia.acd import AcdRuntime
 from omlmedia.agents import AgentDesk
 from omlmedia.api import start_api
 from omlmedia.calls import CallRouter
 from omlmedia.cli import summary
 from omlmedia.config import Config, RouteAction
 from omlmedia.logs import event
+from omlmedia.storage import AsyncStore, Store
 from omlmedia.trunks import NextHops, TrunkManager
+from queueing.engine import AcdEngine
 from sip.digest import DigestServer
 from sip.endpoint import Endpoint
 from sip.security import RateLimiter, SourcePolicy
@@ -119,6 +123,8 @@ class Server:
         self.trunks: TrunkManager | None = None
         self.desk: AgentDesk | None = None
         self.hub: AgentHub | None = None
+        self.acd: AcdRuntime | None = None
+        self.store: AsyncStore | None = None
         self._tls: ssl.SSLContext | None = None
 
     async def start(self) -> None:
@@ -234,10 +240,34 @@ class Server:
 
         desk.resolve = resolve
         desk.web = web
+        desk.dial_out = self.router.place_call
+        desk.recordings = config.server.data_dir / "recordings"
+        if config.acd is not None:
+            self.store = AsyncStore(Store(config.server.data_dir / "omlmedia.db"))
+            closed = self.store.store.recover(time.time())
+            if closed:
+                logger.warning("closed %d call(s) left open by the previous run", len(closed))
+            self.store.start()
+            acd = AcdRuntime(
+                AcdEngine(config.acd),
+                desk,
+                self.router.pool,
+                media_host,
+                store=self.store,
+                campaigns={c.name: c for c in config.campaigns},
+                music=self.router.hold_music,
+                recordings=config.server.data_dir / "recordings",
+            )
+            acd.service = self.service
+            desk.acd = acd
+            self.router.acd = acd
+            self.acd = acd
         hub = AgentHub(
             accounts,
             desk,
-            lambda agent: AgentChannel(agent, ice_servers=ice),
+            lambda agent: AgentChannel(
+                agent, ice_servers=ice, receive_path=config.webrtc.receive_path
+            ),
             clock=loop.time,
             reconnect_grace=config.webrtc.reconnect_grace,
             ice_servers=browser_ice,
@@ -274,6 +304,7 @@ class Server:
                 "calls": len(self.desk.calls) if self.desk is not None else 0,
                 **(vars(self.desk.stats) if self.desk is not None else {}),
             },
+            "queues": self.acd.queue_summary() if self.acd is not None else {},
             "trunks": self.trunks.status() if self.trunks is not None else {},
         }
 
@@ -287,8 +318,12 @@ class Server:
             self.service.close()
         self.router.close()
         self.router.pool.close()
+        if self.acd is not None:
+            self.acd.close()
         if self.hub is not None:
             await self.hub.close()
+        if self.store is not None:
+            await self.store.close()
         if self.api is not None:
             await self.api.cleanup()
         await self.transports.close()

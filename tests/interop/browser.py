@@ -66,6 +66,14 @@ def write_capture_tone(path: Path, frequency: float, rate: int = 48000) -> None:
         wav.writeframes(samples.tobytes())
 
 
+def _prepare(workdir: Path, tone_hz: float) -> tuple[Path, str]:
+    """The capture tone file and a fresh profile directory under `workdir`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    tone = workdir / f"capture-{int(tone_hz)}.wav"
+    write_capture_tone(tone, tone_hz)
+    return tone, tempfile.mkdtemp(prefix="chromium-", dir=workdir)
+
+
 @asynccontextmanager
 async def chromium(workdir: Path, tone_hz: float) -> AsyncIterator[Any]:
     """A browser context whose microphone plays `tone_hz`, with audio processing off."""
@@ -74,10 +82,7 @@ async def chromium(workdir: Path, tone_hz: float) -> AsyncIterator[Any]:
     except ImportError:
         pytest.fail("playwright is not installed: run `make test`, which installs it")
     binary = chromium_path()
-    workdir.mkdir(parents=True, exist_ok=True)
-    tone = workdir / f"capture-{int(tone_hz)}.wav"
-    write_capture_tone(tone, tone_hz)
-    profile = tempfile.mkdtemp(prefix="chromium-", dir=workdir)
+    tone, profile = _prepare(workdir, tone_hz)
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             profile,

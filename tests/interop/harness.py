@@ -175,6 +175,38 @@ pattern = "^agent-(.+)$"
 target = "agent"
 strip = 6
 
+[[routes]]
+pattern = "^conf-(.+)$"
+target = "conference"
+strip = 5
+
+[[routes]]
+user = "support"
+target = "campaign:support"
+
+[[routes]]
+user = "sales"
+target = "queue:sales"
+
+[queues.support]
+strategy = "rrmemory"
+members = ["agent1", "agent2"]
+ring_timeout = 15
+wrapup = 1
+
+[queues.sales]
+strategy = "ringall"
+members = ["agent2"]
+max_wait = 4
+overflow = {{hangup = "goodbye"}}
+
+[[campaigns]]
+name = "support"
+queue = "support"
+recording = true
+dispositions = ["solved", "escalated"]
+url = "https://crm.example/customer?phone={{caller}}"
+
 [webrtc]
 reconnect_grace = 5
 web_targets = ["agent-agent2"]

@@ -146,7 +146,14 @@ def test_demo_config_has_stable_trunk_user_and_routes() -> None:
         "busy": (RouteAction.BUSY, "busy"),
         "reject": (RouteAction.REJECT, "reject"),
         "dtmf": (RouteAction.DTMF, "dtmf"),
+        "support": (RouteAction.CAMPAIGN, "campaign:support"),
+        "sales": (RouteAction.CAMPAIGN, "campaign:sales"),
     }
+    assert config.acd is not None and set(config.acd.queues) == {"support", "sales"}
+    assert [c.queue for c in config.campaigns] == ["support", "sales"]
+    assert [a.name for a in config.webrtc.agents] == ["agent1", "agent2", "agent3"]
+    assert config.route("agent-agent2") is not None
+    assert config.route("conf-7") is not None
     found = config.route("9555123")
     assert found is not None
     route, number = found
@@ -546,8 +553,8 @@ def test_demo_only_flags_are_refused_with_a_file(tmp_path: Path) -> None:
         (
             "[[routes]]\nuser = 'a'\ntarget = 'voicemail'\n",
             "routes[0].target: unknown target "
-            "'voicemail' (one of echo, moh, record, busy, reject, dtmf, agent, trunk:<name> or "
-            "agent:<name>)",
+            "'voicemail' (one of echo, moh, record, busy, reject, dtmf, agent, conference, "
+            "trunk:<name>, agent:<name>, queue:<name> or campaign:<name>)",
         ),
         (
             "[[routes]]\nuser = 'a'\ntarget = 'trunk:nowhere'\n",
@@ -760,3 +767,42 @@ def test_advertise_must_be_a_reachable_ip_address(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as caught:
             load_config(bad)
         assert message in caught.value.errors
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            "[queues.support]\nstrategy = 'fastest'\nmembers = []\n",
+            'queues.support.strategy: unknown strategy "fastest"',
+        ),
+        (
+            "[queues.support]\nmembers = ['nobody']\n",
+            "queues.support.members[0]",
+        ),
+        (
+            "[[campaigns]]\nname = 'c'\nqueue = 'missing'\n",
+            'campaigns[0].queue: unknown queue "missing"',
+        ),
+        (
+            "[[routes]]\nuser = 'a'\ntarget = 'queue:missing'\n",
+            'routes[0].target: unknown queue "missing"',
+        ),
+        (
+            "[[routes]]\nuser = 'a'\ntarget = 'agent:nobody'\n",
+            'routes[0].target: unknown agent "nobody"',
+        ),
+        (
+            "[[agents]]\nname = 'Bad Name'\npassword_hash = 'x'\n",
+            "agents[0].name",
+        ),
+    ],
+)
+def test_queues_campaigns_and_agents_are_checked_with_their_place(
+    tmp_path: Path, text: str, error: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert any(error in e for e in info.value.errors), info.value.errors

@@ -1,0 +1,697 @@
+"""Queues on the server: the ACD engine driven by calls, timers and the agent pages.
+
+Theory of operation. `queueing.AcdEngine` decides (sans-IO, wall-clock `now`); this module is its
+asyncio adapter. A call routed to a queue (`queue:<name>`, or a campaign's queue) is answered at
+once with an RtpLeg and hears the queue's music on hold (`LegFeed`) while it waits. The engine's
+events drive everything else:
+
+- `OfferCall` rings an agent's page through the desk (the caller keeps hearing music); the agent
+  answers and the desk joins the caller's leg to the agent channel; `CancelOffer` withdraws an
+  offer (ring timeout, another agent answered first in ringall, the caller left);
+- `Announce` plays "your position in the queue is N" and the estimated wait, then music again;
+- `Overflow` sends the caller where the queue says: another queue (the engine moves it), an agent
+  (rung directly), a number (REFER to the caller's side), a mailbox (beep, then recorded until
+  the caller hangs up), or a prompt and hang-up;
+- a caller who presses 1 while waiting (when the queue offers callbacks) is asked for a number
+  ending in #, hears a confirmation and hangs up: the engine keeps its place, and when its turn
+  comes `CallbackDial` rings an agent with the callback; on Answer the desk calls the number
+  through the campaign's trunk and joins the agent to it;
+- `AgentStateChanged` goes to the agent pages, `QueueLogEntry` to the queue log (SQLite).
+
+Every call that enters a queue is noted as in progress in the store and gets a call record when
+it ends (queue, agent, wait, who hung up, disposition, recording, per-leg media quality).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from omlmedia.config import Campaign
+from omlmedia.logs import event
+from omlmedia.media.dtmf import DtmfReceiver
+from omlmedia.media.feed import LegFeed
+from omlmedia.media.leg import RtpLeg, leg_format
+from omlmedia.media.player import MediaFileError, Player, load, sound_path
+from omlmedia.media.ports import PortsExhausted, RtpSocketPool
+from omlmedia.media.services import CAPABILITIES
+from omlmedia.media.srtp import SrtpSession, is_usable, offer_crypto
+from omlmedia.storage import AsyncStore, CallRecord, QueueLogEntry
+from queueing.config import DestinationKind
+from queueing.engine import AcdEngine
+from queueing.events import AgentStateChanged as EngineStateChanged
+from queueing.events import (
+    Announce,
+    CallbackDial,
+    CancelOffer,
+    Joined,
+    OfferCall,
+    Overflow,
+    Overflowed,
+)
+from queueing.events import QueueLogEntry as EngineLogEntry
+from sip.message import Address, Request
+from sip.sdp import OfferAnswerError, SDPError, SessionDescription, negotiate
+from sip.transaction import ServerTransaction
+from sip.ua import Call, CallState
+
+if TYPE_CHECKING:
+    from omlmedia.agents import AgentDesk
+    from sip.service import SipService
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AcdRuntime", "QueuedCaller"]
+
+_PHONE = re.compile(r"[0-9]{3,20}")
+CALLBACK_DIGIT = "1"
+
+
+@dataclass(eq=False)
+class QueuedCaller:
+    """A caller the queue answered: its leg, what it hears, where it is."""
+
+    call: Call
+    queue: str
+    campaign: Campaign | None
+    leg: RtpLeg
+    entered: float
+    answer_sdp: bytes = b""
+    feed: LegFeed | None = None
+    agent: str = ""
+    connected: float | None = None
+    digits: str = ""
+    collecting: bool = False
+    callback_number: str = ""
+    ended: bool = False
+    hangup_by: str = ""
+    mailbox: Any = None
+
+
+@dataclass
+class AcdStats:
+    """What the runtime did, for the API."""
+
+    entered: int = 0
+    overflowed: int = 0
+    announcements: int = 0
+    callbacks: int = 0
+    events: int = 0
+    errors: int = 0
+
+
+class AcdRuntime:
+    """The engine's clock, its events, and the callers waiting in its queues."""
+
+    def __init__(
+        self,
+        engine: AcdEngine,
+        desk: AgentDesk,
+        pool: RtpSocketPool,
+        media_host: str,
+        *,
+        store: AsyncStore | None = None,
+        campaigns: dict[str, Campaign] | None = None,
+        music: Path | None = None,
+        language: str = "en",
+        recordings: Path | None = None,
+    ) -> None:
+        self.engine = engine
+        self.desk = desk
+        self.pool = pool
+        self.media_host = media_host
+        self.store = store
+        self.campaigns = campaigns or {}
+        self.music = music
+        self.language = language
+        self.recordings = recordings
+        self.service: SipService | None = None
+        self.callers: dict[str, QueuedCaller] = {}
+        self.callbacks: dict[str, QueuedCaller] = {}
+        """Callers who hung up to be called back, by call id, until their callback ends."""
+        self.stats = AcdStats()
+        self.records: dict[str, CallRecord] = {}
+        """The last call records written (a disposition comes after the call ends)."""
+        self.trunk_for: Callable[[Call | None, str], tuple[str, int, str] | None] = (
+            lambda call, trunk: None
+        )
+        """Where a callback to a number goes: (host, port, trunk name)."""
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- the engine's clock and events ------------------------------------------------------
+
+    def now(self) -> float:
+        """The engine's clock: the wall clock, so the queue log has real times."""
+        return time.time()
+
+    def pump(self) -> None:
+        """Act on every pending engine event and re-arm the timer."""
+        for ev in self.engine.events():
+            self.stats.events += 1
+            try:
+                self._on_event(ev)
+            except Exception:
+                self.stats.errors += 1
+                logger.exception("ACD event %s failed", type(ev).__name__)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        due = self.engine.get_timer()
+        if due is not None:
+            delay = max(0.0, due - self.now())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.engine.handle_timer(self.now())
+        self.pump()
+
+    def close(self) -> None:
+        """Stop the timer (at shutdown)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_event(self, ev: object) -> None:
+        if isinstance(ev, EngineLogEntry):
+            if self.store is not None:
+                self.store.append(
+                    QueueLogEntry(
+                        ev.time, ev.event.value, ev.call_id, ev.queue, ev.agent, dict(ev.data)
+                    )
+                )
+        elif isinstance(ev, EngineStateChanged):
+            self.desk.engine_state(ev.agent, ev.state.value, ev.reason)
+        elif isinstance(ev, OfferCall):
+            self._offer(ev)
+        elif isinstance(ev, CancelOffer):
+            self.desk.cancel_offer(ev.call_id, ev.agent, ev.reason)
+        elif isinstance(ev, Announce):
+            self._announce(ev)
+        elif isinstance(ev, Overflow):
+            self._overflow(ev.call_id, ev.destination.kind, ev.destination.target, ev.reason)
+        elif isinstance(ev, CallbackDial):
+            self._callback(ev)
+
+    # -- callers ----------------------------------------------------------------------------
+
+    def enter(self, call: Call, queue: str, campaign: Campaign | None = None) -> None:
+        """Answer `call` and put it in `queue` (its music starts at once)."""
+        asyncio.get_running_loop().create_task(self._enter(call, queue, campaign))
+
+    async def _enter(self, call: Call, queue: str, campaign: Campaign | None) -> None:
+        assert self.service is not None
+        service = self.service
+        try:
+            offer = SessionDescription.parse(call.remote_sdp)
+            pair = await self.pool.acquire()
+        except SDPError:
+            service.act(lambda now: service.ua.reject(call, 488, now))
+            return
+        except (PortsExhausted, OSError):
+            service.act(lambda now: service.ua.reject(call, 503, now))
+            return
+        leg = RtpLeg(pair)
+        if call.state is not CallState.OFFERED:
+            leg.close()
+            self.pool.release(pair)
+            return
+        try:
+            answer = negotiate(
+                offer,
+                CAPABILITIES,
+                self.media_host,
+                leg.port,
+                session_id=secrets.randbelow(2**31) + 1,
+                version=0,
+                crypto=offer_crypto(),
+                accept_crypto=is_usable,
+            )
+            stream = answer.audio
+            leg.srtp = SrtpSession.for_stream(stream)
+            leg.set_format(leg_format(stream, CAPABILITIES.codecs), stream.rtcp_mux)
+            leg.set_remote(stream.remote_address, stream.remote_port, stream.remote_rtcp_port)
+        except (OfferAnswerError, ValueError) as exc:
+            leg.close()
+            self.pool.release(pair)
+            event(logger, "call-rejected", call_id=call.call_id, status=488, reason=str(exc))
+            service.act(lambda now: service.ua.reject(call, 488, now))
+            return
+        now = self.now()
+        caller = call.invite.from_
+        qc = QueuedCaller(call, queue, campaign, leg, now, bytes(answer.description))
+        self.callers[call.call_id] = qc
+        self._listen_digits(qc)
+        self.stats.entered += 1
+        body = qc.answer_sdp
+        service.act(lambda t: service.ua.answer(call, body, t))
+        self._play_music(qc)
+        if self.store is not None:
+            self.store.call_started(
+                call.call_id,
+                now,
+                {
+                    "queue": queue,
+                    "campaign": campaign.name if campaign else "",
+                    "caller": caller.uri.user or "",
+                    "trunk": call.trunk or "",
+                },
+            )
+        result = self.engine.caller_enter(
+            call.call_id,
+            queue,
+            now,
+            caller_number=caller.uri.user or "",
+            caller_name=caller.display_name or "",
+        )
+        event(
+            logger,
+            "queue-enter",
+            call_id=call.call_id,
+            queue=queue,
+            position=result.position if isinstance(result, Joined) else 0,
+        )
+        if isinstance(result, Overflowed):
+            self.stats.overflowed += 1
+        self.pump()
+
+    def owns(self, call: Call) -> bool:
+        """True while `call` is one of the queue's callers."""
+        return call.call_id in self.callers
+
+    def on_ended(self, call: Call, cause: str) -> None:
+        """The caller hung up (or the call failed), at any moment."""
+        qc = self.callers.get(call.call_id)
+        if qc is None:
+            return
+        qc.hangup_by = qc.hangup_by or "caller"
+        self._leave(qc, cause)
+
+    def _leave(self, qc: QueuedCaller, cause: str) -> None:
+        """The caller is gone from the queue and its media released; its record written."""
+        if qc.ended:
+            return
+        qc.ended = True
+        call_id = qc.call.call_id
+        now = self.now()
+        self._stop_feed(qc)
+        if qc.mailbox is not None:
+            qc.mailbox.close()
+            qc.mailbox = None
+        if qc.callback_number:
+            # It left to be called back: the engine keeps its place until CallbackDial.
+            self.callbacks[call_id] = qc
+        else:
+            if qc.agent:
+                self.desk.queued_call_ended(call_id, cause)
+                self.engine.call_completed(call_id, qc.agent, now, reason=qc.hangup_by or "caller")
+            else:
+                self.engine.caller_abandon(call_id, now)
+            self._record(qc, now, cause)
+        self.callers.pop(call_id, None)
+        self.desk.release_leg(qc.leg)
+        self.pump()
+
+    def agent_hung_up(self, call_id: str) -> None:
+        """The agent ended a queued call."""
+        qc = self.callers.get(call_id)
+        if qc is None:
+            return
+        qc.hangup_by = "agent"
+        assert self.service is not None
+        service, call = self.service, qc.call
+        service.act(lambda now: service.ua.hangup(call, now))
+        self._leave(qc, "agent-hangup")
+
+    def _record(self, qc: QueuedCaller, now: float, cause: str) -> None:
+        if self.store is None:
+            return
+        caller = qc.call.invite.from_
+        quality = qc.leg.quality()
+        record = CallRecord(
+            call_id=qc.call.call_id,
+            start=qc.entered,
+            end=now,
+            answer=qc.connected,
+            caller=caller.uri.user or "",
+            caller_name=caller.display_name or "",
+            callee=qc.call.request_user,
+            target=f"queue:{qc.queue}",
+            trunk=qc.call.trunk or "",
+            campaign=qc.campaign.name if qc.campaign else "",
+            queue=qc.queue,
+            agent=qc.agent,
+            disposition=self.desk.disposition_of(qc.call.call_id),
+            hangup_by=qc.hangup_by,
+            cause=cause,
+            recording=self.desk.recording_of(qc.call.call_id),
+            legs=(
+                {
+                    "role": "caller",
+                    "codec": qc.leg.format.encoding_name if qc.leg.format else "",
+                    "packets": quality.packets_received,
+                    "lost": quality.packets_lost,
+                    "jitter_ms": round(quality.jitter_ms, 2),
+                    "rtt_ms": quality.round_trip_ms,
+                    "mos": None if quality.mos is None else round(quality.mos, 2),
+                },
+            ),
+        )
+        self.store.call_ended(record)
+        self.records[record.call_id] = record
+        if len(self.records) > 10000:
+            self.records.pop(next(iter(self.records)))
+
+    # -- what the caller hears --------------------------------------------------------------
+
+    def _play_music(self, qc: QueuedCaller) -> None:
+        self._stop_feed(qc)
+        if self.music is None or qc.ended or qc.agent:
+            return
+        try:
+            qc.feed = LegFeed(qc.leg, self.music, loop=True)
+            qc.feed.start()
+        except (MediaFileError, ValueError, OSError) as exc:
+            logger.warning("no music on hold for %s: %s", qc.call.call_id, exc)
+
+    def _play(self, qc: QueuedCaller, names: list[str], then: Callable[[], None]) -> None:
+        """Play prompts of the sound set one after the other, then `then()`."""
+        self._stop_feed(qc)
+        fmt = qc.leg.format
+        if fmt is None:
+            then()
+            return
+        try:
+            from omlmedia.media.codecs import codec_for
+
+            rate = codec_for(fmt.encoding_name, fmt.clock_rate, fmt.channels).sample_rate
+            parts = [load(sound_path(name, self.language), rate) for name in names]
+            samples = np.concatenate(parts)
+            qc.feed = LegFeed(qc.leg, sound_path(names[0], self.language), loop=False)
+            qc.feed.player = Player(samples, qc.feed.encoder.frame_samples, loop=False)
+            qc.feed.on_finished = then
+            qc.feed.start()
+        except (MediaFileError, ValueError, OSError) as exc:
+            logger.warning("cannot play %s to %s: %s", names, qc.call.call_id, exc)
+            then()
+
+    def _stop_feed(self, qc: QueuedCaller) -> None:
+        if qc.feed is not None:
+            qc.feed.stop()
+            qc.feed = None
+
+    def _announce(self, ev: Announce) -> None:
+        qc = self.callers.get(ev.call_id)
+        if qc is None or qc.agent or qc.collecting:
+            return
+        self.stats.announcements += 1
+        names = ["queue-position", *(f"digit-{d}" for d in str(ev.position))]
+        if ev.estimated_wait is not None:
+            minutes = round(ev.estimated_wait / 60)
+            if minutes < 1:
+                names += ["estimated-wait", "less-than-a-minute"]
+            else:
+                names += ["estimated-wait", *(f"digit-{d}" for d in str(minutes)), "minutes"]
+        if qc.campaign is None or qc.campaign.callback:
+            names.append("callback-offer")
+        event(logger, "queue-announce", call_id=ev.call_id, position=ev.position)
+        self._play(qc, names, lambda: self._play_music(qc))
+
+    # -- DTMF: the callback that keeps the caller's place -----------------------------------
+
+    def _listen_digits(self, qc: QueuedCaller) -> None:
+        """While it waits, the caller's RFC 4733 digits come to `on_dtmf` (its audio is not
+        needed: nobody listens yet)."""
+        fmt = qc.leg.format
+        if fmt is None:
+            return
+        receiver = DtmfReceiver(fmt.event_clock_rate)
+        events = fmt.event_receive_types
+
+        def sink(data: bytes, second: int, seq: int, ts: int, ssrc: int, now: float) -> None:
+            if second & 0x7F not in events:
+                return
+            try:
+                digits = receiver.receive(seq, ts, bool(second & 0x80), data[12:], now)
+            except ValueError:
+                return
+            for digit in digits:
+                self.on_dtmf(qc.call, digit.digit)
+
+        qc.leg.sink = sink
+
+    def on_session_modified(self, call: Call, txn: ServerTransaction, request: Request) -> None:
+        """A re-INVITE from a waiting caller's side: it keeps its session (our description)."""
+        assert self.service is not None
+        service = self.service
+        qc = self.callers.get(call.call_id)
+        body = qc.answer_sdp if qc is not None else b""
+        service.act(
+            lambda now: service.ua.respond(
+                call, txn, 200, now, body, "application/sdp" if body else None
+            )
+        )
+
+    @property
+    def legs(self) -> list[RtpLeg]:
+        """The legs of waiting callers (for RTCP reports)."""
+        return [qc.leg for qc in self.callers.values() if not qc.agent]
+
+    def on_dtmf(self, call: Call, digit: str) -> None:
+        """A digit from a waiting caller (RFC 4733 or SIP INFO)."""
+        qc = self.callers.get(call.call_id)
+        if qc is None or qc.agent or qc.ended:
+            return
+        if not qc.collecting:
+            if digit == CALLBACK_DIGIT and (qc.campaign is None or qc.campaign.callback):
+                qc.collecting = True
+                qc.digits = ""
+                self._play(qc, ["enter-phone-number"], lambda: None)
+            return
+        if digit == "#":
+            number = qc.digits
+            qc.collecting = False
+            if not _PHONE.fullmatch(number):
+                self._play(qc, ["invalid-option"], lambda: self._play_music(qc))
+                return
+            if not self.engine.callback_request(call.call_id, number, self.now()):
+                self._play_music(qc)
+                return
+            self.stats.callbacks += 1
+            qc.callback_number = number
+            event(logger, "queue-callback", call_id=call.call_id, number=number)
+            self._play(qc, ["callback-confirmed", "goodbye"], lambda: self._hang_up(qc))
+            self.pump()
+        elif digit.isdigit() and len(qc.digits) < 20:
+            qc.digits += digit
+        elif digit == "*":
+            qc.collecting = False
+            self._play_music(qc)
+
+    def _hang_up(self, qc: QueuedCaller) -> None:
+        assert self.service is not None
+        service, call = self.service, qc.call
+        qc.hangup_by = qc.hangup_by or "system"
+        service.act(lambda now: service.ua.hangup(call, now))
+
+    # -- offers and overflow ----------------------------------------------------------------
+
+    def _offer(self, ev: OfferCall) -> None:
+        qc = self.callers.get(ev.call_id)
+        if qc is None:
+            self.engine.offer_rejected(ev.call_id, ev.agent, self.now())
+            return
+        if not self.desk.offer_queued(qc, ev.agent, ev.queue, ev.waited):
+            self.engine.offer_rejected(ev.call_id, ev.agent, self.now())
+
+    def answered(self, call_id: str, agent: str) -> bool:
+        """The agent answered the offer: the caller stops hearing music."""
+        qc = self.callers.get(call_id)
+        if qc is None or not self.engine.offer_answered(call_id, agent, self.now()):
+            return False
+        qc.agent = agent
+        qc.connected = self.now()
+        qc.collecting = False
+        self._stop_feed(qc)
+        self.pump()
+        return True
+
+    def requeue(self, call_id: str, agent: str) -> None:
+        """The agent's page went away mid-call: the caller goes back to the queue (music again,
+        first in line among its priority) rather than being dropped."""
+        qc = self.callers.get(call_id)
+        if qc is None:
+            return
+        now = self.now()
+        self.engine.call_completed(call_id, agent, now, reason="agent-gone")
+        qc.agent = ""
+        qc.connected = None
+        self._listen_digits(qc)
+        caller = qc.call.invite.from_
+        self.engine.caller_enter(
+            call_id,
+            qc.queue,
+            now,
+            priority=1,
+            caller_number=caller.uri.user or "",
+            caller_name=caller.display_name or "",
+        )
+        event(logger, "queue-requeue", call_id=call_id, queue=qc.queue, agent=agent)
+        self._play_music(qc)
+        self.pump()
+
+    def transferred(self, call_id: str, agent: str) -> None:
+        """The agent's blind transfer went through: the call leaves the queue's books."""
+        qc = self.callers.get(call_id)
+        if qc is None:
+            return
+        self.engine.call_transferred(call_id, agent, "refer", self.now())
+        qc.agent = ""
+        qc.hangup_by = "transfer"
+        self.desk.queued_call_ended(call_id, "transferred")
+        assert self.service is not None
+        service, call = self.service, qc.call
+        service.act(lambda now: service.ua.hangup(call, now))
+        self.callers.pop(call_id, None)
+        qc.ended = True
+        self._stop_feed(qc)
+        self._record(qc, self.now(), "transferred")
+        self.desk.release_leg(qc.leg)
+        self.pump()
+
+    def set_disposition(self, call_id: str, disposition: str, notes: str) -> None:
+        """The agent's disposition for a call: its record is written again with it."""
+        record = self.records.get(call_id)
+        if record is not None and self.store is not None:
+            self.store.call_ended(replace(record, disposition=disposition, notes=notes))
+
+    def rejected(self, call_id: str, agent: str) -> None:
+        """The agent declined (or missed) the offer."""
+        self.engine.offer_rejected(call_id, agent, self.now())
+        self.pump()
+
+    def _overflow(self, call_id: str, kind: DestinationKind, target: str, reason: str) -> None:
+        qc = self.callers.get(call_id)
+        if qc is None:
+            return
+        self.stats.overflowed += 1
+        event(logger, "queue-overflow", call_id=call_id, kind=kind.value, target=target)
+        assert self.service is not None
+        service, call = self.service, qc.call
+        if kind is DestinationKind.QUEUE:
+            return  # the engine moved the caller itself
+        if kind is DestinationKind.NUMBER:
+            host = call.source.host
+            host = f"[{host}]" if ":" in host else host
+            refer_to = Address.parse(f"<sip:{target}@{host}:{call.source.port}>")
+            service.act(lambda now: service.ua.refer(call, refer_to, now))
+            qc.hangup_by = "transfer"
+            return
+        if kind is DestinationKind.AGENT:
+            self._play(qc, ["all-agents-busy"], lambda: self._to_agent(qc, target))
+            return
+        if kind is DestinationKind.RECORD:
+            self._play(qc, ["beep"], lambda: self._mailbox(qc, target))
+            return
+        prompt = target or "goodbye"
+        self._play(qc, [prompt], lambda: self._hang_up(qc))
+
+    def _to_agent(self, qc: QueuedCaller, agent: str) -> None:
+        if not self.desk.offer_queued(qc, agent, qc.queue, self.now() - qc.entered, direct=True):
+            self._play(qc, ["goodbye"], lambda: self._hang_up(qc))
+
+    def _mailbox(self, qc: QueuedCaller, mailbox: str) -> None:
+        """Record the caller until it hangs up (voicemail)."""
+        if self.recordings is None or qc.ended:
+            self._hang_up(qc)
+            return
+        qc.mailbox = self.desk.start_mailbox(qc, mailbox, self.recordings)
+
+    def _callback(self, ev: CallbackDial) -> None:
+        qc = self.callbacks.get(ev.call_id)
+        if qc is None or not self.desk.offer_callback(qc, ev):
+            self.engine.call_completed(ev.call_id, ev.agent, self.now(), reason="callback-failed")
+            self.callbacks.pop(ev.call_id, None)
+            self.pump()
+
+    def callback_done(self, call_id: str, agent: str, answered: bool, cause: str) -> None:
+        """A callback's outbound call ended (or never connected)."""
+        qc = self.callbacks.pop(call_id, None)
+        now = self.now()
+        if answered:
+            self.engine.call_completed(call_id, agent, now, reason=cause)
+        else:
+            self.engine.call_completed(call_id, agent, now, reason="callback-failed")
+        if qc is not None:
+            qc.agent = agent
+            self._record(qc, now, f"callback-{cause}")
+        self.pump()
+
+    # -- agents -----------------------------------------------------------------------------
+
+    def agent_login(self, agent: str) -> None:
+        """An agent logged in on the page: paused until it presses Ready."""
+        if agent in self.engine_agents:
+            self.engine.agent_login(agent, self.now(), paused_reason="login")
+            self.pump()
+
+    def agent_logout(self, agent: str) -> None:
+        """The agent's session ended."""
+        if agent in self.engine_agents:
+            try:
+                self.engine.agent_logout(agent, self.now())
+            except ValueError:
+                pass
+            self.pump()
+
+    def agent_ready(self, agent: str) -> None:
+        """Ready (ends a pause, cuts wrap-up short)."""
+        self.engine.agent_ready(agent, self.now())
+        self.pump()
+
+    def agent_pause(self, agent: str, reason: str) -> None:
+        """Paused with `reason`."""
+        self.engine.agent_pause(agent, reason, self.now())
+        self.pump()
+
+    @property
+    def engine_agents(self) -> frozenset[str]:
+        """The agents the engine knows."""
+        return frozenset(self.engine.config.agents)
+
+    def queue_summary(self) -> dict[str, Any]:
+        """Live queue figures for the API."""
+        now = self.now()
+        result: dict[str, Any] = {}
+        for name in self.engine.config.queues:
+            status = self.engine.queue_status(name, now)
+            result[name] = {
+                "waiting": status.waiting,
+                "ringing": status.ringing,
+                "callbacks": status.callbacks,
+                "longest_wait": round(status.longest_wait, 1),
+                "members_logged_in": status.members_logged_in,
+                "members_ready": status.members_ready,
+                "members_busy": status.members_busy,
+            }
+        return result
+
+
+def default_music() -> Path | None:
+    """The sound set's music on hold."""
+    try:
+        return sound_path("moh")
+    except MediaFileError:
+        return None

@@ -1,0 +1,106 @@
+"""Call recordings for campaigns, and voicemail mailboxes.
+
+`CallRecorder` writes an agent call as stereo Ogg/Opus at 48 kHz (the agent channel's rate): the
+caller on the left, the agent on the right, frames as the agent channel exchanges them (the
+channel's 20 ms clock; the agent's frames are queued and paired with the caller's). Any write
+error stops the recording, never the call.
+
+`Mailbox` records a caller alone (voicemail, a queue's `record` overflow): the leg's packets go
+through a `PcmPort` (capped jitter buffer, loss concealment) read by its own 20 ms `Pacer`, and
+are written as a mono-in-stereo WAV (caller left) at 16 kHz.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from omlmedia.media.leg import RtpLeg
+from omlmedia.media.oggopus import open_writer
+from omlmedia.media.pacer import Pacer
+from omlmedia.media.pcmport import PcmPort
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CallRecorder", "Mailbox"]
+
+Samples = npt.NDArray[np.int16]
+
+
+class CallRecorder:
+    """Caller left, agent right, Ogg/Opus at `rate`."""
+
+    def __init__(self, path: Path, rate: int = 48000) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.rate = rate
+        self.writer = open_writer(path, "opus", rate, 2)
+        self._agent: deque[Samples] = deque(maxlen=5)
+        self.failed = False
+
+    def agent(self, frame: Samples) -> None:
+        """A frame the agent said."""
+        self._agent.append(frame)
+
+    def caller(self, frame: Samples) -> None:
+        """A frame the caller said: written with the agent's frame of the same time."""
+        if self.failed:
+            return
+        agent = self._agent.popleft() if self._agent else None
+        right = agent if agent is not None and len(agent) == len(frame) else np.zeros_like(frame)
+        try:
+            self.writer.write(np.stack((frame, right), axis=1))
+        except (OSError, ValueError) as exc:
+            self.failed = True
+            logger.warning("recording %s stopped: %s", self.path, exc)
+
+    def close(self) -> None:
+        """Finish the file."""
+        try:
+            self.writer.close()
+        except OSError as exc:
+            logger.warning("recording %s did not close cleanly: %s", self.path, exc)
+
+
+@dataclass
+class _MailboxStats:
+    skipped: int = 0
+    errors: int = 0
+
+
+class Mailbox:
+    """A caller recorded alone until `close()`."""
+
+    def __init__(self, leg: RtpLeg, path: Path, rate: int = 16000) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.port = PcmPort(leg, rate)
+        self.writer = open_writer(path, "wav", rate, 2)
+        self.stats = _MailboxStats()
+        self._loop = asyncio.get_running_loop()
+        self._pacer = Pacer(self._loop, 0.02, self._tick, self.stats)
+        self._pacer.start()
+
+    def _tick(self, index: int) -> bool:
+        frame = self.port.read(self._loop.time())
+        try:
+            self.writer.write(np.stack((frame, np.zeros_like(frame)), axis=1))
+        except (OSError, ValueError) as exc:
+            logger.warning("mailbox %s stopped: %s", self.path, exc)
+            return False
+        return True
+
+    def close(self) -> None:
+        """Stop and finish the file."""
+        self._pacer.stop()
+        self.port.close()
+        try:
+            self.writer.close()
+        except OSError as exc:
+            logger.warning("mailbox %s did not close cleanly: %s", self.path, exc)
