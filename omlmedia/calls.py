@@ -724,7 +724,9 @@ class CallRouter:
         if action is RouteAction.RECORD:
             path = self.recording_path(call)
             event(logger, "recording-started", call_id=call.call_id, path=str(path))
-            return Recorder(self.pool, self.media_host, path)
+            return Recorder(
+                self.pool, self.media_host, path, format=self.config.media.recording_format
+            )
 
         def on_digit(digit: str, duration_ms: int) -> None:
             self.stats.dtmf += 1
@@ -740,12 +742,14 @@ class CallRouter:
         return DtmfEcho(self.pool, self.media_host, on_digit)
 
     def recording_path(self, call: Call) -> Path:
-        """Where a call's recording goes: data_dir/recordings/YYYY/MM/DD/<time>-<call-id>.wav."""
+        """Where a call's recording goes: data_dir/recordings/YYYY/MM/DD/<time>-<call-id>.wav
+        (or .opus, per media.recording_format)."""
         stamp = time.gmtime()
         safe_id = _UNSAFE_FILENAME.sub("_", call.call_id)[:80]
         directory = self.config.server.data_dir / "recordings" / time.strftime("%Y/%m/%d", stamp)
         directory.mkdir(parents=True, exist_ok=True)
-        return directory / f"{time.strftime('%H%M%S', stamp)}-{safe_id}.wav"
+        suffix = ".opus" if self.config.media.recording_format == "opus" else ".wav"
+        return directory / f"{time.strftime('%H%M%S', stamp)}-{safe_id}{suffix}"
 
     async def _answer_service(self, call: Call, media: CallMedia, svc: MediaService) -> None:
         """Answer with a media service (moh, record, dtmf): bind, negotiate, start, 200 OK."""

@@ -159,6 +159,9 @@ class MediaConfig:
     timeout: float = 30.0
     """Seconds without RTP from a call that is up and not on hold before it is ended (cause
     ``media-timeout``, BYE to every leg); 0 turns the check off."""
+    recording_format: str = "wav"
+    """``wav`` (16-bit PCM, the codec's rate) or ``opus`` (Ogg/Opus, ~10 times smaller) for
+    the `record` target."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -731,7 +734,7 @@ _TOP_KEYS: Final = (
     "queues",
     "campaigns",
 )
-_MEDIA_KEYS: Final = ("timeout",)
+_MEDIA_KEYS: Final = ("timeout", "recording_format")
 _SERVER_KEYS: Final = (
     "listen",
     "sip_port",
@@ -1047,7 +1050,12 @@ def _sip(check: _Checker, value: object, base_dir: Path) -> SipConfig | None:
 def _media(check: _Checker, value: object) -> MediaConfig | None:
     table = check.table("media", value, _MEDIA_KEYS)
     timeout = check.number(table, "media", "timeout", MediaConfig().timeout, 0.0, 86400.0)
-    return None if timeout is None else MediaConfig(timeout=timeout)
+    recording_format = check.string(
+        table, "media", "recording_format", "wav", choices=("wav", "opus")
+    )
+    if timeout is None or recording_format is None:
+        return None
+    return MediaConfig(timeout=timeout, recording_format=recording_format)
 
 
 def _security(check: _Checker, value: object) -> SecurityConfig | None:

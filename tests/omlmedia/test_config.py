@@ -793,6 +793,10 @@ def test_advertise_must_be_a_reachable_ip_address(tmp_path: Path) -> None:
             'routes[0].target: unknown agent "nobody"',
         ),
         (
+            "[media]\nrecording_format = 'mp3'\n",
+            "media.recording_format",
+        ),
+        (
             "[[agents]]\nname = 'Bad Name'\npassword_hash = 'x'\n",
             "agents[0].name",
         ),
