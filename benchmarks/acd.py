@@ -19,6 +19,12 @@ slower run.
     .venv/bin/python benchmarks/acd.py [--agents 1000] [--calls 10000] [--inputs 300000]
                                        [--strategy rrmemory] [--tracemalloc] [--json out.json]
 
+``--e2e`` runs the end-to-end benchmark instead (benchmarks/acd_e2e.py: a real server, N
+WebSocket agents, SIP callers; INVITE -> ``call-incoming`` on an agent's socket, target p99 <=
+100 ms with 100 agents); the other arguments are then acd_e2e.py's:
+
+    .venv/bin/python benchmarks/acd.py --e2e [--agents 100] [--rates 5,10,20] [--duration 10]
+
 Measured on the 2-core development machine (shared with other work, so figures vary by about
 +-30 %), Python 3.11, with ``.venv/bin/python benchmarks/acd.py --tracemalloc``: rrmemory, 4
 queues, 1,000 agents, 10,000 callers waiting, 300,000 inputs (mostly timers: announcements, ring
@@ -214,7 +220,12 @@ def run(args: argparse.Namespace, trace: bool) -> Result:
 
 
 def main() -> int:
+    if "--e2e" in sys.argv[1:]:
+        from benchmarks.acd_e2e import main as e2e_main
+
+        return e2e_main([a for a in sys.argv[1:] if a != "--e2e"])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--e2e", action="store_true", help="the end-to-end benchmark instead")
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--calls", type=int, default=10_000, help="callers kept waiting")
     parser.add_argument("--queues", type=int, default=4)
