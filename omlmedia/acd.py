@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,17 +49,21 @@ from omlmedia.media.srtp import SrtpSession, is_usable, offer_crypto
 from omlmedia.storage import AsyncStore, CallRecord, QueueLogEntry
 from queueing.config import DestinationKind
 from queueing.engine import AcdEngine
-from queueing.events import AgentStateChanged as EngineStateChanged
 from queueing.events import (
+    AgentState,
     Announce,
     CallbackDial,
     CancelOffer,
     Joined,
+    LogEvent,
     OfferCall,
     Overflow,
     Overflowed,
 )
+from queueing.events import AgentStateChanged as EngineStateChanged
 from queueing.events import QueueLogEntry as EngineLogEntry
+from queueing.exceptions import AcdUsageError
+from queueing.stats import AgentCounters, QueueCounters
 from sip.message import Address, Request
 from sip.sdp import OfferAnswerError, SDPError, SessionDescription, negotiate
 from sip.transaction import ServerTransaction
@@ -70,7 +75,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AcdRuntime", "QueuedCaller"]
+__all__ = ["AcdRuntime", "QueuedCaller", "agent_figures", "engine_log", "queue_figures"]
 
 _PHONE = re.compile(r"[0-9]{3,20}")
 CALLBACK_DIGIT = "1"
@@ -249,14 +254,43 @@ class AcdRuntime:
             event(logger, "call-rejected", call_id=call.call_id, status=488, reason=str(exc))
             service.act(lambda now: service.ua.reject(call, 488, now))
             return
-        now = self.now()
+        qc = QueuedCaller(call, queue, campaign, leg, self.now(), bytes(answer.description))
+        body = qc.answer_sdp
+        service.act(lambda t: service.ua.answer(call, body, t))
+        self._admit(qc)
+
+    def enter_answered(
+        self,
+        call: Call,
+        leg: RtpLeg,
+        queue: str,
+        campaign: Campaign | None = None,
+        answer_sdp: bytes = b"",
+    ) -> None:
+        """Put a caller answered elsewhere (an agent's transfer) in `queue` with its `leg` (the
+        queue owns it from now on) and `answer_sdp`, our side of its session."""
+        self._admit(QueuedCaller(call, queue, campaign, leg, self.now(), answer_sdp))
+
+    def hand_over(self, call_id: str, agent: str, destination: str) -> QueuedCaller | None:
+        """`agent` transferred the queue's caller to `destination`: it leaves the queue's books
+        (logged, recorded) but stays up; its leg now belongs to whoever takes the caller."""
+        qc = self.callers.pop(call_id, None)
+        if qc is None:
+            return None
+        self.engine.call_transferred(call_id, agent, destination, self.now())
+        qc.hangup_by = "transfer"
+        qc.ended = True
+        self._stop_feed(qc)
+        self._record(qc, self.now(), "transferred")
+        self.pump()
+        return qc
+
+    def _admit(self, qc: QueuedCaller) -> None:
+        call, queue, campaign, now = qc.call, qc.queue, qc.campaign, qc.entered
         caller = call.invite.from_
-        qc = QueuedCaller(call, queue, campaign, leg, now, bytes(answer.description))
         self.callers[call.call_id] = qc
         self._listen_digits(qc)
         self.stats.entered += 1
-        body = qc.answer_sdp
-        service.act(lambda t: service.ua.answer(call, body, t))
         self._play_music(qc)
         if self.store is not None:
             self.store.call_started(
@@ -626,6 +660,18 @@ class AcdRuntime:
             self.callbacks.pop(ev.call_id, None)
             self.pump()
 
+    def callback_answered(self, call_id: str, agent: str) -> bool:
+        """The agent took the callback offered to it (the number is dialled next): the engine's
+        offer is answered and the agent is on the call. False when the offer no longer stands."""
+        qc = self.callbacks.get(call_id)
+        now = self.now()
+        if qc is None or not self.engine.offer_answered(call_id, agent, now):
+            return False
+        qc.agent = agent
+        qc.connected = now
+        self.pump()
+        return True
+
     def callback_done(self, call_id: str, agent: str, answered: bool, cause: str) -> None:
         """A callback's outbound call ended (or never connected)."""
         qc = self.callbacks.pop(call_id, None)
@@ -652,7 +698,7 @@ class AcdRuntime:
         if agent in self.engine_agents:
             try:
                 self.engine.agent_logout(agent, self.now())
-            except ValueError:
+            except (ValueError, AcdUsageError):
                 pass
             self.pump()
 
@@ -687,6 +733,169 @@ class AcdRuntime:
                 "members_busy": status.members_busy,
             }
         return result
+
+    # -- supervision (the API) --------------------------------------------------------------
+
+    def period(self, now: float) -> tuple[float, float]:
+        """The statistics period `now` falls in: [start, end) of one bucket of the engine's
+        statistics."""
+        length = self.engine.statistics.period
+        start = math.floor(now / length) * length
+        return start, start + length
+
+    def queue_report(self) -> dict[str, dict[str, Any]]:
+        """Every queue, live (callers, members by state) and over the current period (the
+        engine's statistics), by name."""
+        now = self.now()
+        start, end = self.period(now)
+        statistics = self.engine.statistics
+        report: dict[str, dict[str, Any]] = {}
+        for name, config in self.engine.config.queues.items():
+            status = self.engine.queue_status(name, now)
+            by_state = {state.value: 0 for state in AgentState}
+            members = []
+            for member in config.members:
+                agent = self.engine.agent_status(member.agent)
+                by_state[agent.state.value] += 1
+                members.append(
+                    {
+                        "agent": member.agent,
+                        "penalty": member.penalty,
+                        "state": agent.state.value,
+                        "reason": agent.reason,
+                    }
+                )
+            report[name] = {
+                "queue": name,
+                "strategy": config.strategy.value,
+                "waiting": status.waiting,
+                "ringing": status.ringing,
+                "callbacks": status.callbacks,
+                "longest_wait": round(status.longest_wait, 1),
+                "members": members,
+                "members_by_state": by_state,
+                "stats": {
+                    "start": start,
+                    "end": end,
+                    **queue_figures(statistics.queue(name, start, end), config.service_level),
+                },
+            }
+        return report
+
+    def agent_report(self) -> dict[str, dict[str, Any]]:
+        """Every agent of the queues: state, pause reason, since when, current call, and its
+        figures over the current period, by name."""
+        now = self.now()
+        start, end = self.period(now)
+        hub = self.desk.hub
+        report: dict[str, dict[str, Any]] = {}
+        for name, config in self.engine.config.agents.items():
+            status = self.engine.agent_status(name)
+            call: dict[str, Any] | None = None
+            if status.call_id:
+                qc = self.callers.get(status.call_id) or self.callbacks.get(status.call_id)
+                call = {
+                    "call_id": status.call_id,
+                    "queue": self.engine.call_queue(status.call_id),
+                    "caller": (qc.call.invite.from_.uri.user or "") if qc is not None else "",
+                    "callback": qc.callback_number if qc is not None else "",
+                }
+            report[name] = {
+                "agent": name,
+                "name": config.name,
+                "state": status.state.value,
+                "reason": status.reason,
+                "since": status.since if status.since else None,
+                "queues": list(status.queues),
+                "connected": hub.connected(name) if hub is not None else False,
+                "call": call,
+                "stats": {
+                    "start": start,
+                    "end": end,
+                    **agent_figures(self.engine.statistics.agent(name, start, end)),
+                },
+            }
+        return report
+
+    def force_pause(self, agent: str, reason: str, supervisor: str) -> dict[str, Any]:
+        """A supervisor pauses `agent` (at once, or at the end of its call); its page shows it.
+        Raises `UnknownAgentError` (a KeyError) or `AgentStateError` (logged out)."""
+        self.engine.force_pause(agent, reason, self.now(), supervisor=supervisor)
+        self.pump()
+        return self.agent_report()[agent]
+
+    def force_unpause(self, agent: str, supervisor: str) -> dict[str, Any]:
+        """A supervisor ends `agent`'s pause; its page shows it. Raises like `force_pause`."""
+        self.engine.agent_unpause(agent, self.now())
+        self.pump()
+        event(logger, "agent-unpaused", agent=agent, by=supervisor)
+        return self.agent_report()[agent]
+
+    async def force_logout(self, agent: str, supervisor: str) -> dict[str, Any]:
+        """A supervisor logs `agent` out: the engine first (the queue log says who), then its
+        session (the page gets ``session-ended`` with reason ``forced-logout``). Raises like
+        `force_pause`."""
+        self.engine.force_logout(agent, self.now(), supervisor=supervisor)
+        self.pump()
+        hub = self.desk.hub
+        if hub is not None:
+            try:
+                await hub.logout(agent, "forced-logout")
+            except AcdUsageError:
+                pass  # the desk logs the gone agent out of the engine again: done above
+        return self.agent_report()[agent]
+
+
+def queue_figures(counters: QueueCounters, service_level: float) -> dict[str, Any]:
+    """A queue's counters over a span, as the API reports them (`QueueCounters` definitions)."""
+    return {
+        "offered": counters.entered,
+        "answered": counters.answered,
+        "abandoned": counters.abandoned,
+        "overflowed": counters.overflowed,
+        "callbacks": counters.callbacks,
+        "completed": counters.completed,
+        "transferred": counters.transferred,
+        "service_level_seconds": service_level,
+        "service_level": _rounded(counters.service_level, 4),
+        "abandon_rate": _rounded(counters.abandon_rate, 4),
+        "average_wait": _rounded(counters.average_wait, 1),
+        "average_abandon_wait": _rounded(counters.average_abandon_wait, 1),
+        "longest_wait_answered": round(counters.longest_wait_answered, 1),
+        "average_handle_time": _rounded(counters.average_handle_time, 1),
+    }
+
+
+def agent_figures(counters: AgentCounters) -> dict[str, Any]:
+    """An agent's counters over a span, as the API reports them."""
+    return {
+        "offers": counters.offers,
+        "answered": counters.answered,
+        "no_answers": counters.no_answers,
+        "completed": counters.completed,
+        "transferred": counters.transferred,
+        "talk": round(counters.talk, 1),
+        "paused": round(counters.paused, 1),
+        "pauses": counters.pauses,
+        "answer_rate": _rounded(counters.answer_rate, 4),
+        "average_handle_time": _rounded(counters.average_handle_time, 1),
+    }
+
+
+def engine_log(entries: Iterable[QueueLogEntry]) -> Iterator[EngineLogEntry]:
+    """A stored queue log as the engine's entries, for `queueing.Statistics.from_log`; rows
+    the engine did not write (``closed-at-restart``) are skipped."""
+    for entry in entries:
+        try:
+            verb = LogEvent(entry.event)
+        except ValueError:
+            continue
+        data = {k: v for k, v in entry.data.items() if isinstance(v, str | int | float)}
+        yield EngineLogEntry(entry.time, entry.queue, entry.call_id, entry.agent, verb, data)
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return round(value, digits) if value is not None else None
 
 
 def default_music() -> Path | None:

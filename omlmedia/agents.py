@@ -9,9 +9,18 @@ No ICE or DTLS happens at answer time: the channel was set up at login.
 
 Hold plays music on hold to the caller (the agent hears nothing); mute stops the agent's audio;
 the DTMF pad sends RFC 4733 events on the SIP leg, and digits from the caller (RFC 4733 or SIP
-INFO) are shown on the page. A blind transfer sends REFER to the caller's side (RFC 3515): the PBX
-that sent the call takes it back to the extension. Hanging up on either side ends the call on the
-other and puts the agent in wrap-up for `wrapup_time` seconds, then back to Ready.
+INFO) are shown on the page. Hanging up on either side ends the call on the other and puts the
+agent in wrap-up for `wrapup_time` seconds, then back to Ready.
+
+Transfers keep the caller inside the server whenever they can. A blind transfer to a queue or a
+campaign hands the caller's leg to the ACD (`AcdRuntime.enter_answered`); to another agent it
+rings that agent with the same leg (the caller hears music meanwhile); to a number it places a
+call through a trunk (`dial_out`) and, once answered, joins the two SIP legs with a
+`MediaBridge` (a `JoinedCall`, passthrough or transcoding) until either side hangs up, when the
+other gets a BYE. Without `dial_out` a number is REFERred to the caller's side (RFC 3515). An
+attended transfer holds the caller (music), places a consultation call the agent talks to, and
+then either joins the two parties the same way (complete) or hangs the consultation up and goes
+back to the held caller (cancel).
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -31,7 +40,9 @@ from urllib.parse import quote
 import numpy as np
 import numpy.typing as npt
 
+from omlmedia.config import Campaign, RouteAction
 from omlmedia.logs import event
+from omlmedia.media.bridge import MediaBridge, codec_transcoder
 from omlmedia.media.feed import LegFeed
 from omlmedia.media.leg import RtpLeg, leg_format
 from omlmedia.media.pcmport import PcmPort
@@ -63,7 +74,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AgentCall", "AgentDesk"]
+__all__ = ["AgentCall", "AgentDesk", "JoinedCall"]
 
 Samples = npt.NDArray[np.int16]
 
@@ -104,8 +115,30 @@ class AgentCall:
     callback: str = ""
     """The number a callback (or a manual call) dials once the agent answers."""
     outbound: Call | None = None
-    """The outbound SIP call of a callback or manual call."""
+    """The outbound SIP call of a callback, a manual call or a consultation."""
     recorder: CallRecorder | None = None
+    consult_of: str = ""
+    """For a consultation call (attended transfer): the call id of the held call."""
+
+
+@dataclass(eq=False)
+class JoinedCall:
+    """A caller and the party an agent transferred it to, joined by the desk: their legs
+    exchange media through a `MediaBridge` (once `target` answers) until either hangs up, and
+    then the other gets a BYE. `caller_sdp` and `target_sdp` are our side of each session
+    (re-INVITEs are answered with them)."""
+
+    call_id: str
+    caller: Call
+    caller_leg: RtpLeg
+    caller_sdp: bytes
+    target: Call
+    target_leg: RtpLeg
+    target_sdp: bytes
+    kind: str
+    bridge: MediaBridge | None = None
+    music: LegFeed | None = None
+    """What the caller hears while the target rings (blind transfer)."""
 
 
 @dataclass
@@ -160,7 +193,15 @@ class AgentDesk:
         """The agent a web caller's target rings (the router's `agent` routes)."""
         self.on_call_done: Callable[[AgentCall, str], None] | None = None
         """Told of every ended agent call (for call records)."""
+        self.route: Callable[[str], tuple[RouteAction, str] | None] | None = None
+        """The server's route for a transfer target (`CallRouter.route_for`): its action and
+        the agent, queue or campaign it names. Unset: agents by `resolve`, queues and
+        campaigns by their names."""
+        self.joined: list[JoinedCall] = []
+        """Callers joined to the party an agent transferred them to."""
         self._wrapups: dict[str, asyncio.TimerHandle] = {}
+        self._attached: dict[str, AgentCall] = {}
+        """The call whose audio each agent's channel carries."""
 
     # -- agent states -----------------------------------------------------------------------
 
@@ -290,11 +331,21 @@ class AgentDesk:
                 self.acd.agent_ready(agent)
 
     def owns(self, call: Call) -> bool:
-        """True when the desk carries `call` (a direct agent call or an outbound leg)."""
-        return any(
-            ac.queued is None and (ac.call is call or ac.outbound is call)
-            for ac in self.calls.values()
+        """True when the desk carries `call` (a direct agent call, an outbound leg, or a side
+        of a joined call)."""
+        return (
+            any(
+                (ac.queued is None and ac.call is call) or ac.outbound is call
+                for ac in self.calls.values()
+            )
+            or self._joined_of(call) is not None
         )
+
+    def _joined_of(self, call: Call) -> JoinedCall | None:
+        for joined in self.joined:
+            if joined.caller is call or joined.target is call:
+                return joined
+        return None
 
     def _by_sip(self, call: Call) -> AgentCall | None:
         for ac in self.calls.values():
@@ -310,6 +361,10 @@ class AgentDesk:
 
     def on_ended(self, call: Call, cause: str) -> None:
         """The caller hung up (or the call failed)."""
+        joined = self._joined_of(call)
+        if joined is not None:
+            self._unjoin(joined, call, cause)
+            return
         ac = self._by_sip(call)
         if ac is None:
             return
@@ -437,6 +492,10 @@ class AgentDesk:
         if not isinstance(channel, AgentChannel):
             raise CommandError("no-channel", "the agent channel is not connected")
         if ac.callback:
+            if ac.queued is not None and self.acd is not None:
+                if not self.acd.callback_answered(call_id, agent):
+                    self._finish(ac, "taken")
+                    raise CommandError("gone", "the callback was taken elsewhere")
             await self._dial_for(ac)
             return
         if ac.queued is not None:
@@ -449,6 +508,14 @@ class AgentDesk:
             return
         call = ac.call
         assert call is not None
+        if ac.leg is not None and ac.queued is None:
+            # A caller another agent transferred here: answered already, its leg ready.
+            if ac.music is not None:
+                ac.music.stop()
+                ac.music = None
+            self._join(ac, channel)
+            self._set_state(agent, AgentState.ON_CALL)
+            return
         if call.state is not CallState.OFFERED:
             raise CommandError("gone", "the caller hung up")
         try:
@@ -496,16 +563,36 @@ class AgentDesk:
         pulls the caller's audio out of the port's capped jitter buffer)."""
         assert self.hub is not None and ac.leg is not None
         call = ac.outbound or ac.call
-        port = PcmPort(
+        ac.port = PcmPort(
             ac.leg,
             48000,
             max_delay_ms=self.max_delay_ms,
-            on_digit=lambda digit, _ms: self.on_dtmf(call, digit) if call else None,
+            on_digit=lambda digit, _ms: self._digit_from(ac, call, digit),
         )
-        ac.port = port
+        ac.recorder = self._recorder_for(ac)
+        self._attach(ac, channel)
+        if ac.ring_timer is not None:
+            ac.ring_timer.cancel()
+        ac.answered_at = time.time()
+        self.stats.answered += 1
+        self.hub.call_answered(ac.agent, ac.call_id)
+        fmt = ac.leg.format
+        event(
+            logger,
+            "agent-answered",
+            call_id=ac.call_id,
+            agent=ac.agent,
+            codec=fmt.encoding_name if fmt else "-",
+            srtp=ac.leg.srtp is not None,
+            queue=ac.info.queue,
+            recording=ac.recorder.path.name if ac.recorder is not None else None,
+        )
+
+    def _attach(self, ac: AgentCall, channel: AgentChannel) -> None:
+        """The agent's channel carries `ac`'s audio (through its port) from now on."""
+        port, recorder = ac.port, ac.recorder
+        assert port is not None
         loop = asyncio.get_running_loop()
-        recorder = self._recorder_for(ac)
-        ac.recorder = recorder
 
         def source() -> Samples | None:
             if ac.held:
@@ -521,22 +608,23 @@ class AgentDesk:
             port.write(None if ac.muted or ac.held else frame)
 
         channel.attach(source, sink)
-        if ac.ring_timer is not None:
-            ac.ring_timer.cancel()
-        ac.answered_at = time.time()
-        self.stats.answered += 1
-        self.hub.call_answered(ac.agent, ac.call_id)
-        fmt = ac.leg.format
-        event(
-            logger,
-            "agent-answered",
-            call_id=ac.call_id,
-            agent=ac.agent,
-            codec=fmt.encoding_name if fmt else "-",
-            srtp=ac.leg.srtp is not None,
-            queue=ac.info.queue,
-            recording=recorder.path.name if recorder is not None else None,
-        )
+        self._attached[ac.agent] = ac
+
+    def _detach(self, ac: AgentCall) -> None:
+        """The channel stops carrying `ac` (when it carries it)."""
+        if self._attached.get(ac.agent) is not ac:
+            return
+        del self._attached[ac.agent]
+        channel = self.hub.channel(ac.agent) if self.hub is not None else None
+        if isinstance(channel, AgentChannel):
+            channel.detach()
+
+    def _digit_from(self, ac: AgentCall, call: Call | None, digit: str) -> None:
+        """An RFC 4733 digit on the leg of `ac` (a consultation's digits are its own)."""
+        if ac.consult_of and self.hub is not None:
+            self.hub.dtmf_received(ac.agent, ac.call_id, digit)
+        elif call is not None:
+            self.on_dtmf(call, digit)
 
     def _recorder_for(self, ac: AgentCall) -> CallRecorder | None:
         qc = ac.queued
@@ -611,14 +699,161 @@ class AgentDesk:
             raise CommandError("no-dtmf", "the caller's side did not offer telephone-event")
 
     async def transfer_blind(self, agent: str, call_id: str, to: str) -> None:
-        """REFER the caller's side to `to` (RFC 3515): the PBX takes the call back."""
-        assert self.service is not None
+        """Send the caller to `to`: a queue or campaign (the ACD takes its leg), another agent
+        (rung with the same leg), or a number (called through a trunk and joined to the
+        caller; REFER to the caller's side when the desk cannot place calls)."""
+        ac = self._transferable(agent, call_id, to)
+        destination = self._destination(to)
+        if destination is None and not _NUMBER.fullmatch(to):
+            raise CommandError("bad-target", "not a number, queue or agent")
+        self.stats.transfers += 1
+        event(logger, "agent-transfer", call_id=call_id, agent=agent, to=to, kind="blind")
+        if destination is not None:
+            self._move(ac, *destination)
+            return
+        if self.dial_out is None:
+            self._refer(ac, to)
+            return
+        leg = await self._acquire_leg()
+        offer = self._offer_for(leg)
+        target = self.dial_out(to, "", offer, None)
+        if target is None:
+            self.release_leg(leg)
+            raise CommandError("no-trunk", "the number cannot be reached")
+        if self.calls.get((call_id, agent)) is not ac:
+            self.service_hangup(target)
+            self.release_leg(leg)
+            raise CommandError("gone", "the caller hung up")
+        joined = self._take_caller(ac, target, leg, offer, "blind", f"number:{to}")
+        self._ringing_music(joined)
+        self._finish(ac, "transferred")
+
+    def _ringing_music(self, joined: JoinedCall) -> None:
+        """The caller hears music while the party it was transferred to rings."""
+        if self.hold_music is None:
+            return
+        try:
+            joined.music = LegFeed(joined.caller_leg, self.hold_music, loop=True)
+            joined.music.start()
+        except (ValueError, OSError) as exc:
+            logger.warning("no music for %s while the transfer rings: %s", joined.call_id, exc)
+            joined.music = None
+
+    def _transferable(self, agent: str, call_id: str, to: str) -> AgentCall:
         ac = self._answered(agent, call_id)
+        if ac.call is None or ac.leg is None or ac.consult_of or ac.callback:
+            raise CommandError("unsupported", "this call cannot be transferred")
+        if not to or len(to) > 64 or any(c in to for c in " <>\"'\r\n;"):
+            raise CommandError("bad-target", "not a number, queue or agent")
+        return ac
+
+    def _destination(self, to: str) -> tuple[RouteAction, str, Campaign | None] | None:
+        """What `to` names inside the server: an agent, a queue or a campaign."""
+        found = self.route(to) if self.route is not None else None
+        if found is None:
+            agent = self.resolve(to)
+            if agent is not None:
+                found = (RouteAction.AGENT, agent)
+            elif self.acd is not None and to in self.acd.campaigns:
+                found = (RouteAction.CAMPAIGN, to)
+            elif self.acd is not None and to in self.acd.engine.config.queues:
+                found = (RouteAction.QUEUE, to)
+        if found is None:
+            return None
+        action, name = found
+        if action is RouteAction.AGENT:
+            return action, name, None
+        if self.acd is None:
+            return None
+        if action is RouteAction.CAMPAIGN:
+            campaign = self.acd.campaigns.get(name)
+            return (action, campaign.queue, campaign) if campaign is not None else None
+        if action is RouteAction.QUEUE and name in self.acd.engine.config.queues:
+            return action, name, None
+        return None
+
+    def _move(
+        self, ac: AgentCall, action: RouteAction, name: str, campaign: Campaign | None
+    ) -> None:
+        """Hand the caller's leg to a queue, or ring another agent with it."""
+        assert ac.call is not None and ac.leg is not None
+        if action is RouteAction.AGENT:
+            if name == ac.agent or self.hub is None or self.state(name) is not AgentState.READY:
+                raise CommandError("unavailable", f"{name} cannot take a call now")
+        call, leg = ac.call, ac.leg
+        sdp, session_id, version = ac.local_sdp, ac.session_id, ac.version
+        if ac.queued is not None:
+            assert self.acd is not None
+            qc = self.acd.hand_over(ac.call_id, ac.agent, f"{action.value}:{name}")
+            if qc is None:
+                raise CommandError("gone", "the caller hung up")
+            sdp = qc.answer_sdp
+        self._let_go(ac)
+        self._finish(ac, "transferred")
+        if action is RouteAction.AGENT:
+            self._offer_answered(call, leg, name, ac.info, sdp, session_id, version)
+        else:
+            assert self.acd is not None
+            self.acd.enter_answered(call, leg, name, campaign, sdp)
+
+    def _let_go(self, ac: AgentCall) -> None:
+        """The agent lets go of the caller's leg (someone else takes it): no music, no port."""
+        if ac.music is not None:
+            ac.music.stop()
+            ac.music = None
+        self._detach(ac)
+        if ac.port is not None:
+            ac.port.close()
+            ac.port = None
+        ac.leg = None
+        ac.call = None
+
+    def _offer_answered(
+        self,
+        call: Call,
+        leg: RtpLeg,
+        agent: str,
+        info: CallInfo,
+        sdp: bytes,
+        session_id: int,
+        version: int,
+    ) -> None:
+        """Ring `agent` with a caller already answered (a transfer): music until Answer."""
+        assert self.hub is not None
+        info = replace(info, queue=f"transfer from {info.queue}" if info.queue else "transfer")
+        ac = AgentCall(
+            call_id=call.call_id,
+            call=call,
+            agent=agent,
+            info=info,
+            offered_at=time.time(),
+            leg=leg,
+            local_sdp=sdp,
+            session_id=session_id,
+            version=version,
+        )
+        self.calls[(call.call_id, agent)] = ac
+        if not self.hub.offer_call(agent, info):
+            self._end_call(ac, "unavailable")
+            return
+        self._hold_engine(agent)
+        self.stats.offered += 1
+        if self.hold_music is not None:
+            try:
+                ac.music = LegFeed(leg, self.hold_music, loop=True)
+                ac.music.start()
+            except (ValueError, OSError) as exc:
+                logger.warning("no music for %s while it rings: %s", call.call_id, exc)
+        ac.ring_timer = asyncio.get_running_loop().call_later(
+            self.ring_timeout, self._ring_timeout, ac
+        )
+        self._set_state(agent, AgentState.RINGING)
+        event(logger, "agent-offered", call_id=call.call_id, agent=agent, queue=info.queue)
+
+    def _refer(self, ac: AgentCall, to: str) -> None:
+        """REFER the caller's side to `to` (RFC 3515): the PBX that sent the call takes it."""
+        assert self.service is not None and ac.call is not None
         call = ac.call
-        if call is None:
-            raise CommandError("unsupported", "a web call cannot be transferred yet")
-        if not to or any(c in to for c in " <>\"'\r\n;") or len(to) > 64:
-            raise CommandError("bad-target", "not a number or extension")
         host = call.source.host
         host = f"[{host}]" if ":" in host else host
         try:
@@ -627,18 +862,187 @@ class AgentDesk:
             raise CommandError("bad-target", "not a number or extension") from None
         service = self.service
         service.act(lambda now: service.ua.refer(call, target, now))
-        self.stats.transfers += 1
-        event(logger, "agent-transfer", call_id=call_id, agent=agent, to=to, kind="blind")
+
+    async def _acquire_leg(self) -> RtpLeg:
+        try:
+            return RtpLeg(await self.pool.acquire())
+        except (PortsExhausted, OSError):
+            raise CommandError("no-ports", "no media port is free") from None
+
+    def _offer_for(self, leg: RtpLeg) -> bytes:
+        return bytes(
+            create_offer(
+                MediaCapabilities(CAPABILITIES.codecs, rtcp_mux=False),
+                secrets.randbelow(2**31) + 1,
+                0,
+                self.media_host,
+                leg.port,
+            )
+        )
+
+    def service_hangup(self, call: Call) -> None:
+        """BYE (or CANCEL) `call` unless it has ended."""
+        assert self.service is not None
+        service = self.service
+        if call.state is not CallState.ENDED:
+            service.act(lambda now: service.ua.hangup(call, now))
+
+    def _take_caller(
+        self,
+        ac: AgentCall,
+        target: Call,
+        target_leg: RtpLeg,
+        target_sdp: bytes,
+        kind: str,
+        destination: str,
+    ) -> JoinedCall:
+        """The caller of `ac` leaves the agent for `target` (its leg and session with it); a
+        queue's caller leaves the queue's books for `destination`."""
+        assert ac.call is not None and ac.leg is not None
+        caller, leg, sdp = ac.call, ac.leg, ac.local_sdp
+        if ac.queued is not None:
+            assert self.acd is not None
+            qc = self.acd.hand_over(ac.call_id, ac.agent, destination)
+            sdp = qc.answer_sdp if qc is not None else sdp
+        self._let_go(ac)
+        joined = JoinedCall(ac.call_id, caller, leg, sdp, target, target_leg, target_sdp, kind)
+        self.joined.append(joined)
+        return joined
+
+    def _bridge(self, joined: JoinedCall) -> bool:
+        """Join the two legs (passthrough or transcoding); False when they cannot be."""
+        if joined.music is not None:
+            joined.music.stop()
+            joined.music = None
+        try:
+            joined.bridge = MediaBridge(joined.caller_leg, joined.target_leg, codec_transcoder)
+            joined.bridge.start()
+        except ValueError as exc:
+            logger.warning("cannot join %s: %s", joined.call_id, exc)
+            joined.bridge = None
+            return False
+        event(
+            logger,
+            "transfer-joined",
+            call_id=joined.call_id,
+            target=joined.target.call_id,
+            kind=joined.kind,
+            passthrough=joined.bridge.passthrough,
+        )
+        return True
+
+    def _unjoin(self, joined: JoinedCall, ended: Call | None, cause: str) -> None:
+        """One side ended (`ended`, or None to end both): BYE the other, release the legs."""
+        if joined not in self.joined:
+            return
+        self.joined.remove(joined)
+        for call in (joined.caller, joined.target):
+            if call is not ended:
+                self.service_hangup(call)
+        if joined.music is not None:
+            joined.music.stop()
+        if joined.bridge is not None:
+            joined.bridge.stop()
+        self.release_leg(joined.caller_leg)
+        self.release_leg(joined.target_leg)
+        event(logger, "transfer-ended", call_id=joined.call_id, kind=joined.kind, cause=cause)
+
+    def _target_answered(self, joined: JoinedCall, status: int, body: bytes) -> None:
+        """A response to the call placed for a blind transfer."""
+        if joined.bridge is not None or status < 200:
+            return
+        if status >= 300:
+            self._unjoin(joined, joined.target, f"status-{status}")
+            return
+        try:
+            self._settle_leg(joined.target_leg, joined.target_sdp, body)
+        except ValueError:
+            self._unjoin(joined, None, "bad-answer")
+            return
+        if not self._bridge(joined):
+            self._unjoin(joined, None, "codecs")
+
+    def _settle_leg(self, leg: RtpLeg, offer: bytes, answer: bytes) -> None:
+        """The far end's answer to our `offer` sets the leg's codec and address."""
+        try:
+            stream = next(
+                s
+                for s in process_answer(
+                    SessionDescription.parse(offer), SessionDescription.parse(answer)
+                )
+                if s is not None
+            )
+        except (SDPError, OfferAnswerError, StopIteration) as exc:
+            raise ValueError(f"bad answer: {exc}") from None
+        leg.set_format(leg_format(stream, CAPABILITIES.codecs), stream.rtcp_mux)
+        leg.set_remote(stream.remote_address, stream.remote_port, stream.remote_rtcp_port)
 
     async def transfer_attended_consult(self, agent: str, call_id: str, to: str) -> CallInfo:
-        """Consultation calls need outbound agent calls, which come with the dialer."""
-        raise CommandError("unsupported", "attended transfer is not available yet")
+        """Hold the caller (music) and call `to` through a trunk: the agent talks to it."""
+        ac = self._transferable(agent, call_id, to)
+        if not _NUMBER.fullmatch(to):
+            raise CommandError("bad-target", "consult a number (transfer to a queue or agent)")
+        if self._consult_for(ac) is not None:
+            raise CommandError("busy", "a consultation is already in progress")
+        await self.hold(agent, call_id)
+        consult_id = f"consult-{secrets.token_hex(8)}"
+        info = CallInfo(call_id=consult_id, caller_number=to, direction="consult")
+        consult = AgentCall(
+            call_id=consult_id,
+            call=None,
+            agent=agent,
+            info=info,
+            offered_at=time.time(),
+            callback=to,
+            consult_of=call_id,
+        )
+        self.calls[(consult_id, agent)] = consult
+        try:
+            await self._dial_for(consult)
+        except CommandError:
+            self.calls.pop((consult_id, agent), None)
+            raise
+        event(logger, "agent-transfer", call_id=call_id, agent=agent, to=to, kind="consult")
+        return info
 
     async def transfer_attended_complete(self, agent: str, call_id: str) -> None:
-        raise CommandError("unsupported", "attended transfer is not available yet")
+        """Join the held caller and the consulted party; the agent leaves both."""
+        ac = self._answered(agent, call_id)
+        consult = self._consult_for(ac)
+        if consult is None or consult.outbound is None or consult.leg is None:
+            raise CommandError("bad-state", "no consultation in progress for this call")
+        target, leg, offer = consult.outbound, consult.leg, consult.local_sdp
+        answered = consult.answered_at is not None
+        self._let_go(consult)
+        consult.outbound = None
+        self._finish(consult, "transferred", settle=False)
+        joined = self._take_caller(ac, target, leg, offer, "attended", f"number:{consult.callback}")
+        self.stats.transfers += 1
+        event(
+            logger,
+            "agent-transfer",
+            call_id=call_id,
+            agent=agent,
+            to=consult.callback,
+            kind="attended",
+        )
+        if not answered:
+            self._ringing_music(joined)  # completed while it rings: joined when it answers
+        elif not self._bridge(joined):
+            self._unjoin(joined, None, "codecs")
+        self._finish(ac, "transferred")
 
     async def transfer_attended_cancel(self, agent: str, call_id: str) -> None:
-        raise CommandError("unsupported", "attended transfer is not available yet")
+        """Hang up the consultation and go back to the held caller (still held)."""
+        ac = self._answered(agent, call_id)
+        consult = self._consult_for(ac)
+        if consult is None:
+            raise CommandError("bad-state", "no consultation in progress for this call")
+        outbound, consult.outbound = consult.outbound, None
+        self._finish(consult, "consult-cancelled")  # back to the held caller
+        if outbound is not None:
+            self.service_hangup(outbound)
+        event(logger, "agent-transfer-cancelled", call_id=call_id, agent=agent)
 
     async def dial(self, agent: str, number: str) -> CallInfo:
         """A manual outbound call: the number through the default trunk, joined to the agent
@@ -682,6 +1086,16 @@ class AgentDesk:
         follows it with the codec it has (RFC 3264 §8)."""
         assert self.service is not None
         service = self.service
+        joined = self._joined_of(call)
+        if joined is not None:
+            # Joined parties keep the session they have (our side of it, unchanged).
+            mine = joined.caller_sdp if joined.caller is call else joined.target_sdp
+            service.act(
+                lambda now: service.ua.respond(
+                    call, txn, 200, now, mine, "application/sdp" if mine else None
+                )
+            )
+            return
         ac = self._by_sip(call)
         leg = ac.leg if ac is not None else None
         if ac is None or leg is None or leg.format is None:
@@ -786,7 +1200,9 @@ class AgentDesk:
             return
         self._finish(ac, cause)
 
-    def _finish(self, ac: AgentCall, cause: str) -> None:
+    def _finish(self, ac: AgentCall, cause: str, *, settle: bool = True) -> None:
+        """Forget `ac` and release its media; unless `settle` is False (or another call of the
+        agent goes on), the agent moves on to wrap-up or Ready."""
         if self.calls.pop((ac.call_id, ac.agent), None) is None:
             return
         if ac.ring_timer is not None:
@@ -796,10 +1212,21 @@ class AgentDesk:
         if self.hub is not None:
             self.hub.call_ended(agent, ac.call_id, cause)
         event(logger, "agent-call-ended", call_id=ac.call_id, agent=agent, cause=cause)
-        if self.on_call_done is not None:
+        if self.on_call_done is not None and not ac.consult_of:
             self.on_call_done(ac, cause)
-        if agent not in self.states:
+        if agent not in self.states or not settle:
             return
+        held = self.calls.get((ac.consult_of, agent)) if ac.consult_of else None
+        if held is not None:
+            self._back_to(held)  # the consultation is over: back to the held caller
+            return
+        if self._consult_for(ac) is not None:
+            return  # the held caller left: the agent still talks to the consulted party
+        if ac.consult_of:
+            # The held caller left before the consultation ended: now the agent is done.
+            if self._in_engine(agent) and agent not in self._engine_busy:
+                return  # the ACD owns this agent's states
+            ac.answered_at = ac.answered_at or time.time()
         if ac.queued is not None and agent not in self._engine_busy:
             return  # the ACD owns this agent's states (wrap-up included)
         if ac.answered_at is None:
@@ -812,6 +1239,19 @@ class AgentDesk:
         self._wrapups[agent] = asyncio.get_running_loop().call_later(
             self.wrapup_time, self._wrapup_over, agent
         )
+
+    def _consult_for(self, ac: AgentCall) -> AgentCall | None:
+        """The consultation call the agent placed while `ac` is held."""
+        return next(
+            (c for c in self.calls.values() if c.consult_of == ac.call_id and c.agent == ac.agent),
+            None,
+        )
+
+    def _back_to(self, held: AgentCall) -> None:
+        """The agent's channel carries the held call again (it stays held until resumed)."""
+        channel = self.hub.channel(held.agent) if self.hub is not None else None
+        if held.port is not None and isinstance(channel, AgentChannel):
+            self._attach(held, channel)
 
     def _wrapup_over(self, agent: str) -> None:
         self._wrapups.pop(agent, None)
@@ -833,12 +1273,10 @@ class AgentDesk:
         if ac.music is not None:
             ac.music.stop()
             ac.music = None
+        self._detach(ac)
         if ac.port is not None:
             ac.port.close()
             ac.port = None
-            channel = self.hub.channel(ac.agent) if self.hub is not None else None
-            if isinstance(channel, AgentChannel):
-                channel.detach()
         if ac.leg is not None:
             if ac.queued is None or ac.leg is not ac.queued.leg:
                 self.release_leg(ac.leg)
@@ -995,6 +1433,11 @@ class AgentDesk:
 
     def on_progress(self, call: Call, status: int, body: bytes) -> None:
         """A response to an outbound call the desk placed."""
+        joined = self._joined_of(call)
+        if joined is not None:
+            if joined.target is call:
+                self._target_answered(joined, status, body)
+            return
         ac = self._by_sip(call)
         if ac is None or ac.outbound is not call or ac.answered_at is not None:
             return
@@ -1031,8 +1474,13 @@ class AgentDesk:
         """End every agent call (shutdown)."""
         for ac in list(self.calls.values()):
             self._end_call(ac, "shutdown")
+        for joined in list(self.joined):
+            self._unjoin(joined, None, "shutdown")
 
     @property
     def legs(self) -> list[RtpLeg]:
         """The legs the desk holds (for RTCP reports and status)."""
-        return [ac.leg for ac in self.calls.values() if ac.leg is not None]
+        legs = [ac.leg for ac in self.calls.values() if ac.leg is not None]
+        for joined in self.joined:
+            legs += (joined.caller_leg, joined.target_leg)
+        return legs

@@ -196,7 +196,15 @@ class Server:
         self.router.trunks = self.trunks
         self.trunks.start()
         pages = self._start_agents(advertised) if config.webrtc.agents else None
-        self.api = await start_api(config, self.status, host, self._tls, pages)
+        self.api = await start_api(
+            config,
+            self.status,
+            host,
+            self._tls,
+            pages,
+            acd=self.acd,
+            database=self.store.store.path if self.store is not None else None,
+        )
         event(
             logger,
             "ready",
@@ -239,6 +247,12 @@ class Server:
             return found[0].trunk or found[1]
 
         desk.resolve = resolve
+
+        def route(target: str) -> tuple[RouteAction, str] | None:
+            found = router.route_for(target)
+            return None if found is None else (found[0].action, found[0].trunk or found[1])
+
+        desk.route = route
         desk.web = web
         desk.dial_out = self.router.place_call
         desk.recordings = config.server.data_dir / "recordings"

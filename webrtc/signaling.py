@@ -573,6 +573,16 @@ class AgentHub:
         if entry is not None:
             self._push(entry, {"type": "notice", "text": text[:500]})
 
+    async def logout(self, agent: str, reason: str) -> bool:
+        """End the agent's session from the server (a supervisor's forced logout): the page gets
+        ``session-ended`` with `reason`, its socket and channel are closed and
+        `CallControl.agent_gone` is called. False when the agent has no session."""
+        entry = self._agents.get(agent)
+        if entry is None:
+            return False
+        await self._end(entry, reason, notify=True)
+        return True
+
     # --- internals ---
 
     def _send(self, conn: Connection, message: dict[str, Any]) -> None:

@@ -188,6 +188,10 @@ target = "campaign:support"
 user = "sales"
 target = "queue:sales"
 
+[[routes]]
+user = "billing"
+target = "queue:billing"
+
 [queues.support]
 strategy = "rrmemory"
 members = ["agent1", "agent2"]
@@ -199,6 +203,12 @@ strategy = "ringall"
 members = ["agent2"]
 max_wait = 4
 overflow = {{hangup = "goodbye"}}
+
+[queues.billing]
+strategy = "ringall"
+members = ["agent2"]
+max_wait = 2
+overflow = {{queue = "support"}}
 
 [[campaigns]]
 name = "support"
