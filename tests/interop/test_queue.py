@@ -317,6 +317,9 @@ async def test_callers_in_a_row_go_round_robin_and_a_supervisor_pauses_and_logs_
         gone = api(server, f"/v1/agents/{second}/logout", {"supervisor": "sue"})
         assert gone["state"] == "logged-out" and gone["connected"] is False
         await expect(pages[second].get_by_role("button", name="Log in")).to_be_visible(timeout=5000)
+        await expect(pages[second].locator("#login-message")).to_have_text(
+            "A supervisor logged you out."
+        )
         await pages[first].get_by_role("button", name="Log out", exact=True).click()
         await expect(pages[first].get_by_role("button", name="Log in")).to_be_visible()
 

@@ -321,6 +321,7 @@ const END_MESSAGES = {
   logout: "You are logged out.",
   invalid: "Your session has ended. Please log in again.",
   shutdown: "The server is restarting. Please log in again.",
+  "forced-logout": "A supervisor logged you out.",
 };
 
 function endSession(reason) {
