@@ -41,11 +41,10 @@ from omlmedia.config import Campaign
 from omlmedia.logs import event
 from omlmedia.media.dtmf import DtmfReceiver
 from omlmedia.media.feed import LegFeed
-from omlmedia.media.leg import RtpLeg, leg_format
+from omlmedia.media.leg import RtpLeg
 from omlmedia.media.player import MediaFileError, Player, load, sound_path
 from omlmedia.media.ports import PortsExhausted, RtpSocketPool
-from omlmedia.media.services import CAPABILITIES
-from omlmedia.media.srtp import SrtpSession, is_usable, offer_crypto
+from omlmedia.media.services import answer_on_leg
 from omlmedia.storage import AsyncStore, CallRecord, QueueLogEntry
 from queueing.config import DestinationKind
 from queueing.engine import AcdEngine
@@ -65,7 +64,7 @@ from queueing.events import QueueLogEntry as EngineLogEntry
 from queueing.exceptions import AcdUsageError
 from queueing.stats import AgentCounters, QueueCounters
 from sip.message import Address, Request
-from sip.sdp import OfferAnswerError, SDPError, SessionDescription, negotiate
+from sip.sdp import OfferAnswerError, SDPError, SessionDescription
 from sip.transaction import ServerTransaction
 from sip.ua import Call, CallState
 
@@ -234,20 +233,9 @@ class AcdRuntime:
             self.pool.release(pair)
             return
         try:
-            answer = negotiate(
-                offer,
-                CAPABILITIES,
-                self.media_host,
-                leg.port,
-                session_id=secrets.randbelow(2**31) + 1,
-                version=0,
-                crypto=offer_crypto(),
-                accept_crypto=is_usable,
+            answer = answer_on_leg(
+                leg, offer, self.media_host, session_id=secrets.randbelow(2**31) + 1
             )
-            stream = answer.audio
-            leg.srtp = SrtpSession.for_stream(stream)
-            leg.set_format(leg_format(stream, CAPABILITIES.codecs), stream.rtcp_mux)
-            leg.set_remote(stream.remote_address, stream.remote_port, stream.remote_rtcp_port)
         except (OfferAnswerError, ValueError) as exc:
             leg.close()
             self.pool.release(pair)

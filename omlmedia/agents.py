@@ -47,8 +47,7 @@ from omlmedia.media.feed import LegFeed
 from omlmedia.media.leg import RtpLeg, leg_format
 from omlmedia.media.pcmport import PcmPort
 from omlmedia.media.ports import PortsExhausted, RtpSocketPool
-from omlmedia.media.services import CAPABILITIES
-from omlmedia.media.srtp import SrtpSession, is_usable, offer_crypto
+from omlmedia.media.services import CAPABILITIES, answer_on_leg
 from omlmedia.recording import CallRecorder, Mailbox
 from queueing.events import CallbackDial
 from sip.message import Address, Request
@@ -58,7 +57,6 @@ from sip.sdp import (
     SDPError,
     SessionDescription,
     create_offer,
-    negotiate,
     process_answer,
 )
 from sip.transaction import ServerTransaction
@@ -533,20 +531,9 @@ class AgentDesk:
             self._release(ac)
             raise CommandError("gone", "the caller hung up")
         try:
-            answer = negotiate(
-                offer,
-                CAPABILITIES,
-                self.media_host,
-                leg.port,
-                session_id=secrets.randbelow(2**31) + 1,
-                version=0,
-                crypto=offer_crypto(),
-                accept_crypto=is_usable,
+            answer = answer_on_leg(
+                leg, offer, self.media_host, session_id=secrets.randbelow(2**31) + 1
             )
-            stream = answer.audio
-            leg.srtp = SrtpSession.for_stream(stream)
-            leg.set_format(leg_format(stream, CAPABILITIES.codecs), stream.rtcp_mux)
-            leg.set_remote(stream.remote_address, stream.remote_port, stream.remote_rtcp_port)
         except (OfferAnswerError, ValueError) as exc:
             self._end_call(ac, "codecs", status=488)
             raise CommandError("bad-call", f"cannot answer: {exc}") from None
@@ -1114,38 +1101,21 @@ class AgentDesk:
             if c.encoding_name.lower() == fmt.encoding_name.lower()
             and c.clock_rate == fmt.clock_rate
         ) + tuple(c for c in CAPABILITIES.codecs if c.encoding_name == "telephone-event")
-        crypto = offer_crypto()
-        if isinstance(leg.srtp, SrtpSession):
-            crypto = (leg.srtp.local, *crypto)
         try:
             offer = SessionDescription.parse(request.body)
-            answer = negotiate(
+            answer = answer_on_leg(
+                leg,
                 offer,
-                MediaCapabilities(current, rtcp_mux=False),
                 self.media_host,
-                leg.port,
                 session_id=ac.session_id,
                 version=ac.version + 1,
-                crypto=crypto,
-                accept_crypto=is_usable,
+                capabilities=MediaCapabilities(current, rtcp_mux=False),
             )
-            stream = answer.audio
-            if stream.local_crypto is not None and stream.remote_crypto is not None:
-                leg.srtp = (
-                    leg.srtp.rekey(stream.local_crypto, stream.remote_crypto)
-                    if isinstance(leg.srtp, SrtpSession)
-                    else SrtpSession(stream.local_crypto, stream.remote_crypto)
-                )
-            else:
-                leg.srtp = None
         except (SDPError, OfferAnswerError, ValueError) as exc:
             event(logger, "reinvite-rejected", call_id=call.call_id, reason=str(exc))
             service.act(lambda now: service.ua.respond(call, txn, 488, now))
             return
-        moved = leg.peer is None or leg.peer[0] != stream.remote_address
-        leg.set_remote(
-            stream.remote_address, stream.remote_port, stream.remote_rtcp_port, relatch=moved
-        )
+        stream = answer.audio
         ac.version += 1
         body = bytes(answer.description)
         ac.local_sdp = body

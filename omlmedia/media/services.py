@@ -71,7 +71,7 @@ from omlmedia.media.player import MediaFileError, load, sound_path
 from omlmedia.media.ports import RtpSocketPool
 from omlmedia.media.resample import Resampler
 from omlmedia.media.rtp import RtpPacket, timestamp_delta
-from omlmedia.media.srtp import SrtpSession, offer_crypto
+from omlmedia.media.srtp import SrtpSession, is_usable, offer_crypto
 from omlmedia.media.tones import dtmf_tone
 from sip.sdp import (
     G722,
@@ -80,9 +80,12 @@ from sip.sdp import (
     PCMU,
     TELEPHONE_EVENT,
     TELEPHONE_EVENT_48000,
+    Answer,
     CryptoAttribute,
     MediaCapabilities,
     NegotiatedStream,
+    SessionDescription,
+    negotiate,
 )
 from sip.sdp import OfferAnswerError as _OfferAnswerError
 
@@ -99,6 +102,7 @@ __all__ = [
     "Recorder",
     "UnsupportedStreamError",
     "WavWriter",
+    "answer_on_leg",
 ]
 
 logger = logging.getLogger(__name__)
@@ -122,6 +126,48 @@ T = TypeVar("T")
 
 class UnsupportedStreamError(_OfferAnswerError):
     """A negotiated stream these services cannot carry (codec or SRTP keys): answer 488."""
+
+
+def answer_on_leg(
+    leg: RtpLeg,
+    offer: SessionDescription,
+    host: str,
+    *,
+    session_id: int,
+    version: int = 0,
+    capabilities: MediaCapabilities = CAPABILITIES,
+) -> Answer:
+    """Answer `offer` for `leg` (any of our codecs, SDES-SRTP when offered, RFC 4568) and aim
+    the leg at the peer: its SRTP keys, payload formats and remote address. Raises
+    `OfferAnswerError` (488) or ValueError (unusable keys)."""
+    current = leg.srtp
+    crypto = offer_crypto()
+    if isinstance(current, SrtpSession):
+        crypto = (current.local, *crypto)
+    answer = negotiate(
+        offer,
+        capabilities,
+        host,
+        leg.port,
+        session_id=session_id,
+        version=version,
+        crypto=crypto,
+        accept_crypto=is_usable,
+    )
+    stream = answer.audio
+    if stream.local_crypto is not None and stream.remote_crypto is not None:
+        if isinstance(current, SrtpSession):
+            leg.srtp = current.rekey(stream.local_crypto, stream.remote_crypto)
+        else:
+            leg.srtp = SrtpSession(stream.local_crypto, stream.remote_crypto)
+    else:
+        leg.srtp = None
+    leg.set_format(leg_format(stream, capabilities.codecs), stream.rtcp_mux)
+    moved = leg.peer is None or leg.peer[0] != stream.remote_address
+    leg.set_remote(
+        stream.remote_address, stream.remote_port, stream.remote_rtcp_port, relatch=moved
+    )
+    return answer
 
 
 @dataclass
