@@ -57,6 +57,15 @@ def tail_frequency(path: Path, seconds: float) -> float:
     return float(np.argmax(spectrum) * rate / part.size)
 
 
+def head_level(path: Path, seconds: float) -> float:
+    """The RMS level of the first `seconds` of a WAV file (after the first 0.3 s)."""
+    with wave.open(str(path), "rb") as w:
+        rate = w.getframerate()
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
+    part = samples[int(rate * 0.3) : int(rate * seconds)]
+    return float(np.sqrt(np.mean(part**2))) if part.size else 0.0
+
+
 def rows(db: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
     with sqlite3.connect(db) as conn:
         return list(conn.execute(sql, args))
@@ -187,6 +196,7 @@ async def test_a_waiting_caller_reaches_the_agent_who_gets_ready_and_an_abandon_
 
     assert run.established and gave_up.established
     assert abs(tail_frequency(run.decoded(), 3.0) - AGENT_TONE) < 5
+    assert head_level(run.decoded(), 2.0) > 300  # music on hold while nobody was ready
     server.wait_idle()
     await asyncio.sleep(0.5)  # the queue log is committed every 0.2 s
     check_books(db_path(server))
