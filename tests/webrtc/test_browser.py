@@ -1,14 +1,12 @@
 """The agent page in the Debian Chromium (Playwright) against `create_app` over HTTPS.
 
 Fake media: Chromium captures a 660 Hz tone file; the server sends a 440 Hz tone. A missing
-chromium or playwright fails under CI (make test installs them) and skips elsewhere.
+chromium or playwright fails the test (make test installs them).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import tempfile
 import time
 import wave
@@ -21,6 +19,7 @@ import numpy as np
 import pytest
 
 from sip.tls import ensure_self_signed, server_context
+from tests.interop.browser import chromium_path
 from tests.webrtc.fakes import FakeCallControl
 from webrtc.accounts import Account, AccountStore, hash_password
 from webrtc.app import create_app
@@ -48,30 +47,15 @@ SERVER_TONE = 440.0
 
 
 def require(name: str) -> Any:
-    """The chromium path or the playwright module: fail under CI, skip elsewhere."""
-    found: Any
+    """The chromium path or the playwright module; a missing one fails the test (make test
+    installs both: a green run must mean the browser really ran)."""
     if name == "chromium":
-        found = next(
-            (
-                p
-                for p in ("/usr/lib/chromium/chromium", shutil.which("chromium"))
-                if p and os.path.exists(p)
-            ),
-            None,
-        )
-    else:
-        try:
-            from playwright import async_api
-
-            found = async_api
-        except ImportError:
-            found = None
-    if found is None:
-        message = f"{name} is not installed: run `make test`, which installs it"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+        return chromium_path()
+    try:
+        from playwright import async_api
+    except ImportError:
+        pytest.fail("playwright is not installed: run `make test`, which installs it")
+    return async_api
 
 
 def write_tone(path: Path, frequency: float, rate: int = 48000) -> None:
