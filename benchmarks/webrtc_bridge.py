@@ -117,8 +117,6 @@ def serve_stock() -> None:
     import webrtc.channel as channel
     from omlmedia.cli import main
 
-    silence = np.zeros((1, channel.FRAME_SAMPLES), dtype=np.int16)
-
     class StockAudioTrack(MediaStreamTrack):
         """What an aiortc application writes: AudioFrames paced like ``AudioStreamTrack``."""
 
@@ -134,11 +132,13 @@ def serve_stock() -> None:
         async def recv(self) -> av.AudioFrame:
             if self.readyState != "live":
                 raise MediaStreamError
+            rate = getattr(self._media, "rate", channel.SAMPLE_RATE)
+            frame_samples = rate // 50
             if self._start is None:
                 self._start = time.time()
             else:
-                self._pts += channel.FRAME_SAMPLES
-                wait = self._start + self._pts / channel.SAMPLE_RATE - time.time()
+                self._pts += frame_samples
+                wait = self._start + self._pts / rate - time.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
             samples = None
@@ -150,12 +150,12 @@ def serve_stock() -> None:
                     data = None
                 if data is not None and not isinstance(data, bytes | bytearray | memoryview):
                     samples = np.asarray(data, dtype=np.int16).reshape(1, -1)
-            frame = av.AudioFrame.from_ndarray(
-                silence if samples is None else samples, format="s16", layout="mono"
-            )
-            frame.sample_rate = channel.SAMPLE_RATE
+            if samples is None or samples.shape[1] != frame_samples:
+                samples = np.zeros((1, frame_samples), dtype=np.int16)
+            frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+            frame.sample_rate = rate
             frame.pts = self._pts
-            frame.time_base = fractions.Fraction(1, channel.SAMPLE_RATE)
+            frame.time_base = fractions.Fraction(1, rate)
             return frame
 
     channel.OpusSendTrack = StockAudioTrack  # type: ignore[misc,assignment]

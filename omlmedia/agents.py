@@ -45,7 +45,7 @@ from omlmedia.logs import event
 from omlmedia.media.bridge import MediaBridge, codec_transcoder
 from omlmedia.media.feed import LegFeed
 from omlmedia.media.leg import RtpLeg, leg_format
-from omlmedia.media.pcmport import PcmPort
+from omlmedia.media.pcmport import PcmPort, port_rate
 from omlmedia.media.ports import PortsExhausted, RtpSocketPool
 from omlmedia.media.services import CAPABILITIES, answer_on_leg
 from omlmedia.recording import CallRecorder, Mailbox
@@ -552,7 +552,7 @@ class AgentDesk:
         call = ac.outbound or ac.call
         ac.port = PcmPort(
             ac.leg,
-            48000,
+            port_rate(ac.leg),
             max_delay_ms=self.max_delay_ms,
             on_digit=lambda digit, _ms: self._digit_from(ac, call, digit),
         )
@@ -594,7 +594,7 @@ class AgentDesk:
                 recorder.agent(frame)
             port.write(None if ac.muted or ac.held else frame)
 
-        channel.attach(source, sink)
+        channel.attach(source, sink, rate=port.rate)
         self._attached[ac.agent] = ac
 
     def _detach(self, ac: AgentCall) -> None:
@@ -623,7 +623,7 @@ class AgentDesk:
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in ac.call_id)
         path = self.recordings / day / f"{qc.campaign.name}-{name}.opus"
         try:
-            recorder = CallRecorder(path)
+            recorder = CallRecorder(path, ac.port.rate if ac.port is not None else 48000)
         except (OSError, ValueError) as exc:
             logger.warning("cannot record %s: %s", ac.call_id, exc)
             return None

@@ -1,8 +1,9 @@
 """Call recordings for campaigns, and voicemail mailboxes.
 
-`CallRecorder` writes an agent call as stereo Ogg/Opus at 48 kHz (the agent channel's rate): the
-caller on the left, the agent on the right, frames as the agent channel exchanges them (the
-channel's 20 ms clock; the agent's frames are queued and paired with the caller's). Any write
+`CallRecorder` writes an agent call as stereo Ogg/Opus at the call's audio rate (8 kHz for a
+G.711 caller, the rate the agent channel exchanges its frames at): the caller on the left, the
+agent on the right, on the channel's 20 ms clock (the agent's frames are queued and paired with
+the caller's). Any write
 error stops the recording, never the call.
 
 `Mailbox` records a caller alone (voicemail, a queue's `record` overflow): the leg's packets go

@@ -15,9 +15,72 @@ packetises them (no encoder thread hop, no pure-Python audio level; DESIGN.md "K
 The sender does not pace pre-encoded packets, so `recv()` paces itself on the event loop's clock,
 one packet every 20 ms; after a stall it skips the missed slots (the timestamp jumps with the
 time, the far end sees a gap, never a burst). Each slot asks the attached `source` for one
-frame: 960 int16 samples at 48 kHz (encoded here with libopus through opuslib: VOIP, complexity
-5, 32 kbit/s, in-band FEC for 10 % loss) or an Opus payload (sent untouched: Opus passthrough);
-`None` (or no call attached) sends Opus silence, so the channel stays warm.
+20 ms frame of int16 samples at the call's rate (`attach(..., rate=)`, below), encoded here with
+libopus (`omlmedia.media.codecs`, ctypes: VOIP, 32 kbit/s VBR, in-band FEC for 10 % loss), or an
+Opus payload (sent untouched: Opus passthrough). `None` (hold) sends the cached `SILENCE` packet
+without running the encoder; with no call attached at all the track sends that packet once
+every `IDLE_SLOTS` slots (400 ms, the cadence of Opus DTX: the timestamp jumps, the sequence
+number does not) and `attach` wakes it at once, so a logged-in agent waiting for a call costs
+2.5 packets a second on the send side instead of 50 (ICE consent and the NAT binding are kept by
+aioice's STUN checks, not by media). Digital silence is not encoded either (a frame of zeros,
+tested with `np.count_nonzero`, 0.5 µs): once `SILENCE_HANGOVER` zero frames were encoded
+after sound (the encoder's look-ahead drains) `SILENCE` goes out instead, and the encoder
+simply goes on when sound comes back. Checked with PESQ-NB (below) on the
+11 prompts in threes with 300 ms of digital silence between them, at 8 kHz: encoding every
+frame 4.14, `SILENCE` after 2 frames 4.16 (12 % of the frames skipped; a cached SILK silence
+packet instead of the CELT one scores the same; restarting the encoder from a fresh state at
+each talkspurt scored 4.09, its first frames are worse).
+
+Rates. `attach(source, sink, rate)` runs the call's audio at the SIP leg's own rate: 8000 for
+G.711 (`PcmPort(leg, port_rate(leg))` then resamples nothing either), 16000 for G.722, 48000 (the
+default, the behaviour before). libopus encodes from 8/12/16/24/48 kHz natively (RFC 7587 §4.1:
+the RTP clock stays 48 kHz, the packets are ordinary Opus that the browser decodes as any other),
+coding at most the band of the input (narrowband from 8 kHz, SILK only), and `OpusPlayout`
+decodes the page's Opus straight to the rate (PLC and FEC included). The encoder's complexity
+is `DEFAULT_COMPLEXITY` of the rate unless `PeerMedia(complexity=)` says otherwise: 5 at 48
+kHz as before, 3 at 8 and 16 kHz. What a browser hears of a G.711 caller, PESQ-NB (ITU-T P.862,
+the ``pesq`` package run by hand, not a dependency) over the 11 bundled prompts of at least 1 s
+(G.711 round-tripped, through `_next_payload`, decoded at 48 kHz, scored at 8 kHz against the
+G.711 audio), and the encoder's cost per 20 ms frame (best of 5 x 500 frames, load ~3):
+
+| send path | PESQ-NB mean / min | encode µs per frame |
+|---|---|---|
+| before: 8 -> 48 kHz resampler, Opus 48 kHz complexity 5 | 3.51 / 3.23 | 211 (+15 resampler) |
+| Opus at 8 kHz, complexity 1 | 4.03 / 3.74 | 36 |
+| **Opus at 8 kHz, complexity 3 (default)** | 4.09 / 3.88 | 64 |
+| Opus at 8 kHz, complexity 5 | 4.22 / 3.89 | 95 |
+
+(The same figures as the SIP transcoder's table in `omlmedia.media.codecs`, same encoder.) At 48
+kHz and 32 kbit/s libopus spends its bits on a band G.711 never had: the narrowband stream
+sounds better and costs a third to a sixth. Complexity 3 keeps the tone SNR near 30 dB; 1 is
+the next lever (PESQ -0.06, -28 µs). Decoding the page's fullband Opus costs ~30 µs at 8 kHz
+against ~40 at 48 kHz (CELT synthesises at 48 kHz whatever the output rate; a page asked for
+narrowband with ``maxplaybackrate=8000`` in the answer's fmtp would send SILK, ~10 µs, but the
+channel's SDP is negotiated once per session, before any call's codec is known).
+
+Media path per call, in process (no network, no aiortc: one PCMU packet into the leg, `PcmPort`
+read, `_next_payload`; one page packet into `OpusPlayout`, `get`, `PcmPort.write`), CPU per 20
+ms frame pair at load ~4 (figures inflated by the load, the ratios hold): the benchmark's
+signals (a tone burst every 300 ms, digital silence between) 471 µs at 48 kHz before, 108 µs at 8
+kHz; the same with -60 dBFS noise instead of digital silence (every frame encoded) 490 -> 165
+µs; speech both ways 598 -> 220 µs.
+
+What is left is per packet, not per codec. py-spy (``--nonblocking``, 400 Hz) on the server of
+benchmarks/webrtc_bridge.py at N=20 with 8 kHz calls (~400 µs of CPU per call per 20 ms at load
+3-5; inclusive shares): aiortc's sender around our payload 16 % (SRTP protect 2.4, aioice send
+and ``sendto`` 5.7, ``clock.current_ntp_time`` twice a packet 2.4, ``RtpPacket`` building and
+``serialize`` 1.5, packing 2.1); the receive side, from aioice's queue through the DTLS task to
+our tap, 10 % (SRTP unprotect 1.7, ``RtpPacket.parse`` 1.9, the receiver's statistics 1.8, the
+queue hop and the task wake-up the rest); native code under the event loop (uvloop, epoll, the
+``recvfrom``/``sendto`` system calls of four datagrams per call and frame, timers) 22 %; our
+receive tick 19 % (decode ~7); the SIP leg's port 15 % (G.711, jitter buffer, its socket). Of
+these, the packet the track hands aiortc was trimmed here (`EncodedAudio`: -8 µs a packet). The
+rest is inside aiortc and aioice with no public hook: a faster ``aiortc.clock.current_ntp_time``
+(4.9 µs a call, datetime arithmetic; ``time.time()`` gives the same NTP value in 0.3 µs) would
+save ~9 µs a packet; feeding RTP from the already-wrapped ``StunProtocol.datagram_received``
+straight to the DTLS transport would skip aioice's queue and one task wake-up a packet, at the
+price of two more aiortc internals; fewer system calls need one socket for many peers (ICE on a
+shared port) and batched I/O.
 
 Receive path (bypass, the default). aiortc's receiver would put the page's Opus through its
 ``JitterBuffer(capacity=16, prefetch=4)`` (four frames of standing delay) and a decoder thread.
@@ -30,13 +93,13 @@ buffer (``omlmedia.media.jitterbuffer``, 0-60 ms, hard cap 60 ms, no standing de
 or a burst), libopus through ``omlmedia.media.codecs`` (in-band FEC from the next packet when it
 is already there, PLC otherwise), played out by a 20 ms clock (``loop.call_later``) that starts
 with the first packet and phase-locks onto the arrivals at the buffer's target plus 4 ms.
-Every tick delivers one 20 ms frame (960 int16 samples at 48 kHz, or what `resampler` makes of
+Every tick delivers one 20 ms frame (int16 at the attached rate, or what `resampler` makes of
 them) to `sink`; with no sink attached the buffer is kept current without decoding. If the tap
 cannot be installed (an aiortc upgrade; `tests/webrtc/test_bypass.py` fails then), the channel
 logs a warning and falls back to aiortc's path: it reads the decoded `AudioFrame`s (stereo
-s16, the first channel taken) behind a `BacklogLimiter` (token bucket: 50 frames/s plus a
-burst of `max_backlog` seconds). ``receive_path="aiortc"`` selects that path on purpose (the
-baseline of the measurement).
+s16, the first channel taken, resampled to the attached rate when that is not 48 kHz) behind a
+`BacklogLimiter` (token bucket: 50 frames/s plus a burst of `max_backlog` seconds).
+``receive_path="aiortc"`` selects that path on purpose (the baseline of the measurement).
 
 Measured with ``.venv/bin/python -m webrtc.measure 8`` (both paths in the same run, aiortc
 client -> channel over loopback, one process) on the 2-core machine at load 2.3 (other
@@ -76,16 +139,16 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import fractions
+import functools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
 import numpy.typing as npt
-import opuslib
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -95,7 +158,9 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
+from omlmedia.media.codecs import OPUS_SAMPLE_RATES, OpusSettings, codec_for
 from omlmedia.media.jitterbuffer import JitterBufferStats
+from omlmedia.media.resample import Resampler as RateConverter
 from webrtc.playout import OpusPlayout
 from webrtc.rtptap import hook_keyframe_requests, install_audio_tap, install_video_tap
 from webrtc.video import EncodedVideoTrack, VideoRelay
@@ -103,6 +168,7 @@ from webrtc.video import EncodedVideoTrack, VideoRelay
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_COMPLEXITY",
     "FRAME_SAMPLES",
     "SAMPLE_RATE",
     "SILENCE",
@@ -120,6 +186,14 @@ FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
 FRAME_SECONDS = FRAME_MS / 1000
 SILENCE = b"\xf8\xff\xfe"
 """One 20 ms Opus packet of silence (CELT fullband, RFC 6716 §3.1 code 0, empty frame)."""
+DEFAULT_COMPLEXITY = {8000: 3, 12000: 3, 16000: 3, 24000: 5, 48000: 5}
+"""Opus encoder complexity by input rate (module docstring: cost against quality)."""
+SILENCE_HANGOVER = 2
+"""Digital-silence frames still encoded after sound (the encoder's look-ahead drains), before
+the cached `SILENCE` packet takes over."""
+IDLE_SLOTS = 20
+"""With no call attached the send track sends one `SILENCE` packet every 20 slots (400 ms, the
+cadence of Opus DTX) instead of 50 a second."""
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 _FIRST_TICK = 0.001
 """The first playout tick comes this long after the first packet (then `OpusPlayout` phase)."""
@@ -141,6 +215,10 @@ _offer_loopback: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "omlmedia_offer_loopback", default=False
 )
 _guards_installed = False
+
+
+_count_nonzero = np.count_nonzero
+"""Digital-silence test of the send path: 0.5 µs a frame (``ndarray.any`` costs 2 µs)."""
 
 
 def _is_stun(data: bytes) -> bool:
@@ -196,27 +274,73 @@ def _allowed(protocol: Any, peer: tuple[str, int]) -> bool:
 
 
 class _OpusEncoder:
-    """libopus through opuslib: 48 kHz mono VOIP, complexity 5, 32 kbit/s, in-band FEC."""
+    """Our Opus encoder of the send path (`omlmedia.media.codecs`, libopus through ctypes): VOIP,
+    32 kbit/s VBR, in-band FEC for 10 % loss; 20 ms frames of int16 mono at `rate` (RTP clock
+    48 kHz whatever the rate), coded band at most the input's (narrowband from 8 kHz).
+    Complexity `DEFAULT_COMPLEXITY[rate]` unless given (the module docstring has the table)."""
 
-    def __init__(self) -> None:
-        self._encoder = opuslib.Encoder(SAMPLE_RATE, 1, opuslib.APPLICATION_VOIP)
-        state = self._encoder.encoder_state
-        ctl, encoder_ctl = opuslib.api.ctl, opuslib.api.encoder.encoder_ctl
-        encoder_ctl(state, ctl.set_complexity, 5)
-        encoder_ctl(state, ctl.set_bitrate, 32000)
-        encoder_ctl(state, ctl.set_inband_fec, 1)
-        encoder_ctl(state, ctl.set_packet_loss_perc, 10)
+    __slots__ = ("_encoder", "complexity", "frame_samples", "rate")
+
+    def __init__(self, rate: int = SAMPLE_RATE, complexity: int | None = None) -> None:
+        if rate not in OPUS_SAMPLE_RATES:
+            raise ValueError("Opus cannot encode from that rate")
+        if complexity is None:
+            complexity = DEFAULT_COMPLEXITY.get(rate, DEFAULT_COMPLEXITY[SAMPLE_RATE])
+        settings = OpusSettings(complexity=complexity, bitrate=32000, packet_loss_percent=10)
+        self._encoder = codec_for("opus", opus=settings).at_sample_rate(rate).encoder(FRAME_MS)
+        self.rate = rate
+        self.complexity = complexity
+        self.frame_samples = rate * FRAME_MS // 1000
 
     def encode(self, samples: Samples) -> bytes:
-        if samples.shape != (FRAME_SAMPLES,):
-            raise ValueError("frame is not 960 samples")
-        return bytes(
-            self._encoder.encode(samples.astype("<i2", copy=False).tobytes(), FRAME_SAMPLES)
-        )
+        if samples.shape != (self.frame_samples,):
+            raise ValueError(f"frame is not {self.frame_samples} samples")
+        return self._encoder.encode(samples)
+
+
+class EncodedAudio:
+    """One pre-encoded Opus payload as aiortc's sender packs it: what `OpusSendTrack.recv()`
+    returns instead of an `av.Packet`. aiortc only asks a non-`Frame` for ``pts``, ``time_base``
+    and ``bytes()`` (``OpusEncoder.pack``); building an `av.Packet` (a copy into an AVPacket,
+    the time base converted to an AVRational and back) cost 12.9 µs a packet with the packing,
+    this 4.6 µs. `_duck_packets_work()` checks that the installed aiortc still packs it."""
+
+    __slots__ = ("payload", "pts", "time_base")
+
+    def __init__(self, payload: bytes, pts: int) -> None:
+        self.payload = payload
+        self.pts = pts
+        self.time_base = TIME_BASE
+
+    def __bytes__(self) -> bytes:
+        return self.payload
+
+
+@functools.cache
+def _duck_packets_work() -> bool:
+    try:
+        from aiortc.codecs.opus import OpusEncoder
+
+        probe = cast("av.Packet[Any]", EncodedAudio(SILENCE, 1920))
+        payloads, timestamp = OpusEncoder().pack(probe)
+        return payloads == [SILENCE] and timestamp == 1920
+    except Exception:  # pragma: no cover - an aiortc upgrade that packs differently
+        logger.warning("aiortc no longer packs EncodedAudio; sending av.Packet instead")
+        return False
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class OpusSendTrack(MediaStreamTrack):
-    """An audio track whose `recv()` returns one pre-encoded 20 ms Opus `av.Packet`, paced."""
+    """An audio track whose `recv()` returns one pre-encoded 20 ms Opus packet, paced (an
+    `EncodedAudio`, or an `av.Packet` if the installed aiortc cannot pack that).
+
+    While `idle()` is true (nothing attached) it sends one packet every `idle_slots` slots
+    instead of every slot, the way Opus DTX does (the RTP timestamp jumps over the gap, the
+    sequence number does not); `wake()` ends such a gap at once."""
 
     kind = "audio"
 
@@ -226,6 +350,17 @@ class OpusSendTrack(MediaStreamTrack):
         self._start: float | None = None
         self._slot = 0
         self.skipped = 0
+        self.idle: Callable[[], bool] | None = None
+        self.idle_slots = IDLE_SLOTS
+        self.idle_packets = 0
+        """Packets sent after an idle gap."""
+        self._waiter: asyncio.Future[None] | None = None
+        self._duck = _duck_packets_work()
+
+    def wake(self) -> None:
+        """End an idle gap now (a call was attached): the next packet goes out at once."""
+        if self._waiter is not None:
+            _release(self._waiter)
 
     async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
@@ -236,6 +371,20 @@ class OpusSendTrack(MediaStreamTrack):
             self._start = now
         else:
             self._slot += 1
+            idle = self.idle
+            if idle is not None and self.idle_slots > 1 and idle():
+                until = self._start + (self._slot + self.idle_slots - 1) * FRAME_SECONDS
+                if until > now:
+                    waiter = self._waiter = loop.create_future()
+                    handle = loop.call_at(until, _release, waiter)
+                    try:
+                        await waiter
+                    finally:
+                        handle.cancel()
+                        self._waiter = None
+                    now = loop.time()
+                self._slot = max(self._slot, int((now - self._start) / FRAME_SECONDS))
+                self.idle_packets += 1
             due = self._start + self._slot * FRAME_SECONDS
             if due > now:
                 await asyncio.sleep(due - now)
@@ -243,6 +392,9 @@ class OpusSendTrack(MediaStreamTrack):
                 behind = int((now - due) / FRAME_SECONDS)
                 self._slot += behind
                 self.skipped += behind
+        if self._duck:
+            encoded = EncodedAudio(self._next_payload(), self._slot * FRAME_SAMPLES)
+            return cast("av.Packet[Any]", encoded)
         packet = av.Packet(self._next_payload())
         packet.pts = self._slot * FRAME_SAMPLES
         packet.time_base = TIME_BASE
@@ -332,6 +484,7 @@ class PeerMedia:
         on_ice_state: Callable[[str], None] | None = None,
         receive_path: str = "bypass",
         max_delay_ms: int = 60,
+        complexity: int | None = None,
     ) -> None:
         if receive_path not in ("bypass", "aiortc"):
             raise ValueError("receive_path must be 'bypass' or 'aiortc'")
@@ -354,7 +507,16 @@ class PeerMedia:
         self._source: Source | None = None
         self._sink: Sink | None = None
         self._video_source: VideoRelay | None = None
-        self._encoder = _OpusEncoder()
+        self.complexity = complexity
+        """Opus encoder complexity; None: `DEFAULT_COMPLEXITY` of the attached rate."""
+        self.rate = SAMPLE_RATE
+        """The audio rate of the attached call (`attach`): source and sink frames, Opus in/out."""
+        self._encoder = _OpusEncoder(SAMPLE_RATE, complexity)
+        self._quiet = 0
+        self.silent_frames = 0
+        """Frames sent as the cached `SILENCE` packet (no source, None, or digital silence)."""
+        self.encoded_frames = 0
+        """Frames the Opus encoder ran for."""
         self._pc: RTCPeerConnection | None = None
         self._track: OpusSendTrack | None = None
         self._video_track: EncodedVideoTrack | None = None
@@ -379,11 +541,28 @@ class PeerMedia:
         """The track relaying video to this peer (when its offer has video)."""
         return self._video_track
 
-    def attach(self, source: Source | None, sink: Sink | None) -> None:
-        """Bridge a call in: `source()` is called every 20 ms for 960 int16 samples at 48 kHz,
-        an Opus payload or None (silence); `sink(samples)` gets 20 ms int16 mono frames at 48
-        kHz (or what `resampler` makes of them). Either may be None."""
+    def attach(self, source: Source | None, sink: Sink | None, rate: int = SAMPLE_RATE) -> None:
+        """Bridge a call in: `source()` is called every 20 ms for 20 ms of int16 mono samples at
+        `rate` Hz (960 at 48 kHz, 160 at 8 kHz), an Opus payload or None (silence); `sink(samples)`
+        gets 20 ms int16 mono frames at `rate` (or what `resampler` makes of them). Either may be
+        None. `rate` is 8000, 12000, 16000, 24000 or 48000 (the default; else ValueError): give
+        the SIP leg's own rate (8000 for G.711) and nothing is resampled either way, libopus
+        encodes from and decodes to it directly."""
+        if rate != self.rate:
+            if rate not in OPUS_SAMPLE_RATES:
+                raise ValueError("rate must be one of 8000, 12000, 16000, 24000, 48000")
+            self._encoder = _OpusEncoder(rate, self.complexity)
+            self._quiet = 0
+            self.rate = rate
+            if self.playout is not None:
+                self.playout.set_rate(rate)
         self._source, self._sink = source, sink
+        wake = getattr(self._track, "wake", None)
+        if source is not None and wake is not None:
+            wake()
+
+    def _idle(self) -> bool:
+        return self._source is None
 
     def detach(self) -> None:
         """Bridge the call out: silence is sent, received audio is discarded, no video."""
@@ -407,6 +586,8 @@ class PeerMedia:
             pc = RTCPeerConnection(RTCConfiguration(iceServers=list(self.ice_servers)))
             self._pc = pc
             track = OpusSendTrack(self._next_payload)
+            # (An attribute, not an argument: benchmarks/webrtc_bridge.py swaps the class.)
+            track.idle = self._idle
             self._track = track
 
             @pc.on("track")
@@ -453,7 +634,7 @@ class PeerMedia:
         for transceiver in pc.getTransceivers():
             receiver = transceiver.receiver
             if transceiver.kind == "audio" and self.receive_path == "bypass":
-                self.playout = OpusPlayout(max_delay_ms=self.max_delay_ms)
+                self.playout = OpusPlayout(max_delay_ms=self.max_delay_ms, rate=self.rate)
                 self.tapped = install_audio_tap(receiver, self._on_rtp) is not None
                 if not self.tapped:
                     self.playout = None
@@ -503,19 +684,32 @@ class PeerMedia:
     def _next_payload(self) -> bytes:
         source = self._source
         if source is None:
-            return SILENCE
+            return self._silence()
         try:
             data = source()
             if data is None:
-                return SILENCE
+                return self._silence()
             if isinstance(data, bytes | bytearray | memoryview):
                 return bytes(data) or SILENCE
+            if _count_nonzero(data):
+                self._quiet = 0
+            else:
+                self._quiet += 1
+                if self._quiet > SILENCE_HANGOVER:
+                    self.silent_frames += 1
+                    return SILENCE
+            self.encoded_frames += 1
             return self._encoder.encode(data)
         except Exception:
             self.source_errors += 1
             if self.source_errors == 1:
                 logger.exception("%s %s: media source failed", self.kind, self.name)
-            return SILENCE
+            return self._silence()
+
+    def _silence(self) -> bytes:
+        self._quiet = SILENCE_HANGOVER + 1
+        self.silent_frames += 1
+        return SILENCE
 
     # --- receive path: bypass (our jitter buffer, a 20 ms clock) ---
 
@@ -525,10 +719,11 @@ class PeerMedia:
         if playout is None:
             return
         first = not playout.started
-        playout.put(packet.sequence_number, packet.timestamp, packet.payload, self.clock())
+        now = self.clock()
+        playout.put(packet.sequence_number, packet.timestamp, packet.payload, now)
         if first and self._tick_handle is None and not self._closed:
             loop = asyncio.get_running_loop()
-            self._due = self.clock() + _FIRST_TICK
+            self._due = now + _FIRST_TICK
             self._tick_handle = loop.call_later(_FIRST_TICK, self._tick)
         self.counters.cpu_seconds += time.thread_time() - started
 
@@ -568,6 +763,7 @@ class PeerMedia:
     async def _read(self, remote: MediaStreamTrack) -> None:
         limiter = BacklogLimiter(self.max_backlog)
         counters = self.counters
+        converter: RateConverter | None = None
         try:
             while True:
                 frame = await remote.recv()
@@ -580,6 +776,10 @@ class PeerMedia:
                 if sink is None or not isinstance(frame, av.AudioFrame):
                     continue
                 samples = _to_mono(frame)
+                if frame.sample_rate != self.rate:
+                    if converter is None or converter.output_rate != self.rate:
+                        converter = RateConverter(frame.sample_rate, self.rate)
+                    samples = converter.resample(samples)
                 if self.resampler is not None:
                     samples = self.resampler(samples)
                 try:

@@ -12,6 +12,12 @@ encoded and sent with the leg's own sequence numbers and timestamps (a marker on
 and after a pause). `send_digit` sends an RFC 4733 event (three end packets, RFC 4733 §2.5.1.4) on
 the leg when telephone-event was negotiated, the way aiortc's browser side cannot.
 
+Rates. A consumer at the codec's own rate (`PcmPort(leg, port_rate(leg))`: 8000 for G.711,
+16000 for G.722) costs no resampling at all: `Resampler` passes equal rates through untouched
+(the decoder's own array, no copy, no filter). An Opus leg runs libopus at the consumer's rate
+when it is one libopus takes natively (8, 12, 16, 24 or 48 kHz; `CodecSpec.at_sample_rate`): it
+decodes to it and encodes from it, so that path has no resampler either.
+
 When the leg's codec is Opus and the consumer sends and receives Opus too (a browser), the port
 can pass payloads through: `read_payload` returns the buffered Opus payload untouched (no decode,
 no re-encode), and `write_payload` sends one.
@@ -26,7 +32,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from omlmedia.media.codecs import CodecError, codec_for
+from omlmedia.media.codecs import OPUS_SAMPLE_RATES, CodecError, codec_for
 from omlmedia.media.dtmf import DtmfReceiver, DtmfSender
 from omlmedia.media.jitterbuffer import JitterBuffer
 from omlmedia.media.leg import RtpLeg
@@ -34,7 +40,7 @@ from omlmedia.media.resample import Resampler
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PcmPort"]
+__all__ = ["PcmPort", "port_rate"]
 
 Samples = npt.NDArray[np.int16]
 
@@ -58,7 +64,10 @@ class PcmPort:
         self.leg = leg
         self.rate = rate
         self.frame_samples = rate * _FRAME_MS // 1000
-        self.spec = codec_for(fmt.encoding_name, fmt.clock_rate, fmt.channels, fmt.fmtp)
+        spec = codec_for(fmt.encoding_name, fmt.clock_rate, fmt.channels, fmt.fmtp)
+        if spec.name == "opus" and rate in OPUS_SAMPLE_RATES:
+            spec = spec.at_sample_rate(rate)
+        self.spec = spec
         self.decoder = self.spec.decoder()
         self.encoder = self.spec.encoder(_FRAME_MS)
         self.step = self.spec.timestamps_for(self.encoder.frame_samples)
@@ -184,6 +193,15 @@ class PcmPort:
         """Stop taking the leg's packets."""
         if self.leg.sink == self._receive:
             self.leg.sink = None
+
+
+def port_rate(leg: RtpLeg) -> int:
+    """The audio rate of `leg`'s codec (8000 for G.711, 16000 for G.722, 48000 for Opus): the
+    rate at which a `PcmPort` on it resamples nothing. ValueError when the leg has no format."""
+    fmt = leg.format
+    if fmt is None:
+        raise ValueError("leg has no format")
+    return codec_for(fmt.encoding_name, fmt.clock_rate, fmt.channels, fmt.fmtp).sample_rate
 
 
 def _payload(data: bytes) -> bytes:

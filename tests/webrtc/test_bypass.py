@@ -10,7 +10,7 @@ import time
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 
-from webrtc.channel import FRAME_SAMPLES, AgentChannel, OpusSendTrack, _OpusEncoder
+from webrtc.channel import FRAME_SAMPLES, SILENCE, AgentChannel, OpusSendTrack, _OpusEncoder
 from webrtc.playout import OpusPlayout
 from webrtc.rtptap import JITTER_BUFFER_ATTRIBUTE, AudioTap, VideoTap, tap_problems
 
@@ -176,3 +176,74 @@ def test_video_tap_passes_pli_and_frames() -> None:
     packet = RtpPacket(payload_type=96, sequence_number=3, timestamp=9000)
     packet._data = b"\x00"  # type: ignore[attr-defined]
     assert tap.add(packet)[0] is True
+
+
+def test_playout_decodes_straight_to_the_callers_rate() -> None:
+    encoder = _OpusEncoder()
+    payloads = [encoder.encode(np.roll(TONE, 7 * k)) for k in range(50)]
+    playout = OpusPlayout(rate=8000)
+    assert playout.frame_samples == 160
+    frames = []
+    due = 0.0
+    for k in range(60):
+        if k != 30:  # one loss: FEC or PLC at 8 kHz too
+            playout.put(k, (1000 + k * FRAME_SAMPLES) & 0xFFFFFFFF, payloads[k % 50], k * 0.02)
+        samples = playout.get(k * 0.02 + 0.001)
+        assert samples is not None and samples.shape == (160,)
+        frames.append(samples)
+        due = playout.next_due(due)
+    audio = np.concatenate(frames[5:]).astype(float)
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    assert abs(np.argmax(spectrum) * 8000 / len(audio) - 1000) < 10
+    assert playout.counters.fec + playout.counters.concealed == 1
+    playout.set_rate(48000)
+    playout.put(60, (1000 + 60 * FRAME_SAMPLES) & 0xFFFFFFFF, payloads[10], 1.2)
+    samples = playout.get(1.201)
+    assert samples is not None and samples.shape == (960,)
+
+
+def test_the_channel_encodes_and_decodes_at_the_attached_rate() -> None:
+    channel = AgentChannel("agent1")
+    tone8 = (8000 * np.sin(2 * np.pi * 1000 * np.arange(160) / 8000)).astype(np.int16)
+    received: list[np.ndarray] = []
+    channel.attach(lambda: tone8, received.append, rate=8000)
+    assert channel.rate == 8000 and channel._encoder.rate == 8000
+    assert channel._encoder.complexity == 3
+    payloads = [channel._next_payload() for _ in range(50)]
+    decoder = OpusPlayout().decoder
+    decoded = np.concatenate([decoder.decode(p) for p in payloads[10:]]).astype(float)
+    spectrum = np.abs(np.fft.rfft(decoded * np.hanning(len(decoded))))
+    assert abs(np.argmax(spectrum) * 48000 / len(decoded) - 1000) < 10  # a 48 kHz peer hears it
+    assert all(p[0] >> 3 < 4 for p in payloads)  # TOC config 0-3: SILK narrowband
+    channel.attach(lambda: TONE, None)
+    assert channel.rate == 48000 and len(channel._next_payload()) > 3
+    try:
+        channel.attach(None, None, rate=44100)
+    except ValueError:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError("44.1 kHz accepted")
+
+
+def test_digital_silence_and_no_source_skip_the_encoder() -> None:
+    channel = AgentChannel("agent1")
+    quiet = np.zeros(160, np.int16)
+    tone8 = (8000 * np.sin(2 * np.pi * 1000 * np.arange(160) / 8000)).astype(np.int16)
+    frames = [tone8] * 5 + [quiet] * 20 + [tone8] * 5 + [None] * 5 + [tone8] * 2
+    it = iter(frames)
+    channel.attach(lambda: next(it), None, rate=8000)
+    payloads = [channel._next_payload() for _ in frames]
+    # Speech, 2 frames of encoded hangover, then the cached silence packet; speech again.
+    assert [p == SILENCE for p in payloads[5:25]] == [False] * 2 + [True] * 18
+    assert all(p != SILENCE for p in payloads[25:30])
+    assert all(p == SILENCE for p in payloads[30:35]) and payloads[35] != SILENCE
+    assert channel.encoded_frames == 5 + 2 + 5 + 2
+    assert channel.silent_frames == 18 + 5
+    # The far end decodes it all (speech, CELT silence, speech again) without errors.
+    playout = OpusPlayout(rate=8000)
+    for k, payload in enumerate(payloads):
+        playout.put(k, k * FRAME_SAMPLES, payload, k * 0.02)
+        assert playout.get(k * 0.02 + 0.001) is not None
+    assert playout.counters.decode_errors == 0 and playout.counters.decoded == len(frames)
+    detached = AgentChannel("agent2")
+    assert detached._next_payload() == SILENCE and detached.encoded_frames == 0

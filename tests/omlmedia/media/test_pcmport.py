@@ -6,7 +6,7 @@ import numpy as np
 
 from omlmedia.media.codecs import codec_for
 from omlmedia.media.leg import LegFormat, RtpLeg
-from omlmedia.media.pcmport import PcmPort
+from omlmedia.media.pcmport import PcmPort, port_rate
 from tests.omlmedia.media.fakes import fake_pair, header, rtp
 
 PEER = ("127.0.0.1", 30000)
@@ -48,13 +48,15 @@ def dominant(samples: np.ndarray, rate: int) -> float:
     return float(np.argmax(spectrum) * rate / len(samples))
 
 
-def make(fmt: LegFormat, clock: Clock) -> tuple[RtpLeg, PcmPort, list[tuple[str, int]]]:
+def make(
+    fmt: LegFormat, clock: Clock, rate: int = 48000
+) -> tuple[RtpLeg, PcmPort, list[tuple[str, int]]]:
     pair, _, _ = fake_pair(40000)
     leg = RtpLeg(pair, clock=clock)
     leg.set_format(fmt)
     leg.set_remote(*PEER)
     digits: list[tuple[str, int]] = []
-    port = PcmPort(leg, 48000, on_digit=lambda d, ms: digits.append((d, ms)))
+    port = PcmPort(leg, rate, on_digit=lambda d, ms: digits.append((d, ms)))
     return leg, port, digits
 
 
@@ -161,3 +163,60 @@ def test_garbage_payloads_are_concealed_not_raised() -> None:
         clock.now += 0.02
         leg.pair.rtp.datagram_received(rtp(i, 960 * i, payload_type=111, payload=b"\xff" * 3), PEER)
         assert port.read(clock.now).shape == (960,)
+
+
+def test_at_the_legs_own_rate_pcmu_is_not_resampled_either_way() -> None:
+    clock = Clock()
+    leg, port, _ = make(PCMU, clock, port_rate_of(PCMU))
+    assert port.rate == 8000 and port.inbound.ratio == 1 and port.outbound.ratio == 1
+    codec = codec_for("PCMU")
+    encoder, decoder = codec.encoder(), codec.decoder()
+    decoded = set()
+    frames = []
+    for i in range(10):
+        clock.now += 0.02
+        payload = encoder.encode(tone(8000, 440, 160, 160 * i))
+        decoded.add(decoder.decode(payload).tobytes())
+        leg.pair.rtp.datagram_received(rtp(i, 160 * i, payload=payload), PEER)
+        frames.append(port.read(clock.now))
+    played = [f for f in frames if f.any()]
+    assert len(played) >= 8 and all(f.shape == (160,) for f in frames)
+    assert all(f.tobytes() in decoded for f in played)  # the decoder's samples, untouched
+    samples = tone(8000, 440, 160)
+    port.write(samples)
+    assert sent(leg)[-1][12:] == encoder.encode(samples)  # bit-exact: no filter on the way
+
+
+def port_rate_of(fmt: LegFormat) -> int:
+    clock = Clock()
+    pair, _, _ = fake_pair(40010)
+    leg = RtpLeg(pair, clock=clock)
+    leg.set_format(fmt)
+    return port_rate(leg)
+
+
+def test_port_rate_is_the_codecs_audio_rate() -> None:
+    assert port_rate_of(PCMU) == 8000
+    assert port_rate_of(OPUS) == 48000
+
+
+def test_an_opus_leg_decodes_straight_to_8khz() -> None:
+    clock = Clock()
+    leg, port, _ = make(OPUS, clock, 8000)
+    assert port.spec.sample_rate == 8000 and port.inbound.ratio == 1
+    encoder = codec_for("opus", 48000, 2).encoder()
+    out = []
+    for i in range(40):
+        clock.now += 0.02
+        payload = encoder.encode(tone(48000, 1000, 960, 960 * i))
+        leg.pair.rtp.datagram_received(rtp(i, 960 * i, payload_type=111, payload=payload), PEER)
+        frame = port.read(clock.now)
+        assert frame.shape == (160,)
+        out.append(frame)
+    assert abs(dominant(np.concatenate(out[10:]), 8000) - 1000) < 30
+    port.write(tone(8000, 1000, 160))
+    port.write(tone(8000, 1000, 160, 160))
+    packets = sent(leg)
+    assert len(packets) == 2
+    timestamps = [int.from_bytes(p[4:8], "big") for p in packets]
+    assert (timestamps[1] - timestamps[0]) & 0xFFFFFFFF == 960  # RTP clock stays 48 kHz
