@@ -64,11 +64,23 @@ def banner(config: Config) -> str:
         lines.append(f"  SIP targets: {targets}")
     host = config.server.listen[0]
     lines.append(f"  API: https://{host}:{config.server.http_port}/api/v1/status (bearer token)")
+    if config.webrtc.agents:
+        names = ", ".join(agent.name for agent in config.webrtc.agents)
+        lines.append(f"  Agent page: https://{host}:{config.server.http_port}/agent/ ({names})")
+    if config.acd is not None:
+        campaigns = {c.queue: c.name for c in config.campaigns}
+        queues = ", ".join(
+            f"{q} (campaign {campaigns[q]})" if q in campaigns else q for q in config.acd.queues
+        )
+        lines.append(f"  Queues: {queues}")
+    if config.webrtc.web_targets:
+        lines.append(f"  Web callers: /call/<{'|'.join(config.webrtc.web_targets)}>")
     if config.generated.api_token:
         lines.append(f"  API token (generated): {config.generated.api_token}")
     if config.generated.demo_password:
         lines.append(
-            f"  demo SIP user 'demo' password (generated): {config.generated.demo_password}"
+            f"  demo password (generated; SIP user 'demo' and the agents): "
+            f"{config.generated.demo_password}"
         )
     return "\n".join(lines)
 
