@@ -132,13 +132,16 @@ def serve_stock() -> None:
         async def recv(self) -> av.AudioFrame:
             if self.readyState != "live":
                 raise MediaStreamError
+            # The channel may run at the SIP leg's rate (8 kHz for G.711); a stock application
+            # hands aiortc 48 kHz frames, so narrower frames are widened (sample repetition: the
+            # baseline's cost is aiortc's encoder, not our upsampling).
             rate = getattr(self._media, "rate", channel.SAMPLE_RATE)
-            frame_samples = rate // 50
+            factor = max(1, channel.SAMPLE_RATE // rate)
             if self._start is None:
                 self._start = time.time()
             else:
-                self._pts += frame_samples
-                wait = self._start + self._pts / rate - time.time()
+                self._pts += channel.FRAME_SAMPLES
+                wait = self._start + self._pts / channel.SAMPLE_RATE - time.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
             samples = None
@@ -150,12 +153,14 @@ def serve_stock() -> None:
                     data = None
                 if data is not None and not isinstance(data, bytes | bytearray | memoryview):
                     samples = np.asarray(data, dtype=np.int16).reshape(1, -1)
-            if samples is None or samples.shape[1] != frame_samples:
-                samples = np.zeros((1, frame_samples), dtype=np.int16)
+            if samples is not None and factor > 1:
+                samples = np.repeat(samples, factor, axis=1)
+            if samples is None or samples.shape[1] != channel.FRAME_SAMPLES:
+                samples = np.zeros((1, channel.FRAME_SAMPLES), dtype=np.int16)
             frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-            frame.sample_rate = rate
+            frame.sample_rate = channel.SAMPLE_RATE
             frame.pts = self._pts
-            frame.time_base = fractions.Fraction(1, rate)
+            frame.time_base = fractions.Fraction(1, channel.SAMPLE_RATE)
             return frame
 
     channel.OpusSendTrack = StockAudioTrack  # type: ignore[misc,assignment]
