@@ -92,8 +92,10 @@ async def chromium(workdir: Path, tone_hz: float) -> AsyncIterator[Any]:
             ignore_https_errors=True,
             viewport={"width": 1280, "height": 720},
         )
+        # The tones must arrive unprocessed: the pages' audio processing setting goes off.
         await context.add_init_script(
-            "localStorage.setItem('omlmedia.agent.settings', '{\"audioProcessing\": false}')"
+            "localStorage.setItem('omlmedia.agent.settings', '{\"audioProcessing\": false}');"
+            "localStorage.setItem('omlmedia.call.settings', '{\"audioProcessing\": false}');"
         )
         try:
             yield context

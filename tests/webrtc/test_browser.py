@@ -7,9 +7,7 @@ chromium or playwright fails the test (make test installs them).
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
-import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ import numpy as np
 import pytest
 
 from sip.tls import ensure_self_signed, server_context
-from tests.interop.browser import chromium_path
+from tests.interop.browser import chromium
 from tests.webrtc.fakes import FakeCallControl
 from webrtc.accounts import Account, AccountStore, hash_password
 from webrtc.app import create_app
@@ -28,44 +26,8 @@ from webrtc.signaling import AgentHub, CallInfo
 
 pytestmark = pytest.mark.interop
 
-CHROMIUM_FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-    "--allow-loopback-in-peer-connection",
-]
 PAGE_TONE = 660.0
 SERVER_TONE = 440.0
-
-
-def require(name: str) -> Any:
-    """The chromium path or the playwright module; a missing one fails the test (make test
-    installs both: a green run must mean the browser really ran)."""
-    if name == "chromium":
-        return chromium_path()
-    try:
-        from playwright import async_api
-    except ImportError:
-        pytest.fail("playwright is not installed: run `make test`, which installs it")
-    return async_api
-
-
-def write_tone(path: Path, frequency: float, rate: int = 48000) -> None:
-    t = np.arange(rate) / rate  # one second: a whole number of cycles for 660 Hz
-    samples = (0.5 * 32767 * np.sin(2 * np.pi * frequency * t)).astype("<i2")
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(samples.tobytes())
 
 
 def dominant(samples: np.ndarray, rate: int = 48000) -> float:
@@ -112,28 +74,8 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
 
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[Any]:
-    chromium = require("chromium")
-    async_api = require("playwright")
-    tone = tmp_path / "tone.wav"
-    write_tone(tone, PAGE_TONE)
-    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)
-    async with async_api.async_playwright() as playwright:
-        context = await playwright.chromium.launch_persistent_context(
-            profile,
-            executable_path=chromium,
-            headless=True,
-            args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={tone}"],
-            ignore_https_errors=True,
-            viewport={"width": 1280, "height": 720},
-        )
-        # The tone must arrive unprocessed: turn the page's audio processing setting off.
-        await context.add_init_script(
-            "localStorage.setItem('omlmedia.agent.settings', '{\"audioProcessing\": false}')"
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
+    async with chromium(tmp_path, PAGE_TONE) as context:
+        yield context
 
 
 async def log_in(page: Any, url: str) -> None:

@@ -7,7 +7,6 @@ Fake media: Chromium captures a 660 Hz tone file and its fake camera; the server
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,17 +16,9 @@ import numpy as np
 import pytest
 
 from sip.tls import ensure_self_signed, server_context
+from tests.interop.browser import chromium
 from tests.webrtc.fakes import FakeCallControl, FakeWebControl, FramePipe
-from tests.webrtc.test_browser import (
-    CHROMIUM_FLAGS,
-    PAGE_TONE,
-    SERVER_TONE,
-    dominant,
-    log_in,
-    require,
-    until,
-    write_tone,
-)
+from tests.webrtc.test_browser import PAGE_TONE, SERVER_TONE, dominant, log_in, until
 from webrtc.accounts import Account, AccountStore, hash_password
 from webrtc.app import create_app
 from webrtc.channel import AgentChannel
@@ -117,28 +108,8 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
 
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[Any]:
-    chromium = require("chromium")
-    async_api = require("playwright")
-    tone = tmp_path / "tone.wav"
-    write_tone(tone, PAGE_TONE)
-    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)
-    async with async_api.async_playwright() as playwright:
-        context = await playwright.chromium.launch_persistent_context(
-            profile,
-            executable_path=chromium,
-            headless=True,
-            args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={tone}"],
-            ignore_https_errors=True,
-            viewport={"width": 1280, "height": 720},
-        )
-        await context.add_init_script(
-            "localStorage.setItem('omlmedia.agent.settings', '{\"audioProcessing\": false}');"
-            "localStorage.setItem('omlmedia.call.settings', '{\"audioProcessing\": false}');"
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
+    async with chromium(tmp_path, PAGE_TONE) as context:
+        yield context
 
 
 async def test_web_caller_audio_both_ways_dtmf_mute_hangup(server: Server, browser: Any) -> None:
