@@ -60,15 +60,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.webrtc_bridge import (  # noqa: E402
-    Server,
-    core_busy_seconds,
-    cpu_seconds,
-    pin_all,
-    rss_kib,
-    start_py_spy,
-    summarize_py_spy,
-)
+from benchmarks.procstat import core_busy_seconds, cpu_seconds, pin_all, rss_kib  # noqa: E402
+from benchmarks.webrtc_bridge import Server, start_py_spy, summarize_py_spy  # noqa: E402
 from benchmarks.webrtc_load import percentile  # noqa: E402
 
 SERVER_CORE, GENERATOR_CORE = 0, 1

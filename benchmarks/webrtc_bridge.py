@@ -58,7 +58,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+from benchmarks.procstat import (  # noqa: E402
+    core_busy_seconds,
+    cpu_seconds,
+    pin_all,
+    rss_kib,
+)
+
 SERVER_CORE, GENERATOR_CORE = 0, 1
 PASSWORD = "bench-secret"
 TARGETS = {
@@ -68,36 +74,6 @@ TARGETS = {
     "click_to_two_way_ms_max": 150.0,
 }
 PIPELINES = ("omlmedia", "stock-aiortc")
-
-
-# -- /proc (as benchmarks/media_relay.py) --------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def core_busy_seconds(core: int) -> float:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith(f"cpu{core} "):
-            values = [int(v) for v in line.split()[1:]]
-            return (sum(values[:8]) - values[3] - values[4]) / CLOCK_TICKS
-    return 0.0
-
-
-def pin_all(pid: int, core: int) -> None:
-    """Pin every thread of a process to one core (threads started later inherit it)."""
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        subprocess.run(["taskset", "-apc", str(core), str(pid)], capture_output=True, check=False)
 
 
 # -- the stock pipeline, inside the server process -----------------------------------------------
