@@ -101,7 +101,7 @@ def configure(
     modules = {CODEC_MODULES[c.strip().lower()] for c in codecs.split(",")}
     lines = "".join(f"module {m}\n" for m in sorted(modules) + list(extra_modules))
     (workdir / "config").write_text(
-        f"""sip_listen 127.0.0.1:{sip_port or free_port()}
+        f"""sip_listen 127.0.0.1:{sip_port or free_port(pair=True)}
 sip_verify_server no
 net_interface 127.0.0.1
 audio_player alsa,null

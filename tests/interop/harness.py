@@ -304,11 +304,15 @@ def start_server(
     _rtp_block = (_rtp_block + 1) % 20
     rtp_low = 40000 + ((os.getpid() + _rtp_block) % 20) * 1000
     ports = {"rtp_low": rtp_low}
+    taken: set[int] = set()
     for name in ("sip", "tls", "http", "pbx", "carrier"):
-        port = free_port()
-        while rtp_low <= port <= rtp_low + 999 or port in ports.values():
-            port = free_port()
+        # baresip, as the PBX, listens on its SIP port and on the next one for TLS.
+        pair = name == "pbx"
+        port = free_port(pair=pair)
+        while rtp_low <= port <= rtp_low + 999 or {port, port + 1} & taken:
+            port = free_port(pair=pair)
         ports[name] = port
+        taken |= {port, port + 1} if pair else {port}
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "omlmedia.toml"
     write_test_config(
