@@ -10,6 +10,13 @@ peer connection inside the channel; what is attached stays attached.
 `PeerMedia` holds all of this; `AgentChannel` is the long-lived kind, `webrtc.webcaller.WebCaller`
 the one-call kind.
 
+Fast path (the default with the receive bypass). Once DTLS is up, `webrtc.fastpath.AudioFastPath`
+moves the channel's Opus RTP itself, with the SRTP sessions and the ICE pair aiortc and aioice
+set up: one shared 20 ms send clock for every channel instead of a sender task per channel, and
+received audio taken from aioice's socket callback straight to the playout (no queue, no task
+wake-up, no ``RtpPacket``); RTCP stays correct both ways (that module's docstring). Until then,
+and for good if the path cannot start, the track below is what aiortc's sender sends.
+
 Send path. `OpusSendTrack.recv()` returns pre-encoded `av.Packet`s: aiortc's sender then only
 packetises them (no encoder thread hop, no pure-Python audio level; DESIGN.md "Known levers").
 The sender does not pace pre-encoded packets, so `recv()` paces itself on the event loop's clock,
@@ -161,6 +168,7 @@ from aiortc.mediastreams import MediaStreamError
 from omlmedia.media.codecs import OPUS_SAMPLE_RATES, OpusSettings, codec_for
 from omlmedia.media.jitterbuffer import JitterBufferStats
 from omlmedia.media.resample import Resampler as RateConverter
+from webrtc.fastpath import FAST_PATH_ATTRIBUTE, AudioFastPath, audio_parameters, fastpath_problems
 from webrtc.playout import OpusPlayout
 from webrtc.rtptap import hook_keyframe_requests, install_audio_tap, install_video_tap
 from webrtc.video import EncodedVideoTrack, VideoRelay
@@ -241,6 +249,15 @@ def install_aioice_guards() -> None:
             peer = (addr[0], addr[1])
             if not _allowed(self, peer):
                 guard_counters["dropped_foreign_source"] += 1
+                return
+            if 127 < data[0] < 192:
+                # RTP or RTCP (RFC 7983): never STUN, so aioice's parse attempt is skipped; the
+                # audio fast path takes its packets, the rest goes on to aiortc.
+                connection = self.receiver
+                fast = getattr(connection, FAST_PATH_ATTRIBUTE, None)
+                if fast is not None and fast.take(data):
+                    return
+                connection.data_received(data, self.local_candidate.component)
                 return
         original_received(self, data, addr)
 
@@ -329,6 +346,10 @@ def _duck_packets_work() -> bool:
         return False
 
 
+def _no_cpu_clock() -> float:
+    return 0.0
+
+
 def _release(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -356,6 +377,24 @@ class OpusSendTrack(MediaStreamTrack):
         """Packets sent after an idle gap."""
         self._waiter: asyncio.Future[None] | None = None
         self._duck = _duck_packets_work()
+        self._deferred: asyncio.Future[None] | None = None
+
+    def defer(self) -> None:
+        """Send nothing until `resume()`: an `webrtc.fastpath.AudioFastPath` sends this track's
+        packets (aiortc's sender stays blocked in `recv()`)."""
+        if self._deferred is None:
+            self._deferred = asyncio.get_running_loop().create_future()
+
+    def resume(self) -> None:
+        """Send again (the fast path could not start): `recv()` paces from now."""
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            self._start = None
+            _release(deferred)
+
+    def stop(self) -> None:
+        super().stop()
+        self.resume()
 
     def wake(self) -> None:
         """End an idle gap now (a call was attached): the next packet goes out at once."""
@@ -363,6 +402,8 @@ class OpusSendTrack(MediaStreamTrack):
             _release(self._waiter)
 
     async def recv(self) -> av.Packet[Any]:
+        if self._deferred is not None:
+            await self._deferred
         if self.readyState != "live":
             raise MediaStreamError
         loop = asyncio.get_running_loop()
@@ -440,7 +481,8 @@ def _to_mono(frame: av.AudioFrame) -> Samples:
 @dataclass
 class ReceiveCounters:
     """Receive-path counters: frames read from aiortc, delivered to the sink, dropped by the
-    backlog limit, failed in the sink, and the CPU the channel spent per frame (seconds)."""
+    backlog limit, failed in the sink, and the CPU the channel spent on them (seconds; only with
+    `PeerMedia(measure_cpu=True)`)."""
 
     frames: int = 0
     delivered: int = 0
@@ -465,6 +507,7 @@ class ChannelStats:
     source_errors: int = 0
     playout: dict[str, int] = field(default_factory=dict)
     jitter_buffer: JitterBufferStats | None = None
+    fast_path: dict[str, int] = field(default_factory=dict)
 
 
 class PeerMedia:
@@ -485,6 +528,7 @@ class PeerMedia:
         receive_path: str = "bypass",
         max_delay_ms: int = 60,
         complexity: int | None = None,
+        measure_cpu: bool = False,
     ) -> None:
         if receive_path not in ("bypass", "aiortc"):
             raise ValueError("receive_path must be 'bypass' or 'aiortc'")
@@ -498,6 +542,9 @@ class PeerMedia:
         self.receive_path = receive_path
         self.max_delay_ms = max_delay_ms
         self.counters = ReceiveCounters()
+        self._cpu_clock: Callable[[], float] = time.thread_time if measure_cpu else _no_cpu_clock
+        """Thread CPU clock of `ReceiveCounters.cpu_seconds` (`measure_cpu`; a system call,
+        so off by default)."""
         self.source_errors = 0
         self.video_in = VideoRelay(clock=clock)
         """The video this peer sends us (encoded VP8), for other peers to relay."""
@@ -524,6 +571,8 @@ class PeerMedia:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._due = 0.0
         self._closed = False
+        self.fast_path: AudioFastPath | None = None
+        """The current peer connection's audio fast path, once prepared (`webrtc.fastpath`)."""
         self._lock = asyncio.Lock()
 
     @property
@@ -623,10 +672,38 @@ class PeerMedia:
                     await pc.setLocalDescription(answer)
                 finally:
                     _offer_loopback.reset(token)
+                self._prepare_fast_path(pc, track)
             except Exception as exc:
                 await self._close_pc()
                 raise ValueError(f"offer cannot be answered: {exc}") from None
             return pc.localDescription.sdp
+
+    def _prepare_fast_path(self, pc: RTCPeerConnection, track: OpusSendTrack) -> None:
+        """With the receive bypass, let `webrtc.fastpath` move the audio once DTLS is up: the
+        track sends nothing meanwhile; if the path cannot start, the track sends as before."""
+        self.fast_path = None
+        if not self.tapped or fastpath_problems():
+            return
+        params = audio_parameters(pc.localDescription.sdp)
+        sender = next((s for s in pc.getSenders() if s.track is track), None)
+        if params is None or sender is None or sender.transport is None:
+            return
+        fast = AudioFastPath(self.name, params, self._next_payload, self._on_audio, self._idle)
+        self.fast_path = fast
+        track.defer()
+        dtls = sender.transport
+
+        @dtls.on("statechange")
+        def on_dtls_state() -> None:
+            if pc is not self._pc or self.fast_path is not fast:
+                fast.deactivate()
+            elif dtls.state == "connected":
+                if not fast.activate(dtls, sender):
+                    logger.warning("%s %s: audio fast path unavailable", self.kind, self.name)
+                    self.fast_path = None
+                    track.resume()
+            elif dtls.state in ("closed", "failed"):
+                fast.deactivate()
 
     def _install_taps(self, pc: RTCPeerConnection) -> None:
         self.tapped = False
@@ -667,6 +744,17 @@ class PeerMedia:
             result.playout = self.playout.counters.as_dict()
             result.jitter_buffer = self.playout.stats
         if self._pc is None:
+            return result
+        fast = self.fast_path
+        if fast is not None and fast.active:
+            result.packets_sent = fast.sender_stats.packet_count
+            result.bytes_sent = fast.sender_stats.octet_count
+            if fast.reception is not None:
+                result.packets_received = fast.reception.received
+                result.packets_lost = max(0, fast.reception.lost)
+                result.jitter = fast.reception.jitter_seconds
+            result.round_trip_time = fast.round_trip_time
+            result.fast_path = fast.counters.as_dict()
             return result
         report = await self._pc.getStats()
         for item in report.values():
@@ -714,21 +802,24 @@ class PeerMedia:
     # --- receive path: bypass (our jitter buffer, a 20 ms clock) ---
 
     def _on_rtp(self, packet: Any) -> None:
-        started = time.thread_time()
+        self._on_audio(packet.sequence_number, packet.timestamp, packet.payload)
+
+    def _on_audio(self, sequence_number: int, timestamp: int, payload: bytes) -> None:
+        started = self._cpu_clock()
         playout = self.playout
         if playout is None:
             return
         first = not playout.started
         now = self.clock()
-        playout.put(packet.sequence_number, packet.timestamp, packet.payload, now)
+        playout.put(sequence_number, timestamp, payload, now)
         if first and self._tick_handle is None and not self._closed:
             loop = asyncio.get_running_loop()
             self._due = now + _FIRST_TICK
             self._tick_handle = loop.call_later(_FIRST_TICK, self._tick)
-        self.counters.cpu_seconds += time.thread_time() - started
+        self.counters.cpu_seconds += self._cpu_clock() - started
 
     def _tick(self) -> None:
-        started = time.thread_time()
+        started = self._cpu_clock()
         playout = self.playout
         if playout is None or self._closed:
             self._tick_handle = None
@@ -756,7 +847,7 @@ class PeerMedia:
                 counters.sink_errors += 1
                 if counters.sink_errors == 1:
                     logger.exception("%s %s: media sink failed", self.kind, self.name)
-        counters.cpu_seconds += time.thread_time() - started
+        counters.cpu_seconds += self._cpu_clock() - started
 
     # --- receive path: aiortc's own (fallback, and the baseline of webrtc.measure) ---
 
@@ -767,7 +858,7 @@ class PeerMedia:
         try:
             while True:
                 frame = await remote.recv()
-                started = time.thread_time()
+                started = self._cpu_clock()
                 counters.frames += 1
                 if not limiter.admit(self.clock()):
                     counters.dropped_backlog += 1
@@ -789,13 +880,16 @@ class PeerMedia:
                     counters.sink_errors += 1
                     if counters.sink_errors == 1:
                         logger.exception("%s %s: media sink failed", self.kind, self.name)
-                counters.cpu_seconds += time.thread_time() - started
+                counters.cpu_seconds += self._cpu_clock() - started
         except (MediaStreamError, asyncio.CancelledError, ConnectionError):
             pass
         except Exception:
             logger.exception("%s %s: receive loop failed", self.kind, self.name)
 
     async def _close_pc(self) -> None:
+        fast, self.fast_path = self.fast_path, None
+        if fast is not None:
+            fast.deactivate()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None

@@ -43,7 +43,7 @@ def _thread_cpu(native_id: int) -> float:
 
 
 async def _run(seconds: float, send_audio: bool, path: str) -> dict[str, Any]:
-    channel = AgentChannel("measure", receive_path=path)
+    channel = AgentChannel("measure", receive_path=path, measure_cpu=True)
     arrivals: list[tuple[float, int | None]] = []
 
     def sink(samples: Any) -> None:

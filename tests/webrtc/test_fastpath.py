@@ -1,0 +1,188 @@
+"""webrtc.fastpath: the audio of a channel moved by us once DTLS is up, with a real aiortc peer."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from webrtc.channel import AgentChannel, OpusSendTrack, _OpusEncoder
+from webrtc.fastpath import (
+    AudioParameters,
+    audio_parameters,
+    fastpath_problems,
+    header_template,
+    rtp_payload,
+)
+
+TONE = (8000 * np.sin(2 * np.pi * 1000 * np.arange(960) / 48000)).astype(np.int16)
+
+ANSWER = """v=0\r
+o=- 1 1 IN IP4 0.0.0.0\r
+s=-\r
+t=0 0\r
+a=group:BUNDLE 0 1\r
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r
+a=mid:0\r
+a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r
+a=rtpmap:111 opus/48000/2\r
+a=ssrc:305419896 cname:abc-def\r
+m=video 9 UDP/TLS/RTP/SAVPF 97\r
+a=mid:1\r
+a=rtpmap:97 VP8/90000\r
+a=ssrc:42 cname:abc-def\r
+"""
+
+
+def test_aiortc_and_aioice_still_fit_the_fast_path() -> None:
+    """Fails when an aiortc or aioice upgrade moves what the fast path relies on (channels fall
+    back to aiortc's own path then: fix webrtc/fastpath.py)."""
+    assert fastpath_problems() == ()
+
+
+def test_audio_parameters_come_from_the_audio_section_of_the_answer() -> None:
+    params = audio_parameters(ANSWER)
+    assert params == AudioParameters(111, 305419896, "abc-def", "0", 1)
+    assert audio_parameters(ANSWER.replace("opus", "PCMU")) is None
+    assert audio_parameters("v=0\r\nm=video 9 RTP/AVP 97\r\n") is None
+
+
+def test_our_header_carries_the_mid_and_parses_back() -> None:
+    params = AudioParameters(111, 0x12345678, "c", "0", 1)
+    header = bytearray(header_template(params))
+    struct.pack_into("!HI", header, 2, 7, 960)
+    parsed = rtp_payload(bytes(header) + b"opus")
+    assert parsed == (7, 960, 0x12345678, b"opus")
+    assert header[0] == 0x90 and header[12:16] == b"\xbe\xde\x00\x01" and header[16:18] == b"\x100"
+    plain = header_template(AudioParameters(111, 1, "c"))
+    assert len(plain) == 12 and rtp_payload(plain + b"x") == (0, 0, 1, b"x")
+
+
+def test_malformed_rtp_is_refused_not_raised() -> None:
+    good = bytes([0x80, 111]) + bytes(10) + b"payload"
+    assert rtp_payload(good) is not None
+    assert rtp_payload(good[:11]) is None
+    assert rtp_payload(bytes([0x8F, 111]) + bytes(10) + b"x") is None  # 15 CSRCs announced
+    assert rtp_payload(bytes([0x90, 111]) + bytes(10) + b"\xbe\xde\xff\xff") is None
+    assert rtp_payload(bytes([0xA0, 111]) + bytes(10) + b"ab\x09") is None  # padding too long
+    assert rtp_payload(bytes([0xA0, 111]) + bytes(10) + b"ab\x00") is None  # zero padding
+    assert rtp_payload(bytes([0xA0, 111]) + bytes(10) + b"ab\x01") == (0, 0, 0, b"ab")
+
+
+async def _connected(channel: AgentChannel, payload: bytes) -> RTCPeerConnection:
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    client.addTrack(OpusSendTrack(lambda: payload))
+    await client.setLocalDescription(await client.createOffer())
+    answer = await channel.accept_offer(client.localDescription.sdp)
+    await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    return client
+
+
+async def test_audio_both_ways_goes_through_the_fast_path_with_rtcp() -> None:
+    channel = AgentChannel("agent1")
+    received: list[np.ndarray] = []
+    tone8 = TONE[::6].copy()
+    channel.attach(lambda: tone8, received.append, rate=8000)
+    client_frames: list[object] = []
+    readers: list[asyncio.Future[None]] = []
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    client.addTrack(OpusSendTrack(lambda: _OpusEncoder().encode(TONE)))
+
+    @client.on("track")
+    def on_track(track: object) -> None:
+        async def read() -> None:
+            while True:
+                client_frames.append(await track.recv())  # type: ignore[attr-defined]
+
+        readers.append(asyncio.ensure_future(read()))
+
+    try:
+        await client.setLocalDescription(await client.createOffer())
+        answer = await channel.accept_offer(client.localDescription.sdp)
+        await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        fast = channel.fast_path
+        assert fast is not None
+        for _ in range(200):
+            if fast.active and len(received) > 20 and len(client_frames) > 20:
+                break
+            await asyncio.sleep(0.02)
+        assert fast.active and len(received) > 20 and len(client_frames) > 20
+        # The tone the client sends is what the channel's sink hears, at 8 kHz.
+        audio = np.concatenate(received[-10:]).astype(float)
+        spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+        assert abs(np.argmax(spectrum) * 8000 / len(audio) - 1000) < 20
+        # aiortc's sender sent none of it (its task waits in the deferred track); ours did.
+        assert fast.counters.sent > 20 and fast.counters.received > 20
+        # RTCP: the client's SR/RR reach us (RTT), our RR reaches the client.
+        for _ in range(150):
+            report = await client.getStats()
+            remote = [s for s in report.values() if s.type == "remote-inbound-rtp"]
+            outbound = [s for s in report.values() if s.type == "outbound-rtp"]
+            if remote and fast.round_trip_time is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert remote and remote[0].packetsReceived > 0 and outbound
+        assert fast.round_trip_time is not None and 0 <= fast.round_trip_time < 0.5
+        assert fast.counters.rtcp_received >= 1 and fast.counters.rtcp_sent >= 1
+        stats = await channel.stats()
+        assert stats.packets_sent > 20 and stats.packets_received > 20 and stats.packets_lost == 0
+        assert stats.fast_path["sent"] == fast.counters.sent
+        # The client's view of our stream: aiortc's SR figures were kept current by the path.
+        inbound = [s for s in report.values() if s.type == "inbound-rtp"]
+        assert inbound and inbound[0].packetsReceived > 20
+    finally:
+        for reader in readers:
+            reader.cancel()
+        await client.close()
+        await channel.close()
+    assert not fast.active
+
+
+async def test_forged_and_garbage_rtp_from_the_peer_address_is_counted_not_played() -> None:
+    channel = AgentChannel("agent1")
+    received: list[np.ndarray] = []
+    channel.attach(None, received.append)
+    client = await _connected(channel, _OpusEncoder().encode(TONE))
+    try:
+        fast = channel.fast_path
+        assert fast is not None
+        for _ in range(200):
+            if fast.active and fast.counters.received > 10:
+                break
+            await asyncio.sleep(0.02)
+        assert fast.active
+        # Inject into the client's own socket towards the channel, so the source check passes:
+        # SRTP that does not authenticate, and RTCP that does not either.
+        pair = client.getSenders()[0].transport.transport._connection._nominated[1]
+        opus = fast.params.payload_type
+        for forged in (
+            bytes([0x80, opus]) + bytes(10) + b"forged payload" + bytes(10),
+            bytes([0x80, 200]) + bytes(30),
+            bytes([0x80, opus]),
+        ):
+            pair.protocol.transport.sendto(forged, pair.remote_addr)
+        count = len(received)
+        await asyncio.sleep(0.3)
+        assert fast.counters.srtp_errors >= 3
+        assert len(received) > count  # the call goes on
+    finally:
+        await client.close()
+        await channel.close()
+
+
+async def test_stock_receive_path_keeps_aiortc_sending() -> None:
+    channel = AgentChannel("agent1", receive_path="aiortc")
+    client = await _connected(channel, _OpusEncoder().encode(TONE))
+    try:
+        assert channel.fast_path is None
+        for _ in range(200):
+            stats = await channel.stats()
+            if stats.packets_sent > 10:
+                break
+            await asyncio.sleep(0.02)
+        assert stats.packets_sent > 10 and not stats.fast_path
+    finally:
+        await client.close()
+        await channel.close()
