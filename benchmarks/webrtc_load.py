@@ -5,10 +5,12 @@ Runs in a child process on its own core (`generator_main`). Per call k (1..N):
 - an **agent**: an aiortc `RTCPeerConnection` that logs in as ``benchK`` over the server's
   WebSocket (wss, self-signed certificate not verified), sends its offer (no ICE servers), goes
   Ready, waits for ICE connected, and answers the ringing call with the protocol's ``answer``
-  command. It sends pre-encoded Opus (`AGENT_PATTERN`, a loop encoded once: cheap) through
-  `webrtc.channel.OpusSendTrack` and takes the server's packets with `webrtc.rtptap` before
-  aiortc's jitter buffer (no decoder thread in the generator); each packet is decoded with
-  libopus (opuslib) to look for the caller's bursts;
+  command. It sends pre-encoded Opus (`AGENT_PATTERN`, a loop encoded once: cheap) and takes
+  the server's packets before aiortc's jitter buffer (no decoder thread in the generator): once
+  DTLS is up through `webrtc.fastpath` as the server's channels do (aiortc set up ICE, DTLS and
+  SRTP; the packets skip its per-packet tasks, so one generator core carries more calls than
+  the server is given), before that through `webrtc.channel.OpusSendTrack` and `webrtc.rtptap`;
+  each packet is decoded with libopus (`omlmedia.media.codecs`) to look for the caller's bursts;
 - a **caller**: an INVITE to ``agent-benchK`` through the project's own UA (sip.ua behind
   sip.service), PCMU only; on 200 OK a UDP socket sends 50 RTP packets/s of `CALLER_PATTERN` to
   the address of the answer and receives the server's packets.
@@ -39,6 +41,7 @@ from __future__ import annotations
 import array
 import asyncio
 import bisect
+import gc
 import json
 import math
 import os
@@ -284,6 +287,7 @@ class Call:
     agent_onsets: list[float] = field(default_factory=list)
     agent_detector: OnsetDetector = field(default_factory=OnsetDetector)
     decoder: Any = None
+    fast: Any = None
     clicked_at: float | None = None
     agent_heard_at: float | None = None
     # caller side
@@ -343,6 +347,10 @@ class Generator:
                 asyncio.gather(*(agent_up(c) for c in self.calls)), spec["setup_timeout"]
             )
             t_agents = time.monotonic() - t0
+            # What set-up allocated stays: keep the cyclic GC from walking it again and again
+            # (its full collections stalled the generator's loop for tens of ms at N=40).
+            gc.collect()
+            gc.freeze()
             self.report(
                 "progress", f"{len(self.calls)} agents logged in, ICE up in {t_agents:.1f} s"
             )
@@ -393,13 +401,14 @@ class Generator:
     async def _agent_up(self, call: Call) -> None:
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-        from webrtc.channel import OpusSendTrack
+        from omlmedia.media.codecs import codec_for
+        from webrtc.channel import OpusSendTrack, install_aioice_guards
+        from webrtc.fastpath import AudioFastPath, audio_parameters
         from webrtc.rtptap import install_audio_tap
 
         spec = self.spec
-        import opuslib
-
-        call.decoder = opuslib.Decoder(SAMPLE_RATE, 1)
+        install_aioice_guards()
+        call.decoder = codec_for("opus").decoder()
         call.ws = await self.session.ws_connect(
             f"wss://127.0.0.1:{spec['http_port']}/ws", ssl=False, heartbeat=None
         )
@@ -420,13 +429,34 @@ class Generator:
             return self.agent_loop[index]
 
         def on_packet(packet: Any) -> None:
-            self._agent_rtp(call, packet)
+            self._agent_rtp(call, packet.timestamp, packet.payload)
 
-        pc.addTrack(OpusSendTrack(next_payload))
+        def on_audio(sequence: int, timestamp: int, payload: bytes) -> None:
+            self._agent_rtp(call, timestamp, payload)
+
+        track = OpusSendTrack(next_payload)
+        pc.addTrack(track)
         for transceiver in pc.getTransceivers():
             if install_audio_tap(transceiver.receiver, on_packet) is None:
                 raise RuntimeError("aiortc receive tap unavailable")
         await pc.setLocalDescription(await pc.createOffer())
+        params = audio_parameters(pc.localDescription.sdp)
+        sender = pc.getSenders()[0]
+        if params is not None and spec.get("fast_path", True):
+            # The agents move their audio the way the server's channels do (webrtc.fastpath),
+            # so that one generator core keeps up with more calls than the server is given.
+            fast = AudioFastPath(call.name, params, next_payload, on_audio, lambda: False)
+            call.fast = fast
+            track.defer()
+            dtls = sender.transport
+
+            @dtls.on("statechange")
+            def on_dtls_state() -> None:
+                if dtls.state == "connected" and not fast.activate(dtls, sender):
+                    track.resume()
+                elif dtls.state in ("closed", "failed"):
+                    fast.deactivate()
+
         reply = await self._request(call, {"type": "offer", "sdp": pc.localDescription.sdp})
         if reply.get("type") != "answer":
             raise RuntimeError(f"{call.name}: offer refused: {reply}")
@@ -463,11 +493,11 @@ class Generator:
             elif kind == "error":
                 call.errors.append(f"{data.get('code')}: {data.get('reason')}")
 
-    def _agent_rtp(self, call: Call, packet: Any) -> None:
+    def _agent_rtp(self, call: Call, timestamp: int, payload: bytes) -> None:
         now = time.monotonic()
-        call.agent_rx.add(packet.timestamp, self.window.holds(now))
+        call.agent_rx.add(timestamp, self.window.holds(now))
         try:
-            pcm = call.decoder.decode(bytes(packet.payload), 960)
+            pcm = call.decoder.decode(bytes(payload))
         except Exception:
             call.foreign += 1
             return
@@ -693,6 +723,8 @@ class Generator:
                 self.sip.act(partial(self.ua.hangup, c.sip_call))
         await asyncio.sleep(0.3)
         for c in self.calls:
+            if c.fast is not None:
+                c.fast.deactivate()
             if c.pc is not None:
                 try:
                     await asyncio.wait_for(c.pc.close(), 2)

@@ -38,7 +38,8 @@ from sip.transport import SipTransports, TransportLimits
 from sip.ua import UserAgent
 from webrtc.accounts import AccountStore
 from webrtc.app import create_app as create_agent_app
-from webrtc.channel import AgentChannel, ice_servers_from_config
+from webrtc.channel import AgentChannel, guard_counters, ice_servers_from_config
+from webrtc.fastpath import fastpath_status
 from webrtc.signaling import AgentHub
 from webrtc.webcaller import WebCaller, WebCallerHub
 
@@ -332,6 +333,10 @@ class Server:
             },
             "queues": self.acd.queue_summary() if self.acd is not None else {},
             "trunks": self.trunks.status() if self.trunks is not None else {},
+            "webrtc": {
+                "audio_fast_path": fastpath_status(),
+                "dropped_foreign_source": guard_counters["dropped_foreign_source"],
+            },
         }
 
     async def stop(self) -> None:

@@ -83,6 +83,7 @@ __all__ = [
     "SendClock",
     "audio_parameters",
     "fastpath_problems",
+    "fastpath_status",
 ]
 
 FRAME_SECONDS = 0.02
@@ -251,6 +252,25 @@ class FastPathCounters:
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
 
+    def add(self, other: FastPathCounters) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+_active: weakref.WeakSet[AudioFastPath] = weakref.WeakSet()
+_retired = FastPathCounters()
+
+
+def fastpath_status() -> dict[str, int]:
+    """Process-wide figures for the status API: paths active now, and the packet counters of
+    every path since start."""
+    totals = FastPathCounters()
+    totals.add(_retired)
+    active = list(_active)
+    for path in active:
+        totals.add(path.counters)
+    return {"active": len(active), **totals.as_dict()}
+
 
 class _ClockStats:
     skipped = 0
@@ -369,10 +389,14 @@ class AudioFastPath:
         self._clock = SendClock.of(asyncio.get_running_loop())
         self._clock.add(self)
         self.active = True
+        _active.add(self)
         return True
 
     def deactivate(self) -> None:
         """Stop moving packets (the peer connection is closing)."""
+        if self in _active:
+            _active.discard(self)
+            _retired.add(self.counters)
         self.active = False
         if self._clock is not None:
             self._clock.discard(self)

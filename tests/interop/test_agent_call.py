@@ -56,6 +56,10 @@ async def test_a_sip_caller_and_a_browser_agent_hear_each_other(
         await expect(state).to_have_text("On call")
         heard = await page.evaluate(ANALYSE_REMOTE_AUDIO)
         assert abs(heard["hz"] - CALLER_TONE) < 10, heard
+        # Chromium's audio went through the server's fast path (webrtc.fastpath), both ways.
+        fast = server.status()["webrtc"]["audio_fast_path"]
+        assert fast["active"] == 1 and fast["sent"] > 20 and fast["received"] > 20, fast
+        assert fast["srtp_errors"] == 0 and fast["malformed"] == 0, fast
 
         await page.get_by_role("button", name="Hold", exact=True).click()
         await expect(page.locator("#call-kind")).to_have_text("On hold")
