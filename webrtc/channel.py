@@ -101,7 +101,9 @@ or a burst), libopus through ``omlmedia.media.codecs`` (in-band FEC from the nex
 is already there, PLC otherwise), played out by a 20 ms clock (``loop.call_later``) that starts
 with the first packet and phase-locks onto the arrivals at the buffer's target plus 4 ms.
 Every tick delivers one 20 ms frame (int16 at the attached rate, or what `resampler` makes of
-them) to `sink`; with no sink attached the buffer is kept current without decoding. If the tap
+them) to `sink`; with no sink attached packets are dropped on arrival and the clock stops (an
+agent waiting for a call costs no buffering, no decoding, no timer); the next call starts from
+a fresh playout whose clock starts with its first packet. If the tap
 cannot be installed (an aiortc upgrade; `tests/webrtc/test_bypass.py` fails then), the channel
 logs a warning and falls back to aiortc's path: it reads the decoded `AudioFrame`s (stereo
 s16, the first channel taken, resampled to the attached rate when that is not 48 kHz) behind a
@@ -542,6 +544,8 @@ class PeerMedia:
         self.receive_path = receive_path
         self.max_delay_ms = max_delay_ms
         self.counters = ReceiveCounters()
+        self.idle_packets = 0
+        """Audio packets received with nothing attached (not buffered, not decoded)."""
         self._cpu_clock: Callable[[], float] = time.thread_time if measure_cpu else _no_cpu_clock
         """Thread CPU clock of `ReceiveCounters.cpu_seconds` (`measure_cpu`; a system call,
         so off by default)."""
@@ -705,13 +709,16 @@ class PeerMedia:
             elif dtls.state in ("closed", "failed"):
                 fast.deactivate()
 
+    def _new_playout(self) -> OpusPlayout:
+        return OpusPlayout(max_delay_ms=self.max_delay_ms, rate=self.rate)
+
     def _install_taps(self, pc: RTCPeerConnection) -> None:
         self.tapped = False
         self.playout = None
         for transceiver in pc.getTransceivers():
             receiver = transceiver.receiver
             if transceiver.kind == "audio" and self.receive_path == "bypass":
-                self.playout = OpusPlayout(max_delay_ms=self.max_delay_ms, rate=self.rate)
+                self.playout = self._new_playout()
                 self.tapped = install_audio_tap(receiver, self._on_rtp) is not None
                 if not self.tapped:
                     self.playout = None
@@ -809,6 +816,9 @@ class PeerMedia:
         playout = self.playout
         if playout is None:
             return
+        if self._sink is None and self._tick_handle is None:
+            self.idle_packets += 1  # nobody listens: no buffering, no clock (an idle agent)
+            return
         first = not playout.started
         now = self.clock()
         playout.put(sequence_number, timestamp, payload, now)
@@ -824,14 +834,16 @@ class PeerMedia:
         if playout is None or self._closed:
             self._tick_handle = None
             return
+        sink = self._sink
+        if sink is None:
+            # Detached: the clock stops and the next call starts from a fresh playout (its
+            # first packet restarts the clock), so a waiting agent costs no timer, no buffer.
+            self._tick_handle = None
+            self.playout = self._new_playout()
+            return
         now = self.clock()
         due = self._due if now - self._due < _MAX_LATE else now
-        sink = self._sink
-        samples = None
-        if sink is not None:
-            samples = playout.get(now)
-        else:
-            playout.skip(now)
+        samples = playout.get(now)
         self._due = playout.next_due(due)
         loop = asyncio.get_running_loop()
         self._tick_handle = loop.call_later(max(0.0, self._due - self.clock()), self._tick)

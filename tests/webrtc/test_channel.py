@@ -164,3 +164,39 @@ async def test_an_idle_channel_sends_dtx_like_and_wakes_at_attach() -> None:
     finally:
         await client.close()
         await channel.close()
+
+
+async def test_a_waiting_agent_costs_no_playout_and_the_next_call_hears_at_once() -> None:
+    channel = AgentChannel("agent1")
+    payload = _OpusEncoder().encode((8000 * np.sin(np.arange(960) / 4)).astype(np.int16))
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    client.addTrack(OpusSendTrack(lambda: payload))
+    try:
+        await client.setLocalDescription(await client.createOffer())
+        answer = await channel.accept_offer(client.localDescription.sdp)
+        await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        for _ in range(200):
+            if channel.idle_packets > 20:
+                break
+            await asyncio.sleep(0.02)
+        # Nothing attached: packets are counted and dropped, no clock runs, nothing is buffered.
+        assert channel.idle_packets > 20
+        assert channel._tick_handle is None
+        assert channel.playout is not None and not channel.playout.started
+        received: list[np.ndarray] = []
+        channel.attach(None, received.append)
+        for _ in range(100):
+            if len(received) > 10:
+                break
+            await asyncio.sleep(0.02)
+        assert len(received) > 10 and channel.playout.counters.decoded > 5
+        # Detached again: the clock stops at its next tick and the playout starts afresh.
+        channel.detach()
+        await asyncio.sleep(0.1)
+        assert channel._tick_handle is None and not channel.playout.started
+        count = len(received)
+        await asyncio.sleep(0.1)
+        assert len(received) == count
+    finally:
+        await client.close()
+        await channel.close()
