@@ -21,6 +21,35 @@ other gets a BYE. Without `dial_out` a number is REFERred to the caller's side (
 attended transfer holds the caller (music), places a consultation call the agent talks to, and
 then either joins the two parties the same way (complete) or hangs the consultation up and goes
 back to the held caller (cancel).
+
+Consulting another agent (``to`` names an agent the way a blind transfer does; it must be
+logged in and Ready) needs no SIP at all. The consultation is one call id with a side for each
+agent: the consulting agent's (``consult``, `AgentCall.consult_of` the held call) and the
+consulted agent's (``consult-in``, its page rings showing who consults and for which caller,
+`CallInfo.consult_for`); `AgentCall.peer` links the two, and whatever ends one side ends the
+other (the consulting agent's page gets the reason: ``declined``, ``no-answer`` after the ring
+timeout, ``hangup``, ``agent-logout``...). On Answer the two agent channels are joined
+browser to browser through two short frame queues (`webrtc.webcaller.join_audio`, as a web
+caller is joined to an agent). Complete: the held caller becomes the consulted agent's call
+(its leg, its `CallInfo`: caller, queue or campaign), shown on that page as answered at once
+(`AgentHub.call_joined`); a queue's caller leaves the queue's books as in a blind transfer
+(queue log ``transfer``, call record ``transferred``); the consulting agent goes to wrap-up.
+Completed while the consulted agent's page still rings, the caller rings it instead (music
+meanwhile), as in a blind transfer. Cancel, or either agent hanging up: both sides end, the
+consulting agent is back with the held caller (still held), the consulted agent back to Ready
+(a consultation gets no wrap-up: no caller of its own).
+
+When the held caller hangs up during a consultation with an agent: while the consulted page
+still rings, the consultation is withdrawn (``caller-gone`` on both pages: nobody is disturbed
+for a caller who left) and the consulting agent goes to wrap-up; once the agents talk, their
+conversation goes on as an ordinary call between them (the page shows the caller's call ended;
+there is nothing left to complete or cancel) until either hangs up, then the consulting agent
+goes to wrap-up and the consulted one back to Ready. A consultation with a number behaves the
+same once it is up, and keeps ringing otherwise (its far end is not one of our agents).
+
+Consulting a queue is refused (``bad-target``): a consultation has no SIP leg, and the ACD
+runtime (`omlmedia.acd`) queues only SIP callers with an RtpLeg, logging and recording each
+as a customer call.
 """
 
 from __future__ import annotations
@@ -30,7 +59,6 @@ import logging
 import re
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -64,7 +92,7 @@ from sip.ua import Call, CallState
 from webrtc.channel import AgentChannel
 from webrtc.exceptions import CommandError
 from webrtc.signaling import AgentHub, AgentState, CallInfo
-from webrtc.webcaller import WebCaller, WebCallerHub, WebCallerInfo
+from webrtc.webcaller import WebCaller, WebCallerHub, WebCallerInfo, join_audio
 
 if TYPE_CHECKING:
     from omlmedia.acd import AcdRuntime, QueuedCaller
@@ -77,6 +105,15 @@ __all__ = ["AgentCall", "AgentDesk", "JoinedCall"]
 Samples = npt.NDArray[np.int16]
 
 _NUMBER = re.compile(r"[0-9+*#]{1,32}")
+
+
+def _peer_cause(ac: AgentCall, cause: str) -> str:
+    """Why the other side of an agent consultation ends when the side `ac` ends for `cause`."""
+    if cause != "agent-hangup":
+        return cause
+    if ac.answered_at is not None:
+        return "hangup"
+    return "cancelled" if ac.consult_of else "declined"
 
 
 def _campaign_url(template: str, number: str) -> str:
@@ -117,6 +154,8 @@ class AgentCall:
     recorder: CallRecorder | None = None
     consult_of: str = ""
     """For a consultation call (attended transfer): the call id of the held call."""
+    peer: str = ""
+    """For a consultation between two agents: the other agent (both sides share the call id)."""
 
 
 @dataclass(eq=False)
@@ -443,21 +482,12 @@ class AgentDesk:
         channel = self.hub.channel(ac.agent)
         if not isinstance(channel, AgentChannel):
             raise CommandError("no-channel", "the agent channel is not connected")
-        to_agent: deque[Samples] = deque(maxlen=3)
-        to_caller: deque[Samples] = deque(maxlen=3)
-
-        def caller_source() -> Samples | None:
-            return to_caller.popleft() if to_caller and not ac.held else None
-
-        def agent_source() -> Samples | None:
-            return to_agent.popleft() if to_agent and not ac.held else None
-
-        def from_agent(frame: Samples) -> None:
-            if not ac.muted:
-                to_caller.append(frame)
-
-        ac.web.attach(caller_source, to_agent.append)
-        channel.attach(agent_source, from_agent)
+        join_audio(
+            ac.web,
+            channel,
+            first_talks=lambda: not ac.held,
+            second_talks=lambda: not (ac.held or ac.muted),
+        )
         channel.attach_video(ac.web.video_in)
         if ac.ring_timer is not None:
             ac.ring_timer.cancel()
@@ -482,6 +512,9 @@ class AgentDesk:
         assert self.service is not None and self.hub is not None
         ac = self._call_of(agent, call_id)
         if ac.answered_at is not None:
+            return
+        if ac.peer:
+            self._answer_consult(ac)
             return
         if ac.web is not None:
             self._answer_web(ac)
@@ -965,12 +998,23 @@ class AgentDesk:
         leg.set_remote(stream.remote_address, stream.remote_port, stream.remote_rtcp_port)
 
     async def transfer_attended_consult(self, agent: str, call_id: str, to: str) -> CallInfo:
-        """Hold the caller (music) and call `to` through a trunk: the agent talks to it."""
+        """Hold the caller (music) and consult `to`: another agent (its page rings, see the
+        module docstring) or a number called through a trunk; the agent talks to it."""
         ac = self._transferable(agent, call_id, to)
-        if not _NUMBER.fullmatch(to):
-            raise CommandError("bad-target", "consult a number (transfer to a queue or agent)")
         if self._consult_for(ac) is not None:
             raise CommandError("busy", "a consultation is already in progress")
+        destination = self._destination(to)
+        if destination is not None:
+            action, name, _ = destination
+            if action is not RouteAction.AGENT:
+                raise CommandError(
+                    "bad-target", "a queue cannot be consulted: consult an agent or a number"
+                )
+            info = await self._consult_agent(ac, name)
+            event(logger, "agent-transfer", call_id=call_id, agent=agent, to=to, kind="consult")
+            return info
+        if not _NUMBER.fullmatch(to):
+            raise CommandError("bad-target", "not a number, queue or agent")
         await self.hold(agent, call_id)
         consult_id = f"consult-{secrets.token_hex(8)}"
         info = CallInfo(call_id=consult_id, caller_number=to, direction="consult")
@@ -992,10 +1036,142 @@ class AgentDesk:
         event(logger, "agent-transfer", call_id=call_id, agent=agent, to=to, kind="consult")
         return info
 
+    async def _consult_agent(self, ac: AgentCall, target: str) -> CallInfo:
+        """Ring `target`'s page with a consultation about the caller of `ac` (held)."""
+        assert self.hub is not None
+        agent = ac.agent
+        if target == agent or self.state(target) is not AgentState.READY:
+            raise CommandError("unavailable", f"{target} cannot take a call now")
+        held = ac.info
+        about = held.caller_number or "unknown"
+        if held.caller_name:
+            about += f" ({held.caller_name})"
+        consult_id = f"consult-{secrets.token_hex(8)}"
+        now = time.time()
+        incoming = AgentCall(
+            call_id=consult_id,
+            call=None,
+            agent=target,
+            info=CallInfo(
+                call_id=consult_id,
+                caller_number=agent,
+                caller_name=self.hub.display_name(agent),
+                queue=held.queue,
+                direction="consult-in",
+                consult_for=about,
+            ),
+            offered_at=now,
+            peer=agent,
+        )
+        if not self.hub.offer_call(target, incoming.info):
+            raise CommandError("unavailable", f"{target} cannot take a call now")
+        outgoing = AgentCall(
+            call_id=consult_id,
+            call=None,
+            agent=agent,
+            info=CallInfo(
+                call_id=consult_id,
+                caller_number=target,
+                caller_name=self.hub.display_name(target),
+                queue=held.queue,
+                direction="consult",
+                consult_for=about,
+            ),
+            offered_at=now,
+            consult_of=ac.call_id,
+            peer=target,
+        )
+        self.calls[(consult_id, target)] = incoming
+        self.calls[(consult_id, agent)] = outgoing
+        self._hold_engine(target)
+        incoming.ring_timer = asyncio.get_running_loop().call_later(
+            self.ring_timeout, self._ring_timeout, incoming
+        )
+        self._set_state(target, AgentState.RINGING)
+        await self.hold(agent, ac.call_id)
+        event(logger, "agent-consult-offered", call_id=consult_id, agent=target, by=agent)
+        return outgoing.info
+
+    def _answer_consult(self, ac: AgentCall) -> None:
+        """The consulted agent answers: the two agents' channels are joined."""
+        assert self.hub is not None
+        other = self.calls.get((ac.call_id, ac.peer))
+        if other is None:
+            self._finish(ac, "gone")
+            raise CommandError("gone", "the consultation has ended")
+        mine, theirs = self.hub.channel(ac.agent), self.hub.channel(ac.peer)
+        if not isinstance(mine, AgentChannel) or not isinstance(theirs, AgentChannel):
+            raise CommandError("no-channel", "the agent channel is not connected")
+        join_audio(
+            theirs,
+            mine,
+            first_talks=lambda: not (other.held or other.muted or ac.held),
+            second_talks=lambda: not (ac.held or ac.muted or other.held),
+        )
+        self._attached[ac.agent] = ac
+        self._attached[other.agent] = other
+        if ac.ring_timer is not None:
+            ac.ring_timer.cancel()
+            ac.ring_timer = None
+        ac.answered_at = other.answered_at = time.time()
+        self._set_state(ac.agent, AgentState.ON_CALL)
+        self.hub.call_answered(ac.agent, ac.call_id)
+        self.hub.call_answered(other.agent, ac.call_id)
+        event(logger, "agent-consult-answered", call_id=ac.call_id, agent=ac.agent, by=ac.peer)
+
+    def _complete_to_agent(self, ac: AgentCall, consult: AgentCall) -> None:
+        """The held caller of `ac` becomes the consulted agent's call; the agent leaves."""
+        assert self.hub is not None
+        target = consult.peer
+        incoming = self.calls.get((consult.call_id, target))
+        if incoming is None or ac.call is None or ac.leg is None:
+            raise CommandError("bad-state", "no consultation in progress for this call")
+        channel = self.hub.channel(target)
+        answered = incoming.answered_at is not None
+        if answered and not isinstance(channel, AgentChannel):
+            raise CommandError("no-channel", f"{target} has no audio channel")
+        call, leg = ac.call, ac.leg
+        sdp, session_id, version = ac.local_sdp, ac.session_id, ac.version
+        if ac.queued is not None:
+            assert self.acd is not None
+            qc = self.acd.hand_over(ac.call_id, ac.agent, f"agent:{target}")
+            if qc is None:
+                raise CommandError("gone", "the caller hung up")
+            sdp = qc.answer_sdp
+        self.stats.transfers += 1
+        event(
+            logger, "agent-transfer", call_id=ac.call_id, agent=ac.agent, to=target, kind="attended"
+        )
+        self._let_go(ac)
+        self._finish(consult, "transferred", settle=False)  # both sides of the consultation
+        if answered and isinstance(channel, AgentChannel):
+            taken = AgentCall(
+                call_id=call.call_id,
+                call=call,
+                agent=target,
+                info=ac.info,
+                offered_at=time.time(),
+                leg=leg,
+                local_sdp=sdp,
+                session_id=session_id,
+                version=version,
+            )
+            self.calls[(call.call_id, target)] = taken
+            self.hub.call_joined(target, taken.info)
+            self._join(taken, channel)
+            self._set_state(target, AgentState.ON_CALL)
+        else:
+            # Completed while the consulted page rings: the caller rings it (music meanwhile).
+            self._offer_answered(call, leg, target, ac.info, sdp, session_id, version)
+        self._finish(ac, "transferred")
+
     async def transfer_attended_complete(self, agent: str, call_id: str) -> None:
         """Join the held caller and the consulted party; the agent leaves both."""
         ac = self._answered(agent, call_id)
         consult = self._consult_for(ac)
+        if consult is not None and consult.peer:
+            self._complete_to_agent(ac, consult)
+            return
         if consult is None or consult.outbound is None or consult.leg is None:
             raise CommandError("bad-state", "no consultation in progress for this call")
         target, leg, offer = consult.outbound, consult.leg, consult.local_sdp
@@ -1182,16 +1358,30 @@ class AgentDesk:
         if self.hub is not None:
             self.hub.call_ended(agent, ac.call_id, cause)
         event(logger, "agent-call-ended", call_id=ac.call_id, agent=agent, cause=cause)
-        if self.on_call_done is not None and not ac.consult_of:
+        if self.on_call_done is not None and not ac.consult_of and not ac.peer:
             self.on_call_done(ac, cause)
+        peer = self.calls.get((ac.call_id, ac.peer)) if ac.peer else None
+        if peer is not None:
+            self._finish(peer, _peer_cause(ac, cause), settle=settle)  # one ends, both end
         if agent not in self.states or not settle:
             return
         held = self.calls.get((ac.consult_of, agent)) if ac.consult_of else None
         if held is not None:
             self._back_to(held)  # the consultation is over: back to the held caller
             return
-        if self._consult_for(ac) is not None:
+        consult = self._consult_for(ac)
+        if consult is not None:
+            if consult.peer and consult.answered_at is None:
+                # The held caller left while the consulted agent's page rings: withdrawn.
+                self._finish(consult, "caller-gone")
             return  # the held caller left: the agent still talks to the consulted party
+        if ac.peer and not ac.consult_of:
+            # The consulted agent had no caller of its own: no wrap-up.
+            if agent in self._engine_busy:
+                self._release_engine(agent)
+            else:
+                self._set_state(agent, AgentState.READY)
+            return
         if ac.consult_of:
             # The held caller left before the consultation ended: now the agent is done.
             if self._in_engine(agent) and agent not in self._engine_busy:

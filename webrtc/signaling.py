@@ -10,8 +10,8 @@ missing field, an unknown field), ``unsupported-version``, ``unknown-type``.
 (`webrtc.app`) calls `connected`/`handle_text`/`disconnected` for each WebSocket and `expire`
 every second; each `Connection` only needs a non-blocking `send(dict)` and `close()`. The
 server implements `CallControl` (commands from the page) and calls the hub's push methods
-(`offer_call`, `call_answered`, `call_held`, `call_ended`, `dtmf_received`, `state_changed`) to
-tell the page what happened.
+(`offer_call`, `call_answered`, `call_joined`, `call_held`, `call_ended`, `dtmf_received`,
+`state_changed`) to tell the page what happened.
 
 Order. A connection must `login` (username and password) or `auth` (the token of an existing
 session: a reconnect) before anything else. The hub keeps, per agent, the state the server last
@@ -103,7 +103,9 @@ class CallState(enum.Enum):
 class CallInfo:
     """What the page shows of a call: `caller_number` and `caller_name` of the far end,
     `queue` (or target) it came through, `wait_seconds` it waited before it was offered,
-    `direction` ``inbound``, ``outbound`` or ``consult``; for a campaign's call, `url` the page
+    `direction` ``inbound``, ``outbound``, ``consult`` (a consultation the agent placed) or
+    ``consult-in`` (another agent consults this one: `caller_number` and `caller_name` are
+    that agent's, `consult_for` the caller it is about); for a campaign's call, `url` the page
     the agent opens for it (the caller's number filled in) and the `dispositions` to choose
     from."""
 
@@ -115,6 +117,7 @@ class CallInfo:
     direction: str = "inbound"
     url: str = ""
     dispositions: tuple[str, ...] = ()
+    consult_for: str = ""
 
 
 # --- message validation -----------------------------------------------------------------------
@@ -153,6 +156,9 @@ def _boolean(value: Any) -> bool:
 
 _call_id = _string(128, _CALL_ID)
 _number = _string(64, _NUMBER)
+_target = _number
+"""A transfer's or a consultation's target: a number, a queue, a campaign or an agent (the
+server's routes tell which)."""
 
 CLIENT_MESSAGES: Mapping[str, tuple[Mapping[str, Check], Mapping[str, Check]]] = {
     "login": ({"username": _string(64), "password": _string(1024)}, {}),
@@ -168,8 +174,8 @@ CLIENT_MESSAGES: Mapping[str, tuple[Mapping[str, Check], Mapping[str, Check]]] =
     "resume": ({"call_id": _call_id}, {}),
     "mute": ({"call_id": _call_id, "muted": _boolean}, {}),
     "dtmf": ({"call_id": _call_id, "digit": _one_of(*"0123456789*#ABCD")}, {}),
-    "transfer-blind": ({"call_id": _call_id, "to": _number}, {}),
-    "transfer-consult": ({"call_id": _call_id, "to": _number}, {}),
+    "transfer-blind": ({"call_id": _call_id, "to": _target}, {}),
+    "transfer-consult": ({"call_id": _call_id, "to": _target}, {}),
     "transfer-complete": ({"call_id": _call_id}, {}),
     "transfer-cancel": ({"call_id": _call_id}, {}),
     "disposition": (
@@ -309,7 +315,8 @@ class CallControl(Protocol):
     async def transfer_blind(self, agent: str, call_id: str, to: str) -> None: ...
 
     async def transfer_attended_consult(self, agent: str, call_id: str, to: str) -> CallInfo:
-        """Hold `call_id` and call `to`; returns the consultation call."""
+        """Hold `call_id` and call `to` (a number, or another agent whose page rings with a
+        ``consult-in`` call); returns the consultation call."""
         ...
 
     async def transfer_attended_complete(self, agent: str, call_id: str) -> None:
@@ -379,6 +386,7 @@ class _Call:
             "direction": self.info.direction,
             "url": self.info.url,
             "dispositions": list(self.info.dispositions),
+            "consult_for": self.info.consult_for,
             "state": self.state.value,
             "muted": self.muted,
             "elapsed": round(max(0.0, now - self.since), 1),
@@ -451,6 +459,11 @@ class AgentHub:
         """The state the hub shows for `agent`."""
         entry = self._agents.get(agent)
         return entry.state if entry is not None else AgentState.LOGGED_OUT
+
+    def display_name(self, agent: str) -> str:
+        """The agent's display name (its name when it has none or no session)."""
+        entry = self._agents.get(agent)
+        return (entry.display_name or agent) if entry is not None else agent
 
     def connected(self, agent: str) -> bool:
         """Whether the agent's page is connected now."""
@@ -535,6 +548,16 @@ class AgentHub:
             return False
         entry.calls[call.call_id] = _Call(call, CallState.RINGING, self.clock())
         self._push_call(entry, "call-incoming", call.call_id)
+        return True
+
+    def call_joined(self, agent: str, call: CallInfo) -> bool:
+        """A call already up joins the agent (the caller of a consultation the other agent
+        completed): pushed as ``call-answered``; False when the agent has no session."""
+        entry = self._agents.get(agent)
+        if entry is None or call.call_id in entry.calls:
+            return False
+        entry.calls[call.call_id] = _Call(call, CallState.ACTIVE, self.clock())
+        self._push_call(entry, "call-answered", call.call_id)
         return True
 
     def call_answered(self, agent: str, call_id: str) -> None:

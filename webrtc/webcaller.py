@@ -27,6 +27,8 @@ channel (the same pre-encoded Opus send path and the same receive bypass), ``vid
 the visitor sends (a `webrtc.video.VideoRelay`) and ``attach_video(relay)`` to send the visitor
 another peer's video. Between a web caller and an agent the server relays video without
 transcoding: ``agent_channel.attach_video(web_caller.video_in)`` (and the other way round).
+`join_audio` joins the audio of two peers (a web caller and an agent, or two agents in a
+consultation) through two short frame queues, with no SIP leg and no transcoding in between.
 """
 
 from __future__ import annotations
@@ -39,13 +41,57 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from webrtc.channel import PeerMedia
 from webrtc.exceptions import CommandError, ProtocolError
 from webrtc.signaling import PROTOCOL_VERSION, Connection, Message
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WebCallControl", "WebCaller", "WebCallerHub", "WebCallerInfo"]
+__all__ = ["WebCallControl", "WebCaller", "WebCallerHub", "WebCallerInfo", "join_audio"]
+
+Samples = npt.NDArray[np.int16]
+
+
+def _always() -> bool:
+    return True
+
+
+def join_audio(
+    first: PeerMedia,
+    second: PeerMedia,
+    *,
+    first_talks: Callable[[], bool] = _always,
+    second_talks: Callable[[], bool] = _always,
+    depth: int = 3,
+) -> None:
+    """Join the audio of two peers: what one receives goes out to the other through a frame
+    queue of at most `depth` 20 ms frames (60 ms by default: a late side loses the oldest
+    frames, never builds a standing delay). `first_talks()` says whether what `first` sends
+    crosses now (False: hold or mute, its frames are dropped and the other side hears
+    silence); `second_talks()` the same for `second`. Both peers run at 48 kHz (Opus on both
+    sides, nothing resampled); `detach()` either peer to end the join on its side."""
+    to_first: deque[Samples] = deque(maxlen=depth)
+    to_second: deque[Samples] = deque(maxlen=depth)
+
+    def first_source() -> Samples | None:
+        return to_first.popleft() if to_first and second_talks() else None
+
+    def second_source() -> Samples | None:
+        return to_second.popleft() if to_second and first_talks() else None
+
+    def from_first(frame: Samples) -> None:
+        if first_talks():
+            to_second.append(frame)
+
+    def from_second(frame: Samples) -> None:
+        if second_talks():
+            to_first.append(frame)
+
+    first.attach(first_source, from_first)
+    second.attach(second_source, from_second)
 
 
 class WebCaller(PeerMedia):

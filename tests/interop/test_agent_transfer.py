@@ -31,6 +31,7 @@ pytestmark = pytest.mark.interop
 
 CALLER_TONE = 440.0
 AGENT_TONE = 660.0
+CONSULTING_AGENT_TONE = 550.0
 EXTENSION_TONE = 880.0
 
 
@@ -122,12 +123,13 @@ def caller(workdir: Path, uri: str, seconds: int, tone_hz: float = CALLER_TONE) 
 
 @asynccontextmanager
 async def agent_page(
-    server: RunningServer, workdir: Path, agent: str = "agent1"
+    server: RunningServer, workdir: Path, agent: str = "agent1", tone_hz: float = AGENT_TONE
 ) -> AsyncIterator[Any]:
-    """A Chromium page logged in as `agent`, Ready, its channel connected; logged out after."""
+    """A Chromium page logged in as `agent`, Ready, its channel connected, its microphone a
+    tone of `tone_hz`; logged out after."""
     from playwright.async_api import expect
 
-    async with chromium(workdir, AGENT_TONE) as browser:
+    async with chromium(workdir, tone_hz) as browser:
         page = await browser.new_page()
         await page.goto(f"https://127.0.0.1:{server.http_port}/agent/")
         await page.get_by_label("Username").fill(agent)
@@ -149,8 +151,13 @@ async def answer_call(page: Any) -> None:
     await expect(page.locator("#caller-number")).to_have_text("tester", timeout=10000)
     await page.get_by_role("button", name="Answer", exact=True).click()
     await expect(page.locator("#call-kind")).to_have_text("Connected")
+    await assert_hears(page, CALLER_TONE)
+
+
+async def assert_hears(page: Any, hz: float) -> None:
+    """The page's remote audio is a tone of `hz`."""
     heard = await page.evaluate(ANALYSE_REMOTE_AUDIO)
-    assert abs(heard["hz"] - CALLER_TONE) < 10, heard
+    assert abs(heard["hz"] - hz) < 10, heard
 
 
 async def test_dtmf_goes_both_ways_between_the_page_and_a_sip_caller(
@@ -340,3 +347,43 @@ async def test_a_queued_caller_transferred_to_the_extension_leaves_the_queue_boo
         ).fetchone()
         assert conn.execute("SELECT count(*) FROM open_calls").fetchone() == (0,)
     assert record == ("support", "agent1", "transfer", "transferred"), record
+
+
+async def test_an_attended_transfer_to_another_agent_lets_them_talk_then_hands_the_caller_over(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    async with (
+        agent_page(server, tmp_path / "agent1", "agent1", CONSULTING_AGENT_TONE) as first,
+        agent_page(server, tmp_path / "agent2", "agent2") as second,
+    ):
+        with caller(
+            tmp_path / "caller", f"sip:agent-agent1@127.0.0.1:{server.sip_port}", 14
+        ) as sip:
+            await answer_call(first)
+            await first.get_by_label("Transfer to (number, queue or agent)").fill("agent-agent2")
+            await first.get_by_role("button", name="Consult", exact=True).click()
+            await expect(first.locator("#call-kind")).to_have_text("Consulting…", timeout=5000)
+            await expect(second.locator("#call-kind")).to_have_text("Incoming consultation")
+            await expect(second.locator("#caller-number")).to_have_text("agent1")
+            await expect(second.locator("#consult-for")).to_have_text("tester")
+            await second.get_by_role("button", name="Answer", exact=True).click()
+            await expect(first.locator("#call-kind")).to_have_text("Connected", timeout=5000)
+            await assert_hears(second, CONSULTING_AGENT_TONE)  # browser to browser
+            await assert_hears(first, AGENT_TONE)
+
+            await first.get_by_role("button", name="Complete", exact=True).click()
+            await expect(first.locator("#no-call")).to_be_visible(timeout=5000)
+            await expect(first.locator("#state")).to_have_text("Wrap-up")
+            await expect(second.locator("#caller-number")).to_have_text("tester")
+            await expect(second.locator("#call-kind")).to_have_text("Connected")
+            await assert_hears(second, CALLER_TONE)  # the caller is agent2's call now
+            run = await sip.ended(20)
+            await expect(second.locator("#no-call")).to_be_visible(timeout=5000)
+    assert run.established, run.output[-3000:]
+    assert abs(tail_frequency(run.decoded(), 2.0) - AGENT_TONE) < 5
+    log = server.log()
+    assert "to=agent-agent2 kind=consult" in log and "to=agent2 kind=attended" in log
+    assert "event=agent-consult-answered" in log
+    server.wait_idle()

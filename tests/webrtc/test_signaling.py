@@ -204,6 +204,7 @@ async def test_call_flow_sends_the_right_commands() -> None:
         "direction": "inbound",
         "url": "",
         "dispositions": [],
+        "consult_for": "",
         "state": "ringing",
         "muted": False,
         "elapsed": 0,
@@ -304,6 +305,44 @@ async def test_transfers_and_dial() -> None:
         "dial",
         "transfer_blind",
     ]
+
+
+async def test_a_consultation_takes_the_targets_a_blind_transfer_takes() -> None:
+    world = World()
+    conn = await world.login()
+    world.hub.offer_call("agent1", CALL)
+    await world.send(conn, "answer", call_id="c1")
+    for to in ("agent-agent2", "support", "2001"):
+        reply = await world.send(conn, "transfer-consult", call_id="c1", to=to)
+        assert reply["type"] == "call-dialing", (to, reply)
+        await world.send(conn, "transfer-cancel", call_id="c1")
+    for to in ("two words", "", "x" * 65, "<sip:x>"):
+        reply = await world.send(conn, "transfer-consult", call_id="c1", to=to)
+        assert reply["code"] == "malformed", to
+        assert (await world.send(conn, "transfer-blind", call_id="c1", to=to))[
+            "code"
+        ] == "malformed"
+    calls = [c for c in world.control.calls if c[0] == "transfer_attended_consult"]
+    assert [c[3] for c in calls] == ["agent-agent2", "support", "2001"]
+
+
+async def test_a_call_joined_to_the_agent_is_shown_answered_at_once() -> None:
+    world = World()
+    conn = await world.login("agent2")
+    consulted = CallInfo("k1", "agent1", "Ana", direction="consult-in", consult_for="+5491100")
+    assert world.hub.offer_call("agent2", consulted)
+    assert conn.last()["call"]["consult_for"] == "+5491100"
+    assert world.hub.display_name("agent1") == "agent1"  # no session: its name
+    assert world.hub.display_name("agent2") == "Bea"
+    world.hub.call_ended("agent2", "k1", "transferred")
+    assert world.hub.call_joined("agent2", CALL)
+    joined = conn.last()
+    assert joined["type"] == "call-answered" and joined["call"]["state"] == "active"
+    assert joined["call"]["caller_number"] == CALL.caller_number
+    assert not world.hub.call_joined("agent2", CALL)  # known already
+    assert not world.hub.call_joined("agent1", CALL)  # no session
+    reply = await world.send(conn, "hold", call_id=CALL.call_id)
+    assert reply["type"] == "call-held"
 
 
 async def test_server_pushes_are_idempotent() -> None:

@@ -76,6 +76,15 @@ function liveCalls() {
   return [...agent.calls.values()].filter((c) => c.state !== "ended");
 }
 
+const isConsult = (call) => call.direction === "consult" || call.direction === "consult-in";
+
+// The consultation this agent placed and the caller it holds meanwhile (either may be gone).
+function consultation() {
+  const consult = liveCalls().find((c) => c.direction === "consult");
+  const held = consult && liveCalls().find((c) => c.call_id !== consult.call_id && !isConsult(c));
+  return { consult, held };
+}
+
 function pickCurrent() {
   const live = liveCalls();
   const prefer = live.find((c) => c.state === "ringing") || live.find((c) => c.state === "active" || c.state === "dialing") || live[0];
@@ -106,10 +115,12 @@ function updateCall(call) {
     agent.calls.delete(call.call_id);
     agent.history.unshift(call);
     renderHistory();
-    if (call.direction !== "consult") {
+    if (!isConsult(call)) {
       agent.wrapupCall = call.call_id;
       $("notes").value = "";
       setDispositions(call.dispositions);
+    } else if (call.reason && call.reason !== "transferred") {
+      status(`Consultation with ${call.caller_name || call.caller_number} ended: ${call.reason}`);
     }
   }
   pickCurrent();
@@ -123,7 +134,12 @@ function render() {
   const ringing = call && call.state === "ringing";
   if (call) {
     const kinds = { ringing: "Incoming call", dialing: call.direction === "consult" ? "Consulting…" : "Calling…", active: "Connected", held: "On hold" };
+    if (call.direction === "consult-in") kinds.ringing = "Incoming consultation";
     $("call-kind").textContent = kinds[call.state] || call.state;
+    $("caller-label").textContent = call.direction === "consult-in" ? "Consulting agent" : call.direction === "consult" ? "Consulted" : "Caller";
+    const about = call.consult_for || "";
+    $("consult-for").textContent = about;
+    $("consult-for-label").hidden = $("consult-for-row").hidden = !about;
     $("caller-number").textContent = call.caller_number || "unknown";
     $("caller-name").textContent = call.caller_name ? `(${call.caller_name})` : "";
     $("call-queue").textContent = call.queue || "—";
@@ -139,12 +155,12 @@ function render() {
   $("resume-button").disabled = !(call && call.state === "held");
   $("mute-button").disabled = !(call && (call.state === "active" || call.state === "held"));
   $("mute-button").setAttribute("aria-pressed", call && call.muted ? "true" : "false");
-  const up = call && (call.state === "active" || call.state === "held");
-  const consult = liveCalls().find((c) => c.direction === "consult");
+  const up = call && (call.state === "active" || call.state === "held") && !isConsult(call);
+  const { consult, held } = consultation();
   $("transfer-button").disabled = !up || !!consult;
   $("consult-button").disabled = !up || !!consult;
-  $("complete-button").disabled = !consult;
-  $("cancel-consult-button").disabled = !consult;
+  $("complete-button").disabled = !(consult && held);
+  $("cancel-consult-button").disabled = !(consult && held);
   for (const b of $("dtmf-pad").querySelectorAll("button")) b.disabled = !(call && call.state === "active");
   $("dial-button").disabled = liveCalls().some((c) => c.state !== "held");
   $("wrapup-card").hidden = !agent.wrapupCall;
@@ -157,7 +173,8 @@ function renderHistory() {
   list.replaceChildren(...agent.history.map((c) => {
     const li = document.createElement("li");
     const who = c.caller_name ? `${c.caller_number} (${c.caller_name})` : c.caller_number || "unknown";
-    li.textContent = `${c.direction === "inbound" ? "In" : "Out"}: ${who}${c.queue ? " via " + c.queue : ""} — ${c.reason || "ended"}${c.disposition ? ", " + c.disposition : ""}`;
+    const kind = { inbound: "In", outbound: "Out", consult: "Consult", "consult-in": "Consulted by" }[c.direction] || "Call";
+    li.textContent = `${kind}: ${who}${c.queue ? " via " + c.queue : ""} — ${c.reason || "ended"}${c.disposition ? ", " + c.disposition : ""}`;
     return li;
   }));
 }
@@ -368,7 +385,9 @@ async function command(type, fields = {}) {
 function notifyIncoming(call) {
   if (!("Notification" in window) || Notification.permission !== "granted" || !document.hidden) return;
   try {
-    const n = new Notification("Incoming call", { body: `${call.caller_number} ${call.caller_name || ""} — ${call.queue || ""}`, tag: call.call_id });
+    const title = call.direction === "consult-in" ? `Consultation from ${call.caller_name || call.caller_number}` : "Incoming call";
+    const body = call.direction === "consult-in" ? `About caller ${call.consult_for}` : `${call.caller_number} ${call.caller_name || ""} — ${call.queue || ""}`;
+    const n = new Notification(title, { body, tag: call.call_id });
     n.onclick = () => { window.focus(); n.close(); };
   } catch (e) { /* ignore */ }
 }
@@ -410,8 +429,8 @@ function bind() {
     if (digit && currentId()) command("dtmf", { call_id: currentId(), digit });
   });
   const heldOrCurrent = () => {
-    const consult = liveCalls().find((c) => c.direction === "consult");
-    return consult ? liveCalls().find((c) => c.call_id !== consult.call_id)?.call_id : currentId();
+    const { consult, held } = consultation();
+    return consult ? held?.call_id : currentId();
   };
   $("transfer-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -422,8 +441,8 @@ function bind() {
     if (!to) { $("transfer-to").reportValidity(); return; }
     if (currentId()) command("transfer-consult", { call_id: currentId(), to });
   });
-  $("complete-button").addEventListener("click", () => command("transfer-complete", { call_id: heldOrCurrent() }));
-  $("cancel-consult-button").addEventListener("click", () => command("transfer-cancel", { call_id: heldOrCurrent() }));
+  $("complete-button").addEventListener("click", () => heldOrCurrent() && command("transfer-complete", { call_id: heldOrCurrent() }));
+  $("cancel-consult-button").addEventListener("click", () => heldOrCurrent() && command("transfer-cancel", { call_id: heldOrCurrent() }));
   $("dial-form").addEventListener("submit", (event) => {
     event.preventDefault();
     command("dial", { number: $("dial-number").value.trim() });
