@@ -627,7 +627,8 @@ class AgentDesk:
                 recorder.agent(frame)
             port.write(None if ac.muted or ac.held else frame)
 
-        channel.attach(source, sink, rate=port.rate)
+        # relay: the page's audio goes to the leg as it arrives (the far end has a jitter buffer).
+        channel.attach(source, sink, rate=port.rate, relay=True)
         self._attached[ac.agent] = ac
 
     def _detach(self, ac: AgentCall) -> None:

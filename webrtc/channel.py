@@ -557,6 +557,7 @@ class PeerMedia:
         """Whether the current peer connection's audio bypasses aiortc's jitter buffer."""
         self._source: Source | None = None
         self._sink: Sink | None = None
+        self._relay = False
         self._video_source: VideoRelay | None = None
         self.complexity = complexity
         """Opus encoder complexity; None: `DEFAULT_COMPLEXITY` of the attached rate."""
@@ -594,13 +595,28 @@ class PeerMedia:
         """The track relaying video to this peer (when its offer has video)."""
         return self._video_track
 
-    def attach(self, source: Source | None, sink: Sink | None, rate: int = SAMPLE_RATE) -> None:
+    def attach(
+        self,
+        source: Source | None,
+        sink: Sink | None,
+        rate: int = SAMPLE_RATE,
+        *,
+        relay: bool = False,
+    ) -> None:
         """Bridge a call in: `source()` is called every 20 ms for 20 ms of int16 mono samples at
         `rate` Hz (960 at 48 kHz, 160 at 8 kHz), an Opus payload or None (silence); `sink(samples)`
         gets 20 ms int16 mono frames at `rate` (or what `resampler` makes of them). Either may be
         None. `rate` is 8000, 12000, 16000, 24000 or 48000 (the default; else ValueError): give
         the SIP leg's own rate (8000 for G.711) and nothing is resampled either way, libopus
-        encodes from and decodes to it directly."""
+        encodes from and decodes to it directly.
+
+        `relay=True` (a SIP leg's port as the sink): received audio is decoded the moment it
+        arrives and handed to `sink` (gaps concealed, late packets dropped:
+        `OpusPlayout.relay`), with no jitter buffer and no playout clock on our side, the way
+        the SIP-to-SIP bridge transcodes: the far end's own jitter buffer absorbs the network's
+        jitter, and the delay and the CPU of a second buffer are saved. Without it (two
+        browsers joined through frame queues, a consumer that needs a steady clock) frames come
+        from our jitter buffer on a 20 ms clock."""
         if rate != self.rate:
             if rate not in OPUS_SAMPLE_RATES:
                 raise ValueError("rate must be one of 8000, 12000, 16000, 24000, 48000")
@@ -610,6 +626,7 @@ class PeerMedia:
             if self.playout is not None:
                 self.playout.set_rate(rate)
         self._source, self._sink = source, sink
+        self._relay = relay and sink is not None
         wake = getattr(self._track, "wake", None)
         if source is not None and wake is not None:
             wake()
@@ -620,6 +637,7 @@ class PeerMedia:
     def detach(self) -> None:
         """Bridge the call out: silence is sent, received audio is discarded, no video."""
         self._source = self._sink = None
+        self._relay = False
         self.attach_video(None)
 
     def attach_video(self, relay: VideoRelay | None) -> None:
@@ -816,8 +834,13 @@ class PeerMedia:
         playout = self.playout
         if playout is None:
             return
-        if self._sink is None and self._tick_handle is None:
+        sink = self._sink
+        if sink is None and self._tick_handle is None:
             self.idle_packets += 1  # nobody listens: no buffering, no clock (an idle agent)
+            return
+        if self._relay and sink is not None:
+            self._relay_frames(sink, playout.relay(sequence_number, timestamp, payload))
+            self.counters.cpu_seconds += self._cpu_clock() - started
             return
         first = not playout.started
         now = self.clock()
@@ -828,6 +851,21 @@ class PeerMedia:
             self._tick_handle = loop.call_later(_FIRST_TICK, self._tick)
         self.counters.cpu_seconds += self._cpu_clock() - started
 
+    def _relay_frames(self, sink: Sink, frames: list[Samples]) -> None:
+        counters = self.counters
+        resampler = self.resampler
+        for samples in frames:
+            counters.frames += 1
+            if resampler is not None:
+                samples = resampler(samples)
+            try:
+                sink(samples)
+                counters.delivered += 1
+            except Exception:
+                counters.sink_errors += 1
+                if counters.sink_errors == 1:
+                    logger.exception("%s %s: media sink failed", self.kind, self.name)
+
     def _tick(self) -> None:
         started = self._cpu_clock()
         playout = self.playout
@@ -835,9 +873,10 @@ class PeerMedia:
             self._tick_handle = None
             return
         sink = self._sink
-        if sink is None:
-            # Detached: the clock stops and the next call starts from a fresh playout (its
-            # first packet restarts the clock), so a waiting agent costs no timer, no buffer.
+        if sink is None or self._relay:
+            # Detached (or relaying on arrival): the clock stops and the next call starts from a
+            # fresh playout (its first packet restarts the clock), so a waiting agent costs no
+            # timer and no buffer.
             self._tick_handle = None
             self.playout = self._new_playout()
             return

@@ -40,7 +40,7 @@ import numpy.typing as npt
 from omlmedia.media.codecs import OPUS_SAMPLE_RATES, CodecError, CodecSpec, codec_for
 from omlmedia.media.jitterbuffer import JitterBuffer, JitterBufferStats
 
-__all__ = ["FRAME_SAMPLES", "OpusPlayout", "PlayoutCounters"]
+__all__ = ["FRAME_SAMPLES", "MAX_RELAY_GAP", "OpusPlayout", "PlayoutCounters"]
 
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960
@@ -50,6 +50,8 @@ _MASK = 0xFFFFFFFF
 _PENDING = 64
 _MAX_CONCEALED = 10
 _TRANSITS = 50
+MAX_RELAY_GAP = 5
+"""`OpusPlayout.relay` fills a gap of at most 5 lost packets (100 ms); a longer one is skipped."""
 
 Samples = npt.NDArray[np.int16]
 _OPUS: CodecSpec = codec_for("opus")
@@ -58,9 +60,10 @@ _OPUS: CodecSpec = codec_for("opus")
 class PlayoutCounters:
     """Frames given out by `OpusPlayout.get`: `decoded` from their packet, `fec` rebuilt from
     the next packet's FEC, `concealed` by PLC, `silent` (nothing to conceal), `decode_errors`
-    (corrupt payloads, concealed)."""
+    (corrupt payloads, concealed); `late`: packets `OpusPlayout.relay` dropped (older than the
+    last one)."""
 
-    __slots__ = ("concealed", "decode_errors", "decoded", "fec", "packets", "silent")
+    __slots__ = ("concealed", "decode_errors", "decoded", "fec", "late", "packets", "silent")
 
     def __init__(self) -> None:
         self.packets = 0
@@ -69,6 +72,7 @@ class PlayoutCounters:
         self.concealed = 0
         self.silent = 0
         self.decode_errors = 0
+        self.late = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -108,6 +112,7 @@ class OpusPlayout:
         self._decoded_once = False
         self._misses = 0
         self._correction = 0.0
+        self._relay_sequence: int | None = None
 
     def set_rate(self, rate: int) -> None:
         """Decode to `rate` Hz from now on (8000, 12000, 16000, 24000 or 48000; else
@@ -193,6 +198,45 @@ class OpusPlayout:
             except CodecError:
                 counters.decode_errors += 1
         return self._conceal()
+
+    def relay(self, sequence_number: int, timestamp: int, payload: bytes) -> list[Samples]:
+        """On-arrival decoding, no buffer and no clock (the consumer is a SIP leg whose far end
+        has a jitter buffer of its own): the frames this packet gives, in order. A gap in the
+        sequence numbers of at most `MAX_RELAY_GAP` packets is filled first (libopus PLC, the
+        last missing frame from this packet's in-band FEC), so the consumer's stream has no
+        hole; a packet older than the last one is late (it was concealed already) and gives
+        nothing; after a longer gap the stream simply goes on. Never raises."""
+        counters = self.counters
+        counters.packets += 1
+        frames: list[Samples] = []
+        last = self._relay_sequence
+        if last is not None:
+            delta = (sequence_number - last) & 0xFFFF
+            if delta == 0 or delta >= 0x8000:
+                counters.late += 1
+                return frames
+            lost = delta - 1
+            if 0 < lost <= MAX_RELAY_GAP:
+                for _ in range(lost - 1):
+                    frames.append(self._fit(self._conceal()))
+                try:
+                    frames.append(self.decoder.decode_fec(payload, self.frame_samples))
+                    counters.fec += 1
+                except CodecError:
+                    counters.decode_errors += 1
+                    frames.append(self._fit(self._conceal()))
+        self._relay_sequence = sequence_number
+        if self.first_timestamp is None:
+            self.first_timestamp = timestamp
+        self.last_timestamp = timestamp
+        try:
+            samples = self.decoder.decode(payload)
+            counters.decoded += 1
+        except CodecError:
+            counters.decode_errors += 1
+            samples = self._conceal()
+        frames.append(self._fit(samples))
+        return frames
 
     def skip(self, now: float) -> None:
         """Advance one tick without decoding (nobody listens): keeps the buffer current."""

@@ -48,10 +48,14 @@ class ProbeChannel(AgentChannel):
         self.source: Source | None = None
         self.sink: Sink | None = None
         self.attached_rate = 0
+        self.relay = False
 
-    def attach(self, source: Source | None, sink: Sink | None, rate: int = 48000) -> None:
-        super().attach(source, sink, rate)
+    def attach(
+        self, source: Source | None, sink: Sink | None, rate: int = 48000, *, relay: bool = False
+    ) -> None:
+        super().attach(source, sink, rate, relay=relay)
         self.source, self.sink, self.attached_rate = source, sink, rate
+        self.relay = relay
 
     def detach(self) -> None:
         super().detach()
@@ -252,7 +256,7 @@ async def test_consulting_an_agent_rings_its_page_joins_both_channels_and_comple
     assert first.state() == "wrapup" and second.state() == "on-call"
     # The caller's leg now feeds agent2's channel at its own rate (G.711: 8 kHz); agent1's
     # channel carries nothing.
-    assert b.attached_rate == 8000 and b.source is not None
+    assert b.attached_rate == 8000 and b.source is not None and b.relay  # the leg: on arrival
     assert a.source is None and a.sink is None
     assert world.desk.calls[(call_id, "agent2")].leg is not None
     assert call.state is CallState.CONFIRMED  # the caller never noticed

@@ -203,6 +203,61 @@ def test_playout_decodes_straight_to_the_callers_rate() -> None:
     assert samples is not None and samples.shape == (960,)
 
 
+def test_relay_decodes_on_arrival_fills_gaps_and_drops_late_packets() -> None:
+    encoder = _OpusEncoder()
+    payloads = [encoder.encode(np.roll(TONE, 7 * k)) for k in range(60)]
+    playout = OpusPlayout(rate=8000)
+    frames: list[np.ndarray] = []
+    counts = []
+    for k in range(60):
+        if k in (20, 30, 31, 32):  # one loss, then three in a row
+            continue
+        got = playout.relay(k, (5000 + k * FRAME_SAMPLES) & 0xFFFFFFFF, payloads[k])
+        counts.append(len(got))
+        frames += got
+    assert all(f.shape == (160,) for f in frames)
+    assert len(frames) == 60  # every slot has a frame: no hole for the SIP leg
+    assert counts.count(2) == 1 and counts.count(4) == 1  # the gaps filled on arrival
+    assert playout.counters.fec == 2 and playout.counters.concealed == 2
+    assert playout.relay(45, 5000 + 45 * FRAME_SAMPLES, payloads[45]) == []  # late
+    assert playout.relay(59, 5000 + 59 * FRAME_SAMPLES, payloads[59]) == []  # duplicate
+    assert playout.counters.late == 2
+    # A long outage is not invented: the stream goes on with the packet that arrived.
+    assert len(playout.relay(200, 5000 + 200 * FRAME_SAMPLES, payloads[0])) == 1
+    # A corrupt payload is concealed, never raised.
+    assert len(playout.relay(201, 5000 + 201 * FRAME_SAMPLES, b"\xff" * 3)) == 1
+    audio = np.concatenate(frames[5:]).astype(float)
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    assert abs(np.argmax(spectrum) * 8000 / len(audio) - 1000) < 10
+
+
+async def test_a_relaying_channel_hands_frames_over_as_packets_arrive() -> None:
+    channel = AgentChannel("agent1")
+    payload = _OpusEncoder().encode(TONE)
+    arrivals: list[float] = []
+    channel.attach(None, lambda samples: arrivals.append(time.monotonic()), 8000, relay=True)
+    client = await connect(channel, lambda: payload)
+    try:
+        for _ in range(200):
+            if len(arrivals) > 30:
+                break
+            await asyncio.sleep(0.02)
+        assert len(arrivals) > 30
+        assert channel._tick_handle is None  # no playout clock of ours
+        assert channel.playout is not None and channel.playout.counters.decoded > 30
+        # Back to clocked delivery (two browsers joined): the clock starts again.
+        received: list[np.ndarray] = []
+        channel.attach(None, received.append, 8000)
+        for _ in range(100):
+            if len(received) > 10:
+                break
+            await asyncio.sleep(0.02)
+        assert len(received) > 10 and channel._tick_handle is not None
+    finally:
+        await client.close()
+        await channel.close()
+
+
 def test_the_channel_encodes_and_decodes_at_the_attached_rate() -> None:
     channel = AgentChannel("agent1")
     tone8 = (8000 * np.sin(2 * np.pi * 1000 * np.arange(160) / 8000)).astype(np.int16)
