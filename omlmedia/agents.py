@@ -59,6 +59,7 @@ import logging
 import re
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -612,22 +613,29 @@ class AgentDesk:
         """The agent's channel carries `ac`'s audio (through its port) from now on."""
         port, recorder = ac.port, ac.recorder
         assert port is not None
-        loop = asyncio.get_running_loop()
+        # Both ways as the packets arrive, no jitter buffer of ours: the caller's frames are
+        # pushed to the page (whose NetEq buffers them) and the page's go to the leg (whose far
+        # end buffers them), as the SIP-to-SIP bridge transcodes. `arrived` holds at most three
+        # frames for the moments the channel takes them on its own clock (no fast path).
+        arrived: deque[Samples] = deque(maxlen=3)
 
-        def source() -> Samples | None:
+        def on_frame(frame: Samples) -> None:
             if ac.held:
-                return None
-            frame = port.read(loop.time())
+                return
             if recorder is not None:
                 recorder.caller(frame)
-            return frame
+            arrived.append(frame)
+            channel.kick()
+
+        def source() -> Samples | None:
+            return arrived.popleft() if arrived and not ac.held else None
 
         def sink(frame: Samples) -> None:
             if recorder is not None and not ac.muted:
                 recorder.agent(frame)
             port.write(None if ac.muted or ac.held else frame)
 
-        # relay: the page's audio goes to the leg as it arrives (the far end has a jitter buffer).
+        port.on_frame = on_frame
         channel.attach(source, sink, rate=port.rate, relay=True)
         self._attached[ac.agent] = ac
 
@@ -636,6 +644,8 @@ class AgentDesk:
         if self._attached.get(ac.agent) is not ac:
             return
         del self._attached[ac.agent]
+        if ac.port is not None:
+            ac.port.on_frame = None
         channel = self.hub.channel(ac.agent) if self.hub is not None else None
         if isinstance(channel, AgentChannel):
             channel.detach()

@@ -634,6 +634,13 @@ class PeerMedia:
     def _idle(self) -> bool:
         return self._source is None
 
+    def kick(self) -> None:
+        """The source has a frame now (it came from the network): send it at once when the
+        fast path is up; otherwise the send clock takes it at its next slot."""
+        fast = self.fast_path
+        if fast is not None and fast.active:
+            fast.send_now()
+
     def detach(self) -> None:
         """Bridge the call out: silence is sent, received audio is discarded, no video."""
         self._source = self._sink = None

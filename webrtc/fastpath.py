@@ -16,7 +16,12 @@ sessions and the ICE pair that aiortc and aioice set up, and moves the audio pac
   header extension when negotiated, as aiortc's sender would), protects it with the DTLS
   transport's SRTP session and hands it to the nominated pair's socket. With nothing attached
   (``idle()``) only every `IDLE_SLOTS`-th slot sends (Opus DTX cadence; the timestamp jumps over
-  the gap, the sequence number does not).
+  the gap, the sequence number does not). A source whose frames arrive from the network (a SIP
+  leg's port in relay) pushes instead: `send_now` sends each frame the moment it arrives, and
+  the slots stand aside while it does (`PUSH_HOLDOFF`), so what the caller says reaches the
+  browser with no buffer and no clock of ours in between; the browser's own jitter buffer
+  (NetEq) absorbs the network's jitter. RTP time continues frame by frame while packets
+  follow each other and moves on by the time that passed after a pause (`CONTINUOUS`).
 - **In**: `webrtc.channel`'s aioice guard (the source check) hands every RTP/RTCP datagram from
   the selected pair to `take` before aioice parses it. An Opus packet (the negotiated payload
   type; video and anything else go on to aiortc untouched) is unprotected, its header read in
@@ -95,6 +100,11 @@ REPORT_SLOTS = 50
 """A receiver report about the peer's audio every 50 slots (~1 s)."""
 SENDER_UPDATE = 10
 """aiortc's sender gets our SR figures every 10 packets (its SR goes out every 0.5-1.5 s)."""
+CONTINUOUS = 0.07
+"""Packets less than 70 ms apart continue the RTP time frame by frame; a longer pause moves it
+on by the time that passed."""
+PUSH_HOLDOFF = 0.03
+"""The clock's slot stands aside while frames were pushed (`send_now`) in the last 30 ms."""
 FAST_PATH_ATTRIBUTE = "_omlmedia_fast_path"
 """Set on an aioice ``Connection`` whose audio a path takes."""
 MID_EXTENSION = "urn:ietf:params:rtp-hdrext:sdes:mid"
@@ -353,10 +363,10 @@ class AudioFastPath:
         self._header = bytearray(self._template)
         self._payload_type = params.payload_type
         self._sequence = random.getrandbits(16)
-        self._timestamp_origin = random.getrandbits(32)
-        self._last_timestamp = 0
+        self._last_timestamp = random.getrandbits(32)
+        self._last_send_at: float | None = None
+        self._pushed_at = -1.0
         self._since_update = 0
-        self._marker_pending = True
         self._dtls: RTCDtlsTransport | None = None
         self._sender: RTCRtpSender | None = None
         self._connection: Any = None
@@ -411,22 +421,40 @@ class AudioFastPath:
     # --- out ---
 
     def send_slot(self, index: int) -> None:
-        """Send this slot's packet (the shared clock's slot `index`)."""
+        """Send this slot's packet (the shared clock's slot `index`), unless frames are being
+        pushed (`send_now`) or nothing is attached (then one slot in `IDLE_SLOTS`)."""
         if not self.active:
             return
-        if index % IDLE_SLOTS and self.idle():
-            self._marker_pending = True
-            self._report(index)
+        self._report(index)
+        if self.clock() - self._pushed_at < PUSH_HOLDOFF:
             return
-        payload = self.next_payload()
-        timestamp = (self._timestamp_origin + index * FRAME_TIMESTAMP) & 0xFFFFFFFF
+        if index % IDLE_SLOTS and self.idle():
+            return
+        self._send_payload(self.next_payload())
+
+    def send_now(self) -> None:
+        """Send the next payload at once (the source has a frame that just arrived): the SIP
+        leg's packets drive the sending while they come, the clock's slots stand aside."""
+        if not self.active:
+            return
+        self._pushed_at = self.clock()
+        self._send_payload(self.next_payload())
+
+    def _send_payload(self, payload: bytes) -> None:
+        # RTP time: one frame after the last packet while packets follow each other; after a
+        # pause (idle, a stall, the end of pushing) it follows the time that passed, marked.
+        now = self.clock()
+        last_at = self._last_send_at
+        self._last_send_at = now
         header = self._header
-        _SEQ_TS.pack_into(header, 2, self._sequence, timestamp)
-        if self._marker_pending:
-            header[1] = 0x80 | self._payload_type
-            self._marker_pending = False
-        else:
+        if last_at is not None and now - last_at < CONTINUOUS:
+            timestamp = (self._last_timestamp + FRAME_TIMESTAMP) & 0xFFFFFFFF
             header[1] = self._payload_type
+        else:
+            frames = 1 if last_at is None else max(1, round((now - last_at) / FRAME_SECONDS))
+            timestamp = (self._last_timestamp + frames * FRAME_TIMESTAMP) & 0xFFFFFFFF
+            header[1] = 0x80 | self._payload_type
+        _SEQ_TS.pack_into(header, 2, self._sequence, timestamp)
         self._sequence = (self._sequence + 1) & 0xFFFF
         self._last_timestamp = timestamp
         if self._send(self._tx.protect(bytes(header) + payload)):  # type: ignore[union-attr]
@@ -438,7 +466,6 @@ class AudioFastPath:
         if self._since_update >= SENDER_UPDATE:
             self._since_update = 0
             self._update_sender()
-        self._report(index)
 
     def _send(self, data: bytes) -> bool:
         pair = self._connection._nominated.get(1)

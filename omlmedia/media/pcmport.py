@@ -18,6 +18,13 @@ Rates. A consumer at the codec's own rate (`PcmPort(leg, port_rate(leg))`: 8000 
 when it is one libopus takes natively (8, 12, 16, 24 or 48 kHz; `CodecSpec.at_sample_rate`): it
 decodes to it and encodes from it, so that path has no resampler either.
 
+Relay (`on_frame`). A consumer that forwards each frame to a peer with a jitter buffer of its own
+(a browser's channel: WebRTC's NetEq) sets `on_frame`: each packet is then decoded the moment it
+arrives and handed over (a gap of at most `MAX_RELAY_GAP` packets concealed first, a late or
+duplicate packet dropped and counted in `late`), with no buffer and no clock here, the way the
+SIP-to-SIP bridge transcodes; `read` has nothing to give meanwhile. `on_frame = None` goes back
+to the buffered way (the buffer starts afresh).
+
 When the leg's codec is Opus and the consumer sends and receives Opus too (a browser), the port
 can pass payloads through: `read_payload` returns the buffered Opus payload untouched (no decode,
 no re-encode), and `write_payload` sends one.
@@ -45,6 +52,8 @@ __all__ = ["PcmPort", "port_rate"]
 Samples = npt.NDArray[np.int16]
 
 _FRAME_MS = 20
+MAX_RELAY_GAP = 5
+"""In relay, a gap of at most 5 packets (100 ms at 20 ms) is concealed; a longer one is not."""
 
 
 class PcmPort:
@@ -85,6 +94,11 @@ class PcmPort:
         self._talking = False
         self._events: deque[tuple[bool, bytes, int]] = deque()
         self._event_start = 0
+        self.on_frame: Callable[[Samples], None] | None = None
+        """Relay: called with each frame as its packet arrives (module docstring)."""
+        self.late = 0
+        """Packets the relay dropped: older than the last one, or a copy of it."""
+        self._relay_sequence: int | None = None
         leg.sink = self._receive
 
     # -- from the leg -----------------------------------------------------------------------
@@ -99,7 +113,40 @@ class PcmPort:
                 if self.on_digit is not None:
                     self.on_digit(digit.digit, digit.duration_ms)
             return
-        self.jitter.put(seq, ts, data[12:] if data[0] == 0x80 else _payload(data), now)
+        payload = data[12:] if data[0] == 0x80 else _payload(data)
+        on_frame = self.on_frame
+        if on_frame is not None:
+            self._relay(on_frame, payload, seq, now)
+            return
+        self._relay_sequence = None
+        self.jitter.put(seq, ts, payload, now)
+
+    def _relay(
+        self, on_frame: Callable[[Samples], None], payload: bytes, seq: int, now: float
+    ) -> None:
+        last = self._relay_sequence
+        lost = 0
+        if last is not None:
+            delta = (seq - last) & 0xFFFF
+            if delta == 0 or delta >= 0x8000:
+                self.late += 1
+                return
+            lost = delta - 1 if delta - 1 <= MAX_RELAY_GAP else 0
+        first = last is None
+        self._relay_sequence = seq
+        self._timers(now)
+        frames: list[Samples] = []
+        for _ in range(lost):
+            frames.append(self.decoder.conceal(self.spec.frame_samples))
+        try:
+            frames.append(self.decoder.decode(payload))
+        except CodecError:
+            self.decode_errors += 1
+            if first:
+                return
+            frames.append(self.decoder.conceal(self.spec.frame_samples))
+        for samples in frames:
+            on_frame(self._fit(self.inbound.resample(samples)))
 
     def read_payload(self, now: float) -> bytes | None:
         """The next buffered payload as received (None when the slot is missing)."""
@@ -120,7 +167,9 @@ class PcmPort:
             if not self.jitter.stats.received:
                 return self._silence
             samples = self.decoder.conceal(self.spec.frame_samples)
-        out = self.inbound.resample(samples)
+        return self._fit(self.inbound.resample(samples))
+
+    def _fit(self, out: Samples) -> Samples:
         if len(out) != self.frame_samples:
             fixed = np.zeros(self.frame_samples, np.int16)
             fixed[: min(len(out), self.frame_samples)] = out[: self.frame_samples]

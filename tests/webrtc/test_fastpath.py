@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import struct
 
 import numpy as np
@@ -183,6 +184,56 @@ async def test_stock_receive_path_keeps_aiortc_sending() -> None:
                 break
             await asyncio.sleep(0.02)
         assert stats.packets_sent > 10 and not stats.fast_path
+    finally:
+        await client.close()
+        await channel.close()
+
+
+async def test_pushed_frames_go_out_at_once_and_the_clock_stands_aside() -> None:
+    from collections import deque
+
+    from webrtc.rtptap import install_audio_tap
+
+    channel = AgentChannel("agent1")
+    tone8 = TONE[::6].copy()
+    frames: deque[np.ndarray] = deque()
+    channel.attach(lambda: frames.popleft() if frames else None, None, rate=8000)
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    client.addTrack(OpusSendTrack(lambda: _OpusEncoder().encode(TONE)))
+    arrivals: list[tuple[int, int]] = []
+
+    @client.on("track")
+    def on_track(track: object) -> None:
+        receiver = next(r for r in client.getReceivers() if r.track is track)
+        install_audio_tap(receiver, lambda p: arrivals.append((p.sequence_number, p.timestamp)))
+
+    try:
+        await client.setLocalDescription(await client.createOffer())
+        answer = await channel.accept_offer(client.localDescription.sdp)
+        await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        fast = channel.fast_path
+        assert fast is not None
+        for _ in range(200):
+            if fast.active and arrivals:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        before, first = fast.counters.sent, len(arrivals)
+        for k in range(40):  # frames from the network: every 20 ms, two at once now and then
+            frames.append(tone8)
+            channel.kick()
+            if k % 10 == 9:
+                frames.append(tone8)
+                channel.kick()
+            await asyncio.sleep(0.02)
+        pushed = 44
+        # Each pushed frame went out when it came, and the clock sent nothing in between.
+        assert pushed <= fast.counters.sent - before <= pushed + 2
+        await asyncio.sleep(0.1)
+        run = arrivals[first:]
+        steps = {(b[1] - a[1]) & 0xFFFFFFFF for a, b in itertools.pairwise(run)}
+        assert 960 in steps and max(steps) <= 960 * 4, steps  # RTP time frame by frame
+        assert all((b[0] - a[0]) & 0xFFFF == 1 for a, b in itertools.pairwise(run))
     finally:
         await client.close()
         await channel.close()

@@ -220,3 +220,38 @@ def test_an_opus_leg_decodes_straight_to_8khz() -> None:
     assert len(packets) == 2
     timestamps = [int.from_bytes(p[4:8], "big") for p in packets]
     assert (timestamps[1] - timestamps[0]) & 0xFFFFFFFF == 960  # RTP clock stays 48 kHz
+
+
+def test_relay_hands_each_frame_over_on_arrival_with_gaps_concealed() -> None:
+    clock = Clock()
+    leg, port, digits = make(PCMU, clock, rate=8000)
+    frames: list[np.ndarray] = []
+    port.on_frame = frames.append
+    encoder = codec_for("PCMU").encoder()
+    for i in range(50):
+        clock.now += 0.02
+        if i in (20, 30, 31):  # one lost packet, then two
+            continue
+        payload = encoder.encode(tone(8000, 440, 160, 160 * i))
+        leg.pair.rtp.datagram_received(rtp(i, 160 * i, payload=payload), PEER)
+        assert len(frames) == i + 1  # at once, the gap filled: no hole for the consumer
+    assert all(f.shape == (160,) for f in frames)
+    assert abs(dominant(np.concatenate(frames[5:]), 8000) - 440) < 5
+    assert port.jitter.stats.received == 0  # nothing buffered
+    # Late and duplicate packets give nothing; digits still come out on arrival.
+    leg.pair.rtp.datagram_received(rtp(40, 160 * 40, payload=bytes(160)), PEER)
+    leg.pair.rtp.datagram_received(rtp(49, 160 * 49, payload=bytes(160)), PEER)
+    assert len(frames) == 50 and port.late == 2
+    for i, end in enumerate((False, True, True)):
+        payload = bytes([5, 0x80 if end else 0]) + (160 * (i + 1)).to_bytes(2, "big")
+        leg.pair.rtp.datagram_received(
+            rtp(50 + i, 8000, payload_type=101, payload=payload, marker=i == 0), PEER
+        )
+    assert digits == [("5", 40)]
+    # Back to the buffered way: read() has frames again.
+    port.on_frame = None
+    for i in range(53, 60):
+        clock.now += 0.02
+        payload = encoder.encode(tone(8000, 440, 160, 160 * i))
+        leg.pair.rtp.datagram_received(rtp(i, 160 * i, payload=payload), PEER)
+    assert port.read(clock.now).any()
