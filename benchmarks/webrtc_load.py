@@ -225,20 +225,22 @@ def caller_opening() -> bytes:
     return caller_pattern()[0]
 
 
-def agent_pattern() -> tuple[list[bytes], int, int]:
-    """`PERIOD_FRAMES` Opus packets (48 kHz mono, 32 kbit/s, VOIP) of a one-frame 1 kHz burst and
-    silence, encoded as a steady loop; and where the burst's onset is once decoded: (packets,
-    packet index, sample offset)."""
+def agent_pattern(rate: int = SAMPLE_RATE) -> tuple[list[bytes], int, int]:
+    """`PERIOD_FRAMES` Opus packets (mono, 32 kbit/s, VOIP, from a `rate` Hz input: the band a
+    browser encodes when the answer says ``maxplaybackrate=rate``) of a one-frame 1 kHz burst
+    and silence, encoded as a steady loop; and where the burst's onset is once decoded at 48 kHz:
+    (packets, packet index, sample offset)."""
     import numpy as np
     import opuslib
 
-    encoder = opuslib.Encoder(SAMPLE_RATE, 1, opuslib.APPLICATION_VOIP)
+    encoder = opuslib.Encoder(rate, 1, opuslib.APPLICATION_VOIP)
     encoder.bitrate = 32000
-    t = np.arange(960)
-    tone = (TONE_AMPLITUDE * np.cos(2 * np.pi * 1000 * t / SAMPLE_RATE)).astype("<i2").tobytes()
-    silence = bytes(2 * 960)
+    samples = rate // 50
+    t = np.arange(samples)
+    tone = (TONE_AMPLITUDE * np.cos(2 * np.pi * 1000 * t / rate)).astype("<i2").tobytes()
+    silence = bytes(2 * samples)
     frames = ([tone] + [silence] * (PERIOD_FRAMES - 1)) * 3
-    packets = [bytes(encoder.encode(f, 960)) for f in frames]
+    packets = [bytes(encoder.encode(f, samples)) for f in frames]
     loop = packets[2 * PERIOD_FRAMES :]
     decoder = opuslib.Decoder(SAMPLE_RATE, 1)
     for p in packets[:PERIOD_FRAMES]:
@@ -314,6 +316,7 @@ class Generator:
         self.window = Window()
         self.calls = [Call(k, f"bench{k}", self.window) for k in range(1, spec["calls"] + 1)]
         self.by_index = {c.index: c for c in self.calls}
+        self.agent_rate = SAMPLE_RATE
         self.agent_loop, self.agent_onset_packet, agent_offset = agent_pattern()
         self.agent_onset_offset = agent_offset / SAMPLE_RATE
         self.caller_loop = caller_pattern()
@@ -461,6 +464,11 @@ class Generator:
         if reply.get("type") != "answer":
             raise RuntimeError(f"{call.name}: offer refused: {reply}")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=reply["sdp"], type="answer"))
+        rate = max_playback_rate(reply["sdp"])
+        if rate != self.agent_rate:  # encode as a browser would for that answer
+            self.agent_rate = rate
+            self.agent_loop, self.agent_onset_packet, agent_offset = agent_pattern(rate)
+            self.agent_onset_offset = agent_offset / SAMPLE_RATE
         reply = await self._request(call, {"type": "state", "state": "ready"})
         if reply.get("type") != "ack":
             raise RuntimeError(f"{call.name}: ready refused: {reply}")
@@ -763,6 +771,18 @@ def _sdp(port: int, session: int) -> str:
         "a=sendrecv",
     ]
     return "\r\n".join(lines) + "\r\n"
+
+
+def max_playback_rate(sdp: str) -> int:
+    """The smallest ``maxplaybackrate`` of the Opus fmtp lines of `sdp` (48000 when none)."""
+    rates = [
+        int(part.split("=", 1)[1])
+        for line in sdp.splitlines()
+        if line.startswith("a=fmtp:")
+        for part in line.split(" ", 1)[-1].split(";")
+        if part.strip().startswith("maxplaybackrate=") and part.split("=", 1)[1].strip().isdigit()
+    ]
+    return min([r for r in rates if r in (8000, 12000, 16000, 24000)] or [SAMPLE_RATE])
 
 
 def _parse_sdp_address(text: str) -> tuple[str, int]:

@@ -249,7 +249,9 @@ class Server:
                 desk,
                 config.webrtc.web_targets,
                 ice_servers=browser_ice,
-                media_factory=lambda name: WebCaller(name, ice_servers=ice),
+                media_factory=lambda name: WebCaller(
+                    name, ice_servers=ice, max_playback_rate=config.webrtc.max_playback_rate
+                ),
             )
         router = self.router
 
@@ -293,7 +295,10 @@ class Server:
             accounts,
             desk,
             lambda agent: AgentChannel(
-                agent, ice_servers=ice, receive_path=config.webrtc.receive_path
+                agent,
+                ice_servers=ice,
+                receive_path=config.webrtc.receive_path,
+                max_playback_rate=config.webrtc.max_playback_rate,
             ),
             clock=loop.time,
             reconnect_grace=config.webrtc.reconnect_grace,

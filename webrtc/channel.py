@@ -531,6 +531,7 @@ class PeerMedia:
         max_delay_ms: int = 60,
         complexity: int | None = None,
         measure_cpu: bool = False,
+        max_playback_rate: int | None = None,
     ) -> None:
         if receive_path not in ("bypass", "aiortc"):
             raise ValueError("receive_path must be 'bypass' or 'aiortc'")
@@ -544,6 +545,8 @@ class PeerMedia:
         self.receive_path = receive_path
         self.max_delay_ms = max_delay_ms
         self.counters = ReceiveCounters()
+        self.max_playback_rate = max_playback_rate
+        """``maxplaybackrate`` put in the answer's Opus fmtp (None or 48000: none)."""
         self.idle_packets = 0
         """Audio packets received with nothing attached (not buffered, not decoded)."""
         self._cpu_clock: Callable[[], float] = time.thread_time if measure_cpu else _no_cpu_clock
@@ -705,7 +708,7 @@ class PeerMedia:
             except Exception as exc:
                 await self._close_pc()
                 raise ValueError(f"offer cannot be answered: {exc}") from None
-            return pc.localDescription.sdp
+            return with_max_playback_rate(pc.localDescription.sdp, self.max_playback_rate)
 
     def _prepare_fast_path(self, pc: RTCPeerConnection, track: OpusSendTrack) -> None:
         """With the receive bypass, let `webrtc.fastpath` move the audio once DTLS is up: the
@@ -990,6 +993,43 @@ def _codecs(kind: str, mime_type: str) -> list[Any]:
     if kind == "video":
         chosen += [c for c in capabilities.codecs if c.mimeType.lower() == "video/rtx"][:1]
     return chosen
+
+
+def with_max_playback_rate(sdp: str, rate: int | None) -> str:
+    """`sdp` with ``maxplaybackrate`` and ``sprop-maxcapturerate`` (RFC 7587 §6.1) set to `rate`
+    on every Opus fmtp line (added when the payload type has no fmtp line); unchanged for None
+    or 48000. A browser then encodes at most that band (WebRTC maps it to Opus's maximum
+    bandwidth)."""
+    if rate is None or rate >= SAMPLE_RATE:
+        return sdp
+    lines = sdp.split("\r\n")
+    opus = {
+        line.split()[0][len("a=rtpmap:") :]
+        for line in lines
+        if line.startswith("a=rtpmap:") and " opus/48000" in line.lower()
+    }
+    extra = f"maxplaybackrate={rate};sprop-maxcapturerate={rate}"
+    out: list[str] = []
+    fmtp_seen: set[str] = set()
+    for line in lines:
+        if line.startswith("a=fmtp:"):
+            payload_type, _, params = line[len("a=fmtp:") :].partition(" ")
+            if payload_type in opus:
+                fmtp_seen.add(payload_type)
+                kept = [
+                    p
+                    for p in params.split(";")
+                    if p.strip()
+                    and p.split("=")[0].strip() not in ("maxplaybackrate", "sprop-maxcapturerate")
+                ]
+                line = f"a=fmtp:{payload_type} " + ";".join([*kept, extra])
+        out.append(line)
+    for payload_type in sorted(opus - fmtp_seen):
+        index = next(
+            i for i, line in enumerate(out) if line.startswith(f"a=rtpmap:{payload_type} ")
+        )
+        out.insert(index + 1, f"a=fmtp:{payload_type} {extra}")
+    return "\r\n".join(out)
 
 
 def _has_loopback_candidate(sdp: str) -> bool:

@@ -6,6 +6,7 @@ session_ttl = 43200          # seconds a login lasts
 reconnect_grace = 30         # seconds a closed tab keeps its session and call
 web_targets = ["sales", "agent-agent1"]   # what /call/<target> may call; none by default
 receive_path = "bypass"      # "aiortc": aiortc's stock jitter buffer and decoder (a baseline)
+max_playback_rate = 16000    # the most the pages' Opus carries (8000 narrowband ... 48000)
 [[webrtc.ice_servers]]
 urls = ["turn:turn.example.com:3478?transport=udp"]
 username = "omlmedia"
@@ -49,7 +50,15 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 _ICE_URL = re.compile(r"(stun|stuns|turn|turns):[^\s?]+(\?transport=(udp|tcp))?")
 _AGENT_KEYS = {"name", "display_name", "password_hash", "password"}
 _ICE_KEYS = {"urls", "username", "credential"}
-_WEBRTC_KEYS = {"ice_servers", "session_ttl", "reconnect_grace", "web_targets", "receive_path"}
+_WEBRTC_KEYS = {
+    "ice_servers",
+    "session_ttl",
+    "reconnect_grace",
+    "web_targets",
+    "receive_path",
+    "max_playback_rate",
+}
+PLAYBACK_RATES = (8000, 12000, 16000, 24000, 48000)
 RECEIVE_PATHS = ("bypass", "aiortc")
 _TARGET = re.compile(r"[A-Za-z0-9+*#._@:-]{1,64}")
 
@@ -95,7 +104,12 @@ class WebrtcConfig:
     without logging in; empty by default (no web calls). `receive_path`: how the agent
     channels take the page's audio, ``bypass`` (our capped jitter buffer and libopus, the
     default) or ``aiortc`` (aiortc's stock jitter buffer and decoder thread: a baseline for
-    measurements)."""
+    measurements). `max_playback_rate`: the Opus ``maxplaybackrate`` (RFC 7587 §6.1) of the
+    server's answers, the most the pages' audio carries: 16000 (wideband, "HD voice") by
+    default; a browser then encodes at most that band, which is all a G.711 or G.722 leg can
+    carry anyway, and decoding it to 8 kHz costs the server about half of fullband's (libopus,
+    20 ms of speech-like audio at 32 kbit/s: 64 -> 37 us; 24 us narrowband); 48000 asks for
+    nothing (fullband); 8000 suits G.711-only deployments."""
 
     agents: tuple[AgentConfig, ...] = ()
     ice_servers: tuple[IceServerConfig, ...] = ()
@@ -103,6 +117,7 @@ class WebrtcConfig:
     reconnect_grace: float = 30.0
     web_targets: tuple[str, ...] = ()
     receive_path: str = "bypass"
+    max_playback_rate: int = 16000
 
 
 def _unknown(where: str, table: Mapping[str, Any], known: set[str]) -> None:
@@ -250,7 +265,16 @@ def parse_webrtc(
         ),
         web_targets=parse_web_targets(section.get("web_targets")),
         receive_path=_receive_path(section.get("receive_path", "bypass")),
+        max_playback_rate=_playback_rate(section.get("max_playback_rate", 16000)),
     )
+
+
+def _playback_rate(value: Any) -> int:
+    if isinstance(value, bool) or value not in PLAYBACK_RATES:
+        raise ConfigError(
+            "webrtc.max_playback_rate: must be one of " + ", ".join(map(str, PLAYBACK_RATES))
+        )
+    return int(value)
 
 
 def _receive_path(value: Any) -> str:

@@ -200,3 +200,38 @@ async def test_a_waiting_agent_costs_no_playout_and_the_next_call_hears_at_once(
     finally:
         await client.close()
         await channel.close()
+
+
+def test_the_answer_asks_the_page_for_at_most_the_configured_band() -> None:
+    from webrtc.channel import with_max_playback_rate
+
+    sdp = "\r\n".join(
+        [
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111 0",
+            "a=rtpmap:111 opus/48000/2",
+            "a=fmtp:111 minptime=10;useinbandfec=1;maxplaybackrate=48000",
+            "a=rtpmap:0 PCMU/8000",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 96",
+            "a=rtpmap:96 OPUS/48000/2",
+            "",
+        ]
+    )
+    out = with_max_playback_rate(sdp, 16000).split("\r\n")
+    assert "a=fmtp:111 minptime=10;useinbandfec=1;maxplaybackrate=16000;" in out[2] + ";"
+    assert out[2].endswith("sprop-maxcapturerate=16000") and out[2].count("maxplaybackrate") == 1
+    assert out[6] == "a=fmtp:96 maxplaybackrate=16000;sprop-maxcapturerate=16000"  # added
+    assert with_max_playback_rate(sdp, 48000) == sdp and with_max_playback_rate(sdp, None) == sdp
+
+
+async def test_a_channel_answer_carries_the_playback_rate() -> None:
+    channel = AgentChannel("agent1", max_playback_rate=8000)
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    client.addTrack(OpusSendTrack(lambda: b"\xf8\xff\xfe"))
+    try:
+        await client.setLocalDescription(await client.createOffer())
+        answer = await channel.accept_offer(client.localDescription.sdp)
+        assert "maxplaybackrate=8000" in answer
+        await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    finally:
+        await client.close()
+        await channel.close()

@@ -96,3 +96,11 @@ def test_receive_path_defaults_to_the_bypass_and_is_checked() -> None:
     for bad in ("stock", 1, None):
         with pytest.raises(ConfigError, match=r"webrtc\.receive_path: must be"):
             parse_webrtc({"receive_path": bad})
+
+
+def test_max_playback_rate_defaults_to_wideband_and_is_checked() -> None:
+    assert parse_webrtc(None).max_playback_rate == 16000
+    assert parse_webrtc({"max_playback_rate": 48000}).max_playback_rate == 48000
+    for bad in (44100, "16000", True, 0):
+        with pytest.raises(ConfigError, match=r"webrtc\.max_playback_rate: must be one of"):
+            parse_webrtc({"max_playback_rate": bad})
