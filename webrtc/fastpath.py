@@ -103,8 +103,11 @@ SENDER_UPDATE = 10
 CONTINUOUS = 0.07
 """Packets less than 70 ms apart continue the RTP time frame by frame; a longer pause moves it
 on by the time that passed."""
-PUSH_HOLDOFF = 0.03
-"""The clock's slot stands aside while frames were pushed (`send_now`) in the last 30 ms."""
+PUSH_HOLDOFF = 0.065
+"""The clock's slots stand aside while frames were pushed (`send_now`) in the last 65 ms: a
+source that pushes is late at times (its network, our loop), and a slot taken then would send
+silence ahead of the frame that is on its way (the browser would play it 20 ms late); a source
+that stopped (hold, the caller's silence suppression) gives way to the slots after three."""
 FAST_PATH_ATTRIBUTE = "_omlmedia_fast_path"
 """Set on an aioice ``Connection`` whose audio a path takes."""
 MID_EXTENSION = "urn:ietf:params:rtp-hdrext:sdes:mid"
