@@ -72,22 +72,17 @@ signals (a tone burst every 300 ms, digital silence between) 471 µs at 48 kHz b
 kHz; the same with -60 dBFS noise instead of digital silence (every frame encoded) 490 -> 165
 µs; speech both ways 598 -> 220 µs.
 
-What is left is per packet, not per codec. py-spy (``--nonblocking``, 400 Hz) on the server of
-benchmarks/webrtc_bridge.py at N=20 with 8 kHz calls (~400 µs of CPU per call per 20 ms at load
-3-5; inclusive shares): aiortc's sender around our payload 16 % (SRTP protect 2.4, aioice send
-and ``sendto`` 5.7, ``clock.current_ntp_time`` twice a packet 2.4, ``RtpPacket`` building and
-``serialize`` 1.5, packing 2.1); the receive side, from aioice's queue through the DTLS task to
-our tap, 10 % (SRTP unprotect 1.7, ``RtpPacket.parse`` 1.9, the receiver's statistics 1.8, the
-queue hop and the task wake-up the rest); native code under the event loop (uvloop, epoll, the
-``recvfrom``/``sendto`` system calls of four datagrams per call and frame, timers) 22 %; our
-receive tick 19 % (decode ~7); the SIP leg's port 15 % (G.711, jitter buffer, its socket). Of
-these, the packet the track hands aiortc was trimmed here (`EncodedAudio`: -8 µs a packet). The
-rest is inside aiortc and aioice with no public hook: a faster ``aiortc.clock.current_ntp_time``
-(4.9 µs a call, datetime arithmetic; ``time.time()`` gives the same NTP value in 0.3 µs) would
-save ~9 µs a packet; feeding RTP from the already-wrapped ``StunProtocol.datagram_received``
-straight to the DTLS transport would skip aioice's queue and one task wake-up a packet, at the
-price of two more aiortc internals; fewer system calls need one socket for many peers (ICE on a
-shared port) and batched I/O.
+What was left was per packet, not per codec: py-spy at N=20 (session 2) put aiortc's sender
+around our payload at 16 % of the server, the receive side from aioice's queue through the DTLS
+task to our tap at 10 %, our receive tick at 19 % and native event-loop code at 22 %. The fast
+path (above) removed the first two; relaying on arrival (`attach(relay=True)`, a SIP leg's port
+in relay) removed our jitter buffers and clocks from a SIP call's path both ways. Profile after
+those (py-spy in blocking mode and perf, N=30, shares of the server's main thread): libopus 23 %
+(decoding the page's Opus 21 %, our encoding 9 %; wideband pages since `max_playback_rate`
+halve the decoding), the kernel 13 % (``sendto``/``recvfrom`` of four datagrams per call and
+frame, epoll), SRTP 9 %, G.711 7 %, numpy 5 %, and the Python around them about 40 %, spread
+over the datagram callbacks, no single function above 3 %. The next levers are batched I/O on a
+shared ICE port and a C extension for the per-packet glue.
 
 Receive path (bypass, the default). aiortc's receiver would put the page's Opus through its
 ``JitterBuffer(capacity=16, prefetch=4)`` (four frames of standing delay) and a decoder thread.
