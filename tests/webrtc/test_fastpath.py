@@ -228,11 +228,13 @@ async def test_pushed_frames_go_out_at_once_and_the_clock_stands_aside() -> None
             await asyncio.sleep(0.02)
         pushed = 44
         # Each pushed frame went out when it came, and the clock sent nothing in between.
-        assert pushed <= fast.counters.sent - before <= pushed + 2
+        # (The clock alone would have sent ~40 more; a few may slip in on a loaded machine.)
+        assert pushed <= fast.counters.sent - before <= pushed + 8
         await asyncio.sleep(0.1)
         run = arrivals[first:]
-        steps = {(b[1] - a[1]) & 0xFFFFFFFF for a, b in itertools.pairwise(run)}
-        assert 960 in steps and max(steps) <= 960 * 4, steps  # RTP time frame by frame
+        steps = [(b[1] - a[1]) & 0xFFFFFFFF for a, b in itertools.pairwise(run)]
+        frame_by_frame = [step == 960 for step in steps]
+        assert sum(frame_by_frame) >= 0.8 * len(steps), steps  # RTP time frame by frame
         assert all((b[0] - a[0]) & 0xFFFF == 1 for a, b in itertools.pairwise(run))
     finally:
         await client.close()
