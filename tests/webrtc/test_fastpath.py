@@ -239,3 +239,37 @@ async def test_pushed_frames_go_out_at_once_and_the_clock_stands_aside() -> None
     finally:
         await client.close()
         await channel.close()
+
+
+async def test_a_new_offer_moves_the_audio_to_a_new_fast_path() -> None:
+    """An ICE restart or a reloaded page: the old path stops, the new one carries the call."""
+    channel = AgentChannel("agent1")
+    received: list[np.ndarray] = []
+    channel.attach(lambda: TONE[::6].copy(), received.append, rate=8000, relay=True)
+    payload = _OpusEncoder().encode(TONE)
+    first = await _connected(channel, payload)
+    second: RTCPeerConnection | None = None
+    try:
+        old = channel.fast_path
+        assert old is not None
+        for _ in range(200):
+            if old.active and old.counters.received > 10:
+                break
+            await asyncio.sleep(0.02)
+        assert old.active
+        await first.close()
+        second = await _connected(channel, payload)
+        new = channel.fast_path
+        assert new is not None and new is not old and not old.active
+        count = len(received)
+        for _ in range(200):
+            if new.active and new.counters.received > 10 and new.counters.sent > 10:
+                break
+            await asyncio.sleep(0.02)
+        assert new.active and new.counters.received > 10 and new.counters.sent > 10
+        assert len(received) > count + 10
+    finally:
+        await first.close()
+        if second is not None:
+            await second.close()
+        await channel.close()
