@@ -38,6 +38,11 @@ async def test_a_sip_caller_and_a_browser_agent_hear_each_other(
         await page.get_by_role("button", name="Ready", exact=True).click()
         await expect(state).to_have_text("Ready")
         await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
+        # A page waiting for a call sends no audio (the server would drop 50 packets a second).
+        await asyncio.sleep(0.5)
+        idle = server.status()["webrtc"]["audio_fast_path"]["received"]
+        await asyncio.sleep(1.0)
+        assert server.status()["webrtc"]["audio_fast_path"]["received"] - idle < 5
 
         caller = asyncio.get_running_loop().run_in_executor(
             None,

@@ -166,6 +166,27 @@ function render() {
   $("wrapup-card").hidden = !agent.wrapupCall;
   $("ready-button").disabled = agent.state === "ready";
   if (ringing) startRing(); else stopRing();
+  syncSending();
+}
+
+// The microphone goes out only while a call rings or is up: a page waiting for a call sends
+// no audio at all (replaceTrack costs no renegotiation and is undone at once when one comes).
+function syncSending() {
+  const pc = agent.pc;
+  const mic = agent.mic;
+  if (!pc || !mic || pc.signalingState !== "stable" || !pc.currentRemoteDescription) return;
+  const transceiver = pc.getTransceivers().find((t) => t.receiver.track && t.receiver.track.kind === "audio");
+  if (!transceiver) return;
+  const wanted = liveCalls().length > 0 ? mic.getAudioTracks()[0] || null : null;
+  // sender.track changes only when a replaceTrack settles: compare with what was last asked
+  // for, and let the replacements run one after the other with the latest wish.
+  if (agent.sendingPc === pc && agent.sendingTrack === wanted) return;
+  agent.sendingPc = pc;
+  agent.sendingTrack = wanted;
+  const sender = transceiver.sender;
+  agent.sendChain = (agent.sendChain || Promise.resolve())
+    .then(() => (agent.pc === pc ? sender.replaceTrack(agent.sendingTrack) : undefined))
+    .catch(() => {});
 }
 
 function renderHistory() {
@@ -275,7 +296,10 @@ async function openChannel(restart = false) {
   if (agent.pc !== pc) return;
   try {
     const reply = await agent.signaling.request(restart ? "ice-restart" : "offer", { sdp: pc.localDescription.sdp });
-    if (agent.pc === pc) await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+    if (agent.pc === pc) {
+      await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+      syncSending();
+    }
   } catch (e) {
     status(`Audio set-up failed: ${e.message}`);
   }
