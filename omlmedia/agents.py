@@ -432,6 +432,7 @@ class AgentDesk:
             caller_name=caller.name or "Web visitor",
             queue=target,
             direction="inbound",
+            video=caller.video,
         )
         if not self.hub.offer_call(agent, info):
             self.stats.refused += 1
@@ -490,6 +491,7 @@ class AgentDesk:
             second_talks=lambda: not (ac.held or ac.muted),
         )
         channel.attach_video(ac.web.video_in)
+        ac.web.attach_video(channel.video_in)  # the agent's camera, when the page sends it
         if ac.ring_timer is not None:
             ac.ring_timer.cancel()
         ac.answered_at = time.time()

@@ -107,7 +107,7 @@ class CallInfo:
     ``consult-in`` (another agent consults this one: `caller_number` and `caller_name` are
     that agent's, `consult_for` the caller it is about); for a campaign's call, `url` the page
     the agent opens for it (the caller's number filled in) and the `dispositions` to choose
-    from."""
+    from; `video`: the far end is a web caller who sends video (and takes the agent's camera)."""
 
     call_id: str
     caller_number: str = ""
@@ -118,6 +118,7 @@ class CallInfo:
     url: str = ""
     dispositions: tuple[str, ...] = ()
     consult_for: str = ""
+    video: bool = False
 
 
 # --- message validation -----------------------------------------------------------------------
@@ -387,6 +388,7 @@ class _Call:
             "url": self.info.url,
             "dispositions": list(self.info.dispositions),
             "consult_for": self.info.consult_for,
+            "video": self.info.video,
             "state": self.state.value,
             "muted": self.muted,
             "elapsed": round(max(0.0, now - self.since), 1),

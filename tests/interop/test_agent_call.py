@@ -121,6 +121,14 @@ async def test_a_web_caller_reaches_an_agent_with_audio_both_ways_and_video(
         visitor_heard = await visitor.evaluate(ANALYSE_REMOTE_AUDIO)
         assert abs(visitor_heard["hz"] - AGENT_TONE) < 10, visitor_heard
         await expect(agent.locator("#remote-video")).to_be_visible(timeout=10000)
+        # The agent turns the camera on: the visitor's page decodes the agent's video.
+        camera = agent.get_by_role("button", name="Camera", exact=True)
+        await camera.click()
+        await expect(camera).to_have_attribute("aria-pressed", "true")
+        await expect(visitor.locator("#remote-video")).to_be_visible(timeout=10000)
+        await visitor.wait_for_function(
+            "document.getElementById('remote-video').videoWidth > 0", timeout=10000
+        )
 
         await visitor.get_by_role("button", name="Hang up", exact=True).click()
         await expect(agent.locator("#no-call")).to_be_visible(timeout=10000)

@@ -205,6 +205,7 @@ async def test_call_flow_sends_the_right_commands() -> None:
         "url": "",
         "dispositions": [],
         "consult_for": "",
+        "video": False,
         "state": "ringing",
         "muted": False,
         "elapsed": 0,

@@ -155,6 +155,8 @@ function render() {
   $("resume-button").disabled = !(call && call.state === "held");
   $("mute-button").disabled = !(call && (call.state === "active" || call.state === "held"));
   $("mute-button").setAttribute("aria-pressed", call && call.muted ? "true" : "false");
+  $("camera-button").disabled = !(call && call.video && (call.state === "active" || call.state === "held"));
+  $("camera-button").setAttribute("aria-pressed", agent.cameraOn ? "true" : "false");
   const up = call && (call.state === "active" || call.state === "held") && !isConsult(call);
   const { consult, held } = consultation();
   $("transfer-button").disabled = !up || !!consult;
@@ -177,6 +179,7 @@ function syncSending() {
   if (!pc || !mic || pc.signalingState !== "stable" || !pc.currentRemoteDescription) return;
   const transceiver = pc.getTransceivers().find((t) => t.receiver.track && t.receiver.track.kind === "audio");
   if (!transceiver) return;
+  syncCamera(pc);
   const wanted = liveCalls().length > 0 ? mic.getAudioTracks()[0] || null : null;
   // sender.track changes only when a replaceTrack settles: compare with what was last asked
   // for, and let the replacements run one after the other with the latest wish.
@@ -238,6 +241,7 @@ function closeMedia() {
   agent.pc = null;
   if (agent.mic) for (const t of agent.mic.getTracks()) t.stop();
   agent.mic = null;
+  stopCamera();
   $("ice-state").textContent = "closed";
 }
 
@@ -264,8 +268,9 @@ async function openChannel(restart = false) {
   const pc = new RTCPeerConnection({ iceServers: agent.iceServers || [] });
   agent.pc = pc;
   for (const track of stream.getAudioTracks()) pc.addTrack(track, stream);
-  // Video from a web caller is relayed into this channel when a call has it: receive only.
-  pc.addTransceiver("video", { direction: "recvonly" });
+  // Video from a web caller is relayed into this channel when a call has it; the agent's camera
+  // goes the other way only while the agent turns it on during such a call (syncSending).
+  pc.addTransceiver("video", { direction: "sendrecv" });
   pc.ontrack = (event) => {
     if (event.track.kind === "video") {
       const video = $("remote-video");
@@ -303,6 +308,44 @@ async function openChannel(restart = false) {
   } catch (e) {
     status(`Audio set-up failed: ${e.message}`);
   }
+}
+
+// The camera is sent only while it is on and the current call is a web caller's with video.
+function syncCamera(pc) {
+  const call = agent.current ? agent.calls.get(agent.current) : null;
+  const live = call && call.video && call.state === "active";
+  if (!live && agent.cameraOn && !(call && call.video && call.state === "held")) stopCamera();
+  const transceiver = pc.getTransceivers().find((t) => t.receiver.track && t.receiver.track.kind === "video");
+  if (!transceiver) return;
+  const wanted = live && agent.camera ? agent.camera.getVideoTracks()[0] || null : null;
+  if (agent.videoPc === pc && agent.videoTrack === wanted) return;
+  agent.videoPc = pc;
+  agent.videoTrack = wanted;
+  const sender = transceiver.sender;
+  agent.videoChain = (agent.videoChain || Promise.resolve())
+    .then(() => (agent.pc === pc ? sender.replaceTrack(agent.videoTrack) : undefined))
+    .catch(() => {});
+}
+
+async function startCamera() {
+  try {
+    agent.camera = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+  } catch (e) {
+    status(`Camera unavailable: ${e.message}`);
+    return;
+  }
+  agent.cameraOn = true;
+  $("local-video").srcObject = agent.camera;
+  $("local-video").hidden = false;
+  render();
+}
+
+function stopCamera() {
+  agent.cameraOn = false;
+  if (agent.camera) for (const t of agent.camera.getTracks()) t.stop();
+  agent.camera = null;
+  $("local-video").srcObject = null;
+  $("local-video").hidden = true;
 }
 
 // --- signalling ---
@@ -447,6 +490,9 @@ function bind() {
   $("mute-button").addEventListener("click", () => {
     const call = agent.calls.get(currentId());
     if (call) command("mute", { call_id: call.call_id, muted: !call.muted });
+  });
+  $("camera-button").addEventListener("click", () => {
+    if (agent.cameraOn) { stopCamera(); render(); } else startCamera();
   });
   $("dtmf-pad").addEventListener("click", (event) => {
     const digit = event.target.dataset && event.target.dataset.digit;
