@@ -20,8 +20,9 @@ decodes to it and encodes from it, so that path has no resampler either.
 
 Relay (`on_frame`). A consumer that forwards each frame to a peer with a jitter buffer of its own
 (a browser's channel: WebRTC's NetEq) sets `on_frame`: each packet is then decoded the moment it
-arrives and handed over (a gap of at most `MAX_RELAY_GAP` packets concealed first, a late or
-duplicate packet dropped and counted in `late`), with no buffer and no clock here, the way the
+arrives and handed over in 20 ms frames whatever the leg's packet time (a gap of at most
+`MAX_RELAY_GAP` packets concealed first, a late or duplicate packet dropped and counted in
+`late`), with no buffer and no clock here, the way the
 SIP-to-SIP bridge transcodes; `read` has nothing to give meanwhile. `on_frame = None` goes back
 to the buffered way (the buffer starts afresh).
 
@@ -99,6 +100,8 @@ class PcmPort:
         self.late = 0
         """Packets the relay dropped: older than the last one, or a copy of it."""
         self._relay_sequence: int | None = None
+        self._relay_size = self.spec.frame_samples
+        self._relay_carry: Samples | None = None
         leg.sink = self._receive
 
     # -- from the leg -----------------------------------------------------------------------
@@ -136,17 +139,33 @@ class PcmPort:
         self._relay_sequence = seq
         self._timers(now)
         frames: list[Samples] = []
+        size = self._relay_size
         for _ in range(lost):
-            frames.append(self.decoder.conceal(self.spec.frame_samples))
+            frames.append(self.decoder.conceal(size))
         try:
-            frames.append(self.decoder.decode(payload))
+            decoded = self.decoder.decode(payload)
+            frames.append(decoded)
+            self._relay_size = len(decoded) or size
         except CodecError:
             self.decode_errors += 1
             if first:
                 return
-            frames.append(self.decoder.conceal(self.spec.frame_samples))
+            frames.append(self.decoder.conceal(size))
+        step = self.frame_samples
         for samples in frames:
-            on_frame(self._fit(self.inbound.resample(samples)))
+            out = self.inbound.resample(samples)
+            carry = self._relay_carry
+            if carry is None and len(out) == step:
+                on_frame(out)  # the usual 20 ms packet: no copy
+                continue
+            # Other packet times (10, 30, 60 ms...): cut into 20 ms frames, the rest carried.
+            if carry is not None:
+                out = np.concatenate((carry, out))
+            start = 0
+            while len(out) - start >= step:
+                on_frame(out[start : start + step])
+                start += step
+            self._relay_carry = out[start:] if start < len(out) else None
 
     def read_payload(self, now: float) -> bytes | None:
         """The next buffered payload as received (None when the slot is missing)."""

@@ -255,3 +255,19 @@ def test_relay_hands_each_frame_over_on_arrival_with_gaps_concealed() -> None:
         payload = encoder.encode(tone(8000, 440, 160, 160 * i))
         leg.pair.rtp.datagram_received(rtp(i, 160 * i, payload=payload), PEER)
     assert port.read(clock.now).any()
+
+
+def test_relay_cuts_30_ms_packets_into_20_ms_frames_and_loses_nothing() -> None:
+    clock = Clock()
+    leg, port, _ = make(PCMU, clock, rate=8000)
+    frames: list[np.ndarray] = []
+    port.on_frame = frames.append
+    encoder = codec_for("PCMU").encoder(30)
+    for i in range(20):
+        if i == 10:  # one lost 30 ms packet: 30 ms concealed
+            continue
+        payload = encoder.encode(tone(8000, 440, 240, 240 * i))
+        leg.pair.rtp.datagram_received(rtp(i, 240 * i, payload=payload), PEER)
+    assert all(f.shape == (160,) for f in frames)
+    assert len(frames) == 20 * 240 // 160  # 600 ms in, 600 ms out
+    assert abs(dominant(np.concatenate(frames), 8000) - 440) < 5
