@@ -731,11 +731,23 @@ class AcdRuntime:
         start = math.floor(now / length) * length
         return start, start + length
 
-    def queue_report(self) -> dict[str, dict[str, Any]]:
+    def stats_span(self, span: tuple[float, float] | None, now: float) -> tuple[float, float]:
+        """The buckets the figures cover: the current period when `span` is None, otherwise
+        the whole buckets that [since, until) touches (an infinite `until`: up to now)."""
+        if span is None:
+            return self.period(now)
+        length = self.engine.statistics.period
+        since, until = span
+        until = min(until, now)
+        start = math.floor(since / length) * length
+        end = max(start + length, math.ceil(until / length) * length)
+        return start, end
+
+    def queue_report(self, span: tuple[float, float] | None = None) -> dict[str, dict[str, Any]]:
         """Every queue, live (callers, members by state) and over the current period (the
-        engine's statistics), by name."""
+        engine's statistics) or the periods `span` touches (`stats_span`), by name."""
         now = self.now()
-        start, end = self.period(now)
+        start, end = self.stats_span(span, now)
         statistics = self.engine.statistics
         report: dict[str, dict[str, Any]] = {}
         for name, config in self.engine.config.queues.items():
@@ -770,11 +782,11 @@ class AcdRuntime:
             }
         return report
 
-    def agent_report(self) -> dict[str, dict[str, Any]]:
+    def agent_report(self, span: tuple[float, float] | None = None) -> dict[str, dict[str, Any]]:
         """Every agent of the queues: state, pause reason, since when, current call, and its
-        figures over the current period, by name."""
+        figures over the current period or the periods `span` touches, by name."""
         now = self.now()
-        start, end = self.period(now)
+        start, end = self.stats_span(span, now)
         hub = self.desk.hub
         report: dict[str, dict[str, Any]] = {}
         for name, config in self.engine.config.agents.items():

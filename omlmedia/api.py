@@ -16,9 +16,11 @@ Routes (all JSON):
 - ``GET /api/v1/queues``: ``{"queues": [queue, ...]}``; ``GET /api/v1/queues/{name}``: one queue,
   live (``waiting``, ``ringing``, ``callbacks``, ``longest_wait``, ``members``,
   ``members_by_state``) and over the current statistics period (``stats``: ``offered``,
-  ``answered``, ``abandoned``, ``service_level``, ``average_wait``, ``average_handle_time``...);
+  ``answered``, ``abandoned``, ``service_level``, ``average_wait``, ``average_handle_time``...),
+  or with ``?since=&until=`` over the whole periods that span touches (``stats.start`` and
+  ``stats.end`` say which);
 - ``GET /api/v1/agents``: ``{"agents": [agent, ...]}`` (``state``, ``reason``, ``since``,
-  ``call``, ``stats``); ``GET /api/v1/agents/{name}``;
+  ``call``, ``stats``, ``?since=&until=`` as for queues); ``GET /api/v1/agents/{name}``;
 - ``POST /api/v1/agents/{name}/pause`` ``{"reason": ..., "supervisor": ...}``, ``.../unpause``
   and ``.../logout`` (``{"supervisor": ...}`` optional): the agent as it is afterwards;
 - ``GET /api/v1/calls/records?since=&until=&queue=&agent=&offset=&limit=``: call records by start
@@ -66,11 +68,16 @@ class Supervision(Protocol):
     does not allow them (a logged-out agent).
     """
 
-    def queue_report(self) -> Mapping[str, Mapping[str, Any]]:
-        """Every queue's live and current-period figures, by name."""
+    def queue_report(
+        self, span: tuple[float, float] | None = None
+    ) -> Mapping[str, Mapping[str, Any]]:
+        """Every queue's live figures and those of the current period (or of the periods
+        `span` touches), by name."""
 
-    def agent_report(self) -> Mapping[str, Mapping[str, Any]]:
-        """Every agent's state, call and current-period figures, by name."""
+    def agent_report(
+        self, span: tuple[float, float] | None = None
+    ) -> Mapping[str, Mapping[str, Any]]:
+        """Every agent's state, call and current-period (or `span`) figures, by name."""
 
     def force_pause(self, agent: str, reason: str, supervisor: str) -> Mapping[str, Any]:
         """Pause `agent`; returns its report."""
@@ -201,6 +208,13 @@ def _span(request: web.Request) -> tuple[float, float]:
     return since, until
 
 
+def _stats_span(request: web.Request) -> tuple[float, float] | None:
+    """``since``/``until`` of a queue or agent report (None: the current period)."""
+    if not request.query.get("since") and not request.query.get("until"):
+        return None
+    return _span(request)
+
+
 def _page(request: web.Request, key: str, items: Sequence[dict[str, Any]]) -> web.Response:
     offset = _count(request, "offset", 0, 0, 2**31)
     limit = _count(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
@@ -275,27 +289,35 @@ async def get_health(request: web.Request) -> web.Response:
 @routes.get("/v1/queues")
 async def get_queues(request: web.Request) -> web.Response:
     """Every queue, live and over the current period."""
-    return web.json_response({"queues": list(_acd(request).queue_report().values())})
+    return web.json_response(
+        {"queues": list(_acd(request).queue_report(_stats_span(request)).values())}
+    )
 
 
 @routes.get("/v1/queues/{name}")
 async def get_queue(request: web.Request) -> web.Response:
     """One queue, live and over the current period."""
     name = request.match_info["name"]
-    return web.json_response(_found(_acd(request).queue_report(), name, "queue"))
+    return web.json_response(
+        _found(_acd(request).queue_report(_stats_span(request)), name, "queue")
+    )
 
 
 @routes.get("/v1/agents")
 async def get_agents(request: web.Request) -> web.Response:
     """Every agent of the queues: state, reason, since, current call, figures."""
-    return web.json_response({"agents": list(_acd(request).agent_report().values())})
+    return web.json_response(
+        {"agents": list(_acd(request).agent_report(_stats_span(request)).values())}
+    )
 
 
 @routes.get("/v1/agents/{name}")
 async def get_agent(request: web.Request) -> web.Response:
     """One agent."""
     name = request.match_info["name"]
-    return web.json_response(_found(_acd(request).agent_report(), name, "agent"))
+    return web.json_response(
+        _found(_acd(request).agent_report(_stats_span(request)), name, "agent")
+    )
 
 
 async def _command(

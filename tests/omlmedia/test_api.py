@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -81,14 +82,17 @@ class FakeSupervision:
             "agent2": {"agent": "agent2", "state": "logged-out", "reason": "", "call": None},
         }
         self.commands: list[tuple[str, ...]] = []
+        self.spans: list[tuple[float, float] | None] = []
 
-    def queue_report(self) -> dict[str, dict[str, Any]]:
+    def queue_report(self, span: tuple[float, float] | None = None) -> dict[str, dict[str, Any]]:
+        self.spans.append(span)
         return {
             "support": {"queue": "support", "waiting": 2, "stats": {"answered": 1}},
             "sales": {"queue": "sales", "waiting": 0, "stats": {"answered": 0}},
         }
 
-    def agent_report(self) -> dict[str, dict[str, Any]]:
+    def agent_report(self, span: tuple[float, float] | None = None) -> dict[str, dict[str, Any]]:
+        self.spans.append(span)
         return self.agents
 
     def _logged_in(self, agent: str) -> dict[str, Any]:
@@ -182,6 +186,20 @@ async def test_queues_are_listed_and_read_one_by_one(
     assert support["waiting"] == 2 and support["stats"]["answered"] == 1
     missing = await get(client, "/api/v1/queues/nope", 404)
     assert missing["error"] == "unknown queue: nope"
+
+
+async def test_queue_and_agent_figures_cover_the_span_asked_for(
+    acd_client: tuple[TestClient[Any, Any], FakeSupervision],
+) -> None:
+    client, fake = acd_client
+    await get(client, "/api/v1/queues")
+    await get(client, "/api/v1/queues/support?since=100")
+    await get(client, "/api/v1/agents?since=100&until=2000")
+    await get(client, "/api/v1/agents/agent1?until=3000")
+    assert fake.spans == [None, (100.0, math.inf), (100.0, 2000.0), (0.0, 3000.0)]
+    bad = await get(client, "/api/v1/queues?since=2000&until=100", 400)
+    assert bad["error"] == "until must not be before since"
+    assert (await get(client, "/api/v1/agents?since=soon", 400))["error"].startswith("since")
 
 
 async def test_queue_routes_need_the_token(
@@ -381,6 +399,14 @@ async def test_the_runtime_reports_live_figures_and_statistics_rebuilt_from_its_
         assert stats["average_wait"] == 3.0 and stats["average_handle_time"] == 60.0
         assert stats["service_level"] == 0.5  # answered in 3 s, abandoned after 30 s
         assert stats["end"] - stats["start"] == 900.0 and stats["start"] <= T0 < stats["end"]
+
+        # Over a span: the whole periods it touches (the figures of the earlier, empty ones
+        # add nothing); a span before anything happened counts nothing.
+        wide = (await get(client, f"/api/v1/queues/support?since={T0 - 2000}"))["stats"]
+        assert wide["start"] == stats["start"] - 1800 and wide["end"] == stats["end"]
+        assert (wide["offered"], wide["answered"], wide["abandoned"]) == (3, 1, 1)
+        before = await get(client, f"/api/v1/queues/support?since={T0 - 5000}&until={T0 - 3000}")
+        assert before["stats"]["offered"] == 0 and before["stats"]["end"] <= stats["start"]
 
         rebuilt = Statistics.from_log(engine_log(store.queue_log()), {"support": 20.0})
         for name in ("support", "sales"):
