@@ -39,7 +39,7 @@ lint:
 	$(VENV)/bin/ruff format --check .
 
 typecheck:
-	$(VENV)/bin/mypy sip queueing omlmedia webrtc
+	$(VENV)/bin/mypy sip queueing media omlmedia webrtc
 
 pytest:
 	$(VENV)/bin/pytest -q -p no:cacheprovider

@@ -10,7 +10,7 @@ Runs in a child process on its own core (`generator_main`). Per call k (1..N):
   DTLS is up through `webrtc.fastpath` as the server's channels do (aiortc set up ICE, DTLS and
   SRTP; the packets skip its per-packet tasks, so one generator core carries more calls than
   the server is given), before that through `webrtc.channel.OpusSendTrack` and `webrtc.rtptap`;
-  each packet is decoded with libopus (`omlmedia.media.codecs`) to look for the caller's bursts;
+  each packet is decoded with libopus (`media.codecs`) to look for the caller's bursts;
 - a **caller**: an INVITE to ``agent-benchK`` through the project's own UA (sip.ua behind
   sip.service), PCMU only; on 200 OK a UDP socket sends 50 RTP packets/s of `CALLER_PATTERN` to
   the address of the answer and receives the server's packets.
@@ -404,7 +404,7 @@ class Generator:
     async def _agent_up(self, call: Call) -> None:
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-        from omlmedia.media.codecs import codec_for
+        from media.codecs import codec_for
         from webrtc.channel import OpusSendTrack, install_aioice_guards
         from webrtc.fastpath import AudioFastPath, audio_parameters
         from webrtc.rtptap import install_audio_tap

@@ -37,14 +37,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from media.dtmf import DtmfReceiver
+from media.feed import LegFeed
+from media.leg import RtpLeg
+from media.player import MediaFileError, Player, load, sound_path
+from media.ports import PortsExhausted, RtpSocketPool
 from omlmedia.config import Campaign
 from omlmedia.logs import event
-from omlmedia.media.dtmf import DtmfReceiver
-from omlmedia.media.feed import LegFeed
-from omlmedia.media.leg import RtpLeg
-from omlmedia.media.player import MediaFileError, Player, load, sound_path
-from omlmedia.media.ports import PortsExhausted, RtpSocketPool
-from omlmedia.media.services import answer_on_leg
+from omlmedia.services import answer_on_leg
 from omlmedia.storage import AsyncStore, CallRecord, QueueLogEntry
 from queueing.config import DestinationKind
 from queueing.engine import AcdEngine
@@ -416,7 +416,7 @@ class AcdRuntime:
             then()
             return
         try:
-            from omlmedia.media.codecs import codec_for
+            from media.codecs import codec_for
 
             rate = codec_for(fmt.encoding_name, fmt.clock_rate, fmt.channels).sample_rate
             parts = [load(sound_path(name, self.language), rate) for name in names]

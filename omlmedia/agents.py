@@ -69,15 +69,15 @@ from urllib.parse import quote
 import numpy as np
 import numpy.typing as npt
 
+from media.bridge import MediaBridge, codec_transcoder
+from media.feed import LegFeed
+from media.leg import RtpLeg, leg_format
+from media.pcmport import PcmPort, port_rate
+from media.ports import PortsExhausted, RtpSocketPool
 from omlmedia.config import Campaign, RouteAction
 from omlmedia.logs import event
-from omlmedia.media.bridge import MediaBridge, codec_transcoder
-from omlmedia.media.feed import LegFeed
-from omlmedia.media.leg import RtpLeg, leg_format
-from omlmedia.media.pcmport import PcmPort, port_rate
-from omlmedia.media.ports import PortsExhausted, RtpSocketPool
-from omlmedia.media.services import CAPABILITIES, answer_on_leg
 from omlmedia.recording import CallRecorder, Mailbox
+from omlmedia.services import CAPABILITIES, answer_on_leg
 from queueing.events import CallbackDial
 from sip.message import Address, Request
 from sip.sdp import (

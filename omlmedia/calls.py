@@ -19,18 +19,18 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from media.bridge import MediaBridge, TranscoderFactory, codec_transcoder
+from media.echo import RtpEcho
+from media.feed import LegFeed
+from media.leg import RtpLeg, leg_format
+from media.player import MediaFileError, sound_path
+from media.ports import PortAllocator, PortsExhausted, RtpSocketPool
+from media.srtp import SrtpSession, is_usable, offer_crypto
 from omlmedia.conference import ConferenceService
 from omlmedia.config import Config, Route, RouteAction, Trunk
 from omlmedia.logs import event
-from omlmedia.media.bridge import MediaBridge, TranscoderFactory, codec_transcoder
-from omlmedia.media.echo import RtpEcho
-from omlmedia.media.feed import LegFeed
-from omlmedia.media.leg import RtpLeg, leg_format
-from omlmedia.media.player import MediaFileError, sound_path
-from omlmedia.media.ports import PortAllocator, PortsExhausted, RtpSocketPool
-from omlmedia.media.services import CAPABILITIES as SERVICE_CAPABILITIES
-from omlmedia.media.services import DtmfEcho, MediaService, MusicOnHold, Recorder
-from omlmedia.media.srtp import SrtpSession, is_usable, offer_crypto
+from omlmedia.services import CAPABILITIES as SERVICE_CAPABILITIES
+from omlmedia.services import DtmfEcho, MediaService, MusicOnHold, Recorder
 from sip.message import URI, Address, Request, Response
 from sip.refer import ReferTo
 from sip.sdp import (
@@ -103,8 +103,8 @@ def _transcoder_factory() -> TranscoderFactory | None:
     """The media engine's transcoders, when the codec libraries load (libopus is a system
     library: without it the server still bridges calls that share a codec)."""
     try:
-        import omlmedia.media.codecs
-        import omlmedia.media.transcode  # noqa: F401
+        import media.codecs
+        import media.transcode  # noqa: F401
     except (ImportError, OSError) as exc:  # pragma: no cover - the codecs are dependencies
         logger.warning("transcoding is unavailable: %s", exc)
         return None

@@ -71,16 +71,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from media.leg import RtpLeg, leg_format
+from media.mixer import AudioMixer, MixerError, Role
+from media.pacer import Pacer
+from media.pcmport import PcmPort
+from media.player import MediaFileError, Player, load, sound_path
+from media.ports import PortsExhausted, RtpSocketPool
+from media.resample import Resampler
+from media.srtp import SrtpSession, is_usable, offer_crypto
 from omlmedia.logs import event
-from omlmedia.media.leg import RtpLeg, leg_format
-from omlmedia.media.mixer import AudioMixer, MixerError, Role
-from omlmedia.media.pacer import Pacer
-from omlmedia.media.pcmport import PcmPort
-from omlmedia.media.player import MediaFileError, Player, load, sound_path
-from omlmedia.media.ports import PortsExhausted, RtpSocketPool
-from omlmedia.media.resample import Resampler
-from omlmedia.media.services import CAPABILITIES
-from omlmedia.media.srtp import SrtpSession, is_usable, offer_crypto
+from omlmedia.services import CAPABILITIES
 from sip.message import Request
 from sip.sdp import (
     NegotiatedStream,
@@ -871,9 +871,9 @@ class _NullTransport:
 
 
 def _measure() -> None:  # pragma: no cover - run by hand, see the module docstring
-    from omlmedia.media.codecs import codec_for
-    from omlmedia.media.ports import PortPair, RtpSocket
-    from omlmedia.media.rtp import rtp_header
+    from media.codecs import codec_for
+    from media.ports import PortPair, RtpSocket
+    from media.rtp import rtp_header
     from sip.sdp import PCMU, TELEPHONE_EVENT, Direction
 
     class Clock:

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from omlmedia.media.leg import RtpLeg
-from omlmedia.media.oggopus import open_writer
-from omlmedia.media.pacer import Pacer
-from omlmedia.media.pcmport import PcmPort
+from media.leg import RtpLeg
+from media.oggopus import open_writer
+from media.pacer import Pacer
+from media.pcmport import PcmPort
 
 logger = logging.getLogger(__name__)
 

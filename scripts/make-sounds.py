@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
-"""Generate omlmedia's default sound set under omlmedia/sounds/ (checked in; run again to refresh).
+"""Generate omlmedia's default sound set under media/sounds/ (checked in; run again to refresh).
 
 Prompts are spoken by espeak-ng (Debian package `espeak-ng`) in English (`en-us` voice) and Latin
-American Spanish (`es-419`), decoded and resampled to 16 kHz by `omlmedia.media.player.load`
+American Spanish (`es-419`), decoded and resampled to 16 kHz by `media.player.load`
 (PyAV), trimmed of leading and trailing silence, normalised to a -6 dBFS peak and written as
 16 kHz mono 16-bit WAV. The beep and the music on hold are synthesised by
-`omlmedia.media.tones`: the music is the 24 s loop in C (C Am F G C Em F G) followed by the
+`media.tones`: the music is the 24 s loop in C (C Am F G C Em F G) followed by the
 first half of the same loop rendered for 12 kHz and played at 16 kHz (a perfect fourth up:
 F Dm Bb C, 9 s, whose C leads back to the start), joined with 0.5 s raised-cosine cross-fades
 so that the 32 s file loops without a seam.
 
-    .venv/bin/python scripts/make-sounds.py [--out omlmedia/sounds]
+    .venv/bin/python scripts/make-sounds.py [--out media/sounds]
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import numpy.typing as npt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from omlmedia.media.player import load  # noqa: E402
-from omlmedia.media.tones import Cadence, cadence, music_on_hold  # noqa: E402
+from media.player import load  # noqa: E402
+from media.tones import Cadence, cadence, music_on_hold  # noqa: E402
 
 RATE = 16000
 PEAK = 32767 * 10 ** (-6 / 20)
@@ -149,7 +149,7 @@ def crossfade_loop(parts: list[Samples], seconds: float) -> Samples:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "omlmedia" / "sounds")
+    parser.add_argument("--out", type=Path, default=ROOT / "media" / "sounds")
     args = parser.parse_args()
     if shutil.which("espeak-ng") is None:
         print("espeak-ng is missing: apt-get install -y espeak-ng", file=sys.stderr)

@@ -23,7 +23,7 @@ The sender does not pace pre-encoded packets, so `recv()` paces itself on the ev
 one packet every 20 ms; after a stall it skips the missed slots (the timestamp jumps with the
 time, the far end sees a gap, never a burst). Each slot asks the attached `source` for one
 20 ms frame of int16 samples at the call's rate (`attach(..., rate=)`, below), encoded here with
-libopus (`omlmedia.media.codecs`, ctypes: VOIP, 32 kbit/s VBR, in-band FEC for 10 % loss), or an
+libopus (`media.codecs`, ctypes: VOIP, 32 kbit/s VBR, in-band FEC for 10 % loss), or an
 Opus payload (sent untouched: Opus passthrough). `None` (hold) sends the cached `SILENCE` packet
 without running the encoder; with no call attached at all the track sends that packet once
 every `IDLE_SLOTS` slots (400 ms, the cadence of Opus DTX: the timestamp jumps, the sequence
@@ -57,7 +57,7 @@ G.711 audio), and the encoder's cost per 20 ms frame (best of 5 x 500 frames, lo
 | **Opus at 8 kHz, complexity 3 (default)** | 4.09 / 3.88 | 64 |
 | Opus at 8 kHz, complexity 5 | 4.22 / 3.89 | 95 |
 
-(The same figures as the SIP transcoder's table in `omlmedia.media.codecs`, same encoder.) At 48
+(The same figures as the SIP transcoder's table in `media.codecs`, same encoder.) At 48
 kHz and 32 kbit/s libopus spends its bits on a band G.711 never had: the narrowband stream
 sounds better and costs a third to a sixth. Complexity 3 keeps the tone SNR near 30 dB; 1 is
 the next lever (PESQ -0.06, -28 µs). Decoding the page's fullband Opus costs ~30 µs at 8 kHz
@@ -91,8 +91,8 @@ Receive path (bypass, the default). aiortc's receiver would put the page's Opus 
 arrives, after aiortc has done its own bookkeeping: RTCP statistics and receiver reports,
 ``getStats``, the SSRC list, the payload-type check all keep working; the decoder thread is
 never fed. The packets go to `webrtc.playout.OpusPlayout`: the project's adaptive jitter
-buffer (``omlmedia.media.jitterbuffer``, 0-60 ms, hard cap 60 ms, no standing delay after loss
-or a burst), libopus through ``omlmedia.media.codecs`` (in-band FEC from the next packet when it
+buffer (``media.jitterbuffer``, 0-60 ms, hard cap 60 ms, no standing delay after loss
+or a burst), libopus through ``media.codecs`` (in-band FEC from the next packet when it
 is already there, PLC otherwise), played out by a 20 ms clock (``loop.call_later``) that starts
 with the first packet and phase-locks onto the arrivals at the buffer's target plus 4 ms.
 Every tick delivers one 20 ms frame (int16 at the attached rate, or what `resampler` makes of
@@ -162,9 +162,9 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from omlmedia.media.codecs import OPUS_SAMPLE_RATES, OpusSettings, codec_for
-from omlmedia.media.jitterbuffer import JitterBufferStats
-from omlmedia.media.resample import Resampler as RateConverter
+from media.codecs import OPUS_SAMPLE_RATES, OpusSettings, codec_for
+from media.jitterbuffer import JitterBufferStats
+from media.resample import Resampler as RateConverter
 from webrtc.fastpath import FAST_PATH_ATTRIBUTE, AudioFastPath, audio_parameters, fastpath_problems
 from webrtc.playout import OpusPlayout
 from webrtc.rtptap import hook_keyframe_requests, install_audio_tap, install_video_tap
@@ -288,7 +288,7 @@ def _allowed(protocol: Any, peer: tuple[str, int]) -> bool:
 
 
 class _OpusEncoder:
-    """Our Opus encoder of the send path (`omlmedia.media.codecs`, libopus through ctypes): VOIP,
+    """Our Opus encoder of the send path (`media.codecs`, libopus through ctypes): VOIP,
     32 kbit/s VBR, in-band FEC for 10 % loss; 20 ms frames of int16 mono at `rate` (RTP clock
     48 kHz whatever the rate), coded band at most the input's (narrowband from 8 kHz).
     Complexity `DEFAULT_COMPLEXITY[rate]` unless given (the module docstring has the table)."""

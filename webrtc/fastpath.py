@@ -9,7 +9,7 @@ into an ``RtpPacket``, route and keep the receiver's statistics. For an audio st
 payloads we encode and decode ourselves none of that is needed: `AudioFastPath` keeps the SRTP
 sessions and the ICE pair that aiortc and aioice set up, and moves the audio packets itself.
 
-- **Out**: one `SendClock` per event loop (a `omlmedia.media.pacer.Pacer`, 20 ms, drift-free)
+- **Out**: one `SendClock` per event loop (a `media.pacer.Pacer`, 20 ms, drift-free)
   calls every active path's `send_slot` in the same callback: one timer for all channels instead
   of a task wake-up each. A slot asks the channel for its payload, writes the sequence number and
   timestamp into a prebuilt header (the negotiated payload type, aiortc's sender SSRC, the MID
@@ -61,9 +61,9 @@ from typing import Any
 import pylibsrtp
 from aiortc import RTCDtlsTransport, RTCRtpSender
 
-from omlmedia.media.pacer import Pacer
-from omlmedia.media.quality import ReceptionStats, SenderStats, round_trip_time
-from omlmedia.media.rtcp import (
+from media.pacer import Pacer
+from media.quality import ReceptionStats, SenderStats, round_trip_time
+from media.rtcp import (
     SDES_CNAME,
     ReceiverReport,
     RtcpError,

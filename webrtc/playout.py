@@ -7,16 +7,16 @@ samples at `rate` (960 at 48 kHz, the default; 160 at 8 kHz, 320 at 16 kHz), and
 
 Output rate. libopus decodes any Opus stream straight to 8, 12, 16, 24 or 48 kHz (RFC 7587
 §4.1: the RTP clock stays 48 kHz, 960 timestamp units per 20 ms, whatever the rate), band-
-limited, PLC and FEC included (`omlmedia.media.codecs` `CodecSpec.at_sample_rate`). A consumer
+limited, PLC and FEC included (`media.codecs` `CodecSpec.at_sample_rate`). A consumer
 at 8 kHz (a G.711 call) therefore needs no resampler at all, and the decode costs less (~30
 against ~40 µs a frame of fullband CELT, which synthesises at 48 kHz anyway; a narrowband
-SILK stream decodes to 8 kHz in ~10 µs, `omlmedia.media.codecs`' table). `set_rate` switches
+SILK stream decodes to 8 kHz in ~10 µs, `media.codecs`' table). `set_rate` switches
 the rate between calls (a new decoder: the first frame after the switch starts afresh).
 
-- Buffering: `omlmedia.media.jitterbuffer.JitterBuffer` (adaptive target from the transit
+- Buffering: `media.jitterbuffer.JitterBuffer` (adaptive target from the transit
   spread, hard cap `max_delay_ms`, 60 ms by default; a loss costs one concealed frame and never
   adds standing delay).
-- Decoding: `omlmedia.media.codecs` Opus decoder (libopus through ctypes). A slot whose packet is
+- Decoding: `media.codecs` Opus decoder (libopus through ctypes). A slot whose packet is
   missing is rebuilt from the in-band FEC of the next packet when that one has arrived already
   (`decode_fec`), otherwise concealed with libopus PLC (`conceal`); after 10 concealed frames in
   a row (200 ms, the far end stopped sending) the output is plain silence and libopus is not
@@ -37,8 +37,8 @@ from collections import deque
 import numpy as np
 import numpy.typing as npt
 
-from omlmedia.media.codecs import OPUS_SAMPLE_RATES, CodecError, CodecSpec, codec_for
-from omlmedia.media.jitterbuffer import JitterBuffer, JitterBufferStats
+from media.codecs import OPUS_SAMPLE_RATES, CodecError, CodecSpec, codec_for
+from media.jitterbuffer import JitterBuffer, JitterBufferStats
 
 __all__ = ["FRAME_SAMPLES", "MAX_RELAY_GAP", "OpusPlayout", "PlayoutCounters"]
 

@@ -19,16 +19,16 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from media.codecs import CodecSpec, Decoder, Encoder, codec_for
+from media.dtmf import DtmfSender
+from media.leg import RtpLeg
+from media.mixer import Role
+from media.player import sound_path
+from media.ports import PortAllocator, PortPair, RtpSocketPool
+from media.rtp import RtpPacket, rtp_header
 from omlmedia.conference import ROOM_RATE, ConferenceError, ConferenceService
-from omlmedia.media.codecs import CodecSpec, Decoder, Encoder, codec_for
-from omlmedia.media.dtmf import DtmfSender
-from omlmedia.media.leg import RtpLeg
-from omlmedia.media.mixer import Role
-from omlmedia.media.player import sound_path
-from omlmedia.media.ports import PortAllocator, PortPair, RtpSocketPool
-from omlmedia.media.rtp import RtpPacket, rtp_header
 from sip.ua import Call, CallState
-from tests.omlmedia.media.fakes import CapturingTransport, fake_pair
+from tests.media.fakes import CapturingTransport, fake_pair
 
 Samples = npt.NDArray[np.int16]
 HOST = "127.0.0.1"

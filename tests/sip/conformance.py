@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-#: shared/ sits beside the work tree, in development and in CI alike.
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "conformance"
-RFC4475 = SHARED / "rfc4475"
-RFC5118 = SHARED / "rfc5118"
+#: The public test vectors, carried by the repository (provenance in their README).
+TORTURE = Path(__file__).resolve().parent / "fixtures" / "torture"
+RFC4475 = TORTURE / "rfc4475"
+RFC5118 = TORTURE / "rfc5118"
 
 _CONTENT_LENGTH = re.compile(rb"^(Content-Length|l)[ \t]*:[ \t]*[0-9]+[ \t]*$", re.I | re.M)
 
