@@ -53,7 +53,7 @@ is the legs' receive handlers for the tick's packets (validation, statistics, ji
 The two resamplings are about 26 of the ~47 µs a party costs in a tick, the G.711 codec about
 14, the mix itself 1-2 (see `mixer.py`). The UDP system calls (about 10 µs a packet each way,
 see DESIGN.md) come on top; an Opus party adds its encode and decode (~0.2-0.35 ms a tick).
-Command: `.venv/bin/python -m omlmedia.conference` (prints the table).
+Command: `PYTHONPATH=. .venv/bin/python benchmarks/conference.py` (prints the table).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -854,97 +854,3 @@ class ConferenceService:
                 self.on_digit(party.room, party.key, digit)
             except Exception:
                 logger.exception("conference on_digit callback failed")
-
-
-# -- measurement ------------------------------------------------------------------------------
-
-
-@dataclass
-class _NullTransport:
-    sent: int = field(default=0)
-
-    def sendto(self, data: bytes, addr: object = None) -> None:
-        self.sent += 1
-
-    def close(self) -> None:
-        pass
-
-
-def _measure() -> None:  # pragma: no cover - run by hand, see the module docstring
-    from media.codecs import codec_for
-    from media.ports import PortPair, RtpSocket
-    from media.rtp import rtp_header
-    from sip.sdp import PCMU, TELEPHONE_EVENT, Direction
-
-    class Clock:
-        now = 1000.0
-
-        def __call__(self) -> float:
-            return self.now
-
-    async def run(count: int) -> tuple[float, float]:
-        clock = Clock()
-        room = Room("bench", asyncio.get_running_loop(), clock)
-        encoder = codec_for("PCMU").encoder()
-        rng = np.random.default_rng(count)
-        feeds = []
-        for n in range(count):
-            rtp, rtcp = RtpSocket(), RtpSocket()
-            rtp.transport = _NullTransport()  # type: ignore[assignment]
-            rtcp.transport = _NullTransport()  # type: ignore[assignment]
-            call = Call(f"call-{n}", "inbound", None, None, CallState.CONFIRMED, "tag")  # type: ignore[arg-type]
-            party = _SipParty(call, "bench", Role.PARTICIPANT, None)
-            party.leg = RtpLeg(PortPair(40000 + 2 * n, rtp, rtcp), clock=clock)
-            stream = NegotiatedStream(
-                0,
-                PCMU,
-                TELEPHONE_EVENT,
-                "127.0.0.1",
-                30000 + 2 * n,
-                "127.0.0.1",
-                30001 + 2 * n,
-                False,
-                Direction.SENDRECV,
-            )
-            party.configure(stream, False, 60)
-            room.add(party, Role.PARTICIPANT, None, None)
-            payload = encoder.encode(rng.integers(-8000, 8000, 160, dtype=np.int16))
-            feeds.append((rtp, payload, ("127.0.0.1", 30000 + 2 * n)))
-        room.pacer.stop()
-        best_tick = best_receive = float("inf")
-        seq = 0
-        cpu = time.process_time
-        for _ in range(5):
-            ticks = receives = 0.0
-            for _ in range(500):
-                clock.now += FRAME_SECONDS
-                header = rtp_header(0, False, seq & 0xFFFF, 160 * seq & 0xFFFFFFFF, 0x1234)
-                started = cpu()
-                for rtp, payload, addr in feeds:
-                    rtp.datagram_received(header + payload, addr)
-                fed = cpu()
-                room.tick(clock.now)
-                ticks += cpu() - fed
-                receives += fed - started
-                seq += 1
-            best_tick = min(best_tick, ticks / 500)
-            best_receive = min(best_receive, receives / 500)
-        room.close()
-        return best_tick * 1e6, best_receive * 1e6
-
-    async def main() -> None:
-        print("| parties | tick | receive | per party | share of one core |")
-        print("|---|---|---|---|---|")
-        for count in (3, 10, 30):
-            tick, receive = await run(count)
-            total = tick + receive
-            print(
-                f"| {count} | {tick:.0f} µs | {receive:.0f} µs | {total / count:.0f} µs "
-                f"| {total / 20000 * 100:.1f} % |"
-            )
-
-    asyncio.run(main())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _measure()
