@@ -42,6 +42,7 @@ from media.feed import LegFeed
 from media.leg import RtpLeg
 from media.player import MediaFileError, Player, load, sound_path
 from media.ports import PortsExhausted, RtpSocketPool
+from omlmedia.clock import CallLater, Timer, loop_call_later
 from omlmedia.config import Campaign
 from omlmedia.logs import event
 from omlmedia.services import answer_on_leg
@@ -128,8 +129,13 @@ class AcdRuntime:
         music: Path | None = None,
         language: str = "en",
         recordings: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        call_later: CallLater | None = None,
     ) -> None:
         self.engine = engine
+        self.clock = clock
+        """The engine's clock: the wall clock, so the queue log has real times."""
+        self.call_later: CallLater = call_later or loop_call_later
         self.desk = desk
         self.pool = pool
         self.media_host = media_host
@@ -149,13 +155,13 @@ class AcdRuntime:
             lambda call, trunk: None
         )
         """Where a callback to a number goes: (host, port, trunk name)."""
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
 
     # -- the engine's clock and events ------------------------------------------------------
 
     def now(self) -> float:
         """The engine's clock: the wall clock, so the queue log has real times."""
-        return time.time()
+        return self.clock()
 
     def pump(self) -> None:
         """Act on every pending engine event and re-arm the timer."""
@@ -175,7 +181,7 @@ class AcdRuntime:
         due = self.engine.get_timer()
         if due is not None:
             delay = max(0.0, due - self.now())
-            self._timer = asyncio.get_running_loop().call_later(delay, self._fire)
+            self._timer = self.call_later(delay, self._fire)
 
     def _fire(self) -> None:
         self._timer = None

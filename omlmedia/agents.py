@@ -54,7 +54,6 @@ as a customer call.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import secrets
@@ -74,6 +73,7 @@ from media.feed import LegFeed
 from media.leg import RtpLeg, leg_format
 from media.pcmport import PcmPort, port_rate
 from media.ports import PortsExhausted, RtpSocketPool
+from omlmedia.clock import CallLater, Timer, loop_call_later
 from omlmedia.config import Campaign, RouteAction
 from omlmedia.logs import event
 from omlmedia.recording import CallRecorder, Mailbox
@@ -139,7 +139,7 @@ class AgentCall:
     music: LegFeed | None = None
     held: bool = False
     muted: bool = False
-    ring_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    ring_timer: Timer | None = field(default=None, repr=False)
     disposition: str = ""
     notes: str = ""
     local_sdp: bytes = b""
@@ -202,8 +202,14 @@ class AgentDesk:
         wrapup_time: float = 5.0,
         hold_music: Path | None = None,
         max_delay_ms: int = 60,
+        clock: Callable[[], float] = time.time,
+        call_later: CallLater | None = None,
     ) -> None:
         self.pool = pool
+        self.clock = clock
+        """Wall-clock time of offers, answers and states."""
+        self.call_later: CallLater = call_later or loop_call_later
+        """Arms ring and wrap-up timers (the running loop's `call_later` by default)."""
         self.media_host = media_host
         self.ring_timeout = ring_timeout
         self.wrapup_time = wrapup_time
@@ -237,7 +243,7 @@ class AgentDesk:
         campaigns by their names."""
         self.joined: list[JoinedCall] = []
         """Callers joined to the party an agent transferred them to."""
-        self._wrapups: dict[str, asyncio.TimerHandle] = {}
+        self._wrapups: dict[str, Timer] = {}
         self._attached: dict[str, AgentCall] = {}
         """The call whose audio each agent's channel carries."""
 
@@ -252,7 +258,7 @@ class AgentDesk:
         if state is AgentState.LOGGED_OUT:
             self.states.pop(agent, None)
         else:
-            self.states[agent] = (state, reason, time.time())
+            self.states[agent] = (state, reason, self.clock())
         event(logger, "agent-state", agent=agent, state=state.value, reason=reason)
         if self.hub is not None and state is not AgentState.LOGGED_OUT:
             self.hub.state_changed(agent, state, reason)
@@ -339,7 +345,7 @@ class AgentDesk:
             wait_seconds=wait,
         )
         ac = AgentCall(
-            call_id=call.call_id, call=call, agent=agent, info=info, offered_at=time.time()
+            call_id=call.call_id, call=call, agent=agent, info=info, offered_at=self.clock()
         )
         if not self.hub.offer_call(agent, info):
             self.stats.refused += 1
@@ -349,9 +355,7 @@ class AgentDesk:
         self.stats.offered += 1
         service = self.service
         service.act(lambda now: service.ua.ring(call, now))
-        ac.ring_timer = asyncio.get_running_loop().call_later(
-            self.ring_timeout, self._ring_timeout, ac
-        )
+        ac.ring_timer = self.call_later(self.ring_timeout, self._ring_timeout, ac)
         self._set_state(agent, AgentState.RINGING)
         event(logger, "agent-offered", call_id=call.call_id, agent=agent, queue=info.queue)
         return None
@@ -442,15 +446,13 @@ class AgentDesk:
             call=None,
             agent=agent,
             info=info,
-            offered_at=time.time(),
+            offered_at=self.clock(),
             web=caller.media,
         )
         self.calls[(call_id, agent)] = ac
         self._hold_engine(agent)
         self.stats.offered += 1
-        ac.ring_timer = asyncio.get_running_loop().call_later(
-            self.ring_timeout, self._ring_timeout, ac
-        )
+        ac.ring_timer = self.call_later(self.ring_timeout, self._ring_timeout, ac)
         self._set_state(agent, AgentState.RINGING)
         if self.web is not None:
             self.web.web_call_ringing(call_id)
@@ -494,7 +496,7 @@ class AgentDesk:
         ac.web.attach_video(channel.video_in)  # the agent's camera, when the page sends it
         if ac.ring_timer is not None:
             ac.ring_timer.cancel()
-        ac.answered_at = time.time()
+        ac.answered_at = self.clock()
         self.stats.answered += 1
         if self.web is not None:
             self.web.web_call_answered(ac.call_id)
@@ -596,7 +598,7 @@ class AgentDesk:
         self._attach(ac, channel)
         if ac.ring_timer is not None:
             ac.ring_timer.cancel()
-        ac.answered_at = time.time()
+        ac.answered_at = self.clock()
         self.stats.answered += 1
         self.hub.call_answered(ac.agent, ac.call_id)
         fmt = ac.leg.format
@@ -859,7 +861,7 @@ class AgentDesk:
             call=call,
             agent=agent,
             info=info,
-            offered_at=time.time(),
+            offered_at=self.clock(),
             leg=leg,
             local_sdp=sdp,
             session_id=session_id,
@@ -877,9 +879,7 @@ class AgentDesk:
                 ac.music.start()
             except (ValueError, OSError) as exc:
                 logger.warning("no music for %s while it rings: %s", call.call_id, exc)
-        ac.ring_timer = asyncio.get_running_loop().call_later(
-            self.ring_timeout, self._ring_timeout, ac
-        )
+        ac.ring_timer = self.call_later(self.ring_timeout, self._ring_timeout, ac)
         self._set_state(agent, AgentState.RINGING)
         event(logger, "agent-offered", call_id=call.call_id, agent=agent, queue=info.queue)
 
@@ -1036,7 +1036,7 @@ class AgentDesk:
             call=None,
             agent=agent,
             info=info,
-            offered_at=time.time(),
+            offered_at=self.clock(),
             callback=to,
             consult_of=call_id,
         )
@@ -1060,7 +1060,7 @@ class AgentDesk:
         if held.caller_name:
             about += f" ({held.caller_name})"
         consult_id = f"consult-{secrets.token_hex(8)}"
-        now = time.time()
+        now = self.clock()
         incoming = AgentCall(
             call_id=consult_id,
             call=None,
@@ -1097,9 +1097,7 @@ class AgentDesk:
         self.calls[(consult_id, target)] = incoming
         self.calls[(consult_id, agent)] = outgoing
         self._hold_engine(target)
-        incoming.ring_timer = asyncio.get_running_loop().call_later(
-            self.ring_timeout, self._ring_timeout, incoming
-        )
+        incoming.ring_timer = self.call_later(self.ring_timeout, self._ring_timeout, incoming)
         self._set_state(target, AgentState.RINGING)
         await self.hold(agent, ac.call_id)
         event(logger, "agent-consult-offered", call_id=consult_id, agent=target, by=agent)
@@ -1126,7 +1124,7 @@ class AgentDesk:
         if ac.ring_timer is not None:
             ac.ring_timer.cancel()
             ac.ring_timer = None
-        ac.answered_at = other.answered_at = time.time()
+        ac.answered_at = other.answered_at = self.clock()
         self._set_state(ac.agent, AgentState.ON_CALL)
         self.hub.call_answered(ac.agent, ac.call_id)
         self.hub.call_answered(other.agent, ac.call_id)
@@ -1163,7 +1161,7 @@ class AgentDesk:
                 call=call,
                 agent=target,
                 info=ac.info,
-                offered_at=time.time(),
+                offered_at=self.clock(),
                 leg=leg,
                 local_sdp=sdp,
                 session_id=session_id,
@@ -1229,7 +1227,7 @@ class AgentDesk:
             raise CommandError("busy", "finish the call first")
         call_id = f"out-{secrets.token_hex(8)}"
         info = CallInfo(call_id=call_id, caller_number=number, direction="outbound")
-        ac = AgentCall(call_id=call_id, call=None, agent=agent, info=info, offered_at=time.time())
+        ac = AgentCall(call_id=call_id, call=None, agent=agent, info=info, offered_at=self.clock())
         ac.callback = number
         self.calls[(call_id, agent)] = ac
         self._hold_engine(agent)
@@ -1399,7 +1397,7 @@ class AgentDesk:
             # The held caller left before the consultation ended: now the agent is done.
             if self._in_engine(agent) and agent not in self._engine_busy:
                 return  # the ACD owns this agent's states
-            ac.answered_at = ac.answered_at or time.time()
+            ac.answered_at = ac.answered_at or self.clock()
         if ac.queued is not None and agent not in self._engine_busy:
             return  # the ACD owns this agent's states (wrap-up included)
         if ac.answered_at is None:
@@ -1409,9 +1407,7 @@ class AgentDesk:
                 self._set_state(agent, AgentState.READY)
             return
         self._set_state(agent, AgentState.WRAPUP)
-        self._wrapups[agent] = asyncio.get_running_loop().call_later(
-            self.wrapup_time, self._wrapup_over, agent
-        )
+        self._wrapups[agent] = self.call_later(self.wrapup_time, self._wrapup_over, agent)
 
     def _consult_for(self, ac: AgentCall) -> AgentCall | None:
         """The consultation call the agent placed while `ac` is held."""
@@ -1485,7 +1481,7 @@ class AgentDesk:
             call=call,
             agent=agent,
             info=info,
-            offered_at=time.time(),
+            offered_at=self.clock(),
             queued=qc,
         )
         self.calls[(call.call_id, agent)] = ac
@@ -1493,9 +1489,7 @@ class AgentDesk:
         if direct:
             self._hold_engine(agent)
             self._set_state(agent, AgentState.RINGING)
-            ac.ring_timer = asyncio.get_running_loop().call_later(
-                self.ring_timeout, self._ring_timeout, ac
-            )
+            ac.ring_timer = self.call_later(self.ring_timeout, self._ring_timeout, ac)
         event(logger, "agent-offered", call_id=call.call_id, agent=agent, queue=info.queue)
         return True
 
@@ -1560,12 +1554,12 @@ class AgentDesk:
             call=qc.call,
             agent=ev.agent,
             info=info,
-            offered_at=time.time(),
+            offered_at=self.clock(),
             queued=qc,
             callback=ev.number,
         )
         self.calls[(ev.call_id, ev.agent)] = ac
-        ac.ring_timer = asyncio.get_running_loop().call_later(
+        ac.ring_timer = self.call_later(
             ev.ring_timeout or self.ring_timeout, self._ring_timeout, ac
         )
         event(logger, "agent-offered", call_id=ev.call_id, agent=ev.agent, callback=ev.number)
