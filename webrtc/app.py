@@ -26,7 +26,16 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["HUB_KEY", "UI_DIR", "create_app"]
 
-UI_DIR = Path(__file__).resolve().parents[1] / "ui"
+
+def _find_ui() -> Path:
+    """The pages: ``webrtc/ui/`` when installed from a wheel (setup.py puts them there), else the
+    tree's top-level ``ui/`` (run from the work tree, editable install)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "ui"
+    return installed if installed.is_dir() else package.parent / "ui"
+
+
+UI_DIR = _find_ui()
 HUB_KEY = web.AppKey("agent_hub", AgentHub)
 _SEND_QUEUE = 256
 
