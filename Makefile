@@ -1,6 +1,8 @@
 # omlmedia — two commands set everything up on a fresh Debian/Ubuntu machine:
 #   make run    set up and start the server on its embedded demo configuration
 #   make test   set up (with the test peers), then lint, type-check and run every test
+# `make run` installs only what the server needs (`pip install -e .`); `make test` adds the test
+# tools (`.[test]`). Each has its stamp in the venv, so neither reinstalls after the other needlessly.
 
 PYTHON   ?= python3
 VENV     := .venv
@@ -10,7 +12,7 @@ ARGS     ?=
 
 # System packages: what the server needs, and what the tests drive as real peers.
 RUN_DEBS  := libopus0 ca-certificates
-TEST_DEBS := $(RUN_DEBS) sip-tester baresip chromium
+TEST_DEBS := $(RUN_DEBS) sip-tester baresip chromium systemd docker-compose
 
 .PHONY: run test setup setup-test system-run system-test lint typecheck pytest bench clean
 
@@ -19,8 +21,8 @@ run: setup
 
 test: setup-test lint typecheck pytest
 
-setup: system-run $(VENV)/.installed
-setup-test: system-test $(VENV)/.installed
+setup: system-run $(VENV)/.installed-run
+setup-test: system-test $(VENV)/.installed-test
 
 system-run:
 	@scripts/install-debs.sh $(RUN_DEBS)
@@ -28,11 +30,19 @@ system-run:
 system-test:
 	@scripts/install-debs.sh $(TEST_DEBS)
 
-$(VENV)/.installed: setup.cfg pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test]'
+
+# The server's dependencies only; editable, as the tree is what `make run` runs.
+$(VENV)/.installed-run: setup.cfg setup.py pyproject.toml | $(PY)
+	$(PIP) install -q -e .
 	touch $@
+
+# The same plus the test tools: a superset, so it stands for the server's stamp too.
+$(VENV)/.installed-test: setup.cfg setup.py pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[test]'
+	touch $(VENV)/.installed-run $@
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -706,6 +706,10 @@ class AcdRuntime:
         self.engine.agent_pause(agent, reason, self.now())
         self.pump()
 
+    def agent_state(self, agent: str) -> AgentState:
+        """The engine's state of `agent`: the truth for an agent of the queues."""
+        return self.engine.agent_status(agent).state
+
     @property
     def engine_agents(self) -> frozenset[str]:
         """The agents the engine knows."""

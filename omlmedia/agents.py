@@ -78,7 +78,7 @@ from omlmedia.config import Campaign, RouteAction
 from omlmedia.logs import event
 from omlmedia.recording import CallRecorder, Mailbox
 from omlmedia.services import CAPABILITIES, answer_on_leg
-from queueing.events import CallbackDial
+from queueing.events import AgentState, CallbackDial
 from sip.message import Address, Request
 from sip.sdp import (
     MediaCapabilities,
@@ -92,7 +92,7 @@ from sip.transaction import ServerTransaction
 from sip.ua import Call, CallState
 from webrtc.channel import AgentChannel
 from webrtc.exceptions import CommandError
-from webrtc.signaling import AgentHub, AgentState, CallInfo
+from webrtc.signaling import AgentHub, CallInfo
 from webrtc.webcaller import WebCaller, WebCallerHub, WebCallerInfo, join_audio
 
 if TYPE_CHECKING:
@@ -217,8 +217,11 @@ class AgentDesk:
         self.max_delay_ms = max_delay_ms
         self.hub: AgentHub | None = None
         self.service: SipService | None = None
-        self.states: dict[str, tuple[AgentState, str | None, float]] = {}
-        """Logged-in agents: state, pause reason, since (wall clock)."""
+        self.logged_in: set[str] = set()
+        """The agents with a session."""
+        self._states: dict[str, AgentState] = {}
+        """The states the desk owns (see `state`): of agents outside the queues, and of
+        agents of the queues while a call outside them has them (`_engine_busy`)."""
         self.calls: dict[tuple[str, str], AgentCall] = {}
         """By call id and agent (a ringall queue offers one call to several agents)."""
         self.stats = DeskStats()
@@ -250,15 +253,25 @@ class AgentDesk:
     # -- agent states -----------------------------------------------------------------------
 
     def state(self, agent: str) -> AgentState:
-        """The agent's state (logged out when not logged in)."""
-        entry = self.states.get(agent)
-        return entry[0] if entry is not None else AgentState.LOGGED_OUT
+        """The agent's state. For an agent of the queues it is the ACD engine's (the one
+        truth), except while a call outside the queues (a direct, web or manual call, a
+        consultation) has it: the engine then holds it paused and the desk owns the state the
+        page shows, until it gives the agent back (`_release_engine`)."""
+        if agent not in self.logged_in:
+            return AgentState.LOGGED_OUT
+        if self.acd is not None and self._in_engine(agent) and agent not in self._engine_busy:
+            return self.acd.agent_state(agent)
+        return self._states.get(agent, AgentState.PAUSED)
 
     def _set_state(self, agent: str, state: AgentState, reason: str | None = None) -> None:
+        """A state the desk owns changes (see `state`): kept, logged and shown."""
         if state is AgentState.LOGGED_OUT:
-            self.states.pop(agent, None)
+            self.logged_in.discard(agent)
+            self._states.pop(agent, None)
         else:
-            self.states[agent] = (state, reason, self.clock())
+            self.logged_in.add(agent)
+            if not self._in_engine(agent) or agent in self._engine_busy:
+                self._states[agent] = state
         event(logger, "agent-state", agent=agent, state=state.value, reason=reason)
         if self.hub is not None and state is not AgentState.LOGGED_OUT:
             self.hub.state_changed(agent, state, reason)
@@ -278,9 +291,11 @@ class AgentDesk:
     def engine_state(self, agent: str, state: str, reason: str) -> None:
         """The ACD changed the agent's state (shown on its page) unless a call outside the
         queues (a direct or web call) has the agent: its page shows that call's states."""
-        if agent in self._engine_busy or agent not in self.states:
+        if agent in self._engine_busy or agent not in self.logged_in:
             return
-        self._set_state(agent, AgentState(state), reason or None)
+        event(logger, "agent-state", agent=agent, state=state, reason=reason or None)
+        if self.hub is not None:
+            self.hub.state_changed(agent, AgentState(state), reason or None)
 
     async def agent_logged_in(self, agent: str) -> None:
         """A new session: the agent starts paused, until they press Ready."""
@@ -317,6 +332,7 @@ class AgentDesk:
         if timer is not None:
             timer.cancel()
         self._engine_busy.discard(agent)
+        self._states.pop(agent, None)
         if self.acd is not None and self._in_engine(agent):
             if state is AgentState.READY:
                 self.acd.agent_ready(agent)
@@ -369,7 +385,8 @@ class AgentDesk:
     def _release_engine(self, agent: str) -> None:
         if agent in self._engine_busy:
             self._engine_busy.discard(agent)
-            if self.acd is not None and agent in self.states:
+            self._states.pop(agent, None)
+            if self.acd is not None and agent in self.logged_in:
                 self.acd.agent_ready(agent)
 
     def owns(self, call: Call) -> bool:
@@ -1374,7 +1391,7 @@ class AgentDesk:
         peer = self.calls.get((ac.call_id, ac.peer)) if ac.peer else None
         if peer is not None:
             self._finish(peer, _peer_cause(ac, cause), settle=settle)  # one ends, both end
-        if agent not in self.states or not settle:
+        if agent not in self.logged_in or not settle:
             return
         held = self.calls.get((ac.consult_of, agent)) if ac.consult_of else None
         if held is not None:
@@ -1457,7 +1474,7 @@ class AgentDesk:
         self, qc: QueuedCaller, agent: str, queue: str, waited: float, direct: bool = False
     ) -> bool:
         """Ring `agent` with a caller waiting in `queue` (the caller keeps its music)."""
-        if self.hub is None or agent not in self.states:
+        if self.hub is None or agent not in self.logged_in:
             return False
         if direct and self.state(agent) is not AgentState.READY:
             return False
@@ -1537,7 +1554,7 @@ class AgentDesk:
 
     def offer_callback(self, qc: QueuedCaller, ev: CallbackDial) -> bool:
         """Ring `ev.agent` with a callback: on Answer the desk calls the number."""
-        if self.hub is None or ev.agent not in self.states:
+        if self.hub is None or ev.agent not in self.logged_in:
             return False
         info = CallInfo(
             call_id=ev.call_id,

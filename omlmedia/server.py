@@ -332,7 +332,7 @@ class Server:
             },
             "calls": vars(self.router.stats).copy(),
             "agents": {
-                "logged_in": len(self.desk.states) if self.desk is not None else 0,
+                "logged_in": len(self.desk.logged_in) if self.desk is not None else 0,
                 "calls": len(self.desk.calls) if self.desk is not None else 0,
                 **(vars(self.desk.stats) if self.desk is not None else {}),
             },
