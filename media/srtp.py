@@ -19,7 +19,9 @@ Sessions. `SrtpSession(local, remote)` holds two libsrtp contexts: an outbound o
 failure, whatever its cause (authentication, replay, truncation, garbage, an oversized packet, a
 repeated outbound index), raises `SrtpError` and nothing else, so a per-packet handler counts it
 and drops the packet. `pylibsrtp` works in a 1500-byte buffer: `protect_rtp` takes RTP packets of
-up to 1356 bytes (1500 less the largest trailer), ample for audio. A re-INVITE that brings new keys
+up to 1356 bytes (1500 less the largest trailer), ample for audio. A leg keys itself with
+`SrtpSession.for_stream(stream, current)` after each offer/answer, and answers with
+`session_crypto(current)` (its key first, then fresh ones). A re-INVITE that brings new keys
 calls `session.rekey(local, remote)`, which returns a new session: a direction whose key changed
 starts a new context (new rollover counter and replay window); a direction whose key did not change
 keeps its context, since restarting it under the same key would restart the rollover counter and
@@ -69,6 +71,7 @@ __all__ = [
     "generate_crypto",
     "is_usable",
     "offer_crypto",
+    "session_crypto",
 ]
 
 AES_CM_128_HMAC_SHA1_80 = "AES_CM_128_HMAC_SHA1_80"
@@ -185,6 +188,16 @@ def offer_crypto(suites: Sequence[str] = DEFAULT_SUITES) -> tuple[CryptoAttribut
     return tuple(generate_crypto(tag, suite) for tag, suite in enumerate(suites, 1))
 
 
+def session_crypto(current: object = None) -> tuple[CryptoAttribute, ...]:
+    """The SDES keys to answer an offer or re-offer with on a leg whose session is `current`
+    (RFC 4568 §7.1.2): its local key first, kept when its suite is offered again (§7.1.4), then a
+    fresh key of every suite. A leg without an `SrtpSession` gets fresh keys only."""
+    fresh = offer_crypto()
+    if isinstance(current, SrtpSession):
+        return (current.local, *fresh)
+    return fresh
+
+
 def answer_crypto(
     offered: Sequence[CryptoAttribute], suites: Sequence[str] = DEFAULT_SUITES
 ) -> tuple[CryptoAttribute, CryptoAttribute] | None:
@@ -244,10 +257,17 @@ class SrtpSession:
         self._inbound = pylibsrtp.Session(remote_key.policy(pylibsrtp.Policy.SSRC_ANY_INBOUND))
 
     @classmethod
-    def for_stream(cls, stream: NegotiatedStream) -> SrtpSession | None:
-        """The session for a negotiated stream, or None when it is plain RTP."""
+    def for_stream(cls, stream: NegotiatedStream, current: object = None) -> SrtpSession | None:
+        """The session a negotiated stream keys (RFC 4568), or None when it is plain RTP.
+
+        `current` is the leg's session so far (any object: a leg may carry another context, or
+        none): when it is an `SrtpSession`, a direction whose key did not change keeps its
+        context (`rekey`, RFC 4568 §7.1.4). Raises `UnsupportedCryptoError` for unusable keys.
+        """
         if stream.local_crypto is None or stream.remote_crypto is None:
             return None
+        if isinstance(current, SrtpSession):
+            return current.rekey(stream.local_crypto, stream.remote_crypto)
         return cls(stream.local_crypto, stream.remote_crypto)
 
     @property

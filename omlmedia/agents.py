@@ -70,14 +70,15 @@ import numpy.typing as npt
 
 from media.bridge import MediaBridge, codec_transcoder
 from media.feed import LegFeed
-from media.leg import RtpLeg, leg_format
+from media.leg import RtpLeg
 from media.pcmport import PcmPort, port_rate
 from media.ports import PortsExhausted, RtpSocketPool
 from omlmedia.clock import CallLater, Timer, loop_call_later
 from omlmedia.config import Campaign, RouteAction
 from omlmedia.logs import event
+from omlmedia.offer_answer import answer_on_leg, apply_answer
 from omlmedia.recording import CallRecorder, Mailbox
-from omlmedia.services import CAPABILITIES, answer_on_leg
+from omlmedia.services import CAPABILITIES
 from queueing.events import AgentState, CallbackDial
 from sip.message import Address, Request
 from sip.sdp import (
@@ -86,7 +87,6 @@ from sip.sdp import (
     SDPError,
     SessionDescription,
     create_offer,
-    process_answer,
 )
 from sip.transaction import ServerTransaction
 from sip.ua import Call, CallState
@@ -1013,19 +1013,11 @@ class AgentDesk:
             self._unjoin(joined, None, "codecs")
 
     def _settle_leg(self, leg: RtpLeg, offer: bytes, answer: bytes) -> None:
-        """The far end's answer to our `offer` sets the leg's codec and address."""
+        """The far end's answer to our `offer` sets the leg's keys, codec and address."""
         try:
-            stream = next(
-                s
-                for s in process_answer(
-                    SessionDescription.parse(offer), SessionDescription.parse(answer)
-                )
-                if s is not None
-            )
-        except (SDPError, OfferAnswerError, StopIteration) as exc:
+            apply_answer(leg, offer, answer, CAPABILITIES.codecs)
+        except ValueError as exc:
             raise ValueError(f"bad answer: {exc}") from None
-        leg.set_format(leg_format(stream, CAPABILITIES.codecs), stream.rtcp_mux)
-        leg.set_remote(stream.remote_address, stream.remote_port, stream.remote_rtcp_port)
 
     async def transfer_attended_consult(self, agent: str, call_id: str, to: str) -> CallInfo:
         """Hold the caller (music) and consult `to`: another agent (its page rings, see the
@@ -1632,18 +1624,10 @@ class AgentDesk:
             return
         leg = ac.leg
         try:
-            stream = next(
-                s
-                for s in process_answer(
-                    SessionDescription.parse(ac.local_sdp), SessionDescription.parse(body)
-                )
-                if s is not None
-            )
             if leg is None:
                 raise ValueError("no leg")
-            leg.set_format(leg_format(stream, CAPABILITIES.codecs), stream.rtcp_mux)
-            leg.set_remote(stream.remote_address, stream.remote_port, stream.remote_rtcp_port)
-        except (SDPError, OfferAnswerError, StopIteration, ValueError):
+            apply_answer(leg, ac.local_sdp, body, CAPABILITIES.codecs)
+        except ValueError:
             self._end_call(ac, "bad-answer")
             return
         channel = self.hub.channel(ac.agent) if self.hub is not None else None

@@ -29,6 +29,7 @@ from media.srtp import SrtpSession, is_usable, offer_crypto
 from omlmedia.conference import ConferenceService
 from omlmedia.config import Config, Route, RouteAction, Trunk
 from omlmedia.logs import event
+from omlmedia.offer_answer import answer_offer, apply_answer
 from omlmedia.services import CAPABILITIES as SERVICE_CAPABILITIES
 from omlmedia.services import DtmfEcho, MediaService, MusicOnHold, Recorder
 from sip.message import URI, Address, Request, Response
@@ -123,16 +124,8 @@ def _default_music() -> Path | None:
 def _apply_srtp(leg: RtpLeg, stream: NegotiatedStream) -> bool:
     """Key the leg for SRTP as the stream says (RFC 4568), keeping the contexts whose key did not
     change (RFC 4568 §7.1.4); plain RTP clears it. False when the keys are unusable."""
-    local, remote = stream.local_crypto, stream.remote_crypto
-    if local is None or remote is None:
-        leg.srtp = None
-        return True
     try:
-        current = leg.srtp
-        if isinstance(current, SrtpSession):
-            leg.srtp = current.rekey(local, remote)
-        else:
-            leg.srtp = SrtpSession(local, remote)
+        leg.srtp = SrtpSession.for_stream(stream, leg.srtp)
     except ValueError as exc:
         logger.info("unusable SRTP keys on port %d: %s", leg.port, exc)
         return False
@@ -773,15 +766,14 @@ class CallRouter:
             return
         media.service = svc
         try:
-            answer = negotiate(
+            answer = answer_offer(
                 offer,
                 SERVICE_CAPABILITIES,
                 self.media_host,
                 port,
                 session_id=media.session_id,
                 version=media.version,
-                crypto=svc.crypto(),
-                accept_crypto=is_usable,
+                current=svc.srtp,
             )
             await svc.start(answer.audio)
         except OfferAnswerError:
@@ -1156,21 +1148,18 @@ class CallRouter:
         """Answer `offer` with `codec` when it is offered (passthrough to the other leg), else with
         the offer's first codec we can transcode; OfferAnswerError when there is none. An SRTP
         offer is answered with SDES keys: the leg's current key when its suite is offered."""
-        crypto = offer_crypto()
-        if leg is not None and isinstance(leg.srtp, SrtpSession):
-            crypto = (leg.srtp.local, *crypto)
+        current = leg.srtp if leg is not None else None
         capabilities = MediaCapabilities((codec, *TELEPHONE_EVENTS), rtcp_mux=False)
         for attempt in range(2):
             try:
-                answer = negotiate(
+                answer = answer_offer(
                     offer,
                     capabilities,
                     self.media_host,
                     port,
                     session_id=session_id,
                     version=version,
-                    crypto=crypto,
-                    accept_crypto=is_usable,
+                    current=current,
                 )
                 return answer, capabilities
             except OfferAnswerError:
@@ -1184,19 +1173,12 @@ class CallRouter:
         relay = bridge.relay
         if bridge.outbound_offer is None or relay is None or relay.a is None or relay.b is None:
             return b""
+        codecs = bridge.capabilities.codecs if bridge.capabilities else ()
         try:
-            answer = SessionDescription.parse(sdp)
-            streams = process_answer(bridge.outbound_offer, answer)
-            stream = next(s for s in streams if s is not None)
-        except (SDPError, OfferAnswerError, StopIteration):
+            stream = apply_answer(relay.b, bridge.outbound_offer, sdp, codecs)
+        except ValueError as exc:
+            logger.info("unusable answer on port %d: %s", relay.b.port, exc)
             return b""
-        relay.b.set_remote(stream.remote_address, stream.remote_port, stream.remote_rtcp_port)
-        if not _apply_srtp(relay.b, stream):
-            return b""
-        relay.b.set_format(
-            leg_format(stream, bridge.capabilities.codecs if bridge.capabilities else ()),
-            stream.rtcp_mux,
-        )
         bridge.outbound_codecs = _stream_codecs(stream)
         if bridge.inbound_answer is not None:
             try:

@@ -78,8 +78,9 @@ from media.pcmport import PcmPort
 from media.player import MediaFileError, Player, load, sound_path
 from media.ports import PortsExhausted, RtpSocketPool
 from media.resample import Resampler
-from media.srtp import SrtpSession, is_usable, offer_crypto
+from media.srtp import SrtpSession
 from omlmedia.logs import event
+from omlmedia.offer_answer import answer_offer
 from omlmedia.services import CAPABILITIES
 from sip.message import Request
 from sip.sdp import (
@@ -87,7 +88,6 @@ from sip.sdp import (
     OfferAnswerError,
     SDPError,
     SessionDescription,
-    negotiate,
 )
 from sip.transaction import ServerTransaction
 from sip.ua import Call, CallState
@@ -221,14 +221,7 @@ class _SipParty(_Party):
         fresh port. Raises ValueError (SRTP keys, codec) leaving the party as it was."""
         leg = self.leg
         assert leg is not None
-        srtp = leg.srtp
-        if stream.local_crypto is not None and stream.remote_crypto is not None:
-            if isinstance(srtp, SrtpSession):
-                srtp = srtp.rekey(stream.local_crypto, stream.remote_crypto)
-            else:
-                srtp = SrtpSession(stream.local_crypto, stream.remote_crypto)
-        else:
-            srtp = None
+        srtp = SrtpSession.for_stream(stream, leg.srtp)
         fmt = leg_format(stream, CAPABILITIES.codecs, 20)
         old_format, old_mux = leg.format, leg.rtcp_mux
         leg.set_format(fmt, stream.rtcp_mux)
@@ -531,21 +524,16 @@ class ConferenceService:
                 lambda now: service.ua.respond(call, txn, 200, now, body, "application/sdp")
             )
             return
-        srtp = party.leg.srtp
-        crypto = offer_crypto()
-        if isinstance(srtp, SrtpSession):
-            crypto = (srtp.local, *crypto)
         try:
             offer = SessionDescription.parse(request.body)
-            answer = negotiate(
+            answer = answer_offer(
                 offer,
                 CAPABILITIES,
                 self.media_host,
                 party.leg.port,
                 session_id=party.session_id,
                 version=party.version + 1,
-                crypto=crypto,
-                accept_crypto=is_usable,
+                current=party.leg.srtp,
             )
             party.configure(answer.audio, offer.is_hold(), self.max_delay_ms)
         except (SDPError, OfferAnswerError, ValueError) as exc:
@@ -724,15 +712,13 @@ class ConferenceService:
             self._release(party)
             return
         try:
-            answer = negotiate(
+            answer = answer_offer(
                 offer,
                 CAPABILITIES,
                 self.media_host,
                 pair.port,
                 session_id=party.session_id,
                 version=party.version,
-                crypto=offer_crypto(),
-                accept_crypto=is_usable,
             )
             party.configure(answer.audio, offer.is_hold(), self.max_delay_ms)
         except (OfferAnswerError, ValueError) as exc:

@@ -71,7 +71,7 @@ from media.player import MediaFileError, load, sound_path
 from media.ports import RtpSocketPool
 from media.resample import Resampler
 from media.rtp import RtpPacket
-from media.srtp import SrtpSession, is_usable, offer_crypto
+from media.srtp import SrtpSession, session_crypto
 from media.tones import dtmf_tone
 from media.wav import WavWriter
 from sip.sdp import (
@@ -81,12 +81,9 @@ from sip.sdp import (
     PCMU,
     TELEPHONE_EVENT,
     TELEPHONE_EVENT_48000,
-    Answer,
     CryptoAttribute,
     MediaCapabilities,
     NegotiatedStream,
-    SessionDescription,
-    negotiate,
 )
 from sip.sdp import OfferAnswerError as _OfferAnswerError
 
@@ -98,7 +95,6 @@ __all__ = [
     "MusicOnHold",
     "Recorder",
     "UnsupportedStreamError",
-    "answer_on_leg",
 ]
 
 logger = logging.getLogger(__name__)
@@ -121,48 +117,6 @@ Samples = npt.NDArray[np.int16]
 
 class UnsupportedStreamError(_OfferAnswerError):
     """A negotiated stream these services cannot carry (codec or SRTP keys): answer 488."""
-
-
-def answer_on_leg(
-    leg: RtpLeg,
-    offer: SessionDescription,
-    host: str,
-    *,
-    session_id: int,
-    version: int = 0,
-    capabilities: MediaCapabilities = CAPABILITIES,
-) -> Answer:
-    """Answer `offer` for `leg` (any of our codecs, SDES-SRTP when offered, RFC 4568) and aim
-    the leg at the peer: its SRTP keys, payload formats and remote address. Raises
-    `OfferAnswerError` (488) or ValueError (unusable keys)."""
-    current = leg.srtp
-    crypto = offer_crypto()
-    if isinstance(current, SrtpSession):
-        crypto = (current.local, *crypto)
-    answer = negotiate(
-        offer,
-        capabilities,
-        host,
-        leg.port,
-        session_id=session_id,
-        version=version,
-        crypto=crypto,
-        accept_crypto=is_usable,
-    )
-    stream = answer.audio
-    if stream.local_crypto is not None and stream.remote_crypto is not None:
-        if isinstance(current, SrtpSession):
-            leg.srtp = current.rekey(stream.local_crypto, stream.remote_crypto)
-        else:
-            leg.srtp = SrtpSession(stream.local_crypto, stream.remote_crypto)
-    else:
-        leg.srtp = None
-    leg.set_format(leg_format(stream, capabilities.codecs), stream.rtcp_mux)
-    moved = leg.peer is None or leg.peer[0] != stream.remote_address
-    leg.set_remote(
-        stream.remote_address, stream.remote_port, stream.remote_rtcp_port, relatch=moved
-    )
-    return answer
 
 
 @dataclass
@@ -240,15 +194,9 @@ def _leg_format(stream: NegotiatedStream) -> tuple[LegFormat, CodecSpec]:
 
 
 def _srtp_for(stream: NegotiatedStream, current: object) -> SrtpSession | None:
-    """The SRTP session the stream keys (RFC 4568), keeping the contexts of `current` whose key
-    did not change (§7.1.4); None for plain RTP."""
-    local, remote = stream.local_crypto, stream.remote_crypto
-    if local is None or remote is None:
-        return None
+    """The SRTP session the stream keys (`SrtpSession.for_stream`); None for plain RTP."""
     try:
-        if isinstance(current, SrtpSession):
-            return current.rekey(local, remote)
-        return SrtpSession(local, remote)
+        return SrtpSession.for_stream(stream, current)
     except ValueError:
         raise UnsupportedStreamError("SRTP keys not usable by this service") from None
 
@@ -375,9 +323,7 @@ class MediaService:
     def crypto(self) -> tuple[CryptoAttribute, ...]:
         """The SDES keys to answer an RTP/SAVP offer or re-offer with (RFC 4568 §7.1.2): our
         current key first, kept when its suite is offered again (§7.1.4), then fresh keys."""
-        fresh = offer_crypto()
-        srtp = self.srtp
-        return fresh if srtp is None else (srtp.local, *fresh)
+        return session_crypto(self.srtp)
 
     # -- receiving --------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from media.srtp import (
     generate_crypto,
     is_usable,
     offer_crypto,
+    session_crypto,
 )
 from sip.sdp import (
     DEFAULT_CAPABILITIES,
@@ -490,3 +491,41 @@ def test_negotiate_answers_the_line_answer_crypto_chose() -> None:
         accept_crypto=is_usable,
     )
     assert answer.audio.remote_crypto == chosen[1]
+
+
+def test_for_stream_keeps_the_context_of_an_unchanged_key() -> None:
+    offer = create_offer(DEFAULT_CAPABILITIES, 1, 1, "192.0.2.1", 4000, crypto=offer_crypto())
+    first = negotiate(
+        offer,
+        DEFAULT_CAPABILITIES,
+        "192.0.2.2",
+        5000,
+        session_id=2,
+        version=1,
+        crypto=session_crypto(),
+        accept_crypto=is_usable,
+    )
+    session = SrtpSession.for_stream(first.audio)
+    assert session is not None
+    again = negotiate(
+        offer,
+        DEFAULT_CAPABILITIES,
+        "192.0.2.2",
+        5000,
+        session_id=2,
+        version=2,
+        crypto=session_crypto(session),
+        accept_crypto=is_usable,
+    )
+    assert again.audio.local_crypto == session.local
+    assert SrtpSession.for_stream(again.audio, session) is session
+    assert SrtpSession.for_stream(again.audio, object()) is not session
+
+
+def test_session_crypto_puts_the_current_key_first() -> None:
+    a, _ = pair()
+    keys = session_crypto(a)
+    assert keys[0] == a.local
+    assert len(keys) == len(offer_crypto()) + 1
+    assert len(session_crypto()) == len(offer_crypto())
+    assert session_crypto(object())[0] != a.local
