@@ -1,7 +1,7 @@
 """ACD end to end: from the caller's INVITE to ``call-incoming`` on an agent's socket.
 
 A real `omlmedia serve` (pinned to core 0 with taskset, a fresh server per rate) runs the
-interop test configuration of tests/interop/harness.py plus N agents ``bench1..N`` (scrypt
+server configuration of benchmarks/harness.py plus N agents ``bench1..N`` (scrypt
 hashes with n=2**12), a queue ``bench`` with all of them as members (rrmemory, ring timeout
 120 s, no wrap-up), a route ``bench`` -> ``queue:bench`` and no SIP rate limit (every INVITE
 comes from one address). The load generator (one process on core 1, uvloop) logs in N headless
@@ -40,11 +40,8 @@ import argparse
 import asyncio
 import json
 import math
-import multiprocessing
 import os
 import re
-import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -60,11 +57,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.procstat import core_busy_seconds, cpu_seconds, pin_all, rss_kib  # noqa: E402
-from benchmarks.webrtc_bridge import Server, start_py_spy, summarize_py_spy  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    RunningServer,
+    drive_generator,
+    fmt,
+    run_generator,
+    server_config,
+)
+from benchmarks.procstat import GENERATOR_CORE, SERVER_CORE, pin_self  # noqa: E402
 from benchmarks.webrtc_load import percentile  # noqa: E402
 
-SERVER_CORE, GENERATOR_CORE = 0, 1
 PASSWORD = "bench-secret"
 QUEUE = "bench"
 TARGET_P99_MS = 100.0
@@ -541,25 +544,7 @@ def _sdp(port: int, session: int) -> str:
 
 def generator_main(conn: Connection, spec: dict[str, Any]) -> None:
     """Child process entry: pin to the core, run one rate, send the result dict."""
-    import logging
-
-    logging.basicConfig(level=logging.ERROR)
-    if (os.cpu_count() or 1) > 1 and spec.get("core") is not None:
-        os.sched_setaffinity(0, {spec["core"]})
-    factory = None
-    try:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    except ImportError:
-        pass
-    try:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            result = runner.run(Generator(spec, conn).run())
-    except BaseException as exc:  # report anything: the parent prints it as a failed step
-        conn.send({"error": f"{type(exc).__name__}: {exc}"[:2000]})
-        return
-    conn.send(result)
+    run_generator(conn, spec.get("core"), lambda: Generator(spec, conn).run())
 
 
 # -- the server ----------------------------------------------------------------------------------
@@ -613,69 +598,42 @@ def serve_probed() -> None:
     raise SystemExit(main(sys.argv[1:]))
 
 
-def run_queue_wait_seconds(pid: int) -> float:
-    """Time the threads of `pid` spent runnable but waiting for a CPU (/proc/PID/task/*/schedstat,
-    second field, ns): the scheduler's delay, which other load on the core causes."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / 1e9
-
-
 def write_config(path: Path, workdir: Path, ports: dict[str, int], agents: int) -> None:
-    from tests.interop.harness import write_test_config
+    """The benchmark's configuration (see `bench_config`) for a server on `ports`."""
+    path.write_text(
+        edit_config(server_config(workdir / "data", ports, t1=0.5, media_timeout=600), agents)
+    )
+
+
+def edit_config(text: str, agents: int) -> str:
+    """`bench_config` with the agents' password hashed."""
     from webrtc.accounts import hash_password
 
-    write_test_config(path, workdir / "data", ports, t1=0.5, media_timeout=600)
-    digest = hash_password(PASSWORD, n=2**12)
-    path.write_text(bench_config(path.read_text(), agents, digest))
+    return bench_config(text, agents, hash_password(PASSWORD, n=2**12))
 
 
-def start_server(workdir: Path, agents: int, log_level: str, gc_probe: bool = True) -> Server:
-    from tests.interop.harness import free_port
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    ports = {"rtp_low": 61000}
-    for name in ("sip", "tls", "http", "pbx", "carrier"):
-        ports[name] = free_port()
-    config = workdir / "omlmedia.toml"
-    write_config(config, workdir, ports, agents)
-    serve = ["serve", "--config", str(config), "--log-level", log_level]
+def start_server(
+    workdir: Path, agents: int, log_level: str, gc_probe: bool = True
+) -> RunningServer:
+    """A fresh server on core 0 for one rate (with the probes of `serve_probed` when `gc_probe`)."""
+    python_args: tuple[str, ...] = ("-m", "omlmedia")
     if gc_probe:
         code = (
             f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
             "from benchmarks.acd_e2e import serve_probed; serve_probed()"
         )
-        command = [sys.executable, "-c", code, *serve]
-    else:
-        command = [sys.executable, "-m", "omlmedia", *serve]
-    process = subprocess.Popen(
-        ["taskset", "-c", str(SERVER_CORE), *command]
-        if shutil.which("taskset") and (os.cpu_count() or 1) > 1
-        else command,
-        stdout=(workdir / "server.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=workdir,
-        env={  # this tree, not the editable install's
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "ACD_E2E_GC_LOG": str(workdir / "gc.log"),
-        },
+        python_args = ("-c", code)
+    return harness.start_server(
+        workdir,
+        t1=0.5,
+        media_timeout=600,
+        edit_config=lambda text: edit_config(text, agents),
+        extra_args=("--log-level", log_level),
+        python_args=python_args,
+        env={"ACD_E2E_GC_LOG": str(workdir / "gc.log")},
+        core=SERVER_CORE,
+        rtp_low=61000,
     )
-    server = Server(process, ports, workdir)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None or "omlmedia ready" in server.log():
-            break
-        time.sleep(0.1)
-    if "omlmedia ready" not in server.log():
-        server.stop()
-        raise RuntimeError("omlmedia serve did not start:\n" + server.log()[-3000:])
-    pin_all(server.pid, SERVER_CORE)
-    return server
 
 
 # -- one rate ------------------------------------------------------------------------------------
@@ -720,8 +678,6 @@ def measure(rate: float, args: argparse.Namespace, workdir: Path) -> Step:
     except RuntimeError as exc:
         step.ok, step.error = False, str(exc)[-800:]
         return step
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe()
     spec = {
         "agents": args.agents,
         "rate": rate,
@@ -734,65 +690,21 @@ def measure(rate: float, args: argparse.Namespace, workdir: Path) -> Step:
         "password": PASSWORD,
         "core": GENERATOR_CORE,
     }
-    process = context.Process(target=generator_main, args=(child, spec), daemon=True)
-    process.start()
-    cpu0 = cpu1 = core0 = core1 = gen0 = gen1 = w0 = w1 = wait0 = wait1 = 0.0
-    rss = 0
-    result: dict[str, Any] = {}
-    spy: subprocess.Popen[bytes] | None = None
-    spy_out = workdir / f"rate-{rate:g}.pyspy.txt"
-    try:
-        deadline = time.monotonic() + 180 + args.warmup + args.duration + args.ring_deadline
-        while time.monotonic() < deadline:
-            if not parent.poll(1.0):
-                if not process.is_alive():
-                    raise RuntimeError("the generator died")
-                if server.process.poll() is not None:
-                    raise RuntimeError("the server died:\n" + server.log()[-2000:])
-                continue
-            message = parent.recv()
-            if isinstance(message, dict):
-                result = message
-                break
-            if message[0] == "window-start":
-                w0 = time.monotonic()
-                core0 = core_busy_seconds(SERVER_CORE)
-                gen0 = core_busy_seconds(GENERATOR_CORE)
-                cpu0 = cpu_seconds(server.pid)
-                wait0 = run_queue_wait_seconds(server.pid)
-                if args.profile == rate:
-                    spy = start_py_spy(server.pid, args.duration, spy_out)
-            elif message[0] == "window-end":
-                w1 = time.monotonic()
-                core1 = core_busy_seconds(SERVER_CORE)
-                gen1 = core_busy_seconds(GENERATOR_CORE)
-                cpu1 = cpu_seconds(server.pid)
-                wait1 = run_queue_wait_seconds(server.pid)
-                rss = rss_kib(server.pid)
-            elif message[0] == "progress":
-                print(f"    [{rate:g} calls/s] {message[1]}", flush=True)
-        else:
-            raise RuntimeError("the generator did not finish in time")
-    except RuntimeError as exc:
-        step.ok, step.error = False, str(exc)[-800:]
-    finally:
-        if spy is not None:
-            try:
-                spy.wait(timeout=args.duration + 30)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-        process.join(10)
-        if process.is_alive():
-            process.kill()
-        server.stop()
-    if spy is not None:
-        step.profile = summarize_py_spy(spy_out)
-    if not step.ok:
-        return step
+    run = drive_generator(
+        server,
+        generator_main,
+        spec,
+        timeout=180 + args.warmup + args.duration + args.ring_deadline,
+        label=f"{rate:g} calls/s",
+        profile_seconds=args.duration if args.profile == rate else None,
+        profile_out=workdir / f"rate-{rate:g}.pyspy.txt",
+    )
+    step.profile = run.profile
+    result, window = run.result, run.window
     if "error" in result:
         step.ok, step.error = False, result["error"]
         return step
-    window = w1 - w0
+    w0, w1, seconds = window.started, window.ended, window.seconds
     step.generator = result
     step.server_gc = gc_pauses_in(read_gc_log(server.workdir / "gc.log"), w0, w1)
     if not args.no_gc_probe:
@@ -802,25 +714,20 @@ def measure(rate: float, args: argparse.Namespace, workdir: Path) -> Step:
     step.invite_to_ringing_ms = result["invite_to_ringing_ms"]
     step.invite_to_200_ms = result["invite_to_200_ms"]
     step.ok_to_ringing_ms = result["ok_to_ringing_ms"]
-    step.server_cpu_fraction = (cpu1 - cpu0) / window if window > 0 else math.nan
-    step.server_cpu_ms_per_call = 1000 * (cpu1 - cpu0) / step.placed if step.placed else math.nan
-    step.server_rss_kib = rss
-    if window > 0:
-        step.server_run_queue_wait_fraction = (wait1 - wait0) / window
-        step.other_load_on_server_core = max(0.0, (core1 - core0 - (cpu1 - cpu0)) / window)
+    cpu = window.cpu_seconds
+    step.server_cpu_fraction = cpu / seconds if seconds > 0 else math.nan
+    step.server_cpu_ms_per_call = 1000 * cpu / step.placed if step.placed else math.nan
+    step.server_rss_kib = window.rss_kib
+    if seconds > 0:
+        step.server_run_queue_wait_fraction = window.run_queue_wait_seconds / seconds
+        step.other_load_on_server_core = window.other_load_on_server_core(seconds)
         step.other_load_on_generator_core = max(
-            0.0, (gen1 - gen0) / window - result["generator_cpu_fraction"]
+            0.0, window.generator_core_busy(seconds) - result["generator_cpu_fraction"]
         )
     return step
 
 
 # -- reporting -----------------------------------------------------------------------------------
-
-
-def fmt(value: float | None, spec: str = ".1f") -> str:
-    if value is None or (isinstance(value, float) and (math.isnan(value) or math.isinf(value))):
-        return "-"
-    return format(value, spec)
 
 
 def print_step(step: Step) -> None:
@@ -941,8 +848,7 @@ def summarize(args: argparse.Namespace, steps: list[Step], notes: list[str]) -> 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rates = [float(r) for r in args.rates.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="acd_e2e-"))
-    if (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {GENERATOR_CORE})
+    pin_self(GENERATOR_CORE)
     print(f"work dir {workdir}; load avg {os.getloadavg()[0]:.2f}", flush=True)
     steps: list[Step] = []
     notes: list[str] = []

@@ -10,7 +10,7 @@ direction: 20 ms G.711 frames (160-byte payloads) with proper RTP headers. Two m
   matched by order: the k-th packet out of the relay (by its RTP sequence number) is the k-th one
   sent into it; latency is approximate (a frame the transcoder drops or adds shifts the match).
 
-omlmedia: the real server (`omlmedia serve`, test configuration of tests/interop/harness.py,
+omlmedia: the real server (`omlmedia serve`, the server configuration of benchmarks/harness.py,
 taskset to core 0). This script is both the caller (INVITE sip:9<n>@server with a PCMU offer at the
 generator's port) and the PBX behind trunk ``pbx`` (it answers the server's outbound INVITE with
 PCMU, or with opus/48000/2 only in transcode mode), through the project's own SIP stack
@@ -61,10 +61,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import fmt, free_port, slope_kib_per_call  # noqa: E402
 from benchmarks.procstat import (  # noqa: E402
-    core_busy_seconds,
-    cpu_seconds,
-    pin_all,
+    GENERATOR_CORE,
+    SERVER_CORE,
+    Window,
+    pin_self,
+    pinned,
     rss_kib,
 )
 from benchmarks.rtpengine_ng import NgClient  # noqa: E402
@@ -74,7 +78,6 @@ PCMU_PAYLOAD = 160
 MARK = b"OMLB"
 MARK_FORMAT = ">BBHII4sIIq"  # RTP header, then marker, sender, packet number, send time (ns)
 OPUS_PT_DEFAULT = 111
-SERVER_CORE, GENERATOR_CORE = 0, 1
 SERVER_RTP_PORTS = "61000-64999"  # above the ephemeral range and the harness' 40000-59999 blocks
 RTPENGINE_PORTS = (20000, 29999)
 GENERATOR_PORTS = (10000, 19998)
@@ -131,8 +134,7 @@ RECV_MARKED, RECV_ORDER = 0, 1
 
 def generator_main(conn: Connection, core: int) -> None:
     """Child process: binds sockets and drives the load on command (see `Generator`)."""
-    if (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {core})
+    pin_self(core)
     ulaw = ulaw_tone_frames()
     opus = opus_tone_frames()
     socks: list[socket.socket] = []
@@ -509,14 +511,18 @@ class Omlmedia:
         from sip.service import SipService
         from sip.transport import SipTransports
         from sip.ua import UserAgent
-        from tests.interop.harness import free_port, start_server
 
-        args = ("--log-level", "warning", "--rtp-ports", SERVER_RTP_PORTS)
-        if self.profile is None:
-            self.server = start_server(self.workdir, t1=0.5, extra_args=args, media_timeout=600)
-        else:
-            self.server = start_profiled_server(self.workdir, self.profile, args)
-        pin_all(self.pid, SERVER_CORE)
+        python_args: tuple[str, ...] = ("-m", "omlmedia")
+        if self.profile is not None:
+            python_args = ("-m", "cProfile", "-o", str(self.profile), *python_args)
+        self.server = harness.start_server(
+            self.workdir,
+            t1=0.5,
+            media_timeout=600,
+            extra_args=("--log-level", "warning", "--rtp-ports", SERVER_RTP_PORTS),
+            python_args=python_args,
+            core=SERVER_CORE,
+        )
         self.sip_port = self.server.sip_port
 
         self.caller_transports = SipTransports()
@@ -669,47 +675,6 @@ class Omlmedia:
         self.pbx.act(lambda now: self.pbx_ua.answer(call, body, now))
 
 
-def start_profiled_server(workdir: Path, profile: Path, args: tuple[str, ...]) -> Any:
-    """Like harness.start_server, but `python -m cProfile -o PROFILE -m omlmedia serve`."""
-    from tests.interop.harness import RunningServer, free_port, write_test_config
-
-    ports = {"rtp_low": 61000}
-    for name in ("sip", "tls", "http", "pbx", "carrier"):
-        ports[name] = free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    config = workdir / "omlmedia.toml"
-    write_test_config(config, workdir / "data", ports, t1=0.5, media_timeout=600)
-    log_path = workdir / "server.log"
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "cProfile", "-o", str(profile)),
-            *("-m", "omlmedia", "serve", "--config", str(config), *args),
-        ],
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=workdir,
-    )
-    server = RunningServer(
-        process,
-        ports["sip"],
-        ports["tls"],
-        ports["http"],
-        ports["pbx"],
-        ports["carrier"],
-        log_path,
-        workdir,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None or "omlmedia ready" in server.log():
-            break
-        time.sleep(0.1)
-    if "omlmedia ready" not in server.log():
-        server.stop()
-        raise RuntimeError("profiled omlmedia serve did not start:\n" + server.log()[-3000:])
-    return server
-
-
 # -- rtpengine -----------------------------------------------------------------------------------
 
 
@@ -719,8 +684,6 @@ class Rtpengine:
     name = "rtpengine"
 
     def __init__(self, workdir: Path) -> None:
-        from tests.interop.harness import free_port
-
         self.binary = shutil.which("rtpengine")
         if self.binary is None:
             raise FileNotFoundError("rtpengine is not installed (Debian: rtpengine-daemon)")
@@ -736,13 +699,13 @@ class Rtpengine:
 
     @property
     def command(self) -> list[str]:
-        return [
-            "taskset", "-c", str(SERVER_CORE), str(self.binary), "--config-file=none",
+        return pinned([
+            str(self.binary), "--config-file=none",
             "--foreground", "--table=-1", "--interface=127.0.0.1",
             f"--listen-ng=127.0.0.1:{self.ng_port}", "--num-threads=1",
             f"--port-min={RTPENGINE_PORTS[0]}", f"--port-max={RTPENGINE_PORTS[1]}",
             "--delete-delay=0", "--log-stderr", "--log-level=4",
-        ]  # fmt: skip
+        ], SERVER_CORE)  # fmt: skip
 
     def start(self) -> None:
         log = (self.workdir / "rtpengine.log").open("wb")
@@ -877,24 +840,16 @@ async def measure(
         "grace": 0.3,
     }
     gen.conn.send(("run", spec))
-    pid = target.pid if target is not None else None
-    cpu0 = cpu1 = core0 = core1 = 0.0
-    rss = 0
+    window = Window(target.pid if target is not None else None)
     while True:
         message = await gen.recv()
         if isinstance(message, dict):
             result = message
             break
         if message[0] == "window-start":
-            core0 = core_busy_seconds(SERVER_CORE)
-            if pid is not None:
-                cpu0 = cpu_seconds(pid)
-                rss = rss_kib(pid)
+            window.start()
         elif message[0] == "window-end":
-            core1 = core_busy_seconds(SERVER_CORE)
-            if pid is not None:
-                cpu1 = cpu_seconds(pid)
-                rss = max(rss, rss_kib(pid))
+            window.end()
     if target is not None:
         await target.teardown()
     await gen.call("close")
@@ -903,31 +858,12 @@ async def measure(
     step.sent = result["sent_window"]
     step.loss_pct = 100.0 * (1 - step.packets / step.sent) if step.sent else 100.0
     step.latency_us = result["latency_us"]
-    step.cpu_seconds = cpu1 - cpu0
+    step.cpu_seconds = window.cpu_seconds
     step.cpu_fraction = step.cpu_seconds / args.duration
     step.cpu_us_per_packet = 1e6 * step.cpu_seconds / step.packets if step.packets else math.nan
-    step.rss_kib = rss
-    step.other_load_on_core = max(0.0, (core1 - core0 - step.cpu_seconds) / args.duration)
+    step.rss_kib = max(window.rss_kib_at_start, window.rss_kib)
+    step.other_load_on_core = window.other_load_on_server_core(args.duration)
     return step
-
-
-def slope_kib_per_call(points: list[tuple[int, int]]) -> float | None:
-    """Least-squares slope of RSS (KiB) over the number of calls."""
-    if len(points) < 2:
-        return None
-    xs = [float(x) for x, _ in points]
-    ys = [float(y) for _, y in points]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    den = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else None
-
-
-def fmt(value: float | None, spec: str = ".1f") -> str:
-    return (
-        "-"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else format(value, spec)
-    )
 
 
 def print_step(step: Step) -> None:
@@ -954,8 +890,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     ramp = [int(n) for n in args.calls.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="media_relay-"))
-    if (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {GENERATOR_CORE})
+    pin_self(GENERATOR_CORE)
     gen = Generator()
     ours = Omlmedia(workdir / "omlmedia")
     peer: Rtpengine | None = None if args.skip_rtpengine else Rtpengine(workdir)

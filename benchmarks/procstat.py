@@ -1,14 +1,19 @@
-"""What the benchmarks read from /proc: a process's CPU time and memory, a core's busy time, and
-pinning a process to a core (server and load generator on different cores)."""
+"""What the benchmarks read from /proc: a process's CPU time, memory and run-queue wait, a core's
+busy time, and pinning processes to cores (server and load generator on different cores).
+
+Every benchmark puts the system under test on `SERVER_CORE` and its load generator on
+`GENERATOR_CORE`; on a one-core machine pinning does nothing and the figures say so."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SERVER_CORE, GENERATOR_CORE = 0, 1
 
 
 def cpu_seconds(pid: int) -> float:
@@ -34,7 +39,95 @@ def core_busy_seconds(core: int) -> float:
     return 0.0
 
 
+def run_queue_wait_seconds(pid: int) -> float:
+    """Time the threads of `pid` spent runnable but waiting for a CPU (/proc/PID/task/*/schedstat,
+    second field, ns): the scheduler's delay, which other load on the core causes."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
+def can_pin() -> bool:
+    """Whether there are cores to keep apart (pinning on one core would only serialise)."""
+    return (os.cpu_count() or 1) > 1
+
+
+def pin_self(core: int) -> None:
+    """Pin this process (the load generator, or the benchmark's parent) to one core."""
+    if can_pin():
+        os.sched_setaffinity(0, {core})
+
+
 def pin_all(pid: int, core: int) -> None:
     """Pin every thread of a process to one core (taskset -a; threads started later inherit it)."""
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+    if shutil.which("taskset") and can_pin():
         subprocess.run(["taskset", "-apc", str(core), str(pid)], capture_output=True, check=False)
+
+
+def pinned(command: list[str], core: int | None) -> list[str]:
+    """`command` started on one core (taskset -c), so that even its start-up runs there."""
+    if core is None or not shutil.which("taskset") or not can_pin():
+        return command
+    return ["taskset", "-c", str(core), *command]
+
+
+class Window:
+    """What a process and both cores spend over a measurement window: `start()` and `end()` read
+    /proc at its edges (the process's CPU and run-queue wait, both cores' busy time, its RSS)."""
+
+    def __init__(
+        self, pid: int | None, server_core: int = SERVER_CORE, generator_core: int = GENERATOR_CORE
+    ) -> None:
+        self.pid = pid
+        self.cores = (server_core, generator_core)
+        self.started = self.ended = 0.0
+        self._first = self._last = (0.0, 0.0, 0.0, 0.0)
+        self.rss_kib_at_start = self.rss_kib = 0
+
+    def _read(self) -> tuple[float, float, float, float]:
+        server, generator = (core_busy_seconds(core) for core in self.cores)
+        if self.pid is None:
+            return (0.0, 0.0, server, generator)
+        return (cpu_seconds(self.pid), run_queue_wait_seconds(self.pid), server, generator)
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self._first = self._read()
+        if self.pid is not None:
+            self.rss_kib_at_start = rss_kib(self.pid)
+
+    def end(self) -> None:
+        self.ended = time.monotonic()
+        self._last = self._read()
+        if self.pid is not None:
+            self.rss_kib = rss_kib(self.pid)
+
+    def _delta(self, index: int) -> float:
+        return self._last[index] - self._first[index]
+
+    @property
+    def seconds(self) -> float:
+        """Wall-clock length of the window (monotonic)."""
+        return self.ended - self.started
+
+    @property
+    def cpu_seconds(self) -> float:
+        """The process's CPU time (all threads) in the window."""
+        return self._delta(0)
+
+    @property
+    def run_queue_wait_seconds(self) -> float:
+        """Time the process's threads were runnable but waited for a CPU in the window."""
+        return self._delta(1)
+
+    def other_load_on_server_core(self, seconds: float) -> float:
+        """Busy fraction of the server's core not spent by the process, over `seconds`."""
+        return max(0.0, (self._delta(2) - self.cpu_seconds) / seconds) if seconds > 0 else 0.0
+
+    def generator_core_busy(self, seconds: float) -> float:
+        """Busy fraction of the generator's core over `seconds`."""
+        return self._delta(3) / seconds if seconds > 0 else 0.0

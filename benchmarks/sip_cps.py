@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -26,15 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.interop.harness import free_port, run_sipp, start_server  # noqa: E402
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+from benchmarks.harness import free_port, run_sipp, start_server  # noqa: E402
+from benchmarks.procstat import GENERATOR_CORE, SERVER_CORE, cpu_seconds, pinned  # noqa: E402
 
 
 @dataclass
@@ -54,11 +46,6 @@ class Step:
     @property
     def cpu_us_per_call(self) -> float:
         return 1e6 * self.cpu_seconds / max(1, self.successful)
-
-
-def pin(pid: int, core: int) -> None:
-    if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
-        subprocess.run(["taskset", "-pc", str(core), str(pid)], capture_output=True, check=False)
 
 
 def ramp(target: str, pid: int, rates: list[int], duration: float, workdir: Path) -> list[Step]:
@@ -90,7 +77,7 @@ def ramp(target: str, pid: int, rates: list[int], duration: float, workdir: Path
             workdir,
             timeout=duration * 4 + 60,
             name=f"rate{rate}",
-            taskset_core=1,
+            core=GENERATOR_CORE,
         )
         elapsed = time.monotonic() - started
         step = Step(
@@ -134,8 +121,9 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="sip_cps-"))
 
     print("omlmedia (echo target):", flush=True)
-    server = start_server(workdir, t1=0.5, extra_args=("--log-level", args.log_level))
-    pin(server.process.pid, 0)
+    server = start_server(
+        workdir, t1=0.5, extra_args=("--log-level", args.log_level), core=SERVER_CORE
+    )
     try:
         ours = ramp(
             f"127.0.0.1:{server.sip_port}", server.process.pid, rates, args.duration, workdir
@@ -145,20 +133,10 @@ def main() -> int:
 
     print("sipp uas (peer, same machine, same ramp):", flush=True)
     uas_port = free_port()
+    sipp = shutil.which("sipp") or "sipp"
+    uas_command = [sipp, "-sn", "uas", "-i", "127.0.0.1", "-p", str(uas_port), "-nostdin"]
     uas = subprocess.Popen(
-        [
-            "taskset",
-            "-c",
-            "0",
-            shutil.which("sipp") or "sipp",
-            "-sn",
-            "uas",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(uas_port),
-            "-nostdin",
-        ],
+        pinned(uas_command, SERVER_CORE),
         cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -171,7 +149,7 @@ def main() -> int:
         uas.wait()
 
     ours_best, peer_best = best(ours), best(peer)
-    report = {
+    report: dict[str, object] = {
         "command": " ".join(sys.argv),
         "sipp": "sipp -sn uac 127.0.0.1:PORT -s echo -i 127.0.0.1 -p 0 -m RATE*DURATION -r RATE "
         "-l max(100,2*RATE) (taskset -c 1); server on taskset -c 0",

@@ -6,7 +6,7 @@ open (Opus, DTLS-SRTP, ICE on this host); it answers with the protocol's ``answe
 the server bridges the RTP leg into the channel: G.711 <-> 48 kHz PCM <-> Opus, both ways. The
 load generator (benchmarks/webrtc_load.py: every agent and caller, one process, uvloop) runs on
 core 1; the server on core 0 (taskset), a fresh server per step, with N agents ``bench1..N``
-in its configuration (the interop test configuration of tests/interop/harness.py plus agents).
+in its configuration (benchmarks/harness.py's server configuration plus agents).
 
 Two pipelines, same load, same run:
 
@@ -42,12 +42,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,14 +54,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.procstat import (  # noqa: E402
-    core_busy_seconds,
-    cpu_seconds,
-    pin_all,
-    rss_kib,
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    RunningServer,
+    drive_generator,
+    fmt,
+    slope_kib_per_call,
 )
+from benchmarks.procstat import GENERATOR_CORE, SERVER_CORE, pin_self  # noqa: E402
 
-SERVER_CORE, GENERATOR_CORE = 0, 1
 PASSWORD = "bench-secret"
 TARGETS = {
     "calls_per_core_min": 60,
@@ -146,37 +143,11 @@ def serve_stock() -> None:
 # -- the server ----------------------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    ports: dict[str, int]
-    workdir: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log(self) -> str:
-        return (self.workdir / "server.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def write_config(path: Path, workdir: Path, ports: dict[str, int], calls: int, stock: bool) -> None:
+def edit_config(text: str, calls: int, stock: bool) -> str:
     """The interop test configuration with agents bench1..N, no SIP rate limit (every INVITE
     comes from one address) and the receive path of the pipeline."""
-    from tests.interop.harness import write_test_config
     from webrtc.accounts import hash_password
 
-    write_test_config(path, workdir / "data", ports, t1=0.5, media_timeout=600)
-    text = path.read_text()
     text = re.sub(r"rate_limit_requests = \d+", "rate_limit_requests = 1000000", text)
     path_line = f'receive_path = "{"aiortc" if stock else "bypass"}"\n'
     text = text.replace("[webrtc]\n", "[webrtc]\n" + path_line, 1)
@@ -185,47 +156,28 @@ def write_config(path: Path, workdir: Path, ports: dict[str, int], calls: int, s
         f'\n[[agents]]\nname = "bench{k}"\npassword_hash = "{digest}"\n'
         for k in range(1, calls + 1)
     )
-    path.write_text(text + agents)
+    return text + agents
 
 
-def start_server(workdir: Path, calls: int, stock: bool, profile: bool = False) -> Server:
-    from tests.interop.harness import free_port
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    ports = {"rtp_low": 61000}
-    for name in ("sip", "tls", "http", "pbx", "carrier"):
-        ports[name] = free_port()
-    config = workdir / "omlmedia.toml"
-    write_config(config, workdir, ports, calls, stock)
-    serve = ["serve", "--config", str(config), "--log-level", "warning"]
+def start_server(workdir: Path, calls: int, stock: bool) -> RunningServer:
+    """A fresh server on core 0 for one step (the stock pipeline through `serve_stock`)."""
+    python_args: tuple[str, ...] = ("-m", "omlmedia")
     if stock:
         code = (
             f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
             "from benchmarks.webrtc_bridge import serve_stock; serve_stock()"
         )
-        command = [sys.executable, "-c", code, *serve]
-    else:
-        command = [sys.executable, "-m", "omlmedia", *serve]
-    process = subprocess.Popen(
-        ["taskset", "-c", str(SERVER_CORE), *command]
-        if shutil.which("taskset") and (os.cpu_count() or 1) > 1
-        else command,
-        stdout=(workdir / "server.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=workdir,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},  # this tree, not the editable install's
+        python_args = ("-c", code)
+    return harness.start_server(
+        workdir,
+        t1=0.5,
+        media_timeout=600,
+        edit_config=lambda text: edit_config(text, calls, stock),
+        extra_args=("--log-level", "warning"),
+        python_args=python_args,
+        core=SERVER_CORE,
+        rtp_low=61000,
     )
-    server = Server(process, ports, workdir)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None or "omlmedia ready" in server.log():
-            break
-        time.sleep(0.1)
-    if "omlmedia ready" not in server.log():
-        server.stop()
-        raise RuntimeError("omlmedia serve did not start:\n" + server.log()[-3000:])
-    pin_all(server.pid, SERVER_CORE)
-    return server
 
 
 # -- one step ------------------------------------------------------------------------------------
@@ -274,8 +226,6 @@ def measure(pipeline: str, calls: int, args: argparse.Namespace, workdir: Path) 
     except RuntimeError as exc:
         step.ok, step.error = False, str(exc)[-800:]
         return step
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe()
     spec = {
         "calls": calls,
         "http_port": server.ports["http"],
@@ -287,69 +237,29 @@ def measure(pipeline: str, calls: int, args: argparse.Namespace, workdir: Path) 
         "setup_timeout": 30 + 1.0 * calls,
         "core": GENERATOR_CORE,
     }
-    process = context.Process(target=generator_main, args=(child, spec), daemon=True)
-    process.start()
-    cpu0 = cpu1 = core0 = core1 = gen0 = gen1 = 0.0
-    rss = 0
-    result: dict[str, Any] = {}
-    spy: subprocess.Popen[bytes] | None = None
-    spy_out = workdir / f"{pipeline}-{calls}.pyspy.txt"
-    try:
-        deadline = time.monotonic() + spec["setup_timeout"] * 3 + args.duration + 60
-        while time.monotonic() < deadline:
-            if not parent.poll(1.0):
-                if not process.is_alive():
-                    raise RuntimeError("the generator died")
-                if server.process.poll() is not None:
-                    raise RuntimeError("the server died:\n" + server.log()[-2000:])
-                continue
-            message = parent.recv()
-            if isinstance(message, dict):
-                result = message
-                break
-            if message[0] == "window-start":
-                core0 = core_busy_seconds(SERVER_CORE)
-                gen0 = core_busy_seconds(GENERATOR_CORE)
-                cpu0 = cpu_seconds(server.pid)
-                if args.profile == calls:
-                    spy = start_py_spy(server.pid, args.duration, spy_out)
-            elif message[0] == "window-end":
-                core1 = core_busy_seconds(SERVER_CORE)
-                gen1 = core_busy_seconds(GENERATOR_CORE)
-                cpu1 = cpu_seconds(server.pid)
-                rss = rss_kib(server.pid)
-            elif message[0] == "progress":
-                print(f"    [{pipeline} N={calls}] {message[1]}", flush=True)
-        else:
-            raise RuntimeError("the generator did not finish in time")
-    except RuntimeError as exc:
-        step.ok, step.error = False, str(exc)[-800:]
-    finally:
-        if spy is not None:
-            try:
-                spy.wait(timeout=args.duration + 30)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-        process.join(10)
-        if process.is_alive():
-            process.kill()
-        server.stop()
-    if spy is not None:
-        step.profile = summarize_py_spy(spy_out)
-    if not step.ok:
-        return step
+    run = drive_generator(
+        server,
+        generator_main,
+        spec,
+        timeout=spec["setup_timeout"] * 3 + args.duration + 60,
+        label=f"{pipeline} N={calls}",
+        profile_seconds=args.duration if args.profile == calls else None,
+        profile_out=workdir / f"{pipeline}-{calls}.pyspy.txt",
+    )
+    step.profile = run.profile
+    result, window = run.result, run.window
     if "error" in result:
         step.ok, step.error = False, result["error"]
         return step
     duration = result["window_seconds"]
     step.generator = result
-    step.cpu_fraction = (cpu1 - cpu0) / duration
+    step.cpu_fraction = window.cpu_seconds / duration
     step.cpu_us_per_call_second = 1e6 * step.cpu_fraction / calls
     step.calls_per_core = calls / step.cpu_fraction if step.cpu_fraction > 0 else math.inf
-    step.rss_kib = rss
-    step.other_load_on_core = max(0.0, (core1 - core0 - (cpu1 - cpu0)) / duration)
+    step.rss_kib = window.rss_kib
+    step.other_load_on_core = window.other_load_on_server_core(duration)
     step.other_load_on_generator_core = max(
-        0.0, (gen1 - gen0) / duration - result["generator_cpu_fraction"]
+        0.0, window.generator_core_busy(duration) - result["generator_cpu_fraction"]
     )
     for direction, counts in result["wire"].items():
         expected = counts["expected"]
@@ -366,46 +276,7 @@ def measure(pipeline: str, calls: int, args: argparse.Namespace, workdir: Path) 
     return step
 
 
-def start_py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
-    """py-spy (in the venv) sampling the server's Python stacks over the window."""
-    binary = Path(sys.executable).with_name("py-spy")
-    if not binary.exists():
-        return None
-    return subprocess.Popen(
-        [str(binary), "record", "--pid", str(pid), "--duration", str(int(seconds)),
-         "--format", "raw", "--output", str(out), "--nonblocking", "--threads"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def summarize_py_spy(path: Path, top: int = 15) -> list[str]:
-    """Own-time shares of the hottest functions from py-spy's raw (collapsed stacks) output."""
-    if not path.exists():
-        return ["py-spy wrote nothing (ptrace not permitted?)"]
-    own: dict[str, int] = {}
-    total = 0
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        n = int(count)
-        total += n
-        leaf = stack.split(";")[-1]
-        if leaf.startswith("Runner.run "):  # no Python frame below: uvloop and syscalls
-            leaf = "native code under the event loop (uvloop, socket I/O) " + leaf
-        own[leaf] = own.get(leaf, 0) + n
-    ranked = sorted(own.items(), key=lambda kv: -kv[1])[:top]
-    return [f"{100 * n / total:5.1f} %  {name}" for name, n in ranked] if total else []
-
-
 # -- reporting -----------------------------------------------------------------------------------
-
-
-def fmt(value: float | None, spec: str = ".1f") -> str:
-    if value is None or (isinstance(value, float) and (math.isnan(value) or math.isinf(value))):
-        return "-"
-    return format(value, spec)
 
 
 def print_step(step: Step) -> None:
@@ -430,17 +301,6 @@ def print_step(step: Step) -> None:
         + (f"  ({step.error})" if step.error else ""),
         flush=True,
     )
-
-
-def slope_kib_per_call(points: list[tuple[int, int]] | list[tuple[int, float]]) -> float | None:
-    """Least-squares slope of RSS (KiB), or anything, over the number of calls."""
-    if len(points) < 2:
-        return None
-    xs = [float(x) for x, _ in points]
-    ys = [float(y) for _, y in points]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    den = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else None
 
 
 def within_limits(step: Step, pipeline: str) -> bool:
@@ -579,8 +439,7 @@ def summarize(args: argparse.Namespace, steps: list[Step], notes: list[str]) -> 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     ramp = [int(n) for n in args.calls.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="webrtc_bridge-"))
-    if (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {GENERATOR_CORE})
+    pin_self(GENERATOR_CORE)
     pipelines = ["omlmedia"] if args.skip_baseline else list(PIPELINES)
     print(f"work dir {workdir}; load avg {os.getloadavg()[0]:.2f}", flush=True)
     steps: list[Step] = []

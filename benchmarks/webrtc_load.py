@@ -54,6 +54,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from benchmarks.harness import run_generator
+
 SAMPLE_RATE = 48000
 FRAME = 0.02
 PERIOD_FRAMES = 15
@@ -800,22 +802,4 @@ def _parse_sdp_address(text: str) -> tuple[str, int]:
 
 def generator_main(conn: Connection, spec: dict[str, Any]) -> None:
     """Child process entry: pin to the core, run one step, send the result dict."""
-    import logging
-
-    logging.basicConfig(level=logging.ERROR)
-    if (os.cpu_count() or 1) > 1 and spec.get("core") is not None:
-        os.sched_setaffinity(0, {spec["core"]})
-    factory = None
-    try:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    except ImportError:
-        pass
-    try:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            result = runner.run(Generator(spec, conn).run())
-    except BaseException as exc:  # report anything: the parent prints it as a failed step
-        conn.send({"error": f"{type(exc).__name__}: {exc}"[:2000]})
-        return
-    conn.send(result)
+    run_generator(conn, spec.get("core"), lambda: Generator(spec, conn).run())

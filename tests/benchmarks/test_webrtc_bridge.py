@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
-from benchmarks.webrtc_bridge import slope_kib_per_call, summarize_py_spy
 from benchmarks.webrtc_load import (
     PERIOD_FRAMES,
     OnsetDetector,
@@ -95,13 +93,3 @@ def test_parse_sdp_address() -> None:
     assert _parse_sdp_address(text) == ("192.0.2.7", 40002)
     with pytest.raises(ValueError):
         _parse_sdp_address("v=0\r\n")
-
-
-def test_rss_slope_and_py_spy_summary(tmp_path: Path) -> None:
-    assert slope_kib_per_call([(10, 1000)]) is None
-    assert slope_kib_per_call([(10, 1000), (20, 1500), (40, 2500)]) == pytest.approx(50.0)
-    raw = tmp_path / "raw.txt"
-    raw.write_text("main;encode (x.py:1) 30\nmain;decode (y.py:2) 10\nRunner.run (r.py:1) 60\n")
-    lines = summarize_py_spy(raw)
-    assert lines[0].startswith(" 60.0 %  native code") and "encode" in lines[1]
-    assert summarize_py_spy(tmp_path / "missing")[0].startswith("py-spy wrote nothing")

@@ -1,0 +1,80 @@
+"""benchmarks/harness.py and procstat.py: what every benchmark starts, pins and measures with."""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import pytest
+
+from benchmarks.harness import (
+    fmt,
+    free_port,
+    server_config,
+    slope_kib_per_call,
+    summarize_py_spy,
+)
+from benchmarks.procstat import Window, pinned
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def test_benchmarks_do_not_import_the_tests() -> None:
+    for path in sorted(BENCHMARKS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not any(n == "tests" or n.startswith("tests.") for n in names), path.name
+
+
+def test_the_server_configuration_loads(tmp_path: Path) -> None:
+    from omlmedia.config import load_config
+
+    ports = {"rtp_low": 61000, "sip": 5990, "tls": 5991, "http": 5992, "pbx": 5994, "carrier": 5996}
+    path = tmp_path / "omlmedia.toml"
+    path.write_text(server_config(tmp_path / "data", ports, carrier=True))
+    config = load_config(path)
+    assert [trunk.name for trunk in config.trunks] == ["pbx", "carrier"]
+
+
+def test_a_free_pair_starts_on_an_even_port() -> None:
+    port = free_port(pair=True)
+    assert port % 2 == 0 and 0 < port < 65535
+
+
+def test_pinned_prefixes_taskset_only_when_there_are_cores_to_keep_apart() -> None:
+    assert pinned(["x"], None) == ["x"]
+    command = pinned(["x", "-y"], 1)
+    assert command in (["x", "-y"], ["taskset", "-c", "1", "x", "-y"])
+
+
+def test_a_window_measures_this_process() -> None:
+    window = Window(os.getpid())
+    window.start()
+    sum(i * i for i in range(200_000))
+    window.end()
+    assert window.seconds > 0 and window.cpu_seconds >= 0
+    assert window.rss_kib > 0 and window.run_queue_wait_seconds >= 0
+    assert 0 <= window.other_load_on_server_core(window.seconds)
+    assert Window(None).other_load_on_server_core(0) == 0.0
+
+
+def test_figures_and_py_spy_summary(tmp_path: Path) -> None:
+    assert (fmt(None), fmt(float("nan")), fmt(float("inf")), fmt(1.25, ".1f")) == (
+        "-",
+        "-",
+        "-",
+        "1.2",
+    )
+    assert slope_kib_per_call([(10, 1000)]) is None
+    assert slope_kib_per_call([(10, 1000), (20, 1500), (40, 2500)]) == pytest.approx(50.0)
+    raw = tmp_path / "raw.txt"
+    raw.write_text("main;encode (x.py:1) 30\nmain;decode (y.py:2) 10\nRunner.run (r.py:1) 60\n")
+    lines = summarize_py_spy(raw)
+    assert lines[0].startswith(" 60.0 %  native code") and "encode" in lines[1]
+    assert summarize_py_spy(tmp_path / "missing")[0].startswith("py-spy wrote nothing")
