@@ -46,7 +46,7 @@ from omlmedia.clock import CallLater, Timer, loop_call_later
 from omlmedia.config import Campaign
 from omlmedia.logs import event
 from omlmedia.offer_answer import answer_on_leg
-from omlmedia.storage import AsyncStore, CallRecord, QueueLogEntry
+from omlmedia.storage import AsyncStore, CallRecord, QueueLogRow
 from queueing.config import DestinationKind
 from queueing.engine import AcdEngine
 from queueing.events import (
@@ -59,9 +59,9 @@ from queueing.events import (
     OfferCall,
     Overflow,
     Overflowed,
+    QueueLogEntry,
 )
 from queueing.events import AgentStateChanged as EngineStateChanged
-from queueing.events import QueueLogEntry as EngineLogEntry
 from queueing.exceptions import AcdUsageError
 from queueing.stats import AgentCounters, QueueCounters
 from sip.message import Address, Request
@@ -195,10 +195,10 @@ class AcdRuntime:
             self._timer = None
 
     def _on_event(self, ev: object) -> None:
-        if isinstance(ev, EngineLogEntry):
+        if isinstance(ev, QueueLogEntry):
             if self.store is not None:
                 self.store.append(
-                    QueueLogEntry(
+                    QueueLogRow(
                         ev.time, ev.event.value, ev.call_id, ev.queue, ev.agent, dict(ev.data)
                     )
                 )
@@ -892,7 +892,7 @@ def agent_figures(counters: AgentCounters) -> dict[str, Any]:
     }
 
 
-def engine_log(entries: Iterable[QueueLogEntry]) -> Iterator[EngineLogEntry]:
+def engine_log(entries: Iterable[QueueLogRow]) -> Iterator[QueueLogEntry]:
     """A stored queue log as the engine's entries, for `queueing.Statistics.from_log`; rows
     the engine did not write (``closed-at-restart``) are skipped."""
     for entry in entries:
@@ -901,7 +901,7 @@ def engine_log(entries: Iterable[QueueLogEntry]) -> Iterator[EngineLogEntry]:
         except ValueError:
             continue
         data = {k: v for k, v in entry.data.items() if isinstance(v, str | int | float)}
-        yield EngineLogEntry(entry.time, entry.queue, entry.call_id, entry.agent, verb, data)
+        yield QueueLogEntry(entry.time, entry.queue, entry.call_id, entry.agent, verb, data)
 
 
 def _rounded(value: float | None, digits: int) -> float | None:

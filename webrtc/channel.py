@@ -130,12 +130,19 @@ relayed between two peer connections (web caller <-> agent) without transcoding.
 Media source check. aioice hands every non-STUN datagram that reaches a local candidate's
 socket to DTLS/SRTP, from any address. `install_aioice_guards()` (called by the first channel)
 wraps aioice's ``StunProtocol.datagram_received`` so that non-STUN data is accepted only from the
-remote address of the nominated pair (before nomination: of a pair whose check succeeded on
-that socket); anything else is dropped and counted in `guard_counters` (the DTLS ClientHello
-race of Asterisk and rtpengine, 2023). The same function lets aioice offer 127.0.0.1 when the
-page's offer has a loopback candidate (aioice skips loopback). Both depend on aioice internals
-(``StunProtocol``, ``Connection._nominated``, ``_check_list``, ``get_host_addresses``);
-tests/webrtc/test_channel.py fails if an aioice upgrade breaks them.
+remote address of a valid pair on that socket: the nominated one, or any other that an
+authenticated check proved (ours succeeded, or the peer's carried USE-CANDIDATE); anything else
+is dropped and counted in `guard_counters` (the DTLS ClientHello race of Asterisk and rtpengine,
+2023). Not the nominated pair alone: aioice nominates aggressively (every check of the
+controlling end carries USE-CANDIDATE), so on a host with two addresses (IPv4 and IPv6) both
+pairs get nominated and each end keeps the one whose nomination it completed last. The two ends
+can keep different pairs and each sends on its own; a check on the nominated pair alone dropped
+the other end's DTLS for good (no audio either way while ICE said "completed": 2 calls of 40 in
+benchmarks/webrtc_bridge.py; tests/webrtc/test_ice_guard.py). The same function lets aioice
+offer 127.0.0.1 when the page's offer has a loopback candidate (aioice skips loopback). Both
+depend on aioice internals (``StunProtocol``, ``Connection._nominated``, ``_check_list``,
+``CandidatePair.remote_nominated``, ``get_host_addresses``); tests/webrtc/test_channel.py and
+tests/webrtc/test_ice_guard.py fail if an aioice upgrade breaks them.
 """
 
 from __future__ import annotations
@@ -270,17 +277,26 @@ def install_aioice_guards() -> None:
 
 
 def _allowed(protocol: Any, peer: tuple[str, int]) -> bool:
+    """Whether non-STUN data from `peer` on `protocol`'s socket comes from a valid pair: the
+    nominated one (the usual case, one comparison), or any pair on this socket to `peer` that
+    an authenticated check proved, ours (succeeded) or the peer's (its USE-CANDIDATE). Not the
+    nominated pair only: with aioice's aggressive nomination every checked pair is nominated and
+    each end keeps the last one it completed, so the two ends can select different pairs and
+    each sends on its own (module docstring, tests/webrtc/test_ice_guard.py)."""
     connection = getattr(protocol, "receiver", None)
     candidate = getattr(protocol, "local_candidate", None)
     if connection is None or candidate is None:
         return False
     nominated = connection._nominated.get(candidate.component)
-    if nominated is not None:
-        return bool(nominated.protocol is protocol and nominated.remote_addr == peer)
-    succeeded = type(connection._check_list[0]).State.SUCCEEDED if connection._check_list else None
+    if nominated is not None and nominated.protocol is protocol and nominated.remote_addr == peer:
+        return True
+    check_list = connection._check_list
+    succeeded = type(check_list[0]).State.SUCCEEDED if check_list else None
     return any(
-        pair.protocol is protocol and pair.remote_addr == peer and pair.state is succeeded
-        for pair in connection._check_list
+        pair.protocol is protocol
+        and pair.remote_addr == peer
+        and (pair.state is succeeded or getattr(pair, "remote_nominated", False))
+        for pair in check_list
     )
 
 
