@@ -54,10 +54,18 @@ typecheck:
 pytest:
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
+bench: export PYTHONPATH := $(CURDIR)
 bench: setup-test
 	@scripts/install-debs.sh rtpengine-daemon
+	$(PY) benchmarks/media_engine.py
+	$(PY) benchmarks/conference.py
+	$(PY) benchmarks/webrtc_receive.py
+	$(PY) benchmarks/ua_core.py
+	$(PY) benchmarks/acd.py
 	$(PY) benchmarks/sip_cps.py
 	$(PY) benchmarks/media_relay.py
+	$(PY) benchmarks/webrtc_bridge.py
+	$(PY) benchmarks/acd_e2e.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

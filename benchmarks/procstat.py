@@ -22,6 +22,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def thread_cpu_seconds(native_id: int) -> float:
+    """User + system CPU time of one thread of this process (0 once it has ended)."""
+    try:
+        fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size from /proc/PID/status."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -56,7 +56,8 @@ payload (it decodes to noise). An unknown encoding name, clock rate or channel c
 
 Measured on the 2-core development machine while other jobs ran (load 1.6-2.4;
 `sum(range(1000))` took 17-18 µs in the quietest runs), best of 5 x 1000 calls on one 20 ms
-frame of a 1 kHz tone, the lowest of three runs of `.venv/bin/python -m media.codecs`
+frame of a 1 kHz tone, the lowest of three runs of
+`PYTHONPATH=. .venv/bin/python benchmarks/media_engine.py codecs`
 (before: the same command on the previous version, load 3-4):
 
 | codec | encode | decode | decode + conceal (PLC) |
@@ -72,8 +73,8 @@ Concealment runs only on loss; the pitch search is most of its cost for G.711 an
 (The G.711 decoder now keeps the last payload, not a copy of its samples, and decodes it again
 only when a loss needs it.)
 
-Opus complexity at the narrow rates, for SIP-leg transcoding. `python -m
-media.codecs complexity` encodes 200 speech frames of the bundled prompts (G.711
+Opus complexity at the narrow rates, for SIP-leg transcoding. `benchmarks/media_engine.py
+complexity` encodes 200 speech frames of the bundled prompts (G.711
 round-tripped at 8 kHz, the 16 kHz originals at 16 kHz), 32 kbit/s VBR, FEC on, and prints the
 cost per frame (best of 5 passes, lowest of two runs, load ~2.3), the SNR of a 1 kHz tone and
 the segmental SNR of the speech after alignment. Segmental SNR barely moves with complexity
@@ -672,121 +673,3 @@ class _OpusDecoder(Decoder):
         if count < 0:
             raise CodecError("Opus payload is corrupt")
         return self._output[:samples_count].copy()
-
-
-def _benchmark() -> None:  # pragma: no cover - a measurement, run by hand
-    import timeit
-
-    def cost(run: Any, number: int = 1000) -> float:
-        return min(timeit.repeat(run, number=number, repeat=5)) / number * 1e6
-
-    print(f"sum(range(1000)): {cost(lambda: sum(range(1000))):.1f} µs")
-    opus = codec_for("opus")
-    cases: list[tuple[str, CodecSpec]] = [
-        ("PCMU", codec_for("PCMU")),
-        ("PCMA", codec_for("PCMA")),
-        ("G722", codec_for("G722")),
-        ("opus c5 fec", opus),
-        ("opus c5 nofec", codec_for("opus", fmtp="useinbandfec=0")),
-        ("opus c10 fec", codec_for("opus", opus=OpusSettings(complexity=10))),
-        ("opus@8k c5", opus.at_sample_rate(8000)),
-        ("opus@16k c5", opus.at_sample_rate(16000)),
-    ]
-    for label, spec in cases:
-        t = np.arange(spec.sample_rate * 2) / spec.sample_rate
-        tone = np.round(10362 * np.sin(2 * math.pi * 1000 * t)).astype(np.int16)
-        encoder, decoder = spec.encoder(), spec.decoder()
-        frame = spec.frame_samples
-        payloads = [encoder.encode(tone[i : i + frame]) for i in range(0, len(tone), frame)]
-        chunk = tone[:frame]
-        encode = cost(lambda: encoder.encode(chunk))  # noqa: B023
-        payload = payloads[10]
-        decode = cost(lambda: decoder.decode(payload))  # noqa: B023
-        conceal = cost(lambda: (decoder.decode(payload), decoder.conceal(frame)))  # noqa: B023
-        print(
-            f"{label:14} encode {encode:6.1f} µs  decode {decode:5.1f} µs  "
-            f"decode+conceal {conceal:5.1f} µs"
-        )
-
-
-def _segmental_snr(reference: Samples, decoded: Samples, rate: int) -> tuple[float, int]:
-    """Mean segmental SNR in dB (20 ms segments, each clamped to -10..35 dB, silent ones
-    skipped) of `decoded` against `reference` after the lag that best aligns them; and the lag.
-    A waveform measure: a quality proxy to compare settings of one codec, not a MOS."""
-    a = reference.astype(np.float64)
-    b = decoded.astype(np.float64)
-    n = min(len(a), len(b))
-    spectrum = np.fft.rfft(b[:n], 2 * n) * np.conj(np.fft.rfft(a[:n], 2 * n))
-    lag = int(np.argmax(np.fft.irfft(spectrum)[: rate // 20]))
-    a, b = a[: n - lag], b[lag:n]
-    segment = rate // 50
-    values = []
-    for start in range(0, len(a) - segment + 1, segment):
-        signal = a[start : start + segment]
-        power = float(signal @ signal)
-        if power < segment * 100.0**2:
-            continue
-        error = signal - b[start : start + segment]
-        ratio = power / max(float(error @ error), 1e-9)
-        values.append(min(max(10 * math.log10(ratio), -10.0), 35.0))
-    return float(np.mean(values)), lag
-
-
-def _complexity_sweep() -> None:  # pragma: no cover - a measurement, run by hand
-    """Opus encoder complexity 0-10 at 8 and 16 kHz: cost and quality on tone and speech."""
-    import timeit
-    import wave
-    from pathlib import Path
-
-    from media.resample import Resampler, tone_snr
-
-    sounds = sorted((Path(__file__).resolve().parent / "sounds" / "en").glob("*.wav"))
-    parts = []
-    for path in sounds[:8]:
-        with wave.open(str(path)) as file:
-            parts.append(np.frombuffer(file.readframes(file.getnframes()), np.int16))
-    speech16 = np.concatenate(parts)
-    speech16 = speech16[: len(speech16) // 320 * 320]
-    pcmu = g711.codec_for_name("PCMU")
-    speech8 = pcmu.decode(pcmu.encode(Resampler(16000, 8000).resample(speech16)))
-    quiet = min(timeit.repeat(lambda: sum(range(1000)), number=1000, repeat=5)) * 1e3
-    print(f"sum(range(1000)): {quiet:.1f} µs")
-    print("rate  complexity  encode µs/frame  1 kHz tone SNR dB  speech segSNR dB  kbit/s")
-    for rate, speech in ((8000, speech8), (16000, speech16)):
-        frame = rate // 50
-        t = np.arange(rate) / rate
-        tone = np.round(10362 * np.sin(2 * math.pi * 1000 * t)).astype(np.int16)
-        for complexity in range(11):
-            spec = codec_for("opus", opus=OpusSettings(complexity=complexity))
-            spec = spec.at_sample_rate(rate)
-
-            def stream(samples: Samples) -> tuple[list[bytes], Samples]:
-                encoder, decoder = spec.encoder(), spec.decoder()  # noqa: B023
-                payloads = [
-                    encoder.encode(samples[i : i + frame])  # noqa: B023
-                    for i in range(0, len(samples) - frame + 1, frame)  # noqa: B023
-                ]
-                return payloads, np.concatenate([decoder.decode(p) for p in payloads])
-
-            frames = [speech[i : i + frame] for i in range(0, len(speech), frame)][100:300]
-            best = math.inf
-            for _ in range(5):
-                encode = spec.encoder().encode
-                start = timeit.default_timer()
-                for chunk in frames:
-                    encode(chunk)
-                best = min(best, (timeit.default_timer() - start) / len(frames) * 1e6)
-            _, decoded = stream(tone)
-            snr = tone_snr(decoded[rate // 5 :], rate, 1000)
-            payloads, decoded = stream(speech)
-            segmental, _ = _segmental_snr(speech, decoded, rate)
-            kbits = sum(len(p) for p in payloads) * 8 * 50 / len(payloads) / 1000
-            print(
-                f"{rate:5} {complexity:6} {best:15.0f} {snr:18.1f} {segmental:17.2f} {kbits:9.1f}"
-            )
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import sys
-
-    _complexity_sweep() if sys.argv[1:] == ["complexity"] else _benchmark()

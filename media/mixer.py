@@ -39,7 +39,7 @@ frame, everyone hearing everyone (in brackets: with one listener and one whisper
 That is 0.06 % to 0.6 % of a core for a whole conference. About a third of it is the Python loop
 that copies the caller's frames in (about 0.5 µs a party).
 
-Command: `.venv/bin/python -m media.mixer` (prints the table).
+Command: `PYTHONPATH=. .venv/bin/python benchmarks/media_engine.py mixer` (prints the table).
 """
 
 from __future__ import annotations
@@ -285,40 +285,3 @@ class AudioMixer:
         self._rows, self._cols = rows, cols
         self._residual = np.ascontiguousarray(residual[np.ix_(rows, cols)])
         self._dirty = False
-
-
-def _measure() -> None:  # pragma: no cover - run by hand, see the module docstring
-    import time
-
-    def per_tick(mixer: AudioMixer, frames: Mapping[Hashable, Samples | None]) -> float:
-        mixer.mix(frames)
-        best = float("inf")
-        for _ in range(7):
-            start = time.process_time()
-            for _ in range(2000):
-                mixer.mix(frames)
-            best = min(best, (time.process_time() - start) / 2000)
-        return best * 1e6
-
-    rng = np.random.default_rng(1)
-    print("| parties | 8 kHz | 16 kHz | 48 kHz |")
-    for count in (3, 10, 50):
-        cells = []
-        for rate in (8000, 16000, 48000):
-            size = rate // 50
-            frames: dict[Hashable, Samples | None] = {
-                n: rng.integers(-8000, 8000, size, dtype=np.int16) for n in range(count)
-            }
-            plain = AudioMixer(rate)
-            roles = AudioMixer(rate)
-            for n in range(count):
-                plain.add(n)
-                roles.add(n)
-            roles.set_role(count - 1, Role.LISTEN)
-            roles.set_role(count - 2, Role.WHISPER, target=0)
-            cells.append(f"{per_tick(plain, frames):.0f} µs ({per_tick(roles, frames):.0f})")
-        print(f"| {count} | " + " | ".join(cells) + " |")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _measure()

@@ -23,7 +23,8 @@ from opening to closing the file: 8 kHz stereo costs 15 ms of CPU per second of 
 per 20 ms frame, 1.5 % of a core) and came out at 24 kbit/s; 16 kHz stereo 11 ms per second at
 34 kbit/s; WAV 0.09 ms per second at 256 kbit/s.
 
-Command: `.venv/bin/python -m media.oggopus` (prints these figures).
+Command: `PYTHONPATH=. .venv/bin/python benchmarks/media_engine.py recording`
+(prints these figures).
 """
 
 from __future__ import annotations
@@ -176,34 +177,3 @@ def open_writer(
     if format == "opus":
         return OggOpusWriter(path, rate, channels)
     raise UnsupportedFormatError("unsupported recording format")
-
-
-def _measure() -> None:  # pragma: no cover - run by hand, see the module docstring
-    import tempfile
-    import time
-
-    with tempfile.TemporaryDirectory() as directory:
-        for format, rate in (("opus", 8000), ("opus", 16000), ("wav", 8000)):
-            t = np.arange(10 * rate) / rate
-            audio = np.stack(
-                [4000 * np.sin(2 * np.pi * 440 * t), 4000 * np.sin(2 * np.pi * 1000 * t)], axis=1
-            ).astype(np.int16)
-            chunks = np.split(audio, 500)
-            best = float("inf")
-            for run in range(5):
-                path = Path(directory) / f"{run}{RECORDING_FORMATS[format]}"
-                start = time.process_time()
-                writer = open_writer(path, format, rate)
-                for chunk in chunks:
-                    writer.write(chunk)
-                writer.close()
-                best = min(best, (time.process_time() - start) / 10)
-            size = path.stat().st_size
-            print(
-                f"{format} {rate} Hz stereo: {best * 1e3:.2f} ms CPU per second of audio, "
-                f"{size * 8 / 10 / 1000:.1f} kbit/s"
-            )
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _measure()

@@ -23,7 +23,7 @@ only 41 dB down.
 
 Measured on the 2-core development machine while other jobs ran (load 3-4; `sum(range(1000))`
 took 17-18 µs in the quietest runs), best of 5 x 2000 calls on one 20 ms frame, int16 in and
-out, the lowest of four runs of `.venv/bin/python -m media.resample`:
+out, the lowest of four runs of `PYTHONPATH=. .venv/bin/python benchmarks/media_engine.py resample`:
 
 | conversion      | this module | PyAV `AudioResampler` (set up once, ndarray in and out) |
 |-----------------|-------------|----------------------------------------------------------|
@@ -189,56 +189,3 @@ def tone_snr(samples: npt.ArrayLike, rate: int, frequency: float) -> float:
     noise = float(np.sum((signal - fit) ** 2))
     power = float(np.sum(fit**2))
     return math.inf if noise == 0 else 10 * math.log10(power / noise)
-
-
-def _benchmark() -> None:  # pragma: no cover - a measurement, run by hand
-    import timeit
-    from collections.abc import Callable
-
-    import av
-
-    def pyav(input_rate: int, output_rate: int) -> Callable[[Samples], Samples]:
-        converter = av.AudioResampler(format="s16", layout="mono", rate=output_rate)
-
-        def run(samples: Samples) -> Samples:
-            frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-            frame.sample_rate = input_rate
-            frames = converter.resample(frame)
-            if not frames:
-                return np.zeros(0, np.int16)
-            return np.concatenate([np.asarray(f.to_ndarray(), np.int16)[0] for f in frames])
-
-        return run
-
-    def numpy(input_rate: int, output_rate: int) -> Callable[[Samples], Samples]:
-        return Resampler(input_rate, output_rate).resample
-
-    def cost(run: Callable[[], object]) -> float:
-        return min(timeit.repeat(run, number=2000, repeat=5)) / 2000 * 1e6
-
-    print(f"sum(range(1000)): {cost(lambda: sum(range(1000))):.1f} µs")
-    for input_rate, output_rate in (
-        (8000, 48000),
-        (48000, 8000),
-        (8000, 16000),
-        (16000, 8000),
-        (16000, 48000),
-        (48000, 16000),
-    ):
-        frame = input_rate // 50
-        t = np.arange(input_rate * 2) / input_rate
-        tone = np.round(10362 * np.sin(2 * math.pi * 1000 * t)).astype(np.int16)
-        chunk = tone[:frame]
-        for name, make in (("numpy", numpy), ("pyav", pyav)):
-            run = make(input_rate, output_rate)
-            out = np.concatenate([run(tone[i : i + frame]) for i in range(0, len(tone), frame)])
-            snr = tone_snr(out[output_rate // 10 :], output_rate, 1000)
-            run = make(input_rate, output_rate)
-            print(
-                f"{input_rate:>5} -> {output_rate:>5} {name:5}: "
-                f"{cost(lambda: run(chunk)):5.1f} µs, 1 kHz SNR {snr:5.1f} dB"  # noqa: B023
-            )
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _benchmark()

@@ -39,7 +39,7 @@ measurable), 2.5 µs and 3.0 µs with AEAD_AES_128_GCM; a rejected packet (bad t
 the raised exception included; `answer_crypto` 4.7 µs; `SrtpSession()` 53 µs (two libsrtp
 contexts and their key derivation), once per call and per re-key.
 
-Command: `.venv/bin/python -m media.srtp` (prints these figures).
+Command: `PYTHONPATH=. .venv/bin/python benchmarks/media_engine.py srtp` (prints these figures).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ import base64
 import binascii
 import re
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import pylibsrtp
@@ -319,57 +319,3 @@ class SrtpSession:
 
 def _same_key(a: CryptoAttribute, b: CryptoAttribute) -> bool:
     return (a.suite, a.key_params, a.session_params) == (b.suite, b.key_params, b.session_params)
-
-
-def _measure() -> None:  # pragma: no cover - run by hand, see the module docstring
-    import time
-
-    from media.rtp import rtp_header
-
-    def per_item(run: Callable[[], object], count: int) -> float:
-        times = []
-        for _ in range(7):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        return min(times) / count * 1e6
-
-    count = 5000
-    plain = [rtp_header(0, False, n, 160 * n, 0x1234) + bytes(160) for n in range(count)]
-    for suite in (AES_CM_128_HMAC_SHA1_80, AEAD_AES_128_GCM):
-        crypto = generate_crypto(1, suite)
-        sessions = [SrtpSession(crypto, crypto) for _ in range(15)]
-        packets = [sessions[0].protect_rtp(packet) for packet in plain]
-        senders = iter(sessions[1:8])
-        receivers = iter(sessions[8:])
-
-        def protect(senders: Iterator[SrtpSession] = senders) -> object:
-            return list(map(next(senders).protect_rtp, plain))
-
-        def unprotect(
-            receivers: Iterator[SrtpSession] = receivers, packets: list[bytes] = packets
-        ) -> object:
-            return list(map(next(receivers).unprotect_rtp, packets))
-
-        print(
-            f"{suite}: protect_rtp {per_item(protect, count):.2f} µs, "
-            f"unprotect_rtp {per_item(unprotect, count):.2f} µs"
-        )
-        bad = packets[-1][:-1] + bytes([packets[-1][-1] ^ 1])
-        receiver = SrtpSession(crypto, crypto)
-
-        def reject(receiver: SrtpSession = receiver, bad: bytes = bad) -> None:
-            for _ in range(count):
-                try:
-                    receiver.unprotect_rtp(bad)
-                except SrtpError:
-                    pass
-
-        print(f"{suite}: rejected packet {per_item(reject, count):.2f} µs")
-    offered = offer_crypto()
-    print(f"answer_crypto (4 lines): {per_item(lambda: answer_crypto(offered), 1):.2f} µs")
-    print(f"SrtpSession(): {per_item(lambda: SrtpSession(offered[0], offered[0]), 1):.2f} µs")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _measure()

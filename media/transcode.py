@@ -37,9 +37,10 @@ caller counts it and may call `lost()` in its place.
 
 Measured on the 2-core development machine while other jobs ran (load 1.6-2.4;
 `sum(range(1000))` took 17-18 µs in the quietest runs), the lowest of three runs of
-`.venv/bin/python -m media.transcode`. First, best of 5 x 500 calls on one 20 ms packet
-of a 1 kHz tone (decode + resample + encode; an Opus source packet comes from a 48 kHz encoder);
-"before" is the previous version (load 3-4; `native_rate=False` now gives the same within 5 %):
+`PYTHONPATH=. .venv/bin/python benchmarks/media_engine.py transcode`. First, best of 5 x 500
+calls on one 20 ms packet of a 1 kHz tone (decode + resample + encode; an Opus source packet
+comes from a 48 kHz encoder); "before" is the previous version (load 3-4; `native_rate=False`
+now gives the same within 5 %):
 
 | from \\ to | PCMU | PCMA | G722 | opus (before) |
 |-----------|-----:|-----:|-----:|-----:|
@@ -231,76 +232,3 @@ class Transcoder:
 
     def __repr__(self) -> str:
         return f"Transcoder({self.source.name} -> {self.destination.name})"
-
-
-def _benchmark() -> None:  # pragma: no cover - a measurement, run by hand
-    import math
-    import timeit
-    import wave
-    from pathlib import Path
-
-    from media.codecs import codec_for
-
-    def cost(run: object, number: int = 500) -> float:
-        return min(timeit.repeat(run, number=number, repeat=5)) / number * 1e6  # type: ignore[arg-type]
-
-    print(f"sum(range(1000)): {cost(lambda: sum(range(1000))):.1f} µs")
-    names = ("PCMU", "PCMA", "G722", "opus")
-    for native in (True, False):
-        print("Opus at the other side's rate" if native else "Opus at 48 kHz, resampled")
-        for source_name in names:
-            source = codec_for(source_name)
-            t = np.arange(source.sample_rate) / source.sample_rate
-            tone = np.round(10362 * np.sin(2 * math.pi * 1000 * t)).astype(np.int16)
-            encoder = source.encoder()
-            frame = source.frame_samples
-            payloads = [encoder.encode(tone[i : i + frame]) for i in range(0, len(tone), frame)]
-            payload = payloads[10]
-            row = []
-            for destination_name in names:
-                if destination_name == source_name:
-                    row.append("   —   ")
-                    continue
-                transcoder = Transcoder(source, codec_for(destination_name), native_rate=native)
-                row.append(f"{cost(lambda: transcoder.transcode(payload)):5.0f} µs")  # noqa: B023
-            print(f"{source_name:5}", " | ".join(row))
-
-    # A real prompt as a stream of packets: the mean cost per 20 ms packet, best of 5 passes.
-    sounds = Path(__file__).resolve().parent / "sounds" / "en"
-    with wave.open(str(sounds / "welcome.wav")) as file:
-        speech16 = np.frombuffer(file.readframes(file.getnframes()), np.int16)
-    speech16 = speech16[: len(speech16) // 320 * 320]
-    speech8 = Resampler(16000, 8000).resample(speech16)
-    print("speech (welcome.wav), mean per 20 ms packet:")
-    for native in (True, False):
-        for narrow, audio in (("PCMU", speech8), ("G722", speech16)):
-            spec, opus = codec_for(narrow), codec_for("opus")
-            encoder = spec.encoder()
-            frame = spec.frame_samples
-            narrow_in = [encoder.encode(audio[i : i + frame]) for i in range(0, len(audio), frame)]
-            # What a browser sends: the prompt coded by a 48 kHz encoder (default settings).
-            wide = Resampler(spec.sample_rate, 48000).resample(audio)
-            opus_encoder = opus.encoder()
-            opus_in = [opus_encoder.encode(wide[i : i + 960]) for i in range(0, len(wide), 960)]
-            totals = []
-            mode = "native" if native else "48 kHz"
-            directions = (
-                (f"{narrow}->opus", spec, opus, narrow_in),
-                (f"opus->{narrow}", opus, spec, opus_in),
-            )
-            for label, source, destination, stream in directions:
-                best = math.inf
-                for _ in range(5):
-                    run = Transcoder(source, destination, native_rate=native).transcode
-                    start = timeit.default_timer()
-                    for payload in stream:
-                        run(payload)
-                    best = min(best, (timeit.default_timer() - start) / len(stream) * 1e6)
-                totals.append(best)
-                print(f"  {mode:6} {label:12} {best:6.1f} µs")
-            calls = 20000 / (sum(totals) + 2 * 20)
-            print(f"  {mode:6} {narrow}<->opus: {calls:.0f} calls per core (2 x 20 µs of I/O)")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _benchmark()

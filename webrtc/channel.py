@@ -105,7 +105,7 @@ s16, the first channel taken, resampled to the attached rate when that is not 48
 `BacklogLimiter` (token bucket: 50 frames/s plus a burst of `max_backlog` seconds).
 ``receive_path="aiortc"`` selects that path on purpose (the baseline of the measurement).
 
-Measured with ``.venv/bin/python -m webrtc.measure 8`` (both paths in the same run, aiortc
+Measured with ``benchmarks/webrtc_receive.py 8`` (both paths in the same run, aiortc
 client -> channel over loopback, one process) on the 2-core machine at load 2.3 (other
 sessions running; figures drift by tens of percent between runs):
 
@@ -921,7 +921,7 @@ class PeerMedia:
                     logger.exception("%s %s: media sink failed", self.kind, self.name)
         counters.cpu_seconds += self._cpu_clock() - started
 
-    # --- receive path: aiortc's own (fallback, and the baseline of webrtc.measure) ---
+    # --- receive path: aiortc's own (fallback, and the baseline of benchmarks/webrtc_receive) ---
 
     async def _read(self, remote: MediaStreamTrack) -> None:
         limiter = BacklogLimiter(self.max_backlog)

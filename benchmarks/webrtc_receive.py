@@ -1,11 +1,12 @@
-"""Measure the agent channel's receive path, aiortc's stock one against the bypass, in one run.
+"""The agent channel's receive path, aiortc's stock one against the bypass, in one run.
 
-``.venv/bin/python -m webrtc.measure [seconds]`` connects an aiortc client to an `AgentChannel`
-over loopback in one process, once per receive path (``aiortc``: its ``JitterBuffer(capacity=16,
-prefetch=4)`` and decoder thread, then `AgentChannel._read`; ``bypass``: `webrtc.rtptap` hands
-the packets to `webrtc.playout.OpusPlayout`, our adaptive jitter buffer and libopus, played by a
-20 ms clock). The client sends pre-encoded Opus (a 1 kHz tone, 20 ms packets, paced like the
-channel's own sender); the channel's sink stamps each frame it gets. It reports, per path:
+``.venv/bin/python benchmarks/webrtc_receive.py [seconds [path ...]]`` connects an aiortc client
+to an `AgentChannel` over loopback in one process, once per receive path (``aiortc``: its
+``JitterBuffer(capacity=16, prefetch=4)`` and decoder thread, then `AgentChannel._read`;
+``bypass``: `webrtc.rtptap` hands the packets to `webrtc.playout.OpusPlayout`, our adaptive
+jitter buffer and libopus, played by a 20 ms clock). The client sends pre-encoded Opus (a 1 kHz
+tone, 20 ms packets, paced like the channel's own sender); the channel's sink stamps each frame
+it gets. It reports, per path:
 
 - delay: sink time minus send time of the same frame, p50/p99/max. On the aiortc path the k-th
   frame sent is the k-th delivered (no loss on loopback); on the bypass the frame is found by
@@ -20,26 +21,22 @@ channel's own sender); the channel's sink stamps each frame it gets. It reports,
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from webrtc.channel import FRAME_SAMPLES, AgentChannel, OpusSendTrack, _OpusEncoder
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-
-def _thread_cpu(native_id: int) -> float:
-    try:
-        with open(f"/proc/self/task/{native_id}/stat") as file:
-            fields = file.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        return 0.0
+from benchmarks.procstat import thread_cpu_seconds  # noqa: E402
+from webrtc.channel import FRAME_SAMPLES, AgentChannel, OpusSendTrack, _OpusEncoder  # noqa: E402
 
 
 async def _run(seconds: float, send_audio: bool, path: str) -> dict[str, Any]:
@@ -82,7 +79,7 @@ async def _run(seconds: float, send_audio: bool, path: str) -> dict[str, Any]:
     await asyncio.sleep(1.0)
     first_arrival = len(arrivals)
     decoders = [t for t in threading.enumerate() if t.native_id and "decoder" in repr(t.name)]
-    decoder_cpu0 = sum(_thread_cpu(t.native_id or 0) for t in decoders)
+    decoder_cpu0 = sum(thread_cpu_seconds(t.native_id or 0) for t in decoders)
     cpu0, own0, frames0 = (
         time.process_time(),
         channel.counters.cpu_seconds,
@@ -91,7 +88,7 @@ async def _run(seconds: float, send_audio: bool, path: str) -> dict[str, Any]:
     await asyncio.sleep(seconds)
     cpu = time.process_time() - cpu0
     frames = channel.counters.frames - frames0
-    decoder_cpu = sum(_thread_cpu(t.native_id or 0) for t in decoders) - decoder_cpu0
+    decoder_cpu = sum(thread_cpu_seconds(t.native_id or 0) for t in decoders) - decoder_cpu0
     own = channel.counters.cpu_seconds - own0
     if path == "aiortc":
         pairs = list(zip(sent, arrivals, strict=False))[first_arrival:]
