@@ -48,7 +48,7 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import web
 
 from omlmedia.config import Config
-from omlmedia.storage import CallRecord, QueueLogEntry, Store
+from omlmedia.storage import CallRecord, QueueLogRow, Store
 from queueing.exceptions import AcdUsageError
 
 StatusProvider = Callable[[], dict[str, Any]]
@@ -112,7 +112,7 @@ class RecordReader:
         """Call records that started in [since, until)."""
         return await self._run(lambda store: store.call_records(since, until))
 
-    async def queue_log(self, since: float, until: float) -> list[QueueLogEntry]:
+    async def queue_log(self, since: float, until: float) -> list[QueueLogRow]:
         """Queue log entries in [since, until), in time order."""
         return await self._run(lambda store: store.queue_log(since, until))
 

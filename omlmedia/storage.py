@@ -32,7 +32,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AsyncStore", "CallRecord", "QueueLogEntry", "Store"]
+__all__ = ["AsyncStore", "CallRecord", "QueueLogRow", "Store"]
 
 SCHEMA_VERSION = 1
 
@@ -81,8 +81,10 @@ CREATE TABLE IF NOT EXISTS open_calls (
 
 
 @dataclass(frozen=True, slots=True)
-class QueueLogEntry:
-    """One ACD event (the queue_log row)."""
+class QueueLogRow:
+    """One stored row of the queue log: an entry of the ACD engine
+    (`queueing.events.QueueLogEntry`, its verb as text) or one the store writes itself
+    (``closed-at-restart``)."""
 
     time: float
     event: str
@@ -185,7 +187,7 @@ class Store:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def append(self, entry: QueueLogEntry) -> None:
+    def append(self, entry: QueueLogRow) -> None:
         """Queue one event for the next `flush`."""
         self._log.append(
             (
@@ -280,7 +282,7 @@ class Store:
                 )
             )
             self.append(
-                QueueLogEntry(
+                QueueLogRow(
                     now,
                     "closed-at-restart",
                     call_id=call_id,
@@ -296,7 +298,7 @@ class Store:
 
     def queue_log(
         self, since: float = 0.0, until: float = float("inf"), *, call_id: str | None = None
-    ) -> list[QueueLogEntry]:
+    ) -> list[QueueLogRow]:
         """Committed events in time order (by call when `call_id` is given)."""
         sql = "SELECT time, event, call_id, queue, agent, data FROM queue_log WHERE time >= ?"
         args: list[Any] = [since]
@@ -308,7 +310,7 @@ class Store:
             args.append(call_id)
         sql += " ORDER BY time, id"
         return [
-            QueueLogEntry(t, e, c, q, a, json.loads(d))
+            QueueLogRow(t, e, c, q, a, json.loads(d))
             for t, e, c, q, a, d in self._db.execute(sql, args)
         ]
 
@@ -359,7 +361,7 @@ class AsyncStore:
         self._task: asyncio.Task[None] | None = None
         self.errors = 0
 
-    def append(self, entry: QueueLogEntry) -> None:
+    def append(self, entry: QueueLogRow) -> None:
         """Queue one event."""
         with self._lock:
             self.store.append(entry)

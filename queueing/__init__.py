@@ -5,7 +5,7 @@
 """
 
 from queueing.config import AcdConfig, build_config, validate
-from queueing.engine import AcdEngine, CallState
+from queueing.engine import AcdEngine, CallerState
 from queueing.exceptions import AcdUsageError, QueueConfigError
 from queueing.stats import Statistics
 
@@ -13,7 +13,7 @@ __all__ = [
     "AcdConfig",
     "AcdEngine",
     "AcdUsageError",
-    "CallState",
+    "CallerState",
     "QueueConfigError",
     "Statistics",
     "build_config",

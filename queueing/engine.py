@@ -77,8 +77,9 @@ NO_LIMIT: Final = 1 << 62
 _HANDLE_EWMA_WEIGHT: Final = 0.25
 
 
-class CallState(Enum):
-    """Where a call is in the engine."""
+class CallerState(Enum):
+    """Where a caller is in the engine (not the SIP dialog's `sip.ua.CallState`, nor the
+    agent page's `webrtc.signaling.AgentCallState`)."""
 
     WAITING = "waiting"
     RINGING = "ringing"
@@ -147,7 +148,7 @@ class _Call:
         self.caller_number = caller_number
         self.caller_name = caller_name
         self.queue: _Queue | None = None
-        self.state = CallState.WAITING
+        self.state = CallerState.WAITING
         self.entered = now
         self.seq = 0
         self.token = 0
@@ -310,7 +311,7 @@ class AcdEngine:
             assert isinstance(timer.target, _Call)
             call = timer.target
             call.timers.remove(timer)
-            if call.state is CallState.GONE or call.queue is None:
+            if call.state is CallerState.GONE or call.queue is None:
                 return
             if kind is _TimerKind.MAX_WAIT:
                 self._max_wait(call, at)
@@ -385,7 +386,7 @@ class AcdEngine:
     def queue_status(self, queue: str, now: float) -> QueueStatus:
         """A live snapshot of `queue` at `now`."""
         q = self._queue(queue)
-        ringing = sum(1 for c in q.calls.values() if c.state is CallState.RINGING)
+        ringing = sum(1 for c in q.calls.values() if c.state is CallerState.RINGING)
         callbacks = sum(1 for c in q.calls.values() if c.callback)
         oldest = next(iter(q.calls.values()), None)
         states = [self._agents[a].state for a in q.members]
@@ -405,10 +406,10 @@ class AcdEngine:
             ),
         )
 
-    def call_state(self, call_id: str) -> CallState:
-        """Where `call_id` is (`CallState.GONE` once it left the engine or was never seen)."""
+    def call_state(self, call_id: str) -> CallerState:
+        """Where `call_id` is (`CallerState.GONE` once it left the engine or was never seen)."""
         call = self._calls.get(call_id)
-        return call.state if call is not None else CallState.GONE
+        return call.state if call is not None else CallerState.GONE
 
     def call_queue(self, call_id: str) -> str:
         """The queue `call_id` is in or was answered from ("" when unknown)."""
@@ -418,7 +419,7 @@ class AcdEngine:
     def position(self, call_id: str) -> int:
         """1-based position of a caller in its queue (0 when it is not waiting in one)."""
         call = self._calls.get(call_id)
-        if call is None or call.queue is None or call.state is CallState.ON_CALL:
+        if call is None or call.queue is None or call.state is CallerState.ON_CALL:
             return 0
         return self._position(call.queue, call)
 
@@ -589,7 +590,7 @@ class AcdEngine:
             queue.present -= 1
             if queue.present == 0 and queue.config.leave_when_empty:
                 for call in list(queue.calls.values()):
-                    if call.state is CallState.WAITING and not call.callback:
+                    if call.state is CallerState.WAITING and not call.callback:
                         self._log(
                             now,
                             queue.name,
@@ -637,7 +638,7 @@ class AcdEngine:
         call.queue = q
         call.seq = self._seq
         call.entered = now
-        call.state = CallState.WAITING
+        call.state = CallerState.WAITING
         call.barred = None
         call.cap = config.max_penalty if config.max_penalty >= 0 else NO_LIMIT
         call.escalation = 0
@@ -678,7 +679,7 @@ class AcdEngine:
         self._events.append(Overflow(call.call_id, q.name, destination, reason))
         if destination.kind is DestinationKind.QUEUE and hops < len(self._queues):
             return self._enter(call, self._queues[destination.target], now, hops + 1)
-        call.state = CallState.GONE
+        call.state = CallerState.GONE
         return Overflowed(call.call_id, q.name, destination, reason)
 
     def _push(self, call: _Call) -> None:
@@ -701,7 +702,7 @@ class AcdEngine:
     def _escalate(self, call: _Call, now: float) -> None:
         self._apply_escalation(call, now)
         assert call.queue is not None
-        if call.state is CallState.WAITING:
+        if call.state is CallerState.WAITING:
             self._dispatch((call.queue,), now)
 
     def caller_abandon(self, call_id: str, now: float) -> bool:
@@ -713,7 +714,7 @@ class AcdEngine:
         call = self._calls.get(call_id)
         if call is None:
             return False
-        if call.state is CallState.ON_CALL:
+        if call.state is CallerState.ON_CALL:
             return self.call_completed(call_id, call.agent, now, reason="caller")
         q = call.queue
         assert q is not None
@@ -733,7 +734,7 @@ class AcdEngine:
         """The caller asks to be called back at `number` and hangs up, keeping its place."""
         self._tick(now)
         call = self._calls.get(call_id)
-        if call is None or call.queue is None or call.state is CallState.ON_CALL:
+        if call is None or call.queue is None or call.state is CallerState.ON_CALL:
             return False
         q = call.queue
         call.callback = number
@@ -746,7 +747,7 @@ class AcdEngine:
             LogEvent.CALLBACK,
             {"number": number, "wait": now - call.entered, "position": self._position(q, call)},
         )
-        if call.state is CallState.RINGING:
+        if call.state is CallerState.RINGING:
             offer = call.offer
             assert offer is not None
             self._requeue(call, now, self._cancel_offer(offer, now, "callback"))
@@ -761,7 +762,7 @@ class AcdEngine:
         if offer is not None:
             freed = self._cancel_offer(offer, now, cancel_reason)
         self._leave_queue(call)
-        call.state = CallState.GONE
+        call.state = CallerState.GONE
         self._cancel_call_timers(call)
         self._calls.pop(call.call_id, None)
         if freed:
@@ -793,14 +794,14 @@ class AcdEngine:
         if destination.kind is DestinationKind.QUEUE:
             self._enter(call, self._queues[destination.target], now, 1)
         else:
-            call.state = CallState.GONE
+            call.state = CallerState.GONE
         if freed:
             self._dispatch((q for a in freed for q in a.queues), now)
 
     def _max_wait(self, call: _Call, now: float) -> None:
         q = call.queue
         assert q is not None
-        if call.callback or call.state is CallState.ON_CALL:
+        if call.callback or call.state is CallerState.ON_CALL:
             return
         self._log(
             now,
@@ -815,11 +816,11 @@ class AcdEngine:
     def _announce(self, call: _Call, now: float) -> None:
         q = call.queue
         assert q is not None
-        if call.state is CallState.WAITING and not call.callback:
+        if call.state is CallerState.WAITING and not call.callback:
             position = self._position(q, call)
             estimate = self._estimate(q, position)
             self._events.append(Announce(call.call_id, q.name, position, estimate))
-        if call.state is not CallState.ON_CALL and not call.callback:
+        if call.state is not CallerState.ON_CALL and not call.callback:
             self._call_timer(call, now + q.config.announce_frequency, _TimerKind.ANNOUNCE)
 
     # -- offers -----------------------------------------------------------------------------
@@ -872,7 +873,7 @@ class AcdEngine:
     def _head(heap: list[_HeapEntry]) -> _Call | None:
         while heap:
             _, token, call = heap[0]
-            if call.token == token and call.state is CallState.WAITING:
+            if call.token == token and call.state is CallerState.WAITING:
                 return call
             heapq.heappop(heap)
         return None
@@ -941,7 +942,7 @@ class AcdEngine:
 
     def _start_offer(self, q: _Queue, call: _Call, agents: list[str], now: float) -> None:
         timeout = q.config.ring_timeout
-        call.state = CallState.RINGING
+        call.state = CallerState.RINGING
         call.token += 1
         timer = self._schedule(now + timeout, _TimerKind.RING_TIMEOUT, None)
         offer = timer.target = _Offer(call, q, agents, now, timer)
@@ -1014,7 +1015,7 @@ class AcdEngine:
         agents `freed` from its offer are dispatched."""
         q = call.queue
         assert q is not None
-        call.state = CallState.WAITING
+        call.state = CallerState.WAITING
         call.offer = None
         self._push(call)
         self._dispatch(itertools.chain((q,), (fq for a in freed for fq in a.queues)), now)
@@ -1042,7 +1043,7 @@ class AcdEngine:
         )
         self._leave_queue(call)
         self._cancel_call_timers(call)
-        call.state = CallState.ON_CALL
+        call.state = CallerState.ON_CALL
         call.agent = agent
         call.answered = now
         a.unanswered = 0
@@ -1071,7 +1072,7 @@ class AcdEngine:
         if not offer.agents:
             offer.timer.live = False
             call.offer = None
-            call.state = CallState.WAITING
+            call.state = CallerState.WAITING
             self._push(call)
         freed = [a] if self._missed(offer, a, now, reason) else []
         self._dispatch_after_miss(call, freed, now)
@@ -1082,7 +1083,7 @@ class AcdEngine:
         agents = [self._agents[name] for name in offer.agents]
         offer.agents = []
         call.offer = None
-        call.state = CallState.WAITING
+        call.state = CallerState.WAITING
         self._push(call)
         freed: list[_Agent] = []
         for a in agents:
@@ -1093,7 +1094,7 @@ class AcdEngine:
 
     def _dispatch_after_miss(self, call: _Call, freed: Iterable[_Agent], now: float) -> None:
         queues = [fq for a in freed for fq in a.queues]
-        if call.queue is not None and call.state is CallState.WAITING:
+        if call.queue is not None and call.state is CallerState.WAITING:
             queues.append(call.queue)
         self._dispatch(queues, now)
 
@@ -1111,7 +1112,7 @@ class AcdEngine:
             {"ring": now - offer.started, "reason": reason},
         )
         retry = q.config.retry
-        if retry > 0 and call.queue is q and call.state is not CallState.GONE:
+        if retry > 0 and call.queue is q and call.state is not CallerState.GONE:
             if call.barred is None:
                 call.barred = {}
             call.barred[a.name] = now + retry
@@ -1153,7 +1154,7 @@ class AcdEngine:
         self._tick(now)
         a = self._agent(agent)
         call = self._calls.get(call_id)
-        if call is None or call.state is not CallState.ON_CALL or call.agent != agent:
+        if call is None or call.state is not CallerState.ON_CALL or call.agent != agent:
             return False
         q = call.queue
         assert q is not None
@@ -1166,7 +1167,7 @@ class AcdEngine:
             event,
             {"wait": call.answered - call.entered, "talk": talk, **data},
         )
-        call.state = CallState.GONE
+        call.state = CallerState.GONE
         del self._calls[call_id]
         q.last_call[agent] = now
         q.calls_done[agent] = q.calls_done.get(agent, 0) + 1

@@ -15,7 +15,9 @@ server implements `CallControl` (commands from the page) and calls the hub's pus
 
 Order. A connection must `login` (username and password) or `auth` (the token of an existing
 session: a reconnect) before anything else. The hub keeps, per agent, the state the server last
-set and the calls it was told about, and refuses a command that does not fit (``answer`` of a
+set (it decides none: an agent's state is the ACD engine's, `queueing.events.AgentState`, and
+the server tells the hub every change, a ``state`` command's outcome included) and the calls it
+was told about, and refuses a command that does not fit (``answer`` of a
 call that is not ringing, ``hold`` of a call on hold, any ``call_id`` that is not this agent's)
 with ``bad-state`` or ``unknown-call``; such a message, like a malformed one, gets an
 ``error`` and changes nothing. A command accepted by `CallControl` updates the hub's view and
@@ -51,6 +53,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from queueing.events import AgentState
 from webrtc.accounts import AccountStore, Session, verify_password
 from webrtc.exceptions import CommandError, LoginError, ProtocolError
 
@@ -59,11 +62,10 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CLIENT_MESSAGES",
     "PROTOCOL_VERSION",
+    "AgentCallState",
     "AgentHub",
-    "AgentState",
     "CallControl",
     "CallInfo",
-    "CallState",
     "Channel",
     "Connection",
     "Message",
@@ -76,19 +78,8 @@ MAX_MESSAGE_BYTES = 128 * 1024
 HISTORY_LENGTH = 50
 
 
-class AgentState(enum.Enum):
-    """What the agent is doing (the same values as ``queueing.events.AgentState``)."""
-
-    LOGGED_OUT = "logged-out"
-    READY = "ready"
-    PAUSED = "paused"
-    RINGING = "ringing"
-    ON_CALL = "on-call"
-    WRAPUP = "wrapup"
-
-
-class CallState(enum.Enum):
-    """One call as the agent sees it."""
+class AgentCallState(enum.Enum):
+    """One call as the agent's page sees it (not the SIP dialog's `sip.ua.AgentCallState`)."""
 
     RINGING = "ringing"
     """Offered to the agent, not answered yet (inbound)."""
@@ -296,7 +287,8 @@ class CallControl(Protocol):
         ...
 
     async def set_agent_state(self, agent: str, state: AgentState, reason: str | None) -> None:
-        """Ready, or paused with a reason."""
+        """Ready, or paused with a reason: asked of whoever owns the agent's state (the ACD
+        engine), which tells the hub what the state became (`AgentHub.state_changed`)."""
         ...
 
     async def answer(self, agent: str, call_id: str) -> None: ...
@@ -370,7 +362,7 @@ async def _verify_in_executor(password: str, password_hash: str) -> bool:
 @dataclass(slots=True)
 class _Call:
     info: CallInfo
-    state: CallState
+    state: AgentCallState
     since: float
     muted: bool = False
     consult_of: str | None = None
@@ -408,8 +400,6 @@ class _Agent:
     state: AgentState = AgentState.LOGGED_OUT
     reason: str | None = None
     state_since: float = 0.0
-    state_version: int = 0
-    """Counts state changes (a command can tell whether the server changed the state)."""
     calls: dict[str, _Call] = field(default_factory=dict)
     ended: deque[_Call] = field(default_factory=lambda: deque(maxlen=HISTORY_LENGTH))
     busy: bool = False
@@ -540,7 +530,6 @@ class AgentHub:
         if entry.state is state and entry.reason == reason:
             return
         entry.state, entry.reason, entry.state_since = state, reason, self.clock()
-        entry.state_version += 1
         self._push(entry, self._state_message(entry))
 
     def offer_call(self, agent: str, call: CallInfo) -> bool:
@@ -548,7 +537,7 @@ class AgentHub:
         entry = self._agents.get(agent)
         if entry is None or call.call_id in entry.calls:
             return False
-        entry.calls[call.call_id] = _Call(call, CallState.RINGING, self.clock())
+        entry.calls[call.call_id] = _Call(call, AgentCallState.RINGING, self.clock())
         self._push_call(entry, "call-incoming", call.call_id)
         return True
 
@@ -558,20 +547,20 @@ class AgentHub:
         entry = self._agents.get(agent)
         if entry is None or call.call_id in entry.calls:
             return False
-        entry.calls[call.call_id] = _Call(call, CallState.ACTIVE, self.clock())
+        entry.calls[call.call_id] = _Call(call, AgentCallState.ACTIVE, self.clock())
         self._push_call(entry, "call-answered", call.call_id)
         return True
 
     def call_answered(self, agent: str, call_id: str) -> None:
         """The call is up (the agent answered, or the far end of a dial answered)."""
-        self._set_call(agent, call_id, CallState.ACTIVE, "call-answered")
+        self._set_call(agent, call_id, AgentCallState.ACTIVE, "call-answered")
 
     def call_held(self, agent: str, call_id: str, held: bool = True) -> None:
         """The call was put on hold (or resumed) by the server."""
         if held:
-            self._set_call(agent, call_id, CallState.HELD, "call-held")
+            self._set_call(agent, call_id, AgentCallState.HELD, "call-held")
         else:
-            self._set_call(agent, call_id, CallState.ACTIVE, "call-resumed")
+            self._set_call(agent, call_id, AgentCallState.ACTIVE, "call-resumed")
 
     def call_ended(self, agent: str, call_id: str, reason: str = "hangup") -> None:
         """The call ended (caller hung up, transfer done, ...)."""
@@ -581,7 +570,7 @@ class AgentHub:
         call = entry.calls.pop(call_id, None)
         if call is None:
             return
-        call.state, call.end_reason, call.since = CallState.ENDED, reason, self.clock()
+        call.state, call.end_reason, call.since = AgentCallState.ENDED, reason, self.clock()
         entry.ended.append(call)
         self._push(entry, {"type": "call-ended", "call": call.view(self.clock())})
 
@@ -631,14 +620,14 @@ class AgentHub:
         call = entry.calls[call_id]
         self._push(entry, {"type": kind, "call": call.view(self.clock())})
 
-    def _set_call(self, agent: str, call_id: str, state: CallState, kind: str) -> None:
+    def _set_call(self, agent: str, call_id: str, state: AgentCallState, kind: str) -> None:
         entry = self._agents.get(agent)
         if entry is None:
             return
         call = entry.calls.get(call_id)
         if call is None or call.state is state:
             return
-        if call.state in (CallState.RINGING, CallState.DIALING):
+        if call.state in (AgentCallState.RINGING, AgentCallState.DIALING):
             call.since = self.clock()
         call.state = state
         self._push_call(entry, kind, call_id)
@@ -785,7 +774,7 @@ class AgentHub:
             reply["ref"] = message.id
         self._send(conn, reply)
 
-    def _call(self, entry: _Agent, call_id: str, *states: CallState) -> _Call:
+    def _call(self, entry: _Agent, call_id: str, *states: AgentCallState) -> _Call:
         call = entry.calls.get(call_id)
         if call is None:
             raise ProtocolError("unknown-call", "no such call for this agent")
@@ -799,26 +788,21 @@ class AgentHub:
     async def _command(self, entry: _Agent, conn: Connection, message: Message) -> None:
         kind, f, ref, agent = message.type, message.fields, message.id, entry.name
         control = self.control
-        active = (CallState.ACTIVE,)
-        up = (CallState.ACTIVE, CallState.HELD)
+        active = (AgentCallState.ACTIVE,)
+        up = (AgentCallState.ACTIVE, AgentCallState.HELD)
         if kind == "logout":
             self._ack(conn, ref)
             await self._end(entry, "logout", notify=True)
         elif kind == "state":
             state = AgentState(f["state"])
             reason = f.get("reason", "break") if state is AgentState.PAUSED else None
-            version = entry.state_version
             await control.set_agent_state(agent, state, reason)
             self._ack(conn, ref)
-            if entry.state_version == version:
-                # The server did not set a state of its own meanwhile (an ACD may have gone
-                # straight on to Ringing): show the one asked for.
-                self.state_changed(agent, state, reason)
         elif kind in ("offer", "ice-restart"):
             answer = await entry.channel.accept_offer(f["sdp"])
             self._send(conn, {"type": "answer", "sdp": answer, "ref": ref})
         elif kind == "answer":
-            call = self._call(entry, f["call_id"], CallState.RINGING)
+            call = self._call(entry, f["call_id"], AgentCallState.RINGING)
             await control.answer(agent, call.info.call_id)
             self._ack(conn, ref)
             self.call_answered(agent, call.info.call_id)
@@ -833,7 +817,7 @@ class AgentHub:
             self._ack(conn, ref)
             self.call_held(agent, call.info.call_id, True)
         elif kind == "resume":
-            call = self._call(entry, f["call_id"], CallState.HELD)
+            call = self._call(entry, f["call_id"], AgentCallState.HELD)
             await control.resume(agent, call.info.call_id)
             self._ack(conn, ref)
             self.call_held(agent, call.info.call_id, False)
@@ -862,7 +846,7 @@ class AgentHub:
             self._ack(conn, ref, consult_call_id=info.call_id)
             self.call_held(agent, call.info.call_id, True)
             entry.calls[info.call_id] = _Call(
-                info, CallState.DIALING, self.clock(), consult_of=call.info.call_id
+                info, AgentCallState.DIALING, self.clock(), consult_of=call.info.call_id
             )
             self._push_call(entry, "call-dialing", info.call_id)
         elif kind in ("transfer-complete", "transfer-cancel"):
@@ -893,13 +877,13 @@ class AgentHub:
             self._ack(conn, ref)
         elif kind == "dial":
             if any(
-                c.state in (CallState.RINGING, CallState.DIALING, CallState.ACTIVE)
+                c.state in (AgentCallState.RINGING, AgentCallState.DIALING, AgentCallState.ACTIVE)
                 for c in entry.calls.values()
             ):
                 raise ProtocolError("bad-state", "finish the current call first")
             info = replace(await control.dial(agent, f["number"]), direction="outbound")
             self._ack(conn, ref, call_id=info.call_id)
-            entry.calls[info.call_id] = _Call(info, CallState.DIALING, self.clock())
+            entry.calls[info.call_id] = _Call(info, AgentCallState.DIALING, self.clock())
             self._push_call(entry, "call-dialing", info.call_id)
         else:  # pragma: no cover - parse_message admits only the types above
             raise ProtocolError("unknown-type", "unknown message type")

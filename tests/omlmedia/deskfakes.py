@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from media.ports import PortAllocator, RtpSocketPool
+from queueing.events import AgentState
 from sip.endpoint import Endpoint
 from sip.message import Address, Request, parse_message
 from sip.ua import Call, CallState
 from webrtc.channel import AgentChannel, Sink, Source
-from webrtc.signaling import AgentState, CallControl, CallInfo
+from webrtc.signaling import CallControl, CallInfo
 
 HOST = "127.0.0.1"
 

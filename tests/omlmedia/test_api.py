@@ -17,11 +17,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from omlmedia.acd import AcdRuntime, engine_log, queue_figures
 from omlmedia.api import create_app
 from omlmedia.config import ApiConfig, Config, load_demo_config
-from omlmedia.storage import AsyncStore, CallRecord, QueueLogEntry, Store
+from omlmedia.storage import AsyncStore, CallRecord, QueueLogRow, Store
 from queueing import Statistics
 from queueing.config import build_config as build_acd_config
 from queueing.engine import AcdEngine
-from queueing.events import QueueLogEntry as EngineLogEntry
+from queueing.events import QueueLogEntry
 from queueing.exceptions import AgentStateError, UnknownAgentError
 
 TOKEN = "api-test-token"
@@ -127,8 +127,8 @@ def fill_store(path: Path) -> None:
     for i in range(5):
         queue = "support" if i % 2 == 0 else "sales"
         start = T0 + 10 * i
-        store.append(QueueLogEntry(start, "enter", f"c{i}", queue, data={"position": 1}))
-        store.append(QueueLogEntry(start + 2, "answer", f"c{i}", queue, "agent1", {"wait": 2.0}))
+        store.append(QueueLogRow(start, "enter", f"c{i}", queue, data={"position": 1}))
+        store.append(QueueLogRow(start + 2, "answer", f"c{i}", queue, "agent1", {"wait": 2.0}))
         store.call_ended(
             CallRecord(
                 f"c{i}",
@@ -141,7 +141,7 @@ def fill_store(path: Path) -> None:
                 legs=({"role": "caller", "codec": "PCMU", "mos": 4.3},),
             )
         )
-    store.append(QueueLogEntry(T0 + 100, "closed-at-restart", "c9", "support"))
+    store.append(QueueLogRow(T0 + 100, "closed-at-restart", "c9", "support"))
     store.flush()
     store.close()
 
@@ -354,9 +354,9 @@ def runtime(store: Store) -> AcdRuntime:
 
     def keep(events: list[object]) -> None:
         for ev in events:
-            if isinstance(ev, EngineLogEntry):
+            if isinstance(ev, QueueLogEntry):
                 store.append(
-                    QueueLogEntry(ev.time, ev.event.value, ev.call_id, ev.queue, ev.agent, ev.data)
+                    QueueLogRow(ev.time, ev.event.value, ev.call_id, ev.queue, ev.agent, ev.data)
                 )
 
     result.keep = keep  # type: ignore[attr-defined]

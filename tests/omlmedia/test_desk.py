@@ -18,10 +18,9 @@ from omlmedia.acd import AcdRuntime
 from omlmedia.agents import AgentDesk
 from queueing.config import build_config
 from queueing.engine import AcdEngine
-from queueing.events import AgentState as EngineState
+from queueing.events import AgentState
 from sip.ua import Call, CallState
 from webrtc.exceptions import CommandError
-from webrtc.signaling import AgentState
 
 from .deskfakes import (
     HOST,
@@ -126,7 +125,7 @@ class World:
         await until(lambda: call.call_id in self.acd.callers)
         return call
 
-    def engine_state(self, agent: str) -> EngineState:
+    def engine_state(self, agent: str) -> AgentState:
         return self.engine.agent_status(agent).state
 
     def close(self) -> None:
@@ -283,13 +282,13 @@ async def test_hold_resume_mute_and_digits(world: World) -> None:
 
 async def test_agent_login_is_paused_in_the_engine_and_ready_on_request(world: World) -> None:
     await world.hub.login("agent1")
-    assert world.engine_state("agent1") is EngineState.PAUSED
+    assert world.engine_state("agent1") is AgentState.PAUSED
     assert world.hub.shown("agent1") is AgentState.PAUSED
     await world.desk.set_agent_state("agent1", AgentState.READY, None)
-    assert world.engine_state("agent1") is EngineState.READY
+    assert world.engine_state("agent1") is AgentState.READY
     assert world.hub.shown("agent1") is AgentState.READY
     await world.desk.set_agent_state("agent1", AgentState.PAUSED, "lunch")
-    assert world.engine_state("agent1") is EngineState.PAUSED
+    assert world.engine_state("agent1") is AgentState.PAUSED
     assert world.hub.of("state", "agent1")[-1] == ("state", "agent1", "paused", "lunch")
 
 
@@ -306,8 +305,8 @@ async def test_ringall_offers_every_member_and_the_first_answer_takes_it(world: 
     assert world.hub.of("call-ended", "agent1") == [
         ("call-ended", "agent1", call.call_id, "answered-elsewhere")
     ]
-    assert world.engine_state("agent2") is EngineState.ON_CALL
-    assert world.engine_state("agent1") is EngineState.READY
+    assert world.engine_state("agent2") is AgentState.ON_CALL
+    assert world.engine_state("agent1") is AgentState.READY
     assert world.hub.shown("agent2") is AgentState.ON_CALL
     channel = world.hub.channel("agent2")
     assert channel is not None and channel.carrying
@@ -360,7 +359,7 @@ async def test_caller_leaves_while_agents_are_rung(world: World) -> None:
     for agent in ("agent1", "agent2"):
         assert world.hub.call_state(agent, call.call_id) is None
         assert world.hub.shown(agent) is AgentState.READY
-        assert world.engine_state(agent) is EngineState.READY
+        assert world.engine_state(agent) is AgentState.READY
     assert call.call_id not in world.acd.callers
     assert world.engine.queue_status("support", world.clock()).waiting == 0
 
@@ -373,10 +372,10 @@ async def test_agent_hangs_up_a_queue_call_then_the_queue_wrapup(world: World) -
     assert ("hangup", call.call_id) in world.ua.actions
     world.deliver()
     assert world.hub.call_state("agent1", call.call_id) is None
-    assert world.engine_state("agent1") is EngineState.WRAPUP
+    assert world.engine_state("agent1") is AgentState.WRAPUP
     assert world.hub.shown("agent1") is AgentState.WRAPUP
     world.timers.advance(QUEUE_WRAPUP + 0.1)
-    assert world.engine_state("agent1") is EngineState.READY
+    assert world.engine_state("agent1") is AgentState.READY
     assert world.hub.shown("agent1") is AgentState.READY
     assert not world.desk.calls and not world.acd.callers
 
@@ -387,7 +386,7 @@ async def test_caller_hangs_up_a_queue_call(world: World) -> None:
     await world.desk.answer("agent1", call.call_id)
     world.caller_hangs_up(call)
     assert world.hub.of("call-ended", "agent1")[-1][2:] == (call.call_id, "bye")
-    assert world.engine_state("agent1") is EngineState.WRAPUP
+    assert world.engine_state("agent1") is AgentState.WRAPUP
     channel = world.hub.channel("agent1")
     assert channel is not None and not channel.carrying
 
@@ -399,8 +398,8 @@ async def test_agent_gone_mid_call_requeues_the_caller_first_in_line(world: Worl
     other = "agent2" if first == "agent1" else "agent1"
     await world.desk.answer(first, call.call_id)
     await world.hub.logout(first, "closed")
-    assert world.engine_state(first) is EngineState.LOGGED_OUT
-    assert first not in world.desk.states
+    assert world.engine_state(first) is AgentState.LOGGED_OUT
+    assert first not in world.desk.logged_in
     assert call.state is not CallState.ENDED
     assert call.call_id in world.acd.callers
     assert world.hub.call_state(other, call.call_id) == "ringing"
@@ -437,7 +436,7 @@ async def test_callback_keeps_the_place_then_rings_an_agent_who_dials_the_number
     await world.desk.answer("agent1", call.call_id)
     ((number, _, offer, outbound),) = world.dialled
     assert number == "5550001" and b"m=audio" in offer
-    assert world.engine_state("agent1") is EngineState.ON_CALL
+    assert world.engine_state("agent1") is AgentState.ON_CALL
     assert world.hub.of("notice", "agent1")
 
     world.desk.on_progress(outbound, 200, caller_sdp(49200))
@@ -449,7 +448,7 @@ async def test_callback_keeps_the_place_then_rings_an_agent_who_dials_the_number
     world.caller_hangs_up(outbound)
     assert call.call_id not in world.acd.callbacks
     assert world.hub.call_state("agent1", call.call_id) is None
-    assert world.engine_state("agent1") is EngineState.WRAPUP
+    assert world.engine_state("agent1") is AgentState.WRAPUP
 
 
 async def test_callback_whose_number_refuses_ends_the_agent_call(world: World) -> None:
@@ -474,8 +473,8 @@ async def test_supervisor_force_logout_ends_the_session_and_the_engine_agent(wor
     report = await world.acd.force_logout("agent1", "boss")
     assert report["state"] == "logged-out"
     assert ("session-ended", "agent1", "forced-logout") in world.hub.pushes
-    assert "agent1" not in world.desk.states
-    assert world.engine_state("agent1") is EngineState.LOGGED_OUT
+    assert "agent1" not in world.desk.logged_in
+    assert world.engine_state("agent1") is AgentState.LOGGED_OUT
 
 
 async def test_supervisor_force_pause_is_shown_on_the_page(world: World) -> None:
@@ -491,7 +490,7 @@ async def test_a_direct_call_keeps_queue_offers_away(world: World) -> None:
     await world.ready("agent1")
     direct = inbound_call("agent1")
     world.desk.offer(direct, "agent1")
-    assert world.engine_state("agent1") is EngineState.PAUSED  # held by the desk
+    assert world.engine_state("agent1") is AgentState.PAUSED  # held by the desk
     assert world.hub.shown("agent1") is AgentState.RINGING
     queued = await world.queue_call("sales")
     assert world.hub.call_state("agent1", queued.call_id) is None
@@ -499,7 +498,7 @@ async def test_a_direct_call_keeps_queue_offers_away(world: World) -> None:
     world.caller_hangs_up(direct)
     assert world.hub.shown("agent1") is AgentState.WRAPUP
     world.timers.advance(WRAPUP + 0.1)
-    assert world.engine_state("agent1") in (EngineState.READY, EngineState.RINGING)
+    assert world.engine_state("agent1") in (AgentState.READY, AgentState.RINGING)
     assert world.hub.call_state("agent1", queued.call_id) == "ringing"
 
 

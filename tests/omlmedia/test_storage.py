@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from omlmedia.storage import AsyncStore, CallRecord, QueueLogEntry, Store
+from omlmedia.storage import AsyncStore, CallRecord, QueueLogRow, Store
 
 
 def test_events_and_records_read_back_in_order(tmp_path: Path) -> None:
     store = Store(tmp_path / "omlmedia.db")
-    store.append(QueueLogEntry(10.0, "enter", "c1", "support", data={"position": 1}))
-    store.append(QueueLogEntry(12.5, "answer", "c1", "support", "agent1", {"wait": 2.5}))
+    store.append(QueueLogRow(10.0, "enter", "c1", "support", data={"position": 1}))
+    store.append(QueueLogRow(12.5, "answer", "c1", "support", "agent1", {"wait": 2.5}))
     store.call_started("c1", 10.0, {"queue": "support"})
     assert store.flush() == 3
     assert store.open_calls() == ["c1"]
@@ -49,7 +49,7 @@ def test_events_and_records_read_back_in_order(tmp_path: Path) -> None:
 
 def test_nothing_is_written_before_flush_and_everything_after(tmp_path: Path) -> None:
     store = Store(tmp_path / "omlmedia.db")
-    store.append(QueueLogEntry(1.0, "login", agent="agent1"))
+    store.append(QueueLogRow(1.0, "login", agent="agent1"))
     other = Store(tmp_path / "omlmedia.db")
     assert other.queue_log() == []
     store.flush()
@@ -60,14 +60,14 @@ def test_nothing_is_written_before_flush_and_everything_after(tmp_path: Path) ->
 
 CRASHING_WRITER = """
 import os, sys
-from omlmedia.storage import CallRecord, QueueLogEntry, Store
+from omlmedia.storage import CallRecord, QueueLogRow, Store
 store = Store(sys.argv[1])
-store.append(QueueLogEntry(1.0, "enter", "in-progress", "support"))
+store.append(QueueLogRow(1.0, "enter", "in-progress", "support"))
 store.call_started("in-progress", 1.0, {"queue": "support", "caller": "5550001"})
 store.call_started("finished", 1.0, {"queue": "sales"})
 store.call_ended(CallRecord("finished", 1.0, 9.0, 2.0, queue="sales", cause="bye"))
 store.flush()
-store.append(QueueLogEntry(5.0, "never-flushed", "in-progress"))
+store.append(QueueLogRow(5.0, "never-flushed", "in-progress"))
 os._exit(1)  # a crash: no close, no flush
 """
 
@@ -102,11 +102,11 @@ async def test_the_async_store_commits_off_the_loop_and_at_close(tmp_path: Path)
     store = AsyncStore(Store(tmp_path / "omlmedia.db"), flush_interval=0.05)
     store.start()
     for i in range(100):
-        store.append(QueueLogEntry(float(i), "offer", f"c{i}", "support", "agent1"))
+        store.append(QueueLogRow(float(i), "offer", f"c{i}", "support", "agent1"))
     await store.flush()
     reader = Store(tmp_path / "omlmedia.db")
     assert len(reader.queue_log()) == 100
-    store.append(QueueLogEntry(200.0, "logout", agent="agent1"))
+    store.append(QueueLogRow(200.0, "logout", agent="agent1"))
     await store.close()
     assert reader.queue_log(150.0)[0].event == "logout"
     reader.close()
@@ -114,12 +114,12 @@ async def test_the_async_store_commits_off_the_loop_and_at_close(tmp_path: Path)
 
 def test_a_failed_commit_keeps_the_writes_for_the_next_flush(tmp_path: Path) -> None:
     store = Store(tmp_path / "omlmedia.db")
-    store.append(QueueLogEntry(1.0, "enter", "c1"))
+    store.append(QueueLogRow(1.0, "enter", "c1"))
     store.call_ended(CallRecord("c1", 1.0, 2.0))
     store.call_ended(CallRecord("c1", 1.0, 2.0, cause="duplicate"))  # replaced, not an error
     store.flush()
     store._db.execute("PRAGMA query_only=ON")
-    store.append(QueueLogEntry(3.0, "exit", "c1"))
+    store.append(QueueLogRow(3.0, "exit", "c1"))
     with pytest.raises(sqlite3.OperationalError):
         store.flush()
     assert store.pending == 1

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from queueing.config import Destination, DestinationKind
-from queueing.engine import AcdEngine, CallState
+from queueing.engine import AcdEngine, CallerState
 from queueing.events import (
     AgentState,
     AgentStateChanged,
@@ -200,7 +200,7 @@ def test_rejected_offer_counts_as_unanswered_and_auto_pauses_after_n() -> None:
     status = engine.agent_status("a1")
     assert (status.state, status.reason) == (AgentState.PAUSED, "autopause")
     assert [e.data["reason"] for e in log(rec.all, LogEvent.PAUSE)] == ["autopause"]
-    assert engine.call_state("c1") is CallState.WAITING
+    assert engine.call_state("c1") is CallerState.WAITING
 
 
 def test_answer_resets_the_unanswered_count() -> None:
@@ -265,7 +265,7 @@ def test_full_queue_overflows_to_its_destination() -> None:
     assert result == Overflowed("c2", "support", destination, "full")
     events = engine.events()
     assert of_type(events, Overflow) == [Overflow("c2", "support", destination, "full")]
-    assert engine.call_state("c2") is CallState.GONE
+    assert engine.call_state("c2") is CallerState.GONE
 
 
 def test_overflow_to_another_queue_enters_the_caller_there() -> None:
@@ -292,7 +292,7 @@ def test_max_wait_exits_with_timeout_and_overflows() -> None:
         LogEvent.OVERFLOW,
     ]
     assert of_type(events, Overflow)[0].destination == Destination(DestinationKind.HANGUP, "closed")
-    assert engine.call_state("c1") is CallState.GONE
+    assert engine.call_state("c1") is CallerState.GONE
     assert engine.get_timer() is None
 
 
@@ -411,8 +411,8 @@ def test_callback_keeps_the_callers_place_and_dials_when_its_turn_comes() -> Non
     assert engine.callback_request("c1", "5551000", 3.0)
     engine.events()
     engine.handle_timer(100.0)  # c2 timed out; c1 (virtual) is exempt from max wait
-    assert engine.call_state("c1") is CallState.WAITING
-    assert engine.call_state("c2") is CallState.GONE
+    assert engine.call_state("c1") is CallerState.WAITING
+    assert engine.call_state("c2") is CallerState.GONE
     engine.caller_enter("c3", "support", 101.0)
     engine.agent_unpause("a1", 102.0)
     events = engine.events()
@@ -508,7 +508,7 @@ def test_logout_while_ringing_puts_the_caller_back_in_its_place() -> None:
     engine = make_engine(support(members=["a1"]))
     engine.caller_enter("c1", "support", 0.0)
     engine.agent_logout("a1", 1.0)
-    assert engine.call_state("c1") is CallState.WAITING
+    assert engine.call_state("c1") is CallerState.WAITING
     assert engine.position("c1") == 1
     engine.agent_login("a1", 2.0)
     assert offers(engine)[-1] == ("c1", "a1")

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from queueing.config import AcdConfig, DestinationKind, Strategy, build_config
-from queueing.engine import AcdEngine, CallState
+from queueing.engine import AcdEngine, CallerState
 from queueing.events import (
     AgentState,
     AgentStateChanged,
@@ -231,9 +231,9 @@ class Model:
                 )
         for call_id, call in self.calls.items():
             expected = {
-                "waiting": CallState.WAITING,
-                "ringing": CallState.RINGING,
-                "on-call": CallState.ON_CALL,
+                "waiting": CallerState.WAITING,
+                "ringing": CallerState.RINGING,
+                "on-call": CallerState.ON_CALL,
             }[call.state]
             assert engine.call_state(call_id) is expected, call_id
         for name in self.config.queues:
@@ -366,9 +366,9 @@ def run(config_data: dict[str, Any], steps: list[tuple[float, str, int, int]], s
         advance(now)
     check_statistics(model, engine)
     tracked = {c for c in model.calls}
-    assert {c for c in tracked if engine.call_state(c) is not CallState.GONE} == tracked
+    assert {c for c in tracked if engine.call_state(c) is not CallerState.GONE} == tracked
     for call_id in model.ended:
-        assert engine.call_state(call_id) is CallState.GONE
+        assert engine.call_state(call_id) is CallerState.GONE
     assert all(call.state == "waiting" for call in model.calls.values())
 
 

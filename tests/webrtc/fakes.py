@@ -6,8 +6,9 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
+from queueing.events import AgentState
 from webrtc.exceptions import CommandError
-from webrtc.signaling import AgentState, CallInfo
+from webrtc.signaling import AgentHub, CallInfo
 
 
 class FakeClock:
@@ -24,6 +25,8 @@ class FakeCallControl:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
         self.refuse: CommandError | None = None
+        self.hub: AgentHub | None = None
+        """Told the state `set_agent_state` sets, as the server tells its hub."""
         self._ids = itertools.count(1)
 
     def _record(self, *entry: Any) -> None:
@@ -43,6 +46,8 @@ class FakeCallControl:
 
     async def set_agent_state(self, agent: str, state: AgentState, reason: str | None) -> None:
         self._record("set_agent_state", agent, state, reason)
+        if self.hub is not None:
+            self.hub.state_changed(agent, state, reason)
 
     async def answer(self, agent: str, call_id: str) -> None:
         self._record("answer", agent, call_id)

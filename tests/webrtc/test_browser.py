@@ -61,6 +61,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         [Account("agent1", "Ana Agent", hash_password("pw-1", n=2**12))], clock=loop.time
     )
     hub = AgentHub(accounts, control, factory, clock=loop.time, reconnect_grace=30)
+    control.hub = hub
     runner = web.AppRunner(create_app(hub), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(cert, key))

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
+from queueing.events import AgentState
 from tests.webrtc.fakes import FakeCallControl, FakeChannel, FakeClock, FakeConnection
 from webrtc.accounts import Account, AccountStore, hash_password, verify_password
 from webrtc.exceptions import CommandError, ProtocolError
-from webrtc.signaling import CLIENT_MESSAGES, AgentHub, AgentState, CallInfo, parse_message
+from webrtc.signaling import CLIENT_MESSAGES, AgentHub, CallInfo, parse_message
 
 HASH = hash_password("pw1", n=2**10)
 
@@ -42,6 +43,7 @@ class World:
             reconnect_grace=grace,
             check_password=check,
         )
+        self.control.hub = self.hub
 
     def connect(self, source: str = "192.0.2.10") -> FakeConnection:
         conn = FakeConnection(source)
@@ -156,9 +158,9 @@ async def test_login_snapshot_channel_and_ready_pause() -> None:
     answer = await world.send(conn, "offer", sdp="v=0\r\noffer")
     assert answer == {"v": 1, "type": "answer", "sdp": "v=0\r\nanswer", "ref": 7}
     await world.send(conn, "state", state="ready")
-    assert conn.types()[-2:] == ["ack", "state"] and conn.last()["state"] == "ready"
+    assert conn.types()[-2:] == ["state", "ack"] and conn.sent[-2]["state"] == "ready"
     await world.send(conn, "state", state="paused", reason="lunch")
-    assert conn.last() == {
+    assert conn.sent[-2] == {
         "v": 1,
         "type": "state",
         "state": "paused",
@@ -435,7 +437,7 @@ async def test_expired_session_is_ended() -> None:
 
 async def test_a_state_the_server_sets_while_obeying_ready_is_not_overwritten() -> None:
     """An ACD can go from Ready straight to Ringing inside the command: the page must end on
-    Ringing, not on the Ready it asked for."""
+    Ringing, not on the Ready it asked for (the hub shows what it is told, nothing else)."""
     world = World()
     conn = await world.login()
     hub = world.hub
