@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from collections.abc import Callable
 
 
-def test_prints_a_row_per_room_size() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/conference.py",
-            "--parties",
-            "2,3",
-            "--ticks",
-            "5",
-            "--runs",
-            "1",
-        ],
-        cwd=ROOT,
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    lines = result.stdout.splitlines()
+def test_prints_a_row_per_room_size(run_benchmark: Callable[..., str]) -> None:
+    out = run_benchmark("conference", "--parties", "2,3", "--ticks", "5", "--runs", "1")
+    lines = out.splitlines()
     assert lines[0] == "| parties | tick | receive | per party | share of one core |"
     row = re.compile(r"\| (\d+) \| (\d+) µs \| (\d+) µs \| (\d+) µs \| (\d+\.\d) % \|")
     rows = [row.fullmatch(line) for line in lines[2:]]

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def run(*args: str) -> str:
-    completed = subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-    )
-    return completed.stdout
-
-
-def test_every_micro_benchmark_prints_its_table() -> None:
+def test_every_micro_benchmark_prints_its_table(run_benchmark: Callable[..., str]) -> None:
     names = ("codecs", "complexity", "resample", "transcode", "srtp", "mixer", "recording")
-    out = run("benchmarks/media_engine.py", *names, "--scale", "0.01")
+    out = run_benchmark("media_engine", *names, "--scale", "0.01")
     assert re.search(r"^sum\(range\(1000\)\): \d+\.\d µs$", out, re.M)
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("== ")] == [
         f"== {name}" for name in names
@@ -52,8 +34,8 @@ def test_segmental_snr_finds_the_lag_and_rates_a_copy_highest() -> None:
     assert lag == 40 and snr == pytest.approx(35.0)
 
 
-def test_the_receive_path_benchmark_reports_both_paths() -> None:
-    out = run("benchmarks/webrtc_receive.py", "0.3")
+def test_the_receive_path_benchmark_reports_both_paths(run_benchmark: Callable[..., str]) -> None:
+    out = run_benchmark("webrtc_receive", "0.3")
     for path in ("aiortc", "bypass"):
         assert re.search(rf"^\[{path}\] frames delivered: \d+ in 0.3 s$", out, re.M)
     assert len(re.findall(r"^  receive path CPU per frame: -?\d+ us", out, re.M)) == 2
