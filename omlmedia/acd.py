@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -46,6 +46,7 @@ from omlmedia.clock import CallLater, Timer, loop_call_later
 from omlmedia.config import Campaign
 from omlmedia.logs import event
 from omlmedia.offer_answer import answer_on_leg
+from omlmedia.recording import Mailbox
 from omlmedia.storage import AsyncStore, CallRecord, QueueLogRow
 from queueing.config import DestinationKind
 from queueing.engine import AcdEngine
@@ -62,7 +63,6 @@ from queueing.events import (
     QueueLogEntry,
 )
 from queueing.events import AgentStateChanged as EngineStateChanged
-from queueing.exceptions import AcdUsageError
 from queueing.stats import AgentCounters, QueueCounters
 from sip.message import Address, Request
 from sip.sdp import OfferAnswerError, SDPError, SessionDescription
@@ -70,7 +70,6 @@ from sip.transaction import ServerTransaction
 from sip.ua import Call, CallState
 
 if TYPE_CHECKING:
-    from omlmedia.agents import AgentDesk
     from sip.service import SipService
 
 logger = logging.getLogger(__name__)
@@ -99,7 +98,11 @@ class QueuedCaller:
     callback_number: str = ""
     ended: bool = False
     hangup_by: str = ""
-    mailbox: Any = None
+    mailbox: Mailbox | None = None
+    disposition: str = ""
+    """The disposition the agent gave the call (its record has it)."""
+    recording: str = ""
+    """The path of the call's recording or voicemail (empty when not recorded)."""
 
 
 @dataclass
@@ -114,16 +117,80 @@ class AcdStats:
     errors: int = 0
 
 
+class AgentSide(Protocol):
+    """What the ACD tells the agents' side (`omlmedia.agents.AgentDesk`): one-way events
+    (offers, withdrawn offers, callers gone, the engine's agent states) and the sessions a
+    supervisor acts on. The ACD never asks it for an agent's state: the engine owns that."""
+
+    def offer_queued(
+        self, qc: QueuedCaller, agent: str, queue: str, waited: float, direct: bool = False
+    ) -> bool:
+        """Ring `agent` with a caller waiting in `queue`; False when it cannot be rung."""
+        ...
+
+    def offer_callback(self, qc: QueuedCaller, ev: CallbackDial) -> bool:
+        """Ring `ev.agent` with a callback; False when it cannot be rung."""
+        ...
+
+    def cancel_offer(self, call_id: str, agent: str, reason: str) -> None:
+        """The engine withdrew an offer (ring timeout, answered elsewhere, the caller left)."""
+        ...
+
+    def queued_call_ended(self, call_id: str, cause: str) -> None:
+        """A queue's caller is gone (or transferred away): the agent's side ends too."""
+        ...
+
+    def engine_state(self, agent: str, state: AgentState, reason: str) -> None:
+        """The engine changed `agent`'s state."""
+        ...
+
+    def connected(self, agent: str) -> bool:
+        """Whether the agent's page is connected now."""
+        ...
+
+    async def log_out(self, agent: str, reason: str) -> None:
+        """End the agent's session (its page is told `reason`)."""
+        ...
+
+
+class _NoAgents:
+    """The agents' side until one listens: nobody can be rung."""
+
+    def offer_queued(
+        self, qc: QueuedCaller, agent: str, queue: str, waited: float, direct: bool = False
+    ) -> bool:
+        return False
+
+    def offer_callback(self, qc: QueuedCaller, ev: CallbackDial) -> bool:
+        return False
+
+    def cancel_offer(self, call_id: str, agent: str, reason: str) -> None:
+        pass
+
+    def queued_call_ended(self, call_id: str, cause: str) -> None:
+        pass
+
+    def engine_state(self, agent: str, state: AgentState, reason: str) -> None:
+        pass
+
+    def connected(self, agent: str) -> bool:
+        return False
+
+    async def log_out(self, agent: str, reason: str) -> None:
+        pass
+
+
 class AcdRuntime:
-    """The engine's clock, its events, and the callers waiting in its queues."""
+    """The engine's clock, its events, and the callers waiting in its queues. The agents'
+    side listens to it (`listen`); the ACD depends on nothing of it but `AgentSide`."""
 
     def __init__(
         self,
         engine: AcdEngine,
-        desk: AgentDesk,
         pool: RtpSocketPool,
         media_host: str,
         *,
+        service: SipService,
         store: AsyncStore | None = None,
         campaigns: dict[str, Campaign] | None = None,
         music: Path | None = None,
@@ -136,7 +203,8 @@ class AcdRuntime:
         self.clock = clock
         """The engine's clock: the wall clock, so the queue log has real times."""
         self.call_later: CallLater = call_later or loop_call_later
-        self.desk = desk
+        self.service = service
+        self._agents: AgentSide = _NoAgents()
         self.pool = pool
         self.media_host = media_host
         self.store = store
@@ -144,7 +212,6 @@ class AcdRuntime:
         self.music = music
         self.language = language
         self.recordings = recordings
-        self.service: SipService | None = None
         self.callers: dict[str, QueuedCaller] = {}
         self.callbacks: dict[str, QueuedCaller] = {}
         """Callers who hung up to be called back, by call id, until their callback ends."""
@@ -156,6 +223,10 @@ class AcdRuntime:
         )
         """Where a callback to a number goes: (host, port, trunk name)."""
         self._timer: Timer | None = None
+
+    def listen(self, agents: AgentSide) -> None:
+        """`agents` is told of offers and agent states from now on (one listener)."""
+        self._agents = agents
 
     # -- the engine's clock and events ------------------------------------------------------
 
@@ -203,11 +274,11 @@ class AcdRuntime:
                     )
                 )
         elif isinstance(ev, EngineStateChanged):
-            self.desk.engine_state(ev.agent, ev.state.value, ev.reason)
+            self._agents.engine_state(ev.agent, ev.state, ev.reason)
         elif isinstance(ev, OfferCall):
             self._offer(ev)
         elif isinstance(ev, CancelOffer):
-            self.desk.cancel_offer(ev.call_id, ev.agent, ev.reason)
+            self._agents.cancel_offer(ev.call_id, ev.agent, ev.reason)
         elif isinstance(ev, Announce):
             self._announce(ev)
         elif isinstance(ev, Overflow):
@@ -222,7 +293,6 @@ class AcdRuntime:
         asyncio.get_running_loop().create_task(self._enter(call, queue, campaign))
 
     async def _enter(self, call: Call, queue: str, campaign: Campaign | None) -> None:
-        assert self.service is not None
         service = self.service
         try:
             offer = SessionDescription.parse(call.remote_sdp)
@@ -343,13 +413,13 @@ class AcdRuntime:
             self.callbacks[call_id] = qc
         else:
             if qc.agent:
-                self.desk.queued_call_ended(call_id, cause)
+                self._agents.queued_call_ended(call_id, cause)
                 self.engine.call_completed(call_id, qc.agent, now, reason=qc.hangup_by or "caller")
             else:
                 self.engine.caller_abandon(call_id, now)
             self._record(qc, now, cause)
         self.callers.pop(call_id, None)
-        self.desk.release_leg(qc.leg)
+        self._release_leg(qc.leg)
         self.pump()
 
     def agent_hung_up(self, call_id: str) -> None:
@@ -358,7 +428,6 @@ class AcdRuntime:
         if qc is None:
             return
         qc.hangup_by = "agent"
-        assert self.service is not None
         service, call = self.service, qc.call
         service.act(lambda now: service.ua.hangup(call, now))
         self._leave(qc, "agent-hangup")
@@ -381,10 +450,10 @@ class AcdRuntime:
             campaign=qc.campaign.name if qc.campaign else "",
             queue=qc.queue,
             agent=qc.agent,
-            disposition=self.desk.disposition_of(qc.call.call_id),
+            disposition=qc.disposition,
             hangup_by=qc.hangup_by,
             cause=cause,
-            recording=self.desk.recording_of(qc.call.call_id),
+            recording=qc.recording,
             legs=(
                 {
                     "role": "caller",
@@ -482,7 +551,6 @@ class AcdRuntime:
 
     def on_session_modified(self, call: Call, txn: ServerTransaction, request: Request) -> None:
         """A re-INVITE from a waiting caller's side: it keeps its session (our description)."""
-        assert self.service is not None
         service = self.service
         qc = self.callers.get(call.call_id)
         body = qc.answer_sdp if qc is not None else b""
@@ -529,7 +597,6 @@ class AcdRuntime:
             self._play_music(qc)
 
     def _hang_up(self, qc: QueuedCaller) -> None:
-        assert self.service is not None
         service, call = self.service, qc.call
         qc.hangup_by = qc.hangup_by or "system"
         service.act(lambda now: service.ua.hangup(call, now))
@@ -541,7 +608,7 @@ class AcdRuntime:
         if qc is None:
             self.engine.offer_rejected(ev.call_id, ev.agent, self.now())
             return
-        if not self.desk.offer_queued(qc, ev.agent, ev.queue, ev.waited):
+        if not self._agents.offer_queued(qc, ev.agent, ev.queue, ev.waited):
             self.engine.offer_rejected(ev.call_id, ev.agent, self.now())
 
     def answered(self, call_id: str, agent: str) -> bool:
@@ -588,19 +655,22 @@ class AcdRuntime:
         self.engine.call_transferred(call_id, agent, "refer", self.now())
         qc.agent = ""
         qc.hangup_by = "transfer"
-        self.desk.queued_call_ended(call_id, "transferred")
-        assert self.service is not None
+        self._agents.queued_call_ended(call_id, "transferred")
         service, call = self.service, qc.call
         service.act(lambda now: service.ua.hangup(call, now))
         self.callers.pop(call_id, None)
         qc.ended = True
         self._stop_feed(qc)
         self._record(qc, self.now(), "transferred")
-        self.desk.release_leg(qc.leg)
+        self._release_leg(qc.leg)
         self.pump()
 
     def set_disposition(self, call_id: str, disposition: str, notes: str) -> None:
-        """The agent's disposition for a call: its record is written again with it."""
+        """The agent's disposition for a call: kept for its record, or its record is written
+        again with it when the call has ended."""
+        qc = self.callers.get(call_id) or self.callbacks.get(call_id)
+        if qc is not None:
+            qc.disposition = disposition
         record = self.records.get(call_id)
         if record is not None and self.store is not None:
             self.store.call_ended(replace(record, disposition=disposition, notes=notes))
@@ -616,7 +686,6 @@ class AcdRuntime:
             return
         self.stats.overflowed += 1
         event(logger, "queue-overflow", call_id=call_id, kind=kind.value, target=target)
-        assert self.service is not None
         service, call = self.service, qc.call
         if kind is DestinationKind.QUEUE:
             return  # the engine moved the caller itself
@@ -637,7 +706,7 @@ class AcdRuntime:
         self._play(qc, [prompt], lambda: self._hang_up(qc))
 
     def _to_agent(self, qc: QueuedCaller, agent: str) -> None:
-        if not self.desk.offer_queued(qc, agent, qc.queue, self.now() - qc.entered, direct=True):
+        if not self._agents.offer_queued(qc, agent, qc.queue, self.now() - qc.entered, direct=True):
             self._play(qc, ["goodbye"], lambda: self._hang_up(qc))
 
     def _mailbox(self, qc: QueuedCaller, mailbox: str) -> None:
@@ -645,11 +714,25 @@ class AcdRuntime:
         if self.recordings is None or qc.ended:
             self._hang_up(qc)
             return
-        qc.mailbox = self.desk.start_mailbox(qc, mailbox, self.recordings)
+        day = time.strftime("%Y/%m/%d")
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in mailbox or "mailbox")
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in qc.call.call_id)
+        path = self.recordings / "mailboxes" / safe / day / f"{name}.wav"
+        try:
+            qc.mailbox = Mailbox(qc.leg, path)
+        except (OSError, ValueError) as exc:
+            logger.warning("cannot record mailbox %s: %s", mailbox, exc)
+            return
+        qc.recording = str(path)
+        event(logger, "mailbox-recording", call_id=qc.call.call_id, mailbox=mailbox)
+
+    def _release_leg(self, leg: RtpLeg) -> None:
+        leg.close()
+        self.pool.release(leg.pair)
 
     def _callback(self, ev: CallbackDial) -> None:
         qc = self.callbacks.get(ev.call_id)
-        if qc is None or not self.desk.offer_callback(qc, ev):
+        if qc is None or not self._agents.offer_callback(qc, ev):
             self.engine.call_completed(ev.call_id, ev.agent, self.now(), reason="callback-failed")
             self.callbacks.pop(ev.call_id, None)
             self.pump()
@@ -689,11 +772,8 @@ class AcdRuntime:
 
     def agent_logout(self, agent: str) -> None:
         """The agent's session ended."""
-        if agent in self.engine_agents:
-            try:
-                self.engine.agent_logout(agent, self.now())
-            except (ValueError, AcdUsageError):
-                pass
+        if agent in self.engine_agents and self.agent_state(agent) is not AgentState.LOGGED_OUT:
+            self.engine.agent_logout(agent, self.now())
             self.pump()
 
     def agent_ready(self, agent: str) -> None:
@@ -797,7 +877,6 @@ class AcdRuntime:
         figures over the current period or the periods `span` touches, by name."""
         now = self.now()
         start, end = self.stats_span(span, now)
-        hub = self.desk.hub
         report: dict[str, dict[str, Any]] = {}
         for name, config in self.engine.config.agents.items():
             status = self.engine.agent_status(name)
@@ -817,7 +896,7 @@ class AcdRuntime:
                 "reason": status.reason,
                 "since": status.since if status.since else None,
                 "queues": list(status.queues),
-                "connected": hub.connected(name) if hub is not None else False,
+                "connected": self._agents.connected(name),
                 "call": call,
                 "stats": {
                     "start": start,
@@ -847,12 +926,7 @@ class AcdRuntime:
         `force_pause`."""
         self.engine.force_logout(agent, self.now(), supervisor=supervisor)
         self.pump()
-        hub = self.desk.hub
-        if hub is not None:
-            try:
-                await hub.logout(agent, "forced-logout")
-            except AcdUsageError:
-                pass  # the desk logs the gone agent out of the engine again: done above
+        await self._agents.log_out(agent, "forced-logout")
         return self.agent_report()[agent]
 
 

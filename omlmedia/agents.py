@@ -73,11 +73,12 @@ from media.feed import LegFeed
 from media.leg import RtpLeg
 from media.pcmport import PcmPort, port_rate
 from media.ports import PortsExhausted, RtpSocketPool
+from omlmedia.acd import AcdRuntime, QueuedCaller
 from omlmedia.clock import CallLater, Timer, loop_call_later
 from omlmedia.config import Campaign, RouteAction
 from omlmedia.logs import event
 from omlmedia.offer_answer import answer_on_leg, apply_answer
-from omlmedia.recording import CallRecorder, Mailbox
+from omlmedia.recording import CallRecorder
 from omlmedia.services import CAPABILITIES
 from queueing.events import AgentState, CallbackDial
 from sip.message import Address, Request
@@ -96,7 +97,6 @@ from webrtc.signaling import AgentHub, CallInfo
 from webrtc.webcaller import WebCaller, WebCallerHub, WebCallerInfo, join_audio
 
 if TYPE_CHECKING:
-    from omlmedia.acd import AcdRuntime, QueuedCaller
     from sip.service import SipService
 
 logger = logging.getLogger(__name__)
@@ -198,6 +198,8 @@ class AgentDesk:
         pool: RtpSocketPool,
         media_host: str,
         *,
+        service: SipService,
+        acd: AcdRuntime | None = None,
         ring_timeout: float = 30.0,
         wrapup_time: float = 5.0,
         hold_music: Path | None = None,
@@ -216,7 +218,7 @@ class AgentDesk:
         self.hold_music = hold_music
         self.max_delay_ms = max_delay_ms
         self.hub: AgentHub | None = None
-        self.service: SipService | None = None
+        self.service = service
         self.logged_in: set[str] = set()
         """The agents with a session."""
         self._states: dict[str, AgentState] = {}
@@ -225,14 +227,12 @@ class AgentDesk:
         self.calls: dict[tuple[str, str], AgentCall] = {}
         """By call id and agent (a ringall queue offers one call to several agents)."""
         self.stats = DeskStats()
-        self.acd: AcdRuntime | None = None
-        """The ACD, when queues are configured: it owns the states of its agents."""
+        self.acd = acd
+        """The ACD, when queues are configured: it owns the states of its agents, and tells
+        the desk of its offers (`omlmedia.acd.AgentSide`)."""
         self.dial_out: Callable[[str, str, bytes, Call | None], Call | None] | None = None
         """Places an outbound call (number, trunk name or "", SDP offer, related call)."""
         self.recordings: Path | None = None
-        self.dispositions: dict[str, tuple[str, str]] = {}
-        """Disposition and notes by call id (kept for the call record)."""
-        self.recording_paths: dict[str, str] = {}
         self._engine_busy: set[str] = set()
         self.web: WebCallerHub | None = None
         """The web callers' side of the socket, when web calls are enabled."""
@@ -249,6 +249,8 @@ class AgentDesk:
         self._wrapups: dict[str, Timer] = {}
         self._attached: dict[str, AgentCall] = {}
         """The call whose audio each agent's channel carries."""
+        if acd is not None:
+            acd.listen(self)
 
     # -- agent states -----------------------------------------------------------------------
 
@@ -288,14 +290,24 @@ class AgentDesk:
     def _in_engine(self, agent: str) -> bool:
         return self.acd is not None and agent in self.acd.engine_agents
 
-    def engine_state(self, agent: str, state: str, reason: str) -> None:
+    def engine_state(self, agent: str, state: AgentState, reason: str) -> None:
         """The ACD changed the agent's state (shown on its page) unless a call outside the
         queues (a direct or web call) has the agent: its page shows that call's states."""
         if agent in self._engine_busy or agent not in self.logged_in:
             return
-        event(logger, "agent-state", agent=agent, state=state, reason=reason or None)
+        event(logger, "agent-state", agent=agent, state=state.value, reason=reason or None)
         if self.hub is not None:
-            self.hub.state_changed(agent, AgentState(state), reason or None)
+            self.hub.state_changed(agent, state, reason or None)
+
+    def connected(self, agent: str) -> bool:
+        """Whether the agent's page is connected now."""
+        return self.hub is not None and self.hub.connected(agent)
+
+    async def log_out(self, agent: str, reason: str) -> None:
+        """End the agent's session from the server (a supervisor): the page is told `reason`,
+        then `agent_gone` ends or requeues its calls."""
+        if self.hub is not None:
+            await self.hub.logout(agent, reason)
 
     async def agent_logged_in(self, agent: str) -> None:
         """A new session: the agent starts paused, until they press Ready."""
@@ -345,7 +357,6 @@ class AgentDesk:
 
     def offer(self, call: Call, agent: str, queue: str = "", wait: float = 0.0) -> int | None:
         """Ring `agent` with `call`; the SIP status to refuse with when that cannot be."""
-        assert self.service is not None
         if self.hub is None or self.state(agent) is not AgentState.READY:
             self.stats.refused += 1
             return 480
@@ -531,7 +542,7 @@ class AgentDesk:
 
     async def answer(self, agent: str, call_id: str) -> None:
         """Answer the ringing call and join it to the agent's channel."""
-        assert self.service is not None and self.hub is not None
+        assert self.hub is not None
         ac = self._call_of(agent, call_id)
         if ac.answered_at is not None:
             return
@@ -692,7 +703,7 @@ class AgentDesk:
         except (OSError, ValueError) as exc:
             logger.warning("cannot record %s: %s", ac.call_id, exc)
             return None
-        self.recording_paths[ac.call_id] = str(path)
+        qc.recording = str(path)
         return recorder
 
     async def hangup(self, agent: str, call_id: str) -> None:
@@ -902,7 +913,7 @@ class AgentDesk:
 
     def _refer(self, ac: AgentCall, to: str) -> None:
         """REFER the caller's side to `to` (RFC 3515): the PBX that sent the call takes it."""
-        assert self.service is not None and ac.call is not None
+        assert ac.call is not None
         call = ac.call
         host = call.source.host
         host = f"[{host}]" if ":" in host else host
@@ -932,7 +943,6 @@ class AgentDesk:
 
     def service_hangup(self, call: Call) -> None:
         """BYE (or CANCEL) `call` unless it has ended."""
-        assert self.service is not None
         service = self.service
         if call.state is not CallState.ENDED:
             service.act(lambda now: service.ua.hangup(call, now))
@@ -1249,10 +1259,7 @@ class AgentDesk:
         return info
 
     async def set_disposition(self, agent: str, call_id: str, disposition: str, notes: str) -> None:
-        """Remember the disposition and notes of the agent's last call (in its record)."""
-        self.dispositions[call_id] = (disposition[:64], notes[:2000])
-        if len(self.dispositions) > 10000:
-            self.dispositions.pop(next(iter(self.dispositions)))
+        """The disposition and notes of the agent's last call (the ACD's record has them)."""
         if self.acd is not None:
             self.acd.set_disposition(call_id, disposition[:64], notes[:2000])
         event(
@@ -1267,7 +1274,6 @@ class AgentDesk:
     def on_session_modified(self, call: Call, txn: ServerTransaction, request: Request) -> None:
         """A re-INVITE or UPDATE from the caller's side (a PBX's hold, a new address): the leg
         follows it with the codec it has (RFC 3264 §8)."""
-        assert self.service is not None
         service = self.service
         joined = self._joined_of(call)
         if joined is not None:
@@ -1345,7 +1351,6 @@ class AgentDesk:
 
     def _end_call(self, ac: AgentCall, cause: str, status: int = 0) -> None:
         """End the SIP side (BYE, or `status` while it rings) and the agent side."""
-        assert self.service is not None
         service = self.service
         outbound = ac.outbound
         if outbound is not None and outbound.state is not CallState.ENDED:
@@ -1521,29 +1526,6 @@ class AgentDesk:
         leg.close()
         self.pool.release(leg.pair)
 
-    def disposition_of(self, call_id: str) -> str:
-        """The disposition an agent gave the call (empty until then)."""
-        return self.dispositions.get(call_id, ("", ""))[0]
-
-    def recording_of(self, call_id: str) -> str:
-        """The path of the call's recording (empty when not recorded)."""
-        return self.recording_paths.get(call_id, "")
-
-    def start_mailbox(self, qc: QueuedCaller, mailbox: str, recordings: Path) -> Mailbox | None:
-        """Record the caller (voicemail) until it hangs up."""
-        day = time.strftime("%Y/%m/%d")
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in mailbox or "mailbox")
-        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in qc.call.call_id)
-        path = recordings / "mailboxes" / safe / day / f"{name}.wav"
-        try:
-            box = Mailbox(qc.leg, path)
-        except (OSError, ValueError) as exc:
-            logger.warning("cannot record mailbox %s: %s", mailbox, exc)
-            return None
-        self.recording_paths[qc.call.call_id] = str(path)
-        event(logger, "mailbox-recording", call_id=qc.call.call_id, mailbox=mailbox)
-        return box
-
     def offer_callback(self, qc: QueuedCaller, ev: CallbackDial) -> bool:
         """Ring `ev.agent` with a callback: on Answer the desk calls the number."""
         if self.hub is None or ev.agent not in self.logged_in:
@@ -1576,7 +1558,6 @@ class AgentDesk:
 
     async def _dial_for(self, ac: AgentCall) -> None:
         """The agent answered a callback (or asked for a call): call the number."""
-        assert self.service is not None
         if self.dial_out is None:
             raise CommandError("no-trunk", "no trunk to call through")
         if ac.ring_timer is not None:

@@ -229,13 +229,35 @@ class Server:
         """The agent desk, the agent hub and the agent page (`/agent/`, `/ws`)."""
         config = self.config
         loop = asyncio.get_running_loop()
+        service = self.service
+        assert service is not None  # the SIP side starts first
+        acd = None
+        if config.acd is not None:
+            self.store = AsyncStore(Store(config.server.data_dir / "omlmedia.db"))
+            closed = self.store.store.recover(time.time())
+            if closed:
+                logger.warning("closed %d call(s) left open by the previous run", len(closed))
+            self.store.start()
+            acd = AcdRuntime(
+                AcdEngine(config.acd),
+                self.router.pool,
+                media_host,
+                service=service,
+                store=self.store,
+                campaigns={c.name: c for c in config.campaigns},
+                music=self.router.hold_music,
+                recordings=config.server.data_dir / "recordings",
+            )
+            self.router.acd = acd
+            self.acd = acd
         desk = AgentDesk(
             self.router.pool,
             media_host,
+            service=service,
+            acd=acd,
             hold_music=self.router.hold_music,
             max_delay_ms=60,
         )
-        desk.service = self.service
         accounts = AccountStore(
             [agent.account() for agent in config.webrtc.agents],
             clock=loop.time,
@@ -271,26 +293,6 @@ class Server:
         desk.web = web
         desk.dial_out = self.router.place_call
         desk.recordings = config.server.data_dir / "recordings"
-        if config.acd is not None:
-            self.store = AsyncStore(Store(config.server.data_dir / "omlmedia.db"))
-            closed = self.store.store.recover(time.time())
-            if closed:
-                logger.warning("closed %d call(s) left open by the previous run", len(closed))
-            self.store.start()
-            acd = AcdRuntime(
-                AcdEngine(config.acd),
-                desk,
-                self.router.pool,
-                media_host,
-                store=self.store,
-                campaigns={c.name: c for c in config.campaigns},
-                music=self.router.hold_music,
-                recordings=config.server.data_dir / "recordings",
-            )
-            acd.service = self.service
-            desk.acd = acd
-            self.router.acd = acd
-            self.acd = acd
         hub = AgentHub(
             accounts,
             desk,

@@ -21,7 +21,7 @@ from omlmedia.storage import AsyncStore, CallRecord, QueueLogRow, Store
 from queueing import Statistics
 from queueing.config import build_config as build_acd_config
 from queueing.engine import AcdEngine
-from queueing.events import QueueLogEntry
+from queueing.events import AgentState, QueueLogEntry
 from queueing.exceptions import AgentStateError, UnknownAgentError
 
 TOKEN = "api-test-token"
@@ -322,19 +322,36 @@ async def test_without_queues_the_queue_routes_are_404(client: TestClient[Any, A
 # -- the ACD runtime's reports ------------------------------------------------------------------
 
 
-class FakeDesk:
-    """The desk as the runtime's reports and supervisor commands use it."""
-
-    hub = None
+class FakeAgents:
+    """The agents' side (`AgentSide`) as the runtime's reports and supervisor commands use it:
+    it rings nobody and keeps what it is told."""
 
     def __init__(self) -> None:
         self.states: list[tuple[str, str, str]] = []
 
-    def engine_state(self, agent: str, state: str, reason: str) -> None:
-        self.states.append((agent, state, reason))
+    def offer_queued(self, *args: Any, **kwargs: Any) -> bool:
+        return False
+
+    def offer_callback(self, *args: Any) -> bool:
+        return False
+
+    def queued_call_ended(self, call_id: str, cause: str) -> None:
+        pass
+
+    def engine_state(self, agent: str, state: AgentState, reason: str) -> None:
+        self.states.append((agent, state.value, reason))
 
     def cancel_offer(self, call_id: str, agent: str, reason: str) -> None:
         self.states.append((agent, "cancelled", reason))
+
+    def connected(self, agent: str) -> bool:
+        return False
+
+    async def log_out(self, agent: str, reason: str) -> None:
+        self.states.append((agent, "session-ended", reason))
+
+
+AGENTS = FakeAgents()
 
 
 def runtime(store: Store) -> AcdRuntime:
@@ -348,7 +365,9 @@ def runtime(store: Store) -> AcdRuntime:
             },
         }
     )
-    result = AcdRuntime(AcdEngine(acd), FakeDesk(), None, "127.0.0.1")  # type: ignore[arg-type]
+    result = AcdRuntime(AcdEngine(acd), None, "127.0.0.1", service=None)  # type: ignore[arg-type]
+    AGENTS.states.clear()
+    result.listen(AGENTS)
     result.now = lambda: T0  # type: ignore[method-assign]
     result.store = AsyncStore(store)
 
@@ -428,7 +447,7 @@ async def test_the_runtime_reports_live_figures_and_statistics_rebuilt_from_its_
 
         paused = await post(client, "/api/v1/agents/agent1/pause", {"reason": "coaching"})
         assert (paused["state"], paused["reason"], paused["call"]) == ("paused", "coaching", None)
-        assert ("agent1", "paused", "coaching") in acd.desk.states  # type: ignore[attr-defined]
+        assert ("agent1", "paused", "coaching") in AGENTS.states
         assert (await get(client, "/api/v1/queues/support"))["ringing"] == 0
         # Ready again, and offered c3 at once: the runtime refuses it (it does not carry c3,
         # which the test put in the engine), so agent1 stays ready.

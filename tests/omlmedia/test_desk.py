@@ -65,27 +65,26 @@ class World:
         self.pool = local_pool()
         self.hub = FakeHub()
         self.dialled: list[tuple[str, str, bytes, Call]] = []
+        self.engine = AcdEngine(build_config(ACD), rng=random.Random(1))
+        self.acd = AcdRuntime(
+            self.engine,
+            self.pool,
+            HOST,
+            service=self.service,  # type: ignore[arg-type]
+            clock=self.clock,
+            call_later=self.timers.call_later,
+        )
         self.desk = AgentDesk(
             self.pool,
             HOST,
+            service=self.service,  # type: ignore[arg-type]
+            acd=self.acd,
             ring_timeout=RING,
             wrapup_time=WRAPUP,
             clock=self.clock,
             call_later=self.timers.call_later,
         )
-        self.engine = AcdEngine(build_config(ACD), rng=random.Random(1))
-        self.acd = AcdRuntime(
-            self.engine,
-            self.desk,
-            self.pool,
-            HOST,
-            clock=self.clock,
-            call_later=self.timers.call_later,
-        )
-        self.desk.service = self.service  # type: ignore[assignment]
         self.desk.hub = self.hub  # type: ignore[assignment]
-        self.desk.acd = self.acd
-        self.acd.service = self.service  # type: ignore[assignment]
         self.hub.control = self.desk
         self.desk.resolve = lambda target: target if target.startswith("agent") else None
 
