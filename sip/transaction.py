@@ -14,6 +14,12 @@ to an INVITE moves the transaction to Accepted (RFC 6026); the layer then retran
 (§13.3.1.4) until an ACK arrives. That ACK carries a new branch, so accepted transactions are also
 indexed by (Call-ID, From tag, CSeq number).
 
+Server transactions are bounded: past ``max_server_transactions`` live ones, a request that would
+start another is answered statelessly with 503 and Retry-After (RFC 3261 §21.5.4) and leaves no
+state; a CANCEL that matches no INVITE is answered statelessly with 481. The TU may also answer a
+request without a transaction (RFC 3261 §8.2.7): :meth:`TransactionLayer.server_transaction_for`
+tells it whether one exists and :meth:`TransactionLayer.stamp_via` where the answer goes.
+
 A response built with ``make_response`` repeats the request's first Via line and CSeq line verbatim,
 so both sides first look transactions up by those raw lines and parse the Via only on a miss.
 
@@ -345,7 +351,8 @@ class TransactionCounters:
     ``retransmissions``: messages sent again (timers and answers to retransmitted requests);
     ``absorbed``: received retransmissions and ACKs consumed inside a transaction; ``timeouts``:
     TransactionTimeout and AckTimeout events; ``strays``: responses matching no transaction;
-    ``transport_failures``: transactions ended by a transport error.
+    ``transport_failures``: transactions ended by a transport error; ``overloaded``: requests
+    refused with a stateless 503 because ``max_server_transactions`` were live.
     """
 
     retransmissions: int = 0
@@ -353,6 +360,7 @@ class TransactionCounters:
     timeouts: int = 0
     strays: int = 0
     transport_failures: int = 0
+    overloaded: int = 0
 
 
 def _strip_brackets(host: str) -> str:
@@ -380,11 +388,26 @@ def _server_key(message: Request | Response, method: str) -> _Key:
 
 
 class TransactionLayer:
-    """The RFC 3261 §17 transaction layer of one user agent, sans-IO (see the module docstring)."""
+    """The RFC 3261 §17 transaction layer of one user agent, sans-IO (see the module docstring).
 
-    def __init__(self, timers: Timers = Timers(), *, symmetric_responses: bool = True) -> None:
+    ``max_server_transactions`` caps the live server transactions (a table keyed by what the
+    network sends); a request beyond it gets a stateless 503 with ``Retry-After: retry_after``.
+    """
+
+    def __init__(
+        self,
+        timers: Timers = Timers(),
+        *,
+        symmetric_responses: bool = True,
+        max_server_transactions: int = 8192,
+        retry_after: int = 5,
+    ) -> None:
+        if max_server_transactions < 1 or retry_after < 0:
+            raise ValueError("transaction limits must be positive")
         self.timers = timers
         self.symmetric_responses = symmetric_responses
+        self.max_server_transactions = max_server_transactions
+        self.retry_after = retry_after
         self.counters = TransactionCounters()
         self._client: dict[_Key, ClientTransaction] = {}
         self._server: dict[_Key, ServerTransaction] = {}
@@ -403,6 +426,11 @@ class TransactionLayer:
     def transaction_count(self) -> int:
         """Live (not terminated) client and server transactions."""
         return len(self._client) + len(self._server)
+
+    @property
+    def server_transaction_count(self) -> int:
+        """Live server transactions (at most ``max_server_transactions``, plus their CANCELs)."""
+        return len(self._server)
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
         """Drain the outgoing queue: serialized messages and where to send them."""
@@ -505,6 +533,28 @@ class TransactionLayer:
         if tx is None:
             raise TransactionNotFound("no server transaction matches the response")
         self._respond(tx, response, now)
+
+    def server_transaction_for(self, request: Request) -> ServerTransaction | None:
+        """The live server transaction a received request belongs to (§17.2.3), or None.
+
+        An ACK or a CANCEL is looked up under its own method: None tells the TU the request is
+        new (not a retransmission) and it may answer it statelessly (§8.2.7). Raises the message
+        model's ``ValueError`` when a header needed for matching is malformed.
+        """
+        method = request.method
+        if method != "ACK":
+            tx = self._server_lines.get(_lines(request))
+            if tx is not None:
+                return tx
+        tx = self._server.get(_server_key(request, "INVITE" if method == "ACK" else method))
+        if tx is not None and not tx.key[0] and tx.request.uri != request.uri:
+            return None
+        return tx
+
+    def stamp_via(self, request: Request, source: Endpoint) -> Endpoint:
+        """Add ``received``/``rport`` to the top Via (§18.2.1, RFC 3581 §4) and return where a
+        response to `request` goes (§18.2.2): what a stateless answer needs (§8.2.7)."""
+        return self._stamp_via(request, source)
 
     def cancel(self, transaction: ClientTransaction, now: float) -> ClientTransaction:
         """Build and send a CANCEL for a pending INVITE client transaction (§9.1).
@@ -660,8 +710,19 @@ class TransactionLayer:
         if tx is not None:
             self._absorb_request(tx, now)
             return
-        invite_key = _server_key(request, "INVITE") if method == "CANCEL" else key
         destination = self._stamp_via(request, source)
+        invite_key = key
+        if method == "CANCEL":
+            invite_key = _server_key(request, "INVITE")
+            invite = self._server.get(invite_key)
+            if invite is None or (legacy and invite.request.uri != request.uri):
+                self._send_stateless(request, 481, destination)
+                return
+        elif len(self._server) >= self.max_server_transactions:
+            self.counters.overloaded += 1
+            retry_after = (("Retry-After", str(self.retry_after)),)
+            self._send_stateless(request, 503, destination, retry_after)
+            return
         cseq = request.cseq
         merge_key = None
         if request.to_tag is None:
@@ -673,7 +734,7 @@ class TransactionLayer:
             lines = tx._lines = _lines(request)
             self._server_lines[lines] = tx
         if method == "CANCEL":
-            self._receive_cancel(request, tx, invite_key, legacy, now)
+            self._receive_cancel(request, tx, invite_key, now)
         elif merge_key is not None and merge_key in self._merge:
             self._respond(tx, make_response(request, 482, to_tag=new_tag()), now)
         else:
@@ -723,8 +784,14 @@ class TransactionLayer:
             return source
         return Endpoint(source.transport, host, via.port or _DEFAULT_PORT)
 
-    def _send_stateless(self, request: Request, status: int, destination: Endpoint) -> None:
-        response = make_response(request, status, to_tag=new_tag())
+    def _send_stateless(
+        self,
+        request: Request,
+        status: int,
+        destination: Endpoint,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        response = make_response(request, status, to_tag=new_tag(), headers=headers)
         self._out.append((bytes(response), destination))
 
     def _send_trying(self, tx: ServerTransaction) -> None:
@@ -778,15 +845,11 @@ class TransactionLayer:
         self._events.append(AckReceived(request, source))
 
     def _receive_cancel(
-        self, request: Request, tx: ServerTransaction, invite_key: _Key, legacy: bool, now: float
+        self, request: Request, tx: ServerTransaction, invite_key: _Key, now: float
     ) -> None:
-        """CANCEL (§9.2): 200 and 487 when the INVITE is pending, 481 when it is unknown."""
-        invite = self._server.get(invite_key)
-        if invite is not None and legacy and invite.request.uri != request.uri:
-            invite = None
-        if invite is None:
-            self._respond(tx, make_response(request, 481, to_tag=new_tag()), now)
-            return
+        """CANCEL (§9.2): 200 and 487 when the INVITE is pending (an unknown one got a stateless
+        481 before any transaction was made)."""
+        invite = self._server[invite_key]
         last = invite.last_response
         to_tag = (last.to_tag if last is not None else None) or new_tag()
         self._respond(tx, make_response(request, 200, to_tag=to_tag), now)

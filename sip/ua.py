@@ -14,6 +14,15 @@ authenticated by digest gets 401 (when there are users who could authenticate) a
 the same answer whatever the user name; every rejection produces one line from
 :func:`sip.security.security_event` on the ``sip.security`` logger; per-source rate limiting drops a
 flooding source silently for a while.
+
+Strangers cost no state. A new request (one that no server transaction matches) first passes
+:meth:`UserAgent._admit`, before the transaction layer sees it: more than ``max_vias`` Via values
+get 400; an in-dialog request for no dialog gets 481; an INVITE past ``max_calls`` live calls gets
+503 with Retry-After; an out-of-dialog request that is neither trusted nor authenticated gets its
+401 or 403. Each of these answers is stateless (RFC 3261 §8.2.7, Kamailio's ``sl_send_reply``):
+it is sent once, never retransmitted by Timer G, and no transaction is kept; a retransmitted
+request simply gets a fresh one. Only admitted requests create server transactions, and the
+transaction layer caps those too (503 beyond ``max_transactions``).
 """
 
 from __future__ import annotations
@@ -68,6 +77,11 @@ ALLOWED_METHODS = frozenset(
 )
 SUPPORTED_EXTENSIONS = frozenset({"replaces", "norefersub"})
 ALLOW_HEADER = ", ".join(sorted(ALLOWED_METHODS))
+MAX_VIAS = 70
+"""Via values a request may carry: one per hop, and a UAC starts Max-Forwards at 70 (RFC 3261
+§8.1.1.6), so a request with more crossed more hops than any proxy lets it, or is forged. Lower
+caps break well-formed requests: RFC 4475 §3.1.1.7 (``longreq``) carries 34 Vias and must be
+processed. Every answer copies all Vias, so the cap bounds the work and size of each answer."""
 
 
 class CallState(Enum):
@@ -98,6 +112,7 @@ class Call:
     final_response: Response | None = None
     end_cause: str | None = None
     app: object = None
+    """The application's owner of the call (the target that took it); the core never reads it."""
     pending_requests: dict[int, ServerTransaction] = field(default_factory=dict)
     credentials: tuple[str, str] | None = None
     auth_attempts: int = 0
@@ -213,6 +228,7 @@ class UAStats:
     parse_errors: int = 0
     rejected: int = 0
     rate_limited: int = 0
+    overloaded: int = 0
     auth_challenges: int = 0
     auth_failures: int = 0
     forbidden: int = 0
@@ -220,7 +236,13 @@ class UAStats:
 
 
 class UserAgent:
-    """The sans-IO UA core: one per server process, serving every transport."""
+    """The sans-IO UA core: one per server process, serving every transport.
+
+    ``max_vias``, ``max_transactions`` (live server transactions) and ``max_calls`` (live calls,
+    each with at most one dialog) bound what the network can make it hold; the defaults leave
+    room for a few hundred agents with their callers. Past a cap the answer is a stateless 503
+    with ``Retry-After: retry_after`` seconds (RFC 3261 §21.5.4).
+    """
 
     def __init__(
         self,
@@ -232,6 +254,10 @@ class UserAgent:
         rate_limiter: RateLimiter | None = None,
         timers: Timers | None = None,
         user_agent: str = "omlmedia",
+        max_vias: int = MAX_VIAS,
+        max_transactions: int = 8192,
+        max_calls: int = 4096,
+        retry_after: int = 5,
     ) -> None:
         self._local = local_endpoints
         self._trusted_source = trusted_source
@@ -239,7 +265,13 @@ class UserAgent:
         self._lookup_ha1 = lookup_ha1
         self._rate_limiter = rate_limiter
         self._user_agent = user_agent
-        self.transactions = TransactionLayer(timers or Timers())
+        self._max_vias = max_vias
+        self._max_calls = max_calls
+        self._retry_after = retry_after
+        self._admitted: tuple[Request, str | None, str | None] | None = None
+        self.transactions = TransactionLayer(
+            timers or Timers(), max_server_transactions=max_transactions, retry_after=retry_after
+        )
         self.dialogs = DialogTable()
         self.calls: dict[tuple[str, str], Call] = {}
         self._calls_by_invite_txn: dict[int, Call] = {}
@@ -286,6 +318,12 @@ class UserAgent:
                         source,
                     )
                 return
+            if (
+                isinstance(message, Request)
+                and message.method != "ACK"
+                and not self._admit(message, source, now)
+            ):
+                return
             self.transactions.receive(message, source, now)
         except ValueError as exc:  # a header needed for matching is malformed
             self.stats.parse_errors += 1
@@ -295,8 +333,10 @@ class UserAgent:
                 except ValueError:
                     pass
             logger.debug("unmatchable message from %s: %s", source, exc)
+            self._admitted = None
             return
         self._drain_layer(now)
+        self._admitted = None
 
     def handle_timer(self, now: float) -> None:
         """Run whatever timers are due."""
@@ -570,9 +610,11 @@ class UserAgent:
         if request.to_tag is not None:
             self._on_in_dialog_request(request, source, txn, now)
             return
-        trunk, user = self._authorize(request, source, now)
-        if trunk is None and user is None:
+        admitted, self._admitted = self._admitted, None
+        if admitted is None or admitted[0] is not request:  # never admitted: fail closed
+            self._respond(make_response(request, 403, to_tag=new_tag()), now)
             return
+        _, trunk, user = admitted
         method = request.method
         if method == "OPTIONS":
             response = make_response(request, 200, to_tag=new_tag())
@@ -622,46 +664,94 @@ class UserAgent:
         self.stats.calls_total += 1
         self._events.append(IncomingCall(call))
 
+    def _admit(self, request: Request, source: Endpoint, now: float) -> bool:
+        """Decide on a request before it may create a transaction; False once it was answered.
+
+        A retransmission (a server transaction matches) goes on to the layer, which absorbs it.
+        Otherwise every refusal here is stateless (RFC 3261 §8.2.7), in the order of §8.2 where
+        it applies (authentication first): Via count (400), unknown dialog (481), call cap (503),
+        then trusted source or digest (401, 403). An admitted out-of-dialog request leaves its
+        (request, trunk, user) for :meth:`_on_request`, which the layer calls before
+        :meth:`receive` returns.
+        """
+        if len(request.headers.getlist("Via")) > self._max_vias:
+            self.stats.rejected += 1
+            self._reply_statelessly(request, source, 400, "Too Many Via Headers")
+            return False
+        if self.transactions.server_transaction_for(request) is not None:
+            return True
+        if request.method == "CANCEL":
+            return True  # the layer matches it to its INVITE, or answers 481 statelessly
+        if request.to_tag is not None:
+            if self.dialogs.match_request(request) is None:
+                self._reply_statelessly(request, source, 481)
+                return False
+            return True
+        if request.method == "INVITE" and len(self.calls) >= self._max_calls:
+            self.stats.overloaded += 1
+            retry_after = (("Retry-After", str(self._retry_after)),)
+            self._reply_statelessly(request, source, 503, headers=retry_after)
+            return False
+        trunk, user = self._authorize(request, source, now)
+        if trunk is None and user is None:
+            return False
+        self._admitted = (request, trunk, user)
+        return True
+
     def _authorize(
         self, request: Request, source: Endpoint, now: float
     ) -> tuple[str | None, str | None]:
-        """Return (trunk, user) for an accepted request; (None, None) once it was answered."""
+        """Return (trunk, user) for an accepted request; (None, None) once it was answered
+        statelessly with 401 or 403 (RFC 3261 §22.1, §8.2.7)."""
         trunk = self._trusted_source(source.host)
         if trunk is not None:
             return trunk, None
         digest = self._digest
         if digest is None or self._lookup_ha1 is None:
-            self._forbid(request, source, "untrusted-source", now)
+            self._forbid(request, source, "untrusted-source")
             return None, None
         authorization = request.headers.get("Authorization")
         if authorization is None:
             self.stats.auth_challenges += 1
-            response = make_response(request, 401, to_tag=new_tag())
-            for challenge in digest.challenge(now):
-                response.headers.add("WWW-Authenticate", challenge)
-            self._respond(response, now)
+            challenges = [("WWW-Authenticate", value) for value in digest.challenge(now)]
+            self._reply_statelessly(request, source, 401, headers=challenges)
             return None, None
         result = digest.verify(request.method, authorization, self._lookup_ha1, now)
         if result.ok:
             return None, result.username
         if result.stale:
-            response = make_response(request, 401, to_tag=new_tag())
-            for challenge in digest.challenge(now, stale=True):
-                response.headers.add("WWW-Authenticate", challenge)
-            self._respond(response, now)
+            challenges = [("WWW-Authenticate", v) for v in digest.challenge(now, stale=True)]
+            self._reply_statelessly(request, source, 401, headers=challenges)
             return None, None
         self.stats.auth_failures += 1
-        self._forbid(request, source, "auth-failed", now, user=result.username)
+        self._forbid(request, source, "auth-failed", user=result.username)
         return None, None
 
     def _forbid(
-        self, request: Request, source: Endpoint, reason: str, now: float, user: str | None = None
+        self, request: Request, source: Endpoint, reason: str, user: str | None = None
     ) -> None:
         self.stats.forbidden += 1
         security_logger.warning(
             security_event(reason, source.host, source.port, request.method, request.call_id, user)
         )
-        self._respond(make_response(request, 403, to_tag=new_tag()), now)
+        self._reply_statelessly(request, source, 403)
+
+    def _reply_statelessly(
+        self,
+        request: Request,
+        source: Endpoint,
+        status: int,
+        reason: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Answer once, keeping no transaction (RFC 3261 §8.2.7; Kamailio's ``sl_send_reply``).
+
+        The top Via gets ``received``/``rport`` first, so the answer goes where the transaction
+        layer would send it (§18.2.2, RFC 3581): back to the source address and port.
+        """
+        destination = self.transactions.stamp_via(request, source)
+        response = make_response(request, status, reason, to_tag=new_tag(), headers=headers)
+        self._direct.append((bytes(response), destination))
 
     def _on_in_dialog_request(
         self, request: Request, source: Endpoint, txn: ServerTransaction, now: float

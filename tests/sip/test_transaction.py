@@ -639,11 +639,33 @@ def test_cancel_before_any_provisional_uses_one_new_to_tag_for_200_and_487() -> 
     assert len(tags) == 1 and None not in tags
 
 
-def test_cancel_matching_no_transaction_gets_481() -> None:
+def test_cancel_matching_no_transaction_gets_a_stateless_481() -> None:
     layer = TransactionLayer()
     layer.receive(req("CANCEL"), UAC, 0.0)
     assert statuses(layer) == [481]
     assert events(layer) == []
+    assert layer.transaction_count == 0 and layer.get_timer() is None
+
+
+def test_requests_past_the_server_transaction_cap_get_a_stateless_503() -> None:
+    layer = TransactionLayer(max_server_transactions=2, retry_after=7)
+    for n in range(3):
+        layer.receive(req("OPTIONS", branch=f"z9hG4bK-{n}", call_id=f"c{n}"), UAC, 0.0)
+    assert len(events(layer)) == 2
+    [(busy, destination)] = sent(layer)
+    assert isinstance(busy, Response) and busy.status == 503 and destination == UAC
+    assert busy.headers.get("Retry-After") == "7"
+    assert layer.server_transaction_count == 2 and layer.counters.overloaded == 1
+    layer.receive(req("CANCEL", branch="z9hG4bK-0", call_id="c0"), UAC, 0.1)
+    assert statuses(layer) == [481]  # a CANCEL for no INVITE never counts against the cap
+
+
+def test_cancel_of_a_pending_invite_is_served_even_at_the_cap() -> None:
+    layer = TransactionLayer(max_server_transactions=1)
+    layer.receive(req(), UAC, 0.0)
+    events(layer)
+    layer.receive(req("CANCEL"), UAC, 0.1)
+    assert sorted(statuses(layer)) == [200, 487]
 
 
 def test_cancel_after_final_response_gets_200_and_nothing_else() -> None:

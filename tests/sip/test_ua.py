@@ -399,3 +399,90 @@ def test_outbound_call_cancelled_while_ringing_leaves_nothing_behind() -> None:
     assert [type(e).__name__ for e in events(ua)] == ["CallEnded"]
     assert ua.call_count == 0 and len(ua.dialogs) == 0
     assert ua._calls_by_client_txn == {}
+
+
+# -- strangers cost no state: stateless answers and caps ---------------------------------------
+
+
+def _stranger(n: int) -> Endpoint:
+    return Endpoint("udp", f"198.{51 + (n >> 16)}.{(n >> 8) & 255}.{n & 255}", 5060)
+
+
+def test_unauthenticated_invite_gets_one_stateless_401_and_leaves_no_transaction() -> None:
+    ua = make_ua(users=True)
+    ua.receive(request("INVITE", body=SDP), STRANGER, 0.0)
+    ((challenge, destination),) = responses(ua)
+    assert challenge.status == 401 and destination == STRANGER
+    assert ua.transactions.transaction_count == 0 and ua.get_timer() is None
+    for now in (0.2, 0.5, 1.5, 3.5, 7.5, 40.0):  # where Timer G and H would have fired
+        ua.handle_timer(now)
+        assert ua.datagrams_to_send() == []
+    ua.receive(request("INVITE", body=SDP), STRANGER, 41.0)  # a retransmission
+    ((again, _),) = responses(ua)
+    assert again.status == 401 and ua.transactions.transaction_count == 0
+
+
+def test_refusals_of_strangers_are_stateless() -> None:
+    ua = make_ua()
+    ua.receive(request("INVITE", body=SDP), STRANGER, 0.0)
+    ua.receive(request("BYE", call_id="c2", to_tag="none"), STRANGER, 0.0)
+    ua.receive(request("CANCEL", call_id="c3"), STRANGER, 0.0)
+    assert sorted(r.status for r, _ in responses(ua)) == [403, 481, 481]
+    assert ua.transactions.transaction_count == 0 and ua.get_timer() is None
+
+
+def test_a_request_with_more_than_70_via_values_gets_400_and_70_are_served() -> None:
+    ua = make_ua()
+    hop = "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-h\r\n"
+    pair = "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-h, SIP/2.0/TCP 192.0.2.2;branch=z9hG4bK-i\r\n"
+    ua.receive(request("OPTIONS", extra=hop * 69), PBX, 0.0)
+    assert [r.status for r, _ in responses(ua)] == [200]
+    ua.receive(request("OPTIONS", call_id="c2", branch="z9hG4bK-2", extra=hop * 70), PBX, 0.0)
+    ua.receive(
+        request("OPTIONS", call_id="c3", branch="z9hG4bK-3", extra=hop * 68 + pair), PBX, 0.0
+    )
+    statuses = [(r.status, r.reason) for r, _ in responses(ua)]
+    assert statuses == [(400, "Too Many Via Headers")] * 2
+    assert ua.transactions.transaction_count == 1
+
+
+def test_server_transactions_never_exceed_the_cap_under_100000_sources() -> None:
+    ua = UserAgent(
+        local_endpoints={"udp": LOCAL},
+        trusted_source=lambda ip: "pbx" if ip.startswith("198.") else None,
+        max_transactions=1000,
+    )
+    template = request("OPTIONS", call_id="CALLID", branch="z9hG4bK-BRANCH")
+    highest = overloaded = 0
+    for n in range(100_000):
+        data = template.replace(b"CALLID", b"c%d" % n).replace(b"BRANCH", b"%d" % n)
+        ua.receive(data, _stranger(n), n * 1e-4)
+        ua.handle_timer(n * 1e-4)
+        highest = max(highest, ua.transactions.transaction_count)
+        for out, _ in ua.datagrams_to_send():
+            overloaded += out.startswith(b"SIP/2.0 503 ")
+    assert highest == 1000 and overloaded == 99_000
+    assert ua.stats.received == 100_000 and ua.transactions.counters.overloaded == 99_000
+
+
+def test_100000_unauthenticated_sources_never_create_a_transaction() -> None:
+    ua = make_ua(users=True)
+    template = request("INVITE", call_id="CALLID", branch="z9hG4bK-BRANCH", body=SDP)
+    challenges = 0
+    for n in range(100_000):
+        data = template.replace(b"CALLID", b"c%d" % n).replace(b"BRANCH", b"%d" % n)
+        ua.receive(data, _stranger(n), n * 1e-4)
+        assert ua.transactions.transaction_count == 0
+        for out, _ in ua.datagrams_to_send():
+            challenges += out.startswith(b"SIP/2.0 401 ")
+    assert challenges == 100_000 and ua.get_timer() is None
+
+
+def test_overloaded_answers_carry_retry_after_and_the_call_cap_holds() -> None:
+    ua = UserAgent(local_endpoints={"udp": LOCAL}, trusted_source=lambda ip: "pbx", max_calls=2)
+    for n in range(3):
+        ua.receive(request("INVITE", call_id=f"k{n}", branch=f"z9hG4bK-k{n}", body=SDP), PBX, 0.0)
+    assert [type(e) for e in events(ua)] == [IncomingCall, IncomingCall]
+    ((busy, _),) = responses(ua)
+    assert busy.status == 503 and busy.headers.get("Retry-After") == "5"
+    assert ua.call_count == 2 and ua.transactions.transaction_count == 2
