@@ -25,6 +25,7 @@ from omlmedia.config import (
     load_config,
     load_demo_config,
     package_version,
+    summary,
 )
 from omlmedia.logs import configure_logging
 
@@ -197,25 +198,6 @@ def _run(coroutine: Coroutine[Any, Any, int]) -> int:
             return runner.run(coroutine)
     except KeyboardInterrupt:
         return 130
-
-
-def summary(config: Config) -> list[str]:
-    """A few lines describing a valid configuration (for `check-config`)."""
-    server = config.server
-    tls = f"TLS {server.sip_tls_port}" if server.sip_tls_port is not None else "no TLS"
-    low, high = server.rtp_port_range
-    lines = [
-        f"listen {', '.join(server.listen)}: SIP {server.sip_port} (UDP, TCP), {tls}, "
-        f"HTTP {server.http_port}, RTP {low}-{high}",
-        f"data_dir {server.data_dir}; log {server.log_level} as {server.log_format}",
-        f"{len(config.trunks)} trunk(s): "
-        + (", ".join(f"{t.name} ({t.endpoint})" for t in config.trunks) or "none"),
-        f"{len(config.users)} user(s), {len(config.routes)} route(s), "
-        f"SIP realm {config.sip.realm!r}",
-    ]
-    if config.generated.api_token is not None:
-        lines.append("api.token_sha256 not set: serve generates a random token at each start")
-    return lines
 
 
 def _check_config(args: argparse.Namespace) -> int:

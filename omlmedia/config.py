@@ -371,6 +371,25 @@ def digest_ha1(user: str, realm: str, password: str) -> tuple[str, str]:
     return hashlib.md5(a1).hexdigest(), hashlib.sha256(a1).hexdigest()
 
 
+def summary(config: Config) -> list[str]:
+    """A few lines describing a valid configuration (for `check-config`)."""
+    server = config.server
+    tls = f"TLS {server.sip_tls_port}" if server.sip_tls_port is not None else "no TLS"
+    low, high = server.rtp_port_range
+    lines = [
+        f"listen {', '.join(server.listen)}: SIP {server.sip_port} (UDP, TCP), {tls}, "
+        f"HTTP {server.http_port}, RTP {low}-{high}",
+        f"data_dir {server.data_dir}; log {server.log_level} as {server.log_format}",
+        f"{len(config.trunks)} trunk(s): "
+        + (", ".join(f"{t.name} ({t.endpoint})" for t in config.trunks) or "none"),
+        f"{len(config.users)} user(s), {len(config.routes)} route(s), "
+        f"SIP realm {config.sip.realm!r}",
+    ]
+    if config.generated.api_token is not None:
+        lines.append("api.token_sha256 not set: serve generates a random token at each start")
+    return lines
+
+
 def load_config(path: str | Path, overrides: Overrides | None = None) -> Config:
     """Read, override and validate a TOML configuration file; raises `ConfigError`."""
     overrides = overrides or Overrides()

@@ -22,8 +22,7 @@ from omlmedia.acd import AcdRuntime
 from omlmedia.agents import AgentDesk
 from omlmedia.api import start_api
 from omlmedia.calls import CallRouter
-from omlmedia.cli import summary
-from omlmedia.config import Config, RouteAction
+from omlmedia.config import Config, RouteAction, summary
 from omlmedia.logs import event
 from omlmedia.storage import AsyncStore, Store
 from omlmedia.trunks import NextHops, TrunkManager
