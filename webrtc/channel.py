@@ -129,19 +129,24 @@ relayed between two peer connections (web caller <-> agent) without transcoding.
 
 Media source check. aioice hands every non-STUN datagram that reaches a local candidate's
 socket to DTLS/SRTP, from any address. `install_aioice_guards()` (called by the first channel)
-wraps aioice's ``StunProtocol.datagram_received`` so that non-STUN data is accepted only from the
-remote address of a valid pair on that socket: the nominated one, or any other that an
-authenticated check proved (ours succeeded, or the peer's carried USE-CANDIDATE); anything else
-is dropped and counted in `guard_counters` (the DTLS ClientHello race of Asterisk and rtpengine,
-2023). Not the nominated pair alone: aioice nominates aggressively (every check of the
-controlling end carries USE-CANDIDATE), so on a host with two addresses (IPv4 and IPv6) both
-pairs get nominated and each end keeps the one whose nomination it completed last. The two ends
-can keep different pairs and each sends on its own; a check on the nominated pair alone dropped
-the other end's DTLS for good (no audio either way while ICE said "completed": 2 calls of 40 in
-benchmarks/webrtc_bridge.py; tests/webrtc/test_ice_guard.py). The same function lets aioice
-offer 127.0.0.1 when the page's offer has a loopback candidate (aioice skips loopback). Both
-depend on aioice internals (``StunProtocol``, ``Connection._nominated``, ``_check_list``,
-``CandidatePair.remote_nominated``, ``get_host_addresses``); tests/webrtc/test_channel.py and
+wraps aioice's ``StunProtocol.datagram_received`` so that non-STUN data is accepted on a socket
+only from an address that proved it knows our ICE password there: the remote end of the
+nominated pair, an address that sent us an authenticated connectivity check on that socket
+(recorded by a wrapper of ``Connection.check_incoming``), or the remote end of a pair whose
+check of ours succeeded. Anything else is dropped and counted in `guard_counters` (the DTLS
+ClientHello race of Asterisk and rtpengine, 2023). Not the nominated pair alone, as before:
+aioice nominates aggressively (every check of the controlling end carries USE-CANDIDATE), so on
+a host with two addresses (IPv4 and IPv6) both pairs get nominated and each end keeps the one
+whose nomination it completed last, an order each end sees on its own; and an end sends on its
+pair as soon as its own check succeeded, when the other end may not have processed the answer
+to its check on the same pair yet. Each end dropped the other's DTLS, the handshake stalled or
+never finished while ICE said "completed", and the call had no audio either way
+(benchmarks/webrtc_bridge.py, N=40: 2 calls of 40; tests/webrtc/test_ice_guard.py). An end
+sends only on a pair whose check it completed, which needed the other end to answer (and so
+record) that check: what one sends, the other takes. The same function lets aioice offer
+127.0.0.1 when the page's offer has a loopback candidate (aioice skips loopback). Both depend
+on aioice internals (``StunProtocol``, ``Connection._nominated``, ``_check_list``,
+``check_incoming``, ``get_host_addresses``); tests/webrtc/test_channel.py and
 tests/webrtc/test_ice_guard.py fail if an aioice upgrade breaks them.
 """
 
@@ -227,6 +232,10 @@ _offer_loopback: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "omlmedia_offer_loopback", default=False
 )
 _guards_installed = False
+_PROVEN_ATTRIBUTE = "_omlmedia_proven"
+"""Set on an aioice ``Connection``: the (socket, address) pairs an authenticated check came from."""
+_MAX_PROVEN = 64
+"""At most this many per connection (each needs the ICE password; aioice keeps the pairs too)."""
 
 
 _count_nonzero = np.count_nonzero
@@ -247,6 +256,7 @@ def install_aioice_guards() -> None:
     protocol_class = ice.StunProtocol
     original_received = protocol_class.datagram_received
     original_addresses = ice.get_host_addresses
+    original_check_incoming = ice.Connection.check_incoming
 
     def datagram_received(self: Any, data: bytes | str, addr: tuple[Any, ...]) -> None:
         if isinstance(data, bytes) and not _is_stun(data):
@@ -265,6 +275,18 @@ def install_aioice_guards() -> None:
                 return
         original_received(self, data, addr)
 
+    def check_incoming(self: Any, message: Any, addr: tuple[Any, ...], protocol: Any) -> None:
+        # An authenticated check (aioice verified the USERNAME and MESSAGE-INTEGRITY with our
+        # ICE password) from `addr` on this socket: the peer may send media from there as soon
+        # as its own check on the pair succeeds, which needs our answer to this one.
+        original_check_incoming(self, message, addr, protocol)
+        proven = getattr(self, _PROVEN_ATTRIBUTE, None)
+        if proven is None:
+            proven = set()
+            setattr(self, _PROVEN_ATTRIBUTE, proven)
+        if len(proven) < _MAX_PROVEN:
+            proven.add((protocol, (addr[0], addr[1])))
+
     def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
         addresses: list[str] = original_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
         if use_ipv4 and _offer_loopback.get() and "127.0.0.1" not in addresses:
@@ -272,17 +294,18 @@ def install_aioice_guards() -> None:
         return addresses
 
     protocol_class.datagram_received = datagram_received  # type: ignore[method-assign]
+    ice.Connection.check_incoming = check_incoming  # type: ignore[method-assign]
     ice.get_host_addresses = get_host_addresses
     _guards_installed = True
 
 
 def _allowed(protocol: Any, peer: tuple[str, int]) -> bool:
-    """Whether non-STUN data from `peer` on `protocol`'s socket comes from a valid pair: the
-    nominated one (the usual case, one comparison), or any pair on this socket to `peer` that
-    an authenticated check proved, ours (succeeded) or the peer's (its USE-CANDIDATE). Not the
-    nominated pair only: with aioice's aggressive nomination every checked pair is nominated and
-    each end keeps the last one it completed, so the two ends can select different pairs and
-    each sends on its own (module docstring, tests/webrtc/test_ice_guard.py)."""
+    """Whether non-STUN data from `peer` on `protocol`'s socket may be taken: it comes from the
+    nominated pair (the usual case, one comparison), from an address that sent us an
+    authenticated check on this socket, or from a pair on it whose check of ours succeeded.
+    Not the nominated pair alone: the two ends can select different pairs, and the peer sends
+    on its own as soon as its check succeeds, which may be before ours does (module docstring,
+    tests/webrtc/test_ice_guard.py)."""
     connection = getattr(protocol, "receiver", None)
     candidate = getattr(protocol, "local_candidate", None)
     if connection is None or candidate is None:
@@ -290,12 +313,13 @@ def _allowed(protocol: Any, peer: tuple[str, int]) -> bool:
     nominated = connection._nominated.get(candidate.component)
     if nominated is not None and nominated.protocol is protocol and nominated.remote_addr == peer:
         return True
+    proven = getattr(connection, _PROVEN_ATTRIBUTE, None)
+    if proven is not None and (protocol, peer) in proven:
+        return True
     check_list = connection._check_list
     succeeded = type(check_list[0]).State.SUCCEEDED if check_list else None
     return any(
-        pair.protocol is protocol
-        and pair.remote_addr == peer
-        and (pair.state is succeeded or getattr(pair, "remote_nominated", False))
+        pair.protocol is protocol and pair.remote_addr == peer and pair.state is succeeded
         for pair in check_list
     )
 
