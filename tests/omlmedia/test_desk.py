@@ -21,6 +21,7 @@ from queueing.engine import AcdEngine
 from queueing.events import AgentState
 from sip.ua import Call, CallState
 from webrtc.exceptions import CommandError
+from webrtc.webcaller import WebCaller, WebCallerInfo
 
 from .deskfakes import (
     HOST,
@@ -141,7 +142,8 @@ async def world() -> AsyncIterator[World]:
 
 
 def answer_of(ua: Any, call: Call) -> bytes:
-    return next(a[2] for a in ua.of(call) if a[0] == "answer")
+    body: bytes = next(a[2] for a in ua.of(call) if a[0] == "answer")
+    return body
 
 
 # -- direct calls: offer, answer, attach, hang up, wrap-up --------------------------------------
@@ -632,3 +634,49 @@ async def test_manual_dial_joins_the_agent_when_the_number_answers(world: World)
     assert channel is not None and channel.carrying
     world.caller_hangs_up(outbound)
     assert world.hub.shown("agent3") is AgentState.WRAPUP
+
+
+# -- web callers -------------------------------------------------------------------------------
+
+
+def visitor(name: str = "Ana") -> WebCallerInfo:
+    return WebCallerInfo("198.51.100.7", name, False, WebCaller("web"))
+
+
+async def test_web_caller_rings_the_agent_its_target_names_and_is_joined_on_answer(
+    world: World,
+) -> None:
+    await world.ready("agent3")
+    call_id = await world.desk.web_call("agent3", visitor())
+    assert world.hub.call_state("agent3", call_id) == "ringing"
+    info = world.hub.of("call-incoming", "agent3")[-1][2]
+    assert (info.caller_number, info.caller_name) == ("web", "Ana")
+    assert world.hub.shown("agent3") is AgentState.RINGING
+    await world.desk.answer("agent3", call_id)
+    assert world.hub.call_state("agent3", call_id) == "active"
+    assert world.hub.shown("agent3") is AgentState.ON_CALL
+    channel = world.hub.channel("agent3")
+    assert channel is not None and channel.carrying and channel.attached_rate == 48000
+
+    await world.desk.web_hangup(call_id)
+    assert world.hub.of("call-ended", "agent3")[-1][2:] == (call_id, "caller-hangup")
+    assert not channel.carrying
+    assert world.hub.shown("agent3") is AgentState.WRAPUP
+
+
+async def test_web_call_to_nobody_ready_is_refused(world: World) -> None:
+    await world.hub.login("agent3")  # paused
+    with pytest.raises(CommandError) as error:
+        await world.desk.web_call("agent3", visitor())
+    assert error.value.code == "unavailable"
+    with pytest.raises(CommandError):
+        await world.desk.web_call("sales-page", visitor())  # names no agent
+    assert world.desk.stats.refused == 2
+
+
+async def test_web_caller_unanswered_rings_out(world: World) -> None:
+    await world.ready("agent3")
+    call_id = await world.desk.web_call("agent3", visitor())
+    world.timers.advance(RING + 0.1)
+    assert world.hub.of("call-ended", "agent3")[-1][2:] == (call_id, "no-answer")
+    assert world.hub.shown("agent3") is AgentState.READY
