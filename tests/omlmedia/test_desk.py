@@ -680,3 +680,19 @@ async def test_web_caller_unanswered_rings_out(world: World) -> None:
     world.timers.advance(RING + 0.1)
     assert world.hub.of("call-ended", "agent3")[-1][2:] == (call_id, "no-answer")
     assert world.hub.shown("agent3") is AgentState.READY
+
+
+async def test_a_pause_asked_in_queue_wrapup_shows_when_the_engine_applies_it(
+    world: World,
+) -> None:
+    await world.ready("agent1", "agent2")
+    call = await world.queue_call()
+    await world.desk.answer("agent1", call.call_id)
+    world.caller_hangs_up(call)
+    assert world.hub.shown("agent1") is AgentState.WRAPUP
+    await world.desk.set_agent_state("agent1", AgentState.PAUSED, "lunch")
+    assert world.engine_state("agent1") is AgentState.WRAPUP  # the engine pauses it after
+    assert world.hub.shown("agent1") is AgentState.WRAPUP  # the page shows the engine's state
+    world.timers.advance(QUEUE_WRAPUP + 0.1)
+    assert world.engine_state("agent1") is AgentState.PAUSED
+    assert world.hub.of("state", "agent1")[-1] == ("state", "agent1", "paused", "lunch")
