@@ -69,6 +69,10 @@ __all__ = ["DIALABLE", "AgentCall", "Desk", "DeskStats", "JoinedCall"]
 
 Samples = npt.NDArray[np.int16]
 
+DialOut = Callable[[str, str, bytes, Call | None], Call | None]
+"""Places an outbound call: (number, trunk name or "", SDP offer, related call) -> the call,
+or None when it cannot be placed."""
+
 DIALABLE = re.compile(r"[0-9+*#]{1,32}")
 """A number the desk dials or transfers to (digits, ``+``, ``*``, ``#``)."""
 
@@ -167,6 +171,10 @@ class Desk:
         *,
         service: SipService,
         acd: AcdRuntime | None = None,
+        dial_out: DialOut | None = None,
+        route: Callable[[str], tuple[RouteAction, str] | None] | None = None,
+        resolve: Callable[[str], str | None] = lambda target: None,
+        recordings: Path | None = None,
         ring_timeout: float = 30.0,
         wrapup_time: float = 5.0,
         hold_music: Path | None = None,
@@ -197,17 +205,17 @@ class Desk:
         self.acd = acd
         """The ACD, when queues are configured: it owns the states of its agents, and tells
         the desk of its offers (`omlmedia.acd.AgentSide`)."""
-        self.dial_out: Callable[[str, str, bytes, Call | None], Call | None] | None = None
-        """Places an outbound call (number, trunk name or "", SDP offer, related call)."""
-        self.recordings: Path | None = None
+        self.dial_out = dial_out
+        """Places an outbound call (number, trunk name or "", SDP offer, related call); None:
+        the desk places no calls (callbacks and manual calls fail, numbers are REFERred)."""
+        self.recordings = recordings
+        """Where campaign calls are recorded (None: not recorded)."""
         self._engine_busy: set[str] = set()
         self.web: WebCallerHub | None = None
         """The web callers' side of the socket, when web calls are enabled."""
-        self.resolve: Callable[[str], str | None] = lambda target: None
+        self.resolve = resolve
         """The agent a web caller's target rings (the router's `agent` routes)."""
-        self.on_call_done: Callable[[AgentCall, str], None] | None = None
-        """Told of every ended agent call (for call records)."""
-        self.route: Callable[[str], tuple[RouteAction, str] | None] | None = None
+        self.route = route
         """The server's route for a transfer target (`CallRouter.route_for`): its action and
         the agent, queue or campaign it names. Unset: agents by `resolve`, queues and
         campaigns by their names."""
@@ -899,8 +907,6 @@ class Desk:
         if self.hub is not None:
             self.hub.call_ended(agent, ac.call_id, cause)
         event(logger, "agent-call-ended", call_id=ac.call_id, agent=agent, cause=cause)
-        if self.on_call_done is not None and not ac.consult_of and not ac.peer:
-            self.on_call_done(ac, cause)
         peer = self.calls.get((ac.call_id, ac.peer)) if ac.peer else None
         if peer is not None:
             self._finish(peer, _peer_cause(ac, cause), settle=settle)  # one ends, both end

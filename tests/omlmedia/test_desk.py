@@ -59,7 +59,7 @@ class World:
     """The desk, the ACD runtime (queues `support`, ringall, and `sales`, linear, over agent1
     and agent2; agent3 takes direct calls only), and what surrounds them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, trunk: bool = True) -> None:
         self.clock = FakeClock()
         self.timers = FakeTimers(self.clock)
         self.service = FakeService(self.clock)
@@ -80,6 +80,8 @@ class World:
             HOST,
             service=self.service,  # type: ignore[arg-type]
             acd=self.acd,
+            dial_out=self.dial_out if trunk else None,
+            resolve=lambda target: target if target.startswith("agent") else None,
             ring_timeout=RING,
             wrapup_time=WRAPUP,
             clock=self.clock,
@@ -87,7 +89,6 @@ class World:
         )
         self.desk.hub = self.hub  # type: ignore[assignment]
         self.hub.control = self.desk
-        self.desk.resolve = lambda target: target if target.startswith("agent") else None
 
     @property
     def ua(self) -> Any:
@@ -421,7 +422,6 @@ async def test_agent_gone_while_rung_counts_as_a_rejection(world: World) -> None
 async def test_callback_keeps_the_place_then_rings_an_agent_who_dials_the_number(
     world: World,
 ) -> None:
-    world.desk.dial_out = world.dial_out
     call = await world.queue_call()
     for digit in "15550001#":
         world.acd.on_dtmf(call, digit)
@@ -453,7 +453,6 @@ async def test_callback_keeps_the_place_then_rings_an_agent_who_dials_the_number
 
 
 async def test_callback_whose_number_refuses_ends_the_agent_call(world: World) -> None:
-    world.desk.dial_out = world.dial_out
     call = await world.queue_call()
     for digit in "15550001#":
         world.acd.on_dtmf(call, digit)
@@ -545,7 +544,8 @@ async def test_blind_transfer_to_an_agent_rings_it_with_the_same_leg(world: Worl
     assert channel is not None and channel.carrying
 
 
-async def test_blind_transfer_to_a_number_without_a_trunk_is_referred(world: World) -> None:
+async def test_blind_transfer_to_a_number_without_a_trunk_is_referred() -> None:
+    world = World(trunk=False)
     await world.ready("agent3")
     call = inbound_call("agent3")
     world.desk.offer(call, "agent3")
@@ -555,10 +555,10 @@ async def test_blind_transfer_to_a_number_without_a_trunk_is_referred(world: Wor
     assert target == "<sip:2000@127.0.0.1:5080>"
     world.desk.on_transfer_outcome(call, 200)
     assert ("hangup", call.call_id) in world.ua.actions
+    world.close()
 
 
 async def test_blind_transfer_to_a_number_joins_the_two_legs_when_it_answers(world: World) -> None:
-    world.desk.dial_out = world.dial_out
     await world.ready("agent3")
     call = inbound_call("agent3")
     world.desk.offer(call, "agent3")
@@ -623,7 +623,6 @@ async def test_consulting_a_queue_is_refused(world: World) -> None:
 
 
 async def test_manual_dial_joins_the_agent_when_the_number_answers(world: World) -> None:
-    world.desk.dial_out = world.dial_out
     await world.ready("agent3")
     info = await world.desk.dial("agent3", "5550009")
     ((_, _, _, outbound),) = world.dialled
