@@ -15,7 +15,7 @@ import cProfile
 import pstats
 import time
 
-from omlmedia.calls import SIP_CAPABILITIES
+from omlmedia.offer_answer import SIP_CAPABILITIES
 from sip.endpoint import Endpoint
 from sip.sdp import SessionDescription, negotiate
 from sip.ua import IncomingCall, UserAgent

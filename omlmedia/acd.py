@@ -64,7 +64,7 @@ from queueing.events import (
 )
 from queueing.events import AgentStateChanged as EngineStateChanged
 from queueing.stats import AgentCounters, QueueCounters
-from sip.message import Address, Request
+from sip.message import Address, Request, Response
 from sip.sdp import OfferAnswerError, SDPError, SessionDescription
 from sip.transaction import ServerTransaction
 from sip.ua import Call, CallState
@@ -353,6 +353,7 @@ class AcdRuntime:
         call, queue, campaign, now = qc.call, qc.queue, qc.campaign, qc.entered
         caller = call.invite.from_
         self.callers[call.call_id] = qc
+        call.app = self
         self._listen_digits(qc)
         self.stats.entered += 1
         self._play_music(qc)
@@ -549,6 +550,12 @@ class AcdRuntime:
 
         qc.leg.sink = sink
 
+    def on_response(self, call: Call, response: Response) -> None:
+        """Nothing: the queue's callers are inbound calls."""
+
+    def on_transfer_outcome(self, call: Call, status: int) -> None:
+        """Nothing: an overflow to a number (REFER) leaves the queue's books at once."""
+
     def on_session_modified(self, call: Call, txn: ServerTransaction, request: Request) -> None:
         """A re-INVITE from a waiting caller's side: it keeps its session (our description)."""
         service = self.service
@@ -633,6 +640,7 @@ class AcdRuntime:
         self.engine.call_completed(call_id, agent, now, reason="agent-gone")
         qc.agent = ""
         qc.connected = None
+        qc.call.app = self  # back from the agent
         self._listen_digits(qc)
         caller = qc.call.invite.from_
         self.engine.caller_enter(

@@ -82,7 +82,7 @@ from media.srtp import SrtpSession
 from omlmedia.logs import event
 from omlmedia.offer_answer import answer_offer
 from omlmedia.services import CAPABILITIES
-from sip.message import Request
+from sip.message import Request, Response
 from sip.sdp import (
     NegotiatedStream,
     OfferAnswerError,
@@ -485,6 +485,7 @@ class ConferenceService:
             self.stats.refused += 1
             return 488
         party = _SipParty(call, room, role, target)
+        call.app = self
         party.on_digit = lambda digit, _ms: self._digit(party, digit, "rfc4733")
         the_room = self._open(room)
         the_room.joining.add(call.call_id)
@@ -509,6 +510,12 @@ class ConferenceService:
         party = self._calls.get(call.call_id)
         if party is not None:
             self._digit(party, digit, "info")
+
+    def on_response(self, call: Call, response: Response) -> None:
+        """Nothing: the service sends no INVITE."""
+
+    def on_transfer_outcome(self, call: Call, status: int) -> None:
+        """Nothing: the service sends no REFER."""
 
     def on_session_modified(self, call: Call, txn: ServerTransaction, request: Request) -> None:
         """A re-INVITE or UPDATE (RFC 3264 §8): a new address, codec, keys, or hold."""

@@ -27,6 +27,7 @@ from media.leg import RtpLeg, leg_format
 from media.srtp import SrtpSession, is_usable, session_crypto
 from omlmedia.services import CAPABILITIES
 from sip.sdp import (
+    DEFAULT_CAPABILITIES,
     Answer,
     Codec,
     MediaCapabilities,
@@ -37,7 +38,15 @@ from sip.sdp import (
     process_answer,
 )
 
-__all__ = ["answer_offer", "answer_on_leg", "apply_answer", "carry"]
+__all__ = ["SIP_CAPABILITIES", "answer_offer", "answer_on_leg", "apply_answer", "carry"]
+
+SIP_CAPABILITIES = MediaCapabilities(
+    tuple(c for c in DEFAULT_CAPABILITIES.codecs if c.encoding_name.lower() != "opus")
+    + tuple(c for c in DEFAULT_CAPABILITIES.codecs if c.encoding_name.lower() == "opus"),
+    rtcp_mux=False,
+)
+"""What a SIP leg of ours offers or answers when no target narrows it (the echo, a trunk's
+benchmark): G.711 first (what PBXs expect), then G.722 and Opus; RTCP on its own port."""
 
 
 def carry(

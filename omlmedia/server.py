@@ -18,14 +18,22 @@ from typing import Any
 
 from aiohttp import web
 
+from media.player import MediaFileError, sound_path
+from media.ports import PortAllocator, RtpSocketPool
 from omlmedia.acd import AcdRuntime
 from omlmedia.agents import AgentDesk
 from omlmedia.api import start_api
-from omlmedia.calls import CallRouter
+from omlmedia.b2bua import B2bua
+from omlmedia.bridges import transcoder_factory
+from omlmedia.conference import ConferenceService
 from omlmedia.config import Config, RouteAction, summary
 from omlmedia.logs import event
+from omlmedia.media_targets import MediaTargets
+from omlmedia.router import CallRouter, RouteTable
 from omlmedia.storage import AsyncStore, Store
+from omlmedia.targets import RouterStats
 from omlmedia.trunks import NextHops, TrunkManager
+from omlmedia.upkeep import Upkeep
 from queueing.engine import AcdEngine
 from sip.digest import DigestServer
 from sip.endpoint import Endpoint
@@ -34,7 +42,7 @@ from sip.service import SipService
 from sip.tls import client_context, ensure_self_signed, server_context
 from sip.transaction import Timers
 from sip.transport import SipTransports, TransportLimits
-from sip.ua import UserAgent
+from sip.ua import UAEvent, UserAgent
 from webrtc.accounts import AccountStore
 from webrtc.app import create_app as create_agent_app
 from webrtc.channel import AgentChannel, guard_counters, ice_servers_from_config
@@ -105,6 +113,15 @@ def advertised_address(config: Config) -> str:
         return "::1" if family == socket.AF_INET6 else "127.0.0.1"
 
 
+def default_music() -> Path | None:
+    """The default music on hold of the sound set, if it is installed."""
+    try:
+        return sound_path("moh")
+    except MediaFileError:
+        logger.warning("the default music on hold is missing: held calls hear silence")
+        return None
+
+
 def _tls_files(config: Config) -> tuple[Path, Path]:
     """The certificate and key for SIP TLS and HTTPS: configured, or self-signed in data_dir."""
     if config.sip.tls_cert is not None and config.sip.tls_key is not None:
@@ -129,8 +146,17 @@ class Server:
                 idle_timeout=config.sip.tcp_idle_timeout,
             )
         )
-        self.router = CallRouter(config, advertised_address(config), config.server.listen[0])
+        self.media_host = advertised_address(config)
+        """The address written in our SDP (c= and o=)."""
+        low, high = config.server.rtp_port_range
+        self.pool = RtpSocketPool(PortAllocator(low, high), config.server.listen[0])
+        self.hold_music = default_music()
+        """What a held party hears (bridges, queues, agents)."""
+        self.routes = RouteTable(config)
+        self.stats = RouterStats()
         self.service: SipService | None = None
+        self.router: CallRouter | None = None
+        self.upkeep: Upkeep | None = None
         self.api: web.AppRunner | None = None
         self.trunks: TrunkManager | None = None
         self.desk: AgentDesk | None = None
@@ -199,15 +225,53 @@ class Server:
             timers=Timers(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4),
             user_agent=config.server.user_agent,
         )
-        self.service = SipService(ua, self.transports, self.router.on_event)
-        self.router.bind(self.service)
         hops = NextHops(config)
         await hops.resolve()
-        self.router.hops = hops
-        self.trunks = TrunkManager(config, self.service, hops)
-        self.router.trunks = self.trunks
+        # From the SIP service on, everything is built at once, each part with what it needs:
+        # no SIP event can come before the router exists.
+        router: CallRouter
+
+        def on_event(ev: UAEvent) -> None:
+            router.on_event(ev)
+
+        self.service = service = SipService(ua, self.transports, on_event)
+        self.trunks = TrunkManager(config, service, hops)
+        media = MediaTargets(config, service, self.pool, self.media_host, self.stats)
+        b2bua = B2bua(
+            config,
+            service,
+            self.pool,
+            self.media_host,
+            self.stats,
+            self.routes.route_for,
+            hops=hops,
+            hold_music=self.hold_music,
+            transcoders=transcoder_factory(),
+        )
+        conference = ConferenceService(self.pool, self.media_host, service)
+        pages = self._start_agents(service, b2bua) if config.webrtc.agents else None
+        router = self.router = CallRouter(
+            config,
+            service,
+            self.routes,
+            self.stats,
+            media=media,
+            b2bua=b2bua,
+            conference=conference,
+            desk=self.desk,
+            acd=self.acd,
+            trunks=self.trunks,
+        )
+        reported = [b2bua, media, *(t for t in (self.desk, self.acd) if t is not None)]
+        self.upkeep = Upkeep(
+            service,
+            [*reported, conference],
+            [media, b2bua],
+            config.media.timeout,
+            on_timeout=self._count_media_timeout,
+        )
+        self.upkeep.start()
         self.trunks.start()
-        pages = self._start_agents(advertised) if config.webrtc.agents else None
         self.api = await start_api(
             config,
             self.status,
@@ -224,12 +288,14 @@ class Server:
             api=f"https://{host}:{config.server.http_port}",
         )
 
-    def _start_agents(self, media_host: str) -> web.Application:
+    def _count_media_timeout(self) -> None:
+        self.stats.media_timeouts += 1
+
+    def _start_agents(self, service: SipService, b2bua: B2bua) -> web.Application:
         """The agent desk, the agent hub and the agent page (`/agent/`, `/ws`)."""
         config = self.config
         loop = asyncio.get_running_loop()
-        service = self.service
-        assert service is not None  # the SIP side starts first
+        media_host = self.media_host
         acd = None
         if config.acd is not None:
             self.store = AsyncStore(Store(config.server.data_dir / "omlmedia.db"))
@@ -239,22 +305,21 @@ class Server:
             self.store.start()
             acd = AcdRuntime(
                 AcdEngine(config.acd),
-                self.router.pool,
+                self.pool,
                 media_host,
                 service=service,
                 store=self.store,
                 campaigns={c.name: c for c in config.campaigns},
-                music=self.router.hold_music,
+                music=self.hold_music,
                 recordings=config.server.data_dir / "recordings",
             )
-            self.router.acd = acd
             self.acd = acd
         desk = AgentDesk(
-            self.router.pool,
+            self.pool,
             media_host,
             service=service,
             acd=acd,
-            hold_music=self.router.hold_music,
+            hold_music=self.hold_music,
             max_delay_ms=60,
         )
         accounts = AccountStore(
@@ -274,10 +339,10 @@ class Server:
                     name, ice_servers=ice, max_playback_rate=config.webrtc.max_playback_rate
                 ),
             )
-        router = self.router
+        routes = self.routes
 
         def resolve(target: str) -> str | None:
-            found = router.route_for(target)
+            found = routes.route_for(target)
             if found is None or found[0].action is not RouteAction.AGENT:
                 return None
             return found[0].trunk or found[1]
@@ -285,12 +350,12 @@ class Server:
         desk.resolve = resolve
 
         def route(target: str) -> tuple[RouteAction, str] | None:
-            found = router.route_for(target)
+            found = routes.route_for(target)
             return None if found is None else (found[0].action, found[0].trunk or found[1])
 
         desk.route = route
         desk.web = web
-        desk.dial_out = self.router.place_call
+        desk.dial_out = b2bua.place_call
         desk.recordings = config.server.data_dir / "recordings"
         hub = AgentHub(
             accounts,
@@ -307,14 +372,13 @@ class Server:
             web=web,
         )
         desk.hub = hub
-        self.router.desk = desk
         self.desk = desk
         self.hub = hub
         return create_agent_app(hub)
 
     def status(self) -> dict[str, Any]:
         """The live counters the API serves."""
-        assert self.service is not None
+        assert self.service is not None and self.router is not None
         ua = self.service.ua
         layer = ua.transactions
         return {
@@ -328,10 +392,10 @@ class Server:
             "transport": dataclasses.asdict(self.transports.stats),
             "media": {
                 "active": self.router.active_media,
-                "rtp_ports_in_use": self.router.pool.in_use,
-                "rtp_ports_pooled": self.router.pool.idle,
+                "rtp_ports_in_use": self.pool.in_use,
+                "rtp_ports_pooled": self.pool.idle,
             },
-            "calls": vars(self.router.stats).copy(),
+            "calls": vars(self.stats).copy(),
             "agents": {
                 "logged_in": len(self.desk.logged_in) if self.desk is not None else 0,
                 "calls": len(self.desk.calls) if self.desk is not None else 0,
@@ -350,11 +414,13 @@ class Server:
         if self.service is not None:
             if self.trunks is not None:
                 self.trunks.stop()
-            self.router.hangup_all()
+            if self.router is not None:
+                self.router.hangup_all()
             await self.service.wait_idle(SHUTDOWN_GRACE)
             self.service.close()
-        self.router.close()
-        self.router.pool.close()
+        if self.upkeep is not None:
+            self.upkeep.stop()
+        self.pool.close()
         if self.acd is not None:
             self.acd.close()
         if self.hub is not None:

@@ -265,7 +265,7 @@ async def test_consulting_an_agent_rings_its_page_joins_both_channels_and_comple
     await eventually(lambda: second.ended(call_id) is not None)
     await eventually(lambda: second.state() == "wrapup")
     assert not world.desk.calls and not world.desk.joined
-    assert world.server.router.pool.in_use == 0
+    assert world.server.pool.in_use == 0
 
 
 async def test_cancelling_a_consultation_gives_the_agent_back_the_held_caller(
@@ -338,7 +338,7 @@ async def test_the_caller_leaving_withdraws_a_ringing_consultation(world: World)
     assert first.ended(call_id) is not None
     assert second.state() == "ready" and first.state() == "wrapup"
     assert not world.desk.calls
-    assert world.server.router.pool.in_use == 0
+    assert world.server.pool.in_use == 0
 
 
 async def test_the_caller_leaving_a_live_consultation_leaves_the_agents_talking(
@@ -439,7 +439,7 @@ async def test_completing_before_the_consulted_agent_answers_rings_it_with_the_c
     assert second.state() == "on-call" and second.channel.attached_rate == 8000
     world.hang_up(call)
     await eventually(lambda: not world.desk.calls)
-    assert world.server.router.pool.in_use == 0
+    assert world.server.pool.in_use == 0
 
 
 async def test_the_consulted_agent_logging_out_ends_the_consultation(world: World) -> None:

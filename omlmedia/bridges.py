@@ -1,0 +1,354 @@
+"""The values of a B2BUA bridge and the codec choices made for its legs.
+
+Theory of operation. A `Bridge` is two calls whose media cross through a relay (`BridgeMedia`:
+two `RtpLeg`s on port pairs of the pool, joined by a `MediaBridge`, passthrough when both legs
+share a codec, transcoding otherwise). Side A is first the caller, side B the trunk's callee; a
+transfer (`Transfer`, RFC 3515) or a Replaces INVITE (RFC 3891) puts a new call on one side while
+the other side's media never moves. The functions below choose codecs: what to offer a trunk
+(`offer_codecs`), how to answer a new party on a leg preferring the codec the other leg already
+uses (`answer_preferring`), and how to give a leg new formats and join again (`rejoin`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from media.bridge import MediaBridge, TranscoderFactory, codec_transcoder
+from media.feed import LegFeed
+from media.leg import RtpLeg, leg_format
+from media.ports import RtpSocketPool
+from media.srtp import SrtpSession
+from omlmedia.config import Trunk
+from omlmedia.logs import event
+from omlmedia.offer_answer import answer_offer
+from omlmedia.upkeep import MediaWatch
+from sip.sdp import (
+    G722,
+    OPUS,
+    PCMA,
+    PCMU,
+    TELEPHONE_EVENT,
+    TELEPHONE_EVENT_48000,
+    Answer,
+    Codec,
+    MediaCapabilities,
+    NegotiatedStream,
+    OfferAnswerError,
+    SessionDescription,
+)
+from sip.transaction import ServerTransaction
+from sip.ua import Call
+
+__all__ = [
+    "CODEC_BY_NAME",
+    "TELEPHONE_EVENTS",
+    "Bridge",
+    "BridgeMedia",
+    "Transfer",
+    "answer_preferring",
+    "caller_codecs",
+    "leg_codecs",
+    "offer_codecs",
+    "rejoin",
+    "stream_codecs",
+    "transcoder_factory",
+]
+
+logger = logging.getLogger(__name__)
+
+CODEC_BY_NAME: dict[str, Codec] = {
+    "pcmu": PCMU,
+    "pcma": PCMA,
+    "g722": G722,
+    "opus": OPUS,
+}
+"""The SDP description we offer for each codec name of the configuration."""
+
+TELEPHONE_EVENTS = (TELEPHONE_EVENT, TELEPHONE_EVENT_48000)
+
+
+def transcoder_factory() -> TranscoderFactory | None:
+    """The media engine's transcoders, when the codec libraries load (libopus is a system
+    library: without it the server still bridges calls that share a codec)."""
+    try:
+        import media.codecs
+        import media.transcode  # noqa: F401
+    except (ImportError, OSError) as exc:  # pragma: no cover - the codecs are dependencies
+        logger.warning("transcoding is unavailable: %s", exc)
+        return None
+    return codec_transcoder
+
+
+def stream_codecs(stream: NegotiatedStream) -> tuple[Codec, ...]:
+    """The codec and telephone-event a stream settled on."""
+    event = stream.telephone_event
+    return (stream.codec,) + ((event,) if event is not None else ())
+
+
+@dataclass(eq=False)
+class Transfer:
+    """A transfer in progress on one side of a bridge (RFC 3515 REFER, RFC 5589)."""
+
+    transferor: Call
+    transaction: ServerTransaction
+    offer: SessionDescription
+    target: Call | None = None
+
+
+class BridgeMedia:
+    """The media of a bridge: two legs on port pairs of the pool, joined by a `MediaBridge`."""
+
+    def __init__(self, pool: RtpSocketPool, transcoders: TranscoderFactory | None) -> None:
+        self._pool = pool
+        self.transcoders = transcoders
+        self.a: RtpLeg | None = None
+        self.b: RtpLeg | None = None
+        self.bridge: MediaBridge | None = None
+        self.holders: set[int] = set()
+        """The legs whose party holds the call (by id)."""
+        self.music: dict[int, LegFeed] = {}
+        """Music on hold playing into a leg (by id) while the other party holds."""
+
+    async def start(self) -> tuple[int, int]:
+        """Take both legs' port pairs; returns (port of leg A, port of leg B)."""
+        self.a = RtpLeg(await self._pool.acquire())
+        try:
+            self.b = RtpLeg(await self._pool.acquire())
+        except OSError:
+            self.stop()
+            raise
+        return self.a.port, self.b.port
+
+    def join(self) -> None:
+        """Join the legs once both have a format (again after one changed); ValueError when
+        their codecs differ and cannot be transcoded."""
+        assert self.a is not None and self.b is not None
+        if self.bridge is None:
+            self.bridge = MediaBridge(self.a, self.b, self.transcoders)
+        self.bridge.start()
+
+    @property
+    def legs(self) -> tuple[RtpLeg, ...]:
+        """The legs still held."""
+        return tuple(leg for leg in (self.a, self.b) if leg is not None)
+
+    @property
+    def packets(self) -> int:
+        """RTP packets received on both legs."""
+        return sum(leg.counters.received for leg in self.legs)
+
+    def set_hold(self, leg: RtpLeg, on_hold: bool, music: Path | None) -> None:
+        """`leg`'s party holds (or resumes): the legs stop exchanging media and the party still
+        listening hears `music`, like a PBX's hold (RFC 3264 §8.4 only says who sends)."""
+        if on_hold:
+            self.holders.add(id(leg))
+        else:
+            self.holders.discard(id(leg))
+        if self.bridge is not None:
+            self.bridge.hold(leg, bool(self.holders))
+        for other in self.legs:
+            playing = self.music.get(id(other))
+            wanted = bool(self.holders) and id(other) not in self.holders and music is not None
+            if wanted and playing is None and music is not None:
+                try:
+                    feed = LegFeed(other, music, loop=True)
+                    feed.start()
+                except (ValueError, OSError) as exc:
+                    logger.warning("no music on hold on port %d: %s", other.port, exc)
+                    continue
+                self.music[id(other)] = feed
+            elif not wanted and playing is not None:
+                playing.stop()
+                del self.music[id(other)]
+
+    def stop(self) -> None:
+        """Unjoin the legs and give both port pairs back to the pool; safe to call twice."""
+        for feed in self.music.values():
+            feed.stop()
+        self.music.clear()
+        if self.bridge is not None:
+            self.bridge.stop()
+        for leg in self.legs:
+            leg.close()
+            self._pool.release(leg.pair)
+        self.a = self.b = None
+
+
+@dataclass(eq=False)
+class Bridge:
+    """Two calls whose media cross through a relay: side A (`inbound`, first the caller) on relay
+    leg A, side B (`outbound`, first the trunk's callee) on relay leg B. A transfer or a Replaces
+    INVITE puts a new call on one side; the other side's media never moves."""
+
+    inbound: Call
+    trunk: Trunk
+    number: str
+    offer: SessionDescription
+    session_id: int
+    outbound: Call | None = None
+    relay: BridgeMedia | None = None
+    capabilities: MediaCapabilities | None = None
+    outbound_offer: SessionDescription | None = None
+    inbound_answer: bytes | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+    chosen: tuple[Codec, ...] = ()
+    """The codecs of the caller's leg (codec and telephone-event), once answered."""
+    outbound_codecs: tuple[Codec, ...] = ()
+    """The codecs of the callee's leg, once answered."""
+    local_sdp: dict[int, bytes] = field(default_factory=dict)
+    transfer: Transfer | None = None
+    watch: MediaWatch = field(default_factory=MediaWatch)
+    versions: dict[int, int] = field(default_factory=dict)
+    """The o= session version of our last description to each call (RFC 3264 §8)."""
+
+    def other(self, call: Call) -> Call | None:
+        """The call on the other side."""
+        return self.outbound if call is self.inbound else self.inbound
+
+    def leg(self, call: Call) -> RtpLeg | None:
+        """The relay leg facing `call`."""
+        if self.relay is None:
+            return None
+        return self.relay.a if call is self.inbound else self.relay.b
+
+    def codecs(self, call: Call) -> tuple[Codec, ...]:
+        """The codecs the leg facing `call` settled on."""
+        return self.chosen if call is self.inbound else self.outbound_codecs
+
+    def set_codecs(self, call: Call, codecs: tuple[Codec, ...]) -> None:
+        """Record the codecs the leg facing `call` now uses."""
+        if call is self.inbound:
+            self.chosen = codecs
+        else:
+            self.outbound_codecs = codecs
+
+    def replace(self, old: Call, new: Call) -> None:
+        """Put `new` on `old`'s side."""
+        if old is self.inbound:
+            self.inbound = new
+        else:
+            self.outbound = new
+        self.local_sdp[id(new)] = self.local_sdp.pop(id(old), b"")
+
+
+def offer_codecs(
+    trunk: Trunk, offered: tuple[Codec, ...], transcoders: TranscoderFactory | None
+) -> tuple[Codec, ...]:
+    """What we offer a trunk for a caller who offered `offered`: the trunk's codecs, those the
+    caller has first (passthrough costs nothing), then those we would transcode to; with
+    telephone-event when the trunk allows it. Empty when nothing can join the two."""
+    allowed = [
+        CODEC_BY_NAME[name.lower()] for name in trunk.codecs if name.lower() in CODEC_BY_NAME
+    ]
+    shared = [c for c in allowed if any(c.matches(o) for o in offered)]
+    transcodable = transcoders is not None and any(
+        any(c.matches(o) for o in offered) for c in CODEC_BY_NAME.values()
+    )
+    rest = [c for c in allowed if c not in shared] if transcodable else []
+    audio = shared + rest
+    if not audio:
+        return ()
+    events: tuple[Codec, ...] = ()
+    if any(name.lower() == "telephone-event" for name in trunk.codecs):
+        events = TELEPHONE_EVENTS
+    return tuple(audio) + events
+
+
+def caller_codecs(first: Codec, transcoders: TranscoderFactory | None) -> tuple[Codec, ...]:
+    """What we accept from a caller whose other leg settled on `first`: that codec (for
+    passthrough), then every codec we can transcode from, and telephone-event."""
+    rest = tuple(c for c in CODEC_BY_NAME.values() if not c.matches(first))
+    if transcoders is None:
+        rest = ()
+    return (first, *rest, *TELEPHONE_EVENTS)
+
+
+def answer_preferring(
+    offer: SessionDescription,
+    codec: Codec,
+    host: str,
+    port: int,
+    session_id: int,
+    version: int,
+    transcoders: TranscoderFactory | None,
+    leg: RtpLeg | None = None,
+) -> tuple[Answer, MediaCapabilities]:
+    """Answer `offer` with `codec` when it is offered (passthrough to the other leg), else with
+    the offer's first codec we can transcode; OfferAnswerError when there is none. An SRTP
+    offer is answered with SDES keys: the leg's current key when its suite is offered."""
+    current = leg.srtp if leg is not None else None
+    capabilities = MediaCapabilities((codec, *TELEPHONE_EVENTS), rtcp_mux=False)
+    for attempt in range(2):
+        try:
+            answer = answer_offer(
+                offer,
+                capabilities,
+                host,
+                port,
+                session_id=session_id,
+                version=version,
+                current=current,
+            )
+            return answer, capabilities
+        except OfferAnswerError:
+            if attempt or transcoders is None:
+                raise
+            capabilities = MediaCapabilities(caller_codecs(codec, transcoders), rtcp_mux=False)
+    raise AssertionError("unreachable")
+
+
+def leg_codecs(
+    bridge: Bridge, call: Call, trunk: Trunk | None, transcoders: TranscoderFactory | None
+) -> tuple[Codec, ...]:
+    """What a new party on `call`'s leg may use: the leg's codec first (passthrough goes on),
+    then what the trunk allows and we can transcode, then telephone-event."""
+    current = tuple(c for c in bridge.codecs(call) if c.encoding_name != "telephone-event")
+    others: tuple[Codec, ...] = ()
+    if transcoders is not None:
+        names = trunk.codecs if trunk is not None else tuple(CODEC_BY_NAME)
+        others = tuple(
+            CODEC_BY_NAME[n.lower()]
+            for n in names
+            if n.lower() in CODEC_BY_NAME
+            and not any(CODEC_BY_NAME[n.lower()].matches(c) for c in current)
+        )
+    audio = current + others
+    used = {c.payload_type for c in audio}
+    return audio + tuple(e for e in TELEPHONE_EVENTS if e.payload_type not in used)
+
+
+def key_leg(leg: RtpLeg, stream: NegotiatedStream) -> bool:
+    """Key the leg for SRTP as the stream says (`SrtpSession.for_stream`); plain RTP clears it.
+    False, leaving the leg as it was, when the keys are unusable."""
+    try:
+        leg.srtp = SrtpSession.for_stream(stream, leg.srtp)
+    except ValueError as exc:
+        logger.info("unusable SRTP keys on port %d: %s", leg.port, exc)
+        return False
+    return True
+
+
+def rejoin(bridge: Bridge, call: Call, stream: NegotiatedStream, local: tuple[Codec, ...]) -> bool:
+    """Give `call`'s leg the keys and formats of `stream` and join the legs again; False when
+    the keys are unusable or the codecs cannot be joined."""
+    relay = bridge.relay
+    leg = bridge.leg(call)
+    if relay is None or leg is None:
+        return False
+    previous = leg.format
+    if not key_leg(leg, stream):
+        return False
+    leg.set_format(leg_format(stream, local), stream.rtcp_mux)
+    try:
+        relay.join()
+    except ValueError as exc:
+        event(logger, "bridge-codecs", call_id=call.call_id, reason=str(exc))
+        if previous is not None:
+            leg.set_format(previous, leg.rtcp_mux)
+            relay.join()
+        return False
+    bridge.set_codecs(call, stream_codecs(stream))
+    return True

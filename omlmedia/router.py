@@ -1,0 +1,284 @@
+"""Call routing: which target takes each call the SIP core offers, and the dispatch of every
+later event of a call to its owner.
+
+Theory of operation. The router is the application above :class:`sip.ua.UserAgent`. For a new
+call it matches the Request-URI user against the configured routes (`RouteTable`, first match
+wins, with the user part rewritten by the route) and hands the call to the route's target: the
+built-in media targets (``echo``, ``moh``, ``record``, ``dtmf``; `omlmedia.media_targets`), a
+trunk (`omlmedia.b2bua`), a queue or campaign (`omlmedia.acd`), an agent (`omlmedia.agents`) or a
+conference room (`omlmedia.conference`); ``busy`` and ``reject`` are refused here. The target
+that takes a call sets ``call.app`` to itself (`omlmedia.targets`), and every later event of the
+call (its end, a re-INVITE, a digit by INFO, a response, a transfer's outcome, a REFER) goes to
+that owner alone. An INVITE with Replaces goes to the owner of the call it replaces. The router
+itself only counts, logs, and answers what no owner takes (488 to a re-INVITE, 603 to a REFER or
+a Replaces, 200 to NOTIFY, 501 to other requests).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from omlmedia.config import Config, Route, RouteAction
+from omlmedia.logs import event
+from omlmedia.targets import RouterStats, TransferTarget, owner_of, refuse
+from sip.message import Request
+from sip.refer import ReferTo
+from sip.service import SipService
+from sip.transaction import ServerTransaction
+from sip.ua import (
+    Call,
+    CallConfirmed,
+    CallEnded,
+    CallProgress,
+    DtmfReceived,
+    IncomingCall,
+    InDialogRequest,
+    RequestOutcome,
+    SessionModified,
+    TransferProgress,
+    UAEvent,
+)
+
+if TYPE_CHECKING:
+    from omlmedia.acd import AcdRuntime
+    from omlmedia.agents import AgentDesk
+    from omlmedia.b2bua import B2bua
+    from omlmedia.conference import ConferenceService
+    from omlmedia.media_targets import MediaTargets
+    from omlmedia.trunks import TrunkManager
+
+__all__ = ["REJECT_STATUS", "CallRouter", "RouteTable", "RouterStats"]
+
+logger = logging.getLogger(__name__)
+
+REJECT_STATUS = {RouteAction.BUSY: 486, RouteAction.REJECT: 603}
+
+
+class RouteTable:
+    """The configured routes, looked up by Request-URI user."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._cache: dict[str, tuple[Route, str] | None] = {}
+
+    def route_for(self, user: str) -> tuple[Route, str] | None:
+        """The first route matching `user`, with the user part rewritten by it (cached: a trunk
+        sends the same few numbers all day)."""
+        cache = self._cache
+        if user in cache:
+            return cache[user]
+        found = self.config.route(user)
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[user] = found
+        return found
+
+
+class CallRouter:
+    """Routes inbound calls to their targets and dispatches each call's events to its owner."""
+
+    def __init__(
+        self,
+        config: Config,
+        service: SipService,
+        routes: RouteTable,
+        stats: RouterStats,
+        *,
+        media: MediaTargets,
+        b2bua: B2bua,
+        conference: ConferenceService | None = None,
+        desk: AgentDesk | None = None,
+        acd: AcdRuntime | None = None,
+        trunks: TrunkManager | None = None,
+    ) -> None:
+        self.config = config
+        self.service = service
+        self.routes = routes
+        self.stats = stats
+        self.media = media
+        self.b2bua = b2bua
+        self.conference = conference
+        """Conference rooms (`conference` routes)."""
+        self.desk = desk
+        """Browser agents (`agent` routes), when the server runs the agent page."""
+        self.acd = acd
+        """Queues and campaigns, when configured."""
+        self.trunks = trunks
+        """Trunk health (a trunk that is down refuses its route's calls with 503)."""
+
+    def route_for(self, user: str) -> tuple[Route, str] | None:
+        """The first route matching `user` (see `RouteTable.route_for`)."""
+        return self.routes.route_for(user)
+
+    @property
+    def active_media(self) -> int:
+        """Calls holding media resources in the router's own targets."""
+        return self.media.active + self.b2bua.active
+
+    def on_event(self, ev: UAEvent) -> None:
+        """Entry point for the SIP core's events."""
+        if isinstance(ev, IncomingCall):
+            self._on_incoming(ev.call)
+        elif isinstance(ev, CallEnded):
+            self.stats.ended += 1
+            call = ev.call
+            event(
+                logger, "call-ended", call_id=call.call_id, cause=ev.cause, direction=call.direction
+            )
+            owner = owner_of(call)
+            if owner is not None:
+                owner.on_ended(call, ev.cause)
+        elif isinstance(ev, CallProgress):
+            owner = owner_of(ev.call)
+            if owner is not None:
+                owner.on_response(ev.call, ev.response)
+        elif isinstance(ev, CallConfirmed):
+            event(logger, "call-confirmed", level=logging.DEBUG, call_id=ev.call.call_id)
+        elif isinstance(ev, SessionModified):
+            self._on_session_modified(ev.call, ev.transaction, ev.request)
+        elif isinstance(ev, DtmfReceived):
+            self.stats.dtmf += 1
+            owner = owner_of(ev.call)
+            if owner is not None:
+                owner.on_dtmf(ev.call, ev.digit)
+            event(
+                logger,
+                "dtmf",
+                call_id=ev.call.call_id,
+                digit=ev.digit,
+                via="info",
+                duration_ms=ev.duration_ms,
+            )
+        elif isinstance(ev, TransferProgress):
+            owner = owner_of(ev.call)
+            if owner is not None and ev.final:
+                owner.on_transfer_outcome(ev.call, ev.status)
+            event(
+                logger,
+                "transfer-progress",
+                call_id=ev.call.call_id,
+                status=ev.status,
+                final=ev.final,
+            )
+        elif isinstance(ev, RequestOutcome):
+            if self.trunks is not None:
+                self.trunks.on_outcome(ev)
+        elif isinstance(ev, InDialogRequest):
+            service, call, txn = self.service, ev.call, ev.transaction
+            if ev.request.method == "REFER":
+                self._on_refer(call, ev.request, txn)
+            elif ev.request.method == "NOTIFY":
+                service.act(lambda now: service.ua.respond(call, txn, 200, now))
+            else:
+                service.act(lambda now: service.ua.respond(call, txn, 501, now))
+
+    def hangup_all(self) -> None:
+        """End every call (graceful shutdown): BYE for answered ones, 480/CANCEL for the others."""
+        ua = self.service.ua
+        if self.desk is not None:
+            self.desk.hangup_all()
+        if self.conference is not None:
+            self.conference.hangup_all()
+        for call in list(ua.calls.values()):
+            self.service.act(partial(ua.hangup, call))
+
+    # -- new calls -----------------------------------------------------------------------------
+
+    def _on_incoming(self, call: Call) -> None:
+        service = self.service
+        self.stats.offered += 1
+        if call.replaces is not None:
+            replaced = call.replaces
+            owner = owner_of(replaced)
+            if isinstance(owner, TransferTarget):
+                owner.on_replaces(call, replaced)
+            else:
+                service.act(lambda now: service.ua.reject(call, 603, now))
+            return
+        found = self.route_for(call.request_user)
+        if found is None:
+            self.stats.not_found += 1
+            self._refuse(call, 404, "no-route", user=call.request_user)
+            return
+        route, user = found
+        event(
+            logger,
+            "call-offered",
+            call_id=call.call_id,
+            user=call.request_user,
+            target=route.target,
+            trunk=call.trunk,
+            auth_user=call.user,
+            source=str(call.source),
+        )
+        action = route.action
+        status = REJECT_STATUS.get(action)
+        if status is not None:
+            self.stats.rejected += 1
+            service.act(lambda now: service.ua.reject(call, status, now))
+            return
+        if action in (RouteAction.ECHO, RouteAction.MOH, RouteAction.RECORD, RouteAction.DTMF):
+            self.media.take(call, action)
+            return
+        if action is RouteAction.TRUNK:
+            trunk = self.config.trunk(route.trunk or "")
+            if trunk is not None and self.trunks is not None and self.trunks.is_down(trunk.name):
+                self.stats.rejected += 1
+                self._refuse(call, 503, "trunk-down", "Trunk Down", target=route.target)
+                return
+            if trunk is not None:
+                self.b2bua.take(call, trunk, user)
+                return
+        if action in (RouteAction.QUEUE, RouteAction.CAMPAIGN) and self.acd is not None:
+            campaign = None
+            queue = route.trunk or ""
+            if action is RouteAction.CAMPAIGN:
+                campaign = next(c for c in self.config.campaigns if c.name == route.trunk)
+                queue = campaign.queue
+            self.acd.enter(call, queue, campaign)
+            return
+        if action is RouteAction.CONFERENCE and self.conference is not None:
+            refusal = self.conference.offer(call, user)
+            if refusal is not None:
+                self.stats.rejected += 1
+                self._refuse(call, refusal, "conference-unavailable", target=f"conference:{user}")
+            return
+        if action is RouteAction.AGENT and self.desk is not None:
+            agent = route.trunk or user
+            refusal = self.desk.offer(call, agent)
+            if refusal is not None:
+                self.stats.rejected += 1
+                self._refuse(call, refusal, "agent-unavailable", target=f"agent:{agent}")
+            return
+        self.stats.rejected += 1
+        self._refuse(call, 503, "target-unavailable", "Target Not Available", target=route.target)
+
+    def _refuse(
+        self, call: Call, status: int, why: str, phrase: str | None = None, **fields: Any
+    ) -> None:
+        refuse(self.service, call, status, why, phrase, **fields)
+
+    # -- what no owner takes -------------------------------------------------------------------
+
+    def _on_session_modified(self, call: Call, txn: ServerTransaction, request: Request) -> None:
+        owner = owner_of(call)
+        if owner is not None:
+            owner.on_session_modified(call, txn, request)
+            return
+        service = self.service
+        service.act(lambda now: service.ua.respond(call, txn, 488, now))
+
+    def _on_refer(self, call: Call, request: Request, txn: ServerTransaction) -> None:
+        owner = owner_of(call)
+        if isinstance(owner, TransferTarget):
+            owner.on_refer(call, request, txn)
+            return
+        service = self.service
+        try:
+            ReferTo.parse(request.headers.get("Refer-To") or "")
+        except ValueError:
+            service.act(lambda now: service.ua.respond(call, txn, 400, now))
+            return
+        service.act(lambda now: service.ua.respond(call, txn, 603, now))

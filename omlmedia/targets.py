@@ -1,0 +1,100 @@
+"""Call targets: what owns a call once the router has routed it.
+
+Theory of operation. The router matches a new call to a route and hands it to a target (a media
+service, the B2BUA, a queue, the agent desk, a conference). A target that takes a call sets
+``call.app = self``; from then on the router gives every event of that call to ``call.app`` and
+to nothing else, and a target that passes a call on (a queue's caller handed to an agent's
+transfer, an agent's caller put in a queue) sets ``call.app`` to the new owner. A call nobody
+owns gets the defaults: a re-INVITE is refused (488), a REFER or a Replaces INVITE too (603),
+everything else is only counted. A new target (an IVR, a dialer) is one class with these methods;
+the router does not change.
+
+`CallTarget` is what every owner implements. `TransferTarget` adds the transfers a target may
+accept from the peer (RFC 3515 REFER, RFC 3891 Replaces); the router checks for it at run time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from omlmedia.logs import event
+from sip.message import Request, Response
+from sip.service import SipService
+from sip.transaction import ServerTransaction
+from sip.ua import Call
+
+__all__ = ["CallTarget", "RouterStats", "TransferTarget", "owner_of", "refuse"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RouterStats:
+    """Counters of the calls the router and its own targets carried (served by the API)."""
+
+    offered: int = 0
+    answered: int = 0
+    rejected: int = 0
+    not_found: int = 0
+    ended: int = 0
+    dtmf: int = 0
+    echo_packets: int = 0
+    relayed_packets: int = 0
+    service_packets: int = 0
+    transfers: int = 0
+    media_timeouts: int = 0
+
+
+@runtime_checkable
+class CallTarget(Protocol):
+    """The owner of a call: the router's events for that call come here."""
+
+    def on_ended(self, call: Call, cause: str) -> None:
+        """The call ended (BYE, CANCEL, a failure): release what it held."""
+
+    def on_dtmf(self, call: Call, digit: str) -> None:
+        """A digit by SIP INFO (RFC 4733 digits come with the media, not through here)."""
+
+    def on_session_modified(self, call: Call, txn: ServerTransaction, request: Request) -> None:
+        """A re-INVITE or UPDATE (RFC 3264 §8): the target must answer `txn`."""
+
+    def on_response(self, call: Call, response: Response) -> None:
+        """A response to an INVITE we sent on `call` (provisional or final)."""
+
+    def on_transfer_outcome(self, call: Call, status: int) -> None:
+        """The final status of a REFER we sent on `call` (RFC 3515 §2.4.5 NOTIFY)."""
+
+
+@runtime_checkable
+class TransferTarget(CallTarget, Protocol):
+    """A target whose peers may transfer its calls."""
+
+    def on_refer(self, call: Call, request: Request, txn: ServerTransaction) -> None:
+        """A REFER on `call` (RFC 3515): the target must answer `txn`."""
+
+    def on_replaces(self, call: Call, replaced: Call) -> None:
+        """An INVITE with Replaces (RFC 3891): `call` takes `replaced`'s place; the target must
+        answer or reject `call`."""
+
+
+def owner_of(call: Call) -> CallTarget | None:
+    """The target that owns `call`, None when nobody does."""
+    app = call.app
+    return app if isinstance(app, CallTarget) else None
+
+
+def refuse(
+    service: SipService,
+    call: Call,
+    status: int,
+    why: str,
+    phrase: str | None = None,
+    **fields: Any,
+) -> None:
+    """Answer an offered call with a final failure and log why (one `call-rejected` line)."""
+    details: dict[str, Any] = {"call_id": call.call_id, "status": status, "reason": why}
+    details.update(fields)
+    event(logger, "call-rejected", **details)
+    service.act(lambda now: service.ua.reject(call, status, now, phrase))
