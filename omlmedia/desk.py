@@ -45,7 +45,7 @@ from omlmedia.offer_answer import answer_on_leg, apply_answer
 from omlmedia.recording import CallRecorder
 from omlmedia.services import CAPABILITIES
 from queueing.events import AgentState, CallbackDial
-from sip.message import Request
+from sip.message import Request, Response
 from sip.sdp import (
     MediaCapabilities,
     OfferAnswerError,
@@ -353,6 +353,7 @@ class Desk:
             self.stats.refused += 1
             return 480
         self.calls[(call.call_id, agent)] = ac
+        call.app = self
         self._hold_engine(agent)
         self.stats.offered += 1
         service = self.service
@@ -405,7 +406,11 @@ class Desk:
             self._end_call(ac, "no-answer", status=480)
 
     def on_ended(self, call: Call, cause: str) -> None:
-        """The caller hung up (or the call failed)."""
+        """The caller hung up (or the call failed). A queue's caller goes to the queue, which
+        keeps its books and tells the desk (`queued_call_ended`)."""
+        if self.acd is not None and self.acd.owns(call):
+            self.acd.on_ended(call, cause)
+            return
         joined = self._joined_of(call)
         if joined is not None:
             self._unjoin(joined, call, cause)
@@ -484,6 +489,8 @@ class Desk:
             if not self.acd.answered(call_id, agent):
                 self._finish(ac, "taken")
                 raise CommandError("gone", "the call was answered elsewhere or the caller left")
+            if ac.call is not None:
+                ac.call.app = self  # the queue hands its caller over (its end still goes there)
             ac.leg = ac.queued.leg
             self._join(ac, channel)
             return
@@ -1105,10 +1112,16 @@ class Desk:
             self.release_leg(leg)
             ac.leg = None
             raise CommandError("no-trunk", "the number cannot be reached")
+        outbound.app = self
         ac.outbound = outbound
         if self.hub is not None:
             self.hub.notify(ac.agent, f"Calling {ac.callback}...")
         event(logger, "agent-dialing", call_id=ac.call_id, agent=ac.agent, number=ac.callback)
+
+    def on_response(self, call: Call, response: Response) -> None:
+        """A response to an INVITE the desk sent (`omlmedia.targets.CallTarget`)."""
+        body = response.body if response.content_type == "application/sdp" else b""
+        self.on_progress(call, response.status, body)
 
     def on_progress(self, call: Call, status: int, body: bytes) -> None:
         """A response to an outbound call the desk placed."""

@@ -91,6 +91,7 @@ class Transfers(Desk):
         if target is None:
             self.release_leg(leg)
             raise CommandError("no-trunk", "the number cannot be reached")
+        target.app = self
         if self.calls.get((call_id, agent)) is not ac:
             self.service_hangup(target)
             self.release_leg(leg)
@@ -204,6 +205,7 @@ class Transfers(Desk):
             version=version,
         )
         self.calls[(call.call_id, agent)] = ac
+        call.app = self
         if not self.hub.offer_call(agent, info):
             self._end_call(ac, "unavailable")
             return
