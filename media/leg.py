@@ -23,6 +23,8 @@ A leg owns the RTP and RTCP sockets of one side of a call and everything that is
   (`rtcp_timer`/`send_report`), so a thousand legs cost one timer, not a thousand.
 - **SRTP** (RFC 3711) when an `srtp` context is set: every packet is unprotected on receipt and
   protected before sending; an authentication or replay failure drops the packet and counts it.
+  Latching happens only after that check, for RTP and RTCP alike, multiplexed or not: a packet
+  that merely looks like RTCP from the SDP's host never takes the peer's place.
 
 The leg is driven by its sockets' handlers; `now` comes from the injected clock (the event loop's
 monotonic time by default) and the wall clock stamps SRs.
@@ -188,16 +190,19 @@ class _Socket:
         self.peer: tuple[str, int] | None = None
         self.latched = False
 
-    def accept(self, addr: tuple[str, int]) -> bool:
-        """True when a datagram from `addr` may be taken (latching on the first one)."""
+    def admits(self, addr: tuple[str, int]) -> bool:
+        """True when a datagram from `addr` may be examined: from the latched peer, or before
+        latching from the host the SDP named. Changes nothing."""
         if self.latched:
             peer = self.peer
             return peer is not None and addr[1] == peer[1] and addr[0] == peer[0]
-        if self.expected_host is not None and addr[0] != self.expected_host:
-            return False
+        return self.expected_host is None or addr[0] == self.expected_host
+
+    def latch(self, addr: tuple[str, int]) -> None:
+        """Take `addr` as the peer: only once a packet from it proved valid (authenticated, with
+        SRTP) on this socket (RFC 4961; RFC 3711 §3.3, §3.4)."""
         self.peer = (addr[0], addr[1])
         self.latched = True
-        return True
 
 
 RtpSink = Callable[[bytes, int, int, int, int, float], None]
@@ -301,12 +306,7 @@ class RtpLeg:
                 return
             sock = self._rtp
             latched = sock.latched
-            if latched:
-                peer = sock.peer
-                if peer is None or addr[1] != peer[1] or addr[0] != peer[0]:
-                    counters.dropped_source += 1
-                    return
-            elif sock.expected_host is not None and addr[0] != sock.expected_host:
+            if not sock.admits(addr):
                 counters.dropped_source += 1
                 return
             if self.srtp is not None:
@@ -326,8 +326,7 @@ class RtpLeg:
                 counters.dropped_payload_type += 1
                 return
             if not latched:
-                # Only a valid packet (authenticated, with SRTP) latches the peer (RFC 4961).
-                sock.accept(addr)
+                sock.latch(addr)
             now = self.clock()
             reception = self.reception
             if reception is None or reception.ssrc != ssrc:
@@ -364,11 +363,15 @@ class RtpLeg:
         counters = self.counters
         try:
             sock = self._rtp if self.rtcp_mux else self._rtcp
-            if not sock.accept(addr):
+            if not sock.admits(addr):
                 counters.dropped_source += 1
                 return
             if self.srtp is not None:
-                data = self.srtp.unprotect_rtcp(data)
+                try:
+                    data = self.srtp.unprotect_rtcp(data)
+                except ValueError:
+                    counters.dropped_srtp += 1
+                    return
             packets = parse_compound(data)
         except (RtcpError, ValueError):
             counters.rtcp_malformed += 1
@@ -377,6 +380,8 @@ class RtpLeg:
             counters.rtcp_malformed += 1
             logger.exception("RTCP receive handler failed on port %d", self.port)
             return
+        if not sock.latched:
+            sock.latch(addr)
         counters.rtcp_received += 1
         self.scheduler.packet_size(len(data) + 28)
         now = self.wallclock()

@@ -217,6 +217,35 @@ class RejectingSrtp:
         return data
 
 
+class RejectingSrtcp(RejectingSrtp):
+    def unprotect_rtcp(self, data: bytes) -> bytes:
+        if not data.endswith(b"TAG"):
+            raise ValueError("SRTCP authentication failed")
+        return data[:-3]
+
+
+def test_unauthenticated_rtcp_with_rtcp_mux_does_not_latch_the_rtp_socket() -> None:
+    leg, got = make_leg()
+    leg.set_format(PCMU_FORMAT, rtcp_mux=True)
+    leg.srtp = RejectingSrtcp()
+    forged = serialize_compound([ReceiverReport(0x666, ())])
+    leg.pair.rtp.datagram_received(forged, ("127.0.0.1", 9999))
+    assert not leg.latched and leg.counters.dropped_srtp == 1
+    leg.pair.rtp.datagram_received(rtp(1, 160) + b"TAG", PEER)
+    assert leg.latched and leg.peer == PEER and len(got) == 1
+
+
+def test_unauthenticated_rtcp_does_not_latch_the_rtcp_socket() -> None:
+    leg, _ = make_leg()
+    leg.srtp = RejectingSrtcp()
+    report = serialize_compound([ReceiverReport(0x1234, ())])
+    leg.pair.rtcp.datagram_received(report, ("127.0.0.1", 9999))
+    leg.pair.rtcp.datagram_received(report + b"TAG", (PEER[0], PEER[1] + 1))
+    assert leg.counters.dropped_srtp == 1 and leg.counters.rtcp_received == 1
+    leg.pair.rtcp.datagram_received(report + b"TAG", ("127.0.0.1", 9999))
+    assert leg.counters.dropped_source == 1 and leg.counters.rtcp_received == 1
+
+
 def test_srtp_failures_are_dropped_and_counted() -> None:
     leg, got = make_leg()
     leg.srtp = RejectingSrtp()
