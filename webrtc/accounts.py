@@ -15,24 +15,42 @@ login; `logout` revokes it, and a revoked or expired token never authenticates a
 has at most one session: a second login revokes the first and returns it as `replaced`, so the
 caller can tell the first page (``session-ended``, reason ``taken-over``).
 
-Lockout. Failed logins are counted per account and per source address in a sliding window of
-`failure_window` seconds; `max_failures` failures for one account (or `max_address_failures` from
-one address) lock it for `lockout` seconds, during which even the right password is refused with
-``locked-out``. Every refusal is logged as one line in the fail2ban style of
-``sip/security.py``: ``SECURITY reason=login-failed src=192.0.2.7 port=0 user="agent1"``.
+Lockout (OWASP's "lock the pair, not the account"). Failed logins are counted in a sliding window
+of `failure_window` seconds, per source (an IPv4 address, or the /64 of an IPv6 address, since
+one host commonly owns a whole /64):
+- per (account, source): `max_failures` failures lock that pair for `lockout` seconds, doubled at
+  each new lock of the same pair up to `max_lockout` (backoff); the same account from another
+  source is not affected, so a guesser cannot lock an agent out;
+- per source: `max_address_failures` failures, whatever the names, lock the source (with the same
+  backoff), so one address cannot spray many accounts;
+- per account: only failures from `account_lock_sources` distinct sources within the window lock
+  the account itself, for the short `account_lockout`, and never for the source of its last good
+  login.
+A locked login is refused with ``locked-out`` even with the right password. Every refusal is
+logged as one line in the fail2ban style of ``sip/security.py``:
+``SECURITY reason=login-failed src=192.0.2.7 port=0 user="agent1"``.
+
+Password checks cost ~50 ms of scrypt each: `PasswordChecker` runs them on its own small thread
+pool (never the loop's default executor, which DNS and file reads share) and refuses at once with
+``busy`` when `max_pending` checks are already waiting or running.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import logging
 import re
 import secrets
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from webrtc.exceptions import LoginError
 
@@ -42,14 +60,18 @@ __all__ = [
     "Account",
     "AccountStore",
     "LoginResult",
+    "PasswordChecker",
     "Session",
+    "check_password",
     "hash_password",
     "parse_password_hash",
     "security_line",
+    "source_key",
     "verify_password",
 ]
 
 Clock = Callable[[], float]
+_K = TypeVar("_K", str, tuple[str, str])
 
 SCRYPT_N = 2**14
 SCRYPT_R = 8
@@ -186,15 +208,31 @@ class LoginResult:
 
 
 class _FailureWindow:
-    __slots__ = ("failures", "locked_until")
+    __slots__ = ("failures", "level", "locked_until")
 
     def __init__(self) -> None:
         self.failures: deque[float] = deque()
         self.locked_until = 0.0
+        self.level = 0
 
     def prune(self, now: float, window: float) -> None:
         while self.failures and self.failures[0] <= now - window:
             self.failures.popleft()
+
+
+def source_key(source: str) -> str:
+    """What lockout counts a source address as: an IPv4 address itself (also when written
+    IPv4-mapped), an IPv6 address its /64 (RFC 4291 §2.5.4: one interface identifier space per
+    host or link), anything else as written."""
+    try:
+        address = ipaddress.ip_address(source.strip("[]"))
+    except ValueError:
+        return source
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def _token_hash(token: str) -> bytes:
@@ -213,7 +251,11 @@ class AccountStore:
         max_failures: int = 5,
         max_address_failures: int = 20,
         failure_window: float = 300.0,
-        lockout: float = 900.0,
+        lockout: float = 60.0,
+        max_lockout: float = 3600.0,
+        account_lock_sources: int = 10,
+        account_lockout: float = 60.0,
+        max_tracked: int = 10000,
     ) -> None:
         self.accounts: dict[str, Account] = {a.name: a for a in accounts}
         self.clock = clock
@@ -222,10 +264,17 @@ class AccountStore:
         self.max_address_failures = max_address_failures
         self.failure_window = failure_window
         self.lockout = lockout
+        self.max_lockout = max(max_lockout, lockout)
+        self.account_lock_sources = account_lock_sources
+        self.account_lockout = account_lockout
+        self.max_tracked = max_tracked
         self._sessions: dict[bytes, Session] = {}
         self._by_agent: dict[str, Session] = {}
-        self._account_failures: dict[str, _FailureWindow] = {}
+        self._pair_failures: dict[tuple[str, str], _FailureWindow] = {}
         self._address_failures: dict[str, _FailureWindow] = {}
+        self._account_sources: dict[str, dict[str, float]] = {}
+        self._account_locked_until: dict[str, float] = {}
+        self._last_good: dict[str, str] = {}
         self._dummy_hash = hash_password(secrets.token_urlsafe(16))
 
     def password_hash_for(self, name: str) -> str:
@@ -237,11 +286,11 @@ class AccountStore:
     def locked(self, name: str, source: str) -> bool:
         """Whether a login for `name` from `source` would be refused as locked out now."""
         now = self.clock()
-        for table, key in ((self._account_failures, name), (self._address_failures, source)):
-            window = table.get(key)
+        key = source_key(source)
+        for window in (self._pair_failures.get((name, key)), self._address_failures.get(key)):
             if window is not None and window.locked_until > now:
                 return True
-        return False
+        return self._account_locked_until.get(name, 0.0) > now and self._last_good.get(name) != key
 
     def login(self, name: str, password_ok: bool, source: str, source_port: int = 0) -> LoginResult:
         """Open a session for `name` after the password was checked (`password_ok`); raises
@@ -254,7 +303,9 @@ class AccountStore:
         if account is None or not password_ok:
             self._record_failure(name, source, source_port, now)
             raise LoginError("bad-credentials", "wrong username or password")
-        self._account_failures.pop(name, None)
+        key = source_key(source)
+        self._pair_failures.pop((name, key), None)
+        self._last_good[name] = key
         token = secrets.token_urlsafe(32)
         session = Session(name, _token_hash(token), now, now + self.session_ttl, source)
         replaced = self._by_agent.get(name)
@@ -305,26 +356,92 @@ class AccountStore:
 
     def _record_failure(self, name: str, source: str, port: int, now: float) -> None:
         logger.warning(security_line("login-failed", source, port, name))
-        limits = (
-            (self._account_failures, name, self.max_failures, "login-account-locked"),
-            (self._address_failures, source, self.max_address_failures, "login-address-locked"),
-        )
-        for table, key, limit, reason in limits:
-            if table is self._account_failures and name not in self.accounts:
-                continue
-            window = table.setdefault(key, _FailureWindow())
-            window.prune(now, self.failure_window)
-            window.failures.append(now)
-            if len(window.failures) >= limit:
-                window.locked_until = now + self.lockout
-                window.failures.clear()
-                logger.warning(security_line(reason, source, port, name))
-        if len(self._address_failures) > 10000:
-            self._forget_old(now)
+        key = source_key(source)
+        if self._count(self._address_failures, key, self.max_address_failures, now):
+            logger.warning(security_line("login-address-locked", source, port, name))
+        if name not in self.accounts:  # unknown names are only counted against the source
+            return
+        if self._count(self._pair_failures, (name, key), self.max_failures, now):
+            logger.warning(security_line("login-pair-locked", source, port, name))
+        sources = self._account_sources.setdefault(name, {})
+        sources.pop(key, None)
+        sources[key] = now
+        horizon = now - self.failure_window
+        for old in [k for k, when in sources.items() if when <= horizon]:
+            del sources[old]
+        if len(sources) >= self.account_lock_sources:
+            sources.clear()
+            self._account_locked_until[name] = now + self.account_lockout
+            logger.warning(security_line("login-account-locked", source, port, name))
 
-    def _forget_old(self, now: float) -> None:
-        for table in (self._account_failures, self._address_failures):
-            for key in [k for k, w in table.items() if w.locked_until <= now]:
-                table[key].prune(now, self.failure_window)
-                if not table[key].failures:
-                    del table[key]
+    def _count(self, table: dict[_K, _FailureWindow], key: _K, limit: int, now: float) -> bool:
+        """One failure for `key`; True when it locks `key` (for longer at each new lock)."""
+        window = table.pop(key, None) or _FailureWindow()
+        table[key] = window  # most recently failed last: the first entries are the oldest
+        window.prune(now, self.failure_window)
+        window.failures.append(now)
+        locked = len(window.failures) >= limit
+        if locked:
+            window.level += 1
+            backoff = self.lockout * 2 ** min(window.level - 1, 32)
+            window.locked_until = now + min(backoff, self.max_lockout)
+            window.failures.clear()
+        while len(table) > self.max_tracked:  # bounded whatever the sources: oldest first
+            del table[next(iter(table))]
+        return locked
+
+
+class PasswordChecker:
+    """Runs `verify_password` on a dedicated thread pool of `workers` threads.
+
+    At most `max_pending` checks wait or run at once; one more is refused at once with
+    `LoginError` ``busy`` instead of queueing ~50 ms of scrypt behind the others. A slot is given
+    back when the check ends in its thread, not when its caller stops waiting, so cancelled
+    logins cannot make the pool's queue grow.
+    """
+
+    def __init__(self, workers: int = 2, max_pending: int = 8) -> None:
+        if workers < 1 or max_pending < workers:
+            raise ValueError("password checker needs workers >= 1 and max_pending >= workers")
+        self.workers = workers
+        self.max_pending = max_pending
+        self._slots = threading.BoundedSemaphore(max_pending)
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    async def __call__(self, password: str, password_hash: str) -> bool:
+        """Whether `password` matches `password_hash`; `LoginError` ``busy`` when saturated."""
+        if not self._slots.acquire(blocking=False):
+            logger.warning("password checks saturated: login refused as busy")
+            raise LoginError("busy", "too many logins at once: try again in a moment")
+        try:
+            future = self._pool().submit(verify_password, password, password_hash)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(self._release)
+        return await asyncio.wrap_future(future)
+
+    def _release(self, _: Future[bool]) -> None:
+        self._slots.release()
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="scrypt")
+            return self._executor
+
+    def close(self) -> None:
+        """Stop the threads; checks still queued are cancelled."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+_default_checker = PasswordChecker()
+
+
+async def check_password(password: str, password_hash: str) -> bool:
+    """`verify_password` on the process's shared `PasswordChecker` (2 threads, 8 at once)."""
+    return await _default_checker(password, password_hash)

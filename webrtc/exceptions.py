@@ -11,8 +11,8 @@ class ConfigError(ValueError):
 
 
 class LoginError(Exception):
-    """A login was refused. ``code`` is ``bad-credentials`` or ``locked-out``; the message never
-    says whether the account exists."""
+    """A login was refused. ``code`` is ``bad-credentials``, ``locked-out`` or ``busy`` (too many
+    password checks at once); the message never says whether the account exists."""
 
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(reason)

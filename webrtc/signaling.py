@@ -43,7 +43,6 @@ does not trickle), and what the server attached to the channel stays attached.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import json
 import logging
@@ -54,7 +53,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from queueing.events import AgentState
-from webrtc.accounts import AccountStore, Session, verify_password
+from webrtc.accounts import AccountStore, Session
+from webrtc.accounts import check_password as _check_password
 from webrtc.exceptions import CommandError, LoginError, ProtocolError
 
 logger = logging.getLogger(__name__)
@@ -354,11 +354,6 @@ PasswordCheck = Callable[[str, str], Awaitable[bool]]
 Clock = Callable[[], float]
 
 
-async def _verify_in_executor(password: str, password_hash: str) -> bool:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, verify_password, password, password_hash)
-
-
 @dataclass(slots=True)
 class _Call:
     info: CallInfo
@@ -417,7 +412,7 @@ class AgentHub:
         *,
         clock: Clock,
         reconnect_grace: float = 30.0,
-        check_password: PasswordCheck = _verify_in_executor,
+        check_password: PasswordCheck = _check_password,
         ice_servers: Sequence[Mapping[str, Any]] = (),
         web: WebCallHandler | None = None,
     ) -> None:
@@ -722,11 +717,11 @@ class AgentHub:
         name = message.fields["username"]
         password = message.fields["password"]
         ok = False
-        if not self.accounts.locked(name, conn.source):
-            ok = await self.check_password(password, self.accounts.password_hash_for(name))
         try:
+            if not self.accounts.locked(name, conn.source):
+                ok = await self.check_password(password, self.accounts.password_hash_for(name))
             result = self.accounts.login(name, ok, conn.source, conn.port)
-        except LoginError as exc:
+        except LoginError as exc:  # busy, locked-out, bad-credentials
             raise ProtocolError(exc.code, exc.reason) from None
         if id(conn) not in self._connections:
             self.accounts.logout(result.session)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 
 import pytest
 
+import webrtc.accounts as accounts_module
 from webrtc.accounts import (
     Account,
     AccountStore,
+    PasswordChecker,
     hash_password,
     parse_password_hash,
     security_line,
+    source_key,
     verify_password,
 )
 from webrtc.exceptions import LoginError
@@ -124,22 +129,77 @@ def test_wrong_password_and_unknown_user_look_the_same() -> None:
     assert wrong.value.code == "bad-credentials"
 
 
-def test_account_locks_after_failures_and_unlocks_later(caplog: pytest.LogCaptureFixture) -> None:
+def test_failures_for_agent1_from_one_address_do_not_lock_it_for_another_address(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     clock = Clock()
-    accounts = store(clock, max_failures=3, lockout=600, failure_window=300)
+    accounts = store(clock, max_failures=3)
     caplog.set_level(logging.WARNING, logger="webrtc.accounts")
-    for _ in range(3):
+    for _ in range(10):
         with pytest.raises(LoginError):
             accounts.login_with_password("agent1", "nope", "192.0.2.7", 5555)
-    with pytest.raises(LoginError) as locked:
-        accounts.login_with_password("agent1", "secret-1", "192.0.2.9")
-    assert locked.value.code == "locked-out"
-    assert 'SECURITY reason=login-failed src=192.0.2.7 port=5555 user="agent1"' in caplog.text
-    assert "SECURITY reason=login-account-locked src=192.0.2.7" in caplog.text
-    assert "SECURITY reason=login-locked-out src=192.0.2.9" in caplog.text
-    accounts.login_with_password("agent2", "secret-2", "192.0.2.9")
-    clock.now += 601
     assert accounts.login_with_password("agent1", "secret-1", "192.0.2.9").token
+    assert 'SECURITY reason=login-failed src=192.0.2.7 port=5555 user="agent1"' in caplog.text
+    assert "SECURITY reason=login-pair-locked src=192.0.2.7" in caplog.text
+    assert "SECURITY reason=login-locked-out src=192.0.2.7" in caplog.text
+
+
+def test_the_failing_pair_is_locked_even_with_the_right_password_and_longer_each_time() -> None:
+    clock = Clock()
+    accounts = store(clock, max_failures=3, lockout=60, max_lockout=200)
+    for expected in (60, 120, 200, 200):
+        for _ in range(3):
+            with pytest.raises(LoginError):
+                accounts.login_with_password("agent1", "nope", "192.0.2.7")
+        with pytest.raises(LoginError) as locked:
+            accounts.login_with_password("agent1", "secret-1", "192.0.2.7")
+        assert locked.value.code == "locked-out"
+        clock.now += expected - 1
+        assert accounts.locked("agent1", "192.0.2.7")
+        clock.now += 2
+        assert not accounts.locked("agent1", "192.0.2.7")
+    assert accounts.login_with_password("agent1", "secret-1", "192.0.2.7").token
+
+
+def test_only_failures_from_many_sources_lock_the_account_and_briefly() -> None:
+    clock = Clock()
+    accounts = store(clock, max_failures=100, account_lock_sources=5, account_lockout=60)
+    accounts.login_with_password("agent1", "secret-1", "192.0.2.1")  # its usual desk
+    for n in range(4):
+        with pytest.raises(LoginError):
+            accounts.login_with_password("agent1", "nope", f"198.51.100.{n}")
+    assert not accounts.locked("agent1", "203.0.113.1")
+    with pytest.raises(LoginError):
+        accounts.login_with_password("agent1", "nope", "198.51.100.4")
+    with pytest.raises(LoginError) as locked:
+        accounts.login_with_password("agent1", "secret-1", "203.0.113.1")
+    assert locked.value.code == "locked-out"
+    assert accounts.login_with_password("agent1", "secret-1", "192.0.2.1").token
+    clock.now += 61
+    assert accounts.login_with_password("agent1", "secret-1", "203.0.113.1").token
+
+
+def test_ipv6_sources_are_counted_per_64() -> None:
+    clock = Clock()
+    accounts = store(clock, max_failures=3)
+    for host in ("2001:db8:1:2::a", "2001:db8:1:2::b", "2001:db8:1:2:ffff::c"):
+        with pytest.raises(LoginError):
+            accounts.login_with_password("agent1", "nope", host)
+    assert accounts.locked("agent1", "2001:db8:1:2::1234")
+    assert not accounts.locked("agent1", "2001:db8:1:3::a")
+    assert source_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert source_key("[2001:db8::1]") == "2001:db8::/64"
+
+
+def test_failure_tables_stay_bounded_under_many_sources() -> None:
+    clock = Clock()
+    accounts = store(clock, max_tracked=100)
+    for n in range(1000):
+        with pytest.raises(LoginError):
+            accounts.login("nobody", False, f"10.0.{n >> 8}.{n & 255}")
+        with pytest.raises(LoginError):
+            accounts.login("agent1", False, f"10.1.{n >> 8}.{n & 255}")
+    assert len(accounts._address_failures) <= 100 and len(accounts._pair_failures) <= 100
 
 
 def test_failures_outside_the_window_do_not_add_up() -> None:
@@ -170,3 +230,33 @@ def test_security_line_escapes_the_user_name() -> None:
         line
         == 'SECURITY reason=login-failed src=192.0.2.1 port=1 user="a\\x20\\x22b\\x22\\x0a\\u2028"'
     )
+
+
+async def test_password_checks_run_on_their_own_threads_and_excess_is_refused_as_busy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    threads: list[str] = []
+
+    def slow_verify(password: str, password_hash: str) -> bool:
+        threads.append(threading.current_thread().name)
+        started.set()
+        release.wait(5)
+        return password == password_hash
+
+    monkeypatch.setattr(accounts_module, "verify_password", slow_verify)
+    checker = PasswordChecker(workers=1, max_pending=2)
+    try:
+        first = asyncio.ensure_future(checker("pw", "pw"))
+        second = asyncio.ensure_future(checker("pw", "other"))
+        await asyncio.sleep(0)
+        with pytest.raises(LoginError) as busy:
+            await checker("pw", "pw")
+        assert busy.value.code == "busy"
+        release.set()
+        assert (await first, await second) == (True, False)
+        assert threads and all(name.startswith("scrypt") for name in threads)
+        assert await checker("pw", "pw")  # the slots came back
+    finally:
+        release.set()
+        checker.close()
