@@ -1,10 +1,11 @@
 """HTTP Digest authentication for SIP (RFC 3261 §22, RFC 7616, RFC 8760, RFC 2617, RFC 2069).
 
 Theory of operation. :class:`DigestServer` issues stateless nonces: eight bytes of issue time
-(microseconds), eight random bytes and a truncated HMAC-SHA-256 of both under the server secret,
-in URL-safe base64. Verifying a nonce needs no table; only the highest nonce-count seen per nonce is
-kept (once a valid response proves the sender knows the password), and entries are forgotten when
-their nonce expires, so memory stays bounded. Stored secrets are
+(microseconds), eight random bytes, a truncated HMAC-SHA-256 of both under the server secret and a
+second one that binds the nonce to what it was issued for (a UAS passes the Request-URI, RFC 3261
+§22.4), in URL-safe base64. Verifying a nonce needs no table; only the highest nonce-count seen per
+nonce is kept (once a valid response proves the sender knows the password), and entries are
+forgotten when their nonce expires, so memory stays bounded. Stored secrets are
 HA1 = H(username ":" realm ":" password) for each hash function (MD5, SHA-256); the -sess variants
 are derived from them per request.
 
@@ -66,8 +67,10 @@ _PARAM_LIST = re.compile(rf"(?:{_AUTH_PARAM},)*{_AUTH_PARAM}")
 _PARAM = re.compile(rf'[ \t]*({_TOKEN})[ \t]*=[ \t]*(?:"([^"\\]*(?:\\.[^"\\]*)*)"|([^\s,"]+))')
 _QUOTED_PAIR = re.compile(r"\\(.)")
 _NC = re.compile(r"[0-9A-Fa-f]{8}")
-_NONCE_BYTES = 32
 _MAC_BYTES = 16
+_BIND_BYTES = 10
+_NONCE_BYTES = 16 + _MAC_BYTES + _BIND_BYTES
+_NONCE_CHARS = 56
 
 
 def _hash(algorithm: str, data: str) -> str:
@@ -288,29 +291,42 @@ class DigestServer:
         mac.update(head)
         return mac.digest()[:_MAC_BYTES]
 
+    def _binding(self, head: bytes, bound_to: str) -> bytes:
+        mac = self._mac_base.copy()
+        mac.update(head + b"\x00bound-to\x00" + bound_to.encode("utf-8", "surrogatepass"))
+        return mac.digest()[:_BIND_BYTES]
+
     @property
     def tracked_nonces(self) -> int:
         """How many nonces currently have a remembered nonce-count."""
         return len(self._seen)
 
-    def new_nonce(self, now: float) -> str:
-        """Return a fresh nonce: issue time, salt and HMAC, base64url (RFC 7616 §3.3 ``nonce``)."""
-        head = struct.pack(">Q", max(0, int(now * 1_000_000))) + os.urandom(8)
-        mac = self._mac(head)
-        return base64.urlsafe_b64encode(head + mac).decode()
+    def new_nonce(self, now: float, bound_to: str = "") -> str:
+        """Return a fresh nonce: issue time, salt, HMAC and binding tag, base64url (RFC 7616 §3.3
+        ``nonce``).
 
-    def challenge(self, now: float, stale: bool = False) -> list[str]:
+        The binding tag is a second HMAC over ``bound_to`` (a SIP UAS passes the Request-URI it
+        challenges, as Kamailio's ``auth_checks`` do): credentials made with this nonce are
+        accepted only for a request with that same value, see :meth:`verify`.
+        """
+        head = struct.pack(">Q", max(0, int(now * 1_000_000))) + os.urandom(8)
+        raw = head + self._mac(head) + self._binding(head, bound_to)
+        return base64.urlsafe_b64encode(raw).decode()
+
+    def challenge(self, now: float, stale: bool = False, *, bound_to: str = "") -> list[str]:
         """Header values for a 401 ``WWW-Authenticate`` (or 407 ``Proxy-Authenticate``).
 
-        One value per configured algorithm, SHA-256 first (RFC 8760 §2.4), all sharing one nonce.
+        One value per configured algorithm, SHA-256 first (RFC 8760 §2.4), all sharing one nonce,
+        issued for ``bound_to`` (see :meth:`new_nonce`).
         """
-        nonce = f'"{self.new_nonce(now)}"'
+        nonce = f'"{self.new_nonce(now, bound_to)}"'
         tail = ", stale=true" if stale else ""
         prefix = self._challenge_prefix + nonce
         return [prefix + self._challenge_suffix[name] + tail for name in self.algorithms]
 
-    def _nonce_issued(self, nonce: str) -> tuple[int, bytes] | None:
-        if len(nonce) != 44:
+    def _nonce_issued(self, nonce: str) -> tuple[bytes, bytes, bytes] | None:
+        """(issue time and salt, HMAC, binding tag) of a nonce this server issued, else None."""
+        if len(nonce) != _NONCE_CHARS:
             return None
         try:
             raw = base64.urlsafe_b64decode(nonce)
@@ -318,9 +334,10 @@ class DigestServer:
             return None
         if len(raw) != _NONCE_BYTES:
             return None
-        if not hmac.compare_digest(self._mac(raw[:16]), raw[16:]):
+        mac = raw[16 : 16 + _MAC_BYTES]
+        if not hmac.compare_digest(self._mac(raw[:16]), mac):
             return None
-        return struct.unpack(">Q", raw[:8])[0], raw[16:]
+        return raw[:16], mac, raw[16 + _MAC_BYTES :]
 
     def _forget_expired(self, now_us: int) -> None:
         expiry = self._expiry
@@ -360,13 +377,18 @@ class DigestServer:
         now: float,
         *,
         uri: str | None = None,
+        bound_to: str = "",
     ) -> AuthResult:
         """Check an ``Authorization`` or ``Proxy-Authorization`` value (RFC 7616 §3.4, §3.5).
 
         ``lookup(username, realm, algorithm)`` returns the stored HA1 hex for the hash function
         (``MD5`` or ``SHA-256``, also for the -sess variants) or None. When ``uri`` (the
-        Request-URI as received) is given, the ``uri`` parameter must equal it. Never raises on bad
-        input; unknown users and wrong passwords both give :attr:`AuthReason.INVALID`.
+        Request-URI as received) is given, the ``uri`` parameter must equal it. ``bound_to`` must
+        be what the nonce was issued for (see :meth:`new_nonce`): right credentials made with a
+        nonce issued for another value give :attr:`AuthReason.URI` with ``stale`` set, so the
+        request is challenged afresh (a UAC re-using a nonce for its next request, RFC 3261
+        §22.3, retries; a replay elsewhere gets nothing). Never raises on bad input; unknown users
+        and wrong passwords both give :attr:`AuthReason.INVALID`.
         """
         try:
             scheme, params = parse_auth_params(authorization)
@@ -428,7 +450,10 @@ class DigestServer:
         if not (matches and known):
             return AuthResult(False, username, False, AuthReason.INVALID)
 
-        issued_at, key = issued
+        head, key, binding = issued
+        issued_at = struct.unpack(">Q", head[:8])[0]
+        if not hmac.compare_digest(self._binding(head, bound_to), binding):
+            return AuthResult(False, username, True, AuthReason.URI)
         now_us = int(now * 1_000_000)
         if now_us - issued_at > self._ttl_us or issued_at - now_us > self._ttl_us:
             return AuthResult(False, username, True, AuthReason.STALE)

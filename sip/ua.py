@@ -702,7 +702,14 @@ class UserAgent:
         self, request: Request, source: Endpoint, now: float
     ) -> tuple[str | None, str | None]:
         """Return (trunk, user) for an accepted request; (None, None) once it was answered
-        statelessly with 401 or 403 (RFC 3261 §22.1, §8.2.7)."""
+        statelessly with 401 or 403 (RFC 3261 §22.1, §8.2.7).
+
+        The nonce of each challenge is bound to the Request-URI it answers (RFC 3261 §22.4,
+        RFC 7616 §3.4.6; Kamailio's ``auth_checks``), so credentials captured for one number
+        authorize no other: such a request is challenged afresh (``stale=true``, which also serves
+        a UAC re-using its last nonce, §22.3). The binding lives in the nonce rather than in a
+        comparison with the digest ``uri`` parameter, which UACs fill in differently (sipp sends
+        ``sip:host:port``)."""
         trunk = self._trusted_source(source.host)
         if trunk is not None:
             return trunk, None
@@ -710,17 +717,25 @@ class UserAgent:
         if digest is None or self._lookup_ha1 is None:
             self._forbid(request, source, "untrusted-source")
             return None, None
+        request_uri = str(request.uri)
         authorization = request.headers.get("Authorization")
         if authorization is None:
             self.stats.auth_challenges += 1
-            challenges = [("WWW-Authenticate", value) for value in digest.challenge(now)]
+            challenges = [
+                ("WWW-Authenticate", value) for value in digest.challenge(now, bound_to=request_uri)
+            ]
             self._reply_statelessly(request, source, 401, headers=challenges)
             return None, None
-        result = digest.verify(request.method, authorization, self._lookup_ha1, now)
+        result = digest.verify(
+            request.method, authorization, self._lookup_ha1, now, bound_to=request_uri
+        )
         if result.ok:
             return None, result.username
         if result.stale:
-            challenges = [("WWW-Authenticate", v) for v in digest.challenge(now, stale=True)]
+            challenges = [
+                ("WWW-Authenticate", v)
+                for v in digest.challenge(now, stale=True, bound_to=request_uri)
+            ]
             self._reply_statelessly(request, source, 401, headers=challenges)
             return None, None
         self.stats.auth_failures += 1

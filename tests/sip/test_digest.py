@@ -268,6 +268,18 @@ def test_uri_must_match_request_uri_when_given() -> None:
     assert server.verify("INVITE", value, lookup, 1.0, uri="sip:bob@example.com").ok
 
 
+def test_a_nonce_bound_to_one_request_uri_verifies_for_no_other() -> None:
+    server = DigestServer(REALM, SECRET)
+    value = answer(server.challenge(0.0, bound_to="sip:100@example.com"))
+    other = server.verify("INVITE", value, lookup, 1.0, bound_to="sip:900@example.com")
+    assert (other.ok, other.stale, other.reason) == (False, True, AuthReason.URI)
+    assert not server.verify("INVITE", value, lookup, 1.0).ok
+    assert server.verify("INVITE", value, lookup, 1.0, bound_to="sip:100@example.com").ok
+    wrong = answer(server.challenge(0.0, bound_to="sip:100@example.com"), user="mallory")
+    bad = server.verify("INVITE", wrong, lookup, 1.0, bound_to="sip:900@example.com")
+    assert (bad.stale, bad.reason) == (False, AuthReason.INVALID)
+
+
 def test_wrong_opaque_is_rejected() -> None:
     server = DigestServer(REALM, SECRET)
     challenge = server.challenge(0.0)[0].replace(server.opaque, "bogus")

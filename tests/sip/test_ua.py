@@ -222,6 +222,43 @@ def test_untrusted_source_is_challenged_then_admitted_with_the_right_password() 
     assert offered.call.trunk is None
 
 
+def test_a_captured_authorization_for_one_number_does_not_authorize_another() -> None:
+    ua = make_ua(users=True)
+    ua.receive(request("INVITE", body=SDP), STRANGER, 0.0)
+    ((challenge, _),) = responses(ua)
+    header = DigestClient("alice", "secret").authorize(
+        challenge.headers.getlist("WWW-Authenticate"), "INVITE", "sip:echo@127.0.0.1:5060"
+    )
+    signed = request(
+        "INVITE", cseq=2, branch="z9hG4bK-7", body=SDP, extra=f"Authorization: {header}\r\n"
+    )
+    replayed = signed.replace(b"INVITE sip:echo@", b"INVITE sip:900123456@", 1)
+    ua.receive(replayed.replace(b"z9hG4bK-7", b"z9hG4bK-8"), STRANGER, 0.5)
+    ((refused, _),) = responses(ua)  # challenged afresh: the nonce was for another request
+    assert refused.status == 401 and "stale=true" in (refused.headers.get("WWW-Authenticate") or "")
+    assert events(ua) == [] and ua.transactions.transaction_count == 0
+    ua.receive(signed, STRANGER, 0.6)  # the same credentials still serve the request they signed
+    (offered,) = events(ua)
+    assert isinstance(offered, IncomingCall) and offered.call.request_user == "echo"
+
+
+def test_credentials_whose_digest_uri_names_only_the_host_serve_the_challenged_request() -> None:
+    ua = make_ua(users=True)
+    ua.receive(request("INVITE", body=SDP), STRANGER, 0.0)
+    ((challenge, _),) = responses(ua)
+    header = DigestClient("alice", "secret").authorize(
+        challenge.headers.getlist("WWW-Authenticate"), "INVITE", "sip:127.0.0.1:5060"
+    )  # what sipp's [authentication] sends
+    ua.receive(
+        request(
+            "INVITE", cseq=2, branch="z9hG4bK-7", body=SDP, extra=f"Authorization: {header}\r\n"
+        ),
+        STRANGER,
+        0.5,
+    )
+    assert [type(e) for e in events(ua)] == [IncomingCall]
+
+
 def test_wrong_password_and_unknown_user_get_the_same_403() -> None:
     ua = make_ua(users=True)
     statuses = []
