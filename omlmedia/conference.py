@@ -428,8 +428,7 @@ _DEFAULT_JOIN_SOUND = _default_beep()
 class ConferenceService:
     """Conference rooms for SIP calls and endpoints (see the module docstring).
 
-    `service` is the SIP service the calls are answered through (or set `.service` later, as
-    for `AgentDesk`). `join_sound` is played to a room when a party joins it (the default
+    `service` is the SIP service the calls are answered through. `join_sound` is played to a room when a party joins it (the default
     sound set's beep; None for no sound). `clock` is the media clock (the event loop's time by
     default). `on_digit(room, call_id, digit)` is told of every digit a participant sends
     (RFC 4733 or SIP INFO).
@@ -439,7 +438,7 @@ class ConferenceService:
         self,
         pool: RtpSocketPool,
         media_host: str,
-        service: SipService | None = None,
+        service: SipService,
         *,
         max_participants: int = 50,
         max_rooms: int = 100,
@@ -519,7 +518,6 @@ class ConferenceService:
 
     def on_session_modified(self, call: Call, txn: ServerTransaction, request: Request) -> None:
         """A re-INVITE or UPDATE (RFC 3264 §8): a new address, codec, keys, or hold."""
-        assert self.service is not None
         service = self.service
         party = self._calls.get(call.call_id)
         if party is None or party.leg is None or not party.joined:
@@ -680,8 +678,6 @@ class ConferenceService:
     # -- inside -----------------------------------------------------------------------------
 
     def _check_offer(self, call: Call, room: str, role: Role, target: str | None) -> int | None:
-        if self.service is None:
-            raise RuntimeError("conference service has no SIP service")
         if _ROOM_NAME.fullmatch(room) is None:
             return 404
         if not call.remote_sdp or call.call_id in self._calls:
@@ -698,7 +694,6 @@ class ConferenceService:
 
     async def _answer(self, party: _SipParty, offer: SessionDescription) -> None:
         """Bind a leg, negotiate, join the room and send 200 OK; refuse on the way if need be."""
-        assert self.service is not None
         service, call = self.service, party.call
         loop = asyncio.get_running_loop()
         if self._beep is None and self.join_sound is not None:
@@ -762,7 +757,6 @@ class ConferenceService:
         return self._calls.get(party.key) is party and party.call.state is CallState.OFFERED
 
     def _refuse(self, party: _SipParty, status: int, why: str) -> None:
-        assert self.service is not None
         service, call = self.service, party.call
         self.stats.refused += 1
         self._leave(party, why, counted=False)
@@ -770,7 +764,6 @@ class ConferenceService:
         service.act(lambda now: service.ua.reject(call, status, now))
 
     def _hang_up(self, party: _SipParty, cause: str) -> None:
-        assert self.service is not None
         service, call = self.service, party.call
         self._leave(party, cause)
         if call.state is CallState.OFFERED:
