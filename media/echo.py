@@ -1,9 +1,10 @@
 """A socket-level RTP echo: every packet received goes back to where it came from.
 
 This is the `echo` target's media until the media engine carries it (jitter buffer, codec-aware
-echo). Symmetric RTP with latching (RFC 4961): the first source seen (from the host the SDP named,
-when known) is the peer; packets from any other address are dropped and counted, so a third party
-cannot hijack the stream. RTCP on the next port is echoed the same way.
+echo). Symmetric RTP with latching (RFC 4961): the source of the first RTP or RTCP version 2 packet
+(from the host the SDP named, when known) is the peer; garbage latches nothing, and packets from
+any other address are dropped and counted, so a third party cannot hijack the stream. RTCP on the
+next port is echoed the same way.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ class _Echo:
             if self.expected_host is not None and addr[0] != self.expected_host:
                 self.dropped += 1
                 return
-            self.peer = peer = (addr[0], addr[1])
         elif addr[0] != peer[0] or addr[1] != peer[1]:
             self.dropped += 1
             return
         if len(data) < 8 or data[0] >> 6 != 2:
             self.dropped += 1
             return
+        if peer is None:  # only a packet that passed the check latches (RFC 4961)
+            self.peer = peer = (addr[0], addr[1])
         self.packets += 1
         self.sock.sendto(data, peer)
 
