@@ -428,10 +428,10 @@ _DEFAULT_JOIN_SOUND = _default_beep()
 class ConferenceService:
     """Conference rooms for SIP calls and endpoints (see the module docstring).
 
-    `service` is the SIP service the calls are answered through. `join_sound` is played to a room when a party joins it (the default
-    sound set's beep; None for no sound). `clock` is the media clock (the event loop's time by
-    default). `on_digit(room, call_id, digit)` is told of every digit a participant sends
-    (RFC 4733 or SIP INFO).
+    `service` is the SIP service the calls are answered through. `join_sound` is played to a
+    room when a party joins it (the default sound set's beep; None for no sound). `clock` is the
+    media clock (the event loop's time by default). `on_digit(room, call_id, digit)` is told of
+    every digit a participant sends (RFC 4733 or SIP INFO).
     """
 
     def __init__(
