@@ -195,6 +195,24 @@ class RateLimiter:
         bans[key] = now + self.ban_time
         return Verdict.BAN
 
+    def is_banned(self, ip: str, now: float) -> bool:
+        """True while ``ip`` (or its IPv6 network) is banned at ``now``; counts nothing.
+
+        A limiter that counts failures rather than requests (digest failures, see
+        :class:`sip.ua.UserAgent`) asks this for every request and :meth:`check` only on a failure.
+        """
+        bans = self._bans
+        if not bans or (self.policy is not None and self.policy.is_trusted(ip)):
+            return False
+        key = self._key(ip)
+        end = bans.get(key)
+        if end is None:
+            return False
+        if end > now:
+            return True
+        self._expire(now)
+        return False
+
     def allow(self, ip: str, now: float) -> bool:
         """True when a request from ``ip`` at ``now`` may be processed; False: drop it silently."""
         return self.check(ip, now) is Verdict.ALLOW

@@ -13,7 +13,11 @@ Security baseline: a request from a source that is neither trusted by address (a
 authenticated by digest gets 401 (when there are users who could authenticate) and then 403, with
 the same answer whatever the user name; every rejection produces one line from
 :func:`sip.security.security_event` on the ``sip.security`` logger; per-source rate limiting drops a
-flooding source silently for a while.
+flooding source silently for a while. Digest failures are counted per source too (IPv4 address or
+IPv6 /64, by a second :class:`~sip.security.RateLimiter` that counts failures instead of requests):
+a source that keeps guessing passwords is banned, and every message from it is dropped unanswered
+until the ban ends (``auth-failure-ban`` starts it in the log, as ``rate-limit-ban`` does a flood
+ban).
 
 Strangers cost no state. A new request (one that no server transaction matches) first passes
 :meth:`UserAgent._admit`, before the transaction layer sees it: more than ``max_vias`` Via values
@@ -77,6 +81,12 @@ ALLOWED_METHODS = frozenset(
 )
 SUPPORTED_EXTENSIONS = frozenset({"replaces", "norefersub"})
 ALLOW_HEADER = ", ".join(sorted(ALLOWED_METHODS))
+MAX_AUTH_FAILURES = 10
+"""Digest failures a source may make in a burst; the next one bans it (see ``auth_limiter``)."""
+AUTH_FAILURE_WINDOW = 600.0
+"""Seconds in which ``MAX_AUTH_FAILURES`` failures are forgiven again (the bucket's refill)."""
+AUTH_BAN_TIME = 3600.0
+"""Seconds a source that failed too often is ignored (fail2ban's usual ``bantime``)."""
 MAX_VIAS = 70
 """Via values a request may carry: one per hop, and a UAC starts Max-Forwards at 70 (RFC 3261
 §8.1.1.6), so a request with more crossed more hops than any proxy lets it, or is forged. Lower
@@ -231,6 +241,7 @@ class UAStats:
     overloaded: int = 0
     auth_challenges: int = 0
     auth_failures: int = 0
+    auth_bans: int = 0
     forbidden: int = 0
     calls_total: int = 0
 
@@ -242,6 +253,12 @@ class UserAgent:
     each with at most one dialog) bound what the network can make it hold; the defaults leave
     room for a few hundred agents with their callers. Past a cap the answer is a stateless 503
     with ``Retry-After: retry_after`` seconds (RFC 3261 §21.5.4).
+
+    ``auth_limiter`` counts digest failures (wrong password or response, unknown user, forged or
+    malformed credentials: every 403 ``auth-failed``) per source and bans a source that runs it dry;
+    a banned source is ignored entirely, as a flooding one is. By default it allows
+    ``MAX_AUTH_FAILURES`` per ``AUTH_FAILURE_WINDOW`` and bans for ``AUTH_BAN_TIME``, trusting what
+    ``rate_limiter``'s policy trusts; sources trusted as trunks never reach digest at all.
     """
 
     def __init__(
@@ -252,6 +269,7 @@ class UserAgent:
         digest: DigestServer | None = None,
         lookup_ha1: Callable[[str, str, str], str | None] | None = None,
         rate_limiter: RateLimiter | None = None,
+        auth_limiter: RateLimiter | None = None,
         timers: Timers | None = None,
         user_agent: str = "omlmedia",
         max_vias: int = MAX_VIAS,
@@ -264,6 +282,14 @@ class UserAgent:
         self._digest = digest
         self._lookup_ha1 = lookup_ha1
         self._rate_limiter = rate_limiter
+        if auth_limiter is None:
+            auth_limiter = RateLimiter(
+                MAX_AUTH_FAILURES,
+                AUTH_FAILURE_WINDOW,
+                AUTH_BAN_TIME,
+                policy=rate_limiter.policy if rate_limiter is not None else None,
+            )
+        self.auth_limiter = auth_limiter
         self._user_agent = user_agent
         self._max_vias = max_vias
         self._max_calls = max_calls
@@ -287,6 +313,11 @@ class UserAgent:
     def receive(self, data: bytes, source: Endpoint, now: float) -> None:
         """Take one complete SIP message from the network."""
         self.stats.received += 1
+        if self.auth_limiter.is_banned(source.host, now) and (
+            self._trusted_source(source.host) is None
+        ):
+            self.stats.rate_limited += 1
+            return
         limiter = self._rate_limiter
         if limiter is not None and self._trusted_source(source.host) is None:
             verdict = limiter.check(source.host, now)
@@ -740,6 +771,18 @@ class UserAgent:
             return None, None
         self.stats.auth_failures += 1
         self._forbid(request, source, "auth-failed", user=result.username)
+        if self.auth_limiter.check(source.host, now) is Verdict.BAN:
+            self.stats.auth_bans += 1
+            security_logger.warning(
+                security_event(
+                    "auth-failure-ban",
+                    source.host,
+                    source.port,
+                    request.method,
+                    request.call_id,
+                    result.username,
+                )
+            )
         return None, None
 
     def _forbid(

@@ -162,6 +162,26 @@ def test_unban_lifts_a_ban() -> None:
     assert limiter.allow("203.0.113.5", 0.0)
 
 
+def test_is_banned_reports_a_ban_without_counting() -> None:
+    limiter = RateLimiter(2, 10.0, 60.0, policy=SourcePolicy(["10.0.0.0/8"]))
+    for _ in range(1000):
+        assert not limiter.is_banned("192.0.2.1", 0.0)
+    assert limiter.tracked_sources == 0  # asking counts nothing
+    assert [limiter.check("192.0.2.1", 0.0) for _ in range(3)][-1] is Verdict.BAN
+    assert limiter.is_banned("192.0.2.1", 59.9)
+    assert not limiter.is_banned("192.0.2.2", 59.9) and not limiter.is_banned("10.1.2.3", 1.0)
+    assert not limiter.is_banned("192.0.2.1", 60.0)
+    assert limiter.banned(60.0) == []
+
+
+def test_is_banned_covers_the_whole_ipv6_64() -> None:
+    limiter = RateLimiter(1, 10.0, 60.0)
+    limiter.check("2001:db8:1:2::1", 0.0)
+    assert limiter.check("2001:db8:1:2::2", 0.0) is Verdict.BAN
+    assert limiter.is_banned("2001:db8:1:2:ffff::9", 1.0)
+    assert not limiter.is_banned("2001:db8:1:3::1", 1.0)
+
+
 def test_zero_ban_time_only_drops_over_limit_requests() -> None:
     limiter = RateLimiter(max_requests=1, window=1.0, ban_time=0.0)
     assert limiter.allow("203.0.113.5", 0.0)
@@ -231,6 +251,12 @@ def test_security_event_rejects_bad_fields(args: tuple[str, str, int], message: 
 def test_filter_matches_the_bare_line() -> None:
     line = security_event("auth-failed", "203.0.113.7", 5060, "REGISTER", "abc", "1001")
     assert fail2ban_host(line) == "203.0.113.7"
+
+
+def test_filter_matches_the_ban_lines_of_floods_and_password_guessing() -> None:
+    for reason in ("rate-limit-ban", "auth-failure-ban"):
+        line = security_event(reason, "203.0.113.7", 5060, "INVITE", "abc", "1001")
+        assert fail2ban_host(line) == "203.0.113.7"
 
 
 def test_filter_matches_ipv6_sources() -> None:

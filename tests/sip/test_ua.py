@@ -9,8 +9,10 @@ import pytest
 from sip.digest import DigestClient, DigestServer, ha1
 from sip.endpoint import Endpoint
 from sip.message import URI, Address, Request, Response, make_response, parse_message
-from sip.security import RateLimiter
+from sip.security import RateLimiter, SourcePolicy
 from sip.ua import (
+    AUTH_BAN_TIME,
+    MAX_AUTH_FAILURES,
     CallConfirmed,
     CallEnded,
     CallState,
@@ -296,6 +298,72 @@ def test_a_flooding_untrusted_source_is_banned_but_trusted_trunks_are_not() -> N
     for n in range(20):
         ua.receive(request("OPTIONS", call_id=f"t{n}", branch=f"z9hG4bK-t{n}"), PBX, 0.0)
     assert len(responses(ua)) == 20
+
+
+def _guess(
+    ua: UserAgent, source: Endpoint, n: int, now: float, password: str = "guess"
+) -> int | None:
+    """One INVITE challenged and answered with `password` for alice; the final status, if any."""
+    ua.receive(request("INVITE", call_id=f"g{n}", branch=f"z9hG4bK-g{n}", body=SDP), source, now)
+    challenged = responses(ua)
+    if not challenged:
+        return None
+    ((challenge, _),) = challenged
+    header = DigestClient("alice", password).authorize(
+        challenge.headers.getlist("WWW-Authenticate"), "INVITE", "sip:echo@127.0.0.1:5060"
+    )
+    extra = f"Authorization: {header}\r\n"
+    data = request("INVITE", call_id=f"g{n}", cseq=2, branch=f"z9hG4bK-h{n}", body=SDP, extra=extra)
+    ua.receive(data, source, now)
+    answers = responses(ua)
+    return answers[0][0].status if answers else None
+
+
+def test_a_source_guessing_passwords_is_banned_and_ignored_until_the_ban_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ua = make_ua(users=True)
+    with caplog.at_level(logging.WARNING, logger="sip.security"):
+        statuses = [_guess(ua, STRANGER, n, n * 0.1) for n in range(MAX_AUTH_FAILURES + 1)]
+    assert statuses == [403] * (MAX_AUTH_FAILURES + 1)
+    assert ua.stats.auth_failures == MAX_AUTH_FAILURES + 1 and ua.stats.auth_bans == 1
+    assert caplog.text.count("SECURITY reason=auth-failure-ban src=198.51.100.7") == 1
+    # Banned: nothing is answered, not even the right password, nor a request on another port.
+    assert _guess(ua, STRANGER, 100, 2.0, password="secret") is None
+    ua.receive(request("OPTIONS", call_id="o1"), Endpoint("tcp", "198.51.100.7", 40000), 3.0)
+    assert responses(ua) == [] and events(ua) == []
+    # Another source, and the trunk, are served as before.
+    assert _guess(ua, Endpoint("udp", "198.51.100.8", 5060), 200, 3.0, password="secret") is None
+    assert [type(e) for e in events(ua)] == [IncomingCall]
+    ua.receive(request("OPTIONS", call_id="o2", branch="z9hG4bK-o2"), PBX, 3.0)
+    assert [r.status for r, _ in responses(ua)] == [200]
+    # Once the ban is over, the right password is admitted again.
+    assert _guess(ua, STRANGER, 300, 2.0 + AUTH_BAN_TIME, password="secret") is None
+    assert [type(e) for e in events(ua)] == [IncomingCall]
+
+
+def test_password_guesses_spread_over_an_ipv6_64_ban_the_whole_64() -> None:
+    ua = make_ua(users=True)
+    for n in range(MAX_AUTH_FAILURES + 1):
+        assert _guess(ua, Endpoint("udp", f"2001:db8:7:7::{n + 1:x}", 5060), n, 0.0) == 403
+    assert ua.stats.auth_bans == 1
+    ua.receive(request("OPTIONS", call_id="o1"), Endpoint("udp", "2001:db8:7:7:abcd::1", 5060), 1.0)
+    assert responses(ua) == []
+    ua.receive(request("OPTIONS", call_id="o2"), Endpoint("udp", "2001:db8:7:8::1", 5060), 1.0)
+    assert [r.status for r, _ in responses(ua)] == [401]
+
+
+def test_challenges_are_not_failures_and_trusted_networks_are_never_banned() -> None:
+    ua = make_ua(users=True)
+    for n in range(10 * MAX_AUTH_FAILURES):  # a UAC that never answers its challenge
+        ua.receive(request("OPTIONS", call_id=f"c{n}", branch=f"z9hG4bK-c{n}"), STRANGER, 0.0)
+        assert [r.status for r, _ in responses(ua)] == [401]
+    assert ua.stats.auth_failures == 0 and ua.stats.auth_bans == 0
+    office = SourcePolicy(["198.51.100.0/24"])
+    ua = make_ua(users=True, limiter=RateLimiter(1000, 1.0, 60.0, policy=office))
+    for n in range(3 * MAX_AUTH_FAILURES):  # a misconfigured phone in a trusted office network
+        assert _guess(ua, STRANGER, n, 0.0) == 403
+    assert ua.stats.auth_bans == 0
 
 
 def test_invite_with_replaces_names_the_call_it_replaces() -> None:
