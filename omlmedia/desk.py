@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 from urllib.parse import quote
 
 import numpy as np
@@ -170,6 +170,8 @@ class Desk:
         media_host: str,
         *,
         service: SipService,
+        hub: Callable[[Self], AgentHub],
+        web: Callable[[Self], WebCallerHub | None] | None = None,
         acd: AcdRuntime | None = None,
         dial_out: DialOut | None = None,
         route: Callable[[str], tuple[RouteAction, str] | None] | None = None,
@@ -192,7 +194,6 @@ class Desk:
         self.wrapup_time = wrapup_time
         self.hold_music = hold_music
         self.max_delay_ms = max_delay_ms
-        self.hub: AgentHub | None = None
         self.service = service
         self.logged_in: set[str] = set()
         """The agents with a session."""
@@ -211,8 +212,6 @@ class Desk:
         self.recordings = recordings
         """Where campaign calls are recorded (None: not recorded)."""
         self._engine_busy: set[str] = set()
-        self.web: WebCallerHub | None = None
-        """The web callers' side of the socket, when web calls are enabled."""
         self.resolve = resolve
         """The agent a web caller's target rings (the router's `agent` routes)."""
         self.route = route
@@ -224,6 +223,12 @@ class Desk:
         self._wrapups: dict[str, Timer] = {}
         self._attached: dict[str, AgentCall] = {}
         """The call whose audio each agent's channel carries."""
+        self.web = web(self) if web is not None else None
+        """The web callers' side of the socket, when web calls are enabled: made for the desk
+        (its `WebCallControl`) by `web`."""
+        self.hub = hub(self)
+        """The agent pages: made for the desk (their `CallControl`) by `hub`, the one the desk
+        tells what happened."""
         if acd is not None:
             acd.listen(self)
 
@@ -250,7 +255,7 @@ class Desk:
             if not self._in_engine(agent) or agent in self._engine_busy:
                 self._states[agent] = state
         event(logger, "agent-state", agent=agent, state=state.value, reason=reason)
-        if self.hub is not None and state is not AgentState.LOGGED_OUT:
+        if state is not AgentState.LOGGED_OUT:
             self.hub.state_changed(agent, state, reason)
 
     def _call_of(self, agent: str, call_id: str) -> AgentCall:
@@ -271,18 +276,16 @@ class Desk:
         if agent in self._engine_busy or agent not in self.logged_in:
             return
         event(logger, "agent-state", agent=agent, state=state.value, reason=reason or None)
-        if self.hub is not None:
-            self.hub.state_changed(agent, state, reason or None)
+        self.hub.state_changed(agent, state, reason or None)
 
     def connected(self, agent: str) -> bool:
         """Whether the agent's page is connected now."""
-        return self.hub is not None and self.hub.connected(agent)
+        return self.hub.connected(agent)
 
     async def log_out(self, agent: str, reason: str) -> None:
         """End the agent's session from the server (a supervisor): the page is told `reason`,
         then `agent_gone` ends or requeues its calls."""
-        if self.hub is not None:
-            await self.hub.logout(agent, reason)
+        await self.hub.logout(agent, reason)
 
     async def agent_logged_in(self, agent: str) -> None:
         """A new session: the agent starts paused, until they press Ready."""
@@ -332,7 +335,7 @@ class Desk:
 
     def offer(self, call: Call, agent: str, queue: str = "", wait: float = 0.0) -> int | None:
         """Ring `agent` with `call`; the SIP status to refuse with when that cannot be."""
-        if self.hub is None or self.state(agent) is not AgentState.READY:
+        if self.state(agent) is not AgentState.READY:
             self.stats.refused += 1
             return 480
         if not call.remote_sdp:
@@ -432,7 +435,7 @@ class Desk:
     def _answer_web(self, ac: AgentCall) -> None:
         """Join the visitor's peer connection and the agent's channel: audio through two short
         frame queues (at most 60 ms each way), video relayed as encoded VP8 frames."""
-        assert self.hub is not None and ac.web is not None
+        assert ac.web is not None
         channel = self.hub.channel(ac.agent)
         if not isinstance(channel, AgentChannel):
             raise CommandError("no-channel", "the agent channel is not connected")
@@ -457,14 +460,13 @@ class Desk:
     def on_dtmf(self, call: Call, digit: str) -> None:
         """A digit from the caller by SIP INFO (or RFC 4733 through the leg's port)."""
         for ac in self._for_call(call.call_id):
-            if ac.answered_at is not None and self.hub is not None:
+            if ac.answered_at is not None:
                 self.hub.dtmf_received(ac.agent, ac.call_id, digit)
 
     # -- commands from the page -------------------------------------------------------------
 
     async def answer(self, agent: str, call_id: str) -> None:
         """Answer the ringing call and join it to the agent's channel."""
-        assert self.hub is not None
         ac = self._call_of(agent, call_id)
         if ac.answered_at is not None:
             return
@@ -538,7 +540,7 @@ class Desk:
     def _join(self, ac: AgentCall, channel: AgentChannel) -> None:
         """The call's leg and the agent's channel exchange 20 ms frames (the channel's clock
         pulls the caller's audio out of the port's capped jitter buffer)."""
-        assert self.hub is not None and ac.leg is not None
+        assert ac.leg is not None
         call = ac.outbound or ac.call
         ac.port = PcmPort(
             ac.leg,
@@ -602,13 +604,13 @@ class Desk:
         del self._attached[ac.agent]
         if ac.port is not None:
             ac.port.on_frame = None
-        channel = self.hub.channel(ac.agent) if self.hub is not None else None
+        channel = self.hub.channel(ac.agent)
         if isinstance(channel, AgentChannel):
             channel.detach()
 
     def _digit_from(self, ac: AgentCall, call: Call | None, digit: str) -> None:
         """An RFC 4733 digit on the leg of `ac` (a consultation's digits are its own)."""
-        if ac.consult_of and self.hub is not None:
+        if ac.consult_of:
             self.hub.dtmf_received(ac.agent, ac.call_id, digit)
         elif call is not None:
             self.on_dtmf(call, digit)
@@ -654,7 +656,6 @@ class Desk:
                 ac.music.start()
             except (ValueError, OSError) as exc:
                 logger.warning("no music on hold for %s: %s", call_id, exc)
-        assert self.hub is not None
         self.hub.call_held(agent, call_id, True)
         event(logger, "agent-hold", call_id=call_id, agent=agent)
 
@@ -667,7 +668,6 @@ class Desk:
         if ac.music is not None:
             ac.music.stop()
             ac.music = None
-        assert self.hub is not None
         self.hub.call_held(agent, call_id, False)
         event(logger, "agent-resume", call_id=call_id, agent=agent)
 
@@ -753,7 +753,6 @@ class Desk:
 
     def _answer_consult(self, ac: AgentCall) -> None:
         """The consulted agent answers: the two agents' channels are joined."""
-        assert self.hub is not None
         other = self.calls.get((ac.call_id, ac.peer))
         if other is None:
             self._finish(ac, "gone")
@@ -911,8 +910,7 @@ class Desk:
             ac.ring_timer.cancel()
         self._release(ac)
         agent = ac.agent
-        if self.hub is not None:
-            self.hub.call_ended(agent, ac.call_id, cause)
+        self.hub.call_ended(agent, ac.call_id, cause)
         event(logger, "agent-call-ended", call_id=ac.call_id, agent=agent, cause=cause)
         peer = self.calls.get((ac.call_id, ac.peer)) if ac.peer else None
         if peer is not None:
@@ -961,7 +959,7 @@ class Desk:
 
     def _back_to(self, held: AgentCall) -> None:
         """The agent's channel carries the held call again (it stays held until resumed)."""
-        channel = self.hub.channel(held.agent) if self.hub is not None else None
+        channel = self.hub.channel(held.agent)
         if held.port is not None and isinstance(channel, AgentChannel):
             self._attach(held, channel)
 
@@ -979,7 +977,7 @@ class Desk:
             ac.recorder = None
         if ac.web is not None:
             ac.web.detach()
-            channel = self.hub.channel(ac.agent) if self.hub is not None else None
+            channel = self.hub.channel(ac.agent)
             if isinstance(channel, AgentChannel):
                 channel.detach()
         if ac.music is not None:
@@ -1000,7 +998,7 @@ class Desk:
         self, qc: QueuedCaller, agent: str, queue: str, waited: float, direct: bool = False
     ) -> bool:
         """Ring `agent` with a caller waiting in `queue` (the caller keeps its music)."""
-        if self.hub is None or agent not in self.logged_in:
+        if agent not in self.logged_in:
             return False
         if direct and self.state(agent) is not AgentState.READY:
             return False
@@ -1057,7 +1055,7 @@ class Desk:
 
     def offer_callback(self, qc: QueuedCaller, ev: CallbackDial) -> bool:
         """Ring `ev.agent` with a callback: on Answer the desk calls the number."""
-        if self.hub is None or ev.agent not in self.logged_in:
+        if ev.agent not in self.logged_in:
             return False
         info = CallInfo(
             call_id=ev.call_id,
@@ -1114,8 +1112,7 @@ class Desk:
             raise CommandError("no-trunk", "the number cannot be reached")
         outbound.app = self
         ac.outbound = outbound
-        if self.hub is not None:
-            self.hub.notify(ac.agent, f"Calling {ac.callback}...")
+        self.hub.notify(ac.agent, f"Calling {ac.callback}...")
         event(logger, "agent-dialing", call_id=ac.call_id, agent=ac.agent, number=ac.callback)
 
     def on_response(self, call: Call, response: Response) -> None:
@@ -1146,7 +1143,7 @@ class Desk:
         except ValueError:
             self._end_call(ac, "bad-answer")
             return
-        channel = self.hub.channel(ac.agent) if self.hub is not None else None
+        channel = self.hub.channel(ac.agent)
         if not isinstance(channel, AgentChannel):
             self._end_call(ac, "no-channel")
             return

@@ -314,14 +314,6 @@ class Server:
                 recordings=config.server.data_dir / "recordings",
             )
             self.acd = acd
-        desk = AgentDesk(
-            self.pool,
-            media_host,
-            service=service,
-            acd=acd,
-            hold_music=self.hold_music,
-            max_delay_ms=60,
-        )
         accounts = AccountStore(
             [agent.account() for agent in config.webrtc.agents],
             clock=loop.time,
@@ -329,16 +321,6 @@ class Server:
         )
         ice = ice_servers_from_config(config.webrtc.ice_servers)
         browser_ice = [server.as_browser() for server in config.webrtc.ice_servers]
-        web = None
-        if config.webrtc.web_targets:
-            web = WebCallerHub(
-                desk,
-                config.webrtc.web_targets,
-                ice_servers=browser_ice,
-                media_factory=lambda name: WebCaller(
-                    name, ice_servers=ice, max_playback_rate=config.webrtc.max_playback_rate
-                ),
-            )
         routes = self.routes
 
         def resolve(target: str) -> str | None:
@@ -347,34 +329,53 @@ class Server:
                 return None
             return found[0].trunk or found[1]
 
-        desk.resolve = resolve
-
         def route(target: str) -> tuple[RouteAction, str] | None:
             found = routes.route_for(target)
             return None if found is None else (found[0].action, found[0].trunk or found[1])
 
-        desk.route = route
-        desk.web = web
-        desk.dial_out = b2bua.place_call
-        desk.recordings = config.server.data_dir / "recordings"
-        hub = AgentHub(
-            accounts,
-            desk,
-            lambda agent: AgentChannel(
-                agent,
-                ice_servers=ice,
-                receive_path=config.webrtc.receive_path,
-                max_playback_rate=config.webrtc.max_playback_rate,
-            ),
-            clock=loop.time,
-            reconnect_grace=config.webrtc.reconnect_grace,
-            ice_servers=browser_ice,
-            web=web,
+        def web_for(desk: AgentDesk) -> WebCallerHub:
+            return WebCallerHub(
+                desk,
+                config.webrtc.web_targets,
+                ice_servers=browser_ice,
+                media_factory=lambda name: WebCaller(
+                    name, ice_servers=ice, max_playback_rate=config.webrtc.max_playback_rate
+                ),
+            )
+
+        def hub_for(desk: AgentDesk) -> AgentHub:
+            return AgentHub(
+                accounts,
+                desk,
+                lambda agent: AgentChannel(
+                    agent,
+                    ice_servers=ice,
+                    receive_path=config.webrtc.receive_path,
+                    max_playback_rate=config.webrtc.max_playback_rate,
+                ),
+                clock=loop.time,
+                reconnect_grace=config.webrtc.reconnect_grace,
+                ice_servers=browser_ice,
+                web=desk.web,
+            )
+
+        desk = AgentDesk(
+            self.pool,
+            media_host,
+            service=service,
+            hub=hub_for,
+            web=web_for if config.webrtc.web_targets else None,
+            acd=acd,
+            dial_out=b2bua.place_call,
+            route=route,
+            resolve=resolve,
+            recordings=config.server.data_dir / "recordings",
+            hold_music=self.hold_music,
+            max_delay_ms=60,
         )
-        desk.hub = hub
         self.desk = desk
-        self.hub = hub
-        return create_agent_app(hub)
+        self.hub = desk.hub
+        return create_agent_app(desk.hub)
 
     def status(self) -> dict[str, Any]:
         """The live counters the API serves."""

@@ -150,7 +150,7 @@ class Transfers(Desk):
         """Hand the caller's leg to a queue, or ring another agent with it."""
         assert ac.call is not None and ac.leg is not None
         if action is RouteAction.AGENT:
-            if name == ac.agent or self.hub is None or self.state(name) is not AgentState.READY:
+            if name == ac.agent or self.state(name) is not AgentState.READY:
                 raise CommandError("unavailable", f"{name} cannot take a call now")
         call, leg = ac.call, ac.leg
         sdp, session_id, version = ac.local_sdp, ac.session_id, ac.version
@@ -191,7 +191,6 @@ class Transfers(Desk):
         version: int,
     ) -> None:
         """Ring `agent` with a caller already answered (a transfer): music until Answer."""
-        assert self.hub is not None
         info = replace(info, queue=f"transfer from {info.queue}" if info.queue else "transfer")
         ac = AgentCall(
             call_id=call.call_id,
@@ -314,7 +313,6 @@ class Transfers(Desk):
 
     async def _consult_agent(self, ac: AgentCall, target: str) -> CallInfo:
         """Ring `target`'s page with a consultation about the caller of `ac` (held)."""
-        assert self.hub is not None
         agent = ac.agent
         if target == agent or self.state(target) is not AgentState.READY:
             raise CommandError("unavailable", f"{target} cannot take a call now")
@@ -368,7 +366,6 @@ class Transfers(Desk):
 
     def _complete_to_agent(self, ac: AgentCall, consult: AgentCall) -> None:
         """The held caller of `ac` becomes the consulted agent's call; the agent leaves."""
-        assert self.hub is not None
         target = consult.peer
         incoming = self.calls.get((consult.call_id, target))
         if incoming is None or ac.call is None or ac.leg is None:

@@ -26,7 +26,7 @@ class WebCalls(Desk):
     async def web_call(self, target: str, caller: WebCallerInfo) -> str:
         """A website visitor calls `target`: ring the agent it names (as for a SIP caller)."""
         agent = self.resolve(target)
-        if agent is None or self.hub is None or self.state(agent) is not AgentState.READY:
+        if agent is None or self.state(agent) is not AgentState.READY:
             self.stats.refused += 1
             raise CommandError("unavailable", "nobody can take the call now")
         call_id = f"web-{secrets.token_hex(8)}"
@@ -76,5 +76,5 @@ class WebCalls(Desk):
     async def web_dtmf(self, call_id: str, digit: str) -> None:
         """The visitor pressed a key: shown to the agent."""
         for ac in self._for_call(call_id):
-            if ac.web is not None and self.hub is not None:
+            if ac.web is not None:
                 self.hub.dtmf_received(ac.agent, call_id, digit)

@@ -79,6 +79,7 @@ class World:
             self.pool,
             HOST,
             service=self.service,  # type: ignore[arg-type]
+            hub=self._hub_for,
             acd=self.acd,
             dial_out=self.dial_out if trunk else None,
             resolve=lambda target: target if target.startswith("agent") else None,
@@ -87,8 +88,10 @@ class World:
             clock=self.clock,
             call_later=self.timers.call_later,
         )
-        self.desk.hub = self.hub  # type: ignore[assignment]
-        self.hub.control = self.desk
+
+    def _hub_for(self, desk: AgentDesk) -> Any:
+        self.hub.control = desk
+        return self.hub
 
     @property
     def ua(self) -> Any:

@@ -284,9 +284,20 @@ async def test_a_queued_call_answered_by_an_agent_moves_from_the_queue_to_the_de
     )
     sip = cast(SipService, service)
     acd = AcdRuntime(engine, pool, HOST, service=sip, clock=clock, call_later=timers.call_later)
-    desk = AgentDesk(pool, HOST, service=sip, acd=acd, clock=clock, call_later=timers.call_later)
-    desk.hub = hub  # type: ignore[assignment]
-    hub.control = desk
+
+    def hub_for(desk: AgentDesk) -> Any:
+        hub.control = desk
+        return hub
+
+    desk = AgentDesk(
+        pool,
+        HOST,
+        service=sip,
+        hub=hub_for,
+        acd=acd,
+        clock=clock,
+        call_later=timers.call_later,
+    )
     router = CallRouter(
         world.config,
         sip,
