@@ -218,10 +218,6 @@ class AcdRuntime:
         self.stats = AcdStats()
         self.records: dict[str, CallRecord] = {}
         """The last call records written (a disposition comes after the call ends)."""
-        self.trunk_for: Callable[[Call | None, str], tuple[str, int, str] | None] = (
-            lambda call, trunk: None
-        )
-        """Where a callback to a number goes: (host, port, trunk name)."""
         self._timer: Timer | None = None
 
     def listen(self, agents: AgentSide) -> None:
