@@ -8,6 +8,7 @@ be the only guard of.
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +22,7 @@ from queueing.engine import AcdEngine
 from queueing.events import AgentState
 from sip.ua import Call, CallState
 from webrtc.exceptions import CommandError
+from webrtc.signaling import AgentHub
 from webrtc.webcaller import WebCaller, WebCallerInfo
 
 from .deskfakes import (
@@ -698,3 +700,16 @@ async def test_a_pause_asked_in_queue_wrapup_shows_when_the_engine_applies_it(
     world.timers.advance(QUEUE_WRAPUP + 0.1)
     assert world.engine_state("agent1") is AgentState.PAUSED
     assert world.hub.of("state", "agent1")[-1] == ("state", "agent1", "paused", "lunch")
+
+
+def test_the_fake_hub_has_the_real_hubs_push_methods_and_signatures() -> None:
+    """The fake stays honest: every method the desk calls on it exists on `AgentHub`, with the
+    same parameters."""
+    own = {"login", "shown", "call_state", "of", "placed"}  # the tests' side of the fake
+    for name, method in inspect.getmembers(FakeHub, inspect.isfunction):
+        if name.startswith("_") or name in own:
+            continue
+        real = getattr(AgentHub, name)
+        assert list(inspect.signature(method).parameters) == list(
+            inspect.signature(real).parameters
+        ), name
