@@ -30,54 +30,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from omlmedia.migrations import migrate
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["AsyncStore", "CallRecord", "QueueLogRow", "Store"]
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS queue_log (
-    id INTEGER PRIMARY KEY,
-    time REAL NOT NULL,
-    call_id TEXT NOT NULL DEFAULT '',
-    queue TEXT NOT NULL DEFAULT '',
-    agent TEXT NOT NULL DEFAULT '',
-    event TEXT NOT NULL,
-    data TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS queue_log_time ON queue_log (time);
-CREATE INDEX IF NOT EXISTS queue_log_call ON queue_log (call_id);
-CREATE TABLE IF NOT EXISTS cdr (
-    id INTEGER PRIMARY KEY,
-    call_id TEXT NOT NULL UNIQUE,
-    start REAL NOT NULL,
-    answer REAL,
-    end REAL NOT NULL,
-    direction TEXT NOT NULL DEFAULT 'inbound',
-    caller TEXT NOT NULL DEFAULT '',
-    caller_name TEXT NOT NULL DEFAULT '',
-    callee TEXT NOT NULL DEFAULT '',
-    target TEXT NOT NULL DEFAULT '',
-    trunk TEXT NOT NULL DEFAULT '',
-    campaign TEXT NOT NULL DEFAULT '',
-    queue TEXT NOT NULL DEFAULT '',
-    agent TEXT NOT NULL DEFAULT '',
-    disposition TEXT NOT NULL DEFAULT '',
-    notes TEXT NOT NULL DEFAULT '',
-    hangup_by TEXT NOT NULL DEFAULT '',
-    cause TEXT NOT NULL DEFAULT '',
-    recording TEXT NOT NULL DEFAULT '',
-    legs TEXT NOT NULL DEFAULT '[]'
-);
-CREATE INDEX IF NOT EXISTS cdr_start ON cdr (start);
-CREATE TABLE IF NOT EXISTS open_calls (
-    call_id TEXT PRIMARY KEY,
-    start REAL NOT NULL,
-    data TEXT NOT NULL DEFAULT '{}'
-);
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,11 +131,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
-        self._db.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
+        migrate(self._db)
         self._log: list[tuple[Any, ...]] = []
         self._opened: list[tuple[str, float, str]] = []
         self._closed: list[tuple[Any, ...]] = []

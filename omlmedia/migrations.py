@@ -1,0 +1,98 @@
+"""Schema migrations of the store: an ordered list of steps, applied at start.
+
+Theory of operation. The database records the version it is at (`meta.schema_version`). At
+start, `migrate()` applies every step above that version, each in its own transaction together
+with the new version number, so a crash mid-migration leaves the database at the last complete
+step and the next start resumes there. A database from a newer release (a version above the
+last step) is refused rather than written with a schema this code does not know. Steps are only
+ever appended: a released step never changes. Each step is plain SQL that SQLite and PostgreSQL
+both accept where the cluster needs it (one schema for both stores).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["MIGRATIONS", "Migration", "SchemaTooNewError", "migrate", "schema_version"]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step: the version it brings the database to, what it does, and its statements."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+class SchemaTooNewError(RuntimeError):
+    """The database was written by a newer release than this one."""
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "queue log, call records, calls in progress",
+        (
+            "CREATE TABLE IF NOT EXISTS queue_log ("
+            " id INTEGER PRIMARY KEY, time REAL NOT NULL, call_id TEXT NOT NULL DEFAULT '',"
+            " queue TEXT NOT NULL DEFAULT '', agent TEXT NOT NULL DEFAULT '',"
+            " event TEXT NOT NULL, data TEXT NOT NULL DEFAULT '{}')",
+            "CREATE INDEX IF NOT EXISTS queue_log_time ON queue_log (time)",
+            "CREATE INDEX IF NOT EXISTS queue_log_call ON queue_log (call_id)",
+            "CREATE TABLE IF NOT EXISTS cdr ("
+            " id INTEGER PRIMARY KEY, call_id TEXT NOT NULL UNIQUE, start REAL NOT NULL,"
+            " answer REAL, end REAL NOT NULL, direction TEXT NOT NULL DEFAULT 'inbound',"
+            " caller TEXT NOT NULL DEFAULT '', caller_name TEXT NOT NULL DEFAULT '',"
+            " callee TEXT NOT NULL DEFAULT '', target TEXT NOT NULL DEFAULT '',"
+            " trunk TEXT NOT NULL DEFAULT '', campaign TEXT NOT NULL DEFAULT '',"
+            " queue TEXT NOT NULL DEFAULT '', agent TEXT NOT NULL DEFAULT '',"
+            " disposition TEXT NOT NULL DEFAULT '', notes TEXT NOT NULL DEFAULT '',"
+            " hangup_by TEXT NOT NULL DEFAULT '', cause TEXT NOT NULL DEFAULT '',"
+            " recording TEXT NOT NULL DEFAULT '', legs TEXT NOT NULL DEFAULT '[]')",
+            "CREATE INDEX IF NOT EXISTS cdr_start ON cdr (start)",
+            "CREATE TABLE IF NOT EXISTS open_calls ("
+            " call_id TEXT PRIMARY KEY, start REAL NOT NULL, data TEXT NOT NULL DEFAULT '{}')",
+        ),
+    ),
+)
+"""Every step, in order. Append new steps at the end with the next version number."""
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    """The version the database is at (0 for a new, empty database)."""
+    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(db: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
+    """Bring `db` (opened with ``isolation_level=None``) to the last step; returns the versions
+    applied. Raises `SchemaTooNewError` for a database newer than the last step."""
+    current = schema_version(db)
+    latest = migrations[-1].version if migrations else 0
+    if current > latest:
+        raise SchemaTooNewError(
+            f"the database is at schema version {current}; this release knows up to {latest}"
+        )
+    applied: list[int] = []
+    for step in migrations:
+        if step.version <= current:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in step.statements:
+                db.execute(statement)
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(step.version),),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        applied.append(step.version)
+    return applied
