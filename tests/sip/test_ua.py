@@ -366,6 +366,24 @@ def test_challenges_are_not_failures_and_trusted_networks_are_never_banned() -> 
     assert ua.stats.auth_bans == 0
 
 
+@pytest.mark.parametrize(
+    ("contact", "reason"),
+    [
+        ("", "Missing Contact header"),
+        ("Contact: garbage <<\r\n", "Invalid Contact header"),
+        ("Contact: *\r\n", "Invalid Contact header"),
+    ],
+)
+def test_an_invite_without_a_usable_contact_gets_400_before_the_application_sees_it(
+    contact: str, reason: str
+) -> None:
+    ua = make_ua()
+    data = request("INVITE", body=SDP).replace(b"Contact: <sip:pbx@127.0.0.1:5070>\r\n", b"")
+    ua.receive(data.replace(b"Max-Forwards", contact.encode() + b"Max-Forwards"), PBX, 0.0)
+    assert [(r.status, r.reason) for r, _ in responses(ua)] == [(400, reason)]
+    assert events(ua) == [] and ua.call_count == 0
+
+
 def test_invite_with_replaces_names_the_call_it_replaces() -> None:
     ua = make_ua()
     first = establish(ua).call
