@@ -57,6 +57,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             " call_id TEXT PRIMARY KEY, start REAL NOT NULL, data TEXT NOT NULL DEFAULT '{}')",
         ),
     ),
+    Migration(
+        2,
+        "the event log: every event with its monotonic id",
+        (
+            "CREATE TABLE IF NOT EXISTS events ("
+            " id INTEGER PRIMARY KEY, time REAL NOT NULL, type TEXT NOT NULL,"
+            " call_id TEXT NOT NULL DEFAULT '', queue TEXT NOT NULL DEFAULT '',"
+            " agent TEXT NOT NULL DEFAULT '', campaign TEXT NOT NULL DEFAULT '',"
+            " data TEXT NOT NULL DEFAULT '{}')",
+            "CREATE INDEX IF NOT EXISTS events_time ON events (time)",
+        ),
+    ),
 )
 """Every step, in order. Append new steps at the end with the next version number."""
 

@@ -11,6 +11,7 @@ that were in progress: `recover()` (run at start) closes each with a CDR whose c
 Writes are appended to an in-memory batch and committed together (`flush`), from one writer thread
 (`AsyncStore`), so the event loop never waits for the disk: SQLite in WAL mode with
 `synchronous=FULL` makes each commit durable against a crash of the process and of the machine.
+The event log (`omlmedia.events`) is written the same way, in the same transactions (`events`).
 "Nothing that was accepted is lost": an event is accepted when `flush` returned; the server
 flushes every `flush_interval` (0.2 s by default) and at shutdown.
 
@@ -34,7 +35,7 @@ from omlmedia.migrations import migrate
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AsyncStore", "CallRecord", "QueueLogRow", "Store"]
+__all__ = ["AsyncStore", "CallRecord", "EventRow", "QueueLogRow", "Store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,11 @@ class CallRecord:
         return self.end - self.answer if self.answer is not None else 0.0
 
 
+EventRow = tuple[int, float, str, str, str, str, str, str]
+"""One stored event: id, time, type, call_id, queue, agent, campaign, data (JSON text); see
+`omlmedia.events.Event`, which reads and writes them."""
+
+
 _CDR_COLUMNS = (
     "call_id",
     "start",
@@ -135,8 +141,11 @@ class Store:
         self._log: list[tuple[Any, ...]] = []
         self._opened: list[tuple[str, float, str]] = []
         self._closed: list[tuple[Any, ...]] = []
+        self._events: list[EventRow] = []
         self.committed_events = 0
         self.committed_calls = 0
+        self.committed_event_id = self.last_event_id()
+        """The highest event id committed (read by the event log from the loop's thread)."""
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -161,18 +170,22 @@ class Store:
         """Queue a call's record for the next `flush`; it replaces its open-call row."""
         self._closed.append(_cdr_row(record))
 
+    def append_event(self, row: EventRow) -> None:
+        """Queue one event of the event log for the next `flush`."""
+        self._events.append(row)
+
     @property
     def pending(self) -> int:
         """Writes waiting for `flush`."""
-        return len(self._log) + len(self._opened) + len(self._closed)
+        return len(self._log) + len(self._opened) + len(self._closed) + len(self._events)
 
     def flush(self) -> int:
         """Commit everything queued in one transaction; returns how many writes it held."""
-        log, opened, closed = self._log, self._opened, self._closed
-        count = len(log) + len(opened) + len(closed)
+        log, opened, closed, events = self._log, self._opened, self._closed, self._events
+        count = len(log) + len(opened) + len(closed) + len(events)
         if not count:
             return 0
-        self._log, self._opened, self._closed = [], [], []
+        self._log, self._opened, self._closed, self._events = [], [], [], []
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -197,6 +210,12 @@ class Store:
                 db.executemany(
                     "DELETE FROM open_calls WHERE call_id = ?", [(row[0],) for row in closed]
                 )
+            if events:
+                db.executemany(
+                    "INSERT INTO events (id, time, type, call_id, queue, agent, campaign, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    events,
+                )
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -204,9 +223,12 @@ class Store:
             self._log = log + self._log
             self._opened = opened + self._opened
             self._closed = closed + self._closed
+            self._events = events + self._events
             raise
         self.committed_events += len(log)
         self.committed_calls += len(closed)
+        if events:
+            self.committed_event_id = max(self.committed_event_id, events[-1][0])
         return count
 
     def recover(self, now: float) -> list[str]:
@@ -284,6 +306,21 @@ class Store:
         ).fetchone()
         return self._record(row) if row is not None else None
 
+    def events(self, after: int, limit: int) -> list[EventRow]:
+        """Committed events with an id above `after`, in id order, at most `limit`."""
+        return list(
+            self._db.execute(
+                "SELECT id, time, type, call_id, queue, agent, campaign, data FROM events "
+                "WHERE id > ? ORDER BY id LIMIT ?",
+                (after, limit),
+            )
+        )
+
+    def last_event_id(self) -> int:
+        """The highest event id committed (0 for none)."""
+        row = self._db.execute("SELECT MAX(id) FROM events").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
     def open_calls(self) -> list[str]:
         """Calls noted as in progress (committed)."""
         return [row[0] for row in self._db.execute("SELECT call_id FROM open_calls")]
@@ -328,6 +365,11 @@ class AsyncStore:
         """Queue a call's record."""
         with self._lock:
             self.store.call_ended(record)
+
+    def append_event(self, row: EventRow) -> None:
+        """Queue one event of the event log."""
+        with self._lock:
+            self.store.append_event(row)
 
     def _flush(self) -> int:
         with self._lock:

@@ -1,0 +1,466 @@
+"""The event log: every state change an outsider may care about, as one typed event with a
+monotonic id.
+
+Theory of operation. The parts of the server that change state (the router: calls start, are
+answered and end; the ACD runtime: its queue log; the desk: agents' states; the targets that
+measure media: per-leg quality) publish through one `EventSink` given to their constructors.
+`EventLog.publish` gives the event the next id, queues it for the store (`AsyncStore`: the same
+batched writer thread as the queue log and call records, so the event loop never waits for the
+disk; committed every flush, and at shutdown) and hands it to the live subscribers
+(`Subscription`: the event stream, and later the webhooks' outbox), each through a bounded queue:
+a subscriber that falls behind is marked `overflowed` and dropped, never waited for.
+
+Ids are strictly increasing across restarts (the log starts above the last id stored). An event
+is *accepted* once the store committed it; until then it is kept in memory (`recent`), so a
+reader that resumes after an id (`replay`) gets every later event exactly once and in order:
+committed ones from the database (read on its own connection and thread), the others from
+memory. Everything downstream (stream, webhooks, wallboard, reports, metrics histograms) reads
+these events; nothing keeps a second set of counters.
+
+Types are dotted, noun first (``call.started``, ``queue.abandoned``, ``agent.state``): a
+subscriber filters by prefix (``call.``, ``queue.``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from omlmedia.storage import AsyncStore, EventRow, Store
+
+__all__ = [
+    "AGENT_STATE",
+    "CALL_ANSWERED",
+    "CALL_ENDED",
+    "CALL_QUALITY",
+    "CALL_STARTED",
+    "NO_EVENTS",
+    "Event",
+    "EventFilter",
+    "EventLog",
+    "EventSink",
+    "Subscription",
+    "queue_event_type",
+]
+
+logger = logging.getLogger(__name__)
+
+CALL_STARTED = "call.started"
+"""A call arrived and was routed (data: from, to, target, trunk, source, direction)."""
+CALL_ANSWERED = "call.answered"
+"""The call's dialog is confirmed (the ACK for our 200 arrived, or we sent ours)."""
+CALL_ENDED = "call.ended"
+"""The call is over (data: cause, direction)."""
+CALL_QUALITY = "call.quality"
+"""One leg's media quality at its end (data: leg, codec, packets, lost, jitter_ms, rtt_ms,
+mos): RFC 3550 jitter and loss, RTT from RTCP, E-model MOS."""
+AGENT_STATE = "agent.state"
+"""An agent's state as its page shows it (data: state, reason)."""
+
+_QUEUE_TYPES = {
+    "enter": "queue.entered",
+    "offer": "queue.offered",
+    "answer": "queue.answered",
+    "no-answer": "queue.unanswered",
+    "abandon": "queue.abandoned",
+    "complete": "queue.completed",
+    "transfer": "queue.transferred",
+    "callback": "queue.callback",
+    "overflow": "queue.overflowed",
+    "exit-timeout": "queue.timed_out",
+    "exit-empty": "queue.left_empty",
+    "login": "queue.agent_login",
+    "logout": "queue.agent_logout",
+    "pause": "queue.agent_paused",
+    "unpause": "queue.agent_unpaused",
+}
+
+
+def queue_event_type(verb: str) -> str:
+    """The event type of a queue log verb (`queueing.events.LogEvent`): ``enter`` is
+    ``queue.entered``, ``abandon`` ``queue.abandoned``..."""
+    return _QUEUE_TYPES.get(verb) or "queue." + verb.replace("-", "_")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event: its id (strictly increasing), when (Unix time), what (`type`), what it is
+    about (call, queue, agent, campaign: "" when none), and its `data`."""
+
+    id: int
+    time: float
+    type: str
+    call_id: str = ""
+    queue: str = ""
+    agent: str = ""
+    campaign: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def view(self) -> dict[str, Any]:
+        """The event as JSON serves it."""
+        return {
+            "id": self.id,
+            "time": self.time,
+            "type": self.type,
+            "call_id": self.call_id,
+            "queue": self.queue,
+            "agent": self.agent,
+            "campaign": self.campaign,
+            "data": dict(self.data),
+        }
+
+    def to_json(self) -> str:
+        """The event as one line of JSON."""
+        return json.dumps(self.view(), default=str, separators=(",", ":"))
+
+    def row(self) -> EventRow:
+        """The event as the store keeps it."""
+        data = json.dumps(dict(self.data), default=str, separators=(",", ":"))
+        return (
+            self.id,
+            self.time,
+            self.type,
+            self.call_id,
+            self.queue,
+            self.agent,
+            self.campaign,
+            data,
+        )
+
+    @classmethod
+    def from_row(cls, row: EventRow) -> Event:
+        """An event read back from the store."""
+        id_, time_, type_, call_id, queue, agent, campaign, data = row
+        try:
+            values = json.loads(data)
+        except ValueError:
+            values = {}
+        return cls(
+            id_,
+            time_,
+            type_,
+            call_id,
+            queue,
+            agent,
+            campaign,
+            values if isinstance(values, dict) else {},
+        )
+
+
+class EventSink(Protocol):
+    """Where the parts of the server publish their events (`EventLog`)."""
+
+    def publish(
+        self,
+        type: str,
+        *,
+        call_id: str = "",
+        queue: str = "",
+        agent: str = "",
+        campaign: str = "",
+        data: Mapping[str, Any] | None = None,
+        time: float | None = None,
+    ) -> object:
+        """Record one event (at once, never waiting)."""
+
+
+class _NoEvents:
+    """The sink of a part built without an event log (tests, tools): publishes nothing."""
+
+    def publish(
+        self,
+        type: str,
+        *,
+        call_id: str = "",
+        queue: str = "",
+        agent: str = "",
+        campaign: str = "",
+        data: Mapping[str, Any] | None = None,
+        time: float | None = None,
+    ) -> None:
+        return None
+
+
+NO_EVENTS: EventSink = _NoEvents()
+"""The default sink: publishes nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events a subscriber wants: types by prefix (any of them; none: every type), and
+    exact queue, agent and campaign (each a set; empty: any). `scope`, when set, limits
+    queues and campaigns to a token's (an event about neither passes)."""
+
+    types: tuple[str, ...] = ()
+    queues: frozenset[str] = frozenset()
+    agents: frozenset[str] = frozenset()
+    campaigns: frozenset[str] = frozenset()
+    scope: frozenset[str] | None = None
+
+    def __call__(self, ev: Event) -> bool:
+        if self.types and not ev.type.startswith(self.types):
+            return False
+        if self.queues and ev.queue not in self.queues:
+            return False
+        if self.agents and ev.agent not in self.agents:
+            return False
+        if self.campaigns and ev.campaign not in self.campaigns:
+            return False
+        scope = self.scope
+        if scope is not None:
+            if ev.queue and ev.queue not in scope:
+                return False
+            if ev.campaign and ev.campaign not in scope:
+                return False
+        return True
+
+    @classmethod
+    def parse(
+        cls,
+        types: Iterable[str] = (),
+        queues: Iterable[str] = (),
+        agents: Iterable[str] = (),
+        campaigns: Iterable[str] = (),
+        scope: Iterable[str] | None = None,
+    ) -> EventFilter:
+        """A filter from lists of comma-separated values (query parameters)."""
+
+        def split(values: Iterable[str]) -> list[str]:
+            return [part.strip() for v in values for part in v.split(",") if part.strip()]
+
+        return cls(
+            tuple(split(types)),
+            frozenset(split(queues)),
+            frozenset(split(agents)),
+            frozenset(split(campaigns)),
+            None if scope is None else frozenset(scope),
+        )
+
+
+class Subscription:
+    """One live subscriber's bounded queue of events. `offer` never waits: when the queue is
+    full the subscription is `overflowed` (its reader is told through `cut`) and takes no more."""
+
+    __slots__ = ("_items", "_waiter", "cut", "limit", "match", "overflowed")
+
+    def __init__(self, match: Callable[[Event], bool], limit: int) -> None:
+        self.match = match
+        self.limit = limit
+        self._items: deque[Event] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.overflowed = False
+        self.cut = asyncio.Event()
+        """Set when the subscription overflowed or the log closed: its reader must stop."""
+
+    def offer(self, ev: Event) -> None:
+        """Queue `ev` if it matches (called by the log for every event)."""
+        if self.overflowed or not self.match(ev):
+            return
+        if len(self._items) >= self.limit:
+            self.overflowed = True
+            self.cut.set()
+            self._wake()
+            return
+        self._items.append(ev)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def pending(self) -> int:
+        """Events queued, not yet taken."""
+        return len(self._items)
+
+    async def get(self) -> Event:
+        """The next event (waits for one)."""
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    def get_nowait(self) -> Event | None:
+        """The next event if one is queued."""
+        return self._items.popleft() if self._items else None
+
+    def close(self) -> None:
+        """The log is closing: the reader stops."""
+        self.cut.set()
+        self._wake()
+
+
+class _Reader:
+    """Reads committed events on one thread of its own with its own connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="omlmedia-events-reader")
+        self._store: Store | None = None
+
+    def _read(self, after: int, limit: int) -> list[EventRow]:
+        if self._store is None:
+            self._store = Store(self.path)
+        return self._store.events(after, limit)
+
+    async def events(self, after: int, limit: int) -> list[EventRow]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._read, after, limit)
+
+    def _close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
+
+
+REPLAY_PAGE = 1000
+"""Events read from the database at a time while replaying."""
+
+
+class EventLog:
+    """Gives events their ids, stores them (through `store`) and hands them to subscribers.
+
+    Without a store (tests, tools) events live in memory only (the last `keep`)."""
+
+    def __init__(
+        self,
+        store: AsyncStore | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        keep: int = 10_000,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.keep = keep
+        """Events kept in memory for replays: the last `keep`, and more while they are not
+        all committed (the store has every other one)."""
+        self.last_id = store.store.committed_event_id if store is not None else 0
+        """The id of the last event published."""
+        self.recent: deque[Event] = deque()
+        """The last events published: the last `keep`, and every one not yet committed."""
+        self.subscribers: set[Subscription] = set()
+        self.published = 0
+        """Events published since start."""
+        self.overflowed = 0
+        """Subscribers dropped for falling behind, since start."""
+        self.listeners: list[Callable[[Event], None]] = []
+        """Called with every event, at once (in-process readers: metrics histograms)."""
+        self._reader = _Reader(store.store.path) if store is not None else None
+
+    def publish(
+        self,
+        type: str,
+        *,
+        call_id: str = "",
+        queue: str = "",
+        agent: str = "",
+        campaign: str = "",
+        data: Mapping[str, Any] | None = None,
+        time: float | None = None,
+    ) -> Event:
+        """Record one event: its id, the store's next batch, the subscribers' queues."""
+        self.last_id += 1
+        ev = Event(
+            self.last_id,
+            self.clock() if time is None else time,
+            type,
+            call_id,
+            queue,
+            agent,
+            campaign,
+            dict(data) if data else {},
+        )
+        self.published += 1
+        if self.store is not None:
+            self.store.append_event(ev.row())
+        recent = self.recent
+        recent.append(ev)
+        if len(recent) > self.keep:
+            committed = self.store.store.committed_event_id if self.store is not None else ev.id
+            while len(recent) > self.keep and recent[0].id <= committed:
+                recent.popleft()
+        for listener in self.listeners:
+            try:
+                listener(ev)
+            except Exception:
+                logger.exception("an event listener failed on %s", ev.type)
+        dropped: list[Subscription] = []
+        for sub in self.subscribers:
+            sub.offer(ev)
+            if sub.overflowed:
+                dropped.append(sub)
+        for sub in dropped:
+            self.overflowed += 1
+            self.subscribers.discard(sub)
+        return ev
+
+    def subscribe(self, match: Callable[[Event], bool], limit: int = 1000) -> Subscription:
+        """A live subscription to every event published from now on that `match`es."""
+        sub = Subscription(match, limit)
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Stop feeding `sub`."""
+        self.subscribers.discard(sub)
+
+    async def replay(
+        self, after: int, upto: int, match: Callable[[Event], bool]
+    ) -> AsyncIterator[list[Event]]:
+        """The events with ids in (`after`, `upto`] that `match`, in id order, in batches:
+        from the store for committed ones, from memory for the rest."""
+        cursor = after
+        while cursor < upto:
+            recent = self.recent
+            first = recent[0].id if recent else self.last_id + 1
+            if cursor + 1 >= first:
+                batch = [
+                    ev for ev in list(recent)[cursor + 1 - first :] if ev.id <= upto and match(ev)
+                ]
+                if batch:
+                    yield batch
+                return
+            if self._reader is None:
+                cursor = first - 1  # evicted without a store: gone
+                continue
+            rows = await self._reader.events(cursor, REPLAY_PAGE)
+            rows = [row for row in rows if row[0] < first and row[0] <= upto]
+            if not rows:
+                # Nothing committed between cursor and what memory holds (ids are not reused
+                # but a failed commit may have been retried): go on from memory.
+                recent = self.recent
+                first_now = recent[0].id if recent else self.last_id + 1
+                if first_now > first:
+                    continue  # memory moved on while we read: read the store again
+                cursor = first - 1
+                continue
+            cursor = rows[-1][0]
+            batch = [ev for ev in map(Event.from_row, rows) if match(ev)]
+            if batch:
+                yield batch
+
+    async def close(self) -> None:
+        """Tell every subscriber to stop, and close the reader (the store is the server's)."""
+        for sub in list(self.subscribers):
+            sub.close()
+        self.subscribers.clear()
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None

@@ -1,0 +1,123 @@
+"""The event log: monotonic ids that survive a restart, the store's batched writer, replays
+that combine the store and memory exactly once, filters, and subscribers that fall behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omlmedia.events import (
+    NO_EVENTS,
+    Event,
+    EventFilter,
+    EventLog,
+    queue_event_type,
+)
+from omlmedia.storage import AsyncStore, Store
+
+
+def open_log(path: Path, keep: int = 10_000) -> tuple[AsyncStore, EventLog]:
+    store = AsyncStore(Store(path / "omlmedia.db"))
+    return store, EventLog(store, clock=lambda: 1000.0, keep=keep)
+
+
+async def replayed(log: EventLog, after: int, match: EventFilter | None = None) -> list[Event]:
+    found: list[Event] = []
+    async for batch in log.replay(after, log.last_id, match or EventFilter()):
+        found.extend(batch)
+    return found
+
+
+async def test_ids_increase_and_continue_after_a_restart(tmp_path: Path) -> None:
+    store, log = open_log(tmp_path)
+    first = [log.publish("call.started", call_id=f"c{i}") for i in range(3)]
+    assert [ev.id for ev in first] == [1, 2, 3]
+    await log.close()
+    await store.close()  # a graceful stop commits what is queued
+
+    store, log = open_log(tmp_path)
+    assert log.last_id == 3
+    assert log.publish("call.ended", call_id="c0", data={"cause": "bye"}).id == 4
+    events = await replayed(log, 0)
+    assert [(ev.id, ev.type, ev.call_id) for ev in events] == [
+        (1, "call.started", "c0"),
+        (2, "call.started", "c1"),
+        (3, "call.started", "c2"),
+        (4, "call.ended", "c0"),
+    ]
+    assert events[-1].data == {"cause": "bye"}
+    await log.close()
+    await store.close()
+
+
+async def test_events_are_committed_by_the_stores_writer_with_the_queue_log(
+    tmp_path: Path,
+) -> None:
+    store, log = open_log(tmp_path)
+    log.publish("agent.state", agent="agent1", data={"state": "ready"})
+    reader = Store(tmp_path / "omlmedia.db")
+    assert reader.events(0, 10) == []  # queued, not yet committed: the loop never waited
+    assert await store.flush() == 1
+    assert [row[:3] for row in reader.events(0, 10)] == [(1, 1000.0, "agent.state")]
+    assert store.store.committed_event_id == 1
+    reader.close()
+    await log.close()
+    await store.close()
+
+
+async def test_a_replay_reads_committed_events_from_the_store_and_the_rest_from_memory(
+    tmp_path: Path,
+) -> None:
+    store, log = open_log(tmp_path, keep=3)
+    for i in range(2500):
+        log.publish("queue.entered", call_id=f"c{i}", queue="support")
+        if i == 2400:
+            await store.flush()  # 1..2401 committed
+    assert log.recent[0].id == 2402  # the first not committed: more than `keep` are
+    events = await replayed(log, 10)
+    assert [ev.id for ev in events] == list(range(11, 2501))
+    await log.close()
+    await store.close()
+
+
+async def test_without_a_store_events_live_in_memory() -> None:
+    log = EventLog(clock=lambda: 5.0)
+    for _ in range(4):
+        log.publish("call.started")
+    assert [ev.id for ev in await replayed(log, 2)] == [3, 4]
+    NO_EVENTS.publish("call.started")  # the default sink takes anything and keeps nothing
+
+
+def test_filters_match_type_prefixes_names_and_scope() -> None:
+    ev = Event(1, 0.0, "queue.abandoned", "c1", "support", "agent1", "sales")
+    assert EventFilter()(ev)
+    assert EventFilter.parse(["call.,queue."])(ev)
+    assert not EventFilter.parse(["call."])(ev)
+    assert EventFilter.parse(["queue.abandoned"], queues=["support"])(ev)
+    assert not EventFilter.parse(queues=["billing"])(ev)
+    assert EventFilter.parse(agents=["agent2", "agent1"])(ev)
+    assert not EventFilter.parse(campaigns=["other"])(ev)
+    assert EventFilter.parse(scope=["support", "sales"])(ev)
+    assert not EventFilter.parse(scope=["sales"])(ev)
+    assert EventFilter.parse(scope=[])(Event(2, 0.0, "call.started"))
+
+
+def test_queue_log_verbs_become_event_types() -> None:
+    assert queue_event_type("enter") == "queue.entered"
+    assert queue_event_type("abandon") == "queue.abandoned"
+    assert queue_event_type("exit-timeout") == "queue.timed_out"
+    assert queue_event_type("something-new") == "queue.something_new"
+
+
+async def test_a_subscriber_that_falls_behind_is_dropped_and_never_waited_for() -> None:
+    log = EventLog()
+    slow = log.subscribe(EventFilter(), limit=3)
+    fast = log.subscribe(EventFilter.parse(["call."]), limit=3)
+    for i in range(5):
+        log.publish("call.started", call_id=f"c{i}")
+        assert (await fast.get()).call_id == f"c{i}"
+    assert slow.overflowed and slow.cut.is_set()
+    assert slow.pending == 3
+    assert log.subscribers == {fast}
+    assert log.overflowed == 1
+    log.publish("agent.state")
+    assert fast.pending == 0  # filtered out
