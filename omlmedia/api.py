@@ -1,10 +1,13 @@
 """The HTTPS API: status and live counters, queues and agents for supervisors, call records and
 the queue log for reports.
 
-Every route requires ``Authorization: Bearer <token>``; only the token's SHA-256 is kept in the
-configuration. Errors are JSON ``{"error": reason}`` with the right 4xx status: 400 for a bad
-parameter or body, 404 for an unknown queue or agent (or no queues configured), 409 for a command
-the agent's state does not allow.
+Every route requires ``Authorization: Bearer <token>`` (an account's or an integration's token,
+or the configured one) and the role and scope `omlmedia.authz.RULES` gives it, checked by the one
+middleware `omlmedia.authz.authorize`; lists of several queues' data keep only what the token's
+scope covers. Errors are problem documents (RFC 9457, `omlmedia.problems`) with the right 4xx
+status: 400 for a bad parameter or body, 401 without a valid token, 403 for a permission or scope
+the token lacks, 404 for an unknown queue or agent (or no queues configured), 409 for a command
+the agent's state does not allow. Accounts, tokens and the audit log: `omlmedia.admin_api`.
 
 The API reads what it serves through providers the server passes in: `status` (a callable),
 `acd` (a `Supervision`, the ACD runtime) and `database` (the SQLite file of the queue log and call
@@ -21,12 +24,16 @@ Routes (all JSON):
   ``stats.end`` say which);
 - ``GET /api/v1/agents``: ``{"agents": [agent, ...]}`` (``state``, ``reason``, ``since``,
   ``call``, ``stats``, ``?since=&until=`` as for queues); ``GET /api/v1/agents/{name}``;
-- ``POST /api/v1/agents/{name}/pause`` ``{"reason": ..., "supervisor": ...}``, ``.../unpause``
-  and ``.../logout`` (``{"supervisor": ...}`` optional): the agent as it is afterwards;
+- ``POST /api/v1/agents/{name}/pause`` ``{"reason": ...}``, ``.../unpause`` and ``.../logout``:
+  the agent as it is afterwards; the supervisor is the token's account (a ``supervisor`` field is
+  refused), and each command is written to the audit log;
 - ``GET /api/v1/calls/records?since=&until=&queue=&agent=&offset=&limit=``: call records by start
   time, ``{"records": [...], "total": n, "offset": o, "limit": l, "next": o2 | null}``;
 - ``GET /api/v1/queue-log?since=&until=&queue=&agent=&call_id=&offset=&limit=``: queue log
-  entries in time order, paged the same way (``"entries"``).
+  entries in time order, paged the same way (``"entries"``);
+- ``GET /api/v1/events``: the event stream, WebSocket or Server-Sent Events
+  (`omlmedia.eventstream`);
+- ``GET /metrics`` (beside ``/api``, same token): Prometheus metrics (`omlmedia.metrics`).
 
 ``since`` and ``until`` are Unix times (seconds, ``until`` excluded); ``limit`` is at most
 `MAX_PAGE`.
@@ -42,21 +49,30 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
+from omlmedia.accounts import AccountBook, ConfiguredToken
+from omlmedia.admin_api import BOOK_KEY
+from omlmedia.admin_api import routes as admin_routes
+from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Identity, Scopes, authorize
 from omlmedia.config import Config
+from omlmedia.events import EventLog
+from omlmedia.eventstream import install as install_event_stream
+from omlmedia.metrics import Metrics, metrics_handler
+from omlmedia.problems import ApiError
+from omlmedia.problems import json_body as _body
+from omlmedia.problems import page as _page
+from omlmedia.problems import query_span as _span
 from omlmedia.storage import CallRecord, QueueLogRow, Store
 from queueing.exceptions import AcdUsageError
 
 StatusProvider = Callable[[], dict[str, Any]]
 
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
 MAX_REASON = 64
-DEFAULT_SUPERVISOR = "api"
 
 T = TypeVar("T")
 
@@ -136,76 +152,14 @@ READER_KEY: web.AppKey[RecordReader | None] = web.AppKey("reader")
 routes = web.RouteTableDef()
 
 
-class ApiError(Exception):
-    """A request the API refuses: answered ``{"error": reason}`` with `status`."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-def _error(status: int, reason: str) -> web.Response:
-    return web.json_response({"error": reason}, status=status)
-
-
-@web.middleware
-async def require_token(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Reject any request without the configured bearer token (401, no hint of what is valid)."""
-    config = request.app[CONFIG_KEY]
+def bearer_ok(config: Config, request: web.Request) -> bool:
+    """Whether `request` carries the configured bearer token."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token or not config.api.token_matches(token.strip()):
-        return web.json_response(
-            {"error": "a valid bearer token is required"},
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="omlmedia"'},
-        )
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return _error(exc.status, exc.reason)
-    except web.HTTPException as exc:
-        return _error(exc.status, exc.reason)
+    return scheme.lower() == "bearer" and bool(token) and config.api.token_matches(token.strip())
 
 
 # -- parameters -----------------------------------------------------------------------------
-
-
-def _time(request: web.Request, name: str, default: float) -> float:
-    text = request.query.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ApiError(400, f"{name} must be a Unix time in seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise ApiError(400, f"{name} must be a Unix time in seconds")
-    return value
-
-
-def _count(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    text = request.query.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ApiError(400, f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise ApiError(400, f"{name} must be between {low} and {high}")
-    return value
-
-
-def _span(request: web.Request) -> tuple[float, float]:
-    since = _time(request, "since", 0.0)
-    until = _time(request, "until", math.inf)
-    if until < since:
-        raise ApiError(400, "until must not be before since")
-    return since, until
 
 
 def _stats_span(request: web.Request) -> tuple[float, float] | None:
@@ -215,38 +169,11 @@ def _stats_span(request: web.Request) -> tuple[float, float] | None:
     return _span(request)
 
 
-def _page(request: web.Request, key: str, items: Sequence[dict[str, Any]]) -> web.Response:
-    offset = _count(request, "offset", 0, 0, 2**31)
-    limit = _count(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    page = list(items[offset : offset + limit])
-    following = offset + limit
-    return web.json_response(
-        {
-            key: page,
-            "total": len(items),
-            "offset": offset,
-            "limit": limit,
-            "next": following if following < len(items) else None,
-        }
-    )
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    return body
-
-
 def _text(body: Mapping[str, Any], name: str, default: str) -> str:
     value = body.get(name, default)
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_REASON:
-        raise ApiError(400, f"{name} must be a non-empty string of at most {MAX_REASON} characters")
+        why = f"must be a non-empty string of at most {MAX_REASON} characters"
+        raise ApiError(400, f"{name} {why}", [(name, why)])
     return value.strip()
 
 
@@ -426,10 +353,13 @@ def create_app(
     *,
     acd: Supervision | None = None,
     database: Path | None = None,
+    events: EventLog | None = None,
+    metrics: Metrics | None = None,
 ) -> web.Application:
     """The HTTPS application: the API under ``/api/`` (its own token middleware) mounted on
     `root` (the agent pages' application, which has its own session checks) or on an empty one.
-    Without `acd` or `database`, the queue routes answer 404."""
+    Without `acd` or `database`, the queue routes answer 404; without `events`, the event
+    stream; without `metrics`, ``/metrics``."""
     api = web.Application(middlewares=[require_token], client_max_size=1024 * 1024)
     api[CONFIG_KEY] = config
     api[STATUS_KEY] = status
@@ -437,8 +367,11 @@ def create_app(
     api[READER_KEY] = RecordReader(database) if database is not None else None
     api.cleanup_ctx.append(_close_reader)
     api.add_routes(routes)
+    install_event_stream(api, events)
     app = root if root is not None else web.Application()
     app.add_subapp("/api", api)
+    if metrics is not None:
+        app.router.add_get("/metrics", metrics_handler(metrics, partial(bearer_ok, config)))
     return app
 
 
@@ -458,10 +391,14 @@ async def start_api(
     *,
     acd: Supervision | None = None,
     database: Path | None = None,
+    events: EventLog | None = None,
+    metrics: Metrics | None = None,
 ) -> web.AppRunner:
     """Serve the API (and `root`'s pages) over HTTPS on the configured port; returns the runner
     to clean up."""
-    app = create_app(config, status, root, acd=acd, database=database)
+    app = create_app(
+        config, status, root, acd=acd, database=database, events=events, metrics=metrics
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, config.server.http_port, ssl_context=ssl_context)

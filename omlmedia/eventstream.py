@@ -1,0 +1,290 @@
+"""``GET /api/v1/events``: the event log as a live stream, over WebSocket or Server-Sent Events.
+
+Theory of operation. A client opens the stream (a WebSocket upgrade, or a plain GET with
+``Accept: text/event-stream``), optionally filtered (``type``: prefixes such as ``call.`` or
+``queue.abandoned``; ``queue``, ``agent``, ``campaign``: exact names; each repeatable or
+comma-separated). Every event is one JSON object with its ``id`` (`omlmedia.events.Event.view`);
+over SSE it is one message with ``id:``, ``event:`` (the type) and ``data:`` (the JSON).
+
+The handler subscribes first, then notes the log's last id: everything after it comes live.
+A client that resumes (``?since_id=N``, or SSE's ``Last-Event-ID: N``) first gets the events
+after N up to that mark from the stored log (`EventLog.replay`), then the live ones, skipping
+any it already had: every event exactly once and in id order. Without either, the stream starts
+with the next event (``since_id=0`` replays the whole log).
+
+Each client has its own bounded queue (`STREAM_QUEUE`) and its own sending task. A client that
+reads too slowly lets its queue fill; the log then drops it (it never waits for anyone), and the
+stream ends with a reason that says where to resume: a WebSocket close with code 1013 ("try
+again later"), or a final SSE ``event: error``. A client that does not even take that within
+`CLOSE_TIMEOUT` has its connection aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from omlmedia.events import Event, EventFilter, EventLog, Subscription
+
+__all__ = ["EVENTS_KEY", "SCOPE_KEY", "STREAM_QUEUE", "install", "routes"]
+
+logger = logging.getLogger(__name__)
+
+EVENTS_KEY: web.AppKey[EventLog | None] = web.AppKey("events")
+SCOPE_KEY = "omlmedia.scope"
+"""Request key where the authorization layer may put the token's scope (queues and campaigns
+it is limited to, a collection of names; absent: unlimited)."""
+
+STREAM_QUEUE = 2000
+"""Events a client may have waiting before it is cut off as too slow."""
+CLOSE_TIMEOUT = 5.0
+"""Seconds a cut-off client has to take its close before its connection is aborted."""
+KEEPALIVE = 15.0
+"""Seconds of silence after which an SSE stream sends a comment (proxies, dead peers)."""
+
+QUEUE_KEY: web.AppKey[int] = web.AppKey("events-queue", int)
+
+routes = web.RouteTableDef()
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _since(request: web.Request) -> int | None:
+    text = request.query.get("since_id") or request.headers.get("Last-Event-ID")
+    if text is None or text == "":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise _Refused(400, "since_id must be an event id (an integer)") from None
+    if value < 0:
+        raise _Refused(400, "since_id must be an event id (an integer)")
+    return value
+
+
+def _filter(request: web.Request) -> EventFilter:
+    query = request.query
+    scope = request.get(SCOPE_KEY)
+    return EventFilter.parse(
+        query.getall("type", []),
+        query.getall("queue", []),
+        query.getall("agent", []),
+        query.getall("campaign", []),
+        scope=None if scope is None else [str(name) for name in scope],
+    )
+
+
+@routes.get("/v1/events")
+async def get_events(request: web.Request) -> web.StreamResponse:
+    """The event stream (WebSocket, or SSE with ``Accept: text/event-stream``)."""
+    log = request.app[EVENTS_KEY]
+    if log is None:
+        return web.json_response({"error": "the event log is not running"}, status=404)
+    try:
+        since = _since(request)
+        match = _filter(request)
+    except _Refused as exc:
+        return web.json_response({"error": exc.reason}, status=exc.status)
+    # Subscribed before the answer goes out: a client that saw the answer gets every later event.
+    websocket = web.WebSocketResponse(heartbeat=30.0, autoping=True)
+    if websocket.can_prepare(request).ok:
+        stream = _Stream(log, match, since, request.app[QUEUE_KEY], _WsOut(request, websocket))
+        return await stream.run()
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        stream = _Stream(log, match, since, request.app[QUEUE_KEY], _SseOut(request, response))
+        return await stream.run()
+    return web.json_response(
+        {"error": "open a WebSocket, or ask for Accept: text/event-stream"}, status=406
+    )
+
+
+class _Out:
+    """One transport of the stream."""
+
+    request: web.Request
+    response: web.StreamResponse
+
+    async def send(self, events: list[Event]) -> None:
+        raise NotImplementedError
+
+    async def idle(self) -> None:
+        """Nothing to send for `KEEPALIVE` seconds."""
+
+    def closed_by_peer(self) -> Awaitable[None] | None:
+        """What ends when the peer leaves (None: a write fails instead)."""
+        return None
+
+    async def finish(self, code: int, reason: str, last_id: int) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+
+class _WsOut(_Out):
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
+        self.request = request
+        self.response = self.ws = ws
+
+    async def send(self, events: list[Event]) -> None:
+        for ev in events:
+            await self.ws.send_str(ev.to_json())
+
+    async def closed_by_peer(self) -> None:
+        async for msg in self.ws:
+            if msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+                break
+
+    async def finish(self, code: int, reason: str, last_id: int) -> None:
+        await self.ws.close(code=code, message=reason.encode()[:120])
+
+    def abort(self) -> None:
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
+
+
+class _SseOut(_Out):
+    def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
+        self.request = request
+        self.response = response
+
+    async def send(self, events: list[Event]) -> None:
+        await self.response.write(
+            "".join(
+                f"id: {ev.id}\nevent: {ev.type}\ndata: {ev.to_json()}\n\n" for ev in events
+            ).encode()
+        )
+
+    async def idle(self) -> None:
+        await self.response.write(b": keepalive\n\n")
+
+    async def finish(self, code: int, reason: str, last_id: int) -> None:
+        body = json.dumps({"error": reason, "code": code, "last_id": last_id})
+        await self.response.write(f"event: error\ndata: {body}\n\n".encode())
+        await self.response.write_eof()
+
+    def abort(self) -> None:
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
+
+
+class _Stream:
+    """One client's stream: replay, then live events, until it leaves or falls behind."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        match: EventFilter,
+        since: int | None,
+        limit: int,
+        out: _Out,
+    ) -> None:
+        self.log = log
+        self.match = match
+        self.since = since
+        self.out = out
+        self.sub: Subscription = log.subscribe(match, limit)
+        self.head = log.last_id
+        self.last_sent = since if since is not None else self.head
+
+    async def run(self) -> web.StreamResponse:
+        out, sub = self.out, self.sub
+        try:
+            await out.response.prepare(out.request)
+        except BaseException:
+            self.log.unsubscribe(sub)
+            raise
+        tasks: list[asyncio.Task[Any]] = [asyncio.ensure_future(self._pump())]
+        cut = asyncio.ensure_future(sub.cut.wait())
+        tasks.append(cut)
+        peer = out.closed_by_peer()
+        if peer is not None:
+            tasks.append(asyncio.ensure_future(peer))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
+                    await task
+            pump = tasks[0]
+            if pump in done and not pump.cancelled() and pump.exception() is not None:
+                exc = pump.exception()
+                if not isinstance(exc, ConnectionError | RuntimeError):
+                    logger.error("event stream failed", exc_info=exc)
+            if sub.overflowed:
+                await self._finish(
+                    WSCloseCode.TRY_AGAIN_LATER,
+                    f"too slow: more than {sub.limit} events behind; "
+                    "reconnect with since_id set to the last id received",
+                )
+            elif cut in done:
+                await self._finish(WSCloseCode.GOING_AWAY, "the server is stopping")
+        finally:
+            self.log.unsubscribe(sub)
+        return out.response
+
+    async def _finish(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(self.out.finish(code, reason, self.last_sent), CLOSE_TIMEOUT)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            self.out.abort()
+
+    async def _pump(self) -> None:
+        out, sub = self.out, self.sub
+        if self.since is not None:
+            async for batch in self.log.replay(self.since, self.head, self.match):
+                await out.send(batch)
+                self.last_sent = batch[-1].id
+            self.last_sent = max(self.last_sent, self.head)
+        while True:
+            ev = sub.get_nowait()
+            if ev is None:
+                try:
+                    async with asyncio.timeout(KEEPALIVE):
+                        ev = await sub.get()
+                except TimeoutError:
+                    await out.idle()
+                    continue
+            batch = [ev]
+            while (more := sub.get_nowait()) is not None and len(batch) < 100:
+                batch.append(more)
+            batch = [e for e in batch if e.id > self.last_sent]
+            if batch:
+                await out.send(batch)
+                self.last_sent = batch[-1].id
+
+
+def install(api: web.Application, log: EventLog | None, queue: int = STREAM_QUEUE) -> None:
+    """Serve the stream of `log` on the API application `api`."""
+    api[EVENTS_KEY] = log
+    api[QUEUE_KEY] = queue
+    api.add_routes(routes)
+    api.on_shutdown.append(_stop_streams)
+
+
+async def _stop_streams(app: web.Application) -> None:
+    log = app[EVENTS_KEY]
+    if log is not None:
+        for sub in list(log.subscribers):
+            sub.close()

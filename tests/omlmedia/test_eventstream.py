@@ -1,0 +1,233 @@
+"""``GET /api/v1/events`` against a real aiohttp server: WebSocket and SSE, the token, filters,
+resuming after a reconnect (every missed event exactly once, in order, from the store and from
+memory), and a slow client cut off while the others keep receiving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestClient, TestServer
+
+from omlmedia.api import CONFIG_KEY, require_token
+from omlmedia.events import EventLog
+from omlmedia.eventstream import install
+from omlmedia.storage import AsyncStore, Store
+from tests.omlmedia.test_api import AUTH, config
+
+SSE = {**AUTH, "Accept": "text/event-stream"}
+
+
+class Running:
+    def __init__(self, client: TestClient[Any, Any], log: EventLog, store: AsyncStore) -> None:
+        self.client = client
+        self.log = log
+        self.store = store
+
+
+def app_for(log: EventLog, queue: int) -> web.Application:
+    api = web.Application(middlewares=[require_token])
+    api[CONFIG_KEY] = config()
+    install(api, log, queue)
+    root = web.Application()
+    root.add_subapp("/api", api)
+    return root
+
+
+@pytest.fixture
+async def running(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Running]:
+    queue = getattr(request, "param", 2000)
+    store = AsyncStore(Store(tmp_path / "omlmedia.db"))
+    log = EventLog(store, keep=4)
+    async with TestClient(TestServer(app_for(log, queue))) as client:
+        yield Running(client, log, store)
+    await log.close()
+    await store.close()
+
+
+async def ws_events(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[dict[str, Any]]:
+    events = []
+    for _ in range(count):
+        msg = await ws.receive(timeout=10)
+        assert msg.type is WSMsgType.TEXT, msg
+        events.append(json.loads(msg.data))
+    return events
+
+
+async def sse_events(response: aiohttp.ClientResponse, count: int) -> list[dict[str, Any]]:
+    """`count` SSE messages, checking that id: and event: agree with the JSON."""
+    events: list[dict[str, Any]] = []
+    fields: dict[str, str] = {}
+    while len(events) < count:
+        line = (await response.content.readline()).decode().rstrip("\n")
+        if line.startswith(":"):
+            continue
+        if line:
+            name, _, value = line.partition(": ")
+            fields[name] = value
+            continue
+        if not fields:
+            continue
+        body = json.loads(fields["data"])
+        if fields.get("event") != "error":
+            assert fields["id"] == str(body["id"]) and fields["event"] == body["type"]
+        events.append({"sse_event": fields.get("event"), **body})
+        fields = {}
+    return events
+
+
+async def until_subscribed(log: EventLog, count: int) -> None:
+    """The server's handlers run on this loop: let them run until `count` clients listen."""
+    for _ in range(10_000):
+        if len(log.subscribers) >= count:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the client never subscribed")
+
+
+async def test_the_stream_needs_the_token_and_a_stream_transport(running: Running) -> None:
+    client = running.client
+    assert (await client.get("/api/v1/events")).status == 401
+    plain = await client.get("/api/v1/events", headers=AUTH)
+    assert plain.status == 406 and "text/event-stream" in (await plain.json())["error"]
+    bad = await client.get("/api/v1/events?since_id=x", headers=SSE)
+    assert bad.status == 400 and "since_id" in (await bad.json())["error"]
+    with pytest.raises(aiohttp.WSServerHandshakeError):
+        await client.ws_connect("/api/v1/events")
+
+
+async def test_websocket_clients_get_live_events_filtered(running: Running) -> None:
+    client, log = running.client, running.log
+    every = await client.ws_connect("/api/v1/events", headers=AUTH)
+    calls = await client.ws_connect("/api/v1/events?type=call.&queue=support", headers=AUTH)
+    agent = await client.ws_connect("/api/v1/events?agent=agent1&type=agent.", headers=AUTH)
+    campaign = await client.ws_connect("/api/v1/events?campaign=sales", headers=AUTH)
+    await until_subscribed(log, 4)
+    log.publish("call.started", call_id="c1", queue="support", campaign="sales")
+    log.publish("call.started", call_id="c2", queue="billing")
+    log.publish("agent.state", agent="agent1", data={"state": "ready"})
+    log.publish("call.ended", call_id="c1", queue="support", campaign="sales")
+    assert [e["id"] for e in await ws_events(every, 4)] == [1, 2, 3, 4]
+    assert [(e["id"], e["type"]) for e in await ws_events(calls, 2)] == [
+        (1, "call.started"),
+        (4, "call.ended"),
+    ]
+    (state,) = await ws_events(agent, 1)
+    assert state["data"] == {"state": "ready"} and state["agent"] == "agent1"
+    assert [e["id"] for e in await ws_events(campaign, 2)] == [1, 4]
+    for ws in (every, calls, agent, campaign):
+        await ws.close()
+
+
+async def test_a_websocket_client_resumes_with_every_missed_event_once(running: Running) -> None:
+    client, log, store = running.client, running.log, running.store
+    ws = await client.ws_connect("/api/v1/events", headers=AUTH)
+    await until_subscribed(log, 1)
+    for i in range(3):
+        log.publish("call.started", call_id=f"c{i}")
+    seen = await ws_events(ws, 3)
+    await ws.close()
+    # Missed while away: some committed to the store, some only in memory (keep=4).
+    for i in range(3, 12):
+        log.publish("call.started", call_id=f"c{i}")
+        if i == 8:
+            await store.flush()
+    ws = await client.ws_connect(f"/api/v1/events?since_id={seen[-1]['id']}", headers=AUTH)
+    missed = await ws_events(ws, 9)
+    log.publish("call.ended", call_id="c0")
+    (live,) = await ws_events(ws, 1)
+    ids = [e["id"] for e in seen + missed + [live]]
+    assert ids == list(range(1, 14))
+    assert [e["call_id"] for e in missed] == [f"c{i}" for i in range(3, 12)]
+    await ws.close()
+
+
+async def test_an_sse_client_resumes_with_last_event_id(running: Running) -> None:
+    client, log, store = running.client, running.log, running.store
+    for i in range(6):
+        log.publish("queue.entered" if i % 2 else "call.started", call_id=f"c{i}")
+    await store.flush()
+    log.publish("queue.abandoned", call_id="c1")
+    response = await client.get("/api/v1/events?type=queue.", headers={**SSE, "Last-Event-ID": "2"})
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    replay = await sse_events(response, 3)
+    assert [(e["id"], e["type"]) for e in replay] == [
+        (4, "queue.entered"),
+        (6, "queue.entered"),
+        (7, "queue.abandoned"),
+    ]
+    log.publish("call.ended", call_id="c1")
+    log.publish("queue.entered", call_id="c9")
+    (live,) = await sse_events(response, 1)
+    assert live["id"] == 9
+    response.close()
+
+
+async def test_since_id_zero_replays_the_whole_log_then_goes_live(running: Running) -> None:
+    client, log = running.client, running.log
+    for _ in range(5):
+        log.publish("call.started")
+    ws = await client.ws_connect("/api/v1/events?since_id=0", headers=AUTH)
+    assert [e["id"] for e in await ws_events(ws, 5)] == [1, 2, 3, 4, 5]
+    log.publish("call.ended")
+    assert [e["id"] for e in await ws_events(ws, 1)] == [6]
+    await ws.close()
+
+
+def tiny_receive_buffer(addr_info: Any) -> socket.socket:
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
+
+
+@pytest.mark.parametrize("running", [8], indirect=True)
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_a_slow_client_is_cut_off_with_a_reason_and_the_others_keep_receiving(
+    running: Running, transport: str
+) -> None:
+    client, log = running.client, running.log
+    url = client.make_url("/api/v1/events")
+    connector = aiohttp.TCPConnector(socket_factory=tiny_receive_buffer)
+    async with aiohttp.ClientSession(connector=connector) as slow_session:
+        if transport == "websocket":
+            slow_ws = await slow_session.ws_connect(url, headers=AUTH)
+        else:
+            slow_sse = await slow_session.get(url, headers=SSE)
+        fast = await client.ws_connect("/api/v1/events", headers=AUTH)
+        await until_subscribed(log, 2)
+        padding = "x" * 4000
+        received = 0
+        for _ in range(2000):
+            if log.overflowed:
+                break
+            for _ in range(4):
+                log.publish("call.quality", data={"padding": padding})
+            received += len(await ws_events(fast, 4))  # the fast one keeps up, never blocked
+        assert log.overflowed == 1, "the slow client was never cut off"
+        assert len(log.subscribers) == 1
+        log.publish("call.ended")
+        last = (await ws_events(fast, 1))[0]
+        assert last["id"] == received + 1 and last["type"] == "call.ended"
+        # The slow client, reading at last, finds the reason at the end of what it was sent.
+        if transport == "websocket":
+            while (msg := await slow_ws.receive(timeout=10)).type is WSMsgType.TEXT:
+                pass
+            assert msg.type is WSMsgType.CLOSE
+            assert slow_ws.close_code == 1013
+            assert "too slow" in str(msg.extra) and "since_id" in str(msg.extra)
+        else:
+            while True:
+                (ev,) = await sse_events(slow_sse, 1)
+                if ev["sse_event"] == "error":
+                    break
+            assert "too slow" in ev["error"] and ev["code"] == 1013
+        await fast.close()
