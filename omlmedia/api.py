@@ -1,13 +1,10 @@
 """The HTTPS API: status and live counters, queues and agents for supervisors, call records and
 the queue log for reports.
 
-Every route requires ``Authorization: Bearer <token>`` (an account's or an integration's token,
-or the configured one) and the role and scope `omlmedia.authz.RULES` gives it, checked by the one
-middleware `omlmedia.authz.authorize`; lists of several queues' data keep only what the token's
-scope covers. Errors are problem documents (RFC 9457, `omlmedia.problems`) with the right 4xx
-status: 400 for a bad parameter or body, 401 without a valid token, 403 for a permission or scope
-the token lacks, 404 for an unknown queue or agent (or no queues configured), 409 for a command
-the agent's state does not allow. Accounts, tokens and the audit log: `omlmedia.admin_api`.
+Every route requires ``Authorization: Bearer <token>``; only the token's SHA-256 is kept in the
+configuration. Errors are JSON ``{"error": reason}`` with the right 4xx status: 400 for a bad
+parameter or body, 404 for an unknown queue or agent (or no queues configured), 409 for a command
+the agent's state does not allow.
 
 The API reads what it serves through providers the server passes in: `status` (a callable),
 `acd` (a `Supervision`, the ACD runtime) and `database` (the SQLite file of the queue log and call
@@ -24,9 +21,8 @@ Routes (all JSON):
   ``stats.end`` say which);
 - ``GET /api/v1/agents``: ``{"agents": [agent, ...]}`` (``state``, ``reason``, ``since``,
   ``call``, ``stats``, ``?since=&until=`` as for queues); ``GET /api/v1/agents/{name}``;
-- ``POST /api/v1/agents/{name}/pause`` ``{"reason": ...}``, ``.../unpause`` and ``.../logout``:
-  the agent as it is afterwards; the supervisor is the token's account (a ``supervisor`` field is
-  refused), and each command is written to the audit log;
+- ``POST /api/v1/agents/{name}/pause`` ``{"reason": ..., "supervisor": ...}``, ``.../unpause``
+  and ``.../logout`` (``{"supervisor": ...}`` optional): the agent as it is afterwards;
 - ``GET /api/v1/calls/records?since=&until=&queue=&agent=&offset=&limit=``: call records by start
   time, ``{"records": [...], "total": n, "offset": o, "limit": l, "next": o2 | null}``;
 - ``GET /api/v1/queue-log?since=&until=&queue=&agent=&call_id=&offset=&limit=``: queue log
@@ -55,24 +51,19 @@ from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
-from omlmedia.accounts import AccountBook, ConfiguredToken
-from omlmedia.admin_api import BOOK_KEY
-from omlmedia.admin_api import routes as admin_routes
-from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Identity, Scopes, authorize
 from omlmedia.config import Config
 from omlmedia.events import EventLog
 from omlmedia.eventstream import install as install_event_stream
 from omlmedia.metrics import Metrics, metrics_handler
-from omlmedia.problems import ApiError
-from omlmedia.problems import json_body as _body
-from omlmedia.problems import page as _page
-from omlmedia.problems import query_span as _span
 from omlmedia.storage import CallRecord, QueueLogRow, Store
 from queueing.exceptions import AcdUsageError
 
 StatusProvider = Callable[[], dict[str, Any]]
 
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
 MAX_REASON = 64
+DEFAULT_SUPERVISOR = "api"
 
 T = TypeVar("T")
 
@@ -152,6 +143,19 @@ READER_KEY: web.AppKey[RecordReader | None] = web.AppKey("reader")
 routes = web.RouteTableDef()
 
 
+class ApiError(Exception):
+    """A request the API refuses: answered ``{"error": reason}`` with `status`."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
 def bearer_ok(config: Config, request: web.Request) -> bool:
     """Whether `request` carries the configured bearer token."""
     header = request.headers.get("Authorization", "")
@@ -159,7 +163,60 @@ def bearer_ok(config: Config, request: web.Request) -> bool:
     return scheme.lower() == "bearer" and bool(token) and config.api.token_matches(token.strip())
 
 
+@web.middleware
+async def require_token(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Reject any request without the configured bearer token (401, no hint of what is valid)."""
+    if not bearer_ok(request.app[CONFIG_KEY], request):
+        return web.json_response(
+            {"error": "a valid bearer token is required"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="omlmedia"'},
+        )
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error(exc.status, exc.reason)
+    except web.HTTPException as exc:
+        return _error(exc.status, exc.reason)
+
+
 # -- parameters -----------------------------------------------------------------------------
+
+
+def _time(request: web.Request, name: str, default: float) -> float:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ApiError(400, f"{name} must be a Unix time in seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise ApiError(400, f"{name} must be a Unix time in seconds")
+    return value
+
+
+def _count(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ApiError(400, f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"{name} must be between {low} and {high}")
+    return value
+
+
+def _span(request: web.Request) -> tuple[float, float]:
+    since = _time(request, "since", 0.0)
+    until = _time(request, "until", math.inf)
+    if until < since:
+        raise ApiError(400, "until must not be before since")
+    return since, until
 
 
 def _stats_span(request: web.Request) -> tuple[float, float] | None:
@@ -169,11 +226,38 @@ def _stats_span(request: web.Request) -> tuple[float, float] | None:
     return _span(request)
 
 
+def _page(request: web.Request, key: str, items: Sequence[dict[str, Any]]) -> web.Response:
+    offset = _count(request, "offset", 0, 0, 2**31)
+    limit = _count(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    page = list(items[offset : offset + limit])
+    following = offset + limit
+    return web.json_response(
+        {
+            key: page,
+            "total": len(items),
+            "offset": offset,
+            "limit": limit,
+            "next": following if following < len(items) else None,
+        }
+    )
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
 def _text(body: Mapping[str, Any], name: str, default: str) -> str:
     value = body.get(name, default)
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_REASON:
-        why = f"must be a non-empty string of at most {MAX_REASON} characters"
-        raise ApiError(400, f"{name} {why}", [(name, why)])
+        raise ApiError(400, f"{name} must be a non-empty string of at most {MAX_REASON} characters")
     return value.strip()
 
 
