@@ -44,6 +44,7 @@ from media.player import MediaFileError, Player, load, sound_path
 from media.ports import PortsExhausted, RtpSocketPool
 from omlmedia.clock import CallLater, Timer, loop_call_later
 from omlmedia.config import Campaign
+from omlmedia.events import CALL_QUALITY, NO_EVENTS, EventSink, queue_event_type
 from omlmedia.logs import event
 from omlmedia.offer_answer import answer_on_leg
 from omlmedia.recording import Mailbox
@@ -198,8 +199,11 @@ class AcdRuntime:
         recordings: Path | None = None,
         clock: Callable[[], float] = time.time,
         call_later: CallLater | None = None,
+        events: EventSink = NO_EVENTS,
     ) -> None:
         self.engine = engine
+        self.events = events
+        """Where the queue log's entries and the callers' media quality are published."""
         self.clock = clock
         """The engine's clock: the wall clock, so the queue log has real times."""
         self.call_later: CallLater = call_later or loop_call_later
@@ -269,6 +273,15 @@ class AcdRuntime:
                         ev.time, ev.event.value, ev.call_id, ev.queue, ev.agent, dict(ev.data)
                     )
                 )
+            self.events.publish(
+                queue_event_type(ev.event.value),
+                call_id=ev.call_id,
+                queue=ev.queue,
+                agent=ev.agent,
+                campaign=self._campaign_of(ev.call_id),
+                data=ev.data,
+                time=ev.time,
+            )
         elif isinstance(ev, EngineStateChanged):
             self._agents.engine_state(ev.agent, ev.state, ev.reason)
         elif isinstance(ev, OfferCall):
@@ -464,9 +477,27 @@ class AcdRuntime:
             ),
         )
         self.store.call_ended(record)
+        self.events.publish(
+            CALL_QUALITY,
+            call_id=record.call_id,
+            queue=record.queue,
+            agent=record.agent,
+            campaign=record.campaign,
+            data={"leg": "caller", **record.legs[0]},
+        )
         self.records[record.call_id] = record
         if len(self.records) > 10000:
             self.records.pop(next(iter(self.records)))
+
+    def _campaign_of(self, call_id: str) -> str:
+        """The campaign a caller came in by ("" when none, or not a caller's event)."""
+        if not call_id:
+            return ""
+        qc = self.callers.get(call_id) or self.callbacks.get(call_id)
+        if qc is not None:
+            return qc.campaign.name if qc.campaign else ""
+        record = self.records.get(call_id)
+        return record.campaign if record is not None else ""
 
     # -- what the caller hears --------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from media.ports import PortsExhausted, RtpSocketPool
 from omlmedia.acd import AcdRuntime, QueuedCaller
 from omlmedia.clock import CallLater, Timer, loop_call_later
 from omlmedia.config import RouteAction
+from omlmedia.events import AGENT_STATE, NO_EVENTS, EventSink
 from omlmedia.logs import event
 from omlmedia.offer_answer import answer_on_leg, apply_answer
 from omlmedia.recording import CallRecorder
@@ -183,8 +184,11 @@ class Desk:
         max_delay_ms: int = 60,
         clock: Callable[[], float] = time.time,
         call_later: CallLater | None = None,
+        events: EventSink = NO_EVENTS,
     ) -> None:
         self.pool = pool
+        self.events = events
+        """Where agents' states are published (``agent.state``), as their pages show them."""
         self.clock = clock
         """Wall-clock time of offers, answers and states."""
         self.call_later: CallLater = call_later or loop_call_later
@@ -255,6 +259,7 @@ class Desk:
             if not self._in_engine(agent) or agent in self._engine_busy:
                 self._states[agent] = state
         event(logger, "agent-state", agent=agent, state=state.value, reason=reason)
+        self.events.publish(AGENT_STATE, agent=agent, data={"state": state.value, "reason": reason})
         if state is not AgentState.LOGGED_OUT:
             self.hub.state_changed(agent, state, reason)
 
@@ -276,6 +281,9 @@ class Desk:
         if agent in self._engine_busy or agent not in self.logged_in:
             return
         event(logger, "agent-state", agent=agent, state=state.value, reason=reason or None)
+        self.events.publish(
+            AGENT_STATE, agent=agent, data={"state": state.value, "reason": reason or None}
+        )
         self.hub.state_changed(agent, state, reason or None)
 
     def connected(self, agent: str) -> bool:

@@ -48,8 +48,6 @@ CLOSE_TIMEOUT = 5.0
 KEEPALIVE = 15.0
 """Seconds of silence after which an SSE stream sends a comment (proxies, dead peers)."""
 
-QUEUE_KEY: web.AppKey[int] = web.AppKey("events-queue", int)
-
 routes = web.RouteTableDef()
 
 
@@ -99,7 +97,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     # Subscribed before the answer goes out: a client that saw the answer gets every later event.
     websocket = web.WebSocketResponse(heartbeat=30.0, autoping=True)
     if websocket.can_prepare(request).ok:
-        stream = _Stream(log, match, since, request.app[QUEUE_KEY], _WsOut(request, websocket))
+        stream = _Stream(log, match, since, STREAM_QUEUE, _WsOut(request, websocket))
         return await stream.run()
     if "text/event-stream" in request.headers.get("Accept", ""):
         response = web.StreamResponse(
@@ -109,7 +107,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
                 "X-Accel-Buffering": "no",
             }
         )
-        stream = _Stream(log, match, since, request.app[QUEUE_KEY], _SseOut(request, response))
+        stream = _Stream(log, match, since, STREAM_QUEUE, _SseOut(request, response))
         return await stream.run()
     return web.json_response(
         {"error": "open a WebSocket, or ask for Accept: text/event-stream"}, status=406
@@ -275,10 +273,9 @@ class _Stream:
                 self.last_sent = batch[-1].id
 
 
-def install(api: web.Application, log: EventLog | None, queue: int = STREAM_QUEUE) -> None:
+def install(api: web.Application, log: EventLog | None) -> None:
     """Serve the stream of `log` on the API application `api`."""
     api[EVENTS_KEY] = log
-    api[QUEUE_KEY] = queue
     api.add_routes(routes)
     api.on_shutdown.append(_stop_streams)
 

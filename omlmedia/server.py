@@ -25,10 +25,13 @@ from omlmedia.agents import AgentDesk
 from omlmedia.api import start_api
 from omlmedia.b2bua import B2bua
 from omlmedia.bridges import transcoder_factory
+from omlmedia.callevents import CallEvents
 from omlmedia.conference import ConferenceService
 from omlmedia.config import Config, RouteAction, summary
+from omlmedia.events import CALL_ENDED, NO_EVENTS, EventLog
 from omlmedia.logs import event
 from omlmedia.media_targets import MediaTargets
+from omlmedia.metrics import Metrics
 from omlmedia.router import CallRouter, RouteTable
 from omlmedia.storage import AsyncStore, Store
 from omlmedia.targets import RouterStats
@@ -163,6 +166,8 @@ class Server:
         self.hub: AgentHub | None = None
         self.acd: AcdRuntime | None = None
         self.store: AsyncStore | None = None
+        self.events: EventLog | None = None
+        """The event log (`omlmedia.events`): call, queue and agent events, stored and streamed."""
         self._tls: ssl.SSLContext | None = None
 
     async def start(self) -> None:
@@ -234,7 +239,14 @@ class Server:
         def on_event(ev: UAEvent) -> None:
             router.on_event(ev)
 
-        self.service = service = SipService(ua, self.transports, on_event)
+        self.events = events = self._open_events()
+        calls = CallEvents(
+            events,
+            self.routes.route_for,
+            on_event,
+            campaigns={c.name: c for c in config.campaigns},
+        )
+        self.service = service = SipService(ua, self.transports, calls.on_event)
         self.trunks = TrunkManager(config, service, hops)
         media = MediaTargets(config, service, self.pool, self.media_host, self.stats)
         b2bua = B2bua(
@@ -279,7 +291,9 @@ class Server:
             self._tls,
             pages,
             acd=self.acd,
-            database=self.store.store.path if self.store is not None else None,
+            database=self.store.store.path if self.acd is not None and self.store else None,
+            events=events,
+            metrics=self._metrics(events),
         )
         event(
             logger,
@@ -287,6 +301,37 @@ class Server:
             sip=", ".join(str(e) for e in local.values()),
             api=f"https://{host}:{config.server.http_port}",
         )
+
+    def _open_events(self) -> EventLog:
+        """The store (queue log, call records, events) and the event log; the calls a previous
+        run left open are closed (`Store.recover`), each with its ``call.ended``."""
+        self.store = store = AsyncStore(Store(self.config.server.data_dir / "omlmedia.db"))
+        events = EventLog(store)
+        now = time.time()
+        closed = store.store.recover(now)
+        if closed:
+            logger.warning("closed %d call(s) left open by the previous run", len(closed))
+        for call_id in closed:
+            events.publish(CALL_ENDED, call_id=call_id, data={"cause": "server-restart"}, time=now)
+        store.start()
+        return events
+
+    def _metrics(self, events: EventLog) -> Metrics:
+        """What ``/metrics`` reads: the status, the calls by state, the agents' states."""
+        service, desk = self.service, self.desk
+        assert service is not None
+
+        def calls() -> dict[tuple[str, ...], int]:
+            counts: dict[tuple[str, ...], int] = {}
+            for call in service.ua.calls.values():
+                key = (call.state.value, call.direction)
+                counts[key] = counts.get(key, 0) + 1
+            return counts
+
+        def agents() -> list[str]:
+            return [desk.state(a).value for a in desk.logged_in] if desk is not None else []
+
+        return Metrics(self.status, calls=calls, agents=agents, events=events)
 
     def _count_media_timeout(self) -> None:
         self.stats.media_timeouts += 1
@@ -298,11 +343,6 @@ class Server:
         media_host = self.media_host
         acd = None
         if config.acd is not None:
-            self.store = AsyncStore(Store(config.server.data_dir / "omlmedia.db"))
-            closed = self.store.store.recover(time.time())
-            if closed:
-                logger.warning("closed %d call(s) left open by the previous run", len(closed))
-            self.store.start()
             acd = AcdRuntime(
                 AcdEngine(config.acd),
                 self.pool,
@@ -312,6 +352,7 @@ class Server:
                 campaigns={c.name: c for c in config.campaigns},
                 music=self.hold_music,
                 recordings=config.server.data_dir / "recordings",
+                events=self.events or NO_EVENTS,
             )
             self.acd = acd
         accounts = AccountStore(
@@ -372,6 +413,7 @@ class Server:
             recordings=config.server.data_dir / "recordings",
             hold_music=self.hold_music,
             max_delay_ms=60,
+            events=self.events or NO_EVENTS,
         )
         self.desk = desk
         self.hub = desk.hub
@@ -426,6 +468,8 @@ class Server:
             self.acd.close()
         if self.hub is not None:
             await self.hub.close()
+        if self.events is not None:
+            await self.events.close()
         if self.store is not None:
             await self.store.close()
         if self.api is not None:

@@ -13,12 +13,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
-from omlmedia.api import CONFIG_KEY, require_token
+from omlmedia import eventstream
+from omlmedia.api import create_app
 from omlmedia.events import EventLog
-from omlmedia.eventstream import install
 from omlmedia.storage import AsyncStore, Store
 from tests.omlmedia.test_api import AUTH, config
 
@@ -32,21 +32,14 @@ class Running:
         self.store = store
 
 
-def app_for(log: EventLog, queue: int) -> web.Application:
-    api = web.Application(middlewares=[require_token])
-    api[CONFIG_KEY] = config()
-    install(api, log, queue)
-    root = web.Application()
-    root.add_subapp("/api", api)
-    return root
-
-
 @pytest.fixture
-async def running(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Running]:
-    queue = getattr(request, "param", 2000)
+async def running(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Running]:
+    monkeypatch.setattr(eventstream, "STREAM_QUEUE", getattr(request, "param", 2000))
     store = AsyncStore(Store(tmp_path / "omlmedia.db"))
     log = EventLog(store, keep=4)
-    async with TestClient(TestServer(app_for(log, queue))) as client:
+    async with TestClient(TestServer(create_app(config(), dict, events=log))) as client:
         yield Running(client, log, store)
     await log.close()
     await store.close()
