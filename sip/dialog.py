@@ -162,11 +162,11 @@ class Dialog:
         """The dialog a response with a To tag we send to `request` creates (RFC 3261 §12.1.1).
 
         The dialog starts EARLY; :meth:`send_response` with a 2xx (or the ACK for it) confirms it.
-        The route set is the request's Record-Route in order, the remote target its Contact.
+        The route set is the request's Record-Route in order, the remote target its Contact, or
+        its From URI when it has none: an RFC 2543 INVITE (RFC 4475 §3.4.1) need not carry a
+        Contact, and RFC 2543 sent later requests to the From address.
         """
-        remote_target = _contact_uri(request)
-        if remote_target is None:
-            raise DialogError("dialog-creating request has no Contact")
+        remote_target = _contact_uri(request) or request.from_.uri
         return cls(
             role=DialogRole.UAS,
             state=DialogState.EARLY,

@@ -666,12 +666,11 @@ class UserAgent:
         if max_forwards is not None and max_forwards <= 0:
             self._respond(make_response(request, 483, to_tag=new_tag()), now)
             return
-        try:  # what answering will need: one usable Contact, To, From, Record-Route (§8.1.1.8)
+        try:  # what answering will need (Contact, To, From, Record-Route), checked before offering
             Dialog.create_uas(request, "offer", self._contact(source.transport))
         except ValueError:
             self.stats.rejected += 1
-            reason = "Missing Contact header" if not self._has_contact(request) else None
-            self._respond(make_response(request, 400, reason, to_tag=new_tag()), now)
+            self._respond(make_response(request, 400, to_tag=new_tag()), now)
             return
         replaced: Call | None = None
         if "Replaces" in request.headers:
@@ -701,13 +700,6 @@ class UserAgent:
         self._calls_by_invite_txn[id(txn)] = call
         self.stats.calls_total += 1
         self._events.append(IncomingCall(call))
-
-    @staticmethod
-    def _has_contact(request: Request) -> bool:
-        try:
-            return bool(request.contact)
-        except ValueError:
-            return False
 
     def _admit(self, request: Request, source: Endpoint, now: float) -> bool:
         """Decide on a request before it may create a transaction; False once it was answered.

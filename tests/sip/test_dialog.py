@@ -249,10 +249,10 @@ def test_uac_dialog_refuses_responses_that_cannot_create_one(
         Dialog.create_uac(invite, response)
 
 
-def test_uas_dialog_refuses_an_invite_without_contact() -> None:
+def test_uas_dialog_of_an_rfc_2543_invite_without_contact_targets_its_from_uri() -> None:
     invite = parse_request(INVITE_AT_BOB.replace(f"Contact: {ALICE_CONTACT}\r\n", ""))
-    with pytest.raises(DialogError, match="dialog-creating request has no Contact"):
-        Dialog.create_uas(invite, BOB_TAG, BOB_CONTACT)
+    dialog = Dialog.create_uas(invite, BOB_TAG, BOB_CONTACT)
+    assert dialog.remote_target == invite.from_.uri
 
 
 def test_sips_request_uri_sets_the_secure_flag() -> None:
