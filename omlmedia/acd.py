@@ -43,12 +43,13 @@ from media.leg import RtpLeg
 from media.player import MediaFileError, Player, load, sound_path
 from media.ports import PortsExhausted, RtpSocketPool
 from omlmedia.clock import CallLater, Timer, loop_call_later
-from omlmedia.config import Campaign
+from omlmedia.config import Campaign, Route, RouteAction
 from omlmedia.events import CALL_QUALITY, NO_EVENTS, EventSink, queue_event_type
 from omlmedia.logs import event
 from omlmedia.offer_answer import answer_on_leg
 from omlmedia.recording import Mailbox
 from omlmedia.storage import AsyncStore, CallRecord, QueueLogRow
+from omlmedia.targets import Refusal
 from queueing.config import DestinationKind
 from queueing.engine import AcdEngine
 from queueing.events import (
@@ -296,6 +297,21 @@ class AcdRuntime:
             self._callback(ev)
 
     # -- callers ----------------------------------------------------------------------------
+
+    route_actions: tuple[RouteAction, ...] = (RouteAction.QUEUE, RouteAction.CAMPAIGN)
+
+    def take_route(self, call: Call, route: Route, user: str) -> Refusal | None:
+        """A route target (`omlmedia.targets.RouteTarget`): a ``queue:`` route enters its
+        queue, a ``campaign:`` route the campaign's queue."""
+        name = route.trunk or ""
+        if route.action is RouteAction.CAMPAIGN:
+            campaign = self.campaigns.get(name)
+            if campaign is None:
+                return Refusal(503, "target-unavailable", "Target Not Available")
+            self.enter(call, campaign.queue, campaign)
+        else:
+            self.enter(call, name)
+        return None
 
     def enter(self, call: Call, queue: str, campaign: Campaign | None = None) -> None:
         """Answer `call` and put it in `queue` (its music starts at once)."""

@@ -36,7 +36,7 @@ from omlmedia.bridges import (
 from omlmedia.config import Config, Route, RouteAction, Trunk
 from omlmedia.logs import event
 from omlmedia.offer_answer import apply_answer
-from omlmedia.targets import RouterStats
+from omlmedia.targets import Refusal, RouterStats
 from omlmedia.transfers_sip import BridgeTransfers
 from omlmedia.upkeep import MediaWatch
 from sip.message import URI, Address, Request, Response
@@ -77,8 +77,11 @@ class B2bua(BridgeTransfers):
         hops: NextHops | None = None,
         hold_music: Path | None = None,
         transcoders: TranscoderFactory | None = None,
+        trunk_down: Callable[[str], bool] | None = None,
     ) -> None:
         self.config = config
+        self.trunk_down = trunk_down
+        """Whether a trunk is down (its qualify failed): its route's calls get 503."""
         self.service = service
         self.pool = pool
         self.media_host = media_host
@@ -95,6 +98,19 @@ class B2bua(BridgeTransfers):
         """The bridge of each call (by id) whose events end or change it."""
 
     # -- a caller for a trunk ------------------------------------------------------------------
+
+    route_actions: tuple[RouteAction, ...] = (RouteAction.TRUNK,)
+
+    def take_route(self, call: Call, route: Route, user: str) -> Refusal | None:
+        """A route target (`omlmedia.targets.RouteTarget`): dial `user` through the route's
+        trunk, unless that trunk is down (503 Trunk Down)."""
+        trunk = self.config.trunk(route.trunk or "")
+        if trunk is None:
+            return Refusal(503, "target-unavailable", "Target Not Available")
+        if self.trunk_down is not None and self.trunk_down(trunk.name):
+            return Refusal(503, "trunk-down", "Trunk Down")
+        self.take(call, trunk, user)
+        return None
 
     def take(self, inbound: Call, trunk: Trunk, number: str) -> None:
         """Own `inbound` and dial `number` through `trunk` with a relay between the two."""

@@ -79,9 +79,11 @@ from media.player import MediaFileError, Player, load, sound_path
 from media.ports import PortsExhausted, RtpSocketPool
 from media.resample import Resampler
 from media.srtp import SrtpSession
+from omlmedia.config import Route, RouteAction
 from omlmedia.logs import event
 from omlmedia.offer_answer import answer_offer
 from omlmedia.services import CAPABILITIES
+from omlmedia.targets import Refusal
 from sip.message import Request, Response
 from sip.sdp import (
     NegotiatedStream,
@@ -465,6 +467,15 @@ class ConferenceService:
         self._beep: Samples | None = None
 
     # -- the router's hooks -----------------------------------------------------------------
+
+    route_actions: tuple[RouteAction, ...] = (RouteAction.CONFERENCE,)
+
+    def take_route(self, call: Call, route: Route, user: str) -> Refusal | None:
+        """A route target (`omlmedia.targets.RouteTarget`): `user` names the room."""
+        status = self.offer(call, user)
+        if status is None:
+            return None
+        return Refusal(status, "conference-unavailable", target=f"conference:{user}")
 
     def offer(
         self, call: Call, room: str, role: Role = Role.PARTICIPANT, target: str | None = None

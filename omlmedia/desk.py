@@ -39,12 +39,13 @@ from media.pcmport import PcmPort, port_rate
 from media.ports import PortsExhausted, RtpSocketPool
 from omlmedia.acd import AcdRuntime, QueuedCaller
 from omlmedia.clock import CallLater, Timer, loop_call_later
-from omlmedia.config import RouteAction
+from omlmedia.config import Route, RouteAction
 from omlmedia.events import AGENT_STATE, NO_EVENTS, EventSink
 from omlmedia.logs import event
 from omlmedia.offer_answer import answer_on_leg, apply_answer
 from omlmedia.recording import CallRecorder
 from omlmedia.services import CAPABILITIES
+from omlmedia.targets import Refusal
 from queueing.events import AgentState, CallbackDial
 from sip.message import Request, Response
 from sip.sdp import (
@@ -340,6 +341,17 @@ class Desk:
         self._set_state(agent, state, reason if state is AgentState.PAUSED else None)
 
     # -- calls from the router --------------------------------------------------------------
+
+    route_actions: tuple[RouteAction, ...] = (RouteAction.AGENT,)
+
+    def take_route(self, call: Call, route: Route, user: str) -> Refusal | None:
+        """A route target (`omlmedia.targets.RouteTarget`): ring the agent the route names
+        (or `user`), refused when that agent cannot take it."""
+        agent = route.trunk or user
+        status = self.offer(call, agent)
+        if status is None:
+            return None
+        return Refusal(status, "agent-unavailable", target=f"agent:{agent}")
 
     def offer(self, call: Call, agent: str, queue: str = "", wait: float = 0.0) -> int | None:
         """Ring `agent` with `call`; the SIP status to refuse with when that cannot be."""

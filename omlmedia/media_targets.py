@@ -24,12 +24,12 @@ from media.echo import RtpEcho
 from media.leg import RtpLeg
 from media.ports import PortsExhausted, RtpSocketPool
 from media.srtp import is_usable
-from omlmedia.config import Config, RouteAction
+from omlmedia.config import Config, Route, RouteAction
 from omlmedia.logs import event
 from omlmedia.offer_answer import SIP_CAPABILITIES, answer_offer
 from omlmedia.services import CAPABILITIES as SERVICE_CAPABILITIES
 from omlmedia.services import DtmfEcho, MediaService, MusicOnHold, Recorder
-from omlmedia.targets import RouterStats, refuse
+from omlmedia.targets import Refusal, RouterStats, refuse
 from omlmedia.upkeep import MediaWatch
 from sip.message import Request, Response
 from sip.sdp import (
@@ -92,6 +92,18 @@ class MediaTargets:
         self._calls: dict[int, Call] = {}
 
     # -- taking a call -------------------------------------------------------------------------
+
+    route_actions: tuple[RouteAction, ...] = (
+        RouteAction.ECHO,
+        RouteAction.MOH,
+        RouteAction.RECORD,
+        RouteAction.DTMF,
+    )
+
+    def take_route(self, call: Call, route: Route, user: str) -> Refusal | None:
+        """A route target (`omlmedia.targets.RouteTarget`): every call is taken."""
+        self.take(call, route.action)
+        return None
 
     def take(self, call: Call, action: RouteAction) -> None:
         """Own `call` and answer it with the target `action` names (echo, moh, record, dtmf)."""

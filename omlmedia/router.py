@@ -4,9 +4,11 @@ later event of a call to its owner.
 Theory of operation. The router is the application above :class:`sip.ua.UserAgent`. For a new
 call it matches the Request-URI user against the configured routes (`RouteTable`, first match
 wins, with the user part rewritten by the route) and hands the call to the route's target: the
-built-in media targets (``echo``, ``moh``, ``record``, ``dtmf``; `omlmedia.media_targets`), a
-trunk (`omlmedia.b2bua`), a queue or campaign (`omlmedia.acd`), an agent (`omlmedia.agents`) or a
-conference room (`omlmedia.conference`); ``busy`` and ``reject`` are refused here. The target
+route target that serves the route's action (`omlmedia.targets.RouteTarget`; the server builds
+the list: the built-in media targets ``echo``, ``moh``, ``record``, ``dtmf`` in
+`omlmedia.media_targets`, trunks in `omlmedia.b2bua`, queues and campaigns in `omlmedia.acd`,
+agents in `omlmedia.desk`, conference rooms in `omlmedia.conference`); ``busy`` and ``reject``
+are refused here. The target
 that takes a call sets ``call.app`` to itself (`omlmedia.targets`), and every later event of the
 call (its end, a re-INVITE, a digit by INFO, a response, a transfer's outcome, a REFER) goes to
 that owner alone. An INVITE with Replaces goes to the owner of the call it replaces. The router
@@ -17,12 +19,21 @@ a Replaces, 200 to NOTIFY, 501 to other requests).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from omlmedia.config import Config, Route, RouteAction
 from omlmedia.logs import event
-from omlmedia.targets import RouterStats, TransferTarget, owner_of, refuse
+from omlmedia.targets import (
+    PartyHolder,
+    Refusal,
+    RouterStats,
+    RouteTarget,
+    TransferTarget,
+    owner_of,
+    refuse,
+)
 from sip.message import Request
 from sip.refer import ReferTo
 from sip.service import SipService
@@ -42,11 +53,6 @@ from sip.ua import (
 )
 
 if TYPE_CHECKING:
-    from omlmedia.acd import AcdRuntime
-    from omlmedia.agents import AgentDesk
-    from omlmedia.b2bua import B2bua
-    from omlmedia.conference import ConferenceService
-    from omlmedia.media_targets import MediaTargets
     from omlmedia.trunks import TrunkManager
 
 __all__ = ["REJECT_STATUS", "CallRouter", "RouteTable", "RouterStats"]
@@ -85,37 +91,28 @@ class CallRouter:
         service: SipService,
         routes: RouteTable,
         stats: RouterStats,
+        targets: Iterable[RouteTarget],
         *,
-        media: MediaTargets,
-        b2bua: B2bua,
-        conference: ConferenceService | None = None,
-        desk: AgentDesk | None = None,
-        acd: AcdRuntime | None = None,
         trunks: TrunkManager | None = None,
     ) -> None:
         self.config = config
         self.service = service
         self.routes = routes
         self.stats = stats
-        self.media = media
-        self.b2bua = b2bua
-        self.conference = conference
-        """Conference rooms (`conference` routes)."""
-        self.desk = desk
-        """Browser agents (`agent` routes), when the server runs the agent page."""
-        self.acd = acd
-        """Queues and campaigns, when configured."""
+        self.targets = tuple(targets)
+        """The route targets, in the order the server built them."""
+        self._by_action: dict[RouteAction, RouteTarget] = {}
+        for target in self.targets:
+            for action in target.route_actions:
+                if action in self._by_action:
+                    raise ValueError(f"two route targets serve {action.value!r} routes")
+                self._by_action[action] = target
         self.trunks = trunks
-        """Trunk health (a trunk that is down refuses its route's calls with 503)."""
+        """Trunk upkeep: the outcome of its OPTIONS and REGISTER requests goes back to it."""
 
     def route_for(self, user: str) -> tuple[Route, str] | None:
         """The first route matching `user` (see `RouteTable.route_for`)."""
         return self.routes.route_for(user)
-
-    @property
-    def active_media(self) -> int:
-        """Calls holding media resources in the router's own targets."""
-        return self.media.active + self.b2bua.active
 
     def on_event(self, ev: UAEvent) -> None:
         """Entry point for the SIP core's events."""
@@ -177,10 +174,9 @@ class CallRouter:
     def hangup_all(self) -> None:
         """End every call (graceful shutdown): BYE for answered ones, 480/CANCEL for the others."""
         ua = self.service.ua
-        if self.desk is not None:
-            self.desk.hangup_all()
-        if self.conference is not None:
-            self.conference.hangup_all()
+        for target in self.targets:
+            if isinstance(target, PartyHolder):
+                target.hangup_all()
         for call in list(ua.calls.values()):
             self.service.act(partial(ua.hangup, call))
 
@@ -219,41 +215,21 @@ class CallRouter:
             self.stats.rejected += 1
             service.act(lambda now: service.ua.reject(call, status, now))
             return
-        if action in (RouteAction.ECHO, RouteAction.MOH, RouteAction.RECORD, RouteAction.DTMF):
-            self.media.take(call, action)
-            return
-        if action is RouteAction.TRUNK:
-            trunk = self.config.trunk(route.trunk or "")
-            if trunk is not None and self.trunks is not None and self.trunks.is_down(trunk.name):
-                self.stats.rejected += 1
-                self._refuse(call, 503, "trunk-down", "Trunk Down", target=route.target)
-                return
-            if trunk is not None:
-                self.b2bua.take(call, trunk, user)
-                return
-        if action in (RouteAction.QUEUE, RouteAction.CAMPAIGN) and self.acd is not None:
-            campaign = None
-            queue = route.trunk or ""
-            if action is RouteAction.CAMPAIGN:
-                campaign = next(c for c in self.config.campaigns if c.name == route.trunk)
-                queue = campaign.queue
-            self.acd.enter(call, queue, campaign)
-            return
-        if action is RouteAction.CONFERENCE and self.conference is not None:
-            refusal = self.conference.offer(call, user)
-            if refusal is not None:
-                self.stats.rejected += 1
-                self._refuse(call, refusal, "conference-unavailable", target=f"conference:{user}")
-            return
-        if action is RouteAction.AGENT and self.desk is not None:
-            agent = route.trunk or user
-            refusal = self.desk.offer(call, agent)
-            if refusal is not None:
-                self.stats.rejected += 1
-                self._refuse(call, refusal, "agent-unavailable", target=f"agent:{agent}")
-            return
-        self.stats.rejected += 1
-        self._refuse(call, 503, "target-unavailable", "Target Not Available", target=route.target)
+        target = self._by_action.get(action)
+        refusal = (
+            target.take_route(call, route, user)
+            if target is not None
+            else Refusal(503, "target-unavailable", "Target Not Available")
+        )
+        if refusal is not None:
+            self.stats.rejected += 1
+            self._refuse(
+                call,
+                refusal.status,
+                refusal.why,
+                refusal.phrase,
+                target=refusal.target or route.target,
+            )
 
     def _refuse(
         self, call: Call, status: int, why: str, phrase: str | None = None, **fields: Any

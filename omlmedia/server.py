@@ -159,6 +159,8 @@ class Server:
         self.stats = RouterStats()
         self.service: SipService | None = None
         self.router: CallRouter | None = None
+        self.media_targets: tuple[MediaTargets, B2bua] | None = None
+        """The router's own media users (counted as active media in the status)."""
         self.upkeep: Upkeep | None = None
         self.api: web.AppRunner | None = None
         self.trunks: TrunkManager | None = None
@@ -259,19 +261,17 @@ class Server:
             hops=hops,
             hold_music=self.hold_music,
             transcoders=transcoder_factory(),
+            trunk_down=self.trunks.is_down,
         )
         conference = ConferenceService(self.pool, self.media_host, service)
         pages = self._start_agents(service, b2bua) if config.webrtc.agents else None
+        self.media_targets = (media, b2bua)
         router = self.router = CallRouter(
             config,
             service,
             self.routes,
             self.stats,
-            media=media,
-            b2bua=b2bua,
-            conference=conference,
-            desk=self.desk,
-            acd=self.acd,
+            [media, b2bua, conference, *(t for t in (self.desk, self.acd) if t is not None)],
             trunks=self.trunks,
         )
         reported = [b2bua, media, *(t for t in (self.desk, self.acd) if t is not None)]
@@ -421,7 +421,7 @@ class Server:
 
     def status(self) -> dict[str, Any]:
         """The live counters the API serves."""
-        assert self.service is not None and self.router is not None
+        assert self.service is not None and self.media_targets is not None
         ua = self.service.ua
         layer = ua.transactions
         return {
@@ -434,7 +434,7 @@ class Server:
             },
             "transport": dataclasses.asdict(self.transports.stats),
             "media": {
-                "active": self.router.active_media,
+                "active": sum(target.active for target in self.media_targets),
                 "rtp_ports_in_use": self.pool.in_use,
                 "rtp_ports_pooled": self.pool.idle,
             },

@@ -11,6 +11,11 @@ the router does not change.
 
 `CallTarget` is what every owner implements. `TransferTarget` adds the transfers a target may
 accept from the peer (RFC 3515 REFER, RFC 3891 Replaces); the router checks for it at run time.
+`RouteTarget` is a target that routes lead to: it names the route actions it serves and takes
+each new call of them (or refuses it with a `Refusal`); the server gives the router its list of
+route targets, so a new kind of target is one class and one line where the server is built.
+`PartyHolder` is a target that holds parties that are not SIP calls (browser agents, mixer
+endpoints): at shutdown the router asks it to end them first.
 """
 
 from __future__ import annotations
@@ -19,13 +24,23 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from omlmedia.config import Route, RouteAction
 from omlmedia.logs import event
 from sip.message import Request, Response
 from sip.service import SipService
 from sip.transaction import ServerTransaction
 from sip.ua import Call
 
-__all__ = ["CallTarget", "RouterStats", "TransferTarget", "owner_of", "refuse"]
+__all__ = [
+    "CallTarget",
+    "PartyHolder",
+    "Refusal",
+    "RouteTarget",
+    "RouterStats",
+    "TransferTarget",
+    "owner_of",
+    "refuse",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +92,37 @@ class TransferTarget(CallTarget, Protocol):
     def on_replaces(self, call: Call, replaced: Call) -> None:
         """An INVITE with Replaces (RFC 3891): `call` takes `replaced`'s place; the target must
         answer or reject `call`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a route target did not take a new call: the final status to answer (RFC 3261
+    §21.4-§21.6), the reason logged, an optional reason phrase, and the target as logged."""
+
+    status: int
+    why: str
+    phrase: str | None = None
+    target: str = ""
+
+
+class RouteTarget(Protocol):
+    """A target that routes lead to (``target = "..."`` of a route in the configuration)."""
+
+    route_actions: tuple[RouteAction, ...]
+    """The route actions whose new calls this target takes."""
+
+    def take_route(self, call: Call, route: Route, user: str) -> Refusal | None:
+        """Take a new call of `route` (`user` is the Request-URI user as the route rewrote it):
+        answer it, or not yet, and own it (``call.app = self``); or return why not, and the
+        router refuses the call."""
+
+
+@runtime_checkable
+class PartyHolder(Protocol):
+    """A target holding parties that are not SIP calls of the user agent."""
+
+    def hangup_all(self) -> None:
+        """End every party (graceful shutdown), before the router hangs up the SIP calls."""
 
 
 def owner_of(call: Call) -> CallTarget | None:

@@ -12,10 +12,10 @@ import pytest
 from omlmedia.acd import AcdRuntime
 from omlmedia.agents import AgentDesk
 from omlmedia.b2bua import B2bua
-from omlmedia.config import Config, RouteAction, load_config
+from omlmedia.config import Config, Route, RouteAction, load_config
 from omlmedia.media_targets import MediaTargets
 from omlmedia.router import CallRouter, RouteTable
-from omlmedia.targets import CallTarget, RouterStats, TransferTarget, owner_of
+from omlmedia.targets import CallTarget, Refusal, RouterStats, TransferTarget, owner_of
 from queueing.config import build_config
 from queueing.engine import AcdEngine
 from queueing.events import AgentState
@@ -63,6 +63,11 @@ user = "486"
 target = "busy"
 
 [[routes]]
+pattern = "^conf-(.+)$"
+target = "conference"
+strip = 5
+
+[[routes]]
 pattern = "^9(\\\\d+)$"
 target = "trunk:pbx"
 strip = 1
@@ -103,11 +108,19 @@ class TransferRecorder(Recorder):
 
 
 class Taker(Recorder):
-    """A media target or B2BUA stand-in: takes what the router gives it."""
+    """A route target stand-in: takes every call of its route actions, or refuses them all."""
 
-    def take(self, call: Call, *args: Any) -> None:
+    def __init__(self, *actions: RouteAction, refusal: Refusal | None = None) -> None:
+        super().__init__()
+        self.route_actions = actions
+        self.refusal = refusal
+
+    def take_route(self, call: Call, route: Route, user: str) -> Refusal | None:
+        if self.refusal is not None:
+            return self.refusal
         call.app = self
-        self.events.append(("take", call.call_id, *args))
+        self.events.append(("take", call.call_id, route.action, user))
+        return None
 
 
 class World:
@@ -117,16 +130,15 @@ class World:
         self.config: Config = load_config(path)
         self.clock = FakeClock()
         self.service = FakeService(self.clock)
-        self.media = Taker()
-        self.b2bua = Taker()
+        self.media = Taker(RouteAction.ECHO, RouteAction.MOH, RouteAction.RECORD, RouteAction.DTMF)
+        self.b2bua = Taker(RouteAction.TRUNK)
         self.stats = RouterStats()
         self.router = CallRouter(
             self.config,
             cast(SipService, self.service),
             RouteTable(self.config),
             self.stats,
-            media=cast(MediaTargets, self.media),
-            b2bua=cast(B2bua, self.b2bua),
+            [self.media, self.b2bua],
         )
 
 
@@ -247,15 +259,69 @@ def test_new_calls_go_to_the_target_of_their_route(world: World) -> None:
     for call in (echo, moh, trunk, busy, unknown):
         world.router.on_event(IncomingCall(call))
     assert world.media.events == [
-        ("take", echo.call_id, RouteAction.ECHO),
-        ("take", moh.call_id, RouteAction.MOH),
+        ("take", echo.call_id, RouteAction.ECHO, "600"),
+        ("take", moh.call_id, RouteAction.MOH, "601"),
     ]
-    pbx = world.config.trunk("pbx")
-    assert world.b2bua.events == [("take", trunk.call_id, pbx, "5551234")]
+    assert world.b2bua.events == [("take", trunk.call_id, RouteAction.TRUNK, "5551234")]
     assert owner_of(echo) is world.media and owner_of(trunk) is world.b2bua
     assert world.service.ua.of(busy) == [("reject", busy.call_id, 486)]
     assert world.service.ua.of(unknown) == [("reject", unknown.call_id, 404)]
     assert (world.stats.offered, world.stats.rejected, world.stats.not_found) == (5, 1, 1)
+
+
+def test_a_new_kind_of_target_is_one_class_given_to_the_router(world: World) -> None:
+    rooms = Taker(RouteAction.CONFERENCE)
+    router = CallRouter(
+        world.config,
+        cast(SipService, world.service),
+        RouteTable(world.config),
+        world.stats,
+        [world.media, rooms],
+    )
+    call = inbound_call("conf-blue")
+    router.on_event(IncomingCall(call))
+    assert rooms.events == [("take", call.call_id, RouteAction.CONFERENCE, "blue")]
+    assert owner_of(call) is rooms
+
+
+def test_a_route_with_no_target_or_a_refusing_target_is_refused(world: World) -> None:
+    full = Taker(RouteAction.CONFERENCE, refusal=Refusal(486, "conference-unavailable"))
+    router = CallRouter(
+        world.config,
+        cast(SipService, world.service),
+        RouteTable(world.config),
+        world.stats,
+        [full],
+    )
+    refused, orphan = inbound_call("conf-blue"), inbound_call("600")
+    router.on_event(IncomingCall(refused))
+    router.on_event(IncomingCall(orphan))
+    assert world.service.ua.of(refused) == [("reject", refused.call_id, 486)]
+    assert world.service.ua.of(orphan) == [("reject", orphan.call_id, 503)]
+    assert owner_of(refused) is None and owner_of(orphan) is None
+
+
+def test_two_targets_for_one_route_action_are_refused_at_start(world: World) -> None:
+    with pytest.raises(ValueError, match="two route targets serve 'echo' routes"):
+        CallRouter(
+            world.config,
+            cast(SipService, world.service),
+            RouteTable(world.config),
+            world.stats,
+            [world.media, Taker(RouteAction.ECHO)],
+        )
+
+
+def test_the_server_s_targets_serve_every_route_action_but_busy_and_reject() -> None:
+    from omlmedia.conference import ConferenceService
+
+    served = [
+        action
+        for cls in (MediaTargets, B2bua, ConferenceService, AgentDesk, AcdRuntime)
+        for action in cls.route_actions
+    ]
+    assert len(served) == len(set(served))
+    assert set(served) | {RouteAction.BUSY, RouteAction.REJECT} == set(RouteAction)
 
 
 def test_the_targets_implement_the_protocol() -> None:
@@ -303,10 +369,7 @@ async def test_a_queued_call_answered_by_an_agent_moves_from_the_queue_to_the_de
         sip,
         RouteTable(world.config),
         world.stats,
-        media=cast(MediaTargets, world.media),
-        b2bua=cast(B2bua, world.b2bua),
-        desk=desk,
-        acd=acd,
+        [world.media, world.b2bua, desk, acd],
     )
     try:
         call = inbound_call("support")
