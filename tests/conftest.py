@@ -8,14 +8,21 @@ such a read fails the test that makes it, in development and in CI alike.
 
 from __future__ import annotations
 
+import getpass
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-_ROOT = str(ROOT) + os.sep
-_BESIDE = str(ROOT.parent) + os.sep
+_PARENT = str(ROOT.parent)
+_SIBLINGS = frozenset(
+    name
+    for name in os.listdir(_PARENT)
+    if name != ROOT.name and not name.startswith(f"pytest-of-{getpass.getuser()}")
+)
+"""What lay beside the work tree when the suite started (pytest's own temp root aside): a
+directory that tests create later (a temp dir, when the tree itself lies in /tmp) stays usable."""
 _EVENTS = frozenset({"open", "os.listdir", "os.scandir"})
 
 
@@ -23,8 +30,9 @@ class OutsideRepositoryRead(PermissionError):
     """A test read a file beside the work tree instead of carrying the fixture itself."""
 
 
-def outside_repository(path: object) -> bool:
-    """True for a path that lies beside the work tree (in its parent, not under it)."""
+def outside_repository(path: object, siblings: frozenset[str] = _SIBLINGS) -> bool:
+    """True for a path that lies beside the work tree: its parent, or under one of `siblings`
+    (what lay beside the tree when the suite started)."""
     if isinstance(path, int) or path is None:
         return False
     try:
@@ -32,9 +40,12 @@ def outside_repository(path: object) -> bool:
     except TypeError:
         return False
     absolute = os.path.abspath(text)
-    if not absolute.startswith(_BESIDE) and absolute + os.sep != _BESIDE:
+    if absolute == _PARENT:
+        return True
+    head, sep, rest = absolute.partition(_PARENT + os.sep)
+    if head or not sep:
         return False
-    return not (absolute + os.sep).startswith(_ROOT)
+    return rest.split(os.sep, 1)[0] in siblings
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
