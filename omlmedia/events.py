@@ -27,10 +27,9 @@ import asyncio
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -103,6 +102,8 @@ class Event:
     agent: str = ""
     campaign: str = ""
     data: Mapping[str, Any] = field(default_factory=dict)
+    encoded: str = field(default="", compare=False, repr=False)
+    """The event as one line of JSON, when the log encoded it once for every subscriber."""
 
     def view(self) -> dict[str, Any]:
         """The event as JSON serves it."""
@@ -119,7 +120,7 @@ class Event:
 
     def to_json(self) -> str:
         """The event as one line of JSON."""
-        return json.dumps(self.view(), default=str, separators=(",", ":"))
+        return self.encoded or json.dumps(self.view(), default=str, separators=(",", ":"))
 
     def row(self) -> EventRow:
         """The event as the store keeps it."""
@@ -246,60 +247,26 @@ class EventFilter:
 
 
 class Subscription:
-    """One live subscriber's bounded queue of events. `offer` never waits: when the queue is
-    full the subscription is `overflowed` (its reader is told through `cut`) and takes no more."""
+    """One live reader of the log: where it stands (`cursor`, the last id it has read) and what
+    it wants (`match`). Subscribers share the log's memory and read it at their own pace; the
+    log never waits for one. A subscriber that has caught up with the log (`live`) and then
+    falls more than `limit` events behind is `overflowed`: its reader is told through `cut`."""
 
-    __slots__ = ("_items", "_waiter", "cut", "limit", "match", "overflowed")
+    __slots__ = ("cursor", "cut", "limit", "live", "match", "overflowed")
 
-    def __init__(self, match: Callable[[Event], bool], limit: int) -> None:
+    def __init__(self, match: Callable[[Event], bool], limit: int, cursor: int) -> None:
         self.match = match
         self.limit = limit
-        self._items: deque[Event] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self.cursor = cursor
+        self.live = False
+        """Whether it has caught up with the log once (a replay is never cut off)."""
         self.overflowed = False
         self.cut = asyncio.Event()
         """Set when the subscription overflowed or the log closed: its reader must stop."""
 
-    def offer(self, ev: Event) -> None:
-        """Queue `ev` if it matches (called by the log for every event)."""
-        if self.overflowed or not self.match(ev):
-            return
-        if len(self._items) >= self.limit:
-            self.overflowed = True
-            self.cut.set()
-            self._wake()
-            return
-        self._items.append(ev)
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    @property
-    def pending(self) -> int:
-        """Events queued, not yet taken."""
-        return len(self._items)
-
-    async def get(self) -> Event:
-        """The next event (waits for one)."""
-        while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._items.popleft()
-
-    def get_nowait(self) -> Event | None:
-        """The next event if one is queued."""
-        return self._items.popleft() if self._items else None
-
     def close(self) -> None:
         """The log is closing: the reader stops."""
         self.cut.set()
-        self._wake()
 
 
 class _Reader:
@@ -335,7 +302,7 @@ REPLAY_PAGE = 1000
 
 
 class EventLog:
-    """Gives events their ids, stores them (through `store`) and hands them to subscribers.
+    """Gives events their ids, stores them (through `store`) and lets subscribers read them.
 
     Without a store (tests, tools) events live in memory only (the last `keep`)."""
 
@@ -349,12 +316,13 @@ class EventLog:
         self.store = store
         self.clock = clock
         self.keep = keep
-        """Events kept in memory for replays: the last `keep`, and more while they are not
-        all committed (the store has every other one)."""
+        """Events kept in memory: the last `keep`, and more while they are not all committed
+        (the store has every other one)."""
         self.last_id = store.store.committed_event_id if store is not None else 0
         """The id of the last event published."""
-        self.recent: deque[Event] = deque()
-        """The last events published: the last `keep`, and every one not yet committed."""
+        self.recent: list[Event] = []
+        """The last events published, in id order (ids are consecutive): at least the last
+        `keep`, and every one not yet committed."""
         self.subscribers: set[Subscription] = set()
         self.published = 0
         """Events published since start."""
@@ -363,6 +331,7 @@ class EventLog:
         self.listeners: list[Callable[[Event], None]] = []
         """Called with every event, at once (in-process readers: metrics histograms)."""
         self._reader = _Reader(store.store.path) if store is not None else None
+        self._next: asyncio.Future[None] | None = None
 
     def publish(
         self,
@@ -375,7 +344,7 @@ class EventLog:
         data: Mapping[str, Any] | None = None,
         time: float | None = None,
     ) -> Event:
-        """Record one event: its id, the store's next batch, the subscribers' queues."""
+        """Record one event: its id, the store's next batch, memory; wake the readers."""
         self.last_id += 1
         ev = Event(
             self.last_id,
@@ -387,72 +356,115 @@ class EventLog:
             campaign,
             dict(data) if data else {},
         )
+        if self.subscribers:
+            # Encoded once here rather than once per subscriber.
+            ev = replace(ev, encoded=ev.to_json())
         self.published += 1
         if self.store is not None:
             self.store.append_event(ev.row())
         recent = self.recent
         recent.append(ev)
-        if len(recent) > self.keep:
-            committed = self.store.store.committed_event_id if self.store is not None else ev.id
-            while len(recent) > self.keep and recent[0].id <= committed:
-                recent.popleft()
+        if len(recent) >= 2 * self.keep:
+            self._trim()
         for listener in self.listeners:
             try:
                 listener(ev)
             except Exception:
                 logger.exception("an event listener failed on %s", ev.type)
-        dropped: list[Subscription] = []
-        for sub in self.subscribers:
-            sub.offer(ev)
-            if sub.overflowed:
-                dropped.append(sub)
-        for sub in dropped:
-            self.overflowed += 1
-            self.subscribers.discard(sub)
+        waiter = self._next
+        if waiter is not None:
+            self._next = None
+            if not waiter.done():
+                waiter.set_result(None)
+        if self.subscribers and not ev.id % 32:
+            self._sweep()
         return ev
 
-    def subscribe(self, match: Callable[[Event], bool], limit: int = 1000) -> Subscription:
-        """A live subscription to every event published from now on that `match`es."""
-        sub = Subscription(match, limit)
+    def _trim(self) -> None:
+        """Forget the oldest events beyond `keep`, but never one not yet committed."""
+        recent = self.recent
+        committed = self.store.store.committed_event_id if self.store is not None else self.last_id
+        drop = min(len(recent) - self.keep, committed - recent[0].id + 1)
+        if drop > 0:
+            del recent[:drop]
+
+    def _sweep(self) -> None:
+        """Drop the live subscribers that fell more than their limit behind."""
+        head = self.last_id
+        dropped = [s for s in self.subscribers if s.live and head - s.cursor > s.limit]
+        for sub in dropped:
+            sub.overflowed = True
+            sub.cut.set()
+            self.overflowed += 1
+            self.subscribers.discard(sub)
+
+    def subscribe(
+        self, match: Callable[[Event], bool], limit: int = 1000, after: int | None = None
+    ) -> Subscription:
+        """A subscription to the events after `after` (None: from now on) that `match`."""
+        sub = Subscription(
+            match, limit, self.last_id if after is None else min(after, self.last_id)
+        )
+        sub.live = sub.cursor >= self.last_id
         self.subscribers.add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        """Stop feeding `sub`."""
+        """Stop tracking `sub`."""
         self.subscribers.discard(sub)
+
+    async def wait(self, after: int) -> None:
+        """Return once an event with an id above `after` was published."""
+        while self.last_id <= after:
+            if self._next is None:
+                self._next = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._next)
+
+    async def read(self, sub: Subscription, most: int = 1000) -> list[Event]:
+        """The next events of `sub` (at most `most` examined): from memory when it holds them,
+        from the store otherwise; `sub.cursor` moves past every event examined, and `sub` is
+        `live` once it reached the last one."""
+        events, sub.cursor = await self._read(sub.cursor, most, sub.match)
+        if sub.cursor >= self.last_id:
+            sub.live = True
+        return events
+
+    async def _read(
+        self, cursor: int, most: int, match: Callable[[Event], bool]
+    ) -> tuple[list[Event], int]:
+        while cursor < self.last_id:
+            recent = self.recent
+            first = recent[0].id if recent else self.last_id + 1
+            if cursor + 1 >= first:
+                start = cursor + 1 - first
+                window = recent[start : start + most]
+                return [ev for ev in window if match(ev)], window[-1].id
+            if self._reader is None:
+                cursor = first - 1  # evicted without a store: gone
+                continue
+            rows = await self._reader.events(cursor, min(most, REPLAY_PAGE))
+            rows = [row for row in rows if row[0] < first]
+            if rows:
+                events = [ev for ev in map(Event.from_row, rows) if match(ev)]
+                return events, rows[-1][0]
+            recent = self.recent
+            if (recent[0].id if recent else self.last_id + 1) == first:
+                # Nothing stored between cursor and memory (ids of a run that crashed before
+                # committing them are given again): go on from memory.
+                cursor = first - 1
+        return [], cursor
 
     async def replay(
         self, after: int, upto: int, match: Callable[[Event], bool]
     ) -> AsyncIterator[list[Event]]:
-        """The events with ids in (`after`, `upto`] that `match`, in id order, in batches:
-        from the store for committed ones, from memory for the rest."""
+        """The events with ids in (`after`, `upto`] that `match`, in id order, in batches."""
         cursor = after
         while cursor < upto:
-            recent = self.recent
-            first = recent[0].id if recent else self.last_id + 1
-            if cursor + 1 >= first:
-                batch = [
-                    ev for ev in list(recent)[cursor + 1 - first :] if ev.id <= upto and match(ev)
-                ]
-                if batch:
-                    yield batch
+            events, moved = await self._read(cursor, min(REPLAY_PAGE, upto - cursor), match)
+            if moved == cursor:
                 return
-            if self._reader is None:
-                cursor = first - 1  # evicted without a store: gone
-                continue
-            rows = await self._reader.events(cursor, REPLAY_PAGE)
-            rows = [row for row in rows if row[0] < first and row[0] <= upto]
-            if not rows:
-                # Nothing committed between cursor and what memory holds (ids are not reused
-                # but a failed commit may have been retried): go on from memory.
-                recent = self.recent
-                first_now = recent[0].id if recent else self.last_id + 1
-                if first_now > first:
-                    continue  # memory moved on while we read: read the store again
-                cursor = first - 1
-                continue
-            cursor = rows[-1][0]
-            batch = [ev for ev in map(Event.from_row, rows) if match(ev)]
+            cursor = moved
+            batch = [ev for ev in events if ev.id <= upto]
             if batch:
                 yield batch
 
@@ -461,6 +473,9 @@ class EventLog:
         for sub in list(self.subscribers):
             sub.close()
         self.subscribers.clear()
+        if self._next is not None and not self._next.done():
+            self._next.cancel()
+        self._next = None
         if self._reader is not None:
             await self._reader.close()
             self._reader = None

@@ -6,17 +6,19 @@ Theory of operation. A client opens the stream (a WebSocket upgrade, or a plain 
 comma-separated). Every event is one JSON object with its ``id`` (`omlmedia.events.Event.view`);
 over SSE it is one message with ``id:``, ``event:`` (the type) and ``data:`` (the JSON).
 
-The handler subscribes first, then notes the log's last id: everything after it comes live.
-A client that resumes (``?since_id=N``, or SSE's ``Last-Event-ID: N``) first gets the events
-after N up to that mark from the stored log (`EventLog.replay`), then the live ones, skipping
-any it already had: every event exactly once and in id order. Without either, the stream starts
-with the next event (``since_id=0`` replays the whole log).
+The handler subscribes before it answers, at the log's last id (or at the client's: a client
+that resumes with ``?since_id=N``, or SSE's ``Last-Event-ID: N``, starts after N). Every client
+then reads the one shared log at its own pace with its own task (`EventLog.read`): from memory,
+or from the store for what memory no longer holds, so a resuming client gets what it missed
+before the live events, every event exactly once and in id order. Without a since id the stream
+starts with the next event (``since_id=0`` replays the whole log). Live events are sent in
+batches: a client woken by an event waits `LINGER` for more, so a burst costs one write.
 
-Each client has its own bounded queue (`STREAM_QUEUE`) and its own sending task. A client that
-reads too slowly lets its queue fill; the log then drops it (it never waits for anyone), and the
-stream ends with a reason that says where to resume: a WebSocket close with code 1013 ("try
-again later"), or a final SSE ``event: error``. A client that does not even take that within
-`CLOSE_TIMEOUT` has its connection aborted.
+A client that has caught up and then reads so slowly that it falls more than `STREAM_QUEUE`
+events behind is dropped by the log (it never waits for anyone), and the stream ends with a
+reason that says how to resume: a WebSocket close with code 1013 ("try again later"), or a final
+SSE ``event: error``. A client that does not even take that within `CLOSE_TIMEOUT` has its
+connection aborted.
 """
 
 from __future__ import annotations
@@ -42,9 +44,12 @@ SCOPE_KEY = "omlmedia.scope"
 it is limited to, a collection of names; absent: unlimited)."""
 
 STREAM_QUEUE = 2000
-"""Events a client may have waiting before it is cut off as too slow."""
+"""Events a live client may fall behind the log before it is cut off as too slow."""
 CLOSE_TIMEOUT = 5.0
 """Seconds a cut-off client has to take its close before its connection is aborted."""
+LINGER = 0.02
+"""Seconds a live stream waits after an event for more to send with it: one write (and one TLS
+record) for many events when they come fast, at the cost of at most this much latency."""
 KEEPALIVE = 15.0
 """Seconds of silence after which an SSE stream sends a comment (proxies, dead peers)."""
 
@@ -198,12 +203,9 @@ class _Stream:
         out: _Out,
     ) -> None:
         self.log = log
-        self.match = match
-        self.since = since
         self.out = out
-        self.sub: Subscription = log.subscribe(match, limit)
-        self.head = log.last_id
-        self.last_sent = since if since is not None else self.head
+        self.sub: Subscription = log.subscribe(match, limit, since)
+        self.last_sent = self.sub.cursor
 
     async def run(self) -> web.StreamResponse:
         out, sub = self.out, self.sub
@@ -249,25 +251,18 @@ class _Stream:
             self.out.abort()
 
     async def _pump(self) -> None:
-        out, sub = self.out, self.sub
-        if self.since is not None:
-            async for batch in self.log.replay(self.since, self.head, self.match):
-                await out.send(batch)
-                self.last_sent = batch[-1].id
-            self.last_sent = max(self.last_sent, self.head)
+        log, out, sub = self.log, self.out, self.sub
         while True:
-            ev = sub.get_nowait()
-            if ev is None:
+            if sub.cursor >= log.last_id:
                 try:
                     async with asyncio.timeout(KEEPALIVE):
-                        ev = await sub.get()
+                        await log.wait(sub.cursor)
                 except TimeoutError:
                     await out.idle()
                     continue
-            batch = [ev]
-            while (more := sub.get_nowait()) is not None and len(batch) < 100:
-                batch.append(more)
-            batch = [e for e in batch if e.id > self.last_sent]
+                if LINGER > 0:
+                    await asyncio.sleep(LINGER)
+            batch = await log.read(sub)
             if batch:
                 await out.send(batch)
                 self.last_sent = batch[-1].id

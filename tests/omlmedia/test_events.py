@@ -3,6 +3,7 @@ that combine the store and memory exactly once, filters, and subscribers that fa
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from omlmedia.events import (
@@ -108,16 +109,43 @@ def test_queue_log_verbs_become_event_types() -> None:
     assert queue_event_type("something-new") == "queue.something_new"
 
 
-async def test_a_subscriber_that_falls_behind_is_dropped_and_never_waited_for() -> None:
+async def test_subscribers_read_at_their_own_pace_and_one_that_falls_behind_is_dropped() -> None:
     log = EventLog()
-    slow = log.subscribe(EventFilter(), limit=3)
-    fast = log.subscribe(EventFilter.parse(["call."]), limit=3)
-    for i in range(5):
+    slow = log.subscribe(EventFilter(), limit=40)
+    fast = log.subscribe(EventFilter.parse(["call."]), limit=40)
+    for i in range(100):
         log.publish("call.started", call_id=f"c{i}")
-        assert (await fast.get()).call_id == f"c{i}"
+        assert [ev.call_id for ev in await log.read(fast)] == [f"c{i}"]
+        if i == 10:
+            assert not slow.overflowed  # behind, within its limit
     assert slow.overflowed and slow.cut.is_set()
-    assert slow.pending == 3
     assert log.subscribers == {fast}
     assert log.overflowed == 1
     log.publish("agent.state")
-    assert fast.pending == 0  # filtered out
+    assert await log.read(fast) == []  # filtered out, but read past
+    assert fast.cursor == log.last_id
+
+
+async def test_a_subscriber_that_resumes_reads_the_store_then_memory_and_waits(
+    tmp_path: Path,
+) -> None:
+    store, log = open_log(tmp_path, keep=5)
+    for i in range(30):
+        log.publish("queue.entered", call_id=f"c{i}")
+    await store.flush()
+    for i in range(30, 40):
+        log.publish("queue.entered", call_id=f"c{i}")
+    sub = log.subscribe(EventFilter(), limit=10, after=3)
+    assert not sub.live  # a replay is never cut off
+    seen: list[int] = []
+    while sub.cursor < log.last_id:
+        seen += [ev.id for ev in await log.read(sub, most=7)]
+    assert seen == list(range(4, 41)) and sub.live
+    waiting = asyncio.ensure_future(log.wait(sub.cursor))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    log.publish("call.ended")
+    await waiting
+    assert [ev.type for ev in await log.read(sub)] == ["call.ended"]
+    await log.close()
+    await store.close()
