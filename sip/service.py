@@ -72,12 +72,13 @@ class SipService:
         finally:
             self._flushing = False
         self._arm()
-        if self._idle is not None and self.ua.transactions.transaction_count == 0:
+        if self._idle is not None and self.ua.transactions.unsettled_count == 0:
             self._idle.set()
 
     async def wait_idle(self, within: float) -> bool:
-        """Wait until no transaction is left (BYEs answered at shutdown); False on timeout."""
-        if self.ua.transactions.transaction_count == 0:
+        """Wait until every transaction is settled (BYEs answered at shutdown; those left only
+        absorb retransmissions, see ``TransactionLayer.unsettled_count``); False on timeout."""
+        if self.ua.transactions.unsettled_count == 0:
             return True
         self._idle = asyncio.Event()
         try:

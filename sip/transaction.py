@@ -428,6 +428,30 @@ class TransactionLayer:
         return len(self._client) + len(self._server)
 
     @property
+    def unsettled_count(self) -> int:
+        """Live transactions that may still send something or wait for the peer.
+
+        The others are settled: a non-INVITE transaction (either side) or a client INVITE one in
+        ``completed``, a client INVITE one in ``accepted``, a server INVITE one in ``confirmed``,
+        or ``accepted`` once its 2xx was acknowledged. They only absorb retransmissions until
+        Timer J, K, D, M, I or L ends them, so a graceful stop waits for the unsettled ones only.
+        Counting walks the tables: for a stop, not for every packet.
+        """
+        count = 0
+        for tx in self._client.values():
+            count += tx.state is not _COMPLETED and tx.state is not _ACCEPTED
+        for server in self._server.values():
+            state = server.state
+            if (
+                state is _CONFIRMED
+                or (state is _ACCEPTED and server.acked)
+                or (state is _COMPLETED and server.method != "INVITE")
+            ):
+                continue
+            count += 1
+        return count
+
+    @property
     def server_transaction_count(self) -> int:
         """Live server transactions (at most ``max_server_transactions``, plus their CANCELs)."""
         return len(self._server)

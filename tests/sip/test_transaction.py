@@ -312,6 +312,34 @@ def test_non_invite_client_final_then_timer_k_and_retransmissions_absorbed() -> 
     assert state(tx) is TransactionState.TERMINATED
 
 
+def test_transactions_that_only_absorb_retransmissions_are_settled() -> None:
+    layer = TransactionLayer()
+    bye = req("BYE", to_tag="tt", branch="z9hG4bK-s1")
+    layer.receive(bye, UAC, 0.0)
+    options = req("OPTIONS", branch="z9hG4bK-c1", call_id="call-2")
+    layer.send_request(options, UAS, 0.0)
+    invite = req("INVITE", branch="z9hG4bK-i1", call_id="call-3")
+    layer.receive(invite, UAC, 0.0)
+    answered = req("INVITE", branch="z9hG4bK-i2", call_id="call-4")
+    layer.receive(answered, UAC, 0.0)
+    events(layer)
+    assert layer.transaction_count == layer.unsettled_count == 4
+    layer.send_response(make_response(answered, 200, to_tag="a"), 0.1)  # accepted: 2xx resent
+    assert layer.unsettled_count == 4
+    ack_2xx = request_text("ACK", branch="z9hG4bK-a2", call_id="call-4", to_tag="a")
+    layer.receive(wire(ack_2xx), UAC, 0.1)  # accepted, acknowledged: Timer L
+    assert layer.unsettled_count == 3
+    layer.send_response(make_response(bye, 200), 0.1)  # completed: Timer J
+    layer.receive(make_response(options, 200, to_tag="x"), UAS, 0.1)  # completed: Timer K
+    layer.send_response(make_response(invite, 486, to_tag="t"), 0.1)  # completed: awaits ACK
+    assert layer.transaction_count == 4 and layer.unsettled_count == 1
+    ack = request_text("ACK", branch="z9hG4bK-i1", call_id="call-3", to_tag="t")
+    layer.receive(wire(ack), UAC, 0.2)  # confirmed: Timer I
+    assert layer.transaction_count == 4 and layer.unsettled_count == 0
+    run_until(layer, 40.0)
+    assert layer.transaction_count == 0
+
+
 def test_non_invite_client_timer_k_is_zero_on_tcp() -> None:
     layer = TransactionLayer()
     options = req("OPTIONS", transport="TCP")
