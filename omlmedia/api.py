@@ -1,10 +1,13 @@
 """The HTTPS API: status and live counters, queues and agents for supervisors, call records and
 the queue log for reports.
 
-Every route requires ``Authorization: Bearer <token>``; only the token's SHA-256 is kept in the
-configuration. Errors are JSON ``{"error": reason}`` with the right 4xx status: 400 for a bad
-parameter or body, 404 for an unknown queue or agent (or no queues configured), 409 for a command
-the agent's state does not allow.
+Every route requires ``Authorization: Bearer <token>`` (an account's or an integration's token,
+or the configured one) and the role and scope `omlmedia.authz.RULES` gives it, checked by the one
+middleware `omlmedia.authz.authorize`; lists of several queues' data keep only what the token's
+scope covers. Errors are problem documents (RFC 9457, `omlmedia.problems`) with the right 4xx
+status: 400 for a bad parameter or body, 401 without a valid token, 403 for a permission or scope
+the token lacks, 404 for an unknown queue or agent (or no queues configured), 409 for a command
+the agent's state does not allow. Accounts, tokens and the audit log: `omlmedia.admin_api`.
 
 The API reads what it serves through providers the server passes in: `status` (a callable),
 `acd` (a `Supervision`, the ACD runtime) and `database` (the SQLite file of the queue log and call
@@ -21,8 +24,9 @@ Routes (all JSON):
   ``stats.end`` say which);
 - ``GET /api/v1/agents``: ``{"agents": [agent, ...]}`` (``state``, ``reason``, ``since``,
   ``call``, ``stats``, ``?since=&until=`` as for queues); ``GET /api/v1/agents/{name}``;
-- ``POST /api/v1/agents/{name}/pause`` ``{"reason": ..., "supervisor": ...}``, ``.../unpause``
-  and ``.../logout`` (``{"supervisor": ...}`` optional): the agent as it is afterwards;
+- ``POST /api/v1/agents/{name}/pause`` ``{"reason": ...}``, ``.../unpause`` and ``.../logout``:
+  the agent as it is afterwards; the supervisor is the token's account (a ``supervisor`` field is
+  refused), and each command is written to the audit log;
 - ``GET /api/v1/calls/records?since=&until=&queue=&agent=&offset=&limit=``: call records by start
   time, ``{"records": [...], "total": n, "offset": o, "limit": l, "next": o2 | null}``;
 - ``GET /api/v1/queue-log?since=&until=&queue=&agent=&call_id=&offset=&limit=``: queue log
@@ -39,31 +43,33 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
-import math
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
+from omlmedia.accounts import AccountBook, ConfiguredToken
+from omlmedia.admin_api import BOOK_KEY
+from omlmedia.admin_api import routes as admin_routes
+from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Identity, Scopes, authorize
 from omlmedia.config import Config
 from omlmedia.events import EventLog
 from omlmedia.eventstream import install as install_event_stream
 from omlmedia.metrics import Metrics, metrics_handler
+from omlmedia.problems import ApiError
+from omlmedia.problems import json_body as _body
+from omlmedia.problems import page as _page
+from omlmedia.problems import query_span as _span
 from omlmedia.storage import CallRecord, QueueLogRow, Store
 from queueing.exceptions import AcdUsageError
 
 StatusProvider = Callable[[], dict[str, Any]]
 
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
 MAX_REASON = 64
-DEFAULT_SUPERVISOR = "api"
 
 T = TypeVar("T")
 
@@ -143,80 +149,7 @@ READER_KEY: web.AppKey[RecordReader | None] = web.AppKey("reader")
 routes = web.RouteTableDef()
 
 
-class ApiError(Exception):
-    """A request the API refuses: answered ``{"error": reason}`` with `status`."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-def _error(status: int, reason: str) -> web.Response:
-    return web.json_response({"error": reason}, status=status)
-
-
-def bearer_ok(config: Config, request: web.Request) -> bool:
-    """Whether `request` carries the configured bearer token."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    return scheme.lower() == "bearer" and bool(token) and config.api.token_matches(token.strip())
-
-
-@web.middleware
-async def require_token(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Reject any request without the configured bearer token (401, no hint of what is valid)."""
-    if not bearer_ok(request.app[CONFIG_KEY], request):
-        return web.json_response(
-            {"error": "a valid bearer token is required"},
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="omlmedia"'},
-        )
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return _error(exc.status, exc.reason)
-    except web.HTTPException as exc:
-        return _error(exc.status, exc.reason)
-
-
 # -- parameters -----------------------------------------------------------------------------
-
-
-def _time(request: web.Request, name: str, default: float) -> float:
-    text = request.query.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ApiError(400, f"{name} must be a Unix time in seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise ApiError(400, f"{name} must be a Unix time in seconds")
-    return value
-
-
-def _count(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    text = request.query.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ApiError(400, f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise ApiError(400, f"{name} must be between {low} and {high}")
-    return value
-
-
-def _span(request: web.Request) -> tuple[float, float]:
-    since = _time(request, "since", 0.0)
-    until = _time(request, "until", math.inf)
-    if until < since:
-        raise ApiError(400, "until must not be before since")
-    return since, until
 
 
 def _stats_span(request: web.Request) -> tuple[float, float] | None:
@@ -226,38 +159,11 @@ def _stats_span(request: web.Request) -> tuple[float, float] | None:
     return _span(request)
 
 
-def _page(request: web.Request, key: str, items: Sequence[dict[str, Any]]) -> web.Response:
-    offset = _count(request, "offset", 0, 0, 2**31)
-    limit = _count(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    page = list(items[offset : offset + limit])
-    following = offset + limit
-    return web.json_response(
-        {
-            key: page,
-            "total": len(items),
-            "offset": offset,
-            "limit": limit,
-            "next": following if following < len(items) else None,
-        }
-    )
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    return body
-
-
 def _text(body: Mapping[str, Any], name: str, default: str) -> str:
     value = body.get(name, default)
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_REASON:
-        raise ApiError(400, f"{name} must be a non-empty string of at most {MAX_REASON} characters")
+        why = f"must be a non-empty string of at most {MAX_REASON} characters"
+        raise ApiError(400, f"{name} {why}", [(name, why)])
     return value.strip()
 
 
@@ -273,6 +179,11 @@ def _reader(request: web.Request) -> RecordReader:
     if reader is None:
         raise ApiError(404, "no queues are configured: there are no records")
     return reader
+
+
+def _scoped(request: web.Request) -> tuple[Identity, Scopes]:
+    """The request's identity and what its scope is checked against."""
+    return request[IDENTITY_KEY], request.app[SCOPES_KEY]()
 
 
 def _found(items: Mapping[str, Mapping[str, Any]], name: str, kind: str) -> dict[str, Any]:
@@ -299,9 +210,11 @@ async def get_health(request: web.Request) -> web.Response:
 
 @routes.get("/v1/queues")
 async def get_queues(request: web.Request) -> web.Response:
-    """Every queue, live and over the current period."""
+    """Every queue in the token's scope, live and over the current period."""
+    identity, scopes = _scoped(request)
+    report = _acd(request).queue_report(_stats_span(request))
     return web.json_response(
-        {"queues": list(_acd(request).queue_report(_stats_span(request)).values())}
+        {"queues": [q for name, q in report.items() if identity.covers(scopes, queue=name)]}
     )
 
 
@@ -316,9 +229,12 @@ async def get_queue(request: web.Request) -> web.Response:
 
 @routes.get("/v1/agents")
 async def get_agents(request: web.Request) -> web.Response:
-    """Every agent of the queues: state, reason, since, current call, figures."""
+    """Every agent of the queues in the token's scope: state, reason, since, current call,
+    figures."""
+    identity, scopes = _scoped(request)
+    report = _acd(request).agent_report(_stats_span(request))
     return web.json_response(
-        {"agents": list(_acd(request).agent_report(_stats_span(request)).values())}
+        {"agents": [a for name, a in report.items() if identity.covers_agent(scopes, name)]}
     )
 
 
@@ -331,22 +247,43 @@ async def get_agent(request: web.Request) -> web.Response:
     )
 
 
+def _agent_view(report: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: report.get(key) for key in ("state", "reason")}
+
+
 async def _command(
-    request: web.Request, act: Callable[[Supervision, str, dict[str, Any]], Any]
+    request: web.Request,
+    action: str,
+    act: Callable[[Supervision, str, dict[str, Any], str], Any],
 ) -> web.Response:
+    """Run a supervisor's command on the agent of the path, as the token's identity, and write
+    it to the audit log (``agent.<action>``, the agent's state and reason before and after)."""
     acd = _acd(request)
     name = request.match_info["name"]
-    _found(acd.agent_report(), name, "agent")
+    before = _found(acd.agent_report(), name, "agent")
     body = await _body(request)
+    if "supervisor" in body:
+        raise ApiError(
+            400,
+            "the supervisor is the token's account: leave the supervisor field out",
+            [("supervisor", "not accepted: the token says who acts")],
+        )
+    identity = request[IDENTITY_KEY]
     try:
-        result = act(acd, name, body)
+        result = act(acd, name, body, identity.actor)
         if inspect.isawaitable(result):
             result = await result
     except KeyError:
         raise ApiError(404, f"unknown agent: {name}") from None
     except AcdUsageError as exc:
         raise ApiError(409, str(exc) or "the agent's state does not allow this") from None
-    return web.json_response(dict(result))
+    after = dict(result)
+    book = request.app[BOOK_KEY]
+    if book is not None:
+        await book.call(
+            book.record, identity, f"agent.{action}", name, _agent_view(before), _agent_view(after)
+        )
+    return web.json_response(after)
 
 
 @routes.post("/v1/agents/{name}/pause")
@@ -354,11 +291,8 @@ async def post_pause(request: web.Request) -> web.Response:
     """A supervisor pauses the agent with ``reason`` (at once, or after its call)."""
     return await _command(
         request,
-        lambda acd, name, body: acd.force_pause(
-            name,
-            _text(body, "reason", "supervisor"),
-            _text(body, "supervisor", DEFAULT_SUPERVISOR),
-        ),
+        "pause",
+        lambda acd, name, body, by: acd.force_pause(name, _text(body, "reason", "supervisor"), by),
     )
 
 
@@ -366,22 +300,14 @@ async def post_pause(request: web.Request) -> web.Response:
 async def post_unpause(request: web.Request) -> web.Response:
     """A supervisor ends the agent's pause."""
     return await _command(
-        request,
-        lambda acd, name, body: acd.force_unpause(
-            name, _text(body, "supervisor", DEFAULT_SUPERVISOR)
-        ),
+        request, "unpause", lambda acd, name, body, by: acd.force_unpause(name, by)
     )
 
 
 @routes.post("/v1/agents/{name}/logout")
 async def post_logout(request: web.Request) -> web.Response:
     """A supervisor logs the agent out; its page is told and closed."""
-    return await _command(
-        request,
-        lambda acd, name, body: acd.force_logout(
-            name, _text(body, "supervisor", DEFAULT_SUPERVISOR)
-        ),
-    )
+    return await _command(request, "logout", lambda acd, name, body, by: acd.force_logout(name, by))
 
 
 def record_view(record: CallRecord) -> dict[str, Any]:
@@ -395,7 +321,9 @@ def record_view(record: CallRecord) -> dict[str, Any]:
 
 @routes.get("/v1/calls/records")
 async def get_call_records(request: web.Request) -> web.Response:
-    """Call records by start time, filtered by ``queue`` and ``agent``, paged."""
+    """Call records by start time in the token's scope, filtered by ``queue`` and ``agent``,
+    paged."""
+    identity, scopes = _scoped(request)
     since, until = _span(request)
     queue = request.query.get("queue")
     agent = request.query.get("agent")
@@ -403,15 +331,18 @@ async def get_call_records(request: web.Request) -> web.Response:
     views = [
         record_view(r)
         for r in records
-        if (queue is None or r.queue == queue) and (agent is None or r.agent == agent)
+        if (queue is None or r.queue == queue)
+        and (agent is None or r.agent == agent)
+        and identity.covers(scopes, queue=r.queue, campaign=r.campaign)
     ]
     return _page(request, "records", views)
 
 
 @routes.get("/v1/queue-log")
 async def get_queue_log(request: web.Request) -> web.Response:
-    """Queue log entries in time order, filtered by ``queue``, ``agent`` and ``call_id``,
-    paged."""
+    """Queue log entries in time order in the token's scope (an agent's own entries, such as
+    its pauses, go with its queues), filtered by ``queue``, ``agent`` and ``call_id``, paged."""
+    identity, scopes = _scoped(request)
     since, until = _span(request)
     wanted = {k: request.query[k] for k in ("queue", "agent", "call_id") if k in request.query}
     entries = await _reader(request).queue_log(since, until)
@@ -426,6 +357,10 @@ async def get_queue_log(request: web.Request) -> web.Response:
         }
         for e in entries
         if all(getattr(e, k) == v for k, v in wanted.items())
+        and (
+            identity.covers(scopes, queue=e.queue)
+            or (not e.queue and bool(e.agent) and identity.covers_agent(scopes, e.agent))
+        )
     ]
     return _page(request, "entries", views)
 
@@ -439,24 +374,47 @@ def create_app(
     database: Path | None = None,
     events: EventLog | None = None,
     metrics: Metrics | None = None,
+    accounts: AccountBook | None = None,
 ) -> web.Application:
-    """The HTTPS application: the API under ``/api/`` (its own token middleware) mounted on
-    `root` (the agent pages' application, which has its own session checks) or on an empty one.
+    """The HTTPS application: the API under ``/api/`` mounted on `root` (the agent pages'
+    application) or on an empty one, every route of both guarded by `omlmedia.authz.authorize`
+    (tokens from `accounts`, or the configured token alone without it).
     Without `acd` or `database`, the queue routes answer 404; without `events`, the event
-    stream; without `metrics`, ``/metrics``."""
-    api = web.Application(middlewares=[require_token], client_max_size=1024 * 1024)
+    stream; without `metrics`, ``/metrics``; without `accounts`, the accounts, tokens and audit
+    routes."""
+    scopes = _scopes(config)
+    api = web.Application(client_max_size=1024 * 1024)
+    api[BOOK_KEY] = accounts
+    api[SCOPES_KEY] = lambda: scopes
     api[CONFIG_KEY] = config
     api[STATUS_KEY] = status
     api[ACD_KEY] = acd
     api[READER_KEY] = RecordReader(database) if database is not None else None
     api.cleanup_ctx.append(_close_reader)
     api.add_routes(routes)
+    api.add_routes(admin_routes)
     install_event_stream(api, events)
     app = root if root is not None else web.Application()
+    authenticator = accounts if accounts is not None else ConfiguredToken(config.api.token_matches)
+    app.middlewares.append(authorize(authenticator, lambda: scopes))
     app.add_subapp("/api", api)
     if metrics is not None:
-        app.router.add_get("/metrics", metrics_handler(metrics, partial(bearer_ok, config)))
+        app.router.add_get("/metrics", metrics_handler(metrics, _authorized))
     return app
+
+
+def _authorized(request: web.Request) -> bool:
+    """Whether `authorize` let `request` through (with a token allowed to read metrics)."""
+    return IDENTITY_KEY in request
+
+
+def _scopes(config: Config) -> Scopes:
+    """The campaigns' queues and the queues' members, for the scope checks."""
+    queues = config.acd.queues if config.acd is not None else {}
+    return Scopes(
+        {c.name: c.queue for c in config.campaigns},
+        {name: frozenset(m.agent for m in queue.members) for name, queue in queues.items()},
+    )
 
 
 async def _close_reader(app: web.Application) -> AsyncIterator[None]:
@@ -477,11 +435,19 @@ async def start_api(
     database: Path | None = None,
     events: EventLog | None = None,
     metrics: Metrics | None = None,
+    accounts: AccountBook | None = None,
 ) -> web.AppRunner:
     """Serve the API (and `root`'s pages) over HTTPS on the configured port; returns the runner
     to clean up."""
     app = create_app(
-        config, status, root, acd=acd, database=database, events=events, metrics=metrics
+        config,
+        status,
+        root,
+        acd=acd,
+        database=database,
+        events=events,
+        metrics=metrics,
+        accounts=accounts,
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

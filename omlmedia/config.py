@@ -24,6 +24,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, Final
 
+from omlmedia.accounts import AccountSeed, parse_accounts
 from queueing.config import AcdConfig
 from queueing.config import build_config as build_acd_config
 from queueing.exceptions import QueueConfigError
@@ -296,6 +297,8 @@ class Config:
     acd: AcdConfig | None = None
     """The queues (``[queues.NAME]``) and their members; None when there is none."""
     campaigns: tuple[Campaign, ...] = ()
+    accounts: tuple[AccountSeed, ...] = ()
+    """Accounts of the API and the pages (``[[accounts]]``; agents are in ``webrtc.agents``)."""
     """Inbound campaigns (``[[campaigns]]``)."""
     source: Path | None = None
     """The file it was read from; None for the embedded demo."""
@@ -446,7 +449,7 @@ def load_demo_config(overrides: Overrides | None = None) -> Config:
     for user in raw["users"]:
         if user["name"] == DEMO_USER:
             user["ha1_md5"], user["ha1_sha256"] = digest_ha1(DEMO_USER, realm, password)
-    for agent in raw.get("agents", ()):
+    for agent in [*raw.get("agents", ()), *raw.get("accounts", ())]:
         agent["password_hash"] = hash_password(password)
     return _build(
         raw,
@@ -752,6 +755,7 @@ _TOP_KEYS: Final = (
     "agents",
     "queues",
     "campaigns",
+    "accounts",
 )
 _MEDIA_KEYS: Final = ("timeout", "recording_format")
 _SERVER_KEYS: Final = (
@@ -848,6 +852,10 @@ def _build(
         check, raw.get("campaigns", _MISSING), queue_names, _trunk_names(raw.get("trunks"))
     )
     campaign_names = {c.name for c in campaigns}
+    accounts, account_errors = parse_accounts(
+        raw.get("accounts"), agents=agent_names, known=campaign_names | queue_names
+    )
+    check.errors.extend(account_errors)
     for index, route in enumerate(routes):
         where = f"routes[{index}].target"
         if route.action is RouteAction.AGENT and route.trunk and route.trunk not in agent_names:
@@ -877,6 +885,7 @@ def _build(
         webrtc=webrtc,
         acd=acd,
         campaigns=campaigns,
+        accounts=accounts,
         source=source,
         generated=GeneratedSecrets(api_token=api_token, demo_password=generated_password),
     )

@@ -69,6 +69,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS events_time ON events (time)",
         ),
     ),
+    Migration(
+        3,
+        "accounts, API tokens, audit log",
+        (
+            "CREATE TABLE IF NOT EXISTS accounts ("
+            " name TEXT PRIMARY KEY, role TEXT NOT NULL, display_name TEXT NOT NULL DEFAULT '',"
+            " password_hash TEXT NOT NULL DEFAULT '', scope TEXT,"
+            " disabled INTEGER NOT NULL DEFAULT 0, origin TEXT NOT NULL DEFAULT 'api',"
+            " created REAL NOT NULL, updated REAL NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS api_tokens ("
+            " id TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL, account TEXT,"
+            " integration TEXT, role TEXT, scope TEXT, label TEXT NOT NULL DEFAULT '',"
+            " created REAL NOT NULL, created_by TEXT NOT NULL DEFAULT '', expires REAL,"
+            " revoked REAL)",
+            "CREATE INDEX IF NOT EXISTS api_tokens_account ON api_tokens (account)",
+            "CREATE TABLE IF NOT EXISTS audit_log ("
+            " id INTEGER PRIMARY KEY, time REAL NOT NULL, actor TEXT NOT NULL,"
+            " role TEXT NOT NULL DEFAULT '', action TEXT NOT NULL,"
+            " target TEXT NOT NULL DEFAULT '', before TEXT, after TEXT)",
+            "CREATE INDEX IF NOT EXISTS audit_log_time ON audit_log (time)",
+        ),
+    ),
 )
 """Every step, in order. Append new steps at the end with the next version number."""
 

@@ -320,14 +320,13 @@ async def test_callers_in_a_row_go_round_robin_and_a_supervisor_pauses_and_logs_
         assert answered_by[0] != answered_by[1] and answered_by[2] == answered_by[0], answered_by
 
         first, second = answered_by[0], answered_by[1]
-        paused = api(
-            server, f"/v1/agents/{first}/pause", {"reason": "coaching", "supervisor": "sue"}
-        )
+        # The supervisor is who the token says: the configured token is "bootstrap".
+        paused = api(server, f"/v1/agents/{first}/pause", {"reason": "coaching"})
         assert (paused["state"], paused["reason"]) == ("paused", "coaching")
         await expect(pages[first].locator("#state")).to_have_text("Paused (coaching)", timeout=5000)
         assert api(server, f"/v1/agents/{first}/unpause", {})["state"] == "ready"
         await expect(pages[first].locator("#state")).to_have_text("Ready", timeout=5000)
-        gone = api(server, f"/v1/agents/{second}/logout", {"supervisor": "sue"})
+        gone = api(server, f"/v1/agents/{second}/logout", {})
         assert gone["state"] == "logged-out" and gone["connected"] is False
         await expect(pages[second].get_by_role("button", name="Log in")).to_be_visible(timeout=5000)
         await expect(pages[second].locator("#login-message")).to_have_text(
@@ -339,9 +338,9 @@ async def test_callers_in_a_row_go_round_robin_and_a_supervisor_pauses_and_logs_
     server.wait_idle()
     await asyncio.sleep(0.5)
     log = api(server, f"/v1/queue-log?agent={second}&since={time.time() - 60}")["entries"]
-    assert log[-1]["event"] == "logout" and log[-1]["data"] == {"reason": "forced by sue"}
+    assert log[-1]["event"] == "logout" and log[-1]["data"] == {"reason": "forced by bootstrap"}
     log = api(server, f"/v1/queue-log?agent={first}&since={time.time() - 60}")["entries"]
-    assert {"reason": "coaching", "by": "sue"} in [e["data"] for e in log]
+    assert {"reason": "coaching", "by": "bootstrap"} in [e["data"] for e in log]
     assert all(a["state"] == "logged-out" for a in api(server, "/v1/agents")["agents"])
 
 

@@ -46,7 +46,14 @@ async def test_status_needs_the_bearer_token(client: TestClient[Any, Any]) -> No
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
         response = await client.get("/api/v1/status", headers=headers)
         assert response.status == 401
-        assert (await response.json()) == {"error": "a valid bearer token is required"}
+        assert response.content_type == "application/problem+json"
+        assert (await response.json()) == {
+            "type": "about:blank",
+            "title": "Unauthorized",
+            "status": 401,
+            "detail": "a valid bearer token is required",
+            "error": "a valid bearer token is required",
+        }
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
@@ -218,18 +225,30 @@ async def test_a_supervisor_pauses_unpauses_and_logs_out_an_agent(
     client, fake = acd_client
     agents = await get(client, "/api/v1/agents")
     assert [a["agent"] for a in agents["agents"]] == ["agent1", "agent2"]
-    paused = await post(
-        client, "/api/v1/agents/agent1/pause", {"reason": "coaching", "supervisor": "sue"}
-    )
+    paused = await post(client, "/api/v1/agents/agent1/pause", {"reason": "coaching"})
     assert paused["state"] == "paused" and paused["reason"] == "coaching"
     assert (await get(client, "/api/v1/agents/agent1"))["reason"] == "coaching"
     assert (await post(client, "/api/v1/agents/agent1/unpause", b""))["state"] == "ready"
     assert (await post(client, "/api/v1/agents/agent1/logout", {}))["state"] == "logged-out"
     assert fake.commands == [
-        ("pause", "agent1", "coaching", "sue"),
-        ("unpause", "agent1", "api"),
-        ("logout", "agent1", "api"),
+        ("pause", "agent1", "coaching", "bootstrap"),
+        ("unpause", "agent1", "bootstrap"),
+        ("logout", "agent1", "bootstrap"),
     ]
+
+
+async def test_the_supervisor_is_the_token_not_a_field_of_the_body(
+    acd_client: tuple[TestClient[Any, Any], FakeSupervision],
+) -> None:
+    client, fake = acd_client
+    refused = await post(
+        client, "/api/v1/agents/agent1/pause", {"reason": "x", "supervisor": "sue"}, 400
+    )
+    assert refused["errors"] == [
+        {"field": "supervisor", "detail": "not accepted: the token says who acts"}
+    ]
+    await post(client, "/api/v1/agents/agent1/logout", {"supervisor": "sue"}, 400)
+    assert fake.commands == []
 
 
 async def test_bad_agent_commands_are_json_errors_and_change_nothing(
@@ -453,12 +472,12 @@ async def test_the_runtime_reports_live_figures_and_statistics_rebuilt_from_its_
         # which the test put in the engine), so agent1 stays ready.
         ready = await post(client, "/api/v1/agents/agent1/unpause", {})
         assert ready["state"] == "ready" and ready["reason"] == ""
-        gone = await post(client, "/api/v1/agents/agent2/logout", {"supervisor": "sue"})
+        gone = await post(client, "/api/v1/agents/agent2/logout", {})
         assert gone["state"] == "logged-out"
         store.flush()
         log = await get(client, "/api/v1/queue-log?agent=agent2")
         assert log["entries"][-1]["event"] == "logout"
-        assert log["entries"][-1]["data"] == {"reason": "forced by sue"}
+        assert log["entries"][-1]["data"] == {"reason": "forced by bootstrap"}
         pause = (await get(client, "/api/v1/queue-log?agent=agent1"))["entries"]
-        assert {"reason": "coaching", "by": "api"} in [e["data"] for e in pause]
+        assert {"reason": "coaching", "by": "bootstrap"} in [e["data"] for e in pause]
     store.close()
