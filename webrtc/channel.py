@@ -665,6 +665,8 @@ class PeerMedia:
                 self.playout.set_rate(rate)
         self._source, self._sink = source, sink
         self._relay = relay and sink is not None
+        if self._relay and self.playout is not None:
+            self.playout.restart_relay()
         wake = getattr(self._track, "wake", None)
         if source is not None and wake is not None:
             wake()

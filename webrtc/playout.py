@@ -238,6 +238,12 @@ class OpusPlayout:
         frames.append(self._fit(samples))
         return frames
 
+    def restart_relay(self) -> None:
+        """A new call is relayed: the next packet starts the sequence again, whatever the peer
+        sent between calls (a page that kept sending would otherwise have its next call's
+        audio taken for late packets until its sequence numbers came round)."""
+        self._relay_sequence = None
+
     def skip(self, now: float) -> None:
         """Advance one tick without decoding (nobody listens): keeps the buffer current."""
         if self._high is None:

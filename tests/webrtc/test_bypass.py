@@ -231,6 +231,19 @@ def test_relay_decodes_on_arrival_fills_gaps_and_drops_late_packets() -> None:
     assert abs(np.argmax(spectrum) * 8000 / len(audio) - 1000) < 10
 
 
+def test_a_new_relayed_call_starts_the_sequence_again() -> None:
+    payload = _OpusEncoder().encode(TONE)
+    playout = OpusPlayout(rate=8000)
+    assert len(playout.relay(40000, 0, payload)) == 1
+    # Between calls the page sent 40,000 packets nobody relayed: the next call's packets are
+    # more than half the sequence space ahead and would look late.
+    later = (40000 + 40000) & 0xFFFF
+    assert playout.relay(later, FRAME_SAMPLES, payload) == []
+    playout.restart_relay()
+    assert len(playout.relay(later + 1, 2 * FRAME_SAMPLES, payload)) == 1
+    assert len(playout.relay(later + 2, 3 * FRAME_SAMPLES, payload)) == 1
+
+
 async def test_a_relaying_channel_hands_frames_over_as_packets_arrive() -> None:
     channel = AgentChannel("agent1")
     payload = _OpusEncoder().encode(TONE)
