@@ -20,6 +20,7 @@ from aiohttp import web
 
 from media.player import MediaFileError, sound_path
 from media.ports import PortAllocator, RtpSocketPool
+from omlmedia.accounts import AccountBook, account_summary, config_seeds
 from omlmedia.acd import AcdRuntime
 from omlmedia.agents import AgentDesk
 from omlmedia.api import start_api
@@ -78,6 +79,8 @@ def banner(config: Config) -> str:
     if config.webrtc.agents:
         names = ", ".join(agent.name for agent in config.webrtc.agents)
         lines.append(f"  Agent page: https://{host}:{config.server.http_port}/agent/ ({names})")
+    if config.accounts:
+        lines.append(f"  Accounts: {account_summary(config.accounts)}")
     if config.acd is not None:
         campaigns = {c.queue: c.name for c in config.campaigns}
         queues = ", ".join(
@@ -90,7 +93,7 @@ def banner(config: Config) -> str:
         lines.append(f"  API token (generated): {config.generated.api_token}")
     if config.generated.demo_password:
         lines.append(
-            f"  demo password (generated; SIP user 'demo' and the agents): "
+            f"  demo password (generated; SIP user 'demo', the agents and the accounts): "
             f"{config.generated.demo_password}"
         )
     return "\n".join(lines)
@@ -168,6 +171,7 @@ class Server:
         self.hub: AgentHub | None = None
         self.acd: AcdRuntime | None = None
         self.store: AsyncStore | None = None
+        self.accounts: AccountBook | None = None
         self.events: EventLog | None = None
         """The event log (`omlmedia.events`): call, queue and agent events, stored and streamed."""
         self._tls: ssl.SSLContext | None = None
@@ -284,6 +288,10 @@ class Server:
         )
         self.upkeep.start()
         self.trunks.start()
+        self.accounts = AccountBook(
+            config.server.data_dir / "omlmedia.db", config.api.token_matches
+        )
+        self.accounts.seed(config_seeds(config.accounts, config.webrtc.agents))
         self.api = await start_api(
             config,
             self.status,
@@ -294,6 +302,7 @@ class Server:
             database=self.store.store.path if self.acd is not None and self.store else None,
             events=events,
             metrics=self._metrics(events),
+            accounts=self.accounts,
         )
         event(
             logger,
@@ -474,6 +483,8 @@ class Server:
             await self.store.close()
         if self.api is not None:
             await self.api.cleanup()
+        if self.accounts is not None:
+            self.accounts.close()
         await self.transports.close()
 
 

@@ -316,3 +316,12 @@ def test_accounts_of_the_file_are_validated_naming_each_field(tmp_path: Path) ->
     with pytest.raises(ConfigError) as error:
         load_config(path)
     assert "accounts[0].role: must be one of admin, supervisor, reporting" in str(error.value)
+
+
+def test_the_banner_shows_the_accounts_like_the_agents() -> None:
+    from omlmedia.server import banner
+
+    config = load_demo_config()
+    text = banner(config)
+    assert "  Accounts: admin (admin), supervisor1 (supervisor, every campaign)" in text
+    assert f"the agents and the accounts): {config.generated.demo_password}" in text
