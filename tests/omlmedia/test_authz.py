@@ -29,7 +29,9 @@ from omlmedia.authz import (
     rule_for,
 )
 from omlmedia.config import ApiConfig, Config, load_demo_config
+from omlmedia.metrics import Metrics
 from tests.omlmedia.test_api import TOKEN, FakeSupervision, fill_store
+from tests.omlmedia.test_metrics import STATUS
 from tests.webrtc.test_signaling import CALL, World
 from webrtc.app import create_app as create_agent_app
 from webrtc.signaling import CLIENT_MESSAGES
@@ -76,6 +78,7 @@ async def matrix(tmp_path: Path) -> AsyncIterator[Matrix]:
         pages,
         acd=FakeSupervision(),
         database=tmp_path / "omlmedia.db",
+        metrics=Metrics(lambda: STATUS),
         accounts=book,
     )
     async with TestClient(TestServer(app)) as client:
@@ -121,7 +124,7 @@ async def test_every_route_of_the_application_has_a_rule(matrix: Matrix) -> None
     served = routes_of(matrix.app)
     missing = {route for route in served if rule_for(*route) is None}
     assert not missing, f"routes without an access rule: {sorted(missing)}"
-    stale = (set(RULES) | set(PAGE_RULES)) - served - {("GET", "/metrics")}
+    stale = (set(RULES) | set(PAGE_RULES)) - served
     assert not stale, f"rules for routes that do not exist: {sorted(stale)}"
     for method, template in served:
         rule = rule_for(method, template)
@@ -313,3 +316,14 @@ async def test_tokens_never_reach_the_logs(
     # The test server's access log is the harness's: the server runs without one (start_api).
     text = "\n".join(r.getMessage() for r in caplog.records if r.name != "aiohttp.access")
     assert not [token for token in secrets if token in text or token[-43:] in text]
+
+
+async def test_metrics_are_read_with_any_token_allowed_to(matrix: Matrix) -> None:
+    for role, status in ((Role.REPORTING, 200), (Role.SUPERVISOR, 200), (Role.AGENT, 403)):
+        token = matrix.tokens[role, "unscoped"]
+        response = await matrix.client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert response.status == status, await response.text()
+        response.release()
+    scoped = matrix.tokens[Role.REPORTING, "in-scope"]
+    response = await matrix.client.get("/metrics", headers={"Authorization": f"Bearer {scoped}"})
+    assert response.status == 403  # server-wide figures: a scoped token may not read them
