@@ -197,14 +197,14 @@ NO_EVENTS: EventSink = _NoEvents()
 @dataclass(frozen=True, slots=True)
 class EventFilter:
     """Which events a subscriber wants: types by prefix (any of them; none: every type), and
-    exact queue, agent and campaign (each a set; empty: any). `scope`, when set, limits
-    queues and campaigns to a token's (an event about neither passes)."""
+    exact queue, agent and campaign (each a set; empty: any). `scope`, when set, says which
+    events a token's scope covers (`omlmedia.eventstream` builds it from `omlmedia.authz`)."""
 
     types: tuple[str, ...] = ()
     queues: frozenset[str] = frozenset()
     agents: frozenset[str] = frozenset()
     campaigns: frozenset[str] = frozenset()
-    scope: frozenset[str] | None = None
+    scope: Callable[[Event], bool] | None = None
 
     def __call__(self, ev: Event) -> bool:
         if self.types and not ev.type.startswith(self.types):
@@ -215,13 +215,7 @@ class EventFilter:
             return False
         if self.campaigns and ev.campaign not in self.campaigns:
             return False
-        scope = self.scope
-        if scope is not None:
-            if ev.queue and ev.queue not in scope:
-                return False
-            if ev.campaign and ev.campaign not in scope:
-                return False
-        return True
+        return self.scope is None or self.scope(ev)
 
     @classmethod
     def parse(
@@ -230,7 +224,7 @@ class EventFilter:
         queues: Iterable[str] = (),
         agents: Iterable[str] = (),
         campaigns: Iterable[str] = (),
-        scope: Iterable[str] | None = None,
+        scope: Callable[[Event], bool] | None = None,
     ) -> EventFilter:
         """A filter from lists of comma-separated values (query parameters)."""
 
@@ -242,7 +236,7 @@ class EventFilter:
             frozenset(split(queues)),
             frozenset(split(agents)),
             frozenset(split(campaigns)),
-            None if scope is None else frozenset(scope),
+            scope,
         )
 
 

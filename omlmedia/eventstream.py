@@ -27,21 +27,19 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Identity, Scopes
 from omlmedia.events import Event, EventFilter, EventLog, Subscription
 
-__all__ = ["EVENTS_KEY", "SCOPE_KEY", "STREAM_QUEUE", "install", "routes"]
+__all__ = ["EVENTS_KEY", "STREAM_QUEUE", "install", "routes"]
 
 logger = logging.getLogger(__name__)
 
 EVENTS_KEY: web.AppKey[EventLog | None] = web.AppKey("events")
-SCOPE_KEY = "omlmedia.scope"
-"""Request key where the authorization layer may put the token's scope (queues and campaigns
-it is limited to, a collection of names; absent: unlimited)."""
 
 STREAM_QUEUE = 2000
 """Events a live client may fall behind the log before it is cut off as too slow."""
@@ -76,15 +74,32 @@ def _since(request: web.Request) -> int | None:
     return value
 
 
+def in_scope(identity: Identity, scopes: Scopes) -> Callable[[Event], bool] | None:
+    """What a token's scope lets it see (None: everything): events of a queue or campaign it
+    covers, and an agent's own events (its states, its pauses) when the agent is a member of
+    a queue it covers; events of neither (a call to a media service) only without a scope.
+    The same rule as the queue log's (`omlmedia.api`)."""
+    if identity.scope is None:
+        return None
+
+    def covers(ev: Event) -> bool:
+        if ev.queue or ev.campaign:
+            return identity.covers(scopes, queue=ev.queue, campaign=ev.campaign)
+        return bool(ev.agent) and identity.covers_agent(scopes, ev.agent)
+
+    return covers
+
+
 def _filter(request: web.Request) -> EventFilter:
     query = request.query
-    scope = request.get(SCOPE_KEY)
+    identity = request.get(IDENTITY_KEY)
+    scopes = request.app.get(SCOPES_KEY)
     return EventFilter.parse(
         query.getall("type", []),
         query.getall("queue", []),
         query.getall("agent", []),
         query.getall("campaign", []),
-        scope=None if scope is None else [str(name) for name in scope],
+        scope=in_scope(identity, scopes()) if identity and scopes else None,
     )
 
 

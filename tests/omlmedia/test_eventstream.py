@@ -17,10 +17,13 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
 from omlmedia import eventstream
+from omlmedia.accounts import AccountBook
 from omlmedia.api import create_app
+from omlmedia.authz import Identity, Role
 from omlmedia.events import EventLog
 from omlmedia.storage import AsyncStore, Store
 from tests.omlmedia.test_api import AUTH, config
+from tests.omlmedia.test_authz import demo
 
 SSE = {**AUTH, "Accept": "text/event-stream"}
 
@@ -225,3 +228,46 @@ async def test_a_slow_client_is_cut_off_with_a_reason_and_the_others_keep_receiv
                     break
             assert "too slow" in ev["error"] and ev["code"] == 1013
         await fast.close()
+
+
+async def test_a_scoped_token_sees_only_its_queues_campaigns_and_their_agents(
+    tmp_path: Path,
+) -> None:
+    config = demo()
+    book = AccountBook(tmp_path / "accounts.db", config.api.token_matches)
+    token, _ = book.create_token(
+        Identity("test", Role.ADMIN),
+        integration="crm",
+        role=Role.REPORTING,
+        scope=frozenset({"support"}),
+    )
+    agent_token, _ = book.create_token(
+        Identity("test", Role.ADMIN), integration="page", role=Role.AGENT
+    )
+    log = EventLog()
+    app = create_app(config, dict, events=log, accounts=book)
+    async with TestClient(TestServer(app)) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        accept = {"Accept": "text/event-stream"}
+        out = await client.get("/api/v1/events?queue=sales", headers={**headers, **accept})
+        assert out.status == 403
+        denied = await client.get(
+            "/api/v1/events", headers={"Authorization": f"Bearer {agent_token}", **accept}
+        )
+        assert denied.status == 403  # the agent role does not read the stream
+        ws = await client.ws_connect("/api/v1/events", headers=headers)
+        log.publish("call.started", call_id="echo-1")  # no queue: only unscoped tokens
+        log.publish("queue.entered", call_id="c1", queue="sales")
+        log.publish("queue.entered", call_id="c2", queue="support", campaign="support")
+        log.publish("agent.state", agent="agent1", data={"state": "ready"})  # in support
+        log.publish("agent.state", agent="nobody", data={"state": "ready"})
+        log.publish("call.ended", call_id="c2", queue="support")
+        seen = await ws_events(ws, 3)
+        assert [(e["type"], e["call_id"] or e["agent"]) for e in seen] == [
+            ("queue.entered", "c2"),
+            ("agent.state", "agent1"),
+            ("call.ended", "c2"),
+        ]
+        await ws.close()
+    await log.close()
+    book.close()
