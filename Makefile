@@ -66,6 +66,7 @@ bench: setup-test
 	$(PY) benchmarks/media_relay.py
 	$(PY) benchmarks/webrtc_bridge.py
 	$(PY) benchmarks/acd_e2e.py
+	$(PY) benchmarks/events.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
