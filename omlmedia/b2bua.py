@@ -34,6 +34,7 @@ from omlmedia.bridges import (
     stream_codecs,
 )
 from omlmedia.config import Config, Route, RouteAction, Trunk
+from omlmedia.events import CALL_QUALITY, NO_EVENTS, EventSink
 from omlmedia.logs import event
 from omlmedia.offer_answer import apply_answer
 from omlmedia.targets import Refusal, RouterStats
@@ -78,8 +79,11 @@ class B2bua(BridgeTransfers):
         hold_music: Path | None = None,
         transcoders: TranscoderFactory | None = None,
         trunk_down: Callable[[str], bool] | None = None,
+        events: EventSink = NO_EVENTS,
     ) -> None:
         self.config = config
+        self.events = events
+        """Where each bridged leg's media quality is published (``call.quality``) at its end."""
         self.trunk_down = trunk_down
         """Whether a trunk is down (its qualify failed): its route's calls get 503."""
         self.service = service
@@ -444,6 +448,8 @@ class B2bua(BridgeTransfers):
                 if leg is None:
                     continue
                 q = leg.quality()
+                rtt_ms = None if q.round_trip_ms is None else round(q.round_trip_ms, 1)
+                mos = None if q.mos is None else round(q.mos, 2)
                 event(
                     logger,
                     "media-quality",
@@ -453,9 +459,23 @@ class B2bua(BridgeTransfers):
                     received=q.packets_received,
                     lost=q.packets_lost,
                     jitter_ms=round(q.jitter_ms, 2),
-                    rtt_ms=None if q.round_trip_ms is None else round(q.round_trip_ms, 1),
-                    mos=None if q.mos is None else round(q.mos, 2),
+                    rtt_ms=rtt_ms,
+                    mos=mos,
                     dropped=leg.counters.dropped,
+                )
+                self.events.publish(
+                    CALL_QUALITY,
+                    call_id=bridge.inbound.call_id,
+                    data={
+                        "leg": side,
+                        "codec": leg.format.encoding_name if leg.format else "",
+                        "packets": q.packets_received,
+                        "lost": q.packets_lost,
+                        "jitter_ms": round(q.jitter_ms, 2),
+                        "rtt_ms": rtt_ms,
+                        "mos": mos,
+                        "trunk": bridge.inbound.trunk or "",
+                    },
                 )
             relay.stop()
             bridge.relay = None

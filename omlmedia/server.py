@@ -266,6 +266,7 @@ class Server:
             hold_music=self.hold_music,
             transcoders=transcoder_factory(),
             trunk_down=self.trunks.is_down,
+            events=events,
         )
         conference = ConferenceService(self.pool, self.media_host, service)
         pages = self._start_agents(service, b2bua) if config.webrtc.agents else None

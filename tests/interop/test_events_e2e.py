@@ -11,7 +11,8 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.interop.harness import API_TOKEN, RunningServer, run_sipp
+from tests.interop.harness import API_TOKEN, SCENARIOS, RunningServer, free_port, run_sipp
+from tests.interop.test_trunk import pbx
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 CALLS = 3
@@ -99,3 +100,60 @@ async def test_sipp_calls_appear_on_the_stream_live_and_replayed(
         "omlmedia_events_published",
     ):
         assert name in names, name
+
+
+async def test_a_trunk_call_reports_each_legs_quality_and_feeds_the_histograms(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    base = f"https://127.0.0.1:{server.http_port}"
+    connector = aiohttp.TCPConnector(ssl=_insecure())
+    async with aiohttp.ClientSession(connector=connector, headers=AUTH) as session:
+        live = await session.ws_connect(f"{base}/api/v1/events?type=call.")
+        await asyncio.to_thread(_sipp_through_the_trunk, server, tmp_path)
+        events = await _read(live, 2)  # the caller's call and ours to the PBX
+        await live.close()
+        async with session.get(f"{base}/metrics") as response:
+            text = await response.text()
+    quality = [e for e in events if e["type"] == "call.quality"]
+    assert sorted(e["data"]["leg"] for e in quality) == ["callee", "caller"]
+    assert all(e["data"]["packets"] > 0 and e["data"]["codec"] for e in quality), quality
+    directions = {e["data"]["direction"] for e in events if e["type"] == "call.started"}
+    assert directions == {"inbound", "outbound"}
+    samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples["omlmedia_rtp_packets_received_total"] > 0
+    assert samples["omlmedia_leg_jitter_ms_count"] >= 2
+    assert samples["omlmedia_leg_loss_ratio_count"] >= 2
+
+
+def _sipp_through_the_trunk(server: RunningServer, workdir: Path) -> None:
+    with pbx(
+        server,
+        workdir,
+        [
+            "-sf",
+            str(SCENARIOS / "uas_answer_pcma.xml"),
+            "-rtp_echo",
+            "-mp",
+            str(free_port(pair=True)),
+        ],
+        1,
+    ):
+        result = run_sipp(
+            [
+                f"127.0.0.1:{server.sip_port}",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                "0",
+                "-sn",
+                "uac_pcap",
+                "-s",
+                "91234",
+                "-mp",
+                str(free_port(pair=True)),
+                "-m",
+                "1",
+            ],
+            workdir,
+        )
+    assert result.returncode == 0, result.output + result.errors
