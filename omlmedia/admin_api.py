@@ -97,7 +97,7 @@ def _name(value: Any) -> str | None:
 
 
 def _role(value: Any) -> Role | None:
-    return Role(value) if value in {r.value for r in Role} else None
+    return Role(value) if isinstance(value, str) and value in {r.value for r in Role} else None
 
 
 def _password(value: Any) -> str | None:

@@ -4,12 +4,15 @@ audit log of every change and every supervisor action, read back through ``/api/
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from omlmedia.accounts import AccountBook, config_seeds
 from omlmedia.api import create_app
@@ -261,3 +264,64 @@ async def test_without_an_account_store_the_admin_routes_are_404(tmp_path: Path)
         for path in ("/api/v1/accounts", "/api/v1/tokens", "/api/v1/audit"):
             response = await client.get(path, headers=ADMIN)
             assert response.status == 404, path
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=12,
+)
+FIELDS = st.sampled_from(
+    [
+        "name",
+        "role",
+        "password",
+        "display_name",
+        "scope",
+        "disabled",
+        "account",
+        "integration",
+        "label",
+        "expires",
+        "expires_in",
+    ]
+)
+BODIES = st.dictionaries(FIELDS, JSON, max_size=6) | JSON
+
+
+def test_any_json_body_gets_an_answer_never_a_500(tmp_path: Path) -> None:
+    config = demo()
+    book = AccountBook(tmp_path / "omlmedia.db", config.api.token_matches)
+    book.seed(config_seeds(config.accounts, ()))
+    loop = asyncio.new_event_loop()
+
+    async def start() -> TestClient[Any, Any]:
+        client = TestClient(TestServer(create_app(config, dict, accounts=book)))
+        await client.start_server()
+        return client
+
+    client = loop.run_until_complete(start())
+
+    async def check(method: str, path: str, body: Any) -> None:
+        response = await client.request(method, f"/api/v1{path}", json=body, headers=ADMIN)
+        assert response.status in (200, 201, 400, 404, 409), await response.text()
+        if response.status >= 400:
+            problem = await response.json()
+            assert problem["status"] == response.status and problem["detail"]
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        route=st.sampled_from(
+            [("POST", "/accounts"), ("PATCH", "/accounts/admin"), ("POST", "/tokens")]
+        ),
+        body=BODIES,
+    )
+    def any_body(route: tuple[str, str], body: Any) -> None:
+        loop.run_until_complete(check(*route, body))
+
+    try:
+        any_body()
+    finally:
+        loop.run_until_complete(client.close())
+        loop.close()
+        book.close()
