@@ -46,7 +46,6 @@ __all__ = [
     "ROLE_PERMISSIONS",
     "RULES",
     "SCOPES_KEY",
-    "SCOPE_NAMES_KEY",
     "TOKEN_PARAMETERS",
     "WS_RULES",
     "Authenticator",
@@ -246,14 +245,6 @@ class Identity:
             return None
         return self.scope | {scopes.campaigns[c] for c in self.scope if c in scopes.campaigns}
 
-    def names(self, scopes: Scopes) -> frozenset[str] | None:
-        """Every campaign and queue name in scope (a campaign brings its queue, a queue its
-        campaigns); None: everything."""
-        queues = self.queues(scopes)
-        if self.scope is None or queues is None:
-            return None
-        return queues | {c for c, q in scopes.campaigns.items() if q in queues}
-
     def covers(self, scopes: Scopes, *, queue: str = "", campaign: str = "") -> bool:
         """Whether a record of `queue` (or `campaign`) is in scope; one of neither is only in
         an unscoped identity's."""
@@ -298,9 +289,6 @@ class Authenticator(Protocol):
 SCOPES_KEY: web.AppKey[Callable[[], Scopes]] = web.AppKey("scopes")
 """What scopes are checked against, for handlers that filter by scope."""
 IDENTITY_KEY: web.RequestKey[Identity] = web.RequestKey("identity")
-SCOPE_NAMES_KEY = "omlmedia.scope"
-"""Where `authorize` puts a scoped identity's campaign and queue names (`Identity.names`), for
-handlers that filter by plain names (`omlmedia.eventstream`); absent: unlimited."""
 """The identity `authorize` found, for the handler."""
 
 _HANDLER = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -386,12 +374,8 @@ def authorize(authenticator: Authenticator, scopes: Callable[[], Scopes]) -> Mid
             if rule is None or rule.permission is None:
                 logger.error("refused %s %s: no access rule", request.method, template)
                 raise ApiError(403, "this route has no access rule", missing_permission="rule")
-            known = scopes()
-            check(identity, rule, request, known)
+            check(identity, rule, request, scopes())
             request[IDENTITY_KEY] = identity
-            names = identity.names(known)
-            if names is not None:
-                request[SCOPE_NAMES_KEY] = names
             return await handler(request)
         except ApiError as exc:
             return problem(exc.status, exc.reason, exc.errors, **exc.extra)
