@@ -171,6 +171,9 @@ class ApiConfig:
 
     token_sha256: str
     """Lower-case hex SHA-256 of the API token."""
+    metrics_listen: tuple[str, int] | None = None
+    """Where ``/metrics`` is also served in plain HTTP without a token (a private address for
+    Prometheus); None: only on the API's port, with a token."""
 
     def token_matches(self, token: str) -> bool:
         """True when `token` hashes to `token_sha256` (constant-time comparison)."""
@@ -782,7 +785,7 @@ _SIP_KEYS: Final = (
     "digest_algorithms",
 )
 _SECURITY_KEYS: Final = ("rate_limit_requests", "rate_limit_window", "ban_time", "trusted_networks")
-_API_KEYS: Final = ("token_sha256",)
+_API_KEYS: Final = ("token_sha256", "metrics_listen")
 _TRUNK_KEYS: Final = (
     "name",
     "host",
@@ -1103,19 +1106,35 @@ def _security(check: _Checker, value: object) -> SecurityConfig | None:
 
 def _api(check: _Checker, value: object) -> tuple[ApiConfig | None, str | None]:
     table = check.table("api", value, _API_KEYS, {"token": _TOKEN_HINT})
+    metrics_listen = _metrics_listen(check, table)
+    bad_listen = "metrics_listen" in table and metrics_listen is None
     digest = check.string(table, "api", "token_sha256")
     if digest is None:
-        if "token_sha256" in table:
+        if "token_sha256" in table or bad_listen:
             return None, None
         token = secrets.token_urlsafe(24)
-        return ApiConfig(hashlib.sha256(token.encode()).hexdigest()), token
+        return ApiConfig(hashlib.sha256(token.encode()).hexdigest(), metrics_listen), token
     if _HEX64.fullmatch(digest) is None:
         if check.origins.get("api.token_sha256") == "--api-token":
             check.error("api.token_sha256", "must not be empty or blank")
         else:
             check.error("api.token_sha256", "expected 64 hexadecimal digits (a SHA-256)")
         return None, None
-    return ApiConfig(digest.lower()), None
+    if bad_listen:
+        return None, None
+    return ApiConfig(digest.lower(), metrics_listen), None
+
+
+def _metrics_listen(check: _Checker, table: dict[str, Any]) -> tuple[str, int] | None:
+    """``api.metrics_listen``: an IP address and a port (9464, Prometheus's, by default)."""
+    listen = check.string(table, "api", "metrics_listen")
+    if listen is None:
+        return None
+    found = _host_port(check, "api.metrics_listen", listen, 9464)
+    if found is not None and not _is_ip(found[0]):
+        check.error("api.metrics_listen", f"expected an IP address, got {found[0]!r}")
+        return None
+    return found
 
 
 def _host_port(check: _Checker, where: str, text: str, default_port: int) -> tuple[str, int] | None:

@@ -1,4 +1,5 @@
-"""Prometheus metrics (``GET /metrics``, with the API's bearer token), with `prometheus-client`.
+"""Prometheus metrics (``GET /metrics``, with the API's bearer token, and without one on
+``api.metrics_listen`` when configured: a private address), with `prometheus-client`.
 
 Theory of operation. Nothing here counts on its own: live values are read at scrape time from
 their owners (`ServerCollector`: the server's `status()` counters, the SIP calls by state, the
@@ -24,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from omlmedia.events import CALL_QUALITY, Event, EventLog
 
-__all__ = ["Metrics", "QualityHistograms", "ServerCollector", "metrics_handler"]
+__all__ = ["Metrics", "QualityHistograms", "ServerCollector", "metrics_handler", "serve_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -283,3 +284,15 @@ def metrics_handler(
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return get_metrics
+
+
+async def serve_metrics(metrics: Metrics, host: str, port: int) -> web.AppRunner:
+    """Serve ``/metrics`` alone, in plain HTTP and without a token, on `host`:`port` (the
+    configuration's ``api.metrics_listen``: an address only Prometheus reaches); returns the
+    runner to clean up."""
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler(metrics, lambda request: True))
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -32,7 +32,7 @@ from omlmedia.config import Config, RouteAction, summary
 from omlmedia.events import CALL_ENDED, NO_EVENTS, EventLog
 from omlmedia.logs import event
 from omlmedia.media_targets import MediaTargets
-from omlmedia.metrics import Metrics
+from omlmedia.metrics import Metrics, serve_metrics
 from omlmedia.router import CallRouter, RouteTable
 from omlmedia.storage import AsyncStore, Store
 from omlmedia.targets import RouterStats
@@ -76,6 +76,11 @@ def banner(config: Config) -> str:
         lines.append(f"  SIP targets: {targets}")
     host = config.server.listen[0]
     lines.append(f"  API: https://{host}:{config.server.http_port}/api/v1/status (bearer token)")
+    metrics = f"https://{host}:{config.server.http_port}/metrics"
+    if config.api.metrics_listen is not None:
+        metrics_host, metrics_port = config.api.metrics_listen
+        metrics += f", http://{metrics_host}:{metrics_port}/metrics (no token)"
+    lines.append(f"  Events: /api/v1/events (WebSocket, SSE); metrics: {metrics}")
     if config.webrtc.agents:
         names = ", ".join(agent.name for agent in config.webrtc.agents)
         lines.append(f"  Agent page: https://{host}:{config.server.http_port}/agent/ ({names})")
@@ -166,6 +171,8 @@ class Server:
         """The router's own media users (counted as active media in the status)."""
         self.upkeep: Upkeep | None = None
         self.api: web.AppRunner | None = None
+        self.metrics_api: web.AppRunner | None = None
+        """``/metrics`` alone on ``api.metrics_listen``, when configured."""
         self.trunks: TrunkManager | None = None
         self.desk: AgentDesk | None = None
         self.hub: AgentHub | None = None
@@ -293,6 +300,7 @@ class Server:
             config.server.data_dir / "omlmedia.db", config.api.token_matches
         )
         self.accounts.seed(config_seeds(config.accounts, config.webrtc.agents))
+        metrics = self._metrics(events)
         self.api = await start_api(
             config,
             self.status,
@@ -302,9 +310,11 @@ class Server:
             acd=self.acd,
             database=self.store.store.path if self.acd is not None and self.store else None,
             events=events,
-            metrics=self._metrics(events),
+            metrics=metrics,
             accounts=self.accounts,
         )
+        if config.api.metrics_listen is not None:
+            self.metrics_api = await serve_metrics(metrics, *config.api.metrics_listen)
         event(
             logger,
             "ready",
@@ -328,17 +338,17 @@ class Server:
 
     def _metrics(self, events: EventLog) -> Metrics:
         """What ``/metrics`` reads: the status, the calls by state, the agents' states."""
-        service, desk = self.service, self.desk
-        assert service is not None
 
         def calls() -> dict[tuple[str, ...], int]:
             counts: dict[tuple[str, ...], int] = {}
-            for call in service.ua.calls.values():
+            service = self.service
+            for call in service.ua.calls.values() if service is not None else ():
                 key = (call.state.value, call.direction)
                 counts[key] = counts.get(key, 0) + 1
             return counts
 
         def agents() -> list[str]:
+            desk = self.desk
             return [desk.state(a).value for a in desk.logged_in] if desk is not None else []
 
         return Metrics(self.status, calls=calls, agents=agents, events=events)
@@ -484,6 +494,8 @@ class Server:
             await self.store.close()
         if self.api is not None:
             await self.api.cleanup()
+        if self.metrics_api is not None:
+            await self.metrics_api.cleanup()
         if self.accounts is not None:
             self.accounts.close()
         await self.transports.close()

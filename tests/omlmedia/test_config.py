@@ -717,7 +717,7 @@ SECTION_KEYS = {
     "server": ["listen", "sip_port", "sip_tls_port", "rtp_port_range", "data_dir", "log_level"],
     "sip": ["t1", "t2", "realm", "tls_cert", "tls_key"],
     "security": ["ban_time", "trusted_networks"],
-    "api": ["token_sha256", "token"],
+    "api": ["token_sha256", "token", "metrics_listen"],
 }
 ITEM_KEYS = {
     "trunks": ["name", "host", "port", "transport", "outbound_proxy", "codecs", "username"],
@@ -810,3 +810,24 @@ def test_queues_campaigns_and_agents_are_checked_with_their_place(
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert any(error in e for e in info.value.errors), info.value.errors
+
+
+def test_metrics_listen_is_an_ip_address_and_a_port(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[api]\nmetrics_listen = "10.0.0.5"\n')
+    assert load_config(good).api.metrics_listen == ("10.0.0.5", 9464)
+    good.write_text('[api]\nmetrics_listen = "[::1]:9500"\n')
+    assert load_config(good).api.metrics_listen == ("::1", 9500)
+    assert load_config(write(tmp_path, "")).api.metrics_listen is None
+    for value, message in (
+        (
+            "metrics.example:9464",
+            "api.metrics_listen: expected an IP address, got 'metrics.example'",
+        ),
+        ("10.0.0.5:99999", "api.metrics_listen: port must be from 1 to 65535, got '99999'"),
+    ):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(f'[api]\nmetrics_listen = "{value}"\n')
+        with pytest.raises(ConfigError) as caught:
+            load_config(bad)
+        assert caught.value.errors == [message]

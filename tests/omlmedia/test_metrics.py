@@ -131,3 +131,23 @@ async def test_quality_histograms_come_from_call_quality_events(
     assert sample(m, "omlmedia_rtp_packets_received_total") == 990
     assert sample(m, "omlmedia_rtp_packets_lost_total") == 10
     assert sample(m, "omlmedia_events_published_total") == 3
+
+
+async def test_metrics_listen_serves_metrics_alone_without_a_token() -> None:
+    import aiohttp
+
+    from benchmarks.harness import free_port
+    from omlmedia.metrics import serve_metrics
+
+    port = free_port()
+    runner = await serve_metrics(Metrics(lambda: STATUS), "127.0.0.1", port)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                assert response.status == 200
+                names = {f.name for f in text_string_to_metric_families(await response.text())}
+            async with session.get(f"http://127.0.0.1:{port}/api/v1/status") as response:
+                assert response.status == 404  # nothing else is served there
+        assert "omlmedia_queue_waiting" in names
+    finally:
+        await runner.cleanup()
