@@ -268,26 +268,37 @@ async def get_tokens(request: web.Request) -> web.Response:
     return web.json_response({"tokens": views})
 
 
+def _number(value: Any) -> float | None:
+    """A finite JSON number as a float (None for anything else, huge integers included)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _expiry(fields: _Fields, now: float) -> float | None:
     if "expires" in fields.body and "expires_in" in fields.body:
         fields.error("expires_in", "give expires or expires_in, not both")
         return None
     if "expires_in" in fields.body:
-        value = fields.body["expires_in"]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e10:
+        seconds = _number(fields.body["expires_in"])
+        if seconds is None or not 0 < seconds < 1e10:
             fields.error("expires_in", "must be a number of seconds above 0")
             return None
-        return now + float(value)
-    value = fields.body.get("expires")
-    if value is None:
+        return now + seconds
+    if fields.body.get("expires") is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    when = _number(fields.body["expires"])
+    if when is None:
         fields.error("expires", "must be a Unix time in seconds")
         return None
-    if value <= now:
+    if when <= now:
         fields.error("expires", "is in the past")
         return None
-    return float(value)
+    return when
 
 
 @routes.post("/v1/tokens")
