@@ -115,7 +115,8 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     except _Refused as exc:
         return web.json_response({"error": exc.reason}, status=exc.status)
     # Subscribed before the answer goes out: a client that saw the answer gets every later event.
-    websocket = web.WebSocketResponse(heartbeat=30.0, autoping=True)
+    # Events are small and go to many clients: no per-client permessage-deflate (RFC 7692).
+    websocket = web.WebSocketResponse(heartbeat=30.0, autoping=True, compress=False)
     if websocket.can_prepare(request).ok:
         stream = _Stream(log, match, since, STREAM_QUEUE, _WsOut(request, websocket))
         return await stream.run()

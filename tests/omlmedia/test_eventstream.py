@@ -102,7 +102,8 @@ async def test_the_stream_needs_the_token_and_a_stream_transport(running: Runnin
 
 async def test_websocket_clients_get_live_events_filtered(running: Running) -> None:
     client, log = running.client, running.log
-    every = await client.ws_connect("/api/v1/events", headers=AUTH)
+    every = await client.ws_connect("/api/v1/events", headers=AUTH, compress=15)
+    assert every.compress == 0  # asked for permessage-deflate, not given: events are small
     calls = await client.ws_connect("/api/v1/events?type=call.&queue=support", headers=AUTH)
     agent = await client.ws_connect("/api/v1/events?agent=agent1&type=agent.", headers=AUTH)
     campaign = await client.ws_connect("/api/v1/events?campaign=sales", headers=AUTH)
