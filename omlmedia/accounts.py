@@ -430,9 +430,10 @@ class AccountBook:
         *,
         actor: str | None = None,
         action: str | None = None,
+        target: str | None = None,
     ) -> list[AuditEntry]:
         """Audit entries in [since, until), in time order (on the book's thread)."""
-        return audit.entries(self._db, since, until, actor=actor, action=action)
+        return audit.entries(self._db, since, until, actor=actor, action=action, target=target)
 
     # -- changing (on the book's thread) ----------------------------------------------------
 

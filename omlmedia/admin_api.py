@@ -11,8 +11,8 @@
   ``{"integration", "role"}``, with ``scope``, ``label``, ``expires`` (a Unix time) or
   ``expires_in`` (seconds) optional: 201 and the token with its secret in ``token``, shown this
   once; ``DELETE /api/v1/tokens/{id}``: the token, revoked;
-- ``GET /api/v1/audit?since=&until=&actor=&action=&offset=&limit=``: audit entries in time
-  order, paged like the call records (``"entries"``); ``action=account.`` matches a prefix.
+- ``GET /api/v1/audit?since=&until=&actor=&action=&target=&offset=&limit=``: audit entries in
+  time order, paged like the call records (``"entries"``); ``action=account.`` matches a prefix.
 
 An account is ``{"name", "role", "display_name", "scope", "disabled", "origin", "created",
 "updated"}``; ``origin`` ``config`` marks one the configuration file declares, which the API may
@@ -355,7 +355,7 @@ async def delete_token(request: web.Request) -> web.Response:
 
 @routes.get("/v1/audit")
 async def get_audit(request: web.Request) -> web.Response:
-    """The audit log, filtered by ``actor`` and ``action``, paged."""
+    """The audit log, filtered by ``actor``, ``action`` and ``target``, paged."""
     book = _book(request)
     since, until = query_span(request)
     entries = await book.call(
@@ -364,5 +364,6 @@ async def get_audit(request: web.Request) -> web.Response:
         until,
         actor=request.query.get("actor") or None,
         action=request.query.get("action") or None,
+        target=request.query.get("target") or None,
     )
     return page(request, "entries", [e.view() for e in entries])

@@ -76,9 +76,11 @@ def entries(
     *,
     actor: str | None = None,
     action: str | None = None,
+    target: str | None = None,
 ) -> list[AuditEntry]:
-    """Stored entries in [since, until) in time order, by `actor` and `action` when given
-    (`action` ending in ``.`` or ``*`` matches a prefix: ``account.`` is every account change)."""
+    """Stored entries in [since, until) in time order, by `actor`, `action` and `target` when
+    given (`action` ending in ``.`` or ``*`` matches a prefix: ``account.`` is every account
+    change)."""
     sql = (
         "SELECT id, time, actor, role, action, target, before, after FROM audit_log WHERE time >= ?"
     )
@@ -89,6 +91,9 @@ def entries(
     if actor is not None:
         sql += " AND actor = ?"
         args.append(actor)
+    if target is not None:
+        sql += " AND target = ?"
+        args.append(target)
     if action is not None:
         if action.endswith(("*", ".")):
             sql += " AND substr(action, 1, ?) = ?"

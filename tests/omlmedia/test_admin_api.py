@@ -245,6 +245,8 @@ async def test_the_audit_log_is_filtered_and_paged(admin: Admin) -> None:
         "token.revoke",
     ]
     assert made["token"] not in str(mine)
+    rita = await admin.call("GET", "/audit?target=rita")
+    assert [e["action"] for e in rita["entries"]] == ["account.create", "account.update"]
     tokens = await admin.call("GET", "/audit?action=token.")
     assert [e["action"] for e in tokens["entries"]] == ["token.create", "token.revoke"]
     page = await admin.call("GET", "/audit?actor=bootstrap&limit=3&offset=1")
