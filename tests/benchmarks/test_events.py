@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from benchmarks.events import due, percentile, sse_times
+from benchmarks.events import dechunk, due, percentile, sse_times
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -33,3 +33,10 @@ def test_sse_times_reads_complete_messages_and_keeps_the_rest() -> None:
     buffer += b'"type":"x"}\n\n'
     assert sse_times(buffer) == [(8, 1700000000.5)]
     assert buffer == bytearray()
+
+
+def test_dechunk_takes_whole_chunks_and_sees_the_last() -> None:
+    raw = bytearray(b"5\r\nhello\r\n6\r\n world\r\n3\r\nab")
+    assert dechunk(raw) == (b"hello world", False)
+    raw += b"c\r\n0\r\n\r\n"
+    assert dechunk(raw) == (b"abc", True)
