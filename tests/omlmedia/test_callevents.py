@@ -3,14 +3,16 @@ ACD runtime's queue log and call records, and the desk's agent states. No socket
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from omlmedia.callevents import CallEvents
-from omlmedia.config import Campaign, Route, RouteAction
+from omlmedia.config import Campaign, Route, RouteAction, load_demo_config
 from omlmedia.events import Event, EventLog
+from omlmedia.server import Server
 from omlmedia.storage import AsyncStore, Store
 from sip.message import Response, parse_message
 from sip.ua import CallConfirmed, CallEnded, CallProgress, IncomingCall, UAEvent
@@ -127,3 +129,27 @@ async def test_a_queue_call_publishes_its_queue_log_quality_and_agent_states(
     assert wrapup.data["state"] == "wrapup"
     ids = [ev.id for ev in log.recent]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+async def test_calls_a_crash_left_open_end_with_call_ended_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "omlmedia.db")
+    store.call_started("left-open", 1.0, {"queue": "support"})
+    store.close()
+    demo = load_demo_config()
+    server = Server(
+        dataclasses.replace(demo, server=dataclasses.replace(demo.server, data_dir=tmp_path))
+    )
+    log = server._open_events()
+    try:
+        (ended,) = [ev for ev in log.recent if ev.call_id == "left-open"]
+        assert ended.type == "call.ended" and ended.data == {"cause": "server-restart"}
+    finally:
+        server.pool.close()
+        await log.close()
+        assert server.store is not None
+        await server.store.close()
+    reader = Store(tmp_path / "omlmedia.db")
+    assert [row[2] for row in reader.events(0, 10)] == ["call.ended"]
+    reader.close()

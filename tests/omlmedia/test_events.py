@@ -4,6 +4,7 @@ that combine the store and memory exactly once, filters, and subscribers that fa
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 from omlmedia.events import (
@@ -146,5 +147,41 @@ async def test_a_subscriber_that_resumes_reads_the_store_then_memory_and_waits(
     log.publish("call.ended")
     await waiting
     assert [ev.type for ev in await log.read(sub)] == ["call.ended"]
+    await log.close()
+    await store.close()
+
+
+CRASHING_PUBLISHER = """
+import asyncio, os, sys
+from omlmedia.events import EventLog
+from omlmedia.storage import AsyncStore, Store
+
+async def main():
+    store = AsyncStore(Store(sys.argv[1]))
+    log = EventLog(store)
+    for i in range(100):
+        log.publish("call.started", call_id=f"c{i}")
+    await store.flush()  # accepted: committed
+    for i in range(5):
+        log.publish("call.ended", call_id=f"c{i}")  # not yet committed
+    os._exit(1)  # a crash: no close, no flush
+
+asyncio.run(main())
+"""
+
+
+async def test_a_crash_keeps_every_accepted_event_and_ids_go_on_after_them(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "publisher.py"
+    script.write_text(CRASHING_PUBLISHER)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(tmp_path / "omlmedia.db")
+    )
+    assert await process.wait() == 1
+    store, log = open_log(tmp_path)
+    assert log.last_id == 100
+    assert [ev.call_id for ev in await replayed(log, 0)] == [f"c{i}" for i in range(100)]
+    assert log.publish("call.ended", call_id="c0").id == 101
     await log.close()
     await store.close()
