@@ -35,7 +35,7 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,12 +45,19 @@ from omlmedia import audit
 from omlmedia.audit import AuditEntry
 from omlmedia.authz import Identity, Role
 from omlmedia.migrations import migrate
-from webrtc.accounts import hash_password, parse_password_hash
+from webrtc.accounts import (
+    Account,
+    AccountStore,
+    check_password,
+    hash_password,
+    parse_password_hash,
+)
 from webrtc.config import AgentConfig
 
 __all__ = [
     "BOOTSTRAP",
     "NAME",
+    "SESSION_LABEL",
     "TOKEN_PREFIX",
     "AccountBook",
     "AccountConflictError",
@@ -58,6 +65,7 @@ __all__ = [
     "AccountSeed",
     "ConfiguredToken",
     "Keep",
+    "PasswordLogins",
     "TokenRow",
     "UnknownAccountError",
     "UnknownTokenError",
@@ -74,6 +82,8 @@ MAX_TOKEN = 256
 _TOKEN = re.compile(r"oml_(?P<id>[0-9a-f]{12})_[A-Za-z0-9_-]{43}")
 _DUMMY_DIGEST = hashlib.sha256(b"no such token").hexdigest()
 _ACCOUNT_KEYS = ("name", "role", "display_name", "password_hash", "scope")
+SESSION_LABEL = "session"
+"""The label of the tokens `PasswordLogins` issues."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -748,3 +758,52 @@ class AccountBook:
         """Close the connection and the thread."""
         self._executor.shutdown(wait=True)
         self._db.close()
+
+
+class PasswordLogins:
+    """Password logins of the accounts that are not agents (the agent page logs agents in on its
+    own, `webrtc.signaling`): a right password gives a token of the account, labelled
+    ``session``, that expires after `ttl` seconds.
+
+    The lockout is `webrtc.accounts.AccountStore`'s (per account and source with backoff, per
+    source, per account from many sources; one ``SECURITY`` line per refusal), fed with the
+    book's current accounts at each login; the scrypt check runs on the shared bounded pool
+    (`check`), and an unknown name costs the same check against a dummy hash."""
+
+    def __init__(
+        self,
+        book: AccountBook,
+        *,
+        ttl: float = 12 * 3600.0,
+        check: Callable[[str, str], Awaitable[bool]] = check_password,
+    ) -> None:
+        self.book = book
+        self.ttl = ttl
+        self.check = check
+        self.gate = AccountStore([], clock=book.clock)
+
+    async def login(
+        self, name: str, password: str, source: str, port: int = 0
+    ) -> tuple[str, TokenRow]:
+        """A new session token for `name`; raises `webrtc.exceptions.LoginError`
+        (``bad-credentials``, ``locked-out``, ``busy``)."""
+        gate = self.gate
+        gate.accounts = {
+            a.name: Account(a.name, a.display_name, a.password_hash)
+            for a in self.book.accounts()
+            if not a.disabled and a.role is not Role.AGENT
+        }
+        ok = False
+        if not gate.locked(name, source):
+            ok = await self.check(password, gate.password_hash_for(name))
+        session = gate.login(name, ok, source, port).session
+        gate.logout(session)  # the gate keeps the lockout; the token is the book's
+        account = self.book.account(name)
+        actor = Identity(account.name, account.role, account.scope, "", account.name)
+        return await self.book.call(
+            self.book.create_token,
+            actor,
+            account=name,
+            label=SESSION_LABEL,
+            expires=self.book.clock() + self.ttl,
+        )

@@ -11,6 +11,11 @@
   ``{"integration", "role"}``, with ``scope``, ``label``, ``expires`` (a Unix time) or
   ``expires_in`` (seconds) optional: 201 and the token with its secret in ``token``, shown this
   once; ``DELETE /api/v1/tokens/{id}``: the token, revoked;
+- ``POST /api/v1/sessions`` ``{"name", "password"}`` (no token: the one public route): an
+  account that is not an agent logs in and gets 201 and a token of its own (label ``session``,
+  expiring after ``webrtc.session_ttl``), shown this once; 401 for a wrong name or password (the
+  answer and its time do not say which), 429 when failures locked the name or the source out,
+  503 when too many password checks are running;
 - ``GET /api/v1/audit?since=&until=&actor=&action=&target=&offset=&limit=``: audit entries in
   time order, paged like the call records (``"entries"``); ``action=account.`` matches a prefix.
 
@@ -35,15 +40,18 @@ from omlmedia.accounts import (
     AccountBook,
     AccountConflictError,
     Keep,
+    PasswordLogins,
     UnknownAccountError,
     UnknownTokenError,
 )
 from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Role, Scopes
 from omlmedia.problems import ApiError, FieldError, json_body, page, query_span
+from webrtc.exceptions import LoginError
 
-__all__ = ["BOOK_KEY", "routes"]
+__all__ = ["BOOK_KEY", "LOGINS_KEY", "routes"]
 
 BOOK_KEY: web.AppKey[AccountBook | None] = web.AppKey("accounts")
+LOGINS_KEY: web.AppKey[PasswordLogins | None] = web.AppKey("logins")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 MAX_LABEL = 64
@@ -348,6 +356,37 @@ async def delete_token(request: web.Request) -> web.Response:
         )
     row = await _conflicts(request, book.revoke_token, request[IDENTITY_KEY], ident)
     return web.json_response(book.token_view(row))
+
+
+# -- password logins -----------------------------------------------------------------------
+
+
+def _short(value: Any) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_PASSWORD else None
+
+
+@routes.post("/v1/sessions")
+async def post_session(request: web.Request) -> web.Response:
+    """An account logs in with its password and gets a session token."""
+    book = _book(request)
+    logins = request.app[LOGINS_KEY]
+    if logins is None:
+        raise ApiError(404, "password logins are not enabled")
+    fields = _Fields(await json_body(request), ("name", "password"))
+    name = fields.get("name", _short, "must be a non-empty string", required=True)
+    password = fields.get("password", _short, "must be a non-empty string", required=True)
+    fields.done()
+    assert name is not None and password is not None
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    source, port = (str(peer[0]), int(peer[1])) if peer else (request.remote or "unknown", 0)
+    try:
+        token, row = await logins.login(name, password, source, port)
+    except LoginError as exc:
+        status = {"busy": 503, "locked-out": 429}.get(exc.code, 401)
+        raise ApiError(status, exc.reason if status != 401 else "wrong name or password") from None
+    return web.json_response(
+        {"token": token, **book.token_view(row)}, status=201, headers=_NO_STORE
+    )
 
 
 # -- audit ----------------------------------------------------------------------------------

@@ -52,8 +52,8 @@ from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
-from omlmedia.accounts import AccountBook, ConfiguredToken
-from omlmedia.admin_api import BOOK_KEY
+from omlmedia.accounts import AccountBook, ConfiguredToken, PasswordLogins
+from omlmedia.admin_api import BOOK_KEY, LOGINS_KEY
 from omlmedia.admin_api import routes as admin_routes
 from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Identity, Scopes, authorize
 from omlmedia.config import Config
@@ -385,6 +385,9 @@ def create_app(
     scopes = _scopes(config)
     api = web.Application(client_max_size=1024 * 1024)
     api[BOOK_KEY] = accounts
+    api[LOGINS_KEY] = (
+        PasswordLogins(accounts, ttl=config.webrtc.session_ttl) if accounts is not None else None
+    )
     api[SCOPES_KEY] = lambda: scopes
     api[CONFIG_KEY] = config
     api[STATUS_KEY] = status

@@ -160,11 +160,13 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("POST", "/api/v1/tokens"): Rule(Permission.TOKENS_ADMIN, Scope.GLOBAL),
     ("DELETE", "/api/v1/tokens/{id}"): Rule(Permission.TOKENS_ADMIN, Scope.GLOBAL),
     ("GET", "/api/v1/audit"): Rule(Permission.AUDIT_READ, Scope.GLOBAL),
+    ("POST", "/api/v1/sessions"): PUBLIC,
     ("GET", "/api/v1/events"): Rule(Permission.EVENTS_READ, Scope.FILTER),
     ("GET", "/metrics"): Rule(Permission.METRICS_READ, Scope.GLOBAL),
 }
 """Every API route (method, path template as aiohttp writes it) and its rule. HEAD follows GET.
-A route missing here is refused with 403."""
+A route missing here is refused with 403. The one public API route is the password login, which
+gives a token (``POST /api/v1/sessions``)."""
 
 PAGE_RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/agent"): PUBLIC,
@@ -365,13 +367,15 @@ def authorize(authenticator: Authenticator, scopes: Callable[[], Scopes]) -> Mid
                     "tokens are not accepted in the URL: send Authorization: Bearer <token>",
                     [(name, "not accepted in the URL") for name in refused],
                 )
+            if rule is not None and rule.permission is None:
+                return await handler(request)
             token = bearer(request)
             identity = authenticator.authenticate(token) if token else None
             if identity is None:
                 return problem(401, "a valid bearer token is required", headers=_UNAUTHORIZED)
             if unmatched is not None:
                 raise unmatched
-            if rule is None or rule.permission is None:
+            if rule is None:
                 logger.error("refused %s %s: no access rule", request.method, template)
                 raise ApiError(403, "this route has no access rule", missing_permission="rule")
             check(identity, rule, request, scopes())

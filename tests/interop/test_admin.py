@@ -3,7 +3,8 @@
 An administrator (the configured token) creates a reporting account scoped to `sales` and a
 token for it; the token reads what its role and scope allow and is refused the rest; the server
 stops and starts again on the same data directory: the account, the token, its scope and the
-audit log are all still there, and a revoked token stays revoked.
+audit log are all still there, a revoked token stays revoked, and the account logs in with its
+password for a session token of its own.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def call(
         f"https://127.0.0.1:{server.http_port}/api/v1{path}",
         data=json.dumps(body).encode() if body is not None else None,
         method=method,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        headers={"Content-Type": "application/json"}
+        | ({"Authorization": f"Bearer {token}"} if token else {}),
     )
     try:
         with urllib.request.urlopen(request, context=context, timeout=5) as response:
@@ -84,6 +86,12 @@ def test_accounts_and_tokens_survive_a_restart(tmp_path: Path) -> None:
         assert status == 200 and account["scope"] == ["sales"] and account["origin"] == "api"
         status, tokens = call(server, "GET", "/tokens?account=rita")
         assert [t["label"] for t in tokens["tokens"]] == ["crm"]
+        status, session = call(
+            server, "POST", "/sessions", {"name": "rita", "password": "long-enough"}, token=""
+        )
+        assert status == 201 and session["label"] == "session", session
+        assert call(server, "GET", "/queues/sales", token=session["token"])[0] == 200
+        assert call(server, "GET", "/queues/support", token=session["token"])[0] == 403
         status, audit = call(server, "GET", "/audit?actor=bootstrap")
         assert [e["action"] for e in audit["entries"]] == [
             "account.create",

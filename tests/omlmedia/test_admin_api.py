@@ -23,10 +23,14 @@ ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class Admin:
-    def __init__(self, client: TestClient[Any, Any], book: AccountBook, acd: FakeSupervision):
+    def __init__(
+        self, client: TestClient[Any, Any], book: AccountBook, acd: FakeSupervision, password: str
+    ):
         self.client = client
         self.book = book
         self.acd = acd
+        self.password = password
+        """The demo password of this configuration's accounts."""
 
     async def call(
         self,
@@ -58,7 +62,8 @@ async def admin(tmp_path: Path) -> AsyncIterator[Admin]:
     acd = FakeSupervision()
     app = create_app(config, dict, acd=acd, accounts=book)
     async with TestClient(TestServer(app)) as client:
-        yield Admin(client, book, acd)
+        assert config.generated.demo_password is not None
+        yield Admin(client, book, acd, config.generated.demo_password)
     book.close()
 
 
@@ -260,6 +265,57 @@ async def test_the_audit_log_is_filtered_and_paged(admin: Admin) -> None:
     assert [e["action"] for e in late["entries"]] == ["token.create", "token.revoke"]
     for query in ("since=yesterday", "limit=0", "until=-1"):
         await admin.call("GET", f"/audit?{query}", status=400)
+
+
+async def test_an_account_logs_in_with_its_password_and_gets_a_session_token(
+    admin: Admin,
+) -> None:
+    password = admin.password
+    client = admin.client
+    wrong = await client.post("/api/v1/sessions", json={"name": "supervisor1", "password": "x"})
+    assert wrong.status == 401 and (await wrong.json())["detail"] == "wrong name or password"
+    # An agent logs in on the agent page, not here; a name nobody has gets the same answer.
+    for name in ("agent1", "nobody"):
+        other = await client.post("/api/v1/sessions", json={"name": name, "password": "x"})
+        assert other.status == 401 and (await other.json())["detail"] == "wrong name or password"
+    response = await client.post(
+        "/api/v1/sessions", json={"name": "supervisor1", "password": password}
+    )
+    made = await response.json()
+    assert response.status == 201, made
+    assert response.headers["Cache-Control"] == "no-store"
+    assert (made["account"], made["role"], made["label"]) == (
+        "supervisor1",
+        "supervisor",
+        "session",
+    )
+    assert made["expires"] == pytest.approx(made["created"] + 12 * 3600)
+    mine = {"Authorization": f"Bearer {made['token']}"}
+    assert (await admin.call("GET", "/agents", headers=mine))["agents"]
+    created = (await admin.call("GET", "/audit?action=token.create"))["entries"]
+    assert [(e["actor"], e["target"]) for e in created] == [("supervisor1", made["id"])]
+    await admin.call("PATCH", "/accounts/supervisor1", {"disabled": True})
+    await admin.call("GET", "/agents", headers=mine, status=401)
+    refused = await client.post(
+        "/api/v1/sessions", json={"name": "supervisor1", "password": password}
+    )
+    assert refused.status == 401
+
+
+async def test_failed_logins_lock_the_name_out_from_that_source(admin: Admin) -> None:
+    password = admin.password
+    for _ in range(5):
+        wrong = await admin.client.post(
+            "/api/v1/sessions", json={"name": "admin", "password": "guess"}
+        )
+        assert wrong.status == 401
+    locked = await admin.client.post(
+        "/api/v1/sessions", json={"name": "admin", "password": password}
+    )
+    assert locked.status == 429, await locked.text()
+    bad = await admin.client.post("/api/v1/sessions", json={"name": "admin"})
+    assert bad.status == 400
+    assert (await bad.json())["errors"] == [{"field": "password", "detail": "is required"}]
 
 
 async def test_without_an_account_store_the_admin_routes_are_404(tmp_path: Path) -> None:
