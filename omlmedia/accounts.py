@@ -84,6 +84,8 @@ _DUMMY_DIGEST = hashlib.sha256(b"no such token").hexdigest()
 _ACCOUNT_KEYS = ("name", "role", "display_name", "password_hash", "scope")
 SESSION_LABEL = "session"
 """The label of the tokens `PasswordLogins` issues."""
+MAX_SESSIONS = 20
+"""Live session tokens an account keeps: a login past that revokes its oldest one."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -747,6 +749,35 @@ class AccountBook:
         self._tokens = {**self._tokens, ident: new}
         return new
 
+    def prune_sessions(self, account: str, keep: int = MAX_SESSIONS) -> None:
+        """Forget `account`'s session tokens that expired or were revoked, and revoke its oldest
+        live ones beyond `keep` (so logins cannot grow the table without bound)."""
+        now = self.clock()
+        sessions = sorted(
+            (t for t in self._tokens.values() if t.account == account and t.label == SESSION_LABEL),
+            key=lambda t: (t.created, t.id),
+        )
+        dead = [t.id for t in sessions if not t.live(now)]
+        live = [t for t in sessions if t.live(now)]
+        excess = live[: max(0, len(live) - keep)]
+        if not dead and not excess:
+            return
+        actor = Identity(account, self.account(account).role, None, "", account)
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            ("DELETE FROM api_tokens WHERE id = ?", (ident,)) for ident in dead
+        ]
+        statements += [
+            ("UPDATE api_tokens SET revoked = ? WHERE id = ?", (now, t.id)) for t in excess
+        ]
+        entries = [
+            self._entry(actor, "token.revoke", t.id, self.token_view(t), None) for t in excess
+        ]
+        self._write(entries, *statements)
+        tokens = {k: v for k, v in self._tokens.items() if k not in set(dead)}
+        for t in excess:
+            tokens[t.id] = replace(t, revoked=now)
+        self._tokens = tokens
+
     # -- the thread -------------------------------------------------------------------------
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -800,10 +831,12 @@ class PasswordLogins:
         gate.logout(session)  # the gate keeps the lockout; the token is the book's
         account = self.book.account(name)
         actor = Identity(account.name, account.role, account.scope, "", account.name)
-        return await self.book.call(
+        made = await self.book.call(
             self.book.create_token,
             actor,
             account=name,
             label=SESSION_LABEL,
             expires=self.book.clock() + self.ttl,
         )
+        await self.book.call(self.book.prune_sessions, name)
+        return made

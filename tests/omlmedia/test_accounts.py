@@ -21,6 +21,7 @@ from omlmedia.accounts import (
 from omlmedia.authz import Identity, Role
 from omlmedia.config import ConfigError, load_config, load_demo_config
 from webrtc.accounts import hash_password, verify_password
+from webrtc.exceptions import LoginError
 
 HASH = hash_password("secret-1", n=2**10)
 CONFIGURED = "the-configured-token"
@@ -325,3 +326,30 @@ def test_the_banner_shows_the_accounts_like_the_agents() -> None:
     text = banner(config)
     assert "  Accounts: admin (admin), supervisor1 (supervisor, every campaign)" in text
     assert f"the agents and the accounts): {config.generated.demo_password}" in text
+
+
+async def test_logins_keep_a_bounded_number_of_session_tokens(tmp_path: Path) -> None:
+    from omlmedia.accounts import SESSION_LABEL, PasswordLogins
+
+    clock = Clock()
+    accounts = book(tmp_path, clock)
+    accounts.seed(SEEDS)
+
+    async def check(password: str, password_hash: str) -> bool:
+        return verify_password(password, password_hash)
+
+    logins = PasswordLogins(accounts, ttl=60.0, check=check)
+    first, _ = await logins.login("sup", "secret-1", "192.0.2.1")
+    clock.now += 61  # the first session expires: the next login forgets it
+    made = []
+    for _ in range(4):
+        clock.now += 1
+        made.append(await logins.login("sup", "secret-1", "192.0.2.1"))
+    sessions = [t for t in accounts.tokens() if t.label == SESSION_LABEL]
+    assert len(sessions) == 4 and accounts.authenticate(first) is None
+    accounts.prune_sessions("sup", keep=2)
+    live = [t for t in accounts.tokens() if t.live(clock.now)]
+    assert [t.id for t in live] == [row.id for _, row in made[2:]]
+    assert accounts.authenticate(made[0][0]) is None and accounts.authenticate(made[3][0])
+    with pytest.raises(LoginError):
+        await logins.login("agent1", "secret-1", "192.0.2.1")  # agents use the agent page
