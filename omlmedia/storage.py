@@ -126,6 +126,24 @@ def _cdr_row(record: CallRecord) -> tuple[Any, ...]:
     )
 
 
+def _text(value: Any) -> Any:
+    """A value SQLite can store: text that is not valid UTF-8 (a lone surrogate, as a SIP
+    header's undecodable bytes become) is kept with those code points escaped (``\\udcff``);
+    anything else is returned as it is."""
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _storable(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """`rows` with every text value made storable (see `_text`): one peer's bad bytes must not
+    fail the batch and, with it, every write after it."""
+    return [tuple(_text(value) for value in row) for row in rows]
+
+
 class Store:
     """The SQLite database: batched appends, crash recovery, reads. Not thread-safe: one
     writer (see `AsyncStore`)."""
@@ -193,28 +211,29 @@ class Store:
                 db.executemany(
                     "INSERT INTO queue_log (time, call_id, queue, agent, event, data) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
-                    log,
+                    _storable(log),
                 )
             if opened:
                 db.executemany(
                     "INSERT OR REPLACE INTO open_calls (call_id, start, data) VALUES (?, ?, ?)",
-                    opened,
+                    _storable(opened),
                 )
             if closed:
                 placeholders = ", ".join("?" for _ in _CDR_COLUMNS)
                 db.executemany(
                     f"INSERT OR REPLACE INTO cdr ({', '.join(_CDR_COLUMNS)}) "
                     f"VALUES ({placeholders})",
-                    closed,
+                    _storable(closed),
                 )
                 db.executemany(
-                    "DELETE FROM open_calls WHERE call_id = ?", [(row[0],) for row in closed]
+                    "DELETE FROM open_calls WHERE call_id = ?",
+                    _storable([(row[0],) for row in closed]),
                 )
             if events:
                 db.executemany(
                     "INSERT INTO events (id, time, type, call_id, queue, agent, campaign, data) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    events,
+                    _storable(events),
                 )
             db.execute("COMMIT")
         except BaseException:

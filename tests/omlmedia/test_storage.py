@@ -127,3 +127,18 @@ def test_a_failed_commit_keeps_the_writes_for_the_next_flush(tmp_path: Path) -> 
     store.flush()
     assert [e.event for e in store.queue_log()] == ["enter", "exit"]
     store.close()
+
+
+def test_text_that_is_not_utf8_is_stored_escaped_and_fails_no_batch(tmp_path: Path) -> None:
+    store = Store(tmp_path / "omlmedia.db")
+    bad = "caller\udcff"  # an undecodable byte of a SIP header, as surrogateescape keeps it
+    store.call_started("c1", 1.0, {"from": bad})
+    store.append(QueueLogRow(time=1.0, event="enter", call_id="c1", agent=bad))
+    store.call_ended(CallRecord(call_id="c1", start=1.0, end=2.0, caller=bad))
+    assert store.flush() == 3
+    record = store.call_record("c1")
+    assert record is not None and record.caller == "caller\\udcff"
+    assert [row.agent for row in store.queue_log()] == ["caller\\udcff"]
+    store.append(QueueLogRow(time=3.0, event="abandon"))
+    assert store.flush() == 1
+    store.close()
