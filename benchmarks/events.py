@@ -26,12 +26,23 @@ Measured on the 2-core development machine (shared, uvloop, HTTPS), SSE:
 | 25 x 2,000 | 50,000 | 14.1 / 24.7 / 31 | 14.8 % | 74 us | 3.0 us |
 | 100 x 2,000 | 200,000 (all) | 21.9 / 38.0 / 70 | 33.5 % | 167 us | 1.7 us |
 
-The issue's target (p99 <= 100 ms at 100 x 2,000) holds with two thirds of the server's core to
-spare; most of the latency is the stream's `LINGER` (20 ms), which buys one write per burst. The
-SSE clients read a bare TLS stream with one regular expression per read: aiohttp's client cost
-more per event than the server and saturated its core first. WebSocket costs the server more
-per delivery (one frame, one TLS record and one send per event: 13.5 us at 20 x 1,000, with an
+(Quiet machine.) With other processes taking 22-35 % of the server's core, p99 rose to 140-350
+ms in later runs: the report gives that load (`server_core_other_load_percent`). The issue's
+target (p99 <= 100 ms at 100 x 2,000) holds on a quiet core with two thirds of it to spare;
+most of the latency is the stream's `LINGER` (20 ms), which buys one write per burst. The SSE
+clients read a bare TLS stream with one regular expression per read: aiohttp's client cost more
+per event than the server and saturated its core first. WebSocket costs the server more per
+delivery (one frame, one TLS record and one send per event: 13.5 us at 20 x 1,000, with an
 aiohttp client) than SSE's one write per batch.
+
+`--with-sip` measures the effect on calls: a real `omlmedia serve`, sipp placing `--cps` calls a
+second to ``echo`` (three events each), first alone, then with `--clients` SSE clients reading
+every event; call set-up is INVITE to 200 OK from sipp's ``-trace_rtt`` (whole milliseconds).
+At 200 calls/s with 100 clients (600 events/s, 60,000 deliveries/s), set-up p99 went from 4 ms
+to 8 ms (two runs each; 12 ms before the stream's wake-ups were spread), and the server's CPU
+per call from about 1.2 to 2.7 ms: every client costs a TLS write per batch on the one core the
+SIP stack also uses. The issue's bound (p99 changed by at most 10 %) is not met yet; serving
+the stream from a process of its own (it reads the same stored log) is the way there.
 """
 
 from __future__ import annotations
@@ -292,9 +303,128 @@ async def _measure(args: argparse.Namespace, port: int, pid: int) -> dict[str, A
         "server_cpu_us_per_event": round(1e6 * window.cpu_seconds / max(published, 1), 1),
         "server_cpu_us_per_delivery": round(1e6 * window.cpu_seconds / max(tally.delivered, 1), 2),
         "generator_core_busy_percent": round(100 * window.generator_core_busy(window.seconds), 1),
+        "server_core_other_load_percent": round(
+            100 * window.other_load_on_server_core(window.seconds), 1
+        ),
         "gaps": tally.gaps,
         "cut_off": len([c for c in tally.closed if "1013" in c]),
         "pinned": can_pin(),
+    }
+
+
+# -- the effect on SIP: a real `omlmedia serve`, sipp calls, with and without stream clients ---
+
+
+def _setup_times_ms(workdir: Path, name: str) -> list[float]:
+    """INVITE to 200 OK of every call, from sipp's ``-trace_rtt`` file (whole milliseconds)."""
+    times: list[float] = []
+    for path in workdir.glob(f"{name}_*_rtt.csv"):
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split(";")
+            if len(fields) >= 2 and fields[1].strip():
+                times.append(float(fields[1]))
+        path.unlink()
+    return times
+
+
+def _sipp_calls(server: Any, workdir: Path, cps: int, seconds: float, name: str) -> dict[str, Any]:
+    from benchmarks.harness import run_sipp
+
+    calls = int(cps * seconds)
+    (workdir / name).mkdir(exist_ok=True)
+    result = run_sipp(
+        [
+            "-sn",
+            "uac",
+            f"127.0.0.1:{server.sip_port}",
+            "-s",
+            "echo",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-m",
+            str(calls),
+            "-r",
+            str(cps),
+            "-l",
+            str(max(100, cps * 2)),
+            "-trace_rtt",
+            "-rtt_freq",
+            "1",
+        ],
+        workdir / name,
+        timeout=seconds * 4 + 60,
+        name="uac",
+        core=GENERATOR_CORE,
+    )
+    setup = _setup_times_ms(workdir / name, "uac")
+    return {
+        "calls": calls,
+        "successful": result.count("SuccessfulCall"),
+        "failed": result.count("FailedCall"),
+        "retransmissions": result.count("Retransmissions"),
+        "setup_ms_p50": percentile(setup, 0.50),
+        "setup_ms_p99": percentile(setup, 0.99),
+    }
+
+
+async def _sip_phase(
+    args: argparse.Namespace, server: Any, workdir: Path, clients: int, name: str
+) -> dict[str, Any]:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    url = f"https://127.0.0.1:{server.http_port}/api/v1/events"
+    tally = Tally()
+    tally.measuring = True
+    tasks = [asyncio.ensure_future(_sse_client(url, context, tally)) for _ in range(clients)]
+    await asyncio.sleep(0.5 if clients else 0)
+    window = Window(server.pid)
+    window.start()
+    calls = await asyncio.to_thread(_sipp_calls, server, workdir, args.cps, args.seconds, name)
+    await asyncio.sleep(0.5)  # the last calls' events
+    window.end()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    latencies = [v * 1000 for v in tally.latencies]
+    return {
+        **calls,
+        "stream_clients": clients,
+        "deliveries": tally.delivered,
+        "delivery_ms_p99": round(percentile(latencies, 0.99), 2),
+        "server_cpu_us_per_call": round(1e6 * window.cpu_seconds / max(calls["successful"], 1)),
+    }
+
+
+def run_with_sip(args: argparse.Namespace) -> dict[str, Any]:
+    """The same sipp run (`--cps` calls a second to ``echo`` for `--seconds`) against one
+    server, first alone, then with `--clients` stream clients reading every call event."""
+    from benchmarks.harness import start_server
+
+    with TemporaryDirectory(prefix="omlmedia-events-sip-") as tmp:
+        workdir = Path(tmp)
+        server = start_server(workdir / "server", core=SERVER_CORE)
+        try:
+            if can_pin():
+                pin_self(GENERATOR_CORE)
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                alone = runner.run(_sip_phase(args, server, workdir, 0, "alone"))
+                loaded = runner.run(_sip_phase(args, server, workdir, args.clients, "loaded"))
+        finally:
+            server.stop()
+    change = (
+        100 * (loaded["setup_ms_p99"] / alone["setup_ms_p99"] - 1)
+        if alone["setup_ms_p99"]
+        else math.nan
+    )
+    return {
+        "cps": args.cps,
+        "seconds": args.seconds,
+        "alone": alone,
+        "with_clients": loaded,
+        "setup_p99_change_percent": round(change, 1),
     }
 
 
@@ -334,14 +464,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--transport", choices=("sse", "ws"), default="sse")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--with-sip",
+        action="store_true",
+        help="measure the effect on SIP instead: a real server, sipp at --cps to echo, "
+        "call set-up p99 without and with --clients stream clients",
+    )
+    parser.add_argument("--cps", type=int, default=200)
     args = parser.parse_args(argv)
     if args.command == "serve":
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve(args.port, args.data, args.rate))
         return 0
-    figures = run(args)
+    figures = run_with_sip(args) if args.with_sip else run(args)
     for name, value in figures.items():
-        print(f"{name:32} {value}")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                print(f"{name + '.' + key:32} {item}")
+        else:
+            print(f"{name:32} {value}")
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0

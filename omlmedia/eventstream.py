@@ -12,7 +12,7 @@ then reads the one shared log at its own pace with its own task (`EventLog.read`
 or from the store for what memory no longer holds, so a resuming client gets what it missed
 before the live events, every event exactly once and in id order. Without a since id the stream
 starts with the next event (``since_id=0`` replays the whole log). Live events are sent in
-batches: a client woken by an event waits `LINGER` for more, so a burst costs one write.
+batches: a client woken by an event waits about `LINGER` for more, so a burst costs one write.
 
 A client that has caught up and then reads so slowly that it falls more than `STREAM_QUEUE`
 events behind is dropped by the log (it never waits for anyone), and the stream ends with a
@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,8 +47,10 @@ STREAM_QUEUE = 2000
 CLOSE_TIMEOUT = 5.0
 """Seconds a cut-off client has to take its close before its connection is aborted."""
 LINGER = 0.02
-"""Seconds a live stream waits after an event for more to send with it: one write (and one TLS
-record) for many events when they come fast, at the cost of at most this much latency."""
+"""Seconds a live stream waits, on average, after an event for more to send with it: one write
+(and one TLS record) for many events when they come fast. Each wait is drawn between half and
+one and a half of it, so the clients one event woke do not all write in the same instant (a
+burst of writes delays the SIP messages queued behind it)."""
 KEEPALIVE = 15.0
 """Seconds of silence after which an SSE stream sends a comment (proxies, dead peers)."""
 
@@ -277,7 +280,8 @@ class _Stream:
                     await out.idle()
                     continue
                 if LINGER > 0:
-                    await asyncio.sleep(LINGER)
+                    # Spread: clients woken by the same event do not all write at once.
+                    await asyncio.sleep(LINGER * (0.5 + random.random()))
             batch = await log.read(sub)
             if batch:
                 await out.send(batch)
