@@ -60,6 +60,7 @@ from omlmedia.config import Config
 from omlmedia.events import EventLog
 from omlmedia.eventstream import install as install_event_stream
 from omlmedia.metrics import Metrics, metrics_handler
+from omlmedia.openapi import routes as openapi_routes
 from omlmedia.problems import ApiError
 from omlmedia.problems import json_body as _body
 from omlmedia.problems import page as _page
@@ -396,6 +397,7 @@ def create_app(
     api.cleanup_ctx.append(_close_reader)
     api.add_routes(routes)
     api.add_routes(admin_routes)
+    api.add_routes(openapi_routes)
     install_event_stream(api, events)
     app = root if root is not None else web.Application()
     authenticator = accounts if accounts is not None else ConfiguredToken(config.api.token_matches)

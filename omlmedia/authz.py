@@ -161,12 +161,13 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("DELETE", "/api/v1/tokens/{id}"): Rule(Permission.TOKENS_ADMIN, Scope.GLOBAL),
     ("GET", "/api/v1/audit"): Rule(Permission.AUDIT_READ, Scope.GLOBAL),
     ("POST", "/api/v1/sessions"): PUBLIC,
+    ("GET", "/api/v1/openapi.json"): PUBLIC,
     ("GET", "/api/v1/events"): Rule(Permission.EVENTS_READ, Scope.FILTER),
     ("GET", "/metrics"): Rule(Permission.METRICS_READ, Scope.GLOBAL),
 }
 """Every API route (method, path template as aiohttp writes it) and its rule. HEAD follows GET.
-A route missing here is refused with 403. The one public API route is the password login, which
-gives a token (``POST /api/v1/sessions``)."""
+A route missing here is refused with 403. The public API routes are the password login, which
+gives a token (``POST /api/v1/sessions``), and the OpenAPI document, which holds no data."""
 
 PAGE_RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/agent"): PUBLIC,
@@ -386,6 +387,7 @@ def authorize(authenticator: Authenticator, scopes: Callable[[], Scopes]) -> Mid
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return problem(exc.status, exc.reason)
+            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            return problem(exc.status, exc.reason, headers=allow)
 
     return authorize

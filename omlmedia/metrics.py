@@ -274,6 +274,8 @@ def metrics_handler(
     with the API's error shape for any other)."""
 
     async def get_metrics(request: web.Request) -> web.Response:
+        """Prometheus metrics (text exposition format): calls, legs, SIP, RTP quality, queues,
+        agents, event-stream clients."""
         if not authorized(request):
             return web.json_response(
                 {"error": "a valid bearer token is required"},

@@ -104,7 +104,8 @@ def concrete(template: str) -> str:
         return template.replace("{name}", "support")
     if template.startswith("/api/v1/agents/"):
         return template.replace("{name}", "agent1")
-    return template.replace("{name}", "nobody").replace("{id}", "000000000000")
+    path = template.replace("{name}", "nobody").replace("{id}", "000000000000")
+    return path.replace("{delivery_id}", "1")
 
 
 def expected(rule_scope: Scope, role: Role, label: str, permission: Any) -> str:
@@ -127,7 +128,8 @@ async def test_every_route_of_the_application_has_a_rule(matrix: Matrix) -> None
     stale = (set(RULES) | set(PAGE_RULES)) - served
     assert not stale, f"rules for routes that do not exist: {sorted(stale)}"
     public_api = {route for route, rule in RULES.items() if rule.permission is None}
-    assert public_api == {("POST", "/api/v1/sessions")}  # the password login, nothing else
+    # the password login and the OpenAPI document (no data), nothing else
+    assert public_api == {("POST", "/api/v1/sessions"), ("GET", "/api/v1/openapi.json")}
     for method, template in served - public_api:
         rule = rule_for(method, template)
         assert rule is not None

@@ -1,0 +1,640 @@
+"""The OpenAPI 3.1 document of the HTTPS API, generated from the code
+(``GET /api/v1/openapi.json``).
+
+Theory of operation. The paths and methods come from the application's router (every route
+under ``/api/`` and every route whose rule names a permission, such as ``/metrics``), so a new
+route cannot be missing; each operation's summary and description come from its handler's
+docstring; its security, permission, scope and the roles that may call it come from
+`omlmedia.authz.RULES`; its parameters, request body and responses come from `OPERATIONS`, the
+one declarative table here, keyed like `RULES` by (method, path template). A route without an
+entry in `OPERATIONS` is still listed, with ``x-undocumented: true``, and
+`tests/omlmedia/test_openapi.py` fails naming it. Refusals are problem documents (RFC 9457,
+`omlmedia.problems`): the shared ``Problem`` schema.
+
+The document is public (no token): it describes the API, it holds no data, and the docs page
+(``/api/docs``) reads it before anyone has a token.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from omlmedia.authz import ROLE_PERMISSIONS, RULES, Role, Rule, Scope
+from omlmedia.problems import MAX_PAGE, PROBLEM_TYPE
+
+__all__ = ["OPERATIONS", "Operation", "document", "routes"]
+
+Schema = dict[str, Any]
+
+_OBJECT: Schema = {"type": "object"}
+_NAME_PATTERN = "^[a-z0-9_.-]{1,32}$"
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+SCHEMAS: dict[str, Schema] = {
+    "Problem": {
+        "type": "object",
+        "description": "A refusal (RFC 9457 problem document).",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "error": {"type": "string", "description": "The same text as detail."},
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["field", "detail"],
+                    "properties": {"field": {"type": "string"}, "detail": {"type": "string"}},
+                },
+            },
+            "missing_permission": {"type": "string"},
+            "missing_scope": {"type": "string"},
+        },
+    },
+    "Scope": _nullable({"type": "array", "items": {"type": "string"}}),
+    "Account": {
+        "type": "object",
+        "required": [
+            "name",
+            "role",
+            "display_name",
+            "scope",
+            "disabled",
+            "origin",
+            "created",
+            "updated",
+        ],
+        "properties": {
+            "name": {"type": "string"},
+            "role": {"type": "string", "enum": [r.value for r in Role]},
+            "display_name": {"type": "string"},
+            "scope": _ref("Scope"),
+            "disabled": {"type": "boolean"},
+            "origin": {"type": "string"},
+            "created": _nullable({"type": "number"}),
+            "updated": _nullable({"type": "number"}),
+        },
+    },
+    "Token": {
+        "type": "object",
+        "required": [
+            "id",
+            "account",
+            "integration",
+            "role",
+            "scope",
+            "label",
+            "created",
+            "created_by",
+            "expires",
+            "revoked",
+            "active",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "account": _nullable({"type": "string"}),
+            "integration": _nullable({"type": "string"}),
+            "role": _nullable({"type": "string"}),
+            "scope": _ref("Scope"),
+            "label": {"type": "string"},
+            "created": _nullable({"type": "number"}),
+            "created_by": {"type": "string"},
+            "expires": _nullable({"type": "number"}),
+            "revoked": _nullable({"type": "number"}),
+            "active": {"type": "boolean"},
+            "token": {
+                "type": "string",
+                "description": "The secret: in the creation's answer only.",
+            },
+        },
+    },
+    "Queue": {
+        "type": "object",
+        "description": "A queue, live and over the current statistics period (or the span).",
+        "required": ["queue", "waiting", "ringing", "members", "stats"],
+        "properties": {
+            "queue": {"type": "string"},
+            "strategy": {"type": "string"},
+            "waiting": {"type": "integer"},
+            "ringing": {"type": "integer"},
+            "callbacks": {"type": "integer"},
+            "longest_wait": {"type": "number"},
+            "members": {"type": "array", "items": _OBJECT},
+            "members_by_state": _OBJECT,
+            "stats": _OBJECT,
+        },
+    },
+    "Agent": {
+        "type": "object",
+        "description": "An agent: state, reason, since, current call, figures.",
+        "required": ["agent", "state"],
+        "properties": {
+            "agent": {"type": "string"},
+            "name": {"type": "string"},
+            "state": {"type": "string"},
+            "reason": {"type": "string"},
+            "since": _nullable({"type": "number"}),
+            "queues": {"type": "array", "items": {"type": "string"}},
+            "connected": {"type": "boolean"},
+            "call": _nullable(_OBJECT),
+            "stats": _OBJECT,
+        },
+    },
+    "CallRecord": {
+        "type": "object",
+        "required": ["call_id", "start", "end", "duration", "billsec", "legs"],
+        "properties": {
+            **{
+                name: {"type": "string"}
+                for name in (
+                    "call_id direction caller caller_name callee target trunk campaign queue "
+                    "agent disposition notes hangup_by cause recording"
+                ).split()
+            },
+            "start": {"type": "number"},
+            "end": {"type": "number"},
+            "answer": _nullable({"type": "number"}),
+            "duration": {"type": "number"},
+            "billsec": {"type": "number"},
+            "legs": {"type": "array", "items": _OBJECT},
+        },
+    },
+    "QueueLogEntry": {
+        "type": "object",
+        "required": ["time", "event", "call_id", "queue", "agent", "data"],
+        "properties": {
+            "time": {"type": "number"},
+            "event": {"type": "string"},
+            "call_id": {"type": "string"},
+            "queue": {"type": "string"},
+            "agent": {"type": "string"},
+            "data": _OBJECT,
+        },
+    },
+    "AuditEntry": {
+        "type": "object",
+        "required": ["id", "time", "actor", "role", "action", "target", "before", "after"],
+        "properties": {
+            "id": {"type": "integer"},
+            "time": {"type": "number"},
+            "actor": {"type": "string"},
+            "role": {"type": "string"},
+            "action": {"type": "string"},
+            "target": {"type": "string"},
+            "before": _nullable(_OBJECT),
+            "after": _nullable(_OBJECT),
+        },
+    },
+}
+"""The shared schemas (``#/components/schemas``)."""
+
+
+def _page_of(key: str, item: str) -> Schema:
+    return {
+        "type": "object",
+        "required": [key, "total", "offset", "limit", "next"],
+        "properties": {
+            key: {"type": "array", "items": _ref(item)},
+            "total": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "next": _nullable({"type": "integer"}),
+        },
+    }
+
+
+def _list_of(key: str, item: str) -> Schema:
+    return {
+        "type": "object",
+        "required": [key],
+        "properties": {key: {"type": "array", "items": _ref(item)}},
+    }
+
+
+def _query(name: str, schema: Schema, description: str, *, empty: bool = False) -> Schema:
+    parameter = {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+    if empty:
+        parameter["allowEmptyValue"] = True
+        parameter["description"] = description + " Empty: the default."
+    return parameter
+
+
+def _path(name: str, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+_TIME = {"type": "number", "minimum": 0}
+_SPAN = (
+    _query("since", _TIME, "Unix time (seconds), included.", empty=True),
+    _query("until", _TIME, "Unix time (seconds), excluded; not before since.", empty=True),
+)
+_PAGING = (
+    _query(
+        "offset",
+        {"type": "integer", "minimum": 0, "maximum": 2**31},
+        "First item (default 0).",
+        empty=True,
+    ),
+    _query(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+        "Items per page (default 100).",
+        empty=True,
+    ),
+)
+_QUEUE_FILTER = _query(
+    "queue", {"type": "string"}, "Only this queue (must be in the token's scope)."
+)
+_AGENT_FILTER = _query("agent", {"type": "string"}, "Only this agent.")
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """What `OPERATIONS` says of one route: its `parameters` (OpenAPI parameter objects), its
+    JSON `body` schema (None: no body), its successful answers (`responses`: status -> schema,
+    None for an empty body) and the refusals it can give besides 400, 401 and 403
+    (`problems`: status -> when)."""
+
+    parameters: tuple[Schema, ...] = ()
+    body: Schema | None = None
+    responses: Mapping[int, Schema | None] = field(default_factory=dict)
+    problems: Mapping[int, str] = field(default_factory=dict)
+    body_required: bool = False
+    """The route refuses a request without a body (400)."""
+    content_type: str = "application/json"
+    stream: bool = False
+    """The answer is a stream (SSE or WebSocket): documented, not fuzzed."""
+
+
+_NO_QUEUES = "No queues are configured, or an unknown name."
+_NO_BOOK = "Accounts are not kept by this server, or an unknown name or id."
+_SUPERVISION = Operation(
+    parameters=(_path("name", "The agent."),),
+    body={"type": "object", "description": "Nothing, or an empty object."},
+    responses={200: _ref("Agent")},
+    problems={
+        404: "Unknown agent, or no queues configured.",
+        409: "The agent's state does not allow it.",
+    },
+)
+_SCOPE_BODY: Schema = {
+    "anyOf": [{"type": "array", "items": {"type": "string"}, "maxItems": 256}, {"type": "null"}],
+    "description": "Campaign and queue names the configuration knows, or null for every one.",
+}
+_ROLE_BODY: Schema = {"type": "string", "enum": [r.value for r in Role if r is not Role.AGENT]}
+
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("GET", "/api/v1/health"): Operation(
+        responses={
+            200: {
+                "type": "object",
+                "required": ["status"],
+                "properties": {"status": {"const": "ok"}},
+            }
+        }
+    ),
+    ("GET", "/api/v1/status"): Operation(
+        responses={200: {"type": "object", "description": "Live counters."}}
+    ),
+    ("GET", "/api/v1/queues"): Operation(
+        parameters=_SPAN, responses={200: _list_of("queues", "Queue")}, problems={404: _NO_QUEUES}
+    ),
+    ("GET", "/api/v1/queues/{name}"): Operation(
+        parameters=(_path("name", "The queue."), *_SPAN),
+        responses={200: _ref("Queue")},
+        problems={404: _NO_QUEUES},
+    ),
+    ("GET", "/api/v1/agents"): Operation(
+        parameters=_SPAN, responses={200: _list_of("agents", "Agent")}, problems={404: _NO_QUEUES}
+    ),
+    ("GET", "/api/v1/agents/{name}"): Operation(
+        parameters=(_path("name", "The agent."), *_SPAN),
+        responses={200: _ref("Agent")},
+        problems={404: _NO_QUEUES},
+    ),
+    ("POST", "/api/v1/agents/{name}/pause"): Operation(
+        parameters=_SUPERVISION.parameters,
+        body={
+            "type": "object",
+            "properties": {
+                "reason": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "\\S"}
+            },
+        },
+        responses=_SUPERVISION.responses,
+        problems=_SUPERVISION.problems,
+    ),
+    ("POST", "/api/v1/agents/{name}/unpause"): _SUPERVISION,
+    ("POST", "/api/v1/agents/{name}/logout"): _SUPERVISION,
+    ("GET", "/api/v1/calls/records"): Operation(
+        parameters=(*_SPAN, _QUEUE_FILTER, _AGENT_FILTER, *_PAGING),
+        responses={200: _page_of("records", "CallRecord")},
+        problems={404: "No queues are configured: there are no records."},
+    ),
+    ("GET", "/api/v1/queue-log"): Operation(
+        parameters=(
+            *_SPAN,
+            _QUEUE_FILTER,
+            _AGENT_FILTER,
+            _query("call_id", {"type": "string"}, "Only this call."),
+            *_PAGING,
+        ),
+        responses={200: _page_of("entries", "QueueLogEntry")},
+        problems={404: "No queues are configured: there are no records."},
+    ),
+    ("GET", "/api/v1/accounts"): Operation(
+        responses={200: _list_of("accounts", "Account")}, problems={404: _NO_BOOK}
+    ),
+    ("POST", "/api/v1/accounts"): Operation(
+        body_required=True,
+        body={
+            "type": "object",
+            "required": ["name", "role", "password"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "pattern": _NAME_PATTERN},
+                "role": _ROLE_BODY,
+                "password": {"type": "string", "minLength": 8, "maxLength": 1024},
+                "display_name": {"type": "string", "maxLength": 64},
+                "scope": _SCOPE_BODY,
+            },
+        },
+        responses={201: _ref("Account")},
+        problems={404: _NO_BOOK, 409: "The name is taken."},
+    ),
+    ("GET", "/api/v1/accounts/{name}"): Operation(
+        parameters=(_path("name", "The account."),),
+        responses={200: _ref("Account")},
+        problems={404: _NO_BOOK},
+    ),
+    ("PATCH", "/api/v1/accounts/{name}"): Operation(
+        parameters=(_path("name", "The account."),),
+        body={
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "role": _ROLE_BODY,
+                "display_name": {"type": "string", "maxLength": 64},
+                "password": {"type": "string", "minLength": 8, "maxLength": 1024},
+                "scope": _SCOPE_BODY,
+                "disabled": {"type": "boolean"},
+            },
+        },
+        responses={200: _ref("Account")},
+        problems={
+            404: _NO_BOOK,
+            409: "The account does not allow this change (one of the configuration).",
+        },
+    ),
+    ("DELETE", "/api/v1/accounts/{name}"): Operation(
+        parameters=(_path("name", "The account."),),
+        responses={204: None},
+        problems={404: _NO_BOOK, 409: "The account is one of the configuration."},
+    ),
+    ("GET", "/api/v1/tokens"): Operation(
+        parameters=(_query("account", {"type": "string"}, "Only this account's tokens."),),
+        responses={200: _list_of("tokens", "Token")},
+        problems={404: _NO_BOOK},
+    ),
+    ("POST", "/api/v1/tokens"): Operation(
+        body_required=True,
+        body={
+            "type": "object",
+            "description": "Either account, or integration with role.",
+            "additionalProperties": False,
+            "properties": {
+                "account": {"type": "string", "pattern": _NAME_PATTERN},
+                "integration": {"type": "string", "pattern": _NAME_PATTERN},
+                "role": _ROLE_BODY,
+                "scope": _SCOPE_BODY,
+                "label": {"type": "string", "maxLength": 64},
+                "expires": _nullable(
+                    {"type": "number", "description": "Unix time, in the future."}
+                ),
+                "expires_in": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1e10},
+            },
+        },
+        responses={201: _ref("Token")},
+        problems={404: _NO_BOOK, 409: "The account cannot be given a token."},
+    ),
+    ("DELETE", "/api/v1/tokens/{id}"): Operation(
+        parameters=(_path("id", "The token's id."),),
+        responses={200: _ref("Token")},
+        problems={404: _NO_BOOK, 409: "The configured token is changed in the configuration."},
+    ),
+    ("POST", "/api/v1/sessions"): Operation(
+        body_required=True,
+        body={
+            "type": "object",
+            "required": ["name", "password"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 1024},
+                "password": {"type": "string", "minLength": 1, "maxLength": 1024},
+            },
+        },
+        responses={201: _ref("Token")},
+        problems={
+            401: "Wrong name or password.",
+            404: "Password logins are not enabled.",
+            409: "The account cannot log in here (an agent).",
+            429: "Too many failures: the name or the source is locked out for a while.",
+            503: "Too many password checks are running.",
+        },
+    ),
+    ("GET", "/api/v1/audit"): Operation(
+        parameters=(
+            *_SPAN,
+            _query("actor", {"type": "string"}, "Only this actor."),
+            _query("action", {"type": "string"}, "Actions starting with this text."),
+            _query("target", {"type": "string"}, "Only this target."),
+            *_PAGING,
+        ),
+        responses={200: _page_of("entries", "AuditEntry")},
+        problems={404: _NO_BOOK},
+    ),
+    ("GET", "/api/v1/events"): Operation(
+        parameters=(
+            _query(
+                "since_id",
+                {"type": "integer", "minimum": 0},
+                "Resume after this event id (or Last-Event-ID).",
+            ),
+            _query("type", {"type": "string"}, "Only these event types (repeatable)."),
+            _query("queue", {"type": "string"}, "Only these queues (repeatable)."),
+            _query("agent", {"type": "string"}, "Only these agents (repeatable): a screen-pop."),
+            _query("campaign", {"type": "string"}, "Only these campaigns (repeatable)."),
+        ),
+        responses={200: None},
+        problems={
+            404: "The event stream is not enabled.",
+            409: "since_id is older than the log keeps.",
+        },
+        content_type="text/event-stream",
+        stream=True,
+    ),
+    ("GET", "/metrics"): Operation(responses={200: None}, content_type="text/plain"),
+    ("GET", "/api/v1/openapi.json"): Operation(
+        responses={200: {"type": "object", "required": ["openapi", "paths"]}}
+    ),
+}
+"""Every documented API route (method, path template as aiohttp writes it)."""
+
+
+def _roles(rule: Rule) -> list[str]:
+    if rule.permission is None:
+        return []
+    return [role.value for role in Role if rule.permission in ROLE_PERMISSIONS[role]]
+
+
+_SCOPE_WORDS = {
+    Scope.NONE: "",
+    Scope.GLOBAL: " Tokens with a scope are refused (403).",
+    Scope.QUEUE: " The queue must be in the token's scope.",
+    Scope.AGENT: " The agent must be a member of a queue in the token's scope.",
+    Scope.FILTER: (
+        " Lists only what the token's scope covers; a queue parameter out of scope is a 403."
+    ),
+}
+
+
+def _problem(description: str) -> Schema:
+    return {"description": description, "content": {PROBLEM_TYPE: {"schema": _ref("Problem")}}}
+
+
+def _operation(method: str, path: str, handler: Any) -> Schema:
+    doc = inspect.cleandoc(inspect.getdoc(handler) or "")
+    summary, _, rest = doc.partition("\n\n")
+    summary = " ".join(summary.split())
+    rule = RULES.get((method, path))
+    spec = OPERATIONS.get((method, path))
+    out: Schema = {
+        "operationId": f"{method.lower()}{path}".replace("/", "_")
+        .replace("{", "")
+        .replace("}", "")
+        .replace("-", "_")
+        .replace(".", "_"),
+        "summary": summary or f"{method} {path}",
+    }
+    description = " ".join(rest.split())
+    responses: Schema = {"400": _problem("A bad parameter or body, or a token in the URL.")}
+    if rule is not None and rule.permission is not None:
+        roles = _roles(rule)
+        description += (
+            f" Needs the permission {rule.permission} (roles: {', '.join(roles)})."
+            + _SCOPE_WORDS[rule.scope]
+        )
+        out["security"] = [{"bearer": []}]
+        out["x-permission"] = str(rule.permission)
+        out["x-roles"] = roles
+        out["x-scope"] = rule.scope.value
+        responses["401"] = _problem("No valid bearer token.")
+        responses["403"] = _problem("The token's role lacks the permission, or its scope the data.")
+    elif rule is not None:
+        description += " Public: no token."
+        out["security"] = []
+    else:
+        responses["403"] = _problem("This route has no access rule.")
+    out["description"] = description.strip()
+    if spec is None:
+        out["x-undocumented"] = True
+        out["responses"] = responses
+        return out
+    if spec.parameters:
+        out["parameters"] = list(spec.parameters)
+    if spec.body is not None:
+        out["requestBody"] = {
+            "required": spec.body_required,
+            "content": {"application/json": {"schema": spec.body}},
+        }
+        responses["413"] = _problem("The body is larger than the API accepts (1 MiB).")
+    for status, schema in spec.responses.items():
+        answer: Schema = {"description": "Success."}
+        if schema is not None or status == 200:
+            answer["content"] = (
+                {spec.content_type: {"schema": schema}}
+                if schema is not None
+                else {spec.content_type: {}}
+            )
+        responses[str(status)] = answer
+    for status, why in spec.problems.items():
+        responses[str(status)] = _problem(why)
+    if spec.stream:
+        out["x-stream"] = True
+    out["responses"] = responses
+    return out
+
+
+def api_routes(app: web.Application) -> list[tuple[str, str, Any]]:
+    """Every (method, path template, handler) of the API in `app` (HEAD left out): the routes
+    under ``/api/`` and those whose rule names a permission."""
+    found = []
+    for route in app.router.routes():
+        resource = route.resource
+        if resource is None or route.method == "HEAD":
+            continue
+        path = resource.canonical
+        rule = RULES.get((route.method, path))
+        if path.startswith("/api/") or (rule is not None and rule.permission is not None):
+            found.append((route.method, path, route.handler))
+    return sorted(found, key=lambda r: (r[1], r[0]))
+
+
+def document(app: web.Application) -> Schema:
+    """The OpenAPI 3.1 document of `app` (the root application)."""
+    paths: dict[str, Schema] = {}
+    for method, path, handler in api_routes(app):
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, handler)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "omlmedia API",
+            "version": "1",
+            "description": (
+                "The contact-center media server's HTTPS API. Send Authorization: Bearer <token>."
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/openapi.json")
+async def get_openapi(request: web.Request) -> web.Response:
+    """This API's OpenAPI 3.1 document, generated from the code.
+
+    Public: it describes the API and holds no data."""
+    return web.json_response(document(request.match_info.apps[0]))
