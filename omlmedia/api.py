@@ -66,6 +66,9 @@ from omlmedia.problems import json_body as _body
 from omlmedia.problems import page as _page
 from omlmedia.problems import query_span as _span
 from omlmedia.storage import CallRecord, QueueLogRow, Store
+from omlmedia.webhooks import WebhookService
+from omlmedia.webhooks_api import WEBHOOKS_KEY
+from omlmedia.webhooks_api import routes as webhook_routes
 from queueing.exceptions import AcdUsageError
 
 StatusProvider = Callable[[], dict[str, Any]]
@@ -376,13 +379,14 @@ def create_app(
     events: EventLog | None = None,
     metrics: Metrics | None = None,
     accounts: AccountBook | None = None,
+    webhooks: WebhookService | None = None,
 ) -> web.Application:
     """The HTTPS application: the API under ``/api/`` mounted on `root` (the agent pages'
     application) or on an empty one, every route of both guarded by `omlmedia.authz.authorize`
     (tokens from `accounts`, or the configured token alone without it).
     Without `acd` or `database`, the queue routes answer 404; without `events`, the event
     stream; without `metrics`, ``/metrics``; without `accounts`, the accounts, tokens and audit
-    routes."""
+    routes; without `webhooks`, the webhook routes."""
     scopes = _scopes(config)
     api = web.Application(client_max_size=1024 * 1024)
     api[BOOK_KEY] = accounts
@@ -397,6 +401,8 @@ def create_app(
     api.cleanup_ctx.append(_close_reader)
     api.add_routes(routes)
     api.add_routes(admin_routes)
+    api[WEBHOOKS_KEY] = webhooks
+    api.add_routes(webhook_routes)
     api.add_routes(openapi_routes)
     install_event_stream(api, events)
     app = root if root is not None else web.Application()
@@ -441,6 +447,7 @@ async def start_api(
     events: EventLog | None = None,
     metrics: Metrics | None = None,
     accounts: AccountBook | None = None,
+    webhooks: WebhookService | None = None,
 ) -> web.AppRunner:
     """Serve the API (and `root`'s pages) over HTTPS on the configured port; returns the runner
     to clean up."""
@@ -453,6 +460,7 @@ async def start_api(
         events=events,
         metrics=metrics,
         accounts=accounts,
+        webhooks=webhooks,
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

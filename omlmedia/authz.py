@@ -90,6 +90,7 @@ class Permission(enum.StrEnum):
     AUDIT_READ = "audit:read"
     EVENTS_READ = "events:read"
     METRICS_READ = "metrics:read"
+    WEBHOOKS_ADMIN = "webhooks:admin"
 
 
 _READ = frozenset(
@@ -160,6 +161,18 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("POST", "/api/v1/tokens"): Rule(Permission.TOKENS_ADMIN, Scope.GLOBAL),
     ("DELETE", "/api/v1/tokens/{id}"): Rule(Permission.TOKENS_ADMIN, Scope.GLOBAL),
     ("GET", "/api/v1/audit"): Rule(Permission.AUDIT_READ, Scope.GLOBAL),
+    ("GET", "/api/v1/webhooks"): Rule(Permission.WEBHOOKS_ADMIN, Scope.GLOBAL),
+    ("POST", "/api/v1/webhooks"): Rule(Permission.WEBHOOKS_ADMIN, Scope.GLOBAL),
+    ("GET", "/api/v1/webhooks/{id}"): Rule(Permission.WEBHOOKS_ADMIN, Scope.GLOBAL),
+    ("PATCH", "/api/v1/webhooks/{id}"): Rule(Permission.WEBHOOKS_ADMIN, Scope.GLOBAL),
+    ("DELETE", "/api/v1/webhooks/{id}"): Rule(Permission.WEBHOOKS_ADMIN, Scope.GLOBAL),
+    ("GET", "/api/v1/webhooks/{id}/deliveries"): Rule(Permission.WEBHOOKS_ADMIN, Scope.GLOBAL),
+    ("POST", "/api/v1/webhooks/{id}/deliveries/replay"): Rule(
+        Permission.WEBHOOKS_ADMIN, Scope.GLOBAL
+    ),
+    ("POST", "/api/v1/webhooks/{id}/deliveries/{delivery_id}/replay"): Rule(
+        Permission.WEBHOOKS_ADMIN, Scope.GLOBAL
+    ),
     ("POST", "/api/v1/sessions"): PUBLIC,
     ("GET", "/api/v1/openapi.json"): PUBLIC,
     ("GET", "/api/v1/events"): Rule(Permission.EVENTS_READ, Scope.FILTER),

@@ -27,7 +27,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -324,6 +324,9 @@ class EventLog:
         """Subscribers dropped for falling behind, since start."""
         self.listeners: list[Callable[[Event], None]] = []
         """Called with every event, at once (in-process readers: metrics histograms)."""
+        self.outbox: Callable[[Event], Sequence[tuple[str, tuple[Any, ...]]]] | None = None
+        """Called with every event before it is stored: the writes that must commit with it
+        (the webhooks' deliveries, `omlmedia.webhooks`)."""
         self._reader = _Reader(store.store.path) if store is not None else None
         self._next: asyncio.Future[None] | None = None
 
@@ -355,7 +358,8 @@ class EventLog:
             ev = replace(ev, encoded=ev.to_json())
         self.published += 1
         if self.store is not None:
-            self.store.append_event(ev.row())
+            writes = self.outbox(ev) if self.outbox is not None else ()
+            self.store.append_event(ev.row(), writes)
         recent = self.recent
         recent.append(ev)
         if len(recent) >= 2 * self.keep:

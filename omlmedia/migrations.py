@@ -91,6 +91,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS audit_log_time ON audit_log (time)",
         ),
     ),
+    Migration(
+        4,
+        "webhook subscriptions and their outbox",
+        (
+            "CREATE TABLE IF NOT EXISTS webhooks ("
+            " id TEXT PRIMARY KEY, url TEXT NOT NULL, types TEXT NOT NULL DEFAULT '[]',"
+            " scope TEXT, secret TEXT NOT NULL, enabled INTEGER NOT NULL DEFAULT 1,"
+            " verify_tls INTEGER NOT NULL DEFAULT 1, description TEXT NOT NULL DEFAULT '',"
+            " created REAL NOT NULL, updated REAL NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS webhook_outbox ("
+            " webhook TEXT NOT NULL, event_id INTEGER NOT NULL,"
+            " call_id TEXT NOT NULL DEFAULT '', body TEXT NOT NULL,"
+            " status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,"
+            " last_error TEXT NOT NULL DEFAULT '', updated REAL NOT NULL,"
+            " PRIMARY KEY (webhook, event_id))",
+            "CREATE INDEX IF NOT EXISTS webhook_outbox_status ON webhook_outbox (status)",
+        ),
+    ),
 )
 """Every step, in order. Append new steps at the end with the next version number."""
 

@@ -66,6 +66,49 @@ SCHEMAS: dict[str, Schema] = {
             "missing_scope": {"type": "string"},
         },
     },
+    "Webhook": {
+        "type": "object",
+        "required": [
+            "id",
+            "url",
+            "types",
+            "scope",
+            "enabled",
+            "verify_tls",
+            "description",
+            "created",
+            "updated",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "url": {"type": "string"},
+            "types": {"type": "array", "items": {"type": "string"}},
+            "scope": _nullable({"type": "array", "items": {"type": "string"}}),
+            "enabled": {"type": "boolean"},
+            "verify_tls": {"type": "boolean"},
+            "description": {"type": "string"},
+            "created": {"type": "number"},
+            "updated": {"type": "number"},
+            "secret": {
+                "type": "string",
+                "description": "whsec_ and base64: in the answer to the POST only.",
+            },
+        },
+    },
+    "WebhookDelivery": {
+        "type": "object",
+        "required": ["id", "webhook", "call_id", "status", "attempts", "last_error", "event"],
+        "properties": {
+            "id": {"type": "integer", "description": "The event's id."},
+            "webhook": {"type": "string"},
+            "call_id": {"type": "string"},
+            "status": {"type": "string", "enum": ["pending", "dead"]},
+            "attempts": {"type": "integer"},
+            "last_error": {"type": "string"},
+            "updated": {"type": "number"},
+            "event": _nullable({"type": "object"}),
+        },
+    },
     "Scope": _nullable({"type": "array", "items": {"type": "string"}}),
     "Account": {
         "type": "object",
@@ -310,6 +353,31 @@ _SCOPE_BODY: Schema = {
 }
 _ROLE_BODY: Schema = {"type": "string", "enum": [r.value for r in Role if r is not Role.AGENT]}
 
+_NO_HOOKS = "Webhooks are not kept by this server, or an unknown id."
+_HOOK_ID = _path("id", "The webhook.")
+_WEBHOOK_BODY: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "url": {"type": "string", "maxLength": 2048, "description": "An https:// URL."},
+        "types": {
+            "type": "array",
+            "items": {"type": "string", "pattern": "^[a-z0-9_.]{1,64}$"},
+            "maxItems": 32,
+            "description": "Event type prefixes (empty: every event).",
+        },
+        "scope": _SCOPE_BODY,
+        "enabled": {"type": "boolean"},
+        "verify_tls": {"type": "boolean"},
+        "description": {"type": "string", "maxLength": 256},
+    },
+}
+_REPLAYED: Schema = {
+    "type": "object",
+    "required": ["replayed"],
+    "properties": {"replayed": {"type": "integer"}},
+}
+
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/v1/health"): Operation(
         responses={
@@ -447,6 +515,51 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         parameters=(_path("id", "The token's id."),),
         responses={200: _ref("Token")},
         problems={404: _NO_BOOK, 409: "The configured token is changed in the configuration."},
+    ),
+    ("GET", "/api/v1/webhooks"): Operation(
+        responses={200: _list_of("webhooks", "Webhook")}, problems={404: _NO_HOOKS}
+    ),
+    ("POST", "/api/v1/webhooks"): Operation(
+        body_required=True,
+        body={**_WEBHOOK_BODY, "required": ["url"]},
+        responses={201: _ref("Webhook")},
+        problems={404: _NO_HOOKS},
+    ),
+    ("GET", "/api/v1/webhooks/{id}"): Operation(
+        parameters=(_HOOK_ID,), responses={200: _ref("Webhook")}, problems={404: _NO_HOOKS}
+    ),
+    ("PATCH", "/api/v1/webhooks/{id}"): Operation(
+        parameters=(_HOOK_ID,),
+        body=_WEBHOOK_BODY,
+        responses={200: _ref("Webhook")},
+        problems={404: _NO_HOOKS},
+    ),
+    ("DELETE", "/api/v1/webhooks/{id}"): Operation(
+        parameters=(_HOOK_ID,), responses={204: None}, problems={404: _NO_HOOKS}
+    ),
+    ("GET", "/api/v1/webhooks/{id}/deliveries"): Operation(
+        parameters=(
+            _HOOK_ID,
+            _query(
+                "status",
+                {"type": "string", "enum": ["pending", "dead"]},
+                "Only deliveries in this state.",
+                empty=True,
+            ),
+            *_PAGING,
+        ),
+        responses={200: _page_of("deliveries", "WebhookDelivery")},
+        problems={404: _NO_HOOKS},
+    ),
+    ("POST", "/api/v1/webhooks/{id}/deliveries/replay"): Operation(
+        parameters=(_HOOK_ID,),
+        responses={202: _REPLAYED},
+        problems={404: _NO_HOOKS},
+    ),
+    ("POST", "/api/v1/webhooks/{id}/deliveries/{delivery_id}/replay"): Operation(
+        parameters=(_HOOK_ID, _path("delivery_id", "The delivery (its event's id).")),
+        responses={202: _REPLAYED},
+        problems={404: _NO_HOOKS + " Or no dead delivery with that id."},
     ),
     ("POST", "/api/v1/sessions"): Operation(
         body_required=True,

@@ -23,6 +23,7 @@ from media.ports import PortAllocator, RtpSocketPool
 from omlmedia.accounts import AccountBook, account_summary, config_seeds
 from omlmedia.acd import AcdRuntime
 from omlmedia.agents import AgentDesk
+from omlmedia.api import _scopes as api_scopes
 from omlmedia.api import start_api
 from omlmedia.b2bua import B2bua
 from omlmedia.bridges import transcoder_factory
@@ -38,6 +39,7 @@ from omlmedia.storage import AsyncStore, Store
 from omlmedia.targets import RouterStats
 from omlmedia.trunks import NextHops, TrunkManager
 from omlmedia.upkeep import Upkeep
+from omlmedia.webhooks import WebhookCollector, WebhookService
 from queueing.engine import AcdEngine
 from sip.digest import DigestServer
 from sip.endpoint import Endpoint
@@ -181,6 +183,8 @@ class Server:
         self.accounts: AccountBook | None = None
         self.events: EventLog | None = None
         """The event log (`omlmedia.events`): call, queue and agent events, stored and streamed."""
+        self.webhooks: WebhookService | None = None
+        """Webhook subscriptions and their outbox (`omlmedia.webhooks`), fed by the event log."""
         self._tls: ssl.SSLContext | None = None
 
     async def start(self) -> None:
@@ -301,6 +305,8 @@ class Server:
         )
         self.accounts.seed(config_seeds(config.accounts, config.webrtc.agents))
         metrics = self._metrics(events)
+        if self.webhooks is not None:
+            metrics.registry.register(WebhookCollector(self.webhooks))
         self.api = await start_api(
             config,
             self.status,
@@ -312,6 +318,7 @@ class Server:
             events=events,
             metrics=metrics,
             accounts=self.accounts,
+            webhooks=self.webhooks,
         )
         if config.api.metrics_listen is not None:
             self.metrics_api = await serve_metrics(metrics, *config.api.metrics_listen)
@@ -327,6 +334,10 @@ class Server:
         run left open are closed (`Store.recover`), each with its ``call.ended``."""
         self.store = store = AsyncStore(Store(self.config.server.data_dir / "omlmedia.db"))
         events = EventLog(store)
+        config = self.config
+        self.webhooks = webhooks = WebhookService(store, scopes=lambda: api_scopes(config))
+        events.outbox = webhooks.outbox
+        webhooks.start()
         now = time.time()
         closed = store.store.recover(now)
         if closed:
@@ -490,6 +501,8 @@ class Server:
             await self.hub.close()
         if self.events is not None:
             await self.events.close()
+        if self.webhooks is not None:
+            await self.webhooks.close()
         if self.store is not None:
             await self.store.close()
         if self.api is not None:

@@ -25,7 +25,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -160,6 +160,7 @@ class Store:
         self._opened: list[tuple[str, float, str]] = []
         self._closed: list[tuple[Any, ...]] = []
         self._events: list[EventRow] = []
+        self._writes: list[tuple[str, tuple[Any, ...]]] = []
         self.committed_events = 0
         self.committed_calls = 0
         self.committed_event_id = self.last_event_id()
@@ -188,22 +189,34 @@ class Store:
         """Queue a call's record for the next `flush`; it replaces its open-call row."""
         self._closed.append(_cdr_row(record))
 
-    def append_event(self, row: EventRow) -> None:
-        """Queue one event of the event log for the next `flush`."""
+    def append_event(
+        self, row: EventRow, writes: Sequence[tuple[str, tuple[Any, ...]]] = ()
+    ) -> None:
+        """Queue one event of the event log for the next `flush`, with the `writes` that go
+        with it (its webhook deliveries: see `append_write`), so both commit together."""
         self._events.append(row)
+        self._writes.extend(writes)
+
+    def append_write(self, sql: str, args: tuple[Any, ...]) -> None:
+        """Queue one statement of another part (the webhooks' outbox) for the next `flush`:
+        run after the events, in the same transaction."""
+        self._writes.append((sql, args))
 
     @property
     def pending(self) -> int:
         """Writes waiting for `flush`."""
-        return len(self._log) + len(self._opened) + len(self._closed) + len(self._events)
+        queued = len(self._log) + len(self._opened) + len(self._closed) + len(self._events)
+        return queued + len(self._writes)
 
     def flush(self) -> int:
         """Commit everything queued in one transaction; returns how many writes it held."""
         log, opened, closed, events = self._log, self._opened, self._closed, self._events
-        count = len(log) + len(opened) + len(closed) + len(events)
+        writes = self._writes
+        count = len(log) + len(opened) + len(closed) + len(events) + len(writes)
         if not count:
             return 0
         self._log, self._opened, self._closed, self._events = [], [], [], []
+        self._writes = []
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -235,6 +248,8 @@ class Store:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     _storable(events),
                 )
+            for sql, args in writes:
+                db.execute(sql, _storable([args])[0])
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -243,6 +258,7 @@ class Store:
             self._opened = opened + self._opened
             self._closed = closed + self._closed
             self._events = events + self._events
+            self._writes = writes + self._writes
             raise
         self.committed_events += len(log)
         self.committed_calls += len(closed)
@@ -385,10 +401,17 @@ class AsyncStore:
         with self._lock:
             self.store.call_ended(record)
 
-    def append_event(self, row: EventRow) -> None:
-        """Queue one event of the event log."""
+    def append_event(
+        self, row: EventRow, writes: Sequence[tuple[str, tuple[Any, ...]]] = ()
+    ) -> None:
+        """Queue one event of the event log (with its `writes`)."""
         with self._lock:
-            self.store.append_event(row)
+            self.store.append_event(row, writes)
+
+    def append_write(self, sql: str, args: tuple[Any, ...]) -> None:
+        """Queue one statement for the next flush (see `Store.append_write`)."""
+        with self._lock:
+            self.store.append_write(sql, args)
 
     def _flush(self) -> int:
         with self._lock:

@@ -1,0 +1,592 @@
+"""Signed webhooks: subscriptions, a persistent outbox and its delivery worker.
+
+Theory of operation. A subscription (`Webhook`: a URL, event types by prefix, a scope of
+queues and campaigns like a token's, a secret, ``enabled``) is kept in the store's ``webhooks``
+table; every change is written with its audit entry in one transaction, on the service's own
+thread. `WebhookService.outbox` is the event log's outbox hook (`EventLog.outbox`): for every
+event it returns one ``webhook_outbox`` row per enabled subscription that matches, and the
+store commits those rows in the same transaction as the event (the batched writer), so an
+event that was accepted always has its deliveries.
+
+Delivery follows Standard Webhooks: ``webhook-id`` is the event id (the same on every
+attempt), ``webhook-timestamp`` the Unix time of the attempt, ``webhook-signature``
+``v1,<base64 HMAC-SHA256(secret, "{id}.{timestamp}.{body}")>``, the body the event's JSON. A
+delivery is sent only once its event is committed (an id of a run that crashed before
+committing is given again, so it must never reach a receiver). Each receiver has its own
+lanes, one per call: the deliveries of one call to one receiver go one after another, each
+retried with exponential backoff and full jitter (`DELAYS`) until it is answered 2xx or runs out
+of attempts and is marked ``dead`` (kept for `replay`). A receiver's lanes share its own
+concurrency limit and every receiver shares an overall one; each attempt has a timeout. So a
+receiver that hangs or fails only holds its own lanes: calls and other receivers never wait.
+
+Delivered rows are deleted; status changes go through the batched writer, so a crash may send
+a delivery again (at-least-once: a receiver deduplicates by ``webhook-id``). At start every
+``pending`` row is queued again, in event order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import random
+import secrets
+import sqlite3
+import ssl
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aiohttp
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from omlmedia import audit
+from omlmedia.audit import AuditEntry
+from omlmedia.authz import Identity, Role, Scopes
+from omlmedia.events import Event, EventFilter
+from omlmedia.eventstream import in_scope
+from omlmedia.storage import AsyncStore
+
+__all__ = [
+    "DELAYS",
+    "SECRET_PREFIX",
+    "Delivery",
+    "UnknownDeliveryError",
+    "UnknownWebhookError",
+    "Webhook",
+    "WebhookCollector",
+    "WebhookService",
+    "new_secret",
+    "sign",
+]
+
+logger = logging.getLogger(__name__)
+
+SECRET_PREFIX = "whsec_"
+DELAYS: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 3600.0)
+"""The backoff before each retry (each drawn uniformly from 0 to it: full jitter); a delivery
+gets ``len(DELAYS) + 1`` attempts (about 2.5 hours) before it is dead."""
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+Write = tuple[str, tuple[Any, ...]]
+
+
+def new_secret() -> str:
+    """A fresh signing secret: ``whsec_`` and 32 random bytes in base64."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
+    """The ``webhook-signature`` header of one message (Standard Webhooks, ``v1``)."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    content = f"{msg_id}.{timestamp}.{body}".encode()
+    return "v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
+
+
+class UnknownWebhookError(KeyError):
+    """No subscription has that id."""
+
+
+class UnknownDeliveryError(KeyError):
+    """No dead delivery has that id."""
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """One subscription: where to post (`url`), which events (`types`: prefixes, none: all;
+    `scope`: queue and campaign names, None: all), signed with `secret`."""
+
+    id: str
+    url: str
+    secret: str
+    types: tuple[str, ...] = ()
+    scope: frozenset[str] | None = None
+    enabled: bool = True
+    verify_tls: bool = True
+    """Whether the receiver's certificate is verified (only an explicit false turns it off)."""
+    description: str = ""
+    created: float = 0.0
+    updated: float = 0.0
+
+    def view(self) -> dict[str, Any]:
+        """The subscription as the API serves it (never its secret)."""
+        return {
+            "id": self.id,
+            "url": self.url,
+            "types": list(self.types),
+            "scope": sorted(self.scope) if self.scope is not None else None,
+            "enabled": self.enabled,
+            "verify_tls": self.verify_tls,
+            "description": self.description,
+            "created": self.created,
+            "updated": self.updated,
+        }
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One (subscription, event) delivery: its row of ``webhook_outbox``."""
+
+    webhook: str
+    event_id: int
+    call_id: str
+    body: str
+    attempts: int = 0
+    status: str = "pending"
+    last_error: str = ""
+    updated: float = 0.0
+
+    def view(self) -> dict[str, Any]:
+        """The delivery as the API serves it (`id` is its event's id)."""
+        try:
+            event: Any = json.loads(self.body)
+        except ValueError:
+            event = None
+        return {
+            "id": self.event_id,
+            "webhook": self.webhook,
+            "call_id": self.call_id,
+            "status": self.status,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "updated": self.updated,
+            "event": event,
+        }
+
+
+_COLUMNS = "id, url, secret, types, scope, enabled, verify_tls, description, created, updated"
+_OUTBOX = "webhook, event_id, call_id, body, attempts, status, last_error, updated"
+
+
+def _row(hook: Webhook) -> tuple[Any, ...]:
+    return (
+        hook.id,
+        hook.url,
+        hook.secret,
+        json.dumps(list(hook.types)),
+        json.dumps(sorted(hook.scope)) if hook.scope is not None else None,
+        int(hook.enabled),
+        int(hook.verify_tls),
+        hook.description,
+        hook.created,
+        hook.updated,
+    )
+
+
+def _hook(row: Sequence[Any]) -> Webhook:
+    id_, url, secret, types, scope, enabled, verify_tls, description, created, updated = row
+    return Webhook(
+        id_,
+        url,
+        secret,
+        tuple(json.loads(types)),
+        frozenset(json.loads(scope)) if scope is not None else None,
+        bool(enabled),
+        bool(verify_tls),
+        description,
+        created,
+        updated,
+    )
+
+
+class _Receiver:
+    """One subscription's lanes (one per call) and its concurrency limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = asyncio.Semaphore(limit)
+        self.lanes: dict[str, deque[Delivery]] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def depth(self) -> int:
+        return sum(len(lane) for lane in self.lanes.values())
+
+
+class WebhookService:
+    """The subscriptions, the outbox hook of the event log and the delivery worker."""
+
+    def __init__(
+        self,
+        store: AsyncStore,
+        *,
+        scopes: Callable[[], Scopes] = Scopes,
+        clock: Callable[[], float] = time.time,
+        delays: Sequence[float] = DELAYS,
+        timeout: float = 10.0,
+        per_receiver: int = 4,
+        overall: int = 64,
+        allow_http_loopback: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.store = store
+        self.scopes = scopes
+        self.clock = clock
+        self.delays = tuple(delays)
+        self.attempts = len(self.delays) + 1
+        self.timeout = timeout
+        self.per_receiver = per_receiver
+        self.allow_http_loopback = allow_http_loopback
+        """Whether ``http://`` URLs on a loopback address are accepted (tests only)."""
+        self.ssl_context = ssl_context
+        """The CAs receivers' certificates are verified against (None: the system's)."""
+        self.outcomes: Counter[str] = Counter()
+        """Attempts by outcome since start: ``delivered``, ``failed`` (to be retried), ``dead``."""
+        self._overall = asyncio.Semaphore(overall)
+        self._receivers: dict[str, _Receiver] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="omlmedia-webhooks")
+        self._db = sqlite3.connect(
+            str(store.store.path), isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self.hooks: dict[str, Webhook] = {
+            row[0]: _hook(row)
+            for row in self._db.execute(f"SELECT {_COLUMNS} FROM webhooks ORDER BY created")
+        }
+        self._matchers: dict[str, Callable[[Event], bool]] = {}
+        self._flushing: asyncio.Task[int] | None = None
+
+    # -- matching (on the loop, from `EventLog.publish`) --------------------------------------
+
+    def _matcher(self, hook: Webhook) -> Callable[[Event], bool]:
+        match = self._matchers.get(hook.id)
+        if match is None:
+            scope = None
+            if hook.scope is not None:
+                scope = in_scope(
+                    Identity(f"webhook:{hook.id}", Role.ADMIN, hook.scope), self.scopes()
+                )
+            match = self._matchers[hook.id] = EventFilter(hook.types, scope=scope)
+        return match
+
+    def outbox(self, ev: Event) -> list[Write]:
+        """The outbox rows of `ev` (one per enabled subscription it matches), queued for
+        delivery once the store committed them with the event."""
+        writes: list[Write] = []
+        body = ""
+        now = self.clock()
+        for hook in self.hooks.values():
+            if not hook.enabled or not self._matcher(hook)(ev):
+                continue
+            body = body or ev.to_json()
+            delivery = Delivery(hook.id, ev.id, ev.call_id, body, updated=now)
+            writes.append(
+                (
+                    f"INSERT OR REPLACE INTO webhook_outbox ({_OUTBOX}) "
+                    "VALUES (?, ?, ?, ?, 0, 'pending', '', ?)",
+                    (hook.id, ev.id, ev.call_id, body, now),
+                )
+            )
+            self._queue(delivery)
+        return writes
+
+    # -- delivering ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the HTTP client and queue every pending delivery a previous run left."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, ssl=self.ssl_context or True)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                auto_decompress=False,
+            )
+        queued = {
+            (d.webhook, d.event_id)
+            for r in self._receivers.values()
+            for lane in r.lanes.values()
+            for d in lane
+        }
+        rows = self._db.execute(
+            f"SELECT {_OUTBOX} FROM webhook_outbox WHERE status = 'pending' ORDER BY event_id"
+        ).fetchall()
+        for row in rows:
+            delivery = Delivery(*row)
+            if delivery.webhook in self.hooks and (row[0], row[1]) not in queued:
+                self._queue(delivery)
+        loop = asyncio.get_running_loop()
+        for receiver in self._receivers.values():
+            for key in receiver.lanes:
+                if key not in receiver.tasks:
+                    receiver.tasks[key] = loop.create_task(self._lane(receiver, key))
+
+    @property
+    def depth(self) -> int:
+        """Deliveries waiting to be sent or retried."""
+        return sum(r.depth() for r in self._receivers.values())
+
+    def _queue(self, delivery: Delivery) -> None:
+        receiver = self._receivers.get(delivery.webhook)
+        if receiver is None:
+            receiver = self._receivers[delivery.webhook] = _Receiver(self.per_receiver)
+        key = delivery.call_id or f"#{delivery.event_id}"
+        lane = receiver.lanes.setdefault(key, deque())
+        lane.append(delivery)
+        if key not in receiver.tasks and self._session is not None:
+            receiver.tasks[key] = asyncio.get_running_loop().create_task(self._lane(receiver, key))
+
+    async def _lane(self, receiver: _Receiver, key: str) -> None:
+        lane = receiver.lanes[key]
+        try:
+            while lane:
+                await self._deliver(receiver, lane[0])
+                lane.popleft()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("a webhook delivery lane failed")
+        finally:
+            receiver.tasks.pop(key, None)
+            if not lane:
+                receiver.lanes.pop(key, None)
+
+    async def _committed(self, event_id: int) -> None:
+        """Return once the event (and so its outbox row) is committed: flush the store now
+        rather than wait for its next periodic flush, one flush shared by every lane."""
+        while self.store.store.committed_event_id < event_id:
+            if self._flushing is None or self._flushing.done():
+                self._flushing = asyncio.get_running_loop().create_task(self.store.flush())
+            try:
+                await asyncio.shield(self._flushing)
+            except sqlite3.Error:
+                await asyncio.sleep(self.store.flush_interval)  # the store logs and retries
+
+    async def _deliver(self, receiver: _Receiver, delivery: Delivery) -> None:
+        await self._committed(delivery.event_id)
+        while True:
+            hook = self.hooks.get(delivery.webhook)
+            if hook is None:
+                return  # the subscription was deleted
+            async with self._overall, receiver.limit:
+                error = await self._post(hook, delivery)
+            delivery.attempts += 1
+            delivery.updated = self.clock()
+            if not error:
+                self.outcomes["delivered"] += 1
+                self.store.append_write(
+                    "DELETE FROM webhook_outbox WHERE webhook = ? AND event_id = ?",
+                    (delivery.webhook, delivery.event_id),
+                )
+                return
+            delivery.last_error = error
+            dead = delivery.attempts >= self.attempts
+            delivery.status = "dead" if dead else "pending"
+            self.outcomes["dead" if dead else "failed"] += 1
+            self.store.append_write(
+                "UPDATE webhook_outbox SET status = ?, attempts = ?, last_error = ?, updated = ? "
+                "WHERE webhook = ? AND event_id = ?",
+                (
+                    delivery.status,
+                    delivery.attempts,
+                    error,
+                    delivery.updated,
+                    delivery.webhook,
+                    delivery.event_id,
+                ),
+            )
+            if dead:
+                logger.warning(
+                    "webhook %s: event %d is dead after %d attempts (%s)",
+                    hook.id,
+                    delivery.event_id,
+                    delivery.attempts,
+                    error,
+                )
+                return
+            delay = self.delays[min(delivery.attempts, len(self.delays)) - 1]
+            await asyncio.sleep(random.uniform(0, delay))
+
+    async def _post(self, hook: Webhook, delivery: Delivery) -> str:
+        """One attempt: "" when the receiver answered 2xx, why not otherwise."""
+        assert self._session is not None
+        msg_id = str(delivery.event_id)
+        timestamp = int(self.clock())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "omlmedia-webhooks",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(hook.secret, msg_id, timestamp, delivery.body),
+        }
+        options: dict[str, Any] = {} if hook.verify_tls else {"ssl": False}
+        try:
+            async with self._session.post(
+                hook.url,
+                data=delivery.body.encode(),
+                headers=headers,
+                allow_redirects=False,
+                **options,
+            ) as response:
+                if 200 <= response.status < 300:
+                    return ""
+                return f"HTTP {response.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            return f"{type(exc).__name__}: {exc}"[:300] if str(exc) else type(exc).__name__
+
+    async def close(self) -> None:
+        """Stop delivering (what is left stays pending in the store) and close the database."""
+        tasks = [t for r in self._receivers.values() for t in r.tasks.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._db.close)
+        self._executor.shutdown(wait=True)
+
+    # -- subscriptions (on the service's thread) ----------------------------------------------
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def _write(self, entry: AuditEntry, *statements: Write) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, args in statements:
+                db.execute(sql, args)
+            audit.append(db, entry)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _entry(
+        self,
+        actor: Identity,
+        action: str,
+        hook_id: str,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+    ) -> AuditEntry:
+        return AuditEntry(
+            self.clock(), actor.actor, actor.role.value, action, f"webhook:{hook_id}", before, after
+        )
+
+    def get(self, hook_id: str) -> Webhook:
+        """One subscription."""
+        hook = self.hooks.get(hook_id)
+        if hook is None:
+            raise UnknownWebhookError(hook_id)
+        return hook
+
+    async def create(self, actor: Identity, **fields: Any) -> Webhook:
+        """A new subscription with a new secret (audited)."""
+        now = self.clock()
+        hook = Webhook(
+            secrets.token_hex(6), secret=new_secret(), created=now, updated=now, **fields
+        )
+        put = (
+            f"INSERT INTO webhooks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _row(hook),
+        )
+        entry = self._entry(actor, "webhook.create", hook.id, None, hook.view())
+        await self._call(self._write, entry, put)
+        self.hooks[hook.id] = hook
+        return hook
+
+    async def update(self, actor: Identity, hook_id: str, **changes: Any) -> Webhook:
+        """Change a subscription (audited, before and after)."""
+        old = self.get(hook_id)
+        new = replace(old, updated=self.clock(), **changes)
+        put = (
+            f"INSERT OR REPLACE INTO webhooks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _row(new),
+        )
+        entry = self._entry(actor, "webhook.update", hook_id, old.view(), new.view())
+        await self._call(self._write, entry, put)
+        self.hooks[hook_id] = new
+        self._matchers.pop(hook_id, None)
+        return new
+
+    async def delete(self, actor: Identity, hook_id: str) -> Webhook:
+        """Remove a subscription and its outbox (audited)."""
+        old = self.get(hook_id)
+        entry = self._entry(actor, "webhook.delete", hook_id, old.view(), None)
+        await self._call(
+            self._write,
+            entry,
+            ("DELETE FROM webhooks WHERE id = ?", (hook_id,)),
+            ("DELETE FROM webhook_outbox WHERE webhook = ?", (hook_id,)),
+        )
+        del self.hooks[hook_id]
+        self._matchers.pop(hook_id, None)
+        receiver = self._receivers.pop(hook_id, None)
+        if receiver is not None:
+            for task in receiver.tasks.values():
+                task.cancel()
+        self.store.append_write("DELETE FROM webhook_outbox WHERE webhook = ?", (hook_id,))
+        return old
+
+    def _rows(self, hook_id: str, status: str | None, event_id: int | None) -> list[Delivery]:
+        sql = f"SELECT {_OUTBOX} FROM webhook_outbox WHERE webhook = ?"
+        args: list[Any] = [hook_id]
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status)
+        if event_id is not None:
+            sql += " AND event_id = ?"
+            args.append(event_id)
+        return [Delivery(*row) for row in self._db.execute(sql + " ORDER BY event_id", args)]
+
+    async def deliveries(self, hook_id: str, status: str | None = None) -> list[Delivery]:
+        """The subscription's stored deliveries (``pending`` or ``dead``), in event order."""
+        self.get(hook_id)
+        await self.store.flush()
+        rows: list[Delivery] = await self._call(self._rows, hook_id, status, None)
+        return rows
+
+    async def replay(self, actor: Identity, hook_id: str, event_id: int | None = None) -> int:
+        """Queue dead deliveries again (one, or every one of the subscription), audited;
+        returns how many."""
+        self.get(hook_id)
+        await self.store.flush()
+        rows: list[Delivery] = await self._call(self._rows, hook_id, "dead", event_id)
+        if event_id is not None and not rows:
+            raise UnknownDeliveryError(event_id)
+        after = {"replayed": [d.event_id for d in rows]}
+        await self._call(self._write, self._entry(actor, "webhook.replay", hook_id, None, after))
+        for delivery in rows:
+            delivery.status, delivery.attempts = "pending", 0
+            self.store.append_write(
+                "UPDATE webhook_outbox SET status = 'pending', attempts = 0 "
+                "WHERE webhook = ? AND event_id = ?",
+                (hook_id, delivery.event_id),
+            )
+            self._queue(delivery)
+        return len(rows)
+
+
+class WebhookCollector(Collector):
+    """``/metrics``: the outbox depth and delivery attempts by outcome."""
+
+    def __init__(self, service: WebhookService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "omlmedia_webhook_outbox_depth", "Webhook deliveries waiting to be sent or retried"
+        )
+        depth.add_metric([], self.service.depth)
+        yield depth
+        outcomes = CounterMetricFamily(
+            "omlmedia_webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, failed and retried, dead)",
+            labels=["outcome"],
+        )
+        for outcome in ("delivered", "failed", "dead"):
+            outcomes.add_metric([outcome], self.service.outcomes[outcome])
+        yield outcomes
+
+
+def loopback(host: str | None) -> bool:
+    """Whether `host` is a loopback address (where tests may receive plain HTTP)."""
+    return host in LOOPBACK
