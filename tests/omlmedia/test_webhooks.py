@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import sqlite3
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -28,6 +29,7 @@ from omlmedia.config import ApiConfig, load_demo_config
 from omlmedia.events import EventLog
 from omlmedia.storage import AsyncStore, Store
 from omlmedia.webhooks import WebhookCollector, WebhookService
+from sip.tls import client_context, ensure_self_signed, server_context
 from tests.omlmedia.test_api import TOKEN
 
 ADMIN = Identity("admin", Role.ADMIN)
@@ -71,11 +73,11 @@ class Receiver:
         self.arrived.put_nowait((headers, body))
         return web.Response(status=self.answer(headers, body))
 
-    async def start(self) -> str:
+    async def start(self, context: ssl.SSLContext | None = None) -> str:
         app = web.Application()
         app.router.add_post("/hook", self.handle)
         self.server = TestServer(app, host="127.0.0.1")
-        await self.server.start_server()
+        await self.server.start_server(ssl=context)
         return str(self.server.make_url("/hook"))
 
     async def next(self, within: float = 10.0) -> tuple[dict[str, str], bytes]:
@@ -112,10 +114,10 @@ class World:
 async def receivers() -> AsyncIterator[Callable[[], Any]]:
     made: list[Receiver] = []
 
-    async def make() -> tuple[Receiver, str]:
+    async def make(context: ssl.SSLContext | None = None) -> tuple[Receiver, str]:
         receiver = Receiver()
         made.append(receiver)
-        return receiver, await receiver.start()
+        return receiver, await receiver.start(context)
 
     yield make
     for receiver in made:
@@ -265,6 +267,36 @@ async def test_what_was_accepted_before_a_restart_is_delivered_after_it_as_store
         assert await second.webhooks.deliveries(hook.id) == []
     finally:
         await second.close()
+
+
+async def test_https_receivers_are_verified_unless_a_webhook_says_not_to(
+    tmp_path: Path, receivers: Any
+) -> None:
+    cert, key = tmp_path / "receiver.crt", tmp_path / "receiver.key"
+    ensure_self_signed(cert, key, ["localhost"], ["127.0.0.1"])
+    receiver, url = await receivers(server_context(cert, key))
+    assert url.startswith("https://127.0.0.1:")
+    plain = World(tmp_path / "plain.db")  # the system's CAs: the receiver's is not one of them
+    plain.start()
+    trusting = World(tmp_path / "trusting.db", ssl_context=client_context(cafile=cert))
+    trusting.start()
+    try:
+        verified = await plain.webhooks.create(ADMIN, url=url)
+        unverified = await plain.webhooks.create(ADMIN, url=url, verify_tls=False)
+        ev = plain.events.publish("call.started", call_id="c1")
+        headers, body = await receiver.next()
+        assert verify(unverified.secret, headers, body)["id"] == ev.id
+        await until(lambda: plain.webhooks.outcomes["dead"] == 1)
+        dead = await plain.webhooks.deliveries(verified.id, "dead")
+        assert "certificate" in dead[0].last_error.lower()
+        assert len(receiver.requests) == 1
+        hook = await trusting.webhooks.create(ADMIN, url=url)
+        ev = trusting.events.publish("call.started", call_id="c2")
+        headers, body = await receiver.next()
+        assert verify(hook.secret, headers, body)["id"] == ev.id
+    finally:
+        await plain.close()
+        await trusting.close()
 
 
 async def test_the_outbox_depth_and_outcomes_are_in_the_metrics(world: World) -> None:
