@@ -175,12 +175,15 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ),
     ("POST", "/api/v1/sessions"): PUBLIC,
     ("GET", "/api/v1/openapi.json"): PUBLIC,
+    ("GET", "/api/docs"): PUBLIC,
+    ("GET", "/api/docs/{file}"): PUBLIC,
     ("GET", "/api/v1/events"): Rule(Permission.EVENTS_READ, Scope.FILTER),
     ("GET", "/metrics"): Rule(Permission.METRICS_READ, Scope.GLOBAL),
 }
 """Every API route (method, path template as aiohttp writes it) and its rule. HEAD follows GET.
 A route missing here is refused with 403. The public API routes are the password login, which
-gives a token (``POST /api/v1/sessions``), and the OpenAPI document, which holds no data."""
+gives a token (``POST /api/v1/sessions``), and the OpenAPI document and its docs page
+(``/api/docs``), which hold no data."""
 
 PAGE_RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/agent"): PUBLIC,

@@ -35,6 +35,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Identity, Scopes
 from omlmedia.events import Event, EventFilter, EventLog, Subscription
+from omlmedia.problems import problem
 
 __all__ = ["EVENTS_KEY", "STREAM_QUEUE", "install", "routes"]
 
@@ -111,12 +112,12 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     """The event stream (WebSocket, or SSE with ``Accept: text/event-stream``)."""
     log = request.app[EVENTS_KEY]
     if log is None:
-        return web.json_response({"error": "the event log is not running"}, status=404)
+        return problem(404, "the event log is not running")
     try:
         since = _since(request)
         match = _filter(request)
     except _Refused as exc:
-        return web.json_response({"error": exc.reason}, status=exc.status)
+        return problem(exc.status, exc.reason)
     # Subscribed before the answer goes out: a client that saw the answer gets every later event.
     # Events are small and go to many clients: no per-client permessage-deflate (RFC 7692).
     websocket = web.WebSocketResponse(heartbeat=30.0, autoping=True, compress=False)
@@ -133,9 +134,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
         )
         stream = _Stream(log, match, since, STREAM_QUEUE, _SseOut(request, response))
         return await stream.run()
-    return web.json_response(
-        {"error": "open a WebSocket, or ask for Accept: text/event-stream"}, status=406
-    )
+    return problem(406, "open a WebSocket, or ask for Accept: text/event-stream")
 
 
 class _Out:

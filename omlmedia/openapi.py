@@ -25,7 +25,8 @@ from typing import Any
 from aiohttp import web
 
 from omlmedia.authz import ROLE_PERMISSIONS, RULES, Role, Rule, Scope
-from omlmedia.problems import MAX_PAGE, PROBLEM_TYPE
+from omlmedia.problems import MAX_PAGE, PROBLEM_TYPE, ApiError
+from webrtc.app import UI_DIR
 
 __all__ = ["OPERATIONS", "Operation", "document", "routes"]
 
@@ -598,21 +599,40 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "since_id",
                 {"type": "integer", "minimum": 0},
                 "Resume after this event id (or Last-Event-ID).",
+                empty=True,
             ),
-            _query("type", {"type": "string"}, "Only these event types (repeatable)."),
+            {
+                "name": "Last-Event-ID",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "What EventSource sends when it reconnects: as since_id.",
+            },
+            _query(
+                "type",
+                {"type": "string"},
+                "Only these event types, by prefix (repeatable or comma-separated).",
+            ),
             _query("queue", {"type": "string"}, "Only these queues (repeatable)."),
             _query("agent", {"type": "string"}, "Only these agents (repeatable): a screen-pop."),
             _query("campaign", {"type": "string"}, "Only these campaigns (repeatable)."),
         ),
-        responses={200: None},
+        responses={101: None, 200: None},
         problems={
-            404: "The event stream is not enabled.",
-            409: "since_id is older than the log keeps.",
+            404: "The event log is not running.",
+            406: "Neither a WebSocket upgrade nor Accept: text/event-stream.",
         },
         content_type="text/event-stream",
         stream=True,
     ),
     ("GET", "/metrics"): Operation(responses={200: None}, content_type="text/plain"),
+    ("GET", "/api/docs"): Operation(responses={200: None}, content_type="text/html"),
+    ("GET", "/api/docs/{file}"): Operation(
+        parameters=(_path("file", "apidocs.js or apidocs.css."),),
+        responses={200: None},
+        problems={404: "No such file."},
+        content_type="text/javascript",
+    ),
     ("GET", "/api/v1/openapi.json"): Operation(
         responses={200: {"type": "object", "required": ["openapi", "paths"]}}
     ),
@@ -688,7 +708,7 @@ def _operation(method: str, path: str, handler: Any) -> Schema:
         }
         responses["413"] = _problem("The body is larger than the API accepts (1 MiB).")
     for status, schema in spec.responses.items():
-        answer: Schema = {"description": "Success."}
+        answer: Schema = {"description": "The WebSocket." if status == 101 else "Success."}
         if schema is not None or status == 200:
             answer["content"] = (
                 {spec.content_type: {"schema": schema}}
@@ -751,3 +771,38 @@ async def get_openapi(request: web.Request) -> web.Response:
 
     Public: it describes the API and holds no data."""
     return web.json_response(document(request.match_info.apps[0]))
+
+
+DOCS_FILES = {"apidocs.js": "text/javascript", "apidocs.css": "text/css"}
+"""The docs page's own files (``/api/docs/<file>``)."""
+DOCS_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+@routes.get("/docs")
+async def get_docs(request: web.Request) -> web.StreamResponse:
+    """The API's docs page: every operation of this document, rendered in the browser.
+
+    Public, like the document it reads; no external file, no inline script."""
+    response = web.FileResponse(UI_DIR / "apidocs" / "index.html", headers=DOCS_HEADERS)
+    response.content_type = "text/html"
+    return response
+
+
+@routes.get("/docs/{file}")
+async def get_docs_file(request: web.Request) -> web.StreamResponse:
+    """A file of the docs page (its script or its style sheet)."""
+    name = request.match_info["file"]
+    if name not in DOCS_FILES:
+        raise ApiError(404, f"no such file: {name[:64]}")
+    response = web.FileResponse(UI_DIR / "apidocs" / name, headers=DOCS_HEADERS)
+    response.content_type = DOCS_FILES[name]
+    return response

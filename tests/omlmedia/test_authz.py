@@ -128,8 +128,13 @@ async def test_every_route_of_the_application_has_a_rule(matrix: Matrix) -> None
     stale = (set(RULES) | set(PAGE_RULES)) - served
     assert not stale, f"rules for routes that do not exist: {sorted(stale)}"
     public_api = {route for route, rule in RULES.items() if rule.permission is None}
-    # the password login and the OpenAPI document (no data), nothing else
-    assert public_api == {("POST", "/api/v1/sessions"), ("GET", "/api/v1/openapi.json")}
+    # the password login, the OpenAPI document and its docs page (no data), nothing else
+    assert public_api == {
+        ("POST", "/api/v1/sessions"),
+        ("GET", "/api/v1/openapi.json"),
+        ("GET", "/api/docs"),
+        ("GET", "/api/docs/{file}"),
+    }
     for method, template in served - public_api:
         rule = rule_for(method, template)
         assert rule is not None

@@ -93,9 +93,13 @@ async def test_the_stream_needs_the_token_and_a_stream_transport(running: Runnin
     client = running.client
     assert (await client.get("/api/v1/events")).status == 401
     plain = await client.get("/api/v1/events", headers=AUTH)
-    assert plain.status == 406 and "text/event-stream" in (await plain.json())["error"]
+    assert (
+        plain.status == 406
+        and "text/event-stream" in (await plain.json(content_type=None))["error"]
+    )
     bad = await client.get("/api/v1/events?since_id=x", headers=SSE)
-    assert bad.status == 400 and "since_id" in (await bad.json())["error"]
+    assert bad.status == 400 and "since_id" in (await bad.json(content_type=None))["error"]
+    assert bad.content_type == "application/problem+json"
     with pytest.raises(aiohttp.WSServerHandshakeError):
         await client.ws_connect("/api/v1/events")
 
