@@ -196,15 +196,24 @@ def _hook(row: Sequence[Any]) -> Webhook:
 
 
 class _Receiver:
-    """One subscription's lanes (one per call) and its concurrency limit."""
+    """One subscription's lanes (one per call), its concurrency limit, and what it left in the
+    store only (`spilled`: its deliveries beyond the memory limit, read back in event order
+    once the lanes drained)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, hook_id: str, limit: int) -> None:
+        self.hook_id = hook_id
         self.limit = asyncio.Semaphore(limit)
         self.lanes: dict[str, deque[Delivery]] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
-
-    def depth(self) -> int:
-        return sum(len(lane) for lane in self.lanes.values())
+        self.queued = 0
+        """Deliveries in the lanes."""
+        self.high = 0
+        """The highest event id queued in the lanes."""
+        self.spilled = False
+        """Whether deliveries of events above `high` are in the store only."""
+        self.last_spilled = 0
+        """The last event id left in the store only."""
+        self.reloading: asyncio.Task[None] | None = None
 
 
 class WebhookService:
@@ -222,6 +231,7 @@ class WebhookService:
         overall: int = 64,
         allow_http_loopback: bool = False,
         ssl_context: ssl.SSLContext | None = None,
+        memory_limit: int = 10_000,
     ) -> None:
         self.store = store
         self.scopes = scopes
@@ -233,6 +243,9 @@ class WebhookService:
         self.allow_http_loopback = allow_http_loopback
         """Whether ``http://`` URLs on a loopback address are accepted (tests only)."""
         self.ssl_context = ssl_context
+        self.memory_limit = memory_limit
+        """Deliveries of one receiver kept in memory; beyond it, new ones stay in the store
+        only until the receiver caught up (a receiver that hangs costs disk, not memory)."""
         """The CAs receivers' certificates are verified against (None: the system's)."""
         self.outcomes: Counter[str] = Counter()
         """Attempts by outcome since start: ``delivered``, ``failed`` (to be retried), ``dead``."""
@@ -296,34 +309,82 @@ class WebhookService:
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 auto_decompress=False,
             )
-        queued = {
-            (d.webhook, d.event_id)
-            for r in self._receivers.values()
-            for lane in r.lanes.values()
-            for d in lane
-        }
+        # Everything pending is read back from the store, in event order, a page at a time
+        # (what was queued before the start is pending there too, or in the store's batch).
         rows = self._db.execute(
-            f"SELECT {_OUTBOX} FROM webhook_outbox WHERE status = 'pending' ORDER BY event_id"
+            "SELECT webhook, MAX(event_id) FROM webhook_outbox WHERE status = 'pending' "
+            "GROUP BY webhook"
         ).fetchall()
-        for row in rows:
-            delivery = Delivery(*row)
-            if delivery.webhook in self.hooks and (row[0], row[1]) not in queued:
-                self._queue(delivery)
-        loop = asyncio.get_running_loop()
-        for receiver in self._receivers.values():
-            for key in receiver.lanes:
-                if key not in receiver.tasks:
-                    receiver.tasks[key] = loop.create_task(self._lane(receiver, key))
+        last = dict(rows)
+        for hook_id in self.hooks:
+            receiver = self._receiver(hook_id)
+            last_id = max(last.get(hook_id, 0), receiver.high)
+            receiver.lanes.clear()
+            receiver.queued = receiver.high = 0
+            if last_id:
+                self._spill(receiver, last_id)
+                self._reload(receiver)
+
+    def _receiver(self, hook_id: str) -> _Receiver:
+        receiver = self._receivers.get(hook_id)
+        if receiver is None:
+            receiver = self._receivers[hook_id] = _Receiver(hook_id, self.per_receiver)
+        return receiver
+
+    @staticmethod
+    def _spill(receiver: _Receiver, event_id: int) -> None:
+        receiver.spilled = True
+        receiver.last_spilled = max(receiver.last_spilled, event_id)
+
+    def _reload(self, receiver: _Receiver) -> None:
+        if receiver.reloading is None and self._session is not None:
+            task = asyncio.get_running_loop().create_task(self._read_back(receiver))
+            receiver.reloading = task
+
+    def _pending(self, hook_id: str, after: int, limit: int) -> list[tuple[Any, ...]]:
+        return self._db.execute(
+            f"SELECT {_OUTBOX} FROM webhook_outbox WHERE webhook = ? AND status = 'pending' "
+            "AND event_id > ? ORDER BY event_id LIMIT ?",
+            (hook_id, after, limit),
+        ).fetchall()
+
+    async def _read_back(self, receiver: _Receiver) -> None:
+        """Queue the next page of what `receiver` left in the store (its lanes are empty)."""
+        hook_id = receiver.hook_id
+        try:
+            await self._committed(receiver.last_spilled)
+            rows = await self._call(self._pending, hook_id, receiver.high, self.memory_limit)
+            if self._receivers.get(hook_id) is not receiver:
+                return  # deleted meanwhile
+            for row in rows:
+                self._queue(Delivery(*row), fresh=False)
+            if not rows or receiver.high >= receiver.last_spilled:
+                receiver.spilled = False
+        except Exception:
+            logger.exception("webhook %s: reading its outbox back failed", hook_id)
+        finally:
+            receiver.reloading = None
 
     @property
     def depth(self) -> int:
-        """Deliveries waiting to be sent or retried."""
-        return sum(r.depth() for r in self._receivers.values())
+        """Deliveries waiting in memory to be sent or retried (more wait in the store when a
+        receiver spilled: `spilled`)."""
+        return sum(r.queued for r in self._receivers.values())
 
-    def _queue(self, delivery: Delivery) -> None:
-        receiver = self._receivers.get(delivery.webhook)
-        if receiver is None:
-            receiver = self._receivers[delivery.webhook] = _Receiver(self.per_receiver)
+    @property
+    def spilled(self) -> int:
+        """Receivers whose newest deliveries wait in the store only."""
+        return sum(r.spilled for r in self._receivers.values())
+
+    def _queue(self, delivery: Delivery, *, fresh: bool = True) -> None:
+        """Queue `delivery` in its lane; a `fresh` one (of an event just published) stays in
+        the store only while its receiver is over the memory limit or has spilled already."""
+        receiver = self._receiver(delivery.webhook)
+        if fresh and (receiver.spilled or receiver.queued >= self.memory_limit):
+            self._spill(receiver, delivery.event_id)
+            return
+        receiver.high = max(receiver.high, delivery.event_id)
+        receiver.queued += 1
         key = delivery.call_id or f"#{delivery.event_id}"
         lane = receiver.lanes.setdefault(key, deque())
         lane.append(delivery)
@@ -336,6 +397,7 @@ class WebhookService:
             while lane:
                 await self._deliver(receiver, lane[0])
                 lane.popleft()
+                receiver.queued -= 1
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -344,6 +406,8 @@ class WebhookService:
             receiver.tasks.pop(key, None)
             if not lane:
                 receiver.lanes.pop(key, None)
+            if not receiver.lanes and receiver.spilled:
+                self._reload(receiver)
 
     async def _committed(self, event_id: int) -> None:
         """Return once the event (and so its outbox row) is committed: flush the store now
@@ -431,6 +495,7 @@ class WebhookService:
     async def close(self) -> None:
         """Stop delivering (what is left stays pending in the store) and close the database."""
         tasks = [t for r in self._receivers.values() for t in r.tasks.values()]
+        tasks += [r.reloading for r in self._receivers.values() if r.reloading is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -523,6 +588,8 @@ class WebhookService:
         if receiver is not None:
             for task in receiver.tasks.values():
                 task.cancel()
+            if receiver.reloading is not None:
+                receiver.reloading.cancel()
         self.store.append_write("DELETE FROM webhook_outbox WHERE webhook = ?", (hook_id,))
         return old
 
@@ -561,7 +628,7 @@ class WebhookService:
                 "WHERE webhook = ? AND event_id = ?",
                 (hook_id, delivery.event_id),
             )
-            self._queue(delivery)
+            self._queue(delivery, fresh=False)
         return len(rows)
 
 
@@ -573,7 +640,8 @@ class WebhookCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
-            "omlmedia_webhook_outbox_depth", "Webhook deliveries waiting to be sent or retried"
+            "omlmedia_webhook_outbox_depth",
+            "Webhook deliveries waiting in memory to be sent or retried",
         )
         depth.add_metric([], self.service.depth)
         yield depth

@@ -68,7 +68,6 @@ class Receiver:
         headers = {k.lower(): v for k, v in request.headers.items()}
         if self.hang:
             await self.release.wait()
-            return web.Response(status=503)
         self.requests.append((headers, body))
         self.arrived.put_nowait((headers, body))
         return web.Response(status=self.answer(headers, body))
@@ -217,6 +216,33 @@ async def test_a_receiver_that_hangs_delays_no_other_receiver(world: World, rece
     got = [json.loads((await good.next(5.0))[1])["id"] for _ in ids]
     assert sorted(got) == ids
     assert stuck.requests == [] and world.webhooks.depth == 20
+
+
+async def test_a_receiver_over_the_memory_limit_waits_in_the_store_and_loses_nothing(
+    tmp_path: Path, receivers: Any
+) -> None:
+    receiver, url = await receivers()
+    receiver.hang = True
+    w = World(tmp_path / "omlmedia.db", memory_limit=3)
+    w.start()
+    try:
+        await w.webhooks.create(ADMIN, url=url)
+        ids = [w.events.publish("call.started", call_id=f"c{n}").id for n in range(10)]
+        ids += [w.events.publish("call.ended", call_id=f"c{n}").id for n in range(10)]
+        assert w.webhooks.depth == 3 and w.webhooks.spilled == 1
+        receiver.hang = False
+        receiver.release.set()
+        await until(lambda: w.webhooks.outcomes["delivered"] == 20)
+        got = [json.loads(body) for _, body in receiver.requests]
+        assert sorted(ev["id"] for ev in got) == ids
+        for n in range(10):
+            assert [ev["type"] for ev in got if ev["call_id"] == f"c{n}"] == [
+                "call.started",
+                "call.ended",
+            ]
+        assert w.webhooks.depth == 0 and w.webhooks.spilled == 0
+    finally:
+        await w.close()
 
 
 async def test_a_delivery_is_dead_after_its_attempts_and_replay_sends_it_again(
