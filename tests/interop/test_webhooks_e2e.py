@@ -1,0 +1,94 @@
+"""Webhooks of a real `omlmedia serve`: events of sipp calls accepted while the receiver is down,
+the server stopped before it could deliver them, then delivered after a restart, signed and
+exactly as stored."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from sip.tls import ensure_self_signed, server_context
+from tests.interop.harness import API_TOKEN, free_port, start_server
+from tests.interop.test_events_e2e import CALLS, _insecure, _sipp_to_echo
+from tests.omlmedia.test_webhooks import verify
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+async def _pending(base: str, hook: str, want: int) -> list[dict[str, Any]]:
+    connector = aiohttp.TCPConnector(ssl=_insecure())
+    async with aiohttp.ClientSession(connector=connector, headers=AUTH) as session:
+        deadline = time.monotonic() + 30
+        while True:
+            url = f"{base}/api/v1/webhooks/{hook}/deliveries?status=pending"
+            async with session.get(url) as response:
+                assert response.status == 200
+                rows: list[dict[str, Any]] = (await response.json())["deliveries"]
+            if len(rows) >= want or time.monotonic() > deadline:
+                return rows
+            await asyncio.sleep(0.1)
+
+
+async def test_deliveries_accepted_before_a_restart_are_delivered_after_it(
+    tmp_path: Path,
+) -> None:
+    cert, key = tmp_path / "receiver.crt", tmp_path / "receiver.key"
+    ensure_self_signed(cert, key, ["localhost"], ["127.0.0.1"])
+    port = free_port()
+    server = await asyncio.to_thread(start_server, tmp_path / "omlmedia")
+    try:
+        base = f"https://127.0.0.1:{server.http_port}"
+        connector = aiohttp.TCPConnector(ssl=_insecure())
+        async with aiohttp.ClientSession(connector=connector, headers=AUTH) as session:
+            body = {"url": f"https://127.0.0.1:{port}/hook", "types": ["call."]}
+            async with session.post(
+                f"{base}/api/v1/webhooks", json={**body, "verify_tls": False}
+            ) as response:
+                assert response.status == 201, await response.text()
+                hook = await response.json()
+        await asyncio.to_thread(_sipp_to_echo, server, tmp_path)
+        stored = await _pending(base, hook["id"], 3 * CALLS)
+        assert len(stored) == 3 * CALLS
+    finally:
+        assert await asyncio.to_thread(server.stop) == 0, server.log()[-4000:]
+    assert "Traceback" not in server.log()
+
+    received: list[tuple[dict[str, str], bytes]] = []
+    arrived = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        received.append(({k.lower(): v for k, v in request.headers.items()}, await request.read()))
+        if len({h["webhook-id"] for h, _ in received}) >= len(stored):
+            arrived.set()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_context(cert, key)).start()
+    again = await asyncio.to_thread(start_server, tmp_path / "omlmedia")
+    try:
+        await asyncio.wait_for(arrived.wait(), 30)
+    finally:
+        assert await asyncio.to_thread(again.stop) == 0, again.log()[-4000:]
+        await runner.cleanup()
+    assert "Traceback" not in again.log()
+    by_id = {str(row["id"]): row["event"] for row in stored}
+    for headers, payload in received:
+        event = verify(hook["secret"], headers, payload)
+        assert event == by_id[headers["webhook-id"]]  # a duplicate carries the same id
+    assert {h["webhook-id"] for h, _ in received} == set(by_id)
+    per_call: dict[str, list[int]] = {}
+    for _, payload in received:
+        event = json.loads(payload)
+        ids = per_call.setdefault(event["call_id"], [])
+        if event["id"] not in ids:
+            ids.append(event["id"])
+    assert all(ids == sorted(ids) for ids in per_call.values()), per_call
