@@ -284,18 +284,23 @@ class WebhookService:
         body = ""
         now = self.clock()
         for hook in self.hooks.values():
-            if not hook.enabled or not self._matcher(hook)(ev):
-                continue
-            body = body or ev.to_json()
-            delivery = Delivery(hook.id, ev.id, ev.call_id, body, updated=now)
-            writes.append(
-                (
-                    f"INSERT OR REPLACE INTO webhook_outbox ({_OUTBOX}) "
-                    "VALUES (?, ?, ?, ?, 0, 'pending', '', ?)",
-                    (hook.id, ev.id, ev.call_id, body, now),
+            try:
+                if not hook.enabled or not self._matcher(hook)(ev):
+                    continue
+                body = body or ev.to_json()
+                delivery = Delivery(hook.id, ev.id, ev.call_id, body, updated=now)
+                writes.append(
+                    (
+                        f"INSERT OR REPLACE INTO webhook_outbox ({_OUTBOX}) "
+                        "VALUES (?, ?, ?, ?, 0, 'pending', '', ?)",
+                        (hook.id, ev.id, ev.call_id, body, now),
+                    )
                 )
-            )
-            self._queue(delivery)
+                self._queue(delivery)
+            except Exception:
+                # The publisher (a call, the ACD) must never fail because of a webhook.
+                self.outcomes["unmatched"] += 1
+                logger.exception("webhook %s: matching event %d failed", hook.id, ev.id)
         return writes
 
     # -- delivering ---------------------------------------------------------------------------

@@ -169,6 +169,27 @@ async def test_types_and_scope_choose_what_a_webhook_receives(world: World, rece
     assert receiver.arrived.empty() and len(receiver.requests) == 1
 
 
+async def test_a_webhook_that_cannot_match_never_fails_the_publisher(
+    tmp_path: Path, receivers: Any
+) -> None:
+    receiver, url = await receivers()
+
+    def broken() -> Any:
+        raise RuntimeError("scopes are gone")
+
+    w = World(tmp_path / "omlmedia.db", scopes=broken)
+    w.start()
+    try:
+        await w.webhooks.create(ADMIN, url=url, scope=frozenset({"support"}))
+        await w.webhooks.create(ADMIN, url=url)
+        ev = w.events.publish("call.started", call_id="c1", queue="support")
+        _, body = await receiver.next()
+        assert json.loads(body)["id"] == ev.id
+        assert w.webhooks.outcomes["unmatched"] == 1
+    finally:
+        await w.close()
+
+
 async def test_500s_are_retried_with_the_same_id_and_one_call_keeps_its_order(
     world: World, receivers: Any
 ) -> None:
