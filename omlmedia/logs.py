@@ -18,6 +18,8 @@ from contextvars import ContextVar, Token
 from types import MappingProxyType, TracebackType
 from typing import Final, TextIO
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 LEVELS: Final[Mapping[str, int]] = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -114,6 +116,21 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+class _PeerErrorFilter(logging.Filter):
+    """An HTTP request that breaks the protocol is the peer's error, not ours: aiohttp logs it
+    at error level with a traceback, so any client could fill the log with tracebacks. Such a
+    record becomes one warning line (``event=http-bad-request``, the reason, no traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and record.name.startswith("aiohttp."):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+            setattr(record, _EVENT_ATTR, "http-bad-request")
+            setattr(record, _FIELDS_ATTR, {"status": exc.code, "reason": exc.message})
+        return True
+
+
 class StructuredFormatter(logging.Formatter):
     """Formats records as one ``key=value`` line, or one JSON object when `json_lines`."""
 
@@ -193,6 +210,7 @@ def configure_logging(
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(StructuredFormatter(json_lines=fmt == "json"))
     handler.addFilter(_ContextFilter())
+    handler.addFilter(_PeerErrorFilter())
     setattr(handler, _HANDLER_ATTR, True)
     root.addHandler(handler)
     root.setLevel(numeric)

@@ -149,6 +149,22 @@ def test_tracebacks_stay_on_one_kv_line(stream: io.StringIO) -> None:
     assert "KeyError: 'missing'" in parse_kv(line)["exc"]
 
 
+def test_a_peers_bad_http_request_is_one_warning_without_a_traceback(
+    stream: io.StringIO,
+) -> None:
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    configure_logging("info", "kv", stream)
+    try:
+        raise BadHttpMessage("Invalid header value char")
+    except BadHttpMessage:
+        logging.getLogger("aiohttp.server").exception("Error handling request")
+    line = stream.getvalue()
+    assert line.count("\n") == 1 and "Traceback" not in line
+    assert "level=warning" in line and "event=http-bad-request" in line
+    assert "status=400" in line and "Invalid header value char" in line
+
+
 def test_reserved_names_in_fields_do_not_overwrite_line_keys(stream: io.StringIO) -> None:
     configure_logging("info", "json", stream)
     with log_context(level="ctx"):
