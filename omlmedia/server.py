@@ -62,6 +62,11 @@ SHUTDOWN_GRACE = 5.0
 """Seconds the server waits at shutdown for BYE transactions to complete."""
 
 
+def url_host(address: str) -> str:
+    """`address` as the host part of a URL: an IPv6 literal in brackets (RFC 3986 §3.2.2)."""
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+
+
 def banner(config: Config) -> str:
     """What the server prints at start: where it listens, what it serves, generated secrets."""
     lines = [
@@ -76,12 +81,12 @@ def banner(config: Config) -> str:
             for route in config.routes
         )
         lines.append(f"  SIP targets: {targets}")
-    host = config.server.listen[0]
+    host = url_host(config.server.listen[0])
     lines.append(f"  API: https://{host}:{config.server.http_port}/api/v1/status (bearer token)")
     metrics = f"https://{host}:{config.server.http_port}/metrics"
     if config.api.metrics_listen is not None:
         metrics_host, metrics_port = config.api.metrics_listen
-        metrics += f", http://{metrics_host}:{metrics_port}/metrics (no token)"
+        metrics += f", http://{url_host(metrics_host)}:{metrics_port}/metrics (no token)"
     lines.append(f"  Events: /api/v1/events (WebSocket, SSE); metrics: {metrics}")
     if config.webrtc.agents:
         names = ", ".join(agent.name for agent in config.webrtc.agents)
@@ -326,7 +331,7 @@ class Server:
             logger,
             "ready",
             sip=", ".join(str(e) for e in local.values()),
-            api=f"https://{host}:{config.server.http_port}",
+            api=f"https://{url_host(host)}:{config.server.http_port}",
         )
 
     def _open_events(self) -> EventLog:

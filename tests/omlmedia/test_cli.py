@@ -307,3 +307,12 @@ def test_hash_password_refuses_empty_password(
     assert main(["hash-password", "--user", "u"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "empty password" in captured.err
+
+
+def test_urls_put_ipv6_hosts_in_brackets() -> None:
+    from omlmedia.server import url_host
+
+    assert url_host("::1") == "[::1]"
+    assert url_host("2001:db8::5") == "[2001:db8::5]"
+    assert url_host("[::1]") == "[::1]"
+    assert url_host("127.0.0.1") == "127.0.0.1"
