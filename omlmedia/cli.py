@@ -10,14 +10,17 @@ import argparse
 import asyncio
 import getpass
 import importlib
+import os
 import re
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from omlmedia.config import (
     LOG_FORMATS,
     LOG_LEVELS,
+    MIN_DEMO_PASSWORD,
     Config,
     ConfigError,
     Overrides,
@@ -31,6 +34,8 @@ from omlmedia.logs import configure_logging
 
 _RTP_RANGE = re.compile(r"(\d{1,5})-(\d{1,5})")
 _HOST_PORT = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d{1,5})")
+SECRET_ENV = {"api_token": "OMLMEDIA_API_TOKEN", "demo_password": "OMLMEDIA_DEMO_PASSWORD"}
+"""Where `serve` finds a secret given neither as a flag nor as a file (never shown in ``ps``)."""
 
 
 def _rtp_ports(text: str) -> tuple[int, int]:
@@ -91,15 +96,26 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="where the demo trunk 'pbx' sends calls (127.0.0.1:5070)",
     )
-    serve.add_argument(
+    password = serve.add_mutually_exclusive_group()
+    password.add_argument(
         "--demo-password",
         metavar="PASSWORD",
-        help="password of the demo SIP user (default: random, shown in the banner)",
+        help="password of the demo SIP user (default: random, shown in the banner; at least "
+        f"{MIN_DEMO_PASSWORD} characters beyond loopback); visible in ps: prefer the file or "
+        f"{SECRET_ENV['demo_password']}",
     )
-    serve.add_argument(
+    password.add_argument(
+        "--demo-password-file", metavar="FILE", help="read the demo password from FILE's first line"
+    )
+    token = serve.add_mutually_exclusive_group()
+    token.add_argument(
         "--api-token",
         metavar="TOKEN",
-        help="REST API token (default: random, shown in the banner); only its SHA-256 is kept",
+        help="REST API token (default: random, shown in the banner); only its SHA-256 is kept; "
+        f"visible in ps: prefer the file or {SECRET_ENV['api_token']}",
+    )
+    token.add_argument(
+        "--api-token-file", metavar="FILE", help="read the REST API token from FILE's first line"
     )
 
     check = commands.add_parser(
@@ -126,8 +142,45 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return make_parser().parse_args(argv)
 
 
-def build_config(args: argparse.Namespace) -> Config:
-    """The configuration `serve` runs with: the file or the demo, with the flags applied."""
+def _secret(
+    args: argparse.Namespace,
+    name: str,
+    environ: Mapping[str, str],
+    warn: Callable[[str], None] | None,
+) -> str | None:
+    """A secret from its flag, its ``-file`` flag or the environment, in that order; None."""
+    flag = "--" + name.replace("_", "-")
+    value: str | None = getattr(args, name)
+    if value is not None:
+        if warn is not None:
+            warn(
+                f"{flag} on the command line is visible to every user of this host (ps): "
+                f"use {flag}-file or {SECRET_ENV[name]}"
+            )
+        return value
+    path: str | None = getattr(args, f"{name}_file")
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError([f"{flag}-file: cannot read {path}: {reason}"]) from None
+        return text.splitlines()[0] if text else ""
+    return environ.get(SECRET_ENV[name]) or None
+
+
+def build_config(
+    args: argparse.Namespace,
+    environ: Mapping[str, str] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Config:
+    """The configuration `serve` runs with: the file or the demo, with the flags applied.
+
+    Secrets come from their flag (``warn`` is told: it shows in ``ps``), their ``-file`` flag, or
+    `environ` (``OMLMEDIA_API_TOKEN``; ``OMLMEDIA_DEMO_PASSWORD`` for the demo only).
+    """
+    environ = environ if environ is not None else {}
+    demo_environ = environ if args.config is None else {}
     listen = None
     if args.listen is not None:
         listen = tuple(a.strip() for item in args.listen for a in item.split(",") if a.strip())
@@ -142,8 +195,8 @@ def build_config(args: argparse.Namespace) -> Config:
         log_level=args.log_level,
         log_format=args.log_format,
         demo_pbx=args.demo_pbx,
-        demo_password=args.demo_password,
-        api_token=args.api_token,
+        demo_password=_secret(args, "demo_password", demo_environ, warn),
+        api_token=_secret(args, "api_token", environ, warn),
     )
     if args.config is not None:
         return load_config(args.config, overrides)
@@ -157,10 +210,14 @@ def _print_errors(where: str, exc: ConfigError, out: TextIO) -> None:
         print(f"  {error}", file=out)
 
 
+def _warn(message: str) -> None:
+    print(f"omlmedia: warning: {message}", file=sys.stderr)
+
+
 def _serve(args: argparse.Namespace) -> int:
     where = args.config if args.config is not None else "embedded demo configuration"
     try:
-        config = build_config(args)
+        config = build_config(args, os.environ, _warn)
     except ConfigError as exc:
         _print_errors(where, exc, sys.stderr)
         return 2

@@ -16,7 +16,7 @@ import ipaddress
 import re
 import secrets
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache
@@ -38,6 +38,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEMO_RESOURCE: Final = "demo.toml"
 DEMO_TRUNK: Final = "pbx"
 DEMO_USER: Final = "demo"
+MIN_DEMO_PASSWORD: Final = 12
+"""Characters a given demo password needs when the demo listens beyond loopback: the SIP user, the
+agents and the accounts share it, and the SIP port is scanned within minutes."""
 DEMO_TRUSTED_SOURCE: Final = "127.0.0.1/32"
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: Final = ("kv", "json")
@@ -420,6 +423,17 @@ def load_config(path: str | Path, overrides: Overrides | None = None) -> Config:
     return _build(raw, overrides, base_dir=path.absolute().parent, source=path)
 
 
+def _beyond_loopback(addresses: Iterable[object]) -> bool:
+    """True when one of `addresses` is not a loopback IP address (a wildcard is every address)."""
+    for address in addresses:
+        try:
+            if not ipaddress.ip_address(str(address).strip("[]")).is_loopback:
+                return True
+        except ValueError:
+            return True
+    return False
+
+
 def load_demo_config(overrides: Overrides | None = None) -> Config:
     """The embedded demo configuration (``omlmedia/demo.toml``) with `overrides` applied.
 
@@ -443,11 +457,17 @@ def load_demo_config(overrides: Overrides | None = None) -> Config:
             ):
                 trunk["trusted_sources"].append(str(network))
     password = overrides.demo_password
+    listen = overrides.listen if overrides.listen is not None else raw["server"]["listen"]
     if password is None:
         password = generated_password = secrets.token_urlsafe(12)
     elif not password:
         errors.append("--demo-password: must not be empty")
         password = secrets.token_urlsafe(12)
+    elif len(password) < MIN_DEMO_PASSWORD and _beyond_loopback(listen):
+        errors.append(
+            f"--demo-password: at least {MIN_DEMO_PASSWORD} characters when listening beyond "
+            "loopback (the SIP user and every agent share it)"
+        )
     realm = raw["sip"]["realm"]
     for user in raw["users"]:
         if user["name"] == DEMO_USER:

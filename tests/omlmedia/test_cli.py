@@ -83,7 +83,7 @@ def test_serve_flags_reach_the_config(tmp_path: Path) -> None:
             "--demo-pbx",
             "[::1]:5090",
             "--demo-password",
-            "pw",
+            "pw-0123456789",
             "--api-token",
             "tok",
         ]
@@ -98,9 +98,90 @@ def test_serve_flags_reach_the_config(tmp_path: Path) -> None:
     pbx = config.trunk("pbx")
     assert pbx is not None and (pbx.host, pbx.port) == ("::1", 5090) and pbx.trusts("::1")
     demo = config.user("demo")
-    assert demo is not None and demo.ha1_sha256 == digest_ha1("demo", "omlmedia", "pw")[1]
+    assert (
+        demo is not None and demo.ha1_sha256 == digest_ha1("demo", "omlmedia", "pw-0123456789")[1]
+    )
     assert config.api.token_matches("tok")
     assert config.generated.api_token is None and config.generated.demo_password is None
+
+
+ENV = {"OMLMEDIA_API_TOKEN": "env-token", "OMLMEDIA_DEMO_PASSWORD": "env-password"}
+
+
+def demo_ha1(config: Config) -> str:
+    demo = config.user("demo")
+    assert demo is not None and demo.ha1_md5 is not None
+    return demo.ha1_md5
+
+
+def test_secrets_come_from_argv_then_files_then_the_environment_and_argv_is_warned(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "pw").write_text("file-password\nignored\n")
+    (tmp_path / "tok").write_text("file-token\n")
+    warnings: list[str] = []
+    files = [
+        "--demo-password-file",
+        str(tmp_path / "pw"),
+        "--api-token-file",
+        str(tmp_path / "tok"),
+    ]
+    config = build_config(parse_args(["serve", *files]), ENV, warnings.append)
+    assert demo_ha1(config) == digest_ha1("demo", "omlmedia", "file-password")[0]
+    assert config.api.token_matches("file-token") and warnings == []
+    config = build_config(parse_args(["serve"]), ENV, warnings.append)
+    assert demo_ha1(config) == digest_ha1("demo", "omlmedia", "env-password")[0]
+    assert config.api.token_matches("env-token") and warnings == []
+    argv = ["serve", "--demo-password", "argv-password", "--api-token", "argv-token"]
+    config = build_config(parse_args(argv), ENV, warnings.append)
+    assert demo_ha1(config) == digest_ha1("demo", "omlmedia", "argv-password")[0]
+    assert config.api.token_matches("argv-token")
+    assert warnings == [
+        "--demo-password on the command line is visible to every user of this host (ps): use "
+        "--demo-password-file or OMLMEDIA_DEMO_PASSWORD",
+        "--api-token on the command line is visible to every user of this host (ps): use "
+        "--api-token-file or OMLMEDIA_API_TOKEN",
+    ]
+
+
+def test_a_secret_flag_and_its_file_flag_exclude_each_other(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_args(["serve", "--api-token", "t", "--api-token-file", "f"])
+    assert info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_the_demo_password_variable_is_ignored_with_a_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text("")
+    config = build_config(parse_args(["serve", "--config", str(path)]), ENV)
+    assert config.api.token_matches("env-token")
+
+
+def test_serve_warns_about_argv_secrets_and_refuses_an_unreadable_secret_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--api-token-file", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "--api-token-file: cannot read" in err and "No such file or directory" in err
+    assert main(["serve", "--listen", "0.0.0.0", "--demo-password", "short"]) == 2
+    assert "at least 12 characters when listening beyond loopback" in capsys.readouterr().err
+    seen: list[Config] = []
+
+    async def serve(config: Config) -> int:
+        seen.append(config)
+        return 0
+
+    fake = types.ModuleType("omlmedia.server")
+    fake.serve = serve  # type: ignore[attr-defined]
+    fake.banner = lambda config: "BANNER"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "omlmedia.server", fake)
+    monkeypatch.setenv("OMLMEDIA_DEMO_PASSWORD", "env-password")
+    data_dir = str(tmp_path / "d")
+    assert main(["serve", "--data-dir", data_dir, "--api-token", "argv-token"]) == 0
+    assert "omlmedia: warning: --api-token on the command line" in capsys.readouterr().err
+    assert demo_ha1(seen[-1]) == digest_ha1("demo", "omlmedia", "env-password")[0]
 
 
 def test_serve_no_tls_flag_turns_tls_off() -> None:

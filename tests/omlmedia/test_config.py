@@ -189,7 +189,7 @@ def test_demo_config_with_every_override(tmp_path: Path) -> None:
         log_level="debug",
         log_format="json",
         demo_pbx=("192.0.2.5", 5062),
-        demo_password="pw",
+        demo_password="pw-0123456789",
         api_token="tok",
     )
     config = load_demo_config(overrides)
@@ -203,9 +203,32 @@ def test_demo_config_with_every_override(tmp_path: Path) -> None:
     assert pbx is not None and (pbx.host, pbx.port) == ("192.0.2.5", 5062)
     assert pbx.trusts("127.0.0.1") and pbx.trusts("192.0.2.5") and not pbx.trusts("192.0.2.6")
     demo = config.user("demo")
-    assert demo is not None and demo.ha1_md5 == digest_ha1("demo", "omlmedia", "pw")[0]
+    assert demo is not None and demo.ha1_md5 == digest_ha1("demo", "omlmedia", "pw-0123456789")[0]
     assert config.api.token_sha256 == hashlib.sha256(b"tok").hexdigest()
     assert config.generated.demo_password is None and config.generated.api_token is None
+
+
+@pytest.mark.parametrize(
+    "listen", [("192.0.2.1",), ("0.0.0.0",), ("127.0.0.1", "::"), ("2001:db8::1",)]
+)
+def test_a_short_demo_password_is_refused_when_listening_beyond_loopback(
+    listen: tuple[str, ...],
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_demo_config(Overrides(listen=listen, demo_password="eleven-char"))
+    assert info.value.errors == [
+        "--demo-password: at least 12 characters when listening beyond loopback (the SIP user "
+        "and every agent share it)"
+    ]
+
+
+def test_a_short_demo_password_serves_on_loopback_and_a_long_one_anywhere() -> None:
+    config = load_demo_config(Overrides(listen=("127.0.0.1", "::1"), demo_password="pw"))
+    demo = config.user("demo")
+    assert demo is not None and demo.ha1_md5 == digest_ha1("demo", "omlmedia", "pw")[0]
+    config = load_demo_config(Overrides(listen=("0.0.0.0",), demo_password="twelve-chars"))
+    demo = config.user("demo")
+    assert demo is not None and demo.ha1_md5 == digest_ha1("demo", "omlmedia", "twelve-chars")[0]
 
 
 def test_demo_pbx_by_name_trusts_only_loopback() -> None:
