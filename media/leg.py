@@ -32,6 +32,7 @@ monotonic time by default) and the wall clock stamps SRs.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 import struct
@@ -205,6 +206,15 @@ class _Socket:
         self.latched = True
 
 
+def _is_address(host: str) -> bool:
+    """True for an IPv4 or IPv6 address literal (not a host name)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 RtpSink = Callable[[bytes, int, int, int, int, float], None]
 """Receives a valid packet: (data, second header byte, sequence number, timestamp, SSRC, now)."""
 
@@ -259,15 +269,21 @@ class RtpLeg:
         self, host: str, rtp_port: int, rtcp_port: int | None = None, relatch: bool = False
     ) -> None:
         """Where the peer's SDP says it receives; latching may refine it. `relatch` when a new
-        peer takes this leg (a transfer): the old peer's packets are dropped from then on."""
+        peer takes this leg (a transfer): the old peer's packets are dropped from then on.
+
+        A host name instead of an address (RFC 8866 §5.7 allows one in ``c=``) is not resolved:
+        `socket.sendto` would look it up synchronously for every packet, stalling the event
+        loop for every call. Nothing is sent and nothing latches until an offer names an
+        address."""
         if relatch:
             self._rtp.latched = self._rtcp.latched = False
         self._rtp.expected_host = host
         self._rtcp.expected_host = host
+        literal = _is_address(host)
         if not self._rtp.latched:
-            self._rtp.peer = (host, rtp_port)
+            self._rtp.peer = (host, rtp_port) if literal else None
         if not self._rtcp.latched:
-            self._rtcp.peer = (host, rtcp_port if rtcp_port else rtp_port + 1)
+            self._rtcp.peer = (host, rtcp_port if rtcp_port else rtp_port + 1) if literal else None
 
     def set_format(self, fmt: LegFormat, rtcp_mux: bool = False) -> None:
         """The payload formats offer/answer settled (again after a re-INVITE)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import cast
 
 from media.leg import LegFormat, RtpLeg
 from media.quality import SenderStats
@@ -16,7 +17,7 @@ from media.rtcp import (
     parse_compound,
     serialize_compound,
 )
-from tests.media.fakes import fake_pair, rtp
+from tests.media.fakes import CapturingTransport, fake_pair, rtp
 
 PCMU_FORMAT = LegFormat(
     "PCMU",
@@ -69,6 +70,18 @@ def test_a_host_other_than_the_sdp_one_cannot_latch() -> None:
     leg.pair.rtp.datagram_received(rtp(1, 160), ("10.9.9.9", 30000))
     assert not leg.latched and not got
     assert leg.counters.dropped_source == 1
+
+
+def test_a_host_name_in_the_sdp_is_never_resolved_nor_sent_to() -> None:
+    leg, got = make_leg()
+    leg.set_remote("media.example.invalid", 32000, None, relatch=True)
+    assert leg.peer is None
+    leg.send_packet(rtp(1, 160), 160, 160)
+    assert not cast(CapturingTransport, leg.pair.rtp.transport).sent
+    leg.pair.rtp.datagram_received(rtp(1, 160), ("127.0.0.1", 31000))
+    assert not leg.latched and not got
+    leg.set_remote("127.0.0.1", 31000, None)
+    assert leg.peer == ("127.0.0.1", 31000)
 
 
 def test_relatch_lets_the_new_peer_in_and_shuts_the_old_one_out() -> None:
