@@ -111,5 +111,7 @@ def test_compose_file_is_valid_and_needs_its_secrets() -> None:
     env |= {"OMLMEDIA_API_TOKEN": "a-token", "OMLMEDIA_DEMO_PASSWORD": "a-password"}
     code, output = _run(command, ROOT, env)
     assert code == 0, output
-    assert "--api-token=a-token" in output
+    assert "OMLMEDIA_API_TOKEN: a-token" in output
+    assert "OMLMEDIA_DEMO_PASSWORD: a-password" in output
+    assert "--api-token" not in output and "--demo-password" not in output  # not in `ps`
     assert "network_mode: host" in output
