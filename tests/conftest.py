@@ -30,9 +30,9 @@ class OutsideRepositoryRead(PermissionError):
     """A test read a file beside the work tree instead of carrying the fixture itself."""
 
 
-def outside_repository(path: object, siblings: frozenset[str] = _SIBLINGS) -> bool:
+def outside_repository(path: object, siblings: frozenset[str] | None = None) -> bool:
     """True for a path that lies beside the work tree: its parent, or under one of `siblings`
-    (what lay beside the tree when the suite started)."""
+    (by default what lay beside the tree when the suite started)."""
     if isinstance(path, int) or path is None:
         return False
     try:
@@ -45,7 +45,7 @@ def outside_repository(path: object, siblings: frozenset[str] = _SIBLINGS) -> bo
     head, sep, rest = absolute.partition(_PARENT + os.sep)
     if head or not sep:
         return False
-    return rest.split(os.sep, 1)[0] in siblings
+    return rest.split(os.sep, 1)[0] in (_SIBLINGS if siblings is None else siblings)
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from tests.conftest import _SIBLINGS, ROOT, OutsideRepositoryRead, outside_repository
+from tests import conftest
+from tests.conftest import ROOT, OutsideRepositoryRead, outside_repository
 
 
 def test_the_parent_of_the_work_tree_cannot_be_listed() -> None:
@@ -14,20 +15,21 @@ def test_the_parent_of_the_work_tree_cannot_be_listed() -> None:
         os.listdir(ROOT.parent)
 
 
-@pytest.mark.skipif(not _SIBLINGS, reason="nothing lies beside this clone")
-def test_a_sibling_of_the_work_tree_cannot_be_read() -> None:
-    sibling = ROOT.parent / sorted(_SIBLINGS)[0]
+def test_a_file_of_a_directory_beside_the_tree_cannot_be_opened(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The guard refuses before the file system is asked: the directory need not exist.
+    monkeypatch.setattr(conftest, "_SIBLINGS", frozenset({"fixtures-beside"}))
+    beside = ROOT.parent / "fixtures-beside" / "EXPECTED.tsv"
     with pytest.raises(OutsideRepositoryRead):
-        if sibling.is_dir():
-            os.listdir(sibling)
-        else:
-            sibling.read_bytes()
+        beside.read_bytes()
+    with pytest.raises(OutsideRepositoryRead):
+        os.listdir(beside.parent)
 
 
-def test_a_file_of_a_directory_beside_the_tree_is_refused() -> None:
-    siblings = frozenset({"shared"})
-    shared = ROOT.parent / "shared" / "conformance" / "rfc4475" / "EXPECTED.tsv"
-    assert outside_repository(shared, siblings)
+def test_only_what_lay_beside_the_tree_is_refused() -> None:
+    siblings = frozenset({"fixtures-beside"})
+    assert outside_repository(ROOT.parent / "fixtures-beside" / "x.tsv", siblings)
     assert outside_repository(ROOT.parent, siblings)
     assert not outside_repository(ROOT.parent / "made-later" / "x", siblings)
 
