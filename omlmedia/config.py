@@ -23,6 +23,7 @@ from functools import cache
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from omlmedia.accounts import AccountSeed, parse_accounts
 from queueing.config import AcdConfig
@@ -169,6 +170,20 @@ class MediaConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SiteConfig:
+    """The contact center's site (``[site]``)."""
+
+    timezone: str = "UTC"
+    """IANA time zone name (``America/Argentina/Buenos_Aires``): a day in the reports and the
+    wallboard's "today" is a day of this zone."""
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The time zone as a `ZoneInfo` (validated when the configuration was loaded)."""
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True, slots=True)
 class ApiConfig:
     """REST/debug API credentials: only the SHA-256 of the bearer token is kept."""
 
@@ -298,6 +313,8 @@ class Config:
     users: tuple[User, ...] = ()
     routes: tuple[Route, ...] = ()
     media: MediaConfig = MediaConfig()
+    site: SiteConfig = SiteConfig()
+    """The site: its time zone (``[site]``)."""
     webrtc: WebrtcConfig = field(default_factory=WebrtcConfig)
     """Browser agents and the agent page (``[webrtc]``, ``[[agents]]``)."""
     acd: AcdConfig | None = None
@@ -779,7 +796,9 @@ _TOP_KEYS: Final = (
     "queues",
     "campaigns",
     "accounts",
+    "site",
 )
+_SITE_KEYS: Final = ("timezone",)
 _MEDIA_KEYS: Final = ("timeout", "recording_format")
 _SERVER_KEYS: Final = (
     "listen",
@@ -849,6 +868,7 @@ def _build(
     sip = _sip(check, raw.get("sip", _MISSING), base_dir)
     security = _security(check, raw.get("security", _MISSING))
     media = _media(check, raw.get("media", _MISSING))
+    site = _site(check, raw.get("site", _MISSING))
     api, api_token = _api(check, raw.get("api", _MISSING))
     trunks = _trunks(check, raw.get("trunks", _MISSING))
     users = _users(check, raw.get("users", _MISSING))
@@ -893,6 +913,7 @@ def _build(
         or sip is None
         or security is None
         or media is None
+        or site is None
         or api is None
     ):
         raise ConfigError(check.errors)
@@ -901,6 +922,7 @@ def _build(
         sip=sip,
         security=security,
         media=media,
+        site=site,
         api=api,
         trunks=trunks,
         users=users,
@@ -1109,6 +1131,31 @@ def _media(check: _Checker, value: object) -> MediaConfig | None:
     return MediaConfig(timeout=timeout, recording_format=recording_format)
 
 
+def _site(check: _Checker, value: object) -> SiteConfig | None:
+    table = check.table("site", value, _SITE_KEYS)
+    timezone = check.string(table, "site", "timezone", SiteConfig().timezone)
+    if timezone is None:
+        return None
+    if not _is_time_zone(timezone):
+        close = difflib.get_close_matches(timezone, sorted(available_timezones()), n=1)
+        suggestion = f' (did you mean "{close[0]}"?)' if close else ""
+        check.error("site.timezone", f"unknown IANA time zone {timezone!r}{suggestion}")
+        return None
+    return SiteConfig(timezone=timezone)
+
+
+def _is_time_zone(name: str) -> bool:
+    """True for a name the time zone database knows (``Europe/Madrid``, ``UTC``); a path, an
+    empty name or an unknown one is not."""
+    if not name or name.startswith(("/", ".")) or ".." in name or "\\" in name:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
 def _security(check: _Checker, value: object) -> SecurityConfig | None:
     table = check.table("security", value, _SECURITY_KEYS)
     p = "security"
@@ -1288,9 +1335,20 @@ class Campaign:
     """Waiting callers may press 1 to be called back, keeping their place."""
     trunk: str = ""
     """The trunk callbacks go out through (empty: the trunk the call came in on)."""
+    recording_retention_days: int = 0
+    """Recordings older than this many days are deleted by the daily retention job (0: kept)."""
 
 
-_CAMPAIGN_KEYS: Final = ("name", "queue", "recording", "url", "dispositions", "callback", "trunk")
+_CAMPAIGN_KEYS: Final = (
+    "name",
+    "queue",
+    "recording",
+    "url",
+    "dispositions",
+    "callback",
+    "trunk",
+    "recording_retention_days",
+)
 
 
 def _campaigns(
@@ -1316,6 +1374,7 @@ def _campaigns(
         trunk = check.string(table, path, "trunk", "")
         if trunk and trunk not in trunks:
             check.error(f"{path}.trunk", f'unknown trunk "{trunk}"')
+        retention = check.integer(table, path, "recording_retention_days", 0, 0, 36500)
         if len(check.errors) > errors_before or name is None or queue is None:
             continue
         names.append((path, name))
@@ -1328,6 +1387,7 @@ def _campaigns(
                 dispositions=tuple(dispositions or ()),
                 callback=bool(callback),
                 trunk=trunk or "",
+                recording_retention_days=retention or 0,
             )
         )
     _check_names(check, "campaign", names)
