@@ -188,12 +188,17 @@ gives a token (``POST /api/v1/sessions``), and the OpenAPI document and its docs
 PAGE_RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/agent"): PUBLIC,
     ("GET", "/agent/"): PUBLIC,
+    ("GET", "/supervisor"): PUBLIC,
+    ("GET", "/supervisor/"): PUBLIC,
+    ("GET", "/vendor"): PUBLIC,
     ("GET", "/call/{target}"): PUBLIC,
     ("GET", "/call-ui"): PUBLIC,
     ("GET", "/ws"): PUBLIC,
 }
-"""The pages (`webrtc.app`): public, they hold no data until the socket logs in; ``/agent`` and
-``/call-ui`` include their static files; ``/ws`` authenticates each socket (`WS_RULES`)."""
+"""The pages (`webrtc.app`): public, they hold no data until the socket (the agent page) or the
+API (the supervisor page, ``POST /api/v1/sessions``) logs in; ``/agent``, ``/supervisor``,
+``/vendor`` (vendored libraries) and ``/call-ui`` include their static files; ``/ws``
+authenticates each socket (`WS_RULES`)."""
 
 TOKEN_PARAMETERS = ("token", "access_token", "api_key", "apikey")
 """Query parameters refused on every API route: a token never travels in a URL."""
