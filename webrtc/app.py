@@ -1,5 +1,6 @@
-"""The web application: the agent page at ``/agent/``, the web caller page at ``/call/<target>``,
-their static files and the ``/ws`` socket.
+"""The web application: the agent page at ``/agent/``, the supervisor page at ``/supervisor/``, the
+web caller page at ``/call/<target>``, their static files (and the vendored libraries under
+``/vendor/``) and the ``/ws`` socket.
 
 No API-token middleware here: the page is public (it holds no data until logged in) and every
 socket authenticates with its own session (``login`` or ``auth``, see `webrtc.signaling`). Every
@@ -167,12 +168,27 @@ async def agent_redirect(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/agent/")
 
 
-async def _page(request: web.Request) -> web.StreamResponse:
-    root: Path = request.app[_UI_KEY]
-    response = web.FileResponse(root / "agent" / "index.html")
+@routes.get("/supervisor")
+async def supervisor_redirect(request: web.Request) -> web.StreamResponse:
+    """``/supervisor`` -> ``/supervisor/``."""
+    raise web.HTTPFound("/supervisor/")
+
+
+def _html(path: Path) -> web.FileResponse:
+    response = web.FileResponse(path)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Content-Type"] = "text/html; charset=utf-8"
     return response
+
+
+async def _page(request: web.Request) -> web.StreamResponse:
+    return _html(request.app[_UI_KEY] / "agent" / "index.html")
+
+
+async def _supervisor_page(request: web.Request) -> web.StreamResponse:
+    """The supervisor page: public like the agent page, it holds no data until it logs in
+    through the API (``POST /api/v1/sessions``) and keeps its token in memory."""
+    return _html(request.app[_UI_KEY] / "supervisor" / "index.html")
 
 
 _UI_KEY = web.AppKey("ui_dir", Path)
@@ -184,11 +200,7 @@ async def _call_page(request: web.Request) -> web.StreamResponse:
     target = request.match_info["target"]
     if hub.web is None or not hub.web.allows(target):
         raise web.HTTPNotFound(text="No such page.")
-    root: Path = request.app[_UI_KEY]
-    response = web.FileResponse(root / "call" / "index.html")
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Content-Type"] = "text/html; charset=utf-8"
-    return response
+    return _html(request.app[_UI_KEY] / "call" / "index.html")
 
 
 async def _expiry(app: web.Application) -> AsyncIterator[None]:
@@ -213,9 +225,10 @@ async def _expiry(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(hub: AgentHub, *, ui_dir: Path = UI_DIR) -> web.Application:
-    """The agent application: ``/agent/`` (page), ``/agent/*`` (its files), ``/ws`` (socket),
-    ``/call/<target>`` (the web caller page, when `hub.web` allows the target) and
-    ``/call-ui/*`` (its files).
+    """The agent application: ``/agent/`` (page), ``/agent/*`` (its files), ``/supervisor/`` and
+    ``/supervisor/*`` (the supervisor page), ``/vendor/*`` (vendored libraries, when `ui_dir`
+    has them), ``/ws`` (socket), ``/call/<target>`` (the web caller page, when `hub.web` allows
+    the target) and ``/call-ui/*`` (its files).
 
     Mount it as it is or with ``add_subapp``; it has no API-token middleware."""
     app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
@@ -224,6 +237,14 @@ def create_app(hub: AgentHub, *, ui_dir: Path = UI_DIR) -> web.Application:
     app.add_routes(routes)
     app.router.add_get("/agent/", _page)
     app.router.add_static("/agent/", ui_dir / "agent", show_index=False, follow_symlinks=False)
+    app.router.add_get("/supervisor/", _supervisor_page)
+    app.router.add_static(
+        "/supervisor/", ui_dir / "supervisor", show_index=False, follow_symlinks=False
+    )
+    if (ui_dir / "vendor").is_dir():
+        app.router.add_static(
+            "/vendor/", ui_dir / "vendor", show_index=False, follow_symlinks=False
+        )
     app.router.add_get("/call/{target}", _call_page)
     app.router.add_static("/call-ui/", ui_dir / "call", show_index=False, follow_symlinks=False)
     app.cleanup_ctx.append(_expiry)
