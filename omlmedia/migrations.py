@@ -5,15 +5,26 @@ start, `migrate()` applies every step above that version, each in its own transa
 with the new version number, so a crash mid-migration leaves the database at the last complete
 step and the next start resumes there. A database from a newer release (a version above the
 last step) is refused rather than written with a schema this code does not know. Steps are only
-ever appended: a released step never changes. Each step is plain SQL that SQLite and PostgreSQL
-both accept where the cluster needs it (one schema for both stores).
+ever appended: a released step never changes.
+
+One list for both databases. A step is written in SQLite's SQL and runs unchanged on SQLite; on
+PostgreSQL (``[storage] dsn``) `omlmedia.storage_pg.translate` rewrites the few differences
+(``INTEGER PRIMARY KEY`` → an identity column, ``INTEGER`` → ``BIGINT``, ``REAL`` → ``DOUBLE
+PRECISION``, ``?`` → ``$n``, the column name ``end`` quoted) and `omlmedia.storage_pg.migrate_pg`
+holds an advisory lock so that nodes starting together apply each step once. To add a step that
+runs on both: use only the types ``INTEGER``, ``REAL``, ``TEXT``; ``INTEGER PRIMARY KEY`` for an
+automatic id; ``IF NOT EXISTS``; no ``AUTOINCREMENT``, no ``INSERT OR REPLACE``/``OR IGNORE``
+(write ``ON CONFLICT (...) DO UPDATE``/``DO NOTHING``), no SQLite-only function, no column named
+after a word PostgreSQL reserves (``user``, ``order``, ``limit``...). ``ALTER TABLE t ADD COLUMN
+c TEXT NOT NULL DEFAULT ''`` works on both. ``tests/omlmedia/test_storage_pg.py`` applies
+every step on PostgreSQL.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["MIGRATIONS", "Migration", "SchemaTooNewError", "migrate", "schema_version"]
 
@@ -113,14 +124,16 @@ MIGRATIONS: tuple[Migration, ...] = (
 """Every step, in order. Append new steps at the end with the next version number."""
 
 
-def schema_version(db: sqlite3.Connection) -> int:
-    """The version the database is at (0 for a new, empty database)."""
+def schema_version(db: Any) -> int:
+    """The version the database is at (0 for a new, empty database). `db`: a
+    `sqlite3.Connection` (``isolation_level=None``) or an `omlmedia.storage_pg.PgConnection`,
+    which takes the same calls."""
     db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return int(row[0]) if row else 0
 
 
-def migrate(db: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
+def migrate(db: Any, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
     """Bring `db` (opened with ``isolation_level=None``) to the last step; returns the versions
     applied. Raises `SchemaTooNewError` for a database newer than the last step."""
     current = schema_version(db)
