@@ -10,7 +10,8 @@ the token lacks, 404 for an unknown queue or agent (or no queues configured), 40
 the agent's state does not allow. Accounts, tokens and the audit log: `omlmedia.admin_api`.
 
 The API reads what it serves through providers the server passes in: `status` (a callable),
-`acd` (a `Supervision`, the ACD runtime) and `database` (the SQLite file of the queue log and call
+`acd` (a `Supervision`, the ACD runtime) and `database` (the SQLite file or PostgreSQL DSN of the
+queue log and call
 records, read on its own connection and thread: WAL lets it read while the writer writes).
 
 Routes (all JSON):
@@ -107,11 +108,11 @@ class Supervision(Protocol):
 
 
 class RecordReader:
-    """Reads committed call records and queue log entries from the SQLite file, on one thread
-    of its own with its own connection (opened at the first read), so the event loop never
-    waits for the disk."""
+    """Reads committed call records and queue log entries from the store's database (the SQLite
+    file or the PostgreSQL DSN), on one thread of its own with its own connection (opened at the
+    first read), so the event loop never waits for the disk."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="omlmedia-api-reader")
         self._store: Store | None = None
@@ -375,7 +376,7 @@ def create_app(
     root: web.Application | None = None,
     *,
     acd: Supervision | None = None,
-    database: Path | None = None,
+    database: Path | str | None = None,
     events: EventLog | None = None,
     metrics: Metrics | None = None,
     accounts: AccountBook | None = None,
@@ -443,7 +444,7 @@ async def start_api(
     root: web.Application | None = None,
     *,
     acd: Supervision | None = None,
-    database: Path | None = None,
+    database: Path | str | None = None,
     events: EventLog | None = None,
     metrics: Metrics | None = None,
     accounts: AccountBook | None = None,
