@@ -11,8 +11,8 @@ the agent's state does not allow. Accounts, tokens and the audit log: `omlmedia.
 
 The API reads what it serves through providers the server passes in: `status` (a callable),
 `acd` (a `Supervision`, the ACD runtime) and `database` (the SQLite file or PostgreSQL DSN of the
-queue log and call
-records, read on its own connection and thread: WAL lets it read while the writer writes).
+queue log and call records, read on its own connection and thread: WAL lets it read while the
+writer writes).
 
 Routes (all JSON):
 
