@@ -264,9 +264,10 @@ class Subscription:
 
 
 class _Reader:
-    """Reads committed events on one thread of its own with its own connection."""
+    """Reads committed events on one thread of its own with its own connection (to the store's
+    SQLite file or PostgreSQL DSN)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="omlmedia-events-reader")
         self._store: Store | None = None

@@ -1,4 +1,5 @@
-"""The queue log and the call records, in SQLite (the embedded default, in the data dir).
+"""The queue log and the call records, in SQLite (the embedded default, in the data dir) or in
+PostgreSQL (``[storage] dsn``, `omlmedia.storage_pg`).
 
 Theory of operation. Every ACD event (enter, offer, answer, abandon, pause...) is appended to
 `queue_log` with its timestamp, so every report can be rebuilt from it; every call gets one row in
@@ -16,6 +17,19 @@ The event log (`omlmedia.events`) is written the same way, in the same transacti
 flushes every `flush_interval` (0.2 s by default) and at shutdown.
 
 Reads (reports, the API) open their own connection; WAL lets them run while the writer writes.
+
+PostgreSQL. `Store(location)` with a ``postgresql://`` DSN keeps the same tables, the same
+migrations (applied under an advisory lock, so nodes starting together migrate once) and the same
+code: `omlmedia.storage_pg.PgConnection` gives asyncpg the blocking calls of `sqlite3` and
+translates the few dialect differences in one place. What is guaranteed there: a write is
+durable once the `flush` holding it returned (PostgreSQL commits with ``synchronous_commit`` on);
+a flush that fails (the database down or restarting) keeps every write, in order, in memory and
+the next flush (every `flush_interval`) sends them again on a new connection, so nothing accepted
+is dropped while the database is away and it all lands, in one transaction, when it is back. The
+limit: writes buffered while the database is unreachable live in this process's memory only, so
+a node that dies during an outage loses what it buffered since its last successful flush. Each
+node names itself (`node`): a call's open-call row carries the node, and `recover` closes only
+the calls of its own node, never those another node is carrying.
 """
 
 from __future__ import annotations
@@ -32,10 +46,14 @@ from pathlib import Path
 from typing import Any
 
 from omlmedia.migrations import migrate
+from omlmedia.storage_pg import PgConnection, PgError, is_dsn, migrate_pg
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AsyncStore", "CallRecord", "EventRow", "QueueLogRow", "Store"]
+__all__ = ["AsyncStore", "CallRecord", "EventRow", "QueueLogRow", "Store", "StoreError"]
+
+StoreError = (sqlite3.Error, *PgError)
+"""What a failed store call raises, whichever the database."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +136,17 @@ _CDR_COLUMNS = (
 
 _TEXT_COLUMNS = frozenset(_CDR_COLUMNS) - {"start", "answer", "end", "legs"}
 
+_CDR_LIST = ", ".join('"end"' if name == "end" else name for name in _CDR_COLUMNS)
+"""The cdr columns for SQL (``end`` is reserved in PostgreSQL: quoted, as SQLite also takes)."""
+
+
+_CDR_UPSERT = (
+    f"INSERT INTO cdr ({_CDR_LIST}) VALUES ({', '.join('?' for _ in _CDR_COLUMNS)}) "
+    "ON CONFLICT (call_id) DO UPDATE SET "
+    + ", ".join(f'"{name}" = excluded."{name}"' for name in _CDR_COLUMNS if name != "call_id")
+)
+"""A call's record, replacing an earlier one of the same call (both databases take it)."""
+
 
 def _cdr_row(record: CallRecord) -> tuple[Any, ...]:
     return tuple(
@@ -127,14 +156,17 @@ def _cdr_row(record: CallRecord) -> tuple[Any, ...]:
 
 
 def _text(value: Any) -> Any:
-    """A value SQLite can store: text that is not valid UTF-8 (a lone surrogate, as a SIP
-    header's undecodable bytes become) is kept with those code points escaped (``\\udcff``);
-    anything else is returned as it is."""
-    if isinstance(value, str) and not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    """A value both databases can store: text that is not valid UTF-8 (a lone surrogate, as a
+    SIP header's undecodable bytes become) is kept with those code points escaped (``\\udcff``),
+    a NUL (which PostgreSQL refuses in text) as ``\\x00``; anything else is returned as it is."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "\\x00")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value
 
 
@@ -148,14 +180,16 @@ class Store:
     """The SQLite database: batched appends, crash recovery, reads. Not thread-safe: one
     writer (see `AsyncStore`)."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        migrate(self._db)
+    def __init__(self, path: Path | str, *, node: str = "") -> None:
+        self.path: Path | str = path if is_dsn(path) else Path(path)
+        """The SQLite file, or the PostgreSQL DSN (`Store(store.path)` opens the same database)."""
+        self.node = node
+        """This node's name: its calls in progress are the ones `recover` closes."""
+        self._db = self.connect()
+        if isinstance(self._db, PgConnection):
+            migrate_pg(self._db)
+        else:
+            migrate(self._db)
         self._log: list[tuple[Any, ...]] = []
         self._opened: list[tuple[str, float, str]] = []
         self._closed: list[tuple[Any, ...]] = []
@@ -165,6 +199,30 @@ class Store:
         self.committed_calls = 0
         self.committed_event_id = self.last_event_id()
         """The highest event id committed (read by the event log from the loop's thread)."""
+
+    def connect(self) -> Any:
+        """A new connection to this store's database (a `sqlite3.Connection` or a
+        `PgConnection`, which takes the same calls), for a reader or another part."""
+        if isinstance(self.path, str):
+            return PgConnection(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=5000")
+        return db
+
+    def _reconnect(self) -> None:
+        """After a failed flush on PostgreSQL: a new connection if the old one is gone (the
+        server restarted), so the next flush can succeed."""
+        db = self._db
+        if isinstance(db, PgConnection) and db.is_closed():
+            try:
+                fresh = PgConnection(db.dsn)
+            except PgError:
+                return
+            db.close()
+            self._db = fresh
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -183,7 +241,10 @@ class Store:
 
     def call_started(self, call_id: str, start: float, data: Mapping[str, Any]) -> None:
         """Note a call in progress (closed by `recover` if the server stops before its CDR)."""
-        self._opened.append((call_id, start, json.dumps(dict(data), default=str)))
+        info = dict(data)
+        if self.node:
+            info["node"] = self.node
+        self._opened.append((call_id, start, json.dumps(info, default=str)))
 
     def call_ended(self, record: CallRecord) -> None:
         """Queue a call's record for the next `flush`; it replaces its open-call row."""
@@ -228,16 +289,13 @@ class Store:
                 )
             if opened:
                 db.executemany(
-                    "INSERT OR REPLACE INTO open_calls (call_id, start, data) VALUES (?, ?, ?)",
+                    "INSERT INTO open_calls (call_id, start, data) VALUES (?, ?, ?) "
+                    "ON CONFLICT (call_id) DO UPDATE SET start = excluded.start, "
+                    "data = excluded.data",
                     _storable(opened),
                 )
             if closed:
-                placeholders = ", ".join("?" for _ in _CDR_COLUMNS)
-                db.executemany(
-                    f"INSERT OR REPLACE INTO cdr ({', '.join(_CDR_COLUMNS)}) "
-                    f"VALUES ({placeholders})",
-                    _storable(closed),
-                )
+                db.executemany(_CDR_UPSERT, _storable(closed))
                 db.executemany(
                     "DELETE FROM open_calls WHERE call_id = ?",
                     _storable([(row[0],) for row in closed]),
@@ -252,8 +310,12 @@ class Store:
                 db.execute(sql, _storable([args])[0])
             db.execute("COMMIT")
         except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+            try:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            except StoreError:
+                pass  # the connection is gone: so is its transaction
+            self._reconnect()
             self._log = log + self._log
             self._opened = opened + self._opened
             self._closed = closed + self._closed
@@ -270,8 +332,6 @@ class Store:
         """Close the calls a previous run left open (a crash): one CDR each with cause
         `server-restart` and a `closed-at-restart` event. Returns their call ids."""
         rows = self._db.execute("SELECT call_id, start, data FROM open_calls").fetchall()
-        if not rows:
-            return []
         closed: list[str] = []
         for call_id, start, data in rows:
             try:
@@ -280,6 +340,8 @@ class Store:
                 info = {}
             if not isinstance(info, dict):
                 info = {}
+            if str(info.get("node", "")) != self.node:
+                continue  # another node's call: that node is carrying it
             texts: dict[str, Any] = {
                 k: str(v)
                 for k, v in info.items()
@@ -301,7 +363,8 @@ class Store:
                 )
             )
             closed.append(call_id)
-        self.flush()
+        if closed:
+            self.flush()
         return closed
 
     # -- reading ----------------------------------------------------------------------------
@@ -326,7 +389,7 @@ class Store:
 
     def call_records(self, since: float = 0.0, until: float = float("inf")) -> list[CallRecord]:
         """Committed call records by start time."""
-        sql = f"SELECT {', '.join(_CDR_COLUMNS)} FROM cdr WHERE start >= ?"
+        sql = f"SELECT {_CDR_LIST} FROM cdr WHERE start >= ?"
         args: list[Any] = [since]
         if until != float("inf"):
             sql += " AND start < ?"
@@ -337,7 +400,7 @@ class Store:
     def call_record(self, call_id: str) -> CallRecord | None:
         """One committed call record."""
         row = self._db.execute(
-            f"SELECT {', '.join(_CDR_COLUMNS)} FROM cdr WHERE call_id = ?", (call_id,)
+            f"SELECT {_CDR_LIST} FROM cdr WHERE call_id = ?", (call_id,)
         ).fetchone()
         return self._record(row) if row is not None else None
 
@@ -436,7 +499,7 @@ class AsyncStore:
             await asyncio.sleep(self.flush_interval)
             try:
                 await self.flush()
-            except sqlite3.Error:
+            except StoreError:
                 self.errors += 1
                 logger.exception("storing the queue log and call records failed; will retry")
 

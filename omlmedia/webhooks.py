@@ -34,7 +34,6 @@ import json
 import logging
 import random
 import secrets
-import sqlite3
 import ssl
 import time
 from collections import Counter, deque
@@ -52,7 +51,7 @@ from omlmedia.audit import AuditEntry
 from omlmedia.authz import Identity, Role, Scopes
 from omlmedia.events import Event, EventFilter
 from omlmedia.eventstream import in_scope
-from omlmedia.storage import AsyncStore
+from omlmedia.storage import AsyncStore, StoreError
 
 __all__ = [
     "DELAYS",
@@ -253,10 +252,7 @@ class WebhookService:
         self._receivers: dict[str, _Receiver] = {}
         self._session: aiohttp.ClientSession | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="omlmedia-webhooks")
-        self._db = sqlite3.connect(
-            str(store.store.path), isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db = store.store.connect()
         self.hooks: dict[str, Webhook] = {
             row[0]: _hook(row)
             for row in self._db.execute(f"SELECT {_COLUMNS} FROM webhooks ORDER BY created")
@@ -291,8 +287,11 @@ class WebhookService:
                 delivery = Delivery(hook.id, ev.id, ev.call_id, body, updated=now)
                 writes.append(
                     (
-                        f"INSERT OR REPLACE INTO webhook_outbox ({_OUTBOX}) "
-                        "VALUES (?, ?, ?, ?, 0, 'pending', '', ?)",
+                        f"INSERT INTO webhook_outbox ({_OUTBOX}) "
+                        "VALUES (?, ?, ?, ?, 0, 'pending', '', ?) "
+                        "ON CONFLICT (webhook, event_id) DO UPDATE SET call_id = excluded.call_id, "
+                        "body = excluded.body, attempts = 0, status = 'pending', "
+                        "last_error = '', updated = excluded.updated",
                         (hook.id, ev.id, ev.call_id, body, now),
                     )
                 )
@@ -347,11 +346,12 @@ class WebhookService:
             receiver.reloading = task
 
     def _pending(self, hook_id: str, after: int, limit: int) -> list[tuple[Any, ...]]:
-        return self._db.execute(
+        rows: list[tuple[Any, ...]] = self._db.execute(
             f"SELECT {_OUTBOX} FROM webhook_outbox WHERE webhook = ? AND status = 'pending' "
             "AND event_id > ? ORDER BY event_id LIMIT ?",
             (hook_id, after, limit),
         ).fetchall()
+        return rows
 
     async def _read_back(self, receiver: _Receiver) -> None:
         """Queue the next page of what `receiver` left in the store (its lanes are empty)."""
@@ -422,7 +422,7 @@ class WebhookService:
                 self._flushing = asyncio.get_running_loop().create_task(self.store.flush())
             try:
                 await asyncio.shield(self._flushing)
-            except sqlite3.Error:
+            except StoreError:
                 await asyncio.sleep(self.store.flush_interval)  # the store logs and retries
 
     async def _deliver(self, receiver: _Receiver, delivery: Delivery) -> None:
@@ -568,7 +568,9 @@ class WebhookService:
         old = self.get(hook_id)
         new = replace(old, updated=self.clock(), **changes)
         put = (
-            f"INSERT OR REPLACE INTO webhooks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO webhooks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.split(", ")[1:]),
             _row(new),
         )
         entry = self._entry(actor, "webhook.update", hook_id, old.view(), new.view())
