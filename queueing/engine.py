@@ -42,10 +42,18 @@ import math
 import random
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import replace
 from enum import Enum
 from typing import Final
 
-from queueing.config import AcdConfig, DestinationKind, QueueConfig, Strategy
+from queueing.config import (
+    AcdConfig,
+    AgentConfig,
+    DestinationKind,
+    MemberConfig,
+    QueueConfig,
+    Strategy,
+)
 from queueing.events import (
     AgentState,
     AgentStateChanged,
@@ -65,6 +73,7 @@ from queueing.events import (
     QueueStatus,
 )
 from queueing.exceptions import (
+    AcdUsageError,
     AgentStateError,
     DuplicateCallError,
     UnknownAgentError,
@@ -587,19 +596,23 @@ class AcdEngine:
     def _members_left(self, a: _Agent, now: float) -> None:
         """`a` stopped counting as present in its queues (logout or pause)."""
         for queue in a.queues:
-            queue.present -= 1
-            if queue.present == 0 and queue.config.leave_when_empty:
-                for call in list(queue.calls.values()):
-                    if call.state is CallerState.WAITING and not call.callback:
-                        self._log(
-                            now,
-                            queue.name,
-                            call.call_id,
-                            "",
-                            LogEvent.EXIT_EMPTY,
-                            {"wait": now - call.entered, "position": self._position(queue, call)},
-                        )
-                        self._overflow(call, queue, "leave-empty", now)
+            self._member_left(queue, now)
+
+    def _member_left(self, queue: _Queue, now: float) -> None:
+        """One member stopped counting as present in `queue` (logout, pause, removal)."""
+        queue.present -= 1
+        if queue.present == 0 and queue.config.leave_when_empty:
+            for call in list(queue.calls.values()):
+                if call.state is CallerState.WAITING and not call.callback:
+                    self._log(
+                        now,
+                        queue.name,
+                        call.call_id,
+                        "",
+                        LogEvent.EXIT_EMPTY,
+                        {"wait": now - call.entered, "position": self._position(queue, call)},
+                    )
+                    self._overflow(call, queue, "leave-empty", now)
 
     # -- callers ----------------------------------------------------------------------------
 
@@ -1135,6 +1148,174 @@ class AcdEngine:
         for queue in a.queues:
             queue.ready[a.name] = None
         return True
+
+    # -- runtime administration -------------------------------------------------------------
+    #
+    # Agents, queues and memberships change while callers wait. Waiting callers keep their
+    # place (their heaps are ordered by priority and arrival, never by strategy or member), an
+    # agent ringing for a caller of a queue it leaves is withdrawn (the caller waits again in
+    # its place), and a call in progress goes on whatever changes.
+
+    def add_agent(self, agent: AgentConfig, now: float) -> None:
+        """A new agent, logged out and in no queue (`set_member` adds it to queues)."""
+        self._tick(now)
+        if agent.agent in self._agents:
+            raise AcdUsageError(f"agent {agent.agent} exists already")
+        self._agents[agent.agent] = _Agent(agent.agent, agent.wrapup)
+        self.config = replace(self.config, agents={**self.config.agents, agent.agent: agent})
+
+    def update_agent(self, agent: AgentConfig) -> None:
+        """Change an agent's display name and wrap-up (from its next call on)."""
+        a = self._agent(agent.agent)
+        a.wrapup = agent.wrapup
+        self.config = replace(self.config, agents={**self.config.agents, agent.agent: agent})
+
+    def remove_agent(self, agent: str, now: float) -> None:
+        """Forget `agent` and its memberships; it must be logged out with no call in progress
+        (`AgentStateError` otherwise)."""
+        self._tick(now)
+        a = self._agent(agent)
+        if a.state is not AgentState.LOGGED_OUT or a.call is not None:
+            raise AgentStateError(f"agent {agent} is logged in or on a call")
+        for queue in list(a.queues):
+            self.remove_member(queue.name, agent, now)
+        del self._agents[agent]
+        agents = dict(self.config.agents)
+        agents.pop(agent, None)
+        self.config = replace(self.config, agents=agents)
+
+    def set_member(self, queue: str, agent: str, penalty: int, now: float) -> None:
+        """Make `agent` a member of `queue` with `penalty` (or change its penalty): a ready
+        agent is offered a waiting caller at once."""
+        self._tick(now)
+        q = self._queue(queue)
+        a = self._agent(agent)
+        if agent not in q.members:
+            a.queues.append(q)
+            if a.state is not AgentState.LOGGED_OUT and not a.paused:
+                q.present += 1
+            if a.state is AgentState.READY:
+                q.ready[agent] = None
+        q.members[agent] = penalty
+        self._members_changed(q)
+        self._dispatch((q,), now)
+
+    def remove_member(self, queue: str, agent: str, now: float) -> bool:
+        """Take `agent` out of `queue`; False when it was not a member. An offer of a caller
+        of `queue` ringing it is withdrawn (the caller waits again in its place, offered to
+        the others) and the agent goes on with its other queues; a call in progress goes on."""
+        self._tick(now)
+        q = self._queue(queue)
+        a = self._agent(agent)
+        if agent not in q.members:
+            return False
+        ringing = a.call if a.state is AgentState.RINGING else None
+        withdrawn = (
+            ringing is not None
+            and ringing.queue is q
+            and ringing.offer is not None
+            and agent in ringing.offer.agents
+        )
+        del q.members[agent]
+        q.ready.pop(agent, None)
+        a.queues.remove(q)
+        self._members_changed(q)
+        if withdrawn:
+            assert ringing is not None
+            a.call = None
+            self._withdraw(a, ringing, now, "member-removed")
+        if a.state is not AgentState.LOGGED_OUT and not a.paused:
+            self._member_left(q, now)
+        if withdrawn:
+            if a.paused:
+                self._set_state(a, AgentState.PAUSED, now)
+            else:
+                self._become_idle(a, now)
+        return True
+
+    def add_queue(self, config: QueueConfig, now: float) -> None:
+        """A new queue with its members (agents the engine knows)."""
+        self._tick(now)
+        if config.name in self._queues:
+            raise AcdUsageError(f"queue {config.name} exists already")
+        for member in config.members:
+            self._agent(member.agent)
+        self._queues[config.name] = _Queue(replace(config, members=()))
+        self.statistics.service_levels[config.name] = config.service_level
+        self._sync_queues()
+        for member in config.members:
+            self.set_member(config.name, member.agent, member.penalty, now)
+
+    def update_queue(self, config: QueueConfig, now: float) -> None:
+        """Apply a queue's new settings and members at once. Waiting callers keep their order
+        (a new strategy picks among the members from the next offer on); a new wait limit,
+        announcement period or penalty cap and escalation apply to them from their arrival."""
+        self._tick(now)
+        q = self._queue(config.name)
+        for member in config.members:
+            self._agent(member.agent)
+        old = q.config
+        q.config = replace(config, members=old.members)
+        self.statistics.service_levels[config.name] = config.service_level
+        wanted = {m.agent: m.penalty for m in config.members}
+        for agent in [a for a in q.members if a not in wanted]:
+            self.remove_member(config.name, agent, now)
+        for member in config.members:
+            if q.members.get(member.agent) != member.penalty:
+                self.set_member(config.name, member.agent, member.penalty, now)
+        q.members = {agent: q.members[agent] for agent in wanted}
+        self._members_changed(q)
+        timing = ("max_wait", "announce_frequency", "max_penalty", "escalation")
+        if any(getattr(old, key) != getattr(config, key) for key in timing):
+            for call in list(q.calls.values()):
+                self._retime(call, q, now)
+        self._dispatch((q,), now)
+
+    def _retime(self, call: _Call, q: _Queue, now: float) -> None:
+        """Re-arm a waiting caller's limits after its queue's settings changed."""
+        config = q.config
+        self._cancel_call_timers(
+            call, _TimerKind.MAX_WAIT, _TimerKind.ANNOUNCE, _TimerKind.ESCALATE
+        )
+        if not call.callback:
+            if config.max_wait > 0:
+                self._call_timer(
+                    call, max(now, call.entered + config.max_wait), _TimerKind.MAX_WAIT
+                )
+            if config.announce_frequency > 0:
+                self._call_timer(call, now + config.announce_frequency, _TimerKind.ANNOUNCE)
+        call.cap = config.max_penalty if config.max_penalty >= 0 else NO_LIMIT
+        call.escalation = 0
+        self._apply_escalation(call, now)
+
+    def remove_queue(self, queue: str, now: float) -> None:
+        """Forget an empty queue; `AcdUsageError` while callers wait in it (or are called back
+        from it) or another queue overflows into it. Calls already answered from it go on."""
+        self._tick(now)
+        q = self._queue(queue)
+        if q.calls:
+            raise AcdUsageError(f"{len(q.calls)} caller(s) wait in queue {queue}")
+        for other in self._queues.values():
+            target = other.config.overflow
+            if other is not q and target.kind is DestinationKind.QUEUE and target.target == queue:
+                raise AcdUsageError(f"queue {other.name} overflows into queue {queue}")
+        for agent in list(q.members):
+            self.remove_member(queue, agent, now)
+        del self._queues[queue]
+        self._sync_queues()
+
+    def _members_changed(self, q: _Queue) -> None:
+        """`q.members` changed: its order (for linear and round robin) and its configuration."""
+        q.index = {agent: i for i, agent in enumerate(q.members)}
+        q.config = replace(
+            q.config, members=tuple(MemberConfig(a, p) for a, p in q.members.items())
+        )
+        self._sync_queues()
+
+    def _sync_queues(self) -> None:
+        self.config = replace(
+            self.config, queues={name: q.config for name, q in self._queues.items()}
+        )
 
     # -- connected calls --------------------------------------------------------------------
 
