@@ -138,11 +138,14 @@ codecs = ["PCMU", "PCMA", "G722", "opus", "telephone-event"]
 # Used only when the PBX challenges our INVITEs (tests/interop/test_trunk.py).
 username = "omlmedia"
 password = "pbx-secret"
+# The PBX (and every sipp on 127.0.0.1) calls out through itself: 9<number>, REFER to 92000.
+allowed_targets = ["*"]
 
 {carrier_trunk}[[users]]
 name = "demo"
 ha1_md5 = "{md5}"
 ha1_sha256 = "{sha256}"
+allowed_targets = ["*"]
 
 [[routes]]
 user = "echo"

@@ -10,6 +10,7 @@ The reference for every key is ``docs/configuration.md``.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import hashlib
 import hmac
 import ipaddress
@@ -227,6 +228,9 @@ class Trunk:
     srtp: bool = False
     """Offer SRTP with SDES keys (RTP/SAVP, RFC 4568) on calls we place to this trunk. Calls the
     trunk places with SRTP are answered with SRTP whatever this says."""
+    allowed_targets: tuple[str, ...] | None = None
+    """Route targets this trunk's calls and transfers may reach (`may_reach`); None: every
+    target but ``trunk:`` ones."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -253,6 +257,9 @@ class User:
     """H(name:realm:password) with MD5, lower-case hex."""
     ha1_sha256: str | None = field(default=None, repr=False)
     """H(name:realm:password) with SHA-256, lower-case hex."""
+    allowed_targets: tuple[str, ...] | None = None
+    """Route targets this user's calls and transfers may reach (`may_reach`); None: every
+    target but ``trunk:`` ones."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +402,39 @@ def digest_ha1(user: str, realm: str, password: str) -> tuple[str, str]:
     """H(user:realm:password) with MD5 and SHA-256, lower-case hex (RFC 7616 §3.4.2)."""
     a1 = f"{user}:{realm}:{password}".encode()
     return hashlib.md5(a1).hexdigest(), hashlib.sha256(a1).hexdigest()
+
+
+def may_reach(allowed: tuple[str, ...] | None, target: str) -> bool:
+    """True when a caller with `allowed` (``allowed_targets`` of its trunk or digest user) may
+    reach the route target `target` (``echo``, ``trunk:pbx``, ``campaign:sales``...).
+
+    Each entry is a shell-style pattern (``*``, ``campaign:*``, ``trunk:pbx``); None, the default,
+    allows every target but ``trunk:`` ones: a trunk or user calls out through a trunk only when
+    the configuration says so."""
+    if allowed is None:
+        return not target.startswith("trunk:")
+    return any(fnmatch.fnmatchcase(target, pattern) for pattern in allowed)
+
+
+def permission_warnings(config: Config) -> list[str]:
+    """What `check-config` and `serve` warn about route permissions: a UDP trunk that can reach a
+    ``trunk:`` route (anyone who forges its source address can dial out)."""
+    warnings: list[str] = []
+    for index, trunk in enumerate(config.trunks):
+        if trunk.transport != "udp":
+            continue
+        reached = [
+            f"routes[{i}] ({route.target})"
+            for i, route in enumerate(config.routes)
+            if route.action is RouteAction.TRUNK and may_reach(trunk.allowed_targets, route.target)
+        ]
+        if reached:
+            warnings.append(
+                f"trunks[{index}].allowed_targets: UDP trunk {trunk.name!r} can reach "
+                f"{', '.join(reached)}; whoever forges its source address can dial out "
+                "(prefer TCP or TLS, or leave trunk: targets out)"
+            )
+    return warnings
 
 
 def summary(config: Config) -> list[str]:
@@ -842,8 +882,9 @@ _TRUNK_KEYS: Final = (
     "register_expires",
     "qualify_interval",
     "codecs",
+    "allowed_targets",
 )
-_USER_KEYS: Final = ("name", "ha1_md5", "ha1_sha256")
+_USER_KEYS: Final = ("name", "ha1_md5", "ha1_sha256", "allowed_targets")
 _ROUTE_KEYS: Final = ("user", "pattern", "target", "strip", "prefix")
 _PLAINTEXT_HINT: Final = "plain passwords are not accepted here; run `omlmedia hash-password`"
 _TOKEN_HINT: Final = "plain tokens are not accepted; give token_sha256 (SHA-256 hex of the token)"
@@ -870,8 +911,9 @@ def _build(
     media = _media(check, raw.get("media", _MISSING))
     site = _site(check, raw.get("site", _MISSING))
     api, api_token = _api(check, raw.get("api", _MISSING))
-    trunks = _trunks(check, raw.get("trunks", _MISSING))
-    users = _users(check, raw.get("users", _MISSING))
+    trunk_names = _trunk_names(raw.get("trunks"))
+    trunks = _trunks(check, raw.get("trunks", _MISSING), trunk_names)
+    users = _users(check, raw.get("users", _MISSING), trunk_names)
     routes = _routes(check, raw.get("routes", _MISSING), _trunk_names(raw.get("trunks")))
     webrtc = WebrtcConfig()
     try:
@@ -1245,7 +1287,35 @@ def _trunk_names(value: object) -> set[str]:
     return {t["name"] for t in value if isinstance(t, dict) and isinstance(t.get("name"), str)}
 
 
-def _trunks(check: _Checker, value: object) -> tuple[Trunk, ...]:
+_TARGET_KINDS: Final = tuple(action.value for action in RouteAction)
+
+
+def _allowed_targets(
+    check: _Checker, table: dict[str, Any], path: str, trunk_names: set[str]
+) -> tuple[str, ...] | None:
+    """``allowed_targets``: the patterns, None when the key is absent (errors go to `check`).
+    Every entry is ``*`` or starts with a route target kind; a ``trunk:`` entry must match a
+    trunk."""
+    values = check.strings(table, path, "allowed_targets", ())
+    if values is None or "allowed_targets" not in table:
+        return None
+    for i, text in enumerate(values):
+        where = f"{path}.allowed_targets[{i}]"
+        kind, _, name = text.partition(":")
+        if text == "*":
+            continue
+        if kind not in _TARGET_KINDS:
+            check.error(
+                where,
+                f"unknown target {text!r} (a route target such as echo, trunk:<name>, "
+                "campaign:<name>, a pattern such as campaign:*, or * for every target)",
+            )
+        elif kind == "trunk" and not any(fnmatch.fnmatchcase(t, name) for t in trunk_names):
+            check.error(where, f'no trunk matches "{name}"')
+    return values
+
+
+def _trunks(check: _Checker, value: object, trunk_names: set[str]) -> tuple[Trunk, ...]:
     result: list[Trunk] = []
     names: list[tuple[str, str | None]] = []
     for path, item in check.tables("trunks", value):
@@ -1290,6 +1360,7 @@ def _trunks(check: _Checker, value: object) -> tuple[Trunk, ...]:
         qualify = check.number(table, path, "qualify_interval", 0.0, 0.0, 86400.0)
         codecs = _codecs(check, table, path)
         srtp = check.boolean(table, path, "srtp", False)
+        allowed = _allowed_targets(check, table, path, trunk_names)
         if len(check.errors) > errors_before:
             continue
         assert name is not None and host is not None and transport is not None
@@ -1313,6 +1384,7 @@ def _trunks(check: _Checker, value: object) -> tuple[Trunk, ...]:
                 qualify_interval=qualify,
                 codecs=codecs,
                 srtp=bool(srtp),
+                allowed_targets=allowed,
             )
         )
     _check_names(check, "trunk", names)
@@ -1419,7 +1491,7 @@ def _codecs(check: _Checker, table: dict[str, Any], path: str) -> tuple[str, ...
     return tuple(result) if len(result) == len(values) else None
 
 
-def _users(check: _Checker, value: object) -> tuple[User, ...]:
+def _users(check: _Checker, value: object, trunk_names: set[str]) -> tuple[User, ...]:
     result: list[User] = []
     names: list[tuple[str, str | None]] = []
     for path, item in check.tables("users", value):
@@ -1433,6 +1505,7 @@ def _users(check: _Checker, value: object) -> tuple[User, ...]:
         ha1_sha256 = check.string(table, path, "ha1_sha256", pattern=_HEX64)
         if "ha1_md5" not in table and "ha1_sha256" not in table:
             check.error(path, "needs ha1_md5 or ha1_sha256 (see `omlmedia hash-password`)")
+        allowed = _allowed_targets(check, table, path, trunk_names)
         if len(check.errors) > errors_before or name is None:
             continue
         result.append(
@@ -1440,6 +1513,7 @@ def _users(check: _Checker, value: object) -> tuple[User, ...]:
                 name,
                 ha1_md5.lower() if ha1_md5 else None,
                 ha1_sha256.lower() if ha1_sha256 else None,
+                allowed,
             )
         )
     _check_names(check, "user", names)

@@ -11,7 +11,10 @@ agents in `omlmedia.desk`, conference rooms in `omlmedia.conference`); ``busy`` 
 are refused here. The target
 that takes a call sets ``call.app`` to itself (`omlmedia.targets`), and every later event of the
 call (its end, a re-INVITE, a digit by INFO, a response, a transfer's outcome, a REFER) goes to
-that owner alone. An INVITE with Replaces goes to the owner of the call it replaces. The router
+that owner alone. An INVITE with Replaces goes to the owner of the call it replaces. Before any
+target sees a new call, the router checks that its party may reach the route
+(`omlmedia.targets.route_permitted`: the trunk's or digest user's ``allowed_targets``, by default
+every target but ``trunk:`` ones) and answers 403 when not. The router
 itself only counts, logs, and answers what no owner takes (488 to a re-INVITE, 603 to a REFER or
 a Replaces, 200 to NOTIFY, 501 to other requests).
 """
@@ -33,6 +36,7 @@ from omlmedia.targets import (
     TransferTarget,
     owner_of,
     refuse,
+    route_permitted,
 )
 from sip.message import Request
 from sip.refer import ReferTo
@@ -209,6 +213,24 @@ class CallRouter:
             auth_user=call.user,
             source=str(call.source),
         )
+        denied = route_permitted(self.config, call, route.target)
+        if denied is not None:
+            self.stats.forbidden += 1
+            event(
+                logger,
+                "call-forbidden",
+                level=logging.WARNING,
+                call_id=call.call_id,
+                status=403,
+                reason=denied,
+                user=call.request_user,
+                target=route.target,
+                trunk=call.trunk,
+                auth_user=call.user,
+                source=str(call.source),
+            )
+            service.act(lambda now: service.ua.reject(call, 403, now))
+            return
         action = route.action
         status = REJECT_STATUS.get(action)
         if status is not None:

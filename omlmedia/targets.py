@@ -16,6 +16,12 @@ each new call of them (or refuses it with a `Refusal`); the server gives the rou
 route targets, so a new kind of target is one class and one line where the server is built.
 `PartyHolder` is a target that holds parties that are not SIP calls (browser agents, mixer
 endpoints): at shutdown the router asks it to end them first.
+
+`route_permitted` is the one permission check (like Asterisk's contexts): a call from a trunk may
+reach the route targets its trunk's ``allowed_targets`` lists, a call from a digest user those of
+the user; without the key, every target but ``trunk:`` ones. The router applies it to new calls
+and the B2BUA to the destination of a REFER, so a transfer reaches no more than the referrer could
+dial itself.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from omlmedia.config import Route, RouteAction
+from omlmedia.config import Config, Route, RouteAction, may_reach
 from omlmedia.logs import event
 from sip.message import Request, Response
 from sip.service import SipService
@@ -40,6 +46,7 @@ __all__ = [
     "TransferTarget",
     "owner_of",
     "refuse",
+    "route_permitted",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,6 +60,8 @@ class RouterStats:
     answered: int = 0
     rejected: int = 0
     not_found: int = 0
+    forbidden: int = 0
+    """New calls and REFERs refused because the caller may not reach the route (403)."""
     ended: int = 0
     dtmf: int = 0
     echo_packets: int = 0
@@ -144,3 +153,27 @@ def refuse(
     details.update(fields)
     event(logger, "call-rejected", **details)
     service.act(lambda now: service.ua.reject(call, status, now, phrase))
+
+
+def route_permitted(config: Config, call: Call, target: str) -> str | None:
+    """None when the party of `call` (its trunk, else its digest user) may reach the route target
+    `target` (``echo``, ``trunk:pbx``...); else why not, as logged.
+
+    A TCP or TLS trunk's request that came over UDP never reaches a ``trunk:`` target: its source
+    address may be forged, while the trunk's own connections cannot be."""
+    if call.trunk is not None:
+        trunk = config.trunk(call.trunk)
+        if trunk is None:
+            return "unknown-trunk"
+        if not may_reach(trunk.allowed_targets, target):
+            return "route-not-permitted"
+        if (
+            target.startswith("trunk:")
+            and call.source.transport == "udp"
+            and trunk.transport != "udp"
+        ):
+            return "udp-from-stream-trunk"
+        return None
+    user = config.user(call.user) if call.user is not None else None
+    allowed = user.allowed_targets if user is not None else None
+    return None if may_reach(allowed, target) else "route-not-permitted"

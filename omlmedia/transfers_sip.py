@@ -6,7 +6,9 @@ call the Refer-To target on the transferor's side of the relay (through the targ
 else the transferor's trunk), and report the target's progress to the transferor in NOTIFYs with
 a sipfrag (RFC 3515 §2.4.5). When the target answers, it takes the transferor's place: its leg
 gets the new address, codec and keys while the other party's media never moves, and the
-transferor is hung up. When it does not, the transferor keeps its call (RFC 5589 §6). An INVITE
+transferor is hung up. When it does not, the transferor keeps its call (RFC 5589 §6). A REFER
+reaches only a trunk the referrer may dial itself (`omlmedia.targets.route_permitted`), else 403;
+the Refer-To host never picks the trunk. An INVITE
 that Replaces a bridged call takes that call's place the same way and the replaced call is hung
 up. `BridgeTransfers` is mixed into `omlmedia.b2bua.B2bua`, whose bridges it changes.
 """
@@ -22,7 +24,7 @@ from media.srtp import offer_crypto
 from omlmedia.bridges import Bridge, Transfer, answer_preferring, leg_codecs, rejoin
 from omlmedia.config import Config, Route, RouteAction, Trunk
 from omlmedia.logs import event
-from omlmedia.targets import RouterStats
+from omlmedia.targets import RouterStats, route_permitted
 from sip.message import URI, Address, Request, Response
 from sip.refer import ReferTo
 from sip.sdp import (
@@ -88,6 +90,25 @@ class BridgeTransfers:
             service.act(lambda now: service.ua.respond(call, txn, 404, now))
             return
         trunk, number = destination
+        denied = route_permitted(self.config, call, f"trunk:{trunk.name}")
+        if denied is not None:
+            # The referrer may not dial this trunk itself: a transfer does not let it either.
+            self.stats.forbidden += 1
+            event(
+                logger,
+                "transfer-refused",
+                level=logging.WARNING,
+                call_id=call.call_id,
+                status=403,
+                reason=denied,
+                refer_to=str(refer_to.address),
+                target=f"trunk:{trunk.name}",
+                trunk=call.trunk,
+                auth_user=call.user,
+                source=str(call.source),
+            )
+            service.act(lambda now: service.ua.respond(call, txn, 403, now))
+            return
         offer = create_offer(
             MediaCapabilities(leg_codecs(bridge, call, trunk, self.transcoders), rtcp_mux=False),
             bridge.session_id,
@@ -133,7 +154,8 @@ class BridgeTransfers:
 
     def _transfer_destination(self, call: Call, uri: URI) -> tuple[Trunk, str] | None:
         """Where a transfer to `uri` goes: its route when that is a trunk, else the trunk of the
-        transferor's call, with the user part as given."""
+        transferor's call, with the user part as given. The host of `uri` never chooses a trunk
+        (it is the referrer's to write); the caller checks the referrer may reach the trunk."""
         user = uri.user or ""
         found = self.route_for(user)
         if found is not None and found[0].action is RouteAction.TRUNK:
@@ -141,8 +163,6 @@ class BridgeTransfers:
             if trunk is not None:
                 return trunk, found[1]
         trunk = self.config.trunk(call.trunk or "") if call.trunk else None
-        if trunk is None and self.config.trunks:
-            trunk = self.config.trunk_for_source(uri.host) or None
         return (trunk, user) if trunk is not None and user else None
 
     def _notify_transfer(self, transferor: Call, status: int, reason: str, final: bool) -> None:
