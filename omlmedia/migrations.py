@@ -120,6 +120,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS webhook_outbox_status ON webhook_outbox (status)",
         ),
     ),
+    Migration(
+        5,
+        "queues managed at run time, and what the configuration file seeded",
+        (
+            "CREATE TABLE IF NOT EXISTS queues ("
+            " name TEXT PRIMARY KEY, settings TEXT NOT NULL DEFAULT '{}',"
+            " origin TEXT NOT NULL DEFAULT 'api', created REAL NOT NULL, updated REAL NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS config_seeds ("
+            " kind TEXT NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL,"
+            " PRIMARY KEY (kind, name))",
+        ),
+    ),
 )
 """Every step, in order. Append new steps at the end with the next version number."""
 
