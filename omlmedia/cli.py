@@ -28,6 +28,7 @@ from omlmedia.config import (
     load_config,
     load_demo_config,
     package_version,
+    permission_warnings,
     summary,
 )
 from omlmedia.logs import configure_logging
@@ -221,6 +222,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_errors(where, exc, sys.stderr)
         return 2
+    if not config.is_demo:
+        for warning in permission_warnings(config):
+            _warn(warning)
     try:
         config.server.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -266,6 +270,8 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"{args.file}: OK")
     for line in summary(config):
         print(f"  {line}")
+    for warning in permission_warnings(config):
+        _warn(warning)
     return 0
 
 

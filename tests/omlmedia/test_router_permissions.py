@@ -233,3 +233,25 @@ def test_the_demo_keeps_calling_out_from_loopback_and_as_the_demo_user() -> None
     assert world.offer("91234", trunk="pbx") is None
     assert world.offer("91234", user="demo") is None
     assert world.offer("echo", user="demo") is None
+
+
+def test_check_config_prints_the_udp_trunk_warning_and_still_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from omlmedia.cli import main
+
+    base = (
+        "[[trunks]]\nname = 'pbx'\nhost = '192.0.2.1'\ntransport = '{transport}'\n"
+        "allowed_targets = ['*']\n[[routes]]\npattern = '^9(.+)$'\ntarget = 'trunk:pbx'\n"
+    )
+    path = tmp_path / "udp.toml"
+    path.write_text(base.format(transport="udp"))
+    assert main(["check-config", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "omlmedia: warning: trunks[0].allowed_targets: UDP trunk 'pbx' can reach "
+        "routes[0] (trunk:pbx); whoever forges its source address can dial out"
+    ), err
+    path.write_text(base.format(transport="tcp"))
+    assert main(["check-config", str(path)]) == 0
+    assert "warning" not in capsys.readouterr().err
