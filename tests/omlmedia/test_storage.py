@@ -1,20 +1,40 @@
-"""The queue log and call records survive restarts and crashes; open calls are closed."""
+"""The queue log and call records survive restarts and crashes; open calls are closed.
+
+Every test runs on both databases: SQLite (a file in the test's temp dir) and PostgreSQL (a fresh
+database on a throwaway instance the module starts, `tests.cluster.postgres`).
+"""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from omlmedia.storage import AsyncStore, CallRecord, QueueLogRow, Store
+from omlmedia.storage import AsyncStore, CallRecord, QueueLogRow, Store, StoreError
+from tests.cluster import postgres
 
 
-def test_events_and_records_read_back_in_order(tmp_path: Path) -> None:
-    store = Store(tmp_path / "omlmedia.db")
+@pytest.fixture(scope="module")
+def pg() -> Iterator[postgres.Postgres]:
+    postgres.require()
+    with postgres.postgres() as instance:
+        yield instance
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where a store lives: a SQLite file, or the DSN of a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "omlmedia.db"
+    return postgres.fresh_database(request.getfixturevalue("pg"))
+
+
+def test_events_and_records_read_back_in_order(location: Path | str) -> None:
+    store = Store(location)
     store.append(QueueLogRow(10.0, "enter", "c1", "support", data={"position": 1}))
     store.append(QueueLogRow(12.5, "answer", "c1", "support", "agent1", {"wait": 2.5}))
     store.call_started("c1", 10.0, {"queue": "support"})
@@ -47,10 +67,10 @@ def test_events_and_records_read_back_in_order(tmp_path: Path) -> None:
     store.close()
 
 
-def test_nothing_is_written_before_flush_and_everything_after(tmp_path: Path) -> None:
-    store = Store(tmp_path / "omlmedia.db")
+def test_nothing_is_written_before_flush_and_everything_after(location: Path | str) -> None:
+    store = Store(location)
     store.append(QueueLogRow(1.0, "login", agent="agent1"))
-    other = Store(tmp_path / "omlmedia.db")
+    other = Store(location)
     assert other.queue_log() == []
     store.flush()
     assert [e.event for e in other.queue_log()] == ["login"]
@@ -73,9 +93,9 @@ os._exit(1)  # a crash: no close, no flush
 
 
 def test_a_crash_loses_no_committed_write_and_open_calls_are_closed_at_restart(
-    tmp_path: Path,
+    tmp_path: Path, location: Path | str
 ) -> None:
-    db = tmp_path / "omlmedia.db"
+    db = location
     script = tmp_path / "writer.py"
     script.write_text(textwrap.dedent(CRASHING_WRITER))
     result = subprocess.run([sys.executable, str(script), str(db)], check=False)
@@ -98,13 +118,13 @@ def test_a_crash_loses_no_committed_write_and_open_calls_are_closed_at_restart(
     store.close()
 
 
-async def test_the_async_store_commits_off_the_loop_and_at_close(tmp_path: Path) -> None:
-    store = AsyncStore(Store(tmp_path / "omlmedia.db"), flush_interval=0.05)
+async def test_the_async_store_commits_off_the_loop_and_at_close(location: Path | str) -> None:
+    store = AsyncStore(Store(location), flush_interval=0.05)
     store.start()
     for i in range(100):
         store.append(QueueLogRow(float(i), "offer", f"c{i}", "support", "agent1"))
     await store.flush()
-    reader = Store(tmp_path / "omlmedia.db")
+    reader = Store(location)
     assert len(reader.queue_log()) == 100
     store.append(QueueLogRow(200.0, "logout", agent="agent1"))
     await store.close()
@@ -112,33 +132,45 @@ async def test_the_async_store_commits_off_the_loop_and_at_close(tmp_path: Path)
     reader.close()
 
 
-def test_a_failed_commit_keeps_the_writes_for_the_next_flush(tmp_path: Path) -> None:
-    store = Store(tmp_path / "omlmedia.db")
+def _refuse_writes(store: Store, refuse: bool) -> None:
+    """Make the store's own connection read-only (or writable again)."""
+    if isinstance(store.path, Path):
+        store._db.execute(f"PRAGMA query_only={'ON' if refuse else 'OFF'}")
+    else:
+        store._db.execute(f"SET default_transaction_read_only = {'on' if refuse else 'off'}")
+
+
+def test_a_failed_commit_keeps_the_writes_for_the_next_flush(location: Path | str) -> None:
+    store = Store(location)
     store.append(QueueLogRow(1.0, "enter", "c1"))
     store.call_ended(CallRecord("c1", 1.0, 2.0))
     store.call_ended(CallRecord("c1", 1.0, 2.0, cause="duplicate"))  # replaced, not an error
     store.flush()
-    store._db.execute("PRAGMA query_only=ON")
+    _refuse_writes(store, True)
     store.append(QueueLogRow(3.0, "exit", "c1"))
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(StoreError):
         store.flush()
     assert store.pending == 1
-    store._db.execute("PRAGMA query_only=OFF")
+    _refuse_writes(store, False)
     store.flush()
     assert [e.event for e in store.queue_log()] == ["enter", "exit"]
+    record = store.call_record("c1")
+    assert record is not None and record.cause == "duplicate"
     store.close()
 
 
-def test_text_that_is_not_utf8_is_stored_escaped_and_fails_no_batch(tmp_path: Path) -> None:
-    store = Store(tmp_path / "omlmedia.db")
-    bad = "caller\udcff"  # an undecodable byte of a SIP header, as surrogateescape keeps it
+def test_text_not_utf8_or_with_a_nul_is_stored_escaped_and_fails_no_batch(
+    location: Path | str,
+) -> None:
+    store = Store(location)
+    bad = "caller\udcff\x00"  # an undecodable byte (as surrogateescape keeps it) and a NUL
     store.call_started("c1", 1.0, {"from": bad})
     store.append(QueueLogRow(time=1.0, event="enter", call_id="c1", agent=bad))
     store.call_ended(CallRecord(call_id="c1", start=1.0, end=2.0, caller=bad))
     assert store.flush() == 3
     record = store.call_record("c1")
-    assert record is not None and record.caller == "caller\\udcff"
-    assert [row.agent for row in store.queue_log()] == ["caller\\udcff"]
+    assert record is not None and record.caller == "caller\\udcff\\x00"
+    assert [row.agent for row in store.queue_log()] == ["caller\\udcff\\x00"]
     store.append(QueueLogRow(time=3.0, event="abandon"))
     assert store.flush() == 1
     store.close()
