@@ -34,6 +34,8 @@ Routes (all JSON):
   entries in time order, paged the same way (``"entries"``);
 - ``GET /api/v1/events``: the event stream, WebSocket or Server-Sent Events
   (`omlmedia.eventstream`);
+- ``GET /api/v1/wallboard``: the supervisors' wallboard, today's figures and the live state
+  (`omlmedia.wallboard`);
 - ``GET /metrics`` (beside ``/api``, same token): Prometheus metrics (`omlmedia.metrics`).
 
 ``since`` and ``until`` are Unix times (seconds, ``until`` excluded); ``limit`` is at most
@@ -67,6 +69,8 @@ from omlmedia.problems import json_body as _body
 from omlmedia.problems import page as _page
 from omlmedia.problems import query_span as _span
 from omlmedia.storage import CallRecord, QueueLogRow, Store
+from omlmedia.wallboard import install as install_wallboard
+from omlmedia.wallboard import wallboard_for
 from omlmedia.webhooks import WebhookService
 from omlmedia.webhooks_api import WEBHOOKS_KEY
 from omlmedia.webhooks_api import routes as webhook_routes
@@ -406,6 +410,7 @@ def create_app(
     api.add_routes(webhook_routes)
     api.add_routes(openapi_routes)
     install_event_stream(api, events)
+    install_wallboard(api, wallboard_for(config, acd, api[READER_KEY], events))
     app = root if root is not None else web.Application()
     authenticator = accounts if accounts is not None else ConfiguredToken(config.api.token_matches)
     app.middlewares.append(authorize(authenticator, lambda: scopes))

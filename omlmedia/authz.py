@@ -178,6 +178,7 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/api/docs"): PUBLIC,
     ("GET", "/api/docs/{file}"): PUBLIC,
     ("GET", "/api/v1/events"): Rule(Permission.EVENTS_READ, Scope.FILTER),
+    ("GET", "/api/v1/wallboard"): Rule(Permission.QUEUES_READ, Scope.FILTER),
     ("GET", "/metrics"): Rule(Permission.METRICS_READ, Scope.GLOBAL),
 }
 """Every API route (method, path template as aiohttp writes it) and its rule. HEAD follows GET.

@@ -183,6 +183,28 @@ SCHEMAS: dict[str, Schema] = {
             "stats": _OBJECT,
         },
     },
+    "Wallboard": {
+        "type": "object",
+        "description": (
+            "The supervisors' wallboard: today's figures (the site's day, from the queue log) "
+            "of each queue and agent in scope, the live callers and calls, and the event id "
+            "to resume the event stream after (docs/supervisor.md)."
+        ),
+        "required": ["now", "day", "day_start", "timezone", "last_event_id", "queues", "agents"],
+        "properties": {
+            "now": {"type": "number"},
+            "day": {"type": "string"},
+            "day_start": {"type": "number"},
+            "timezone": {"type": "string"},
+            "last_event_id": {"type": "integer"},
+            "mos_threshold": {"type": "number"},
+            "quality_interval": {"type": "number"},
+            "pause_reasons": {"type": "array", "items": {"type": "string"}},
+            "queues": {"type": "array", "items": {"type": "object"}},
+            "agents": {"type": "array", "items": {"type": "object"}},
+            "calls": {"type": "array", "items": {"type": "object"}},
+        },
+    },
     "Agent": {
         "type": "object",
         "description": "An agent: state, reason, since, current call, figures.",
@@ -399,6 +421,22 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         parameters=(_path("name", "The queue."), *_SPAN),
         responses={200: _ref("Queue")},
         problems={404: _NO_QUEUES},
+    ),
+    ("GET", "/api/v1/wallboard"): Operation(
+        parameters=(
+            _query(
+                "queue",
+                {"type": "string"},
+                "Only these queues (repeatable or comma-separated; each known and in scope).",
+            ),
+            _query(
+                "campaign",
+                {"type": "string"},
+                "Only the queues of these campaigns (repeatable or comma-separated).",
+            ),
+        ),
+        responses={200: _ref("Wallboard")},
+        problems={404: "No queues are configured."},
     ),
     ("GET", "/api/v1/agents"): Operation(
         parameters=_SPAN, responses={200: _list_of("agents", "Agent")}, problems={404: _NO_QUEUES}
