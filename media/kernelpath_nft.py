@@ -1,0 +1,281 @@
+"""The kernel path's I/O: libnftables through ctypes, and the table of one server.
+
+Why libnftables and not pyroute2: the batches of `media.kernelpath` are libnftables' JSON, the
+format nftables documents (libnftables-json(5)) and checks (a wrong batch is refused whole with
+a message naming the problem); libnftables turns one document into one netlink transaction.
+pyroute2's nftables support builds raw expressions by hand with no concatenated-map or mangle
+helpers. The C library is Debian's ``libnftables1`` (what ``python3-nftables`` wraps); the
+few calls needed are bound here directly, since a virtualenv does not see Debian's Python
+packages. A call takes well under a millisecond, so the server calls it from the event loop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from media.kernelpath import (
+    DEFAULT_TABLE,
+    Batch,
+    ForwardedPair,
+    counters_of,
+    install_batch,
+    list_counters_batch,
+    remove_batch,
+    replace_batch,
+    table_batch,
+    teardown_batch,
+)
+
+__all__ = ["KernelPath", "KernelPathError", "Nftables", "forwarding_enabled", "has_net_admin"]
+
+logger = logging.getLogger(__name__)
+
+_OUTPUT_JSON = 1 << 4
+_CAP_NET_ADMIN = 12
+
+
+class KernelPathError(Exception):
+    """libnftables refused a batch or cannot be loaded; the message says why."""
+
+
+def has_net_admin(status: str | None = None) -> bool:
+    """True when this process has CAP_NET_ADMIN in its effective set (``/proc/self/status``)."""
+    if status is None:
+        try:
+            with open("/proc/self/status", encoding="ascii") as f:
+                status = f.read()
+        except OSError:
+            return False
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            try:
+                return bool(int(line.split()[1], 16) >> _CAP_NET_ADMIN & 1)
+            except (IndexError, ValueError):
+                return False
+    return False
+
+
+def forwarding_enabled(version: int) -> bool:
+    """True when the kernel forwards packets of IP `version` (needed for far ends on other
+    hosts; peers on this host need nothing)."""
+    path = (
+        "/proc/sys/net/ipv4/ip_forward"
+        if version == 4
+        else "/proc/sys/net/ipv6/conf/all/forwarding"
+    )
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
+
+
+class Nftables:
+    """One libnftables context taking JSON batches and answering JSON."""
+
+    def __init__(self, library: str | None = None) -> None:
+        name = library or ctypes.util.find_library("nftables") or "libnftables.so.1"
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError as exc:
+            raise KernelPathError(f"libnftables is not installed ({exc})") from None
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
+        lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+        ctx = lib.nft_ctx_new(0)
+        if not ctx:
+            raise KernelPathError("libnftables could not create a context")
+        lib.nft_ctx_output_set_flags(ctx, _OUTPUT_JSON)
+        lib.nft_ctx_buffer_output(ctx)
+        lib.nft_ctx_buffer_error(ctx)
+        self._lib = lib
+        self._ctx: int | None = ctx
+        self._lock = threading.Lock()
+
+    def run(self, batch: Batch) -> dict[str, Any]:
+        """Apply `batch` (one transaction); its JSON answer, empty for a change. Raises
+        KernelPathError with libnftables' message when the batch is refused (nothing changed)."""
+        with self._lock:
+            if self._ctx is None:
+                raise KernelPathError("the nftables context is closed")
+            rc = self._lib.nft_run_cmd_from_buffer(self._ctx, json.dumps(batch).encode())
+            output = self._lib.nft_ctx_get_output_buffer(self._ctx) or b""
+            error = self._lib.nft_ctx_get_error_buffer(self._ctx) or b""
+        if rc != 0:
+            message = error.decode(errors="replace").strip() or f"libnftables returned {rc}"
+            raise KernelPathError(message)
+        text = output.decode(errors="replace").strip()
+        if not text:
+            return {}
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            raise KernelPathError("libnftables answered something that is not JSON") from None
+        return answer if isinstance(answer, dict) else {}
+
+    def close(self) -> None:
+        """Free the context; safe to call twice."""
+        with self._lock:
+            if self._ctx is not None:
+                self._lib.nft_ctx_free(self._ctx)
+                self._ctx = None
+
+
+@dataclass
+class KernelPathStats:
+    """What the kernel path did since start (for the status API and metrics)."""
+
+    installed: int = 0
+    removed: int = 0
+    failures: int = 0
+    fallbacks: dict[str, int] = field(default_factory=dict)
+    """Calls handed back to userspace, by reason (``hold``, ``reinvite``, ``hangup``...)."""
+    retired_packets: int = 0
+    retired_bytes: int = 0
+    """What the rules of calls removed since had forwarded."""
+
+
+class KernelPath:
+    """The server's nftables table and the pairs it relays.
+
+    `start` creates the table (removing leftovers of a crashed run), `install`/`remove` change
+    one call each in one transaction, `counters` reads every call's counters at once, `stop`
+    deletes the table. A refused batch raises KernelPathError and leaves the kernel as it was;
+    the caller then keeps the call in userspace."""
+
+    def __init__(self, nft: Nftables | None = None, table: str = DEFAULT_TABLE) -> None:
+        self.table = table
+        self._nft = nft
+        self.pairs: dict[str, ForwardedPair] = {}
+        self.stats = KernelPathStats()
+        self.active = False
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        """Why this process cannot use the kernel path, or None when it may try."""
+        if os.name != "posix" or not os.path.exists("/proc/self/status"):
+            return "not Linux"
+        if not has_net_admin():
+            return "the process lacks CAP_NET_ADMIN"
+        if ctypes.util.find_library("nftables") is None:
+            return "libnftables is not installed (Debian package libnftables1)"
+        return None
+
+    def start(self) -> None:
+        """Create the table afresh; raises KernelPathError (with the kernel's reason)."""
+        if self._nft is None:
+            self._nft = Nftables()
+        try:
+            self._nft.run(table_batch(self.table))
+        except KernelPathError as exc:
+            if "Operation not permitted" in str(exc):
+                raise KernelPathError(os.strerror(errno.EPERM) + ": " + str(exc)) from None
+            raise
+        self.pairs.clear()
+        self.active = True
+
+    def _run(self, batch: Batch) -> dict[str, Any]:
+        if self._nft is None or not self.active:
+            raise KernelPathError("the kernel path is not started")
+        try:
+            return self._nft.run(batch)
+        except KernelPathError:
+            self.stats.failures += 1
+            raise
+
+    def install(self, pair: ForwardedPair) -> None:
+        """Relay `pair` in the kernel; replaces what its key relayed before."""
+        old = self.pairs.get(pair.key)
+        if old == pair:
+            return
+        if old is not None:
+            self._retire(old)
+            self._run(replace_batch(old, pair, self.table))
+        else:
+            self._run(install_batch(pair, self.table))
+            self.stats.installed += 1
+        self.pairs[pair.key] = pair
+
+    def remove(self, key: str, reason: str) -> tuple[int, int]:
+        """Hand `key`'s call back to userspace (`reason` counted); the (packets, bytes) its
+        rules had forwarded. Nothing happens for a key not installed."""
+        pair = self.pairs.get(key)
+        if pair is None:
+            return (0, 0)
+        totals = self._retire(pair)
+        try:
+            self._run(remove_batch(pair, self.table))
+        finally:
+            del self.pairs[key]
+        self.stats.removed += 1
+        self.stats.fallbacks[reason] = self.stats.fallbacks.get(reason, 0) + 1
+        return totals
+
+    def _retire(self, pair: ForwardedPair) -> tuple[int, int]:
+        try:
+            found = self.counters()
+        except KernelPathError:
+            return (0, 0)
+        packets = size = 0
+        for suffix in ("ab", "ba"):
+            p, b = found.get(pair.counter(suffix), (0, 0))
+            packets += p
+            size += b
+        self.stats.retired_packets += packets
+        self.stats.retired_bytes += size
+        return packets, size
+
+    def counters(self) -> dict[str, tuple[int, int]]:
+        """(packets, bytes) by counter name, for every call installed."""
+        return counters_of(self._run(list_counters_batch(self.table)), self.table)
+
+    def pair_counters(self, key: str) -> tuple[int, int] | None:
+        """(packets from A to B, packets from B to A) of `key`'s rules; None when not installed."""
+        pair = self.pairs.get(key)
+        if pair is None:
+            return None
+        found = self.counters()
+        return (found.get(pair.counter("ab"), (0, 0))[0], found.get(pair.counter("ba"), (0, 0))[0])
+
+    def totals(self) -> tuple[int, int]:
+        """(packets, bytes) forwarded since start, by calls removed and calls still installed."""
+        packets, size = self.stats.retired_packets, self.stats.retired_bytes
+        if self.pairs:
+            try:
+                for p, b in self.counters().values():
+                    packets += p
+                    size += b
+            except KernelPathError:
+                pass
+        return packets, size
+
+    def stop(self) -> None:
+        """Delete the table (every call falls back) and free the context; safe to call twice."""
+        if self._nft is None:
+            return
+        if self.active:
+            try:
+                self._nft.run(teardown_batch(self.table))
+            except KernelPathError as exc:
+                logger.warning("could not delete nftables table %s: %s", self.table, exc)
+        self.active = False
+        self.pairs.clear()
+        self._nft.close()
+        self._nft = None
