@@ -3,11 +3,12 @@
 Theory of operation. One table of accounts (`accounts`), each with a `Role` (``admin``,
 ``supervisor``, ``agent``, ``reporting``), an optional scope (campaign and queue names; none means
 every one), a scrypt password hash (`webrtc.accounts.hash_password`) and a ``disabled`` flag. The
-configuration file seeds it at every start (`AccountBook.seed`): ``[[accounts]]`` and the agents
-of ``[[agents]]`` (role ``agent``) are created or brought in line with the file (origin
-``config``), and accounts the file no longer declares are removed; accounts created through the
-API (origin ``api``) are the store's alone. The file stays the truth for what it declares, so the
-API may only disable or enable those.
+configuration file seeds it at every start (`AccountBook.seed`): ``[[accounts]]`` are created or
+brought in line with the file (origin ``config``), and accounts the file no longer declares are
+removed; accounts created through the API (origin ``api``) are the store's alone. The file stays
+the truth for what it declares, so the API may only disable or enable those. Agents (role
+``agent``) are the directory's (`omlmedia.directory`: seeded from ``[[agents]]``, then changed at
+``/api/v1/agents``): the account routes and `seed` leave them alone.
 
 API tokens (`api_tokens`) belong to an account (they carry its role, and its scope narrowed by
 the token's own) or to a named integration (with a role and scope of their own). A token is
@@ -546,8 +547,8 @@ class AccountBook:
             action = "account.create" if old is None else "account.update"
             entries.append(self._entry(actor, action, seed.name, *self._change_view(old, new)))
         for name, old in self._accounts.items():
-            if old.origin != "config" or name in wanted:
-                continue
+            if old.origin != "config" or name in wanted or old.role is Role.AGENT:
+                continue  # agents are the directory's (`omlmedia.directory`)
             del accounts[name]
             statements.append(("DELETE FROM accounts WHERE name = ?", (name,)))
             entries.append(self._entry(actor, "account.delete", name, old.view(), None))
@@ -611,6 +612,7 @@ class AccountBook:
         """Change an account (`scope` None: every campaign). An account the
         configuration declares may only be disabled or enabled (`AccountConflictError`)."""
         old = self.account(name)
+        _not_an_agent(old)
         if old.origin == "config":
             for field_name, value in (
                 ("role", role),
@@ -649,6 +651,7 @@ class AccountBook:
     def delete_account(self, actor: Identity, name: str) -> AccountRow:
         """Remove an account created through the API and revoke its tokens."""
         old = self.account(name)
+        _not_an_agent(old)
         if old.origin == "config":
             raise AccountConflictError(
                 "name", f"the account {name} is declared in the configuration file: remove it there"
@@ -778,6 +781,52 @@ class AccountBook:
             tokens[t.id] = replace(t, revoked=now)
         self._tokens = tokens
 
+    # -- the directory's changes (`omlmedia.directory`, on the book's thread) --------------
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The book's connection: read at start, written on the book's thread only."""
+        return self._db
+
+    def entry(
+        self,
+        actor: Identity,
+        action: str,
+        target: str,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+    ) -> AuditEntry:
+        """An audit entry of `actor`, now."""
+        return self._entry(actor, action, target, before, after)
+
+    def account_statement(self, row: AccountRow) -> tuple[str, tuple[Any, ...]]:
+        """The statement that writes `row`."""
+        return self._put_account(row)
+
+    def commit(
+        self,
+        entries: Iterable[AuditEntry],
+        statements: Iterable[tuple[str, tuple[Any, ...]]],
+        accounts: Mapping[str, AccountRow | None] = {},
+    ) -> None:
+        """Write `statements` with their audit `entries` in one transaction, then the accounts
+        in memory (None: removed, its tokens revoked)."""
+        statements = list(statements)
+        tokens = dict(self._tokens)
+        now = self.clock()
+        for name, row in accounts.items():
+            if row is None:
+                statements.append(("DELETE FROM accounts WHERE name = ?", (name,)))
+                self._revoke_of(name, now, tokens, statements)
+        self._write(entries, *statements)
+        merged = dict(self._accounts)
+        for name, row in accounts.items():
+            if row is None:
+                merged.pop(name, None)
+            else:
+                merged[name] = row
+        self._accounts, self._tokens = merged, tokens
+
     # -- the thread -------------------------------------------------------------------------
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -789,6 +838,13 @@ class AccountBook:
         """Close the connection and the thread."""
         self._executor.shutdown(wait=True)
         self._db.close()
+
+
+def _not_an_agent(row: AccountRow) -> None:
+    if row.role is Role.AGENT:
+        raise AccountConflictError(
+            "name", f"{row.name} is an agent: agents are changed at /api/v1/agents/{row.name}"
+        )
 
 
 class PasswordLogins:
