@@ -218,6 +218,14 @@ class WsRule(enum.Enum):
     WEB_CALLER = "web-caller"
     """A web caller: a socket that is not an agent's, to a target of ``web_targets``, about its
     own web call."""
+    OPENS_SUPERVISOR = "opens-supervisor"
+    """Anyone: a socket that is neither an agent's nor a web caller's authenticates with the API
+    session token of a ``supervisor`` or ``admin`` account (``supervisor-auth``,
+    `omlmedia.monitor`)."""
+    SUPERVISOR = "supervisor"
+    """A supervisor or an admin, on the socket it authenticated (the token checked again on
+    every message), about calls of agents in its scope: the call's campaign or queue (a call
+    outside every queue: an unscoped identity only)."""
 
 
 WS_RULES: Mapping[str, WsRule] = {
@@ -244,6 +252,10 @@ WS_RULES: Mapping[str, WsRule] = {
     "web-call": WsRule.WEB_CALLER,
     "web-call-hangup": WsRule.WEB_CALLER,
     "web-call-dtmf": WsRule.WEB_CALLER,
+    "supervisor-auth": WsRule.OPENS_SUPERVISOR,
+    "supervisor-offer": WsRule.SUPERVISOR,
+    "monitor": WsRule.SUPERVISOR,
+    "monitor-stop": WsRule.SUPERVISOR,
 }
 """Every client message of `webrtc.signaling.CLIENT_MESSAGES` and its rule."""
 

@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CLIENT_MESSAGES",
     "PROTOCOL_VERSION",
+    "SUPERVISOR_MESSAGES",
     "AgentCallState",
     "AgentHub",
     "CallControl",
@@ -69,6 +70,7 @@ __all__ = [
     "Channel",
     "Connection",
     "Message",
+    "SupervisorHandler",
     "WebCallHandler",
     "parse_message",
 ]
@@ -182,8 +184,15 @@ CLIENT_MESSAGES: Mapping[str, tuple[Mapping[str, Check], Mapping[str, Check]]] =
     ),
     "web-call-hangup": ({"call_id": _call_id}, {}),
     "web-call-dtmf": ({"call_id": _call_id, "digit": _one_of(*"0123456789*#ABCD")}, {}),
+    "supervisor-auth": ({"token": _string(256)}, {}),
+    "supervisor-offer": ({"sdp": _sdp}, {}),
+    "monitor": ({"call_id": _call_id, "mode": _one_of("listen", "whisper", "barge")}, {}),
+    "monitor-stop": ({}, {}),
 }
 """Every message the page may send: type -> (required fields, optional fields)."""
+
+SUPERVISOR_MESSAGES = frozenset({"supervisor-auth", "supervisor-offer", "monitor", "monitor-stop"})
+"""The supervisor page's messages (`SupervisorHandler`): its channel and call monitoring."""
 
 _ENVELOPE = {"v", "type", "id"}
 
@@ -349,6 +358,25 @@ class WebCallHandler(Protocol):
     async def close(self) -> None: ...
 
 
+class SupervisorHandler(Protocol):
+    """The supervisors' side of the socket (`omlmedia.monitor.MonitorService`): a socket that
+    authenticates with ``supervisor-auth`` (an API session token of a supervisor or an admin)
+    keeps one media channel and monitors agents' calls with it."""
+
+    def owns(self, conn: Connection) -> bool:
+        """Whether `conn` is a supervisor's socket (it cannot log in as an agent then)."""
+        ...
+
+    async def handle(self, conn: Connection, message: Message) -> None:
+        """One message of `SUPERVISOR_MESSAGES`; raises `ProtocolError` or `CommandError` to
+        refuse."""
+        ...
+
+    def connection_closed(self, conn: Connection) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 ChannelFactory = Callable[[str], Channel]
 PasswordCheck = Callable[[str, str], Awaitable[bool]]
 Clock = Callable[[], float]
@@ -415,8 +443,12 @@ class AgentHub:
         check_password: PasswordCheck = _check_password,
         ice_servers: Sequence[Mapping[str, Any]] = (),
         web: WebCallHandler | None = None,
+        supervisors: SupervisorHandler | None = None,
     ) -> None:
         self.accounts = accounts
+        self.supervisors = supervisors
+        """The supervisors' sockets (`SUPERVISOR_MESSAGES`); None refuses them with
+        ``unknown-type``."""
         self.ice_servers = [dict(server) for server in ice_servers]
         """STUN/TURN servers for the pages (W3C ``RTCIceServer`` dicts), sent in ``login-ok``
         and ``auth-ok``."""
@@ -468,6 +500,8 @@ class AgentHub:
         self._connections.pop(id(conn), None)
         if self.web is not None:
             self.web.connection_closed(conn)
+        if self.supervisors is not None:
+            self.supervisors.connection_closed(conn)
         bound = self._bound.pop(id(conn), None)
         if bound is None:
             return
@@ -498,6 +532,8 @@ class AgentHub:
         self._bound.clear()
         if self.web is not None:
             await self.web.close()
+        if self.supervisors is not None:
+            await self.supervisors.close()
 
     async def handle_text(self, conn: Connection, text: str | bytes) -> None:
         """One message from a page: answered on `conn`; never raises for bad input."""
@@ -676,16 +712,29 @@ class AgentHub:
     async def _dispatch(self, conn: Connection, message: Message) -> None:
         bound = self._bound.get(id(conn))
         kind, ref = message.type, message.id
+        supervisors = self.supervisors
+        supervising = supervisors is not None and supervisors.owns(conn)
+        if kind in SUPERVISOR_MESSAGES:
+            if supervisors is None:
+                raise ProtocolError("unknown-type", "monitoring is not enabled")
+            if bound is not None:
+                raise ProtocolError("bad-state", "an agent socket cannot monitor calls")
+            if self.web is not None and self.web.owns(conn):
+                raise ProtocolError("bad-state", "this socket carries a web call")
+            await supervisors.handle(conn, message)
+            return
         if kind.startswith("web-call"):
             if self.web is None:
                 raise ProtocolError("unknown-type", "web calls are not enabled")
-            if bound is not None:
+            if bound is not None or supervising:
                 raise ProtocolError("bad-state", "an agent socket cannot place web calls")
             await self.web.handle(conn, message)
             return
         if kind in ("login", "auth"):
             if self.web is not None and self.web.owns(conn):
                 raise ProtocolError("bad-state", "this socket carries a web call")
+            if supervising:
+                raise ProtocolError("bad-state", "this socket is a supervisor's")
             if bound is not None:
                 raise ProtocolError("already-authenticated", "this connection is logged in")
             if kind == "login":

@@ -265,6 +265,10 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "web-call": {"target": "sales", "sdp": "v=0\r\n"},
     "web-call-hangup": {"call_id": "web-1"},
     "web-call-dtmf": {"call_id": "web-1", "digit": "5"},
+    "supervisor-auth": {"token": "oml_" + "a" * 60},
+    "supervisor-offer": {"sdp": "v=0\r\n"},
+    "monitor": {"call_id": "c1", "mode": "listen"},
+    "monitor-stop": {},
 }
 
 
@@ -281,8 +285,8 @@ async def test_a_socket_that_is_not_logged_in_may_only_open_a_session(kind: str)
     rule = WS_RULES[kind]
     if rule is WsRule.OPENS_SESSION:
         assert reply["type"] != "error" or reply["code"] in ("bad-credentials", "session-invalid")
-    elif rule is WsRule.WEB_CALLER:
-        assert reply["code"] == "unknown-type"  # web calls are off in this hub
+    elif rule in (WsRule.WEB_CALLER, WsRule.OPENS_SUPERVISOR, WsRule.SUPERVISOR):
+        assert reply["code"] == "unknown-type"  # web calls and monitoring are off in this hub
     else:
         assert reply["code"] == "not-authenticated", reply
     assert [c for c in world.control.calls if c[0] != "agent_logged_in"] == []
@@ -309,7 +313,7 @@ async def test_an_agent_socket_acts_on_its_own_session_only(kind: str) -> None:
     rule = WS_RULES[kind]
     if rule is WsRule.OPENS_SESSION:
         assert reply["code"] == "already-authenticated"
-    elif rule is WsRule.WEB_CALLER:
+    elif rule in (WsRule.WEB_CALLER, WsRule.OPENS_SUPERVISOR, WsRule.SUPERVISOR):
         assert reply["type"] == "error"
     assert all(c[1] == "agent1" for c in world.control.calls if c[0] != "agent_logged_in")
 

@@ -90,6 +90,12 @@ CALL = CallInfo("c1", caller_number="+5491100", caller_name="Juan", queue="sales
         ('{"v":1,"type":"offer","sdp":"hello"}', "malformed"),
         ('{"v":1,"type":"ping","id":[1]}', "malformed"),
         ('{"v":1,"type":"state","state":"sleeping"}', "malformed"),
+        ('{"v":1,"type":"monitor","call_id":"c1"}', "malformed"),
+        ('{"v":1,"type":"monitor","call_id":"c1","mode":"spy"}', "malformed"),
+        ('{"v":1,"type":"monitor","call_id":"c 1","mode":"listen"}', "malformed"),
+        ('{"v":1,"type":"monitor-stop","call_id":"c1"}', "malformed"),
+        ('{"v":1,"type":"supervisor-auth","token":7}', "malformed"),
+        ('{"v":1,"type":"supervisor-offer","sdp":"hello"}', "malformed"),
     ],
 )
 def test_bad_messages_are_refused_with_a_code(text: str, code: str) -> None:
@@ -123,6 +129,10 @@ def test_every_message_type_has_a_valid_example() -> None:
         "web-call": {"target": "sales", "sdp": "v=0\r\n", "name": "Juan"},
         "web-call-hangup": {"call_id": "web-1"},
         "web-call-dtmf": {"call_id": "web-1", "digit": "5"},
+        "supervisor-auth": {"token": "oml_" + "a" * 60},
+        "supervisor-offer": {"sdp": "v=0\r\n"},
+        "monitor": {"call_id": "c1", "mode": "whisper"},
+        "monitor-stop": {},
     }
     assert set(examples) == set(CLIENT_MESSAGES)
     for kind, fields in examples.items():
