@@ -16,7 +16,9 @@ import hmac
 import ipaddress
 import re
 import secrets
+import socket
 import tomllib
+import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -185,6 +187,39 @@ class SiteConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """Where the queue log, call records, events and webhook outbox live (``[storage]``)."""
+
+    dsn: str | None = None
+    """A PostgreSQL database (``postgresql://user@host:port/name``, no password in it); None:
+    SQLite in the data dir (``omlmedia.db``)."""
+    password: str | None = field(default=None, repr=False)
+    """The PostgreSQL password, read from ``password_file`` (None: libpq's ``PGPASSWORD`` or
+    ``~/.pgpass``, which asyncpg honours, or none)."""
+    node: str = field(default_factory=lambda: _default_node())
+    """This node's name: its calls in progress are the ones it closes at restart."""
+
+    def location(self, data_dir: Path) -> Path | str:
+        """What `omlmedia.storage.Store` opens: the DSN (with the password, in memory only) or
+        the SQLite file."""
+        if self.dsn is None:
+            return data_dir / "omlmedia.db"
+        if self.password is None:
+            return self.dsn
+        parts = urllib.parse.urlsplit(self.dsn)
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        secret = urllib.parse.quote(self.password, safe="")
+        return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:{secret}@{host}"))
+
+
+def _default_node() -> str:
+    """The host name, as a node name."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64]
+    return name or "node"
+
+
+@dataclass(frozen=True, slots=True)
 class ApiConfig:
     """REST/debug API credentials: only the SHA-256 of the bearer token is kept."""
 
@@ -321,6 +356,8 @@ class Config:
     routes: tuple[Route, ...] = ()
     media: MediaConfig = MediaConfig()
     site: SiteConfig = SiteConfig()
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    """Where the records live (``[storage]``)."""
     """The site: its time zone (``[site]``)."""
     webrtc: WebrtcConfig = field(default_factory=WebrtcConfig)
     """Browser agents and the agent page (``[webrtc]``, ``[[agents]]``)."""
@@ -837,8 +874,11 @@ _TOP_KEYS: Final = (
     "campaigns",
     "accounts",
     "site",
+    "storage",
 )
 _SITE_KEYS: Final = ("timezone",)
+_STORAGE_KEYS: Final = ("dsn", "password_file", "node")
+_NODE_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _MEDIA_KEYS: Final = ("timeout", "recording_format")
 _SERVER_KEYS: Final = (
     "listen",
@@ -910,6 +950,7 @@ def _build(
     security = _security(check, raw.get("security", _MISSING))
     media = _media(check, raw.get("media", _MISSING))
     site = _site(check, raw.get("site", _MISSING))
+    storage = _storage(check, raw.get("storage", _MISSING), base_dir)
     api, api_token = _api(check, raw.get("api", _MISSING))
     trunk_names = _trunk_names(raw.get("trunks"))
     trunks = _trunks(check, raw.get("trunks", _MISSING), trunk_names)
@@ -956,6 +997,7 @@ def _build(
         or security is None
         or media is None
         or site is None
+        or storage is None
         or api is None
     ):
         raise ConfigError(check.errors)
@@ -965,6 +1007,7 @@ def _build(
         security=security,
         media=media,
         site=site,
+        storage=storage,
         api=api,
         trunks=trunks,
         users=users,
@@ -1184,6 +1227,42 @@ def _site(check: _Checker, value: object) -> SiteConfig | None:
         check.error("site.timezone", f"unknown IANA time zone {timezone!r}{suggestion}")
         return None
     return SiteConfig(timezone=timezone)
+
+
+def _storage(check: _Checker, value: object, base_dir: Path) -> StorageConfig | None:
+    table = check.table("storage", value, _STORAGE_KEYS)
+    p = "storage"
+    dsn = check.string(table, p, "dsn")
+    node = check.string(table, p, "node", pattern=_NODE_NAME)
+    password_path = check.path(table, p, "password_file", base_dir)
+    ok = "dsn" not in table or dsn is not None
+    if dsn is not None:
+        parts = urllib.parse.urlsplit(dsn)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            check.error("storage.dsn", "must be a PostgreSQL URL: postgresql://user@host:port/db")
+            ok = False
+        elif parts.password is not None:
+            check.error(
+                "storage.dsn",
+                "must not hold the password: put it in storage.password_file or PGPASSWORD",
+            )
+            ok = False
+    password: str | None = None
+    if password_path is not None:
+        if dsn is None:
+            check.error("storage.password_file", "needs storage.dsn")
+            ok = False
+        try:
+            password = password_path.read_text(encoding="utf-8").splitlines()[0]
+        except (OSError, UnicodeDecodeError, IndexError) as exc:
+            reason = "empty" if isinstance(exc, IndexError) else str(exc)
+            check.error("storage.password_file", f"cannot read the password: {reason}")
+            ok = False
+    if ("node" in table and node is None) or not ok:
+        return None
+    if node is None:
+        return StorageConfig(dsn=dsn, password=password)
+    return StorageConfig(dsn=dsn, password=password, node=node)
 
 
 def _is_time_zone(name: str) -> bool:

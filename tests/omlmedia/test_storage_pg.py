@@ -5,12 +5,15 @@ calls. Against a throwaway PostgreSQL the module starts (`tests.cluster.postgres
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from omlmedia.config import ConfigError, load_config
 from omlmedia.migrations import MIGRATIONS, schema_version
 from omlmedia.storage import AsyncStore, CallRecord, QueueLogRow, Store
 from omlmedia.storage_pg import PgConnection, migrate_pg, translate
@@ -139,3 +142,45 @@ async def test_writes_accepted_while_the_database_is_down_land_when_it_is_back(
     assert record is not None and record.agent == "agent1"
     assert reader.open_calls() == []
     reader.close()
+
+
+CONFIG = f"""
+[api]
+token_sha256 = "{hashlib.sha256(b"token").hexdigest()}"
+"""
+
+
+def test_storage_config_takes_a_dsn_a_password_file_and_a_node_name(tmp_path: Path) -> None:
+    (tmp_path / "pg.secret").write_text("p@ss:w/rd\n", encoding="utf-8")
+    (tmp_path / "a.toml").write_text(
+        CONFIG + '[storage]\ndsn = "postgresql://omlmedia@db.test:5433/cc"\n'
+        'password_file = "pg.secret"\nnode = "n1"\n',
+        encoding="utf-8",
+    )
+    storage = load_config(tmp_path / "a.toml").storage
+    assert (storage.dsn, storage.node) == ("postgresql://omlmedia@db.test:5433/cc", "n1")
+    assert "p@ss" not in repr(storage)
+    assert storage.location(tmp_path) == "postgresql://omlmedia:p%40ss%3Aw%2Frd@db.test:5433/cc"
+    (tmp_path / "b.toml").write_text(CONFIG, encoding="utf-8")
+    assert load_config(tmp_path / "b.toml").storage.location(tmp_path) == tmp_path / "omlmedia.db"
+
+
+@pytest.mark.parametrize(
+    ("storage", "error"),
+    [
+        ('dsn = "postgresql://u:pw@h/db"', "storage.dsn: must not hold the password"),
+        ('dsn = "mysql://h/db"', "storage.dsn: must be a PostgreSQL URL"),
+        ('dsn = "postgresql://h/db"\nnode = "a b"', "storage.node: invalid value"),
+        ('password_file = "pg.secret"', "storage.password_file: needs storage.dsn"),
+        ('dsn = "postgresql://h/db"\npassword_file = "none"', "storage.password_file: cannot"),
+        ('dns = "postgresql://h/db"', 'storage.dns: unknown key (did you mean "dsn"?)'),
+    ],
+)
+def test_a_bad_storage_section_is_refused_naming_the_key(
+    tmp_path: Path, storage: str, error: str
+) -> None:
+    (tmp_path / "pg.secret").write_text("pw\n", encoding="utf-8")
+    (tmp_path / "c.toml").write_text(CONFIG + "[storage]\n" + storage + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_config(tmp_path / "c.toml")
+    assert error in str(raised.value)
