@@ -337,7 +337,12 @@ class Server:
     def _open_events(self) -> EventLog:
         """The store (queue log, call records, events) and the event log; the calls a previous
         run left open are closed (`Store.recover`), each with its ``call.ended``."""
-        self.store = store = AsyncStore(Store(self.config.server.data_dir / "omlmedia.db"))
+        storage = self.config.storage
+        location = storage.location(self.config.server.data_dir)
+        # One node per SQLite file: it closes every call left open there (its host name may
+        # change between runs, in a container); nodes sharing PostgreSQL close only their own.
+        node = storage.node if storage.dsn is not None else ""
+        self.store = store = AsyncStore(Store(location, node=node))
         events = EventLog(store)
         config = self.config
         self.webhooks = webhooks = WebhookService(store, scopes=lambda: api_scopes(config))
