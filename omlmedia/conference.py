@@ -346,6 +346,28 @@ class Room:
         if not self.closed:
             self.pacer.start()
 
+    def add_endpoint(
+        self,
+        name: str,
+        source: Source,
+        sink: Sink,
+        role: Role = Role.PARTICIPANT,
+        target: str | None = None,
+    ) -> None:
+        """Put a party that is not a SIP call in the mix at the room's own rate: `source()`
+        gives its 20 ms frame (or None), `sink(frame)` takes its mix; no join sound. A room made
+        on its own (not by `ConferenceService`) mixes what its owner wires into it: the agent
+        desk's monitored calls (`omlmedia.monitor`). Raises ConferenceError."""
+        rate = self.mixer.sample_rate
+        self.add(_Endpoint(name, source, sink, rate, rate), role, target, None)
+
+    def set_role(self, key: str, role: Role, target: str | None = None) -> None:
+        """Change what a party hears and who hears it; raises ConferenceError."""
+        try:
+            self.mixer.set_role(key, role, target=target)
+        except MixerError as exc:
+            raise ConferenceError(str(exc)) from None
+
     def remove(self, key: str) -> _Party | None:
         """Take a party out (whoever whispered to it now listens); None when it was not in."""
         party = self.parties.pop(key, None)

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DIALABLE", "AgentCall", "Desk", "DeskStats", "JoinedCall"]
+__all__ = ["DIALABLE", "AgentCall", "CallAudio", "Desk", "DeskStats", "JoinedCall"]
 
 Samples = npt.NDArray[np.int16]
 
@@ -93,6 +93,26 @@ def _campaign_url(template: str, number: str) -> str:
     if not template:
         return ""
     return template.replace("{caller}", quote(number, safe="+"))
+
+
+@dataclass(eq=False)
+class CallAudio:
+    """An answered SIP call's audio at its agent's channel: `source()` gives the caller's next
+    frame (None on hold), `sink(frame)` sends a frame to the caller (recorded, silenced on
+    mute and hold), both at `rate`. The desk relays them directly; a supervisor's monitor
+    (`omlmedia.monitor`) sets `diverted` and routes them through a mixing room instead."""
+
+    source: Callable[[], Samples | None]
+    sink: Callable[[Samples], None]
+    rate: int
+    channel: AgentChannel
+    diverted: bool = False
+    """A monitor carries the audio: the caller's frames wait for its room, not the channel."""
+
+    def reattach(self) -> None:
+        """Back to the direct relay between the caller's leg and the agent's channel."""
+        self.diverted = False
+        self.channel.attach(self.source, self.sink, rate=self.rate, relay=True)
 
 
 @dataclass(eq=False)
@@ -128,6 +148,8 @@ class AgentCall:
     """For a consultation call (attended transfer): the call id of the held call."""
     peer: str = ""
     """For a consultation between two agents: the other agent (both sides share the call id)."""
+    audio: CallAudio | None = None
+    """The call's audio while the agent's channel carries it (a SIP call)."""
 
 
 @dataclass(eq=False)
@@ -231,6 +253,9 @@ class Desk:
         self.web = web(self) if web is not None else None
         """The web callers' side of the socket, when web calls are enabled: made for the desk
         (its `WebCallControl`) by `web`."""
+        self.on_detach: list[Callable[[AgentCall], None]] = []
+        """Told when an agent's channel stops carrying a call (it ended, was held for a
+        consultation, transferred): a monitor of the call stops."""
         self.hub = hub(self)
         """The agent pages: made for the desk (their `CallControl`) by `hub`, the one the desk
         tells what happened."""
@@ -591,6 +616,9 @@ class Desk:
         """The agent's channel carries `ac`'s audio (through its port) from now on."""
         port, recorder = ac.port, ac.recorder
         assert port is not None
+        previous = self._attached.get(ac.agent)
+        if previous is not None and previous is not ac:
+            self._detached(previous)
         # Both ways as the packets arrive, no jitter buffer of ours: the caller's frames are
         # pushed to the page (whose NetEq buffers them) and the page's go to the leg (whose far
         # end buffers them), as the SIP-to-SIP bridge transcodes. `arrived` holds at most three
@@ -603,7 +631,8 @@ class Desk:
             if recorder is not None:
                 recorder.caller(frame)
             arrived.append(frame)
-            channel.kick()
+            if not audio.diverted:
+                channel.kick()
 
         def source() -> Samples | None:
             return arrived.popleft() if arrived and not ac.held else None
@@ -613,14 +642,33 @@ class Desk:
                 recorder.agent(frame)
             port.write(None if ac.muted or ac.held else frame)
 
+        audio = ac.audio = CallAudio(source, sink, port.rate, channel)
         port.on_frame = on_frame
-        channel.attach(source, sink, rate=port.rate, relay=True)
+        audio.reattach()
         self._attached[ac.agent] = ac
+
+    def _detached(self, ac: AgentCall) -> None:
+        """The agent's channel no longer carries `ac`: the hooks (a monitor) are told."""
+        for hook in self.on_detach:
+            try:
+                hook(ac)
+            except Exception:
+                logger.exception("a detach hook failed for %s", ac.call_id)
+        ac.audio = None
+
+    def carried(self, call_id: str) -> AgentCall | None:
+        """The SIP call `call_id` while an agent's channel carries its audio (a monitor's
+        target), or None."""
+        for ac in self._attached.values():
+            if ac.call_id == call_id and ac.audio is not None:
+                return ac
+        return None
 
     def _detach(self, ac: AgentCall) -> None:
         """The channel stops carrying `ac` (when it carries it)."""
         if self._attached.get(ac.agent) is not ac:
             return
+        self._detached(ac)
         del self._attached[ac.agent]
         if ac.port is not None:
             ac.port.on_frame = None

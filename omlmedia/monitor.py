@@ -1,0 +1,528 @@
+"""Supervisors monitor agents' calls from the browser: listen, whisper, barge.
+
+`MonitorService` is the supervisors' side of the signalling socket
+(`webrtc.signaling.SupervisorHandler`, protocol in docs/webrtc-signaling.md). A supervisor's
+page authenticates its socket with the API session token it got from ``POST /api/v1/sessions``
+(``supervisor-auth``: a WebSocket carries no Authorization header and tokens never travel in
+URLs), for an account whose role is ``supervisor`` or ``admin``; the token is checked again on
+every message (a revoked or expired one ends the socket's session). The socket then keeps one
+WebRTC channel (``supervisor-offer``, a `webrtc.channel.AgentChannel` like an agent's) for as
+long as the page is open, and ``monitor`` puts it on any agent's call in its scope (the call's
+campaign or queue, `omlmedia.authz.Identity.covers`; a call outside every queue only for an
+unscoped identity) in one of three modes, ``listen``, ``whisper`` and ``barge``, switches mode
+or call, and ``monitor-stop`` ends it. None of it renegotiates the supervisor's channel: what
+is attached to the channel changes, not the channel. Every start, change and stop is audited
+(``call.monitor`` / ``call.monitor-stop``, `omlmedia.audit`), published as a ``call.monitored``
+event, and the call's record gets a ``supervisor`` leg (who, which modes, from when to when).
+The agent's page is told (a notice) only when `show_agents` is set (``[webrtc]
+show_monitoring``, default off).
+
+Design: a mixing room while monitored. An unmonitored call is the desk's direct relay: the
+caller's frames go to the agent's channel the moment they arrive and the agent's frames to the
+caller's leg (`omlmedia.desk`, no clock and no buffer of ours). Monitoring moves the call's audio
+(`omlmedia.desk.CallAudio`) into a `omlmedia.conference.Room` of its own at the leg's rate
+(8 kHz for G.711: nothing is resampled), with three parties: the caller (the desk's source and
+sink: hold, mute and the recording work as before), the agent (its channel attached to the
+room) and the supervisor (its channel attached to the room), PARTICIPANT, PARTICIPANT and
+LISTEN, WHISPER (to the agent) or BARGE (`media.mixer`: who hears whom is the mixer's
+matrix, so the caller never hears a listening or whispering supervisor). The room's pacer
+ticks every 20 ms: it reads one frame of each (each a queue of at most three frames filled as
+the packets arrive), mixes, and pushes each party's mix out at once (`kick` on a channel's
+fast path). Switching modes is one `Mixer.set_role`; switching calls closes one room (the call
+goes back to the direct relay) and opens the other. The desk tells the service when a channel
+stops carrying a call (`Desk.on_detach`: the call ended, was held for a consultation,
+transferred): the room closes and the supervisor's page is told.
+
+Why a room rather than taps on the relay: the mixer already says who hears whom for the three
+modes, a role change is atomic between two ticks, and the conversation under monitoring has
+one clock instead of three frame pushers racing each other. The price is the room's 20 ms clock
+on a conversation that otherwise has none: up to 20 ms more delay each way while monitored and,
+when the caller's and the browsers' packets arrive near the tick, an occasional frame held one
+tick longer or concealed as silence. One supervisor at a time per call.
+
+Cost, measured on the real server (tests/interop/test_monitor.py prints it; CPU of the server
+process from ``/proc/<pid>/stat``, 4 s windows, one G.711 caller (baresip), one agent and one
+supervisor in Chromium, on the loaded 2-core machine): see the table in the commit that added
+it and `docs/architecture.md`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from media.mixer import Role as MixRole
+from omlmedia.authz import Identity, Role, Scopes
+from omlmedia.conference import ConferenceError, Room
+from omlmedia.events import NO_EVENTS, EventSink
+from omlmedia.logs import event
+from webrtc.channel import PeerMedia
+from webrtc.exceptions import CommandError, ProtocolError
+from webrtc.signaling import PROTOCOL_VERSION, Connection, Message
+
+if TYPE_CHECKING:
+    from omlmedia.desk import AgentCall, CallAudio, Desk
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CALL_MONITORED", "MonitorMode", "MonitorService", "MonitoredCall"]
+
+Samples = npt.NDArray[np.int16]
+
+CALL_MONITORED = "call.monitored"
+"""A supervisor started, changed or stopped monitoring a call (data: supervisor, mode: listen,
+whisper, barge or None when it stopped, reason)."""
+
+MONITOR_ROLES = frozenset({Role.SUPERVISOR, Role.ADMIN})
+"""The account roles that may monitor calls."""
+
+CALLER, AGENT, SUPERVISOR = "caller", "agent", "supervisor"
+_QUEUED_FRAMES = 3
+"""Frames a party's queue keeps between its packets and the room's tick (60 ms)."""
+
+AuditWriter = Callable[
+    [Identity, str, str, Mapping[str, Any] | None, Mapping[str, Any] | None], Awaitable[None]
+]
+"""Writes one audit entry: (identity, action, target, before, after)."""
+
+
+class MonitorMode(enum.StrEnum):
+    """What the supervisor does on the call."""
+
+    LISTEN = "listen"
+    """Hears the caller and the agent; heard by nobody."""
+    WHISPER = "whisper"
+    """Hears both; heard by the agent only."""
+    BARGE = "barge"
+    """Hears both; heard by both (a three-way call)."""
+
+
+_ROLES = {
+    MonitorMode.LISTEN: MixRole.LISTEN,
+    MonitorMode.WHISPER: MixRole.WHISPER,
+    MonitorMode.BARGE: MixRole.BARGE,
+}
+_NOTICES = {
+    MonitorMode.LISTEN: "A supervisor is listening to this call",
+    MonitorMode.WHISPER: "A supervisor is coaching you (the caller does not hear them)",
+    MonitorMode.BARGE: "A supervisor joined the call",
+    None: "The supervisor left the call",
+}
+
+
+class _Frames:
+    """Frames pushed as their packets arrive, pulled one a tick; the oldest go first."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self) -> None:
+        self.frames: deque[Samples] = deque(maxlen=_QUEUED_FRAMES)
+
+    def push(self, frame: Samples) -> None:
+        self.frames.append(frame)
+
+    def pop(self) -> Samples | None:
+        frames = self.frames
+        return frames.popleft() if frames else None
+
+
+class MonitoredCall:
+    """One call in a mixing room of its own while a supervisor's channel is on it (see the
+    module docstring). `stop` gives the call back to the desk's direct relay."""
+
+    def __init__(
+        self,
+        ac: AgentCall,
+        audio: CallAudio,
+        supervisor: PeerMedia,
+        mode: MonitorMode,
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.call_id = ac.call_id
+        self.agent = ac.agent
+        self.audio = audio
+        self.supervisor = supervisor
+        self.mode = mode
+        self.room = Room(f"monitor-{ac.call_id}", loop, clock or loop.time, rate=audio.rate)
+        channel = audio.channel
+        agent_in, agent_out = _Frames(), _Frames()
+        supervisor_in, supervisor_out = _Frames(), _Frames()
+
+        def to_agent(frame: Samples) -> None:
+            agent_out.push(frame)
+            channel.kick()
+
+        def to_supervisor(frame: Samples) -> None:
+            supervisor_out.push(frame)
+            supervisor.kick()
+
+        room = self.room
+        room.add_endpoint(CALLER, audio.source, audio.sink)
+        room.add_endpoint(AGENT, agent_in.pop, to_agent)
+        role, target = self._role(mode)
+        room.add_endpoint(SUPERVISOR, supervisor_in.pop, to_supervisor, role, target)
+        audio.diverted = True
+        channel.attach(agent_out.pop, agent_in.push, rate=audio.rate, relay=True)
+        supervisor.attach(supervisor_out.pop, supervisor_in.push, rate=audio.rate, relay=True)
+
+    @staticmethod
+    def _role(mode: MonitorMode) -> tuple[MixRole, str | None]:
+        return _ROLES[mode], AGENT if mode is MonitorMode.WHISPER else None
+
+    def set_mode(self, mode: MonitorMode) -> None:
+        """Listen, whisper or barge from the next tick on."""
+        role, target = self._role(mode)
+        self.room.set_role(SUPERVISOR, role, target)
+        self.mode = mode
+
+    def stop(self, *, restore: bool = True) -> None:
+        """Close the room and detach the supervisor's channel; `restore`: the agent's channel
+        relays the call directly again (False when the desk is detaching it anyway)."""
+        self.room.close()
+        self.supervisor.detach()
+        if restore:
+            self.audio.reattach()
+        else:
+            self.audio.diverted = False
+
+
+@dataclass(eq=False)
+class _Supervisor:
+    """One supervisor's socket: who, its channel, the call it monitors."""
+
+    conn: Connection
+    token: str
+    identity: Identity
+    channel: PeerMedia
+    monitoring: MonitoredCall | None = None
+    started: float = 0.0
+    modes: list[str] = field(default_factory=list)
+    busy: bool = False
+
+
+class MonitorService:
+    """The supervisors' sockets and the calls they monitor (see the module docstring).
+
+    `authenticate` turns an API session token into an identity (`AccountBook.authenticate`),
+    `scopes` gives what scopes are checked against, `channel_factory(name)` makes a
+    supervisor's channel, `audit` writes the audit entries, `events` takes the
+    ``call.monitored`` events; `show_agents` tells agents' pages when they are monitored."""
+
+    def __init__(
+        self,
+        authenticate: Callable[[str], Identity | None],
+        scopes: Callable[[], Scopes],
+        channel_factory: Callable[[str], PeerMedia],
+        *,
+        audit: AuditWriter | None = None,
+        events: EventSink = NO_EVENTS,
+        show_agents: bool = False,
+        ice_servers: Sequence[Mapping[str, Any]] = (),
+        clock: Callable[[], float] = time.time,
+        media_clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.authenticate = authenticate
+        self.scopes = scopes
+        self.channel_factory = channel_factory
+        self.audit = audit
+        self.events = events
+        self.show_agents = show_agents
+        self.ice_servers = [dict(server) for server in ice_servers]
+        self.clock = clock
+        self.media_clock = media_clock
+        self.desk: Desk | None = None
+        self._sockets: dict[int, _Supervisor] = {}
+        self._by_call: dict[str, _Supervisor] = {}
+        self._notes: dict[str, list[dict[str, Any]]] = {}
+        """Monitoring of each call not yet written to its record."""
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def bind(self, desk: Desk) -> None:
+        """Monitor the calls of `desk` (told when its channels stop carrying a call)."""
+        self.desk = desk
+        desk.on_detach.append(self._call_detached)
+
+    # -- webrtc.signaling.SupervisorHandler -------------------------------------------------
+
+    def owns(self, conn: Connection) -> bool:
+        return id(conn) in self._sockets
+
+    def connection_closed(self, conn: Connection) -> None:
+        """The page went away: its monitoring stops and its channel closes."""
+        sup = self._sockets.pop(id(conn), None)
+        if sup is None:
+            return
+        if sup.monitoring is not None:
+            self._stop(sup, "closed", restore=True)
+        self._spawn(sup.channel.close())
+
+    async def close(self) -> None:
+        """Stop every monitor and close every channel (shutdown)."""
+        for sup in list(self._sockets.values()):
+            if sup.monitoring is not None:
+                self._stop(sup, "shutdown", restore=True)
+            await sup.channel.close()
+        self._sockets.clear()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def handle(self, conn: Connection, message: Message) -> None:
+        kind, fields, ref = message.type, message.fields, message.id
+        if kind == "supervisor-auth":
+            self._auth(conn, fields["token"], ref)
+            return
+        sup = self._sockets.get(id(conn))
+        if sup is None:
+            raise ProtocolError("not-authenticated", "send supervisor-auth first")
+        if self.authenticate(sup.token) is None:
+            self.connection_closed(conn)
+            self._send(conn, {"type": "session-ended", "reason": "expired"})
+            conn.close()
+            return
+        if sup.busy:
+            raise ProtocolError("busy", "the previous command is still running")
+        sup.busy = True
+        try:
+            if kind == "supervisor-offer":
+                try:
+                    answer = await sup.channel.accept_offer(fields["sdp"])
+                except ValueError as exc:
+                    raise CommandError("bad-offer", str(exc)[:200]) from None
+                self._send(conn, {"type": "answer", "sdp": answer, "ref": ref})
+            elif kind == "monitor":
+                await self._monitor(sup, fields["call_id"], MonitorMode(fields["mode"]))
+                self._send(conn, {"type": "ack", "ref": ref})
+                self._state(sup)
+            elif kind == "monitor-stop":
+                if sup.monitoring is not None:
+                    await self._audit(sup, "call.monitor-stop", sup.monitoring.call_id, None)
+                    self._stop(sup, "stopped", restore=True)
+                self._send(conn, {"type": "ack", "ref": ref})
+                self._state(sup, "stopped")
+            else:  # pragma: no cover - the hub routes only SUPERVISOR_MESSAGES here
+                raise ProtocolError("unknown-type", "unknown message type")
+        finally:
+            sup.busy = False
+
+    # -- inside -----------------------------------------------------------------------------
+
+    def _auth(self, conn: Connection, token: str, ref: str | int | None) -> None:
+        if id(conn) in self._sockets:
+            raise ProtocolError("already-authenticated", "this socket is authenticated")
+        identity = self.authenticate(token)
+        if identity is None:
+            raise ProtocolError("session-invalid", "the token is unknown, revoked or expired")
+        if identity.role not in MONITOR_ROLES:
+            raise ProtocolError("forbidden", f"the role {identity.role} may not monitor calls")
+        channel = self.channel_factory(f"supervisor:{identity.actor}")
+        self._sockets[id(conn)] = _Supervisor(conn, token, identity, channel)
+        event(logger, "supervisor-connected", supervisor=identity.actor)
+        reply: dict[str, Any] = {
+            "type": "supervisor-auth-ok",
+            "name": identity.actor,
+            "role": identity.role.value,
+            "ice_servers": self.ice_servers,
+        }
+        if ref is not None:
+            reply["ref"] = ref
+        self._send(conn, reply)
+
+    async def _monitor(self, sup: _Supervisor, call_id: str, mode: MonitorMode) -> None:
+        desk = self.desk
+        ac = desk.carried(call_id) if desk is not None else None
+        audio = ac.audio if ac is not None else None
+        if ac is None or audio is None:
+            raise CommandError("unknown-call", "no such call in progress")
+        if not self._covers(sup.identity, ac):
+            raise CommandError("forbidden", "the call's queue is out of your scope")
+        other = self._by_call.get(call_id)
+        if other is not None and other is not sup:
+            raise CommandError("monitored", "another supervisor is monitoring this call")
+        if sup.channel.peer_connection is None:
+            raise CommandError("no-channel", "send supervisor-offer first")
+        current = sup.monitoring
+        before = None if current is None else {"call_id": current.call_id, "mode": current.mode}
+        if current is not None and current.call_id == call_id:
+            if current.mode is mode:
+                return
+            current.set_mode(mode)
+            sup.modes.append(mode.value)
+        else:
+            if current is not None:
+                self._stop(sup, "switched", restore=True)
+            try:
+                monitored = MonitoredCall(ac, audio, sup.channel, mode, clock=self.media_clock)
+            except (ConferenceError, ValueError) as exc:
+                raise CommandError("cannot-monitor", str(exc)) from None
+            sup.monitoring = monitored
+            sup.started = self.clock()
+            sup.modes = [mode.value]
+            self._by_call[call_id] = sup
+        after = {"call_id": call_id, "agent": ac.agent, "mode": mode.value}
+        await self._audit(sup, "call.monitor", call_id, before, after)
+        self._publish(sup, ac, mode, "started" if before is None else "changed")
+        event(
+            logger,
+            "call-monitor",
+            call_id=call_id,
+            agent=ac.agent,
+            supervisor=sup.identity.actor,
+            mode=mode.value,
+        )
+
+    def _covers(self, identity: Identity, ac: AgentCall) -> bool:
+        qc = ac.queued
+        if qc is None:
+            return identity.scope is None
+        campaign = qc.campaign.name if qc.campaign is not None else ""
+        return identity.covers(self.scopes(), queue=qc.queue, campaign=campaign)
+
+    def _stop(self, sup: _Supervisor, reason: str, *, restore: bool) -> None:
+        monitored = sup.monitoring
+        if monitored is None:
+            return
+        sup.monitoring = None
+        if self._by_call.get(monitored.call_id) is sup:
+            del self._by_call[monitored.call_id]
+        monitored.stop(restore=restore)
+        self._notes.setdefault(monitored.call_id, []).append(
+            {
+                "role": "supervisor",
+                "supervisor": sup.identity.actor,
+                "modes": list(dict.fromkeys(sup.modes)),
+                "start": sup.started,
+                "end": self.clock(),
+                "codec": "opus",
+                "packets": 0,
+                "lost": 0,
+                "jitter_ms": 0.0,
+                "rtt_ms": None,
+                "mos": None,
+            }
+        )
+        desk = self.desk
+        ac = desk.carried(monitored.call_id) if desk is not None else None
+        self._publish(sup, ac, None, reason, call_id=monitored.call_id, agent=monitored.agent)
+        event(
+            logger,
+            "call-monitor-stop",
+            call_id=monitored.call_id,
+            supervisor=sup.identity.actor,
+            reason=reason,
+        )
+
+    def _call_detached(self, ac: AgentCall) -> None:
+        """The desk's channel stops carrying `ac`: its monitor (if any) stops."""
+        sup = self._by_call.get(ac.call_id)
+        if sup is not None and sup.monitoring is not None and sup.monitoring.agent == ac.agent:
+            self._stop(sup, "call-ended", restore=False)
+            self._state(sup, "call-ended")
+        if ac.call_id in self._notes:
+            asyncio.get_running_loop().call_soon(self._write_record, ac.call_id, ac.queued)
+
+    def _write_record(self, call_id: str, queued: object) -> None:
+        """Add the supervisors' legs to the call's record once the ACD has written it."""
+        notes = self._notes.get(call_id)
+        desk = self.desk
+        acd = desk.acd if desk is not None else None
+        if notes is None:
+            return
+        if queued is None or acd is None:
+            del self._notes[call_id]  # not a queue's call: it gets no record here
+            return
+        record = acd.records.get(call_id)
+        if record is None or acd.store is None:
+            return  # the call goes on (a consultation): written when it ends
+        del self._notes[call_id]
+        updated = replace(record, legs=(*record.legs, *notes))
+        acd.records[call_id] = updated
+        acd.store.call_ended(updated)
+
+    def _publish(
+        self,
+        sup: _Supervisor,
+        ac: AgentCall | None,
+        mode: MonitorMode | None,
+        reason: str,
+        *,
+        call_id: str = "",
+        agent: str = "",
+    ) -> None:
+        qc = ac.queued if ac is not None else None
+        agent = ac.agent if ac is not None else agent
+        self.events.publish(
+            CALL_MONITORED,
+            call_id=ac.call_id if ac is not None else call_id,
+            queue=qc.queue if qc is not None else "",
+            agent=agent,
+            campaign=qc.campaign.name if qc is not None and qc.campaign is not None else "",
+            data={
+                "supervisor": sup.identity.actor,
+                "mode": mode.value if mode is not None else None,
+                "reason": reason,
+            },
+        )
+        desk = self.desk
+        if self.show_agents and desk is not None and agent:
+            desk.hub.notify(agent, _NOTICES[mode])
+
+    async def _audit(
+        self,
+        sup: _Supervisor,
+        action: str,
+        call_id: str,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None = None,
+    ) -> None:
+        if self.audit is None:
+            return
+        try:
+            await self.audit(sup.identity, action, call_id, before, after)
+        except Exception:
+            logger.exception("audit of %s on %s failed", action, call_id)
+
+    def _state(self, sup: _Supervisor, reason: str = "") -> None:
+        monitored = sup.monitoring
+        message: dict[str, Any] = {"type": "monitor-state", "reason": reason}
+        if monitored is None:
+            message.update(call_id=None, agent=None, mode=None, queue="", caller="")
+        else:
+            desk = self.desk
+            ac = desk.carried(monitored.call_id) if desk is not None else None
+            message.update(
+                call_id=monitored.call_id,
+                agent=monitored.agent,
+                mode=monitored.mode.value,
+                queue=ac.info.queue if ac is not None else "",
+                caller=ac.info.caller_number if ac is not None else "",
+            )
+        self._send(sup.conn, message)
+
+    def _send(self, conn: Connection, message: dict[str, Any]) -> None:
+        message.setdefault("v", PROTOCOL_VERSION)
+        try:
+            conn.send(message)
+        except Exception:
+            logger.debug("send to supervisor page failed", exc_info=True)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await coro
+            except Exception:
+                logger.exception("closing a supervisor channel failed")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
