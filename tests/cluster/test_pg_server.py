@@ -1,0 +1,73 @@
+"""A real `omlmedia serve` configured with ``[storage] dsn`` keeps its records in PostgreSQL: a
+sipp call into a queue leaves its queue log, its call record and its events there, and nothing in
+the SQLite file of the data dir."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks import harness
+from omlmedia.storage import Store
+from tests.cluster import postgres
+from tests.interop.harness import run_sipp
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[postgres.Postgres]:
+    postgres.require()
+    with postgres.postgres() as instance:
+        yield instance
+
+
+def test_a_server_on_postgresql_stores_a_sipp_calls_record_and_queue_log_there(
+    pg: postgres.Postgres, tmp_path: Path
+) -> None:
+    dsn = postgres.fresh_database(pg)
+    storage = f'\n[storage]\ndsn = "{dsn}"\nnode = "n1"\n'
+    try:
+        server = harness.start_server(tmp_path / "node", edit_config=lambda text: text + storage)
+    except harness.ServerStartError as exc:
+        pytest.fail(str(exc))
+    try:
+        result = run_sipp(
+            [
+                *("-sn", "uac", f"127.0.0.1:{server.sip_port}", "-s", "sales"),
+                *("-i", "127.0.0.1", "-p", "0", "-m", "1", "-d", "1500"),
+            ],
+            tmp_path,
+        )
+        assert result.returncode == 0, result.output + result.errors
+        server.wait_idle()
+    finally:
+        assert server.stop() == 0, server.log()[-3000:]
+    store = Store(dsn)
+    try:
+        deadline = time.monotonic() + 10
+        while not store.call_records():
+            assert time.monotonic() < deadline, "no call record reached PostgreSQL"
+            time.sleep(0.1)
+        (record,) = store.call_records()
+        # The caller hung up while waiting in the queue: no agent answered it.
+        assert (record.queue, record.answer, record.hangup_by) == ("sales", None, "caller")
+        assert record.end - record.start > 1.0
+        events = [row.event for row in store.queue_log(call_id=record.call_id)]
+        assert events[0] == "enter" and "abandon" in events, events
+        stored = [row[2] for row in store.events(0, 100) if row[3] == record.call_id]
+        assert "call.ended" in stored, stored
+        assert store.open_calls() == []
+    finally:
+        store.close()
+    sqlite_file = tmp_path / "node" / "data" / "omlmedia.db"
+    if sqlite_file.exists():  # the accounts live there; the records do not
+        db = sqlite3.connect(sqlite_file)
+        try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            if "cdr" in tables:
+                assert db.execute("SELECT COUNT(*) FROM cdr").fetchone() == (0,)
+        finally:
+            db.close()
