@@ -29,6 +29,16 @@ had is the jitter the target sees, as with passthrough, and the far end's buffer
 type; when clock rates differ (G.711 on one leg, Opus on the other) the timestamp and the event
 duration are scaled. A leg without telephone-event gets no events (counted).
 
+**Transparent** passthrough (`start(transparent=True)`, for a call the kernel may relay:
+the same payload-type numbers on both legs, no SRTP): each packet leaves exactly as it came, and
+the target leg takes the source's SSRC as its own (its RTCP then reports on the stream the far
+end sees). Once both legs have latched, `on_latched` is called (once per arming) so the owner can
+install kernel rules (`media.kernelpath`) that move the same bytes without Python; whether the
+kernel or the relay moves a packet, the far end sees one stream. When the rules go
+(`kernel_removed`, with how many packets they moved each way) the target's next sequence number
+accounts for them. A new SSRC from a source (a transfer) ends transparency for good: from then
+on the relay rewrites as above, continuing the stream the far end saw.
+
 Everything per packet is caught and counted: a bad packet never ends the call or the bridge.
 """
 
@@ -116,6 +126,7 @@ class _Forward:
         "last_seq",
         "last_ts",
         "muted",
+        "on_latched",
         "out_event_type",
         "out_origin",
         "out_rate",
@@ -126,6 +137,7 @@ class _Forward:
         "switch",
         "target",
         "transcoder",
+        "transparent",
         "ts_offset",
     )
 
@@ -150,6 +162,8 @@ class _Forward:
         self.in_origin = 0
         self.out_origin = 0
         self.switch = True
+        self.transparent = False
+        self.on_latched: Callable[[], None] | None = None
 
     def configure(self, factory: TranscoderFactory | None) -> None:
         """Pick passthrough or transcoding from the two legs' formats."""
@@ -163,6 +177,12 @@ class _Forward:
         self.in_rate = src.clock_rate
         self.out_rate = dst.clock_rate
         passthrough = src.key == dst.key
+        if self.transparent and not (
+            passthrough
+            and src.receive_types == dst.receive_types
+            and src.event_receive_types == dst.event_receive_types
+        ):
+            self.transparent = False
         if passthrough:
             self.transcoder = None
         elif factory is None:
@@ -173,9 +193,18 @@ class _Forward:
             self.in_ssrc = None  # a new mode starts a new source on the target
         self.passthrough = passthrough
 
+    def unwrap(self) -> None:
+        """Leave transparent passthrough: the source's numbers were the target's, so rewriting
+        starts with no offset after the last packet the far end got (relay or kernel)."""
+        self.seq_offset = self.ts_offset = 0
+        self.last_seq = (self.target.sequence_number - 1) & 0xFFFF
+        self.switch = False
+
     def sink(self) -> Callable[[bytes, int, int, int, int, float], None]:
         """The source leg's sink for the current mode (one call per packet on the hot path)."""
-        return self.relay if self.passthrough else self.transcode
+        if not self.passthrough:
+            return self.transcode
+        return self.transparent_relay if self.transparent else self.relay
 
     def _failed(self) -> None:
         self.counters.errors += 1
@@ -201,6 +230,32 @@ class _Forward:
         self.switch = True
 
     # -- passthrough ------------------------------------------------------------------------
+
+    def transparent_relay(
+        self, data: bytes, second: int, seq: int, ts: int, ssrc: int, now: float
+    ) -> None:
+        """Transparent passthrough: the packet leaves unchanged (the leg's sink)."""
+        try:
+            if self.muted:
+                self.counters.muted += 1
+                return
+            target = self.target
+            if self.in_ssrc != ssrc:
+                if self.in_ssrc is not None:
+                    self.transparent = False
+                    self.on_latched = None
+                    self.source.sink = self.relay
+                    self.relay(data, second, seq, ts, ssrc, now)
+                    return
+                self.in_ssrc = ssrc
+                target.ssrc = target.sender.ssrc = ssrc
+            target.sequence_number = (seq + 1) & 0xFFFF
+            target.send_packet(data, ts, len(data) - 12, now)
+            self.counters.forwarded += 1
+            if self.on_latched is not None and self.source.latched and target.latched:
+                self.on_latched()
+        except Exception:
+            self._failed()
 
     def relay(self, data: bytes, second: int, seq: int, ts: int, ssrc: int, now: float) -> None:
         """Passthrough: rewrite the header, keep the payload (the leg's sink)."""
@@ -337,14 +392,32 @@ class MediaBridge:
         self._b_to_a = _Forward(b, a)
         self.running = False
         self.held_by: RtpLeg | None = None
+        self.on_latched: Callable[[], None] | None = None
+        """Called once both legs latched while transparent (re-armed by `kernel_removed`)."""
 
-    def start(self) -> None:
+    def start(self, transparent: bool = False) -> None:
         """Join the legs (both must have a format); call again after a leg's format changed.
+        `transparent` asks for transparent passthrough when both legs use the same payload
+        types (a bridge that left transparency never goes back: its stream is rewritten).
 
         Raises ValueError when the formats differ and no transcoder can join them.
         """
-        self._a_to_b.configure(self.transcoders)
-        self._b_to_a.configure(self.transcoders)
+        first = not self.running and self._a_to_b.in_ssrc is None and self._b_to_a.in_ssrc is None
+        forwards = (self._a_to_b, self._b_to_a)
+        was = [f.transparent for f in forwards]
+        for forward in forwards:
+            if first:
+                forward.transparent = transparent
+            elif not transparent:
+                forward.transparent = False
+        for forward in forwards:
+            forward.configure(self.transcoders)
+        if not self.transparent:
+            for forward, transparent_before in zip(forwards, was, strict=True):
+                forward.transparent = False
+                if transparent_before and forward.passthrough:
+                    forward.unwrap()
+        self._arm()
         self.a.sink = self._a_to_b.sink()
         self.b.sink = self._b_to_a.sink()
         self.running = True
@@ -356,8 +429,31 @@ class MediaBridge:
         for forward in (self._a_to_b, self._b_to_a):
             if forward.muted != on_hold:
                 forward.muted = on_hold
-                forward.in_ssrc = None
+                if not forward.transparent:
+                    forward.in_ssrc = None
         self.held_by = holder if on_hold else None
+
+    @property
+    def transparent(self) -> bool:
+        """True when both directions relay packets unchanged (the kernel may take over)."""
+        return self._a_to_b.transparent and self._b_to_a.transparent
+
+    def _arm(self) -> None:
+        ready = self._latched if self.transparent and self.on_latched is not None else None
+        self._a_to_b.on_latched = self._b_to_a.on_latched = ready
+
+    def _latched(self) -> None:
+        self._a_to_b.on_latched = self._b_to_a.on_latched = None
+        if self.on_latched is not None and self.transparent:
+            self.on_latched()
+
+    def kernel_removed(self, a_to_b: int, b_to_a: int) -> None:
+        """Kernel rules that moved `a_to_b` and `b_to_a` packets are gone: our streams' next
+        sequence numbers follow the packets the far ends got from the kernel; `on_latched`
+        fires again at the next packet while both legs stay latched and transparent."""
+        self.b.sequence_number = (self.b.sequence_number + a_to_b) & 0xFFFF
+        self.a.sequence_number = (self.a.sequence_number + b_to_a) & 0xFFFF
+        self._arm()
 
     def stop(self) -> None:
         """Unjoin the legs (each stops forwarding; their sockets stay with their owner)."""
