@@ -32,6 +32,9 @@ Routes (all JSON):
   time, ``{"records": [...], "total": n, "offset": o, "limit": l, "next": o2 | null}``;
 - ``GET /api/v1/queue-log?since=&until=&queue=&agent=&call_id=&offset=&limit=``: queue log
   entries in time order, paged the same way (``"entries"``);
+- ``GET /api/v1/reports/...`` and ``GET /api/v1/recordings...``: reports rebuilt from the store
+  (JSON or CSV) and call recordings (search, play with ranges, download; audited), in
+  `omlmedia.reports_api`;
 - ``GET /api/v1/events``: the event stream, WebSocket or Server-Sent Events
   (`omlmedia.eventstream`);
 - ``GET /api/v1/wallboard``: the supervisors' wallboard, today's figures and the live state
@@ -68,6 +71,7 @@ from omlmedia.problems import ApiError
 from omlmedia.problems import json_body as _body
 from omlmedia.problems import page as _page
 from omlmedia.problems import query_span as _span
+from omlmedia.reports_api import install as install_reports
 from omlmedia.storage import CallRecord, QueueLogRow, Store
 from omlmedia.wallboard import install as install_wallboard
 from omlmedia.wallboard import wallboard_for
@@ -409,6 +413,7 @@ def create_app(
     api[WEBHOOKS_KEY] = webhooks
     api.add_routes(webhook_routes)
     api.add_routes(openapi_routes)
+    install_reports(api, config, database)
     install_event_stream(api, events)
     install_wallboard(api, wallboard_for(config, acd, api[READER_KEY], events))
     app = root if root is not None else web.Application()

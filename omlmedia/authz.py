@@ -69,7 +69,8 @@ class Role(enum.StrEnum):
     ADMIN = "admin"
     """Everything: accounts, tokens, the audit log, and all a supervisor may do."""
     SUPERVISOR = "supervisor"
-    """Reads queues, agents and records, and commands agents (pause, unpause, log out)."""
+    """Reads queues, agents and records, listens to recordings, and commands agents (pause,
+    unpause, log out)."""
     AGENT = "agent"
     """Works calls on the agent page; on the API, only the health check."""
     REPORTING = "reporting"
@@ -85,6 +86,8 @@ class Permission(enum.StrEnum):
     AGENTS_READ = "agents:read"
     AGENTS_CONTROL = "agents:control"
     RECORDS_READ = "records:read"
+    RECORDINGS_READ = "recordings:read"
+    """Search, play and download call recordings (supervisors and administrators only)."""
     ACCOUNTS_ADMIN = "accounts:admin"
     TOKENS_ADMIN = "tokens:admin"
     AUDIT_READ = "audit:read"
@@ -107,7 +110,7 @@ _READ = frozenset(
 
 ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
-    Role.SUPERVISOR: _READ | {Permission.AGENTS_CONTROL},
+    Role.SUPERVISOR: _READ | {Permission.AGENTS_CONTROL, Permission.RECORDINGS_READ},
     Role.REPORTING: _READ,
     Role.AGENT: frozenset({Permission.HEALTH}),
 }
@@ -152,6 +155,12 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("POST", "/api/v1/agents/{name}/logout"): Rule(Permission.AGENTS_CONTROL, Scope.AGENT),
     ("GET", "/api/v1/calls/records"): Rule(Permission.RECORDS_READ, Scope.FILTER),
     ("GET", "/api/v1/queue-log"): Rule(Permission.RECORDS_READ, Scope.FILTER),
+    ("GET", "/api/v1/reports/agents"): Rule(Permission.RECORDS_READ, Scope.FILTER),
+    ("GET", "/api/v1/reports/queues"): Rule(Permission.RECORDS_READ, Scope.FILTER),
+    ("GET", "/api/v1/reports/dispositions"): Rule(Permission.RECORDS_READ, Scope.FILTER),
+    ("GET", "/api/v1/reports/calls"): Rule(Permission.RECORDS_READ, Scope.FILTER),
+    ("GET", "/api/v1/recordings"): Rule(Permission.RECORDINGS_READ, Scope.FILTER),
+    ("GET", "/api/v1/recordings/{id}/audio"): Rule(Permission.RECORDINGS_READ, Scope.FILTER),
     ("GET", "/api/v1/accounts"): Rule(Permission.ACCOUNTS_ADMIN, Scope.GLOBAL),
     ("POST", "/api/v1/accounts"): Rule(Permission.ACCOUNTS_ADMIN, Scope.GLOBAL),
     ("GET", "/api/v1/accounts/{name}"): Rule(Permission.ACCOUNTS_ADMIN, Scope.GLOBAL),

@@ -221,6 +221,42 @@ SCHEMAS: dict[str, Schema] = {
             "stats": _OBJECT,
         },
     },
+    "Report": {
+        "type": "object",
+        "description": "A report: its columns in order and one object per row (the same cells "
+        "as its CSV).",
+        "required": ["report", "since", "until", "columns", "rows"],
+        "properties": {
+            "report": {"type": "string"},
+            "since": {"type": "number"},
+            "until": {"type": "number"},
+            "timezone": {"type": "string"},
+            "from": {"type": "string", "description": "since, in the site's time."},
+            "to": {"type": "string", "description": "until, in the site's time."},
+            "interval": {"type": "string"},
+            "columns": {"type": "array", "items": {"type": "string"}},
+            "rows": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "Recording": {
+        "type": "object",
+        "required": ["call_id", "start", "time", "audio", "media_type", "size"],
+        "properties": {
+            "call_id": {"type": "string"},
+            "start": {"type": "string", "description": "In the site's time."},
+            "time": {"type": "number"},
+            "caller": {"type": "string"},
+            "agent": {"type": "string"},
+            "campaign": {"type": "string"},
+            "queue": {"type": "string"},
+            "disposition": {"type": "string"},
+            "duration": {"type": "number", "description": "Talk seconds."},
+            "min_mos": _nullable({"type": "number"}),
+            "size": {"type": "integer"},
+            "media_type": {"type": "string"},
+            "audio": {"type": "string", "description": "Its audio route."},
+        },
+    },
     "CallRecord": {
         "type": "object",
         "required": ["call_id", "start", "end", "duration", "billsec", "legs"],
@@ -339,6 +375,43 @@ _QUEUE_FILTER = _query(
     "queue", {"type": "string"}, "Only this queue (must be in the token's scope)."
 )
 _AGENT_FILTER = _query("agent", {"type": "string"}, "Only this agent.")
+_CAMPAIGN_FILTER = _query(
+    "campaign", {"type": "string"}, "Only this campaign (must be in the token's scope)."
+)
+_REPORT_SPAN = (
+    _query(
+        "day",
+        {"type": "string", "format": "date"},
+        "The site's day (YYYY-MM-DD, in [site] timezone); without day nor since/until: today.",
+        empty=True,
+    ),
+    _query(
+        "days",
+        {"type": "integer", "minimum": 1, "maximum": 92},
+        "Days from day (default 1).",
+        empty=True,
+    ),
+    _query("since", _TIME, "Unix time (seconds), included; with until.", empty=True),
+    _query(
+        "until", _TIME, "Unix time (seconds), excluded; after since, at most 92 days.", empty=True
+    ),
+)
+_FORMAT = _query(
+    "format",
+    {"type": "string", "enum": ["json", "csv"]},
+    "json (default) or csv (the same cells; Accept: text/csv works too).",
+    empty=True,
+)
+_NO_RECORDS = "No queues are configured: there are no records."
+
+
+def _report(*parameters: Schema) -> Operation:
+    return Operation(
+        parameters=(*_REPORT_SPAN, *parameters, _FORMAT),
+        responses={200: _ref("Report")},
+        problems={404: _NO_RECORDS},
+        alternates=("text/csv",),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +428,8 @@ class Operation:
     body_required: bool = False
     """The route refuses a request without a body (400)."""
     content_type: str = "application/json"
+    alternates: tuple[str, ...] = ()
+    """Other content types of the successful answer (a report's ``text/csv``)."""
     stream: bool = False
     """The answer is a stream (SSE or WebSocket): documented, not fuzzed."""
 
@@ -474,6 +549,73 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         ),
         responses={200: _page_of("entries", "QueueLogEntry")},
         problems={404: "No queues are configured: there are no records."},
+    ),
+    ("GET", "/api/v1/reports/agents"): _report(_QUEUE_FILTER, _AGENT_FILTER),
+    ("GET", "/api/v1/reports/queues"): _report(
+        _query(
+            "interval",
+            {"type": "string", "enum": ["15", "30", "60", "day"]},
+            "Minutes of the site's clock, or its day (default 60).",
+            empty=True,
+        ),
+        _query(
+            "by",
+            {"type": "string", "enum": ["queue", "campaign"]},
+            "A row per queue (default) or per campaign.",
+            empty=True,
+        ),
+        _QUEUE_FILTER,
+        _CAMPAIGN_FILTER,
+    ),
+    ("GET", "/api/v1/reports/dispositions"): _report(_QUEUE_FILTER, _CAMPAIGN_FILTER),
+    ("GET", "/api/v1/reports/calls"): _report(_QUEUE_FILTER, _CAMPAIGN_FILTER, _AGENT_FILTER),
+    ("GET", "/api/v1/recordings"): Operation(
+        parameters=(
+            *_REPORT_SPAN,
+            _QUEUE_FILTER,
+            _CAMPAIGN_FILTER,
+            _AGENT_FILTER,
+            _query("caller", {"type": "string"}, "A part of the caller's number."),
+            _query("disposition", {"type": "string"}, "Only this disposition."),
+            _query(
+                "min_duration",
+                {"type": "number", "minimum": 0, "maximum": 1e9},
+                "At least these talk seconds.",
+                empty=True,
+            ),
+            _query(
+                "max_duration",
+                {"type": "number", "minimum": 0, "maximum": 1e9},
+                "At most these talk seconds.",
+                empty=True,
+            ),
+            _query(
+                "min_mos",
+                {"type": "number", "minimum": 1, "maximum": 5},
+                "Every scored leg at least this MOS.",
+                empty=True,
+            ),
+            *_PAGING,
+        ),
+        responses={200: _page_of("recordings", "Recording")},
+        problems={404: _NO_RECORDS},
+    ),
+    ("GET", "/api/v1/recordings/{id}/audio"): Operation(
+        parameters=(
+            _path("id", "The call."),
+            _query(
+                "download",
+                {"type": "string", "enum": ["0", "1", "true", "false"]},
+                "1: as a file to save (Content-Disposition: attachment).",
+                empty=True,
+            ),
+        ),
+        responses={200: None, 206: None},
+        problems={
+            404: "No such call, no recording of it, or its file is gone.",
+            416: "A range beyond the file.",
+        },
+        content_type="audio/ogg",
     ),
     ("GET", "/api/v1/accounts"): Operation(
         responses={200: _list_of("accounts", "Account")}, problems={404: _NO_BOOK}
@@ -753,6 +895,8 @@ def _operation(method: str, path: str, handler: Any) -> Schema:
                 if schema is not None
                 else {spec.content_type: {}}
             )
+            for alternate in spec.alternates:
+                answer["content"][alternate] = {"schema": {"type": "string"}}
         responses[str(status)] = answer
     for status, why in spec.problems.items():
         responses[str(status)] = _problem(why)

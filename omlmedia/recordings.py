@@ -1,0 +1,240 @@
+"""Call recordings: where a call's file is, the search over call records, and the retention job.
+
+A campaign with ``recording = true`` records each call (`omlmedia.recording.CallRecorder`) under
+``<data_dir>/recordings``; the call record keeps the file's path. `recording_file` gives that
+file only when it is still there and lies inside the recordings directory (a record never makes
+the server read elsewhere). `search` filters call records as the API's search does.
+
+Retention. A campaign's ``recording_retention_days`` (0: kept for ever) says how long its
+recordings are kept. `sweep` deletes the files of the calls that ended more than that many days
+before `now` and returns what it deleted; `RetentionJob` runs it at start and then once a day,
+with an injected clock, and each deletion is logged and written to the audit log
+(``recording.delete``, actor ``retention``) by the `audit` callback it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from omlmedia.storage import CallRecord
+
+__all__ = [
+    "DAY",
+    "Deleted",
+    "RecordingQuery",
+    "RetentionJob",
+    "media_type",
+    "min_mos",
+    "recording_file",
+    "search",
+    "sweep",
+]
+
+logger = logging.getLogger(__name__)
+
+DAY: Final = 86400.0
+_MEDIA_TYPES: Final = {".opus": "audio/ogg", ".ogg": "audio/ogg", ".wav": "audio/wav"}
+
+
+def recording_file(record: CallRecord, root: Path) -> Path | None:
+    """The call's recording when its file exists inside `root`; else None."""
+    if not record.recording:
+        return None
+    try:
+        path = Path(record.recording)
+        if not path.is_absolute():
+            path = root / path
+        resolved = path.resolve()
+        if not resolved.is_relative_to(root.resolve()) or not resolved.is_file():
+            return None
+    except (OSError, ValueError, RuntimeError):
+        return None
+    return resolved
+
+
+def media_type(path: Path) -> str:
+    """The Content-Type of a recording file (Ogg/Opus or WAV)."""
+    return _MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
+
+
+def min_mos(record: CallRecord) -> float | None:
+    """The lowest MOS of the call's legs (None when no leg has one)."""
+    scores = []
+    for leg in record.legs:
+        value = leg.get("mos")
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            scores.append(float(value))
+    return min(scores) if scores else None
+
+
+def talk_seconds(record: CallRecord) -> float:
+    """What a recording of the call lasts about: from the answer to the end."""
+    return record.billsec if record.answer is not None else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingQuery:
+    """The search's filters (None or empty: any). `caller` matches a part of the caller's
+    number; durations are the talk time in seconds; `min_mos` keeps the calls whose every leg
+    with a score has at least that MOS (a call without a score is left out)."""
+
+    agent: str | None = None
+    campaign: str | None = None
+    caller: str | None = None
+    disposition: str | None = None
+    min_duration: float | None = None
+    max_duration: float | None = None
+    min_mos: float | None = None
+
+    def matches(self, record: CallRecord) -> bool:
+        """Whether `record` passes every filter."""
+        if self.agent is not None and record.agent != self.agent:
+            return False
+        if self.campaign is not None and record.campaign != self.campaign:
+            return False
+        if self.caller and self.caller not in record.caller:
+            return False
+        if self.disposition is not None and record.disposition != self.disposition:
+            return False
+        seconds = talk_seconds(record)
+        if self.min_duration is not None and seconds < self.min_duration:
+            return False
+        if self.max_duration is not None and seconds > self.max_duration:
+            return False
+        if self.min_mos is not None:
+            score = min_mos(record)
+            if score is None or score < self.min_mos:
+                return False
+        return True
+
+
+def search(
+    records: Iterable[CallRecord], query: RecordingQuery, root: Path
+) -> list[tuple[CallRecord, Path]]:
+    """The records that match `query` and whose recording is there, with its file, by start
+    time."""
+    found = []
+    for record in sorted(records, key=lambda r: (r.start, r.call_id)):
+        if not record.recording or not query.matches(record):
+            continue
+        path = recording_file(record, root)
+        if path is not None:
+            found.append((record, path))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """A recording the retention job deleted."""
+
+    call_id: str
+    campaign: str
+    path: Path
+    ended: float
+    days: int
+
+
+def sweep(
+    records: Iterable[CallRecord], retention: Mapping[str, int], root: Path, now: float
+) -> list[Deleted]:
+    """Delete the recordings of the calls of each campaign of `retention` (days, 0: kept) that
+    ended more than its days before `now`; returns them. A file already gone, or outside
+    `root`, is left alone."""
+    deleted = []
+    for record in records:
+        days = retention.get(record.campaign, 0)
+        if days <= 0 or record.end > now - days * DAY:
+            continue
+        path = recording_file(record, root)
+        if path is None:
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            logger.warning("retention: cannot delete %s: %s", path, exc)
+            continue
+        deleted.append(Deleted(record.call_id, record.campaign, path, record.end, days))
+    return deleted
+
+
+Audit = Callable[[Deleted], Awaitable[None]]
+Records = Callable[[float], Awaitable[list[CallRecord]]]
+
+
+class RetentionJob:
+    """Runs `sweep` at `start` and then every `period` seconds (a day): `records(before)` gives
+    the call records that started before a time, `clock` the time, `audit` writes each
+    deletion to the audit log."""
+
+    def __init__(
+        self,
+        retention: Mapping[str, int],
+        root: Path,
+        records: Records,
+        audit: Audit,
+        *,
+        clock: Callable[[], float],
+        period: float = DAY,
+    ) -> None:
+        self.retention = {name: days for name, days in retention.items() if days > 0}
+        self.root = root
+        self.records = records
+        self.audit = audit
+        self.clock = clock
+        self.period = period
+        self.runs = 0
+        self.deleted = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def run_once(self) -> list[Deleted]:
+        """One sweep now: deletes, logs and audits each old recording."""
+        if not self.retention:
+            return []
+        now = self.clock()
+        shortest = min(self.retention.values())
+        records = await self.records(now - shortest * DAY)
+        loop = asyncio.get_running_loop()
+        deleted = await loop.run_in_executor(None, sweep, records, self.retention, self.root, now)
+        for item in deleted:
+            logger.info(
+                "retention: deleted the recording of %s (campaign %s, kept %d days): %s",
+                item.call_id,
+                item.campaign,
+                item.days,
+                item.path,
+            )
+            await self.audit(item)
+        self.runs += 1
+        self.deleted += len(deleted)
+        return deleted
+
+    def start(self) -> None:
+        """Sweep now and then every period (nothing to do without a retention)."""
+        if self._task is None and self.retention:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception:
+                logger.exception("the recording retention sweep failed; next one in a day")
+            await asyncio.sleep(self.period)
+
+    async def close(self) -> None:
+        """Stop the daily sweep."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None

@@ -1,0 +1,591 @@
+"""The report routes of the API: agent activity, queues and campaigns by interval, dispositions
+and call detail, as JSON or CSV (`omlmedia.reports` computes them).
+
+Each report is rebuilt, at each request, from what the store holds (the queue log, the call
+records, the agents' ``agent.state`` events), read on a thread of its own with its own
+connection (`ReportReader`) so the event loop never waits for the disk. The span is the site's
+day (``?day=YYYY-MM-DD``, and ``days`` more, in ``[site] timezone``), or ``since``/``until``
+(Unix seconds), at most `MAX_DAYS` days; without either, the site's day today. The answer is
+JSON (``{"report", "since", "until", "timezone", "from", "to", "columns", "rows"}``), or CSV with
+``?format=csv`` or ``Accept: text/csv``: a header row of the columns, then the same cells
+(`omlmedia.reports.csv_text`). Rows outside the token's scope are left out; a ``queue`` or
+``campaign`` parameter out of scope is refused (403).
+
+Routes: ``GET /api/v1/reports/agents``, ``GET /api/v1/reports/queues`` (``interval`` 15, 30, 60
+or ``day``; ``by`` ``queue`` or ``campaign``), ``GET /api/v1/reports/dispositions``,
+``GET /api/v1/reports/calls``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Final, TypeVar
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from omlmedia.admin_api import BOOK_KEY
+from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Identity, Scopes
+from omlmedia.config import Config
+from omlmedia.problems import ApiError, page, query_count, query_time
+from omlmedia.recordings import (
+    RecordingQuery,
+    media_type,
+    min_mos,
+    recording_file,
+    search,
+    talk_seconds,
+)
+from omlmedia.reports import (
+    INTERVALS,
+    Report,
+    StateChange,
+    agent_activity,
+    call_details,
+    csv_text,
+    day_span,
+    dispositions,
+    local_time,
+    queue_intervals,
+)
+from omlmedia.storage import CallRecord, QueueLogRow, Store
+
+__all__ = [
+    "CLOCK_KEY",
+    "MAX_DAYS",
+    "REPORTS_KEY",
+    "ReportReader",
+    "install",
+    "routes",
+    "span_of",
+]
+
+T = TypeVar("T")
+
+MAX_DAYS: Final = 92
+"""The longest span a report covers, in days."""
+OUTCOME_DAYS: Final = 1
+"""Days read past a span's end for what became of its last callers (their answers, their
+ends)."""
+CSV_TYPE: Final = "text/csv"
+
+CLOCK_KEY: web.AppKey[Callable[[], float]] = web.AppKey("reports_clock")
+"""The clock that says which day is today (time.time unless a test sets it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """What the store holds for one report's span."""
+
+    log: list[QueueLogRow]
+    records: list[CallRecord]
+    changes: list[StateChange]
+
+
+class ReportReader:
+    """Reads the queue log, the call records and the agents' state changes from the database
+    on a thread of its own (its own connection, opened at the first read)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="omlmedia-reports")
+        self._store: Store | None = None
+
+    def _open(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.path)
+        return self._store
+
+    async def run(self, read: Callable[[Store], T]) -> T:
+        """Run `read` with the store on the reader's thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: read(self._open()))
+
+    async def rows(
+        self, since: float, until: float, *, log: bool = True, changes: bool = True
+    ) -> Rows:
+        """The queue log from `since` to a day past `until`, the call records started in the
+        span, and the agents' state changes (with each one's last before `since`)."""
+        beyond = until + OUTCOME_DAYS * 86400.0
+
+        def read(store: Store) -> Rows:
+            return Rows(
+                store.queue_log(since, beyond) if log else [],
+                store.call_records(since, until),
+                state_changes(store, since, beyond) if changes else [],
+            )
+
+        return await self.run(read)
+
+    async def records(self, since: float, until: float) -> list[CallRecord]:
+        """The call records started in ``[since, until)``."""
+        return await self.run(lambda store: store.call_records(since, until))
+
+    async def record(self, call_id: str) -> CallRecord | None:
+        """One call's record."""
+        return await self.run(lambda store: store.call_record(call_id))
+
+    def _close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    async def close(self) -> None:
+        """Close the connection and the thread."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
+
+
+def _change(time_: float, agent: str, data: str) -> StateChange:
+    try:
+        values = json.loads(data)
+    except ValueError:
+        values = {}
+    if not isinstance(values, dict):
+        values = {}
+    return StateChange(
+        float(time_), agent, str(values.get("state") or ""), str(values.get("reason") or "")
+    )
+
+
+def state_changes(store: Store, since: float, until: float) -> list[StateChange]:
+    """Every ``agent.state`` event in ``[since, until)`` and each agent's last one before
+    `since` (its state at `since`), in time order."""
+    db = store._db
+    before = db.execute(
+        "SELECT e.time, e.agent, e.data FROM events e JOIN ("
+        " SELECT agent, MAX(id) AS last_id FROM events"
+        " WHERE type = 'agent.state' AND time < ? GROUP BY agent"
+        ") b ON e.id = b.last_id",
+        (since,),
+    ).fetchall()
+    during = db.execute(
+        "SELECT time, agent, data FROM events WHERE type = 'agent.state' AND time >= ? "
+        "AND time < ? ORDER BY time, id",
+        (since, until),
+    ).fetchall()
+    found = [_change(*row) for row in before]
+    found.sort(key=lambda c: c.time)
+    return found + [_change(*row) for row in during]
+
+
+REPORTS_KEY: web.AppKey[ReportReader | None] = web.AppKey("reports_reader")
+REPORT_CONFIG_KEY: web.AppKey[Config] = web.AppKey("reports_config")
+
+routes = web.RouteTableDef()
+
+
+# -- parameters -------------------------------------------------------------------------------
+
+
+def _config(request: web.Request) -> Config:
+    return request.app[REPORT_CONFIG_KEY]
+
+
+def _zone(request: web.Request) -> ZoneInfo:
+    return _config(request).site.zone
+
+
+def span_of(request: web.Request, zone: ZoneInfo, now: float) -> tuple[float, float]:
+    """The report's span: ``day`` (and ``days``) of the site, or ``since``/``until``, or the
+    site's day of `now`; 400 naming the parameter when it is not one."""
+    query = request.query
+    if query.get("day"):
+        if query.get("since") or query.get("until"):
+            why = "give a day or since/until, not both"
+            raise ApiError(400, why, [("day", why)])
+        try:
+            day = date.fromisoformat(query["day"])
+        except ValueError:
+            why = "must be a date, YYYY-MM-DD"
+            raise ApiError(400, f"day {why}", [("day", why)]) from None
+        days = query_count(request, "days", 1, 1, MAX_DAYS)
+        try:
+            return day_span(day, zone, days)
+        except (OverflowError, ValueError):
+            why = "is out of range"
+            raise ApiError(400, f"day {why}", [("day", why)]) from None
+    if query.get("days"):
+        why = "needs a day"
+        raise ApiError(400, f"days {why}", [("days", why)])
+    if query.get("since") or query.get("until"):
+        since = query_time(request, "since", math.nan)
+        until = query_time(request, "until", math.nan)
+        for name, value in (("since", since), ("until", until)):
+            if math.isnan(value):
+                why = "is required with since/until"
+                raise ApiError(400, f"{name} {why}", [(name, why)])
+        if until <= since:
+            raise ApiError(400, "until must be after since", [("until", "is not after since")])
+        if until - since > MAX_DAYS * 86400.0:
+            why = f"the span is longer than {MAX_DAYS} days"
+            raise ApiError(400, why, [("until", why)])
+        return since, until
+    return day_span(datetime.fromtimestamp(now, zone).date(), zone)
+
+
+def _choice(request: web.Request, name: str, choices: Iterable[str], default: str) -> str:
+    value = request.query.get(name) or default
+    allowed = list(choices)
+    if value not in allowed:
+        why = f"must be one of {', '.join(allowed)}"
+        raise ApiError(400, f"{name} {why}", [(name, why)])
+    return value
+
+
+def _wants_csv(request: web.Request) -> bool:
+    if request.query.get("format"):
+        return _choice(request, "format", ("json", "csv"), "json") == "csv"
+    accept = request.headers.get("Accept", "")
+    return any(part.split(";")[0].strip().lower() == CSV_TYPE for part in accept.split(","))
+
+
+def _reader(request: web.Request) -> ReportReader:
+    reader = request.app[REPORTS_KEY]
+    if reader is None:
+        raise ApiError(404, "no queues are configured: there are no records")
+    return reader
+
+
+def _scoped(request: web.Request) -> tuple[Identity, Scopes]:
+    return request[IDENTITY_KEY], request.app[SCOPES_KEY]()
+
+
+def _answer(request: web.Request, report: Report) -> web.Response:
+    if _wants_csv(request):
+        day = report.meta.get("from", "")[:10] or "report"
+        return web.Response(
+            text=csv_text(report),
+            content_type=CSV_TYPE,
+            charset="utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="{report.name}-{day}.csv"',
+                "Cache-Control": "no-store",
+            },
+        )
+    return web.json_response(report.view(), headers={"Cache-Control": "no-store"})
+
+
+def _now(request: web.Request) -> float:
+    clock = request.app.get(CLOCK_KEY)
+    return clock() if clock is not None else time.time()
+
+
+async def _span_rows(
+    request: web.Request, *, log: bool = True, changes: bool = True
+) -> tuple[float, float, ZoneInfo, Rows]:
+    zone = _zone(request)
+    _wants_csv(request)
+    since, until = span_of(request, zone, _now(request))
+    rows = await _reader(request).rows(since, until, log=log, changes=changes)
+    return since, until, zone, rows
+
+
+def _filter(report: Report, keep: Callable[[dict[str, Any]], bool]) -> Report:
+    return Report(report.name, report.columns, [r for r in report.rows if keep(r)], report.meta)
+
+
+def _campaign_queues(config: Config) -> dict[str, str]:
+    return {c.name: c.queue for c in config.campaigns}
+
+
+def _campaign_filter(request: web.Request, identity: Identity, scopes: Scopes) -> str | None:
+    campaign = request.query.get("campaign")
+    if campaign is not None:
+        queue = scopes.campaigns.get(campaign, "")
+        if not identity.covers(scopes, queue=queue, campaign=campaign):
+            raise ApiError(403, f"the campaign {campaign} is out of scope", missing_scope=campaign)
+    return campaign
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+
+@routes.get("/v1/reports/agents")
+async def get_agent_report(request: web.Request) -> web.Response:
+    """Agent activity over the span: logged-in time, ready, ringing, talk, wrap-up, paused
+    (and by reason), occupancy, calls and average handle time, per agent in scope.
+
+    Rebuilt from the agents' stored state changes. ``agent`` and ``queue`` keep one agent or the
+    members of one queue."""
+    identity, scopes = _scoped(request)
+    since, until, zone, rows = await _span_rows(request, log=False)
+    config = _config(request)
+    queue = request.query.get("queue")
+    agent = request.query.get("agent")
+    until_now = min(until, max(since, _now(request)))
+    known = {a.name for a in config.webrtc.agents}
+    report = agent_activity(rows.changes, since, until_now, agents=known, zone=zone)
+    report = Report(report.name, report.columns, report.rows, {**report.meta, "until": until})
+
+    def keep(row: dict[str, Any]) -> bool:
+        name = str(row["agent"])
+        if agent is not None and name != agent:
+            return False
+        if queue is not None and name not in scopes.members.get(queue, frozenset()):
+            return False
+        return identity.covers_agent(scopes, name)
+
+    return _answer(request, _filter(report, keep))
+
+
+@routes.get("/v1/reports/queues")
+async def get_queue_report(request: web.Request) -> web.Response:
+    """Offered, answered, abandoned, service level, ASA, AHT and longest wait by interval
+    (``interval``: 15, 30 or 60 minutes, or ``day``), per queue or per campaign (``by``).
+
+    Rebuilt from the stored queue log; a caller counts in the interval it entered the queue."""
+    identity, scopes = _scoped(request)
+    interval = _choice(request, "interval", INTERVALS, "60")
+    by = _choice(request, "by", ("queue", "campaign"), "queue")
+    campaign = _campaign_filter(request, identity, scopes)
+    queue = request.query.get("queue")
+    since, until, zone, rows = await _span_rows(request)
+    config = _config(request)
+    levels = (
+        {name: q.service_level for name, q in config.acd.queues.items()}
+        if config.acd is not None
+        else {}
+    )
+    campaign_queues = _campaign_queues(config)
+    if by == "campaign":
+        campaign_of = {r.call_id: r.campaign for r in rows.records if r.campaign}
+        names: Iterable[str] = campaign_queues
+    else:
+        campaign_of = None
+        names = levels
+    report = queue_intervals(
+        rows.log,
+        since,
+        until,
+        interval,
+        zone,
+        service_levels=levels,
+        changes=rows.changes,
+        campaign_of=campaign_of,
+        campaign_queues=campaign_queues,
+        names=names,
+    )
+
+    def keep(row: dict[str, Any]) -> bool:
+        if by == "campaign":
+            name = str(row["campaign"])
+            home = campaign_queues.get(name, "")
+            if campaign is not None and name != campaign:
+                return False
+            if queue is not None and home != queue:
+                return False
+            return identity.covers(scopes, queue=home, campaign=name)
+        name = str(row["queue"])
+        if queue is not None and name != queue:
+            return False
+        if campaign is not None and campaign_queues.get(campaign) != name:
+            return False
+        return identity.covers(scopes, queue=name)
+
+    return _answer(request, _filter(report, keep))
+
+
+@routes.get("/v1/reports/dispositions")
+async def get_disposition_report(request: web.Request) -> web.Response:
+    """Per campaign in scope, the calls agents answered by disposition, with their share.
+
+    Rebuilt from the stored call records."""
+    identity, scopes = _scoped(request)
+    campaign = _campaign_filter(request, identity, scopes)
+    queue = request.query.get("queue")
+    since, until, zone, rows = await _span_rows(request, log=False, changes=False)
+    campaign_queues = _campaign_queues(_config(request))
+    report = dispositions(rows.records, since, until, zone=zone)
+
+    def keep(row: dict[str, Any]) -> bool:
+        name = str(row["campaign"])
+        home = campaign_queues.get(name, "")
+        if campaign is not None and name != campaign:
+            return False
+        if queue is not None and home != queue:
+            return False
+        return identity.covers(scopes, queue=home, campaign=name)
+
+    return _answer(request, _filter(report, keep))
+
+
+@routes.get("/v1/reports/calls")
+async def get_call_report(request: web.Request) -> web.Response:
+    """Call detail: every call record in scope started in the span, with its wait, talk, both
+    legs' quality (codec, jitter, loss, round trip, MOS) and whether it has a recording.
+
+    ``queue``, ``campaign`` and ``agent`` keep only those calls."""
+    identity, scopes = _scoped(request)
+    campaign = _campaign_filter(request, identity, scopes)
+    queue = request.query.get("queue")
+    agent = request.query.get("agent")
+    since, until, zone, rows = await _span_rows(request, changes=False)
+    waits: dict[str, float] = {}
+    for entry in rows.log:
+        if entry.event in ("answer", "abandon") and entry.call_id not in waits:
+            wait = entry.data.get("wait")
+            if isinstance(wait, int | float) and not isinstance(wait, bool):
+                waits[entry.call_id] = float(wait)
+    records = [
+        r
+        for r in rows.records
+        if identity.covers(scopes, queue=r.queue, campaign=r.campaign)
+        and (queue is None or r.queue == queue)
+        and (campaign is None or r.campaign == campaign)
+        and (agent is None or r.agent == agent)
+    ]
+    recordings = _config(request).server.data_dir / "recordings"
+    recorded = {r.call_id: recording_file(r, recordings) is not None for r in records}
+    report = call_details(records, since, until, zone=zone, waits=waits, recorded=recorded)
+    return _answer(request, report)
+
+
+# -- recordings -------------------------------------------------------------------------------
+
+
+def _number(request: web.Request, name: str, low: float, high: float) -> float | None:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not low <= value <= high:
+        why = f"must be a number from {low:g} to {high:g}"
+        raise ApiError(400, f"{name} {why}", [(name, why)])
+    return value
+
+
+def _recordings_dir(request: web.Request) -> Path:
+    return _config(request).server.data_dir / "recordings"
+
+
+def _recording_view(record: CallRecord, path: Path, zone: ZoneInfo) -> dict[str, Any]:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    return {
+        "call_id": record.call_id,
+        "start": local_time(record.start, zone),
+        "time": record.start,
+        "caller": record.caller,
+        "agent": record.agent,
+        "campaign": record.campaign,
+        "queue": record.queue,
+        "disposition": record.disposition,
+        "duration": round(talk_seconds(record), 3),
+        "min_mos": min_mos(record),
+        "size": size,
+        "media_type": media_type(path),
+        "audio": f"/api/v1/recordings/{record.call_id}/audio",
+    }
+
+
+@routes.get("/v1/recordings")
+async def get_recordings(request: web.Request) -> web.Response:
+    """Recorded calls in scope started in the span, by start time, filtered by ``agent``,
+    ``campaign``, ``caller`` (a part of the number), ``disposition``, ``min_duration`` and
+    ``max_duration`` (talk seconds) and ``min_mos``; paged.
+
+    Each item names its ``audio`` route; only recordings whose file is still there are listed."""
+    identity, scopes = _scoped(request)
+    campaign = _campaign_filter(request, identity, scopes)
+    queue = request.query.get("queue")
+    query = RecordingQuery(
+        agent=request.query.get("agent") or None,
+        campaign=campaign or None,
+        caller=request.query.get("caller") or None,
+        disposition=request.query.get("disposition"),
+        min_duration=_number(request, "min_duration", 0, 1e9),
+        max_duration=_number(request, "max_duration", 0, 1e9),
+        min_mos=_number(request, "min_mos", 1, 5),
+    )
+    zone = _zone(request)
+    since, until = span_of(request, zone, _now(request))
+    records = await _reader(request).records(since, until)
+    root = _recordings_dir(request)
+    scoped = [
+        r
+        for r in records
+        if identity.covers(scopes, queue=r.queue, campaign=r.campaign)
+        and (queue is None or r.queue == queue)
+    ]
+    loop = asyncio.get_running_loop()
+    found = await loop.run_in_executor(None, search, scoped, query, root)
+    views = [_recording_view(record, path, zone) for record, path in found]
+    return page(request, "recordings", views)
+
+
+def _starts_a_listen(request: web.Request) -> bool:
+    """Whether the request begins a listen (no range, or one from the first byte) rather
+    than a seek of one in progress."""
+    ranges = request.headers.get("Range", "").strip().lower()
+    if not ranges:
+        return True
+    return ranges.replace(" ", "").startswith("bytes=0-")
+
+
+@routes.get("/v1/recordings/{id}/audio")
+async def get_recording_audio(request: web.Request) -> web.StreamResponse:
+    """The call's recording (Ogg/Opus, caller left, agent right), with HTTP ranges (206 and
+    Content-Range) so a player can seek; ``download=1`` asks to save it as a file.
+
+    Every listen and every download is written to the audit log (``recording.listen``,
+    ``recording.download``); the seeks of a listen (ranges not from the first byte) are not. A
+    recording out of the token's scope is refused (403)."""
+    identity, scopes = _scoped(request)
+    call_id = request.match_info["id"]
+    download = _choice(request, "download", ("0", "1", "true", "false"), "0") in ("1", "true")
+    record = await _reader(request).record(call_id)
+    if record is None or not record.recording:
+        raise ApiError(404, f"no recording of the call {call_id}")
+    if not identity.covers(scopes, queue=record.queue, campaign=record.campaign):
+        raise ApiError(
+            403,
+            f"the recording of {call_id} is out of scope",
+            missing_scope=record.campaign or record.queue or "*",
+        )
+    path = recording_file(record, _recordings_dir(request))
+    if path is None:
+        raise ApiError(404, f"the recording of the call {call_id} is no longer there")
+    if download or _starts_a_listen(request):
+        book = request.app[BOOK_KEY]
+        if book is not None:
+            action = "recording.download" if download else "recording.listen"
+            detail = {"campaign": record.campaign, "queue": record.queue, "file": path.name}
+            await book.call(book.record, identity, action, call_id, None, detail)
+    headers = {"Content-Type": media_type(path), "Cache-Control": "private, no-store"}
+    if download:
+        headers["Content-Disposition"] = f'attachment; filename="{path.name}"'
+    return web.FileResponse(path, headers=headers)
+
+
+# -- installation -----------------------------------------------------------------------------
+
+
+def install(api: web.Application, config: Config, database: Path | str | None) -> None:
+    """Add the report routes to `api` (the API's application), reading `database` (None: the
+    routes answer 404)."""
+    api[REPORT_CONFIG_KEY] = config
+    api[REPORTS_KEY] = ReportReader(database) if database is not None else None
+    api.cleanup_ctx.append(_close_reader)
+    api.add_routes(routes)
+
+
+async def _close_reader(app: web.Application) -> AsyncIterator[None]:
+    yield
+    reader = app[REPORTS_KEY]
+    if reader is not None:
+        await reader.close()
