@@ -12,7 +12,7 @@ ARGS     ?=
 
 # System packages: what the server needs, and what the tests drive as real peers.
 RUN_DEBS  := libopus0 ca-certificates
-TEST_DEBS := $(RUN_DEBS) sip-tester baresip chromium systemd docker-compose nftables iproute2
+TEST_DEBS := $(RUN_DEBS) sip-tester baresip chromium systemd docker-compose postgresql kamailio nftables iproute2
 
 .PHONY: run test setup setup-test system-run system-test lint typecheck pytest bench clean
 
@@ -29,6 +29,12 @@ system-run:
 
 system-test:
 	@scripts/install-debs.sh $(TEST_DEBS)
+	@# Debian enables (and, under systemd, starts) a system-wide kamailio on 5060 at install; the
+	@# tests run their own instances on free ports, so that one is disabled and stopped.
+	@if [ -e /lib/systemd/system/kamailio.service ] && [ "$$(id -u)" = 0 ]; then \
+		systemctl disable kamailio >/dev/null 2>&1 || true; \
+		systemctl stop kamailio >/dev/null 2>&1 || true; \
+	fi
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
