@@ -13,6 +13,7 @@ import signal
 import socket
 import ssl
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from omlmedia.acd import AcdRuntime
 from omlmedia.agents import AgentDesk
 from omlmedia.api import _scopes as api_scopes
 from omlmedia.api import start_api
+from omlmedia.authz import Identity
 from omlmedia.b2bua import B2bua
 from omlmedia.bridges import transcoder_factory
 from omlmedia.callevents import CallEvents
@@ -34,6 +36,7 @@ from omlmedia.events import CALL_ENDED, NO_EVENTS, EventLog
 from omlmedia.logs import event
 from omlmedia.media_targets import MediaTargets
 from omlmedia.metrics import Metrics, serve_metrics
+from omlmedia.monitor import MonitorService
 from omlmedia.router import CallRouter, RouteTable
 from omlmedia.storage import AsyncStore, Store
 from omlmedia.targets import RouterStats
@@ -425,6 +428,36 @@ class Server:
                 ),
             )
 
+        def authenticate(token: str) -> Identity | None:
+            book = self.accounts
+            return book.authenticate(token) if book is not None else None
+
+        async def audit(
+            identity: Identity,
+            action: str,
+            target: str,
+            before: Mapping[str, Any] | None,
+            after: Mapping[str, Any] | None,
+        ) -> None:
+            book = self.accounts
+            if book is not None:
+                await book.call(book.record, identity, action, target, before, after)
+
+        monitor = MonitorService(
+            authenticate,
+            lambda: api_scopes(config),
+            lambda name: AgentChannel(
+                name,
+                ice_servers=ice,
+                receive_path=config.webrtc.receive_path,
+                max_playback_rate=config.webrtc.max_playback_rate,
+            ),
+            audit=audit,
+            events=self.events or NO_EVENTS,
+            show_agents=config.webrtc.show_monitoring,
+            ice_servers=browser_ice,
+        )
+
         def hub_for(desk: AgentDesk) -> AgentHub:
             return AgentHub(
                 accounts,
@@ -439,6 +472,7 @@ class Server:
                 reconnect_grace=config.webrtc.reconnect_grace,
                 ice_servers=browser_ice,
                 web=desk.web,
+                supervisors=monitor,
             )
 
         desk = AgentDesk(
@@ -456,6 +490,7 @@ class Server:
             max_delay_ms=60,
             events=self.events or NO_EVENTS,
         )
+        monitor.bind(desk)
         self.desk = desk
         self.hub = desk.hub
         return create_agent_app(desk.hub)

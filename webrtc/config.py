@@ -7,6 +7,7 @@ reconnect_grace = 30         # seconds a closed tab keeps its session and call
 web_targets = ["sales", "agent-agent1"]   # what /call/<target> may call; none by default
 receive_path = "bypass"      # "aiortc": aiortc's stock jitter buffer and decoder (a baseline)
 max_playback_rate = 16000    # the most the pages' Opus carries (8000 narrowband ... 48000)
+show_monitoring = false      # tell an agent's page when a supervisor monitors its call
 [[webrtc.ice_servers]]
 urls = ["turn:turn.example.com:3478?transport=udp"]
 username = "omlmedia"
@@ -57,6 +58,7 @@ _WEBRTC_KEYS = {
     "web_targets",
     "receive_path",
     "max_playback_rate",
+    "show_monitoring",
 }
 PLAYBACK_RATES = (8000, 12000, 16000, 24000, 48000)
 RECEIVE_PATHS = ("bypass", "aiortc")
@@ -109,7 +111,9 @@ class WebrtcConfig:
     default; a browser then encodes at most that band, which is all a G.711 or G.722 leg can
     carry anyway, and decoding it to 8 kHz costs the server about half of fullband's (libopus,
     20 ms of speech-like audio at 32 kbit/s: 64 -> 37 us; 24 us narrowband); 48000 asks for
-    nothing (fullband); 8000 suits G.711-only deployments."""
+    nothing (fullband); 8000 suits G.711-only deployments. `show_monitoring`: an agent's page
+    is told (a notice) when a supervisor listens to, whispers on or barges into its call; off
+    by default (`omlmedia.monitor`)."""
 
     agents: tuple[AgentConfig, ...] = ()
     ice_servers: tuple[IceServerConfig, ...] = ()
@@ -118,6 +122,7 @@ class WebrtcConfig:
     web_targets: tuple[str, ...] = ()
     receive_path: str = "bypass"
     max_playback_rate: int = 16000
+    show_monitoring: bool = False
 
 
 def _unknown(where: str, table: Mapping[str, Any], known: set[str]) -> None:
@@ -266,7 +271,14 @@ def parse_webrtc(
         web_targets=parse_web_targets(section.get("web_targets")),
         receive_path=_receive_path(section.get("receive_path", "bypass")),
         max_playback_rate=_playback_rate(section.get("max_playback_rate", 16000)),
+        show_monitoring=_flag("webrtc.show_monitoring", section.get("show_monitoring", False)),
     )
+
+
+def _flag(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: must be true or false")
+    return value
 
 
 def _playback_rate(value: Any) -> int:

@@ -104,3 +104,11 @@ def test_max_playback_rate_defaults_to_wideband_and_is_checked() -> None:
     for bad in (44100, "16000", True, 0):
         with pytest.raises(ConfigError, match=r"webrtc\.max_playback_rate: must be one of"):
             parse_webrtc({"max_playback_rate": bad})
+
+
+def test_show_monitoring_is_off_by_default_and_must_be_a_boolean() -> None:
+    assert parse_webrtc(None).show_monitoring is False
+    assert parse_webrtc({"show_monitoring": True}).show_monitoring is True
+    for bad in ("yes", 1, None):
+        with pytest.raises(ConfigError, match=r"webrtc\.show_monitoring: must be true or false"):
+            parse_webrtc({"show_monitoring": bad})
