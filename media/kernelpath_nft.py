@@ -14,10 +14,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import ipaddress
 import json
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,12 +163,26 @@ class KernelPath:
     deletes the table. A refused batch raises KernelPathError and leaves the kernel as it was;
     the caller then keeps the call in userspace."""
 
-    def __init__(self, nft: Nftables | None = None, table: str = DEFAULT_TABLE) -> None:
+    def __init__(
+        self,
+        nft: Nftables | None = None,
+        table: str = DEFAULT_TABLE,
+        clock: Callable[[], float] = time.monotonic,
+        max_age: float = 0.5,
+    ) -> None:
         self.table = table
         self._nft = nft
         self.pairs: dict[str, ForwardedPair] = {}
         self.stats = KernelPathStats()
         self.active = False
+        self.forwarding = {4: False, 6: False}
+        """Whether the kernel forwards each IP version (read at start): without it only
+        peers on this host can be relayed."""
+        self.clock = clock
+        self.max_age = max_age
+        """Seconds a reading of the counters serves `pair_counters` (one listing for all)."""
+        self._cached: dict[str, tuple[int, int]] = {}
+        self._cached_at: float | None = None
 
     @staticmethod
     def unavailable_reason() -> str | None:
@@ -189,7 +206,15 @@ class KernelPath:
                 raise KernelPathError(os.strerror(errno.EPERM) + ": " + str(exc)) from None
             raise
         self.pairs.clear()
+        self.forwarding = {4: forwarding_enabled(4), 6: forwarding_enabled(6)}
         self.active = True
+
+    def reachable(self, pair: ForwardedPair) -> bool:
+        """True when the kernel can deliver `pair`'s packets: both far ends on this host, or
+        forwarding on for their IP version."""
+        if self.forwarding.get(pair.version):
+            return True
+        return all(ipaddress.ip_address(leg.remote[0]).is_loopback for leg in (pair.a, pair.b))
 
     def _run(self, batch: Batch) -> dict[str, Any]:
         if self._nft is None or not self.active:
@@ -212,46 +237,56 @@ class KernelPath:
             self._run(install_batch(pair, self.table))
             self.stats.installed += 1
         self.pairs[pair.key] = pair
+        self._cached_at = None
 
     def remove(self, key: str, reason: str) -> tuple[int, int]:
-        """Hand `key`'s call back to userspace (`reason` counted); the (packets, bytes) its
-        rules had forwarded. Nothing happens for a key not installed."""
+        """Hand `key`'s call back to userspace (`reason` counted); the packets its rules had
+        forwarded (from A to B, from B to A). Nothing happens for a key not installed."""
         pair = self.pairs.get(key)
         if pair is None:
             return (0, 0)
-        totals = self._retire(pair)
+        moved = self._retire(pair)
         try:
             self._run(remove_batch(pair, self.table))
         finally:
             del self.pairs[key]
+            self._cached_at = None
         self.stats.removed += 1
         self.stats.fallbacks[reason] = self.stats.fallbacks.get(reason, 0) + 1
-        return totals
+        return moved
 
     def _retire(self, pair: ForwardedPair) -> tuple[int, int]:
         try:
             found = self.counters()
         except KernelPathError:
             return (0, 0)
-        packets = size = 0
-        for suffix in ("ab", "ba"):
-            p, b = found.get(pair.counter(suffix), (0, 0))
-            packets += p
-            size += b
-        self.stats.retired_packets += packets
-        self.stats.retired_bytes += size
-        return packets, size
+        ab, ab_bytes = found.get(pair.counter("ab"), (0, 0))
+        ba, ba_bytes = found.get(pair.counter("ba"), (0, 0))
+        self.stats.retired_packets += ab + ba
+        self.stats.retired_bytes += ab_bytes + ba_bytes
+        return ab, ba
 
     def counters(self) -> dict[str, tuple[int, int]]:
-        """(packets, bytes) by counter name, for every call installed."""
-        return counters_of(self._run(list_counters_batch(self.table)), self.table)
+        """(packets, bytes) by counter name, for every call installed (read now)."""
+        found = counters_of(self._run(list_counters_batch(self.table)), self.table)
+        self._cached, self._cached_at = found, self.clock()
+        return found
 
-    def pair_counters(self, key: str) -> tuple[int, int] | None:
-        """(packets from A to B, packets from B to A) of `key`'s rules; None when not installed."""
+    def pair_counters(self, key: str, fresh: bool = True) -> tuple[int, int] | None:
+        """(packets from A to B, packets from B to A) of `key`'s rules; None when not installed.
+        Not `fresh`: from a reading at most `max_age` old (one listing serves every call of a
+        media-timeout sweep)."""
         pair = self.pairs.get(key)
         if pair is None:
             return None
-        found = self.counters()
+        at = self._cached_at
+        if fresh or at is None or self.clock() - at > self.max_age:
+            try:
+                found = self.counters()
+            except KernelPathError:
+                found = self._cached
+        else:
+            found = self._cached
         return (found.get(pair.counter("ab"), (0, 0))[0], found.get(pair.counter("ba"), (0, 0))[0])
 
     def totals(self) -> tuple[int, int]:

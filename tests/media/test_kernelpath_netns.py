@@ -165,7 +165,8 @@ async def test_removed_pair_falls_back_to_the_userspace_relay_at_the_next_packet
     call.kernel.install(call.pair())
     await exchange(call, 5, 10)
     size = len(rtp(1, 1, payload=b"ab1")) + call.headers
-    assert call.kernel.remove("1", "hangup") == (10, 10 * size)
+    assert call.kernel.remove("1", "hangup") == (5, 5)
+    assert call.kernel.stats.retired_bytes == 10 * size
     before = call.userspace_received
     await exchange(call, 5, 20)
     assert call.userspace_received == before + 10
