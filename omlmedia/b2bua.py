@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from media.bridge import TranscoderFactory
+from media.kernelpath_nft import KernelPath
 from media.leg import RtpLeg, leg_format
 from media.ports import PortsExhausted, RtpSocketPool
 from media.srtp import offer_crypto
@@ -100,6 +101,8 @@ class B2bua(BridgeTransfers):
         self.transcoders = transcoders
         self.bridges: dict[int, Bridge] = {}
         """The bridge of each call (by id) whose events end or change it."""
+        self.kernel: KernelPath | None = None
+        """The kernel path for passthrough calls (``[media] kernel_forwarding``), when active."""
 
     # -- a caller for a trunk ------------------------------------------------------------------
 
@@ -145,7 +148,7 @@ class B2bua(BridgeTransfers):
 
     async def _dial_trunk(self, bridge: Bridge, audio: MediaDescription) -> None:
         service, inbound, trunk = self.service, bridge.inbound, bridge.trunk
-        relay = BridgeMedia(self.pool, self.transcoders)
+        relay = BridgeMedia(self.pool, self.transcoders, self.kernel, self.media_host)
         try:
             await relay.start()
         except (PortsExhausted, OSError):

@@ -12,12 +12,15 @@ uses (`answer_preferring`), and how to give a leg new formats and join again (`r
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from media.bridge import MediaBridge, TranscoderFactory, codec_transcoder
 from media.feed import LegFeed
+from media.kernelpath import ForwardedPair, Leg
+from media.kernelpath_nft import KernelPath, KernelPathError
 from media.leg import RtpLeg, leg_format
 from media.ports import RtpSocketPool
 from media.srtp import SrtpSession
@@ -34,6 +37,7 @@ from sip.sdp import (
     TELEPHONE_EVENT_48000,
     Answer,
     Codec,
+    Direction,
     MediaCapabilities,
     NegotiatedStream,
     OfferAnswerError,
@@ -98,12 +102,32 @@ class Transfer:
     target: Call | None = None
 
 
-class BridgeMedia:
-    """The media of a bridge: two legs on port pairs of the pool, joined by a `MediaBridge`."""
+_kernel_keys = itertools.count(1)
 
-    def __init__(self, pool: RtpSocketPool, transcoders: TranscoderFactory | None) -> None:
+
+class BridgeMedia:
+    """The media of a bridge: two legs on port pairs of the pool, joined by a `MediaBridge`.
+
+    With a `kernel` path, a call whose legs need no rewriting (same codec and payload types,
+    no SRTP) is relayed transparently, and once both legs latched the kernel takes it over
+    (`media.kernelpath`): our addresses are `host` and the legs' ports. Any renegotiation, hold
+    or hang-up hands it back to the legs first (counted by reason); a renegotiation that keeps
+    it eligible lets the kernel take it again at the next packet with both legs latched."""
+
+    def __init__(
+        self,
+        pool: RtpSocketPool,
+        transcoders: TranscoderFactory | None,
+        kernel: KernelPath | None = None,
+        host: str | None = None,
+    ) -> None:
         self._pool = pool
         self.transcoders = transcoders
+        self.kernel = kernel if kernel is not None and kernel.active else None
+        self.host = host
+        self.kernel_key = str(next(_kernel_keys))
+        self.kernel_packets = 0
+        """Packets the kernel moved for this call under rules since removed."""
         self.a: RtpLeg | None = None
         self.b: RtpLeg | None = None
         self.bridge: MediaBridge | None = None
@@ -122,13 +146,73 @@ class BridgeMedia:
             raise
         return self.a.port, self.b.port
 
-    def join(self) -> None:
+    def join(self, reason: str = "reinvite") -> None:
         """Join the legs once both have a format (again after one changed); ValueError when
-        their codecs differ and cannot be transcoded."""
+        their codecs differ and cannot be transcoded. A call the kernel relays comes back to
+        the legs first (`reason` counted)."""
         assert self.a is not None and self.b is not None
         if self.bridge is None:
             self.bridge = MediaBridge(self.a, self.b, self.transcoders)
-        self.bridge.start()
+            if self.kernel is not None:
+                self.bridge.on_latched = self._to_kernel
+        self.leave_kernel(reason)
+        self.bridge.start(transparent=self._kernel_eligible())
+
+    @property
+    def on_kernel(self) -> bool:
+        """True while the kernel relays this call's RTP."""
+        return self.kernel is not None and self.kernel_key in self.kernel.pairs
+
+    def _kernel_eligible(self) -> bool:
+        a, b = self.a, self.b
+        if self.kernel is None or a is None or b is None or self.host is None:
+            return False
+        if a.format is None or b.format is None or a.srtp is not None or b.srtp is not None:
+            return False
+        return (a.format.key, a.format.send_type, a.format.event_send_type) == (
+            b.format.key,
+            b.format.send_type,
+            b.format.event_send_type,
+        )
+
+    def _to_kernel(self) -> None:
+        """Both legs latched on a transparent bridge: install the call's rules."""
+        kernel, a, b, host = self.kernel, self.a, self.b, self.host
+        if kernel is None or a is None or b is None or host is None or self.holders:
+            return
+        if a.peer is None or b.peer is None or a.srtp is not None or b.srtp is not None:
+            return
+        try:
+            pair = ForwardedPair(
+                self.kernel_key, Leg((host, a.port), a.peer), Leg((host, b.port), b.peer)
+            )
+        except ValueError as exc:
+            logger.debug("no kernel path on port %d: %s", a.port, exc)
+            return
+        if not kernel.reachable(pair):
+            return
+        try:
+            kernel.install(pair)
+        except KernelPathError as exc:
+            logger.warning("kernel path refused on port %d: %s", a.port, exc)
+
+    def leave_kernel(self, reason: str) -> None:
+        """Hand the call back to the legs if the kernel relays it (`reason` counted)."""
+        kernel = self.kernel
+        if kernel is None or self.kernel_key not in kernel.pairs:
+            return
+        try:
+            a_to_b, b_to_a = kernel.remove(self.kernel_key, reason)
+        except KernelPathError as exc:
+            logger.warning("kernel path removal failed on port %d: %s", self._port, exc)
+            a_to_b = b_to_a = 0
+        self.kernel_packets += a_to_b + b_to_a
+        if self.bridge is not None:
+            self.bridge.kernel_removed(a_to_b, b_to_a)
+
+    @property
+    def _port(self) -> int:
+        return self.a.port if self.a is not None else 0
 
     @property
     def legs(self) -> tuple[RtpLeg, ...]:
@@ -137,14 +221,20 @@ class BridgeMedia:
 
     @property
     def packets(self) -> int:
-        """RTP packets received on both legs."""
-        return sum(leg.counters.received for leg in self.legs)
+        """RTP packets received on both legs or moved by the kernel for them."""
+        total = sum(leg.counters.received for leg in self.legs) + self.kernel_packets
+        if self.kernel is not None:
+            moved = self.kernel.pair_counters(self.kernel_key, fresh=False)
+            if moved is not None:
+                total += moved[0] + moved[1]
+        return total
 
     def set_hold(self, leg: RtpLeg, on_hold: bool, music: Path | None) -> None:
         """`leg`'s party holds (or resumes): the legs stop exchanging media and the party still
         listening hears `music`, like a PBX's hold (RFC 3264 §8.4 only says who sends)."""
         if on_hold:
             self.holders.add(id(leg))
+            self.leave_kernel("hold")
         else:
             self.holders.discard(id(leg))
         if self.bridge is not None:
@@ -169,6 +259,7 @@ class BridgeMedia:
         for feed in self.music.values():
             feed.stop()
         self.music.clear()
+        self.leave_kernel("hangup")
         if self.bridge is not None:
             self.bridge.stop()
         for leg in self.legs:
@@ -342,13 +433,14 @@ def rejoin(bridge: Bridge, call: Call, stream: NegotiatedStream, local: tuple[Co
     if not key_leg(leg, stream):
         return False
     leg.set_format(leg_format(stream, local), stream.rtcp_mux)
+    reason = "reinvite" if stream.direction is Direction.SENDRECV else "hold"
     try:
-        relay.join()
+        relay.join(reason)
     except ValueError as exc:
         event(logger, "bridge-codecs", call_id=call.call_id, reason=str(exc))
         if previous is not None:
             leg.set_format(previous, leg.rtcp_mux)
-            relay.join()
+            relay.join(reason)
         return False
     bridge.set_codecs(call, stream_codecs(stream))
     return True
