@@ -170,6 +170,10 @@ class MediaConfig:
     recording_format: str = "wav"
     """``wav`` (16-bit PCM, the codec's rate) or ``opus`` (Ogg/Opus, ~10 times smaller) for
     the `record` target."""
+    kernel_forwarding: bool = False
+    """Relay passthrough bridges in the kernel (nftables rules, `media.kernelpath`) once both
+    legs latched; needs CAP_NET_ADMIN and libnftables, and IP forwarding for far ends on other
+    hosts. The server says at start whether it is active and why not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -879,7 +883,7 @@ _TOP_KEYS: Final = (
 _SITE_KEYS: Final = ("timezone",)
 _STORAGE_KEYS: Final = ("dsn", "password_file", "node")
 _NODE_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_MEDIA_KEYS: Final = ("timeout", "recording_format")
+_MEDIA_KEYS: Final = ("timeout", "recording_format", "kernel_forwarding")
 _SERVER_KEYS: Final = (
     "listen",
     "sip_port",
@@ -1211,9 +1215,12 @@ def _media(check: _Checker, value: object) -> MediaConfig | None:
     recording_format = check.string(
         table, "media", "recording_format", "wav", choices=("wav", "opus")
     )
-    if timeout is None or recording_format is None:
+    kernel_forwarding = check.boolean(table, "media", "kernel_forwarding", False)
+    if timeout is None or recording_format is None or kernel_forwarding is None:
         return None
-    return MediaConfig(timeout=timeout, recording_format=recording_format)
+    return MediaConfig(
+        timeout=timeout, recording_format=recording_format, kernel_forwarding=kernel_forwarding
+    )
 
 
 def _site(check: _Checker, value: object) -> SiteConfig | None:
