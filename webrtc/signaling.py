@@ -78,6 +78,8 @@ __all__ = [
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 128 * 1024
 HISTORY_LENGTH = 50
+LOGIN_DEADLINE = 10.0
+"""Seconds a socket may stay open before it logs in (`AgentHub.expire` closes it after)."""
 
 
 class AgentCallState(enum.Enum):
@@ -444,8 +446,12 @@ class AgentHub:
         ice_servers: Sequence[Mapping[str, Any]] = (),
         web: WebCallHandler | None = None,
         supervisors: SupervisorHandler | None = None,
+        login_deadline: float = LOGIN_DEADLINE,
     ) -> None:
         self.accounts = accounts
+        self.login_deadline = login_deadline
+        """Seconds a socket may stay open without logging in (an agent's ``login``/``auth``, a
+        supervisor's, a web caller's ``web-call``) before `expire` closes it."""
         self.supervisors = supervisors
         """The supervisors' sockets (`SUPERVISOR_MESSAGES`); None refuses them with
         ``unknown-type``."""
@@ -462,6 +468,8 @@ class AgentHub:
         self._agents: dict[str, _Agent] = {}
         self._bound: dict[int, tuple[Connection, str]] = {}
         self._connections: dict[int, Connection] = {}
+        self._unauthenticated: dict[int, float] = {}
+        """Sockets not logged in yet, with the time they opened."""
 
     # --- queries ---
 
@@ -494,10 +502,12 @@ class AgentHub:
     def connection_opened(self, conn: Connection) -> None:
         """A WebSocket opened; it must authenticate first."""
         self._connections[id(conn)] = conn
+        self._unauthenticated[id(conn)] = self.clock()
 
     def connection_closed(self, conn: Connection) -> None:
         """A WebSocket closed: its session stays for `reconnect_grace` seconds."""
         self._connections.pop(id(conn), None)
+        self._unauthenticated.pop(id(conn), None)
         if self.web is not None:
             self.web.connection_closed(conn)
         if self.supervisors is not None:
@@ -513,8 +523,26 @@ class AgentHub:
 
     async def expire(self) -> None:
         """End sessions whose page did not come back in time or whose token expired; call
-        about once a second."""
+        about once a second. Also close the sockets that did not log in within
+        `login_deadline` (error ``login-timeout``), so an idle socket holds nothing for long."""
         now = self.clock()
+        for key, opened in list(self._unauthenticated.items()):
+            conn = self._connections.get(key)
+            if conn is None:
+                del self._unauthenticated[key]
+            elif (
+                key in self._bound
+                or (self.web is not None and self.web.owns(conn))
+                or (self.supervisors is not None and self.supervisors.owns(conn))
+            ):
+                del self._unauthenticated[key]
+            elif now - opened >= self.login_deadline:
+                del self._unauthenticated[key]
+                logger.info(
+                    "socket from %s closed: no login within %g s", conn.source, self.login_deadline
+                )
+                self._error(conn, "login-timeout", "no login in time", None)
+                conn.close()
         for entry in list(self._agents.values()):
             if not entry.session.valid(now):
                 await self._end(entry, "expired", notify=True)

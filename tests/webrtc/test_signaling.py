@@ -460,3 +460,22 @@ async def test_a_state_the_server_sets_while_obeying_ready_is_not_overwritten() 
     await world.send(conn, "state", state="ready")
     states = [m["state"] for m in conn.sent if m.get("type") == "state"]
     assert states[-1] == "ringing", states
+
+
+async def test_a_socket_that_does_not_log_in_in_time_is_closed_and_one_that_did_stays() -> None:
+    world = World()
+    idle = world.connect()
+    agent = await world.login()
+    world.clock.now += 9
+    await world.hub.expire()
+    assert not idle.closed and not agent.closed
+    world.clock.now += 1
+    await world.hub.expire()
+    assert idle.closed and idle.last()["code"] == "login-timeout"
+    assert not agent.closed and world.hub.connected("agent1")
+    late = world.connect()
+    world.clock.now += 100
+    reply = await world.send(late, "login", username="agent2", password="pw1")
+    assert reply["type"] == "login-ok"  # a login before the next expire() still counts
+    await world.hub.expire()
+    assert not late.closed
