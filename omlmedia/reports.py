@@ -564,6 +564,7 @@ def call_details(
         "hangup_by",
         "cause",
         *(f"{role}_{name}" for role in _LEG_ROLES for name in _LEG_FIELDS),
+        "min_mos",
         "recording",
     )
     return Report("calls", columns, rows, _meta(since, until, zone))
