@@ -301,6 +301,51 @@ class KernelPath:
                 pass
         return packets, size
 
+    @classmethod
+    def for_server(cls, enabled: bool, table: str = DEFAULT_TABLE) -> tuple[KernelPath | None, str]:
+        """The started kernel path of a server and what to say about it at start (None when
+        off or unavailable, the reason in the message). Off but able to: the table a crashed
+        run left (with the option on) is deleted, so no stale rule keeps relaying."""
+        reason = cls.unavailable_reason()
+        if not enabled:
+            if reason is None:
+                try:
+                    nft = Nftables()
+                    try:
+                        nft.run(teardown_batch(table))
+                    finally:
+                        nft.close()
+                except KernelPathError:
+                    pass
+            return None, "kernel forwarding is off ([media] kernel_forwarding)"
+        if reason is not None:
+            return None, f"kernel forwarding is not active: {reason}"
+        kernel = cls(table=table)
+        try:
+            kernel.start()
+        except KernelPathError as exc:
+            return None, f"kernel forwarding is not active: nftables refused the table: {exc}"
+        remote = [f"IPv{v}" for v in (4, 6) if kernel.forwarding[v]]
+        reach = (
+            f"far ends anywhere over {' and '.join(remote)}"
+            if remote
+            else "far ends on this host only (IP forwarding is off)"
+        )
+        return kernel, f"kernel forwarding is active (nftables table inet {table}, {reach})"
+
+    def status(self) -> dict[str, Any]:
+        """What the status API and the metrics show."""
+        packets, size = self.totals()
+        return {
+            "active": self.active,
+            "calls": len(self.pairs),
+            "packets": packets,
+            "bytes": size,
+            "installed": self.stats.installed,
+            "failures": self.stats.failures,
+            "fallbacks": dict(self.stats.fallbacks),
+        }
+
     def stop(self) -> None:
         """Delete the table (every call falls back) and free the context; safe to call twice."""
         if self._nft is None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from media.kernelpath_nft import KernelPath
 from media.player import MediaFileError, sound_path
 from media.ports import PortAllocator, RtpSocketPool
 from omlmedia.accounts import AccountBook, account_summary, config_seeds
@@ -178,6 +179,10 @@ class Server:
         self.service: SipService | None = None
         self.router: CallRouter | None = None
         self.media_targets: tuple[MediaTargets, B2bua] | None = None
+        self.kernel: KernelPath | None = None
+        """The kernel path of passthrough bridges (``[media] kernel_forwarding``), if active."""
+        self.kernel_note = ""
+        """What the server said at start about the kernel path (why it is not active)."""
         """The router's own media users (counted as active media in the status)."""
         self.upkeep: Upkeep | None = None
         self.api: web.AppRunner | None = None
@@ -287,6 +292,11 @@ class Server:
             trunk_down=self.trunks.is_down,
             events=events,
         )
+        self.kernel, self.kernel_note = KernelPath.for_server(config.media.kernel_forwarding)
+        if self.kernel is not None or config.media.kernel_forwarding:
+            level = logging.INFO if self.kernel is not None else logging.WARNING
+            logger.log(level, "%s", self.kernel_note)
+        b2bua.kernel = self.kernel
         conference = ConferenceService(self.pool, self.media_host, service)
         pages = self._start_agents(service, b2bua) if config.webrtc.agents else None
         self.media_targets = (media, b2bua)
@@ -513,6 +523,11 @@ class Server:
                 "active": sum(target.active for target in self.media_targets),
                 "rtp_ports_in_use": self.pool.in_use,
                 "rtp_ports_pooled": self.pool.idle,
+                "kernel": (
+                    self.kernel.status()
+                    if self.kernel is not None
+                    else {"active": False, "reason": self.kernel_note}
+                ),
             },
             "calls": vars(self.stats).copy(),
             "agents": {
@@ -539,6 +554,8 @@ class Server:
             self.service.close()
         if self.upkeep is not None:
             self.upkeep.stop()
+        if self.kernel is not None:
+            self.kernel.stop()
         self.pool.close()
         if self.acd is not None:
             self.acd.close()
