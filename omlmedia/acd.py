@@ -224,6 +224,8 @@ class AcdRuntime:
         self.records: dict[str, CallRecord] = {}
         """The last call records written (a disposition comes after the call ends)."""
         self._timer: Timer | None = None
+        self.after_pump: list[Callable[[], None]] = []
+        """Called after every `pump` (the directory logs out disabled agents whose call ended)."""
 
     def listen(self, agents: AgentSide) -> None:
         """`agents` is told of offers and agent states from now on (one listener)."""
@@ -245,6 +247,8 @@ class AcdRuntime:
                 self.stats.errors += 1
                 logger.exception("ACD event %s failed", type(ev).__name__)
         self._arm()
+        for hook in self.after_pump:
+            hook()
 
     def _arm(self) -> None:
         if self._timer is not None:

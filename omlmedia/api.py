@@ -61,8 +61,11 @@ from aiohttp import web
 from omlmedia.accounts import AccountBook, ConfiguredToken, PasswordLogins
 from omlmedia.admin_api import BOOK_KEY, LOGINS_KEY
 from omlmedia.admin_api import routes as admin_routes
+from omlmedia.admin_objects import DIRECTORY_KEY
+from omlmedia.admin_objects import routes as directory_routes
 from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Identity, Scopes, authorize
 from omlmedia.config import Config
+from omlmedia.directory import Directory
 from omlmedia.events import EventLog
 from omlmedia.eventstream import install as install_event_stream
 from omlmedia.metrics import Metrics, metrics_handler
@@ -389,20 +392,24 @@ def create_app(
     metrics: Metrics | None = None,
     accounts: AccountBook | None = None,
     webhooks: WebhookService | None = None,
+    directory: Directory | None = None,
 ) -> web.Application:
     """The HTTPS application: the API under ``/api/`` mounted on `root` (the agent pages'
     application) or on an empty one, every route of both guarded by `omlmedia.authz.authorize`
     (tokens from `accounts`, or the configured token alone without it).
     Without `acd` or `database`, the queue routes answer 404; without `events`, the event
     stream; without `metrics`, ``/metrics``; without `accounts`, the accounts, tokens and audit
-    routes; without `webhooks`, the webhook routes."""
-    scopes = _scopes(config)
+    routes; without `webhooks`, the webhook routes; without `directory` (`omlmedia.directory`),
+    the routes that create agents and queues, and scopes follow the file alone."""
+    static = _scopes(config)
+    scopes: Callable[[], Scopes] = directory.scopes if directory is not None else lambda: static
     api = web.Application(client_max_size=1024 * 1024)
     api[BOOK_KEY] = accounts
     api[LOGINS_KEY] = (
         PasswordLogins(accounts, ttl=config.webrtc.session_ttl) if accounts is not None else None
     )
-    api[SCOPES_KEY] = lambda: scopes
+    api[SCOPES_KEY] = scopes
+    api[DIRECTORY_KEY] = directory
     api[CONFIG_KEY] = config
     api[STATUS_KEY] = status
     api[ACD_KEY] = acd
@@ -410,6 +417,7 @@ def create_app(
     api.cleanup_ctx.append(_close_reader)
     api.add_routes(routes)
     api.add_routes(admin_routes)
+    api.add_routes(directory_routes)
     api[WEBHOOKS_KEY] = webhooks
     api.add_routes(webhook_routes)
     api.add_routes(openapi_routes)
@@ -418,7 +426,7 @@ def create_app(
     install_wallboard(api, wallboard_for(config, acd, api[READER_KEY], events))
     app = root if root is not None else web.Application()
     authenticator = accounts if accounts is not None else ConfiguredToken(config.api.token_matches)
-    app.middlewares.append(authorize(authenticator, lambda: scopes))
+    app.middlewares.append(authorize(authenticator, scopes))
     app.add_subapp("/api", api)
     if metrics is not None:
         app.router.add_get("/metrics", metrics_handler(metrics, _authorized))
@@ -459,6 +467,7 @@ async def start_api(
     metrics: Metrics | None = None,
     accounts: AccountBook | None = None,
     webhooks: WebhookService | None = None,
+    directory: Directory | None = None,
 ) -> web.AppRunner:
     """Serve the API (and `root`'s pages) over HTTPS on the configured port; returns the runner
     to clean up."""
@@ -472,6 +481,7 @@ async def start_api(
         metrics=metrics,
         accounts=accounts,
         webhooks=webhooks,
+        directory=directory,
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

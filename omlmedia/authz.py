@@ -67,7 +67,8 @@ class Role(enum.StrEnum):
     """What an account (or an integration's token) is."""
 
     ADMIN = "admin"
-    """Everything: accounts, tokens, the audit log, and all a supervisor may do."""
+    """Everything: accounts, tokens, the audit log, agents and queues (the directory), and all a
+    supervisor may do."""
     SUPERVISOR = "supervisor"
     """Reads queues, agents and records, listens to recordings, and commands agents (pause,
     unpause, log out)."""
@@ -94,6 +95,7 @@ class Permission(enum.StrEnum):
     EVENTS_READ = "events:read"
     METRICS_READ = "metrics:read"
     WEBHOOKS_ADMIN = "webhooks:admin"
+    DIRECTORY_ADMIN = "directory:admin"
 
 
 _READ = frozenset(
@@ -181,6 +183,18 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ),
     ("POST", "/api/v1/webhooks/{id}/deliveries/{delivery_id}/replay"): Rule(
         Permission.WEBHOOKS_ADMIN, Scope.GLOBAL
+    ),
+    ("POST", "/api/v1/agents"): Rule(Permission.DIRECTORY_ADMIN, Scope.GLOBAL),
+    ("PATCH", "/api/v1/agents/{name}"): Rule(Permission.DIRECTORY_ADMIN, Scope.GLOBAL),
+    ("DELETE", "/api/v1/agents/{name}"): Rule(Permission.DIRECTORY_ADMIN, Scope.GLOBAL),
+    ("POST", "/api/v1/queues"): Rule(Permission.DIRECTORY_ADMIN, Scope.GLOBAL),
+    ("PATCH", "/api/v1/queues/{name}"): Rule(Permission.DIRECTORY_ADMIN, Scope.GLOBAL),
+    ("DELETE", "/api/v1/queues/{name}"): Rule(Permission.DIRECTORY_ADMIN, Scope.GLOBAL),
+    ("PUT", "/api/v1/queues/{name}/members/{agent}"): Rule(
+        Permission.DIRECTORY_ADMIN, Scope.GLOBAL
+    ),
+    ("DELETE", "/api/v1/queues/{name}/members/{agent}"): Rule(
+        Permission.DIRECTORY_ADMIN, Scope.GLOBAL
     ),
     ("POST", "/api/v1/sessions"): PUBLIC,
     ("GET", "/api/v1/openapi.json"): PUBLIC,

@@ -257,6 +257,49 @@ SCHEMAS: dict[str, Schema] = {
             "audio": {"type": "string", "description": "Its audio route."},
         },
     },
+    "AgentDefinition": {
+        "type": "object",
+        "description": "An agent as the directory keeps it (no password).",
+        "required": ["name", "display_name", "disabled", "origin", "queues", "created", "updated"],
+        "properties": {
+            "name": {"type": "string"},
+            "display_name": {"type": "string"},
+            "disabled": {"type": "boolean"},
+            "origin": {"type": "string", "enum": ["config", "api"]},
+            "queues": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["queue", "penalty"],
+                    "properties": {"queue": {"type": "string"}, "penalty": {"type": "integer"}},
+                },
+            },
+            "created": {"type": "number"},
+            "updated": {"type": "number"},
+        },
+    },
+    "QueueDefinition": {
+        "type": "object",
+        "description": "A queue's settings: the keys of its [queues.<name>] table.",
+        "required": ["name", "strategy", "members", "origin", "created", "updated"],
+        "properties": {
+            "name": {"type": "string"},
+            "strategy": {"type": "string"},
+            "members": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["agent", "penalty"],
+                    "properties": {"agent": {"type": "string"}, "penalty": {"type": "integer"}},
+                },
+            },
+            "overflow": _OBJECT,
+            "escalation": {"type": "array", "items": _OBJECT},
+            "origin": {"type": "string", "enum": ["config", "api"]},
+            "created": {"type": "number"},
+            "updated": {"type": "number"},
+        },
+    },
     "CallRecord": {
         "type": "object",
         "required": ["call_id", "start", "end", "duration", "billsec", "legs"],
@@ -450,6 +493,93 @@ _SCOPE_BODY: Schema = {
     "description": "Campaign and queue names the configuration knows, or null for every one.",
 }
 _ROLE_BODY: Schema = {"type": "string", "enum": [r.value for r in Role if r is not Role.AGENT]}
+
+_NO_DIRECTORY = "Agents and queues are not kept by this server, or an unknown name."
+_MEMBERSHIPS: Schema = {
+    "type": "array",
+    "maxItems": 256,
+    "items": {
+        "anyOf": [
+            {"type": "string"},
+            {
+                "type": "object",
+                "required": ["queue"],
+                "additionalProperties": False,
+                "properties": {
+                    "queue": {"type": "string"},
+                    "penalty": {"type": "integer", "minimum": 0, "maximum": 1000000},
+                },
+            },
+        ]
+    },
+    "description": "Queue names, or {queue, penalty}.",
+}
+_SECONDS: Schema = {"type": "number", "minimum": 0, "maximum": 604800}
+_COUNT: Schema = {"type": "integer", "minimum": 0, "maximum": 1000000}
+_QUEUE_SETTINGS: dict[str, Schema] = {
+    "strategy": {
+        "type": "string",
+        "enum": [
+            "ringall",
+            "leastrecent",
+            "fewestcalls",
+            "random",
+            "rrmemory",
+            "rrordered",
+            "linear",
+            "wrandom",
+            "longest-idle",
+        ],
+    },
+    "members": {
+        "type": "array",
+        "maxItems": 1024,
+        "items": {
+            "anyOf": [
+                {"type": "string"},
+                {
+                    "type": "object",
+                    "required": ["agent"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "agent": {"type": "string"},
+                        "penalty": _COUNT,
+                    },
+                },
+            ]
+        },
+    },
+    "ring_timeout": _SECONDS,
+    "retry": _SECONDS,
+    "wrapup": _SECONDS,
+    "autopause": _COUNT,
+    "max_callers": _COUNT,
+    "max_wait": _SECONDS,
+    "join_empty": {"type": "boolean"},
+    "leave_when_empty": {"type": "boolean"},
+    "overflow": {
+        "type": "object",
+        "description": "Exactly one of queue, agent, number (with trunk), record, hangup.",
+    },
+    "music_on_hold": {"type": "string"},
+    "announce_frequency": _SECONDS,
+    "service_level": _SECONDS,
+    "max_penalty": {"type": "integer", "minimum": -1, "maximum": 1000000},
+    "escalation": {
+        "type": "array",
+        "maxItems": 64,
+        "items": {
+            "type": "object",
+            "required": ["after", "max_penalty"],
+            "additionalProperties": False,
+            "properties": {"after": _SECONDS, "max_penalty": _COUNT},
+        },
+    },
+}
+_QUEUE_PROBLEMS = {
+    404: _NO_DIRECTORY,
+    409: "The running server cannot make this change now (callers wait, the file uses it).",
+}
 
 _NO_HOOKS = "Webhooks are not kept by this server, or an unknown id."
 _HOOK_ID = _path("id", "The webhook.")
@@ -696,6 +826,79 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         parameters=(_path("id", "The token's id."),),
         responses={200: _ref("Token")},
         problems={404: _NO_BOOK, 409: "The configured token is changed in the configuration."},
+    ),
+    ("POST", "/api/v1/agents"): Operation(
+        body_required=True,
+        body={
+            "type": "object",
+            "required": ["name", "password"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "pattern": _NAME_PATTERN},
+                "password": {"type": "string", "minLength": 8, "maxLength": 1024},
+                "display_name": {"type": "string", "maxLength": 64},
+                "queues": _MEMBERSHIPS,
+            },
+        },
+        responses={201: _ref("AgentDefinition")},
+        problems={404: _NO_DIRECTORY, 409: "The name is taken."},
+    ),
+    ("PATCH", "/api/v1/agents/{name}"): Operation(
+        parameters=(_path("name", "The agent."),),
+        body={
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "display_name": {"type": "string", "maxLength": 64},
+                "password": {"type": "string", "minLength": 8, "maxLength": 1024},
+                "disabled": {"type": "boolean"},
+                "queues": _MEMBERSHIPS,
+            },
+        },
+        responses={200: _ref("AgentDefinition")},
+        problems={404: _NO_DIRECTORY, 409: "The running server cannot make this change now."},
+    ),
+    ("DELETE", "/api/v1/agents/{name}"): Operation(
+        parameters=(_path("name", "The agent."),),
+        responses={204: None},
+        problems={404: _NO_DIRECTORY, 409: "The agent is on a call."},
+    ),
+    ("POST", "/api/v1/queues"): Operation(
+        body_required=True,
+        body={
+            "type": "object",
+            "required": ["name"],
+            "additionalProperties": False,
+            "properties": {"name": {"type": "string", "pattern": _NAME_PATTERN}, **_QUEUE_SETTINGS},
+        },
+        responses={201: _ref("QueueDefinition")},
+        problems={404: _NO_DIRECTORY, 409: "The name is taken."},
+    ),
+    ("PATCH", "/api/v1/queues/{name}"): Operation(
+        parameters=(_path("name", "The queue."),),
+        body={"type": "object", "additionalProperties": False, "properties": _QUEUE_SETTINGS},
+        responses={200: _ref("QueueDefinition")},
+        problems=_QUEUE_PROBLEMS,
+    ),
+    ("DELETE", "/api/v1/queues/{name}"): Operation(
+        parameters=(_path("name", "The queue."),),
+        responses={204: None},
+        problems=_QUEUE_PROBLEMS,
+    ),
+    ("PUT", "/api/v1/queues/{name}/members/{agent}"): Operation(
+        parameters=(_path("name", "The queue."), _path("agent", "The agent.")),
+        body={
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"penalty": _COUNT},
+        },
+        responses={200: _ref("QueueDefinition")},
+        problems=_QUEUE_PROBLEMS,
+    ),
+    ("DELETE", "/api/v1/queues/{name}/members/{agent}"): Operation(
+        parameters=(_path("name", "The queue."), _path("agent", "The agent.")),
+        responses={200: _ref("QueueDefinition")},
+        problems={404: "Unknown queue or agent, or the agent is not a member."},
     ),
     ("GET", "/api/v1/webhooks"): Operation(
         responses={200: _list_of("webhooks", "Webhook")}, problems={404: _NO_HOOKS}

@@ -101,7 +101,7 @@ def concrete(template: str) -> str:
     """A path for a template: a queue in scope for {name} of a queue, an agent member of the
     in-scope queue only (agent1 is in support, not sales), names that exist nowhere else."""
     if template.startswith("/api/v1/queues/"):
-        return template.replace("{name}", "support")
+        return template.replace("{name}", "support").replace("{agent}", "agent1")
     if template.startswith("/api/v1/agents/"):
         return template.replace("{name}", "agent1")
     path = template.replace("{name}", "nobody").replace("{id}", "000000000000")

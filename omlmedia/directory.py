@@ -1,0 +1,863 @@
+"""The directory: agents and queues, persisted, changed at run time and applied to the running
+engine at once.
+
+Theory of operation. Agents are accounts of role ``agent`` (`omlmedia.accounts.AccountBook`:
+name, display name, scrypt hash, ``disabled``); queues are rows of the ``queues`` table, each
+holding its settings as the TOML table of ``[queues.<name>]`` would (`queue_settings`), members
+and penalties included, so that one validator (`queueing.config.build_config`, the one
+``check-config`` runs) checks the file and the API alike and `export_toml` writes back a file
+that ``check-config`` accepts.
+
+The file and the database (`seed`): at every start, each agent of ``[[agents]]`` and each queue
+of ``[queues]`` is compared with what the file declared the last time it was seeded (a SHA-256 of
+the declaration, in ``config_seeds``). A declaration never seeded, or changed in the file since,
+is written to the database (origin ``config``: created, or replaced with the file's version);
+one the file declares as it did before is left as the database has it, with every change made
+through the API since. An object the file stops declaring stays in the database. So the file
+seeds, the database is the truth afterwards, and an edit of the file wins over the API for the
+object edited. ``omlmedia export-config`` writes the database's agents and queues back out.
+
+A change through the API (`Directory.create_agent`, ...) runs under one lock, in this order: it is
+validated against the whole directory (every error names its field), applied to the engine
+(`queueing.AcdEngine.add_agent`, ``update_queue``...; the runtime's `pump` then makes the offers
+it allows), written with its audit entry (before and after) in one transaction on the book's
+thread, and published as an ``admin.*`` event. The agent logins (`webrtc.accounts.AccountStore`)
+follow at once: a created agent can log in, a disabled or deleted one cannot. A disabled agent
+that is on a call is paused (no new offer) and logged out when its calls are over; one that is
+not is logged out at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from omlmedia.accounts import AccountBook, AccountRow
+from omlmedia.acd import AcdRuntime
+from omlmedia.audit import AuditEntry
+from omlmedia.authz import Identity, Role, Scopes
+from omlmedia.events import NO_EVENTS, EventSink
+from omlmedia.problems import ApiError, FieldError
+from queueing.config import (
+    AcdConfig,
+    DestinationKind,
+    QueueConfig,
+    build_config,
+)
+from queueing.events import AgentState
+from queueing.exceptions import AcdUsageError, QueueConfigError
+from webrtc.accounts import Account, AccountStore, hash_password
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ADMIN_EVENTS",
+    "Directory",
+    "QueueRow",
+    "export_toml",
+    "queue_settings",
+]
+
+AGENT_CREATED = "admin.agent.created"
+AGENT_UPDATED = "admin.agent.updated"
+AGENT_DELETED = "admin.agent.deleted"
+QUEUE_CREATED = "admin.queue.created"
+QUEUE_UPDATED = "admin.queue.updated"
+QUEUE_DELETED = "admin.queue.deleted"
+MEMBER_SET = "admin.member.set"
+MEMBER_REMOVED = "admin.member.removed"
+ADMIN_EVENTS = (
+    AGENT_CREATED,
+    AGENT_UPDATED,
+    AGENT_DELETED,
+    QUEUE_CREATED,
+    QUEUE_UPDATED,
+    QUEUE_DELETED,
+    MEMBER_SET,
+    MEMBER_REMOVED,
+)
+"""The event types of the directory's changes (data: ``by``, ``before``, ``after``)."""
+
+CONFIG = Identity("config", Role.ADMIN)
+
+
+def queue_settings(config: QueueConfig) -> dict[str, Any]:
+    """A queue as its ``[queues.<name>]`` TOML table, every key written."""
+    overflow: dict[str, str] = {config.overflow.kind.value: config.overflow.target}
+    if config.overflow.kind is DestinationKind.NUMBER and config.overflow.trunk:
+        overflow["trunk"] = config.overflow.trunk
+    return {
+        "strategy": config.strategy.value,
+        "members": [{"agent": m.agent, "penalty": m.penalty} for m in config.members],
+        "ring_timeout": config.ring_timeout,
+        "retry": config.retry,
+        "wrapup": config.wrapup,
+        "autopause": config.autopause,
+        "max_callers": config.max_callers,
+        "max_wait": config.max_wait,
+        "join_empty": config.join_empty,
+        "leave_when_empty": config.leave_when_empty,
+        "overflow": overflow,
+        "music_on_hold": config.music_on_hold,
+        "announce_frequency": config.announce_frequency,
+        "service_level": config.service_level,
+        "max_penalty": config.max_penalty,
+        "escalation": [{"after": r.after, "max_penalty": r.max_penalty} for r in config.escalation],
+    }
+
+
+def _digest(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    """One stored queue: its `settings` (the TOML table), origin and times."""
+
+    name: str
+    settings: Mapping[str, Any]
+    origin: str
+    created: float
+    updated: float
+
+    def view(self) -> dict[str, Any]:
+        """The queue's definition as the API serves it."""
+        return {
+            "name": self.name,
+            **json.loads(json.dumps(dict(self.settings))),
+            "origin": self.origin,
+            "created": self.created,
+            "updated": self.updated,
+        }
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def _toml_key(key: str) -> str:
+    bare = key and all((c.isalnum() and c.isascii()) or c in "-_" for c in key)
+    return key if bare else json.dumps(key, ensure_ascii=False)
+
+
+def export_toml(agents: Iterable[AccountRow], queues: Iterable[QueueRow]) -> str:
+    """The directory as the ``[[agents]]`` and ``[queues]`` tables of a configuration file
+    (``check-config`` accepts them); disabled agents are written commented out."""
+    lines = [
+        "# Agents and queues exported from the omlmedia database (omlmedia export-config).",
+        "",
+    ]
+    for agent in agents:
+        prefix = "# (disabled) " if agent.disabled else ""
+        lines += [
+            f"{prefix}[[agents]]",
+            f"{prefix}name = {_toml_value(agent.name)}",
+            f"{prefix}display_name = {_toml_value(agent.display_name)}",
+            f"{prefix}password_hash = {_toml_value(agent.password_hash)}",
+            "",
+        ]
+    disabled = {a.name for a in agents if a.disabled}
+    for queue in queues:
+        lines.append(f"[queues.{_toml_key(queue.name)}]")
+        for key, value in queue.settings.items():
+            if key == "members":
+                value = [m for m in value if m["agent"] not in disabled]
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+class AgentPages:
+    """What the directory needs of the agents' pages (`omlmedia.agents.AgentDesk`)."""
+
+    def __init__(
+        self,
+        busy: Callable[[str], bool],
+        log_out: Callable[[str, str], Any],
+    ) -> None:
+        self.busy = busy
+        """Whether the agent has a call (ringing, connected, held) on its page."""
+        self.log_out = log_out
+        """End the agent's session (awaitable); its page is told the reason."""
+
+
+def _field_of(place: str, queue: str) -> str:
+    prefix = f"queues.{queue}."
+    if place.startswith(prefix):
+        return place[len(prefix) :]
+    return "settings" if place == f"queues.{queue}" else place
+
+
+class Directory:
+    """Agents and queues: kept in the book's database, applied to `acd` and `logins`."""
+
+    def __init__(
+        self,
+        book: AccountBook,
+        *,
+        campaigns: Mapping[str, str] | None = None,
+        used_by: Mapping[str, str] | None = None,
+        events: EventSink = NO_EVENTS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.book = book
+        self.campaigns = dict(campaigns or {})
+        """Campaign name -> its queue (the file's campaigns), for the scopes."""
+        self.used_by = dict(used_by or {})
+        """Queue name -> what of the file sends callers to it (a campaign or a route): such a
+        queue cannot be deleted."""
+        self.events = events
+        self.clock = clock
+        self.acd: AcdRuntime | None = None
+        self.logins: AccountStore | None = None
+        self.pages: AgentPages | None = None
+        self._lock = asyncio.Lock()
+        self._leaving: dict[str, Identity] = {}
+        """Disabled agents on a call, to log out after it, and who disabled them."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._queues: dict[str, QueueRow] = {}
+        for name, settings, origin, created, updated in book.db.execute(
+            "SELECT name, settings, origin, created, updated FROM queues ORDER BY created, name"
+        ):
+            self._queues[name] = QueueRow(name, json.loads(settings), origin, created, updated)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def agents(self) -> list[AccountRow]:
+        """Every agent (role ``agent`` accounts), by name."""
+        return [a for a in self.book.accounts() if a.role is Role.AGENT]
+
+    def _agent_row(self, name: str) -> AccountRow:
+        for row in self.agents():
+            if row.name == name:
+                return row
+        raise ApiError(404, f"unknown agent: {name}")
+
+    def queues(self) -> list[QueueRow]:
+        """Every queue, oldest first."""
+        return list(self._queues.values())
+
+    def _queue_row(self, name: str) -> QueueRow:
+        row = self._queues.get(name)
+        if row is None:
+            raise ApiError(404, f"unknown queue: {name}")
+        return row
+
+    def memberships(self, agent: str) -> list[dict[str, Any]]:
+        """The queues `agent` is a member of, with its penalty, in queue order."""
+        return [
+            {"queue": q.name, "penalty": m["penalty"]}
+            for q in self._queues.values()
+            for m in q.settings["members"]
+            if m["agent"] == agent
+        ]
+
+    def agent_view(self, row: AccountRow) -> dict[str, Any]:
+        """An agent's definition as the API serves it (no password hash)."""
+        return {
+            "name": row.name,
+            "display_name": row.display_name,
+            "disabled": row.disabled,
+            "origin": row.origin,
+            "queues": self.memberships(row.name),
+            "created": row.created,
+            "updated": row.updated,
+        }
+
+    def acd_config(self) -> AcdConfig:
+        """The engine's configuration: every agent and queue of the database."""
+        config, errors = self._build(self._queues)
+        if errors:
+            raise QueueConfigError([f"{place}: {why}" for place, why in errors])
+        return config
+
+    def agent_accounts(self) -> list[Account]:
+        """The accounts that may log in on the agent page (agents not disabled)."""
+        return [
+            Account(a.name, a.display_name, a.password_hash)
+            for a in self.agents()
+            if not a.disabled
+        ]
+
+    def scopes(self) -> Scopes:
+        """The campaigns' queues and the queues' members now, for the scope checks."""
+        return Scopes(
+            self.campaigns,
+            {
+                name: frozenset(m["agent"] for m in row.settings["members"])
+                for name, row in self._queues.items()
+            },
+        )
+
+    def _build(
+        self, queues: Mapping[str, QueueRow], agents: Iterable[AccountRow] | None = None
+    ) -> tuple[AcdConfig, list[FieldError]]:
+        rows = list(self.agents() if agents is None else agents)
+        raw = {
+            "agents": {a.name: {"name": a.display_name} for a in rows},
+            "queues": {name: dict(row.settings) for name, row in queues.items()},
+        }
+        try:
+            return build_config(raw), []
+        except QueueConfigError as exc:
+            errors: list[FieldError] = []
+            for error in exc.errors:
+                place, sep, why = error.partition(": ")
+                errors.append((place, why) if sep else ("settings", error))
+            return AcdConfig(), errors
+
+    # -- seeding from the file (at start, before the engine exists) --------------------------
+
+    def seed(self, agents: Iterable[Any], queues: Mapping[str, QueueConfig]) -> list[str]:
+        """Write the file's declarations never seeded or changed since they were (see the
+        module's docstring); returns what changed, as ``agent:<name>`` and ``queue:<name>``.
+        `agents` are `webrtc.config.AgentConfig` (name, display_name, password_hash)."""
+        book = self.book
+        seen = {
+            (kind, name): digest
+            for kind, name, digest in book.db.execute("SELECT kind, name, digest FROM config_seeds")
+        }
+        now = self.clock()
+        entries: list[AuditEntry] = []
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        accounts: dict[str, AccountRow | None] = {}
+        changed: list[str] = []
+        existing = {a.name: a for a in book.accounts()}
+        for agent in agents:
+            digest = _digest([agent.name, agent.display_name, agent.password_hash])
+            if seen.get(("agent", agent.name)) == digest:
+                continue
+            old = existing.get(agent.name)
+            if old is not None and old.role is not Role.AGENT:
+                logger.error("[[agents]] %s: an account of that name exists; skipped", agent.name)
+                continue
+            row = AccountRow(
+                agent.name,
+                Role.AGENT,
+                agent.display_name or agent.name,
+                agent.password_hash,
+                None,
+                old.disabled if old is not None else False,
+                "config",
+                old.created if old is not None else now,
+                now,
+            )
+            accounts[agent.name] = row
+            statements.append(book.account_statement(row))
+            statements.append(self._seed_statement("agent", agent.name, digest))
+            before = self.agent_view(old) if old is not None else None
+            entries.append(
+                book.entry(
+                    CONFIG,
+                    "agent.create" if old is None else "agent.update",
+                    agent.name,
+                    before,
+                    {**self.agent_view(row), "password": "from the file"},
+                )
+            )
+            changed.append(f"agent:{agent.name}")
+        queues_now = dict(self._queues)
+        for name, config in queues.items():
+            settings = queue_settings(config)
+            digest = _digest(settings)
+            if seen.get(("queue", name)) == digest:
+                continue
+            old_queue = queues_now.get(name)
+            row_q = QueueRow(
+                name,
+                settings,
+                "config",
+                old_queue.created if old_queue is not None else now,
+                now,
+            )
+            queues_now[name] = row_q
+            statements.append(self._queue_statement(row_q))
+            statements.append(self._seed_statement("queue", name, digest))
+            entries.append(
+                book.entry(
+                    CONFIG,
+                    "queue.create" if old_queue is None else "queue.update",
+                    name,
+                    old_queue.view() if old_queue is not None else None,
+                    row_q.view(),
+                )
+            )
+            changed.append(f"queue:{name}")
+        if not statements:
+            return []
+        # Members the database no longer has (an agent deleted through the API) are dropped.
+        names = {a.name for a in book.accounts()} | set(accounts)
+        for name, row_q in list(queues_now.items()):
+            kept = [m for m in row_q.settings["members"] if m["agent"] in names]
+            if len(kept) != len(row_q.settings["members"]):
+                row_q = replace(row_q, settings={**row_q.settings, "members": kept})
+                queues_now[name] = row_q
+                statements.append(self._queue_statement(row_q))
+        book.commit(entries, statements, accounts)
+        self._queues = queues_now
+        return changed
+
+    @staticmethod
+    def _seed_statement(kind: str, name: str, digest: str) -> tuple[str, tuple[Any, ...]]:
+        return (
+            "INSERT INTO config_seeds (kind, name, digest) VALUES (?, ?, ?) "
+            "ON CONFLICT (kind, name) DO UPDATE SET digest = excluded.digest",
+            (kind, name, digest),
+        )
+
+    @staticmethod
+    def _queue_statement(row: QueueRow) -> tuple[str, tuple[Any, ...]]:
+        return (
+            "INSERT INTO queues (name, settings, origin, created, updated) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET settings = excluded.settings, "
+            "origin = excluded.origin, updated = excluded.updated",
+            (row.name, json.dumps(dict(row.settings)), row.origin, row.created, row.updated),
+        )
+
+    # -- the running server -----------------------------------------------------------------
+
+    def bind(
+        self,
+        acd: AcdRuntime | None,
+        logins: AccountStore | None = None,
+        pages: AgentPages | None = None,
+    ) -> None:
+        """Apply changes from now on to the running `acd`, agent `logins` and `pages`."""
+        self.acd, self.logins, self.pages = acd, logins, pages
+        if acd is not None:
+            acd.after_pump.append(self._after_pump)
+
+    async def close(self) -> None:
+        """Stop the logouts under way."""
+        self._leaving.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _engine(self, change: Callable[[float], None]) -> None:
+        """Apply `change(now)` to the engine, then act on what it decided."""
+        acd = self.acd
+        if acd is None:
+            return
+        try:
+            change(acd.now())
+        except AcdUsageError as exc:
+            raise ApiError(409, str(exc)) from None
+        finally:
+            acd.pump()
+
+    def _engine_state(self, agent: str) -> AgentState:
+        acd = self.acd
+        if acd is None or agent not in acd.engine_agents:
+            return AgentState.LOGGED_OUT
+        return acd.agent_state(agent)
+
+    def _publish(
+        self,
+        type_: str,
+        actor: Identity,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+        *,
+        queue: str = "",
+        agent: str = "",
+    ) -> None:
+        self.events.publish(
+            type_,
+            queue=queue,
+            agent=agent,
+            data={"by": actor.actor, "before": before, "after": after},
+        )
+
+    # -- agents -------------------------------------------------------------------------------
+
+    def _check_memberships(self, value: object, errors: list[FieldError]) -> dict[str, int] | None:
+        """``queues``: a list of queue names or ``{"queue", "penalty"}`` tables."""
+        if not isinstance(value, list):
+            errors.append(("queues", 'must be a list of queue names or {"queue", "penalty"}'))
+            return None
+        wanted: dict[str, int] = {}
+        for index, item in enumerate(value):
+            where = f"queues[{index}]"
+            if isinstance(item, str):
+                item = {"queue": item}
+            if not isinstance(item, dict) or set(item) - {"queue", "penalty"}:
+                errors.append((where, 'must be a queue name or {"queue", "penalty"}'))
+                continue
+            queue, penalty = item.get("queue"), item.get("penalty", 0)
+            if not isinstance(queue, str) or queue not in self._queues:
+                errors.append((f"{where}.queue", f"unknown queue {str(queue)[:64]!r}"))
+                continue
+            if (
+                isinstance(penalty, bool)
+                or not isinstance(penalty, int)
+                or not 0 <= penalty <= 10**6
+            ):
+                errors.append((f"{where}.penalty", "must be an integer from 0 to 1000000"))
+                continue
+            if queue in wanted:
+                errors.append((f"{where}.queue", f"queue {queue!r} is listed twice"))
+                continue
+            wanted[queue] = penalty
+        return wanted
+
+    def _with_memberships(self, agent: str, wanted: Mapping[str, int]) -> dict[str, QueueRow]:
+        """The queues whose members change when `agent` is a member of `wanted` alone."""
+        now = self.clock()
+        changed: dict[str, QueueRow] = {}
+        for name, row in self._queues.items():
+            members = [dict(m) for m in row.settings["members"]]
+            current = next((m for m in members if m["agent"] == agent), None)
+            if name in wanted:
+                if current is None:
+                    members.append({"agent": agent, "penalty": wanted[name]})
+                elif current["penalty"] != wanted[name]:
+                    current["penalty"] = wanted[name]
+                else:
+                    continue
+            elif current is not None:
+                members.remove(current)
+            else:
+                continue
+            changed[name] = replace(row, settings={**row.settings, "members": members}, updated=now)
+        return changed
+
+    def _apply_queues(self, changed: Mapping[str, QueueRow], config: AcdConfig) -> None:
+        def apply(now: float) -> None:
+            assert self.acd is not None
+            for name in changed:
+                self.acd.engine.update_queue(config.queues[name], now)
+
+        self._engine(apply)
+
+    async def create_agent(
+        self,
+        actor: Identity,
+        name: str,
+        password: str,
+        *,
+        display_name: str = "",
+        queues: object = None,
+    ) -> dict[str, Any]:
+        """A new agent (origin ``api``) in `queues`; it can log in at once."""
+        async with self._lock:
+            errors: list[FieldError] = []
+            wanted = self._check_memberships(queues, errors) if queues is not None else {}
+            if errors:
+                raise ApiError(400, "invalid " + ", ".join(sorted({f for f, _ in errors})), errors)
+            try:
+                self.book.account(name)
+            except KeyError:
+                pass
+            else:
+                why = f"an account or agent called {name} exists already"
+                raise ApiError(409, why, [("name", why)])
+            now = self.clock()
+            password_hash = await self.book.call(hash_password, password)
+            row = AccountRow(
+                name, Role.AGENT, display_name or name, password_hash, None, False, "api", now, now
+            )
+            changed = self._with_memberships(name, wanted or {})
+            config = self._config_or_400([*self.agents(), row], changed)
+            self._engine(
+                lambda t: self.acd.engine.add_agent(config.agents[name], t)  # type: ignore[union-attr]
+            )
+            self._apply_queues(changed, config)
+            after = {**self._view_with(row, changed), "password": "set"}
+            await self._commit(actor, "agent.create", name, None, after, changed, {name: row})
+            if self.logins is not None:
+                self.logins.accounts[name] = Account(name, row.display_name, password_hash)
+            view = self._view_with(row, {})
+            self._publish(AGENT_CREATED, actor, None, view, agent=name)
+            return view
+
+    def _config_or_400(
+        self, agents: Iterable[AccountRow], changed: Mapping[str, QueueRow]
+    ) -> AcdConfig:
+        config, errors = self._build({**self._queues, **changed}, agents)
+        if errors:
+            raise ApiError(400, "invalid " + ", ".join(sorted({f for f, _ in errors})), errors)
+        return config
+
+    def _view_with(self, row: AccountRow, changed: Mapping[str, QueueRow]) -> dict[str, Any]:
+        saved = self._queues
+        self._queues = {**saved, **changed}
+        try:
+            return self.agent_view(row)
+        finally:
+            self._queues = saved
+
+    async def _commit(
+        self,
+        actor: Identity,
+        action: str,
+        target: str,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+        queues: Mapping[str, QueueRow | None] = {},
+        accounts: Mapping[str, AccountRow | None] = {},
+    ) -> None:
+        book = self.book
+        statements = [
+            self._queue_statement(row)
+            if row is not None
+            else ("DELETE FROM queues WHERE name = ?", (name,))
+            for name, row in queues.items()
+        ]
+        entry = book.entry(actor, action, target, before, after)
+        await book.call(book.commit, [entry], statements, accounts)
+        merged = dict(self._queues)
+        for name, row in queues.items():
+            if row is None:
+                merged.pop(name, None)
+            else:
+                merged[name] = row
+        self._queues = merged
+
+    async def update_agent(
+        self,
+        actor: Identity,
+        name: str,
+        *,
+        display_name: str | None = None,
+        password: str | None = None,
+        disabled: bool | None = None,
+        queues: object = None,
+    ) -> dict[str, Any]:
+        """Change an agent: display name, password, memberships (the list replaces them),
+        disabled (see the module's docstring)."""
+        async with self._lock:
+            old = self._agent_row(name)
+            errors: list[FieldError] = []
+            wanted = self._check_memberships(queues, errors) if queues is not None else None
+            if errors:
+                raise ApiError(400, "invalid " + ", ".join(sorted({f for f, _ in errors})), errors)
+            password_hash = old.password_hash
+            if password is not None:
+                password_hash = await self.book.call(hash_password, password)
+            new = replace(
+                old,
+                display_name=display_name if display_name is not None else old.display_name,
+                password_hash=password_hash,
+                disabled=disabled if disabled is not None else old.disabled,
+            )
+            changed = self._with_memberships(name, wanted) if wanted is not None else {}
+            if new == old and not changed:
+                return self.agent_view(old)
+            new = replace(new, updated=self.clock())
+            agents = [new if a.name == name else a for a in self.agents()]
+            config = self._config_or_400(agents, changed)
+            before = self.agent_view(old)
+            if new.display_name != old.display_name:
+                self._engine(
+                    lambda t: self.acd.engine.update_agent(config.agents[name])  # type: ignore[union-attr]
+                )
+            self._apply_queues(changed, config)
+            after = self._view_with(new, changed)
+            audited = {**after, "password": "changed"} if password is not None else after
+            await self._commit(actor, "agent.update", name, before, audited, changed, {name: new})
+            if self.logins is not None:
+                if new.disabled:
+                    self.logins.accounts.pop(name, None)
+                else:
+                    self.logins.accounts[name] = Account(name, new.display_name, new.password_hash)
+            if new.disabled and not old.disabled:
+                await self._leave(name, actor)
+            elif not new.disabled:
+                self._leaving.pop(name, None)
+            self._publish(AGENT_UPDATED, actor, before, after, agent=name)
+            return after
+
+    async def _leave(self, agent: str, actor: Identity) -> None:
+        """A disabled agent: logged out now, or paused and logged out after its calls (looked
+        at after each of the runtime's pumps: a call's end always pumps)."""
+        pages = self.pages
+        if pages is not None and pages.busy(agent):
+            if self._engine_state(agent) is not AgentState.LOGGED_OUT:
+                self._engine(
+                    lambda t: self.acd.engine.force_pause(  # type: ignore[union-attr]
+                        agent, "disabled", t, supervisor=actor.actor
+                    )
+                )
+            self._leaving[agent] = actor
+            return
+        await self._log_out(agent, actor)
+
+    def _after_pump(self) -> None:
+        """Log out the disabled agents whose calls are over (from `AcdRuntime.pump`)."""
+        pages = self.pages
+        for agent, actor in list(self._leaving.items()):
+            if pages is None or not pages.busy(agent):
+                del self._leaving[agent]
+                task = asyncio.get_running_loop().create_task(self._log_out_later(agent, actor))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _log_out_later(self, agent: str, actor: Identity) -> None:
+        try:
+            await self._log_out(agent, actor)
+        except Exception:
+            logger.exception("logging out the disabled agent %s failed", agent)
+
+    async def _log_out(self, agent: str, actor: Identity) -> None:
+        if self._engine_state(agent) is not AgentState.LOGGED_OUT:
+            self._engine(
+                lambda t: self.acd.engine.force_logout(  # type: ignore[union-attr]
+                    agent, t, supervisor=actor.actor
+                )
+            )
+        if self.pages is not None:
+            await self.pages.log_out(agent, "account-disabled")
+
+    async def delete_agent(self, actor: Identity, name: str) -> None:
+        """Remove an agent and its memberships; 409 while it has a call (disable it first:
+        it is logged out after its call)."""
+        async with self._lock:
+            old = self._agent_row(name)
+            if self.pages is not None and self.pages.busy(name):
+                why = f"the agent {name} is on a call: disable it first (logged out after the call)"
+                raise ApiError(409, why, [("name", why)])
+            before = self.agent_view(old)
+            if self.logins is not None:
+                self.logins.accounts.pop(name, None)
+            await self._log_out(name, actor)
+            changed = self._with_memberships(name, {})
+            self._engine(lambda t: self.acd.engine.remove_agent(name, t))  # type: ignore[union-attr]
+            await self._commit(actor, "agent.delete", name, before, None, changed, {name: None})
+            self._leaving.pop(name, None)
+            self._publish(AGENT_DELETED, actor, before, None, agent=name)
+
+    # -- queues -------------------------------------------------------------------------------
+
+    def _settings_or_400(self, name: str, settings: Mapping[str, Any]) -> QueueConfig:
+        queues = {**self._queues, name: QueueRow(name, settings, "api", 0.0, 0.0)}
+        config, errors = self._build(queues)
+        if errors:
+            fields = [(_field_of(place, name), why) for place, why in errors]
+            raise ApiError(400, "invalid " + ", ".join(sorted({f for f, _ in fields})), fields)
+        return config.queues[name]
+
+    async def create_queue(
+        self, actor: Identity, name: str, settings: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A new queue (origin ``api``) with `settings` (the keys of ``[queues.<name>]``;
+        ``members`` defaults to none)."""
+        async with self._lock:
+            if name in self._queues:
+                why = f"a queue called {name} exists already"
+                raise ApiError(409, why, [("name", why)])
+            config = self._settings_or_400(name, {"members": [], **settings})
+            now = self.clock()
+            row = QueueRow(name, queue_settings(config), "api", now, now)
+            self._engine(lambda t: self.acd.engine.add_queue(config, t))  # type: ignore[union-attr]
+            await self._commit(actor, "queue.create", name, None, row.view(), {name: row})
+            self._publish(QUEUE_CREATED, actor, None, row.view(), queue=name)
+            return row.view()
+
+    async def update_queue(
+        self, actor: Identity, name: str, changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Change some settings of a queue (the others are kept); waiting callers stay."""
+        async with self._lock:
+            old = self._queue_row(name)
+            return await self._replace_queue(
+                actor, old, {**old.settings, **changes}, "queue.update", QUEUE_UPDATED
+            )
+
+    async def _replace_queue(
+        self,
+        actor: Identity,
+        old: QueueRow,
+        settings: Mapping[str, Any],
+        action: str,
+        event_type: str,
+        *,
+        agent: str = "",
+    ) -> dict[str, Any]:
+        config = self._settings_or_400(old.name, settings)
+        row = replace(old, settings=queue_settings(config), updated=self.clock())
+        if row.settings == old.settings:
+            return old.view()
+        self._engine(lambda t: self.acd.engine.update_queue(config, t))  # type: ignore[union-attr]
+        await self._commit(actor, action, old.name, old.view(), row.view(), {old.name: row})
+        self._publish(event_type, actor, old.view(), row.view(), queue=old.name, agent=agent)
+        return row.view()
+
+    async def delete_queue(self, actor: Identity, name: str) -> None:
+        """Remove a queue; 409 while callers wait in it, or when the file's campaigns or
+        routes, or another queue's overflow, send callers to it."""
+        async with self._lock:
+            old = self._queue_row(name)
+            if name in self.used_by:
+                why = f"{self.used_by[name]} of the configuration file sends callers to {name}"
+                raise ApiError(409, why, [("name", why)])
+            for other in self._queues.values():
+                if other.name != name and other.settings["overflow"].get("queue") == name:
+                    why = f"queue {other.name} overflows into {name}"
+                    raise ApiError(409, why, [("name", why)])
+            self._engine(lambda t: self.acd.engine.remove_queue(name, t))  # type: ignore[union-attr]
+            await self._commit(actor, "queue.delete", name, old.view(), None, {name: None})
+            self._publish(QUEUE_DELETED, actor, old.view(), None, queue=name)
+
+    async def set_member(
+        self, actor: Identity, queue: str, agent: str, penalty: int
+    ) -> dict[str, Any]:
+        """Make `agent` a member of `queue` with `penalty` (or change its penalty)."""
+        async with self._lock:
+            old = self._queue_row(queue)
+            self._agent_row(agent)
+            members = [dict(m) for m in old.settings["members"]]
+            current = next((m for m in members if m["agent"] == agent), None)
+            if current is None:
+                members.append({"agent": agent, "penalty": penalty})
+            else:
+                current["penalty"] = penalty
+            settings = {**old.settings, "members": members}
+            return await self._replace_queue(
+                actor, old, settings, "queue.member.set", MEMBER_SET, agent=agent
+            )
+
+    async def remove_member(self, actor: Identity, queue: str, agent: str) -> dict[str, Any]:
+        """Take `agent` out of `queue` (404 when it is not a member)."""
+        async with self._lock:
+            old = self._queue_row(queue)
+            members = [m for m in old.settings["members"] if m["agent"] != agent]
+            if len(members) == len(old.settings["members"]):
+                raise ApiError(404, f"{agent} is not a member of {queue}")
+            settings = {**old.settings, "members": members}
+            return await self._replace_queue(
+                actor, old, settings, "queue.member.remove", MEMBER_REMOVED, agent=agent
+            )
+
+    def export(self) -> str:
+        """The database's agents and queues as TOML (`export_toml`)."""
+        return export_toml(self.agents(), self.queues())
+
+
+def file_users(campaigns: Iterable[Any], routes: Iterable[Any]) -> dict[str, str]:
+    """Queue name -> the first campaign or route of the file that sends callers to it."""
+    users: dict[str, str] = {}
+    for campaign in campaigns:
+        users.setdefault(campaign.queue, f"campaign {campaign.name}")
+    for route in routes:
+        if route.action.value == "queue" and route.trunk:
+            users.setdefault(route.trunk, f"route {route.target}")
+    return users
