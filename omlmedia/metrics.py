@@ -185,12 +185,46 @@ class ServerCollector(Collector):
             "RTP port pairs in use.",
             value=media.get("rtp_ports_in_use", 0),
         )
+        yield from self._kernel(media.get("kernel") or {})
         family = CounterMetricFamily(
             "omlmedia_calls", "Calls the router saw since start, by outcome.", labels=["outcome"]
         )
         for name, value in sorted(calls.items()):
             if _number(value) is not None:
                 family.add_metric([name], value)
+        yield family
+
+    def _kernel(self, kernel: Mapping[str, Any]) -> Iterator[Metric]:
+        """The kernel path of passthrough bridges (``[media] kernel_forwarding``)."""
+        yield GaugeMetricFamily(
+            "omlmedia_kernel_path_active",
+            "1 when passthrough bridges may be relayed by the kernel (nftables).",
+            value=1 if kernel.get("active") else 0,
+        )
+        yield GaugeMetricFamily(
+            "omlmedia_kernel_path_calls",
+            "Calls whose RTP the kernel relays now.",
+            value=_number(kernel.get("calls")) or 0,
+        )
+        yield CounterMetricFamily(
+            "omlmedia_kernel_path_packets",
+            "RTP packets the kernel relayed since start.",
+            value=_number(kernel.get("packets")) or 0,
+        )
+        yield CounterMetricFamily(
+            "omlmedia_kernel_path_bytes",
+            "Bytes (IP and UDP headers included) the kernel relayed since start.",
+            value=_number(kernel.get("bytes")) or 0,
+        )
+        family = CounterMetricFamily(
+            "omlmedia_kernel_path_fallbacks",
+            "Calls handed back from the kernel to the userspace relay, by reason.",
+            labels=["reason"],
+        )
+        fallbacks = kernel.get("fallbacks")
+        for reason, value in sorted(fallbacks.items() if isinstance(fallbacks, dict) else ()):
+            if _number(value) is not None:
+                family.add_metric([str(reason)], value)
         yield family
 
     def _queues(self, queues: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
