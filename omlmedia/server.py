@@ -22,17 +22,18 @@ from aiohttp import web
 from media.kernelpath_nft import KernelPath
 from media.player import MediaFileError, sound_path
 from media.ports import PortAllocator, RtpSocketPool
-from omlmedia.accounts import AccountBook, account_summary, config_seeds
+from omlmedia.accounts import AccountBook, account_summary
 from omlmedia.acd import AcdRuntime
 from omlmedia.agents import AgentDesk
 from omlmedia.api import _scopes as api_scopes
 from omlmedia.api import start_api
-from omlmedia.authz import Identity
+from omlmedia.authz import Identity, Scopes
 from omlmedia.b2bua import B2bua
 from omlmedia.bridges import transcoder_factory
 from omlmedia.callevents import CallEvents
 from omlmedia.conference import ConferenceService
 from omlmedia.config import Config, RouteAction, summary
+from omlmedia.directory import AgentPages, Directory, file_users
 from omlmedia.events import CALL_ENDED, NO_EVENTS, EventLog
 from omlmedia.logs import event
 from omlmedia.media_targets import MediaTargets
@@ -194,6 +195,8 @@ class Server:
         self.acd: AcdRuntime | None = None
         self.store: AsyncStore | None = None
         self.accounts: AccountBook | None = None
+        self.directory: Directory | None = None
+        """Agents and queues (`omlmedia.directory`): seeded from the file, changed by the API."""
         self.events: EventLog | None = None
         """The event log (`omlmedia.events`): call, queue and agent events, stored and streamed."""
         self.webhooks: WebhookService | None = None
@@ -298,7 +301,18 @@ class Server:
             logger.log(level, "%s", self.kernel_note)
         b2bua.kernel = self.kernel
         conference = ConferenceService(self.pool, self.media_host, service)
-        pages = self._start_agents(service, b2bua) if config.webrtc.agents else None
+        self.accounts = AccountBook(
+            config.server.data_dir / "omlmedia.db", config.api.token_matches
+        )
+        self.accounts.seed(config.accounts)
+        self.directory = Directory(
+            self.accounts,
+            campaigns={c.name: c.queue for c in config.campaigns},
+            used_by=file_users(config.campaigns, config.routes),
+            events=events,
+        )
+        self.directory.seed(config.webrtc.agents, config.acd.queues if config.acd else {})
+        pages = self._start_agents(service, b2bua, self.directory)
         self.media_targets = (media, b2bua)
         router = self.router = CallRouter(
             config,
@@ -318,10 +332,6 @@ class Server:
         )
         self.upkeep.start()
         self.trunks.start()
-        self.accounts = AccountBook(
-            config.server.data_dir / "omlmedia.db", config.api.token_matches
-        )
-        self.accounts.seed(config_seeds(config.accounts, config.webrtc.agents))
         metrics = self._metrics(events)
         if self.webhooks is not None:
             metrics.registry.register(WebhookCollector(self.webhooks))
@@ -337,6 +347,7 @@ class Server:
             metrics=metrics,
             accounts=self.accounts,
             webhooks=self.webhooks,
+            directory=self.directory,
         )
         if config.api.metrics_listen is not None:
             self.metrics_api = await serve_metrics(metrics, *config.api.metrics_listen)
@@ -357,8 +368,7 @@ class Server:
         node = storage.node if storage.dsn is not None else ""
         self.store = store = AsyncStore(Store(location, node=node))
         events = EventLog(store)
-        config = self.config
-        self.webhooks = webhooks = WebhookService(store, scopes=lambda: api_scopes(config))
+        self.webhooks = webhooks = WebhookService(store, scopes=self._scopes)
         events.outbox = webhooks.outbox
         webhooks.start()
         now = time.time()
@@ -390,27 +400,34 @@ class Server:
     def _count_media_timeout(self) -> None:
         self.stats.media_timeouts += 1
 
-    def _start_agents(self, service: SipService, b2bua: B2bua) -> web.Application:
-        """The agent desk, the agent hub and the agent page (`/agent/`, `/ws`)."""
+    def _scopes(self) -> Scopes:
+        """What scopes are checked against: the directory's queues and members now."""
+        if self.directory is not None:
+            return self.directory.scopes()
+        return api_scopes(self.config)
+
+    def _start_agents(
+        self, service: SipService, b2bua: B2bua, directory: Directory
+    ) -> web.Application:
+        """The ACD (its agents and queues from `directory`), the agent desk, the agent hub and
+        the agent page (`/agent/`, `/ws`); changes to `directory` apply to them at once."""
         config = self.config
         loop = asyncio.get_running_loop()
         media_host = self.media_host
-        acd = None
-        if config.acd is not None:
-            acd = AcdRuntime(
-                AcdEngine(config.acd),
-                self.pool,
-                media_host,
-                service=service,
-                store=self.store,
-                campaigns={c.name: c for c in config.campaigns},
-                music=self.hold_music,
-                recordings=config.server.data_dir / "recordings",
-                events=self.events or NO_EVENTS,
-            )
-            self.acd = acd
+        acd = AcdRuntime(
+            AcdEngine(directory.acd_config()),
+            self.pool,
+            media_host,
+            service=service,
+            store=self.store,
+            campaigns={c.name: c for c in config.campaigns},
+            music=self.hold_music,
+            recordings=config.server.data_dir / "recordings",
+            events=self.events or NO_EVENTS,
+        )
+        self.acd = acd
         accounts = AccountStore(
-            [agent.account() for agent in config.webrtc.agents],
+            directory.agent_accounts(),
             clock=loop.time,
             session_ttl=config.webrtc.session_ttl,
         )
@@ -455,7 +472,7 @@ class Server:
 
         monitor = MonitorService(
             authenticate,
-            lambda: api_scopes(config),
+            self._scopes,
             lambda name: AgentChannel(
                 name,
                 ice_servers=ice,
@@ -503,6 +520,13 @@ class Server:
         monitor.bind(desk)
         self.desk = desk
         self.hub = desk.hub
+        directory.bind(
+            acd,
+            accounts,
+            AgentPages(
+                lambda agent: any(c.agent == agent for c in desk.calls.values()), desk.log_out
+            ),
+        )
         return create_agent_app(desk.hub)
 
     def status(self) -> dict[str, Any]:
@@ -571,6 +595,8 @@ class Server:
             await self.api.cleanup()
         if self.metrics_api is not None:
             await self.metrics_api.cleanup()
+        if self.directory is not None:
+            await self.directory.close()
         if self.accounts is not None:
             self.accounts.close()
         await self.transports.close()
