@@ -295,7 +295,11 @@ class Server:
             trunk_down=self.trunks.is_down,
             events=events,
         )
-        self.kernel, self.kernel_note = KernelPath.for_server(config.media.kernel_forwarding)
+        # One table per server instance (by SIP port): a second server on the host never
+        # deletes the first one's rules, and a restart finds its own leftovers.
+        self.kernel, self.kernel_note = KernelPath.for_server(
+            config.media.kernel_forwarding, f"omlmedia_{config.server.sip_port}"
+        )
         if self.kernel is not None or config.media.kernel_forwarding:
             level = logging.INFO if self.kernel is not None else logging.WARNING
             logger.log(level, "%s", self.kernel_note)
