@@ -1,0 +1,247 @@
+"""A supervisor monitors a queue call from the supervisor page: listen, whisper, barge, stop.
+
+Real peers only: a baresip caller (440 Hz, PCMU) into the `support` campaign, agent1 answering
+in Chromium (660 Hz microphone), a supervisor account (scoped to `support`) logged in on
+`/supervisor/` in a second Chromium (1000 Hz microphone). What each party hears is measured on
+the audio itself: the pages' received audio through a WebAudio analyser, the caller's in
+baresip's recording of what it received. Listen: the supervisor hears both tones and nobody
+hears the supervisor; whisper: the agent hears the supervisor, the caller does not; barge: both
+do; stop: neither does, and the supervisor hears nothing. The actions are in the audit log and
+the call's record has the supervisor's leg.
+
+With ``OMLMEDIA_MEASURE_MONITOR=1`` the test also measures the server's CPU (``/proc/<pid>/stat``)
+over 4 s of the call unmonitored, listened to and whispered on, and prints it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.interop.baresip import dial
+from tests.interop.browser import chromium
+from tests.interop.harness import DEMO_PASSWORD, RunningServer
+from tests.interop.test_admin import call as api
+
+pytestmark = pytest.mark.interop
+
+CALLER_TONE = 440.0
+AGENT_TONE = 660.0
+SUPERVISOR_TONE = 1000.0
+PASSWORD = "supervise-support-1"
+CALL_SECONDS = 55
+HEARD_DB = -50.0
+"""A tone this loud (WebAudio analyser, dBFS per bin) is heard: ours arrive near -30."""
+SILENT_DB = -65.0
+"""A tone below this is not heard."""
+
+LEVELS = """async ([id, freqs]) => {
+    const stream = document.getElementById(id).srcObject;
+    const ctx = new AudioContext();
+    const an = ctx.createAnalyser(); an.fftSize = 8192;
+    ctx.createMediaStreamSource(stream).connect(an);
+    await new Promise((r) => setTimeout(r, 500));
+    const bins = new Float32Array(an.frequencyBinCount); an.getFloatFrequencyData(bins);
+    const step = ctx.sampleRate / an.fftSize;
+    const out = {};
+    for (const f of freqs) {
+        let best = -200;
+        for (let i = Math.floor((f - 20) / step); i <= Math.ceil((f + 20) / step); i++)
+            if (Number.isFinite(bins[i])) best = Math.max(best, bins[i]);
+        out[f] = best;
+    }
+    await ctx.close();
+    return out;
+}"""
+"""The level (dBFS) of each of `freqs` in what element `id` plays."""
+
+
+async def levels(page: Any, element: str) -> dict[float, float]:
+    tones = [CALLER_TONE, AGENT_TONE, SUPERVISOR_TONE]
+    found = await page.evaluate(LEVELS, [element, tones])
+    return {tone: float(found[str(int(tone))]) for tone in tones}
+
+
+async def hears(
+    page: Any, element: str, heard: tuple[float, ...], silent: tuple[float, ...], what: str
+) -> dict[float, float]:
+    """Poll (deadline 10 s) until `element` on `page` plays the `heard` tones and not the
+    `silent` ones; fails with the last levels."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        found = await levels(page, element)
+        if all(found[t] > HEARD_DB for t in heard) and all(found[t] < SILENT_DB for t in silent):
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: heard {found} (want {heard} above {HEARD_DB}, {silent} silent)")
+
+
+def tone_seconds(path: Path, frequency: float) -> float:
+    """How many seconds of the recording carry `frequency` (100 ms windows, amplitude > 0.05)."""
+    with wave.open(str(path), "rb") as w:
+        rate = w.getframerate()
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
+    size = rate // 10
+    window = np.hanning(size)
+    band = slice(int((frequency - 30) * size / rate), int((frequency + 30) * size / rate) + 1)
+    seconds = 0.0
+    for start in range(0, samples.size - size, size):
+        spectrum = np.abs(np.fft.rfft(samples[start : start + size] * window))
+        amplitude = 2 * spectrum[band].max() / window.sum() / 32768
+        seconds += 0.1 if amplitude > 0.05 else 0.0
+    return seconds
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_share(pid: int, seconds: float = 4.0) -> float:
+    """The server's CPU over `seconds` of wall time, in % of one core."""
+    start, wall = cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    return 100 * (cpu_seconds(pid) - start) / (time.monotonic() - wall)
+
+
+async def test_a_supervisor_listens_whispers_barges_and_stops_on_a_queue_call(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    status, _ = api(
+        server,
+        "POST",
+        "/accounts",
+        {"name": "sue", "role": "supervisor", "password": PASSWORD, "scope": ["support"]},
+    )
+    assert status == 201
+    measure = os.environ.get("OMLMEDIA_MEASURE_MONITOR") == "1"
+    cpu: dict[str, float] = {}
+
+    async with (
+        chromium(tmp_path / "agent", AGENT_TONE) as agent_browser,
+        chromium(tmp_path / "supervisor", SUPERVISOR_TONE) as supervisor_browser,
+    ):
+        await supervisor_browser.add_init_script(
+            "localStorage.setItem('omlmedia.supervisor.settings', '{\"audioProcessing\": false}');"
+        )
+        agent = await agent_browser.new_page()
+        await agent.goto(f"https://127.0.0.1:{server.http_port}/agent/")
+        await agent.get_by_label("Username").fill("agent1")
+        await agent.get_by_label("Password").fill(DEMO_PASSWORD)
+        await agent.get_by_role("button", name="Log in", exact=True).click()
+        state = agent.locator("#state")
+        await expect(state).to_contain_text("Paused", timeout=10000)
+        await agent.get_by_role("button", name="Ready", exact=True).click()
+        await expect(agent.locator("#ice-state")).to_have_text("connected", timeout=10000)
+
+        supervisor = await supervisor_browser.new_page()
+        await supervisor.goto(f"https://127.0.0.1:{server.http_port}/supervisor/")
+        await supervisor.get_by_label("Username").fill("sue")
+        await supervisor.get_by_label("Password").fill(PASSWORD)
+        await supervisor.get_by_role("button", name="Log in", exact=True).click()
+        panel = supervisor.get_by_role("complementary", name="Monitoring")
+        await expect(panel.locator("#monitor-channel")).to_have_text("connected", timeout=15000)
+
+        caller = asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: dial(
+                tmp_path / "caller",
+                f"sip:support@127.0.0.1:{server.sip_port}",
+                CALL_SECONDS,
+                tone_hz=CALLER_TONE,
+                codecs="PCMU",
+            ),
+        )
+        await expect(state).to_have_text("Ringing", timeout=15000)
+        await agent.get_by_role("button", name="Answer", exact=True).click()
+        await expect(state).to_have_text("On call")
+        await hears(agent, "remote-audio", (CALLER_TONE,), (SUPERVISOR_TONE,), "agent, unmonitored")
+        call_id = await agent.evaluate("[...window.omlAgent.calls.keys()][0]")
+        if measure:
+            cpu["unmonitored"] = await cpu_share(server.pid)
+
+        # The wallboard's selection (ui-contract: supervisor.js dispatches it on a click).
+        await supervisor.evaluate(
+            """(callId) => document.dispatchEvent(new CustomEvent("oml:select-call", {detail:
+                {call_id: callId, agent: "agent1", queue: "support", caller: "tester"}}))""",
+            call_id,
+        )
+        await expect(panel.locator("#monitor-call")).to_contain_text("tester")
+
+        await panel.get_by_role("button", name="Listen", exact=True).click()
+        await expect(panel.locator("#monitor-mode")).to_contain_text("Listening")
+        await expect(panel.get_by_role("button", name="Listen")).to_have_attribute(
+            "aria-pressed", "true"
+        )
+        await hears(
+            supervisor, "monitor-audio", (CALLER_TONE, AGENT_TONE), (), "supervisor, listen"
+        )
+        await hears(agent, "remote-audio", (CALLER_TONE,), (SUPERVISOR_TONE,), "agent, listen")
+        if measure:
+            cpu["listen"] = await cpu_share(server.pid)
+
+        whisper_at = time.monotonic()
+        await panel.get_by_role("button", name="Whisper", exact=True).click()
+        await expect(panel.locator("#monitor-mode")).to_contain_text("Whispering")
+        await hears(agent, "remote-audio", (CALLER_TONE, SUPERVISOR_TONE), (), "agent, whisper")
+        await hears(
+            supervisor, "monitor-audio", (CALLER_TONE, AGENT_TONE), (), "supervisor, whisper"
+        )
+        if measure:
+            cpu["whisper"] = await cpu_share(server.pid)
+        await asyncio.sleep(max(0.0, whisper_at + 4.0 - time.monotonic()))  # 4 s of whisper
+
+        barge_at = time.monotonic()
+        await panel.get_by_role("button", name="Barge", exact=True).click()
+        await expect(panel.locator("#monitor-mode")).to_contain_text("barge")
+        await hears(agent, "remote-audio", (CALLER_TONE, SUPERVISOR_TONE), (), "agent, barge")
+        await asyncio.sleep(max(0.0, barge_at + 3.0 - time.monotonic()))  # 3 s of barge
+
+        stop_at = time.monotonic()
+        await panel.get_by_role("button", name="Stop", exact=True).click()
+        await expect(panel.locator("#monitor-mode")).to_have_text("Not monitoring")
+        await hears(agent, "remote-audio", (CALLER_TONE,), (SUPERVISOR_TONE,), "agent, stopped")
+        await hears(
+            supervisor, "monitor-audio", (), (CALLER_TONE, AGENT_TONE), "supervisor, stopped"
+        )
+        # The call goes on, directly relayed again, until the caller hangs up.
+        run = await caller
+        await expect(agent.locator("#no-call")).to_be_visible(timeout=15000)
+
+    assert run.established, run.output[-3000:]
+    whispered, barged = barge_at - whisper_at, stop_at - barge_at
+    heard = tone_seconds(run.decoded(), SUPERVISOR_TONE)
+    # The caller heard the supervisor for the barge only, never during the whisper.
+    assert barged - 1.5 <= heard <= barged + 1.0, (heard, whispered, barged)
+    assert tone_seconds(run.decoded(), AGENT_TONE) > 10  # and the agent all along
+
+    status, audit = api(server, "GET", "/audit?action=call.monitor")
+    assert status == 200, audit
+    entries = audit["entries"] if isinstance(audit, dict) else audit
+    modes = [e["after"]["mode"] for e in entries if e["target"] == call_id]
+    assert modes == ["listen", "whisper", "barge"] and all(e["actor"] == "sue" for e in entries)
+    status, stopped = api(server, "GET", "/audit?action=call.monitor-stop")
+    assert [e["target"] for e in stopped["entries"]] == [call_id]
+
+    deadline = time.monotonic() + 10.0
+    while True:
+        status, records = api(server, "GET", "/calls/records?queue=support")
+        found = [r for r in records["records"] if r["call_id"] == call_id]
+        if found or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    legs = [leg for leg in found[0]["legs"] if leg.get("role") == "supervisor"]
+    assert legs and legs[0]["supervisor"] == "sue"
+    assert legs[0]["modes"] == ["listen", "whisper", "barge"]
+    if measure:
+        print(f"\nserver CPU, % of one core over 4 s: {cpu}")
+    server.wait_idle()
