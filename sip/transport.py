@@ -11,6 +11,14 @@ Stream connections are keyed by the peer's ``Endpoint`` whichever side opened th
 to a request that arrived over TCP or TLS goes back over the same connection (RFC 3261 §18.2.2),
 and requests to a peer reuse an open connection (§18.1.1). Double-CRLF pings are answered with a
 CRLF pong (RFC 5626 §3.5.1) and count as activity for the idle timeout.
+
+Bounds. Stream connections are capped in total and per source (an IPv4 address, an IPv6 /64,
+since one host commonly owns a whole /64); the last ``reserved_connections`` of the total are
+kept for sources the ``trusted`` predicate names (trunks) and for our own outbound connections, so
+strangers filling the table shut out neither the PBX nor a call to a trunk. Trusted sources are
+not capped per source. A connection we accepted must deliver a complete message within
+``first_message_timeout`` (a TLS one must finish its handshake within ``connect_timeout`` first),
+and any connection without traffic for ``idle_timeout`` is closed.
 """
 
 from __future__ import annotations
@@ -51,9 +59,11 @@ class TransportLimits:
     ``max_message_size`` bounds a datagram and a framed stream message (headers plus body);
     ``idle_timeout`` closes a stream connection without traffic in either direction; the connection
     caps apply to concurrent stream connections (``max_connections_per_ip`` to inbound ones per
-    source IP); ``connect_timeout`` bounds an outbound connect, TLS handshake included;
-    ``max_write_buffer`` is the unsent backlog at which a stream connection to a peer that does not
-    read is aborted.
+    source: an IPv4 address or an IPv6 /64; untrusted inbound ones stop ``reserved_connections``
+    short of ``max_connections``); ``connect_timeout`` bounds an outbound connect and an inbound
+    TLS handshake; ``first_message_timeout`` is how long an inbound connection may stay open before
+    its first complete message; ``max_write_buffer`` is the unsent backlog at which a stream
+    connection to a peer that does not read is aborted.
     """
 
     max_message_size: int = 65535
@@ -62,14 +72,22 @@ class TransportLimits:
     max_connections_per_ip: int = 64
     connect_timeout: float = 10.0
     max_write_buffer: int = 1 << 20
+    reserved_connections: int = 0
+    first_message_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if self.max_message_size < 64:
             raise TransportConfigError("max_message_size must be at least 64")
-        if not self.idle_timeout > 0 or not self.connect_timeout > 0:
+        if (
+            not self.idle_timeout > 0
+            or not self.connect_timeout > 0
+            or not self.first_message_timeout > 0
+        ):
             raise TransportConfigError("timeouts must be positive")
         if self.max_connections < 1 or self.max_connections_per_ip < 1:
             raise TransportConfigError("connection caps must be at least 1")
+        if not 0 <= self.reserved_connections < self.max_connections:
+            raise TransportConfigError("reserved_connections must be from 0 to max_connections - 1")
         if self.max_write_buffer < self.max_message_size:
             raise TransportConfigError("max_write_buffer must hold one message")
 
@@ -96,6 +114,8 @@ class TransportStats:
     connections_total: int = 0
     connections_rejected: int = 0
     connections_idle_closed: int = 0
+    connections_silent_closed: int = 0
+    """Inbound connections closed for sending no complete message in time."""
     send_errors: int = 0
     callback_errors: int = 0
 
@@ -106,6 +126,25 @@ def _drop_message(data: bytes, source: Endpoint) -> None:
 
 def _ignore_error(destination: Endpoint) -> None:
     """The default ``on_error``."""
+
+
+def _trust_nobody(host: str) -> bool:
+    """The default ``trusted``."""
+    return False
+
+
+def source_key(host: str) -> str:
+    """What a source is counted by: an IPv4 address as it is, an IPv6 address by its /64 (an
+    IPv4-mapped one as its IPv4 address); anything else as it is."""
+    if ":" not in host:
+        return host
+    try:
+        address = ipaddress.IPv6Address(host.strip("[]").partition("%")[0])
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 class SipTransports:
@@ -126,9 +165,13 @@ class SipTransports:
         on_error: ErrorCallback | None = None,
         *,
         limits: TransportLimits | None = None,
+        trusted: Callable[[str], bool] | None = None,
     ) -> None:
         self.on_message: MessageCallback = on_message or _drop_message
         self.on_error: ErrorCallback = on_error or _ignore_error
+        self.trusted: Callable[[str], bool] = trusted or _trust_nobody
+        """Whether a source IP is a trusted peer's: it may use the reserved connections and is not
+        capped per source. May be replaced at any time."""
         self.limits = limits or TransportLimits()
         self.stats = TransportStats()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -139,7 +182,7 @@ class SipTransports:
         self._tls_client_context: ssl.SSLContext | None = None
         self._connections: dict[Endpoint, _StreamConnection] = {}
         self._live: set[_StreamConnection] = set()
-        self._per_ip: dict[str, int] = {}
+        self._per_source: dict[str, int] = {}
         self._connecting: set[asyncio.Task[None]] = set()
         self._literal_hosts: dict[str, bool] = {}
         self._outbound_local: tuple[str, int] | None = None
@@ -337,11 +380,23 @@ class SipTransports:
         assert endpoint is not None
         limits = self.limits
         if inbound:
-            if self._closed or len(self._live) >= limits.max_connections:
+            if self._closed:
                 return False
-            if self._per_ip.get(endpoint.host, 0) >= limits.max_connections_per_ip:
+            try:
+                trusted = bool(self.trusted(endpoint.host))
+            except Exception:
+                self._callback_failed("trusted", endpoint)
+                trusted = False
+            cap = limits.max_connections
+            if not trusted:
+                cap -= limits.reserved_connections
+            if len(self._live) >= cap:
                 return False
-            self._per_ip[endpoint.host] = self._per_ip.get(endpoint.host, 0) + 1
+            key = source_key(endpoint.host)
+            count = self._per_source.get(key, 0)
+            if not trusted and count >= limits.max_connections_per_ip:
+                return False
+            self._per_source[key] = count + 1
         self._connections[endpoint] = connection
         self._live.add(connection)
         stats = self.stats
@@ -355,11 +410,12 @@ class SipTransports:
         endpoint = connection.endpoint
         assert endpoint is not None
         if inbound:
-            left = self._per_ip[endpoint.host] - 1
+            key = source_key(endpoint.host)
+            left = self._per_source[key] - 1
             if left:
-                self._per_ip[endpoint.host] = left
+                self._per_source[key] = left
             else:
-                del self._per_ip[endpoint.host]
+                del self._per_source[key]
         self._forget(connection)
 
     def _forget(self, connection: _StreamConnection) -> None:
@@ -443,6 +499,8 @@ class _StreamConnection(asyncio.Protocol):
 
     __slots__ = (
         "_buffer",
+        "_delivered",
+        "_first_handle",
         "_idle_handle",
         "_inbound",
         "_kind",
@@ -472,6 +530,8 @@ class _StreamConnection(asyncio.Protocol):
         self._paused = False
         self._last_activity = 0.0
         self._idle_handle: asyncio.TimerHandle | None = None
+        self._first_handle: asyncio.TimerHandle | None = None
+        self._delivered = False
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -492,6 +552,10 @@ class _StreamConnection(asyncio.Protocol):
         self._idle_handle = self._loop.call_at(
             self._last_activity + owner.limits.idle_timeout, self._check_idle
         )
+        if self._inbound:
+            self._first_handle = self._loop.call_later(
+                owner.limits.first_message_timeout, self._check_first_message
+            )
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
@@ -503,6 +567,9 @@ class _StreamConnection(asyncio.Protocol):
         if self._idle_handle is not None:
             self._idle_handle.cancel()
             self._idle_handle = None
+        if self._first_handle is not None:
+            self._first_handle.cancel()
+            self._first_handle = None
         if self._registered:
             self._registered = False
             self._owner._release(self, self._inbound)
@@ -601,6 +668,11 @@ class _StreamConnection(asyncio.Protocol):
         return None
 
     def _deliver(self, message: bytes) -> None:
+        if not self._delivered:
+            self._delivered = True
+            if self._first_handle is not None:
+                self._first_handle.cancel()
+                self._first_handle = None
         owner = self._owner
         owner.stats.stream_messages_in += 1
         source = self.endpoint
@@ -637,6 +709,13 @@ class _StreamConnection(asyncio.Protocol):
     def _touch(self) -> None:
         self._last_activity = self._loop.time()
 
+    def _check_first_message(self) -> None:
+        self._first_handle = None
+        if not self._delivered and self.transport is not None and not self.is_closing():
+            self._owner.stats.connections_silent_closed += 1
+            logger.debug("closing %s: no complete message in time", self.endpoint)
+            self.transport.close()
+
     def _check_idle(self) -> None:
         self._idle_handle = None
         deadline = self._last_activity + self._owner.limits.idle_timeout
@@ -655,4 +734,5 @@ __all__ = [
     "TransportConfigError",
     "TransportLimits",
     "TransportStats",
+    "source_key",
 ]
