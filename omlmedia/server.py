@@ -27,7 +27,7 @@ from omlmedia.acd import AcdRuntime
 from omlmedia.agents import AgentDesk
 from omlmedia.api import _scopes as api_scopes
 from omlmedia.api import start_api
-from omlmedia.authz import Identity, Scopes
+from omlmedia.authz import Identity, Role, Scopes
 from omlmedia.b2bua import B2bua
 from omlmedia.bridges import transcoder_factory
 from omlmedia.callevents import CallEvents
@@ -39,8 +39,10 @@ from omlmedia.logs import event
 from omlmedia.media_targets import MediaTargets
 from omlmedia.metrics import Metrics, serve_metrics
 from omlmedia.monitor import MonitorService
+from omlmedia.recordings import Deleted, RetentionJob
+from omlmedia.reports_api import ReportReader
 from omlmedia.router import CallRouter, RouteTable
-from omlmedia.storage import AsyncStore, Store
+from omlmedia.storage import AsyncStore, CallRecord, Store
 from omlmedia.targets import RouterStats
 from omlmedia.trunks import NextHops, TrunkManager
 from omlmedia.upkeep import Upkeep
@@ -196,6 +198,8 @@ class Server:
         self.store: AsyncStore | None = None
         self.accounts: AccountBook | None = None
         self.directory: Directory | None = None
+        self.retention: RetentionJob | None = None
+        self._retention_reader: ReportReader | None = None
         """Agents and queues (`omlmedia.directory`): seeded from the file, changed by the API."""
         self.events: EventLog | None = None
         """The event log (`omlmedia.events`): call, queue and agent events, stored and streamed."""
@@ -355,12 +359,42 @@ class Server:
         )
         if config.api.metrics_listen is not None:
             self.metrics_api = await serve_metrics(metrics, *config.api.metrics_listen)
+        self._start_retention()
         event(
             logger,
             "ready",
             sip=", ".join(str(e) for e in local.values()),
             api=f"https://{url_host(host)}:{config.server.http_port}",
         )
+
+    def _start_retention(self) -> None:
+        """The daily job that deletes the recordings older than their campaign's
+        ``recording_retention_days`` (none when no campaign sets one), each deletion audited."""
+        retention = {c.name: c.recording_retention_days for c in self.config.campaigns}
+        if not any(days > 0 for days in retention.values()) or self.store is None:
+            return
+        reader = self._retention_reader = ReportReader(self.store.store.path)
+        accounts = self.accounts
+        actor = Identity("retention", Role.ADMIN)
+
+        async def records(before: float) -> list[CallRecord]:
+            return await reader.records(0.0, before)
+
+        async def audit(item: Deleted) -> None:
+            if accounts is not None:
+                detail = {"campaign": item.campaign, "file": item.path.name, "days": item.days}
+                await accounts.call(
+                    accounts.record, actor, "recording.delete", item.call_id, detail, None
+                )
+
+        self.retention = RetentionJob(
+            retention,
+            self.config.server.data_dir / "recordings",
+            records,
+            audit,
+            clock=time.time,
+        )
+        self.retention.start()
 
     def _open_events(self) -> EventLog:
         """The store (queue log, call records, events) and the event log; the calls a previous
@@ -582,6 +616,10 @@ class Server:
             self.service.close()
         if self.upkeep is not None:
             self.upkeep.stop()
+        if self.retention is not None:
+            await self.retention.close()
+        if self._retention_reader is not None:
+            await self._retention_reader.close()
         if self.kernel is not None:
             self.kernel.stop()
         self.pool.close()

@@ -342,3 +342,55 @@ def test_search_leaves_out_a_file_outside_the_recordings_directory(tmp_path: Pat
     records = [record("out", T0, outside), record("in", T0, inside)]
     found = search(records, RecordingQuery(), tmp_path / "recordings")
     assert [r.call_id for r, _ in found] == ["in"]
+
+
+async def test_the_server_starts_the_job_for_a_campaign_with_a_retention(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    from omlmedia.server import Server
+
+    demo = load_demo_config()
+    campaigns = tuple(
+        dataclasses.replace(c, recording_retention_days=30) if c.name == "support" else c
+        for c in demo.campaigns
+    )
+    config = dataclasses.replace(
+        demo,
+        campaigns=campaigns,
+        server=dataclasses.replace(demo.server, data_dir=tmp_path),
+    )
+    root = tmp_path / "recordings"
+    old = tone_file(root / "old.opus", 0.2)
+    recent = tone_file(root / "recent.opus", 0.2)
+    store = Store(tmp_path / "omlmedia.db")
+    now = time.time()
+    store.call_ended(record("old", now - 40 * DAY, old, end=now - 39 * DAY))
+    store.call_ended(record("recent", now - 3 * DAY, recent, end=now - 3 * DAY))
+    store.close()
+    server = Server(config)
+    log = server._open_events()
+    server.accounts = AccountBook(tmp_path / "omlmedia.db", config.api.token_matches)
+    try:
+        server._start_retention()
+        assert server.retention is not None
+        deadline = time.monotonic() + 10
+        for _ in range(100_000):  # polled, with a deadline
+            if server.retention.runs or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        assert not old.exists() and recent.exists()
+        entries = server.accounts.audit(0.0, float("inf"), action="recording.delete")
+        assert [(e.actor, e.target, e.role) for e in entries] == [("retention", "old", "admin")]
+    finally:
+        if server.retention is not None:
+            await server.retention.close()
+        if server._retention_reader is not None:
+            await server._retention_reader.close()
+        server.pool.close()
+        await log.close()
+        if server.webhooks is not None:
+            await server.webhooks.close()
+        assert server.store is not None
+        await server.store.close()
+        server.accounts.close()
