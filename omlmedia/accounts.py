@@ -799,18 +799,14 @@ class AccountBook:
         """An audit entry of `actor`, now."""
         return self._entry(actor, action, target, before, after)
 
-    def account_statement(self, row: AccountRow) -> tuple[str, tuple[Any, ...]]:
-        """The statement that writes `row`."""
-        return self._put_account(row)
-
     def commit(
         self,
         entries: Iterable[AuditEntry],
         statements: Iterable[tuple[str, tuple[Any, ...]]],
         accounts: Mapping[str, AccountRow | None] = {},
     ) -> None:
-        """Write `statements` with their audit `entries` in one transaction, then the accounts
-        in memory (None: removed, its tokens revoked)."""
+        """Write `statements`, the `accounts` (None: removed, its tokens revoked) and the audit
+        `entries` in one transaction, then the accounts in memory."""
         statements = list(statements)
         tokens = dict(self._tokens)
         now = self.clock()
@@ -818,6 +814,8 @@ class AccountBook:
             if row is None:
                 statements.append(("DELETE FROM accounts WHERE name = ?", (name,)))
                 self._revoke_of(name, now, tokens, statements)
+            else:
+                statements.append(self._put_account(row))
         self._write(entries, *statements)
         merged = dict(self._accounts)
         for name, row in accounts.items():

@@ -360,7 +360,6 @@ class Directory:
                 now,
             )
             accounts[agent.name] = row
-            statements.append(book.account_statement(row))
             statements.append(self._seed_statement("agent", agent.name, digest))
             before = self.agent_view(old) if old is not None else None
             entries.append(
