@@ -39,6 +39,13 @@ The agent channel (`webrtc.channel.AgentChannel`, or any `Channel`) is made at l
 one, a reload, or an ICE restart: aiortc cannot restart ICE, so the channel swaps in a fresh
 peer connection) is answered by `Channel.accept_offer` with all candidates in the SDP (aiortc
 does not trickle), and what the server attached to the channel stays attached.
+
+Supervisors. The messages of `SUPERVISOR_MESSAGES` (``supervisor-auth`` with an API session
+token, ``supervisor-offer``, ``monitor``, ``monitor-stop``) go to the `SupervisorHandler` the
+hub was given (`omlmedia.monitor.MonitorService`, which owns those sockets, their channels and
+their access checks); without one they get ``unknown-type``. A supervisor's socket cannot log
+in as an agent nor place web calls, and an agent's or a web caller's cannot send them
+(``bad-state``).
 """
 
 from __future__ import annotations
