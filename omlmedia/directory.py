@@ -60,7 +60,8 @@ __all__ = [
     "ADMIN_EVENTS",
     "Directory",
     "QueueRow",
-    "export_toml",
+    "dumps_toml",
+    "export_config",
     "queue_settings",
 ]
 
@@ -157,31 +158,65 @@ def _toml_key(key: str) -> str:
     return key if bare else json.dumps(key, ensure_ascii=False)
 
 
-def export_toml(agents: Iterable[AccountRow], queues: Iterable[QueueRow]) -> str:
-    """The directory as the ``[[agents]]`` and ``[queues]`` tables of a configuration file
-    (``check-config`` accepts them); disabled agents are written commented out."""
-    lines = [
-        "# Agents and queues exported from the omlmedia database (omlmedia export-config).",
-        "",
-    ]
-    for agent in agents:
-        prefix = "# (disabled) " if agent.disabled else ""
-        lines += [
-            f"{prefix}[[agents]]",
-            f"{prefix}name = {_toml_value(agent.name)}",
-            f"{prefix}display_name = {_toml_value(agent.display_name)}",
-            f"{prefix}password_hash = {_toml_value(agent.password_hash)}",
-            "",
+def dumps_toml(data: Mapping[str, Any]) -> str:
+    """`data` (what `tomllib` reads: tables, arrays, strings, numbers, booleans) as TOML: the
+    top level's arrays of tables as ``[[name]]``, tables as ``[name]``, the rest inline."""
+    lines: list[str] = []
+    _dump_table(lines, [], data)
+    return "\n".join(lines).strip() + "\n"
+
+
+def _is_tables(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _dump_table(lines: list[str], path: list[str], table: Mapping[str, Any]) -> None:
+    top = not path
+    nested = [k for k, v in table.items() if isinstance(v, dict) or (top and _is_tables(v))]
+    for key, value in table.items():
+        if key not in nested:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key in nested:
+        value = table[key]
+        name = ".".join(_toml_key(p) for p in [*path, key])
+        if isinstance(value, dict):
+            lines += ["", f"[{name}]"]
+            _dump_table(lines, [*path, key], value)
+        else:
+            for item in value:
+                lines += ["", f"[[{name}]]"]
+                _dump_table(lines, [*path, key], item)
+
+
+def export_config(
+    raw: Mapping[str, Any], agents: Iterable[AccountRow], queues: Iterable[QueueRow]
+) -> str:
+    """The configuration file `raw` (as `tomllib` read it) with its ``[[agents]]`` and
+    ``[queues]`` replaced by the database's, as TOML that ``check-config`` accepts. Disabled
+    agents are left out (a file cannot say disabled), and so are their memberships."""
+    agents = list(agents)
+    enabled = [a for a in agents if not a.disabled]
+    names = {a.name for a in enabled}
+    data = {k: v for k, v in raw.items() if k not in ("agents", "queues")}
+    if enabled:
+        data["agents"] = [
+            {"name": a.name, "display_name": a.display_name, "password_hash": a.password_hash}
+            for a in enabled
         ]
-    disabled = {a.name for a in agents if a.disabled}
-    for queue in queues:
-        lines.append(f"[queues.{_toml_key(queue.name)}]")
-        for key, value in queue.settings.items():
-            if key == "members":
-                value = [m for m in value if m["agent"] not in disabled]
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
-    return "\n".join(lines)
+    tables = {
+        q.name: {
+            **q.settings,
+            "members": [m for m in q.settings["members"] if m["agent"] in names],
+        }
+        for q in queues
+    }
+    if tables:
+        data["queues"] = tables
+    header = ["# Written by omlmedia export-config: agents and queues from the database."]
+    disabled = sorted(a.name for a in agents if a.disabled)
+    if disabled:
+        header.append(f"# Disabled agents, left out: {', '.join(disabled)}.")
+    return "\n".join(header) + "\n\n" + dumps_toml(data)
 
 
 class AgentPages:
@@ -846,9 +881,9 @@ class Directory:
                 actor, old, settings, "queue.member.remove", MEMBER_REMOVED, agent=agent
             )
 
-    def export(self) -> str:
-        """The database's agents and queues as TOML (`export_toml`)."""
-        return export_toml(self.agents(), self.queues())
+    def export(self, raw: Mapping[str, Any]) -> str:
+        """The configuration file `raw` with the database's agents and queues (`export_config`)."""
+        return export_config(raw, self.agents(), self.queues())
 
 
 def file_users(campaigns: Iterable[Any], routes: Iterable[Any]) -> dict[str, str]:
