@@ -1,0 +1,189 @@
+"""The kernel path with a real server: `omlmedia serve` with ``[media] kernel_forwarding``,
+sipp callers and a sipp PBX echoing RTP, all in a network namespace of the test's own (the
+server's nftables table lives there and goes with it).
+
+The existing passthrough interop scenarios run here with the fast path on: the media still
+reaches the PBX and comes back, but through the kernel's rules, which the status API counts,
+and the server leaves no rule behind when the calls end and when it stops.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import harness
+from tests.interop.harness import SCENARIOS, RunningServer, free_port
+from tests.interop.test_trunk import _uac, pbx
+from tests.media.netns import enter, in_ns, ip, require_kernel_tools
+
+NS = f"okpi{os.getpid() % 100000}"
+
+
+@pytest.fixture(scope="module")
+def namespace() -> Iterator[str]:
+    require_kernel_tools()
+    ip("netns", "add", NS)
+    try:
+        ip("-n", NS, "link", "set", "lo", "up")
+        with enter(NS):
+            yield NS
+    finally:
+        subprocess.run(["ip", "netns", "del", NS], capture_output=True, timeout=10)
+
+
+def with_kernel_forwarding(text: str) -> str:
+    assert "[media]\n" in text
+    return text.replace("[media]\n", "[media]\nkernel_forwarding = true\n", 1)
+
+
+@pytest.fixture(scope="module")
+def server(namespace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    try:
+        running = harness.start_server(
+            tmp_path_factory.mktemp("kernel-server"), edit_config=with_kernel_forwarding
+        )
+    except harness.ServerStartError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def kernel_status(server: RunningServer) -> dict[str, Any]:
+    status = server.status()["media"]["kernel"]
+    assert isinstance(status, dict)
+    return status
+
+
+def tables(namespace: str) -> str:
+    return in_ns(namespace, "nft", "list", "tables").stdout
+
+
+def test_the_server_says_the_kernel_path_is_active(server: RunningServer, namespace: str) -> None:
+    assert "kernel forwarding is active" in server.log()
+    assert f"omlmedia_{server.sip_port}" in tables(namespace)
+    assert kernel_status(server)["active"] is True
+
+
+def test_bridged_rtp_to_an_echoing_pbx_goes_through_the_kernel(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    relayed_before = server.status()["calls"]["relayed_packets"]
+    before = kernel_status(server)
+    with pbx(
+        server,
+        tmp_path,
+        [
+            "-sf",
+            str(SCENARIOS / "uas_answer_pcma.xml"),
+            "-rtp_echo",
+            "-mp",
+            str(free_port(pair=True)),
+        ],
+        2,
+    ):
+        result = _uac(
+            server,
+            tmp_path,
+            [
+                "-sn",
+                "uac_pcap",
+                "-s",
+                "91234",
+                "-mp",
+                str(free_port(pair=True)),
+                "-m",
+                "2",
+                "-r",
+                "2",
+            ],
+        )
+    assert result.returncode == 0, result.output + result.errors
+    assert result.count("SuccessfulCall") == 2
+    status = server.wait_idle()
+    assert status["sip"]["calls"] == 0 and status["media"]["rtp_ports_in_use"] == 0
+    kernel = status["media"]["kernel"]
+    assert kernel["calls"] == 0  # both calls' rules are gone with the calls
+    assert kernel["installed"] - before["installed"] == 2, (kernel, server.log()[-3000:])
+    fallbacks = kernel["fallbacks"]
+    assert fallbacks.get("hangup", 0) - before["fallbacks"].get("hangup", 0) == 2
+    # Each call's 236-packet pcap reaches the PBX and its echo comes back (as without the
+    # kernel path), and all but the first packets, which latch the legs, crossed in the kernel.
+    relayed = status["calls"]["relayed_packets"] - relayed_before
+    assert relayed >= 2 * 2 * 236 * 0.95, relayed
+    moved = kernel["packets"] - before["packets"]
+    assert moved >= 0.9 * relayed, (moved, relayed, kernel)
+
+
+def delta(after: dict[str, Any], before: dict[str, Any], reason: str) -> int:
+    return int(after["fallbacks"].get(reason, 0)) - int(before["fallbacks"].get(reason, 0))
+
+
+def test_hold_hands_the_call_back_to_userspace_and_resume_returns_it_to_the_kernel(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    relayed_before = server.status()["calls"]["relayed_packets"]
+    before = kernel_status(server)
+    with pbx(
+        server,
+        tmp_path,
+        [
+            "-sf",
+            str(SCENARIOS / "uas_answer_pcma.xml"),
+            "-rtp_echo",
+            "-mp",
+            str(free_port(pair=True)),
+        ],
+        1,
+    ):
+        result = _uac(
+            server,
+            tmp_path,
+            [
+                "-sf",
+                str(SCENARIOS / "uac_pcap_hold_resume.xml"),
+                "-s",
+                "91234",
+                "-mp",
+                str(free_port(pair=True)),
+                "-m",
+                "1",
+            ],
+        )
+    assert result.returncode == 0, result.output + result.errors
+    assert result.count("SuccessfulCall") == 1
+    status = server.wait_idle()
+    kernel = status["media"]["kernel"]
+    assert "hold=true" in server.log() and "hold=false" in server.log()
+    # In the kernel before the hold, back in userspace for it, in the kernel again after.
+    assert kernel["installed"] - before["installed"] == 2, (kernel, server.log()[-3000:])
+    assert delta(kernel, before, "hold") == 1, kernel
+    assert delta(kernel, before, "hangup") == 1, kernel
+    assert kernel["calls"] == 0
+    # Two bursts of RTP (30 ms packets for 5 s each way): all but the latching packets of each
+    # burst crossed in the kernel.
+    moved = kernel["packets"] - before["packets"]
+    assert moved >= 2 * 2 * 150, kernel
+    assert moved >= 0.8 * (status["calls"]["relayed_packets"] - relayed_before), kernel
+
+
+def test_stopping_the_server_deletes_its_table(
+    namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    try:
+        running = harness.start_server(
+            tmp_path_factory.mktemp("kernel-stop"), edit_config=with_kernel_forwarding
+        )
+    except harness.ServerStartError as exc:
+        pytest.fail(str(exc))
+    table = f"omlmedia_{running.sip_port}"
+    assert table in tables(namespace)
+    assert running.stop() == 0
+    assert table not in tables(namespace)
