@@ -1,4 +1,4 @@
-"""The ``omlmedia`` command: serve, check-config, hash-password (and --version).
+"""The ``omlmedia`` command: serve, check-config, export-config, hash-password (and --version).
 
 Exit status: 0 success, 2 bad usage or bad configuration (a message, never a traceback), 1 other
 failures; `serve` returns what the server returns.
@@ -125,6 +125,15 @@ def make_parser() -> argparse.ArgumentParser:
         description="List every error with its location; exit 0 when valid, 2 when not.",
     )
     check.add_argument("file", metavar="FILE")
+
+    export = commands.add_parser(
+        "export-config",
+        help="write the configuration with the database's agents and queues",
+        description="Print FILE with its [[agents]] and [queues] replaced by those of the "
+        "database in its data directory (what the API changed), as TOML check-config accepts.",
+    )
+    export.add_argument("file", metavar="FILE")
+    export.add_argument("--output", metavar="OUT", help="write to OUT instead of stdout")
 
     hash_password = commands.add_parser(
         "hash-password",
@@ -275,6 +284,38 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_config(args: argparse.Namespace) -> int:
+    import tomllib
+
+    from omlmedia.accounts import AccountBook
+    from omlmedia.directory import Directory
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        _print_errors(args.file, exc, sys.stderr)
+        return 2
+    database = config.server.data_dir / "omlmedia.db"
+    if not database.exists():
+        print(f"omlmedia: no database at {database}: nothing to export", file=sys.stderr)
+        return 2
+    book = AccountBook(database)
+    try:
+        text = Directory(book).export(tomllib.loads(Path(args.file).read_text("utf-8")))
+    finally:
+        book.close()
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        Path(args.output).write_text(text, "utf-8")
+    except OSError as exc:
+        print(f"omlmedia: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"omlmedia: wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def _read_password() -> str | None:
     if sys.stdin.isatty():
         password = getpass.getpass("Password: ")
@@ -305,6 +346,7 @@ def _hash_password(args: argparse.Namespace) -> int:
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve,
     "check-config": _check_config,
+    "export-config": _export_config,
     "hash-password": _hash_password,
 }
 

@@ -255,3 +255,22 @@ def test_the_toml_writer_round_trips_what_tomllib_reads() -> None:
         "agents": [{"name": "a"}, {"name": "b"}],
     }
     assert tomllib.loads(dumps_toml(data)) == data
+
+
+async def test_the_export_config_command_round_trips_through_check_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from omlmedia.cli import main
+
+    path, config = write_config(tmp_path)
+    book, directory = start(config)
+    await directory.create_agent(ADMIN, "ana", "password-1", queues=["sales"])
+    book.close()
+    out = tmp_path / "exported.toml"
+    assert main(["export-config", str(path), "--output", str(out)]) == 0
+    assert main(["check-config", str(out)]) == 0
+    assert "OK" in capsys.readouterr().out
+    exported = load_config(out)
+    assert exported.acd is not None
+    assert [m.agent for m in exported.acd.queues["sales"].members] == ["agent2", "ana"]
+    assert main(["export-config", str(tmp_path / "missing.toml")]) == 2
