@@ -10,7 +10,9 @@ and the server leaves no rule behind when the calls end and when it stops.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -186,4 +188,85 @@ def test_stopping_the_server_deletes_its_table(
     table = f"omlmedia_{running.sip_port}"
     assert table in tables(namespace)
     assert running.stop() == 0
+    assert table not in tables(namespace)
+
+
+def test_a_killed_server_leaves_no_rule_behind_after_its_next_start(
+    namespace: str, tmp_path: Path
+) -> None:
+    try:
+        first = harness.start_server(tmp_path / "first", edit_config=with_kernel_forwarding)
+    except harness.ServerStartError as exc:
+        pytest.fail(str(exc))
+    sip_port = first.sip_port
+    table = f"omlmedia_{sip_port}"
+    uas = subprocess.Popen(
+        [
+            "sipp",
+            "-sf",
+            str(SCENARIOS / "uas_answer_pcma.xml"),
+            "-rtp_echo",
+            "-mp",
+            str(free_port(pair=True)),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(first.pbx_port),
+            "-m",
+            "1",
+            "-nostdin",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uac = subprocess.Popen(
+        [
+            "sipp",
+            f"127.0.0.1:{sip_port}",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-sf",
+            str(SCENARIOS / "uac_pcap_hold_resume.xml"),
+            "-s",
+            "91234",
+            "-mp",
+            str(free_port(pair=True)),
+            "-m",
+            "1",
+            "-nostdin",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while kernel_status(first)["calls"] != 1:
+            assert time.monotonic() < deadline, first.log()[-3000:]
+            time.sleep(0.1)
+        first.process.kill()  # kill -9: no chance to delete anything
+        first.process.wait(timeout=10)
+        left = in_ns(namespace, "nft", "list", "table", "inet", table).stdout
+        assert "k" in left and "counter" in left, left
+    finally:
+        for process in (uac, uas):
+            process.kill()
+            process.wait(timeout=10)
+
+    def same_sip_port(text: str) -> str:
+        text = with_kernel_forwarding(text)
+        return re.sub(r"(?m)^sip_port = \d+$", f"sip_port = {sip_port}", text)
+
+    try:
+        second = harness.start_server(tmp_path / "second", edit_config=same_sip_port)
+    except harness.ServerStartError as exc:
+        pytest.fail(str(exc))
+    try:
+        listing = in_ns(namespace, "nft", "list", "table", "inet", table).stdout
+        assert "counter" not in listing and "goto" not in listing, listing
+    finally:
+        assert second.stop() == 0
     assert table not in tables(namespace)
