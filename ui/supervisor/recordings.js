@@ -1,2 +1,200 @@
-// Placeholder until its owner commits this module (see /tmp/briefs/ui-contract.md).
-export {};
+// The Recordings section of the supervisor page: a search form (a day of the site and a number of
+// days, agent, campaign, caller number, disposition, talk duration, minimum MOS), the results and
+// an <audio> player. Audio is fetched with the session's bearer token (GET .../audio; the server
+// writes each listen and each download to the audit log) and played from memory, so the token
+// never goes into a URL; the player seeks within it.
+
+import { api, session } from "./session.js";
+
+const PAGE = 100;
+
+let player;
+let playing = null;
+let offset = 0;
+
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (name === "text") node.textContent = value;
+    else node.setAttribute(name, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function field(id, label, control) {
+  control.id = id;
+  return el("div", { class: "report-field" }, el("label", { for: id, text: label }), control);
+}
+
+function input(name, attributes = {}) {
+  return el("input", { name, ...attributes });
+}
+
+function duration(seconds) {
+  const total = Math.round(seconds);
+  const m = Math.floor(total / 60);
+  return `${m}:${String(total % 60).padStart(2, "0")}`;
+}
+
+function status(text) {
+  document.getElementById("recording-status").textContent = text;
+}
+
+function query(form) {
+  const params = new URLSearchParams();
+  const names = ["day", "agent", "campaign", "caller", "min_duration", "max_duration", "min_mos"];
+  for (const name of names) {
+    const value = form.elements[name].value.trim();
+    if (value) params.set(name, value);
+  }
+  if (form.elements.days.value && form.elements.days.value !== "1") {
+    params.set("days", form.elements.days.value);
+  }
+  if (form.elements.disposition.value.trim()) {
+    params.set("disposition", form.elements.disposition.value.trim());
+  }
+  params.set("offset", String(offset));
+  params.set("limit", String(PAGE));
+  return `/api/v1/recordings?${params}`;
+}
+
+async function fetchAudio(item, download) {
+  const response = await api(`${item.audio}${download ? "?download=1" : ""}`, { raw: true });
+  return response.blob();
+}
+
+async function play(item, button) {
+  button.disabled = true;
+  status(`Loading the recording of ${item.call_id}…`);
+  try {
+    const blob = await fetchAudio(item, false);
+    if (playing) URL.revokeObjectURL(playing);
+    playing = URL.createObjectURL(blob);
+    player.src = playing;
+    document.getElementById("player-title").textContent =
+      `Call ${item.call_id}: ${item.caller || "unknown caller"} with ${item.agent || "no agent"} `
+      + `(${item.start.slice(0, 16).replace("T", " ")}); caller left, agent right`;
+    await player.play().catch(() => {});
+    status(`Playing the recording of ${item.call_id}.`);
+  } catch (error) {
+    status(`The recording could not be played: ${error.message}`);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function download(item) {
+  try {
+    const blob = await fetchAudio(item, true);
+    const url = URL.createObjectURL(blob);
+    const link = el("a", { href: url, download: `${item.call_id}.opus` });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    status(`Downloaded the recording of ${item.call_id}.`);
+  } catch (error) {
+    status(`The download failed: ${error.message}`);
+  }
+}
+
+function row(item) {
+  const mos = item.min_mos === null ? "—" : item.min_mos.toFixed(2);
+  const playButton = el("button", {
+    type: "button", class: "primary", text: "Play", "aria-label": `Play the recording of ${item.call_id}`,
+  });
+  playButton.addEventListener("click", () => play(item, playButton));
+  const saveButton = el("button", {
+    type: "button", text: "Download", "aria-label": `Download the recording of ${item.call_id}`,
+  });
+  saveButton.addEventListener("click", () => download(item));
+  return el("tr", { "data-call": item.call_id },
+    el("th", { scope: "row", text: item.start.slice(0, 16).replace("T", " ") }),
+    el("td", { text: item.caller || "—" }),
+    el("td", { text: item.agent || "—" }),
+    el("td", { text: item.campaign || "—" }),
+    el("td", { text: item.disposition || "—" }),
+    el("td", { class: "num", text: duration(item.duration) }),
+    el("td", { class: "num", text: mos }),
+    el("td", {}, playButton, " ", saveButton));
+}
+
+async function search(form) {
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  status("Searching…");
+  try {
+    const page = await api(query(form));
+    const body = document.getElementById("recording-rows");
+    body.replaceChildren(...page.recordings.map(row));
+    const shown = page.recordings.length;
+    status(shown
+      ? `${page.total} recordings; ${offset + 1} to ${offset + shown} shown.`
+      : "No recording matches.");
+    document.getElementById("recording-previous").disabled = offset === 0;
+    document.getElementById("recording-next").disabled = page.next === null;
+  } catch (error) {
+    status(`The search failed: ${error.message}`);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function build(section) {
+  const form = el("form", { class: "toolbar", "aria-label": "Search recordings" },
+    field("rec-day", "Day", input("day", { type: "date" })),
+    field("rec-days", "Days", input("days", { type: "number", min: "1", max: "92", value: "1" })),
+    field("rec-agent", "Agent", input("agent", { maxlength: "64" })),
+    field("rec-campaign", "Campaign", input("campaign", { maxlength: "64" })),
+    field("rec-caller", "Caller number", input("caller", { maxlength: "64", inputmode: "tel" })),
+    field("rec-disposition", "Disposition", input("disposition", { maxlength: "64" })),
+    field("rec-min-duration", "Minimum duration (s)", input("min_duration", { type: "number", min: "0" })),
+    field("rec-max-duration", "Maximum duration (s)", input("max_duration", { type: "number", min: "0" })),
+    field("rec-min-mos", "Minimum MOS", input("min_mos", { type: "number", min: "1", max: "5", step: "0.1" })),
+    el("button", { type: "submit", class: "primary", text: "Search" }));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    offset = 0;
+    search(form);
+  });
+  const previous = el("button", { type: "button", id: "recording-previous", text: "Previous page", disabled: "" });
+  const next = el("button", { type: "button", id: "recording-next", text: "Next page", disabled: "" });
+  previous.addEventListener("click", () => { offset = Math.max(0, offset - PAGE); search(form); });
+  next.addEventListener("click", () => { offset += PAGE; search(form); });
+  const head = el("tr");
+  for (const text of ["Start", "Caller", "Agent", "Campaign", "Disposition", "Duration", "Lowest MOS", "Recording"]) {
+    head.append(el("th", { scope: "col", text }));
+  }
+  const table = el("table", { class: "grid-table", "aria-labelledby": "recordings-results-title" },
+    el("thead", {}, head), el("tbody", { id: "recording-rows" }));
+  player = el("audio", { id: "recording-player", controls: "", preload: "auto", "aria-labelledby": "player-title" });
+  section.replaceChildren(
+    el("h1", { text: "Recordings" }),
+    el("div", { class: "card" }, form,
+      el("p", { id: "recording-status", class: "muted-text", role: "status", "aria-live": "polite" })),
+    el("div", { class: "card" },
+      el("h2", { id: "player-title", text: "Player: choose a recording" }), player),
+    el("div", { class: "card" },
+      el("h2", { id: "recordings-results-title", text: "Results" }),
+      el("div", { class: "scroll tall" }, table),
+      el("div", { class: "toolbar" }, previous, next)),
+  );
+  return form;
+}
+
+async function init() {
+  const section = document.getElementById("recordings");
+  if (!section) return;
+  await session.ready;
+  const form = build(section);
+  let searched = false;
+  document.addEventListener("oml:section", (event) => {
+    if (event.detail && event.detail.section === "recordings" && !searched) {
+      searched = true;
+      search(form);
+    }
+  });
+}
+
+init();
