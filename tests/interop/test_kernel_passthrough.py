@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 
 from benchmarks import harness
+from tests.interop.baresip import answerer, dial, dominant_frequency
 from tests.interop.harness import SCENARIOS, RunningServer, free_port
+from tests.interop.test_bridge_media import wait_listening
 from tests.interop.test_trunk import _uac, pbx
 from tests.media.netns import enter, in_ns, ip, require_kernel_tools
 
@@ -270,3 +272,30 @@ def test_a_killed_server_leaves_no_rule_behind_after_its_next_start(
     finally:
         assert second.stop() == 0
     assert table not in tables(namespace)
+
+
+def test_each_side_hears_the_others_tone_with_the_kernel_relaying(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """The baresip tone test of test_bridge_media with the fast path on: the audio is intact."""
+    before = kernel_status(server)
+    with answerer(
+        tmp_path / "pbx", server.pbx_port, user="5550100", tone_hz=660.0, codecs="PCMU", seconds=20
+    ) as callee:
+        wait_listening(server.pbx_port)
+        caller = dial(
+            tmp_path / "caller",
+            f"sip:95550100@127.0.0.1:{server.sip_port}",
+            5,
+            tone_hz=440.0,
+            codecs="PCMU",
+        )
+    assert caller.established, caller.output[-3000:] + server.log()[-3000:]
+    heard_by_caller, share = dominant_frequency(caller.decoded())
+    assert abs(heard_by_caller - 660.0) < 5.0 and share > 0.3, (heard_by_caller, share)
+    heard_by_callee, share = dominant_frequency(callee.decoded())
+    assert abs(heard_by_callee - 440.0) < 5.0 and share > 0.3, (heard_by_callee, share)
+    kernel = server.wait_idle()["media"]["kernel"]
+    assert kernel["installed"] - before["installed"] == 1, kernel
+    # About 5 s of 20 ms packets each way, nearly all of them moved by the kernel.
+    assert kernel["packets"] - before["packets"] >= 400, kernel
