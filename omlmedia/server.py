@@ -404,7 +404,7 @@ class Server:
         # One node per SQLite file: it closes every call left open there (its host name may
         # change between runs, in a container); nodes sharing PostgreSQL close only their own.
         node = storage.node if storage.dsn is not None else ""
-        self.store = store = AsyncStore(Store(location, node=node))
+        self.store = store = AsyncStore(Store(location, node=node, writer=True))
         events = EventLog(store)
         self.webhooks = webhooks = WebhookService(store, scopes=self._scopes)
         events.outbox = webhooks.outbox

@@ -30,6 +30,13 @@ limit: writes buffered while the database is unreachable live in this process's 
 a node that dies during an outage loses what it buffered since its last successful flush. Each
 node names itself (`node`): a call's open-call row carries the node, and `recover` closes only
 the calls of its own node, never those another node is carrying.
+
+One writer per database, for now: the event log's ids (and the webhook outbox keyed by them) are
+counted per node, so two nodes writing events to one database would collide. The server's store
+(``writer=True``) holds a PostgreSQL advisory lock (`omlmedia.storage_pg.WRITER_LOCK`) for as
+long as it runs, and a second node given the same database refuses to start
+(`StoreInUseError`) rather than stall its writes on a collision: give each node its own
+database until the cluster's event log lands (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -46,11 +53,24 @@ from pathlib import Path
 from typing import Any
 
 from omlmedia.migrations import migrate
-from omlmedia.storage_pg import PgConnection, PgError, is_dsn, migrate_pg
+from omlmedia.storage_pg import WRITER_LOCK, PgConnection, PgError, is_dsn, migrate_pg
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AsyncStore", "CallRecord", "EventRow", "QueueLogRow", "Store", "StoreError"]
+__all__ = [
+    "AsyncStore",
+    "CallRecord",
+    "EventRow",
+    "QueueLogRow",
+    "Store",
+    "StoreError",
+    "StoreInUseError",
+]
+
+
+class StoreInUseError(RuntimeError):
+    """Another node's writer holds this PostgreSQL database."""
+
 
 StoreError = (sqlite3.Error, *PgError)
 """What a failed store call raises, whichever the database."""
@@ -180,14 +200,19 @@ class Store:
     """The SQLite database: batched appends, crash recovery, reads. Not thread-safe: one
     writer (see `AsyncStore`)."""
 
-    def __init__(self, path: Path | str, *, node: str = "") -> None:
+    def __init__(self, path: Path | str, *, node: str = "", writer: bool = False) -> None:
         self.path: Path | str = path if is_dsn(path) else Path(path)
         """The SQLite file, or the PostgreSQL DSN (`Store(store.path)` opens the same database)."""
         self.node = node
         """This node's name: its calls in progress are the ones `recover` closes."""
+        self.writer = writer
+        """The node's one writer (the server's): on PostgreSQL it holds the database's writer
+        lock (`StoreInUseError` when another node does)."""
         self._db = self.connect()
         if isinstance(self._db, PgConnection):
             migrate_pg(self._db)
+            if writer:
+                self._claim(self._db)
         else:
             migrate(self._db)
         self._log: list[tuple[Any, ...]] = []
@@ -212,6 +237,18 @@ class Store:
         db.execute("PRAGMA busy_timeout=5000")
         return db
 
+    @staticmethod
+    def _claim(db: PgConnection) -> None:
+        """Take the database's writer lock (held as long as `db` lives) or raise
+        `StoreInUseError`, closing `db`."""
+        row = db.execute("SELECT pg_try_advisory_lock(?)", (WRITER_LOCK,)).fetchone()
+        if row is None or not row[0]:
+            db.close()
+            raise StoreInUseError(
+                "another omlmedia node writes to this PostgreSQL database; for now each node "
+                "needs a database of its own (docs/cluster.md)"
+            )
+
     def _reconnect(self) -> None:
         """After a failed flush on PostgreSQL: a new connection if the old one is gone (the
         server restarted), so the next flush can succeed."""
@@ -219,7 +256,10 @@ class Store:
         if isinstance(db, PgConnection) and db.is_closed():
             try:
                 fresh = PgConnection(db.dsn)
-            except PgError:
+                if self.writer:
+                    self._claim(fresh)
+            except (*PgError, StoreInUseError):
+                logger.exception("reconnecting to PostgreSQL failed; will retry")
                 return
             db.close()
             self._db = fresh

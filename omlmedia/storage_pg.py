@@ -44,6 +44,7 @@ import asyncpg
 
 __all__ = [
     "MIGRATION_LOCK",
+    "WRITER_LOCK",
     "PgConnection",
     "PgError",
     "is_dsn",
@@ -55,6 +56,9 @@ T = TypeVar("T")
 
 MIGRATION_LOCK: Final = 0x6F6D6C6D
 """The advisory lock key held while migrating (``"omlm"``)."""
+
+WRITER_LOCK: Final = 0x6F6D6C77
+"""The advisory lock a node's writer holds on its database (``"omlw"``, `omlmedia.storage`)."""
 
 CONNECT_TIMEOUT: Final = 10.0
 """Seconds to wait for PostgreSQL to accept a connection."""

@@ -15,7 +15,7 @@ import pytest
 
 from omlmedia.config import ConfigError, load_config
 from omlmedia.migrations import MIGRATIONS, schema_version
-from omlmedia.storage import AsyncStore, CallRecord, QueueLogRow, Store
+from omlmedia.storage import AsyncStore, CallRecord, QueueLogRow, Store, StoreInUseError
 from omlmedia.storage_pg import PgConnection, migrate_pg, translate
 from tests.cluster import postgres
 
@@ -111,11 +111,25 @@ def test_each_node_recovers_only_its_own_calls_in_progress(pg: postgres.Postgres
     two.close()
 
 
+def test_a_second_writer_on_one_database_is_refused_until_the_first_is_gone(
+    pg: postgres.Postgres,
+) -> None:
+    dsn = postgres.fresh_database(pg)
+    first = Store(dsn, node="n1", writer=True)
+    with pytest.raises(StoreInUseError, match="a database of its own"):
+        Store(dsn, node="n2", writer=True)
+    reader = Store(dsn)  # readers (reports, the event stream) are not writers
+    first.close()
+    second = Store(dsn, node="n2", writer=True)
+    second.close()
+    reader.close()
+
+
 async def test_writes_accepted_while_the_database_is_down_land_when_it_is_back(
     pg: postgres.Postgres,
 ) -> None:
     dsn = postgres.fresh_database(pg)
-    store = AsyncStore(Store(dsn, node="n1"), flush_interval=0.05)
+    store = AsyncStore(Store(dsn, node="n1", writer=True), flush_interval=0.05)
     store.start()
     store.append(QueueLogRow(1.0, "enter", "c1", "support"))
     store.call_started("c1", 1.0, {"queue": "support"})
@@ -136,6 +150,7 @@ async def test_writes_accepted_while_the_database_is_down_land_when_it_is_back(
         assert time.monotonic() < deadline, "the buffered writes never landed"
         await asyncio.sleep(0.05)
     await store.close()
+    Store(dsn, writer=True).close()  # the writer lock went with the writer
     reader = Store(dsn)
     assert [e.event for e in reader.queue_log()] == ["enter", "answer"]
     record = reader.call_record("c1")
