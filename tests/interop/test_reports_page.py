@@ -8,6 +8,11 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +58,7 @@ async def log_in(page: Any, name: str, password: str) -> None:
     await page.get_by_label("Username").fill(name)
     await page.get_by_label("Password").fill(password)
     await page.get_by_role("button", name="Log in", exact=True).click()
+
 
 DAY = "2026-12-01"
 T0 = 1_796_119_200.0  # 2026-12-01 10:00 UTC (the test server's site is UTC)
