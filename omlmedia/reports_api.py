@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -489,7 +490,7 @@ def _recording_view(record: CallRecord, path: Path, zone: ZoneInfo) -> dict[str,
         "min_mos": min_mos(record),
         "size": size,
         "media_type": media_type(path),
-        "audio": f"/api/v1/recordings/{record.call_id}/audio",
+        "audio": f"/api/v1/recordings/{quote(record.call_id, safe='@')}/audio",
     }
 
 

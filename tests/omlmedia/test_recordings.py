@@ -394,3 +394,18 @@ async def test_the_server_starts_the_job_for_a_campaign_with_a_retention(tmp_pat
         assert server.store is not None
         await server.store.close()
         server.accounts.close()
+
+
+async def test_a_call_id_with_url_characters_is_quoted_in_its_audio_route(tmp_path: Path) -> None:
+    database = tmp_path / "omlmedia.db"
+    path = tone_file(tmp_path / "recordings" / "odd.opus", 0.2)
+    store = Store(database)
+    store.call_ended(record("a b%c?d#e@pbx", T0, path))
+    store.close()
+    app = create_app(site_config(tmp_path), dict, database=database)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get(f"/api/v1/recordings?{SPAN}", headers=AUTH)
+        (item,) = (await response.json())["recordings"]
+        assert item["audio"] == "/api/v1/recordings/a%20b%25c%3Fd%23e@pbx/audio"
+        audio = await client.get(item["audio"], headers=AUTH)
+        assert audio.status == 200 and await audio.read() == path.read_bytes()
