@@ -89,7 +89,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CALL_MONITORED", "MonitorMode", "MonitorService", "MonitoredCall"]
+__all__ = [
+    "CALL_MONITORED",
+    "MAX_PAGES",
+    "MAX_PAGES_PER_SUPERVISOR",
+    "MonitorMode",
+    "MonitorService",
+    "MonitoredCall",
+]
 
 Samples = npt.NDArray[np.int16]
 
@@ -99,6 +106,11 @@ whisper, barge or None when it stopped, reason)."""
 
 MONITOR_ROLES = frozenset({Role.SUPERVISOR, Role.ADMIN})
 """The account roles that may monitor calls."""
+
+MAX_PAGES_PER_SUPERVISOR = 4
+"""Supervisor sockets (each with its channel) one account may have open at once."""
+MAX_PAGES = 200
+"""Supervisor sockets the server keeps open at once."""
 
 CALLER, AGENT, SUPERVISOR = "caller", "agent", "supervisor"
 _QUEUED_FRAMES = 3
@@ -340,6 +352,9 @@ class MonitorService:
             raise ProtocolError("session-invalid", "the token is unknown, revoked or expired")
         if identity.role not in MONITOR_ROLES:
             raise ProtocolError("forbidden", f"the role {identity.role} may not monitor calls")
+        pages = sum(1 for sup in self._sockets.values() if sup.identity.actor == identity.actor)
+        if pages >= MAX_PAGES_PER_SUPERVISOR or len(self._sockets) >= MAX_PAGES:
+            raise ProtocolError("too-many-pages", "close another supervisor page first")
         channel = self.channel_factory(f"supervisor:{identity.actor}")
         self._sockets[id(conn)] = _Supervisor(conn, token, identity, channel)
         event(logger, "supervisor-connected", supervisor=identity.actor)

@@ -150,6 +150,7 @@ async def test_a_supervisor_listens_whispers_barges_and_stops_on_a_queue_call(
         await supervisor.get_by_role("button", name="Log in", exact=True).click()
         panel = supervisor.get_by_role("complementary", name="Monitoring")
         await expect(panel.locator("#monitor-channel")).to_have_text("connected", timeout=15000)
+        await supervisor.evaluate("window.omlMonitor.pc.omlTag = 'the first one'")
 
         caller = asyncio.get_running_loop().run_in_executor(
             None,
@@ -206,6 +207,10 @@ async def test_a_supervisor_listens_whispers_barges_and_stops_on_a_queue_call(
         await hears(agent, "remote-audio", (CALLER_TONE, SUPERVISOR_TONE), (), "agent, barge")
         await asyncio.sleep(max(0.0, barge_at + 3.0 - time.monotonic()))  # 3 s of barge
 
+        # One channel all along (no renegotiation), and the agent was not told (the default).
+        tag = await supervisor.evaluate("window.omlMonitor.pc.omlTag")
+        assert tag == "the first one"
+        await expect(agent.locator("#status-line")).not_to_contain_text("supervisor")
         stop_at = time.monotonic()
         await panel.get_by_role("button", name="Stop", exact=True).click()
         await expect(panel.locator("#monitor-mode")).to_have_text("Not monitoring")

@@ -380,3 +380,15 @@ async def test_monitoring_is_refused_before_the_channel_is_up() -> None:
     assert reply["code"] == "no-channel"
     reply = await world.send(conn, "supervisor-offer", sdp="v=0\r\nbad")
     assert reply["code"] == "bad-offer"
+
+
+async def test_one_account_keeps_at_most_four_supervisor_pages_open() -> None:
+    world = World()
+    pages = [world.connect() for _ in range(5)]
+    replies = [await world.send(conn, "supervisor-auth", token="sup-all") for conn in pages]
+    assert [r["type"] for r in replies[:4]] == ["supervisor-auth-ok"] * 4
+    assert replies[4]["code"] == "too-many-pages" and len(world.channels) == 4
+    world.hub.connection_closed(pages[0])
+    assert (await world.send(pages[4], "supervisor-auth", token="sup-all"))["type"] == (
+        "supervisor-auth-ok"
+    )
