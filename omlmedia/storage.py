@@ -68,8 +68,9 @@ __all__ = [
 ]
 
 
-class StoreInUseError(RuntimeError):
-    """Another node's writer holds this PostgreSQL database."""
+class StoreInUseError(OSError):
+    """Another node's writer holds this PostgreSQL database (an `OSError`, as a port in use
+    is: the server reports it and does not start)."""
 
 
 StoreError = (sqlite3.Error, *PgError)

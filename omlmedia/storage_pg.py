@@ -49,6 +49,7 @@ __all__ = [
     "PgError",
     "is_dsn",
     "migrate_pg",
+    "redact",
     "translate",
 ]
 
@@ -70,6 +71,11 @@ PgError = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.Timeo
 def is_dsn(location: object) -> bool:
     """True when `location` names a PostgreSQL database (``postgresql://...``)."""
     return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def redact(dsn: str) -> str:
+    """`dsn` without its password (for messages and logs)."""
+    return re.sub(r"(//[^/:@]*):[^/@]*@", r"\1:***@", dsn)
 
 
 _PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|\?")
@@ -142,6 +148,11 @@ class PgConnection:
             self._conn: asyncpg.Connection = self._run(
                 asyncpg.connect(dsn, timeout=timeout, command_timeout=60)
             )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Refused by the server (password, missing database...): an OSError like a refused
+            # connection, so that the server's start reports it and exits.
+            self._stop()
+            raise ConnectionError(f"PostgreSQL at {redact(dsn)}: {exc}") from exc
         except BaseException:
             self._stop()
             raise

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -71,3 +71,26 @@ def test_a_server_on_postgresql_stores_a_sipp_calls_record_and_queue_log_there(
                 assert db.execute("SELECT COUNT(*) FROM cdr").fetchone() == (0,)
         finally:
             db.close()
+
+
+def test_a_second_node_on_the_same_database_or_a_missing_database_does_not_start(
+    pg: postgres.Postgres, tmp_path: Path
+) -> None:
+    dsn = postgres.fresh_database(pg)
+
+    def storage(database: str) -> Callable[[str], str]:
+        return lambda text: text + f'\n[storage]\ndsn = "{database}"\nnode = "n1"\n'
+
+    first = harness.start_server(tmp_path / "first", edit_config=storage(dsn))
+    try:
+        for name, database, reason in (
+            ("second", dsn, "needs a database of its own"),
+            ("missing", pg.database("nowhere"), 'database "nowhere" does not exist'),
+        ):
+            with pytest.raises(harness.ServerStartError) as refused:
+                harness.start_server(tmp_path / name, edit_config=storage(database), timeout=30)
+            message = str(refused.value)
+            assert "exited at start (status 2)" in message and reason in message, message
+        first.assert_alive()
+    finally:
+        assert first.stop() == 0
