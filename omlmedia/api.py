@@ -69,6 +69,7 @@ from omlmedia.directory import Directory
 from omlmedia.events import EventLog
 from omlmedia.eventstream import install as install_event_stream
 from omlmedia.metrics import Metrics, metrics_handler
+from omlmedia.netlimits import WANTED_NOFILE, ConnectionGate, GatedTlsSite, budget
 from omlmedia.openapi import routes as openapi_routes
 from omlmedia.problems import ApiError
 from omlmedia.problems import json_body as _body
@@ -468,9 +469,11 @@ async def start_api(
     accounts: AccountBook | None = None,
     webhooks: WebhookService | None = None,
     directory: Directory | None = None,
+    gate: ConnectionGate | None = None,
 ) -> web.AppRunner:
     """Serve the API (and `root`'s pages) over HTTPS on the configured port; returns the runner
-    to clean up."""
+    to clean up. Connections pass `gate` (`omlmedia.netlimits`: caps per source and in total)
+    before their TLS handshake, which must end within `HANDSHAKE_TIMEOUT` seconds."""
     app = create_app(
         config,
         status,
@@ -485,6 +488,9 @@ async def start_api(
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, config.server.http_port, ssl_context=ssl_context)
+    if gate is None:
+        caps = budget(WANTED_NOFILE, 0)
+        gate = ConnectionGate(caps.http, caps.http_per_source)
+    site = GatedTlsSite(runner, host, config.server.http_port, tls=ssl_context, gate=gate)
     await site.start()
     return runner
