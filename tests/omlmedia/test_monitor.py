@@ -392,3 +392,79 @@ async def test_one_account_keeps_at_most_four_supervisor_pages_open() -> None:
     assert (await world.send(pages[4], "supervisor-auth", token="sup-all"))["type"] == (
         "supervisor-auth-ok"
     )
+
+
+class FakeStore:
+    """The ACD's store: what it was asked to write."""
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def append(self, row: Any) -> None:
+        pass
+
+    def call_started(self, *args: Any) -> None:
+        pass
+
+    def call_ended(self, record: Any) -> None:
+        self.records.append(record)
+
+
+async def test_a_queue_call_on_the_real_desk_held_while_monitored_and_its_record() -> None:
+    from tests.omlmedia.deskfakes import until
+    from tests.omlmedia.test_desk import World as DeskWorld
+    from webrtc.signaling import parse_message
+
+    world = DeskWorld()
+    store = FakeStore()
+    world.acd.store = store  # type: ignore[assignment]
+    service = MonitorService(
+        {"tok": Identity("sue", Role.SUPERVISOR, frozenset({"support"}))}.get,
+        lambda: Scopes({}, {"support": frozenset({"agent1", "agent2"})}),
+        MediaChannel,  # type: ignore[arg-type]
+    )
+    service.bind(world.desk)
+    conn = FakeConnection()
+
+    async def send(kind: str, **fields: Any) -> dict[str, Any]:
+        text = json.dumps({"v": 1, "type": kind, "id": 1, **fields})
+        await service.handle(conn, parse_message(text))
+        return conn.last()
+
+    try:
+        await world.ready("agent1")
+        call = await world.queue_call("support")
+        await until(lambda: world.hub.call_state("agent1", call.call_id) == "ringing")
+        await world.desk.answer("agent1", call.call_id)
+        await send("supervisor-auth", token="tok")
+        await send("supervisor-offer", sdp="v=0\r\n")
+        assert (await send("monitor", call_id=call.call_id, mode="whisper"))["mode"] == "whisper"
+        ac = world.desk.carried(call.call_id)
+        agent_channel = world.hub.channel("agent1")
+        assert ac is not None and ac.audio is not None and agent_channel is not None
+        assert ac.audio.diverted and agent_channel.source is not ac.audio.source
+        monitored = service._by_call[call.call_id].monitoring
+        assert monitored is not None
+        room = monitored.room
+        room.pacer.stop()  # the test ticks the room itself
+        leg = ac.leg
+        assert leg is not None and agent_channel.sink is not None
+        sent = leg.counters.sent
+        agent_channel.sink(tone(20))
+        room.tick(0.0)
+        assert leg.counters.sent == sent + 1  # the agent reaches the caller through the room
+        await world.desk.hold("agent1", call.call_id)
+        agent_channel.sink(tone(20))
+        room.tick(0.0)
+        assert leg.counters.sent == sent + 1  # on hold the caller hears nobody
+        await world.desk.resume("agent1", call.call_id)
+
+        world.caller_hangs_up(call)
+        assert conn.last()["type"] == "monitor-state" and conn.last()["reason"] == "call-ended"
+        assert room.closed and not agent_channel.carrying
+        await until(lambda: any(len(r.legs) > 1 for r in store.records))
+        legs = [leg for leg in store.records[-1].legs if leg["role"] == "supervisor"]
+        assert legs[0]["supervisor"] == "sue" and legs[0]["modes"] == ["whisper"]
+        assert world.acd.records[call.call_id].legs[-1]["supervisor"] == "sue"
+    finally:
+        world.close()
