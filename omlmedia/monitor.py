@@ -312,11 +312,15 @@ class MonitorService:
         sup = self._sockets.get(id(conn))
         if sup is None:
             raise ProtocolError("not-authenticated", "send supervisor-auth first")
-        if self.authenticate(sup.token) is None:
+        identity = self.authenticate(sup.token)
+        if identity is None or identity.role not in MONITOR_ROLES:
+            # Revoked, expired, or the account's role changed: what it monitors stops.
             self.connection_closed(conn)
-            self._send(conn, {"type": "session-ended", "reason": "expired"})
+            reason = "expired" if identity is None else "forbidden"
+            self._send(conn, {"type": "session-ended", "reason": reason})
             conn.close()
             return
+        sup.identity = identity  # its scope as the account has it now
         if sup.busy:
             raise ProtocolError("busy", "the previous command is still running")
         sup.busy = True

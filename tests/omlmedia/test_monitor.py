@@ -468,3 +468,17 @@ async def test_a_queue_call_on_the_real_desk_held_while_monitored_and_its_record
         assert world.acd.records[call.call_id].legs[-1]["supervisor"] == "sue"
     finally:
         world.close()
+
+
+async def test_a_narrowed_scope_applies_at_the_next_message_and_a_lost_role_ends_the_socket() -> (
+    None
+):
+    world = World()
+    conn = await world.supervisor("sup-all")
+    world.desk.put_call("c9", "agent2", "billing")
+    world.tokens["sup-all"] = Identity("sam", Role.SUPERVISOR, frozenset({"support"}))
+    reply = await world.send(conn, "monitor", call_id="c9", mode="listen")
+    assert reply["code"] == "forbidden"
+    world.tokens["sup-all"] = Identity("sam", Role.REPORTING)
+    reply = await world.send(conn, "monitor", call_id="c9", mode="listen")
+    assert reply == {"v": 1, "type": "session-ended", "reason": "forbidden"} and conn.closed
