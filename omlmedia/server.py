@@ -39,6 +39,7 @@ from omlmedia.logs import event
 from omlmedia.media_targets import MediaTargets
 from omlmedia.metrics import Metrics, serve_metrics
 from omlmedia.monitor import MonitorService
+from omlmedia.netlimits import ConnectionGate, budget, raise_nofile
 from omlmedia.recordings import Deleted, RetentionJob
 from omlmedia.reports_api import ReportReader
 from omlmedia.router import CallRouter, RouteTable
@@ -165,12 +166,23 @@ class Server:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        low, high = config.server.rtp_port_range
+        self.limits = budget(raise_nofile(), high - low + 1)
+        """The connection caps, from the open files limit (raised here: `omlmedia.netlimits`)."""
         self.transports = SipTransports(
             limits=TransportLimits(
                 max_message_size=config.sip.max_message_size,
                 idle_timeout=config.sip.tcp_idle_timeout,
+                max_connections=self.limits.sip,
+                reserved_connections=self.limits.sip_reserved,
             )
         )
+        office = SourcePolicy([str(n) for n in config.security.trusted_networks])
+        self.http_gate = ConnectionGate(
+            self.limits.http, self.limits.http_per_source, trusted=office.is_trusted
+        )
+        """HTTPS connections per source and in total (``security.trusted_networks`` are not
+        capped per source: an office behind one address)."""
         self.media_host = advertised_address(config)
         """The address written in our SDP (c= and o=)."""
         low, high = config.server.rtp_port_range
@@ -237,6 +249,17 @@ class Server:
         policy = SourcePolicy(
             [str(n) for t in config.trunks for n in t.trusted_sources]
             + [str(n) for n in config.security.trusted_networks]
+        )
+        self.transports.trusted = policy.is_trusted  # the reserved SIP connections are theirs
+        limits = self.limits
+        event(
+            logger,
+            "connection-limits",
+            open_files=limits.nofile,
+            sip_connections=limits.sip,
+            sip_reserved=limits.sip_reserved,
+            https_connections=limits.http,
+            https_per_source=limits.http_per_source,
         )
         users = {user.name: user for user in config.users}
         realm = config.sip.realm
@@ -356,6 +379,7 @@ class Server:
             accounts=self.accounts,
             webhooks=self.webhooks,
             directory=self.directory,
+            gate=self.http_gate,
         )
         if config.api.metrics_listen is not None:
             self.metrics_api = await serve_metrics(metrics, *config.api.metrics_listen)
