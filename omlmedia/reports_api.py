@@ -114,13 +114,14 @@ class ReportReader:
         self, since: float, until: float, *, log: bool = True, changes: bool = True
     ) -> Rows:
         """The queue log from `since` to a day past `until`, the call records started in the
-        span, and the agents' state changes (with each one's last before `since`)."""
+        span or the day before (a call reaches a queue after it starts: its campaign is in its
+        record), and the agents' state changes (with each one's last before `since`)."""
         beyond = until + OUTCOME_DAYS * 86400.0
 
         def read(store: Store) -> Rows:
             return Rows(
                 store.queue_log(since, beyond) if log else [],
-                store.call_records(since, until),
+                store.call_records(since - OUTCOME_DAYS * 86400.0, until),
                 state_changes(store, since, beyond) if changes else [],
             )
 

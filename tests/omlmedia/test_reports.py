@@ -474,3 +474,21 @@ def test_site_intervals_follow_its_clock_and_its_short_and_long_days() -> None:
     start, end = day_span(date(2026, 12, 7), kolkata)
     spans = intervals(start + 100, end, 3600, kolkata)
     assert spans[0] == (start + 100, start + 3600) and len(spans) == 24
+
+
+async def test_a_call_that_started_the_day_before_counts_in_its_campaign_the_day_it_queued(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "omlmedia.db"
+    store = Store(database)
+    store.append(QueueLogRow(DAY_START + 5, "enter", "late", "support"))
+    store.append(QueueLogRow(DAY_START + 8, "abandon", "late", "support", data={"wait": 3.0}))
+    store.call_ended(cdr("late", DAY_START - 20, DAY_START + 8, None))  # IVR before midnight
+    store.close()
+    app = create_app(site_config(tmp_path), dict, database=database)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get(
+            f"/api/v1/reports/queues?day={DAY}&interval=day&by=campaign", headers=AUTH
+        )
+        rows = by((await response.json())["rows"], "campaign")
+    assert (rows["support"]["offered"], rows["support"]["abandoned"]) == (1, 1)
