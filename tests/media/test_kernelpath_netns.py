@@ -278,3 +278,75 @@ def test_a_crash_leaves_no_rule_behind_after_the_next_start(hosts: Hosts) -> Non
         kernel.stop()
     gone = in_ns(hosts.server, "nft", "list", "tables", check=False).stdout
     assert "omlmedia" not in gone
+
+
+def test_a_server_with_the_option_off_still_deletes_its_own_leftover_table(
+    hosts: Hosts,
+) -> None:
+    with enter(hosts.server):
+        crashed = KernelPath(table="omlmedia_5999")
+        crashed.start()
+        crashed.install(
+            ForwardedPair(
+                "3",
+                Leg(("198.18.1.1", 20000), ("198.18.1.2", 5000)),
+                Leg(("198.18.2.1", 20002), ("198.18.2.2", 4000)),
+            )
+        )
+        # No stop(): the run "crashed". Another server's table is none of ours.
+        other = KernelPath(table="omlmedia_5062")
+        other.start()
+        kernel, note = KernelPath.for_server(False, "omlmedia_5999")
+    try:
+        assert kernel is None and "off" in note
+        listed = in_ns(hosts.server, "nft", "list", "tables").stdout
+        assert "omlmedia_5999" not in listed and "omlmedia_5062" in listed
+    finally:
+        with enter(hosts.server):
+            other.stop()
+
+
+def test_a_server_with_the_option_on_says_it_is_active_and_how_far_it_reaches(
+    hosts: Hosts,
+) -> None:
+    with enter(hosts.server):
+        kernel, note = KernelPath.for_server(True, "omlmedia_5998")
+    assert kernel is not None
+    try:
+        assert note == (
+            "kernel forwarding is active (nftables table inet omlmedia_5998, "
+            "far ends anywhere over IPv4 and IPv6)"
+        )
+        assert kernel.status() == {
+            "active": True,
+            "calls": 0,
+            "packets": 0,
+            "bytes": 0,
+            "installed": 0,
+            "failures": 0,
+            "fallbacks": {},
+        }
+    finally:
+        kernel.stop()
+    assert "omlmedia_5998" not in in_ns(hosts.server, "nft", "list", "tables").stdout
+
+
+def test_without_cap_net_admin_the_server_says_why_the_kernel_path_is_not_active() -> None:
+    require_kernel_tools()
+    code = (
+        "from media.kernelpath_nft import KernelPath\n"
+        "kernel, note = KernelPath.for_server(True, 'omlmedia_5997')\n"
+        "print(kernel, note)\n"
+    )
+    dropped = subprocess.run(
+        ["setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin"]
+        + [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert dropped.stdout.strip() == (
+        "None kernel forwarding is not active: the process lacks CAP_NET_ADMIN"
+    )
