@@ -339,8 +339,10 @@ def test_without_cap_net_admin_the_server_says_why_the_kernel_path_is_not_active
         "print(kernel, note)\n"
     )
     dropped = subprocess.run(
-        ["setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin"]
-        + [sys.executable, "-c", code],
+        [
+            *("setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin"),
+            *(sys.executable, "-c", code),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
