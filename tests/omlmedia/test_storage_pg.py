@@ -199,3 +199,47 @@ def test_a_bad_storage_section_is_refused_naming_the_key(
     with pytest.raises(ConfigError) as raised:
         load_config(tmp_path / "c.toml")
     assert error in str(raised.value)
+
+
+async def test_webhooks_on_postgresql_deliver_retry_replay_and_survive_a_restart(
+    pg: postgres.Postgres,
+) -> None:
+    from tests.omlmedia.test_webhooks import ADMIN, Receiver, World, until, verify
+
+    dsn = postgres.fresh_database(pg)
+    receiver = Receiver()
+    url = await receiver.start()
+    first = World(dsn)  # a DSN where the SQLite tests give a path
+    first.store.start()  # no delivery worker: the process "stops" before delivering
+    try:
+        hook = await first.webhooks.create(ADMIN, url=url)
+        published = [
+            first.events.publish(t, call_id="c1", data={"n": n})
+            for n, t in enumerate(("call.started", "call.answered", "call.ended"))
+        ]
+    finally:
+        await first.close()
+    assert receiver.requests == []
+    second = World(dsn)
+    second.start()
+    try:
+        got = [await receiver.next() for _ in published]
+        for (headers, body), ev in zip(got, published, strict=True):
+            assert headers["webhook-id"] == str(ev.id)
+            assert verify(hook.secret, headers, body) == ev.view()
+        await until(lambda: second.webhooks.outcomes["delivered"] == 3)
+        receiver.answer = lambda headers, body: 500
+        ev = second.events.publish("call.started", call_id="c2")
+        await until(lambda: second.webhooks.outcomes["dead"] == 1)
+        dead = await second.webhooks.deliveries(hook.id, "dead")
+        assert [(d.event_id, d.attempts) for d in dead] == [(ev.id, second.webhooks.attempts)]
+        receiver.answer = lambda headers, body: 204
+        assert await second.webhooks.replay(ADMIN, hook.id, ev.id) == 1
+        await until(lambda: second.webhooks.outcomes["delivered"] == 4)
+        await second.store.flush()
+        assert await second.webhooks.deliveries(hook.id) == []
+        updated = await second.webhooks.update(ADMIN, hook.id, description="on postgres")
+        assert updated.description == "on postgres"
+    finally:
+        await second.close()
+        await receiver.close()
