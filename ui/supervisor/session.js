@@ -85,10 +85,11 @@ export function onStreamState(listener) {
 // The live event stream (GET /api/v1/events as Server-Sent Events, read through fetch so that the
 // token travels in the header), for events whose type starts with one of `types`; `onEvent(event)`
 // gets each parsed event object. After a drop it reconnects with since_id = the last id seen, so
-// nothing is missed nor repeated. Returns a function that stops it.
-export function subscribe(types, onEvent) {
+// nothing is missed nor repeated; `options.sinceId` starts it after that event id (a snapshot's).
+// Returns a function that stops it.
+export function subscribe(types, onEvent, options = {}) {
   const controller = new AbortController();
-  let lastId = null;
+  let lastId = Number.isInteger(options.sinceId) ? options.sinceId : null;
   let delay = RECONNECT_MIN;
 
   async function once() {
@@ -184,7 +185,8 @@ async function login(name, password) {
     if (error instanceof ApiProblem && error.status === 429) {
       loginFailed("Too many failed attempts. Try again later.");
     } else if (error instanceof ApiProblem && error.status === 401) {
-      loginFailed("Wrong username or password.");
+      // The API refuses agent accounts the same way (they log in on their own page).
+      loginFailed("Wrong username or password. Agents log in on the agent page, /agent/.");
     } else {
       loginFailed(`Log in failed: ${error.message}`);
     }

@@ -1,0 +1,214 @@
+"""The supervisor page (``/supervisor/``) in Chromium against a real `omlmedia serve`.
+
+A supervisor logs in; a baresip caller dials ``support`` and is shown waiting on the wallboard
+within a second of its queue log entry; a browser agent (Chromium on ``/agent/``) answers and the
+wallboard shows the call; the supervisor pauses, readies and logs out the agent from the wallboard
+and the agent's page shows each. Accounts of other roles are refused by the page, and the wallboard
+API names the field of a bad request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.interop.baresip import dial
+from tests.interop.browser import chromium
+from tests.interop.harness import API_TOKEN, DEMO_PASSWORD, RunningServer
+
+pytestmark = pytest.mark.interop
+
+SUPERVISOR_PASSWORD = "supervise-well-1"
+
+
+def call(
+    server: RunningServer, method: str, path: str, body: dict[str, Any] | None = None
+) -> tuple[int, Any]:
+    """The status and the JSON answer of one API request with the configured (admin) token."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{server.http_port}/api/v1{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {API_TOKEN}"},
+    )
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=5) as response:
+            text = response.read()
+            return response.status, json.loads(text) if text else None
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def make_account(server: RunningServer, name: str, role: str) -> None:
+    status, body = call(
+        server, "POST", "/accounts", {"name": name, "role": role, "password": SUPERVISOR_PASSWORD}
+    )
+    assert status == 201, body
+
+
+async def log_in(page: Any, name: str, password: str) -> None:
+    await page.get_by_label("Username").fill(name)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Log in", exact=True).click()
+
+
+WATCH_WAITING = """() => new Promise((resolve) => {
+    const find = () => document.querySelector(
+        '#queue-rows tr[data-queue="support"] td:nth-child(2)');
+    const check = () => {
+        const cell = find();
+        if (cell && cell.textContent === '1') { resolve(Date.now() / 1000); return true; }
+        return false;
+    };
+    if (check()) return;
+    new MutationObserver((_, observer) => { if (check()) observer.disconnect(); })
+        .observe(document.getElementById('wallboard'),
+                 {subtree: true, childList: true, characterData: true});
+})"""
+"""Resolves with the wall time at which the support queue's Waiting cell first reads 1."""
+
+
+async def test_a_supervisor_sees_a_caller_wait_and_be_answered_and_controls_the_agent(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    make_account(server, "sue", "supervisor")
+    base = f"https://127.0.0.1:{server.http_port}"
+    async with (
+        chromium(tmp_path / "supervisor", 880.0) as supervisor_browser,
+        chromium(tmp_path / "agent", 660.0) as agent_browser,
+    ):
+        board = await supervisor_browser.new_page()
+        problems: list[str] = []
+        board.on(
+            "response",
+            lambda r: (
+                problems.append(f"{r.status} {r.url}")
+                if r.status >= 400 and not r.url.endswith("/favicon.ico")
+                else None
+            ),
+        )
+        board.on("pageerror", lambda e: problems.append(str(e)))
+        response = await board.goto(f"{base}/supervisor/")
+        assert response is not None and response.status == 200
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "connect-src 'self'" in csp
+        await log_in(board, "sue", SUPERVISOR_PASSWORD)
+        await expect(board.get_by_role("navigation", name="Supervisor")).to_be_visible()
+        support = board.locator('#queue-rows tr[data-queue="support"]')
+        await expect(support).to_be_visible(timeout=10000)
+        await expect(board.locator("#stream-state")).to_have_text("live", timeout=10000)
+
+        agent = await agent_browser.new_page()
+        await agent.goto(f"{base}/agent/")
+        await log_in(agent, "agent1", DEMO_PASSWORD)
+        agent_state = agent.locator("#state")
+        await expect(agent_state).to_contain_text("Paused", timeout=10000)
+        await expect(agent.locator("#ice-state")).to_have_text("connected", timeout=10000)
+        agent1 = board.locator('#agent-rows tr[data-agent="agent1"]')
+        await expect(agent1.locator(".state")).to_have_text("Paused", timeout=5000)
+
+        shown = asyncio.ensure_future(board.evaluate(WATCH_WAITING))
+        caller = asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: dial(tmp_path / "caller", f"sip:support@127.0.0.1:{server.sip_port}", 10),
+        )
+        seen_at = await asyncio.wait_for(shown, 15)
+        status, log = call(server, "GET", f"/queue-log?since={time.time() - 60}&queue=support")
+        assert status == 200, log
+        entered = [e for e in log["entries"] if e["event"] == "enter"]
+        assert entered, log
+        latency = seen_at - entered[-1]["time"]
+        assert latency < 1.0, f"the waiting caller reached the wallboard after {latency:.3f} s"
+        await expect(support.locator("td").nth(7)).to_have_text("1")  # offered today
+
+        await agent.get_by_role("button", name="Ready", exact=True).click()
+        await agent.get_by_role("button", name="Answer", exact=True).click(timeout=10000)
+        await expect(agent_state).to_have_text("On call", timeout=10000)
+        call_row = board.locator("#call-rows tr")
+        await expect(call_row).to_have_count(1, timeout=5000)
+        await expect(call_row.locator("td").nth(2)).to_have_text("agent1")
+        await expect(agent1.locator(".state")).to_have_text("On call")
+        await expect(agent1.locator("td").nth(7)).to_have_text("1")  # calls handled
+        await expect(support.locator("td").nth(1)).to_have_text("0")  # no one waits
+
+        # Selecting the call tells the monitoring module (ui contract: oml:select-call).
+        await board.evaluate(
+            """() => document.addEventListener('oml:select-call',
+                   (e) => { window.selectedCall = e.detail; }, {once: true})"""
+        )
+        await call_row.get_by_role("button").click()
+        detail = await (await board.wait_for_function("() => window.selectedCall")).json_value()
+        assert detail["agent"] == "agent1" and detail["queue"] == "support", detail
+
+        run = await caller
+        assert run.established, run.output[-3000:]
+        await expect(call_row).to_have_count(0, timeout=10000)
+        await expect(agent_state).to_have_text("Ready", timeout=10000)  # after wrap-up
+
+        # Agent control from the wallboard; the agent's page shows each change.
+        await board.get_by_role("button", name="Agent agent1", exact=True).click()
+        await board.get_by_label("Pause reason").select_option("lunch")
+        await board.get_by_role("button", name="Pause agent", exact=True).click()
+        await expect(agent_state).to_have_text("Paused (lunch)", timeout=5000)
+        await expect(agent1.locator("td").nth(3)).to_have_text("lunch")
+        await board.get_by_role("button", name="Ready", exact=True).click()
+        await expect(agent_state).to_have_text("Ready", timeout=5000)
+        await board.get_by_role("button", name="Log out agent", exact=True).click()
+        await expect(agent.locator("#login-view")).to_be_visible(timeout=5000)
+        await expect(agent1.locator(".state")).to_have_text("Logged out")
+        assert not problems, problems
+
+    status, audit = call(server, "GET", "/audit?actor=sue")
+    assert status == 200, audit
+    actions = [e["action"] for e in audit["entries"]]
+    assert {"agent.pause", "agent.unpause", "agent.logout"} <= set(actions), actions
+    status, board_now = call(server, "GET", "/wallboard?queue=support")
+    assert status == 200, board_now
+    today = board_now["queues"][0]["today"]
+    assert (today["offered"], today["answered"], today["abandoned"]) == (1, 1, 0), today
+    server.wait_idle()
+
+
+async def test_the_supervisor_page_refuses_agents_and_reporting_accounts(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    make_account(server, "rita", "reporting")
+    async with chromium(tmp_path, 440.0) as browser:
+        page = await browser.new_page()
+        await page.goto(f"https://127.0.0.1:{server.http_port}/supervisor/")
+        # The API gives agent accounts no token: the page says where agents log in.
+        await log_in(page, "agent1", DEMO_PASSWORD)
+        message = page.locator("#login-message")
+        await expect(message).to_contain_text("Agents log in on the agent page")
+        await log_in(page, "rita", SUPERVISOR_PASSWORD)
+        await expect(message).to_contain_text("has the role reporting")
+        await expect(message).to_contain_text("supervisors and administrators")
+        await expect(page.locator("#app-view")).to_be_hidden()
+        await log_in(page, "rita", "not-the-password")
+        await expect(message).to_contain_text("Wrong username or password.")
+
+
+def test_the_wallboard_api_names_the_field_of_a_bad_request(server: RunningServer) -> None:
+    status, body = call(server, "GET", "/wallboard?queue=nowhere")
+    assert status == 400 and body["errors"] == [
+        {"field": "queue", "detail": "unknown queue 'nowhere'"}
+    ], body
+    status, body = call(server, "GET", "/wallboard?campaign=nothing")
+    assert status == 400 and body["errors"][0]["field"] == "campaign", body
+    status, body = call(server, "GET", "/wallboard?campaign=support")
+    assert status == 200 and [q["queue"] for q in body["queues"]] == ["support"], body
