@@ -19,13 +19,22 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from omlmedia.accounts import AccountBook
 from omlmedia.api import create_app
 from omlmedia.authz import Identity, Role
 from omlmedia.config import ApiConfig, Config, SiteConfig, load_demo_config
 from omlmedia.events import AGENT_STATE, Event
-from omlmedia.reports import csv_cell, day_span, intervals
+from omlmedia.reports import (
+    StateChange,
+    agent_activity,
+    csv_cell,
+    day_span,
+    intervals,
+    queue_intervals,
+)
 from omlmedia.reports_api import CLOCK_KEY
 from omlmedia.storage import CallRecord, QueueLogRow, Store
 from queueing.config import build_config
@@ -492,3 +501,59 @@ async def test_a_call_that_started_the_day_before_counts_in_its_campaign_the_day
         )
         rows = by((await response.json())["rows"], "campaign")
     assert (rows["support"]["offered"], rows["support"]["abandoned"]) == (1, 1)
+
+
+# -- properties --------------------------------------------------------------------------------
+
+STATES = ["ready", "ringing", "on-call", "wrapup", "paused", "logged-out"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 10_000), st.sampled_from(STATES), st.sampled_from(["", "x", "y"])),
+        max_size=30,
+    ),
+    st.floats(0, 10_000),
+    st.floats(0, 10_000),
+)
+def test_an_agents_states_add_up_to_its_logged_in_time(
+    steps: list[tuple[float, str, str]], a: float, b: float
+) -> None:
+    since, until = min(a, b), max(a, b)
+    changes = [StateChange(t, "ag", state, reason) for t, state, reason in sorted(steps)]
+    (row,) = agent_activity(changes, since, until, agents=["ag"]).rows
+    states = row["ready"] + row["ringing"] + row["talk"] + row["wrapup"] + row["paused"]
+    assert abs(states - row["logged_in"]) < 0.01
+    assert 0 <= row["logged_in"] <= until - since + 0.001
+    reasons = sum(v for k, v in row.items() if k.startswith("paused:"))
+    assert abs(reasons - row["paused"]) < 0.01
+    assert row["occupancy"] is None or 0 <= row["occupancy"] <= 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 86_399), st.floats(0, 600), st.sampled_from(["answer", "abandon", ""])
+        ),
+        max_size=40,
+    )
+)
+def test_the_intervals_of_a_day_add_up_to_the_day(calls: list[tuple[float, float, str]]) -> None:
+    zone = ZoneInfo(ZONE)
+    log = []
+    for i, (offset, wait, outcome) in enumerate(calls):
+        enter = DAY_START + offset
+        log.append(QueueLogRow(enter, "enter", f"c{i}", "q"))
+        if outcome:
+            log.append(QueueLogRow(enter + wait, outcome, f"c{i}", "q", data={"wait": wait}))
+    log.sort(key=lambda row: row.time)
+    day = queue_intervals(log, DAY_START, DAY_END, "day", zone, names=["q"]).rows
+    for interval in ("15", "30", "60"):
+        rows = queue_intervals(log, DAY_START, DAY_END, interval, zone, names=["q"]).rows
+        for key in ("offered", "answered", "abandoned"):
+            assert sum(r[key] for r in rows) == day[0][key]
+        longest = [r["longest_wait"] for r in rows if r["longest_wait"] is not None]
+        assert max(longest, default=None) == day[0]["longest_wait"]
+    assert day[0]["offered"] == len(calls)
