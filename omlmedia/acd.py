@@ -683,6 +683,14 @@ class AcdRuntime:
         qc = self.callers.get(call_id)
         if qc is None:
             return
+        if qc.queue not in self.engine.config.queues:
+            # The queue was deleted during the call: there is no place to go back to.
+            event(logger, "queue-requeue-gone", call_id=call_id, queue=qc.queue, agent=agent)
+            qc.hangup_by = "system"
+            service, call = self.service, qc.call
+            service.act(lambda now: service.ua.hangup(call, now))
+            self._leave(qc, "queue-deleted")
+            return
         now = self.now()
         self.engine.call_completed(call_id, agent, now, reason="agent-gone")
         qc.agent = ""
