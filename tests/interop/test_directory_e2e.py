@@ -124,7 +124,7 @@ async def test_an_agent_created_through_the_api_answers_a_caller_already_waiting
 
             status, disabled = call(server, "PATCH", "/agents/newbie", {"disabled": True})
             assert status == 200 and disabled["disabled"], disabled
-            await asyncio.sleep(1.0)  # a dropped call would show within a second
+            # The server acted before it answered: a cut call would show now.
             await expect(page.locator("#call-kind")).to_have_text("Connected")
             assert not caller.done()
             status, report = call(server, "GET", "/agents/newbie")
