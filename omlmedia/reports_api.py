@@ -65,6 +65,7 @@ __all__ = [
     "REPORTS_KEY",
     "ReportReader",
     "install",
+    "left_logged_in",
     "routes",
     "span_of",
 ]
@@ -159,25 +160,38 @@ def _change(time_: float, agent: str, data: str) -> StateChange:
     )
 
 
-def state_changes(store: Store, since: float, until: float) -> list[StateChange]:
-    """Every ``agent.state`` event in ``[since, until)`` and each agent's last one before
-    `since` (its state at `since`), in time order."""
-    db = store._db
-    before = db.execute(
+def last_states(store: Store, before: float) -> list[StateChange]:
+    """Each agent's last ``agent.state`` event before `before` (its state then)."""
+    rows = store._db.execute(
         "SELECT e.time, e.agent, e.data FROM events e JOIN ("
         " SELECT agent, MAX(id) AS last_id FROM events"
         " WHERE type = 'agent.state' AND time < ? GROUP BY agent"
         ") b ON e.id = b.last_id",
-        (since,),
+        (before,),
     ).fetchall()
+    return sorted((_change(*row) for row in rows), key=lambda c: c.time)
+
+
+def left_logged_in(store: Store) -> tuple[list[str], float]:
+    """The agents the stored states leave logged in (a previous run that stopped or crashed
+    with them logged in), and the time of the last stored event (when that run was last heard
+    of)."""
+    agents = [c.agent for c in last_states(store, 1e18) if c.state != "logged-out"]
+    row = store._db.execute("SELECT MAX(time) FROM events").fetchone()
+    last = float(row[0]) if row and row[0] is not None else 0.0
+    return sorted(agents), last
+
+
+def state_changes(store: Store, since: float, until: float) -> list[StateChange]:
+    """Every ``agent.state`` event in ``[since, until)`` and each agent's last one before
+    `since` (its state at `since`), in time order."""
+    db = store._db
     during = db.execute(
         "SELECT time, agent, data FROM events WHERE type = 'agent.state' AND time >= ? "
         "AND time < ? ORDER BY time, id",
         (since, until),
     ).fetchall()
-    found = [_change(*row) for row in before]
-    found.sort(key=lambda c: c.time)
-    return found + [_change(*row) for row in during]
+    return last_states(store, since) + [_change(*row) for row in during]
 
 
 REPORTS_KEY: web.AppKey[ReportReader | None] = web.AppKey("reports_reader")

@@ -34,14 +34,14 @@ from omlmedia.callevents import CallEvents
 from omlmedia.conference import ConferenceService
 from omlmedia.config import Config, RouteAction, summary
 from omlmedia.directory import AgentPages, Directory, file_users
-from omlmedia.events import CALL_ENDED, NO_EVENTS, EventLog
+from omlmedia.events import AGENT_STATE, CALL_ENDED, NO_EVENTS, EventLog
 from omlmedia.logs import event
 from omlmedia.media_targets import MediaTargets
 from omlmedia.metrics import Metrics, serve_metrics
 from omlmedia.monitor import MonitorService
 from omlmedia.netlimits import ConnectionGate, budget, raise_nofile
 from omlmedia.recordings import Deleted, RetentionJob
-from omlmedia.reports_api import ReportReader
+from omlmedia.reports_api import ReportReader, left_logged_in
 from omlmedia.router import CallRouter, RouteTable
 from omlmedia.storage import AsyncStore, CallRecord, Store
 from omlmedia.targets import RouterStats
@@ -439,6 +439,13 @@ class Server:
             logger.warning("closed %d call(s) left open by the previous run", len(closed))
         for call_id in closed:
             events.publish(CALL_ENDED, call_id=call_id, data={"cause": "server-restart"}, time=now)
+        if storage.dsn is None:
+            # No agent is logged in at start: the states the last run left open end when it
+            # was last heard of, so reports do not count the time the server was down.
+            agents, last = left_logged_in(store.store)
+            for agent in agents:
+                data = {"state": "logged-out", "reason": "server-restart"}
+                events.publish(AGENT_STATE, agent=agent, data=data, time=last)
         store.start()
         return events
 

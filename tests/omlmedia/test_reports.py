@@ -557,3 +557,47 @@ def test_the_intervals_of_a_day_add_up_to_the_day(calls: list[tuple[float, float
         longest = [r["longest_wait"] for r in rows if r["longest_wait"] is not None]
         assert max(longest, default=None) == day[0]["longest_wait"]
     assert day[0]["offered"] == len(calls)
+
+
+async def test_a_restart_ends_the_states_the_last_run_left_open_when_it_was_last_heard_of(
+    tmp_path: Path,
+) -> None:
+    from omlmedia.server import Server
+
+    store = Store(tmp_path / "omlmedia.db")
+    for ident, (t, agent, state) in enumerate(
+        [(100.0, "agent1", "ready"), (120.0, "agent2", "ready"), (150.0, "agent2", "logged-out")],
+        start=1,
+    ):
+        row = Event(ident, t, AGENT_STATE, agent=agent, data={"state": state, "reason": None})
+        store.append_event(row.row())
+    store.append_event(Event(4, 200.0, "queue.entered", queue="support").row())
+    store.close()
+    demo = load_demo_config()
+    server = Server(
+        dataclasses.replace(demo, server=dataclasses.replace(demo.server, data_dir=tmp_path))
+    )
+    log = server._open_events()
+    try:
+        (ended,) = [ev for ev in log.recent if ev.type == AGENT_STATE]
+        assert (ended.agent, ended.time) == ("agent1", 200.0)
+        assert ended.data == {"state": "logged-out", "reason": "server-restart"}
+        assert server.store is not None
+        await server.store.flush()
+    finally:
+        server.pool.close()
+        await log.close()
+        if server.webhooks is not None:
+            await server.webhooks.close()
+        assert server.store is not None
+        await server.store.close()
+    reader = Store(tmp_path / "omlmedia.db")
+    from omlmedia.reports_api import state_changes
+
+    (row,) = [
+        r
+        for r in agent_activity(state_changes(reader, 0, 1000), 0, 1000).rows
+        if r["agent"] == "agent1"
+    ]
+    reader.close()
+    assert row["logged_in"] == 100.0  # 100 to 200, not to the end of the span
