@@ -29,6 +29,7 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from omlmedia.accounts import AccountSeed, parse_accounts
+from omlmedia.wallboard import WallboardConfig, parse_wallboard
 from queueing.config import AcdConfig
 from queueing.config import build_config as build_acd_config
 from queueing.exceptions import QueueConfigError
@@ -363,6 +364,9 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     """Where the records live (``[storage]``)."""
     """The site: its time zone (``[site]``)."""
+    wallboard: WallboardConfig = field(default_factory=WallboardConfig)
+    """The supervisors' wallboard: thresholds, pause reasons, the low-MOS flag
+    (``[wallboard]``, `omlmedia.wallboard`)."""
     webrtc: WebrtcConfig = field(default_factory=WebrtcConfig)
     """Browser agents and the agent page (``[webrtc]``, ``[[agents]]``)."""
     acd: AcdConfig | None = None
@@ -879,6 +883,7 @@ _TOP_KEYS: Final = (
     "accounts",
     "site",
     "storage",
+    "wallboard",
 )
 _SITE_KEYS: Final = ("timezone",)
 _STORAGE_KEYS: Final = ("dsn", "password_file", "node")
@@ -978,6 +983,8 @@ def _build(
         except QueueConfigError as exc:
             check.errors.extend(e if e.startswith("queues") else f"queues: {e}" for e in exc.errors)
     queue_names = set(acd.queues) if acd is not None else set()
+    wallboard, wallboard_errors = parse_wallboard(raw.get("wallboard"), queue_names)
+    check.errors.extend(wallboard_errors)
     campaigns = _campaigns(
         check, raw.get("campaigns", _MISSING), queue_names, _trunk_names(raw.get("trunks"))
     )
@@ -1011,6 +1018,7 @@ def _build(
         security=security,
         media=media,
         site=site,
+        wallboard=wallboard,
         storage=storage,
         api=api,
         trunks=trunks,

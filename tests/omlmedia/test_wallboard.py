@@ -3,11 +3,14 @@ snapshot's cut at the last event, and the ``[wallboard]`` configuration's checks
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from omlmedia.cli import main
+from omlmedia.config import load_config
 from omlmedia.storage import QueueLogRow
 from omlmedia.wallboard import (
     LiveAgent,
@@ -252,3 +255,28 @@ def test_the_wallboard_configuration_is_checked_naming_each_key() -> None:
             "wallboard.thresholds.support.asa",
         ]
     ), errors
+
+
+def test_check_config_names_a_bad_wallboard_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "omlmedia.toml"
+    path.write_text(
+        "[queues.support]\nmembers = []\n"
+        "[wallboard]\nmos_threshold = 3.9\n"
+        "[wallboard.thresholds.support]\nwaiting = [5, 2]\n"
+    )
+    assert main(["check-config", str(path)]) == 2
+    assert "wallboard.thresholds.support.waiting: red (2.0) must not be below amber (5.0)" in (
+        capsys.readouterr().err
+    )
+    path.write_text(
+        "[queues.support]\nmembers = []\n"
+        "[wallboard]\nmos_threshold = 3.9\npause_reasons = ['break', 'coaching']\n"
+        "[wallboard.thresholds.support]\nwaiting = [2, 5]\n"
+    )
+    config = load_config(path)
+    assert config.wallboard.mos_threshold == 3.9
+    assert config.wallboard.pause_reasons == ("break", "coaching")
+    assert config.wallboard.for_queue("support") == {"waiting": Threshold(2, 5)}
+    assert load_config(tmp_path / "omlmedia.toml").wallboard.quality_interval == 5.0
