@@ -17,8 +17,11 @@ as an agent, and an agent's socket cannot place web calls.
 - A socket that closes hangs up its call (``web_hangup``; reason ``caller-gone``).
 
 Abuse. Placing a call costs a peer connection, so ``web-call`` is rate-limited per source
-address (`calls_per_minute`, sliding minute), limited in concurrent calls per address
-(`calls_per_address`) and overall (`max_calls`); an unknown or not-allowed target gets the same
+(an IPv4 address, an IPv6 /64: `sip.transport.source_key`; `calls_per_minute`, sliding minute),
+limited in concurrent calls per source (`calls_per_address`) and overall (`max_calls`). A call
+counts from the moment it is admitted, before its offer is answered, so parallel ``web-call``
+messages from many sockets of one source cannot all pass; the table of sources forgets those idle
+for a minute and holds at most `MAX_SOURCES`. An unknown or not-allowed target gets the same
 ``unknown-target`` error whether it exists or not. Everything else follows the signalling
 rules: a bad message gets an ``error`` and changes nothing.
 
@@ -44,6 +47,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from sip.transport import source_key
 from webrtc.channel import PeerMedia
 from webrtc.exceptions import CommandError, ProtocolError
 from webrtc.signaling import PROTOCOL_VERSION, Connection, Message
@@ -53,6 +57,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["WebCallControl", "WebCaller", "WebCallerHub", "WebCallerInfo", "join_audio"]
 
 Samples = npt.NDArray[np.int16]
+
+MAX_SOURCES = 10000
+"""Sources the web-call rate limiter remembers at most (the least recently seen go first)."""
+_WINDOW = 60.0
 
 
 def _always() -> bool:
@@ -152,6 +160,8 @@ class _WebCall:
     target: str
     conn: Connection
     media: WebCaller
+    source: str = ""
+    """The caller's source key (`sip.transport.source_key`), counted by the limiter."""
     state: str = "ringing"
     started: float = field(default_factory=time.monotonic)
 
@@ -184,6 +194,11 @@ class WebCallerHub:
         self._by_conn: dict[int, str] = {}
         self._owners: set[int] = set()
         self._attempts: dict[str, deque[float]] = {}
+        """Admission times within the last minute, per source, least recently seen first."""
+        self._live: dict[str, int] = {}
+        """Calls admitted and not finished, per source (placing ones included)."""
+        self._placing = 0
+        self._placing_conns: set[int] = set()
         self._tasks: set[asyncio.Future[None]] = set()
 
     # --- queries ---
@@ -263,6 +278,7 @@ class WebCallerHub:
             await call.media.close()
         self._calls.clear()
         self._by_conn.clear()
+        self._live.clear()
 
     # --- server pushes ---
 
@@ -287,46 +303,85 @@ class WebCallerHub:
         if target not in self.targets:
             raise ProtocolError("unknown-target", "this target cannot be called from the web")
 
-    def _admit(self, address: str) -> None:
+    def _admit(self, address: str) -> str:
+        """Count a new call from `address` (its source key is returned: `_leave` it when the
+        call ends or fails), or refuse it."""
         now = self.clock()
-        attempts = self._attempts.setdefault(address, deque())
-        while attempts and now - attempts[0] >= 60.0:
+        key = source_key(address)
+        self._forget_idle(now)
+        attempts = self._attempts.pop(key, None) or deque()
+        self._attempts[key] = attempts  # most recently seen last
+        while attempts and now - attempts[0] >= _WINDOW:
             attempts.popleft()
         if len(attempts) >= self.calls_per_minute:
             self.refused += 1
             raise ProtocolError("rate-limited", "too many calls from this address: wait")
-        live = sum(1 for c in self._calls.values() if c.conn.source == address)
-        if live >= self.calls_per_address or len(self._calls) >= self.max_calls:
+        if (
+            self._live.get(key, 0) >= self.calls_per_address
+            or len(self._calls) + self._placing >= self.max_calls
+        ):
             self.refused += 1
             raise ProtocolError("too-many-calls", "too many calls in progress")
         attempts.append(now)
-        if len(self._attempts) > 10000:  # forget idle addresses
-            for key in [k for k, v in self._attempts.items() if not v][:5000]:
-                del self._attempts[key]
+        self._live[key] = self._live.get(key, 0) + 1
+        while len(self._attempts) > MAX_SOURCES:
+            del self._attempts[next(iter(self._attempts))]
+        return key
+
+    def _leave(self, key: str) -> None:
+        left = self._live.get(key, 0) - 1
+        if left > 0:
+            self._live[key] = left
+        else:
+            self._live.pop(key, None)
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop the sources whose last admission is a minute old (they are seen oldest first)."""
+        attempts = self._attempts
+        while attempts:
+            key = next(iter(attempts))
+            times = attempts[key]
+            if times and now - times[-1] < _WINDOW:
+                return
+            del attempts[key]
+
+    def sources(self) -> int:
+        """Sources the rate limiter remembers."""
+        return len(self._attempts)
 
     async def _start(self, conn: Connection, message: Message) -> None:
         f = message.fields
         self._check_target(f["target"])
-        if id(conn) in self._by_conn:
+        if id(conn) in self._by_conn or id(conn) in self._placing_conns:
             raise ProtocolError("bad-state", "this page has a call in progress")
-        self._admit(conn.source)
-        self._owners.add(id(conn))
-        media = self.media_factory(f"web:{conn.source}")
+        key = self._admit(conn.source)
+        self._placing += 1
+        self._placing_conns.add(id(conn))
+        placed = False
         try:
-            answer = await media.accept_offer(f["sdp"])
-        except ValueError as exc:
-            await media.close()
-            raise ProtocolError("bad-sdp", str(exc)[:200]) from None
-        info = WebCallerInfo(conn.source, f.get("name", ""), media.video, media)
-        try:
-            call_id = await self.control.web_call(f["target"], info)
-        except BaseException:
-            await media.close()
-            raise
-        if not isinstance(call_id, str) or not call_id or call_id in self._calls:
-            await media.close()
-            raise CommandError("internal", "the call could not be placed")
-        call = _WebCall(call_id, f["target"], conn, media)
+            self._owners.add(id(conn))
+            media = self.media_factory(f"web:{conn.source}")
+            try:
+                answer = await media.accept_offer(f["sdp"])
+            except ValueError as exc:
+                await media.close()
+                raise ProtocolError("bad-sdp", str(exc)[:200]) from None
+            info = WebCallerInfo(conn.source, f.get("name", ""), media.video, media)
+            try:
+                call_id = await self.control.web_call(f["target"], info)
+            except BaseException:
+                await media.close()
+                raise
+            if not isinstance(call_id, str) or not call_id or call_id in self._calls:
+                await media.close()
+                raise CommandError("internal", "the call could not be placed")
+            placed = True
+        finally:
+            self._placing -= 1
+            self._placing_conns.discard(id(conn))
+            if not placed:
+                self._leave(key)
+        call = _WebCall(call_id, f["target"], conn, media, key)
         self._calls[call_id] = call
         self._by_conn[id(conn)] = call_id
         self._send(
@@ -352,6 +407,7 @@ class WebCallerHub:
         if self._calls.get(call.call_id) is not call:
             return
         del self._calls[call.call_id]
+        self._leave(call.source)
         if self._by_conn.get(id(call.conn)) == call.call_id:
             del self._by_conn[id(call.conn)]
         call.state = "ended"
