@@ -34,7 +34,6 @@ import hmac
 import json
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +44,8 @@ from typing import Any, ParamSpec, TypeVar
 from omlmedia import audit
 from omlmedia.audit import AuditEntry
 from omlmedia.authz import Identity, Role
-from omlmedia.migrations import migrate
+from omlmedia.storage import open_database
+from omlmedia.storage_pg import is_dsn
 from webrtc.accounts import (
     Account,
     AccountStore,
@@ -312,7 +312,8 @@ _TOKEN_COLUMNS = (
 
 
 class AccountBook:
-    """The accounts, tokens and audit log of the store (its own connection to the SQLite file).
+    """The accounts, tokens and audit log of the store (its own connection to the SQLite file or
+    the PostgreSQL database).
 
     Changes are synchronous methods meant to run on the book's thread (`call`); `authenticate`
     and the readers of memory (`account`, `accounts`, `tokens`) run anywhere."""
@@ -324,15 +325,11 @@ class AccountBook:
         *,
         clock: Clock = time.time,
     ) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path: Path | str = path if is_dsn(path) else Path(path)
+        """The SQLite file, or the PostgreSQL DSN (``[storage] dsn``), the store's database."""
         self.clock = clock
         self.bootstrap = ConfiguredToken(bootstrap) if bootstrap is not None else None
-        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        migrate(self._db)
+        self._db: Any = open_database(self.path)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="omlmedia-accounts")
         self._accounts = {
             row[0]: self._account(row)
@@ -490,8 +487,9 @@ class AccountBook:
 
     def _put_account(self, row: AccountRow) -> tuple[str, tuple[Any, ...]]:
         return (
-            f"INSERT OR REPLACE INTO accounts ({_ACCOUNT_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in _ACCOUNT_COLUMNS.split(", ")[1:]),
             (
                 row.name,
                 row.role.value,
@@ -784,8 +782,10 @@ class AccountBook:
     # -- the directory's changes (`omlmedia.directory`, on the book's thread) --------------
 
     @property
-    def db(self) -> sqlite3.Connection:
-        """The book's connection: read at start, written on the book's thread only."""
+    def db(self) -> Any:
+        """The book's connection (a `sqlite3.Connection` or an
+        `omlmedia.storage_pg.PgConnection`, which takes the same calls): read at start, written on
+        the book's thread only."""
         return self._db
 
     def entry(

@@ -65,6 +65,8 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreInUseError",
+    "connect",
+    "open_database",
 ]
 
 
@@ -197,6 +199,36 @@ def _storable(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [tuple(_text(value) for value in row) for row in rows]
 
 
+def connect(location: Path | str) -> Any:
+    """A connection to the database at `location` (a SQLite file, created with its directory
+    if need be, or a PostgreSQL DSN): a `sqlite3.Connection` in autocommit mode, or a
+    `PgConnection`, which takes the same calls. Not migrated: see `open_database`."""
+    if is_dsn(location):
+        return PgConnection(str(location))
+    path = Path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
+def open_database(location: Path | str) -> Any:
+    """`connect` to `location`, then bring its schema to the last migration (on PostgreSQL under
+    the migration lock): what every part that keeps its own connection opens."""
+    db = connect(location)
+    try:
+        if isinstance(db, PgConnection):
+            migrate_pg(db)
+        else:
+            migrate(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class Store:
     """The SQLite database: batched appends, crash recovery, reads. Not thread-safe: one
     writer (see `AsyncStore`)."""
@@ -209,13 +241,9 @@ class Store:
         self.writer = writer
         """The node's one writer (the server's): on PostgreSQL it holds the database's writer
         lock (`StoreInUseError` when another node does)."""
-        self._db = self.connect()
-        if isinstance(self._db, PgConnection):
-            migrate_pg(self._db)
-            if writer:
-                self._claim(self._db)
-        else:
-            migrate(self._db)
+        self._db = open_database(self.path)
+        if writer and isinstance(self._db, PgConnection):
+            self._claim(self._db)
         self._log: list[tuple[Any, ...]] = []
         self._opened: list[tuple[str, float, str]] = []
         self._closed: list[tuple[Any, ...]] = []
@@ -229,14 +257,7 @@ class Store:
     def connect(self) -> Any:
         """A new connection to this store's database (a `sqlite3.Connection` or a
         `PgConnection`, which takes the same calls), for a reader or another part."""
-        if isinstance(self.path, str):
-            return PgConnection(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA busy_timeout=5000")
-        return db
+        return connect(self.path)
 
     @staticmethod
     def _claim(db: PgConnection) -> None:

@@ -243,3 +243,39 @@ async def test_webhooks_on_postgresql_deliver_retry_replay_and_survive_a_restart
     finally:
         await second.close()
         await receiver.close()
+
+
+def test_accounts_tokens_and_their_audit_live_in_postgresql_and_survive_a_restart(
+    pg: postgres.Postgres,
+) -> None:
+    from omlmedia.accounts import AccountBook
+    from omlmedia.authz import Identity, Role
+    from tests.omlmedia.test_accounts import ADMIN, SEEDS, Clock, configured
+
+    dsn = postgres.fresh_database(pg)
+    clock = Clock()
+    first = AccountBook(dsn, configured, clock=clock)
+    assert first.seed(SEEDS) == ["admin", "sup", "agent1"]
+    assert first.seed(SEEDS) == []
+    first.create_account(ADMIN, "rita", Role.REPORTING, "password-1", scope=frozenset({"sales"}))
+    clock.now += 1
+    first.update_account(ADMIN, "rita", display_name="Rita")
+    token, row = first.create_token(ADMIN, account="rita", label="wallboard")
+    gone, gone_row = first.create_token(ADMIN, integration="crm", role=Role.ADMIN)
+    first.revoke_token(ADMIN, gone_row.id)
+    first.close()
+    second = AccountBook(dsn, configured, clock=clock)
+    try:
+        assert second.authenticate(token) == Identity(
+            "rita", Role.REPORTING, frozenset({"sales"}), row.id, "rita"
+        )
+        assert second.authenticate(gone) is None
+        assert [a.name for a in second.accounts()] == ["admin", "agent1", "rita", "sup"]
+        assert second.account("rita").display_name == "Rita"
+        (updated,) = second.audit(action="account.update")
+        assert updated.target == "rita" and updated.before is not None
+        assert (updated.before["display_name"], updated.time) == ("rita", clock.now)
+        assert len(second.audit()) == 3 + 5  # seeding three accounts, then five changes
+        assert len(second.audit(action="account.")) == 3 + 2
+    finally:
+        second.close()
