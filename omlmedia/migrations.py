@@ -132,6 +132,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             " PRIMARY KEY (kind, name))",
         ),
     ),
+    Migration(
+        6,
+        "campaigns changed at run time",
+        (
+            "CREATE TABLE IF NOT EXISTS campaigns ("
+            " name TEXT PRIMARY KEY, settings TEXT NOT NULL DEFAULT '{}',"
+            " origin TEXT NOT NULL DEFAULT 'config', created REAL NOT NULL,"
+            " updated REAL NOT NULL)",
+        ),
+    ),
 )
 """Every step, in order. Append new steps at the end with the next version number."""
 
