@@ -146,6 +146,13 @@ async def test_reports_show_a_table_and_a_chart_and_a_recording_plays(
         assert status == 200 and rows[0] == report["columns"]
         assert len(rows) == len(report["rows"]) + 1
 
+        # the agent report: a row per configured agent, the chart redrawn
+        await reports.get_by_label("Report", exact=True).select_option("agents")
+        await expect(table.locator("caption")).to_contain_text("Agent activity")
+        await expect(table.get_by_role("columnheader", name="Occupancy")).to_have_count(1)
+        await expect(table.get_by_role("rowheader", name="agent1")).to_have_count(1)
+        await expect(reports.locator("#report-chart canvas")).to_have_count(1)
+
         await page.get_by_role("button", name="Recordings", exact=True).click()
         recordings = page.locator("#recordings")
         await recordings.get_by_label("Day", exact=True).fill(DAY)

@@ -136,10 +136,10 @@ function chartData(report) {
       time: false,
       xs: report.rows.map((_, i) => i),
       labels: report.rows.map((row) => row.agent),
-      series: ["ready", "talk", "wrapup", "paused"].map((name) => ({
-        label: `${heading(name)} (min)`,
-        values: report.rows.map((row) => Math.round((row[name] || 0) / 6) / 10),
-      })),
+      series: [{
+        label: "Occupancy (%)",
+        values: report.rows.map((row) => (row.occupancy === null ? null : Math.round(row.occupancy * 1000) / 10)),
+      }],
     };
   }
   if (kind === "dispositions") {
