@@ -333,7 +333,7 @@ class Server:
         b2bua.kernel = self.kernel
         conference = ConferenceService(self.pool, self.media_host, service)
         self.accounts = AccountBook(
-            config.server.data_dir / "omlmedia.db", config.api.token_matches
+            config.storage.location(config.server.data_dir), config.api.token_matches
         )
         self.accounts.seed(config.accounts)
         self.directory = Directory(

@@ -1,10 +1,9 @@
 """A real `omlmedia serve` configured with ``[storage] dsn`` keeps its records in PostgreSQL: a
-sipp call into a queue leaves its queue log, its call record and its events there, and nothing in
-the SQLite file of the data dir."""
+sipp call into a queue leaves its queue log, its call record and its events there, the accounts
+the file seeds are there, and there is no SQLite file in the data dir."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,17 +59,17 @@ def test_a_server_on_postgresql_stores_a_sipp_calls_record_and_queue_log_there(
         stored = [row[2] for row in store.events(0, 100) if row[3] == record.call_id]
         assert "call.ended" in stored, stored
         assert store.open_calls() == []
-    finally:
-        store.close()
-    sqlite_file = tmp_path / "node" / "data" / "omlmedia.db"
-    if sqlite_file.exists():  # the accounts live there; the records do not
-        db = sqlite3.connect(sqlite_file)
+        # The accounts (the agents the file declares) and their audit are there too.
+        db = store.connect()
         try:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-            if "cdr" in tables:
-                assert db.execute("SELECT COUNT(*) FROM cdr").fetchone() == (0,)
+            names = {row[0] for row in db.execute("SELECT name FROM accounts")}
+            assert {"agent1", "agent2"} <= names, names
+            assert db.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0] > 0
         finally:
             db.close()
+    finally:
+        store.close()
+    assert not (tmp_path / "node" / "data" / "omlmedia.db").exists()
 
 
 def test_a_second_node_on_the_same_database_or_a_missing_database_does_not_start(
