@@ -30,7 +30,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -213,6 +213,11 @@ class AcdRuntime:
         self.pool = pool
         self.media_host = media_host
         self.store = store
+        self.live_quality: (
+            Callable[[str, tuple[Mapping[str, Any], ...]], tuple[Any, ...]] | None
+        ) = None
+        """Adds what was measured while the call lasted to its record's legs (the low-MOS flag,
+        the agent's leg: `omlmedia.livequality.LiveQuality.record_legs`), when set."""
         self.campaigns = campaigns or {}
         self.music = music
         self.language = language
@@ -496,6 +501,8 @@ class AcdRuntime:
                 },
             ),
         )
+        if self.live_quality is not None:
+            record = replace(record, legs=self.live_quality(record.call_id, record.legs))
         self.store.call_ended(record)
         self.events.publish(
             CALL_QUALITY,
