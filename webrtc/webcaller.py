@@ -37,6 +37,7 @@ consultation) through two short frame queues, with no SIP leg and no transcoding
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections import deque
@@ -54,7 +55,15 @@ from webrtc.signaling import PROTOCOL_VERSION, Connection, Message
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WebCallControl", "WebCaller", "WebCallerHub", "WebCallerInfo", "join_audio"]
+__all__ = [
+    "WebCallControl",
+    "WebCaller",
+    "WebCallerHub",
+    "WebCallerInfo",
+    "candidate_allowed",
+    "join_audio",
+    "trim_candidates",
+]
 
 Samples = npt.NDArray[np.int16]
 
@@ -102,18 +111,101 @@ def join_audio(
     second.attach(second_source, from_second)
 
 
+def _candidate_address(line: str) -> str | None:
+    """The connection address of an ``a=candidate:`` line (RFC 8839 §5.1), None if malformed."""
+    fields = line.split()
+    return fields[4] if len(fields) >= 8 else None
+
+
+def _candidate_type(line: str) -> str:
+    fields = line.split()
+    return fields[7] if len(fields) >= 8 and fields[6] == "typ" else ""
+
+
+def candidate_allowed(address: str, advertised: str) -> bool:
+    """Whether the server may send ICE checks to a visitor's candidate at `address`, given the
+    address it advertises: never unspecified, multicast, link-local (cloud metadata at
+    169.254.169.254 included) or reserved addresses; loopback only when the server advertises
+    loopback; private (RFC 1918, RFC 6598, IPv6 ULA) and mDNS ``.local`` names only when it
+    advertises a private or loopback address; global addresses always."""
+    try:
+        ours = ipaddress.ip_address(advertised)
+    except ValueError:
+        ours = None
+    local_server = ours is not None and (ours.is_loopback or ours.is_private)
+    if address.lower().endswith(".local"):
+        return local_server
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return ours is not None and ours.is_loopback
+    if ip.is_unspecified or ip.is_multicast or ip.is_link_local or ip.is_reserved:
+        return False
+    if ip.is_private or ip in _SHARED:
+        return local_server
+    return ip.is_global
+
+
+_SHARED = ipaddress.ip_network("100.64.0.0/10")
+"""RFC 6598 carrier-grade NAT space: private to a network, yet not `is_private`."""
+
+
+def trim_candidates(sdp: str, keep: Callable[[str, str], bool]) -> tuple[str, int]:
+    """`sdp` without the ``a=candidate:`` lines `keep(address, type)` refuses (type: ``host``,
+    ``srflx``, ``prflx``, ``relay``); and how many went."""
+    lines = sdp.split("\r\n")
+    kept: list[str] = []
+    dropped = 0
+    for line in lines:
+        if line.startswith("a=candidate:"):
+            address = _candidate_address(line)
+            if address is None or not keep(address, _candidate_type(line)):
+                dropped += 1
+                continue
+        kept.append(line)
+    return "\r\n".join(kept), dropped
+
+
 class WebCaller(PeerMedia):
-    """The media of one web call: its own peer connection (audio, optional video)."""
+    """The media of one web call: its own peer connection (audio, optional video).
+
+    With `advertised` (the address the server gives peers), the visitor's offer loses every
+    candidate `candidate_allowed` refuses before aiortc sees it, so a visitor cannot make the
+    server send ICE checks to loopback, link-local (cloud metadata) or internal addresses; and
+    the answer lists only the advertised address's host candidates (and relayed or reflexive
+    ones), not every interface of the host."""
 
     kind = "web caller"
 
-    def __init__(self, name: str, **options: Any) -> None:
+    def __init__(self, name: str, *, advertised: str | None = None, **options: Any) -> None:
         super().__init__(name, **options)
         self.video = False
         """Whether the visitor's offer sends video."""
+        self.advertised = advertised
+        self.candidates_refused = 0
+        """The visitor's candidates dropped from its offer."""
 
     async def accept_offer(self, sdp: str) -> str:
+        advertised = self.advertised
+        if advertised is not None:
+            sdp, self.candidates_refused = trim_candidates(
+                sdp, lambda address, _: candidate_allowed(address, advertised)
+            )
+            if self.candidates_refused:
+                logger.info(
+                    "web caller %s: %d candidate(s) refused", self.name, self.candidates_refused
+                )
         answer = await super().accept_offer(sdp)
+        if advertised is not None:
+            trimmed, _ = trim_candidates(
+                answer, lambda address, kind: address == advertised or kind in ("srflx", "relay")
+            )
+            if "a=candidate:" in trimmed:
+                answer = trimmed
         pc = self.peer_connection
         self.video = pc is not None and any(
             t.kind == "video" and t.currentDirection in ("recvonly", "sendrecv")
