@@ -12,7 +12,10 @@ calls (admin only, see `omlmedia.authz.RULES`; the model is `omlmedia.directory`
 - ``DELETE /api/v1/queues/{name}``: 204; 409 while callers wait in it or when the file's
   campaigns or routes (or another queue's overflow) send callers to it;
 - ``PUT /api/v1/queues/{name}/members/{agent}`` ``{"penalty"?}`` and ``DELETE`` of the same
-  path: the queue as it is.
+  path: the queue as it is;
+- ``PATCH /api/v1/campaigns/{name}``: any of ``queue``, ``recording``, ``url`` (the CRM page),
+  ``dispositions``, ``callback``, ``trunk``, ``recording_retention_days``; the campaign as it is
+  (calls that arrive from now on get it).
 
 An agent is ``{"name", "display_name", "disabled", "origin", "queues", "created", "updated"}``; a
 queue is its name, every key of its TOML table, ``origin``, ``created`` and ``updated``. Invalid
@@ -166,6 +169,16 @@ async def put_member(request: web.Request) -> web.Response:
     view = await directory.set_member(
         request[IDENTITY_KEY], request.match_info["name"], request.match_info["agent"], penalty
     )
+    return web.json_response(view)
+
+
+@routes.patch("/v1/campaigns/{name}")
+async def patch_campaign(request: web.Request) -> web.Response:
+    """Change some settings of a campaign (queue, recording, CRM URL, dispositions...); the
+    calls that arrive from now on get them."""
+    directory = _directory(request)
+    body = await json_body(request)
+    view = await directory.update_campaign(request[IDENTITY_KEY], request.match_info["name"], body)
     return web.json_response(view)
 
 

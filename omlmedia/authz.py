@@ -196,6 +196,7 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("DELETE", "/api/v1/queues/{name}/members/{agent}"): Rule(
         Permission.DIRECTORY_ADMIN, Scope.GLOBAL
     ),
+    ("PATCH", "/api/v1/campaigns/{name}"): Rule(Permission.DIRECTORY_ADMIN, Scope.GLOBAL),
     ("POST", "/api/v1/sessions"): PUBLIC,
     ("GET", "/api/v1/openapi.json"): PUBLIC,
     ("GET", "/api/docs"): PUBLIC,

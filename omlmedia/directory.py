@@ -42,6 +42,7 @@ from omlmedia.accounts import AccountBook, AccountRow
 from omlmedia.acd import AcdRuntime
 from omlmedia.audit import AuditEntry
 from omlmedia.authz import Identity, Role, Scopes
+from omlmedia.config import Campaign
 from omlmedia.events import NO_EVENTS, EventSink
 from omlmedia.problems import ApiError, FieldError
 from queueing.config import (
@@ -73,6 +74,7 @@ QUEUE_UPDATED = "admin.queue.updated"
 QUEUE_DELETED = "admin.queue.deleted"
 MEMBER_SET = "admin.member.set"
 MEMBER_REMOVED = "admin.member.removed"
+CAMPAIGN_UPDATED = "admin.campaign.updated"
 ADMIN_EVENTS = (
     AGENT_CREATED,
     AGENT_UPDATED,
@@ -82,6 +84,7 @@ ADMIN_EVENTS = (
     QUEUE_DELETED,
     MEMBER_SET,
     MEMBER_REMOVED,
+    CAMPAIGN_UPDATED,
 )
 """The event types of the directory's changes (data: ``by``, ``before``, ``after``)."""
 
@@ -111,6 +114,44 @@ def queue_settings(config: QueueConfig) -> dict[str, Any]:
         "max_penalty": config.max_penalty,
         "escalation": [{"after": r.after, "max_penalty": r.max_penalty} for r in config.escalation],
     }
+
+
+CAMPAIGN_KEYS = (
+    "queue",
+    "recording",
+    "url",
+    "dispositions",
+    "callback",
+    "trunk",
+    "recording_retention_days",
+)
+"""What a campaign's settings are (its ``[[campaigns]]`` table but its name)."""
+
+
+def campaign_settings(campaign: Campaign) -> dict[str, Any]:
+    """A campaign as its ``[[campaigns]]`` table, every key but ``name`` written."""
+    return {
+        "queue": campaign.queue,
+        "recording": campaign.recording,
+        "url": campaign.url,
+        "dispositions": list(campaign.dispositions),
+        "callback": campaign.callback,
+        "trunk": campaign.trunk,
+        "recording_retention_days": campaign.recording_retention_days,
+    }
+
+
+def _campaign(name: str, settings: Mapping[str, Any]) -> Campaign:
+    return Campaign(
+        name=name,
+        queue=settings["queue"],
+        recording=settings["recording"],
+        url=settings["url"],
+        dispositions=tuple(settings["dispositions"]),
+        callback=settings["callback"],
+        trunk=settings["trunk"],
+        recording_retention_days=settings["recording_retention_days"],
+    )
 
 
 def _digest(value: object) -> str:
@@ -189,7 +230,10 @@ def _dump_table(lines: list[str], path: list[str], table: Mapping[str, Any]) -> 
 
 
 def export_config(
-    raw: Mapping[str, Any], agents: Iterable[AccountRow], queues: Iterable[QueueRow]
+    raw: Mapping[str, Any],
+    agents: Iterable[AccountRow],
+    queues: Iterable[QueueRow],
+    campaigns: Iterable[QueueRow] = (),
 ) -> str:
     """The configuration file `raw` (as `tomllib` read it) with its ``[[agents]]`` and
     ``[queues]`` replaced by the database's, as TOML that ``check-config`` accepts. Disabled
@@ -212,6 +256,9 @@ def export_config(
     }
     if tables:
         data["queues"] = tables
+    campaigns = list(campaigns)
+    if campaigns:
+        data["campaigns"] = [{"name": c.name, **c.settings} for c in campaigns]
     header = ["# Written by omlmedia export-config: agents and queues from the database."]
     disabled = sorted(a.name for a in agents if a.disabled)
     if disabled:
@@ -249,15 +296,21 @@ class Directory:
         *,
         campaigns: Mapping[str, str] | None = None,
         used_by: Mapping[str, str] | None = None,
+        trunks: Iterable[str] = (),
         events: EventSink = NO_EVENTS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.book = book
         self.campaigns = dict(campaigns or {})
-        """Campaign name -> its queue (the file's campaigns), for the scopes."""
+        """Campaign name -> its queue, for the scopes, until campaigns are seeded."""
         self.used_by = dict(used_by or {})
-        """Queue name -> what of the file sends callers to it (a campaign or a route): such a
-        queue cannot be deleted."""
+        """Queue name -> what of the file sends callers to it (a route): such a queue cannot be
+        deleted (nor one a campaign sends callers to)."""
+        self.trunks = frozenset(trunks)
+        """The trunks of the file, which a campaign's callbacks may go out through."""
+        self.campaign_tables: list[dict[str, Campaign]] = []
+        """The running server's campaigns by name (the ACD's, the call events'): kept up to
+        date with every change."""
         self.events = events
         self.clock = clock
         self.acd: AcdRuntime | None = None
@@ -272,6 +325,11 @@ class Directory:
             "SELECT name, settings, origin, created, updated FROM queues ORDER BY created, name"
         ):
             self._queues[name] = QueueRow(name, json.loads(settings), origin, created, updated)
+        self._campaigns: dict[str, QueueRow] = {}
+        for name, settings, origin, created, updated in book.db.execute(
+            "SELECT name, settings, origin, created, updated FROM campaigns ORDER BY created, name"
+        ):
+            self._campaigns[name] = QueueRow(name, json.loads(settings), origin, created, updated)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -334,12 +392,25 @@ class Directory:
     def scopes(self) -> Scopes:
         """The campaigns' queues and the queues' members now, for the scope checks."""
         return Scopes(
-            self.campaigns,
+            self._campaign_queues(),
             {
                 name: frozenset(m["agent"] for m in row.settings["members"])
                 for name, row in self._queues.items()
             },
         )
+
+    def _campaign_queues(self) -> dict[str, str]:
+        if not self._campaigns:
+            return self.campaigns
+        return {name: row.settings["queue"] for name, row in self._campaigns.items()}
+
+    def campaigns_now(self) -> dict[str, Campaign]:
+        """Every campaign as the database holds it, by name."""
+        return {name: _campaign(name, row.settings) for name, row in self._campaigns.items()}
+
+    def campaign_rows(self) -> list[QueueRow]:
+        """Every stored campaign (a `QueueRow` of campaign settings), oldest first."""
+        return list(self._campaigns.values())
 
     def _build(
         self, queues: Mapping[str, QueueRow], agents: Iterable[AccountRow] | None = None
@@ -360,10 +431,16 @@ class Directory:
 
     # -- seeding from the file (at start, before the engine exists) --------------------------
 
-    def seed(self, agents: Iterable[Any], queues: Mapping[str, QueueConfig]) -> list[str]:
+    def seed(
+        self,
+        agents: Iterable[Any],
+        queues: Mapping[str, QueueConfig],
+        campaigns: Iterable[Campaign] = (),
+    ) -> list[str]:
         """Write the file's declarations never seeded or changed since they were (see the
-        module's docstring); returns what changed, as ``agent:<name>`` and ``queue:<name>``.
-        `agents` are `webrtc.config.AgentConfig` (name, display_name, password_hash)."""
+        module's docstring); returns what changed, as ``agent:<name>``, ``queue:<name>`` and
+        ``campaign:<name>``. `agents` are `webrtc.config.AgentConfig` (name, display_name,
+        password_hash)."""
         book = self.book
         seen = {
             (kind, name): digest
@@ -434,8 +511,36 @@ class Directory:
                 )
             )
             changed.append(f"queue:{name}")
+        campaigns_now = dict(self._campaigns)
+        for campaign in campaigns:
+            settings = campaign_settings(campaign)
+            digest = _digest(settings)
+            if seen.get(("campaign", campaign.name)) == digest:
+                continue
+            old_campaign = campaigns_now.get(campaign.name)
+            row_c = QueueRow(
+                campaign.name,
+                settings,
+                "config",
+                old_campaign.created if old_campaign is not None else now,
+                now,
+            )
+            campaigns_now[campaign.name] = row_c
+            statements.append(self._campaign_statement(row_c))
+            statements.append(self._seed_statement("campaign", campaign.name, digest))
+            entries.append(
+                book.entry(
+                    CONFIG,
+                    "campaign.create" if old_campaign is None else "campaign.update",
+                    campaign.name,
+                    old_campaign.view() if old_campaign is not None else None,
+                    row_c.view(),
+                )
+            )
+            changed.append(f"campaign:{campaign.name}")
         if not statements:
             return []
+        self._campaigns = campaigns_now
         # Members the database no longer has (an agent deleted through the API) are dropped.
         names = {a.name for a in book.accounts()} | set(accounts)
         for name, row_q in list(queues_now.items()):
@@ -454,6 +559,16 @@ class Directory:
             "INSERT INTO config_seeds (kind, name, digest) VALUES (?, ?, ?) "
             "ON CONFLICT (kind, name) DO UPDATE SET digest = excluded.digest",
             (kind, name, digest),
+        )
+
+    @staticmethod
+    def _campaign_statement(row: QueueRow) -> tuple[str, tuple[Any, ...]]:
+        return (
+            "INSERT INTO campaigns (name, settings, origin, created, updated) "
+            "VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET settings = excluded.settings, "
+            "origin = excluded.origin, updated = excluded.updated",
+            (row.name, json.dumps(dict(row.settings)), row.origin, row.created, row.updated),
         )
 
     @staticmethod
@@ -843,6 +958,10 @@ class Directory:
             if name in self.used_by:
                 why = f"{self.used_by[name]} of the configuration file sends callers to {name}"
                 raise ApiError(409, why, [("name", why)])
+            for campaign, queue in self._campaign_queues().items():
+                if queue == name:
+                    why = f"campaign {campaign} sends callers to {name}"
+                    raise ApiError(409, why, [("name", why)])
             for other in self._queues.values():
                 if other.name != name and other.settings["overflow"].get("queue") == name:
                     why = f"queue {other.name} overflows into {name}"
@@ -882,8 +1001,57 @@ class Directory:
             )
 
     def export(self, raw: Mapping[str, Any]) -> str:
-        """The configuration file `raw` with the database's agents and queues (`export_config`)."""
-        return export_config(raw, self.agents(), self.queues())
+        """The configuration file `raw` with the database's agents, queues and campaigns
+        (`export_config`)."""
+        return export_config(raw, self.agents(), self.queues(), self.campaign_rows())
+
+    # -- campaigns ----------------------------------------------------------------------------
+
+    async def update_campaign(
+        self, actor: Identity, name: str, changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Change some settings of a campaign (the others are kept): its queue, recording,
+        CRM URL, dispositions, callbacks; calls that arrive from now on get them."""
+        from omlmedia.config import _campaigns, _Checker
+
+        async with self._lock:
+            old = self._campaigns.get(name)
+            if old is None:
+                raise ApiError(404, f"unknown campaign: {name}")
+            unknown = [(key, "unknown field") for key in changes if key not in CAMPAIGN_KEYS]
+            if unknown:
+                raise ApiError(400, "invalid " + ", ".join(k for k, _ in unknown), unknown)
+            check = _Checker({})
+            found = _campaigns(
+                check,
+                [{"name": name, **old.settings, **changes}],
+                set(self._queues),
+                set(self.trunks),
+            )
+            if check.errors or not found:
+                errors: list[FieldError] = []
+                for error in check.errors:
+                    place, sep, why = error.partition(": ")
+                    place = place.removeprefix("campaigns[0].").removeprefix("campaigns[0]")
+                    errors.append((place or "settings", why) if sep else ("settings", error))
+                raise ApiError(400, "invalid " + ", ".join(sorted({f for f, _ in errors})), errors)
+            campaign = found[0]
+            row = replace(old, settings=campaign_settings(campaign), updated=self.clock())
+            if row.settings == old.settings:
+                return old.view()
+            book = self.book
+            entry = book.entry(actor, "campaign.update", name, old.view(), row.view())
+            await book.call(book.commit, [entry], [self._campaign_statement(row)])
+            self._campaigns = {**self._campaigns, name: row}
+            for table in self.campaign_tables:
+                table[name] = campaign
+            self.events.publish(
+                CAMPAIGN_UPDATED,
+                campaign=name,
+                queue=campaign.queue,
+                data={"by": actor.actor, "before": old.view(), "after": row.view()},
+            )
+            return row.view()
 
 
 def file_users(campaigns: Iterable[Any], routes: Iterable[Any]) -> dict[str, str]:

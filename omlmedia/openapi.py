@@ -300,6 +300,24 @@ SCHEMAS: dict[str, Schema] = {
             "updated": {"type": "number"},
         },
     },
+    "CampaignDefinition": {
+        "type": "object",
+        "description": "A campaign's settings: the keys of its [[campaigns]] table.",
+        "required": ["name", "queue", "recording", "url", "dispositions", "callback", "origin"],
+        "properties": {
+            "name": {"type": "string"},
+            "queue": {"type": "string"},
+            "recording": {"type": "boolean"},
+            "url": {"type": "string"},
+            "dispositions": {"type": "array", "items": {"type": "string"}},
+            "callback": {"type": "boolean"},
+            "trunk": {"type": "string"},
+            "recording_retention_days": {"type": "integer"},
+            "origin": {"type": "string", "enum": ["config", "api"]},
+            "created": {"type": "number"},
+            "updated": {"type": "number"},
+        },
+    },
     "CallRecord": {
         "type": "object",
         "required": ["call_id", "start", "end", "duration", "billsec", "legs"],
@@ -497,7 +515,6 @@ _ROLE_BODY: Schema = {"type": "string", "enum": [r.value for r in Role if r is n
 _NO_DIRECTORY = "Agents and queues are not kept by this server, or an unknown name."
 _MEMBERSHIPS: Schema = {
     "type": "array",
-    "maxItems": 256,
     "items": {
         "anyOf": [
             {"type": "string"},
@@ -533,7 +550,6 @@ _QUEUE_SETTINGS: dict[str, Schema] = {
     },
     "members": {
         "type": "array",
-        "maxItems": 1024,
         "items": {
             "anyOf": [
                 {"type": "string"},
@@ -567,7 +583,6 @@ _QUEUE_SETTINGS: dict[str, Schema] = {
     "max_penalty": {"type": "integer", "minimum": -1, "maximum": 1000000},
     "escalation": {
         "type": "array",
-        "maxItems": 64,
         "items": {
             "type": "object",
             "required": ["after", "max_penalty"],
@@ -894,6 +909,24 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         },
         responses={200: _ref("QueueDefinition")},
         problems=_QUEUE_PROBLEMS,
+    ),
+    ("PATCH", "/api/v1/campaigns/{name}"): Operation(
+        parameters=(_path("name", "The campaign."),),
+        body={
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "queue": {"type": "string"},
+                "recording": {"type": "boolean"},
+                "url": {"type": "string"},
+                "dispositions": {"type": "array", "items": {"type": "string"}},
+                "callback": {"type": "boolean"},
+                "trunk": {"type": "string"},
+                "recording_retention_days": {"type": "integer", "minimum": 0, "maximum": 36500},
+            },
+        },
+        responses={200: _ref("CampaignDefinition")},
+        problems={404: "Unknown campaign, or the directory is not kept by this server."},
     ),
     ("DELETE", "/api/v1/queues/{name}/members/{agent}"): Operation(
         parameters=(_path("name", "The queue."), _path("agent", "The agent.")),
