@@ -62,7 +62,12 @@ def test_trimming_keeps_everything_but_the_refused_candidate_lines() -> None:
         "a=end-of-candidates\r\n"
     )
     kinds: list[str] = []
-    trim_candidates(sdp, lambda a, kind: kinds.append(kind) is None)
+
+    def record(address: str, kind: str) -> bool:
+        kinds.append(kind)
+        return True
+
+    assert trim_candidates(sdp, record) == (sdp.replace("a=candidate:broken\r\n", ""), 1)
     assert kinds == ["host", "host", "srflx"]
 
 
