@@ -129,8 +129,9 @@ def make_parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export-config",
         help="write the configuration with the database's agents and queues",
-        description="Print FILE with its [[agents]] and [queues] replaced by those of the "
-        "database in its data directory (what the API changed), as TOML check-config accepts.",
+        description="Print FILE with its [[agents]] and [queues] replaced by those of its "
+        "database ([storage] dsn, else the data directory's) (what the API changed), as TOML "
+        "check-config accepts.",
     )
     export.add_argument("file", metavar="FILE")
     export.add_argument("--output", metavar="OUT", help="write to OUT instead of stdout")
@@ -295,11 +296,15 @@ def _export_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_errors(args.file, exc, sys.stderr)
         return 2
-    database = config.server.data_dir / "omlmedia.db"
-    if not database.exists():
+    database = config.storage.location(config.server.data_dir)
+    if isinstance(database, Path) and not database.exists():
         print(f"omlmedia: no database at {database}: nothing to export", file=sys.stderr)
         return 2
-    book = AccountBook(database)
+    try:
+        book = AccountBook(database)
+    except OSError as exc:  # PostgreSQL unreachable or refusing
+        print(f"omlmedia: cannot open the database: {exc}", file=sys.stderr)
+        return 2
     try:
         text = Directory(book).export(tomllib.loads(Path(args.file).read_text("utf-8")))
     finally:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from omlmedia.accounts import AccountBook
 from omlmedia.config import ConfigError, load_config
 from omlmedia.migrations import MIGRATIONS, schema_version
 from omlmedia.storage import AsyncStore, CallRecord, QueueLogRow, Store, StoreInUseError
@@ -248,7 +249,6 @@ async def test_webhooks_on_postgresql_deliver_retry_replay_and_survive_a_restart
 def test_accounts_tokens_and_their_audit_live_in_postgresql_and_survive_a_restart(
     pg: postgres.Postgres,
 ) -> None:
-    from omlmedia.accounts import AccountBook
     from omlmedia.authz import Identity, Role
     from tests.omlmedia.test_accounts import ADMIN, SEEDS, Clock, configured
 
@@ -279,3 +279,39 @@ def test_accounts_tokens_and_their_audit_live_in_postgresql_and_survive_a_restar
         assert len(second.audit(action="account.")) == 3 + 2
     finally:
         second.close()
+
+
+async def test_export_config_reads_the_agents_from_postgresql(
+    pg: postgres.Postgres, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from omlmedia.cli import main
+    from omlmedia.directory import Directory, file_users
+    from tests.omlmedia.test_directory import ADMIN, Events, write_config
+
+    dsn = postgres.fresh_database(pg)
+    path, config = write_config(
+        tmp_path, lambda text: text + f'\n[storage]\ndsn = "{dsn}"\nnode = "n1"\n'
+    )
+    assert config.acd is not None
+    book = AccountBook(dsn)
+    directory = Directory(
+        book,
+        campaigns={c.name: c.queue for c in config.campaigns},
+        used_by=file_users(config.campaigns, config.routes),
+        events=Events(),
+    )
+    directory.seed(config.webrtc.agents, config.acd.queues)
+    await directory.create_agent(ADMIN, "ana", "password-1", queues=["sales"])
+    book.close()
+    out = tmp_path / "exported.toml"
+    assert main(["export-config", str(path), "--output", str(out)]) == 0
+    exported = load_config(out)
+    assert exported.acd is not None
+    assert [m.agent for m in exported.acd.queues["sales"].members] == ["agent2", "ana"]
+    assert not (tmp_path / "data" / "omlmedia.db").exists()
+    pg.pg_ctl("stop", "-m", "fast")
+    try:
+        assert main(["export-config", str(path)]) == 2
+        assert "cannot open the database" in capsys.readouterr().err
+    finally:
+        pg.pg_ctl("start")
