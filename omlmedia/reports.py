@@ -37,6 +37,7 @@ import csv
 import io
 import json
 import math
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -310,9 +311,10 @@ that still tie them together (the two are written by different parts of the serv
 
 
 def _wrapup_after(spans: Sequence[tuple[float, float]], t: float) -> float:
-    for start, seconds in spans:
-        if t - 1e-6 <= start <= t + _WRAPUP_SLACK:
-            return seconds
+    """The wrap-up of `spans` (in time order) that began when the call ended at `t`."""
+    index = bisect_left(spans, (t - 1e-6,))
+    if index < len(spans) and spans[index][0] <= t + _WRAPUP_SLACK:
+        return spans[index][1]
     return 0.0
 
 
