@@ -49,11 +49,12 @@ def start(config: Config, events: Events | None = None) -> tuple[AccountBook, Di
     directory = Directory(
         book,
         campaigns={c.name: c.queue for c in config.campaigns},
-        used_by=file_users(config.campaigns, config.routes),
+        used_by=file_users((), config.routes),
+        trunks=[t.name for t in config.trunks],
         events=events or Events(),
     )
     assert config.acd is not None
-    directory.seed(config.webrtc.agents, config.acd.queues)
+    directory.seed(config.webrtc.agents, config.acd.queues, config.campaigns)
     return book, directory
 
 
@@ -274,3 +275,56 @@ async def test_the_export_config_command_round_trips_through_check_config(
     assert exported.acd is not None
     assert [m.agent for m in exported.acd.queues["sales"].members] == ["agent2", "ana"]
     assert main(["export-config", str(tmp_path / "missing.toml")]) == 2
+
+
+async def test_a_campaign_changes_at_run_time_and_keeps_the_change_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    _, config = write_config(tmp_path)
+    events = Events()
+    book, directory = start(config, events)
+    running = {c.name: c for c in config.campaigns}
+    directory.campaign_tables.append(running)
+    assert directory.campaigns_now() == running  # seeded from the file
+    view = await directory.update_campaign(
+        ADMIN,
+        "support",
+        {"dispositions": ["sold", "no-sale"], "url": "https://crm.example/{caller}"},
+    )
+    assert view["dispositions"] == ["sold", "no-sale"] and view["queue"] == "support"
+    assert running["support"].dispositions == ("sold", "no-sale")  # the next call gets them
+    assert running["support"].url == "https://crm.example/{caller}"
+    with pytest.raises(ApiError) as caught:
+        await directory.update_campaign(
+            ADMIN, "support", {"url": "ftp://x", "queue": "nowhere", "colour": "red"}
+        )
+    assert [f for f, _ in caught.value.errors] == ["colour"]
+    with pytest.raises(ApiError) as caught:
+        await directory.update_campaign(ADMIN, "support", {"url": "ftp://x", "queue": "nowhere"})
+    assert {f for f, _ in caught.value.errors} == {"url", "queue"}, caught.value.errors
+    with pytest.raises(ApiError) as caught:
+        await directory.update_campaign(ADMIN, "nothing", {})
+    assert caught.value.status == 404
+    await directory.create_queue(ADMIN, "vip", {"members": ["agent1"]})
+    await directory.update_campaign(ADMIN, "support", {"queue": "vip"})
+    assert directory.scopes().campaigns["support"] == "vip"
+    assert running["support"].queue == "vip"
+    with pytest.raises(ApiError) as caught:
+        await directory.delete_queue(ADMIN, "vip")  # the campaign sends callers there now
+    assert caught.value.status == 409 and "campaign support" in caught.value.reason
+    published = [(t, f["campaign"]) for t, f in events.published if t.startswith("admin.c")]
+    assert published == [("admin.campaign.updated", "support")] * 2
+    entries = [e for e in book.audit(action="campaign.update") if e.actor == "boss"]
+    assert len(entries) == 2 and entries[0].before is not None
+    assert entries[0].before["dispositions"] == ["solved", "escalated"]
+    book.close()
+
+    book, directory = start(config)  # the same file: the database keeps the change
+    assert directory.campaigns_now()["support"].queue == "vip"
+    assert directory.campaigns_now()["support"].dispositions == ("sold", "no-sale")
+    text = directory.export(tomllib.loads((tmp_path / "omlmedia.toml").read_text()))
+    out = tmp_path / "exported.toml"
+    out.write_text(text)
+    again = load_config(out)
+    assert {c.name: c for c in again.campaigns} == directory.campaigns_now()
+    book.close()
