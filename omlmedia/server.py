@@ -35,6 +35,7 @@ from omlmedia.conference import ConferenceService
 from omlmedia.config import Config, RouteAction, summary
 from omlmedia.directory import AgentPages, Directory, file_users
 from omlmedia.events import AGENT_STATE, CALL_ENDED, NO_EVENTS, EventLog
+from omlmedia.livequality import LiveQuality
 from omlmedia.logs import event
 from omlmedia.media_targets import MediaTargets
 from omlmedia.metrics import Metrics, serve_metrics
@@ -211,6 +212,7 @@ class Server:
         self.accounts: AccountBook | None = None
         self.directory: Directory | None = None
         self.retention: RetentionJob | None = None
+        self.live_quality: LiveQuality | None = None
         self._retention_reader: ReportReader | None = None
         """Agents and queues (`omlmedia.directory`): seeded from the file, changed by the API."""
         self.events: EventLog | None = None
@@ -362,6 +364,8 @@ class Server:
             on_timeout=self._count_media_timeout,
         )
         self.upkeep.start()
+        if self.acd is not None and self.hub is not None:
+            self.live_quality = self._start_live_quality(self.acd, self.hub, events)
         self.trunks.start()
         metrics = self._metrics(events)
         if self.webhooks is not None:
@@ -465,6 +469,21 @@ class Server:
             return [desk.state(a).value for a in desk.logged_in] if desk is not None else []
 
         return Metrics(self.status, calls=calls, agents=agents, events=events)
+
+    def _start_live_quality(self, acd: AcdRuntime, hub: AgentHub, events: EventLog) -> LiveQuality:
+        """Both legs of every answered queue call measured every few seconds, for the
+        wallboard (``call.live_quality``) and the call records' low-MOS flag."""
+        wallboard = self.config.wallboard
+        live = LiveQuality(
+            lambda: acd.callers,
+            hub.channel,
+            events,
+            interval=wallboard.quality_interval,
+            threshold=wallboard.mos_threshold,
+        )
+        acd.live_quality = live.record_legs
+        live.start()
+        return live
 
     def _count_media_timeout(self) -> None:
         self.stats.media_timeouts += 1
@@ -647,6 +666,8 @@ class Server:
             self.service.close()
         if self.upkeep is not None:
             self.upkeep.stop()
+        if self.live_quality is not None:
+            await self.live_quality.stop()
         if self.retention is not None:
             await self.retention.close()
         if self._retention_reader is not None:
