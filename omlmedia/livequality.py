@@ -26,7 +26,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from media.quality import QualityError, estimate_mos
 from omlmedia.events import NO_EVENTS, EventSink
@@ -48,7 +48,10 @@ class ChannelStats(Protocol):
     round_trip_time: float | None
 
 
+@runtime_checkable
 class Channel(Protocol):
+    """An agent's media channel (`webrtc.channel.AgentChannel`): its getStats-like figures."""
+
     async def stats(self) -> Any: ...
 
 
@@ -109,13 +112,14 @@ class LiveQuality:
     """Samples the ACD's answered calls every `interval` seconds (see the module docstring).
 
     `callers` gives the ACD's queued callers by call id, `channel_of(agent)` an agent's channel
-    (or None), `events` where the samples go, `threshold` the MOS below which a call is flagged.
+    (None, or one without figures, when it has none), `events` where the samples go,
+    `threshold` the MOS below which a call is flagged.
     """
 
     def __init__(
         self,
         callers: Callable[[], Mapping[str, Any]],
-        channel_of: Callable[[str], Channel | None],
+        channel_of: Callable[[str], Any],
         events: EventSink = NO_EVENTS,
         *,
         interval: float = 5.0,
@@ -173,7 +177,7 @@ class LiveQuality:
         )
         agent: dict[str, Any] | None = None
         channel = self.channel_of(qc.agent)
-        if channel is not None:
+        if isinstance(channel, Channel):
             try:
                 stats = await channel.stats()
             except Exception:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 import time
 import urllib.error
@@ -27,6 +28,7 @@ from tests.interop.harness import API_TOKEN, DEMO_PASSWORD, RunningServer
 pytestmark = pytest.mark.interop
 
 SUPERVISOR_PASSWORD = "supervise-well-1"
+MOS = re.compile(r"^[1-4]\.\d\d( low)?$")
 
 
 def call(
@@ -144,6 +146,10 @@ async def test_a_supervisor_sees_a_caller_wait_and_be_answered_and_controls_the_
         await expect(agent1.locator("td").nth(7)).to_have_text("1")  # calls handled
         await expect(support.locator("td").nth(1)).to_have_text("0")  # no one waits
 
+        # Live quality of both legs, from RTCP, every few seconds (call.live_quality).
+        await expect(call_row.locator("td").nth(4)).to_have_text(MOS, timeout=8000)
+        await expect(call_row.locator("td").nth(5)).to_have_text(MOS, timeout=8000)
+
         # Selecting the call tells the monitoring module (ui contract: oml:select-call).
         await board.evaluate(
             """() => document.addEventListener('oml:select-call',
@@ -175,6 +181,11 @@ async def test_a_supervisor_sees_a_caller_wait_and_be_answered_and_controls_the_
     assert status == 200, audit
     actions = [e["action"] for e in audit["entries"]]
     assert {"agent.pause", "agent.unpause", "agent.logout"} <= set(actions), actions
+    status, records = call(server, "GET", f"/calls/records?since={time.time() - 120}")
+    assert status == 200, records
+    legs = records["records"][-1]["legs"]
+    assert [leg["role"] for leg in legs] == ["caller", "agent"], legs
+    assert all(leg["min_mos"] is not None and leg["low_mos"] is False for leg in legs), legs
     status, board_now = call(server, "GET", "/wallboard?queue=support")
     assert status == 200, board_now
     today = board_now["queues"][0]["today"]
