@@ -2,7 +2,8 @@
 
 Real peers only: a baresip caller (440 Hz, PCMU) into the `support` campaign, agent1 answering
 in Chromium (660 Hz microphone), a supervisor account (scoped to `support`) logged in on
-`/supervisor/` in a second Chromium (1000 Hz microphone). What each party hears is measured on
+`/supervisor/` in a second Chromium (1000 Hz microphone), who picks the call on the wallboard and
+drives the monitoring panel (the last button by keyboard). What each party hears is measured on
 the audio itself: the pages' received audio through a WebAudio analyser, the caller's in
 baresip's recording of what it received. Listen: the supervisor hears both tones and nobody
 hears the supervisor; whisper: the agent hears the supervisor, the caller does not; barge: both
@@ -170,12 +171,10 @@ async def test_a_supervisor_listens_whispers_barges_and_stops_on_a_queue_call(
         if measure:
             cpu["unmonitored"] = await cpu_share(server.pid)
 
-        # The wallboard's selection (ui-contract: supervisor.js dispatches it on a click).
-        await supervisor.evaluate(
-            """(callId) => document.dispatchEvent(new CustomEvent("oml:select-call", {detail:
-                {call_id: callId, agent: "agent1", queue: "support", caller: "tester"}}))""",
-            call_id,
-        )
+        # The supervisor picks the call on the wallboard (which tells the panel: oml:select-call).
+        call_row = supervisor.locator("#call-rows tr")
+        await expect(call_row).to_have_count(1, timeout=10000)
+        await call_row.get_by_role("button", name="Call from tester").click()
         await expect(panel.locator("#monitor-call")).to_contain_text("tester")
 
         await panel.get_by_role("button", name="Listen", exact=True).click()
@@ -212,7 +211,9 @@ async def test_a_supervisor_listens_whispers_barges_and_stops_on_a_queue_call(
         assert tag == "the first one"
         await expect(agent.locator("#status-line")).not_to_contain_text("supervisor")
         stop_at = time.monotonic()
-        await panel.get_by_role("button", name="Stop", exact=True).click()
+        # Keyboard only: the panel's controls are plain buttons in the tab order.
+        await panel.get_by_role("button", name="Stop", exact=True).focus()
+        await supervisor.keyboard.press("Enter")
         await expect(panel.locator("#monitor-mode")).to_have_text("Not monitoring")
         await hears(agent, "remote-audio", (CALLER_TONE,), (SUPERVISOR_TONE,), "agent, stopped")
         await hears(
