@@ -539,7 +539,10 @@ class Server:
                 config.webrtc.web_targets,
                 ice_servers=browser_ice,
                 media_factory=lambda name: WebCaller(
-                    name, ice_servers=ice, max_playback_rate=config.webrtc.max_playback_rate
+                    name,
+                    ice_servers=ice,
+                    max_playback_rate=config.webrtc.max_playback_rate,
+                    advertised=self.media_host,  # visitors' candidates trimmed to what it reaches
                 ),
             )
 
