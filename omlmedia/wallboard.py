@@ -386,7 +386,8 @@ class Wallboard:
     """Builds the snapshot: the ACD `runtime`, the queue log `reader`, `flush` (commits the
     store's queued rows), `last_event_id` (the event log's), `calls` (the calls in the queues
     now, for the page: call_id, queue, campaign, caller, entered, agent, answered), the site's
-    `zone`, each queue's service level threshold, each campaign's queue and the configuration.
+    `zone`, each queue's service level threshold (read at each snapshot: queues change), each
+    campaign's queue and the configuration.
     Live call quality is not in the snapshot: the page gets it from the next
     ``call.live_quality`` event, every `WallboardConfig.quality_interval` seconds."""
 
@@ -396,7 +397,7 @@ class Wallboard:
     last_event_id: Callable[[], int]
     calls: Callable[[], list[dict[str, Any]]]
     zone: ZoneInfo
-    service_levels: Mapping[str, float]
+    service_levels: Callable[[], Mapping[str, float]]
     campaigns: Mapping[str, str]
     config: WallboardConfig = field(default_factory=WallboardConfig)
 
@@ -408,6 +409,7 @@ class Wallboard:
         queue_report = self.runtime.queue_report()
         agent_report = self.runtime.agent_report()
         calls = self.calls()
+        service_levels = self.service_levels()
         day_start, day = day_span(now, self.zone)
         flushed = self.flush()
         if flushed is not None and hasattr(flushed, "__await__"):
@@ -424,9 +426,7 @@ class Wallboard:
                 paused=agent.get("state") == "paused",
                 talking=max(0.0, now - answered) if answered else 0.0,
             )
-        queue_figures, agent_figures = today_figures(
-            rows, self.service_levels, live, day_start, now
-        )
+        queue_figures, agent_figures = today_figures(rows, service_levels, live, day_start, now)
         by_queue: dict[str, list[str]] = {}
         for campaign, queue in self.campaigns.items():
             by_queue.setdefault(queue, []).append(campaign)
@@ -440,7 +440,7 @@ class Wallboard:
                 {
                     "queue": name,
                     "campaigns": sorted(by_queue.get(name, [])),
-                    "service_level_seconds": self.service_levels.get(name, 20.0),
+                    "service_level_seconds": service_levels.get(name, 20.0),
                     "waiting": report.get("waiting", 0),
                     "longest_wait": report.get("longest_wait", 0.0),
                     "members": [m["agent"] for m in report.get("members", [])],
@@ -511,9 +511,12 @@ async def get_wallboard(request: web.Request) -> web.Response:
     queues = _names(request, "queue")
     campaigns = _names(request, "campaign")
     errors = []
+    known = board.service_levels()
     for queue in queues:
-        if queue not in board.service_levels:
+        if queue not in known:
             errors.append(("queue", f"unknown queue {queue!r}"))
+        elif not identity.covers(scopes, queue=queue):
+            raise ApiError(403, f"the queue {queue} is out of scope", missing_scope=queue)
     for campaign in campaigns:
         if campaign not in board.campaigns:
             errors.append(("campaign", f"unknown campaign {campaign!r}"))
@@ -564,6 +567,14 @@ def calls_of(callers: Mapping[str, Any]) -> list[dict[str, Any]]:
     return result
 
 
+def _service_levels(acd: Any, config: Any) -> dict[str, float]:
+    """Each queue's service level threshold: the engine's queues as they are now (the
+    administration API changes them), else the configured ones."""
+    engine = getattr(acd, "engine", None)
+    queues = getattr(getattr(engine, "config", None), "queues", None) or config.acd.queues
+    return {name: q.service_level for name, q in queues.items()}
+
+
 class _Events(Protocol):
     last_id: int
 
@@ -588,7 +599,7 @@ def wallboard_for(
         last_event_id=(lambda: events.last_id) if events is not None else (lambda: 0),
         calls=lambda: calls_of(acd.callers),
         zone=config.site.zone,
-        service_levels={name: q.service_level for name, q in config.acd.queues.items()},
+        service_levels=lambda: _service_levels(acd, config),
         campaigns={c.name: c.queue for c in config.campaigns},
         config=getattr(config, "wallboard", None) or WallboardConfig(),
     )

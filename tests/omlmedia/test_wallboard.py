@@ -194,7 +194,7 @@ async def test_the_snapshot_cuts_the_log_at_its_own_moment_and_filters_queues() 
             },
         ],
         zone=ZoneInfo("UTC"),
-        service_levels={"support": 20.0, "sales": 10.0},
+        service_levels=lambda: {"support": 20.0, "sales": 10.0},
         campaigns={"help": "support"},
     )
     snap = await board.snapshot(lambda queue, campaign: queue == "support")
