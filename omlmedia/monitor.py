@@ -5,7 +5,8 @@
 page authenticates its socket with the API session token it got from ``POST /api/v1/sessions``
 (``supervisor-auth``: a WebSocket carries no Authorization header and tokens never travel in
 URLs), for an account whose role is ``supervisor`` or ``admin``; the token is checked again on
-every message (a revoked or expired one ends the socket's session). The socket then keeps one
+every message and every second (`expire`, from the hub's tick): a revoked or expired one ends
+the socket's session and what it monitors. The socket then keeps one
 WebRTC channel (``supervisor-offer``, a `webrtc.channel.AgentChannel` like an agent's) for as
 long as the page is open, and ``monitor`` puts it on any agent's call in its scope (the call's
 campaign or queue, `omlmedia.authz.Identity.covers`; a call outside every queue only for an
@@ -312,15 +313,8 @@ class MonitorService:
         sup = self._sockets.get(id(conn))
         if sup is None:
             raise ProtocolError("not-authenticated", "send supervisor-auth first")
-        identity = self.authenticate(sup.token)
-        if identity is None or identity.role not in MONITOR_ROLES:
-            # Revoked, expired, or the account's role changed: what it monitors stops.
-            self.connection_closed(conn)
-            reason = "expired" if identity is None else "forbidden"
-            self._send(conn, {"type": "session-ended", "reason": reason})
-            conn.close()
+        if not self._still_valid(sup):
             return
-        sup.identity = identity  # its scope as the account has it now
         if sup.busy:
             raise ProtocolError("busy", "the previous command is still running")
         sup.busy = True
@@ -346,7 +340,27 @@ class MonitorService:
         finally:
             sup.busy = False
 
+    def expire(self) -> None:
+        """End the sockets whose token was revoked or expired, or whose account may no longer
+        monitor: what they monitor stops at once, not at their next message."""
+        for sup in list(self._sockets.values()):
+            self._still_valid(sup)
+
     # -- inside -----------------------------------------------------------------------------
+
+    def _still_valid(self, sup: _Supervisor) -> bool:
+        """Read the socket's identity again (its account's current scope); end the socket and
+        what it monitors when the token or the role no longer allows it."""
+        identity = self.authenticate(sup.token)
+        if identity is not None and identity.role in MONITOR_ROLES:
+            sup.identity = identity
+            return True
+        conn = sup.conn
+        self.connection_closed(conn)
+        reason = "expired" if identity is None else "forbidden"
+        self._send(conn, {"type": "session-ended", "reason": reason})
+        conn.close()
+        return False
 
     def _auth(self, conn: Connection, token: str, ref: str | int | None) -> None:
         if id(conn) in self._sockets:

@@ -383,6 +383,10 @@ class SupervisorHandler(Protocol):
 
     def connection_closed(self, conn: Connection) -> None: ...
 
+    def expire(self) -> None:
+        """End the sockets whose token is no longer valid (called about once a second)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -550,6 +554,8 @@ class AgentHub:
                 )
                 self._error(conn, "login-timeout", "no login in time", None)
                 conn.close()
+        if self.supervisors is not None:
+            self.supervisors.expire()
         for entry in list(self._agents.values()):
             if not entry.session.valid(now):
                 await self._end(entry, "expired", notify=True)

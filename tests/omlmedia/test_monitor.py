@@ -482,3 +482,17 @@ async def test_a_narrowed_scope_applies_at_the_next_message_and_a_lost_role_ends
     world.tokens["sup-all"] = Identity("sam", Role.REPORTING)
     reply = await world.send(conn, "monitor", call_id="c9", mode="listen")
     assert reply == {"v": 1, "type": "session-ended", "reason": "forbidden"} and conn.closed
+
+
+async def test_a_revoked_token_stops_the_monitoring_within_the_hubs_expiry_tick() -> None:
+    world = World()
+    conn = await world.supervisor("sup-support")
+    world.desk.put_call("c1", "agent1", "support", "support")
+    await world.send(conn, "monitor", call_id="c1", mode="listen")
+    await world.hub.expire()
+    assert world.monitor._by_call  # still valid: nothing changes
+    del world.tokens["sup-support"]
+    await world.hub.expire()
+    assert conn.last() == {"v": 1, "type": "session-ended", "reason": "expired"} and conn.closed
+    assert world.monitor._by_call == {}
+    assert not world.desk.carrying["c1"].audio.diverted  # type: ignore[union-attr]
