@@ -171,9 +171,12 @@ function renderChart(report) {
   box.setAttribute("aria-label", `Chart of ${REPORTS[form.report.value].label}: `
     + `${data.series.map((s) => s.label).join(", ")}; the table below has every figure.`);
   const bars = !data.time && uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.6, 60] }) : null;
+  const zone = report.timezone || "UTC";
   const options = {
     width: Math.max(320, box.clientWidth || 800),
     height: 240,
+    // the site's clock on the time axis, as in the table (not the browser's)
+    tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), zone),
     scales: { x: { time: data.time } },
     axes: [
       data.labels
@@ -182,7 +185,14 @@ function renderChart(report) {
       {},
     ],
     series: [
-      { label: data.time ? "Time" : "Row", value: (_, v) => (v === null ? "—" : data.labels ? data.labels[v] : new Date(v * 1000).toLocaleString()) },
+      {
+        label: data.time ? "Time" : "Row",
+        value: (_, v) => {
+          if (v === null) return "—";
+          if (data.labels) return data.labels[v] ?? "";
+          return new Date(v * 1000).toLocaleString(undefined, { timeZone: zone });
+        },
+      },
       ...data.series.map((s, i) => ({
         label: s.label,
         stroke: COLOURS[i % COLOURS.length],
