@@ -37,6 +37,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from omlmedia.problems import ApiError, problem
+from webrtc.accounts import security_line
 
 logger = logging.getLogger(__name__)
 
@@ -402,6 +403,14 @@ def check(identity: Identity, rule: Rule, request: web.Request, scopes: Scopes) 
             raise ApiError(403, f"the queue {queue} is out of scope", missing_scope=queue)
 
 
+def _log_bad_token(request: web.Request) -> None:
+    """One ``SECURITY reason=api-token-invalid`` line (contrib/fail2ban reads it); the token is
+    never logged."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    source, port = (str(peer[0]), int(peer[1])) if peer else (request.remote or "unknown", 0)
+    logger.warning(security_line("api-token-invalid", source, port, None))
+
+
 def authorize(authenticator: Authenticator, scopes: Callable[[], Scopes]) -> Middleware:
     """The middleware that enforces `RULES` and `PAGE_RULES` on every request of the
     application it is given to (its sub-applications included), identities from
@@ -431,6 +440,8 @@ def authorize(authenticator: Authenticator, scopes: Callable[[], Scopes]) -> Mid
             token = bearer(request)
             identity = authenticator.authenticate(token) if token else None
             if identity is None:
+                if token:  # a guess, a revoked or an expired token: fail2ban counts these
+                    _log_bad_token(request)
                 return problem(401, "a valid bearer token is required", headers=_UNAUTHORIZED)
             if unmatched is not None:
                 raise unmatched
