@@ -341,10 +341,15 @@ class Server:
         self.directory = Directory(
             self.accounts,
             campaigns={c.name: c.queue for c in config.campaigns},
-            used_by=file_users(config.campaigns, config.routes),
+            used_by=file_users((), config.routes),
+            trunks=[t.name for t in config.trunks],
             events=events,
         )
-        self.directory.seed(config.webrtc.agents, config.acd.queues if config.acd else {})
+        self.directory.seed(
+            config.webrtc.agents, config.acd.queues if config.acd else {}, config.campaigns
+        )
+        calls.campaigns = self.directory.campaigns_now()
+        self.directory.campaign_tables.append(calls.campaigns)
         pages = self._start_agents(service, b2bua, self.directory)
         self.media_targets = (media, b2bua)
         router = self.router = CallRouter(
@@ -508,7 +513,7 @@ class Server:
             media_host,
             service=service,
             store=self.store,
-            campaigns={c.name: c for c in config.campaigns},
+            campaigns=directory.campaigns_now(),
             music=self.hold_music,
             recordings=config.server.data_dir / "recordings",
             events=self.events or NO_EVENTS,
@@ -611,6 +616,7 @@ class Server:
         monitor.bind(desk)
         self.desk = desk
         self.hub = desk.hub
+        directory.campaign_tables.append(acd.campaigns)
         directory.bind(
             acd,
             accounts,
