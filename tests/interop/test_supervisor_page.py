@@ -158,6 +158,12 @@ async def test_a_supervisor_sees_a_caller_wait_and_be_answered_and_controls_the_
         await call_row.get_by_role("button").click()
         detail = await (await board.wait_for_function("() => window.selectedCall")).json_value()
         assert detail["agent"] == "agent1" and detail["queue"] == "support", detail
+        # ... and shows its quality over time (uPlot) and both legs' figures.
+        await expect(board.locator("#quality-chart canvas")).to_be_visible()
+        await expect(board.locator("#call-detail-rows tr")).to_have_count(2)
+        await expect(board.locator("#call-detail-rows tr").first.locator("td").first).to_have_text(
+            re.compile(r"^\d\.\d\d$")
+        )
 
         run = await caller
         assert run.established, run.output[-3000:]
