@@ -78,6 +78,12 @@ OUTCOME_DAYS: Final = 1
 """Days read past a span's end for what became of its last callers (their answers, their
 ends)."""
 CSV_TYPE: Final = "text/csv"
+FIRST_YEAR: Final = 1970
+LAST_YEAR: Final = 3000
+"""Reports cover days from `FIRST_YEAR` to before `LAST_YEAR` (local times beyond it do not
+exist for Python's datetime in every zone)."""
+LAST_TIME: Final = 32503680000.0
+"""3000-01-01T00:00:00Z."""
 
 CLOCK_KEY: web.AppKey[Callable[[], float]] = web.AppKey("reports_clock")
 """The clock that says which day is today (time.time unless a test sets it)."""
@@ -225,11 +231,10 @@ def span_of(request: web.Request, zone: ZoneInfo, now: float) -> tuple[float, fl
             why = "must be a date, YYYY-MM-DD"
             raise ApiError(400, f"day {why}", [("day", why)]) from None
         days = query_count(request, "days", 1, 1, MAX_DAYS)
-        try:
-            return day_span(day, zone, days)
-        except (OverflowError, ValueError):
-            why = "is out of range"
-            raise ApiError(400, f"day {why}", [("day", why)]) from None
+        if not FIRST_YEAR <= day.year < LAST_YEAR:
+            why = f"must be in the years {FIRST_YEAR} to {LAST_YEAR - 1}"
+            raise ApiError(400, f"day {why}", [("day", why)])
+        return day_span(day, zone, days)
     if query.get("days"):
         why = "needs a day"
         raise ApiError(400, f"days {why}", [("days", why)])
@@ -242,6 +247,9 @@ def span_of(request: web.Request, zone: ZoneInfo, now: float) -> tuple[float, fl
                 raise ApiError(400, f"{name} {why}", [(name, why)])
         if until <= since:
             raise ApiError(400, "until must be after since", [("until", "is not after since")])
+        if until > LAST_TIME:
+            why = f"must be before the year {LAST_YEAR}"
+            raise ApiError(400, f"until {why}", [("until", why)])
         if until - since > MAX_DAYS * 86400.0:
             why = f"the span is longer than {MAX_DAYS} days"
             raise ApiError(400, why, [("until", why)])

@@ -460,6 +460,9 @@ async def test_a_supervisor_sees_only_its_campaigns(api: Api) -> None:
         ("day=2026-12-07&by=agent", "by"),
         ("day=2026-12-07&format=xml", "format"),
         ("day=9999-12-31", "day"),
+        ("day=9999-12-30", "day"),
+        ("day=0001-01-01", "day"),
+        ("since=100000000000000000&until=100000000000000010", "until"),
     ],
 )
 async def test_a_bad_parameter_is_a_400_naming_it(api: Api, query: str, field: str) -> None:
