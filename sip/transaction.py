@@ -435,11 +435,15 @@ class TransactionLayer:
         ``completed``, a client INVITE one in ``accepted``, a server INVITE one in ``confirmed``,
         or ``accepted`` once its 2xx was acknowledged. They only absorb retransmissions until
         Timer J, K, D, M, I or L ends them, so a graceful stop waits for the unsettled ones only.
+        A client OPTIONS is never unsettled: it is a ping (a trunk's qualify) whose answer
+        nobody needs at a stop, and one to a silent peer would hold the stop for Timer F.
         Counting walks the tables: for a stop, not for every packet.
         """
         count = 0
         for tx in self._client.values():
-            count += tx.state is not _COMPLETED and tx.state is not _ACCEPTED
+            count += (
+                tx.state is not _COMPLETED and tx.state is not _ACCEPTED and tx.method != "OPTIONS"
+            )
         for server in self._server.values():
             state = server.state
             if (
