@@ -115,6 +115,9 @@ async def test_an_agent_created_through_the_api_answers_a_caller_already_waiting
             await page.get_by_role("button", name="Answer", exact=True).click()
             await expect(page.locator("#call-kind")).to_have_text("Connected", timeout=10000)
             # The page's tone went to the caller, which sent it back: heard on the page.
+            await page.wait_for_function(
+                "() => document.getElementById('remote-audio').srcObject !== null", timeout=10000
+            )
             heard: dict[str, float] = {}
             for _ in range(10):
                 heard = await page.evaluate(ANALYSE_REMOTE_AUDIO)
@@ -169,5 +172,9 @@ async def test_an_agent_created_through_the_api_answers_a_caller_already_waiting
         assert [m["agent"] for m in report["members"]] == ["newbie"]
         status, report = call(server, "GET", "/agents/newbie")
         assert status == 200 and report["state"] == "logged-out", report
+        status, campaign = call(server, "PATCH", "/campaigns/support", {"dispositions": ["sold"]})
+        assert status == 200 and campaign["dispositions"] == ["sold"], campaign
+        status, problem = call(server, "PATCH", "/campaigns/support", {"queue": "nowhere"})
+        assert status == 400 and problem["errors"][0]["field"] == "queue", problem
     finally:
         stopped(server)
