@@ -114,8 +114,9 @@ class ServerConfig:
     """Recordings, database, generated certificates; absolute after loading."""
     log_level: str = "info"
     log_format: str = "kv"
-    user_agent: str = field(default_factory=lambda: f"omlmedia/{package_version()}")
-    """User-Agent and Server header value (RFC 3261 §20.41, §20.35)."""
+    user_agent: str = "omlmedia"
+    """User-Agent and Server header value (RFC 3261 §20.41, §20.35); no version by default, so
+    a scanner learns nothing to match against advisories."""
     advertise: str | None = None
     """The address peers reach us at, written in Via, Contact and SDP (a public or NAT address);
     None: the listen address, or, when listening on a wildcard, the address of the interface the
@@ -159,6 +160,12 @@ class SecurityConfig:
     """Seconds a source exceeding the limit is ignored; 0 means never banned."""
     trusted_networks: tuple[IPNetwork, ...] = ()
     """Sources exempt from rate limits (trunks' trusted_sources are exempt too)."""
+    auth_max_failures: int = 10
+    """Digest failures a source (IPv4 address, IPv6 /64) may make in a burst before a ban."""
+    auth_failure_window: float = 600.0
+    """Seconds in which `auth_max_failures` failures are forgiven again."""
+    auth_ban_time: float = 3600.0
+    """Seconds a source that failed too often is ignored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,6 +487,24 @@ def permission_warnings(config: Config) -> list[str]:
                 "(prefer TCP or TLS, or leave trunk: targets out)"
             )
     return warnings
+
+
+def digest_warnings(config: Config) -> list[str]:
+    """What `check-config` and `serve` warn about digest: MD5 challenges (RFC 7616 keeps MD5 for
+    old clients only) offered to digest users while listening beyond loopback."""
+    if not config.users or "MD5" not in config.sip.digest_algorithms:
+        return []
+    if not _beyond_loopback(config.server.listen):
+        return []
+    md5_only = [user.name for user in config.users if user.ha1_sha256 is None]
+    text = (
+        "sip.digest_algorithms: MD5 is offered to digest users on a listen address beyond "
+        "loopback; keep it only for clients that know nothing else (SHA-256 alone: "
+        '["SHA-256"])'
+    )
+    if md5_only:
+        text += f"; users with an MD5 hash only: {', '.join(md5_only)}"
+    return [text]
 
 
 def summary(config: Config) -> list[str]:
@@ -912,7 +937,15 @@ _SIP_KEYS: Final = (
     "tls_key",
     "digest_algorithms",
 )
-_SECURITY_KEYS: Final = ("rate_limit_requests", "rate_limit_window", "ban_time", "trusted_networks")
+_SECURITY_KEYS: Final = (
+    "rate_limit_requests",
+    "rate_limit_window",
+    "ban_time",
+    "trusted_networks",
+    "auth_max_failures",
+    "auth_failure_window",
+    "auth_ban_time",
+)
 _API_KEYS: Final = ("token_sha256", "metrics_listen")
 _TRUNK_KEYS: Final = (
     "name",
@@ -1302,9 +1335,30 @@ def _security(check: _Checker, value: object) -> SecurityConfig | None:
     )
     ban = check.number(table, p, "ban_time", d.ban_time, 0.0, 10**7)
     networks = check.networks(table, p, "trusted_networks")
-    if requests is None or window is None or ban is None or networks is None:
+    failures = check.integer(table, p, "auth_max_failures", d.auth_max_failures, 1, 10**6)
+    failure_window = check.number(
+        table, p, "auth_failure_window", d.auth_failure_window, 0.0, 86400.0, low_open=True
+    )
+    auth_ban = check.number(table, p, "auth_ban_time", d.auth_ban_time, 0.0, 10**7)
+    if (
+        requests is None
+        or window is None
+        or ban is None
+        or networks is None
+        or failures is None
+        or failure_window is None
+        or auth_ban is None
+    ):
         return None
-    return SecurityConfig(requests, window, ban, networks)
+    return SecurityConfig(
+        requests,
+        window,
+        ban,
+        networks,
+        auth_max_failures=failures,
+        auth_failure_window=failure_window,
+        auth_ban_time=auth_ban,
+    )
 
 
 def _api(check: _Checker, value: object) -> tuple[ApiConfig | None, str | None]:
