@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,18 +21,31 @@ from tests.cluster import kamailio as kam
 from tests.interop.harness import SippResult, run_sipp
 
 
-@pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[tuple[harness.RunningServer, harness.RunningServer]]:
+@contextmanager
+def _started(names: tuple[str, ...], tmp_path: Path) -> Iterator[list[harness.RunningServer]]:
+    """omlmedia nodes on free loopback ports, one per name; stopped after."""
     started: list[harness.RunningServer] = []
     try:
-        for name in ("a", "b"):
+        for name in names:
             started.append(harness.start_server(tmp_path / name))
-        yield started[0], started[1]
+        yield started
     except harness.ServerStartError as exc:
         pytest.fail(str(exc))
     finally:
         for node in started:
             node.stop()
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[tuple[harness.RunningServer, harness.RunningServer]]:
+    with _started(("a", "b"), tmp_path) as (a, b):
+        yield a, b
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[harness.RunningServer]:
+    with _started(("a",), tmp_path) as (a,):
+        yield a
 
 
 def test_the_configuration_is_valid_for_kamailio(tmp_path: Path) -> None:
@@ -107,9 +121,9 @@ def test_calls_reach_both_nodes_and_a_killed_node_leaves_the_rotation_within_the
 
 
 def test_the_kamailio_hop_adds_under_a_few_milliseconds_to_call_setup(
-    nodes: tuple[harness.RunningServer, harness.RunningServer], tmp_path: Path
+    node: harness.RunningServer, tmp_path: Path
 ) -> None:
-    a, _ = nodes
+    a = node
     with kam.kamailio(tmp_path / "kamailio", [a.sip_port]) as front:
         kam.wait_probed([a])
         direct, through = kam.setup_times(
@@ -150,9 +164,9 @@ def _flood(source: str, target: int, count: int, method: str = "OPTIONS") -> int
 
 
 def test_a_flooding_source_is_banned_and_invites_beyond_the_cluster_rate_get_503(
-    nodes: tuple[harness.RunningServer, harness.RunningServer], tmp_path: Path
+    node: harness.RunningServer, tmp_path: Path
 ) -> None:
-    a, _ = nodes
+    a = node
     with kam.kamailio(tmp_path / "kamailio", [a.sip_port], invite_pipe="0:TAILDROP:5") as front:
         kam.wait_probed([a])
         # 127.0.0.2 is not trusted: past 60 requests in 2 s it is banned, and stays so.
