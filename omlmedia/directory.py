@@ -1,17 +1,20 @@
-"""The directory: agents and queues, persisted, changed at run time and applied to the running
-engine at once.
+"""The directory: agents, queues and campaigns, persisted, changed at run time and applied to the
+running server at once.
 
 Theory of operation. Agents are accounts of role ``agent`` (`omlmedia.accounts.AccountBook`:
 name, display name, scrypt hash, ``disabled``); queues are rows of the ``queues`` table, each
 holding its settings as the TOML table of ``[queues.<name>]`` would (`queue_settings`), members
 and penalties included, so that one validator (`queueing.config.build_config`, the one
-``check-config`` runs) checks the file and the API alike and `export_toml` writes back a file
-that ``check-config`` accepts.
+``check-config`` runs) checks the file and the API alike and `export_config` writes back a file
+that ``check-config`` accepts. Campaigns are kept the same way (the ``campaigns`` table, their
+``[[campaigns]]`` table as settings, validated by ``check-config``'s own code); they are changed,
+never created or deleted (the file's routes reach them), and a change reaches the running
+server's campaign tables (`campaign_tables`) at once.
 
-The file and the database (`seed`): at every start, each agent of ``[[agents]]`` and each queue
-of ``[queues]`` is compared with what the file declared the last time it was seeded (a SHA-256 of
-the declaration, in ``config_seeds``). A declaration never seeded, or changed in the file since,
-is written to the database (origin ``config``: created, or replaced with the file's version);
+The file and the database (`seed`): at every start, each agent of ``[[agents]]``, each queue
+of ``[queues]`` and each campaign is compared with what the file declared the last time it was
+seeded (a SHA-256 of the declaration, in ``config_seeds``). A declaration never seeded, or changed
+in the file since, is written to the database (origin ``config``: created, or replaced with the file's version);
 one the file declares as it did before is left as the database has it, with every change made
 through the API since. An object the file stops declaring stays in the database. So the file
 seeds, the database is the truth afterwards, and an edit of the file wins over the API for the
