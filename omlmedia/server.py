@@ -289,6 +289,12 @@ class Server:
                 config.security.ban_time,
                 policy=policy,
             ),
+            auth_limiter=RateLimiter(
+                config.security.auth_max_failures,
+                config.security.auth_failure_window,
+                config.security.auth_ban_time,
+                policy=policy,
+            ),
             timers=Timers(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4),
             user_agent=config.server.user_agent,
         )
