@@ -14,11 +14,12 @@ server's campaign tables (`campaign_tables`) at once.
 The file and the database (`seed`): at every start, each agent of ``[[agents]]``, each queue
 of ``[queues]`` and each campaign is compared with what the file declared the last time it was
 seeded (a SHA-256 of the declaration, in ``config_seeds``). A declaration never seeded, or changed
-in the file since, is written to the database (origin ``config``: created, or replaced with the file's version);
-one the file declares as it did before is left as the database has it, with every change made
-through the API since. An object the file stops declaring stays in the database. So the file
-seeds, the database is the truth afterwards, and an edit of the file wins over the API for the
-object edited. ``omlmedia export-config`` writes the database's agents and queues back out.
+in the file since, is written to the database (origin ``config``: created, or replaced with the
+file's version); one the file declares as it did before is left as the database has it, with
+every change made through the API since. An object the file stops declaring stays in the
+database. So the file seeds, the database is the truth afterwards, and an edit of the file wins
+over the API for the object edited. ``omlmedia export-config`` writes the database's agents,
+queues and campaigns back out.
 
 A change through the API (`Directory.create_agent`, ...) runs under one lock, in this order: it is
 validated against the whole directory (every error names its field), applied to the engine
