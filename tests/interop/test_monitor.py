@@ -251,3 +251,105 @@ async def test_a_supervisor_listens_whispers_barges_and_stops_on_a_queue_call(
     if measure:
         print(f"\nserver CPU, % of one core over 4 s: {cpu}")
     server.wait_idle()
+
+
+async def test_a_supervisor_moves_from_one_call_to_another_and_agents_are_told_when_configured(
+    tmp_path: Path,
+) -> None:
+    """Two agents on two `support` calls; ``[webrtc] show_monitoring = true``. The supervisor
+    listens to agent1's call, then whispers on agent2's (the first call goes back to its direct
+    relay, the page's channel stays the same), then stops; each agent's page says so."""
+    from playwright.async_api import expect
+
+    from benchmarks.harness import ServerStartError
+    from benchmarks.harness import start_server as start
+
+    def show_monitoring(text: str) -> str:
+        return text.replace("[webrtc]\n", "[webrtc]\nshow_monitoring = true\n", 1)
+
+    try:
+        server = start(tmp_path / "server", edit_config=show_monitoring)
+    except ServerStartError as exc:
+        pytest.fail(str(exc))
+    try:
+        status, _ = api(
+            server,
+            "POST",
+            "/accounts",
+            {"name": "sue", "role": "supervisor", "password": PASSWORD, "scope": ["support"]},
+        )
+        assert status == 201
+        base = f"https://127.0.0.1:{server.http_port}"
+        async with chromium(tmp_path / "browser", AGENT_TONE) as browser:
+            agents = {}
+            callers = []
+            for name in ("agent1", "agent2"):
+                page = await browser.new_page()
+                await page.goto(f"{base}/agent/")
+                await page.get_by_label("Username").fill(name)
+                await page.get_by_label("Password").fill(DEMO_PASSWORD)
+                await page.get_by_role("button", name="Log in", exact=True).click()
+                state = page.locator("#state")
+                await expect(state).to_contain_text("Paused", timeout=10000)
+                await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
+                await page.get_by_role("button", name="Ready", exact=True).click()
+                callers.append(
+                    asyncio.get_running_loop().run_in_executor(
+                        None,
+                        lambda name=name: dial(
+                            tmp_path / f"caller-{name}",
+                            f"sip:support@127.0.0.1:{server.sip_port}",
+                            40,
+                            tone_hz=CALLER_TONE,
+                        ),
+                    )
+                )
+                await expect(state).to_have_text("Ringing", timeout=15000)
+                await page.get_by_role("button", name="Answer", exact=True).click()
+                await expect(state).to_have_text("On call")
+                agents[name] = page
+
+            supervisor = await browser.new_page()
+            await supervisor.goto(f"{base}/supervisor/")
+            await supervisor.get_by_label("Username").fill("sue")
+            await supervisor.get_by_label("Password").fill(PASSWORD)
+            await supervisor.get_by_role("button", name="Log in", exact=True).click()
+            panel = supervisor.get_by_role("complementary", name="Monitoring")
+            channel = panel.locator("#monitor-channel")
+            await expect(channel).to_have_text("connected", timeout=15000)
+            await supervisor.evaluate("window.omlMonitor.pc.omlTag = 'the first one'")
+            rows = supervisor.locator("#call-rows tr")
+            await expect(rows).to_have_count(2, timeout=10000)
+
+            await rows.filter(has_text="agent1").get_by_role("button").click()
+            await panel.get_by_role("button", name="Listen", exact=True).click()
+            await expect(panel.locator("#monitor-mode")).to_contain_text("agent agent1")
+            told = {name: page.locator("#status-line") for name, page in agents.items()}
+            await expect(told["agent1"]).to_have_text("A supervisor is listening to this call")
+
+            await rows.filter(has_text="agent2").get_by_role("button").click()
+            await panel.get_by_role("button", name="Whisper", exact=True).click()
+            await expect(panel.locator("#monitor-mode")).to_contain_text("agent agent2")
+            await expect(told["agent1"]).to_have_text("The supervisor left the call")
+            await expect(told["agent2"]).to_contain_text("A supervisor is coaching you")
+            await hears(agents["agent2"], "remote-audio", (AGENT_TONE,), (), "agent2, whisper")
+            await hears(
+                agents["agent1"], "remote-audio", (CALLER_TONE,), (AGENT_TONE,), "agent1, left"
+            )
+            tag = await supervisor.evaluate("window.omlMonitor.pc.omlTag")
+            assert tag == "the first one"  # the same peer connection: nothing renegotiated
+
+            await panel.get_by_role("button", name="Stop", exact=True).click()
+            await expect(told["agent2"]).to_have_text("The supervisor left the call")
+            for run in await asyncio.gather(*callers):
+                assert run.established, run.output[-3000:]
+        status, audit = api(server, "GET", "/audit?action=call.monitor")
+        assert [(e["before"] or {}).get("call_id") is None for e in audit["entries"]] == [
+            True,
+            False,
+        ]  # the second entry records the switch from the first call
+        server.wait_idle()
+    finally:
+        returncode = server.stop()
+    assert returncode == 0, server.log()[-4000:]
+    assert "Traceback" not in server.log(), server.log()[-6000:]
