@@ -4,6 +4,7 @@ the file seeds are there, and there is no SQLite file in the data dir."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -93,3 +94,44 @@ def test_a_second_node_on_the_same_database_or_a_missing_database_does_not_start
         first.assert_alive()
     finally:
         assert first.stop() == 0
+
+
+def test_a_node_killed_mid_call_records_the_call_as_lost_in_postgresql_when_it_restarts(
+    pg: postgres.Postgres, tmp_path: Path
+) -> None:
+    dsn = postgres.fresh_database(pg)
+    storage = f'\n[storage]\ndsn = "{dsn}"\nnode = "n1"\n'
+    server = harness.start_server(tmp_path / "node", edit_config=lambda text: text + storage)
+    caller = threading.Thread(
+        target=run_sipp,
+        args=(
+            [
+                *("-sn", "uac", f"127.0.0.1:{server.sip_port}", "-s", "support"),
+                *("-i", "127.0.0.1", "-p", "0", "-m", "1", "-d", "8000", "-recv_timeout", "3000"),
+            ],
+            tmp_path,
+        ),
+    )
+    caller.start()
+    store = Store(dsn)
+    try:
+        deadline = time.monotonic() + 10
+        while not store.open_calls():  # committed: the call is known to the database
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            time.sleep(0.05)
+        (call_id,) = store.open_calls()
+        server.process.kill()
+        server.process.wait()
+        caller.join(30)
+        restarted = harness.start_server(tmp_path / "node", edit_config=lambda text: text + storage)
+        try:
+            record = store.call_record(call_id)
+            assert record is not None and record.cause == "server-restart"
+            assert record.queue == "support"
+            events = [row.event for row in store.queue_log(call_id=call_id)]
+            assert events[0] == "enter" and events[-1] == "closed-at-restart", events
+            assert store.open_calls() == []
+        finally:
+            assert restarted.stop() == 0
+    finally:
+        store.close()
