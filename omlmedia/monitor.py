@@ -196,10 +196,14 @@ class MonitoredCall:
             supervisor.kick()
 
         room = self.room
-        room.add_endpoint(CALLER, audio.source, audio.sink)
-        room.add_endpoint(AGENT, agent_in.pop, to_agent)
         role, target = self._role(mode)
-        room.add_endpoint(SUPERVISOR, supervisor_in.pop, to_supervisor, role, target)
+        try:
+            room.add_endpoint(CALLER, audio.source, audio.sink)
+            room.add_endpoint(AGENT, agent_in.pop, to_agent)
+            room.add_endpoint(SUPERVISOR, supervisor_in.pop, to_supervisor, role, target)
+        except ConferenceError:
+            room.close()
+            raise
         audio.diverted = True
         channel.attach(agent_out.pop, agent_in.push, rate=audio.rate, relay=True)
         supervisor.attach(supervisor_out.pop, supervisor_in.push, rate=audio.rate, relay=True)
