@@ -25,6 +25,7 @@ from omlmedia.config import (
     ConfigError,
     Overrides,
     digest_ha1,
+    digest_warnings,
     load_config,
     load_demo_config,
     package_version,
@@ -225,6 +226,17 @@ def _warn(message: str) -> None:
     print(f"omlmedia: warning: {message}", file=sys.stderr)
 
 
+def _private(data_dir: Path) -> None:
+    """Make `data_dir` 0700 when it is ours and open to others; warn when it is not ours."""
+    info = data_dir.stat()
+    if info.st_mode & 0o077 == 0:
+        return
+    if info.st_uid != os.getuid():
+        _warn(f"{data_dir} is readable by others and not ours to change: chmod 700 it")
+        return
+    data_dir.chmod(0o700)
+
+
 def _serve(args: argparse.Namespace) -> int:
     where = args.config if args.config is not None else "embedded demo configuration"
     try:
@@ -235,8 +247,11 @@ def _serve(args: argparse.Namespace) -> int:
     if not config.is_demo:
         for warning in permission_warnings(config):
             _warn(warning)
+    for warning in digest_warnings(config):
+        _warn(warning)
     try:
-        config.server.data_dir.mkdir(parents=True, exist_ok=True)
+        config.server.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _private(config.server.data_dir)
     except OSError as exc:
         print(
             f"omlmedia: cannot create data directory {config.server.data_dir}: "
@@ -253,6 +268,8 @@ def _serve(args: argparse.Namespace) -> int:
         print("omlmedia: this build has no server (omlmedia.server is missing)", file=sys.stderr)
         return 1
     print(server.banner(config), flush=True)
+    # Recordings, the database, keys: for the server's user only (directories 0700, files 0600).
+    os.umask(0o077)
     return _run(server.serve(config))
 
 
@@ -280,7 +297,7 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"{args.file}: OK")
     for line in summary(config):
         print(f"  {line}")
-    for warning in permission_warnings(config):
+    for warning in [*permission_warnings(config), *digest_warnings(config)]:
         _warn(warning)
     return 0
 
