@@ -120,6 +120,25 @@ def test_calls_reach_both_nodes_and_a_killed_node_leaves_the_rotation_within_the
         print(json.dumps({"out_of_rotation_s": round(out_of_rotation, 3)}))
 
 
+def test_a_call_sent_to_a_node_that_just_died_is_set_up_on_the_next_one(
+    nodes: tuple[harness.RunningServer, harness.RunningServer], tmp_path: Path
+) -> None:
+    a, b = nodes
+    with kam.kamailio(tmp_path / "kamailio", [a.sip_port, b.sip_port]) as front:
+        kam.wait_probed([a, b])
+        a.process.kill()  # before any probe can notice: the next calls find it dead
+        a.process.wait()
+        started = time.monotonic()
+        result = run_sipp(
+            kam.sipp_uac(f"127.0.0.1:{front.port}", calls=2, rate=20, pause_ms=100), tmp_path
+        )
+        assert result.returncode == 0 and result.count("SuccessfulCall") == 2, result.output
+        assert kam.calls_total(b) == 2
+        # One of the two went to node a first: it waited for the INVITE timeout, then moved on.
+        assert "trying the next" in front.log()
+        assert time.monotonic() - started < kam.INVITE_TIMEOUT_MS / 1000 + 3
+
+
 def test_the_kamailio_hop_adds_under_a_few_milliseconds_to_call_setup(
     node: harness.RunningServer, tmp_path: Path
 ) -> None:
