@@ -54,7 +54,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -455,6 +455,18 @@ async def _close_reader(app: web.Application) -> AsyncIterator[None]:
         await reader.close()
 
 
+HSTS: Final = "max-age=31536000"
+"""Strict-Transport-Security (RFC 6797): browsers that reached the server once use HTTPS only,
+for a year (no includeSubDomains: the host's other names are not ours to bind)."""
+
+
+async def _transport_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every HTTPS response: HSTS, and a Server header without versions (aiohttp's default
+    names Python's and its own, a gift to scanners)."""
+    response.headers["Server"] = "omlmedia"
+    response.headers.setdefault("Strict-Transport-Security", HSTS)
+
+
 async def start_api(
     config: Config,
     status: StatusProvider,
@@ -486,6 +498,7 @@ async def start_api(
         webhooks=webhooks,
         directory=directory,
     )
+    app.on_response_prepare.append(_transport_headers)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     if gate is None:

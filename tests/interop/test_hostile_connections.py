@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -110,3 +113,20 @@ def test_sip_tcp_one_source_gets_its_share_and_another_is_answered(
     reply = parse_message(data)
     assert isinstance(reply, Response) and reply.status in (200, 401, 403)
     assert server.status()["transport"]["connections_rejected"] - before >= 4
+
+
+def test_https_answers_carry_hsts_and_a_server_header_without_versions(
+    server: RunningServer,
+) -> None:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    base = f"https://127.0.0.1:{server.ports['http']}"
+    for path in ("/agent/", "/api/v1/status", "/nowhere"):
+        try:
+            with urllib.request.urlopen(base + path, context=context, timeout=WAIT) as reply:
+                headers = reply.headers
+        except urllib.error.HTTPError as error:  # 401, 404: the headers are there too
+            headers = error.headers
+        assert headers["Server"] == "omlmedia", (path, headers["Server"])
+        assert headers["Strict-Transport-Security"] == "max-age=31536000", path
