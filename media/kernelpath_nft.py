@@ -28,6 +28,7 @@ from media.kernelpath import (
     DEFAULT_TABLE,
     Batch,
     ForwardedPair,
+    FourTuple,
     counters_of,
     install_batch,
     list_counters_batch,
@@ -181,7 +182,7 @@ class KernelPath:
         self.clock = clock
         self.max_age = max_age
         """Seconds a reading of the counters serves `pair_counters` (one listing for all)."""
-        self._cached: dict[str, tuple[int, int]] = {}
+        self._cached: dict[FourTuple, tuple[int, int]] = {}
         self._cached_at: float | None = None
 
     @staticmethod
@@ -237,7 +238,6 @@ class KernelPath:
             self._run(install_batch(pair, self.table))
             self.stats.installed += 1
         self.pairs[pair.key] = pair
-        self._cached_at = None
 
     def remove(self, key: str, reason: str) -> tuple[int, int]:
         """Hand `key`'s call back to userspace (`reason` counted); the packets its rules had
@@ -250,27 +250,38 @@ class KernelPath:
             self._run(remove_batch(pair, self.table))
         finally:
             del self.pairs[key]
-            self._cached_at = None
         self.stats.removed += 1
         self.stats.fallbacks[reason] = self.stats.fallbacks.get(reason, 0) + 1
         return moved
 
     def _retire(self, pair: ForwardedPair) -> tuple[int, int]:
-        try:
-            found = self.counters()
-        except KernelPathError:
-            return (0, 0)
-        ab, ab_bytes = found.get(pair.counter("ab"), (0, 0))
-        ba, ba_bytes = found.get(pair.counter("ba"), (0, 0))
+        found = self._recent()
+        ab, ab_bytes = found.get(pair.counted("ab"), (0, 0))
+        ba, ba_bytes = found.get(pair.counted("ba"), (0, 0))
         self.stats.retired_packets += ab + ba
         self.stats.retired_bytes += ab_bytes + ba_bytes
         return ab, ba
 
-    def counters(self) -> dict[str, tuple[int, int]]:
-        """(packets, bytes) by counter name, for every call installed (read now)."""
-        found = counters_of(self._run(list_counters_batch(self.table)), self.table)
+    def counters(self) -> dict[FourTuple, tuple[int, int]]:
+        """(packets, bytes) by direction, for every call installed (read now: one listing per
+        IP version in use, whose cost grows with the number of calls)."""
+        found: dict[FourTuple, tuple[int, int]] = {}
+        for version in sorted({pair.version for pair in self.pairs.values()}):
+            answer = self._run(list_counters_batch(version, self.table))
+            found.update(counters_of(answer, self.table))
         self._cached, self._cached_at = found, self.clock()
         return found
+
+    def _recent(self) -> dict[FourTuple, tuple[int, int]]:
+        """The counters read at most `max_age` ago (read again if older): a burst of hang-ups
+        costs one listing per `max_age`, not one per call."""
+        at = self._cached_at
+        if at is None or self.clock() - at > self.max_age:
+            try:
+                return self.counters()
+            except KernelPathError:
+                pass
+        return self._cached
 
     def pair_counters(self, key: str, fresh: bool = True) -> tuple[int, int] | None:
         """(packets from A to B, packets from B to A) of `key`'s rules; None when not installed.
@@ -279,15 +290,14 @@ class KernelPath:
         pair = self.pairs.get(key)
         if pair is None:
             return None
-        at = self._cached_at
-        if fresh or at is None or self.clock() - at > self.max_age:
+        if fresh:
             try:
                 found = self.counters()
             except KernelPathError:
                 found = self._cached
         else:
-            found = self._cached
-        return (found.get(pair.counter("ab"), (0, 0))[0], found.get(pair.counter("ba"), (0, 0))[0])
+            found = self._recent()
+        return (found.get(pair.counted("ab"), (0, 0))[0], found.get(pair.counted("ba"), (0, 0))[0])
 
     def totals(self) -> tuple[int, int]:
         """(packets, bytes) forwarded since start, by calls removed and calls still installed."""

@@ -35,48 +35,56 @@ def commands(batch: dict[str, list[dict[str, Any]]], verb: str, kind: str) -> li
     return [c[verb][kind] for c in batch["nftables"] if verb in c and kind in c[verb]]
 
 
-def rewrite(batch: dict[str, list[dict[str, Any]]], chain: str) -> list[Any]:
-    (rule,) = [r for r in commands(batch, "add", "rule") if r["chain"] == chain]
-    return list(rule["expr"])
-
-
-def elements(batch: dict[str, list[dict[str, Any]]], verb: str, name: str) -> list[Any]:
-    return [e["elem"][0] for e in commands(batch, verb, "element") if e["name"] == name]
+def elements(batch: dict[str, list[dict[str, Any]]], verb: str) -> list[tuple[str, Any]]:
+    return [(e["name"], e["elem"][0]) for e in commands(batch, verb, "element")]
 
 
 def test_table_batch_replaces_any_leftover_table_in_the_same_transaction() -> None:
-    batch = table_batch()["nftables"]
+    batch = table_batch()
     ref = {"family": "inet", "name": "omlmedia"}
-    assert batch[:3] == [
+    assert batch["nftables"][:3] == [
         {"add": {"table": ref}},
         {"delete": {"table": ref}},
         {"add": {"table": ref}},
     ]
-    maps = {m["name"]: m["type"] for m in commands({"nftables": batch}, "add", "map")}
-    assert maps["pre4"] == ["ipv4_addr", "inet_service", "ipv4_addr", "inet_service"]
-    assert maps["post6"] == ["ipv6_addr", "inet_service", "ipv6_addr", "inet_service"]
-    hooks = {
-        c["name"]: (c["type"], c["hook"], c["prio"])
-        for c in commands({"nftables": batch}, "add", "chain")
+    maps = {
+        m["name"]: (m["type"][0], m["map"], m.get("stmt")) for m in commands(batch, "add", "map")
     }
+    assert maps == {
+        "pre_port4": ("ipv4_addr", "inet_service", [{"counter": None}]),
+        "pre_addr4": ("ipv4_addr", "ipv4_addr", None),
+        "post_port4": ("ipv4_addr", "inet_service", None),
+        "post_addr4": ("ipv4_addr", "ipv4_addr", None),
+        "pre_port6": ("ipv6_addr", "inet_service", [{"counter": None}]),
+        "pre_addr6": ("ipv6_addr", "ipv6_addr", None),
+        "post_port6": ("ipv6_addr", "inet_service", None),
+        "post_addr6": ("ipv6_addr", "ipv6_addr", None),
+    }
+    hooks = {c["name"]: (c["type"], c["hook"], c["prio"]) for c in commands(batch, "add", "chain")}
     # Before conntrack (raw, -300); output re-routes a rewritten local packet; SNAT after routing.
     assert hooks == {
         "prerouting": ("filter", "prerouting", -300),
         "output": ("route", "output", -300),
         "postrouting": ("filter", "postrouting", 100),
     }
-    lookups = {
-        (r["chain"], r["expr"][0]["vmap"]["data"])
-        for r in commands({"nftables": batch}, "add", "rule")
+
+
+def test_the_fixed_rules_rewrite_the_port_first_then_the_address_keyed_by_the_new_port() -> None:
+    rules = {
+        (r["chain"], i % 2): r["expr"] for i, r in enumerate(commands(table_batch(), "add", "rule"))
     }
-    assert lookups == {
-        ("prerouting", "@pre4"),
-        ("prerouting", "@pre6"),
-        ("output", "@pre4"),
-        ("output", "@pre6"),
-        ("postrouting", "@post4"),
-        ("postrouting", "@post6"),
-    }
+    pre4 = rules[("prerouting", 0)]
+    assert [next(iter(e)) for e in pre4] == ["mangle", "notrack", "mangle"]
+    assert pre4[0]["mangle"]["key"] == {"payload": {"protocol": "udp", "field": "dport"}}
+    assert pre4[0]["mangle"]["value"]["map"]["data"] == "@pre_port4"
+    assert pre4[2]["mangle"]["key"] == {"payload": {"protocol": "ip", "field": "daddr"}}
+    assert pre4[2]["mangle"]["value"]["map"]["data"] == "@pre_addr4"
+    assert rules[("output", 0)] == pre4
+    pre6 = rules[("prerouting", 1)]
+    assert pre6[2]["mangle"]["key"] == {"payload": {"protocol": "ip6", "field": "daddr"}}
+    post4 = rules[("postrouting", 0)]
+    assert [e["mangle"]["key"]["payload"]["field"] for e in post4] == ["sport", "saddr"]
+    assert [e["mangle"]["value"]["map"]["data"] for e in post4] == ["@post_port4", "@post_addr4"]
 
 
 def test_teardown_deletes_the_table_even_when_it_is_already_gone() -> None:
@@ -84,63 +92,39 @@ def test_teardown_deletes_the_table_even_when_it_is_already_gone() -> None:
     assert teardown_batch()["nftables"] == [{"add": {"table": ref}}, {"delete": {"table": ref}}]
 
 
+def concat(*parts: object) -> dict[str, list[object]]:
+    return {"concat": list(parts)}
+
+
 def test_install_rewrites_each_direction_to_the_other_legs_far_end_from_our_port() -> None:
-    batch = install_batch(V4)
-    assert elements(batch, "add", "pre4") == [
-        [{"concat": ["198.18.1.2", 5000, "198.18.1.1", 20000]}, {"goto": {"target": "k42_ab_pre"}}],
-        [{"concat": ["198.18.2.2", 4000, "198.18.2.1", 20002]}, {"goto": {"target": "k42_ba_pre"}}],
+    assert elements(install_batch(V4), "add") == [
+        # caller -> our A becomes our B -> callee
+        ("pre_port4", [concat("198.18.1.2", 5000, "198.18.1.1", 20000), 4000]),
+        ("pre_addr4", [concat("198.18.1.2", 5000, "198.18.1.1", 4000), "198.18.2.2"]),
+        ("post_port4", [concat("198.18.1.2", 5000, "198.18.2.2", 4000), 20002]),
+        ("post_addr4", [concat("198.18.1.2", 20002, "198.18.2.2", 4000), "198.18.2.1"]),
+        # callee -> our B becomes our A -> caller
+        ("pre_port4", [concat("198.18.2.2", 4000, "198.18.2.1", 20002), 5000]),
+        ("pre_addr4", [concat("198.18.2.2", 4000, "198.18.2.1", 5000), "198.18.1.2"]),
+        ("post_port4", [concat("198.18.2.2", 4000, "198.18.1.2", 5000), 20000]),
+        ("post_addr4", [concat("198.18.2.2", 20000, "198.18.1.2", 5000), "198.18.1.1"]),
     ]
-    assert elements(batch, "add", "post4") == [
-        [{"concat": ["198.18.1.2", 5000, "198.18.2.2", 4000]}, {"goto": {"target": "k42_ab_post"}}],
-        [{"concat": ["198.18.2.2", 4000, "198.18.1.2", 5000]}, {"goto": {"target": "k42_ba_post"}}],
-    ]
-    assert rewrite(batch, "k42_ab_pre") == [
-        {"notrack": None},
-        {
-            "mangle": {
-                "key": {"payload": {"protocol": "ip", "field": "daddr"}},
-                "value": "198.18.2.2",
-            }
-        },
-        {"mangle": {"key": {"payload": {"protocol": "udp", "field": "dport"}}, "value": 4000}},
-        {"counter": "k42_ab"},
-    ]
-    assert rewrite(batch, "k42_ba_post") == [
-        {
-            "mangle": {
-                "key": {"payload": {"protocol": "ip", "field": "saddr"}},
-                "value": "198.18.1.1",
-            }
-        },
-        {"mangle": {"key": {"payload": {"protocol": "udp", "field": "sport"}}, "value": 20000}},
-    ]
-    assert [c["name"] for c in commands(batch, "add", "counter")] == ["k42_ab", "k42_ba"]
+    assert V4.counted("ab") == ("198.18.1.2", 5000, "198.18.1.1", 20000)
+    assert V4.counted("ba") == ("198.18.2.2", 4000, "198.18.2.1", 20002)
 
 
 def test_install_of_an_ipv6_pair_uses_the_ipv6_maps_and_compressed_addresses() -> None:
-    batch = install_batch(V6)
-    assert elements(batch, "add", "pre4") == [] and elements(batch, "add", "post4") == []
-    assert elements(batch, "add", "pre6")[0][0] == {
-        "concat": ["fd00:18:1::2", 5000, "fd00:18:1::1", 20000]
-    }
-    assert rewrite(batch, "k43_ab_pre")[1]["mangle"]["key"]["payload"]["protocol"] == "ip6"
+    added = elements(install_batch(V6), "add")
+    assert {name for name, _ in added} == {"pre_port6", "pre_addr6", "post_port6", "post_addr6"}
+    assert added[0] == ("pre_port6", [concat("fd00:18:1::2", 5000, "fd00:18:1::1", 20000), 4000])
 
 
-def test_remove_deletes_exactly_the_pairs_elements_chains_and_counters() -> None:
-    batch = remove_batch(V4)
-    added = install_batch(V4)
-    assert [e["elem"][0] for e in commands(batch, "delete", "element")] == [
-        e["elem"][0][0] for e in commands(added, "add", "element")
-    ]
-    deleted_chains = [c["name"] for c in commands(batch, "delete", "chain")]
-    assert deleted_chains == [c["name"] for c in commands(added, "add", "chain")]
-    assert [c["name"] for c in commands(batch, "flush", "chain")] == deleted_chains
-    assert [c["name"] for c in commands(batch, "delete", "counter")] == ["k42_ab", "k42_ba"]
-    assert commands(batch, "delete", "table") == []
-    # The map elements go before the chains they jump to.
-    verbs = [next(iter(c.values())) for c in batch["nftables"]]
-    first_chain = next(i for i, c in enumerate(verbs) if "chain" in c)
-    assert all("element" in c for c in verbs[:first_chain])
+def test_remove_deletes_exactly_the_pairs_elements() -> None:
+    removed = elements(remove_batch(V4), "delete")
+    assert removed == [(name, element[0]) for name, element in elements(install_batch(V4), "add")]
+    assert [
+        c for c in remove_batch(V4)["nftables"] if "element" not in next(iter(c.values()))
+    ] == []
 
 
 def test_replace_is_the_removal_and_the_installation_in_one_batch() -> None:
@@ -165,7 +149,7 @@ def test_a_pair_that_the_kernel_cannot_relay_is_refused(a: Leg, b: Leg, message:
 
 
 @pytest.mark.parametrize("key", ["", "a b", "x;flush", "1" * 21])
-def test_a_key_that_could_not_name_a_chain_is_refused(key: str) -> None:
+def test_a_key_that_is_not_a_short_name_is_refused(key: str) -> None:
     with pytest.raises(ValueError, match="letters or digits"):
         ForwardedPair(key, V4.a, V4.b)
 
@@ -176,35 +160,40 @@ def test_a_table_name_that_is_not_an_identifier_is_refused() -> None:
 
 
 def test_counters_are_read_from_the_listing_of_our_table_only() -> None:
+    def counted(key: list[object], packets: object, size: int = 600) -> list[object]:
+        return [
+            {"elem": {"val": {"concat": key}, "counter": {"packets": packets, "bytes": size}}},
+            4000,
+        ]
+
     answer = {
         "nftables": [
             {"metainfo": {"version": "1.0.6"}},
             {
-                "counter": {
-                    "family": "inet",
+                "map": {
                     "table": "omlmedia",
-                    "name": "k1_ab",
-                    "packets": 3,
-                    "bytes": 600,
+                    "name": "pre_port6",
+                    "elem": [
+                        counted(["fd00:18:1:0::2", 5000, "fd00:18:1::1", 20000], 3),
+                        counted(["fd00::9", 1, "fd00::1", 2], "x"),
+                        ["garbage"],
+                    ],
                 }
             },
             {
-                "counter": {
-                    "family": "inet",
+                "map": {
                     "table": "other",
-                    "name": "k1_ba",
-                    "packets": 9,
-                    "bytes": 9,
+                    "name": "pre_port4",
+                    "elem": [counted(["1.1.1.1", 1, "2.2.2.2", 2], 9)],
                 }
             },
-            {"counter": {"family": "inet", "table": "omlmedia", "name": "k1_ba", "packets": "x"}},
             "garbage",
         ]
     }
-    assert counters_of(answer) == {"k1_ab": (3, 600)}
+    assert counters_of(answer) == {("fd00:18:1::2", 5000, "fd00:18:1::1", 20000): (3, 600)}
     assert counters_of({}) == {} and counters_of({"nftables": "x"}) == {}
-    assert list_counters_batch()["nftables"] == [
-        {"list": {"counters": {"family": "inet", "table": "omlmedia"}}}
+    assert list_counters_batch(6)["nftables"] == [
+        {"list": {"map": {"family": "inet", "table": "omlmedia", "name": "pre_port6"}}}
     ]
 
 
