@@ -24,6 +24,7 @@ them far less than the cores' busy time would (that is reported as ``other load`
 
     sudo .venv/bin/python benchmarks/kernel_relay.py [--calls 50,100,200,400,800]
         [--duration 10] [--warmup 2] [--json out.json] [--skip-rtpengine]
+        [--targets omlmedia,omlmedia-kernel,rtpengine]
 """
 
 from __future__ import annotations
@@ -193,12 +194,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     gen = Generator()
     baselines: dict[int, Step] = {}
     results: dict[str, list[Row]] = {}
-    targets: list[Callable[[], Omlmedia | Rtpengine]] = [
-        lambda: Omlmedia(workdir / "omlmedia"),
-        lambda: OmlmediaKernel(workdir / "omlmedia-kernel"),
-    ]
-    if not args.skip_rtpengine:
-        targets.append(lambda: Rtpengine(workdir))
+    makers: dict[str, Callable[[], Omlmedia | Rtpengine]] = {
+        "omlmedia": lambda: Omlmedia(workdir / "omlmedia"),
+        "omlmedia-kernel": lambda: OmlmediaKernel(workdir / "omlmedia-kernel"),
+        "rtpengine": lambda: Rtpengine(workdir),
+    }
+    wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.skip_rtpengine:
+        wanted = [t for t in wanted if t != "rtpengine"]
+    targets = [makers[t] for t in wanted]
     print(f"work dir {workdir}", flush=True)
     try:
         for make in targets:
@@ -260,7 +264,19 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="load before the window (s)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--skip-rtpengine", action="store_true")
+    parser.add_argument(
+        "--targets",
+        default="omlmedia,omlmedia-kernel,rtpengine",
+        help="which relays to run, in this order",
+    )
     args = parser.parse_args()
+    unknown = {t.strip() for t in args.targets.split(",")} - {
+        "omlmedia",
+        "omlmedia-kernel",
+        "rtpengine",
+    }
+    if unknown:
+        parser.error(f"unknown targets {sorted(unknown)}")
     asyncio.run(run(args))
     return 0
 
