@@ -267,6 +267,7 @@ WS_RULES: Mapping[str, WsRule] = {
     "hold": WsRule.OWN_CALL,
     "resume": WsRule.OWN_CALL,
     "mute": WsRule.OWN_CALL,
+    "recording": WsRule.OWN_CALL,
     "dtmf": WsRule.OWN_CALL,
     "transfer-blind": WsRule.OWN_CALL,
     "transfer-consult": WsRule.OWN_CALL,

@@ -23,10 +23,10 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote
 
 import numpy as np
@@ -38,6 +38,7 @@ from media.leg import RtpLeg
 from media.pcmport import PcmPort, port_rate
 from media.ports import PortsExhausted, RtpSocketPool
 from omlmedia.acd import AcdRuntime, QueuedCaller
+from omlmedia.authz import Identity, Role
 from omlmedia.clock import CallLater, Timer, loop_call_later
 from omlmedia.config import Route, RouteAction
 from omlmedia.events import AGENT_STATE, NO_EVENTS, EventSink
@@ -74,6 +75,14 @@ Samples = npt.NDArray[np.int16]
 DialOut = Callable[[str, str, bytes, Call | None], Call | None]
 """Places an outbound call: (number, trunk name or "", SDP offer, related call) -> the call,
 or None when it cannot be placed."""
+
+CALL_RECORDING = "call.recording"
+"""A call's recording was paused or resumed (data: paused, offset, by)."""
+
+AuditWriter = Callable[
+    [Identity, str, str, Mapping[str, Any] | None, Mapping[str, Any] | None], Awaitable[None]
+]
+"""Writes one audit entry: (identity, action, target, before, after)."""
 
 DIALABLE = re.compile(r"[0-9+*#]{1,32}")
 """A number the desk dials or transfers to (digits, ``+``, ``*``, ``#``)."""
@@ -259,6 +268,8 @@ class Desk:
         self.hub = hub(self)
         """The agent pages: made for the desk (their `CallControl`) by `hub`, the one the desk
         tells what happened."""
+        self.audit: AuditWriter | None = None
+        """Writes the audit entries of recording pauses (the server's account book), when set."""
         if acd is not None:
             acd.listen(self)
 
@@ -600,6 +611,8 @@ class Desk:
         ac.answered_at = self.clock()
         self.stats.answered += 1
         self.hub.call_answered(ac.agent, ac.call_id)
+        if ac.recorder is not None:
+            self.hub.recording_changed(ac.agent, ac.call_id, "on")
         fmt = ac.leg.format
         event(
             logger,
@@ -711,6 +724,74 @@ class Desk:
                 self.acd.agent_hung_up(call_id)
             return
         self._end_call(ac, "agent-hangup", status=486 if ac.answered_at is None else 0)
+
+    # -- recording pauses (PCI) -------------------------------------------------------------
+
+    async def set_recording(self, agent: str, call_id: str, paused: bool) -> None:
+        """The agent pauses or resumes the call's recording (its page's ``recording``)."""
+        ac = self._answered(agent, call_id)
+        await self.pause_recording(ac, paused, Identity(agent, Role.AGENT, account=agent))
+
+    def recording_view(self, ac: AgentCall) -> dict[str, Any]:
+        """The call's recording as the API shows it: ``recording`` ("on", "paused", "" when
+        not recorded), ``offset`` (seconds into the file) and ``gaps``."""
+        recorder = ac.recorder
+        if recorder is None:
+            return {"recording": "", "offset": None, "gaps": []}
+        return {
+            "recording": "paused" if recorder.paused else "on",
+            "offset": recorder.offset,
+            "gaps": recorder.gap_list(),
+        }
+
+    async def pause_recording(self, ac: AgentCall, paused: bool, by: Identity) -> dict[str, Any]:
+        """Pause (silence from now on) or resume the recording of `ac` for `by`: shown on the
+        agent's page, published (``call.recording``) and audited when it changed. Raises
+        `CommandError` ``not-recorded`` for a call that is not recorded."""
+        recorder = ac.recorder
+        if recorder is None:
+            raise CommandError("not-recorded", "the call is not recorded")
+        before = self.recording_view(ac)
+        if not (recorder.pause() if paused else recorder.resume()):
+            return before
+        after = self.recording_view(ac)
+        qc = ac.queued
+        event(
+            logger,
+            "recording-paused" if paused else "recording-resumed",
+            call_id=ac.call_id,
+            agent=ac.agent,
+            offset=recorder.offset,
+            by=by.actor,
+        )
+        self.events.publish(
+            CALL_RECORDING,
+            call_id=ac.call_id,
+            queue=qc.queue if qc is not None else "",
+            campaign=qc.campaign.name if qc is not None and qc.campaign is not None else "",
+            agent=ac.agent,
+            data={"paused": paused, "offset": recorder.offset, "by": by.actor},
+        )
+        self.hub.recording_changed(ac.agent, ac.call_id, after["recording"])
+        if self.audit is not None:
+            action = "call.recording-pause" if paused else "call.recording-resume"
+            try:
+                await self.audit(by, action, ac.call_id, before, after)
+            except Exception:
+                logger.exception("audit of %s on %s failed", action, ac.call_id)
+        return after
+
+    def _note_gaps(self, call_id: str, gaps: list[dict[str, float]]) -> None:
+        """Add the recording's pauses to the call's record (a ``recording`` leg with its
+        ``gaps``) once the ACD has written it."""
+        acd = self.acd
+        record = acd.records.get(call_id) if acd is not None else None
+        if acd is None or record is None or acd.store is None:
+            logger.warning("the recording gaps of %s have no record to go to", call_id)
+            return
+        updated = replace(record, legs=(*record.legs, {"role": "recording", "gaps": gaps}))
+        acd.records[call_id] = updated
+        acd.store.call_ended(updated)
 
     async def hold(self, agent: str, call_id: str) -> None:
         """Music on hold to the caller; nothing crosses until resume."""
@@ -1041,8 +1122,11 @@ class Desk:
 
     def _release(self, ac: AgentCall) -> None:
         if ac.recorder is not None:
+            gaps = ac.recorder.gap_list()
             ac.recorder.close()
             ac.recorder = None
+            if gaps:
+                self.call_later(0, self._note_gaps, ac.call_id, gaps)
         if ac.web is not None:
             ac.web.detach()
             channel = self.hub.channel(ac.agent)

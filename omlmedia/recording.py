@@ -4,7 +4,9 @@
 G.711 caller, the rate the agent channel exchanges its frames at): the caller on the left, the
 agent on the right, on the channel's 20 ms clock (the agent's frames are queued and paired with
 the caller's). Any write
-error stops the recording, never the call.
+error stops the recording, never the call. A paused recording (PCI: a card number is read out)
+keeps its clock and writes silence on both channels, so what follows still lines up; `gaps`
+lists each pause as (start, end) offsets in seconds into the file.
 
 `Mailbox` records a caller alone (voicemail, a queue's `record` overflow): the leg's packets go
 through a `PcmPort` (capped jitter buffer, loss concealment) read by its own 20 ms `Pacer`, and
@@ -44,6 +46,41 @@ class CallRecorder:
         self.writer = open_writer(path, "opus", rate, 2)
         self._agent: deque[Samples] = deque(maxlen=5)
         self.failed = False
+        self.samples = 0
+        """Samples written per channel so far."""
+        self.gaps: list[tuple[float, float | None]] = []
+        """The pauses: start and end offsets in seconds (end None while paused)."""
+
+    @property
+    def offset(self) -> float:
+        """Seconds into the file."""
+        return round(self.samples / self.rate, 3)
+
+    @property
+    def paused(self) -> bool:
+        """Whether the recording holds silence now."""
+        return bool(self.gaps) and self.gaps[-1][1] is None
+
+    def pause(self) -> bool:
+        """Hold silence from now on; False when already paused."""
+        if self.paused:
+            return False
+        self.gaps.append((self.offset, None))
+        return True
+
+    def resume(self) -> bool:
+        """Record again; False when not paused."""
+        if not self.paused:
+            return False
+        self.gaps[-1] = (self.gaps[-1][0], self.offset)
+        return True
+
+    def gap_list(self) -> list[dict[str, float]]:
+        """The pauses, each ``{"start": s, "end": e}`` (a pause still running ends now)."""
+        return [
+            {"start": start, "end": end if end is not None else self.offset}
+            for start, end in self.gaps
+        ]
 
     def agent(self, frame: Samples) -> None:
         """A frame the agent said."""
@@ -55,8 +92,11 @@ class CallRecorder:
             return
         agent = self._agent.popleft() if self._agent else None
         right = agent if agent is not None and len(agent) == len(frame) else np.zeros_like(frame)
+        if self.paused:
+            frame = right = np.zeros_like(frame)
         try:
             self.writer.write(np.stack((frame, right), axis=1))
+            self.samples += len(frame)
         except (OSError, ValueError) as exc:
             self.failed = True
             logger.warning("recording %s stopped: %s", self.path, exc)

@@ -10,8 +10,8 @@ missing field, an unknown field), ``unsupported-version``, ``unknown-type``.
 (`webrtc.app`) calls `connected`/`handle_text`/`disconnected` for each WebSocket and `expire`
 every second; each `Connection` only needs a non-blocking `send(dict)` and `close()`. The
 server implements `CallControl` (commands from the page) and calls the hub's push methods
-(`offer_call`, `call_answered`, `call_joined`, `call_held`, `call_ended`, `dtmf_received`,
-`state_changed`) to tell the page what happened.
+(`offer_call`, `call_answered`, `call_joined`, `call_held`, `recording_changed`, `call_ended`,
+`dtmf_received`, `state_changed`) to tell the page what happened.
 
 Order. A connection must `login` (username and password) or `auth` (the token of an existing
 session: a reconnect) before anything else. The hub keeps, per agent, the state the server last
@@ -176,6 +176,7 @@ CLIENT_MESSAGES: Mapping[str, tuple[Mapping[str, Check], Mapping[str, Check]]] =
     "hold": ({"call_id": _call_id}, {}),
     "resume": ({"call_id": _call_id}, {}),
     "mute": ({"call_id": _call_id, "muted": _boolean}, {}),
+    "recording": ({"call_id": _call_id, "paused": _boolean}, {}),
     "dtmf": ({"call_id": _call_id, "digit": _one_of(*"0123456789*#ABCD")}, {}),
     "transfer-blind": ({"call_id": _call_id, "to": _target}, {}),
     "transfer-consult": ({"call_id": _call_id, "to": _target}, {}),
@@ -319,6 +320,11 @@ class CallControl(Protocol):
 
     async def mute(self, agent: str, call_id: str, muted: bool) -> None: ...
 
+    async def set_recording(self, agent: str, call_id: str, paused: bool) -> None:
+        """Pause (PCI: a card number is read out) or resume the call's recording; the server
+        tells the hub what the recording became (`AgentHub.recording_changed`)."""
+        ...
+
     async def send_dtmf(self, agent: str, call_id: str, digit: str) -> None:
         """Send one digit to the far end (RFC 4733 on a SIP leg)."""
         ...
@@ -401,6 +407,8 @@ class _Call:
     state: AgentCallState
     since: float
     muted: bool = False
+    recording: str = ""
+    """The call's recording: "" (not recorded), "on" or "paused"."""
     consult_of: str | None = None
     end_reason: str = ""
     disposition: str | None = None
@@ -419,6 +427,7 @@ class _Call:
             "video": self.info.video,
             "state": self.state.value,
             "muted": self.muted,
+            "recording": self.recording,
             "elapsed": round(max(0.0, now - self.since), 1),
             "reason": self.end_reason,
             "disposition": self.disposition,
@@ -633,6 +642,16 @@ class AgentHub:
             self._set_call(agent, call_id, AgentCallState.HELD, "call-held")
         else:
             self._set_call(agent, call_id, AgentCallState.ACTIVE, "call-resumed")
+
+    def recording_changed(self, agent: str, call_id: str, recording: str) -> None:
+        """The call's recording is now `recording` ("on", "paused" or "" when it stopped):
+        pushed as ``call-recording``."""
+        entry = self._agents.get(agent)
+        call = entry.calls.get(call_id) if entry is not None else None
+        if entry is None or call is None or call.recording == recording:
+            return
+        call.recording = recording
+        self._push_call(entry, "call-recording", call_id)
 
     def call_ended(self, agent: str, call_id: str, reason: str = "hangup") -> None:
         """The call ended (caller hung up, transfer done, ...)."""
@@ -913,6 +932,10 @@ class AgentHub:
             if call.muted != f["muted"]:
                 call.muted = f["muted"]
                 self._push_call(entry, "call-muted", call.info.call_id)
+        elif kind == "recording":
+            call = self._call(entry, f["call_id"], *up)
+            await control.set_recording(agent, call.info.call_id, f["paused"])
+            self._ack(conn, ref)
         elif kind == "dtmf":
             call = self._call(entry, f["call_id"], *active)
             await control.send_dtmf(agent, call.info.call_id, f["digit"])

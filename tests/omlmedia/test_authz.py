@@ -255,6 +255,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "hold": {"call_id": "c1"},
     "resume": {"call_id": "c1"},
     "mute": {"call_id": "c1", "muted": True},
+    "recording": {"call_id": "c1", "paused": True},
     "dtmf": {"call_id": "c1", "digit": "#"},
     "transfer-blind": {"call_id": "c1", "to": "2001"},
     "transfer-consult": {"call_id": "c1", "to": "2001"},

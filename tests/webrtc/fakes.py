@@ -64,6 +64,11 @@ class FakeCallControl:
     async def mute(self, agent: str, call_id: str, muted: bool) -> None:
         self._record("mute", agent, call_id, muted)
 
+    async def set_recording(self, agent: str, call_id: str, paused: bool) -> None:
+        self._record("set_recording", agent, call_id, paused)
+        if self.hub is not None:
+            self.hub.recording_changed(agent, call_id, "paused" if paused else "on")
+
     async def send_dtmf(self, agent: str, call_id: str, digit: str) -> None:
         self._record("send_dtmf", agent, call_id, digit)
 

@@ -118,6 +118,7 @@ def test_every_message_type_has_a_valid_example() -> None:
         "hold": {"call_id": "c1"},
         "resume": {"call_id": "c1"},
         "mute": {"call_id": "c1", "muted": True},
+        "recording": {"call_id": "c1", "paused": True},
         "dtmf": {"call_id": "c1", "digit": "#"},
         "transfer-blind": {"call_id": "c1", "to": "2001"},
         "transfer-consult": {"call_id": "c1", "to": "2001"},
@@ -220,6 +221,7 @@ async def test_call_flow_sends_the_right_commands() -> None:
         "video": False,
         "state": "ringing",
         "muted": False,
+        "recording": "",
         "elapsed": 0,
         "reason": "",
         "disposition": None,
@@ -238,6 +240,28 @@ async def test_call_flow_sends_the_right_commands() -> None:
     assert world.control.names()[1:] == ["answer", "mute", "send_dtmf", "hold", "resume", "hangup"]
     await world.send(conn, "disposition", call_id="c1", disposition="sale", notes="n")
     assert world.control.calls[-1] == ("set_disposition", "agent1", "c1", "sale", "n")
+
+
+async def test_recording_pause_reaches_the_server_and_the_page_sees_it() -> None:
+    world = World()
+    world.control.hub = world.hub
+    conn = await world.login()
+    world.hub.offer_call("agent1", CALL)
+    reply = await world.send(conn, "recording", call_id="c1", paused=True)
+    assert (reply["type"], reply["code"]) == ("error", "bad-state")  # still ringing
+    await world.send(conn, "answer", call_id="c1")
+    world.hub.recording_changed("agent1", "c1", "on")
+    assert conn.last()["type"] == "call-recording" and conn.last()["call"]["recording"] == "on"
+    await world.send(conn, "recording", call_id="c1", paused=True)
+    pushed = [m for m in conn.sent if m.get("type") == "call-recording"]
+    assert pushed[-1]["call"]["recording"] == "paused"
+    assert world.control.calls[-1] == ("set_recording", "agent1", "c1", True)
+    world.hub.recording_changed("agent1", "c1", "paused")  # told again: nothing is pushed
+    assert len([m for m in conn.sent if m.get("type") == "call-recording"]) == len(pushed)
+    await world.send(conn, "recording", call_id="c1", paused=False)
+    assert [m for m in conn.sent if m.get("type") == "call-recording"][-1]["call"][
+        "recording"
+    ] == "on"
 
 
 async def test_out_of_order_commands_change_nothing() -> None:
