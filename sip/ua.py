@@ -1101,12 +1101,20 @@ class UserAgent:
     def _next_hop(self, dialog: Dialog, fallback: Endpoint) -> Endpoint:
         """Where in-dialog requests go: the first route or the remote target (RFC 3261 §12.2.1.1),
         when it names an IP address; otherwise where the dialog's INVITE came from or went to
-        (RFC 3263 name resolution is left to a later stage)."""
+        (RFC 3263 name resolution is left to a later stage).
+
+        The peer writes that address: one more internal than the peer itself (loopback,
+        link-local, private, from a peer that is not) or one nobody can be (unspecified,
+        multicast, reserved) is not followed, so a caller cannot make us send requests into our
+        own host or network; the dialog's peer address is used instead (as for a NAT)."""
         uri = dialog.next_hop()
         host = uri.host.strip("[]")
         try:
-            ipaddress.ip_address(host)
+            target = ipaddress.ip_address(host)
         except ValueError:
+            return fallback
+        scope = _address_scope(target)
+        if scope == 0 or scope < _host_scope(fallback.host):
             return fallback
         transport = (uri.param("transport") or fallback.transport).lower()
         if transport not in self._local:
@@ -1129,3 +1137,31 @@ class UserAgent:
     def _send_direct(self, response: Response, request: Request, source: Endpoint) -> None:
         """Answer a request that never reached the transaction layer (it did not parse)."""
         self._direct.append((bytes(response), source))
+
+
+_SHARED_NAT = ipaddress.ip_network("100.64.0.0/10")
+
+
+def _address_scope(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+    """How far an address reaches: 0 nowhere (unspecified, multicast, reserved), 1 this host
+    (loopback), 2 this link, 3 a private network (RFC 1918, RFC 6598, IPv6 ULA), 4 everywhere."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return 1
+    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+        return 0
+    if ip.is_link_local:
+        return 2
+    if ip.is_private or ip in _SHARED_NAT:
+        return 3
+    return 4
+
+
+def _host_scope(host: str) -> int:
+    """The scope of a peer's address; a name counts as a private network's (its requests may go
+    to private targets, not to loopback or link-local ones)."""
+    try:
+        return _address_scope(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return 3
