@@ -433,6 +433,20 @@ class MediaBridge:
                     forward.in_ssrc = None
         self.held_by = holder if on_hold else None
 
+    def leave_transparent(self) -> None:
+        """Rewrite from now on, for good: something else sends on a leg (music on hold), so the
+        far end's stream no longer follows the source's numbers. On resume each direction
+        continues the target's stream where it stopped."""
+        for forward in (self._a_to_b, self._b_to_a):
+            if forward.transparent:
+                forward.transparent = False
+                forward.on_latched = None
+                if forward.passthrough:
+                    forward.unwrap()
+        if self.running:
+            self.a.sink = self._a_to_b.sink()
+            self.b.sink = self._b_to_a.sink()
+
     @property
     def transparent(self) -> bool:
         """True when both directions relay packets unchanged (the kernel may take over)."""

@@ -243,6 +243,10 @@ class BridgeMedia:
             playing = self.music.get(id(other))
             wanted = bool(self.holders) and id(other) not in self.holders and music is not None
             if wanted and playing is None and music is not None:
+                if self.bridge is not None:
+                    # Our music shares the stream the far end sees: the kernel and the
+                    # transparent relay could not continue it after the hold.
+                    self.bridge.leave_transparent()
                 try:
                     feed = LegFeed(other, music, loop=True)
                     feed.start()

@@ -110,3 +110,22 @@ def test_a_renegotiation_that_needs_rewriting_ends_transparency_for_good() -> No
     a.pair.rtp.datagram_received(rtp(2, 320, ssrc=1), A_PEER)
     # Rewritten from now on, yet the far end's stream goes on with no jump and no marker.
     assert header(sent(b)[-1]) == (0, False, 2, 320, 1)
+
+
+def test_music_on_hold_ends_transparency_and_resume_continues_after_the_music() -> None:
+    bridge, a, b, clock, fired = make()
+    for i in range(3):
+        clock.now += 0.02
+        a.pair.rtp.datagram_received(rtp(100 + i, 1000 + 160 * i, ssrc=1), A_PEER)
+    bridge.hold(a, True)
+    bridge.leave_transparent()  # what BridgeMedia does when music starts on leg B
+    for _ in range(5):  # the music, on our stream towards B
+        clock.now += 0.02
+        b.send(0, False, (b.timestamp + 160) & 0xFFFFFFFF, b"\x55" * 160)
+    bridge.hold(a, False)
+    clock.now += 0.02
+    a.pair.rtp.datagram_received(rtp(103, 1000 + 160 * 3, ssrc=1), A_PEER)
+    seqs = [header(p)[2] for p in sent(b)]
+    assert seqs == list(range(100, 100 + 9))  # relay, music, relay: one run of numbers
+    assert {header(p)[4] for p in sent(b)} == {1}
+    assert not bridge.transparent and fired == []
