@@ -30,6 +30,8 @@ Routes (all JSON):
   refused), and each command is written to the audit log;
 - ``GET /api/v1/calls/records?since=&until=&queue=&agent=&offset=&limit=``: call records by start
   time, ``{"records": [...], "total": n, "offset": o, "limit": l, "next": o2 | null}``;
+- ``GET /api/v1/calls`` and ``POST /api/v1/calls/{id}/hangup|hold|unhold|transfer`` and
+  ``.../recording/pause|resume``: live call control for integrations (`omlmedia.calls_api`);
 - ``GET /api/v1/queue-log?since=&until=&queue=&agent=&call_id=&offset=&limit=``: queue log
   entries in time order, paged the same way (``"entries"``);
 - ``GET /api/v1/reports/...`` and ``GET /api/v1/recordings...``: reports rebuilt from the store
@@ -64,6 +66,7 @@ from omlmedia.admin_api import routes as admin_routes
 from omlmedia.admin_objects import DIRECTORY_KEY
 from omlmedia.admin_objects import routes as directory_routes
 from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Identity, Scopes, authorize
+from omlmedia.calls_api import routes as calls_routes
 from omlmedia.config import Config
 from omlmedia.directory import Directory
 from omlmedia.events import EventLog
@@ -417,6 +420,7 @@ def create_app(
     api[READER_KEY] = RecordReader(database) if database is not None else None
     api.cleanup_ctx.append(_close_reader)
     api.add_routes(routes)
+    api.add_routes(calls_routes)
     api.add_routes(admin_routes)
     api.add_routes(directory_routes)
     api[WEBHOOKS_KEY] = webhooks

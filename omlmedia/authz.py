@@ -87,6 +87,8 @@ class Permission(enum.StrEnum):
     QUEUES_READ = "queues:read"
     AGENTS_READ = "agents:read"
     AGENTS_CONTROL = "agents:control"
+    CALLS_CONTROL = "calls:control"
+    """Hang up, hold, transfer a live call and pause its recording (integrations, supervisors)."""
     RECORDS_READ = "records:read"
     RECORDINGS_READ = "recordings:read"
     """Search, play and download call recordings (supervisors and administrators only)."""
@@ -113,7 +115,8 @@ _READ = frozenset(
 
 ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
-    Role.SUPERVISOR: _READ | {Permission.AGENTS_CONTROL, Permission.RECORDINGS_READ},
+    Role.SUPERVISOR: _READ
+    | {Permission.AGENTS_CONTROL, Permission.CALLS_CONTROL, Permission.RECORDINGS_READ},
     Role.REPORTING: _READ,
     Role.AGENT: frozenset({Permission.HEALTH}),
 }
@@ -157,6 +160,13 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("POST", "/api/v1/agents/{name}/unpause"): Rule(Permission.AGENTS_CONTROL, Scope.AGENT),
     ("POST", "/api/v1/agents/{name}/logout"): Rule(Permission.AGENTS_CONTROL, Scope.AGENT),
     ("GET", "/api/v1/calls/records"): Rule(Permission.RECORDS_READ, Scope.FILTER),
+    ("GET", "/api/v1/calls"): Rule(Permission.AGENTS_READ, Scope.FILTER),
+    ("POST", "/api/v1/calls/{id}/hangup"): Rule(Permission.CALLS_CONTROL, Scope.FILTER),
+    ("POST", "/api/v1/calls/{id}/hold"): Rule(Permission.CALLS_CONTROL, Scope.FILTER),
+    ("POST", "/api/v1/calls/{id}/unhold"): Rule(Permission.CALLS_CONTROL, Scope.FILTER),
+    ("POST", "/api/v1/calls/{id}/transfer"): Rule(Permission.CALLS_CONTROL, Scope.FILTER),
+    ("POST", "/api/v1/calls/{id}/recording/pause"): Rule(Permission.CALLS_CONTROL, Scope.FILTER),
+    ("POST", "/api/v1/calls/{id}/recording/resume"): Rule(Permission.CALLS_CONTROL, Scope.FILTER),
     ("GET", "/api/v1/queue-log"): Rule(Permission.RECORDS_READ, Scope.FILTER),
     ("GET", "/api/v1/reports/agents"): Rule(Permission.RECORDS_READ, Scope.FILTER),
     ("GET", "/api/v1/reports/queues"): Rule(Permission.RECORDS_READ, Scope.FILTER),

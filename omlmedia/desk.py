@@ -744,10 +744,13 @@ class Desk:
             "gaps": recorder.gap_list(),
         }
 
-    async def pause_recording(self, ac: AgentCall, paused: bool, by: Identity) -> dict[str, Any]:
+    async def pause_recording(
+        self, ac: AgentCall, paused: bool, by: Identity, *, audit: bool = True
+    ) -> dict[str, Any]:
         """Pause (silence from now on) or resume the recording of `ac` for `by`: shown on the
-        agent's page, published (``call.recording``) and audited when it changed. Raises
-        `CommandError` ``not-recorded`` for a call that is not recorded."""
+        agent's page, published (``call.recording``) and audited (unless the caller audits it
+        itself: the API) when it changed. Raises `CommandError` ``not-recorded`` for a call
+        that is not recorded."""
         recorder = ac.recorder
         if recorder is None:
             raise CommandError("not-recorded", "the call is not recorded")
@@ -773,7 +776,7 @@ class Desk:
             data={"paused": paused, "offset": recorder.offset, "by": by.actor},
         )
         self.hub.recording_changed(ac.agent, ac.call_id, after["recording"])
-        if self.audit is not None:
+        if audit and self.audit is not None:
             action = "call.recording-pause" if paused else "call.recording-resume"
             try:
                 await self.audit(by, action, ac.call_id, before, after)

@@ -318,6 +318,32 @@ SCHEMAS: dict[str, Schema] = {
             "updated": {"type": "number"},
         },
     },
+    "LiveCall": {
+        "type": "object",
+        "description": "An agent's call in progress (its recording: on, paused or empty).",
+        "required": ["call_id", "agent", "state", "recording", "gaps"],
+        "properties": {
+            **{
+                name: {"type": "string"}
+                for name in (
+                    "call_id agent direction caller_number caller_name queue campaign"
+                ).split()
+            },
+            "state": {"type": "string", "enum": ["ringing", "active", "held", "ended"]},
+            "offered_at": {"type": "number"},
+            "answered_at": _nullable({"type": "number"}),
+            "recording": {"type": "string", "enum": ["", "on", "paused"]},
+            "offset": _nullable({"type": "number"}),
+            "gaps": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["start", "end"],
+                    "properties": {"start": {"type": "number"}, "end": {"type": "number"}},
+                },
+            },
+        },
+    },
     "CallRecord": {
         "type": "object",
         "required": ["call_id", "start", "end", "duration", "billsec", "legs"],
@@ -506,6 +532,15 @@ _SUPERVISION = Operation(
         409: "The agent's state does not allow it.",
     },
 )
+_CALL_CONTROL = Operation(
+    parameters=(_path("id", "The call."),),
+    body={"type": "object", "description": "Nothing, or an empty object."},
+    responses={200: _ref("LiveCall")},
+    problems={
+        404: "No such live call, or no agent desk.",
+        409: "The call's state does not allow it (not answered, not recorded...).",
+    },
+)
 _SCOPE_BODY: Schema = {
     "anyOf": [{"type": "array", "items": {"type": "string"}, "maxItems": 256}, {"type": "null"}],
     "description": "Campaign and queue names the configuration knows, or null for every one.",
@@ -684,6 +719,28 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         responses={200: _page_of("records", "CallRecord")},
         problems={404: "No queues are configured: there are no records."},
     ),
+    ("GET", "/api/v1/calls"): Operation(
+        responses={200: _list_of("calls", "LiveCall")},
+        problems={404: "This server has no agent desk."},
+    ),
+    ("POST", "/api/v1/calls/{id}/hangup"): _CALL_CONTROL,
+    ("POST", "/api/v1/calls/{id}/hold"): _CALL_CONTROL,
+    ("POST", "/api/v1/calls/{id}/unhold"): _CALL_CONTROL,
+    ("POST", "/api/v1/calls/{id}/transfer"): Operation(
+        parameters=_CALL_CONTROL.parameters,
+        body_required=True,
+        body={
+            "type": "object",
+            "required": ["to"],
+            "properties": {
+                "to": {"type": "string", "pattern": "^[A-Za-z0-9+*#._@:-]{1,64}$"},
+            },
+        },
+        responses=_CALL_CONTROL.responses,
+        problems=_CALL_CONTROL.problems,
+    ),
+    ("POST", "/api/v1/calls/{id}/recording/pause"): _CALL_CONTROL,
+    ("POST", "/api/v1/calls/{id}/recording/resume"): _CALL_CONTROL,
     ("GET", "/api/v1/queue-log"): Operation(
         parameters=(
             *_SPAN,

@@ -31,6 +31,7 @@ from omlmedia.authz import Identity, Role, Scopes
 from omlmedia.b2bua import B2bua
 from omlmedia.bridges import transcoder_factory
 from omlmedia.callevents import CallEvents
+from omlmedia.calls_api import DESK_KEY
 from omlmedia.conference import ConferenceService
 from omlmedia.config import Config, RouteAction, summary
 from omlmedia.directory import AgentPages, Directory, file_users
@@ -620,6 +621,7 @@ class Server:
             events=self.events or NO_EVENTS,
         )
         monitor.bind(desk)
+        desk.audit = audit
         self.desk = desk
         self.hub = desk.hub
         directory.campaign_tables.append(acd.campaigns)
@@ -630,7 +632,9 @@ class Server:
                 lambda agent: any(c.agent == agent for c in desk.calls.values()), desk.log_out
             ),
         )
-        return create_agent_app(desk.hub)
+        pages = create_agent_app(desk.hub)
+        pages[DESK_KEY] = desk  # the API's live call control (`omlmedia.calls_api`)
+        return pages
 
     def status(self) -> dict[str, Any]:
         """The live counters the API serves."""
