@@ -142,6 +142,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             " updated REAL NOT NULL)",
         ),
     ),
+    Migration(
+        7,
+        "routes (DIDs) created at run time",
+        (
+            "CREATE TABLE IF NOT EXISTS routes ("
+            " name TEXT PRIMARY KEY, settings TEXT NOT NULL DEFAULT '{}',"
+            " origin TEXT NOT NULL DEFAULT 'api', created REAL NOT NULL,"
+            " updated REAL NOT NULL)",
+        ),
+    ),
 )
 """Every step, in order. Append new steps at the end with the next version number."""
 
