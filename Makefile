@@ -73,6 +73,7 @@ bench: setup-test
 	$(PY) benchmarks/webrtc_bridge.py
 	$(PY) benchmarks/acd_e2e.py
 	$(PY) benchmarks/events.py
+	$(PY) benchmarks/storage.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
