@@ -155,6 +155,14 @@ function render() {
   $("resume-button").disabled = !(call && call.state === "held");
   $("mute-button").disabled = !(call && (call.state === "active" || call.state === "held"));
   $("mute-button").setAttribute("aria-pressed", call && call.muted ? "true" : "false");
+  // PCI: a recorded call's recording can be paused (silence in the file, the gap in its record).
+  const recorded = !!(call && call.recording && (call.state === "active" || call.state === "held"));
+  const paused = recorded && call.recording === "paused";
+  $("recording-button").hidden = !recorded;
+  $("recording-button").textContent = paused ? "Resume recording" : "Pause recording";
+  $("recording-state").hidden = !recorded;
+  $("recording-state").textContent = paused ? "Recording paused" : recorded ? "Recording" : "";
+  $("recording-state").classList.toggle("paused", paused);
   $("camera-button").disabled = !(call && call.video && (call.state === "active" || call.state === "held"));
   $("camera-button").setAttribute("aria-pressed", agent.cameraOn ? "true" : "false");
   const up = call && (call.state === "active" || call.state === "held") && !isConsult(call);
@@ -376,7 +384,7 @@ function onMessage(message) {
         setTimeout(() => command("answer", { call_id: message.call.call_id }), 600);
       }
       break;
-    case "call-answered": case "call-held": case "call-resumed": case "call-muted":
+    case "call-answered": case "call-held": case "call-resumed": case "call-muted": case "call-recording":
     case "call-dialing": case "call-ended":
       updateCall(message.call);
       break;
@@ -490,6 +498,10 @@ function bind() {
   $("mute-button").addEventListener("click", () => {
     const call = agent.calls.get(currentId());
     if (call) command("mute", { call_id: call.call_id, muted: !call.muted });
+  });
+  $("recording-button").addEventListener("click", () => {
+    const call = agent.calls.get(currentId());
+    if (call && call.recording) command("recording", { call_id: call.call_id, paused: call.recording !== "paused" });
   });
   $("camera-button").addEventListener("click", () => {
     if (agent.cameraOn) { stopCamera(); render(); } else startCamera();

@@ -1,0 +1,212 @@
+"""Live call control on a recorded queue call, with real peers: a baresip caller (a 440 Hz tone)
+dials `support` (a recorded campaign), a Chromium agent (a 660 Hz tone) answers.
+
+The agent pauses the recording from its page (PCI: "Pause recording"), an integration resumes it
+through the API: the recording holds silence on both channels for that span and the tones
+before and after it; the call record lists the gap (start/end offsets into the file), the
+audit log has both actions and the event stream's log the ``call.recording`` events. Then the
+integration holds, unholds and hangs up the call through the API (the page follows each), and
+refusals name what is wrong (404 for an unknown call, 409 for a state that does not fit, 400
+naming ``to``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from tests.interop.baresip import dial
+from tests.interop.browser import chromium
+from tests.interop.harness import API_TOKEN, DEMO_PASSWORD, RunningServer
+
+pytestmark = pytest.mark.interop
+
+CALLER_TONE = 440.0
+AGENT_TONE = 660.0
+
+
+def api(server: RunningServer, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """GET (or POST `body` to) the server's API as the configured token: status and JSON."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{server.http_port}/api{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method="POST" if body is not None else "GET",
+        headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=5) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+async def until(check: Callable[[], Any], within: float = 10.0, what: str = "") -> Any:
+    """Poll `check` until it returns something true (within `within` seconds); that value."""
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        await asyncio.sleep(0.1)
+
+
+def live_call(server: RunningServer) -> dict[str, Any] | None:
+    status, body = api(server, "/v1/calls")
+    assert status == 200, body
+    calls = [c for c in body["calls"] if c["state"] != "ringing"]
+    return calls[0] if calls else None
+
+
+def decode(path: Path) -> tuple[npt.NDArray[np.float64], int]:
+    """The recording as float samples, shape (2, n), and its rate."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        frames = []
+        for frame in container.decode(stream):
+            samples = frame.to_ndarray()
+            if not frame.format.is_planar:
+                samples = samples.reshape(-1, len(frame.layout.channels)).T
+            if samples.dtype == np.int16:
+                samples = samples / 32768
+            frames.append(samples.astype(np.float64))
+        return np.concatenate(frames, axis=1), stream.codec_context.sample_rate
+
+
+def tone_level(samples: npt.NDArray[np.float64], rate: int, frequency: float) -> float:
+    """The amplitude of `frequency` (relative to full scale) over `samples`."""
+    window = np.hanning(samples.size)
+    spectrum = np.abs(np.fft.rfft(samples * window))
+    band = slice(
+        int((frequency - 30) * samples.size / rate), int((frequency + 30) * samples.size / rate) + 1
+    )
+    return float(2 * spectrum[band].max() / window.sum())
+
+
+async def test_a_recording_paused_on_the_page_and_resumed_by_the_api_holds_silence_for_the_gap(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    loop = asyncio.get_running_loop()
+    status, body = api(server, "/v1/calls/nope/hangup", {})
+    assert status == 404 and "nope" in body["detail"], body
+    async with chromium(tmp_path / "agent", AGENT_TONE) as browser:
+        page = await browser.new_page()
+        await page.goto(f"https://127.0.0.1:{server.http_port}/agent/")
+        await page.get_by_label("Username").fill("agent1")
+        await page.get_by_label("Password").fill(DEMO_PASSWORD)
+        await page.get_by_role("button", name="Log in", exact=True).click()
+        state = page.locator("#state")
+        await expect(state).to_contain_text("Paused", timeout=10000)
+        await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
+        await page.get_by_role("button", name="Ready", exact=True).click()
+        await expect(state).to_have_text("Ready", timeout=5000)
+
+        caller = loop.run_in_executor(
+            None,
+            lambda: dial(
+                tmp_path / "caller",
+                f"sip:support@127.0.0.1:{server.sip_port}",
+                30,
+                tone_hz=CALLER_TONE,
+            ),
+        )
+        await page.get_by_role("button", name="Answer", exact=True).click(timeout=15000)
+        await expect(state).to_have_text("On call", timeout=5000)
+        pause = page.get_by_role("button", name="Pause recording", exact=True)
+        await expect(pause).to_be_visible(timeout=5000)
+        call = await until(lambda: live_call(server), what="the live call")
+        call_id = call["call_id"]
+        assert (call["agent"], call["queue"], call["recording"]) == ("agent1", "support", "on")
+
+        # Talk for 3 s of recording, then the agent pauses from its page.
+        await until(lambda: (live_call(server) or {}).get("offset", 0) >= 3.0, what="3 s")
+        await pause.click()
+        resume = page.get_by_role("button", name="Resume recording", exact=True)
+        await expect(resume).to_be_visible(timeout=5000)
+        await expect(page.locator("#recording-state")).to_have_text("Recording paused")
+        paused = await until(lambda: (live_call(server) or {}).get("recording") == "paused")
+        assert paused
+        # 3 s later an integration resumes it through the API; the page follows.
+        await until(
+            lambda: (live_call(server) or {}).get("offset", 0) >= 6.0, what="the paused span"
+        )
+        status, resumed = api(server, f"/v1/calls/{call_id}/recording/resume", {})
+        assert status == 200, resumed
+        assert resumed["recording"] == "on" and len(resumed["gaps"]) == 1, resumed
+        gap = resumed["gaps"][0]
+        assert 2.9 <= gap["start"] <= 4.0 and 5.9 <= gap["end"] <= 7.0, gap
+        await expect(pause).to_be_visible(timeout=5000)
+        status, again = api(server, f"/v1/calls/{call_id}/recording/resume", {})
+        assert status == 200 and again["gaps"] == resumed["gaps"]  # not paused: no new gap
+        await until(lambda: (live_call(server) or {}).get("offset", 0) >= gap["end"] + 3.0)
+
+        # Hold and unhold through the API: the page shows each.
+        status, held = api(server, f"/v1/calls/{call_id}/hold", {})
+        assert status == 200 and held["state"] == "held", held
+        await expect(page.get_by_role("button", name="Resume", exact=True)).to_be_enabled()
+        status, body = api(server, f"/v1/calls/{call_id}/transfer", {"to": "no spaces"})
+        assert status == 400 and [e["field"] for e in body["errors"]] == ["to"], body
+        status, unheld = api(server, f"/v1/calls/{call_id}/unhold", {})
+        assert status == 200 and unheld["state"] == "active", unheld
+        await expect(page.get_by_role("button", name="Hold", exact=True)).to_be_enabled()
+        # The integration hangs up: the caller gets a BYE, the agent goes to wrap-up.
+        status, ended = api(server, f"/v1/calls/{call_id}/hangup", {})
+        assert status == 200 and ended["state"] == "ended", ended
+        await expect(state).to_have_text("Wrap-up", timeout=5000)
+        status, body = api(server, f"/v1/calls/{call_id}/recording/pause", {})
+        assert status == 404, body
+        run = await caller
+    assert run.established
+
+    server.wait_idle()
+    record = await until(
+        lambda: next(
+            (
+                r
+                for r in api(server, "/v1/calls/records?queue=support")[1]["records"]
+                if r["call_id"] == call_id and any(leg["role"] == "recording" for leg in r["legs"])
+            ),
+            None,
+        ),
+        what="the call record with its gaps",
+    )
+    marked = next(leg for leg in record["legs"] if leg["role"] == "recording")
+    assert marked["gaps"] == resumed["gaps"], marked
+    status, audit = api(server, f"/v1/audit?target={call_id}")
+    assert status == 200, audit
+    actions = [(e["actor"], e["action"]) for e in audit["entries"]]
+    assert ("agent1", "call.recording-pause") in actions, actions
+    assert ("bootstrap", "call.recording-resume") in actions, actions
+    assert ("bootstrap", "call.hold") in actions and ("bootstrap", "call.hangup") in actions
+
+    samples, rate = decode(Path(record["recording"]))
+
+    def level(start: float, end: float, channel: int, frequency: float) -> float:
+        return tone_level(samples[channel, int(start * rate) : int(end * rate)], rate, frequency)
+
+    start, end = gap["start"], gap["end"]
+    assert level(0.5, start - 0.3, 0, CALLER_TONE) > 0.05  # the caller before the pause
+    assert level(0.5, start - 0.3, 1, AGENT_TONE) > 0.05  # and the agent
+    for channel in (0, 1):  # silence on both sides while paused
+        part = samples[channel, int((start + 0.2) * rate) : int((end - 0.2) * rate)]
+        assert part.size > rate and float(np.abs(part).max()) < 0.01, channel
+    assert level(end + 0.3, end + 2.5, 0, CALLER_TONE) > 0.05  # back after the resume
+    assert level(end + 0.3, end + 2.5, 1, AGENT_TONE) > 0.05
