@@ -67,11 +67,18 @@ REJECT_STATUS = {RouteAction.BUSY: 486, RouteAction.REJECT: 603}
 
 
 class RouteTable:
-    """The configured routes, looked up by Request-URI user."""
+    """The configured routes, looked up by Request-URI user: those created through the API
+    (`omlmedia.directory.Directory.routes_now`) first, then the file's."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, added: tuple[Route, ...] = ()) -> None:
         self.config = config
+        self.added = added
         self._cache: dict[str, tuple[Route, str] | None] = {}
+
+    def set_added(self, added: tuple[Route, ...]) -> None:
+        """The API's routes now (the next call is matched against them)."""
+        self.added = added
+        self._cache = {}
 
     def route_for(self, user: str) -> tuple[Route, str] | None:
         """The first route matching `user`, with the user part rewritten by it (cached: a trunk
@@ -79,7 +86,14 @@ class RouteTable:
         cache = self._cache
         if user in cache:
             return cache[user]
-        found = self.config.route(user)
+        found: tuple[Route, str] | None = None
+        for route in self.added:
+            rewritten = route.apply(user)
+            if rewritten is not None:
+                found = route, rewritten
+                break
+        else:
+            found = self.config.route(user)
         if len(cache) >= 4096:
             cache.clear()
         cache[user] = found
