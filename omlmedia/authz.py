@@ -207,7 +207,12 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("DELETE", "/api/v1/queues/{name}/members/{agent}"): Rule(
         Permission.DIRECTORY_ADMIN, Scope.GLOBAL
     ),
+    ("POST", "/api/v1/campaigns"): Rule(Permission.DIRECTORY_ADMIN, Scope.GLOBAL),
     ("PATCH", "/api/v1/campaigns/{name}"): Rule(Permission.DIRECTORY_ADMIN, Scope.GLOBAL),
+    ("DELETE", "/api/v1/campaigns/{name}"): Rule(Permission.DIRECTORY_ADMIN, Scope.GLOBAL),
+    ("GET", "/api/v1/routes"): Rule(Permission.DIRECTORY_ADMIN, Scope.GLOBAL),
+    ("POST", "/api/v1/routes"): Rule(Permission.DIRECTORY_ADMIN, Scope.GLOBAL),
+    ("DELETE", "/api/v1/routes/{name}"): Rule(Permission.DIRECTORY_ADMIN, Scope.GLOBAL),
     ("POST", "/api/v1/sessions"): PUBLIC,
     ("GET", "/api/v1/openapi.json"): PUBLIC,
     ("GET", "/api/docs"): PUBLIC,
