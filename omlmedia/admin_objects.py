@@ -13,9 +13,17 @@ calls (admin only, see `omlmedia.authz.RULES`; the model is `omlmedia.directory`
   campaigns or routes (or another queue's overflow) send callers to it;
 - ``PUT /api/v1/queues/{name}/members/{agent}`` ``{"penalty"?}`` and ``DELETE`` of the same
   path: the queue as it is;
+- ``POST /api/v1/campaigns`` ``{"name", "queue", ...}`` with the keys of a ``[[campaigns]]``
+  table: 201 and the campaign; a route to ``campaign:<name>`` reaches it at once;
 - ``PATCH /api/v1/campaigns/{name}``: any of ``queue``, ``recording``, ``url`` (the CRM page),
   ``dispositions``, ``callback``, ``trunk``, ``recording_retention_days``; the campaign as it is
-  (calls that arrive from now on get it).
+  (calls that arrive from now on get it);
+- ``DELETE /api/v1/campaigns/{name}``: 204; 409 naming the route (the file's or the API's) that
+  sends callers to it;
+- ``GET /api/v1/routes``: the routes created through the API, in the order they are matched
+  (before the file's); ``POST /api/v1/routes`` ``{"name", "user" | "pattern", "target",
+  "strip"?, "prefix"?}`` (a ``[[routes]]`` table and a name): 201 and the route, matched from
+  the next call on; ``DELETE /api/v1/routes/{name}``: 204.
 
 An agent is ``{"name", "display_name", "disabled", "origin", "queues", "created", "updated"}``; a
 queue is its name, every key of its TOML table, ``origin``, ``created`` and ``updated``. Invalid
@@ -32,7 +40,7 @@ from aiohttp import web
 from omlmedia.accounts import NAME
 from omlmedia.admin_api import MAX_LABEL, MAX_PASSWORD, MIN_PASSWORD, _Fields
 from omlmedia.authz import IDENTITY_KEY
-from omlmedia.directory import Directory
+from omlmedia.directory import CAMPAIGN_KEYS, ROUTE_KEYS, Directory
 from omlmedia.problems import ApiError, json_body
 from queueing.config import _QUEUE_KEYS
 
@@ -170,6 +178,57 @@ async def put_member(request: web.Request) -> web.Response:
         request[IDENTITY_KEY], request.match_info["name"], request.match_info["agent"], penalty
     )
     return web.json_response(view)
+
+
+@routes.post("/v1/campaigns")
+async def post_campaign(request: web.Request) -> web.Response:
+    """Create a campaign with the settings of a ``[[campaigns]]`` table."""
+    directory = _directory(request)
+    body = await json_body(request)
+    fields = _Fields(body, ("name", *CAMPAIGN_KEYS))
+    name = fields.get("name", _name, _NAME_RULE, required=True)
+    fields.done()
+    assert name is not None
+    settings = {key: value for key, value in body.items() if key != "name"}
+    view = await directory.create_campaign(request[IDENTITY_KEY], name, settings)
+    return web.json_response(view, status=201)
+
+
+@routes.delete("/v1/campaigns/{name}")
+async def delete_campaign(request: web.Request) -> web.Response:
+    """Delete a campaign (refused while a route sends callers to it)."""
+    directory = _directory(request)
+    await directory.delete_campaign(request[IDENTITY_KEY], request.match_info["name"])
+    return web.Response(status=204)
+
+
+@routes.get("/v1/routes")
+async def get_routes(request: web.Request) -> web.Response:
+    """The routes created through the API, in the order they are matched."""
+    directory = _directory(request)
+    return web.json_response({"routes": [row.view() for row in directory.route_rows()]})
+
+
+@routes.post("/v1/routes")
+async def post_route(request: web.Request) -> web.Response:
+    """Create a route (a DID: ``user``, or a ``pattern``) to a target."""
+    directory = _directory(request)
+    body = await json_body(request)
+    fields = _Fields(body, ("name", *ROUTE_KEYS))
+    name = fields.get("name", _name, _NAME_RULE, required=True)
+    fields.done()
+    assert name is not None
+    settings = {key: value for key, value in body.items() if key != "name"}
+    view = await directory.create_route(request[IDENTITY_KEY], name, settings)
+    return web.json_response(view, status=201)
+
+
+@routes.delete("/v1/routes/{name}")
+async def delete_route(request: web.Request) -> web.Response:
+    """Delete a route; calls it already routed go on."""
+    directory = _directory(request)
+    await directory.delete_route(request[IDENTITY_KEY], request.match_info["name"])
+    return web.Response(status=204)
 
 
 @routes.patch("/v1/campaigns/{name}")

@@ -46,7 +46,7 @@ from omlmedia.accounts import AccountBook, AccountRow
 from omlmedia.acd import AcdRuntime
 from omlmedia.audit import AuditEntry
 from omlmedia.authz import Identity, Role, Scopes
-from omlmedia.config import Campaign
+from omlmedia.config import Campaign, Route, RouteAction
 from omlmedia.events import NO_EVENTS, EventSink
 from omlmedia.problems import ApiError, FieldError
 from queueing.config import (
@@ -78,7 +78,11 @@ QUEUE_UPDATED = "admin.queue.updated"
 QUEUE_DELETED = "admin.queue.deleted"
 MEMBER_SET = "admin.member.set"
 MEMBER_REMOVED = "admin.member.removed"
+CAMPAIGN_CREATED = "admin.campaign.created"
 CAMPAIGN_UPDATED = "admin.campaign.updated"
+CAMPAIGN_DELETED = "admin.campaign.deleted"
+ROUTE_CREATED = "admin.route.created"
+ROUTE_DELETED = "admin.route.deleted"
 ADMIN_EVENTS = (
     AGENT_CREATED,
     AGENT_UPDATED,
@@ -88,7 +92,11 @@ ADMIN_EVENTS = (
     QUEUE_DELETED,
     MEMBER_SET,
     MEMBER_REMOVED,
+    CAMPAIGN_CREATED,
     CAMPAIGN_UPDATED,
+    CAMPAIGN_DELETED,
+    ROUTE_CREATED,
+    ROUTE_DELETED,
 )
 """The event types of the directory's changes (data: ``by``, ``before``, ``after``)."""
 
@@ -238,6 +246,7 @@ def export_config(
     agents: Iterable[AccountRow],
     queues: Iterable[QueueRow],
     campaigns: Iterable[QueueRow] = (),
+    routes: Iterable[QueueRow] = (),
 ) -> str:
     """The configuration file `raw` (as `tomllib` read it) with its ``[[agents]]`` and
     ``[queues]`` replaced by the database's, as TOML that ``check-config`` accepts. Disabled
@@ -263,11 +272,65 @@ def export_config(
     campaigns = list(campaigns)
     if campaigns:
         data["campaigns"] = [{"name": c.name, **c.settings} for c in campaigns]
+    # The API's routes are matched before the file's: written first, they keep that order.
+    added = [dict(r.settings) for r in routes]
+    if added:
+        data["routes"] = added + list(raw.get("routes", []))
     header = ["# Written by omlmedia export-config: agents and queues from the database."]
     disabled = sorted(a.name for a in agents if a.disabled)
     if disabled:
         header.append(f"# Disabled agents, left out: {', '.join(disabled)}.")
     return "\n".join(header) + "\n\n" + dumps_toml(data)
+
+
+ROUTE_KEYS = ("user", "pattern", "target", "strip", "prefix")
+"""What a route's settings are (its ``[[routes]]`` table)."""
+
+
+def _checked(errors: Iterable[str], prefix: str) -> list[FieldError]:
+    """``check-config``'s messages about one table (`prefix`, e.g. ``routes[0]``) as fields."""
+    fields: list[FieldError] = []
+    for error in errors:
+        place, sep, why = error.partition(": ")
+        place = place.removeprefix(prefix + ".").removeprefix(prefix)
+        fields.append((place or "settings", why) if sep else ("settings", error))
+    return fields
+
+
+def _parse_route(
+    settings: Mapping[str, Any], trunks: Iterable[str]
+) -> tuple[Route | None, list[FieldError]]:
+    """A ``[[routes]]`` table checked by ``check-config``'s own code."""
+    from omlmedia.config import _Checker, _routes
+
+    check = _Checker({})
+    found = _routes(check, [dict(settings)], set(trunks))
+    errors = _checked(check.errors, "routes[0]")
+    if errors or not found:
+        return None, errors or [("settings", "not a route")]
+    return found[0], []
+
+
+def _route_of(settings: Mapping[str, Any]) -> Route | None:
+    """A stored route (its trunk, if any, checked when it was created)."""
+    target = str(settings.get("target", ""))
+    trunks = [target.partition(":")[2]] if target.startswith("trunk:") else []
+    return _parse_route(settings, trunks)[0]
+
+
+def _route_settings(route: Route) -> dict[str, Any]:
+    """A route as its ``[[routes]]`` table (only the keys it uses)."""
+    table: dict[str, Any] = {}
+    if route.user is not None:
+        table["user"] = route.user
+    if route.pattern is not None:
+        table["pattern"] = route.pattern.pattern
+    table["target"] = route.target
+    if route.strip:
+        table["strip"] = route.strip
+    if route.prefix:
+        table["prefix"] = route.prefix
+    return table
 
 
 class AgentPages:
@@ -334,6 +397,21 @@ class Directory:
             "SELECT name, settings, origin, created, updated FROM campaigns ORDER BY created, name"
         ):
             self._campaigns[name] = QueueRow(name, json.loads(settings), origin, created, updated)
+        self.file_routes: tuple[Route, ...] = ()
+        """The routes of the configuration file (a campaign they reach cannot be deleted)."""
+        self.route_tables: list[Any] = []
+        """The running server's route tables (`omlmedia.router.RouteTable`): given the API's
+        routes (`Directory.routes_now`) after every change."""
+        self._routes: dict[str, tuple[QueueRow, Route]] = {}
+        for name, settings, origin, created, updated in book.db.execute(
+            "SELECT name, settings, origin, created, updated FROM routes ORDER BY created, name"
+        ):
+            row = QueueRow(name, json.loads(settings), origin, created, updated)
+            route = _route_of(row.settings)
+            if route is None:
+                logger.error("route %s of the database is not valid any more; ignored", name)
+                continue
+            self._routes[name] = (row, route)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -411,6 +489,14 @@ class Directory:
     def campaigns_now(self) -> dict[str, Campaign]:
         """Every campaign as the database holds it, by name."""
         return {name: _campaign(name, row.settings) for name, row in self._campaigns.items()}
+
+    def routes_now(self) -> tuple[Route, ...]:
+        """The routes created through the API, oldest first: matched before the file's."""
+        return tuple(route for _, route in self._routes.values())
+
+    def route_rows(self) -> list[QueueRow]:
+        """Every stored route (a `QueueRow` of ``[[routes]]`` settings), oldest first."""
+        return [row for row, _ in self._routes.values()]
 
     def campaign_rows(self) -> list[QueueRow]:
         """Every stored campaign (a `QueueRow` of campaign settings), oldest first."""
@@ -966,6 +1052,10 @@ class Directory:
                 if queue == name:
                     why = f"campaign {campaign} sends callers to {name}"
                     raise ApiError(409, why, [("name", why)])
+            for route_name, (_, route) in self._routes.items():
+                if route.action is RouteAction.QUEUE and route.trunk == name:
+                    why = f"route {route_name} sends callers to {name}"
+                    raise ApiError(409, why, [("name", why)])
             for other in self._queues.values():
                 if other.name != name and other.settings["overflow"].get("queue") == name:
                     why = f"queue {other.name} overflows into {name}"
@@ -1007,17 +1097,53 @@ class Directory:
     def export(self, raw: Mapping[str, Any]) -> str:
         """The configuration file `raw` with the database's agents, queues and campaigns
         (`export_config`)."""
-        return export_config(raw, self.agents(), self.queues(), self.campaign_rows())
+        return export_config(
+            raw, self.agents(), self.queues(), self.campaign_rows(), self.route_rows()
+        )
 
     # -- campaigns ----------------------------------------------------------------------------
+
+    def _campaign_or_400(self, name: str, settings: Mapping[str, Any]) -> Campaign:
+        """`settings` checked as ``check-config`` checks a ``[[campaigns]]`` table."""
+        from omlmedia.config import _campaigns, _Checker
+
+        unknown = [(key, "unknown field") for key in settings if key not in CAMPAIGN_KEYS]
+        if unknown:
+            raise ApiError(400, "invalid " + ", ".join(k for k, _ in unknown), unknown)
+        check = _Checker({})
+        found = _campaigns(check, [{"name": name, **settings}], set(self._queues), set(self.trunks))
+        errors = _checked(check.errors, "campaigns[0]")
+        if errors or not found:
+            errors = errors or [("settings", "not a campaign")]
+            raise ApiError(400, "invalid " + ", ".join(sorted({f for f, _ in errors})), errors)
+        return found[0]
+
+    async def create_campaign(
+        self, actor: Identity, name: str, settings: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A new campaign (origin ``api``) with `settings` (the keys of a ``[[campaigns]]``
+        table; ``queue`` required): a route to ``campaign:<name>`` reaches it at once."""
+        async with self._lock:
+            if name in self._campaigns:
+                why = f"a campaign called {name} exists already"
+                raise ApiError(409, why, [("name", why)])
+            campaign = self._campaign_or_400(name, settings)
+            now = self.clock()
+            row = QueueRow(name, campaign_settings(campaign), "api", now, now)
+            book = self.book
+            entry = book.entry(actor, "campaign.create", name, None, row.view())
+            await book.call(book.commit, [entry], [self._campaign_statement(row)])
+            self._campaigns = {**self._campaigns, name: row}
+            for table in self.campaign_tables:
+                table[name] = campaign
+            self._publish_campaign(CAMPAIGN_CREATED, actor, None, row, campaign.queue)
+            return row.view()
 
     async def update_campaign(
         self, actor: Identity, name: str, changes: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Change some settings of a campaign (the others are kept): its queue, recording,
         CRM URL, dispositions, callbacks; calls that arrive from now on get them."""
-        from omlmedia.config import _campaigns, _Checker
-
         async with self._lock:
             old = self._campaigns.get(name)
             if old is None:
@@ -1025,21 +1151,7 @@ class Directory:
             unknown = [(key, "unknown field") for key in changes if key not in CAMPAIGN_KEYS]
             if unknown:
                 raise ApiError(400, "invalid " + ", ".join(k for k, _ in unknown), unknown)
-            check = _Checker({})
-            found = _campaigns(
-                check,
-                [{"name": name, **old.settings, **changes}],
-                set(self._queues),
-                set(self.trunks),
-            )
-            if check.errors or not found:
-                errors: list[FieldError] = []
-                for error in check.errors:
-                    place, sep, why = error.partition(": ")
-                    place = place.removeprefix("campaigns[0].").removeprefix("campaigns[0]")
-                    errors.append((place or "settings", why) if sep else ("settings", error))
-                raise ApiError(400, "invalid " + ", ".join(sorted({f for f, _ in errors})), errors)
-            campaign = found[0]
+            campaign = self._campaign_or_400(name, {**old.settings, **changes})
             row = replace(old, settings=campaign_settings(campaign), updated=self.clock())
             if row.settings == old.settings:
                 return old.view()
@@ -1049,13 +1161,132 @@ class Directory:
             self._campaigns = {**self._campaigns, name: row}
             for table in self.campaign_tables:
                 table[name] = campaign
+            self._publish_campaign(CAMPAIGN_UPDATED, actor, old, row, campaign.queue)
+            return row.view()
+
+    def _route_users(self, action: RouteAction, name: str) -> str | None:
+        """The first route (the file's, then the API's) that sends callers to `name`."""
+        for index, route in enumerate(self.file_routes):
+            if route.action is action and route.trunk == name:
+                match = route.user or (route.pattern.pattern if route.pattern else "")
+                return f"route routes[{index}] ({match}) of the configuration file"
+        for route_name, (_, route) in self._routes.items():
+            if route.action is action and route.trunk == name:
+                return f"route {route_name}"
+        return None
+
+    async def delete_campaign(self, actor: Identity, name: str) -> None:
+        """Remove a campaign; 409 while a route (the file's or the API's) sends callers to it.
+        Callers already in its queue keep what they came with."""
+        async with self._lock:
+            old = self._campaigns.get(name)
+            if old is None:
+                raise ApiError(404, f"unknown campaign: {name}")
+            user = self._route_users(RouteAction.CAMPAIGN, name)
+            if user is not None:
+                why = f"{user} sends callers to campaign {name}"
+                raise ApiError(409, why, [("name", why)])
+            book = self.book
+            entry = book.entry(actor, "campaign.delete", name, old.view(), None)
+            statement = ("DELETE FROM campaigns WHERE name = ?", (name,))
+            await book.call(book.commit, [entry], [statement])
+            self._campaigns = {k: v for k, v in self._campaigns.items() if k != name}
+            self.campaigns.pop(name, None)
+            for table in self.campaign_tables:
+                table.pop(name, None)
+            self._publish_campaign(CAMPAIGN_DELETED, actor, old, None, old.settings["queue"])
+
+    def _publish_campaign(
+        self,
+        type_: str,
+        actor: Identity,
+        before: QueueRow | None,
+        after: QueueRow | None,
+        queue: str,
+    ) -> None:
+        row = after or before
+        assert row is not None
+        self.events.publish(
+            type_,
+            campaign=row.name,
+            queue=queue,
+            data={
+                "by": actor.actor,
+                "before": before.view() if before is not None else None,
+                "after": after.view() if after is not None else None,
+            },
+        )
+
+    # -- routes -------------------------------------------------------------------------------
+
+    def _route_or_400(self, settings: Mapping[str, Any]) -> Route:
+        """`settings` checked as ``check-config`` checks a ``[[routes]]`` table, its target
+        against the directory's agents, queues and campaigns."""
+        route, errors = _parse_route(settings, self.trunks)
+        if route is not None:
+            known = {
+                RouteAction.AGENT: ("agent", {a.name for a in self.agents()}),
+                RouteAction.QUEUE: ("queue", set(self._queues)),
+                RouteAction.CAMPAIGN: ("campaign", set(self._campaigns)),
+            }.get(route.action)
+            if known is not None and route.trunk and route.trunk not in known[1]:
+                errors = [("target", f'unknown {known[0]} "{route.trunk}"')]
+        if errors or route is None:
+            raise ApiError(400, "invalid " + ", ".join(sorted({f for f, _ in errors})), errors)
+        return route
+
+    def route_view(self, row: QueueRow) -> dict[str, Any]:
+        """A route as the API serves it."""
+        return row.view()
+
+    async def create_route(
+        self, actor: Identity, name: str, settings: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A new route (the keys of a ``[[routes]]`` table): matched at once, before the
+        file's routes."""
+        async with self._lock:
+            if name in self._routes:
+                why = f"a route called {name} exists already"
+                raise ApiError(409, why, [("name", why)])
+            route = self._route_or_400(settings)
+            now = self.clock()
+            row = QueueRow(name, _route_settings(route), "api", now, now)
+            book = self.book
+            entry = book.entry(actor, "route.create", name, None, row.view())
+            statement = (
+                "INSERT INTO routes (name, settings, origin, created, updated) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, json.dumps(row.settings), row.origin, row.created, row.updated),
+            )
+            await book.call(book.commit, [entry], [statement])
+            self._routes = {**self._routes, name: (row, route)}
+            self._apply_routes()
             self.events.publish(
-                CAMPAIGN_UPDATED,
-                campaign=name,
-                queue=campaign.queue,
-                data={"by": actor.actor, "before": old.view(), "after": row.view()},
+                ROUTE_CREATED, data={"by": actor.actor, "before": None, "after": row.view()}
             )
             return row.view()
+
+    async def delete_route(self, actor: Identity, name: str) -> None:
+        """Remove a route; calls it already routed go on."""
+        async with self._lock:
+            found = self._routes.get(name)
+            if found is None:
+                raise ApiError(404, f"unknown route: {name}")
+            row = found[0]
+            book = self.book
+            entry = book.entry(actor, "route.delete", name, row.view(), None)
+            statement = ("DELETE FROM routes WHERE name = ?", (name,))
+            await book.call(book.commit, [entry], [statement])
+            self._routes = {k: v for k, v in self._routes.items() if k != name}
+            self._apply_routes()
+            self.events.publish(
+                ROUTE_DELETED, data={"by": actor.actor, "before": row.view(), "after": None}
+            )
+
+    def _apply_routes(self) -> None:
+        routes = self.routes_now()
+        for table in self.route_tables:
+            table.set_added(routes)
 
 
 def file_users(campaigns: Iterable[Any], routes: Iterable[Any]) -> dict[str, str]:

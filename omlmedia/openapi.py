@@ -318,6 +318,22 @@ SCHEMAS: dict[str, Schema] = {
             "updated": {"type": "number"},
         },
     },
+    "RouteDefinition": {
+        "type": "object",
+        "description": "A route created through the API: a [[routes]] table and its name.",
+        "required": ["name", "target", "origin"],
+        "properties": {
+            "name": {"type": "string"},
+            "user": {"type": "string"},
+            "pattern": {"type": "string"},
+            "target": {"type": "string"},
+            "strip": {"type": "integer"},
+            "prefix": {"type": "string"},
+            "origin": {"type": "string", "enum": ["api"]},
+            "created": {"type": "number"},
+            "updated": {"type": "number"},
+        },
+    },
     "LiveCall": {
         "type": "object",
         "description": "An agent's call in progress (its recording: on, paused or empty).",
@@ -568,6 +584,17 @@ _MEMBERSHIPS: Schema = {
 }
 _SECONDS: Schema = {"type": "number", "minimum": 0, "maximum": 604800}
 _COUNT: Schema = {"type": "integer", "minimum": 0, "maximum": 1000000}
+_CAMPAIGN_SETTINGS: dict[str, Schema] = {
+    "queue": {"type": "string"},
+    "recording": {"type": "boolean"},
+    "url": {"type": "string"},
+    "dispositions": {"type": "array", "items": {"type": "string"}},
+    "callback": {"type": "boolean"},
+    "trunk": {"type": "string"},
+    "recording_retention_days": {"type": "integer", "minimum": 0, "maximum": 36500},
+}
+"""A campaign's settings (a ``[[campaigns]]`` table but its name)."""
+
 _QUEUE_SETTINGS: dict[str, Schema] = {
     "strategy": {
         "type": "string",
@@ -967,23 +994,59 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         responses={200: _ref("QueueDefinition")},
         problems=_QUEUE_PROBLEMS,
     ),
-    ("PATCH", "/api/v1/campaigns/{name}"): Operation(
-        parameters=(_path("name", "The campaign."),),
+    ("POST", "/api/v1/campaigns"): Operation(
+        body_required=True,
         body={
             "type": "object",
+            "required": ["name", "queue"],
             "additionalProperties": False,
             "properties": {
-                "queue": {"type": "string"},
-                "recording": {"type": "boolean"},
-                "url": {"type": "string"},
-                "dispositions": {"type": "array", "items": {"type": "string"}},
-                "callback": {"type": "boolean"},
-                "trunk": {"type": "string"},
-                "recording_retention_days": {"type": "integer", "minimum": 0, "maximum": 36500},
+                "name": {"type": "string", "pattern": _NAME_PATTERN},
+                **_CAMPAIGN_SETTINGS,
             },
         },
+        responses={201: _ref("CampaignDefinition")},
+        problems={404: _NO_DIRECTORY, 409: "The name is taken."},
+    ),
+    ("PATCH", "/api/v1/campaigns/{name}"): Operation(
+        parameters=(_path("name", "The campaign."),),
+        body={"type": "object", "additionalProperties": False, "properties": _CAMPAIGN_SETTINGS},
         responses={200: _ref("CampaignDefinition")},
         problems={404: "Unknown campaign, or the directory is not kept by this server."},
+    ),
+    ("DELETE", "/api/v1/campaigns/{name}"): Operation(
+        parameters=(_path("name", "The campaign."),),
+        responses={204: None},
+        problems={
+            404: "Unknown campaign, or the directory is not kept by this server.",
+            409: "A route (the file's or the API's) sends callers to the campaign.",
+        },
+    ),
+    ("GET", "/api/v1/routes"): Operation(
+        responses={200: _list_of("routes", "RouteDefinition")}, problems={404: _NO_DIRECTORY}
+    ),
+    ("POST", "/api/v1/routes"): Operation(
+        body_required=True,
+        body={
+            "type": "object",
+            "required": ["name", "target"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "pattern": _NAME_PATTERN},
+                "user": {"type": "string"},
+                "pattern": {"type": "string"},
+                "target": {"type": "string"},
+                "strip": {"type": "integer", "minimum": 0, "maximum": 64},
+                "prefix": {"type": "string"},
+            },
+        },
+        responses={201: _ref("RouteDefinition")},
+        problems={404: _NO_DIRECTORY, 409: "The name is taken."},
+    ),
+    ("DELETE", "/api/v1/routes/{name}"): Operation(
+        parameters=(_path("name", "The route."),),
+        responses={204: None},
+        problems={404: "Unknown route, or the directory is not kept by this server."},
     ),
     ("DELETE", "/api/v1/queues/{name}/members/{agent}"): Operation(
         parameters=(_path("name", "The queue."), _path("agent", "The agent.")),
