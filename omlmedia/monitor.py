@@ -69,7 +69,7 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +82,7 @@ from omlmedia.conference import ConferenceError, Room
 from omlmedia.events import NO_EVENTS, EventSink
 from omlmedia.logs import event
 from webrtc.channel import PeerMedia
+from webrtc.config import IceSource, ice_list
 from webrtc.exceptions import CommandError, ProtocolError
 from webrtc.signaling import PROTOCOL_VERSION, Connection, Message
 
@@ -260,7 +261,7 @@ class MonitorService:
         audit: AuditWriter | None = None,
         events: EventSink = NO_EVENTS,
         show_agents: bool = False,
-        ice_servers: Sequence[Mapping[str, Any]] = (),
+        ice_servers: IceSource = (),
         clock: Callable[[], float] = time.time,
         media_clock: Callable[[], float] | None = None,
     ) -> None:
@@ -270,7 +271,7 @@ class MonitorService:
         self.audit = audit
         self.events = events
         self.show_agents = show_agents
-        self.ice_servers = [dict(server) for server in ice_servers]
+        self._ice = ice_servers
         self.clock = clock
         self.media_clock = media_clock
         self.desk: Desk | None = None
@@ -384,7 +385,7 @@ class MonitorService:
             "type": "supervisor-auth-ok",
             "name": identity.actor,
             "role": identity.role.value,
-            "ice_servers": self.ice_servers,
+            "ice_servers": ice_list(self._ice),
         }
         if ref is not None:
             reply["ref"] = ref

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiortc import RTCIceServer
 
 from media.kernelpath_nft import KernelPath
 from media.player import MediaFileError, sound_path
@@ -531,8 +532,16 @@ class Server:
             clock=loop.time,
             session_ttl=config.webrtc.session_ttl,
         )
-        ice = ice_servers_from_config(config.webrtc.ice_servers)
-        browser_ice = [server.as_browser() for server in config.webrtc.ice_servers]
+        ice_config = config.webrtc.ice_servers
+
+        def ice() -> list[RTCIceServer]:
+            """The server's own STUN/TURN servers, TURN REST credentials made for this peer."""
+            return ice_servers_from_config(ice_config)
+
+        def browser_ice() -> list[dict[str, Any]]:
+            """The pages' STUN/TURN servers, made at each login or web call (fresh credentials)."""
+            return [server.as_browser() for server in ice_config]
+
         routes = self.routes
 
         def resolve(target: str) -> str | None:
@@ -552,7 +561,7 @@ class Server:
                 ice_servers=browser_ice,
                 media_factory=lambda name: WebCaller(
                     name,
-                    ice_servers=ice,
+                    ice_servers=ice(),
                     max_playback_rate=config.webrtc.max_playback_rate,
                     advertised=self.media_host,  # visitors' candidates trimmed to what it reaches
                 ),
@@ -578,7 +587,7 @@ class Server:
             self._scopes,
             lambda name: AgentChannel(
                 name,
-                ice_servers=ice,
+                ice_servers=ice(),
                 receive_path=config.webrtc.receive_path,
                 max_playback_rate=config.webrtc.max_playback_rate,
             ),
@@ -594,7 +603,7 @@ class Server:
                 desk,
                 lambda agent: AgentChannel(
                     agent,
-                    ice_servers=ice,
+                    ice_servers=ice(),
                     receive_path=config.webrtc.receive_path,
                     max_playback_rate=config.webrtc.max_playback_rate,
                 ),

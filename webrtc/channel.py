@@ -1079,8 +1079,16 @@ def _has_loopback_candidate(sdp: str) -> bool:
 
 
 def ice_servers_from_config(servers: Any) -> list[RTCIceServer]:
-    """`RTCIceServer`s from `webrtc.config.IceServerConfig` values."""
-    return [
-        RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
-        for s in servers
-    ]
+    """`RTCIceServer`s from `webrtc.config.IceServerConfig` values, TURN REST credentials made
+    now (call it for each new peer connection's owner, not once for the process)."""
+    result = []
+    for server in servers:
+        entry = server.as_browser(user="server")
+        result.append(
+            RTCIceServer(
+                urls=entry["urls"],
+                username=entry.get("username"),
+                credential=entry.get("credential"),
+            )
+        )
+    return result

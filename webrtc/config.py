@@ -10,8 +10,10 @@ max_playback_rate = 16000    # the most the pages' Opus carries (8000 narrowband
 show_monitoring = false      # tell an agent's page when a supervisor monitors its call
 [[webrtc.ice_servers]]
 urls = ["turn:turn.example.com:3478?transport=udp"]
-username = "omlmedia"
-credential = "secret"
+secret_file = "/etc/omlmedia/turn-secret"   # TURN REST: ephemeral credentials (coturn's
+ttl = 3600                                  # use-auth-secret); or secret_env = "TURN_SECRET"
+# username = "omlmedia"                     # or static ones (every page gets the same)
+# credential = "secret"
 
 [[agents]]
 name = "agent1"
@@ -26,10 +28,16 @@ Every error is a `ConfigError` whose message starts with the place: ``agents[1].
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
+import os
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from webrtc.accounts import Account, hash_password, parse_password_hash
@@ -41,16 +49,18 @@ __all__ = [
     "AgentConfig",
     "IceServerConfig",
     "WebrtcConfig",
+    "ice_list",
     "parse_agents",
     "parse_ice_servers",
     "parse_web_targets",
     "parse_webrtc",
+    "turn_rest_credential",
 ]
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 _ICE_URL = re.compile(r"(stun|stuns|turn|turns):[^\s?]+(\?transport=(udp|tcp))?")
 _AGENT_KEYS = {"name", "display_name", "password_hash", "password"}
-_ICE_KEYS = {"urls", "username", "credential"}
+_ICE_KEYS = {"urls", "username", "credential", "secret_file", "secret_env", "ttl"}
 _WEBRTC_KEYS = {
     "ice_servers",
     "session_ttl",
@@ -82,20 +92,47 @@ class AgentConfig:
 @dataclass(frozen=True, slots=True)
 class IceServerConfig:
     """One STUN/TURN server (the W3C ``RTCIceServer`` dictionary): TURN needs `username` and
-    `credential`."""
+    `credential`, or a `secret` shared with the TURN server for ephemeral credentials (the
+    "TURN REST API" draft, coturn's ``use-auth-secret``): ``username = "<expiry>:<user>"``,
+    ``credential = base64(HMAC-SHA1(secret, username))``, valid `ttl` seconds."""
 
     urls: tuple[str, ...]
     username: str | None = None
-    credential: str | None = None
+    credential: str | None = field(default=None, repr=False)
+    secret: str | None = field(default=None, repr=False)
+    ttl: float = 86400.0
 
-    def as_browser(self) -> dict[str, Any]:
-        """The W3C ``RTCIceServer`` dictionary the pages get."""
+    def as_browser(self, now: float | None = None, user: str = "omlmedia") -> dict[str, Any]:
+        """The W3C ``RTCIceServer`` dictionary the pages get; with a `secret`, credentials made
+        now (Unix time `now`) for `user`, expiring after `ttl`."""
         server: dict[str, Any] = {"urls": list(self.urls)}
-        if self.username is not None:
-            server["username"] = self.username
-        if self.credential is not None:
-            server["credential"] = self.credential
+        username, credential = self.username, self.credential
+        if self.secret is not None:
+            expiry = int((time.time() if now is None else now) + self.ttl)
+            username = f"{expiry}:{user}"
+            credential = turn_rest_credential(self.secret, username)
+        if username is not None:
+            server["username"] = username
+        if credential is not None:
+            server["credential"] = credential
         return server
+
+
+def turn_rest_credential(secret: str, username: str) -> str:
+    """``base64(HMAC-SHA1(secret, username))``: what a TURN server with the same shared secret
+    (coturn ``static-auth-secret``) expects as the password of `username`."""
+    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+IceSource = Sequence[Mapping[str, Any]] | Callable[[], Sequence[Mapping[str, Any]]]
+"""The pages' STUN/TURN servers: a list, or a function making it (fresh TURN credentials)."""
+
+
+def ice_list(source: IceSource) -> list[dict[str, Any]]:
+    """The ``RTCIceServer`` dictionaries of `source`, made now when it is a function."""
+    servers = source() if callable(source) else source
+    return [dict(server) for server in servers]
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,10 +255,43 @@ def parse_ice_servers(
             username = _text(f"{here}.username", username)
         if credential is not None:
             credential = _text(f"{here}.credential", credential)
-        if any(u.startswith("turn") for u in urls) and (username is None or credential is None):
-            raise ConfigError(f"{here}: a TURN server needs username and credential")
-        servers.append(IceServerConfig(tuple(urls), username, credential))
+        secret = _turn_secret(here, item)
+        ttl = _seconds(f"{here}.ttl", item.get("ttl", 86400.0), 60.0, 7 * 86400.0)
+        if secret is not None and (username is not None or credential is not None):
+            raise ConfigError(f"{here}: give secret_file/secret_env or username and credential")
+        if (
+            any(u.startswith("turn") for u in urls)
+            and secret is None
+            and (username is None or credential is None)
+        ):
+            raise ConfigError(
+                f"{here}: a TURN server needs username and credential, or secret_file/secret_env"
+            )
+        servers.append(IceServerConfig(tuple(urls), username, credential, secret, ttl))
     return tuple(servers)
+
+
+def _turn_secret(here: str, item: Mapping[str, Any]) -> str | None:
+    """The TURN REST shared secret from ``secret_file`` (its first line) or ``secret_env``."""
+    if "secret_file" in item and "secret_env" in item:
+        raise ConfigError(f"{here}: give secret_file or secret_env, not both")
+    if "secret_file" in item:
+        path = _text(f"{here}.secret_file", item["secret_file"], max_length=4096)
+        try:
+            lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{here}.secret_file: cannot read {path}: {exc}") from None
+        secret = lines[0].strip() if lines else ""
+        if not secret:
+            raise ConfigError(f"{here}.secret_file: {path} is empty")
+        return secret
+    if "secret_env" in item:
+        name = _text(f"{here}.secret_env", item["secret_env"], max_length=128)
+        secret = os.environ.get(name, "").strip()
+        if not secret:
+            raise ConfigError(f"{here}.secret_env: the environment variable {name} is not set")
+        return secret
+    return None
 
 
 def _seconds(where: str, value: Any, low: float, high: float) -> float:

@@ -55,13 +55,14 @@ import json
 import logging
 import re
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from queueing.events import AgentState
 from webrtc.accounts import AccountStore, Session
 from webrtc.accounts import check_password as _check_password
+from webrtc.config import IceSource, ice_list
 from webrtc.exceptions import CommandError, LoginError, ProtocolError
 
 logger = logging.getLogger(__name__)
@@ -463,7 +464,7 @@ class AgentHub:
         clock: Clock,
         reconnect_grace: float = 30.0,
         check_password: PasswordCheck = _check_password,
-        ice_servers: Sequence[Mapping[str, Any]] = (),
+        ice_servers: IceSource = (),
         web: WebCallHandler | None = None,
         supervisors: SupervisorHandler | None = None,
         login_deadline: float = LOGIN_DEADLINE,
@@ -475,9 +476,7 @@ class AgentHub:
         self.supervisors = supervisors
         """The supervisors' sockets (`SUPERVISOR_MESSAGES`); None refuses them with
         ``unknown-type``."""
-        self.ice_servers = [dict(server) for server in ice_servers]
-        """STUN/TURN servers for the pages (W3C ``RTCIceServer`` dicts), sent in ``login-ok``
-        and ``auth-ok``."""
+        self._ice = ice_servers
         self.web = web
         """The web callers (``web-call`` messages); None refuses them with ``unknown-type``."""
         self.control = control
@@ -492,6 +491,12 @@ class AgentHub:
         """Sockets not logged in yet, with the time they opened."""
 
     # --- queries ---
+
+    @property
+    def ice_servers(self) -> list[dict[str, Any]]:
+        """STUN/TURN servers for the pages (W3C ``RTCIceServer`` dicts), sent in ``login-ok``
+        and ``auth-ok``; made at each call when given as a function (fresh TURN credentials)."""
+        return ice_list(self._ice)
 
     def channel(self, agent: str) -> Channel | None:
         """The agent's media channel while logged in."""

@@ -41,7 +41,7 @@ import ipaddress
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,6 +50,7 @@ import numpy.typing as npt
 
 from sip.transport import source_key
 from webrtc.channel import PeerMedia
+from webrtc.config import IceSource, ice_list
 from webrtc.exceptions import CommandError, ProtocolError
 from webrtc.signaling import PROTOCOL_VERSION, Connection, Message
 
@@ -266,7 +267,7 @@ class WebCallerHub:
         control: WebCallControl,
         targets: Iterable[str],
         *,
-        ice_servers: Sequence[Mapping[str, Any]] = (),
+        ice_servers: IceSource = (),
         media_factory: MediaFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
         calls_per_minute: int = 6,
@@ -275,7 +276,7 @@ class WebCallerHub:
     ) -> None:
         self.control = control
         self.targets = frozenset(targets)
-        self.ice_servers = [dict(server) for server in ice_servers]
+        self._ice = ice_servers
         self.media_factory = media_factory or (lambda name: WebCaller(name))
         self.clock = clock
         self.calls_per_minute = calls_per_minute
@@ -326,7 +327,7 @@ class WebCallerHub:
                     "type": "web-call-ready",
                     "ref": ref,
                     "target": f["target"],
-                    "ice_servers": self.ice_servers,
+                    "ice_servers": ice_list(self._ice),
                 },
             )
         elif kind == "web-call":
