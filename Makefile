@@ -12,7 +12,7 @@ ARGS     ?=
 
 # System packages: what the server needs, and what the tests drive as real peers.
 RUN_DEBS  := libopus0 ca-certificates
-TEST_DEBS := $(RUN_DEBS) sip-tester baresip chromium systemd docker-compose postgresql kamailio nftables iproute2 fail2ban
+TEST_DEBS := $(RUN_DEBS) sip-tester baresip chromium systemd docker-compose postgresql kamailio nftables iproute2 fail2ban coturn
 
 .PHONY: run test setup setup-test system-run system-test lint typecheck pytest bench clean
 
