@@ -161,6 +161,8 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("POST", "/api/v1/agents/{name}/logout"): Rule(Permission.AGENTS_CONTROL, Scope.AGENT),
     ("GET", "/api/v1/calls/records"): Rule(Permission.RECORDS_READ, Scope.FILTER),
     ("GET", "/api/v1/calls"): Rule(Permission.AGENTS_READ, Scope.FILTER),
+    ("POST", "/api/v1/calls"): Rule(Permission.CALLS_CONTROL, Scope.FILTER),
+    ("GET", "/api/v1/calls/{id}"): Rule(Permission.AGENTS_READ, Scope.FILTER),
     ("POST", "/api/v1/calls/{id}/hangup"): Rule(Permission.CALLS_CONTROL, Scope.FILTER),
     ("POST", "/api/v1/calls/{id}/hold"): Rule(Permission.CALLS_CONTROL, Scope.FILTER),
     ("POST", "/api/v1/calls/{id}/unhold"): Rule(Permission.CALLS_CONTROL, Scope.FILTER),

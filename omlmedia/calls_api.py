@@ -14,6 +14,14 @@ call's view before and after); the recording's pauses are also published as
 Routes (all JSON):
 
 - ``GET /api/v1/calls``: ``{"calls": [call, ...]}``, the calls in the token's scope;
+  ``GET /api/v1/calls/{id}``: one;
+- ``POST /api/v1/calls`` ``{"agent", "number", "campaign" | "trunk"}``: click-to-call
+  (`omlmedia.originate`): 202 with the call's id and its ``Location`` at once; the agent's page
+  rings (the agent must be logged in and Ready: else 409), and when the agent answers the
+  number is dialled through the campaign's trunk (its ``trunk``, else the default one) or the
+  trunk named. The token must cover the agent and the campaign; naming a trunk directly is for
+  an unscoped token only (a scoped integration dials what its campaigns allow). Progress is
+  published as ``call.click_to_call`` events;
 - ``POST /api/v1/calls/{id}/hangup``, ``.../hold``, ``.../unhold``: the call afterwards (a
   hung-up call: ``state`` ``ended``);
 - ``POST /api/v1/calls/{id}/transfer`` ``{"to": target}``: a blind transfer to a number, a
@@ -36,6 +44,8 @@ from aiohttp import web
 from omlmedia.admin_api import BOOK_KEY
 from omlmedia.agents import AgentCall, AgentDesk
 from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Identity
+from omlmedia.config import Config
+from omlmedia.desk import DIALABLE
 from omlmedia.problems import ApiError
 from omlmedia.problems import json_body as _body
 from webrtc.exceptions import CommandError
@@ -120,6 +130,82 @@ async def get_calls(request: web.Request) -> web.Response:
     views = [call_view(desk, ac) for ac in desk.calls.values() if _in_scope(request, ac)]
     views.sort(key=lambda v: (v["offered_at"], v["call_id"], v["agent"]))
     return web.json_response({"calls": views})
+
+
+@routes.get("/v1/calls/{id}")
+async def get_call(request: web.Request) -> web.Response:
+    """One live call."""
+    desk, ac = _call(request)
+    return web.json_response(call_view(desk, ac))
+
+
+def _field(body: dict[str, Any], name: str, pattern: re.Pattern[str], why: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ApiError(400, f"{name} {why}", [(name, why)])
+    return value
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+
+
+@routes.post("/v1/calls")
+async def post_call(request: web.Request) -> web.Response:
+    """Click-to-call: ring the agent's page, then dial the number when the agent answers."""
+    body = await _body(request)
+    unknown = sorted(set(body) - {"agent", "number", "campaign", "trunk"})
+    if unknown:
+        raise ApiError(400, "unknown fields", [(name, "not a field of a call") for name in unknown])
+    agent = _field(body, "agent", _NAME, "must be an agent's name")
+    number = _field(body, "number", DIALABLE, "must be 1-32 digits, '+', '*' or '#'")
+    if ("campaign" in body) == ("trunk" in body):
+        why = "give a campaign or a trunk (one of them)"
+        raise ApiError(400, why, [("campaign", why), ("trunk", why)])
+    desk = _desk(request)
+    identity: Identity = request[IDENTITY_KEY]
+    scopes = request.app[SCOPES_KEY]()
+    if agent not in desk.hub.accounts.accounts:
+        raise ApiError(404, f"unknown agent: {agent}", [("agent", "no such agent")])
+    if not identity.covers_agent(scopes, agent):
+        raise ApiError(403, f"the agent {agent} is out of scope")
+    campaign = trunk = ""
+    if "campaign" in body:
+        campaign = _field(body, "campaign", _NAME, "must be a campaign's name")
+        known = desk.acd.campaigns.get(campaign) if desk.acd is not None else None
+        if known is None:
+            raise ApiError(404, f"unknown campaign: {campaign}", [("campaign", "no such campaign")])
+        if not identity.covers(scopes, campaign=campaign, queue=known.queue):
+            raise ApiError(403, f"the campaign {campaign} is out of scope")
+        trunk = known.trunk
+    else:
+        trunk = _field(body, "trunk", _NAME, "must be a trunk's name")
+        config = request.config_dict.get(_config_key())
+        if config is None or all(t.name != trunk for t in config.trunks):
+            raise ApiError(404, f"unknown trunk: {trunk}", [("trunk", "no such trunk")])
+        if identity.scope is not None:
+            raise ApiError(
+                403,
+                "a scoped token dials through its campaigns, not a trunk",
+                [("trunk", "give one of the token's campaigns instead")],
+            )
+    try:
+        call_id = desk.originate(agent, number, trunk=trunk, campaign=campaign)
+    except CommandError as exc:
+        fields = [("agent", exc.reason)] if exc.code in ("not-ready", "no-page") else []
+        raise ApiError(409, exc.reason, fields) from None
+    view = {"call_id": call_id, "agent": agent, "number": number, "campaign": campaign}
+    view |= {"trunk": trunk, "state": "ringing"}
+    book = request.app[BOOK_KEY]
+    if book is not None:
+        await book.call(book.record, identity, "call.originate", call_id, None, view)
+    location = f"/api/v1/calls/{call_id}"
+    return web.json_response(view, status=202, headers={"Location": location})
+
+
+def _config_key() -> web.AppKey[Config]:
+    from omlmedia.api import CONFIG_KEY  # the API module imports this one
+
+    return CONFIG_KEY
 
 
 async def _control(

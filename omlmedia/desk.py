@@ -152,6 +152,10 @@ class AgentCall:
     """The number a callback (or a manual call) dials once the agent answers."""
     outbound: Call | None = None
     """The outbound SIP call of a callback, a manual call or a consultation."""
+    trunk: str = ""
+    """The trunk `callback` is dialled through (empty: the campaign's, else the default)."""
+    origin: str = ""
+    """Who asked for the call when not the page or a caller: ``api`` (click-to-call)."""
     recorder: CallRecorder | None = None
     consult_of: str = ""
     """For a consultation call (attended transfer): the call id of the held call."""
@@ -1251,7 +1255,7 @@ class Desk:
             raise CommandError("no-ports", "no media port is free") from None
         leg = RtpLeg(pair)
         ac.leg = leg
-        trunk = ac.queued.campaign.trunk if ac.queued and ac.queued.campaign else ""
+        trunk = ac.trunk or (ac.queued.campaign.trunk if ac.queued and ac.queued.campaign else "")
         offer = create_offer(
             MediaCapabilities(CAPABILITIES.codecs, rtcp_mux=False),
             secrets.randbelow(2**31) + 1,

@@ -334,6 +334,14 @@ SCHEMAS: dict[str, Schema] = {
             "updated": {"type": "number"},
         },
     },
+    "Originated": {
+        "type": "object",
+        "description": "A click-to-call placed: the agent's page rings.",
+        "required": ["call_id", "agent", "number", "campaign", "trunk", "state"],
+        "properties": {
+            name: {"type": "string"} for name in "call_id agent number campaign trunk state".split()
+        },
+    },
     "LiveCall": {
         "type": "object",
         "description": "An agent's call in progress (its recording: on, paused or empty).",
@@ -749,6 +757,31 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/v1/calls"): Operation(
         responses={200: _list_of("calls", "LiveCall")},
         problems={404: "This server has no agent desk."},
+    ),
+    ("POST", "/api/v1/calls"): Operation(
+        body_required=True,
+        body={
+            "type": "object",
+            "required": ["agent", "number"],
+            "additionalProperties": False,
+            "description": "One of campaign and trunk.",
+            "properties": {
+                "agent": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{1,64}$"},
+                "number": {"type": "string", "pattern": "^[0-9+*#]{1,32}$"},
+                "campaign": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{1,64}$"},
+                "trunk": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{1,64}$"},
+            },
+        },
+        responses={202: _ref("Originated")},
+        problems={
+            404: "Unknown agent, campaign or trunk, or no agent desk.",
+            409: "The agent is not logged in and Ready.",
+        },
+    ),
+    ("GET", "/api/v1/calls/{id}"): Operation(
+        parameters=(_path("id", "The call."),),
+        responses={200: _ref("LiveCall")},
+        problems={404: "No such live call, or no agent desk."},
     ),
     ("POST", "/api/v1/calls/{id}/hangup"): _CALL_CONTROL,
     ("POST", "/api/v1/calls/{id}/hold"): _CALL_CONTROL,
