@@ -328,3 +328,118 @@ async def test_a_campaign_changes_at_run_time_and_keeps_the_change_across_a_rest
     again = load_config(out)
     assert {c.name: c for c in again.campaigns} == directory.campaigns_now()
     book.close()
+
+
+async def test_a_campaign_and_a_did_route_created_through_the_api_take_calls_at_once_and_persist(
+    tmp_path: Path,
+) -> None:
+    from omlmedia.router import RouteTable
+
+    path, config = write_config(tmp_path)
+    events = Events()
+    book, directory = start(config, events)
+    directory.file_routes = config.routes
+    running = {c.name: c for c in config.campaigns}
+    directory.campaign_tables.append(running)
+    table = RouteTable(config)
+    directory.route_tables.append(table)
+    assert table.route_for("5551000") is None  # cached as unrouted
+
+    view = await directory.create_campaign(
+        ADMIN, "promo", {"queue": "sales", "dispositions": ["sold", "no-sale"]}
+    )
+    assert view["origin"] == "api" and view["recording"] is False
+    assert running["promo"].queue == "sales" and running["promo"].dispositions == (
+        "sold",
+        "no-sale",
+    )
+    assert directory.scopes().campaigns["promo"] == "sales"
+    with pytest.raises(ApiError) as caught:
+        await directory.create_campaign(ADMIN, "promo", {"queue": "sales"})
+    assert caught.value.status == 409
+    with pytest.raises(ApiError) as caught:
+        await directory.create_campaign(ADMIN, "bad", {"queue": "nowhere", "url": "ftp://x"})
+    assert caught.value.status == 400
+    assert {f for f, _ in caught.value.errors} == {"queue", "url"}, caught.value.errors
+
+    route = await directory.create_route(
+        ADMIN, "promo-did", {"user": "5551000", "target": "campaign:promo"}
+    )
+    assert route == {
+        "name": "promo-did",
+        "user": "5551000",
+        "target": "campaign:promo",
+        "origin": "api",
+        "created": route["created"],
+        "updated": route["updated"],
+    }
+    found = table.route_for("5551000")  # the cache was dropped: the next call is routed
+    assert found is not None and found[0].target == "campaign:promo" and found[1] == "5551000"
+    await directory.create_route(ADMIN, "catch", {"pattern": "^echo$", "target": "moh"})
+    found = table.route_for("echo")  # the API's routes come before the file's
+    assert found is not None and found[0].target == "moh"
+    for settings, fields in [
+        ({"user": "1", "target": "campaign:nope"}, {"target"}),
+        ({"user": "1", "target": "queue:nope"}, {"target"}),
+        ({"user": "1", "target": "trunk:nope"}, {"target"}),
+        ({"user": "1", "pattern": "(", "target": "echo"}, {"settings", "pattern"}),
+        ({"user": "1", "target": "echo", "strip": -1, "colour": 1}, {"strip", "colour"}),
+    ]:
+        with pytest.raises(ApiError) as caught:
+            await directory.create_route(ADMIN, "bad", settings)
+        assert caught.value.status == 400
+        assert {f for f, _ in caught.value.errors} == fields, (settings, caught.value.errors)
+    with pytest.raises(ApiError) as caught:
+        await directory.create_route(ADMIN, "catch", {"user": "2", "target": "echo"})
+    assert caught.value.status == 409
+
+    with pytest.raises(ApiError) as caught:  # in use: 409 naming the route
+        await directory.delete_campaign(ADMIN, "promo")
+    assert caught.value.status == 409 and "route promo-did" in caught.value.reason
+    with pytest.raises(ApiError) as caught:  # the file's route reaches it
+        await directory.delete_campaign(ADMIN, "support")
+    assert caught.value.status == 409 and "routes[" in caught.value.reason
+    await directory.create_queue(ADMIN, "vip", {"members": ["agent1"]})
+    await directory.create_route(ADMIN, "vip-did", {"user": "5552000", "target": "queue:vip"})
+    with pytest.raises(ApiError) as caught:
+        await directory.delete_queue(ADMIN, "vip")
+    assert caught.value.status == 409 and "route vip-did" in caught.value.reason
+    book.close()
+
+    book, directory = start(config)  # a restart: the database keeps them
+    assert [r.name for r in directory.route_rows()] == ["promo-did", "catch", "vip-did"]
+    assert directory.routes_now()[0].target == "campaign:promo"
+    assert directory.campaigns_now()["promo"].queue == "sales"
+    out = tmp_path / "exported.toml"
+    out.write_text(directory.export(tomllib.loads(path.read_text())))
+    again = load_config(out)  # check-config accepts it, the API's routes first
+    assert [r.target for r in again.routes[:3]] == ["campaign:promo", "moh", "queue:vip"]
+    assert again.routes[3:] == config.routes
+    assert "promo" in {c.name for c in again.campaigns}
+    directory.file_routes = config.routes
+    directory.route_tables.append(table)
+    directory.campaign_tables.append(running)
+    await directory.delete_route(ADMIN, "promo-did")
+    assert table.route_for("5551000") is None
+    await directory.delete_campaign(ADMIN, "promo")
+    assert "promo" not in running and "promo" not in directory.campaigns_now()
+    with pytest.raises(ApiError) as caught:
+        await directory.delete_route(ADMIN, "promo-did")
+    assert caught.value.status == 404
+    book.close()
+
+    published = [t for t, _ in events.published if t.startswith(("admin.campaign", "admin.route"))]
+    assert published == [
+        "admin.campaign.created",
+        "admin.route.created",
+        "admin.route.created",
+        "admin.route.created",
+    ]
+    book = AccountBook(config.server.data_dir / "omlmedia.db")
+    actions = [e.action for e in book.audit() if e.actor == "boss"]
+    for action in ("campaign.create", "route.create", "route.delete", "campaign.delete"):
+        assert action in actions
+    deleted = next(e for e in book.audit(action="campaign.delete"))
+    assert deleted.before is not None and deleted.before["queue"] == "sales"
+    assert deleted.after is None
+    book.close()
