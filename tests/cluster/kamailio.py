@@ -62,6 +62,33 @@ class Kamailio:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def control(self) -> str:
+        """Its kamcmd control socket."""
+        return f"unix:{self.directory / 'ctl'}"
+
+    def set_nodes(self, nodes: Sequence[int]) -> None:
+        """Write the dispatcher list (omlmedia nodes on these loopback SIP ports) and make
+        Kamailio reload it, as an operator adds or removes a node."""
+        (self.directory / "dispatcher.list").write_text(
+            "".join(f"1 sip:127.0.0.1:{port}\n" for port in nodes)
+        )
+        kamcmd = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
+        deadline = time.monotonic() + 10
+        while True:  # a reload within reload_delta (1 s) of the last one is refused: retry
+            result = subprocess.run(
+                [kamcmd, "-s", self.control, "dispatcher.reload"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+            output = result.stdout + result.stderr
+            if result.returncode == 0 and "error" not in output.lower():
+                return
+            assert time.monotonic() < deadline, output
+            time.sleep(0.2)
+
     def wait_for(self, text: str, timeout: float) -> float:
         """Poll the log until it holds `text`; the monotonic time it was seen."""
         deadline = time.monotonic() + timeout
@@ -87,6 +114,7 @@ def kamailio(
     never limits); `invite_pipe` is the cluster-wide INVITE rate limit."""
     binary = require()
     directory.mkdir(parents=True, exist_ok=True)
+    assert len(str(directory / "ctl")) < 100, "a unix socket path must be short"
     targets = directory / "dispatcher.list"
     targets.write_text("".join(f"1 sip:127.0.0.1:{port}\n" for port in nodes))
     port = harness.free_port()
@@ -100,6 +128,7 @@ def kamailio(
         *("-A", f"OML_INVITE_TIMEOUT={INVITE_TIMEOUT_MS}"),
         *("-A", f'OML_TRUSTED="{trusted}"'),
         *("-A", f'OML_INVITE_PIPE="{invite_pipe}"'),
+        *("-A", f'OML_CTL="unix:{directory / "ctl"}"'),
     ]
     with (directory / "kamailio.log").open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

@@ -139,6 +139,38 @@ def test_a_call_sent_to_a_node_that_just_died_is_set_up_on_the_next_one(
         assert time.monotonic() - started < kam.INVITE_TIMEOUT_MS / 1000 + 3
 
 
+def test_a_node_joins_and_another_leaves_while_a_call_goes_on(
+    nodes: tuple[harness.RunningServer, harness.RunningServer], tmp_path: Path
+) -> None:
+    a, b = nodes
+    with kam.kamailio(tmp_path / "kamailio", [a.sip_port]) as front:
+        kam.wait_probed([a])
+        target = f"127.0.0.1:{front.port}"
+        ongoing: list[SippResult] = []
+        runner = threading.Thread(
+            target=lambda: ongoing.append(
+                run_sipp(kam.sipp_uac(target, calls=1, rate=1, pause_ms=5000), tmp_path, name="on")
+            )
+        )
+        runner.start()
+        deadline = time.monotonic() + 10
+        while kam.calls_total(a) != 1:
+            assert time.monotonic() < deadline, "the ongoing call did not reach node a"
+            time.sleep(0.05)
+        front.set_nodes([a.sip_port, b.sip_port])  # b joins
+        kam.wait_probed([b])
+        joined = run_sipp(kam.sipp_uac(target, calls=10, rate=20, pause_ms=100), tmp_path)
+        assert joined.returncode == 0 and joined.count("SuccessfulCall") == 10, joined.output
+        assert (kam.calls_total(a), kam.calls_total(b)) == (1 + 5, 5)
+        front.set_nodes([b.sip_port])  # a leaves, with its call still up
+        left = run_sipp(kam.sipp_uac(target, calls=4, rate=20, pause_ms=100), tmp_path, name="left")
+        assert left.returncode == 0 and left.count("SuccessfulCall") == 4, left.output
+        assert (kam.calls_total(a), kam.calls_total(b)) == (6, 9)
+        runner.join(30)
+        (call,) = ongoing
+        assert call.returncode == 0 and call.count("SuccessfulCall") == 1, call.output
+
+
 def test_the_kamailio_hop_adds_under_a_few_milliseconds_to_call_setup(
     node: harness.RunningServer, tmp_path: Path
 ) -> None:
