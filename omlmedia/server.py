@@ -358,6 +358,9 @@ class Server:
         )
         calls.campaigns = self.directory.campaigns_now()
         self.directory.campaign_tables.append(calls.campaigns)
+        self.directory.file_routes = config.routes
+        self.routes.set_added(self.directory.routes_now())
+        self.directory.route_tables.append(self.routes)
         pages = self._start_agents(service, b2bua, self.directory)
         self.media_targets = (media, b2bua)
         router = self.router = CallRouter(
