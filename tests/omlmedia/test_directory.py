@@ -378,13 +378,14 @@ async def test_a_campaign_and_a_did_route_created_through_the_api_take_calls_at_
     await directory.create_route(ADMIN, "catch", {"pattern": "^echo$", "target": "moh"})
     found = table.route_for("echo")  # the API's routes come before the file's
     assert found is not None and found[0].target == "moh"
-    for settings, fields in [
+    bad: list[tuple[dict[str, Any], set[str]]] = [
         ({"user": "1", "target": "campaign:nope"}, {"target"}),
         ({"user": "1", "target": "queue:nope"}, {"target"}),
         ({"user": "1", "target": "trunk:nope"}, {"target"}),
         ({"user": "1", "pattern": "(", "target": "echo"}, {"settings", "pattern"}),
         ({"user": "1", "target": "echo", "strip": -1, "colour": 1}, {"strip", "colour"}),
-    ]:
+    ]
+    for settings, fields in bad:
         with pytest.raises(ApiError) as caught:
             await directory.create_route(ADMIN, "bad", settings)
         assert caught.value.status == 400
