@@ -173,6 +173,8 @@ async def test_a_recording_paused_on_the_page_and_resumed_by_the_api_holds_silen
         await expect(state).to_have_text("Wrap-up", timeout=5000)
         status, body = api(server, f"/v1/calls/{call_id}/recording/pause", {})
         assert status == 404, body
+        await page.get_by_role("button", name="Log out", exact=True).click()
+        await expect(page.get_by_role("button", name="Log in")).to_be_visible()
         run = await caller
     assert run.established
 
@@ -210,3 +212,95 @@ async def test_a_recording_paused_on_the_page_and_resumed_by_the_api_holds_silen
         assert part.size > rate and float(np.abs(part).max()) < 0.01, channel
     assert level(end + 0.3, end + 2.5, 0, CALLER_TONE) > 0.05  # back after the resume
     assert level(end + 0.3, end + 2.5, 1, AGENT_TONE) > 0.05
+
+
+def stream_events(server: RunningServer, types: str, count: int, within: float = 10.0) -> list[Any]:
+    """The first `count` events of `types` in the event log (SSE from the start, ``since_id=0``)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{server.http_port}/api/v1/events?since_id=0&type={types}",
+        headers={"Authorization": f"Bearer {API_TOKEN}", "Accept": "text/event-stream"},
+    )
+    found: list[Any] = []
+    deadline = time.monotonic() + within
+    with urllib.request.urlopen(request, context=context, timeout=within) as response:
+        while len(found) < count and time.monotonic() < deadline:
+            line = response.readline().decode()
+            if line.startswith("data:"):
+                found.append(json.loads(line[5:]))
+    return found
+
+
+async def test_click_to_call_rings_the_agent_then_dials_the_number_through_the_trunk(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    from tests.interop.baresip import answerer
+    from tests.interop.browser import ANALYSE_REMOTE_AUDIO
+
+    number, far_tone = "5557777", 550.0
+    order = {"agent": "agent2", "number": number, "campaign": "support"}
+    status, body = api(server, "/v1/calls", {**order, "agent": "nobody"})
+    assert status == 404 and [e["field"] for e in body["errors"]] == ["agent"], body
+    status, body = api(server, "/v1/calls", {**order, "campaign": "nope"})
+    assert status == 404 and [e["field"] for e in body["errors"]] == ["campaign"], body
+    status, body = api(server, "/v1/calls", {"agent": "agent2", "number": "12a"})
+    assert status == 400 and [e["field"] for e in body["errors"]] == ["number"], body
+    status, body = api(server, "/v1/calls", order)
+    assert status == 409, body  # not logged in
+    async with chromium(tmp_path / "agent", AGENT_TONE) as browser:
+        page = await browser.new_page()
+        await page.goto(f"https://127.0.0.1:{server.http_port}/agent/")
+        await page.get_by_label("Username").fill("agent2")
+        await page.get_by_label("Password").fill(DEMO_PASSWORD)
+        await page.get_by_role("button", name="Log in", exact=True).click()
+        state = page.locator("#state")
+        await expect(state).to_contain_text("Paused", timeout=10000)
+        await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
+        status, body = api(server, "/v1/calls", order)
+        assert status == 409 and "Ready" in body["detail"], body  # paused
+        await page.get_by_role("button", name="Ready", exact=True).click()
+        await expect(state).to_have_text("Ready", timeout=5000)
+
+        # The agent declines one: it fails, and the agent is Ready again.
+        status, declined = api(server, "/v1/calls", order)
+        assert status == 202, declined
+        await expect(page.locator("#caller-number")).to_have_text(number, timeout=10000)
+        await page.get_by_role("button", name="Hang up", exact=True).click()
+        await expect(state).to_have_text("Ready", timeout=5000)
+
+        with answerer(
+            tmp_path / "pbx", server.pbx_port, user=number, tone_hz=far_tone, codecs="PCMU"
+        ) as far:
+            status, placed = api(server, "/v1/calls", order)
+            assert status == 202 and placed["state"] == "ringing", placed
+            call_id = placed["call_id"]
+            status, live = api(server, f"/v1/calls/{call_id}")
+            assert status == 200 and live["state"] == "ringing" and live["agent"] == "agent2"
+            await expect(page.locator("#caller-number")).to_have_text(number, timeout=10000)
+            await expect(state).to_have_text("Ringing")
+            await page.get_by_role("button", name="Answer", exact=True).click()
+            await expect(state).to_have_text("On call", timeout=10000)
+            heard = await page.evaluate(ANALYSE_REMOTE_AUDIO)
+            assert abs(heard["hz"] - far_tone) < 10, heard  # media from the far end
+            await page.get_by_role("button", name="Hang up", exact=True).click()
+            await expect(page.locator("#no-call")).to_be_visible(timeout=10000)
+        assert "Call established" in far.output, far.output[-2000:]
+
+    events = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: stream_events(server, "call.click_to_call", 6)
+    )
+    stages = [(e["call_id"], e["data"]["stage"]) for e in events]
+    assert stages == [
+        (declined["call_id"], "ringing-agent"),
+        (declined["call_id"], "failed"),
+        (call_id, "ringing-agent"),
+        (call_id, "dialing"),
+        (call_id, "answered"),
+        (call_id, "ended"),
+    ], stages
+    assert events[1]["data"]["reason"] == "agent-hangup"
+    assert all(e["agent"] == "agent2" and e["data"]["number"] == number for e in events)
