@@ -78,7 +78,12 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["AcdRuntime", "QueuedCaller", "agent_figures", "engine_log", "queue_figures"]
 
-_PHONE = re.compile(r"[0-9]{3,20}")
+CALLBACK_NUMBERS = re.compile(r"(?!00)[0-9]{6,15}")
+"""The numbers a caller may ask to be called back at: national numbers of 6 to 15 digits, never
+an international prefix (00) nor a short (premium, service) code. Toll fraud asks for callbacks
+to numbers that pay the asker."""
+CALLBACK_EXPIRY = 4 * 3600.0
+"""Seconds after which a callback that has not come up yet is dropped, never dialled."""
 CALLBACK_DIGIT = "1"
 
 
@@ -98,6 +103,8 @@ class QueuedCaller:
     digits: str = ""
     collecting: bool = False
     callback_number: str = ""
+    callback_at: float = 0.0
+    """When the caller asked to be called back (the `CALLBACK_EXPIRY` counts from then)."""
     ended: bool = False
     hangup_by: str = ""
     mailbox: Mailbox | None = None
@@ -640,7 +647,17 @@ class AcdRuntime:
         if digit == "#":
             number = qc.digits
             qc.collecting = False
-            if not _PHONE.fullmatch(number):
+            refusal = self._callback_refusal(number)
+            if refusal is not None:
+                event(
+                    logger,
+                    "queue-callback-refused",
+                    level=logging.WARNING,
+                    call_id=call.call_id,
+                    number=number,
+                    reason=refusal,
+                    source=str(call.source),
+                )
                 self._play(qc, ["invalid-option"], lambda: self._play_music(qc))
                 return
             if not self.engine.callback_request(call.call_id, number, self.now()):
@@ -648,6 +665,7 @@ class AcdRuntime:
                 return
             self.stats.callbacks += 1
             qc.callback_number = number
+            qc.callback_at = self.now()
             event(logger, "queue-callback", call_id=call.call_id, number=number)
             self._play(qc, ["callback-confirmed", "goodbye"], lambda: self._hang_up(qc))
             self.pump()
@@ -656,6 +674,17 @@ class AcdRuntime:
         elif digit == "*":
             qc.collecting = False
             self._play_music(qc)
+
+    def _callback_refusal(self, number: str) -> str | None:
+        """Why a callback to `number` is refused: not a number allowed for callbacks, or one
+        already waiting for its callback (one per number: a flood of requests cannot make the
+        agents call one victim again and again)."""
+        if not CALLBACK_NUMBERS.fullmatch(number):
+            return "number-not-allowed"
+        waiting = [*self.callbacks.values(), *self.callers.values()]
+        if any(other.callback_number == number for other in waiting):
+            return "already-pending"
+        return None
 
     def _hang_up(self, qc: QueuedCaller) -> None:
         service, call = self.service, qc.call
@@ -802,6 +831,19 @@ class AcdRuntime:
 
     def _callback(self, ev: CallbackDial) -> None:
         qc = self.callbacks.get(ev.call_id)
+        now = self.now()
+        if qc is not None and now - qc.callback_at > CALLBACK_EXPIRY:
+            event(
+                logger,
+                "queue-callback-expired",
+                call_id=ev.call_id,
+                number=qc.callback_number,
+                waited=round(now - qc.callback_at),
+            )
+            self.engine.call_completed(ev.call_id, ev.agent, now, reason="callback-expired")
+            self.callbacks.pop(ev.call_id, None)
+            self.pump()
+            return
         if qc is None or not self._agents.offer_callback(qc, ev):
             self.engine.call_completed(ev.call_id, ev.agent, self.now(), reason="callback-failed")
             self.callbacks.pop(ev.call_id, None)
