@@ -38,6 +38,7 @@ const board = {
   selectedAgent: null,
   selectedCall: null,
   dirty: { queues: new Set(), agents: new Set(), calls: new Set(), order: true },
+  resort: false,
   frame: 0,
   stop: null,
   chart: null,
@@ -45,6 +46,30 @@ const board = {
 };
 
 const now = () => Date.now() / 1000 + board.offset;
+
+// Rows on screen (or about to be): only those are written. A row scrolled into view is written
+// at once; one out of view keeps its last text until it comes back. With 500 agents the page
+// writes a screenful of rows a frame, not 500.
+const onScreen = new Set();
+let rowObserver = null;
+function watchRow(tr) {
+  if (!rowObserver) {
+    rowObserver = new IntersectionObserver((entries) => {
+      for (const entry of entries) {
+        const key = entry.target.dataset.agent ? `a:${entry.target.dataset.agent}` : `c:${entry.target.dataset.call}`;
+        if (entry.isIntersecting) {
+          onScreen.add(key);
+          if (entry.target.dataset.agent) board.dirty.agents.add(entry.target.dataset.agent);
+          else board.dirty.calls.add(entry.target.dataset.call);
+        } else {
+          onScreen.delete(key);
+        }
+      }
+      schedule();
+    }, { rootMargin: "200px 0px" });
+  }
+  rowObserver.observe(tr);
+}
 
 // -- formatting ----------------------------------------------------------------------------
 
@@ -164,6 +189,7 @@ function agentRow(a) {
     talk: cell(tr, "num"), calls: cell(tr, "num"), occupancy: cell(tr, "num"),
   };
   a.row = tr;
+  watchRow(tr);
   return tr;
 }
 
@@ -179,6 +205,7 @@ function callRow(c) {
     agentMos: cell(tr, "num mos"), jitter: cell(tr, "num"), loss: cell(tr, "num"), rtt: cell(tr, "num"),
   };
   c.row = tr;
+  watchRow(tr);
   return tr;
 }
 
@@ -205,6 +232,8 @@ function applySnapshot(snap) {
   board.mosThreshold = snap.mos_threshold;
   $("wb-day").value = `Today: ${snap.day} (${snap.timezone})`;
   for (const map of [board.queues, board.agents, board.calls]) map.clear();
+  if (rowObserver) rowObserver.disconnect();
+  onScreen.clear();
   board.campaigns.clear();
   for (const q of snap.queues) {
     for (const campaign of q.campaigns) board.campaigns.set(campaign, q.queue);
@@ -334,11 +363,11 @@ function flush() {
   }
   for (const name of board.dirty.agents) {
     const a = board.agents.get(name);
-    if (a && a.row) renderAgent(a, at);
+    if (a && a.row && onScreen.has(`a:${name}`)) renderAgent(a, at);
   }
   for (const id of board.dirty.calls) {
     const c = board.calls.get(id);
-    if (c && c.row) renderCall(c, at);
+    if (c && c.row && onScreen.has(`c:${id}`)) renderCall(c, at);
   }
   board.dirty.queues.clear();
   board.dirty.agents.clear();
@@ -433,9 +462,15 @@ function tick() {
     return;
   }
   for (const q of board.queues.values()) if (q.row && q.row.isConnected) board.dirty.queues.add(q.queue);
-  for (const a of board.agents.values()) if (a.row && a.row.isConnected) board.dirty.agents.add(a.agent);
-  for (const c of board.calls.values()) if (c.row && c.row.isConnected) board.dirty.calls.add(c.call_id);
-  if (board.agentSort === "time" || board.agentSort === "occupancy") board.dirty.order = true;
+  for (const key of onScreen) {
+    if (key.startsWith("a:")) board.dirty.agents.add(key.slice(2));
+    else board.dirty.calls.add(key.slice(2));
+  }
+  // Sorting by a figure that moves re-orders the rows once a second, never per event.
+  if (board.resort || board.agentSort === "time" || board.agentSort === "occupancy") {
+    board.dirty.order = true;
+    board.resort = false;
+  }
   schedule();
 }
 
@@ -478,7 +513,7 @@ function onEvent(ev) {
       if (!a) return;
       agentState(a, data.state, data.reason, ev.time);
       touchAgent(a.agent);
-      if (board.agentSort === "state") board.dirty.order = true;
+      if (board.agentSort === "state") board.resort = true;
       schedule();
       return;
     default:
@@ -507,7 +542,10 @@ function onEvent(ev) {
       a.call_id = ev.call_id;
       touchAgent(a.agent);
     }
-    board.dirty.order = true; // a call row appears
+    if (call && visibleQueues().has(call.queue)) {
+      $("call-rows").append(call.row || callRow(call)); // one row added, nothing re-rendered
+      board.dirty.calls.add(call.call_id);
+    }
   } else if (ev.type === "queue.abandoned") {
     t.abandoned += 1;
     if (wait <= q.serviceLevel) t.abandoned_within += 1;
@@ -556,6 +594,8 @@ function removeCall(callId) {
   board.calls.delete(callId);
   touchQueue(call.queue);
   if (call.row) {
+    if (rowObserver) rowObserver.unobserve(call.row);
+    onScreen.delete(`c:${callId}`);
     call.row.remove();
     call.row = null;
   }
