@@ -1,0 +1,491 @@
+"""The supervisors' wallboard under load: scripted agents taking calls at a fixed rate,
+headless supervisor pages; event-to-screen latency and the server's CPU per supervisor.
+
+    python benchmarks/wallboard.py [--agents 500] [--cps 50] [--pages 10] [--seconds 20]
+
+The server side is a subprocess running the server's own wallboard path: the API application
+(`omlmedia.api.create_app`, HTTPS, the password login and the event stream), the supervisor page
+as `webrtc.app` serves it, `omlmedia.wallboard` reading a real stored queue log (SQLite through
+`AsyncStore`) and `omlmedia.events.EventLog`. The ACD is scripted: `--agents` agents in queues
+of 100, callers arriving at `--cps` a second, each waiting 0.5 to 3 s for a ready agent, talking
+4 to 8 s, then a 1 s wrap-up. Each call is six events, as a real one is: ``queue.entered``,
+``queue.answered``, ``agent.state`` on-call, ``queue.completed``, ``agent.state`` wrapup, then
+ready. The queue log rows go to the store, the live state to the snapshot. SIP and media are left
+out on purpose: the figures are the wallboard's own.
+
+The latency probe is one more agent, ``a000`` (first by name, so its row is on screen), paused
+five times a second with a reason that carries the server's wall clock in milliseconds. Each page
+watches that agent's "Reason" cell with a `MutationObserver`: the page writes the cell in the
+animation frame that shows the event, and the observer takes the time right after that write
+(the paint follows in the same frame). The latency is that time minus the publishing time (same
+machine, same clock).
+
+CPU: the server's CPU time (/proc) over `--seconds` is measured first without pages, then with
+`--pages` pages logged in and live. Each page's own cost is its main thread's busy time over the
+same window (Chrome's ``Performance.getMetrics``: ``TaskDuration``, ``ScriptDuration``; wall
+time, so a loaded machine inflates it) and Chromium's CPU time per page (/proc, every Chromium
+process the benchmark started), which says what the pages cost whatever else the machine runs.
+The server's difference divided by the pages is the cost of one supervisor, in percent of one
+core. The server is pinned to one core and Chromium to the other (when there are two).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from types import SimpleNamespace
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness import free_port
+from benchmarks.procstat import GENERATOR_CORE, SERVER_CORE, cpu_seconds, pinned
+
+PASSWORD = "wallboard-bench-1"
+QUEUE_SIZE = 100
+TICK = 0.02
+MARKER_EVERY = 0.2
+UI = Path(__file__).resolve().parents[1] / "ui"
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (NaN for no values)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))]
+
+
+# -- the server side ------------------------------------------------------------------------
+
+
+class ScriptedAcd:
+    """Agents and callers as `omlmedia.wallboard` reads them from `omlmedia.acd.AcdRuntime`,
+    moved by a script; every change is published and stored as the real ACD does it."""
+
+    def __init__(self, agents: int, log: Any, store: Any) -> None:
+        from omlmedia.storage import QueueLogRow
+
+        self.row = QueueLogRow
+        self.log = log
+        self.store = store
+        now = time.time()
+        names = [f"a{i:03d}" for i in range(1, agents + 1)]
+        self.queues: dict[str, list[str]] = {}
+        for index, name in enumerate(names):
+            self.queues.setdefault(f"q{index // QUEUE_SIZE + 1}", []).append(name)
+        self.queues["q1"].append("a000")
+        self.agents: dict[str, dict[str, Any]] = {
+            name: {"state": "ready", "reason": None, "since": now, "call_id": None}
+            for name in [*names, "a000"]
+        }
+        self.agents["a000"]["state"] = "paused"
+        self.agent_queue = {a: q for q, members in self.queues.items() for a in members}
+        self.callers: dict[str, SimpleNamespace] = {}
+        self.calls = 0
+
+    def now(self) -> float:
+        return time.time()
+
+    def queue_report(self, span: Any = None) -> dict[str, dict[str, Any]]:
+        now = time.time()
+        report = {}
+        for name, members in self.queues.items():
+            waiting = [c for c in self.callers.values() if c.queue == name and not c.agent]
+            by_state: dict[str, int] = {}
+            for member in members:
+                state = self.agents[member]["state"]
+                by_state[state] = by_state.get(state, 0) + 1
+            report[name] = {
+                "queue": name,
+                "waiting": len(waiting),
+                "longest_wait": max((now - c.entered for c in waiting), default=0.0),
+                "members": [{"agent": m} for m in members],
+                "members_by_state": by_state,
+            }
+        return report
+
+    def agent_report(self, span: Any = None) -> dict[str, dict[str, Any]]:
+        return {
+            name: {
+                "agent": name,
+                "name": name,
+                "state": a["state"],
+                "reason": a["reason"],
+                "since": a["since"],
+                "queues": [self.agent_queue[name]],
+                "connected": True,
+                "call": {"call_id": a["call_id"]} if a["call_id"] else None,
+            }
+            for name, a in self.agents.items()
+        }
+
+    def _log(self, event: str, call_id: str, queue: str, agent: str, **data: Any) -> None:
+        from omlmedia.events import queue_event_type
+
+        now = time.time()
+        self.store.append(self.row(now, event, call_id, queue, agent, data))
+        self.log.publish(
+            queue_event_type(event), call_id=call_id, queue=queue, agent=agent, data=data
+        )
+
+    def _state(self, agent: str, state: str, reason: str | None = None) -> None:
+        a = self.agents[agent]
+        a.update(state=state, reason=reason, since=time.time())
+        self.log.publish("agent.state", agent=agent, data={"state": state, "reason": reason})
+
+    def arrive(self) -> None:
+        self.calls += 1
+        call_id = f"call-{self.calls}"
+        queue = f"q{self.calls % (len(self.queues)) + 1}"
+        now = time.time()
+        self.callers[call_id] = SimpleNamespace(
+            queue=queue,
+            entered=now,
+            agent="",
+            connected=None,
+            campaign=None,
+            call=None,
+            ended=False,
+            patience=now + random.uniform(0.5, 3.0),
+        )
+        self._log("enter", call_id, queue, "", position=1)
+
+    def step(self) -> None:
+        now = time.time()
+        for call_id, caller in list(self.callers.items()):
+            if caller.agent or now < caller.patience:
+                continue
+            ready = [m for m in self.queues[caller.queue] if self.agents[m]["state"] == "ready"]
+            if not ready:
+                continue
+            agent = random.choice(ready)
+            caller.agent, caller.connected = agent, now
+            self.agents[agent]["call_id"] = call_id
+            self._log("answer", call_id, caller.queue, agent, wait=round(now - caller.entered, 3))
+            self._state(agent, "on-call")
+            asyncio.get_running_loop().call_later(random.uniform(4, 8), self.hang_up, call_id)
+
+    def hang_up(self, call_id: str) -> None:
+        caller = self.callers.pop(call_id)
+        agent = caller.agent
+        self._log(
+            "complete", call_id, caller.queue, agent, talk=round(time.time() - caller.connected, 3)
+        )
+        self.agents[agent]["call_id"] = None
+        self._state(agent, "wrapup")
+        asyncio.get_running_loop().call_later(1.0, self._state, agent, "ready")
+
+    def mark(self) -> None:
+        self._state("a000", "paused", f"m{int(time.time() * 1000)}")
+
+
+async def _serve(port: int, data_dir: Path, agents: int, cps: float) -> None:
+    from aiohttp import web
+
+    from omlmedia.accounts import AccountBook
+    from omlmedia.api import create_app
+    from omlmedia.authz import Identity, Role
+    from omlmedia.config import ApiConfig, Config, load_demo_config
+    from omlmedia.events import EventLog
+    from omlmedia.storage import AsyncStore, Store
+    from queueing.config import build_config
+    from sip.tls import ensure_self_signed, server_context
+    from webrtc.app import security_headers
+
+    demo = load_demo_config()
+    store = AsyncStore(Store(data_dir / "omlmedia.db"))
+    store.start()
+    log = EventLog(store)
+    acd = ScriptedAcd(agents, log, store)
+    acd_config = build_config(
+        {
+            "agents": {name: {"name": name} for name in acd.agents},
+            "queues": {name: {"members": members} for name, members in acd.queues.items()},
+        }
+    )
+    config = Config(
+        server=demo.server,
+        sip=demo.sip,
+        security=demo.security,
+        api=ApiConfig(token_sha256="0" * 64),
+        acd=acd_config,
+    )
+    book = AccountBook(data_dir / "omlmedia.db")
+    book.create_account(Identity("bench", Role.ADMIN), "sue", Role.SUPERVISOR, PASSWORD)
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(
+            UI / "supervisor" / "index.html", headers={"Cache-Control": "no-store"}
+        )
+
+    root = web.Application(middlewares=[security_headers])
+    root.router.add_get("/supervisor/", page)
+    root.router.add_static("/supervisor/", UI / "supervisor")
+    root.router.add_static("/vendor/", UI / "vendor")
+    app = create_app(
+        config, dict, root, acd=acd, database=data_dir / "omlmedia.db", events=log, accounts=book
+    )
+    cert, key = data_dir / "server.crt", data_dir / "server.key"
+    ensure_self_signed(cert, key, ["localhost"], ["127.0.0.1"])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_context(cert, key)).start()
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    started, arrived, next_mark = loop.time(), 0, loop.time()
+    while True:
+        await asyncio.sleep(TICK)
+        now = loop.time()
+        while arrived < int((now - started) * cps):
+            arrived += 1
+            acd.arrive()
+        acd.step()
+        if now >= next_mark:
+            next_mark += MARKER_EVERY
+            acd.mark()
+
+
+def start_server(port: int, data_dir: Path, agents: int, cps: float) -> subprocess.Popen[str]:
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "serve",
+        "--port",
+        str(port),
+        "--data",
+        str(data_dir),
+        "--agents",
+        str(agents),
+        "--cps",
+        str(cps),
+    ]
+    process = subprocess.Popen(
+        pinned(command, SERVER_CORE),
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if line.strip() != "ready":
+        process.kill()
+        raise RuntimeError(f"the wallboard server did not start: {line!r}")
+    return process
+
+
+# -- the pages ------------------------------------------------------------------------------
+
+WATCH = """() => {
+    window.wallboardLatencies = [];
+    const cell = document.querySelector('#agent-rows tr[data-agent="a000"] td:nth-child(4)');
+    window.wallboardObserver = new MutationObserver(() => {
+        const m = /^m(\\d+)$/.exec(cell.textContent);
+        if (m) window.wallboardLatencies.push(Date.now() - Number(m[1]));
+    });
+    window.wallboardObserver.observe(cell, {childList: true, characterData: true, subtree: true});
+}"""
+
+
+def chromium_cpu_seconds() -> float:
+    """CPU time of every Chromium process this benchmark started (descendants of this
+    process): what the pages cost the machine, whatever else it runs."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, rest = stat.split("(", 1)[1].rsplit(")", 1)
+        parents[int(entry.name)] = int(rest.split()[1])
+        names[int(entry.name)] = name
+    me, total = os.getpid(), 0.0
+    for pid, name in names.items():
+        ancestor = parents.get(pid, 0)
+        while ancestor not in (0, 1, me):
+            ancestor = parents.get(ancestor, 0)
+        if ancestor == me and name.startswith("chrom"):
+            try:
+                total += cpu_seconds(pid)
+            except OSError:
+                pass
+    return total
+
+
+async def _main_thread(cdp: Any) -> dict[str, float]:
+    """The page's main-thread time so far (Chrome's Performance.getMetrics, seconds)."""
+    metrics = (await cdp.send("Performance.getMetrics"))["metrics"]
+    return {m["name"]: m["value"] for m in metrics}
+
+
+def chromium() -> str:
+    for candidate in ("/usr/lib/chromium/chromium", shutil.which("chromium")):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    raise SystemExit("chromium is not installed (make test installs it)")
+
+
+async def _measure(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]:
+    from playwright.async_api import async_playwright
+
+    await asyncio.sleep(args.warmup)
+    before = cpu_seconds(pid)
+    await asyncio.sleep(args.seconds)
+    alone = cpu_seconds(pid) - before
+    base = f"https://127.0.0.1:{port}/supervisor/"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium(),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--headless=new"],
+        )
+        try:
+            pages = []
+            for _ in range(args.pages):
+                # A context each: each page is a visible window, as on a wallboard screen (a
+                # background tab gets no animation frames).
+                context = await browser.new_context(ignore_https_errors=True)
+                page = await context.new_page()
+                await page.goto(base)
+                await page.get_by_label("Username").fill("sue")
+                await page.get_by_label("Password").fill(PASSWORD)
+                await page.get_by_role("button", name="Log in", exact=True).click()
+                await page.locator('#agent-rows tr[data-agent="a000"]').wait_for(timeout=60000)
+                pages.append(page)
+            for page in pages:
+                await page.wait_for_function(
+                    "document.getElementById('stream-state').value === 'live'",
+                    polling=100,
+                    timeout=60000,
+                )
+                await page.evaluate(WATCH)
+            sessions = []
+            for page in pages:
+                cdp = await page.context.new_cdp_session(page)
+                await cdp.send("Performance.enable")
+                sessions.append(cdp)
+            busy_before = [await _main_thread(cdp) for cdp in sessions]
+            before = cpu_seconds(pid)
+            browser_before = chromium_cpu_seconds()
+            await asyncio.sleep(args.seconds)
+            watched = cpu_seconds(pid) - before
+            browser_cpu = chromium_cpu_seconds() - browser_before
+            busy = [
+                (await _main_thread(cdp))[key] - start[key]
+                for cdp, start in zip(sessions, busy_before, strict=True)
+                for key in ("TaskDuration",)
+            ]
+            ends = [await _main_thread(cdp) for cdp in sessions]
+            script = [
+                e["ScriptDuration"] - b["ScriptDuration"]
+                for e, b in zip(ends, busy_before, strict=True)
+            ]
+            layout = [
+                e["LayoutDuration"]
+                + e["RecalcStyleDuration"]
+                - b["LayoutDuration"]
+                - b["RecalcStyleDuration"]
+                for e, b in zip(ends, busy_before, strict=True)
+            ]
+            latencies: list[float] = []
+            for page in pages:
+                if os.environ.get("WALLBOARD_DEBUG"):
+                    print(
+                        await page.evaluate("""() => [document.visibilityState,
+                        document.querySelector('#agent-rows tr[data-agent="a000"]').textContent,
+                        document.getElementById('stream-state').value,
+                        0]"""),
+                        file=sys.stderr,
+                    )
+                latencies.extend(await page.evaluate("window.wallboardLatencies"))
+        finally:
+            await browser.close()
+    expected = args.seconds / MARKER_EVERY * args.pages
+    return {
+        "agents": args.agents,
+        "calls_per_second": args.cps,
+        "events_per_second": round(args.cps * 6 + 1 / MARKER_EVERY),
+        "pages": args.pages,
+        "seconds": args.seconds,
+        "latency_ms": {
+            "samples": len(latencies),
+            "expected": round(expected),
+            "p50": percentile(latencies, 0.5),
+            "p99": percentile(latencies, 0.99),
+            "max": max(latencies, default=float("nan")),
+        },
+        "page_main_thread_percent": {
+            "busy_mean": round(100 * sum(busy) / len(busy) / args.seconds, 1),
+            "busy_max": round(100 * max(busy) / args.seconds, 1),
+            "script_mean": round(100 * sum(script) / len(script) / args.seconds, 1),
+            "style_layout_mean": round(100 * sum(layout) / len(layout) / args.seconds, 1),
+        },
+        "chromium_cpu_percent_per_page": round(100 * browser_cpu / args.seconds / args.pages, 1),
+        "server_cpu_percent": {
+            "without_pages": round(100 * alone / args.seconds, 1),
+            "with_pages": round(100 * watched / args.seconds, 1),
+            "per_supervisor": round(100 * (watched - alone) / args.seconds / args.pages, 2),
+        },
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with TemporaryDirectory(prefix="omlmedia-wallboard-") as tmp:
+        port = free_port()
+        process = start_server(port, Path(tmp), args.agents, args.cps)
+        try:
+            if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+                os.sched_setaffinity(0, {GENERATOR_CORE})  # Chromium inherits it
+            return asyncio.run(_measure(args, port, process.pid))
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="(internal) the server side")
+    serve.add_argument("--port", type=int, required=True)
+    serve.add_argument("--data", type=Path, required=True)
+    serve.add_argument("--agents", type=int, required=True)
+    serve.add_argument("--cps", type=float, required=True)
+    parser.add_argument("--agents", type=int, default=500)
+    parser.add_argument("--cps", type=float, default=50.0)
+    parser.add_argument("--pages", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        asyncio.run(_serve(args.port, args.data, args.agents, args.cps))
+        return 0
+    figures = run(args)
+    for name, value in figures.items():
+        if isinstance(value, dict):
+            for key, item in value.items():
+                print(f"{name + '.' + key:32} {item}")
+        else:
+            print(f"{name:32} {value}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
