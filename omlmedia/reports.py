@@ -548,6 +548,7 @@ def call_details(
             if recorded is not None
             else bool(record.recording)
         )
+        row["recording_gaps"] = _gaps(record)
         rows.append(row)
     columns = (
         "call_id",
@@ -568,8 +569,25 @@ def call_details(
         *(f"{role}_{name}" for role in _LEG_ROLES for name in _LEG_FIELDS),
         "min_mos",
         "recording",
+        "recording_gaps",
     )
     return Report("calls", columns, rows, _meta(since, until, zone))
+
+
+def _gaps(record: CallRecord) -> str | None:
+    """The recording's pauses (PCI), as ``start-end`` seconds into the file joined by ``; ``
+    (the ``recording`` leg's ``gaps``); None when it had none."""
+    leg = _leg(record, "recording")
+    gaps = leg.get("gaps") if leg is not None else None
+    if not isinstance(gaps, list):
+        return None
+    spans = []
+    for gap in gaps:
+        start = _number(gap.get("start")) if isinstance(gap, dict) else None
+        end = _number(gap.get("end")) if isinstance(gap, dict) else None
+        if start is not None and end is not None:
+            spans.append(f"{start:.1f}-{end:.1f}")
+    return "; ".join(spans) or None
 
 
 # -- CSV --------------------------------------------------------------------------------------
