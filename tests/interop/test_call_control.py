@@ -37,8 +37,11 @@ CALLER_TONE = 440.0
 AGENT_TONE = 660.0
 
 
-def api(server: RunningServer, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    """GET (or POST `body` to) the server's API as the configured token: status and JSON."""
+def api(
+    server: RunningServer, path: str, body: dict[str, Any] | None = None, token: str = API_TOKEN
+) -> tuple[int, Any]:
+    """GET (or POST `body` to) the server's API as `token` (the configured one by default):
+    status and JSON."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -46,7 +49,7 @@ def api(server: RunningServer, path: str, body: dict[str, Any] | None = None) ->
         f"https://127.0.0.1:{server.http_port}/api{path}",
         data=json.dumps(body).encode() if body is not None else None,
         method="POST" if body is not None else "GET",
-        headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"},
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, context=context, timeout=5) as response:
@@ -158,6 +161,27 @@ async def test_a_recording_paused_on_the_page_and_resumed_by_the_api_holds_silen
         assert status == 200 and again["gaps"] == resumed["gaps"]  # not paused: no new gap
         await until(lambda: (live_call(server) or {}).get("offset", 0) >= gap["end"] + 3.0)
 
+        # Scopes and roles: another campaign's integration neither sees nor touches the call, a
+        # reporting token may not act on it, the campaign's own integration may.
+        tokens = {}
+        for name, role, scope in [
+            ("sales-crm", "supervisor", ["sales"]),
+            ("support-crm", "supervisor", ["support"]),
+            ("reports", "reporting", None),
+        ]:
+            order = {"integration": name, "role": role, "scope": scope}
+            status, made = api(server, "/v1/tokens", order)
+            assert status == 201, made
+            tokens[name] = made["token"]
+        status, seen = api(server, "/v1/calls", token=tokens["sales-crm"])
+        assert status == 200 and seen["calls"] == [], seen
+        status, body = api(server, f"/v1/calls/{call_id}/hold", {}, token=tokens["sales-crm"])
+        assert status == 403, body
+        status, body = api(server, f"/v1/calls/{call_id}/hold", {}, token=tokens["reports"])
+        assert status == 403 and body["missing_permission"] == "calls:control", body
+        status, seen = api(server, f"/v1/calls/{call_id}", token=tokens["support-crm"])
+        assert status == 200 and seen["recording"] == "on", seen
+
         # Hold and unhold through the API: the page shows each.
         status, held = api(server, f"/v1/calls/{call_id}/hold", {})
         assert status == 200 and held["state"] == "held", held
@@ -198,6 +222,11 @@ async def test_a_recording_paused_on_the_page_and_resumed_by_the_api_holds_silen
     assert ("agent1", "call.recording-pause") in actions, actions
     assert ("bootstrap", "call.recording-resume") in actions, actions
     assert ("bootstrap", "call.hold") in actions and ("bootstrap", "call.hangup") in actions
+
+    status, detail = api(server, "/v1/reports/calls?queue=support")
+    assert status == 200, detail
+    row = next(r for r in detail["rows"] if r["call_id"] == call_id)
+    assert row["recording_gaps"] == f"{gap['start']:.1f}-{gap['end']:.1f}", row
 
     samples, rate = decode(Path(record["recording"]))
 
