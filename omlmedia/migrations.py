@@ -152,6 +152,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             " updated REAL NOT NULL)",
         ),
     ),
+    Migration(
+        8,
+        "the node that wrote each event (nodes sharing one PostgreSQL database)",
+        (
+            "ALTER TABLE events ADD COLUMN node TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX IF NOT EXISTS events_node ON events (node, id)",
+        ),
+    ),
 )
 """Every step, in order. Append new steps at the end with the next version number."""
 
