@@ -571,7 +571,9 @@ def _service_levels(acd: Any, config: Any) -> dict[str, float]:
     """Each queue's service level threshold: the engine's queues as they are now (the
     administration API changes them), else the configured ones."""
     engine = getattr(acd, "engine", None)
-    queues = getattr(getattr(engine, "config", None), "queues", None) or config.acd.queues
+    queues = getattr(getattr(engine, "config", None), "queues", None)
+    if queues is None:
+        queues = config.acd.queues if config.acd is not None else {}
     return {name: q.service_level for name, q in queues.items()}
 
 
@@ -579,13 +581,31 @@ class _Events(Protocol):
     last_id: int
 
 
+class _CampaignQueues(Mapping[str, str]):
+    """Campaign name -> its queue, read from the runtime's live campaigns (the directory keeps
+    them: a campaign created, changed or deleted through the API is seen at once)."""
+
+    def __init__(self, campaigns: Mapping[str, Any]) -> None:
+        self._campaigns = campaigns
+
+    def __getitem__(self, name: str) -> str:
+        return str(self._campaigns[name].queue)
+
+    def __iter__(self) -> Any:
+        return iter(list(self._campaigns))
+
+    def __len__(self) -> int:
+        return len(self._campaigns)
+
+
 def wallboard_for(
     config: Any, acd: Any, reader: QueueLogReader | None, events: _Events | None
 ) -> Wallboard | None:
     """The wallboard of the server's ACD runtime `acd` (`omlmedia.acd.AcdRuntime`), its stored
     queue log `reader` and event log `events`, configured by `config` (`omlmedia.config.Config`);
-    None without queues or a store."""
-    if acd is None or reader is None or config.acd is None:
+    None without an ACD or a store (queues may all come from the API: the file need declare
+    none)."""
+    if acd is None or reader is None:
         return None
     store = getattr(acd, "store", None)
 
@@ -600,6 +620,8 @@ def wallboard_for(
         calls=lambda: calls_of(acd.callers),
         zone=config.site.zone,
         service_levels=lambda: _service_levels(acd, config),
-        campaigns={c.name: c.queue for c in config.campaigns},
+        campaigns=_CampaignQueues(acd.campaigns)
+        if isinstance(getattr(acd, "campaigns", None), Mapping)
+        else {c.name: c.queue for c in config.campaigns},
         config=getattr(config, "wallboard", None) or WallboardConfig(),
     )
