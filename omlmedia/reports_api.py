@@ -34,8 +34,10 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from omlmedia.admin_api import BOOK_KEY
+from omlmedia.admin_objects import DIRECTORY_KEY
 from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Identity, Scopes
 from omlmedia.config import Config
+from omlmedia.directory import Directory
 from omlmedia.problems import ApiError, page, query_count, query_time
 from omlmedia.recordings import (
     RecordingQuery,
@@ -318,8 +320,35 @@ def _filter(report: Report, keep: Callable[[dict[str, Any]], bool]) -> Report:
     return Report(report.name, report.columns, [r for r in report.rows if keep(r)], report.meta)
 
 
-def _campaign_queues(config: Config) -> dict[str, str]:
-    return {c.name: c.queue for c in config.campaigns}
+def _directory(request: web.Request) -> Directory | None:
+    """The directory (agents, queues and campaigns as the API keeps them), if the server has one."""
+    return request.app.get(DIRECTORY_KEY)
+
+
+def _campaign_queues(request: web.Request) -> dict[str, str]:
+    """Each campaign's queue: the directory's (campaigns created through the API included), else
+    the file's."""
+    directory = _directory(request)
+    if directory is not None:
+        return {name: c.queue for name, c in directory.campaigns_now().items()}
+    return {c.name: c.queue for c in _config(request).campaigns}
+
+
+def _service_levels(request: web.Request) -> dict[str, float]:
+    """Each queue's service level threshold: the directory's queues, else the file's."""
+    directory = _directory(request)
+    if directory is not None:
+        return {q.name: float(q.settings["service_level"]) for q in directory.queues()}
+    config = _config(request)
+    return {n: q.service_level for n, q in config.acd.queues.items()} if config.acd else {}
+
+
+def _agent_names(request: web.Request) -> set[str]:
+    """The agents: the directory's, else the file's."""
+    directory = _directory(request)
+    if directory is not None:
+        return {a.name for a in directory.agents()}
+    return {a.name for a in _config(request).webrtc.agents}
 
 
 def _campaign_filter(request: web.Request, identity: Identity, scopes: Scopes) -> str | None:
@@ -343,11 +372,10 @@ async def get_agent_report(request: web.Request) -> web.Response:
     members of one queue."""
     identity, scopes = _scoped(request)
     since, until, zone, rows = await _span_rows(request, log=False)
-    config = _config(request)
     queue = request.query.get("queue")
     agent = request.query.get("agent")
     until_now = min(until, max(since, _now(request)))
-    known = {a.name for a in config.webrtc.agents}
+    known = _agent_names(request)
     report = agent_activity(rows.changes, since, until_now, agents=known, zone=zone)
     report = Report(report.name, report.columns, report.rows, {**report.meta, "until": until})
 
@@ -374,13 +402,8 @@ async def get_queue_report(request: web.Request) -> web.Response:
     campaign = _campaign_filter(request, identity, scopes)
     queue = request.query.get("queue")
     since, until, zone, rows = await _span_rows(request)
-    config = _config(request)
-    levels = (
-        {name: q.service_level for name, q in config.acd.queues.items()}
-        if config.acd is not None
-        else {}
-    )
-    campaign_queues = _campaign_queues(config)
+    levels = _service_levels(request)
+    campaign_queues = _campaign_queues(request)
     if by == "campaign":
         campaign_of = {r.call_id: r.campaign for r in rows.records if r.campaign}
         names: Iterable[str] = campaign_queues
@@ -428,7 +451,7 @@ async def get_disposition_report(request: web.Request) -> web.Response:
     campaign = _campaign_filter(request, identity, scopes)
     queue = request.query.get("queue")
     since, until, zone, rows = await _span_rows(request, log=False, changes=False)
-    campaign_queues = _campaign_queues(_config(request))
+    campaign_queues = _campaign_queues(request)
     report = dispositions(rows.records, since, until, zone=zone)
 
     def keep(row: dict[str, Any]) -> bool:
