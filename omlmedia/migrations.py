@@ -160,6 +160,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS events_node ON events (node, id)",
         ),
     ),
+    Migration(
+        9,
+        "pause reasons administered at run time",
+        (
+            "CREATE TABLE IF NOT EXISTS pause_reasons ("
+            " name TEXT PRIMARY KEY, origin TEXT NOT NULL DEFAULT 'api', created REAL NOT NULL)",
+        ),
+    ),
 )
 """Every step, in order. Append new steps at the end with the next version number."""
 
