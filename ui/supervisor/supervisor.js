@@ -346,12 +346,21 @@ function sortedAgents() {
 
 // -- writing the DOM, once per frame ---------------------------------------------------------
 
+// At most one write every FRAME_GAP ms: at 50 events a second a frame per event would repaint
+// the board 60 times a second for changes no one can read that fast.
+const FRAME_GAP = 100;
+let lastFlush = 0;
 function schedule() {
-  if (!board.frame) board.frame = requestAnimationFrame(flush);
+  if (board.frame) return;
+  const wait = lastFlush + FRAME_GAP - performance.now();
+  board.frame = wait > 0
+    ? setTimeout(() => { board.frame = requestAnimationFrame(flush); }, wait)
+    : requestAnimationFrame(flush);
 }
 
 function flush() {
   board.frame = 0;
+  lastFlush = performance.now();
   if (board.dirty.order) {
     buildTables();
     return;
