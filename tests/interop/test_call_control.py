@@ -18,6 +18,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,8 @@ async def test_click_to_call_rings_the_agent_then_dials_the_number_through_the_t
             await page.get_by_role("button", name="Hang up", exact=True).click()
             await expect(page.locator("#no-call")).to_be_visible(timeout=10000)
         assert "Call established" in far.output, far.output[-2000:]
+        await page.get_by_role("button", name="Log out", exact=True).click()
+        await expect(page.get_by_role("button", name="Log in")).to_be_visible()
 
     events = await asyncio.get_running_loop().run_in_executor(
         None, lambda: stream_events(server, "call.click_to_call", 6)
@@ -333,3 +336,67 @@ async def test_click_to_call_rings_the_agent_then_dials_the_number_through_the_t
     ], stages
     assert events[1]["data"]["reason"] == "agent-hangup"
     assert all(e["agent"] == "agent2" and e["data"]["number"] == number for e in events)
+
+
+def tail_frequency(path: Path, seconds: float) -> float:
+    """The dominant frequency of the last `seconds` of a WAV file."""
+    with wave.open(str(path), "rb") as w:
+        rate = w.getframerate()
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
+    part = samples[-int(rate * seconds) :]
+    spectrum = np.abs(np.fft.rfft(part * np.hanning(part.size)))
+    spectrum[:5] = 0
+    return float(np.argmax(spectrum) * rate / part.size)
+
+
+async def test_an_integration_transfers_a_call_blind_to_a_number_through_the_trunk(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    from tests.interop.baresip import answerer
+
+    number, far_tone = "5558888", 550.0
+    loop = asyncio.get_running_loop()
+    async with chromium(tmp_path / "agent", AGENT_TONE) as browser:
+        page = await browser.new_page()
+        await page.goto(f"https://127.0.0.1:{server.http_port}/agent/")
+        await page.get_by_label("Username").fill("agent1")
+        await page.get_by_label("Password").fill(DEMO_PASSWORD)
+        await page.get_by_role("button", name="Log in", exact=True).click()
+        state = page.locator("#state")
+        await expect(state).to_contain_text("Paused", timeout=10000)
+        await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
+        await page.get_by_role("button", name="Ready", exact=True).click()
+        await expect(state).to_have_text("Ready", timeout=5000)
+        with answerer(
+            tmp_path / "pbx", server.pbx_port, user=number, tone_hz=far_tone, codecs="PCMU"
+        ) as far:
+            caller = loop.run_in_executor(
+                None,
+                lambda: dial(
+                    tmp_path / "caller",
+                    f"sip:support@127.0.0.1:{server.sip_port}",
+                    20,
+                    tone_hz=CALLER_TONE,
+                ),
+            )
+            offered = await until(lambda: api(server, "/v1/calls")[1]["calls"], what="the offer")
+            call_id = offered[0]["call_id"]
+            status, early = api(server, f"/v1/calls/{call_id}/transfer", {"to": number})
+            assert status == 409, early  # ringing: not answered yet
+            await page.get_by_role("button", name="Answer", exact=True).click(timeout=15000)
+            await expect(state).to_have_text("On call", timeout=5000)
+            status, moved = api(server, f"/v1/calls/{call_id}/transfer", {"to": number})
+            assert status == 200 and moved["state"] == "ended", moved
+            await expect(page.locator("#no-call")).to_be_visible(timeout=10000)
+            await expect(state).to_have_text("Wrap-up", timeout=5000)
+            run = await caller
+        assert "Call established" in far.output, far.output[-2000:]
+        await page.get_by_role("button", name="Log out", exact=True).click()
+        await expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    assert run.established
+    assert abs(tail_frequency(run.decoded(), 3.0) - far_tone) < 5  # the caller got the number
+    status, audit = api(server, f"/v1/audit?target={call_id}&action=call.transfer")
+    assert status == 200 and len(audit["entries"]) == 1, audit
+    assert audit["entries"][0]["after"]["state"] == "ended"
