@@ -23,7 +23,11 @@ calls (admin only, see `omlmedia.authz.RULES`; the model is `omlmedia.directory`
 - ``GET /api/v1/routes``: the routes created through the API, in the order they are matched
   (before the file's); ``POST /api/v1/routes`` ``{"name", "user" | "pattern", "target",
   "strip"?, "prefix"?}`` (a ``[[routes]]`` table and a name): 201 and the route, matched from
-  the next call on; ``DELETE /api/v1/routes/{name}``: 204.
+  the next call on; ``DELETE /api/v1/routes/{name}``: 204;
+- ``GET /api/v1/pause-reasons``: ``{"reasons": [...]}``, the reasons an agent may pause with
+  (the agent page's menu, the supervisors' and the API's pause); ``POST`` ``{"name"}`` adds one
+  (201), ``DELETE /api/v1/pause-reasons/{name}`` removes one (an agent paused with it stays
+  paused; 409 for the last one); both answer the list as it is.
 
 An agent is ``{"name", "display_name", "disabled", "origin", "queues", "created", "updated"}``; a
 queue is its name, every key of its TOML table, ``origin``, ``created`` and ``updated``. Invalid
@@ -249,3 +253,41 @@ async def delete_member(request: web.Request) -> web.Response:
         request[IDENTITY_KEY], request.match_info["name"], request.match_info["agent"]
     )
     return web.json_response(view)
+
+
+# -- pause reasons --------------------------------------------------------------------------
+
+MAX_REASON = 64
+_REASON_RULE = f"must be 1 to {MAX_REASON} printable characters"
+
+
+def _reason(value: Any) -> str | None:
+    ok = isinstance(value, str) and 1 <= len(value) <= MAX_REASON and value.isprintable()
+    return value if ok and value.strip() == value else None
+
+
+@routes.get("/v1/pause-reasons")
+async def get_pause_reasons(request: web.Request) -> web.Response:
+    """The reasons an agent may pause with, in their order."""
+    directory = _directory(request)
+    return web.json_response({"reasons": directory.pause_reasons()})
+
+
+@routes.post("/v1/pause-reasons")
+async def post_pause_reason(request: web.Request) -> web.Response:
+    """Add a pause reason: the agent pages offer it at once."""
+    directory = _directory(request)
+    fields = _Fields(await json_body(request), ("name",))
+    name = fields.get("name", _reason, _REASON_RULE, required=True)
+    fields.done()
+    assert name is not None
+    reasons = await directory.create_pause_reason(request[IDENTITY_KEY], name)
+    return web.json_response({"reasons": reasons}, status=201)
+
+
+@routes.delete("/v1/pause-reasons/{name}")
+async def delete_pause_reason(request: web.Request) -> web.Response:
+    """Remove a pause reason (agents paused with it stay paused)."""
+    directory = _directory(request)
+    reasons = await directory.delete_pause_reason(request[IDENTITY_KEY], request.match_info["name"])
+    return web.json_response({"reasons": reasons})

@@ -83,6 +83,8 @@ CAMPAIGN_UPDATED = "admin.campaign.updated"
 CAMPAIGN_DELETED = "admin.campaign.deleted"
 ROUTE_CREATED = "admin.route.created"
 ROUTE_DELETED = "admin.route.deleted"
+PAUSE_REASON_CREATED = "admin.pause_reason.created"
+PAUSE_REASON_DELETED = "admin.pause_reason.deleted"
 ADMIN_EVENTS = (
     AGENT_CREATED,
     AGENT_UPDATED,
@@ -97,6 +99,8 @@ ADMIN_EVENTS = (
     CAMPAIGN_DELETED,
     ROUTE_CREATED,
     ROUTE_DELETED,
+    PAUSE_REASON_CREATED,
+    PAUSE_REASON_DELETED,
 )
 """The event types of the directory's changes (data: ``by``, ``before``, ``after``)."""
 
@@ -247,6 +251,7 @@ def export_config(
     queues: Iterable[QueueRow],
     campaigns: Iterable[QueueRow] = (),
     routes: Iterable[QueueRow] = (),
+    pause_reasons: Iterable[str] = (),
 ) -> str:
     """The configuration file `raw` (as `tomllib` read it) with its ``[[agents]]`` and
     ``[queues]`` replaced by the database's, as TOML that ``check-config`` accepts. Disabled
@@ -276,6 +281,9 @@ def export_config(
     added = [dict(r.settings) for r in routes]
     if added:
         data["routes"] = added + list(raw.get("routes", []))
+    reasons = list(pause_reasons)
+    if reasons:
+        data["wallboard"] = {**raw.get("wallboard", {}), "pause_reasons": reasons}
     header = ["# Written by omlmedia export-config: agents and queues from the database."]
     disabled = sorted(a.name for a in agents if a.disabled)
     if disabled:
@@ -402,6 +410,12 @@ class Directory:
         self.route_tables: list[Any] = []
         """The running server's route tables (`omlmedia.router.RouteTable`): given the API's
         routes (`Directory.routes_now`) after every change."""
+        self.reason_listeners: list[Callable[[], None]] = []
+        """Told after the pause reasons change (the agent pages get the new list)."""
+        self._reasons: list[str] = [
+            name
+            for (name,) in book.db.execute("SELECT name FROM pause_reasons ORDER BY created, name")
+        ]
         self._routes: dict[str, tuple[QueueRow, Route]] = {}
         for name, settings, origin, created, updated in book.db.execute(
             "SELECT name, settings, origin, created, updated FROM routes ORDER BY created, name"
@@ -489,6 +503,95 @@ class Directory:
     def campaigns_now(self) -> dict[str, Campaign]:
         """Every campaign as the database holds it, by name."""
         return {name: _campaign(name, row.settings) for name, row in self._campaigns.items()}
+
+    def pause_reasons(self) -> list[str]:
+        """The reasons an agent may pause with (the agent page's menu, the supervisors' and the
+        API's pause), in the order they were declared."""
+        return list(self._reasons)
+
+    def seed_pause_reasons(self, reasons: Iterable[str]) -> bool:
+        """The file's pause reasons (``[wallboard] pause_reasons``, or the default list): they
+        replace the database's when they differ from what the file declared the last time, as
+        the other objects do (see the module's docstring). Returns whether they did."""
+        reasons = list(reasons)
+        digest = _digest(reasons)
+        seen = self.book.db.execute(
+            "SELECT digest FROM config_seeds WHERE kind = 'pause_reasons' AND name = '*'"
+        ).fetchone()
+        if seen is not None and seen[0] == digest:
+            return False
+        now = self.clock()
+        statements: list[tuple[str, tuple[Any, ...]]] = [("DELETE FROM pause_reasons", ())]
+        for index, name in enumerate(reasons):
+            statements.append(
+                (
+                    "INSERT INTO pause_reasons (name, origin, created) VALUES (?, 'config', ?)",
+                    (name, now + index * 1e-6),
+                )
+            )
+        statements.append(self._seed_statement("pause_reasons", "*", digest))
+        entry = self.book.entry(
+            CONFIG,
+            "pause_reasons.seed",
+            "pause_reasons",
+            {"reasons": self._reasons},
+            {"reasons": reasons},
+        )
+        self.book.commit([entry], statements, {})
+        self._reasons = reasons
+        return True
+
+    async def create_pause_reason(self, actor: Identity, name: str) -> list[str]:
+        """Add a pause reason (at the end of the list); the agent pages get it at once."""
+        async with self._lock:
+            if name in self._reasons:
+                why = f"the pause reason {name} exists already"
+                raise ApiError(409, why, [("name", why)])
+            before = list(self._reasons)
+            after = [*before, name]
+            book = self.book
+            entry = book.entry(
+                actor, "pause_reason.create", name, {"reasons": before}, {"reasons": after}
+            )
+            statement = (
+                "INSERT INTO pause_reasons (name, origin, created) VALUES (?, 'api', ?)",
+                (name, self.clock()),
+            )
+            await book.call(book.commit, [entry], [statement])
+            self._reasons = after
+            self._reasons_changed(PAUSE_REASON_CREATED, actor, before, after)
+            return after
+
+    async def delete_pause_reason(self, actor: Identity, name: str) -> list[str]:
+        """Remove a pause reason: no one can pause with it from now on; an agent paused with
+        it stays paused, with it (409 for the last reason: agents could not pause)."""
+        async with self._lock:
+            if name not in self._reasons:
+                raise ApiError(404, f"unknown pause reason: {name}")
+            if len(self._reasons) == 1:
+                why = f"{name} is the last pause reason: agents could not pause without one"
+                raise ApiError(409, why, [("name", why)])
+            before = list(self._reasons)
+            after = [r for r in before if r != name]
+            book = self.book
+            entry = book.entry(
+                actor, "pause_reason.delete", name, {"reasons": before}, {"reasons": after}
+            )
+            statement = ("DELETE FROM pause_reasons WHERE name = ?", (name,))
+            await book.call(book.commit, [entry], [statement])
+            self._reasons = after
+            self._reasons_changed(PAUSE_REASON_DELETED, actor, before, after)
+            return after
+
+    def _reasons_changed(
+        self, type_: str, actor: Identity, before: list[str], after: list[str]
+    ) -> None:
+        self.events.publish(type_, data={"by": actor.actor, "before": before, "after": after})
+        for listener in self.reason_listeners:
+            try:
+                listener()
+            except Exception:
+                logger.exception("telling the pages about the pause reasons failed")
 
     def routes_now(self) -> tuple[Route, ...]:
         """The routes created through the API, oldest first: matched before the file's."""
@@ -1098,7 +1201,12 @@ class Directory:
         """The configuration file `raw` with the database's agents, queues and campaigns
         (`export_config`)."""
         return export_config(
-            raw, self.agents(), self.queues(), self.campaign_rows(), self.route_rows()
+            raw,
+            self.agents(),
+            self.queues(),
+            self.campaign_rows(),
+            self.route_rows(),
+            self.pause_reasons(),
         )
 
     # -- campaigns ----------------------------------------------------------------------------

@@ -592,6 +592,12 @@ _MEMBERSHIPS: Schema = {
 }
 _SECONDS: Schema = {"type": "number", "minimum": 0, "maximum": 604800}
 _COUNT: Schema = {"type": "integer", "minimum": 0, "maximum": 1000000}
+_PAUSE_REASONS: Schema = {
+    "type": "object",
+    "description": "The reasons an agent may pause with, in their order.",
+    "required": ["reasons"],
+    "properties": {"reasons": {"type": "array", "items": {"type": "string"}}},
+}
 _CAMPAIGN_SETTINGS: dict[str, Schema] = {
     "queue": {"type": "string"},
     "recording": {"type": "boolean"},
@@ -1075,6 +1081,28 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         },
         responses={201: _ref("RouteDefinition")},
         problems={404: _NO_DIRECTORY, 409: "The name is taken."},
+    ),
+    ("GET", "/api/v1/pause-reasons"): Operation(
+        responses={200: _PAUSE_REASONS}, problems={404: _NO_DIRECTORY}
+    ),
+    ("POST", "/api/v1/pause-reasons"): Operation(
+        body_required=True,
+        body={
+            "type": "object",
+            "required": ["name"],
+            "additionalProperties": False,
+            "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 64}},
+        },
+        responses={201: _PAUSE_REASONS},
+        problems={404: _NO_DIRECTORY, 409: "The reason exists already."},
+    ),
+    ("DELETE", "/api/v1/pause-reasons/{name}"): Operation(
+        parameters=(_path("name", "The pause reason."),),
+        responses={200: _PAUSE_REASONS},
+        problems={
+            404: "Unknown pause reason, or the directory is not kept by this server.",
+            409: "The last pause reason (agents could not pause).",
+        },
     ),
     ("DELETE", "/api/v1/routes/{name}"): Operation(
         parameters=(_path("name", "The route."),),
