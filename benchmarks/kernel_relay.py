@@ -44,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import media_relay  # noqa: E402
+from benchmarks import harness, media_relay  # noqa: E402
 from benchmarks.harness import fmt  # noqa: E402
 from benchmarks.media_relay import Generator, Omlmedia, Rtpengine, Step, measure  # noqa: E402
 from benchmarks.procstat import GENERATOR_CORE, pin_self  # noqa: E402
@@ -59,16 +59,16 @@ def enable_kernel_forwarding(text: str) -> str:
 @contextmanager
 def edited_server_config(edit: Callable[[str], str]) -> Iterator[None]:
     """media_relay's `Omlmedia` starts its server through harness.start_server: pass `edit`."""
-    original = media_relay.harness.start_server
+    original = harness.start_server
 
     def start_server(*args: Any, **kwargs: Any) -> Any:
         return original(*args, edit_config=edit, **kwargs)
 
-    media_relay.harness.start_server = start_server  # type: ignore[assignment]
+    setattr(harness, "start_server", start_server)  # noqa: B010 (a function of a module)
     try:
         yield
     finally:
-        media_relay.harness.start_server = original  # type: ignore[assignment]
+        setattr(harness, "start_server", original)  # noqa: B010
 
 
 class OmlmediaKernel(Omlmedia):
@@ -111,6 +111,10 @@ class Row:
 
 
 def row(step: Step, base: Step, duration: float, kernel: int) -> Row:
+    if not step.ok:  # set-up failed: nothing was measured
+        nan = math.nan
+        return Row(step.target, step.calls, False, 100.0, 0, nan, nan, nan, nan, nan, 0,
+                   nan, nan, nan, nan, 0.0, step.error or "set-up failed")  # fmt: skip
     extra = duration * (
         step.generator.get("generator_cpu_fraction", 0.0)
         - base.generator.get("generator_cpu_fraction", 0.0)
@@ -222,30 +226,38 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summarize(results: dict[str, list[Row]], args: argparse.Namespace) -> dict[str, Any]:
-    print("\nlargest N with 0 failures and loss <= 0.1 %, and the cost at the largest N all ran:")
+    """The largest N each relay carried with no failure and loss <= 0.1 %, and at each N the
+    CPU per call-second of each relay and its ratio to rtpengine's (steps with loss included,
+    marked)."""
+    print("\nlargest N with 0 failures and loss <= 0.1 %:")
     largest = {
         name: max((r.calls for r in rows if r.ok), default=0) for name, rows in results.items()
     }
-    common = min(largest.values()) if largest else 0
-    at_common = {
-        name: next((r for r in rows if r.calls == common), None) for name, rows in results.items()
-    }
     for name, best in largest.items():
-        r = at_common.get(name)
-        cost = (
-            f"{fmt(r.cpu_us_per_call_second, '.0f')} us/call-s, "
-            f"{fmt(r.cpu_us_per_packet, '.2f')} us/pkt"
-            if r is not None
-            else "-"
-        )
-        print(f"  {name:>15}: largest N {best}; at N={common}: {cost}")
-    reference = at_common.get("rtpengine")
-    ratios = {}
-    for name in ("omlmedia", "omlmedia-kernel"):
-        r = at_common.get(name)
-        if r is not None and reference is not None and reference.cpu_us_per_call_second > 0:
-            ratios[name] = r.cpu_us_per_call_second / reference.cpu_us_per_call_second
-            print(f"  {name} / rtpengine CPU per call-second at N={common}: {ratios[name]:.2f}x")
+        print(f"  {name:>15}: {best}")
+    print("CPU per call-second (us) and per relayed packet (us), ratio to rtpengine:")
+    ratios: dict[str, dict[int, float]] = {}
+    for n in sorted({r.calls for rows in results.values() for r in rows}):
+        at = {name: next((r for r in rows if r.calls == n), None) for name, rows in results.items()}
+        reference = at.get("rtpengine")
+        cells = []
+        for name, r in at.items():
+            if r is None or math.isnan(r.cpu_us_per_call_second):
+                continue
+            cell = f"{name} {r.cpu_us_per_call_second:.0f} ({r.cpu_us_per_packet:.2f}/pkt)" + (
+                "" if r.ok else " [loss]"
+            )
+            if (
+                name != "rtpengine"
+                and reference is not None
+                and reference.cpu_us_per_call_second > 0
+                and not math.isnan(reference.cpu_us_per_call_second)
+            ):
+                ratio = r.cpu_us_per_call_second / reference.cpu_us_per_call_second
+                ratios.setdefault(name, {})[n] = ratio
+                cell += f" = {ratio:.2f}x"
+            cells.append(cell)
+        print(f"  N={n}: " + "; ".join(cells))
     summary = {
         "args": vars(args) | {"json": str(args.json) if args.json else None},
         "rows": {name: [asdict(r) for r in rows] for name, rows in results.items()},
