@@ -308,11 +308,23 @@ async def _command(
 
 @routes.post("/v1/agents/{name}/pause")
 async def post_pause(request: web.Request) -> web.Response:
-    """A supervisor pauses the agent with ``reason`` (at once, or after its call)."""
+    """A supervisor pauses the agent with ``reason`` (at once, or after its call): one of the
+    pause reasons (``GET /api/v1/pause-reasons``); without one, ``supervisor``."""
+    directory = request.app[DIRECTORY_KEY]
+
+    def reason(body: Mapping[str, Any]) -> str:
+        text = _text(body, "reason", "supervisor")
+        if "reason" in body and directory is not None:
+            known = directory.pause_reasons()
+            if text not in known:
+                why = f"must be one of the pause reasons: {', '.join(known)}"
+                raise ApiError(400, f"reason {why}", [("reason", why)])
+        return text
+
     return await _command(
         request,
         "pause",
-        lambda acd, name, body, by: acd.force_pause(name, _text(body, "reason", "supervisor"), by),
+        lambda acd, name, body, by: acd.force_pause(name, reason(body), by),
     )
 
 
