@@ -55,7 +55,7 @@ import json
 import logging
 import re
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -468,8 +468,13 @@ class AgentHub:
         web: WebCallHandler | None = None,
         supervisors: SupervisorHandler | None = None,
         login_deadline: float = LOGIN_DEADLINE,
+        pause_reasons: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         self.accounts = accounts
+        self.pause_reasons = pause_reasons
+        """The reasons an agent may pause with, now (sent in ``login-ok``/``auth-ok`` and by
+        `pause_reasons_changed`; a ``state`` message with another is refused with
+        ``invalid-reason``); None: any reason."""
         self.login_deadline = login_deadline
         """Seconds a socket may stay open without logging in (an agent's ``login``/``auth``, a
         supervisor's, a web caller's ``web-call``) before `expire` closes it."""
@@ -747,7 +752,18 @@ class AgentHub:
             "elapsed": round(max(0.0, now - entry.state_since), 1),
             "calls": [c.view(now) for c in entry.calls.values()],
             "history": [c.view(now) for c in entry.ended],
+            "pause_reasons": list(self.pause_reasons()) if self.pause_reasons else [],
         }
+
+    def pause_reasons_changed(self) -> None:
+        """Send the pause reasons as they are now to every connected agent page
+        (``{"type": "pause-reasons", "reasons": [...]}``): its menu follows."""
+        if self.pause_reasons is None:
+            return
+        message = {"type": "pause-reasons", "reasons": list(self.pause_reasons())}
+        for entry in self._agents.values():
+            if entry.conn is not None:
+                self._send(entry.conn, message)
 
     async def _end(self, entry: _Agent, reason: str, *, notify: bool) -> None:
         if self._agents.get(entry.name) is not entry:
@@ -905,6 +921,12 @@ class AgentHub:
         elif kind == "state":
             state = AgentState(f["state"])
             reason = f.get("reason", "break") if state is AgentState.PAUSED else None
+            if reason is not None and self.pause_reasons is not None:
+                known = list(self.pause_reasons())
+                if "reason" not in f and known:
+                    reason = known[0]
+                elif reason not in known:
+                    raise ProtocolError("invalid-reason", f"not a pause reason: {reason}")
             await control.set_agent_state(agent, state, reason)
             self._ack(conn, ref)
         elif kind in ("offer", "ice-restart"):
@@ -985,6 +1007,12 @@ class AgentHub:
             )
             if target is None:
                 raise ProtocolError("unknown-call", "no such call for this agent")
+            allowed = target.info.dispositions
+            if allowed and f["disposition"] not in allowed:
+                raise ProtocolError(
+                    "invalid-disposition",
+                    f"not a disposition of this call's campaign: {f['disposition']}",
+                )
             await control.set_disposition(agent, call_id, f["disposition"], f.get("notes", ""))
             target.disposition = f["disposition"]
             self._ack(conn, ref)

@@ -503,3 +503,43 @@ async def test_a_socket_that_does_not_log_in_in_time_is_closed_and_one_that_did_
     assert reply["type"] == "login-ok"  # a login before the next expire() still counts
     await world.hub.expire()
     assert not late.closed
+
+
+async def test_the_pause_reasons_come_from_the_server_and_a_page_pauses_with_one_of_them() -> None:
+    world = World()
+    reasons = ["break", "lunch"]
+    world.hub.pause_reasons = lambda: reasons
+    conn = await world.login()
+    assert conn.sent[0]["pause_reasons"] == ["break", "lunch"]  # the menu, in login-ok
+    refused = await world.send(conn, "state", state="paused", reason="nap")
+    assert refused["type"] == "error" and refused["code"] == "invalid-reason", refused
+    assert all(c[0] != "set_agent_state" for c in world.control.calls)
+    await world.send(conn, "state", state="paused", reason="lunch")
+    assert world.control.calls[-1] == ("set_agent_state", "agent1", AgentState.PAUSED, "lunch")
+    reasons.append("coaching")  # an admin adds one: every page is told
+    world.hub.pause_reasons_changed()
+    assert conn.last() == {
+        "v": 1,
+        "type": "pause-reasons",
+        "reasons": ["break", "lunch", "coaching"],
+    }
+    reasons.remove("lunch")  # removed while paused with it: still paused with it
+    world.hub.pause_reasons_changed()
+    assert world.hub.agent_state("agent1") is AgentState.PAUSED
+    assert world.hub._agents["agent1"].reason == "lunch"
+    reasons.remove("break")
+    await world.send(conn, "state", state="paused")  # no reason: the first of the list
+    assert world.control.calls[-1] == ("set_agent_state", "agent1", AgentState.PAUSED, "coaching")
+
+
+async def test_a_disposition_outside_the_calls_campaign_set_is_refused() -> None:
+    world = World()
+    conn = await world.login()
+    campaign_call = CallInfo("c9", caller_number="100", queue="sales", dispositions=("sold",))
+    assert world.hub.offer_call("agent1", campaign_call)
+    await world.send(conn, "answer", call_id="c9")
+    refused = await world.send(conn, "disposition", call_id="c9", disposition="maybe")
+    assert refused["type"] == "error" and refused["code"] == "invalid-disposition", refused
+    assert all(c[0] != "set_disposition" for c in world.control.calls)
+    await world.send(conn, "disposition", call_id="c9", disposition="sold")
+    assert world.control.calls[-1] == ("set_disposition", "agent1", "c9", "sold", "")
