@@ -10,7 +10,10 @@ disk; committed every flush, and at shutdown) and hands it to the live subscribe
 (`Subscription`: the event stream, and later the webhooks' outbox), each through a bounded queue:
 a subscriber that falls behind is marked `overflowed` and dropped, never waited for.
 
-Ids are strictly increasing across restarts (the log starts above the last id stored). An event
+Ids are strictly increasing across restarts (the log starts above the last id stored), and
+unique across the nodes that share one PostgreSQL database (they come from one sequence,
+`omlmedia.storage.Store.next_event_id`): so a node's ids are increasing but not consecutive, and
+its log holds its own events only (another node's are in that node's stream). An event
 is *accepted* once the store committed it; until then it is kept in memory (`recent`), so a
 reader that resumes after an id (`replay`) gets every later event exactly once and in order:
 committed ones from the database (read on its own connection and thread), the others from
@@ -24,6 +27,7 @@ subscriber filters by prefix (``call.``, ``queue.``).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import time
@@ -156,6 +160,10 @@ class Event:
         )
 
 
+def _id(ev: Event) -> int:
+    return ev.id
+
+
 class EventSink(Protocol):
     """Where the parts of the server publish their events (`EventLog`)."""
 
@@ -267,14 +275,15 @@ class _Reader:
     """Reads committed events on one thread of its own with its own connection (to the store's
     SQLite file or PostgreSQL DSN)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, node: str = "") -> None:
         self.path = path
+        self.node = node
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="omlmedia-events-reader")
         self._store: Store | None = None
 
     def _read(self, after: int, limit: int) -> list[EventRow]:
         if self._store is None:
-            self._store = Store(self.path)
+            self._store = Store(self.path, node=self.node)
         return self._store.events(after, limit)
 
     async def events(self, after: int, limit: int) -> list[EventRow]:
@@ -316,8 +325,10 @@ class EventLog:
         self.last_id = store.store.committed_event_id if store is not None else 0
         """The id of the last event published."""
         self.recent: list[Event] = []
-        """The last events published, in id order (ids are consecutive): at least the last
-        `keep`, and every one not yet committed."""
+        """The last events published, in id order (increasing, not always consecutive): at
+        least the last `keep`, and every one not yet committed."""
+        self._floor = self.last_id
+        """Every event of this log with an id up to this one is in the store, not in `recent`."""
         self.subscribers: set[Subscription] = set()
         self.published = 0
         """Events published since start."""
@@ -328,7 +339,7 @@ class EventLog:
         self.outbox: Callable[[Event], Sequence[tuple[str, tuple[Any, ...]]]] | None = None
         """Called with every event before it is stored: the writes that must commit with it
         (the webhooks' deliveries, `omlmedia.webhooks`)."""
-        self._reader = _Reader(store.store.path) if store is not None else None
+        self._reader = _Reader(store.store.path, store.store.node) if store is not None else None
         self._next: asyncio.Future[None] | None = None
 
     def publish(
@@ -343,7 +354,7 @@ class EventLog:
         time: float | None = None,
     ) -> Event:
         """Record one event: its id, the store's next batch, memory; wake the readers."""
-        self.last_id += 1
+        self.last_id = self.store.next_event_id() if self.store is not None else self.last_id + 1
         ev = Event(
             self.last_id,
             self.clock() if time is None else time,
@@ -375,7 +386,7 @@ class EventLog:
             self._next = None
             if not waiter.done():
                 waiter.set_result(None)
-        if self.subscribers and not ev.id % 32:
+        if self.subscribers and not self.published % 32:
             self._sweep()
         return ev
 
@@ -383,14 +394,19 @@ class EventLog:
         """Forget the oldest events beyond `keep`, but never one not yet committed."""
         recent = self.recent
         committed = self.store.store.committed_event_id if self.store is not None else self.last_id
-        drop = min(len(recent) - self.keep, committed - recent[0].id + 1)
+        drop = min(len(recent) - self.keep, bisect.bisect_right(recent, committed, key=_id))
         if drop > 0:
+            self._floor = recent[drop - 1].id
             del recent[:drop]
 
     def _sweep(self) -> None:
         """Drop the live subscribers that fell more than their limit behind."""
-        head = self.last_id
-        dropped = [s for s in self.subscribers if s.live and head - s.cursor > s.limit]
+        recent = self.recent
+
+        def behind(cursor: int) -> int:
+            return len(recent) - bisect.bisect_right(recent, cursor, key=_id)
+
+        dropped = [s for s in self.subscribers if s.live and behind(s.cursor) > s.limit]
         for sub in dropped:
             sub.overflowed = True
             sub.cut.set()
@@ -434,12 +450,14 @@ class EventLog:
         while cursor < self.last_id:
             recent = self.recent
             first = recent[0].id if recent else self.last_id + 1
-            if cursor + 1 >= first:
-                start = cursor + 1 - first
+            if cursor >= self._floor:
+                start = bisect.bisect_right(recent, cursor, key=_id)
                 window = recent[start : start + most]
+                if not window:
+                    return [], self.last_id
                 return [ev for ev in window if match(ev)], window[-1].id
             if self._reader is None:
-                cursor = first - 1  # evicted without a store: gone
+                cursor = max(cursor, self._floor)  # evicted without a store: gone
                 continue
             rows = await self._reader.events(cursor, min(most, REPLAY_PAGE))
             rows = [row for row in rows if row[0] < first]
@@ -450,7 +468,7 @@ class EventLog:
             if (recent[0].id if recent else self.last_id + 1) == first:
                 # Nothing stored between cursor and memory (ids of a run that crashed before
                 # committing them are given again): go on from memory.
-                cursor = first - 1
+                cursor = max(cursor, self._floor)
         return [], cursor
 
     async def replay(

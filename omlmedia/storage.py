@@ -31,12 +31,13 @@ a node that dies during an outage loses what it buffered since its last successf
 node names itself (`node`): a call's open-call row carries the node, and `recover` closes only
 the calls of its own node, never those another node is carrying.
 
-One writer per database, for now: the event log's ids (and the webhook outbox keyed by them) are
-counted per node, so two nodes writing events to one database would collide. The server's store
-(``writer=True``) holds a PostgreSQL advisory lock (`omlmedia.storage_pg.WRITER_LOCK`) for as
-long as it runs, and a second node given the same database refuses to start
-(`StoreInUseError`) rather than stall its writes on a collision: give each node its own
-database until the cluster's event log lands (docs/cluster.md).
+Several nodes may write one PostgreSQL database. The event log's ids (and the webhook outbox
+keyed by them) come from one sequence (`omlmedia.storage_pg.EVENT_IDS`), so they are unique
+across the nodes and increasing on each; each node reserves a few ahead (`next_event_id`,
+topped up by every flush, on the writer's thread) so that giving an event its id never waits
+for the database on the event loop. Each event row names its node, and a node reads back only
+its own (`events`): every node's event stream is its own, resumable by id. On SQLite (one node)
+ids are simply counted from the highest stored.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from omlmedia.migrations import migrate
-from omlmedia.storage_pg import WRITER_LOCK, PgConnection, PgError, is_dsn, migrate_pg
+from omlmedia.storage_pg import EVENT_IDS, PgConnection, PgError, is_dsn, migrate_pg
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +65,9 @@ __all__ = [
     "QueueLogRow",
     "Store",
     "StoreError",
-    "StoreInUseError",
     "connect",
     "open_database",
 ]
-
-
-class StoreInUseError(OSError):
-    """Another node's writer holds this PostgreSQL database (an `OSError`, as a port in use
-    is: the server reports it and does not start)."""
 
 
 StoreError = (sqlite3.Error, *PgError)
@@ -239,11 +234,8 @@ class Store:
         self.node = node
         """This node's name: its calls in progress are the ones `recover` closes."""
         self.writer = writer
-        """The node's one writer (the server's): on PostgreSQL it holds the database's writer
-        lock (`StoreInUseError` when another node does)."""
+        """The node's writer (the server's): it gives the event log its ids."""
         self._db = open_database(self.path)
-        if writer and isinstance(self._db, PgConnection):
-            self._claim(self._db)
         self._log: list[tuple[Any, ...]] = []
         self._opened: list[tuple[str, float, str]] = []
         self._closed: list[tuple[Any, ...]] = []
@@ -252,24 +244,43 @@ class Store:
         self.committed_events = 0
         self.committed_calls = 0
         self.committed_event_id = self.last_event_id()
-        """The highest event id committed (read by the event log from the loop's thread)."""
+        """The highest event id of this node committed (read by the event log from the loop's
+        thread)."""
+        self._ids: list[int] = []
+        """Event ids reserved ahead (PostgreSQL), lowest last."""
+        self._next_id = self.committed_event_id + 1
+        """The next event id (SQLite)."""
 
     def connect(self) -> Any:
         """A new connection to this store's database (a `sqlite3.Connection` or a
         `PgConnection`, which takes the same calls), for a reader or another part."""
         return connect(self.path)
 
-    @staticmethod
-    def _claim(db: PgConnection) -> None:
-        """Take the database's writer lock (held as long as `db` lives) or raise
-        `StoreInUseError`, closing `db`."""
-        row = db.execute("SELECT pg_try_advisory_lock(?)", (WRITER_LOCK,)).fetchone()
-        if row is None or not row[0]:
-            db.close()
-            raise StoreInUseError(
-                "another omlmedia node writes to this PostgreSQL database; for now each node "
-                "needs a database of its own (docs/cluster.md)"
-            )
+    IDS_AHEAD = 200
+    """Event ids a PostgreSQL store keeps reserved: a flush tops them up when half are used."""
+
+    def next_event_id(self) -> int:
+        """The id of the next event: unique across every node of the database, and higher
+        than every id this store gave before."""
+        if not isinstance(self._db, PgConnection):
+            ident = self._next_id
+            self._next_id += 1
+            return ident
+        if not self._ids:
+            self._reserve_ids()  # more events than a flush tops up: wait for the database
+        return self._ids.pop()
+
+    def _reserve_ids(self) -> None:
+        """Reserve event ids from the database's sequence, up to `IDS_AHEAD`."""
+        missing = self.IDS_AHEAD - len(self._ids)
+        if missing <= 0 or not isinstance(self._db, PgConnection):
+            return
+        rows = self._db.execute(
+            f"SELECT nextval('{EVENT_IDS}') FROM generate_series(1, ?)", (missing,)
+        ).fetchall()
+        fresh = sorted((int(row[0]) for row in rows), reverse=True)
+        # Every id reserved now is above every one reserved before (one sequence).
+        self._ids = fresh + self._ids
 
     def _reconnect(self) -> None:
         """After a failed flush on PostgreSQL: a new connection if the old one is gone (the
@@ -278,9 +289,7 @@ class Store:
         if isinstance(db, PgConnection) and db.is_closed():
             try:
                 fresh = PgConnection(db.dsn)
-                if self.writer:
-                    self._claim(fresh)
-            except (*PgError, StoreInUseError):
+            except PgError:
                 logger.exception("reconnecting to PostgreSQL failed; will retry")
                 return
             db.close()
@@ -336,6 +345,12 @@ class Store:
         log, opened, closed, events = self._log, self._opened, self._closed, self._events
         writes = self._writes
         count = len(log) + len(opened) + len(closed) + len(events) + len(writes)
+        if self.writer and len(self._ids) < self.IDS_AHEAD // 2:
+            try:
+                self._reserve_ids()
+            except PgError:
+                logger.warning("reserving event ids failed; will retry")
+                self._reconnect()
         if not count:
             return 0
         self._log, self._opened, self._closed, self._events = [], [], [], []
@@ -364,9 +379,10 @@ class Store:
                 )
             if events:
                 db.executemany(
-                    "INSERT INTO events (id, time, type, call_id, queue, agent, campaign, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    _storable(events),
+                    "INSERT INTO events "
+                    "(id, time, type, call_id, queue, agent, campaign, data, node) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _storable([(*row, self.node) for row in events]),
                 )
             for sql, args in writes:
                 db.execute(sql, _storable([args])[0])
@@ -467,7 +483,19 @@ class Store:
         return self._record(row) if row is not None else None
 
     def events(self, after: int, limit: int) -> list[EventRow]:
-        """Committed events with an id above `after`, in id order, at most `limit`."""
+        """This node's committed events with an id above `after`, in id order, at most
+        `limit`."""
+        return list(
+            self._db.execute(
+                "SELECT id, time, type, call_id, queue, agent, campaign, data FROM events "
+                "WHERE node = ? AND id > ? ORDER BY id LIMIT ?",
+                (self.node, after, limit),
+            )
+        )
+
+    def all_events(self, after: int, limit: int) -> list[EventRow]:
+        """Every node's committed events with an id above `after`, in id order, at most
+        `limit`."""
         return list(
             self._db.execute(
                 "SELECT id, time, type, call_id, queue, agent, campaign, data FROM events "
@@ -477,8 +505,8 @@ class Store:
         )
 
     def last_event_id(self) -> int:
-        """The highest event id committed (0 for none)."""
-        row = self._db.execute("SELECT MAX(id) FROM events").fetchone()
+        """The highest event id this node committed (0 for none)."""
+        row = self._db.execute("SELECT MAX(id) FROM events WHERE node = ?", (self.node,)).fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
     def open_calls(self) -> list[str]:
@@ -537,6 +565,11 @@ class AsyncStore:
         """Queue one statement for the next flush (see `Store.append_write`)."""
         with self._lock:
             self.store.append_write(sql, args)
+
+    def next_event_id(self) -> int:
+        """The id of the next event (see `Store.next_event_id`)."""
+        with self._lock:
+            return self.store.next_event_id()
 
     def _flush(self) -> int:
         with self._lock:

@@ -26,6 +26,9 @@ ON CONFLICT (key) DO UPDATE SET col = excluded.col``, which both accept), no SQL
 quote nothing else that PostgreSQL reserves (``user``, ``order``...: pick another name).
 ``tests/omlmedia/test_storage_pg.py`` applies every step on PostgreSQL.
 
+The event ids of several nodes sharing a database come from one sequence (`EVENT_IDS`), made
+by `migrate_pg` above every id already stored.
+
 Migrations of several nodes starting together: `migrate_pg()` holds a PostgreSQL advisory lock
 (`MIGRATION_LOCK`) around `omlmedia.migrations.migrate`, so one node applies the steps and the
 others, once it is done, find the database at the last version and apply nothing.
@@ -43,8 +46,8 @@ from typing import Any, Final, TypeVar
 import asyncpg
 
 __all__ = [
+    "EVENT_IDS",
     "MIGRATION_LOCK",
-    "WRITER_LOCK",
     "PgConnection",
     "PgError",
     "is_dsn",
@@ -58,8 +61,8 @@ T = TypeVar("T")
 MIGRATION_LOCK: Final = 0x6F6D6C6D
 """The advisory lock key held while migrating (``"omlm"``)."""
 
-WRITER_LOCK: Final = 0x6F6D6C77
-"""The advisory lock a node's writer holds on its database (``"omlw"``, `omlmedia.storage`)."""
+EVENT_IDS: Final = "omlmedia_event_ids"
+"""The sequence every node's event ids come from (`omlmedia.storage.Store.next_event_id`)."""
 
 CONNECT_TIMEOUT: Final = 10.0
 """Seconds to wait for PostgreSQL to accept a connection."""
@@ -225,6 +228,13 @@ def migrate_pg(db: PgConnection) -> list[int]:
 
     db.advisory_lock(MIGRATION_LOCK)
     try:
-        return migrate(db)
+        applied = migrate(db)
+        # The event ids' sequence, above every id stored (a database written before it existed).
+        db.execute(f"CREATE SEQUENCE IF NOT EXISTS {EVENT_IDS}")
+        db.execute(
+            f"SELECT setval('{EVENT_IDS}', GREATEST((SELECT COALESCE(MAX(id), 0) FROM events), "
+            f"(SELECT last_value FROM {EVENT_IDS})))"
+        )
+        return applied
     finally:
         db.advisory_unlock(MIGRATION_LOCK)

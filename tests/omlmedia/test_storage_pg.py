@@ -16,7 +16,7 @@ import pytest
 from omlmedia.accounts import AccountBook
 from omlmedia.config import ConfigError, load_config
 from omlmedia.migrations import MIGRATIONS, schema_version
-from omlmedia.storage import AsyncStore, CallRecord, QueueLogRow, Store, StoreInUseError
+from omlmedia.storage import AsyncStore, CallRecord, QueueLogRow, Store
 from omlmedia.storage_pg import PgConnection, migrate_pg, translate
 from tests.cluster import postgres
 
@@ -112,18 +112,36 @@ def test_each_node_recovers_only_its_own_calls_in_progress(pg: postgres.Postgres
     two.close()
 
 
-def test_a_second_writer_on_one_database_is_refused_until_the_first_is_gone(
+def test_two_writers_on_one_database_give_unique_increasing_event_ids_and_read_back_their_own(
     pg: postgres.Postgres,
 ) -> None:
     dsn = postgres.fresh_database(pg)
-    first = Store(dsn, node="n1", writer=True)
-    with pytest.raises(StoreInUseError, match="a database of its own"):
-        Store(dsn, node="n2", writer=True)
-    reader = Store(dsn)  # readers (reports, the event stream) are not writers
-    first.close()
-    second = Store(dsn, node="n2", writer=True)
-    second.close()
-    reader.close()
+    one = Store(dsn, node="n1", writer=True)
+    two = Store(dsn, node="n2", writer=True)
+    given: dict[str, list[int]] = {"n1": [], "n2": []}
+    for i in range(700):  # more than a reservation: both reserve again, interleaved
+        store = one if i % 3 else two
+        ident = store.next_event_id()
+        given[store.node].append(ident)
+        store.append_event((ident, float(i), "test.event", f"c{i}", "", "", "", "{}"))
+        if i % 50 == 0:
+            one.flush()
+            two.flush()
+    one.flush()
+    two.flush()
+    ids = given["n1"] + given["n2"]
+    assert len(set(ids)) == len(ids) == 700
+    for node, store in (("n1", one), ("n2", two)):
+        assert given[node] == sorted(given[node])
+        assert [row[0] for row in store.events(0, 1000)] == given[node]
+        assert store.last_event_id() == given[node][-1]
+    assert len(one.all_events(0, 1000)) == 700
+    one.close()
+    # A node started again goes on above every id given before, by any node.
+    again = Store(dsn, node="n1", writer=True)
+    assert again.next_event_id() > max(ids)
+    again.close()
+    two.close()
 
 
 async def test_writes_accepted_while_the_database_is_down_land_when_it_is_back(
@@ -151,7 +169,6 @@ async def test_writes_accepted_while_the_database_is_down_land_when_it_is_back(
         assert time.monotonic() < deadline, "the buffered writes never landed"
         await asyncio.sleep(0.05)
     await store.close()
-    Store(dsn, writer=True).close()  # the writer lock went with the writer
     reader = Store(dsn)
     assert [e.event for e in reader.queue_log()] == ["enter", "answer"]
     record = reader.call_record("c1")
