@@ -359,6 +359,7 @@ class Server:
         calls.campaigns = self.directory.campaigns_now()
         self.directory.campaign_tables.append(calls.campaigns)
         self.directory.file_routes = config.routes
+        self.directory.seed_pause_reasons(config.wallboard.pause_reasons)
         self.routes.set_added(self.directory.routes_now())
         self.directory.route_tables.append(self.routes)
         pages = self._start_agents(service, b2bua, self.directory)
@@ -615,6 +616,7 @@ class Server:
                 ice_servers=browser_ice,
                 web=desk.web,
                 supervisors=monitor,
+                pause_reasons=directory.pause_reasons,
             )
 
         desk = AgentDesk(
@@ -636,6 +638,7 @@ class Server:
         desk.audit = audit
         self.desk = desk
         self.hub = desk.hub
+        directory.reason_listeners.append(desk.hub.pause_reasons_changed)
         directory.campaign_tables.append(acd.campaigns)
         directory.bind(
             acd,
