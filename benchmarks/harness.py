@@ -204,6 +204,10 @@ members = ["agent1", "agent2"]
 ring_timeout = 15
 wrapup = 1
 
+# The supervisor page's test: one caller waiting turns the figure amber, two red.
+[wallboard.thresholds.support]
+waiting = [1, 2]
+
 [queues.sales]
 strategy = "ringall"
 members = ["agent2"]

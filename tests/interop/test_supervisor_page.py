@@ -135,6 +135,8 @@ async def test_a_supervisor_sees_a_caller_wait_and_be_answered_and_controls_the_
         latency = seen_at - entered[-1]["time"]
         assert latency < 1.0, f"the waiting caller reached the wallboard after {latency:.3f} s"
         await expect(support.locator("td").nth(7)).to_have_text("1")  # offered today
+        # [wallboard.thresholds.support] waiting = [1, 2] (the test configuration): amber.
+        await expect(support.locator("td").nth(1)).to_have_class(re.compile(r"\bamber\b"))
 
         await agent.get_by_role("button", name="Ready", exact=True).click()
         await agent.get_by_role("button", name="Answer", exact=True).click(timeout=10000)
@@ -145,6 +147,7 @@ async def test_a_supervisor_sees_a_caller_wait_and_be_answered_and_controls_the_
         await expect(agent1.locator(".state")).to_have_text("On call")
         await expect(agent1.locator("td").nth(7)).to_have_text("1")  # calls handled
         await expect(support.locator("td").nth(1)).to_have_text("0")  # no one waits
+        await expect(support.locator("td").nth(1)).not_to_have_class(re.compile(r"\bamber\b"))
 
         # Live quality of both legs, from RTCP, every few seconds (call.live_quality).
         await expect(call_row.locator("td").nth(4)).to_have_text(MOS, timeout=8000)
