@@ -440,7 +440,8 @@ def create_app(
     api.add_routes(openapi_routes)
     install_reports(api, config, database)
     install_event_stream(api, events)
-    install_wallboard(api, wallboard_for(config, acd, api[READER_KEY], events))
+    reasons = directory.pause_reasons if directory is not None else None
+    install_wallboard(api, wallboard_for(config, acd, api[READER_KEY], events, reasons))
     app = root if root is not None else web.Application()
     authenticator = accounts if accounts is not None else ConfiguredToken(config.api.token_matches)
     app.middlewares.append(authorize(authenticator, scopes))
