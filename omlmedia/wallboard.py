@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -400,6 +400,9 @@ class Wallboard:
     service_levels: Callable[[], Mapping[str, float]]
     campaigns: Mapping[str, str]
     config: WallboardConfig = field(default_factory=WallboardConfig)
+    pause_reasons: Callable[[], Sequence[str]] | None = None
+    """The pause reasons now (the directory's, which the API administers); None: the
+    configuration's."""
 
     async def snapshot(self, wanted: Callable[[str, str], bool]) -> dict[str, Any]:
         """The wallboard for the queues (and their campaigns) `wanted(queue, campaign)` keeps."""
@@ -480,7 +483,9 @@ class Wallboard:
             "last_event_id": last_id,
             "mos_threshold": self.config.mos_threshold,
             "quality_interval": self.config.quality_interval,
-            "pause_reasons": list(self.config.pause_reasons),
+            "pause_reasons": list(
+                self.pause_reasons() if self.pause_reasons else self.config.pause_reasons
+            ),
             "queues": queues,
             "agents": agents,
             "calls": live_calls,
@@ -599,7 +604,11 @@ class _CampaignQueues(Mapping[str, str]):
 
 
 def wallboard_for(
-    config: Any, acd: Any, reader: QueueLogReader | None, events: _Events | None
+    config: Any,
+    acd: Any,
+    reader: QueueLogReader | None,
+    events: _Events | None,
+    pause_reasons: Callable[[], Sequence[str]] | None = None,
 ) -> Wallboard | None:
     """The wallboard of the server's ACD runtime `acd` (`omlmedia.acd.AcdRuntime`), its stored
     queue log `reader` and event log `events`, configured by `config` (`omlmedia.config.Config`);
@@ -624,4 +633,5 @@ def wallboard_for(
         if isinstance(getattr(acd, "campaigns", None), Mapping)
         else {c.name: c.queue for c in config.campaigns},
         config=getattr(config, "wallboard", None) or WallboardConfig(),
+        pause_reasons=pause_reasons,
     )
