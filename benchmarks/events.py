@@ -360,6 +360,7 @@ def _sipp_calls(server: Any, workdir: Path, cps: int, seconds: float, name: str)
     )
     setup = _setup_times_ms(workdir / name, "uac")
     return {
+        "setup_ms": setup,
         "calls": calls,
         "successful": result.count("SuccessfulCall"),
         "failed": result.count("FailedCall"),
@@ -400,9 +401,12 @@ async def _sip_phase(
 
 def run_with_sip(args: argparse.Namespace) -> dict[str, Any]:
     """The same sipp run (`--cps` calls a second to ``echo`` for `--seconds`) against one
-    server, first alone, then with `--clients` stream clients reading every call event."""
+    server, alone and with `--clients` stream clients reading every call event, interleaved
+    `--rounds` times (alone, loaded, alone, loaded...) so that the other load of a shared
+    machine falls on both alike; the set-up times of each kind are pooled."""
     from benchmarks.harness import start_server
 
+    phases: list[dict[str, Any]] = []
     with TemporaryDirectory(prefix="omlmedia-events-sip-") as tmp:
         workdir = Path(tmp)
         server = start_server(workdir / "server", core=SERVER_CORE)
@@ -410,22 +414,45 @@ def run_with_sip(args: argparse.Namespace) -> dict[str, Any]:
             if can_pin():
                 pin_self(GENERATOR_CORE)
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                alone = runner.run(_sip_phase(args, server, workdir, 0, "alone"))
-                loaded = runner.run(_sip_phase(args, server, workdir, args.clients, "loaded"))
+                for round_ in range(args.rounds):
+                    for clients in (0, args.clients):
+                        name = f"r{round_}c{clients}"
+                        phases.append(runner.run(_sip_phase(args, server, workdir, clients, name)))
         finally:
             server.stop()
-    change = (
-        100 * (loaded["setup_ms_p99"] / alone["setup_ms_p99"] - 1)
-        if alone["setup_ms_p99"]
-        else math.nan
+    return sip_summary(phases, args.cps, args.seconds)
+
+
+def sip_summary(phases: list[dict[str, Any]], cps: int, seconds: float) -> dict[str, Any]:
+    """The pooled figures of interleaved phases: set-up p50/p99 alone and with stream clients
+    (every call of every phase of that kind), their change, and each phase's own p99."""
+    pooled: dict[str, list[float]] = {"alone": [], "with_clients": []}
+    rounds: list[str] = []
+    summary: dict[str, Any] = {"cps": cps, "seconds": seconds}
+    for phase in phases:
+        kind = "with_clients" if phase["stream_clients"] else "alone"
+        pooled[kind] += phase["setup_ms"]
+        rounds.append(f"{kind}:{phase['setup_ms_p99']:g}")
+    for kind, times in pooled.items():
+        own = [p for p in phases if bool(p["stream_clients"]) == (kind == "with_clients")]
+        summary[kind] = {
+            "calls": sum(p["calls"] for p in own),
+            "failed": sum(p["failed"] for p in own),
+            "retransmissions": sum(p["retransmissions"] for p in own),
+            "setup_ms_p50": percentile(times, 0.50),
+            "setup_ms_p99": percentile(times, 0.99),
+            "deliveries": sum(p["deliveries"] for p in own),
+            "delivery_ms_p99": max((p["delivery_ms_p99"] for p in own), default=math.nan),
+            "server_cpu_us_per_call": round(
+                sum(p["server_cpu_us_per_call"] for p in own) / max(len(own), 1)
+            ),
+        }
+    alone, loaded = summary["alone"]["setup_ms_p99"], summary["with_clients"]["setup_ms_p99"]
+    summary["setup_p99_change_percent"] = (
+        round(100 * (loaded / alone - 1), 1) if alone and not math.isnan(alone) else math.nan
     )
-    return {
-        "cps": args.cps,
-        "seconds": args.seconds,
-        "alone": alone,
-        "with_clients": loaded,
-        "setup_p99_change_percent": round(change, 1),
-    }
+    summary["phase_p99_ms"] = " ".join(rounds)
+    return summary
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -471,6 +498,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "call set-up p99 without and with --clients stream clients",
     )
     parser.add_argument("--cps", type=int, default=200)
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="with --with-sip: alone/loaded pairs, interleaved"
+    )
     args = parser.parse_args(argv)
     if args.command == "serve":
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from benchmarks.events import dechunk, due, percentile, sse_times
+from benchmarks.events import dechunk, due, percentile, sip_summary, sse_times
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -40,3 +40,32 @@ def test_dechunk_takes_whole_chunks_and_sees_the_last() -> None:
     assert dechunk(raw) == (b"hello world", False)
     raw += b"c\r\n0\r\n\r\n"
     assert dechunk(raw) == (b"abc", True)
+
+
+def test_interleaved_sip_phases_are_pooled_by_kind() -> None:
+    def phase(clients: int, times: list[float]) -> dict[str, object]:
+        return {
+            "setup_ms": times,
+            "setup_ms_p99": percentile(times, 0.99),
+            "stream_clients": clients,
+            "calls": len(times),
+            "failed": 0,
+            "retransmissions": 0,
+            "deliveries": 3 * len(times) * clients,
+            "delivery_ms_p99": 40.0 if clients else math.nan,
+            "server_cpu_us_per_call": 1000 + 10 * clients,
+        }
+
+    phases = [
+        phase(0, [4.0] * 99 + [10.0]),
+        phase(100, [4.0] * 99 + [11.0]),
+        phase(0, [5.0] * 100),
+        phase(100, [4.0] * 100),
+    ]
+    summary = sip_summary(phases, 50, 8.0)
+    assert summary["alone"]["calls"] == summary["with_clients"]["calls"] == 200
+    assert summary["alone"]["setup_ms_p99"] == 5.0
+    assert summary["with_clients"]["setup_ms_p99"] == 4.0
+    assert summary["setup_p99_change_percent"] == -20.0
+    assert summary["with_clients"]["server_cpu_us_per_call"] == 2000
+    assert summary["phase_p99_ms"] == "alone:4 with_clients:4 alone:5 with_clients:4"

@@ -276,3 +276,24 @@ async def test_a_scoped_token_sees_only_its_queues_campaigns_and_their_agents(
         await ws.close()
     await log.close()
     book.close()
+
+
+def test_an_event_is_encoded_once_for_every_sse_client_of_its_log() -> None:
+    log, other = EventLog(), EventLog()
+    ev = log.publish("queue.entered", queue="support", data={"position": 1})
+    first = eventstream.sse_message(log, ev)
+    assert first.startswith(f"id: {ev.id}\nevent: queue.entered\ndata: {{".encode())
+    assert json.loads(first.split(b"data: ", 1)[1]) == ev.view()
+    assert eventstream.sse_message(log, ev) is first  # the same bytes for the next client
+    # Another log's event with the same id is its own message.
+    same_id = other.publish("call.started", call_id="c1")
+    assert same_id.id == ev.id
+    assert b"call.started" in eventstream.sse_message(other, same_id)
+
+
+def test_many_clients_linger_longer_so_the_stream_writes_within_its_budget() -> None:
+    assert eventstream.linger(1) == eventstream.LINGER
+    per_client = eventstream.linger(100)
+    assert eventstream.LINGER < per_client <= eventstream.MAX_LINGER
+    assert 100 / per_client <= eventstream.WRITES_PER_SECOND
+    assert eventstream.linger(10_000) == eventstream.MAX_LINGER
