@@ -60,7 +60,14 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     accounts = AccountStore(
         [Account("agent1", "Ana Agent", hash_password("pw-1", n=2**12))], clock=loop.time
     )
-    hub = AgentHub(accounts, control, factory, clock=loop.time, reconnect_grace=30)
+    hub = AgentHub(
+        accounts,
+        control,
+        factory,
+        clock=loop.time,
+        reconnect_grace=30,
+        pause_reasons=lambda: ["break", "lunch"],
+    )
     control.hub = hub
     runner = web.AppRunner(create_app(hub), access_log=None, handle_signals=False)
     await runner.setup()
@@ -108,6 +115,11 @@ async def test_agent_logs_in_takes_a_call_and_hears_both_ways(server: Server, br
     state = page.locator("#state")
 
     await expect(page.get_by_label("Audio processing")).not_to_be_checked()
+    reasons = page.get_by_label("Pause reason").locator("option")
+    await expect(reasons).to_have_text(["break", "lunch"])  # the server's list, in login-ok
+    server.hub.pause_reasons = lambda: ["break", "lunch", "coaching"]  # an admin adds one
+    server.hub.pause_reasons_changed()  # the open page's menu follows
+    await expect(reasons).to_have_text(["break", "lunch", "coaching"])
     await button("Ready").click()
     await expect(state).to_have_text("Ready")
     await page.get_by_label("Pause reason").select_option("lunch")

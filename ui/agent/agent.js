@@ -221,7 +221,17 @@ function tick() {
   }
 }
 
+// The pause menu is the server's list (login-ok, auth-ok, pause-reasons): an admin changes it.
+function setPauseReasons(reasons) {
+  const select = $("pause-reason");
+  const current = select.value;
+  const list = Array.isArray(reasons) && reasons.length ? reasons : ["break"];
+  select.replaceChildren(...list.map((r) => new Option(r, r)));
+  if (list.includes(current)) select.value = current;
+}
+
 function applySnapshot(message) {
+  setPauseReasons(message.pause_reasons);
   agent.name = message.display_name || message.agent;
   agent.calls.clear();
   for (const c of message.calls || []) updateCall(c);
@@ -375,6 +385,9 @@ function onMessage(message) {
       break;
     case "state":
       setState(message.state, message.reason, message.elapsed);
+      break;
+    case "pause-reasons":
+      setPauseReasons(message.reasons);
       break;
     case "call-incoming":
       updateCall(message.call);
