@@ -370,88 +370,255 @@ def _sipp_calls(server: Any, workdir: Path, cps: int, seconds: float, name: str)
     }
 
 
+class Receivers:
+    """Webhook receivers: one local HTTPS aiohttp server, one path per subscription; the
+    latency of each delivery's first arrival (its ``webhook-id`` per path) from the event's
+    ``time``."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.latencies: list[float] = []
+        self.seen: set[tuple[str, str]] = set()
+        self.duplicates = 0
+        self.runner: Any = None
+
+    async def start(self, workdir: Path) -> None:
+        from aiohttp import web
+
+        from sip.tls import ensure_self_signed, server_context
+
+        async def handle(request: web.Request) -> web.Response:
+            body = await request.read()
+            key = (request.match_info["n"], request.headers.get("webhook-id", ""))
+            if key in self.seen:
+                self.duplicates += 1
+            else:
+                self.seen.add(key)
+                self.latencies.append(time.time() - json.loads(body)["time"])
+            return web.Response(status=204)
+
+        app = web.Application()
+        app.router.add_post("/hook/{n}", handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        cert, key = workdir / "receiver.crt", workdir / "receiver.key"
+        ensure_self_signed(cert, key, ["localhost"], ["127.0.0.1"])
+        self.port = free_port()
+        site = web.TCPSite(
+            self.runner, "127.0.0.1", self.port, ssl_context=server_context(cert, key)
+        )
+        await site.start()
+
+    def reset(self) -> None:
+        self.latencies, self.seen, self.duplicates = [], set(), 0
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+OUTBOX_DEPTH = re.compile(rb"^omlmedia_webhook_outbox_depth (\S+)$", re.M)
+
+
+async def _webhooks(
+    base: str, context: ssl.SSLContext, receivers: Receivers, count: int
+) -> list[str]:
+    """`count` subscriptions to every event, each to its own path of `receivers`."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    ids = []
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=context), headers=headers
+    ) as session:
+        for n in range(count):
+            url = f"https://127.0.0.1:{receivers.port}/hook/{n}"
+            body = {"url": url, "verify_tls": False, "description": f"benchmark {n}"}
+            async with session.post(f"{base}/api/v1/webhooks", json=body) as response:
+                if response.status != 201:
+                    raise RuntimeError(f"webhook not created: {await response.text()}")
+                ids.append((await response.json())["id"])
+    return ids
+
+
+async def _unhook(base: str, context: ssl.SSLContext, ids: list[str]) -> None:
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=context), headers=headers
+    ) as session:
+        for hook in ids:
+            async with session.delete(f"{base}/api/v1/webhooks/{hook}") as response:
+                if response.status >= 300:
+                    raise RuntimeError(f"webhook not deleted: {await response.text()}")
+
+
+async def _outbox_depths(base: str, context: ssl.SSLContext, depths: list[float]) -> None:
+    """Sample the outbox depth from ``/metrics`` every 100 ms until cancelled."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=context), headers=headers
+    ) as session:
+        while True:
+            async with session.get(f"{base}/metrics") as response:
+                if match := OUTBOX_DEPTH.search(await response.read()):
+                    depths.append(float(match[1]))
+            await asyncio.sleep(0.1)
+
+
 async def _sip_phase(
-    args: argparse.Namespace, server: Any, workdir: Path, clients: int, name: str
+    args: argparse.Namespace,
+    server: Any,
+    workdir: Path,
+    name: str,
+    *,
+    clients: int = 0,
+    webhooks: int = 0,
+    receivers: Receivers | None = None,
 ) -> dict[str, Any]:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    url = f"https://127.0.0.1:{server.http_port}/api/v1/events"
+    base = f"https://127.0.0.1:{server.http_port}"
     tally = Tally()
     tally.measuring = True
-    tasks = [asyncio.ensure_future(_sse_client(url, context, tally)) for _ in range(clients)]
-    await asyncio.sleep(0.5 if clients else 0)
+    tasks = [
+        asyncio.ensure_future(_sse_client(f"{base}/api/v1/events", context, tally))
+        for _ in range(clients)
+    ]
+    hooks: list[str] = []
+    depths: list[float] = []
+    if webhooks and receivers is not None:
+        receivers.reset()
+        hooks = await _webhooks(base, context, receivers, webhooks)
+        tasks.append(asyncio.ensure_future(_outbox_depths(base, context, depths)))
+    await asyncio.sleep(0.5 if tasks else 0)
     window = Window(server.pid)
     window.start()
     calls = await asyncio.to_thread(_sipp_calls, server, workdir, args.cps, args.seconds, name)
     await asyncio.sleep(0.5)  # the last calls' events
     window.end()
+    if hooks and receivers is not None:
+        # Until every delivery arrived: the count stops growing and the outbox is empty.
+        deadline, last = time.monotonic() + 30, -1
+        while time.monotonic() < deadline and not (
+            len(receivers.seen) == last and depths and depths[-1] == 0
+        ):
+            last = len(receivers.seen)
+            await asyncio.sleep(0.5)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    latencies = [v * 1000 for v in tally.latencies]
-    return {
+    figures = {
         **calls,
+        "kind": "with_webhooks" if webhooks else "with_clients" if clients else "alone",
         "stream_clients": clients,
+        "webhooks": webhooks,
         "deliveries": tally.delivered,
-        "delivery_ms_p99": round(percentile(latencies, 0.99), 2),
+        "delivery_ms_p99": round(percentile([v * 1000 for v in tally.latencies], 0.99), 2),
         "server_cpu_us_per_call": round(1e6 * window.cpu_seconds / max(calls["successful"], 1)),
     }
+    if hooks and receivers is not None:
+        await _unhook(base, context, hooks)
+        latencies = [v * 1000 for v in receivers.latencies]
+        figures.update(
+            webhook_deliveries=len(receivers.seen),
+            webhook_duplicates=receivers.duplicates,
+            webhook_ms_p50=round(percentile(latencies, 0.50), 2),
+            webhook_ms_p99=round(percentile(latencies, 0.99), 2),
+            outbox_depth_max=max(depths, default=math.nan),
+        )
+    return figures
 
 
 def run_with_sip(args: argparse.Namespace) -> dict[str, Any]:
     """The same sipp run (`--cps` calls a second to ``echo`` for `--seconds`) against one
-    server, alone and with `--clients` stream clients reading every call event, interleaved
-    `--rounds` times (alone, loaded, alone, loaded...) so that the other load of a shared
-    machine falls on both alike; the set-up times of each kind are pooled."""
+    server, alone, with `--clients` stream clients reading every call event, and with
+    `--webhooks` subscriptions to every event (each to its own path of a local HTTPS
+    receiver), interleaved `--rounds` times (alone, clients, webhooks, alone...) so that the
+    other load of a shared machine falls on each alike; the set-up times of each kind are
+    pooled."""
     from benchmarks.harness import start_server
 
     phases: list[dict[str, Any]] = []
     with TemporaryDirectory(prefix="omlmedia-events-sip-") as tmp:
         workdir = Path(tmp)
         server = start_server(workdir / "server", core=SERVER_CORE)
+        receivers = Receivers()
         try:
             if can_pin():
                 pin_self(GENERATOR_CORE)
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                for round_ in range(args.rounds):
-                    for clients in (0, args.clients):
-                        name = f"r{round_}c{clients}"
-                        phases.append(runner.run(_sip_phase(args, server, workdir, clients, name)))
+                if args.webhooks:
+                    runner.run(receivers.start(workdir))
+                kinds = [{}, {"clients": args.clients}, {"webhooks": args.webhooks}]
+                try:
+                    for round_ in range(args.rounds):
+                        for n, kind in enumerate(kinds):
+                            if n and not any(kind.values()):
+                                continue
+                            phase = _sip_phase(
+                                args,
+                                server,
+                                workdir,
+                                f"r{round_}k{n}",
+                                **kind,
+                                receivers=receivers,
+                            )
+                            phases.append(runner.run(phase))
+                finally:
+                    runner.run(receivers.stop())
         finally:
             server.stop()
     return sip_summary(phases, args.cps, args.seconds)
 
 
 def sip_summary(phases: list[dict[str, Any]], cps: int, seconds: float) -> dict[str, Any]:
-    """The pooled figures of interleaved phases: set-up p50/p99 alone and with stream clients
-    (every call of every phase of that kind), their change, and each phase's own p99."""
-    pooled: dict[str, list[float]] = {"alone": [], "with_clients": []}
-    rounds: list[str] = []
-    summary: dict[str, Any] = {"cps": cps, "seconds": seconds}
+    """The pooled figures of interleaved phases, by kind (``alone``, ``with_clients``,
+    ``with_webhooks``): set-up p50/p99 over every call of every phase of that kind, the change
+    of each loaded kind's p99 from alone's, and each phase's own p99."""
+    kinds: dict[str, list[dict[str, Any]]] = {}
     for phase in phases:
-        kind = "with_clients" if phase["stream_clients"] else "alone"
-        pooled[kind] += phase["setup_ms"]
-        rounds.append(f"{kind}:{phase['setup_ms_p99']:g}")
-    for kind, times in pooled.items():
-        own = [p for p in phases if bool(p["stream_clients"]) == (kind == "with_clients")]
-        summary[kind] = {
+        kinds.setdefault(phase["kind"], []).append(phase)
+    summary: dict[str, Any] = {"cps": cps, "seconds": seconds}
+    for kind, own in kinds.items():
+        times = [t for p in own for t in p["setup_ms"]]
+        figures: dict[str, Any] = {
             "calls": sum(p["calls"] for p in own),
             "failed": sum(p["failed"] for p in own),
             "retransmissions": sum(p["retransmissions"] for p in own),
             "setup_ms_p50": percentile(times, 0.50),
             "setup_ms_p99": percentile(times, 0.99),
-            "deliveries": sum(p["deliveries"] for p in own),
-            "delivery_ms_p99": max((p["delivery_ms_p99"] for p in own), default=math.nan),
             "server_cpu_us_per_call": round(
-                sum(p["server_cpu_us_per_call"] for p in own) / max(len(own), 1)
+                sum(p["server_cpu_us_per_call"] for p in own) / len(own)
             ),
         }
-    alone, loaded = summary["alone"]["setup_ms_p99"], summary["with_clients"]["setup_ms_p99"]
-    summary["setup_p99_change_percent"] = (
-        round(100 * (loaded / alone - 1), 1) if alone and not math.isnan(alone) else math.nan
-    )
-    summary["phase_p99_ms"] = " ".join(rounds)
+        if kind == "with_clients":
+            figures["deliveries"] = sum(p["deliveries"] for p in own)
+            figures["delivery_ms_p99"] = max(p["delivery_ms_p99"] for p in own)
+        if kind == "with_webhooks":
+            figures["webhook_deliveries"] = sum(p["webhook_deliveries"] for p in own)
+            figures["webhook_duplicates"] = sum(p["webhook_duplicates"] for p in own)
+            figures["webhook_ms_p50"] = max(p["webhook_ms_p50"] for p in own)
+            figures["webhook_ms_p99"] = max(p["webhook_ms_p99"] for p in own)
+            figures["outbox_depth_max"] = max(p["outbox_depth_max"] for p in own)
+        summary[kind] = figures
+    alone = summary.get("alone", {}).get("setup_ms_p99", math.nan)
+    for kind, key in (
+        ("with_clients", "setup_p99_change_percent"),
+        ("with_webhooks", "webhooks_setup_p99_change_percent"),
+    ):
+        if kind in summary:
+            loaded = summary[kind]["setup_ms_p99"]
+            summary[key] = (
+                round(100 * (loaded / alone - 1), 1)
+                if alone and not math.isnan(alone)
+                else math.nan
+            )
+    summary["phase_p99_ms"] = " ".join(f"{p['kind']}:{p['setup_ms_p99']:g}" for p in phases)
     return summary
 
 
@@ -499,7 +666,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--cps", type=int, default=200)
     parser.add_argument(
-        "--rounds", type=int, default=2, help="with --with-sip: alone/loaded pairs, interleaved"
+        "--rounds", type=int, default=2, help="with --with-sip: rounds of phases, interleaved"
+    )
+    parser.add_argument(
+        "--webhooks",
+        type=int,
+        default=10,
+        help="with --with-sip: webhook subscriptions of the webhook phase (0: none)",
     )
     args = parser.parse_args(argv)
     if args.command == "serve":

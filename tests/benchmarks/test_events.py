@@ -3,7 +3,10 @@ reading its clients do."""
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
+from pathlib import Path
 
 from benchmarks.events import dechunk, due, percentile, sip_summary, sse_times
 
@@ -43,29 +46,78 @@ def test_dechunk_takes_whole_chunks_and_sees_the_last() -> None:
 
 
 def test_interleaved_sip_phases_are_pooled_by_kind() -> None:
-    def phase(clients: int, times: list[float]) -> dict[str, object]:
+    def phase(kind: str, times: list[float], **extra: float) -> dict[str, object]:
         return {
+            "kind": kind,
             "setup_ms": times,
             "setup_ms_p99": percentile(times, 0.99),
-            "stream_clients": clients,
             "calls": len(times),
             "failed": 0,
             "retransmissions": 0,
-            "deliveries": 3 * len(times) * clients,
-            "delivery_ms_p99": 40.0 if clients else math.nan,
-            "server_cpu_us_per_call": 1000 + 10 * clients,
+            "deliveries": 300 * len(times) if kind == "with_clients" else 0,
+            "delivery_ms_p99": 40.0 if kind == "with_clients" else math.nan,
+            "server_cpu_us_per_call": 2000 if kind == "with_clients" else 1000,
+            **extra,
         }
 
+    hooks = {"webhook_duplicates": 0, "webhook_ms_p50": 9.0, "outbox_depth_max": 4.0}
     phases = [
-        phase(0, [4.0] * 99 + [10.0]),
-        phase(100, [4.0] * 99 + [11.0]),
-        phase(0, [5.0] * 100),
-        phase(100, [4.0] * 100),
+        phase("alone", [4.0] * 99 + [10.0]),
+        phase("with_clients", [4.0] * 99 + [11.0]),
+        phase("with_webhooks", [4.0] * 100, webhook_deliveries=30, webhook_ms_p99=20.0, **hooks),
+        phase("alone", [5.0] * 100),
+        phase("with_clients", [4.0] * 100),
+        phase("with_webhooks", [6.0] * 100, webhook_deliveries=30, webhook_ms_p99=30.0, **hooks),
     ]
     summary = sip_summary(phases, 50, 8.0)
     assert summary["alone"]["calls"] == summary["with_clients"]["calls"] == 200
+    # Pooled: the 99th percentile of all 200 calls of a kind, not of a phase.
     assert summary["alone"]["setup_ms_p99"] == 5.0
     assert summary["with_clients"]["setup_ms_p99"] == 4.0
     assert summary["setup_p99_change_percent"] == -20.0
+    assert summary["webhooks_setup_p99_change_percent"] == 20.0
     assert summary["with_clients"]["server_cpu_us_per_call"] == 2000
-    assert summary["phase_p99_ms"] == "alone:4 with_clients:4 alone:5 with_clients:4"
+    assert summary["with_clients"]["deliveries"] == 60_000
+    assert summary["with_webhooks"]["webhook_deliveries"] == 60
+    assert summary["with_webhooks"]["webhook_ms_p99"] == 30.0
+    assert summary["phase_p99_ms"].split() == [
+        "alone:4",
+        "with_clients:4",
+        "with_webhooks:4",
+        "alone:5",
+        "with_clients:4",
+        "with_webhooks:6",
+    ]
+
+
+def test_a_tiny_sip_run_measures_stream_clients_and_webhooks_against_calls_alone(
+    run_benchmark: Callable[..., str], tmp_path: Path
+) -> None:
+    out = tmp_path / "events.json"
+    run_benchmark(
+        "events",
+        "--with-sip",
+        "--cps",
+        "5",
+        "--seconds",
+        "2",
+        "--rounds",
+        "1",
+        "--clients",
+        "3",
+        "--webhooks",
+        "2",
+        "--json",
+        str(out),
+    )
+    figures = json.loads(out.read_text())
+    for kind in ("alone", "with_clients", "with_webhooks"):
+        assert figures[kind]["calls"] == 10 and figures[kind]["failed"] == 0, figures
+        assert 0 <= figures[kind]["setup_ms_p50"] <= figures[kind]["setup_ms_p99"], figures
+    # Every call to echo publishes call.started, call.answered and call.ended.
+    assert figures["with_clients"]["deliveries"] >= 3 * 10 * 3, figures
+    hooks = figures["with_webhooks"]
+    assert hooks["webhook_deliveries"] == 2 * 10 * 3, hooks
+    assert 0 < hooks["webhook_ms_p50"] <= hooks["webhook_ms_p99"] < 30_000, hooks
+    assert hooks["outbox_depth_max"] >= 0, hooks
+    assert figures["phase_p99_ms"].split()[0].startswith("alone:")
