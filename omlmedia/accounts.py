@@ -44,6 +44,7 @@ from typing import Any, ParamSpec, TypeVar
 from omlmedia import audit
 from omlmedia.audit import AuditEntry
 from omlmedia.authz import Identity, Role
+from omlmedia.notify import ACCOUNTS, notify_statement
 from omlmedia.storage import open_database
 from omlmedia.storage_pg import is_dsn
 from webrtc.accounts import (
@@ -331,6 +332,13 @@ class AccountBook:
         self.bootstrap = ConfiguredToken(bootstrap) if bootstrap is not None else None
         self._db: Any = open_database(self.path)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="omlmedia-accounts")
+        self._accounts: dict[str, AccountRow] = {}
+        self._tokens: dict[str, TokenRow] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the accounts and tokens again (on the book's thread): another node sharing the
+        database changed them (`omlmedia.notify`)."""
         self._accounts = {
             row[0]: self._account(row)
             for row in self._db.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts")
@@ -457,6 +465,9 @@ class AccountBook:
                 db.execute(sql, args)
             for entry in entries:
                 audit.append(db, entry)
+            notify = notify_statement(db, ACCOUNTS)  # the other nodes reload (omlmedia.notify)
+            if notify is not None:
+                db.execute(*notify)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

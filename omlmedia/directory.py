@@ -794,6 +794,47 @@ class Directory:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def reload(self) -> None:
+        """Read the queues, campaigns and routes again (the book has read the agents again) and
+        apply what changed to the engine, the agent logins and the route and campaign tables:
+        another node sharing the database changed them (`omlmedia.notify`). An agent removed
+        there while logged in here stays in this engine until it logs out."""
+        book = self.book
+
+        def read(table: str) -> dict[str, QueueRow]:
+            return {
+                name: QueueRow(name, json.loads(settings), origin, created, updated)
+                for name, settings, origin, created, updated in book.db.execute(
+                    f"SELECT name, settings, origin, created, updated FROM {table} "
+                    "ORDER BY created, name"
+                )
+            }
+
+        async with self._lock:
+            queues, campaigns, routes = await book.call(
+                lambda: (read("queues"), read("campaigns"), read("routes"))
+            )
+            self._queues, self._campaigns = queues, campaigns
+            self._routes = {
+                name: (row, route)
+                for name, row in routes.items()
+                if (route := _route_of(row.settings)) is not None
+            }
+            acd = self.acd
+            if acd is not None:
+                config = self.acd_config()
+                try:
+                    _converge(acd.engine, config, acd.now())
+                finally:
+                    acd.pump()
+            if self.logins is not None:
+                self.logins.accounts = {a.name: a for a in self.agent_accounts()}
+            now_campaigns = self.campaigns_now()
+            for table in self.campaign_tables:
+                table.clear()
+                table.update(now_campaigns)
+            self._apply_routes()
+
     def _engine(self, change: Callable[[float], None]) -> None:
         """Apply `change(now)` to the engine, then act on what it decided."""
         acd = self.acd
@@ -1071,11 +1112,15 @@ class Directory:
 
     async def delete_agent(self, actor: Identity, name: str) -> None:
         """Remove an agent and its memberships; 409 while it has a call (disable it first:
-        it is logged out after its call)."""
+        it is logged out after its call) or a route sends callers to it (``agent:<name>``)."""
         async with self._lock:
             old = self._agent_row(name)
             if self.pages is not None and self.pages.busy(name):
                 why = f"the agent {name} is on a call: disable it first (logged out after the call)"
+                raise ApiError(409, why, [("name", why)])
+            user = self._route_users(RouteAction.AGENT, name)
+            if user is not None:
+                why = f"{user} sends callers to agent {name}"
                 raise ApiError(409, why, [("name", why)])
             before = self.agent_view(old)
             if self.logins is not None:
@@ -1395,6 +1440,32 @@ class Directory:
         routes = self.routes_now()
         for table in self.route_tables:
             table.set_added(routes)
+
+
+def _converge(engine: Any, config: AcdConfig, now: float) -> None:
+    """Bring `engine`'s agents and queues to `config` (`Directory.reload`); a change the engine
+    refuses now (an agent logged in, a queue with callers) is logged and left for later."""
+    known = engine.config
+    steps: list[tuple[str, Callable[..., object], tuple[Any, ...]]] = []
+    for name, agent in config.agents.items():
+        if name not in known.agents:
+            steps.append((f"add agent {name}", engine.add_agent, (agent, now)))
+        elif known.agents[name] != agent:
+            steps.append((f"update agent {name}", engine.update_agent, (agent,)))
+    for name, queue in config.queues.items():
+        if name not in known.queues:
+            steps.append((f"add queue {name}", engine.add_queue, (queue, now)))
+        elif known.queues[name] != queue:
+            steps.append((f"update queue {name}", engine.update_queue, (queue, now)))
+    for name in set(known.queues) - set(config.queues):
+        steps.append((f"remove queue {name}", engine.remove_queue, (name, now)))
+    for name in set(known.agents) - set(config.agents):
+        steps.append((f"remove agent {name}", engine.remove_agent, (name, now)))
+    for what, step, args in steps:
+        try:
+            step(*args)
+        except AcdUsageError as exc:
+            logger.warning("a change of another node not applied yet (%s): %s", what, exc)
 
 
 def file_users(campaigns: Iterable[Any], routes: Iterable[Any]) -> dict[str, str]:

@@ -43,6 +43,7 @@ from omlmedia.media_targets import MediaTargets
 from omlmedia.metrics import Metrics, serve_metrics
 from omlmedia.monitor import MonitorService
 from omlmedia.netlimits import ConnectionGate, budget, raise_nofile
+from omlmedia.notify import ACCOUNTS, WEBHOOKS, ChangeListener
 from omlmedia.recordings import Deleted, RetentionJob
 from omlmedia.reports_api import ReportReader, left_logged_in
 from omlmedia.router import CallRouter, RouteTable
@@ -220,6 +221,8 @@ class Server:
         self.events: EventLog | None = None
         """The event log (`omlmedia.events`): call, queue and agent events, stored and streamed."""
         self.webhooks: WebhookService | None = None
+        self.changes: ChangeListener | None = None
+        """Other nodes' changes to the shared PostgreSQL database (`omlmedia.notify`)."""
         """Webhook subscriptions and their outbox (`omlmedia.webhooks`), fed by the event log."""
         self._tls: ssl.SSLContext | None = None
 
@@ -363,6 +366,8 @@ class Server:
         self.routes.set_added(self.directory.routes_now())
         self.directory.route_tables.append(self.routes)
         pages = self._start_agents(service, b2bua, self.directory)
+        if config.storage.dsn is not None:
+            self._listen_for_changes(config.storage.location(config.server.data_dir))
         self.media_targets = (media, b2bua)
         router = self.router = CallRouter(
             config,
@@ -469,6 +474,23 @@ class Server:
                 events.publish(AGENT_STATE, agent=agent, data=data, time=last)
         store.start()
         return events
+
+    def _listen_for_changes(self, dsn: Path | str) -> None:
+        """Apply the accounts, tokens, directory and webhooks other nodes sharing the database
+        change, as they commit them (`omlmedia.notify`)."""
+        book, directory, webhooks = self.accounts, self.directory, self.webhooks
+        assert book is not None and directory is not None
+
+        async def accounts() -> None:
+            await book.call(book.reload)
+            await directory.reload()
+
+        async def hooks() -> None:
+            if webhooks is not None:
+                await webhooks.reload()
+
+        self.changes = ChangeListener(str(dsn), {ACCOUNTS: accounts, WEBHOOKS: hooks})
+        self.changes.start()
 
     def _metrics(self, events: EventLog) -> Metrics:
         """What ``/metrics`` reads: the status, the calls by state, the agents' states."""
@@ -691,6 +713,8 @@ class Server:
 
     async def stop(self) -> None:
         """Graceful stop: BYE every call, let transactions finish (bounded), close everything."""
+        if self.changes is not None:
+            await self.changes.close()
         if self.service is not None:
             if self.trunks is not None:
                 self.trunks.stop()

@@ -256,7 +256,7 @@ class Store:
         `PgConnection`, which takes the same calls), for a reader or another part."""
         return connect(self.path)
 
-    IDS_AHEAD = 200
+    IDS_AHEAD = 1000
     """Event ids a PostgreSQL store keeps reserved: a flush tops them up when half are used."""
 
     def next_event_id(self) -> int:

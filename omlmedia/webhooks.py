@@ -51,6 +51,7 @@ from omlmedia.audit import AuditEntry
 from omlmedia.authz import Identity, Role, Scopes
 from omlmedia.events import Event, EventFilter
 from omlmedia.eventstream import in_scope
+from omlmedia.notify import WEBHOOKS, notify_statement
 from omlmedia.storage import AsyncStore, StoreError
 
 __all__ = [
@@ -253,10 +254,7 @@ class WebhookService:
         self._session: aiohttp.ClientSession | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="omlmedia-webhooks")
         self._db = store.store.connect()
-        self.hooks: dict[str, Webhook] = {
-            row[0]: _hook(row)
-            for row in self._db.execute(f"SELECT {_COLUMNS} FROM webhooks ORDER BY created")
-        }
+        self.hooks: dict[str, Webhook] = self._read_hooks()
         self._matchers: dict[str, Callable[[Event], bool]] = {}
         self._flushing: asyncio.Task[int] | None = None
 
@@ -524,6 +522,9 @@ class WebhookService:
             for sql, args in statements:
                 db.execute(sql, args)
             audit.append(db, entry)
+            notify = notify_statement(db, WEBHOOKS)  # the other nodes reload (omlmedia.notify)
+            if notify is not None:
+                db.execute(*notify)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -540,6 +541,20 @@ class WebhookService:
         return AuditEntry(
             self.clock(), actor.actor, actor.role.value, action, f"webhook:{hook_id}", before, after
         )
+
+    def _read_hooks(self) -> dict[str, Webhook]:
+        return {
+            row[0]: _hook(row)
+            for row in self._db.execute(f"SELECT {_COLUMNS} FROM webhooks ORDER BY created")
+        }
+
+    async def reload(self) -> None:
+        """Read the subscriptions again: another node sharing the database changed them
+        (`omlmedia.notify`); events published from now on match the new ones."""
+        loop = asyncio.get_running_loop()
+        hooks = await loop.run_in_executor(self._executor, self._read_hooks)
+        self.hooks = hooks
+        self._matchers.clear()
 
     def get(self, hook_id: str) -> Webhook:
         """One subscription."""

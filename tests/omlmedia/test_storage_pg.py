@@ -119,7 +119,7 @@ def test_two_writers_on_one_database_give_unique_increasing_event_ids_and_read_b
     one = Store(dsn, node="n1", writer=True)
     two = Store(dsn, node="n2", writer=True)
     given: dict[str, list[int]] = {"n1": [], "n2": []}
-    for i in range(700):  # more than a reservation: both reserve again, interleaved
+    for i in range(2500):  # more than a reservation: both reserve again, interleaved
         store = one if i % 3 else two
         ident = store.next_event_id()
         given[store.node].append(ident)
@@ -130,12 +130,12 @@ def test_two_writers_on_one_database_give_unique_increasing_event_ids_and_read_b
     one.flush()
     two.flush()
     ids = given["n1"] + given["n2"]
-    assert len(set(ids)) == len(ids) == 700
+    assert len(set(ids)) == len(ids) == 2500
     for node, store in (("n1", one), ("n2", two)):
         assert given[node] == sorted(given[node])
-        assert [row[0] for row in store.events(0, 1000)] == given[node]
+        assert [row[0] for row in store.events(0, 3000)] == given[node]
         assert store.last_event_id() == given[node][-1]
-    assert len(one.all_events(0, 1000)) == 700
+    assert len(one.all_events(0, 3000)) == 2500
     one.close()
     # A node started again goes on above every id given before, by any node.
     again = Store(dsn, node="n1", writer=True)
