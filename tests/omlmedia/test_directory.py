@@ -405,6 +405,13 @@ async def test_a_campaign_and_a_did_route_created_through_the_api_take_calls_at_
     with pytest.raises(ApiError) as caught:
         await directory.delete_queue(ADMIN, "vip")
     assert caught.value.status == 409 and "route vip-did" in caught.value.reason
+    await directory.create_agent(ADMIN, "ana", "password-1")
+    await directory.create_route(ADMIN, "ana-did", {"user": "5553000", "target": "agent:ana"})
+    with pytest.raises(ApiError) as caught:
+        await directory.delete_agent(ADMIN, "ana")
+    assert caught.value.status == 409 and "route ana-did" in caught.value.reason
+    await directory.delete_route(ADMIN, "ana-did")
+    await directory.delete_agent(ADMIN, "ana")
     book.close()
 
     book, directory = start(config)  # a restart: the database keeps them
@@ -435,6 +442,8 @@ async def test_a_campaign_and_a_did_route_created_through_the_api_take_calls_at_
         "admin.route.created",
         "admin.route.created",
         "admin.route.created",
+        "admin.route.created",
+        "admin.route.deleted",
     ]
     book = AccountBook(config.server.data_dir / "omlmedia.db")
     actions = [e.action for e in book.audit() if e.actor == "boss"]
