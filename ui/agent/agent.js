@@ -392,7 +392,9 @@ function onMessage(message) {
     case "call-incoming":
       updateCall(message.call);
       notifyIncoming(message.call);
-      if (agent.settings.autoAnswer) {
+      // A callback (direction "outbound") dials a number a caller typed: an agent starts it,
+      // never the auto-answer.
+      if (agent.settings.autoAnswer && message.call.direction !== "outbound") {
         beep();
         setTimeout(() => command("answer", { call_id: message.call.call_id }), 600);
       }
