@@ -795,10 +795,11 @@ class Directory:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def reload(self) -> None:
-        """Read the queues, campaigns and routes again (the book has read the agents again) and
-        apply what changed to the engine, the agent logins and the route and campaign tables:
-        another node sharing the database changed them (`omlmedia.notify`). An agent removed
-        there while logged in here stays in this engine until it logs out."""
+        """Read the queues, campaigns, routes and pause reasons again (the book has read the
+        agents again) and apply what changed to the engine, the agent logins, the route and
+        campaign tables and the agent pages' pause menus: another node sharing the database
+        changed them (`omlmedia.notify`). An agent removed there while logged in here stays in
+        this engine until it logs out."""
         book = self.book
 
         def read(table: str) -> dict[str, QueueRow]:
@@ -810,10 +811,22 @@ class Directory:
                 )
             }
 
+        def read_reasons() -> list[str]:
+            return [
+                name
+                for (name,) in book.db.execute(
+                    "SELECT name FROM pause_reasons ORDER BY created, name"
+                )
+            ]
+
         async with self._lock:
-            queues, campaigns, routes = await book.call(
-                lambda: (read("queues"), read("campaigns"), read("routes"))
+            queues, campaigns, routes, reasons = await book.call(
+                lambda: (read("queues"), read("campaigns"), read("routes"), read_reasons())
             )
+            if reasons != self._reasons:
+                self._reasons = reasons
+                for listener in self.reason_listeners:
+                    listener()
             self._queues, self._campaigns = queues, campaigns
             self._routes = {
                 name: (row, route)
