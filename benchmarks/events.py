@@ -197,6 +197,19 @@ def start_server(port: int, data_dir: Path, rate: float) -> subprocess.Popen[str
     return process
 
 
+def write_calls(pid: int) -> int:
+    """The write system calls `pid` made so far (``syscw`` of /proc/PID/io; the event loop
+    writes a TCP stream with write/writev, so each stream write to a client is one; 0 where it
+    cannot be read)."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("syscw:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 # -- the clients --------------------------------------------------------------------------------
 
 
@@ -279,9 +292,11 @@ async def _measure(args: argparse.Namespace, port: int, pid: int) -> dict[str, A
     await asyncio.sleep(args.warmup)
     window = Window(pid)
     tally.measuring = True
+    writes = write_calls(pid)
     window.start()
     await asyncio.sleep(args.seconds)
     window.end()
+    writes = write_calls(pid) - writes
     tally.measuring = False
     for task in tasks:
         task.cancel()
@@ -302,6 +317,7 @@ async def _measure(args: argparse.Namespace, port: int, pid: int) -> dict[str, A
         "server_cpu_percent": round(100 * window.cpu_seconds / window.seconds, 1),
         "server_cpu_us_per_event": round(1e6 * window.cpu_seconds / max(published, 1), 1),
         "server_cpu_us_per_delivery": round(1e6 * window.cpu_seconds / max(tally.delivered, 1), 2),
+        "server_writes_per_s": round(writes / window.seconds),
         "generator_core_busy_percent": round(100 * window.generator_core_busy(window.seconds), 1),
         "server_core_other_load_percent": round(
             100 * window.other_load_on_server_core(window.seconds), 1
@@ -497,10 +513,12 @@ async def _sip_phase(
         tasks.append(asyncio.ensure_future(_outbox_depths(base, context, depths)))
     await asyncio.sleep(0.5 if tasks else 0)
     window = Window(server.pid)
+    writes = write_calls(server.pid)
     window.start()
     calls = await asyncio.to_thread(_sipp_calls, server, workdir, args.cps, args.seconds, name)
     await asyncio.sleep(0.5)  # the last calls' events
     window.end()
+    writes = write_calls(server.pid) - writes
     if hooks and receivers is not None:
         # Until every delivery arrived: the count stops growing and the outbox is empty.
         deadline, last = time.monotonic() + 30, -1
@@ -520,6 +538,7 @@ async def _sip_phase(
         "deliveries": tally.delivered,
         "delivery_ms_p99": round(percentile([v * 1000 for v in tally.latencies], 0.99), 2),
         "server_cpu_us_per_call": round(1e6 * window.cpu_seconds / max(calls["successful"], 1)),
+        "server_writes_per_s": round(writes / window.seconds),
     }
     if hooks and receivers is not None:
         await _unhook(base, context, hooks)
@@ -594,6 +613,9 @@ def sip_summary(phases: list[dict[str, Any]], cps: int, seconds: float) -> dict[
             "setup_ms_p99": percentile(times, 0.99),
             "server_cpu_us_per_call": round(
                 sum(p["server_cpu_us_per_call"] for p in own) / len(own)
+            ),
+            "server_writes_per_s": round(
+                sum(p.get("server_writes_per_s", 0) for p in own) / len(own)
             ),
         }
         if kind == "with_clients":

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.events import dechunk, due, percentile, sip_summary, sse_times
+from benchmarks.events import dechunk, due, percentile, sip_summary, sse_times, write_calls
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -121,3 +122,15 @@ def test_a_tiny_sip_run_measures_stream_clients_and_webhooks_against_calls_alone
     assert 0 < hooks["webhook_ms_p50"] <= hooks["webhook_ms_p99"] < 30_000, hooks
     assert hooks["outbox_depth_max"] >= 0, hooks
     assert figures["phase_p99_ms"].split()[0].startswith("alone:")
+
+
+def test_write_calls_counts_this_process_s_write_system_calls(tmp_path: Path) -> None:
+    before = write_calls(os.getpid())
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    try:
+        for _ in range(5):
+            os.write(fd, b"x")
+    finally:
+        os.close(fd)
+    assert write_calls(os.getpid()) - before >= 5
+    assert write_calls(2**22 + 7) == 0  # no such process
