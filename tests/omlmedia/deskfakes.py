@@ -325,6 +325,11 @@ class FakeHub:
             return
         self.pushes.append(("call-ended", agent, call_id, reason))
 
+    def recording_changed(self, agent: str, call_id: str, recording: str) -> None:
+        page = self.pages.get(agent)
+        if page is not None and call_id in page.calls:
+            self.pushes.append(("call-recording", agent, call_id, recording))
+
     def dtmf_received(self, agent: str, call_id: str, digit: str) -> None:
         page = self.pages.get(agent)
         if page is not None and call_id in page.calls:
