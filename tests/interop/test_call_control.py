@@ -1,13 +1,19 @@
-"""Live call control on a recorded queue call, with real peers: a baresip caller (a 440 Hz tone)
-dials `support` (a recorded campaign), a Chromium agent (a 660 Hz tone) answers.
+"""Live call control and click-to-call through the API, and the agent page's PCI recording
+pause, with real peers: baresip callers (a 440 Hz tone) dial `support` (a recorded campaign), a
+Chromium agent (a 660 Hz tone) answers, and a baresip on trunk `pbx` answers only the number it
+is asked for (a 550 Hz tone).
 
-The agent pauses the recording from its page (PCI: "Pause recording"), an integration resumes it
-through the API: the recording holds silence on both channels for that span and the tones
-before and after it; the call record lists the gap (start/end offsets into the file), the
-audit log has both actions and the event stream's log the ``call.recording`` events. Then the
-integration holds, unholds and hangs up the call through the API (the page follows each), and
-refusals name what is wrong (404 for an unknown call, 409 for a state that does not fit, 400
-naming ``to``).
+- The agent pauses the recording from its page ("Pause recording"), an integration resumes it
+  through the API: the file holds silence on both channels for that span and both tones before
+  and after it; the call record and the call detail report list the gap, the audit log has both
+  actions. Another campaign's token neither sees nor touches the call, a reporting token lacks
+  the permission; the integration holds, unholds and hangs up the call (the page follows each).
+- Click-to-call: refusals name the field (unknown agent or campaign 404, bad number 400), an
+  agent not Ready is 409; the page rings with the number, the agent answers, the trunk's
+  baresip gets the call and its tone reaches the page; a declined one fails; the event log has
+  each stage.
+- A blind transfer to a number through the API: 409 while ringing; answered, the caller ends up
+  hearing the trunk's baresip.
 """
 
 from __future__ import annotations
