@@ -251,10 +251,18 @@ function applySnapshot(snap) {
     board.agents.set(a.agent, a);
     a.talkBase -= agentTalk(a, snap.now) - a.talkBase; // the snapshot's talk holds the call so far
   }
-  const reasons = $("control-reason");
-  reasons.replaceChildren(...snap.pause_reasons.map((r) => new Option(r, r)));
+  setPauseReasons(snap.pause_reasons);
   fillFilter();
   buildTables();
+}
+
+// The pause reasons are the server's one list (the agents' menu too); an admin's change arrives
+// as an admin.pause_reason.* event with the list after it.
+function setPauseReasons(reasons) {
+  const select = $("control-reason");
+  const current = select.value;
+  select.replaceChildren(...reasons.map((r) => new Option(r, r)));
+  if (reasons.includes(current)) select.value = current;
 }
 
 function fillFilter() {
@@ -518,6 +526,10 @@ function onEvent(ev) {
     case "call.live_quality":
       qualitySample(ev);
       return;
+    case "admin.pause_reason.created":
+    case "admin.pause_reason.deleted":
+      if (Array.isArray(data.after)) setPauseReasons(data.after);
+      return;
     case "agent.state":
       if (!a) return;
       agentState(a, data.state, data.reason, ev.time);
@@ -751,7 +763,7 @@ async function load() {
     return;
   }
   applySnapshot(snap);
-  board.stop = subscribe(["queue.", "agent.state", "call.started", "call.ended", "call.live_quality"], onEvent, {
+  board.stop = subscribe(["queue.", "agent.state", "call.started", "call.ended", "call.live_quality", "admin.pause_reason."], onEvent, {
     sinceId: snap.last_event_id,
   });
 }
