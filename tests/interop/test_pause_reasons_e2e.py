@@ -1,10 +1,11 @@
 """Pause reasons administered through the API of a running `omlmedia serve`, no restart.
 
-An agent logged in on the agent page (headless Chromium) sees the server's reasons in its pause
-menu; a reason an admin adds appears in the open page's menu and on the supervisors' wallboard at
-once, and the agent pauses with it. The admin removes it while the agent is paused with it: the
-agent stays paused, shown with that reason on its page and in the API, and the reason leaves the
-menus; a supervisor's pause with it is then refused (400 naming ``reason``).
+An agent logged in on the agent page and a supervisor on the supervisor page (headless Chromium)
+see the server's reasons in their pause menus; a reason an admin adds appears in both open pages'
+menus at once, and the supervisor pauses the agent with it. The admin removes it while the agent
+is paused with it: the agent stays paused, shown with that reason on its page and in the API, and
+the reason leaves both menus; a pause with it through the API is then refused (400 naming
+``reason``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 from tests.interop.browser import chromium
 from tests.interop.harness import start_server
 from tests.interop.test_admin import call, stopped
+from tests.interop.test_supervisor_page import SUPERVISOR_PASSWORD, log_in, make_account
 
 pytestmark = pytest.mark.interop
 
@@ -33,8 +35,14 @@ async def test_a_reason_added_and_removed_through_the_api_reaches_the_pages_at_o
         assert status == 200, listed
         seeded = listed["reasons"]  # the file's (the default list: no [wallboard] reasons)
         assert seeded == ["break", "lunch", "training", "back-office"], listed
-        status, agent = call(server, "POST", "/agents", {"name": "pauser", "password": PASSWORD})
+        status, agent = call(
+            server,
+            "POST",
+            "/agents",
+            {"name": "pauser", "password": PASSWORD, "queues": ["support"]},
+        )
         assert status == 201, agent
+        make_account(server, "sue", "supervisor")
 
         async with chromium(tmp_path, 440.0) as browser:
             page = await browser.new_page()
@@ -46,27 +54,36 @@ async def test_a_reason_added_and_removed_through_the_api_reaches_the_pages_at_o
             await expect(state).to_contain_text("Paused", timeout=10000)
             options = page.get_by_label("Pause reason").locator("option")
             await expect(options).to_have_text(seeded)
+            await page.get_by_role("button", name="Ready", exact=True).click()
+            await expect(state).to_have_text("Ready")
+
+            board = await browser.new_page()
+            await board.goto(f"https://127.0.0.1:{server.http_port}/supervisor/")
+            await log_in(board, "sue", SUPERVISOR_PASSWORD)
+            await board.get_by_role("button", name="Agent pauser", exact=True).click()
+            menu = board.get_by_label("Pause reason").locator("option")
+            await expect(menu).to_have_text(seeded)
 
             status, added = call(server, "POST", "/pause-reasons", {"name": "coaching"})
             assert status == 201 and added["reasons"] == [*seeded, "coaching"], added
-            await expect(options).to_have_text([*seeded, "coaching"])
-            status, board = call(server, "GET", "/wallboard")
-            assert status == 200 and board["pause_reasons"] == [*seeded, "coaching"], board
+            await expect(options).to_have_text([*seeded, "coaching"])  # both open pages
+            await expect(menu).to_have_text([*seeded, "coaching"])
+            status, snapshot = call(server, "GET", "/wallboard")
+            assert status == 200 and snapshot["pause_reasons"] == [*seeded, "coaching"]
 
-            await page.get_by_role("button", name="Ready", exact=True).click()
-            await expect(state).to_have_text("Ready")
-            await page.get_by_label("Pause reason").select_option("coaching")
-            await page.get_by_role("button", name="Pause", exact=True).click()
+            await board.get_by_label("Pause reason").select_option("coaching")
+            await board.get_by_role("button", name="Pause agent", exact=True).click()
             await expect(state).to_have_text("Paused (coaching)")
 
             status, _ = call(server, "DELETE", "/pause-reasons/coaching")
             assert status == 200
             await expect(options).to_have_text(seeded)
+            await expect(menu).to_have_text(seeded)
             await expect(state).to_have_text("Paused (coaching)")  # still, and said so
             status, report = call(server, "GET", "/agents/pauser")
             assert (report["state"], report["reason"]) == ("paused", "coaching"), report
-            status, board = call(server, "GET", "/wallboard")
-            assert board["pause_reasons"] == seeded, board
+            status, snapshot = call(server, "GET", "/wallboard")
+            assert snapshot["pause_reasons"] == seeded, snapshot
             status, problem = call(server, "POST", "/agents/pauser/pause", {"reason": "coaching"})
             assert status == 400 and problem["errors"][0]["field"] == "reason", problem
     finally:
