@@ -225,6 +225,16 @@ class StorageConfig:
         return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:{secret}@{host}"))
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """What the nodes of a cluster share besides the database (``[cluster]``)."""
+
+    redis_url: str | None = None
+    """Redis (``redis://host:port/db``) holding the agents' page sessions, so that a page whose
+    node died is taken by another without logging in again (`omlmedia.cluster`); None: sessions
+    are each node's own."""
+
+
 def _default_node() -> str:
     """The host name, as a node name."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64]
@@ -370,6 +380,8 @@ class Config:
     site: SiteConfig = SiteConfig()
     storage: StorageConfig = field(default_factory=StorageConfig)
     """Where the records live (``[storage]``)."""
+    cluster: ClusterConfig = ClusterConfig()
+    """What the nodes of a cluster share (``[cluster]``)."""
     """The site: its time zone (``[site]``)."""
     wallboard: WallboardConfig = field(default_factory=WallboardConfig)
     """The supervisors' wallboard: thresholds, pause reasons, the low-MOS flag
@@ -909,9 +921,11 @@ _TOP_KEYS: Final = (
     "site",
     "storage",
     "wallboard",
+    "cluster",
 )
 _SITE_KEYS: Final = ("timezone",)
 _STORAGE_KEYS: Final = ("dsn", "password_file", "node")
+_CLUSTER_KEYS: Final = ("redis_url",)
 _NODE_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _MEDIA_KEYS: Final = ("timeout", "recording_format", "kernel_forwarding")
 _SERVER_KEYS: Final = (
@@ -993,6 +1007,7 @@ def _build(
     media = _media(check, raw.get("media", _MISSING))
     site = _site(check, raw.get("site", _MISSING))
     storage = _storage(check, raw.get("storage", _MISSING), base_dir)
+    cluster = _cluster(check, raw.get("cluster", _MISSING))
     api, api_token = _api(check, raw.get("api", _MISSING))
     trunk_names = _trunk_names(raw.get("trunks"))
     trunks = _trunks(check, raw.get("trunks", _MISSING), trunk_names)
@@ -1042,6 +1057,7 @@ def _build(
         or media is None
         or site is None
         or storage is None
+        or cluster is None
         or api is None
     ):
         raise ConfigError(check.errors)
@@ -1053,6 +1069,7 @@ def _build(
         site=site,
         wallboard=wallboard,
         storage=storage,
+        cluster=cluster,
         api=api,
         trunks=trunks,
         users=users,
@@ -1275,6 +1292,18 @@ def _site(check: _Checker, value: object) -> SiteConfig | None:
         check.error("site.timezone", f"unknown IANA time zone {timezone!r}{suggestion}")
         return None
     return SiteConfig(timezone=timezone)
+
+
+def _cluster(check: _Checker, value: object) -> ClusterConfig | None:
+    table = check.table("cluster", value, _CLUSTER_KEYS)
+    url = check.string(table, "cluster", "redis_url")
+    if url is None:
+        return None if "redis_url" in table else ClusterConfig()
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+        check.error("cluster.redis_url", "must be a Redis URL: redis://host:port/db")
+        return None
+    return ClusterConfig(redis_url=url)
 
 
 def _storage(check: _Checker, value: object, base_dir: Path) -> StorageConfig | None:

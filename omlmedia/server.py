@@ -33,6 +33,7 @@ from omlmedia.b2bua import B2bua
 from omlmedia.bridges import transcoder_factory
 from omlmedia.callevents import CallEvents
 from omlmedia.calls_api import DESK_KEY
+from omlmedia.cluster import RedisSessions
 from omlmedia.conference import ConferenceService
 from omlmedia.config import Config, RouteAction, summary
 from omlmedia.directory import AgentPages, Directory, file_users
@@ -222,6 +223,8 @@ class Server:
         """The event log (`omlmedia.events`): call, queue and agent events, stored and streamed."""
         self.webhooks: WebhookService | None = None
         self.changes: ChangeListener | None = None
+        self.sessions: RedisSessions | None = None
+        """The agents' page sessions shared in Redis (``[cluster] redis_url``)."""
         """Other nodes' changes to the shared PostgreSQL database (`omlmedia.notify`)."""
         """Webhook subscriptions and their outbox (`omlmedia.webhooks`), fed by the event log."""
         self._tls: ssl.SSLContext | None = None
@@ -558,6 +561,8 @@ class Server:
             clock=loop.time,
             session_ttl=config.webrtc.session_ttl,
         )
+        if config.cluster.redis_url is not None:
+            accounts.shared = self.sessions = RedisSessions(config.cluster.redis_url)
         ice_config = config.webrtc.ice_servers
 
         def ice() -> list[RTCIceServer]:
@@ -737,6 +742,8 @@ class Server:
             self.acd.close()
         if self.hub is not None:
             await self.hub.close()
+        if self.sessions is not None:
+            await self.sessions.close()
         if self.events is not None:
             await self.events.close()
         if self.webhooks is not None:

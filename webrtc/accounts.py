@@ -50,7 +50,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from webrtc.exceptions import LoginError
 
@@ -62,6 +62,7 @@ __all__ = [
     "LoginResult",
     "PasswordChecker",
     "Session",
+    "SharedSessions",
     "check_password",
     "hash_password",
     "parse_password_hash",
@@ -239,6 +240,23 @@ def _token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
+class SharedSessions(Protocol):
+    """Agents' sessions shared by the nodes of a cluster (Redis: `omlmedia.cluster`), keyed by
+    the token's hash: a page whose node died authenticates on another with its token."""
+
+    async def put(self, token_hash: bytes, agent: str, ttl: float) -> None:
+        """Share a new session of `agent` expiring in `ttl` seconds."""
+
+    async def get(self, token_hash: bytes) -> tuple[str, float, str] | None:
+        """The agent, the seconds left and the last state noted of a shared session."""
+
+    async def note_state(self, token_hash: bytes, state: str) -> None:
+        """Note the agent's state in its shared session."""
+
+    async def drop(self, token_hash: bytes) -> None:
+        """Forget a session (logged out)."""
+
+
 class AccountStore:
     """Accounts, sessions and login lockout; sans-IO, time from `clock` (seconds)."""
 
@@ -276,6 +294,8 @@ class AccountStore:
         self._account_locked_until: dict[str, float] = {}
         self._last_good: dict[str, str] = {}
         self._dummy_hash = hash_password(secrets.token_urlsafe(16))
+        self.shared: SharedSessions | None = None
+        """The cluster's shared sessions (None: sessions are this node's only)."""
 
     def password_hash_for(self, name: str) -> str:
         """The hash to verify a login against: the account's, or a dummy one (same cost) for an
@@ -335,6 +355,22 @@ class AccountStore:
         if not session.valid(self.clock()):
             self._revoke(session)
             return None
+        return session
+
+    def adopt(self, agent: str, token: str, ttl: float, source: str) -> Session | None:
+        """A session another node opened for `agent` with `token`, `ttl` seconds left (read
+        from `shared`): it now authenticates here too, replacing the agent's session here, if
+        any. None for an agent unknown here or a malformed token."""
+        if agent not in self.accounts or not _TOKEN_CHARS.fullmatch(token) or ttl <= 0:
+            return None
+        now = self.clock()
+        session = Session(agent, _token_hash(token), now, now + ttl, source)
+        replaced = self._by_agent.get(agent)
+        if replaced is not None:
+            self._revoke(replaced)
+        self._sessions[session.token_hash] = session
+        self._by_agent[agent] = session
+        logger.info("agent %s came back from another node, from %s", agent, source)
         return session
 
     def session_of(self, agent: str) -> Session | None:

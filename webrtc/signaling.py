@@ -50,12 +50,14 @@ in as an agent nor place web calls, and an agent's or a web caller's cannot send
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import hashlib
 import json
 import logging
 import re
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -493,6 +495,8 @@ class AgentHub:
         self._bound: dict[int, tuple[Connection, str]] = {}
         self._connections: dict[int, Connection] = {}
         self._unauthenticated: dict[int, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        """Writes to the shared sessions under way (`AccountStore.shared`)."""
         """Sockets not logged in yet, with the time they opened."""
 
     # --- queries ---
@@ -622,6 +626,8 @@ class AgentHub:
             return
         entry.state, entry.reason, entry.state_since = state, reason, self.clock()
         self._push(entry, self._state_message(entry))
+        if self.accounts.shared is not None:
+            self._background(self.accounts.shared.note_state(entry.session.token_hash, state.value))
 
     def offer_call(self, agent: str, call: CallInfo) -> bool:
         """Ring the agent with `call`; False when the agent has no session (or it is known)."""
@@ -770,6 +776,8 @@ class AgentHub:
             return
         del self._agents[entry.name]
         self.accounts.logout(entry.session)
+        if reason == "logout" and self.accounts.shared is not None:
+            self._background(self.accounts.shared.drop(entry.session.token_hash))
         if entry.conn is not None:
             if notify:
                 self._send(entry.conn, {"type": "session-ended", "reason": reason})
@@ -821,7 +829,7 @@ class AgentHub:
             if kind == "login":
                 await self._login(conn, message)
             else:
-                self._auth(conn, message)
+                await self._auth(conn, message)
             return
         if bound is None:
             raise ProtocolError("not-authenticated", "log in first")
@@ -856,6 +864,10 @@ class AgentHub:
         if id(conn) not in self._connections:
             self.accounts.logout(result.session)
             return
+        if self.accounts.shared is not None:
+            await self.accounts.shared.put(
+                result.session.token_hash, name, result.session.expires - self.clock()
+            )
         account = self.accounts.accounts[name]
         entry = self._agents.get(name)
         if entry is not None:
@@ -888,9 +900,13 @@ class AgentHub:
             reply["ref"] = message.id
         self._send(conn, reply)
 
-    def _auth(self, conn: Connection, message: Message) -> None:
-        session = self.accounts.authenticate(message.fields["token"])
+    async def _auth(self, conn: Connection, message: Message) -> None:
+        token = message.fields["token"]
+        session = self.accounts.authenticate(token)
         entry = self._agents.get(session.agent) if session is not None else None
+        if session is None and self.accounts.shared is not None:
+            entry = await self._adopt(conn, token)
+            session = entry.session if entry is not None else None
         if session is None or entry is None or entry.session is not session:
             raise ProtocolError("session-invalid", "the session has ended: log in again")
         self._attach(entry, conn)
@@ -898,6 +914,41 @@ class AgentHub:
         if message.id is not None:
             reply["ref"] = message.id
         self._send(conn, reply)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _adopt(self, conn: Connection, token: str) -> _Agent | None:
+        """The session of `token` opened on another node (`AccountStore.shared`), whose page
+        came here because that node died: the agent is logged in here with it, and Ready again
+        if it was. None when there is no such session or the agent is logged in here."""
+        shared = self.accounts.shared
+        if shared is None or not isinstance(token, str):
+            return None
+        found = await shared.get(hashlib.sha256(token.encode("utf-8")).digest())
+        if found is None or id(conn) not in self._connections:
+            return None
+        agent, ttl, last = found
+        if agent in self._agents:
+            return None
+        session = self.accounts.adopt(agent, token, ttl, conn.source)
+        if session is None:
+            return None
+        entry = _Agent(
+            agent,
+            self.accounts.accounts[agent].display_name,
+            session,
+            self.channel_factory(agent),
+            state_since=self.clock(),
+        )
+        self._agents[agent] = entry
+        self._attach(entry, conn)
+        await self.control.agent_logged_in(agent)
+        if last == AgentState.READY.value:
+            await self.control.set_agent_state(agent, AgentState.READY, None)
+        return entry
 
     def _call(self, entry: _Agent, call_id: str, *states: AgentCallState) -> _Call:
         call = entry.calls.get(call_id)

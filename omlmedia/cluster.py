@@ -1,0 +1,107 @@
+"""Agents' page sessions shared by the nodes, in Redis (``[cluster] redis_url``).
+
+Theory of operation. A node that logs an agent in (`webrtc.signaling.AgentHub`, password
+login) writes the session to Redis: the hash ``omlmedia:session:<SHA-256 of the token, hex>``
+with the agent's name and its last state, expiring with the session (``PEXPIRE``). The token
+itself is never stored, only its hash, as on the node. While the agent works, each change of its
+state (ready, paused, on a call...) is noted in the same hash. When the page's node dies, the
+page reconnects (through the load balancer) to another node and sends ``auth`` with its token,
+as it does after any drop: that node, which has no such session, looks the hash up, adopts the
+session (the same token, the time it has left), logs the agent in to its desk and ACD, and, when
+the last state noted was ``ready``, makes it Ready again. The page never asks for the password.
+
+An explicit logout deletes the session from Redis; a session that ends otherwise (its page closed
+past the reconnect grace, or expired) is left to expire, so a page that lost its node can still
+come back to another. Redis unreachable: logins and the pages on their node go on (the session
+is then known to that node only); every failure is logged, none reaches the page.
+
+What is not shared: the lockout counters of failed logins stay per node.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+__all__ = ["PREFIX", "RedisSessions"]
+
+logger = logging.getLogger(__name__)
+
+PREFIX: Final = "omlmedia:session:"
+"""Key prefix of a shared session (followed by the token's SHA-256, hex)."""
+
+TIMEOUT: Final = 1.0
+"""Seconds to wait for Redis (connect and each command)."""
+
+_NOTE_STATE: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HSET', KEYS[1], 'state', ARGV[1])
+end
+return 0
+"""
+
+
+class RedisSessions:
+    """The `webrtc.accounts.SharedSessions` of the cluster, in Redis at `url`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.errors = 0
+        """Redis calls that failed since start (each one logged)."""
+        self._redis: Any = aioredis.from_url(
+            url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
+        )
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.errors += 1
+        logger.warning("shared sessions: %s failed: %s", what, exc)
+
+    async def put(self, token_hash: bytes, agent: str, ttl: float) -> None:
+        """Share a new session of `agent`, expiring in `ttl` seconds."""
+        key = PREFIX + token_hash.hex()
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping={"agent": agent, "state": "paused"})
+                pipe.pexpire(key, max(1, int(ttl * 1000)))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed("storing a session", exc)
+
+    async def get(self, token_hash: bytes) -> tuple[str, float, str] | None:
+        """The shared session of this token hash: its agent, the seconds it has left and the
+        agent's last state; None when there is none (or Redis is unreachable)."""
+        key = PREFIX + token_hash.hex()
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hgetall(key)
+                pipe.pttl(key)
+                fields, left = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed("reading a session", exc)
+            return None
+        agent = fields.get(b"agent")
+        if not agent or left is None or left <= 0:
+            return None
+        state = fields.get(b"state", b"paused").decode("utf-8", "replace")
+        return agent.decode("utf-8", "replace"), left / 1000.0, state
+
+    async def note_state(self, token_hash: bytes, state: str) -> None:
+        """Note the agent's state in its shared session (if it is still there)."""
+        try:
+            await self._redis.eval(_NOTE_STATE, 1, PREFIX + token_hash.hex(), state)
+        except (RedisError, OSError) as exc:
+            self._failed("noting a state", exc)
+
+    async def drop(self, token_hash: bytes) -> None:
+        """Forget a session (the agent logged out)."""
+        try:
+            await self._redis.delete(PREFIX + token_hash.hex())
+        except (RedisError, OSError) as exc:
+            self._failed("deleting a session", exc)
+
+    async def close(self) -> None:
+        """Close the connections."""
+        await self._redis.aclose()

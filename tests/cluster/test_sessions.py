@@ -1,0 +1,144 @@
+"""Agents' page sessions shared through Redis (``[cluster] redis_url``, `omlmedia.cluster`)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from benchmarks import harness
+from benchmarks.harness import DEMO_PASSWORD
+from omlmedia.config import ConfigError, load_config
+from tests.cluster import redis
+from tests.cluster.test_shared_database import _TLS, api
+
+CONFIG = f"""
+[api]
+token_sha256 = "{hashlib.sha256(b"token").hexdigest()}"
+"""
+
+
+def test_the_cluster_section_takes_a_redis_url_and_defaults_to_none(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text(
+        CONFIG + '[cluster]\nredis_url = "redis://127.0.0.1:6390/0"\n', encoding="utf-8"
+    )
+    assert load_config(tmp_path / "a.toml").cluster.redis_url == "redis://127.0.0.1:6390/0"
+    (tmp_path / "b.toml").write_text(CONFIG, encoding="utf-8")
+    assert load_config(tmp_path / "b.toml").cluster.redis_url is None
+
+
+@pytest.mark.parametrize(
+    ("cluster", "error"),
+    [
+        ('redis_url = "http://h:6379"', "cluster.redis_url: must be a Redis URL"),
+        ("redis_url = 5", "cluster.redis_url"),
+        ('redis = "redis://h"', "cluster.redis: unknown key"),
+    ],
+)
+def test_a_bad_cluster_section_is_refused_naming_the_key(
+    tmp_path: Path, cluster: str, error: str
+) -> None:
+    (tmp_path / "c.toml").write_text(CONFIG + f"[cluster]\n{cluster}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "c.toml")
+    assert any(error in e for e in info.value.errors), info.value.errors
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[redis.Redis]:
+    redis.require()
+    with redis.redis() as instance:
+        yield instance
+
+
+def agent_state(server: harness.RunningServer, agent: str) -> str:
+    status, view = api(server, "GET", f"/api/v1/agents/{agent}")
+    assert status == 200, view
+    return str(view.get("state"))
+
+
+class Page:
+    """An agent page's socket (the page's protocol, without its media)."""
+
+    def __init__(self, server: harness.RunningServer) -> None:
+        self.server = server
+        self.session: aiohttp.ClientSession | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+
+    async def __aenter__(self) -> Page:
+        self.session = aiohttp.ClientSession()
+        port = self.server.http_port
+        self.ws = await self.session.ws_connect(
+            f"wss://127.0.0.1:{port}/ws", ssl=_TLS, origin=f"https://127.0.0.1:{port}"
+        )
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.session is not None
+        if self.ws is not None:
+            await self.ws.close()
+        await self.session.close()
+
+    async def request(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Send one message; the first answer of a kind that ends it."""
+        assert self.ws is not None
+        await self.ws.send_json({"v": 1, "type": kind, "id": 1, **fields})
+        while True:
+            message = await asyncio.wait_for(self.ws.receive_json(), 10)
+            if message.get("ref") == 1 or message.get("type") == "error":
+                return dict(message)
+
+
+def test_a_page_whose_node_died_is_taken_by_another_node_with_its_token_and_is_ready_again(
+    shared: redis.Redis, tmp_path: Path
+) -> None:
+    cluster = f'\n[cluster]\nredis_url = "{shared.url}"\n'
+    a = harness.start_server(tmp_path / "a", edit_config=lambda t: t + cluster)
+    try:
+        b = harness.start_server(tmp_path / "b", edit_config=lambda t: t + cluster)
+    except BaseException:
+        a.stop()
+        raise
+    try:
+
+        async def on_a() -> str:
+            async with Page(a) as page:
+                ok = await page.request("login", username="agent1", password=DEMO_PASSWORD)
+                assert ok["type"] == "login-ok", ok
+                ready = await page.request("state", state="ready")
+                assert ready["type"] == "ack", ready
+                return str(ok["token"])
+
+        token = asyncio.run(on_a())
+        assert agent_state(a, "agent1") == "ready"
+        a.process.kill()  # kill -9: the node dies with its page's socket
+        a.process.wait()
+
+        async def on_b() -> tuple[dict[str, Any], dict[str, Any]]:
+            async with Page(b) as page:
+                back = await page.request("auth", token=token)
+                wrong = await Page(b).__aenter__()
+                try:
+                    refused = await wrong.request("auth", token="x" * 43)
+                finally:
+                    await wrong.__aexit__()
+                return back, refused
+
+        start = time.monotonic()
+        back, refused = asyncio.run(on_b())
+        took = time.monotonic() - start
+        assert back["type"] == "auth-ok", back
+        assert back.get("state") == "ready", back
+        assert refused["type"] == "error" and refused["code"] == "session-invalid", refused
+        print(f"auth on b with a's token answered in {took * 1000:.0f} ms")
+        assert agent_state(b, "agent1") == "ready"  # in b's ACD, offered b's calls
+    finally:
+        if a.process.poll() is None:
+            a.stop()
+        assert b.stop() == 0, b.log()[-3000:]
