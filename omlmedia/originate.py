@@ -39,11 +39,14 @@ class Originate(Desk):
     def originate(self, agent: str, number: str, *, trunk: str = "", campaign: str = "") -> str:
         """Ring `agent`'s page for a call to `number` through `trunk` (empty: the default
         trunk), shown as `campaign`'s; the call's id. Raises `CommandError` ``bad-number``,
-        ``not-ready`` (the agent is not logged in and Ready) or ``no-page``."""
+        ``not-ready`` (the agent is not logged in and Ready) or ``no-page`` (its session waits
+        for a page that dropped to reconnect: nobody would hear it ring)."""
         if not DIALABLE.fullmatch(number):
             raise CommandError("bad-number", "not a number or extension")
         if self.state(agent) is not AgentState.READY:
             raise CommandError("not-ready", f"the agent {agent} is not logged in and Ready")
+        if not self.hub.connected(agent):
+            raise CommandError("no-page", f"the page of {agent} is not connected now")
         call_id = f"c2c-{secrets.token_hex(8)}"
         info = CallInfo(
             call_id=call_id,

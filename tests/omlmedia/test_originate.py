@@ -100,6 +100,11 @@ async def test_only_a_ready_agent_is_rung_and_only_a_number_is_dialled(
     with pytest.raises(CommandError) as refused:
         w.desk.originate("agent1", "555;x")
     assert refused.value.code == "bad-number"
+    page = w.hub.pages.pop("agent1")  # the page dropped; the session waits for it
+    with pytest.raises(CommandError) as refused:
+        w.desk.originate("agent1", "5550002")
+    assert refused.value.code == "no-page"
+    w.hub.pages["agent1"] = page
     assert [e for e in published.events if e[0] == CALL_CLICK_TO_CALL] == []
     assert w.hub.of("call-incoming") == []
 
