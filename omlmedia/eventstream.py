@@ -12,7 +12,8 @@ then reads the one shared log at its own pace with its own task (`EventLog.read`
 or from the store for what memory no longer holds, so a resuming client gets what it missed
 before the live events, every event exactly once and in id order. Without a since id the stream
 starts with the next event (``since_id=0`` replays the whole log). Live events are sent in
-batches: a client woken by an event waits about `LINGER` for more, so a burst costs one write.
+batches: a client woken by an event waits for its next slot (one a period, `linger`), so a
+burst costs one write, and many clients write one after another rather than all at once.
 
 A client that has caught up and then reads so slowly that it falls more than `STREAM_QUEUE`
 events behind is dropped by the log (it never waits for anyone), and the stream ends with a
@@ -50,18 +51,20 @@ STREAM_QUEUE = 2000
 CLOSE_TIMEOUT = 5.0
 """Seconds a cut-off client has to take its close before its connection is aborted."""
 LINGER = 0.02
-"""Seconds a live stream waits, on average, after an event for more to send with it: one write
-(and one TLS record) for many events when they come fast. Each wait is drawn between half and
-one and a half of it, so the clients one event woke do not all write in the same instant (a
-burst of writes delays the SIP messages queued behind it)."""
-WRITES_PER_SECOND = 2500
-"""The stream's write budget: with many clients each lingers longer (clients / budget seconds
-on average, from `LINGER` up to `MAX_LINGER`), so that events coming fast cost the event loop
-about this many writes a second whatever the number of clients. A write (TLS record, send on
-loopback) costs the loop far more than the events in it; the loop also carries SIP."""
-MAX_LINGER = 0.05
-"""The longest average linger (the stream's delivery target is 100 ms at the 99th percentile;
-a wait is drawn up to one and a half of it)."""
+"""The shortest period of a live stream: a client woken by an event writes at its next slot,
+one a period at a phase of its own, with every event published until then: one write (and one
+TLS record) for many events when they come fast, at most one write a period per client, and
+the clients' writes spread evenly over the period rather than all in the instant after an
+event (a burst of writes delays the SIP messages queued behind it)."""
+WRITES_PER_SECOND = 1250
+"""The stream's write budget: with many clients the period grows (clients / budget seconds,
+from `LINGER` up to `MAX_LINGER`), so that events coming fast cost the event loop about this
+many writes a second whatever the number of clients. A write (a TLS record and a send on a
+socket whose peer the kernel wakes) costs the loop far more than the events in it, and the
+loop also carries SIP: with 100 clients the writes, not the events, were the stream's cost."""
+MAX_LINGER = 0.08
+"""The longest period: an event waits at most this long for its client's slot (the stream's
+delivery target is 100 ms at the 99th percentile)."""
 KEEPALIVE = 15.0
 """Seconds of silence after which an SSE stream sends a comment (proxies, dead peers)."""
 
@@ -199,33 +202,45 @@ SSE_KEEP = 8192
 _sse_messages: weakref.WeakKeyDictionary[EventLog, dict[int, bytes]] = weakref.WeakKeyDictionary()
 
 
+def _sse_cache(log: EventLog) -> dict[int, bytes]:
+    cache = _sse_messages.get(log)
+    if cache is None:
+        cache = _sse_messages[log] = {}
+    return cache
+
+
+def _encode(cache: dict[int, bytes], ev: Event) -> bytes:
+    message = f"id: {ev.id}\nevent: {ev.type}\ndata: {ev.to_json()}\n\n".encode()
+    cache[ev.id] = message
+    if len(cache) > SSE_KEEP:
+        # Ids are published in order: the first keys are the oldest.
+        for old in list(itertools.islice(cache, len(cache) - SSE_KEEP // 2)):
+            del cache[old]
+    return message
+
+
 def sse_message(log: EventLog, ev: Event) -> bytes:
     """`ev` of `log` as one SSE message, encoded once for every client of the stream (the
     clients of one event share its bytes; formatting it per client was a third of the
     stream's CPU with 100 clients)."""
-    cache = _sse_messages.get(log)
-    if cache is None:
-        cache = _sse_messages[log] = {}
-    message = cache.get(ev.id)
-    if message is None:
-        message = f"id: {ev.id}\nevent: {ev.type}\ndata: {ev.to_json()}\n\n".encode()
-        cache[ev.id] = message
-        if len(cache) > SSE_KEEP:
-            # Ids are published in order: the first keys are the oldest.
-            for old in list(itertools.islice(cache, len(cache) - SSE_KEEP // 2)):
-                del cache[old]
-    return message
+    cache = _sse_cache(log)
+    return cache.get(ev.id) or _encode(cache, ev)
 
 
 class _SseOut(_Out):
     def __init__(self, request: web.Request, response: web.StreamResponse, log: EventLog) -> None:
         self.request = request
         self.response = response
-        self.log = log
+        self.cache = _sse_cache(log)
 
     async def send(self, events: list[Event]) -> None:
-        log = self.log
-        await self.response.write(b"".join([sse_message(log, ev) for ev in events]))
+        cache = self.cache
+        try:
+            # The common case, one dictionary look-up per event: another client encoded it.
+            data = b"".join([cache[ev.id] for ev in events])
+        except KeyError:
+            data = b"".join([cache.get(ev.id) or _encode(cache, ev) for ev in events])
+        await self.response.write(data)
 
     async def idle(self) -> None:
         await self.response.write(b": keepalive\n\n")
@@ -242,7 +257,7 @@ class _SseOut(_Out):
 
 
 def linger(clients: int) -> float:
-    """The average linger of each of `clients` live streams (`WRITES_PER_SECOND`)."""
+    """The period of each of `clients` live streams (`WRITES_PER_SECOND`)."""
     return min(MAX_LINGER, max(LINGER, clients / WRITES_PER_SECOND))
 
 
@@ -261,6 +276,8 @@ class _Stream:
         self.out = out
         self.sub: Subscription = log.subscribe(match, limit, since)
         self.last_sent = self.sub.cursor
+        self.phase = random.random()
+        """Where in each period this client's slot is (a fraction of it)."""
 
     async def run(self) -> web.StreamResponse:
         out, sub = self.out, self.sub
@@ -316,8 +333,11 @@ class _Stream:
                     await out.idle()
                     continue
                 if LINGER > 0:
-                    # Spread: clients woken by the same event do not all write at once.
-                    await asyncio.sleep(linger(len(log.subscribers)) * (0.5 + random.random()))
+                    # This client's next slot: clients woken by the same event write one after
+                    # another over the period, each at most once in it.
+                    period = linger(len(log.subscribers))
+                    now = asyncio.get_running_loop().time()
+                    await asyncio.sleep((self.phase * period - now) % period)
             batch = await log.read(sub)
             if batch:
                 await out.send(batch)
