@@ -12,7 +12,7 @@ ARGS     ?=
 
 # System packages: what the server needs, and what the tests drive as real peers.
 RUN_DEBS  := libopus0 ca-certificates
-TEST_DEBS := $(RUN_DEBS) sip-tester baresip chromium systemd docker-compose postgresql kamailio nftables iproute2 fail2ban coturn redis-server
+TEST_DEBS := $(RUN_DEBS) sip-tester baresip chromium systemd docker-compose postgresql kamailio nftables iproute2 fail2ban coturn redis-server haproxy
 
 .PHONY: run test setup setup-test system-run system-test lint typecheck pytest bench clean
 
@@ -35,11 +35,13 @@ system-test:
 		systemctl disable kamailio >/dev/null 2>&1 || true; \
 		systemctl stop kamailio >/dev/null 2>&1 || true; \
 	fi
-	@# The same for redis-server (6379): the cluster tests start throwaway instances of their own.
-	@if [ -e /lib/systemd/system/redis-server.service ] && [ "$$(id -u)" = 0 ]; then \
-		systemctl disable redis-server >/dev/null 2>&1 || true; \
-		systemctl stop redis-server >/dev/null 2>&1 || true; \
-	fi
+	@# The same for redis-server (6379) and haproxy: the cluster tests start their own.
+	@for unit in redis-server haproxy; do \
+		if [ -e /lib/systemd/system/$$unit.service ] && [ "$$(id -u)" = 0 ]; then \
+			systemctl disable $$unit >/dev/null 2>&1 || true; \
+			systemctl stop $$unit >/dev/null 2>&1 || true; \
+		fi; \
+	done
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
