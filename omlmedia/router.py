@@ -72,13 +72,42 @@ class RouteTable:
 
     def __init__(self, config: Config, added: tuple[Route, ...] = ()) -> None:
         self.config = config
-        self.added = added
+        self.added: tuple[Route, ...] = ()
+        self._exact: dict[str, int] = {}
+        """An exact ``user`` of the API's routes -> the index of the first route with it (a
+        DID is found at once, however many there are)."""
+        self._patterns: list[tuple[int, Route]] = []
+        """The API's ``pattern`` routes, with their index (tried in order, up to the DID's)."""
         self._cache: dict[str, tuple[Route, str] | None] = {}
+        self.set_added(added)
 
     def set_added(self, added: tuple[Route, ...]) -> None:
         """The API's routes now (the next call is matched against them)."""
-        self.added = added
+        exact: dict[str, int] = {}
+        patterns: list[tuple[int, Route]] = []
+        for index, route in enumerate(added):
+            if route.user is not None:
+                exact.setdefault(route.user, index)
+            else:
+                patterns.append((index, route))
+        self.added, self._exact, self._patterns = added, exact, patterns
         self._cache = {}
+
+    def _added_route(self, user: str) -> tuple[Route, str] | None:
+        """The first of the API's routes matching `user`, in their order."""
+        first = self._exact.get(user, len(self.added))
+        for index, route in self._patterns:
+            if index > first:
+                break
+            rewritten = route.apply(user)
+            if rewritten is not None:
+                return route, rewritten
+        if first < len(self.added):
+            route = self.added[first]
+            rewritten = route.apply(user)
+            if rewritten is not None:
+                return route, rewritten
+        return None
 
     def route_for(self, user: str) -> tuple[Route, str] | None:
         """The first route matching `user`, with the user part rewritten by it (cached: a trunk
@@ -86,13 +115,8 @@ class RouteTable:
         cache = self._cache
         if user in cache:
             return cache[user]
-        found: tuple[Route, str] | None = None
-        for route in self.added:
-            rewritten = route.apply(user)
-            if rewritten is not None:
-                found = route, rewritten
-                break
-        else:
+        found = self._added_route(user)
+        if found is None:
             found = self.config.route(user)
         if len(cache) >= 4096:
             cache.clear()
