@@ -9,8 +9,7 @@ batched writer thread) and the API application (`omlmedia.api.create_app`, HTTPS
 self-signed certificate, as `omlmedia serve` serves it) with its stream handler. A publisher task
 in that process stands for the call, queue and agent events of a busy server: it publishes at
 `--rate` on a 5 ms tick, each event the size of a queue event. SIP load is left out on purpose so
-the figures are the stream's own (the issue's combined run, with webhooks and a concurrent
-call-rate test, needs the webhooks first).
+the figures are the stream's own (`--with-sip` is the combined run).
 
 The clients run in this process, pinned to the generator core. Each event's ``time`` is the
 server's wall clock when it was published; a client's latency is its own wall clock when the
@@ -26,23 +25,43 @@ Measured on the 2-core development machine (shared, uvloop, HTTPS), SSE:
 | 25 x 2,000 | 50,000 | 14.1 / 24.7 / 31 | 14.8 % | 74 us | 3.0 us |
 | 100 x 2,000 | 200,000 (all) | 21.9 / 38.0 / 70 | 33.5 % | 167 us | 1.7 us |
 
-(Quiet machine.) With other processes taking 22-35 % of the server's core, p99 rose to 140-350
-ms in later runs: the report gives that load (`server_core_other_load_percent`). The issue's
-target (p99 <= 100 ms at 100 x 2,000) holds on a quiet core with two thirds of it to spare;
-most of the latency is the stream's `LINGER` (20 ms), which buys one write per burst. The SSE
-clients read a bare TLS stream with one regular expression per read: aiohttp's client cost more
-per event than the server and saturated its core first. WebSocket costs the server more per
-delivery (one frame, one TLS record and one send per event: 13.5 us at 20 x 1,000, with an
-aiohttp client) than SSE's one write per batch.
+(Quiet machine, before the stream wrote at per-client slots.) With other processes taking
+22-35 % of the server's core, p99 rose to 140-350 ms in later runs: the report gives that load
+(`server_core_other_load_percent`) and the server's write calls a second
+(`server_writes_per_s`, from /proc/PID/io: one per write to a client, a figure the machine's
+load does not change). The SSE clients read a bare TLS stream with one regular expression per
+read: aiohttp's client cost more per event than the server and saturated its core first.
+WebSocket costs the server more per delivery (one frame, one TLS record and one send per
+event: 13.5 us at 20 x 1,000, with an aiohttp client) than SSE's one write per batch.
 
-`--with-sip` measures the effect on calls: a real `omlmedia serve`, sipp placing `--cps` calls a
-second to ``echo`` (three events each), first alone, then with `--clients` SSE clients reading
-every event; call set-up is INVITE to 200 OK from sipp's ``-trace_rtt`` (whole milliseconds).
-At 200 calls/s with 100 clients (600 events/s, 60,000 deliveries/s), set-up p99 went from 4 ms
-to 8 ms (two runs each; 12 ms before the stream's wake-ups were spread), and the server's CPU
-per call from about 1.2 to 2.7 ms: every client costs a TLS write per batch on the one core the
-SIP stack also uses. The issue's bound (p99 changed by at most 10 %) is not met yet; serving
-the stream from a process of its own (it reads the same stored log) is the way there.
+`--with-sip` measures the effect on calls: a real `omlmedia serve`, sipp placing `--cps` calls
+a second to ``echo`` (three events each), in `--rounds` rounds of interleaved phases: alone,
+with `--clients` SSE clients reading every event, and with `--webhooks` subscriptions to every
+event (each to its own path of a local HTTPS aiohttp receiver in this process; 0: no such
+phase). Set-up is INVITE to 200 OK from sipp's ``-trace_rtt`` (whole milliseconds), pooled
+over the phases of a kind; webhook latency is each delivery's first arrival minus the event's
+time; the outbox depth is sampled from ``/metrics`` every 100 ms.
+
+Before the stream wrote at slots (quiet machine, 200 calls/s, 100 clients): set-up p99 4 ms
+alone, 8 ms with the clients, the server's CPU per call 1.2 then 2.7 ms. The stream now writes
+at most once a period per client at a slot of its own (20-80 ms, `omlmedia.eventstream.linger`),
+shares each event's SSE bytes between clients, and keeps to about 1,250 writes a second.
+Measured on 2026-12-06 with the machine's load average at 11-19 on its 2 cores, A/B against
+the previous stream in the same session (``--with-sip --cps 50 --seconds 6 --rounds 3
+--webhooks 0 --clients 100``, two runs each, interleaved):
+
+| stream | writes/s (alone: 170) | CPU per call, alone -> clients | set-up p99, alone -> clients |
+|---|---|---|---|
+| previous | 2,179 / 3,063 | 1.8 -> 4.8 / 2.2 -> 6.0 ms | 12 -> 364 / 8 -> 144 ms |
+| slots | 1,305 / 1,323 | 2.0 -> 4.8 / 1.5 -> 3.5 ms | 76 -> 360 / 24 -> 88 ms |
+
+The writes halved; at that load the set-up times are the machine's, not the server's (the
+same phase gave 4 ms and 100 ms within one run), so whether the issue's bound (set-up p99
+changed by at most 10 %) now holds is not shown: it needs the quiet machine. Webhooks at the
+same rate (``--cps 50 --webhooks 10``: 1,500 deliveries/s) fall far behind there: first
+arrival p50 6.6-17 s, p99 11-27 s, the outbox up to 10,270 deep, the server's CPU per call
+5.7-7.7 ms (about 0.2 ms per delivery), no delivery lost or duplicated; the issue's bound
+(first attempt p99 <= 500 ms) is not met at that rate on this machine.
 """
 
 from __future__ import annotations
