@@ -33,8 +33,8 @@ async def test_a_reason_added_and_removed_through_the_api_reaches_the_pages_at_o
     try:
         status, listed = call(server, "GET", "/pause-reasons")
         assert status == 200, listed
-        seeded = listed["reasons"]  # the file's (the default list: no [wallboard] reasons)
-        assert seeded == ["break", "lunch", "training", "back-office"], listed
+        seeded = listed["reasons"]  # the file's ([wallboard] pause_reasons, or the default)
+        assert seeded and "coaching" not in seeded, listed
         status, agent = call(
             server,
             "POST",

@@ -28,12 +28,13 @@ DID = "5554000"
 
 
 def without_queues(text: str) -> str:
-    """The test configuration without its queues, campaigns and the routes to them."""
+    """The test configuration without its queues, campaigns, the routes to them and the
+    wallboard thresholds of its queues."""
     blocks = re.split(r"\n(?=\[)", text)
     kept = [
         block
         for block in blocks
-        if not block.startswith(("[queues.", "[[campaigns]]"))
+        if not block.startswith(("[queues.", "[[campaigns]]", "[wallboard.thresholds."))
         and not (block.startswith("[[routes]]") and re.search(r'"(queue|campaign):', block))
     ]
     return "\n".join(kept)
