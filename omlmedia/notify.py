@@ -55,6 +55,9 @@ WEBHOOKS: Final = "webhooks"
 ORIGIN: Final = secrets.token_hex(6)
 """This process: its own notifications are not reloaded (its memory is already current)."""
 
+APPLICATION: Final = "omlmedia-notify"
+"""The listener's ``application_name`` (seen in ``pg_stat_activity``)."""
+
 KEEPALIVE: Final = 5.0
 """Seconds of quiet after which the listener checks that its connection is alive."""
 
@@ -75,9 +78,17 @@ class ChangeListener:
     process; every reload after each (re)connection. Runs on the server's event loop."""
 
     def __init__(
-        self, dsn: str, reloads: Mapping[str, Reload], *, retry: float = 0.5, most: float = 5.0
+        self,
+        dsn: str,
+        reloads: Mapping[str, Reload],
+        *,
+        retry: float = 0.5,
+        most: float = 5.0,
+        origin: str = ORIGIN,
     ) -> None:
         self.dsn = dsn
+        self.origin = origin
+        """Notifications of this origin are skipped (this process's own: its memory is current)."""
         self.reloads = dict(reloads)
         self.retry = retry
         self.most = most
@@ -107,7 +118,9 @@ class ChangeListener:
         delay = self.retry
         while True:
             try:
-                conn: asyncpg.Connection = await asyncpg.connect(self.dsn, timeout=10)
+                conn: asyncpg.Connection = await asyncpg.connect(
+                    self.dsn, timeout=10, server_settings={"application_name": APPLICATION}
+                )
             except (*PgError, asyncpg.PostgresError) as exc:
                 logger.warning("change notifications: %s: %s; retrying", redact(self.dsn), exc)
                 await asyncio.sleep(delay)
@@ -148,7 +161,7 @@ class ChangeListener:
             for text in payloads:
                 assert text is not None
                 kind, _, origin = text.partition(" ")
-                if origin != ORIGIN:
+                if origin != self.origin:
                     kinds.add(kind)
             if kinds:
                 await self._reload(kinds)
