@@ -214,6 +214,13 @@ class EventFilter:
     campaigns: frozenset[str] = frozenset()
     scope: Callable[[Event], bool] | None = None
 
+    @property
+    def everything(self) -> bool:
+        """Whether it lets every event through (no filter, no scope): readers skip it."""
+        return self.scope is None and not (
+            self.types or self.queues or self.agents or self.campaigns
+        )
+
     def __call__(self, ev: Event) -> bool:
         if self.types and not ev.type.startswith(self.types):
             return False
@@ -455,6 +462,8 @@ class EventLog:
                 window = recent[start : start + most]
                 if not window:
                     return [], self.last_id
+                if isinstance(match, EventFilter) and match.everything:
+                    return window, window[-1].id  # a slice: the caller's own list
                 return [ev for ev in window if match(ev)], window[-1].id
             if self._reader is None:
                 cursor = max(cursor, self._floor)  # evicted without a store: gone

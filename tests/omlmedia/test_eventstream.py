@@ -20,7 +20,7 @@ from omlmedia import eventstream
 from omlmedia.accounts import AccountBook
 from omlmedia.api import create_app
 from omlmedia.authz import Identity, Role
-from omlmedia.events import EventLog
+from omlmedia.events import EventFilter, EventLog
 from omlmedia.storage import AsyncStore, Store
 from tests.omlmedia.test_api import AUTH, config
 from tests.omlmedia.test_authz import demo
@@ -298,3 +298,20 @@ def test_many_clients_write_less_often_so_the_stream_keeps_within_its_budget() -
     assert 100 / period <= eventstream.WRITES_PER_SECOND
     assert eventstream.linger(10_000) == eventstream.MAX_LINGER
     assert eventstream.MAX_LINGER < 0.1  # the delivery target (p99 <= 100 ms)
+
+
+async def test_an_unfiltered_unscoped_reader_gets_every_event_without_a_match_per_event() -> None:
+    log = EventLog()
+    everything, calls = EventFilter(), EventFilter.parse(["call."])
+    assert everything.everything and not calls.everything
+    assert not EventFilter(scope=lambda ev: True).everything
+    all_sub, call_sub = log.subscribe(everything), log.subscribe(calls)
+    for kind in ("call.started", "queue.entered", "call.ended"):
+        log.publish(kind, call_id="c1", queue="support")
+    assert [ev.type for ev in await log.read(all_sub)] == [
+        "call.started",
+        "queue.entered",
+        "call.ended",
+    ]
+    assert [ev.type for ev in await log.read(call_sub)] == ["call.started", "call.ended"]
+    assert all_sub.cursor == call_sub.cursor == log.last_id
