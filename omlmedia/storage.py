@@ -250,14 +250,19 @@ class Store:
         """Event ids reserved ahead (PostgreSQL), lowest last."""
         self._next_id = self.committed_event_id + 1
         """The next event id (SQLite)."""
+        if writer and isinstance(self._db, PgConnection):
+            self._reserve_ids()
 
     def connect(self) -> Any:
         """A new connection to this store's database (a `sqlite3.Connection` or a
         `PgConnection`, which takes the same calls), for a reader or another part."""
         return connect(self.path)
 
-    IDS_AHEAD = 1000
-    """Event ids a PostgreSQL store keeps reserved: a flush tops them up when half are used."""
+    IDS_AHEAD = 5000
+    """Event ids a PostgreSQL writer keeps reserved (from start; every flush tops them up once
+    a fifth are used): what it can give while PostgreSQL is unreachable. At 80 events a second
+    (ten calls a second) that is about a minute of outage; past it, publishing an event raises
+    until the database is back."""
 
     def next_event_id(self) -> int:
         """The id of the next event: unique across every node of the database, and higher
@@ -345,7 +350,7 @@ class Store:
         log, opened, closed, events = self._log, self._opened, self._closed, self._events
         writes = self._writes
         count = len(log) + len(opened) + len(closed) + len(events) + len(writes)
-        if self.writer and len(self._ids) < self.IDS_AHEAD // 2:
+        if self.writer and len(self._ids) < self.IDS_AHEAD * 4 // 5:
             try:
                 self._reserve_ids()
             except PgError:
