@@ -321,9 +321,9 @@ async def test_callers_in_a_row_go_round_robin_and_a_supervisor_pauses_and_logs_
 
         first, second = answered_by[0], answered_by[1]
         # The supervisor is who the token says: the configured token is "bootstrap".
-        paused = api(server, f"/v1/agents/{first}/pause", {"reason": "coaching"})
-        assert (paused["state"], paused["reason"]) == ("paused", "coaching")
-        await expect(pages[first].locator("#state")).to_have_text("Paused (coaching)", timeout=5000)
+        paused = api(server, f"/v1/agents/{first}/pause", {"reason": "training"})
+        assert (paused["state"], paused["reason"]) == ("paused", "training")
+        await expect(pages[first].locator("#state")).to_have_text("Paused (training)", timeout=5000)
         assert api(server, f"/v1/agents/{first}/unpause", {})["state"] == "ready"
         await expect(pages[first].locator("#state")).to_have_text("Ready", timeout=5000)
         gone = api(server, f"/v1/agents/{second}/logout", {})
@@ -340,7 +340,7 @@ async def test_callers_in_a_row_go_round_robin_and_a_supervisor_pauses_and_logs_
     log = api(server, f"/v1/queue-log?agent={second}&since={time.time() - 60}")["entries"]
     assert log[-1]["event"] == "logout" and log[-1]["data"] == {"reason": "forced by bootstrap"}
     log = api(server, f"/v1/queue-log?agent={first}&since={time.time() - 60}")["entries"]
-    assert {"reason": "coaching", "by": "bootstrap"} in [e["data"] for e in log]
+    assert {"reason": "training", "by": "bootstrap"} in [e["data"] for e in log]
     assert all(a["state"] == "logged-out" for a in api(server, "/v1/agents")["agents"])
 
 
