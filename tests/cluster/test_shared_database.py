@@ -1,7 +1,8 @@
 """Two real `omlmedia serve` nodes on one throwaway PostgreSQL database: what one node changes
-(an API token revoked, an agent created) applies on the other within a second, through the
-change notifications (`omlmedia.notify`); the events both write have unique ids, increasing on
-each node, and the event stream of a node resumes after an id exactly where it left."""
+(an API token revoked, an agent created, a webhook created or deleted) applies on the other
+within a second, through the change notifications (`omlmedia.notify`); the events both write
+have unique ids, increasing on each node, and the event stream of a node resumes after an id
+exactly where it left."""
 
 from __future__ import annotations
 
@@ -214,3 +215,17 @@ def test_events_of_both_nodes_have_unique_ids_and_a_nodes_stream_resumes_after_a
     resumed = read_stream(b, cut, len(everything) - 3)
     assert resumed == everything[3:]
     assert all(ident not in by_node["a"] for ident, _ in resumed)
+
+
+def test_a_webhook_created_or_deleted_on_one_node_is_known_or_gone_on_the_other(
+    nodes: tuple[harness.RunningServer, harness.RunningServer, str],
+) -> None:
+    a, b, _ = nodes
+    status, hook = api(a, "POST", "/api/v1/webhooks", {"url": "https://crm.example/hook"})
+    assert status == 201, hook
+    path = f"/api/v1/webhooks/{hook['id']}"
+    took = until(lambda: api(b, "GET", path)[0] == 200, "b never learnt of the webhook", 1.0)
+    status, _ = api(a, "DELETE", path)
+    assert status == 204
+    gone = until(lambda: api(b, "GET", path)[0] == 404, "b still has the webhook", 1.0)
+    print(f"webhook known on b after {took * 1000:.0f} ms, gone after {gone * 1000:.0f} ms")
