@@ -166,6 +166,11 @@ class SecurityConfig:
     """Seconds in which `auth_max_failures` failures are forgiven again."""
     auth_ban_time: float = 3600.0
     """Seconds a source that failed too often is ignored."""
+    max_calls_per_user: int = 20
+    """Live calls one digest user may hold; the INVITE beyond gets 486 with Retry-After."""
+    max_calls_per_source: int = 50
+    """Live calls one untrusted source (IPv4 address, IPv6 /64) may hold; trunks and
+    `trusted_networks` are not capped per source."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -959,6 +964,8 @@ _SECURITY_KEYS: Final = (
     "auth_max_failures",
     "auth_failure_window",
     "auth_ban_time",
+    "max_calls_per_user",
+    "max_calls_per_source",
 )
 _API_KEYS: Final = ("token_sha256", "metrics_listen")
 _TRUNK_KEYS: Final = (
@@ -1369,6 +1376,8 @@ def _security(check: _Checker, value: object) -> SecurityConfig | None:
         table, p, "auth_failure_window", d.auth_failure_window, 0.0, 86400.0, low_open=True
     )
     auth_ban = check.number(table, p, "auth_ban_time", d.auth_ban_time, 0.0, 10**7)
+    per_user = check.integer(table, p, "max_calls_per_user", d.max_calls_per_user, 1, 10**6)
+    per_source = check.integer(table, p, "max_calls_per_source", d.max_calls_per_source, 1, 10**6)
     if (
         requests is None
         or window is None
@@ -1377,6 +1386,8 @@ def _security(check: _Checker, value: object) -> SecurityConfig | None:
         or failures is None
         or failure_window is None
         or auth_ban is None
+        or per_user is None
+        or per_source is None
     ):
         return None
     return SecurityConfig(
@@ -1387,6 +1398,8 @@ def _security(check: _Checker, value: object) -> SecurityConfig | None:
         auth_max_failures=failures,
         auth_failure_window=failure_window,
         auth_ban_time=auth_ban,
+        max_calls_per_user=per_user,
+        max_calls_per_source=per_source,
     )
 
 
