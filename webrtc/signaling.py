@@ -586,12 +586,18 @@ class AgentHub:
                 await self._end(entry, "closed", notify=False)
 
     async def close(self) -> None:
-        """Close every page and channel (server shutdown); no `agent_gone` calls."""
+        """Close every page and channel (server shutdown); no `agent_gone` calls. With shared
+        sessions (a cluster) the pages are not told their session ended: they reconnect, through
+        the balancer, to another node, which takes their session (`_adopt`)."""
+        shared = self.accounts.shared is not None
         for entry in list(self._agents.values()):
             if entry.conn is not None:
-                self._send(entry.conn, {"type": "session-ended", "reason": "shutdown"})
+                if not shared:
+                    self._send(entry.conn, {"type": "session-ended", "reason": "shutdown"})
                 entry.conn.close()
             await entry.channel.close()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         self._agents.clear()
         self._bound.clear()
         if self.web is not None:

@@ -142,3 +142,39 @@ def test_a_page_whose_node_died_is_taken_by_another_node_with_its_token_and_is_r
         if a.process.poll() is None:
             a.stop()
         assert b.stop() == 0, b.log()[-3000:]
+
+
+def test_a_node_stopped_gracefully_lets_its_pages_move_to_another_node(
+    shared: redis.Redis, tmp_path: Path
+) -> None:
+    cluster = f'\n[cluster]\nredis_url = "{shared.url}"\n'
+    a = harness.start_server(tmp_path / "a", edit_config=lambda t: t + cluster)
+    try:
+        b = harness.start_server(tmp_path / "b", edit_config=lambda t: t + cluster)
+    except BaseException:
+        a.stop()
+        raise
+    try:
+
+        async def run() -> tuple[list[str], dict[str, Any]]:
+            async with Page(a) as page:
+                ok = await page.request("login", username="agent2", password=DEMO_PASSWORD)
+                assert ok["type"] == "login-ok", ok
+                assert (await page.request("state", state="ready"))["type"] == "ack"
+                assert await asyncio.to_thread(a.stop) == 0  # SIGTERM: a graceful stop
+                assert page.ws is not None
+                told: list[str] = []
+                async for message in page.ws:  # what the page hears before its socket closes
+                    if message.type == aiohttp.WSMsgType.TEXT:
+                        told.append(str(message.json().get("type")))
+            async with Page(b) as page:
+                back = await page.request("auth", token=ok["token"])
+            return told, back
+
+        told, back = asyncio.run(run())
+        assert "session-ended" not in told, told  # the page reconnects instead of logging out
+        assert back["type"] == "auth-ok" and back.get("state") == "ready", back
+    finally:
+        if a.process.poll() is None:
+            a.stop()
+        assert b.stop() == 0, b.log()[-3000:]
