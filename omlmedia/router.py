@@ -14,7 +14,9 @@ call (its end, a re-INVITE, a digit by INFO, a response, a transfer's outcome, a
 that owner alone. An INVITE with Replaces goes to the owner of the call it replaces. Before any
 target sees a new call, the router checks that its party may reach the route
 (`omlmedia.targets.route_permitted`: the trunk's or digest user's ``allowed_targets``, by default
-every target but ``trunk:`` ones) and answers 403 when not. The router
+every target but ``trunk:`` ones) and answers 403 when not, and that its digest user and its
+source hold fewer live calls than their caps (`omlmedia.callcaps`), answering 486 with
+``Retry-After`` when not. The router
 itself only counts, logs, and answers what no owner takes (488 to a re-INVITE, 603 to a REFER or
 a Replaces, 200 to NOTIFY, 501 to other requests).
 """
@@ -26,6 +28,7 @@ from collections.abc import Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from omlmedia.callcaps import CallCaps
 from omlmedia.config import Config, Route, RouteAction
 from omlmedia.logs import event
 from omlmedia.targets import (
@@ -64,6 +67,8 @@ __all__ = ["REJECT_STATUS", "CallRouter", "RouteTable", "RouterStats"]
 logger = logging.getLogger(__name__)
 
 REJECT_STATUS = {RouteAction.BUSY: 486, RouteAction.REJECT: 603}
+CAP_RETRY_AFTER = 30
+"""Seconds in the ``Retry-After`` of the 486 to a call beyond its user's or source's cap."""
 
 
 class RouteTable:
@@ -151,6 +156,11 @@ class CallRouter:
                 self._by_action[action] = target
         self.trunks = trunks
         """Trunk upkeep: the outcome of its OPTIONS and REGISTER requests goes back to it."""
+        security = config.security
+        self.caps = CallCaps(
+            security.max_calls_per_user, security.max_calls_per_source, security.trusted_networks
+        )
+        """Live calls per digest user and per source, and their caps."""
 
     def route_for(self, user: str) -> tuple[Route, str] | None:
         """The first route matching `user` (see `RouteTable.route_for`)."""
@@ -163,6 +173,7 @@ class CallRouter:
         elif isinstance(ev, CallEnded):
             self.stats.ended += 1
             call = ev.call
+            self.caps.release(call)
             event(
                 logger, "call-ended", call_id=call.call_id, cause=ev.cause, direction=call.direction
             )
@@ -235,6 +246,8 @@ class CallRouter:
             else:
                 service.act(lambda now: service.ua.reject(call, 603, now))
             return
+        if not self._admit(call):
+            return
         found = self.route_for(call.request_user)
         if found is None:
             self.stats.not_found += 1
@@ -290,6 +303,31 @@ class CallRouter:
                 refusal.phrase,
                 target=refusal.target or route.target,
             )
+
+    def _admit(self, call: Call) -> bool:
+        """Take the call's slots under its user's and source's caps, or answer 486 and say no."""
+        over = self.caps.admit(call, user=call.user, host=call.source.host, trunk=call.trunk)
+        if over is None:
+            return True
+        self.stats.over_limit += 1
+        if over.first_of_burst:
+            event(
+                logger,
+                "call-limit",
+                level=logging.WARNING,
+                call_id=call.call_id,
+                status=486,
+                cap=over.cap,
+                key=over.key,
+                limit=over.limit,
+                user=call.request_user,
+                auth_user=call.user,
+                source=str(call.source),
+            )
+        service = self.service
+        retry = (("Retry-After", str(CAP_RETRY_AFTER)),)
+        service.act(lambda now: service.ua.reject(call, 486, now, headers=retry))
+        return False
 
     def _refuse(
         self, call: Call, status: int, why: str, phrase: str | None = None, **fields: Any

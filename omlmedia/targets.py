@@ -62,6 +62,9 @@ class RouterStats:
     not_found: int = 0
     forbidden: int = 0
     """New calls and REFERs refused because the caller may not reach the route (403)."""
+    over_limit: int = 0
+    """New calls refused with 486 because their digest user or source held its concurrent call
+    cap (`security.max_calls_per_user`, `security.max_calls_per_source`)."""
     ended: int = 0
     dtmf: int = 0
     echo_packets: int = 0

@@ -34,7 +34,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -421,13 +421,23 @@ class UserAgent:
         self._respond(response, now)
         self._drain_layer(now)
 
-    def reject(self, call: Call, status: int, now: float, reason: str | None = None) -> None:
-        """Refuse an offered call with a final non-2xx response."""
+    def reject(
+        self,
+        call: Call,
+        status: int,
+        now: float,
+        reason: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Refuse an offered call with a final non-2xx response (with extra `headers`, such as
+        ``Retry-After``)."""
         if call.state is not CallState.OFFERED or call.server_transaction is None:
             return
         response = make_response(call.invite, status, reason, to_tag=call.local_tag)
         if status == 405:
             response.headers.add("Allow", ALLOW_HEADER)
+        for name, value in headers:
+            response.headers.add(name, value)
         call.final_response = response
         self._respond(response, now)
         self._end(call, "rejected")
