@@ -187,6 +187,9 @@ class MediaConfig:
     """Relay passthrough bridges in the kernel (nftables rules, `media.kernelpath`) once both
     legs latched; needs CAP_NET_ADMIN and libnftables, and IP forwarding for far ends on other
     hosts. The server says at start whether it is active and why not."""
+    max_record_duration: float = 600.0
+    """Seconds a call to the `record` target may last: then it is ended with BYE (cause
+    ``max-duration``), so a caller cannot fill the disk with one endless call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -932,7 +935,7 @@ _SITE_KEYS: Final = ("timezone",)
 _STORAGE_KEYS: Final = ("dsn", "password_file", "node")
 _CLUSTER_KEYS: Final = ("redis_url",)
 _NODE_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_MEDIA_KEYS: Final = ("timeout", "recording_format", "kernel_forwarding")
+_MEDIA_KEYS: Final = ("timeout", "recording_format", "kernel_forwarding", "max_record_duration")
 _SERVER_KEYS: Final = (
     "listen",
     "sip_port",
@@ -1281,10 +1284,27 @@ def _media(check: _Checker, value: object) -> MediaConfig | None:
         table, "media", "recording_format", "wav", choices=("wav", "opus")
     )
     kernel_forwarding = check.boolean(table, "media", "kernel_forwarding", False)
-    if timeout is None or recording_format is None or kernel_forwarding is None:
+    max_record = check.number(
+        table,
+        "media",
+        "max_record_duration",
+        MediaConfig().max_record_duration,
+        0.0,
+        86400.0,
+        low_open=True,
+    )
+    if (
+        timeout is None
+        or recording_format is None
+        or kernel_forwarding is None
+        or max_record is None
+    ):
         return None
     return MediaConfig(
-        timeout=timeout, recording_format=recording_format, kernel_forwarding=kernel_forwarding
+        timeout=timeout,
+        recording_format=recording_format,
+        kernel_forwarding=kernel_forwarding,
+        max_record_duration=max_record,
     )
 
 
