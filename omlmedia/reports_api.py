@@ -169,12 +169,15 @@ def _change(time_: float, agent: str, data: str) -> StateChange:
 
 
 def last_states(store: Store, before: float) -> list[StateChange]:
-    """Each agent's last ``agent.state`` event before `before` (its state then)."""
+    """Each agent's last ``agent.state`` event before `before` (its state then): the latest
+    by time, not by id, since nodes sharing a database draw ids in blocks that do not follow
+    time across nodes (the id only breaks a tie)."""
     rows = store._db.execute(
-        "SELECT e.time, e.agent, e.data FROM events e JOIN ("
-        " SELECT agent, MAX(id) AS last_id FROM events"
-        " WHERE type = 'agent.state' AND time < ? GROUP BY agent"
-        ") b ON e.id = b.last_id",
+        "SELECT time, agent, data FROM ("
+        " SELECT time, agent, data, ROW_NUMBER() OVER"
+        " (PARTITION BY agent ORDER BY time DESC, id DESC) AS n FROM events"
+        " WHERE type = 'agent.state' AND time < ?"
+        ") latest WHERE n = 1",
         (before,),
     ).fetchall()
     return sorted((_change(*row) for row in rows), key=lambda c: c.time)

@@ -604,3 +604,22 @@ async def test_a_restart_ends_the_states_the_last_run_left_open_when_it_was_last
     ]
     reader.close()
     assert row["logged_in"] == 100.0  # 100 to 200, not to the end of the span
+
+
+def test_an_agents_state_before_a_span_is_its_latest_by_time_not_by_id(tmp_path: Path) -> None:
+    # Nodes sharing a database draw event ids in blocks: a later state may carry a lower id.
+    from omlmedia.reports_api import last_states
+
+    store = Store(tmp_path / "omlmedia.db")
+    for ident, t, state in [(5001, 100.0, "ready"), (12, 160.0, "paused"), (5002, 130.0, "ready")]:
+        row = Event(ident, t, AGENT_STATE, agent="agent1", data={"state": state, "reason": None})
+        store.append_event(row.row())
+    store.close()
+    store = Store(tmp_path / "omlmedia.db")
+    try:
+        (change,) = last_states(store, 1000.0)
+        assert (change.time, change.state) == (160.0, "paused")
+        (earlier,) = last_states(store, 150.0)
+        assert (earlier.time, earlier.state) == (130.0, "ready")
+    finally:
+        store.close()
