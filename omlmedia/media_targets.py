@@ -6,7 +6,10 @@ after binding one) with an `RtpEcho`; the others bind a `MediaService` (`omlmedi
 negotiate with its capabilities (SDES-SRTP when offered), start it and answer 200 OK. A call
 cancelled while the sockets were bound is released, not answered. A re-INVITE or UPDATE is
 answered from the same port (hold suspends the media-timeout watch); the end of the call stops
-the media and counts its packets. DTMF by SIP INFO reaches a ``dtmf`` target's echo.
+the media and counts its packets. DTMF by SIP INFO reaches a ``dtmf`` target's echo. A
+``record`` call lasts at most ``media.max_record_duration`` seconds from its answer: then it is
+ended with BYE, cause ``max-duration`` (in its ``call-ended`` line) and one ``recording-stopped``
+line saying why, so one endless call cannot fill the disk.
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from media.echo import RtpEcho
 from media.leg import RtpLeg
 from media.ports import PortsExhausted, RtpSocketPool
 from media.srtp import is_usable
+from omlmedia.clock import CallLater, Timer, loop_call_later
 from omlmedia.config import Config, Route, RouteAction
 from omlmedia.logs import event
 from omlmedia.offer_answer import SIP_CAPABILITIES, answer_offer
@@ -60,6 +65,8 @@ class CallMedia:
     service: MediaService | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     watch: MediaWatch = field(default_factory=MediaWatch)
+    deadline: Timer | None = field(default=None, repr=False)
+    """The timer that ends a ``record`` call at its maximum duration."""
 
     @property
     def packets(self) -> int:
@@ -81,8 +88,13 @@ class MediaTargets:
         pool: RtpSocketPool,
         media_host: str,
         stats: RouterStats,
+        *,
+        clock: Callable[[], float] | None = None,
+        call_later: CallLater | None = None,
     ) -> None:
         self.config = config
+        self._clock = clock
+        self._call_later: CallLater = call_later or loop_call_later
         self.service = service
         self.pool = pool
         self.media_host = media_host
@@ -268,6 +280,32 @@ class MediaTargets:
         self.stats.answered += 1
         body = bytes(answer.description)
         service.act(lambda now: service.ua.answer(call, body, now))
+        if isinstance(svc, Recorder):
+            limit = self.config.media.max_record_duration
+            start = self._now()
+            media.deadline = self._call_later(limit, self._end_recording, call, start)
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def _end_recording(self, call: Call, start: float) -> None:
+        """A ``record`` call reached ``media.max_record_duration``: BYE, cause ``max-duration``."""
+        media = self._media.get(id(call))
+        if media is None or call.state is CallState.ENDED:
+            return
+        media.deadline = None
+        event(
+            logger,
+            "recording-stopped",
+            level=logging.WARNING,
+            call_id=call.call_id,
+            reason="max-duration",
+            seconds=round(self._now() - start, 1),
+            limit=self.config.media.max_record_duration,
+        )
+        call.end_cause = "max-duration"
+        service = self.service
+        service.act(partial(service.ua.hangup, call))
 
     # -- the owner's events --------------------------------------------------------------------
 
@@ -335,6 +373,9 @@ class MediaTargets:
         media = self._media.pop(id(call), None)
         if media is None:
             return
+        if media.deadline is not None:
+            media.deadline.cancel()
+            media.deadline = None
         if media.echo is not None:
             self.stats.echo_packets += media.echo.packets
             media.echo.stop()
