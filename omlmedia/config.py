@@ -171,6 +171,10 @@ class SecurityConfig:
     max_calls_per_source: int = 50
     """Live calls one untrusted source (IPv4 address, IPv6 /64) may hold; trunks and
     `trusted_networks` are not capped per source."""
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    """Reverse proxies (HAProxy) in front of the HTTPS pages and API: from a TCP peer in these
+    networks, the client's address is the right-most ``X-Forwarded-For`` entry that is not a
+    trusted proxy itself (`webrtc.forwarded`); from anyone else the header is ignored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -969,6 +973,7 @@ _SECURITY_KEYS: Final = (
     "auth_ban_time",
     "max_calls_per_user",
     "max_calls_per_source",
+    "trusted_proxies",
 )
 _API_KEYS: Final = ("token_sha256", "metrics_listen")
 _TRUNK_KEYS: Final = (
@@ -1398,6 +1403,7 @@ def _security(check: _Checker, value: object) -> SecurityConfig | None:
     auth_ban = check.number(table, p, "auth_ban_time", d.auth_ban_time, 0.0, 10**7)
     per_user = check.integer(table, p, "max_calls_per_user", d.max_calls_per_user, 1, 10**6)
     per_source = check.integer(table, p, "max_calls_per_source", d.max_calls_per_source, 1, 10**6)
+    proxies = check.networks(table, p, "trusted_proxies")
     if (
         requests is None
         or window is None
@@ -1408,6 +1414,7 @@ def _security(check: _Checker, value: object) -> SecurityConfig | None:
         or auth_ban is None
         or per_user is None
         or per_source is None
+        or proxies is None
     ):
         return None
     return SecurityConfig(
@@ -1420,6 +1427,7 @@ def _security(check: _Checker, value: object) -> SecurityConfig | None:
         auth_ban_time=auth_ban,
         max_calls_per_user=per_user,
         max_calls_per_source=per_source,
+        trusted_proxies=proxies,
     )
 
 
