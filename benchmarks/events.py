@@ -61,6 +61,19 @@ interleaved): CPU per delivery 1.85 / 2.30 us before, 1.23 / 1.30 us with the sl
 70 % of the window's deliveries), the new one much less (83 %, 100 %); latency there was the
 generator core's (100 % busy), not the server's.
 
+At 30 calls/s (90 events/s, 9,000 deliveries/s; ``--with-sip --cps 30 --seconds 6 --rounds 3
+--webhooks 10 --clients 100``, 540 calls of each kind per run, two runs each, interleaved;
+alone -> with clients):
+
+| stream | set-up p99 | CPU per call | writes/s (alone: 120) | delivery p99 |
+|---|---|---|---|---|
+| previous | 8 -> 52 / 8 -> 16 ms | 2.6 -> 10.0 / 2.0 -> 7.9 ms | 2,593 / 2,798 | 134 / 49 ms |
+| slots | 8 -> 12 / 8 -> 8 ms | 2.4 -> 6.6 / 1.8 -> 5.7 ms | 1,278 / 1,280 | 80 / 79 ms |
+
+and the webhook phase of the same runs (10 subscriptions, 900 deliveries/s): first arrival p50
+12-29 ms, p99 123-868 ms, the outbox at most 109-538 deep, set-up p99 8 -> 12-40 ms, the
+server's CPU per call up by 7-10 ms (about 0.25 ms per delivery, most of it aiohttp's client).
+
 The writes halved; at that load the set-up times are the machine's, not the server's (the
 same phase gave 4 ms and 100 ms within one run), so whether the issue's bound (set-up p99
 changed by at most 10 %) now holds is not shown: it needs the quiet machine. Webhooks at the
