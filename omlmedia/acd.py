@@ -108,6 +108,8 @@ class QueuedCaller:
     ended: bool = False
     hangup_by: str = ""
     mailbox: Mailbox | None = None
+    mailbox_timer: Timer | None = None
+    """Ends the voicemail at `AcdRuntime.max_record_duration`."""
     disposition: str = ""
     """The disposition the agent gave the call (its record has it)."""
     recording: str = ""
@@ -208,8 +210,12 @@ class AcdRuntime:
         clock: Callable[[], float] = time.time,
         call_later: CallLater | None = None,
         events: EventSink = NO_EVENTS,
+        max_record_duration: float = 600.0,
     ) -> None:
         self.engine = engine
+        self.max_record_duration = max_record_duration
+        """Seconds a voicemail may last (``media.max_record_duration``): then BYE, and the call's
+        record says ``hangup_by = "max-duration"``."""
         self.events = events
         """Where the queue log's entries and the callers' media quality are published."""
         self.clock = clock
@@ -450,6 +456,9 @@ class AcdRuntime:
         if qc.mailbox is not None:
             qc.mailbox.close()
             qc.mailbox = None
+        if qc.mailbox_timer is not None:
+            qc.mailbox_timer.cancel()
+            qc.mailbox_timer = None
         if qc.callback_number:
             # It left to be called back: the engine keeps its place until CallbackDial.
             self.callbacks[call_id] = qc
@@ -824,6 +833,24 @@ class AcdRuntime:
             return
         qc.recording = str(path)
         event(logger, "mailbox-recording", call_id=qc.call.call_id, mailbox=mailbox)
+        qc.mailbox_timer = self.call_later(self.max_record_duration, self._mailbox_full, qc)
+
+    def _mailbox_full(self, qc: QueuedCaller) -> None:
+        """The voicemail reached `max_record_duration`: BYE, and the record says why."""
+        qc.mailbox_timer = None
+        if qc.ended or qc.mailbox is None:
+            return
+        event(
+            logger,
+            "recording-stopped",
+            level=logging.WARNING,
+            call_id=qc.call.call_id,
+            reason="max-duration",
+            limit=self.max_record_duration,
+        )
+        qc.hangup_by = "max-duration"
+        qc.call.end_cause = "max-duration"
+        self._hang_up(qc)
 
     def _release_leg(self, leg: RtpLeg) -> None:
         leg.close()

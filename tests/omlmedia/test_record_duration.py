@@ -8,15 +8,20 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import random
 import time
 from pathlib import Path
 from typing import cast
 
 import pytest
 
+from omlmedia.acd import AcdRuntime
 from omlmedia.config import Config, ConfigError, RouteAction, load_config
 from omlmedia.media_targets import MediaTargets
+from omlmedia.storage import AsyncStore, Store
 from omlmedia.targets import RouterStats
+from queueing.config import build_config
+from queueing.engine import AcdEngine
 from sip.service import SipService
 from sip.ua import Call, CallState
 from tests.omlmedia.deskfakes import (
@@ -121,3 +126,63 @@ async def test_a_record_call_that_ends_earlier_leaves_no_timer_and_other_targets
     assert service.ua.ended == [(recorded, "hangup")]
     assert [t for t in timers.pending if not t.cancelled] == []
     targets.on_ended(music, "hangup")
+
+
+async def test_a_voicemail_is_ended_with_bye_at_the_maximum_duration_and_its_record_says_why(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    timers, service, pool = FakeTimers(clock), FakeService(clock), local_pool()
+    store = AsyncStore(Store(tmp_path / "omlmedia.db"), flush_interval=0.05)
+    engine = AcdEngine(
+        build_config(
+            {
+                "agents": {"agent1": {}},
+                "queues": {
+                    "support": {
+                        "members": ["agent1"],
+                        "max_wait": 5,
+                        "overflow": {"record": "support-box"},
+                    }
+                },
+            }
+        ),
+        rng=random.Random(1),
+    )
+    acd = AcdRuntime(
+        engine,
+        pool,
+        HOST,
+        service=cast(SipService, service),
+        store=store,
+        recordings=tmp_path / "recordings",
+        clock=clock,
+        call_later=timers.call_later,
+        max_record_duration=120.0,
+    )
+    try:
+        call = inbound_call("support")
+        acd.enter(call, "support")
+        deadline = time.monotonic() + 5.0
+        while call.call_id not in acd.callers:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        timers.advance(6.0)  # max_wait: overflow to the mailbox, after the beep
+        caller = acd.callers[call.call_id]
+        while caller.mailbox is None:
+            assert time.monotonic() < deadline + 5.0, "the mailbox never started recording"
+            await asyncio.sleep(0.01)
+        timers.advance(119.0)
+        assert ("hangup", call.call_id) not in service.ua.actions
+        timers.advance(2.0)
+        assert ("hangup", call.call_id) in service.ua.actions
+        for ended, cause in service.ua.ended:
+            acd.on_ended(ended, cause)
+        record = acd.records[call.call_id]
+        assert (record.hangup_by, record.cause) == ("max-duration", "max-duration")
+        mailbox = str(tmp_path / "recordings" / "mailboxes" / "support-box")
+        assert record.recording.startswith(mailbox) and record.recording.endswith(".wav")
+    finally:
+        acd.close()
+        pool.close()
+        await store.close()
