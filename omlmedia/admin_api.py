@@ -47,6 +47,7 @@ from omlmedia.accounts import (
 from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Role, Scopes
 from omlmedia.problems import ApiError, FieldError, json_body, page, query_span
 from webrtc.exceptions import LoginError
+from webrtc.forwarded import request_source
 
 __all__ = ["BOOK_KEY", "LOGINS_KEY", "routes"]
 
@@ -377,8 +378,7 @@ async def post_session(request: web.Request) -> web.Response:
     password = fields.get("password", _short, "must be a non-empty string", required=True)
     fields.done()
     assert name is not None and password is not None
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    source, port = (str(peer[0]), int(peer[1])) if peer else (request.remote or "unknown", 0)
+    source, port = request_source(request)
     try:
         token, row = await logins.login(name, password, source, port)
     except LoginError as exc:

@@ -66,6 +66,7 @@ from webrtc.accounts import AccountStore
 from webrtc.app import create_app as create_agent_app
 from webrtc.channel import AgentChannel, guard_counters, ice_servers_from_config
 from webrtc.fastpath import fastpath_status
+from webrtc.forwarded import PROXY_TRUST_KEY, ProxyTrust
 from webrtc.signaling import AgentHub
 from webrtc.webcaller import WebCaller, WebCallerHub
 
@@ -675,6 +676,8 @@ class Server:
             ),
         )
         pages = create_agent_app(desk.hub)
+        # The page's and the API's source address behind HAProxy (lockout, limits, SECURITY lines).
+        pages[PROXY_TRUST_KEY] = ProxyTrust(config.security.trusted_proxies)
         pages[DESK_KEY] = desk  # the API's live call control (`omlmedia.calls_api`)
         return pages
 

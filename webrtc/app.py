@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
+from webrtc.forwarded import request_source
 from webrtc.signaling import AgentHub
 
 logger = logging.getLogger(__name__)
@@ -142,8 +143,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=128 * 1024)
     ws.headers["Cache-Control"] = "no-store"
     await ws.prepare(request)
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    source, port = (str(peer[0]), int(peer[1])) if peer else ("0.0.0.0", 0)
+    source, port = request_source(request)
     conn = WebSocketConnection(ws, source, port)
     hub.connection_opened(conn)
     try:
