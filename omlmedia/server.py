@@ -555,6 +555,7 @@ class Server:
             music=self.hold_music,
             recordings=config.server.data_dir / "recordings",
             events=self.events or NO_EVENTS,
+            max_record_duration=config.media.max_record_duration,
         )
         self.acd = acd
         accounts = AccountStore(
