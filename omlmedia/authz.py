@@ -38,6 +38,7 @@ from aiohttp.typedefs import Middleware
 
 from omlmedia.problems import ApiError, problem
 from webrtc.accounts import security_line
+from webrtc.forwarded import request_source
 
 logger = logging.getLogger(__name__)
 
@@ -427,8 +428,7 @@ def check(identity: Identity, rule: Rule, request: web.Request, scopes: Scopes) 
 def _log_bad_token(request: web.Request) -> None:
     """One ``SECURITY reason=api-token-invalid`` line (contrib/fail2ban reads it); the token is
     never logged."""
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    source, port = (str(peer[0]), int(peer[1])) if peer else (request.remote or "unknown", 0)
+    source, port = request_source(request)
     logger.warning(security_line("api-token-invalid", source, port, None))
 
 

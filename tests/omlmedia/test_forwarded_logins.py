@@ -97,3 +97,25 @@ async def test_garbage_forwarded_for_from_the_proxy_counts_as_the_proxy(tmp_path
     finally:
         book.close()
     assert trust.malformed == 1
+
+
+async def test_a_wrong_api_token_through_a_trusted_proxy_names_the_client(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = demo()
+    book = AccountBook(tmp_path / "omlmedia.db", config.api.token_matches)
+    app = create_app(config, dict, acd=FakeSupervision(), accounts=book)
+    app[PROXY_TRUST_KEY] = ProxyTrust((ipaddress.ip_network("127.0.0.1/32"),))
+    caplog.set_level(logging.INFO, logger="omlmedia.authz")
+    try:
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            response = await client.get(
+                "/api/v1/status",
+                headers={"Authorization": "Bearer guess", "X-Forwarded-For": A},
+            )
+            assert response.status == 401
+            response.release()
+    finally:
+        book.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "omlmedia.authz"]
+    assert lines == [f'SECURITY reason=api-token-invalid src={A} port=0 user="-"'], lines
