@@ -128,9 +128,15 @@ async def test_a_supervisor_sees_a_caller_wait_and_be_answered_and_controls_the_
             lambda: dial(tmp_path / "caller", f"sip:support@127.0.0.1:{server.sip_port}", 10),
         )
         seen_at = await asyncio.wait_for(shown, 15)
-        status, log = call(server, "GET", f"/queue-log?since={time.time() - 60}&queue=support")
-        assert status == 200, log
-        entered = [e for e in log["entries"] if e["event"] == "enter"]
+        # The queue log is committed in batches: poll until the caller's entry is stored.
+        deadline = time.monotonic() + 10
+        entered: list[dict[str, Any]] = []
+        while not entered and time.monotonic() < deadline:
+            status, log = call(server, "GET", f"/queue-log?since={time.time() - 60}&queue=support")
+            assert status == 200, log
+            entered = [e for e in log["entries"] if e["event"] == "enter"]
+            if not entered:
+                await asyncio.sleep(0.1)
         assert entered, log
         latency = seen_at - entered[-1]["time"]
         assert latency < 1.0, f"the waiting caller reached the wallboard after {latency:.3f} s"
@@ -190,8 +196,14 @@ async def test_a_supervisor_sees_a_caller_wait_and_be_answered_and_controls_the_
     assert status == 200, audit
     actions = [e["action"] for e in audit["entries"]]
     assert {"agent.pause", "agent.unpause", "agent.logout"} <= set(actions), actions
-    status, records = call(server, "GET", f"/calls/records?since={time.time() - 120}")
-    assert status == 200, records
+    deadline = time.monotonic() + 10  # records are committed in batches too
+    while True:
+        status, records = call(server, "GET", f"/calls/records?since={time.time() - 120}")
+        assert status == 200, records
+        if records["records"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert records["records"], records
     legs = records["records"][-1]["legs"]
     assert [leg["role"] for leg in legs] == ["caller", "agent"], legs
     assert all(leg["min_mos"] is not None and leg["low_mos"] is False for leg in legs), legs
