@@ -1627,6 +1627,19 @@ class Campaign:
     """The trunk callbacks go out through (empty: the trunk the call came in on)."""
     recording_retention_days: int = 0
     """Recordings older than this many days are deleted by the daily retention job (0: kept)."""
+    callback_min_digits: int = 6
+    """The shortest number a caller may ask to be called back at (shorter ones are service and
+    premium codes)."""
+    callback_max_digits: int = 15
+    """The longest such number (E.164 has at most 15 digits)."""
+    callback_international: bool = False
+    """Whether a callback number may start with the international prefix ``00`` (toll fraud asks
+    for callbacks to numbers that pay the asker)."""
+    callback_one_per_number: bool = True
+    """At most one waiting callback per number: a flood of requests cannot make the agents call
+    one victim again and again."""
+    callback_expiry: float = 4 * 3600.0
+    """Seconds after which a callback that has not come up yet is dropped, never dialled."""
 
 
 _CAMPAIGN_KEYS: Final = (
@@ -1638,6 +1651,11 @@ _CAMPAIGN_KEYS: Final = (
     "callback",
     "trunk",
     "recording_retention_days",
+    "callback_min_digits",
+    "callback_max_digits",
+    "callback_international",
+    "callback_one_per_number",
+    "callback_expiry",
 )
 
 
@@ -1665,6 +1683,16 @@ def _campaigns(
         if trunk and trunk not in trunks:
             check.error(f"{path}.trunk", f'unknown trunk "{trunk}"')
         retention = check.integer(table, path, "recording_retention_days", 0, 0, 36500)
+        d = Campaign("", "")
+        low = check.integer(table, path, "callback_min_digits", d.callback_min_digits, 1, 20)
+        high = check.integer(table, path, "callback_max_digits", d.callback_max_digits, 1, 20)
+        if low is not None and high is not None and low > high:
+            check.error(f"{path}.callback_max_digits", "must be at least callback_min_digits")
+        international = check.boolean(table, path, "callback_international", False)
+        one_per_number = check.boolean(table, path, "callback_one_per_number", True)
+        expiry = check.number(
+            table, path, "callback_expiry", d.callback_expiry, 0.0, 7 * 86400.0, low_open=True
+        )
         if len(check.errors) > errors_before or name is None or queue is None:
             continue
         names.append((path, name))
@@ -1678,6 +1706,11 @@ def _campaigns(
                 callback=bool(callback),
                 trunk=trunk or "",
                 recording_retention_days=retention or 0,
+                callback_min_digits=low or d.callback_min_digits,
+                callback_max_digits=high or d.callback_max_digits,
+                callback_international=bool(international),
+                callback_one_per_number=bool(one_per_number),
+                callback_expiry=expiry or d.callback_expiry,
             )
         )
     _check_names(check, "campaign", names)
