@@ -202,7 +202,7 @@ async def test_a_supervisor_sees_a_caller_wait_and_be_answered_and_controls_the_
         assert status == 200, records
         if records["records"] or time.monotonic() > deadline:
             break
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
     assert records["records"], records
     legs = records["records"][-1]["legs"]
     assert [leg["role"] for leg in legs] == ["caller", "agent"], legs
