@@ -172,6 +172,8 @@ class Server:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.proxy_trust = ProxyTrust(config.security.trusted_proxies)
+        """Whose X-Forwarded-For names a page's address (`webrtc.forwarded`), and its bad ones."""
         low, high = config.server.rtp_port_range
         self.limits = budget(raise_nofile(), high - low + 1)
         """The connection caps, from the open files limit (raised here: `omlmedia.netlimits`)."""
@@ -678,7 +680,7 @@ class Server:
         )
         pages = create_agent_app(desk.hub)
         # The page's and the API's source address behind HAProxy (lockout, limits, SECURITY lines).
-        pages[PROXY_TRUST_KEY] = ProxyTrust(config.security.trusted_proxies)
+        pages[PROXY_TRUST_KEY] = self.proxy_trust
         pages[DESK_KEY] = desk  # the API's live call control (`omlmedia.calls_api`)
         return pages
 
@@ -717,6 +719,7 @@ class Server:
             "webrtc": {
                 "audio_fast_path": fastpath_status(),
                 "dropped_foreign_source": guard_counters["dropped_foreign_source"],
+                "forwarded_for_malformed": self.proxy_trust.malformed,
             },
         }
 
