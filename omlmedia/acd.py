@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -78,12 +77,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["AcdRuntime", "QueuedCaller", "agent_figures", "engine_log", "queue_figures"]
 
-CALLBACK_NUMBERS = re.compile(r"(?!00)[0-9]{6,15}")
-"""The numbers a caller may ask to be called back at: national numbers of 6 to 15 digits, never
-an international prefix (00) nor a short (premium, service) code. Toll fraud asks for callbacks
-to numbers that pay the asker."""
-CALLBACK_EXPIRY = 4 * 3600.0
-"""Seconds after which a callback that has not come up yet is dropped, never dialled."""
+DEFAULT_CALLBACK_RULES = Campaign("", "")
+"""The callback rules of a queue's callers without a campaign: a campaign's defaults (national
+numbers of 6 to 15 digits, never the international prefix 00 nor a short premium or service
+code, one waiting callback per number, dropped after 4 hours). Toll fraud asks for callbacks to
+numbers that pay the asker."""
 CALLBACK_DIGIT = "1"
 
 
@@ -104,7 +102,8 @@ class QueuedCaller:
     collecting: bool = False
     callback_number: str = ""
     callback_at: float = 0.0
-    """When the caller asked to be called back (the `CALLBACK_EXPIRY` counts from then)."""
+    """When the caller asked to be called back (its campaign's ``callback_expiry`` counts from
+    then)."""
     ended: bool = False
     hangup_by: str = ""
     mailbox: Mailbox | None = None
@@ -656,7 +655,7 @@ class AcdRuntime:
         if digit == "#":
             number = qc.digits
             qc.collecting = False
-            refusal = self._callback_refusal(number)
+            refusal = self._callback_refusal(number, self._callback_rules(qc))
             if refusal is not None:
                 event(
                     logger,
@@ -684,15 +683,28 @@ class AcdRuntime:
             qc.collecting = False
             self._play_music(qc)
 
-    def _callback_refusal(self, number: str) -> str | None:
-        """Why a callback to `number` is refused: not a number allowed for callbacks, or one
-        already waiting for its callback (one per number: a flood of requests cannot make the
-        agents call one victim again and again)."""
-        if not CALLBACK_NUMBERS.fullmatch(number):
+    def _callback_rules(self, qc: QueuedCaller) -> Campaign:
+        """The callback rules of `qc`'s campaign as they are now (an administrator's change
+        reaches callers already waiting), the defaults without a campaign."""
+        if qc.campaign is None:
+            return DEFAULT_CALLBACK_RULES
+        return self.campaigns.get(qc.campaign.name, qc.campaign)
+
+    def _callback_refusal(self, number: str, rules: Campaign) -> str | None:
+        """Why a callback to `number` is refused under `rules`: not a number allowed for
+        callbacks (length, international prefix), or one already waiting for its callback (when
+        ``callback_one_per_number``: a flood of requests cannot make the agents call one victim
+        again and again)."""
+        if (
+            not (number.isascii() and number.isdigit())
+            or not rules.callback_min_digits <= len(number) <= rules.callback_max_digits
+            or (number.startswith("00") and not rules.callback_international)
+        ):
             return "number-not-allowed"
-        waiting = [*self.callbacks.values(), *self.callers.values()]
-        if any(other.callback_number == number for other in waiting):
-            return "already-pending"
+        if rules.callback_one_per_number:
+            waiting = [*self.callbacks.values(), *self.callers.values()]
+            if any(other.callback_number == number for other in waiting):
+                return "already-pending"
         return None
 
     def _hang_up(self, qc: QueuedCaller) -> None:
@@ -859,7 +871,7 @@ class AcdRuntime:
     def _callback(self, ev: CallbackDial) -> None:
         qc = self.callbacks.get(ev.call_id)
         now = self.now()
-        if qc is not None and now - qc.callback_at > CALLBACK_EXPIRY:
+        if qc is not None and now - qc.callback_at > self._callback_rules(qc).callback_expiry:
             event(
                 logger,
                 "queue-callback-expired",

@@ -140,6 +140,11 @@ CAMPAIGN_KEYS = (
     "callback",
     "trunk",
     "recording_retention_days",
+    "callback_min_digits",
+    "callback_max_digits",
+    "callback_international",
+    "callback_one_per_number",
+    "callback_expiry",
 )
 """What a campaign's settings are (its ``[[campaigns]]`` table but its name)."""
 
@@ -154,10 +159,17 @@ def campaign_settings(campaign: Campaign) -> dict[str, Any]:
         "callback": campaign.callback,
         "trunk": campaign.trunk,
         "recording_retention_days": campaign.recording_retention_days,
+        "callback_min_digits": campaign.callback_min_digits,
+        "callback_max_digits": campaign.callback_max_digits,
+        "callback_international": campaign.callback_international,
+        "callback_one_per_number": campaign.callback_one_per_number,
+        "callback_expiry": campaign.callback_expiry,
     }
 
 
 def _campaign(name: str, settings: Mapping[str, Any]) -> Campaign:
+    # Rows stored before the callback rules were settings lack them: the defaults apply.
+    d = Campaign(name, settings["queue"])
     return Campaign(
         name=name,
         queue=settings["queue"],
@@ -167,6 +179,11 @@ def _campaign(name: str, settings: Mapping[str, Any]) -> Campaign:
         callback=settings["callback"],
         trunk=settings["trunk"],
         recording_retention_days=settings["recording_retention_days"],
+        callback_min_digits=settings.get("callback_min_digits", d.callback_min_digits),
+        callback_max_digits=settings.get("callback_max_digits", d.callback_max_digits),
+        callback_international=settings.get("callback_international", d.callback_international),
+        callback_one_per_number=settings.get("callback_one_per_number", d.callback_one_per_number),
+        callback_expiry=settings.get("callback_expiry", d.callback_expiry),
     )
 
 

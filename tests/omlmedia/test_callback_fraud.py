@@ -1,7 +1,8 @@
 """Callback fraud (issue 12 item 9): a waiting caller may ask to be called back only at a
 national number (6-15 digits, no international 00 prefix, no short code), one waiting callback
-per number, and a callback that has not come up within `CALLBACK_EXPIRY` is dropped, never
-dialled. The desk and the ACD run with fakes around them (`tests.omlmedia.test_desk`)."""
+per number, and a callback that has not come up within its campaign's ``callback_expiry`` (4 h
+by default) is dropped, never dialled. The desk and the ACD run with fakes around them
+(`tests.omlmedia.test_desk`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import logging
 
 import pytest
 
-from omlmedia.acd import CALLBACK_EXPIRY
+from omlmedia.acd import DEFAULT_CALLBACK_RULES
 from sip.ua import Call
 from tests.omlmedia.test_desk import World, world
 
 __all__ = ["world"]  # the fixture of tests/omlmedia/test_desk.py
+CALLBACK_EXPIRY = DEFAULT_CALLBACK_RULES.callback_expiry
 
 
 def ask(world: World, call: Call, number: str) -> None:
