@@ -11,7 +11,7 @@ flush is 100 calls a second). Reported per backend: the flush time per call (wal
 calls a second one writer sustains at that rate, the writer process's CPU per call, and, for
 PostgreSQL, the database server's CPU per call (its processes' /proc times over the run). Both
 run on this machine: SQLite in a temp dir (WAL, synchronous=FULL), PostgreSQL a throwaway
-instance started for the run (`tests/cluster/postgres.py`; Debian's ``postgresql``, fsync on).
+instance started for the run (`benchmarks/pgserver.py`; Debian's ``postgresql``, fsync on).
 
 Measured on the 2-core development machine, shared with other work (load average 5-10 during
 the runs), 3,000 calls, 20 per flush, five runs (database CPU: the last three):
@@ -142,7 +142,7 @@ def measure(location: Path | str, calls: int, per_flush: int) -> dict[str, Any]:
 
 def run(calls: int, per_flush: int) -> dict[str, Any]:
     """Both backends, SQLite first."""
-    from tests.cluster import postgres
+    from benchmarks import pgserver as postgres
 
     report: dict[str, Any] = {"per_flush": per_flush}
     with tempfile.TemporaryDirectory(prefix="omlmedia-bench-") as directory:
