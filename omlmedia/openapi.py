@@ -313,6 +313,11 @@ SCHEMAS: dict[str, Schema] = {
             "callback": {"type": "boolean"},
             "trunk": {"type": "string"},
             "recording_retention_days": {"type": "integer"},
+            "callback_min_digits": {"type": "integer"},
+            "callback_max_digits": {"type": "integer"},
+            "callback_international": {"type": "boolean"},
+            "callback_one_per_number": {"type": "boolean"},
+            "callback_expiry": {"type": "number"},
             "origin": {"type": "string", "enum": ["config", "api"]},
             "created": {"type": "number"},
             "updated": {"type": "number"},
@@ -606,6 +611,11 @@ _CAMPAIGN_SETTINGS: dict[str, Schema] = {
     "callback": {"type": "boolean"},
     "trunk": {"type": "string"},
     "recording_retention_days": {"type": "integer", "minimum": 0, "maximum": 36500},
+    "callback_min_digits": {"type": "integer", "minimum": 1, "maximum": 20},
+    "callback_max_digits": {"type": "integer", "minimum": 1, "maximum": 20},
+    "callback_international": {"type": "boolean"},
+    "callback_one_per_number": {"type": "boolean"},
+    "callback_expiry": {"type": "number", "exclusiveMinimum": 0, "maximum": 604800},
 }
 """A campaign's settings (a ``[[campaigns]]`` table but its name)."""
 
