@@ -1,7 +1,8 @@
 """HAProxy (Debian's, `contrib/haproxy/haproxy.cfg` as shipped) in front of two real nodes that
 share the agents' sessions in a throwaway Redis: a Chromium agent page logged in and Ready
 through HAProxy; its node killed with SIGKILL; the page reconnects through HAProxy to the other
-node and is Ready there again without logging in, within 10 s (measured)."""
+node and is Ready there again without logging in, within 10 s (measured). With HAProxy in the
+nodes' ``trusted_proxies``, pages from two addresses are two sources on the nodes."""
 
 from __future__ import annotations
 
@@ -148,6 +149,67 @@ async def test_an_agent_page_behind_haproxy_is_ready_on_the_other_node_when_its_
                 f"the page's audio connected to it after {audio_after:.2f} s"
             )
             assert audio_after <= 20.0
+    finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait(10)
+        for node in nodes:
+            if node.process.poll() is None:
+                assert node.stop() == 0, node.log()[-3000:]
+
+
+async def _failed_login_from(source: str, port: int) -> dict[str, object]:
+    """One wrong agent login on /ws through HAProxy, the page's TCP connection from `source`."""
+    import json
+    import ssl
+
+    import aiohttp
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    connector = aiohttp.TCPConnector(ssl=context, local_addr=(source, 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        ws = await session.ws_connect(f"https://127.0.0.1:{port}/ws")
+        try:
+            message = {"v": 1, "type": "login", "username": "agent1", "password": "x", "id": 1}
+            await ws.send_str(json.dumps(message))
+            while True:
+                reply: dict[str, object] = await ws.receive_json(timeout=20)
+                if reply.get("ref") == 1:
+                    return reply
+        finally:
+            await ws.close()
+
+
+async def test_two_pages_behind_haproxy_are_two_sources_when_it_is_a_trusted_proxy(
+    tmp_path: Path,
+) -> None:
+    require_haproxy()
+    trust = 'trusted_proxies = ["127.0.0.1/32"]\n'
+    nodes: list[harness.RunningServer] = []
+    proxy: subprocess.Popen[bytes] | None = None
+    try:
+        for name in ("n1", "n2"):
+            nodes.append(
+                harness.start_server(
+                    tmp_path / name,
+                    edit_config=lambda t: t.replace("[security]\n", "[security]\n" + trust, 1),
+                )
+            )
+        proxy, port = start_haproxy(tmp_path / "haproxy", nodes)
+        for source in ("127.0.0.2", "127.0.0.3"):
+            reply = await _failed_login_from(source, port)
+            assert reply.get("code") == "bad-credentials", reply
+        # HAProxy's X-Forwarded-For names each page; the nodes never count HAProxy itself.
+        wanted = [
+            f"SECURITY reason=login-failed src={s} port=0 " for s in ("127.0.0.2", "127.0.0.3")
+        ]
+        deadline = time.monotonic() + 10
+        while not all(w in (logs := "".join(n.log() for n in nodes)) for w in wanted):
+            assert time.monotonic() < deadline, logs[-3000:]
+            await asyncio.sleep(0.05)
+        assert "SECURITY reason=login-failed src=127.0.0.1" not in logs
     finally:
         if proxy is not None:
             proxy.terminate()
