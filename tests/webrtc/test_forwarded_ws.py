@@ -1,6 +1,7 @@
 """The agent page's ``/ws`` login behind a reverse proxy (a real HTTP server and WebSocket): with
 the proxy trusted, one client's failed logins (enough to lock a source out) do not lock out a
-page carrying another X-Forwarded-For; without it the header is ignored, all count as the peer."""
+page carrying another X-Forwarded-For, and the web-caller limit counts each client; without it
+the header is ignored, all count as the peer."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.webrtc.fakes import FakeCallControl, FakeChannel, FakeClock
+from tests.webrtc.test_webcaller import OFFER
+from tests.webrtc.test_webcaller import make as make_web_hub
 from webrtc.accounts import Account, AccountStore, hash_password
 from webrtc.app import create_app
 from webrtc.forwarded import PROXY_TRUST_KEY, ProxyTrust
@@ -59,3 +62,29 @@ async def test_without_trusting_the_peer_a_spoofed_forwarded_for_changes_nothing
     assert from_a.get("code") == "locked-out", from_a
     assert from_b.get("code") == "locked-out", from_b
     assert accounts.locked("agent1", "127.0.0.1") and not accounts.locked("agent1", A)
+
+
+async def _web_call(client: TestClient[Any, Any], source: str) -> tuple[str, Any]:
+    """A web call placed on a new socket forwarded for `source`: the answer's code or type
+    (the socket stays open, so an admitted call stays counted)."""
+    ws = await client.ws_connect("/ws", headers={"X-Forwarded-For": source})
+    message = {"v": 1, "type": "web-call", "target": "sales", "sdp": OFFER, "id": 1}
+    await ws.send_str(json.dumps(message))
+    while True:
+        reply = await ws.receive_json(timeout=10)
+        if reply.get("ref") == 1:
+            return str(reply.get("code") or reply["type"]), ws
+
+
+async def test_behind_a_trusted_proxy_the_web_caller_limit_counts_each_client() -> None:
+    hub, web, _, _ = make_web_hub(calls_per_minute=50, calls_per_address=1)
+    app = create_app(hub)
+    app[PROXY_TRUST_KEY] = ProxyTrust((ipaddress.ip_network("127.0.0.1/32"),))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        first, ws1 = await _web_call(client, A)
+        again, ws2 = await _web_call(client, A)
+        other, ws3 = await _web_call(client, B)
+        assert (first, again, other) == ("web-call-answer", "too-many-calls", "web-call-answer")
+        assert web.sources() == 2
+        for ws in (ws1, ws2, ws3):
+            await ws.close()
