@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import json
 import ssl
 import urllib.error
 import urllib.parse
@@ -21,43 +20,12 @@ import pytest
 from omlmedia.storage import CallRecord, QueueLogRow, Store
 from tests.interop.browser import chromium
 from tests.interop.harness import API_TOKEN, RunningServer
+from tests.interop.pages import call, log_in, make_account
 from tests.omlmedia.test_recordings import tone_file
 
 pytestmark = pytest.mark.interop
 
 SUPERVISOR_PASSWORD = "report-well-1"
-
-
-def call(server: RunningServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """The status and the JSON answer of one API request with the configured (admin) token."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    request = urllib.request.Request(
-        f"https://127.0.0.1:{server.http_port}/api/v1{path}",
-        data=json.dumps(body).encode() if body is not None else None,
-        method=method,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {API_TOKEN}"},
-    )
-    try:
-        with urllib.request.urlopen(request, context=context, timeout=5) as response:
-            text = response.read()
-            return response.status, json.loads(text) if text else None
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def make_account(server: RunningServer, name: str, role: str) -> None:
-    status, body = call(
-        server, "POST", "/accounts", {"name": name, "role": role, "password": SUPERVISOR_PASSWORD}
-    )
-    assert status == 201, body
-
-
-async def log_in(page: Any, name: str, password: str) -> None:
-    await page.get_by_label("Username").fill(name)
-    await page.get_by_label("Password").fill(password)
-    await page.get_by_role("button", name="Log in", exact=True).click()
 
 
 DAY = "2026-12-01"
@@ -105,7 +73,7 @@ async def test_reports_show_a_table_and_a_chart_and_a_recording_plays(
 ) -> None:
     from playwright.async_api import expect
 
-    make_account(server, "rita", "supervisor")
+    make_account(server, "rita", "supervisor", SUPERVISOR_PASSWORD)
     store_a_day(server)
     base = f"https://127.0.0.1:{server.http_port}"
     async with chromium(tmp_path / "browser", 440.0) as browser:

@@ -10,12 +10,8 @@ API names the field of a bad request.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-import ssl
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,46 +19,13 @@ import pytest
 
 from tests.interop.baresip import dial
 from tests.interop.browser import chromium
-from tests.interop.harness import API_TOKEN, DEMO_PASSWORD, RunningServer
+from tests.interop.harness import DEMO_PASSWORD, RunningServer
+from tests.interop.pages import call, log_in, make_account
 
 pytestmark = pytest.mark.interop
 
 SUPERVISOR_PASSWORD = "supervise-well-1"
 MOS = re.compile(r"^[1-4]\.\d\d( low)?$")
-
-
-def call(
-    server: RunningServer, method: str, path: str, body: dict[str, Any] | None = None
-) -> tuple[int, Any]:
-    """The status and the JSON answer of one API request with the configured (admin) token."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    request = urllib.request.Request(
-        f"https://127.0.0.1:{server.http_port}/api/v1{path}",
-        data=json.dumps(body).encode() if body is not None else None,
-        method=method,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {API_TOKEN}"},
-    )
-    try:
-        with urllib.request.urlopen(request, context=context, timeout=5) as response:
-            text = response.read()
-            return response.status, json.loads(text) if text else None
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def make_account(server: RunningServer, name: str, role: str) -> None:
-    status, body = call(
-        server, "POST", "/accounts", {"name": name, "role": role, "password": SUPERVISOR_PASSWORD}
-    )
-    assert status == 201, body
-
-
-async def log_in(page: Any, name: str, password: str) -> None:
-    await page.get_by_label("Username").fill(name)
-    await page.get_by_label("Password").fill(password)
-    await page.get_by_role("button", name="Log in", exact=True).click()
 
 
 WATCH_WAITING = """() => new Promise((resolve) => {
@@ -86,7 +49,7 @@ async def test_a_supervisor_sees_a_caller_wait_and_be_answered_and_controls_the_
 ) -> None:
     from playwright.async_api import expect
 
-    make_account(server, "sue", "supervisor")
+    make_account(server, "sue", "supervisor", SUPERVISOR_PASSWORD)
     base = f"https://127.0.0.1:{server.http_port}"
     async with (
         chromium(tmp_path / "supervisor", 880.0) as supervisor_browser,
@@ -219,7 +182,7 @@ async def test_the_supervisor_page_refuses_agents_and_reporting_accounts(
 ) -> None:
     from playwright.async_api import expect
 
-    make_account(server, "rita", "reporting")
+    make_account(server, "rita", "reporting", SUPERVISOR_PASSWORD)
     async with chromium(tmp_path, 440.0) as browser:
         page = await browser.new_page()
         await page.goto(f"https://127.0.0.1:{server.http_port}/supervisor/")
