@@ -16,8 +16,9 @@ import pytest
 
 from tests.interop.browser import chromium
 from tests.interop.harness import start_server
+from tests.interop.pages import log_in, make_account
 from tests.interop.test_admin import call, stopped
-from tests.interop.test_supervisor_page import SUPERVISOR_PASSWORD, log_in, make_account
+from tests.interop.test_supervisor_page import SUPERVISOR_PASSWORD
 
 pytestmark = pytest.mark.interop
 
@@ -42,7 +43,7 @@ async def test_a_reason_added_and_removed_through_the_api_reaches_the_pages_at_o
             {"name": "pauser", "password": PASSWORD, "queues": ["support"]},
         )
         assert status == 201, agent
-        make_account(server, "sue", "supervisor")
+        make_account(server, "sue", "supervisor", SUPERVISOR_PASSWORD)
 
         async with chromium(tmp_path, 440.0) as browser:
             page = await browser.new_page()
