@@ -175,6 +175,11 @@ class SecurityConfig:
     """Reverse proxies (HAProxy) in front of the HTTPS pages and API: from a TCP peer in these
     networks, the client's address is the right-most ``X-Forwarded-For`` entry that is not a
     trusted proxy itself (`webrtc.forwarded`); from anyone else the header is ignored."""
+    allow_digest_without_qop: bool | None = None
+    """Accept digest responses without ``qop`` (RFC 2069 style, which RFC 7616 §3.3 dropped: no
+    cnonce, no nonce count, so a captured response replays within the nonce's life) for old
+    PBXs. None (absent): accepted only while every listen address is loopback
+    (`digest_without_qop_allowed`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +301,12 @@ class Trunk:
     """Offered in this order (RFC 3264 §5.1); telephone-event is RFC 4733 DTMF."""
     srtp: bool = False
     """Offer SRTP with SDES keys (RTP/SAVP, RFC 4568) on calls we place to this trunk. Calls the
-    trunk places with SRTP are answered with SRTP whatever this says."""
+    trunk places with SRTP are answered with SRTP whatever this says (over TLS, or with
+    `allow_sdes_over_udp`)."""
+    allow_sdes_over_udp: bool = False
+    """SDES keys travel in the SDP in clear (RFC 4568 §8.1): on a trunk whose transport is not
+    TLS they are refused (its SRTP offers get 488, ``srtp = true`` is a configuration error)
+    unless this is true, for a PBX on a network nobody else can read."""
     allowed_targets: tuple[str, ...] | None = None
     """Route targets this trunk's calls and transfers may reach (`may_reach`); None: every
     target but ``trunk:`` ones."""
@@ -515,11 +525,19 @@ def permission_warnings(config: Config) -> list[str]:
 
 def digest_warnings(config: Config) -> list[str]:
     """What `check-config` and `serve` warn about digest: MD5 challenges (RFC 7616 keeps MD5 for
-    old clients only) offered to digest users while listening beyond loopback."""
-    if not config.users or "MD5" not in config.sip.digest_algorithms:
+    old clients only) offered to digest users while listening beyond loopback, and digest
+    without ``qop`` allowed there."""
+    if not config.users or not _beyond_loopback(config.server.listen):
         return []
-    if not _beyond_loopback(config.server.listen):
-        return []
+    warnings: list[str] = []
+    if config.security.allow_digest_without_qop:
+        warnings.append(
+            "security.allow_digest_without_qop: digest responses without qop are accepted on a "
+            "listen address beyond loopback; a captured response replays while its nonce lives "
+            "(keep it only for PBXs that know nothing else)"
+        )
+    if "MD5" not in config.sip.digest_algorithms:
+        return warnings
     md5_only = [user.name for user in config.users if user.ha1_sha256 is None]
     text = (
         "sip.digest_algorithms: MD5 is offered to digest users on a listen address beyond "
@@ -528,7 +546,48 @@ def digest_warnings(config: Config) -> list[str]:
     )
     if md5_only:
         text += f"; users with an MD5 hash only: {', '.join(md5_only)}"
-    return [text]
+    return [*warnings, text]
+
+
+def digest_without_qop_allowed(config: Config) -> bool:
+    """Whether digest responses without ``qop`` are accepted: `allow_digest_without_qop` when
+    set, else only while every listen address is loopback (RFC 7616 §3.3 wants qop=auth)."""
+    allowed = config.security.allow_digest_without_qop
+    if allowed is not None:
+        return allowed
+    return not _beyond_loopback(config.server.listen)
+
+
+def sdes_allowed(trunk: Trunk | None, transport: str) -> bool:
+    """Whether an SDES offer (keys in the SDP) received over `transport` from `trunk` (None: a
+    digest user) may be answered: over TLS always, otherwise only from a trunk that sets
+    ``allow_sdes_over_udp`` (digest users' phones are not restricted)."""
+    if transport == "tls" or trunk is None:
+        return True
+    return trunk.allow_sdes_over_udp
+
+
+def sdes_warnings(config: Config) -> list[str]:
+    """What `check-config` and `serve` warn about SDES: a trunk that allows its keys over a
+    non-TLS transport while it is not on a private network (its host is a public address or a
+    host name), where whoever reads the path reads the keys."""
+    warnings: list[str] = []
+    for index, trunk in enumerate(config.trunks):
+        if not trunk.allow_sdes_over_udp or trunk.transport == "tls":
+            continue
+        try:
+            address = ipaddress.ip_address(trunk.host)
+        except ValueError:
+            public = True
+        else:
+            public = address.is_global
+        if public:
+            warnings.append(
+                f"trunks[{index}].allow_sdes_over_udp: SRTP keys to and from trunk "
+                f"{trunk.name!r} cross {trunk.transport.upper()} in clear to a public address "
+                f"({trunk.host}); whoever reads the path decrypts the calls (prefer TLS)"
+            )
+    return warnings
 
 
 def summary(config: Config) -> list[str]:
@@ -974,6 +1033,7 @@ _SECURITY_KEYS: Final = (
     "max_calls_per_user",
     "max_calls_per_source",
     "trusted_proxies",
+    "allow_digest_without_qop",
 )
 _API_KEYS: Final = ("token_sha256", "metrics_listen")
 _TRUNK_KEYS: Final = (
@@ -990,6 +1050,7 @@ _TRUNK_KEYS: Final = (
     "auth_realm",
     "register",
     "srtp",
+    "allow_sdes_over_udp",
     "register_expires",
     "qualify_interval",
     "codecs",
@@ -1404,6 +1465,7 @@ def _security(check: _Checker, value: object) -> SecurityConfig | None:
     per_user = check.integer(table, p, "max_calls_per_user", d.max_calls_per_user, 1, 10**6)
     per_source = check.integer(table, p, "max_calls_per_source", d.max_calls_per_source, 1, 10**6)
     proxies = check.networks(table, p, "trusted_proxies")
+    no_qop = check.boolean(table, p, "allow_digest_without_qop", False)
     if (
         requests is None
         or window is None
@@ -1415,6 +1477,7 @@ def _security(check: _Checker, value: object) -> SecurityConfig | None:
         or per_user is None
         or per_source is None
         or proxies is None
+        or no_qop is None
     ):
         return None
     return SecurityConfig(
@@ -1428,6 +1491,7 @@ def _security(check: _Checker, value: object) -> SecurityConfig | None:
         max_calls_per_user=per_user,
         max_calls_per_source=per_source,
         trusted_proxies=proxies,
+        allow_digest_without_qop=no_qop if "allow_digest_without_qop" in table else None,
     )
 
 
@@ -1578,6 +1642,13 @@ def _trunks(check: _Checker, value: object, trunk_names: set[str]) -> tuple[Trun
         qualify = check.number(table, path, "qualify_interval", 0.0, 0.0, 86400.0)
         codecs = _codecs(check, table, path)
         srtp = check.boolean(table, path, "srtp", False)
+        sdes_over_udp = check.boolean(table, path, "allow_sdes_over_udp", False)
+        if srtp and transport is not None and transport != "tls" and not sdes_over_udp:
+            check.error(
+                f"{path}.srtp",
+                f"SDES keys would cross {transport.upper()} in clear: use transport = "
+                '"tls", or set allow_sdes_over_udp = true for a network nobody else can read',
+            )
         allowed = _allowed_targets(check, table, path, trunk_names)
         if len(check.errors) > errors_before:
             continue
@@ -1602,6 +1673,7 @@ def _trunks(check: _Checker, value: object, trunk_names: set[str]) -> tuple[Trun
                 qualify_interval=qualify,
                 codecs=codecs,
                 srtp=bool(srtp),
+                allow_sdes_over_udp=bool(sdes_over_udp),
                 allowed_targets=allowed,
             )
         )
