@@ -35,7 +35,7 @@ from omlmedia.callevents import CallEvents
 from omlmedia.calls_api import DESK_KEY
 from omlmedia.cluster import RedisSessions
 from omlmedia.conference import ConferenceService
-from omlmedia.config import Config, RouteAction, summary
+from omlmedia.config import Config, RouteAction, digest_without_qop_allowed, summary
 from omlmedia.directory import AgentPages, Directory, file_users
 from omlmedia.events import AGENT_STATE, CALL_ENDED, NO_EVENTS, EventLog
 from omlmedia.livequality import LiveQuality
@@ -290,7 +290,12 @@ class Server:
         ua = UserAgent(
             local_endpoints=local,
             trusted_source=trusted_source,
-            digest=DigestServer(realm, os.urandom(32), algorithms=config.sip.digest_algorithms)
+            digest=DigestServer(
+                realm,
+                os.urandom(32),
+                algorithms=config.sip.digest_algorithms,
+                allow_no_qop=digest_without_qop_allowed(config),
+            )
             if users
             else None,
             lookup_ha1=lookup_ha1 if users else None,
