@@ -250,6 +250,23 @@ class ClusterConfig:
     """Redis (``redis://host:port/db``) holding the agents' page sessions, so that a page whose
     node died is taken by another without logging in again (`omlmedia.cluster`); None: sessions
     are each node's own."""
+    node: str | None = None
+    """This node's name among `nodes` (``[cluster] node``); None: no cross-node calls."""
+    nodes: tuple[ClusterNode, ...] = ()
+    """The nodes' internal SIP addresses (``[cluster.nodes.<name>] sip``), this one included:
+    calls to an agent whose page is on another node go there (`omlmedia.crossnode`)."""
+    secret: bytes | None = field(default=None, repr=False)
+    """The shared secret signing the internal INVITEs (``[cluster] secret_file``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterNode:
+    """A node of the cluster, as the others reach it for cross-node calls (UDP)."""
+
+    name: str
+    host: str
+    """An IP address: an internal INVITE is admitted by its exact source address and port."""
+    port: int
 
 
 def _default_node() -> str:
@@ -996,7 +1013,9 @@ _TOP_KEYS: Final = (
 )
 _SITE_KEYS: Final = ("timezone",)
 _STORAGE_KEYS: Final = ("dsn", "password_file", "node")
-_CLUSTER_KEYS: Final = ("redis_url",)
+_CLUSTER_KEYS: Final = ("redis_url", "node", "secret_file", "nodes")
+_CLUSTER_SECRET_MIN: Final = 16
+"""Bytes of the shortest cluster secret accepted."""
 _NODE_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _MEDIA_KEYS: Final = ("timeout", "recording_format", "kernel_forwarding", "max_record_duration")
 _SERVER_KEYS: Final = (
@@ -1083,7 +1102,7 @@ def _build(
     media = _media(check, raw.get("media", _MISSING))
     site = _site(check, raw.get("site", _MISSING))
     storage = _storage(check, raw.get("storage", _MISSING), base_dir)
-    cluster = _cluster(check, raw.get("cluster", _MISSING))
+    cluster = _cluster(check, raw.get("cluster", _MISSING), base_dir)
     api, api_token = _api(check, raw.get("api", _MISSING))
     trunk_names = _trunk_names(raw.get("trunks"))
     trunks = _trunks(check, raw.get("trunks", _MISSING), trunk_names)
@@ -1387,16 +1406,69 @@ def _site(check: _Checker, value: object) -> SiteConfig | None:
     return SiteConfig(timezone=timezone)
 
 
-def _cluster(check: _Checker, value: object) -> ClusterConfig | None:
+def _cluster(check: _Checker, value: object, base_dir: Path) -> ClusterConfig | None:
     table = check.table("cluster", value, _CLUSTER_KEYS)
     url = check.string(table, "cluster", "redis_url")
-    if url is None:
-        return None if "redis_url" in table else ClusterConfig()
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
-        check.error("cluster.redis_url", "must be a Redis URL: redis://host:port/db")
+    ok = "redis_url" not in table or url is not None
+    if url is not None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+            check.error("cluster.redis_url", "must be a Redis URL: redis://host:port/db")
+            ok = False
+    node = check.string(table, "cluster", "node", pattern=_NODE_NAME)
+    ok = ok and ("node" not in table or node is not None)
+    secret_path = check.path(table, "cluster", "secret_file", base_dir)
+    ok = ok and ("secret_file" not in table or secret_path is not None)
+    nodes: list[ClusterNode] = []
+    raw_nodes = table.get("nodes", _MISSING)
+    if raw_nodes is not _MISSING and not isinstance(raw_nodes, dict):
+        check.error("cluster.nodes", "expected tables [cluster.nodes.<name>]")
+        ok = False
+    elif isinstance(raw_nodes, dict):
+        for name, item in raw_nodes.items():
+            where = f"cluster.nodes.{name}"
+            if _NODE_NAME.fullmatch(name) is None:
+                check.error(where, f"invalid node name {name!r}")
+                ok = False
+                continue
+            entry = check.table(where, item, ("sip",))
+            sip = check.string(entry, where, "sip", required=True)
+            found = _host_port(check, f"{where}.sip", sip, 5060) if sip else None
+            if found is None:
+                ok = False
+            elif not _is_ip(found[0]):
+                check.error(f"{where}.sip", "must be an IP address and port (no host name)")
+                ok = False
+            else:
+                nodes.append(ClusterNode(name, found[0], found[1]))
+    secret: bytes | None = None
+    if secret_path is not None:
+        try:
+            secret = secret_path.read_bytes().strip()
+        except OSError as exc:
+            check.error("cluster.secret_file", f"cannot read the secret: {exc}")
+            ok = False
+        else:
+            if len(secret) < _CLUSTER_SECRET_MIN:
+                least = f"the secret must be at least {_CLUSTER_SECRET_MIN} bytes"
+                check.error("cluster.secret_file", least)
+                ok = False
+    if ok and (nodes or node is not None or secret is not None):
+        for key, missing in (
+            ("nodes", not nodes),
+            ("node", node is None),
+            ("secret_file", secret is None),
+            ("redis_url", url is None),
+        ):
+            if missing:
+                check.error(f"cluster.{key}", "required for cross-node calls")
+                ok = False
+        if ok and node not in {n.name for n in nodes}:
+            check.error("cluster.node", f"{node!r} is not one of cluster.nodes")
+            ok = False
+    if not ok:
         return None
-    return ClusterConfig(redis_url=url)
+    return ClusterConfig(redis_url=url, node=node, nodes=tuple(nodes), secret=secret)
 
 
 def _storage(check: _Checker, value: object, base_dir: Path) -> StorageConfig | None:
