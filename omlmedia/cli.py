@@ -30,6 +30,7 @@ from omlmedia.config import (
     load_demo_config,
     package_version,
     permission_warnings,
+    sdes_warnings,
     summary,
 )
 from omlmedia.logs import configure_logging
@@ -247,7 +248,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not config.is_demo:
         for warning in permission_warnings(config):
             _warn(warning)
-    for warning in digest_warnings(config):
+    for warning in [*digest_warnings(config), *sdes_warnings(config)]:
         _warn(warning)
     try:
         config.server.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -297,7 +298,11 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"{args.file}: OK")
     for line in summary(config):
         print(f"  {line}")
-    for warning in [*permission_warnings(config), *digest_warnings(config)]:
+    for warning in [
+        *permission_warnings(config),
+        *digest_warnings(config),
+        *sdes_warnings(config),
+    ]:
         _warn(warning)
     return 0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from omlmedia.cli import main
 from omlmedia.config import (
     Config,
     ConfigError,
@@ -106,3 +107,13 @@ def test_allow_digest_without_qop_must_be_a_boolean(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load(tmp_path, "[security]\nallow_digest_without_qop = 1\n")
     assert any(e.startswith("security.allow_digest_without_qop") for e in info.value.errors)
+
+
+def test_check_config_prints_the_sdes_warning_and_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "omlmedia.toml"
+    path.write_text(trunk(host="8.8.8.8", srtp="true", allow_sdes_over_udp="true"))
+    assert main(["check-config", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "trunks[0].allow_sdes_over_udp: SRTP keys to and from trunk 'pbx'" in err, err
