@@ -33,25 +33,42 @@ An agent is ``{"name", "display_name", "disabled", "origin", "queues", "created"
 queue is its name, every key of its TOML table, ``origin``, ``created`` and ``updated``. Invalid
 input is a 400 problem document naming each field (for queues, the messages of
 ``omlmedia check-config``); a name taken or a change the running server cannot make, 409.
+
+The create, change and delete routes of every kind are one handler each (`_Kind`, `KINDS`): a
+kind says which keys its body may hold, how they become the directory method's arguments, and
+which `Directory` methods create, change and delete it (they validate the whole, audit and
+publish the ``admin.*`` event).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from omlmedia.accounts import NAME
-from omlmedia.admin_api import MAX_LABEL, MAX_PASSWORD, MIN_PASSWORD, _Fields
+from omlmedia.admin_api import (
+    MAX_LABEL,
+    MAX_PASSWORD,
+    MIN_PASSWORD,
+    _Fields,
+    _flag,
+    _label,
+    _name,
+    _password,
+)
 from omlmedia.authz import IDENTITY_KEY
 from omlmedia.directory import CAMPAIGN_KEYS, ROUTE_KEYS, Directory
 from omlmedia.problems import ApiError, json_body
 from queueing.config import _QUEUE_KEYS
 
-__all__ = ["DIRECTORY_KEY", "routes"]
+__all__ = ["DIRECTORY_KEY", "KINDS", "routes"]
 
 DIRECTORY_KEY: web.AppKey[Directory | None] = web.AppKey("directory")
 _NAME_RULE = "must be 1-32 lower-case letters, digits, '_', '.', '-'"
+_PASSWORD_RULE = f"must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"
+_LABEL_RULE = f"must be at most {MAX_LABEL} characters"
 
 routes = web.RouteTableDef()
 
@@ -63,110 +80,164 @@ def _directory(request: web.Request) -> Directory:
     return directory
 
 
-def _name(value: Any) -> str | None:
-    return value if isinstance(value, str) and NAME.fullmatch(value) else None
+# -- the kinds of object and their create, change and delete routes -------------------------
+
+Args = Callable[[_Fields], dict[str, Any]]
+"""Reads a body (its errors left in the `_Fields`) into the directory method's arguments."""
+Method = Callable[..., Awaitable[Any]]
 
 
-def _password(value: Any) -> str | None:
-    ok = isinstance(value, str) and MIN_PASSWORD <= len(value) <= MAX_PASSWORD
-    return value if ok else None
+def _settings(fields: _Fields) -> dict[str, Any]:
+    """A created object's settings: the body but its name (the directory checks them)."""
+    return {"settings": {key: value for key, value in fields.body.items() if key != "name"}}
 
 
-def _label(value: Any) -> str | None:
-    return value if isinstance(value, str) and len(value) <= MAX_LABEL else None
+def _changes(fields: _Fields) -> dict[str, Any]:
+    """The settings a change sets (the directory keeps the others)."""
+    return {"changes": dict(fields.body)}
 
 
-def _flag(value: Any) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
-_PASSWORD_RULE = f"must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"
-_LABEL_RULE = f"must be at most {MAX_LABEL} characters"
-
-
-# -- agents ---------------------------------------------------------------------------------
-
-
-@routes.post("/v1/agents")
-async def post_agent(request: web.Request) -> web.Response:
-    """Create an agent, with its password and queue memberships; it can log in at once."""
-    directory = _directory(request)
-    fields = _Fields(await json_body(request), ("name", "password", "display_name", "queues"))
-    name = fields.get("name", _name, _NAME_RULE, required=True)
+def _new_agent(fields: _Fields) -> dict[str, Any]:
     password = fields.get("password", _password, _PASSWORD_RULE, required=True)
     display = fields.get("display_name", _label, _LABEL_RULE)
-    queues = fields.body.get("queues")
-    fields.done()
-    assert name is not None and password is not None
-    view = await directory.create_agent(
-        request[IDENTITY_KEY], name, password, display_name=display or "", queues=queues
-    )
-    return web.json_response(view, status=201)
+    return {
+        "password": password,
+        "display_name": display or "",
+        "queues": fields.body.get("queues"),
+    }
 
 
-@routes.patch("/v1/agents/{name}")
-async def patch_agent(request: web.Request) -> web.Response:
-    """Change an agent: display name, password, disabled, queue memberships (replaced)."""
-    directory = _directory(request)
-    fields = _Fields(await json_body(request), ("display_name", "password", "disabled", "queues"))
-    display = fields.get("display_name", _label, _LABEL_RULE)
-    password = fields.get("password", _password, _PASSWORD_RULE)
-    disabled = fields.get("disabled", _flag, "must be true or false")
-    queues = fields.body.get("queues")
-    fields.done()
-    view = await directory.update_agent(
-        request[IDENTITY_KEY],
-        request.match_info["name"],
-        display_name=display,
-        password=password,
-        disabled=disabled,
-        queues=queues,
-    )
-    return web.json_response(view)
+def _agent_changes(fields: _Fields) -> dict[str, Any]:
+    return {
+        "display_name": fields.get("display_name", _label, _LABEL_RULE),
+        "password": fields.get("password", _password, _PASSWORD_RULE),
+        "disabled": fields.get("disabled", _flag, "must be true or false"),
+        "queues": fields.body.get("queues"),
+    }
 
 
-@routes.delete("/v1/agents/{name}")
-async def delete_agent(request: web.Request) -> web.Response:
-    """Delete an agent and its memberships (refused while it has a call)."""
-    directory = _directory(request)
-    await directory.delete_agent(request[IDENTITY_KEY], request.match_info["name"])
-    return web.Response(status=204)
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    """One kind of the directory's objects: ``POST /v1/<path>`` creates one (201 and its view),
+    ``PATCH /v1/<path>/{name}`` changes it (200 and its view), ``DELETE`` removes it (204)."""
+
+    path: str
+    keys: tuple[str, ...]
+    """What a creating body may hold besides ``name``."""
+    create: Method
+    """``(directory, actor, name, **create_args(fields))``."""
+    update: Method | None
+    """``(directory, actor, name, **update_args(fields))``; None: no PATCH."""
+    delete: Method
+    docs: tuple[str, str, str]
+    """The docstrings (the OpenAPI summaries) of the create, change and delete routes."""
+    patch_keys: tuple[str, ...] | None = None
+    """What a changing body may hold; None: the directory checks the keys."""
+    create_args: Args = _settings
+    update_args: Args = _changes
 
 
-# -- queues ---------------------------------------------------------------------------------
+KINDS = (
+    _Kind(
+        "agents",
+        ("password", "display_name", "queues"),
+        Directory.create_agent,
+        Directory.update_agent,
+        Directory.delete_agent,
+        (
+            "Create an agent, with its password and queue memberships; it can log in at once.",
+            "Change an agent: display name, password, disabled, queue memberships (replaced).",
+            "Delete an agent and its memberships (refused while it has a call).",
+        ),
+        patch_keys=("display_name", "password", "disabled", "queues"),
+        create_args=_new_agent,
+        update_args=_agent_changes,
+    ),
+    _Kind(
+        "queues",
+        _QUEUE_KEYS,
+        Directory.create_queue,
+        Directory.update_queue,
+        Directory.delete_queue,
+        (
+            "Create a queue with the settings of a ``[queues.<name>]`` table.",
+            "Change some settings of a queue (strategy, members, any ACD option); waiting "
+            "callers keep their place.",
+            "Delete a queue (refused while callers wait in it or the file sends callers to it).",
+        ),
+        patch_keys=_QUEUE_KEYS,
+    ),
+    _Kind(
+        "campaigns",
+        CAMPAIGN_KEYS,
+        Directory.create_campaign,
+        Directory.update_campaign,
+        Directory.delete_campaign,
+        (
+            "Create a campaign with the settings of a ``[[campaigns]]`` table.",
+            "Change some settings of a campaign (queue, recording, CRM URL, dispositions...); "
+            "the calls that arrive from now on get them.",
+            "Delete a campaign (refused while a route sends callers to it).",
+        ),
+    ),
+    _Kind(
+        "routes",
+        ROUTE_KEYS,
+        Directory.create_route,
+        None,
+        Directory.delete_route,
+        (
+            "Create a route (a DID: ``user``, or a ``pattern``) to a target.",
+            "",
+            "Delete a route; calls it already routed go on.",
+        ),
+    ),
+)
+"""Every kind the directory's routes create, change and delete."""
 
 
-@routes.post("/v1/queues")
-async def post_queue(request: web.Request) -> web.Response:
-    """Create a queue with the settings of a ``[queues.<name>]`` table."""
-    directory = _directory(request)
-    body = await json_body(request)
-    fields = _Fields(body, ("name", *_QUEUE_KEYS))
-    name = fields.get("name", _name, _NAME_RULE, required=True)
-    fields.done()
-    assert name is not None
-    settings = {key: value for key, value in body.items() if key != "name"}
-    view = await directory.create_queue(request[IDENTITY_KEY], name, settings)
-    return web.json_response(view, status=201)
+def _add_routes(kind: _Kind) -> None:
+    async def create(request: web.Request) -> web.Response:
+        directory = _directory(request)
+        fields = _Fields(await json_body(request), ("name", *kind.keys))
+        name = fields.get("name", _name, _NAME_RULE, required=True)
+        args = kind.create_args(fields)
+        fields.done()
+        view = await kind.create(directory, request[IDENTITY_KEY], name, **args)
+        return web.json_response(view, status=201)
+
+    async def update(request: web.Request) -> web.Response:
+        directory = _directory(request)
+        body = await json_body(request)
+        fields = _Fields(body, tuple(body) if kind.patch_keys is None else kind.patch_keys)
+        args = kind.update_args(fields)
+        fields.done()
+        assert kind.update is not None
+        name = request.match_info["name"]
+        view = await kind.update(directory, request[IDENTITY_KEY], name, **args)
+        return web.json_response(view)
+
+    async def delete(request: web.Request) -> web.Response:
+        directory = _directory(request)
+        await kind.delete(directory, request[IDENTITY_KEY], request.match_info["name"])
+        return web.Response(status=204)
+
+    for verb, handler, doc in zip(
+        ("post", "patch", "delete"), (create, update, delete), kind.docs, strict=True
+    ):
+        if verb == "patch" and kind.update is None:
+            continue
+        handler.__doc__ = doc
+        handler.__name__ = handler.__qualname__ = f"{verb}_{kind.path.replace('-', '_')}"
+        path = f"/v1/{kind.path}" if verb == "post" else f"/v1/{kind.path}/{{name}}"
+        routes.route(verb.upper(), path)(handler)
 
 
-@routes.patch("/v1/queues/{name}")
-async def patch_queue(request: web.Request) -> web.Response:
-    """Change some settings of a queue (strategy, members, any ACD option); waiting callers
-    keep their place."""
-    directory = _directory(request)
-    body = await json_body(request)
-    _Fields(body, _QUEUE_KEYS).done()
-    view = await directory.update_queue(request[IDENTITY_KEY], request.match_info["name"], body)
-    return web.json_response(view)
+for _kind in KINDS:
+    _add_routes(_kind)
 
 
-@routes.delete("/v1/queues/{name}")
-async def delete_queue(request: web.Request) -> web.Response:
-    """Delete a queue (refused while callers wait in it or the file sends callers to it)."""
-    directory = _directory(request)
-    await directory.delete_queue(request[IDENTITY_KEY], request.match_info["name"])
-    return web.Response(status=204)
+# -- queue members --------------------------------------------------------------------------
 
 
 @routes.put("/v1/queues/{name}/members/{agent}")
@@ -184,67 +255,6 @@ async def put_member(request: web.Request) -> web.Response:
     return web.json_response(view)
 
 
-@routes.post("/v1/campaigns")
-async def post_campaign(request: web.Request) -> web.Response:
-    """Create a campaign with the settings of a ``[[campaigns]]`` table."""
-    directory = _directory(request)
-    body = await json_body(request)
-    fields = _Fields(body, ("name", *CAMPAIGN_KEYS))
-    name = fields.get("name", _name, _NAME_RULE, required=True)
-    fields.done()
-    assert name is not None
-    settings = {key: value for key, value in body.items() if key != "name"}
-    view = await directory.create_campaign(request[IDENTITY_KEY], name, settings)
-    return web.json_response(view, status=201)
-
-
-@routes.delete("/v1/campaigns/{name}")
-async def delete_campaign(request: web.Request) -> web.Response:
-    """Delete a campaign (refused while a route sends callers to it)."""
-    directory = _directory(request)
-    await directory.delete_campaign(request[IDENTITY_KEY], request.match_info["name"])
-    return web.Response(status=204)
-
-
-@routes.get("/v1/routes")
-async def get_routes(request: web.Request) -> web.Response:
-    """The routes created through the API, in the order they are matched."""
-    directory = _directory(request)
-    return web.json_response({"routes": [row.view() for row in directory.route_rows()]})
-
-
-@routes.post("/v1/routes")
-async def post_route(request: web.Request) -> web.Response:
-    """Create a route (a DID: ``user``, or a ``pattern``) to a target."""
-    directory = _directory(request)
-    body = await json_body(request)
-    fields = _Fields(body, ("name", *ROUTE_KEYS))
-    name = fields.get("name", _name, _NAME_RULE, required=True)
-    fields.done()
-    assert name is not None
-    settings = {key: value for key, value in body.items() if key != "name"}
-    view = await directory.create_route(request[IDENTITY_KEY], name, settings)
-    return web.json_response(view, status=201)
-
-
-@routes.delete("/v1/routes/{name}")
-async def delete_route(request: web.Request) -> web.Response:
-    """Delete a route; calls it already routed go on."""
-    directory = _directory(request)
-    await directory.delete_route(request[IDENTITY_KEY], request.match_info["name"])
-    return web.Response(status=204)
-
-
-@routes.patch("/v1/campaigns/{name}")
-async def patch_campaign(request: web.Request) -> web.Response:
-    """Change some settings of a campaign (queue, recording, CRM URL, dispositions...); the
-    calls that arrive from now on get them."""
-    directory = _directory(request)
-    body = await json_body(request)
-    view = await directory.update_campaign(request[IDENTITY_KEY], request.match_info["name"], body)
-    return web.json_response(view)
-
-
 @routes.delete("/v1/queues/{name}/members/{agent}")
 async def delete_member(request: web.Request) -> web.Response:
     """Take the agent out of the queue."""
@@ -253,6 +263,16 @@ async def delete_member(request: web.Request) -> web.Response:
         request[IDENTITY_KEY], request.match_info["name"], request.match_info["agent"]
     )
     return web.json_response(view)
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+
+@routes.get("/v1/routes")
+async def get_routes(request: web.Request) -> web.Response:
+    """The routes created through the API, in the order they are matched."""
+    directory = _directory(request)
+    return web.json_response({"routes": [row.view() for row in directory.route_rows()]})
 
 
 # -- pause reasons --------------------------------------------------------------------------
