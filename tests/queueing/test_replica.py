@@ -1,0 +1,522 @@
+"""The replicated ACD core: strict serialisation of every input and decision, stream-order
+application, rebuild by replay, the epoch fence, and the invariant checker."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from queueing.config import (
+    AgentConfig,
+    Destination,
+    DestinationKind,
+    QueueConfig,
+    Strategy,
+    build_config,
+)
+from queueing.events import (
+    AgentStateChanged,
+    CallbackDial,
+    CancelOffer,
+    Joined,
+    LogEvent,
+    OfferCall,
+    QueueLogEntry,
+)
+from queueing.replica import (
+    INPUT_TYPES,
+    AddAgent,
+    AddQueue,
+    AgentLogin,
+    AgentLogout,
+    AgentPause,
+    AgentReady,
+    AgentUnpause,
+    CallbackRequest,
+    CallCompleted,
+    CallerAbandon,
+    CallerEnter,
+    CallTransferred,
+    Decision,
+    DecisionFence,
+    ForceLogout,
+    ForcePause,
+    Input,
+    OfferAnswered,
+    OfferRejected,
+    OfferTimeout,
+    Refused,
+    RemoveAgent,
+    RemoveMember,
+    RemoveQueue,
+    ReplicaError,
+    ReplicatedAcd,
+    SetMember,
+    Tick,
+    UpdateAgent,
+    UpdateQueue,
+    check_decisions,
+    config_from_dict,
+    config_to_dict,
+    input_from_dict,
+)
+from queueing.stats import Statistics
+from tests.queueing.test_properties import configs
+
+CONFIG = build_config(
+    {
+        "agents": {"a1": {}, "a2": {}, "a3": {}},
+        "queues": {
+            "sales": {"strategy": "linear", "members": ["a1", "a2"], "ring_timeout": 10},
+            "all": {"strategy": "ringall", "members": ["a2", "a3"], "ring_timeout": 10},
+        },
+    }
+)
+QUEUE = QueueConfig(
+    "extra",
+    Strategy.RRMEMORY,
+    overflow=Destination(DestinationKind.NUMBER, "100", "pbx"),
+    escalation=(),
+)
+
+ONE_OF_EACH: list[Input] = [
+    AgentLogin("a1", 1.0),
+    AgentLogin("a2", 1.0, paused_reason="lunch"),
+    AgentLogout("a1", 2.0),
+    ForceLogout("a1", 2.0, supervisor="sup"),
+    AgentPause("a1", "break", 3.0),
+    ForcePause("a1", "coaching", 3.0, supervisor="sup"),
+    AgentUnpause("a1", 4.0),
+    AgentReady("a1", 4.0),
+    CallerEnter("c1", "sales", 5.0, priority=2, caller_number="+331", caller_name="Ann"),
+    CallerAbandon("c1", 6.0),
+    CallbackRequest("c1", "+332", 6.0),
+    OfferAnswered("c1", "a1", 7.0),
+    OfferRejected("c1", "a1", 7.0),
+    OfferTimeout("c1", "a1", 7.0),
+    CallCompleted("c1", "a1", 8.0, reason="caller"),
+    CallTransferred("c1", "a1", "pbx:100", 8.0),
+    AddAgent(AgentConfig("a9", "Nine", 5.0), 9.0),
+    UpdateAgent(AgentConfig("a9", "Nine", None), 9.0),
+    RemoveAgent("a9", 9.0),
+    SetMember("sales", "a3", 1, 9.0),
+    RemoveMember("sales", "a3", 9.0),
+    AddQueue(QUEUE, 9.0),
+    UpdateQueue(QUEUE, 9.0),
+    RemoveQueue("extra", 9.0),
+    Tick(10.0),
+]
+
+
+def wire(data: Any) -> Any:
+    """Through JSON and back, as the stream carries it."""
+    return json.loads(json.dumps(data))
+
+
+def test_every_engine_input_has_a_serialised_form_that_round_trips() -> None:
+    assert {type(item).kind for item in ONE_OF_EACH} == set(INPUT_TYPES)
+    for item in ONE_OF_EACH:
+        assert input_from_dict(wire(item.to_dict())) == item
+
+
+def test_the_configuration_round_trips_and_bad_configurations_are_refused() -> None:
+    assert config_from_dict(wire(config_to_dict(CONFIG))) == CONFIG
+    data = wire(config_to_dict(CONFIG))
+    data["queues"]["sales"]["members"].append({"agent": "ghost", "penalty": 0})
+    with pytest.raises(ReplicaError, match="unknown member 'ghost'"):
+        config_from_dict(data)
+    data = wire(config_to_dict(CONFIG))
+    data["queues"]["sales"]["strategy"] = "fastest"
+    with pytest.raises(ReplicaError, match=r"config\.queues\.sales\.strategy: 'fastest'"):
+        config_from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([], "input: expected an object"),
+        ({"kind": "teleport", "now": 1}, "input.kind: 'teleport' is not a known input"),
+        ({"kind": "caller-enter", "queue": "q", "now": 1}, "missing field 'call'"),
+        ({"kind": "caller-enter", "call": 7, "queue": "q", "now": 1}, r"\.call: expected a str"),
+        ({"kind": "tick", "now": "soon"}, r"\.now: expected a number"),
+        ({"kind": "tick", "now": 1e999}, r"\.now: expected a finite number"),
+        ({"kind": "tick", "now": True}, r"\.now: expected a number, got a boolean"),
+        ({"kind": "tick", "now": 1, "extra": 1}, "unknown field 'extra'"),
+        ({"kind": "set-member", "queue": "q", "agent": "a", "penalty": 1.5, "now": 1}, "integer"),
+        ({"kind": "add-agent", "agent": {"agent": "x", "wrapup": "no"}, "now": 1}, "wrapup"),
+        ({"kind": "add-queue", "config": {"name": "q", "strategy": "x"}, "now": 1}, "strategy"),
+    ],
+)
+def test_malformed_inputs_are_refused_with_the_field_named(data: Any, message: str) -> None:
+    with pytest.raises(ReplicaError, match=message):
+        input_from_dict(data)
+
+
+def test_inputs_apply_only_in_stream_order_and_an_out_of_order_one_changes_nothing() -> None:
+    acd = ReplicatedAcd(CONFIG, seed=1, epoch=3)
+    acd.apply("10-0", AgentLogin("a1", 1.0))
+    with pytest.raises(ReplicaError, match="not after"):
+        acd.apply("9-5", CallerEnter("c1", "sales", 2.0))
+    with pytest.raises(ReplicaError, match="not after"):
+        acd.apply("10-0", CallerEnter("c1", "sales", 2.0))
+    with pytest.raises(ReplicaError, match="<ms>-<seq>"):
+        acd.apply("later", CallerEnter("c1", "sales", 2.0))
+    assert acd.applied == 1 and acd.last_entry == "10-0"
+    decisions = acd.apply("10-1", CallerEnter("c1", "sales", 2.0))
+    offers = [d for d in decisions if isinstance(d.output, OfferCall)]
+    assert [(d.epoch, d.entry_id, d.agent) for d in offers] == [(3, "10-1", "a1")]
+    assert [d.seq for d in decisions] == list(range(len(decisions)))
+    assert any(isinstance(d.output, Joined) for d in decisions)
+
+
+def test_engine_misuse_and_late_answers_become_refused_decisions_for_the_sender() -> None:
+    acd = ReplicatedAcd(CONFIG, seed=1)
+    acd.apply("1-0", AgentLogin("a1", 1.0))
+    again = acd.apply("1-1", AgentLogin("a1", 1.5))
+    assert [d.output for d in again] == [
+        Refused("agent-login", "", "a1", "agent a1 is already logged in")
+    ]
+    late = acd.apply("1-2", OfferAnswered("nobody", "a1", 2.0))
+    assert [d.output for d in late] == [Refused("offer-answered", "nobody", "a1", "not-applicable")]
+    unknown = acd.apply("1-3", CallerEnter("c1", "nowhere", 2.0))
+    assert isinstance(unknown[0].output, Refused) and "nowhere" in unknown[0].output.reason
+
+
+def test_timers_fall_due_before_a_later_input_exactly_as_a_tick_would_fire_them() -> None:
+    def run(with_tick: bool) -> list[Any]:
+        acd = ReplicatedAcd(CONFIG, seed=1)
+        acd.apply("1-0", AgentLogin("a1", 0.0))
+        acd.apply("1-1", CallerEnter("c1", "sales", 0.0))
+        assert acd.due() == 10.0
+        out = []
+        if with_tick:
+            out += acd.apply("2-0", Tick(10.0))
+        out += acd.apply("3-0", OfferAnswered("c1", "a1", 10.5))
+        return [d.output for d in out]
+
+    assert run(True) == run(False)
+    assert any(isinstance(o, Refused) for o in run(False))  # the offer had rung out at 10
+
+
+def test_time_never_goes_back_when_a_node_clock_lags() -> None:
+    acd = ReplicatedAcd(CONFIG, seed=1)
+    acd.apply("1-0", AgentLogin("a3", 50.0))
+    decisions = acd.apply("1-1", CallerEnter("c1", "all", 40.0))
+    enter = next(d.output for d in decisions if isinstance(d.output, QueueLogEntry))
+    assert enter.event is LogEvent.ENTER and enter.time == 50.0
+
+
+def test_rebuild_reproduces_the_engine_and_returns_only_what_was_not_published() -> None:
+    stream: list[tuple[str, Input]] = [
+        ("1-0", AgentLogin("a1", 0.0)),
+        ("1-1", AgentLogin("a2", 0.0)),
+        ("2-0", CallerEnter("c1", "sales", 1.0)),
+        ("3-0", CallerEnter("c2", "all", 2.0)),
+        ("4-0", OfferAnswered("c1", "a1", 3.0)),
+        ("5-0", Tick(12.0)),
+        ("6-0", CallCompleted("c1", "a1", 20.0)),
+    ]
+    live = ReplicatedAcd(CONFIG, seed=1, epoch=1)
+    published = [d for entry, item in stream[:4] for d in live.apply(entry, item)]
+    unpublished = [d for entry, item in stream[4:] for d in live.apply(entry, item)]
+    assert published and unpublished
+    successor = ReplicatedAcd(CONFIG, seed=1, epoch=1)
+    resumed = successor.rebuild(stream, "3-0", epoch=2)
+    assert [(d.entry_id, d.seq, d.output) for d in resumed] == [
+        (d.entry_id, d.seq, d.output) for d in unpublished
+    ]
+    assert {d.epoch for d in resumed} == {2}
+    assert_same_engine(live, successor)
+    everything = successor.rebuild(stream, None)
+    assert [d.output for d in everything] == [d.output for d in published + unpublished]
+
+
+def test_every_decision_round_trips_and_malformed_ones_are_refused() -> None:
+    acd = ReplicatedAcd(CONFIG, seed=1, epoch=7)
+    items: list[Input] = [
+        AgentLogin("a1", 0.0),
+        AgentLogin("a2", 0.0, paused_reason="lunch"),
+        CallerEnter("c1", "all", 1.0, priority=1, caller_number="+33"),
+        CallbackRequest("c1", "+33", 2.0),
+        AgentUnpause("a2", 3.0),
+        Tick(30.0),
+        CallerEnter("c2", "sales", 31.0),
+        OfferAnswered("c9", "a3", 32.0),
+    ]
+    decisions = []
+    for n, item in enumerate(items):
+        decisions += acd.apply(f"{n + 1}-0", item)
+    kinds = {type(d.output) for d in decisions}
+    assert kinds == {
+        OfferCall,
+        CallbackDial,
+        CancelOffer,
+        QueueLogEntry,
+        AgentStateChanged,
+        Joined,
+        Refused,
+    }
+    for decision in decisions:
+        assert Decision.from_dict(wire(decision.to_dict())) == decision
+    good = wire(decisions[0].to_dict())
+    for key, value, message in [
+        ("epoch", "7", "decision.epoch"),
+        ("entry", "x", "<ms>-<seq>"),
+        ("type", "shrug", "decision.type"),
+        ("output", {}, "missing field"),
+        ("spare", 1, "unknown field 'spare'"),
+    ]:
+        with pytest.raises(ReplicaError, match=message):
+            Decision.from_dict({**good, key: value})
+
+
+def test_the_fence_refuses_older_epochs_and_duplicates() -> None:
+    fence = DecisionFence()
+    offer = OfferCall("c1", "a1", "sales", 10.0, "", "", 0, 0.0)
+
+    def d(epoch: int, entry: str, seq: int) -> Decision:
+        return Decision(epoch, entry, seq, offer)
+
+    assert fence.accept(d(2, "5-0", 0))
+    assert fence.accept(d(2, "5-0", 1))
+    assert not fence.accept(d(2, "5-0", 1))  # the same again
+    assert not fence.accept(d(2, "4-9", 0))  # already passed
+    assert fence.accept(d(3, "5-0", 0))  # a new owner replays from the last published entry
+    assert not fence.accept(d(2, "6-0", 0))  # the old owner, resumed, is not acted on
+    assert (fence.accepted, fence.duplicates, fence.stale) == (3, 2, 1)
+
+
+def test_the_checker_reports_each_broken_promise() -> None:
+    strategies = {"sales": Strategy.LINEAR, "all": Strategy.RINGALL}
+
+    def enter(call: str, queue: str = "sales", priority: int = 0) -> QueueLogEntry:
+        return QueueLogEntry(0.0, queue, call, "", LogEvent.ENTER, {"priority": priority})
+
+    def offer(call: str, agent: str, queue: str = "sales") -> OfferCall:
+        return OfferCall(call, agent, queue, 10.0, "", "", 0, 0.0)
+
+    twice = [enter("c1"), enter("c2"), offer("c1", "a1"), offer("c2", "a1")]
+    assert check_decisions(twice, strategies) == ["a1 offered c2 while ringing for c1"]
+    two_agents = [enter("c1"), offer("c1", "a1"), offer("c1", "a2")]
+    assert check_decisions(two_agents, strategies) == ["c1 offered to a2 while ringing ['a1']"]
+    ringall = [enter("c1", "all"), offer("c1", "a1", "all"), offer("c1", "a2", "all")]
+    assert check_decisions(ringall, strategies) == []
+    unfair = [enter("c1"), enter("c2"), offer("c2", "a1")]
+    assert check_decisions(unfair, strategies) == ["c2 offered before c1 (queue sales)"]
+    by_priority = [enter("c1"), enter("c2", priority=1), offer("c2", "a1")]
+    assert check_decisions(by_priority, strategies) == []
+    answered = QueueLogEntry(1.0, "sales", "c1", "a1", LogEvent.ANSWER, {})
+    on_call = [enter("c1"), offer("c1", "a1"), answered, enter("c2"), offer("c2", "a1")]
+    assert check_decisions(on_call, strategies) == ["a1 offered c2 while on call c1"]
+    freed = [*on_call[:3], QueueLogEntry(2.0, "sales", "c1", "a1", LogEvent.COMPLETE, {})]
+    assert check_decisions([*freed, enter("c2"), offer("c2", "a1")], strategies) == []
+
+
+# -- property: replay from scratch equals the live owner --------------------------------------
+
+
+@dataclass
+class Tracker:
+    """What the decisions say is ringing and talking, to script plausible inputs."""
+
+    ringing: set[tuple[str, str]] = field(default_factory=set)
+    talking: set[tuple[str, str]] = field(default_factory=set)
+    waiting: set[str] = field(default_factory=set)
+
+    def feed(self, decision: Decision) -> None:
+        out = decision.output
+        if isinstance(out, OfferCall | CallbackDial):
+            self.ringing.add((out.call_id, out.agent))
+        elif isinstance(out, CancelOffer):
+            self.ringing.discard((out.call_id, out.agent))
+        elif isinstance(out, QueueLogEntry):
+            pair = (out.call_id, out.agent)
+            if out.event is LogEvent.ENTER:
+                self.waiting.add(out.call_id)
+            elif out.event is LogEvent.NO_ANSWER:
+                self.ringing.discard(pair)
+            elif out.event is LogEvent.ANSWER:
+                self.ringing = {r for r in self.ringing if r[0] != out.call_id}
+                self.waiting.discard(out.call_id)
+                self.talking.add(pair)
+            elif out.event in (LogEvent.COMPLETE, LogEvent.TRANSFER):
+                self.talking.discard(pair)
+            elif out.event in (LogEvent.ABANDON, LogEvent.OVERFLOW):
+                self.ringing = {r for r in self.ringing if r[0] != out.call_id}
+                self.waiting.discard(out.call_id)
+
+
+ACTIONS = [
+    "enter",
+    "enter",
+    "enter",
+    "answer",
+    "answer",
+    "reject",
+    "timeout",
+    "complete",
+    "complete",
+    "transfer",
+    "abandon",
+    "callback",
+    "login",
+    "logout",
+    "pause",
+    "unpause",
+    "ready",
+    "member",
+    "unmember",
+    "bogus",
+]
+steps = st.lists(
+    st.tuples(
+        st.sampled_from([0.0, 0.5, 1.0, 3.0, 9.0]),
+        st.sampled_from(ACTIONS),
+        st.integers(0, 1000),
+        st.integers(0, 2),
+        st.booleans(),
+    ),
+    min_size=10,
+    max_size=70,
+)
+
+
+def script(
+    acd: ReplicatedAcd, plan: list[tuple[float, str, int, int, bool]]
+) -> tuple[list[tuple[str, Input]], list[Decision]]:
+    """Run `plan` on a live owner the way the adapter does: inputs in order, a `Tick` written
+    when a timer is due (unless the plan skips it: then the next input fires it)."""
+    config = acd.config
+    agents, queues = sorted(config.agents), sorted(config.queues)
+    tracker = Tracker()
+    stream: list[tuple[str, Input]] = []
+    decisions: list[Decision] = []
+    now, ms, calls = 0.0, 1000, 0
+
+    def feed(item: Input) -> None:
+        nonlocal ms
+        ms += 1
+        entry = f"{ms}-0"
+        wired = input_from_dict(wire(item.to_dict()))
+        out = acd.apply(entry, wired)
+        stream.append((entry, wired))
+        for decision in out:
+            tracker.feed(decision)
+        decisions.extend(out)
+
+    for agent in agents:
+        feed(AgentLogin(agent, 0.0))
+    for dt, action, pick, priority, tick in plan:
+        now += dt
+        if tick:
+            while (due := acd.due()) is not None and due <= now:
+                feed(Tick(due))
+        agent = agents[pick % len(agents)]
+        queue = queues[pick % len(queues)]
+        ringing, talking = sorted(tracker.ringing), sorted(tracker.talking)
+        waiting = sorted(tracker.waiting)
+        if action == "enter":
+            calls += 1
+            feed(CallerEnter(f"c{calls}", queue, now, priority=priority))
+        elif action in ("answer", "reject", "timeout") and ringing:
+            call, who = ringing[pick % len(ringing)]
+            if action == "answer":
+                feed(OfferAnswered(call, who, now))
+            elif action == "reject":
+                feed(OfferRejected(call, who, now))
+            else:
+                feed(OfferTimeout(call, who, now))
+        elif action in ("complete", "transfer") and talking:
+            call, who = talking[pick % len(talking)]
+            if action == "complete":
+                feed(CallCompleted(call, who, now))
+            else:
+                feed(CallTransferred(call, who, "pbx:1", now))
+        elif action == "abandon" and waiting:
+            feed(CallerAbandon(waiting[pick % len(waiting)], now))
+        elif action == "callback" and waiting:
+            feed(CallbackRequest(waiting[pick % len(waiting)], "+33", now))
+        elif action == "login":
+            feed(AgentLogin(agent, now))  # refused when logged in: also part of the stream
+        elif action == "logout":
+            feed(AgentLogout(agent, now))
+        elif action == "pause":
+            feed(AgentPause(agent, "break", now))
+        elif action == "unpause":
+            feed(AgentUnpause(agent, now))
+        elif action == "ready":
+            feed(AgentReady(agent, now))
+        elif action == "member":
+            feed(SetMember(queue, agent, priority, now))
+        elif action == "unmember":
+            feed(RemoveMember(queue, agent, now))
+        elif action == "bogus":
+            feed(OfferAnswered(f"c{pick}", agent, now))
+    return stream, decisions
+
+
+def assert_same_engine(a: ReplicatedAcd, b: ReplicatedAcd) -> None:
+    ea, eb = a.engine, b.engine
+    assert ea.config == eb.config
+    assert ea.get_timer() == eb.get_timer()
+    now = max(a._clock, 0.0)
+    for agent in ea.config.agents:
+        assert ea.agent_status(agent) == eb.agent_status(agent)
+    for queue in ea.config.queues:
+        assert ea.queue_status(queue, now) == eb.queue_status(queue, now)
+        assert ea.statistics.queue(queue) == eb.statistics.queue(queue)
+    for agent in ea.config.agents:
+        assert ea.statistics.agent(agent) == eb.statistics.agent(agent)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config_data=configs(), plan=steps, seed=st.integers(0, 3), cut=st.integers(0, 200))
+def test_replaying_the_stream_from_scratch_equals_the_live_owner(
+    config_data: dict[str, Any],
+    plan: list[tuple[float, str, int, int, bool]],
+    seed: int,
+    cut: int,
+) -> None:
+    config = build_config(config_data)
+    live = ReplicatedAcd(config, seed=seed, epoch=1, stats_period=60.0)
+    stream, decisions = script(live, plan)
+
+    replica = ReplicatedAcd(config_from_dict(wire(config_to_dict(config))), seed=seed)
+    replayed = replica.rebuild(stream, None, epoch=1)
+    assert [d.to_dict() for d in replayed] == [d.to_dict() for d in decisions]
+    assert_same_engine(live, replica)
+
+    # a successor that finds the first `cut` entries published resumes exactly after them
+    cut = min(cut, len(stream))
+    last = stream[cut - 1][0] if cut else None
+    successor = ReplicatedAcd(config, seed=seed, stats_period=60.0)
+    rest = successor.rebuild(stream, last, epoch=2)
+    expected = [d for d in decisions if cut == 0 or d.key[1] > decisions_key(last)]
+    assert [(d.entry_id, d.seq, d.output) for d in rest] == [
+        (d.entry_id, d.seq, d.output) for d in expected
+    ]
+    assert_same_engine(live, successor)
+
+    # the promises hold over the decision stream, and its queue log gives the same statistics
+    strategies = {name: q.strategy for name, q in live.engine.config.queues.items()}
+    assert check_decisions([d.output for d in decisions], strategies) == []
+    log = [d.output for d in decisions if isinstance(d.output, QueueLogEntry)]
+    levels = {name: q.service_level for name, q in live.engine.config.queues.items()}
+    rebuilt = Statistics.from_log(log, levels, period=60.0)
+    for queue in live.engine.config.queues:
+        assert rebuilt.queue(queue) == live.engine.statistics.queue(queue)
+        assert rebuilt.queue(queue, 0.0, math.inf) == live.engine.statistics.queue(queue)
+    for agent in live.engine.config.agents:
+        assert rebuilt.agent(agent) == live.engine.statistics.agent(agent)
+
+
+def decisions_key(entry: str | None) -> tuple[int, int]:
+    assert entry is not None
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq)
