@@ -119,8 +119,18 @@ class B2bua(BridgeTransfers):
         self.take(call, trunk, user)
         return None
 
-    def take(self, inbound: Call, trunk: Trunk, number: str) -> None:
-        """Own `inbound` and dial `number` through `trunk` with a relay between the two."""
+    def take(
+        self,
+        inbound: Call,
+        trunk: Trunk,
+        number: str,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+        on_final: Callable[[int], None] | None = None,
+    ) -> None:
+        """Own `inbound` and dial `number` through `trunk` with a relay between the two; the
+        INVITE carries `headers`, and `on_final` is told the callee's final status (or 487
+        when the caller left first, or the status the caller was refused with here)."""
         service = self.service
         inbound.app = self
         try:
@@ -128,6 +138,8 @@ class B2bua(BridgeTransfers):
         except SDPError as exc:
             service.act(lambda now: service.ua.reject(inbound, 400, now, "Bad SDP"))
             event(logger, "call-rejected", call_id=inbound.call_id, status=400, reason=str(exc))
+            if on_final is not None:
+                on_final(400)
             return
         audio = None
         if offer is not None:
@@ -135,6 +147,8 @@ class B2bua(BridgeTransfers):
         if offer is None or audio is None or not audio.codecs:
             # Bridging needs the caller's offer (no late offer).
             service.act(lambda now: service.ua.reject(inbound, 488, now))
+            if on_final is not None:
+                on_final(488)
             return
         bridge = Bridge(
             inbound=inbound,
@@ -142,6 +156,8 @@ class B2bua(BridgeTransfers):
             number=number,
             offer=offer,
             session_id=secrets.randbelow(2**31),
+            headers=headers,
+            on_final=on_final,
         )
         self.bridges[id(inbound)] = bridge
         bridge.task = asyncio.get_running_loop().create_task(self._dial_trunk(bridge, audio))
@@ -154,9 +170,11 @@ class B2bua(BridgeTransfers):
         except (PortsExhausted, OSError):
             self.bridges.pop(id(inbound), None)
             service.act(lambda now: service.ua.reject(inbound, 503, now))
+            bridge.settle(503)
             return
         if inbound.state is not CallState.OFFERED:
             relay.stop()
+            bridge.settle(487)
             return
         bridge.relay = relay
         assert relay.a is not None and relay.b is not None
@@ -172,6 +190,7 @@ class B2bua(BridgeTransfers):
             self.bridges.pop(id(inbound), None)
             event(logger, "call-rejected", call_id=inbound.call_id, status=488, reason="codecs")
             service.act(lambda now: service.ua.reject(inbound, 488, now))
+            bridge.settle(488)
             return
         bridge.capabilities = MediaCapabilities(codecs, ptime=audio.ptime, rtcp_mux=False)
         bridge.outbound_offer = create_offer(
@@ -207,6 +226,7 @@ class B2bua(BridgeTransfers):
                 now=now,
                 credentials=credentials,
                 trunk=trunk.name,
+                headers=bridge.headers,
             )
             outbound.app = self
             bridge.outbound = outbound
@@ -278,6 +298,7 @@ class B2bua(BridgeTransfers):
             mapped = status if 400 <= status < 700 and status not in (401, 407) else 502
             event(logger, "bridge-failed", call_id=inbound.call_id, status=status)
             service.act(lambda now: service.ua.reject(inbound, mapped, now))
+            bridge.settle(status)
             return
         body = b""
         if response.body and response.content_type == "application/sdp":
@@ -285,6 +306,7 @@ class B2bua(BridgeTransfers):
             if not body:
                 service.act(lambda now: service.ua.hangup(call, now))
                 service.act(lambda now: service.ua.reject(inbound, 488, now))
+                bridge.settle(488)
                 return
         elif bridge.inbound_answer is not None:
             body = bridge.inbound_answer
@@ -292,6 +314,7 @@ class B2bua(BridgeTransfers):
             if not body:
                 service.act(lambda now: service.ua.hangup(call, now))
                 service.act(lambda now: service.ua.reject(inbound, 488, now))
+                bridge.settle(488)
                 return
             self.stats.answered += 1
             event(
@@ -301,6 +324,7 @@ class B2bua(BridgeTransfers):
                 target=f"trunk:{bridge.trunk.name}",
             )
             service.act(lambda now: service.ua.answer(inbound, body, now))
+            bridge.settle(status)
         elif status == 183 and body:
             service.act(lambda now: service.ua.ring(inbound, now, body, 183))
         elif status >= 180:
@@ -431,6 +455,7 @@ class B2bua(BridgeTransfers):
 
     def _end_bridge(self, bridge: Bridge, ended: Call) -> None:
         service = self.service
+        bridge.settle(487 if ended is bridge.inbound else 500)
         transfer = bridge.transfer
         if transfer is not None and ended is transfer.target:
             self._transfer_failed(bridge, transfer, 487, "Request Terminated")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -298,6 +299,17 @@ class Bridge:
     watch: MediaWatch = field(default_factory=MediaWatch)
     versions: dict[int, int] = field(default_factory=dict)
     """The o= session version of our last description to each call (RFC 3264 §8)."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Extra headers of the INVITE to the callee (a cross-node offer's signed header)."""
+    on_final: Callable[[int], None] | None = field(default=None, repr=False)
+    """Told the callee's final status once (487 when the caller left first): the outcome of a
+    cross-node offer (`omlmedia.crossnode`)."""
+
+    def settle(self, status: int) -> None:
+        """Tell `on_final` the callee's final status (once)."""
+        told, self.on_final = self.on_final, None
+        if told is not None:
+            told(status)
 
     def other(self, call: Call) -> Call | None:
         """The call on the other side."""

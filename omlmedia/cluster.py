@@ -16,6 +16,13 @@ come back to another. Redis unreachable: logins and the pages on their node go o
 is then known to that node only); every failure is logged, none reaches the page.
 
 What is not shared: the lockout counters of failed logins stay per node.
+
+Where each agent's page lives (`AgentLocator`): a node publishes, for every agent logged in to
+it, the key ``omlmedia:agent-node:<agent>`` = its node name, with a short TTL (``NODE_TTL``),
+refreshed while the agent stays, deleted (only if it still names this node) when the agent
+leaves. Another node that must ring that agent reads the key and sends the call there
+(`omlmedia.crossnode`). A node that died stops refreshing: its agents' keys lapse within the
+TTL, or are overwritten at once when the page reconnects to another node.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-__all__ = ["PREFIX", "RedisSessions"]
+__all__ = ["NODE_PREFIX", "NODE_TTL", "PREFIX", "AgentLocator", "RedisSessions"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,19 @@ PREFIX: Final = "omlmedia:session:"
 
 TIMEOUT: Final = 1.0
 """Seconds to wait for Redis (connect and each command)."""
+
+NODE_PREFIX: Final = "omlmedia:agent-node:"
+"""Key prefix of the node an agent's page is on (followed by the agent's name)."""
+
+NODE_TTL: Final = 15.0
+"""Seconds an agent's node is published for; refreshed every third of it while it stays."""
+
+_FORGET_NODE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 _NOTE_STATE: Final = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -101,6 +121,56 @@ class RedisSessions:
             await self._redis.delete(PREFIX + token_hash.hex())
         except (RedisError, OSError) as exc:
             self._failed("deleting a session", exc)
+
+    async def close(self) -> None:
+        """Close the connections."""
+        await self._redis.aclose()
+
+
+class AgentLocator:
+    """Which node each agent's page is on, shared in Redis at `url` (this node is `node`)."""
+
+    def __init__(self, url: str, node: str, ttl: float = NODE_TTL) -> None:
+        self.url = url
+        self.node = node
+        self.ttl = ttl
+        self.errors = 0
+        """Redis calls that failed since start (each one logged)."""
+        self._redis: Any = aioredis.from_url(
+            url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
+        )
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.errors += 1
+        logger.warning("agent locator: %s failed: %s", what, exc)
+
+    async def publish(self, agents: list[str]) -> None:
+        """Say that `agents` are on this node, for the next `ttl` seconds."""
+        if not agents:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for agent in agents:
+                    pipe.set(NODE_PREFIX + agent, self.node, px=max(1, int(self.ttl * 1000)))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed("publishing agents", exc)
+
+    async def forget(self, agent: str) -> None:
+        """`agent` left this node: its key goes, unless another node already took it."""
+        try:
+            await self._redis.eval(_FORGET_NODE, 1, NODE_PREFIX + agent, self.node)
+        except (RedisError, OSError) as exc:
+            self._failed("forgetting an agent", exc)
+
+    async def node_of(self, agent: str) -> str | None:
+        """The node `agent`'s page is on; None when no node has it (or Redis is unreachable)."""
+        try:
+            value = await self._redis.get(NODE_PREFIX + agent)
+        except (RedisError, OSError) as exc:
+            self._failed("locating an agent", exc)
+            return None
+        return value.decode("utf-8", "replace") if value else None
 
     async def close(self) -> None:
         """Close the connections."""

@@ -274,6 +274,11 @@ class Desk:
         tells what happened."""
         self.audit: AuditWriter | None = None
         """Writes the audit entries of recording pauses (the server's account book), when set."""
+        self.remote: Callable[[Call, str], Refusal | None] | None = None
+        """Rings an agent not logged in here on the node its page is on (`omlmedia.crossnode`),
+        when the node is part of a cluster: the direct route's fallback."""
+        self.on_presence: list[Callable[[str, bool], None]] = []
+        """Told when an agent logs in here (True) and when it leaves (False)."""
         if acd is not None:
             acd.listen(self)
 
@@ -341,6 +346,8 @@ class Desk:
         self._set_state(agent, AgentState.PAUSED, "login")
         if self.acd is not None and self._in_engine(agent):
             self.acd.agent_login(agent)
+        for told in self.on_presence:
+            told(agent, True)
 
     async def agent_gone(self, agent: str, reason: str) -> None:
         """Logout, a closed tab past the grace period, or an expired session: end its calls."""
@@ -360,6 +367,8 @@ class Desk:
         self._set_state(agent, AgentState.LOGGED_OUT)
         if self.acd is not None and self._in_engine(agent):
             self.acd.agent_logout(agent)
+        for told in self.on_presence:
+            told(agent, False)
 
     async def set_agent_state(self, agent: str, state: AgentState, reason: str | None) -> None:
         """Ready or paused, from the page (not while a call is ringing or carried)."""
@@ -388,6 +397,8 @@ class Desk:
         """A route target (`omlmedia.targets.RouteTarget`): ring the agent the route names
         (or `user`), refused when that agent cannot take it."""
         agent = route.trunk or user
+        if agent not in self.logged_in and self.remote is not None:
+            return self.remote(call, agent)
         status = self.offer(call, agent)
         if status is None:
             return None

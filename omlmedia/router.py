@@ -24,7 +24,7 @@ a Replaces, 200 to NOTIFY, 501 to other requests).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +68,8 @@ logger = logging.getLogger(__name__)
 
 REJECT_STATUS = {RouteAction.BUSY: 486, RouteAction.REJECT: 603}
 CAP_RETRY_AFTER = 30
+INTERNAL_TRUNK = "node:"
+"""The trunk name prefix of a call another node of the cluster placed (`omlmedia.crossnode`)."""
 """Seconds in the ``Retry-After`` of the 486 to a call beyond its user's or source's cap."""
 
 
@@ -161,6 +163,9 @@ class CallRouter:
             security.max_calls_per_user, security.max_calls_per_source, security.trusted_networks
         )
         """Live calls per digest user and per source, and their caps."""
+        self.internal: Callable[[Call], None] | None = None
+        """Takes the calls another node of the cluster placed here (`omlmedia.crossnode`):
+        admitted by their signature, they reach no route."""
 
     def route_for(self, user: str) -> tuple[Route, str] | None:
         """The first route matching `user` (see `RouteTable.route_for`)."""
@@ -247,6 +252,10 @@ class CallRouter:
                 service.act(lambda now: service.ua.reject(call, 603, now))
             return
         if not self._admit(call):
+            return
+        if self.internal is not None and (call.trunk or "").startswith(INTERNAL_TRUNK):
+            # Another node's offer, admitted by its signature: it reaches no route.
+            self.internal(call)
             return
         found = self.route_for(call.request_user)
         if found is None:

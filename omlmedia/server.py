@@ -33,9 +33,10 @@ from omlmedia.b2bua import B2bua
 from omlmedia.bridges import transcoder_factory
 from omlmedia.callevents import CallEvents
 from omlmedia.calls_api import DESK_KEY
-from omlmedia.cluster import RedisSessions
+from omlmedia.cluster import AgentLocator, RedisSessions
 from omlmedia.conference import ConferenceService
 from omlmedia.config import Config, RouteAction, digest_without_qop_allowed, summary
+from omlmedia.crossnode import CrossNode, InternalGate
 from omlmedia.directory import AgentPages, Directory, file_users
 from omlmedia.events import AGENT_STATE, CALL_ENDED, NO_EVENTS, EventLog
 from omlmedia.livequality import LiveQuality
@@ -228,6 +229,10 @@ class Server:
         self.changes: ChangeListener | None = None
         self.sessions: RedisSessions | None = None
         """The agents' page sessions shared in Redis (``[cluster] redis_url``)."""
+        self.gate: InternalGate | None = None
+        self.crossnode: CrossNode | None = None
+        """Cross-node calls (``[cluster] node`` and ``nodes``): `omlmedia.crossnode`."""
+        self._crossnode_task: asyncio.Task[None] | None = None
         """Other nodes' changes to the shared PostgreSQL database (`omlmedia.notify`)."""
         """Webhook subscriptions and their outbox (`omlmedia.webhooks`), fed by the event log."""
         self._tls: ssl.SSLContext | None = None
@@ -287,9 +292,17 @@ class Server:
             trunk = config.trunk_for_source(ip)
             return trunk.name if trunk is not None else None
 
+        cluster = config.cluster
+        if cluster.node is not None and cluster.secret is not None:
+            self.gate = InternalGate(
+                cluster.secret,
+                {n.name: Endpoint("udp", n.host, n.port) for n in cluster.nodes},
+                cluster.node,
+            )
         ua = UserAgent(
             local_endpoints=local,
             trusted_source=trusted_source,
+            internal_source=self.gate,
             digest=DigestServer(
                 realm,
                 os.urandom(32),
@@ -388,6 +401,21 @@ class Server:
             [media, b2bua, conference, *(t for t in (self.desk, self.acd) if t is not None)],
             trunks=self.trunks,
         )
+        if self.gate is not None and self.desk is not None:
+            assert cluster.node is not None and cluster.secret is not None
+            self.crossnode = CrossNode(
+                node=cluster.node,
+                secret=cluster.secret,
+                nodes={n.name: Endpoint("udp", n.host, n.port) for n in cluster.nodes},
+                service=service,
+                b2bua=b2bua,
+                desk=self.desk,
+                locator=AgentLocator(cluster.redis_url, cluster.node)
+                if cluster.redis_url is not None
+                else None,
+            )
+            router.internal = self.crossnode.take_internal
+            self._crossnode_task = asyncio.get_running_loop().create_task(self.crossnode.run())
         reported = [b2bua, media, *(t for t in (self.desk, self.acd) if t is not None)]
         self.upkeep = Upkeep(
             service,
@@ -720,6 +748,11 @@ class Server:
                 **(vars(self.desk.stats) if self.desk is not None else {}),
             },
             "queues": self.acd.queue_summary() if self.acd is not None else {},
+            "cluster": {
+                "crossnode": vars(self.crossnode.stats).copy() if self.crossnode else {},
+                "internal_admitted": self.gate.admitted if self.gate is not None else 0,
+                "internal_refused": self.gate.refused if self.gate is not None else 0,
+            },
             "trunks": self.trunks.status() if self.trunks is not None else {},
             "webrtc": {
                 "audio_fast_path": fastpath_status(),
@@ -754,6 +787,10 @@ class Server:
             self.acd.close()
         if self.hub is not None:
             await self.hub.close()
+        if self._crossnode_task is not None:
+            self._crossnode_task.cancel()
+        if self.crossnode is not None:
+            await self.crossnode.close()
         if self.sessions is not None:
             await self.sessions.close()
         if self.events is not None:

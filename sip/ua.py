@@ -266,6 +266,7 @@ class UserAgent:
         *,
         local_endpoints: dict[str, Endpoint],
         trusted_source: Callable[[str], str | None],
+        internal_source: Callable[[Request, Endpoint], str | None] | None = None,
         digest: DigestServer | None = None,
         lookup_ha1: Callable[[str, str, str], str | None] | None = None,
         rate_limiter: RateLimiter | None = None,
@@ -279,6 +280,7 @@ class UserAgent:
     ) -> None:
         self._local = local_endpoints
         self._trusted_source = trusted_source
+        self._internal_source = internal_source
         self._digest = digest
         self._lookup_ha1 = lookup_ha1
         self._rate_limiter = rate_limiter
@@ -756,7 +758,15 @@ class UserAgent:
         authorize no other: such a request is challenged afresh (``stale=true``, which also serves
         a UAC re-using its last nonce, §22.3). The binding lives in the nonce rather than in a
         comparison with the digest ``uri`` parameter, which UACs fill in differently (sipp sends
-        ``sip:host:port``)."""
+        ``sip:host:port``).
+
+        First of all, `internal_source` (when given) may admit a request from another node of a
+        cluster by its exact source endpoint and a signature it carries (`omlmedia.crossnode`):
+        its answer is the request's trunk name."""
+        if self._internal_source is not None:
+            internal = self._internal_source(request, source)
+            if internal is not None:
+                return internal, None
         trunk = self._trusted_source(source.host)
         if trunk is not None:
             return trunk, None

@@ -1,0 +1,384 @@
+"""Cross-node calls: a caller on this node offered to an agent whose page is on another node.
+
+Theory of operation. Every node of a cluster (``[cluster] node``, ``[cluster.nodes.<name>]``)
+publishes in Redis which agents' pages it holds (`omlmedia.cluster.AgentLocator`). When node A
+must ring agent X and X is not logged in to A, A reads X's node, B, and places an internal SIP
+leg to B: an INVITE to ``sip:X@<B's address>`` over UDP from A's own SIP port, carrying
+
+    X-Oml-Offer: <call-id>;queue=<q>;caller=<number>;node=A;ts=<unix>;nonce=<hex>;sig=<hex>
+
+where ``sig`` is HMAC-SHA256, keyed with the cluster's shared secret (``[cluster]
+secret_file``), over the agent, every field and the node name. A is a B2BUA for that leg
+(`omlmedia.b2bua`): the INVITE offers exactly the caller's codecs, so B answers with one of them
+and A's relay is a passthrough (no transcoding); B's ringing, answer and refusal are relayed to
+the caller, a BYE on either side ends both, re-INVITEs change one side only.
+
+B admits the INVITE only when it comes from a configured node's exact SIP address (host and
+port) **and** its signature verifies, fresh (``MAX_SKEW``) and never seen before (a replayed
+nonce is refused): `InternalGate`, the UA's ``internal_source``. Anything else goes through the
+ordinary checks: an unknown source gets 403. An admitted internal call reaches no route: the
+router gives it to `CrossNode.take_internal`, which rings the agent as a direct call
+(`omlmedia.desk.Desk.offer`) with the caller's number and the queue of the header; from then on
+it is an ordinary call of B's desk (answer, hold, transfer, hang-up). B's answer is the leg's
+200, the agent's decline 486, no answer 480 (ring timeout): A maps those to an `Outcome`
+(`outcome_of`), the answer the shared ACD needs (offer answered, rejected, timed out).
+
+`CrossNode.offer_remote(call, agent, node)` is the narrow interface: it offers a caller whose
+INVITE is still unanswered (a direct route's caller) and returns the outcome. Today the agent
+desk's direct ``agent`` route uses it (`take_remote`) when the agent is not logged in here.
+A queue's caller (answered already, its leg playing music) is not handled here yet: that needs
+the ACD's leg handed over to the relay, which comes with the shared ACD.
+
+Limits: the internal leg is UDP, unencrypted (run it on a private network); nodes must not be
+listed as trunk sources of each other (a trunk's address would be trusted without signature).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote, unquote
+
+from omlmedia.cluster import AgentLocator
+from omlmedia.config import Trunk
+from omlmedia.logs import event
+from omlmedia.targets import Refusal
+from sip.endpoint import Endpoint
+from sip.message import Request
+from sip.sdp import SDPError, SessionDescription
+from sip.service import SipService
+from sip.ua import Call, CallState
+
+if TYPE_CHECKING:
+    from omlmedia.b2bua import B2bua
+    from omlmedia.desk import Desk
+
+__all__ = [
+    "HEADER",
+    "MAX_SKEW",
+    "TRUNK_PREFIX",
+    "CrossNode",
+    "InternalGate",
+    "OfferHeader",
+    "Outcome",
+    "outcome_of",
+    "sign_offer",
+    "verify_offer",
+]
+
+logger = logging.getLogger(__name__)
+
+HEADER: Final = "X-Oml-Offer"
+"""The signed header of an internal INVITE."""
+
+TRUNK_PREFIX: Final = "node:"
+"""The trunk name of an internal call (followed by the node that placed it)."""
+
+MAX_SKEW: Final = 30.0
+"""Seconds an offer's signature stays valid (the nodes' clocks must agree within it)."""
+
+
+class Outcome(Enum):
+    """What became of an offer to an agent on another node."""
+
+    ANSWERED = "answered"
+    REJECTED = "rejected"
+    """The agent declined (486, 603, 600)."""
+    TIMEOUT = "timeout"
+    """Nobody answered (480 from the agent's ring timeout, 408) or the agent is not there."""
+    CANCELLED = "cancelled"
+    """The caller left before the agent answered (487)."""
+    FAILED = "failed"
+    """Anything else: the node refused or could not be reached."""
+
+
+def outcome_of(status: int) -> Outcome:
+    """The outcome of an internal leg's final status."""
+    if 200 <= status < 300:
+        return Outcome.ANSWERED
+    if status in (486, 600, 603):
+        return Outcome.REJECTED
+    if status in (408, 480):
+        return Outcome.TIMEOUT
+    if status == 487:
+        return Outcome.CANCELLED
+    return Outcome.FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class OfferHeader:
+    """What an internal INVITE says about its caller."""
+
+    call_id: str
+    """The caller's call on the offering node."""
+    queue: str
+    caller: str
+    node: str
+    """The offering node."""
+
+
+def _mac(secret: bytes, agent: str, offer: OfferHeader, ts: int, nonce: str) -> str:
+    text = "\n".join((agent, offer.call_id, offer.queue, offer.caller, offer.node, str(ts), nonce))
+    return hmac.new(secret, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def sign_offer(secret: bytes, agent: str, offer: OfferHeader, now: float, nonce: str = "") -> str:
+    """The `HEADER` value offering `offer` to `agent`, signed at `now` (wall clock)."""
+    ts = int(now)
+    nonce = nonce or secrets.token_hex(8)
+    mac = _mac(secret, agent, offer, ts, nonce)
+    return (
+        f"{quote(offer.call_id, safe='')};queue={quote(offer.queue, safe='')}"
+        f";caller={quote(offer.caller, safe='')};node={quote(offer.node, safe='')}"
+        f";ts={ts};nonce={nonce};sig={mac}"
+    )
+
+
+def verify_offer(
+    secret: bytes, agent: str, value: str, now: float
+) -> tuple[OfferHeader, str] | None:
+    """The offer and its nonce when `value` is a valid, fresh signature for `agent`."""
+    first, _, rest = value.strip().partition(";")
+    params: dict[str, str] = {}
+    for part in rest.split(";"):
+        key, eq, item = part.partition("=")
+        if not eq or key.strip() in params:
+            return None
+        params[key.strip()] = item.strip()
+    if set(params) != {"queue", "caller", "node", "ts", "nonce", "sig"}:
+        return None
+    ts_text, nonce, sig = params["ts"], params["nonce"], params["sig"]
+    if not ts_text.isdigit() or not nonce or len(nonce) > 64 or abs(now - int(ts_text)) > MAX_SKEW:
+        return None
+    offer = OfferHeader(
+        call_id=unquote(first),
+        queue=unquote(params["queue"]),
+        caller=unquote(params["caller"]),
+        node=unquote(params["node"]),
+    )
+    if not hmac.compare_digest(_mac(secret, agent, offer, int(ts_text), nonce), sig):
+        return None
+    return offer, nonce
+
+
+class InternalGate:
+    """The UA's ``internal_source``: admits an INVITE from another node (its exact SIP address
+    and a fresh, unseen, valid signature), as the trunk ``node:<name>``; None otherwise (the
+    request then goes through the ordinary source checks)."""
+
+    def __init__(
+        self,
+        secret: bytes,
+        nodes: Mapping[str, Endpoint],
+        own: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.secret = secret
+        self.clock = clock
+        self._by_address = {(ep.host, ep.port): name for name, ep in nodes.items() if name != own}
+        self._seen: dict[str, float] = {}
+        self.admitted = 0
+        self.refused = 0
+        """INVITEs from a node's address whose signature was missing, wrong, stale or replayed."""
+
+    def __call__(self, request: Request, source: Endpoint) -> str | None:
+        name = self._by_address.get((source.host, source.port))
+        if name is None or request.method != "INVITE":
+            return None
+        now = self.clock()
+        value = request.headers.get(HEADER)
+        checked = None
+        if value is not None:
+            checked = verify_offer(self.secret, request.uri.user or "", value, now)
+        if checked is None or checked[0].node != name or checked[1] in self._seen:
+            self.refused += 1
+            event(
+                logger,
+                "internal-refused",
+                level=logging.WARNING,
+                call_id=request.call_id,
+                node=name,
+                source=str(source),
+            )
+            return None
+        for nonce, at in list(self._seen.items()):
+            if at < now - 2 * MAX_SKEW:
+                del self._seen[nonce]
+        self._seen[checked[1]] = now
+        self.admitted += 1
+        return TRUNK_PREFIX + name
+
+
+@dataclass
+class CrossNodeStats:
+    """What the cross-node side did, for the status."""
+
+    offered: int = 0
+    """Internal legs placed to other nodes."""
+    received: int = 0
+    """Internal calls taken from other nodes."""
+    answered: int = 0
+    not_answered: int = 0
+
+
+class CrossNode:
+    """Both halves of cross-node calls on this node: placing the internal leg for a local caller
+    (`offer_remote`), and ringing a local agent for another node's caller (`take_internal`);
+    with the publication of where this node's agents are."""
+
+    def __init__(
+        self,
+        *,
+        node: str,
+        secret: bytes,
+        nodes: Mapping[str, Endpoint],
+        service: SipService,
+        b2bua: B2bua,
+        desk: Desk,
+        locator: AgentLocator | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.node = node
+        self.secret = secret
+        self.nodes = dict(nodes)
+        self.service = service
+        self.b2bua = b2bua
+        self.desk = desk
+        self.locator = locator
+        self.clock = clock
+        self.stats = CrossNodeStats()
+        self._tasks: set[asyncio.Task[object]] = set()
+        desk.remote = self.take_remote
+        desk.on_presence.append(self._presence)
+
+    # -- this node's agents ------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _presence(self, agent: str, here: bool) -> None:
+        if self.locator is None:
+            return
+        self._spawn(self.locator.publish([agent]) if here else self.locator.forget(agent))
+
+    async def run(self) -> None:
+        """Keep this node's agents published (every third of the TTL) until cancelled."""
+        if self.locator is None:
+            return
+        while True:
+            await self.locator.publish(sorted(self.desk.logged_in))
+            await asyncio.sleep(self.locator.ttl / 3)
+
+    # -- a caller here, the agent elsewhere --------------------------------------------------
+
+    def take_remote(self, call: Call, agent: str) -> Refusal | None:
+        """The desk's hook for a direct call to `agent`, who is not logged in here: find its
+        node and offer the call there (480 when no other node has it)."""
+        if self.locator is None:
+            return Refusal(480, "agent-unavailable", target=f"agent:{agent}")
+        self._spawn(self._route_remote(call, agent))
+        return None
+
+    async def _route_remote(self, call: Call, agent: str) -> None:
+        assert self.locator is not None
+        node = await self.locator.node_of(agent)
+        service = self.service
+        if call.state is not CallState.OFFERED:
+            return
+        if node is None or node == self.node or node not in self.nodes:
+            event(logger, "call-rejected", call_id=call.call_id, status=480, reason="no-agent")
+            service.act(lambda now: service.ua.reject(call, 480, now))
+            return
+        await self.offer_remote(call, agent, node)
+
+    async def offer_remote(self, call: Call, agent: str, node: str, *, queue: str = "") -> Outcome:
+        """Offer `call` (an unanswered INVITE with an SDP offer) to `agent` on `node`: an internal
+        leg bridged to the caller, passthrough; returns when the agent answered, declined, did
+        not answer, or the caller left. The bridge then lives on in the B2BUA."""
+        where = self.nodes.get(node)
+        if where is None or node == self.node:
+            raise ValueError(f"unknown node {node!r}")
+        try:
+            offer = SessionDescription.parse(call.remote_sdp) if call.remote_sdp else None
+        except SDPError:
+            offer = None
+        audio = (
+            None if offer is None else next((m for m in offer.media if m.media == "audio"), None)
+        )
+        names = tuple(dict.fromkeys(c.encoding_name for c in audio.codecs)) if audio else ()
+        trunk = Trunk(
+            name=TRUNK_PREFIX + node,
+            host=where.host,
+            port=where.port,
+            transport="udp",
+            codecs=names,  # the caller's own: the internal leg is a passthrough
+        )
+        caller = call.invite.from_.uri.user or ""
+        header = OfferHeader(call_id=call.call_id, queue=queue, caller=caller, node=self.node)
+        signed = sign_offer(self.secret, agent, header, self.clock())
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def final(status: int) -> None:
+            if not done.done():
+                done.set_result(status)
+
+        self.stats.offered += 1
+        event(logger, "crossnode-offer", call_id=call.call_id, agent=agent, node=node)
+        self.b2bua.take(call, trunk, agent, headers=((HEADER, signed),), on_final=final)
+        outcome = outcome_of(await done)
+        if outcome is Outcome.ANSWERED:
+            self.stats.answered += 1
+        else:
+            self.stats.not_answered += 1
+        event(
+            logger,
+            "crossnode-outcome",
+            call_id=call.call_id,
+            agent=agent,
+            node=node,
+            outcome=outcome.value,
+        )
+        return outcome
+
+    # -- another node's caller, the agent here -----------------------------------------------
+
+    def take_internal(self, call: Call) -> None:
+        """An internal INVITE the gate admitted: ring its agent as a direct call."""
+        service = self.service
+        value = call.invite.headers.get(HEADER) or ""
+        agent = call.request_user
+        checked = verify_offer(self.secret, agent, value, self.clock())
+        if checked is None:  # the gate checked it a moment ago: only a clock jump gets here
+            service.act(lambda now: service.ua.reject(call, 403, now))
+            return
+        offer = checked[0]
+        self.stats.received += 1
+        event(
+            logger,
+            "crossnode-received",
+            call_id=call.call_id,
+            agent=agent,
+            node=offer.node,
+            origin_call_id=offer.call_id,
+            queue=offer.queue or None,
+        )
+        status = self.desk.offer(call, agent, queue=offer.queue)
+        if status is not None:
+            service.act(lambda now: service.ua.reject(call, status, now))
+
+    async def close(self) -> None:
+        """Stop the background tasks and close Redis."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self.locator is not None:
+            await self.locator.close()
