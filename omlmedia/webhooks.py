@@ -8,20 +8,29 @@ event it returns one ``webhook_outbox`` row per enabled subscription that matche
 store commits those rows in the same transaction as the event (the batched writer), so an
 event that was accepted always has its deliveries.
 
+The server never sends a delivery itself: its event loop carries SIP and media. The rows are
+committed within `WebhookService.flush_delay` (10 ms: one transaction for every event of that
+time, off the loop on the store's thread), then the delivery worker, a process of its own
+(`omlmedia.webhook_worker`, started, watched and restarted by `WorkerProcess`), is woken by a
+line on its standard input, reads the committed rows with its own connection and sends them with
+its own HTTP client. A row is only ever read once committed, so an id of a run that crashed
+before committing (given again) never reaches a receiver.
+
 Delivery follows Standard Webhooks: ``webhook-id`` is the event id (the same on every
 attempt), ``webhook-timestamp`` the Unix time of the attempt, ``webhook-signature``
-``v1,<base64 HMAC-SHA256(secret, "{id}.{timestamp}.{body}")>``, the body the event's JSON. A
-delivery is sent only once its event is committed (an id of a run that crashed before
-committing is given again, so it must never reach a receiver). Each receiver has its own
-lanes, one per call: the deliveries of one call to one receiver go one after another, each
-retried with exponential backoff and full jitter (`DELAYS`) until it is answered 2xx or runs out
-of attempts and is marked ``dead`` (kept for `replay`). A receiver's lanes share its own
-concurrency limit and every receiver shares an overall one; each attempt has a timeout. So a
-receiver that hangs or fails only holds its own lanes: calls and other receivers never wait.
+``v1,<base64 HMAC-SHA256(secret, "{id}.{timestamp}.{body}")>``, the body the event's JSON. The
+worker keeps lanes per receiver, one per call: the deliveries of one call to one receiver go
+one after another, each retried with exponential backoff and full jitter (`DELAYS`) until it is
+answered 2xx or runs out of attempts and is marked ``dead`` (kept for `replay`). A receiver's
+lanes share its own concurrency limit and every receiver shares an overall one; each attempt has
+a timeout. So a receiver that hangs or fails only holds its own lanes, and neither it nor the
+HTTP work reaches calls.
 
-Delivered rows are deleted; status changes go through the batched writer, so a crash may send
-a delivery again (at-least-once: a receiver deduplicates by ``webhook-id``). At start every
-``pending`` row is queued again, in event order.
+Delivered rows are deleted and status changes written by the worker in batches, so a worker
+(or server) that dies may send a delivery again (at-least-once: a receiver deduplicates by
+``webhook-id``). A worker that dies is started again and reads every ``pending`` row again, in
+event order; so does the worker of the next run. Its outcomes and depth reach the server (the
+status API, ``/metrics``) once the writes behind them committed.
 """
 
 from __future__ import annotations
@@ -32,17 +41,16 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import secrets
-import ssl
+import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-import aiohttp
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -63,6 +71,7 @@ __all__ = [
     "Webhook",
     "WebhookCollector",
     "WebhookService",
+    "WorkerProcess",
     "new_secret",
     "sign",
 ]
@@ -162,6 +171,12 @@ class Delivery:
 
 _COLUMNS = "id, url, secret, types, scope, enabled, verify_tls, description, created, updated"
 _OUTBOX = "webhook, event_id, call_id, body, attempts, status, last_error, updated"
+_INSERT = (
+    f"INSERT INTO webhook_outbox ({_OUTBOX}) VALUES (?, ?, ?, ?, 0, 'pending', '', ?) "
+    "ON CONFLICT (webhook, event_id) DO UPDATE SET call_id = excluded.call_id, "
+    "body = excluded.body, attempts = 0, status = 'pending', last_error = '', "
+    "updated = excluded.updated"
+)
 
 
 def _row(hook: Webhook) -> tuple[Any, ...]:
@@ -195,29 +210,120 @@ def _hook(row: Sequence[Any]) -> Webhook:
     )
 
 
-class _Receiver:
-    """One subscription's lanes (one per call), its concurrency limit, and what it left in the
-    store only (`spilled`: its deliveries beyond the memory limit, read back in event order
-    once the lanes drained)."""
+class WorkerProcess:
+    """The delivery worker's process (`omlmedia.webhook_worker`): started, fed its commands,
+    watched, and started again when it dies (after a backoff that grows while it keeps dying)."""
 
-    def __init__(self, hook_id: str, limit: int) -> None:
-        self.hook_id = hook_id
-        self.limit = asyncio.Semaphore(limit)
-        self.lanes: dict[str, deque[Delivery]] = {}
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.queued = 0
-        """Deliveries in the lanes."""
-        self.high = 0
-        """The highest event id queued in the lanes."""
-        self.spilled = False
-        """Whether deliveries of events above `high` are in the store only."""
-        self.last_spilled = 0
-        """The last event id left in the store only."""
-        self.reloading: asyncio.Task[None] | None = None
+    RESTART_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+    def __init__(self, config: dict[str, Any], on_report: Callable[[dict[str, Any]], None]) -> None:
+        self.config = config
+        self.on_report = on_report
+        self.process: asyncio.subprocess.Process | None = None
+        self.state = "stopped"
+        """``starting``, ``running``, ``restarting`` (it died: starts again soon), ``stopped``."""
+        self.restarts = 0
+        self.last_exit: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._ready = asyncio.Event()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None and self.state == "running" else None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._closing = False
+            self._task = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def ready(self, within: float = 30.0) -> None:
+        """Return once a worker process said it is ready."""
+        await asyncio.wait_for(self._ready.wait(), within)
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while not self._closing:
+            self.state = "starting"
+            started = time.monotonic()
+            try:
+                await self._run_once()
+            except (OSError, ValueError) as exc:
+                logger.warning("the webhook worker could not run: %s", exc)
+            if self._closing:
+                break
+            self.restarts += 1
+            failures = 0 if time.monotonic() - started > 30 else failures + 1
+            delay = self.RESTART_DELAYS[min(failures, len(self.RESTART_DELAYS)) - 1]
+            self.state = "restarting"
+            logger.warning(
+                "the webhook worker exited (code %s); starting it again in %.1f s",
+                self.last_exit,
+                delay,
+            )
+            await asyncio.sleep(delay)
+        self.state = "stopped"
+
+    async def _run_once(self) -> None:
+        self._ready.clear()
+        process = self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "omlmedia.webhook_worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 20,
+        )
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            process.stdin.write(json.dumps(self.config).encode() + b"\n")
+            while line := await process.stdout.readline():
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                if "ready" in message:
+                    self.state = "running"
+                    self._ready.set()
+                else:
+                    self.on_report(message)
+        finally:
+            if process.returncode is None and not self._closing:
+                process.kill()
+            self.last_exit = await process.wait()
+            self._ready.clear()
+
+    def send(self, command: dict[str, Any]) -> None:
+        """Send the worker a command (lost when it is not running: it reads everything
+        pending when it starts)."""
+        process = self.process
+        if process is None or process.stdin is None or process.returncode is not None:
+            return
+        if process.stdin.is_closing():
+            return
+        process.stdin.write(json.dumps(command, separators=(",", ":")).encode() + b"\n")
+
+    async def close(self, within: float = 10.0) -> None:
+        """Stop the worker: the end of its input makes it commit what it staged and exit."""
+        self._closing = True
+        process = self.process
+        if process is not None and process.returncode is None and process.stdin is not None:
+            process.stdin.close()
+            try:
+                await asyncio.wait_for(process.wait(), within)
+            except TimeoutError:
+                logger.warning("the webhook worker did not stop in %.0f s: killed", within)
+                process.kill()
+                await process.wait()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self.state = "stopped"
 
 
 class WebhookService:
-    """The subscriptions, the outbox hook of the event log and the delivery worker."""
+    """The subscriptions, the outbox hook of the event log, and the delivery worker's process."""
 
     def __init__(
         self,
@@ -230,33 +336,54 @@ class WebhookService:
         per_receiver: int = 4,
         overall: int = 64,
         allow_http_loopback: bool = False,
-        ssl_context: ssl.SSLContext | None = None,
+        cafile: Path | None = None,
         memory_limit: int = 10_000,
+        flush_delay: float = 0.01,
     ) -> None:
         self.store = store
         self.scopes = scopes
         self.clock = clock
         self.delays = tuple(delays)
         self.attempts = len(self.delays) + 1
-        self.timeout = timeout
-        self.per_receiver = per_receiver
         self.allow_http_loopback = allow_http_loopback
         """Whether ``http://`` URLs on a loopback address are accepted (tests only)."""
-        self.ssl_context = ssl_context
-        self.memory_limit = memory_limit
-        """Deliveries of one receiver kept in memory; beyond it, new ones stay in the store
-        only until the receiver caught up (a receiver that hangs costs disk, not memory)."""
-        """The CAs receivers' certificates are verified against (None: the system's)."""
+        self.flush_delay = flush_delay
+        """Seconds from an event with deliveries to the commit that hands them to the worker:
+        every event of that time goes in one transaction."""
         self.outcomes: Counter[str] = Counter()
-        """Attempts by outcome since start: ``delivered``, ``failed`` (to be retried), ``dead``."""
-        self._overall = asyncio.Semaphore(overall)
-        self._receivers: dict[str, _Receiver] = {}
-        self._session: aiohttp.ClientSession | None = None
+        """Attempts by outcome since start (``delivered``, ``failed`` to be retried, ``dead``:
+        the worker's, across its restarts) and events that could not be matched
+        (``unmatched``)."""
+        self.depth = 0
+        """Deliveries pending (in the worker's memory, or in the store beyond its memory limit)."""
+        self.memory = 0
+        """Of them, those in the worker's memory."""
+        self.spilled = 0
+        """Receivers whose newest deliveries wait in the store only (the memory limit)."""
+        self._base: Counter[str] = Counter()
+        """The outcomes of the worker's previous processes."""
+        self._last: Counter[str] = Counter()
+        """The outcomes the current process reported last."""
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="omlmedia-webhooks")
         self._db = store.store.connect()
         self.hooks: dict[str, Webhook] = self._read_hooks()
         self._matchers: dict[str, Callable[[Event], bool]] = {}
-        self._flushing: asyncio.Task[int] | None = None
+        self._flush: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
+        location = store.store.path
+        self.worker = WorkerProcess(
+            {
+                "database": str(location),
+                "node": store.store.node,
+                "delays": list(self.delays),
+                "timeout": timeout,
+                "per_receiver": per_receiver,
+                "overall": overall,
+                "memory_limit": memory_limit,
+                "cafile": str(cafile) if cafile is not None else None,
+            },
+            self._report,
+        )
 
     # -- matching (on the loop, from `EventLog.publish`) --------------------------------------
 
@@ -272,8 +399,8 @@ class WebhookService:
         return match
 
     def outbox(self, ev: Event) -> list[Write]:
-        """The outbox rows of `ev` (one per enabled subscription it matches), queued for
-        delivery once the store committed them with the event."""
+        """The outbox rows of `ev` (one per enabled subscription it matches), committed with
+        the event; a commit follows within `flush_delay` and wakes the worker."""
         writes: list[Write] = []
         body = ""
         now = self.clock()
@@ -282,229 +409,71 @@ class WebhookService:
                 if not hook.enabled or not self._matcher(hook)(ev):
                     continue
                 body = body or ev.to_json()
-                delivery = Delivery(hook.id, ev.id, ev.call_id, body, updated=now)
-                writes.append(
-                    (
-                        f"INSERT INTO webhook_outbox ({_OUTBOX}) "
-                        "VALUES (?, ?, ?, ?, 0, 'pending', '', ?) "
-                        "ON CONFLICT (webhook, event_id) DO UPDATE SET call_id = excluded.call_id, "
-                        "body = excluded.body, attempts = 0, status = 'pending', "
-                        "last_error = '', updated = excluded.updated",
-                        (hook.id, ev.id, ev.call_id, body, now),
-                    )
-                )
-                self._queue(delivery)
+                writes.append((_INSERT, (hook.id, ev.id, ev.call_id, body, now)))
             except Exception:
                 # The publisher (a call, the ACD) must never fail because of a webhook.
                 self.outcomes["unmatched"] += 1
                 logger.exception("webhook %s: matching event %d failed", hook.id, ev.id)
+        if writes and self._flush is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return writes  # no loop: the store's periodic flush and the worker's poll
+            self._flush = loop.call_later(self.flush_delay, self._flush_now)
         return writes
 
-    # -- delivering ---------------------------------------------------------------------------
+    def _flush_now(self) -> None:
+        self._flush = None
+        task = asyncio.get_running_loop().create_task(self._commit_and_wake())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _commit_and_wake(self) -> None:
+        try:
+            await self.store.flush()
+        except StoreError:
+            return  # the store logs and retries; the worker polls
+        self.worker.send({"wake": self.store.store.committed_event_id})
+
+    # -- the worker ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Open the HTTP client and queue every pending delivery a previous run left."""
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, ssl=self.ssl_context or True)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                auto_decompress=False,
-            )
-        # Everything pending is read back from the store, in event order, a page at a time
-        # (what was queued before the start is pending there too, or in the store's batch).
-        rows = self._db.execute(
-            "SELECT webhook, MAX(event_id) FROM webhook_outbox WHERE status = 'pending' "
-            "GROUP BY webhook"
-        ).fetchall()
-        last = dict(rows)
-        for hook_id in self.hooks:
-            receiver = self._receiver(hook_id)
-            last_id = max(last.get(hook_id, 0), receiver.high)
-            receiver.lanes.clear()
-            receiver.queued = receiver.high = 0
-            if last_id:
-                self._spill(receiver, last_id)
-                self._reload(receiver)
+        """Start the delivery worker's process (it reads every pending delivery a previous run
+        left)."""
+        self.worker.start()
 
-    def _receiver(self, hook_id: str) -> _Receiver:
-        receiver = self._receivers.get(hook_id)
-        if receiver is None:
-            receiver = self._receivers[hook_id] = _Receiver(hook_id, self.per_receiver)
-        return receiver
+    def _report(self, state: dict[str, Any]) -> None:
+        outcomes: Counter[str] = Counter(state.get("outcomes", {}))
+        if any(outcomes[k] < self._last[k] for k in self._last):
+            self._base += self._last  # a new process counts from zero
+        self._last = outcomes
+        for key in ("delivered", "failed", "dead"):
+            if self._base[key] + outcomes[key]:
+                self.outcomes[key] = self._base[key] + outcomes[key]
+        self.depth = int(state.get("depth", 0))
+        self.memory = int(state.get("memory", 0))
+        self.spilled = int(state.get("spilled", 0))
 
-    @staticmethod
-    def _spill(receiver: _Receiver, event_id: int) -> None:
-        receiver.spilled = True
-        receiver.last_spilled = max(receiver.last_spilled, event_id)
-
-    def _reload(self, receiver: _Receiver) -> None:
-        if receiver.reloading is None and self._session is not None:
-            task = asyncio.get_running_loop().create_task(self._read_back(receiver))
-            receiver.reloading = task
-
-    def _pending(self, hook_id: str, after: int, limit: int) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = self._db.execute(
-            f"SELECT {_OUTBOX} FROM webhook_outbox WHERE webhook = ? AND status = 'pending' "
-            "AND event_id > ? ORDER BY event_id LIMIT ?",
-            (hook_id, after, limit),
-        ).fetchall()
-        return rows
-
-    async def _read_back(self, receiver: _Receiver) -> None:
-        """Queue the next page of what `receiver` left in the store (its lanes are empty)."""
-        hook_id = receiver.hook_id
-        try:
-            await self._committed(receiver.last_spilled)
-            rows = await self._call(self._pending, hook_id, receiver.high, self.memory_limit)
-            if self._receivers.get(hook_id) is not receiver:
-                return  # deleted meanwhile
-            for row in rows:
-                self._queue(Delivery(*row), fresh=False)
-            if not rows or receiver.high >= receiver.last_spilled:
-                receiver.spilled = False
-        except Exception:
-            logger.exception("webhook %s: reading its outbox back failed", hook_id)
-        finally:
-            receiver.reloading = None
-
-    @property
-    def depth(self) -> int:
-        """Deliveries waiting in memory to be sent or retried (more wait in the store when a
-        receiver spilled: `spilled`)."""
-        return sum(r.queued for r in self._receivers.values())
-
-    @property
-    def spilled(self) -> int:
-        """Receivers whose newest deliveries wait in the store only."""
-        return sum(r.spilled for r in self._receivers.values())
-
-    def _queue(self, delivery: Delivery, *, fresh: bool = True) -> None:
-        """Queue `delivery` in its lane; a `fresh` one (of an event just published) stays in
-        the store only while its receiver is over the memory limit or has spilled already."""
-        receiver = self._receiver(delivery.webhook)
-        if fresh and (receiver.spilled or receiver.queued >= self.memory_limit):
-            self._spill(receiver, delivery.event_id)
-            return
-        receiver.high = max(receiver.high, delivery.event_id)
-        receiver.queued += 1
-        key = delivery.call_id or f"#{delivery.event_id}"
-        lane = receiver.lanes.setdefault(key, deque())
-        lane.append(delivery)
-        if key not in receiver.tasks and self._session is not None:
-            receiver.tasks[key] = asyncio.get_running_loop().create_task(self._lane(receiver, key))
-
-    async def _lane(self, receiver: _Receiver, key: str) -> None:
-        lane = receiver.lanes[key]
-        try:
-            while lane:
-                await self._deliver(receiver, lane[0])
-                lane.popleft()
-                receiver.queued -= 1
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("a webhook delivery lane failed")
-        finally:
-            receiver.tasks.pop(key, None)
-            if not lane:
-                receiver.lanes.pop(key, None)
-            if not receiver.lanes and receiver.spilled:
-                self._reload(receiver)
-
-    async def _committed(self, event_id: int) -> None:
-        """Return once the event (and so its outbox row) is committed: flush the store now
-        rather than wait for its next periodic flush, one flush shared by every lane."""
-        while self.store.store.committed_event_id < event_id:
-            if self._flushing is None or self._flushing.done():
-                self._flushing = asyncio.get_running_loop().create_task(self.store.flush())
-            try:
-                await asyncio.shield(self._flushing)
-            except StoreError:
-                await asyncio.sleep(self.store.flush_interval)  # the store logs and retries
-
-    async def _deliver(self, receiver: _Receiver, delivery: Delivery) -> None:
-        await self._committed(delivery.event_id)
-        while True:
-            hook = self.hooks.get(delivery.webhook)
-            if hook is None:
-                return  # the subscription was deleted
-            async with self._overall, receiver.limit:
-                error = await self._post(hook, delivery)
-            delivery.attempts += 1
-            delivery.updated = self.clock()
-            if not error:
-                self.outcomes["delivered"] += 1
-                self.store.append_write(
-                    "DELETE FROM webhook_outbox WHERE webhook = ? AND event_id = ?",
-                    (delivery.webhook, delivery.event_id),
-                )
-                return
-            delivery.last_error = error
-            dead = delivery.attempts >= self.attempts
-            delivery.status = "dead" if dead else "pending"
-            self.outcomes["dead" if dead else "failed"] += 1
-            self.store.append_write(
-                "UPDATE webhook_outbox SET status = ?, attempts = ?, last_error = ?, updated = ? "
-                "WHERE webhook = ? AND event_id = ?",
-                (
-                    delivery.status,
-                    delivery.attempts,
-                    error,
-                    delivery.updated,
-                    delivery.webhook,
-                    delivery.event_id,
-                ),
-            )
-            if dead:
-                logger.warning(
-                    "webhook %s: event %d is dead after %d attempts (%s)",
-                    hook.id,
-                    delivery.event_id,
-                    delivery.attempts,
-                    error,
-                )
-                return
-            delay = self.delays[min(delivery.attempts, len(self.delays)) - 1]
-            await asyncio.sleep(random.uniform(0, delay))
-
-    async def _post(self, hook: Webhook, delivery: Delivery) -> str:
-        """One attempt: "" when the receiver answered 2xx, why not otherwise."""
-        assert self._session is not None
-        msg_id = str(delivery.event_id)
-        timestamp = int(self.clock())
-        headers = {
-            "content-type": "application/json",
-            "user-agent": "omlmedia-webhooks",
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(hook.secret, msg_id, timestamp, delivery.body),
+    def status(self) -> dict[str, Any]:
+        """What the status API says of the webhooks: the worker's state and the outbox."""
+        return {
+            "subscriptions": len(self.hooks),
+            "worker": self.worker.state,
+            "worker_pid": self.worker.pid,
+            "worker_restarts": self.worker.restarts,
+            "outbox_depth": self.depth,
+            "in_memory": self.memory,
+            "spilled": self.spilled,
+            "outcomes": {k: self.outcomes[k] for k in ("delivered", "failed", "dead", "unmatched")},
         }
-        options: dict[str, Any] = {} if hook.verify_tls else {"ssl": False}
-        try:
-            async with self._session.post(
-                hook.url,
-                data=delivery.body.encode(),
-                headers=headers,
-                allow_redirects=False,
-                **options,
-            ) as response:
-                if 200 <= response.status < 300:
-                    return ""
-                return f"HTTP {response.status}"
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            return f"{type(exc).__name__}: {exc}"[:300] if str(exc) else type(exc).__name__
 
     async def close(self) -> None:
-        """Stop delivering (what is left stays pending in the store) and close the database."""
-        tasks = [t for r in self._receivers.values() for t in r.tasks.values()]
-        tasks += [r.reloading for r in self._receivers.values() if r.reloading is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Stop the worker (what is left stays pending in the store) and close the database."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        await asyncio.gather(*self._flushing, return_exceptions=True)
+        await self.worker.close()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._db.close)
         self._executor.shutdown(wait=True)
@@ -555,6 +524,7 @@ class WebhookService:
         hooks = await loop.run_in_executor(self._executor, self._read_hooks)
         self.hooks = hooks
         self._matchers.clear()
+        self.worker.send({"hooks": 1})
 
     def get(self, hook_id: str) -> Webhook:
         """One subscription."""
@@ -576,6 +546,7 @@ class WebhookService:
         entry = self._entry(actor, "webhook.create", hook.id, None, hook.view())
         await self._call(self._write, entry, put)
         self.hooks[hook.id] = hook
+        self.worker.send({"hooks": 1})
         return hook
 
     async def update(self, actor: Identity, hook_id: str, **changes: Any) -> Webhook:
@@ -592,6 +563,7 @@ class WebhookService:
         await self._call(self._write, entry, put)
         self.hooks[hook_id] = new
         self._matchers.pop(hook_id, None)
+        self.worker.send({"hooks": 1})
         return new
 
     async def delete(self, actor: Identity, hook_id: str) -> Webhook:
@@ -606,13 +578,9 @@ class WebhookService:
         )
         del self.hooks[hook_id]
         self._matchers.pop(hook_id, None)
-        receiver = self._receivers.pop(hook_id, None)
-        if receiver is not None:
-            for task in receiver.tasks.values():
-                task.cancel()
-            if receiver.reloading is not None:
-                receiver.reloading.cancel()
+        # Its rows in the store's batch (not committed yet) go too.
         self.store.append_write("DELETE FROM webhook_outbox WHERE webhook = ?", (hook_id,))
+        self.worker.send({"hooks": 1})
         return old
 
     def _rows(self, hook_id: str, status: str | None, event_id: int | None) -> list[Delivery]:
@@ -641,21 +609,21 @@ class WebhookService:
         rows: list[Delivery] = await self._call(self._rows, hook_id, "dead", event_id)
         if event_id is not None and not rows:
             raise UnknownDeliveryError(event_id)
-        after = {"replayed": [d.event_id for d in rows]}
-        await self._call(self._write, self._entry(actor, "webhook.replay", hook_id, None, after))
-        for delivery in rows:
-            delivery.status, delivery.attempts = "pending", 0
-            self.store.append_write(
-                "UPDATE webhook_outbox SET status = 'pending', attempts = 0 "
-                "WHERE webhook = ? AND event_id = ?",
-                (hook_id, delivery.event_id),
-            )
-            self._queue(delivery, fresh=False)
+        ids = [d.event_id for d in rows]
+        pending = (
+            "UPDATE webhook_outbox SET status = 'pending', attempts = 0 "
+            "WHERE webhook = ? AND event_id = ? AND status = 'dead'"
+        )
+        statements = [(pending, (hook_id, i)) for i in ids]
+        entry = self._entry(actor, "webhook.replay", hook_id, None, {"replayed": ids})
+        await self._call(self._write, entry, *statements)
+        if ids:
+            self.worker.send({"replay": hook_id, "ids": ids})
         return len(rows)
 
 
 class WebhookCollector(Collector):
-    """``/metrics``: the outbox depth and delivery attempts by outcome."""
+    """``/metrics``: the outbox depth, delivery attempts by outcome and the worker's restarts."""
 
     def __init__(self, service: WebhookService) -> None:
         self.service = service
@@ -663,7 +631,7 @@ class WebhookCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
             "omlmedia_webhook_outbox_depth",
-            "Webhook deliveries waiting in memory to be sent or retried",
+            "Webhook deliveries waiting to be sent or retried (read by the delivery worker)",
         )
         depth.add_metric([], self.service.depth)
         yield depth
@@ -675,6 +643,12 @@ class WebhookCollector(Collector):
         for outcome in ("delivered", "failed", "dead"):
             outcomes.add_metric([outcome], self.service.outcomes[outcome])
         yield outcomes
+        restarts = CounterMetricFamily(
+            "omlmedia_webhook_worker_restarts",
+            "Times the webhook delivery worker process died and was started again",
+        )
+        restarts.add_metric([], self.service.worker.restarts)
+        yield restarts
 
 
 def loopback(host: str | None) -> bool:

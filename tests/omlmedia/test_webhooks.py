@@ -29,7 +29,7 @@ from omlmedia.config import ApiConfig, load_demo_config
 from omlmedia.events import EventLog
 from omlmedia.storage import AsyncStore, Store
 from omlmedia.webhooks import WebhookCollector, WebhookService
-from sip.tls import client_context, ensure_self_signed, server_context
+from sip.tls import ensure_self_signed, server_context
 from tests.omlmedia.test_api import TOKEN
 
 ADMIN = Identity("admin", Role.ADMIN)
@@ -102,6 +102,10 @@ class World:
     def start(self) -> None:
         self.store.start()
         self.webhooks.start()
+
+    async def ready(self) -> None:
+        """Wait for the delivery worker's process."""
+        await self.webhooks.worker.ready()
 
     async def close(self) -> None:
         await self.events.close()
@@ -191,11 +195,18 @@ async def test_a_webhook_that_cannot_match_never_fails_the_publisher(
 
 
 async def test_500s_are_retried_with_the_same_id_and_one_call_keeps_its_order(
-    world: World, receivers: Any
+    tmp_path: Path, receivers: Any
 ) -> None:
+    world = World(tmp_path / "omlmedia.db", delays=(0.01,) * 50)
+    world.start()
+    try:
+        await _retried_in_order(world, receivers)
+    finally:
+        await world.close()
+
+
+async def _retried_in_order(world: World, receivers: Any) -> None:
     receiver, url = await receivers()
-    world.webhooks.delays = (0.01,) * 50
-    world.webhooks.attempts = 51
     failures = {"n": 0}
 
     def answer(headers: dict[str, str], body: bytes) -> int:
@@ -236,7 +247,8 @@ async def test_a_receiver_that_hangs_delays_no_other_receiver(world: World, rece
     ids = [world.events.publish("call.started", call_id=f"c{n}").id for n in range(20)]
     got = [json.loads((await good.next(5.0))[1])["id"] for _ in ids]
     assert sorted(got) == ids
-    assert stuck.requests == [] and world.webhooks.depth == 20
+    await until(lambda: world.webhooks.depth == 20)
+    assert stuck.requests == []
 
 
 async def test_a_receiver_over_the_memory_limit_waits_in_the_store_and_loses_nothing(
@@ -250,7 +262,8 @@ async def test_a_receiver_over_the_memory_limit_waits_in_the_store_and_loses_not
         await w.webhooks.create(ADMIN, url=url)
         ids = [w.events.publish("call.started", call_id=f"c{n}").id for n in range(10)]
         ids += [w.events.publish("call.ended", call_id=f"c{n}").id for n in range(10)]
-        assert w.webhooks.depth == 3 and w.webhooks.spilled == 1
+        # The worker holds 3; the other 17 wait in the store, counted there.
+        await until(lambda: (w.webhooks.memory, w.webhooks.depth, w.webhooks.spilled) == (3, 20, 1))
         receiver.hang = False
         receiver.release.set()
         await until(lambda: w.webhooks.outcomes["delivered"] == 20)
@@ -261,7 +274,7 @@ async def test_a_receiver_over_the_memory_limit_waits_in_the_store_and_loses_not
                 "call.started",
                 "call.ended",
             ]
-        assert w.webhooks.depth == 0 and w.webhooks.spilled == 0
+        await until(lambda: w.webhooks.depth == w.webhooks.spilled == 0)
     finally:
         await w.close()
 
@@ -325,7 +338,7 @@ async def test_https_receivers_are_verified_unless_a_webhook_says_not_to(
     assert url.startswith("https://127.0.0.1:")
     plain = World(tmp_path / "plain.db")  # the system's CAs: the receiver's is not one of them
     plain.start()
-    trusting = World(tmp_path / "trusting.db", ssl_context=client_context(cafile=cert))
+    trusting = World(tmp_path / "trusting.db", cafile=cert)
     trusting.start()
     try:
         verified = await plain.webhooks.create(ADMIN, url=url)

@@ -1,0 +1,475 @@
+"""The webhook delivery worker: a process of its own (``python -m omlmedia.webhook_worker``),
+started, watched and restarted by the server (`omlmedia.webhooks.WorkerProcess`).
+
+Theory of operation. The server only writes: each event's deliveries are ``webhook_outbox``
+rows committed with the event (`omlmedia.webhooks.WebhookService.outbox`). This process reads
+that table with its own connection and sends the deliveries with its own aiohttp session, so
+HTTP clients, TLS handshakes and slow receivers cost the SIP and media event loop nothing.
+
+The server sends one JSON line per command on this process's standard input: the first is the
+configuration (the database, possibly a DSN with a password, never on the command line), then
+``{"wake": id}`` after each commit of outbox rows, ``{"hooks": 1}`` after a subscription changed
+and ``{"replay": hook, "ids": [...]}`` after dead rows were made pending again. The end of the
+input (the server stopped or died) stops the worker. On standard output it answers one JSON
+line per change of its state: ``ready``, then reports of outcomes and depth.
+
+Each subscription has a cursor (the highest event id read) and reads its pending rows above it,
+in event order, a page at a time, at most `memory_limit` in memory; beyond that the rows wait in
+the store and are counted there. In memory each receiver has its lanes, one per call: the
+deliveries of one call go one after another, each retried with exponential backoff and full
+jitter until answered 2xx or dead. A receiver's lanes share its concurrency limit, every
+receiver shares an overall one. Delivered rows are deleted and status changes written in
+batches (one transaction each ~20 ms); outcomes and depth are reported only once the writes
+behind them committed, so what the server reports is in the table. A worker that dies between
+a delivery and its batch sends that delivery again when it is restarted (at-least-once: a
+receiver deduplicates by ``webhook-id``); at start every pending row is read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from omlmedia.storage import StoreError, connect
+from omlmedia.storage_pg import is_dsn
+from omlmedia.webhooks import _COLUMNS, _OUTBOX, DELAYS, Delivery, Webhook, _hook, sign
+from sip.tls import client_context
+
+logger = logging.getLogger("omlmedia.webhook_worker")
+
+WRITE_INTERVAL = 0.02
+"""Seconds between the worker's write batches (deletes of delivered rows, status changes)."""
+POLL_INTERVAL = 1.0
+"""Seconds between reads of the outbox without a wake-up from the server."""
+COUNT_INTERVAL = 0.5
+"""Seconds between counts of a spilled receiver's rows left in the store."""
+DELETE = "DELETE FROM webhook_outbox WHERE webhook = ? AND event_id = ?"
+UPDATE = (
+    "UPDATE webhook_outbox SET status = ?, attempts = ?, last_error = ?, updated = ? "
+    "WHERE webhook = ? AND event_id = ?"
+)
+
+
+class _Receiver:
+    """One subscription's cursor, lanes (one per call) and concurrency limit."""
+
+    def __init__(self, hook_id: str, limit: int) -> None:
+        self.hook_id = hook_id
+        self.limit = asyncio.Semaphore(limit)
+        self.lanes: dict[str, deque[Delivery]] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.queued = 0
+        """Deliveries in the lanes (in memory)."""
+        self.high = 0
+        """The highest event id read from the store."""
+        self.spilled = False
+        """Whether more pending rows above `high` wait in the store (the memory limit)."""
+        self.stored = 0
+        """How many, when last counted."""
+        self.counted = 0.0
+
+
+class Worker:
+    """The delivery engine of the worker process (its own connection, session and loop)."""
+
+    def __init__(
+        self,
+        location: Path | str,
+        *,
+        node: str = "",
+        delays: Sequence[float] = DELAYS,
+        timeout: float = 10.0,
+        per_receiver: int = 4,
+        overall: int = 64,
+        memory_limit: int = 10_000,
+        cafile: str | None = None,
+        report: Callable[[dict[str, Any]], None] = lambda state: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.location = location
+        self.node = node if is_dsn(location) else ""
+        self.delays = tuple(delays)
+        self.attempts = len(self.delays) + 1
+        self.timeout = timeout
+        self.per_receiver = per_receiver
+        self.memory_limit = memory_limit
+        self.cafile = cafile
+        self.report = report
+        self.clock = clock
+        self.outcomes: Counter[str] = Counter()
+        """Outcomes whose writes committed (what is reported)."""
+        self._staged_outcomes: Counter[str] = Counter()
+        self._staged: list[tuple[str, tuple[Any, ...]]] = []
+        self._overall = asyncio.Semaphore(overall)
+        self._receivers: dict[str, _Receiver] = {}
+        self.hooks: dict[str, Webhook] = {}
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="webhook-worker-db")
+        self._db: Any = None
+        self._session: aiohttp.ClientSession | None = None
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_report: dict[str, Any] = {}
+
+    # -- the database (on the worker's one database thread) -----------------------------------
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _read_hooks(self) -> dict[str, Webhook]:
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM webhooks ORDER BY created").fetchall()
+        return {row[0]: _hook(row) for row in rows}
+
+    def _pending(self, hook_id: str, after: int, limit: int) -> list[tuple[Any, ...]]:
+        if self.node:
+            # Nodes sharing PostgreSQL: each delivers the deliveries of its own events.
+            columns = ", ".join(f"o.{c}" for c in _OUTBOX.split(", "))
+            sql = (
+                f"SELECT {columns} FROM webhook_outbox o JOIN events e ON e.id = o.event_id "
+                "WHERE o.webhook = ? AND o.status = 'pending' AND o.event_id > ? AND e.node = ? "
+                "ORDER BY o.event_id LIMIT ?"
+            )
+            return list(self._db.execute(sql, (hook_id, after, self.node, limit)).fetchall())
+        sql = (
+            f"SELECT {_OUTBOX} FROM webhook_outbox WHERE webhook = ? AND status = 'pending' "
+            "AND event_id > ? ORDER BY event_id LIMIT ?"
+        )
+        return list(self._db.execute(sql, (hook_id, after, limit)).fetchall())
+
+    def _count(self, hook_id: str, after: int) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM webhook_outbox WHERE webhook = ? AND status = 'pending' "
+            "AND event_id > ?",
+            (hook_id, after),
+        ).fetchone()
+        return int(row[0])
+
+    def _replayed(self, hook_id: str, ids: list[int]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
+        for event_id in ids:
+            rows += self._db.execute(
+                f"SELECT {_OUTBOX} FROM webhook_outbox WHERE webhook = ? AND event_id = ? "
+                "AND status = 'pending'",
+                (hook_id, event_id),
+            ).fetchall()
+        return rows
+
+    def _commit(self, writes: list[tuple[str, tuple[Any, ...]]]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            deletes = [args for sql, args in writes if sql == DELETE]
+            if deletes:
+                db.executemany(DELETE, deletes)
+            updates = [args for sql, args in writes if sql == UPDATE]
+            if updates:
+                db.executemany(UPDATE, updates)
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(*StoreError):
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            raise
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, read the subscriptions and every pending row, start delivering."""
+        self._db = await self._call(connect, self.location)
+        ssl_option: Any = client_context(cafile=Path(self.cafile)) if self.cafile else True
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ssl=ssl_option),
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            auto_decompress=False,
+        )
+        await self.reload_hooks()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._reader()), loop.create_task(self._writer())]
+
+    def wake(self) -> None:
+        """New rows were committed: read them."""
+        self._wake.set()
+
+    async def reload_hooks(self) -> None:
+        """Read the subscriptions again: a deleted one's lanes stop, a new one's rows are read."""
+        hooks = await self._call(self._read_hooks)
+        for hook_id in set(self._receivers) - set(hooks):
+            receiver = self._receivers.pop(hook_id)
+            for task in receiver.tasks.values():
+                task.cancel()
+        self.hooks = hooks
+        for hook_id in hooks:
+            self._receiver(hook_id)
+        self.wake()
+
+    async def replay(self, hook_id: str, ids: list[int]) -> None:
+        """Queue rows the server made pending again (their ids are below the cursor)."""
+        if hook_id not in self.hooks:
+            await self.reload_hooks()
+        rows = await self._call(self._replayed, hook_id, ids)
+        for row in rows:
+            self._queue(Delivery(*row))
+
+    def _receiver(self, hook_id: str) -> _Receiver:
+        receiver = self._receivers.get(hook_id)
+        if receiver is None:
+            receiver = self._receivers[hook_id] = _Receiver(hook_id, self.per_receiver)
+        return receiver
+
+    async def _reader(self) -> None:
+        """Read each receiver's new rows whenever woken (or every `POLL_INTERVAL`)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+            self._wake.clear()
+            for receiver in list(self._receivers.values()):
+                try:
+                    await self._fill(receiver)
+                except StoreError as exc:
+                    logger.warning(
+                        "reading the outbox of webhook %s failed: %s", receiver.hook_id, exc
+                    )
+
+    async def _fill(self, receiver: _Receiver) -> None:
+        room = self.memory_limit - receiver.queued
+        if room > 0:
+            rows = await self._call(self._pending, receiver.hook_id, receiver.high, room)
+            if self._receivers.get(receiver.hook_id) is not receiver:
+                return  # deleted meanwhile
+            for row in rows:
+                self._queue(Delivery(*row))
+                receiver.high = max(receiver.high, row[1])
+            receiver.spilled = len(rows) == room
+        else:
+            receiver.spilled = True
+        now = time.monotonic()
+        if not receiver.spilled:
+            receiver.stored = 0
+        elif now - receiver.counted >= COUNT_INTERVAL:
+            receiver.counted = now
+            receiver.stored = await self._call(self._count, receiver.hook_id, receiver.high)
+
+    def _queue(self, delivery: Delivery) -> None:
+        receiver = self._receivers.get(delivery.webhook)
+        if receiver is None:
+            return
+        receiver.queued += 1
+        key = delivery.call_id or f"#{delivery.event_id}"
+        lane = receiver.lanes.setdefault(key, deque())
+        lane.append(delivery)
+        if key not in receiver.tasks:
+            task = asyncio.get_running_loop().create_task(self._lane(receiver, key))
+            receiver.tasks[key] = task
+
+    async def _lane(self, receiver: _Receiver, key: str) -> None:
+        lane = receiver.lanes[key]
+        try:
+            while lane:
+                await self._deliver(receiver, lane[0])
+                lane.popleft()
+                receiver.queued -= 1
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("a webhook delivery lane failed")
+        finally:
+            receiver.tasks.pop(key, None)
+            if not lane:
+                receiver.lanes.pop(key, None)
+            if receiver.spilled and receiver.queued <= self.memory_limit // 2:
+                self.wake()
+
+    def _stage(self, sql: str, args: tuple[Any, ...], outcome: str) -> None:
+        self._staged.append((sql, args))
+        self._staged_outcomes[outcome] += 1
+
+    async def _deliver(self, receiver: _Receiver, delivery: Delivery) -> None:
+        while True:
+            hook = self.hooks.get(delivery.webhook)
+            if hook is None:
+                return  # the subscription was deleted
+            async with self._overall, receiver.limit:
+                error = await self._post(hook, delivery)
+            delivery.attempts += 1
+            delivery.updated = self.clock()
+            if not error:
+                self._stage(DELETE, (delivery.webhook, delivery.event_id), "delivered")
+                return
+            delivery.last_error = error
+            dead = delivery.attempts >= self.attempts
+            delivery.status = "dead" if dead else "pending"
+            args = (
+                delivery.status,
+                delivery.attempts,
+                error,
+                delivery.updated,
+                delivery.webhook,
+                delivery.event_id,
+            )
+            self._stage(UPDATE, args, "dead" if dead else "failed")
+            if dead:
+                logger.warning(
+                    "webhook %s: event %d is dead after %d attempts (%s)",
+                    hook.id,
+                    delivery.event_id,
+                    delivery.attempts,
+                    error,
+                )
+                return
+            delay = self.delays[min(delivery.attempts, len(self.delays)) - 1]
+            await asyncio.sleep(random.uniform(0, delay))
+
+    async def _post(self, hook: Webhook, delivery: Delivery) -> str:
+        """One attempt: "" when the receiver answered 2xx, why not otherwise."""
+        assert self._session is not None
+        msg_id = str(delivery.event_id)
+        timestamp = int(self.clock())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "omlmedia-webhooks",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(hook.secret, msg_id, timestamp, delivery.body),
+        }
+        options: dict[str, Any] = {} if hook.verify_tls else {"ssl": False}
+        try:
+            async with self._session.post(
+                hook.url,
+                data=delivery.body.encode(),
+                headers=headers,
+                allow_redirects=False,
+                **options,
+            ) as response:
+                if 200 <= response.status < 300:
+                    return ""
+                return f"HTTP {response.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            return f"{type(exc).__name__}: {exc}"[:300] if str(exc) else type(exc).__name__
+
+    def state(self) -> dict[str, Any]:
+        """Outcomes and depth (call right after the writes behind them were taken)."""
+        receivers = self._receivers.values()
+        memory = sum(r.queued for r in receivers)
+        return {
+            "outcomes": dict(self.outcomes + self._staged_outcomes),
+            "depth": memory + sum(r.stored for r in receivers if r.spilled),
+            "memory": memory,
+            "spilled": sum(r.spilled for r in receivers),
+        }
+
+    async def _writer(self) -> None:
+        """Commit the staged writes every `WRITE_INTERVAL`, then report what they mean."""
+        while True:
+            await asyncio.sleep(WRITE_INTERVAL)
+            await self.write()
+
+    async def write(self) -> None:
+        """Commit what is staged; report the state it matches once committed."""
+        writes, outcomes = self._staged, self._staged_outcomes
+        state = self.state()
+        if writes:
+            self._staged, self._staged_outcomes = [], Counter()
+            try:
+                await self._call(self._commit, writes)
+            except StoreError as exc:
+                logger.warning("writing webhook outcomes failed, will retry: %s", exc)
+                self._staged = writes + self._staged
+                self._staged_outcomes = outcomes + self._staged_outcomes
+                return
+            self.outcomes += outcomes
+        if state != self._last_report:
+            self._last_report = state
+            self.report(state)
+
+    async def close(self) -> None:
+        """Stop delivering, commit what was staged and close (what is left stays pending)."""
+        tasks = [*self._tasks, *(t for r in self._receivers.values() for t in r.tasks.values())]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._db is not None:
+            with contextlib.suppress(*StoreError):
+                await self.write()
+            await self._call(self._db.close)
+        if self._session is not None:
+            await self._session.close()
+        self._executor.shutdown(wait=True)
+
+
+def _emit(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+async def serve(config: dict[str, Any]) -> None:
+    """Run a worker with `config` (the server's first line) until standard input ends."""
+    worker = Worker(
+        config["database"],
+        node=config.get("node", ""),
+        delays=config.get("delays", DELAYS),
+        timeout=config.get("timeout", 10.0),
+        per_receiver=config.get("per_receiver", 4),
+        overall=config.get("overall", 64),
+        memory_limit=config.get("memory_limit", 10_000),
+        cafile=config.get("cafile"),
+        report=_emit,
+    )
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    await worker.start()
+    _emit({"ready": os.getpid()})
+    try:
+        while line := await reader.readline():
+            try:
+                command = json.loads(line)
+            except ValueError:
+                logger.warning("ignored a command that is not JSON: %r", line[:100])
+                continue
+            if "wake" in command:
+                worker.wake()
+            elif "hooks" in command:
+                await worker.reload_hooks()
+            elif "replay" in command:
+                await worker.replay(str(command["replay"]), [int(i) for i in command["ids"]])
+    finally:
+        await worker.close()
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s webhook-worker %(levelname)s %(message)s"
+    )
+    first = bytearray()
+    while not first.endswith(b"\n"):  # byte by byte: what follows is the loop's to read
+        byte = os.read(0, 1)
+        if not byte:
+            break
+        first += byte
+    if not first.strip():
+        return 0  # the server went away before configuring the worker
+    config = json.loads(first)
+    try:
+        import uvloop
+
+        run: Any = uvloop.run
+    except ImportError:
+        run = asyncio.run
+    run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
