@@ -11,6 +11,8 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import os
+import signal
 import sqlite3
 import ssl
 import time
@@ -432,3 +434,35 @@ async def test_the_api_names_every_invalid_field(api: TestClient[Any, Any]) -> N
     assert unknown.status == 404
     replayed = await api.post(deliveries + "/replay", headers=AUTH)
     assert replayed.status == 202 and await replayed.json() == {"replayed": 0}
+
+
+async def test_a_killed_delivery_worker_is_started_again_and_loses_no_delivery(
+    world: World, receivers: Any
+) -> None:
+    receiver, url = await receivers()
+    hook = await world.webhooks.create(ADMIN, url=url)
+    await world.ready()
+    first = world.webhooks.worker.pid
+    assert first is not None and world.webhooks.status()["worker"] == "running"
+    ids = [world.events.publish("call.started", call_id=f"c{n % 7}").id for n in range(600)]
+    await until(lambda: len(receiver.requests) >= 20)
+    os.kill(first, signal.SIGKILL)
+    assert len(receiver.requests) < len(ids)  # in the middle of the deliveries
+    await until(lambda: world.webhooks.worker.restarts == 1)
+    ids += [world.events.publish("call.ended", call_id=f"c{n}").id for n in range(7)]
+    await until(lambda: {int(h["webhook-id"]) for h, _ in receiver.requests} == set(ids), 20)
+    status = world.webhooks.status()
+    assert status["worker"] == "running" and status["worker_pid"] not in (None, first)
+    assert status["worker_restarts"] == 1
+    for headers, body in receiver.requests:
+        assert verify(hook.secret, headers, body)["id"] == int(headers["webhook-id"])
+    per_call: dict[str, list[int]] = {}
+    for _, body in receiver.requests:
+        event = json.loads(body)
+        seen = per_call.setdefault(event["call_id"], [])
+        if event["id"] not in seen:
+            seen.append(event["id"])
+    assert all(seen == sorted(seen) for seen in per_call.values())  # order per call kept
+    await until(lambda: world.webhooks.depth == 0)
+    await world.store.flush()
+    assert await world.webhooks.deliveries(hook.id) == []
