@@ -402,13 +402,26 @@ class Generator:
 # -- SDP helpers ---------------------------------------------------------------------------------
 
 
-def sdp(port: int, codecs: list[tuple[int, str]], session: int) -> str:
-    """A plain RTP/AVP audio description on 127.0.0.1."""
+@dataclass(frozen=True)
+class Addresses:
+    """Where the hosts are: the relay's media address, the caller legs' and the PBX legs' (all
+    loopback here; benchmarks/kernel_relay.py puts them in network namespaces of their own)."""
+
+    server: str = "127.0.0.1"
+    caller: str = "127.0.0.1"
+    pbx: str = "127.0.0.1"
+
+
+LOOPBACK = Addresses()
+
+
+def sdp(port: int, codecs: list[tuple[int, str]], session: int, host: str = "127.0.0.1") -> str:
+    """A plain RTP/AVP audio description on `host`."""
     lines = [
         "v=0",
-        f"o=bench {session} 1 IN IP4 127.0.0.1",
+        f"o=bench {session} 1 IN IP4 {host}",
         "s=media_relay",
-        "c=IN IP4 127.0.0.1",
+        f"c=IN IP4 {host}",
         "t=0 0",
         f"m=audio {port} RTP/AVP {' '.join(str(pt) for pt, _ in codecs)}",
         *(f"a=rtpmap:{pt} {name}" for pt, name in codecs),
@@ -489,10 +502,14 @@ class Omlmedia:
     """`omlmedia serve` pinned to core 0, reached as a caller and as the PBX of trunk `pbx`."""
 
     name = "omlmedia"
+    rtp_ports = SERVER_RTP_PORTS
 
-    def __init__(self, workdir: Path, profile: Path | None = None) -> None:
+    def __init__(
+        self, workdir: Path, profile: Path | None = None, addresses: Addresses = LOOPBACK
+    ) -> None:
         self.workdir = workdir
         self.profile = profile
+        self.addresses = addresses
         self.server: Any = None
         self.calls: dict[int, SipCall] = {}
         self.mode = "passthrough"
@@ -519,7 +536,7 @@ class Omlmedia:
             self.workdir,
             t1=0.5,
             media_timeout=600,
-            extra_args=("--log-level", "warning", "--rtp-ports", SERVER_RTP_PORTS),
+            extra_args=("--log-level", "warning", "--rtp-ports", self.rtp_ports),
             python_args=python_args,
             core=SERVER_CORE,
         )
@@ -578,7 +595,7 @@ class Omlmedia:
                 entry = SipCall(i, loop.create_future())
                 self.calls[i] = entry
                 number = f"{100000 + i}"
-                body = sdp(ports[2 * i], PCMU, 1000 + i).encode()
+                body = sdp(ports[2 * i], PCMU, 1000 + i, self.addresses.caller).encode()
 
                 def invite(now: float) -> None:
                     entry.call = self.caller_ua.send_invite(
@@ -662,13 +679,13 @@ class Omlmedia:
                 self.pbx_offers.append(" ".join(sorted(set(offer.codecs.values()))))
                 self.pbx.act(lambda now: self.pbx_ua.reject(call, 488, now))
                 return
-            answer = sdp(port, [(pt, "opus/48000/2")], 5000 + index)
+            answer = sdp(port, [(pt, "opus/48000/2")], 5000 + index, self.addresses.pbx)
         else:
             pt = offer.find("PCMU")
             if pt is None:
                 self.pbx.act(lambda now: self.pbx_ua.reject(call, 488, now))
                 return
-            answer = sdp(port, [(pt, "PCMU/8000")], 5000 + index)
+            answer = sdp(port, [(pt, "PCMU/8000")], 5000 + index, self.addresses.pbx)
         entry.pbx_dest = (offer.host, offer.port)
         entry.pbx_pt = pt
         body = answer.encode()
@@ -683,7 +700,8 @@ class Rtpengine:
 
     name = "rtpengine"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, addresses: Addresses = LOOPBACK) -> None:
+        self.addresses = addresses
         self.binary = shutil.which("rtpengine")
         if self.binary is None:
             raise FileNotFoundError("rtpengine is not installed (Debian: rtpengine-daemon)")
@@ -701,7 +719,7 @@ class Rtpengine:
     def command(self) -> list[str]:
         return pinned([
             str(self.binary), "--config-file=none",
-            "--foreground", "--table=-1", "--interface=127.0.0.1",
+            "--foreground", "--table=-1", f"--interface={self.addresses.server}",
             f"--listen-ng=127.0.0.1:{self.ng_port}", "--num-threads=1",
             f"--port-min={RTPENGINE_PORTS[0]}", f"--port-max={RTPENGINE_PORTS[1]}",
             "--delete-delay=0", "--log-stderr", "--log-level=4",
@@ -740,7 +758,12 @@ class Rtpengine:
             options: dict[str, Any] = dict(common)
             if mode == "transcode":
                 options["codec"] = {"transcode": ["opus/48000/2"], "mask": ["PCMU"]}
-            offer = self.ng.offer(call_id, from_tag, sdp(ports[2 * i], PCMU, 1000 + i), **options)
+            offer = self.ng.offer(
+                call_id,
+                from_tag,
+                sdp(ports[2 * i], PCMU, 1000 + i, self.addresses.caller),
+                **options,
+            )
             self.calls.append((call_id, from_tag))
             towards_pbx = Media.parse(offer["sdp"])
             pt = towards_pbx.find("opus" if mode == "transcode" else "PCMU")
@@ -748,7 +771,11 @@ class Rtpengine:
                 raise SetupFailed(f"rtpengine offered {towards_pbx.codecs} to the PBX")
             name = "opus/48000/2" if mode == "transcode" else "PCMU/8000"
             answer = self.ng.answer(
-                call_id, from_tag, to_tag, sdp(ports[2 * i + 1], [(pt, name)], 5000 + i), **common
+                call_id,
+                from_tag,
+                to_tag,
+                sdp(ports[2 * i + 1], [(pt, name)], 5000 + i, self.addresses.pbx),
+                **common,
             )
             towards_caller = Media.parse(answer["sdp"])
             caller_pt = towards_caller.find("PCMU")
@@ -791,6 +818,7 @@ class Step:
     cpu_us_per_packet: float = 0.0
     rss_kib: int = 0
     other_load_on_core: float = 0.0  # busy fraction of the peer's core not spent by the peer
+    softirq_s: tuple[float, float] = (0.0, 0.0)  # softirq time of the server's, generator's core
     latency_us: dict[str, float] = field(default_factory=dict)
     added_latency_us: dict[str, float] = field(default_factory=dict)
     generator: dict[str, Any] = field(default_factory=dict)
@@ -802,14 +830,16 @@ async def measure(
     mode: str,
     calls: int,
     args: argparse.Namespace,
+    addresses: Addresses = LOOPBACK,
 ) -> Step:
-    """One step: bind, set up `calls` calls on `target` (None: direct loopback), load, tear down."""
+    """One step: bind, set up `calls` calls on `target` (None: direct, the generator's legs
+    sending to each other), load, tear down."""
     name = target.name if target is not None else "direct"
     step = Step(name, mode, calls)
     ports: list[int] = await gen.call("bind", 2 * calls)
     if target is None:
         setups = [
-            CallSetup(("127.0.0.1", ports[2 * i + 1]), ("127.0.0.1", ports[2 * i]))
+            CallSetup((addresses.pbx, ports[2 * i + 1]), (addresses.caller, ports[2 * i]))
             for i in range(calls)
         ]
     else:
@@ -863,6 +893,7 @@ async def measure(
     step.cpu_us_per_packet = 1e6 * step.cpu_seconds / step.packets if step.packets else math.nan
     step.rss_kib = max(window.rss_kib_at_start, window.rss_kib)
     step.other_load_on_core = window.other_load_on_server_core(args.duration)
+    step.softirq_s = window.softirq_seconds
     return step
 
 

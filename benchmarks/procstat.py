@@ -48,6 +48,17 @@ def core_busy_seconds(core: int) -> float:
     return 0.0
 
 
+def core_softirq_seconds(core: int) -> float:
+    """Softirq time of one core, from /proc/stat (its seventh column): the kernel's packet
+    receive and forwarding work there, whichever process was interrupted. Tick-sampled on this
+    machine's kernel (no IRQ time accounting): a tick that lands in a softirq also counts in the
+    interrupted process's system time."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            return int(line.split()[7]) / CLOCK_TICKS
+    return 0.0
+
+
 def run_queue_wait_seconds(pid: int) -> float:
     """Time the threads of `pid` spent runnable but waiting for a CPU (/proc/PID/task/*/schedstat,
     second field, ns): the scheduler's delay, which other load on the core causes."""
@@ -94,14 +105,16 @@ class Window:
         self.pid = pid
         self.cores = (server_core, generator_core)
         self.started = self.ended = 0.0
-        self._first = self._last = (0.0, 0.0, 0.0, 0.0)
+        self._first = self._last = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         self.rss_kib_at_start = self.rss_kib = 0
 
-    def _read(self) -> tuple[float, float, float, float]:
+    def _read(self) -> tuple[float, float, float, float, float, float]:
         server, generator = (core_busy_seconds(core) for core in self.cores)
+        irq_server, irq_generator = (core_softirq_seconds(core) for core in self.cores)
         if self.pid is None:
-            return (0.0, 0.0, server, generator)
-        return (cpu_seconds(self.pid), run_queue_wait_seconds(self.pid), server, generator)
+            return (0.0, 0.0, server, generator, irq_server, irq_generator)
+        cpu, wait = cpu_seconds(self.pid), run_queue_wait_seconds(self.pid)
+        return (cpu, wait, server, generator, irq_server, irq_generator)
 
     def start(self) -> None:
         self.started = time.monotonic()
@@ -136,6 +149,11 @@ class Window:
     def other_load_on_server_core(self, seconds: float) -> float:
         """Busy fraction of the server's core not spent by the process, over `seconds`."""
         return max(0.0, (self._delta(2) - self.cpu_seconds) / seconds) if seconds > 0 else 0.0
+
+    @property
+    def softirq_seconds(self) -> tuple[float, float]:
+        """Softirq time of the server's core and of the generator's core in the window."""
+        return (self._delta(4), self._delta(5))
 
     def generator_core_busy(self, seconds: float) -> float:
         """Busy fraction of the generator's core over `seconds`."""

@@ -1,0 +1,142 @@
+"""Three hosts on one machine: caller, server and callee network namespaces joined by veth links
+(the server routes between them), IPv4 and IPv6. The kernel-path tests and benchmarks use them.
+
+    caller 198.18.1.2 / fd00:18:1::2  --  198.18.1.1 / fd00:18:1::1  server
+    server 198.18.2.1 / fd00:18:2::1  --  198.18.2.2 / fd00:18:2::2  callee
+
+`enter(name)` switches the calling thread into a namespace (setns(2)) and back: a socket or a
+netlink context created inside keeps that namespace for its life, and a process started inside
+runs there, so one process plays the three hosts. The namespaces and links are deleted at the
+end. `steer_receive` makes a host's packets be received on a chosen core (RPS), as a network
+card's interrupt would on a real machine: without it, a veth delivers in the sender's system call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+CLONE_NEWNET = 0x40000000
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@contextlib.contextmanager
+def enter(name: str) -> Iterator[None]:
+    """Run the block in network namespace `name` (this thread only)."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(target)
+        os.close(home)
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+def in_ns(name: str, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "netns", "exec", name, *command],
+        check=check,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+
+
+@dataclass(frozen=True)
+class Hosts:
+    caller: str
+    server: str
+    callee: str
+    tag: str = ""
+
+    def addresses(self, version: int) -> tuple[str, str, str, str]:
+        """(caller, server towards caller, server towards callee, callee)."""
+        if version == 4:
+            return "198.18.1.2", "198.18.1.1", "198.18.2.1", "198.18.2.2"
+        return "fd00:18:1::2", "fd00:18:1::1", "fd00:18:2::1", "fd00:18:2::2"
+
+    def links(self) -> dict[str, tuple[str, str]]:
+        """The veth ends: {"caller": (server's end, caller's end), "callee": (...)}."""
+        return {
+            "caller": (f"{self.tag}c0", f"{self.tag}c1"),
+            "callee": (f"{self.tag}e0", f"{self.tag}e1"),
+        }
+
+
+@contextlib.contextmanager
+def three_hosts(tag: str) -> Iterator[Hosts]:
+    """Create the caller, server and callee namespaces; delete them afterwards."""
+    hosts = Hosts(f"{tag}c", f"{tag}s", f"{tag}e", tag)
+    created: list[str] = []
+    try:
+        for name in (hosts.caller, hosts.server, hosts.callee):
+            ip("netns", "add", name)
+            created.append(name)
+            ip("-n", name, "link", "set", "lo", "up")
+        for side, peer, net in (("c", hosts.caller, 1), ("e", hosts.callee, 2)):
+            outer, inner = f"{tag}{side}0", f"{tag}{side}1"
+            ip("link", "add", outer, "netns", hosts.server, "type", "veth", "peer", "name", inner)
+            ip("link", "set", inner, "netns", peer)
+            ip("-n", hosts.server, "addr", "add", f"198.18.{net}.1/24", "dev", outer)
+            ip("-n", hosts.server, "addr", "add", f"fd00:18:{net}::1/64", "dev", outer, "nodad")
+            ip("-n", hosts.server, "link", "set", outer, "up")
+            ip("-n", peer, "addr", "add", f"198.18.{net}.2/24", "dev", inner)
+            ip("-n", peer, "addr", "add", f"fd00:18:{net}::2/64", "dev", inner, "nodad")
+            ip("-n", peer, "link", "set", inner, "up")
+            ip("-n", peer, "route", "add", "default", "via", f"198.18.{net}.1")
+            ip("-n", peer, "-6", "route", "add", "default", "via", f"fd00:18:{net}::1")
+        in_ns(hosts.server, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        in_ns(hosts.server, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        yield hosts
+    finally:
+        for name in created:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+
+def steer_receive(namespace: str, device: str, core: int) -> None:
+    """Receive what arrives on `device` (in `namespace`) on `core`: receive packet steering, so
+    the receive softirq (netfilter hooks, routing, forwarding, socket delivery) runs there."""
+    in_ns(
+        namespace,
+        "sh",
+        "-c",
+        f"echo {1 << core:x} > /sys/class/net/{device}/queues/rx-0/rps_cpus",
+    )
+
+
+def udp_counters(namespace: str) -> dict[str, int]:
+    """The namespace's UDP counters (/proc/net/snmp ``Udp:``: InDatagrams, InErrors,
+    RcvbufErrors, SndbufErrors, NoPorts...)."""
+    lines = [
+        line.split()
+        for line in in_ns(namespace, "cat", "/proc/net/snmp").stdout.splitlines()
+        if line.startswith("Udp:")
+    ]
+    if len(lines) < 2:
+        return {}
+    return {k: int(v) for k, v in zip(lines[0][1:], lines[1][1:], strict=False)}
+
+
+def softnet_dropped() -> list[int]:
+    """Packets each core dropped because its receive backlog was full (/proc/net/softnet_stat,
+    second column; per core, whatever the namespace)."""
+    return [int(line.split()[1], 16) for line in open("/proc/net/softnet_stat").read().splitlines()]
