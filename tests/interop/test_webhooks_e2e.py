@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -92,3 +94,67 @@ async def test_deliveries_accepted_before_a_restart_are_delivered_after_it(
         if event["id"] not in ids:
             ids.append(event["id"])
     assert all(ids == sorted(ids) for ids in per_call.values()), per_call
+
+
+async def test_a_real_server_starts_its_killed_delivery_worker_again_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    cert, key = tmp_path / "receiver.crt", tmp_path / "receiver.key"
+    ensure_self_signed(cert, key, ["localhost"], ["127.0.0.1"])
+    received: list[tuple[dict[str, str], bytes]] = []
+    release = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        await release.wait()  # the deliveries pile up in the worker until the kill
+        received.append(({k.lower(): v for k, v in request.headers.items()}, body))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_context(cert, key)).start()
+    server = await asyncio.to_thread(start_server, tmp_path / "omlmedia")
+    try:
+        base = f"https://127.0.0.1:{server.http_port}"
+        connector = aiohttp.TCPConnector(ssl=_insecure())
+        async with aiohttp.ClientSession(connector=connector, headers=AUTH) as session:
+            body = {"url": f"https://127.0.0.1:{port}/hook", "types": ["call."]}
+            async with session.post(
+                f"{base}/api/v1/webhooks", json={**body, "verify_tls": False}
+            ) as response:
+                assert response.status == 201, await response.text()
+                hook = await response.json()
+        await asyncio.to_thread(_sipp_to_echo, server, tmp_path)
+        stored = await _pending(base, hook["id"], 3 * CALLS)
+        assert len(stored) == 3 * CALLS
+        status = (await asyncio.to_thread(server.status))["webhooks"]
+        assert status["worker"] == "running" and status["worker_restarts"] == 0
+        assert status["outbox_depth"] == 3 * CALLS
+        os.kill(status["worker_pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            again = (await asyncio.to_thread(server.status))["webhooks"]
+            if again["worker"] == "running" and again["worker_restarts"] == 1:
+                break
+            assert time.monotonic() < deadline, again
+            await asyncio.sleep(0.1)
+        assert again["worker_pid"] != status["worker_pid"]
+        release.set()
+        ids = {str(row["id"]) for row in stored}
+        while {h["webhook-id"] for h, _ in received} != ids:
+            assert time.monotonic() < deadline + 30, "deliveries lost after the kill"
+            await asyncio.sleep(0.1)
+        while (await asyncio.to_thread(server.status))["webhooks"]["outbox_depth"]:
+            assert time.monotonic() < deadline + 30, "the outbox never drained"
+            await asyncio.sleep(0.1)
+    finally:
+        release.set()
+        assert await asyncio.to_thread(server.stop) == 0, server.log()[-4000:]
+        await runner.cleanup()
+    assert "Traceback" not in server.log()
+    assert "webhook worker exited" in server.log()
+    for headers, payload in received:
+        assert verify(hook["secret"], headers, payload)["id"] == int(headers["webhook-id"])
