@@ -140,6 +140,8 @@ username = "omlmedia"
 password = "pbx-secret"
 # The PBX (and every sipp on 127.0.0.1) calls out through itself: 9<number>, REFER to 92000.
 allowed_targets = ["*"]
+# SRTP callers on 127.0.0.1 come over UDP as this trunk; on loopback the keys never leave the host.
+allow_sdes_over_udp = true
 
 {carrier_trunk}[[users]]
 name = "demo"

@@ -16,20 +16,26 @@ target sees a new call, the router checks that its party may reach the route
 (`omlmedia.targets.route_permitted`: the trunk's or digest user's ``allowed_targets``, by default
 every target but ``trunk:`` ones) and answers 403 when not, and that its digest user and its
 source hold fewer live calls than their caps (`omlmedia.callcaps`), answering 486 with
-``Retry-After`` when not. The router
+``Retry-After`` when not. It also answers 488 to an offer (a new call's, or a re-INVITE's or
+UPDATE's) that names a media address the server must not send to (`media.addresses`: loopback,
+its own host, link-local and metadata, internal networks behind a public server) from a peer
+that is neither a trunk nor in ``security.trusted_networks``, and to SDES keys a trunk sent over
+a non-TLS transport without ``allow_sdes_over_udp`` (`omlmedia.config.sdes_allowed`). The router
 itself only counts, logs, and answers what no owner takes (488 to a re-INVITE, 603 to a REFER or
 a Replaces, 200 to NOTIFY, 501 to other requests).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from media.addresses import MediaAddressPolicy
 from omlmedia.callcaps import CallCaps
-from omlmedia.config import Config, Route, RouteAction
+from omlmedia.config import Config, Route, RouteAction, sdes_allowed
 from omlmedia.logs import event
 from omlmedia.targets import (
     PartyHolder,
@@ -43,6 +49,7 @@ from omlmedia.targets import (
 )
 from sip.message import Request
 from sip.refer import ReferTo
+from sip.sdp import SDPError, SessionDescription
 from sip.service import SipService
 from sip.transaction import ServerTransaction
 from sip.ua import (
@@ -163,6 +170,8 @@ class CallRouter:
             security.max_calls_per_user, security.max_calls_per_source, security.trusted_networks
         )
         """Live calls per digest user and per source, and their caps."""
+        self.media_policy = MediaAddressPolicy(config.server.listen, config.server.advertise)
+        """The media addresses untrusted peers may not name (`media.addresses`)."""
         self.internal: Callable[[Call], None] | None = None
         """Takes the calls another node of the cluster placed here (`omlmedia.crossnode`):
         admitted by their signature, they reach no route."""
@@ -252,6 +261,12 @@ class CallRouter:
                 service.act(lambda now: service.ua.reject(call, 603, now))
             return
         if not self._admit(call):
+            return
+        refused = self._offer_refusal(call, call.remote_sdp)
+        if refused is not None:
+            self.stats.media_refused += 1
+            why, fields = refused
+            self._refuse(call, 488, why, **fields)
             return
         if self.internal is not None and (call.trunk or "").startswith(INTERNAL_TRUNK):
             # Another node's offer, admitted by its signature: it reaches no route.
@@ -345,7 +360,57 @@ class CallRouter:
 
     # -- what no owner takes -------------------------------------------------------------------
 
+    def _offer_refusal(self, call: Call, body: bytes) -> tuple[str, dict[str, str]] | None:
+        """Why an offer in `body` from `call`'s peer gets 488, with the fields to log, or None:
+        SDES keys from a trunk over a non-TLS transport that does not allow them
+        (``sdes-without-tls``), a media address an untrusted peer may not name
+        (``media-address-<why>``). An SDP that does not parse is left to the call's owner."""
+        if not body:
+            return None
+        try:
+            sdp = SessionDescription.parse(body)
+        except (SDPError, ValueError):
+            return None
+        transport = call.source.transport
+        source = str(call.source)
+        if any(media.crypto for media in sdp.media):
+            trunk = self.config.trunk(call.trunk) if call.trunk is not None else None
+            if trunk is not None and not sdes_allowed(trunk, transport):
+                return "sdes-without-tls", {"trunk": trunk.name, "source": source}
+        if call.trunk is not None or self._trusted_network(call.source.host):
+            return None
+        found = self.media_policy.check(sdp)
+        if found is None:
+            return None
+        address, why = found
+        fields = {"address": address, "auth_user": call.user or "", "source": source}
+        return f"media-address-{why}", fields
+
+    def _trusted_network(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.config.security.trusted_networks)
+
     def _on_session_modified(self, call: Call, txn: ServerTransaction, request: Request) -> None:
+        refused = self._offer_refusal(call, request.body)
+        if refused is not None:
+            self.stats.media_refused += 1
+            why, fields = refused
+            event(
+                logger,
+                "offer-refused",
+                level=logging.WARNING,
+                call_id=call.call_id,
+                status=488,
+                reason=why,
+                method=request.method,
+                **fields,
+            )
+            service = self.service
+            service.act(lambda now: service.ua.respond(call, txn, 488, now))
+            return
         owner = owner_of(call)
         if owner is not None:
             owner.on_session_modified(call, txn, request)

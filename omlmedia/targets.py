@@ -65,6 +65,9 @@ class RouterStats:
     over_limit: int = 0
     """New calls refused with 486 because their digest user or source held its concurrent call
     cap (`security.max_calls_per_user`, `security.max_calls_per_source`)."""
+    media_refused: int = 0
+    """Offers (new calls, re-INVITEs, UPDATEs) refused with 488 for SDES keys over a non-TLS
+    trunk or a media address an untrusted peer may not name (`omlmedia.router`)."""
     ended: int = 0
     dtmf: int = 0
     echo_packets: int = 0
