@@ -18,7 +18,7 @@ The document is public (no token): it describes the API, it holds no data, and t
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,10 @@ __all__ = ["OPERATIONS", "Operation", "document", "routes"]
 Schema = dict[str, Any]
 
 _OBJECT: Schema = {"type": "object"}
+_STRING: Schema = {"type": "string"}
+_NUMBER: Schema = {"type": "number"}
+_INTEGER: Schema = {"type": "integer"}
+_BOOLEAN: Schema = {"type": "boolean"}
 _NAME_PATTERN = "^[a-z0-9_.-]{1,32}$"
 
 
@@ -44,404 +48,313 @@ def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _array(items: Schema) -> Schema:
+    return {"type": "array", "items": items}
+
+
+def _strings(names: str) -> dict[str, Schema]:
+    """String properties, one per word of `names`."""
+    return {name: _STRING for name in names.split()}
+
+
+def _object(
+    properties: Mapping[str, Schema], required: Iterable[str] = (), description: str = ""
+) -> Schema:
+    """An object schema: its `properties`, those `required` (in that order), a description."""
+    schema: Schema = {"type": "object"}
+    if description:
+        schema["description"] = description
+    required = list(required)
+    if required:
+        schema["required"] = required
+    schema["properties"] = dict(properties)
+    return schema
+
+
+def _closed(
+    properties: Mapping[str, Schema], required: Iterable[str] = (), description: str = ""
+) -> Schema:
+    """A request body: an `_object` that refuses any other key."""
+    return {**_object(properties, required, description), "additionalProperties": False}
+
+
+def _all(properties: Mapping[str, Schema], description: str = "") -> Schema:
+    """An answer's object, every property required."""
+    return _object(properties, properties, description)
+
+
+_ORIGIN: Schema = {"type": "string", "enum": ["config", "api"]}
+_TIMES: dict[str, Schema] = {"created": _NUMBER, "updated": _NUMBER}
+_PROBLEM_FIELD = _all({"field": _STRING, "detail": _STRING})
+
 SCHEMAS: dict[str, Schema] = {
-    "Problem": {
-        "type": "object",
-        "description": "A refusal (RFC 9457 problem document).",
-        "required": ["type", "title", "status", "detail"],
-        "properties": {
-            "type": {"type": "string"},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"},
+    "Problem": _object(
+        {
+            "type": _STRING,
+            "title": _STRING,
+            "status": _INTEGER,
+            "detail": _STRING,
             "error": {"type": "string", "description": "The same text as detail."},
-            "errors": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["field", "detail"],
-                    "properties": {"field": {"type": "string"}, "detail": {"type": "string"}},
-                },
-            },
-            "missing_permission": {"type": "string"},
-            "missing_scope": {"type": "string"},
+            "errors": _array(_PROBLEM_FIELD),
+            "missing_permission": _STRING,
+            "missing_scope": _STRING,
         },
-    },
-    "Webhook": {
-        "type": "object",
-        "required": [
-            "id",
-            "url",
-            "types",
-            "scope",
-            "enabled",
-            "verify_tls",
-            "description",
-            "created",
-            "updated",
-        ],
-        "properties": {
-            "id": {"type": "string"},
-            "url": {"type": "string"},
-            "types": {"type": "array", "items": {"type": "string"}},
-            "scope": _nullable({"type": "array", "items": {"type": "string"}}),
-            "enabled": {"type": "boolean"},
-            "verify_tls": {"type": "boolean"},
-            "description": {"type": "string"},
-            "created": {"type": "number"},
-            "updated": {"type": "number"},
+        ["type", "title", "status", "detail"],
+        "A refusal (RFC 9457 problem document).",
+    ),
+    "Webhook": _object(
+        {
+            "id": _STRING,
+            "url": _STRING,
+            "types": _array(_STRING),
+            "scope": _nullable(_array(_STRING)),
+            "enabled": _BOOLEAN,
+            "verify_tls": _BOOLEAN,
+            "description": _STRING,
+            **_TIMES,
             "secret": {
                 "type": "string",
                 "description": "whsec_ and base64: in the answer to the POST only.",
             },
         },
-    },
-    "WebhookDelivery": {
-        "type": "object",
-        "required": ["id", "webhook", "call_id", "status", "attempts", "last_error", "event"],
-        "properties": {
+        "id url types scope enabled verify_tls description created updated".split(),
+    ),
+    "WebhookDelivery": _object(
+        {
             "id": {"type": "integer", "description": "The event's id."},
-            "webhook": {"type": "string"},
-            "call_id": {"type": "string"},
+            **_strings("webhook call_id"),
             "status": {"type": "string", "enum": ["pending", "dead"]},
-            "attempts": {"type": "integer"},
-            "last_error": {"type": "string"},
-            "updated": {"type": "number"},
-            "event": _nullable({"type": "object"}),
+            "attempts": _INTEGER,
+            "last_error": _STRING,
+            "updated": _NUMBER,
+            "event": _nullable(_OBJECT),
         },
-    },
-    "Scope": _nullable({"type": "array", "items": {"type": "string"}}),
-    "Account": {
-        "type": "object",
-        "required": [
-            "name",
-            "role",
-            "display_name",
-            "scope",
-            "disabled",
-            "origin",
-            "created",
-            "updated",
-        ],
-        "properties": {
-            "name": {"type": "string"},
+        "id webhook call_id status attempts last_error event".split(),
+    ),
+    "Scope": _nullable(_array(_STRING)),
+    "Account": _object(
+        {
+            "name": _STRING,
             "role": {"type": "string", "enum": [r.value for r in Role]},
-            "display_name": {"type": "string"},
+            "display_name": _STRING,
             "scope": _ref("Scope"),
-            "disabled": {"type": "boolean"},
-            "origin": {"type": "string"},
-            "created": _nullable({"type": "number"}),
-            "updated": _nullable({"type": "number"}),
+            "disabled": _BOOLEAN,
+            "origin": _STRING,
+            "created": _nullable(_NUMBER),
+            "updated": _nullable(_NUMBER),
         },
-    },
-    "Token": {
-        "type": "object",
-        "required": [
-            "id",
-            "account",
-            "integration",
-            "role",
-            "scope",
-            "label",
-            "created",
-            "created_by",
-            "expires",
-            "revoked",
-            "active",
-        ],
-        "properties": {
-            "id": {"type": "string"},
-            "account": _nullable({"type": "string"}),
-            "integration": _nullable({"type": "string"}),
-            "role": _nullable({"type": "string"}),
+        "name role display_name scope disabled origin created updated".split(),
+    ),
+    "Token": _object(
+        {
+            "id": _STRING,
+            "account": _nullable(_STRING),
+            "integration": _nullable(_STRING),
+            "role": _nullable(_STRING),
             "scope": _ref("Scope"),
-            "label": {"type": "string"},
-            "created": _nullable({"type": "number"}),
-            "created_by": {"type": "string"},
-            "expires": _nullable({"type": "number"}),
-            "revoked": _nullable({"type": "number"}),
-            "active": {"type": "boolean"},
+            "label": _STRING,
+            "created": _nullable(_NUMBER),
+            "created_by": _STRING,
+            "expires": _nullable(_NUMBER),
+            "revoked": _nullable(_NUMBER),
+            "active": _BOOLEAN,
             "token": {
                 "type": "string",
                 "description": "The secret: in the creation's answer only.",
             },
         },
-    },
-    "Queue": {
-        "type": "object",
-        "description": "A queue, live and over the current statistics period (or the span).",
-        "required": ["queue", "waiting", "ringing", "members", "stats"],
-        "properties": {
-            "queue": {"type": "string"},
-            "strategy": {"type": "string"},
-            "waiting": {"type": "integer"},
-            "ringing": {"type": "integer"},
-            "callbacks": {"type": "integer"},
-            "longest_wait": {"type": "number"},
-            "members": {"type": "array", "items": _OBJECT},
+        "id account integration role scope label created created_by expires revoked active".split(),
+    ),
+    "Queue": _object(
+        {
+            **_strings("queue strategy"),
+            "waiting": _INTEGER,
+            "ringing": _INTEGER,
+            "callbacks": _INTEGER,
+            "longest_wait": _NUMBER,
+            "members": _array(_OBJECT),
             "members_by_state": _OBJECT,
             "stats": _OBJECT,
         },
-    },
-    "Wallboard": {
-        "type": "object",
-        "description": (
-            "The supervisors' wallboard: today's figures (the site's day, from the queue log) "
-            "of each queue and agent in scope, the live callers and calls, and the event id "
-            "to resume the event stream after (docs/supervisor.md)."
-        ),
-        "required": ["now", "day", "day_start", "timezone", "last_event_id", "queues", "agents"],
-        "properties": {
-            "now": {"type": "number"},
-            "day": {"type": "string"},
-            "day_start": {"type": "number"},
-            "timezone": {"type": "string"},
-            "last_event_id": {"type": "integer"},
-            "mos_threshold": {"type": "number"},
-            "quality_interval": {"type": "number"},
-            "pause_reasons": {"type": "array", "items": {"type": "string"}},
-            "queues": {"type": "array", "items": {"type": "object"}},
-            "agents": {"type": "array", "items": {"type": "object"}},
-            "calls": {"type": "array", "items": {"type": "object"}},
+        ["queue", "waiting", "ringing", "members", "stats"],
+        "A queue, live and over the current statistics period (or the span).",
+    ),
+    "Wallboard": _object(
+        {
+            "now": _NUMBER,
+            "day": _STRING,
+            "day_start": _NUMBER,
+            "timezone": _STRING,
+            "last_event_id": _INTEGER,
+            "mos_threshold": _NUMBER,
+            "quality_interval": _NUMBER,
+            "pause_reasons": _array(_STRING),
+            "queues": _array(_OBJECT),
+            "agents": _array(_OBJECT),
+            "calls": _array(_OBJECT),
         },
-    },
-    "Agent": {
-        "type": "object",
-        "description": "An agent: state, reason, since, current call, figures.",
-        "required": ["agent", "state"],
-        "properties": {
-            "agent": {"type": "string"},
-            "name": {"type": "string"},
-            "state": {"type": "string"},
-            "reason": {"type": "string"},
-            "since": _nullable({"type": "number"}),
-            "queues": {"type": "array", "items": {"type": "string"}},
-            "connected": {"type": "boolean"},
+        ["now", "day", "day_start", "timezone", "last_event_id", "queues", "agents"],
+        "The supervisors' wallboard: today's figures (the site's day, from the queue log) "
+        "of each queue and agent in scope, the live callers and calls, and the event id "
+        "to resume the event stream after (docs/supervisor.md).",
+    ),
+    "Agent": _object(
+        {
+            **_strings("agent name state reason"),
+            "since": _nullable(_NUMBER),
+            "queues": _array(_STRING),
+            "connected": _BOOLEAN,
             "call": _nullable(_OBJECT),
             "stats": _OBJECT,
         },
-    },
-    "Report": {
-        "type": "object",
-        "description": "A report: its columns in order and one object per row (the same cells "
-        "as its CSV).",
-        "required": ["report", "since", "until", "columns", "rows"],
-        "properties": {
-            "report": {"type": "string"},
-            "since": {"type": "number"},
-            "until": {"type": "number"},
-            "timezone": {"type": "string"},
+        ["agent", "state"],
+        "An agent: state, reason, since, current call, figures.",
+    ),
+    "Report": _object(
+        {
+            "report": _STRING,
+            "since": _NUMBER,
+            "until": _NUMBER,
+            "timezone": _STRING,
             "from": {"type": "string", "description": "since, in the site's time."},
             "to": {"type": "string", "description": "until, in the site's time."},
-            "interval": {"type": "string"},
-            "columns": {"type": "array", "items": {"type": "string"}},
-            "rows": {"type": "array", "items": {"type": "object"}},
+            "interval": _STRING,
+            "columns": _array(_STRING),
+            "rows": _array(_OBJECT),
         },
-    },
-    "Recording": {
-        "type": "object",
-        "required": ["call_id", "start", "time", "audio", "media_type", "size"],
-        "properties": {
-            "call_id": {"type": "string"},
+        ["report", "since", "until", "columns", "rows"],
+        "A report: its columns in order and one object per row (the same cells as its CSV).",
+    ),
+    "Recording": _object(
+        {
+            "call_id": _STRING,
             "start": {"type": "string", "description": "In the site's time."},
-            "time": {"type": "number"},
-            "caller": {"type": "string"},
-            "agent": {"type": "string"},
-            "campaign": {"type": "string"},
-            "queue": {"type": "string"},
-            "disposition": {"type": "string"},
+            "time": _NUMBER,
+            **_strings("caller agent campaign queue disposition"),
             "duration": {"type": "number", "description": "Talk seconds."},
-            "min_mos": _nullable({"type": "number"}),
-            "size": {"type": "integer"},
-            "media_type": {"type": "string"},
+            "min_mos": _nullable(_NUMBER),
+            "size": _INTEGER,
+            "media_type": _STRING,
             "audio": {"type": "string", "description": "Its audio route."},
         },
-    },
-    "AgentDefinition": {
-        "type": "object",
-        "description": "An agent as the directory keeps it (no password).",
-        "required": ["name", "display_name", "disabled", "origin", "queues", "created", "updated"],
-        "properties": {
-            "name": {"type": "string"},
-            "display_name": {"type": "string"},
-            "disabled": {"type": "boolean"},
-            "origin": {"type": "string", "enum": ["config", "api"]},
-            "queues": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["queue", "penalty"],
-                    "properties": {"queue": {"type": "string"}, "penalty": {"type": "integer"}},
-                },
-            },
-            "created": {"type": "number"},
-            "updated": {"type": "number"},
+        ["call_id", "start", "time", "audio", "media_type", "size"],
+    ),
+    "AgentDefinition": _all(
+        {
+            "name": _STRING,
+            "display_name": _STRING,
+            "disabled": _BOOLEAN,
+            "origin": _ORIGIN,
+            "queues": _array(_all({"queue": _STRING, "penalty": _INTEGER})),
+            **_TIMES,
         },
-    },
-    "QueueDefinition": {
-        "type": "object",
-        "description": "A queue's settings: the keys of its [queues.<name>] table.",
-        "required": ["name", "strategy", "members", "origin", "created", "updated"],
-        "properties": {
-            "name": {"type": "string"},
-            "strategy": {"type": "string"},
-            "members": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["agent", "penalty"],
-                    "properties": {"agent": {"type": "string"}, "penalty": {"type": "integer"}},
-                },
-            },
+        "An agent as the directory keeps it (no password).",
+    ),
+    "QueueDefinition": _object(
+        {
+            **_strings("name strategy"),
+            "members": _array(_all({"agent": _STRING, "penalty": _INTEGER})),
             "overflow": _OBJECT,
-            "escalation": {"type": "array", "items": _OBJECT},
-            "origin": {"type": "string", "enum": ["config", "api"]},
-            "created": {"type": "number"},
-            "updated": {"type": "number"},
+            "escalation": _array(_OBJECT),
+            "origin": _ORIGIN,
+            **_TIMES,
         },
-    },
-    "CampaignDefinition": {
-        "type": "object",
-        "description": "A campaign's settings: the keys of its [[campaigns]] table.",
-        "required": ["name", "queue", "recording", "url", "dispositions", "callback", "origin"],
-        "properties": {
-            "name": {"type": "string"},
-            "queue": {"type": "string"},
-            "recording": {"type": "boolean"},
-            "url": {"type": "string"},
-            "dispositions": {"type": "array", "items": {"type": "string"}},
-            "callback": {"type": "boolean"},
-            "trunk": {"type": "string"},
-            "recording_retention_days": {"type": "integer"},
-            "callback_min_digits": {"type": "integer"},
-            "callback_max_digits": {"type": "integer"},
-            "callback_international": {"type": "boolean"},
-            "callback_one_per_number": {"type": "boolean"},
-            "callback_expiry": {"type": "number"},
-            "origin": {"type": "string", "enum": ["config", "api"]},
-            "created": {"type": "number"},
-            "updated": {"type": "number"},
+        ["name", "strategy", "members", "origin", "created", "updated"],
+        "A queue's settings: the keys of its [queues.<name>] table.",
+    ),
+    "CampaignDefinition": _object(
+        {
+            **_strings("name queue"),
+            "recording": _BOOLEAN,
+            "url": _STRING,
+            "dispositions": _array(_STRING),
+            "callback": _BOOLEAN,
+            "trunk": _STRING,
+            "recording_retention_days": _INTEGER,
+            "callback_min_digits": _INTEGER,
+            "callback_max_digits": _INTEGER,
+            "callback_international": _BOOLEAN,
+            "callback_one_per_number": _BOOLEAN,
+            "callback_expiry": _NUMBER,
+            "origin": _ORIGIN,
+            **_TIMES,
         },
-    },
-    "RouteDefinition": {
-        "type": "object",
-        "description": "A route created through the API: a [[routes]] table and its name.",
-        "required": ["name", "target", "origin"],
-        "properties": {
-            "name": {"type": "string"},
-            "user": {"type": "string"},
-            "pattern": {"type": "string"},
-            "target": {"type": "string"},
-            "strip": {"type": "integer"},
-            "prefix": {"type": "string"},
+        ["name", "queue", "recording", "url", "dispositions", "callback", "origin"],
+        "A campaign's settings: the keys of its [[campaigns]] table.",
+    ),
+    "RouteDefinition": _object(
+        {
+            **_strings("name user pattern target"),
+            "strip": _INTEGER,
+            "prefix": _STRING,
             "origin": {"type": "string", "enum": ["api"]},
-            "created": {"type": "number"},
-            "updated": {"type": "number"},
+            **_TIMES,
         },
-    },
-    "Originated": {
-        "type": "object",
-        "description": "A click-to-call placed: the agent's page rings.",
-        "required": ["call_id", "agent", "number", "campaign", "trunk", "state"],
-        "properties": {
-            name: {"type": "string"} for name in "call_id agent number campaign trunk state".split()
-        },
-    },
-    "LiveCall": {
-        "type": "object",
-        "description": "An agent's call in progress (its recording: on, paused or empty).",
-        "required": ["call_id", "agent", "state", "recording", "gaps"],
-        "properties": {
-            **{
-                name: {"type": "string"}
-                for name in (
-                    "call_id agent direction caller_number caller_name queue campaign"
-                ).split()
-            },
+        ["name", "target", "origin"],
+        "A route created through the API: a [[routes]] table and its name.",
+    ),
+    "Originated": _all(
+        _strings("call_id agent number campaign trunk state"),
+        "A click-to-call placed: the agent's page rings.",
+    ),
+    "LiveCall": _object(
+        {
+            **_strings("call_id agent direction caller_number caller_name queue campaign"),
             "state": {"type": "string", "enum": ["ringing", "active", "held", "ended"]},
-            "offered_at": {"type": "number"},
-            "answered_at": _nullable({"type": "number"}),
+            "offered_at": _NUMBER,
+            "answered_at": _nullable(_NUMBER),
             "recording": {"type": "string", "enum": ["", "on", "paused"]},
-            "offset": _nullable({"type": "number"}),
-            "gaps": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["start", "end"],
-                    "properties": {"start": {"type": "number"}, "end": {"type": "number"}},
-                },
-            },
+            "offset": _nullable(_NUMBER),
+            "gaps": _array(_all({"start": _NUMBER, "end": _NUMBER})),
         },
-    },
-    "CallRecord": {
-        "type": "object",
-        "required": ["call_id", "start", "end", "duration", "billsec", "legs"],
-        "properties": {
-            **{
-                name: {"type": "string"}
-                for name in (
-                    "call_id direction caller caller_name callee target trunk campaign queue "
-                    "agent disposition notes hangup_by cause recording"
-                ).split()
-            },
-            "start": {"type": "number"},
-            "end": {"type": "number"},
-            "answer": _nullable({"type": "number"}),
-            "duration": {"type": "number"},
-            "billsec": {"type": "number"},
-            "legs": {"type": "array", "items": _OBJECT},
+        ["call_id", "agent", "state", "recording", "gaps"],
+        "An agent's call in progress (its recording: on, paused or empty).",
+    ),
+    "CallRecord": _object(
+        {
+            **_strings(
+                "call_id direction caller caller_name callee target trunk campaign queue "
+                "agent disposition notes hangup_by cause recording"
+            ),
+            "start": _NUMBER,
+            "end": _NUMBER,
+            "answer": _nullable(_NUMBER),
+            "duration": _NUMBER,
+            "billsec": _NUMBER,
+            "legs": _array(_OBJECT),
         },
-    },
-    "QueueLogEntry": {
-        "type": "object",
-        "required": ["time", "event", "call_id", "queue", "agent", "data"],
-        "properties": {
-            "time": {"type": "number"},
-            "event": {"type": "string"},
-            "call_id": {"type": "string"},
-            "queue": {"type": "string"},
-            "agent": {"type": "string"},
-            "data": _OBJECT,
-        },
-    },
-    "AuditEntry": {
-        "type": "object",
-        "required": ["id", "time", "actor", "role", "action", "target", "before", "after"],
-        "properties": {
-            "id": {"type": "integer"},
-            "time": {"type": "number"},
-            "actor": {"type": "string"},
-            "role": {"type": "string"},
-            "action": {"type": "string"},
-            "target": {"type": "string"},
+        ["call_id", "start", "end", "duration", "billsec", "legs"],
+    ),
+    "QueueLogEntry": _all(
+        {"time": _NUMBER, **_strings("event call_id queue agent"), "data": _OBJECT}
+    ),
+    "AuditEntry": _all(
+        {
+            "id": _INTEGER,
+            "time": _NUMBER,
+            **_strings("actor role action target"),
             "before": _nullable(_OBJECT),
             "after": _nullable(_OBJECT),
-        },
-    },
+        }
+    ),
 }
 """The shared schemas (``#/components/schemas``)."""
 
 
 def _page_of(key: str, item: str) -> Schema:
-    return {
-        "type": "object",
-        "required": [key, "total", "offset", "limit", "next"],
-        "properties": {
-            key: {"type": "array", "items": _ref(item)},
-            "total": {"type": "integer"},
-            "offset": {"type": "integer"},
-            "limit": {"type": "integer"},
-            "next": _nullable({"type": "integer"}),
-        },
-    }
+    return _all(
+        {
+            key: _array(_ref(item)),
+            "total": _INTEGER,
+            "offset": _INTEGER,
+            "limit": _INTEGER,
+            "next": _nullable(_INTEGER),
+        }
+    )
 
 
 def _list_of(key: str, item: str) -> Schema:
-    return {
-        "type": "object",
-        "required": [key],
-        "properties": {key: {"type": "array", "items": _ref(item)}},
-    }
+    return _all({key: _array(_ref(item))})
 
 
 def _query(name: str, schema: Schema, description: str, *, empty: bool = False) -> Schema:
@@ -463,7 +376,7 @@ def _path(name: str, description: str) -> Schema:
         "name": name,
         "in": "path",
         "required": True,
-        "schema": {"type": "string"},
+        "schema": _STRING,
         "description": description,
     }
 
@@ -487,13 +400,9 @@ _PAGING = (
         empty=True,
     ),
 )
-_QUEUE_FILTER = _query(
-    "queue", {"type": "string"}, "Only this queue (must be in the token's scope)."
-)
-_AGENT_FILTER = _query("agent", {"type": "string"}, "Only this agent.")
-_CAMPAIGN_FILTER = _query(
-    "campaign", {"type": "string"}, "Only this campaign (must be in the token's scope)."
-)
+_QUEUE_FILTER = _query("queue", _STRING, "Only this queue (must be in the token's scope).")
+_AGENT_FILTER = _query("agent", _STRING, "Only this agent.")
+_CAMPAIGN_FILTER = _query("campaign", _STRING, "Only this campaign (must be in the token's scope).")
 _REPORT_SPAN = (
     _query(
         "day",
@@ -571,50 +480,44 @@ _CALL_CONTROL = Operation(
     },
 )
 _SCOPE_BODY: Schema = {
-    "anyOf": [{"type": "array", "items": {"type": "string"}, "maxItems": 256}, {"type": "null"}],
+    "anyOf": [{"type": "array", "items": _STRING, "maxItems": 256}, {"type": "null"}],
     "description": "Campaign and queue names the configuration knows, or null for every one.",
 }
 _ROLE_BODY: Schema = {"type": "string", "enum": [r.value for r in Role if r is not Role.AGENT]}
+_NAME_BODY: Schema = {"type": "string", "pattern": _NAME_PATTERN}
+_WORD: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{1,64}$"}
+_PASSWORD_BODY: Schema = {"type": "string", "minLength": 8, "maxLength": 1024}
+_LABEL_BODY: Schema = {"type": "string", "maxLength": 64}
 
 _NO_DIRECTORY = "Agents and queues are not kept by this server, or an unknown name."
-_MEMBERSHIPS: Schema = {
-    "type": "array",
-    "items": {
-        "anyOf": [
-            {"type": "string"},
-            {
-                "type": "object",
-                "required": ["queue"],
-                "additionalProperties": False,
-                "properties": {
-                    "queue": {"type": "string"},
-                    "penalty": {"type": "integer", "minimum": 0, "maximum": 1000000},
-                },
-            },
-        ]
-    },
-    "description": "Queue names, or {queue, penalty}.",
-}
 _SECONDS: Schema = {"type": "number", "minimum": 0, "maximum": 604800}
 _COUNT: Schema = {"type": "integer", "minimum": 0, "maximum": 1000000}
-_PAUSE_REASONS: Schema = {
-    "type": "object",
-    "description": "The reasons an agent may pause with, in their order.",
-    "required": ["reasons"],
-    "properties": {"reasons": {"type": "array", "items": {"type": "string"}}},
+
+
+def _names_or(table: Schema) -> Schema:
+    """A list of names, or of `table` objects."""
+    return _array({"anyOf": [_STRING, table]})
+
+
+_MEMBERSHIPS: Schema = {
+    **_names_or(_closed({"queue": _STRING, "penalty": _COUNT}, ["queue"])),
+    "description": "Queue names, or {queue, penalty}.",
 }
+_PAUSE_REASONS = _all(
+    {"reasons": _array(_STRING)}, "The reasons an agent may pause with, in their order."
+)
 _CAMPAIGN_SETTINGS: dict[str, Schema] = {
-    "queue": {"type": "string"},
-    "recording": {"type": "boolean"},
-    "url": {"type": "string"},
-    "dispositions": {"type": "array", "items": {"type": "string"}},
-    "callback": {"type": "boolean"},
-    "trunk": {"type": "string"},
+    "queue": _STRING,
+    "recording": _BOOLEAN,
+    "url": _STRING,
+    "dispositions": _array(_STRING),
+    "callback": _BOOLEAN,
+    "trunk": _STRING,
     "recording_retention_days": {"type": "integer", "minimum": 0, "maximum": 36500},
     "callback_min_digits": {"type": "integer", "minimum": 1, "maximum": 20},
     "callback_max_digits": {"type": "integer", "minimum": 1, "maximum": 20},
-    "callback_international": {"type": "boolean"},
-    "callback_one_per_number": {"type": "boolean"},
+    "callback_international": _BOOLEAN,
+    "callback_one_per_number": _BOOLEAN,
     "callback_expiry": {"type": "number", "exclusiveMinimum": 0, "maximum": 604800},
 }
 """A campaign's settings (a ``[[campaigns]]`` table but its name)."""
@@ -634,132 +537,150 @@ _QUEUE_SETTINGS: dict[str, Schema] = {
             "longest-idle",
         ],
     },
-    "members": {
-        "type": "array",
-        "items": {
-            "anyOf": [
-                {"type": "string"},
-                {
-                    "type": "object",
-                    "required": ["agent"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "agent": {"type": "string"},
-                        "penalty": _COUNT,
-                    },
-                },
-            ]
-        },
-    },
+    "members": _names_or(_closed({"agent": _STRING, "penalty": _COUNT}, ["agent"])),
     "ring_timeout": _SECONDS,
     "retry": _SECONDS,
     "wrapup": _SECONDS,
     "autopause": _COUNT,
     "max_callers": _COUNT,
     "max_wait": _SECONDS,
-    "join_empty": {"type": "boolean"},
-    "leave_when_empty": {"type": "boolean"},
+    "join_empty": _BOOLEAN,
+    "leave_when_empty": _BOOLEAN,
     "overflow": {
         "type": "object",
         "description": "Exactly one of queue, agent, number (with trunk), record, hangup.",
     },
-    "music_on_hold": {"type": "string"},
+    "music_on_hold": _STRING,
     "announce_frequency": _SECONDS,
     "service_level": _SECONDS,
     "max_penalty": {"type": "integer", "minimum": -1, "maximum": 1000000},
-    "escalation": {
-        "type": "array",
-        "items": {
-            "type": "object",
-            "required": ["after", "max_penalty"],
-            "additionalProperties": False,
-            "properties": {"after": _SECONDS, "max_penalty": _COUNT},
-        },
-    },
+    "escalation": _array(
+        _closed({"after": _SECONDS, "max_penalty": _COUNT}, ["after", "max_penalty"])
+    ),
 }
-_QUEUE_PROBLEMS = {
-    404: _NO_DIRECTORY,
-    409: "The running server cannot make this change now (callers wait, the file uses it).",
-}
+_QUEUE_CONFLICT = "The running server cannot make this change now (callers wait, the file uses it)."
+_QUEUE_PROBLEMS = {404: _NO_DIRECTORY, 409: _QUEUE_CONFLICT}
+_MEMBER = (_path("name", "The queue."), _path("agent", "The agent."))
+
+
+def _unknown(noun: str) -> str:
+    return f"Unknown {noun}, or the directory is not kept by this server."
+
+
+def _directory_objects(
+    path: str,
+    noun: str,
+    settings: Mapping[str, Schema],
+    *,
+    required: Iterable[str] = (),
+    changes: Mapping[str, Schema] | None = None,
+    missing: str = _NO_DIRECTORY,
+    change_conflict: str = "",
+    delete_conflict: str = "",
+    listed: str = "",
+) -> dict[tuple[str, str], Operation]:
+    """The operations of one kind of the directory's objects (`omlmedia.admin_objects`): ``POST
+    path`` with its name and `settings` (201 and its ``<Noun>Definition``), ``PATCH`` of
+    ``path/{name}`` with `changes` (None: no PATCH), ``DELETE`` of it (204), and ``GET path``
+    (the list under the key `listed`) when `listed` is set. `missing` is the 404 of a name,
+    the conflicts the 409 of a change and of a deletion (none when empty)."""
+    item = f"{path}/{{name}}"
+    name = (_path("name", f"The {noun}."),)
+    kind = f"{noun.capitalize()}Definition"
+    definition = _ref(kind)
+
+    def problems(conflict: str) -> dict[int, str]:
+        return {404: missing, 409: conflict} if conflict else {404: missing}
+
+    operations = {
+        ("POST", path): Operation(
+            body_required=True,
+            body=_closed({"name": _NAME_BODY, **settings}, ["name", *required]),
+            responses={201: definition},
+            problems={404: _NO_DIRECTORY, 409: "The name is taken."},
+        ),
+        ("DELETE", item): Operation(
+            parameters=name, responses={204: None}, problems=problems(delete_conflict)
+        ),
+    }
+    if changes is not None:
+        operations["PATCH", item] = Operation(
+            parameters=name,
+            body=_closed(changes),
+            responses={200: definition},
+            problems=problems(change_conflict),
+        )
+    if listed:
+        operations["GET", path] = Operation(
+            responses={200: _list_of(listed, kind)}, problems={404: _NO_DIRECTORY}
+        )
+    return operations
+
 
 _NO_HOOKS = "Webhooks are not kept by this server, or an unknown id."
 _HOOK_ID = _path("id", "The webhook.")
-_WEBHOOK_BODY: Schema = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
+_WEBHOOK_BODY = _closed(
+    {
         "url": {"type": "string", "maxLength": 2048, "description": "An https:// URL."},
         "types": {
-            "type": "array",
-            "items": {"type": "string", "pattern": "^[a-z0-9_.]{1,64}$"},
+            **_array({"type": "string", "pattern": "^[a-z0-9_.]{1,64}$"}),
             "maxItems": 32,
             "description": "Event type prefixes (empty: every event).",
         },
         "scope": _SCOPE_BODY,
-        "enabled": {"type": "boolean"},
-        "verify_tls": {"type": "boolean"},
+        "enabled": _BOOLEAN,
+        "verify_tls": _BOOLEAN,
         "description": {"type": "string", "maxLength": 256},
-    },
-}
-_REPLAYED: Schema = {
-    "type": "object",
-    "required": ["replayed"],
-    "properties": {"replayed": {"type": "integer"}},
-}
+    }
+)
+_REPLAYED = _all({"replayed": _INTEGER})
+
+
+def _live(noun: str, schema: str) -> dict[tuple[str, str], Operation]:
+    """The live figures of the queues or agents: every one (``/api/v1/<noun>s``) and one."""
+    path = f"/api/v1/{noun}s"
+    return {
+        ("GET", path): Operation(
+            parameters=_SPAN,
+            responses={200: _list_of(f"{noun}s", schema)},
+            problems={404: _NO_QUEUES},
+        ),
+        ("GET", f"{path}/{{name}}"): Operation(
+            parameters=(_path("name", f"The {noun}."), *_SPAN),
+            responses={200: _ref(schema)},
+            problems={404: _NO_QUEUES},
+        ),
+    }
+
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
-    ("GET", "/api/v1/health"): Operation(
-        responses={
-            200: {
-                "type": "object",
-                "required": ["status"],
-                "properties": {"status": {"const": "ok"}},
-            }
-        }
-    ),
+    ("GET", "/api/v1/health"): Operation(responses={200: _all({"status": {"const": "ok"}})}),
     ("GET", "/api/v1/status"): Operation(
         responses={200: {"type": "object", "description": "Live counters."}}
     ),
-    ("GET", "/api/v1/queues"): Operation(
-        parameters=_SPAN, responses={200: _list_of("queues", "Queue")}, problems={404: _NO_QUEUES}
-    ),
-    ("GET", "/api/v1/queues/{name}"): Operation(
-        parameters=(_path("name", "The queue."), *_SPAN),
-        responses={200: _ref("Queue")},
-        problems={404: _NO_QUEUES},
-    ),
+    **_live("queue", "Queue"),
     ("GET", "/api/v1/wallboard"): Operation(
         parameters=(
             _query(
                 "queue",
-                {"type": "string"},
+                _STRING,
                 "Only these queues (repeatable or comma-separated; each known and in scope).",
             ),
             _query(
                 "campaign",
-                {"type": "string"},
+                _STRING,
                 "Only the queues of these campaigns (repeatable or comma-separated).",
             ),
         ),
         responses={200: _ref("Wallboard")},
         problems={404: "No queues are configured."},
     ),
-    ("GET", "/api/v1/agents"): Operation(
-        parameters=_SPAN, responses={200: _list_of("agents", "Agent")}, problems={404: _NO_QUEUES}
-    ),
-    ("GET", "/api/v1/agents/{name}"): Operation(
-        parameters=(_path("name", "The agent."), *_SPAN),
-        responses={200: _ref("Agent")},
-        problems={404: _NO_QUEUES},
-    ),
+    **_live("agent", "Agent"),
     ("POST", "/api/v1/agents/{name}/pause"): Operation(
         parameters=_SUPERVISION.parameters,
-        body={
-            "type": "object",
-            "properties": {
-                "reason": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "\\S"}
-            },
-        },
+        body=_object(
+            {"reason": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "\\S"}}
+        ),
         responses=_SUPERVISION.responses,
         problems=_SUPERVISION.problems,
     ),
@@ -776,18 +697,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("POST", "/api/v1/calls"): Operation(
         body_required=True,
-        body={
-            "type": "object",
-            "required": ["agent", "number"],
-            "additionalProperties": False,
-            "description": "One of campaign and trunk.",
-            "properties": {
-                "agent": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{1,64}$"},
+        body=_closed(
+            {
+                "agent": _WORD,
                 "number": {"type": "string", "pattern": "^[0-9+*#]{1,32}$"},
-                "campaign": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{1,64}$"},
-                "trunk": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{1,64}$"},
+                "campaign": _WORD,
+                "trunk": _WORD,
             },
-        },
+            ["agent", "number"],
+            "One of campaign and trunk.",
+        ),
         responses={202: _ref("Originated")},
         problems={
             404: "Unknown agent, campaign or trunk, or no agent desk.",
@@ -805,13 +724,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/api/v1/calls/{id}/transfer"): Operation(
         parameters=_CALL_CONTROL.parameters,
         body_required=True,
-        body={
-            "type": "object",
-            "required": ["to"],
-            "properties": {
-                "to": {"type": "string", "pattern": "^[A-Za-z0-9+*#._@:-]{1,64}$"},
-            },
-        },
+        body=_object({"to": {"type": "string", "pattern": "^[A-Za-z0-9+*#._@:-]{1,64}$"}}, ["to"]),
         responses=_CALL_CONTROL.responses,
         problems=_CALL_CONTROL.problems,
     ),
@@ -822,7 +735,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             *_SPAN,
             _QUEUE_FILTER,
             _AGENT_FILTER,
-            _query("call_id", {"type": "string"}, "Only this call."),
+            _query("call_id", _STRING, "Only this call."),
             *_PAGING,
         ),
         responses={200: _page_of("entries", "QueueLogEntry")},
@@ -853,8 +766,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             _QUEUE_FILTER,
             _CAMPAIGN_FILTER,
             _AGENT_FILTER,
-            _query("caller", {"type": "string"}, "A part of the caller's number."),
-            _query("disposition", {"type": "string"}, "Only this disposition."),
+            _query("caller", _STRING, "A part of the caller's number."),
+            _query("disposition", _STRING, "Only this disposition."),
             _query(
                 "min_duration",
                 {"type": "number", "minimum": 0, "maximum": 1e9},
@@ -900,18 +813,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("POST", "/api/v1/accounts"): Operation(
         body_required=True,
-        body={
-            "type": "object",
-            "required": ["name", "role", "password"],
-            "additionalProperties": False,
-            "properties": {
-                "name": {"type": "string", "pattern": _NAME_PATTERN},
+        body=_closed(
+            {
+                "name": _NAME_BODY,
                 "role": _ROLE_BODY,
-                "password": {"type": "string", "minLength": 8, "maxLength": 1024},
-                "display_name": {"type": "string", "maxLength": 64},
+                "password": _PASSWORD_BODY,
+                "display_name": _LABEL_BODY,
                 "scope": _SCOPE_BODY,
             },
-        },
+            ["name", "role", "password"],
+        ),
         responses={201: _ref("Account")},
         problems={404: _NO_BOOK, 409: "The name is taken."},
     ),
@@ -922,17 +833,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("PATCH", "/api/v1/accounts/{name}"): Operation(
         parameters=(_path("name", "The account."),),
-        body={
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
+        body=_closed(
+            {
                 "role": _ROLE_BODY,
-                "display_name": {"type": "string", "maxLength": 64},
-                "password": {"type": "string", "minLength": 8, "maxLength": 1024},
+                "display_name": _LABEL_BODY,
+                "password": _PASSWORD_BODY,
                 "scope": _SCOPE_BODY,
-                "disabled": {"type": "boolean"},
-            },
-        },
+                "disabled": _BOOLEAN,
+            }
+        ),
         responses={200: _ref("Account")},
         problems={
             404: _NO_BOOK,
@@ -945,28 +854,26 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         problems={404: _NO_BOOK, 409: "The account is one of the configuration."},
     ),
     ("GET", "/api/v1/tokens"): Operation(
-        parameters=(_query("account", {"type": "string"}, "Only this account's tokens."),),
+        parameters=(_query("account", _STRING, "Only this account's tokens."),),
         responses={200: _list_of("tokens", "Token")},
         problems={404: _NO_BOOK},
     ),
     ("POST", "/api/v1/tokens"): Operation(
         body_required=True,
-        body={
-            "type": "object",
-            "description": "Either account, or integration with role.",
-            "additionalProperties": False,
-            "properties": {
-                "account": {"type": "string", "pattern": _NAME_PATTERN},
-                "integration": {"type": "string", "pattern": _NAME_PATTERN},
+        body=_closed(
+            {
+                "account": _NAME_BODY,
+                "integration": _NAME_BODY,
                 "role": _ROLE_BODY,
                 "scope": _SCOPE_BODY,
-                "label": {"type": "string", "maxLength": 64},
+                "label": _LABEL_BODY,
                 "expires": _nullable(
                     {"type": "number", "description": "Unix time, in the future."}
                 ),
                 "expires_in": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1e10},
             },
-        },
+            description="Either account, or integration with role.",
+        ),
         responses={201: _ref("Token")},
         problems={404: _NO_BOOK, 409: "The account cannot be given a token."},
     ),
@@ -975,134 +882,66 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         responses={200: _ref("Token")},
         problems={404: _NO_BOOK, 409: "The configured token is changed in the configuration."},
     ),
-    ("POST", "/api/v1/agents"): Operation(
-        body_required=True,
-        body={
-            "type": "object",
-            "required": ["name", "password"],
-            "additionalProperties": False,
-            "properties": {
-                "name": {"type": "string", "pattern": _NAME_PATTERN},
-                "password": {"type": "string", "minLength": 8, "maxLength": 1024},
-                "display_name": {"type": "string", "maxLength": 64},
-                "queues": _MEMBERSHIPS,
-            },
+    **_directory_objects(
+        "/api/v1/agents",
+        "agent",
+        {"password": _PASSWORD_BODY, "display_name": _LABEL_BODY, "queues": _MEMBERSHIPS},
+        required=["password"],
+        changes={
+            "display_name": _LABEL_BODY,
+            "password": _PASSWORD_BODY,
+            "disabled": _BOOLEAN,
+            "queues": _MEMBERSHIPS,
         },
-        responses={201: _ref("AgentDefinition")},
-        problems={404: _NO_DIRECTORY, 409: "The name is taken."},
+        change_conflict="The running server cannot make this change now.",
+        delete_conflict="The agent is on a call.",
     ),
-    ("PATCH", "/api/v1/agents/{name}"): Operation(
-        parameters=(_path("name", "The agent."),),
-        body={
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "display_name": {"type": "string", "maxLength": 64},
-                "password": {"type": "string", "minLength": 8, "maxLength": 1024},
-                "disabled": {"type": "boolean"},
-                "queues": _MEMBERSHIPS,
-            },
-        },
-        responses={200: _ref("AgentDefinition")},
-        problems={404: _NO_DIRECTORY, 409: "The running server cannot make this change now."},
-    ),
-    ("DELETE", "/api/v1/agents/{name}"): Operation(
-        parameters=(_path("name", "The agent."),),
-        responses={204: None},
-        problems={404: _NO_DIRECTORY, 409: "The agent is on a call."},
-    ),
-    ("POST", "/api/v1/queues"): Operation(
-        body_required=True,
-        body={
-            "type": "object",
-            "required": ["name"],
-            "additionalProperties": False,
-            "properties": {"name": {"type": "string", "pattern": _NAME_PATTERN}, **_QUEUE_SETTINGS},
-        },
-        responses={201: _ref("QueueDefinition")},
-        problems={404: _NO_DIRECTORY, 409: "The name is taken."},
-    ),
-    ("PATCH", "/api/v1/queues/{name}"): Operation(
-        parameters=(_path("name", "The queue."),),
-        body={"type": "object", "additionalProperties": False, "properties": _QUEUE_SETTINGS},
-        responses={200: _ref("QueueDefinition")},
-        problems=_QUEUE_PROBLEMS,
-    ),
-    ("DELETE", "/api/v1/queues/{name}"): Operation(
-        parameters=(_path("name", "The queue."),),
-        responses={204: None},
-        problems=_QUEUE_PROBLEMS,
+    **_directory_objects(
+        "/api/v1/queues",
+        "queue",
+        _QUEUE_SETTINGS,
+        changes=_QUEUE_SETTINGS,
+        change_conflict=_QUEUE_CONFLICT,
+        delete_conflict=_QUEUE_CONFLICT,
     ),
     ("PUT", "/api/v1/queues/{name}/members/{agent}"): Operation(
-        parameters=(_path("name", "The queue."), _path("agent", "The agent.")),
-        body={
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {"penalty": _COUNT},
-        },
+        parameters=_MEMBER,
+        body=_closed({"penalty": _COUNT}),
         responses={200: _ref("QueueDefinition")},
         problems=_QUEUE_PROBLEMS,
     ),
-    ("POST", "/api/v1/campaigns"): Operation(
-        body_required=True,
-        body={
-            "type": "object",
-            "required": ["name", "queue"],
-            "additionalProperties": False,
-            "properties": {
-                "name": {"type": "string", "pattern": _NAME_PATTERN},
-                **_CAMPAIGN_SETTINGS,
-            },
+    ("DELETE", "/api/v1/queues/{name}/members/{agent}"): Operation(
+        parameters=_MEMBER,
+        responses={200: _ref("QueueDefinition")},
+        problems={404: "Unknown queue or agent, or the agent is not a member."},
+    ),
+    **_directory_objects(
+        "/api/v1/campaigns",
+        "campaign",
+        _CAMPAIGN_SETTINGS,
+        required=["queue"],
+        changes=_CAMPAIGN_SETTINGS,
+        missing=_unknown("campaign"),
+        delete_conflict="A route (the file's or the API's) sends callers to the campaign.",
+    ),
+    **_directory_objects(
+        "/api/v1/routes",
+        "route",
+        {
+            **_strings("user pattern target"),
+            "strip": {"type": "integer", "minimum": 0, "maximum": 64},
+            "prefix": _STRING,
         },
-        responses={201: _ref("CampaignDefinition")},
-        problems={404: _NO_DIRECTORY, 409: "The name is taken."},
-    ),
-    ("PATCH", "/api/v1/campaigns/{name}"): Operation(
-        parameters=(_path("name", "The campaign."),),
-        body={"type": "object", "additionalProperties": False, "properties": _CAMPAIGN_SETTINGS},
-        responses={200: _ref("CampaignDefinition")},
-        problems={404: "Unknown campaign, or the directory is not kept by this server."},
-    ),
-    ("DELETE", "/api/v1/campaigns/{name}"): Operation(
-        parameters=(_path("name", "The campaign."),),
-        responses={204: None},
-        problems={
-            404: "Unknown campaign, or the directory is not kept by this server.",
-            409: "A route (the file's or the API's) sends callers to the campaign.",
-        },
-    ),
-    ("GET", "/api/v1/routes"): Operation(
-        responses={200: _list_of("routes", "RouteDefinition")}, problems={404: _NO_DIRECTORY}
-    ),
-    ("POST", "/api/v1/routes"): Operation(
-        body_required=True,
-        body={
-            "type": "object",
-            "required": ["name", "target"],
-            "additionalProperties": False,
-            "properties": {
-                "name": {"type": "string", "pattern": _NAME_PATTERN},
-                "user": {"type": "string"},
-                "pattern": {"type": "string"},
-                "target": {"type": "string"},
-                "strip": {"type": "integer", "minimum": 0, "maximum": 64},
-                "prefix": {"type": "string"},
-            },
-        },
-        responses={201: _ref("RouteDefinition")},
-        problems={404: _NO_DIRECTORY, 409: "The name is taken."},
+        required=["target"],
+        missing=_unknown("route"),
+        listed="routes",
     ),
     ("GET", "/api/v1/pause-reasons"): Operation(
         responses={200: _PAUSE_REASONS}, problems={404: _NO_DIRECTORY}
     ),
     ("POST", "/api/v1/pause-reasons"): Operation(
         body_required=True,
-        body={
-            "type": "object",
-            "required": ["name"],
-            "additionalProperties": False,
-            "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 64}},
-        },
+        body=_closed({"name": {"type": "string", "minLength": 1, "maxLength": 64}}, ["name"]),
         responses={201: _PAUSE_REASONS},
         problems={404: _NO_DIRECTORY, 409: "The reason exists already."},
     ),
@@ -1113,16 +952,6 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             404: "Unknown pause reason, or the directory is not kept by this server.",
             409: "The last pause reason (agents could not pause).",
         },
-    ),
-    ("DELETE", "/api/v1/routes/{name}"): Operation(
-        parameters=(_path("name", "The route."),),
-        responses={204: None},
-        problems={404: "Unknown route, or the directory is not kept by this server."},
-    ),
-    ("DELETE", "/api/v1/queues/{name}/members/{agent}"): Operation(
-        parameters=(_path("name", "The queue."), _path("agent", "The agent.")),
-        responses={200: _ref("QueueDefinition")},
-        problems={404: "Unknown queue or agent, or the agent is not a member."},
     ),
     ("GET", "/api/v1/webhooks"): Operation(
         responses={200: _list_of("webhooks", "Webhook")}, problems={404: _NO_HOOKS}
@@ -1171,15 +1000,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("POST", "/api/v1/sessions"): Operation(
         body_required=True,
-        body={
-            "type": "object",
-            "required": ["name", "password"],
-            "additionalProperties": False,
-            "properties": {
+        body=_closed(
+            {
                 "name": {"type": "string", "minLength": 1, "maxLength": 1024},
                 "password": {"type": "string", "minLength": 1, "maxLength": 1024},
             },
-        },
+            ["name", "password"],
+        ),
         responses={201: _ref("Token")},
         problems={
             401: "Wrong name or password.",
@@ -1192,9 +1019,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/v1/audit"): Operation(
         parameters=(
             *_SPAN,
-            _query("actor", {"type": "string"}, "Only this actor."),
-            _query("action", {"type": "string"}, "Actions starting with this text."),
-            _query("target", {"type": "string"}, "Only this target."),
+            _query("actor", _STRING, "Only this actor."),
+            _query("action", _STRING, "Actions starting with this text."),
+            _query("target", _STRING, "Only this target."),
             *_PAGING,
         ),
         responses={200: _page_of("entries", "AuditEntry")},
@@ -1212,17 +1039,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "name": "Last-Event-ID",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string"},
+                "schema": _STRING,
                 "description": "What EventSource sends when it reconnects: as since_id.",
             },
             _query(
                 "type",
-                {"type": "string"},
+                _STRING,
                 "Only these event types, by prefix (repeatable or comma-separated).",
             ),
-            _query("queue", {"type": "string"}, "Only these queues (repeatable)."),
-            _query("agent", {"type": "string"}, "Only these agents (repeatable): a screen-pop."),
-            _query("campaign", {"type": "string"}, "Only these campaigns (repeatable)."),
+            _query("queue", _STRING, "Only these queues (repeatable)."),
+            _query("agent", _STRING, "Only these agents (repeatable): a screen-pop."),
+            _query("campaign", _STRING, "Only these campaigns (repeatable)."),
         ),
         responses={101: None, 200: None},
         problems={
@@ -1323,7 +1150,7 @@ def _operation(method: str, path: str, handler: Any) -> Schema:
                 else {spec.content_type: {}}
             )
             for alternate in spec.alternates:
-                answer["content"][alternate] = {"schema": {"type": "string"}}
+                answer["content"][alternate] = {"schema": _STRING}
         responses[str(status)] = answer
     for status, why in spec.problems.items():
         responses[str(status)] = _problem(why)
