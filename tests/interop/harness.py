@@ -10,6 +10,9 @@ green run must mean the peer really ran.
 from __future__ import annotations
 
 import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,10 +34,17 @@ __all__ = [
     "SCENARIOS",
     "RunningServer",
     "SippResult",
+    "caller_to",
+    "echoing_pbx",
     "free_port",
+    "pbx",
+    "pbx_on",
+    "pcap_caller",
     "require_tool",
     "run_sipp",
+    "sipp_caller",
     "start_server",
+    "start_sipp",
     "write_test_config",
 ]
 
@@ -88,3 +98,71 @@ def run_sipp(
         return harness.run_sipp(args, workdir, timeout=timeout, name=name)
     except TimeoutError as exc:
         pytest.fail(str(exc))
+
+
+def start_sipp(args: list[str], workdir: Path, name: str) -> subprocess.Popen[bytes]:
+    """sipp in the background (a child to wait for or kill, never -bg), its output in
+    ``workdir/<name>.out`` and its errors in ``workdir/<name>-errors.log``."""
+    sipp = require_tool("sipp")
+    with (workdir / f"{name}.out").open("wb") as log:
+        return subprocess.Popen(
+            [
+                sipp,
+                *args,
+                "-nostdin",
+                "-trace_err",
+                "-error_file",
+                str(workdir / f"{name}-errors.log"),
+            ],
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def echoing_pbx() -> list[str]:
+    """The arguments of a PBX (sipp UAS) that answers with PCMA and echoes the RTP it gets."""
+    return [
+        "-sf",
+        str(SCENARIOS / "uas_answer_pcma.xml"),
+        "-rtp_echo",
+        "-mp",
+        str(free_port(pair=True)),
+    ]
+
+
+def pbx_on(server: RunningServer, args: list[str], calls: int) -> list[str]:
+    """sipp `args` for a UAS on `server`'s trunk `pbx` address that ends after `calls` calls."""
+    return [*args, "-i", "127.0.0.1", "-p", str(server.pbx_port), "-m", str(calls)]
+
+
+@contextmanager
+def pbx(server: RunningServer, workdir: Path, args: list[str], calls: int) -> Iterator[None]:
+    """A sipp UAS on the trunk's address for the duration of the block; it must have handled
+    its `calls` calls and ended cleanly by 60 s after the block."""
+    process = start_sipp(pbx_on(server, args, calls), workdir, "pbx")
+    try:
+        yield
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, (workdir / "pbx.out").read_text(errors="replace")[-3000:]
+
+
+def caller_to(server: RunningServer, args: list[str]) -> list[str]:
+    """sipp `args` for a UAC calling `server`'s SIP port from an ephemeral port."""
+    return [f"127.0.0.1:{server.sip_port}", "-i", "127.0.0.1", "-p", "0", *args]
+
+
+def sipp_caller(server: RunningServer, workdir: Path, args: list[str]) -> SippResult:
+    """A sipp UAC to `server` run to its end (run_sipp)."""
+    return run_sipp(caller_to(server, args), workdir)
+
+
+def pcap_caller(number: str, calls: int = 1, rate: int | None = None) -> list[str]:
+    """The arguments of a UAC that dials `number` `calls` times (`rate` a second) and plays
+    sipp's 236-packet PCMA pcap on each call."""
+    args = ["-sn", "uac_pcap", "-s", number, "-mp", str(free_port(pair=True)), "-m", str(calls)]
+    return [*args, "-r", str(rate)] if rate is not None else args

@@ -11,8 +11,15 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.interop.harness import API_TOKEN, SCENARIOS, RunningServer, free_port, run_sipp
-from tests.interop.test_trunk import pbx
+from tests.interop.harness import (
+    API_TOKEN,
+    RunningServer,
+    echoing_pbx,
+    pbx,
+    pcap_caller,
+    run_sipp,
+    sipp_caller,
+)
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 CALLS = 3
@@ -126,34 +133,6 @@ async def test_a_trunk_call_reports_each_legs_quality_and_feeds_the_histograms(
 
 
 def _sipp_through_the_trunk(server: RunningServer, workdir: Path) -> None:
-    with pbx(
-        server,
-        workdir,
-        [
-            "-sf",
-            str(SCENARIOS / "uas_answer_pcma.xml"),
-            "-rtp_echo",
-            "-mp",
-            str(free_port(pair=True)),
-        ],
-        1,
-    ):
-        result = run_sipp(
-            [
-                f"127.0.0.1:{server.sip_port}",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                "0",
-                "-sn",
-                "uac_pcap",
-                "-s",
-                "91234",
-                "-mp",
-                str(free_port(pair=True)),
-                "-m",
-                "1",
-            ],
-            workdir,
-        )
+    with pbx(server, workdir, echoing_pbx(), 1):
+        result = sipp_caller(server, workdir, pcap_caller("91234"))
     assert result.returncode == 0, result.output + result.errors

@@ -27,9 +27,9 @@ from tests.interop.harness import (
     SCENARIOS,
     RunningServer,
     free_port,
+    pbx,
     run_sipp,
 )
-from tests.interop.test_trunk import pbx
 
 CARRIER_HOST = "127.0.0.9"
 STRANGER = "127.0.0.6"

@@ -21,9 +21,19 @@ import pytest
 
 from benchmarks import harness
 from tests.interop.baresip import answerer, dial, dominant_frequency
-from tests.interop.harness import SCENARIOS, RunningServer, free_port
+from tests.interop.harness import (
+    SCENARIOS,
+    RunningServer,
+    caller_to,
+    echoing_pbx,
+    free_port,
+    pbx,
+    pbx_on,
+    pcap_caller,
+    sipp_caller,
+    start_sipp,
+)
 from tests.interop.test_bridge_media import wait_listening
-from tests.interop.test_trunk import _uac, pbx
 from tests.media.netns import enter, in_ns, ip, require_kernel_tools
 
 NS = f"okpi{os.getpid() % 100000}"
@@ -81,34 +91,8 @@ def test_bridged_rtp_to_an_echoing_pbx_goes_through_the_kernel(
 ) -> None:
     relayed_before = server.status()["calls"]["relayed_packets"]
     before = kernel_status(server)
-    with pbx(
-        server,
-        tmp_path,
-        [
-            "-sf",
-            str(SCENARIOS / "uas_answer_pcma.xml"),
-            "-rtp_echo",
-            "-mp",
-            str(free_port(pair=True)),
-        ],
-        2,
-    ):
-        result = _uac(
-            server,
-            tmp_path,
-            [
-                "-sn",
-                "uac_pcap",
-                "-s",
-                "91234",
-                "-mp",
-                str(free_port(pair=True)),
-                "-m",
-                "2",
-                "-r",
-                "2",
-            ],
-        )
+    with pbx(server, tmp_path, echoing_pbx(), 2):
+        result = sipp_caller(server, tmp_path, pcap_caller("91234", calls=2, rate=2))
     assert result.returncode == 0, result.output + result.errors
     assert result.count("SuccessfulCall") == 2
     status = server.wait_idle()
@@ -126,6 +110,12 @@ def test_bridged_rtp_to_an_echoing_pbx_goes_through_the_kernel(
     assert moved >= 0.9 * relayed, (moved, relayed, kernel)
 
 
+def hold_resume_caller() -> list[str]:
+    """A UAC to 91234 that plays the pcap, holds (music), resumes and plays it again."""
+    scenario = str(SCENARIOS / "uac_pcap_hold_resume.xml")
+    return ["-sf", scenario, "-s", "91234", "-mp", str(free_port(pair=True)), "-m", "1"]
+
+
 def delta(after: dict[str, Any], before: dict[str, Any], reason: str) -> int:
     return int(after["fallbacks"].get(reason, 0)) - int(before["fallbacks"].get(reason, 0))
 
@@ -135,32 +125,8 @@ def test_hold_with_music_hands_the_call_back_to_userspace_for_the_rest_of_it(
 ) -> None:
     relayed_before = server.status()["calls"]["relayed_packets"]
     before = kernel_status(server)
-    with pbx(
-        server,
-        tmp_path,
-        [
-            "-sf",
-            str(SCENARIOS / "uas_answer_pcma.xml"),
-            "-rtp_echo",
-            "-mp",
-            str(free_port(pair=True)),
-        ],
-        1,
-    ):
-        result = _uac(
-            server,
-            tmp_path,
-            [
-                "-sf",
-                str(SCENARIOS / "uac_pcap_hold_resume.xml"),
-                "-s",
-                "91234",
-                "-mp",
-                str(free_port(pair=True)),
-                "-m",
-                "1",
-            ],
-        )
+    with pbx(server, tmp_path, echoing_pbx(), 1):
+        result = sipp_caller(server, tmp_path, hold_resume_caller())
     assert result.returncode == 0, result.output + result.errors
     assert result.count("SuccessfulCall") == 1
     status = server.wait_idle()
@@ -203,48 +169,8 @@ def test_a_killed_server_leaves_no_rule_behind_after_its_next_start(
         pytest.fail(str(exc))
     sip_port = first.sip_port
     table = f"omlmedia_{sip_port}"
-    uas = subprocess.Popen(
-        [
-            "sipp",
-            "-sf",
-            str(SCENARIOS / "uas_answer_pcma.xml"),
-            "-rtp_echo",
-            "-mp",
-            str(free_port(pair=True)),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(first.pbx_port),
-            "-m",
-            "1",
-            "-nostdin",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    uac = subprocess.Popen(
-        [
-            "sipp",
-            f"127.0.0.1:{sip_port}",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "-sf",
-            str(SCENARIOS / "uac_pcap_hold_resume.xml"),
-            "-s",
-            "91234",
-            "-mp",
-            str(free_port(pair=True)),
-            "-m",
-            "1",
-            "-nostdin",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    uas = start_sipp(pbx_on(first, echoing_pbx(), 1), tmp_path, "pbx")
+    uac = start_sipp(caller_to(first, hold_resume_caller()), tmp_path, "caller")
     try:
         deadline = time.monotonic() + 20
         while kernel_status(first)["calls"] != 1:
@@ -312,23 +238,8 @@ def test_media_timeout_counts_the_packets_the_kernel_moves(namespace: str, tmp_p
     except harness.ServerStartError as exc:
         pytest.fail(str(exc))
     try:
-        with pbx(
-            short,
-            tmp_path,
-            [
-                "-sf",
-                str(SCENARIOS / "uas_answer_pcma.xml"),
-                "-rtp_echo",
-                "-mp",
-                str(free_port(pair=True)),
-            ],
-            1,
-        ):
-            result = _uac(
-                short,
-                tmp_path,
-                ["-sn", "uac_pcap", "-s", "91234", "-mp", str(free_port(pair=True)), "-m", "1"],
-            )
+        with pbx(short, tmp_path, echoing_pbx(), 1):
+            result = sipp_caller(short, tmp_path, pcap_caller("91234"))
         assert result.returncode == 0, result.output + result.errors + short.log()[-3000:]
         assert result.count("SuccessfulCall") == 1
         status = short.wait_idle()

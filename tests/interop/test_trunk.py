@@ -2,91 +2,24 @@
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from tests.interop.harness import (
     SCENARIOS,
     RunningServer,
-    SippResult,
-    free_port,
-    require_tool,
-    run_sipp,
+    echoing_pbx,
+    pbx,
+    pcap_caller,
+    sipp_caller,
 )
-
-
-@contextmanager
-def pbx(server: RunningServer, workdir: Path, args: list[str], calls: int) -> Iterator[None]:
-    """A sipp UAS on the trunk's address for the duration of the block; it must end cleanly."""
-    sipp = require_tool("sipp")
-    log = (workdir / "pbx.out").open("wb")
-    process = subprocess.Popen(
-        [
-            sipp,
-            *args,
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(server.pbx_port),
-            "-m",
-            str(calls),
-            "-nostdin",
-            "-trace_err",
-            "-error_file",
-            str(workdir / "pbx-errors.log"),
-        ],
-        cwd=workdir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 0, (workdir / "pbx.out").read_text(errors="replace")[-3000:]
-
-
-def _uac(server: RunningServer, workdir: Path, args: list[str]) -> SippResult:
-    return run_sipp([f"127.0.0.1:{server.sip_port}", "-i", "127.0.0.1", "-p", "0", *args], workdir)
 
 
 def test_call_to_9_number_is_bridged_to_the_pbx_and_rtp_is_relayed(
     server: RunningServer, tmp_path: Path
 ) -> None:
     before = server.status()["calls"]["relayed_packets"]
-    with pbx(
-        server,
-        tmp_path,
-        [
-            "-sf",
-            str(SCENARIOS / "uas_answer_pcma.xml"),
-            "-rtp_echo",
-            "-mp",
-            str(free_port(pair=True)),
-        ],
-        2,
-    ):
-        result = _uac(
-            server,
-            tmp_path,
-            [
-                "-sn",
-                "uac_pcap",
-                "-s",
-                "91234",
-                "-mp",
-                str(free_port(pair=True)),
-                "-m",
-                "2",
-                "-r",
-                "2",
-            ],
-        )
+    with pbx(server, tmp_path, echoing_pbx(), 2):
+        result = sipp_caller(server, tmp_path, pcap_caller("91234", calls=2, rate=2))
     assert result.returncode == 0, result.output + result.errors
     assert result.count("SuccessfulCall") == 2
     status = server.wait_idle()
@@ -99,7 +32,7 @@ def test_call_to_9_number_is_bridged_to_the_pbx_and_rtp_is_relayed(
 
 def test_cancel_before_answer_reaches_the_pbx(server: RunningServer, tmp_path: Path) -> None:
     with pbx(server, tmp_path, ["-sf", str(SCENARIOS / "uas_ring_no_answer.xml")], 3):
-        result = _uac(
+        result = sipp_caller(
             server,
             tmp_path,
             ["-sf", str(SCENARIOS / "uac_cancel.xml"), "-s", "95555", "-m", "3", "-r", "3"],
@@ -120,7 +53,7 @@ def test_pbx_busy_is_relayed_to_the_caller(server: RunningServer, tmp_path: Path
         + '  <recv request="ACK">\n  </recv>\n</scenario>\n'
     )
     with pbx(server, tmp_path, ["-sf", str(uas_busy)], 1):
-        result = _uac(
+        result = sipp_caller(
             server,
             tmp_path,
             ["-sf", str(SCENARIOS / "uac_expect_486.xml"), "-s", "96000", "-m", "1"],
@@ -132,7 +65,7 @@ def test_blind_transfer_by_the_pbx_reconnects_the_caller_to_the_new_extension(
     server: RunningServer, tmp_path: Path
 ) -> None:
     with pbx(server, tmp_path, ["-sf", str(SCENARIOS / "uas_transferor.xml")], 2):
-        result = _uac(
+        result = sipp_caller(
             server,
             tmp_path,
             ["-sf", str(SCENARIOS / "uac_long_call.xml"), "-s", "91000", "-m", "1"],
@@ -148,7 +81,7 @@ def test_a_pbx_that_challenges_our_invite_gets_valid_digest_credentials(
     server: RunningServer, tmp_path: Path
 ) -> None:
     with pbx(server, tmp_path, ["-sf", str(SCENARIOS / "uas_challenge.xml")], 1):
-        result = _uac(
+        result = sipp_caller(
             server,
             tmp_path,
             ["-sf", str(SCENARIOS / "uac_long_call.xml"), "-s", "93000", "-m", "1"],
