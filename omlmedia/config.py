@@ -430,6 +430,8 @@ class Config:
     acd: AcdConfig | None = None
     """The queues (``[queues.NAME]``) and their members; None when there is none."""
     campaigns: tuple[Campaign, ...] = ()
+    disposition_sets: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    """Named lists of dispositions (``[disposition_sets.<name>]``) that campaigns refer to."""
     accounts: tuple[AccountSeed, ...] = ()
     """Accounts of the API and the pages (``[[accounts]]``; agents are in ``webrtc.agents``)."""
     """Inbound campaigns (``[[campaigns]]``)."""
@@ -1005,6 +1007,7 @@ _TOP_KEYS: Final = (
     "agents",
     "queues",
     "campaigns",
+    "disposition_sets",
     "accounts",
     "site",
     "storage",
@@ -1128,8 +1131,13 @@ def _build(
     queue_names = set(acd.queues) if acd is not None else set()
     wallboard, wallboard_errors = parse_wallboard(raw.get("wallboard"), queue_names)
     check.errors.extend(wallboard_errors)
+    disposition_sets = parse_disposition_sets(check, raw.get("disposition_sets", _MISSING))
     campaigns = _campaigns(
-        check, raw.get("campaigns", _MISSING), queue_names, _trunk_names(raw.get("trunks"))
+        check,
+        raw.get("campaigns", _MISSING),
+        queue_names,
+        _trunk_names(raw.get("trunks")),
+        disposition_sets,
     )
     campaign_names = {c.name for c in campaigns}
     accounts, account_errors = parse_accounts(
@@ -1172,6 +1180,7 @@ def _build(
         webrtc=webrtc,
         acd=acd,
         campaigns=campaigns,
+        disposition_sets=disposition_sets,
         accounts=accounts,
         source=source,
         generated=GeneratedSecrets(api_token=api_token, demo_password=generated_password),
@@ -1764,7 +1773,11 @@ class Campaign:
     url: str = ""
     """The page the agent's browser opens for a call; ``{caller}`` is the caller's number."""
     dispositions: tuple[str, ...] = ()
-    """What an agent may choose at the end of a call (free text when empty)."""
+    """What an agent may choose at the end of a call (free text when empty); those of its
+    `disposition_set` when it names one."""
+    disposition_set: str = ""
+    """The named set of dispositions (``[disposition_sets.<name>]``) its agents choose from:
+    when set, it wins over the campaign's own list, and a change of the set reaches it."""
     callback: bool = True
     """Waiting callers may press 1 to be called back, keeping their place."""
     trunk: str = ""
@@ -1800,12 +1813,67 @@ _CAMPAIGN_KEYS: Final = (
     "callback_international",
     "callback_one_per_number",
     "callback_expiry",
+    "disposition_set",
 )
+MAX_DISPOSITION: Final = 64
+"""The longest disposition (characters)."""
+
+
+def _dispositions(check: _Checker, table: dict[str, Any], path: str) -> tuple[str, ...] | None:
+    """A list of dispositions: each 1 to 64 printable characters, no spaces around, no two
+    alike."""
+    values = check.strings(table, path, "dispositions", ())
+    if values is None:
+        return None
+    where = _join(path, "dispositions")
+    ok = True
+    for i, text in enumerate(values):
+        if not (0 < len(text) <= MAX_DISPOSITION and text.isprintable() and text.strip() == text):
+            check.error(f"{where}[{i}]", f"must be 1 to {MAX_DISPOSITION} printable characters")
+            ok = False
+        elif text in values[:i]:
+            check.error(f"{where}[{i}]", f'"{text}" is listed twice')
+            ok = False
+    return values if ok else None
+
+
+def parse_disposition_sets(check: _Checker, value: object) -> dict[str, tuple[str, ...]]:
+    """``[disposition_sets.<name>]`` tables, each ``dispositions = [...]`` (at least one): named
+    lists of dispositions that campaigns refer to (``disposition_set``)."""
+    if value is _MISSING:
+        return {}
+    if not isinstance(value, dict):
+        check.error("disposition_sets", f"expected a table, got {_type_name(value)}")
+        return {}
+    sets: dict[str, tuple[str, ...]] = {}
+    for name, item in value.items():
+        path = f"disposition_sets.{name}"
+        table = check.table(path, item, ("dispositions",))
+        if not isinstance(item, dict):
+            continue
+        if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+            check.error(path, f"invalid name {name!r}")
+            continue
+        if "dispositions" not in table:
+            check.error(f"{path}.dispositions", "required")
+            continue
+        dispositions = _dispositions(check, table, path)
+        if dispositions is not None and not dispositions:
+            check.error(f"{path}.dispositions", "must list at least one disposition")
+        elif dispositions is not None:
+            sets[name] = dispositions
+    return sets
 
 
 def _campaigns(
-    check: _Checker, value: object, queues: set[str], trunks: set[str]
+    check: _Checker,
+    value: object,
+    queues: set[str],
+    trunks: set[str],
+    sets: Mapping[str, tuple[str, ...]] | None = None,
 ) -> tuple[Campaign, ...]:
+    """The ``[[campaigns]]`` tables; a ``disposition_set`` must be one of `sets` (the set's
+    dispositions are the campaign's), none when `sets` is None."""
     result: list[Campaign] = []
     names: list[tuple[str, str | None]] = []
     for path, item in check.tables("campaigns", value):
@@ -1821,7 +1889,16 @@ def _campaigns(
         url = check.string(table, path, "url", "")
         if url and not url.startswith(("https://", "http://")):
             check.error(f"{path}.url", "must be an http(s) address")
-        dispositions = check.strings(table, path, "dispositions", ())
+        dispositions = _dispositions(check, table, path)
+        disposition_set = check.string(table, path, "disposition_set", "")
+        if disposition_set:
+            known = sets or {}
+            if disposition_set in known:
+                dispositions = known[disposition_set]
+            else:
+                check.error(
+                    f"{path}.disposition_set", f'unknown disposition set "{disposition_set}"'
+                )
         callback = check.boolean(table, path, "callback", True)
         trunk = check.string(table, path, "trunk", "")
         if trunk and trunk not in trunks:
@@ -1847,6 +1924,7 @@ def _campaigns(
                 recording=bool(recording),
                 url=url or "",
                 dispositions=tuple(dispositions or ()),
+                disposition_set=disposition_set or "",
                 callback=bool(callback),
                 trunk=trunk or "",
                 recording_retention_days=retention or 0,
