@@ -18,7 +18,8 @@ table); a role without the permission, 403 naming it (``missing_permission``); a
 scope does not cover what the path names, 403 naming it (``missing_scope``). Routes that list
 several queues' data (`Scope.FILTER`) refuse a ``queue`` parameter out of scope and give the
 handler the identity, which keeps only what the scope covers (`Identity.covers`). A page route
-without a public rule is refused too.
+without a public rule is refused too. A route whose rule takes a playback ticket (`Rule.ticket`)
+lets a request that carries a ``ticket`` and no token through to its handler, which redeems it.
 
 The agent WebSocket (``/ws``) is a public route: each socket authenticates with its own agent
 session, and `WS_RULES` states the rule of each message, which `webrtc.signaling.AgentHub`
@@ -142,10 +143,14 @@ class Scope(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """What a route needs: a `permission` (None: public, no token) and its `scope` check."""
+    """What a route needs: a `permission` (None: public, no token) and its `scope` check;
+    `ticket`: a request with a ``ticket`` parameter and no bearer token goes to the handler,
+    which redeems that playback ticket and checks its identity's permission and scope itself
+    (``GET /api/v1/recordings/{id}/audio``: an ``<audio src>`` sends no header)."""
 
     permission: Permission | None
     scope: Scope = Scope.NONE
+    ticket: bool = False
 
 
 PUBLIC = Rule(None)
@@ -176,7 +181,10 @@ RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/api/v1/reports/dispositions"): Rule(Permission.RECORDS_READ, Scope.FILTER),
     ("GET", "/api/v1/reports/calls"): Rule(Permission.RECORDS_READ, Scope.FILTER),
     ("GET", "/api/v1/recordings"): Rule(Permission.RECORDINGS_READ, Scope.FILTER),
-    ("GET", "/api/v1/recordings/{id}/audio"): Rule(Permission.RECORDINGS_READ, Scope.FILTER),
+    ("GET", "/api/v1/recordings/{id}/audio"): Rule(
+        Permission.RECORDINGS_READ, Scope.FILTER, ticket=True
+    ),
+    ("POST", "/api/v1/recordings/{id}/ticket"): Rule(Permission.RECORDINGS_READ, Scope.FILTER),
     ("GET", "/api/v1/accounts"): Rule(Permission.ACCOUNTS_ADMIN, Scope.GLOBAL),
     ("POST", "/api/v1/accounts"): Rule(Permission.ACCOUNTS_ADMIN, Scope.GLOBAL),
     ("GET", "/api/v1/accounts/{name}"): Rule(Permission.ACCOUNTS_ADMIN, Scope.GLOBAL),
@@ -459,6 +467,8 @@ def authorize(authenticator: Authenticator, scopes: Callable[[], Scopes]) -> Mid
             if rule is not None and rule.permission is None:
                 return await handler(request)
             token = bearer(request)
+            if token is None and rule is not None and rule.ticket and "ticket" in request.query:
+                return await handler(request)  # the handler redeems the ticket (Rule.ticket)
             identity = authenticator.authenticate(token) if token else None
             if identity is None:
                 if token:  # a guess, a revoked or an expired token: fail2ban counts these

@@ -797,8 +797,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             _query(
                 "download",
                 {"type": "string", "enum": ["0", "1", "true", "false"]},
-                "1: as a file to save (Content-Disposition: attachment).",
+                "1: as a file to save (Content-Disposition: attachment); not with a ticket.",
                 empty=True,
+            ),
+            _query(
+                "ticket",
+                {"type": "string", "maxLength": 64},
+                "A playback ticket (POST .../ticket) instead of the bearer token, for a"
+                " player that cannot send the header (an <audio src>); 401 when it is"
+                " unknown, expired, or for another recording or account.",
             ),
         ),
         responses={200: None, 206: None},
@@ -807,6 +814,24 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             416: "A range beyond the file.",
         },
         content_type="audio/ogg",
+    ),
+    ("POST", "/api/v1/recordings/{id}/ticket"): Operation(
+        parameters=(_path("id", "The call."),),
+        responses={
+            201: _all(
+                {
+                    "ticket": {"type": "string"},
+                    "expires_in": {"type": "number"},
+                    "audio": {"type": "string"},
+                    "media_type": {"type": "string"},
+                },
+                "A playback ticket: `audio` (the audio route with the ticket) opens this one"
+                " recording, for this account, with ranges and without the bearer token, for"
+                " `expires_in` seconds after its issue or its last use (4 hours at most)."
+                " Issuing it is the listen (audited as recording.listen).",
+            )
+        },
+        problems={404: "No such call, no recording of it, or its file is gone."},
     ),
     ("GET", "/api/v1/accounts"): Operation(
         responses={200: _list_of("accounts", "Account")}, problems={404: _NO_BOOK}

@@ -10,23 +10,37 @@ recordings are kept. `sweep` deletes the files of the calls that ended more than
 before `now` and returns what it deleted; `RetentionJob` runs it at start and then once a day,
 with an injected clock, and each deletion is logged and written to the audit log
 (``recording.delete``, actor ``retention``) by the `audit` callback it is given.
+
+Playback tickets. An ``<audio src>`` cannot send the bearer token, and a token never goes in a
+URL. `PlaybackTickets` issues a short-lived ticket instead (``POST
+/api/v1/recordings/{id}/ticket``, audited as the listen): an opaque random string (128 bits)
+that opens one recording for the identity it was issued to, and nothing else. It lives `TTL`
+seconds after its issue or its last use (the player's range requests while it seeks) and never
+more than `MAX_LIFETIME` after its issue. Only its SHA-256 is kept, in memory; a redemption
+compares digests in constant time; the ticket itself is never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import math
+import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from omlmedia.storage import CallRecord
+
+Who = TypeVar("Who")
 
 __all__ = [
     "DAY",
     "Deleted",
+    "PlaybackTickets",
     "RecordingQuery",
     "RetentionJob",
     "media_type",
@@ -238,3 +252,78 @@ class RetentionJob:
             except asyncio.CancelledError:
                 pass
             self._task = None
+
+
+# -- playback tickets ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Ticket(Generic[Who]):
+    digest: bytes
+    call_id: str
+    who: Who
+    issued: float
+    expires: float
+
+
+class PlaybackTickets(Generic[Who]):
+    """Short-lived tickets that each open one recording for one identity (module docstring),
+    on an injected `clock`. `who` is what a ticket acts as (the API's `Identity`); `account`
+    gives what two of them must share to be the same account (default: themselves)."""
+
+    TTL: Final = 60.0
+    """Seconds a ticket lives after its issue or its last use."""
+    MAX_LIFETIME: Final = 4 * 3600.0
+    """Seconds a ticket lives at most, used or not."""
+    MAX_TICKETS: Final = 10_000
+    """Live tickets kept at most (the oldest go first)."""
+
+    def __init__(
+        self, clock: Callable[[], float], account: Callable[[Who], object] = lambda who: who
+    ) -> None:
+        self.clock = clock
+        self.account = account
+        self._tickets: dict[bytes, _Ticket[Who]] = {}
+
+    @staticmethod
+    def _digest(ticket: str) -> bytes:
+        return hashlib.sha256(ticket.encode("utf-8", "surrogateescape")).digest()
+
+    def issue(self, call_id: str, who: Who) -> str:
+        """A new ticket for the recording of `call_id`, acting as `who`."""
+        now = self.clock()
+        self._prune(now)
+        ticket = secrets.token_urlsafe(16)
+        digest = self._digest(ticket)
+        self._tickets[digest] = _Ticket(digest, call_id, who, now, now + self.TTL)
+        while len(self._tickets) > self.MAX_TICKETS:
+            del self._tickets[next(iter(self._tickets))]
+        return ticket
+
+    def redeem(self, ticket: str, call_id: str, who: Who | None = None) -> Who | None:
+        """The identity `ticket` acts as, when it is live, for `call_id`, and (when the request
+        names one, `who`) issued to that same identity; each use keeps it `TTL` seconds more.
+        None otherwise: unknown, expired, another recording, another account."""
+        if not ticket or len(ticket) > 64:
+            return None
+        now = self.clock()
+        digest = self._digest(ticket)
+        entry = self._tickets.get(digest)
+        if entry is None or not hmac.compare_digest(entry.digest, digest):
+            return None
+        if now >= entry.expires:
+            del self._tickets[digest]
+            return None
+        if entry.call_id != call_id:
+            return None
+        if who is not None and self.account(who) != self.account(entry.who):
+            return None
+        entry.expires = min(now + self.TTL, entry.issued + self.MAX_LIFETIME)
+        return entry.who
+
+    def __len__(self) -> int:
+        return len(self._tickets)
+
+    def _prune(self, now: float) -> None:
+        for digest in [d for d, t in self._tickets.items() if now >= t.expires]:
+            del self._tickets[digest]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -35,11 +36,12 @@ from aiohttp import web
 
 from omlmedia.admin_api import BOOK_KEY
 from omlmedia.admin_objects import DIRECTORY_KEY
-from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Identity, Scopes
+from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Identity, Permission, Scopes
 from omlmedia.config import Config
 from omlmedia.directory import Directory
 from omlmedia.problems import ApiError, page, query_count, query_time
 from omlmedia.recordings import (
+    PlaybackTickets,
     RecordingQuery,
     media_type,
     min_mos,
@@ -60,11 +62,14 @@ from omlmedia.reports import (
     queue_intervals,
 )
 from omlmedia.storage import CallRecord, QueueLogRow, Store
+from webrtc.accounts import security_line
+from webrtc.forwarded import request_source
 
 __all__ = [
     "CLOCK_KEY",
     "MAX_DAYS",
     "REPORTS_KEY",
+    "TICKETS_KEY",
     "ReportReader",
     "install",
     "left_logged_in",
@@ -73,6 +78,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 MAX_DAYS: Final = 92
 """The longest span a report covers, in days."""
@@ -88,6 +95,8 @@ LAST_TIME: Final = 32503680000.0
 """3000-01-01T00:00:00Z."""
 
 CLOCK_KEY: web.AppKey[Callable[[], float]] = web.AppKey("reports_clock")
+TICKETS_KEY: web.AppKey[PlaybackTickets[Identity]] = web.AppKey("playback_tickets")
+"""The recordings' playback tickets (``POST /api/v1/recordings/{id}/ticket``)."""
 """The clock that says which day is today (time.time unless a test sets it)."""
 
 
@@ -302,6 +311,11 @@ def _answer(request: web.Request, report: Report) -> web.Response:
             },
         )
     return web.json_response(report.view(), headers={"Cache-Control": "no-store"})
+
+
+def _clock_of(app: web.Application) -> float:
+    clock = app.get(CLOCK_KEY)
+    return clock() if clock is not None else time.time()
 
 
 def _now(request: web.Request) -> float:
@@ -587,17 +601,9 @@ def _starts_a_listen(request: web.Request) -> bool:
     return ranges.replace(" ", "").startswith("bytes=0-")
 
 
-@routes.get("/v1/recordings/{id}/audio")
-async def get_recording_audio(request: web.Request) -> web.StreamResponse:
-    """The call's recording (Ogg/Opus, caller left, agent right), with HTTP ranges (206 and
-    Content-Range) so a player can seek; ``download=1`` asks to save it as a file.
-
-    Every listen and every download is written to the audit log (``recording.listen``,
-    ``recording.download``); the seeks of a listen (ranges not from the first byte) are not. A
-    recording out of the token's scope is refused (403)."""
-    identity, scopes = _scoped(request)
+async def _recording_of(request: web.Request, identity: Identity, scopes: Scopes) -> Path:
+    """The file of the path's call, when the call has one in `identity`'s scope."""
     call_id = request.match_info["id"]
-    download = _choice(request, "download", ("0", "1", "true", "false"), "0") in ("1", "true")
     record = await _reader(request).record(call_id)
     if record is None or not record.recording:
         raise ApiError(404, f"no recording of the call {call_id}")
@@ -610,12 +616,92 @@ async def get_recording_audio(request: web.Request) -> web.StreamResponse:
     path = recording_file(record, _recordings_dir(request))
     if path is None:
         raise ApiError(404, f"the recording of the call {call_id} is no longer there")
-    if download or _starts_a_listen(request):
-        book = request.app[BOOK_KEY]
-        if book is not None:
-            action = "recording.download" if download else "recording.listen"
-            detail = {"campaign": record.campaign, "queue": record.queue, "file": path.name}
-            await book.call(book.record, identity, action, call_id, None, detail)
+    request[_RECORD_KEY] = record
+    return path
+
+
+async def _audit_listen(request: web.Request, identity: Identity, path: Path, action: str) -> None:
+    book = request.app[BOOK_KEY]
+    if book is not None:
+        record = request[_RECORD_KEY]
+        detail = {"campaign": record.campaign, "queue": record.queue, "file": path.name}
+        await book.call(book.record, identity, action, record.call_id, None, detail)
+
+
+_RECORD_KEY: web.RequestKey[CallRecord] = web.RequestKey("recording_record")
+
+
+def _bad_ticket(request: web.Request) -> ApiError:
+    """A ticket that opens nothing: one ``SECURITY reason=api-token-invalid`` line, as a bad
+    token (the ticket itself is never logged)."""
+    source, port = request_source(request)
+    logger.warning(security_line("api-token-invalid", source, port, None))
+    return ApiError(
+        401,
+        "the playback ticket is unknown, expired, or for another recording or account",
+        [("ticket", "unknown, expired, or for another recording or account")],
+    )
+
+
+@routes.post("/v1/recordings/{id}/ticket")
+async def post_recording_ticket(request: web.Request) -> web.Response:
+    """A playback ticket for the call's recording (`omlmedia.recordings.PlaybackTickets`): the
+    ``audio`` URL with it opens that one recording, for this account, with ranges, without the
+    bearer token, for ``expires_in`` seconds after its issue or its last use. It is the listen:
+    audited as ``recording.listen`` (the ticket's requests are not audited again)."""
+    identity, scopes = _scoped(request)
+    path = await _recording_of(request, identity, scopes)
+    await _audit_listen(request, identity, path, "recording.listen")
+    call_id = request.match_info["id"]
+    ticket = request.app[TICKETS_KEY].issue(call_id, identity)
+    audio = f"/api/v1/recordings/{quote(call_id, safe='@')}/audio?ticket={ticket}"
+    return web.json_response(
+        {
+            "ticket": ticket,
+            "expires_in": PlaybackTickets.TTL,
+            "audio": audio,
+            "media_type": media_type(path),
+        },
+        status=201,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@routes.get("/v1/recordings/{id}/audio")
+async def get_recording_audio(request: web.Request) -> web.StreamResponse:
+    """The call's recording (Ogg/Opus, caller left, agent right), with HTTP ranges (206 and
+    Content-Range) so a player can seek; ``download=1`` asks to save it as a file.
+
+    With the bearer token, every listen and every download is written to the audit log
+    (``recording.listen``, ``recording.download``); the seeks of a listen (ranges not from the
+    first byte) are not. With a playback ``ticket`` instead (an ``<audio src>``: no header),
+    the ticket's identity is checked again and nothing more is audited (its issue was the
+    listen); a ticket does not download. A recording out of scope is refused (403)."""
+    ticket = request.query.get("ticket")
+    identity = request.get(IDENTITY_KEY)
+    call_id = request.match_info["id"]
+    if ticket is not None:
+        tickets = request.app[TICKETS_KEY]
+        holder = tickets.redeem(ticket, call_id, identity)
+        if holder is None:
+            raise _bad_ticket(request)
+        identity = holder
+        if not identity.allows(Permission.RECORDINGS_READ):
+            raise ApiError(403, "the role lacks the permission recordings:read")
+    if identity is None:  # no ticket reaches here without a bearer token (authz)
+        raise ApiError(401, "a valid bearer token is required")
+    scopes = request.app[SCOPES_KEY]()
+    download = _choice(request, "download", ("0", "1", "true", "false"), "0") in ("1", "true")
+    if download and ticket is not None:
+        raise ApiError(
+            400,
+            "a playback ticket does not download: send the bearer token",
+            [("download", "not with a ticket")],
+        )
+    path = await _recording_of(request, identity, scopes)
+    if ticket is None and (download or _starts_a_listen(request)):
+        action = "recording.download" if download else "recording.listen"
+        await _audit_listen(request, identity, path, action)
     headers = {"Content-Type": media_type(path), "Cache-Control": "private, no-store"}
     if download:
         headers["Content-Disposition"] = f'attachment; filename="{path.name}"'
@@ -630,6 +716,7 @@ def install(api: web.Application, config: Config, database: Path | str | None) -
     routes answer 404)."""
     api[REPORT_CONFIG_KEY] = config
     api[REPORTS_KEY] = ReportReader(database) if database is not None else None
+    api[TICKETS_KEY] = PlaybackTickets(lambda: _clock_of(api), lambda who: who.actor)
     api.cleanup_ctx.append(_close_reader)
     api.add_routes(routes)
 

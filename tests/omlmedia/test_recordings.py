@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,15 @@ from omlmedia.accounts import AccountBook
 from omlmedia.api import create_app
 from omlmedia.authz import Identity, Role
 from omlmedia.config import ApiConfig, Config, SiteConfig, load_demo_config
-from omlmedia.recordings import DAY, Deleted, RecordingQuery, RetentionJob, search, sweep
+from omlmedia.recordings import (
+    DAY,
+    Deleted,
+    PlaybackTickets,
+    RecordingQuery,
+    RetentionJob,
+    search,
+    sweep,
+)
 from omlmedia.reports_api import CLOCK_KEY
 from omlmedia.storage import CallRecord, Store
 
@@ -93,6 +102,8 @@ class Api:
     sales: str
     """A token of a supervisor of the "sales" campaign only."""
     reporting: str
+    clock: list[float] = dataclasses.field(default_factory=lambda: [T0 + 3600])
+    """The API's clock (the reports' and the playback tickets')."""
 
     async def get(self, path: str, status: int = 200, token: str = TOKEN, **headers: str) -> Any:
         response = await self.client.get(
@@ -125,10 +136,11 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     )
     reporting, _ = book.create_token(admin, integration="bi", role=Role.REPORTING)
     app = create_app(config, dict, database=database, accounts=book)
+    clock = [T0 + 3600]
     for sub in app._subapps:
-        sub[CLOCK_KEY] = lambda: T0 + 3600
+        sub[CLOCK_KEY] = lambda: clock[0]
     async with TestClient(TestServer(app)) as client:
-        yield Api(client, book, files, sales, reporting)
+        yield Api(client, book, files, sales, reporting, clock)
     book.close()
 
 
@@ -409,3 +421,119 @@ async def test_a_call_id_with_url_characters_is_quoted_in_its_audio_route(tmp_pa
         assert item["audio"] == "/api/v1/recordings/a%20b%25c%3Fd%23e@pbx/audio"
         audio = await client.get(item["audio"], headers=AUTH)
         assert audio.status == 200 and await audio.read() == path.read_bytes()
+
+
+# -- playback tickets ----------------------------------------------------------------------------
+
+
+def test_a_ticket_opens_its_recording_for_its_account_until_it_expires() -> None:
+    now = [1000.0]
+    tickets: PlaybackTickets[str] = PlaybackTickets(lambda: now[0])
+    ticket = tickets.issue("r1", "sue")
+    assert len(ticket) >= 22  # 128 random bits
+    assert tickets.redeem(ticket, "r1") == "sue"
+    assert tickets.redeem(ticket, "r1", "sue") == "sue"
+    assert tickets.redeem(ticket, "r2") is None  # another recording
+    assert tickets.redeem(ticket, "r1", "bob") is None  # another account
+    assert tickets.redeem(ticket + "x", "r1") is None and tickets.redeem("", "r1") is None
+    now[0] += PlaybackTickets.TTL - 1
+    assert tickets.redeem(ticket, "r1") == "sue"  # a range request within its life...
+    now[0] += PlaybackTickets.TTL - 1
+    assert tickets.redeem(ticket, "r1") == "sue"  # ...keeps it alive for the next seek
+    now[0] += PlaybackTickets.TTL
+    assert tickets.redeem(ticket, "r1") is None  # a minute unused: gone
+    assert len(tickets) == 0
+
+
+def test_an_unused_ticket_expires_and_a_used_one_not_past_its_lifetime() -> None:
+    now = [0.0]
+    tickets: PlaybackTickets[str] = PlaybackTickets(lambda: now[0])
+    idle = tickets.issue("r1", "sue")
+    busy = tickets.issue("r1", "sue")
+    assert idle != busy
+    now[0] = PlaybackTickets.TTL
+    assert tickets.redeem(idle, "r1") is None
+    now[0] = 0.0
+    while now[0] < PlaybackTickets.MAX_LIFETIME - PlaybackTickets.TTL:
+        now[0] += PlaybackTickets.TTL / 2
+        assert tickets.redeem(busy, "r1") == "sue"
+    now[0] = PlaybackTickets.MAX_LIFETIME
+    assert tickets.redeem(busy, "r1") is None
+
+
+def test_only_the_tickets_hash_is_kept() -> None:
+    tickets: PlaybackTickets[str] = PlaybackTickets(lambda: 0.0)
+    ticket = tickets.issue("r1", "sue")
+    assert ticket.encode() not in tickets._tickets
+    assert hashlib.sha256(ticket.encode()).digest() in tickets._tickets
+    assert ticket not in repr(list(tickets._tickets.values()))
+
+
+async def test_a_ticket_plays_with_ranges_without_the_token_and_the_listen_is_audited_once(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    data = api.files["r1"].read_bytes()
+    issued = await api.client.post("/api/v1/recordings/r1/ticket", headers=AUTH)
+    body = await issued.json()
+    assert issued.status == 201, body
+    ticket = body["ticket"]
+    assert body["audio"] == f"/api/v1/recordings/r1/audio?ticket={ticket}"
+    assert body["expires_in"] == 60 and body["media_type"] == "audio/ogg"
+    whole = await api.client.get(body["audio"])  # no Authorization header: an <audio src>
+    assert whole.status == 200 and await whole.read() == data
+    first = await api.client.get(body["audio"], headers={"Range": "bytes=0-99"})
+    assert first.status == 206 and await first.read() == data[:100]
+    api.clock[0] += 50
+    seek = await api.client.get(body["audio"], headers={"Range": "bytes=500-"})
+    assert seek.status == 206 and await seek.read() == data[500:]
+    assert seek.headers["Content-Range"] == f"bytes 500-{len(data) - 1}/{len(data)}"
+    listens = await audit(api, "recording.listen")
+    assert [(e["actor"], e["target"]) for e in listens] == [("bootstrap", "r1")]
+    # another recording, another account's token, a download: refused
+    other = await api.client.get(f"/api/v1/recordings/r2/audio?ticket={ticket}")
+    assert other.status == 401 and (await other.json())["errors"][0]["field"] == "ticket"
+    stranger = await api.client.get(
+        f"/api/v1/recordings/r1/audio?ticket={ticket}",
+        headers={"Authorization": f"Bearer {api.sales}"},
+    )
+    assert stranger.status == 401
+    download = await api.client.get(body["audio"] + "&download=1")
+    assert download.status == 400
+    api.clock[0] += 61
+    late = await api.client.get(body["audio"], headers={"Range": "bytes=500-"})
+    assert late.status == 401
+    assert len(await audit(api, "recording.listen")) == 1
+    # The test server's own access log prints URLs; the server's has none (below).
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name != "aiohttp.access")
+    assert "api-token-invalid" in logged  # the refusals are counted...
+    assert ticket not in logged  # ...and the ticket never written
+
+
+def test_the_api_server_keeps_no_access_log_that_would_print_a_tickets_url() -> None:
+    import inspect
+
+    from omlmedia import api as api_module
+
+    assert "AppRunner(app, access_log=None" in inspect.getsource(api_module.start_api)
+
+
+async def test_a_ticket_is_refused_out_of_scope_and_to_the_reporting_role(api: Api) -> None:
+    sales = {"Authorization": f"Bearer {api.sales}"}
+    refused = await api.client.post("/api/v1/recordings/r1/ticket", headers=sales)
+    assert refused.status == 403 and (await refused.json())["missing_scope"] == "support"
+    reporting = {"Authorization": f"Bearer {api.reporting}"}
+    denied = await api.client.post("/api/v1/recordings/r3/ticket", headers=reporting)
+    assert denied.status == 403
+    assert (await denied.json())["missing_permission"] == "recordings:read"
+    missing = await api.client.post("/api/v1/recordings/n5/ticket", headers=AUTH)
+    assert missing.status == 404
+    assert await audit(api, "recording.") == []
+    anonymous = await api.client.post("/api/v1/recordings/r1/ticket")
+    assert anonymous.status == 401
+    ok = await api.client.post("/api/v1/recordings/r3/ticket", headers=sales)
+    assert ok.status == 201
+    ticket = (await ok.json())["ticket"]
+    played = await api.client.get(f"/api/v1/recordings/r3/audio?ticket={ticket}")
+    assert played.status == 200
+    assert [e["actor"] for e in await audit(api, "recording.listen")] == ["integration:sales-sup"]
