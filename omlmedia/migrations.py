@@ -168,6 +168,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             " name TEXT PRIMARY KEY, origin TEXT NOT NULL DEFAULT 'api', created REAL NOT NULL)",
         ),
     ),
+    Migration(
+        10,
+        "named disposition sets administered at run time",
+        (
+            "CREATE TABLE IF NOT EXISTS disposition_sets ("
+            " name TEXT PRIMARY KEY, settings TEXT NOT NULL DEFAULT '{}',"
+            " origin TEXT NOT NULL DEFAULT 'api', created REAL NOT NULL,"
+            " updated REAL NOT NULL)",
+        ),
+    ),
 )
 """Every step, in order. Append new steps at the end with the next version number."""
 
