@@ -37,8 +37,9 @@ from enum import Enum
 from typing import Any, ClassVar, Final, Union
 
 from queueing.config import AcdConfig, AgentConfig, QueueConfig, Strategy
-from queueing.engine import AcdEngine
+from queueing.engine import AcdEngine, CallerState
 from queueing.events import (
+    AgentState,
     AgentStateChanged,
     Announce,
     CallbackDial,
@@ -638,6 +639,10 @@ class Decision:
         return cls(epoch, entry_id, seq, output)
 
 
+Source = tuple[str, int]
+"""Who appended an input (a node's incarnation) and its own running count of inputs."""
+
+
 # -- the owner's side -------------------------------------------------------------------------
 
 
@@ -658,6 +663,12 @@ class ReplicatedAcd:
         self.engine = self._fresh()
         self.last_entry: str | None = None
         self.applied = 0
+        """Inputs applied (duplicates skipped are not counted)."""
+        self.skipped = 0
+        """Inputs skipped as retried duplicates of one already applied."""
+        self._sources: dict[str, int] = {}
+        self._agent_origin: dict[str, str] = {}
+        self._call_origin: dict[str, str] = {}
         self._clock = -math.inf
 
     def _fresh(self) -> AcdEngine:
@@ -667,13 +678,23 @@ class ReplicatedAcd:
         """When a `Tick` should next be written (the engine's next timer), or None."""
         return self.engine.get_timer()
 
-    def apply(self, entry_id: str, item: Input) -> list[Decision]:
+    def apply(self, entry_id: str, item: Input, source: Source | None = None) -> list[Decision]:
         """Apply one input read at `entry_id` (strictly after the last one) and return what the
-        engine decided, tagged with this owner's epoch."""
+        engine decided, tagged with this owner's epoch.
+
+        `source` (the sender and its own count of inputs) makes a retried append harmless: an
+        input whose count is not above the last one applied from that sender is skipped.
+        """
         key = entry_key(entry_id)
         if self.last_entry is not None and key <= entry_key(self.last_entry):
             raise ReplicaError(f"entry {entry_id} is not after {self.last_entry}")
         self.last_entry = entry_id
+        if source is not None:
+            sender, count = source
+            if count <= self._sources.get(sender, -1):
+                self.skipped += 1
+                return []
+            self._sources[sender] = count
         self.applied += 1
         engine = self.engine
         now = self._clock = max(self._clock, item.now)
@@ -689,6 +710,10 @@ class ReplicatedAcd:
             outputs.append(Refused(item.kind, item.call_id, item.agent_name, str(error)))
         else:
             outputs.extend(engine.events())
+            if source is not None and isinstance(item, AgentLogin):
+                self._agent_origin[item.agent] = source[0]
+            elif source is not None and isinstance(item, CallerEnter):
+                self._call_origin[item.call] = source[0]
             if isinstance(result, Joined | Overflowed):
                 outputs.append(result)
             elif result is False:
@@ -696,9 +721,46 @@ class ReplicatedAcd:
                 outputs.append(Refused(item.kind, item.call_id, item.agent_name, reason))
         return [Decision(self.epoch, entry_id, i, out) for i, out in enumerate(outputs)]
 
+    def senders(self) -> set[str]:
+        """The senders that logged in an agent still logged in or entered a caller still
+        present (the nodes whose loss would leave something behind)."""
+        self._prune()
+        return set(self._agent_origin.values()) | set(self._call_origin.values())
+
+    def _prune(self) -> None:
+        engine = self.engine
+        for agent in [a for a in self._agent_origin if not self._present_agent(a)]:
+            del self._agent_origin[agent]
+        for call in [c for c in self._call_origin if engine.call_state(c) is CallerState.GONE]:
+            del self._call_origin[call]
+
+    def _present_agent(self, agent: str) -> bool:
+        try:
+            return self.engine.agent_status(agent).state is not AgentState.LOGGED_OUT
+        except AcdUsageError:
+            return False
+
+    def lost(self, sender: str, now: float) -> list[Input]:
+        """The inputs that record the loss of the node `sender` (its process died): its callers
+        abandon, its agents' calls end and its agents are logged out (by "node-lost")."""
+        self._prune()
+        items: list[Input] = []
+        for call, origin in self._call_origin.items():
+            if origin == sender:
+                items.append(CallerAbandon(call, now))
+        for agent, origin in self._agent_origin.items():
+            if origin != sender:
+                continue
+            status = self.engine.agent_status(agent)
+            if status.state is AgentState.ON_CALL and status.call_id:
+                if self._call_origin.get(status.call_id) != sender:
+                    items.append(CallCompleted(status.call_id, agent, now, reason="node-lost"))
+            items.append(ForceLogout(agent, now, supervisor="node-lost"))
+        return items
+
     def rebuild(
         self,
-        entries: Iterable[tuple[str, Input]],
+        entries: Iterable[tuple[str, Input] | tuple[str, Input, Source | None]],
         last_published: str | None,
         *,
         epoch: int | None = None,
@@ -710,12 +772,16 @@ class ReplicatedAcd:
             self.epoch = epoch
         self.engine = self._fresh()
         self.last_entry = None
-        self.applied = 0
+        self.applied = self.skipped = 0
+        self._sources = {}
+        self._agent_origin = {}
+        self._call_origin = {}
         self._clock = -math.inf
         limit = entry_key(last_published) if last_published is not None else None
         pending: list[Decision] = []
-        for entry_id, item in entries:
-            decisions = self.apply(entry_id, item)
+        for entry in entries:
+            entry_id, item = entry[0], entry[1]
+            decisions = self.apply(entry_id, item, entry[2] if len(entry) == 3 else None)
             if limit is None or entry_key(entry_id) > limit:
                 pending.extend(decisions)
         return pending

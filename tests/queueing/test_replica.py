@@ -520,3 +520,46 @@ def decisions_key(entry: str | None) -> tuple[int, int]:
     assert entry is not None
     ms, _, seq = entry.partition("-")
     return int(ms), int(seq)
+
+
+def test_a_retried_append_is_applied_once_live_and_on_replay() -> None:
+    stream: list[tuple[str, Input, tuple[str, int] | None]] = [
+        ("1-0", AgentLogin("a1", 0.0), ("n1/1", 1)),
+        ("2-0", CallerEnter("c1", "sales", 1.0), ("n2/1", 1)),
+        ("3-0", CallerEnter("c1", "sales", 1.0), ("n2/1", 1)),  # the same append, retried
+        ("4-0", CallerEnter("c2", "sales", 2.0), ("n2/1", 2)),
+    ]
+    acd = ReplicatedAcd(CONFIG, seed=1)
+    outputs = [[d.output for d in acd.apply(*entry)] for entry in stream]
+    assert outputs[2] == [] and acd.skipped == 1 and acd.applied == 3
+    assert not any(isinstance(o, Refused) for out in outputs for o in out)
+    replica = ReplicatedAcd(CONFIG, seed=1)
+    assert [d.output for d in replica.rebuild(stream, None)] == [o for out in outputs for o in out]
+
+
+def test_a_lost_node_leaves_inputs_that_abandon_its_callers_and_log_its_agents_out() -> None:
+    acd = ReplicatedAcd(CONFIG, seed=1)
+    stream: list[tuple[str, Input, tuple[str, int]]] = [
+        ("1-0", AgentLogin("a1", 0.0), ("n1", 1)),
+        ("1-1", AgentLogin("a2", 0.0), ("n2", 1)),
+        ("2-0", CallerEnter("c1", "sales", 1.0), ("n2", 2)),  # offered to a1 (linear)
+        ("3-0", OfferAnswered("c1", "a1", 2.0), ("n1", 2)),
+        ("4-0", CallerEnter("c2", "sales", 3.0), ("n1", 3)),  # offered to a2
+        ("5-0", CallerEnter("c3", "sales", 3.5), ("n1", 4)),  # waits
+    ]
+    for entry in stream:
+        acd.apply(*entry)
+    assert acd.senders() == {"n1", "n2"}
+    lost = acd.lost("n1", 4.0)
+    assert lost == [
+        CallerAbandon("c2", 4.0),
+        CallerAbandon("c3", 4.0),
+        CallCompleted("c1", "a1", 4.0, reason="node-lost"),
+        ForceLogout("a1", 4.0, supervisor="node-lost"),
+    ]
+    outputs = [d.output for n, item in enumerate(lost) for d in acd.apply(f"6-{n}", item)]
+    logouts = [o for o in outputs if isinstance(o, QueueLogEntry) and o.event is LogEvent.LOGOUT]
+    assert [(o.agent, o.data["reason"]) for o in logouts] == [("a1", "forced by node-lost")]
+    assert not any(isinstance(o, Refused) for o in outputs)
+    assert acd.senders() == {"n2"}  # n2's agent a2 is still logged in
+    assert acd.engine.agent_status("a2").state.value == "ready"

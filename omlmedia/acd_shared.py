@@ -1,0 +1,513 @@
+"""One ACD across nodes, over Redis: the asyncio side of `queueing.replica`.
+
+Every node runs a `SharedAcd`. What happens to the node's callers and agents goes in with
+`submit()`: inputs are queued locally (bounded, dropped ones counted) and appended in order to the
+stream ``acd:in`` by one sender task, each tagged with the node's incarnation and its own count so
+that a retried append is applied once.
+
+One node at a time is the *owner*. It takes the lease ``acd:owner`` (``SET NX PX``) and, in the
+same Lua script, ``INCR acd:epoch``: the epoch is the fencing token of everything it publishes. It
+renews the lease with a compare-and-extend script; when a renewal fails or the lease's local
+deadline passes it stops at once. On taking the lease it rebuilds the engine by replaying
+``acd:in`` from the start (`ReplicatedAcd.rebuild`; the decisions of entries up to
+``acd:published`` went out already), then reads the stream in order (``XREAD BLOCK``), applies
+each input, and publishes the decisions to ``acd:out`` with a Lua script that appends only if this
+node still holds the lease *with that epoch* (an owner paused past its lease cannot publish after
+a takeover). A timer that falls due is written to the stream as a `Tick` and applied when read
+back, so the stream alone determines the engine.
+
+Every node reads ``acd:out``, passes each decision through its `DecisionFence` (older epochs and
+duplicates refused) and hands the accepted ones that concern its own callers or agents to the
+callback. While Redis is unreachable nothing is decided: inputs wait in the local queue and are
+appended, in order, once it is back.
+
+Redis must keep its data across a restart (AOF) and be a single primary: the stream is the ACD's
+only state. The server does not use this module yet (its queues are node-local until
+`omlmedia.acd` is wired to it): see ``docs/cluster.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from queueing.config import AcdConfig
+from queueing.events import LogEvent, Overflow, QueueLogEntry
+from queueing.replica import (
+    AgentLogin,
+    CallerEnter,
+    Decision,
+    DecisionFence,
+    Input,
+    ReplicaError,
+    ReplicatedAcd,
+    Source,
+    Tick,
+    config_from_dict,
+    config_to_dict,
+    input_from_dict,
+)
+
+__all__ = ["SharedAcd", "SharedAcdStats"]
+
+logger = logging.getLogger(__name__)
+
+_ACQUIRE: Final = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('INCR', KEYS[2])
+end
+return 0
+"""
+
+_RENEW: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 0
+"""
+
+_RELEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+_PUBLISH: Final = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -2 end
+for i = 4, #ARGV do
+  redis.call('XADD', KEYS[3], '*', 'd', ARGV[i])
+end
+redis.call('SET', KEYS[4], ARGV[3])
+return #ARGV - 3
+"""
+
+_APPEND: Final = """
+for i = 1, #ARGV, 3 do
+  redis.call('XADD', KEYS[1], '*', 's', ARGV[i], 'n', ARGV[i + 1], 'i', ARGV[i + 2])
+end
+return #ARGV / 3
+"""
+
+_TERMINAL: Final = frozenset(
+    {LogEvent.COMPLETE, LogEvent.TRANSFER, LogEvent.ABANDON, LogEvent.EXIT_TIMEOUT}
+)
+
+
+@dataclass
+class SharedAcdStats:
+    """Counters of one node's `SharedAcd`."""
+
+    submitted: int = 0
+    appended: int = 0
+    dropped: int = 0
+    """Inputs lost because the local queue was full while Redis was unreachable."""
+    redis_errors: int = 0
+    acquisitions: int = 0
+    step_downs: int = 0
+    applied: int = 0
+    published: int = 0
+    refused_publish: int = 0
+    """Publications the Lua script refused (this node no longer held the lease with its
+    epoch)."""
+    malformed: int = 0
+    accepted: int = 0
+    fenced: int = 0
+    """Decisions refused by the fence (older epoch or duplicate)."""
+    nodes_lost: int = 0
+    """Nodes this node, as owner, found lost (heartbeat lapsed) and recorded so."""
+    rebuild_seconds: float = 0.0
+    rebuild_entries: int = 0
+
+
+Callback = Callable[[Decision], Awaitable[None] | None]
+
+
+class SharedAcd:
+    """One node's part of the cluster's single ACD (see the module docstring).
+
+    `config` and `seed` seed the shared state when this node is the first: the first node's
+    values are kept in Redis (``acd:config``) and every node uses those. `on_decision` gets
+    every accepted decision about a caller or agent of this node (`own_call`, `own_agent`;
+    `caller_enter` and `agent_login` inputs submitted here make them this node's).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        node: str,
+        config: AcdConfig,
+        on_decision: Callback,
+        *,
+        seed: int = 0,
+        prefix: str = "acd:",
+        lease_ttl: float = 3.0,
+        renew_every: float = 0.5,
+        max_pending: int = 10_000,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        redis_timeout: float = 2.0,
+        node_timeout: float = 10.0,
+        on_any: Callable[[Decision, bool], None] | None = None,
+    ) -> None:
+        self.node = node
+        self.incarnation = f"{node}/{os.getpid()}/{os.urandom(4).hex()}"
+        """This process: the lease's value and the source of its inputs."""
+        self.stats = SharedAcdStats()
+        self.fence = DecisionFence()
+        self.own_calls: set[str] = set()
+        self.own_agents: set[str] = set()
+        self.epoch = 0
+        """The epoch this node owns the ACD with, 0 when it does not."""
+        self._config = config
+        self._seed = seed
+        self._on_decision = on_decision
+        self._on_any = on_any
+        self._ttl_ms = int(lease_ttl * 1000)
+        self._lease_ttl = lease_ttl
+        self._renew_every = renew_every
+        self._clock = clock
+        self._monotonic = monotonic
+        self._pending: deque[tuple[int, Input]] = deque()
+        self._max_pending = max_pending
+        self._count = 0
+        self._wake = asyncio.Event()
+        self._lease_deadline = 0.0
+        self._node_timeout = node_timeout
+        self._owned_since = 0.0
+        self._declared: set[str] = set()
+        self._tick_pending: float | None = None
+        self._acd: ReplicatedAcd | None = None
+        self._owner_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        k = {name: prefix + name for name in ("owner", "epoch", "in", "out", "published")}
+        self._k_owner, self._k_epoch, self._k_in = k["owner"], k["epoch"], k["in"]
+        self._k_out, self._k_published = k["out"], k["published"]
+        self._k_config = prefix + "config"
+        self._k_node = prefix + "node:"
+        self._redis: Any = aioredis.from_url(
+            url,
+            socket_timeout=redis_timeout,
+            socket_connect_timeout=redis_timeout,
+            decode_responses=True,
+        )
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._renew = self._redis.register_script(_RENEW)
+        self._release = self._redis.register_script(_RELEASE)
+        self._publish = self._redis.register_script(_PUBLISH)
+        self._append = self._redis.register_script(_APPEND)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self, *, out_from: str = "$") -> None:
+        """Agree on the configuration (retrying until Redis answers) and start the tasks;
+        `out_from` is where this node starts reading decisions (``$``: from now on)."""
+        while True:
+            try:
+                data = json.dumps({"config": config_to_dict(self._config), "seed": self._seed})
+                await self._redis.set(self._k_config, data, nx=True)
+                stored = json.loads(await self._redis.get(self._k_config))
+                break
+            except RedisError as error:
+                self._failed("reading the configuration", error)
+                await asyncio.sleep(self._renew_every)
+        self._config = config_from_dict(stored["config"])
+        self._seed = int(stored["seed"])
+        self._tasks = [
+            asyncio.create_task(self._send_loop(), name="acd-send"),
+            asyncio.create_task(self._lease_loop(), name="acd-lease"),
+            asyncio.create_task(self._read_loop(out_from), name="acd-read"),
+        ]
+
+    async def close(self) -> None:
+        """Stop every task and give the lease back if held."""
+        owner = self._owner_task
+        for task in [*self._tasks, *([owner] if owner else [])]:
+            task.cancel()
+        for task in [*self._tasks, *([owner] if owner else [])]:
+            with contextlib.suppress(asyncio.CancelledError, RedisError):
+                await task
+        if self.epoch:
+            with contextlib.suppress(RedisError, OSError):
+                await self._release(keys=[self._k_owner], args=[self.incarnation])
+        self.epoch = 0
+        await self._redis.aclose()
+
+    @property
+    def is_owner(self) -> bool:
+        return self.epoch > 0 and self._monotonic() < self._lease_deadline
+
+    @property
+    def config(self) -> AcdConfig:
+        return self._config
+
+    def _failed(self, what: str, error: Exception) -> None:
+        self.stats.redis_errors += 1
+        logger.warning("shared ACD %s: %s failed: %s", self.node, what, error)
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def submit(self, item: Input) -> bool:
+        """Queue `item` for the stream; False (and counted) when the local queue is full."""
+        self.stats.submitted += 1
+        if isinstance(item, CallerEnter):
+            self.own_calls.add(item.call)
+        elif isinstance(item, AgentLogin):
+            self.own_agents.add(item.agent)
+        if len(self._pending) >= self._max_pending:
+            self.stats.dropped += 1
+            return False
+        self._count += 1
+        self._pending.append((self._count, item))
+        self._wake.set()
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Inputs waiting to be appended."""
+        return len(self._pending)
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = list(self._pending)[:200]
+                args: list[str | int] = []
+                for count, item in batch:
+                    args += [self.incarnation, count, json.dumps(item.to_dict())]
+                try:
+                    await self._append(keys=[self._k_in], args=args)
+                except (RedisError, OSError) as error:
+                    # kept in order; a batch that did go in before the error is skipped by the
+                    # owner (same source and counts)
+                    self._failed("appending inputs", error)
+                    await asyncio.sleep(min(self._renew_every, 0.5))
+                    continue
+                for _ in batch:
+                    self._pending.popleft()
+                self.stats.appended += len(batch)
+
+    # -- ownership ----------------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        while True:
+            started = self._monotonic()
+            try:
+                await self._redis.set(
+                    self._k_node + self.incarnation, 1, px=int(self._node_timeout * 1000)
+                )
+                if self.epoch:
+                    ok = await self._renew(
+                        keys=[self._k_owner, self._k_epoch],
+                        args=[self.incarnation, self.epoch, self._ttl_ms],
+                    )
+                    if ok:
+                        self._lease_deadline = started + self._lease_ttl * 0.8
+                        await self._find_lost_nodes()
+                    else:
+                        self._step_down("the lease was taken")
+                else:
+                    epoch = await self._acquire(
+                        keys=[self._k_owner, self._k_epoch], args=[self.incarnation, self._ttl_ms]
+                    )
+                    if epoch:
+                        self.epoch = int(epoch)
+                        self._lease_deadline = started + self._lease_ttl * 0.8
+                        self.stats.acquisitions += 1
+                        self._owned_since = started
+                        self._declared = set()
+                        logger.info("shared ACD %s: owner with epoch %d", self.node, self.epoch)
+                        self._owner_task = asyncio.create_task(self._own(), name="acd-own")
+            except (RedisError, OSError) as error:
+                self._failed("the lease", error)
+            if self.epoch and self._monotonic() >= self._lease_deadline:
+                self._step_down("the lease ran out")
+            await asyncio.sleep(self._renew_every)
+
+    async def _find_lost_nodes(self) -> None:
+        """As owner: a node whose heartbeat lapsed is lost; record it (its callers abandon, its
+        agents are logged out). Not before a node timeout of ownership, so that after a Redis
+        outage every live node has had the time to renew its heartbeat."""
+        acd = self._acd
+        if acd is None or self._monotonic() - self._owned_since < self._node_timeout:
+            return
+        senders = sorted(acd.senders() - self._declared - {self.incarnation})
+        if not senders:
+            return
+        alive = await self._redis.exists(*[self._k_node + sender for sender in senders])
+        if alive == len(senders):
+            return
+        for sender in senders:
+            if not await self._redis.exists(self._k_node + sender):
+                logger.warning("shared ACD %s: node %s is lost", self.node, sender)
+                self._declared.add(sender)
+                self.stats.nodes_lost += 1
+                for item in acd.lost(sender, self._clock()):
+                    self.submit(item)
+
+    def _step_down(self, why: str) -> None:
+        if not self.epoch:
+            return
+        logger.warning("shared ACD %s: no longer owner (epoch %d): %s", self.node, self.epoch, why)
+        self.epoch = 0
+        self._acd = None
+        self._tick_pending = None
+        self.stats.step_downs += 1
+        task, self._owner_task = self._owner_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def _parse(self, entry_id: str, fields: dict[str, str]) -> tuple[str, Input, Source] | None:
+        try:
+            item = input_from_dict(json.loads(fields["i"]))
+            return entry_id, item, (fields["s"], int(fields["n"]))
+        except (KeyError, ValueError, ReplicaError) as error:
+            self.stats.malformed += 1
+            logger.warning("shared ACD: stream entry %s skipped: %s", entry_id, error)
+            return None
+
+    async def _own(self) -> None:
+        epoch = self.epoch
+        try:
+            acd, last = await self._rebuild(epoch)
+            while self.epoch == epoch:
+                block = min(self._renew_every, 0.5)  # well under the socket timeout
+                due = acd.due()
+                if due is not None:
+                    wait = due - self._clock()
+                    if wait <= 0 and self._tick_pending != due:
+                        self._tick_pending = due
+                        self.submit(Tick(self._clock()))
+                    block = min(block, max(wait, 0.001))
+                reply = await self._redis.xread(
+                    {self._k_in: last}, count=500, block=max(1, int(block * 1000))
+                )
+                decisions: list[Decision] = []
+                for _stream, entries in reply or []:
+                    for entry_id, fields in entries:
+                        last = entry_id
+                        parsed = self._parse(entry_id, fields)
+                        if parsed is None:
+                            continue
+                        _, item, source = parsed
+                        if isinstance(item, Tick):
+                            self._tick_pending = None
+                        decisions += acd.apply(entry_id, item, source)
+                        self.stats.applied += 1
+                if reply and acd.last_entry is not None:
+                    await self._publish_decisions(epoch, acd.last_entry, decisions)
+        except (RedisError, OSError) as error:
+            self._failed("owning the ACD", error)
+            self._step_down("Redis failed")
+        except ReplicaError:
+            logger.exception("shared ACD %s: the input stream cannot be applied", self.node)
+            self._step_down("the input stream cannot be applied")
+
+    async def _rebuild(self, epoch: int) -> tuple[ReplicatedAcd, str]:
+        started = time.perf_counter()
+        published = await self._redis.get(self._k_published)
+        entries: list[tuple[str, Input, Source]] = []
+        last = "0-0"
+        while True:
+            chunk = await self._redis.xrange(self._k_in, min=f"({last}", count=5000)
+            if not chunk:
+                break
+            for entry_id, fields in chunk:
+                last = entry_id
+                parsed = self._parse(entry_id, fields)
+                if parsed is not None:
+                    entries.append(parsed)
+        acd = ReplicatedAcd(self._config, seed=self._seed, epoch=epoch)
+        pending = acd.rebuild(entries, published, epoch=epoch)
+        self.stats.rebuild_seconds = time.perf_counter() - started
+        self.stats.rebuild_entries = len(entries)
+        logger.info(
+            "shared ACD %s: rebuilt from %d inputs in %.3f s, %d decisions to publish",
+            self.node,
+            len(entries),
+            self.stats.rebuild_seconds,
+            len(pending),
+        )
+        self._acd = acd
+        if pending and acd.last_entry is not None:
+            await self._publish_decisions(epoch, acd.last_entry, pending)
+        return acd, last
+
+    async def _publish_decisions(self, epoch: int, last: str, decisions: list[Decision]) -> None:
+        if not decisions:
+            return
+        if self.epoch != epoch or self._monotonic() >= self._lease_deadline:
+            self._step_down("the lease ran out before publishing")
+            return
+        args: list[str | int] = [self.incarnation, epoch, last]
+        args += [json.dumps(d.to_dict()) for d in decisions]
+        result = await self._publish(
+            keys=[self._k_owner, self._k_epoch, self._k_out, self._k_published], args=args
+        )
+        if int(result) < 0:
+            self.stats.refused_publish += 1
+            self._step_down("Redis refused the publication")
+            return
+        self.stats.published += len(decisions)
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    def concerns(self, decision: Decision) -> bool:
+        """Whether `decision` is about a caller or an agent of this node."""
+        return decision.call_id in self.own_calls or decision.agent in self.own_agents
+
+    async def _read_loop(self, last: str) -> None:
+        while True:
+            try:
+                if last == "$":
+                    newest = await self._redis.xrevrange(self._k_out, count=1)
+                    last = newest[0][0] if newest else "0-0"
+                reply = await self._redis.xread(
+                    {self._k_out: last}, count=500, block=int(min(self._renew_every, 0.5) * 1000)
+                )
+            except (RedisError, OSError) as error:
+                self._failed("reading decisions", error)
+                await asyncio.sleep(self._renew_every)
+                continue
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    await self._take(entry_id, fields)
+
+    async def _take(self, entry_id: str, fields: dict[str, str]) -> None:
+        try:
+            decision = Decision.from_dict(json.loads(fields["d"]))
+        except (KeyError, ValueError, ReplicaError) as error:
+            self.stats.malformed += 1
+            logger.warning("shared ACD: decision %s skipped: %s", entry_id, error)
+            return
+        accepted = self.fence.accept(decision)
+        if self._on_any is not None:
+            self._on_any(decision, accepted)
+        if not accepted:
+            self.stats.fenced += 1
+            return
+        self.stats.accepted += 1
+        if not self.concerns(decision):
+            return
+        out = decision.output
+        result = self._on_decision(decision)
+        if result is not None:
+            await result
+        if isinstance(out, QueueLogEntry) and out.event in _TERMINAL:
+            self.own_calls.discard(out.call_id)
+        elif isinstance(out, Overflow) and out.destination.kind.value != "queue":
+            self.own_calls.discard(out.call_id)
