@@ -236,8 +236,12 @@ SCHEMAS: dict[str, Schema] = {
             "size": _INTEGER,
             "media_type": _STRING,
             "audio": {"type": "string", "description": "Its audio route."},
+            "gaps": {
+                **_array(_all({"start": _NUMBER, "end": _NUMBER})),
+                "description": "The recording's pauses (PCI): seconds into the file, silent.",
+            },
         },
-        ["call_id", "start", "time", "audio", "media_type", "size"],
+        ["call_id", "start", "time", "audio", "media_type", "size", "gaps"],
     ),
     "AgentDefinition": _all(
         {

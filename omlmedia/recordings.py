@@ -43,6 +43,7 @@ __all__ = [
     "PlaybackTickets",
     "RecordingQuery",
     "RetentionJob",
+    "gaps",
     "media_type",
     "min_mos",
     "recording_file",
@@ -85,6 +86,31 @@ def min_mos(record: CallRecord) -> float | None:
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             scores.append(float(value))
     return min(scores) if scores else None
+
+
+def gaps(record: CallRecord) -> list[dict[str, float]]:
+    """The recording's pauses (PCI), each ``{"start", "end"}`` in seconds into the file (the
+    ``recording`` leg's ``gaps``: the file holds silence there), in order; malformed ones are
+    left out."""
+    spans = []
+    for leg in record.legs:
+        if leg.get("role") != "recording" or not isinstance(leg.get("gaps"), list):
+            continue
+        for gap in leg["gaps"]:
+            if not isinstance(gap, Mapping):
+                continue
+            start, end = gap.get("start"), gap.get("end")
+            if (
+                isinstance(start, int | float)
+                and isinstance(end, int | float)
+                and not isinstance(start, bool)
+                and not isinstance(end, bool)
+                and math.isfinite(start)
+                and math.isfinite(end)
+                and 0 <= start <= end
+            ):
+                spans.append({"start": round(float(start), 3), "end": round(float(end), 3)})
+    return sorted(spans, key=lambda g: g["start"])
 
 
 def talk_seconds(record: CallRecord) -> float:

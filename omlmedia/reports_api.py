@@ -43,6 +43,7 @@ from omlmedia.problems import ApiError, page, query_count, query_time
 from omlmedia.recordings import (
     PlaybackTickets,
     RecordingQuery,
+    gaps,
     media_type,
     min_mos,
     recording_file,
@@ -554,6 +555,7 @@ def _recording_view(record: CallRecord, path: Path, zone: ZoneInfo) -> dict[str,
         "size": size,
         "media_type": media_type(path),
         "audio": f"/api/v1/recordings/{quote(record.call_id, safe='@')}/audio",
+        "gaps": gaps(record),
     }
 
 

@@ -78,12 +78,14 @@ def fill(database: Path, recordings: Path) -> dict[str, Path]:
     }
     good = ({"role": "caller", "mos": 4.3},)
     poor = ({"role": "caller", "mos": 2.9},)
+    gaps = [{"start": 100.0, "end": 130.5}, {"start": 42, "end": 70}, {"start": "x"}, "bad"]
+    paused = (*good, {"role": "recording", "gaps": gaps})
     store = Store(database)
     for item in (
         record("r1", T0, files["r1"], disposition="solved", legs=good, caller="+5491155551111"),
         record("r2", T0 + 600, files["r2"], agent="agent2", disposition="escalated", legs=poor),
         record("r3", T0 + 700, files["r3"], campaign="sales", queue="sales", agent="agent2"),
-        record("r4", T0 + 800, files["r4"], end=T0 + 1400, disposition="solved", legs=good),
+        record("r4", T0 + 800, files["r4"], end=T0 + 1400, disposition="solved", legs=paused),
         record("n5", T0 + 900, None, disposition="solved"),
         # a record naming a file outside the recordings directory is never served
         record("x6", T0 + 950, database),
@@ -177,6 +179,14 @@ async def test_a_search_item_names_its_audio_and_what_it_is(api: Api) -> None:
     assert item["media_type"] == "audio/ogg" and item["size"] == api.files["r1"].stat().st_size
     assert item["duration"] == 80.0 and item["min_mos"] == 4.3
     assert item["start"] == "2026-11-30T00:53:20+00:00"
+    assert item["gaps"] == []
+
+
+async def test_a_search_item_lists_its_recordings_pauses_in_order(api: Api) -> None:
+    page = await api.get(f"/api/v1/recordings?{SPAN}&min_duration=500")
+    [item] = page["recordings"]
+    assert item["call_id"] == "r4"
+    assert item["gaps"] == [{"start": 42.0, "end": 70.0}, {"start": 100.0, "end": 130.5}]
 
 
 async def test_a_supervisor_finds_only_its_campaigns_recordings(api: Api) -> None:
