@@ -1184,6 +1184,7 @@ class Desk:
             wait_seconds=round(waited, 1),
             url=_campaign_url(campaign.url, number) if campaign is not None else "",
             dispositions=campaign.dispositions if campaign is not None else (),
+            campaign=campaign.name if campaign is not None else "",
         )
         if not self.hub.offer_call(agent, info):
             return False

@@ -82,7 +82,11 @@ CAMPAIGN_CREATED = "admin.campaign.created"
 CAMPAIGN_UPDATED = "admin.campaign.updated"
 CAMPAIGN_DELETED = "admin.campaign.deleted"
 ROUTE_CREATED = "admin.route.created"
+ROUTE_UPDATED = "admin.route.updated"
 ROUTE_DELETED = "admin.route.deleted"
+DISPOSITION_SET_CREATED = "admin.disposition_set.created"
+DISPOSITION_SET_UPDATED = "admin.disposition_set.updated"
+DISPOSITION_SET_DELETED = "admin.disposition_set.deleted"
 PAUSE_REASON_CREATED = "admin.pause_reason.created"
 PAUSE_REASON_DELETED = "admin.pause_reason.deleted"
 ADMIN_EVENTS = (
@@ -98,7 +102,11 @@ ADMIN_EVENTS = (
     CAMPAIGN_UPDATED,
     CAMPAIGN_DELETED,
     ROUTE_CREATED,
+    ROUTE_UPDATED,
     ROUTE_DELETED,
+    DISPOSITION_SET_CREATED,
+    DISPOSITION_SET_UPDATED,
+    DISPOSITION_SET_DELETED,
     PAUSE_REASON_CREATED,
     PAUSE_REASON_DELETED,
 )
@@ -145,12 +153,16 @@ CAMPAIGN_KEYS = (
     "callback_international",
     "callback_one_per_number",
     "callback_expiry",
+    "disposition_set",
 )
 """What a campaign's settings are (its ``[[campaigns]]`` table but its name)."""
 
 
 def campaign_settings(campaign: Campaign) -> dict[str, Any]:
-    """A campaign as its ``[[campaigns]]`` table, every key but ``name`` written."""
+    """A campaign as its ``[[campaigns]]`` table, every key but ``name`` written
+    (``disposition_set`` only when it names one: the digests of the campaigns seeded before
+    sets existed stay the same)."""
+    named = {"disposition_set": campaign.disposition_set} if campaign.disposition_set else {}
     return {
         "queue": campaign.queue,
         "recording": campaign.recording,
@@ -164,18 +176,24 @@ def campaign_settings(campaign: Campaign) -> dict[str, Any]:
         "callback_international": campaign.callback_international,
         "callback_one_per_number": campaign.callback_one_per_number,
         "callback_expiry": campaign.callback_expiry,
+        **named,
     }
 
 
-def _campaign(name: str, settings: Mapping[str, Any]) -> Campaign:
+def _campaign(
+    name: str, settings: Mapping[str, Any], sets: Mapping[str, tuple[str, ...]]
+) -> Campaign:
+    """A stored campaign as it runs: the dispositions of its set (`sets`) when it names one."""
     # Rows stored before the callback rules were settings lack them: the defaults apply.
     d = Campaign(name, settings["queue"])
+    named = settings.get("disposition_set", "")
     return Campaign(
         name=name,
         queue=settings["queue"],
         recording=settings["recording"],
         url=settings["url"],
-        dispositions=tuple(settings["dispositions"]),
+        dispositions=sets.get(named) or tuple(settings["dispositions"]),
+        disposition_set=named,
         callback=settings["callback"],
         trunk=settings["trunk"],
         recording_retention_days=settings["recording_retention_days"],
@@ -269,6 +287,7 @@ def export_config(
     campaigns: Iterable[QueueRow] = (),
     routes: Iterable[QueueRow] = (),
     pause_reasons: Iterable[str] = (),
+    disposition_sets: Iterable[QueueRow] = (),
 ) -> str:
     """The configuration file `raw` (as `tomllib` read it) with its ``[[agents]]`` and
     ``[queues]`` replaced by the database's, as TOML that ``check-config`` accepts. Disabled
@@ -291,6 +310,9 @@ def export_config(
     }
     if tables:
         data["queues"] = tables
+    sets = {row.name: dict(row.settings) for row in disposition_sets}
+    if sets:
+        data["disposition_sets"] = sets
     campaigns = list(campaigns)
     if campaigns:
         data["campaigns"] = [{"name": c.name, **c.settings} for c in campaigns]
@@ -429,6 +451,15 @@ class Directory:
         routes (`Directory.routes_now`) after every change."""
         self.reason_listeners: list[Callable[[], None]] = []
         """Told after the pause reasons change (the agent pages get the new list)."""
+        self.disposition_listeners: list[Callable[[str, tuple[str, ...]], None]] = []
+        """Told ``(campaign, dispositions)`` after a campaign's dispositions change (its own
+        list, or its set's): the agent pages' calls of that campaign get the new choices."""
+        self._sets: dict[str, QueueRow] = {}
+        for name, settings, origin, created, updated in book.db.execute(
+            "SELECT name, settings, origin, created, updated FROM disposition_sets "
+            "ORDER BY created, name"
+        ):
+            self._sets[name] = QueueRow(name, json.loads(settings), origin, created, updated)
         self._reasons: list[str] = [
             name
             for (name,) in book.db.execute("SELECT name FROM pause_reasons ORDER BY created, name")
@@ -518,8 +549,21 @@ class Directory:
         return {name: row.settings["queue"] for name, row in self._campaigns.items()}
 
     def campaigns_now(self) -> dict[str, Campaign]:
-        """Every campaign as the database holds it, by name."""
-        return {name: _campaign(name, row.settings) for name, row in self._campaigns.items()}
+        """Every campaign as the database holds it (with its set's dispositions), by name."""
+        sets = self._set_lists()
+        return {name: _campaign(name, row.settings, sets) for name, row in self._campaigns.items()}
+
+    def disposition_set_rows(self) -> list[QueueRow]:
+        """Every named set of dispositions (settings ``{"dispositions": [...]}``), oldest
+        first."""
+        return list(self._sets.values())
+
+    def disposition_sets(self) -> list[dict[str, Any]]:
+        """Every disposition set as the API serves it (`disposition_set_view`), oldest first."""
+        return [self._set_view(row) for row in self._sets.values()]
+
+    def _set_lists(self) -> dict[str, tuple[str, ...]]:
+        return {name: tuple(row.settings["dispositions"]) for name, row in self._sets.items()}
 
     def pause_reasons(self) -> list[str]:
         """The reasons an agent may pause with (the agent page's menu, the supervisors' and the
@@ -646,11 +690,12 @@ class Directory:
         agents: Iterable[Any],
         queues: Mapping[str, QueueConfig],
         campaigns: Iterable[Campaign] = (),
+        disposition_sets: Mapping[str, Iterable[str]] = {},
     ) -> list[str]:
         """Write the file's declarations never seeded or changed since they were (see the
-        module's docstring); returns what changed, as ``agent:<name>``, ``queue:<name>`` and
-        ``campaign:<name>``. `agents` are `webrtc.config.AgentConfig` (name, display_name,
-        password_hash)."""
+        module's docstring); returns what changed, as ``agent:<name>``, ``queue:<name>``,
+        ``campaign:<name>`` and ``disposition_set:<name>``. `agents` are
+        `webrtc.config.AgentConfig` (name, display_name, password_hash)."""
         book = self.book
         seen = {
             (kind, name): digest
@@ -694,63 +739,39 @@ class Directory:
                 )
             )
             changed.append(f"agent:{agent.name}")
+
+        def rows(
+            kind: str, table: str, now_rows: dict[str, QueueRow], declared: Mapping[str, Any]
+        ) -> None:
+            for name, settings in declared.items():
+                digest = _digest(settings)
+                if seen.get((kind, name)) == digest:
+                    continue
+                old = now_rows.get(name)
+                row = QueueRow(name, settings, "config", old.created if old else now, now)
+                now_rows[name] = row
+                statements.append(_row_statement(table, row))
+                statements.append(self._seed_statement(kind, name, digest))
+                before = old.view() if old is not None else None
+                action = f"{kind}.create" if old is None else f"{kind}.update"
+                entries.append(book.entry(CONFIG, action, name, before, row.view()))
+                changed.append(f"{kind}:{name}")
+
         queues_now = dict(self._queues)
-        for name, config in queues.items():
-            settings = queue_settings(config)
-            digest = _digest(settings)
-            if seen.get(("queue", name)) == digest:
-                continue
-            old_queue = queues_now.get(name)
-            row_q = QueueRow(
-                name,
-                settings,
-                "config",
-                old_queue.created if old_queue is not None else now,
-                now,
-            )
-            queues_now[name] = row_q
-            statements.append(self._queue_statement(row_q))
-            statements.append(self._seed_statement("queue", name, digest))
-            entries.append(
-                book.entry(
-                    CONFIG,
-                    "queue.create" if old_queue is None else "queue.update",
-                    name,
-                    old_queue.view() if old_queue is not None else None,
-                    row_q.view(),
-                )
-            )
-            changed.append(f"queue:{name}")
+        rows("queue", "queues", queues_now, {n: queue_settings(q) for n, q in queues.items()})
+        sets_now = dict(self._sets)
+        declared_sets = {n: {"dispositions": list(d)} for n, d in disposition_sets.items()}
+        rows("disposition_set", "disposition_sets", sets_now, declared_sets)
         campaigns_now = dict(self._campaigns)
-        for campaign in campaigns:
-            settings = campaign_settings(campaign)
-            digest = _digest(settings)
-            if seen.get(("campaign", campaign.name)) == digest:
-                continue
-            old_campaign = campaigns_now.get(campaign.name)
-            row_c = QueueRow(
-                campaign.name,
-                settings,
-                "config",
-                old_campaign.created if old_campaign is not None else now,
-                now,
-            )
-            campaigns_now[campaign.name] = row_c
-            statements.append(self._campaign_statement(row_c))
-            statements.append(self._seed_statement("campaign", campaign.name, digest))
-            entries.append(
-                book.entry(
-                    CONFIG,
-                    "campaign.create" if old_campaign is None else "campaign.update",
-                    campaign.name,
-                    old_campaign.view() if old_campaign is not None else None,
-                    row_c.view(),
-                )
-            )
-            changed.append(f"campaign:{campaign.name}")
+        rows(
+            "campaign",
+            "campaigns",
+            campaigns_now,
+            {c.name: campaign_settings(c) for c in campaigns},
+        )
         if not statements:
             return []
-        self._campaigns = campaigns_now
+        self._campaigns, self._sets = campaigns_now, sets_now
         # Members the database no longer has (an agent deleted through the API) are dropped.
         names = {a.name for a in book.accounts()} | set(accounts)
         for name, row_q in list(queues_now.items()):
@@ -758,7 +779,7 @@ class Directory:
             if len(kept) != len(row_q.settings["members"]):
                 row_q = replace(row_q, settings={**row_q.settings, "members": kept})
                 queues_now[name] = row_q
-                statements.append(self._queue_statement(row_q))
+                statements.append(_row_statement("queues", row_q))
         book.commit(entries, statements, accounts)
         self._queues = queues_now
         return changed
@@ -769,25 +790,6 @@ class Directory:
             "INSERT INTO config_seeds (kind, name, digest) VALUES (?, ?, ?) "
             "ON CONFLICT (kind, name) DO UPDATE SET digest = excluded.digest",
             (kind, name, digest),
-        )
-
-    @staticmethod
-    def _campaign_statement(row: QueueRow) -> tuple[str, tuple[Any, ...]]:
-        return (
-            "INSERT INTO campaigns (name, settings, origin, created, updated) "
-            "VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET settings = excluded.settings, "
-            "origin = excluded.origin, updated = excluded.updated",
-            (row.name, json.dumps(dict(row.settings)), row.origin, row.created, row.updated),
-        )
-
-    @staticmethod
-    def _queue_statement(row: QueueRow) -> tuple[str, tuple[Any, ...]]:
-        return (
-            "INSERT INTO queues (name, settings, origin, created, updated) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET settings = excluded.settings, "
-            "origin = excluded.origin, updated = excluded.updated",
-            (row.name, json.dumps(dict(row.settings)), row.origin, row.created, row.updated),
         )
 
     # -- the running server -----------------------------------------------------------------
@@ -837,14 +839,20 @@ class Directory:
             ]
 
         async with self._lock:
-            queues, campaigns, routes, reasons = await book.call(
-                lambda: (read("queues"), read("campaigns"), read("routes"), read_reasons())
+            queues, campaigns, routes, reasons, sets = await book.call(
+                lambda: (
+                    read("queues"),
+                    read("campaigns"),
+                    read("routes"),
+                    read_reasons(),
+                    read("disposition_sets"),
+                )
             )
             if reasons != self._reasons:
                 self._reasons = reasons
                 for listener in self.reason_listeners:
                     listener()
-            self._queues, self._campaigns = queues, campaigns
+            self._queues, self._campaigns, self._sets = queues, campaigns, sets
             self._routes = {
                 name: (row, route)
                 for name, row in routes.items()
@@ -859,11 +867,16 @@ class Directory:
                     acd.pump()
             if self.logins is not None:
                 self.logins.accounts = {a.name: a for a in self.agent_accounts()}
+            running = dict(self.campaign_tables[0]) if self.campaign_tables else {}
             now_campaigns = self.campaigns_now()
             for table in self.campaign_tables:
                 table.clear()
                 table.update(now_campaigns)
             self._apply_routes()
+            for name, campaign in now_campaigns.items():
+                was = running.get(name)
+                if was is not None and was.dispositions != campaign.dispositions:
+                    self._dispositions_changed(name, campaign.dispositions)
 
     def _engine(self, change: Callable[[float], None]) -> None:
         """Apply `change(now)` to the engine, then act on what it decided."""
@@ -1030,7 +1043,7 @@ class Directory:
     ) -> None:
         book = self.book
         statements = [
-            self._queue_statement(row)
+            _row_statement("queues", row)
             if row is not None
             else ("DELETE FROM queues WHERE name = ?", (name,))
             for name, row in queues.items()
@@ -1282,6 +1295,7 @@ class Directory:
             self.campaign_rows(),
             self.route_rows(),
             self.pause_reasons(),
+            self.disposition_set_rows(),
         )
 
     # -- campaigns ----------------------------------------------------------------------------
@@ -1294,7 +1308,13 @@ class Directory:
         if unknown:
             raise ApiError(400, "invalid " + ", ".join(k for k, _ in unknown), unknown)
         check = _Checker({})
-        found = _campaigns(check, [{"name": name, **settings}], set(self._queues), set(self.trunks))
+        found = _campaigns(
+            check,
+            [{"name": name, **settings}],
+            set(self._queues),
+            set(self.trunks),
+            self._set_lists(),
+        )
         errors = _checked(check.errors, "campaigns[0]")
         if errors or not found:
             errors = errors or [("settings", "not a campaign")]
@@ -1313,12 +1333,9 @@ class Directory:
             campaign = self._campaign_or_400(name, settings)
             now = self.clock()
             row = QueueRow(name, campaign_settings(campaign), "api", now, now)
-            book = self.book
-            entry = book.entry(actor, "campaign.create", name, None, row.view())
-            await book.call(book.commit, [entry], [self._campaign_statement(row)])
+            await self._store(actor, "campaign", "campaigns", name, None, row)
             self._campaigns = {**self._campaigns, name: row}
-            for table in self.campaign_tables:
-                table[name] = campaign
+            self._run_campaign(campaign)
             self._publish_campaign(CAMPAIGN_CREATED, actor, None, row, campaign.queue)
             return row.view()
 
@@ -1338,12 +1355,9 @@ class Directory:
             row = replace(old, settings=campaign_settings(campaign), updated=self.clock())
             if row.settings == old.settings:
                 return old.view()
-            book = self.book
-            entry = book.entry(actor, "campaign.update", name, old.view(), row.view())
-            await book.call(book.commit, [entry], [self._campaign_statement(row)])
+            await self._store(actor, "campaign", "campaigns", name, old, row)
             self._campaigns = {**self._campaigns, name: row}
-            for table in self.campaign_tables:
-                table[name] = campaign
+            self._run_campaign(campaign)
             self._publish_campaign(CAMPAIGN_UPDATED, actor, old, row, campaign.queue)
             return row.view()
 
@@ -1369,10 +1383,7 @@ class Directory:
             if user is not None:
                 why = f"{user} sends callers to campaign {name}"
                 raise ApiError(409, why, [("name", why)])
-            book = self.book
-            entry = book.entry(actor, "campaign.delete", name, old.view(), None)
-            statement = ("DELETE FROM campaigns WHERE name = ?", (name,))
-            await book.call(book.commit, [entry], [statement])
+            await self._store(actor, "campaign", "campaigns", name, old, None)
             self._campaigns = {k: v for k, v in self._campaigns.items() if k != name}
             self.campaigns.pop(name, None)
             for table in self.campaign_tables:
@@ -1434,19 +1445,33 @@ class Directory:
             route = self._route_or_400(settings)
             now = self.clock()
             row = QueueRow(name, _route_settings(route), "api", now, now)
-            book = self.book
-            entry = book.entry(actor, "route.create", name, None, row.view())
-            statement = (
-                "INSERT INTO routes (name, settings, origin, created, updated) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (name, json.dumps(row.settings), row.origin, row.created, row.updated),
-            )
-            await book.call(book.commit, [entry], [statement])
+            await self._store(actor, "route", "routes", name, None, row)
             self._routes = {**self._routes, name: (row, route)}
             self._apply_routes()
-            self.events.publish(
-                ROUTE_CREATED, data={"by": actor.actor, "before": None, "after": row.view()}
-            )
+            self._publish(ROUTE_CREATED, actor, None, row.view())
+            return row.view()
+
+    async def update_route(
+        self, actor: Identity, name: str, changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Change some keys of a route (its target, ``strip``, ``prefix``, what it matches),
+        checked as `create_route` checks a new one; a key set to null is removed (``{"user":
+        null, "pattern": ...}`` makes a DID route a pattern). It stays where it is in the
+        order; calls already routed go on as they were."""
+        async with self._lock:
+            found = self._routes.get(name)
+            if found is None:
+                raise ApiError(404, f"unknown route: {name}")
+            old = found[0]
+            merged = {**old.settings, **changes}
+            route = self._route_or_400({k: v for k, v in merged.items() if v is not None})
+            row = replace(old, settings=_route_settings(route), updated=self.clock())
+            if row.settings == old.settings:
+                return old.view()
+            await self._store(actor, "route", "routes", name, old, row)
+            self._routes = {**self._routes, name: (row, route)}
+            self._apply_routes()
+            self._publish(ROUTE_UPDATED, actor, old.view(), row.view())
             return row.view()
 
     async def delete_route(self, actor: Identity, name: str) -> None:
@@ -1456,20 +1481,153 @@ class Directory:
             if found is None:
                 raise ApiError(404, f"unknown route: {name}")
             row = found[0]
-            book = self.book
-            entry = book.entry(actor, "route.delete", name, row.view(), None)
-            statement = ("DELETE FROM routes WHERE name = ?", (name,))
-            await book.call(book.commit, [entry], [statement])
+            await self._store(actor, "route", "routes", name, row, None)
             self._routes = {k: v for k, v in self._routes.items() if k != name}
             self._apply_routes()
-            self.events.publish(
-                ROUTE_DELETED, data={"by": actor.actor, "before": row.view(), "after": None}
-            )
+            self._publish(ROUTE_DELETED, actor, row.view(), None)
 
     def _apply_routes(self) -> None:
         routes = self.routes_now()
         for table in self.route_tables:
             table.set_added(routes)
+
+    # -- storing a row of settings ------------------------------------------------------------
+
+    async def _store(
+        self,
+        actor: Identity,
+        kind: str,
+        table: str,
+        name: str,
+        before: QueueRow | None,
+        after: QueueRow | None,
+    ) -> None:
+        """Write `after` (None: delete the row) to `table` with its audit entry
+        (``<kind>.create``, ``.update`` or ``.delete``, before and after) in one transaction."""
+        action = "create" if before is None else "update" if after is not None else "delete"
+        book = self.book
+        entry = book.entry(
+            actor,
+            f"{kind}.{action}",
+            name,
+            before.view() if before is not None else None,
+            after.view() if after is not None else None,
+        )
+        statement = (
+            _row_statement(table, after)
+            if after is not None
+            else (f"DELETE FROM {table} WHERE name = ?", (name,))
+        )
+        await book.call(book.commit, [entry], [statement])
+
+    def _run_campaign(self, campaign: Campaign) -> None:
+        """Give the running server `campaign`; tell the pages when its dispositions changed."""
+        was = [table.get(campaign.name) for table in self.campaign_tables]
+        for table in self.campaign_tables:
+            table[campaign.name] = campaign
+        if any(c is not None and c.dispositions != campaign.dispositions for c in was):
+            self._dispositions_changed(campaign.name, campaign.dispositions)
+
+    def _dispositions_changed(self, campaign: str, dispositions: tuple[str, ...]) -> None:
+        for listener in self.disposition_listeners:
+            try:
+                listener(campaign, dispositions)
+            except Exception:
+                logger.exception("telling the pages about the dispositions of %s failed", campaign)
+
+    # -- disposition sets ---------------------------------------------------------------------
+
+    def _set_row(self, name: str) -> QueueRow:
+        row = self._sets.get(name)
+        if row is None:
+            raise ApiError(404, f"unknown disposition set: {name}")
+        return row
+
+    def disposition_set_view(self, name: str) -> dict[str, Any]:
+        """A disposition set as the API serves it, with the campaigns that use it."""
+        return self._set_view(self._set_row(name))
+
+    def _set_view(self, row: QueueRow) -> dict[str, Any]:
+        return {**row.view(), "campaigns": self._set_users(row.name)}
+
+    def _set_users(self, name: str) -> list[str]:
+        return [
+            c for c, row in self._campaigns.items() if row.settings.get("disposition_set") == name
+        ]
+
+    @staticmethod
+    def _set_or_400(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """`settings` checked as ``check-config`` checks a ``[disposition_sets.<name>]``
+        table."""
+        from omlmedia.config import _Checker, parse_disposition_sets
+
+        check = _Checker({})
+        found = parse_disposition_sets(check, {name: dict(settings)})
+        errors = _checked(check.errors, f"disposition_sets.{name}")
+        if errors or name not in found:
+            errors = errors or [("dispositions", "required")]
+            raise ApiError(400, "invalid " + ", ".join(sorted({f for f, _ in errors})), errors)
+        return {"dispositions": list(found[name])}
+
+    async def create_disposition_set(
+        self, actor: Identity, name: str, settings: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A new named set of dispositions (``{"dispositions": [...]}``, at least one), which
+        campaigns may name (``disposition_set``)."""
+        async with self._lock:
+            if name in self._sets:
+                why = f"a disposition set called {name} exists already"
+                raise ApiError(409, why, [("name", why)])
+            now = self.clock()
+            row = QueueRow(name, self._set_or_400(name, settings), "api", now, now)
+            await self._store(actor, "disposition_set", "disposition_sets", name, None, row)
+            self._sets = {**self._sets, name: row}
+            self._publish(DISPOSITION_SET_CREATED, actor, None, self._set_view(row))
+            return self._set_view(row)
+
+    async def update_disposition_set(
+        self, actor: Identity, name: str, changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Change a set's dispositions: the campaigns that name it take them at once (the
+        calls they offer from now on, and the agent pages' calls of theirs)."""
+        async with self._lock:
+            old = self._set_row(name)
+            settings = self._set_or_400(name, {**old.settings, **changes})
+            row = replace(old, settings=settings, updated=self.clock())
+            if row.settings == old.settings:
+                return self._set_view(old)
+            await self._store(actor, "disposition_set", "disposition_sets", name, old, row)
+            self._sets = {**self._sets, name: row}
+            before = self._set_view(old)
+            now_campaigns = self.campaigns_now()
+            for campaign in self._set_users(name):
+                self._run_campaign(now_campaigns[campaign])
+            self._publish(DISPOSITION_SET_UPDATED, actor, before, self._set_view(row))
+            return self._set_view(row)
+
+    async def delete_disposition_set(self, actor: Identity, name: str) -> None:
+        """Remove a set; 409 while a campaign names it."""
+        async with self._lock:
+            old = self._set_row(name)
+            users = self._set_users(name)
+            if users:
+                why = f"campaign {users[0]} takes its dispositions from {name}"
+                raise ApiError(409, why, [("name", why)])
+            before = self._set_view(old)
+            await self._store(actor, "disposition_set", "disposition_sets", name, old, None)
+            self._sets = {k: v for k, v in self._sets.items() if k != name}
+            self._publish(DISPOSITION_SET_DELETED, actor, before, None)
+
+
+def _row_statement(table: str, row: QueueRow) -> tuple[str, tuple[Any, ...]]:
+    """Insert or replace `row` (its settings as JSON) in `table` (queues, campaigns, routes,
+    disposition_sets)."""
+    return (
+        f"INSERT INTO {table} (name, settings, origin, created, updated) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET settings = excluded.settings, "
+        "origin = excluded.origin, updated = excluded.updated",
+        (row.name, json.dumps(dict(row.settings)), row.origin, row.created, row.updated),
+    )
 
 
 def _converge(engine: Any, config: AcdConfig, now: float) -> None:

@@ -381,7 +381,10 @@ class Server:
             events=events,
         )
         self.directory.seed(
-            config.webrtc.agents, config.acd.queues if config.acd else {}, config.campaigns
+            config.webrtc.agents,
+            config.acd.queues if config.acd else {},
+            config.campaigns,
+            config.disposition_sets,
         )
         calls.campaigns = self.directory.campaigns_now()
         self.directory.campaign_tables.append(calls.campaigns)
@@ -703,6 +706,7 @@ class Server:
         self.desk = desk
         self.hub = desk.hub
         directory.reason_listeners.append(desk.hub.pause_reasons_changed)
+        directory.disposition_listeners.append(desk.hub.dispositions_changed)
         directory.campaign_tables.append(acd.campaigns)
         directory.bind(
             acd,

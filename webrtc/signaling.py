@@ -112,7 +112,9 @@ class CallInfo:
     ``consult-in`` (another agent consults this one: `caller_number` and `caller_name` are
     that agent's, `consult_for` the caller it is about); for a campaign's call, `url` the page
     the agent opens for it (the caller's number filled in) and the `dispositions` to choose
-    from; `video`: the far end is a web caller who sends video (and takes the agent's camera)."""
+    from (`campaign` names it: an administrator's change of its dispositions reaches the call,
+    `AgentHub.dispositions_changed`); `video`: the far end is a web caller who sends video (and
+    takes the agent's camera)."""
 
     call_id: str
     caller_number: str = ""
@@ -124,6 +126,7 @@ class CallInfo:
     dispositions: tuple[str, ...] = ()
     consult_for: str = ""
     video: bool = False
+    campaign: str = ""
 
 
 # --- message validation -----------------------------------------------------------------------
@@ -776,6 +779,24 @@ class AgentHub:
         for entry in self._agents.values():
             if entry.conn is not None:
                 self._send(entry.conn, message)
+
+    def dispositions_changed(self, campaign: str, dispositions: tuple[str, ...]) -> None:
+        """`campaign`'s dispositions changed (an administrator's change, see
+        `omlmedia.directory`): its calls on the pages, ringing, connected or ended (the
+        wrap-up), offer `dispositions` from now on, and each page is sent ``{"type":
+        "call-dispositions", "call_id", "dispositions"}`` (its wrap-up menu follows)."""
+        for entry in self._agents.values():
+            for call in (*entry.calls.values(), *entry.ended):
+                if call.info.campaign != campaign or call.info.dispositions == dispositions:
+                    continue
+                call.info = replace(call.info, dispositions=dispositions)
+                if entry.conn is not None:
+                    message = {
+                        "type": "call-dispositions",
+                        "call_id": call.info.call_id,
+                        "dispositions": list(dispositions),
+                    }
+                    self._send(entry.conn, message)
 
     async def _end(self, entry: _Agent, reason: str, *, notify: bool) -> None:
         if self._agents.get(entry.name) is not entry:

@@ -108,6 +108,18 @@ function setDispositions(names) {
   }
 }
 
+// An administrator changed the dispositions of the call's campaign: the call offers the new ones,
+// and so does the wrap-up's menu when it is that call's (the choice kept when it still exists).
+function setCallDispositions(callId, names) {
+  const call = agent.calls.get(callId) || agent.history.find((c) => c.call_id === callId);
+  if (call) call.dispositions = names;
+  if (agent.wrapupCall === callId) {
+    const chosen = $("disposition").value;
+    setDispositions(names);
+    if (names.includes(chosen)) $("disposition").value = chosen;
+  }
+}
+
 function updateCall(call) {
   call.receivedAt = Date.now();
   agent.calls.set(call.call_id, call);
@@ -388,6 +400,9 @@ function onMessage(message) {
       break;
     case "pause-reasons":
       setPauseReasons(message.reasons);
+      break;
+    case "call-dispositions":
+      setCallDispositions(message.call_id, message.dispositions);
       break;
     case "call-incoming":
       updateCall(message.call);
