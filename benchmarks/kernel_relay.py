@@ -47,6 +47,7 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -237,10 +238,10 @@ class Drops:
 
     @classmethod
     def read(cls, hosts: netns.Hosts | None) -> Drops:
-        names = (
+        names: dict[str, str | None] = (
             {"caller": hosts.caller, "server": hosts.server, "callee": hosts.callee}
             if hosts
-            else {}
+            else {"loopback": None}
         )
         udp = {}
         for role, name in names.items():
@@ -527,6 +528,10 @@ def summarize(results: dict[str, list[Row]], args: argparse.Namespace) -> dict[s
     return summary
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", default="50,100,200,400,800", help="the ramp of N")
@@ -546,6 +551,7 @@ def main() -> int:
         help="far ends on hosts of their own behind veth (netns) or all on 127.0.0.1",
     )
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _terminated)  # a SIGTERM unwinds: namespaces and peers go
     unknown = {t.strip() for t in args.targets.split(",")} - {
         "omlmedia",
         "omlmedia-kernel",

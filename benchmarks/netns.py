@@ -123,14 +123,15 @@ def steer_receive(namespace: str, device: str, core: int) -> None:
     )
 
 
-def udp_counters(namespace: str) -> dict[str, int]:
-    """The namespace's UDP counters (/proc/net/snmp ``Udp:``: InDatagrams, InErrors,
-    RcvbufErrors, SndbufErrors, NoPorts...)."""
-    lines = [
-        line.split()
-        for line in in_ns(namespace, "cat", "/proc/net/snmp").stdout.splitlines()
-        if line.startswith("Udp:")
-    ]
+def udp_counters(namespace: str | None) -> dict[str, int]:
+    """A namespace's UDP counters (/proc/net/snmp ``Udp:``: InDatagrams, InErrors,
+    RcvbufErrors, SndbufErrors, NoPorts...); None: the calling process's own namespace."""
+    text = (
+        in_ns(namespace, "cat", "/proc/net/snmp").stdout
+        if namespace is not None
+        else open("/proc/self/net/snmp").read()
+    )
+    lines = [line.split() for line in text.splitlines() if line.startswith("Udp:")]
     if len(lines) < 2:
         return {}
     return {k: int(v) for k, v in zip(lines[0][1:], lines[1][1:], strict=False)}

@@ -1,0 +1,801 @@
+"""The kernel path in the whole system: sipp calls with real SIP and RTP through omlmedia, side by
+side with Kamailio + rtpengine, in one run (issue 14's benchmark form).
+
+Three hosts of the benchmark's own (benchmarks/netns.py, as in kernel_relay.py): on the caller
+host (198.18.1.2) sipp places ``uac_pcap`` calls (INVITE with a PCMA offer, the 236-packet
+``g711a.pcap`` with an RFC 4733 '1', BYE after about 9 s, one media port per call); on the callee
+host (198.18.2.2) a sipp UAS answers with PCMA and echoes every RTP packet it receives
+(``-rtp_echo``); the system under test runs on the server host between them (198.18.1.1) on
+core 0, whose receive work is steered to core 0 as a network card's would be (the far ends' to
+core 1, where both sipps run). Systems, in the same run:
+
+- ``omlmedia``: `omlmedia serve`, the calls come in on trunk ``pbx`` and go out to the UAS
+  through it (9<number>), userspace relay;
+- ``omlmedia-kernel``: the same with ``[media] kernel_forwarding = true`` (root);
+- ``kamailio+rtpengine``: Kamailio 5.6 (a stateful proxy: ``rtpengine_offer`` on the INVITE,
+  ``rtpengine_answer`` on its 200, ``rtpengine_delete`` on BYE, every request relayed to the UAS)
+  with rtpengine (userspace, one thread, ``--table=-1``) over ng.
+
+At each N the UAC keeps N calls up (rate N / call length, ``-l N``); after a ramp of one call
+length the window opens. Over the window: the system's CPU (omlmedia's process; Kamailio's
+processes + rtpengine's) plus core 0's softirq time beyond what it spent over an idle window of
+the same length just before (tick-sampled: for a userspace system the sum is an upper bound and
+its processes alone a lower bound, both printed); the call-seconds (sipp's current calls, each
+second of the window); the packets relayed (nftables counters on the far hosts: what reached the
+UAS plus what came back to the UAC). Over the whole step: failed calls (sipp), loss each way
+(sent by the UAC -> received by the UAS; echoed by the UAS -> received back by the UAC, the
+far hosts' counters), and the round-trip time of the echo at the caller host for a sample of
+calls (tcpdump on the caller's link, packets matched by media port and RTP sequence number:
+through the system, the UAS's echo and back).
+
+    sudo .venv/bin/python benchmarks/kernel_sipp.py [--calls 100,200,400]
+        [--duration 10] [--targets omlmedia,omlmedia-kernel,kamailio+rtpengine] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import harness, netns  # noqa: E402
+from benchmarks.harness import fmt  # noqa: E402
+from benchmarks.kernel_relay import (  # noqa: E402
+    NETNS_ADDRESSES,
+    NETNS_RTP_PORTS,
+    enable_kernel_forwarding,
+    netns_topology,
+    on_server_host,
+)
+from benchmarks.media_relay import Rtpengine  # noqa: E402
+from benchmarks.procstat import (  # noqa: E402
+    GENERATOR_CORE,
+    SERVER_CORE,
+    core_softirq_seconds,
+    cpu_seconds,
+    pinned,
+)
+
+SERVER, CALLER, CALLEE = NETNS_ADDRESSES.server, NETNS_ADDRESSES.caller, NETNS_ADDRESSES.pbx
+SIP_PORT = 5060  # the far hosts are the benchmark's own: the standard port is free there
+UAC_MEDIA_PORT = 40000  # sipp's k-th call (from 0) sends from 40000 + 4k: above the server's
+UAS_MEDIA_PORT = 30000  # RTP ports (20000-29999) so the far hosts' counters see only the far ends
+CALL_SECONDS = 9.2  # uac_pcap: 8 s of pcap, 1 s of DTMF, set-up and BYE
+SAMPLED_CALLS = 10  # the round-trip sample: calls started just before the window
+
+UAS_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="PCMA answer, the far end of the benchmark (RTP echoed with -rtp_echo)">
+  <recv request="INVITE" crlf="true"/>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+[last_Record-Route:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=uas 1 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+]]></send>
+  <recv request="ACK" optional="true" rtd="true" crlf="true"/>
+  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+
+]]></send>
+  <timewait milliseconds="2000"/>
+</scenario>
+"""
+
+KAMAILIO_CONFIG = """#!KAMAILIO
+debug=1
+log_stderror=yes
+fork=yes
+children=2
+auto_aliases=no
+listen=udp:{server}:{port}
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "rtpengine.so"
+modparam("rtpengine", "rtpengine_sock", "udp:127.0.0.1:{ng_port}")
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    $du = "sip:{callee}:{callee_port}";
+    if (is_method("ACK")) {{
+        if (t_check_trans()) {{
+            t_relay();
+        }} else {{
+            forward();
+        }}
+        exit;
+    }}
+    if (is_method("INVITE") && !has_totag()) {{
+        rtpengine_offer("replace-origin replace-session-connection ICE=remove");
+        t_on_reply("ANSWER");
+    }} else if (is_method("BYE")) {{
+        rtpengine_delete();
+    }}
+    t_relay();
+    exit;
+}}
+
+onreply_route[ANSWER] {{
+    if (has_body("application/sdp")) {{
+        rtpengine_answer("replace-origin replace-session-connection ICE=remove");
+    }}
+}}
+"""
+
+
+def require_tools() -> list[str]:
+    """What is missing to run the benchmark here."""
+    missing = [
+        tool
+        for tool in ("sipp", "kamailio", "rtpengine", "nft", "ip", "tcpdump")
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").is_file()
+    ]
+    if os.geteuid() != 0:
+        missing.append("root (network namespaces, nftables)")
+    return missing
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (Kamailio forks its workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    return tree
+
+
+def tree_cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except OSError:
+            continue
+    return total
+
+
+# -- the far hosts: RTP counters and the UAS ------------------------------------------------------
+
+COUNTERS = """table inet omlbench {{
+    counter rtp_in {{}}
+    counter rtp_out {{}}
+    chain input {{
+        type filter hook input priority 0;
+        udp dport {ports} udp dport & 1 == 0 counter name rtp_in
+    }}
+    chain output {{
+        type filter hook output priority 0;
+        udp sport {ports} udp sport & 1 == 0 counter name rtp_out
+    }}
+}}
+"""
+
+
+def install_counters(namespace: str, ports: str) -> None:
+    """Count the RTP a far host receives and sends on its media ports (`ports`, an nft port or
+    range; even ports only: the systems' RTCP goes to the odd ones)."""
+    subprocess.run(
+        ["ip", "netns", "exec", namespace, "nft", "-f", "-"],
+        input=COUNTERS.format(ports=ports),
+        text=True,
+        check=True,
+        capture_output=True,
+        timeout=10,
+    )
+
+
+def read_counters(namespace: str) -> dict[str, int]:
+    """Packets of RTP (anything but SIP) received and sent by a far host so far."""
+    out = netns.in_ns(namespace, "nft", "-j", "list", "counters", "table", "inet", "omlbench")
+    found: dict[str, int] = {}
+    for item in json.loads(out.stdout)["nftables"]:
+        counter = item.get("counter")
+        if counter:
+            found[counter["name"]] = int(counter["packets"])
+    return found
+
+
+class Uas:
+    """sipp answering on the callee host and echoing RTP, on the generator's core."""
+
+    def __init__(self, hosts: netns.Hosts, workdir: Path) -> None:
+        scenario = workdir / "uas_echo_pcma.xml"
+        scenario.write_text(UAS_SCENARIO)
+        command = pinned(
+            [
+                "sipp", "-sf", str(scenario), "-i", CALLEE, "-p", str(SIP_PORT),
+                "-mi", CALLEE, "-mp", str(UAS_MEDIA_PORT), "-rtp_echo", "-nostdin",
+                "-max_socket", "60000", "-trace_err", "-error_file", str(workdir / "uas.err"),
+            ],
+            GENERATOR_CORE,
+        )  # fmt: skip
+        self.log = (workdir / "uas.log").open("wb")
+        self.process = subprocess.Popen(
+            ["ip", "netns", "exec", hosts.callee, *command],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+# -- the systems under test -----------------------------------------------------------------------
+
+
+class System:
+    name = ""
+    sip_port = 0
+
+    def pids(self) -> list[int]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def kernel_packets(self) -> int:
+        return 0
+
+    def idle(self) -> None:
+        """Wait until the last step's calls are gone."""
+
+
+class OmlmediaSystem(System):
+    name = "omlmedia"
+    kernel = False
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.server: harness.RunningServer | None = None
+
+    def config(self, text: str) -> str:
+        text = on_server_host(SERVER)(text)
+        trunk = text.index("[[trunks]]")
+        head, tail = text[:trunk], text[trunk:]
+        tail = tail.replace('host = "127.0.0.1"', f'host = "{CALLEE}"', 1)
+        tail = tail.replace(
+            'trusted_sources = ["127.0.0.1/32"]',
+            f'trusted_sources = ["{CALLER}/32", "{CALLEE}/32"]',
+            1,
+        )
+        port_line = next(line for line in tail.splitlines() if line.startswith("port = "))
+        tail = tail.replace(port_line, f"port = {SIP_PORT}", 1)
+        text = head + tail
+        return enable_kernel_forwarding(text) if self.kernel else text
+
+    def start(self) -> None:
+        self.server = harness.start_server(
+            self.workdir,
+            t1=0.5,
+            media_timeout=600,
+            edit_config=self.config,
+            extra_args=("--log-level", "warning", "--rtp-ports", NETNS_RTP_PORTS),
+            core=SERVER_CORE,
+        )
+        self.sip_port = self.server.sip_port
+        if self.kernel:
+            kernel = self.server.status()["media"]["kernel"]
+            if not kernel.get("active"):
+                self.stop()
+                raise RuntimeError(f"the kernel path is not active: {kernel.get('reason')}")
+
+    def stop(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            server.stop()
+
+    def pids(self) -> list[int]:
+        assert self.server is not None
+        return [self.server.pid]
+
+    def kernel_packets(self) -> int:
+        assert self.server is not None
+        kernel = self.server.status()["media"]["kernel"]
+        return int(kernel.get("packets", 0)) if kernel.get("active") else 0
+
+    def idle(self) -> None:
+        assert self.server is not None
+        self.server.wait_idle(30)
+
+
+class OmlmediaKernelSystem(OmlmediaSystem):
+    name = "omlmedia-kernel"
+    kernel = True
+
+
+class KamailioRtpengine(System):
+    name = "kamailio+rtpengine"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.rtpengine = Rtpengine(workdir, NETNS_ADDRESSES)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.sip_port = SIP_PORT
+
+    def start(self) -> None:
+        self.rtpengine.start()
+        config = self.workdir / "kamailio.cfg"
+        config.write_text(
+            KAMAILIO_CONFIG.format(
+                server=SERVER,
+                port=self.sip_port,
+                ng_port=self.rtpengine.ng_port,
+                callee=CALLEE,
+                callee_port=SIP_PORT,
+            )
+        )
+        binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
+        command = [binary, "-f", str(config), "-DD", "-E", "-Y", str(self.workdir)]
+        command += ["-m", "64", "-M", "8"]
+        self.log = (self.workdir / "kamailio.log").open("wb")
+        self.process = subprocess.Popen(
+            pinned(command, SERVER_CORE), stdout=self.log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 20
+        while "Listening on" not in (self.workdir / "kamailio.log").read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    "kamailio did not start:\n"
+                    + (self.workdir / "kamailio.log").read_text(errors="replace")[-3000:]
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        process = self.rtpengine.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.rtpengine.ng.close()
+
+    def pids(self) -> list[int]:
+        assert self.process is not None
+        return [*process_tree(self.process.pid), self.rtpengine.pid]
+
+
+# -- one step -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    system: str
+    calls: int
+    ok: bool
+    attempted: int
+    successful: int
+    failed: int
+    call_seconds: float
+    process_cpu_s: float
+    softirq_s: float
+    cpu_s: float
+    cpu_us_per_call_second: float
+    process_us_per_call_second: float
+    relayed_packets: int
+    cpu_us_per_packet: float
+    kernel_packets: int
+    loss_to_uas_pct: float
+    loss_back_pct: float
+    rtt_p50_us: float
+    rtt_p99_us: float
+    rtt_samples: int
+    load_average: tuple[float, float, float]
+    error: str = ""
+    sipp: dict[str, str] = field(default_factory=dict)
+
+
+def rtt_from_trace(path: Path) -> list[float]:
+    """Round trips (µs) in a tcpdump capture at the caller host: each RTP packet the UAC sent
+    from a sampled media port, to the packet that came back to that port with its sequence
+    number. A relay that renumbers (omlmedia's userspace relay outside transparent mode) shifts
+    a call's numbers by a constant: per port, the shift is the most common difference between a
+    returning packet's number and the last one sent."""
+    data = path.read_bytes() if path.exists() else b""
+    if len(data) < 24:
+        return []
+    magic = struct.unpack("<I", data[:4])[0]
+    endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    nano = magic in (0xA1B23C4D, 0x4D3CB2A1)
+    linktype = struct.unpack(endian + "I", data[20:24])[0]
+    link_header = {1: 14, 113: 16, 276: 20}.get(linktype, 14)
+    out: dict[int, list[tuple[float, int]]] = {}
+    back: dict[int, list[tuple[float, int]]] = {}
+    offset = 24
+    while offset + 16 <= len(data):
+        sec, frac, caplen, _ = struct.unpack(endian + "IIII", data[offset : offset + 16])
+        packet = data[offset + 16 : offset + 16 + caplen]
+        offset += 16 + caplen
+        stamp = sec * 1e6 + (frac / 1000 if nano else frac)
+        ip = packet[link_header:]
+        if len(ip) < 20 or ip[0] >> 4 != 4:
+            continue
+        header = (ip[0] & 0x0F) * 4
+        udp = ip[header:]
+        if len(udp) < 8 + 12:
+            continue
+        sport, dport = struct.unpack(">HH", udp[:4])
+        src = ip[12:16]
+        seq = struct.unpack(">H", udp[8 + 2 : 8 + 4])[0]
+        if src == bytes(map(int, CALLER.split("."))):
+            out.setdefault(sport, []).append((stamp, seq))
+        else:
+            back.setdefault(dport, []).append((stamp, seq))
+    rtts: list[float] = []
+    for port, returned in back.items():
+        sent_list = out.get(port, [])
+        if not sent_list:
+            continue
+        shifts: dict[int, int] = {}
+        i = 0
+        for stamp, seq in returned:
+            while i + 1 < len(sent_list) and sent_list[i + 1][0] <= stamp:
+                i += 1
+            if sent_list[i][0] <= stamp:
+                shift = (seq - sent_list[i][1]) & 0xFFFF
+                shifts[shift] = shifts.get(shift, 0) + 1
+        if not shifts:
+            continue
+        shift = max(shifts, key=lambda k: shifts[k])
+        sent_at = {seq: stamp for stamp, seq in sent_list}
+        for stamp, seq in returned:
+            start = sent_at.get((seq - shift) & 0xFFFF)
+            if start is not None and 0 <= stamp - start < 5e6:
+                rtts.append(stamp - start)
+    return rtts
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def sipp_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f, delimiter=";"))
+
+
+def step(
+    system: System,
+    hosts: netns.Hosts,
+    calls: int,
+    args: argparse.Namespace,
+    workdir: Path,
+) -> Row:
+    """N calls kept up through `system`; the window after one call length of ramp."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    pcap_dir = workdir / "pcap"
+    if not pcap_dir.exists():
+        pcap_dir.symlink_to("/usr/share/sip-tester")
+    rate = calls / CALL_SECONDS
+    ramp = CALL_SECONDS + 1.0
+    total = math.ceil(rate * (ramp + args.duration + 1.0))
+    background = idle_softirq(args.duration)
+    stats = workdir / "uac.csv"
+    uac = pinned(
+        [
+            "sipp", "-sn", "uac_pcap", f"{SERVER}:{system.sip_port}", "-s", "91234",
+            "-i", CALLER, "-p", str(SIP_PORT), "-mi", CALLER, "-mp", str(UAC_MEDIA_PORT),
+            "-r", f"{rate:.3f}", "-rp", "1000", "-l", str(calls), "-m", str(total),
+            "-max_socket", "60000", "-nostdin", "-trace_stat", "-stf", str(stats), "-fd", "1",
+            "-trace_err", "-error_file", str(workdir / "uac.err"),
+        ],
+        GENERATOR_CORE,
+    )  # fmt: skip
+    link = hosts.links()["caller"][1]
+    first = math.ceil(rate * ramp)  # calls started in the last second before the window
+    sampled = (UAC_MEDIA_PORT + 4 * first, UAC_MEDIA_PORT + 4 * (first + SAMPLED_CALLS - 1))
+    trace_file = workdir / "caller.pcap"
+    trace = subprocess.Popen(
+        ["ip", "netns", "exec", hosts.caller, "tcpdump", "-i", link, "-s", "64", "-nn", "-U",
+         "-w", str(trace_file), "-B", "8192",
+         f"ip host {CALLER} and udp portrange {sampled[0]}-{sampled[1]}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    far = {name: read_counters(ns) for name, ns in (("uac", hosts.caller), ("uas", hosts.callee))}
+    kernel_before = system.kernel_packets()
+    started = time.monotonic()
+    log = (workdir / "uac.log").open("wb")
+    sipp = subprocess.Popen(
+        ["ip", "netns", "exec", hosts.caller, *uac],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+    )
+    pids = system.pids()
+    time.sleep(max(0.0, started + ramp - time.monotonic()))
+    pids = sorted(set(pids) | set(system.pids()))
+    window_far = {n: read_counters(ns) for n, ns in (("uac", hosts.caller), ("uas", hosts.callee))}
+    cpu0 = tree_cpu(pids)
+    soft0 = _softirq()
+    t0 = time.monotonic()
+    time.sleep(args.duration)
+    cpu1 = tree_cpu(pids)
+    soft1 = _softirq()
+    t1 = time.monotonic()
+    window_far_end = {
+        n: read_counters(ns) for n, ns in (("uac", hosts.caller), ("uas", hosts.callee))
+    }
+    try:
+        sipp.wait(120)
+    except subprocess.TimeoutExpired:
+        sipp.kill()
+        sipp.wait()
+    log.close()
+    system.idle()
+    trace.send_signal(signal.SIGINT)
+    try:
+        trace.wait(10)
+    except subprocess.TimeoutExpired:
+        trace.kill()
+        trace.wait()
+    after = {name: read_counters(ns) for name, ns in (("uac", hosts.caller), ("uas", hosts.callee))}
+    kernel = system.kernel_packets() - kernel_before
+    rows = sipp_rows(stats)
+    last = rows[-1] if rows else {}
+    seconds = t1 - t0
+    in_window = [
+        r for r in rows if t0 - started <= _elapsed(r.get("ElapsedTime(C)", "")) <= t1 - started
+    ]
+    current = [int(r.get("CurrentCall", "0") or 0) for r in in_window]
+    call_seconds = (sum(current) / len(current) if current else calls) * seconds
+    process_cpu = cpu1 - cpu0
+    softirq = max(0.0, (soft1 - soft0) - background * seconds / args.duration)
+    cpu = process_cpu + softirq
+
+    def delta(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]], host: str, c: str) -> int:
+        return b[host].get(c, 0) - a[host].get(c, 0)
+
+    relayed = delta(window_far, window_far_end, "uas", "rtp_in") + delta(
+        window_far, window_far_end, "uac", "rtp_in"
+    )
+    sent_uac = delta(far, after, "uac", "rtp_out")
+    got_uas = delta(far, after, "uas", "rtp_in")
+    sent_uas = delta(far, after, "uas", "rtp_out")
+    got_uac = delta(far, after, "uac", "rtp_in")
+    successful = int(last.get("SuccessfulCall(C)", "0") or 0)
+    failed = int(last.get("FailedCall(C)", "0") or 0)
+    attempted = int(last.get("TotalCallCreated", "0") or 0) or total
+    rtts = rtt_from_trace(trace_file)
+    loss_to = 100.0 * (1 - got_uas / sent_uac) if sent_uac else math.nan
+    loss_back = 100.0 * (1 - got_uac / sent_uas) if sent_uas else math.nan
+    ok = sipp.returncode == 0 and failed == 0 and successful > 0
+    return Row(
+        system.name,
+        calls,
+        ok and loss_to <= 0.1 and loss_back <= 0.1,
+        attempted,
+        successful,
+        failed,
+        call_seconds,
+        process_cpu,
+        softirq,
+        cpu,
+        1e6 * cpu / call_seconds if call_seconds else math.nan,
+        1e6 * process_cpu / call_seconds if call_seconds else math.nan,
+        relayed,
+        1e6 * cpu / relayed if relayed else math.nan,
+        kernel,
+        loss_to,
+        loss_back,
+        percentile(rtts, 50),
+        percentile(rtts, 99),
+        len(rtts),
+        os.getloadavg(),
+        "" if ok else f"sipp exit {sipp.returncode}, {failed} failed: see {workdir}",
+        {k: last.get(k, "") for k in ("SuccessfulCall(C)", "FailedCall(C)", "Retransmissions(C)")},
+    )
+
+
+def _softirq() -> float:
+    return core_softirq_seconds(SERVER_CORE)
+
+
+def idle_softirq(seconds: float) -> float:
+    """Core 0's softirq time over `seconds` with no load of ours: the machine's background."""
+    before = _softirq()
+    time.sleep(seconds)
+    return _softirq() - before
+
+
+def _elapsed(text: str) -> float:
+    """sipp's ElapsedTime(C), ``HH:MM:SS:mmm[...]``, in seconds."""
+    parts = text.split(":")
+    try:
+        h, m, s = int(parts[0]), int(parts[1]), int(parts[2])
+        ms = int(parts[3][:3]) if len(parts) > 3 else 0
+    except (IndexError, ValueError):
+        return -1.0
+    return 3600 * h + 60 * m + s + ms / 1000
+
+
+def print_row(r: Row) -> None:
+    print(
+        f"  {r.system:>18} N={r.calls:<4} {'ok ' if r.ok else 'BAD'} calls {r.successful}/"
+        f"{r.attempted} ({r.failed} failed)  {r.call_seconds:6.0f} call-s  "
+        f"CPU {r.process_cpu_s:6.3f} s + softirq {r.softirq_s:6.3f} s = "
+        f"{fmt(r.cpu_us_per_call_second, '.0f')} us/call-s "
+        f"(processes alone {fmt(r.process_us_per_call_second, '.0f')}), "
+        f"{r.relayed_packets} pkts relayed = {fmt(r.cpu_us_per_packet, '.2f')} us/pkt "
+        f"({r.kernel_packets} by the kernel over the step)  "
+        f"loss to UAS {fmt(r.loss_to_uas_pct, '.3f')} % back {fmt(r.loss_back_pct, '.3f')} %  "
+        f"RTT p50 {fmt(r.rtt_p50_us, '.0f')} p99 {fmt(r.rtt_p99_us, '.0f')} us "
+        f"({r.rtt_samples})  load avg {r.load_average[0]:.1f}"
+        + (f"  {r.error}" if r.error else ""),
+        flush=True,
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    missing = require_tools()
+    if missing:
+        raise SystemExit(f"cannot run: {', '.join(missing)} missing")
+    calls = [int(n) for n in args.calls.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="kernel_sipp-"))
+    print(f"work dir {workdir}", flush=True)
+    makers: dict[str, Callable[[Path], System]] = {
+        "omlmedia": OmlmediaSystem,
+        "omlmedia-kernel": OmlmediaKernelSystem,
+        "kamailio+rtpengine": KamailioRtpengine,
+    }
+    results: dict[str, list[Row]] = {}
+    with ExitStack() as stack:
+        hosts = stack.enter_context(netns_topology(f"oks{os.getpid() % 10000}"))
+        install_counters(hosts.caller, f"{UAC_MEDIA_PORT}-65535")
+        install_counters(hosts.callee, str(UAS_MEDIA_PORT))
+        uas = Uas(hosts, workdir)
+        stack.callback(uas.stop)
+        for name in [t.strip() for t in args.targets.split(",") if t.strip()]:
+            system = makers[name](workdir / name)
+            system.start()
+            print(f"{name} (pids {system.pids()}):", flush=True)
+            rows: list[Row] = []
+            try:
+                for n in calls:
+                    r = step(system, hosts, n, args, workdir / name / f"n{n}")
+                    rows.append(r)
+                    print_row(r)
+                    if not r.ok:
+                        break
+            finally:
+                system.stop()
+            results[name] = rows
+    return summarize(results, args)
+
+
+def summarize(results: dict[str, list[Row]], args: argparse.Namespace) -> dict[str, Any]:
+    print("\nlargest N with 0 failed calls and loss <= 0.1 % each way:")
+    for name, rows in results.items():
+        print(f"  {name:>18}: {max((r.calls for r in rows if r.ok), default=0)}")
+    print("CPU per call-second, ratio to Kamailio + rtpengine (to its processes alone):")
+    ratios: dict[str, dict[int, tuple[float, float]]] = {}
+    for n in sorted({r.calls for rows in results.values() for r in rows}):
+        at = {name: next((r for r in rows if r.calls == n), None) for name, rows in results.items()}
+        reference = at.get("kamailio+rtpengine")
+        cells = []
+        for name, r in at.items():
+            if r is None:
+                continue
+            cell = f"{name} {fmt(r.cpu_us_per_call_second, '.0f')}" + ("" if r.ok else " [BAD]")
+            if name != "kamailio+rtpengine" and reference is not None:
+                high = r.cpu_us_per_call_second / reference.cpu_us_per_call_second
+                low = r.cpu_us_per_call_second / reference.process_us_per_call_second
+                ratios.setdefault(name, {})[n] = (high, low)
+                cell += f" = {high:.2f}x ({low:.2f}x)"
+            cells.append(cell)
+        print(f"  N={n}: " + "; ".join(cells))
+    summary = {
+        "args": vars(args) | {"json": str(args.json) if args.json else None},
+        "rows": {name: [asdict(r) for r in rows] for name, rows in results.items()},
+        "ratio_to_kamailio_rtpengine": ratios,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", default="100,200,400", help="the ramp of N")
+    parser.add_argument("--duration", type=float, default=10.0, help="measurement window (s)")
+    parser.add_argument(
+        "--targets",
+        default="omlmedia,omlmedia-kernel,kamailio+rtpengine",
+        help="which systems to run, in this order",
+    )
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _terminated)  # a SIGTERM unwinds: namespaces and peers go
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

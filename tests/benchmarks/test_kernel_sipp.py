@@ -1,0 +1,84 @@
+"""benchmarks/kernel_sipp.py, the whole-system form of the kernel-path benchmark: its round-trip
+matching on a capture, and its Kamailio configuration checked by Kamailio itself. (A run takes a
+minute per system even at one call: the benchmark is run by hand, `make bench`.)"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from benchmarks.kernel_sipp import CALLEE, CALLER, KAMAILIO_CONFIG, SERVER, rtt_from_trace
+
+
+def udp_frame(src: str, dst: str, sport: int, dport: int, seq: int) -> bytes:
+    """An Ethernet frame with an IPv4/UDP/RTP header (no checksums: the parser needs none)."""
+    rtp = struct.pack(">BBHII", 0x80, 8, seq, 160 * seq, 0x1234) + b"\xd5" * 10
+    udp = struct.pack(">HHHH", sport, dport, 8 + len(rtp), 0) + rtp
+    ip = (
+        struct.pack(">BBHHHBBH", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0)
+        + bytes(map(int, src.split(".")))
+        + bytes(map(int, dst.split(".")))
+    )
+    return b"\x00" * 12 + b"\x08\x00" + ip + udp
+
+
+def pcap(packets: list[tuple[float, bytes]]) -> bytes:
+    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    for stamp, frame in packets:
+        sec, usec = int(stamp), round((stamp - int(stamp)) * 1e6)
+        out += struct.pack("<IIII", sec, usec, len(frame), len(frame)) + frame
+    return out
+
+
+@pytest.mark.parametrize("shift", [0, 4242, 65530])
+def test_round_trips_pair_each_sent_packet_with_its_echo_even_when_the_relay_renumbers(
+    tmp_path: Path, shift: int
+) -> None:
+    packets = []
+    for port, delay in ((40000, 0.000300), (40004, 0.001200)):
+        for k in range(50):
+            sent = 100.0 + k * 0.020
+            seq = 1000 + k
+            packets.append((sent, udp_frame(CALLER, SERVER, port, 20000, seq)))
+            back = (seq + shift) & 0xFFFF
+            packets.append((sent + delay, udp_frame(SERVER, CALLER, 20000, port, back)))
+    packets.sort(key=lambda p: p[0])
+    # One echo lost: it is simply missing, not matched to another packet.
+    del packets[11]
+    trace = tmp_path / "caller.pcap"
+    trace.write_bytes(pcap(packets))
+    rtts = rtt_from_trace(trace)
+    near = [round(rtt / 100) * 100 for rtt in rtts]
+    assert len(rtts) == 99 and all(abs(r - n) < 2 for r, n in zip(rtts, near, strict=True))
+    assert sorted({near.count(300), near.count(1200)}) == [49, 50]
+
+
+def test_an_empty_or_missing_capture_gives_no_round_trip(tmp_path: Path) -> None:
+    assert rtt_from_trace(tmp_path / "none.pcap") == []
+    (tmp_path / "empty.pcap").write_bytes(pcap([]))
+    assert rtt_from_trace(tmp_path / "empty.pcap") == []
+
+
+def test_the_kamailio_proxy_configuration_passes_kamailios_own_check(tmp_path: Path) -> None:
+    binary = shutil.which("kamailio") or (
+        "/usr/sbin/kamailio" if Path("/usr/sbin/kamailio").is_file() else None
+    )
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("kamailio is not installed: run make setup-test")
+        pytest.skip("kamailio is not installed")
+    config = tmp_path / "kamailio.cfg"
+    config.write_text(
+        KAMAILIO_CONFIG.format(
+            server="127.0.0.1", port=5060, ng_port=22222, callee=CALLEE, callee_port=5060
+        )
+    )
+    result = subprocess.run(
+        [binary, "-c", "-f", str(config)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
