@@ -23,7 +23,15 @@ calls (admin only, see `omlmedia.authz.RULES`; the model is `omlmedia.directory`
 - ``GET /api/v1/routes``: the routes created through the API, in the order they are matched
   (before the file's); ``POST /api/v1/routes`` ``{"name", "user" | "pattern", "target",
   "strip"?, "prefix"?}`` (a ``[[routes]]`` table and a name): 201 and the route, matched from
-  the next call on; ``DELETE /api/v1/routes/{name}``: 204;
+  the next call on; ``PATCH /api/v1/routes/{name}`` with any of those keys (null removes one)
+  changes it where it is in the order, checked as a new one; ``DELETE /api/v1/routes/{name}``:
+  204;
+- ``GET /api/v1/disposition-sets``: ``{"disposition_sets": [...]}``, the named lists of
+  dispositions campaigns refer to (``disposition_set``); ``POST`` ``{"name", "dispositions"}``
+  (201), ``GET``, ``PATCH`` ``{"dispositions"}`` and ``DELETE`` of
+  ``/api/v1/disposition-sets/{name}`` (409 while a campaign names it); a set is ``{"name",
+  "dispositions", "campaigns", "origin", "created", "updated"}``; a change reaches the
+  campaigns that name it at once (and the agent pages' calls of theirs);
 - ``GET /api/v1/pause-reasons``: ``{"reasons": [...]}``, the reasons an agent may pause with
   (the agent page's menu, the supervisors' and the API's pause); ``POST`` ``{"name"}`` adds one
   (201), ``DELETE /api/v1/pause-reasons/{name}`` removes one (an agent paused with it stays
@@ -135,6 +143,10 @@ class _Kind:
     """What a changing body may hold; None: the directory checks the keys."""
     create_args: Args = _settings
     update_args: Args = _changes
+    listed: tuple[str, Callable[[Directory], list[dict[str, Any]]], str] | None = None
+    """``GET /v1/<path>``: the key of the list in the answer, the list, its docstring."""
+    read: tuple[Callable[[Directory, str], dict[str, Any]], str] | None = None
+    """``GET /v1/<path>/{name}``: one (404 when unknown), its docstring."""
 
 
 KINDS = (
@@ -184,13 +196,39 @@ KINDS = (
         "routes",
         ROUTE_KEYS,
         Directory.create_route,
-        None,
+        Directory.update_route,
         Directory.delete_route,
         (
             "Create a route (a DID: ``user``, or a ``pattern``) to a target.",
-            "",
+            "Change a route (its target, strip, prefix, what it matches; null removes a key), "
+            "checked as a new one; it keeps its place in the order.",
             "Delete a route; calls it already routed go on.",
         ),
+        patch_keys=ROUTE_KEYS,
+        listed=(
+            "routes",
+            lambda directory: [row.view() for row in directory.route_rows()],
+            "The routes created through the API, in the order they are matched.",
+        ),
+    ),
+    _Kind(
+        "disposition-sets",
+        ("dispositions",),
+        Directory.create_disposition_set,
+        Directory.update_disposition_set,
+        Directory.delete_disposition_set,
+        (
+            "Create a named set of dispositions, which campaigns may name (disposition_set).",
+            "Change a set's dispositions: the campaigns that name it take them at once.",
+            "Delete a disposition set (refused while a campaign names it).",
+        ),
+        patch_keys=("dispositions",),
+        listed=(
+            "disposition_sets",
+            Directory.disposition_sets,
+            "The named sets of dispositions, oldest first, with the campaigns that use each.",
+        ),
+        read=(Directory.disposition_set_view, "A disposition set and the campaigns that use it."),
     ),
 )
 """Every kind the directory's routes create, change and delete."""
@@ -222,6 +260,21 @@ def _add_routes(kind: _Kind) -> None:
         await kind.delete(directory, request[IDENTITY_KEY], request.match_info["name"])
         return web.Response(status=204)
 
+    async def listed(request: web.Request) -> web.Response:
+        assert kind.listed is not None
+        key, views, _ = kind.listed
+        return web.json_response({key: views(_directory(request))})
+
+    async def read(request: web.Request) -> web.Response:
+        assert kind.read is not None
+        return web.json_response(kind.read[0](_directory(request), request.match_info["name"]))
+
+    if kind.listed is not None:
+        listed.__doc__ = kind.listed[2]
+        routes.get(f"/v1/{kind.path}")(listed)
+    if kind.read is not None:
+        read.__doc__ = kind.read[1]
+        routes.get(f"/v1/{kind.path}/{{name}}")(read)
     for verb, handler, doc in zip(
         ("post", "patch", "delete"), (create, update, delete), kind.docs, strict=True
     ):
@@ -263,16 +316,6 @@ async def delete_member(request: web.Request) -> web.Response:
         request[IDENTITY_KEY], request.match_info["name"], request.match_info["agent"]
     )
     return web.json_response(view)
-
-
-# -- routes -----------------------------------------------------------------------------------
-
-
-@routes.get("/v1/routes")
-async def get_routes(request: web.Request) -> web.Response:
-    """The routes created through the API, in the order they are matched."""
-    directory = _directory(request)
-    return web.json_response({"routes": [row.view() for row in directory.route_rows()]})
 
 
 # -- pause reasons --------------------------------------------------------------------------

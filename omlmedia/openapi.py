@@ -280,6 +280,10 @@ SCHEMAS: dict[str, Schema] = {
             "callback_international": _BOOLEAN,
             "callback_one_per_number": _BOOLEAN,
             "callback_expiry": _NUMBER,
+            "disposition_set": {
+                "type": "string",
+                "description": "The named set its dispositions come from (they win over its own).",
+            },
             "origin": _ORIGIN,
             **_TIMES,
         },
@@ -296,6 +300,16 @@ SCHEMAS: dict[str, Schema] = {
         },
         ["name", "target", "origin"],
         "A route created through the API: a [[routes]] table and its name.",
+    ),
+    "DispositionSetDefinition": _all(
+        {
+            "name": _STRING,
+            "dispositions": _array(_STRING),
+            "campaigns": {**_array(_STRING), "description": "The campaigns that name it."},
+            "origin": _ORIGIN,
+            **_TIMES,
+        },
+        "A named set of dispositions: a [disposition_sets.<name>] table.",
     ),
     "Originated": _all(
         _strings("call_id agent number campaign trunk state"),
@@ -523,6 +537,7 @@ _CAMPAIGN_SETTINGS: dict[str, Schema] = {
     "callback_international": _BOOLEAN,
     "callback_one_per_number": _BOOLEAN,
     "callback_expiry": {"type": "number", "exclusiveMinimum": 0, "maximum": 604800},
+    "disposition_set": {"type": "string", "description": "A disposition set's name, or empty."},
 }
 """A campaign's settings (a ``[[campaigns]]`` table but its name)."""
 
@@ -562,6 +577,17 @@ _QUEUE_SETTINGS: dict[str, Schema] = {
         _closed({"after": _SECONDS, "max_penalty": _COUNT}, ["after", "max_penalty"])
     ),
 }
+_ROUTE_SETTINGS: dict[str, Schema] = {
+    **_strings("user pattern target"),
+    "strip": {"type": "integer", "minimum": 0, "maximum": 64},
+    "prefix": _STRING,
+}
+"""A route's settings (a ``[[routes]]`` table)."""
+_DISPOSITIONS: Schema = {
+    **_array({"type": "string", "minLength": 1, "maxLength": 64}),
+    "minItems": 1,
+    "description": "At least one; none twice.",
+}
 _QUEUE_CONFLICT = "The running server cannot make this change now (callers wait, the file uses it)."
 _QUEUE_PROBLEMS = {404: _NO_DIRECTORY, 409: _QUEUE_CONFLICT}
 _MEMBER = (_path("name", "The queue."), _path("agent", "The agent."))
@@ -582,15 +608,18 @@ def _directory_objects(
     change_conflict: str = "",
     delete_conflict: str = "",
     listed: str = "",
+    read: bool = False,
+    schema: str = "",
 ) -> dict[tuple[str, str], Operation]:
     """The operations of one kind of the directory's objects (`omlmedia.admin_objects`): ``POST
     path`` with its name and `settings` (201 and its ``<Noun>Definition``), ``PATCH`` of
     ``path/{name}`` with `changes` (None: no PATCH), ``DELETE`` of it (204), and ``GET path``
     (the list under the key `listed`) when `listed` is set. `missing` is the 404 of a name,
-    the conflicts the 409 of a change and of a deletion (none when empty)."""
+    the conflicts the 409 of a change and of a deletion (none when empty); ``GET path/{name}``
+    when `read`. `schema`: the definition's name (default ``<Noun>Definition``)."""
     item = f"{path}/{{name}}"
     name = (_path("name", f"The {noun}."),)
-    kind = f"{noun.capitalize()}Definition"
+    kind = schema or f"{noun.capitalize()}Definition"
     definition = _ref(kind)
 
     def problems(conflict: str) -> dict[int, str]:
@@ -613,6 +642,10 @@ def _directory_objects(
             body=_closed(changes),
             responses={200: definition},
             problems=problems(change_conflict),
+        )
+    if read:
+        operations["GET", item] = Operation(
+            parameters=name, responses={200: definition}, problems={404: missing}
         )
     if listed:
         operations["GET", path] = Operation(
@@ -956,14 +989,26 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     **_directory_objects(
         "/api/v1/routes",
         "route",
-        {
-            **_strings("user pattern target"),
-            "strip": {"type": "integer", "minimum": 0, "maximum": 64},
-            "prefix": _STRING,
-        },
+        _ROUTE_SETTINGS,
         required=["target"],
+        changes={
+            key: schema if key == "target" else _nullable(schema)
+            for key, schema in _ROUTE_SETTINGS.items()
+        },
         missing=_unknown("route"),
         listed="routes",
+    ),
+    **_directory_objects(
+        "/api/v1/disposition-sets",
+        "disposition set",
+        {"dispositions": _DISPOSITIONS},
+        required=["dispositions"],
+        changes={"dispositions": _DISPOSITIONS},
+        missing=_unknown("disposition set"),
+        delete_conflict="A campaign names the set.",
+        listed="disposition_sets",
+        read=True,
+        schema="DispositionSetDefinition",
     ),
     ("GET", "/api/v1/pause-reasons"): Operation(
         responses={200: _PAUSE_REASONS}, problems={404: _NO_DIRECTORY}
