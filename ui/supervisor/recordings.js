@@ -1,15 +1,16 @@
 // The Recordings section of the supervisor page: a search form (a day of the site and a number of
 // days, agent, campaign, caller number, disposition, talk duration, minimum MOS), the results and
-// an <audio> player. Audio is fetched with the session's bearer token (GET .../audio; the server
-// writes each listen and each download to the audit log) and played from memory, so the token
-// never goes into a URL; the player seeks within it.
+// an <audio> player. Play asks for a playback ticket (POST .../ticket, bearer token; the server
+// audits it as the listen) and gives the player the audio URL with that ticket: an <audio src>
+// cannot send the token, and the token never goes into a URL. The player streams at once and
+// seeks with HTTP range requests. Download fetches the file with the token. The recording's
+// PCI pauses (gaps) are marked on a timeline under the player and said in words.
 
 import { api, session } from "./session.js";
 
 const PAGE = 100;
 
 let player;
-let playing = null;
 let offset = 0;
 
 function el(tag, attributes = {}, ...children) {
@@ -64,17 +65,83 @@ async function fetchAudio(item, download) {
   return response.blob();
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+const TIMELINE_WIDTH = 1000;
+
+// 42 -> "00:42", 4210 -> "1:10:10".
+function clock(seconds) {
+  const total = Math.max(0, Math.round(seconds));
+  const h = Math.floor(total / 3600);
+  const m = String(Math.floor((total % 3600) / 60)).padStart(2, "0");
+  const s = String(total % 60).padStart(2, "0");
+  return h ? `${h}:${m}:${s}` : `${m}:${s}`;
+}
+
+function gapWords(gaps) {
+  return (gaps || []).map((g) => `Recording paused ${clock(g.start)}–${clock(g.end)}`);
+}
+
+let current = null; // the item in the player
+
+// The timeline under the player: the whole recording, each pause a mark, the playhead.
+function drawTimeline() {
+  const svg = document.getElementById("player-timeline");
+  const words = document.getElementById("player-gaps");
+  if (!current) {
+    svg.replaceChildren();
+    words.replaceChildren();
+    return;
+  }
+  const gaps = current.gaps || [];
+  const length = Number.isFinite(player.duration) && player.duration > 0 ? player.duration : current.duration;
+  const x = (seconds) => (length > 0 ? Math.min(1, Math.max(0, seconds / length)) * TIMELINE_WIDTH : 0);
+  const track = document.createElementNS(SVG, "rect");
+  for (const [name, value] of Object.entries({ x: 0, y: 8, width: TIMELINE_WIDTH, height: 8, class: "track" })) {
+    track.setAttribute(name, value);
+  }
+  const marks = gaps.map((g) => {
+    const mark = document.createElementNS(SVG, "rect");
+    const left = x(g.start);
+    for (const [name, value] of Object.entries({
+      x: left, y: 2, width: Math.max(3, x(g.end) - left), height: 20, class: "gap",
+    })) mark.setAttribute(name, value);
+    const title = document.createElementNS(SVG, "title");
+    title.textContent = gapWords([g])[0];
+    mark.append(title);
+    return mark;
+  });
+  const head = document.createElementNS(SVG, "rect");
+  head.id = "player-playhead";
+  for (const [name, value] of Object.entries({ x: x(player.currentTime || 0), y: 0, width: 3, height: 24, class: "playhead" })) {
+    head.setAttribute(name, value);
+  }
+  svg.replaceChildren(track, ...marks, head);
+  const said = gapWords(gaps);
+  svg.setAttribute("aria-label", said.length
+    ? `Timeline of the recording, ${clock(length)} long: ${said.join("; ")}`
+    : `Timeline of the recording, ${clock(length)} long, without pauses`);
+  words.replaceChildren(...said.map((text) => el("li", { text })));
+}
+
+function movePlayhead() {
+  const head = document.getElementById("player-playhead");
+  if (!head || !current) return;
+  const length = Number.isFinite(player.duration) && player.duration > 0 ? player.duration : current.duration;
+  head.setAttribute("x", length > 0 ? Math.min(1, player.currentTime / length) * TIMELINE_WIDTH : 0);
+}
+
 async function play(item, button) {
   button.disabled = true;
   status(`Loading the recording of ${item.call_id}…`);
   try {
-    const blob = await fetchAudio(item, false);
-    if (playing) URL.revokeObjectURL(playing);
-    playing = URL.createObjectURL(blob);
-    player.src = playing;
+    const base = item.audio.slice(0, -"/audio".length);
+    const ticket = await api(`${base}/ticket`, { method: "POST" });
+    current = item;
+    player.src = ticket.audio;
     document.getElementById("player-title").textContent =
       `Call ${item.call_id}: ${item.caller || "unknown caller"} with ${item.agent || "no agent"} `
       + `(${item.start.slice(0, 16).replace("T", " ")}); caller left, agent right`;
+    drawTimeline();
     await player.play().catch(() => {});
     status(`Playing the recording of ${item.call_id}.`);
   } catch (error) {
@@ -117,6 +184,7 @@ function row(item) {
     el("td", { text: item.disposition || "—" }),
     el("td", { class: "num", text: duration(item.duration) }),
     el("td", { class: "num", text: mos }),
+    el("td", { class: "gaps", text: gapWords(item.gaps).join("; ") || "—" }),
     el("td", {}, playButton, " ", saveButton));
 }
 
@@ -163,18 +231,29 @@ function build(section) {
   previous.addEventListener("click", () => { offset = Math.max(0, offset - PAGE); search(form); });
   next.addEventListener("click", () => { offset += PAGE; search(form); });
   const head = el("tr");
-  for (const text of ["Start", "Caller", "Agent", "Campaign", "Disposition", "Duration", "Lowest MOS", "Recording"]) {
+  for (const text of ["Start", "Caller", "Agent", "Campaign", "Disposition", "Duration", "Lowest MOS", "Pauses", "Recording"]) {
     head.append(el("th", { scope: "col", text }));
   }
   const table = el("table", { class: "grid-table", "aria-labelledby": "recordings-results-title" },
     el("thead", {}, head), el("tbody", { id: "recording-rows" }));
-  player = el("audio", { id: "recording-player", controls: "", preload: "auto", "aria-labelledby": "player-title" });
+  player = el("audio", { id: "recording-player", controls: "", preload: "metadata", "aria-labelledby": "player-title" });
+  for (const type of ["loadedmetadata", "durationchange"]) player.addEventListener(type, drawTimeline);
+  player.addEventListener("timeupdate", movePlayhead);
+  player.addEventListener("error", () => {
+    if (current) status(`The recording of ${current.call_id} stopped: press Play again (its ticket lasts a minute unused).`);
+  });
+  const timeline = document.createElementNS(SVG, "svg");
+  for (const [name, value] of Object.entries({
+    id: "player-timeline", class: "timeline", role: "img", viewBox: `0 0 ${TIMELINE_WIDTH} 24`,
+    preserveAspectRatio: "none", "aria-label": "Timeline of the recording",
+  })) timeline.setAttribute(name, value);
   section.replaceChildren(
     el("h1", { text: "Recordings" }),
     el("div", { class: "card" }, form,
       el("p", { id: "recording-status", class: "muted-text", role: "status", "aria-live": "polite" })),
     el("div", { class: "card" },
-      el("h2", { id: "player-title", text: "Player: choose a recording" }), player),
+      el("h2", { id: "player-title", text: "Player: choose a recording" }), player, timeline,
+      el("ul", { id: "player-gaps", class: "gap-list", "aria-label": "Pauses of the recording" })),
     el("div", { class: "card" },
       el("h2", { id: "recordings-results-title", text: "Results" }),
       el("div", { class: "scroll tall" }, table),
