@@ -69,7 +69,7 @@ pytest:
 
 bench: export PYTHONPATH := $(CURDIR)
 bench: setup-test
-	@scripts/install-debs.sh rtpengine-daemon
+	@scripts/install-debs.sh rtpengine-daemon tcpdump
 	$(PY) benchmarks/media_engine.py
 	$(PY) benchmarks/conference.py
 	$(PY) benchmarks/webrtc_receive.py
@@ -77,6 +77,8 @@ bench: setup-test
 	$(PY) benchmarks/acd.py
 	$(PY) benchmarks/sip_cps.py
 	$(PY) benchmarks/media_relay.py
+	$(PY) benchmarks/kernel_relay.py
+	$(PY) benchmarks/kernel_sipp.py
 	$(PY) benchmarks/webrtc_bridge.py
 	$(PY) benchmarks/acd_e2e.py
 	$(PY) benchmarks/events.py
