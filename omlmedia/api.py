@@ -54,7 +54,7 @@ import inspect
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
@@ -74,12 +74,11 @@ from omlmedia.eventstream import install as install_event_stream
 from omlmedia.metrics import Metrics, metrics_handler
 from omlmedia.netlimits import WANTED_NOFILE, ConnectionGate, GatedTlsSite, budget
 from omlmedia.openapi import routes as openapi_routes
-from omlmedia.problems import ApiError
+from omlmedia.problems import ApiError, page_window, paged_json
 from omlmedia.problems import json_body as _body
-from omlmedia.problems import page as _page
 from omlmedia.problems import query_span as _span
 from omlmedia.reports_api import install as install_reports
-from omlmedia.storage import CallRecord, QueueLogRow, Store
+from omlmedia.storage import CallRecord, QueueLogRow, RecordScope, Store
 from omlmedia.wallboard import install as install_wallboard
 from omlmedia.wallboard import wallboard_for
 from omlmedia.webhooks import WebhookService
@@ -149,6 +148,46 @@ class RecordReader:
         """Queue log entries in [since, until), in time order."""
         return await self._run(lambda store: store.queue_log(since, until))
 
+    async def call_records_page(
+        self, since: float, until: float, *, offset: int, limit: int, **filters: Any
+    ) -> bytes:
+        """The JSON of one page of call records (`Store.call_records_page`, `record_view`),
+        read, built and encoded on the reader's thread: the event loop only sends it."""
+
+        def read(store: Store) -> bytes:
+            records, total = store.call_records_page(
+                since, until, offset=offset, limit=limit, **filters
+            )
+            views = [record_view(r) for r in records]
+            return paged_json("records", views, total, offset, limit)
+
+        return await self._run(read)
+
+    async def queue_log_page(
+        self, since: float, until: float, *, offset: int, limit: int, **filters: Any
+    ) -> bytes:
+        """The JSON of one page of queue log entries (`Store.queue_log_page`), read, built and
+        encoded on the reader's thread."""
+
+        def read(store: Store) -> bytes:
+            entries, total = store.queue_log_page(
+                since, until, offset=offset, limit=limit, **filters
+            )
+            views = [
+                {
+                    "time": e.time,
+                    "event": e.event,
+                    "call_id": e.call_id,
+                    "queue": e.queue,
+                    "agent": e.agent,
+                    "data": dict(e.data),
+                }
+                for e in entries
+            ]
+            return paged_json("entries", views, total, offset, limit)
+
+        return await self._run(read)
+
     def _close(self) -> None:
         if self._store is not None:
             self._store.close()
@@ -204,6 +243,17 @@ def _reader(request: web.Request) -> RecordReader:
 def _scoped(request: web.Request) -> tuple[Identity, Scopes]:
     """The request's identity and what its scope is checked against."""
     return request[IDENTITY_KEY], request.app[SCOPES_KEY]()
+
+
+def _record_scope(request: web.Request) -> RecordScope | None:
+    """The rows the request's identity may read, for the database's filter (None: every row),
+    as `Identity.covers` and `Identity.covers_agent` decide them."""
+    identity, scopes = _scoped(request)
+    if identity.scope is None:
+        return None
+    queues = identity.queues(scopes) or frozenset()
+    agents = frozenset(a for q in queues for a in scopes.members.get(q, frozenset()))
+    return RecordScope(campaigns=identity.scope, queues=queues, agents=agents)
 
 
 def _found(items: Mapping[str, Mapping[str, Any]], name: str, kind: str) -> dict[str, Any]:
@@ -342,9 +392,12 @@ async def post_logout(request: web.Request) -> web.Response:
     return await _command(request, "logout", lambda acd, name, body, by: acd.force_logout(name, by))
 
 
+_RECORD_FIELDS: Final = tuple(f.name for f in fields(CallRecord))
+
+
 def record_view(record: CallRecord) -> dict[str, Any]:
     """A call record as the API serves it: its columns, legs, duration and billed seconds."""
-    view = asdict(record)
+    view = {name: getattr(record, name) for name in _RECORD_FIELDS}
     view["legs"] = [dict(leg) for leg in record.legs]
     view["duration"] = round(record.duration, 3)
     view["billsec"] = round(record.billsec, 3)
@@ -354,47 +407,33 @@ def record_view(record: CallRecord) -> dict[str, Any]:
 @routes.get("/v1/calls/records")
 async def get_call_records(request: web.Request) -> web.Response:
     """Call records by start time in the token's scope, filtered by ``queue`` and ``agent``,
-    paged."""
-    identity, scopes = _scoped(request)
+    paged in the database (only the page's rows are read, off the event loop)."""
     since, until = _span(request)
-    queue = request.query.get("queue")
-    agent = request.query.get("agent")
-    records = await _reader(request).call_records(since, until)
-    views = [
-        record_view(r)
-        for r in records
-        if (queue is None or r.queue == queue)
-        and (agent is None or r.agent == agent)
-        and identity.covers(scopes, queue=r.queue, campaign=r.campaign)
-    ]
-    return _page(request, "records", views)
+    offset, limit = page_window(request)
+    body = await _reader(request).call_records_page(
+        since,
+        until,
+        queue=request.query.get("queue"),
+        agent=request.query.get("agent"),
+        scope=_record_scope(request),
+        offset=offset,
+        limit=limit,
+    )
+    return web.Response(body=body, content_type="application/json")
 
 
 @routes.get("/v1/queue-log")
 async def get_queue_log(request: web.Request) -> web.Response:
     """Queue log entries in time order in the token's scope (an agent's own entries, such as
-    its pauses, go with its queues), filtered by ``queue``, ``agent`` and ``call_id``, paged."""
-    identity, scopes = _scoped(request)
+    its pauses, go with its queues), filtered by ``queue``, ``agent`` and ``call_id``, paged in
+    the database (only the page's rows are read, off the event loop)."""
     since, until = _span(request)
+    offset, limit = page_window(request)
     wanted = {k: request.query[k] for k in ("queue", "agent", "call_id") if k in request.query}
-    entries = await _reader(request).queue_log(since, until)
-    views = [
-        {
-            "time": e.time,
-            "event": e.event,
-            "call_id": e.call_id,
-            "queue": e.queue,
-            "agent": e.agent,
-            "data": dict(e.data),
-        }
-        for e in entries
-        if all(getattr(e, k) == v for k, v in wanted.items())
-        and (
-            identity.covers(scopes, queue=e.queue)
-            or (not e.queue and bool(e.agent) and identity.covers_agent(scopes, e.agent))
-        )
-    ]
-    return _page(request, "entries", views)
+    body = await _reader(request).queue_log_page(
+        since, until, **wanted, scope=_record_scope(request), offset=offset, limit=limit
+    )
+    return web.Response(body=body, content_type="application/json")
 
 
 def create_app(

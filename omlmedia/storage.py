@@ -17,6 +17,9 @@ The event log (`omlmedia.events`) is written the same way, in the same transacti
 flushes every `flush_interval` (0.2 s by default) and at shutdown.
 
 Reads (reports, the API) open their own connection; WAL lets them run while the writer writes.
+The API's pages of call records and queue log entries (`call_records_page`, `queue_log_page`)
+are cut in SQL, filters and the caller's scope (`RecordScope`) included, with ``LIMIT``/``OFFSET``
+over the time index: a page reads its own rows and counts the span's, never the whole span.
 
 PostgreSQL. `Store(location)` with a ``postgresql://`` DSN keeps the same tables, the same
 migrations (applied under an advisory lock, so nodes starting together migrate once) and the same
@@ -63,6 +66,7 @@ __all__ = [
     "CallRecord",
     "EventRow",
     "QueueLogRow",
+    "RecordScope",
     "Store",
     "StoreError",
     "connect",
@@ -164,6 +168,34 @@ _CDR_UPSERT = (
     + ", ".join(f'"{name}" = excluded."{name}"' for name in _CDR_COLUMNS if name != "call_id")
 )
 """A call's record, replacing an earlier one of the same call (both databases take it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordScope:
+    """The rows a scoped reader may see (`omlmedia.authz.Identity.covers`): call records of these
+    campaigns or queues; queue log entries of these queues, and the entries without a queue of
+    these agents (their pauses, the members of the queues)."""
+
+    campaigns: frozenset[str] = frozenset()
+    queues: frozenset[str] = frozenset()
+    agents: frozenset[str] = frozenset()
+
+
+def _in(column: str, values: frozenset[str], args: list[Any]) -> str:
+    """``column IN (?, ...)`` for `values` (appended to `args`); never true without values."""
+    if not values:
+        return "1 = 0"
+    args.extend(sorted(values))
+    return f"{column} IN ({', '.join('?' for _ in values)})"
+
+
+def _span_where(column: str, since: float, until: float) -> tuple[str, list[Any]]:
+    where = f"{column} >= ?"
+    args: list[Any] = [since]
+    if until != float("inf"):
+        where += f" AND {column} < ?"
+        args.append(until)
+    return where, args
 
 
 def _cdr_row(record: CallRecord) -> tuple[Any, ...]:
@@ -479,6 +511,69 @@ class Store:
             args.append(until)
         sql += " ORDER BY start, id"
         return [self._record(row) for row in self._db.execute(sql, args)]
+
+    def call_records_page(
+        self,
+        since: float = 0.0,
+        until: float = float("inf"),
+        *,
+        queue: str | None = None,
+        agent: str | None = None,
+        scope: RecordScope | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[CallRecord], int]:
+        """One page of committed call records by start time, of `queue` and `agent` when given
+        and within `scope` (None: every record); and how many the span holds with those filters.
+        """
+        where, args = _span_where("start", since, until)
+        for column, value in (("queue", queue), ("agent", agent)):
+            if value is not None:
+                where += f" AND {column} = ?"
+                args.append(value)
+        if scope is not None:
+            campaigns = _in("campaign", scope.campaigns, args)
+            queues = _in("queue", scope.queues, args)
+            where += f" AND ({campaigns} OR {queues})"
+        row = self._db.execute(f"SELECT COUNT(*) FROM cdr WHERE {where}", args).fetchone()
+        rows = self._db.execute(
+            f"SELECT {_CDR_LIST} FROM cdr WHERE {where} ORDER BY start, id LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        )
+        return [self._record(r) for r in rows], int(row[0]) if row else 0
+
+    def queue_log_page(
+        self,
+        since: float = 0.0,
+        until: float = float("inf"),
+        *,
+        queue: str | None = None,
+        agent: str | None = None,
+        call_id: str | None = None,
+        scope: RecordScope | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[QueueLogRow], int]:
+        """One page of committed queue log entries in time order, of `queue`, `agent` and
+        `call_id` when given and within `scope` (None: every entry); and how many the span holds
+        with those filters."""
+        where, args = _span_where("time", since, until)
+        for column, value in (("queue", queue), ("agent", agent), ("call_id", call_id)):
+            if value is not None:
+                where += f" AND {column} = ?"
+                args.append(value)
+        if scope is not None:
+            queues = _in("queue", scope.queues, args)
+            agents = _in("agent", scope.agents, args)
+            where += f" AND ({queues} OR (queue = '' AND agent <> '' AND {agents}))"
+        row = self._db.execute(f"SELECT COUNT(*) FROM queue_log WHERE {where}", args).fetchone()
+        rows = self._db.execute(
+            "SELECT time, event, call_id, queue, agent, data FROM queue_log "
+            f"WHERE {where} ORDER BY time, id LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        )
+        entries = [QueueLogRow(t, e, c, q, a, json.loads(d)) for t, e, c, q, a, d in rows]
+        return entries, int(row[0]) if row else 0
 
     def call_record(self, call_id: str) -> CallRecord | None:
         """One committed call record."""
