@@ -14,7 +14,7 @@ import json
 import random
 import statistics
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from omlmedia.authz import Identity, Role, Scopes
 from omlmedia.config import ApiConfig, Config, load_demo_config
 from omlmedia.problems import MAX_PAGE
 from omlmedia.storage import CallRecord, QueueLogRow, RecordScope, Store
+from tests.cluster import postgres
 
 TOKEN = "paging-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -35,7 +36,7 @@ QUEUES = ("support", "sales", "billing", "")
 AGENTS = ("agent1", "agent2", "agent3", "")
 
 
-def fill(path: Path, rows: int, seed: int = 7) -> None:
+def fill(path: Path | str, rows: int, seed: int = 7) -> None:
     """`rows` call records and `rows` queue log entries, one a second from T0."""
     rng = random.Random(seed)
     store = Store(path, writer=True)
@@ -231,16 +232,44 @@ def _scope_of(identity: Identity, scopes: Scopes) -> RecordScope | None:
     return RecordScope(campaigns=identity.scope, queues=queues, agents=agents)
 
 
-@pytest.mark.parametrize(
-    "scope",
-    [None, {"support"}, {"promo"}, {"retention", "sales"}, {"billing"}, set()],
-    ids=["unscoped", "queue", "campaign", "both", "other-queue", "nothing"],
-)
+SCOPES = [None, {"support"}, {"promo"}, {"retention", "sales"}, {"billing"}, set()]
+SCOPE_IDS = ["unscoped", "queue", "campaign", "both", "other-queue", "nothing"]
+
+
+@pytest.fixture(scope="module")
+def pg_dsn() -> Iterator[str]:
+    """One PostgreSQL database filled like the SQLite ones of the scope test."""
+    postgres.require()
+    with postgres.postgres() as instance:
+        dsn = postgres.fresh_database(instance)
+        fill(dsn, 400, seed=11)
+        yield dsn
+
+
+@pytest.mark.parametrize("scope", SCOPES, ids=SCOPE_IDS)
 def test_the_scope_in_sql_keeps_exactly_what_identity_covers_keeps(
     tmp_path: Path, scope: set[str] | None
 ) -> None:
     path = tmp_path / "omlmedia.db"
     fill(path, 400, seed=11)
+    check_scope(path, scope)
+
+
+@pytest.mark.parametrize("scope", SCOPES, ids=SCOPE_IDS)
+def test_the_scope_and_the_page_are_the_same_sql_on_postgresql(
+    pg_dsn: str, scope: set[str] | None
+) -> None:
+    check_scope(pg_dsn, scope)
+    store = Store(pg_dsn)
+    try:
+        page, total = store.call_records_page(queue="support", offset=3, limit=5)
+        everything = [r.call_id for r in store.call_records() if r.queue == "support"]
+    finally:
+        store.close()
+    assert [r.call_id for r in page] == everything[3:8] and total == len(everything)
+
+
+def check_scope(path: Path | str, scope: set[str] | None) -> None:
     scopes = Scopes(
         campaigns={"promo": "support", "retention": "sales"},
         members={
