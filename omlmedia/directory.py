@@ -763,6 +763,16 @@ class Directory:
         declared_sets = {n: {"dispositions": list(d)} for n, d in disposition_sets.items()}
         rows("disposition_set", "disposition_sets", sets_now, declared_sets)
         campaigns_now = dict(self._campaigns)
+        for name, row_s in sets_now.items():
+            if sets_now[name] is not self._sets.get(name):  # seeded now: its campaigns follow
+                for campaign, row_c in self._campaigns.items():
+                    if row_c.settings.get("disposition_set") == name:
+                        settings = {
+                            **row_c.settings,
+                            "dispositions": row_s.settings["dispositions"],
+                        }
+                        campaigns_now[campaign] = replace(row_c, settings=settings)
+                        statements.append(_row_statement("campaigns", campaigns_now[campaign]))
         rows(
             "campaign",
             "campaigns",
@@ -1501,9 +1511,11 @@ class Directory:
         name: str,
         before: QueueRow | None,
         after: QueueRow | None,
+        also: Iterable[tuple[str, tuple[Any, ...]]] = (),
     ) -> None:
         """Write `after` (None: delete the row) to `table` with its audit entry
-        (``<kind>.create``, ``.update`` or ``.delete``, before and after) in one transaction."""
+        (``<kind>.create``, ``.update`` or ``.delete``, before and after), and the statements
+        `also`, in one transaction."""
         action = "create" if before is None else "update" if after is not None else "delete"
         book = self.book
         entry = book.entry(
@@ -1518,7 +1530,7 @@ class Directory:
             if after is not None
             else (f"DELETE FROM {table} WHERE name = ?", (name,))
         )
-        await book.call(book.commit, [entry], [statement])
+        await book.call(book.commit, [entry], [statement, *also])
 
     def _run_campaign(self, campaign: Campaign) -> None:
         """Give the running server `campaign`; tell the pages when its dispositions changed."""
@@ -1542,6 +1554,18 @@ class Directory:
         if row is None:
             raise ApiError(404, f"unknown disposition set: {name}")
         return row
+
+    def _with_set_list(self, name: str, dispositions: list[str]) -> dict[str, QueueRow]:
+        """The stored campaigns that name the set `name`, with its `dispositions` as theirs."""
+        now = self.clock()
+        return {
+            campaign: replace(
+                row, settings={**row.settings, "dispositions": dispositions}, updated=now
+            )
+            for campaign, row in self._campaigns.items()
+            if row.settings.get("disposition_set") == name
+            and row.settings["dispositions"] != dispositions
+        }
 
     def disposition_set_view(self, name: str) -> dict[str, Any]:
         """A disposition set as the API serves it, with the campaigns that use it."""
@@ -1596,11 +1620,16 @@ class Directory:
             row = replace(old, settings=settings, updated=self.clock())
             if row.settings == old.settings:
                 return self._set_view(old)
-            await self._store(actor, "disposition_set", "disposition_sets", name, old, row)
-            self._sets = {**self._sets, name: row}
+            # The campaigns that name it keep the set's list as theirs (their view, an export
+            # and a later unnaming of the set see what their calls offer).
+            users = self._with_set_list(name, settings["dispositions"])
+            also = [_row_statement("campaigns", row) for row in users.values()]
+            await self._store(actor, "disposition_set", "disposition_sets", name, old, row, also)
             before = self._set_view(old)
+            self._sets = {**self._sets, name: row}
+            self._campaigns = {**self._campaigns, **users}
             now_campaigns = self.campaigns_now()
-            for campaign in self._set_users(name):
+            for campaign in users:
                 self._run_campaign(now_campaigns[campaign])
             self._publish(DISPOSITION_SET_UPDATED, actor, before, self._set_view(row))
             return self._set_view(row)
