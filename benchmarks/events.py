@@ -124,6 +124,16 @@ PAYLOAD = {"wait": 12.5, "position": 3, "caller_number": "5551234", "priority": 
 # -- pure helpers (tested in tests/benchmarks/test_events.py) -----------------------------------
 
 
+def spread(values: Sequence[float]) -> str:
+    """``min / median / max`` of `values` (each phase's figure), as the report prints it."""
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return f"{ordered[0]:g} / {median:g} / {ordered[-1]:g}"
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     """The nearest-rank percentile of `values` (NaN when empty)."""
     if not values:
@@ -173,13 +183,22 @@ def dechunk(raw: bytearray) -> tuple[bytes, bool]:
 # -- the server side ----------------------------------------------------------------------------
 
 
-async def _serve(port: int, data_dir: Path, rate: float) -> None:
+async def _serve(
+    port: int,
+    data_dir: Path,
+    rate: float,
+    webhooks: int = 0,
+    receiver_port: int = 0,
+    fanout: str = "split",
+) -> None:
     from aiohttp import web
 
     from omlmedia.api import create_app
+    from omlmedia.authz import Identity, Role
     from omlmedia.config import ApiConfig, Config, load_demo_config
     from omlmedia.events import EventLog
     from omlmedia.storage import AsyncStore, Store
+    from omlmedia.webhooks import WebhookService
     from sip.tls import ensure_self_signed, server_context
 
     demo = load_demo_config()
@@ -188,28 +207,51 @@ async def _serve(port: int, data_dir: Path, rate: float) -> None:
     store = AsyncStore(Store(data_dir / "omlmedia.db"))
     store.start()
     log = EventLog(store)
+    service = None
+    if webhooks:
+        # The server's own wiring (omlmedia.server): the outbox hook and the delivery worker.
+        service = WebhookService(store)
+        log.outbox = service.outbox
+        bench = Identity("benchmark", Role.ADMIN)
+        for n in range(webhooks):
+            url = f"https://127.0.0.1:{receiver_port}/hook/{n}"
+            types: tuple[str, ...] = (f"bench.{n}.",) if fanout == "split" else ()
+            await service.create(bench, url=url, types=types, verify_tls=False)
+        service.start()
+        await service.worker.ready()
     cert, key = data_dir / "server.crt", data_dir / "server.key"
     ensure_self_signed(cert, key, ["localhost"], ["127.0.0.1"])
     runner = web.AppRunner(create_app(config, dict, events=log), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_context(cert, key)).start()
-    print("ready", flush=True)
+    print("ready", service.worker.pid if service is not None else 0, flush=True)
     loop = asyncio.get_running_loop()
     started, sent = loop.time(), 0
     queues = ("support", "sales", "billing")
+    # Split: each subscription takes every `webhooks`-th event (its own type), so the receivers
+    # get `rate` deliveries a second in all; all: each takes every event.
+    kinds = [f"bench.{n}.entered" for n in range(webhooks)] or ["queue.entered"]
     while True:
         await asyncio.sleep(TICK)
         for _ in range(due(rate, loop.time() - started, sent)):
             sent += 1
             log.publish(
-                "queue.entered",
+                kinds[sent % len(kinds)],
                 call_id=f"call-{sent}",
                 queue=queues[sent % 3],
                 data=PAYLOAD,
             )
 
 
-def start_server(port: int, data_dir: Path, rate: float) -> subprocess.Popen[str]:
+def start_server(
+    port: int,
+    data_dir: Path,
+    rate: float,
+    webhooks: int = 0,
+    receiver_port: int = 0,
+    fanout: str = "split",
+) -> tuple[subprocess.Popen[str], int]:
+    """The server side, pinned to the server core, and its webhook worker's pid (0: none)."""
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -220,6 +262,12 @@ def start_server(port: int, data_dir: Path, rate: float) -> subprocess.Popen[str
         str(data_dir),
         "--rate",
         str(rate),
+        "--webhooks",
+        str(webhooks),
+        "--receiver-port",
+        str(receiver_port),
+        "--fanout",
+        fanout,
     ]
     process = subprocess.Popen(
         pinned(command, SERVER_CORE),
@@ -229,10 +277,10 @@ def start_server(port: int, data_dir: Path, rate: float) -> subprocess.Popen[str
     )
     assert process.stdout is not None
     line = process.stdout.readline()
-    if line.strip() != "ready":
+    if not line.startswith("ready"):
         process.kill()
         raise RuntimeError(f"the event server did not start: {line!r}")
-    return process
+    return process, int(line.split()[1])
 
 
 def write_calls(pid: int) -> int:
@@ -319,7 +367,44 @@ async def _ws_client(url: str, context: ssl.SSLContext, tally: Tally) -> None:
             tally.closed.append(f"closed {ws.close_code}")
 
 
-async def _measure(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]:
+def place_worker(worker: int, where: str) -> str:
+    """Put the webhook worker (started on the server's core, like its parent) on `where`:
+    ``any`` core (as the system would), or the ``server``'s or the ``generator``'s; what was
+    done."""
+    if not worker or not can_pin():
+        return "not pinned"
+    cores = {
+        "any": set(range(os.cpu_count() or 1)),
+        "server": {SERVER_CORE},
+        "generator": {GENERATOR_CORE},
+    }[where]
+    os.sched_setaffinity(worker, cores)
+    return where
+
+
+async def _arrivals(receivers: Receivers, start: float, end: float, expected: int) -> list[float]:
+    """Wait for the deliveries of the events published from `start` to `end` (until `expected`
+    arrived, or none for 5 s, or 60 s in all); their latencies in ms."""
+    deadline, last, still = time.monotonic() + 60, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        got = len(receivers.between(start, end))
+        if got >= expected:
+            break
+        if got != last:
+            last, still = got, time.monotonic()
+        elif time.monotonic() - still > 5:
+            break
+        await asyncio.sleep(0.2)
+    return [v * 1000 for v in receivers.between(start, end)]
+
+
+async def _measure(
+    args: argparse.Namespace,
+    port: int,
+    pid: int,
+    worker: int = 0,
+    receivers: Receivers | None = None,
+) -> dict[str, Any]:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -329,17 +414,44 @@ async def _measure(args: argparse.Namespace, port: int, pid: int) -> dict[str, A
     tasks = [asyncio.ensure_future(client(url, context, tally)) for _ in range(args.clients)]
     await asyncio.sleep(args.warmup)
     window = Window(pid)
+    worker_window = Window(worker) if worker else None
     tally.measuring = True
     writes = write_calls(pid)
     window.start()
+    if worker_window is not None:
+        worker_window.start()
+    started = time.time()
     await asyncio.sleep(args.seconds)
+    ended = time.time()
     window.end()
+    if worker_window is not None:
+        worker_window.end()
+    load = os.getloadavg()
     writes = write_calls(pid) - writes
     tally.measuring = False
+    published = args.rate * window.seconds
+    hooks: dict[str, Any] = {}
+    if receivers is not None and worker_window is not None:
+        per_event = 1 if args.fanout == "split" else args.webhooks
+        expected = round(published * per_event)
+        arrived = await _arrivals(receivers, started, ended, expected)
+        delivered = max(len(arrived), 1)
+        hooks = {
+            "webhooks": args.webhooks,
+            "webhook_fanout": args.fanout,
+            "webhook_worker_core": args.worker_core,
+            "webhook_deliveries": len(arrived),
+            "webhook_deliveries_expected": expected,
+            "webhook_duplicates": receivers.duplicates,
+            "webhook_ms_p50": round(percentile(arrived, 0.50), 1),
+            "webhook_ms_p99": round(percentile(arrived, 0.99), 1),
+            "webhook_ms_max": round(max(arrived), 1) if arrived else math.nan,
+            "worker_cpu_percent": round(100 * worker_window.cpu_seconds / worker_window.seconds, 1),
+            "worker_cpu_us_per_delivery": round(1e6 * worker_window.cpu_seconds / delivered, 1),
+        }
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    published = args.rate * window.seconds
     latencies = [v * 1000 for v in tally.latencies]
     return {
         "transport": args.transport,
@@ -363,6 +475,8 @@ async def _measure(args: argparse.Namespace, port: int, pid: int) -> dict[str, A
         "gaps": tally.gaps,
         "cut_off": len([c for c in tally.closed if "1013" in c]),
         "pinned": can_pin(),
+        **hooks,
+        "load_average_1m": round(load[0], 1),
     }
 
 
@@ -432,6 +546,8 @@ class Receivers:
     def __init__(self) -> None:
         self.port = 0
         self.latencies: list[float] = []
+        self.sent: list[float] = []
+        """Each first arrival's event time (the server's clock when published)."""
         self.seen: set[tuple[str, str]] = set()
         self.duplicates = 0
         self.runner: Any = None
@@ -448,7 +564,9 @@ class Receivers:
                 self.duplicates += 1
             else:
                 self.seen.add(key)
-                self.latencies.append(time.time() - json.loads(body)["time"])
+                sent = json.loads(body)["time"]
+                self.latencies.append(time.time() - sent)
+                self.sent.append(sent)
             return web.Response(status=204)
 
         app = web.Application()
@@ -464,7 +582,13 @@ class Receivers:
         await site.start()
 
     def reset(self) -> None:
-        self.latencies, self.seen, self.duplicates = [], set(), 0
+        self.latencies, self.sent, self.seen, self.duplicates = [], [], set(), 0
+
+    def between(self, start: float, end: float) -> list[float]:
+        """The latencies (s) of the first arrivals of events published from `start` to `end`."""
+        return [
+            lat for sent, lat in zip(self.sent, self.latencies, strict=True) if start <= sent < end
+        ]
 
     async def stop(self) -> None:
         if self.runner is not None:
@@ -551,11 +675,17 @@ async def _sip_phase(
         tasks.append(asyncio.ensure_future(_outbox_depths(base, context, depths)))
     await asyncio.sleep(0.5 if tasks else 0)
     window = Window(server.pid)
+    worker = (await asyncio.to_thread(server.status)).get("webhooks", {}).get("worker_pid")
+    worker_window = Window(worker) if worker and hooks else None
     writes = write_calls(server.pid)
     window.start()
+    if worker_window is not None:
+        worker_window.start()
     calls = await asyncio.to_thread(_sipp_calls, server, workdir, args.cps, args.seconds, name)
     await asyncio.sleep(0.5)  # the last calls' events
     window.end()
+    if worker_window is not None:
+        worker_window.end()
     writes = write_calls(server.pid) - writes
     if hooks and receivers is not None:
         # Until every delivery arrived: the count stops growing and the outbox is empty.
@@ -587,6 +717,11 @@ async def _sip_phase(
             webhook_ms_p50=round(percentile(latencies, 0.50), 2),
             webhook_ms_p99=round(percentile(latencies, 0.99), 2),
             outbox_depth_max=max(depths, default=math.nan),
+            worker_cpu_us_per_delivery=round(
+                1e6 * worker_window.cpu_seconds / max(len(receivers.seen), 1)
+                if worker_window is not None
+                else math.nan
+            ),
         )
     return figures
 
@@ -649,6 +784,7 @@ def sip_summary(phases: list[dict[str, Any]], cps: int, seconds: float) -> dict[
             "retransmissions": sum(p["retransmissions"] for p in own),
             "setup_ms_p50": percentile(times, 0.50),
             "setup_ms_p99": percentile(times, 0.99),
+            "setup_ms_p99_min_median_max": spread([p["setup_ms_p99"] for p in own]),
             "server_cpu_us_per_call": round(
                 sum(p["server_cpu_us_per_call"] for p in own) / len(own)
             ),
@@ -665,6 +801,10 @@ def sip_summary(phases: list[dict[str, Any]], cps: int, seconds: float) -> dict[
             figures["webhook_ms_p50"] = max(p["webhook_ms_p50"] for p in own)
             figures["webhook_ms_p99"] = max(p["webhook_ms_p99"] for p in own)
             figures["outbox_depth_max"] = max(p["outbox_depth_max"] for p in own)
+            figures["webhook_ms_p99_min_median_max"] = spread([p["webhook_ms_p99"] for p in own])
+            figures["worker_cpu_us_per_delivery"] = spread(
+                [p["worker_cpu_us_per_delivery"] for p in own]
+            )
         summary[kind] = figures
     alone = summary.get("alone", {}).get("setup_ms_p99", math.nan)
     for kind, key in (
@@ -679,6 +819,7 @@ def sip_summary(phases: list[dict[str, Any]], cps: int, seconds: float) -> dict[
                 else math.nan
             )
     summary["phase_p99_ms"] = " ".join(f"{p['kind']}:{p['setup_ms_p99']:g}" for p in phases)
+    summary["load_average_1m"] = round(os.getloadavg()[0], 1)
     return summary
 
 
@@ -692,17 +833,29 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The stream clients and webhook receivers against the event server at `--rate`."""
     with TemporaryDirectory(prefix="omlmedia-events-") as tmp:
-        port = free_port()
-        process = start_server(port, Path(tmp), args.rate)
-        try:
-            if can_pin():
-                pin_self(GENERATOR_CORE)
-            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                return runner.run(_measure(args, port, process.pid))
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+        if can_pin():
+            pin_self(GENERATOR_CORE)
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(_run(args, Path(tmp)))
+
+
+async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    receivers = Receivers()
+    if args.webhooks:
+        await receivers.start(workdir)
+    port = free_port()
+    process, worker = await asyncio.to_thread(
+        start_server, port, workdir, args.rate, args.webhooks, receivers.port, args.fanout
+    )
+    try:
+        place_worker(worker, args.worker_core)
+        return await _measure(args, port, process.pid, worker, receivers if worker else None)
+    finally:
+        process.terminate()  # its worker sees the end of its input and stops too
+        await asyncio.to_thread(process.wait, 10)
+        await receivers.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -712,6 +865,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--data", type=Path, required=True)
     serve.add_argument("--rate", type=float, required=True)
+    serve.add_argument("--webhooks", type=int, default=0)
+    serve.add_argument("--receiver-port", type=int, default=0)
+    serve.add_argument("--fanout", choices=("split", "all"), default="split")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -724,20 +880,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="measure the effect on SIP instead: a real server, sipp at --cps to echo, "
         "call set-up p99 without and with --clients stream clients",
     )
+    parser.add_argument(
+        "--fanout",
+        choices=("split", "all"),
+        default="split",
+        help="without --with-sip: each webhook gets its share of the events (split: --rate "
+        "deliveries a second in all) or every event (all: --rate x --webhooks)",
+    )
+    parser.add_argument(
+        "--worker-core",
+        choices=("any", "server", "generator"),
+        default="any",
+        help="without --with-sip: where the webhook worker process runs",
+    )
     parser.add_argument("--cps", type=int, default=200)
     parser.add_argument(
-        "--rounds", type=int, default=2, help="with --with-sip: rounds of phases, interleaved"
+        "--rounds", type=int, default=3, help="with --with-sip: rounds of phases, interleaved"
     )
     parser.add_argument(
         "--webhooks",
         type=int,
         default=10,
-        help="with --with-sip: webhook subscriptions of the webhook phase (0: none)",
+        help="webhook subscriptions, each to its own path of a local HTTPS receiver (0: none); "
+        "with --with-sip, those of the webhook phase",
     )
     args = parser.parse_args(argv)
     if args.command == "serve":
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_serve(args.port, args.data, args.rate))
+            runner.run(
+                _serve(
+                    args.port, args.data, args.rate, args.webhooks, args.receiver_port, args.fanout
+                )
+            )
         return 0
     figures = run_with_sip(args) if args.with_sip else run(args)
     for name, value in figures.items():

@@ -61,7 +61,12 @@ def test_interleaved_sip_phases_are_pooled_by_kind() -> None:
             **extra,
         }
 
-    hooks = {"webhook_duplicates": 0, "webhook_ms_p50": 9.0, "outbox_depth_max": 4.0}
+    hooks = {
+        "webhook_duplicates": 0,
+        "webhook_ms_p50": 9.0,
+        "outbox_depth_max": 4.0,
+        "worker_cpu_us_per_delivery": 300.0,
+    }
     phases = [
         phase("alone", [4.0] * 99 + [10.0]),
         phase("with_clients", [4.0] * 99 + [11.0]),
@@ -81,6 +86,9 @@ def test_interleaved_sip_phases_are_pooled_by_kind() -> None:
     assert summary["with_clients"]["deliveries"] == 60_000
     assert summary["with_webhooks"]["webhook_deliveries"] == 60
     assert summary["with_webhooks"]["webhook_ms_p99"] == 30.0
+    # Each phase's p99 of a kind: min / median / max over the rounds.
+    assert summary["alone"]["setup_ms_p99_min_median_max"] == "4 / 4.5 / 5"
+    assert summary["with_webhooks"]["webhook_ms_p99_min_median_max"] == "20 / 25 / 30"
     assert summary["phase_p99_ms"].split() == [
         "alone:4",
         "with_clients:4",
