@@ -453,6 +453,29 @@ class AccountBook:
         """Audit entries in [since, until), in time order (on the book's thread)."""
         return audit.entries(self._db, since, until, actor=actor, action=action, target=target)
 
+    def audit_page(
+        self,
+        since: float = 0.0,
+        until: float = float("inf"),
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[AuditEntry], int]:
+        """One page of audit entries cut in SQL, and the span's count (on the book's thread)."""
+        return audit.entries_page(
+            self._db,
+            since,
+            until,
+            actor=actor,
+            action=action,
+            target=target,
+            offset=offset,
+            limit=limit,
+        )
+
     # -- changing (on the book's thread) ----------------------------------------------------
 
     def _write(

@@ -45,7 +45,7 @@ from omlmedia.accounts import (
     UnknownTokenError,
 )
 from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Role, Scopes
-from omlmedia.problems import ApiError, FieldError, json_body, page, query_span
+from omlmedia.problems import ApiError, FieldError, json_body, page_window, paged, query_span
 from webrtc.exceptions import LoginError
 from webrtc.forwarded import request_source
 
@@ -394,15 +394,19 @@ async def post_session(request: web.Request) -> web.Response:
 
 @routes.get("/v1/audit")
 async def get_audit(request: web.Request) -> web.Response:
-    """The audit log, filtered by ``actor``, ``action`` and ``target``, paged."""
+    """The audit log, filtered by ``actor``, ``action`` and ``target``, paged in the database
+    (only the page's rows are read, on the book's thread)."""
     book = _book(request)
     since, until = query_span(request)
-    entries = await book.call(
-        book.audit,
+    offset, limit = page_window(request)
+    entries, total = await book.call(
+        book.audit_page,
         since,
         until,
         actor=request.query.get("actor") or None,
         action=request.query.get("action") or None,
         target=request.query.get("target") or None,
+        offset=offset,
+        limit=limit,
     )
-    return page(request, "entries", [e.view() for e in entries])
+    return paged("entries", [e.view() for e in entries], total, offset, limit)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AuditEntry", "append", "entries"]
+__all__ = ["AuditEntry", "append", "entries", "entries_page"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,21 +69,16 @@ def append(db: sqlite3.Connection, entry: AuditEntry) -> None:
     )
 
 
-def entries(
-    db: sqlite3.Connection,
-    since: float = 0.0,
-    until: float = float("inf"),
-    *,
-    actor: str | None = None,
-    action: str | None = None,
-    target: str | None = None,
-) -> list[AuditEntry]:
-    """Stored entries in [since, until) in time order, by `actor`, `action` and `target` when
-    given (`action` ending in ``.`` or ``*`` matches a prefix: ``account.`` is every account
-    change)."""
-    sql = (
-        "SELECT id, time, actor, role, action, target, before, after FROM audit_log WHERE time >= ?"
-    )
+def _where(
+    since: float,
+    until: float,
+    actor: str | None,
+    action: str | None,
+    target: str | None,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its arguments) of entries in [since, until) by `actor`, `action`
+    (a prefix when it ends in ``.`` or ``*``) and `target` when given."""
+    sql = "time >= ?"
     args: list[Any] = [since]
     if until != float("inf"):
         sql += " AND time < ?"
@@ -102,17 +97,58 @@ def entries(
         else:
             sql += " AND action = ?"
             args.append(action)
-    sql += " ORDER BY time, id"
-    return [
-        AuditEntry(
-            time,
-            who,
-            role,
-            what,
-            target,
-            json.loads(before) if before is not None else None,
-            json.loads(after) if after is not None else None,
-            ident,
-        )
-        for ident, time, who, role, what, target, before, after in db.execute(sql, args)
-    ]
+    return sql, args
+
+
+_SELECT = "SELECT id, time, actor, role, action, target, before, after FROM audit_log"
+
+
+def _entry(row: tuple[Any, ...]) -> AuditEntry:
+    ident, time, who, role, what, target, before, after = row
+    return AuditEntry(
+        time,
+        who,
+        role,
+        what,
+        target,
+        json.loads(before) if before is not None else None,
+        json.loads(after) if after is not None else None,
+        ident,
+    )
+
+
+def entries(
+    db: sqlite3.Connection,
+    since: float = 0.0,
+    until: float = float("inf"),
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    target: str | None = None,
+) -> list[AuditEntry]:
+    """Stored entries in [since, until) in time order, by `actor`, `action` and `target` when
+    given (`action` ending in ``.`` or ``*`` matches a prefix: ``account.`` is every account
+    change)."""
+    where, args = _where(since, until, actor, action, target)
+    return [_entry(row) for row in db.execute(f"{_SELECT} WHERE {where} ORDER BY time, id", args)]
+
+
+def entries_page(
+    db: sqlite3.Connection,
+    since: float = 0.0,
+    until: float = float("inf"),
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    target: str | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> tuple[list[AuditEntry], int]:
+    """One page of `entries` cut in SQL (``LIMIT``/``OFFSET`` over the time index), and how
+    many entries the span holds with those filters."""
+    where, args = _where(since, until, actor, action, target)
+    row = db.execute(f"SELECT COUNT(*) FROM audit_log WHERE {where}", args).fetchone()
+    rows = db.execute(
+        f"{_SELECT} WHERE {where} ORDER BY time, id LIMIT ? OFFSET ?", [*args, limit, offset]
+    )
+    return [_entry(r) for r in rows], int(row[0]) if row else 0

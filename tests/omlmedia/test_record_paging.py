@@ -21,11 +21,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from omlmedia import audit
 from omlmedia.api import create_app
+from omlmedia.audit import AuditEntry
 from omlmedia.authz import Identity, Role, Scopes
 from omlmedia.config import ApiConfig, Config, load_demo_config
 from omlmedia.problems import MAX_PAGE
-from omlmedia.storage import CallRecord, QueueLogRow, RecordScope, Store
+from omlmedia.storage import CallRecord, QueueLogRow, RecordScope, Store, open_database
 from tests.cluster import postgres
 
 TOKEN = "paging-test-token"
@@ -307,3 +309,31 @@ def check_scope(path: Path | str, scope: set[str] | None) -> None:
     assert log_total == len(wanted_log)
     if scope:
         assert 0 < total < len(everything)
+
+
+def test_audit_pages_are_cut_in_sql_with_their_filters(tmp_path: Path) -> None:
+    """The audit log's page (``GET /api/v1/audit``, `AccountBook.audit_page`) is the same rows
+    as the whole filtered span cut in Python, with the span's count."""
+    db = open_database(tmp_path / "omlmedia.db")
+    try:
+        db.execute("BEGIN")
+        for i in range(5000):
+            action = ("account.create", "account.update", "token.issue")[i % 3]
+            entry = AuditEntry(T0 + i, f"admin{i % 4}", "admin", action, f"t{i % 7}", None, {})
+            audit.append(db, entry)
+        db.execute("COMMIT")
+        for filters in ({}, {"actor": "admin1"}, {"action": "account."}, {"target": "t3"}):
+            everything = audit.entries(db, **filters)
+            for offset in (0, 40, len(everything) - 10):
+                page, total = audit.entries_page(
+                    db,
+                    **filters,
+                    offset=offset,
+                    limit=25,
+                )
+                assert total == len(everything), filters
+                assert page == everything[offset : offset + 25], (filters, offset)
+        page, total = audit.entries_page(db, T0 + 100, T0 + 200, offset=90, limit=25)
+        assert total == 100 and [e.time for e in page] == [T0 + 190 + i for i in range(10)]
+    finally:
+        db.close()
