@@ -9,11 +9,17 @@ headless aiortc agents ``bench1..N`` and N SIP callers, PCMU, tone bursts both w
   (`omlmedia.crossnode`, passthrough PCMU on a, the agent's channel on b).
 
 Measured over a window after the warm-up: each node's CPU (``/proc/PID/stat``, all threads) as
-µs per call-second, and the one-way latency p50/p99 both ways (sample-accurate, from the tone
-bursts; see webrtc_load.py). What the hop costs: node a's CPU (the relay), b's CPU against the
-local case (should be the same work), and the latency against the local case (a's relay and
-the extra UDP hop each way). Each scenario runs `--runs` times, alternating, so that the
-machine's load weighs on both alike.
+µs per call-second, with the node's idle CPU (measured for `--idle` seconds before the calls)
+taken off; the end-to-end one-way latency p50/p99 both ways (sample-accurate, from the tone
+bursts; see webrtc_load.py), and, in the cross scenario, the **hop's own latency**: a packet
+socket on the loopback interface (root) reads every RTP packet into and out of node a with the
+kernel's receive timestamps (``SO_TIMESTAMPNS``), and each packet a sends on (to b, or back to
+the caller) is matched by its payload to the packet it came from (the relay is a passthrough:
+the payload is unchanged): the time node a held it. That, plus one more loopback traversal, is
+what the extra leg adds each way; the end-to-end figures are too noisy on a shared machine to
+show a difference of that size. Node b's CPU against the local case is the other cost (the
+same work in theory: a SIP leg and the agent's channel). Each scenario runs `--runs` times,
+alternating, so that the machine's load weighs on both alike.
 
     .venv/bin/python benchmarks/crossnode.py [--calls 10] [--duration 10] [--warmup 2]
         [--runs 2] [--json out.json]
@@ -22,15 +28,18 @@ machine's load weighs on both alike.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import multiprocessing
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,7 +114,7 @@ def start_nodes(
                 workdir / name,
                 t1=0.5,
                 media_timeout=600,
-                edit_config=lambda text, name=name: edit(name, text),
+                edit_config=functools.partial(edit, name),
                 extra_args=("--log-level", "warning"),
             )
             server.ports["sip"] = ports[name]
@@ -117,6 +126,102 @@ def start_nodes(
     return started
 
 
+class HopSniffer:
+    """Every UDP packet on loopback to or from node a's RTP ports, with its kernel timestamp;
+    then, per direction, how long node a held each packet it relayed."""
+
+    ETH_P_ALL = 0x0003
+    SO_TIMESTAMPNS = 35
+
+    def __init__(self, a_ports: range, b_ports: range) -> None:
+        self.a_ports, self.b_ports = a_ports, b_ports
+        self.packets: list[tuple[float, int, int, int, bytes]] = []
+        self.recording = False
+        self._stop = threading.Event()
+        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(self.ETH_P_ALL))
+        self._sock.bind(("lo", 0))
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
+        self._sock.setsockopt(socket.SOL_SOCKET, self.SO_TIMESTAMPNS, 1)
+        self._sock.settimeout(0.2)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        a = self.a_ports
+        while not self._stop.is_set():
+            try:
+                data, ancillary, _flags, address = self._sock.recvmsg(2048, 64)
+            except TimeoutError:
+                continue
+            if address[2] == socket.PACKET_OUTGOING or not self.recording or len(data) < 42:
+                continue  # loopback shows each packet twice: keep the arrival
+            if data[12:14] != b"\x08\x00" or data[23] != 17:
+                continue
+            ihl = (data[14] & 0x0F) * 4
+            udp = 14 + ihl
+            src, dst = struct.unpack_from("!HH", data, udp)
+            if src not in a and dst not in a:
+                continue
+            rtp = data[udp + 8 :]
+            if len(rtp) < 12 or rtp[0] >> 6 != 2 or 72 <= (rtp[1] & 0x7F) <= 79:
+                continue  # not RTP (RTCP: payload types 200-207 read as 72-79)
+            start = 12 + 4 * (rtp[0] & 0x0F)
+            if rtp[0] & 0x10 and len(rtp) >= start + 4:
+                start += 4 + 4 * struct.unpack_from("!H", rtp, start + 2)[0]
+            stamp = next(
+                (
+                    struct.unpack("qq", item[2][:16])
+                    for item in ancillary
+                    if item[0] == socket.SOL_SOCKET and item[1] == self.SO_TIMESTAMPNS
+                ),
+                None,
+            )
+            if stamp is not None:
+                seq = struct.unpack_from("!H", rtp, 2)[0]
+                self.packets.append((stamp[0] + stamp[1] / 1e9, src, dst, seq, rtp[start:]))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+    def held_ms(self) -> dict[str, list[float]]:
+        """Per direction, how long node a held each relayed packet (ms). The relay keeps the
+        payload and shifts the sequence number by a constant per stream: the tone bursts
+        (payloads that are not silence) pair each stream out of a with the stream it came
+        from (by a majority of its bursts: the latest identical burst in before each one out)
+        and give the shift; then every packet out is matched to the one in by number."""
+        a, b = self.a_ports, self.b_ports
+        packets = sorted(self.packets)
+        ins: dict[tuple[int, int], dict[int, float]] = {}
+        recent: dict[bytes, list[tuple[float, tuple[int, int], int]]] = {}
+        votes: dict[tuple[int, int], dict[tuple[tuple[int, int], int], int]] = {}
+        for at, src, dst, seq, payload in packets:
+            if dst in a and src not in a:
+                ins.setdefault((src, dst), {})[seq] = at
+                if len(set(payload)) > 2:
+                    recent.setdefault(payload, []).append((at, (src, dst), seq))
+            elif src in a and dst not in a and len(set(payload)) > 2:
+                # The latest such burst in before this one left: the calls' identical bursts
+                # are staggered, so an earlier one is another call's.
+                found = [(sent, f, n) for sent, f, n in recent.get(payload, []) if sent <= at]
+                if found and at - found[-1][0] < 0.1:
+                    _, flow, in_seq = found[-1]
+                    tally = votes.setdefault((src, dst), {})
+                    key = (flow, (seq - in_seq) & 0xFFFF)
+                    tally[key] = tally.get(key, 0) + 1
+        pairing = {flow: max(tally, key=tally.__getitem__) for flow, tally in votes.items()}
+        out: dict[str, list[float]] = {"caller_to_agent": [], "agent_to_caller": []}
+        for at, src, dst, seq, _payload in packets:
+            pair = pairing.get((src, dst))
+            if pair is None:
+                continue
+            came = ins.get(pair[0], {}).get((seq - pair[1]) & 0xFFFF)
+            if came is not None and 0 <= at - came < 0.2:
+                out["caller_to_agent" if dst in b else "agent_to_caller"].append(1000 * (at - came))
+        return out
+
+
 def run_scenario(
     scenario: str, args: argparse.Namespace, workdir: Path, redis_url: str
 ) -> dict[str, Any]:
@@ -126,6 +231,16 @@ def run_scenario(
 
     names = ["b"] if scenario == "local" else ["a", "b"]
     nodes = start_nodes(workdir, names, args.calls, redis_url)
+    idle = {name: Window(server.pid) for name, server in nodes.items()}
+    for window in idle.values():
+        window.start()
+    time.sleep(args.idle)
+    for window in idle.values():
+        window.end()
+    sniffer = None
+    if scenario == "cross" and args.hop:
+        a_low, b_low = nodes["a"].ports["rtp_low"], nodes["b"].ports["rtp_low"]
+        sniffer = HopSniffer(range(a_low, a_low + 999), range(b_low, b_low + 999))
     caller_node = nodes["a"] if scenario == "cross" else nodes["b"]
     spec = {
         "calls": args.calls,
@@ -158,9 +273,13 @@ def run_scenario(
             if message[0] == "window-start":
                 for window in windows.values():
                     window.start()
+                if sniffer is not None:
+                    sniffer.recording = True
             elif message[0] == "window-end":
                 for window in windows.values():
                     window.end()
+                if sniffer is not None:
+                    sniffer.recording = False
         else:
             raise RuntimeError("the generator did not finish in time")
     except RuntimeError as exc:
@@ -171,19 +290,28 @@ def run_scenario(
             process.kill()
         for server in nodes.values():
             server.stop()
+        if sniffer is not None:
+            sniffer.close()
     if "error" in result:
         return {"scenario": scenario, "error": result["error"]}
     seconds = result["window_seconds"]
-    return {
+    idle_rate = {name: w.cpu_seconds / w.seconds for name, w in idle.items()}
+    row: dict[str, Any] = {
         "scenario": scenario,
         "cpu_us_per_call_second": {
-            name: round(1e6 * window.cpu_seconds / seconds / args.calls, 1)
-            for name, window in windows.items()
+            name: round(1e6 * (w.cpu_seconds / seconds - idle_rate[name]) / args.calls, 1)
+            for name, w in windows.items()
         },
+        "idle_cpu_pct": {name: round(100 * rate, 2) for name, rate in idle_rate.items()},
         "latency_ms": result["latency_ms"],
         "calls_without_two_way": result["calls_without_two_way"],
         "wire": result["wire"],
     }
+    if sniffer is not None:
+        from benchmarks.webrtc_load import summary
+
+        row["hop_held_ms"] = {d: summary(v) for d, v in sniffer.held_ms().items()}
+    return row
 
 
 def _median(values: list[float]) -> float:
@@ -213,6 +341,15 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             for direction in ("caller_to_agent", "agent_to_caller")
         }
         out[scenario] = {"cpu_us_per_call_second": cpu, "latency_ms": latency, "runs": len(rows)}
+        held = [r["hop_held_ms"] for r in rows if "hop_held_ms" in r]
+        if held:
+            out[scenario]["hop_held_ms"] = {
+                direction: {
+                    q: _median([h[direction][q] for h in held])
+                    for q in ("count", "p50", "p99", "max")
+                }
+                for direction in ("caller_to_agent", "agent_to_caller")
+            }
     if "local" in out and "cross" in out:
         local, cross = out["local"], out["cross"]
         before, after = local["latency_ms"], cross["latency_ms"]
@@ -221,6 +358,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "node_b_cpu_change_us_per_call_second": round(
                 cross["cpu_us_per_call_second"]["b"] - local["cpu_us_per_call_second"]["b"], 1
             ),
+            "node_a_held_ms": cross.get("hop_held_ms"),
             "added_latency_ms": {
                 direction: {
                     q: round(after[direction][q] - before[direction][q], 2) for q in ("p50", "p99")
@@ -238,6 +376,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--stagger", type=float, default=0.05)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--idle", type=float, default=3.0)
+    parser.add_argument(
+        "--no-hop", dest="hop", action="store_false", help="no packet capture (needs root)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     runs: list[dict[str, Any]] = []

@@ -6,7 +6,7 @@ Real peers: two `omlmedia serve` nodes on loopback sharing a throwaway Redis, a 
 microphone) logged in on node b. The agent hears the caller and the caller hears the agent (the
 tones, measured on the audio); a decline reaches the caller as 486; a hang-up on either side
 ends both nodes' calls; an INVITE to node b without a valid signature gets 403, even from
-loopback. The signing, the gate and the configuration are tested without sockets first.
+loopback; hold and resume on node b work as for a local call. The signing, the gate and the configuration are tested without sockets first.
 """
 
 from __future__ import annotations
@@ -292,13 +292,18 @@ async def test_a_caller_on_node_a_talks_to_an_agent_on_node_b_over_a_signed_inte
         # 1. Audio both ways; the caller hangs up: both nodes end the call.
         caller = asyncio.get_running_loop().run_in_executor(
             None,
-            lambda: dial(tmp_path / "caller", target, 10, tone_hz=CALLER_TONE, codecs="PCMU"),
+            lambda: dial(tmp_path / "caller", target, 16, tone_hz=CALLER_TONE, codecs="PCMU"),
         )
         await expect(state).to_have_text("Ringing", timeout=15000)
         await expect(page.locator("#call-panel")).to_contain_text("tester")
         await page.get_by_role("button", name="Answer", exact=True).click()
         await expect(state).to_have_text("On call")
         await hears(page, "remote-audio", (CALLER_TONE,), (), "agent on node b")
+        # Hold and resume on node b, as for a local call: the agent stops hearing the caller.
+        await page.get_by_role("button", name="Hold", exact=True).click()
+        await hears(page, "remote-audio", (), (CALLER_TONE,), "agent, caller held")
+        await page.get_by_role("button", name="Resume", exact=True).click()
+        await hears(page, "remote-audio", (CALLER_TONE,), (), "agent, caller resumed")
         _, view = await asyncio.to_thread(api, a, "GET", "/api/v1/status")
         assert view["cluster"]["crossnode"]["offered"] == 1, view["cluster"]
         _, view = await asyncio.to_thread(api, b, "GET", "/api/v1/status")
