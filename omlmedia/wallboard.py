@@ -25,10 +25,11 @@ state, says it was already running at midnight.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_PAUSE_REASONS",
     "FIGURES",
     "WALLBOARD_KEY",
+    "DayTally",
     "QueueThresholds",
     "Threshold",
     "Wallboard",
@@ -257,49 +259,99 @@ def today_figures(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """Each queue's and each agent's figures over ``[day_start, now]`` from the queue log `rows`
     of that span (in time order) and the agents' `live` state (module docstring)."""
-    queues: dict[str, _Queue] = {name: _Queue() for name in service_levels}
-    agents: dict[str, _Agent] = {name: _Agent() for name in live}
-    for row in rows:
-        if row.queue:
-            q = queues.setdefault(row.queue, _Queue())
-            threshold = service_levels.get(row.queue, 20.0)
-            wait = _data_number(row, "wait")
-            if row.event == "enter":
-                q.offered += 1
-            elif row.event == "answer":
-                q.answered += 1
-                q.wait_answered += wait
-                q.answered_within += wait <= threshold
-            elif row.event == "abandon":
-                q.abandoned += 1
-                q.abandoned_within += wait <= threshold
-            elif row.event in ("complete", "transfer"):
-                q.ended += 1
-                q.talk += _data_number(row, "talk")
-        if row.agent:
-            a = agents.setdefault(row.agent, _Agent())
-            if row.event == "answer":
-                a.calls += 1
-            elif row.event in ("complete", "transfer"):
-                a.talk += _data_number(row, "talk")
-            elif row.event == "login":
-                a.seen_login = True
-                if a.login_since is None:
-                    a.login_since = row.time
-            elif row.event == "logout":
-                if not a.seen_login:
-                    a.login_since = day_start  # logged in before midnight
-                a.seen_login = True
-                if a.login_since is not None:
-                    a.logged_in += row.time - a.login_since
-                    a.login_since = None
-                _end_pause(a, row.time, day_start)
-            elif row.event == "pause":
-                a.seen_pause = True
-                if a.pause_since is None:
-                    a.pause_since = row.time
-            elif row.event == "unpause":
-                _end_pause(a, row.time, day_start)
+    tally = DayTally(day_start, service_levels)
+    tally.fold(rows)
+    return tally.views(live, now)
+
+
+@dataclass
+class DayTally:
+    """The day's sums so far, folded from the queue log in time order: `fold` adds rows,
+    `views` gives the figures at a time without changing the sums, `copy` a tally to fold more
+    rows into without touching this one. The wallboard keeps one per day (`Wallboard`) so a
+    snapshot folds only the rows since the last one, not the whole day again."""
+
+    day_start: float
+    service_levels: Mapping[str, float]
+    queues: dict[str, _Queue] = field(default_factory=dict)
+    agents: dict[str, _Agent] = field(default_factory=dict)
+    until: float = -math.inf
+    """The rows before this time are folded (the next read starts there)."""
+
+    def copy(self) -> DayTally:
+        return DayTally(
+            self.day_start,
+            self.service_levels,
+            {name: replace(q) for name, q in self.queues.items()},
+            {name: replace(a) for name, a in self.agents.items()},
+            self.until,
+        )
+
+    def fold(self, rows: Iterable[QueueLogRow]) -> None:
+        """Add `rows` (in time order, after those folded before)."""
+        day_start, service_levels = self.day_start, self.service_levels
+        queues, agents = self.queues, self.agents
+        for row in rows:
+            if row.queue:
+                q = queues.setdefault(row.queue, _Queue())
+                threshold = service_levels.get(row.queue, 20.0)
+                wait = _data_number(row, "wait")
+                if row.event == "enter":
+                    q.offered += 1
+                elif row.event == "answer":
+                    q.answered += 1
+                    q.wait_answered += wait
+                    q.answered_within += wait <= threshold
+                elif row.event == "abandon":
+                    q.abandoned += 1
+                    q.abandoned_within += wait <= threshold
+                elif row.event in ("complete", "transfer"):
+                    q.ended += 1
+                    q.talk += _data_number(row, "talk")
+            if row.agent:
+                a = agents.setdefault(row.agent, _Agent())
+                if row.event == "answer":
+                    a.calls += 1
+                elif row.event in ("complete", "transfer"):
+                    a.talk += _data_number(row, "talk")
+                elif row.event == "login":
+                    a.seen_login = True
+                    if a.login_since is None:
+                        a.login_since = row.time
+                elif row.event == "logout":
+                    if not a.seen_login:
+                        a.login_since = day_start  # logged in before midnight
+                    a.seen_login = True
+                    if a.login_since is not None:
+                        a.logged_in += row.time - a.login_since
+                        a.login_since = None
+                    _end_pause(a, row.time, day_start)
+                elif row.event == "pause":
+                    a.seen_pause = True
+                    if a.pause_since is None:
+                        a.pause_since = row.time
+                elif row.event == "unpause":
+                    _end_pause(a, row.time, day_start)
+
+    def views(
+        self, live: Mapping[str, LiveAgent], now: float
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """Each queue's and each agent's figures at `now`, with the agents' `live` state."""
+        day_start = self.day_start
+        queues = {name: self.queues.get(name, _Queue()) for name in self.service_levels}
+        queues.update(self.queues)
+        agents = {name: self.agents.get(name, _Agent()) for name in live}
+        agents.update(self.agents)
+        return _views(queues, agents, live, day_start, now)
+
+
+def _views(
+    queues: Mapping[str, _Queue],
+    agents: Mapping[str, _Agent],
+    live: Mapping[str, LiveAgent],
+    day_start: float,
+    now: float,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     queue_views: dict[str, dict[str, Any]] = {}
     for name, q in queues.items():
         counted = q.answered + q.abandoned - q.abandoned_within
@@ -403,6 +455,43 @@ class Wallboard:
     pause_reasons: Callable[[], Sequence[str]] | None = None
     """The pause reasons now (the directory's, which the API administers); None: the
     configuration's."""
+    _tally: DayTally | None = field(default=None, init=False, repr=False)
+    _folding: asyncio.Lock | None = field(default=None, init=False, repr=False)
+
+    SETTLE = 60.0
+    """Rows older than this (seconds before a snapshot) are folded into the day's kept tally;
+    newer ones are read again at each snapshot (a row another node commits late still counts)."""
+
+    async def _figures(
+        self,
+        day_start: float,
+        now: float,
+        service_levels: Mapping[str, float],
+        live: Mapping[str, LiveAgent],
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """Today's figures at `now`: the kept tally (a new one for a new day or changed service
+        levels) plus the rows since it, read from the store; the rows settled by then are
+        folded into the kept tally, so each snapshot reads a minute or so of the queue log,
+        not the whole day."""
+        if self._folding is None:
+            self._folding = asyncio.Lock()
+        async with self._folding:  # two snapshots never fold the same rows twice
+            tally = self._tally
+            if (
+                tally is None
+                or tally.day_start != day_start
+                or dict(tally.service_levels) != dict(service_levels)
+            ):
+                tally = self._tally = DayTally(day_start, dict(service_levels), until=day_start)
+            since = tally.until
+            rows = [r for r in await self.reader.queue_log(since, math.inf) if r.time <= now]
+            settled = max(since, now - self.SETTLE)
+            split = next((i for i, r in enumerate(rows) if r.time >= settled), len(rows))
+            tally.fold(rows[:split])
+            tally.until = settled
+            current = tally.copy()
+        current.fold(rows[split:])
+        return current.views(live, now)
 
     async def snapshot(self, wanted: Callable[[str, str], bool]) -> dict[str, Any]:
         """The wallboard for the queues (and their campaigns) `wanted(queue, campaign)` keeps."""
@@ -417,19 +506,17 @@ class Wallboard:
         flushed = self.flush()
         if flushed is not None and hasattr(flushed, "__await__"):
             await flushed
-        rows = [r for r in await self.reader.queue_log(day_start, math.inf) if r.time <= now]
         live = {}
+        answers = {c["call_id"]: c.get("answered") for c in calls}  # not a scan per agent
         for name, agent in agent_report.items():
             call = agent.get("call") or {}
-            answered = next(
-                (c.get("answered") for c in calls if c["call_id"] == call.get("call_id")), None
-            )
+            answered = answers.get(call.get("call_id"))
             live[name] = LiveAgent(
                 logged_in=agent.get("state") != "logged-out",
                 paused=agent.get("state") == "paused",
                 talking=max(0.0, now - answered) if answered else 0.0,
             )
-        queue_figures, agent_figures = today_figures(rows, service_levels, live, day_start, now)
+        queue_figures, agent_figures = await self._figures(day_start, now, service_levels, live)
         by_queue: dict[str, list[str]] = {}
         for campaign, queue in self.campaigns.items():
             by_queue.setdefault(queue, []).append(campaign)

@@ -207,6 +207,52 @@ async def test_the_snapshot_cuts_the_log_at_its_own_moment_and_filters_queues() 
     assert [a["agent"] for a in snap["agents"]] == ["a1"]
 
 
+async def test_later_snapshots_read_only_recent_rows_and_give_the_whole_days_figures() -> None:
+    """The kept tally: each snapshot reads from a minute before the previous one, never the
+    whole day again, and its figures equal those computed from the whole day's log."""
+    runtime = FakeRuntime(DAY)
+    reader = FakeReader([])
+    levels = {"support": 20.0, "sales": 10.0}
+    board = Wallboard(
+        runtime=runtime,
+        reader=reader,
+        flush=lambda: None,
+        last_event_id=lambda: 0,
+        calls=lambda: [],
+        zone=ZoneInfo("UTC"),
+        service_levels=lambda: levels,
+        campaigns={},
+    )
+    # the day's log: a call a minute into support, its answer, its end; logins and pauses
+    for minute in range(0, 300):
+        at = minute * 60.0
+        reader.rows.append(row(at + 1, "enter", "support"))
+        reader.rows.append(row(at + 2 + minute % 30, "answer", "support", "a1", wait=minute % 30))
+        reader.rows.append(row(at + 40, "complete", "support", "a1", talk=7.5))
+        if minute % 50 == 0:
+            reader.rows.append(row(at + 50, "pause", agent="a1", reason="break"))
+            reader.rows.append(row(at + 55, "unpause", agent="a1"))
+    reader.rows.sort(key=lambda r: r.time)
+    live = {"a1": LiveAgent(True, False)}
+    for at in (600.0, 601.0, 3000.5, 3005.0, 9000.0, 17999.0):
+        runtime.clock = DAY + at
+        snap = await board.snapshot(lambda queue, campaign: True)
+        queues, agents = today_figures(
+            [r for r in reader.rows if r.time <= DAY + at], levels, live, DAY, DAY + at
+        )
+        assert snap["queues"][0]["today"] == queues["support"], at
+        assert snap["agents"][0]["today"] == agents["a1"], at
+        assert reader.asked is not None
+        if at > 601:  # read from a minute before the previous snapshot, not from midnight
+            assert reader.asked[0] >= DAY + 601 - Wallboard.SETTLE
+    # a queue's service level changed: the day is folded again with the new threshold
+    levels = {"support": 5.0, "sales": 10.0}
+    snap = await board.snapshot(lambda queue, campaign: True)
+    queues, _ = today_figures(reader.rows, levels, live, DAY, DAY + 17999.0)
+    assert snap["queues"][0]["today"] == queues["support"]
+    assert reader.asked is not None and reader.asked[0] == DAY
+
+
 def test_the_wallboard_configuration_is_checked_naming_each_key() -> None:
     config, errors = parse_wallboard(
         {

@@ -2,9 +2,14 @@
 //
 // It starts from GET /api/v1/wallboard (today's figures, exactly from the queue log, and the live
 // state) and subscribes to the event stream after the snapshot's last event id, so each later
-// event changes the board once. Events only mark rows dirty; one animation frame writes what
-// changed (text only where it differs), and a one-second tick moves the timers: 500 agents and
-// 50 events a second never re-render the tables. Figure definitions: omlmedia/wallboard.py.
+// event changes the board once. Events only change the model and mark rows dirty; one animation
+// frame (at most ten a second) writes what changed (text only where it differs), and a
+// one-second tick moves the timers. The agent and call tables are windowed: they are real
+// tables whose body holds only the rows in view (a few more around them) between two spacer
+// rows, with aria-rowcount and aria-rowindex saying where each row is in the whole list, which
+// is sorted and filtered as a whole; the arrow keys, Page Up/Down, Home and End move along it.
+// With 500 agents and 300 calls the page lays out a screenful of rows, not 800.
+// Figure definitions: omlmedia/wallboard.py.
 import { api, session, subscribe } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
@@ -37,7 +42,9 @@ const board = {
   agentSort: "name",
   selectedAgent: null,
   selectedCall: null,
-  dirty: { queues: new Set(), agents: new Set(), calls: new Set(), order: true },
+  dirty: {
+    queues: new Set(), agents: new Set(), calls: new Set(), order: true, callKeys: false, window: false,
+  },
   resort: false,
   frame: 0,
   stop: null,
@@ -47,29 +54,133 @@ const board = {
 
 const now = () => Date.now() / 1000 + board.offset;
 
-// Rows on screen (or about to be): only those are written. A row scrolled into view is written
-// at once; one out of view keeps its last text until it comes back. With 500 agents the page
-// writes a screenful of rows a frame, not 500.
-const onScreen = new Set();
-let rowObserver = null;
-function watchRow(tr) {
-  if (!rowObserver) {
-    rowObserver = new IntersectionObserver((entries) => {
-      for (const entry of entries) {
-        const key = entry.target.dataset.agent ? `a:${entry.target.dataset.agent}` : `c:${entry.target.dataset.call}`;
-        if (entry.isIntersecting) {
-          onScreen.add(key);
-          if (entry.target.dataset.agent) board.dirty.agents.add(entry.target.dataset.agent);
-          else board.dirty.calls.add(entry.target.dataset.call);
-        } else {
-          onScreen.delete(key);
-        }
-      }
-      schedule();
-    }, { rootMargin: "200px 0px" });
+// -- windowed tables -------------------------------------------------------------------------
+
+const OVERSCAN = 8; // rows rendered past each edge of the view
+const ROW_HEIGHT = 33; // until a row is measured
+
+class RowWindow {
+  // `rowOf(key)` gives the (cached) row of a key of the model.
+  constructor(table, body, scroller, rowOf) {
+    this.table = table;
+    this.body = body;
+    this.scroller = scroller;
+    this.rowOf = rowOf;
+    this.keys = [];
+    this.index = new Map();
+    this.shown = new Set();
+    this.range = [0, -1];
+    this.forced = true;
+    this.rowHeight = 0;
+    // The spacers are tbodies of their own around the rows' tbody: it holds rows only.
+    this.top = this.spacer();
+    this.bottom = this.spacer();
+    body.before(this.top);
+    body.after(this.bottom);
+    scroller.addEventListener("scroll", () => { board.dirty.window = true; schedule(); }, { passive: true });
   }
-  rowObserver.observe(tr);
+
+  spacer() {
+    const tbody = document.createElement("tbody");
+    tbody.className = "spacer";
+    tbody.setAttribute("aria-hidden", "true");
+    tbody.hidden = true;
+    const td = document.createElement("td");
+    td.colSpan = this.table.tHead.rows[0].cells.length;
+    tbody.append(document.createElement("tr"));
+    tbody.firstChild.append(td);
+    return tbody;
+  }
+
+  setKeys(keys) {
+    this.keys = keys;
+    this.index = new Map(keys.map((key, i) => [key, i]));
+    this.forced = true;
+  }
+
+  height() {
+    return this.rowHeight || ROW_HEIGHT;
+  }
+
+  // Puts the rows in view in the body (rows that stay are not moved, so focus stays); returns
+  // the keys that came into view, to be written now.
+  render() {
+    const height = this.height();
+    const head = this.table.tHead.offsetHeight;
+    const top = Math.max(0, this.scroller.scrollTop - head);
+    const view = this.scroller.clientHeight || 600;
+    const first = Math.max(0, Math.floor(top / height) - OVERSCAN);
+    const last = Math.min(this.keys.length - 1, Math.ceil((top + view) / height) + OVERSCAN);
+    if (!this.forced && first === this.range[0] && last === this.range[1]) return [];
+    this.forced = false;
+    this.range = [first, last];
+    const shown = new Set();
+    const entered = [];
+    let node = this.body.firstChild;
+    for (let i = first; i <= last; i += 1) {
+      const key = this.keys[i];
+      const tr = this.rowOf(key);
+      const at = String(i + 2); // the header is row 1
+      if (tr.getAttribute("aria-rowindex") !== at) tr.setAttribute("aria-rowindex", at);
+      shown.add(key);
+      if (!this.shown.has(key)) entered.push(key);
+      if (node === tr) node = node.nextSibling;
+      else this.body.insertBefore(tr, node);
+    }
+    while (node) {
+      const next = node.nextSibling;
+      node.remove();
+      node = next;
+    }
+    this.top.firstChild.firstChild.style.height = `${first * height}px`;
+    this.top.hidden = first === 0;
+    this.bottom.firstChild.firstChild.style.height = `${Math.max(0, this.keys.length - 1 - last) * height}px`;
+    this.bottom.hidden = last >= this.keys.length - 1;
+    this.table.setAttribute("aria-rowcount", String(this.keys.length + 1));
+    this.shown = shown;
+    if (!this.rowHeight && last >= first) {
+      const measured = this.rowOf(this.keys[first]).getBoundingClientRect().height;
+      if (measured > 0 && Math.abs(measured - height) > 0.5) {
+        this.rowHeight = measured;
+        this.forced = true;
+        return [...entered, ...this.render()];
+      }
+      if (measured > 0) this.rowHeight = measured;
+    }
+    return entered;
+  }
+
+  // Scrolls row `i` of the model into view and renders it; returns the keys that came into view.
+  reveal(i) {
+    const height = this.height();
+    const head = this.table.tHead.offsetHeight;
+    const top = this.scroller.scrollTop;
+    const view = this.scroller.clientHeight;
+    if (i * height < top) this.scroller.scrollTop = i * height;
+    else if (head + (i + 1) * height > top + view) this.scroller.scrollTop = head + (i + 1) * height - view;
+    return this.render();
+  }
+
+  // Arrow keys, Page Up/Down, Home and End on a row's button move to another row of the model.
+  keydown(event, write) {
+    const tr = event.target.closest("tr");
+    const key = tr && (tr.dataset.agent || tr.dataset.call);
+    if (!key || !this.index.has(key)) return;
+    const i = this.index.get(key);
+    const page = Math.max(1, Math.floor(this.scroller.clientHeight / this.height()) - 1);
+    const to = { ArrowDown: i + 1, ArrowUp: i - 1, PageDown: i + page, PageUp: i - page, Home: 0,
+      End: this.keys.length - 1 }[event.key];
+    if (to === undefined) return;
+    event.preventDefault();
+    const j = Math.max(0, Math.min(this.keys.length - 1, to));
+    write(this.reveal(j));
+    const button = this.rowOf(this.keys[j]).querySelector("button");
+    if (button) button.focus();
+  }
 }
+
+let agentWindow = null;
+let callWindow = null;
 
 // -- formatting ----------------------------------------------------------------------------
 
@@ -189,7 +300,6 @@ function agentRow(a) {
     talk: cell(tr, "num"), calls: cell(tr, "num"), occupancy: cell(tr, "num"),
   };
   a.row = tr;
-  watchRow(tr);
   return tr;
 }
 
@@ -205,7 +315,6 @@ function callRow(c) {
     agentMos: cell(tr, "num mos"), jitter: cell(tr, "num"), loss: cell(tr, "num"), rtt: cell(tr, "num"),
   };
   c.row = tr;
-  watchRow(tr);
   return tr;
 }
 
@@ -232,8 +341,6 @@ function applySnapshot(snap) {
   board.mosThreshold = snap.mos_threshold;
   $("wb-day").value = `Today: ${snap.day} (${snap.timezone})`;
   for (const map of [board.queues, board.agents, board.calls]) map.clear();
-  if (rowObserver) rowObserver.disconnect();
-  onScreen.clear();
   board.campaigns.clear();
   for (const q of snap.queues) {
     for (const campaign of q.campaigns) board.campaigns.set(campaign, q.queue);
@@ -254,6 +361,7 @@ function applySnapshot(snap) {
   setPauseReasons(snap.pause_reasons);
   fillFilter();
   buildTables();
+  schedule();
 }
 
 // The pause reasons are the server's one list (the agents' menu too); an admin's change arrives
@@ -296,22 +404,28 @@ function buildTables() {
   $("queue-rows").replaceChildren(...queueRows);
   const members = new Set();
   for (const name of shown) for (const m of board.queues.get(name)?.members || []) members.add(m);
-  const agentRows = [];
-  for (const a of sortedAgents()) {
-    if (!members.has(a.agent)) continue;
-    agentRows.push(a.row || agentRow(a));
-    board.dirty.agents.add(a.agent);
-  }
-  $("agent-rows").replaceChildren(...agentRows);
-  const callRows = [];
-  for (const c of [...board.calls.values()].sort((x, y) => x.entered - y.entered)) {
-    if (!shown.has(c.queue) || !c.answered) continue;
-    callRows.push(c.row || callRow(c));
-    board.dirty.calls.add(c.call_id);
-  }
-  $("call-rows").replaceChildren(...callRows);
+  const agents = sortedAgents().filter((a) => members.has(a.agent)).map((a) => a.agent);
+  agentWindow.setKeys(agents);
+  const count = `${agents.length} agent${agents.length === 1 ? "" : "s"}`;
+  if ($("agent-count").textContent !== count) $("agent-count").textContent = count;
+  setCallKeys();
   board.dirty.order = false;
-  schedule();
+  writeWindows();
+}
+
+function setCallKeys() {
+  const shown = visibleQueues();
+  const calls = [...board.calls.values()].filter((c) => c.answered && shown.has(c.queue));
+  calls.sort((x, y) => x.entered - y.entered);
+  callWindow.setKeys(calls.map((c) => c.call_id));
+  board.dirty.callKeys = false;
+}
+
+// Renders both windows and marks the rows that came into view for writing.
+function writeWindows() {
+  for (const name of agentWindow.render()) board.dirty.agents.add(name);
+  for (const id of callWindow.render()) board.dirty.calls.add(id);
+  board.dirty.window = false;
 }
 
 function sortedQueues() {
@@ -371,8 +485,14 @@ function flush() {
   lastFlush = performance.now();
   if (board.dirty.order) {
     buildTables();
-    return;
+  } else {
+    if (board.dirty.callKeys) setCallKeys();
+    if (board.dirty.window || callWindow.forced) writeWindows();
   }
+  writeRows();
+}
+
+function writeRows() {
   const at = now();
   for (const name of board.dirty.queues) {
     const q = board.queues.get(name);
@@ -380,11 +500,11 @@ function flush() {
   }
   for (const name of board.dirty.agents) {
     const a = board.agents.get(name);
-    if (a && a.row && onScreen.has(`a:${name}`)) renderAgent(a, at);
+    if (a && a.row && agentWindow.shown.has(name)) renderAgent(a, at);
   }
   for (const id of board.dirty.calls) {
     const c = board.calls.get(id);
-    if (c && c.row && onScreen.has(`c:${id}`)) renderCall(c, at);
+    if (c && c.row && callWindow.shown.has(id)) renderCall(c, at);
   }
   board.dirty.queues.clear();
   board.dirty.agents.clear();
@@ -479,10 +599,8 @@ function tick() {
     return;
   }
   for (const q of board.queues.values()) if (q.row && q.row.isConnected) board.dirty.queues.add(q.queue);
-  for (const key of onScreen) {
-    if (key.startsWith("a:")) board.dirty.agents.add(key.slice(2));
-    else board.dirty.calls.add(key.slice(2));
-  }
+  for (const name of agentWindow.shown) board.dirty.agents.add(name);
+  for (const id of callWindow.shown) board.dirty.calls.add(id);
   // Sorting by a figure that moves re-orders the rows once a second, never per event.
   if (board.resort || board.agentSort === "time" || board.agentSort === "occupancy") {
     board.dirty.order = true;
@@ -563,10 +681,7 @@ function onEvent(ev) {
       a.call_id = ev.call_id;
       touchAgent(a.agent);
     }
-    if (call && visibleQueues().has(call.queue)) {
-      $("call-rows").append(call.row || callRow(call)); // one row added, nothing re-rendered
-      board.dirty.calls.add(call.call_id);
-    }
+    if (call && visibleQueues().has(call.queue)) board.dirty.callKeys = true;
   } else if (ev.type === "queue.abandoned") {
     t.abandoned += 1;
     if (wait <= q.serviceLevel) t.abandoned_within += 1;
@@ -615,10 +730,9 @@ function removeCall(callId) {
   board.calls.delete(callId);
   touchQueue(call.queue);
   if (call.row) {
-    if (rowObserver) rowObserver.unobserve(call.row);
-    onScreen.delete(`c:${callId}`);
     call.row.remove();
     call.row = null;
+    board.dirty.callKeys = true;
   }
   if (board.selectedCall === callId) {
     $("call-detail-status").textContent = "The call has ended.";
@@ -640,7 +754,7 @@ function qualitySample(ev) {
 
 function selectAgent(name) {
   board.selectedAgent = name;
-  for (const row of $("agent-rows").querySelectorAll("tr[aria-selected]")) row.removeAttribute("aria-selected");
+  for (const other of board.agents.values()) if (other.row) other.row.removeAttribute("aria-selected");
   const a = board.agents.get(name);
   if (a && a.row) a.row.setAttribute("aria-selected", "true");
   $("agent-control").hidden = false;
@@ -680,7 +794,7 @@ function selectCall(callId) {
   const call = board.calls.get(callId);
   if (!call) return;
   board.selectedCall = callId;
-  for (const row of $("call-rows").querySelectorAll("tr[aria-selected]")) row.removeAttribute("aria-selected");
+  for (const other of board.calls.values()) if (other.row) other.row.removeAttribute("aria-selected");
   if (call.row) call.row.setAttribute("aria-selected", "true");
   $("call-detail").hidden = false;
   $("call-detail-status").textContent = "";
@@ -769,6 +883,24 @@ async function load() {
 }
 
 function init() {
+  agentWindow = new RowWindow($("agent-table"), $("agent-rows"), $("agent-scroll"), (name) => {
+    const a = board.agents.get(name);
+    return a.row || agentRow(a);
+  });
+  callWindow = new RowWindow($("call-table"), $("call-rows"), $("call-scroll"), (id) => {
+    const c = board.calls.get(id);
+    return c.row || callRow(c);
+  });
+  const writeNow = (entered, dirty) => {
+    for (const key of entered) dirty.add(key);
+    writeRows();
+  };
+  $("agent-rows").addEventListener("keydown", (event) => {
+    agentWindow.keydown(event, (entered) => writeNow(entered, board.dirty.agents));
+  });
+  $("call-rows").addEventListener("keydown", (event) => {
+    callWindow.keydown(event, (entered) => writeNow(entered, board.dirty.calls));
+  });
   $("wb-filter").addEventListener("change", (event) => {
     board.filter = event.target.value;
     board.dirty.order = true;
