@@ -1,19 +1,32 @@
-"""What the tests of the supervisor pages share: one API request with the configured (admin)
-token, an account made through the API, and the pages' login form."""
+"""What the interop tests share to drive a running server from the outside: one API request
+(the configured administrator's token by default), one that must succeed, polling with a deadline,
+a clean stop, an account made through the API, and the pages' login form."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from tests.interop.harness import API_TOKEN, RunningServer
 
 
-def call(server: RunningServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """The status and the JSON answer of one API request with the configured (admin) token."""
+def call(
+    server: RunningServer,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: str = API_TOKEN,
+) -> tuple[int, Any]:
+    """The status and the JSON answer of one request to ``/api/v1{path}`` as `token` (the
+    configured, administrator's one by default; ``""`` sends none)."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -21,14 +34,50 @@ def call(server: RunningServer, method: str, path: str, body: Any = None) -> tup
         f"https://127.0.0.1:{server.http_port}/api/v1{path}",
         data=json.dumps(body).encode() if body is not None else None,
         method=method,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {API_TOKEN}"},
+        headers={"Content-Type": "application/json"}
+        | ({"Authorization": f"Bearer {token}"} if token else {}),
     )
     try:
         with urllib.request.urlopen(request, context=context, timeout=5) as response:
             text = response.read()
             return response.status, json.loads(text) if text else None
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def fetch(server: RunningServer, path: str, body: Any = None) -> Any:
+    """The JSON answer of GET ``/api/v1{path}`` (a POST of `body` when given), which must
+    succeed (the test fails with the status and the answer otherwise)."""
+    status, answer = call(server, "GET" if body is None else "POST", path, body)
+    assert 200 <= status < 300, f"{path}: {status} {answer!r}"
+    return answer
+
+
+async def until(check: Callable[[], Any], what: str = "", within: float = 15.0) -> Any:
+    """Poll `check()` until it returns something true (that value); fails naming `what` after
+    `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {within} s waiting for {what or check}")
+        await asyncio.sleep(0.1)
+
+
+def waiting(server: RunningServer, queue: str) -> int:
+    """How many callers wait in `queue` now (the API's queue status)."""
+    status, report = call(server, "GET", f"/queues/{queue}")
+    assert status == 200, report
+    return int(report["waiting"])
+
+
+def stopped(server: RunningServer) -> None:
+    """Stop `server`: it must exit 0 with no traceback in its log."""
+    returncode = server.stop()
+    assert returncode == 0, server.log()[-4000:]
+    assert "Traceback" not in server.log(), server.log()[-6000:]
 
 
 def make_account(server: RunningServer, name: str, role: str, password: str) -> None:

@@ -9,46 +9,10 @@ password for a session token of its own.
 
 from __future__ import annotations
 
-import json
-import ssl
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
-from tests.interop.harness import API_TOKEN, RunningServer, start_server
-
-
-def call(
-    server: RunningServer,
-    method: str,
-    path: str,
-    body: dict[str, Any] | None = None,
-    token: str = API_TOKEN,
-) -> tuple[int, Any]:
-    """The status and the JSON answer of one API request."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    request = urllib.request.Request(
-        f"https://127.0.0.1:{server.http_port}/api/v1{path}",
-        data=json.dumps(body).encode() if body is not None else None,
-        method=method,
-        headers={"Content-Type": "application/json"}
-        | ({"Authorization": f"Bearer {token}"} if token else {}),
-    )
-    try:
-        with urllib.request.urlopen(request, context=context, timeout=5) as response:
-            text = response.read()
-            return response.status, json.loads(text) if text else None
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def stopped(server: RunningServer) -> None:
-    returncode = server.stop()
-    assert returncode == 0, server.log()[-4000:]
-    assert "Traceback" not in server.log(), server.log()[-6000:]
+from tests.interop.harness import start_server
+from tests.interop.pages import call, stopped
 
 
 def test_accounts_and_tokens_survive_a_restart(tmp_path: Path) -> None:

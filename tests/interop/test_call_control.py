@@ -25,7 +25,6 @@ import time
 import urllib.error
 import urllib.request
 import wave
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ import pytest
 from tests.interop.baresip import dial
 from tests.interop.browser import chromium
 from tests.interop.harness import API_TOKEN, DEMO_PASSWORD, RunningServer
+from tests.interop.pages import call, until
 
 pytestmark = pytest.mark.interop
 
@@ -44,41 +44,8 @@ CALLER_TONE = 440.0
 AGENT_TONE = 660.0
 
 
-def api(
-    server: RunningServer, path: str, body: dict[str, Any] | None = None, token: str = API_TOKEN
-) -> tuple[int, Any]:
-    """GET (or POST `body` to) the server's API as `token` (the configured one by default):
-    status and JSON."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    request = urllib.request.Request(
-        f"https://127.0.0.1:{server.http_port}/api{path}",
-        data=json.dumps(body).encode() if body is not None else None,
-        method="POST" if body is not None else "GET",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, context=context, timeout=5) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-
-
-async def until(check: Callable[[], Any], within: float = 10.0, what: str = "") -> Any:
-    """Poll `check` until it returns something true (within `within` seconds); that value."""
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.1)
-
-
 def live_call(server: RunningServer) -> dict[str, Any] | None:
-    status, body = api(server, "/v1/calls")
+    status, body = call(server, "GET", "/calls")
     assert status == 200, body
     calls = [c for c in body["calls"] if c["state"] != "ringing"]
     return calls[0] if calls else None
@@ -115,7 +82,7 @@ async def test_a_recording_paused_on_the_page_and_resumed_by_the_api_holds_silen
     from playwright.async_api import expect
 
     loop = asyncio.get_running_loop()
-    status, body = api(server, "/v1/calls/nope/hangup", {})
+    status, body = call(server, "POST", "/calls/nope/hangup", {})
     assert status == 404 and "nope" in body["detail"], body
     async with chromium(tmp_path / "agent", AGENT_TONE) as browser:
         page = await browser.new_page()
@@ -142,9 +109,9 @@ async def test_a_recording_paused_on_the_page_and_resumed_by_the_api_holds_silen
         await expect(state).to_have_text("On call", timeout=5000)
         pause = page.get_by_role("button", name="Pause recording", exact=True)
         await expect(pause).to_be_visible(timeout=5000)
-        call = await until(lambda: live_call(server), what="the live call")
-        call_id = call["call_id"]
-        assert (call["agent"], call["queue"], call["recording"]) == ("agent1", "support", "on")
+        live = await until(lambda: live_call(server), what="the live call")
+        call_id = live["call_id"]
+        assert (live["agent"], live["queue"], live["recording"]) == ("agent1", "support", "on")
 
         # Talk for 3 s of recording, then the agent pauses from its page.
         await until(lambda: (live_call(server) or {}).get("offset", 0) >= 3.0, what="3 s")
@@ -158,13 +125,13 @@ async def test_a_recording_paused_on_the_page_and_resumed_by_the_api_holds_silen
         await until(
             lambda: (live_call(server) or {}).get("offset", 0) >= 6.0, what="the paused span"
         )
-        status, resumed = api(server, f"/v1/calls/{call_id}/recording/resume", {})
+        status, resumed = call(server, "POST", f"/calls/{call_id}/recording/resume", {})
         assert status == 200, resumed
         assert resumed["recording"] == "on" and len(resumed["gaps"]) == 1, resumed
         gap = resumed["gaps"][0]
         assert 2.9 <= gap["start"] <= 4.0 and 5.9 <= gap["end"] <= 7.0, gap
         await expect(pause).to_be_visible(timeout=5000)
-        status, again = api(server, f"/v1/calls/{call_id}/recording/resume", {})
+        status, again = call(server, "POST", f"/calls/{call_id}/recording/resume", {})
         assert status == 200 and again["gaps"] == resumed["gaps"]  # not paused: no new gap
         await until(lambda: (live_call(server) or {}).get("offset", 0) >= gap["end"] + 3.0)
 
@@ -177,32 +144,32 @@ async def test_a_recording_paused_on_the_page_and_resumed_by_the_api_holds_silen
             ("reports", "reporting", None),
         ]:
             order = {"integration": name, "role": role, "scope": scope}
-            status, made = api(server, "/v1/tokens", order)
+            status, made = call(server, "POST", "/tokens", order)
             assert status == 201, made
             tokens[name] = made["token"]
-        status, seen = api(server, "/v1/calls", token=tokens["sales-crm"])
+        status, seen = call(server, "GET", "/calls", token=tokens["sales-crm"])
         assert status == 200 and seen["calls"] == [], seen
-        status, body = api(server, f"/v1/calls/{call_id}/hold", {}, token=tokens["sales-crm"])
+        status, body = call(server, "POST", f"/calls/{call_id}/hold", {}, token=tokens["sales-crm"])
         assert status == 403, body
-        status, body = api(server, f"/v1/calls/{call_id}/hold", {}, token=tokens["reports"])
+        status, body = call(server, "POST", f"/calls/{call_id}/hold", {}, token=tokens["reports"])
         assert status == 403 and body["missing_permission"] == "calls:control", body
-        status, seen = api(server, f"/v1/calls/{call_id}", token=tokens["support-crm"])
+        status, seen = call(server, "GET", f"/calls/{call_id}", token=tokens["support-crm"])
         assert status == 200 and seen["recording"] == "on", seen
 
         # Hold and unhold through the API: the page shows each.
-        status, held = api(server, f"/v1/calls/{call_id}/hold", {})
+        status, held = call(server, "POST", f"/calls/{call_id}/hold", {})
         assert status == 200 and held["state"] == "held", held
         await expect(page.get_by_role("button", name="Resume", exact=True)).to_be_enabled()
-        status, body = api(server, f"/v1/calls/{call_id}/transfer", {"to": "no spaces"})
+        status, body = call(server, "POST", f"/calls/{call_id}/transfer", {"to": "no spaces"})
         assert status == 400 and [e["field"] for e in body["errors"]] == ["to"], body
-        status, unheld = api(server, f"/v1/calls/{call_id}/unhold", {})
+        status, unheld = call(server, "POST", f"/calls/{call_id}/unhold", {})
         assert status == 200 and unheld["state"] == "active", unheld
         await expect(page.get_by_role("button", name="Hold", exact=True)).to_be_enabled()
         # The integration hangs up: the caller gets a BYE, the agent goes to wrap-up.
-        status, ended = api(server, f"/v1/calls/{call_id}/hangup", {})
+        status, ended = call(server, "POST", f"/calls/{call_id}/hangup", {})
         assert status == 200 and ended["state"] == "ended", ended
         await expect(state).to_have_text("Wrap-up", timeout=5000)
-        status, body = api(server, f"/v1/calls/{call_id}/recording/pause", {})
+        status, body = call(server, "POST", f"/calls/{call_id}/recording/pause", {})
         assert status == 404, body
         await page.get_by_role("button", name="Log out", exact=True).click()
         await expect(page.get_by_role("button", name="Log in")).to_be_visible()
@@ -214,7 +181,7 @@ async def test_a_recording_paused_on_the_page_and_resumed_by_the_api_holds_silen
         lambda: next(
             (
                 r
-                for r in api(server, "/v1/calls/records?queue=support")[1]["records"]
+                for r in call(server, "GET", "/calls/records?queue=support")[1]["records"]
                 if r["call_id"] == call_id and any(leg["role"] == "recording" for leg in r["legs"])
             ),
             None,
@@ -223,14 +190,14 @@ async def test_a_recording_paused_on_the_page_and_resumed_by_the_api_holds_silen
     )
     marked = next(leg for leg in record["legs"] if leg["role"] == "recording")
     assert marked["gaps"] == resumed["gaps"], marked
-    status, audit = api(server, f"/v1/audit?target={call_id}")
+    status, audit = call(server, "GET", f"/audit?target={call_id}")
     assert status == 200, audit
     actions = [(e["actor"], e["action"]) for e in audit["entries"]]
     assert ("agent1", "call.recording-pause") in actions, actions
     assert ("bootstrap", "call.recording-resume") in actions, actions
     assert ("bootstrap", "call.hold") in actions and ("bootstrap", "call.hangup") in actions
 
-    status, detail = api(server, "/v1/reports/calls?queue=support")
+    status, detail = call(server, "GET", "/reports/calls?queue=support")
     assert status == 200, detail
     row = next(r for r in detail["rows"] if r["call_id"] == call_id)
     assert row["recording_gaps"] == f"{gap['start']:.1f}-{gap['end']:.1f}", row
@@ -279,13 +246,13 @@ async def test_click_to_call_rings_the_agent_then_dials_the_number_through_the_t
 
     number, far_tone = "5557777", 550.0
     order = {"agent": "agent2", "number": number, "campaign": "support"}
-    status, body = api(server, "/v1/calls", {**order, "agent": "nobody"})
+    status, body = call(server, "POST", "/calls", {**order, "agent": "nobody"})
     assert status == 404 and [e["field"] for e in body["errors"]] == ["agent"], body
-    status, body = api(server, "/v1/calls", {**order, "campaign": "nope"})
+    status, body = call(server, "POST", "/calls", {**order, "campaign": "nope"})
     assert status == 404 and [e["field"] for e in body["errors"]] == ["campaign"], body
-    status, body = api(server, "/v1/calls", {"agent": "agent2", "number": "12a"})
+    status, body = call(server, "POST", "/calls", {"agent": "agent2", "number": "12a"})
     assert status == 400 and [e["field"] for e in body["errors"]] == ["number"], body
-    status, body = api(server, "/v1/calls", order)
+    status, body = call(server, "POST", "/calls", order)
     assert status == 409, body  # not logged in
     async with chromium(tmp_path / "agent", AGENT_TONE) as browser:
         page = await browser.new_page()
@@ -296,13 +263,13 @@ async def test_click_to_call_rings_the_agent_then_dials_the_number_through_the_t
         state = page.locator("#state")
         await expect(state).to_contain_text("Paused", timeout=10000)
         await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
-        status, body = api(server, "/v1/calls", order)
+        status, body = call(server, "POST", "/calls", order)
         assert status == 409 and "Ready" in body["detail"], body  # paused
         await page.get_by_role("button", name="Ready", exact=True).click()
         await expect(state).to_have_text("Ready", timeout=5000)
 
         # The agent declines one: it fails, and the agent is Ready again.
-        status, declined = api(server, "/v1/calls", order)
+        status, declined = call(server, "POST", "/calls", order)
         assert status == 202, declined
         await expect(page.locator("#caller-number")).to_have_text(number, timeout=10000)
         await page.get_by_role("button", name="Hang up", exact=True).click()
@@ -311,10 +278,10 @@ async def test_click_to_call_rings_the_agent_then_dials_the_number_through_the_t
         with answerer(
             tmp_path / "pbx", server.pbx_port, user=number, tone_hz=far_tone, codecs="PCMU"
         ) as far:
-            status, placed = api(server, "/v1/calls", order)
+            status, placed = call(server, "POST", "/calls", order)
             assert status == 202 and placed["state"] == "ringing", placed
             call_id = placed["call_id"]
-            status, live = api(server, f"/v1/calls/{call_id}")
+            status, live = call(server, "GET", f"/calls/{call_id}")
             assert status == 200 and live["state"] == "ringing" and live["agent"] == "agent2"
             await expect(page.locator("#caller-number")).to_have_text(number, timeout=10000)
             await expect(state).to_have_text("Ringing")
@@ -387,13 +354,15 @@ async def test_an_integration_transfers_a_call_blind_to_a_number_through_the_tru
                     tone_hz=CALLER_TONE,
                 ),
             )
-            offered = await until(lambda: api(server, "/v1/calls")[1]["calls"], what="the offer")
+            offered = await until(
+                lambda: call(server, "GET", "/calls")[1]["calls"], what="the offer"
+            )
             call_id = offered[0]["call_id"]
-            status, early = api(server, f"/v1/calls/{call_id}/transfer", {"to": number})
+            status, early = call(server, "POST", f"/calls/{call_id}/transfer", {"to": number})
             assert status == 409, early  # ringing: not answered yet
             await page.get_by_role("button", name="Answer", exact=True).click(timeout=15000)
             await expect(state).to_have_text("On call", timeout=5000)
-            status, moved = api(server, f"/v1/calls/{call_id}/transfer", {"to": number})
+            status, moved = call(server, "POST", f"/calls/{call_id}/transfer", {"to": number})
             assert status == 200 and moved["state"] == "ended", moved
             await expect(page.locator("#no-call")).to_be_visible(timeout=10000)
             await expect(state).to_have_text("Wrap-up", timeout=5000)
@@ -403,6 +372,6 @@ async def test_an_integration_transfers_a_call_blind_to_a_number_through_the_tru
         await expect(page.get_by_role("button", name="Log in")).to_be_visible()
     assert run.established
     assert abs(tail_frequency(run.decoded(), 3.0) - far_tone) < 5  # the caller got the number
-    status, audit = api(server, f"/v1/audit?target={call_id}&action=call.transfer")
+    status, audit = call(server, "GET", f"/audit?target={call_id}&action=call.transfer")
     assert status == 200 and len(audit["entries"]) == 1, audit
     assert audit["entries"][0]["after"]["state"] == "ended"

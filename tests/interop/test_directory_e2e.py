@@ -12,38 +12,18 @@ is in the audit log and on the event stream. After a restart the database keeps 
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium
-from tests.interop.harness import SCENARIOS, RunningServer, free_port, run_sipp, start_server
-from tests.interop.test_admin import call, stopped
+from tests.interop.harness import SCENARIOS, free_port, run_sipp, start_server
+from tests.interop.pages import call, stopped, until, waiting
 
 pytestmark = pytest.mark.interop
 
 AGENT_TONE = 660.0
 PASSWORD = "newbie-pass-1"
-
-
-async def until(check: Any, what: str, within: float = 15.0) -> Any:
-    """Poll `check()` until it returns something true; fail naming `what` after `within` s."""
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-def waiting(server: RunningServer, queue: str) -> int:
-    status, report = call(server, "GET", f"/queues/{queue}")
-    assert status == 200, report
-    return int(report["waiting"])
 
 
 async def test_an_agent_created_through_the_api_answers_a_caller_already_waiting(

@@ -29,7 +29,7 @@ import pytest
 from tests.interop.baresip import dial
 from tests.interop.browser import chromium
 from tests.interop.harness import DEMO_PASSWORD, RunningServer
-from tests.interop.test_admin import call as api
+from tests.interop.pages import call
 
 pytestmark = pytest.mark.interop
 
@@ -38,6 +38,7 @@ AGENT_TONE = 660.0
 SUPERVISOR_TONE = 1000.0
 PASSWORD = "supervise-support-1"
 CALL_SECONDS = 55
+"""The caller's longest call: the agent hangs up once the test has heard what it needs."""
 HEARD_DB = -50.0
 """A tone this loud (WebAudio analyser, dBFS per bin) is heard: ours arrive near -30."""
 SILENT_DB = -65.0
@@ -84,20 +85,24 @@ async def hears(
             pytest.fail(f"{what}: heard {found} (want {heard} above {HEARD_DB}, {silent} silent)")
 
 
-def tone_seconds(path: Path, frequency: float) -> float:
-    """How many seconds of the recording carry `frequency` (100 ms windows, amplitude > 0.05)."""
+def tone_windows(path: Path, frequency: float) -> list[bool]:
+    """Whether each 100 ms window of the recording carries `frequency` (amplitude > 0.05)."""
     with wave.open(str(path), "rb") as w:
         rate = w.getframerate()
         samples = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
     size = rate // 10
     window = np.hanning(size)
     band = slice(int((frequency - 30) * size / rate), int((frequency + 30) * size / rate) + 1)
-    seconds = 0.0
+    found = []
     for start in range(0, samples.size - size, size):
         spectrum = np.abs(np.fft.rfft(samples[start : start + size] * window))
-        amplitude = 2 * spectrum[band].max() / window.sum() / 32768
-        seconds += 0.1 if amplitude > 0.05 else 0.0
-    return seconds
+        found.append(bool(2 * spectrum[band].max() / window.sum() / 32768 > 0.05))
+    return found
+
+
+def tone_seconds(path: Path, frequency: float) -> float:
+    """How many seconds of the recording carry `frequency`."""
+    return 0.1 * sum(tone_windows(path, frequency))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -117,7 +122,7 @@ async def test_a_supervisor_listens_whispers_barges_and_stops_on_a_queue_call(
 ) -> None:
     from playwright.async_api import expect
 
-    status, _ = api(
+    status, _ = call(
         server,
         "POST",
         "/accounts",
@@ -219,7 +224,8 @@ async def test_a_supervisor_listens_whispers_barges_and_stops_on_a_queue_call(
         await hears(
             supervisor, "monitor-audio", (), (CALLER_TONE, AGENT_TONE), "supervisor, stopped"
         )
-        # The call goes on, directly relayed again, until the caller hangs up.
+        # The call went on, directly relayed again, until the agent hangs up.
+        await agent.get_by_role("button", name="Hang up", exact=True).click()
         run = await caller
         await expect(agent.locator("#no-call")).to_be_visible(timeout=15000)
 
@@ -228,19 +234,27 @@ async def test_a_supervisor_listens_whispers_barges_and_stops_on_a_queue_call(
     heard = tone_seconds(run.decoded(), SUPERVISOR_TONE)
     # The caller heard the supervisor for the barge only, never during the whisper.
     assert barged - 1.5 <= heard <= barged + 1.0, (heard, whispered, barged)
-    assert tone_seconds(run.decoded(), AGENT_TONE) > 10  # and the agent all along
+    # And the agent all along: from its first word to the hang-up (at least through the
+    # whisper and the barge), in nearly every 100 ms of what the caller received.
+    agent_heard = tone_windows(run.decoded(), AGENT_TONE)
+    since = agent_heard[agent_heard.index(True) :] if True in agent_heard else []
+    assert sum(since) >= 0.8 * len(since) and len(since) / 10 > whispered + barged - 2, (
+        "".join("a" if w else "." for w in agent_heard),
+        whispered,
+        barged,
+    )
 
-    status, audit = api(server, "GET", "/audit?action=call.monitor")
+    status, audit = call(server, "GET", "/audit?action=call.monitor")
     assert status == 200, audit
     entries = audit["entries"] if isinstance(audit, dict) else audit
     modes = [e["after"]["mode"] for e in entries if e["target"] == call_id]
     assert modes == ["listen", "whisper", "barge"] and all(e["actor"] == "sue" for e in entries)
-    status, stopped = api(server, "GET", "/audit?action=call.monitor-stop")
+    status, stopped = call(server, "GET", "/audit?action=call.monitor-stop")
     assert [e["target"] for e in stopped["entries"]] == [call_id]
 
     deadline = time.monotonic() + 10.0
     while True:
-        status, records = api(server, "GET", "/calls/records?queue=support")
+        status, records = call(server, "GET", "/calls/records?queue=support")
         found = [r for r in records["records"] if r["call_id"] == call_id]
         if found or time.monotonic() > deadline:
             break
@@ -272,7 +286,7 @@ async def test_a_supervisor_moves_from_one_call_to_another_and_agents_are_told_w
     except ServerStartError as exc:
         pytest.fail(str(exc))
     try:
-        status, _ = api(
+        status, _ = call(
             server,
             "POST",
             "/accounts",
@@ -341,9 +355,11 @@ async def test_a_supervisor_moves_from_one_call_to_another_and_agents_are_told_w
 
             await panel.get_by_role("button", name="Stop", exact=True).click()
             await expect(told["agent2"]).to_have_text("The supervisor left the call")
+            for page in agents.values():  # the calls end: each agent hangs up
+                await page.get_by_role("button", name="Hang up", exact=True).click()
             for run in await asyncio.gather(*callers):
                 assert run.established, run.output[-3000:]
-        status, audit = api(server, "GET", "/audit?action=call.monitor")
+        status, audit = call(server, "GET", "/audit?action=call.monitor")
         assert [(e["before"] or {}).get("call_id") is None for e in audit["entries"]] == [
             True,
             False,

@@ -16,8 +16,7 @@ import pytest
 
 from tests.interop.browser import chromium
 from tests.interop.harness import start_server
-from tests.interop.pages import log_in, make_account
-from tests.interop.test_admin import call, stopped
+from tests.interop.pages import call, log_in, make_account, stopped
 from tests.interop.test_supervisor_page import SUPERVISOR_PASSWORD
 
 pytestmark = pytest.mark.interop

@@ -19,13 +19,9 @@ import os
 import re
 import socket
 import sqlite3
-import ssl
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import wave
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +34,8 @@ from omlmedia.storage import Store
 from queueing import Statistics
 from tests.interop.baresip import answerer, configure, dial
 from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium
-from tests.interop.harness import API_TOKEN, DEMO_PASSWORD, RunningServer, free_port, require_tool
+from tests.interop.harness import DEMO_PASSWORD, RunningServer, free_port, require_tool
+from tests.interop.pages import fetch, until
 
 pytestmark = pytest.mark.interop
 
@@ -72,36 +69,6 @@ def head_level(path: Path, seconds: float) -> float:
 def rows(db: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
     with sqlite3.connect(db) as conn:
         return list(conn.execute(sql, args))
-
-
-def api(server: RunningServer, path: str, body: dict[str, Any] | None = None) -> Any:
-    """GET (or POST `body` to) the server's API; the JSON answer."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    request = urllib.request.Request(
-        f"https://127.0.0.1:{server.http_port}/api{path}",
-        data=json.dumps(body).encode() if body is not None else None,
-        method="POST" if body is not None else "GET",
-        headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, context=context, timeout=5) as response:
-            return json.load(response)
-    except urllib.error.HTTPError as exc:
-        raise AssertionError(f"{path}: {exc.code} {exc.read()!r}") from None
-
-
-async def until(check: Callable[[], Any], within: float = 10.0, what: str = "") -> Any:
-    """Poll `check` until it returns something true (within `within` seconds); that value."""
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.2)
 
 
 def db_path(server: RunningServer) -> Path:
@@ -203,13 +170,13 @@ async def test_a_waiting_caller_reaches_the_agent_who_gets_ready_and_an_abandon_
     server.wait_idle()
     await asyncio.sleep(0.5)  # the queue log is committed every 0.2 s
     check_books(db_path(server))
-    support = api(server, f"/v1/queues/support?since={STARTED}")
+    support = fetch(server, f"/queues/support?since={STARTED}")
     assert (support["waiting"], support["ringing"]) == (0, 0)
     stats = support["stats"]
     assert (stats["offered"], stats["answered"], stats["abandoned"]) == (2, 1, 1), stats
     assert stats["completed"] == 1 and stats["average_handle_time"] > 5
     assert stats["service_level"] == 1.0  # answered within 20 s; the abandon, within it too
-    records = api(server, "/v1/calls/records?queue=support")
+    records = fetch(server, "/calls/records?queue=support")
     assert [r["agent"] for r in records["records"]] == ["agent1", ""]
     assert records["records"][0]["disposition"] == "solved"
 
@@ -256,7 +223,7 @@ def test_a_caller_past_billings_maximum_wait_overflows_into_support(
         ("support", "abandon"),
     ], steps
     assert json.loads(str(steps[2][2]))["reason"] == "timeout"
-    assert api(server, f"/v1/queues/billing?since={STARTED}")["stats"]["overflowed"] == 1
+    assert fetch(server, f"/queues/billing?since={STARTED}")["stats"]["overflowed"] == 1
 
 
 async def log_in(page: Any, server: RunningServer, agent: str) -> None:
@@ -283,7 +250,7 @@ async def test_callers_in_a_row_go_round_robin_and_a_supervisor_pauses_and_logs_
             await log_in(page, server, name)
             await page.get_by_role("button", name="Ready", exact=True).click()
             await expect(page.locator("#state")).to_have_text("Ready", timeout=5000)
-        support = api(server, "/v1/queues/support")
+        support = fetch(server, "/queues/support")
         assert support["members_by_state"]["ready"] == 2, support
 
         async def ringing() -> str:
@@ -310,7 +277,7 @@ async def test_callers_in_a_row_go_round_robin_and_a_supervisor_pauses_and_logs_
             page = pages[name]
             await page.get_by_role("button", name="Answer", exact=True).click()
             await expect(page.locator("#state")).to_have_text("On call", timeout=5000)
-            agent = api(server, f"/v1/agents/{name}")
+            agent = fetch(server, f"/agents/{name}")
             assert agent["state"] == "on-call" and agent["call"]["queue"] == "support", agent
             assert agent["call"]["caller"] == "tester"
             assert (await caller).established
@@ -321,12 +288,12 @@ async def test_callers_in_a_row_go_round_robin_and_a_supervisor_pauses_and_logs_
 
         first, second = answered_by[0], answered_by[1]
         # The supervisor is who the token says: the configured token is "bootstrap".
-        paused = api(server, f"/v1/agents/{first}/pause", {"reason": "training"})
+        paused = fetch(server, f"/agents/{first}/pause", {"reason": "training"})
         assert (paused["state"], paused["reason"]) == ("paused", "training")
         await expect(pages[first].locator("#state")).to_have_text("Paused (training)", timeout=5000)
-        assert api(server, f"/v1/agents/{first}/unpause", {})["state"] == "ready"
+        assert fetch(server, f"/agents/{first}/unpause", {})["state"] == "ready"
         await expect(pages[first].locator("#state")).to_have_text("Ready", timeout=5000)
-        gone = api(server, f"/v1/agents/{second}/logout", {})
+        gone = fetch(server, f"/agents/{second}/logout", {})
         assert gone["state"] == "logged-out" and gone["connected"] is False
         await expect(pages[second].get_by_role("button", name="Log in")).to_be_visible(timeout=5000)
         await expect(pages[second].locator("#login-message")).to_have_text(
@@ -337,11 +304,11 @@ async def test_callers_in_a_row_go_round_robin_and_a_supervisor_pauses_and_logs_
 
     server.wait_idle()
     await asyncio.sleep(0.5)
-    log = api(server, f"/v1/queue-log?agent={second}&since={time.time() - 60}")["entries"]
+    log = fetch(server, f"/queue-log?agent={second}&since={time.time() - 60}")["entries"]
     assert log[-1]["event"] == "logout" and log[-1]["data"] == {"reason": "forced by bootstrap"}
-    log = api(server, f"/v1/queue-log?agent={first}&since={time.time() - 60}")["entries"]
+    log = fetch(server, f"/queue-log?agent={first}&since={time.time() - 60}")["entries"]
     assert {"reason": "training", "by": "bootstrap"} in [e["data"] for e in log]
-    assert all(a["state"] == "logged-out" for a in api(server, "/v1/agents")["agents"])
+    assert all(a["state"] == "logged-out" for a in fetch(server, "/agents")["agents"])
 
 
 class KeyingCaller:
@@ -401,9 +368,7 @@ async def test_a_callback_keeps_the_callers_place_and_is_dialled_through_the_tru
         since = time.time()
         caller = KeyingCaller(tmp_path / "caller", f"sip:support@127.0.0.1:{server.sip_port}", 30)
         try:
-            await until(
-                lambda: api(server, "/v1/queues/support")["waiting"] == 1, what="the caller"
-            )
+            await until(lambda: fetch(server, "/queues/support")["waiting"] == 1, what="the caller")
             await until(lambda: "Call established" in caller.output(), what="the answer")
             await asyncio.sleep(1.0)  # music on hold
             caller.keys("1")
@@ -411,7 +376,7 @@ async def test_a_callback_keeps_the_callers_place_and_is_dialled_through_the_tru
             caller.keys(f"{number}#")
 
             def callback() -> dict[str, Any] | None:
-                log = api(server, f"/v1/queue-log?queue=support&since={since}")["entries"]
+                log = fetch(server, f"/queue-log?queue=support&since={since}")["entries"]
                 return next((e for e in log if e["event"] == "callback"), None)
 
             entry = await until(callback, what="the callback request")
@@ -421,7 +386,7 @@ async def test_a_callback_keeps_the_callers_place_and_is_dialled_through_the_tru
             await until(lambda: "terminated" in caller.output(), what="the server's hang-up")
         finally:
             caller.stop()
-        support = api(server, "/v1/queues/support")
+        support = fetch(server, "/queues/support")
         assert (support["waiting"], support["callbacks"]) == (1, 1), support
 
         with answerer(
@@ -431,7 +396,7 @@ async def test_a_callback_keeps_the_callers_place_and_is_dialled_through_the_tru
             await expect(page.locator("#caller-number")).to_have_text(number, timeout=10000)
             await page.get_by_role("button", name="Answer", exact=True).click()
             await expect(page.locator("#state")).to_have_text("On call", timeout=10000)
-            agent = api(server, "/v1/agents/agent1")
+            agent = fetch(server, "/agents/agent1")
             assert agent["call"]["call_id"] == call_id and agent["call"]["callback"] == number
             heard = await page.evaluate(ANALYSE_REMOTE_AUDIO)
             assert abs(heard["hz"] - far_tone) < 10, heard
@@ -450,10 +415,10 @@ async def test_a_callback_keeps_the_callers_place_and_is_dialled_through_the_tru
     assert events == ["enter", "callback", "offer", "answer", "complete"], events
     offer = rows(db, "SELECT data FROM queue_log WHERE call_id = ? AND event = 'offer'", call_id)
     assert json.loads(str(offer[0][0]))["callback"] == number
-    record = api(server, f"/v1/calls/records?since={since}&queue=support")["records"]
+    record = fetch(server, f"/calls/records?since={since}&queue=support")["records"]
     assert [r["call_id"] for r in record] == [call_id], record
     assert record[0]["agent"] == "agent1" and record[0]["cause"].startswith("callback-")
-    assert api(server, "/v1/queues/support")["callbacks"] == 0
+    assert fetch(server, "/queues/support")["callbacks"] == 0
 
 
 def test_statistics_rebuilt_from_the_stored_queue_log_equal_the_api(
@@ -468,7 +433,7 @@ def test_statistics_rebuilt_from_the_stored_queue_log_equal_the_api(
         entries = store.queue_log()
     finally:
         store.close()
-    queues = api(server, f"/v1/queues?since={STARTED}")["queues"]
+    queues = fetch(server, f"/queues?since={STARTED}")["queues"]
     levels = {q["queue"]: q["stats"]["service_level_seconds"] for q in queues}
     rebuilt = Statistics.from_log(engine_log(entries), levels)
     assert sum(q["stats"]["offered"] for q in queues) > 0  # the tests above ran
@@ -478,7 +443,7 @@ def test_statistics_rebuilt_from_the_stored_queue_log_equal_the_api(
             rebuilt.queue(queue["queue"], stats["start"], stats["end"]), levels[queue["queue"]]
         )
         assert {k: stats[k] for k in expected} == expected, queue["queue"]
-    for agent in api(server, f"/v1/agents?since={STARTED}")["agents"]:
+    for agent in fetch(server, f"/agents?since={STARTED}")["agents"]:
         stats = agent["stats"]
         expected = agent_figures(rebuilt.agent(agent["agent"], stats["start"], stats["end"]))
         assert {k: stats[k] for k in expected} == expected, agent["agent"]

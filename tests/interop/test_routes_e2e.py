@@ -22,8 +22,7 @@ from tests.interop.harness import (
     run_sipp,
     start_server,
 )
-from tests.interop.test_admin import call, stopped
-from tests.interop.test_directory_e2e import until, waiting
+from tests.interop.pages import call, stopped, until, waiting
 
 pytestmark = pytest.mark.interop
 

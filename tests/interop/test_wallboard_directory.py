@@ -18,8 +18,7 @@ import pytest
 from benchmarks.harness import ServerStartError
 from benchmarks.harness import start_server as start
 from tests.interop.harness import RunningServer
-from tests.interop.test_admin import call, stopped
-from tests.interop.test_directory_e2e import until
+from tests.interop.pages import call, stopped, until
 from tests.interop.test_routes_e2e import dial
 
 pytestmark = pytest.mark.interop
