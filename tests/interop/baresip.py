@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.interop.harness import free_port, require_tool
 
@@ -175,6 +177,10 @@ def answerer(
         run.output = log.read_text(errors="replace")
 
 
+CALL_ENDED = "terminated (duration"
+"""What baresip's menu module prints when its call ends, whoever hung up."""
+
+
 def dial(
     workdir: Path,
     uri: str,
@@ -185,7 +191,12 @@ def dial(
     extra_modules: tuple[str, ...] = (),
     account_params: str = "",
 ) -> BaresipRun:
-    """One baresip dials `uri` with a tone as its microphone and hangs up after `seconds`."""
+    """One baresip dials `uri` with a tone as its microphone and hangs up after `seconds`.
+
+    It returns as soon as its call ends: when the far end hangs up (or refuses the call) first,
+    baresip, which would idle until `seconds`, is stopped then (its recordings are complete by
+    the time it prints the end of the call), so a test ending the call itself waits no longer.
+    """
     baresip = require_tool("baresip")
     recordings = configure(
         workdir,
@@ -196,12 +207,26 @@ def dial(
         extra_modules=extra_modules,
         account_params=account_params,
     )
-    completed = subprocess.run(
-        [baresip, "-f", str(workdir), "-e", f"/dial {uri}", "-t", str(seconds)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=seconds + 30,
-        check=False,
-    )
-    output = completed.stdout.decode(errors="replace") + completed.stderr.decode(errors="replace")
-    return BaresipRun(output, recordings)
+    log = workdir / "baresip.out"
+    with log.open("wb") as out:  # baresip flushes each line: the log is live
+        process = subprocess.Popen(
+            [baresip, "-f", str(workdir), "-e", f"/dial {uri}", "-t", str(seconds)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + seconds + 30
+    try:
+        while process.poll() is None:
+            if CALL_ENDED in log.read_text(errors="replace"):
+                process.terminate()
+                process.wait(timeout=10)
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"baresip still running {seconds + 30} s after dialling {uri}")
+            time.sleep(0.1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return BaresipRun(log.read_text(errors="replace"), recordings)

@@ -13,6 +13,7 @@ import json
 import socket
 import sqlite3
 import subprocess
+import time
 import wave
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.interop.baresip import BaresipRun, answerer, configure
+from tests.interop.baresip import CALL_ENDED, BaresipRun, answerer, configure
 from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium
 from tests.interop.harness import DEMO_PASSWORD, RunningServer, free_port, require_tool
 
@@ -80,12 +81,15 @@ class Caller:
         raise AssertionError(f"baresip never printed {text!r}:\n{self.output()[-3000:]}")
 
     async def ended(self, within: float) -> BaresipRun:
-        """Wait (at most `within` seconds) for baresip to quit at the end of its -t time."""
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(None, self.process.wait, within)
-        except subprocess.TimeoutExpired:
-            pass
+        """Wait (at most `within` seconds) for the call to end, whoever hangs up (baresip at the
+        end of its -t time, or the far end), then for baresip to quit (stopped if it idles)."""
+        deadline = time.monotonic() + within
+        while self.process.poll() is None and time.monotonic() < deadline:
+            if CALL_ENDED in self.output():
+                self.process.terminate()
+                await asyncio.get_running_loop().run_in_executor(None, self.process.wait, 10)
+                break
+            await asyncio.sleep(0.1)
         self.run.output = self.output()
         return self.run
 
