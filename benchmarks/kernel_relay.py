@@ -300,6 +300,12 @@ class Row:
     load_average: float
     drops: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    offered_pct: float = math.nan
+    """What the generator sent over the window, in % of N calls' packets (100/s per call): below
+    99 % it fell behind, and the call-seconds are those of the packets it did send."""
+    forwarding_us_per_packet: float = math.nan
+    """Netns: core 0's softirq per packet of the direct run (caller host to callee host, routed
+    through the server host: forwarding alone, no rules, no relay) at this N."""
 
 
 def row(
@@ -324,7 +330,13 @@ def row(
     softirq = max(0.0, step.softirq_s[0] - idle_softirq) if topology == "netns" else 0.0
     relay = max(0.0, step.cpu_seconds + (softirq if topology == "netns" else extra))
     latency = step.latency_us or {}
-    call_seconds = step.calls * duration
+    offered = step.sent / (100 * duration)  # calls' worth of packets the generator sent
+    call_seconds = offered * duration
+    forwarding = (
+        1e6 * max(0.0, base.softirq_s[0] - idle_softirq) / base.packets
+        if topology == "netns" and base.packets
+        else math.nan
+    )
     return Row(
         step.target,
         step.calls,
@@ -335,9 +347,9 @@ def row(
         extra,
         softirq,
         relay,
-        1e6 * relay / call_seconds if step.calls else math.nan,
+        1e6 * relay / call_seconds if call_seconds else math.nan,
         1e6 * relay / step.packets if step.packets else math.nan,
-        1e6 * step.cpu_seconds / call_seconds if step.calls else math.nan,
+        1e6 * step.cpu_seconds / call_seconds if call_seconds else math.nan,
         kernel,
         latency.get("p50", math.nan),
         latency.get("p99", math.nan),
@@ -349,6 +361,8 @@ def row(
         load,
         asdict(drops),
         step.error,
+        100 * offered / step.calls if step.calls else math.nan,
+        forwarding,
     )
 
 
@@ -366,7 +380,13 @@ def print_row(r: Row, topology: str) -> None:
         f" = relay CPU {r.relay_cpu_s:6.3f} s = "
         f"{fmt(r.cpu_us_per_call_second, '.0f')} us/call-s "
         f"(process alone {fmt(r.process_us_per_call_second, '.0f')}), "
-        f"{fmt(r.cpu_us_per_packet, '.2f')} us/pkt  "
+        f"{fmt(r.cpu_us_per_packet, '.2f')} us/pkt"
+        + (
+            f" (forwarding alone {fmt(r.forwarding_us_per_packet, '.2f')} us/pkt)"
+            if topology == "netns"
+            else ""
+        )
+        + f"  offered {fmt(r.offered_pct, '.0f')} % of N  "
         f"added latency p50 {fmt(r.added_p50_us, '.0f')} p99 {fmt(r.added_p99_us, '.0f')} us  "
         f"other load {100 * r.other_load_on_core:.0f} %  "
         f"gen CPU {100 * r.generator_cpu:.0f} % late>2ms {r.late_sends}  "
