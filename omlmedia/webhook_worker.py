@@ -247,37 +247,52 @@ class Worker:
         return receiver
 
     async def _reader(self) -> None:
-        """Read each receiver's new rows whenever woken (or every `POLL_INTERVAL`)."""
+        """Read the receivers' new rows whenever woken (or every `POLL_INTERVAL`)."""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
             self._wake.clear()
-            for receiver in list(self._receivers.values()):
-                try:
-                    await self._fill(receiver)
-                except StoreError as exc:
-                    logger.warning(
-                        "reading the outbox of webhook %s failed: %s", receiver.hook_id, exc
-                    )
+            try:
+                await self._fill()
+            except StoreError as exc:
+                logger.warning("reading the webhook outbox failed: %s", exc)
 
-    async def _fill(self, receiver: _Receiver) -> None:
-        room = self.memory_limit - receiver.queued
-        if room > 0:
-            rows = await self._call(self._pending, receiver.hook_id, receiver.high, room)
-            if self._receivers.get(receiver.hook_id) is not receiver:
-                return  # deleted meanwhile
-            for row in rows:
-                self._queue(Delivery(*row))
-                receiver.high = max(receiver.high, row[1])
-            receiver.spilled = len(rows) == room
-        else:
-            receiver.spilled = True
+    def _read(
+        self, wanted: list[tuple[str, int, int]], counts: list[tuple[str, int]]
+    ) -> tuple[dict[str, list[tuple[Any, ...]]], dict[str, int]]:
+        """Every receiver's page and count in one trip to the database thread."""
+        rows = {hook_id: self._pending(hook_id, after, room) for hook_id, after, room in wanted}
+        return rows, {hook_id: self._count(hook_id, after) for hook_id, after in counts}
+
+    async def _fill(self) -> None:
+        """Queue each receiver's next rows, up to its memory limit."""
         now = time.monotonic()
-        if not receiver.spilled:
-            receiver.stored = 0
-        elif now - receiver.counted >= COUNT_INTERVAL:
-            receiver.counted = now
-            receiver.stored = await self._call(self._count, receiver.hook_id, receiver.high)
+        receivers = list(self._receivers.values())
+        wanted = [
+            (r.hook_id, r.high, self.memory_limit - r.queued)
+            for r in receivers
+            if r.queued < self.memory_limit
+        ]
+        rooms = {hook_id: room for hook_id, _, room in wanted}
+        due = now - COUNT_INTERVAL
+        counts = [(r.hook_id, r.high) for r in receivers if r.spilled and r.counted <= due]
+        pages, stored = await self._call(self._read, wanted, counts)
+        for receiver in receivers:
+            if self._receivers.get(receiver.hook_id) is not receiver:
+                continue  # deleted meanwhile
+            rows = pages.get(receiver.hook_id)
+            if rows is None:
+                receiver.spilled = True
+            else:
+                for row in rows:
+                    self._queue(Delivery(*row))
+                    receiver.high = max(receiver.high, row[1])
+                receiver.spilled = len(rows) == rooms[receiver.hook_id]
+            if not receiver.spilled:
+                receiver.stored = 0
+            elif receiver.hook_id in stored:
+                receiver.counted = now
+                receiver.stored = stored[receiver.hook_id]
 
     def _queue(self, delivery: Delivery) -> None:
         receiver = self._receivers.get(delivery.webhook)
@@ -318,7 +333,9 @@ class Worker:
             hook = self.hooks.get(delivery.webhook)
             if hook is None:
                 return  # the subscription was deleted
-            async with self._overall, receiver.limit:
+            # The receiver's own limit first: a lane waiting for its receiver must not hold
+            # one of the slots every receiver shares (that stalled the fast receivers).
+            async with receiver.limit, self._overall:
                 error = await self._post(hook, delivery)
             delivery.attempts += 1
             delivery.updated = self.clock()

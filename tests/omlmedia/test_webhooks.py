@@ -137,7 +137,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     await w.close()
 
 
-async def until(check: Callable[[], bool], within: float = 10.0) -> None:
+async def until(check: Callable[[], bool], within: float = 20.0) -> None:
     """Wait for `check` to hold (polled; fails after `within` seconds)."""
     deadline = time.monotonic() + within
     while not check():
