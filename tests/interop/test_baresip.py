@@ -7,6 +7,9 @@ from pathlib import Path
 from tests.interop.baresip import dial, dominant_frequency
 from tests.interop.harness import RunningServer
 
+SHARED_SERVER = True
+"""These tests share the session's server (tests/interop/conftest.py)."""
+
 
 def test_tls_call_to_echo_hears_its_own_tone(server: RunningServer, tmp_path: Path) -> None:
     run = dial(

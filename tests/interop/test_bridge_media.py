@@ -17,6 +17,9 @@ import pytest
 from tests.interop.baresip import answerer, dial, dominant_frequency
 from tests.interop.harness import SCENARIOS, RunningServer, run_sipp
 
+SHARED_SERVER = True
+"""These tests share the session's server (tests/interop/conftest.py)."""
+
 
 def wait_listening(port: int, timeout: float = 10.0) -> None:
     """Wait until something holds UDP `port` on 127.0.0.1 (baresip has started)."""

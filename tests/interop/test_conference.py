@@ -19,6 +19,9 @@ from tests.interop.harness import RunningServer
 
 pytestmark = pytest.mark.interop
 
+SHARED_SERVER = True
+"""These tests share the session's server (tests/interop/conftest.py)."""
+
 TONES = (440.0, 690.0, 1230.0)
 CODECS = ("PCMU", "PCMA", "opus")
 

@@ -11,6 +11,9 @@ import numpy as np
 from tests.interop.baresip import dial, dominant_frequency
 from tests.interop.harness import SCENARIOS, RunningServer, free_port, run_sipp
 
+SHARED_SERVER = True
+"""These tests share the session's server (tests/interop/conftest.py)."""
+
 
 def test_moh_plays_music_to_a_baresip_caller(server: RunningServer, tmp_path: Path) -> None:
     run = dial(tmp_path, f"sip:moh@127.0.0.1:{server.sip_port}", 4)

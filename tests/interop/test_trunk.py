@@ -13,6 +13,9 @@ from tests.interop.harness import (
     sipp_caller,
 )
 
+SHARED_SERVER = True
+"""These tests share the session's server (tests/interop/conftest.py)."""
+
 
 def test_call_to_9_number_is_bridged_to_the_pbx_and_rtp_is_relayed(
     server: RunningServer, tmp_path: Path
