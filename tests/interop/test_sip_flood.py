@@ -1,9 +1,10 @@
 """Floods against a running `omlmedia serve`: one loud source, and many quiet spoofed-looking ones.
 
 The test configuration (benchmarks/harness.py) trusts the PBX at 127.0.0.1 and limits every other
-source to 50 requests per second, banning it for 5 s beyond. The loud source sends 2,000 INVITEs
-per second for 4 s from 127.0.0.30: it must be banned (no answer at all) within 2 s of its first
-packet, while sipp, as the PBX, keeps placing calls through the flood with at least 99 % success.
+source to 50 requests per second, banning it beyond (for 30 s in this module, longer than the
+flood). The loud source sends 2,000 INVITEs per second for 10 s (as issue 12 asks) from
+127.0.0.30: it must be banned (no answer at all) within 2 s of its first packet, and stay banned,
+while sipp, as the PBX, keeps placing calls through the flood with at least 99 % success.
 
 The quiet sources are 10,000 distinct loopback addresses (127.16.0.1 upwards: a socket bound to
 each, as a spoofing attacker's rotating sources look to the server), each sending one INVITE,
@@ -20,16 +21,19 @@ import concurrent.futures
 import ipaddress
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from benchmarks import harness
 from tests.interop.harness import RunningServer, require_tool
 from tests.interop.test_hostile_sip import probe_udp, rss_kib
 
 FLOOD_RATE = 2000
-FLOOD_SECONDS = 4.0
+FLOOD_SECONDS = 10.0
 BAN_WITHIN = 2.0
-PBX_CALLS = 250
+PBX_CALLS = 500
 SPOOFED_SOURCES = 10_000
 SPOOFED_BURST = 50
 SPOOFED_RSS_BOUND_KIB = 32 * 1024
@@ -37,6 +41,8 @@ SPOOFED_RSS_BOUND_KIB = 32 * 1024
 limiter and one in the digest failure counter (each table capped at 65,536 sources), the
 allocator's slack. Measured here: a few MB."""
 TRANSACTION_CAP = 8192
+BAN_TIME = 30.0
+"""The module's ban, longer than the flood (the test configuration's 5 s would end in it)."""
 SDP = (
     "v=0\r\no=- 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
     "m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
@@ -58,8 +64,26 @@ def invite(host: str, port: int, tag: str, extra: str = "") -> bytes:
     ).encode()
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The test configuration with a ban that outlasts the flood."""
+
+    def edit(text: str) -> str:
+        assert text.count("ban_time = 5.0\n") == 1
+        return text.replace("ban_time = 5.0\n", f"ban_time = {BAN_TIME}\n")
+
+    try:
+        running = harness.start_server(tmp_path_factory.mktemp("omlmedia"), edit_config=edit)
+    except harness.ServerStartError as exc:
+        pytest.fail(str(exc))
+    yield running
+    assert running.stop() == 0, "server did not stop cleanly:\n" + running.log()[-4000:]
+    assert "Traceback" not in running.log(), running.log()[-6000:]
+
+
 def pbx_calls(server: RunningServer, workdir: Path) -> harness.SippResult:
-    """sipp as the PBX (127.0.0.1, trusted): PBX_CALLS calls to echo, 50 per second."""
+    """sipp as the PBX (127.0.0.1, trusted): PBX_CALLS calls to echo, 50 per second (as long
+    as the flood lasts)."""
     return harness.run_sipp(
         [
             "-sn",
