@@ -14,7 +14,7 @@ ready. The queue log rows go to the store, the live state to the snapshot. SIP a
 out on purpose: the figures are the wallboard's own.
 
 The latency probe is one more agent, ``a000`` (first by name, so its row is on screen), paused
-five times a second with a reason that carries the server's wall clock in milliseconds. Each page
+twice a second with a reason that carries the server's wall clock in milliseconds. Each page
 watches that agent's "Reason" cell with a `MutationObserver`: the page writes the cell in the
 animation frame that shows the event, and the observer takes the time right after that write
 (the paint follows in the same frame). The latency is that time minus the publishing time (same
@@ -57,6 +57,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -76,7 +77,7 @@ from benchmarks.procstat import GENERATOR_CORE, SERVER_CORE, cpu_seconds, pinned
 PASSWORD = "wallboard-bench-1"
 QUEUE_SIZE = 100
 TICK = 0.02
-MARKER_EVERY = 0.2
+MARKER_EVERY = 0.5
 UI = Path(__file__).resolve().parents[1] / "ui"
 
 
@@ -319,9 +320,27 @@ WATCH = """() => {
 }"""
 
 
-def chromium_cpu_seconds() -> float:
+TIMINGS = """() => {
+    const entry = (part) => performance.getEntriesByType('resource')
+        .filter((e) => e.name.includes(part));
+    const snap = entry('/api/v1/wallboard').at(-1);
+    const streams = entry('/api/v1/events');
+    return {
+        snapshot_ms: snap ? Math.round(snap.responseEnd - snap.startTime) : null,
+        snapshot_wait_ms: snap ? Math.round(snap.responseStart - snap.requestStart) : null,
+        snapshot_bytes: snap ? snap.encodedBodySize : null,
+        streams: streams.length,
+        first_stream_headers_ms: streams.length
+            ? Math.round(streams[0].responseStart - snap.responseEnd) : null,
+        state: document.getElementById('stream-state').value,
+    };
+}"""
+
+
+def chromium_cpu_seconds() -> dict[str, float]:
     """CPU time of every Chromium process this benchmark started (descendants of this
-    process): what the pages cost the machine, whatever else it runs."""
+    process) by process type (``renderer``, ``gpu-process``, ``utility``, ``browser``): what
+    the pages cost the machine, whatever else it runs."""
     parents: dict[int, int] = {}
     names: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
@@ -334,14 +353,19 @@ def chromium_cpu_seconds() -> float:
         name, rest = stat.split("(", 1)[1].rsplit(")", 1)
         parents[int(entry.name)] = int(rest.split()[1])
         names[int(entry.name)] = name
-    me, total = os.getpid(), 0.0
+    me = os.getpid()
+    total: dict[str, float] = {}
     for pid, name in names.items():
         ancestor = parents.get(pid, 0)
         while ancestor not in (0, 1, me):
             ancestor = parents.get(ancestor, 0)
         if ancestor == me and name.startswith("chrom"):
             try:
-                total += cpu_seconds(pid)
+                # Chromium rewrites its children's command lines (spaces, not NULs).
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+                found = re.search(rb"--type=([\w-]+)", command)
+                kind = found[1].decode() if found else "browser"
+                total[kind] = total.get(kind, 0.0) + cpu_seconds(pid)
             except OSError:
                 pass
     return total
@@ -377,17 +401,30 @@ async def _measure(args: argparse.Namespace, port: int, pid: int) -> dict[str, A
         )
         try:
             pages = []
+            timings: list[dict[str, Any]] = []
+            opening: list[dict[str, float]] = []
             for _ in range(args.pages):
                 # A context each: each page is a visible window, as on a wallboard screen (a
                 # background tab gets no animation frames).
+                opened = time.monotonic()
                 context = await browser.new_context(ignore_https_errors=True)
                 page = await context.new_page()
-                await page.goto(base)
+                await page.goto(base, timeout=120000)
+                loaded = time.monotonic()
                 await page.get_by_label("Username").fill("sue")
                 await page.get_by_label("Password").fill(PASSWORD)
                 await page.get_by_role("button", name="Log in", exact=True).click()
-                await page.locator('#agent-rows tr[data-agent="a000"]').wait_for(timeout=60000)
+                await page.locator('#agent-rows tr[data-agent="a000"]').wait_for(timeout=120000)
+                shown = time.monotonic()
                 pages.append(page)
+                opening.append(
+                    {
+                        "page_load_s": round(loaded - opened, 2),
+                        "login_to_board_s": round(shown - loaded, 2),
+                    }
+                )
+                if os.environ.get("WALLBOARD_DEBUG"):
+                    print(f"page {len(pages)}: {opening[-1]}", file=sys.stderr, flush=True)
             states = []
             for page in pages:
                 try:
@@ -403,11 +440,18 @@ async def _measure(args: argparse.Namespace, port: int, pid: int) -> dict[str, A
                         await page.evaluate("document.getElementById('stream-state').value")
                     )
                 await page.evaluate(WATCH)
+            for index, page in enumerate(pages):
+                timings.append(await page.evaluate(TIMINGS))
+                if os.environ.get("WALLBOARD_DEBUG"):
+                    print(f"page {index}: {timings[-1]}", file=sys.stderr, flush=True)
             sessions = []
             for page in pages:
                 cdp = await page.context.new_cdp_session(page)
                 await cdp.send("Performance.enable")
                 sessions.append(cdp)
+            if os.environ.get("WALLBOARD_HIDE"):  # diagnosis: the stream and model alone
+                for page in pages:
+                    await page.get_by_role("button", name="Reports", exact=True).click()
             for page in pages:  # only the measured window counts
                 await page.evaluate("window.wallboardLatencies = []")
             busy_before = [await _main_thread(cdp) for cdp in sessions]
@@ -415,7 +459,14 @@ async def _measure(args: argparse.Namespace, port: int, pid: int) -> dict[str, A
             browser_before = chromium_cpu_seconds()
             await asyncio.sleep(args.seconds)
             watched = cpu_seconds(pid) - before
-            browser_cpu = chromium_cpu_seconds() - browser_before
+            browser_after = chromium_cpu_seconds()
+            browser_kinds = {
+                kind: round(
+                    100 * (seconds - browser_before.get(kind, 0.0)) / args.seconds / args.pages, 1
+                )
+                for kind, seconds in browser_after.items()
+            }
+            browser_cpu = sum(browser_after.values()) - sum(browser_before.values())
             busy = [
                 (await _main_thread(cdp))[key] - start[key]
                 for cdp, start in zip(sessions, busy_before, strict=True)
@@ -468,6 +519,8 @@ async def _measure(args: argparse.Namespace, port: int, pid: int) -> dict[str, A
             "style_layout_mean": round(100 * sum(layout) / len(layout) / args.seconds, 1),
         },
         "chromium_cpu_percent_per_page": round(100 * browser_cpu / args.seconds / args.pages, 1),
+        "chromium_cpu_percent_per_page_by_process": browser_kinds,
+        "opening": opening,
         "server_cpu_percent": {
             "without_pages": round(100 * alone / args.seconds, 1),
             "with_pages": round(100 * watched / args.seconds, 1),

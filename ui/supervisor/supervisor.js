@@ -3,7 +3,7 @@
 // It starts from GET /api/v1/wallboard (today's figures, exactly from the queue log, and the live
 // state) and subscribes to the event stream after the snapshot's last event id, so each later
 // event changes the board once. Events only change the model and mark rows dirty; one animation
-// frame (at most ten a second) writes what changed (text only where it differs), and a
+// frame (at most four a second) writes what changed (text only where it differs), and a
 // one-second tick moves the timers. The agent and call tables are windowed: they are real
 // tables whose body holds only the rows in view (a few more around them) between two spacer
 // rows, with aria-rowcount and aria-rowindex saying where each row is in the whole list, which
@@ -469,8 +469,10 @@ function sortedAgents() {
 // -- writing the DOM, once per frame ---------------------------------------------------------
 
 // At most one write every FRAME_GAP ms: at 50 events a second a frame per event would repaint
-// the board 60 times a second for changes no one can read that fast.
-const FRAME_GAP = 100;
+// the board 60 times a second for changes no one can read that fast. Painting is most of what a
+// page costs (benchmarks/wallboard.py: 100 ms frames cost a page's renderer 27 % of a core,
+// 250 ms ones 24 %; the delivery target is 1 s).
+const FRAME_GAP = 250;
 let lastFlush = 0;
 function schedule() {
   if (board.frame) return;
