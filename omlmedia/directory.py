@@ -46,7 +46,7 @@ from omlmedia.accounts import AccountBook, AccountRow
 from omlmedia.acd import AcdRuntime
 from omlmedia.audit import AuditEntry
 from omlmedia.authz import Identity, Role, Scopes
-from omlmedia.config import Campaign, Route, RouteAction
+from omlmedia.config import _CAMPAIGN_KEYS, _ROUTE_KEYS, Campaign, Route, RouteAction
 from omlmedia.events import NO_EVENTS, EventSink
 from omlmedia.problems import ApiError, FieldError
 from queueing.config import (
@@ -140,21 +140,7 @@ def queue_settings(config: QueueConfig) -> dict[str, Any]:
     }
 
 
-CAMPAIGN_KEYS = (
-    "queue",
-    "recording",
-    "url",
-    "dispositions",
-    "callback",
-    "trunk",
-    "recording_retention_days",
-    "callback_min_digits",
-    "callback_max_digits",
-    "callback_international",
-    "callback_one_per_number",
-    "callback_expiry",
-    "disposition_set",
-)
+CAMPAIGN_KEYS = tuple(key for key in _CAMPAIGN_KEYS if key != "name")
 """What a campaign's settings are (its ``[[campaigns]]`` table but its name)."""
 
 
@@ -330,7 +316,7 @@ def export_config(
     return "\n".join(header) + "\n\n" + dumps_toml(data)
 
 
-ROUTE_KEYS = ("user", "pattern", "target", "strip", "prefix")
+ROUTE_KEYS = _ROUTE_KEYS
 """What a route's settings are (its ``[[routes]]`` table)."""
 
 
