@@ -399,51 +399,45 @@ def _path(name: str, description: str) -> Schema:
     }
 
 
-_TIME = {"type": "number", "minimum": 0}
+def _between(kind: str, low: float, high: float | None = None) -> Schema:
+    """A number (`kind` ``number`` or ``integer``) from `low` to `high` (no upper bound: None)."""
+    schema: Schema = {"type": kind, "minimum": low}
+    if high is not None:
+        schema["maximum"] = high
+    return schema
+
+
+def _optional(name: str, schema: Schema, description: str) -> Schema:
+    """A query parameter that may be sent empty (its default then)."""
+    return _query(name, schema, description, empty=True)
+
+
+_TIME = _between("number", 0)
 _SPAN = (
-    _query("since", _TIME, "Unix time (seconds), included.", empty=True),
-    _query("until", _TIME, "Unix time (seconds), excluded; not before since.", empty=True),
+    _optional("since", _TIME, "Unix time (seconds), included."),
+    _optional("until", _TIME, "Unix time (seconds), excluded; not before since."),
 )
 _PAGING = (
-    _query(
-        "offset",
-        {"type": "integer", "minimum": 0, "maximum": 2**31},
-        "First item (default 0).",
-        empty=True,
-    ),
-    _query(
-        "limit",
-        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
-        "Items per page (default 100).",
-        empty=True,
-    ),
+    _optional("offset", _between("integer", 0, 2**31), "First item (default 0)."),
+    _optional("limit", _between("integer", 1, MAX_PAGE), "Items per page (default 100)."),
 )
 _QUEUE_FILTER = _query("queue", _STRING, "Only this queue (must be in the token's scope).")
 _AGENT_FILTER = _query("agent", _STRING, "Only this agent.")
 _CAMPAIGN_FILTER = _query("campaign", _STRING, "Only this campaign (must be in the token's scope).")
 _REPORT_SPAN = (
-    _query(
+    _optional(
         "day",
         {"type": "string", "format": "date"},
         "The site's day (YYYY-MM-DD, in [site] timezone); without day nor since/until: today.",
-        empty=True,
     ),
-    _query(
-        "days",
-        {"type": "integer", "minimum": 1, "maximum": 92},
-        "Days from day (default 1).",
-        empty=True,
-    ),
-    _query("since", _TIME, "Unix time (seconds), included; with until.", empty=True),
-    _query(
-        "until", _TIME, "Unix time (seconds), excluded; after since, at most 92 days.", empty=True
-    ),
+    _optional("days", _between("integer", 1, 92), "Days from day (default 1)."),
+    _optional("since", _TIME, "Unix time (seconds), included; with until."),
+    _optional("until", _TIME, "Unix time (seconds), excluded; after since, at most 92 days."),
 )
-_FORMAT = _query(
+_FORMAT = _optional(
     "format",
     {"type": "string", "enum": ["json", "csv"]},
     "json (default) or csv (the same cells; Accept: text/csv works too).",
-    empty=True,
 )
 _NO_RECORDS = "No queues are configured: there are no records."
 
@@ -508,8 +502,8 @@ _PASSWORD_BODY: Schema = {"type": "string", "minLength": 8, "maxLength": 1024}
 _LABEL_BODY: Schema = {"type": "string", "maxLength": 64}
 
 _NO_DIRECTORY = "Agents and queues are not kept by this server, or an unknown name."
-_SECONDS: Schema = {"type": "number", "minimum": 0, "maximum": 604800}
-_COUNT: Schema = {"type": "integer", "minimum": 0, "maximum": 1000000}
+_SECONDS: Schema = _between("number", 0, 604800)
+_COUNT: Schema = _between("integer", 0, 1000000)
 
 
 def _names_or(table: Schema) -> Schema:
@@ -531,9 +525,9 @@ _CAMPAIGN_SETTINGS: dict[str, Schema] = {
     "dispositions": _array(_STRING),
     "callback": _BOOLEAN,
     "trunk": _STRING,
-    "recording_retention_days": {"type": "integer", "minimum": 0, "maximum": 36500},
-    "callback_min_digits": {"type": "integer", "minimum": 1, "maximum": 20},
-    "callback_max_digits": {"type": "integer", "minimum": 1, "maximum": 20},
+    "recording_retention_days": _between("integer", 0, 36500),
+    "callback_min_digits": _between("integer", 1, 20),
+    "callback_max_digits": _between("integer", 1, 20),
     "callback_international": _BOOLEAN,
     "callback_one_per_number": _BOOLEAN,
     "callback_expiry": {"type": "number", "exclusiveMinimum": 0, "maximum": 604800},
@@ -572,14 +566,14 @@ _QUEUE_SETTINGS: dict[str, Schema] = {
     "music_on_hold": _STRING,
     "announce_frequency": _SECONDS,
     "service_level": _SECONDS,
-    "max_penalty": {"type": "integer", "minimum": -1, "maximum": 1000000},
+    "max_penalty": _between("integer", -1, 1000000),
     "escalation": _array(
         _closed({"after": _SECONDS, "max_penalty": _COUNT}, ["after", "max_penalty"])
     ),
 }
 _ROUTE_SETTINGS: dict[str, Schema] = {
     **_strings("user pattern target"),
-    "strip": {"type": "integer", "minimum": 0, "maximum": 64},
+    "strip": _between("integer", 0, 64),
     "prefix": _STRING,
 }
 """A route's settings (a ``[[routes]]`` table)."""
@@ -780,17 +774,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/api/v1/reports/agents"): _report(_QUEUE_FILTER, _AGENT_FILTER),
     ("GET", "/api/v1/reports/queues"): _report(
-        _query(
+        _optional(
             "interval",
             {"type": "string", "enum": ["15", "30", "60", "day"]},
             "Minutes of the site's clock, or its day (default 60).",
-            empty=True,
         ),
-        _query(
+        _optional(
             "by",
             {"type": "string", "enum": ["queue", "campaign"]},
             "A row per queue (default) or per campaign.",
-            empty=True,
         ),
         _QUEUE_FILTER,
         _CAMPAIGN_FILTER,
@@ -805,24 +797,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             _AGENT_FILTER,
             _query("caller", _STRING, "A part of the caller's number."),
             _query("disposition", _STRING, "Only this disposition."),
-            _query(
-                "min_duration",
-                {"type": "number", "minimum": 0, "maximum": 1e9},
-                "At least these talk seconds.",
-                empty=True,
-            ),
-            _query(
-                "max_duration",
-                {"type": "number", "minimum": 0, "maximum": 1e9},
-                "At most these talk seconds.",
-                empty=True,
-            ),
-            _query(
-                "min_mos",
-                {"type": "number", "minimum": 1, "maximum": 5},
-                "Every scored leg at least this MOS.",
-                empty=True,
-            ),
+            _optional("min_duration", _between("number", 0, 1e9), "At least these talk seconds."),
+            _optional("max_duration", _between("number", 0, 1e9), "At most these talk seconds."),
+            _optional("min_mos", _between("number", 1, 5), "Every scored leg at least this MOS."),
             *_PAGING,
         ),
         responses={200: _page_of("recordings", "Recording")},
@@ -831,11 +808,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/v1/recordings/{id}/audio"): Operation(
         parameters=(
             _path("id", "The call."),
-            _query(
+            _optional(
                 "download",
                 {"type": "string", "enum": ["0", "1", "true", "false"]},
                 "1: as a file to save (Content-Disposition: attachment); not with a ticket.",
-                empty=True,
             ),
             _query(
                 "ticket",
@@ -1051,11 +1027,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/v1/webhooks/{id}/deliveries"): Operation(
         parameters=(
             _HOOK_ID,
-            _query(
+            _optional(
                 "status",
                 {"type": "string", "enum": ["pending", "dead"]},
                 "Only deliveries in this state.",
-                empty=True,
             ),
             *_PAGING,
         ),
@@ -1103,11 +1078,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/api/v1/events"): Operation(
         parameters=(
-            _query(
-                "since_id",
-                {"type": "integer", "minimum": 0},
-                "Resume after this event id (or Last-Event-ID).",
-                empty=True,
+            _optional(
+                "since_id", _between("integer", 0), "Resume after this event id (or Last-Event-ID)."
             ),
             {
                 "name": "Last-Event-ID",
