@@ -538,10 +538,47 @@ def _sipp_calls(server: Any, workdir: Path, cps: int, seconds: float, name: str)
     }
 
 
+HOOK_REQUEST = re.compile(rb"POST /hook/(\d+) HTTP/1\.1\r\n(.*?)\r\n\r\n", re.S | re.I)
+HOOK_ID = re.compile(rb"^webhook-id: *(\S+)", re.M | re.I)
+CONTENT_LENGTH = re.compile(rb"^content-length: *(\d+)", re.M | re.I)
+EVENT_TIME = re.compile(rb'"time":([-+.e\d]+)')
+NO_CONTENT = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+
+
+class _HookProtocol(asyncio.Protocol):
+    """One receiver connection: HTTP/1.1 keep-alive POSTs, each answered 204 (a bare protocol
+    with regular expressions: aiohttp's server cost more per request than the worker sending
+    it, and the receivers share the generator's core)."""
+
+    def __init__(self, receivers: Receivers) -> None:
+        self.receivers = receivers
+        self.buffer = bytearray()
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # uvloop's TLS transport is no asyncio.Transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        answers = 0
+        while match := HOOK_REQUEST.match(self.buffer):
+            path, head = match[1].decode(), match[2]  # copies: the buffer is cut below
+            length = CONTENT_LENGTH.search(head)
+            end = match.end() + (int(length[1]) if length else 0)
+            if len(self.buffer) < end:
+                break
+            body = bytes(self.buffer[match.end() : end])
+            del self.buffer[:end]
+            ident = HOOK_ID.search(head)
+            self.receivers.arrived(path, ident[1].decode() if ident else "", body)
+            answers += 1
+        if answers and self.transport is not None:
+            self.transport.write(NO_CONTENT * answers)
+
+
 class Receivers:
-    """Webhook receivers: one local HTTPS aiohttp server, one path per subscription; the
-    latency of each delivery's first arrival (its ``webhook-id`` per path) from the event's
-    ``time``."""
+    """Webhook receivers: one local HTTPS server, one path per subscription; the latency of
+    each delivery's first arrival (its ``webhook-id`` per path) from the event's ``time``."""
 
     def __init__(self) -> None:
         self.port = 0
@@ -550,36 +587,31 @@ class Receivers:
         """Each first arrival's event time (the server's clock when published)."""
         self.seen: set[tuple[str, str]] = set()
         self.duplicates = 0
-        self.runner: Any = None
+        self.server: asyncio.Server | None = None
+
+    def arrived(self, path: str, ident: str, body: bytes) -> None:
+        key = (path, ident)
+        if key in self.seen:
+            self.duplicates += 1
+            return
+        self.seen.add(key)
+        found = EVENT_TIME.search(body)
+        sent = float(found[1]) if found else math.nan
+        self.latencies.append(time.time() - sent)
+        self.sent.append(sent)
 
     async def start(self, workdir: Path) -> None:
-        from aiohttp import web
-
         from sip.tls import ensure_self_signed, server_context
 
-        async def handle(request: web.Request) -> web.Response:
-            body = await request.read()
-            key = (request.match_info["n"], request.headers.get("webhook-id", ""))
-            if key in self.seen:
-                self.duplicates += 1
-            else:
-                self.seen.add(key)
-                sent = json.loads(body)["time"]
-                self.latencies.append(time.time() - sent)
-                self.sent.append(sent)
-            return web.Response(status=204)
-
-        app = web.Application()
-        app.router.add_post("/hook/{n}", handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
         cert, key = workdir / "receiver.crt", workdir / "receiver.key"
         ensure_self_signed(cert, key, ["localhost"], ["127.0.0.1"])
         self.port = free_port()
-        site = web.TCPSite(
-            self.runner, "127.0.0.1", self.port, ssl_context=server_context(cert, key)
+        self.server = await asyncio.get_running_loop().create_server(
+            lambda: _HookProtocol(self),
+            "127.0.0.1",
+            self.port,
+            ssl=server_context(cert, key),
         )
-        await site.start()
 
     def reset(self) -> None:
         self.latencies, self.sent, self.seen, self.duplicates = [], [], set(), 0
@@ -591,8 +623,9 @@ class Receivers:
         ]
 
     async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
 
 
 OUTBOX_DEPTH = re.compile(rb"^omlmedia_webhook_outbox_depth (\S+)$", re.M)
