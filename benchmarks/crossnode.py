@@ -89,6 +89,14 @@ def throwaway_redis() -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def sip_port() -> int:
+    """A free port for a node's SIP, outside the RTP port blocks the harness hands out."""
+    while True:
+        port = harness.free_port()
+        if not 40000 <= port < 61000:
+            return port
+
+
 def start_nodes(
     workdir: Path, names: list[str], calls: int, redis_url: str
 ) -> dict[str, RunningServer]:
@@ -96,7 +104,7 @@ def start_nodes(
     secret = workdir / "cluster.secret"
     workdir.mkdir(parents=True, exist_ok=True)
     secret.write_bytes(SECRET)
-    ports = {"a": harness.free_port(), "b": harness.free_port()}
+    ports = {"a": sip_port(), "b": sip_port()}
     nodes_toml = "".join(f'[cluster.nodes.{n}]\nsip = "127.0.0.1:{p}"\n' for n, p in ports.items())
     started: dict[str, RunningServer] = {}
 
@@ -230,7 +238,10 @@ def run_scenario(
     from benchmarks.webrtc_load import generator_main
 
     names = ["b"] if scenario == "local" else ["a", "b"]
-    nodes = start_nodes(workdir, names, args.calls, redis_url)
+    try:
+        nodes = start_nodes(workdir, names, args.calls, redis_url)
+    except harness.ServerStartError as exc:
+        return {"scenario": scenario, "error": str(exc)[-800:]}
     idle = {name: Window(server.pid) for name, server in nodes.items()}
     for window in idle.values():
         window.start()
@@ -240,7 +251,10 @@ def run_scenario(
     sniffer = None
     if scenario == "cross" and args.hop:
         a_low, b_low = nodes["a"].ports["rtp_low"], nodes["b"].ports["rtp_low"]
-        sniffer = HopSniffer(range(a_low, a_low + 999), range(b_low, b_low + 999))
+        try:
+            sniffer = HopSniffer(range(a_low, a_low + 999), range(b_low, b_low + 999))
+        except PermissionError:
+            print("no packet socket (needs CAP_NET_RAW): the hop's own time is not measured")
     caller_node = nodes["a"] if scenario == "cross" else nodes["b"]
     spec = {
         "calls": args.calls,

@@ -6,7 +6,8 @@ Real peers: two `omlmedia serve` nodes on loopback sharing a throwaway Redis, a 
 microphone) logged in on node b. The agent hears the caller and the caller hears the agent (the
 tones, measured on the audio); a decline reaches the caller as 486; a hang-up on either side
 ends both nodes' calls; an INVITE to node b without a valid signature gets 403, even from
-loopback; hold and resume on node b work as for a local call. The signing, the gate and the configuration are tested without sockets first.
+loopback; hold and resume on node b work as for a local call. The signing, the gate and the
+configuration are tested without sockets first.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from benchmarks import harness
+from benchmarks.crossnode import sip_port
 from benchmarks.harness import DEMO_PASSWORD
 from omlmedia.cluster import AgentLocator
 from omlmedia.config import ConfigError, load_config
@@ -254,7 +256,7 @@ async def both_clean(nodes: list[harness.RunningServer], what: str) -> None:
 def nodes(shared: redis.Redis, tmp_path: Path) -> Iterator[list[harness.RunningServer]]:
     secret = tmp_path / "cluster.secret"
     secret.write_bytes(SECRET)
-    ports = {"a": harness.free_port(), "b": harness.free_port()}
+    ports = {"a": sip_port(), "b": sip_port()}
     started: list[harness.RunningServer] = []
     try:
         for name in ("a", "b"):
