@@ -235,3 +235,26 @@ def test_check_config_names_the_key_of_a_bad_set_and_of_an_unknown_set(tmp_path:
     text = str(caught.value)
     assert "campaigns[0].disposition_set: unknown disposition set" in text, text
     assert "disposition_sets.empty.dispositions: must list at least one" in text, text
+
+
+async def test_another_nodes_change_of_a_set_reaches_this_nodes_campaigns_on_reload(
+    tmp_path: Path,
+) -> None:
+    _, config = write_config(tmp_path, with_set)
+    book, here = start(config)
+    here.seed(config.webrtc.agents, {}, (), config.disposition_sets)
+    running = here.campaigns_now()
+    here.campaign_tables.append(running)
+    told: list[tuple[str, tuple[str, ...]]] = []
+    here.disposition_listeners.append(lambda c, d: told.append((c, d)))
+    other_book = AccountBook(config.server.data_dir / "omlmedia.db")
+    there = Directory(other_book)  # another node on the same database
+    await there.update_disposition_set(BOSS, "outcomes", {"dispositions": ["won"]})
+    name = config.campaigns[0].name
+    assert running[name].dispositions == ("sold", "no sale")  # not told yet
+    await here.reload()
+    assert running[name].dispositions == ("won",)
+    assert told == [(name, ("won",))]
+    assert [r.settings["dispositions"] for r in here.disposition_set_rows()] == [["won"]]
+    other_book.close()
+    book.close()
