@@ -207,3 +207,75 @@ def test_the_wallboard_api_names_the_field_of_a_bad_request(server: RunningServe
     assert status == 400 and body["errors"][0]["field"] == "campaign", body
     status, body = call(server, "GET", "/wallboard?campaign=support")
     assert status == 200 and [q["queue"] for q in body["queues"]] == ["support"], body
+
+
+async def test_the_agent_table_renders_only_the_rows_in_view_and_keeps_the_whole_list(
+    tmp_path: Path,
+) -> None:
+    """60 more agents: the agent table's body holds a screenful of rows, not all of them; it
+    says how many there are (aria-rowcount, the count beside its title); End and Home move the
+    keyboard focus to the last and first agent of the whole sorted list, rendering them; a
+    filter counts over the whole model."""
+    from playwright.async_api import expect
+
+    from tests.interop.harness import start_server
+    from tests.interop.pages import stopped
+
+    server = start_server(tmp_path / "server")
+    try:
+        names = [f"w{i:03d}" for i in range(60)]
+        for name in names:
+            status, body = call(
+                server,
+                "POST",
+                "/agents",
+                {"name": name, "password": "window-agent-1", "queues": ["support"]},
+            )
+            assert status == 201, body
+        make_account(server, "sue", "supervisor", SUPERVISOR_PASSWORD)
+        status, board_api = call(server, "GET", "/wallboard")
+        assert status == 200, board_api
+        everyone = sorted(a["agent"] for a in board_api["agents"])
+        total = len(everyone)
+        assert total >= 60
+        async with chromium(tmp_path / "browser", 440.0) as browser:
+            page = await browser.new_page()
+            await page.goto(f"https://127.0.0.1:{server.http_port}/supervisor/")
+            await log_in(page, "sue", SUPERVISOR_PASSWORD)
+            table = page.locator("#agent-table")
+            await expect(table).to_have_attribute("aria-rowcount", str(total + 1), timeout=10000)
+            await expect(page.locator("#agent-count")).to_have_text(f"{total} agents")
+            rows = page.locator("#agent-rows tr")
+            await expect(rows.first).to_have_attribute("aria-rowindex", "2")
+            rendered = await rows.count()
+            assert 0 < rendered <= 40 < total, rendered  # a screenful and a margin, not all
+            # End: the last agent of the whole list, by name, gets the focus and is on screen.
+            first = page.get_by_role("button", name=f"Agent {everyone[0]}", exact=True)
+            await first.focus()
+            await page.keyboard.press("End")
+            last = page.get_by_role("button", name=f"Agent {everyone[-1]}", exact=True)
+            await expect(last).to_be_focused()
+            await expect(last).to_be_in_viewport()
+            last_row = page.locator(f'#agent-rows tr[data-agent="{everyone[-1]}"]')
+            await expect(last_row).to_have_attribute("aria-rowindex", str(total + 1))
+            assert await page.locator(f'#agent-rows tr[data-agent="{everyone[0]}"]').count() == 0
+            await expect(last_row.locator("td").nth(1)).not_to_be_empty()  # written on arrival
+            await page.keyboard.press("ArrowUp")
+            await expect(
+                page.get_by_role("button", name=f"Agent {everyone[-2]}", exact=True)
+            ).to_be_focused()
+            await page.keyboard.press("Home")
+            await expect(first).to_be_focused()
+            # Sorting works over the whole list: by name descending is not offered, but by
+            # calls handled (all 0) falls back to names, so the order stays the whole list's.
+            await page.get_by_label("Sort agents by").select_option("calls")
+            await expect(rows.first).to_have_attribute("data-agent", everyone[0])
+            # A filter counts over the model: queue sales has none of the w agents.
+            sales = sum(1 for a in board_api["agents"] if "sales" in a["queues"])
+            await page.get_by_label("Show").select_option("queue:sales")
+            await expect(table).to_have_attribute("aria-rowcount", str(sales + 1))
+            await expect(page.locator("#agent-count")).to_have_text(
+                f"{sales} agent{'' if sales == 1 else 's'}"
+            )
+    finally:
+        stopped(server)
