@@ -38,6 +38,7 @@ _INTERNAL = tuple(
 )
 """RFC 1918, RFC 6598 (carrier-grade NAT) and RFC 4193 (unique local) space."""
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_KNOWN_MAX = 4096
 
 
 def _address(text: str) -> IPAddress | None:
@@ -86,10 +87,24 @@ class MediaAddressPolicy:
         """A listen or advertised address is global: internal addresses are refused."""
         self.own = frozenset(ip for ip in ours if not ip.is_unspecified)
         """The server's own addresses (a wildcard names none)."""
+        self._known: dict[str, str | None] = {}
+        """Answers by address text: peers name the same few addresses call after call, and
+        parsing one costs tens of microseconds (bounded: cleared when full)."""
 
     def refusal(self, address: str) -> str | None:
         """Why media may not be sent to `address` (``loopback``, ``own-host``, ``link-local``,
         ``multicast``, ``reserved``, ``internal``), None when it may."""
+        known = self._known
+        try:
+            return known[address]
+        except KeyError:
+            pass
+        if len(known) >= _KNOWN_MAX:
+            known.clear()
+        why = known[address] = self._refusal(address)
+        return why
+
+    def _refusal(self, address: str) -> str | None:
         ip = _address(address)
         if ip is None:
             name = address.rstrip(".").lower()

@@ -80,6 +80,14 @@ INTERNAL_TRUNK = "node:"
 """Seconds in the ``Retry-After`` of the 486 to a call beyond its user's or source's cap."""
 
 
+def _parsed(body: bytes) -> SessionDescription | None:
+    """`body` as an SDP, None when it does not parse (its owner answers that in its own words)."""
+    try:
+        return SessionDescription.parse(body)
+    except (SDPError, ValueError):
+        return None
+
+
 class RouteTable:
     """The configured routes, looked up by Request-URI user: those created through the API
     (`omlmedia.directory.Directory.routes_now`) first, then the file's."""
@@ -367,17 +375,22 @@ class CallRouter:
         (``media-address-<why>``). An SDP that does not parse is left to the call's owner."""
         if not body:
             return None
-        try:
-            sdp = SessionDescription.parse(body)
-        except (SDPError, ValueError):
-            return None
         transport = call.source.transport
         source = str(call.source)
-        if any(media.crypto for media in sdp.media):
-            trunk = self.config.trunk(call.trunk) if call.trunk is not None else None
-            if trunk is not None and not sdes_allowed(trunk, transport):
-                return "sdes-without-tls", {"trunk": trunk.name, "source": source}
-        if call.trunk is not None or self._trusted_network(call.source.host):
+        if call.trunk is not None:
+            # Believed for its media addresses; only SDES keys over a plain transport matter,
+            # and only an SDP with a crypto attribute is worth parsing (most calls have none).
+            trunk = self.config.trunk(call.trunk)
+            if trunk is None or sdes_allowed(trunk, transport) or b"a=crypto" not in body:
+                return None
+            sdp = _parsed(body)
+            if sdp is None or not any(media.crypto for media in sdp.media):
+                return None
+            return "sdes-without-tls", {"trunk": trunk.name, "source": source}
+        if self._trusted_network(call.source.host):
+            return None
+        sdp = _parsed(body)
+        if sdp is None:
             return None
         found = self.media_policy.check(sdp)
         if found is None:
