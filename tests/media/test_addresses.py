@@ -116,3 +116,13 @@ def test_every_address_of_an_sdp_is_checked_stream_rtcp_and_candidates() -> None
     )
     assert LOOPBACK.check(offer("127.0.0.1")) is None
     assert PRIVATE.check(offer("0.0.0.0")) is None
+
+
+def test_answers_are_remembered_per_address_and_the_memory_stays_bounded() -> None:
+    policy = MediaAddressPolicy(["8.8.4.4"])
+    for n in range(10_000):
+        address = f"10.{n >> 8 & 255}.{n & 255}.1"
+        assert policy.refusal(address) == "internal"
+        assert len(policy._known) <= 4096
+    assert policy.refusal("127.0.0.1") == "loopback"
+    assert policy.refusal("127.0.0.1") == "loopback"  # from memory, the same answer
