@@ -210,18 +210,35 @@ class NetnsGenerator(Generator):
         _, self.opus_frames, self.opus_bytes = self.conn.recv()
 
 
+@dataclass
+class Topology:
+    """The three hosts, and the threads that do the server host's receive work (NAPI mode)."""
+
+    hosts: netns.Hosts
+    receive_pids: tuple[int, ...] = ()
+
+
 @contextmanager
-def netns_topology(tag: str) -> Iterator[netns.Hosts]:
+def netns_topology(tag: str, receive: str = "rps", nice: int = 0) -> Iterator[Topology]:
     """The three hosts, the server host's receive work on the server's core and the far ends'
     on the generator's core; this thread inside the server host for the block (the servers it
-    starts, their SIP peers and API clients live there too)."""
+    starts, their SIP peers and API clients live there too). `receive`: ``rps``, receive packet
+    steering (the core's softirq, as a network card's interrupt; one inter-processor interrupt
+    per packet); ``napi``, each veth end received by a NAPI thread of its own, pinned (at
+    `nice`): its CPU is exactly the receive work, but the veth ring holds 256 packets, so a
+    thread that waits for a busy core drops packets a network card's softirq would not."""
     with netns.three_hosts(tag) as hosts:
+        pids: list[int] = []
         for side, (server_end, far_end) in hosts.links().items():
-            netns.steer_receive(hosts.server, server_end, SERVER_CORE)
-            netns.steer_receive(hosts.caller if side == "caller" else hosts.callee, far_end,
-                                GENERATOR_CORE)  # fmt: skip
+            far_host = hosts.caller if side == "caller" else hosts.callee
+            if receive == "napi":
+                pids.append(netns.threaded_napi(hosts.server, server_end, SERVER_CORE, nice))
+                netns.threaded_napi(far_host, far_end, GENERATOR_CORE, nice)
+            else:
+                netns.steer_receive(hosts.server, server_end, SERVER_CORE)
+                netns.steer_receive(far_host, far_end, GENERATOR_CORE)
         with netns.enter(hosts.server):
-            yield hosts
+            yield Topology(hosts, tuple(pids))
 
 
 # -- what could lose packets ----------------------------------------------------------------------
@@ -327,14 +344,21 @@ def row(
         step.generator.get("generator_cpu_fraction", 0.0)
         - base.generator.get("generator_cpu_fraction", 0.0)
     )
-    softirq = max(0.0, step.softirq_s[0] - idle_softirq) if topology == "netns" else 0.0
-    relay = max(0.0, step.cpu_seconds + (softirq if topology == "netns" else extra))
+    if topology == "napi":
+        softirq = step.receive_cpu_s
+    elif topology == "rps":
+        softirq = max(0.0, step.softirq_s[0] - idle_softirq)
+    else:
+        softirq = 0.0
+    relay = max(0.0, step.cpu_seconds + (extra if topology == "loopback" else softirq))
     latency = step.latency_us or {}
     offered = step.sent / (100 * duration)  # calls' worth of packets the generator sent
     call_seconds = offered * duration
     forwarding = (
-        1e6 * max(0.0, base.softirq_s[0] - idle_softirq) / base.packets
-        if topology == "netns" and base.packets
+        1e6
+        * (base.receive_cpu_s if topology == "napi" else max(0.0, base.softirq_s[0] - idle_softirq))
+        / base.packets
+        if topology != "loopback" and base.packets
         else math.nan
     )
     return Row(
@@ -368,8 +392,8 @@ def row(
 
 def print_row(r: Row, topology: str) -> None:
     added = (
-        f"softirq {r.softirq_s:6.3f} s"
-        if topology == "netns"
+        f"receive {r.softirq_s:6.3f} s"
+        if topology != "loopback"
         else f"generator's extra {r.generator_extra_cpu_s:6.3f} s"
     )
     drops = r.drops
@@ -383,7 +407,7 @@ def print_row(r: Row, topology: str) -> None:
         f"{fmt(r.cpu_us_per_packet, '.2f')} us/pkt"
         + (
             f" (forwarding alone {fmt(r.forwarding_us_per_packet, '.2f')} us/pkt)"
-            if topology == "netns"
+            if topology != "loopback"
             else ""
         )
         + f"  offered {fmt(r.offered_pct, '.0f')} % of N  "
@@ -412,18 +436,20 @@ async def ramp(
     args: argparse.Namespace,
     addresses: Addresses,
     hosts: netns.Hosts | None,
+    mode: str,
+    receive_pids: tuple[int, ...],
 ) -> list[Row]:
     """`target` over the ramp, stopping after the first N with loss or failures."""
     rows: list[Row] = []
     for n in calls:
         if n not in baselines:
-            baselines[n] = await measure(gen, None, "passthrough", n, args, addresses)
+            baselines[n] = await measure(gen, None, "passthrough", n, args, addresses, receive_pids)
             media_relay.print_step(baselines[n])
         base = baselines[n]
-        background = await idle_softirq(args.duration) if args.topology == "netns" else 0.0
+        background = await idle_softirq(args.duration) if mode == "rps" else 0.0
         before = _kernel_packets(target)
         drops = Drops.read(hosts)
-        step = await measure(gen, target, "passthrough", n, args, addresses)
+        step = await measure(gen, target, "passthrough", n, args, addresses, receive_pids)
         drops = Drops.read(hosts).since(drops)
         if step.ok:
             step.added_latency_us = {
@@ -434,12 +460,12 @@ async def ramp(
             base,
             args.duration,
             _kernel_packets(target) - before,
-            args.topology,
+            mode,
             background,
             drops,
         )
         rows.append(r)
-        print_row(r, args.topology)
+        print_row(r, mode)
         if not r.ok:
             break
     return rows
@@ -460,12 +486,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.skip_rtpengine:
         wanted = [t for t in wanted if t != "rtpengine"]
-    print(f"work dir {workdir}; topology {args.topology}", flush=True)
+    mode = args.receive if args.topology == "netns" else "loopback"
+    print(f"work dir {workdir}; topology {args.topology}, receive {mode}", flush=True)
     with ExitStack() as stack:
         hosts: netns.Hosts | None = None
+        receive_pids: tuple[int, ...] = ()
         addresses = LOOPBACK
         if args.topology == "netns":
-            hosts = stack.enter_context(netns_topology(f"okb{os.getpid() % 10000}"))
+            topology = stack.enter_context(
+                netns_topology(f"okb{os.getpid() % 10000}", args.receive, args.receive_nice)
+            )
+            hosts, receive_pids = topology.hosts, topology.receive_pids
             addresses = NETNS_ADDRESSES
             gen: Generator = NetnsGenerator(hosts, addresses)
         else:
@@ -488,7 +519,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"{target.name} (pid {target.pid}):", flush=True)
                 try:
                     results[target.name] = await ramp(
-                        gen, target, calls, baselines, args, addresses, hosts
+                        gen, target, calls, baselines, args, addresses, hosts, mode, receive_pids
                     )
                 finally:
                     await target.stop()
@@ -563,6 +594,18 @@ def main() -> int:
         "--targets",
         default="omlmedia,omlmedia-kernel,rtpengine",
         help="which relays to run, in this order",
+    )
+    parser.add_argument(
+        "--receive",
+        choices=("rps", "napi"),
+        default="rps",
+        help="netns: how the server host receives (its own NAPI threads, or steering to its core)",
+    )
+    parser.add_argument(
+        "--receive-nice",
+        type=int,
+        default=0,
+        help="napi: the receive threads' nice (as the relays' when the run is given a priority)",
     )
     parser.add_argument(
         "--topology",

@@ -60,6 +60,7 @@ from benchmarks.harness import fmt  # noqa: E402
 from benchmarks.kernel_relay import (  # noqa: E402
     NETNS_ADDRESSES,
     NETNS_RTP_PORTS,
+    Topology,
     enable_kernel_forwarding,
     netns_topology,
     on_server_host,
@@ -175,7 +176,7 @@ def require_tools() -> list[str]:
     """What is missing to run the benchmark here."""
     missing = [
         tool
-        for tool in ("sipp", "kamailio", "rtpengine", "nft", "ip", "tcpdump")
+        for tool in ("sipp", "kamailio", "rtpengine", "nft", "ip", "tcpdump", "ethtool")
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").is_file()
     ]
     if os.geteuid() != 0:
@@ -540,7 +541,7 @@ def sipp_rows(path: Path) -> list[dict[str, str]]:
 
 def step(
     system: System,
-    hosts: netns.Hosts,
+    topology: Topology,
     calls: int,
     args: argparse.Namespace,
     workdir: Path,
@@ -553,7 +554,8 @@ def step(
     rate = calls / CALL_SECONDS
     ramp = CALL_SECONDS + 1.0
     total = math.ceil(rate * (ramp + args.duration + 1.0))
-    background = idle_softirq(args.duration)
+    hosts, receive_pids = topology.hosts, list(topology.receive_pids)
+    background = 0.0 if receive_pids else idle_softirq(args.duration)
     stats = workdir / "uac.csv"
     uac = pinned(
         [
@@ -590,11 +592,11 @@ def step(
     pids = sorted(set(pids) | set(system.pids()))
     window_far = {n: read_counters(ns) for n, ns in (("uac", hosts.caller), ("uas", hosts.callee))}
     cpu0 = tree_cpu(pids)
-    soft0 = _softirq()
+    soft0 = tree_cpu(receive_pids) if receive_pids else _softirq()
     t0 = time.monotonic()
     time.sleep(args.duration)
     cpu1 = tree_cpu(pids)
-    soft1 = _softirq()
+    soft1 = tree_cpu(receive_pids) if receive_pids else _softirq()
     t1 = time.monotonic()
     window_far_end = {
         n: read_counters(ns) for n, ns in (("uac", hosts.caller), ("uas", hosts.callee))
@@ -696,7 +698,7 @@ def print_row(r: Row) -> None:
     print(
         f"  {r.system:>18} N={r.calls:<4} {'ok ' if r.ok else 'BAD'} calls {r.successful}/"
         f"{r.attempted} ({r.failed} failed)  {r.call_seconds:6.0f} call-s  "
-        f"CPU {r.process_cpu_s:6.3f} s + softirq {r.softirq_s:6.3f} s = "
+        f"CPU {r.process_cpu_s:6.3f} s + receive {r.softirq_s:6.3f} s = "
         f"{fmt(r.cpu_us_per_call_second, '.0f')} us/call-s "
         f"(processes alone {fmt(r.process_us_per_call_second, '.0f')}), "
         f"{r.relayed_packets} pkts relayed = {fmt(r.cpu_us_per_packet, '.2f')} us/pkt "
@@ -723,7 +725,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     results: dict[str, list[Row]] = {}
     with ExitStack() as stack:
-        hosts = stack.enter_context(netns_topology(f"oks{os.getpid() % 10000}"))
+        topology = stack.enter_context(
+            netns_topology(f"oks{os.getpid() % 10000}", args.receive, args.receive_nice)
+        )
+        hosts = topology.hosts
         install_counters(hosts.caller, f"{UAC_MEDIA_PORT}-65535")
         install_counters(hosts.callee, str(UAS_MEDIA_PORT))
         uas = Uas(hosts, workdir)
@@ -735,7 +740,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rows: list[Row] = []
             try:
                 for n in calls:
-                    r = step(system, hosts, n, args, workdir / name / f"n{n}")
+                    r = step(system, topology, n, args, workdir / name / f"n{n}")
                     rows.append(r)
                     print_row(r)
                     if not r.ok:
@@ -791,6 +796,18 @@ def main() -> int:
         help="which systems to run, in this order",
     )
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--receive",
+        choices=("rps", "napi"),
+        default="rps",
+        help="how the server host receives (its own NAPI threads, or steering to its core)",
+    )
+    parser.add_argument(
+        "--receive-nice",
+        type=int,
+        default=0,
+        help="napi: the receive threads' nice (as the systems' when the run is given a priority)",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _terminated)  # a SIGTERM unwinds: namespaces and peers go
     run(args)

@@ -67,6 +67,7 @@ from benchmarks.procstat import (  # noqa: E402
     GENERATOR_CORE,
     SERVER_CORE,
     Window,
+    cpu_seconds,
     pin_self,
     pinned,
     rss_kib,
@@ -823,6 +824,7 @@ class Step:
     rss_kib: int = 0
     other_load_on_core: float = 0.0  # busy fraction of the peer's core not spent by the peer
     softirq_s: tuple[float, float] = (0.0, 0.0)  # softirq time of the server's, generator's core
+    receive_cpu_s: float = 0.0  # the server host's receive threads (threaded NAPI), if any
     latency_us: dict[str, float] = field(default_factory=dict)
     added_latency_us: dict[str, float] = field(default_factory=dict)
     generator: dict[str, Any] = field(default_factory=dict)
@@ -835,9 +837,11 @@ async def measure(
     calls: int,
     args: argparse.Namespace,
     addresses: Addresses = LOOPBACK,
+    receive_pids: tuple[int, ...] = (),
 ) -> Step:
     """One step: bind, set up `calls` calls on `target` (None: direct, the generator's legs
-    sending to each other), load, tear down."""
+    sending to each other), load, tear down. `receive_pids`: threads that do the server host's
+    receive work (threaded NAPI), whose CPU over the window goes into `Step.receive_cpu_s`."""
     name = target.name if target is not None else "direct"
     step = Step(name, mode, calls)
     ports: list[int] = await gen.call("bind", 2 * calls)
@@ -875,6 +879,7 @@ async def measure(
     }
     gen.conn.send(("run", spec))
     window = Window(target.pid if target is not None else None)
+    receive = [0.0, 0.0]
     while True:
         message = await gen.recv()
         if isinstance(message, dict):
@@ -882,8 +887,10 @@ async def measure(
             break
         if message[0] == "window-start":
             window.start()
+            receive[0] = sum(map(cpu_seconds, receive_pids))
         elif message[0] == "window-end":
             window.end()
+            receive[1] = sum(map(cpu_seconds, receive_pids))
     if target is not None:
         await target.teardown()
     await gen.call("close")
@@ -898,6 +905,7 @@ async def measure(
     step.rss_kib = max(window.rss_kib_at_start, window.rss_kib)
     step.other_load_on_core = window.other_load_on_server_core(args.duration)
     step.softirq_s = window.softirq_seconds
+    step.receive_cpu_s = receive[1] - receive[0]
     return step
 
 

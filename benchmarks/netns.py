@@ -123,6 +123,30 @@ def steer_receive(namespace: str, device: str, core: int) -> None:
     )
 
 
+def threaded_napi(namespace: str, device: str, core: int, nice: int = 0) -> int:
+    """Receive what arrives on `device` in a kernel thread of its own (veth NAPI, enabled by GRO,
+    in threaded mode) pinned to `core` at `nice`: the receive work (netfilter hooks, routing,
+    forwarding, socket delivery) runs there in batches, as a network card's NAPI poll would, and
+    its CPU time is that thread's. Returns the thread's pid."""
+    # veth hands a packet to the peer's NAPI only when GRO is on there and TSO off here
+    in_ns(namespace, "ethtool", "-K", device, "gro", "on", "tso", "off")
+    in_ns(namespace, "sh", "-c", f"echo 1 > /sys/class/net/{device}/threaded")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm.startswith(f"napi/{device}-"):
+            pid = int(entry)
+            os.sched_setaffinity(pid, {core})
+            os.setpriority(os.PRIO_PROCESS, pid, nice)
+            return pid
+    raise RuntimeError(f"no NAPI thread for {device}")
+
+
 def udp_counters(namespace: str | None) -> dict[str, int]:
     """A namespace's UDP counters (/proc/net/snmp ``Udp:``: InDatagrams, InErrors,
     RcvbufErrors, SndbufErrors, NoPorts...); None: the calling process's own namespace."""
