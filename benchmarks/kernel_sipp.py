@@ -176,7 +176,7 @@ def require_tools() -> list[str]:
     """What is missing to run the benchmark here."""
     missing = [
         tool
-        for tool in ("sipp", "kamailio", "rtpengine", "nft", "ip", "tcpdump", "ethtool")
+        for tool in ("sipp", "kamailio", "rtpengine", "nft", "ip", "tcpdump")
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").is_file()
     ]
     if os.geteuid() != 0:
