@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import random
+import signal
 import sys
 import time
 from collections import Counter, deque
@@ -56,6 +57,10 @@ WRITE_INTERVAL = 0.05
 """Seconds between the worker's write batches (deletes of delivered rows, status changes)."""
 POLL_INTERVAL = 1.0
 """Seconds between reads of the outbox without a wake-up from the server."""
+PARENT_CHECK = 0.5
+"""Seconds between checks that the server is still there."""
+PARENT_ENV = "OMLMEDIA_WEBHOOK_WORKER_PARENT"
+"""The server's pid, in the worker's environment (its parent, unless a wrapper started it)."""
 COUNT_INTERVAL = 0.5
 """Seconds between counts of a spilled receiver's rows left in the store."""
 DELETE = "DELETE FROM webhook_outbox WHERE webhook = ? AND event_id = ?"
@@ -454,8 +459,9 @@ def _emit(message: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def serve(config: dict[str, Any]) -> None:
-    """Run a worker with `config` (the server's first line) until standard input ends."""
+async def serve(config: dict[str, Any], parent: int = 0) -> None:
+    """Run a worker with `config` (the server's first line) until standard input ends or the
+    server (`parent`) is gone."""
     worker = Worker(
         config["database"],
         node=config.get("node", ""),
@@ -472,8 +478,9 @@ async def serve(config: dict[str, Any]) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     await worker.start()
     _emit({"ready": os.getpid()})
+    watch = loop.create_task(_orphaned(parent or os.getppid()))
     try:
-        while line := await reader.readline():
+        while line := await _next_line(reader, watch):
             try:
                 command = json.loads(line)
             except ValueError:
@@ -486,13 +493,50 @@ async def serve(config: dict[str, Any]) -> None:
             elif "replay" in command:
                 await worker.replay(str(command["replay"]), [int(i) for i in command["ids"]])
     finally:
+        watch.cancel()
         await worker.close()
+
+
+async def _next_line(reader: asyncio.StreamReader, watch: asyncio.Task[None]) -> bytes:
+    """The next command line; b"" at the end of the input or once the server is gone."""
+    line = asyncio.ensure_future(reader.readline())
+    await asyncio.wait({line, watch}, return_when=asyncio.FIRST_COMPLETED)
+    if line.done():
+        return line.result()
+    line.cancel()
+    return b""
+
+
+def _die_with(parent: int) -> None:
+    """End this process when `parent` (the server) ends, however it ends: Linux sends SIGTERM
+    at once (``PR_SET_PDEATHSIG``); `_orphaned` is the check everywhere else. The end of the
+    input is not enough: a server killed with its children's copies of the pipe open would
+    leave the worker running."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(0)  # it died before the line above
+
+
+async def _orphaned(parent: int) -> None:
+    """Return once the server that started this process is gone."""
+    while True:
+        await asyncio.sleep(PARENT_CHECK)
+        if os.getppid() != parent:
+            return
 
 
 def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s webhook-worker %(levelname)s %(message)s"
     )
+    parent = int(os.environ.get(PARENT_ENV, "0")) or os.getppid()
+    _die_with(parent)
     first = bytearray()
     while not first.endswith(b"\n"):  # byte by byte: what follows is the loop's to read
         byte = os.read(0, 1)
@@ -508,7 +552,7 @@ def main() -> int:
         run: Any = uvloop.run
     except ImportError:
         run = asyncio.run
-    run(serve(config))
+    run(serve(config, parent))
     return 0
 
 

@@ -41,6 +41,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import sys
 import time
@@ -270,6 +271,7 @@ class WorkerProcess:
             sys.executable,
             "-m",
             "omlmedia.webhook_worker",
+            env={**os.environ, "OMLMEDIA_WEBHOOK_WORKER_PARENT": str(os.getpid())},
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=1 << 20,

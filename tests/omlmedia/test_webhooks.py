@@ -15,6 +15,7 @@ import os
 import signal
 import sqlite3
 import ssl
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -466,3 +467,42 @@ async def test_a_killed_delivery_worker_is_started_again_and_loses_no_delivery(
     await until(lambda: world.webhooks.depth == 0)
     await world.store.flush()
     assert await world.webhooks.deliveries(hook.id) == []
+
+
+SERVER = """
+import asyncio, sys
+from pathlib import Path
+from omlmedia.storage import AsyncStore, Store
+from omlmedia.webhooks import WebhookService
+
+async def main():
+    service = WebhookService(AsyncStore(Store(Path(sys.argv[1]))))
+    service.start()
+    await service.worker.ready()
+    print(service.worker.pid, flush=True)
+    await asyncio.sleep(120)
+
+asyncio.run(main())
+"""
+
+
+async def test_the_delivery_worker_does_not_outlive_a_killed_server(tmp_path: Path) -> None:
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SERVER, str(tmp_path / "omlmedia.db"), stdout=asyncio.subprocess.PIPE
+    )
+    assert server.stdout is not None
+    try:
+        worker = int(await asyncio.wait_for(server.stdout.readline(), 30))
+    finally:
+        server.kill()  # no chance to stop its worker
+        await server.wait()
+
+    def gone() -> bool:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{worker}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] == "Z"  # exited, not yet reaped
+
+    await until(gone)
