@@ -249,11 +249,7 @@ def _record_scope(request: web.Request) -> RecordScope | None:
     """The rows the request's identity may read, for the database's filter (None: every row),
     as `Identity.covers` and `Identity.covers_agent` decide them."""
     identity, scopes = _scoped(request)
-    if identity.scope is None:
-        return None
-    queues = identity.queues(scopes) or frozenset()
-    agents = frozenset(a for q in queues for a in scopes.members.get(q, frozenset()))
-    return RecordScope(campaigns=identity.scope, queues=queues, agents=agents)
+    return RecordScope.of(identity.scope, identity.queues(scopes), scopes.members)
 
 
 def _found(items: Mapping[str, Mapping[str, Any]], name: str, kind: str) -> dict[str, Any]:

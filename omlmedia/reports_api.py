@@ -62,7 +62,7 @@ from omlmedia.reports import (
     local_time,
     queue_intervals,
 )
-from omlmedia.storage import CallRecord, QueueLogRow, Store
+from omlmedia.storage import CallRecord, QueueLogRow, RecordScope, Store
 from webrtc.accounts import security_line
 from webrtc.forwarded import request_source
 
@@ -149,6 +149,15 @@ class ReportReader:
     async def records(self, since: float, until: float) -> list[CallRecord]:
         """The call records started in ``[since, until)``."""
         return await self.run(lambda store: store.call_records(since, until))
+
+    async def recorded(
+        self, since: float, until: float, *, queue: str | None, scope: RecordScope | None
+    ) -> list[CallRecord]:
+        """The call records with a recording started in ``[since, until)``, of `queue` and in
+        `scope` (`Store.recorded_calls`)."""
+        return await self.run(
+            lambda store: store.recorded_calls(since, until, queue=queue, scope=scope)
+        )
 
     async def record(self, call_id: str) -> CallRecord | None:
         """One call's record."""
@@ -580,14 +589,9 @@ async def get_recordings(request: web.Request) -> web.Response:
     )
     zone = _zone(request)
     since, until = span_of(request, zone, _now(request))
-    records = await _reader(request).records(since, until)
+    scope = RecordScope.of(identity.scope, identity.queues(scopes), scopes.members)
+    scoped = await _reader(request).recorded(since, until, queue=queue, scope=scope)
     root = _recordings_dir(request)
-    scoped = [
-        r
-        for r in records
-        if identity.covers(scopes, queue=r.queue, campaign=r.campaign)
-        and (queue is None or r.queue == queue)
-    ]
     loop = asyncio.get_running_loop()
     found = await loop.run_in_executor(None, search, scoped, query, root)
     views = [_recording_view(record, path, zone) for record, path in found]

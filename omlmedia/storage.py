@@ -180,6 +180,21 @@ class RecordScope:
     queues: frozenset[str] = frozenset()
     agents: frozenset[str] = frozenset()
 
+    @classmethod
+    def of(
+        cls,
+        scope: frozenset[str] | None,
+        queues: frozenset[str] | None,
+        members: Mapping[str, frozenset[str]],
+    ) -> RecordScope | None:
+        """The rows of an identity whose `scope` brings `queues` (`Identity.queues`), the
+        queues' `members` being agents; None (every row) for an unscoped identity."""
+        if scope is None:
+            return None
+        queues = queues or frozenset()
+        agents = frozenset(a for q in queues for a in members.get(q, frozenset()))
+        return cls(campaigns=scope, queues=queues, agents=agents)
+
 
 def _in(column: str, values: frozenset[str], args: list[Any]) -> str:
     """``column IN (?, ...)`` for `values` (appended to `args`); never true without values."""
@@ -541,6 +556,30 @@ class Store:
             [*args, limit, offset],
         )
         return [self._record(r) for r in rows], int(row[0]) if row else 0
+
+    def recorded_calls(
+        self,
+        since: float = 0.0,
+        until: float = float("inf"),
+        *,
+        queue: str | None = None,
+        scope: RecordScope | None = None,
+    ) -> list[CallRecord]:
+        """Committed call records with a recording, by start time, of `queue` when given and
+        within `scope` (None: every record): the recordings search reads only these."""
+        where, args = _span_where("start", since, until)
+        where += " AND recording <> ''"
+        if queue is not None:
+            where += " AND queue = ?"
+            args.append(queue)
+        if scope is not None:
+            campaigns = _in("campaign", scope.campaigns, args)
+            queues = _in("queue", scope.queues, args)
+            where += f" AND ({campaigns} OR {queues})"
+        rows = self._db.execute(
+            f"SELECT {_CDR_LIST} FROM cdr WHERE {where} ORDER BY start, id", args
+        )
+        return [self._record(row) for row in rows]
 
     def queue_log_page(
         self,

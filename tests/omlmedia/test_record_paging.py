@@ -56,6 +56,7 @@ def fill(path: Path | str, rows: int, seed: int = 7) -> None:
                     queue=queue,
                     agent=agent,
                     campaign=campaign,
+                    recording=f"2026/c{i}.wav" if i % 3 == 0 else "",
                     legs=({"role": "caller", "codec": "PCMU", "mos": 4.3},),
                 )
             )
@@ -227,11 +228,7 @@ async def test_a_page_beyond_the_bound_is_a_400_naming_limit(
 
 
 def _scope_of(identity: Identity, scopes: Scopes) -> RecordScope | None:
-    if identity.scope is None:
-        return None
-    queues = identity.queues(scopes) or frozenset()
-    agents = frozenset(a for q in queues for a in scopes.members.get(q, frozenset()))
-    return RecordScope(campaigns=identity.scope, queues=queues, agents=agents)
+    return RecordScope.of(identity.scope, identity.queues(scopes), scopes.members)
 
 
 SCOPES = [None, {"support"}, {"promo"}, {"retention", "sales"}, {"billing"}, set()]
@@ -293,12 +290,19 @@ def check_scope(path: Path | str, scope: set[str] | None) -> None:
         entries, log_total = store.queue_log_page(
             scope=_scope_of(identity, scopes), offset=0, limit=1000
         )
+        recorded = store.recorded_calls(scope=_scope_of(identity, scopes))
+        support = store.recorded_calls(queue="support", scope=_scope_of(identity, scopes))
     finally:
         store.close()
     wanted = [
         r.call_id for r in everything if identity.covers(scopes, queue=r.queue, campaign=r.campaign)
     ]
     assert [r.call_id for r in records] == wanted and total == len(wanted)
+    # The recordings search reads only recorded calls in scope (and of a queue when asked).
+    with_file = [r.call_id for r in everything if r.recording and r.call_id in set(wanted)]
+    assert [r.call_id for r in recorded] == with_file
+    in_support = {r.call_id for r in everything if r.queue == "support"}
+    assert [r.call_id for r in support] == [c for c in with_file if c in in_support]
     wanted_log = [
         (e.call_id, e.queue, e.agent)
         for e in log
