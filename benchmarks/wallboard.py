@@ -213,7 +213,7 @@ class ScriptedAcd:
         self._state("a000", "paused", f"m{int(time.time() * 1000)}")
 
 
-async def _serve(port: int, data_dir: Path, agents: int, cps: float) -> None:
+async def _serve(port: int, data_dir: Path, agents: int, cps: float, ui: Path = UI) -> None:
     from aiohttp import web
 
     from omlmedia.accounts import AccountBook
@@ -249,13 +249,13 @@ async def _serve(port: int, data_dir: Path, agents: int, cps: float) -> None:
 
     async def page(request: web.Request) -> web.StreamResponse:
         return web.FileResponse(
-            UI / "supervisor" / "index.html", headers={"Cache-Control": "no-store"}
+            ui / "supervisor" / "index.html", headers={"Cache-Control": "no-store"}
         )
 
     root = web.Application(middlewares=[security_headers])
     root.router.add_get("/supervisor/", page)
-    root.router.add_static("/supervisor/", UI / "supervisor")
-    root.router.add_static("/vendor/", UI / "vendor")
+    root.router.add_static("/supervisor/", ui / "supervisor")
+    root.router.add_static("/vendor/", ui / "vendor")
     app = create_app(
         config, dict, root, acd=acd, database=data_dir / "omlmedia.db", events=log, accounts=book
     )
@@ -279,7 +279,9 @@ async def _serve(port: int, data_dir: Path, agents: int, cps: float) -> None:
             acd.mark()
 
 
-def start_server(port: int, data_dir: Path, agents: int, cps: float) -> subprocess.Popen[str]:
+def start_server(
+    port: int, data_dir: Path, agents: int, cps: float, ui: Path = UI
+) -> subprocess.Popen[str]:
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -292,6 +294,8 @@ def start_server(port: int, data_dir: Path, agents: int, cps: float) -> subproce
         str(agents),
         "--cps",
         str(cps),
+        "--ui",
+        str(ui),
     ]
     process = subprocess.Popen(
         pinned(command, SERVER_CORE),
@@ -532,7 +536,7 @@ async def _measure(args: argparse.Namespace, port: int, pid: int) -> dict[str, A
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with TemporaryDirectory(prefix="omlmedia-wallboard-") as tmp:
         port = free_port()
-        process = start_server(port, Path(tmp), args.agents, args.cps)
+        process = start_server(port, Path(tmp), args.agents, args.cps, args.ui)
         try:
             if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
                 os.sched_setaffinity(0, {GENERATOR_CORE})  # Chromium inherits it
@@ -550,15 +554,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--data", type=Path, required=True)
     serve.add_argument("--agents", type=int, required=True)
     serve.add_argument("--cps", type=float, required=True)
+    serve.add_argument("--ui", type=Path, default=UI)
     parser.add_argument("--agents", type=int, default=500)
     parser.add_argument("--cps", type=float, default=50.0)
     parser.add_argument("--pages", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--ui",
+        type=Path,
+        default=UI,
+        help="serve the pages from this copy of ui/ (compare another version's page: "
+        "git archive <commit> ui | tar -x -C DIR, then --ui DIR/ui)",
+    )
     args = parser.parse_args(argv)
     if args.command == "serve":
-        asyncio.run(_serve(args.port, args.data, args.agents, args.cps))
+        asyncio.run(_serve(args.port, args.data, args.agents, args.cps, args.ui))
         return 0
     figures = run(args)
     for name, value in figures.items():

@@ -266,6 +266,12 @@ async def test_the_agent_table_renders_only_the_rows_in_view_and_keeps_the_whole
             ).to_be_focused()
             await page.keyboard.press("Home")
             await expect(first).to_be_focused()
+            # Away on another section the board writes nothing; back on it, it is rebuilt.
+            await page.get_by_role("button", name="Recordings", exact=True).click()
+            await page.get_by_role("button", name="Wallboard", exact=True).click()
+            await expect(table).to_have_attribute("aria-rowcount", str(total + 1))
+            await expect(rows.first).to_have_attribute("data-agent", everyone[0])
+            await expect(rows.first.locator("td").nth(1)).not_to_be_empty()
             # Sorting works over the whole list: by name descending is not offered, but by
             # calls handled (all 0) falls back to names, so the order stays the whole list's.
             await page.get_by_label("Sort agents by").select_option("calls")

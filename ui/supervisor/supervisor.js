@@ -485,6 +485,14 @@ function schedule() {
 function flush() {
   board.frame = 0;
   lastFlush = performance.now();
+  if ($("wallboard").hidden) {
+    // Another section is shown: the model stays current, nothing is written until it is back.
+    board.dirty.queues.clear();
+    board.dirty.agents.clear();
+    board.dirty.calls.clear();
+    board.dirty.order = true;
+    return;
+  }
   if (board.dirty.order) {
     buildTables();
   } else {
@@ -902,6 +910,13 @@ function init() {
   });
   $("call-rows").addEventListener("keydown", (event) => {
     callWindow.keydown(event, (entered) => writeNow(entered, board.dirty.calls));
+  });
+  document.addEventListener("oml:section", (event) => {
+    if (event.detail && event.detail.section !== "wallboard") return;
+    for (const name of agentWindow.shown) board.dirty.agents.add(name);
+    for (const id of callWindow.shown) board.dirty.calls.add(id);
+    board.dirty.order = true;
+    schedule();
   });
   $("wb-filter").addEventListener("change", (event) => {
     board.filter = event.target.value;
