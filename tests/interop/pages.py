@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.interop.harness import API_TOKEN, RunningServer
+from tests.interop.harness import API_TOKEN, DEMO_PASSWORD, RunningServer
 
 
 def call(
@@ -93,3 +93,15 @@ async def log_in(page: Any, name: str, password: str) -> None:
     await page.get_by_label("Username").fill(name)
     await page.get_by_label("Password").fill(password)
     await page.get_by_role("button", name="Log in", exact=True).click()
+
+
+async def agent_logged_in(
+    page: Any, server: RunningServer, agent: str, password: str = DEMO_PASSWORD
+) -> None:
+    """Log `agent` in on `server`'s agent page in `page`: paused, its media channel connected."""
+    from playwright.async_api import expect
+
+    await page.goto(f"https://127.0.0.1:{server.http_port}/agent/")
+    await log_in(page, agent, password)
+    await expect(page.locator("#state")).to_contain_text("Paused", timeout=10000)
+    await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)

@@ -26,7 +26,8 @@ import pytest
 
 from tests.interop.baresip import CALL_ENDED, BaresipRun, answerer, configure
 from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium
-from tests.interop.harness import DEMO_PASSWORD, RunningServer, free_port, require_tool
+from tests.interop.harness import RunningServer, free_port, require_tool
+from tests.interop.pages import agent_logged_in
 
 pytestmark = pytest.mark.interop
 
@@ -135,14 +136,9 @@ async def agent_page(
 
     async with chromium(workdir, tone_hz) as browser:
         page = await browser.new_page()
-        await page.goto(f"https://127.0.0.1:{server.http_port}/agent/")
-        await page.get_by_label("Username").fill(agent)
-        await page.get_by_label("Password").fill(DEMO_PASSWORD)
-        await page.get_by_role("button", name="Log in", exact=True).click()
-        await expect(page.locator("#state")).to_contain_text("Paused", timeout=10000)
+        await agent_logged_in(page, server, agent)
         await page.get_by_role("button", name="Ready", exact=True).click()
         await expect(page.locator("#state")).to_have_text("Ready")
-        await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
         yield page
         await page.get_by_role("button", name="Log out", exact=True).click()
         await expect(page.get_by_role("button", name="Log in")).to_be_visible()

@@ -35,8 +35,8 @@ import pytest
 
 from tests.interop.baresip import dial
 from tests.interop.browser import chromium
-from tests.interop.harness import API_TOKEN, DEMO_PASSWORD, RunningServer
-from tests.interop.pages import call, until
+from tests.interop.harness import API_TOKEN, RunningServer
+from tests.interop.pages import agent_logged_in, call, until
 
 pytestmark = pytest.mark.interop
 
@@ -86,13 +86,8 @@ async def test_a_recording_paused_on_the_page_and_resumed_by_the_api_holds_silen
     assert status == 404 and "nope" in body["detail"], body
     async with chromium(tmp_path / "agent", AGENT_TONE) as browser:
         page = await browser.new_page()
-        await page.goto(f"https://127.0.0.1:{server.http_port}/agent/")
-        await page.get_by_label("Username").fill("agent1")
-        await page.get_by_label("Password").fill(DEMO_PASSWORD)
-        await page.get_by_role("button", name="Log in", exact=True).click()
+        await agent_logged_in(page, server, "agent1")
         state = page.locator("#state")
-        await expect(state).to_contain_text("Paused", timeout=10000)
-        await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
         await page.get_by_role("button", name="Ready", exact=True).click()
         await expect(state).to_have_text("Ready", timeout=5000)
 
@@ -256,13 +251,8 @@ async def test_click_to_call_rings_the_agent_then_dials_the_number_through_the_t
     assert status == 409, body  # not logged in
     async with chromium(tmp_path / "agent", AGENT_TONE) as browser:
         page = await browser.new_page()
-        await page.goto(f"https://127.0.0.1:{server.http_port}/agent/")
-        await page.get_by_label("Username").fill("agent2")
-        await page.get_by_label("Password").fill(DEMO_PASSWORD)
-        await page.get_by_role("button", name="Log in", exact=True).click()
+        await agent_logged_in(page, server, "agent2")
         state = page.locator("#state")
-        await expect(state).to_contain_text("Paused", timeout=10000)
-        await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
         status, body = call(server, "POST", "/calls", order)
         assert status == 409 and "Ready" in body["detail"], body  # paused
         await page.get_by_role("button", name="Ready", exact=True).click()
@@ -333,13 +323,8 @@ async def test_an_integration_transfers_a_call_blind_to_a_number_through_the_tru
     loop = asyncio.get_running_loop()
     async with chromium(tmp_path / "agent", AGENT_TONE) as browser:
         page = await browser.new_page()
-        await page.goto(f"https://127.0.0.1:{server.http_port}/agent/")
-        await page.get_by_label("Username").fill("agent1")
-        await page.get_by_label("Password").fill(DEMO_PASSWORD)
-        await page.get_by_role("button", name="Log in", exact=True).click()
+        await agent_logged_in(page, server, "agent1")
         state = page.locator("#state")
-        await expect(state).to_contain_text("Paused", timeout=10000)
-        await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
         await page.get_by_role("button", name="Ready", exact=True).click()
         await expect(state).to_have_text("Ready", timeout=5000)
         with answerer(

@@ -28,8 +28,8 @@ import pytest
 
 from tests.interop.baresip import dial
 from tests.interop.browser import chromium
-from tests.interop.harness import DEMO_PASSWORD, RunningServer
-from tests.interop.pages import call
+from tests.interop.harness import RunningServer
+from tests.interop.pages import agent_logged_in, call, log_in
 
 pytestmark = pytest.mark.interop
 
@@ -140,20 +140,13 @@ async def test_a_supervisor_listens_whispers_barges_and_stops_on_a_queue_call(
             "localStorage.setItem('omlmedia.supervisor.settings', '{\"audioProcessing\": false}');"
         )
         agent = await agent_browser.new_page()
-        await agent.goto(f"https://127.0.0.1:{server.http_port}/agent/")
-        await agent.get_by_label("Username").fill("agent1")
-        await agent.get_by_label("Password").fill(DEMO_PASSWORD)
-        await agent.get_by_role("button", name="Log in", exact=True).click()
+        await agent_logged_in(agent, server, "agent1")
         state = agent.locator("#state")
-        await expect(state).to_contain_text("Paused", timeout=10000)
         await agent.get_by_role("button", name="Ready", exact=True).click()
-        await expect(agent.locator("#ice-state")).to_have_text("connected", timeout=10000)
 
         supervisor = await supervisor_browser.new_page()
         await supervisor.goto(f"https://127.0.0.1:{server.http_port}/supervisor/")
-        await supervisor.get_by_label("Username").fill("sue")
-        await supervisor.get_by_label("Password").fill(PASSWORD)
-        await supervisor.get_by_role("button", name="Log in", exact=True).click()
+        await log_in(supervisor, "sue", PASSWORD)
         panel = supervisor.get_by_role("complementary", name="Monitoring")
         await expect(panel.locator("#monitor-channel")).to_have_text("connected", timeout=15000)
         await supervisor.evaluate("window.omlMonitor.pc.omlTag = 'the first one'")
@@ -299,13 +292,8 @@ async def test_a_supervisor_moves_from_one_call_to_another_and_agents_are_told_w
             callers = []
             for name in ("agent1", "agent2"):
                 page = await browser.new_page()
-                await page.goto(f"{base}/agent/")
-                await page.get_by_label("Username").fill(name)
-                await page.get_by_label("Password").fill(DEMO_PASSWORD)
-                await page.get_by_role("button", name="Log in", exact=True).click()
+                await agent_logged_in(page, server, name)
                 state = page.locator("#state")
-                await expect(state).to_contain_text("Paused", timeout=10000)
-                await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
                 await page.get_by_role("button", name="Ready", exact=True).click()
                 callers.append(
                     asyncio.get_running_loop().run_in_executor(
@@ -325,9 +313,7 @@ async def test_a_supervisor_moves_from_one_call_to_another_and_agents_are_told_w
 
             supervisor = await browser.new_page()
             await supervisor.goto(f"{base}/supervisor/")
-            await supervisor.get_by_label("Username").fill("sue")
-            await supervisor.get_by_label("Password").fill(PASSWORD)
-            await supervisor.get_by_role("button", name="Log in", exact=True).click()
+            await log_in(supervisor, "sue", PASSWORD)
             panel = supervisor.get_by_role("complementary", name="Monitoring")
             channel = panel.locator("#monitor-channel")
             await expect(channel).to_have_text("connected", timeout=15000)

@@ -34,8 +34,8 @@ from omlmedia.storage import Store
 from queueing import Statistics
 from tests.interop.baresip import answerer, configure, dial
 from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium
-from tests.interop.harness import DEMO_PASSWORD, RunningServer, free_port, require_tool
-from tests.interop.pages import fetch, until
+from tests.interop.harness import RunningServer, free_port, require_tool
+from tests.interop.pages import agent_logged_in, fetch, until
 
 pytestmark = pytest.mark.interop
 
@@ -114,13 +114,8 @@ async def test_a_waiting_caller_reaches_the_agent_who_gets_ready_and_an_abandon_
     loop = asyncio.get_running_loop()
     async with chromium(tmp_path / "agent", AGENT_TONE) as browser:
         page = await browser.new_page()
-        await page.goto(f"https://127.0.0.1:{server.http_port}/agent/")
-        await page.get_by_label("Username").fill("agent1")
-        await page.get_by_label("Password").fill(DEMO_PASSWORD)
-        await page.get_by_role("button", name="Log in", exact=True).click()
+        await agent_logged_in(page, server, "agent1")
         state = page.locator("#state")
-        await expect(state).to_contain_text("Paused", timeout=10000)
-        await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
 
         first = loop.run_in_executor(
             None,
@@ -226,18 +221,6 @@ def test_a_caller_past_billings_maximum_wait_overflows_into_support(
     assert fetch(server, f"/queues/billing?since={STARTED}")["stats"]["overflowed"] == 1
 
 
-async def log_in(page: Any, server: RunningServer, agent: str) -> None:
-    """Log `agent` in on `page`: paused, its media channel connected."""
-    from playwright.async_api import expect
-
-    await page.goto(f"https://127.0.0.1:{server.http_port}/agent/")
-    await page.get_by_label("Username").fill(agent)
-    await page.get_by_label("Password").fill(DEMO_PASSWORD)
-    await page.get_by_role("button", name="Log in", exact=True).click()
-    await expect(page.locator("#state")).to_contain_text("Paused", timeout=10000)
-    await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
-
-
 async def test_callers_in_a_row_go_round_robin_and_a_supervisor_pauses_and_logs_out(
     server: RunningServer, tmp_path: Path
 ) -> None:
@@ -247,7 +230,7 @@ async def test_callers_in_a_row_go_round_robin_and_a_supervisor_pauses_and_logs_
     async with chromium(tmp_path / "agents", AGENT_TONE) as browser:
         pages = {name: await browser.new_page() for name in ("agent1", "agent2")}
         for name, page in pages.items():
-            await log_in(page, server, name)
+            await agent_logged_in(page, server, name)
             await page.get_by_role("button", name="Ready", exact=True).click()
             await expect(page.locator("#state")).to_have_text("Ready", timeout=5000)
         support = fetch(server, "/queues/support")
@@ -364,7 +347,7 @@ async def test_a_callback_keeps_the_callers_place_and_is_dialled_through_the_tru
     far_tone = 550.0
     async with chromium(tmp_path / "agent", AGENT_TONE) as browser:
         page = await browser.new_page()
-        await log_in(page, server, "agent1")  # paused: the caller waits
+        await agent_logged_in(page, server, "agent1")  # paused: the caller waits
         since = time.time()
         caller = KeyingCaller(tmp_path / "caller", f"sip:support@127.0.0.1:{server.sip_port}", 30)
         try:
