@@ -6,8 +6,8 @@ Real peers: two `omlmedia serve` nodes on loopback sharing a throwaway Redis, a 
 microphone) logged in on node b. The agent hears the caller and the caller hears the agent (the
 tones, measured on the audio); a decline reaches the caller as 486; a hang-up on either side
 ends both nodes' calls; an INVITE to node b without a valid signature gets 403, even from
-loopback; hold and resume on node b work as for a local call. The signing, the gate and the
-configuration are tested without sockets first.
+loopback; a call to an agent on no node gets 480; hold and resume on node b work as for a
+local call. The signing, the gate and the configuration are tested without sockets first.
 """
 
 from __future__ import annotations
@@ -235,6 +235,17 @@ def _edit(name: str, ports: dict[str, int], redis_url: str, secret: Path) -> Any
     return edit
 
 
+def _expect(tmp_path: Path, status: int) -> Path:
+    """uac_expect_486.xml expecting `status` instead."""
+    path = tmp_path / f"uac_expect_{status}.xml"
+    path.write_text(
+        (SCENARIOS / "uac_expect_486.xml")
+        .read_text()
+        .replace('response="486"', f'response="{status}"')
+    )
+    return path
+
+
 def sip_calls(server: harness.RunningServer) -> tuple[int, int, int]:
     """The node's live SIP calls, dialogs and bridged media."""
     status, view = api(server, "GET", "/api/v1/status")
@@ -346,15 +357,27 @@ async def test_a_caller_on_node_a_talks_to_an_agent_on_node_b_over_a_signed_inte
         await both_clean(nodes, "after the agent hung up")
 
     # 4. An INVITE for agent1 straight to node b, unsigned, from another loopback port: 403.
-    path = tmp_path / "uac_expect_403.xml"
-    path.write_text(
-        (SCENARIOS / "uac_expect_486.xml").read_text().replace('response="486"', 'response="403"')
-    )
     refused = await asyncio.to_thread(
         run_sipp,
-        ["-sf", str(path), f"127.0.0.1:{b.sip_port}", "-s", "agent1", "-m", "1"],
+        ["-sf", str(_expect(tmp_path, 403)), f"127.0.0.1:{b.sip_port}", "-s", "agent1", "-m", "1"],
         tmp_path,
         name="unsigned",
     )
     assert refused.returncode == 0, refused.output + refused.errors
+    # 5. An agent logged in on no node (agent2): node a answers 480, as for an absent agent.
+    absent = await asyncio.to_thread(
+        run_sipp,
+        [
+            "-sf",
+            str(_expect(tmp_path, 480)),
+            f"127.0.0.1:{a.sip_port}",
+            "-s",
+            "agent-agent2",
+            "-m",
+            "1",
+        ],
+        tmp_path,
+        name="absent",
+    )
+    assert absent.returncode == 0, absent.output + absent.errors
     await both_clean(nodes, "after the refusal")
