@@ -207,9 +207,9 @@ async def test_the_event_loop_keeps_its_pace_while_pages_are_read(
 ) -> None:
     """No wait of 100 ms (before: over 2 s on the loaded test machine, the whole span read and
     encoded on the loop). A loaded machine alone makes an idle loop wait tens of milliseconds,
-    so the burst is measured up to three times and the best is asserted."""
+    so the burst is measured up to five times and the best is asserted."""
     gaps: list[float] = []
-    for _ in range(3):
+    for _ in range(5):
         gaps.append(await burst_gap(client))
         if gaps[-1] < 0.1:
             break
