@@ -381,3 +381,39 @@ async def test_a_caller_on_node_a_talks_to_an_agent_on_node_b_over_a_signed_inte
     )
     assert absent.returncode == 0, absent.output + absent.errors
     await both_clean(nodes, "after the refusal")
+
+
+# -- the desk's hooks (no sockets) -----------------------------------------------------------------
+
+
+async def test_the_desk_sends_a_direct_call_elsewhere_only_for_an_agent_not_logged_in_here() -> (
+    None
+):
+    from omlmedia.config import Route, RouteAction
+    from omlmedia.targets import Refusal
+    from queueing.events import AgentState
+    from tests.omlmedia.deskfakes import inbound_call
+    from tests.omlmedia.test_desk import World
+
+    world = World()
+    try:
+        elsewhere: list[str] = []
+        presence: list[tuple[str, bool]] = []
+
+        def remote(call: Any, agent: str) -> Refusal | None:
+            elsewhere.append(agent)
+            return None
+
+        world.desk.remote = remote
+        world.desk.on_presence.append(lambda agent, here: presence.append((agent, here)))
+        await world.ready("agent3")
+        route = Route(RouteAction.AGENT, pattern=re.compile("^agent-(.+)$"), strip=6)
+        assert world.desk.take_route(inbound_call("agent-agent3"), route, "agent3") is None
+        assert elsewhere == [] and world.hub.shown("agent3") is AgentState.RINGING  # rung here
+        assert world.desk.take_route(inbound_call("agent-agent2"), route, "agent2") is None
+        assert elsewhere == ["agent2"]  # not here: handed to the cross-node side
+        world.desk.hangup_all()
+        await world.hub.logout("agent3", "logout")
+        assert presence == [("agent3", True), ("agent3", False)]
+    finally:
+        world.close()
