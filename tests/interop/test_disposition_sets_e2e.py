@@ -17,8 +17,8 @@ import pytest
 
 from tests.interop.baresip import dial
 from tests.interop.browser import chromium
-from tests.interop.harness import DEMO_PASSWORD, start_server
-from tests.interop.pages import call, stopped, until
+from tests.interop.harness import start_server
+from tests.interop.pages import agent_logged_in, call, stopped, until
 
 pytestmark = pytest.mark.interop
 
@@ -36,13 +36,8 @@ async def test_a_set_named_and_changed_during_a_call_reaches_the_agent_pages_wra
         assert status == 201 and made["campaigns"] == [], made
         async with chromium(tmp_path / "agent", 660.0) as browser:
             page = await browser.new_page()
-            await page.goto(f"https://127.0.0.1:{server.http_port}/agent/")
-            await page.get_by_label("Username").fill("agent1")
-            await page.get_by_label("Password").fill(DEMO_PASSWORD)
-            await page.get_by_role("button", name="Log in", exact=True).click()
+            await agent_logged_in(page, server, "agent1")
             state = page.locator("#state")
-            await expect(state).to_contain_text("Paused", timeout=10000)
-            await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
             await page.get_by_role("button", name="Ready", exact=True).click()
             await expect(state).to_have_text("Ready")
 
