@@ -56,6 +56,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -454,6 +455,11 @@ class _Agent:
     calls: dict[str, _Call] = field(default_factory=dict)
     ended: deque[_Call] = field(default_factory=lambda: deque(maxlen=HISTORY_LENGTH))
     busy: bool = False
+    channel_id: str = ""
+    """Names `channel` among every node's and every run's (``<hub>-<n>``): sent in the
+    snapshot and with each ``answer``, so a page that reconnects and finds another id knows its
+    peer connection was negotiated with a channel that is gone (its node died) and opens one
+    afresh at once instead of waiting for ICE to give up the dead path."""
 
 
 class AgentHub:
@@ -500,6 +506,9 @@ class AgentHub:
         self._unauthenticated: dict[int, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         """Writes to the shared sessions under way (`AccountStore.shared`)."""
+        self._hub_id = secrets.token_urlsafe(6)
+        """This hub's random name: the prefix of its channels' ids (`_Agent.channel_id`)."""
+        self._channels = 0
         """Sockets not logged in yet, with the time they opened."""
 
     # --- queries ---
@@ -768,6 +777,7 @@ class AgentHub:
             "calls": [c.view(now) for c in entry.calls.values()],
             "history": [c.view(now) for c in entry.ended],
             "pause_reasons": list(self.pause_reasons()) if self.pause_reasons else [],
+            "channel": entry.channel_id,
         }
 
     def pause_reasons_changed(self) -> None:
@@ -913,6 +923,7 @@ class AgentHub:
                 result.session,
                 self.channel_factory(name),
                 state_since=self.clock(),
+                channel_id=self._new_channel_id(),
             )
             self._agents[name] = entry
             self._attach(entry, conn)
@@ -942,6 +953,10 @@ class AgentHub:
             reply["ref"] = message.id
         self._send(conn, reply)
 
+    def _new_channel_id(self) -> str:
+        self._channels += 1
+        return f"{self._hub_id}-{self._channels}"
+
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
@@ -969,6 +984,7 @@ class AgentHub:
             session,
             self.channel_factory(agent),
             state_since=self.clock(),
+            channel_id=self._new_channel_id(),
         )
         self._agents[agent] = entry
         self._attach(entry, conn)
@@ -1009,7 +1025,8 @@ class AgentHub:
             self._ack(conn, ref)
         elif kind in ("offer", "ice-restart"):
             answer = await entry.channel.accept_offer(f["sdp"])
-            self._send(conn, {"type": "answer", "sdp": answer, "ref": ref})
+            reply = {"type": "answer", "sdp": answer, "channel": entry.channel_id, "ref": ref}
+            self._send(conn, reply)
         elif kind == "answer":
             call = self._call(entry, f["call_id"], AgentCallState.RINGING)
             await control.answer(agent, call.info.call_id)

@@ -167,7 +167,14 @@ async def test_login_snapshot_channel_and_ready_pause() -> None:
     assert world.control.calls == [("agent_logged_in", "agent1")]
     assert world.hub.channel("agent1") is world.channels[0]
     answer = await world.send(conn, "offer", sdp="v=0\r\noffer")
-    assert answer == {"v": 1, "type": "answer", "sdp": "v=0\r\nanswer", "ref": 7}
+    channel = reply["channel"]
+    assert answer == {
+        "v": 1,
+        "type": "answer",
+        "sdp": "v=0\r\nanswer",
+        "channel": channel,
+        "ref": 7,
+    }
     await world.send(conn, "state", state="ready")
     assert conn.types()[-2:] == ["state", "ack"] and conn.sent[-2]["state"] == "ready"
     await world.send(conn, "state", state="paused", reason="lunch")
@@ -433,6 +440,52 @@ async def test_reconnect_within_grace_keeps_session_and_call() -> None:
     await world.hub.expire()
     assert world.hub.agents() == ["agent1"]
     assert "agent_gone" not in world.control.names()
+
+
+class MemorySessions:
+    """`SharedSessions` as a dict (the Redis one is `omlmedia.cluster`'s, tested there)."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[bytes, tuple[str, float, str]] = {}
+
+    async def put(self, token_hash: bytes, agent: str, ttl: float) -> None:
+        self.sessions[token_hash] = (agent, ttl, "logged-out")
+
+    async def get(self, token_hash: bytes) -> tuple[str, float, str] | None:
+        return self.sessions.get(token_hash)
+
+    async def note_state(self, token_hash: bytes, state: str) -> None:
+        agent, ttl, _ = self.sessions[token_hash]
+        self.sessions[token_hash] = (agent, ttl, state)
+
+    async def drop(self, token_hash: bytes) -> None:
+        self.sessions.pop(token_hash, None)
+
+
+async def test_the_channel_id_is_kept_on_a_reconnect_and_differs_on_another_node() -> None:
+    shared = MemorySessions()
+    node_a, node_b = World(), World()
+    node_a.hub.accounts.shared = node_b.hub.accounts.shared = shared
+    conn = await node_a.login()
+    token, channel = conn.sent[0]["token"], conn.sent[0]["channel"]
+    answer = await node_a.send(conn, "offer", sdp="v=0\r\noffer")
+    assert answer["channel"] == channel
+    # The same node: the page's peer connection still has its channel there.
+    node_a.hub.connection_closed(conn)
+    again = node_a.connect()
+    reply = await node_a.send(again, "auth", token=token)
+    assert reply["type"] == "auth-ok" and reply["channel"] == channel
+    # Another node (the first one died): the session is adopted with a channel of its own,
+    # which the page must negotiate afresh; its offer's answer names that one.
+    elsewhere = node_b.connect()
+    reply = await node_b.send(elsewhere, "auth", token=token)
+    assert reply["type"] == "auth-ok" and reply["channel"] != channel
+    answer = await node_b.send(elsewhere, "offer", sdp="v=0\r\noffer")
+    assert answer["channel"] == reply["channel"]
+    # A new login after the session ended gets a new channel on the same node too.
+    await node_a.send(again, "logout")
+    third = await node_a.login()
+    assert third.sent[0]["channel"] not in (channel, reply["channel"])
 
 
 async def test_closed_tab_ends_the_session_after_the_grace_period() -> None:

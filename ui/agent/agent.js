@@ -22,6 +22,8 @@ const agent = {
   wrapupCall: null,     // ended call waiting for a disposition
   history: [],
   pc: null,
+  pcChannel: null,      // the server's channel id agent.pc was negotiated with (its answer's)
+  negotiating: null,    // the peer connection whose offer is being made or answered
   mic: null,
   iceTimer: null,
   settings: { autoAnswer: false, audioProcessing: true, ...JSON.parse(localStorage.getItem(SETTINGS_KEY) || "{}") },
@@ -269,6 +271,7 @@ function closeMedia() {
   clearTimeout(agent.iceTimer);
   if (agent.pc) { agent.pc.onconnectionstatechange = null; agent.pc.oniceconnectionstatechange = null; agent.pc.close(); }
   agent.pc = null;
+  agent.pcChannel = null;
   if (agent.mic) for (const t of agent.mic.getTracks()) t.stop();
   agent.mic = null;
   stopCamera();
@@ -294,9 +297,13 @@ async function openChannel(restart = false) {
     status(`Microphone unavailable: ${e.message}`);
     return;
   }
+  clearTimeout(agent.iceTimer);
   if (agent.pc) { agent.pc.oniceconnectionstatechange = null; agent.pc.close(); }
+  agent.pcChannel = null;
   const pc = new RTCPeerConnection({ iceServers: agent.iceServers || [] });
   agent.pc = pc;
+  agent.negotiating = pc;
+  $("ice-state").textContent = pc.iceConnectionState;
   for (const track of stream.getAudioTracks()) pc.addTrack(track, stream);
   // Video from a web caller is relayed into this channel when a call has it; the agent's camera
   // goes the other way only while the agent turns it on during such a call (syncSending).
@@ -326,17 +333,20 @@ async function openChannel(restart = false) {
       agent.iceTimer = setTimeout(() => { if (agent.pc === pc) openChannel(true); }, s === "failed" ? 0 : 3000);
     }
   };
-  await pc.setLocalDescription(await pc.createOffer());
-  await waitGathering(pc);
-  if (agent.pc !== pc) return;
   try {
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitGathering(pc);
+    if (agent.pc !== pc) return;
     const reply = await agent.signaling.request(restart ? "ice-restart" : "offer", { sdp: pc.localDescription.sdp });
     if (agent.pc === pc) {
+      agent.pcChannel = reply.channel || null;
       await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
       syncSending();
     }
   } catch (e) {
     status(`Audio set-up failed: ${e.message}`);
+  } finally {
+    if (agent.negotiating === pc) agent.negotiating = null;
   }
 }
 
@@ -393,7 +403,19 @@ function onMessage(message) {
       agent.iceServers = message.ice_servers || [];
       applySnapshot(message);
       banner("");
-      if (!agent.pc || ["failed", "closed", "disconnected"].includes(agent.pc.iceConnectionState)) openChannel(!!agent.pc);
+      if (!agent.pc) {
+        openChannel(false);
+      } else if (agent.negotiating === agent.pc) {
+        // an offer is on its way (its answer comes from this server)
+      } else if (message.channel && message.channel !== agent.pcChannel) {
+        // This server holds another channel than the one the peer connection was negotiated
+        // with (or its negotiation failed with the socket): that channel's node is gone (a
+        // cluster node died, the balancer sent the page here). Its old path only looks
+        // "connected" until ICE gives up on it: open the channel afresh now, as at login.
+        openChannel(false);
+      } else if (["failed", "closed", "disconnected"].includes(agent.pc.iceConnectionState)) {
+        openChannel(true);
+      }
       break;
     case "state":
       setState(message.state, message.reason, message.elapsed);
