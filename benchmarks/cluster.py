@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
+import redis.asyncio as aioredis  # noqa: E402
 
 from omlmedia.acd_shared import SharedAcd  # noqa: E402
 from queueing.config import AcdConfig, build_config  # noqa: E402
@@ -197,8 +198,9 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def synthetic_stream(size: int, agents: int) -> list[tuple[str, Input, tuple[str, int]]]:
-    """A stream of `size` inputs like a busy day's: logins, then callers entering, answered and
-    completed, with ticks; built by running an engine so that every input is plausible."""
+    """A stream of `size` inputs like a busy day's (a caller every 0.5 s, 20 s calls, so about
+    40 agents busy, no backlog): logins, then callers entering, answered and completed, with
+    ticks; built by running an engine so that every input is plausible."""
     acd = ReplicatedAcd(acd_config(agents), seed=1)
     entries: list[tuple[str, Input, tuple[str, int]]] = []
     pending: list[Input] = [AgentLogin(f"a{i}", 0.0) for i in range(agents)]
@@ -225,7 +227,7 @@ def synthetic_stream(size: int, agents: int) -> list[tuple[str, Input, tuple[str
             if isinstance(out, OfferCall):
                 pending.append(OfferAnswered(out.call_id, out.agent, now))
             elif isinstance(out, QueueLogEntry) and out.event is LogEvent.ANSWER:
-                talking.append((now + 60.0, out.call_id, out.agent))
+                talking.append((now + 20.0, out.call_id, out.agent))
     return entries
 
 
@@ -234,15 +236,15 @@ async def measure_rebuild(port: int, sizes: list[int], agents: int) -> list[dict
     for size in sizes:
         prefix = f"rebuild{size}:"
         entries = synthetic_stream(size, agents)
-        client = redis.Redis(port=port)
-        pipe = client.pipeline(transaction=False)
-        for n, (_, item, source) in enumerate(entries):
-            fields = {"s": source[0], "n": source[1], "i": json.dumps(item.to_dict())}
-            pipe.xadd(prefix + "in", fields)  # type: ignore[arg-type]
-            if n % 5000 == 4999:
-                pipe.execute()
-        pipe.execute()
-        client.close()
+        client: Any = aioredis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=30)
+        for first in range(0, len(entries), 1000):
+            async with client.pipeline(transaction=False) as pipe:
+                for _, item, source in entries[first : first + 1000]:
+                    fields = {"s": source[0], "n": source[1], "i": json.dumps(item.to_dict())}
+                    pipe.xadd(prefix + "in", fields)
+                await pipe.execute()
+        await client.aclose()
+        print(f"{size} entries written", file=sys.stderr, flush=True)
         acd = SharedAcd(
             f"redis://127.0.0.1:{port}/0", "bench", acd_config(agents), print, prefix=prefix
         )
