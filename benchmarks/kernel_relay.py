@@ -37,6 +37,13 @@ the UDP receive-buffer drops of each host (/proc/net/snmp) and the cores' backlo
     sudo .venv/bin/python benchmarks/kernel_relay.py [--calls 50,100,200,400,800]
         [--duration 10] [--warmup 2] [--json out.json] [--skip-rtpengine]
         [--targets omlmedia,omlmedia-kernel,rtpengine] [--topology netns|loopback]
+        [--receive rps|napi [--receive-nice N]]
+
+``--receive napi`` receives the server host's packets in NAPI threads of its own pinned to core 0
+(veth with GRO on, TSO off): their CPU is exactly the receive work, where the RPS softirq figure
+is tick-sampled; but a veth ring holds 256 packets, so when such a thread waits for a busy core
+packets are dropped that a network card's softirq would have taken (seen here for every relay
+under load): use it for the CPU figures, RPS for loss.
 """
 
 from __future__ import annotations

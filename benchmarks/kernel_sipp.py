@@ -30,6 +30,7 @@ through the system, the UAS's echo and back).
 
     sudo .venv/bin/python benchmarks/kernel_sipp.py [--calls 100,200,400]
         [--duration 10] [--targets omlmedia,omlmedia-kernel,kamailio+rtpengine] [--json out.json]
+        [--receive rps|napi [--receive-nice N]]  (as in kernel_relay.py)
 """
 
 from __future__ import annotations
