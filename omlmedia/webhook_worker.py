@@ -10,21 +10,20 @@ The server sends one JSON line per command on this process's standard input: the
 configuration (the database, possibly a DSN with a password, never on the command line), then
 ``{"wake": id}`` after each commit of outbox rows, ``{"hooks": 1}`` after a subscription changed
 and ``{"replay": hook, "ids": [...]}`` after dead rows were made pending again. The end of the
-input (the server stopped or died) stops the worker. On standard output it answers one JSON
-line per change of its state: ``ready``, then reports of outcomes and depth.
+input (the server stopped) or the server's death stops the worker. On standard output it
+answers one JSON line per change of its state: ``ready``, then outcomes and depth.
 
 Each subscription has a cursor (the highest event id read) and reads its pending rows above it,
 in event order, a page at a time, at most `memory_limit` in memory; beyond that the rows wait in
 the store and are counted there. In memory each receiver has its lanes, one per call: the
 deliveries of one call go one after another, each retried with exponential backoff and full
 jitter until answered 2xx or dead. A receiver's lanes share its concurrency limit, every
-receiver shares an overall one. Delivered rows are deleted and status changes written in
-batches (one transaction each ~50 ms, on a connection of their own that does not wait for the
-disk: a batch lost with the machine only means deliveries sent again); outcomes and depth are
-reported only once the writes behind them committed, so what the server reports is in the
-table. A worker that dies between a delivery and its batch sends that delivery again when it is
-restarted (at-least-once: a receiver deduplicates by ``webhook-id``); at start every pending
-row is read again.
+receiver shares an overall one. The outcomes (delivered: the row is deleted; a retry; dead)
+go to the server every ~50 ms as lines on standard output, and the server writes them with its
+own batches: the database keeps one writer, so the server's commits (and its event loop, which
+shares a lock with them) never wait for this process. A worker or server that dies before a
+delivery's outcome was committed sends it again (at-least-once: a receiver deduplicates by
+``webhook-id``); at start every pending row is read again.
 """
 
 from __future__ import annotations
@@ -54,7 +53,9 @@ from sip.tls import client_context
 logger = logging.getLogger("omlmedia.webhook_worker")
 
 WRITE_INTERVAL = 0.05
-"""Seconds between the worker's write batches (deletes of delivered rows, status changes)."""
+"""Seconds between the reports of outcomes to the server (which writes them to the outbox)."""
+REPORT_WRITES = 1000
+"""Outcomes at most in one line to the server."""
 POLL_INTERVAL = 1.0
 """Seconds between reads of the outbox without a wake-up from the server."""
 PARENT_CHECK = 0.5
@@ -63,11 +64,6 @@ PARENT_ENV = "OMLMEDIA_WEBHOOK_WORKER_PARENT"
 """The server's pid, in the worker's environment (its parent, unless a wrapper started it)."""
 COUNT_INTERVAL = 0.5
 """Seconds between counts of a spilled receiver's rows left in the store."""
-DELETE = "DELETE FROM webhook_outbox WHERE webhook = ? AND event_id = ?"
-UPDATE = (
-    "UPDATE webhook_outbox SET status = ?, attempts = ?, last_error = ?, updated = ? "
-    "WHERE webhook = ? AND event_id = ?"
-)
 
 
 class _Receiver:
@@ -117,19 +113,18 @@ class Worker:
         self.report = report
         self.clock = clock
         self.outcomes: Counter[str] = Counter()
-        """Outcomes whose writes committed (what is reported)."""
+        """Outcomes reported to the server."""
         self._staged_outcomes: Counter[str] = Counter()
-        self._staged: list[tuple[str, tuple[Any, ...]]] = []
+        self._staged: list[list[Any]] = []
+        """Outcomes for the outbox since the last report: ``["delivered", hook, event id]`` or
+        ``["status", status, attempts, error, updated, hook, event id]``."""
         self._overall = asyncio.Semaphore(overall)
         self._receivers: dict[str, _Receiver] = {}
         self.hooks: dict[str, Webhook] = {}
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="webhook-worker-read")
         self._db: Any = None
         """The reading connection (WAL: it never waits for a writer)."""
-        self._write_executor = ThreadPoolExecutor(1, thread_name_prefix="webhook-worker-write")
-        self._write_db: Any = None
-        """The writing connection: its batches may wait for the server's commits, the reads
-        and so the deliveries never do."""
+
         self._session: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -139,15 +134,6 @@ class Worker:
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    def _open_writer(self) -> Any:
-        db = connect(self.location)
-        if not is_dsn(self.location):
-            # No fsync per batch: a batch lost with the machine only means its deliveries
-            # are sent again (at-least-once), and the server's commits keep the disk to
-            # themselves.
-            db.execute("PRAGMA synchronous=NORMAL")
-        return db
 
     def _read_hooks(self) -> dict[str, Webhook]:
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM webhooks ORDER BY created").fetchall()
@@ -187,30 +173,11 @@ class Worker:
             ).fetchall()
         return rows
 
-    def _commit(self, writes: list[tuple[str, tuple[Any, ...]]]) -> None:
-        db = self._write_db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            deletes = [args for sql, args in writes if sql == DELETE]
-            if deletes:
-                db.executemany(DELETE, deletes)
-            updates = [args for sql, args in writes if sql == UPDATE]
-            if updates:
-                db.executemany(UPDATE, updates)
-            db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(*StoreError):
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-            raise
-
     # -- running ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Connect, read the subscriptions and every pending row, start delivering."""
         self._db = await self._call(connect, self.location)
-        loop = asyncio.get_running_loop()
-        self._write_db = await loop.run_in_executor(self._write_executor, self._open_writer)
         ssl_option: Any = client_context(cafile=Path(self.cafile)) if self.cafile else True
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ssl=ssl_option),
@@ -329,8 +296,8 @@ class Worker:
             if receiver.spilled and receiver.queued <= self.memory_limit // 2:
                 self.wake()
 
-    def _stage(self, sql: str, args: tuple[Any, ...], outcome: str) -> None:
-        self._staged.append((sql, args))
+    def _stage(self, op: list[Any], outcome: str) -> None:
+        self._staged.append(op)
         self._staged_outcomes[outcome] += 1
 
     async def _deliver(self, receiver: _Receiver, delivery: Delivery) -> None:
@@ -345,20 +312,21 @@ class Worker:
             delivery.attempts += 1
             delivery.updated = self.clock()
             if not error:
-                self._stage(DELETE, (delivery.webhook, delivery.event_id), "delivered")
+                self._stage(["delivered", delivery.webhook, delivery.event_id], "delivered")
                 return
             delivery.last_error = error
             dead = delivery.attempts >= self.attempts
             delivery.status = "dead" if dead else "pending"
-            args = (
+            op = [
+                "status",
                 delivery.status,
                 delivery.attempts,
                 error,
                 delivery.updated,
                 delivery.webhook,
                 delivery.event_id,
-            )
-            self._stage(UPDATE, args, "dead" if dead else "failed")
+            ]
+            self._stage(op, "dead" if dead else "failed")
             if dead:
                 logger.warning(
                     "webhook %s: event %d is dead after %d attempts (%s)",
@@ -410,48 +378,40 @@ class Worker:
         }
 
     async def _writer(self) -> None:
-        """Commit the staged writes every `WRITE_INTERVAL`, then report what they mean."""
+        """Report the staged outcomes every `WRITE_INTERVAL`."""
         while True:
             await asyncio.sleep(WRITE_INTERVAL)
-            await self.write()
+            self.write()
 
-    async def write(self) -> None:
-        """Commit what is staged; report the state it matches once committed."""
+    def write(self) -> None:
+        """Report the state and the outcomes staged since the last report: the server writes
+        them to the outbox with its own batches (one writer: the server's commits never wait
+        for this process, nor its event loop for them)."""
         writes, outcomes = self._staged, self._staged_outcomes
         state = self.state()
         if writes:
             self._staged, self._staged_outcomes = [], Counter()
-            loop = asyncio.get_running_loop()
-            try:
-                await loop.run_in_executor(self._write_executor, self._commit, writes)
-            except StoreError as exc:
-                logger.warning("writing webhook outcomes failed, will retry: %s", exc)
-                self._staged = writes + self._staged
-                self._staged_outcomes = outcomes + self._staged_outcomes
-                return
             self.outcomes += outcomes
+            while len(writes) > REPORT_WRITES:  # lines of a bounded size
+                self.report({"writes": writes[:REPORT_WRITES]})
+                writes = writes[REPORT_WRITES:]
+            state["writes"] = writes
         if state != self._last_report:
-            self._last_report = state
+            self._last_report = {k: v for k, v in state.items() if k != "writes"}
             self.report(state)
 
     async def close(self) -> None:
-        """Stop delivering, commit what was staged and close (what is left stays pending)."""
+        """Stop delivering, report what was staged and close (what is left stays pending)."""
         tasks = [*self._tasks, *(t for r in self._receivers.values() for t in r.tasks.values())]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._write_db is not None:
-            with contextlib.suppress(*StoreError):
-                await self.write()
-            await asyncio.get_running_loop().run_in_executor(
-                self._write_executor, self._write_db.close
-            )
+        self.write()
         if self._db is not None:
             await self._call(self._db.close)
         if self._session is not None:
             await self._session.close()
         self._executor.shutdown(wait=True)
-        self._write_executor.shutdown(wait=True)
 
 
 def _emit(message: dict[str, Any]) -> None:

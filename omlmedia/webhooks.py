@@ -26,11 +26,12 @@ lanes share its own concurrency limit and every receiver shares an overall one; 
 a timeout. So a receiver that hangs or fails only holds its own lanes, and neither it nor the
 HTTP work reaches calls.
 
-Delivered rows are deleted and status changes written by the worker in batches, so a worker
-(or server) that dies may send a delivery again (at-least-once: a receiver deduplicates by
-``webhook-id``). A worker that dies is started again and reads every ``pending`` row again, in
-event order; so does the worker of the next run. Its outcomes and depth reach the server (the
-status API, ``/metrics``) once the writes behind them committed.
+The worker reports each outcome (delivered: the row is deleted; a retry; dead) on its standard
+output and the server writes them with its own batches (one writer: its commits and its loop
+never wait for the worker's), so a worker (or server) that dies may send a delivery again
+(at-least-once: a receiver deduplicates by ``webhook-id``). A worker that dies is started again
+and reads every ``pending`` row again, in event order; so does the worker of the next run. Its
+outcomes and depth reach the status API and ``/metrics`` with its reports.
 """
 
 from __future__ import annotations
@@ -209,6 +210,13 @@ def _hook(row: Sequence[Any]) -> Webhook:
         created,
         updated,
     )
+
+
+DELETE = "DELETE FROM webhook_outbox WHERE webhook = ? AND event_id = ?"
+UPDATE = (
+    "UPDATE webhook_outbox SET status = ?, attempts = ?, last_error = ?, updated = ? "
+    "WHERE webhook = ? AND event_id = ?"
+)
 
 
 class WorkerProcess:
@@ -445,7 +453,19 @@ class WebhookService:
         self.worker.start()
 
     def _report(self, state: dict[str, Any]) -> None:
-        outcomes: Counter[str] = Counter(state.get("outcomes", {}))
+        # The worker's outcomes go to the outbox through the store's batches: one writer, so
+        # neither the store's commits nor the loop ever wait for the worker's.
+        for op in state.get("writes", ()):
+            try:
+                if op[0] == "delivered":
+                    self.store.append_write(DELETE, (str(op[1]), int(op[2])))
+                elif op[0] == "status":
+                    self.store.append_write(UPDATE, tuple(op[1:7]))
+            except (IndexError, TypeError, ValueError):
+                logger.warning("ignored a malformed outcome from the webhook worker: %.100r", op)
+        if "outcomes" not in state:
+            return  # a report's first lines carry its outcomes only
+        outcomes: Counter[str] = Counter(state["outcomes"])
         if any(outcomes[k] < self._last[k] for k in self._last):
             self._base += self._last  # a new process counts from zero
         self._last = outcomes
