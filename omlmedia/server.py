@@ -40,6 +40,7 @@ from omlmedia.crossnode import CrossNode, InternalGate
 from omlmedia.directory import AgentPages, Directory, file_users
 from omlmedia.events import AGENT_STATE, CALL_ENDED, NO_EVENTS, EventLog
 from omlmedia.livequality import LiveQuality
+from omlmedia.lockouts import RedisLockouts
 from omlmedia.logs import event
 from omlmedia.media_targets import MediaTargets
 from omlmedia.metrics import Metrics, serve_metrics
@@ -229,6 +230,8 @@ class Server:
         self.changes: ChangeListener | None = None
         self.sessions: RedisSessions | None = None
         """The agents' page sessions shared in Redis (``[cluster] redis_url``)."""
+        self.lockouts: RedisLockouts | None = None
+        """The agent logins' failure counts shared in Redis (``[cluster] redis_url``)."""
         self.gate: InternalGate | None = None
         self.crossnode: CrossNode | None = None
         """Cross-node calls (``[cluster] node`` and ``nodes``): `omlmedia.crossnode`."""
@@ -603,6 +606,7 @@ class Server:
         )
         if config.cluster.redis_url is not None:
             accounts.shared = self.sessions = RedisSessions(config.cluster.redis_url)
+            accounts.lockouts = self.lockouts = RedisLockouts(config.cluster.redis_url, accounts)
         ice_config = config.webrtc.ice_servers
 
         def ice() -> list[RTCIceServer]:
@@ -798,6 +802,8 @@ class Server:
             await self.crossnode.close()
         if self.sessions is not None:
             await self.sessions.close()
+        if self.lockouts is not None:
+            await self.lockouts.close()
         if self.events is not None:
             await self.events.close()
         if self.webhooks is not None:

@@ -26,7 +26,10 @@ one host commonly owns a whole /64):
 - per account: only failures from `account_lock_sources` distinct sources within the window lock
   the account itself, for the short `account_lockout`, and never for the source of its last good
   login.
-A locked login is refused with ``locked-out`` even with the right password. Every refusal is
+In a cluster (`lockouts`, Redis: `omlmedia.lockouts`) the per-(account, source) and per-source
+counts are also kept for all the nodes together, so spreading guesses over N nodes gives no
+more tries than one node; each node's own counts go on as well (the fallback when Redis is
+down). A locked login is refused with ``locked-out`` even with the right password. Every refusal is
 logged as one line in the fail2ban style of ``sip/security.py``:
 ``SECURITY reason=login-failed src=192.0.2.7 port=0 user="agent1"``.
 
@@ -257,6 +260,22 @@ class SharedSessions(Protocol):
         """Forget a session (logged out)."""
 
 
+class SharedLockouts(Protocol):
+    """Failed-login counts shared by the nodes of a cluster (Redis: `omlmedia.lockouts`), per
+    (account, source) and per source (`source_key`), with the limits of the node's store. Each
+    method answers as if nothing were shared when the store is unreachable (the node's own
+    counts still apply)."""
+
+    async def locked(self, name: str, source: str) -> bool:
+        """Whether a login for `name` from `source` is locked out by the shared counts."""
+
+    async def failed(self, name: str, source: str, known: bool) -> None:
+        """Count a failed login (the pair's count only for a `known` account)."""
+
+    async def succeeded(self, name: str, source: str) -> None:
+        """A good login of `name` from `source`: its pair's count starts again."""
+
+
 class AccountStore:
     """Accounts, sessions and login lockout; sans-IO, time from `clock` (seconds)."""
 
@@ -296,6 +315,9 @@ class AccountStore:
         self._dummy_hash = hash_password(secrets.token_urlsafe(16))
         self.shared: SharedSessions | None = None
         """The cluster's shared sessions (None: sessions are this node's only)."""
+        self.lockouts: SharedLockouts | None = None
+        """The cluster's shared failed-login counts, which the caller of `login` consults and
+        feeds (None: this node's counts only)."""
 
     def password_hash_for(self, name: str) -> str:
         """The hash to verify a login against: the account's, or a dummy one (same cost) for an
@@ -312,11 +334,20 @@ class AccountStore:
                 return True
         return self._account_locked_until.get(name, 0.0) > now and self._last_good.get(name) != key
 
-    def login(self, name: str, password_ok: bool, source: str, source_port: int = 0) -> LoginResult:
+    def login(
+        self,
+        name: str,
+        password_ok: bool,
+        source: str,
+        source_port: int = 0,
+        *,
+        locked_elsewhere: bool = False,
+    ) -> LoginResult:
         """Open a session for `name` after the password was checked (`password_ok`); raises
-        `LoginError` (``locked-out`` or ``bad-credentials``) and logs a SECURITY line."""
+        `LoginError` (``locked-out`` or ``bad-credentials``) and logs a SECURITY line.
+        `locked_elsewhere`: the shared counts (`lockouts`) lock this login out."""
         now = self.clock()
-        if self.locked(name, source):
+        if locked_elsewhere or self.locked(name, source):
             logger.warning(security_line("login-locked-out", source, source_port, name))
             raise LoginError("locked-out", "too many failed logins: try again later")
         account = self.accounts.get(name)

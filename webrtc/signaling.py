@@ -63,7 +63,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from queueing.events import AgentState
-from webrtc.accounts import AccountStore, Session
+from webrtc.accounts import AccountStore, Session, source_key
 from webrtc.accounts import check_password as _check_password
 from webrtc.config import IceSource, ice_list
 from webrtc.exceptions import CommandError, LoginError, ProtocolError
@@ -892,12 +892,22 @@ class AgentHub:
         name = message.fields["username"]
         password = message.fields["password"]
         ok = False
+        lockouts = self.accounts.lockouts
+        source = source_key(conn.source)
+        # The cluster's counts (all nodes' failures) as well as this node's own.
+        elsewhere = lockouts is not None and await lockouts.locked(name, source)
         try:
-            if not self.accounts.locked(name, conn.source):
+            if not elsewhere and not self.accounts.locked(name, conn.source):
                 ok = await self.check_password(password, self.accounts.password_hash_for(name))
-            result = self.accounts.login(name, ok, conn.source, conn.port)
+            result = self.accounts.login(
+                name, ok, conn.source, conn.port, locked_elsewhere=elsewhere
+            )
         except LoginError as exc:  # busy, locked-out, bad-credentials
+            if lockouts is not None and exc.code == "bad-credentials":
+                await lockouts.failed(name, source, name in self.accounts.accounts)
             raise ProtocolError(exc.code, exc.reason) from None
+        if lockouts is not None:
+            await lockouts.succeeded(name, source)
         if id(conn) not in self._connections:
             self.accounts.logout(result.session)
             return
