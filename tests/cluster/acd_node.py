@@ -2,7 +2,7 @@
 
 It runs `omlmedia.acd_shared.SharedAcd` with scripted agents and callers: its agents log in at
 start and answer every offer after ``--answer`` seconds, then end the call after ``--talk``
-seconds (a node is lost when silent for twice the lease); callers enter queue ``q`` when a line
+seconds (a node is lost when silent for three lease times); callers enter queue ``q`` when a line
 ``enter N [PRIORITY]`` arrives on stdin (``quit`` stops the node). Every decision read from
 ``acd:out`` is written to ``--log`` as a JSON line ``{"t", "accepted", "own", "decision"}``
 (``own``: handed to this node's callback, i.e. acted on), so the test can check what each node
@@ -53,7 +53,7 @@ class Node:
             self.on_decision,
             seed=7,
             lease_ttl=args.ttl,
-            node_timeout=args.ttl * 2,
+            node_timeout=args.ttl * 3,
             renew_every=args.ttl / 6,
             on_any=self.record,
         )
