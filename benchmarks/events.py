@@ -42,11 +42,15 @@ protocol: aiohttp's server cost more per request than the worker's client). `--f
 gives each subscription every N-th event (`--rate` deliveries a second in all), `all` every
 event. It reports each delivery's first arrival minus its event's time for the events of the
 measured window (waiting for them after it), and the CPU of the server's main process and of
-the worker apart. Measured 2026-12-06 at load average 38-45 (``--clients 0 --webhooks 10
---rate 2000 --seconds 10``, and ``--webhooks 0`` for the main process alone): main process
-48-54 us per event with the subscriptions, 26-29 us without; worker 160-270 us per delivery; it
-had 10-13 % of a core and fell far behind (at ``--rate 500``: p50 7.6 s, p99 8.3 s; at load
-10-15 and 2,000 a second: p50 17-22 s, p99 27-36 s). No delivery lost or duplicated.
+the worker apart. Measured 2026-12-06 (``--clients 0 --webhooks 10 --rate R --seconds 10``,
+and ``--webhooks 0`` for the main process alone; load average in brackets): R = 1,000 [27]:
+first arrival p50 18 ms, p99 228 ms; R = 2,000 [12-28]: p50 4.9 s, p99 13.7 s (the worker had
+41 % of a core, 205 us per delivery); at load 38-45 the worker had 10-13 % of a core and fell
+far behind even at 500. Main process 48-54 us per event with the subscriptions, 26-29 us
+without [38-45]. No delivery lost or duplicated. With SIP (``--with-sip --cps 30 --seconds 6
+--rounds 3 --webhooks 10 --clients 100`` [15 falling to 7.5]): set-up p99 per phase 8 / 20 /
+304 ms alone, 20 / 104 / 224 with the clients, 12 / 20 / 88 with the webhooks (900 deliveries
+a second, first arrival p50 16 ms, p99 52 / 95 / 567 ms, no retransmission).
 
 `--with-sip` measures the effect on calls: a real `omlmedia serve`, sipp placing `--cps` calls
 a second to ``echo`` (three events each), in `--rounds` rounds of interleaved phases: alone,
