@@ -15,7 +15,7 @@ past the reconnect grace, or expired) is left to expire, so a page that lost its
 come back to another. Redis unreachable: logins and the pages on their node go on (the session
 is then known to that node only); every failure is logged, none reaches the page.
 
-What is not shared: the lockout counters of failed logins stay per node.
+Failed agent logins are counted by all the nodes together in `omlmedia/lockouts.py`, not here.
 
 Where each agent's page lives (`AgentLocator`): a node publishes, for every agent logged in to
 it, the key ``omlmedia:agent-node:<agent>`` = its node name, with a short TTL (``NODE_TTL``),
