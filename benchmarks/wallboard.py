@@ -24,29 +24,54 @@ CPU: the server's CPU time (/proc) over `--seconds` is measured first without pa
 `--pages` pages logged in and live. Each page's own cost is its main thread's busy time over the
 same window (Chrome's ``Performance.getMetrics``: ``TaskDuration``, ``ScriptDuration``; wall
 time, so a loaded machine inflates it) and Chromium's CPU time per page (/proc, every Chromium
-process the benchmark started), which says what the pages cost whatever else the machine runs.
-The server's difference divided by the pages is the cost of one supervisor, in percent of one
-core. The server is pinned to one core and Chromium to the other (when there are two).
+process the benchmark started, also by process type), which says what the pages cost whatever
+else the machine runs. The server's difference divided by the pages is the cost of one
+supervisor, in percent of one core. The server is pinned to one core and Chromium to the other
+(when there are two). ``opening`` gives each page's load and login-to-board times; ``--ui DIR``
+serves another version's ``ui/`` to compare pages (``git archive <commit> ui | tar -x -C DIR``).
 
-Measured on the 2-core development machine while other sessions kept it loaded (load average
-10 to 20), 500 agents, 50 calls/s (305 events/s), 10 s, ``python benchmarks/wallboard.py
---pages N --seconds 10``:
+Measured on the 2-core development machine while other sessions kept it loaded (the load
+average of each run is given), 500 agents, 50 calls/s (302 events/s), 10 s, ``python
+benchmarks/wallboard.py --pages N --seconds 10`` (20 markers a page; p99 of 20 is the max).
 
-| pages | p50 / p99 / max ms | server CPU: alone / with pages / per supervisor | Chromium per page |
+The page before and after the windowed tables (1 page, runs interleaved, ``--ui`` with the
+page of 4b89960 against this one, load 37 falling to 8):
+
+| page | Chromium a page (renderer) % | main thread | p50 / p99 ms |
 |---|---|---|---|
-| 1 | 164-334 / 290-412 / 412 | 2.7-4.3 % / 6-8 % / 1.5-3.6 % | 28-54 % |
-| 3 | 443 / 1,057 / 1,057 | 4.3 % / 8.7 % / 1.47 % | 13.5 % |
-| 10 | 379 / 591 / 633 | 4.8 % / 12.2 % / 0.74 % | 9.8 % |
+| before | 57.8 (52.3), 39.5 (34.9), 80.9 (74.0) | 93-97 % | 122-221 / 263-504 |
+| after | 30.7 (23.7), 29.0 (21.7), 34.5 (26.3) | 36-58 % | 125-180 / 258-307 |
 
-The server's cost per supervisor is small (its stream: one TLS write per batch). The pages are
-the cost: headless Chromium without a GPU rasterises in software, and all the pages share the
-one core Chromium is pinned to with the rest of the machine's load. Their main threads were busy
-the whole window (``page_main_thread_percent``, wall time), and the runs vary with that load (the
-3-page run went past the 1 s target, the 10-page run after it did not). With 10 pages, 4 took
-more than 20 s to go live (``pages_not_live_at_start``). Fewer samples than expected means a
-frame showed two markers at once: only the later is counted, and the earlier one waited up to
-200 ms longer than it, so p99 is understated by up to that much. A supervisor's page on its own
-desktop is the 1-page case.
+(before: every row in the DOM, 10 frames a second; after: the rows in view, 4 frames a second)
+
+This version, 1, 3 and 10 pages:
+
+| pages | load | p50 / p99 ms | server a supervisor | Chromium a page | slowest open: load + login |
+|---|---|---|---|---|---|
+| 1 | 15-17 | 133-180 / 312-541 | 0.0-2.9 % | 19.5-25.4 % | 3.9 + 3.2 s |
+| 3 | 15-25 | 339 / 854 | 1.6 % | 13.0 % | 15.1 + 18.1 s |
+| 3 | 25-32 | 408-862 / 2,054-3,601 | 0.0-1.5 % | 7.9-9.5 % | 11.8 + 9.7 s |
+| 3 | 15-27 | 169 / 335 | 2.6 % | 25.1 % | 1.4 + 1.1 s |
+| 10 | 32-37 | did not finish in 15 min: the pages could not all open | | | |
+| 10 | 6-27 | 308 / 603 (max 761) | 1.0 % | 8.5 % | 17.7 + 13.6 s |
+| 10 | 14-18 | 311 / 711 (max 890) | 1.4 % | 9.7 % | 3.9 + 2.9 s |
+| 10 | 11-17 | 264 / 553 (max 617) | 1.1 % | 9.9 % | 4.3 + 3.8 s |
+
+Why pages were slow to go live with 10 of them: not the server. A snapshot takes 0.03-0.35 s
+(1.1 s once, under load; 190 KB for 500 agents; it now folds only the last minute of the queue
+log into a kept day tally, so it stays that cheap late in a busy day), and the server's cost per
+supervisor stays at 0-4 % of a core. The pages are the cost: headless Chromium without a GPU
+paints and rasterises in software, all the pages share the one core Chromium is pinned to, and
+that core also runs the rest of the machine's load. A live page needed 40-80 % of a core before
+(painting and laying out 800 table rows' worth of board) and 20-35 % now. Each new page opens
+on a core the live ones already fill: the tenth waits longest, and a page that reads its stream
+too slowly is cut off 2,000 events behind and resumes. When Chromium is starved
+(``chromium_cpu_percent_per_page`` far below what one page alone uses), latency measures the
+machine's scheduler, not the wallboard. At load averages of 6 to 27, the three 10-page runs all
+went live within 31 s (then 7 s) and kept the 99th percentile at 553-711 ms, within the 1 s
+target; at load 32-37 ten pages could not all open. More samples than expected: the markers
+that arrive while the benchmark reads the pages' metrics after the window are counted too. A
+supervisor's page on its own desktop is the 1-page case.
 """
 
 from __future__ import annotations
