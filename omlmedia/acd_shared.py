@@ -192,6 +192,7 @@ class SharedAcd:
         self._acd: ReplicatedAcd | None = None
         self._owner_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
         k = {name: prefix + name for name in ("owner", "epoch", "in", "out", "published")}
         self._k_owner, self._k_epoch, self._k_in = k["owner"], k["epoch"], k["in"]
         self._k_out, self._k_published = k["out"], k["published"]
@@ -233,6 +234,7 @@ class SharedAcd:
 
     async def close(self) -> None:
         """Stop every task and give the lease back if held."""
+        self._closed = True  # redis-py may turn a cancelled read into a ConnectionError
         owner = self._owner_task
         for task in [*self._tasks, *([owner] if owner else [])]:
             task.cancel()
@@ -280,10 +282,10 @@ class SharedAcd:
         return len(self._pending)
 
     async def _send_loop(self) -> None:
-        while True:
+        while not self._closed:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
+            while self._pending and not self._closed:
                 batch = list(self._pending)[:200]
                 args: list[str | int] = []
                 for count, item in batch:
@@ -303,7 +305,7 @@ class SharedAcd:
     # -- ownership ----------------------------------------------------------------------------
 
     async def _lease_loop(self) -> None:
-        while True:
+        while not self._closed:
             started = self._monotonic()
             try:
                 await self._redis.set(
@@ -383,7 +385,7 @@ class SharedAcd:
         epoch = self.epoch
         try:
             acd, last = await self._rebuild(epoch)
-            while self.epoch == epoch:
+            while self.epoch == epoch and not self._closed:
                 block = min(self._renew_every, 0.5)  # well under the socket timeout
                 due = acd.due()
                 if due is not None:
@@ -470,7 +472,7 @@ class SharedAcd:
         return decision.call_id in self.own_calls or decision.agent in self.own_agents
 
     async def _read_loop(self, last: str) -> None:
-        while True:
+        while not self._closed:
             try:
                 if last == "$":
                     newest = await self._redis.xrevrange(self._k_out, count=1)
