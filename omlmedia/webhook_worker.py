@@ -109,6 +109,7 @@ class Worker:
         self.timeout = timeout
         self.per_receiver = per_receiver
         self.memory_limit = memory_limit
+        self._closing = False
         self.cafile = cafile
         self.report = report
         self.clock = clock
@@ -220,9 +221,12 @@ class Worker:
 
     async def _reader(self) -> None:
         """Read the receivers' new rows whenever woken (or every `POLL_INTERVAL`)."""
-        while True:
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that lands
+        # as the wake-up completes, and this loop then never ended (a stop waited 10 s for it)
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+                async with asyncio.timeout(POLL_INTERVAL):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self._fill()
@@ -379,7 +383,7 @@ class Worker:
 
     async def _writer(self) -> None:
         """Report the staged outcomes every `WRITE_INTERVAL`."""
-        while True:
+        while not self._closing:
             await asyncio.sleep(WRITE_INTERVAL)
             self.write()
 
@@ -402,6 +406,7 @@ class Worker:
 
     async def close(self) -> None:
         """Stop delivering, report what was staged and close (what is left stays pending)."""
+        self._closing = True
         tasks = [*self._tasks, *(t for r in self._receivers.values() for t in r.tasks.values())]
         for task in tasks:
             task.cancel()
