@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,15 @@ class Page:
                 return dict(message)
 
 
+def shared_state(shared: redis.Redis, token: str) -> Callable[[], bytes | None]:
+    """Reads the agent state noted in the shared session of `token`."""
+    import redis as redis_client
+
+    client = redis_client.Redis(port=shared.port)
+    key = "omlmedia:session:" + hashlib.sha256(token.encode()).hexdigest()
+    return lambda: client.hget(key, "state")  # type: ignore[return-value]
+
+
 def test_a_page_whose_node_died_is_taken_by_another_node_with_its_token_and_is_ready_again(
     shared: redis.Redis, tmp_path: Path
 ) -> None:
@@ -117,6 +126,13 @@ def test_a_page_whose_node_died_is_taken_by_another_node_with_its_token_and_is_r
 
         token = asyncio.run(on_a())
         assert agent_state(a, "agent1") == "ready"
+        # the node notes a state in Redis after acknowledging it: a change in the last
+        # milliseconds before a crash is lost by design, so wait until this one was noted
+        noted = shared_state(shared, token)
+        deadline = time.monotonic() + 5
+        while noted() != b"ready":
+            assert time.monotonic() < deadline, f"a never noted ready in Redis: {noted()!r}"
+            time.sleep(0.02)
         a.process.kill()  # kill -9: the node dies with its page's socket
         a.process.wait()
 
