@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 
+from benchmarks import redisserver  # noqa: E402
 from omlmedia.acd_shared import SharedAcd  # noqa: E402
 from queueing.config import AcdConfig, build_config  # noqa: E402
 from queueing.events import Joined, LogEvent, OfferCall, QueueLogEntry  # noqa: E402
@@ -70,27 +70,7 @@ def acd_config(agents: int) -> AcdConfig:
 
 
 def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    argv += ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(directory)]
-    argv += ["--logfile", str(directory / "log")]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if client.ping():
-                break
-        except redis.RedisError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("redis-server did not start")
-        time.sleep(0.05)
-    client.close()
-    return process, port
+    return redisserver.start(directory, appendfsync="everysec")
 
 
 def command_count(client: redis.Redis) -> int:

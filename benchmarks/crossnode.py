@@ -33,10 +33,8 @@ import json
 import math
 import multiprocessing
 import re
-import shutil
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -49,44 +47,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness, redisserver  # noqa: E402
 from benchmarks.harness import RunningServer  # noqa: E402
 from benchmarks.procstat import Window  # noqa: E402
 from benchmarks.webrtc_bridge import edit_config as bench_agents  # noqa: E402
 
 SECRET = b"crossnode-benchmark-secret-32-by"
-REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 @contextmanager
 def throwaway_redis() -> Iterator[str]:
     """Debian's redis-server on a free loopback port, no persistence; its URL."""
-    directory = Path(tempfile.mkdtemp(prefix="omlmedia-bench-redis-"))
-    port = harness.free_port()
-    argv = [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen(
-        [*argv, "--dir", str(directory), "--logfile", str(directory / "log")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
+    with redisserver.throwaway() as port:
         yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def sip_port() -> int:

@@ -29,6 +29,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from benchmarks import redisserver
 from omlmedia.acd_shared import SharedAcd
 from queueing.config import build_config
 from queueing.events import LogEvent, OfferCall, QueueLogEntry
@@ -60,18 +61,11 @@ class DurableRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        argv = [throwaway.BIN, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)]
-        argv += ["--daemonize", "no", "--logfile", str(self.directory / "log")]
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
-        wait_for(lambda: _pings(client), 10, "redis-server did not start")
-        client.close()
+        self.process, _ = redisserver.start(self.directory, port=self.port, appendfsync="always")
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
+            redisserver.stop(self.process)
             self.process = None
 
 
