@@ -762,6 +762,7 @@ class Server:
                 "internal_refused": self.gate.refused if self.gate is not None else 0,
             },
             "trunks": self.trunks.status() if self.trunks is not None else {},
+            "storage": self.store.status() if self.store is not None else {},
             "webhooks": self.webhooks.status() if self.webhooks is not None else {},
             "webrtc": {
                 "audio_fast_path": fastpath_status(),

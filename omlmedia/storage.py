@@ -50,6 +50,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -288,6 +289,8 @@ class Store:
         self._closed: list[tuple[Any, ...]] = []
         self._events: list[EventRow] = []
         self._writes: list[tuple[str, tuple[Any, ...]]] = []
+        self._in_flight = 0
+        """Writes taken by the `flush` running now (back in the queues if it fails)."""
         self.committed_events = 0
         self.committed_calls = 0
         self.committed_event_id = self.last_event_id()
@@ -388,9 +391,10 @@ class Store:
 
     @property
     def pending(self) -> int:
-        """Writes waiting for `flush`."""
+        """Writes not committed yet: queued for the next `flush` or held by the one running (so
+        another thread reading it while a flush runs never sees a buffer of 0 that is not)."""
         queued = len(self._log) + len(self._opened) + len(self._closed) + len(self._events)
-        return queued + len(self._writes)
+        return queued + len(self._writes) + self._in_flight
 
     def flush(self) -> int:
         """Commit everything queued in one transaction; returns how many writes it held."""
@@ -405,6 +409,7 @@ class Store:
                 self._reconnect()
         if not count:
             return 0
+        self._in_flight = count
         self._log, self._opened, self._closed, self._events = [], [], [], []
         self._writes = []
         db = self._db
@@ -451,7 +456,9 @@ class Store:
             self._closed = closed + self._closed
             self._events = events + self._events
             self._writes = writes + self._writes
+            self._in_flight = 0
             raise
+        self._in_flight = 0
         self.committed_events += len(log)
         self.committed_calls += len(closed)
         if events:
@@ -677,6 +684,9 @@ class AsyncStore:
         self._lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
         self.errors = 0
+        """Periodic flushes that failed (the database away), ever."""
+        self.failing_since: float | None = None
+        """When (`time.monotonic`) the flushes began to fail; None while they succeed."""
 
     def append(self, entry: QueueLogRow) -> None:
         """Queue one event."""
@@ -728,14 +738,39 @@ class AsyncStore:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
+    def status(self) -> dict[str, Any]:
+        """For ``/api/v1/status``: the writes not committed yet (buffered in memory while the
+        database is away), the failed flushes so far and how long they have been failing. Read
+        without the writer's lock, so it answers at once even while a flush waits on the
+        database."""
+        since = self.failing_since
+        return {
+            "pending_writes": self.store.pending,
+            "failed_flushes": self.errors,
+            "failing_for": round(time.monotonic() - since, 3) if since is not None else 0.0,
+        }
+
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.flush_interval)
             try:
-                await self.flush()
+                written = await self.flush()
             except StoreError:
                 self.errors += 1
-                logger.exception("storing the queue log and call records failed; will retry")
+                if self.failing_since is None:  # the first of an outage: its traceback once
+                    self.failing_since = time.monotonic()
+                    logger.exception(
+                        "storing the queue log and call records failed; the writes stay "
+                        "buffered and every flush retries"
+                    )
+            else:
+                if self.failing_since is not None:
+                    logger.warning(
+                        "storing works again: %d buffered writes committed after %.1f s",
+                        written,
+                        time.monotonic() - self.failing_since,
+                    )
+                self.failing_since = None
 
     async def close(self) -> None:
         """Stop the periodic flush, commit what is left and close the database."""
