@@ -50,11 +50,14 @@ from omlmedia.storage_pg import is_dsn
 from webrtc.accounts import (
     Account,
     AccountStore,
+    SharedLockouts,
     check_password,
     hash_password,
     parse_password_hash,
+    source_key,
 )
 from webrtc.config import AgentConfig
+from webrtc.exceptions import LoginError
 
 __all__ = [
     "BOOTSTRAP",
@@ -887,7 +890,10 @@ class PasswordLogins:
     The lockout is `webrtc.accounts.AccountStore`'s (per account and source with backoff, per
     source, per account from many sources; one ``SECURITY`` line per refusal), fed with the
     book's current accounts at each login; the scrypt check runs on the shared bounded pool
-    (`check`), and an unknown name costs the same check against a dummy hash."""
+    (`check`), and an unknown name costs the same check against a dummy hash. In a cluster
+    (`lockouts`: `omlmedia.lockouts.RedisLockouts`, the agent page's) every node's failures
+    count as well, as on the agent page: N nodes behind a balancer give a guesser no more tries
+    than one."""
 
     def __init__(
         self,
@@ -895,11 +901,13 @@ class PasswordLogins:
         *,
         ttl: float = 12 * 3600.0,
         check: Callable[[str, str], Awaitable[bool]] = check_password,
+        lockouts: SharedLockouts | None = None,
     ) -> None:
         self.book = book
         self.ttl = ttl
         self.check = check
         self.gate = AccountStore([], clock=book.clock)
+        self.lockouts = lockouts
 
     async def login(
         self, name: str, password: str, source: str, port: int = 0
@@ -913,9 +921,20 @@ class PasswordLogins:
             if not a.disabled and a.role is not Role.AGENT
         }
         ok = False
-        if not gate.locked(name, source):
-            ok = await self.check(password, gate.password_hash_for(name))
-        session = gate.login(name, ok, source, port).session
+        lockouts = self.lockouts
+        key = source_key(source)
+        # The cluster's counts (all nodes' failures) as well as this node's own.
+        elsewhere = lockouts is not None and await lockouts.locked(name, key)
+        try:
+            if not elsewhere and not gate.locked(name, source):
+                ok = await self.check(password, gate.password_hash_for(name))
+            session = gate.login(name, ok, source, port, locked_elsewhere=elsewhere).session
+        except LoginError as exc:
+            if lockouts is not None and exc.code == "bad-credentials":
+                await lockouts.failed(name, key, name in gate.accounts)
+            raise
+        if lockouts is not None:
+            await lockouts.succeeded(name, key)
         gate.logout(session)  # the gate keeps the lockout; the token is the book's
         account = self.book.account(name)
         actor = Identity(account.name, account.role, account.scope, "", account.name)

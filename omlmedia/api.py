@@ -85,6 +85,7 @@ from omlmedia.webhooks import WebhookService
 from omlmedia.webhooks_api import WEBHOOKS_KEY
 from omlmedia.webhooks_api import routes as webhook_routes
 from queueing.exceptions import AcdUsageError
+from webrtc.accounts import SharedLockouts
 
 StatusProvider = Callable[[], dict[str, Any]]
 
@@ -444,6 +445,7 @@ def create_app(
     accounts: AccountBook | None = None,
     webhooks: WebhookService | None = None,
     directory: Directory | None = None,
+    lockouts: SharedLockouts | None = None,
 ) -> web.Application:
     """The HTTPS application: the API under ``/api/`` mounted on `root` (the agent pages'
     application) or on an empty one, every route of both guarded by `omlmedia.authz.authorize`
@@ -451,13 +453,16 @@ def create_app(
     Without `acd` or `database`, the queue routes answer 404; without `events`, the event
     stream; without `metrics`, ``/metrics``; without `accounts`, the accounts, tokens and audit
     routes; without `webhooks`, the webhook routes; without `directory` (`omlmedia.directory`),
-    the routes that create agents and queues, and scopes follow the file alone."""
+    the routes that create agents and queues, and scopes follow the file alone. `lockouts`:
+    the cluster's shared failed-login counts, which the password logins also keep."""
     static = _scopes(config)
     scopes: Callable[[], Scopes] = directory.scopes if directory is not None else lambda: static
     api = web.Application(client_max_size=1024 * 1024)
     api[BOOK_KEY] = accounts
     api[LOGINS_KEY] = (
-        PasswordLogins(accounts, ttl=config.webrtc.session_ttl) if accounts is not None else None
+        PasswordLogins(accounts, ttl=config.webrtc.session_ttl, lockouts=lockouts)
+        if accounts is not None
+        else None
     )
     api[SCOPES_KEY] = scopes
     api[DIRECTORY_KEY] = directory
@@ -534,6 +539,7 @@ async def start_api(
     webhooks: WebhookService | None = None,
     directory: Directory | None = None,
     gate: ConnectionGate | None = None,
+    lockouts: SharedLockouts | None = None,
 ) -> web.AppRunner:
     """Serve the API (and `root`'s pages) over HTTPS on the configured port; returns the runner
     to clean up. Connections pass `gate` (`omlmedia.netlimits`: caps per source and in total)
@@ -549,6 +555,7 @@ async def start_api(
         accounts=accounts,
         webhooks=webhooks,
         directory=directory,
+        lockouts=lockouts,
     )
     app.on_response_prepare.append(_transport_headers)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

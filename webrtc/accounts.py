@@ -26,11 +26,11 @@ one host commonly owns a whole /64):
 - per account: only failures from `account_lock_sources` distinct sources within the window lock
   the account itself, for the short `account_lockout`, and never for the source of its last good
   login.
-In a cluster (`lockouts`, Redis: `omlmedia.lockouts`) the per-(account, source) and per-source
-counts are also kept for all the nodes together, so spreading guesses over N nodes gives no
-more tries than one node; each node's own counts go on as well (the fallback when Redis is
-down). A locked login is refused with ``locked-out`` even with the right password. Every refusal is
-logged as one line in the fail2ban style of ``sip/security.py``:
+In a cluster (`lockouts`, Redis: `omlmedia.lockouts`) the per-(account, source), per-source and
+per-account counts are also kept for all the nodes together, so spreading guesses over N nodes
+gives no more tries than one node; each node's own counts go on as well (the fallback when
+Redis is down). A locked login is refused with ``locked-out`` even with the right password.
+Every refusal is logged as one line in the fail2ban style of ``sip/security.py``:
 ``SECURITY reason=login-failed src=192.0.2.7 port=0 user="agent1"``.
 
 Password checks cost ~50 ms of scrypt each: `PasswordChecker` runs them on its own small thread
@@ -262,7 +262,8 @@ class SharedSessions(Protocol):
 
 class SharedLockouts(Protocol):
     """Failed-login counts shared by the nodes of a cluster (Redis: `omlmedia.lockouts`), per
-    (account, source) and per source (`source_key`), with the limits of the node's store. Each
+    (account, source), per source (`source_key`) and per account (failures from many sources),
+    with the limits of the node's store. Each
     method answers as if nothing were shared when the store is unreachable (the node's own
     counts still apply)."""
 
