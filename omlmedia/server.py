@@ -231,7 +231,8 @@ class Server:
         self.sessions: RedisSessions | None = None
         """The agents' page sessions shared in Redis (``[cluster] redis_url``)."""
         self.lockouts: RedisLockouts | None = None
-        """The agent logins' failure counts shared in Redis (``[cluster] redis_url``)."""
+        """The failure counts of the agent page's and the API's logins, shared in Redis
+        (``[cluster] redis_url``)."""
         self.gate: InternalGate | None = None
         self.crossnode: CrossNode | None = None
         """Cross-node calls (``[cluster] node`` and ``nodes``): `omlmedia.crossnode`."""
@@ -451,6 +452,7 @@ class Server:
             webhooks=self.webhooks,
             directory=self.directory,
             gate=self.http_gate,
+            lockouts=self.lockouts,
         )
         if config.api.metrics_listen is not None:
             self.metrics_api = await serve_metrics(metrics, *config.api.metrics_listen)
