@@ -42,6 +42,8 @@ from omlmedia.events import AGENT_STATE, CALL_ENDED, NO_EVENTS, EventLog
 from omlmedia.livequality import LiveQuality
 from omlmedia.lockouts import RedisLockouts
 from omlmedia.logs import event
+from omlmedia.lost_calls import CAUSE as LOST_CAUSE
+from omlmedia.lost_calls import LostCall, LostCalls
 from omlmedia.media_targets import MediaTargets
 from omlmedia.metrics import Metrics, serve_metrics
 from omlmedia.monitor import MonitorService
@@ -240,6 +242,9 @@ class Server:
         """Other nodes' changes to the shared PostgreSQL database (`omlmedia.notify`)."""
         """Webhook subscriptions and their outbox (`omlmedia.webhooks`), fed by the event log."""
         self._tls: ssl.SSLContext | None = None
+        self.lost_calls: LostCalls | None = None
+        """The heartbeat of this node, and the records of the calls of dead nodes
+        (``[cluster] redis_url`` with ``[storage] dsn``): `omlmedia.lost_calls`."""
 
     async def start(self) -> None:
         """Bind SIP, start the API; raises OSError when a port cannot be bound."""
@@ -399,6 +404,8 @@ class Server:
         pages = self._start_agents(service, b2bua, self.directory)
         if config.storage.dsn is not None:
             self._listen_for_changes(config.storage.location(config.server.data_dir))
+            if cluster.redis_url is not None:
+                await self._start_lost_calls(cluster.redis_url, events)
         self.media_targets = (media, b2bua)
         router = self.router = CallRouter(
             config,
@@ -521,6 +528,24 @@ class Server:
                 events.publish(AGENT_STATE, agent=agent, data=data, time=last)
         store.start()
         return events
+
+    async def _start_lost_calls(self, redis_url: str, events: EventLog) -> None:
+        """Beat in Redis, and record the calls of the nodes whose heartbeat lapsed (each with
+        its ``call.ended``, cause ``node-lost``)."""
+        storage = self.config.storage
+
+        def lost(calls: list[LostCall]) -> None:
+            for call in calls:
+                data = {"cause": LOST_CAUSE, "node": call.node}
+                events.publish(CALL_ENDED, call_id=call.call_id, data=data, time=call.end)
+
+        self.lost_calls = LostCalls(
+            redis_url,
+            storage.node,
+            storage.location(self.config.server.data_dir),
+            on_lost=lost,
+        )
+        await self.lost_calls.start()
 
     def _listen_for_changes(self, dsn: Path | str) -> None:
         """Apply the accounts, tokens, directory and webhooks other nodes sharing the database
@@ -762,6 +787,7 @@ class Server:
                 "crossnode": vars(self.crossnode.stats).copy() if self.crossnode else {},
                 "internal_admitted": self.gate.admitted if self.gate is not None else 0,
                 "internal_refused": self.gate.refused if self.gate is not None else 0,
+                "lost_calls": self.lost_calls.status() if self.lost_calls is not None else {},
             },
             "trunks": self.trunks.status() if self.trunks is not None else {},
             "storage": self.store.status() if self.store is not None else {},
@@ -803,6 +829,8 @@ class Server:
             self._crossnode_task.cancel()
         if self.crossnode is not None:
             await self.crossnode.close()
+        if self.lost_calls is not None:
+            await self.lost_calls.close()
         if self.sessions is not None:
             await self.sessions.close()
         if self.lockouts is not None:
