@@ -16,7 +16,8 @@ from benchmarks import harness
 from benchmarks.harness import DEMO_PASSWORD
 from omlmedia.config import ConfigError, load_config
 from tests.cluster import redis
-from tests.cluster.test_shared_database import _TLS, api
+from tests.cluster.nodes import Page, started
+from tests.cluster.test_shared_database import api
 
 CONFIG = f"""
 [api]
@@ -63,38 +64,6 @@ def agent_state(server: harness.RunningServer, agent: str) -> str:
     return str(view.get("state"))
 
 
-class Page:
-    """An agent page's socket (the page's protocol, without its media)."""
-
-    def __init__(self, server: harness.RunningServer) -> None:
-        self.server = server
-        self.session: aiohttp.ClientSession | None = None
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
-
-    async def __aenter__(self) -> Page:
-        self.session = aiohttp.ClientSession()
-        port = self.server.http_port
-        self.ws = await self.session.ws_connect(
-            f"wss://127.0.0.1:{port}/ws", ssl=_TLS, origin=f"https://127.0.0.1:{port}"
-        )
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self.session is not None
-        if self.ws is not None:
-            await self.ws.close()
-        await self.session.close()
-
-    async def request(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """Send one message; the first answer of a kind that ends it."""
-        assert self.ws is not None
-        await self.ws.send_json({"v": 1, "type": kind, "id": 1, **fields})
-        while True:
-            message = await asyncio.wait_for(self.ws.receive_json(), 10)
-            if message.get("ref") == 1 or message.get("type") == "error":
-                return dict(message)
-
-
 def shared_state(shared: redis.Redis, token: str) -> Callable[[], bytes | None]:
     """Reads the agent state noted in the shared session of `token`."""
     import redis as redis_client
@@ -107,14 +76,7 @@ def shared_state(shared: redis.Redis, token: str) -> Callable[[], bytes | None]:
 def test_a_page_whose_node_died_is_taken_by_another_node_with_its_token_and_is_ready_again(
     shared: redis.Redis, tmp_path: Path
 ) -> None:
-    cluster = f'\n[cluster]\nredis_url = "{shared.url}"\n'
-    a = harness.start_server(tmp_path / "a", edit_config=lambda t: t + cluster)
-    try:
-        b = harness.start_server(tmp_path / "b", edit_config=lambda t: t + cluster)
-    except BaseException:
-        a.stop()
-        raise
-    try:
+    with started(tmp_path, redis_url=shared.url) as (a, b):
 
         async def on_a() -> str:
             async with Page(a) as page:
@@ -154,23 +116,12 @@ def test_a_page_whose_node_died_is_taken_by_another_node_with_its_token_and_is_r
         assert refused["type"] == "error" and refused["code"] == "session-invalid", refused
         print(f"auth on b with a's token answered in {took * 1000:.0f} ms")
         assert agent_state(b, "agent1") == "ready"  # in b's ACD, offered b's calls
-    finally:
-        if a.process.poll() is None:
-            a.stop()
-        assert b.stop() == 0, b.log()[-3000:]
 
 
 def test_a_node_stopped_gracefully_lets_its_pages_move_to_another_node(
     shared: redis.Redis, tmp_path: Path
 ) -> None:
-    cluster = f'\n[cluster]\nredis_url = "{shared.url}"\n'
-    a = harness.start_server(tmp_path / "a", edit_config=lambda t: t + cluster)
-    try:
-        b = harness.start_server(tmp_path / "b", edit_config=lambda t: t + cluster)
-    except BaseException:
-        a.stop()
-        raise
-    try:
+    with started(tmp_path, redis_url=shared.url) as (a, b):
 
         async def run() -> tuple[list[str], dict[str, Any]]:
             async with Page(a) as page:
@@ -190,7 +141,3 @@ def test_a_node_stopped_gracefully_lets_its_pages_move_to_another_node(
         told, back = asyncio.run(run())
         assert "session-ended" not in told, told  # the page reconnects instead of logging out
         assert back["type"] == "auth-ok" and back.get("state") == "ready", back
-    finally:
-        if a.process.poll() is None:
-            a.stop()
-        assert b.stop() == 0, b.log()[-3000:]
