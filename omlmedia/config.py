@@ -257,6 +257,10 @@ class ClusterConfig:
     calls to an agent whose page is on another node go there (`omlmedia.crossnode`)."""
     secret: bytes | None = field(default=None, repr=False)
     """The shared secret signing the internal INVITEs (``[cluster] secret_file``)."""
+    acd: str = "local"
+    """``"local"``: each node runs its own queues; ``"shared"``: one ACD for the whole cluster
+    over Redis (`omlmedia.acd_cluster`): a queue's callers on any node are offered to its agents
+    on any node. Needs the cross-node keys (``node``, ``nodes``, ``secret_file``, ``redis_url``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1016,7 +1020,7 @@ _TOP_KEYS: Final = (
 )
 _SITE_KEYS: Final = ("timezone",)
 _STORAGE_KEYS: Final = ("dsn", "password_file", "node")
-_CLUSTER_KEYS: Final = ("redis_url", "node", "secret_file", "nodes")
+_CLUSTER_KEYS: Final = ("redis_url", "node", "secret_file", "nodes", "acd")
 _CLUSTER_SECRET_MIN: Final = 16
 """Bytes of the shortest cluster secret accepted."""
 _NODE_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -1475,9 +1479,18 @@ def _cluster(check: _Checker, value: object, base_dir: Path) -> ClusterConfig | 
         if ok and node not in {n.name for n in nodes}:
             check.error("cluster.node", f"{node!r} is not one of cluster.nodes")
             ok = False
-    if not ok:
+    acd = check.string(table, "cluster", "acd") if "acd" in table else "local"
+    if acd not in ("local", "shared"):
+        check.error("cluster.acd", 'must be "local" or "shared"')
+        ok = False
+    elif acd == "shared" and ok and node is None:
+        check.error(
+            "cluster.acd", "a shared ACD needs the cross-node keys: node, nodes, secret_file"
+        )
+        ok = False
+    if not ok or acd is None:
         return None
-    return ClusterConfig(redis_url=url, node=node, nodes=tuple(nodes), secret=secret)
+    return ClusterConfig(redis_url=url, node=node, nodes=tuple(nodes), secret=secret, acd=acd)
 
 
 def _storage(check: _Checker, value: object, base_dir: Path) -> StorageConfig | None:
