@@ -64,6 +64,7 @@ from queueing.events import (
     QueueLogEntry,
 )
 from queueing.events import AgentStateChanged as EngineStateChanged
+from queueing.replica import OfferAnswered
 from queueing.stats import AgentCounters, QueueCounters
 from sip.message import Address, Request, Response
 from sip.sdp import OfferAnswerError, SDPError, SessionDescription
@@ -71,6 +72,7 @@ from sip.transaction import ServerTransaction
 from sip.ua import Call, CallState
 
 if TYPE_CHECKING:
+    from omlmedia.acd_cluster import SharedEngine
     from sip.service import SipService
 
 logger = logging.getLogger(__name__)
@@ -196,7 +198,7 @@ class AcdRuntime:
 
     def __init__(
         self,
-        engine: AcdEngine,
+        engine: AcdEngine | SharedEngine,
         pool: RtpSocketPool,
         media_host: str,
         *,
@@ -212,6 +214,7 @@ class AcdRuntime:
         max_record_duration: float = 600.0,
     ) -> None:
         self.engine = engine
+        """The ACD: this node's own engine, or the cluster's (`omlmedia.acd_cluster`)."""
         self.max_record_duration = max_record_duration
         """Seconds a voicemail may last (``media.max_record_duration``): then BYE, and the call's
         record says ``hangup_by = "max-duration"``."""
@@ -430,7 +433,7 @@ class AcdRuntime:
         )
         if isinstance(result, Overflowed):
             self.stats.overflowed += 1
-        self.pump()
+        self.pump()  # a shared engine's result arrives as decisions
 
     def owns(self, call: Call) -> bool:
         """True while `call` is one of the queue's callers."""
@@ -723,10 +726,32 @@ class AcdRuntime:
             self.engine.offer_rejected(ev.call_id, ev.agent, self.now())
 
     def answered(self, call_id: str, agent: str) -> bool:
-        """The agent answered the offer: the caller stops hearing music."""
+        """The agent answered the offer: the caller stops hearing music (this node's own
+        engine; `answer_offer` for either)."""
         qc = self.callers.get(call_id)
         if qc is None or not self.engine.offer_answered(call_id, agent, self.now()):
             return False
+        return self._connected(qc, agent)
+
+    async def answer_offer(self, call_id: str, agent: str) -> bool:
+        """`answered`, waiting for the cluster's ACD when it is shared: False when the offer
+        no longer stands (answered elsewhere, the caller left)."""
+        engine = self.engine
+        if isinstance(engine, AcdEngine):
+            return self.answered(call_id, agent)
+        if call_id not in self.callers:
+            return False
+        if not await engine.decide(OfferAnswered(call_id, agent, self.now())):
+            return False
+        qc = self.callers.get(call_id)
+        if qc is None or qc.ended:
+            # the caller left while the answer went in: the engine has the call connected
+            engine.call_completed(call_id, agent, self.now(), reason="caller")
+            self.pump()
+            return False
+        return self._connected(qc, agent)
+
+    def _connected(self, qc: QueuedCaller, agent: str) -> bool:
         qc.agent = agent
         qc.connected = self.now()
         qc.collecting = False
@@ -798,6 +823,17 @@ class AcdRuntime:
     def rejected(self, call_id: str, agent: str) -> None:
         """The agent declined (or missed) the offer."""
         self.engine.offer_rejected(call_id, agent, self.now())
+        self.pump()
+
+    def remote_call_ended(self, call_id: str, agent: str) -> None:
+        """The agent's end of another node's queue caller ended here (`call_id` is the call on
+        that node, which reports it too: the engine takes the first)."""
+        self.engine.call_completed(call_id, agent, self.now(), reason="agent")
+        self.pump()
+
+    def timed_out(self, call_id: str, agent: str) -> None:
+        """The offer rang out where the agent is (another node's ring timeout)."""
+        self.engine.offer_timeout(call_id, agent, self.now())
         self.pump()
 
     def _overflow(self, call_id: str, kind: DestinationKind, target: str, reason: str) -> None:
@@ -888,13 +924,20 @@ class AcdRuntime:
             self.callbacks.pop(ev.call_id, None)
             self.pump()
 
-    def callback_answered(self, call_id: str, agent: str) -> bool:
+    async def callback_answered(self, call_id: str, agent: str) -> bool:
         """The agent took the callback offered to it (the number is dialled next): the engine's
         offer is answered and the agent is on the call. False when the offer no longer stands."""
         qc = self.callbacks.get(call_id)
         now = self.now()
-        if qc is None or not self.engine.offer_answered(call_id, agent, now):
+        engine = self.engine
+        if qc is None:
             return False
+        if isinstance(engine, AcdEngine):
+            if not engine.offer_answered(call_id, agent, now):
+                return False
+        else:
+            if not await engine.decide(OfferAnswered(call_id, agent, now)):
+                return False
         qc.agent = agent
         qc.connected = now
         self.pump()

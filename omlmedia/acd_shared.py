@@ -21,9 +21,17 @@ duplicates refused) and hands the accepted ones that concern its own callers or 
 callback. While Redis is unreachable nothing is decided: inputs wait in the local queue and are
 appended, in order, once it is back.
 
+**Following** (``on_applied``, what the server uses): every node also applies ``acd:in``, in
+order, to its own `ReplicatedAcd` (``replica``) and hands each entry's decisions to
+``on_applied``; the engine is a function of the stream, so every node computes the same decisions
+and each acts on those that concern its own callers and agents (`omlmedia.acd_cluster`), with the
+engine's whole state at hand for queries. The owner then keeps no replica of its own and publishes
+nothing: it writes the `Tick` inputs and records lost nodes from the followed replica, so a
+takeover needs no rebuild (the new owner's replica is current) and lasts as long as the lease.
+A node that starts replays the stream without acting, until the first entry it appended itself.
+
 Redis must keep its data across a restart (AOF) and be a single primary: the stream is the ACD's
-only state. The server does not use this module yet (its queues are node-local until
-`omlmedia.acd` is wired to it): see ``docs/cluster.md``.
+only state. See ``docs/cluster.md``.
 """
 
 from __future__ import annotations
@@ -133,6 +141,8 @@ class SharedAcdStats:
 
 
 Callback = Callable[[Decision], Awaitable[None] | None]
+Applied = Callable[[str, Input, Source | None, list[Decision]], None]
+"""A followed entry: its id, the input, who appended it, and the decisions it led to."""
 
 
 class SharedAcd:
@@ -161,6 +171,7 @@ class SharedAcd:
         redis_timeout: float = 2.0,
         node_timeout: float = 10.0,
         on_any: Callable[[Decision, bool], None] | None = None,
+        on_applied: Applied | None = None,
     ) -> None:
         self.node = node
         self.incarnation = f"{node}/{os.getpid()}/{os.urandom(4).hex()}"
@@ -175,6 +186,13 @@ class SharedAcd:
         self._seed = seed
         self._on_decision = on_decision
         self._on_any = on_any
+        self._on_applied = on_applied
+        self.replica: ReplicatedAcd | None = None
+        """The followed engine (with `on_applied`), current up to `followed`."""
+        self.followed = "0-0"
+        self.caught_up = asyncio.Event()
+        """Set once the follower has read the stream to its end at start."""
+        self._applied_event = asyncio.Event()
         self._ttl_ms = int(lease_ttl * 1000)
         self._lease_ttl = lease_ttl
         self._renew_every = renew_every
@@ -229,8 +247,12 @@ class SharedAcd:
         self._tasks = [
             asyncio.create_task(self._send_loop(), name="acd-send"),
             asyncio.create_task(self._lease_loop(), name="acd-lease"),
-            asyncio.create_task(self._read_loop(out_from), name="acd-read"),
         ]
+        if self._on_applied is not None:
+            self.replica = ReplicatedAcd(self._config, seed=self._seed)
+            self._tasks.append(asyncio.create_task(self._follow_loop(), name="acd-follow"))
+        else:
+            self._tasks.append(asyncio.create_task(self._read_loop(out_from), name="acd-read"))
 
     async def close(self) -> None:
         """Stop every task and give the lease back if held."""
@@ -261,8 +283,9 @@ class SharedAcd:
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def submit(self, item: Input) -> bool:
-        """Queue `item` for the stream; False (and counted) when the local queue is full."""
+    def submit(self, item: Input) -> int:
+        """Queue `item` for the stream: its count among this node's inputs (the second half of
+        its `Source`), 0 (and counted) when the local queue is full."""
         self.stats.submitted += 1
         if isinstance(item, CallerEnter):
             self.own_calls.add(item.call)
@@ -270,11 +293,11 @@ class SharedAcd:
             self.own_agents.add(item.agent)
         if len(self._pending) >= self._max_pending:
             self.stats.dropped += 1
-            return False
+            return 0
         self._count += 1
         self._pending.append((self._count, item))
         self._wake.set()
-        return True
+        return self._count
 
     @property
     def pending(self) -> int:
@@ -332,7 +355,8 @@ class SharedAcd:
                         self._owned_since = started
                         self._declared = set()
                         logger.info("shared ACD %s: owner with epoch %d", self.node, self.epoch)
-                        self._owner_task = asyncio.create_task(self._own(), name="acd-own")
+                        own = self._tick_loop() if self.replica is not None else self._own()
+                        self._owner_task = asyncio.create_task(own, name="acd-own")
             except (RedisError, OSError) as error:
                 self._failed("the lease", error)
             if self.epoch and self._monotonic() >= self._lease_deadline:
@@ -343,7 +367,7 @@ class SharedAcd:
         """As owner: a node whose heartbeat lapsed is lost; record it (its callers abandon, its
         agents are logged out). Not before a node timeout of ownership, so that after a Redis
         outage every live node has had the time to renew its heartbeat."""
-        acd = self._acd
+        acd = self.replica if self.replica is not None else self._acd
         if acd is None or self._monotonic() - self._owned_since < self._node_timeout:
             return
         senders = sorted(acd.senders() - self._declared - {self.incarnation})
@@ -359,6 +383,83 @@ class SharedAcd:
                 self.stats.nodes_lost += 1
                 for item in acd.lost(sender, self._clock()):
                     self.submit(item)
+
+    async def _tick_loop(self) -> None:
+        """As owner of a following node: write a `Tick` when the followed engine's timer is
+        due (applied when read back, like any input)."""
+        epoch = self.epoch
+        replica = self.replica
+        assert replica is not None
+        while self.epoch == epoch and not self._closed:
+            wait = self._renew_every
+            due = replica.due()
+            if due is not None:
+                late = self._clock() - due
+                if late >= 0:
+                    if self._tick_pending != due:
+                        self._tick_pending = due
+                        self.submit(Tick(self._clock()))
+                    wait = 0.05  # until the tick is read back and the timer moves on
+                else:
+                    wait = min(wait, -late)
+            self._applied_event.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(wait, 0.001)):
+                    await self._applied_event.wait()
+
+    async def _follow_loop(self) -> None:
+        """Apply every entry of the input stream, in order, to `replica`; hand the decisions
+        of each to `on_applied` from the first entry this incarnation appended on (what came
+        before concerns none of this process's callers and agents and was acted on already)."""
+        replica, applied = self.replica, self._on_applied
+        assert replica is not None and applied is not None
+        acting = False
+        replaying = True
+        while not self._closed:
+            try:
+                if replaying:
+                    entries = await self._redis.xrange(
+                        self._k_in, min=f"({self.followed}", count=5000
+                    )
+                    if not entries:
+                        replaying = False
+                        self.caught_up.set()
+                        logger.info("shared ACD %s: followed %d inputs", self.node, replica.applied)
+                        continue
+                else:
+                    reply = await self._redis.xread(
+                        {self._k_in: self.followed},
+                        count=500,
+                        block=int(min(self._renew_every, 0.5) * 1000),
+                    )
+                    entries = [entry for _stream, got in reply or [] for entry in got]
+            except (RedisError, OSError) as error:
+                self._failed("following the inputs", error)
+                await asyncio.sleep(min(self._renew_every, 0.5))
+                continue
+            for entry_id, fields in entries:
+                self.followed = entry_id
+                parsed = self._parse(entry_id, fields)
+                if parsed is None:
+                    continue
+                _, item, source = parsed
+                try:
+                    decisions = replica.apply(entry_id, item, source)
+                except ReplicaError:
+                    self.stats.malformed += 1
+                    logger.exception("shared ACD: input %s cannot be applied", entry_id)
+                    continue
+                self.stats.applied += 1
+                if isinstance(item, Tick):
+                    self._tick_pending = None
+                acting = acting or source[0] == self.incarnation
+                if acting:
+                    try:
+                        applied(entry_id, item, source, decisions)
+                    except Exception:
+                        logger.exception("shared ACD: acting on %s failed", entry_id)
+            if entries:
+                self._applied_event.set()
 
     def _step_down(self, why: str) -> None:
         if not self.epoch:

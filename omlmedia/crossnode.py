@@ -372,7 +372,9 @@ class CrossNode:
             origin_call_id=offer.call_id,
             queue=offer.queue or None,
         )
-        status = self.desk.offer(call, agent, queue=offer.queue)
+        # a queue's offer (the cluster's ACD) leaves the agent's states to the ACD
+        engine_call = offer.call_id if offer.queue else ""
+        status = self.desk.offer(call, agent, queue=offer.queue, engine_call=engine_call)
         if status is not None:
             service.act(lambda now: service.ua.reject(call, status, now))
 

@@ -148,6 +148,9 @@ class AgentCall:
     web: WebCaller | None = None
     queued: QueuedCaller | None = None
     """The queue's caller (its leg belongs to the queue) when the ACD offered the call."""
+    engine_call: str = ""
+    """The call id, on the caller's node, of a queue's caller the cluster's ACD offered to this
+    agent from another node (`omlmedia.acd_cluster`): the ACD owns the agent's states."""
     callback: str = ""
     """The number a callback (or a manual call) dials once the agent answers."""
     outbound: Call | None = None
@@ -404,9 +407,17 @@ class Desk:
             return None
         return Refusal(status, "agent-unavailable", target=f"agent:{agent}")
 
-    def offer(self, call: Call, agent: str, queue: str = "", wait: float = 0.0) -> int | None:
-        """Ring `agent` with `call`; the SIP status to refuse with when that cannot be."""
-        if self.state(agent) is not AgentState.READY:
+    def offer(
+        self, call: Call, agent: str, queue: str = "", wait: float = 0.0, engine_call: str = ""
+    ) -> int | None:
+        """Ring `agent` with `call`; the SIP status to refuse with when that cannot be.
+        `engine_call`: the cluster's ACD offers another node's queue caller (its call id there)
+        and owns the agent's states meanwhile."""
+        if engine_call:
+            if agent not in self.logged_in or any(c.agent == agent for c in self.calls.values()):
+                self.stats.refused += 1
+                return 480
+        elif self.state(agent) is not AgentState.READY:
             self.stats.refused += 1
             return 480
         if not call.remote_sdp:
@@ -421,14 +432,20 @@ class Desk:
             wait_seconds=wait,
         )
         ac = AgentCall(
-            call_id=call.call_id, call=call, agent=agent, info=info, offered_at=self.clock()
+            call_id=call.call_id,
+            call=call,
+            agent=agent,
+            info=info,
+            offered_at=self.clock(),
+            engine_call=engine_call,
         )
         if not self.hub.offer_call(agent, info):
             self.stats.refused += 1
             return 480
         self.calls[(call.call_id, agent)] = ac
         call.app = self
-        self._hold_engine(agent)
+        if not engine_call:
+            self._hold_engine(agent)
         self.stats.offered += 1
         service = self.service
         service.act(lambda now: service.ua.ring(call, now))
@@ -552,16 +569,19 @@ class Desk:
             raise CommandError("no-channel", "the agent channel is not connected")
         if ac.callback:
             if ac.queued is not None and self.acd is not None:
-                if not self.acd.callback_answered(call_id, agent):
+                if not await self.acd.callback_answered(call_id, agent):
                     self._finish(ac, "taken")
                     raise CommandError("gone", "the callback was taken elsewhere")
             await self._dial_for(ac)
             return
         if ac.queued is not None:
             assert self.acd is not None
-            if not self.acd.answered(call_id, agent):
+            if not await self.acd.answer_offer(call_id, agent):
                 self._finish(ac, "taken")
                 raise CommandError("gone", "the call was answered elsewhere or the caller left")
+            if self.calls.get((call_id, agent)) is not ac:  # gone while the answer went in
+                self.acd.agent_hung_up(call_id)
+                raise CommandError("gone", "the call has ended")
             if ac.call is not None:
                 ac.call.app = self  # the queue hands its caller over (its end still goes there)
             ac.leg = ac.queued.leg
@@ -1106,6 +1126,10 @@ class Desk:
             if self._in_engine(agent) and agent not in self._engine_busy:
                 return  # the ACD owns this agent's states
             ac.answered_at = ac.answered_at or self.clock()
+        if ac.engine_call and self.acd is not None:
+            if ac.answered_at is not None:  # the caller's node says so too, if it is alive
+                self.acd.remote_call_ended(ac.engine_call, agent)
+            return  # the ACD owns this agent's states (wrap-up included)
         if ac.queued is not None and agent not in self._engine_busy:
             return  # the ACD owns this agent's states (wrap-up included)
         if ac.answered_at is None:

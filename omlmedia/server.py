@@ -25,6 +25,8 @@ from media.player import MediaFileError, sound_path
 from media.ports import PortAllocator, RtpSocketPool
 from omlmedia.accounts import AccountBook, account_summary
 from omlmedia.acd import AcdRuntime
+from omlmedia.acd_cluster import ClusterAgents, RemoteOffers, SharedEngine
+from omlmedia.acd_shared import SharedAcd
 from omlmedia.agents import AgentDesk
 from omlmedia.api import _scopes as api_scopes
 from omlmedia.api import start_api
@@ -236,6 +238,9 @@ class Server:
         """The failure counts of the agent page's and the API's logins, shared in Redis
         (``[cluster] redis_url``)."""
         self.gate: InternalGate | None = None
+        self.shared_acd: SharedAcd | None = None
+        """The cluster's one ACD (``[cluster] acd = "shared"``): `omlmedia.acd_cluster`."""
+        self.remote_offers: RemoteOffers | None = None
         self.crossnode: CrossNode | None = None
         """Cross-node calls (``[cluster] node`` and ``nodes``): `omlmedia.crossnode`."""
         self._crossnode_task: asyncio.Task[None] | None = None
@@ -430,6 +435,8 @@ class Server:
             )
             router.internal = self.crossnode.take_internal
             self._crossnode_task = asyncio.get_running_loop().create_task(self.crossnode.run())
+        if self.shared_acd is not None:
+            await self._start_shared_acd(service)
         reported = [b2bua, media, *(t for t in (self.desk, self.acd) if t is not None)]
         self.upkeep = Upkeep(
             service,
@@ -581,6 +588,50 @@ class Server:
 
         return Metrics(self.status, calls=calls, agents=agents, events=events)
 
+    def _shared_acd_status(self) -> dict[str, Any]:
+        """The cluster's ACD seen from this node ({} when its ACD is its own)."""
+        shared = self.shared_acd
+        if shared is None:
+            return {}
+        remote = self.remote_offers
+        return {
+            "owner": shared.is_owner,
+            "epoch": shared.epoch,
+            "followed": shared.followed,
+            "pending": shared.pending,
+            "remote_offers": len(remote.offers) if remote is not None else 0,
+            **vars(shared.stats),
+        }
+
+    async def _start_shared_acd(self, service: SipService) -> None:
+        """The cluster's one ACD: offers to agents on other nodes go over internal legs; the
+        node serves once it has followed the ACD's stream to its end."""
+        cluster, acd, shared = self.config.cluster, self.acd, self.shared_acd
+        assert acd is not None and shared is not None and self.desk is not None
+        assert cluster.node is not None and cluster.secret is not None
+        assert isinstance(acd.engine, SharedEngine)
+        self.remote_offers = RemoteOffers(
+            acd,
+            node=cluster.node,
+            secret=cluster.secret,
+            nodes={n.name: Endpoint("udp", n.host, n.port) for n in cluster.nodes},
+            service=service,
+            pool=self.pool,
+            media_host=self.media_host,
+            clock=time.time,
+        )
+        acd.listen(ClusterAgents(self.desk, self.remote_offers, acd.engine))
+        await shared.start()
+        started = time.monotonic()
+        await shared.caught_up.wait()
+        event(
+            logger,
+            "shared-acd",
+            node=cluster.node,
+            followed=shared.stats.applied,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
     def _start_live_quality(self, acd: AcdRuntime, hub: AgentHub, events: EventLog) -> LiveQuality:
         """Both legs of every answered queue call measured every few seconds, for the
         wallboard (``call.live_quality``) and the call records' low-MOS flag."""
@@ -613,8 +664,23 @@ class Server:
         config = self.config
         loop = asyncio.get_running_loop()
         media_host = self.media_host
+        cluster = config.cluster
+        engine: AcdEngine | SharedEngine
+        if cluster.acd == "shared" and cluster.redis_url is not None and cluster.node is not None:
+            shared: list[SharedEngine] = []
+            self.shared_acd = SharedAcd(
+                cluster.redis_url,
+                cluster.node,
+                directory.acd_config(),
+                lambda _decision: None,
+                on_applied=lambda *entry: shared[0].applied(*entry),
+            )
+            engine = SharedEngine(self.shared_acd, time.time)
+            shared.append(engine)
+        else:
+            engine = AcdEngine(directory.acd_config())
         acd = AcdRuntime(
-            AcdEngine(directory.acd_config()),
+            engine,
             self.pool,
             media_host,
             service=service,
@@ -626,6 +692,8 @@ class Server:
             max_record_duration=config.media.max_record_duration,
         )
         self.acd = acd
+        if isinstance(engine, SharedEngine):
+            engine.on_events = acd.pump
         accounts = AccountStore(
             directory.agent_accounts(),
             clock=loop.time,
@@ -785,6 +853,7 @@ class Server:
             "queues": self.acd.queue_summary() if self.acd is not None else {},
             "cluster": {
                 "crossnode": vars(self.crossnode.stats).copy() if self.crossnode else {},
+                "acd": self._shared_acd_status(),
                 "internal_admitted": self.gate.admitted if self.gate is not None else 0,
                 "internal_refused": self.gate.refused if self.gate is not None else 0,
                 "lost_calls": self.lost_calls.status() if self.lost_calls is not None else {},
@@ -823,6 +892,10 @@ class Server:
         self.pool.close()
         if self.acd is not None:
             self.acd.close()
+        if self.remote_offers is not None:
+            await self.remote_offers.close()
+        if self.shared_acd is not None:
+            await self.shared_acd.close()
         if self.hub is not None:
             await self.hub.close()
         if self._crossnode_task is not None:

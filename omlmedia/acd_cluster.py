@@ -1,0 +1,618 @@
+"""The server's queues on the cluster's one ACD (``[cluster] acd = "shared"``).
+
+Theory of operation. Every node runs a `omlmedia.acd_shared.SharedAcd` in *following* mode:
+what happens to its callers and agents goes into the shared input stream, every node applies the
+stream in order to its own replica of the engine, and so every node computes the same decisions
+(`queueing.replica`). `SharedEngine` gives `omlmedia.acd.AcdRuntime` the engine's interface over
+that: the runtime's calls become inputs, its queries read the node's replica (cluster-wide
+figures), and of the decisions it receives those that are this node's to act on:
+
+- an offer, its withdrawal, an announcement, an overflow or a callback: the node where the caller
+  entered the queue (it holds the caller's SIP dialog and media);
+- an agent's state: the node the agent logged in on (it holds the page);
+- a queue-log entry: the node whose input produced it (exactly one node writes each entry; the
+  owner writes those of its timer ticks and of nodes it found lost).
+
+Where a caller's node is offered an agent whose page is on another node, `RemoteOffers` rings
+the agent there with an internal INVITE signed as in `omlmedia.crossnode` (the caller's codec
+only, so the far node's leg is a passthrough); the far node rings its agent with the offer marked
+as the ACD's (its desk leaves the agent's states to the ACD), the 200 OK is the agent's answer
+(`OfferAnswered`, awaited: in ``ringall`` another agent may have been first), 486 a decline, any
+other refusal a ring timeout; once answered the caller's leg and the internal leg are bridged
+without transcoding until either side hangs up.
+
+The inputs whose result the runtime needs at once (an answer: was the offer still standing?) are
+awaited until the node's follower applies them (`SharedEngine.decide`); the others are sent and
+their effects arrive as decisions. While Redis is unreachable nothing is decided: inputs wait,
+in order, and go in when it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from media.bridge import MediaBridge, codec_transcoder
+from media.leg import RtpLeg
+from media.ports import PortsExhausted, RtpSocketPool
+from omlmedia.acd_shared import SharedAcd
+from omlmedia.crossnode import HEADER, OfferHeader, sign_offer
+from omlmedia.logs import event
+from omlmedia.offer_answer import apply_answer
+from omlmedia.services import CAPABILITIES
+from queueing.config import AcdConfig, AgentConfig, QueueConfig
+from queueing.engine import AcdEngine, CallerState
+from queueing.events import (
+    AgentState,
+    AgentStateChanged,
+    AgentStatus,
+    Announce,
+    CallbackDial,
+    CancelOffer,
+    Event,
+    OfferCall,
+    Overflow,
+    QueueLogEntry,
+    QueueStatus,
+)
+from queueing.replica import (
+    AddAgent,
+    AddQueue,
+    AgentLogin,
+    AgentLogout,
+    AgentPause,
+    AgentReady,
+    AgentUnpause,
+    CallbackRequest,
+    CallCompleted,
+    CallerAbandon,
+    CallerEnter,
+    CallTransferred,
+    Decision,
+    ForceLogout,
+    ForcePause,
+    Input,
+    OfferRejected,
+    OfferTimeout,
+    Refused,
+    RemoveAgent,
+    RemoveQueue,
+    Source,
+    UpdateAgent,
+    UpdateQueue,
+)
+from queueing.stats import Statistics
+from sip.endpoint import Endpoint
+from sip.message import URI, Address, Request, Response
+from sip.sdp import MediaCapabilities, create_offer
+from sip.service import SipService
+from sip.transaction import ServerTransaction
+from sip.ua import Call, CallState
+
+if TYPE_CHECKING:
+    from omlmedia.acd import AcdRuntime, AgentSide, QueuedCaller
+
+__all__ = ["ClusterAgents", "RemoteOffers", "SharedEngine", "node_of"]
+
+logger = logging.getLogger(__name__)
+
+_CALL_OUTPUTS = (OfferCall, CancelOffer, Announce, Overflow, CallbackDial)
+
+
+def node_of(incarnation: str) -> str:
+    """The node name of a `SharedAcd.incarnation` (``node/pid/random``)."""
+    return incarnation.rsplit("/", 2)[0]
+
+
+class SharedEngine:
+    """`AcdEngine`'s interface for `AcdRuntime` over the cluster's one ACD (module docstring)."""
+
+    def __init__(self, acd: SharedAcd, clock: Callable[[], float]) -> None:
+        self.acd = acd
+        self.clock = clock
+        self.call_origin: dict[str, str] = {}
+        """Where each caller entered a queue (an incarnation), from the followed stream."""
+        self.agent_origin: dict[str, str] = {}
+        """Where each agent logged in last (an incarnation), from the followed stream."""
+        self.on_events: Callable[[], None] = lambda: None
+        """Called when events for this node arrived (the runtime pumps them)."""
+        self._events: list[Event] = []
+        self._results: dict[int, asyncio.Future[bool]] = {}
+        self._applied = 0
+
+    # -- what the runtime reads ----------------------------------------------------------------
+
+    @property
+    def replica(self) -> AcdEngine:
+        replica = self.acd.replica
+        if replica is None:
+            raise RuntimeError("the shared ACD is not started")
+        return replica.engine
+
+    @property
+    def config(self) -> AcdConfig:
+        return self.replica.config
+
+    @property
+    def statistics(self) -> Statistics:
+        return self.replica.statistics
+
+    def agent_status(self, agent: str) -> AgentStatus:
+        return self.replica.agent_status(agent)
+
+    def queue_status(self, queue: str, now: float) -> QueueStatus:
+        return self.replica.queue_status(queue, now)
+
+    def call_state(self, call_id: str) -> CallerState:
+        return self.replica.call_state(call_id)
+
+    def call_queue(self, call_id: str) -> str:
+        return self.replica.call_queue(call_id)
+
+    def is_local_agent(self, agent: str) -> bool:
+        """Whether `agent` logged in on this node (its page is here)."""
+        return self.agent_origin.get(agent) == self.acd.incarnation
+
+    def agent_node(self, agent: str) -> str | None:
+        """The node `agent` logged in on, None when not known."""
+        origin = self.agent_origin.get(agent)
+        return node_of(origin) if origin else None
+
+    # -- the engine's events and clock, for the runtime ------------------------------------------
+
+    def events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def get_timer(self) -> float | None:
+        """None: the owner of the ACD writes the ticks of the engine's timers."""
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Nothing: see `get_timer`."""
+
+    # -- what the runtime does: inputs -----------------------------------------------------------
+
+    def _submit(self, item: Input) -> int:
+        return self.acd.submit(item)
+
+    async def decide(self, item: Input) -> bool:
+        """Send `item` and wait until it is applied: False when the engine refused it (or it
+        could not be sent)."""
+        count = self._submit(item)
+        if not count:
+            return False
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._results[count] = future
+        try:
+            return await future
+        finally:
+            self._results.pop(count, None)
+
+    def caller_enter(
+        self,
+        call_id: str,
+        queue: str,
+        now: float,
+        *,
+        priority: int = 0,
+        caller_number: str = "",
+        caller_name: str = "",
+    ) -> None:
+        self._submit(CallerEnter(call_id, queue, now, priority, caller_number, caller_name))
+
+    def caller_abandon(self, call_id: str, now: float) -> bool:
+        return bool(self._submit(CallerAbandon(call_id, now)))
+
+    def callback_request(self, call_id: str, number: str, now: float) -> bool:
+        """Sent; True (the runtime checked the number; the engine's refusal, rare, is logged)."""
+        return bool(self._submit(CallbackRequest(call_id, number, now)))
+
+    def offer_answered(self, call_id: str, agent: str, now: float) -> bool:
+        raise RuntimeError("the shared ACD's answers are awaited (SharedEngine.decide)")
+
+    def offer_rejected(self, call_id: str, agent: str, now: float) -> bool:
+        return bool(self._submit(OfferRejected(call_id, agent, now)))
+
+    def offer_timeout(self, call_id: str, agent: str, now: float) -> bool:
+        return bool(self._submit(OfferTimeout(call_id, agent, now)))
+
+    def call_completed(
+        self, call_id: str, agent: str, now: float, *, reason: str = "agent"
+    ) -> bool:
+        return bool(self._submit(CallCompleted(call_id, agent, now, reason)))
+
+    def call_transferred(self, call_id: str, agent: str, destination: str, now: float) -> bool:
+        return bool(self._submit(CallTransferred(call_id, agent, destination, now)))
+
+    def agent_login(self, agent: str, now: float, *, paused_reason: str | None = None) -> None:
+        """Logged in here. An agent still logged in elsewhere (its page moved here when its
+        node died, or it logged in again) is logged out there first: from now on its offers
+        and states are this node's."""
+        try:
+            logged_in = self.replica.agent_status(agent).state is not AgentState.LOGGED_OUT
+        except (KeyError, ValueError):
+            logged_in = False
+        if logged_in:
+            self._submit(AgentLogout(agent, now))
+        self._submit(AgentLogin(agent, now, paused_reason))
+
+    def agent_logout(self, agent: str, now: float) -> None:
+        self._submit(AgentLogout(agent, now))
+
+    def agent_ready(self, agent: str, now: float) -> None:
+        self._submit(AgentReady(agent, now))
+
+    def agent_pause(self, agent: str, reason: str, now: float) -> None:
+        self._submit(AgentPause(agent, reason, now))
+
+    def agent_unpause(self, agent: str, now: float) -> None:
+        self._submit(AgentUnpause(agent, now))
+
+    def force_pause(self, agent: str, reason: str, now: float, *, supervisor: str = "") -> None:
+        self._submit(ForcePause(agent, reason, now, supervisor))
+
+    def force_logout(self, agent: str, now: float, *, supervisor: str = "") -> None:
+        self._submit(ForceLogout(agent, now, supervisor))
+
+    def add_agent(self, agent: AgentConfig, now: float) -> None:
+        self._submit(AddAgent(agent, now))
+
+    def update_agent(self, agent: AgentConfig) -> None:
+        self._submit(UpdateAgent(agent, self.clock()))
+
+    def remove_agent(self, agent: str, now: float) -> None:
+        self._submit(RemoveAgent(agent, now))
+
+    def add_queue(self, config: QueueConfig, now: float) -> None:
+        self._submit(AddQueue(config, now))
+
+    def update_queue(self, config: QueueConfig, now: float) -> None:
+        self._submit(UpdateQueue(config, now))
+
+    def remove_queue(self, queue: str, now: float) -> None:
+        self._submit(RemoveQueue(queue, now))
+
+    # -- the followed stream -----------------------------------------------------------------
+
+    def applied(
+        self, entry_id: str, item: Input, source: Source | None, decisions: list[Decision]
+    ) -> None:
+        """`SharedAcd`'s ``on_applied``: note origins, keep this node's events, settle the
+        awaited inputs."""
+        me = self.acd.incarnation
+        sender = source[0] if source is not None else ""
+        refused = any(
+            isinstance(d.output, Refused) and d.output.kind == item.kind for d in decisions
+        )
+        if not refused:
+            if isinstance(item, CallerEnter):
+                self.call_origin[item.call] = sender
+            elif isinstance(item, AgentLogin):
+                self.agent_origin[item.agent] = sender
+        mine = sender == me
+        kept: list[Event] = []
+        for decision in decisions:
+            out = decision.output
+            if isinstance(out, QueueLogEntry):
+                if mine:
+                    kept.append(out)
+            elif isinstance(out, AgentStateChanged):
+                if self.agent_origin.get(out.agent) == me:
+                    kept.append(out)
+            elif isinstance(out, _CALL_OUTPUTS):
+                if self.call_origin.get(out.call_id) == me:
+                    kept.append(out)
+            elif isinstance(out, Refused) and mine:
+                event(
+                    logger,
+                    "acd-input-refused",
+                    level=logging.DEBUG,
+                    kind=out.kind,
+                    call_id=out.call_id or None,
+                    agent=out.agent or None,
+                    reason=out.reason,
+                )
+        if mine and source is not None:
+            future = self._results.get(source[1])
+            if future is not None and not future.done():
+                future.set_result(not refused)
+        self._applied += 1
+        if self._applied % 1000 == 0:
+            self._prune()
+        if kept:
+            self._events.extend(kept)
+            self.on_events()
+
+    def _prune(self) -> None:
+        engine = self.replica
+        for call in [c for c in self.call_origin if engine.call_state(c) is CallerState.GONE]:
+            del self.call_origin[call]
+        for agent in list(self.agent_origin):
+            try:
+                gone = engine.agent_status(agent).state is AgentState.LOGGED_OUT
+            except (KeyError, ValueError):
+                gone = True
+            if gone:
+                del self.agent_origin[agent]
+
+
+@dataclass(eq=False)
+class RemoteOffer:
+    """A queue's caller here rung to an agent on another node over an internal leg."""
+
+    qc: QueuedCaller
+    agent: str
+    node: str
+    leg: RtpLeg
+    offer: bytes
+    call: Call | None = None
+    answered: bool = False
+    bridge: MediaBridge | None = None
+    ended: bool = False
+
+
+class RemoteOffers:
+    """The caller's node's half of an offer to an agent on another node (module docstring)."""
+
+    def __init__(
+        self,
+        runtime: AcdRuntime,
+        *,
+        node: str,
+        secret: bytes,
+        nodes: Mapping[str, Endpoint],
+        service: SipService,
+        pool: RtpSocketPool,
+        media_host: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self.runtime = runtime
+        self.node = node
+        self.secret = secret
+        self.nodes = dict(nodes)
+        self.service = service
+        self.pool = pool
+        self.media_host = media_host
+        self.clock = clock
+        self.offers: dict[tuple[str, str], RemoteOffer] = {}
+        self.by_call: dict[str, RemoteOffer] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def offer(self, qc: QueuedCaller, agent: str, node: str, queue: str) -> bool:
+        """Ring `agent` on `node` with `qc`; False when that cannot even be tried."""
+        if node not in self.nodes or node == self.node or qc.leg.format is None:
+            return False
+        self._spawn(self._place(qc, agent, node, queue))
+        return True
+
+    def _offer_sdp(self, leg: RtpLeg, caller: RtpLeg) -> bytes:
+        fmt = caller.format
+        assert fmt is not None
+        wanted = (fmt.encoding_name.lower(), "telephone-event")
+        codecs = tuple(
+            c
+            for c in CAPABILITIES.codecs
+            if c.encoding_name.lower() in wanted and c.clock_rate == fmt.clock_rate
+        )
+        capabilities = MediaCapabilities(codecs, rtcp_mux=False)
+        offer = create_offer(
+            capabilities, secrets.randbelow(2**31) + 1, 0, self.media_host, leg.port
+        )
+        return bytes(offer)
+
+    async def _place(self, qc: QueuedCaller, agent: str, node: str, queue: str) -> None:
+        call_id = qc.call.call_id
+        try:
+            leg = RtpLeg(await self.pool.acquire())
+        except (PortsExhausted, OSError):
+            self.runtime.rejected(call_id, agent)
+            return
+        if qc.ended or call_id not in self.runtime.callers:
+            self._release(leg)
+            return
+        offer = RemoteOffer(qc, agent, node, leg, self._offer_sdp(leg, qc.leg))
+        self.offers[(call_id, agent)] = offer
+        where = self.nodes[node]
+        caller = qc.call.invite.from_.uri.user or ""
+        header = OfferHeader(call_id=call_id, queue=queue, caller=caller, node=self.node)
+        signed = sign_offer(self.secret, agent, header, self.clock())
+        host = where.host if ":" not in where.host else f"[{where.host}]"
+        service = self.service
+        placed: list[Call] = []
+
+        def dial(now: float) -> None:
+            placed.append(
+                service.ua.send_invite(
+                    destination=where,
+                    request_uri=URI.parse(f"sip:{agent}@{host}:{where.port}"),
+                    from_address=Address.parse(f"<sip:{caller or 'queue'}@{self.media_host}>"),
+                    to_address=Address.parse(f"<sip:{agent}@{host}:{where.port}>"),
+                    body=offer.offer,
+                    now=now,
+                    headers=((HEADER, signed),),
+                )
+            )
+
+        service.act(dial)
+        call = placed[0]
+        call.app = self
+        offer.call = call
+        self.by_call[call.call_id] = offer
+        event(logger, "acd-remote-offer", call_id=call_id, agent=agent, node=node)
+
+    # -- the internal leg's events (its owner) ----------------------------------------------
+
+    def on_response(self, call: Call, response: Response) -> None:
+        offer = self.by_call.get(call.call_id)
+        if offer is None or offer.ended or response.status < 200 or offer.answered:
+            return
+        if response.status >= 300:
+            self._not_answered(offer, response.status)
+            return
+        offer.answered = True
+        try:
+            apply_answer(offer.leg, offer.offer, response.body, CAPABILITIES.codecs)
+        except ValueError as exc:
+            logger.warning("remote offer %s: bad answer: %s", offer.qc.call.call_id, exc)
+            self._end(offer, hang_up=True)
+            self.runtime.rejected(offer.qc.call.call_id, offer.agent)
+            return
+        self._spawn(self._answered(offer))
+
+    async def _answered(self, offer: RemoteOffer) -> None:
+        call_id = offer.qc.call.call_id
+        if not await self.runtime.answer_offer(call_id, offer.agent):
+            self._end(offer, hang_up=True)
+            return
+        if offer.ended:
+            return
+        try:
+            offer.bridge = MediaBridge(offer.qc.leg, offer.leg, codec_transcoder)
+            offer.bridge.start()
+        except ValueError as exc:
+            logger.warning("remote offer %s: cannot bridge: %s", call_id, exc)
+            offer.bridge = None
+            self.runtime.agent_hung_up(call_id)
+            return
+        event(
+            logger,
+            "acd-remote-answered",
+            call_id=call_id,
+            agent=offer.agent,
+            node=offer.node,
+            passthrough=offer.bridge.passthrough,
+        )
+
+    def _not_answered(self, offer: RemoteOffer, status: int) -> None:
+        self._end(offer, hang_up=False)
+        call_id = offer.qc.call.call_id
+        event(logger, "acd-remote-refused", call_id=call_id, agent=offer.agent, status=status)
+        if status in (486, 600, 603):
+            self.runtime.rejected(call_id, offer.agent)
+        else:
+            self.runtime.timed_out(call_id, offer.agent)
+
+    def on_ended(self, call: Call, cause: str) -> None:
+        """The internal leg ended: the agent hung up (or its node did)."""
+        offer = self.by_call.get(call.call_id)
+        if offer is None or offer.ended:
+            return
+        self._end(offer, hang_up=False)
+        if offer.answered:
+            self.runtime.agent_hung_up(offer.qc.call.call_id)
+        else:
+            self._not_answered(offer, 480)
+
+    def on_dtmf(self, call: Call, digit: str) -> None:
+        """Nothing: the agent's digits go to the caller with the media."""
+
+    def on_session_modified(self, call: Call, txn: ServerTransaction, request: Request) -> None:
+        """The far node re-offers (hold on the agent's side): our session stays as it is."""
+        offer = self.by_call.get(call.call_id)
+        body = offer.offer if offer is not None else b""
+        service = self.service
+        service.act(
+            lambda now: service.ua.respond(
+                call, txn, 200, now, body, "application/sdp" if body else None
+            )
+        )
+
+    def on_transfer_outcome(self, call: Call, status: int) -> None:
+        """Nothing: no REFER is sent on an internal leg."""
+
+    # -- the runtime's side --------------------------------------------------------------------
+
+    def owns(self, call_id: str, agent: str) -> bool:
+        return (call_id, agent) in self.offers
+
+    def cancel(self, call_id: str, agent: str) -> None:
+        """The ACD withdrew the offer (rang out, answered elsewhere, the caller left)."""
+        offer = self.offers.get((call_id, agent))
+        if offer is not None and not offer.answered:
+            self._end(offer, hang_up=True)
+
+    def caller_ended(self, call_id: str) -> None:
+        """The caller's call ended: the internal legs of its offers end too."""
+        for (cid, _agent), offer in list(self.offers.items()):
+            if cid == call_id:
+                self._end(offer, hang_up=True)
+
+    def _end(self, offer: RemoteOffer, *, hang_up: bool) -> None:
+        if offer.ended:
+            return
+        offer.ended = True
+        self.offers.pop((offer.qc.call.call_id, offer.agent), None)
+        if offer.call is not None:
+            self.by_call.pop(offer.call.call_id, None)
+            call = offer.call
+            if hang_up and call.state is not CallState.ENDED:
+                service = self.service
+                service.act(lambda now: service.ua.hangup(call, now))
+        if offer.bridge is not None:
+            offer.bridge.stop()
+            offer.bridge = None
+        self._release(offer.leg)
+
+    def _release(self, leg: RtpLeg) -> None:
+        leg.close()
+        self.pool.release(leg.pair)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for offer in list(self.offers.values()):
+            self._end(offer, hang_up=True)
+
+
+class ClusterAgents:
+    """The runtime's `AgentSide` on a cluster node: offers to agents whose page is here go to
+    the desk, the others to `RemoteOffers`."""
+
+    def __init__(self, desk: AgentSide, remote: RemoteOffers, engine: SharedEngine) -> None:
+        self.desk = desk
+        self.remote = remote
+        self.engine = engine
+
+    def offer_queued(
+        self, qc: QueuedCaller, agent: str, queue: str, waited: float, direct: bool = False
+    ) -> bool:
+        if self.engine.is_local_agent(agent) or direct:
+            return self.desk.offer_queued(qc, agent, queue, waited, direct=direct)
+        node = self.engine.agent_node(agent)
+        return node is not None and self.remote.offer(qc, agent, node, queue)
+
+    def offer_callback(self, qc: QueuedCaller, ev: CallbackDial) -> bool:
+        """A callback is dialled from the caller's node by an agent of this node only (its
+        page must take the call here); elsewhere it fails and the engine moves on."""
+        if not self.engine.is_local_agent(ev.agent):
+            return False
+        return self.desk.offer_callback(qc, ev)
+
+    def cancel_offer(self, call_id: str, agent: str, reason: str) -> None:
+        if self.remote.owns(call_id, agent):
+            self.remote.cancel(call_id, agent)
+        else:
+            self.desk.cancel_offer(call_id, agent, reason)
+
+    def queued_call_ended(self, call_id: str, cause: str) -> None:
+        self.remote.caller_ended(call_id)
+        self.desk.queued_call_ended(call_id, cause)
+
+    def engine_state(self, agent: str, state: AgentState, reason: str) -> None:
+        self.desk.engine_state(agent, state, reason)
+
+    def connected(self, agent: str) -> bool:
+        return self.desk.connected(agent)
+
+    async def log_out(self, agent: str, reason: str) -> None:
+        await self.desk.log_out(agent, reason)
