@@ -289,6 +289,7 @@ class Store:
         self._closed: list[tuple[Any, ...]] = []
         self._events: list[EventRow] = []
         self._writes: list[tuple[str, tuple[Any, ...]]] = []
+        self._reconnect_failing = False
         self._in_flight = 0
         """Writes taken by the `flush` running now (back in the queues if it fails)."""
         self.committed_events = 0
@@ -344,9 +345,15 @@ class Store:
         if isinstance(db, PgConnection) and db.is_closed():
             try:
                 fresh = PgConnection(db.dsn)
-            except PgError:
-                logger.exception("reconnecting to PostgreSQL failed; will retry")
+            except PgError as exc:
+                # Every flush retries (five a second): one line per outage, not a traceback each.
+                if not self._reconnect_failing:
+                    logger.warning("reconnecting to PostgreSQL failed (%s); will retry", exc)
+                self._reconnect_failing = True
                 return
+            if self._reconnect_failing:
+                logger.warning("reconnected to PostgreSQL")
+            self._reconnect_failing = False
             db.close()
             self._db = fresh
 
@@ -405,7 +412,8 @@ class Store:
             try:
                 self._reserve_ids()
             except PgError:
-                logger.warning("reserving event ids failed; will retry")
+                if not self._reconnect_failing:
+                    logger.warning("reserving event ids failed; will retry")
                 self._reconnect()
         if not count:
             return 0

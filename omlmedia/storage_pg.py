@@ -147,6 +147,7 @@ class PgConnection:
         self._thread.start()
         self._calls = threading.Lock()
         self._transaction = False
+        self._timeout = timeout
         try:
             self._conn: asyncpg.Connection = self._run(
                 asyncpg.connect(dsn, timeout=timeout, command_timeout=60)
@@ -173,6 +174,18 @@ class PgConnection:
         """True between ``BEGIN`` and ``COMMIT``/``ROLLBACK``."""
         return self._transaction
 
+    def _usable(self) -> None:
+        """Before a statement (under `_calls`): a connection lost between statements (the
+        server restarted or was away) is opened again, so that every user of this connection
+        (the accounts, the webhooks, the readers) works again once the database is back, not
+        only the store's writer. Never inside a transaction: that one died with its connection,
+        and its statement fails (the caller rolls back and retries as after any failure)."""
+        if not self._conn.is_closed():
+            return
+        if self._transaction:
+            raise ConnectionError("PostgreSQL connection lost inside a transaction")
+        self._conn = self._run(asyncpg.connect(self.dsn, timeout=self._timeout, command_timeout=60))
+
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Rows:
         """Run one statement; its rows (empty for a statement that returns none)."""
         statement = translate(sql)
@@ -180,6 +193,10 @@ class PgConnection:
             return Rows(())
         keyword = statement.split(None, 1)[0].upper()
         with self._calls:
+            if keyword == "ROLLBACK" and self._conn.is_closed():
+                self._transaction = False  # the server ended it with the connection
+                return Rows(())
+            self._usable()
             if keyword in ("BEGIN", "COMMIT", "ROLLBACK"):
                 if keyword == "ROLLBACK" and not self._transaction:
                     return Rows(())
@@ -195,6 +212,7 @@ class PgConnection:
         if statement is None or not batch:
             return
         with self._calls:
+            self._usable()
             self._run(self._conn.executemany(statement, batch))
 
     def close(self) -> None:
