@@ -71,23 +71,34 @@ def sip_port() -> int:
 
 
 def start_nodes(
-    workdir: Path, names: list[str], calls: int, redis_url: str
+    workdir: Path,
+    names: list[str],
+    calls: int,
+    redis_url: str | None,
+    dsn: str | None = None,
 ) -> dict[str, RunningServer]:
-    """The nodes `names` (of a and b), each knowing both, agents bench1..N on each."""
+    """The nodes `names`, agents bench1..N on each; with `redis_url` each knows all of `names`
+    as its cluster (``[cluster]``), without it they are standalone; with `dsn` their records are
+    in that PostgreSQL database (``[storage]``), without it in SQLite. The same settings
+    otherwise, so that a cluster node and a standalone one differ only by what they share."""
     secret = workdir / "cluster.secret"
     workdir.mkdir(parents=True, exist_ok=True)
     secret.write_bytes(SECRET)
-    ports = {"a": sip_port(), "b": sip_port()}
+    ports = {name: sip_port() for name in names}
     nodes_toml = "".join(f'[cluster.nodes.{n}]\nsip = "127.0.0.1:{p}"\n' for n, p in ports.items())
     started: dict[str, RunningServer] = {}
 
     def edit(name: str, text: str) -> str:
         text = re.sub(r"(?m)^sip_port = \d+$", f"sip_port = {ports[name]}", text, count=1)
-        cluster = (
-            f'\n[cluster]\nredis_url = "{redis_url}"\nnode = "{name}"\n'
-            f'secret_file = "{secret}"\n{nodes_toml}'
-        )
-        return bench_agents(text, calls, stock=False) + cluster
+        text = bench_agents(text, calls, stock=False)
+        if redis_url is not None:
+            text += (
+                f'\n[cluster]\nredis_url = "{redis_url}"\nnode = "{name}"\n'
+                f'secret_file = "{secret}"\n{nodes_toml}'
+            )
+        if dsn is not None:
+            text += f'\n[storage]\ndsn = "{dsn}"\nnode = "{name}"\n'
+        return text
 
     try:
         for name in names:
@@ -356,8 +367,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """This benchmark's options (also those of `benchmarks/cluster.py crossnode`)."""
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
@@ -367,8 +378,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--no-hop", dest="hop", action="store_false", help="no packet capture (needs root)"
     )
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Both scenarios `args.runs` times, alternating; every run's row and the summary."""
     runs: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="omlmedia-crossnode-") as tmp,
@@ -379,8 +392,15 @@ def main(argv: list[str]) -> int:
                 row = run_scenario(scenario, args, Path(tmp) / f"{scenario}-{index}", redis_url)
                 runs.append(row)
                 print(json.dumps(row), flush=True)
-    report = {"command": " ".join(sys.argv), "calls": args.calls, "runs": runs}
-    report["summary"] = summarize(runs)
+    return {"calls": args.calls, "runs": runs, "summary": summarize(runs)}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    report = {"command": " ".join(sys.argv), **measure(args)}
     print(json.dumps(report["summary"], indent=2))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))
