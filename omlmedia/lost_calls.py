@@ -11,18 +11,25 @@ others sharing one PostgreSQL database and one Redis:
   `TTL`, and notes the time in the hash ``omlmedia:node-seen`` (no expiry: when it was last
   known alive);
 - sweeps: every `INTERVAL` seconds it reads the open calls of the other nodes and, for each node
-  whose alive key has lapsed, closes its calls in one transaction: the ``open_calls`` rows are
-  deleted (``DELETE ... RETURNING``) and each one that this transaction deleted gets a call
-  record with cause ``node-lost`` (ended when its node was last seen alive) and a
-  ``closed-node-lost`` queue log entry. Two survivors sweeping at once cannot record a call
-  twice: the second's ``DELETE`` waits for the first's commit and then finds no row.
+  whose alive key has lapsed and stayed away for two intervals more (a live node would have
+  beaten again meanwhile: a key lost with a Redis restarted empty is no death), closes its
+  calls in one transaction: the ``open_calls`` rows are deleted (``DELETE ... RETURNING``) and
+  each one that this transaction deleted gets a call record with cause ``node-lost`` (ended
+  when its node was last seen alive) and a ``closed-node-lost`` queue log entry. Two survivors
+  sweeping at once cannot record a call twice: the second's ``DELETE`` waits for the first's
+  commit and then finds no row.
+
+A node dead for good has its calls recorded `TTL` plus two to three intervals after its death
+(about 6 s by default).
 
 Redis unreachable (for this node): it neither beats nor sweeps, as it cannot tell a dead node from
-its own outage. The limit: a node alive but cut off from Redis for longer than `TTL` is taken for
-dead by the others, and its calls get ``node-lost`` records; when such a call then ends on its
-node, the node's own record replaces the ``node-lost`` one (records are written by call id,
-``ON CONFLICT`` replace), so the final record is right, though its queue log keeps the
-``closed-node-lost`` entry.
+its own outage; once Redis answers again it waits `TTL` and two intervals before it sweeps, so
+that every live node, whose key lapsed during the outage, has beaten again. The limit: a node
+alive but cut off from Redis (alone) for longer than `TTL` is taken for dead by the others, and
+its calls get ``node-lost`` records; when such a call then ends on its node, the node's own
+record replaces the ``node-lost`` one (records are written by call id, ``ON CONFLICT``
+replace), so the final record is right, though its queue log keeps the ``closed-node-lost``
+entry.
 """
 
 from __future__ import annotations
@@ -108,6 +115,7 @@ class LostCalls:
         interval: float = INTERVAL,
         ttl: float = TTL,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         on_lost: Callable[[list[LostCall]], None] | None = None,
     ) -> None:
         if not node:
@@ -117,6 +125,7 @@ class LostCalls:
         self.interval = interval
         self.ttl = ttl
         self.clock = clock
+        self.monotonic = monotonic
         self.on_lost = on_lost
         self.errors = 0
         """Redis or database calls that failed since start (each one logged)."""
@@ -128,6 +137,24 @@ class LostCalls:
         self._db: Any = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._healthy_since: float | None = None
+        """When this node's Redis calls last started to succeed (None: failing)."""
+        self._missing_since: dict[str, float] = {}
+        """Other nodes whose alive key was missing at the last sweep: since when."""
+
+    @property
+    def confirm(self) -> float:
+        """Seconds a node's alive key must stay away before the node is taken for dead."""
+        return 2 * self.interval
+
+    def _redis_failed(self, what: str, exc: BaseException) -> None:
+        self._healthy_since = None
+        self._missing_since.clear()
+        self._failed(what, exc)
+
+    def _redis_worked(self) -> None:
+        if self._healthy_since is None:
+            self._healthy_since = self.monotonic()
 
     def status(self) -> dict[str, Any]:
         """For the status API."""
@@ -146,12 +173,17 @@ class LostCalls:
                 pipe.hset(SEEN, self.node, repr(now))
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            self._failed("beating", exc)
+            self._redis_failed("beating", exc)
             return False
+        self._redis_worked()
         return True
 
     async def sweep(self) -> list[LostCall]:
-        """Record the calls of every other node whose heartbeat lapsed; the calls recorded."""
+        """Record the calls of every other node whose heartbeat lapsed (and stayed away for
+        `confirm` seconds); the calls recorded."""
+        healthy = self._healthy_since
+        if healthy is None or self.monotonic() - healthy < self.ttl + self.confirm:
+            return []  # Redis failed lately: the live nodes' keys may still be coming back
         try:
             open_calls = await asyncio.to_thread(self._open_calls)
         except (*StoreError, OSError) as exc:
@@ -168,12 +200,20 @@ class LostCalls:
                 pipe.hmget(SEEN, nodes)
                 *alive, seen = await pipe.execute()
         except (RedisError, OSError) as exc:
-            self._failed("reading the heartbeats", exc)
+            self._redis_failed("reading the heartbeats", exc)
             return []
-        now = self.clock()
+        self._redis_worked()
+        now, moment = self.clock(), self.monotonic()
         dead: dict[str, float] = {}
+        missing = self._missing_since
+        for node in list(missing):
+            if node not in nodes:
+                del missing[node]
         for node, exists, last in zip(nodes, alive, seen, strict=True):
             if exists:
+                missing.pop(node, None)
+                continue
+            if moment - missing.setdefault(node, moment) < self.confirm:
                 continue
             try:
                 dead[node] = float(last) if last is not None else now

@@ -70,7 +70,8 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def remove_leftovers() -> list[str]:
-    """Delete the namespaces of earlier runs whose process is gone; their names."""
+    """Delete the namespaces of earlier runs whose process is gone (killing what still runs in
+    them); their names."""
     removed = []
     for line in _ip("netns", "list").stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
@@ -79,6 +80,10 @@ def remove_leftovers() -> list[str]:
             continue
         if Path(f"/proc/{match.group(1)}").exists():
             continue  # a run still going
+        # What that run started there (nodes, Kamailio, PostgreSQL...) outlived it: end it.
+        for pid in _ip("netns", "pids", name, check=False).stdout.split():
+            with suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
         _ip("netns", "del", name, check=False)
         removed.append(name)
     return removed

@@ -1,8 +1,11 @@
 """The calls of a dead node recorded by the survivors (`omlmedia.lost_calls`), against a real
 Redis and a real PostgreSQL: once a node's heartbeat lapses, its calls in progress become records
 with cause ``node-lost`` ended when it was last seen, each exactly once even when two survivors
-sweep together; a live node's calls and the survivor's own are never touched; a node cut off
-from Redis does nothing; a call wrongly taken for lost gets its real record when it ends."""
+sweep together; a live node's calls and the survivor's own are never touched; a key lost with
+Redis (restarted empty) is no death when its node beats again; a node cut off from Redis does
+nothing, and once Redis is back waits for the live nodes to beat again before it sweeps; a call
+wrongly taken for lost gets its real record when it ends. The nodes' monotonic clock is the
+tests' (`Clock`); Redis's key expiry is real."""
 
 from __future__ import annotations
 
@@ -14,12 +17,27 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from benchmarks import redisserver
 from omlmedia.lost_calls import ALIVE_PREFIX, CAUSE, LostCall, LostCalls
 from omlmedia.storage import CallRecord, Store
 from tests.cluster import postgres
 from tests.cluster import redis as redis_server
 
 TTL = 0.4
+INTERVAL = 0.1
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +60,46 @@ def dsn(pg: postgres.Postgres) -> str:
 
 
 @pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def node(
+    url: str, name: str, dsn: str, clock: Clock, told: list[LostCall] | None = None
+) -> LostCalls:
+    return LostCalls(
+        url,
+        name,
+        dsn,
+        ttl=TTL,
+        interval=INTERVAL,
+        monotonic=clock,
+        on_lost=told.extend if told is not None else None,
+    )
+
+
+@pytest.fixture
 async def survivors(
-    redis: redis_server.Redis, dsn: str, tmp_path: Path
+    redis: redis_server.Redis, dsn: str, clock: Clock
 ) -> AsyncIterator[tuple[LostCalls, LostCalls, list[LostCall]]]:
+    """Nodes n2 and n3, each having beaten for long enough to sweep."""
     told: list[LostCall] = []
-    made = [LostCalls(redis.url, name, dsn, ttl=TTL, on_lost=told.extend) for name in ("n2", "n3")]
+    made = [node(redis.url, name, dsn, clock, told) for name in ("n2", "n3")]
     try:
+        for item in made:
+            assert await item.beat()
+        clock.advance(TTL + made[0].confirm)
         yield made[0], made[1], told
     finally:
         for item in made:
             await item.close()
+
+
+async def confirmed(survivor: LostCalls, clock: Clock) -> list[LostCall]:
+    """Sweep once (a lapsed node is then noted missing), let `confirm` pass, sweep again."""
+    assert await survivor.sweep() == []
+    clock.advance(survivor.confirm)
+    return await survivor.sweep()
 
 
 def open_calls(dsn: str, node: str, calls: dict[str, str], start: float) -> Store:
@@ -78,22 +126,24 @@ async def wait_lapsed(url: str, node: str) -> None:
 async def test_the_calls_of_a_node_whose_heartbeat_lapsed_become_node_lost_records(
     redis: redis_server.Redis,
     dsn: str,
+    clock: Clock,
     survivors: tuple[LostCalls, LostCalls, list[LostCall]],
 ) -> None:
     n2, _, told = survivors
     start = time.time() - 30
     dead = open_calls(dsn, "n1", {"a1": "sales", "a2": "support"}, start)
     mine = open_calls(dsn, "n2", {"b1": "sales"}, start)
-    n1 = LostCalls(redis.url, "n1", dsn, ttl=TTL)
+    n1 = node(redis.url, "n1", dsn, clock)
     await n1.beat()
     last_seen = time.time()
     await n1.close()
-    await n2.beat()
-    # While n1's heartbeat lives, its calls are its own.
-    assert await n2.sweep() == []
+    # While n1's heartbeat lives, its calls are its own, however long n2 sweeps.
+    for _ in range(3):
+        assert await n2.sweep() == []
+        clock.advance(n2.confirm)
     await wait_lapsed(redis.url, "n1")
 
-    lost = await n2.sweep()
+    lost = await confirmed(n2, clock)
 
     assert sorted(call.call_id for call in lost) == ["a1", "a2"]
     assert told == lost and n2.recorded == 2
@@ -110,9 +160,8 @@ async def test_the_calls_of_a_node_whose_heartbeat_lapsed_become_node_lost_recor
         assert record.start == pytest.approx(start)
         # Ended when n1 was last known alive, not when n2 noticed.
         assert record.end == pytest.approx(last_seen, abs=0.5)
-        events = [row.event for row in dead.queue_log(call_id=call_id)]
-        assert events == ["closed-node-lost"]
         (entry,) = dead.queue_log(call_id=call_id)
+        assert entry.event == "closed-node-lost"
         assert entry.data == {"node": "n1", "cause": CAUSE} and entry.queue == queue
     # The survivor's own call is still in progress; nothing is left of n1's.
     assert dead.open_calls() == ["b1"]
@@ -124,17 +173,18 @@ async def test_the_calls_of_a_node_whose_heartbeat_lapsed_become_node_lost_recor
 async def test_two_survivors_sweeping_together_record_each_lost_call_once(
     redis: redis_server.Redis,
     dsn: str,
+    clock: Clock,
     survivors: tuple[LostCalls, LostCalls, list[LostCall]],
 ) -> None:
     n2, n3, told = survivors
     calls = {f"c{i}": "sales" for i in range(40)}
     store = open_calls(dsn, "n1", calls, time.time() - 5)
-    n1 = LostCalls(redis.url, "n1", dsn, ttl=TTL)
+    n1 = node(redis.url, "n1", dsn, clock)
     await n1.beat()
     await n1.close()
     await wait_lapsed(redis.url, "n1")
-    await n2.beat()
-    await n3.beat()
+    assert await n2.sweep() == [] and await n3.sweep() == []  # n1 noted missing by both
+    clock.advance(n2.confirm)
 
     first, second = await asyncio.gather(n2.sweep(), n3.sweep())
 
@@ -149,57 +199,114 @@ async def test_two_survivors_sweeping_together_record_each_lost_call_once(
 
 
 async def test_the_calls_of_a_node_that_keeps_beating_are_left_alone(
-    redis: redis_server.Redis,
-    dsn: str,
-    survivors: tuple[LostCalls, LostCalls, list[LostCall]],
+    redis: redis_server.Redis, dsn: str
 ) -> None:
-    n2, _, told = survivors
+    told: list[LostCall] = []
     store = open_calls(dsn, "n1", {"live": "sales"}, time.time())
-    n1 = LostCalls(redis.url, "n1", dsn, ttl=TTL, interval=TTL / 4)
+    # Both on their own loops and the real clock: n1 beats, n2 beats and sweeps.
+    n1 = LostCalls(redis.url, "n1", dsn, ttl=TTL, interval=INTERVAL)
+    live = LostCalls(redis.url, "n2", dsn, ttl=TTL, interval=INTERVAL, on_lost=told.extend)
     await n1.start()
+    await live.start()
     try:
-        await n2.start()
-        deadline = time.monotonic() + 3 * TTL
-        while time.monotonic() < deadline:  # several TTLs of sweeps by n2
-            assert await n2.sweep() == []
-            await asyncio.sleep(TTL / 4)
+        # Several TTLs and confirmation windows of n2's sweeps.
+        await asyncio.sleep(3 * (TTL + 2 * live.confirm))
     finally:
         await n1.close()
+        await live.close()
     assert told == [] and store.open_calls() == ["live"]
+    assert live.errors == 0 and n1.errors == 0
     store.close()
 
 
-async def test_a_node_that_cannot_reach_redis_records_nothing(dsn: str) -> None:
+async def test_a_key_lost_with_redis_is_no_death_when_its_node_beats_again(
+    redis: redis_server.Redis,
+    dsn: str,
+    clock: Clock,
+    survivors: tuple[LostCalls, LostCalls, list[LostCall]],
+) -> None:
+    n2, _, told = survivors
+    store = open_calls(dsn, "n1", {"kept": "sales"}, time.time())
+    n1 = node(redis.url, "n1", dsn, clock)
+    await n1.beat()
+    client = aioredis.from_url(redis.url)
+    try:
+        await client.delete(ALIVE_PREFIX + "n1")  # as a Redis restarted empty
+    finally:
+        await client.aclose()
+    assert await n2.sweep() == []  # n1 noted missing
+    await n1.beat()  # its next heartbeat, within the interval
+    clock.advance(n2.confirm)
+    assert await n2.sweep() == []
+    await n1.close()
+    assert told == [] and store.open_calls() == ["kept"]
+    store.close()
+
+
+async def test_a_node_that_cannot_reach_redis_records_nothing(dsn: str, clock: Clock) -> None:
     store = open_calls(dsn, "n1", {"x": "sales"}, time.time())
-    cut_off = LostCalls(f"redis://127.0.0.1:{postgres.free_port()}/0", "n2", dsn, ttl=TTL)
+    cut_off = node(f"redis://127.0.0.1:{postgres.free_port()}/0", "n2", dsn, clock)
     try:
         assert await cut_off.beat() is False
+        clock.advance(10)
         assert await cut_off.sweep() == []
-        assert cut_off.errors >= 2
+        assert cut_off.errors >= 1
     finally:
         await cut_off.close()
     assert store.open_calls() == ["x"] and store.call_records() == []
     store.close()
 
 
+async def test_after_its_redis_came_back_a_node_waits_for_the_live_nodes_to_beat_again(
+    dsn: str, clock: Clock, tmp_path: Path
+) -> None:
+    redis_server.require()
+    port = redisserver.free_port()
+    (tmp_path / "redis").mkdir()
+    process, _ = redisserver.start(tmp_path / "redis", port=port)
+    url = f"redis://127.0.0.1:{port}/0"
+    store = open_calls(dsn, "n1", {"y": "sales"}, time.time())
+    n2 = node(url, "n2", dsn, clock)
+    try:
+        assert await n2.beat()
+        clock.advance(TTL + n2.confirm)
+        redisserver.stop(process)  # Redis goes away (and n1's key with it)...
+        assert await n2.beat() is False
+        process, _ = redisserver.start(tmp_path / "redis", port=port)  # ... and comes back empty
+        assert await n2.beat()
+        # n1 has no key, but every live node's key lapsed too: n2 waits before it judges.
+        for _ in range(3):
+            assert await n2.sweep() == []
+            clock.advance(n2.confirm)
+        assert store.open_calls() == ["y"]
+        # Past TTL and the confirmation after Redis came back, n1 (silent) is dead.
+        clock.advance(TTL)
+        (lost,) = await confirmed(n2, clock)
+        assert lost.call_id == "y"
+    finally:
+        await n2.close()
+        redisserver.stop(process)
+    store.close()
+
+
 async def test_a_call_taken_for_lost_gets_its_real_record_when_it_ends_on_its_node(
     redis: redis_server.Redis,
     dsn: str,
+    clock: Clock,
     survivors: tuple[LostCalls, LostCalls, list[LostCall]],
 ) -> None:
     n2, _, _ = survivors
     start = time.time() - 10
-    node = open_calls(dsn, "n1", {"late": "sales"}, start)
+    n1 = open_calls(dsn, "n1", {"late": "sales"}, start)
     # n1 is alive but cut off from Redis: its heartbeat lapses and n2 records its call.
     await wait_lapsed(redis.url, "n1")
-    await n2.beat()
-    (lost,) = await n2.sweep()
+    (lost,) = await confirmed(n2, clock)
     assert lost.call_id == "late"
     # The call then ends on n1, which writes its record as usual.
-    node.call_ended(
+    n1.call_ended(
         CallRecord(call_id="late", start=start, end=time.time(), queue="sales", cause="normal")
     )
-    node.flush()
-    (record,) = node.call_records()
+    n1.flush()
+    (record,) = n1.call_records()
     assert (record.cause, record.queue) == ("normal", "sales")
-    node.close()
+    n1.close()
