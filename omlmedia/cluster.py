@@ -13,7 +13,9 @@ the last state noted was ``ready``, makes it Ready again. The page never asks fo
 An explicit logout deletes the session from Redis; a session that ends otherwise (its page closed
 past the reconnect grace, or expired) is left to expire, so a page that lost its node can still
 come back to another. Redis unreachable: logins and the pages on their node go on (the session
-is then known to that node only); every failure is logged, none reaches the page.
+is then known to that node only); every failure is logged, none reaches the page, and the
+latest change of each session is sent again every second until Redis takes it, so the shared
+sessions catch up once it is back.
 
 Failed agent logins are counted by all the nodes together in `omlmedia/lockouts.py`, not here.
 
@@ -27,7 +29,9 @@ TTL, or are overwritten at once when the page reconnects to another node.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any, Final
 
 import redis.asyncio as aioredis
@@ -64,8 +68,19 @@ return 0
 """
 
 
+RETRY_INTERVAL: Final = 1.0
+"""Seconds between two tries to share again what Redis refused (`RedisSessions`)."""
+
+
 class RedisSessions:
-    """The `webrtc.accounts.SharedSessions` of the cluster, in Redis at `url`."""
+    """The `webrtc.accounts.SharedSessions` of the cluster, in Redis at `url`.
+
+    What Redis could not take (it was away) is not dropped: the latest change of each session
+    (stored, its state noted, deleted) is kept and sent again every `RETRY_INTERVAL` until Redis
+    takes it, so the shared sessions catch up with the agents once it is back: an agent who
+    paused during an outage is not made Ready by another node after it, and a session logged
+    out during it cannot be adopted. Changes to one session are sent in order (a later one
+    waits behind a pending one)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -74,21 +89,76 @@ class RedisSessions:
         self._redis: Any = aioredis.from_url(
             url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
         )
+        self._pending: dict[bytes, tuple[str, str, str, float]] = {}
+        """Per token hash, its latest change Redis has not taken: (``put``, agent, state,
+        expiry on `time.monotonic`), (``note``, "", state, 0) or (``drop``, "", "", 0)."""
+        self._retry: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Sessions whose latest change waits for Redis."""
+        return len(self._pending)
 
     def _failed(self, what: str, exc: Exception) -> None:
         self.errors += 1
         logger.warning("shared sessions: %s failed: %s", what, exc)
 
-    async def put(self, token_hash: bytes, agent: str, ttl: float) -> None:
-        """Share a new session of `agent`, expiring in `ttl` seconds."""
+    def _later(self, token_hash: bytes, change: tuple[str, str, str, float]) -> None:
+        """Keep `change` for the retry loop (merged with a change already pending)."""
+        kind, _, state, _ = change
+        earlier = self._pending.get(token_hash)
+        if kind == "note" and earlier is not None and earlier[0] == "put":
+            change = ("put", earlier[1], state, earlier[3])  # not stored yet: store it so
+        elif kind == "note" and earlier is not None and earlier[0] == "drop":
+            return  # logged out: nothing to note
+        self._pending[token_hash] = change
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.get_running_loop().create_task(self._retry_loop())
+
+    async def _send(self, token_hash: bytes, change: tuple[str, str, str, float]) -> None:
+        kind, agent, state, expires = change
         key = PREFIX + token_hash.hex()
-        try:
+        if kind == "put":
+            ttl = expires - time.monotonic()
+            if ttl <= 0:
+                return  # expired meanwhile: nothing to share
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping={"agent": agent, "state": "paused"})
+                pipe.hset(key, mapping={"agent": agent, "state": state})
                 pipe.pexpire(key, max(1, int(ttl * 1000)))
                 await pipe.execute()
+        elif kind == "note":
+            await self._redis.eval(_NOTE_STATE, 1, key, state)
+        else:
+            await self._redis.delete(key)
+
+    async def _apply(self, token_hash: bytes, change: tuple[str, str, str, float]) -> None:
+        if token_hash in self._pending:  # an earlier change waits: this one goes after it
+            self._later(token_hash, change)
+            return
+        try:
+            await self._send(token_hash, change)
         except (RedisError, OSError) as exc:
-            self._failed("storing a session", exc)
+            self._failed(f"{change[0]} of a session", exc)
+            self._later(token_hash, change)
+
+    async def _retry_loop(self) -> None:
+        while self._pending:
+            await asyncio.sleep(RETRY_INTERVAL)
+            for token_hash, change in list(self._pending.items()):
+                try:
+                    await self._send(token_hash, change)
+                except (RedisError, OSError) as exc:
+                    logger.debug("shared sessions: retry failed: %s", exc)
+                    break  # still away: try them all again later
+                if self._pending.get(token_hash) == change:  # nothing newer came meanwhile
+                    del self._pending[token_hash]
+            else:
+                if not self._pending:
+                    logger.warning("shared sessions: the changes made while away are shared")
+
+    async def put(self, token_hash: bytes, agent: str, ttl: float) -> None:
+        """Share a new session of `agent`, expiring in `ttl` seconds."""
+        await self._apply(token_hash, ("put", agent, "paused", time.monotonic() + ttl))
 
     async def get(self, token_hash: bytes) -> tuple[str, float, str] | None:
         """The shared session of this token hash: its agent, the seconds it has left and the
@@ -110,20 +180,22 @@ class RedisSessions:
 
     async def note_state(self, token_hash: bytes, state: str) -> None:
         """Note the agent's state in its shared session (if it is still there)."""
-        try:
-            await self._redis.eval(_NOTE_STATE, 1, PREFIX + token_hash.hex(), state)
-        except (RedisError, OSError) as exc:
-            self._failed("noting a state", exc)
+        await self._apply(token_hash, ("note", "", state, 0.0))
 
     async def drop(self, token_hash: bytes) -> None:
         """Forget a session (the agent logged out)."""
-        try:
-            await self._redis.delete(PREFIX + token_hash.hex())
-        except (RedisError, OSError) as exc:
-            self._failed("deleting a session", exc)
+        await self._apply(token_hash, ("drop", "", "", 0.0))
 
     async def close(self) -> None:
-        """Close the connections."""
+        """Close the connections (what is still pending is given up: logged)."""
+        if self._retry is not None:
+            self._retry.cancel()
+            try:
+                await self._retry
+            except asyncio.CancelledError:
+                pass
+        if self._pending:
+            logger.warning("shared sessions: %d changes never reached Redis", len(self._pending))
         await self._redis.aclose()
 
 

@@ -18,6 +18,8 @@ during the outage.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import itertools
 import os
 import signal
@@ -32,13 +34,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from benchmarks import harness, redisserver
+from benchmarks.harness import DEMO_PASSWORD
+from omlmedia.cluster import RedisSessions
 from omlmedia.storage import Store
 from omlmedia.storage_pg import PgConnection, PgError
 from tests.cluster import postgres, redis
-from tests.cluster.test_shared_database import api
+from tests.cluster.test_sessions import Page
+from tests.cluster.test_shared_database import _TLS, api
 from tests.interop.harness import require_tool, start_sipp
 
 LISTEN_FOR = Path(__file__).resolve().parent / "scenarios" / "uac_listen_for.xml"
@@ -522,3 +528,237 @@ def test_a_postgresql_connection_lost_between_statements_works_again_once_it_is_
         db.execute("COMMIT")
     finally:
         db.close()
+
+
+# -- Redis away for 10 s ---------------------------------------------------------------------------
+
+
+def session_state(shared: SharedRedis, token: str) -> str | None:
+    """The agent state noted in the shared session of `token` (None: no such session)."""
+    import redis as redis_client
+
+    client = redis_client.Redis(port=shared.port, socket_timeout=2)
+    try:
+        key = "omlmedia:session:" + hashlib.sha256(token.encode()).hexdigest()
+        value = client.hget(key, "state")
+    finally:
+        client.close()
+    return value.decode() if isinstance(value, bytes) else None
+
+
+def agent_state(node: harness.RunningServer, agent: str) -> str:
+    status, view = api(node, "GET", f"/api/v1/agents/{agent}")
+    assert status == 200, view
+    return str(view.get("state"))
+
+
+async def try_login(node: harness.RunningServer, name: str, password: str) -> str:
+    """One password login on a fresh page socket: ``login-ok`` or the error's code."""
+    async with Page(node) as page:
+        reply = await page.request("login", username=name, password=password)
+    return str(reply.get("code", reply["type"]))
+
+
+class LivePage:
+    """An agent page's socket that reads all the time, as the page does: it answers the node's
+    WebSocket pings (a page silent for 15 s is dropped) while the test looks elsewhere."""
+
+    def __init__(self, node: harness.RunningServer) -> None:
+        self.node = node
+        self.ids = itertools.count(1)
+        self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def __aenter__(self) -> LivePage:
+        port = self.node.http_port
+        self.session = aiohttp.ClientSession()
+        self.ws = await self.session.ws_connect(
+            f"wss://127.0.0.1:{port}/ws", ssl=_TLS, origin=f"https://127.0.0.1:{port}"
+        )
+        self.reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        async for message in self.ws:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                self.messages.put_nowait(message.json())
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.ws.close()
+        self.reader.cancel()
+        await self.session.close()
+
+    async def request(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Send one message; the answer to it (or an error)."""
+        ident = next(self.ids)
+        await self.ws.send_json({"v": 1, "type": kind, "id": ident, **fields})
+        while True:
+            message = await asyncio.wait_for(self.messages.get(), 15)
+            if message.get("ref") == ident or message.get("type") == "error":
+                return message
+
+
+def redis_outage(
+    cluster: Cluster,
+    shared: SharedRedis,
+    away: Callable[[], None],
+    back: Callable[[], None],
+    *,
+    lockouts: bool,
+) -> None:
+    """Agents logged in on both nodes and a call on each; Redis `away` for 10 s, then `back`.
+    Checks what must hold throughout and after (see the module's docstring)."""
+    a, b = cluster.nodes
+    workdir = Path(tempfile.mkdtemp(prefix="redis-outage-", dir=cluster.workdir))
+    if lockouts:
+        for name in ("lockout-local", "lockout-shared"):
+            status, body = api(a, "POST", "/api/v1/agents", {"name": name, "password": "p" * 12})
+            assert status == 201, body
+            until(lambda n=name: api(b, "GET", f"/api/v1/agents/{n}")[0] == 200, "not on b")
+
+    async def run() -> None:
+        async with LivePage(a) as one, LivePage(b) as two:
+            first = await one.request("login", username="agent1", password=DEMO_PASSWORD)
+            second = await two.request("login", username="agent2", password=DEMO_PASSWORD)
+            assert first["type"] == second["type"] == "login-ok", (first, second)
+            for page in (one, two):
+                assert (await page.request("state", state="ready"))["type"] == "ack"
+            tokens = str(first["token"]), str(second["token"])
+            await asyncio.to_thread(
+                until,
+                lambda: [session_state(shared, t) for t in tokens] == ["ready", "ready"],
+                "the nodes never noted the agents ready in Redis",
+            )
+            longs = [
+                long_call(node, "moh", OUTAGE + 8.0, workdir, f"moh-{name}")
+                for name, node in (("a", a), ("b", b))
+            ]
+            try:
+                await asyncio.to_thread(wait_rtp, longs)
+                before: list[float] = []
+                paced = Pacer(10.0)
+                for i in range(40):  # set-up times with Redis up, the same calls
+                    await asyncio.to_thread(paced.wait)
+                    before.append((await asyncio.to_thread(short_call, (a, b)[i % 2], "echo"))[1])
+                watch = StatusWatch((a, b))
+                down = time.monotonic()
+                await asyncio.to_thread(away)
+                # Agents stay logged in on their node, and a state change is acknowledged.
+                paused = await two.request("state", state="paused")
+                assert paused["type"] == "ack", paused
+                if lockouts:  # each node counts the failures it sees on its own
+                    codes = [await try_login(a, "lockout-local", "wrong") for _ in range(5)]
+                    assert codes == ["bad-credentials"] * 5, codes
+                    assert await try_login(a, "lockout-local", "p" * 12) == "locked-out"
+                    assert await try_login(b, "lockout-local", "p" * 12) == "login-ok"
+                # New calls are set up meanwhile.
+                setups: list[float] = []
+                paced = Pacer(10.0)
+                i = 0
+                while time.monotonic() < down + OUTAGE - 1.0:
+                    await asyncio.to_thread(paced.wait)
+                    _, took = await asyncio.to_thread(short_call, (a, b)[i % 2], "echo")
+                    setups.append(took)
+                    i += 1
+                assert len(setups) >= 10, setups
+                assert await asyncio.to_thread(agent_state, a, "agent1") == "ready"
+                assert await asyncio.to_thread(agent_state, b, "agent2") == "paused"
+                await asyncio.sleep(max(0.0, down + OUTAGE - time.monotonic()))  # its end
+                await asyncio.to_thread(back)
+                up = time.monotonic()
+                # The change made while Redis was away reaches it: the sessions converge.
+                took = await asyncio.to_thread(
+                    until,
+                    lambda: [session_state(shared, t) for t in tokens] == ["ready", "paused"],
+                    "the shared sessions never caught up with the agents' states",
+                )
+                print(
+                    f"\nRedis away {up - down:.1f} s: set-up before {summary(before)}, "
+                    f"during it {summary(setups)}; "
+                    f"sessions caught up {took * 1000:.0f} ms after it was back; "
+                    f"status answered within {watch.slowest * 1000:.0f} ms throughout"
+                )
+                # A page whose socket drops comes back on its node with its token.
+                await two.ws.close()
+                async with LivePage(b) as again:
+                    back_in = await again.request("auth", token=tokens[1])
+                    assert back_in["type"] == "auth-ok" and back_in.get("state") == "paused"
+                    bye = await again.request("logout")
+                    assert bye["type"] in ("ack", "session-ended"), bye
+                if lockouts:  # counted by both nodes again: three on a, two on b lock the pair
+                    codes = [
+                        await try_login(node, "lockout-shared", "wrong") for node in (a, b, a, b, a)
+                    ]
+                    assert codes == ["bad-credentials"] * 5, codes
+                    assert await try_login(b, "lockout-shared", "p" * 12) == "locked-out"
+                await asyncio.to_thread(finish, longs)
+                for call in longs:
+                    gap = call.rtp.largest_gap(down, up)
+                    assert gap < 2.0, f"{call.name}: no RTP for {gap:.2f} s during the outage"
+                watch.stop()
+                assert watch.slowest < 5.0, watch.slowest
+            finally:
+                for call in longs:
+                    if call.process.poll() is None:
+                        call.process.kill()
+                        call.process.wait()
+            bye = await one.request("logout")
+            assert bye["type"] in ("ack", "session-ended"), bye
+
+    asyncio.run(run())
+
+
+def test_redis_frozen_for_10_s_calls_and_agents_go_on_and_the_sessions_catch_up_after(
+    cluster: Cluster, shared: SharedRedis
+) -> None:
+    # SIGSTOP: Redis unreachable but alive, its connections open and silent (1 s timeouts).
+    redis_outage(
+        cluster,
+        shared,
+        lambda: os.kill(shared.process.pid, signal.SIGSTOP),
+        lambda: os.kill(shared.process.pid, signal.SIGCONT),
+        lockouts=False,
+    )
+
+
+def test_redis_killed_for_10_s_and_restarted_from_its_file_lockouts_count_locally_meanwhile(
+    cluster: Cluster, shared: SharedRedis
+) -> None:
+    def kill() -> None:
+        shared.process.kill()
+        shared.process.wait()
+
+    redis_outage(cluster, shared, kill, shared.restart, lockouts=True)
+
+
+async def test_session_changes_made_while_redis_is_down_reach_it_once_it_is_back(
+    tmp_path: Path,
+) -> None:
+    redis.require()
+    process, port = redisserver.start(tmp_path, appendfsync="always")
+    sessions = RedisSessions(f"redis://127.0.0.1:{port}/0")
+    try:
+        paused, gone = hashlib.sha256(b"one").digest(), hashlib.sha256(b"two").digest()
+        await sessions.put(paused, "agent1", 3600)
+        await sessions.note_state(paused, "ready")
+        await sessions.put(gone, "agent2", 3600)
+        process.kill()
+        process.wait()
+        # Redis is down: the agent pauses, the other logs out, a third logs in.
+        late = hashlib.sha256(b"three").digest()
+        await sessions.note_state(paused, "paused")
+        await sessions.drop(gone)
+        await sessions.put(late, "agent3", 3600)
+        await sessions.note_state(late, "ready")
+        assert sessions.pending == 3
+        process, _ = redisserver.start(tmp_path, port=port, appendfsync="always")
+        deadline = time.monotonic() + 10
+        while sessions.pending:
+            assert time.monotonic() < deadline, "the changes never reached Redis"
+            await asyncio.sleep(0.05)
+        assert (await sessions.get(paused) or ("", 0, ""))[2] == "paused"
+        assert await sessions.get(gone) is None  # logged out: no node may adopt it
+        agent, left, state = await sessions.get(late) or ("", 0, "")
+        assert (agent, state) == ("agent3", "ready") and 3500 < left <= 3600
+    finally:
+        await sessions.close()
+        redisserver.stop(process)
