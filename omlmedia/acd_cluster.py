@@ -123,6 +123,7 @@ class SharedEngine:
         self._events: list[Event] = []
         self._results: dict[int, asyncio.Future[bool]] = {}
         self._applied = 0
+        self._acting = False
 
     # -- what the runtime reads ----------------------------------------------------------------
 
@@ -295,6 +296,12 @@ class SharedEngine:
             elif isinstance(item, AgentLogin):
                 self.agent_origin[item.agent] = sender
         mine = sender == me
+        if not self._acting:
+            # What came before this process's first input was acted on by others (or is
+            # history): only where callers and agents are matters.
+            self._acting = mine
+            if not mine:
+                return
         kept: list[Event] = []
         for decision in decisions:
             out = decision.output

@@ -28,7 +28,7 @@ and each acts on those that concern its own callers and agents (`omlmedia.acd_cl
 engine's whole state at hand for queries. The owner then keeps no replica of its own and publishes
 nothing: it writes the `Tick` inputs and records lost nodes from the followed replica, so a
 takeover needs no rebuild (the new owner's replica is current) and lasts as long as the lease.
-A node that starts replays the stream without acting, until the first entry it appended itself.
+A node that starts replays the stream (its callback acts from the first entry it appended).
 
 Redis must keep its data across a restart (AOF) and be a single primary: the stream is the ACD's
 only state. See ``docs/cluster.md``.
@@ -408,12 +408,11 @@ class SharedAcd:
                     await self._applied_event.wait()
 
     async def _follow_loop(self) -> None:
-        """Apply every entry of the input stream, in order, to `replica`; hand the decisions
-        of each to `on_applied` from the first entry this incarnation appended on (what came
-        before concerns none of this process's callers and agents and was acted on already)."""
+        """Apply every entry of the input stream, in order, to `replica`, and hand each with
+        its decisions to `on_applied` (the replayed ones too: what came before this process's
+        first input concerns none of its callers and agents, but says where others are)."""
         replica, applied = self.replica, self._on_applied
         assert replica is not None and applied is not None
-        acting = False
         replaying = True
         while not self._closed:
             try:
@@ -452,12 +451,10 @@ class SharedAcd:
                 self.stats.applied += 1
                 if isinstance(item, Tick):
                     self._tick_pending = None
-                acting = acting or source[0] == self.incarnation
-                if acting:
-                    try:
-                        applied(entry_id, item, source, decisions)
-                    except Exception:
-                        logger.exception("shared ACD: acting on %s failed", entry_id)
+                try:
+                    applied(entry_id, item, source, decisions)
+                except Exception:
+                    logger.exception("shared ACD: acting on %s failed", entry_id)
             if entries:
                 self._applied_event.set()
 

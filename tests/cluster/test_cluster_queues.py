@@ -1,0 +1,232 @@
+"""One ACD across the cluster's nodes, in the server (``[cluster] acd = "shared"``).
+
+Real peers: two `omlmedia serve` nodes on loopback sharing a throwaway Redis (the ACD's stream),
+agent1's Chromium page (660 Hz microphone) logged in on node b, baresip and sipp callers dialling
+the ``support`` queue on node a or node b. Proved here:
+
+- a caller who entered the queue on node a is offered to the agent on node b, and they talk
+  (both tones heard) over the internal leg, relayed without transcoding; after the call the
+  agent's wrap-up ends and it is Ready again (the owner's timer ticks reach node b's page);
+- both nodes see the same queue: node b's figures count node a's caller while it waits;
+- the owner of the ACD is killed (``kill -9``) while a caller waits on the other node: the caller
+  keeps its place, and when the agent becomes Ready it is offered and answered there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import harness
+from benchmarks.crossnode import sip_port
+from benchmarks.harness import DEMO_PASSWORD
+from omlmedia.config import ConfigError, load_config
+from tests.cluster import redis
+from tests.cluster.test_crossnode import SECRET, _cluster, both_clean
+from tests.cluster.test_shared_database import api
+from tests.interop.baresip import dial
+from tests.interop.browser import chromium
+from tests.interop.harness import SCENARIOS, start_sipp
+from tests.interop.test_monitor import hears, tone_seconds
+
+CALLER_TONE = 440.0
+AGENT_TONE = 660.0
+
+SHARED = """
+[cluster]
+redis_url = "redis://127.0.0.1:6390/0"
+node = "a"
+secret_file = "secret"
+acd = "shared"
+[cluster.nodes.a]
+sip = "127.0.0.1:5070"
+"""
+
+
+def test_a_shared_acd_is_read_from_the_cluster_section(tmp_path: Path) -> None:
+    assert load_config(_cluster(tmp_path, SHARED)).cluster.acd == "shared"
+    assert load_config(_cluster(tmp_path, SHARED.replace('acd = "shared"\n', ""))).cluster.acd == (
+        "local"
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        (lambda t: t.replace('"shared"', '"everywhere"'), 'cluster.acd: must be "local" or'),
+        (
+            lambda t: re.sub(r'(?s)node = "a"\n.*?acd', "acd", t).split("[cluster.nodes.a]")[0],
+            "cluster.acd: a shared ACD needs the cross-node keys",
+        ),
+    ],
+)
+def test_a_bad_shared_acd_setting_is_refused_naming_the_key(
+    tmp_path: Path, edit: Any, error: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_cluster(tmp_path, edit(SHARED)))
+    assert any(error in e for e in info.value.errors), info.value.errors
+
+
+# -- two real nodes ------------------------------------------------------------------------------
+
+
+def _edit(name: str, ports: dict[str, int], redis_url: str, secret: Path) -> Any:
+    cluster = (
+        f'\n[cluster]\nredis_url = "{redis_url}"\nnode = "{name}"\nsecret_file = "{secret}"\n'
+        'acd = "shared"\n'
+        + "".join(f'[cluster.nodes.{n}]\nsip = "127.0.0.1:{p}"\n' for n, p in ports.items())
+    )
+
+    def edit(text: str) -> str:
+        text = re.sub(r"(?m)^sip_port = \d+$", f"sip_port = {ports[name]}", text, count=1)
+        return text + cluster
+
+    return edit
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[redis.Redis]:
+    redis.require()
+    with redis.redis() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def nodes(
+    shared: redis.Redis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[harness.RunningServer]]:
+    tmp_path = tmp_path_factory.mktemp("shared-acd")
+    secret = tmp_path / "cluster.secret"
+    secret.write_bytes(SECRET)
+    ports = {"a": sip_port(), "b": sip_port()}
+    started: list[harness.RunningServer] = []
+    try:
+        for name in ("a", "b"):  # a first: it takes the ACD's lease
+            started.append(
+                harness.start_server(
+                    tmp_path / name, edit_config=_edit(name, ports, shared.url, secret)
+                )
+            )
+            started[-1].ports["sip"] = ports[name]
+        yield started
+    finally:
+        for node in started:
+            if node.process.poll() is None:
+                assert node.stop() == 0, node.log()[-3000:]
+
+
+def acd_status(node: harness.RunningServer) -> dict[str, Any]:
+    status, view = api(node, "GET", "/api/v1/status")
+    assert status == 200, view
+    result: dict[str, Any] = view["cluster"]["acd"]
+    return result
+
+
+def waiting(node: harness.RunningServer, queue: str) -> int:
+    status, view = api(node, "GET", "/api/v1/status")
+    assert status == 200, view
+    return int(view["queues"][queue]["waiting"])
+
+
+async def until(what: str, check: Any, within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not await asyncio.to_thread(check):
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.1)
+
+
+async def _log_in(browser: Any, node: harness.RunningServer) -> Any:
+    from playwright.async_api import expect
+
+    page = await browser.new_page()
+    await page.goto(f"https://127.0.0.1:{node.http_port}/agent/")
+    await page.get_by_label("Username").fill("agent1")
+    await page.get_by_label("Password").fill(DEMO_PASSWORD)
+    await page.get_by_role("button", name="Log in", exact=True).click()
+    await expect(page.locator("#state")).to_contain_text("Paused", timeout=15000)
+    await expect(page.locator("#ice-state")).to_have_text("connected", timeout=15000)
+    return page
+
+
+async def test_a_queue_caller_on_node_a_is_answered_by_an_agent_on_node_b_and_the_owner_may_die(
+    nodes: list[harness.RunningServer], tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    a, b = nodes
+    assert acd_status(a)["owner"] and not acd_status(b)["owner"]
+    async with chromium(tmp_path / "browser", AGENT_TONE) as browser:
+        page = await _log_in(browser, b)
+        state = page.locator("#state")
+
+        # 1. A caller enters the queue on node a while the agent (on b) is paused: both nodes
+        # count it waiting; the agent becomes Ready and is offered the call; they talk.
+        target = f"sip:support@127.0.0.1:{a.sip_port}"
+        caller = asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: dial(tmp_path / "caller", target, 25, tone_hz=CALLER_TONE, codecs="PCMU"),
+        )
+        await until("node b counts node a's caller", lambda: waiting(b, "support") == 1)
+        assert waiting(a, "support") == 1
+        await page.get_by_role("button", name="Ready", exact=True).click()
+        await expect(state).to_have_text("Ringing", timeout=15000)
+        await expect(page.locator("#call-panel")).to_contain_text("support")
+        await page.get_by_role("button", name="Answer", exact=True).click()
+        await expect(state).to_have_text("On call", timeout=10000)
+        await hears(page, "remote-audio", (CALLER_TONE,), (), "agent on node b")
+        assert (await asyncio.to_thread(acd_status, a))["remote_offers"] == 1
+        _, view = await asyncio.to_thread(api, b, "GET", "/api/v1/status")
+        assert view["cluster"]["crossnode"]["received"] == 1, view["cluster"]
+        run = await caller
+        assert run.established, run.output[-3000:]
+        assert tone_seconds(run.decoded(), AGENT_TONE) > 3, "the caller did not hear the agent"
+        # The caller hung up: after its 1 s wrap-up the agent is Ready again, on node b's
+        # page, from the ticks of the owner's timer (on node a).
+        await expect(state).to_have_text("Ready", timeout=15000)
+        await both_clean(nodes, "after the caller hung up")
+        assert waiting(a, "support") == waiting(b, "support") == 0
+
+        # 2. The agent pauses; a caller waits on node b; node a, the ACD's owner, is killed.
+        await page.get_by_role("button", name="Pause", exact=True).click()
+        await expect(state).to_contain_text("Paused", timeout=10000)
+        sipp = start_sipp(
+            [
+                "-sf",
+                str(SCENARIOS / "uac_wait_for_bye.xml"),
+                f"127.0.0.1:{b.sip_port}",
+                "-s",
+                "support",
+                "-m",
+                "1",
+                "-timeout",
+                "60",
+            ],
+            tmp_path,
+            "waits-on-b",
+        )
+        await until("the caller waits on node b", lambda: waiting(b, "support") == 1)
+        os.kill(a.process.pid, signal.SIGKILL)
+        a.process.wait(10)
+        killed = time.monotonic()
+        await until("node b owns the ACD", lambda: acd_status(b)["owner"], within=10)
+        took_over = time.monotonic() - killed
+        assert took_over < 5, f"takeover after {took_over:.2f} s"
+        assert waiting(b, "support") == 1  # it kept its place
+        await page.get_by_role("button", name="Ready", exact=True).click()
+        await expect(state).to_have_text("Ringing", timeout=15000)
+        await page.get_by_role("button", name="Answer", exact=True).click()
+        await expect(state).to_have_text("On call", timeout=10000)
+        await page.get_by_role("button", name="Hang up", exact=True).click()
+        assert await asyncio.to_thread(sipp.wait, 30) == 0, (
+            tmp_path / "waits-on-b.out"
+        ).read_text()
+        await expect(state).to_have_text("Ready", timeout=15000)
