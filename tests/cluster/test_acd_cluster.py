@@ -1,0 +1,201 @@
+"""`omlmedia.acd_cluster.SharedEngine`: which node acts on which of the shared ACD's decisions.
+
+Two (and three) `SharedAcd` followers on a real throwaway Redis, each with its `SharedEngine`;
+agents log in on some nodes, callers enter on others, the callers' nodes answer every offer they
+are given and complete the calls. Proved: every node's replica ends in the same state; each
+queue-log entry is kept by exactly one node, and all of them together are exactly the log of one
+engine fed the stream (so the statistics every node reports are exact); an offer reaches only
+the caller's node, an agent's state only the agent's node; an answer that lost the race in
+``ringall`` is refused to the node that sent it; an agent whose page moved to another node is
+that node's from then on; a node started later learns where everyone is from the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis as sync_redis
+
+from omlmedia.acd_cluster import SharedEngine, node_of
+from omlmedia.acd_shared import SharedAcd
+from queueing.config import AcdConfig, build_config
+from queueing.events import AgentState, AgentStateChanged, Event, OfferCall, QueueLogEntry
+from queueing.replica import OfferAnswered, ReplicatedAcd, input_from_dict
+from tests.cluster import redis as throwaway
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[throwaway.Redis]:
+    throwaway.require()
+    with throwaway.redis() as instance:
+        yield instance
+
+
+class Node:
+    """One node: its follower, its engine, and what it was given to act on."""
+
+    def __init__(self, url: str, name: str, config: AcdConfig, prefix: str) -> None:
+        engines: list[SharedEngine] = []
+        self.acd = SharedAcd(
+            url,
+            name,
+            config,
+            lambda _d: None,
+            prefix=prefix,
+            on_applied=lambda *entry: engines[0].applied(*entry),
+            lease_ttl=1.0,
+            renew_every=0.1,
+        )
+        self.engine = SharedEngine(self.acd, time.time)
+        engines.append(self.engine)
+        self.events: list[Event] = []
+        self.engine.on_events = lambda: self.events.extend(self.engine.events())
+
+    async def start(self) -> None:
+        await self.acd.start()
+        await asyncio.wait_for(self.acd.caught_up.wait(), 10)
+
+    def offers(self) -> list[OfferCall]:
+        return [e for e in self.events if isinstance(e, OfferCall)]
+
+
+async def until(condition: Callable[[], Any], what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
+def stream_log(url: str, prefix: str, config: AcdConfig) -> list[QueueLogEntry]:
+    """The queue log one engine writes when fed the whole input stream."""
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        entries = client.xrange(prefix + "in")
+    finally:
+        client.close()
+    replica = ReplicatedAcd(config, seed=0)
+    log: list[QueueLogEntry] = []
+    for entry_id, fields in entries:
+        item = input_from_dict(json.loads(fields["i"]))
+        for decision in replica.apply(entry_id, item, (fields["s"], int(fields["n"]))):
+            if isinstance(decision.output, QueueLogEntry):
+                log.append(decision.output)
+    return log
+
+
+def _key(entry: QueueLogEntry) -> tuple[Any, ...]:
+    return (entry.time, entry.event, entry.call_id, entry.queue, entry.agent)
+
+
+CONFIG = {
+    "agents": {f"ag{i}": {} for i in range(1, 5)},
+    "queues": {
+        "q": {"members": ["ag1", "ag2", "ag3", "ag4"], "strategy": "rrmemory", "wrapup": 0},
+        "all": {"members": ["ag1", "ag2"], "strategy": "ringall", "wrapup": 0},
+    },
+}
+
+
+async def test_each_decision_reaches_the_node_that_acts_on_it_and_the_log_is_written_once(
+    shared: throwaway.Redis,
+) -> None:
+    config = build_config(CONFIG)
+    prefix = "t1:"
+    a, b = Node(shared.url, "a", config, prefix), Node(shared.url, "b", config, prefix)
+    await a.start()
+    await b.start()
+    try:
+        now = time.time()
+        for agent, node in (("ag1", b), ("ag2", b), ("ag3", a)):
+            node.engine.agent_login(agent, now)
+            node.engine.agent_ready(agent, now)
+        await until(
+            lambda: all(
+                n.engine.agent_status(f"ag{i}").state is AgentState.READY
+                for n in (a, b)
+                for i in (1, 2, 3)
+            ),
+            "both nodes see the three agents ready",
+        )
+        assert b.engine.is_local_agent("ag1") and not a.engine.is_local_agent("ag1")
+        assert a.engine.agent_node("ag1") == "b" and b.engine.agent_node("ag3") == "a"
+        calls = {f"c{i}": (a if i % 2 else b) for i in range(1, 13)}
+        answered: set[str] = set()
+        for call, node in calls.items():
+            node.engine.caller_enter(call, "q", time.time(), caller_number="600")
+        # The callers' nodes answer every offer they get, then complete the call.
+        deadline = time.monotonic() + 20
+        while len(answered) < len(calls):
+            assert time.monotonic() < deadline, f"answered only {sorted(answered)}"
+            for node in (a, b):
+                for offer in node.offers():
+                    if offer.call_id in answered:
+                        continue
+                    assert calls[offer.call_id] is node, "an offer reached another node"
+                    answered.add(offer.call_id)
+                    ok = await node.engine.decide(
+                        OfferAnswered(offer.call_id, offer.agent, time.time())
+                    )
+                    assert ok, offer
+                    node.engine.call_completed(offer.call_id, offer.agent, time.time())
+            await asyncio.sleep(0.01)
+        await until(
+            lambda: a.acd.followed == b.acd.followed and not a.acd.pending and not b.acd.pending,
+            "both nodes followed the whole stream",
+        )
+        # Agent states only where the agent is.
+        for node in (a, b):
+            for changed in (e for e in node.events if isinstance(e, AgentStateChanged)):
+                assert node.engine.is_local_agent(changed.agent), (node.acd.node, changed)
+        # The same state everywhere, and the log written once.
+        for queue in ("q", "all"):
+            assert a.engine.queue_status(queue, 0.0) == b.engine.queue_status(queue, 0.0)
+        kept = [e for n in (a, b) for e in n.events if isinstance(e, QueueLogEntry)]
+        expected = stream_log(shared.url, prefix, config)
+        assert Counter(map(_key, kept)) == Counter(map(_key, expected))
+        completed = {e.call_id for e in expected if e.event.name == "COMPLETE"}
+        assert completed == set(calls)
+
+        # ringall: two agents answer the same offer; the second answer is refused.
+        b.engine.caller_enter("race", "all", time.time())
+        await until(lambda: len([o for o in b.offers() if o.call_id == "race"]) == 2, "ringall")
+        first, second = [o for o in b.offers() if o.call_id == "race"]
+        results = await asyncio.gather(
+            b.engine.decide(OfferAnswered("race", first.agent, time.time())),
+            b.engine.decide(OfferAnswered("race", second.agent, time.time())),
+        )
+        assert results == [True, False]
+        b.engine.call_completed("race", first.agent, time.time())
+
+        # ag3's page moves to node b (its node died, say): from then on ag3 is b's.
+        b.engine.agent_login("ag3", time.time())
+        await until(lambda: a.engine.agent_node("ag3") == "b", "ag3 moved to b")
+        assert b.engine.is_local_agent("ag3") and not a.engine.is_local_agent("ag3")
+
+        # A node started now learns where everyone is from the stream, and acts on nothing
+        # that came before its own first input.
+        c = Node(shared.url, "c", config, prefix)
+        await c.start()
+        try:
+            assert c.engine.agent_node("ag1") == "b" and c.engine.agent_node("ag3") == "b"
+            assert c.events == []
+            assert c.engine.queue_status("q", 0.0) == a.engine.queue_status("q", 0.0)
+            c.engine.caller_enter("late", "q", time.time())
+            await until(lambda: any(o.call_id == "late" for o in c.offers()), "offer to c")
+            assert not any(o.call_id == "late" for n in (a, b) for o in n.offers())
+        finally:
+            await c.acd.close()
+    finally:
+        await a.acd.close()
+        await b.acd.close()
+
+
+def test_a_node_name_is_read_back_from_an_incarnation() -> None:
+    assert node_of("node-1/123/abcd") == "node-1"
+    assert node_of("a.b/1/ff") == "a.b"
