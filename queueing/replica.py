@@ -13,6 +13,12 @@ goes back. Everything the engine does is therefore a function of the log alone: 
 replaying the log from the start reproduces the engine exactly (same seed for the ``random``
 strategies), which is how a new owner takes over.
 
+`ReplicatedAcd.snapshot()` is the whole replica as JSON-able data (the engine's state through
+`queueing.snapshot`, the last entry applied, the senders' counts); `restore()`, or `rebuild()`
+given a snapshot and the entries after it, makes a replica that decides exactly what the one
+snapshotted would have, input for input. A new owner then replays only the stream's tail, and the
+stream can be trimmed up to the snapshot's entry.
+
 Nodes pass every decision through a `DecisionFence`: a decision from an epoch older than the
 newest seen, or seen already, is refused, so an owner that lost its lease cannot be acted on.
 
@@ -54,8 +60,10 @@ from queueing.events import (
     QueueLogEntry,
 )
 from queueing.exceptions import AcdUsageError
+from queueing.snapshot import SnapshotError, engine_from_state, engine_state
 
 __all__ = [
+    "SNAPSHOT_VERSION",
     "Decision",
     "DecisionFence",
     "Input",
@@ -764,27 +772,141 @@ class ReplicatedAcd:
         last_published: str | None,
         *,
         epoch: int | None = None,
+        snapshot: object | None = None,
     ) -> list[Decision]:
-        """Start from a fresh engine and replay `entries` (the whole stream, in order); the
-        decisions of entries up to `last_published` were published already and are dropped,
-        the others are returned (to publish under the new epoch)."""
+        """Start from a fresh engine (or from `snapshot`, see `restore`) and replay `entries`
+        in order; the decisions of entries up to `last_published` were published already and
+        are dropped, the others are returned (to publish under the new epoch).
+
+        From a snapshot, the entries up to its ``last_entry`` are skipped (they are in it): the
+        stream may be read from anywhere before the entry after it. The decisions of the inputs
+        the snapshot holds are not made again, so a snapshot must only be stored once they are
+        all published."""
+        start: tuple[int, int] | None = None
+        if snapshot is None:
+            self.engine = self._fresh()
+            self.last_entry = None
+            self.applied = self.skipped = 0
+            self._sources = {}
+            self._agent_origin = {}
+            self._call_origin = {}
+            self._clock = -math.inf
+        else:
+            self.restore(snapshot)
+            start = entry_key(self.last_entry) if self.last_entry is not None else None
         if epoch is not None:
             self.epoch = epoch
-        self.engine = self._fresh()
-        self.last_entry = None
-        self.applied = self.skipped = 0
-        self._sources = {}
-        self._agent_origin = {}
-        self._call_origin = {}
-        self._clock = -math.inf
         limit = entry_key(last_published) if last_published is not None else None
         pending: list[Decision] = []
         for entry in entries:
             entry_id, item = entry[0], entry[1]
+            if start is not None and entry_key(entry_id) <= start:
+                continue
             decisions = self.apply(entry_id, item, entry[2] if len(entry) == 3 else None)
             if limit is None or entry_key(entry_id) > limit:
                 pending.extend(decisions)
         return pending
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything that decides this replica's future decisions, as JSON-able data: the
+        engine's state and configuration, the last entry applied, the senders' counts and the
+        origins of agents and callers (for `lost`), the clock. Take it between two `apply`
+        calls; `restore` (or `rebuild(..., snapshot=...)`) on any node gives a replica that
+        decides exactly what this one would, input for input. The epoch is not in it."""
+        return {
+            "version": SNAPSHOT_VERSION,
+            "seed": self.seed,
+            "stats_period": self.stats_period,
+            "last_entry": self.last_entry,
+            "applied": self.applied,
+            "skipped": self.skipped,
+            "clock": self._clock if self._clock != -math.inf else None,
+            "sources": dict(self._sources),
+            "agent_origin": dict(self._agent_origin),
+            "call_origin": dict(self._call_origin),
+            "engine_config": config_to_dict(self.engine.config),
+            "engine": engine_state(self.engine),
+        }
+
+    def restore(self, data: object, *, epoch: int | None = None) -> None:
+        """Become the replica `data` (from `snapshot`) describes, under `epoch` if given.
+
+        `data` is checked whole before anything changes: `ReplicaError` naming the field when
+        it is malformed or inconsistent, of an unknown version, or taken with another seed or
+        statistics period than this replica's."""
+        if not isinstance(data, dict):
+            raise ReplicaError(f"snapshot: expected an object, got {_type_name(data)}")
+        version = data.get("version")
+        if version != SNAPSHOT_VERSION or isinstance(version, bool):
+            raise ReplicaError(
+                f"snapshot.version: {version!r} is not a known version ({SNAPSHOT_VERSION})"
+            )
+        unknown = sorted(str(k) for k in set(data) - set(_SNAPSHOT_KEYS))
+        if unknown:
+            raise ReplicaError(f"snapshot: unknown field {unknown[0]!r}")
+        missing = [key for key in _SNAPSHOT_KEYS if key not in data]
+        if missing:
+            raise ReplicaError(f"snapshot: missing field {missing[0]!r}")
+        seed = _decode(int, data["seed"], "snapshot.seed")
+        if seed != self.seed:
+            raise ReplicaError(f"snapshot.seed: taken with seed {seed}, this ACD has {self.seed}")
+        period = _decode(float, data["stats_period"], "snapshot.stats_period")
+        if period != self.stats_period:
+            raise ReplicaError(
+                f"snapshot.stats_period: {period:g}, this ACD has {self.stats_period:g}"
+            )
+        last_entry = _decode(str | None, data["last_entry"], "snapshot.last_entry")
+        if last_entry is not None:
+            try:
+                entry_key(last_entry)
+            except ReplicaError as error:
+                raise ReplicaError(f"snapshot.last_entry: {error}") from None
+        applied = _decode(int, data["applied"], "snapshot.applied")
+        skipped = _decode(int, data["skipped"], "snapshot.skipped")
+        clock = _decode(float | None, data["clock"], "snapshot.clock")
+        sources = _decode(dict[str, int], data["sources"], "snapshot.sources")
+        agent_origin = _decode(dict[str, str], data["agent_origin"], "snapshot.agent_origin")
+        call_origin = _decode(dict[str, str], data["call_origin"], "snapshot.call_origin")
+        try:
+            config = config_from_dict(data["engine_config"])
+        except ReplicaError as error:
+            raise ReplicaError(f"snapshot.engine_config: {error}") from None
+        try:
+            engine = engine_from_state(
+                config, data["engine"], "snapshot.engine", stats_period=self.stats_period
+            )
+        except SnapshotError as error:
+            raise ReplicaError(str(error)) from None
+        self.engine = engine
+        self.last_entry = last_entry
+        self.applied = applied
+        self.skipped = skipped
+        self._clock = clock if clock is not None else -math.inf
+        self._sources = sources
+        self._agent_origin = agent_origin
+        self._call_origin = call_origin
+        if epoch is not None:
+            self.epoch = epoch
+
+
+SNAPSHOT_VERSION: Final = 1
+"""The format of `ReplicatedAcd.snapshot`; `restore` refuses any other."""
+_SNAPSHOT_KEYS: Final = (
+    "version",
+    "seed",
+    "stats_period",
+    "last_entry",
+    "applied",
+    "skipped",
+    "clock",
+    "sources",
+    "agent_origin",
+    "call_origin",
+    "engine_config",
+    "engine",
+)
 
 
 # -- the nodes' side --------------------------------------------------------------------------
