@@ -30,7 +30,7 @@ through the system, the UAS's echo and back).
 
     sudo .venv/bin/python benchmarks/kernel_sipp.py [--calls 100,200,400]
         [--duration 10] [--targets omlmedia,omlmedia-kernel,kamailio+rtpengine] [--json out.json]
-        [--receive rps|napi [--receive-nice N]]  (as in kernel_relay.py)
+        [--receive rps|napi [--receive-nice N]]  (as in kernel_relay.py) [--profile]
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import csv
 import json
 import math
 import os
+import pstats
 import shutil
 import signal
 import struct
@@ -66,7 +67,7 @@ from benchmarks.kernel_relay import (  # noqa: E402
     netns_topology,
     on_server_host,
 )
-from benchmarks.media_relay import Rtpengine  # noqa: E402
+from benchmarks.media_relay import READY_SECONDS, Rtpengine  # noqa: E402
 from benchmarks.procstat import (  # noqa: E402
     GENERATOR_CORE,
     SERVER_CORE,
@@ -315,9 +316,11 @@ class OmlmediaSystem(System):
     name = "omlmedia"
     kernel = False
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, profile: bool = False) -> None:
         self.workdir = workdir
         self.server: harness.RunningServer | None = None
+        self.profile = workdir / "server.prof" if profile else None
+        """cProfile's output for the whole life of the server (``--profile``)."""
 
     def config(self, text: str) -> str:
         text = on_server_host(SERVER)(text)
@@ -342,6 +345,11 @@ class OmlmediaSystem(System):
             edit_config=self.config,
             extra_args=("--log-level", "warning", "--rtp-ports", NETNS_RTP_PORTS),
             core=SERVER_CORE,
+            python_args=(
+                ("-m", "cProfile", "-o", str(self.profile), "-m", "omlmedia")
+                if self.profile is not None
+                else ("-m", "omlmedia")
+            ),
         )
         self.sip_port = self.server.sip_port
         if self.kernel:
@@ -354,6 +362,8 @@ class OmlmediaSystem(System):
         server, self.server = self.server, None
         if server is not None:
             server.stop()
+            if self.profile is not None and self.profile.exists():
+                print_profile(self.profile, self.name)
 
     def pids(self) -> list[int]:
         assert self.server is not None
@@ -399,16 +409,23 @@ class KamailioRtpengine(System):
         binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
         command = [binary, "-f", str(config), "-DD", "-E", "-Y", str(self.workdir)]
         command += ["-m", "64", "-M", "8"]
-        self.log = (self.workdir / "kamailio.log").open("wb")
-        self.process = subprocess.Popen(
-            pinned(command, SERVER_CORE), stdout=self.log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 20
-        while "Listening on" not in (self.workdir / "kamailio.log").read_text(errors="replace"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
+        with (self.workdir / "kamailio.log").open("wb") as output:
+            self.process = subprocess.Popen(
+                pinned(command, SERVER_CORE), stdout=output, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + READY_SECONDS
+        log = self.workdir / "kamailio.log"
+        while "Listening on" not in log.read_text(errors="replace"):
+            status = self.process.poll()
+            if status is not None or time.monotonic() > deadline:
+                state = (
+                    f"exited with status {status}"
+                    if status is not None
+                    else f"not listening after {READY_SECONDS:g} s"
+                )
                 raise RuntimeError(
-                    "kamailio did not start:\n"
-                    + (self.workdir / "kamailio.log").read_text(errors="replace")[-3000:]
+                    f"kamailio {state} ({' '.join(command)}); {log}:\n"
+                    + (log.read_text(errors="replace")[-3000:] or "(empty)")
                 )
             time.sleep(0.1)
 
@@ -421,15 +438,7 @@ class KamailioRtpengine(System):
                 self.process.kill()
                 self.process.wait()
         self.process = None
-        process = self.rtpengine.process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self.rtpengine.ng.close()
+        self.rtpengine.kill()
 
     def pids(self) -> list[int]:
         assert self.process is not None
@@ -673,6 +682,23 @@ def step(
     )
 
 
+def print_profile(path: Path, name: str, top: int = 25) -> None:
+    """The functions where the profiled server spent the most time of their own, and the
+    cumulative time of the SIP, SDP, RTCP, store and log entry points."""
+    stats = pstats.Stats(str(path))
+    table: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in table.values()) or 1.0
+    print(f"{name} profile ({path}): own time, of {total:.2f} s", flush=True)
+    ranked = sorted(table.items(), key=lambda item: -item[1][2])[:top]
+    for (file, line, function), (_, calls, own, cumulative, _) in ranked:
+        where = f"{Path(file).parent.name}/{Path(file).name}:{line}" if line else file
+        print(
+            f"  {100 * own / total:5.1f} %  {own:7.3f} s own {cumulative:7.3f} s cum "
+            f"{calls:>8} calls  {function}  {where}",
+            flush=True,
+        )
+
+
 def _softirq() -> float:
     return core_softirq_seconds(SERVER_CORE)
 
@@ -720,11 +746,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="kernel_sipp-"))
     print(f"work dir {workdir}", flush=True)
     makers: dict[str, Callable[[Path], System]] = {
-        "omlmedia": OmlmediaSystem,
-        "omlmedia-kernel": OmlmediaKernelSystem,
+        "omlmedia": lambda path: OmlmediaSystem(path, args.profile),
+        "omlmedia-kernel": lambda path: OmlmediaKernelSystem(path, args.profile),
         "kamailio+rtpengine": KamailioRtpengine,
     }
     results: dict[str, list[Row]] = {}
+    failures: dict[str, str] = {}
     with ExitStack() as stack:
         topology = stack.enter_context(
             netns_topology(f"oks{os.getpid() % 10000}", args.receive, args.receive_nice)
@@ -736,7 +763,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stack.callback(uas.stop)
         for name in [t.strip() for t in args.targets.split(",") if t.strip()]:
             system = makers[name](workdir / name)
-            system.start()
+            try:
+                system.start()
+            except Exception as exc:  # the other systems still run; the run fails at its end
+                system.stop()
+                failures[name] = f"{type(exc).__name__}: {exc}"
+                print(f"{name} did not start: {failures[name]}", flush=True)
+                results[name] = []
+                continue
             print(f"{name} (pids {system.pids()}):", flush=True)
             rows: list[Row] = []
             try:
@@ -749,13 +783,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 system.stop()
             results[name] = rows
-    return summarize(results, args)
+    return summarize(results, args, failures)
 
 
-def summarize(results: dict[str, list[Row]], args: argparse.Namespace) -> dict[str, Any]:
+def summarize(
+    results: dict[str, list[Row]], args: argparse.Namespace, failures: dict[str, str]
+) -> dict[str, Any]:
     print("\nlargest N with 0 failed calls and loss <= 0.1 % each way:")
     for name, rows in results.items():
-        print(f"  {name:>18}: {max((r.calls for r in rows if r.ok), default=0)}")
+        best = max((r.calls for r in rows if r.ok), default=0)
+        print(
+            f"  {name:>18}: {best}"
+            + (f" (did not start: {failures[name]})" if name in failures else "")
+        )
     print("CPU per call-second, ratio to Kamailio + rtpengine (to its processes alone):")
     ratios: dict[str, dict[int, tuple[float, float]]] = {}
     for n in sorted({r.calls for rows in results.values() for r in rows}):
@@ -777,6 +817,7 @@ def summarize(results: dict[str, list[Row]], args: argparse.Namespace) -> dict[s
         "args": vars(args) | {"json": str(args.json) if args.json else None},
         "rows": {name: [asdict(r) for r in rows] for name, rows in results.items()},
         "ratio_to_kamailio_rtpengine": ratios,
+        "did_not_start": failures,
     }
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
@@ -798,6 +839,11 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path)
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run omlmedia under cProfile (slower: for where its time goes, not for its CPU)",
+    )
+    parser.add_argument(
         "--receive",
         choices=("rps", "napi"),
         default="rps",
@@ -811,8 +857,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _terminated)  # a SIGTERM unwinds: namespaces and peers go
-    run(args)
-    return 0
+    summary = run(args)
+    return 1 if summary["did_not_start"] else 0
 
 
 if __name__ == "__main__":

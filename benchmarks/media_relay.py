@@ -72,7 +72,7 @@ from benchmarks.procstat import (  # noqa: E402
     pinned,
     rss_kib,
 )
-from benchmarks.rtpengine_ng import NgClient  # noqa: E402
+from benchmarks.rtpengine_ng import NgClient, NgNotReady  # noqa: E402
 
 PERIOD_NS = 20_000_000  # 20 ms frames, 50 packets/s per leg and direction
 PCMU_PAYLOAD = 160
@@ -81,6 +81,7 @@ MARK_FORMAT = ">BBHII4sIIq"  # RTP header, then marker, sender, packet number, s
 OPUS_PT_DEFAULT = 111
 SERVER_RTP_PORTS = "61000-64999"  # above the ephemeral range and the harness' 40000-59999 blocks
 RTPENGINE_PORTS = (20000, 29999)
+READY_SECONDS = 60.0  # rtpengine answers ng in 0.1 s when quiet; seconds on a loaded machine
 GENERATOR_PORTS = (10000, 19998)
 SEND_BATCH = 256  # sends at most between two receive polls
 
@@ -731,10 +732,18 @@ class Rtpengine:
         ], SERVER_CORE)  # fmt: skip
 
     def start(self) -> None:
-        log = (self.workdir / "rtpengine.log").open("wb")
-        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+        log_path = self.workdir / "rtpengine.log"
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
         self.ng = NgClient(("127.0.0.1", self.ng_port), timeout=0.5, retries=10)
-        self.ng.ping()
+        try:
+            self.ready_s = self.ng.wait_ready(READY_SECONDS, self.process.poll)
+        except NgNotReady as exc:
+            self.kill()
+            raise RuntimeError(
+                f"{exc}\n  command: {' '.join(self.command)}\n  {log_path}: "
+                + (log_path.read_text(errors="replace")[-2000:] or "(empty)")
+            ) from exc
         self.version = (
             subprocess.run(
                 [str(self.binary), "--version"], capture_output=True, text=True, check=False
@@ -744,7 +753,8 @@ class Rtpengine:
             ).stderr.strip()
         )
 
-    async def stop(self) -> None:
+    def kill(self) -> None:
+        """SIGTERM, SIGKILL after 10 s; the ng socket closed. Safe to call twice."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -752,7 +762,11 @@ class Rtpengine:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.ng.close()
+        if hasattr(self, "ng"):
+            self.ng.close()
+
+    async def stop(self) -> None:
+        self.kill()
 
     async def setup(self, count: int, ports: list[int], mode: str) -> list[CallSetup]:
         common = {"replace": ["origin", "session-connection"], "ICE": "remove"}

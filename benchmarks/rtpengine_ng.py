@@ -21,7 +21,7 @@ from __future__ import annotations
 import secrets
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -177,6 +177,10 @@ def unframe(datagram: bytes) -> tuple[bytes, dict[str, Any]]:
     return cookie, value
 
 
+class NgNotReady(TimeoutError):
+    """rtpengine did not answer a ``ping`` before the deadline, or exited while we waited."""
+
+
 class NgClient:
     """Blocking request/response over UDP with retransmission (one outstanding request)."""
 
@@ -222,30 +226,79 @@ class NgClient:
         cookie = self.next_cookie()
         datagram = frame(cookie, message)
         for _ in range(self.retries + 1):
-            self.sock.sendto(datagram, self.address)
-            deadline = time.monotonic() + self.timeout
-            while (left := deadline - time.monotonic()) > 0:
-                self.sock.settimeout(left)
-                try:
-                    data = self.sock.recv(65535)
-                except TimeoutError:
-                    break
-                try:
-                    got, reply = unframe(data)
-                except (NgError, BencodeError):
-                    continue
-                if got != cookie:
-                    continue  # a late answer to an earlier, retransmitted request
-                result = reply.get("result")
-                if result == "error":
-                    raise NgError(f"{command}: {reply.get('error-reason', 'error')}")
-                if result not in ("ok", "pong"):
-                    raise NgError(f"{command}: result {result!r}")
-                return reply
+            reply = self._exchange(cookie, datagram, self.timeout)
+            if reply is None:
+                continue
+            result = reply.get("result")
+            if result == "error":
+                raise NgError(f"{command}: {reply.get('error-reason', 'error')}")
+            if result not in ("ok", "pong"):
+                raise NgError(f"{command}: result {result!r}")
+            return reply
         raise TimeoutError(f"rtpengine did not answer {command!r} at {self.address}")
+
+    def _exchange(self, cookie: bytes, datagram: bytes, timeout: float) -> dict[str, Any] | None:
+        """Send `datagram` once; the answer carrying `cookie` within `timeout`, or None. An
+        ICMP error (nothing listening yet) counts as no answer."""
+        try:
+            self.sock.sendto(datagram, self.address)
+        except ConnectionRefusedError:
+            pass
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65535)
+            except TimeoutError:
+                return None
+            except ConnectionRefusedError:
+                continue  # the port unreachable of an earlier send (a connected socket)
+            try:
+                got, reply = unframe(data)
+            except (NgError, BencodeError):
+                continue
+            if got == cookie:
+                return reply
+            # else a late answer to an earlier, retransmitted request
+        return None
 
     def ping(self) -> dict[str, Any]:
         return self.request("ping")
+
+    def wait_ready(
+        self,
+        seconds: float,
+        exited: Callable[[], int | None] = lambda: None,
+        interval: float = 0.1,
+    ) -> float:
+        """Ping until rtpengine answers, for up to `seconds`; the seconds it took.
+
+        A starting rtpengine is not listening yet, and on a loaded machine it can take seconds
+        to get there (it loads its codec libraries first): each ping waits `interval`, a fresh
+        one follows, and `exited` (the process's exit status, None while it runs) is checked
+        between them, so a process that died is reported at once. Raises :class:`NgNotReady`
+        naming the address, how long it waited and whether the process still runs."""
+        started = time.monotonic()
+        deadline = started + seconds
+        pings = 0
+        while True:
+            status = exited()
+            if status is not None:
+                raise NgNotReady(
+                    f"rtpengine exited with status {status} before answering ng ping at "
+                    f"{self.address[0]}:{self.address[1]} ({pings} pings in "
+                    f"{time.monotonic() - started:.1f} s)"
+                )
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NgNotReady(
+                    f"rtpengine (still running) did not answer ng ping at "
+                    f"{self.address[0]}:{self.address[1]} in {seconds:g} s ({pings} pings)"
+                )
+            pings += 1
+            cookie = self.next_cookie()
+            if self._exchange(cookie, frame(cookie, {"command": "ping"}), min(interval, left)):
+                return time.monotonic() - started
 
     def offer(self, call_id: str, from_tag: str, sdp: str, **options: Any) -> dict[str, Any]:
         """``offer``: rtpengine rewrites the caller's SDP for the callee (its ports)."""

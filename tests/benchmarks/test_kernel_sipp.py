@@ -1,18 +1,31 @@
 """benchmarks/kernel_sipp.py, the whole-system form of the kernel-path benchmark: its round-trip
-matching on a capture, and its Kamailio configuration checked by Kamailio itself. (A run takes a
-minute per system even at one call: the benchmark is run by hand, `make bench`.)"""
+matching on a capture, its Kamailio configuration checked by Kamailio itself, and a brief run of
+both sides (omlmedia with the kernel path, Kamailio + rtpengine) at a few calls (about half a
+minute per system: a call lasts 9 s and the window opens after one call length)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks.kernel_sipp import CALLEE, CALLER, KAMAILIO_CONFIG, SERVER, rtt_from_trace
+from benchmarks.kernel_sipp import (
+    CALLEE,
+    CALLER,
+    KAMAILIO_CONFIG,
+    SERVER,
+    require_tools,
+    rtt_from_trace,
+)
+from tests.media.netns import require_kernel_tools
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def udp_frame(src: str, dst: str, sport: int, dport: int, seq: int) -> bytes:
@@ -82,3 +95,44 @@ def test_the_kamailio_proxy_configuration_passes_kamailios_own_check(tmp_path: P
         [binary, "-c", "-f", str(config)], capture_output=True, text=True, timeout=30, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_brief_run_measures_both_sides_with_every_call_answered_and_no_loss() -> None:
+    require_kernel_tools()
+    missing = require_tools()
+    if missing:
+        message = f"{', '.join(missing)} missing: run make setup-test"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    completed = subprocess.run(
+        [sys.executable, "benchmarks/kernel_sipp.py", "--calls", "4", "--duration", "2",
+         "--targets", "omlmedia-kernel,kamailio+rtpengine"],
+        cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,  # about a minute when quiet; the machine is shared
+        check=False,
+    )  # fmt: skip
+    out = completed.stdout
+    assert completed.returncode == 0, out[-3000:] + completed.stderr[-3000:]
+    rows = {
+        m["system"]: m
+        for m in re.finditer(
+            r"^ +(?P<system>\S+) N=4 +(?P<ok>ok |BAD) calls (?P<good>\d+)/(?P<tried>\d+) "
+            r"\((?P<failed>\d+) failed\) .* (?P<relayed>\d+) pkts relayed .*"
+            r"\((?P<kernel>\d+) by the kernel over the step\)",
+            out,
+            re.M,
+        )
+    }
+    assert set(rows) == {"omlmedia-kernel", "kamailio+rtpengine"}, out
+    for row in rows.values():
+        assert row["ok"] == "ok " and row["failed"] == "0", out
+        assert row["good"] == row["tried"] and int(row["good"]) >= 4, out
+        # RTP crossed the system both ways in the 2 s window (uac_pcap's audio, echoed)
+        assert int(row["relayed"]) >= 100, out
+    assert int(rows["omlmedia-kernel"]["kernel"]) > 0, out
+    assert int(rows["kamailio+rtpengine"]["kernel"]) == 0, out
+    assert re.search(r"^  N=4: omlmedia-kernel \d+ = [\d.]+x \([\d.]+x\); kamailio", out, re.M), out

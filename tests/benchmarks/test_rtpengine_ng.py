@@ -14,6 +14,7 @@ from benchmarks.rtpengine_ng import (
     BencodeError,
     NgClient,
     NgError,
+    NgNotReady,
     bdecode,
     bencode,
     frame,
@@ -177,3 +178,28 @@ def test_cookies_are_unique_per_request() -> None:
     with NgClient(("127.0.0.1", 9)) as client:
         cookies = {client.next_cookie() for _ in range(100)}
     assert len(cookies) == 100
+
+
+def test_wait_ready_pings_until_a_late_starter_answers() -> None:
+    # Two pings go unanswered (rtpengine still loading), the third is answered.
+    with fake_rtpengine([None, None, {"result": "pong"}]) as (address, received):
+        with NgClient(address) as client:
+            waited = client.wait_ready(10, interval=0.05)
+    assert len(received) == 3 and 0.09 < waited < 10
+    # Each ping is a request of its own (a fresh cookie), not a retransmission.
+    assert len({unframe(r)[0] for r in received}) == 3
+
+
+def test_wait_ready_names_the_address_when_nothing_answers_before_the_deadline() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # bound, never answers
+        address = silent.getsockname()
+        with NgClient(address) as client, pytest.raises(NgNotReady) as caught:
+            client.wait_ready(0.3, interval=0.05)
+    assert f"127.0.0.1:{address[1]}" in str(caught.value)
+    assert "still running" in str(caught.value) and "0.3 s" in str(caught.value)
+
+
+def test_wait_ready_stops_at_once_when_the_process_exited() -> None:
+    with NgClient(("127.0.0.1", 9)) as client, pytest.raises(NgNotReady, match="status 2"):
+        client.wait_ready(30, exited=lambda: 2)
