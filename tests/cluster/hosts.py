@@ -86,6 +86,10 @@ def remove_leftovers() -> list[str]:
                 os.kill(int(pid), signal.SIGKILL)
         _ip("netns", "del", name, check=False)
         removed.append(name)
+    for stale in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-pg-*"):
+        match = re.fullmatch(rf"{PREFIX}(\d+)-pg-\w+", stale.name)
+        if match is not None and not Path(f"/proc/{match.group(1)}").exists():
+            shutil.rmtree(stale, ignore_errors=True)  # its PostgreSQL's files
     return removed
 
 
@@ -211,7 +215,7 @@ def start_postgres(h: Hosts) -> str:
     """A throwaway PostgreSQL 15 in `db` (run as the postgres user), with database ``oml``
     trusted from the hosts' network; its DSN."""
     # Its own temp dir: the postgres user cannot enter pytest's (root's, mode 0700).
-    directory = Path(tempfile.mkdtemp(prefix="omlmedia-pg-"))
+    directory = Path(tempfile.mkdtemp(prefix=f"{h.tag}-pg-"))
     h.stoppers.append(lambda: shutil.rmtree(directory, ignore_errors=True))
     shutil.chown(directory, "postgres")
     data = directory / "data"

@@ -8,8 +8,8 @@ reaching lb. One topology for the module.
 - ``kill -9`` of a node under load (20 callers with RTP over two nodes): the other node's calls
   carry on to their normal end, new calls all succeed there, the agent whose page was on the
   dead node is Ready on the other within 10 s, the dead node's callers are recorded as lost
-  (cause ``node-lost``, by the survivor: `omlmedia.lost_calls`), and nothing PostgreSQL had
-  committed is lost. The times are measured and printed.
+  (cause ``node-lost``, once each, by the surviving nodes: `omlmedia.lost_calls`), and nothing
+  PostgreSQL had committed is lost. The times are measured and printed.
 
 Run: ``timeout 600 pytest -x -q -s tests/cluster/test_multihost.py``.
 """
@@ -203,7 +203,7 @@ async def test_kill_9_of_a_node_under_load_loses_only_its_own_calls_and_its_agen
             assert not await page.get_by_label("Password").is_visible()
             down = await asyncio.to_thread(front.wait_for, "node down", kam.PROBE_WINDOW + 5, mark)
             out_of_rotation = down - killed
-            # The victim's callers are recorded as lost, by the survivor, once the victim's
+            # The victim's callers are recorded as lost, by a survivor, once the victim's
             # heartbeat lapsed (omlmedia.lost_calls: TTL 3 s, a sweep a second).
             deadline = time.monotonic() + 20
             while True:
@@ -230,9 +230,12 @@ async def test_kill_9_of_a_node_under_load_loses_only_its_own_calls_and_its_agen
     assert hostlib.count(stats, "SuccessfulCall") == 10, load.text()
     assert hostlib.count(stats, "FailedCall") == 10, load.text()
 
-    # The dead node's ten callers, recorded once each, by the survivor.
+    # The dead node's ten callers, recorded once each, by the survivors (node3, out of
+    # Kamailio's list but running, is one: whoever swept first recorded each call).
     assert len(lost) == 10
-    assert survivor.status()["cluster"]["lost_calls"]["recorded"] == 10
+    living = [n for n in cluster.nodes.values() if n is not victim]
+    recorded = {n.name: n.status()["cluster"]["lost_calls"]["recorded"] for n in living}
+    assert sum(recorded.values()) == 10, recorded
     for record in lost:
         # Ended when the victim was last seen alive: its last heartbeat (one a second).
         assert record.queue == "hold" and killed_at - 2.0 <= record.end <= killed_at, record
@@ -276,6 +279,7 @@ async def test_kill_9_of_a_node_under_load_loses_only_its_own_calls_and_its_agen
         "slowest_probe_setup_s": round(max(done - sent for sent, done, _ in probes), 2),
         "kill_to_agent_ready_s": round(agent_ready, 2),
         "kill_to_lost_calls_recorded_s": round(recorded_after, 2),
+        "lost_calls_recorded_by": recorded,
         "survivor_call_packets": sorted(r.legs[0]["packets"] for r in mine),
         "survivor_call_lost": sorted(r.legs[0]["lost"] for r in mine),
     }
