@@ -19,7 +19,10 @@ only, so the far node's leg is a passthrough); the far node rings its agent with
 as the ACD's (its desk leaves the agent's states to the ACD), the 200 OK is the agent's answer
 (`OfferAnswered`, awaited: in ``ringall`` another agent may have been first), 486 a decline, any
 other refusal a ring timeout; once answered the caller's leg and the internal leg are bridged
-without transcoding until either side hangs up.
+without transcoding until either side hangs up. A callback offered to an agent on another node
+goes the same way (the agent's page shows the number); when the agent answers, the caller's node
+dials the number through its campaign's trunk and joins it to the internal leg, and writes the
+callback's record as for a local agent.
 
 The inputs whose result the runtime needs at once (an answer: was the offer still standing?) are
 awaited until the node's follower applies them (`SharedEngine.decide`); the others are sent and
@@ -95,6 +98,7 @@ from sip.ua import Call, CallState
 
 if TYPE_CHECKING:
     from omlmedia.acd import AcdRuntime, AgentSide, QueuedCaller
+    from omlmedia.desk import DialOut
 
 __all__ = ["ClusterAgents", "RemoteOffers", "SharedEngine", "node_of"]
 
@@ -361,6 +365,13 @@ class RemoteOffer:
     answered: bool = False
     bridge: MediaBridge | None = None
     ended: bool = False
+    callback: str = ""
+    """A callback's number: once the agent answers, this node dials it through its trunk and
+    joins it to the internal leg."""
+    outbound: Call | None = None
+    outbound_leg: RtpLeg | None = None
+    outbound_offer: bytes = b""
+    outbound_answered: bool = False
 
 
 class RemoteOffers:
@@ -377,8 +388,11 @@ class RemoteOffers:
         pool: RtpSocketPool,
         media_host: str,
         clock: Callable[[], float],
+        dial_out: DialOut | None = None,
     ) -> None:
         self.runtime = runtime
+        self.dial_out = dial_out
+        """Places a callback's call (`omlmedia.b2bua.B2bua.place_call`)."""
         self.node = node
         self.secret = secret
         self.nodes = dict(nodes)
@@ -402,35 +416,51 @@ class RemoteOffers:
         self._spawn(self._place(qc, agent, node, queue))
         return True
 
-    def _offer_sdp(self, leg: RtpLeg, caller: RtpLeg) -> bytes:
-        fmt = caller.format
-        assert fmt is not None
-        wanted = (fmt.encoding_name.lower(), "telephone-event")
-        codecs = tuple(
-            c
-            for c in CAPABILITIES.codecs
-            if c.encoding_name.lower() in wanted and c.clock_rate == fmt.clock_rate
-        )
+    def offer_callback(self, qc: QueuedCaller, ev: CallbackDial, node: str) -> bool:
+        """Ring `ev.agent` on `node` with the callback of `qc`; on its answer the number is
+        dialled from here and joined to the internal leg."""
+        if node not in self.nodes or node == self.node or self.dial_out is None:
+            return False
+        self._spawn(self._place(qc, ev.agent, node, ev.queue, callback=ev.number))
+        return True
+
+    def _offer_sdp(self, leg: RtpLeg, caller: RtpLeg | None) -> bytes:
+        """Our offer on `leg`: the caller's codec only (a passthrough), or every codec (a
+        callback: the far end's codec is not known yet)."""
+        fmt = caller.format if caller is not None else None
+        if fmt is None:
+            codecs = CAPABILITIES.codecs
+        else:
+            wanted = (fmt.encoding_name.lower(), "telephone-event")
+            codecs = tuple(
+                c
+                for c in CAPABILITIES.codecs
+                if c.encoding_name.lower() in wanted and c.clock_rate == fmt.clock_rate
+            )
         capabilities = MediaCapabilities(codecs, rtcp_mux=False)
         offer = create_offer(
             capabilities, secrets.randbelow(2**31) + 1, 0, self.media_host, leg.port
         )
         return bytes(offer)
 
-    async def _place(self, qc: QueuedCaller, agent: str, node: str, queue: str) -> None:
+    async def _place(
+        self, qc: QueuedCaller, agent: str, node: str, queue: str, *, callback: str = ""
+    ) -> None:
         call_id = qc.call.call_id
         try:
             leg = RtpLeg(await self.pool.acquire())
         except (PortsExhausted, OSError):
             self.runtime.rejected(call_id, agent)
             return
-        if qc.ended or call_id not in self.runtime.callers:
+        waiting = call_id in self.runtime.callbacks if callback else call_id in self.runtime.callers
+        if not waiting or (qc.ended and not callback):
             self._release(leg)
             return
-        offer = RemoteOffer(qc, agent, node, leg, self._offer_sdp(leg, qc.leg))
+        sdp = self._offer_sdp(leg, None if callback else qc.leg)
+        offer = RemoteOffer(qc, agent, node, leg, sdp, callback=callback)
         self.offers[(call_id, agent)] = offer
         where = self.nodes[node]
-        caller = qc.call.invite.from_.uri.user or ""
+        caller = callback or qc.call.invite.from_.uri.user or ""
         header = OfferHeader(call_id=call_id, queue=queue, caller=caller, node=self.node)
         signed = sign_offer(self.secret, agent, header, self.clock())
         host = where.host if ":" not in where.host else f"[{where.host}]"
@@ -461,6 +491,9 @@ class RemoteOffers:
 
     def on_response(self, call: Call, response: Response) -> None:
         offer = self.by_call.get(call.call_id)
+        if offer is not None and offer.outbound is call:
+            self._outbound_response(offer, response)
+            return
         if offer is None or offer.ended or response.status < 200 or offer.answered:
             return
         if response.status >= 300:
@@ -474,7 +507,59 @@ class RemoteOffers:
             self._end(offer, hang_up=True)
             self.runtime.rejected(offer.qc.call.call_id, offer.agent)
             return
-        self._spawn(self._answered(offer))
+        self._spawn(self._callback_answered(offer) if offer.callback else self._answered(offer))
+
+    async def _callback_answered(self, offer: RemoteOffer) -> None:
+        """The agent took the callback: dial the number from here."""
+        call_id, agent = offer.qc.call.call_id, offer.agent
+        if not await self.runtime.callback_answered(call_id, agent):
+            self._end(offer, hang_up=True)
+            return
+        if offer.ended or self.dial_out is None:
+            return
+        try:
+            leg = RtpLeg(await self.pool.acquire())
+        except (PortsExhausted, OSError):
+            self._callback_over(offer, "no-ports")
+            return
+        offer.outbound_leg = leg
+        offer.outbound_offer = self._offer_sdp(leg, None)
+        campaign = offer.qc.campaign
+        trunk = campaign.trunk if campaign is not None else ""
+        outbound = self.dial_out(offer.callback, trunk, offer.outbound_offer, None)
+        if outbound is None:
+            self._callback_over(offer, "no-trunk")
+            return
+        outbound.app = self
+        offer.outbound = outbound
+        self.by_call[outbound.call_id] = offer
+        event(logger, "acd-remote-callback", call_id=call_id, agent=agent, node=offer.node)
+
+    def _outbound_response(self, offer: RemoteOffer, response: Response) -> None:
+        """The callback's number answered (join it to the agent's leg) or refused."""
+        if offer.ended or response.status < 200 or offer.outbound_answered:
+            return
+        if response.status >= 300:
+            self._callback_over(offer, f"status-{response.status}")
+            return
+        offer.outbound_answered = True
+        leg = offer.outbound_leg
+        assert leg is not None
+        try:
+            apply_answer(leg, offer.outbound_offer, response.body, CAPABILITIES.codecs)
+            offer.bridge = MediaBridge(offer.leg, leg, codec_transcoder)
+            offer.bridge.start()
+        except ValueError as exc:
+            logger.warning("remote callback %s: %s", offer.qc.call.call_id, exc)
+            offer.bridge = None
+            self._callback_over(offer, "bad-answer")
+
+    def _callback_over(self, offer: RemoteOffer, cause: str) -> None:
+        """A callback ends (either side hung up, or the number never answered)."""
+        self._end(offer, hang_up=True)
+        self.runtime.callback_done(
+            offer.qc.call.call_id, offer.agent, offer.outbound_answered, cause
+        )
 
     async def _answered(self, offer: RemoteOffer) -> None:
         call_id = offer.qc.call.call_id
@@ -510,9 +595,13 @@ class RemoteOffers:
             self.runtime.timed_out(call_id, offer.agent)
 
     def on_ended(self, call: Call, cause: str) -> None:
-        """The internal leg ended: the agent hung up (or its node did)."""
+        """The internal leg ended: the agent hung up (or its node did); or a callback's
+        number hung up."""
         offer = self.by_call.get(call.call_id)
         if offer is None or offer.ended:
+            return
+        if offer.callback and offer.answered:
+            self._callback_over(offer, "completed" if call is offer.outbound else "agent-hangup")
             return
         self._end(offer, hang_up=False)
         if offer.answered:
@@ -559,16 +648,22 @@ class RemoteOffers:
             return
         offer.ended = True
         self.offers.pop((offer.qc.call.call_id, offer.agent), None)
-        if offer.call is not None:
-            self.by_call.pop(offer.call.call_id, None)
-            call = offer.call
+        for call in (offer.call, offer.outbound):
+            if call is None:
+                continue
+            self.by_call.pop(call.call_id, None)
             if hang_up and call.state is not CallState.ENDED:
-                service = self.service
-                service.act(lambda now: service.ua.hangup(call, now))
+                self._hang_up(call)
         if offer.bridge is not None:
             offer.bridge.stop()
             offer.bridge = None
         self._release(offer.leg)
+        if offer.outbound_leg is not None:
+            self._release(offer.outbound_leg)
+
+    def _hang_up(self, call: Call) -> None:
+        service = self.service
+        service.act(lambda now: service.ua.hangup(call, now))
 
     def _release(self, leg: RtpLeg) -> None:
         leg.close()
@@ -599,11 +694,10 @@ class ClusterAgents:
         return node is not None and self.remote.offer(qc, agent, node, queue)
 
     def offer_callback(self, qc: QueuedCaller, ev: CallbackDial) -> bool:
-        """A callback is dialled from the caller's node by an agent of this node only (its
-        page must take the call here); elsewhere it fails and the engine moves on."""
-        if not self.engine.is_local_agent(ev.agent):
-            return False
-        return self.desk.offer_callback(qc, ev)
+        if self.engine.is_local_agent(ev.agent):
+            return self.desk.offer_callback(qc, ev)
+        node = self.engine.agent_node(ev.agent)
+        return node is not None and self.remote.offer_callback(qc, ev, node)
 
     def cancel_offer(self, call_id: str, agent: str, reason: str) -> None:
         if self.remote.owns(call_id, agent):

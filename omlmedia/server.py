@@ -619,6 +619,7 @@ class Server:
             pool=self.pool,
             media_host=self.media_host,
             clock=time.time,
+            dial_out=self.desk.dial_out,
         )
         acd.listen(ClusterAgents(self.desk, self.remote_offers, acd.engine))
         await shared.start()

@@ -8,6 +8,8 @@ the ``support`` queue on node a or node b. Proved here:
   (both tones heard) over the internal leg, relayed without transcoding; after the call the
   agent's wrap-up ends and it is Ready again (the owner's timer ticks reach node b's page);
 - both nodes see the same queue: node b's figures count node a's caller while it waits;
+- a callback asked for on node a keeps its place and is taken by the agent on node b: node a
+  dials the number through its trunk (a baresip answers) and joins it to the agent's leg;
 - the owner of the ACD is killed (``kill -9``) while a caller waits on the other node: the caller
   keeps its place, and when the agent becomes Ready it is offered and answered there.
 """
@@ -32,10 +34,11 @@ from omlmedia.config import ConfigError, load_config
 from tests.cluster import redis
 from tests.cluster.test_crossnode import SECRET, _cluster, both_clean
 from tests.cluster.test_shared_database import api
-from tests.interop.baresip import dial
-from tests.interop.browser import chromium
+from tests.interop.baresip import answerer, dial
+from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium
 from tests.interop.harness import SCENARIOS, start_sipp
 from tests.interop.test_monitor import hears, tone_seconds
+from tests.interop.test_queue import KeyingCaller
 
 CALLER_TONE = 440.0
 AGENT_TONE = 660.0
@@ -131,10 +134,21 @@ def acd_status(node: harness.RunningServer) -> dict[str, Any]:
     return result
 
 
-def waiting(node: harness.RunningServer, queue: str) -> int:
+def queue_figures(node: harness.RunningServer, queue: str) -> dict[str, Any]:
     status, view = api(node, "GET", "/api/v1/status")
     assert status == 200, view
-    return int(view["queues"][queue]["waiting"])
+    figures: dict[str, Any] = view["queues"][queue]
+    return figures
+
+
+def waiting(node: harness.RunningServer, queue: str) -> int:
+    return int(queue_figures(node, queue)["waiting"])
+
+
+def callback_records(node: harness.RunningServer, since: float) -> list[dict[str, Any]]:
+    status, view = api(node, "GET", f"/api/v1/calls/records?since={since}&queue=support")
+    assert status == 200, view
+    return [r for r in view["records"] if r["cause"].startswith("callback-")]
 
 
 async def until(what: str, check: Any, within: float = 15.0) -> None:
@@ -195,7 +209,43 @@ async def test_a_queue_caller_on_node_a_is_answered_by_an_agent_on_node_b_and_th
         await both_clean(nodes, "after the caller hung up")
         assert waiting(a, "support") == waiting(b, "support") == 0
 
-        # 2. The agent pauses; a caller waits on node b; node a, the ACD's owner, is killed.
+        # 2. A callback asked for on node a is taken by the agent on node b: node a dials the
+        # number through its trunk and joins it to the agent; node a writes its record.
+        await page.get_by_role("button", name="Pause", exact=True).click()
+        await expect(state).to_contain_text("Paused", timeout=10000)
+        number, far_tone, since = "5551234", 550.0, time.time()
+        keying = KeyingCaller(tmp_path / "keying", target, 30)
+        try:
+            await until("the caller waits", lambda: waiting(a, "support") == 1)
+            await until("the answer", lambda: "Call established" in keying.output())
+            await asyncio.sleep(1.0)  # music on hold
+            keying.keys("1")
+            await asyncio.sleep(1.0)  # "enter your phone number"
+            keying.keys(f"{number}#")
+            await until("the server's hang-up", lambda: "terminated" in keying.output())
+        finally:
+            keying.stop()
+        assert queue_figures(b, "support")["callbacks"] == 1  # node b sees a's callback
+        with answerer(
+            tmp_path / "pbx", a.pbx_port, user=number, tone_hz=far_tone, codecs="PCMU"
+        ) as far:
+            await page.get_by_role("button", name="Ready", exact=True).click()
+            await expect(page.locator("#caller-number")).to_have_text(number, timeout=15000)
+            await page.get_by_role("button", name="Answer", exact=True).click()
+            await expect(state).to_have_text("On call", timeout=10000)
+            heard = await page.evaluate(ANALYSE_REMOTE_AUDIO)
+            assert abs(heard["hz"] - far_tone) < 10, heard
+            await page.get_by_role("button", name="Hang up", exact=True).click()
+            await expect(page.locator("#no-call")).to_be_visible(timeout=10000)
+        assert "Call established" in far.output, far.output[-2000:]
+        await until("a's callback record", lambda: callback_records(a, since))
+        record = callback_records(a, since)[0]
+        assert record["agent"] == "agent1" and record["cause"].startswith("callback-"), record
+        assert queue_figures(a, "support")["callbacks"] == 0
+        await both_clean(nodes, "after the callback")
+
+        # 3. The agent pauses; a caller waits on node b; node a, the ACD's owner, is killed.
+        await expect(state).to_have_text("Ready", timeout=15000)
         await page.get_by_role("button", name="Pause", exact=True).click()
         await expect(state).to_contain_text("Paused", timeout=10000)
         sipp = start_sipp(
