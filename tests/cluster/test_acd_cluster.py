@@ -13,7 +13,10 @@ that node's from then on; a node started later learns where everyone is from the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -192,6 +195,53 @@ async def test_each_decision_reaches_the_node_that_acts_on_it_and_the_log_is_wri
         finally:
             await c.acd.close()
     finally:
+        await a.acd.close()
+        await b.acd.close()
+
+
+async def test_while_redis_is_unreachable_for_10_s_nothing_is_offered_then_each_call_once(
+    shared: throwaway.Redis,
+) -> None:
+    """Redis stopped (SIGSTOP: connections hang, as behind a dead link) for 10 s while agents
+    become ready and callers enter on both nodes: no offer is made meanwhile; after it returns
+    the inputs go in, in order, and each caller is offered exactly once."""
+    config = build_config(CONFIG)
+    prefix = "t2:"
+    a, b = Node(shared.url, "a", config, prefix), Node(shared.url, "b", config, prefix)
+    await a.start()
+    await b.start()
+    try:
+        now = time.time()
+        for agent, node in (("ag1", a), ("ag2", b)):
+            node.engine.agent_login(agent, now, paused_reason="login")
+        await until(lambda: b.engine.agent_node("ag1") == "a", "logged in")
+        os.kill(shared.process.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            a.engine.agent_ready("ag1", time.time())
+            b.engine.agent_ready("ag2", time.time())
+            for i in range(4):
+                (a if i % 2 else b).engine.caller_enter(f"o{i}", "q", time.time())
+            while time.monotonic() - stopped < 10:
+                assert not a.offers() and not b.offers(), "an offer while Redis was away"
+                await asyncio.sleep(0.1)
+            assert a.acd.pending and b.acd.pending  # kept, in order
+        finally:
+            os.kill(shared.process.pid, signal.SIGCONT)
+        await until(lambda: len(a.offers()) + len(b.offers()) == 2, "two offers", seconds=15)
+        for node in (a, b):
+            for offer in node.offers():
+                assert await node.engine.decide(
+                    OfferAnswered(offer.call_id, offer.agent, time.time())
+                )
+                node.engine.call_completed(offer.call_id, offer.agent, time.time())
+        await until(lambda: len(a.offers()) + len(b.offers()) == 4, "four offers", seconds=15)
+        offered = [o.call_id for n in (a, b) for o in n.offers()]
+        assert sorted(offered) == ["o0", "o1", "o2", "o3"], offered  # each once
+        assert a.acd.stats.redis_errors and b.acd.stats.redis_errors  # it was noticed
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(shared.process.pid, signal.SIGCONT)
         await a.acd.close()
         await b.acd.close()
 
