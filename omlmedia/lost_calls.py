@@ -135,7 +135,7 @@ class LostCalls:
             redis_url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
         )
         self._db: Any = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._healthy_since: float | None = None
         """When this node's Redis calls last started to succeed (None: failing)."""
@@ -315,26 +315,33 @@ class LostCalls:
 
     async def start(self) -> None:
         """Beat once now (so the others know this node before it takes a call), then beat and
-        sweep every `interval` until `close`."""
+        sweep every `interval` until `close`: two loops, so that a slow database (a sweep
+        waiting for PostgreSQL) never delays the heartbeat."""
         await self.beat()
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._beating()), loop.create_task(self._sweeping())]
 
-    async def _run(self) -> None:
+    async def _beating(self) -> None:
         while not self._closing:
             await asyncio.sleep(self.interval)
-            if self._closing:
-                break
-            if await self.beat():
+            if not self._closing:
+                await self.beat()
+
+    async def _sweeping(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self.interval)
+            if not self._closing:
                 await self.sweep()
 
     async def close(self) -> None:
         """Stop beating (the key lapses by itself: a node that stops has no calls left open)
         and close the connections."""
         self._closing = True
-        task, self._task = self._task, None
-        if task is not None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
+        for task in tasks:
             try:
                 await task
             except asyncio.CancelledError:

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from benchmarks import redisserver
 from omlmedia.lost_calls import ALIVE_PREFIX, CAUSE, LostCall, LostCalls
 from omlmedia.storage import CallRecord, Store
+from omlmedia.storage_pg import PgConnection
 from tests.cluster import postgres
 from tests.cluster import redis as redis_server
 
@@ -310,3 +311,35 @@ async def test_a_call_taken_for_lost_gets_its_real_record_when_it_ends_on_its_no
     (record,) = n1.call_records()
     assert (record.cause, record.queue) == ("normal", "sales")
     n1.close()
+
+
+async def test_a_sweep_waiting_for_the_database_does_not_delay_the_heartbeat(
+    redis: redis_server.Redis, dsn: str
+) -> None:
+    Store(dsn).close()  # the schema
+    holder, watcher = PgConnection(dsn), PgConnection(dsn)
+    client = aioredis.from_url(redis.url)
+    beating = LostCalls(redis.url, "n2", dsn, ttl=TTL, interval=INTERVAL)
+    try:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE open_calls IN ACCESS EXCLUSIVE MODE")
+        await beating.start()
+        # Its sweep is stuck behind the lock...
+        deadline = time.monotonic() + 10
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        while not (watcher.execute(waiting).fetchone() or (0,))[0]:
+            assert time.monotonic() < deadline, "the sweep never waited for the lock"
+            await asyncio.sleep(0.02)
+        # ... and its heartbeat goes on: three more beats meanwhile.
+        beats = {await client.get(ALIVE_PREFIX + "n2")}
+        while len(beats) < 4:
+            assert time.monotonic() < deadline, beats
+            await asyncio.sleep(0.02)
+            beats.add(await client.get(ALIVE_PREFIX + "n2"))
+        assert beating.errors == 0
+    finally:
+        holder.execute("ROLLBACK")
+        await beating.close()
+        await client.aclose()
+        holder.close()
+        watcher.close()
