@@ -43,6 +43,7 @@ does no I/O. `media.kernelpath_nft` runs the batches.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -118,7 +119,7 @@ class ForwardedPair:
         if len(versions) != 1:
             raise ValueError("the kernel path cannot join an IPv4 leg to an IPv6 leg")
 
-    @property
+    @functools.cached_property
     def version(self) -> int:
         """4 or 6."""
         return ipaddress.ip_address(self.a.local[0]).version
@@ -138,7 +139,12 @@ class ForwardedPair:
 
     def counted(self, suffix: str) -> FourTuple:
         """The counter key of direction `suffix` (``ab`` or ``ba``)."""
-        return self.tuple_of(self.directions()[suffix])
+        return self._counted[suffix]
+
+    @functools.cached_property
+    def _counted(self) -> dict[str, FourTuple]:
+        # Read at every counter look-up (media-timeout sweep, removal): worked out once.
+        return {suffix: self.tuple_of(d) for suffix, d in self.directions().items()}
 
 
 def _check_table(table: str) -> None:
@@ -146,7 +152,10 @@ def _check_table(table: str) -> None:
         raise ValueError(f"nftables table name {table!r} is not a plain identifier")
 
 
+@functools.lru_cache(maxsize=4096)
 def _address(host: str) -> str:
+    """`host` in its compressed form; ValueError when it is not an IP address. Cached: every
+    counter listing names each call's far ends again, and parsing them was most of its cost."""
     return ipaddress.ip_address(host).compressed
 
 
@@ -263,7 +272,8 @@ def _elements(pair: ForwardedPair) -> list[tuple[str, FourTuple, str | int]]:
     """(map, key, value) of every element of `pair`: four per direction."""
     found: list[tuple[str, FourTuple, str | int]] = []
     for d in pair.directions().values():
-        source, via_in = pair.tuple_of(d)[0:2], pair.tuple_of(d)[2:4]
+        four = pair.tuple_of(d)
+        source, via_in = four[0:2], four[2:4]
         dest_host, dest_port = _address(d.destination[0]), d.destination[1]
         out_host, out_port = _address(d.via_out[0]), d.via_out[1]
         found += [
