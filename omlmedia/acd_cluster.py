@@ -84,6 +84,7 @@ from queueing.replica import (
     Refused,
     RemoveAgent,
     RemoveQueue,
+    ReplicatedAcd,
     Source,
     UpdateAgent,
     UpdateQueue,
@@ -118,10 +119,6 @@ class SharedEngine:
     def __init__(self, acd: SharedAcd, clock: Callable[[], float]) -> None:
         self.acd = acd
         self.clock = clock
-        self.call_origin: dict[str, str] = {}
-        """Where each caller entered a queue (an incarnation), from the followed stream."""
-        self.agent_origin: dict[str, str] = {}
-        """Where each agent logged in last (an incarnation), from the followed stream."""
         self.on_events: Callable[[], None] = lambda: None
         """Called when events for this node arrived (the runtime pumps them)."""
         self._events: list[Event] = []
@@ -132,11 +129,16 @@ class SharedEngine:
     # -- what the runtime reads ----------------------------------------------------------------
 
     @property
-    def replica(self) -> AcdEngine:
+    def replicated(self) -> ReplicatedAcd:
+        """The node's follower (its engine, and where each agent and caller came from)."""
         replica = self.acd.replica
         if replica is None:
             raise RuntimeError("the shared ACD is not started")
-        return replica.engine
+        return replica
+
+    @property
+    def replica(self) -> AcdEngine:
+        return self.replicated.engine
 
     @property
     def config(self) -> AcdConfig:
@@ -160,11 +162,11 @@ class SharedEngine:
 
     def is_local_agent(self, agent: str) -> bool:
         """Whether `agent` logged in on this node (its page is here)."""
-        return self.agent_origin.get(agent) == self.acd.incarnation
+        return self.replicated.agent_origin(agent) == self.acd.incarnation
 
     def agent_node(self, agent: str) -> str | None:
         """The node `agent` logged in on, None when not known."""
-        origin = self.agent_origin.get(agent)
+        origin = self.replicated.agent_origin(agent)
         return node_of(origin) if origin else None
 
     # -- the engine's events and clock, for the runtime ------------------------------------------
@@ -294,11 +296,7 @@ class SharedEngine:
         refused = any(
             isinstance(d.output, Refused) and d.output.kind == item.kind for d in decisions
         )
-        if not refused:
-            if isinstance(item, CallerEnter):
-                self.call_origin[item.call] = sender
-            elif isinstance(item, AgentLogin):
-                self.agent_origin[item.agent] = sender
+        replicated = self.replicated
         mine = sender == me
         if not self._acting:
             # What came before this process's first input was acted on by others (or is
@@ -313,10 +311,10 @@ class SharedEngine:
                 if mine:
                     kept.append(out)
             elif isinstance(out, AgentStateChanged):
-                if self.agent_origin.get(out.agent) == me:
+                if replicated.agent_origin(out.agent) == me:
                     kept.append(out)
             elif isinstance(out, _CALL_OUTPUTS):
-                if self.call_origin.get(out.call_id) == me:
+                if replicated.call_origin(out.call_id) == me:
                     kept.append(out)
             elif isinstance(out, Refused) and mine:
                 event(
@@ -334,22 +332,10 @@ class SharedEngine:
                 future.set_result(not refused)
         self._applied += 1
         if self._applied % 1000 == 0:
-            self._prune()
+            replicated.senders()  # forgets the agents and callers gone
         if kept:
             self._events.extend(kept)
             self.on_events()
-
-    def _prune(self) -> None:
-        engine = self.replica
-        for call in [c for c in self.call_origin if engine.call_state(c) is CallerState.GONE]:
-            del self.call_origin[call]
-        for agent in list(self.agent_origin):
-            try:
-                gone = engine.agent_status(agent).state is AgentState.LOGGED_OUT
-            except (KeyError, ValueError):
-                gone = True
-            if gone:
-                del self.agent_origin[agent]
 
 
 @dataclass(eq=False)

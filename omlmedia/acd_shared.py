@@ -102,6 +102,17 @@ redis.call('SET', KEYS[4], ARGV[3])
 return #ARGV - 3
 """
 
+_SNAPSHOT: Final = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -2 end
+local previous = redis.call('HGET', KEYS[3], 'entry')
+redis.call('HSET', KEYS[3], 'entry', ARGV[3], 'data', ARGV[4])
+if previous then
+  return redis.call('XTRIM', KEYS[4], 'MINID', previous)
+end
+return 0
+"""
+
 _APPEND: Final = """
 for i = 1, #ARGV, 3 do
   redis.call('XADD', KEYS[1], '*', 's', ARGV[i], 'n', ARGV[i + 1], 'i', ARGV[i + 2])
@@ -138,6 +149,15 @@ class SharedAcdStats:
     """Nodes this node, as owner, found lost (heartbeat lapsed) and recorded so."""
     rebuild_seconds: float = 0.0
     rebuild_entries: int = 0
+    snapshots: int = 0
+    """Snapshots this node stored as owner (each lets the stream be trimmed before the one
+    stored before it)."""
+    snapshot_seconds: float = 0.0
+    """How long the last snapshot took to take and encode."""
+    trimmed: int = 0
+    """Input entries trimmed from the stream after snapshots."""
+    restored_from: str = ""
+    """The entry of the snapshot this node's follower started from ("" if none)."""
 
 
 Callback = Callable[[Decision], Awaitable[None] | None]
@@ -172,6 +192,8 @@ class SharedAcd:
         node_timeout: float = 10.0,
         on_any: Callable[[Decision, bool], None] | None = None,
         on_applied: Applied | None = None,
+        snapshot_every: int = 10_000,
+        snapshot_interval: float = 60.0,
     ) -> None:
         self.node = node
         self.incarnation = f"{node}/{os.getpid()}/{os.urandom(4).hex()}"
@@ -193,6 +215,10 @@ class SharedAcd:
         self.caught_up = asyncio.Event()
         """Set once the follower has read the stream to its end at start."""
         self._applied_event = asyncio.Event()
+        self._snapshot_every = snapshot_every
+        self._snapshot_interval = snapshot_interval
+        self._snapshot_applied = 0
+        self._snapshot_at = 0.0
         self._ttl_ms = int(lease_ttl * 1000)
         self._lease_ttl = lease_ttl
         self._renew_every = renew_every
@@ -215,6 +241,7 @@ class SharedAcd:
         self._k_owner, self._k_epoch, self._k_in = k["owner"], k["epoch"], k["in"]
         self._k_out, self._k_published = k["out"], k["published"]
         self._k_config = prefix + "config"
+        self._k_snapshot = prefix + "snapshot"
         self._k_node = prefix + "node:"
         self._redis: Any = aioredis.from_url(
             url,
@@ -227,6 +254,7 @@ class SharedAcd:
         self._release = self._redis.register_script(_RELEASE)
         self._publish = self._redis.register_script(_PUBLISH)
         self._append = self._redis.register_script(_APPEND)
+        self._store_snapshot = self._redis.register_script(_SNAPSHOT)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -402,10 +430,41 @@ class SharedAcd:
                     wait = 0.05  # until the tick is read back and the timer moves on
                 else:
                     wait = min(wait, -late)
+            await self._maybe_snapshot(epoch, replica)
             self._applied_event.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(wait, 0.001)):
                     await self._applied_event.wait()
+
+    async def _maybe_snapshot(self, epoch: int, replica: ReplicatedAcd) -> None:
+        """As owner: store the followed replica's snapshot every `snapshot_every` inputs, or
+        after `snapshot_interval` seconds with any input, and trim the stream before the
+        snapshot stored previously (a follower lagging by less than an interval loses
+        nothing; a node that starts restores the latest and reads only what follows)."""
+        applied = replica.applied + replica.skipped
+        if applied == self._snapshot_applied or replica.last_entry is None:
+            return
+        due = self._monotonic() - self._snapshot_at >= self._snapshot_interval
+        if not due and applied - self._snapshot_applied < self._snapshot_every:
+            return
+        started = time.perf_counter()
+        data = json.dumps(replica.snapshot(), separators=(",", ":"))
+        self.stats.snapshot_seconds = time.perf_counter() - started
+        try:
+            trimmed = await self._store_snapshot(
+                keys=[self._k_owner, self._k_epoch, self._k_snapshot, self._k_in],
+                args=[self.incarnation, epoch, replica.last_entry, data],
+            )
+        except (RedisError, OSError) as error:
+            self._failed("storing a snapshot", error)
+            return
+        self._snapshot_at = self._monotonic()
+        self._snapshot_applied = applied
+        if int(trimmed) < 0:
+            self._step_down("Redis refused the snapshot")
+            return
+        self.stats.snapshots += 1
+        self.stats.trimmed += int(trimmed)
 
     async def _follow_loop(self) -> None:
         """Apply every entry of the input stream, in order, to `replica`, and hand each with
@@ -414,6 +473,22 @@ class SharedAcd:
         replica, applied = self.replica, self._on_applied
         assert replica is not None and applied is not None
         replaying = True
+        stored: dict[str, str] = {}
+        while not self._closed:
+            try:
+                stored = await self._redis.hgetall(self._k_snapshot)
+                break
+            except (RedisError, OSError) as error:
+                self._failed("reading the snapshot", error)
+                await asyncio.sleep(min(self._renew_every, 0.5))
+        if stored:
+            try:
+                replica.restore(json.loads(stored["data"]))
+            except (KeyError, ValueError) as error:  # ReplicaError is a ValueError
+                logger.error("shared ACD %s: the snapshot is unusable: %s", self.node, error)
+            else:
+                self.followed = stored["entry"]
+                self.stats.restored_from = stored["entry"]
         while not self._closed:
             try:
                 if replaying:

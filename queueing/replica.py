@@ -729,6 +729,14 @@ class ReplicatedAcd:
                 outputs.append(Refused(item.kind, item.call_id, item.agent_name, reason))
         return [Decision(self.epoch, entry_id, i, out) for i, out in enumerate(outputs)]
 
+    def agent_origin(self, agent: str) -> str | None:
+        """The sender that logged `agent` in last (a node's incarnation), None when unknown."""
+        return self._agent_origin.get(agent)
+
+    def call_origin(self, call: str) -> str | None:
+        """The sender that entered caller `call` (a node's incarnation), None when unknown."""
+        return self._call_origin.get(call)
+
     def senders(self) -> set[str]:
         """The senders that logged in an agent still logged in or entered a caller still
         present (the nodes whose loss would leave something behind)."""

@@ -43,7 +43,7 @@ def shared() -> Iterator[throwaway.Redis]:
 class Node:
     """One node: its follower, its engine, and what it was given to act on."""
 
-    def __init__(self, url: str, name: str, config: AcdConfig, prefix: str) -> None:
+    def __init__(self, url: str, name: str, config: AcdConfig, prefix: str, **options: Any) -> None:
         engines: list[SharedEngine] = []
         self.acd = SharedAcd(
             url,
@@ -54,6 +54,7 @@ class Node:
             on_applied=lambda *entry: engines[0].applied(*entry),
             lease_ttl=1.0,
             renew_every=0.1,
+            **options,
         )
         self.engine = SharedEngine(self.acd, time.time)
         engines.append(self.engine)
@@ -242,6 +243,54 @@ async def test_while_redis_is_unreachable_for_10_s_nothing_is_offered_then_each_
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(shared.process.pid, signal.SIGCONT)
+        await a.acd.close()
+        await b.acd.close()
+
+
+async def test_the_owner_snapshots_and_trims_the_stream_and_a_new_node_starts_from_it(
+    shared: throwaway.Redis,
+) -> None:
+    """With a snapshot every 20 inputs the stream stays short; a node started afterwards
+    restores the latest snapshot, reads only what follows, and has the same engine, knows
+    where every agent is and acts on its own callers."""
+    config = build_config(CONFIG)
+    prefix = "t3:"
+    options = {"snapshot_every": 20, "snapshot_interval": 3600.0}
+    a = Node(shared.url, "a", config, prefix, **options)
+    b = Node(shared.url, "b", config, prefix, **options)
+    await a.start()
+    await b.start()
+    client: Any = sync_redis.Redis.from_url(shared.url, decode_responses=True)
+    try:
+        await until(lambda: a.acd.is_owner or b.acd.is_owner, "an owner")
+        owner = a if a.acd.is_owner else b
+        now = time.time()
+        for agent, node in (("ag1", a), ("ag2", b)):
+            node.engine.agent_login(agent, now)
+        for burst in range(4):  # callers come and go: 4 bursts of 30 inputs
+            for i in range(15):
+                node = a if i % 2 else b
+                node.engine.caller_enter(f"s{burst}-{i}", "q", time.time())
+                node.engine.caller_abandon(f"s{burst}-{i}", time.time())
+            await until(lambda n=burst: owner.acd.stats.snapshots > n, "the owner's snapshot")
+        await until(lambda: not a.acd.pending and not b.acd.pending, "all sent")
+        assert owner.acd.stats.trimmed > 0
+        assert client.xlen(prefix + "in") < 60, "the stream was not trimmed"
+        c = Node(shared.url, "c", config, prefix, **options)
+        await c.start()
+        try:
+            assert c.acd.stats.restored_from, "c replayed the whole stream"
+            await until(lambda: c.acd.followed == a.acd.followed, "c caught up")
+            assert c.engine.agent_node("ag1") == "a" and c.engine.agent_node("ag2") == "b"
+            assert c.engine.queue_status("q", 0.0) == a.engine.queue_status("q", 0.0)
+            stats = (c.engine.statistics.queue("q", 0.0, time.time() + 1),)
+            assert stats == (a.engine.statistics.queue("q", 0.0, time.time() + 1),)
+            c.engine.caller_enter("fresh", "q", time.time())
+            await until(lambda: any(o.call_id == "fresh" for o in c.offers()), "offer to c")
+        finally:
+            await c.acd.close()
+    finally:
+        client.close()
         await a.acd.close()
         await b.acd.close()
 
