@@ -53,6 +53,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -331,12 +332,20 @@ class Store:
         missing = self.IDS_AHEAD - len(self._ids)
         if missing <= 0 or not isinstance(self._db, PgConnection):
             return
+        self._add_ids(self._fetch_ids(missing))
+
+    def _fetch_ids(self, count: int) -> list[int]:
+        """`count` new ids from the database's sequence (waits for the database)."""
         rows = self._db.execute(
-            f"SELECT nextval('{EVENT_IDS}') FROM generate_series(1, ?)", (missing,)
+            f"SELECT nextval('{EVENT_IDS}') FROM generate_series(1, ?)", (count,)
         ).fetchall()
-        fresh = sorted((int(row[0]) for row in rows), reverse=True)
-        # Every id reserved now is above every one reserved before (one sequence).
-        self._ids = fresh + self._ids
+        return [int(row[0]) for row in rows]
+
+    def _add_ids(self, fresh: list[int]) -> None:
+        """Add reserved ids, lowest last. Every id reserved is above every one this store gave
+        (one sequence), so the ids it gives keep increasing; sorted, because the event loop
+        may have reserved some itself while these were on their way."""
+        self._ids = sorted({*fresh, *self._ids}, reverse=True)
 
     def _reconnect(self) -> None:
         """After a failed flush on PostgreSQL: a new connection if the old one is gone (the
@@ -403,23 +412,36 @@ class Store:
         queued = len(self._log) + len(self._opened) + len(self._closed) + len(self._events)
         return queued + len(self._writes) + self._in_flight
 
-    def flush(self) -> int:
-        """Commit everything queued in one transaction; returns how many writes it held."""
-        log, opened, closed, events = self._log, self._opened, self._closed, self._events
-        writes = self._writes
-        count = len(log) + len(opened) + len(closed) + len(events) + len(writes)
-        if self.writer and len(self._ids) < self.IDS_AHEAD * 4 // 5:
+    def flush(self, lock: AbstractContextManager[Any] | None = None) -> int:
+        """Commit everything queued in one transaction; returns how many writes it held.
+
+        With `lock` (the writer's, `AsyncStore`), only the moves of the queues and of the
+        reserved ids are made under it, never the wait for the database: the event loop, which
+        queues writes and takes ids under the same lock, never waits for PostgreSQL, even one
+        that stopped answering (frozen, or behind a network partition)."""
+        guard: AbstractContextManager[Any] = lock if lock is not None else nullcontext()
+        with guard:
+            low = self.writer and len(self._ids) < self.IDS_AHEAD * 4 // 5
+            missing = self.IDS_AHEAD - len(self._ids) if low else 0
+        if missing and isinstance(self._db, PgConnection):
             try:
-                self._reserve_ids()
+                fresh = self._fetch_ids(missing)
             except PgError:
                 if not self._reconnect_failing:
                     logger.warning("reserving event ids failed; will retry")
                 self._reconnect()
-        if not count:
-            return 0
-        self._in_flight = count
-        self._log, self._opened, self._closed, self._events = [], [], [], []
-        self._writes = []
+            else:
+                with guard:
+                    self._add_ids(fresh)
+        with guard:
+            log, opened, closed, events = self._log, self._opened, self._closed, self._events
+            writes = self._writes
+            count = len(log) + len(opened) + len(closed) + len(events) + len(writes)
+            if not count:
+                return 0
+            self._in_flight = count
+            self._log, self._opened, self._closed, self._events = [], [], [], []
+            self._writes = []
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -459,18 +481,20 @@ class Store:
             except StoreError:
                 pass  # the connection is gone: so is its transaction
             self._reconnect()
-            self._log = log + self._log
-            self._opened = opened + self._opened
-            self._closed = closed + self._closed
-            self._events = events + self._events
-            self._writes = writes + self._writes
-            self._in_flight = 0
+            with guard:
+                self._log = log + self._log
+                self._opened = opened + self._opened
+                self._closed = closed + self._closed
+                self._events = events + self._events
+                self._writes = writes + self._writes
+                self._in_flight = 0
             raise
-        self._in_flight = 0
-        self.committed_events += len(log)
-        self.committed_calls += len(closed)
-        if events:
-            self.committed_event_id = max(self.committed_event_id, events[-1][0])
+        with guard:
+            self._in_flight = 0
+            self.committed_events += len(log)
+            self.committed_calls += len(closed)
+            if events:
+                self.committed_event_id = max(self.committed_event_id, events[-1][0])
         return count
 
     def recover(self, now: float) -> list[str]:
@@ -695,21 +719,30 @@ class AsyncStore:
         """Periodic flushes that failed (the database away), ever."""
         self.failing_since: float | None = None
         """When (`time.monotonic`) the flushes began to fail; None while they succeed."""
+        self._waiting_since: float | None = None
+        """When (`time.monotonic`) the oldest write not committed yet was queued (about)."""
+
+    def _mark(self) -> None:
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
 
     def append(self, entry: QueueLogRow) -> None:
         """Queue one event."""
         with self._lock:
             self.store.append(entry)
+            self._mark()
 
     def call_started(self, call_id: str, start: float, data: Mapping[str, Any]) -> None:
         """Note a call in progress."""
         with self._lock:
             self.store.call_started(call_id, start, data)
+            self._mark()
 
     def call_ended(self, record: CallRecord) -> None:
         """Queue a call's record."""
         with self._lock:
             self.store.call_ended(record)
+            self._mark()
 
     def append_event(
         self, row: EventRow, writes: Sequence[tuple[str, tuple[Any, ...]]] = ()
@@ -717,11 +750,13 @@ class AsyncStore:
         """Queue one event of the event log (with its `writes`)."""
         with self._lock:
             self.store.append_event(row, writes)
+            self._mark()
 
     def append_write(self, sql: str, args: tuple[Any, ...]) -> None:
         """Queue one statement for the next flush (see `Store.append_write`)."""
         with self._lock:
             self.store.append_write(sql, args)
+            self._mark()
 
     def next_event_id(self) -> int:
         """The id of the next event (see `Store.next_event_id`)."""
@@ -729,8 +764,13 @@ class AsyncStore:
             return self.store.next_event_id()
 
     def _flush(self) -> int:
+        written = self.store.flush(self._lock)  # the lock only around the queues' moves
         with self._lock:
-            return self.store.flush()
+            if not self.store.pending:
+                self._waiting_since = None
+            elif written:  # writes queued while this flush ran wait from about now
+                self._waiting_since = time.monotonic()
+        return written
 
     def _close(self) -> None:
         with self._lock:
@@ -748,14 +788,21 @@ class AsyncStore:
 
     def status(self) -> dict[str, Any]:
         """For ``/api/v1/status``: the writes not committed yet (buffered in memory while the
-        database is away), the failed flushes so far and how long they have been failing. Read
+        database is away) and how long the oldest has waited, the failed flushes so far and
+        how long they have been failing (a database that stopped answering fails none: its
+        flush waits, and the oldest write's age grows). Read
         without the writer's lock, so it answers at once even while a flush waits on the
         database."""
-        since = self.failing_since
+        now = time.monotonic()
+        since, waiting = self.failing_since, self._waiting_since
+        pending = self.store.pending
         return {
-            "pending_writes": self.store.pending,
+            "pending_writes": pending,
+            "oldest_pending_age": round(now - waiting, 3)
+            if waiting is not None and pending
+            else 0.0,
             "failed_flushes": self.errors,
-            "failing_for": round(time.monotonic() - since, 3) if since is not None else 0.0,
+            "failing_for": round(now - since, 3) if since is not None else 0.0,
         }
 
     async def _run(self) -> None:

@@ -370,12 +370,64 @@ def until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> float:
 # -- PostgreSQL away for 10 s ----------------------------------------------------------------------
 
 
+def instance_pids(pg: postgres.Postgres) -> list[int]:
+    """The throwaway PostgreSQL's processes: its postmaster (first line of postmaster.pid)
+    and every process it started."""
+    main = int((pg.directory / "data" / "postmaster.pid").read_text().split()[0])
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == main:
+                children.append(int(entry.name))
+    return [main, *children]
+
+
+def freeze(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
 def test_postgresql_down_for_10_s_calls_go_on_and_every_record_lands_exactly_once_after(
     cluster: Cluster, pg: postgres.Postgres
 ) -> None:
+    # pg_ctl stop -m immediate: connections refused at once, as after a crash.
+    pg_outage(
+        cluster,
+        lambda: pg.pg_ctl("stop", "-m", "immediate"),
+        lambda: pg.pg_ctl("start"),
+        "down",
+    )
+
+
+def test_postgresql_frozen_for_10_s_calls_go_on_and_every_record_lands_exactly_once_after(
+    cluster: Cluster, pg: postgres.Postgres
+) -> None:
+    # SIGSTOP of every process of the instance: unreachable but alive, its connections open
+    # and silent, as behind a network partition.
+    pids: list[int] = []
+
+    def away() -> None:
+        pids[:] = instance_pids(pg)
+        freeze(pids, signal.SIGSTOP)
+
+    pg_outage(cluster, away, lambda: freeze(pids, signal.SIGCONT), "frozen")
+
+
+def pg_outage(
+    cluster: Cluster, away: Callable[[], None], back: Callable[[], None], label: str
+) -> None:
+    """Long calls on both nodes and new ones at `RATE` a second; PostgreSQL `away` for 10 s,
+    then `back`: checks what the module docstring says."""
     a, b = cluster.nodes
-    workdir = cluster.workdir / "pg"
-    workdir.mkdir()
+    workdir = Path(tempfile.mkdtemp(prefix=f"pg-{label}-", dir=cluster.workdir))
+    before_ids = set(cluster_call_ids(cluster.dsn))
     made: list[str] = []  # the Call-IDs of the test's own short calls
     before: list[float] = []
     paced = Pacer(RATE)
@@ -395,7 +447,7 @@ def test_postgresql_down_for_10_s_calls_go_on_and_every_record_lands_exactly_onc
         wait_rtp(longs)
         watch = StatusWatch((a, b))
         down = time.monotonic()
-        pg.pg_ctl("stop", "-m", "immediate")
+        away()
         stopped = time.monotonic()
         # sipp callers on b during the outage, beside the test's own on both nodes.
         bulk = start_sipp(
@@ -418,7 +470,7 @@ def test_postgresql_down_for_10_s_calls_go_on_and_every_record_lands_exactly_onc
         assert bulk.wait(60) == 0, (workdir / "bulk.out").read_text(errors="replace")[-3000:]
         while time.monotonic() < stopped + OUTAGE:
             time.sleep(0.05)
-        pg.pg_ctl("start")
+        back()
         up = time.monotonic()
         flushed = until(
             lambda: all(n.status()["storage"]["pending_writes"] == 0 for n in (a, b)),
@@ -444,11 +496,13 @@ def test_postgresql_down_for_10_s_calls_go_on_and_every_record_lands_exactly_onc
         assert buffered and max(buffered) > 0, (node, buffered)
     ends = [(n.status()["storage"]) for n in (a, b)]
     assert all(s["pending_writes"] == 0 and s["failing_for"] == 0 for s in ends), ends
-    assert all(s["failed_flushes"] > 0 for s in ends), ends
+    if label == "down":  # refused: flushes fail and are retried; frozen: the flush waits
+        assert all(s["failed_flushes"] > 0 for s in ends), ends
     most = max(max(watch.pending(node, down, up) or [0]) for node in (0, 1))
-    buffered_for = max(float(s["storage"]["failing_for"]) for _, _, s in watch.answers)
+    buffered_for = max(float(s["storage"]["oldest_pending_age"]) for _, _, s in watch.answers)
+    assert buffered_for > OUTAGE - 2.0, buffered_for  # the status saw the writes wait
     print(
-        f"\nPostgreSQL away {up - stopped:.1f} s: writes buffered up to {buffered_for:.1f} s, "
+        f"\nPostgreSQL {label} {up - stopped:.1f} s: writes buffered up to {buffered_for:.1f} s, "
         f"at most {most} on a node; all committed {flushed * 1000:.0f} ms after it was back; "
         f"status answered within {watch.slowest * 1000:.0f} ms throughout"
     )
@@ -465,7 +519,9 @@ def test_postgresql_down_for_10_s_calls_go_on_and_every_record_lands_exactly_onc
             def rows(sql: str) -> list[tuple[Any, ...]]:
                 return [tuple(row) for row in db.execute(sql).fetchall()]
 
-            records = {row[0] for row in rows("SELECT call_id FROM cdr WHERE queue = 'support'")}
+            records = {
+                row[0] for row in rows("SELECT call_id FROM cdr WHERE queue = 'support'")
+            } - before_ids  # this test's calls
             assert len(records) == expected, (len(records), expected)
             assert set(made) <= records, set(made) - records
             assert rows("SELECT call_id FROM open_calls") == []
@@ -475,7 +531,7 @@ def test_postgresql_down_for_10_s_calls_go_on_and_every_record_lands_exactly_onc
             )
             assert {(c, e) for c, e, _ in log} >= {(c, e) for c in records for e in ("enter",)}
             assert [row for row in log if row[2] != 1] == [], "queue log rows written twice"
-            abandoned = {c for c, e, _ in log if e == "abandon"}
+            abandoned = {c for c, e, _ in log if e == "abandon"} - before_ids
             assert abandoned == records, records - abandoned
             events = rows(
                 "SELECT call_id, type, COUNT(*) FROM events WHERE call_id != '' "
@@ -492,13 +548,23 @@ def test_postgresql_down_for_10_s_calls_go_on_and_every_record_lands_exactly_onc
     finally:
         store.close()
     # The other connections came back too: an agent made on a after the outage is known on b.
-    status, body = api(a, "POST", "/api/v1/agents", {"name": "after1", "password": "p" * 8})
+    name = f"after-{label}"
+    status, body = api(a, "POST", "/api/v1/agents", {"name": name, "password": "p" * 8})
     assert status == 201, body
     until(
-        lambda: api(b, "GET", "/api/v1/agents/after1")[0] == 200,
+        lambda: api(b, "GET", f"/api/v1/agents/{name}")[0] == 200,
         "an agent made on a after the outage never reached b",
         timeout=10,
     )
+
+
+def cluster_call_ids(dsn: str) -> list[str]:
+    """The call records already in the database."""
+    store = Store(dsn)
+    try:
+        return [record.call_id for record in store.call_records()]
+    finally:
+        store.close()
 
 
 def test_a_postgresql_connection_lost_between_statements_works_again_once_it_is_back(
