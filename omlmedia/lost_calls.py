@@ -137,6 +137,7 @@ class LostCalls:
         self._db: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._redis_down = False
         self._healthy_since: float | None = None
         """When this node's Redis calls last started to succeed (None: failing)."""
         self._missing_since: dict[str, float] = {}
@@ -148,11 +149,20 @@ class LostCalls:
         return 2 * self.interval
 
     def _redis_failed(self, what: str, exc: BaseException) -> None:
+        """Count every failure; log the first of an outage only (one a second otherwise)."""
+        self.errors += 1
+        if not self._redis_down:
+            logger.warning("lost calls: %s failed: %s (neither beating nor sweeping)", what, exc)
+        self._redis_down = True
         self._healthy_since = None
         self._missing_since.clear()
-        self._failed(what, exc)
 
     def _redis_worked(self) -> None:
+        if self._redis_down:
+            logger.warning(
+                "lost calls: Redis answers again (sweeping after %.1f s)", self.ttl + self.confirm
+            )
+            self._redis_down = False
         if self._healthy_since is None:
             self._healthy_since = self.monotonic()
 

@@ -259,7 +259,7 @@ async def test_a_node_that_cannot_reach_redis_records_nothing(dsn: str, clock: C
 
 
 async def test_after_its_redis_came_back_a_node_waits_for_the_live_nodes_to_beat_again(
-    dsn: str, clock: Clock, tmp_path: Path
+    dsn: str, clock: Clock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     redis_server.require()
     port = redisserver.free_port()
@@ -273,8 +273,13 @@ async def test_after_its_redis_came_back_a_node_waits_for_the_live_nodes_to_beat
         clock.advance(TTL + n2.confirm)
         redisserver.stop(process)  # Redis goes away (and n1's key with it)...
         assert await n2.beat() is False
+        assert await n2.beat() is False
         process, _ = redisserver.start(tmp_path / "redis", port=port)  # ... and comes back empty
         assert await n2.beat()
+        # The outage is logged once, however long it lasts, and so is its end.
+        said = [r.getMessage() for r in caplog.records if r.name == "omlmedia.lost_calls"]
+        assert len(said) == 2 and "Redis answers again" in said[1], said
+        assert n2.errors == 2
         # n1 has no key, but every live node's key lapsed too: n2 waits before it judges.
         for _ in range(3):
             assert await n2.sweep() == []
