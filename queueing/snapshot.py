@@ -36,6 +36,7 @@ import math
 import random
 from collections.abc import Iterable
 from dataclasses import fields
+from operator import attrgetter
 from typing import Any, Final, NoReturn
 
 from queueing.config import AcdConfig, QueueConfig
@@ -115,6 +116,8 @@ _OFFER_KEYS: Final = ("agents", "started", "timer")
 _STATS_KEYS: Final = (
     "period",
     "service_levels",
+    "queue_fields",
+    "agent_fields",
     "queue_total",
     "agent_total",
     "queue_buckets",
@@ -213,18 +216,26 @@ def engine_state(engine: AcdEngine) -> dict[str, Any]:
     }
 
 
-def _counters(counters: QueueCounters | AgentCounters) -> dict[str, int | float]:
-    return {f.name: getattr(counters, f.name) for f in fields(counters)}
+_QUEUE_FIELDS: Final = tuple(f.name for f in fields(QueueCounters))
+_AGENT_FIELDS: Final = tuple(f.name for f in fields(AgentCounters))
+_QUEUE_VALUES: Final = attrgetter(*_QUEUE_FIELDS)
+_AGENT_VALUES: Final = attrgetter(*_AGENT_FIELDS)
 
 
 def _statistics_state(stats: Statistics) -> dict[str, Any]:
+    """Counters as lists of values in the order of ``queue_fields`` / ``agent_fields``: the
+    per-period buckets grow with the hours kept (one per queue and per agent and period), and
+    their names would be most of the image."""
+    qv, av = _QUEUE_VALUES, _AGENT_VALUES
     return {
         "period": stats.period,
         "service_levels": dict(stats.service_levels),
-        "queue_total": {name: _counters(c) for name, c in stats._queue_total.items()},
-        "agent_total": {name: _counters(c) for name, c in stats._agent_total.items()},
-        "queue_buckets": [[k[0], k[1], _counters(c)] for k, c in stats._queue_buckets.items()],
-        "agent_buckets": [[k[0], k[1], _counters(c)] for k, c in stats._agent_buckets.items()],
+        "queue_fields": list(_QUEUE_FIELDS),
+        "agent_fields": list(_AGENT_FIELDS),
+        "queue_total": {name: list(qv(c)) for name, c in stats._queue_total.items()},
+        "agent_total": {name: list(av(c)) for name, c in stats._agent_total.items()},
+        "queue_buckets": [[k[0], k[1], list(qv(c))] for k, c in stats._queue_buckets.items()],
+        "agent_buckets": [[k[0], k[1], list(av(c))] for k, c in stats._agent_buckets.items()],
         "paused_since": dict(stats._paused_since),
         "login_since": dict(stats._login_since),
     }
@@ -617,22 +628,24 @@ def _check_calls(engine: AcdEngine, calls: dict[str, tuple[_Call, str]]) -> None
 
 
 def _read_counters(value: object, place: str, cls: type[QueueCounters | AgentCounters]) -> Any:
-    names = tuple(f.name for f in fields(cls))
-    d = _object(value, place, names)
-    counters = cls()
-    for f in fields(cls):
-        raw = d[f.name]
-        if isinstance(getattr(counters, f.name), int):
-            setattr(counters, f.name, _int(raw, f"{place}.{f.name}", 0))
-        else:
-            setattr(counters, f.name, _float(raw, f"{place}.{f.name}"))
-    return counters
+    blank = cls()
+    names = [f.name for f in fields(cls)]
+    values: list[Any] = [
+        _int(raw, f"{place}[{name}]", 0)
+        if isinstance(getattr(blank, name), int)
+        else _float(raw, f"{place}[{name}]")
+        for name, raw in zip(names, _list(value, place, len(names)), strict=True)
+    ]
+    return cls(*values)
 
 
 def _read_statistics(value: object, place: str, period: float) -> Statistics:
     d = _object(value, place, _STATS_KEYS)
     if _float(d["period"], f"{place}.period") != period:
         _fail(f"{place}.period", f"expected {period:g} seconds, got {d['period']}")
+    for key, expected in (("queue_fields", _QUEUE_FIELDS), ("agent_fields", _AGENT_FIELDS)):
+        if d[key] != list(expected):
+            _fail(f"{place}.{key}", f"expected {list(expected)}")
     levels = _mapping(d["service_levels"], f"{place}.service_levels")
     stats = Statistics(
         {q: _float(v, f"{place}.service_levels.{q}") for q, v in levels.items()}, period=period

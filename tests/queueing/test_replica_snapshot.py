@@ -607,8 +607,16 @@ def at(data: Any, path: list[Any]) -> Any:
             r"snapshot\.engine\.rng: not a random generator state",
         ),
         (
-            lambda s: s["engine"]["statistics"]["queue_total"]["random"].pop("answered"),
-            r"snapshot\.engine\.statistics\.queue_total\.random: missing field 'answered'",
+            lambda s: s["engine"]["statistics"]["queue_total"]["random"].pop(),
+            r"snapshot\.engine\.statistics\.queue_total\.random: expected 17 items",
+        ),
+        (
+            lambda s: s["engine"]["statistics"]["queue_total"]["random"].__setitem__(1, -1),
+            r"snapshot\.engine\.statistics\.queue_total\.random\[answered\]: expected an int",
+        ),
+        (
+            lambda s: s["engine"]["statistics"]["agent_fields"].reverse(),
+            r"snapshot\.engine\.statistics\.agent_fields: expected \['offers'",
         ),
         (
             lambda s: s["engine_config"]["queues"]["random"].update(strategy="best"),
