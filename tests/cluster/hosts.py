@@ -518,5 +518,14 @@ def sipp(
     return Sipp(process, stats, output, out_path)
 
 
+def udp_received(h: Hosts, host: str) -> int:
+    """UDP datagrams that reached `host` so far, to a socket or not (/proc/net/snmp ``Udp:``
+    InDatagrams, NoPorts and InErrors)."""
+    text = h.run(host, "cat", "/proc/net/snmp").stdout
+    header, values = (line.split() for line in text.splitlines() if line.startswith("Udp:"))
+    row = dict(zip(header[1:], map(int, values[1:]), strict=True))
+    return row["InDatagrams"] + row["NoPorts"] + row["InErrors"]
+
+
 def count(stats: Mapping[str, str], name: str) -> int:
     return int(stats.get(f"{name}(C)", "0") or 0)

@@ -193,6 +193,7 @@ async def test_kill_9_of_a_node_under_load_loses_only_its_own_calls_and_its_agen
         victim.process.kill()  # kill -9
         victim.process.wait()
         prober.start()
+        received, counted = hostlib.udp_received(h, "pbx"), time.monotonic()
         try:
             deadline = killed + 10
             while await asyncio.to_thread(survivor.agent_state, "agent1") != "ready":
@@ -203,6 +204,9 @@ async def test_kill_9_of_a_node_under_load_loses_only_its_own_calls_and_its_agen
             assert not await page.get_by_label("Password").is_visible()
             down = await asyncio.to_thread(front.wait_for, "node down", kam.PROBE_WINDOW + 5, mark)
             out_of_rotation = down - killed
+            # The survivor's music on hold reaches its ten callers meanwhile (50 packets a
+            # second each; the dead node's sent nothing more).
+            moh_rate = (hostlib.udp_received(h, "pbx") - received) / (time.monotonic() - counted)
             # The victim's callers are recorded as lost, by a survivor, once the victim's
             # heartbeat lapsed (omlmedia.lost_calls: TTL 3 s, a sweep a second).
             deadline = time.monotonic() + 20
@@ -278,6 +282,7 @@ async def test_kill_9_of_a_node_under_load_loses_only_its_own_calls_and_its_agen
         "probe_calls_after_kill": len(probes),
         "slowest_probe_setup_s": round(max(done - sent for sent, done, _ in probes), 2),
         "kill_to_agent_ready_s": round(agent_ready, 2),
+        "udp_packets_per_s_to_callers_after_kill": round(moh_rate),
         "kill_to_lost_calls_recorded_s": round(recorded_after, 2),
         "lost_calls_recorded_by": recorded,
         "survivor_call_packets": sorted(r.legs[0]["packets"] for r in mine),
@@ -285,5 +290,6 @@ async def test_kill_9_of_a_node_under_load_loses_only_its_own_calls_and_its_agen
     }
     print("\nmultihost kill -9: " + json.dumps(measured))
     assert out_of_rotation <= kam.PROBE_WINDOW + 2
+    assert moh_rate >= 0.8 * 10 * 50, moh_rate
     assert agent_ready <= 10.0
     assert first_good <= kam.PROBE_WINDOW
