@@ -6,10 +6,12 @@ reaching lb. One topology for the module.
 - A node joining adds capacity: node3 put in Kamailio's dispatcher list while calls go on takes
   its share of the new calls; no call fails.
 - ``kill -9`` of a node under load (20 callers with RTP over two nodes): the other node's calls
-  carry on to their normal end, new calls all succeed there, the agent whose page was on the
-  dead node is Ready on the other within 10 s, the dead node's callers are recorded as lost
-  (cause ``node-lost``, once each, by the surviving nodes: `omlmedia.lost_calls`), and nothing
-  PostgreSQL had committed is lost. The times are measured and printed.
+  carry on to their normal end with their audio both ways (the caller's, counted by the node;
+  the node's music on hold, counted at the callers' host), new calls all succeed there, the
+  agent whose page was on the dead node is Ready on the other within 10 s, the dead node's
+  callers are recorded as lost (cause ``node-lost``, once each, by the surviving nodes:
+  `omlmedia.lost_calls`), and nothing PostgreSQL had committed is lost. The times are
+  measured and printed.
 
 Run: ``timeout 600 pytest -x -q -s tests/cluster/test_multihost.py``.
 """
