@@ -293,6 +293,7 @@ class Generator:
         self.agents = [Agent(f"bench{k}") for k in range(1, spec["agents"] + 1)]
         self.records: list[CallRecord] = []
         self.by_call_id: dict[str, CallRecord] = {}
+        self.by_number: dict[str, CallRecord] = {}
         self.loop_lag: list[float] = []
         self.measuring = False
         self.rtp_in = 0
@@ -396,9 +397,12 @@ class Generator:
             f"wss://127.0.0.1:{self.spec['http_port']}/ws", ssl=False, heartbeat=None
         )
         agent.reader = asyncio.ensure_future(self._read_ws(agent))
-        reply = await self._request(
-            agent, {"type": "login", "username": agent.name, "password": self.spec["password"]}
-        )
+        login = {"type": "login", "username": agent.name, "password": self.spec["password"]}
+        reply = await self._request(agent, login)
+        deadline = time.monotonic() + 60
+        while reply.get("code") == "busy" and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)  # the server's password checks are bounded: try again
+            reply = await self._request(agent, login)
         if reply.get("type") != "login-ok":
             raise RuntimeError(f"{agent.name}: login refused: {reply}")
         reply = await self._request(agent, {"type": "state", "state": "ready"})
@@ -424,7 +428,12 @@ class Generator:
             kind = data.get("type")
             if kind == "call-incoming":
                 agent.offers += 1
-                record = self.by_call_id.get(data["call"]["call_id"])
+                call = data["call"]
+                # on another node (--cluster) the agent's leg has its own Call-ID: the caller's
+                # number, unique per call, names the caller
+                record = self.by_call_id.get(call["call_id"]) or self.by_number.get(
+                    call.get("caller_number", "")
+                )
                 if record is None:
                     self.stray_offers += 1
                 elif record.rung is None:
@@ -486,6 +495,7 @@ class Generator:
             record.sip_call = call
             record.call_id = call.call_id
             self.by_call_id[call.call_id] = record
+            self.by_number[f"+5411{index:08d}"] = record
 
         self.records.append(record)
         self.sip.act(invite)
@@ -612,10 +622,30 @@ def edit_config(text: str, agents: int) -> str:
     return bench_config(text, agents, hash_password(PASSWORD, n=2**12))
 
 
+CLUSTER_SECRET = b"acd-e2e-benchmark-cluster-secret!"
+
+
+def cluster_section(name: str, sip_ports: dict[str, int], redis_url: str, secret: Path) -> str:
+    """The ``[cluster]`` section of node `name` of a shared-ACD cluster on loopback."""
+    return (
+        f'\n[cluster]\nredis_url = "{redis_url}"\nnode = "{name}"\nsecret_file = "{secret}"\n'
+        'acd = "shared"\n'
+        + "".join(f'[cluster.nodes.{n}]\nsip = "127.0.0.1:{p}"\n' for n, p in sip_ports.items())
+    )
+
+
 def start_server(
-    workdir: Path, agents: int, log_level: str, gc_probe: bool = True
+    workdir: Path,
+    agents: int,
+    log_level: str,
+    gc_probe: bool = True,
+    *,
+    cluster: str = "",
+    sip_port: int | None = None,
+    rtp_low: int = 61000,
 ) -> RunningServer:
-    """A fresh server on core 0 for one rate (with the probes of `serve_probed` when `gc_probe`)."""
+    """A fresh server on core 0 for one rate (with the probes of `serve_probed` when `gc_probe`);
+    `cluster`: a ``[cluster]`` section to add, the node's SIP on `sip_port`."""
     python_args: tuple[str, ...] = ("-m", "omlmedia")
     if gc_probe:
         code = (
@@ -623,17 +653,26 @@ def start_server(
             "from benchmarks.acd_e2e import serve_probed; serve_probed()"
         )
         python_args = ("-c", code)
-    return harness.start_server(
+
+    def edit(text: str) -> str:
+        if sip_port is not None:
+            text = re.sub(r"(?m)^sip_port = \d+$", f"sip_port = {sip_port}", text, count=1)
+        return edit_config(text, agents) + cluster
+
+    server = harness.start_server(
         workdir,
         t1=0.5,
         media_timeout=600,
-        edit_config=lambda text: edit_config(text, agents),
+        edit_config=edit,
         extra_args=("--log-level", log_level),
         python_args=python_args,
         env={"ACD_E2E_GC_LOG": str(workdir / "gc.log")},
         core=SERVER_CORE,
-        rtp_low=61000,
+        rtp_low=rtp_low,
     )
+    if sip_port is not None:
+        server.ports["sip"] = sip_port
+    return server
 
 
 # -- one rate ------------------------------------------------------------------------------------
@@ -669,15 +708,69 @@ class Step:
 
 
 def measure(rate: float, args: argparse.Namespace, workdir: Path) -> Step:
-    """A fresh server, a fresh generator process, one rate; then both stop."""
-    step = Step(rate, args.agents)
+    """A fresh server (or cluster), a fresh generator process, one rate; then all stop."""
+    if not args.cluster:
+        return _measure(rate, args, workdir, None)
+    from benchmarks import redisserver
+
+    redis_dir = workdir / f"redis-{rate:g}"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    redis, port = redisserver.start(redis_dir)
     try:
-        server = start_server(
-            workdir / f"rate-{rate:g}", args.agents, args.log_level, not args.no_gc_probe
-        )
+        return _measure(rate, args, workdir, f"redis://127.0.0.1:{port}/0")
+    finally:
+        redisserver.stop(redis)
+
+
+def _measure(rate: float, args: argparse.Namespace, workdir: Path, redis_url: str | None) -> Step:
+    step = Step(rate, args.agents)
+    agents_node: RunningServer | None = None
+    try:
+        if redis_url is None:
+            server = start_server(
+                workdir / f"rate-{rate:g}", args.agents, args.log_level, not args.no_gc_probe
+            )
+        else:
+            # The callers' node a (measured) and the agents' node b, one ACD over Redis:
+            # every offer crosses from a to b over the internal leg.
+            secret = workdir / "cluster.secret"
+            secret.write_bytes(CLUSTER_SECRET)
+            ports = {"a": harness.free_port(), "b": harness.free_port()}
+            server = start_server(
+                workdir / f"rate-{rate:g}-a",
+                args.agents,
+                args.log_level,
+                not args.no_gc_probe,
+                cluster=cluster_section("a", ports, redis_url, secret),
+                sip_port=ports["a"],
+            )
+            agents_node = start_server(
+                workdir / f"rate-{rate:g}-b",
+                args.agents,
+                args.log_level,
+                False,
+                cluster=cluster_section("b", ports, redis_url, secret),
+                sip_port=ports["b"],
+                rtp_low=59000,
+            )
     except RuntimeError as exc:
         step.ok, step.error = False, str(exc)[-800:]
         return step
+    try:
+        return _drive(step, rate, args, workdir, server, agents_node or server)
+    finally:
+        if agents_node is not None:
+            agents_node.stop()
+
+
+def _drive(
+    step: Step,
+    rate: float,
+    args: argparse.Namespace,
+    workdir: Path,
+    server: RunningServer,
+    agents_node: RunningServer,
+) -> Step:
     spec = {
         "agents": args.agents,
         "rate": rate,
@@ -685,7 +778,7 @@ def measure(rate: float, args: argparse.Namespace, workdir: Path) -> Step:
         "warmup": args.warmup,
         "ring_hold": args.ring_hold,
         "ring_deadline": args.ring_deadline,
-        "http_port": server.ports["http"],
+        "http_port": agents_node.ports["http"],
         "sip_port": server.ports["sip"],
         "password": PASSWORD,
         "core": GENERATOR_CORE,
@@ -875,6 +968,11 @@ def parser() -> argparse.ArgumentParser:
         "--ring-deadline", type=float, default=5.0, help="a call not rung by then failed"
     )
     p.add_argument("--log-level", default="warning", help="the server's --log-level")
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="two nodes sharing one ACD over Redis: callers on node a, agents on node b",
+    )
     p.add_argument("--json", type=Path)
     p.add_argument(
         "--no-gc-probe", action="store_true", help="run `omlmedia serve` without the GC probe"
