@@ -69,6 +69,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -558,7 +559,8 @@ def measure_idle(bed: Testbed, seconds: float) -> dict[str, Any]:
     """What the system spends with no call for `seconds` (heartbeats, probes, lease renewals);
     kept in `bed` to take off the runs'. PostgreSQL's statistics of the start-up are reported
     late (`PG_FLUSH`): the window opens after them."""
-    time.sleep(PG_FLUSH)
+    if bed.dsn:
+        time.sleep(PG_FLUSH)
     first = read_counters(bed)
     time.sleep(seconds)
     last = read_counters(bed)
@@ -597,7 +599,8 @@ def place_calls(
     first = read_counters(bed)
     timeout = args.calls / args.rate + call_seconds + 120
     result = harness.run_sipp(argv, workdir, timeout=timeout, name=name)
-    time.sleep(PG_FLUSH)
+    if bed.dsn:
+        time.sleep(PG_FLUSH)
     last = read_counters(bed)
     row = deltas(bed, first, last)
     calls = result.count("SuccessfulCall")
@@ -703,9 +706,12 @@ def run_calls(args: argparse.Namespace) -> dict[str, Any]:
         scenario = rtp_scenario(workdir)
         with contextlib.ExitStack() as stack:
             beds = []
-            if args.section == "cpu":
-                beds.append(stack.enter_context(standalone_node(workdir, 2)))
-            beds.append(stack.enter_context(two_node_cluster(workdir, 2)))
+            # the two systems start together (a node takes seconds to start when loaded)
+            with ThreadPoolExecutor(1) as pool:
+                cluster_bed = pool.submit(stack.enter_context, two_node_cluster(workdir, 2))
+                if args.section == "cpu":
+                    beds.append(stack.enter_context(standalone_node(workdir, 2)))
+            beds.append(cluster_bed.result())
             idle = {bed.name: measure_idle(bed, args.idle) for bed in beds}
             for index in range(args.runs):
                 for bed in beds if index % 2 == 0 else beds[::-1]:
@@ -793,12 +799,8 @@ def run_crossnode(args: argparse.Namespace) -> dict[str, Any]:
 
 def kamailio_detection(workdir: Path) -> float:
     """Two nodes behind Kamailio; `kill -9` of one; seconds until Kamailio logs it down."""
-    a = harness.start_server(workdir / "a", t1=0.5, extra_args=("--log-level", "warning"))
-    try:
-        b = harness.start_server(workdir / "b", t1=0.5, extra_args=("--log-level", "warning"))
-    except BaseException:
-        a.stop()
-        raise
+    nodes = crossnode.start_nodes(workdir, ["a", "b"], 2, None)
+    a, b = nodes["a"], nodes["b"]
     try:
         with kam.kamailio(workdir / "kam", [a.sip_port, b.sip_port]) as front:
             kam.wait_probed([a, b])

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import math
 import multiprocessing
+import os
 import re
 import socket
 import struct
@@ -40,6 +42,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -100,22 +103,43 @@ def start_nodes(
             text += f'\n[storage]\ndsn = "{dsn}"\nnode = "{name}"\n'
         return text
 
-    try:
-        for name in names:
-            server = harness.start_server(
-                workdir / name,
-                t1=0.5,
-                media_timeout=600,
-                edit_config=functools.partial(edit, name),
-                extra_args=("--log-level", "warning"),
-            )
-            server.ports["sip"] = ports[name]
-            started[name] = server
-    except BaseException:
+    def start(name: str, rtp_low: int) -> RunningServer:
+        server = harness.start_server(
+            workdir / name,
+            t1=0.5,
+            media_timeout=600,
+            edit_config=functools.partial(edit, name),
+            extra_args=("--log-level", "warning"),
+            rtp_low=rtp_low,
+        )
+        server.ports["sip"] = ports[name]
+        return server
+
+    # all at once (a node takes seconds to start on a loaded machine), each with its own RTP
+    # block chosen here, before the threads
+    with ThreadPoolExecutor(len(names)) as pool:
+        futures = {name: pool.submit(start, name, rtp_block()) for name in names}
+    failure: BaseException | None = None
+    for name, future in futures.items():
+        try:
+            started[name] = future.result()
+        except BaseException as exc:  # stop the others, then raise the first
+            failure = failure or exc
+    if failure is not None:
         for server in started.values():
             server.stop()
-        raise
+        raise failure
     return started
+
+
+_rtp_blocks = itertools.count(10)
+
+
+def rtp_block() -> int:
+    """The first of 1000 RTP ports for a node this process starts: 20 blocks in 40000-59999,
+    counted from 10 so as not to meet the harness's own sequence (from 1) for its first nine
+    servers; nodes started together never share one."""
+    return 40000 + ((os.getpid() + next(_rtp_blocks)) % 20) * 1000
 
 
 class HopSniffer:

