@@ -282,8 +282,14 @@ class SharedAcd:
         else:
             self._tasks.append(asyncio.create_task(self._read_loop(out_from), name="acd-read"))
 
-    async def close(self) -> None:
-        """Stop every task and give the lease back if held."""
+    async def close(self, *, flush: float = 2.0) -> None:
+        """Send the inputs still waiting (for at most `flush` seconds: a node that stops
+        after hanging up its calls tells the ACD so), stop every task and give the lease back
+        if held."""
+        deadline = self._monotonic() + flush
+        while self._pending and self._tasks and self._monotonic() < deadline:
+            self._wake.set()
+            await asyncio.sleep(0.02)
         self._closed = True  # redis-py may turn a cancelled read into a ConnectionError
         owner = self._owner_task
         for task in [*self._tasks, *([owner] if owner else [])]:

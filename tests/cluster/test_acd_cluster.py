@@ -295,6 +295,25 @@ async def test_the_owner_snapshots_and_trims_the_stream_and_a_new_node_starts_fr
         await b.acd.close()
 
 
+async def test_a_node_that_stops_sends_its_last_inputs_first(shared: throwaway.Redis) -> None:
+    """A node stopping right after its callers left (the server hangs them up first) still
+    tells the ACD: the others do not keep them waiting until the node is found lost."""
+    config = build_config(CONFIG)
+    prefix = "t4:"
+    a, b = Node(shared.url, "a", config, prefix), Node(shared.url, "b", config, prefix)
+    await a.start()
+    await b.start()
+    try:
+        b.engine.caller_enter("leaving", "q", time.time())
+        await until(lambda: a.engine.queue_status("q", 0.0).waiting == 1, "a sees b's caller")
+        b.engine.caller_abandon("leaving", time.time())
+        await b.acd.close()
+        await until(lambda: a.engine.queue_status("q", 0.0).waiting == 0, "the abandon arrived")
+    finally:
+        await a.acd.close()
+        await b.acd.close()
+
+
 def test_a_node_name_is_read_back_from_an_incarnation() -> None:
     assert node_of("node-1/123/abcd") == "node-1"
     assert node_of("a.b/1/ff") == "a.b"
