@@ -24,12 +24,26 @@ own batches: the database keeps one writer, so the server's commits (and its eve
 shares a lock with them) never wait for this process. A worker or server that dies before a
 delivery's outcome was committed sends it again (at-least-once: a receiver deduplicates by
 ``webhook-id``); at start every pending row is read again.
+
+Several nodes on one PostgreSQL database (`node` set). Each node's worker delivers the rows of
+its own node's events (``events.node``) while it holds that node's PostgreSQL advisory lock
+(`node_lock`, session-level, on its reading connection): it takes it at start, and holds it
+while it lives. Every `ADOPT_INTERVAL` it looks for nodes with pending rows and tries their
+locks: a lock that stays free for `ADOPT_AFTER` seconds belongs to a node whose worker is gone
+(killed with its server: PostgreSQL drops a dead connection's locks at once; the wait spares a
+node whose server is ready but whose worker is still starting), so it delivers that node's
+rows too, from the first, until none is pending; then it lets the lock go (the node, started
+again, takes it back; until then its own worker waits for it). So one worker at a time reads a
+node's rows: an event is neither lost with its node nor sent by two live nodes. What a dead
+node had sent but not yet written as delivered is sent again by the node that takes over
+(at-least-once, as for a restart: receivers deduplicate by ``webhook-id``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -64,6 +78,19 @@ PARENT_ENV = "OMLMEDIA_WEBHOOK_WORKER_PARENT"
 """The server's pid, in the worker's environment (its parent, unless a wrapper started it)."""
 COUNT_INTERVAL = 0.5
 """Seconds between counts of a spilled receiver's rows left in the store."""
+ADOPT_INTERVAL = 1.0
+"""Seconds between looks for nodes whose worker is gone and whose rows wait (PostgreSQL)."""
+ADOPT_AFTER = 3.0
+"""Seconds a node's lock must stay free before its rows are taken over: a node's server is
+ready (and publishes) a moment before its worker has started and taken its lock."""
+LOCK_CLASS = 0x6F6D6C77
+"""The first key of the nodes' advisory locks (``omlw``); the second is `node_lock`'s."""
+
+
+def node_lock(node: str) -> tuple[int, int]:
+    """The two keys of the advisory lock that gives the right to deliver `node`'s rows."""
+    digest = hashlib.sha256(node.encode("utf-8", "surrogatepass")).digest()
+    return LOCK_CLASS, int.from_bytes(digest[:4], "big", signed=True)
 
 
 class _Receiver:
@@ -76,8 +103,9 @@ class _Receiver:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.queued = 0
         """Deliveries in the lanes (in memory)."""
-        self.high = 0
-        """The highest event id read from the store."""
+        self.high: dict[str, int] = {}
+        """The highest event id read from the store, per node whose rows are read (one, ``""``,
+        without PostgreSQL)."""
         self.spilled = False
         """Whether more pending rows above `high` wait in the store (the memory limit)."""
         self.stored = 0
@@ -130,6 +158,15 @@ class Worker:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_report: dict[str, Any] = {}
+        self.nodes: set[str] = set() if self.node else {""}
+        """The nodes whose rows this worker reads: its own once it holds its lock, and those
+        it took over (PostgreSQL); ``{""}``, every row, without."""
+        self.adopted: set[str] = set()
+        """The nodes of `nodes` whose worker is gone (their rows are delivered here)."""
+        self._claimed = -ADOPT_INTERVAL
+        self._free_since: dict[str, float] = {}
+        """Nodes with pending rows whose lock was found free, since when (the database
+        thread's)."""
 
     # -- the database (on the worker's one database thread) -----------------------------------
 
@@ -140,16 +177,16 @@ class Worker:
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM webhooks ORDER BY created").fetchall()
         return {row[0]: _hook(row) for row in rows}
 
-    def _pending(self, hook_id: str, after: int, limit: int) -> list[tuple[Any, ...]]:
+    def _pending(self, hook_id: str, node: str, after: int, limit: int) -> list[tuple[Any, ...]]:
         if self.node:
-            # Nodes sharing PostgreSQL: each delivers the deliveries of its own events.
+            # Nodes sharing PostgreSQL: the deliveries of one node's events (`nodes`).
             columns = ", ".join(f"o.{c}" for c in _OUTBOX.split(", "))
             sql = (
                 f"SELECT {columns} FROM webhook_outbox o JOIN events e ON e.id = o.event_id "
                 "WHERE o.webhook = ? AND o.status = 'pending' AND o.event_id > ? AND e.node = ? "
                 "ORDER BY o.event_id LIMIT ?"
             )
-            return list(self._db.execute(sql, (hook_id, after, self.node, limit)).fetchall())
+            return list(self._db.execute(sql, (hook_id, after, node, limit)).fetchall())
         sql = (
             f"SELECT {_OUTBOX} FROM webhook_outbox WHERE webhook = ? AND status = 'pending' "
             "AND event_id > ? ORDER BY event_id LIMIT ?"
@@ -163,6 +200,41 @@ class Worker:
             (hook_id, after),
         ).fetchone()
         return int(row[0])
+
+    def _try_lock(self, node: str) -> bool:
+        row = self._db.execute("SELECT pg_try_advisory_lock(?, ?)", node_lock(node)).fetchone()
+        return bool(row is not None and row[0])
+
+    def _unlock(self, node: str) -> None:
+        self._db.execute("SELECT pg_advisory_unlock(?, ?)", node_lock(node))
+
+    def _claim(self, now: float) -> tuple[list[str], list[str]]:
+        """Take this node's lock if not held yet, let go of the nodes taken over whose rows are
+        all done, take over the nodes with pending rows whose lock was free for `ADOPT_AFTER`
+        seconds (their worker is gone): the nodes gained and those let go."""
+        gained, released = [], []
+        if self.node not in self.nodes and self._try_lock(self.node):
+            gained.append(self.node)
+        rows = self._db.execute(
+            "SELECT DISTINCT e.node FROM webhook_outbox o JOIN events e ON e.id = o.event_id "
+            "WHERE o.status = 'pending'"
+        ).fetchall()
+        waiting = {str(row[0]) for row in rows}
+        for node in sorted(self.adopted - waiting):
+            self._unlock(node)
+            released.append(node)
+        others = waiting - self.nodes - {self.node}
+        for node in set(self._free_since) - others:
+            del self._free_since[node]
+        for node in sorted(others):
+            if not self._try_lock(node):
+                self._free_since.pop(node, None)  # its worker holds it: alive
+            elif now - self._free_since.setdefault(node, now) >= ADOPT_AFTER:
+                del self._free_since[node]
+                gained.append(node)
+            else:
+                self._unlock(node)  # free, but perhaps only until its worker has started
+        return gained, released
 
     def _replayed(self, hook_id: str, ids: list[int]) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = []
@@ -186,6 +258,7 @@ class Worker:
             auto_decompress=False,
         )
         await self.reload_hooks()
+        await self._adopt()  # this node's lock at once: no other node takes its rows meanwhile
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._reader()), loop.create_task(self._writer())]
 
@@ -234,36 +307,73 @@ class Worker:
                 logger.warning("reading the webhook outbox failed: %s", exc)
 
     def _read(
-        self, wanted: list[tuple[str, int, int]], counts: list[tuple[str, int]]
-    ) -> tuple[dict[str, list[tuple[Any, ...]]], dict[str, int]]:
-        """Every receiver's page and count in one trip to the database thread."""
-        rows = {hook_id: self._pending(hook_id, after, room) for hook_id, after, room in wanted}
+        self, wanted: list[tuple[str, str, int, int]], counts: list[tuple[str, int]]
+    ) -> tuple[dict[tuple[str, str], list[tuple[Any, ...]]], dict[str, int]]:
+        """Every receiver's pages (one per node read) and count in one trip to the database
+        thread."""
+        rows = {
+            (hook_id, node): self._pending(hook_id, node, after, room)
+            for hook_id, node, after, room in wanted
+        }
         return rows, {hook_id: self._count(hook_id, after) for hook_id, after in counts}
+
+    async def _adopt(self) -> None:
+        """`_claim` every `ADOPT_INTERVAL` (PostgreSQL only)."""
+        now = time.monotonic()
+        if not self.node or now - self._claimed < ADOPT_INTERVAL:
+            return
+        self._claimed = now
+        gained, released = await self._call(self._claim, now)
+        for node in released:
+            self.nodes.discard(node)
+            self.adopted.discard(node)
+            for receiver in self._receivers.values():
+                receiver.high.pop(node, None)
+            logger.info("webhooks: the deliveries of node %r are done here", node)
+        for node in gained:
+            self.nodes.add(node)  # its rows from the first (a cursor of 0)
+            if node != self.node:
+                self.adopted.add(node)
+                logger.warning("webhooks: node %r is gone; delivering its deliveries here", node)
 
     async def _fill(self) -> None:
         """Queue each receiver's next rows, up to its memory limit."""
+        await self._adopt()
         now = time.monotonic()
         receivers = list(self._receivers.values())
-        wanted = [
-            (r.hook_id, r.high, self.memory_limit - r.queued)
+        nodes = sorted(self.nodes)
+        rooms = {
+            r.hook_id: self.memory_limit - r.queued
             for r in receivers
             if r.queued < self.memory_limit
+        }
+        wanted = [
+            (r.hook_id, node, r.high.get(node, 0), rooms[r.hook_id])
+            for r in receivers
+            if r.hook_id in rooms
+            for node in nodes
         ]
-        rooms = {hook_id: room for hook_id, _, room in wanted}
         due = now - COUNT_INTERVAL
-        counts = [(r.hook_id, r.high) for r in receivers if r.spilled and r.counted <= due]
+        counts = [
+            (r.hook_id, min(r.high.values(), default=0))
+            for r in receivers
+            if r.spilled and r.counted <= due
+        ]
         pages, stored = await self._call(self._read, wanted, counts)
         for receiver in receivers:
             if self._receivers.get(receiver.hook_id) is not receiver:
                 continue  # deleted meanwhile
-            rows = pages.get(receiver.hook_id)
-            if rows is None:
+            if receiver.hook_id not in rooms:
                 receiver.spilled = True
             else:
-                for row in rows:
-                    self._queue(Delivery(*row))
-                    receiver.high = max(receiver.high, row[1])
-                receiver.spilled = len(rows) == rooms[receiver.hook_id]
+                full = False
+                for node in nodes:
+                    rows = pages.get((receiver.hook_id, node), [])
+                    for row in rows:
+                        self._queue(Delivery(*row))
+                        receiver.high[node] = max(receiver.high.get(node, 0), row[1])
+                    full = full or len(rows) == rooms[receiver.hook_id]
+                receiver.spilled = full
             if not receiver.spilled:
                 receiver.stored = 0
             elif receiver.hook_id in stored:
