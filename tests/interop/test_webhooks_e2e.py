@@ -37,26 +37,45 @@ async def _pending(base: str, hook: str, want: int) -> list[dict[str, Any]]:
             await asyncio.sleep(0.1)
 
 
+async def _receive(tmp_path: Path, port: int, handle: Any) -> web.AppRunner:
+    """An HTTPS receiver on `port` (a self-signed certificate) posting to `handle`."""
+    cert, key = tmp_path / "receiver.crt", tmp_path / "receiver.key"
+    ensure_self_signed(cert, key, ["localhost"], ["127.0.0.1"])
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_context(cert, key)).start()
+    return runner
+
+
+async def _subscribe_and_call(
+    server: Any, port: int, tmp_path: Path
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Subscribe the receiver on `port` to the call events of `server`, place the sipp calls:
+    the subscription and its pending deliveries (three events a call)."""
+    base = f"https://127.0.0.1:{server.http_port}"
+    connector = aiohttp.TCPConnector(ssl=_insecure())
+    async with aiohttp.ClientSession(connector=connector, headers=AUTH) as session:
+        body = {"url": f"https://127.0.0.1:{port}/hook", "types": ["call."]}
+        async with session.post(
+            f"{base}/api/v1/webhooks", json={**body, "verify_tls": False}
+        ) as response:
+            assert response.status == 201, await response.text()
+            hook: dict[str, Any] = await response.json()
+    await asyncio.to_thread(_sipp_to_echo, server, tmp_path)
+    stored = await _pending(base, hook["id"], 3 * CALLS)
+    assert len(stored) == 3 * CALLS
+    return hook, stored
+
+
 async def test_deliveries_accepted_before_a_restart_are_delivered_after_it(
     tmp_path: Path,
 ) -> None:
-    cert, key = tmp_path / "receiver.crt", tmp_path / "receiver.key"
-    ensure_self_signed(cert, key, ["localhost"], ["127.0.0.1"])
     port = free_port()
     server = await asyncio.to_thread(start_server, tmp_path / "omlmedia")
     try:
-        base = f"https://127.0.0.1:{server.http_port}"
-        connector = aiohttp.TCPConnector(ssl=_insecure())
-        async with aiohttp.ClientSession(connector=connector, headers=AUTH) as session:
-            body = {"url": f"https://127.0.0.1:{port}/hook", "types": ["call."]}
-            async with session.post(
-                f"{base}/api/v1/webhooks", json={**body, "verify_tls": False}
-            ) as response:
-                assert response.status == 201, await response.text()
-                hook = await response.json()
-        await asyncio.to_thread(_sipp_to_echo, server, tmp_path)
-        stored = await _pending(base, hook["id"], 3 * CALLS)
-        assert len(stored) == 3 * CALLS
+        hook, stored = await _subscribe_and_call(server, port, tmp_path)
     finally:
         assert await asyncio.to_thread(server.stop) == 0, server.log()[-4000:]
     assert "Traceback" not in server.log()
@@ -70,11 +89,7 @@ async def test_deliveries_accepted_before_a_restart_are_delivered_after_it(
             arrived.set()
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_context(cert, key)).start()
+    runner = await _receive(tmp_path, port, handle)
     again = await asyncio.to_thread(start_server, tmp_path / "omlmedia")
     try:
         await asyncio.wait_for(arrived.wait(), 30)
@@ -99,8 +114,6 @@ async def test_deliveries_accepted_before_a_restart_are_delivered_after_it(
 async def test_a_real_server_starts_its_killed_delivery_worker_again_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
-    cert, key = tmp_path / "receiver.crt", tmp_path / "receiver.key"
-    ensure_self_signed(cert, key, ["localhost"], ["127.0.0.1"])
     received: list[tuple[dict[str, str], bytes]] = []
     release = asyncio.Event()
 
@@ -110,26 +123,11 @@ async def test_a_real_server_starts_its_killed_delivery_worker_again_and_loses_n
         received.append(({k.lower(): v for k, v in request.headers.items()}, body))
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_context(cert, key)).start()
+    runner = await _receive(tmp_path, port, handle)
     server = await asyncio.to_thread(start_server, tmp_path / "omlmedia")
     try:
-        base = f"https://127.0.0.1:{server.http_port}"
-        connector = aiohttp.TCPConnector(ssl=_insecure())
-        async with aiohttp.ClientSession(connector=connector, headers=AUTH) as session:
-            body = {"url": f"https://127.0.0.1:{port}/hook", "types": ["call."]}
-            async with session.post(
-                f"{base}/api/v1/webhooks", json={**body, "verify_tls": False}
-            ) as response:
-                assert response.status == 201, await response.text()
-                hook = await response.json()
-        await asyncio.to_thread(_sipp_to_echo, server, tmp_path)
-        stored = await _pending(base, hook["id"], 3 * CALLS)
-        assert len(stored) == 3 * CALLS
+        hook, stored = await _subscribe_and_call(server, port, tmp_path)
         deadline = time.monotonic() + 60  # a worker starts slowly on a loaded machine
         while True:
             status = (await asyncio.to_thread(server.status))["webhooks"]
