@@ -748,3 +748,44 @@ def test_the_snapshot_format_has_a_version() -> None:
     other = ReplicatedAcd(AcdConfig(), seed=0)
     other.restore(image)
     assert other.snapshot() == image
+
+
+def test_agents_paused_on_a_call_or_in_wrap_up_or_logged_out_mid_call_resume_exactly() -> None:
+    config = build_config(
+        {
+            "agents": {"a1": {"wrapup": 10}, "a2": {}, "a3": {}},
+            "queues": {
+                "all": {"strategy": "ringall", "members": ["a1", "a2", "a3"]},
+                "line": {"strategy": "linear", "members": ["a1"]},
+            },
+        }
+    )
+    items: list[Input] = [
+        AgentLogin("a1", 0.0),
+        AgentLogin("a2", 0.0),
+        AgentLogin("a3", 0.0),
+        CallerEnter("c1", "all", 1.0),  # rings all three
+        OfferAnswered("c1", "a1", 2.0),
+        AgentPause("a1", "break", 3.0),  # paused on a call
+        CallerEnter("c2", "all", 3.5),  # rings a2 and a3
+        OfferAnswered("c2", "a2", 4.0),
+        AgentLogout("a2", 5.0),  # logged out, its call goes on
+        CallCompleted("c1", "a1", 6.0),  # paused in wrap-up
+        CallerEnter("c3", "line", 7.0),
+        CallbackRequest("c3", "+1", 8.0),
+        AgentLogin("a2", 9.0),  # back on its call
+        CallCompleted("c2", "a2", 10.0),
+        Tick(16.0),  # a1's wrap-up ends: paused
+        AgentUnpause("a1", 20.0),  # c3 is called back
+    ]
+    stream: list[Entry] = [(f"{n + 1}-0", item, ("n", n + 1)) for n, item in enumerate(items)]
+    images = [json.loads(i) for i in assert_every_cut_resumes_exactly(config, 1, stream)]
+    seen = {
+        (a["state"], a["paused"], a["call"] is not None)
+        for image in images
+        for a in image["engine"]["agents"]
+    }
+    assert {("on-call", True, True), ("wrapup", True, False), ("logged-out", False, True)} <= seen
+    offers = [c["offer"] for image in images for c in image["engine"]["calls"] if c["offer"]]
+    assert max(len(offer["agents"]) for offer in offers) == 3
+    assert images[-1]["engine"]["calls"][0]["callback"] == "+1"
