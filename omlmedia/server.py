@@ -515,7 +515,10 @@ class Server:
         # One node per SQLite file: it closes every call left open there (its host name may
         # change between runs, in a container); nodes sharing PostgreSQL close only their own.
         node = storage.node if storage.dsn is not None else ""
-        self.store = store = AsyncStore(Store(location, node=node, writer=True))
+        # On PostgreSQL, a stop during an outage keeps what the database did not take in the
+        # data dir, and the next start writes it first (`Store.close`).
+        spill = self.config.server.data_dir / "unflushed.json" if storage.dsn is not None else None
+        self.store = store = AsyncStore(Store(location, node=node, writer=True, spill=spill))
         events = EventLog(store)
         self.webhooks = webhooks = WebhookService(store, scopes=self._scopes)
         events.outbox = webhooks.outbox
@@ -695,6 +698,7 @@ class Server:
         self.acd = acd
         if isinstance(engine, SharedEngine):
             engine.on_events = acd.pump
+            engine.on_lost = acd.rejoin
         accounts = AccountStore(
             directory.agent_accounts(),
             clock=loop.time,

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -277,8 +278,18 @@ class Store:
     """The SQLite database: batched appends, crash recovery, reads. Not thread-safe: one
     writer (see `AsyncStore`)."""
 
-    def __init__(self, path: Path | str, *, node: str = "", writer: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        node: str = "",
+        writer: bool = False,
+        spill: Path | None = None,
+    ) -> None:
         self.path: Path | str = path if is_dsn(path) else Path(path)
+        self.spill = spill
+        """Where `close` keeps the writes the database did not take (a stop during a
+        PostgreSQL outage), for the next start to write first; None: they are lost."""
         """The SQLite file, or the PostgreSQL DSN (`Store(store.path)` opens the same database)."""
         self.node = node
         """This node's name: its calls in progress are the ones `recover` closes."""
@@ -304,6 +315,8 @@ class Store:
         """The next event id (SQLite)."""
         if writer and isinstance(self._db, PgConnection):
             self._reserve_ids()
+        if writer and spill is not None and spill.exists():
+            self._replay(spill)
 
     def connect(self) -> Any:
         """A new connection to this store's database (a `sqlite3.Connection` or a
@@ -698,11 +711,55 @@ class Store:
         return CallRecord(**values)
 
     def close(self) -> None:
-        """Commit what is queued and close the database."""
+        """Commit what is queued and close the database. When the database does not take
+        them (a stop during a PostgreSQL outage) and the store has a `spill` file, the writes
+        are kept there for the next start instead of being lost."""
         try:
             self.flush()
+        except StoreError:
+            if self.spill is None:
+                raise
+            self._spill(self.spill)
         finally:
-            self._db.close()
+            try:
+                self._db.close()
+            except StoreError:
+                pass  # the connection died with the database's outage
+
+    def _spill(self, path: Path) -> None:
+        """Write every queued write to `path` (atomically, synced), for `_replay`."""
+        queued = {
+            "log": self._log,
+            "opened": self._opened,
+            "closed": self._closed,
+            "events": self._events,
+            "writes": self._writes,
+        }
+        temporary = path.with_name(path.name + ".tmp")
+        with temporary.open("w", encoding="utf-8") as out:
+            json.dump(queued, out, default=str)
+            out.flush()
+            os.fsync(out.fileno())
+        temporary.replace(path)
+        logger.warning(
+            "the database did not take %d writes at stop: kept in %s, written at the next start",
+            self.pending,
+            path,
+        )
+
+    def _replay(self, path: Path) -> None:
+        """At start: commit the writes a stop during an outage kept in `path`, first (the
+        database is reachable: a node does not start otherwise); then delete the file."""
+        queued = json.loads(path.read_text(encoding="utf-8"))
+        self._log = [tuple(row) for row in queued["log"]] + self._log
+        self._opened = [(str(c), float(t), str(d)) for c, t, d in queued["opened"]] + self._opened
+        self._closed = [tuple(row) for row in queued["closed"]] + self._closed
+        events: list[EventRow] = [tuple(row) for row in queued["events"]]
+        self._events = events + self._events
+        self._writes = [(str(sql), tuple(args)) for sql, args in queued["writes"]] + self._writes
+        written = self.flush()
+        path.unlink()
+        logger.warning("wrote the %d writes the last stop kept in %s", written, path)
 
 
 class AsyncStore:
