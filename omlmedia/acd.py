@@ -825,6 +825,31 @@ class AcdRuntime:
         self.engine.offer_rejected(call_id, agent, self.now())
         self.pump()
 
+    def rejoin(self, calls: list[str], agents: list[str]) -> None:
+        """The cluster's ACD recorded these callers and agents of this node as lost (the node
+        was taken for dead, and is not): the callers still waiting here enter their queue again
+        (first among their priority), the agents whose page is still here log in again,
+        paused ("node-rejoined"): their page shows it, they press Ready."""
+        now = self.now()
+        for call_id in calls:
+            qc = self.callers.get(call_id)
+            if qc is None or qc.ended or qc.agent:
+                continue
+            caller = qc.call.invite.from_
+            self.engine.caller_enter(
+                call_id,
+                qc.queue,
+                now,
+                priority=1,
+                caller_number=caller.uri.user or "",
+                caller_name=caller.display_name or "",
+            )
+            event(logger, "queue-rejoin", call_id=call_id, queue=qc.queue)
+        for agent in agents:
+            if self._agents.connected(agent):
+                self.engine.agent_login(agent, now, paused_reason="node-rejoined")
+        self.pump()
+
     def remote_call_ended(self, call_id: str, agent: str) -> None:
         """The agent's end of another node's queue caller ended here (`call_id` is the call on
         that node, which reports it too: the engine takes the first)."""

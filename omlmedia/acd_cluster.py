@@ -121,6 +121,10 @@ class SharedEngine:
         self.clock = clock
         self.on_events: Callable[[], None] = lambda: None
         """Called when events for this node arrived (the runtime pumps them)."""
+        self.on_lost: Callable[[list[str], list[str]], None] = lambda calls, agents: None
+        """Called with this node's callers and agents another node recorded as lost (this
+        node was taken for dead: paused, or cut off from Redis past the node timeout) so that
+        the runtime puts those still here back (`AcdRuntime.rejoin`)."""
         self._events: list[Event] = []
         self._results: dict[int, asyncio.Future[bool]] = {}
         self._applied = 0
@@ -286,6 +290,19 @@ class SharedEngine:
 
     # -- the followed stream -----------------------------------------------------------------
 
+    def _taken_for_lost(self, item: Input, replicated: ReplicatedAcd, me: str) -> None:
+        """Another node (the owner) recorded a caller or an agent of this node as lost."""
+        calls, agents = _lost_of(item, replicated, me)
+        if calls or agents:
+            event(
+                logger,
+                "acd-taken-for-lost",
+                level=logging.WARNING,
+                calls=calls or None,
+                agents=agents or None,
+            )
+            self.on_lost(calls, agents)
+
     def applied(
         self, entry_id: str, item: Input, source: Source | None, decisions: list[Decision]
     ) -> None:
@@ -304,6 +321,8 @@ class SharedEngine:
             self._acting = mine
             if not mine:
                 return
+        if not mine and not refused and source is not None:
+            self._taken_for_lost(item, replicated, me)
         kept: list[Event] = []
         for decision in decisions:
             out = decision.output
@@ -336,6 +355,18 @@ class SharedEngine:
         if kept:
             self._events.extend(kept)
             self.on_events()
+
+
+def _lost_of(item: Input, replicated: ReplicatedAcd, me: str) -> tuple[list[str], list[str]]:
+    if isinstance(item, CallerAbandon) and replicated.call_origin(item.call) == me:
+        return [item.call], []
+    if (
+        isinstance(item, ForceLogout)
+        and item.supervisor == "node-lost"
+        and replicated.agent_origin(item.agent) == me
+    ):
+        return [], [item.agent]
+    return [], []
 
 
 @dataclass(eq=False)

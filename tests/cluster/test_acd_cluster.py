@@ -314,6 +314,40 @@ async def test_a_node_that_stops_sends_its_last_inputs_first(shared: throwaway.R
         await b.acd.close()
 
 
+async def test_a_node_taken_for_lost_is_told_which_of_its_callers_and_agents_were_dropped(
+    shared: throwaway.Redis,
+) -> None:
+    """The owner records a node lost with the inputs `ReplicatedAcd.lost` makes (its callers
+    abandon, its agents are logged out by "node-lost"); a node that was only paused sees them
+    in the stream and gets the list, to put back those still there (`AcdRuntime.rejoin`)."""
+    config = build_config(CONFIG)
+    prefix = "t5:"
+    a, b = Node(shared.url, "a", config, prefix), Node(shared.url, "b", config, prefix)
+    await a.start()
+    await b.start()
+    told: list[tuple[list[str], list[str]]] = []
+    b.engine.on_lost = lambda calls, agents: told.append((calls, agents))
+    try:
+        b.engine.agent_login("ag4", time.time(), paused_reason="login")
+        b.engine.caller_enter("kept", "all", time.time())
+        a.engine.caller_enter("other", "all", time.time())
+        await until(lambda: a.engine.queue_status("all", 0.0).waiting == 2, "both callers")
+        replica = a.acd.replica
+        assert replica is not None
+        b_incarnation = b.acd.incarnation
+        for item in replica.lost(b_incarnation, time.time()):
+            a.acd.submit(item)
+        await until(lambda: len(told) == 2, "b told")
+        assert told == [(["kept"], []), ([], ["ag4"])]
+        assert a.engine.queue_status("all", 0.0).waiting == 1  # a's caller untouched
+        # b puts its caller back: it waits again, everywhere
+        b.engine.caller_enter("kept", "all", time.time(), priority=1)
+        await until(lambda: a.engine.queue_status("all", 0.0).waiting == 2, "back")
+    finally:
+        await a.acd.close()
+        await b.acd.close()
+
+
 def test_a_node_name_is_read_back_from_an_incarnation() -> None:
     assert node_of("node-1/123/abcd") == "node-1"
     assert node_of("a.b/1/ff") == "a.b"
