@@ -50,15 +50,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import multiprocessing
 import os
-import signal
 import socket
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -215,37 +212,6 @@ class NetnsGenerator(Generator):
         )
         self.process.start()
         _, self.opus_frames, self.opus_bytes = self.conn.recv()
-
-
-@dataclass
-class Topology:
-    """The three hosts, and the threads that do the server host's receive work (NAPI mode)."""
-
-    hosts: netns.Hosts
-    receive_pids: tuple[int, ...] = ()
-
-
-@contextmanager
-def netns_topology(tag: str, receive: str = "rps", nice: int = 0) -> Iterator[Topology]:
-    """The three hosts, the server host's receive work on the server's core and the far ends'
-    on the generator's core; this thread inside the server host for the block (the servers it
-    starts, their SIP peers and API clients live there too). `receive`: ``rps``, receive packet
-    steering (the core's softirq, as a network card's interrupt; one inter-processor interrupt
-    per packet); ``napi``, each veth end received by a NAPI thread of its own, pinned (at
-    `nice`): its CPU is exactly the receive work, but the veth ring holds 256 packets, so a
-    thread that waits for a busy core drops packets a network card's softirq would not."""
-    with netns.three_hosts(tag) as hosts:
-        pids: list[int] = []
-        for side, (server_end, far_end) in hosts.links().items():
-            far_host = hosts.caller if side == "caller" else hosts.callee
-            if receive == "napi":
-                pids.append(netns.threaded_napi(hosts.server, server_end, SERVER_CORE, nice))
-                netns.threaded_napi(far_host, far_end, GENERATOR_CORE, nice)
-            else:
-                netns.steer_receive(hosts.server, server_end, SERVER_CORE)
-                netns.steer_receive(far_host, far_end, GENERATOR_CORE)
-        with netns.enter(hosts.server):
-            yield Topology(hosts, tuple(pids))
 
 
 # -- what could lose packets ----------------------------------------------------------------------
@@ -501,7 +467,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         addresses = LOOPBACK
         if args.topology == "netns":
             topology = stack.enter_context(
-                netns_topology(f"okb{os.getpid() % 10000}", args.receive, args.receive_nice)
+                netns.topology(f"okb{os.getpid() % 10000}", args.receive, args.receive_nice)
             )
             hosts, receive_pids = topology.hosts, topology.receive_pids
             addresses = NETNS_ADDRESSES
@@ -573,47 +539,23 @@ def summarize(results: dict[str, list[Row]], args: argparse.Namespace) -> dict[s
                     cell += f" ({low:.2f}x of rtpengine's process alone)"
             cells.append(cell)
         print(f"  N={n}: " + "; ".join(cells))
-    summary = {
-        "args": vars(args) | {"json": str(args.json) if args.json else None},
-        "rows": {name: [asdict(r) for r in rows] for name, rows in results.items()},
-        "largest_n": largest,
-        "ratio_to_rtpengine": ratios,
-        "ratio_to_rtpengine_process": ratios_to_process,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2))
-    return summary
-
-
-def _terminated(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    return netns.summary(
+        args,
+        results,
+        largest_n=largest,
+        ratio_to_rtpengine=ratios,
+        ratio_to_rtpengine_process=ratios_to_process,
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", default="50,100,200,400,800", help="the ramp of N")
-    parser.add_argument("--duration", type=float, default=10.0, help="measurement window (s)")
+    netns.add_arguments(
+        parser, calls="50,100,200,400,800", targets="omlmedia,omlmedia-kernel,rtpengine",
+        what="relays",
+    )  # fmt: skip
     parser.add_argument("--warmup", type=float, default=2.0, help="load before the window (s)")
-    parser.add_argument("--json", type=Path)
     parser.add_argument("--skip-rtpengine", action="store_true")
-    parser.add_argument(
-        "--targets",
-        default="omlmedia,omlmedia-kernel,rtpengine",
-        help="which relays to run, in this order",
-    )
-    parser.add_argument(
-        "--receive",
-        choices=("rps", "napi"),
-        default="rps",
-        help="netns: how the server host receives (its own NAPI threads, or steering to its core)",
-    )
-    parser.add_argument(
-        "--receive-nice",
-        type=int,
-        default=0,
-        help="napi: the receive threads' nice (as the relays' when the run is given a priority)",
-    )
     parser.add_argument(
         "--topology",
         choices=("netns", "loopback"),
@@ -621,7 +563,7 @@ def main() -> int:
         help="far ends on hosts of their own behind veth (netns) or all on 127.0.0.1",
     )
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _terminated)  # a SIGTERM unwinds: namespaces and peers go
+    netns.unwind_on_sigterm()
     unknown = {t.strip() for t in args.targets.split(",")} - {
         "omlmedia",
         "omlmedia-kernel",

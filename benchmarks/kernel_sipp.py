@@ -50,7 +50,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +62,7 @@ from benchmarks.harness import fmt  # noqa: E402
 from benchmarks.kernel_relay import (  # noqa: E402
     NETNS_ADDRESSES,
     NETNS_RTP_PORTS,
-    Topology,
     enable_kernel_forwarding,
-    netns_topology,
     on_server_host,
 )
 from benchmarks.media_relay import READY_SECONDS, Rtpengine  # noqa: E402
@@ -312,6 +310,19 @@ class System:
         """Wait until the last step's calls are gone."""
 
 
+PROFILED = """import cProfile, runpy, sys, time
+sys.argv[0] = "omlmedia"
+profile = cProfile.Profile(time.process_time)
+try:
+    profile.runcall(runpy.run_module, "omlmedia", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+finally:
+    profile.dump_stats({out!r})
+"""
+"""`omlmedia serve` under cProfile counting CPU time (the process's), not the time waited."""
+
+
 class OmlmediaSystem(System):
     name = "omlmedia"
     kernel = False
@@ -346,7 +357,7 @@ class OmlmediaSystem(System):
             extra_args=("--log-level", "warning", "--rtp-ports", NETNS_RTP_PORTS),
             core=SERVER_CORE,
             python_args=(
-                ("-m", "cProfile", "-o", str(self.profile), "-m", "omlmedia")
+                ("-c", PROFILED.format(out=str(self.profile)))
                 if self.profile is not None
                 else ("-m", "omlmedia")
             ),
@@ -551,7 +562,7 @@ def sipp_rows(path: Path) -> list[dict[str, str]]:
 
 def step(
     system: System,
-    topology: Topology,
+    topology: netns.Topology,
     calls: int,
     args: argparse.Namespace,
     workdir: Path,
@@ -688,15 +699,26 @@ def print_profile(path: Path, name: str, top: int = 25) -> None:
     stats = pstats.Stats(str(path))
     table: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     total = sum(entry[2] for entry in table.values()) or 1.0
-    print(f"{name} profile ({path}): own time, of {total:.2f} s", flush=True)
-    ranked = sorted(table.items(), key=lambda item: -item[1][2])[:top]
-    for (file, line, function), (_, calls, own, cumulative, _) in ranked:
-        where = f"{Path(file).parent.name}/{Path(file).name}:{line}" if line else file
-        print(
-            f"  {100 * own / total:5.1f} %  {own:7.3f} s own {cumulative:7.3f} s cum "
-            f"{calls:>8} calls  {function}  {where}",
-            flush=True,
-        )
+    print(f"{name} profile ({path}): CPU time, {total:.2f} s in all; own time first", flush=True)
+
+    def show(ranked: list[tuple[Any, Any]]) -> None:
+        for (file, line, function), (_, calls, own, cumulative, _) in ranked:
+            where = f"{Path(file).parent.name}/{Path(file).name}:{line}" if line else file
+            print(
+                f"  {100 * own / total:5.1f} %  {own:7.3f} s own {cumulative:7.3f} s cum "
+                f"{calls:>8} calls  {function}  {where}",
+                flush=True,
+            )
+
+    show(sorted(table.items(), key=lambda item: -item[1][2])[:top])
+    print("  ... and the project's functions by cumulative time:", flush=True)
+    ours = [
+        item
+        for item in table.items()
+        if any(f"/{part}/" in item[0][0] for part in ("sip", "media", "omlmedia", "webrtc"))
+        and "/site-packages/" not in item[0][0]
+    ]
+    show(sorted(ours, key=lambda item: -item[1][3])[:top])
 
 
 def _softirq() -> float:
@@ -754,7 +776,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     failures: dict[str, str] = {}
     with ExitStack() as stack:
         topology = stack.enter_context(
-            netns_topology(f"oks{os.getpid() % 10000}", args.receive, args.receive_nice)
+            netns.topology(f"oks{os.getpid() % 10000}", args.receive, args.receive_nice)
         )
         hosts = topology.hosts
         install_counters(hosts.caller, f"{UAC_MEDIA_PORT}-65535")
@@ -813,50 +835,22 @@ def summarize(
                 cell += f" = {high:.2f}x ({low:.2f}x)"
             cells.append(cell)
         print(f"  N={n}: " + "; ".join(cells))
-    summary = {
-        "args": vars(args) | {"json": str(args.json) if args.json else None},
-        "rows": {name: [asdict(r) for r in rows] for name, rows in results.items()},
-        "ratio_to_kamailio_rtpengine": ratios,
-        "did_not_start": failures,
-    }
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2))
-    return summary
-
-
-def _terminated(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    return netns.summary(args, results, ratio_to_kamailio_rtpengine=ratios, did_not_start=failures)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", default="100,200,400", help="the ramp of N")
-    parser.add_argument("--duration", type=float, default=10.0, help="measurement window (s)")
-    parser.add_argument(
-        "--targets",
-        default="omlmedia,omlmedia-kernel,kamailio+rtpengine",
-        help="which systems to run, in this order",
-    )
-    parser.add_argument("--json", type=Path)
+    netns.add_arguments(
+        parser, calls="100,200,400", targets="omlmedia,omlmedia-kernel,kamailio+rtpengine",
+        what="systems",
+    )  # fmt: skip
     parser.add_argument(
         "--profile",
         action="store_true",
         help="run omlmedia under cProfile (slower: for where its time goes, not for its CPU)",
     )
-    parser.add_argument(
-        "--receive",
-        choices=("rps", "napi"),
-        default="rps",
-        help="how the server host receives (its own NAPI threads, or steering to its core)",
-    )
-    parser.add_argument(
-        "--receive-nice",
-        type=int,
-        default=0,
-        help="napi: the receive threads' nice (as the systems' when the run is given a priority)",
-    )
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _terminated)  # a SIGTERM unwinds: namespaces and peers go
+    netns.unwind_on_sigterm()
     summary = run(args)
     return 1 if summary["did_not_start"] else 0
 

@@ -9,16 +9,30 @@ netlink context created inside keeps that namespace for its life, and a process 
 runs there, so one process plays the three hosts. The namespaces and links are deleted at the
 end. `steer_receive` makes a host's packets be received on a chosen core (RPS), as a network
 card's interrupt would on a real machine: without it, a veth delivers in the sender's system call.
+
+The kernel-path benchmarks (kernel_relay.py, kernel_sipp.py) share the rest: `topology` (the
+three hosts with the server host's receive work on the server's core, this thread inside the
+server host), their common command-line options (`add_arguments`), the JSON summary
+(`summary`) and `unwind_on_sigterm`.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
+import json
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from benchmarks.procstat import GENERATOR_CORE, SERVER_CORE
 
 CLONE_NEWNET = 0x40000000
 
@@ -165,3 +179,82 @@ def softnet_dropped() -> list[int]:
     """Packets each core dropped because its receive backlog was full (/proc/net/softnet_stat,
     second column; per core, whatever the namespace)."""
     return [int(line.split()[1], 16) for line in open("/proc/net/softnet_stat").read().splitlines()]
+
+
+# -- what the kernel-path benchmarks share ------------------------------------------------------
+
+
+@dataclass
+class Topology:
+    """The three hosts, and the threads that do the server host's receive work (NAPI mode)."""
+
+    hosts: Hosts
+    receive_pids: tuple[int, ...] = ()
+
+
+@contextlib.contextmanager
+def topology(tag: str, receive: str = "rps", nice: int = 0) -> Iterator[Topology]:
+    """The three hosts, the server host's receive work on the server's core and the far ends'
+    on the generator's core; this thread inside the server host for the block (the servers it
+    starts, their SIP peers and API clients live there too). `receive`: ``rps``, receive packet
+    steering (the core's softirq, as a network card's interrupt; one inter-processor interrupt
+    per packet); ``napi``, each veth end received by a NAPI thread of its own, pinned (at
+    `nice`): its CPU is exactly the receive work, but the veth ring holds 256 packets, so a
+    thread that waits for a busy core drops packets a network card's softirq would not."""
+    with three_hosts(tag) as hosts:
+        pids: list[int] = []
+        for side, (server_end, far_end) in hosts.links().items():
+            far_host = hosts.caller if side == "caller" else hosts.callee
+            if receive == "napi":
+                pids.append(threaded_napi(hosts.server, server_end, SERVER_CORE, nice))
+                threaded_napi(far_host, far_end, GENERATOR_CORE, nice)
+            else:
+                steer_receive(hosts.server, server_end, SERVER_CORE)
+                steer_receive(far_host, far_end, GENERATOR_CORE)
+        with enter(hosts.server):
+            yield Topology(hosts, tuple(pids))
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, calls: str, targets: str, what: str) -> None:
+    """The options both kernel-path benchmarks take: the ramp of N, the window, the systems
+    (`what`: what they are called) in their order, the JSON output, how the server host
+    receives."""
+    parser.add_argument("--calls", default=calls, help="the ramp of N")
+    parser.add_argument("--duration", type=float, default=10.0, help="measurement window (s)")
+    parser.add_argument("--targets", default=targets, help=f"which {what} to run, in this order")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--receive",
+        choices=("rps", "napi"),
+        default="rps",
+        help="how the server host receives (its own NAPI threads, or steering to its core)",
+    )
+    parser.add_argument(
+        "--receive-nice",
+        type=int,
+        default=0,
+        help=f"napi: the receive threads' nice (as the {what}' when the run is given a priority)",
+    )
+
+
+def summary(args: argparse.Namespace, rows: dict[str, list[Any]], **fields: Any) -> dict[str, Any]:
+    """A run's summary: its options, each system's rows (dataclasses) and `fields`, stamped
+    with the time; written to ``--json`` when given."""
+    out = {
+        "args": vars(args) | {"json": str(args.json) if args.json else None},
+        "rows": {name: [asdict(r) for r in found] for name, found in rows.items()},
+        **fields,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    return out
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def unwind_on_sigterm() -> None:
+    """A SIGTERM unwinds the benchmark like ^C: its namespaces and peers go."""
+    signal.signal(signal.SIGTERM, _terminated)
