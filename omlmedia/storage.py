@@ -479,9 +479,12 @@ class Store:
                 )
             if events:
                 db.executemany(
+                    # A batch sent again after a commit whose answer was lost with its
+                    # connection holds events already stored: kept, not a failure that would
+                    # make every later flush of this node fail too.
                     "INSERT INTO events "
                     "(id, time, type, call_id, queue, agent, campaign, data, node) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                     _storable([(*row, self.node) for row in events]),
                 )
             for sql, args in writes:

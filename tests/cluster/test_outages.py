@@ -895,3 +895,19 @@ async def test_session_changes_made_while_redis_is_down_reach_it_once_it_is_back
     finally:
         await sessions.close()
         redisserver.stop(process)
+
+
+def test_a_batch_sent_again_after_its_commit_does_not_fail_on_its_events(tmp_path: Path) -> None:
+    # The database stopped between its commit and its answer: the store sends the batch again.
+    # Its events are there already; the flush must not fail on them (every later flush of the
+    # node would fail the same way, for good).
+    store = Store(tmp_path / "omlmedia.db", writer=True)
+    try:
+        event = (store.next_event_id(), time.time(), "call.ended", "c1", "q", "", "", "{}")
+        store.append_event(event)
+        assert store.flush() == 1
+        store.append_event(event)  # the same event again, as a resent batch holds it
+        assert store.flush() == 1
+        assert [row[0] for row in store.all_events(0, 10)] == [event[0]]
+    finally:
+        store.close()
