@@ -46,6 +46,7 @@ HTTP_PORT = 8443
 REDIS_PORT = 6379
 PG_PORT = 5432
 LB_PORT = 443
+CLUSTER_SECRET = b"multihost-cluster-secret-32bytes!"
 
 
 def require() -> None:
@@ -310,8 +311,9 @@ class Node:
 def node_config(h: Hosts, name: str, redis_url: str, dsn: str, media_timeout: float) -> str:
     """The tests' usual configuration (`benchmarks.harness.server_config`) for a node on host
     `name`: Kamailio is its trunk's peer (trusted by address), HAProxy a trusted proxy, records
-    in the shared PostgreSQL, sessions and heartbeats in the shared Redis, and a queue ``hold``
-    without members where callers wait with music until they hang up."""
+    in the shared PostgreSQL, sessions, heartbeats and the one ACD of the cluster in the shared
+    Redis (cross-node calls between the node hosts), and a queue ``hold`` without members where
+    callers wait with music until they hang up."""
     ports = {"sip": SIP_PORT, "tls": SIP_PORT + 1, "http": HTTP_PORT, "pbx": SIP_PORT}
     ports["rtp_low"] = 20000
     text = harness.server_config(
@@ -331,10 +333,20 @@ def node_config(h: Hosts, name: str, redis_url: str, dsn: str, media_timeout: fl
     for old, new in replacements.items():
         assert old in text, old
         text = text.replace(old, new, 1)
+    secret = h.workdir / "cluster.secret"
+    if not secret.exists():
+        secret.write_bytes(CLUSTER_SECRET)
+    nodes = "".join(
+        f'[cluster.nodes.{n}]\nsip = "{h.addr(n)}:{SIP_PORT}"\n'
+        for n in HOSTS
+        if n.startswith("node")
+    )
     return (
         text
         + f'\n[storage]\ndsn = "{dsn}"\nnode = "{name}"\n'
-        + f'\n[cluster]\nredis_url = "{redis_url}"\n'
+        + f'\n[cluster]\nredis_url = "{redis_url}"\nnode = "{name}"\nsecret_file = "{secret}"\n'
+        + 'acd = "shared"\n'
+        + nodes
     )
 
 

@@ -202,6 +202,17 @@ async def test_kill_9_of_a_node_under_load_loses_only_its_own_calls_and_its_agen
                 assert time.monotonic() < deadline, "the agent is not Ready on the other node"
                 await asyncio.sleep(0.05)
             agent_ready = time.monotonic() - killed
+            # The cluster's one ACD: a living node holds its lease (at once if it did already,
+            # after the lease lapsed if the victim held it).
+            living = [n for n in cluster.nodes.values() if n is not victim]
+
+            def acd_owned_by_a_living_node() -> bool:
+                return any(n.status()["cluster"]["acd"].get("owner") for n in living)
+
+            while not await asyncio.to_thread(acd_owned_by_a_living_node):
+                assert time.monotonic() < killed + 5, "no node took the ACD over within 5 s"
+                await asyncio.sleep(0.05)
+            acd_owned = time.monotonic() - killed
             await expect(state).to_have_text("Ready")
             assert not await page.get_by_label("Password").is_visible()
             down = await asyncio.to_thread(front.wait_for, "node down", kam.PROBE_WINDOW + 5, mark)
@@ -248,7 +259,8 @@ async def test_kill_9_of_a_node_under_load_loses_only_its_own_calls_and_its_agen
         events = [
             row.event for row in await asyncio.to_thread(store.queue_log, call_id=record.call_id)
         ]
-        assert events[-1] == "closed-node-lost", events
+        # (the shared ACD records them abandoned too, once its owner found the node lost)
+        assert "closed-node-lost" in events, events
     # The survivor's ten calls ended normally, the caller hanging up after 7 s.
     deadline = time.monotonic() + 20
     while True:
@@ -284,6 +296,7 @@ async def test_kill_9_of_a_node_under_load_loses_only_its_own_calls_and_its_agen
         "probe_calls_after_kill": len(probes),
         "slowest_probe_setup_s": round(max(done - sent for sent, done, _ in probes), 2),
         "kill_to_agent_ready_s": round(agent_ready, 2),
+        "kill_to_acd_owned_s": round(acd_owned, 2),
         "udp_packets_per_s_to_callers_after_kill": round(moh_rate),
         "kill_to_lost_calls_recorded_s": round(recorded_after, 2),
         "lost_calls_recorded_by": recorded,
