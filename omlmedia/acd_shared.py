@@ -525,7 +525,7 @@ class SharedAcd:
                 _, item, source = parsed
                 try:
                     decisions = replica.apply(entry_id, item, source)
-                except ReplicaError:
+                except Exception:  # every node fails alike on it: skip it, never stop
                     self.stats.malformed += 1
                     logger.exception("shared ACD: input %s cannot be applied", entry_id)
                     continue

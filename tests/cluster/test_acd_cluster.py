@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -27,7 +28,7 @@ import redis as sync_redis
 
 from omlmedia.acd_cluster import SharedEngine, node_of
 from omlmedia.acd_shared import SharedAcd
-from queueing.config import AcdConfig, build_config
+from queueing.config import AcdConfig, Destination, DestinationKind, build_config
 from queueing.events import AgentState, AgentStateChanged, Event, OfferCall, QueueLogEntry
 from queueing.replica import OfferAnswered, ReplicatedAcd, input_from_dict
 from tests.cluster import redis as throwaway
@@ -346,6 +347,34 @@ async def test_a_node_taken_for_lost_is_told_which_of_its_callers_and_agents_wer
     finally:
         await a.acd.close()
         await b.acd.close()
+
+
+async def test_an_input_the_engine_cannot_apply_is_skipped_and_the_followers_go_on(
+    shared: throwaway.Redis,
+) -> None:
+    """A queue added at run time that overflows into a queue that does not exist (accepted:
+    a later change may add it) makes the engine fail on the caller it overflows, on every
+    node alike: the input is skipped and counted, and the followers keep applying."""
+    config = build_config(CONFIG)
+    prefix = "t6:"
+    a = Node(shared.url, "a", config, prefix)
+    await a.start()
+    try:
+        broken = dataclasses.replace(
+            config.queues["q"],
+            name="broken",
+            members=(),
+            max_callers=1,
+            overflow=Destination(DestinationKind.QUEUE, "ghost"),
+        )
+        a.engine.add_queue(broken, time.time())
+        a.engine.caller_enter("first", "broken", time.time())
+        a.engine.caller_enter("second", "broken", time.time())  # full: overflows to ghost
+        a.engine.caller_enter("after", "q", time.time())
+        await until(lambda: a.engine.queue_status("q", 0.0).waiting == 1, "went on")
+        assert a.acd.stats.malformed >= 1
+    finally:
+        await a.acd.close()
 
 
 def test_a_node_name_is_read_back_from_an_incarnation() -> None:
