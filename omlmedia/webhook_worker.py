@@ -213,6 +213,23 @@ class Worker:
         all done, take over the nodes with pending rows whose lock was free for `ADOPT_AFTER`
         seconds (their worker is gone): the nodes gained and those let go."""
         gained, released = [], []
+        held = {
+            int(row[0])
+            for row in self._db.execute(
+                "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND pid = pg_backend_pid() AND classid::bigint = ? AND objsubid = 2",
+                (LOCK_CLASS,),
+            ).fetchall()
+        }
+        for node in sorted(self.nodes):
+            if node_lock(node)[1] % 2**32 in held:
+                continue
+            # The lock went with the session (the connection was lost and made again): take
+            # it again, or stop reading that node's rows (another worker may have them now).
+            if node == self.node and self._try_lock(node):
+                logger.warning("webhooks: this node's lock was lost and taken again")
+                continue
+            released.append(node)
         if self.node not in self.nodes and self._try_lock(self.node):
             gained.append(self.node)
         rows = self._db.execute(
@@ -220,10 +237,10 @@ class Worker:
             "WHERE o.status = 'pending'"
         ).fetchall()
         waiting = {str(row[0]) for row in rows}
-        for node in sorted(self.adopted - waiting):
+        for node in sorted(self.adopted - waiting - set(released)):
             self._unlock(node)
             released.append(node)
-        others = waiting - self.nodes - {self.node}
+        others = waiting - (self.nodes - set(released)) - {self.node}
         for node in set(self._free_since) - others:
             del self._free_since[node]
         for node in sorted(others):

@@ -242,3 +242,45 @@ async def test_two_nodes_deliver_every_event_once_and_b_takes_over_a_killed_node
         await asyncio.to_thread(nodes.__exit__, None, None, None)
         if receiver.runner is not None:
             await receiver.runner.cleanup()
+
+
+async def test_a_worker_whose_session_lost_its_nodes_lock_takes_it_again_or_stops_reading(
+    pg: postgres.Postgres,
+) -> None:
+    from omlmedia.storage import open_database
+    from omlmedia.webhook_worker import Worker, node_lock
+
+    dsn = postgres.fresh_database(pg)
+    open_database(dsn).close()  # migrated
+    worker = Worker(dsn, node="a")
+    other = await asyncpg.connect(dsn)
+    await worker.start()
+    try:
+        assert worker.nodes == {"a"}  # its own lock, taken at start
+
+        async def session_lost_its_locks() -> None:
+            # what a connection lost and made again leaves: a session without the locks
+            await worker._call(worker._db.execute, "SELECT pg_advisory_unlock_all()")
+            worker._claimed = float("-inf")  # look now
+
+        async def taken_elsewhere() -> bool:
+            got = bool(await other.fetchval("SELECT pg_try_advisory_lock($1, $2)", *node_lock("a")))
+            if got:
+                await other.execute("SELECT pg_advisory_unlock($1, $2)", *node_lock("a"))
+            return got
+
+        await session_lost_its_locks()
+        await worker._adopt()
+        assert worker.nodes == {"a"} and not await taken_elsewhere()  # taken again
+
+        await session_lost_its_locks()
+        assert await other.fetchval("SELECT pg_try_advisory_lock($1, $2)", *node_lock("a"))
+        await worker._adopt()
+        assert worker.nodes == set()  # another session has it: a's rows are no longer read here
+        await other.execute("SELECT pg_advisory_unlock($1, $2)", *node_lock("a"))
+        worker._claimed = float("-inf")
+        await worker._adopt()
+        assert worker.nodes == {"a"} and not await taken_elsewhere()
+    finally:
+        await worker.close()
+        await other.close()
