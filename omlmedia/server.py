@@ -603,6 +603,7 @@ class Server:
             "followed": shared.followed,
             "pending": shared.pending,
             "remote_offers": len(remote.offers) if remote is not None else 0,
+            "skipped": shared.replica.skipped if shared.replica is not None else 0,
             **vars(shared.stats),
         }
 
