@@ -3,7 +3,8 @@
 
 Theory of operation. Nothing here counts on its own: live values are read at scrape time from
 their owners (`ServerCollector`: the server's `status()` counters, the SIP calls by state, the
-ACD's queue summary, the agents' states, the event log's subscribers), and the media-quality
+ACD's queue summary, the agents' states, the event log's subscribers, the shared ACD's figures
+when ``[cluster] acd = "shared"``), and the media-quality
 histograms are fed from the event log's ``call.quality`` events (`QualityHistograms`, one
 listener of `omlmedia.events.EventLog`). So the figures scraped cannot drift from those the API
 serves. Each server has its own `CollectorRegistry` (never the process-global one), so several
@@ -127,6 +128,10 @@ class ServerCollector(Collector):
         yield from self._queues(status.get("queues") or {})
         yield from self._agents()
         yield from self._events()
+        cluster = status.get("cluster")
+        acd = cluster.get("acd") if isinstance(cluster, Mapping) else None
+        if isinstance(acd, Mapping) and acd:
+            yield from self._shared_acd(acd)
 
     def _sip(self, sip: Mapping[str, Any]) -> Iterator[Metric]:
         yield GaugeMetricFamily(
@@ -260,6 +265,75 @@ class ServerCollector(Collector):
                 family.add_metric([state], count)
         yield family
 
+    def _shared_acd(self, acd: Mapping[str, Any]) -> Iterator[Metric]:
+        """The cluster's one ACD seen from this node (the status's ``cluster.acd``): only when
+        the shared ACD is on, so a node whose ACD is its own has none of these families."""
+
+        def value(key: str) -> float:
+            return _number(acd.get(key)) or 0.0
+
+        yield GaugeMetricFamily(
+            "omlmedia_acd_owner",
+            "1 when this node holds the shared ACD's lease (it writes the timer ticks).",
+            value=1 if acd.get("owner") is True else 0,
+        )
+        yield GaugeMetricFamily(
+            "omlmedia_acd_epoch",
+            "The epoch (fencing token) this node owns the shared ACD with, 0 when not owner.",
+            value=value("epoch"),
+        )
+        yield GaugeMetricFamily(
+            "omlmedia_acd_pending_inputs",
+            "Inputs of this node waiting to be appended to the ACD's stream in Redis.",
+            value=value("pending"),
+        )
+        yield GaugeMetricFamily(
+            "omlmedia_acd_remote_offers",
+            "Offers of this node's callers to agents on other nodes in progress.",
+            value=value("remote_offers"),
+        )
+        inputs = CounterMetricFamily(
+            "omlmedia_acd_inputs",
+            "Shared ACD inputs since start: submitted by this node, appended to the stream, "
+            "dropped (local queue full while Redis was unreachable), applied by this node's "
+            "follower (retried duplicates included), malformed (unreadable, or failing the "
+            "engine on every node), skipped (retried duplicates of an input already applied).",
+            labels=["event"],
+        )
+        for event in ("submitted", "appended", "dropped", "applied", "malformed", "skipped"):
+            inputs.add_metric([event], value(event))
+        yield inputs
+        counters = {
+            "redis_errors": ("omlmedia_acd_redis_errors", "Failed Redis operations."),
+            "acquisitions": (
+                "omlmedia_acd_lease_acquisitions",
+                "Times this node took the shared ACD's lease.",
+            ),
+            "step_downs": (
+                "omlmedia_acd_step_downs",
+                "Times this node stopped owning the shared ACD (renewal failed or lease lapsed).",
+            ),
+            "nodes_lost": (
+                "omlmedia_acd_nodes_lost",
+                "Nodes this node, as owner, found lost (heartbeat lapsed).",
+            ),
+            "snapshots": (
+                "omlmedia_acd_snapshots",
+                "Snapshots of the ACD this node stored as owner.",
+            ),
+            "trimmed": (
+                "omlmedia_acd_trimmed_entries",
+                "Input entries trimmed from the stream after this node's snapshots.",
+            ),
+        }
+        for key, (name, help_text) in counters.items():
+            yield CounterMetricFamily(name, help_text + " Since start.", value=value(key))
+        yield GaugeMetricFamily(
+            "omlmedia_acd_snapshot_seconds",
+            "How long this node's last snapshot took to take and encode.",
+            value=value("snapshot_seconds"),
+        )
+
     def _events(self) -> Iterator[Metric]:
         log = self.events
         yield GaugeMetricFamily(
@@ -309,7 +383,7 @@ def metrics_handler(
 
     async def get_metrics(request: web.Request) -> web.Response:
         """Prometheus metrics (text exposition format): calls, legs, SIP, RTP quality, queues,
-        agents, event-stream clients."""
+        agents, event-stream clients, the shared ACD."""
         if not authorized(request):
             return web.json_response(
                 {"error": "a valid bearer token is required"},
