@@ -40,7 +40,7 @@ import pytest
 from benchmarks import harness, redisserver
 from benchmarks.harness import DEMO_PASSWORD
 from omlmedia.cluster import RedisSessions
-from omlmedia.storage import Store
+from omlmedia.storage import CallRecord, Store
 from omlmedia.storage_pg import PgConnection, PgError
 from tests.cluster import postgres, redis
 from tests.cluster.test_sessions import Page
@@ -753,18 +753,20 @@ def redis_outage(
             first = await one.request("login", username="agent1", password=DEMO_PASSWORD)
             second = await two.request("login", username="agent2", password=DEMO_PASSWORD)
             assert first["type"] == second["type"] == "login-ok", (first, second)
-            for page in (one, two):
-                assert (await page.request("state", state="ready"))["type"] == "ack"
+            # agent1 Ready on a; agent2 stays paused on b, so that a caller waits in b's queue.
+            assert (await one.request("state", state="ready"))["type"] == "ack"
             tokens = str(first["token"]), str(second["token"])
             await asyncio.to_thread(
                 until,
-                lambda: [session_state(shared, t) for t in tokens] == ["ready", "ready"],
-                "the nodes never noted the agents ready in Redis",
+                lambda: [session_state(shared, t) for t in tokens] == ["ready", "paused"],
+                "the nodes never noted the agents' states in Redis",
             )
+            # Long enough to end well after Redis is back and the nodes sweep for lost calls.
             longs = [
-                long_call(node, "moh", OUTAGE + 8.0, workdir, f"moh-{name}")
-                for name, node in (("a", a), ("b", b))
+                long_call(node, service, OUTAGE + 14.0, workdir, f"{service}-{name}")
+                for name, node, service in (("a", a, "moh"), ("b", b, "moh"), ("b", b, "support"))
             ]
+            queued = await asyncio.to_thread(set, cluster_call_ids(cluster.dsn))
             try:
                 await asyncio.to_thread(wait_rtp, longs)
                 before: list[float] = []
@@ -776,7 +778,7 @@ def redis_outage(
                 down = time.monotonic()
                 await asyncio.to_thread(away)
                 # Agents stay logged in on their node, and a state change is acknowledged.
-                paused = await two.request("state", state="paused")
+                paused = await one.request("state", state="paused")
                 assert paused["type"] == "ack", paused
                 if lockouts:  # each node counts the failures it sees on its own
                     codes = [await try_login(a, "lockout-local", "wrong") for _ in range(5)]
@@ -793,7 +795,7 @@ def redis_outage(
                     setups.append(took)
                     i += 1
                 assert len(setups) >= 10, setups
-                assert await asyncio.to_thread(agent_state, a, "agent1") == "ready"
+                assert await asyncio.to_thread(agent_state, a, "agent1") == "paused"
                 assert await asyncio.to_thread(agent_state, b, "agent2") == "paused"
                 await asyncio.sleep(max(0.0, down + OUTAGE - time.monotonic()))  # its end
                 await asyncio.to_thread(back)
@@ -801,7 +803,7 @@ def redis_outage(
                 # The change made while Redis was away reaches it: the sessions converge.
                 took = await asyncio.to_thread(
                     until,
-                    lambda: [session_state(shared, t) for t in tokens] == ["ready", "paused"],
+                    lambda: [session_state(shared, t) for t in tokens] == ["paused", "paused"],
                     "the shared sessions never caught up with the agents' states",
                 )
                 print(
@@ -811,9 +813,9 @@ def redis_outage(
                     f"status answered within {watch.slowest * 1000:.0f} ms throughout"
                 )
                 # A page whose socket drops comes back on its node with its token.
-                await two.ws.close()
-                async with LivePage(b) as again:
-                    back_in = await again.request("auth", token=tokens[1])
+                await one.ws.close()
+                async with LivePage(a) as again:
+                    back_in = await again.request("auth", token=tokens[0])
                     assert back_in["type"] == "auth-ok" and back_in.get("state") == "paused"
                     bye = await again.request("logout")
                     assert bye["type"] in ("ack", "session-ended"), bye
@@ -834,8 +836,29 @@ def redis_outage(
                     if call.process.poll() is None:
                         call.process.kill()
                         call.process.wait()
-            bye = await one.request("logout")
+            bye = await two.request("logout")
             assert bye["type"] in ("ack", "session-ended"), bye
+            # The caller who waited in b's queue through the outage: one record, its own (b was
+            # never taken for dead by a, though its heartbeat in Redis lapsed meanwhile).
+            store = Store(cluster.dsn)
+            try:
+                waited: list[CallRecord] = []
+
+                def recorded() -> bool:
+                    waited[:] = [
+                        r
+                        for r in store.call_records()
+                        if r.call_id not in queued and r.queue == "support"
+                    ]
+                    return bool(waited)
+
+                await asyncio.to_thread(until, recorded, "the waiting caller was never recorded")
+                assert len(waited) == 1 and waited[0].end - waited[0].start > OUTAGE, waited
+                assert waited[0].cause != "node-lost", waited[0]
+                events = [row.event for row in store.queue_log(call_id=waited[0].call_id)]
+                assert events == ["enter", "abandon"], events
+            finally:
+                store.close()
 
     asyncio.run(run())
 
