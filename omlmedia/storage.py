@@ -340,6 +340,12 @@ class Store:
             self._reserve_ids()  # more events than a flush tops up: wait for the database
         return self._ids.pop()
 
+    @property
+    def ids_left(self) -> int | None:
+        """Event ids reserved and not given yet (PostgreSQL); None on SQLite, which counts its
+        own."""
+        return len(self._ids) if isinstance(self._db, PgConnection) else None
+
     def _reserve_ids(self) -> None:
         """Reserve event ids from the database's sequence, up to `IDS_AHEAD`."""
         missing = self.IDS_AHEAD - len(self._ids)
@@ -819,9 +825,20 @@ class AsyncStore:
             self._mark()
 
     def next_event_id(self) -> int:
-        """The id of the next event (see `Store.next_event_id`)."""
+        """The id of the next event (see `Store.next_event_id`). With no id reserved left
+        while the database is away (its flushes failing, or one waiting on it), raises
+        `ConnectionError` at once rather than wait for it on the event loop: a database that
+        stopped answering would otherwise stop the whole node, calls in progress included."""
         with self._lock:
+            if self.store.ids_left == 0 and self._database_away():
+                raise ConnectionError("no event id left while PostgreSQL is away")
             return self.store.next_event_id()
+
+    def _database_away(self) -> bool:
+        if self.failing_since is not None:
+            return True
+        waiting = self._waiting_since  # writes waiting longer than a few flushes: stalled
+        return waiting is not None and time.monotonic() - waiting > 5 * self.flush_interval + 1
 
     def _flush(self) -> int:
         written = self.store.flush(self._lock)  # the lock only around the queues' moves

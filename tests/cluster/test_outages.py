@@ -40,7 +40,7 @@ import pytest
 from benchmarks import harness, redisserver
 from benchmarks.harness import DEMO_PASSWORD
 from omlmedia.cluster import RedisSessions
-from omlmedia.storage import CallRecord, Store
+from omlmedia.storage import AsyncStore, CallRecord, Store
 from omlmedia.storage_pg import PgConnection, PgError
 from tests.cluster import postgres, redis
 from tests.cluster.test_sessions import Page
@@ -934,3 +934,38 @@ def test_a_batch_sent_again_after_its_commit_does_not_fail_on_its_events(tmp_pat
         assert [row[0] for row in store.all_events(0, 10)] == [event[0]]
     finally:
         store.close()
+
+
+class FewIds(Store):
+    IDS_AHEAD = 10  # a reserve the test can use up
+
+
+async def test_with_no_event_id_left_and_postgresql_frozen_the_loop_is_refused_at_once(
+    pg: postgres.Postgres,
+) -> None:
+    # Past its reserve, a node's next event id needs the database: frozen, it would stop the
+    # event loop (and every call of the node) until it answers. It is refused at once instead.
+    store = AsyncStore(FewIds(postgres.fresh_database(pg), writer=True), flush_interval=0.05)
+    store.start()
+    pids = instance_pids(pg)
+    freeze(pids, signal.SIGSTOP)
+    try:
+        for _ in range(10):
+            event = (store.next_event_id(), time.time(), "x.y", "", "", "", "", "{}")
+            store.append_event(event)
+        deadline = time.monotonic() + 10
+        while store.status()["oldest_pending_age"] < 2.0:  # its flush waits on the database
+            assert time.monotonic() < deadline, store.status()
+            await asyncio.sleep(0.05)
+        start = time.monotonic()
+        with pytest.raises(ConnectionError):
+            store.next_event_id()
+        assert time.monotonic() - start < 0.5
+    finally:
+        freeze(pids, signal.SIGCONT)
+    await store.close()
+    check = Store(store.store.path)
+    try:
+        assert len(check.all_events(0, 100)) == 10  # all written once it answered
+    finally:
+        check.close()
