@@ -279,7 +279,8 @@ class ServerCollector(Collector):
         )
         yield GaugeMetricFamily(
             "omlmedia_acd_epoch",
-            "The epoch (fencing token) this node owns the shared ACD with, 0 when not owner.",
+            "The epoch (fencing token) of this node's lease on the shared ACD, 0 once it "
+            "stepped down (owner is 0 already when the lease's local deadline passed).",
             value=value("epoch"),
         )
         yield GaugeMetricFamily(
