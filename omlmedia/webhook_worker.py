@@ -320,8 +320,10 @@ class Worker:
             self._wake.clear()
             try:
                 await self._fill()
-            except StoreError as exc:
+            except (*StoreError, OSError) as exc:
                 logger.warning("reading the webhook outbox failed: %s", exc)
+            except Exception as exc:  # asyncpg's client errors too: the reader must go on
+                logger.warning("reading the webhook outbox failed: %s: %s", type(exc).__name__, exc)
 
     def _read(
         self, wanted: list[tuple[str, str, int, int]], counts: list[tuple[str, int]]

@@ -281,6 +281,21 @@ async def test_a_worker_whose_session_lost_its_nodes_lock_takes_it_again_or_stop
         worker._claimed = float("-inf")
         await worker._adopt()
         assert worker.nodes == {"a"} and not await taken_elsewhere()
+
+        # The real thing: the worker's backend ends; its connection is made again at a later
+        # statement (`PgConnection`), a new session without the lock, which the worker takes.
+        row = await worker._call(lambda: worker._db.execute("SELECT pg_backend_pid()").fetchone())
+        assert await other.fetchval("SELECT pg_terminate_backend($1)", row[0])
+        deadline = time.monotonic() + 10
+        while True:
+            worker._claimed = float("-inf")
+            try:
+                await worker._adopt()
+                break
+            except Exception:  # the statements that find the connection gone, as the reader
+                assert time.monotonic() < deadline, "the worker's connection never came back"
+                await asyncio.sleep(0.05)
+        assert worker.nodes == {"a"} and not await taken_elsewhere()
     finally:
         await worker.close()
         await other.close()
