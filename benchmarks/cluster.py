@@ -443,8 +443,9 @@ def standalone_node(workdir: Path, calls: int) -> Iterator[Testbed]:
 
 @contextmanager
 def two_node_cluster(workdir: Path, calls: int) -> Iterator[Testbed]:
-    """Nodes a and b sharing a throwaway Redis (AOF, everysec) and PostgreSQL, behind Kamailio
-    (contrib/kamailio/kamailio.cfg, as tests/cluster/test_kamailio.py runs it)."""
+    """Nodes a and b sharing a throwaway Redis (AOF, everysec), PostgreSQL and their queues'
+    ACD (``[cluster] acd = "shared"``), behind Kamailio (contrib/kamailio/kamailio.cfg, as
+    tests/cluster/test_kamailio.py runs it)."""
     with contextlib.ExitStack() as stack:
         redis_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="omlbench-r-")))
         redis_process, redis_port = redisserver.start(redis_dir, appendfsync="everysec")
@@ -452,7 +453,7 @@ def two_node_cluster(workdir: Path, calls: int) -> Iterator[Testbed]:
         instance = stack.enter_context(pgserver.postgres())
         dsn = instance.create_database("omlmedia")
         url = f"redis://127.0.0.1:{redis_port}/0"
-        nodes = crossnode.start_nodes(workdir / "cluster", ["a", "b"], calls, url, dsn)
+        nodes = crossnode.start_nodes(workdir / "cluster", ["a", "b"], calls, url, dsn, "shared")
         for node in nodes.values():
             stack.callback(node.stop)
         a, b = nodes["a"], nodes["b"]
@@ -489,22 +490,38 @@ def redis_commands(port: int) -> dict[str, int]:
     }
 
 
-PG_COUNTERS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted")
+PG_COUNTERS = ("write_transactions", "wal_bytes", "rows")
+"""What PostgreSQL did, read so that no statistics delay applies (``pg_stat_database`` is
+reported by each backend up to 10 s late): transactions that wrote (the next transaction id:
+only a writing transaction takes one, and the read takes none), bytes of write-ahead log, and
+the rows of every table of the schema, counted (inserted minus deleted)."""
 
 
-def pg_counters(dsn: str) -> dict[str, int]:
-    """The database's `pg_stat_database` counters (the benchmark's own read is one commit)."""
+def pg_counters(dsn: str) -> dict[str, Any]:
+    """`PG_COUNTERS` now, and the rows per table (``tables``)."""
 
-    async def read() -> dict[str, int]:
+    async def read() -> dict[str, Any]:
         connection = await asyncpg.connect(dsn)
         try:
-            row = await connection.fetchrow(
-                f"SELECT {', '.join(PG_COUNTERS)} FROM pg_stat_database"
-                " WHERE datname = current_database()"
+            xid = await connection.fetchval(
+                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
             )
+            wal = await connection.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+            names = await connection.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+            tables = {}
+            for row in names:
+                name = row["tablename"]
+                tables[name] = int(await connection.fetchval(f'SELECT count(*) FROM "{name}"'))
         finally:
             await connection.close()
-        return {name: int(row[name]) for name in PG_COUNTERS}
+        return {
+            "write_transactions": int(xid),
+            "wal_bytes": int(wal),
+            "rows": sum(tables.values()),
+            "tables": tables,
+        }
 
     return asyncio.run(read())
 
@@ -514,7 +531,7 @@ class Counters:
     at: float
     cpu: dict[str, dict[int, float]]
     redis: dict[str, int]
-    pg: dict[str, int]
+    pg: dict[str, Any]
 
 
 def read_counters(bed: Testbed) -> Counters:
@@ -526,9 +543,9 @@ def read_counters(bed: Testbed) -> Counters:
     )
 
 
-PG_FLUSH = 2.0
-"""PostgreSQL 15's backends report their statistics at most once a second and within a second
-of going idle: the counters are read this long after the calls ended."""
+PG_FLUSH = 1.0
+"""The nodes write their records every 0.2 s: the counters are read this long after the calls
+ended, and the idle window opens once the rows have not moved for this long."""
 
 
 def deltas(bed: Testbed, first: Counters, last: Counters) -> dict[str, Any]:
@@ -546,8 +563,13 @@ def deltas(bed: Testbed, first: Counters, last: Counters) -> dict[str, Any]:
         out["redis_commands"] = sum(by.values())
         out["redis_by_command"] = {k: v for k, v in sorted(by.items()) if v}
     if bed.dsn:
-        # each read of the counters is one commit of its own, counted in the second read
-        out["pg"] = {k: last.pg[k] - first.pg[k] - (k == "xact_commit") for k in PG_COUNTERS}
+        out["pg"] = {k: last.pg[k] - first.pg[k] for k in PG_COUNTERS}
+        before = first.pg["tables"]
+        out["pg_rows_by_table"] = {
+            name: count - before.get(name, 0)
+            for name, count in sorted(last.pg["tables"].items())
+            if count != before.get(name, 0)
+        }
     if bed.idle_ops_per_second:
         idle = bed.idle_ops_per_second
         out["redis_commands_idle_excluded"] = out["redis_commands"] - idle["redis"] * seconds
@@ -557,10 +579,18 @@ def deltas(bed: Testbed, first: Counters, last: Counters) -> dict[str, Any]:
 
 def measure_idle(bed: Testbed, seconds: float) -> dict[str, Any]:
     """What the system spends with no call for `seconds` (heartbeats, probes, lease renewals);
-    kept in `bed` to take off the runs'. PostgreSQL's statistics of the start-up are reported
-    late (`PG_FLUSH`): the window opens after them."""
+    kept in `bed` to take off the runs'. The nodes write for a while after they said they were
+    ready: the window opens once PostgreSQL's rows have stopped moving (`PG_FLUSH`; 30 s at
+    most)."""
     if bed.dsn:
-        time.sleep(PG_FLUSH)
+        deadline = time.monotonic() + 30
+        before = pg_counters(bed.dsn)["rows"]
+        while time.monotonic() < deadline:
+            time.sleep(PG_FLUSH)
+            now = pg_counters(bed.dsn)["rows"]
+            if now == before:
+                break
+            before = now
     first = read_counters(bed)
     time.sleep(seconds)
     last = read_counters(bed)

@@ -79,11 +79,13 @@ def start_nodes(
     calls: int,
     redis_url: str | None,
     dsn: str | None = None,
+    acd: str = "local",
 ) -> dict[str, RunningServer]:
     """The nodes `names`, agents bench1..N on each; with `redis_url` each knows all of `names`
-    as its cluster (``[cluster]``), without it they are standalone; with `dsn` their records are
-    in that PostgreSQL database (``[storage]``), without it in SQLite. The same settings
-    otherwise, so that a cluster node and a standalone one differ only by what they share."""
+    as its cluster (``[cluster]``, its queues' ACD `acd`: ``local`` or ``shared``), without it
+    they are standalone; with `dsn` their records are in that PostgreSQL database
+    (``[storage]``), without it in SQLite. The same settings otherwise, so that a cluster node
+    and a standalone one differ only by what they share."""
     secret = workdir / "cluster.secret"
     workdir.mkdir(parents=True, exist_ok=True)
     secret.write_bytes(SECRET)
@@ -96,7 +98,7 @@ def start_nodes(
         text = bench_agents(text, calls, stock=False)
         if redis_url is not None:
             text += (
-                f'\n[cluster]\nredis_url = "{redis_url}"\nnode = "{name}"\n'
+                f'\n[cluster]\nredis_url = "{redis_url}"\nnode = "{name}"\nacd = "{acd}"\n'
                 f'secret_file = "{secret}"\n{nodes_toml}'
             )
         if dsn is not None:
