@@ -77,6 +77,7 @@ import numpy as np
 import numpy.typing as npt
 
 from media.mixer import Role as MixRole
+from omlmedia.acd_cluster import node_of
 from omlmedia.authz import Identity, Role, Scopes
 from omlmedia.conference import ConferenceError, Room
 from omlmedia.events import NO_EVENTS, EventSink
@@ -396,6 +397,7 @@ class MonitorService:
         ac = desk.carried(call_id) if desk is not None else None
         audio = ac.audio if ac is not None else None
         if ac is None or audio is None:
+            self._elsewhere(call_id)
             raise CommandError("unknown-call", "no such call in progress")
         if not self._covers(sup.identity, ac):
             raise CommandError("forbidden", "the call's queue is out of your scope")
@@ -432,6 +434,47 @@ class MonitorService:
             agent=ac.agent,
             supervisor=sup.identity.actor,
             mode=mode.value,
+        )
+
+    def _elsewhere(self, call_id: str) -> None:
+        """Refuse, naming the node, an agent's call that another node of the cluster holds
+        (``[cluster] acd = "shared"``: the replica knows every agent's call and where the agent
+        and the caller are): ``other-node`` when caller and agent are both on that node (monitor
+        it from a supervisor page there), ``cross-node`` when the caller is on one node and the
+        agent on another (not monitorable: neither node mixes both sides). Nothing (the caller
+        answers ``unknown-call``) on a node of its own or for a call no agent has."""
+        desk = self.desk
+        engine: Any = getattr(desk.acd if desk is not None else None, "engine", None)
+        replicated = getattr(engine, "replicated", None)
+        if replicated is None or not callable(getattr(engine, "agent_node", None)):
+            return
+        try:
+            agent = next(
+                (a for a in engine.config.agents if engine.agent_status(a).call_id == call_id),
+                None,
+            )
+            if agent is None:
+                return
+            agent_node = engine.agent_node(agent)
+            origin = replicated.call_origin(call_id)
+        except (RuntimeError, KeyError, ValueError):  # not started, or gone meanwhile
+            return
+        here = node_of(engine.acd.incarnation)
+        caller_node = node_of(origin) if origin else agent_node
+        if agent_node is None or (agent_node == here and caller_node == here):
+            return
+        details = {"node": agent_node, "caller_node": caller_node, "agent": agent}
+        if caller_node == agent_node:
+            raise CommandError(
+                "other-node",
+                f"the call is on node {agent_node}: monitor it from a supervisor page there",
+                details=details,
+            )
+        raise CommandError(
+            "cross-node",
+            f"the caller is on node {caller_node} and the agent on node {agent_node}: "
+            "a call across nodes cannot be monitored",
+            details=details,
         )
 
     def _covers(self, identity: Identity, ac: AgentCall) -> bool:

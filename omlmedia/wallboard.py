@@ -433,6 +433,28 @@ class QueueLogReader(Protocol):
     async def queue_log(self, since: float, until: float) -> list[QueueLogRow]: ...
 
 
+class _NodeLive(Protocol):
+    """What another live node published (`omlmedia.wallboard_cluster.NodeLive`)."""
+
+    @property
+    def calls(self) -> Sequence[Mapping[str, Any]]: ...
+
+    @property
+    def agents(self) -> frozenset[str]: ...
+
+
+class ClusterView(Protocol):
+    """The other nodes of a cluster with one ACD (`omlmedia.wallboard_cluster.ClusterBoard`):
+    this node's name, the other live nodes' calls and connected agents, and the node each agent
+    logged in on."""
+
+    node: str
+
+    async def gather(self) -> Mapping[str, _NodeLive]: ...
+
+    def agent_node(self, agent: str) -> str | None: ...
+
+
 @dataclass
 class Wallboard:
     """Builds the snapshot: the ACD `runtime`, the queue log `reader`, `flush` (commits the
@@ -455,6 +477,9 @@ class Wallboard:
     pause_reasons: Callable[[], Sequence[str]] | None = None
     """The pause reasons now (the directory's, which the API administers); None: the
     configuration's."""
+    cluster: ClusterView | None = None
+    """The cluster's other nodes (``[cluster] acd = "shared"``): their calls are listed too, and
+    every call and agent row names its ``node``; None on a node of its own."""
     _tally: DayTally | None = field(default=None, init=False, repr=False)
     _folding: asyncio.Lock | None = field(default=None, init=False, repr=False)
 
@@ -495,12 +520,16 @@ class Wallboard:
 
     async def snapshot(self, wanted: Callable[[str, str], bool]) -> dict[str, Any]:
         """The wallboard for the queues (and their campaigns) `wanted(queue, campaign)` keeps."""
+        cluster = self.cluster
+        others = await cluster.gather() if cluster is not None else {}
         # One synchronous moment: live state, the last event id and the wall time.
         now = self.runtime.now()
         last_id = self.last_event_id()
         queue_report = self.runtime.queue_report()
         agent_report = self.runtime.agent_report()
         calls = self.calls()
+        if cluster is not None:
+            calls = _merge_calls(cluster.node, calls, others)
         service_levels = self.service_levels()
         day_start, day = day_span(now, self.zone)
         flushed = self.flush()
@@ -544,19 +573,26 @@ class Wallboard:
         for name, report in agent_report.items():
             if name not in members:
                 continue
-            agents.append(
-                {
-                    "agent": name,
-                    "name": report.get("name", ""),
-                    "state": report.get("state"),
-                    "reason": report.get("reason"),
-                    "since": report.get("since"),
-                    "queues": list(report.get("queues", [])),
-                    "connected": report.get("connected", False),
-                    "call_id": (report.get("call") or {}).get("call_id"),
-                    "today": agent_figures.get(name, {}),
-                }
-            )
+            row = {
+                "agent": name,
+                "name": report.get("name", ""),
+                "state": report.get("state"),
+                "reason": report.get("reason"),
+                "since": report.get("since"),
+                "queues": list(report.get("queues", [])),
+                "connected": report.get("connected", False),
+                "call_id": (report.get("call") or {}).get("call_id"),
+                "today": agent_figures.get(name, {}),
+            }
+            if cluster is not None:
+                # Where the agent logged in, and whether its page is connected there (a node
+                # whose key lapsed is dead: its agents are not).
+                node = cluster.agent_node(name) if row["state"] != "logged-out" else None
+                row["node"] = node
+                if node is not None and node != cluster.node:
+                    there = others.get(node)
+                    row["connected"] = there is not None and name in there.agents
+            agents.append(row)
         live_calls = []
         for call in calls:
             if call["queue"] not in kept and not wanted(call["queue"], call.get("campaign", "")):
@@ -631,6 +667,9 @@ def install(api: web.Application, board: Wallboard | None) -> None:
     """Serve the wallboard of `board` (None: 404) on the API application `api`."""
     api[WALLBOARD_KEY] = board
     api.add_routes(routes)
+    lifetime = getattr(board.cluster if board is not None else None, "lifetime", None)
+    if lifetime is not None:
+        api.cleanup_ctx.append(lifetime)  # the node publishes its calls while the API serves
 
 
 def calls_of(callers: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -657,6 +696,22 @@ def calls_of(callers: Mapping[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return result
+
+
+def _merge_calls(
+    node: str, own: list[dict[str, Any]], others: Mapping[str, _NodeLive]
+) -> list[dict[str, Any]]:
+    """This node's calls and the other live nodes', each with its ``node``, oldest first (a
+    call listed by two nodes, for a moment while it moves, once: this node's)."""
+    merged = [{**c, "node": node} for c in own]
+    seen = {c["call_id"] for c in merged}
+    for name in sorted(others):
+        for call in others[name].calls:
+            if call.get("call_id") not in seen:
+                seen.add(call["call_id"])
+                merged.append({**call, "node": name})
+    merged.sort(key=lambda c: c.get("entered") or 0.0)
+    return merged
 
 
 def _service_levels(acd: Any, config: Any) -> dict[str, float]:
@@ -708,7 +763,10 @@ def wallboard_for(
     def flush() -> Any:
         return store.flush() if store is not None else None
 
+    from omlmedia.wallboard_cluster import board_for  # it reads this module's calls_of
+
     return Wallboard(
+        cluster=board_for(config, acd),
         runtime=acd,
         reader=reader,
         flush=flush,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 __all__ = ["CommandError", "ConfigError", "LoginError", "ProtocolError"]
 
 
@@ -31,9 +34,12 @@ class ProtocolError(ValueError):
 
 
 class CommandError(Exception):
-    """The server (``CallControl``) refused an agent command; sent to the page as an error."""
+    """The server (``CallControl``) refused an agent command; sent to the page as an error,
+    with `details` (short JSON values, such as the ``node`` that holds a call) beside the code
+    and the reason."""
 
-    def __init__(self, code: str, reason: str) -> None:
+    def __init__(self, code: str, reason: str, *, details: Mapping[str, Any] | None = None) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.details: Mapping[str, Any] = details or {}

@@ -627,7 +627,7 @@ class AgentHub:
         except ProtocolError as exc:
             self._error(conn, exc.code, exc.reason, ref)
         except CommandError as exc:
-            self._error(conn, exc.code, exc.reason, ref)
+            self._error(conn, exc.code, exc.reason, ref, exc.details)
         except Exception:
             logger.exception("agent message failed")
             self._error(conn, "internal", "the server could not handle the message", ref)
@@ -731,8 +731,16 @@ class AgentHub:
         except Exception:
             logger.debug("send to agent page failed", exc_info=True)
 
-    def _error(self, conn: Connection, code: str, reason: str, ref: str | int | None) -> None:
-        message: dict[str, Any] = {"type": "error", "code": code, "reason": reason}
+    def _error(
+        self,
+        conn: Connection,
+        code: str,
+        reason: str,
+        ref: str | int | None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        message: dict[str, Any] = {**(details or {}), "type": "error", "code": code}
+        message["reason"] = reason
         if ref is not None:
             message["ref"] = ref
         self._send(conn, message)

@@ -1,0 +1,288 @@
+"""The supervisors' wallboard across a cluster with one ACD (``[cluster] acd = "shared"``).
+
+Real peers: a throwaway Redis; `ClusterBoard` against it alone; then two `omlmedia serve` nodes
+sharing the ACD (the nodes fixture of `tests.cluster.test_cluster_queues`), Chromium agent pages
+(agent1 on node b, agent2 on node a), sipp callers dialling ``support`` on node a, and a
+supervisor's socket on node b. Proved here:
+
+- each node publishes its live queue calls and connected agents under ``wallboard:node:<node>``
+  with a TTL; a snapshot reads the other live nodes'; a key that lapsed (a dead node) drops out,
+  a node that stops deletes its key, and Redis away leaves a node its own calls (never an error);
+- node b's wallboard lists node a's waiting caller (``node: "a"``), both nodes give agent1 the
+  node it logged in on and ``connected: true``; once answered by agent1 across nodes, the call
+  shows agent1 on both wallboards;
+- monitoring a call that node a holds (caller and agent there) from node b is refused with
+  ``other-node`` naming node a; a call across nodes (caller on a, agent on b) with
+  ``cross-node`` naming both nodes;
+- node a killed (``kill -9``): within its key's TTL node b's wallboard drops node a's calls and
+  shows node a's agent not connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_sync
+
+from benchmarks import harness
+from benchmarks.harness import DEMO_PASSWORD
+from omlmedia.wallboard_cluster import ClusterBoard
+from tests.cluster import redis
+from tests.cluster.nodes import Page
+from tests.cluster.test_cluster_queues import nodes, shared  # noqa: F401 (fixtures)
+from tests.cluster.test_shared_database import api
+from tests.interop.browser import chromium
+from tests.interop.harness import SCENARIOS, start_sipp
+
+SUPERVISOR_PASSWORD = "supervisor-secret-1"
+
+
+# -- ClusterBoard against a real Redis ----------------------------------------------------------
+
+
+def _board(url: str, node: str, calls: list[dict[str, Any]], **kw: Any) -> ClusterBoard:
+    return ClusterBoard(
+        url,
+        node,
+        ["a", "b", "c"],
+        calls=lambda: list(calls),
+        connected=lambda: [f"agent-{node}"],
+        agent_node=lambda agent: None,
+        **kw,
+    )
+
+
+async def test_a_node_sees_the_other_live_nodes_calls_and_a_lapsed_or_stopped_node_drops_out(
+    shared: redis.Redis,  # noqa: F811
+) -> None:
+    call = {"call_id": "c-a", "queue": "support", "entered": 1.0, "agent": None}
+    a = _board(shared.url, "a", [call], interval=0.1, ttl=0.6)
+    b = _board(shared.url, "b", [], interval=0.1, ttl=0.6)
+    c = _board(shared.url, "c", [{**call, "call_id": "c-c"}], interval=0.1, ttl=0.6)
+    try:
+        assert await b.gather() == {}  # nobody published yet
+        a.start()
+        assert await a.publish() and await c.publish()
+        seen = await b.gather()
+        assert set(seen) == {"a", "c"}
+        assert seen["a"].calls == (call,) and seen["a"].agents == frozenset({"agent-a"})
+        assert set(await a.gather()) == {"c"}  # a never reads its own key
+        # c stops publishing without deleting its key (as if killed): gone after its TTL
+        deadline = time.monotonic() + 5
+        while "c" in await b.gather():
+            assert time.monotonic() < deadline, "a lapsed key still read"
+            await asyncio.sleep(0.05)
+        assert "a" in await b.gather()  # a keeps refreshing its key
+        # a stops: its key is deleted at once
+        await a.close()
+        assert await b.gather() == {}
+    finally:
+        for board in (a, b, c):
+            if not board._closed:
+                await board.close()
+
+
+async def test_with_redis_away_a_snapshot_has_this_nodes_calls_only_and_counts_the_failure() -> (
+    None
+):
+    redis.require()
+    with redis.redis() as instance:
+        url = instance.url
+        b = _board(url, "b", [])
+        os.kill(instance.process.pid, signal.SIGSTOP)  # frozen: answers nothing
+        try:
+            started = time.monotonic()
+            assert await b.gather() == {}
+            assert time.monotonic() - started < 2.0
+            assert b.errors == 1
+            assert not await b.publish() and b.errors == 2
+        finally:
+            os.kill(instance.process.pid, signal.SIGCONT)
+        assert await b.publish()
+        await b.close()
+
+
+# -- two real nodes -------------------------------------------------------------------------
+
+
+def wallboard(node: harness.RunningServer) -> dict[str, Any]:
+    status, view = api(node, "GET", "/api/v1/wallboard")
+    assert status == 200, view
+    return dict(view)
+
+
+def calls_on(node: harness.RunningServer, *, source: str | None = None) -> list[dict[str, Any]]:
+    return [c for c in wallboard(node)["calls"] if source is None or c.get("node") == source]
+
+
+def agent_row(node: harness.RunningServer, agent: str) -> dict[str, Any]:
+    return next(a for a in wallboard(node)["agents"] if a["agent"] == agent)
+
+
+async def until(what: str, check: Any, within: float = 20.0) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.1)
+
+
+def supervisor_token(node: harness.RunningServer) -> str:
+    """A supervisor account on `node` (each node has its own SQLite accounts) and its
+    session token."""
+    status, made = api(
+        node,
+        "POST",
+        "/api/v1/accounts",
+        {"name": "sue", "role": "supervisor", "password": SUPERVISOR_PASSWORD},
+    )
+    assert status in (201, 409), made
+    status, session = api(
+        node, "POST", "/api/v1/sessions", {"name": "sue", "password": SUPERVISOR_PASSWORD}
+    )
+    assert status == 201, session
+    return str(session["token"])
+
+
+async def monitor(node: harness.RunningServer, token: str, call_id: str) -> dict[str, Any]:
+    """A supervisor's socket on `node` asks to listen to `call_id`: the answer."""
+    async with Page(node) as sup:
+        reply = await sup.request("supervisor-auth", token=token)
+        assert reply["type"] == "supervisor-auth-ok", reply
+        return await sup.request("monitor", call_id=call_id, mode="listen")
+
+
+async def _agent(browser: Any, node: harness.RunningServer, name: str) -> Any:
+    from playwright.async_api import expect
+
+    page = await browser.new_page()
+    await page.goto(f"https://127.0.0.1:{node.http_port}/agent/")
+    await page.get_by_label("Username").fill(name)
+    await page.get_by_label("Password").fill(DEMO_PASSWORD)
+    await page.get_by_role("button", name="Log in", exact=True).click()
+    await expect(page.locator("#state")).to_contain_text("Paused", timeout=15000)
+    await expect(page.locator("#ice-state")).to_have_text("connected", timeout=15000)
+    return page
+
+
+async def _answer(page: Any) -> None:
+    from playwright.async_api import expect
+
+    state = page.locator("#state")
+    await page.get_by_role("button", name="Ready", exact=True).click()
+    await expect(state).to_have_text("Ringing", timeout=15000)
+    await page.get_by_role("button", name="Answer", exact=True).click()
+    await expect(state).to_have_text("On call", timeout=10000)
+
+
+@pytest.fixture
+def callers(tmp_path: Path) -> Iterator[list[Any]]:
+    """The sipp callers a test starts: killed at its end if still there."""
+    started: list[Any] = []
+    yield started
+    for sipp in started:
+        if sipp.poll() is None:
+            sipp.kill()
+            sipp.wait(10)
+
+
+def _caller(node: harness.RunningServer, tmp_path: Path, name: str) -> Any:
+    return start_sipp(
+        [
+            "-sf",
+            str(SCENARIOS / "uac_wait_for_bye.xml"),
+            f"127.0.0.1:{node.sip_port}",
+            "-s",
+            "support",
+            "-m",
+            "1",
+            "-timeout",
+            "90",
+        ],
+        tmp_path,
+        name,
+    )
+
+
+async def test_the_wallboard_of_every_node_shows_the_clusters_calls_and_agents_and_refuses_monitoring_elsewhere(  # noqa: E501
+    nodes: list[harness.RunningServer],  # noqa: F811
+    shared: redis.Redis,  # noqa: F811
+    tmp_path: Path,
+    callers: list[Any],
+) -> None:
+    a, b = nodes
+    token = await asyncio.to_thread(supervisor_token, b)
+    async with chromium(tmp_path / "browser", 660.0) as browser:
+        agent1 = await _agent(browser, b, "agent1")
+
+        # 1. A caller waits on node a (agent1 paused): node b lists it, with its node.
+        callers.append(_caller(a, tmp_path, "first"))
+        waiting = await until("node b lists node a's caller", lambda: calls_on(b, source="a"))
+        assert len(waiting) == 1 and waiting[0]["queue"] == "support", waiting
+        first = waiting[0]["call_id"]
+        assert waiting[0]["answered"] is None
+        assert [c["call_id"] for c in calls_on(a, source="a")] == [first]  # a's own
+        for node in (a, b):  # where agent1 is, and that its page is connected there
+            row = agent_row(node, "agent1")
+            assert (row["node"], row["connected"]) == ("b", True), (node.ports, row)
+
+        # 2. agent1 (on b) answers it across nodes: both wallboards show who has it.
+        await _answer(agent1)
+        answered = await until(
+            "the call shows agent1",
+            lambda: [c for c in calls_on(b, source="a") if c["answered"] and c["agent"]],
+        )
+        assert answered[0]["agent"] == "agent1" and answered[0]["call_id"] == first
+        assert agent_row(a, "agent1")["call_id"] == first
+        # Monitoring it fails on both nodes, naming them: neither mixes both sides.
+        for node in (b, a):
+            reply = await monitor(node, token if node is b else supervisor_token(a), first)
+            assert reply["type"] == "error" and reply["code"] == "cross-node", reply
+            assert (reply["node"], reply["caller_node"], reply["agent"]) == ("b", "a", "agent1")
+            assert "node a" in reply["reason"] and "node b" in reply["reason"], reply
+
+        # 3. agent2 on node a answers a second caller on node a: from node b, monitoring it is
+        # refused with the node that holds it.
+        agent2 = await _agent(browser, a, "agent2")
+        callers.append(_caller(a, tmp_path, "second"))
+        await until("the second caller waits", lambda: len(calls_on(b, source="a")) == 2)
+        await _answer(agent2)
+        second = await until(
+            "node b shows agent2's call",
+            lambda: [c for c in calls_on(b, source="a") if c["agent"] == "agent2"],
+        )
+        second_id = second[0]["call_id"]
+        reply = await monitor(b, token, second_id)
+        assert reply["type"] == "error" and reply["code"] == "other-node", reply
+        assert reply["node"] == "a" and "node a" in reply["reason"], reply
+        row = agent_row(b, "agent2")
+        assert (row["node"], row["connected"], row["call_id"]) == ("a", True, second_id)
+
+        # 4. Node a dies: its key lapses within its TTL and node b drops its calls; agent2,
+        # whose page was on node a, is not connected.
+        client = redis_sync.Redis.from_url(shared.url)
+        try:
+            assert json.loads(client.get("wallboard:node:a") or b"{}")["calls"]
+            os.kill(a.process.pid, signal.SIGKILL)
+            a.process.wait(10)
+            killed = time.monotonic()
+            await until(
+                "node a's key lapsed", lambda: not client.exists("wallboard:node:a"), within=10
+            )
+            lapsed = time.monotonic() - killed
+            assert lapsed <= 6.0, f"node a's key outlived its TTL: {lapsed:.1f} s"
+        finally:
+            client.close()
+        assert calls_on(b, source="a") == []
+        assert agent_row(b, "agent2")["connected"] is False
+        assert agent_row(b, "agent1")["connected"] is True
