@@ -684,11 +684,69 @@ def _live(noun: str, schema: str) -> dict[tuple[str, str], Operation]:
     }
 
 
+def _described(schema: Schema, description: str) -> Schema:
+    return {**schema, "description": description}
+
+
+_SHARED_ACD_FIGURES: dict[str, tuple[Schema, str]] = {
+    "owner": (_BOOLEAN, "This node holds the ACD's lease (it writes the timer ticks)."),
+    "epoch": (_INTEGER, "The epoch (fencing token) of this node's lease; 0 once it stepped down."),
+    "followed": (_STRING, "The last entry of the input stream this node applied."),
+    "pending": (_INTEGER, "This node's inputs waiting to be appended to the stream."),
+    "remote_offers": (_INTEGER, "Offers of this node's callers to agents on other nodes now."),
+    "skipped": (_INTEGER, "Inputs skipped as retried duplicates of one already applied."),
+    "submitted": (_INTEGER, "Inputs this node submitted."),
+    "appended": (_INTEGER, "Inputs this node appended to the stream."),
+    "dropped": (_INTEGER, "Inputs lost: the local queue was full while Redis was unreachable."),
+    "redis_errors": (_INTEGER, "Failed Redis operations."),
+    "acquisitions": (_INTEGER, "Times this node took the lease."),
+    "step_downs": (_INTEGER, "Times this node stopped owning the ACD."),
+    "applied": (_INTEGER, "Inputs this node's follower applied (duplicates skipped included)."),
+    "published": (_INTEGER, "Decisions published (an owner without followers only)."),
+    "refused_publish": (_INTEGER, "Publications refused: the lease was no longer this node's."),
+    "malformed": (_INTEGER, "Stream entries unreadable, or failing the engine, skipped."),
+    "accepted": (_INTEGER, "Published decisions accepted by the fence."),
+    "fenced": (_INTEGER, "Published decisions refused by the fence (older epoch, duplicate)."),
+    "nodes_lost": (_INTEGER, "Nodes this node, as owner, found lost (heartbeat lapsed)."),
+    "rebuild_seconds": (_NUMBER, "How long the last rebuild from the stream took."),
+    "rebuild_entries": (_INTEGER, "Entries the last rebuild replayed."),
+    "snapshots": (_INTEGER, "Snapshots this node stored as owner."),
+    "snapshot_seconds": (_NUMBER, "How long this node's last snapshot took."),
+    "trimmed": (_INTEGER, "Stream entries trimmed after this node's snapshots."),
+    "restored_from": (_STRING, "The snapshot's entry this node's follower started from, or \"\"."),
+}
+"""The status's ``cluster.acd`` (`omlmedia.server.Server._shared_acd_status`): the one ACD of
+the cluster seen from this node, counters since its start."""
+
+_STATUS: Schema = _object(
+    {
+        "cluster": _object(
+            {
+                "acd": {
+                    "description": 'The shared ACD ([cluster] acd = "shared") seen from this '
+                    "node; an empty object when this node's ACD is its own.",
+                    "anyOf": [
+                        {"type": "object", "maxProperties": 0},
+                        _all(
+                            {
+                                name: _described(schema, text)
+                                for name, (schema, text) in _SHARED_ACD_FIGURES.items()
+                            }
+                        ),
+                    ],
+                }
+            },
+            ["acd"],
+        )
+    },
+    ["cluster"],
+    "Live counters.",
+)
+
+
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/v1/health"): Operation(responses={200: _all({"status": {"const": "ok"}})}),
-    ("GET", "/api/v1/status"): Operation(
-        responses={200: {"type": "object", "description": "Live counters."}}
-    ),
+    ("GET", "/api/v1/status"): Operation(responses={200: _STATUS}),
     **_live("queue", "Queue"),
     ("GET", "/api/v1/wallboard"): Operation(
         parameters=(
