@@ -10,7 +10,7 @@ Prometheus would (bearer token, text format):
   errors counted) and a caller arriving meanwhile leaves its input pending; Redis back
   (SIGCONT): the node owns the ACD again with a higher epoch, the pending input is appended and
   both callers wait;
-- the status's ``cluster.acd`` matches its schema in the OpenAPI document.
+- the status's ``cluster.acd`` matches its schema in the served OpenAPI document.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import jsonschema_rs  # schemathesis's validator (the test extra)
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -201,6 +202,15 @@ def test_the_shared_acd_figures_move_with_callers_and_with_redis_frozen_past_the
             assert time.monotonic() < deadline, "the second caller does not wait in the queue"
             time.sleep(0.1)
         assert inputs(back, "dropped") == 0, _acd(back)
+
+        # 4. The status's cluster.acd matches the served document, figure by figure.
+        status, view = api(node, "GET", "/api/v1/status")
+        assert status == 200, view
+        _, document = api(node, "GET", "/api/v1/openapi.json")
+        schema = document["paths"]["/api/v1/status"]["get"]["responses"]["200"]["content"]
+        acd = schema["application/json"]["schema"]["properties"]["cluster"]["properties"]["acd"]
+        jsonschema_rs.validate(acd, view["cluster"]["acd"])
+        assert set(view["cluster"]["acd"]) == set(acd["anyOf"][1]["properties"])
     finally:
         if frozen:
             os.kill(shared.process.pid, signal.SIGCONT)
