@@ -17,16 +17,16 @@ core 1, where both sipps run). Systems, in the same run:
   with rtpengine (userspace, one thread, ``--table=-1``) over ng.
 
 At each N the UAC keeps N calls up (rate N / call length, ``-l N``); after a ramp of one call
-length the window opens. Over the window: the system's CPU (omlmedia's process; Kamailio's
-processes + rtpengine's) plus core 0's softirq time beyond what it spent over an idle window of
-the same length just before (tick-sampled: for a userspace system the sum is an upper bound and
-its processes alone a lower bound, both printed); the call-seconds (sipp's current calls, each
-second of the window); the packets relayed (nftables counters on the far hosts: what reached the
-UAS plus what came back to the UAC). Over the whole step: failed calls (sipp), loss each way
-(sent by the UAC -> received by the UAS; echoed by the UAS -> received back by the UAC, the
-far hosts' counters), and the round-trip time of the echo at the caller host for a sample of
-calls (tcpdump on the caller's link, packets matched by media port and RTP sequence number:
-through the system, the UAS's echo and back).
+length the window opens. Over the window: the system's CPU (omlmedia's process and its webhook
+worker; Kamailio's processes + rtpengine's) plus core 0's softirq time beyond what it spent over an
+idle window of the same length just before (tick-sampled: for a userspace system the sum is an
+upper bound and its processes alone a lower bound, both printed); the call-seconds (sipp's current
+calls, each second of the window); the packets relayed (nftables counters on the far hosts: what
+reached the UAS plus what came back to the UAC). Over the whole step: failed calls (sipp), loss
+each way (sent by the UAC -> received by the UAS; echoed by the UAS -> received back by the UAC,
+the far hosts' counters), and the round-trip time of the echo at the caller host for a sample of
+calls (tcpdump on the caller's link, packets matched by media port and RTP sequence number: through
+the system, the UAS's echo and back).
 
     sudo .venv/bin/python benchmarks/kernel_sipp.py [--calls 100,200,400]
         [--duration 10] [--targets omlmedia,omlmedia-kernel,kamailio+rtpengine] [--json out.json]
@@ -377,8 +377,9 @@ class OmlmediaSystem(System):
                 print_profile(self.profile, self.name)
 
     def pids(self) -> list[int]:
+        """The server and its children (the webhook worker), as Kamailio's are counted."""
         assert self.server is not None
-        return [self.server.pid]
+        return process_tree(self.server.pid)
 
     def kernel_packets(self) -> int:
         assert self.server is not None
