@@ -119,6 +119,11 @@ def banner(config: Config) -> str:
             f"{q} (campaign {campaigns[q]})" if q in campaigns else q for q in config.acd.queues
         )
         lines.append(f"  Queues: {queues}")
+    cluster = config.cluster
+    if cluster.acd == "shared":
+        lines.append(f"  ACD: shared over Redis (node {cluster.node})")
+    else:
+        lines.append("  ACD: this node's own")
     if config.webrtc.web_targets:
         lines.append(f"  Web callers: /call/<{'|'.join(config.webrtc.web_targets)}>")
     if config.generated.api_token:
