@@ -613,6 +613,20 @@ def sdes_warnings(config: Config) -> list[str]:
     return warnings
 
 
+def cluster_warnings(config: Config) -> list[str]:
+    """What `check-config` and `serve` warn about the cluster: a shared ACD whose records stay
+    in each node's SQLite (``[storage]`` without ``dsn``), where each node keeps its own queue
+    log and call records, so the cluster's figures do not add up."""
+    if config.cluster.acd != "shared" or config.storage.dsn is not None:
+        return []
+    return [
+        "cluster.acd: the ACD is shared but the records are in this node's SQLite "
+        "([storage] without dsn): each node keeps its own queue log and call records, so the "
+        "cluster's reports and figures do not add up; set storage.dsn to the PostgreSQL "
+        "database every node shares"
+    ]
+
+
 def summary(config: Config) -> list[str]:
     """A few lines describing a valid configuration (for `check-config`)."""
     server = config.server
