@@ -24,6 +24,7 @@ from omlmedia.config import (
     Config,
     ConfigError,
     Overrides,
+    cluster_warnings,
     digest_ha1,
     digest_warnings,
     load_config,
@@ -248,7 +249,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not config.is_demo:
         for warning in permission_warnings(config):
             _warn(warning)
-    for warning in [*digest_warnings(config), *sdes_warnings(config)]:
+    for warning in [*digest_warnings(config), *sdes_warnings(config), *cluster_warnings(config)]:
         _warn(warning)
     try:
         config.server.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -302,6 +303,7 @@ def _check_config(args: argparse.Namespace) -> int:
         *permission_warnings(config),
         *digest_warnings(config),
         *sdes_warnings(config),
+        *cluster_warnings(config),
     ]:
         _warn(warning)
     return 0
