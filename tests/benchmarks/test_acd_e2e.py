@@ -124,3 +124,44 @@ async def test_the_stall_probe_sees_a_blocked_loop() -> None:
     assert len(probe.stalls) == 1
     _, lag, running, _ = probe.stalls[0]
     assert 0.04 < lag < 0.5 and running <= lag + 0.01
+
+
+def test_a_brief_cluster_run_rings_every_call_on_the_other_node(tmp_path: Path) -> None:
+    """`--cluster`: callers on node a, agents on node b, one ACD over Redis: every call placed
+    rings an agent (on the other node) and the report says so (a subprocess: the benchmark pins
+    its own process to a core)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.cluster import redis
+
+    redis.require()
+    out = tmp_path / "report.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/acd_e2e.py",
+            "--cluster",
+            "--agents",
+            "4",
+            "--rates",
+            "2",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--no-gc-probe",
+            "--json",
+            str(out),
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert out.exists(), run.stdout[-3000:] + run.stderr[-3000:]
+    (step,) = json.loads(out.read_text())["steps"]
+    assert step["ok"], step
+    assert step["placed"] >= 3 and step["rung"] == step["placed"] and step["failed"] == 0, step
