@@ -4,7 +4,8 @@ One `omlmedia serve` node with a throwaway Redis (the ACD's stream) and sipp cal
 ``support`` queue (no agent is Ready: they wait). Proved here, by scraping ``/metrics`` as
 Prometheus would (bearer token, text format):
 
-- the node takes the lease at start: owner 1, epoch at least 1, one acquisition;
+- the node takes the lease at start: owner 1, epoch at least 1, one acquisition; its start-up
+  summary says the ACD is shared, and it warns that its records are on SQLite;
 - a caller entering the queue moves the inputs submitted, appended and applied;
 - Redis frozen (SIGSTOP) past the lease: the node steps down (owner 0, one step-down, Redis
   errors counted) and a caller arriving meanwhile leaves its input pending; Redis back
@@ -145,6 +146,9 @@ def test_the_shared_acd_figures_move_with_callers_and_with_redis_frozen_past_the
         assert value(start, "omlmedia_acd_lease_acquisitions_total") == 1, _acd(start)
         assert value(start, "omlmedia_acd_step_downs_total") == 0, _acd(start)
         assert value(start, "omlmedia_acd_remote_offers") == 0, _acd(start)
+        log = node.log()  # serve's start-up summary, and its warning: records on SQLite here
+        assert "  ACD: shared over Redis (node a)" in log, log[-3000:]
+        assert "warning: cluster.acd: the ACD is shared but the records are in" in log
 
         # 1. A caller enters the queue: its input is submitted, appended and applied.
         callers.append(caller(node, tmp_path, "first"))
