@@ -598,7 +598,9 @@ class Wallboard:
             if call["queue"] not in kept and not wanted(call["queue"], call.get("campaign", "")):
                 continue
             live_calls.append(call)
+        body: dict[str, Any] = {} if cluster is None else {"node": cluster.node}
         return {
+            **body,
             "now": now,
             "day": day,
             "day_start": day_start,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ from tests.cluster.test_cluster_queues import nodes, shared  # noqa: F401 (fixtu
 from tests.cluster.test_shared_database import api
 from tests.interop.browser import chromium
 from tests.interop.harness import SCENARIOS, start_sipp
+from tests.interop.pages import log_in
 
 SUPERVISOR_PASSWORD = "supervisor-secret-1"
 
@@ -220,14 +222,29 @@ async def test_the_wallboard_of_every_node_shows_the_clusters_calls_and_agents_a
     tmp_path: Path,
     callers: list[Any],
 ) -> None:
+    from playwright.async_api import expect
+
     a, b = nodes
     token = await asyncio.to_thread(supervisor_token, b)
     async with chromium(tmp_path / "browser", 660.0) as browser:
         agent1 = await _agent(browser, b, "agent1")
+        # The supervisor's page on node b shows which node each agent is on.
+        board = await browser.new_page()
+        errors: list[str] = []
+        board.on("pageerror", lambda e: errors.append(str(e)))
+        await board.goto(f"https://127.0.0.1:{b.http_port}/supervisor/")
+        await log_in(board, "sue", SUPERVISOR_PASSWORD)
+        support = board.locator('#queue-rows tr[data-queue="support"]')
+        await expect(support).to_be_visible(timeout=10000)
+        await expect(board.get_by_role("columnheader", name="Node")).to_be_visible()
+        node_of = board.locator('#agent-rows tr[data-agent="agent1"] td.cluster-only')
+        await expect(node_of).to_have_text("b", timeout=10000)
 
-        # 1. A caller waits on node a (agent1 paused): node b lists it, with its node.
+        # 1. A caller waits on node a (agent1 paused): node b lists it, with its node, and the
+        # page, loaded before, counts it waiting (its snapshot read again).
         callers.append(_caller(a, tmp_path, "first"))
         waiting = await until("node b lists node a's caller", lambda: calls_on(b, source="a"))
+        await expect(support.locator("td").nth(1)).to_have_text("1", timeout=10000)
         assert len(waiting) == 1 and waiting[0]["queue"] == "support", waiting
         first = waiting[0]["call_id"]
         assert waiting[0]["answered"] is None
@@ -286,3 +303,8 @@ async def test_the_wallboard_of_every_node_shows_the_clusters_calls_and_agents_a
         assert calls_on(b, source="a") == []
         assert agent_row(b, "agent2")["connected"] is False
         assert agent_row(b, "agent1")["connected"] is True
+        # the page: agent2 is not shown connected on node a any more (or is logged out by the
+        # ACD, which found node a lost)
+        agent2_node = board.locator('#agent-rows tr[data-agent="agent2"] td.cluster-only')
+        await expect(agent2_node).to_have_text(re.compile(r"^(a, not connected)?$"), timeout=10000)
+        assert errors == []

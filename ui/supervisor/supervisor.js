@@ -33,6 +33,8 @@ const board = {
   nextDay: Infinity,
   lastId: 0,
   mosThreshold: 3.5,
+  clustered: false, // the snapshot names its node: a cluster with one ACD
+  refresh: null,
   queues: new Map(),
   agents: new Map(),
   calls: new Map(),
@@ -298,7 +300,9 @@ function agentRow(a) {
   a.cells = {
     state: badge, timer: cell(tr, "num"), reason: cell(tr), caller: cell(tr), queue: cell(tr),
     talk: cell(tr, "num"), calls: cell(tr, "num"), occupancy: cell(tr, "num"),
+    node: cell(tr, "cluster-only"),
   };
+  a.cells.node.hidden = !board.clustered;
   a.row = tr;
   return tr;
 }
@@ -329,6 +333,7 @@ function newAgent(view, at) {
     loggedInSince: view.state !== "logged-out" ? at : null,
     pausedBase: t.paused || 0,
     pausedSince: view.state === "paused" ? at : null,
+    node: view.node || null, connected: view.connected !== false,
   };
   return a;
 }
@@ -340,6 +345,8 @@ function applySnapshot(snap) {
   board.lastId = snap.last_event_id;
   board.mosThreshold = snap.mos_threshold;
   $("wb-day").value = `Today: ${snap.day} (${snap.timezone})`;
+  board.clustered = Boolean(snap.node); // a node of a cluster with one ACD: agents' nodes shown
+  for (const th of document.querySelectorAll("#agent-table th.cluster-only")) th.hidden = !board.clustered;
   for (const map of [board.queues, board.agents, board.calls]) map.clear();
   board.campaigns.clear();
   for (const q of snap.queues) {
@@ -563,6 +570,7 @@ function renderAgent(a, at) {
   setText(c.calls, String(a.calls));
   const occ = occupancy(a, at);
   setText(c.occupancy, percent(occ));
+  if (board.clustered) setText(c.node, a.node ? `${a.node}${a.connected ? "" : ", not connected"}` : "");
 }
 
 function legMos(quality, leg) {
@@ -875,7 +883,22 @@ async function drawChart(call) {
 
 // -- start -----------------------------------------------------------------------------------
 
+// On a node of a cluster with one ACD the other nodes' calls, and whether their agents' pages are
+// connected, come with the snapshot only (a node's event stream carries its own events): it is
+// read again every few seconds, not while the keyboard is in a table (its rows are rebuilt).
+const CLUSTER_REFRESH_MS = 3000;
+
+function refreshLater() {
+  clearTimeout(board.refresh);
+  board.refresh = setTimeout(() => {
+    const focus = document.activeElement;
+    if (focus && focus.closest("#agent-rows, #call-rows")) refreshLater();
+    else load();
+  }, CLUSTER_REFRESH_MS);
+}
+
 async function load() {
+  clearTimeout(board.refresh);
   if (board.stop) board.stop();
   board.stop = null;
   let snap;
@@ -890,6 +913,7 @@ async function load() {
   board.stop = subscribe(["queue.", "agent.state", "call.started", "call.ended", "call.live_quality", "admin.pause_reason."], onEvent, {
     sinceId: snap.last_event_id,
   });
+  if (board.clustered) refreshLater();
 }
 
 function init() {
