@@ -181,6 +181,11 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "Wallboard": _object(
         {
+            "node": {
+                "type": "string",
+                "description": "The node that served it, on a cluster with one ACD only; then "
+                "every call and agent names its node too (docs/cluster.md).",
+            },
             "now": _NUMBER,
             "day": _STRING,
             "day_start": _NUMBER,
