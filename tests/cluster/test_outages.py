@@ -2,14 +2,16 @@
 PostgreSQL database (``[storage] dsn``) and one throwaway Redis (``[cluster] redis_url``), sipp
 and SIP callers of the test's own into a queue and the hold music, agents' page sockets logged in.
 
-- PostgreSQL stopped (``pg_ctl stop -m immediate``) for 10 s: the calls in progress go on (their
-  RTP keeps coming), new calls are set up, ``/api/v1/status`` shows the writes buffered; when it
-  is back they are all committed, every call record, queue log row and event exactly once, and
-  the status shows 0 buffered.
+- PostgreSQL stopped (``pg_ctl stop -m immediate``) or frozen (SIGSTOP of its processes) for
+  10 s: the calls in progress go on (their RTP keeps coming), new calls are set up,
+  ``/api/v1/status`` shows the writes buffered; when it is back they are all committed, every
+  call record, queue log row and event exactly once, and the status shows 0 buffered.
+- A node stopped (SIGTERM) during a PostgreSQL outage writes what it buffered at its next start.
 - Redis frozen (SIGSTOP: "unreachable but alive") and then killed and restarted from its
   append-only file, 10 s each: calls go on, agents stay logged in on their node, the pages'
   sessions are still in Redis with the agent's current state, failed logins are counted per node
-  while it is away and by all the nodes again after; status answers throughout, no traceback.
+  while it is away and by all the nodes again after; a caller waiting in a queue through it keeps
+  its own record; status answers throughout, no unhandled error in the logs.
 
 ``pytest -s tests/cluster/test_outages.py`` prints what it measured: how long the writes were
 buffered and how many, how long the flush after the return took, call set-up times before and
