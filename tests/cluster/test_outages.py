@@ -559,6 +559,11 @@ def pg_outage(
             db.close()
     finally:
         store.close()
+    # The webhook delivery worker (a child process, restarted when it dies) runs again.
+    until(
+        lambda: all(n.status()["webhooks"]["worker"] == "running" for n in (a, b)),
+        "the webhook worker is not running again after the outage",
+    )
     # The other connections came back too: an agent made on a after the outage is known on b.
     name = f"after-{label}"
     status, body = api(a, "POST", "/api/v1/agents", {"name": name, "password": "p" * 8})
