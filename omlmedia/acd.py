@@ -85,6 +85,8 @@ numbers of 6 to 15 digits, never the international prefix 00 nor a short premium
 code, one waiting callback per number, dropped after 4 hours). Toll fraud asks for callbacks to
 numbers that pay the asker."""
 CALLBACK_DIGIT = "1"
+REMOTE_DISPOSITION_AGAIN = 5.0
+"""Seconds after which an agent's disposition for another node's call is written again."""
 
 
 @dataclass(eq=False)
@@ -849,6 +851,19 @@ class AcdRuntime:
             if self._agents.connected(agent):
                 self.engine.agent_login(agent, now, paused_reason="node-rejoined")
         self.pump()
+
+    def remote_disposition(self, call_id: str, disposition: str, notes: str) -> None:
+        """The disposition of another node's queue call (`call_id` there), given by an agent
+        of this node: written to the shared store's record of that call, now and once more a
+        few seconds later (the caller's node writes the record when its call ends, which may
+        come after the agent's end)."""
+        store = self.store
+        if store is None:
+            return
+        sql = "UPDATE cdr SET disposition = ?, notes = ? WHERE call_id = ?"
+        args = (disposition, notes, call_id)
+        store.append_write(sql, args)
+        self.call_later(REMOTE_DISPOSITION_AGAIN, store.append_write, sql, args)
 
     def remote_call_ended(self, call_id: str, agent: str) -> None:
         """The agent's end of another node's queue caller ended here (`call_id` is the call on

@@ -478,7 +478,8 @@ class RemoteOffers:
         self.offers[(call_id, agent)] = offer
         where = self.nodes[node]
         caller = callback or qc.call.invite.from_.uri.user or ""
-        header = OfferHeader(call_id=call_id, queue=queue, caller=caller, node=self.node)
+        campaign = qc.campaign.name if qc.campaign is not None else ""
+        header = OfferHeader(call_id, queue, caller, self.node, campaign)
         signed = sign_offer(self.secret, agent, header, self.clock())
         host = where.host if ":" not in where.host else f"[{where.host}]"
         service = self.service

@@ -123,10 +123,14 @@ class OfferHeader:
     caller: str
     node: str
     """The offering node."""
+    campaign: str = ""
+    """The campaign the caller came in by (a queue offer of the cluster's ACD): the agent's
+    page gets its CRM address and dispositions."""
 
 
 def _mac(secret: bytes, agent: str, offer: OfferHeader, ts: int, nonce: str) -> str:
-    text = "\n".join((agent, offer.call_id, offer.queue, offer.caller, offer.node, str(ts), nonce))
+    fields = (agent, offer.call_id, offer.queue, offer.caller, offer.node, offer.campaign)
+    text = "\n".join((*fields, str(ts), nonce))
     return hmac.new(secret, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
@@ -138,7 +142,7 @@ def sign_offer(secret: bytes, agent: str, offer: OfferHeader, now: float, nonce:
     return (
         f"{quote(offer.call_id, safe='')};queue={quote(offer.queue, safe='')}"
         f";caller={quote(offer.caller, safe='')};node={quote(offer.node, safe='')}"
-        f";ts={ts};nonce={nonce};sig={mac}"
+        f";campaign={quote(offer.campaign, safe='')};ts={ts};nonce={nonce};sig={mac}"
     )
 
 
@@ -153,7 +157,7 @@ def verify_offer(
         if not eq or key.strip() in params:
             return None
         params[key.strip()] = item.strip()
-    if set(params) != {"queue", "caller", "node", "ts", "nonce", "sig"}:
+    if set(params) != {"queue", "caller", "node", "campaign", "ts", "nonce", "sig"}:
         return None
     ts_text, nonce, sig = params["ts"], params["nonce"], params["sig"]
     if not ts_text.isdigit() or not nonce or len(nonce) > 64 or abs(now - int(ts_text)) > MAX_SKEW:
@@ -163,6 +167,7 @@ def verify_offer(
         queue=unquote(params["queue"]),
         caller=unquote(params["caller"]),
         node=unquote(params["node"]),
+        campaign=unquote(params["campaign"]),
     )
     if not hmac.compare_digest(_mac(secret, agent, offer, int(ts_text), nonce), sig):
         return None
@@ -374,7 +379,9 @@ class CrossNode:
         )
         # a queue's offer (the cluster's ACD) leaves the agent's states to the ACD
         engine_call = offer.call_id if offer.queue else ""
-        status = self.desk.offer(call, agent, queue=offer.queue, engine_call=engine_call)
+        status = self.desk.offer(
+            call, agent, queue=offer.queue, engine_call=engine_call, campaign=offer.campaign
+        )
         if status is not None:
             service.act(lambda now: service.ua.reject(call, status, now))
 

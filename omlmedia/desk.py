@@ -261,6 +261,9 @@ class Desk:
         """The server's route for a transfer target (`CallRouter.route_for`): its action and
         the agent, queue or campaign it names. Unset: agents by `resolve`, queues and
         campaigns by their names."""
+        self._engine_calls: dict[str, str] = {}
+        """This node's call id -> the caller's node's, for the cluster ACD's calls that ended
+        here lately (their dispositions go to the record there)."""
         self.joined: list[JoinedCall] = []
         """Callers joined to the party an agent transferred them to."""
         self._wrapups: dict[str, Timer] = {}
@@ -408,11 +411,18 @@ class Desk:
         return Refusal(status, "agent-unavailable", target=f"agent:{agent}")
 
     def offer(
-        self, call: Call, agent: str, queue: str = "", wait: float = 0.0, engine_call: str = ""
+        self,
+        call: Call,
+        agent: str,
+        queue: str = "",
+        wait: float = 0.0,
+        engine_call: str = "",
+        campaign: str = "",
     ) -> int | None:
         """Ring `agent` with `call`; the SIP status to refuse with when that cannot be.
         `engine_call`: the cluster's ACD offers another node's queue caller (its call id there)
-        and owns the agent's states meanwhile."""
+        and owns the agent's states meanwhile; `campaign`: the one it came in by (the page gets
+        its CRM address and dispositions)."""
         if engine_call:
             if agent not in self.logged_in or any(c.agent == agent for c in self.calls.values()):
                 self.stats.refused += 1
@@ -424,12 +434,17 @@ class Desk:
             self.stats.refused += 1
             return 488
         caller = call.invite.from_
+        number = caller.uri.user or ""
+        known = self.acd.campaigns.get(campaign) if self.acd is not None and campaign else None
         info = CallInfo(
             call_id=call.call_id,
-            caller_number=caller.uri.user or "",
+            caller_number=number,
             caller_name=caller.display_name or "",
-            queue=queue or f"agent-{agent}",
+            queue=known.name if known is not None else queue or f"agent-{agent}",
             wait_seconds=wait,
+            url=_campaign_url(known.url, number) if known is not None else "",
+            dispositions=known.dispositions if known is not None else (),
+            campaign=known.name if known is not None else "",
         )
         ac = AgentCall(
             call_id=call.call_id,
@@ -988,7 +1003,12 @@ class Desk:
     async def set_disposition(self, agent: str, call_id: str, disposition: str, notes: str) -> None:
         """The disposition and notes of the agent's last call (the ACD's record has them)."""
         if self.acd is not None:
-            self.acd.set_disposition(call_id, disposition[:64], notes[:2000])
+            ac = self.calls.get((call_id, agent))
+            origin = ac.engine_call if ac is not None else self._engine_calls.get(call_id, "")
+            if origin:  # another node's queue call: its record is there
+                self.acd.remote_disposition(origin, disposition[:64], notes[:2000])
+            else:
+                self.acd.set_disposition(call_id, disposition[:64], notes[:2000])
         event(
             logger,
             "agent-disposition",
@@ -1129,6 +1149,9 @@ class Desk:
         if ac.engine_call and self.acd is not None:
             if ac.answered_at is not None:  # the caller's node says so too, if it is alive
                 self.acd.remote_call_ended(ac.engine_call, agent)
+                self._engine_calls[ac.call_id] = ac.engine_call  # for its disposition
+                while len(self._engine_calls) > 1000:
+                    self._engine_calls.pop(next(iter(self._engine_calls)))
             return  # the ACD owns this agent's states (wrap-up included)
         if ac.queued is not None and agent not in self._engine_busy:
             return  # the ACD owns this agent's states (wrap-up included)

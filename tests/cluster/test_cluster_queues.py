@@ -1,12 +1,14 @@
 """One ACD across the cluster's nodes, in the server (``[cluster] acd = "shared"``).
 
-Real peers: two `omlmedia serve` nodes on loopback sharing a throwaway Redis (the ACD's stream),
+Real peers: two `omlmedia serve` nodes on loopback sharing a throwaway Redis (the ACD's stream)
+and a throwaway PostgreSQL (records),
 agent1's Chromium page (660 Hz microphone) logged in on node b, baresip and sipp callers dialling
 the ``support`` queue on node a or node b. Proved here:
 
 - a caller who entered the queue on node a is offered to the agent on node b, and they talk
-  (both tones heard) over the internal leg, relayed without transcoding; after the call the
-  agent's wrap-up ends and it is Ready again (the owner's timer ticks reach node b's page);
+  (both tones heard) over the internal leg, relayed without transcoding; the page has the
+  campaign's dispositions and the one chosen on node b lands in node a's record; after the call
+  the agent's wrap-up ends and it is Ready again (the owner's timer ticks reach node b's page);
 - both nodes see the same queue: node b's figures count node a's caller while it waits;
 - a callback asked for on node a keeps its place and is taken by the agent on node b: node a
   dials the number through its trunk (a baresip answers) and joins it to the agent's leg;
@@ -31,7 +33,7 @@ from benchmarks import harness
 from benchmarks.crossnode import sip_port
 from benchmarks.harness import DEMO_PASSWORD
 from omlmedia.config import ConfigError, load_config
-from tests.cluster import redis
+from tests.cluster import postgres, redis
 from tests.cluster.test_crossnode import SECRET, _cluster, both_clean
 from tests.cluster.test_shared_database import api
 from tests.interop.baresip import answerer, dial
@@ -82,8 +84,9 @@ def test_a_bad_shared_acd_setting_is_refused_naming_the_key(
 # -- two real nodes ------------------------------------------------------------------------------
 
 
-def _edit(name: str, ports: dict[str, int], redis_url: str, secret: Path) -> Any:
+def _edit(name: str, ports: dict[str, int], redis_url: str, secret: Path, dsn: str) -> Any:
     cluster = (
+        f'\n[storage]\ndsn = "{dsn}"\nnode = "{name}"\n'
         f'\n[cluster]\nredis_url = "{redis_url}"\nnode = "{name}"\nsecret_file = "{secret}"\n'
         'acd = "shared"\n'
         + "".join(f'[cluster.nodes.{n}]\nsip = "127.0.0.1:{p}"\n' for n, p in ports.items())
@@ -104,9 +107,17 @@ def shared() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(scope="module")
+def pg() -> Iterator[postgres.Postgres]:
+    postgres.require()
+    with postgres.postgres() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
 def nodes(
-    shared: redis.Redis, tmp_path_factory: pytest.TempPathFactory
+    shared: redis.Redis, pg: postgres.Postgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[harness.RunningServer]]:
+    dsn = postgres.fresh_database(pg)
     tmp_path = tmp_path_factory.mktemp("shared-acd")
     secret = tmp_path / "cluster.secret"
     secret.write_bytes(SECRET)
@@ -116,7 +127,7 @@ def nodes(
         for name in ("a", "b"):  # a first: it takes the ACD's lease
             started.append(
                 harness.start_server(
-                    tmp_path / name, edit_config=_edit(name, ports, shared.url, secret)
+                    tmp_path / name, edit_config=_edit(name, ports, shared.url, secret, dsn)
                 )
             )
             started[-1].ports["sip"] = ports[name]
@@ -143,6 +154,12 @@ def queue_figures(node: harness.RunningServer, queue: str) -> dict[str, Any]:
 
 def waiting(node: harness.RunningServer, queue: str) -> int:
     return int(queue_figures(node, queue)["waiting"])
+
+
+def queue_records(node: harness.RunningServer, disposition: str) -> list[dict[str, Any]]:
+    status, view = api(node, "GET", "/api/v1/calls/records?queue=support")
+    assert status == 200, view
+    return [r for r in view["records"] if r["disposition"] == disposition]
 
 
 def callback_records(node: harness.RunningServer, since: float) -> list[dict[str, Any]]:
@@ -203,9 +220,13 @@ async def test_a_queue_caller_on_node_a_is_answered_by_an_agent_on_node_b_and_th
         run = await caller
         assert run.established, run.output[-3000:]
         assert tone_seconds(run.decoded(), AGENT_TONE) > 3, "the caller did not hear the agent"
-        # The caller hung up: after its 1 s wrap-up the agent is Ready again, on node b's
-        # page, from the ticks of the owner's timer (on node a).
+        # The page had the campaign's dispositions: the agent's choice on node b goes to the
+        # record node a wrote (one PostgreSQL). After its 1 s wrap-up the agent is Ready
+        # again, on node b's page, from the ticks of the owner's timer (on node a).
+        await page.get_by_label("Disposition").select_option("solved")
+        await page.get_by_role("button", name="Save disposition").click()
         await expect(state).to_have_text("Ready", timeout=15000)
+        await until("the disposition on a's record", lambda: queue_records(a, "solved"))
         await both_clean(nodes, "after the caller hung up")
         assert waiting(a, "support") == waiting(b, "support") == 0
 
