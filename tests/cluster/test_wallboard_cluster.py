@@ -34,6 +34,7 @@ import pytest
 import redis as redis_sync
 
 from benchmarks import harness
+from benchmarks import wallboard_cluster as wallboard_cluster_benchmark
 from benchmarks.harness import DEMO_PASSWORD
 from omlmedia.wallboard_cluster import ClusterBoard
 from tests.cluster import redis
@@ -110,6 +111,14 @@ async def test_with_redis_away_a_snapshot_has_this_nodes_calls_only_and_counts_t
             os.kill(instance.process.pid, signal.SIGCONT)
         assert await b.publish()
         await b.close()
+
+
+async def test_the_cost_benchmark_publishes_and_reads_every_nodes_calls(
+    shared: redis.Redis,  # noqa: F811
+) -> None:
+    row = await wallboard_cluster_benchmark.measure(shared.url, 20, 5)
+    assert row["errors"] == 0 and row["payload_bytes"] > 20 * 100, row
+    assert row["publish_ms"]["p50"] > 0 and row["read_other_nodes_ms"]["p50"] > 0, row
 
 
 # -- two real nodes -------------------------------------------------------------------------
