@@ -1,7 +1,8 @@
 """The supervisors' wallboard across a cluster with one ACD (``[cluster] acd = "shared"``).
 
 Real peers: a throwaway Redis; `ClusterBoard` against it alone; then two `omlmedia serve` nodes
-sharing the ACD (the nodes fixture of `tests.cluster.test_cluster_queues`), Chromium agent pages
+sharing the ACD and one PostgreSQL (the nodes fixture of `tests.cluster.test_cluster_queues`,
+imported with its fixtures), Chromium agent pages
 (agent1 on node b, agent2 on node a), sipp callers dialling ``support`` on node a, and a
 supervisor's socket on node b. Proved here:
 
@@ -39,7 +40,7 @@ from benchmarks.harness import DEMO_PASSWORD
 from omlmedia.wallboard_cluster import ClusterBoard
 from tests.cluster import redis
 from tests.cluster.nodes import Page
-from tests.cluster.test_cluster_queues import nodes, shared  # noqa: F401 (fixtures)
+from tests.cluster.test_cluster_queues import nodes, pg, shared  # noqa: F401 (fixtures)
 from tests.cluster.test_shared_database import api
 from tests.interop.browser import chromium
 from tests.interop.harness import SCENARIOS, start_sipp
