@@ -33,10 +33,10 @@ the system, the UAS's echo and back).
         [--receive rps|napi [--receive-nice N]]  (as in kernel_relay.py) [--profile]
 
 Measured (docs/kernel.md has the runs): on the shared 2-core machine when quiet (load 1-3), CPU
-per call-second, processes + receive softirq (processes alone): at N = 100 and 200 the kernel
-path 1,541 and 1,553 (653, 689), Kamailio + rtpengine 2,286 and 2,430 (1,469, 1,424), the
-userspace relay 3,479 and 3,415: the kernel path 0.64-0.67x Kamailio + rtpengine, not the
-issue's 0.5x; 0.7-1.4x in runs at load 3-19. ``--profile`` shows where omlmedia's CPU goes.
+per call-second, processes + receive softirq (processes alone), at N = 100-200 over two runs:
+the kernel path 1,316-1,574 (653-718), Kamailio + rtpengine 2,286-2,926 (1,424-1,622), the
+userspace relay 3,406-3,775: the kernel path 0.52-0.67x Kamailio + rtpengine, not the issue's
+0.5x; 0.7-1.4x in runs at load 3-19. ``--profile`` shows where omlmedia's CPU goes.
 """
 
 from __future__ import annotations
