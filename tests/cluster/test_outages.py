@@ -455,10 +455,12 @@ def pg_outage(
         for i in range(2)
     ]
     sipp_calls = 10
+    gone = returned = False  # a failure during the outage must still bring the database back
     try:
         wait_rtp(longs)
         watch = StatusWatch((a, b))
         down = time.monotonic()
+        gone = True
         away()
         stopped = time.monotonic()
         # sipp callers on b during the outage, beside the test's own on both nodes.
@@ -482,6 +484,7 @@ def pg_outage(
         assert bulk.wait(60) == 0, (workdir / "bulk.out").read_text(errors="replace")[-3000:]
         while time.monotonic() < stopped + OUTAGE:
             time.sleep(0.05)
+        returned = True
         back()
         up = time.monotonic()
         flushed = until(
@@ -491,6 +494,8 @@ def pg_outage(
         finish(longs)
         watch.stop()
     finally:
+        if gone and not returned:
+            back()
         for call in longs:
             if call.process.poll() is None:
                 call.process.kill()
@@ -774,6 +779,7 @@ def redis_outage(
                 for name, node, service in (("a", a, "moh"), ("b", b, "moh"), ("b", b, "support"))
             ]
             queued = await asyncio.to_thread(set, cluster_call_ids(cluster.dsn))
+            gone = returned = False  # a failure during the outage must still bring Redis back
             try:
                 await asyncio.to_thread(wait_rtp, longs)
                 before: list[float] = []
@@ -783,6 +789,7 @@ def redis_outage(
                     before.append((await asyncio.to_thread(short_call, (a, b)[i % 2], "echo"))[1])
                 watch = StatusWatch((a, b))
                 down = time.monotonic()
+                gone = True
                 await asyncio.to_thread(away)
                 # Agents stay logged in on their node, and a state change is acknowledged.
                 paused = await one.request("state", state="paused")
@@ -805,6 +812,7 @@ def redis_outage(
                 assert await asyncio.to_thread(agent_state, a, "agent1") == "paused"
                 assert await asyncio.to_thread(agent_state, b, "agent2") == "paused"
                 await asyncio.sleep(max(0.0, down + OUTAGE - time.monotonic()))  # its end
+                returned = True
                 await asyncio.to_thread(back)
                 up = time.monotonic()
                 # The change made while Redis was away reaches it: the sessions converge.
@@ -839,6 +847,8 @@ def redis_outage(
                 watch.stop()
                 assert watch.slowest < 5.0, watch.slowest
             finally:
+                if gone and not returned:
+                    await asyncio.to_thread(back)
                 for call in longs:
                     if call.process.poll() is None:
                         call.process.kill()
