@@ -277,6 +277,15 @@ async def test_the_wallboard_of_every_node_shows_the_clusters_calls_and_agents_a
             assert reply["type"] == "error" and reply["code"] == "cross-node", reply
             assert (reply["node"], reply["caller_node"], reply["agent"]) == ("b", "a", "agent1")
             assert "node a" in reply["reason"] and "node b" in reply["reason"], reply
+        # The page shows the call (after a refresh) and says why Listen is refused.
+        panel = board.get_by_role("complementary", name="Monitoring")
+        await expect(panel.locator("#monitor-channel")).to_have_text("connected", timeout=15000)
+        row = board.locator("#call-rows tr").filter(has_text="agent1")
+        await expect(row).to_have_count(1, timeout=10000)
+        await row.get_by_role("button").click()
+        await panel.get_by_role("button", name="Listen", exact=True).click()
+        status = panel.locator("#monitor-status")
+        await expect(status).to_contain_text("the agent on node b", timeout=10000)
 
         # 3. agent2 on node a answers a second caller on node a: from node b, monitoring it is
         # refused with the node that holds it.
