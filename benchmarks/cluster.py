@@ -83,6 +83,7 @@ import redis  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 
 from benchmarks import crossnode, harness, kernel_sipp, pgserver, redisserver  # noqa: E402
+from benchmarks import kamailio as kam  # noqa: E402
 from benchmarks.procstat import cpu_seconds  # noqa: E402
 from omlmedia.acd_shared import SharedAcd  # noqa: E402
 from queueing.config import AcdConfig, build_config  # noqa: E402
@@ -97,7 +98,6 @@ from queueing.replica import (  # noqa: E402
     ReplicatedAcd,
     Tick,
 )
-from tests.cluster import kamailio as kam  # noqa: E402
 
 
 def acd_config(agents: int) -> AcdConfig:
