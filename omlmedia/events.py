@@ -341,6 +341,9 @@ class EventLog:
         """Events published since start."""
         self.overflowed = 0
         """Subscribers dropped for falling behind, since start."""
+        self.unrecorded = 0
+        """Events not recorded for want of an id while the database was away, since start."""
+        self._unrecording = False
         self.listeners: list[Callable[[Event], None]] = []
         """Called with every event, at once (in-process readers: metrics histograms)."""
         self.outbox: Callable[[Event], Sequence[tuple[str, tuple[Any, ...]]]] | None = None
@@ -360,8 +363,23 @@ class EventLog:
         data: Mapping[str, Any] | None = None,
         time: float | None = None,
     ) -> Event:
-        """Record one event: its id, the store's next batch, memory; wake the readers."""
-        self.last_id = self.store.next_event_id() if self.store is not None else self.last_id + 1
+        """Record one event: its id, the store's next batch, memory; wake the readers. With
+        no event id to be had (the database away past the ids reserved ahead), the event is
+        not recorded (counted in `unrecorded`, logged once per outage): whatever published it
+        (a call's set-up, its end) goes on."""
+        try:
+            ident = self.store.next_event_id() if self.store is not None else self.last_id + 1
+        except ConnectionError as error:
+            self.unrecorded += 1
+            if not self._unrecording:
+                self._unrecording = True
+                logger.warning("events are not recorded until the database is back: %s", error)
+            stamp = self.clock() if time is None else time
+            return Event(0, stamp, type, call_id, queue, agent, campaign, dict(data or {}))
+        if self._unrecording:
+            self._unrecording = False
+            logger.warning("events are recorded again (%d were not)", self.unrecorded)
+        self.last_id = ident
         ev = Event(
             self.last_id,
             self.clock() if time is None else time,

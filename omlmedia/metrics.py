@@ -352,6 +352,11 @@ class ServerCollector(Collector):
             "Event stream clients cut off for reading too slowly, since start.",
             value=log.overflowed if log is not None else 0,
         )
+        yield CounterMetricFamily(
+            "omlmedia_events_unrecorded",
+            "Events not recorded for want of an id while the database was away, since start.",
+            value=log.unrecorded if log is not None else 0,
+        )
 
 
 class Metrics:

@@ -89,6 +89,32 @@ async def test_without_a_store_events_live_in_memory() -> None:
     NO_EVENTS.publish("call.started")  # the default sink takes anything and keeps nothing
 
 
+async def test_with_no_event_id_to_be_had_the_event_is_counted_and_the_publisher_goes_on(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL away past the ids reserved ahead: `next_event_id` refuses at once; the
+    publisher (a call's set-up or end) must not fail with it."""
+    store, log = open_log(tmp_path)
+    away = [True]
+    real = store.next_event_id
+
+    def next_event_id() -> int:
+        if away[0]:
+            raise ConnectionError("no event id left while PostgreSQL is away")
+        return real()
+
+    store.next_event_id = next_event_id  # type: ignore[method-assign]
+    try:
+        ev = log.publish("call.started", call_id="c1")
+        assert (ev.id, ev.type, ev.call_id) == (0, "call.started", "c1")
+        log.publish("call.ended", call_id="c1")
+        assert log.unrecorded == 2 and log.last_id == 0 and not log.recent
+        away[0] = False
+        assert log.publish("call.started", call_id="c2").id == 1  # recorded again
+    finally:
+        await store.close()
+
+
 def test_filters_match_type_prefixes_names_and_scope() -> None:
     ev = Event(1, 0.0, "queue.abandoned", "c1", "support", "agent1", "sales")
     assert EventFilter()(ev)
