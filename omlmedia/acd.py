@@ -253,6 +253,10 @@ class AcdRuntime:
         """`agents` is told of offers and agent states from now on (one listener)."""
         self._agents = agents
 
+    def connected(self, agent: str) -> bool:
+        """Whether `agent`'s page is connected to this node now."""
+        return self._agents.connected(agent)
+
     # -- the engine's clock and events ------------------------------------------------------
 
     def now(self) -> float:

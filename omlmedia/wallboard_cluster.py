@@ -205,17 +205,16 @@ def board_for(config: Any, acd: Any) -> ClusterBoard | None:
         or not callable(getattr(engine, "is_local_agent", None))
     ):
         return None
-    # The runtime's agents' side (the node's desk behind `omlmedia.acd_cluster.ClusterAgents`):
-    # whether an agent's page is connected to this node.
-    agents = getattr(acd, "_agents", None)
 
     def connected() -> list[str]:
-        if agents is None:
+        """The agents whose page is connected to this node (`AcdRuntime.connected`)."""
+        is_connected = getattr(acd, "connected", None)
+        if not callable(is_connected):
             return []
         return [
             name
             for name in engine.config.agents
-            if engine.is_local_agent(name) and agents.connected(name)
+            if engine.is_local_agent(name) and is_connected(name)
         ]
 
     def agent_node(agent: str) -> str | None:
