@@ -20,7 +20,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -70,6 +70,21 @@ class Node:
         return [e for e in self.events if isinstance(e, OfferCall)]
 
 
+@contextlib.asynccontextmanager
+async def two_nodes(
+    url: str, config: AcdConfig, prefix: str, **options: Any
+) -> AsyncIterator[tuple[Node, Node]]:
+    """Nodes a and b on `prefix`'s keys, started (a first: it takes the lease); closed after."""
+    a, b = Node(url, "a", config, prefix, **options), Node(url, "b", config, prefix, **options)
+    try:
+        await a.start()
+        await b.start()
+        yield a, b
+    finally:
+        await a.acd.close()
+        await b.acd.close()
+
+
 async def until(condition: Callable[[], Any], what: str, seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -112,10 +127,7 @@ async def test_each_decision_reaches_the_node_that_acts_on_it_and_the_log_is_wri
 ) -> None:
     config = build_config(CONFIG)
     prefix = "t1:"
-    a, b = Node(shared.url, "a", config, prefix), Node(shared.url, "b", config, prefix)
-    await a.start()
-    await b.start()
-    try:
+    async with two_nodes(shared.url, config, prefix) as (a, b):
         now = time.time()
         for agent, node in (("ag1", b), ("ag2", b), ("ag3", a)):
             node.engine.agent_login(agent, now)
@@ -196,9 +208,6 @@ async def test_each_decision_reaches_the_node_that_acts_on_it_and_the_log_is_wri
             assert not any(o.call_id == "late" for n in (a, b) for o in n.offers())
         finally:
             await c.acd.close()
-    finally:
-        await a.acd.close()
-        await b.acd.close()
 
 
 async def test_while_redis_is_unreachable_for_10_s_nothing_is_offered_then_each_call_once(
@@ -209,43 +218,39 @@ async def test_while_redis_is_unreachable_for_10_s_nothing_is_offered_then_each_
     the inputs go in, in order, and each caller is offered exactly once."""
     config = build_config(CONFIG)
     prefix = "t2:"
-    a, b = Node(shared.url, "a", config, prefix), Node(shared.url, "b", config, prefix)
-    await a.start()
-    await b.start()
-    try:
-        now = time.time()
-        for agent, node in (("ag1", a), ("ag2", b)):
-            node.engine.agent_login(agent, now, paused_reason="login")
-        await until(lambda: b.engine.agent_node("ag1") == "a", "logged in")
-        os.kill(shared.process.pid, signal.SIGSTOP)
-        stopped = time.monotonic()
+    async with two_nodes(shared.url, config, prefix) as (a, b):
         try:
-            a.engine.agent_ready("ag1", time.time())
-            b.engine.agent_ready("ag2", time.time())
-            for i in range(4):
-                (a if i % 2 else b).engine.caller_enter(f"o{i}", "q", time.time())
-            while time.monotonic() - stopped < 10:
-                assert not a.offers() and not b.offers(), "an offer while Redis was away"
-                await asyncio.sleep(0.1)
-            assert a.acd.pending and b.acd.pending  # kept, in order
+            now = time.time()
+            for agent, node in (("ag1", a), ("ag2", b)):
+                node.engine.agent_login(agent, now, paused_reason="login")
+            await until(lambda: b.engine.agent_node("ag1") == "a", "logged in")
+            os.kill(shared.process.pid, signal.SIGSTOP)
+            stopped = time.monotonic()
+            try:
+                a.engine.agent_ready("ag1", time.time())
+                b.engine.agent_ready("ag2", time.time())
+                for i in range(4):
+                    (a if i % 2 else b).engine.caller_enter(f"o{i}", "q", time.time())
+                while time.monotonic() - stopped < 10:
+                    assert not a.offers() and not b.offers(), "an offer while Redis was away"
+                    await asyncio.sleep(0.1)
+                assert a.acd.pending and b.acd.pending  # kept, in order
+            finally:
+                os.kill(shared.process.pid, signal.SIGCONT)
+            await until(lambda: len(a.offers()) + len(b.offers()) == 2, "two offers", seconds=15)
+            for node in (a, b):
+                for offer in node.offers():
+                    assert await node.engine.decide(
+                        OfferAnswered(offer.call_id, offer.agent, time.time())
+                    )
+                    node.engine.call_completed(offer.call_id, offer.agent, time.time())
+            await until(lambda: len(a.offers()) + len(b.offers()) == 4, "four offers", seconds=15)
+            offered = [o.call_id for n in (a, b) for o in n.offers()]
+            assert sorted(offered) == ["o0", "o1", "o2", "o3"], offered  # each once
+            assert a.acd.stats.redis_errors and b.acd.stats.redis_errors  # it was noticed
         finally:
-            os.kill(shared.process.pid, signal.SIGCONT)
-        await until(lambda: len(a.offers()) + len(b.offers()) == 2, "two offers", seconds=15)
-        for node in (a, b):
-            for offer in node.offers():
-                assert await node.engine.decide(
-                    OfferAnswered(offer.call_id, offer.agent, time.time())
-                )
-                node.engine.call_completed(offer.call_id, offer.agent, time.time())
-        await until(lambda: len(a.offers()) + len(b.offers()) == 4, "four offers", seconds=15)
-        offered = [o.call_id for n in (a, b) for o in n.offers()]
-        assert sorted(offered) == ["o0", "o1", "o2", "o3"], offered  # each once
-        assert a.acd.stats.redis_errors and b.acd.stats.redis_errors  # it was noticed
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(shared.process.pid, signal.SIGCONT)
-        await a.acd.close()
-        await b.acd.close()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(shared.process.pid, signal.SIGCONT)
 
 
 async def test_the_owner_snapshots_and_trims_the_stream_and_a_new_node_starts_from_it(
@@ -301,18 +306,12 @@ async def test_a_node_that_stops_sends_its_last_inputs_first(shared: throwaway.R
     tells the ACD: the others do not keep them waiting until the node is found lost."""
     config = build_config(CONFIG)
     prefix = "t4:"
-    a, b = Node(shared.url, "a", config, prefix), Node(shared.url, "b", config, prefix)
-    await a.start()
-    await b.start()
-    try:
+    async with two_nodes(shared.url, config, prefix) as (a, b):
         b.engine.caller_enter("leaving", "q", time.time())
         await until(lambda: a.engine.queue_status("q", 0.0).waiting == 1, "a sees b's caller")
         b.engine.caller_abandon("leaving", time.time())
         await b.acd.close()
         await until(lambda: a.engine.queue_status("q", 0.0).waiting == 0, "the abandon arrived")
-    finally:
-        await a.acd.close()
-        await b.acd.close()
 
 
 async def test_a_node_taken_for_lost_is_told_which_of_its_callers_and_agents_were_dropped(
@@ -323,12 +322,9 @@ async def test_a_node_taken_for_lost_is_told_which_of_its_callers_and_agents_wer
     in the stream and gets the list, to put back those still there (`AcdRuntime.rejoin`)."""
     config = build_config(CONFIG)
     prefix = "t5:"
-    a, b = Node(shared.url, "a", config, prefix), Node(shared.url, "b", config, prefix)
-    await a.start()
-    await b.start()
-    told: list[tuple[list[str], list[str]]] = []
-    b.engine.on_lost = lambda calls, agents: told.append((calls, agents))
-    try:
+    async with two_nodes(shared.url, config, prefix) as (a, b):
+        told: list[tuple[list[str], list[str]]] = []
+        b.engine.on_lost = lambda calls, agents: told.append((calls, agents))
         b.engine.agent_login("ag4", time.time(), paused_reason="login")
         b.engine.caller_enter("kept", "all", time.time())
         a.engine.caller_enter("other", "all", time.time())
@@ -344,9 +340,6 @@ async def test_a_node_taken_for_lost_is_told_which_of_its_callers_and_agents_wer
         # b puts its caller back: it waits again, everywhere
         b.engine.caller_enter("kept", "all", time.time(), priority=1)
         await until(lambda: a.engine.queue_status("all", 0.0).waiting == 2, "back")
-    finally:
-        await a.acd.close()
-        await b.acd.close()
 
 
 async def test_an_input_the_engine_cannot_apply_is_skipped_and_the_followers_go_on(
