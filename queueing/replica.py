@@ -60,7 +60,7 @@ from queueing.events import (
     QueueLogEntry,
 )
 from queueing.exceptions import AcdUsageError
-from queueing.snapshot import SnapshotError, engine_from_state, engine_state
+from queueing.snapshot import SnapshotError, _type_name, engine_from_state, engine_state
 
 __all__ = [
     "SNAPSHOT_VERSION",
@@ -182,22 +182,6 @@ def _decode_dataclass(cls: type, value: object, place: str, skip: tuple[str, ...
             continue
         kwargs[f.name] = _decode(hints[f.name], value[f.name], f"{place}.{f.name}")
     return cls(**kwargs)
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def config_to_dict(config: AcdConfig) -> dict[str, Any]:
