@@ -43,6 +43,27 @@ def binary() -> str:
     return path
 
 
+def reload_dispatcher(control: str, within: float = 15.0) -> None:
+    """``kamcmd dispatcher.reload`` on the control socket `control` (``unix:PATH``), retried
+    until it takes (a reload within reload_delta, 1 s, of the last one is refused)."""
+    kamcmd = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
+    deadline = time.monotonic() + within
+    while True:
+        result = subprocess.run(
+            [kamcmd, "-s", control, "dispatcher.reload"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        output = result.stdout + result.stderr
+        if result.returncode == 0 and "error" not in output.lower():
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"dispatcher.reload refused: {output}")
+        time.sleep(0.2)
+
+
 @dataclass
 class Kamailio:
     """A running instance: its SIP port and its log."""
@@ -69,21 +90,7 @@ class Kamailio:
         (self.directory / "dispatcher.list").write_text(
             "".join(f"1 sip:127.0.0.1:{port}\n" for port in nodes)
         )
-        kamcmd = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
-        deadline = time.monotonic() + 10
-        while True:  # a reload within reload_delta (1 s) of the last one is refused: retry
-            result = subprocess.run(
-                [kamcmd, "-s", self.control, "dispatcher.reload"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            )
-            output = result.stdout + result.stderr
-            if result.returncode == 0 and "error" not in output.lower():
-                return
-            assert time.monotonic() < deadline, output
-            time.sleep(0.2)
+        reload_dispatcher(self.control)
 
     def wait_for(self, text: str, timeout: float) -> float:
         """Poll the log until it holds `text`; the monotonic time it was seen."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from benchmarks.kernel_sipp import (
     require_tools,
     rtt_from_trace,
 )
+from tests.cluster import kamailio
 from tests.media.netns import require_kernel_tools
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,13 +78,7 @@ def test_an_empty_or_missing_capture_gives_no_round_trip(tmp_path: Path) -> None
 
 
 def test_the_kamailio_proxy_configuration_passes_kamailios_own_check(tmp_path: Path) -> None:
-    binary = shutil.which("kamailio") or (
-        "/usr/sbin/kamailio" if Path("/usr/sbin/kamailio").is_file() else None
-    )
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("kamailio is not installed: run make setup-test")
-        pytest.skip("kamailio is not installed")
+    binary = kamailio.require()
     config = tmp_path / "kamailio.cfg"
     config.write_text(
         KAMAILIO_CONFIG.format(

@@ -37,6 +37,7 @@ from typing import IO, Any
 import pytest
 
 from benchmarks import harness, pgserver, redisserver
+from benchmarks.kamailio import reload_dispatcher
 from tests.cluster import kamailio as kam
 
 PREFIX = "omh"
@@ -389,21 +390,7 @@ class Front:
         (self.directory / "dispatcher.list").write_text(
             "".join(f"1 sip:{self.h.addr(n)}:{SIP_PORT}\n" for n in nodes)
         )
-        kamcmd = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
-        deadline = time.monotonic() + 15
-        while True:  # a reload within reload_delta (1 s) of the last one is refused: retry
-            result = subprocess.run(
-                [kamcmd, "-s", f"unix:{self.directory / 'ctl'}", "dispatcher.reload"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            )
-            output = result.stdout + result.stderr
-            if result.returncode == 0 and "error" not in output.lower():
-                return
-            assert time.monotonic() < deadline, output
-            time.sleep(0.2)
+        reload_dispatcher(f"unix:{self.directory / 'ctl'}")
 
     def wait_for(self, text: str, timeout: float, after: int = 0) -> float:
         """Poll the log (from offset `after`) until it holds `text`; the monotonic time."""
