@@ -82,10 +82,12 @@ def configure(
     extra_modules: tuple[str, ...] = (),
     account_params: str = "",
     user: str = "tester",
+    address: str = "127.0.0.1",
 ) -> Path:
     """Write a baresip configuration directory; returns where its recordings go.
 
-    The tone file is written at the rate of the first codec (aufile does not resample).
+    The tone file is written at the rate of the first codec (aufile does not resample). SIP and
+    RTP use `address` (loopback unless the test gives a host's address in a network namespace).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     recordings = workdir / "rec"
@@ -103,9 +105,9 @@ def configure(
     modules = {CODEC_MODULES[c.strip().lower()] for c in codecs.split(",")}
     lines = "".join(f"module {m}\n" for m in sorted(modules) + list(extra_modules))
     (workdir / "config").write_text(
-        f"""sip_listen 127.0.0.1:{sip_port or free_port(pair=True)}
+        f"""sip_listen {address}:{sip_port or free_port(pair=True)}
 sip_verify_server no
-net_interface 127.0.0.1
+net_interface {address}
 audio_player alsa,null
 audio_alert alsa,null
 audio_source aufile,{tone}
@@ -119,7 +121,7 @@ statmode_default off
 rtp_ports {rtp}-{rtp + 40}
 """
     )
-    host = f"127.0.0.1:{sip_port}" if sip_port else "127.0.0.1"
+    host = f"{address}:{sip_port}" if sip_port else address
     mode = ";answermode=auto" if answer else ""
     codecs = ",".join(
         "opus/48000/2" if c.strip().lower() == "opus" else c.strip() for c in codecs.split(",")
@@ -190,8 +192,11 @@ def dial(
     codecs: str = "PCMU",
     extra_modules: tuple[str, ...] = (),
     account_params: str = "",
+    address: str = "127.0.0.1",
+    netns: str | None = None,
 ) -> BaresipRun:
-    """One baresip dials `uri` with a tone as its microphone and hangs up after `seconds`.
+    """One baresip dials `uri` with a tone as its microphone and hangs up after `seconds`;
+    from `address`, inside network namespace `netns` when given (``ip netns exec``).
 
     It returns as soon as its call ends: when the far end hangs up (or refuses the call) first,
     baresip, which would idle until `seconds`, is stopped then (its recordings are complete by
@@ -206,11 +211,13 @@ def dial(
         transport=transport,
         extra_modules=extra_modules,
         account_params=account_params,
+        address=address,
     )
+    inside = ["ip", "netns", "exec", netns] if netns else []
     log = workdir / "baresip.out"
     with log.open("wb") as out:  # baresip flushes each line: the log is live
         process = subprocess.Popen(
-            [baresip, "-f", str(workdir), "-e", f"/dial {uri}", "-t", str(seconds)],
+            [*inside, baresip, "-f", str(workdir), "-e", f"/dial {uri}", "-t", str(seconds)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
