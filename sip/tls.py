@@ -129,6 +129,29 @@ def client_context(verify: bool = True, cafile: Path | None = None) -> ssl.SSLCo
     return context
 
 
+def mutual_contexts(cert: Path, key: Path, cafile: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """The server and client contexts of a private mutual-TLS link (the cluster's internal leg):
+    both present ``cert`` and require the peer's certificate to chain to ``cafile`` (RFC 5246
+    §7.4.4). No host name is checked: the CA is the link's own, so holding a certificate it
+    issued is what makes a peer a member (the peer's address is checked above TLS)."""
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for context in (server, client):
+        _harden(context)
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError):
+            raise CertificateError("certificate or key cannot be loaded") from None
+        try:
+            context.load_verify_locations(cafile=cafile)
+        except (OSError, ssl.SSLError):
+            raise CertificateError("CA file cannot be loaded") from None
+        context.verify_mode = ssl.CERT_REQUIRED
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_REQUIRED
+    return server, client
+
+
 def _harden(context: ssl.SSLContext) -> None:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(TLS12_CIPHERS)
@@ -149,4 +172,10 @@ def _write_atomically(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-__all__ = ["CertificateError", "client_context", "ensure_self_signed", "server_context"]
+__all__ = [
+    "CertificateError",
+    "client_context",
+    "ensure_self_signed",
+    "mutual_contexts",
+    "server_context",
+]

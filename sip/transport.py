@@ -147,6 +147,20 @@ def source_key(host: str) -> str:
     return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
+@dataclass(frozen=True, slots=True)
+class Internal:
+    """A private TLS listener and the peers reached through it (`SipTransports.start`)."""
+
+    port: int
+    """Where it listens (on the transports' host)."""
+    server_context: ssl.SSLContext
+    """Requires the peer's certificate (mutual TLS)."""
+    client_context: ssl.SSLContext
+    """For connections to `peers`."""
+    peers: frozenset[tuple[str, int]]
+    """The (host, port) of the other ends' internal listeners."""
+
+
 class SipTransports:
     """The listening sockets and stream connections of one SIP process (RFC 3261 §18).
 
@@ -180,6 +194,8 @@ class SipTransports:
         self._servers: dict[str, asyncio.Server] = {}
         self._local: dict[str, Endpoint] = {}
         self._tls_client_context: ssl.SSLContext | None = None
+        self._internal_client_context: ssl.SSLContext | None = None
+        self._internal_peers: frozenset[tuple[str, int]] = frozenset()
         self._connections: dict[Endpoint, _StreamConnection] = {}
         self._live: set[_StreamConnection] = set()
         self._per_source: dict[str, int] = {}
@@ -198,11 +214,14 @@ class SipTransports:
         tls_port: int | None = None,
         tls_server_context: ssl.SSLContext | None = None,
         tls_client_context: ssl.SSLContext | None = None,
+        internal: Internal | None = None,
     ) -> None:
         """Bind the listeners asked for (port 0: ephemeral) on ``host`` (RFC 3261 §18.2.1).
 
         ``tls_client_context`` enables outbound TLS connections; without it, TLS sends fail through
-        ``on_error``. If a bind fails, what was already bound is closed and the ``OSError``
+        ``on_error``. ``internal`` adds a private TLS listener with its own contexts (mutual TLS
+        between the nodes of a cluster): connections it accepts, and those opened to its peers,
+        are `is_internal`. If a bind fails, what was already bound is closed and the ``OSError``
         propagates.
         """
         if self._started:
@@ -222,14 +241,22 @@ class SipTransports:
                 self._udp = udp
                 self._udp_protocol = protocol
                 self._local["udp"] = _bound_endpoint("udp", udp.get_extra_info("sockname"))
+            if internal is not None:
+                self._internal_client_context = internal.client_context
+                self._internal_peers = frozenset(internal.peers)
             for kind, port, context in (
                 ("tcp", tcp_port, None),
                 ("tls", tls_port, tls_server_context),
+                ("internal", None if internal is None else internal.port, None),
             ):
+                if kind == "internal" and internal is not None:
+                    context = internal.server_context
                 if port is None:
                     continue
                 server = await loop.create_server(
-                    lambda kind=kind: _StreamConnection(self, kind, None),
+                    lambda kind=kind: _StreamConnection(
+                        self, "tls" if kind == "internal" else kind, None, kind == "internal"
+                    ),
                     host,
                     port,
                     ssl=context,
@@ -237,7 +264,8 @@ class SipTransports:
                     backlog=1024,
                 )
                 self._servers[kind] = server
-                self._local[kind] = _bound_endpoint(kind, server.sockets[0].getsockname())
+                bound = server.sockets[0].getsockname()
+                self._local[kind] = _bound_endpoint("tls" if kind == "internal" else kind, bound)
         except BaseException:
             await self.close()
             raise
@@ -248,6 +276,16 @@ class SipTransports:
             return self._local[transport]
         except KeyError:
             raise TransportConfigError("transport is not listening") from None
+
+    def is_internal(self, endpoint: Endpoint) -> bool:
+        """Whether `endpoint` is reached over the internal TLS link: one of its peers' listeners,
+        or a connection its listener accepted (the peer's certificate chained to its CA)."""
+        if endpoint.transport != "tls" or not self._internal_peers:
+            return False
+        if (endpoint.host, endpoint.port) in self._internal_peers:
+            return True
+        connection = self._connections.get(endpoint)
+        return connection is not None and connection.internal
 
     @property
     def connection_count(self) -> int:
@@ -335,8 +373,10 @@ class SipTransports:
     def _open(self, destination: Endpoint) -> _StreamConnection | None:
         loop = self._loop
         context: ssl.SSLContext | None = None
+        internal = False
         if destination.transport == "tls":
-            context = self._tls_client_context
+            internal = (destination.host, destination.port) in self._internal_peers
+            context = self._internal_client_context if internal else self._tls_client_context
             if context is None:
                 self._send_failed(destination)
                 return None
@@ -346,7 +386,7 @@ class SipTransports:
         if loop is None or self._closed or len(self._live) >= self.limits.max_connections:
             self._send_failed(destination)
             return None
-        connection = _StreamConnection(self, destination.transport, destination)
+        connection = _StreamConnection(self, destination.transport, destination, internal)
         self._connections[destination] = connection
         task = loop.create_task(self._connect(connection, context))
         self._connecting.add(task)
@@ -513,11 +553,16 @@ class _StreamConnection(asyncio.Protocol):
         "_registered",
         "closed",
         "endpoint",
+        "internal",
         "transport",
     )
 
-    def __init__(self, owner: SipTransports, kind: str, endpoint: Endpoint | None) -> None:
+    def __init__(
+        self, owner: SipTransports, kind: str, endpoint: Endpoint | None, internal: bool = False
+    ) -> None:
         self._owner = owner
+        self.internal = internal
+        """On the internal TLS link (`SipTransports.is_internal`)."""
         self._kind = kind
         self._inbound = endpoint is None
         self.endpoint = endpoint
@@ -729,6 +774,7 @@ class _StreamConnection(asyncio.Protocol):
 
 __all__ = [
     "ErrorCallback",
+    "Internal",
     "MessageCallback",
     "SipTransports",
     "TransportConfigError",

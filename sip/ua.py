@@ -279,6 +279,9 @@ class UserAgent:
         retry_after: int = 5,
     ) -> None:
         self._local = local_endpoints
+        self.local_for: Callable[[Endpoint], Endpoint | None] | None = None
+        """The address written in Via and Contact for a peer that is not reached at the
+        transport's listener (a cluster node over the internal TLS link); None: the transport's."""
         self._trusted_source = trusted_source
         self._internal_source = internal_source
         self._digest = digest
@@ -464,7 +467,7 @@ class UserAgent:
             content_type=content_type if body else None,
         )
         if status < 300 and request.method in ("INVITE", "UPDATE"):
-            response.headers.add("Contact", str(self._contact()))
+            response.headers.add("Contact", str(self._contact(call.source.transport, call.source)))
         self._respond(response, now)
         call.pending_requests.pop(request.cseq.seq, None)
         self._drain_layer(now)
@@ -513,7 +516,7 @@ class UserAgent:
         add("To", str(to_address))
         add("Call-ID", new_tag() + new_tag())
         add("CSeq", "1 INVITE")
-        add("Contact", str(self._contact(destination.transport)))
+        add("Contact", str(self._contact(destination.transport, destination)))
         add("Allow", ALLOW_HEADER)
         add("Supported", ", ".join(sorted(SUPPORTED_EXTENSIONS)))
         for name, value in headers:
@@ -679,7 +682,7 @@ class UserAgent:
             self._respond(make_response(request, 483, to_tag=new_tag()), now)
             return
         try:  # what answering will need (Contact, To, From, Record-Route), checked before offering
-            Dialog.create_uas(request, "offer", self._contact(source.transport))
+            Dialog.create_uas(request, "offer", self._contact(source.transport, source))
         except ValueError:
             self.stats.rejected += 1
             self._respond(make_response(request, 400, to_tag=new_tag()), now)
@@ -1078,7 +1081,7 @@ class UserAgent:
             body=body,
             content_type=content_type if body else None,
         )
-        response.headers.add("Contact", str(self._contact(call.source.transport)))
+        response.headers.add("Contact", str(self._contact(call.source.transport, call.source)))
         response.headers.add("Allow", ALLOW_HEADER)
         self._add_common(response)
         return response
@@ -1086,12 +1089,19 @@ class UserAgent:
     def _ensure_uas_dialog(self, call: Call, response: Response) -> None:
         if call.dialog is None:
             call.dialog = Dialog.create_uas(
-                call.invite, call.local_tag, self._contact(call.source.transport)
+                call.invite, call.local_tag, self._contact(call.source.transport, call.source)
             )
             self.dialogs.add(call.dialog)
 
-    def _contact(self, transport: str = "udp") -> Address:
-        local = self._local.get(transport) or next(iter(self._local.values()))
+    def _local_for(self, transport: str, peer: Endpoint | None) -> Endpoint:
+        if peer is not None and self.local_for is not None:
+            local = self.local_for(peer)
+            if local is not None:
+                return local
+        return self._local.get(transport) or next(iter(self._local.values()))
+
+    def _contact(self, transport: str = "udp", peer: Endpoint | None = None) -> Address:
+        local = self._local_for(transport, peer)
         params: tuple[tuple[str, str | None], ...] = ()
         if transport != "udp":
             params = (("transport", transport),)
@@ -1110,7 +1120,7 @@ class UserAgent:
         )
 
     def _via(self, destination: Endpoint) -> Via:
-        local = self._local.get(destination.transport) or next(iter(self._local.values()))
+        local = self._local_for(destination.transport, destination)
         return Via(
             transport=destination.transport.upper(),
             host=local.host,
