@@ -80,7 +80,7 @@ from queueing.exceptions import (
     UnknownQueueError,
 )
 from queueing.rank import ArrivalRank
-from queueing.stats import Statistics
+from queueing.stats import DEFAULT_RETENTION, Statistics
 
 NO_LIMIT: Final = 1 << 62
 _HANDLE_EWMA_WEIGHT: Final = 0.25
@@ -240,7 +240,8 @@ class AcdEngine:
     """Queues, agents and offers of one contact center; sans-IO, every input takes `now`.
 
     `rng` drives the ``random`` and ``wrandom`` strategies (seed it for reproducible runs);
-    `stats_period` is the bucket size, in seconds, of the period statistics.
+    `stats_period` is the bucket size, in seconds, of the period statistics, and
+    `stats_retention` how many seconds of them are kept (None: all; see `queueing.stats`).
     """
 
     def __init__(
@@ -249,6 +250,7 @@ class AcdEngine:
         *,
         rng: random.Random | None = None,
         stats_period: float = 900.0,
+        stats_retention: float | None = DEFAULT_RETENTION,
     ) -> None:
         self.config = config
         self._rng = rng if rng is not None else random.Random()
@@ -264,7 +266,9 @@ class AcdEngine:
         self._now = -math.inf
         self._deferred: dict[str, _Queue] | None = None
         self.statistics = Statistics(
-            {name: q.service_level for name, q in config.queues.items()}, period=stats_period
+            {name: q.service_level for name, q in config.queues.items()},
+            period=stats_period,
+            retention=stats_retention,
         )
         """Statistics fed from this engine's queue log."""
 

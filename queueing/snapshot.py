@@ -54,7 +54,7 @@ from queueing.engine import (
 from queueing.events import AgentState
 from queueing.exceptions import AcdUsageError
 from queueing.rank import ArrivalRank
-from queueing.stats import AgentCounters, QueueCounters, Statistics
+from queueing.stats import DEFAULT_RETENTION, AgentCounters, QueueCounters, Statistics
 
 __all__ = ["SnapshotError", "engine_from_state", "engine_state"]
 
@@ -124,7 +124,10 @@ _STATS_KEYS: Final = (
     "agent_buckets",
     "paused_since",
     "login_since",
+    "horizon",
 )
+_STATS_OPTIONAL: Final = ("horizon",)  # absent from the images of before the retention
+_INDEX_LIMIT: Final = 2**53  # a bucket index times the period stays a float
 _RNG_WORDS: Final = 625  # the Mersenne Twister's 624 words and its index
 
 
@@ -225,7 +228,9 @@ _AGENT_VALUES: Final = attrgetter(*_AGENT_FIELDS)
 def _statistics_state(stats: Statistics) -> dict[str, Any]:
     """Counters as lists of values in the order of ``queue_fields`` / ``agent_fields``: the
     per-period buckets grow with the hours kept (one per queue and per agent and period), and
-    their names would be most of the image."""
+    their names would be most of the image. Buckets are listed name by name, each name's in the
+    order they were made (the order their floats are added in); ``horizon`` is the index of the
+    oldest bucket the statistics' retention keeps (null: none dropped)."""
     qv, av = _QUEUE_VALUES, _AGENT_VALUES
     return {
         "period": stats.period,
@@ -234,10 +239,19 @@ def _statistics_state(stats: Statistics) -> dict[str, Any]:
         "agent_fields": list(_AGENT_FIELDS),
         "queue_total": {name: list(qv(c)) for name, c in stats._queue_total.items()},
         "agent_total": {name: list(av(c)) for name, c in stats._agent_total.items()},
-        "queue_buckets": [[k[0], k[1], list(qv(c))] for k, c in stats._queue_buckets.items()],
-        "agent_buckets": [[k[0], k[1], list(av(c))] for k, c in stats._agent_buckets.items()],
+        "queue_buckets": [
+            [name, index, list(qv(c))]
+            for name, mine in stats._queue_buckets.items()
+            for index, c in mine.items()
+        ],
+        "agent_buckets": [
+            [name, index, list(av(c))]
+            for name, mine in stats._agent_buckets.items()
+            for index, c in mine.items()
+        ],
         "paused_since": dict(stats._paused_since),
         "login_since": dict(stats._login_since),
+        "horizon": stats._horizon,
     }
 
 
@@ -384,15 +398,21 @@ class _Timers:
 
 
 def engine_from_state(
-    config: AcdConfig, data: object, place: str = "engine", *, stats_period: float = 900.0
+    config: AcdConfig,
+    data: object,
+    place: str = "engine",
+    *,
+    stats_period: float = 900.0,
+    stats_retention: float | None = DEFAULT_RETENTION,
 ) -> AcdEngine:
     """An engine in the state `data` (from `engine_state`) with the configuration `config`
-    (the original engine's `config`); `SnapshotError` naming the field on any problem."""
+    (the original engine's `config`); `SnapshotError` naming the field on any problem. Its
+    statistics keep the buckets of `stats_retention` seconds (`AcdEngine`)."""
     top = _object(data, place, _ENGINE_KEYS)
     now = _opt_float(top["now"], f"{place}.now")
     top_seq = _int(top["seq"], f"{place}.seq", 0)
     rng = _rng(top["rng"], f"{place}.rng")
-    engine = AcdEngine(config, rng=rng, stats_period=stats_period)
+    engine = AcdEngine(config, rng=rng, stats_period=stats_period, stats_retention=stats_retention)
     engine._now = now if now is not None else -math.inf
     engine._seq = top_seq
     timers = _Timers(set(), top_seq)
@@ -404,7 +424,9 @@ def engine_from_state(
     engine._calls = {c.call_id: c for c, _ in calls.values()}
     engine._timers = timers.heap
     engine._timers.sort()  # a sorted list is a heap; (when, seq) are unique
-    engine.statistics = _read_statistics(top["statistics"], f"{place}.statistics", stats_period)
+    engine.statistics = _read_statistics(
+        top["statistics"], f"{place}.statistics", stats_period, stats_retention
+    )
     return engine
 
 
@@ -639,7 +661,12 @@ def _read_counters(value: object, place: str, cls: type[QueueCounters | AgentCou
     return cls(*values)
 
 
-def _read_statistics(value: object, place: str, period: float) -> Statistics:
+def _read_statistics(
+    value: object, place: str, period: float, retention: float | None
+) -> Statistics:
+    """The statistics of `value`, trimmed to `retention` (`Statistics._settle`)."""
+    if isinstance(value, dict):
+        value = {key: None for key in _STATS_OPTIONAL} | value
     d = _object(value, place, _STATS_KEYS)
     if _float(d["period"], f"{place}.period") != period:
         _fail(f"{place}.period", f"expected {period:g} seconds, got {d['period']}")
@@ -648,7 +675,9 @@ def _read_statistics(value: object, place: str, period: float) -> Statistics:
             _fail(f"{place}.{key}", f"expected {list(expected)}")
     levels = _mapping(d["service_levels"], f"{place}.service_levels")
     stats = Statistics(
-        {q: _float(v, f"{place}.service_levels.{q}") for q, v in levels.items()}, period=period
+        {q: _float(v, f"{place}.service_levels.{q}") for q, v in levels.items()},
+        period=period,
+        retention=retention,
     )
     for key, cls, total in (
         ("queue_total", QueueCounters, stats._queue_total),
@@ -663,14 +692,20 @@ def _read_statistics(value: object, place: str, period: float) -> Statistics:
         for index, raw in enumerate(_list(d[key], f"{place}.{key}")):
             where = f"{place}.{key}[{index}]"
             name, number, counters = _list(raw, where, 3)
-            bucket = (_str(name, f"{where}[0]"), _int(number, f"{where}[1]"))
-            if bucket in buckets:
-                _fail(where, f"bucket {list(bucket)} is listed twice")
-            buckets[bucket] = _read_counters(counters, f"{where}[2]", cls)
+            name = _str(name, f"{where}[0]")
+            number = _int(number, f"{where}[1]", -_INDEX_LIMIT, _INDEX_LIMIT)
+            mine = buckets.setdefault(name, {})
+            if number in mine:
+                _fail(where, f"bucket {[name, number]} is listed twice")
+            mine[number] = _read_counters(counters, f"{where}[2]", cls)
     for key, since in (
         ("paused_since", stats._paused_since),
         ("login_since", stats._login_since),
     ):
         for name, raw in _mapping(d[key], f"{place}.{key}").items():
             since[name] = _float(raw, f"{place}.{key}.{name}")
+    horizon = d["horizon"]
+    if horizon is not None:
+        horizon = _int(horizon, f"{place}.horizon", -_INDEX_LIMIT, _INDEX_LIMIT)
+    stats._settle(horizon)
     return stats

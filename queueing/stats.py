@@ -7,6 +7,16 @@ duration in the bucket where it ends), so reports cover any span of whole bucket
 totals are kept apart so they cost nothing to read. Live figures (callers waiting now, the longest
 wait now) are the engine's: `AcdEngine.queue_status`.
 
+Retention. With `retention` seconds (the engine passes `DEFAULT_RETENTION` unless told
+otherwise), only the buckets that overlap the last `retention` seconds before the newest entry
+are kept: when an entry's time moves that window on, the buckets that fell out of it are dropped,
+and a later entry older than the window counts in the all-time totals only. `retained_since` is
+the start of the oldest bucket that can still be there: figures over spans that start at or after
+it are exactly those that keeping every bucket would give (same counters, same sums, added in the
+same order); before it they are gone. The dropping follows the entries alone, not a clock, so
+replicas fed the same entries keep the same buckets. Without `retention` every bucket is kept (a
+report rebuilt with `from_log` over a stored log).
+
 Definitions: the service level is the share of answered callers answered within the queue's
 `service_level` seconds, over callers answered plus callers who abandoned after that threshold
 (an abandon before it does not count against the queue, as in most contact-center reports). The
@@ -18,8 +28,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
+from typing import Final, TypeVar
 
 from queueing.events import LogEvent, QueueLogEntry
+
+DEFAULT_RETENTION: Final = 50 * 3600.0
+"""The engine's default retention: 50 hours, so that the periods of today and of yesterday, in
+any time zone, are still there (yesterday's local midnight is at most 49 hours back, after the
+25-hour day of a daylight-saving change); longer spans are the reports', from the stored queue
+log."""
 
 
 @dataclass(slots=True)
@@ -120,20 +137,41 @@ def _number(entry: QueueLogEntry, key: str) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
-class Statistics:
-    """Per-queue and per-agent counters, all time and per `period`-second bucket."""
+_C = TypeVar("_C", QueueCounters, AgentCounters)
 
-    def __init__(self, service_levels: Mapping[str, float], *, period: float = 900.0) -> None:
+
+class Statistics:
+    """Per-queue and per-agent counters, all time and per `period`-second bucket (those of the
+    last `retention` seconds when it is given)."""
+
+    def __init__(
+        self,
+        service_levels: Mapping[str, float],
+        *,
+        period: float = 900.0,
+        retention: float | None = None,
+    ) -> None:
         if not period > 0:
             raise ValueError("period must be positive")
+        if retention is not None and not 0 <= retention < math.inf:
+            raise ValueError("retention must be a finite number of seconds, at least 0")
         self.service_levels = dict(service_levels)
         self.period = period
+        self.retention = retention
         self._queue_total: dict[str, QueueCounters] = {}
         self._agent_total: dict[str, AgentCounters] = {}
-        self._queue_buckets: dict[tuple[str, int], QueueCounters] = {}
-        self._agent_buckets: dict[tuple[str, int], AgentCounters] = {}
+        # buckets by name, then by index (time // period), each in the order they were made
+        self._queue_buckets: dict[str, dict[int, QueueCounters]] = {}
+        self._agent_buckets: dict[str, dict[int, AgentCounters]] = {}
         self._paused_since: dict[str, float] = {}
         self._login_since: dict[str, float] = {}
+        self._horizon: int | None = None
+        """Index of the oldest bucket kept; older ones were dropped (None: nothing dropped)."""
+        self._next_trim = -math.inf if retention is not None else math.inf
+        """The entry time from which the window may move on."""
+        # names whose buckets were not made in increasing index order (an entry older than a
+        # previous one): trimming scans all their buckets instead of stopping at the first kept
+        self._unordered: set[tuple[bool, str]] = set()
 
     @classmethod
     def from_log(
@@ -142,32 +180,120 @@ class Statistics:
         service_levels: Mapping[str, float],
         *,
         period: float = 900.0,
+        retention: float | None = None,
     ) -> Statistics:
         """Rebuild statistics from a queue log."""
-        stats = cls(service_levels, period=period)
+        stats = cls(service_levels, period=period, retention=retention)
         for entry in entries:
             stats.feed(entry)
         return stats
 
-    def _queue(self, name: str, time: float) -> tuple[QueueCounters, QueueCounters]:
+    @property
+    def retained_since(self) -> float | None:
+        """Start of the oldest bucket still kept (figures from it on are complete), or None
+        while every bucket is kept."""
+        return None if self._horizon is None else self._horizon * self.period
+
+    def bucket_count(self) -> int:
+        """How many per-period buckets are kept, of queues and agents."""
+        return sum(map(len, self._queue_buckets.values())) + sum(
+            map(len, self._agent_buckets.values())
+        )
+
+    def _bucket(
+        self,
+        buckets: dict[str, dict[int, _C]],
+        agents: bool,
+        name: str,
+        time: float,
+        make: type[_C],
+    ) -> _C | None:
+        """The bucket of `name` at `time`, made when missing; None when it is older than the
+        window."""
+        if time >= self._next_trim:
+            self._advance(time)
+        index = math.floor(time / self.period)
+        if self._horizon is not None and index < self._horizon:
+            return None
+        mine = buckets.get(name)
+        if mine is None:
+            mine = buckets[name] = {}
+        bucket = mine.get(index)
+        if bucket is None:
+            if mine and index < next(reversed(mine)):
+                self._unordered.add((agents, name))
+            bucket = mine[index] = make()
+        return bucket
+
+    def _advance(self, time: float) -> None:
+        """Move the window on to end at `time`: drop the buckets that fell out of it."""
+        assert self.retention is not None
+        horizon = math.floor((time - self.retention) / self.period)
+        self._next_trim = (horizon + 1) * self.period + self.retention
+        if self._horizon is None or horizon > self._horizon:
+            self._trim(horizon)
+
+    def _trim(self, horizon: int) -> None:
+        self._horizon = horizon
+        self._trim_buckets(self._queue_buckets, False, horizon)
+        self._trim_buckets(self._agent_buckets, True, horizon)
+
+    def _trim_buckets(self, buckets: dict[str, dict[int, _C]], agents: bool, horizon: int) -> None:
+        emptied = []
+        for name, mine in buckets.items():
+            if (agents, name) in self._unordered:
+                kept = {i: c for i, c in mine.items() if i >= horizon}
+                mine.clear()
+                mine.update(kept)
+                if list(kept) == sorted(kept):
+                    self._unordered.discard((agents, name))
+            else:  # made in index order: the stale ones come first
+                stale = []
+                for index in mine:
+                    if index >= horizon:
+                        break
+                    stale.append(index)
+                for index in stale:
+                    del mine[index]
+            if not mine:
+                emptied.append(name)
+        for name in emptied:
+            del buckets[name]
+
+    def _settle(self, horizon: int | None) -> None:
+        """After the buckets were put back from a snapshot: note those made out of order, and
+        keep only the window (at least `horizon`, the snapshot's, and the window that ends at its
+        newest bucket), so that a snapshot that kept more (an older one, or a longer retention)
+        is trimmed as this replica would have trimmed it."""
+        for agents, buckets in ((False, self._queue_buckets), (True, self._agent_buckets)):
+            for name, mine in buckets.items():
+                if list(mine) != sorted(mine):
+                    self._unordered.add((agents, name))
+        newest = max(
+            (max(mine) for b in (self._queue_buckets, self._agent_buckets) for mine in b.values()),
+            default=None,
+        )
+        if self.retention is not None and newest is not None:
+            at = math.floor((newest * self.period - self.retention) / self.period)
+            horizon = at if horizon is None else max(horizon, at)
+        if horizon is not None:
+            self._trim(horizon)
+            if self.retention is not None:
+                self._next_trim = (horizon + 1) * self.period + self.retention
+
+    def _queue(self, name: str, time: float) -> tuple[QueueCounters, ...]:
         total = self._queue_total.get(name)
         if total is None:
             total = self._queue_total[name] = QueueCounters()
-        key = (name, math.floor(time / self.period))
-        bucket = self._queue_buckets.get(key)
-        if bucket is None:
-            bucket = self._queue_buckets[key] = QueueCounters()
-        return total, bucket
+        bucket = self._bucket(self._queue_buckets, False, name, time, QueueCounters)
+        return (total,) if bucket is None else (total, bucket)
 
-    def _agent(self, name: str, time: float) -> tuple[AgentCounters, AgentCounters]:
+    def _agent(self, name: str, time: float) -> tuple[AgentCounters, ...]:
         total = self._agent_total.get(name)
         if total is None:
             total = self._agent_total[name] = AgentCounters()
-        key = (name, math.floor(time / self.period))
-        bucket = self._agent_buckets.get(key)
-        if bucket is None:
-            bucket = self._agent_buckets[key] = AgentCounters()
-        return total, bucket
+        bucket = self._bucket(self._agent_buckets, True, name, time, AgentCounters)
+        return (total,) if bucket is None else (total, bucket)
 
     def feed(self, entry: QueueLogEntry) -> None:
         """Count one queue log entry."""
@@ -268,8 +394,8 @@ class Statistics:
                 result.add(total)
             return result
         result = QueueCounters()
-        for (queue, index), counters in self._queue_buckets.items():
-            if queue == name and self._in_span(index, start, end):
+        for index, counters in self._queue_buckets.get(name, {}).items():
+            if self._in_span(index, start, end):
                 result.add(counters)
         return result
 
@@ -283,8 +409,8 @@ class Statistics:
             if total is not None:
                 result.add(total)
             return result
-        for (agent, index), counters in self._agent_buckets.items():
-            if agent == name and self._in_span(index, start, end):
+        for index, counters in self._agent_buckets.get(name, {}).items():
+            if self._in_span(index, start, end):
                 result.add(counters)
         return result
 
