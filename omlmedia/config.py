@@ -34,6 +34,7 @@ from queueing.config import AcdConfig
 from queueing.config import build_config as build_acd_config
 from queueing.exceptions import QueueConfigError
 from sip.endpoint import Endpoint
+from sip.tls import CertificateError, mutual_contexts
 from webrtc.accounts import hash_password
 from webrtc.config import WebrtcConfig, parse_webrtc
 from webrtc.exceptions import ConfigError as WebrtcConfigError
@@ -261,11 +262,25 @@ class ClusterConfig:
     """``"local"``: each node runs its own queues; ``"shared"``: one ACD for the whole cluster
     over Redis (`omlmedia.acd_cluster`): a queue's callers on any node are offered to its agents
     on any node. Needs the cross-node keys (``node``, ``nodes``, ``secret_file``, ``redis_url``)."""
+    tls_cert: Path | None = None
+    """This node's certificate on the internal leg (``[cluster] tls_cert``), issued by `tls_ca`;
+    with `tls_key` and `tls_ca` the internal leg is SIP over mutual TLS with SDES-SRTP media
+    (`omlmedia.crossnode`); None (all three unset): UDP and RTP in clear."""
+    tls_key: Path | None = None
+    """The private key of `tls_cert`."""
+    tls_ca: Path | None = None
+    """The cluster's CA: a peer on the internal leg must present a certificate it issued."""
+
+    @property
+    def tls(self) -> bool:
+        """Whether the internal leg is encrypted (SIP over mutual TLS, SRTP)."""
+        return self.tls_ca is not None
 
 
 @dataclass(frozen=True, slots=True)
 class ClusterNode:
-    """A node of the cluster, as the others reach it for cross-node calls (UDP)."""
+    """A node of the cluster, as the others reach it for cross-node calls: its SIP address
+    (UDP), or with ``[cluster] tls_ca`` its internal TLS listener."""
 
     name: str
     host: str
@@ -616,15 +631,28 @@ def sdes_warnings(config: Config) -> list[str]:
 def cluster_warnings(config: Config) -> list[str]:
     """What `check-config` and `serve` warn about the cluster: a shared ACD whose records stay
     in each node's SQLite (``[storage]`` without ``dsn``), where each node keeps its own queue
-    log and call records, so the cluster's figures do not add up."""
-    if config.cluster.acd != "shared" or config.storage.dsn is not None:
-        return []
-    return [
-        "cluster.acd: the ACD is shared but the records are in this node's SQLite "
-        "([storage] without dsn): each node keeps its own queue log and call records, so the "
-        "cluster's reports and figures do not add up; set storage.dsn to the PostgreSQL "
-        "database every node shares"
-    ]
+    log and call records, so the cluster's figures do not add up; nodes on several hosts whose
+    internal leg is in clear (no ``tls_ca``), where the callers' audio crosses the network
+    readable."""
+    cluster = config.cluster
+    warnings: list[str] = []
+    if cluster.acd == "shared" and config.storage.dsn is None:
+        warnings.append(
+            "cluster.acd: the ACD is shared but the records are in this node's SQLite "
+            "([storage] without dsn): each node keeps its own queue log and call records, so the "
+            "cluster's reports and figures do not add up; set storage.dsn to the PostgreSQL "
+            "database every node shares"
+        )
+    hosts = {node.host for node in cluster.nodes}
+    if cluster.node is not None and not cluster.tls and len(hosts) > 1:
+        warnings.append(
+            "cluster.tls_ca: the nodes are on several hosts ("
+            + ", ".join(sorted(hosts))
+            + ") and the internal leg between them is in clear (SIP over UDP, RTP): whoever "
+            "reads the network hears the calls that cross nodes; set tls_cert, tls_key and "
+            "tls_ca for SIP over mutual TLS with SRTP"
+        )
+    return warnings
 
 
 def summary(config: Config) -> list[str]:
@@ -1034,7 +1062,16 @@ _TOP_KEYS: Final = (
 )
 _SITE_KEYS: Final = ("timezone",)
 _STORAGE_KEYS: Final = ("dsn", "password_file", "node")
-_CLUSTER_KEYS: Final = ("redis_url", "node", "secret_file", "nodes", "acd")
+_CLUSTER_KEYS: Final = (
+    "redis_url",
+    "node",
+    "secret_file",
+    "nodes",
+    "acd",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+)
 _CLUSTER_SECRET_MIN: Final = 16
 """Bytes of the shortest cluster secret accepted."""
 _NODE_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -1502,9 +1539,38 @@ def _cluster(check: _Checker, value: object, base_dir: Path) -> ClusterConfig | 
             "cluster.acd", "a shared ACD needs the cross-node keys: node, nodes, secret_file"
         )
         ok = False
+    tls_files: dict[str, Path | None] = {}
+    for name in ("tls_cert", "tls_key", "tls_ca"):
+        tls_files[name] = check.path(table, "cluster", name, base_dir)
+        ok = ok and (name not in table or tls_files[name] is not None)
+    given = [name for name in tls_files if name in table]
+    if given and len(given) != len(tls_files):
+        check.error("cluster", "tls_cert, tls_key and tls_ca go together (none: the leg in clear)")
+        ok = False
+    elif given and ok:
+        cert, key_file, ca = (tls_files[name] for name in ("tls_cert", "tls_key", "tls_ca"))
+        assert cert is not None and key_file is not None and ca is not None
+        if node is None:
+            check.error("cluster.tls_ca", "the internal leg's TLS needs the cross-node keys")
+            ok = False
+        try:
+            mutual_contexts(cert, key_file, ca)
+        except CertificateError as exc:
+            field_name = "tls_ca" if "CA" in str(exc) else "tls_cert"
+            check.error(f"cluster.{field_name}", f"{exc} ({cert}, {key_file}, {ca})")
+            ok = False
     if not ok or acd is None:
         return None
-    return ClusterConfig(redis_url=url, node=node, nodes=tuple(nodes), secret=secret, acd=acd)
+    return ClusterConfig(
+        redis_url=url,
+        node=node,
+        nodes=tuple(nodes),
+        secret=secret,
+        acd=acd,
+        tls_cert=tls_files["tls_cert"],
+        tls_key=tls_files["tls_key"],
+        tls_ca=tls_files["tls_ca"],
+    )
 
 
 def _storage(check: _Checker, value: object, base_dir: Path) -> StorageConfig | None:
