@@ -178,6 +178,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             " updated REAL NOT NULL)",
         ),
     ),
+    Migration(
+        11,
+        "each event's place in the commit order of every node (the cluster-wide event stream)",
+        (
+            # Given by PostgreSQL writers in commit order (`omlmedia.storage.Store.flush`);
+            # the events stored before get their id. SQLite (one node) leaves it empty.
+            "ALTER TABLE events ADD COLUMN pos INTEGER",
+            "UPDATE events SET pos = id",
+            "CREATE INDEX IF NOT EXISTS events_pos ON events (pos)",
+        ),
+    ),
 )
 """Every step, in order. Append new steps at the end with the next version number."""
 
