@@ -61,6 +61,7 @@ from queueing.events import (
 )
 from queueing.exceptions import AcdUsageError
 from queueing.snapshot import SnapshotError, _type_name, engine_from_state, engine_state
+from queueing.stats import DEFAULT_RETENTION
 
 __all__ = [
     "SNAPSHOT_VERSION",
@@ -642,16 +643,24 @@ class ReplicatedAcd:
     """The owner's engine, fed only in stream order; every output becomes a `Decision`.
 
     `config` and `seed` must be the same on every node (the adapter keeps them in Redis), so that
-    any node's `rebuild` reproduces the engine.
+    any node's `rebuild` reproduces the engine; so must `stats_period` and `stats_retention`
+    (the engine's statistics buckets and how long they are kept).
     """
 
     def __init__(
-        self, config: AcdConfig, *, seed: int, epoch: int = 0, stats_period: float = 900.0
+        self,
+        config: AcdConfig,
+        *,
+        seed: int,
+        epoch: int = 0,
+        stats_period: float = 900.0,
+        stats_retention: float | None = DEFAULT_RETENTION,
     ) -> None:
         self.config = config
         self.seed = seed
         self.epoch = epoch
         self.stats_period = stats_period
+        self.stats_retention = stats_retention
         self.engine = self._fresh()
         self.last_entry: str | None = None
         self.applied = 0
@@ -664,7 +673,12 @@ class ReplicatedAcd:
         self._clock = -math.inf
 
     def _fresh(self) -> AcdEngine:
-        return AcdEngine(self.config, rng=random.Random(self.seed), stats_period=self.stats_period)
+        return AcdEngine(
+            self.config,
+            rng=random.Random(self.seed),
+            stats_period=self.stats_period,
+            stats_retention=self.stats_retention,
+        )
 
     def due(self) -> float | None:
         """When a `Tick` should next be written (the engine's next timer), or None."""
@@ -867,7 +881,11 @@ class ReplicatedAcd:
             raise ReplicaError(f"snapshot.engine_config: {error}") from None
         try:
             engine = engine_from_state(
-                config, data["engine"], "snapshot.engine", stats_period=self.stats_period
+                config,
+                data["engine"],
+                "snapshot.engine",
+                stats_period=self.stats_period,
+                stats_retention=self.stats_retention,
             )
         except SnapshotError as error:
             raise ReplicaError(str(error)) from None
