@@ -71,7 +71,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -89,6 +89,7 @@ from webrtc.signaling import PROTOCOL_VERSION, Connection, Message
 
 if TYPE_CHECKING:
     from omlmedia.desk import AgentCall, CallAudio, Desk
+    from omlmedia.monitor_remote import MonitorLegs, RemoteMonitoring
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +166,24 @@ class _Frames:
         return frames.popleft() if frames else None
 
 
+class MonitorPeer(Protocol):
+    """The supervisor's side of a room: a WebRTC channel (`webrtc.channel.PeerMedia`), or the
+    internal leg from another node's supervisor (`omlmedia.monitor_remote.LegPeer`)."""
+
+    def attach(
+        self,
+        source: Callable[[], Samples | None],
+        sink: Callable[[Samples], None],
+        *,
+        rate: int,
+        relay: bool = ...,
+    ) -> None: ...
+
+    def kick(self) -> None: ...
+
+    def detach(self) -> None: ...
+
+
 class MonitoredCall:
     """One call in a mixing room of its own while a supervisor's channel is on it (see the
     module docstring). `stop` gives the call back to the desk's direct relay."""
@@ -173,7 +192,7 @@ class MonitoredCall:
         self,
         ac: AgentCall,
         audio: CallAudio,
-        supervisor: PeerMedia,
+        supervisor: MonitorPeer,
         mode: MonitorMode,
         *,
         clock: Callable[[], float] | None = None,
@@ -232,6 +251,30 @@ class MonitoredCall:
 
 
 @dataclass(eq=False)
+class _Inbound:
+    """A supervisor on another node monitoring a call here over an internal leg."""
+
+    monitored: MonitoredCall
+    supervisor: str
+    node: str
+    end: Callable[[], None]
+    """Hangs up the leg (the call ended here)."""
+    started: float
+    modes: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Located:
+    """Where the shared ACD's replica says an agent's call is."""
+
+    agent: str
+    node: str
+    """The agent's node (where its desk carries the call)."""
+    caller_node: str
+    queue: str
+
+
+@dataclass(eq=False)
 class _Supervisor:
     """One supervisor's socket: who, its channel, the call it monitors."""
 
@@ -239,7 +282,7 @@ class _Supervisor:
     token: str
     identity: Identity
     channel: PeerMedia
-    monitoring: MonitoredCall | None = None
+    monitoring: MonitoredCall | RemoteMonitoring | None = None
     started: float = 0.0
     modes: list[str] = field(default_factory=list)
     busy: bool = False
@@ -281,6 +324,10 @@ class MonitorService:
         self._notes: dict[str, list[dict[str, Any]]] = {}
         """Monitoring of each call not yet written to its record."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self.remote: MonitorLegs | None = None
+        """Monitor legs to and from other nodes (a cluster; `omlmedia.monitor_remote`)."""
+        self._inbound: dict[str, _Inbound] = {}
+        """Calls here monitored by another node's supervisor, by the desk's call id."""
 
     def bind(self, desk: Desk) -> None:
         """Monitor the calls of `desk` (told when its channels stop carrying a call)."""
@@ -393,22 +440,27 @@ class MonitorService:
         self._send(conn, reply)
 
     async def _monitor(self, sup: _Supervisor, call_id: str, mode: MonitorMode) -> None:
-        desk = self.desk
-        ac = desk.carried(call_id) if desk is not None else None
+        ac = self.carried(call_id)
         audio = ac.audio if ac is not None else None
         if ac is None or audio is None:
+            remote = self.remote
+            located = self._locate(call_id) if remote is not None else None
+            if remote is not None and located is not None and located.node != remote.node:
+                await self._monitor_remote(sup, call_id, mode, located)
+                return
             self._elsewhere(call_id)
             raise CommandError("unknown-call", "no such call in progress")
         if not self._covers(sup.identity, ac):
             raise CommandError("forbidden", "the call's queue is out of your scope")
-        other = self._by_call.get(call_id)
-        if other is not None and other is not sup:
+        key = ac.call_id  # a call across nodes: its id here (the internal leg's)
+        other = self._by_call.get(key)
+        if (other is not None and other is not sup) or key in self._inbound:
             raise CommandError("monitored", "another supervisor is monitoring this call")
         if sup.channel.peer_connection is None:
             raise CommandError("no-channel", "send supervisor-offer first")
         current = sup.monitoring
         before = None if current is None else {"call_id": current.call_id, "mode": current.mode}
-        if current is not None and current.call_id == call_id:
+        if current is not None and current.call_id == key:
             if current.mode is mode:
                 return
             current.set_mode(mode)
@@ -423,7 +475,7 @@ class MonitorService:
             sup.monitoring = monitored
             sup.started = self.clock()
             sup.modes = [mode.value]
-            self._by_call[call_id] = sup
+            self._by_call[key] = sup
         after = {"call_id": call_id, "agent": ac.agent, "mode": mode.value}
         await self._audit(sup, "call.monitor", call_id, before, after)
         self._publish(sup, ac, mode, "started" if before is None else "changed")
@@ -436,32 +488,200 @@ class MonitorService:
             mode=mode.value,
         )
 
-    def _elsewhere(self, call_id: str) -> None:
-        """Refuse, naming the node, an agent's call that another node of the cluster holds
-        (``[cluster] acd = "shared"``: the replica knows every agent's call and where the agent
-        and the caller are): ``other-node`` when caller and agent are both on that node (monitor
-        it from a supervisor page there), ``cross-node`` when the caller is on one node and the
-        agent on another (not monitorable: neither node mixes both sides). Nothing (the caller
-        answers ``unknown-call``) on a node of its own or for a call no agent has."""
+    async def _monitor_remote(
+        self, sup: _Supervisor, call_id: str, mode: MonitorMode, where: _Located
+    ) -> None:
+        """Monitor a call another node carries: a monitor leg to the agent's node
+        (`omlmedia.monitor_remote`), after the same checks as here (scope from the replica)."""
+        remote = self.remote
+        assert remote is not None
+        if not sup.identity.covers(self.scopes(), queue=where.queue):
+            raise CommandError("forbidden", "the call's queue is out of your scope")
+        if sup.channel.peer_connection is None:
+            raise CommandError("no-channel", "send supervisor-offer first")
+        current = sup.monitoring
+        before = None if current is None else {"call_id": current.call_id, "mode": current.mode}
+        if current is not None and current.call_id == call_id:
+            if current.mode is mode:
+                return
+            current.set_mode(mode)
+            sup.modes.append(mode.value)
+        else:
+            if current is not None:
+                self._stop(sup, "switched", restore=True)
+            placed: list[RemoteMonitoring] = []
+
+            def ended() -> None:  # the call's node ended the leg: the call ended there
+                if placed and sup.monitoring is placed[0]:
+                    self._stop(sup, "call-ended", restore=False)
+                    self._state(sup, "call-ended")
+
+            monitored = await remote.open(
+                call_id=call_id,
+                agent=where.agent,
+                node=where.node,
+                queue=where.queue,
+                supervisor=sup.identity.actor,
+                mode=mode,
+                channel=sup.channel,
+                on_end=ended,
+            )
+            placed.append(monitored)
+            if self._sockets.get(id(sup.conn)) is not sup or sup.monitoring is not None:
+                monitored.stop()  # the page closed (or monitored another call) meanwhile
+                raise CommandError("gone", "the supervisor's page closed")
+            sup.monitoring = monitored
+            sup.started = self.clock()
+            sup.modes = [mode.value]
+            self._by_call[call_id] = sup
+        after = {"call_id": call_id, "agent": where.agent, "mode": mode.value, "node": where.node}
+        await self._audit(sup, "call.monitor", call_id, before, after)
+        self._publish(
+            sup,
+            None,
+            mode,
+            "started" if before is None else "changed",
+            call_id=call_id,
+            agent=where.agent,
+            queue=where.queue,
+            tell=False,
+        )
+        event(
+            logger,
+            "call-monitor",
+            call_id=call_id,
+            agent=where.agent,
+            supervisor=sup.identity.actor,
+            mode=mode.value,
+            node=where.node,
+        )
+
+    def carried(self, call_id: str) -> AgentCall | None:
+        """The call `call_id` while an agent's channel here carries its audio: by its id here,
+        or by its id on the caller's node (a call across nodes, whose agent is here)."""
+        desk = self.desk
+        if desk is None:
+            return None
+        ac = desk.carried(call_id)
+        if ac is not None:
+            return ac
+        return next(
+            (c for c in desk.calls.values() if c.engine_call == call_id and c.audio is not None),
+            None,
+        )
+
+    def is_monitored(self, call_id: str) -> bool:
+        """Whether a supervisor (here or on another node) monitors the call `call_id` here."""
+        return call_id in self._by_call or call_id in self._inbound
+
+    # -- another node's supervisor on a call here (`omlmedia.monitor_remote`) ------------------
+
+    def attach_inbound(
+        self,
+        ac: AgentCall,
+        peer: MonitorPeer,
+        mode: MonitorMode,
+        *,
+        supervisor: str,
+        node: str,
+        end: Callable[[], None],
+    ) -> None:
+        """Put `peer` (a monitor leg from `node`) on `ac` in `mode`; `end` hangs the leg up
+        when the call stops being carried here. Raises `CommandError`."""
+        audio = ac.audio
+        if audio is None:
+            raise CommandError("unknown-call", "no such call in progress")
+        if self.is_monitored(ac.call_id):
+            raise CommandError("monitored", "another supervisor is monitoring this call")
+        try:
+            monitored = MonitoredCall(ac, audio, peer, mode, clock=self.media_clock)
+        except (ConferenceError, ValueError) as exc:
+            raise CommandError("cannot-monitor", str(exc)) from None
+        self._inbound[ac.call_id] = _Inbound(
+            monitored, supervisor, node, end, self.clock(), [mode.value]
+        )
+        self._tell_agent(ac.agent, mode)
+        event(
+            logger,
+            "call-monitor",
+            call_id=ac.call_id,
+            agent=ac.agent,
+            supervisor=supervisor,
+            mode=mode.value,
+            supervisor_node=node,
+        )
+
+    def set_inbound_mode(self, call_id: str, mode: MonitorMode) -> bool:
+        """Another node's supervisor changes mode on `call_id`; False when it monitors nothing
+        here."""
+        inbound = self._inbound.get(call_id)
+        if inbound is None:
+            return False
+        if inbound.monitored.mode is not mode:
+            inbound.monitored.set_mode(mode)
+            inbound.modes.append(mode.value)
+            self._tell_agent(inbound.monitored.agent, mode)
+        return True
+
+    def stop_inbound(self, call_id: str, reason: str) -> None:
+        """Another node's supervisor stopped monitoring `call_id` (its leg ended)."""
+        inbound = self._inbound.pop(call_id, None)
+        if inbound is None:
+            return
+        inbound.monitored.stop(restore=True)
+        self._inbound_over(inbound, reason)
+
+    def _inbound_over(self, inbound: _Inbound, reason: str) -> None:
+        monitored = inbound.monitored
+        self._note(monitored.call_id, inbound.supervisor, inbound.modes, inbound.started)
+        self._tell_agent(monitored.agent, None)
+        event(
+            logger,
+            "call-monitor-stop",
+            call_id=monitored.call_id,
+            supervisor=inbound.supervisor,
+            supervisor_node=inbound.node,
+            reason=reason,
+        )
+
+    def _locate(self, call_id: str) -> _Located | None:
+        """Where the shared ACD's replica (``[cluster] acd = "shared"``) says the agent's call
+        `call_id` is: None on a node of its own or for a call no agent has."""
         desk = self.desk
         engine: Any = getattr(desk.acd if desk is not None else None, "engine", None)
         replicated = getattr(engine, "replicated", None)
         if replicated is None or not callable(getattr(engine, "agent_node", None)):
-            return
+            return None
         try:
             agent = next(
                 (a for a in engine.config.agents if engine.agent_status(a).call_id == call_id),
                 None,
             )
             if agent is None:
-                return
+                return None
             agent_node = engine.agent_node(agent)
             origin = replicated.call_origin(call_id)
+            queue = str(engine.call_queue(call_id) or "")
         except (RuntimeError, KeyError, ValueError):  # not started, or gone meanwhile
+            return None
+        if agent_node is None:
+            return None
+        return _Located(agent, agent_node, node_of(origin) if origin else agent_node, queue)
+
+    def _elsewhere(self, call_id: str) -> None:
+        """Without monitor legs (`remote` unset), refuse, naming the node, an agent's call that
+        another node of the cluster holds: ``other-node`` when caller and agent are both on that
+        node (monitor it from a supervisor page there), ``cross-node`` when the caller is on one
+        node and the agent on another. Nothing (the caller answers ``unknown-call``) on a node
+        of its own or for a call no agent has."""
+        located = self._locate(call_id)
+        desk = self.desk
+        engine: Any = getattr(desk.acd if desk is not None else None, "engine", None)
+        if located is None or engine is None:
             return
         here = node_of(engine.acd.incarnation)
-        caller_node = node_of(origin) if origin else agent_node
-        if agent_node is None or (agent_node == here and caller_node == here):
+        agent_node, caller_node, agent = located.node, located.caller_node, located.agent
+        if agent_node == here and caller_node == here:
             return
         details = {"node": agent_node, "caller_node": caller_node, "agent": agent}
         if caller_node == agent_node:
@@ -479,6 +699,10 @@ class MonitorService:
 
     def _covers(self, identity: Identity, ac: AgentCall) -> bool:
         qc = ac.queued
+        if qc is None and ac.engine_call:  # another node's queue caller: the replica's queue
+            located = self._locate(ac.engine_call)
+            queue = located.queue if located is not None else ""
+            return identity.covers(self.scopes(), queue=queue, campaign=ac.info.campaign)
         if qc is None:
             return identity.scope is None
         campaign = qc.campaign.name if qc.campaign is not None else ""
@@ -492,12 +716,40 @@ class MonitorService:
         if self._by_call.get(monitored.call_id) is sup:
             del self._by_call[monitored.call_id]
         monitored.stop(restore=restore)
-        self._notes.setdefault(monitored.call_id, []).append(
+        local = isinstance(monitored, MonitoredCall)
+        if isinstance(monitored, MonitoredCall):
+            self._note(monitored.call_id, sup.identity.actor, sup.modes, sup.started)
+            queue = ""
+        else:  # the call's node writes the leg in the call's record
+            queue = monitored.queue
+        desk = self.desk
+        ac = desk.carried(monitored.call_id) if desk is not None else None
+        self._publish(
+            sup,
+            ac,
+            None,
+            reason,
+            call_id=monitored.call_id,
+            agent=monitored.agent,
+            queue=queue,
+            tell=local,
+        )
+        event(
+            logger,
+            "call-monitor-stop",
+            call_id=monitored.call_id,
+            supervisor=sup.identity.actor,
+            reason=reason,
+        )
+
+    def _note(self, call_id: str, supervisor: str, modes: list[str], start: float) -> None:
+        """A supervisor's leg, for the call's record."""
+        self._notes.setdefault(call_id, []).append(
             {
                 "role": "supervisor",
-                "supervisor": sup.identity.actor,
-                "modes": list(dict.fromkeys(sup.modes)),
-                "start": sup.started,
+                "supervisor": supervisor,
+                "modes": list(dict.fromkeys(modes)),
+                "start": start,
                 "end": self.clock(),
                 "codec": "opus",
                 "packets": 0,
@@ -507,16 +759,6 @@ class MonitorService:
                 "mos": None,
             }
         )
-        desk = self.desk
-        ac = desk.carried(monitored.call_id) if desk is not None else None
-        self._publish(sup, ac, None, reason, call_id=monitored.call_id, agent=monitored.agent)
-        event(
-            logger,
-            "call-monitor-stop",
-            call_id=monitored.call_id,
-            supervisor=sup.identity.actor,
-            reason=reason,
-        )
 
     def _call_detached(self, ac: AgentCall) -> None:
         """The desk's channel stops carrying `ac`: its monitor (if any) stops."""
@@ -524,6 +766,12 @@ class MonitorService:
         if sup is not None and sup.monitoring is not None and sup.monitoring.agent == ac.agent:
             self._stop(sup, "call-ended", restore=False)
             self._state(sup, "call-ended")
+        inbound = self._inbound.get(ac.call_id)
+        if inbound is not None and inbound.monitored.agent == ac.agent:
+            del self._inbound[ac.call_id]
+            inbound.monitored.stop(restore=False)
+            self._inbound_over(inbound, "call-ended")
+            inbound.end()
         if ac.call_id in self._notes:
             asyncio.get_running_loop().call_soon(self._write_record, ac.call_id, ac.queued)
 
@@ -554,13 +802,15 @@ class MonitorService:
         *,
         call_id: str = "",
         agent: str = "",
+        queue: str = "",
+        tell: bool = True,
     ) -> None:
         qc = ac.queued if ac is not None else None
         agent = ac.agent if ac is not None else agent
         self.events.publish(
             CALL_MONITORED,
             call_id=ac.call_id if ac is not None else call_id,
-            queue=qc.queue if qc is not None else "",
+            queue=qc.queue if qc is not None else queue,
             agent=agent,
             campaign=qc.campaign.name if qc is not None and qc.campaign is not None else "",
             data={
@@ -569,6 +819,11 @@ class MonitorService:
                 "reason": reason,
             },
         )
+        if tell:  # not for a call on another node: its agent is told there
+            self._tell_agent(agent, mode)
+
+    def _tell_agent(self, agent: str, mode: MonitorMode | None) -> None:
+        """The agent's page (here) is told, when `show_agents`."""
         desk = self.desk
         if self.show_agents and desk is not None and agent:
             desk.hub.notify(agent, _NOTICES[mode])
@@ -600,7 +855,7 @@ class MonitorService:
                 call_id=monitored.call_id,
                 agent=monitored.agent,
                 mode=monitored.mode.value,
-                queue=ac.info.queue if ac is not None else "",
+                queue=ac.info.queue if ac is not None else getattr(monitored, "queue", ""),
                 caller=ac.info.caller_number if ac is not None else "",
             )
         self._send(sup.conn, message)

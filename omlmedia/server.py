@@ -49,6 +49,7 @@ from omlmedia.lost_calls import LostCall, LostCalls
 from omlmedia.media_targets import MediaTargets
 from omlmedia.metrics import Metrics, serve_metrics
 from omlmedia.monitor import MonitorService
+from omlmedia.monitor_remote import MonitorGate, MonitorLegs, internal_calls
 from omlmedia.netlimits import ConnectionGate, budget, raise_nofile
 from omlmedia.notify import ACCOUNTS, WEBHOOKS, ChangeListener
 from omlmedia.recordings import Deleted, RetentionJob
@@ -249,6 +250,9 @@ class Server:
         self.crossnode: CrossNode | None = None
         """Cross-node calls (``[cluster] node`` and ``nodes``): `omlmedia.crossnode`."""
         self._crossnode_task: asyncio.Task[None] | None = None
+        self.monitor: MonitorService | None = None
+        self.monitor_legs: MonitorLegs | None = None
+        """Monitoring of calls on other nodes (``[cluster]``): `omlmedia.monitor_remote`."""
         """Other nodes' changes to the shared PostgreSQL database (`omlmedia.notify`)."""
         """Webhook subscriptions and their outbox (`omlmedia.webhooks`), fed by the event log."""
         self._tls: ssl.SSLContext | None = None
@@ -321,7 +325,14 @@ class Server:
         ua = UserAgent(
             local_endpoints=local,
             trusted_source=trusted_source,
-            internal_source=self.gate,
+            internal_source=MonitorGate(
+                cluster.secret,
+                {n.name: Endpoint("udp", n.host, n.port) for n in cluster.nodes},
+                cluster.node,
+                self.gate,
+            )
+            if self.gate is not None and cluster.node is not None and cluster.secret is not None
+            else None,
             digest=DigestServer(
                 realm,
                 os.urandom(32),
@@ -439,6 +450,17 @@ class Server:
                 else None,
             )
             router.internal = self.crossnode.take_internal
+            if self.monitor is not None:
+                self.monitor_legs = MonitorLegs(
+                    node=cluster.node,
+                    secret=cluster.secret,
+                    nodes={n.name: Endpoint("udp", n.host, n.port) for n in cluster.nodes},
+                    service=service,
+                    pool=self.pool,
+                    media_host=self.media_host,
+                    monitor=self.monitor,
+                )
+                router.internal = internal_calls(self.monitor_legs, self.crossnode.take_internal)
             self._crossnode_task = asyncio.get_running_loop().create_task(self.crossnode.run())
         if self.shared_acd is not None:
             await self._start_shared_acd(service)
@@ -812,6 +834,7 @@ class Server:
             events=self.events or NO_EVENTS,
         )
         monitor.bind(desk)
+        self.monitor = monitor
         desk.audit = audit
         self.desk = desk
         self.hub = desk.hub
@@ -900,6 +923,8 @@ class Server:
             await self._retention_reader.close()
         if self.kernel is not None:
             self.kernel.stop()
+        if self.monitor_legs is not None:
+            await self.monitor_legs.close()
         self.pool.close()
         if self.acd is not None:
             self.acd.close()

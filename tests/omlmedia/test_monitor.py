@@ -81,6 +81,7 @@ class FakeDesk:
 
     def __init__(self) -> None:
         self.carrying: dict[str, AgentCall] = {}
+        self.calls: dict[tuple[str, str], AgentCall] = {}
         self.on_detach: list[Any] = []
         self.hub = FakeDeskHub()
         self.acd = None
