@@ -39,8 +39,11 @@ keyed by them) come from one sequence (`omlmedia.storage_pg.EVENT_IDS`), so they
 across the nodes and increasing on each; each node reserves a few ahead (`next_event_id`,
 topped up by every flush, on the writer's thread) so that giving an event its id never waits
 for the database on the event loop. Each event row names its node, and a node reads back only
-its own (`events`): every node's event stream is its own, resumable by id. On SQLite (one node)
-ids are simply counted from the highest stored.
+its own (`events`, the node's own log). Each flush also gives its events their places in the
+order the nodes' flushes commit (``events.pos``, under a lock held to the commit: see
+`omlmedia.storage_pg.EVENT_ORDER_LOCK`), which the cluster-wide event stream follows
+(`omlmedia.events.ClusterFeed`). On SQLite (one node) ids are simply counted from the highest
+stored.
 """
 
 from __future__ import annotations
@@ -60,7 +63,16 @@ from pathlib import Path
 from typing import Any
 
 from omlmedia.migrations import migrate
-from omlmedia.storage_pg import EVENT_IDS, PgConnection, PgError, is_dsn, migrate_pg
+from omlmedia.storage_pg import (
+    EVENT_IDS,
+    EVENT_ORDER_LOCK,
+    EVENT_POSITIONS,
+    EVENTS_CHANNEL,
+    PgConnection,
+    PgError,
+    is_dsn,
+    migrate_pg,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -274,6 +286,18 @@ def open_database(location: Path | str) -> Any:
     return db
 
 
+_EVENT_INSERT = (
+    "INSERT INTO events (id, time, type, call_id, queue, agent, campaign, data, node) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+_EVENT_INSERT_PG = (
+    "INSERT INTO events (id, time, type, call_id, queue, agent, campaign, data, node, pos) "
+    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, nextval('{EVENT_POSITIONS}')) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+_EVENT_ORDER = f"SELECT pg_advisory_xact_lock({EVENT_ORDER_LOCK}), pg_notify('{EVENTS_CHANNEL}', ?)"
+
+
 class Store:
     """The SQLite database: batched appends, crash recovery, reads. Not thread-safe: one
     writer (see `AsyncStore`)."""
@@ -483,18 +507,20 @@ class Store:
                     "DELETE FROM open_calls WHERE call_id = ?",
                     _storable([(row[0],) for row in closed]),
                 )
+            for sql, args in writes:
+                db.execute(sql, _storable([args])[0])
             if events:
+                if isinstance(db, PgConnection):
+                    # Last, just before the commit: the places in commit order, under a lock
+                    # held until the commit (`omlmedia.storage_pg.EVENT_ORDER_LOCK`).
+                    db.execute(_EVENT_ORDER, (self.node,))
                 db.executemany(
                     # A batch sent again after a commit whose answer was lost with its
                     # connection holds events already stored: kept, not a failure that would
                     # make every later flush of this node fail too.
-                    "INSERT INTO events "
-                    "(id, time, type, call_id, queue, agent, campaign, data, node) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    _EVENT_INSERT_PG if isinstance(db, PgConnection) else _EVENT_INSERT,
                     _storable([(*row, self.node) for row in events]),
                 )
-            for sql, args in writes:
-                db.execute(sql, _storable([args])[0])
             db.execute("COMMIT")
         except BaseException:
             try:

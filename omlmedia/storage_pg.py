@@ -27,7 +27,12 @@ quote nothing else that PostgreSQL reserves (``user``, ``order``...: pick anothe
 ``tests/omlmedia/test_storage_pg.py`` applies every step on PostgreSQL.
 
 The event ids of several nodes sharing a database come from one sequence (`EVENT_IDS`), made
-by `migrate_pg` above every id already stored.
+by `migrate_pg` above every id already stored. Ids are reserved ahead, so they do not follow the
+order in which events commit; each event's place in that order (``events.pos``) comes from a
+second sequence (`EVENT_POSITIONS`), drawn by a flush only while it holds the transaction-level
+advisory lock `EVENT_ORDER_LOCK` until its commit: a later commit always has higher places, so a
+reader of ``pos > cursor`` never skips an event that committed late. Each such commit notifies
+`EVENTS_CHANNEL` (`omlmedia.events`: the cluster-wide stream).
 
 Migrations of several nodes starting together: `migrate_pg()` holds a PostgreSQL advisory lock
 (`MIGRATION_LOCK`) around `omlmedia.migrations.migrate`, so one node applies the steps and the
@@ -46,7 +51,10 @@ from typing import Any, Final, TypeVar
 import asyncpg
 
 __all__ = [
+    "EVENTS_CHANNEL",
     "EVENT_IDS",
+    "EVENT_ORDER_LOCK",
+    "EVENT_POSITIONS",
     "MIGRATION_LOCK",
     "PgConnection",
     "PgError",
@@ -63,6 +71,16 @@ MIGRATION_LOCK: Final = 0x6F6D6C6D
 
 EVENT_IDS: Final = "omlmedia_event_ids"
 """The sequence every node's event ids come from (`omlmedia.storage.Store.next_event_id`)."""
+
+EVENT_POSITIONS: Final = "omlmedia_event_positions"
+"""The sequence of the events' places in commit order (``events.pos``)."""
+
+EVENT_ORDER_LOCK: Final = 0x6F6D6C6F
+"""The transaction-level advisory lock a flush holds from its first place to its commit
+(``"omlo"``)."""
+
+EVENTS_CHANNEL: Final = "omlmedia_events"
+"""The channel a flush that stored events notifies (payload: its node), at its commit."""
 
 CONNECT_TIMEOUT: Final = 10.0
 """Seconds to wait for PostgreSQL to accept a connection."""
@@ -252,6 +270,11 @@ def migrate_pg(db: PgConnection) -> list[int]:
         db.execute(
             f"SELECT setval('{EVENT_IDS}', GREATEST((SELECT COALESCE(MAX(id), 0) FROM events), "
             f"(SELECT last_value FROM {EVENT_IDS})))"
+        )
+        db.execute(f"CREATE SEQUENCE IF NOT EXISTS {EVENT_POSITIONS}")
+        db.execute(
+            f"SELECT setval('{EVENT_POSITIONS}', GREATEST((SELECT COALESCE(MAX(pos), 0) "
+            f"FROM events), (SELECT last_value FROM {EVENT_POSITIONS})))"
         )
         return applied
     finally:
