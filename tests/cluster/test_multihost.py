@@ -1,8 +1,15 @@
 """The cluster on several hosts (network namespaces, `tests/cluster/hosts.py`): sipp callers on
 host pbx, Kamailio (contrib/kamailio) on kam, omlmedia nodes on node1..node3, HAProxy
-(contrib/haproxy) on lb, Redis and PostgreSQL on db, a Chromium agent page in the root namespace
-reaching lb. One topology for the module.
+(contrib/haproxy) on lb, Redis and PostgreSQL on db, Chromium agent pages in the root namespace
+(reaching lb, or a node's own address). One topology for the module.
 
+- A baresip caller on host pbx (440 Hz) calls the ``support`` queue through Kamailio, whose
+  dispatcher list holds node1 alone for that call (the pin); agent2's Chromium page (660 Hz
+  microphone), logged in on node2's own address, is offered the call over the internal leg
+  node1 -> node2, answers, and they talk across the hosts: the page hears the caller throughout,
+  baresip records the agent; the agent hangs up and saves a disposition in wrap-up; the call
+  record in PostgreSQL is the one node1 wrote, with node2's disposition, and the call's events
+  were written by both nodes.
 - A node joining adds capacity: node3 put in Kamailio's dispatcher list while calls go on takes
   its share of the new calls; no call fails.
 - ``kill -9`` of a node under load (20 callers with RTP over two nodes): the other node's calls
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import threading
 import time
@@ -31,11 +39,13 @@ import pytest
 
 from benchmarks.harness import DEMO_PASSWORD
 from omlmedia.lost_calls import CAUSE
-from omlmedia.storage import Store
+from omlmedia.storage import Store, open_database
 from tests.cluster import hosts as hostlib
 from tests.cluster import kamailio as kam
 from tests.cluster.hosts import Front, Hosts, Node
+from tests.interop.baresip import dial
 from tests.interop.browser import chromium
+from tests.interop.test_monitor import levels, tone_seconds
 
 RECORDING_PACKETS = 236
 """RTP packets in sipp's pcap/g711a.pcap (7.05 s of PCMA), which each caller sends from its
@@ -90,6 +100,155 @@ def wait_calls(cluster: Cluster, wanted: int, since: dict[str, int], timeout: fl
             return
         assert time.monotonic() < deadline, (now, since)
         time.sleep(0.1)
+
+
+CALLER_TONE = 440.0
+AGENT_TONE = 660.0
+HEARD_DB = -50.0
+"""A tone this loud on the page (WebAudio analyser, dBFS) is heard (tests/interop/test_monitor)."""
+TALK_SECONDS = 3.0
+"""How long the agent keeps the call once answered, the page listening all along."""
+
+
+def _call_rows(
+    store: Store, db: Any, since: float
+) -> tuple[list[Any], dict[str, set[tuple[str, str]]]]:
+    """The ``support`` queue's call records since `since`, and every event since then by call:
+    the (node, type) pairs the nodes wrote to the shared PostgreSQL."""
+    records = [r for r in store.call_records(since) if r.queue == "support"]
+    events: dict[str, set[tuple[str, str]]] = {}
+    for node, kind, call_id in db.execute(
+        "SELECT node, type, call_id FROM events WHERE time >= ? AND call_id <> ''", (since,)
+    ):
+        events.setdefault(str(call_id), set()).add((str(node), str(kind)))
+    return records, events
+
+
+async def test_a_baresip_caller_on_node1_is_answered_by_a_chromium_agent_on_node2_both_heard(
+    cluster: Cluster,
+) -> None:
+    from playwright.async_api import expect
+
+    h, front = cluster.h, cluster.front
+    node1, node2 = cluster.nodes["node1"], cluster.nodes["node2"]
+    async with chromium(h.workdir / "browser-crossnode", AGENT_TONE) as browser:
+        page = await browser.new_page()
+        # node2's own address from the root namespace: HAProxy balances by source address, so
+        # through it the root namespace's pages land on one node, not necessarily node2.
+        await page.goto(f"https://{node2.host}:{hostlib.HTTP_PORT}/agent/")
+        await page.get_by_label("Username").fill("agent2")
+        await page.get_by_label("Password").fill(DEMO_PASSWORD)
+        await page.get_by_role("button", name="Log in", exact=True).click()
+        state = page.locator("#state")
+        await expect(state).to_contain_text("Paused", timeout=15000)
+        await expect(page.locator("#ice-state")).to_have_text("connected", timeout=15000)
+        await page.get_by_role("button", name="Ready", exact=True).click()
+        await expect(state).to_have_text("Ready")
+
+        # The pin: Kamailio's dispatcher list holds node1 alone while the call is placed.
+        front.set_nodes(["node1"])
+        mark, before, since = len(front.log()), cluster.calls(), time.time()
+        received = node2.status()["cluster"]["crossnode"]["received"]
+        try:
+            caller = asyncio.get_running_loop().run_in_executor(
+                None,
+                lambda: dial(
+                    h.workdir / "caller",
+                    f"sip:support@{h.addr('kam')}:{hostlib.SIP_PORT}",
+                    30,
+                    tone_hz=CALLER_TONE,
+                    codecs="PCMU",
+                    address=h.addr("pbx"),
+                    netns=h.ns("pbx"),
+                ),
+            )
+            await expect(state).to_have_text("Ringing", timeout=15000)
+            await expect(page.locator("#call-queue")).to_have_text("support")
+            await page.get_by_role("button", name="Answer", exact=True).click()
+            await expect(state).to_have_text("On call", timeout=10000)
+            answered = time.monotonic()
+            # node1 offered its caller to the agent on node2 (the offer lasts the call).
+            acd = await asyncio.to_thread(lambda: node1.status()["cluster"]["acd"])
+            assert acd["remote_offers"] == 1, acd
+            # The caller's tone reaches the page (pbx -> node1 -> node2 -> Chromium): heard
+            # within 10 s of the answer, then at every check until the agent hangs up.
+            checks: list[float] = []
+            while not checks or time.monotonic() - answered < TALK_SECONDS:
+                level = (await levels(page, "remote-audio"))[CALLER_TONE]
+                if level > HEARD_DB:
+                    checks.append(level)
+                else:
+                    assert not checks, f"the caller's tone stopped on the page: {level} dBFS"
+                    assert time.monotonic() - answered < 10, f"never heard: {level} dBFS"
+            await page.get_by_role("button", name="Hang up", exact=True).click()
+            run = await caller
+        finally:
+            front.set_nodes(["node1", "node2"])
+        await expect(state).to_have_text("Wrap-up", timeout=10000)
+        await page.get_by_label("Disposition").select_option("solved")
+        await page.get_by_role("button", name="Save disposition").click()
+        await expect(state).to_have_text("Ready", timeout=10000)
+        await page.get_by_role("button", name="Log out", exact=True).click()
+        await expect(page.get_by_role("button", name="Log in")).to_be_visible()
+
+    # The agent's tone reached the caller (Chromium -> node2 -> node1 -> pbx): in baresip's
+    # recording for most of the talk.
+    assert run.established, run.output[-3000:]
+    agent_heard = tone_seconds(run.decoded(), AGENT_TONE)
+    assert agent_heard >= TALK_SECONDS - 1.0, f"the caller heard the agent {agent_heard} s"
+    # Kamailio sent the one INVITE to node1, which placed the internal leg to node2.
+    dispatched = re.findall(r"dispatching INVITE \S+ to (\S+)", front.log()[mark:])
+    assert dispatched == [f"sip:{node1.host}:{hostlib.SIP_PORT}"], dispatched
+    after = cluster.calls()
+    # node1: the caller's call and the internal leg it placed; node2: that leg; node3 nothing.
+    assert {n: after[n] - before[n] for n in after} == {"node1": 2, "node2": 1, "node3": 0}
+    assert node2.status()["cluster"]["crossnode"]["received"] == received + 1
+
+    # PostgreSQL: node1's one record of the call, with the disposition saved on node2; the
+    # events of both nodes, the internal leg's Call-ID on each.
+    store = await asyncio.to_thread(Store, cluster.dsn, node="reader")
+    db = await asyncio.to_thread(open_database, cluster.dsn)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            records, events = await asyncio.to_thread(_call_rows, store, db, since)
+            others = [c for c in events if not records or c != records[0].call_id]
+            done = records and records[0].disposition and others
+            if done and all(("node2", "call.ended") in events[c] for c in others):
+                break
+            assert time.monotonic() < deadline, (records, events)
+            await asyncio.sleep(0.1)
+        (record,) = records
+        assert (record.agent, record.disposition, record.hangup_by) == ("agent2", "solved", "agent")
+        assert record.answer is not None and record.trunk == "pbx", record
+        assert record.end - record.answer >= TALK_SECONDS, record
+        (leg,) = record.legs
+        # The caller's audio reached node1 all along (50 packets a second, PCMU, none lost).
+        assert leg["codec"] == "PCMU" and leg["packets"] >= 45 * TALK_SECONDS, leg
+        assert leg["lost"] == 0, leg
+        caller_events = events[record.call_id]
+        for kind in ("call.started", "queue.entered", "queue.offered", "queue.answered"):
+            assert ("node1", kind) in caller_events, caller_events
+        (internal,) = others
+        assert {("node1", "call.started"), ("node2", "call.started")} <= events[internal]
+        assert {("node1", "call.ended"), ("node2", "call.ended")} <= events[internal]
+        log = await asyncio.to_thread(store.queue_log, since, call_id=record.call_id)
+        assert [(r.event, r.agent) for r in log] == [
+            ("enter", ""),
+            ("offer", "agent2"),
+            ("answer", "agent2"),
+            ("complete", "agent2"),
+        ], log
+    finally:
+        await asyncio.to_thread(db.close)
+        await asyncio.to_thread(store.close)
+    measured = {
+        "talk_s": round(record.end - record.answer, 2),
+        "agent_heard_caller_checks": len(checks),
+        "caller_heard_agent_s": agent_heard,
+        "caller_packets_at_node1": leg["packets"],
+    }
+    print("\nmultihost cross-node call: " + json.dumps(measured))
 
 
 def test_a_node_joining_the_dispatcher_list_takes_its_share_of_new_calls_and_none_fails(
