@@ -20,6 +20,15 @@ committed ones from the database (read on its own connection and thread), the ot
 memory. Everything downstream (stream, webhooks, wallboard, reports, metrics histograms) reads
 these events; nothing keeps a second set of counters.
 
+In a cluster with one ACD (``[cluster] acd = "shared"``, records in one PostgreSQL database)
+the stream is the cluster's (`ClusterFeed`): every node's events, in the order their flushes
+committed (``events.pos``: `omlmedia.storage_pg.EVENT_ORDER_LOCK` says why that order, not the
+ids', which each node reserves ahead). A node follows the committed events of every node,
+woken by PostgreSQL's ``NOTIFY`` at each commit, keeps the last `keep` in memory, and serves its
+readers from memory or, behind it, from the database. Only committed events are served, so a
+client reading one node may resume on any other after the last id it received; an event a node
+published but never committed (it died in its flush window) was never served.
+
 Types are dotted, noun first (``call.started``, ``queue.abandoned``, ``agent.state``): a
 subscriber filters by prefix (``call.``, ``queue.``).
 """
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import json
 import logging
 import time
@@ -37,7 +47,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import asyncpg
+
 from omlmedia.storage import AsyncStore, EventRow, Store
+from omlmedia.storage_pg import EVENTS_CHANNEL, PgError
 
 __all__ = [
     "AGENT_STATE",
@@ -46,6 +59,7 @@ __all__ = [
     "CALL_QUALITY",
     "CALL_STARTED",
     "NO_EVENTS",
+    "ClusterFeed",
     "Event",
     "EventFilter",
     "EventLog",
@@ -323,6 +337,7 @@ class EventLog:
         *,
         clock: Callable[[], float] = time.time,
         keep: int = 10_000,
+        cluster: bool = False,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -351,6 +366,45 @@ class EventLog:
         (the webhooks' deliveries, `omlmedia.webhooks`)."""
         self._reader = _Reader(store.store.path, store.store.node) if store is not None else None
         self._next: asyncio.Future[None] | None = None
+        path = store.store.path if store is not None else None
+        self.cluster: ClusterFeed | None = (
+            ClusterFeed(path, self, keep=keep) if cluster and isinstance(path, str) else None
+        )
+        """With `cluster` and a PostgreSQL store: every node's committed events, which the
+        stream serves instead of this log (`stream`)."""
+
+    @property
+    def stream(self) -> EventLog | ClusterFeed:
+        """What the event stream reads: the cluster's events, or this node's."""
+        return self.cluster if self.cluster is not None else self
+
+    @property
+    def head_id(self) -> int:
+        """The id of the last event readable (a reader's ``since_id`` for "from now on")."""
+        return self.last_id
+
+    @property
+    def stream_clients(self) -> int:
+        """Readers of the stream (and other live subscribers)."""
+        return len(self.stream.subscribers)
+
+    @property
+    def stream_dropped(self) -> int:
+        """Stream readers cut off for falling behind, since start."""
+        return self.overflowed + (self.cluster.overflowed if self.cluster is not None else 0)
+
+    def start(self) -> None:
+        """Start following the cluster's events (with `cluster`; on the running loop)."""
+        if self.cluster is not None:
+            self.cluster.start()
+
+    async def ready(self) -> bool:
+        """Whether the stream can be read (this log: always)."""
+        return True
+
+    async def cursor_of(self, event_id: int) -> int | None:
+        """The cursor of a reader that resumes after `event_id` (here the id itself)."""
+        return event_id
 
     def publish(
         self,
@@ -522,4 +576,261 @@ class EventLog:
         self._next = None
         if self._reader is not None:
             await self._reader.close()
+            self._reader = None
+        if self.cluster is not None:
+            await self.cluster.close()
+
+
+CLUSTER_PAGE = 1000
+"""Events the cluster feed reads from the database at a time."""
+CLUSTER_POLL = 1.0
+"""Seconds the cluster feed waits for a notification before it looks anyway (a notification is
+not kept for a listener that was disconnected; the look also finds a silent connection)."""
+CLUSTER_TIMEOUT = 5.0
+"""Seconds a query of the cluster feed may take before its connection is taken for lost."""
+COMMIT_WAIT = 5.0
+"""Seconds a reader resuming after an event of this node not yet committed waits for it."""
+
+_AFTER = (
+    "SELECT pos, id, time, type, call_id, queue, agent, campaign, data FROM events "
+    "WHERE pos > $1 ORDER BY pos LIMIT $2"
+)
+
+
+def _event(row: asyncpg.Record) -> Event:
+    ev = Event.from_row(tuple(row)[1:])
+    return replace(ev, encoded=ev.to_json())  # encoded once for every reader
+
+
+class ClusterFeed:
+    """Every node's committed events in commit order (``events.pos``), for the stream of a
+    node of a cluster: the same reading interface as `EventLog` (`subscribe`, `read`, `wait`,
+    `last_id`), whose cursors are places in that order, not event ids (`cursor_of` turns a
+    client's last id into its cursor).
+
+    One task follows the database on a connection of its own that listens to
+    `omlmedia.storage_pg.EVENTS_CHANNEL`: at each notification (and every `CLUSTER_POLL`
+    seconds) it reads the events placed after the last one it has, keeps the last `keep` in
+    memory and wakes the readers; a reader behind memory reads from the database (a second
+    connection, one query at a time). A lost connection is made again with backoff, and the
+    follower goes on from its last place: places are never given to an earlier commit, so none
+    is skipped. Live readers that fall more than their limit behind are cut off, as by the
+    node's log: memory stays bounded and no reader slows the node."""
+
+    def __init__(self, dsn: str, local: EventLog, *, keep: int = 10_000) -> None:
+        self.dsn = dsn
+        self.local = local
+        """This node's log: a reader resuming after one of its events not yet committed waits
+        for the commit."""
+        self.keep = keep
+        self.last_id = 0
+        """The place of the last event read (cursors are places)."""
+        self.head_id = 0
+        """The id of that event (0: none)."""
+        self._places: list[int] = []
+        self._events: list[Event] = []
+        """The last events read, in place order (`_places` beside them)."""
+        self._floor = 0
+        """Every event placed up to here is in the database, not in memory."""
+        self.subscribers: set[Subscription] = set()
+        self.overflowed = 0
+        """Readers cut off for falling behind, since start."""
+        self.followed = 0
+        """Events read by the follower, since start."""
+        self._next: asyncio.Future[None] | None = None
+        self._wake = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._reader: asyncpg.Connection | None = None
+        self._reading = asyncio.Lock()
+        self._failing = False
+
+    def start(self) -> None:
+        """Start following (on the running loop)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def ready(self, within: float = 5.0) -> bool:
+        """Whether the feed knows where the cluster's events stand (waits up to `within`)."""
+        if not self._ready.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    await self._ready.wait()
+        return self._ready.is_set()
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _follow(self) -> None:
+        backoff = 0.2
+        while True:
+            db: asyncpg.Connection | None = None
+            try:
+                db = await asyncpg.connect(self.dsn, timeout=CLUSTER_TIMEOUT)
+                await db.add_listener(EVENTS_CHANNEL, self._notified)
+                if not self._ready.is_set():
+                    row = await db.fetchrow(
+                        "SELECT pos, id FROM events WHERE pos IS NOT NULL "
+                        "ORDER BY pos DESC LIMIT 1",
+                        timeout=CLUSTER_TIMEOUT,
+                    )
+                    if row is not None:
+                        self.last_id = self._floor = int(row["pos"])
+                        self.head_id = int(row["id"])
+                    self._ready.set()
+                if self._failing:
+                    logger.warning("following the cluster's events again")
+                self._failing, backoff = False, 0.2
+                while True:
+                    self._wake.clear()
+                    await self._catch_up(db)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(CLUSTER_POLL):
+                            await self._wake.wait()
+            except asyncio.CancelledError:
+                raise
+            except (*PgError, ConnectionError) as error:
+                if not self._failing:
+                    logger.warning("following the cluster's events failed (%s); will retry", error)
+                self._failing = True
+            finally:
+                if db is not None:
+                    db.terminate()
+            await asyncio.sleep(backoff)
+            backoff = min(5.0, backoff * 2)
+
+    async def _catch_up(self, db: asyncpg.Connection) -> None:
+        while True:
+            rows = await db.fetch(_AFTER, self.last_id, CLUSTER_PAGE, timeout=CLUSTER_TIMEOUT)
+            if not rows:
+                return
+            self._places.extend(int(row["pos"]) for row in rows)
+            self._events.extend(map(_event, rows))
+            self.followed += len(rows)
+            self.last_id = self._places[-1]
+            self.head_id = self._events[-1].id
+            if len(self._places) >= 2 * self.keep:
+                drop = len(self._places) - self.keep
+                self._floor = self._places[drop - 1]
+                del self._places[:drop], self._events[:drop]
+            waiter = self._next
+            if waiter is not None:
+                self._next = None
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._sweep()
+            if len(rows) < CLUSTER_PAGE:
+                return
+
+    def _sweep(self) -> None:
+        places = self._places
+        dropped = [
+            s
+            for s in self.subscribers
+            if s.live and len(places) - bisect.bisect_right(places, s.cursor) > s.limit
+        ]
+        for sub in dropped:
+            sub.overflowed = True
+            sub.cut.set()
+            self.overflowed += 1
+            self.subscribers.discard(sub)
+
+    def subscribe(
+        self, match: Callable[[Event], bool], limit: int = 1000, after: int | None = None
+    ) -> Subscription:
+        """A subscription to the events placed after `after` (a cursor, `cursor_of`; None:
+        from now on) that `match`."""
+        sub = Subscription(match, limit, self.last_id if after is None else after)
+        sub.live = sub.cursor >= self.last_id
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Stop tracking `sub`."""
+        self.subscribers.discard(sub)
+
+    async def wait(self, after: int) -> None:
+        """Return once an event placed after `after` was read."""
+        while self.last_id <= after:
+            if self._next is None:
+                self._next = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._next)
+
+    async def read(self, sub: Subscription, most: int = 1000) -> list[Event]:
+        """The next events of `sub` (at most `most` examined), from memory or the database;
+        `sub.cursor` moves past every event examined."""
+        events, sub.cursor = await self._read(sub.cursor, most, sub.match)
+        if sub.cursor >= self.last_id:
+            sub.live = True
+        return events
+
+    async def _read(
+        self, cursor: int, most: int, match: Callable[[Event], bool]
+    ) -> tuple[list[Event], int]:
+        if cursor >= self.last_id:
+            return [], cursor
+        if cursor >= self._floor:
+            start = bisect.bisect_right(self._places, cursor)
+            window = self._events[start : start + most]
+            if not window:
+                return [], self.last_id
+            moved = self._places[start + len(window) - 1]
+            if isinstance(match, EventFilter) and match.everything:
+                return window, moved
+            return [ev for ev in window if match(ev)], moved
+        rows = await self._query(_AFTER, cursor, min(most, CLUSTER_PAGE))
+        rows = [row for row in rows if row["pos"] <= self.last_id]
+        if not rows:
+            return [], max(cursor, self._floor)
+        return [ev for ev in map(_event, rows) if match(ev)], int(rows[-1]["pos"])
+
+    async def _query(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        async with self._reading:
+            try:
+                if self._reader is None or self._reader.is_closed():
+                    self._reader = await asyncpg.connect(self.dsn, timeout=CLUSTER_TIMEOUT)
+                return list(await self._reader.fetch(sql, *args, timeout=CLUSTER_TIMEOUT))
+            except PgError as error:
+                if self._reader is not None:
+                    self._reader.terminate()
+                    self._reader = None
+                raise ConnectionError(f"reading the cluster's events failed: {error}") from error
+
+    async def cursor_of(self, event_id: int) -> int | None:
+        """The cursor of a reader resuming after the event `event_id` (0: the whole log);
+        None when no such event was committed. An event of this node not yet committed is
+        waited for (up to `COMMIT_WAIT` seconds): its id may come from this node's wallboard."""
+        if event_id <= 0:
+            return 0
+        place = await self._place(event_id)
+        store = self.local.store
+        committed = store.store.committed_event_id if store is not None else 0
+        if place is None and committed < event_id <= self.local.last_id:
+            # Its commit notifies the follower, which wakes the waiters of its next read.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(COMMIT_WAIT):
+                    while place is None:
+                        await self.wait(self.last_id)
+                        place = await self._place(event_id)
+        return place
+
+    async def _place(self, event_id: int) -> int | None:
+        rows = await self._query("SELECT pos FROM events WHERE id = $1", event_id)
+        return int(rows[0]["pos"]) if rows and rows[0]["pos"] is not None else None
+
+    async def close(self) -> None:
+        """Stop following; tell every reader to stop."""
+        for sub in list(self.subscribers):
+            sub.close()
+        self.subscribers.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._next is not None and not self._next.done():
+            self._next.cancel()
+        self._next = None
+        if self._reader is not None:
+            self._reader.terminate()
             self._reader = None

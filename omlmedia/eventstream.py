@@ -15,6 +15,11 @@ starts with the next event (``since_id=0`` replays the whole log). Live events a
 batches: a client woken by an event waits for its next slot (one a period, `linger`), so a
 burst costs one write, and many clients write one after another rather than all at once.
 
+In a cluster with one ACD (`omlmedia.events.ClusterFeed`) the stream is the cluster's: every
+node's committed events, in the order they committed; ids are unique but not increasing. A
+client resumes on any node after the last id it received (the node finds that event's place in
+the order; an unknown id is refused with 400), and gets every later event of every node once.
+
 A client that has caught up and then reads so slowly that it falls more than `STREAM_QUEUE`
 events behind is dropped by the log (it never waits for anyone), and the stream ends with a
 reason that says how to resume: a WebSocket close with code 1013 ("try again later"), or a final
@@ -37,7 +42,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Identity, Scopes
-from omlmedia.events import Event, EventFilter, EventLog, Subscription
+from omlmedia.events import ClusterFeed, Event, EventFilter, EventLog, Subscription
 from omlmedia.problems import problem
 
 __all__ = ["EVENTS_KEY", "STREAM_QUEUE", "install", "routes"]
@@ -131,11 +136,22 @@ async def get_events(request: web.Request) -> web.StreamResponse:
         match = _filter(request)
     except _Refused as exc:
         return problem(exc.status, exc.reason)
+    source = log.stream
+    after: int | None = None
+    try:
+        if not await source.ready():
+            return problem(503, "the cluster's events cannot be read yet: try again later")
+        if since is not None:
+            after = await source.cursor_of(since)
+            if after is None:
+                return problem(400, f"since_id: no event {since} in the log")
+    except ConnectionError as exc:
+        return problem(503, f"the event log cannot be read: {exc}")
     # Subscribed before the answer goes out: a client that saw the answer gets every later event.
     # Events are small and go to many clients: no per-client permessage-deflate (RFC 7692).
     websocket = web.WebSocketResponse(heartbeat=30.0, autoping=True, compress=False)
     if websocket.can_prepare(request).ok:
-        stream = _Stream(log, match, since, STREAM_QUEUE, _WsOut(request, websocket))
+        stream = _Stream(source, match, after, since, _WsOut(request, websocket))
         return await stream.run()
     if "text/event-stream" in request.headers.get("Accept", ""):
         response = web.StreamResponse(
@@ -145,7 +161,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
                 "X-Accel-Buffering": "no",
             }
         )
-        stream = _Stream(log, match, since, STREAM_QUEUE, _SseOut(request, response, log))
+        stream = _Stream(source, match, after, since, _SseOut(request, response, log))
         return await stream.run()
     return problem(406, "open a WebSocket, or ask for Accept: text/event-stream")
 
@@ -266,16 +282,22 @@ class _Stream:
 
     def __init__(
         self,
-        log: EventLog,
+        log: EventLog | ClusterFeed,
         match: EventFilter,
+        after: int | None,
         since: int | None,
-        limit: int,
         out: _Out,
+        limit: int = STREAM_QUEUE,
     ) -> None:
         self.log = log
         self.out = out
-        self.sub: Subscription = log.subscribe(match, limit, since)
-        self.last_sent = self.sub.cursor
+        head = log.head_id
+        self.sub: Subscription = log.subscribe(match, limit, after)
+        # The id of the last event sent: at first the client's, or the log's last.
+        if isinstance(log, EventLog):
+            self.last_sent = self.sub.cursor  # ids are the log's cursors
+        else:
+            self.last_sent = since if since is not None else head
         self.phase = random.random()
         """Where in each period this client's slot is (a fraction of it)."""
 
@@ -354,5 +376,5 @@ def install(api: web.Application, log: EventLog | None) -> None:
 async def _stop_streams(app: web.Application) -> None:
     log = app[EVENTS_KEY]
     if log is not None:
-        for sub in list(log.subscribers):
+        for sub in list(log.stream.subscribers):
             sub.close()
