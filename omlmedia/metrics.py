@@ -340,7 +340,7 @@ class ServerCollector(Collector):
         yield GaugeMetricFamily(
             "omlmedia_event_stream_clients",
             "Clients of the event stream (and other live subscribers of the event log).",
-            value=len(log.subscribers) if log is not None else 0,
+            value=log.stream_clients if log is not None else 0,
         )
         yield CounterMetricFamily(
             "omlmedia_events_published",
@@ -350,7 +350,7 @@ class ServerCollector(Collector):
         yield CounterMetricFamily(
             "omlmedia_event_stream_dropped",
             "Event stream clients cut off for reading too slowly, since start.",
-            value=log.overflowed if log is not None else 0,
+            value=log.stream_dropped if log is not None else 0,
         )
         yield CounterMetricFamily(
             "omlmedia_events_unrecorded",

@@ -726,8 +726,16 @@ def _service_levels(acd: Any, config: Any) -> dict[str, float]:
     return {name: q.service_level for name, q in queues.items()}
 
 
+class _Stream(Protocol):
+    @property
+    def head_id(self) -> int: ...
+
+
 class _Events(Protocol):
-    last_id: int
+    @property
+    def stream(self) -> _Stream:
+        """What the event stream reads (`omlmedia.events.EventLog.stream`): its last id is
+        where a page resumes after a snapshot."""
 
 
 class _CampaignQueues(Mapping[str, str]):
@@ -772,7 +780,7 @@ def wallboard_for(
         runtime=acd,
         reader=reader,
         flush=flush,
-        last_event_id=(lambda: events.last_id) if events is not None else (lambda: 0),
+        last_event_id=(lambda: events.stream.head_id) if events is not None else (lambda: 0),
         calls=lambda: calls_of(acd.callers),
         zone=config.site.zone,
         service_levels=lambda: _service_levels(acd, config),
