@@ -29,8 +29,23 @@ desk's direct ``agent`` route uses it (`take_remote`) when the agent is not logg
 A queue's caller (answered already, its leg playing music) is not handled here yet: that needs
 the ACD's leg handed over to the relay, which comes with the shared ACD.
 
-Limits: the internal leg is UDP, unencrypted (run it on a private network); nodes must not be
-listed as trunk sources of each other (a trunk's address would be trusted without signature).
+The leg in clear or encrypted. Without ``[cluster] tls_ca`` the internal leg is SIP over UDP
+from the node's SIP port and RTP in clear: for nodes on one host or a private network nobody
+else reads (`omlmedia.config.cluster_warnings` warns when the nodes are on several hosts). With
+``tls_cert``, ``tls_key`` and ``tls_ca`` it is SIP over mutual TLS and SDES-SRTP: every node
+listens on its ``[cluster.nodes.<name>] sip`` address with a private TLS listener
+(`sip.transport.Internal`) that requires a certificate issued by the cluster's CA, and presents
+its own to the nodes it connects to; Via and Contact name that listener, so in-dialog requests
+come back over the private link. The gate then admits only INVITEs that arrived over that link
+(`SipTransports.is_internal`) from the host of the node the signed header names; a node's
+INVITE over UDP is refused (counted). The offering node offers SRTP (RTP/SAVP with SDES keys,
+RFC 4568: the keys travel inside the TLS) and the receiving node refuses an internal offer
+without keys (488). SRTP is applied per leg as for trunks: the relay decrypts and encrypts, and
+stays a codec passthrough (no transcoding); the kernel path, which forwards packets unchanged,
+does not take a bridge with an SRTP leg (`omlmedia.bridges`).
+
+Limits: nodes must not be listed as trunk sources of each other (a trunk's address would be
+trusted without signature).
 """
 
 from __future__ import annotations
@@ -185,34 +200,50 @@ class InternalGate:
         nodes: Mapping[str, Endpoint],
         own: str,
         clock: Callable[[], float] = time.time,
+        *,
+        linked: Callable[[Endpoint], bool] | None = None,
     ) -> None:
         self.secret = secret
         self.clock = clock
-        self._by_address = {(ep.host, ep.port): name for name, ep in nodes.items() if name != own}
+        self.linked = linked
+        """With the encrypted leg: whether a source is on the internal TLS link (its
+        certificate chained to the cluster's CA); a node's INVITE from anywhere else is refused.
+        None: the leg in clear, a node known by its exact UDP address."""
+        others = {name: ep for name, ep in nodes.items() if name != own}
+        self._by_address = {(ep.host, ep.port): name for name, ep in others.items()}
+        self._host_of = {name: ep.host for name, ep in others.items()}
+        self._hosts = set(self._host_of.values())
         self._seen: dict[str, float] = {}
         self.admitted = 0
         self.refused = 0
-        """INVITEs from a node's address whose signature was missing, wrong, stale or replayed."""
+        """INVITEs from a node's address whose signature was missing, wrong, stale or replayed,
+        or, with the encrypted leg, that did not come over the internal TLS link."""
 
     def __call__(self, request: Request, source: Endpoint) -> str | None:
-        name = self._by_address.get((source.host, source.port))
-        if name is None or request.method != "INVITE":
+        if request.method != "INVITE":
+            return None
+        value = request.headers.get(HEADER)
+        name: str | None
+        if self.linked is None:
+            name = self._by_address.get((source.host, source.port))
+            if name is None:
+                return None
+        elif self.linked(source):
+            name = None  # the node the header names, if it is at this host
+        else:
+            if value is not None and source.host in self._hosts:
+                self._refuse(request, source, "", "not-over-tls")  # a node's INVITE in clear
             return None
         now = self.clock()
-        value = request.headers.get(HEADER)
         checked = None
         if value is not None:
             checked = verify_offer(self.secret, request.uri.user or "", value, now)
-        if checked is None or checked[0].node != name or checked[1] in self._seen:
-            self.refused += 1
-            event(
-                logger,
-                "internal-refused",
-                level=logging.WARNING,
-                call_id=request.call_id,
-                node=name,
-                source=str(source),
-            )
+        if name is None and checked is not None:
+            claimed = checked[0].node
+            if self._host_of.get(claimed) == source.host:
+                name = claimed
+        if checked is None or name is None or checked[0].node != name or checked[1] in self._seen:
+            self._refuse(request, source, name or "", "signature")
             return None
         for nonce, at in list(self._seen.items()):
             if at < now - 2 * MAX_SKEW:
@@ -220,6 +251,18 @@ class InternalGate:
         self._seen[checked[1]] = now
         self.admitted += 1
         return TRUNK_PREFIX + name
+
+    def _refuse(self, request: Request, source: Endpoint, name: str, why: str) -> None:
+        self.refused += 1
+        event(
+            logger,
+            "internal-refused",
+            level=logging.WARNING,
+            call_id=request.call_id,
+            node=name or None,
+            source=str(source),
+            reason=why,
+        )
 
 
 @dataclass
@@ -250,8 +293,12 @@ class CrossNode:
         desk: Desk,
         locator: AgentLocator | None,
         clock: Callable[[], float] = time.time,
+        tls: bool = False,
     ) -> None:
         self.node = node
+        self.tls = tls
+        """The internal leg is encrypted: SIP over the nodes' TLS listeners (`nodes` are
+        their addresses), SDES-SRTP media both ways."""
         self.secret = secret
         self.nodes = dict(nodes)
         self.service = service
@@ -325,8 +372,9 @@ class CrossNode:
             name=TRUNK_PREFIX + node,
             host=where.host,
             port=where.port,
-            transport="udp",
+            transport="tls" if self.tls else "udp",
             codecs=names,  # the caller's own: the internal leg is a passthrough
+            srtp=self.tls,  # SDES keys inside the TLS
         )
         caller = call.invite.from_.uri.user or ""
         header = OfferHeader(call_id=call.call_id, queue=queue, caller=caller, node=self.node)
@@ -367,6 +415,11 @@ class CrossNode:
             service.act(lambda now: service.ua.reject(call, 403, now))
             return
         offer = checked[0]
+        if self.tls and b"a=crypto:" not in (call.remote_sdp or b""):
+            # the encrypted leg carries SRTP only: an offer in clear is not answered
+            event(logger, "call-rejected", call_id=call.call_id, status=488, reason="no-srtp")
+            service.act(lambda now: service.ua.reject(call, 488, now))
+            return
         self.stats.received += 1
         event(
             logger,

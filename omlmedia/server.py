@@ -37,7 +37,13 @@ from omlmedia.callevents import CallEvents
 from omlmedia.calls_api import DESK_KEY
 from omlmedia.cluster import AgentLocator, RedisSessions
 from omlmedia.conference import ConferenceService
-from omlmedia.config import Config, RouteAction, digest_without_qop_allowed, summary
+from omlmedia.config import (
+    ClusterConfig,
+    Config,
+    RouteAction,
+    digest_without_qop_allowed,
+    summary,
+)
 from omlmedia.crossnode import CrossNode, InternalGate
 from omlmedia.directory import AgentPages, Directory, file_users
 from omlmedia.events import AGENT_STATE, CALL_ENDED, NO_EVENTS, EventLog
@@ -65,9 +71,9 @@ from sip.digest import DigestServer
 from sip.endpoint import Endpoint
 from sip.security import RateLimiter, SourcePolicy
 from sip.service import SipService
-from sip.tls import client_context, ensure_self_signed, server_context
+from sip.tls import client_context, ensure_self_signed, mutual_contexts, server_context
 from sip.transaction import Timers
-from sip.transport import SipTransports, TransportLimits
+from sip.transport import Internal, SipTransports, TransportLimits
 from sip.ua import UAEvent, UserAgent
 from webrtc.accounts import AccountStore
 from webrtc.app import create_app as create_agent_app
@@ -164,6 +170,19 @@ def default_music() -> Path | None:
     except MediaFileError:
         logger.warning("the default music on hold is missing: held calls hear silence")
         return None
+
+
+def _internal_link(cluster: ClusterConfig) -> Internal | None:
+    """The private mutual-TLS listener of the cluster's encrypted internal leg (``[cluster]
+    tls_ca``) at this node's ``[cluster.nodes.<name>] sip`` port, and the other nodes'."""
+    if not cluster.tls or cluster.node is None:
+        return None
+    assert cluster.tls_cert is not None and cluster.tls_key is not None
+    assert cluster.tls_ca is not None
+    server, client = mutual_contexts(cluster.tls_cert, cluster.tls_key, cluster.tls_ca)
+    own = next(n for n in cluster.nodes if n.name == cluster.node)
+    peers = frozenset((n.host, n.port) for n in cluster.nodes if n.name != cluster.node)
+    return Internal(own.port, server, client, peers)
 
 
 def _tls_files(config: Config) -> tuple[Path, Path]:
@@ -267,6 +286,8 @@ class Server:
         cert, key = _tls_files(config)
         self._tls = server_context(cert, key)
         tls_port = config.server.sip_tls_port
+        cluster = config.cluster
+        internal = _internal_link(cluster)
         await self.transports.start(
             host=host,
             udp_port=config.server.sip_port,
@@ -274,6 +295,7 @@ class Server:
             tls_port=tls_port,
             tls_server_context=self._tls if tls_port is not None else None,
             tls_client_context=client_context(verify=True),
+            internal=internal,
         )
         advertised = advertised_address(config)
         local = {
@@ -315,12 +337,13 @@ class Server:
             trunk = config.trunk_for_source(ip)
             return trunk.name if trunk is not None else None
 
-        cluster = config.cluster
+        leg = "tls" if internal is not None else "udp"
         if cluster.node is not None and cluster.secret is not None:
             self.gate = InternalGate(
                 cluster.secret,
-                {n.name: Endpoint("udp", n.host, n.port) for n in cluster.nodes},
+                {n.name: Endpoint(leg, n.host, n.port) for n in cluster.nodes},
                 cluster.node,
+                linked=self.transports.is_internal if internal is not None else None,
             )
         ua = UserAgent(
             local_endpoints=local,
@@ -357,6 +380,11 @@ class Server:
             timers=Timers(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4),
             user_agent=config.server.user_agent,
         )
+        if internal is not None:
+            own = next(n for n in cluster.nodes if n.name == cluster.node)
+            linked = Endpoint("tls", own.host, own.port)
+            is_internal = self.transports.is_internal
+            ua.local_for = lambda peer: linked if is_internal(peer) else None
         hops = NextHops(config)
         await hops.resolve()
         # From the SIP service on, everything is built at once, each part with what it needs:
@@ -441,20 +469,21 @@ class Server:
             self.crossnode = CrossNode(
                 node=cluster.node,
                 secret=cluster.secret,
-                nodes={n.name: Endpoint("udp", n.host, n.port) for n in cluster.nodes},
+                nodes={n.name: Endpoint(leg, n.host, n.port) for n in cluster.nodes},
                 service=service,
                 b2bua=b2bua,
                 desk=self.desk,
                 locator=AgentLocator(cluster.redis_url, cluster.node)
                 if cluster.redis_url is not None
                 else None,
+                tls=internal is not None,
             )
             router.internal = self.crossnode.take_internal
             if self.monitor is not None:
                 self.monitor_legs = MonitorLegs(
                     node=cluster.node,
                     secret=cluster.secret,
-                    nodes={n.name: Endpoint("udp", n.host, n.port) for n in cluster.nodes},
+                    nodes={n.name: Endpoint(leg, n.host, n.port) for n in cluster.nodes},
                     service=service,
                     pool=self.pool,
                     media_host=self.media_host,

@@ -1,0 +1,499 @@
+"""The cross-node leg encrypted (``[cluster] tls_cert``, ``tls_key``, ``tls_ca``): SIP over
+mutual TLS between the nodes' private listeners, SDES-SRTP media, the signature still checked.
+
+Certificates are made here: the cluster's CA and the certificate every node presents, and a
+stranger's CA and certificate. Without sockets first (the configuration, the warning about a
+clear leg across hosts, the gate); then the transports' private listener on real sockets (a
+peer with the cluster's certificate is served, one with a stranger's or none is refused at the
+handshake); then two real `omlmedia serve` nodes on loopback (as `test_crossnode`): a baresip
+caller (440 Hz, PCMU) on node a, agent1's Chromium page (660 Hz) on node b, both tones heard
+over the encrypted leg; the internal leg's packets, captured on loopback, are SRTP (the
+caller's tone is heard only on its own leg in clear); an INVITE over UDP with a valid signature
+is refused by node b.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import ipaddress
+import os
+import re
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from benchmarks import harness
+from benchmarks.crossnode import sip_port
+from benchmarks.harness import DEMO_PASSWORD
+from media.g711 import PCMU
+from omlmedia.config import ConfigError, cluster_warnings, load_config
+from omlmedia.crossnode import HEADER, InternalGate, OfferHeader, sign_offer
+from sip.endpoint import Endpoint
+from sip.message import URI, Request
+from sip.tls import mutual_contexts
+from sip.transport import Internal, SipTransports
+from tests.cluster import redis
+from tests.cluster.test_crossnode import AGENT_TONE, CALLER_TONE, SECRET, _edit, both_clean
+from tests.interop.baresip import dial
+from tests.interop.browser import chromium
+from tests.interop.test_monitor import hears, tone_seconds
+
+# -- certificates --------------------------------------------------------------------------------
+
+
+def _name(text: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def make_pki(directory: Path, name: str) -> tuple[Path, Path, Path]:
+    """A CA and a certificate it issued (for 127.0.0.1): the CA's, the certificate's and its
+    key's files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name(f"{name} CA"))
+        .issuer_name(_name(f"{name} CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(f"{name} node"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (directory / "ca.pem", directory / "node.pem", directory / "node.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(paths[2], key)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path, Path]]:
+    root = tmp_path_factory.mktemp("pki")
+    return {"cluster": make_pki(root / "cluster", "cluster"), "other": make_pki(root / "o", "o")}
+
+
+def _tls_keys(files: tuple[Path, Path, Path]) -> str:
+    ca, cert, key = files
+    return f'tls_cert = "{cert}"\ntls_key = "{key}"\ntls_ca = "{ca}"\n'
+
+
+# -- the configuration --------------------------------------------------------------------------
+
+BASE = f"""
+[api]
+token_sha256 = "{hashlib.sha256(b"token").hexdigest()}"
+"""
+
+
+def _config(tmp_path: Path, hosts: tuple[str, str], tls: str) -> Path:
+    (tmp_path / "secret").write_bytes(SECRET)
+    path = tmp_path / "c.toml"
+    path.write_text(
+        BASE
+        + '[cluster]\nredis_url = "redis://127.0.0.1:6390/0"\nnode = "a"\nsecret_file = "secret"\n'
+        + tls
+        + f'[cluster.nodes.a]\nsip = "{hosts[0]}:5070"\n'
+        + f'[cluster.nodes.b]\nsip = "{hosts[1]}:5070"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_the_internal_leg_is_encrypted_exactly_when_the_cluster_has_its_certificates(
+    tmp_path: Path, pki: dict[str, tuple[Path, Path, Path]]
+) -> None:
+    clear = load_config(_config(tmp_path, ("10.0.0.1", "10.0.0.2"), "")).cluster
+    assert not clear.tls
+    secure = load_config(_config(tmp_path, ("10.0.0.1", "10.0.0.2"), _tls_keys(pki["cluster"])))
+    ca, cert, key = pki["cluster"]
+    assert secure.cluster.tls
+    assert (secure.cluster.tls_ca, secure.cluster.tls_cert, secure.cluster.tls_key) == (
+        ca,
+        cert,
+        key,
+    )
+
+
+def test_nodes_on_several_hosts_with_the_leg_in_clear_are_warned_about_and_not_otherwise(
+    tmp_path: Path, pki: dict[str, tuple[Path, Path, Path]]
+) -> None:
+    apart = cluster_warnings(load_config(_config(tmp_path, ("10.0.0.1", "10.0.0.2"), "")))
+    assert len(apart) == 1 and apart[0].startswith("cluster.tls_ca: the nodes are on several")
+    assert "10.0.0.1, 10.0.0.2" in apart[0]
+    one_host = load_config(_config(tmp_path, ("127.0.0.1", "127.0.0.1"), ""))
+    assert cluster_warnings(one_host) == []
+    secure = load_config(_config(tmp_path, ("10.0.0.1", "10.0.0.2"), _tls_keys(pki["cluster"])))
+    assert cluster_warnings(secure) == []
+
+
+def test_a_partial_or_unusable_set_of_cluster_certificates_is_refused_naming_the_key(
+    tmp_path: Path, pki: dict[str, tuple[Path, Path, Path]]
+) -> None:
+    ca, cert, key = pki["cluster"]
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    cases = {
+        f'tls_cert = "{cert}"\ntls_key = "{key}"\n': "cluster: tls_cert, tls_key and tls_ca go",
+        _tls_keys((ca, tmp_path / "junk.pem", key)): "cluster.tls_cert: certificate or key",
+        _tls_keys((tmp_path / "junk.pem", cert, key)): "cluster.tls_ca: CA file cannot be",
+        _tls_keys((ca, cert, pki["other"][2])): "cluster.tls_cert: certificate or key",
+    }
+    for tls, error in cases.items():
+        with pytest.raises(ConfigError) as info:
+            load_config(_config(tmp_path, ("10.0.0.1", "10.0.0.2"), tls))
+        assert any(error in e for e in info.value.errors), (tls, info.value.errors)
+
+
+# -- the gate with the encrypted leg (no sockets) ---------------------------------------------
+
+
+def _invite(agent: str, header: str | None) -> Request:
+    request = Request("INVITE", URI.parse(f"sip:{agent}@127.0.0.1:5081"))
+    request.headers.add("Call-ID", "x@y")
+    if header is not None:
+        request.headers.add(HEADER, header)
+    return request
+
+
+def test_with_the_encrypted_leg_the_gate_admits_only_the_tls_link_from_the_named_nodes_host() -> (
+    None
+):
+    nodes = {"a": Endpoint("tls", "10.0.0.1", 5071), "b": Endpoint("tls", "10.0.0.2", 5071)}
+    linked = {Endpoint("tls", "10.0.0.1", 40001), Endpoint("tls", "10.0.0.3", 40002)}
+    gate = InternalGate(SECRET, nodes, "b", clock=lambda: 1000.0, linked=linked.__contains__)
+    offer = OfferHeader("c@a", "support", "600", "a")
+
+    def signed() -> str:
+        return sign_offer(SECRET, "agent1", offer, 1000.0)
+
+    # a's exact SIP address over UDP, valid signature: refused (the leg must be TLS)
+    assert gate(_invite("agent1", signed()), Endpoint("udp", "10.0.0.1", 5071)) is None
+    # over a TCP or public TLS connection from a's host: refused too
+    assert gate(_invite("agent1", signed()), Endpoint("tls", "10.0.0.1", 40009)) is None
+    # over the link but from another host than the node the header names: refused
+    assert gate(_invite("agent1", signed()), Endpoint("tls", "10.0.0.3", 40002)) is None
+    # over the link from a's host, signature wrong: refused
+    assert gate(_invite("agent1", signed()[:-2] + "00"), Endpoint("tls", "10.0.0.1", 40001)) is None
+    value = signed()
+    assert gate(_invite("agent1", value), Endpoint("tls", "10.0.0.1", 40001)) == "node:a"
+    assert gate(_invite("agent1", value), Endpoint("tls", "10.0.0.1", 40001)) is None  # replay
+    # an INVITE without the header from elsewhere is not the gate's: not counted
+    assert gate(_invite("agent1", None), Endpoint("udp", "192.0.2.9", 5060)) is None
+    assert (gate.admitted, gate.refused) == (1, 5)
+
+
+# -- the transports' private listener on real sockets ------------------------------------------
+
+
+async def test_the_private_listener_serves_a_peer_with_the_clusters_certificate_only(
+    pki: dict[str, tuple[Path, Path, Path]],
+) -> None:
+    ca, cert, key = pki["cluster"]
+    server_context, client_context = mutual_contexts(cert, key, ca)
+    port_a, port_b = harness.free_port(), harness.free_port()
+    got: list[tuple[bytes, Endpoint]] = []
+    a, b = SipTransports(), SipTransports(on_message=lambda data, src: got.append((data, src)))
+    await a.start(
+        host="127.0.0.1",
+        udp_port=0,
+        internal=Internal(
+            port_a, server_context, client_context, frozenset({("127.0.0.1", port_b)})
+        ),
+    )
+    await b.start(
+        host="127.0.0.1",
+        udp_port=0,
+        internal=Internal(
+            port_b, server_context, client_context, frozenset({("127.0.0.1", port_a)})
+        ),
+    )
+    try:
+        assert b.local_endpoint("internal") == Endpoint("tls", "127.0.0.1", port_b)
+        assert a.is_internal(Endpoint("tls", "127.0.0.1", port_b))
+        assert not a.is_internal(Endpoint("udp", "127.0.0.1", port_b))
+        message = b"OPTIONS sip:b@127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n"
+        a.send(message, Endpoint("tls", "127.0.0.1", port_b))
+        deadline = time.monotonic() + 5
+        while not got:
+            assert time.monotonic() < deadline, "nothing arrived over the private link"
+            await asyncio.sleep(0.02)
+        assert got[0][0] == message and b.is_internal(got[0][1])
+        assert not b.is_internal(Endpoint("tls", "127.0.0.1", got[0][1].port + 1))
+
+        # A stranger's certificate, or none: the handshake fails, nothing is delivered.
+        o_ca, o_cert, o_key = pki["other"]
+        strangers = []
+        for with_cert in (True, False):
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            if with_cert:
+                context.load_cert_chain(o_cert, o_key)
+            strangers.append(context)
+        for context in strangers:
+            with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", port_b, ssl=context, server_hostname=None
+                )
+                try:  # TLS 1.3: the refusal of the client's certificate comes after its Finished
+                    writer.write(message)
+                    await writer.drain()
+                    await asyncio.wait_for(reader.readexactly(1), 5)
+                finally:
+                    writer.close()
+        # A node presenting a stranger's CA as its own is not served by b either.
+        _, o_client = mutual_contexts(o_cert, o_key, o_ca)
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port_b, ssl=o_client)
+            writer.close()
+        assert len(got) == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+# -- two real nodes --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[redis.Redis]:
+    redis.require()
+    with redis.redis() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def tls_nodes(
+    shared: redis.Redis,
+    tmp_path_factory: pytest.TempPathFactory,
+    pki: dict[str, tuple[Path, Path, Path]],
+) -> Iterator[list[harness.RunningServer]]:
+    """Nodes a and b with the encrypted leg, shared by the module's tests (the INVITE in clear
+    runs first: the counters it reads start at zero)."""
+    tmp_path = tmp_path_factory.mktemp("tls_nodes")
+    secret = tmp_path / "cluster.secret"
+    secret.write_bytes(SECRET)
+    ports = {"a": sip_port(), "b": sip_port()}
+    internal = {"a": sip_port(), "b": sip_port()}
+    started: list[harness.RunningServer] = []
+
+    def edit_for(name: str) -> Callable[[str], str]:
+        clear = _edit(name, ports, shared.url, secret)
+
+        def edit(text: str) -> str:
+            text = clear(text)
+            for n in ("a", "b"):
+                text = text.replace(
+                    f'[cluster.nodes.{n}]\nsip = "127.0.0.1:{ports[n]}"',
+                    f'[cluster.nodes.{n}]\nsip = "127.0.0.1:{internal[n]}"',
+                )
+            return re.sub(r"(?m)^(secret_file = .*\n)", r"\1" + _tls_keys(pki["cluster"]), text)
+
+        return edit
+
+    try:
+        for name in ("a", "b"):
+            started.append(harness.start_server(tmp_path / name, edit_config=edit_for(name)))
+            started[-1].ports["sip"] = ports[name]
+            started[-1].ports["internal"] = internal[name]
+        yield started
+    finally:
+        for node in started:
+            assert node.stop() == 0, node.log()[-3000:]
+
+
+async def test_a_signed_invite_over_udp_is_refused_when_the_leg_must_be_tls(
+    tls_nodes: list[harness.RunningServer], tmp_path: Path
+) -> None:
+    b = tls_nodes[1]
+    offer = OfferHeader("c@a", "", "600", "a")
+    invite = (
+        f"INVITE sip:agent1@127.0.0.1:{b.sip_port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{{port}};branch=z9hG4bK-clear1;rport\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:600@127.0.0.1>;tag=t1\r\n"
+        f"To: <sip:agent1@127.0.0.1:{b.sip_port}>\r\nCall-ID: clear-leg@test\r\n"
+        "CSeq: 1 INVITE\r\nContact: <sip:600@127.0.0.1:{port}>\r\n"
+        f"{HEADER}: {sign_offer(SECRET, 'agent1', offer, time.time())}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(0.5)
+        data = invite.replace("{port}", str(sock.getsockname()[1])).encode()
+        deadline = time.monotonic() + 10
+        final = 0
+        while not final:
+            assert time.monotonic() < deadline, "node b did not answer the INVITE"
+            sock.sendto(data, ("127.0.0.1", b.sip_port))
+            try:
+                while True:
+                    answer = sock.recv(65535).decode(errors="replace")
+                    status = int(answer.split(" ", 2)[1])
+                    if status >= 200:
+                        final = status
+                        break
+            except TimeoutError:
+                continue
+    assert final == 403, answer
+    status, view = await asyncio.to_thread(_status, b)
+    assert view["cluster"]["internal_refused"] == 1, view["cluster"]
+    assert view["cluster"]["internal_admitted"] == 0, view["cluster"]
+    assert "reason=not-over-tls" in b.log()
+
+
+class Capture:
+    """UDP datagrams on loopback (an AF_PACKET socket: root), for what the wire carries."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0800))
+        self.sock.bind(("lo", 0))
+        self.sock.settimeout(0.2)
+
+    def flows(self, seconds: float) -> dict[tuple[int, int], list[bytes]]:
+        """The RTP payloads of type 0 (PCMU) by (source port, destination port)."""
+        found: dict[tuple[int, int], list[bytes]] = {}
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                frame, info = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            if info[2] == socket.PACKET_OUTGOING:  # loopback shows each packet twice
+                continue
+            ip = frame[14:]
+            if len(ip) < 28 or ip[9] != 17:
+                continue
+            header = (ip[0] & 0x0F) * 4
+            udp = ip[header:]
+            rtp = udp[8:]
+            if len(rtp) < 12 or rtp[0] >> 6 != 2 or rtp[1] & 0x7F != 0:
+                continue
+            ports = (int.from_bytes(udp[0:2]), int.from_bytes(udp[2:4]))
+            found.setdefault(ports, []).append(rtp[12:])
+        return found
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def tone_level(payloads: list[bytes], frequency: float) -> float:
+    """The share of the signal's energy at `frequency`, the payloads decoded as PCMU."""
+    samples = np.concatenate([PCMU.decode(p[:160]) for p in payloads]).astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples)))) ** 2
+    bins = np.fft.rfftfreq(len(samples), 1 / 8000)
+    near = np.abs(bins - frequency) < 15
+    return float(spectrum[near].sum() / max(spectrum.sum(), 1e-9))
+
+
+async def test_a_caller_on_node_a_talks_to_an_agent_on_node_b_over_tls_and_srtp(
+    tls_nodes: list[harness.RunningServer], tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    if os.geteuid() != 0 and not os.environ.get("CI"):
+        pytest.skip("the capture on loopback needs root")
+    a, b = tls_nodes
+    async with chromium(tmp_path / "browser", AGENT_TONE) as browser:
+        page = await browser.new_page()
+        await page.goto(f"https://127.0.0.1:{b.http_port}/agent/")
+        await page.get_by_label("Username").fill("agent1")
+        await page.get_by_label("Password").fill(DEMO_PASSWORD)
+        await page.get_by_role("button", name="Log in", exact=True).click()
+        state = page.locator("#state")
+        await expect(state).to_contain_text("Paused", timeout=10000)
+        await page.get_by_role("button", name="Ready", exact=True).click()
+        await expect(state).to_have_text("Ready")
+        await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
+        caller = asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: dial(
+                tmp_path / "caller",
+                f"sip:agent-agent1@127.0.0.1:{a.sip_port}",
+                12,
+                tone_hz=CALLER_TONE,
+                codecs="PCMU",
+            ),
+        )
+        await expect(state).to_have_text("Ringing", timeout=15000)
+        await page.get_by_role("button", name="Answer", exact=True).click()
+        await expect(state).to_have_text("On call")
+        await hears(page, "remote-audio", (CALLER_TONE,), (), "agent on node b")
+        capture = Capture()
+        try:
+            flows = await asyncio.to_thread(capture.flows, 2.0)
+        finally:
+            capture.close()
+        run = await caller
+        assert run.established, run.output[-3000:]
+        assert tone_seconds(run.decoded(), AGENT_TONE) > 3, "the caller did not hear the agent"
+        await expect(page.locator("#no-call")).to_be_visible(timeout=15000)
+    await both_clean(tls_nodes, "after the call")
+
+    # On the wire: four PCMU flows (caller <-> a in clear, a <-> b in SRTP). The caller's tone
+    # is in one flow only (its own leg), the agent's in one only (a's leg to the caller); the
+    # internal leg's payloads carry the 10-byte SRTP tag and no tone.
+    busy = {ports: p for ports, p in flows.items() if len(p) >= 50}
+    assert len(busy) == 4, {k: len(v) for k, v in flows.items()}
+    heard = {
+        tone: [ports for ports, p in busy.items() if tone_level(p, tone) > 0.2]
+        for tone in (CALLER_TONE, AGENT_TONE)
+    }
+    assert all(len(found) == 1 for found in heard.values()), heard
+    clear_flows = set(heard[CALLER_TONE] + heard[AGENT_TONE])
+    for ports, payloads in busy.items():
+        sizes = {len(p) for p in payloads}
+        assert sizes == ({160} if ports in clear_flows else {170}), (ports, sizes)
+
+    # Both nodes name the leg encrypted; b admitted one internal call, over TLS.
+    assert re.search(r"bridge-media .*callee_srtp=true", a.log()), a.log()[-3000:]
+    _, view = await asyncio.to_thread(_status, b)
+    assert view["cluster"]["internal_admitted"] == 1, view["cluster"]
+
+
+def _status(server: harness.RunningServer) -> tuple[int, dict[str, object]]:
+    from tests.cluster.test_shared_database import api
+
+    return api(server, "GET", "/api/v1/status")
