@@ -12,10 +12,11 @@ import pytest
 
 from omlmedia.authz import Identity, Role, Scopes
 from omlmedia.desk import AgentCall, CallAudio
-from omlmedia.monitor import CALL_MONITORED, MonitorService
+from omlmedia.monitor import CALL_MONITORED, MonitorMode, MonitorService
 from tests.webrtc.fakes import FakeCallControl, FakeChannel, FakeClock, FakeConnection
 from tests.webrtc.test_signaling import HASH, check
 from webrtc.accounts import Account, AccountStore
+from webrtc.exceptions import CommandError
 from webrtc.signaling import AgentHub, CallInfo
 
 RATE = 8000
@@ -497,3 +498,80 @@ async def test_a_revoked_token_stops_the_monitoring_within_the_hubs_expiry_tick(
     assert conn.last() == {"v": 1, "type": "session-ended", "reason": "expired"} and conn.closed
     assert world.monitor._by_call == {}
     assert not world.desk.carrying["c1"].audio.diverted  # type: ignore[union-attr]
+
+
+# -- another node's supervisor on a call here (a monitor leg, omlmedia.monitor_remote) ----------
+
+
+async def test_a_monitor_leg_from_another_node_goes_through_the_room_in_each_mode_and_ends_with_the_call() -> (  # noqa: E501
+    None
+):
+    world = World(show_agents=True)
+    agent_channel = world.desk.put_call("c1", "agent1", "support", "support")
+    ac = world.desk.carrying["c1"]
+    leg = MediaChannel("leg from node a")  # what a LegPeer does: attach, kick, detach
+    ended: list[str] = []
+    world.monitor.attach_inbound(
+        ac, leg, MonitorMode.LISTEN, supervisor="sue", node="a", end=lambda: ended.append("bye")
+    )
+    assert world.monitor.is_monitored("c1") and world.monitor.carried("c1") is ac
+    room = world.monitor._inbound["c1"].monitored.room
+
+    def tick(caller: int, agent: int, supervisor: int) -> tuple[int, int, int]:
+        while agent_channel.source() is not None or leg.source() is not None:
+            pass
+        world.desk.from_caller.append(tone(caller))
+        agent_channel.sink(tone(agent))
+        leg.sink(tone(supervisor))
+        world.desk.to_caller.clear()
+        room.tick(0.0)
+        return (
+            int(world.desk.to_caller[-1][0]),
+            int(agent_channel.source()[0]),
+            int(leg.source()[0]),
+        )
+
+    assert tick(100, 20, 3) == (20, 100, 120)  # listen
+    assert world.monitor.set_inbound_mode("c1", MonitorMode.WHISPER)
+    assert tick(100, 20, 3) == (20, 103, 120)  # only the agent hears the supervisor
+    assert world.monitor.set_inbound_mode("c1", MonitorMode.BARGE)
+    assert tick(100, 20, 3) == (23, 103, 120)
+    assert not world.monitor.set_inbound_mode("other", MonitorMode.LISTEN)
+
+    # A supervisor here cannot take the call meanwhile (one at a time, whatever the node).
+    conn = await world.supervisor("sup-support")
+    reply = await world.send(conn, "monitor", call_id="c1", mode="listen")
+    assert reply["type"] == "error" and reply["code"] == "monitored", reply
+
+    # The call ends here: the room closes, the leg is hung up, the agent is told; the
+    # supervisor's node (not this one) audits and publishes.
+    world.desk.end("c1")
+    assert ended == ["bye"] and room.closed and not world.monitor.is_monitored("c1")
+    notes = world.monitor._notes["c1"]
+    assert [(n["supervisor"], n["modes"]) for n in notes] == [
+        ("sue", ["listen", "whisper", "barge"])
+    ]
+    assert world.audits == [] and world.events.published == []
+    assert [agent for agent, _ in world.desk.hub.notices] == ["agent1"] * 4
+
+
+async def test_a_monitor_leg_that_hangs_up_gives_the_call_back_to_the_direct_relay() -> None:
+    world = World()
+    agent_channel = world.desk.put_call("c1", "agent1", "support")
+    ac = world.desk.carrying["c1"]
+    audio = ac.audio
+    assert audio is not None
+    leg = MediaChannel("leg")
+    world.monitor.attach_inbound(
+        ac, leg, MonitorMode.WHISPER, supervisor="sue", node="a", end=lambda: None
+    )
+    assert audio.diverted
+    with pytest.raises(CommandError) as refused:  # a second leg for the same call
+        world.monitor.attach_inbound(
+            ac, MediaChannel("l2"), MonitorMode.LISTEN, supervisor="sam", node="c", end=print
+        )
+    assert refused.value.code == "monitored"
+    world.monitor.stop_inbound("c1", "stopped")
+    assert not audio.diverted and agent_channel.source is audio.source
+    assert leg.source is None and not world.monitor.is_monitored("c1")
+    world.monitor.stop_inbound("c1", "stopped")  # twice: nothing
