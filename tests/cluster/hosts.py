@@ -144,9 +144,8 @@ class Hosts:
         return process
 
     def close(self) -> None:
-        for stop in reversed(self.stoppers):
-            with suppress(Exception):
-                stop()
+        """Stop the programs (last started first: the nodes before Redis, while PostgreSQL still
+        answers their last writes), then what the stoppers stop (PostgreSQL, its files)."""
         for process in reversed(self.processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -155,6 +154,9 @@ class Hosts:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+        for stop in reversed(self.stoppers):
+            with suppress(Exception):
+                stop()
 
 
 @contextmanager
@@ -300,6 +302,15 @@ class Node:
     def calls_total(self) -> int:
         return int(self.status()["sip"]["ua"]["calls_total"])
 
+    def wait_ready(self, timeout: float = 90) -> Node:
+        """Wait until it says it is ready; itself."""
+        deadline = time.monotonic() + timeout
+        while "omlmedia ready" not in self.log():
+            assert self.process.poll() is None, f"{self.name} exited:\n{self.log()[-4000:]}"
+            assert time.monotonic() < deadline, f"{self.name} not ready:\n{self.log()[-4000:]}"
+            time.sleep(0.1)
+        return self
+
     def agent_state(self, agent: str) -> str | None:
         """The agent's state here; None when the node does not answer."""
         try:
@@ -351,10 +362,11 @@ def node_config(h: Hosts, name: str, redis_url: str, dsn: str, media_timeout: fl
     )
 
 
-def start_node(
+def launch_node(
     h: Hosts, name: str, redis_url: str, dsn: str, *, media_timeout: float = 30.0
 ) -> Node:
-    """`omlmedia serve` of this tree in host `name`, ready."""
+    """`omlmedia serve` of this tree in host `name`, started (not ready yet: `Node.wait_ready`;
+    several nodes start together faster than one after the other)."""
     workdir = h.workdir / name
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "omlmedia.toml"
@@ -362,13 +374,7 @@ def start_node(
     command = [sys.executable, "-m", "omlmedia", "serve", "--config", str(config)]
     env = {"PYTHONPATH": str(harness.ROOT)}
     process = h.start(name, command, workdir / "server.log", env=env, cwd=workdir)
-    node = Node(name, h.addr(name), process, workdir)
-    deadline = time.monotonic() + 90
-    while "omlmedia ready" not in node.log():
-        assert process.poll() is None, f"{name} exited:\n{node.log()[-4000:]}"
-        assert time.monotonic() < deadline, f"{name} not ready:\n{node.log()[-4000:]}"
-        time.sleep(0.1)
-    return node
+    return Node(name, h.addr(name), process, workdir)
 
 
 # -- Kamailio, HAProxy ---------------------------------------------------------------------------
