@@ -131,6 +131,13 @@ def banner(config: Config) -> str:
         lines.append(f"  ACD: shared over Redis (node {cluster.node})")
     else:
         lines.append("  ACD: this node's own")
+    if cluster.node is not None:
+        own = next((n for n in cluster.nodes if n.name == cluster.node), None)
+        where = f"{own.host}:{own.port}" if own is not None else "?"
+        if cluster.tls:
+            lines.append(f"  Internal leg: SIP over mutual TLS at {where}, SRTP")
+        else:
+            lines.append(f"  Internal leg: SIP over UDP at {where}, RTP in clear")
     if config.webrtc.web_targets:
         lines.append(f"  Web callers: /call/<{'|'.join(config.webrtc.web_targets)}>")
     if config.generated.api_token:

@@ -37,8 +37,10 @@ from benchmarks import harness
 from benchmarks.crossnode import sip_port
 from benchmarks.harness import DEMO_PASSWORD
 from media.g711 import PCMU
+from omlmedia.cli import main
 from omlmedia.config import ConfigError, cluster_warnings, load_config
 from omlmedia.crossnode import HEADER, InternalGate, OfferHeader, sign_offer
+from omlmedia.server import banner
 from sip.endpoint import Endpoint
 from sip.message import URI, Request
 from sip.tls import mutual_contexts
@@ -168,6 +170,26 @@ def test_nodes_on_several_hosts_with_the_leg_in_clear_are_warned_about_and_not_o
     assert cluster_warnings(one_host) == []
     secure = load_config(_config(tmp_path, ("10.0.0.1", "10.0.0.2"), _tls_keys(pki["cluster"])))
     assert cluster_warnings(secure) == []
+
+
+def test_check_config_warns_about_the_clear_leg_across_hosts_and_the_banner_names_the_leg(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pki: dict[str, tuple[Path, Path, Path]]
+) -> None:
+    apart = _config(tmp_path, ("10.0.0.1", "10.0.0.2"), "")
+    assert main(["check-config", str(apart)]) == 0  # a warning, not an error
+    err = capsys.readouterr().err
+    assert "omlmedia: warning: cluster.tls_ca: the nodes are on several hosts" in err, err
+    assert (
+        "  Internal leg: SIP over UDP at 10.0.0.1:5070, RTP in clear"
+        in banner(load_config(apart)).splitlines()
+    )
+    secure = _config(tmp_path, ("10.0.0.1", "10.0.0.2"), _tls_keys(pki["cluster"]))
+    assert main(["check-config", str(secure)]) == 0
+    assert "cluster.tls_ca" not in capsys.readouterr().err
+    assert (
+        "  Internal leg: SIP over mutual TLS at 10.0.0.1:5070, SRTP"
+        in banner(load_config(secure)).splitlines()
+    )
 
 
 def test_a_partial_or_unusable_set_of_cluster_certificates_is_refused_naming_the_key(
@@ -487,8 +509,9 @@ async def test_a_caller_on_node_a_talks_to_an_agent_on_node_b_over_tls_and_srtp(
         sizes = {len(p) for p in payloads}
         assert sizes == ({160} if ports in clear_flows else {170}), (ports, sizes)
 
-    # Both nodes name the leg encrypted; b admitted one internal call, over TLS.
+    # Node a keyed the internal leg with SRTP; b admitted one internal call, over TLS.
     assert re.search(r"bridge-media .*callee_srtp=true", a.log()), a.log()[-3000:]
+    assert f"Internal leg: SIP over mutual TLS at 127.0.0.1:{a.ports['internal']}, SRTP" in a.log()
     _, view = await asyncio.to_thread(_status, b)
     assert view["cluster"]["internal_admitted"] == 1, view["cluster"]
 
