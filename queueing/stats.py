@@ -8,14 +8,16 @@ totals are kept apart so they cost nothing to read. Live figures (callers waitin
 wait now) are the engine's: `AcdEngine.queue_status`.
 
 Retention. With `retention` seconds (the engine passes `DEFAULT_RETENTION` unless told
-otherwise), only the buckets that overlap the last `retention` seconds before the newest entry
-are kept: when an entry's time moves that window on, the buckets that fell out of it are dropped,
-and a later entry older than the window counts in the all-time totals only. `retained_since` is
-the start of the oldest bucket that can still be there: figures over spans that start at or after
-it are exactly those that keeping every bucket would give (same counters, same sums, added in the
-same order); before it they are gone. The dropping follows the entries alone, not a clock, so
-replicas fed the same entries keep the same buckets. Without `retention` every bucket is kept (a
-report rebuilt with `from_log` over a stored log).
+otherwise), only the bucket of the newest entry and the ``ceil(retention / period)`` buckets
+before it are kept (at least the last `retention` seconds): when an entry falls in a later
+bucket, the buckets that fell out of the window are dropped, and a later entry older than the
+window counts in the all-time totals only. `retained_since` is the start of the oldest bucket
+that can still be there: figures over spans that start at or after it are exactly those that
+keeping every bucket would give (same counters, same sums, added in the same order); before it
+they are gone. The dropping follows the entries alone, not a clock, so replicas fed the same
+entries keep the same buckets, and a replica restored from a snapshot that kept more (taken
+before the retention, or with a longer one) drops what this one would have dropped. Without
+`retention` every bucket is kept (a report rebuilt with `from_log` over a stored log).
 
 Definitions: the service level is the share of answered callers answered within the queue's
 `service_level` seconds, over callers answered plus callers who abandoned after that threshold
@@ -158,6 +160,8 @@ class Statistics:
         self.service_levels = dict(service_levels)
         self.period = period
         self.retention = retention
+        self._keep = math.ceil(retention / period) if retention is not None else 0
+        """Buckets kept before the newest entry's: those that overlap `retention` seconds."""
         self._queue_total: dict[str, QueueCounters] = {}
         self._agent_total: dict[str, AgentCounters] = {}
         # buckets by name, then by index (time // period), each in the order they were made
@@ -228,8 +232,8 @@ class Statistics:
     def _advance(self, time: float) -> None:
         """Move the window on to end at `time`: drop the buckets that fell out of it."""
         assert self.retention is not None
-        horizon = math.floor((time - self.retention) / self.period)
-        self._next_trim = (horizon + 1) * self.period + self.retention
+        horizon = math.floor(time / self.period) - self._keep
+        self._next_trim = (horizon + self._keep + 1) * self.period
         if self._horizon is None or horizon > self._horizon:
             self._trim(horizon)
 
@@ -274,12 +278,12 @@ class Statistics:
             default=None,
         )
         if self.retention is not None and newest is not None:
-            at = math.floor((newest * self.period - self.retention) / self.period)
+            at = newest - self._keep
             horizon = at if horizon is None else max(horizon, at)
         if horizon is not None:
             self._trim(horizon)
             if self.retention is not None:
-                self._next_trim = (horizon + 1) * self.period + self.retention
+                self._next_trim = (horizon + self._keep + 1) * self.period
 
     def _queue(self, name: str, time: float) -> tuple[QueueCounters, ...]:
         total = self._queue_total.get(name)

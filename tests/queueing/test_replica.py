@@ -3,9 +3,7 @@ application, rebuild by replay, the epoch fence, and the invariant checker."""
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -67,6 +65,7 @@ from queueing.replica import (
     input_from_dict,
 )
 from queueing.stats import Statistics
+from tests.queueing.streams import AGENTS, CALLS, Step, drive, plans, wire
 from tests.queueing.test_properties import configs
 
 CONFIG = build_config(
@@ -112,11 +111,6 @@ ONE_OF_EACH: list[Input] = [
     RemoveQueue("extra", 9.0),
     Tick(10.0),
 ]
-
-
-def wire(data: Any) -> Any:
-    """Through JSON and back, as the stream carries it."""
-    return json.loads(json.dumps(data))
 
 
 def test_every_engine_input_has_a_serialised_form_that_round_trips() -> None:
@@ -321,143 +315,25 @@ def test_the_checker_reports_each_broken_promise() -> None:
 # -- property: replay from scratch equals the live owner --------------------------------------
 
 
-@dataclass
-class Tracker:
-    """What the decisions say is ringing and talking, to script plausible inputs."""
-
-    ringing: set[tuple[str, str]] = field(default_factory=set)
-    talking: set[tuple[str, str]] = field(default_factory=set)
-    waiting: set[str] = field(default_factory=set)
-
-    def feed(self, decision: Decision) -> None:
-        out = decision.output
-        if isinstance(out, OfferCall | CallbackDial):
-            self.ringing.add((out.call_id, out.agent))
-        elif isinstance(out, CancelOffer):
-            self.ringing.discard((out.call_id, out.agent))
-        elif isinstance(out, QueueLogEntry):
-            pair = (out.call_id, out.agent)
-            if out.event is LogEvent.ENTER:
-                self.waiting.add(out.call_id)
-            elif out.event is LogEvent.NO_ANSWER:
-                self.ringing.discard(pair)
-            elif out.event is LogEvent.ANSWER:
-                self.ringing = {r for r in self.ringing if r[0] != out.call_id}
-                self.waiting.discard(out.call_id)
-                self.talking.add(pair)
-            elif out.event in (LogEvent.COMPLETE, LogEvent.TRANSFER):
-                self.talking.discard(pair)
-            elif out.event in (LogEvent.ABANDON, LogEvent.OVERFLOW):
-                self.ringing = {r for r in self.ringing if r[0] != out.call_id}
-                self.waiting.discard(out.call_id)
+ACTIONS = [*CALLS, *AGENTS, "bogus"]
+steps = plans(ACTIONS, 70)
 
 
-ACTIONS = [
-    "enter",
-    "enter",
-    "enter",
-    "answer",
-    "answer",
-    "reject",
-    "timeout",
-    "complete",
-    "complete",
-    "transfer",
-    "abandon",
-    "callback",
-    "login",
-    "logout",
-    "pause",
-    "unpause",
-    "ready",
-    "member",
-    "unmember",
-    "bogus",
-]
-steps = st.lists(
-    st.tuples(
-        st.sampled_from([0.0, 0.5, 1.0, 3.0, 9.0]),
-        st.sampled_from(ACTIONS),
-        st.integers(0, 1000),
-        st.integers(0, 2),
-        st.booleans(),
-    ),
-    min_size=10,
-    max_size=70,
-)
-
-
-def script(
-    acd: ReplicatedAcd, plan: list[tuple[float, str, int, int, bool]]
-) -> tuple[list[tuple[str, Input]], list[Decision]]:
-    """Run `plan` on a live owner the way the adapter does: inputs in order, a `Tick` written
-    when a timer is due (unless the plan skips it: then the next input fires it)."""
-    config = acd.config
-    agents, queues = sorted(config.agents), sorted(config.queues)
-    tracker = Tracker()
+def script(acd: ReplicatedAcd, plan: list[Step]) -> tuple[list[tuple[str, Input]], list[Decision]]:
+    """Run `plan` on a live owner the way the adapter does (`tests.queueing.streams.drive`):
+    the stream of entries and inputs, and every decision."""
     stream: list[tuple[str, Input]] = []
     decisions: list[Decision] = []
-    now, ms, calls = 0.0, 1000, 0
 
-    def feed(item: Input) -> None:
-        nonlocal ms
-        ms += 1
-        entry = f"{ms}-0"
+    def append(item: Input, sender: str, retry: bool) -> list[Decision]:
+        entry = f"{1001 + len(stream)}-0"
         wired = input_from_dict(wire(item.to_dict()))
         out = acd.apply(entry, wired)
         stream.append((entry, wired))
-        for decision in out:
-            tracker.feed(decision)
         decisions.extend(out)
+        return out
 
-    for agent in agents:
-        feed(AgentLogin(agent, 0.0))
-    for dt, action, pick, priority, tick in plan:
-        now += dt
-        if tick:
-            while (due := acd.due()) is not None and due <= now:
-                feed(Tick(due))
-        agent = agents[pick % len(agents)]
-        queue = queues[pick % len(queues)]
-        ringing, talking = sorted(tracker.ringing), sorted(tracker.talking)
-        waiting = sorted(tracker.waiting)
-        if action == "enter":
-            calls += 1
-            feed(CallerEnter(f"c{calls}", queue, now, priority=priority))
-        elif action in ("answer", "reject", "timeout") and ringing:
-            call, who = ringing[pick % len(ringing)]
-            if action == "answer":
-                feed(OfferAnswered(call, who, now))
-            elif action == "reject":
-                feed(OfferRejected(call, who, now))
-            else:
-                feed(OfferTimeout(call, who, now))
-        elif action in ("complete", "transfer") and talking:
-            call, who = talking[pick % len(talking)]
-            if action == "complete":
-                feed(CallCompleted(call, who, now))
-            else:
-                feed(CallTransferred(call, who, "pbx:1", now))
-        elif action == "abandon" and waiting:
-            feed(CallerAbandon(waiting[pick % len(waiting)], now))
-        elif action == "callback" and waiting:
-            feed(CallbackRequest(waiting[pick % len(waiting)], "+33", now))
-        elif action == "login":
-            feed(AgentLogin(agent, now))  # refused when logged in: also part of the stream
-        elif action == "logout":
-            feed(AgentLogout(agent, now))
-        elif action == "pause":
-            feed(AgentPause(agent, "break", now))
-        elif action == "unpause":
-            feed(AgentUnpause(agent, now))
-        elif action == "ready":
-            feed(AgentReady(agent, now))
-        elif action == "member":
-            feed(SetMember(queue, agent, priority, now))
-        elif action == "unmember":
-            feed(RemoveMember(queue, agent, now))
-        elif action == "bogus":
-            feed(OfferAnswered(f"c{pick}", agent, now))
+    drive(acd, plan, append)
     return stream, decisions
 
 

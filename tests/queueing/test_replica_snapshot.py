@@ -19,10 +19,6 @@ from hypothesis import strategies as st
 
 from queueing.config import (
     AcdConfig,
-    AgentConfig,
-    Destination,
-    DestinationKind,
-    EscalationRule,
     MemberConfig,
     QueueConfig,
     Strategy,
@@ -34,126 +30,44 @@ from queueing.exceptions import AcdUsageError
 from queueing.replica import (
     INPUT_TYPES,
     SNAPSHOT_VERSION,
-    AddAgent,
     AddQueue,
     AgentLogin,
     AgentLogout,
     AgentPause,
-    AgentReady,
     AgentUnpause,
     CallbackRequest,
     CallCompleted,
     CallerAbandon,
     CallerEnter,
-    CallTransferred,
-    ForceLogout,
-    ForcePause,
+    Decision,
     Input,
     OfferAnswered,
     OfferRejected,
-    OfferTimeout,
-    RemoveAgent,
-    RemoveMember,
     RemoveQueue,
     ReplicaError,
     ReplicatedAcd,
-    SetMember,
     Source,
     Tick,
-    UpdateAgent,
-    UpdateQueue,
     input_from_dict,
 )
 from queueing.snapshot import SnapshotError, engine_from_state, engine_state
+from tests.queueing.streams import (
+    ADMINISTRATION,
+    AGENTS,
+    CALLS,
+    Step,
+    Tracker,
+    drive,
+    plans,
+    random_steps,
+    wire,
+)
 from tests.queueing.test_properties import configs
-from tests.queueing.test_replica import Tracker, wire
 
 Entry = tuple[str, Input, Source]
 
-ACTIONS = [
-    "enter",
-    "enter",
-    "enter",
-    "enter",
-    "answer",
-    "answer",
-    "reject",
-    "timeout",
-    "complete",
-    "complete",
-    "transfer",
-    "abandon",
-    "callback",
-    "login",
-    "login",
-    "logout",
-    "force-logout",
-    "pause",
-    "force-pause",
-    "unpause",
-    "ready",
-    "member",
-    "unmember",
-    "add-agent",
-    "update-agent",
-    "remove-agent",
-    "add-queue",
-    "update-queue",
-    "remove-queue",
-    "retry",
-    "bogus",
-]
-EXTRA_AGENTS = ["x0", "x1"]
-EXTRA_QUEUE = "qx"
-Step = tuple[float, str, int, int, bool]
-steps = st.lists(
-    st.tuples(
-        st.sampled_from([0.0, 0.5, 1.0, 3.0, 9.0]),
-        st.sampled_from(ACTIONS),
-        st.integers(0, 1000),
-        st.integers(0, 2),
-        st.booleans(),
-    ),
-    min_size=10,
-    max_size=60,
-)
-
-
-def random_steps(rng: random.Random, count: int) -> list[Step]:
-    return [
-        (
-            rng.choice([0.0, 0.5, 1.0, 3.0, 9.0]),
-            rng.choice(ACTIONS),
-            rng.randrange(1001),
-            rng.randrange(3),
-            rng.random() < 0.5,
-        )
-        for _ in range(count)
-    ]
-
-
-def queue_settings(name: str, pick: int, agents: list[str], overflow: Destination) -> QueueConfig:
-    """A queue configuration drawn from `pick` (every strategy, timing and limit varies)."""
-    strategies = list(Strategy)
-    members = tuple(
-        MemberConfig(agent, (pick >> i) % 3) for i, agent in enumerate(agents) if (pick >> i) & 1
-    )
-    return QueueConfig(
-        name,
-        strategies[pick % len(strategies)],
-        members,
-        ring_timeout=(5.0, 10.0)[pick % 2],
-        retry=(0.0, 3.0)[(pick >> 1) % 2],
-        wrapup=(0.0, 4.0)[(pick >> 2) % 2],
-        autopause=(0, 2)[(pick >> 3) % 2],
-        max_callers=(0, 3)[(pick >> 4) % 2],
-        max_wait=(0.0, 40.0)[(pick >> 5) % 2],
-        leave_when_empty=bool((pick >> 6) % 2),
-        overflow=overflow,
-        announce_frequency=(0.0, 7.0)[(pick >> 7) % 2],
-        max_penalty=(-1, 0, 1)[pick % 3],
-        escalation=(EscalationRule(10.0, 2),) if (pick >> 8) % 2 else (),
-    )
+ACTIONS = [*CALLS, "enter", "login", *AGENTS, *ADMINISTRATION, "retry", "bogus"]
+steps = plans(ACTIONS, 60)
 
 
 def run(config: AcdConfig, seed: int, plan: list[Step]) -> tuple[list[Entry], ReplicatedAcd]:
@@ -161,93 +75,18 @@ def run(config: AcdConfig, seed: int, plan: list[Step]) -> tuple[list[Entry], Re
     through JSON, a `Tick` when a timer is due unless the step skips it, two senders, retried
     appends) and return the stream and the owner."""
     acd = ReplicatedAcd(config, seed=seed, epoch=1, stats_period=60.0)
-    tracker = Tracker()
     stream: list[Entry] = []
     counts = {"n1": 0, "n2": 0}
-    now, ms, calls = 0.0, 1000, 0
 
-    def feed(item: Input, sender: str = "n1", retry: bool = False) -> None:
-        nonlocal ms
-        ms += 1
+    def append(item: Input, sender: str, retry: bool) -> list[Decision]:
         if not retry:
             counts[sender] += 1
         source = (sender, counts[sender])
-        entry: Entry = (f"{ms}-0", input_from_dict(wire(item.to_dict())), source)
+        entry: Entry = (f"{1001 + len(stream)}-0", input_from_dict(wire(item.to_dict())), source)
         stream.append(entry)
-        for decision in acd.apply(*entry):
-            tracker.feed(decision)
+        return acd.apply(*entry)
 
-    for agent in sorted(config.agents)[:-1]:  # one stays logged out
-        feed(AgentLogin(agent, 0.0), "n2")
-    for dt, action, pick, priority, tick in plan:
-        now += dt
-        if tick:
-            while (due := acd.due()) is not None and due <= now:
-                feed(Tick(due))
-        engine_config = acd.engine.config
-        known = sorted(engine_config.agents)
-        agents = known + EXTRA_AGENTS
-        queues = [*sorted(engine_config.queues), EXTRA_QUEUE]
-        agent = agents[pick % len(agents)]
-        queue = queues[pick % len(queues)]
-        sender = ("n1", "n2")[pick % 2]
-        ringing, talking = sorted(tracker.ringing), sorted(tracker.talking)
-        waiting = sorted(tracker.waiting)
-        if action == "enter":
-            calls += 1
-            feed(CallerEnter(f"c{calls}", queue, now, priority=priority), sender)
-        elif action in ("answer", "reject", "timeout") and ringing:
-            call, who = ringing[pick % len(ringing)]
-            kind = {"answer": OfferAnswered, "reject": OfferRejected, "timeout": OfferTimeout}
-            feed(kind[action](call, who, now))
-        elif action in ("complete", "transfer") and talking:
-            call, who = talking[pick % len(talking)]
-            if action == "complete":
-                feed(CallCompleted(call, who, now, reason=("agent", "caller")[pick % 2]))
-            else:
-                feed(CallTransferred(call, who, "pbx:1", now))
-        elif action == "abandon" and waiting:
-            feed(CallerAbandon(waiting[pick % len(waiting)], now), sender)
-        elif action == "callback" and waiting:
-            feed(CallbackRequest(waiting[pick % len(waiting)], "+33", now))
-        elif action == "login":
-            reason = "lunch" if pick % 4 == 0 else None
-            feed(AgentLogin(agent, now, paused_reason=reason), sender)
-        elif action == "logout":
-            feed(AgentLogout(agent, now))
-        elif action == "force-logout":
-            feed(ForceLogout(agent, now, supervisor="sup"))
-        elif action == "pause":
-            feed(AgentPause(agent, ("break", "lunch")[pick % 2], now))
-        elif action == "force-pause":
-            feed(ForcePause(agent, "coaching", now, supervisor="sup"))
-        elif action == "unpause":
-            feed(AgentUnpause(agent, now))
-        elif action == "ready":
-            feed(AgentReady(agent, now))
-        elif action == "member":
-            feed(SetMember(queue, agent, priority, now))
-        elif action == "unmember":
-            feed(RemoveMember(queue, agent, now))
-        elif action == "add-agent":
-            wrapup = (None, 0.0, 3.0)[pick % 3]
-            feed(AddAgent(AgentConfig(EXTRA_AGENTS[pick % 2], "Extra", wrapup), now))
-        elif action == "update-agent":
-            feed(UpdateAgent(AgentConfig(agent, "Renamed", (None, 2.0)[pick % 2]), now))
-        elif action == "remove-agent":
-            feed(RemoveAgent(agent, now))
-        elif action in ("add-queue", "update-queue"):
-            current = engine_config.queues.get(queue)
-            overflow = current.overflow if current else Destination(DestinationKind.HANGUP)
-            settings_ = queue_settings(queue, pick, known, overflow)
-            feed((AddQueue if action == "add-queue" else UpdateQueue)(settings_, now))
-        elif action == "remove-queue":
-            feed(RemoveQueue(queue, now))
-        elif action == "retry" and stream:
-            _, item, source = stream[-1]
-            feed(item, source[0], retry=True)  # the same append again: skipped
-        elif action == "bogus":
-            feed(OfferAnswered(f"c{pick}", agent, now))
+    drive(acd, plan, append, logged_out=1, senders=("n1", "n2"))
     return stream, acd
 
 
@@ -370,7 +209,7 @@ def test_many_seeded_streams_of_every_input_kind_resume_exactly_from_every_cut()
     for seed in range(25):
         rng = random.Random(seed)
         config = build_config(seeded_config(rng))
-        stream, owner = run(config, seed % 4, random_steps(rng, 70))
+        stream, owner = run(config, seed % 4, random_steps(rng, 70, ACTIONS))
         kinds.update(item.kind for _, item, _ in stream)
         assert_every_cut_resumes_exactly(config, seed % 4, stream)
         skipped += owner.skipped
