@@ -18,6 +18,14 @@ event, and the call's record gets a ``supervisor`` leg (who, which modes, from w
 The agent's page is told (a notice) only when `show_agents` is set (``[webrtc]
 show_monitoring``, default off).
 
+In a cluster with one ACD, a call another node carries (its agent's node: the shared ACD's
+replica says which) is monitored over a signed internal SIP leg to that node
+(`omlmedia.monitor_remote`, `remote`): this node checks the role and the scope (the call's queue
+from the replica), audits and publishes; that node puts the leg into the call's room as the
+supervisor's party (`attach_inbound`, the same `MonitoredCall`), so whisper and barge are mixed
+where the call's audio is. A call across nodes whose agent is here is found by the caller's call
+id (the desk's ``engine_call``) and monitored here.
+
 Design: a mixing room while monitored. An unmonitored call is the desk's direct relay: the
 caller's frames go to the agent's channel the moment they arrive and the agent's frames to the
 caller's leg (`omlmedia.desk`, no clock and no buffer of ours). Monitoring moves the call's audio
@@ -77,7 +85,7 @@ import numpy as np
 import numpy.typing as npt
 
 from media.mixer import Role as MixRole
-from omlmedia.acd_cluster import node_of
+from omlmedia.acd_cluster import SharedEngine
 from omlmedia.authz import Identity, Role, Scopes
 from omlmedia.conference import ConferenceError, Room
 from omlmedia.events import NO_EVENTS, EventSink
@@ -270,7 +278,6 @@ class _Located:
     agent: str
     node: str
     """The agent's node (where its desk carries the call)."""
-    caller_node: str
     queue: str
 
 
@@ -448,7 +455,6 @@ class MonitorService:
             if remote is not None and located is not None and located.node != remote.node:
                 await self._monitor_remote(sup, call_id, mode, located)
                 return
-            self._elsewhere(call_id)
             raise CommandError("unknown-call", "no such call in progress")
         if not self._covers(sup.identity, ac):
             raise CommandError("forbidden", "the call's queue is out of your scope")
@@ -648,9 +654,8 @@ class MonitorService:
         """Where the shared ACD's replica (``[cluster] acd = "shared"``) says the agent's call
         `call_id` is: None on a node of its own or for a call no agent has."""
         desk = self.desk
-        engine: Any = getattr(desk.acd if desk is not None else None, "engine", None)
-        replicated = getattr(engine, "replicated", None)
-        if replicated is None or not callable(getattr(engine, "agent_node", None)):
+        engine = getattr(desk.acd if desk is not None else None, "engine", None)
+        if not isinstance(engine, SharedEngine):
             return None
         try:
             agent = next(
@@ -660,42 +665,12 @@ class MonitorService:
             if agent is None:
                 return None
             agent_node = engine.agent_node(agent)
-            origin = replicated.call_origin(call_id)
             queue = str(engine.call_queue(call_id) or "")
         except (RuntimeError, KeyError, ValueError):  # not started, or gone meanwhile
             return None
         if agent_node is None:
             return None
-        return _Located(agent, agent_node, node_of(origin) if origin else agent_node, queue)
-
-    def _elsewhere(self, call_id: str) -> None:
-        """Without monitor legs (`remote` unset), refuse, naming the node, an agent's call that
-        another node of the cluster holds: ``other-node`` when caller and agent are both on that
-        node (monitor it from a supervisor page there), ``cross-node`` when the caller is on one
-        node and the agent on another. Nothing (the caller answers ``unknown-call``) on a node
-        of its own or for a call no agent has."""
-        located = self._locate(call_id)
-        desk = self.desk
-        engine: Any = getattr(desk.acd if desk is not None else None, "engine", None)
-        if located is None or engine is None:
-            return
-        here = node_of(engine.acd.incarnation)
-        agent_node, caller_node, agent = located.node, located.caller_node, located.agent
-        if agent_node == here and caller_node == here:
-            return
-        details = {"node": agent_node, "caller_node": caller_node, "agent": agent}
-        if caller_node == agent_node:
-            raise CommandError(
-                "other-node",
-                f"the call is on node {agent_node}: monitor it from a supervisor page there",
-                details=details,
-            )
-        raise CommandError(
-            "cross-node",
-            f"the caller is on node {caller_node} and the agent on node {agent_node}: "
-            "a call across nodes cannot be monitored",
-            details=details,
-        )
+        return _Located(agent, agent_node, queue)
 
     def _covers(self, identity: Identity, ac: AgentCall) -> bool:
         qc = ac.queued

@@ -231,3 +231,6 @@ async def test_a_supervisor_on_node_a_listens_whispers_barges_and_stops_on_a_cal
     assert all(e["actor"] == "sue" for e in entries)
     assert len(await asyncio.to_thread(audit, a, "call.monitor-stop")) == 1
     await both_clean(nodes, "after the monitored caller hung up")
+    for node in nodes:  # the monitor legs' ports are back in the pools
+        status, view = await asyncio.to_thread(api, node, "GET", "/api/v1/status")
+        assert status == 200 and view["media"]["rtp_ports_in_use"] == 0, view["media"]
