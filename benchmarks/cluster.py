@@ -61,6 +61,7 @@ import inspect
 import json
 import math
 import os
+import pstats
 import shutil
 import signal
 import statistics
@@ -421,6 +422,8 @@ class Testbed:
     idle_cpu_per_second: dict[str, float] = field(default_factory=dict)
     idle_ops_per_second: dict[str, float] = field(default_factory=dict)
     """Redis commands (``redis``) and each PostgreSQL counter per second with no call."""
+    profiled: list[int] = field(default_factory=list)
+    """The nodes' pids (profiled over each run with ``--profile``)."""
 
 
 def postmaster_pid(instance: pgserver.Postgres) -> int:
@@ -428,13 +431,18 @@ def postmaster_pid(instance: pgserver.Postgres) -> int:
 
 
 @contextmanager
-def standalone_node(workdir: Path, calls: int) -> Iterator[Testbed]:
+def standalone_node(
+    workdir: Path, calls: int, probes: frozenset[str] = frozenset()
+) -> Iterator[Testbed]:
     """One node, records in SQLite, nothing shared; sipp calls it directly."""
-    nodes = crossnode.start_nodes(workdir / "standalone", ["s"], calls, None)
+    nodes = crossnode.start_nodes(workdir / "standalone", ["s"], calls, None, probes=probes)
     try:
         node = nodes["s"]
         yield Testbed(
-            "standalone", f"127.0.0.1:{node.sip_port}", [Group("node", lambda: [node.pid])]
+            "standalone",
+            f"127.0.0.1:{node.sip_port}",
+            [Group("node", lambda: [node.pid])],
+            profiled=[node.pid],
         )
     finally:
         for node in nodes.values():
@@ -442,7 +450,9 @@ def standalone_node(workdir: Path, calls: int) -> Iterator[Testbed]:
 
 
 @contextmanager
-def two_node_cluster(workdir: Path, calls: int) -> Iterator[Testbed]:
+def two_node_cluster(
+    workdir: Path, calls: int, probes: frozenset[str] = frozenset()
+) -> Iterator[Testbed]:
     """Nodes a and b sharing a throwaway Redis (AOF, everysec), PostgreSQL and their queues'
     ACD (``[cluster] acd = "shared"``), behind Kamailio (contrib/kamailio/kamailio.cfg, as
     tests/cluster/test_kamailio.py runs it)."""
@@ -453,7 +463,9 @@ def two_node_cluster(workdir: Path, calls: int) -> Iterator[Testbed]:
         instance = stack.enter_context(pgserver.postgres())
         dsn = instance.create_database("omlmedia")
         url = f"redis://127.0.0.1:{redis_port}/0"
-        nodes = crossnode.start_nodes(workdir / "cluster", ["a", "b"], calls, url, dsn, "shared")
+        nodes = crossnode.start_nodes(
+            workdir / "cluster", ["a", "b"], calls, url, dsn, "shared", probes=probes
+        )
         for node in nodes.values():
             stack.callback(node.stop)
         a, b = nodes["a"], nodes["b"]
@@ -473,6 +485,7 @@ def two_node_cluster(workdir: Path, calls: int) -> Iterator[Testbed]:
             ],
             redis_port=redis_port,
             dsn=dsn,
+            profiled=[a.pid, b.pid],
         )
 
 
@@ -627,10 +640,15 @@ def place_calls(
     argv[argv.index("echo")] = service
     argv += ["-mp", str(harness.free_port(pair=True))]
     first = read_counters(bed)
+    profiled = bed.profiled if args.profile else []
+    for pid in profiled:  # benchmarks/nodeprobe.py: profile from here
+        os.kill(pid, signal.SIGUSR1)
     timeout = args.calls / args.rate + call_seconds + 120
     result = harness.run_sipp(argv, workdir, timeout=timeout, name=name)
     if bed.dsn:
         time.sleep(PG_FLUSH)
+    for pid in profiled:
+        os.kill(pid, signal.SIGUSR2)
     last = read_counters(bed)
     row = deltas(bed, first, last)
     calls = result.count("SuccessfulCall")
@@ -737,10 +755,11 @@ def run_calls(args: argparse.Namespace) -> dict[str, Any]:
         with contextlib.ExitStack() as stack:
             beds = []
             # the two systems start together (a node takes seconds to start when loaded)
+            probes = frozenset({"profile"} if args.profile else ())
             with ThreadPoolExecutor(1) as pool:
-                cluster_bed = pool.submit(stack.enter_context, two_node_cluster(workdir, 2))
+                cluster_bed = pool.submit(stack.enter_context, two_node_cluster(workdir, 2, probes))
                 if args.section == "cpu":
-                    beds.append(stack.enter_context(standalone_node(workdir, 2)))
+                    beds.append(stack.enter_context(standalone_node(workdir, 2, probes)))
             beds.append(cluster_bed.result())
             idle = {bed.name: measure_idle(bed, args.idle) for bed in beds}
             for index in range(args.runs):
@@ -760,6 +779,8 @@ def run_calls(args: argparse.Namespace) -> dict[str, Any]:
                         )
                         rows.append(row)
                         load.append(load_average())
+        if args.profile:  # the nodes have stopped and written their profiles
+            profiles = save_profiles(workdir, args.profile, rows)
     result: dict[str, Any] = {
         "section": args.section,
         "calls_per_run": args.calls,
@@ -780,7 +801,46 @@ def run_calls(args: argparse.Namespace) -> dict[str, Any]:
                 "cpu_per_call_second_ms": cpu_ratios(mine, "cpu_ms_per_call_second"),
             }
     result["ops_per_call"] = ops_summary(rows)
+    if args.profile:
+        result["profiles"] = profiles
     return result
+
+
+PROFILED_NODES = {"node": "standalone/s", "node_a": "cluster/a", "node_b": "cluster/b"}
+
+
+def save_profiles(workdir: Path, into: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``--profile``: each node's cProfile (its loop's thread over the runs, from the first call
+    to the counters' last read) copied to `into` as GROUP.prof, and per system the functions
+    with the most CPU of their own, in ms per call of the runs (every node of the system
+    together)."""
+    into.mkdir(parents=True, exist_ok=True)
+    calls: dict[str, int] = {}
+    for row in rows:
+        calls[row["system"]] = calls.get(row["system"], 0) + row["calls"]
+    by_system: dict[str, dict[str, float]] = {}
+    for group, where in PROFILED_NODES.items():
+        source = crossnode.probe_file(workdir / where, "profile")
+        if not source.exists():
+            continue
+        shutil.copy(source, into / f"{group}.prof")
+        system = "standalone" if group == "node" else "cluster"
+        own = by_system.setdefault(system, {})
+        stats: Any = pstats.Stats(str(source))
+        for (filename, line, name), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():
+            key = f"{Path(filename).name}:{line} {name}"
+            own[key] = own.get(key, 0.0) + tottime
+    return {
+        system: {
+            "calls": calls.get(system, 0),
+            "total_ms_per_call": round(1000 * sum(own.values()) / max(1, calls.get(system, 0)), 3),
+            "top_own_ms_per_call": {
+                key: round(1000 * value / max(1, calls.get(system, 0)), 3)
+                for key, value in sorted(own.items(), key=lambda kv: -kv[1])[:40]
+            },
+        }
+        for system, own in by_system.items()
+    }
 
 
 # -- crossnode: benchmarks/crossnode.py's hop, against the issue's target ----------------------
@@ -982,6 +1042,13 @@ def main() -> int:
         section.add_argument("--call-seconds", type=float, default=8.0 if name == "cpu" else 2.0)
         section.add_argument("--runs", type=int, default=3)
         section.add_argument("--idle", type=float, default=5.0, help="idle window, seconds")
+        section.add_argument(
+            "--profile",
+            type=Path,
+            metavar="DIR",
+            help="run the nodes under cProfile (slower: for where their time goes, not for their"
+            " CPU); each node's profile goes to DIR, the report lists the top functions",
+        )
         section.add_argument(
             "--services",
             default="echo" if name == "cpu" else f"echo,{QUEUE_SERVICE}",

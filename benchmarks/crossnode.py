@@ -80,12 +80,15 @@ def start_nodes(
     redis_url: str | None,
     dsn: str | None = None,
     acd: str = "local",
+    probes: frozenset[str] = frozenset(),
 ) -> dict[str, RunningServer]:
     """The nodes `names`, agents bench1..N on each; with `redis_url` each knows all of `names`
     as its cluster (``[cluster]``, its queues' ACD `acd`: ``local`` or ``shared``), without it
     they are standalone; with `dsn` their records are in that PostgreSQL database
     (``[storage]``), without it in SQLite. The same settings otherwise, so that a cluster node
-    and a standalone one differ only by what they share."""
+    and a standalone one differ only by what they share. `probes` runs each node under
+    benchmarks/nodeprobe.py with those of its probes (``profile``, ``stalls``) on, written to
+    `probe_file` in the node's directory when it stops."""
     secret = workdir / "cluster.secret"
     workdir.mkdir(parents=True, exist_ok=True)
     secret.write_bytes(SECRET)
@@ -106,6 +109,7 @@ def start_nodes(
         return text
 
     def start(name: str, rtp_low: int) -> RunningServer:
+        env = {PROBE_ENV[probe]: str(probe_file(workdir / name, probe)) for probe in probes}
         server = harness.start_server(
             workdir / name,
             t1=0.5,
@@ -113,6 +117,8 @@ def start_nodes(
             edit_config=functools.partial(edit, name),
             extra_args=("--log-level", "warning"),
             rtp_low=rtp_low,
+            python_args=("-m", "benchmarks.nodeprobe") if probes else ("-m", "omlmedia"),
+            env=env,
         )
         server.ports["sip"] = ports[name]
         return server
@@ -132,6 +138,14 @@ def start_nodes(
             server.stop()
         raise failure
     return started
+
+
+PROBE_ENV = {"profile": "OMLBENCH_PROFILE", "stalls": "OMLBENCH_STALLS"}
+
+
+def probe_file(node_dir: Path, probe: str) -> Path:
+    """Where a node started in `node_dir` writes what `probe` found (benchmarks/nodeprobe.py)."""
+    return node_dir / {"profile": "node.prof", "stalls": "stalls.json"}[probe]
 
 
 _rtp_blocks = itertools.count(10)
@@ -249,7 +263,8 @@ def run_scenario(
 
     names = ["b"] if scenario == "local" else ["a", "b"]
     try:
-        nodes = start_nodes(workdir, names, args.calls, redis_url)
+        probes = frozenset({"stalls"} if args.stalls else ())
+        nodes = start_nodes(workdir, names, args.calls, redis_url, probes=probes)
     except harness.ServerStartError as exc:
         return {"scenario": scenario, "error": str(exc)[-800:]}
     idle = {name: Window(server.pid) for name, server in nodes.items()}
@@ -283,6 +298,7 @@ def run_scenario(
     process = context.Process(target=generator_main, args=(child, spec), daemon=True)
     process.start()
     result: dict[str, Any] = {}
+    span = [math.inf, math.inf]
     try:
         deadline = time.monotonic() + spec["setup_timeout"] * 3 + args.duration + 60
         while time.monotonic() < deadline:
@@ -295,11 +311,13 @@ def run_scenario(
                 result = message
                 break
             if message[0] == "window-start":
+                span[0] = time.monotonic()
                 for window in windows.values():
                     window.start()
                 if sniffer is not None:
                     sniffer.recording = True
             elif message[0] == "window-end":
+                span[1] = time.monotonic()
                 for window in windows.values():
                     window.end()
                 if sniffer is not None:
@@ -335,7 +353,46 @@ def run_scenario(
         from benchmarks.webrtc_load import summary
 
         row["hop_held_ms"] = {d: summary(v) for d, v in sniffer.held_ms().items()}
+    if args.stalls:
+        row["stalls"] = {
+            name: stall_summary(probe_file(workdir / name, "stalls"), span[0], span[1])
+            for name in nodes
+        }
     return row
+
+
+def stall_summary(path: Path, start: float, end: float, top: int = 8) -> dict[str, Any]:
+    """What benchmarks/nodeprobe.py saw of a node's loop between `start` and `end`: its stalls
+    (count, total, longest) and the collector's long passes by generation, and the code most
+    often found running on the loop's thread (its innermost frames) or on another thread
+    during the stalls."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return {"error": f"{path}: {exc}"}
+    stalls = [s for s in found["stalls"] if start <= s["at"] <= end]
+    passes = [p for p in found["gc_pauses"] if start <= p["at"] <= end]
+    where: dict[str, int] = {}
+    for stall in stalls:
+        for sample in stall["samples"]:
+            for thread, stack in sample.items():
+                key = f"{thread}: " + " < ".join(reversed(stack[-4:]))
+                where[key] = where.get(key, 0) + 1
+    return {
+        "threshold_ms": found["threshold_ms"],
+        "stalls": len(stalls),
+        "stalled_ms": round(sum(s["ms"] for s in stalls), 1),
+        "longest_ms": sorted((s["ms"] for s in stalls), reverse=True)[:10],
+        "gc_passes": {
+            str(g): {
+                "count": len(mine),
+                "max_ms": max(p["ms"] for p in mine),
+            }
+            for g in (0, 1, 2)
+            if (mine := [p for p in passes if p["generation"] == g])
+        },
+        "running_during_stalls": dict(sorted(where.items(), key=lambda kv: -kv[1])[:top]),
+    }
 
 
 def _median(values: list[float]) -> float:
@@ -403,6 +460,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle", type=float, default=3.0)
     parser.add_argument(
         "--no-hop", dest="hop", action="store_false", help="no packet capture (needs root)"
+    )
+    parser.add_argument(
+        "--stalls",
+        action="store_true",
+        help="the nodes' loop stalls and long collections, with what ran (benchmarks/nodeprobe.py;"
+        " its 1 ms beat costs CPU: the CPU figures of such a run are not comparable)",
     )
 
 

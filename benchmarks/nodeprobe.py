@@ -1,0 +1,160 @@
+"""``python -m benchmarks.nodeprobe serve ...``: `omlmedia` (the same command line) with probes a
+benchmark turns on through the environment, to find where a node's time goes. Written when the
+process exits (a SIGTERM'd server returns from ``serve``):
+
+- ``OMLBENCH_PROFILE=FILE``: cProfile of the loop's thread from each SIGUSR1 to the next SIGUSR2
+  (a benchmark sends them around its measured runs: start-up and shutdown left out), counting
+  the process's CPU time (not the time waited), dumped to FILE at exit (``python -m pstats
+  FILE``);
+- ``OMLBENCH_STALLS=FILE``: the event loop's stalls, as JSON. A callback re-armed every
+  millisecond on the node's loop notes when it last ran; a watcher thread looks every
+  millisecond and, while the loop is late by more than ``OMLBENCH_STALL_MS`` (default 3), takes
+  the stack of every thread (the loop's: what runs instead of the loop; the others': who may
+  hold the GIL). Each stall is kept with how long the loop was away and its samples; the
+  collector's passes over ``OMLBENCH_GC_MS`` (default 1) are kept too, with their generation
+  (a collection holds the GIL, so the watcher cannot sample inside one). The re-armed callback
+  costs CPU: for finding the culprit, not for measuring CPU. Times (``at``) are
+  `time.monotonic()`'s, the same clock in every process of the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.events
+import atexit
+import gc
+import json
+import os
+import runpy
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+BEAT = 0.001
+
+
+class StallWatch:
+    """The loop's late beats and the collector's long passes (see the module's docstring)."""
+
+    def __init__(self, path: str, threshold_ms: float, gc_ms: float) -> None:
+        self.path = path
+        self.threshold = threshold_ms / 1000
+        self.gc_threshold = gc_ms / 1000
+        self.started = time.monotonic()
+        self.last_beat = 0.0
+        self.stalls: list[dict[str, Any]] = []
+        self.gc_pauses: list[dict[str, Any]] = []
+        self.beats = 0
+        self._samples: list[dict[str, list[str]]] = []
+        self._gc_started = 0.0
+        self._main = threading.main_thread().ident
+        self._done = threading.Event()
+
+    def install(self) -> None:
+        gc.callbacks.append(self._on_gc)
+        original = asyncio.events.new_event_loop
+
+        def new_event_loop() -> asyncio.AbstractEventLoop:
+            loop = original()
+            if self.last_beat == 0.0:  # the server's loop: the first one made
+                self.last_beat = time.monotonic()
+                loop.call_soon(self._beat, loop)
+                threading.Thread(target=self._watch, name="stall-watch", daemon=True).start()
+            return loop
+
+        asyncio.events.new_event_loop = new_event_loop
+        asyncio.new_event_loop = new_event_loop
+        atexit.register(self.write)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        now = time.monotonic()
+        if phase == "start":
+            self._gc_started = now
+        elif now - self._gc_started >= self.gc_threshold:
+            self.gc_pauses.append(
+                {
+                    "at": self._gc_started,
+                    "ms": round(1000 * (now - self._gc_started), 2),
+                    "generation": info["generation"],
+                    "collected": info["collected"],
+                }
+            )
+
+    def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = time.monotonic()
+        gap = now - self.last_beat
+        self.last_beat = now
+        self.beats += 1
+        samples, self._samples = self._samples, []
+        if gap >= self.threshold + BEAT:
+            self.stalls.append(
+                {
+                    "at": now - gap,
+                    "ms": round(1000 * (gap - BEAT), 2),
+                    "samples": samples,
+                }
+            )
+        loop.call_later(BEAT, self._beat, loop)
+
+    def _watch(self) -> None:
+        names = {}
+        while not self._done.wait(BEAT):
+            late = time.monotonic() - self.last_beat - BEAT
+            if late < self.threshold or len(self._samples) >= 20:
+                continue
+            names = {t.ident: t.name for t in threading.enumerate()}
+            sample = {}
+            for ident, frame in sys._current_frames().items():
+                if ident == threading.get_ident():
+                    continue
+                name = "loop" if ident == self._main else names.get(ident, str(ident))
+                stack = traceback.extract_stack(frame)[-12:]
+                sample[name] = [
+                    f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno} {f.name}" for f in stack
+                ]
+            self._samples.append(sample)
+
+    def write(self) -> None:
+        self._done.set()
+        report = {
+            "seconds": round(time.monotonic() - self.started, 3),
+            "beats": self.beats,
+            "threshold_ms": 1000 * self.threshold,
+            "stalls": self.stalls,
+            "gc_pauses": self.gc_pauses,
+        }
+        with open(self.path, "w") as out:
+            json.dump(report, out)
+
+
+def main() -> None:
+    stalls = os.environ.get("OMLBENCH_STALLS")
+    if stalls:
+        watch = StallWatch(
+            stalls,
+            float(os.environ.get("OMLBENCH_STALL_MS", "3")),
+            float(os.environ.get("OMLBENCH_GC_MS", "1")),
+        )
+        watch.install()
+    sys.argv[0] = "omlmedia"
+    profile_path = os.environ.get("OMLBENCH_PROFILE")
+    if not profile_path:
+        runpy.run_module("omlmedia", run_name="__main__", alter_sys=True)
+        return
+    import cProfile
+
+    profile = cProfile.Profile(time.process_time)
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: profile.enable())
+    signal.signal(signal.SIGUSR2, lambda _signum, _frame: profile.disable())
+    try:
+        runpy.run_module("omlmedia", run_name="__main__", alter_sys=True)
+    finally:
+        profile.disable()
+        profile.dump_stats(profile_path)
+
+
+if __name__ == "__main__":
+    main()
