@@ -71,19 +71,23 @@ __all__ = ["SharedAcd", "SharedAcdStats"]
 
 logger = logging.getLogger(__name__)
 
-_ACQUIRE: Final = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('INCR', KEYS[2])
+_LEASE: Final = """
+redis.call('SET', KEYS[3], 1, 'PX', ARGV[2])
+if ARGV[4] == '0' then
+  if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[3]) then
+    return redis.call('INCR', KEYS[2])
+  end
+  return 0
 end
-return 0
-"""
-
-_RENEW: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[4] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 return 0
 """
+"""A node's beat, in one round trip: its heartbeat key (KEYS[3], for ARGV[2] ms), then with
+no epoch (ARGV[4] '0') an attempt to take the lease (KEYS[1], for ARGV[3] ms; the new epoch
+from KEYS[2], or 0), else its renewal if this incarnation (ARGV[1]) still holds it with that
+epoch (1, or 0)."""
 
 _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -222,6 +226,10 @@ class SharedAcd:
         self._ttl_ms = int(lease_ttl * 1000)
         self._lease_ttl = lease_ttl
         self._renew_every = renew_every
+        self._follow_block_ms = max(1, int(1000 * min(1.0, redis_timeout / 2)))
+        """How long the follower's XREAD waits for inputs: each wait is a round trip a second
+        or so for an idle node, and half the socket's timeout leaves a loaded node's late
+        reply its time."""
         self._clock = clock
         self._monotonic = monotonic
         self._pending: deque[tuple[int, Input]] = deque()
@@ -249,8 +257,7 @@ class SharedAcd:
             socket_connect_timeout=redis_timeout,
             decode_responses=True,
         )
-        self._acquire = self._redis.register_script(_ACQUIRE)
-        self._renew = self._redis.register_script(_RENEW)
+        self._lease = self._redis.register_script(_LEASE)
         self._release = self._redis.register_script(_RELEASE)
         self._publish = self._redis.register_script(_PUBLISH)
         self._append = self._redis.register_script(_APPEND)
@@ -364,33 +371,32 @@ class SharedAcd:
     async def _lease_loop(self) -> None:
         while not self._closed:
             started = self._monotonic()
+            held = self.epoch  # what was asked (a step-down may come during the await)
             try:
-                await self._redis.set(
-                    self._k_node + self.incarnation, 1, px=int(self._node_timeout * 1000)
+                result = await self._lease(
+                    keys=[self._k_owner, self._k_epoch, self._k_node + self.incarnation],
+                    args=[
+                        self.incarnation,
+                        int(self._node_timeout * 1000),
+                        self._ttl_ms,
+                        held,
+                    ],
                 )
-                if self.epoch:
-                    ok = await self._renew(
-                        keys=[self._k_owner, self._k_epoch],
-                        args=[self.incarnation, self.epoch, self._ttl_ms],
-                    )
-                    if ok:
+                if held:
+                    if result:
                         self._lease_deadline = started + self._lease_ttl * 0.8
                         await self._find_lost_nodes()
                     else:
                         self._step_down("the lease was taken")
-                else:
-                    epoch = await self._acquire(
-                        keys=[self._k_owner, self._k_epoch], args=[self.incarnation, self._ttl_ms]
-                    )
-                    if epoch:
-                        self.epoch = int(epoch)
-                        self._lease_deadline = started + self._lease_ttl * 0.8
-                        self.stats.acquisitions += 1
-                        self._owned_since = started
-                        self._declared = set()
-                        logger.info("shared ACD %s: owner with epoch %d", self.node, self.epoch)
-                        own = self._tick_loop() if self.replica is not None else self._own()
-                        self._owner_task = asyncio.create_task(own, name="acd-own")
+                elif result:
+                    self.epoch = int(result)
+                    self._lease_deadline = started + self._lease_ttl * 0.8
+                    self.stats.acquisitions += 1
+                    self._owned_since = started
+                    self._declared = set()
+                    logger.info("shared ACD %s: owner with epoch %d", self.node, self.epoch)
+                    own = self._tick_loop() if self.replica is not None else self._own()
+                    self._owner_task = asyncio.create_task(own, name="acd-own")
             except (RedisError, OSError) as error:
                 self._failed("the lease", error)
             if self.epoch and self._monotonic() >= self._lease_deadline:
@@ -510,7 +516,7 @@ class SharedAcd:
                     reply = await self._redis.xread(
                         {self._k_in: self.followed},
                         count=500,
-                        block=int(min(self._renew_every, 0.5) * 1000),
+                        block=self._follow_block_ms,
                     )
                     entries = [entry for _stream, got in reply or [] for entry in got]
             except (RedisError, OSError) as error:
