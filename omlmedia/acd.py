@@ -1061,7 +1061,9 @@ class AcdRuntime:
 
     def stats_span(self, span: tuple[float, float] | None, now: float) -> tuple[float, float]:
         """The buckets the figures cover: the current period when `span` is None, otherwise
-        the whole buckets that [since, until) touches (an infinite `until`: up to now)."""
+        the whole buckets that [since, until) touches (an infinite `until`: up to now), from
+        the oldest bucket the statistics still keep on (`Statistics.retained_since`): a span
+        older than that is cut to its kept part, empty (start = end) when nothing is kept."""
         if span is None:
             return self.period(now)
         length = self.engine.statistics.period
@@ -1069,13 +1071,21 @@ class AcdRuntime:
         until = min(until, now)
         start = math.floor(since / length) * length
         end = max(start + length, math.ceil(until / length) * length)
+        kept = self.engine.statistics.retained_since
+        if kept is not None and start < kept:
+            start = min(kept, end)
         return start, end
+
+    def stats_window(self, start: float, end: float) -> dict[str, Any]:
+        """``start``, ``end`` and ``retained_since`` of a report's ``stats``."""
+        return {"start": start, "end": end, "retained_since": self.engine.statistics.retained_since}
 
     def queue_report(self, span: tuple[float, float] | None = None) -> dict[str, dict[str, Any]]:
         """Every queue, live (callers, members by state) and over the current period (the
         engine's statistics) or the periods `span` touches (`stats_span`), by name."""
         now = self.now()
         start, end = self.stats_span(span, now)
+        window = self.stats_window(start, end)
         statistics = self.engine.statistics
         report: dict[str, dict[str, Any]] = {}
         for name, config in self.engine.config.queues.items():
@@ -1103,8 +1113,7 @@ class AcdRuntime:
                 "members": members,
                 "members_by_state": by_state,
                 "stats": {
-                    "start": start,
-                    "end": end,
+                    **window,
                     **queue_figures(statistics.queue(name, start, end), config.service_level),
                 },
             }
@@ -1115,6 +1124,7 @@ class AcdRuntime:
         figures over the current period or the periods `span` touches, by name."""
         now = self.now()
         start, end = self.stats_span(span, now)
+        window = self.stats_window(start, end)
         report: dict[str, dict[str, Any]] = {}
         for name, config in self.engine.config.agents.items():
             status = self.engine.agent_status(name)
@@ -1137,8 +1147,7 @@ class AcdRuntime:
                 "connected": self._agents.connected(name),
                 "call": call,
                 "stats": {
-                    "start": start,
-                    "end": end,
+                    **window,
                     **agent_figures(self.engine.statistics.agent(name, start, end)),
                 },
             }

@@ -85,6 +85,14 @@ def _all(properties: Mapping[str, Schema], description: str = "") -> Schema:
 
 _ORIGIN: Schema = {"type": "string", "enum": ["config", "api"]}
 _TIMES: dict[str, Schema] = {"created": _NUMBER, "updated": _NUMBER}
+_PERIOD_STATS = _object(
+    {"start": _NUMBER, "end": _NUMBER, "retained_since": _nullable(_NUMBER)},
+    ["start", "end", "retained_since"],
+    "Figures over the whole statistics periods [start, end): the current one, or those the "
+    "since/until span touches, from retained_since on (the ACD keeps about two days of periods; "
+    "a span older than that is cut, empty with start = end when nothing of it is kept; "
+    "/api/v1/reports covers any span from the queue log).",
+)
 _PROBLEM_FIELD = _all({"field": _STRING, "detail": _STRING})
 
 SCHEMAS: dict[str, Schema] = {
@@ -174,7 +182,7 @@ SCHEMAS: dict[str, Schema] = {
             "longest_wait": _NUMBER,
             "members": _array(_OBJECT),
             "members_by_state": _OBJECT,
-            "stats": _OBJECT,
+            "stats": _PERIOD_STATS,
         },
         ["queue", "waiting", "ringing", "members", "stats"],
         "A queue, live and over the current statistics period (or the span).",
@@ -210,7 +218,7 @@ SCHEMAS: dict[str, Schema] = {
             "queues": _array(_STRING),
             "connected": _BOOLEAN,
             "call": _nullable(_OBJECT),
-            "stats": _OBJECT,
+            "stats": _PERIOD_STATS,
         },
         ["agent", "state"],
         "An agent: state, reason, since, current call, figures.",
