@@ -22,7 +22,9 @@ Routes (all JSON):
   ``members_by_state``) and over the current statistics period (``stats``: ``offered``,
   ``answered``, ``abandoned``, ``service_level``, ``average_wait``, ``average_handle_time``...),
   or with ``?since=&until=`` over the whole periods that span touches (``stats.start`` and
-  ``stats.end`` say which);
+  ``stats.end`` say which: the ACD keeps about two days of periods, ``stats.retained_since``
+  on, and a span older than that is cut to what is kept, empty when nothing is; the reports
+  cover any span);
 - ``GET /api/v1/agents``: ``{"agents": [agent, ...]}`` (``state``, ``reason``, ``since``,
   ``call``, ``stats``, ``?since=&until=`` as for queues); ``GET /api/v1/agents/{name}``;
 - ``POST /api/v1/agents/{name}/pause`` ``{"reason": ...}``, ``.../unpause`` and ``.../logout``:
