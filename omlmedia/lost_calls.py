@@ -10,7 +10,11 @@ others sharing one PostgreSQL database and one Redis:
 - beats: every `INTERVAL` seconds it sets ``omlmedia:node-alive:<node>`` with a time to live of
   `TTL`, and notes the time in the hash ``omlmedia:node-seen`` (no expiry: when it was last
   known alive);
-- sweeps: every `INTERVAL` seconds it reads the open calls of the other nodes and, for each node
+- sweeps: every `INTERVAL` seconds it asks Redis whether a node of that hash has lost its
+  alive key (one script, one round trip); only then (and on the first sweep, every
+  `FULL_READ_EVERY`-th, and while a node is noted missing) it reads the open calls of the other
+  nodes from the database (every node reading every open call each second cost a cluster node
+  CPU in proportion to the calls of the whole cluster) and, for each node
   whose alive key has lapsed and stayed away for two intervals more (a live node would have
   beaten again meanwhile: a key lost with a Redis restarted empty is no death), closes its
   calls in one transaction: the ``open_calls`` rows are deleted (``DELETE ... RETURNING``) and
@@ -78,6 +82,24 @@ CAUSE: Final = "node-lost"
 TIMEOUT: Final = 1.0
 """Seconds to wait for Redis (connect and each command)."""
 
+FULL_READ_EVERY: Final = 10
+"""A sweep reads the open calls from the database when Redis shows a node that beat before and
+whose alive key is away, while a node is noted missing, and on the first sweep and every
+`FULL_READ_EVERY`-th one whatever Redis shows (a node that never beat, or whose last beat Redis
+forgot in a restart, has its calls found there)."""
+
+_LAPSED: Final = """
+local lapsed = {}
+for _, node in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if node ~= ARGV[2] and redis.call('EXISTS', ARGV[1] .. node) == 0 then
+    lapsed[#lapsed + 1] = node
+  end
+end
+return lapsed
+"""
+"""The nodes of `SEEN` (KEYS[1]) other than ARGV[2] whose alive key (prefix ARGV[1]) is away,
+in one round trip."""
+
 
 @dataclass(frozen=True, slots=True)
 class LostCall:
@@ -142,6 +164,8 @@ class LostCalls:
         """When this node's Redis calls last started to succeed (None: failing)."""
         self._missing_since: dict[str, float] = {}
         """Other nodes whose alive key was missing at the last sweep: since when."""
+        self._lapsed = self._redis.register_script(_LAPSED)
+        self._sweeps = 0
 
     @property
     def confirm(self) -> float:
@@ -194,6 +218,18 @@ class LostCalls:
         healthy = self._healthy_since
         if healthy is None or self.monotonic() - healthy < self.ttl + self.confirm:
             return []  # Redis failed lately: the live nodes' keys may still be coming back
+        self._sweeps += 1
+        if self._sweeps % FULL_READ_EVERY != 1 and not self._missing_since:
+            # Every node that beat is alive (the usual case): no need to read every open call
+            # of the cluster from the database, each second on every node.
+            try:
+                lapsed = await self._lapsed(keys=[SEEN], args=[ALIVE_PREFIX, self.node])
+            except (RedisError, OSError) as exc:
+                self._redis_failed("reading the heartbeats", exc)
+                return []
+            self._redis_worked()
+            if not lapsed:
+                return []
         try:
             open_calls = await asyncio.to_thread(self._open_calls)
         except (*StoreError, OSError) as exc:

@@ -4,8 +4,9 @@ with cause ``node-lost`` ended when it was last seen, each exactly once even whe
 sweep together; a live node's calls and the survivor's own are never touched; a key lost with
 Redis (restarted empty) is no death when its node beats again; a node cut off from Redis does
 nothing, and once Redis is back waits for the live nodes to beat again before it sweeps; a call
-wrongly taken for lost gets its real record when it ends. The nodes' monotonic clock is the
-tests' (`Clock`); Redis's key expiry is real."""
+wrongly taken for lost gets its real record when it ends; while every node beats, a sweep asks
+Redis only (the database is read on the first sweep and every tenth). The nodes' monotonic
+clock is the tests' (`Clock`); Redis's key expiry is real."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from benchmarks import redisserver
-from omlmedia.lost_calls import ALIVE_PREFIX, CAUSE, LostCall, LostCalls
+from omlmedia.lost_calls import (
+    ALIVE_PREFIX,
+    CAUSE,
+    FULL_READ_EVERY,
+    SEEN,
+    LostCall,
+    LostCalls,
+)
 from omlmedia.storage import CallRecord, Store
 from omlmedia.storage_pg import PgConnection
 from tests.cluster import postgres
@@ -348,3 +356,38 @@ async def test_a_sweep_waiting_for_the_database_does_not_delay_the_heartbeat(
         await client.aclose()
         holder.close()
         watcher.close()
+
+
+async def test_with_every_node_beating_a_sweep_leaves_the_database_alone_but_every_tenth(
+    redis: redis_server.Redis,
+    dsn: str,
+    clock: Clock,
+    survivors: tuple[LostCalls, LostCalls, list[LostCall]],
+) -> None:
+    n2, n3, told = survivors
+    client = aioredis.from_url(redis.url)
+    await client.delete(SEEN)  # the nodes of the tests before, long dead
+    await client.aclose()
+    store = open_calls(dsn, "n3", {"kept": "sales"}, time.time())
+    holder = PgConnection(dsn)
+    try:
+        assert await n2.beat() and await n3.beat()  # (a key lives `TTL`: n3 beats each sweep)
+        assert await n2.sweep() == []  # the first sweep reads the open calls
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE open_calls IN ACCESS EXCLUSIVE MODE")
+        # n3 beats: the next sweeps ask Redis only, so the lock holds none of them up
+        for _ in range(FULL_READ_EVERY - 1):
+            assert await n3.beat()
+            assert await asyncio.wait_for(n2.sweep(), 5) == []
+        # the tenth reads the database again (a node Redis does not know is found there)
+        tenth = asyncio.ensure_future(n2.sweep())
+        await asyncio.sleep(0.3)
+        assert not tenth.done()
+        holder.execute("ROLLBACK")
+        assert await asyncio.wait_for(tenth, 5) == []
+        assert told == [] and store.open_calls() == ["kept"] and n2.errors == 0
+    finally:
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+        holder.close()
+        store.close()
