@@ -32,8 +32,10 @@ duration are scaled. A leg without telephone-event gets no events (counted).
 **Transparent** passthrough (`start(transparent=True)`, for a call the kernel may relay:
 the same payload-type numbers on both legs, no SRTP): each packet leaves exactly as it came, and
 the target leg takes the source's SSRC as its own (its RTCP then reports on the stream the far
-end sees). Once both legs have latched, `on_latched` is called (once per arming) so the owner can
-install kernel rules (`media.kernelpath`) that move the same bytes without Python; whether the
+end sees). `on_latched` is called for each packet so relayed once the target leg has an address
+(latched, or its SDP's), so the owner can install kernel rules (`media.kernelpath`) that move the
+same bytes without Python, or replace them when the packet shows a far end sending from elsewhere
+than the rules expect (the owner does nothing when the addresses did not change); whether the
 kernel or the relay moves a packet, the far end sees one stream. When the rules go
 (`kernel_removed`, with how many packets they moved each way) the target's next sequence number
 accounts for them. A new SSRC from a source (a transfer) ends transparency for good: from then
@@ -252,7 +254,7 @@ class _Forward:
             target.sequence_number = (seq + 1) & 0xFFFF
             target.send_packet(data, ts, len(data) - 12, now)
             self.counters.forwarded += 1
-            if self.on_latched is not None and self.source.latched and target.latched:
+            if self.on_latched is not None and target.peer is not None:
                 self.on_latched()
         except Exception:
             self._failed()
@@ -393,7 +395,8 @@ class MediaBridge:
         self.running = False
         self.held_by: RtpLeg | None = None
         self.on_latched: Callable[[], None] | None = None
-        """Called once both legs latched while transparent (re-armed by `kernel_removed`)."""
+        """Called for each packet relayed while transparent once its source latched and its
+        target has an address (until transparency ends)."""
 
     def start(self, transparent: bool = False) -> None:
         """Join the legs (both must have a format); call again after a leg's format changed.
@@ -457,14 +460,13 @@ class MediaBridge:
         self._a_to_b.on_latched = self._b_to_a.on_latched = ready
 
     def _latched(self) -> None:
-        self._a_to_b.on_latched = self._b_to_a.on_latched = None
         if self.on_latched is not None and self.transparent:
             self.on_latched()
 
     def kernel_removed(self, a_to_b: int, b_to_a: int) -> None:
         """Kernel rules that moved `a_to_b` and `b_to_a` packets are gone: our streams' next
         sequence numbers follow the packets the far ends got from the kernel; `on_latched`
-        fires again at the next packet while both legs stay latched and transparent."""
+        fires again at the next packet while the bridge stays transparent."""
         self.b.sequence_number = (self.b.sequence_number + a_to_b) & 0xFFFF
         self.a.sequence_number = (self.a.sequence_number + b_to_a) & 0xFFFF
         self._arm()

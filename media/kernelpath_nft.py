@@ -147,6 +147,8 @@ class KernelPathStats:
     """What the kernel path did since start (for the status API and metrics)."""
 
     installed: int = 0
+    replaced: int = 0
+    """Calls whose rules were swapped for a far end that sent from elsewhere than expected."""
     removed: int = 0
     failures: int = 0
     fallbacks: dict[str, int] = field(default_factory=dict)
@@ -226,18 +228,23 @@ class KernelPath:
             self.stats.failures += 1
             raise
 
-    def install(self, pair: ForwardedPair) -> None:
-        """Relay `pair` in the kernel; replaces what its key relayed before."""
+    def install(self, pair: ForwardedPair) -> tuple[int, int]:
+        """Relay `pair` in the kernel; replaces what its key relayed before in the same
+        transaction (a far end that sends from elsewhere than its SDP said). Returns the packets
+        the replaced rules had moved (from A to B, from B to A); (0, 0) for a new key."""
         old = self.pairs.get(pair.key)
         if old == pair:
-            return
+            return (0, 0)
         if old is not None:
-            self._retire(old)
+            moved = self._retire(old)
             self._run(replace_batch(old, pair, self.table))
+            self.stats.replaced += 1
         else:
+            moved = (0, 0)
             self._run(install_batch(pair, self.table))
             self.stats.installed += 1
         self.pairs[pair.key] = pair
+        return moved
 
     def remove(self, key: str, reason: str) -> tuple[int, int]:
         """Hand `key`'s call back to userspace (`reason` counted); the packets its rules had
@@ -352,6 +359,7 @@ class KernelPath:
             "packets": packets,
             "bytes": size,
             "installed": self.stats.installed,
+            "replaced": self.stats.replaced,
             "failures": self.stats.failures,
             "fallbacks": dict(self.stats.fallbacks),
         }

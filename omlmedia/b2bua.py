@@ -347,6 +347,7 @@ class B2bua(BridgeTransfers):
                 relay.join()
             except ValueError:
                 return b""
+            relay.kernel_at_answer()
             return bridge.inbound_answer
         try:
             ours, capabilities = answer_preferring(
@@ -362,6 +363,7 @@ class B2bua(BridgeTransfers):
             if not key_leg(relay.a, ours.audio):
                 raise OfferAnswerError("unusable SRTP keys")
             relay.join()
+            relay.kernel_at_answer()
         except (OfferAnswerError, ValueError) as exc:
             event(logger, "bridge-codecs", call_id=bridge.inbound.call_id, reason=str(exc))
             return b""

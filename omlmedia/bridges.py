@@ -110,10 +110,15 @@ class BridgeMedia:
     """The media of a bridge: two legs on port pairs of the pool, joined by a `MediaBridge`.
 
     With a `kernel` path, a call whose legs need no rewriting (same codec and payload types,
-    no SRTP) is relayed transparently, and once both legs latched the kernel takes it over
-    (`media.kernelpath`): our addresses are `host` and the legs' ports. Any renegotiation, hold
-    or hang-up hands it back to the legs first (counted by reason); a renegotiation that keeps
-    it eligible lets the kernel take it again at the next packet with both legs latched."""
+    no SRTP) is relayed transparently and the kernel takes it over (`media.kernelpath`): our
+    addresses are `host` and the legs' ports, the far ends' those they send from (latched) or,
+    before they sent anything, those their SDP gave. A B2BUA call's rules go in when the
+    callee answers (`kernel_at_answer`), so a call whose ends send from their SDP's addresses
+    never has a packet through Python; a packet that still reaches a leg (a far end sending
+    from another port, which the rules do not match) latches it and the rules are replaced in
+    one transaction, once per change of addresses. Any renegotiation, hold or hang-up hands
+    the call back to the legs first (counted by reason); a renegotiation that keeps it
+    eligible lets the kernel take it again at its next packet."""
 
     def __init__(
         self,
@@ -128,7 +133,9 @@ class BridgeMedia:
         self.host = host
         self.kernel_key = str(next(_kernel_keys))
         self.kernel_packets = 0
-        """Packets the kernel moved for this call under rules since removed."""
+        """Packets the kernel moved for this call under rules since removed or replaced."""
+        self._kernel_tried: tuple[tuple[str, int] | None, tuple[str, int] | None] | None = None
+        """The far ends' addresses the rules were last tried with: not again for each packet."""
         self.a: RtpLeg | None = None
         self.b: RtpLeg | None = None
         self.bridge: MediaBridge | None = None
@@ -176,16 +183,29 @@ class BridgeMedia:
             b.format.event_send_type,
         )
 
+    def kernel_at_answer(self) -> None:
+        """The callee answered and the legs are joined: when the bridge is transparent, install
+        the call's rules at once, towards the far ends' SDP addresses (or where a leg already
+        latched), before the first packet (the caller has not even had our answer)."""
+        if self.bridge is not None and self.bridge.transparent and self.kernel is not None:
+            self._to_kernel()
+
     def _to_kernel(self) -> None:
-        """Both legs latched on a transparent bridge: install the call's rules."""
+        """Install the call's rules towards the far ends as known now, or replace them when a
+        leg latched elsewhere (called for each packet the transparent relay moves: a packet of
+        an installed call reaching a leg means the rules did not match its source)."""
         kernel, a, b, host = self.kernel, self.a, self.b, self.host
         if kernel is None or a is None or b is None or host is None or self.holders:
             return
-        if a.peer is None or b.peer is None or a.srtp is not None or b.srtp is not None:
+        peers = (a.peer, b.peer)
+        if peers == self._kernel_tried:
             return
+        if peers[0] is None or peers[1] is None or a.srtp is not None or b.srtp is not None:
+            return
+        self._kernel_tried = peers
         try:
             pair = ForwardedPair(
-                self.kernel_key, Leg((host, a.port), a.peer), Leg((host, b.port), b.peer)
+                self.kernel_key, Leg((host, a.port), peers[0]), Leg((host, b.port), peers[1])
             )
         except ValueError as exc:
             logger.debug("no kernel path on port %d: %s", a.port, exc)
@@ -193,12 +213,15 @@ class BridgeMedia:
         if not kernel.reachable(pair):
             return
         try:
-            kernel.install(pair)
+            a_to_b, b_to_a = kernel.install(pair)
         except KernelPathError as exc:
             logger.warning("kernel path refused on port %d: %s", a.port, exc)
+            return
+        self.kernel_packets += a_to_b + b_to_a
 
     def leave_kernel(self, reason: str) -> None:
         """Hand the call back to the legs if the kernel relays it (`reason` counted)."""
+        self._kernel_tried = None
         kernel = self.kernel
         if kernel is None or self.kernel_key not in kernel.pairs:
             return

@@ -324,6 +324,7 @@ def test_a_server_with_the_option_on_says_it_is_active_and_how_far_it_reaches(
             "packets": 0,
             "bytes": 0,
             "installed": 0,
+            "replaced": 0,
             "failures": 0,
             "fallbacks": {},
         }
