@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 BEAT = 0.001
@@ -55,19 +56,30 @@ class StallWatch:
 
     def install(self) -> None:
         gc.callbacks.append(self._on_gc)
-        original = asyncio.events.new_event_loop
+        # the server's loop is the first one made, by uvloop when installed (omlmedia.cli)
+        asyncio.events.new_event_loop = self._watched(asyncio.events.new_event_loop)
+        asyncio.new_event_loop = asyncio.events.new_event_loop
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            module: Any = uvloop
+            module.new_event_loop = self._watched(uvloop.new_event_loop)
+        atexit.register(self.write)
 
+    def _watched(
+        self, factory: Callable[[], asyncio.AbstractEventLoop]
+    ) -> Callable[[], asyncio.AbstractEventLoop]:
         def new_event_loop() -> asyncio.AbstractEventLoop:
-            loop = original()
-            if self.last_beat == 0.0:  # the server's loop: the first one made
+            loop = factory()
+            if self.last_beat == 0.0:
                 self.last_beat = time.monotonic()
                 loop.call_soon(self._beat, loop)
                 threading.Thread(target=self._watch, name="stall-watch", daemon=True).start()
             return loop
 
-        asyncio.events.new_event_loop = new_event_loop
-        asyncio.new_event_loop = new_event_loop
-        atexit.register(self.write)
+        return new_event_loop
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         now = time.monotonic()
