@@ -11,7 +11,8 @@ on the audio itself, as on one node (`tests.interop.test_monitor`). Proved here:
 - listen: the supervisor hears the caller and the agent, nobody hears the supervisor; whisper:
   the agent hears the supervisor, the caller does not; barge: both do; stop: neither does and the
   supervisor hears nothing; all on one channel (no renegotiation);
-- the audit entries are written on the supervisor's node, naming the call's node;
+- the audit entries and the ``call.monitored`` events are written on the supervisor's node, the
+  audit naming the call's node;
 - the caller hanging up ends the monitoring (the page says the call ended) and every leg and
   port is released on both nodes;
 - node b frozen (SIGSTOP): the page says node b did not answer within the leg's answer
@@ -46,6 +47,7 @@ from tests.cluster.test_wallboard_cluster import SUPERVISOR_PASSWORD, supervisor
 from tests.interop.baresip import dial
 from tests.interop.browser import chromium
 from tests.interop.pages import log_in
+from tests.interop.test_call_control import stream_events
 from tests.interop.test_monitor import hears, tone_seconds, tone_windows
 
 CALLER_TONE = 440.0
@@ -231,6 +233,19 @@ async def test_a_supervisor_on_node_a_listens_whispers_barges_and_stops_on_a_cal
     assert modes == [("listen", "b"), ("whisper", "b"), ("barge", "b"), ("listen", "b")], entries
     assert all(e["actor"] == "sue" for e in entries)
     assert len(await asyncio.to_thread(audit, a, "call.monitor-stop")) == 1
+    # And published there as call.monitored events, the call's queue and agent in them.
+    events = await asyncio.to_thread(stream_events, a, "call.monitored", 6)
+    assert [(e["data"]["mode"], e["data"]["reason"]) for e in events] == [
+        ("listen", "started"),
+        ("whisper", "changed"),
+        ("barge", "changed"),
+        (None, "stopped"),
+        ("listen", "started"),
+        (None, "call-ended"),
+    ], events
+    assert {(e["agent"], e["queue"], e["data"]["supervisor"]) for e in events} == {
+        ("agent1", "support", "sue")
+    }
     await both_clean(nodes, "after the monitored caller hung up")
     for node in nodes:  # the monitor legs' ports are back in the pools
         status, view = await asyncio.to_thread(api, node, "GET", "/api/v1/status")
