@@ -458,10 +458,8 @@ class Server:
         self.routes.set_added(self.directory.routes_now())
         self.directory.route_tables.append(self.routes)
         pages = self._start_agents(service, b2bua, self.directory)
-        if config.storage.dsn is not None:
-            self._listen_for_changes(config.storage.location(config.server.data_dir))
-            if cluster.redis_url is not None:
-                await self._start_lost_calls(cluster.redis_url, events)
+        if config.storage.dsn is not None and cluster.redis_url is not None:
+            await self._start_lost_calls(cluster.redis_url, events)
         self.media_targets = (media, b2bua)
         router = self.router = CallRouter(
             config,
@@ -500,6 +498,10 @@ class Server:
             self._crossnode_task = asyncio.get_running_loop().create_task(self.crossnode.run())
         if self.shared_acd is not None:
             await self._start_shared_acd(service)
+        if config.storage.dsn is not None:
+            # Once the shared ACD runs: the listener's first reload (on connecting) converges
+            # its engine, which a node whose ACD had not started yet failed to do.
+            self._listen_for_changes(config.storage.location(config.server.data_dir))
         reported = [b2bua, media, *(t for t in (self.desk, self.acd) if t is not None)]
         self.upkeep = Upkeep(
             service,
