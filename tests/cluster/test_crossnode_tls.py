@@ -406,6 +406,46 @@ async def test_a_signed_invite_over_udp_is_refused_when_the_leg_must_be_tls(
     assert "reason=not-over-tls" in b.log()
 
 
+async def _handshake(port: int, context: ssl.SSLContext) -> bool:
+    """Whether a TLS client with `context` is served by the listener at `port`: it sends an
+    OPTIONS and reads an answer (TLS 1.3 refuses a client's certificate after the client's
+    Finished, so the handshake alone does not tell)."""
+    options = (
+        f"OPTIONS sip:ping@127.0.0.1:{port} SIP/2.0\r\n"
+        "Via: SIP/2.0/TLS 127.0.0.1:9;branch=z9hG4bK-ping1\r\nMax-Forwards: 70\r\n"
+        "From: <sip:ping@127.0.0.1>;tag=p1\r\nTo: <sip:ping@127.0.0.1>\r\n"
+        "Call-ID: ping@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    except (ssl.SSLError, ConnectionError):
+        return False
+    try:
+        writer.write(options)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            return (await reader.readuntil(b"\r\n")).startswith(b"SIP/2.0 ")
+    except (ssl.SSLError, ConnectionError, asyncio.IncompleteReadError):
+        return False
+    finally:
+        writer.close()
+
+
+async def test_a_node_without_the_clusters_certificate_is_refused_at_tls_by_a_real_node(
+    tls_nodes: list[harness.RunningServer], pki: dict[str, tuple[Path, Path, Path]]
+) -> None:
+    port = tls_nodes[1].ports["internal"]
+    ca, cert, key = pki["cluster"]
+    o_ca, o_cert, o_key = pki["other"]
+    assert await _handshake(port, mutual_contexts(cert, key, ca)[1])  # a member is served
+    assert not await _handshake(port, mutual_contexts(o_cert, o_key, o_ca)[1])
+    assert not await _handshake(port, mutual_contexts(o_cert, o_key, ca)[1])  # trusts b only
+    anonymous = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    anonymous.check_hostname = False
+    anonymous.load_verify_locations(cafile=ca)
+    assert not await _handshake(port, anonymous)  # no certificate at all
+
+
 class Capture:
     """UDP datagrams on loopback (an AF_PACKET socket: root), for what the wire carries."""
 
