@@ -584,7 +584,10 @@ class Server:
         # data dir, and the next start writes it first (`Store.close`).
         spill = self.config.server.data_dir / "unflushed.json" if storage.dsn is not None else None
         self.store = store = AsyncStore(Store(location, node=node, writer=True, spill=spill))
-        events = EventLog(store)
+        # One ACD, one PostgreSQL: the stream is the cluster's (every node's committed events).
+        events = EventLog(
+            store, cluster=storage.dsn is not None and self.config.cluster.acd == "shared"
+        )
         self.webhooks = webhooks = WebhookService(store, scopes=self._scopes)
         events.outbox = webhooks.outbox
         webhooks.start()
@@ -602,6 +605,7 @@ class Server:
                 data = {"state": "logged-out", "reason": "server-restart"}
                 events.publish(AGENT_STATE, agent=agent, data=data, time=last)
         store.start()
+        events.start()
         return events
 
     async def _start_lost_calls(self, redis_url: str, events: EventLog) -> None:

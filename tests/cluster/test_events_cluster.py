@@ -1,0 +1,256 @@
+"""One event stream for the whole cluster: two real nodes with one ACD (``[cluster] acd =
+"shared"``, a throwaway Redis and PostgreSQL), their agents' pages changing state on both at
+once. Any node's stream (SSE) carries every node's committed events, in the order they
+committed (``events.pos``), each once: read live on the other node, resumed on the other node
+after the last id a client received, and after a node's ``kill -9`` nothing committed is
+missed. What a stream delivered is compared with the database, in commit order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+
+import aiohttp
+import asyncpg
+import pytest
+
+from benchmarks import harness
+from benchmarks.crossnode import sip_port
+from benchmarks.harness import API_TOKEN, DEMO_PASSWORD
+from tests.cluster import postgres, redis
+from tests.cluster.nodes import TLS, Page
+from tests.cluster.test_cluster_queues import _edit
+from tests.cluster.test_crossnode import SECRET
+
+TYPES = "type=agent.state&agent=agent1,agent2"
+"""What the test's clients read: the two agents' states (both nodes change them)."""
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[redis.Redis]:
+    redis.require()
+    with redis.redis() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[postgres.Postgres]:
+    postgres.require()
+    with postgres.postgres() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def nodes(
+    shared: redis.Redis, pg: postgres.Postgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[harness.RunningServer, harness.RunningServer, str]]:
+    dsn = postgres.fresh_database(pg)
+    tmp_path = tmp_path_factory.mktemp("events-cluster")
+    secret = tmp_path / "cluster.secret"
+    secret.write_bytes(SECRET)
+    ports = {"a": sip_port(), "b": sip_port()}
+    started: list[harness.RunningServer] = []
+    try:
+        for name in ("a", "b"):
+            started.append(
+                harness.start_server(
+                    tmp_path / name, edit_config=_edit(name, ports, shared.url, secret, dsn)
+                )
+            )
+        yield started[0], started[1], dsn
+    finally:
+        for node in started:
+            if node.process.poll() is None:
+                assert node.stop() == 0, node.log()[-3000:]
+
+
+class Reader:
+    """One SSE client of a node's stream (``since_id`` optional): the ids it received, in order,
+    until it is stopped."""
+
+    def __init__(self, node: harness.RunningServer, since: int | None = None) -> None:
+        self.node = node
+        self.since = since
+        self.got: list[int] = []
+        self.arrived: dict[int, float] = {}
+        self.status = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        query = TYPES + (f"&since_id={self.since}" if self.since is not None else "")
+        headers = {"Authorization": f"Bearer {API_TOKEN}", "Accept": "text/event-stream"}
+        url = f"https://127.0.0.1:{self.node.http_port}/api/v1/events?{query}"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url, headers=headers, ssl=TLS) as response,
+        ):
+            self.status = response.status
+            if response.status != 200:
+                return
+            async for raw in response.content:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("data: "):
+                    ident = int(json.loads(line[6:])["id"])
+                    self.got.append(ident)
+                    self.arrived[ident] = time.time()
+
+    async def __aenter__(self) -> Reader:
+        self.task = asyncio.create_task(self._run())
+        deadline = time.monotonic() + 10
+        while not self.status and not self.task.done():
+            assert time.monotonic() < deadline, "the stream never answered"
+            await asyncio.sleep(0.01)
+        assert self.status == 200, self.status
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError, ConnectionError):
+                await self.task
+
+
+async def changes(node: harness.RunningServer, agent: str, count: int) -> list[float]:
+    """Log `agent` in on `node` and change its state `count` times: when each was acknowledged."""
+    acked: list[float] = []
+    async with Page(node) as page:
+        ok = await page.request("login", username=agent, password=DEMO_PASSWORD)
+        assert ok["type"] == "login-ok", ok
+        for n in range(count):
+            reply = await page.request("state", state=("ready", "paused")[n % 2])
+            assert reply["type"] == "ack", reply
+            acked.append(time.time())
+    return acked
+
+
+async def committed(dsn: str, after_id: int = 0) -> list[int]:
+    """The ids of the agents' state events committed after the event `after_id` (0: all), in
+    commit order (their places)."""
+    db = await asyncpg.connect(dsn)
+    try:
+        start = 0
+        if after_id:
+            start = int(await db.fetchval("SELECT pos FROM events WHERE id = $1", after_id))
+        rows = await db.fetch(
+            "SELECT id FROM events WHERE type = 'agent.state' AND agent IN ('agent1', 'agent2') "
+            "AND pos > $1 ORDER BY pos",
+            start,
+        )
+        return [int(row["id"]) for row in rows]
+    finally:
+        await db.close()
+
+
+async def last_committed(dsn: str) -> int:
+    """The id of the last event committed by any node (in commit order)."""
+    db = await asyncpg.connect(dsn)
+    try:
+        return int(await db.fetchval("SELECT id FROM events ORDER BY pos DESC LIMIT 1") or 0)
+    finally:
+        await db.close()
+
+
+async def until_read(
+    readers: list[Reader], dsn: str, after_id: int, least: int, within: float = 30
+) -> list[int]:
+    """Wait until the database holds at least `least` agent state events after `after_id` and
+    the readers, one after the other, have received every one of them; what they received, in
+    order."""
+    deadline = time.monotonic() + within
+    while True:
+        got = [ident for reader in readers for ident in reader.got]
+        stored = await committed(dsn, after_id)
+        if len(stored) >= least and got[: len(stored)] == stored:
+            return got
+        assert time.monotonic() < deadline, (len(got), len(stored), got[-5:], stored[-5:])
+        await asyncio.sleep(0.05)
+
+
+async def test_an_event_made_on_node_a_is_read_live_on_node_b(
+    nodes: tuple[harness.RunningServer, harness.RunningServer, str],
+) -> None:
+    a, b, dsn = nodes
+    start = await last_committed(dsn)
+    async with Reader(b) as on_b:  # live: from the stream's last event on
+        acked = await changes(a, "agent1", 10)
+        got = await until_read([on_b], dsn, start, 10)
+    stored = await committed(dsn, start)
+    assert len(stored) >= 10 and got == stored
+    lag = on_b.arrived[got[-1]] - acked[-1]
+    print(f"a's last state change acknowledged -> on b's stream: {lag * 1000:.0f} ms")
+
+
+async def test_a_client_stopped_on_a_resumes_on_b_with_nothing_missed_or_twice(
+    nodes: tuple[harness.RunningServer, harness.RunningServer, str],
+) -> None:
+    a, b, dsn = nodes
+    start = await last_committed(dsn)
+    async with Reader(a, since=start) as on_a:
+        producing = asyncio.gather(changes(a, "agent1", 60), changes(b, "agent2", 60))
+        deadline = time.monotonic() + 30
+        while len(on_a.got) < 40:
+            assert time.monotonic() < deadline, f"a's stream got {len(on_a.got)} events"
+            await asyncio.sleep(0.01)
+    resumed_after = on_a.got[-1]
+    async with Reader(b, since=resumed_after) as on_b:
+        await producing
+        got = await until_read([on_a, on_b], dsn, start, 120)
+    assert len(got) == len(set(got)), "an event was delivered twice"
+    stored = await committed(dsn, start)
+    assert len(stored) >= 120 and got[: len(stored)] == stored
+    assert on_b.got and on_b.got[0] == stored[len(on_a.got)]
+
+
+async def test_an_unknown_since_id_is_refused_naming_it(
+    nodes: tuple[harness.RunningServer, harness.RunningServer, str],
+) -> None:
+    _, b, _ = nodes
+    reader = Reader(b, since=10**12)
+    with pytest.raises(AssertionError):
+        async with reader:
+            pass
+    assert reader.status == 400
+
+
+async def test_after_a_kill_9_a_client_of_the_dead_node_resumes_on_the_other_losing_nothing(
+    nodes: tuple[harness.RunningServer, harness.RunningServer, str],
+) -> None:
+    a, b, dsn = nodes
+    start = await last_committed(dsn)
+    on_a = Reader(a, since=start)
+    await on_a.__aenter__()
+    async with Reader(b, since=start) as watcher:
+        producing = asyncio.gather(
+            changes(a, "agent1", 200), changes(b, "agent2", 60), return_exceptions=True
+        )
+        deadline = time.monotonic() + 30
+        while len(on_a.got) < 30:
+            assert time.monotonic() < deadline, f"a's stream got {len(on_a.got)} events"
+            await asyncio.sleep(0.01)
+        a.process.kill()  # kill -9, a's page mid-burst, its last events maybe not flushed
+        await asyncio.to_thread(a.process.wait)
+        await on_a.stop()
+        outcome = await producing
+        assert not isinstance(outcome[1], BaseException), outcome[1]
+        async with Reader(b, since=on_a.got[-1]) as on_b:
+            got = await until_read([on_a, on_b], dsn, start, 90)
+            seen = await until_read([watcher], dsn, start, 90)
+    stored = await committed(dsn, start)
+    assert len(got) == len(set(got)) and got[: len(stored)] == stored
+    assert seen[: len(stored)] == stored
+    db = await asyncpg.connect(dsn)
+    try:
+        of_a = await db.fetchval(
+            "SELECT COUNT(*) FROM events WHERE node = 'a' AND pos > "
+            "(SELECT pos FROM events WHERE id = $1)",
+            start,
+        )
+    finally:
+        await db.close()
+    assert of_a >= 30  # a's committed events are in the stream read on b
