@@ -361,6 +361,11 @@ def run_scenario(
     return row
 
 
+IDLE_FRAMES = (" wait", " _worker", " get", " select", " poll", " recvmsg", " recv")
+"""Innermost frames of another thread that is waiting, not running: left out of the stalls'
+samples."""
+
+
 def stall_summary(path: Path, start: float, end: float, top: int = 8) -> dict[str, Any]:
     """What benchmarks/nodeprobe.py saw of a node's loop between `start` and `end`: its stalls
     (count, total, longest) and the collector's long passes by generation, and the code most
@@ -376,6 +381,8 @@ def stall_summary(path: Path, start: float, end: float, top: int = 8) -> dict[st
     for stall in stalls:
         for sample in stall["samples"]:
             for thread, stack in sample.items():
+                if thread != "loop" and stack and stack[-1].endswith(IDLE_FRAMES):
+                    continue  # a thread waiting for work
                 key = f"{thread}: " + " < ".join(reversed(stack[-4:]))
                 where[key] = where.get(key, 0) + 1
     return {

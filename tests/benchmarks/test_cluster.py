@@ -10,15 +10,21 @@ Kamailio, sipp, `omlmedia serve`):
   per call of every process group, the ratios, and Redis and PostgreSQL operations per call;
 - ``failover``: Kamailio's detection of a killed node and the ACD's takeover after the owner's
   kill -9, timed by the benchmark;
-- ``crossnode``: the hop's figures against the target, from crossnode.py's summary."""
+- ``crossnode``: the hop's figures against the target, from crossnode.py's summary.
+
+The three runs start together at the module's start (mostly waiting: start-ups, calls, the
+probe window, the lease's time to live), so the module takes about its longest run."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from benchmarks import cluster
 from benchmarks.crossnode import summarize
@@ -27,18 +33,77 @@ from tests.cluster import redis as throwaway
 
 ROOT = Path(__file__).resolve().parents[2]
 
+RUNS: dict[str, tuple[list[Callable[[], object]], list[str]]] = {
+    "acd": ([throwaway.require], ["acd", "--duration", "1", "--rebuild", "1000"]),
+    "cpu": (
+        [throwaway.require, postgres.require, kamailio.require],
+        [
+            *("cpu", "--calls", "2", "--call-seconds", "1", "--runs", "1", "--idle", "0.5"),
+            *("--services", "echo,sales"),
+        ],
+    ),
+    "failover": (
+        [throwaway.require, kamailio.require],
+        ["failover", "--runs", "1", "--agents", "2"],
+    ),
+}
+"""Each section's tools and its smallest honest run."""
 
-def _run(tmp_path: Path, *args: str) -> dict[str, Any]:
-    out = tmp_path / "cluster.json"
-    argv = [sys.executable, str(ROOT / "benchmarks" / "cluster.py"), *args, "--json", str(out)]
-    subprocess.run(argv, check=True, timeout=120, stdout=subprocess.DEVNULL)
-    report: dict[str, Any] = json.loads(out.read_text())
-    return report
+
+class Runs:
+    """The sections' runs, started together (most of each is waiting: start-ups, calls, the
+    probe window, the lease's time to live), each test waiting for its own."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.started: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, section: str) -> None:
+        argv = [sys.executable, str(ROOT / "benchmarks" / "cluster.py"), *RUNS[section][1]]
+        argv += ["--json", str(self.directory / f"{section}.json")]
+        self.started[section] = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+
+    def report(self, section: str) -> dict[str, Any]:
+        for require in RUNS[section][0]:
+            require()
+        if section not in self.started:
+            self.start(section)
+        process = self.started[section]
+        try:
+            assert process.wait(timeout=120) == 0, f"benchmarks/cluster.py {section} failed"
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        report: dict[str, Any] = json.loads((self.directory / f"{section}.json").read_text())
+        return report
+
+    def stop(self) -> None:
+        for process in self.started.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
-def test_the_cluster_benchmark_offers_every_caller_and_ends(tmp_path: Path) -> None:
-    throwaway.require()
-    report = _run(tmp_path, "acd", "--duration", "1", "--rebuild", "1000")
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+    """Every section whose tools are installed, started at once."""
+    started = Runs(tmp_path_factory.mktemp("cluster"))
+    try:
+        for section, (requires, _) in RUNS.items():
+            try:
+                for require in requires:
+                    require()
+            except (pytest.skip.Exception, pytest.fail.Exception):
+                continue  # its test skips or fails on it
+            started.start(section)
+        yield started
+    finally:
+        started.stop()
+
+
+def test_the_cluster_benchmark_offers_every_caller_and_ends(runs: Runs) -> None:
+    report = runs.report("acd")
     latency = report["latency"]
     assert latency["offered"] == latency["calls"] > 0
     assert 0 < latency["offer_ms"]["p50"] <= latency["offer_ms"]["p99"]
@@ -48,13 +113,9 @@ def test_the_cluster_benchmark_offers_every_caller_and_ends(tmp_path: Path) -> N
 
 
 def test_the_cpu_section_puts_the_same_calls_on_a_node_and_a_cluster_and_counts_their_work(
-    tmp_path: Path,
+    runs: Runs,
 ) -> None:
-    throwaway.require()
-    postgres.require()
-    kamailio.require()
-    args = ["--calls", "2", "--call-seconds", "1", "--runs", "1", "--idle", "0.5"]
-    report = _run(tmp_path, "cpu", *args, "--services", "echo,sales")
+    report = runs.report("cpu")
     rows = report["runs"]
     assert {(r["system"], r["service"]) for r in rows} == {
         (system, service) for system in ("standalone", "cluster") for service in ("echo", "sales")
@@ -81,11 +142,9 @@ def test_the_cpu_section_puts_the_same_calls_on_a_node_and_a_cluster_and_counts_
 
 
 def test_the_failover_section_times_kamailios_detection_and_the_acds_takeover(
-    tmp_path: Path,
+    runs: Runs,
 ) -> None:
-    throwaway.require()
-    kamailio.require()
-    report = _run(tmp_path, "failover", "--runs", "1", "--agents", "2")
+    report = runs.report("failover")
     (detection,) = report["kamailio"]["kill_to_out_of_rotation_s"]
     # at least one failed probe after the kill, within the probe window plus load's slack
     assert kamailio.INVITE_TIMEOUT_MS / 1000 <= detection <= kamailio.PROBE_WINDOW + 5
