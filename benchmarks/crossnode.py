@@ -390,6 +390,12 @@ def stall_summary(path: Path, start: float, end: float, top: int = 8) -> dict[st
         "stalls": len(stalls),
         "stalled_ms": round(sum(s["ms"] for s in stalls), 1),
         "longest_ms": sorted((s["ms"] for s in stalls), reverse=True)[:10],
+        "longest": [
+            {k: s.get(k) for k in ("ms", "ran_ms", "queued_ms")}
+            for s in sorted(stalls, key=lambda s: -s["ms"])[:5]
+        ],
+        "ran_ms": round(sum(s.get("ran_ms", 0.0) for s in stalls), 1),
+        "queued_ms": round(sum(s.get("queued_ms", 0.0) for s in stalls), 1),
         "gc_passes": {
             str(g): {
                 "count": len(mine),

@@ -12,7 +12,10 @@ process exits (a SIGTERM'd server returns from ``serve``):
   the stack of every thread (the loop's: what runs instead of the loop; the others': who may
   hold the GIL). Each stall is kept with how long the loop was away and its samples; the
   collector's passes over ``OMLBENCH_GC_MS`` (default 1) are kept too, with their generation
-  (a collection holds the GIL, so the watcher cannot sample inside one). The re-armed callback
+  (a collection holds the GIL, so the watcher cannot sample inside one). Each stall has the
+  loop thread's time on a CPU (``ran_ms``) and runnable but waiting for one (``queued_ms``:
+  the machine's load) from the kernel's schedstat; the rest it slept (another thread held the
+  GIL, or a blocking call). The re-armed callback
   costs CPU: for finding the culprit, not for measuring CPU. Times (``at``) are
   `time.monotonic()`'s, the same clock in every process of the machine.
 """
@@ -52,6 +55,8 @@ class StallWatch:
         self._samples: list[dict[str, list[str]]] = []
         self._gc_started = 0.0
         self._main = threading.main_thread().ident
+        self._main_tid = threading.main_thread().native_id
+        self._stall_sched: tuple[float, float] | None = None
         self._done = threading.Event()
 
     def install(self) -> None:
@@ -101,21 +106,38 @@ class StallWatch:
         self.last_beat = now
         self.beats += 1
         samples, self._samples = self._samples, []
+        sched, self._stall_sched = self._stall_sched, None
         if gap >= self.threshold + BEAT:
-            self.stalls.append(
-                {
-                    "at": now - gap,
-                    "ms": round(1000 * (gap - BEAT), 2),
-                    "samples": samples,
-                }
-            )
+            stall: dict[str, Any] = {
+                "at": now - gap,
+                "ms": round(1000 * (gap - BEAT), 2),
+                "samples": samples,
+            }
+            if sched is not None:
+                stall["ran_ms"], stall["queued_ms"] = sched
+            self.stalls.append(stall)
         loop.call_later(BEAT, self._beat, loop)
+
+    def _schedstat(self) -> tuple[float, float]:
+        """The loop thread's time on a CPU and waiting in the run queue (ms), from the kernel."""
+        with open(f"/proc/self/task/{self._main_tid}/schedstat") as stat:
+            ran, queued = stat.read().split()[:2]
+        return int(ran) / 1e6, int(queued) / 1e6
 
     def _watch(self) -> None:
         names = {}
+        before = self._schedstat()
         while not self._done.wait(BEAT):
             late = time.monotonic() - self.last_beat - BEAT
-            if late < self.threshold or len(self._samples) >= 20:
+            now = self._schedstat()
+            if late < self.threshold:
+                before = now
+                continue
+            # the loop thread since it was last seen on time: running (our code, or C code such
+            # as a system call), or runnable but not given a CPU (the machine's load); the rest
+            # of the stall it slept (the GIL held by another thread, or blocked)
+            self._stall_sched = (round(now[0] - before[0], 2), round(now[1] - before[1], 2))
+            if len(self._samples) >= 20:
                 continue
             names = {t.ident: t.name for t in threading.enumerate()}
             sample = {}
