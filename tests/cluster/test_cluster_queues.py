@@ -100,20 +100,6 @@ def _edit(name: str, ports: dict[str, int], redis_url: str, secret: Path, dsn: s
 
 
 @pytest.fixture(scope="module")
-def shared() -> Iterator[redis.Redis]:
-    redis.require()
-    with redis.redis() as instance:
-        yield instance
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[postgres.Postgres]:
-    postgres.require()
-    with postgres.postgres() as instance:
-        yield instance
-
-
-@pytest.fixture(scope="module")
 def nodes(
     shared: redis.Redis, pg: postgres.Postgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[harness.RunningServer]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -49,20 +49,6 @@ class Clock:
         self.now += seconds
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[postgres.Postgres]:
-    postgres.require()
-    with postgres.postgres() as instance:
-        yield instance
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[redis_server.Redis]:
-    redis_server.require()
-    with redis_server.redis() as instance:
-        yield instance
-
-
 @pytest.fixture
 def dsn(pg: postgres.Postgres) -> str:
     return postgres.fresh_database(pg)
@@ -89,11 +75,11 @@ def node(
 
 @pytest.fixture
 async def survivors(
-    redis: redis_server.Redis, dsn: str, clock: Clock
+    shared: redis_server.Redis, dsn: str, clock: Clock
 ) -> AsyncIterator[tuple[LostCalls, LostCalls, list[LostCall]]]:
     """Nodes n2 and n3, each having beaten for long enough to sweep."""
     told: list[LostCall] = []
-    made = [node(redis.url, name, dsn, clock, told) for name in ("n2", "n3")]
+    made = [node(shared.url, name, dsn, clock, told) for name in ("n2", "n3")]
     try:
         for item in made:
             assert await item.beat()
@@ -133,7 +119,7 @@ async def wait_lapsed(url: str, node: str) -> None:
 
 
 async def test_the_calls_of_a_node_whose_heartbeat_lapsed_become_node_lost_records(
-    redis: redis_server.Redis,
+    shared: redis_server.Redis,
     dsn: str,
     clock: Clock,
     survivors: tuple[LostCalls, LostCalls, list[LostCall]],
@@ -142,7 +128,7 @@ async def test_the_calls_of_a_node_whose_heartbeat_lapsed_become_node_lost_recor
     start = time.time() - 30
     dead = open_calls(dsn, "n1", {"a1": "sales", "a2": "support"}, start)
     mine = open_calls(dsn, "n2", {"b1": "sales"}, start)
-    n1 = node(redis.url, "n1", dsn, clock)
+    n1 = node(shared.url, "n1", dsn, clock)
     await n1.beat()
     last_seen = time.time()
     await n1.close()
@@ -150,7 +136,7 @@ async def test_the_calls_of_a_node_whose_heartbeat_lapsed_become_node_lost_recor
     for _ in range(3):
         assert await n2.sweep() == []
         clock.advance(n2.confirm)
-    await wait_lapsed(redis.url, "n1")
+    await wait_lapsed(shared.url, "n1")
 
     lost = await confirmed(n2, clock)
 
@@ -180,7 +166,7 @@ async def test_the_calls_of_a_node_whose_heartbeat_lapsed_become_node_lost_recor
 
 
 async def test_two_survivors_sweeping_together_record_each_lost_call_once(
-    redis: redis_server.Redis,
+    shared: redis_server.Redis,
     dsn: str,
     clock: Clock,
     survivors: tuple[LostCalls, LostCalls, list[LostCall]],
@@ -188,10 +174,10 @@ async def test_two_survivors_sweeping_together_record_each_lost_call_once(
     n2, n3, told = survivors
     calls = {f"c{i}": "sales" for i in range(40)}
     store = open_calls(dsn, "n1", calls, time.time() - 5)
-    n1 = node(redis.url, "n1", dsn, clock)
+    n1 = node(shared.url, "n1", dsn, clock)
     await n1.beat()
     await n1.close()
-    await wait_lapsed(redis.url, "n1")
+    await wait_lapsed(shared.url, "n1")
     assert await n2.sweep() == [] and await n3.sweep() == []  # n1 noted missing by both
     clock.advance(n2.confirm)
 
@@ -208,13 +194,13 @@ async def test_two_survivors_sweeping_together_record_each_lost_call_once(
 
 
 async def test_the_calls_of_a_node_that_keeps_beating_are_left_alone(
-    redis: redis_server.Redis, dsn: str
+    shared: redis_server.Redis, dsn: str
 ) -> None:
     told: list[LostCall] = []
     store = open_calls(dsn, "n1", {"live": "sales"}, time.time())
     # Both on their own loops and the real clock: n1 beats, n2 beats and sweeps.
-    n1 = LostCalls(redis.url, "n1", dsn, ttl=TTL, interval=INTERVAL)
-    live = LostCalls(redis.url, "n2", dsn, ttl=TTL, interval=INTERVAL, on_lost=told.extend)
+    n1 = LostCalls(shared.url, "n1", dsn, ttl=TTL, interval=INTERVAL)
+    live = LostCalls(shared.url, "n2", dsn, ttl=TTL, interval=INTERVAL, on_lost=told.extend)
     await n1.start()
     await live.start()
     try:
@@ -229,16 +215,16 @@ async def test_the_calls_of_a_node_that_keeps_beating_are_left_alone(
 
 
 async def test_a_key_lost_with_redis_is_no_death_when_its_node_beats_again(
-    redis: redis_server.Redis,
+    shared: redis_server.Redis,
     dsn: str,
     clock: Clock,
     survivors: tuple[LostCalls, LostCalls, list[LostCall]],
 ) -> None:
     n2, _, told = survivors
     store = open_calls(dsn, "n1", {"kept": "sales"}, time.time())
-    n1 = node(redis.url, "n1", dsn, clock)
+    n1 = node(shared.url, "n1", dsn, clock)
     await n1.beat()
-    client = aioredis.from_url(redis.url)
+    client = aioredis.from_url(shared.url)
     try:
         await client.delete(ALIVE_PREFIX + "n1")  # as a Redis restarted empty
     finally:
@@ -304,7 +290,7 @@ async def test_after_its_redis_came_back_a_node_waits_for_the_live_nodes_to_beat
 
 
 async def test_a_call_taken_for_lost_gets_its_real_record_when_it_ends_on_its_node(
-    redis: redis_server.Redis,
+    shared: redis_server.Redis,
     dsn: str,
     clock: Clock,
     survivors: tuple[LostCalls, LostCalls, list[LostCall]],
@@ -313,7 +299,7 @@ async def test_a_call_taken_for_lost_gets_its_real_record_when_it_ends_on_its_no
     start = time.time() - 10
     n1 = open_calls(dsn, "n1", {"late": "sales"}, start)
     # n1 is alive but cut off from Redis: its heartbeat lapses and n2 records its call.
-    await wait_lapsed(redis.url, "n1")
+    await wait_lapsed(shared.url, "n1")
     (lost,) = await confirmed(n2, clock)
     assert lost.call_id == "late"
     # The call then ends on n1, which writes its record as usual.
@@ -327,12 +313,12 @@ async def test_a_call_taken_for_lost_gets_its_real_record_when_it_ends_on_its_no
 
 
 async def test_a_sweep_waiting_for_the_database_does_not_delay_the_heartbeat(
-    redis: redis_server.Redis, dsn: str
+    shared: redis_server.Redis, dsn: str
 ) -> None:
     Store(dsn).close()  # the schema
     holder, watcher = PgConnection(dsn), PgConnection(dsn)
-    client = aioredis.from_url(redis.url)
-    beating = LostCalls(redis.url, "n2", dsn, ttl=TTL, interval=INTERVAL)
+    client = aioredis.from_url(shared.url)
+    beating = LostCalls(shared.url, "n2", dsn, ttl=TTL, interval=INTERVAL)
     try:
         holder.execute("BEGIN")
         holder.execute("LOCK TABLE open_calls IN ACCESS EXCLUSIVE MODE")
@@ -359,13 +345,13 @@ async def test_a_sweep_waiting_for_the_database_does_not_delay_the_heartbeat(
 
 
 async def test_with_every_node_beating_a_sweep_leaves_the_database_alone_but_every_tenth(
-    redis: redis_server.Redis,
+    shared: redis_server.Redis,
     dsn: str,
     clock: Clock,
     survivors: tuple[LostCalls, LostCalls, list[LostCall]],
 ) -> None:
     n2, n3, told = survivors
-    client = aioredis.from_url(redis.url)
+    client = aioredis.from_url(shared.url)
     await client.delete(SEEN)  # the nodes of the tests before, long dead
     await client.aclose()
     store = open_calls(dsn, "n3", {"kept": "sales"}, time.time())

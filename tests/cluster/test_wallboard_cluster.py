@@ -40,7 +40,7 @@ from benchmarks.harness import DEMO_PASSWORD
 from omlmedia.wallboard_cluster import ClusterBoard
 from tests.cluster import redis
 from tests.cluster.nodes import Page
-from tests.cluster.test_cluster_queues import nodes, pg, shared  # noqa: F401 (fixtures)
+from tests.cluster.test_cluster_queues import nodes  # noqa: F401 (fixture)
 from tests.cluster.test_shared_database import api
 from tests.interop.browser import chromium
 from tests.interop.harness import SCENARIOS, start_sipp
@@ -65,7 +65,7 @@ def _board(url: str, node: str, calls: list[dict[str, Any]], **kw: Any) -> Clust
 
 
 async def test_a_node_sees_the_other_live_nodes_calls_and_a_lapsed_or_stopped_node_drops_out(
-    shared: redis.Redis,  # noqa: F811
+    shared: redis.Redis,
 ) -> None:
     call = {"call_id": "c-a", "queue": "support", "entered": 1.0, "agent": None}
     a = _board(shared.url, "a", [call], interval=0.1, ttl=0.6)
@@ -115,7 +115,7 @@ async def test_with_redis_away_a_snapshot_has_this_nodes_calls_only_and_counts_t
 
 
 async def test_the_cost_benchmark_publishes_and_reads_every_nodes_calls(
-    shared: redis.Redis,  # noqa: F811
+    shared: redis.Redis,
 ) -> None:
     row = await wallboard_cluster_benchmark.measure(shared.url, 20, 5)
     assert row["errors"] == 0 and row["payload_bytes"] > 20 * 100, row
@@ -228,7 +228,7 @@ def _caller(node: harness.RunningServer, tmp_path: Path, name: str) -> Any:
 
 async def test_the_wallboard_of_every_node_shows_the_clusters_calls_and_agents_and_monitors_them_from_either_node(  # noqa: E501
     nodes: list[harness.RunningServer],  # noqa: F811
-    shared: redis.Redis,  # noqa: F811
+    shared: redis.Redis,
     tmp_path: Path,
     callers: list[Any],
 ) -> None:
