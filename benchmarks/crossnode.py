@@ -366,6 +366,16 @@ IDLE_FRAMES = (" wait", " _worker", " get", " select", " poll", " recvmsg", " re
 samples."""
 
 
+def threads_ran(stalls: list[dict[str, Any]]) -> dict[str, float]:
+    """The node's other threads' time on a CPU during its loop's stalls, by thread name."""
+    out: dict[str, float] = {}
+    for stall in stalls:
+        for name, ran in stall.get("threads_ran_ms", {}).items():
+            key = name.split("/")[0]
+            out[key] = round(out.get(key, 0.0) + ran, 2)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def stall_summary(path: Path, start: float, end: float, top: int = 8) -> dict[str, Any]:
     """What benchmarks/nodeprobe.py saw of a node's loop between `start` and `end`: its stalls
     (count, total, longest) and the collector's long passes by generation, and the code most
@@ -391,11 +401,12 @@ def stall_summary(path: Path, start: float, end: float, top: int = 8) -> dict[st
         "stalled_ms": round(sum(s["ms"] for s in stalls), 1),
         "longest_ms": sorted((s["ms"] for s in stalls), reverse=True)[:10],
         "longest": [
-            {k: s.get(k) for k in ("ms", "ran_ms", "queued_ms")}
+            {k: s.get(k) for k in ("ms", "ran_ms", "queued_ms", "threads_ran_ms")}
             for s in sorted(stalls, key=lambda s: -s["ms"])[:5]
         ],
         "ran_ms": round(sum(s.get("ran_ms", 0.0) for s in stalls), 1),
         "queued_ms": round(sum(s.get("queued_ms", 0.0) for s in stalls), 1),
+        "other_threads_ran_ms": threads_ran(stalls),
         "gc_passes": {
             str(g): {
                 "count": len(mine),

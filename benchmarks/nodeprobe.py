@@ -15,7 +15,8 @@ process exits (a SIGTERM'd server returns from ``serve``):
   (a collection holds the GIL, so the watcher cannot sample inside one). Each stall has the
   loop thread's time on a CPU (``ran_ms``) and runnable but waiting for one (``queued_ms``:
   the machine's load) from the kernel's schedstat; the rest it slept (another thread held the
-  GIL, or a blocking call). The re-armed callback
+  GIL, or a blocking call), and the other threads that ran meanwhile (``threads_ran_ms``, by
+  name/tid, read every 10 ms: the GIL's possible holders). The re-armed callback
   costs CPU: for finding the culprit, not for measuring CPU. Times (``at``) are
   `time.monotonic()`'s, the same clock in every process of the machine.
 """
@@ -57,6 +58,7 @@ class StallWatch:
         self._main = threading.main_thread().ident
         self._main_tid = threading.main_thread().native_id
         self._stall_sched: tuple[float, float] | None = None
+        self._stall_threads: dict[str, float] = {}
         self._done = threading.Event()
 
     def install(self) -> None:
@@ -107,6 +109,7 @@ class StallWatch:
         self.beats += 1
         samples, self._samples = self._samples, []
         sched, self._stall_sched = self._stall_sched, None
+        threads, self._stall_threads = self._stall_threads, {}
         if gap >= self.threshold + BEAT:
             stall: dict[str, Any] = {
                 "at": now - gap,
@@ -115,6 +118,7 @@ class StallWatch:
             }
             if sched is not None:
                 stall["ran_ms"], stall["queued_ms"] = sched
+                stall["threads_ran_ms"] = threads
             self.stalls.append(stall)
         loop.call_later(BEAT, self._beat, loop)
 
@@ -124,19 +128,46 @@ class StallWatch:
             ran, queued = stat.read().split()[:2]
         return int(ran) / 1e6, int(queued) / 1e6
 
+    def _threads_ran(self) -> dict[str, float]:
+        """Every other thread's time on a CPU so far (ms), by name ("name/tid")."""
+        out = {}
+        for tid in os.listdir("/proc/self/task"):
+            if int(tid) == self._main_tid:
+                continue
+            try:
+                with open(f"/proc/self/task/{tid}/schedstat") as stat:
+                    ran = int(stat.read().split()[0]) / 1e6
+                with open(f"/proc/self/task/{tid}/comm") as comm:
+                    name = comm.read().strip()
+            except OSError:
+                continue
+            out[f"{name}/{tid}"] = ran
+        return out
+
     def _watch(self) -> None:
         names = {}
         before = self._schedstat()
+        others = self._threads_ran()
+        polls = 0
         while not self._done.wait(BEAT):
             late = time.monotonic() - self.last_beat - BEAT
             now = self._schedstat()
             if late < self.threshold:
                 before = now
+                polls += 1
+                if polls % 10 == 0:  # every 10 ms: other threads, the GIL's possible holders
+                    others = self._threads_ran()
                 continue
             # the loop thread since it was last seen on time: running (our code, or C code such
             # as a system call), or runnable but not given a CPU (the machine's load); the rest
-            # of the stall it slept (the GIL held by another thread, or blocked)
+            # of the stall it slept (the GIL held by another thread, or blocked): the other
+            # threads that ran meanwhile name who
             self._stall_sched = (round(now[0] - before[0], 2), round(now[1] - before[1], 2))
+            ran = {
+                name: round(value - others.get(name, 0.0), 2)
+                for name, value in self._threads_ran().items()
+            }
+            self._stall_threads = {n: v for n, v in ran.items() if v >= 0.5}
             if len(self._samples) >= 20:
                 continue
             names = {t.ident: t.name for t in threading.enumerate()}
