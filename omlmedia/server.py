@@ -13,7 +13,8 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ from omlmedia.recordings import Deleted, RetentionJob
 from omlmedia.reports_api import ReportReader, left_logged_in
 from omlmedia.router import CallRouter, RouteTable
 from omlmedia.storage import AsyncStore, CallRecord, Store
+from omlmedia.storage_pg import MIGRATION_LOCK, PgConnection
 from omlmedia.targets import RouterStats
 from omlmedia.trunks import NextHops, TrunkManager
 from omlmedia.upkeep import Upkeep
@@ -203,6 +205,22 @@ def _tls_files(config: Config) -> tuple[Path, Path]:
     ips = list(dict.fromkeys([*ips, advertised_address(config)]))
     ensure_self_signed(cert, key, ["localhost"], ips)
     return cert, key
+
+
+@contextmanager
+def one_node_at_a_time(db: Any) -> Iterator[None]:
+    """Nodes sharing a PostgreSQL database that start together seed the file's declarations
+    (accounts, directory, pause reasons) one after the other, under the migration lock: the later
+    one reads what the earlier wrote and finds nothing to change, where both inserted the same
+    rows and one failed on their key (``pause_reasons_pkey``) and exited. SQLite: one node."""
+    if not isinstance(db, PgConnection):
+        yield
+        return
+    db.advisory_lock(MIGRATION_LOCK)
+    try:
+        yield
+    finally:
+        db.advisory_unlock(MIGRATION_LOCK)
 
 
 class Server:
@@ -437,24 +455,26 @@ class Server:
         self.accounts = AccountBook(
             config.storage.location(config.server.data_dir), config.api.token_matches
         )
-        self.accounts.seed(config.accounts)
-        self.directory = Directory(
-            self.accounts,
-            campaigns={c.name: c.queue for c in config.campaigns},
-            used_by=file_users((), config.routes),
-            trunks=[t.name for t in config.trunks],
-            events=events,
-        )
-        self.directory.seed(
-            config.webrtc.agents,
-            config.acd.queues if config.acd else {},
-            config.campaigns,
-            config.disposition_sets,
-        )
-        calls.campaigns = self.directory.campaigns_now()
-        self.directory.campaign_tables.append(calls.campaigns)
-        self.directory.file_routes = config.routes
-        self.directory.seed_pause_reasons(config.wallboard.pause_reasons)
+        with one_node_at_a_time(self.accounts.db):
+            self.accounts.reload()  # what a node that started with it seeded meanwhile
+            self.accounts.seed(config.accounts)
+            self.directory = Directory(
+                self.accounts,
+                campaigns={c.name: c.queue for c in config.campaigns},
+                used_by=file_users((), config.routes),
+                trunks=[t.name for t in config.trunks],
+                events=events,
+            )
+            self.directory.seed(
+                config.webrtc.agents,
+                config.acd.queues if config.acd else {},
+                config.campaigns,
+                config.disposition_sets,
+            )
+            calls.campaigns = self.directory.campaigns_now()
+            self.directory.campaign_tables.append(calls.campaigns)
+            self.directory.file_routes = config.routes
+            self.directory.seed_pause_reasons(config.wallboard.pause_reasons)
         self.routes.set_added(self.directory.routes_now())
         self.directory.route_tables.append(self.routes)
         pages = self._start_agents(service, b2bua, self.directory)
