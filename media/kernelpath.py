@@ -110,19 +110,18 @@ class ForwardedPair:
         for leg in (self.a, self.b):
             for host, port in (leg.local, leg.remote):
                 try:
-                    address = ipaddress.ip_address(host)
+                    versions.add(_version(host))
                 except ValueError:
                     raise ValueError(f"{host!r} is not an IP address") from None
                 if not 0 < port < 0x10000:
                     raise ValueError(f"port {port} is out of range")
-                versions.add(address.version)
         if len(versions) != 1:
             raise ValueError("the kernel path cannot join an IPv4 leg to an IPv6 leg")
 
-    @functools.cached_property
+    @property
     def version(self) -> int:
         """4 or 6."""
-        return ipaddress.ip_address(self.a.local[0]).version
+        return _version(self.a.local[0])
 
     def directions(self) -> dict[str, Direction]:
         """``ab`` (caller to callee) and ``ba``, by suffix."""
@@ -150,6 +149,13 @@ class ForwardedPair:
 def _check_table(table: str) -> None:
     if not _NAME.match(table):
         raise ValueError(f"nftables table name {table!r} is not a plain identifier")
+
+
+@functools.lru_cache(maxsize=4096)
+def _version(host: str) -> int:
+    """4 or 6; ValueError when `host` is not an IP address. Cached: a call's pair is built
+    from the same few addresses (ours, and the far ends')."""
+    return ipaddress.ip_address(host).version
 
 
 @functools.lru_cache(maxsize=4096)

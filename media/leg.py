@@ -32,6 +32,7 @@ monotonic time by default) and the wall clock stamps SRs.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import secrets
@@ -206,6 +207,7 @@ class _Socket:
         self.latched = True
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_address(host: str) -> bool:
     """True for an IPv4 or IPv6 address literal (not a host name)."""
     try:

@@ -31,6 +31,7 @@ transaction layer caps those too (503 beyond ``max_transactions``).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from collections import deque
@@ -1139,11 +1140,9 @@ class UserAgent:
         own host or network; the dialog's peer address is used instead (as for a NAT)."""
         uri = dialog.next_hop()
         host = uri.host.strip("[]")
-        try:
-            target = ipaddress.ip_address(host)
-        except ValueError:
+        scope = _literal_scope(host)
+        if scope is None:
             return fallback
-        scope = _address_scope(target)
         if scope == 0 or scope < _host_scope(fallback.host):
             return fallback
         transport = (uri.param("transport") or fallback.transport).lower()
@@ -1188,10 +1187,18 @@ def _address_scope(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
     return 4
 
 
+@functools.lru_cache(maxsize=4096)
+def _literal_scope(host: str) -> int | None:
+    """The scope of an IP address literal, None for anything else. Cached: every in-dialog
+    request asks it of the same few addresses, and ``is_private`` walks a list of networks."""
+    try:
+        return _address_scope(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
 def _host_scope(host: str) -> int:
     """The scope of a peer's address; a name counts as a private network's (its requests may go
     to private targets, not to loopback or link-local ones)."""
-    try:
-        return _address_scope(ipaddress.ip_address(host.strip("[]")))
-    except ValueError:
-        return 3
+    scope = _literal_scope(host.strip("[]"))
+    return 3 if scope is None else scope
