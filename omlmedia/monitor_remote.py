@@ -109,7 +109,7 @@ ANSWER_WITHIN: Final = 5.0
 _CODECS: Final = ("pcmu", "pcma", "telephone-event")
 """What a monitor leg offers: G.711 (no Opus transcoding on either node for the leg)."""
 _REFUSALS: Final = {
-    404: ("unknown-call", "the call is no longer in progress on node {node}"),
+    404: ("unknown-call", "node {node} carries no such call (not answered yet, or ended)"),
     486: ("monitored", "another supervisor is monitoring this call"),
     403: ("forbidden", "node {node} refused the monitor leg"),
 }

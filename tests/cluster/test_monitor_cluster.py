@@ -15,6 +15,8 @@ on the audio itself, as on one node (`tests.interop.test_monitor`). Proved here:
   audit naming the call's node;
 - the caller hanging up ends the monitoring (the page says the call ended) and every leg and
   port is released on both nodes;
+- while agent1 still rings, node b does not carry the call: its leg is refused (404) and the
+  page says node b carries no such call;
 - node b frozen (SIGSTOP): the page says node b did not answer within the leg's answer
   timeout (``node-unreachable``, naming the node), not a hang; once b goes on, monitoring works;
 - a forged, replayed, stale or foreign monitor leg is refused by the gate (a unit test).
@@ -40,10 +42,10 @@ from omlmedia.monitor_remote import (
 )
 from sip.endpoint import Endpoint
 from sip.message import URI, Request
-from tests.cluster.test_cluster_queues import _log_in, nodes, pg, shared  # noqa: F401 (fixtures)
+from tests.cluster.test_cluster_queues import _log_in, nodes  # noqa: F401 (fixture)
 from tests.cluster.test_crossnode import both_clean
 from tests.cluster.test_shared_database import api
-from tests.cluster.test_wallboard_cluster import SUPERVISOR_PASSWORD, supervisor_token
+from tests.cluster.test_wallboard_cluster import SUPERVISOR_PASSWORD, calls_on, supervisor_token
 from tests.interop.baresip import dial
 from tests.interop.browser import chromium
 from tests.interop.pages import log_in
@@ -57,6 +59,15 @@ CALL_SECONDS = 30
 """The caller's call: it hangs up by itself, with the supervisor listening, to end the test
 (listening again came 16 s after the dial at load average 6)."""
 SECRET = b"s" * 32
+REQUEST = """async (id) => {
+    try {
+        await window.omlMonitor.signaling.request("monitor", {call_id: id, mode: "listen"});
+        return {code: null, message: ""};
+    } catch (error) {
+        return {code: error.code, message: error.message};
+    }
+}"""
+"""The supervisor's page asks to listen to a call by id over its own socket: the refusal."""
 
 
 # -- the signed header and the gate ---------------------------------------------------------------
@@ -157,6 +168,13 @@ async def test_a_supervisor_on_node_a_listens_whispers_barges_and_stops_on_a_cal
             ),
         )
         await expect(state).to_have_text("Ringing", timeout=15000)
+        # While agent1 rings, the ACD has the call on node b, whose desk does not carry it yet:
+        # the leg is refused there (404) and the page says so, naming node b.
+        ringing = await asyncio.to_thread(calls_on, a)
+        assert len(ringing) == 1, ringing
+        refused = await supervisor.evaluate(REQUEST, ringing[0]["call_id"])
+        assert refused["code"] == "unknown-call", refused
+        assert "node b carries no such call" in refused["message"], refused
         await agent.get_by_role("button", name="Answer", exact=True).click()
         await expect(state).to_have_text("On call", timeout=10000)
         await hears(agent, "remote-audio", (CALLER_TONE,), (SUPERVISOR_TONE,), "agent, alone")
