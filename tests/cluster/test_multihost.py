@@ -77,6 +77,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         front = hostlib.start_kamailio(h, ["node1", "node2"])
         lb = hostlib.start_haproxy(h, ["node1", "node2"])
         wait_probed([nodes["node1"], nodes["node2"]])
+        # Started together, no node failed at start (each once failed its first reload of
+        # the accounts, its shared ACD not running yet).
+        for node in nodes.values():
+            assert "level=error" not in node.log(), node.log()[-4000:]
         yield Cluster(h, front, nodes, dsn, lb)
 
 
