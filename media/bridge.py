@@ -38,8 +38,11 @@ same bytes without Python, or replace them when the packet shows a far end sendi
 than the rules expect (the owner does nothing when the addresses did not change); whether the
 kernel or the relay moves a packet, the far end sees one stream. When the rules go
 (`kernel_removed`, with how many packets they moved each way) the target's next sequence number
-accounts for them. A new SSRC from a source (a transfer) ends transparency for good: from then
-on the relay rewrites as above, continuing the stream the far end saw.
+accounts for them. When the kernel relays a call from its first packet, the target learns the
+source's SSRC from the source's RTCP sender reports instead (RTCP stays in userspace), so its
+reports and the far end's reports about the stream still meet. A new SSRC from a source (a
+transfer) ends transparency for good: from then on the relay rewrites as above, continuing the
+stream the far end saw.
 
 Everything per packet is caught and counted: a bad packet never ends the call or the bridge.
 """
@@ -230,6 +233,13 @@ class _Forward:
         self.last_seq = (seq - 1) & 0xFFFF
         self.last_ts = ts
         self.switch = True
+
+    def adopt(self, ssrc: int) -> None:
+        """The source's RTCP names its stream `ssrc` before any of its RTP reached us (the
+        kernel relays it): transparent, the target speaks of that stream as its own."""
+        if self.transparent and self.in_ssrc is None:
+            self.in_ssrc = ssrc
+            self.target.ssrc = self.target.sender.ssrc = ssrc
 
     # -- passthrough ------------------------------------------------------------------------
 
@@ -423,6 +433,8 @@ class MediaBridge:
         self._arm()
         self.a.sink = self._a_to_b.sink()
         self.b.sink = self._b_to_a.sink()
+        self.a.on_sender_report = self._a_to_b.adopt
+        self.b.on_sender_report = self._b_to_a.adopt
         self.running = True
 
     def hold(self, holder: RtpLeg, on_hold: bool) -> None:
@@ -473,8 +485,8 @@ class MediaBridge:
 
     def stop(self) -> None:
         """Unjoin the legs (each stops forwarding; their sockets stay with their owner)."""
-        self.a.sink = None
-        self.b.sink = None
+        self.a.sink = self.a.on_sender_report = None
+        self.b.sink = self.b.on_sender_report = None
         self.running = False
 
     @property

@@ -242,6 +242,9 @@ class RtpLeg:
         self.srtp: SrtpContext | None = None
         self.sink: RtpSink | None = None
         """Where valid packets go (the bridge); None drops them after counting."""
+        self.on_sender_report: Callable[[int], None] | None = None
+        """Told the SSRC of each sender report the peer sends (the bridge learns the stream the
+        kernel relays from its RTCP)."""
         self.counters = LegCounters()
         self.ssrc = secrets.randbits(32)
         """Our SSRC towards this peer."""
@@ -308,6 +311,7 @@ class RtpLeg:
     def close(self) -> None:
         """Stop taking packets (the pair goes back to its pool with the caller)."""
         self.sink = None
+        self.on_sender_report = None
         self.pair.rtp.handler = None
         self.pair.rtcp.handler = None
 
@@ -407,6 +411,8 @@ class RtpLeg:
             if isinstance(packet, SenderReport):
                 if self.reception is not None and packet.ssrc == self.reception.ssrc:
                     self.reception.receive_sender_report(packet, now)
+                elif self.on_sender_report is not None:
+                    self.on_sender_report(packet.ssrc)
                 blocks = packet.reports
             elif isinstance(packet, ReceiverReport):
                 blocks = packet.reports

@@ -7,6 +7,7 @@ import itertools
 
 from media.bridge import MediaBridge
 from media.leg import LegFormat, RtpLeg
+from media.rtcp import ReceiverReport, ReportBlock, SenderReport, serialize_compound
 from tests.media.fakes import fake_pair, header, rtp
 from tests.media.test_bridge import A_PEER, B_PEER, Clock, opus, pcmu, sent
 
@@ -139,3 +140,31 @@ def test_music_on_hold_ends_transparency_and_resume_continues_after_the_music() 
     assert {header(p)[4] for p in sent(b)} == {1}
     assert not bridge.transparent
     assert len(fired) == 3  # the packets before the hold; none once the relay rewrites
+
+
+def test_a_sources_sender_report_names_the_stream_the_kernel_relays_for_the_targets_reports() -> (
+    None
+):
+    bridge, a, b, _, _ = make()
+    # The kernel relays from the first packet: only the caller's RTCP reaches the legs.
+    a_rtcp = (A_PEER[0], A_PEER[1] + 1)
+    a.pair.rtcp.datagram_received(serialize_compound([SenderReport(0xAAAA)]), a_rtcp)
+    assert b.ssrc == 0xAAAA and b.sender.ssrc == 0xAAAA and bridge.transparent
+    # The callee's report about that stream is now about ours: its loss is on leg B's record.
+    block = ReportBlock(0xAAAA, fraction_lost=64)
+    b_rtcp = (B_PEER[0], B_PEER[1] + 1)
+    b.pair.rtcp.datagram_received(serialize_compound([ReceiverReport(0xBBBB, (block,))]), b_rtcp)
+    assert b.quality().remote_loss == 0.25
+    # A later report names the same stream; the RTP that then reaches the relay continues it.
+    a.pair.rtcp.datagram_received(serialize_compound([SenderReport(0xAAAA)]), a_rtcp)
+    a.pair.rtp.datagram_received(rtp(7, 1120, ssrc=0xAAAA), A_PEER)
+    assert sent(b) == [rtp(7, 1120, ssrc=0xAAAA)] and bridge.transparent
+
+
+def test_a_sender_report_changes_nothing_once_the_relay_knows_the_stream() -> None:
+    _, a, b, _, _ = make()
+    a.pair.rtp.datagram_received(rtp(1, 160, ssrc=0x1111), A_PEER)
+    a.pair.rtcp.datagram_received(
+        serialize_compound([SenderReport(0x2222)]), (A_PEER[0], A_PEER[1] + 1)
+    )
+    assert b.ssrc == 0x1111
