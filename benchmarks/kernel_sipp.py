@@ -352,6 +352,10 @@ class System:
     def kernel_packets(self) -> int:
         return 0
 
+    def relayed_packets(self) -> int:
+        """RTP packets relayed for calls that ended (the kernel's and the legs'), when known."""
+        return 0
+
     def idle(self) -> None:
         """Wait until the last step's calls are gone."""
 
@@ -431,6 +435,10 @@ class OmlmediaSystem(System):
         assert self.server is not None
         kernel = self.server.status()["media"]["kernel"]
         return int(kernel.get("packets", 0)) if kernel.get("active") else 0
+
+    def relayed_packets(self) -> int:
+        assert self.server is not None
+        return int(self.server.status()["calls"]["relayed_packets"])
 
     def idle(self) -> None:
         """Until no call or dialog is left. Transactions are not waited for: a BYE's stays
@@ -614,6 +622,107 @@ def sipp_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f, delimiter=";"))
 
 
+def uac_command(
+    system: System, workdir: Path, calls: int, total: int, call_seconds: float
+) -> list[str]:
+    """sipp placing `total` calls of `call_seconds` through `system`, `calls` of them kept up
+    (its statistics in ``uac.csv`` of `workdir`), on the generator's core."""
+    return pinned(
+        [
+            "sipp", *uac_scenario(workdir, call_seconds), f"{SERVER}:{system.sip_port}",
+            "-s", "91234",
+            "-i", CALLER, "-p", str(SIP_PORT), "-mi", CALLER, "-mp", str(UAC_MEDIA_PORT),
+            "-r", f"{calls / call_seconds:.3f}", "-rp", "1000", "-l", str(calls),
+            "-m", str(total), "-max_socket", "60000", "-nostdin", "-trace_stat",
+            "-stf", str(workdir / "uac.csv"), "-fd", "1",
+            "-trace_err", "-error_file", str(workdir / "uac.err"),
+        ],
+        GENERATOR_CORE,
+    )  # fmt: skip
+
+
+def settled_idle_rate(pids: list[int], limit: float = 20.0) -> float:
+    """The processes' idle CPU rate (s per s), once their start-up is over: 2-second readings
+    until one no longer falls below the one before it, give or take a tick (or `limit`
+    seconds passed)."""
+    deadline = time.monotonic() + limit
+    previous = math.inf
+    while True:
+        cpu0, t0 = tree_cpu(pids), time.monotonic()
+        time.sleep(2.0)
+        rate = (tree_cpu(pids) - cpu0) / (time.monotonic() - t0)
+        if rate >= previous - 0.005 or time.monotonic() > deadline:
+            return rate
+        previous = rate
+
+
+def per_call(
+    system: System, topology: netns.Topology, calls: int, args: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
+    """`--fixed-calls`: exactly that many calls, `calls` kept up, and the system's processes'
+    CPU time from just before the first to just after the last, less what they spend idle
+    over as long (measured just before): CPU per call. Unlike the window's CPU per
+    call-second, it counts the work calls cost whatever the load delays, so runs on a busy
+    machine can be compared (the medians of a few)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    pcap_dir = workdir / "pcap"
+    if not pcap_dir.exists():
+        pcap_dir.symlink_to(SIPP_PCAPS)
+    call_seconds = min(args.call_seconds, CALL_SECONDS)
+    pids = system.pids()
+    idle_rate = settled_idle_rate(pids)
+    uac = uac_command(system, workdir, calls, args.fixed_calls, call_seconds)
+    relayed0, kernel0 = system.relayed_packets(), system.kernel_packets()
+    cpu0, started = tree_cpu(pids), time.monotonic()
+    with (workdir / "uac.log").open("wb") as log:
+        sipp = subprocess.Popen(
+            ["ip", "netns", "exec", topology.hosts.caller, *uac],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+        )
+        pids = sorted(set(pids) | set(system.pids()))
+        try:
+            sipp.wait(args.fixed_calls * call_seconds / calls * 3 + 120)
+        except subprocess.TimeoutExpired:
+            sipp.kill()
+            sipp.wait()
+    system.idle()
+    elapsed = time.monotonic() - started
+    cpu = tree_cpu(pids) - cpu0 - idle_rate * elapsed
+    relayed = system.relayed_packets() - relayed0
+    userspace = relayed - (system.kernel_packets() - kernel0) if relayed else math.nan
+    rows = sipp_rows(workdir / "uac.csv")
+    last = rows[-1] if rows else {}
+    successful = int(last.get("SuccessfulCall(C)", "0") or 0)
+    failed = int(last.get("FailedCall(C)", "0") or 0)
+    retransmissions = int(last.get("Retransmissions(C)", "0") or 0)
+    result = {
+        "system": system.name,
+        "calls": calls,
+        "fixed_calls": args.fixed_calls,
+        "successful": successful,
+        "failed": failed,
+        "cpu_s": cpu,
+        "idle_cpu_per_s": idle_rate,
+        "elapsed_s": elapsed,
+        "cpu_ms_per_call": 1e3 * cpu / successful if successful else math.nan,
+        "userspace_packets_per_call": userspace / successful if successful else math.nan,
+        "uac_retransmissions": retransmissions,
+        "load_average": os.getloadavg(),
+    }
+    print(
+        f"  {system.name:>18} N={calls:<4} calls {successful}/{args.fixed_calls} ({failed} "
+        f"failed) in {elapsed:.1f} s: CPU {cpu:.3f} s beyond idle ({idle_rate * 1e3:.1f} ms/s) "
+        f"= {fmt(result['cpu_ms_per_call'], '.2f')} ms per call, RTP through the process "
+        f"{fmt(result['userspace_packets_per_call'], '.1f')} packets per call, "
+        f"{retransmissions} SIP retransmissions by the UAC  load avg "
+        f"{result['load_average'][0]:.1f}",
+        flush=True,
+    )
+    return result
+
+
 def step(
     system: System,
     topology: netns.Topology,
@@ -633,17 +742,7 @@ def step(
     hosts, receive_pids = topology.hosts, list(topology.receive_pids)
     background = 0.0 if receive_pids else idle_softirq(args.duration)
     stats = workdir / "uac.csv"
-    uac = pinned(
-        [
-            "sipp", *uac_scenario(workdir, call_seconds), f"{SERVER}:{system.sip_port}",
-            "-s", "91234",
-            "-i", CALLER, "-p", str(SIP_PORT), "-mi", CALLER, "-mp", str(UAC_MEDIA_PORT),
-            "-r", f"{rate:.3f}", "-rp", "1000", "-l", str(calls), "-m", str(total),
-            "-max_socket", "60000", "-nostdin", "-trace_stat", "-stf", str(stats), "-fd", "1",
-            "-trace_err", "-error_file", str(workdir / "uac.err"),
-        ],
-        GENERATOR_CORE,
-    )  # fmt: skip
+    uac = uac_command(system, workdir, calls, total, call_seconds)
     link = hosts.links()["caller"][1]
     first = math.ceil(rate * ramp)  # calls started in the last second before the window
     sampled = (UAC_MEDIA_PORT + 4 * first, UAC_MEDIA_PORT + 4 * (first + SAMPLED_CALLS - 1))
@@ -829,6 +928,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "kamailio+rtpengine": KamailioRtpengine,
     }
     results: dict[str, list[Row]] = {}
+    fixed: dict[str, list[dict[str, Any]]] = {}
     failures: dict[str, str] = {}
     with ExitStack() as stack:
         topology = stack.enter_context(
@@ -852,6 +952,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{name} (pids {system.pids()}):", flush=True)
             rows: list[Row] = []
             try:
+                if args.fixed_calls:
+                    fixed.setdefault(name, []).extend(
+                        per_call(system, topology, n, args, workdir / name / f"fixed{n}")
+                        for n in calls
+                    )
+                    continue
                 for n in calls:
                     r = step(system, topology, n, args, workdir / name / f"n{n}")
                     rows.append(r)
@@ -861,6 +967,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 system.stop()
             results[name] = rows
+    if args.fixed_calls:
+        return netns.summary(args, {}, per_call=fixed, did_not_start=failures)
     return summarize(results, args, failures)
 
 
@@ -915,6 +1023,13 @@ def main() -> int:
         type=float,
         default=CALL_SECONDS,
         help=f"length of a call (default {CALL_SECONDS}, uac_pcap's; shorter cuts its audio)",
+    )
+    parser.add_argument(
+        "--fixed-calls",
+        type=int,
+        default=0,
+        metavar="M",
+        help="instead of the window: M calls at each N and the CPU each costs the system",
     )
     args = parser.parse_args()
     netns.unwind_on_sigterm()
