@@ -20,6 +20,9 @@ on the audio itself, as on one node (`tests.interop.test_monitor`). Proved here:
 - node b frozen (SIGSTOP): the page says node b did not answer within the leg's answer
   timeout (``node-unreachable``, naming the node), not a hang; once b goes on, monitoring works;
 - a forged, replayed, stale or foreign monitor leg is refused by the gate (a unit test).
+
+With ``OMLMEDIA_MEASURE_MONITOR=1`` the test also measures both nodes' CPU (``/proc/<pid>/stat``)
+over 4 s of the call unmonitored and listened to from node a, and prints it.
 """
 
 from __future__ import annotations
@@ -50,12 +53,14 @@ from tests.interop.baresip import dial
 from tests.interop.browser import chromium
 from tests.interop.pages import log_in
 from tests.interop.test_call_control import stream_events
-from tests.interop.test_monitor import hears, tone_seconds, tone_windows
+from tests.interop.test_monitor import cpu_share, hears, tone_seconds, tone_windows
 
 CALLER_TONE = 440.0
 AGENT_TONE = 660.0
 SUPERVISOR_TONE = 1000.0
-CALL_SECONDS = 30
+MEASURE = os.environ.get("OMLMEDIA_MEASURE_MONITOR") == "1"
+"""Also measure both nodes' CPU unmonitored and listened to across nodes, and print it."""
+CALL_SECONDS = 45 if MEASURE else 30
 """The caller's call: it hangs up by itself, with the supervisor listening, to end the test
 (listening again came 16 s after the dial at load average 6)."""
 SECRET = b"s" * 32
@@ -130,6 +135,12 @@ def audit(node: harness.RunningServer, action: str) -> list[dict[str, Any]]:
     return entries
 
 
+async def _both_cpu(a: harness.RunningServer, b: harness.RunningServer) -> tuple[float, float]:
+    """Both nodes' CPU over the same 4 s, in % of one core."""
+    first, second = await asyncio.gather(cpu_share(a.pid), cpu_share(b.pid))
+    return round(first, 1), round(second, 1)
+
+
 async def test_a_supervisor_on_node_a_listens_whispers_barges_and_stops_on_a_call_node_b_carries(
     nodes: list[harness.RunningServer],  # noqa: F811
     tmp_path: Path,
@@ -178,6 +189,9 @@ async def test_a_supervisor_on_node_a_listens_whispers_barges_and_stops_on_a_cal
         await agent.get_by_role("button", name="Answer", exact=True).click()
         await expect(state).to_have_text("On call", timeout=10000)
         await hears(agent, "remote-audio", (CALLER_TONE,), (SUPERVISOR_TONE,), "agent, alone")
+        cpu: dict[str, tuple[float, float]] = {}
+        if MEASURE:
+            cpu["unmonitored"] = await _both_cpu(a, b)
 
         # The supervisor (node a) picks the call on its wallboard: agent1's, carried by node b.
         row = supervisor.locator("#call-rows tr").filter(has_text="agent1")
@@ -189,6 +203,9 @@ async def test_a_supervisor_on_node_a_listens_whispers_barges_and_stops_on_a_cal
             supervisor, "monitor-audio", (CALLER_TONE, AGENT_TONE), (), "supervisor, listen"
         )
         await hears(agent, "remote-audio", (CALLER_TONE,), (SUPERVISOR_TONE,), "agent, listen")
+        if MEASURE:
+            cpu["listened to from node a"] = await _both_cpu(a, b)
+            print(f"\nCPU of node a, node b (% of one core over 4 s): {cpu}")
 
         whisper_at = time.monotonic()
         await panel.get_by_role("button", name="Whisper", exact=True).click()
