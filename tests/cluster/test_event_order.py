@@ -8,20 +8,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from omlmedia.storage import _EVENT_INSERT_PG, _EVENT_ORDER, Store
 from omlmedia.storage_pg import PgConnection
 from tests.cluster import postgres
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[postgres.Postgres]:
-    postgres.require()
-    with postgres.postgres() as instance:
-        yield instance
 
 
 def _row(ident: int, kind: str) -> tuple[int, float, str, str, str, str, str, str]:

@@ -30,20 +30,6 @@ TYPES = "type=agent.state&agent=agent1,agent2"
 
 
 @pytest.fixture(scope="module")
-def shared() -> Iterator[redis.Redis]:
-    redis.require()
-    with redis.redis() as instance:
-        yield instance
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[postgres.Postgres]:
-    postgres.require()
-    with postgres.postgres() as instance:
-        yield instance
-
-
-@pytest.fixture(scope="module")
 def nodes(
     shared: redis.Redis, pg: postgres.Postgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[harness.RunningServer, harness.RunningServer, str]]:
@@ -75,6 +61,8 @@ class Reader:
         self.node = node
         self.since = since
         self.got: list[int] = []
+        self.agents: list[str] = []
+        """Whose state each event is."""
         self.arrived: dict[int, float] = {}
         self.status = 0
         self.task: asyncio.Task[None] | None = None
@@ -93,7 +81,9 @@ class Reader:
             async for raw in response.content:
                 line = raw.decode().rstrip("\n")
                 if line.startswith("data: "):
-                    ident = int(json.loads(line[6:])["id"])
+                    event = json.loads(line[6:])
+                    ident = int(event["id"])
+                    self.agents.append(event["agent"])
                     self.got.append(ident)
                     self.arrived[ident] = time.time()
 
@@ -230,7 +220,7 @@ async def test_after_a_kill_9_a_client_of_the_dead_node_resumes_on_the_other_los
             changes(a, "agent1", 200), changes(b, "agent2", 60), return_exceptions=True
         )
         deadline = time.monotonic() + 30
-        while len(on_a.got) < 30:
+        while on_a.agents.count("agent1") < 20:  # a's own, read on a
             assert time.monotonic() < deadline, f"a's stream got {len(on_a.got)} events"
             await asyncio.sleep(0.01)
         a.process.kill()  # kill -9, a's page mid-burst, its last events maybe not flushed
@@ -239,8 +229,8 @@ async def test_after_a_kill_9_a_client_of_the_dead_node_resumes_on_the_other_los
         outcome = await producing
         assert not isinstance(outcome[1], BaseException), outcome[1]
         async with Reader(b, since=on_a.got[-1]) as on_b:
-            got = await until_read([on_a, on_b], dsn, start, 90)
-            seen = await until_read([watcher], dsn, start, 90)
+            got = await until_read([on_a, on_b], dsn, start, 80)
+            seen = await until_read([watcher], dsn, start, 80)
     stored = await committed(dsn, start)
     assert len(got) == len(set(got)) and got[: len(stored)] == stored
     assert seen[: len(stored)] == stored
@@ -253,4 +243,4 @@ async def test_after_a_kill_9_a_client_of_the_dead_node_resumes_on_the_other_los
         )
     finally:
         await db.close()
-    assert of_a >= 30  # a's committed events are in the stream read on b
+    assert of_a >= 20  # a's committed events are in the stream read on b
