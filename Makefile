@@ -65,7 +65,7 @@ typecheck:
 	$(VENV)/bin/mypy sip queueing media omlmedia webrtc
 
 pytest:
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=40
 
 bench: export PYTHONPATH := $(CURDIR)
 bench: setup-test
