@@ -103,6 +103,8 @@ class Hosts:
     subnet: int
     workdir: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    services: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    """Those of `processes` in host db (Redis): stopped last."""
     stoppers: list[Any] = field(default_factory=list)
 
     def ns(self, host: str) -> str:
@@ -141,22 +143,32 @@ class Hosts:
                 cwd=cwd,
             )
         self.processes.append(process)
+        if host == "db":
+            self.services.append(process)
         return process
 
     def close(self) -> None:
-        """Stop the programs (last started first: the nodes before Redis, while PostgreSQL still
-        answers their last writes), then what the stoppers stop (PostgreSQL, its files)."""
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        """Stop the programs of every host but db together (the nodes' last writes find Redis
+        and PostgreSQL still there), then db's, then what the stoppers stop (PostgreSQL, its
+        files)."""
+        _stop([p for p in self.processes if p not in self.services])
+        _stop(self.services)
         for stop in reversed(self.stoppers):
             with suppress(Exception):
                 stop()
+
+
+def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to each of `processes` still running, then wait for them (10 s, then SIGKILL)."""
+    living = [p for p in processes if p.poll() is None]
+    for process in living:
+        process.send_signal(signal.SIGTERM)
+    for process in living:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextmanager
