@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from media.bridge import MediaBridge, codec_transcoder
 from media.leg import RtpLeg
 from media.ports import PortsExhausted, RtpSocketPool
+from media.srtp import offer_crypto
 from omlmedia.acd_shared import SharedAcd
 from omlmedia.crossnode import HEADER, OfferHeader, sign_offer
 from omlmedia.logs import event
@@ -406,8 +407,11 @@ class RemoteOffers:
         media_host: str,
         clock: Callable[[], float],
         dial_out: DialOut | None = None,
+        srtp: bool = False,
     ) -> None:
         self.runtime = runtime
+        self.srtp = srtp
+        """The internal leg is encrypted (`omlmedia.crossnode`): offer SDES-SRTP on it."""
         self.dial_out = dial_out
         """Places a callback's call (`omlmedia.b2bua.B2bua.place_call`)."""
         self.node = node
@@ -441,9 +445,9 @@ class RemoteOffers:
         self._spawn(self._place(qc, ev.agent, node, ev.queue, callback=ev.number))
         return True
 
-    def _offer_sdp(self, leg: RtpLeg, caller: RtpLeg | None) -> bytes:
+    def _offer_sdp(self, leg: RtpLeg, caller: RtpLeg | None, *, srtp: bool = False) -> bytes:
         """Our offer on `leg`: the caller's codec only (a passthrough), or every codec (a
-        callback: the far end's codec is not known yet)."""
+        callback: the far end's codec is not known yet); SDES keys with `srtp`."""
         fmt = caller.format if caller is not None else None
         if fmt is None:
             codecs = CAPABILITIES.codecs
@@ -456,7 +460,12 @@ class RemoteOffers:
             )
         capabilities = MediaCapabilities(codecs, rtcp_mux=False)
         offer = create_offer(
-            capabilities, secrets.randbelow(2**31) + 1, 0, self.media_host, leg.port
+            capabilities,
+            secrets.randbelow(2**31) + 1,
+            0,
+            self.media_host,
+            leg.port,
+            crypto=offer_crypto() if srtp else (),
         )
         return bytes(offer)
 
@@ -473,7 +482,7 @@ class RemoteOffers:
         if not waiting or (qc.ended and not callback):
             self._release(leg)
             return
-        sdp = self._offer_sdp(leg, None if callback else qc.leg)
+        sdp = self._offer_sdp(leg, None if callback else qc.leg, srtp=self.srtp)
         offer = RemoteOffer(qc, agent, node, leg, sdp, callback=callback)
         self.offers[(call_id, agent)] = offer
         where = self.nodes[node]

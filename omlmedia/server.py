@@ -707,12 +707,16 @@ class Server:
             acd,
             node=cluster.node,
             secret=cluster.secret,
-            nodes={n.name: Endpoint("udp", n.host, n.port) for n in cluster.nodes},
+            nodes={
+                n.name: Endpoint("tls" if cluster.tls else "udp", n.host, n.port)
+                for n in cluster.nodes
+            },
             service=service,
             pool=self.pool,
             media_host=self.media_host,
             clock=time.time,
             dial_out=self.desk.dial_out,
+            srtp=cluster.tls,  # the encrypted internal leg (`omlmedia.crossnode`)
         )
         acd.listen(ClusterAgents(self.desk, self.remote_offers, acd.engine))
         await shared.start()

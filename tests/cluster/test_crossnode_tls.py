@@ -25,6 +25,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -352,7 +353,8 @@ def tls_nodes(
                     f'[cluster.nodes.{n}]\nsip = "127.0.0.1:{ports[n]}"',
                     f'[cluster.nodes.{n}]\nsip = "127.0.0.1:{internal[n]}"',
                 )
-            return re.sub(r"(?m)^(secret_file = .*\n)", r"\1" + _tls_keys(pki["cluster"]), text)
+            keys = _tls_keys(pki["cluster"]) + 'acd = "shared"\n'  # one ACD: queue calls cross too
+            return re.sub(r"(?m)^(secret_file = .*\n)", lambda m: m.group(1) + keys, text)
 
         return edit
 
@@ -490,7 +492,77 @@ def tone_level(payloads: list[bytes], frequency: float) -> float:
     return float(spectrum[near].sum() / max(spectrum.sum(), 1e-9))
 
 
-async def test_a_caller_on_node_a_talks_to_an_agent_on_node_b_over_tls_and_srtp(
+def assert_internal_leg_is_srtp(
+    flows: dict[tuple[int, int], list[bytes]], a: harness.RunningServer, b: harness.RunningServer
+) -> None:
+    """The internal leg's two flows (a node's RTP range to the other's, both ways) carry
+    payloads with the 10-byte SRTP tag and neither tone, while the caller's leg into node a,
+    captured the same way, carries the caller's tone in clear. Other tests may be sending RTP
+    on loopback, their callers' ports anywhere: flows that are not between the two nodes'
+    ranges are not counted, and the caller's leg is only looked for."""
+
+    def within(server: harness.RunningServer, port: int) -> bool:
+        return server.ports["rtp_low"] <= port <= server.ports["rtp_low"] + 998
+
+    busy = {k: p for k, p in flows.items() if len(p) >= 50}
+    sizes = {k: sorted({len(p) for p in v}) for k, v in busy.items()}
+    internal = [
+        k
+        for k in busy
+        if (within(a, k[0]) and within(b, k[1])) or (within(b, k[0]) and within(a, k[1]))
+    ]
+    assert len(internal) == 2, sizes
+    for flow in internal:
+        assert sizes[flow] == [170], (flow, sizes)  # 160 of PCMU and the tag
+        assert tone_level(busy[flow], CALLER_TONE) < 0.05, flow
+        assert tone_level(busy[flow], AGENT_TONE) < 0.05, flow
+    into_a = [
+        k
+        for k in busy
+        if k not in internal and within(a, k[1]) and sizes[k] == [160]
+        if tone_level(busy[k], CALLER_TONE) > 0.2
+    ]
+    assert into_a, sizes  # the capture does hear G.711 in clear
+
+
+async def _talk(
+    page: Any, dialled: str, a: harness.RunningServer, workdir: Path
+) -> dict[tuple[int, int], list[bytes]]:
+    """A baresip caller (440 Hz) dials `dialled` on node a; agent1 (Ready on node b's `page`)
+    answers, hears the caller, and hangs up after a 3 s capture of loopback: the caller heard the
+    agent. Node b's BYE reaches node a at the Contact a gave, its private listener. The
+    capture's flows."""
+    from playwright.async_api import expect
+
+    state = page.locator("#state")
+    caller = asyncio.get_running_loop().run_in_executor(
+        None,
+        lambda: dial(
+            workdir,
+            f"sip:{dialled}@127.0.0.1:{a.sip_port}",
+            15,
+            tone_hz=CALLER_TONE,
+            codecs="PCMU",
+        ),
+    )
+    await expect(state).to_have_text("Ringing", timeout=15000)
+    await page.get_by_role("button", name="Answer", exact=True).click()
+    await expect(state).to_have_text("On call")
+    await hears(page, "remote-audio", (CALLER_TONE,), (), f"agent on node b ({dialled})")
+    capture = Capture()
+    try:
+        flows = await asyncio.to_thread(capture.flows, 3.0)
+    finally:
+        capture.close()
+    await page.get_by_role("button", name="Hang up", exact=True).click()
+    run = await caller
+    assert run.established, run.output[-3000:]
+    assert tone_seconds(run.decoded(), AGENT_TONE) > 2, "the caller did not hear the agent"
+    await expect(page.locator("#no-call")).to_be_visible(timeout=15000)
+    return flows
+
+
+async def test_callers_on_node_a_talk_to_an_agent_on_node_b_over_tls_and_srtp(
     tls_nodes: list[harness.RunningServer], tmp_path: Path
 ) -> None:
     from playwright.async_api import expect
@@ -509,66 +581,27 @@ async def test_a_caller_on_node_a_talks_to_an_agent_on_node_b_over_tls_and_srtp(
         await page.get_by_role("button", name="Ready", exact=True).click()
         await expect(state).to_have_text("Ready")
         await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
-        caller = asyncio.get_running_loop().run_in_executor(
-            None,
-            lambda: dial(
-                tmp_path / "caller",
-                f"sip:agent-agent1@127.0.0.1:{a.sip_port}",
-                12,
-                tone_hz=CALLER_TONE,
-                codecs="PCMU",
-            ),
-        )
-        await expect(state).to_have_text("Ringing", timeout=15000)
-        await page.get_by_role("button", name="Answer", exact=True).click()
-        await expect(state).to_have_text("On call")
-        await hears(page, "remote-audio", (CALLER_TONE,), (), "agent on node b")
-        capture = Capture()
-        try:
-            flows = await asyncio.to_thread(capture.flows, 3.0)
-        finally:
-            capture.close()
-        # The agent hangs up: node b's BYE reaches node a at the Contact a gave, its private
-        # listener, and a ends the caller's call.
-        await page.get_by_role("button", name="Hang up", exact=True).click()
-        run = await caller
-        assert run.established, run.output[-3000:]
-        assert tone_seconds(run.decoded(), AGENT_TONE) > 2, "the caller did not hear the agent"
-        await expect(page.locator("#no-call")).to_be_visible(timeout=15000)
-    await both_clean(tls_nodes, "after the call")
-    assert re.search(r"event=call-ended call_id=\S+ cause=bye direction=outbound", a.log()), (
-        a.log()[-3000:]
-    )
 
-    # On the wire (other tests may be sending RTP on loopback: only flows touching the nodes'
-    # own RTP ranges count; the caller's port may fall in one). Four flows: the caller's leg,
-    # both ways, in clear (160-byte PCMU payloads, the caller's tone one way and the agent's
-    # the other), and the internal leg, both ways, with the 10-byte SRTP tag and no tone.
-    def ours(port: int) -> bool:
-        return any(s.ports["rtp_low"] <= port <= s.ports["rtp_low"] + 998 for s in (a, b))
+        # 1. A direct call (agent-agent1) on node a: the B2BUA's internal leg.
+        flows = await _talk(page, "agent-agent1", a, tmp_path / "direct")
+        await both_clean(tls_nodes, "after the direct call")
+        assert_internal_leg_is_srtp(flows, a, b)
+        assert re.search(r"bridge-media .*callee_srtp=true", a.log()), a.log()[-3000:]
+        ended = r"event=call-ended call_id=\S+ cause=bye direction=outbound"
+        assert len(re.findall(ended, a.log())) == 1, a.log()[-3000:]  # b's BYE, over the link
 
-    busy = {k: p for k, p in flows.items() if len(p) >= 50 and (ours(k[0]) or ours(k[1]))}
-    counts = {k: len(v) for k, v in busy.items()}
-    sizes = {k: {len(p) for p in v} for k, v in busy.items()}
-    clear = [k for k in busy if sizes[k] == {160}]
-    srtp = [k for k in busy if sizes[k] == {170}]
-    assert len(busy) == 4 and len(clear) == 2 and len(srtp) == 2, (sizes, counts)
-    for flow in srtp:
-        assert tone_level(busy[flow], CALLER_TONE) < 0.05, flow
-        assert tone_level(busy[flow], AGENT_TONE) < 0.05, flow
-    carried = sorted(
-        tone
-        for flow in clear
-        for tone in (CALLER_TONE, AGENT_TONE)
-        if tone_level(busy[flow], tone) > 0.2
-    )
-    assert carried == [CALLER_TONE, AGENT_TONE], carried
+        # 2. A caller of the support queue on node a, offered by the cluster's one ACD to the
+        # agent on node b: the ACD's own internal leg (`RemoteOffers`), encrypted too.
+        await expect(state).to_have_text("Ready", timeout=15000)  # after its wrap-up
+        flows = await _talk(page, "support", a, tmp_path / "queue")
+        await both_clean(tls_nodes, "after the queue call")
+        assert_internal_leg_is_srtp(flows, a, b)
+        assert "event=acd-remote-answered" in a.log(), a.log()[-3000:]
+        assert len(re.findall(ended, a.log())) == 2, a.log()[-3000:]
 
-    # Node a keyed the internal leg with SRTP; b admitted one internal call, over TLS.
-    assert re.search(r"bridge-media .*callee_srtp=true", a.log()), a.log()[-3000:]
     assert f"Internal leg: SIP over mutual TLS at 127.0.0.1:{a.ports['internal']}, SRTP" in a.log()
     _, view = await asyncio.to_thread(_status, b)
-    assert view["cluster"]["internal_admitted"] == 1, view["cluster"]
+    assert view["cluster"]["internal_admitted"] == 2, view["cluster"]
 
 
 def _status(server: harness.RunningServer) -> tuple[int, dict[str, object]]:
