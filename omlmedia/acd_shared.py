@@ -75,19 +75,19 @@ _LEASE: Final = """
 redis.call('SET', KEYS[3], 1, 'PX', ARGV[2])
 if ARGV[4] == '0' then
   if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[3]) then
-    return redis.call('INCR', KEYS[2])
+    return {redis.call('INCR', KEYS[2]), 0}
   end
-  return 0
+  return {0, redis.call('PTTL', KEYS[1])}
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[4] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {redis.call('PEXPIRE', KEYS[1], ARGV[3]), 0}
 end
-return 0
+return {0, 0}
 """
 """A node's beat, in one round trip: its heartbeat key (KEYS[3], for ARGV[2] ms), then with
-no epoch (ARGV[4] '0') an attempt to take the lease (KEYS[1], for ARGV[3] ms; the new epoch
-from KEYS[2], or 0), else its renewal if this incarnation (ARGV[1]) still holds it with that
-epoch (1, or 0)."""
+no epoch (ARGV[4] '0') an attempt to take the lease (KEYS[1], for ARGV[3] ms): the new epoch
+from KEYS[2], or 0 and the milliseconds the holder's lease has left; else its renewal if this
+incarnation (ARGV[1]) still holds it with that epoch (1, or 0)."""
 
 _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -226,6 +226,9 @@ class SharedAcd:
         self._ttl_ms = int(lease_ttl * 1000)
         self._lease_ttl = lease_ttl
         self._renew_every = renew_every
+        self._idle_beat = max(renew_every, min(2 * renew_every, lease_ttl / 2, node_timeout / 3))
+        """The longest a node that does not hold the lease waits between beats: half as many as
+        the owner's, and a lease given back (a node that stops) is taken within a second."""
         self._follow_block_ms = max(1, int(1000 * min(1.0, redis_timeout / 2)))
         """How long the follower's XREAD waits for inputs: each wait is a round trip a second
         or so for an idle node, and half the socket's timeout leaves a loaded node's late
@@ -372,8 +375,9 @@ class SharedAcd:
         while not self._closed:
             started = self._monotonic()
             held = self.epoch  # what was asked (a step-down may come during the await)
+            wait = self._renew_every
             try:
-                result = await self._lease(
+                result, left_ms = await self._lease(
                     keys=[self._k_owner, self._k_epoch, self._k_node + self.incarnation],
                     args=[
                         self.incarnation,
@@ -382,6 +386,11 @@ class SharedAcd:
                         held,
                     ],
                 )
+                if not held and not result and int(left_ms) > 0:
+                    # Another node holds the lease: try again when it would lapse (its owner
+                    # renews it meanwhile, and the next try says for how long), not every
+                    # `renew_every`: a follower's beat costs a round trip every second.
+                    wait = min(int(left_ms) / 1000 + 0.005, self._idle_beat)
                 if held:
                     if result:
                         self._lease_deadline = started + self._lease_ttl * 0.8
@@ -401,7 +410,7 @@ class SharedAcd:
                 self._failed("the lease", error)
             if self.epoch and self._monotonic() >= self._lease_deadline:
                 self._step_down("the lease ran out")
-            await asyncio.sleep(self._renew_every)
+            await asyncio.sleep(wait)
 
     async def _find_lost_nodes(self) -> None:
         """As owner: a node whose heartbeat lapsed is lost; record it (its callers abandon, its

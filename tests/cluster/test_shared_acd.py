@@ -400,7 +400,10 @@ async def test_an_owner_whose_epoch_was_superseded_cannot_publish_even_with_time
     await old.start()
     client: Any = aioredis.from_url(durable_redis.url, decode_responses=True)
     try:
-        await wait_async(lambda: old.epoch > 0, "the node did not take the lease")
+        # the owner's engine is rebuilt just after the lease is taken
+        await wait_async(
+            lambda: old.epoch > 0 and old._acd is not None, "the node did not take the lease"
+        )
         assert old._acd is not None
         epoch = old.epoch
         decisions = old._acd.apply("1-0", AgentLogin("a1", 1.0))
