@@ -597,6 +597,9 @@ _AFTER = (
 )
 
 
+_HEAD = "SELECT pos, id FROM events WHERE pos > $1 ORDER BY pos DESC LIMIT 1"
+
+
 def _event(row: asyncpg.Record) -> Event:
     ev = Event.from_row(tuple(row)[1:])
     return replace(ev, encoded=ev.to_json())  # encoded once for every reader
@@ -612,10 +615,12 @@ class ClusterFeed:
     `omlmedia.storage_pg.EVENTS_CHANNEL`: at each notification (and every `CLUSTER_POLL`
     seconds) it reads the events placed after the last one it has, keeps the last `keep` in
     memory and wakes the readers; a reader behind memory reads from the database (a second
-    connection, one query at a time). A lost connection is made again with backoff, and the
-    follower goes on from its last place: places are never given to an earlier commit, so none
-    is skipped. Live readers that fall more than their limit behind are cut off, as by the
-    node's log: memory stays bounded and no reader slows the node."""
+    connection, one query at a time). With no reader it reads only the last event's place and
+    id (a node whose stream nobody reads decodes no other node's events). A lost connection is
+    made again with backoff, and the follower goes on from its last place: places are never
+    given to an earlier commit, so none is skipped. Live readers that fall more than their
+    limit behind are cut off, as by the node's log: memory stays bounded and no reader slows
+    the node."""
 
     def __init__(self, dsn: str, local: EventLog, *, keep: int = 10_000) -> None:
         self.dsn = dsn
@@ -700,6 +705,17 @@ class ClusterFeed:
             backoff = min(5.0, backoff * 2)
 
     async def _catch_up(self, db: asyncpg.Connection) -> None:
+        if not self.subscribers:
+            # No reader: only where the events stand (no row read, none decoded); a reader
+            # that comes reads what it needs from the database, then from memory.
+            row = await db.fetchrow(_HEAD, self.last_id, timeout=CLUSTER_TIMEOUT)
+            if row is not None:
+                self.last_id = self._floor = int(row["pos"])
+                self.head_id = int(row["id"])
+                self._places.clear()
+                self._events.clear()
+                self._woken()
+            return
         while True:
             rows = await db.fetch(_AFTER, self.last_id, CLUSTER_PAGE, timeout=CLUSTER_TIMEOUT)
             if not rows:
@@ -713,14 +729,17 @@ class ClusterFeed:
                 drop = len(self._places) - self.keep
                 self._floor = self._places[drop - 1]
                 del self._places[:drop], self._events[:drop]
-            waiter = self._next
-            if waiter is not None:
-                self._next = None
-                if not waiter.done():
-                    waiter.set_result(None)
+            self._woken()
             self._sweep()
             if len(rows) < CLUSTER_PAGE:
                 return
+
+    def _woken(self) -> None:
+        waiter = self._next
+        if waiter is not None:
+            self._next = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _sweep(self) -> None:
         places = self._places

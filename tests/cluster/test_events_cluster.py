@@ -106,6 +106,25 @@ class Reader:
                 await self.task
 
 
+class WsReader(Reader):
+    """The same client over a WebSocket: one event's JSON a message."""
+
+    async def _run(self) -> None:
+        query = TYPES + (f"&since_id={self.since}" if self.since is not None else "")
+        url = f"wss://127.0.0.1:{self.node.http_port}/api/v1/events?{query}"
+        headers = {"Authorization": f"Bearer {API_TOKEN}"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(url, headers=headers, ssl=TLS) as ws,
+        ):
+            self.status = 200
+            async for message in ws:
+                event = json.loads(message.data)
+                self.agents.append(event["agent"])
+                self.got.append(int(event["id"]))
+                self.arrived[int(event["id"])] = time.time()
+
+
 async def changes(node: harness.RunningServer, agent: str, count: int) -> list[float]:
     """Log `agent` in on `node` and change its state `count` times: when each was acknowledged."""
     acked: list[float] = []
@@ -162,16 +181,17 @@ async def until_read(
         await asyncio.sleep(0.05)
 
 
-async def test_an_event_made_on_node_a_is_read_live_on_node_b(
+async def test_an_event_made_on_node_a_is_read_live_on_node_bs_sse_and_websocket(
     nodes: tuple[harness.RunningServer, harness.RunningServer, str],
 ) -> None:
     a, b, dsn = nodes
     start = await last_committed(dsn)
-    async with Reader(b) as on_b:  # live: from the stream's last event on
+    async with Reader(b) as on_b, WsReader(b) as ws_on_b:  # live: from the last event on
         acked = await changes(a, "agent1", 10)
         got = await until_read([on_b], dsn, start, 10)
+        over_ws = await until_read([ws_on_b], dsn, start, 10)
     stored = await committed(dsn, start)
-    assert len(stored) >= 10 and got == stored
+    assert len(stored) >= 10 and got == stored and over_ws == stored
     lag = on_b.arrived[got[-1]] - acked[-1]
     print(f"a's last state change acknowledged -> on b's stream: {lag * 1000:.0f} ms")
 
