@@ -140,6 +140,7 @@ def _number(entry: QueueLogEntry, key: str) -> float:
 
 
 _C = TypeVar("_C", QueueCounters, AgentCounters)
+_DIRECT_LIMIT: Final = 1e15  # spans within it are looked up bucket by bucket (exact floats)
 
 
 class Statistics:
@@ -398,9 +399,8 @@ class Statistics:
                 result.add(total)
             return result
         result = QueueCounters()
-        for index, counters in self._queue_buckets.get(name, {}).items():
-            if self._in_span(index, start, end):
-                result.add(counters)
+        for counters in self._in_span(self._queue_buckets, False, name, start, end):
+            result.add(counters)
         return result
 
     def agent(
@@ -413,11 +413,51 @@ class Statistics:
             if total is not None:
                 result.add(total)
             return result
-        for index, counters in self._agent_buckets.get(name, {}).items():
-            if self._in_span(index, start, end):
-                result.add(counters)
+        for counters in self._in_span(self._agent_buckets, True, name, start, end):
+            result.add(counters)
         return result
 
-    def _in_span(self, index: int, start: float | None, end: float | None) -> bool:
-        begins = index * self.period
-        return (start is None or begins >= start) and (end is None or begins < end)
+    def _in_span(
+        self,
+        buckets: dict[str, dict[int, _C]],
+        agents: bool,
+        name: str,
+        start: float | None,
+        end: float | None,
+    ) -> list[_C]:
+        """The buckets of `name` that start in [start, end), in the order they were made (the
+        order their sums are made in). A span of fewer periods than the buckets kept is looked
+        up index by index when they were made in index order (the usual case: the current
+        period costs one lookup, not a pass over two days)."""
+        mine = buckets.get(name)
+        if not mine:
+            return []
+        period = self.period
+        if (
+            start is not None
+            and end is not None
+            and abs(start) < _DIRECT_LIMIT
+            and (end == math.inf or abs(end) < _DIRECT_LIMIT)
+            and (agents, name) not in self._unordered
+        ):
+            low = math.ceil(start / period)  # the first index that begins at or after start
+            while (low - 1) * period >= start:
+                low -= 1
+            while low * period < start:
+                low += 1
+            if end == math.inf:
+                high = low + len(mine) + 1  # more than kept: a pass over them instead
+            else:
+                high = math.ceil(end / period)
+                while high * period < end:
+                    high += 1
+                while (high - 1) * period >= end:
+                    high -= 1
+            if high - low <= len(mine):
+                found = (mine.get(index) for index in range(low, high))
+                return [c for c in found if c is not None]
+        return [
+            c
+            for index, c in mine.items()
+            if (start is None or index * period >= start) and (end is None or index * period < end)
+        ]

@@ -21,7 +21,7 @@ from queueing.replica import (
     input_from_dict,
 )
 from queueing.snapshot import _statistics_state
-from queueing.stats import DEFAULT_RETENTION, Statistics
+from queueing.stats import DEFAULT_RETENTION, QueueCounters, Statistics
 from tests.queueing.streams import drive, random_steps, wire
 
 DAY = 86400.0
@@ -132,6 +132,29 @@ def test_a_week_of_traffic_keeps_two_days_of_buckets_with_the_same_figures_insid
     first_day = full.queue("sales", 0.0, DAY)
     assert first_day.entered > 0 and bounded.queue("sales", 0.0, DAY).entered == 0
     assert bounded.retained_since is not None and bounded.retained_since > 4 * DAY
+
+
+def scanned(stats: Statistics, queue: str, start: float, end: float) -> QueueCounters:
+    """The counters of `queue` over [start, end) by a pass over all its buckets in order."""
+    result = QueueCounters()
+    for index, counters in stats._queue_buckets.get(queue, {}).items():
+        if start <= index * stats.period < end:
+            result.add(counters)
+    return result
+
+
+def test_spans_read_bucket_by_bucket_equal_a_pass_over_every_bucket() -> None:
+    stats = Statistics(LEVELS, period=PERIOD, retention=DEFAULT_RETENTION)
+    for entry in traffic(3, seed=9):
+        stats.feed(entry)
+    rng = random.Random(2)
+    since = stats.retained_since
+    assert since is not None
+    for _ in range(300):
+        start = rng.uniform(since - DAY, 3 * DAY)
+        end = start + rng.choice([0.0, 1.0, PERIOD, 4 * PERIOD - 0.5, DAY, math.inf])
+        for queue in QUEUES:
+            assert stats.queue(queue, start, end) == scanned(stats, queue, start, end)
 
 
 def test_an_entry_older_than_the_window_counts_only_in_the_totals_late_ones_are_dropped() -> None:
