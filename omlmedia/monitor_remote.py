@@ -57,6 +57,7 @@ import numpy.typing as npt
 from media.leg import RtpLeg
 from media.pcmport import PcmPort, port_rate
 from media.ports import PortsExhausted, RtpSocketPool
+from media.srtp import offer_crypto
 from omlmedia.crossnode import TRUNK_PREFIX
 from omlmedia.logs import event
 from omlmedia.offer_answer import answer_on_leg, apply_answer
@@ -198,11 +199,18 @@ class MonitorGate:
         own: str,
         fallback: Callable[[Request, Endpoint], str | None] | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        linked: Callable[[Endpoint], bool] | None = None,
     ) -> None:
         self.secret = secret
         self.fallback = fallback
         self.clock = clock
+        self.linked = linked
+        """With the encrypted internal leg (`omlmedia.crossnode`): whether a source is on the
+        nodes' private TLS link; a leg is then admitted only over it, from the host of the node
+        its header names."""
         self._by_address = {(ep.host, ep.port): name for name, ep in nodes.items() if name != own}
+        self._host_of = {name: ep.host for name, ep in nodes.items() if name != own}
         self._nonces = _Nonces()
         self.admitted = 0
         self.refused = 0
@@ -211,12 +219,24 @@ class MonitorGate:
         value = request.headers.get(HEADER) if request.method == "INVITE" else None
         if value is None:
             return self.fallback(request, source) if self.fallback is not None else None
-        name = self._by_address.get((source.host, source.port))
-        if name is None:
+        name: str | None = None
+        if self.linked is None:
+            name = self._by_address.get((source.host, source.port))
+            if name is None:
+                return None
+        elif not self.linked(source):
             return None
         now = self.clock()
         checked = verify_monitor(self.secret, value, now)
-        if checked is None or checked[0].node != name or not self._nonces.fresh(checked[1], now):
+        if name is None and checked is not None:
+            if self._host_of.get(checked[0].node) == source.host:
+                name = checked[0].node
+        if (
+            checked is None
+            or name is None
+            or checked[0].node != name
+            or not self._nonces.fresh(checked[1], now)
+        ):
             self.refused += 1
             event(
                 logger,
@@ -333,8 +353,11 @@ class MonitorLegs:
         monitor: MonitorService,
         clock: Callable[[], float] = time.time,
         answer_within: float = ANSWER_WITHIN,
+        srtp: bool = False,
     ) -> None:
         self.node = node
+        self.srtp = srtp
+        """The internal leg is encrypted (`omlmedia.crossnode`): offer SDES-SRTP on it."""
         self.secret = secret
         self.nodes = dict(nodes)
         self.service = service
@@ -386,6 +409,7 @@ class MonitorLegs:
                 0,
                 self.media_host,
                 leg.port,
+                crypto=offer_crypto() if self.srtp else (),
             )
         )
         mon = RemoteMonitoring(

@@ -375,9 +375,10 @@ class Server:
             trusted_source=trusted_source,
             internal_source=MonitorGate(
                 cluster.secret,
-                {n.name: Endpoint("udp", n.host, n.port) for n in cluster.nodes},
+                {n.name: Endpoint(leg, n.host, n.port) for n in cluster.nodes},
                 cluster.node,
                 self.gate,
+                linked=self.transports.is_internal if internal is not None else None,
             )
             if self.gate is not None and cluster.node is not None and cluster.secret is not None
             else None,
@@ -513,6 +514,7 @@ class Server:
                     pool=self.pool,
                     media_host=self.media_host,
                     monitor=self.monitor,
+                    srtp=internal is not None,
                 )
                 router.internal = internal_calls(self.monitor_legs, self.crossnode.take_internal)
             self._crossnode_task = asyncio.get_running_loop().create_task(self.crossnode.run())

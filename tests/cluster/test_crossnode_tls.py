@@ -248,6 +248,38 @@ def test_with_the_encrypted_leg_the_gate_admits_only_the_tls_link_from_the_named
     assert (gate.admitted, gate.refused) == (1, 5)
 
 
+def test_with_the_encrypted_leg_a_monitor_leg_is_admitted_only_over_the_tls_link() -> None:
+    from omlmedia.monitor_remote import HEADER as MONITOR
+    from omlmedia.monitor_remote import MonitorGate, MonitorRequest, sign_monitor
+
+    nodes = {"a": Endpoint("tls", "10.0.0.1", 5071), "b": Endpoint("tls", "10.0.0.2", 5071)}
+    linked = {Endpoint("tls", "10.0.0.1", 40001), Endpoint("tls", "10.0.0.3", 40002)}
+    offers: list[Endpoint] = []
+
+    def offers_gate(request: Request, source: Endpoint) -> str | None:
+        offers.append(source)
+        return None
+
+    gate = MonitorGate(SECRET, nodes, "b", offers_gate, lambda: 1000.0, linked=linked.__contains__)
+
+    def leg(source: Endpoint, value: str) -> str | None:
+        request = _invite("agent1", None)
+        request.headers.add(MONITOR, value)
+        return gate(request, source)
+
+    def signed() -> str:
+        return sign_monitor(SECRET, MonitorRequest("c@b", "listen", "sup", "a"), 1000.0)
+
+    assert leg(Endpoint("udp", "10.0.0.1", 5071), signed()) is None  # a's address, in clear
+    assert leg(Endpoint("tls", "10.0.0.3", 40002), signed()) is None  # not a's host
+    value = signed()
+    assert leg(Endpoint("tls", "10.0.0.1", 40001), value) == "node:a"
+    assert leg(Endpoint("tls", "10.0.0.1", 40001), value) is None  # replayed
+    assert gate(_invite("agent1", None), Endpoint("tls", "10.0.0.1", 40001)) is None
+    assert offers == [Endpoint("tls", "10.0.0.1", 40001)]  # not a monitor leg: handed on
+    assert (gate.admitted, gate.refused) == (1, 2)
+
+
 # -- the transports' private listener on real sockets ------------------------------------------
 
 
@@ -604,7 +636,7 @@ async def test_callers_on_node_a_talk_to_an_agent_on_node_b_over_tls_and_srtp(
     assert view["cluster"]["internal_admitted"] == 2, view["cluster"]
 
 
-def _status(server: harness.RunningServer) -> tuple[int, dict[str, object]]:
+def _status(server: harness.RunningServer) -> tuple[int, dict[str, Any]]:
     from tests.cluster.test_shared_database import api
 
     return api(server, "GET", "/api/v1/status")
