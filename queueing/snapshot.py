@@ -15,9 +15,11 @@ its wrap-up timer), every queue's live figures (its callers in arrival order, it
 the order they became ready, members present, the round-robin cursor, last call and calls done per
 member, the handle-time average), every caller the engine tracks (priority, place, state, penalty
 cap and escalation step, bars, callback number, the offer ringing it with its agents in order, its
-timers) and the statistics (all-time and per-period counters, in their insertion order, so that
-sums of floats come out bit for bit the same). Each live timer is stored with its due time and
-sequence number, which together order the timer heap.
+timers) and the statistics (all-time counters, and the per-period ones the retention keeps, name
+by name in the order they were made, so that sums of floats come out bit for bit the same, with
+the retention's horizon; an image without it, from before the retention, is trimmed on
+reading). Each live timer is stored with its due time and sequence number, which together order
+the timer heap.
 
 What is derived again, not stored: a queue's members and their order (its configuration), the
 per-priority heaps and `ArrivalRank` trees (rebuilt from the callers in the queue: stale heap
