@@ -3,7 +3,7 @@
 `Statistics.feed(entry)` reads one `QueueLogEntry`; the engine feeds every entry it emits, and
 `Statistics.from_log(entries)` rebuilds the same figures from a stored queue log. Counters are kept
 in buckets of `period` seconds (an entry counts in the bucket of its time; a pause or login
-duration in the bucket where it ends), so reports cover any span of whole buckets; the all-time
+duration in the bucket where it ends), so figures cover any span of whole buckets kept; the all-time
 totals are kept apart so they cost nothing to read. Live figures (callers waiting now, the longest
 wait now) are the engine's: `AcdEngine.queue_status`.
 
@@ -391,7 +391,7 @@ class Statistics:
     def queue(
         self, name: str, start: float | None = None, end: float | None = None
     ) -> QueueCounters:
-        """Counters of queue `name`: all time, or the buckets that start in [start, end)."""
+        """Counters of queue `name`: all time, or the buckets kept that start in [start, end)."""
         if start is None and end is None:
             result = QueueCounters()
             total = self._queue_total.get(name)
@@ -406,7 +406,7 @@ class Statistics:
     def agent(
         self, name: str, start: float | None = None, end: float | None = None
     ) -> AgentCounters:
-        """Counters of agent `name`: all time, or the buckets that start in [start, end)."""
+        """Counters of agent `name`: all time, or the buckets kept that start in [start, end)."""
         result = AgentCounters()
         if start is None and end is None:
             total = self._agent_total.get(name)
