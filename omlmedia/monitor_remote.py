@@ -531,6 +531,9 @@ class MonitorLegs:
         if monitor.is_monitored(found.call_id):
             self._reject(call, 486)
             return
+        if self.srtp and b"a=crypto:" not in (call.remote_sdp or b""):
+            self._reject(call, 488)  # the encrypted internal leg: SRTP or nothing
+            return
         try:
             offer = SessionDescription.parse(call.remote_sdp)
             leg = RtpLeg(await self.pool.acquire())
@@ -586,6 +589,7 @@ class MonitorLegs:
             supervisor=req.supervisor,
             node=req.node,
             mode=req.mode,
+            srtp=leg.srtp is not None,
         )
 
     def _end_inbound(self, inbound: _Inbound, *, hang_up: bool) -> None:
