@@ -2,14 +2,15 @@
 mutual TLS between the nodes' private listeners, SDES-SRTP media, the signature still checked.
 
 Certificates are made here: the cluster's CA and the certificate every node presents, and a
-stranger's CA and certificate. Without sockets first (the configuration, the warning about a
-clear leg across hosts, the gate); then the transports' private listener on real sockets (a
-peer with the cluster's certificate is served, one with a stranger's or none is refused at the
-handshake); then two real `omlmedia serve` nodes on loopback (as `test_crossnode`): a baresip
-caller (440 Hz, PCMU) on node a, agent1's Chromium page (660 Hz) on node b, both tones heard
-over the encrypted leg; the internal leg's packets, captured on loopback, are SRTP (the
-caller's tone is heard only on its own leg in clear); an INVITE over UDP with a valid signature
-is refused by node b.
+stranger's CA and certificate. Without sockets first (the configuration, check-config's warning
+about a clear leg across hosts, the start-up summary, the offers' and the monitor legs' gates);
+then the transports' private listener on real sockets (a peer with the cluster's certificate is
+served, one with a stranger's or none is refused at the handshake); then two real `omlmedia
+serve` nodes on loopback with the shared ACD (as `test_crossnode`): an INVITE over UDP with a
+valid signature is refused by node b; node b's private listener refuses a stranger's
+certificate; agent1's Chromium page (660 Hz) on node b talks with two baresip callers (440 Hz,
+PCMU) on node a, a direct call and a queue call, both tones heard over the encrypted leg, whose
+packets, captured on loopback, are SRTP.
 """
 
 from __future__ import annotations
