@@ -639,7 +639,8 @@ function touchAgent(name) {
 }
 
 function onEvent(ev) {
-  if (ev.id <= board.lastId) return;
+  // One node's ids grow; a cluster's stream (one ACD) is in commit order, its ids do not.
+  if (!board.clustered && ev.id <= board.lastId) return;
   board.lastId = ev.id;
   if (ev.time >= board.nextDay) {
     load();
