@@ -281,6 +281,39 @@ def test_with_the_encrypted_leg_a_monitor_leg_is_admitted_only_over_the_tls_link
     assert (gate.admitted, gate.refused) == (1, 2)
 
 
+def test_via_and_contact_name_the_private_listener_to_a_node_reached_over_it() -> None:
+    from sip.message import Address, parse_message
+    from sip.ua import UserAgent
+
+    public = Endpoint("tls", "10.0.0.2", 5061)
+    private = Endpoint("tls", "10.0.0.2", 5071)
+    node_a = Endpoint("tls", "10.0.0.1", 5071)
+    ua = UserAgent(
+        local_endpoints={"udp": Endpoint("udp", "10.0.0.2", 5060), "tls": public},
+        trusted_source=lambda ip: None,
+    )
+    ua.local_for = lambda peer: private if peer == node_a else None
+
+    def sent_to(destination: Endpoint) -> tuple[str, str]:
+        ua.send_invite(
+            destination=destination,
+            request_uri=URI.parse(f"sip:agent1@{destination.host}:{destination.port}"),
+            from_address=Address.parse("<sip:600@10.0.0.2>"),
+            to_address=Address.parse(f"<sip:agent1@{destination.host}>"),
+            body=b"",
+            now=0.0,
+        )
+        data, where = ua.datagrams_to_send()[-1]
+        assert where == destination
+        message = parse_message(data)
+        return message.headers.get("Via") or "", message.headers.get("Contact") or ""
+
+    via, contact = sent_to(node_a)
+    assert via.startswith("SIP/2.0/TLS 10.0.0.2:5071;") and "10.0.0.2:5071;transport=tls" in contact
+    via, contact = sent_to(Endpoint("tls", "192.0.2.7", 5061))  # a trunk: the public listener
+    assert via.startswith("SIP/2.0/TLS 10.0.0.2:5061;") and "10.0.0.2:5061;transport=tls" in contact
+
+
 # -- the transports' private listener on real sockets ------------------------------------------
 
 
