@@ -556,9 +556,25 @@ def read_counters(bed: Testbed) -> Counters:
     )
 
 
-PG_FLUSH = 1.0
-"""The nodes write their records every 0.2 s: the counters are read this long after the calls
-ended, and the idle window opens once the rows have not moved for this long."""
+PG_FLUSH = 0.5
+"""The nodes write their records every 0.2 s: the counters are read once PostgreSQL's rows have
+not moved for this long after the calls ended, and so opens the idle window (`settle`)."""
+
+
+def settle(bed: Testbed, timeout: float = 30.0) -> None:
+    """Wait until the bed's PostgreSQL rows have not moved for `PG_FLUSH` (the nodes' last
+    records written), polling; `timeout` at most."""
+    if not bed.dsn:
+        return
+    deadline = time.monotonic() + timeout
+    before, steady = pg_counters(bed.dsn)["rows"], time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(PG_FLUSH / 4)
+        now = pg_counters(bed.dsn)["rows"]
+        if now != before:
+            before, steady = now, time.monotonic()
+        elif time.monotonic() - steady >= PG_FLUSH:
+            return
 
 
 def deltas(bed: Testbed, first: Counters, last: Counters) -> dict[str, Any]:
@@ -593,17 +609,8 @@ def deltas(bed: Testbed, first: Counters, last: Counters) -> dict[str, Any]:
 def measure_idle(bed: Testbed, seconds: float) -> dict[str, Any]:
     """What the system spends with no call for `seconds` (heartbeats, probes, lease renewals);
     kept in `bed` to take off the runs'. The nodes write for a while after they said they were
-    ready: the window opens once PostgreSQL's rows have stopped moving (`PG_FLUSH`; 30 s at
-    most)."""
-    if bed.dsn:
-        deadline = time.monotonic() + 30
-        before = pg_counters(bed.dsn)["rows"]
-        while time.monotonic() < deadline:
-            time.sleep(PG_FLUSH)
-            now = pg_counters(bed.dsn)["rows"]
-            if now == before:
-                break
-            before = now
+    ready: the window opens once PostgreSQL's rows have stopped moving (`settle`)."""
+    settle(bed)
     first = read_counters(bed)
     time.sleep(seconds)
     last = read_counters(bed)
@@ -632,7 +639,7 @@ def place_calls(
 ) -> dict[str, Any]:
     """One sipp run of `args.calls` calls of `call_seconds` at `args.rate` a second to
     `service` through the bed's address; the counters over it (read before the first call and
-    `PG_FLUSH` after the last ended), per call and per call-second."""
+    once the records of the last have been written: `settle`), per call and per call-second."""
     argv = kam.sipp_uac(
         bed.target, calls=args.calls, rate=args.rate, pause_ms=int(1000 * call_seconds)
     )
@@ -645,8 +652,7 @@ def place_calls(
         os.kill(pid, signal.SIGUSR1)
     timeout = args.calls / args.rate + call_seconds + 120
     result = harness.run_sipp(argv, workdir, timeout=timeout, name=name)
-    if bed.dsn:
-        time.sleep(PG_FLUSH)
+    settle(bed)
     for pid in profiled:
         os.kill(pid, signal.SIGUSR2)
     last = read_counters(bed)
