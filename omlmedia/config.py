@@ -1161,6 +1161,8 @@ def _build(
     site = _site(check, raw.get("site", _MISSING))
     storage = _storage(check, raw.get("storage", _MISSING), base_dir)
     cluster = _cluster(check, raw.get("cluster", _MISSING), base_dir)
+    if server is not None and cluster is not None:
+        _internal_port(check, server, cluster)
     api, api_token = _api(check, raw.get("api", _MISSING))
     trunk_names = _trunk_names(raw.get("trunks"))
     trunks = _trunks(check, raw.get("trunks", _MISSING), trunk_names)
@@ -1571,6 +1573,28 @@ def _cluster(check: _Checker, value: object, base_dir: Path) -> ClusterConfig | 
         tls_key=tls_files["tls_key"],
         tls_ca=tls_files["tls_ca"],
     )
+
+
+def _internal_port(check: _Checker, server: ServerConfig, cluster: ClusterConfig) -> None:
+    """With the encrypted leg, this node's ``[cluster.nodes.<name>] sip`` is its private TLS
+    listener: a port of its own (in clear it is the node's SIP port, so a configuration that
+    only adds the certificates would bind the SIP port twice)."""
+    own = next((n for n in cluster.nodes if n.name == cluster.node), None)
+    if not cluster.tls or own is None:
+        return
+    taken = {
+        "sip_port": server.sip_port,
+        "sip_tls_port": server.sip_tls_port,
+        "http_port": server.http_port,
+    }
+    for key, port in taken.items():
+        if port == own.port:
+            check.error(
+                f"cluster.nodes.{own.name}.sip",
+                f"with tls_ca this is the node's private TLS listener: a port of its own, "
+                f"not server.{key} ({port})",
+            )
+            return
 
 
 def _storage(check: _Checker, value: object, base_dir: Path) -> StorageConfig | None:

@@ -211,6 +211,22 @@ def test_a_partial_or_unusable_set_of_cluster_certificates_is_refused_naming_the
         assert any(error in e for e in info.value.errors), (tls, info.value.errors)
 
 
+def test_with_the_certificates_a_nodes_address_on_its_own_sip_port_is_refused(
+    tmp_path: Path, pki: dict[str, tuple[Path, Path, Path]]
+) -> None:
+    path = _config(tmp_path, ("10.0.0.1", "10.0.0.2"), _tls_keys(pki["cluster"]))
+    path.write_text(path.read_text().replace('"10.0.0.1:5070"', '"10.0.0.1:5060"'))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.errors == [
+        "cluster.nodes.a.sip: with tls_ca this is the node's private TLS listener: a port of its "
+        "own, not server.sip_port (5060)"
+    ]
+    clear = _config(tmp_path, ("10.0.0.1", "10.0.0.2"), "")  # in clear it is the SIP port
+    clear.write_text(clear.read_text().replace('"10.0.0.1:5070"', '"10.0.0.1:5060"'))
+    assert load_config(clear).cluster.nodes[0].port == 5060
+
+
 # -- the gate with the encrypted leg (no sockets) ---------------------------------------------
 
 
