@@ -366,14 +366,16 @@ IDLE_FRAMES = (" wait", " _worker", " get", " select", " poll", " recvmsg", " re
 samples."""
 
 
-def threads_ran(stalls: list[dict[str, Any]]) -> dict[str, float]:
-    """The node's other threads' time on a CPU during its loop's stalls, by thread name."""
-    out: dict[str, float] = {}
+def threads_ran(stalls: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """The node's other threads' time on a CPU and in the run queue during its loop's stalls
+    (ms), by thread name."""
+    out: dict[str, list[float]] = {}
     for stall in stalls:
-        for name, ran in stall.get("threads_ran_ms", {}).items():
+        for name, (ran, queued) in stall.get("threads_ran_ms", {}).items():
             key = name.split("/")[0]
-            out[key] = round(out.get(key, 0.0) + ran, 2)
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+            total = out.setdefault(key, [0.0, 0.0])
+            total[0], total[1] = round(total[0] + ran, 2), round(total[1] + queued, 2)
+    return dict(sorted(out.items(), key=lambda kv: -sum(kv[1])))
 
 
 def stall_summary(path: Path, start: float, end: float, top: int = 8) -> dict[str, Any]:

@@ -15,9 +15,10 @@ process exits (a SIGTERM'd server returns from ``serve``):
   (a collection holds the GIL, so the watcher cannot sample inside one). Each stall has the
   loop thread's time on a CPU (``ran_ms``) and runnable but waiting for one (``queued_ms``:
   the machine's load) from the kernel's schedstat; the rest it slept (another thread held the
-  GIL, or a blocking call), and the other threads that ran meanwhile (``threads_ran_ms``, by
-  name/tid, read every 10 ms: the GIL's possible holders). The re-armed callback
-  costs CPU: for finding the culprit, not for measuring CPU. Times (``at``) are
+  GIL, or a blocking call), and the other threads that ran or waited for a CPU meanwhile
+  (``threads_ran_ms``: name/tid → [ran, queued], read every 10 ms: the GIL's possible holders,
+  a holder preempted by the kernel keeping the loop waiting; the watcher left out). The
+  re-armed callback costs CPU: for finding the culprit, not for measuring CPU. Times (``at``) are
   `time.monotonic()`'s, the same clock in every process of the machine.
 """
 
@@ -58,7 +59,7 @@ class StallWatch:
         self._main = threading.main_thread().ident
         self._main_tid = threading.main_thread().native_id
         self._stall_sched: tuple[float, float] | None = None
-        self._stall_threads: dict[str, float] = {}
+        self._stall_threads: dict[str, tuple[float, float]] = {}
         self._done = threading.Event()
 
     def install(self) -> None:
@@ -128,20 +129,25 @@ class StallWatch:
             ran, queued = stat.read().split()[:2]
         return int(ran) / 1e6, int(queued) / 1e6
 
-    def _threads_ran(self) -> dict[str, float]:
-        """Every other thread's time on a CPU so far (ms), by name ("name/tid")."""
+    def _threads_ran(self) -> dict[str, tuple[float, float]]:
+        """Every other thread's time on a CPU and in the run queue so far (ms), by "name/tid"
+        (the Python thread's name, else the kernel's); the watcher itself left out."""
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        me = threading.get_native_id()
         out = {}
         for tid in os.listdir("/proc/self/task"):
-            if int(tid) == self._main_tid:
+            if int(tid) in (self._main_tid, me):
                 continue
             try:
                 with open(f"/proc/self/task/{tid}/schedstat") as stat:
-                    ran = int(stat.read().split()[0]) / 1e6
-                with open(f"/proc/self/task/{tid}/comm") as comm:
-                    name = comm.read().strip()
+                    ran, queued = stat.read().split()[:2]
+                name = names.get(int(tid))
+                if name is None:
+                    with open(f"/proc/self/task/{tid}/comm") as comm:
+                        name = comm.read().strip()
             except OSError:
                 continue
-            out[f"{name}/{tid}"] = ran
+            out[f"{name}/{tid}"] = (int(ran) / 1e6, int(queued) / 1e6)
         return out
 
     def _watch(self) -> None:
@@ -164,10 +170,13 @@ class StallWatch:
             # threads that ran meanwhile name who
             self._stall_sched = (round(now[0] - before[0], 2), round(now[1] - before[1], 2))
             ran = {
-                name: round(value - others.get(name, 0.0), 2)
+                name: (
+                    round(value[0] - others.get(name, (0.0, 0.0))[0], 2),
+                    round(value[1] - others.get(name, (0.0, 0.0))[1], 2),
+                )
                 for name, value in self._threads_ran().items()
             }
-            self._stall_threads = {n: v for n, v in ran.items() if v >= 0.5}
+            self._stall_threads = {n: v for n, v in ran.items() if v[0] + v[1] >= 0.5}
             if len(self._samples) >= 20:
                 continue
             names = {t.ident: t.name for t in threading.enumerate()}
