@@ -129,6 +129,8 @@ class Call:
     auth_attempts: int = 0
     replaces: Call | None = None
     ack: Request | None = None
+    bye_reason: str = ""
+    """The ``Reason`` header (RFC 3326) of the BYE that ended the call, if it had one."""
 
     @property
     def remote_sdp(self) -> bytes:
@@ -473,8 +475,9 @@ class UserAgent:
         call.pending_requests.pop(request.cseq.seq, None)
         self._drain_layer(now)
 
-    def hangup(self, call: Call, now: float) -> None:
-        """End the call whatever its state: BYE, CANCEL, or a final response for an offer."""
+    def hangup(self, call: Call, now: float, reason: str = "") -> None:
+        """End the call whatever its state: BYE, CANCEL, or a final response for an offer.
+        `reason`: a ``Reason`` header value (RFC 3326) for the BYE."""
         if call.state is CallState.ENDED:
             return
         if call.state is CallState.OFFERED:
@@ -490,6 +493,8 @@ class UserAgent:
         if dialog is not None and dialog.state is not DialogState.TERMINATED:
             bye = dialog.create_request("BYE", via=self._via(call.source))
             self._add_common(bye)
+            if reason:
+                bye.headers.add("Reason", reason)
             self.transactions.send_request(bye, self._next_hop(dialog, call.source), now)
         self._end(call, "hangup")
         self._drain_layer(now)
@@ -859,6 +864,7 @@ class UserAgent:
             return
         if method == "BYE":
             self._respond(make_response(request, 200), now)
+            call.bye_reason = request.headers.get("Reason") or ""
             self._end(call, "bye")
             return
         if method in ("INVITE", "UPDATE"):

@@ -109,6 +109,23 @@ def test_trusted_invite_is_offered_answered_confirmed_and_ended_by_bye() -> None
     assert ua.call_count == 0 and len(ua.dialogs) == 0
 
 
+def test_a_bye_carries_the_reason_given_and_the_reason_received_is_kept_on_the_call() -> None:
+    reason = 'SIP;cause=480;text="agent-gone"'
+    ua = make_ua()
+    call = establish(ua).call
+    ua.hangup(call, 1.0, reason=reason)
+    bye = parse_message(ua.datagrams_to_send()[0][0])
+    assert isinstance(bye, Request) and bye.method == "BYE"
+    assert bye.headers.get("Reason") == reason
+    other = make_ua()
+    call = establish(other).call
+    extra = f"Reason: {reason}\r\n"
+    other.receive(
+        request("BYE", cseq=2, branch="z9hG4bK-3", to_tag=call.local_tag, extra=extra), PBX, 1.0
+    )
+    assert call.state is CallState.ENDED and call.bye_reason == reason
+
+
 def test_every_transaction_ends_within_the_rfc_timers_after_a_call() -> None:
     ua = make_ua()
     call = establish(ua).call
