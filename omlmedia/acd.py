@@ -87,6 +87,10 @@ numbers that pay the asker."""
 CALLBACK_DIGIT = "1"
 REMOTE_DISPOSITION_AGAIN = 5.0
 """Seconds after which an agent's disposition for another node's call is written again."""
+AGENT_GONE_REASON = 'SIP;cause=480;text="agent-gone"'
+"""The ``Reason`` of the BYE with which the agent's node ends the internal leg of another node's
+queue caller when the agent's page went away mid-call: that node puts the caller back in the
+queue (`requeue`), as for an agent of its own, instead of hanging up."""
 
 
 @dataclass(eq=False)
@@ -869,11 +873,25 @@ class AcdRuntime:
         store.append_write(sql, args)
         self.call_later(REMOTE_DISPOSITION_AGAIN, store.append_write, sql, args)
 
-    def remote_call_ended(self, call_id: str, agent: str) -> None:
+    def remote_call_ended(self, call_id: str, agent: str, reason: str = "agent") -> None:
         """The agent's end of another node's queue caller ended here (`call_id` is the call on
-        that node, which reports it too: the engine takes the first)."""
-        self.engine.call_completed(call_id, agent, self.now(), reason="agent")
+        that node, which reports it too: the engine takes the first); `reason` as in the
+        queue log (``agent-gone``: the page went away, that node requeues its caller)."""
+        self.engine.call_completed(call_id, agent, self.now(), reason=reason)
         self.pump()
+
+    def remote_recording(self, call_id: str, recording: str) -> None:
+        """The recording an agent of this node made of another node's queue call (`call_id`
+        there; `recording` relative to the recordings directory every node shares): written to
+        the shared store's record of that call, now and once more a few seconds later (as
+        `remote_disposition`)."""
+        store = self.store
+        if store is None:
+            return
+        sql = "UPDATE cdr SET recording = ? WHERE call_id = ?"
+        args = (recording, call_id)
+        store.append_write(sql, args)
+        self.call_later(REMOTE_DISPOSITION_AGAIN, store.append_write, sql, args)
 
     def timed_out(self, call_id: str, agent: str) -> None:
         """The offer rang out where the agent is (another node's ring timeout)."""
