@@ -43,6 +43,7 @@ from media.bridge import MediaBridge, codec_transcoder
 from media.leg import RtpLeg
 from media.ports import PortsExhausted, RtpSocketPool
 from media.srtp import offer_crypto
+from omlmedia.acd import AGENT_GONE_REASON
 from omlmedia.acd_shared import SharedAcd
 from omlmedia.crossnode import HEADER, OfferHeader, sign_offer
 from omlmedia.logs import event
@@ -622,8 +623,8 @@ class RemoteOffers:
             self.runtime.timed_out(call_id, offer.agent)
 
     def on_ended(self, call: Call, cause: str) -> None:
-        """The internal leg ended: the agent hung up (or its node did); or a callback's
-        number hung up."""
+        """The internal leg ended: the agent hung up (or its node did; its page went away:
+        `AGENT_GONE_REASON`, the caller is requeued); or a callback's number hung up."""
         offer = self.by_call.get(call.call_id)
         if offer is None or offer.ended:
             return
@@ -631,7 +632,10 @@ class RemoteOffers:
             self._callback_over(offer, "completed" if call is offer.outbound else "agent-hangup")
             return
         self._end(offer, hang_up=False)
-        if offer.answered:
+        if offer.answered and call.bye_reason == AGENT_GONE_REASON:
+            # the agent's page went away: the caller goes back to the queue, as for a local agent
+            self.runtime.requeue(offer.qc.call.call_id, offer.agent)
+        elif offer.answered:
             self.runtime.agent_hung_up(offer.qc.call.call_id)
         else:
             self._not_answered(offer, 480)
