@@ -77,8 +77,10 @@ def _desk(request: web.Request) -> AgentDesk:
 def _where(ac: AgentCall) -> tuple[str, str]:
     """The call's queue and campaign (for scopes)."""
     qc = ac.queued
-    campaign = qc.campaign.name if qc is not None and qc.campaign is not None else ""
-    return (qc.queue if qc is not None else ac.info.queue), campaign
+    if qc is None:  # another node's queue caller has its campaign in the offer (`info`)
+        return ac.info.queue, ac.info.campaign
+    campaign = qc.campaign.name if qc.campaign is not None else ""
+    return qc.queue, campaign
 
 
 def call_view(desk: AgentDesk, ac: AgentCall) -> dict[str, Any]:
