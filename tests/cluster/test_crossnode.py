@@ -187,13 +187,6 @@ def test_a_bad_cluster_nodes_section_is_refused_naming_the_key(
 # -- Redis: where each agent's page is ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def shared() -> Iterator[redis.Redis]:
-    redis.require()
-    with redis.redis() as instance:
-        yield instance
-
-
 async def test_an_agent_is_located_on_the_node_that_published_it_until_that_node_forgets_it(
     shared: redis.Redis,
 ) -> None:

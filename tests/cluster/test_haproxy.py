@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,13 +42,6 @@ def require_haproxy() -> None:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[redis.Redis]:
-    redis.require()
-    with redis.redis() as instance:
-        yield instance
 
 
 def start_haproxy(

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 from omlmedia.accounts import AccountBook
 from omlmedia.authz import Identity, Role
@@ -18,13 +16,6 @@ from omlmedia.storage import Store
 from tests.cluster import postgres
 
 ADMIN = Identity("admin", Role.ADMIN, None)
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[postgres.Postgres]:
-    postgres.require()
-    with postgres.postgres() as instance:
-        yield instance
 
 
 async def until(check: Callable[[], bool], what: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,6 @@ from benchmarks import harness
 from omlmedia.storage import Store
 from tests.cluster import postgres
 from tests.interop.harness import run_sipp
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[postgres.Postgres]:
-    postgres.require()
-    with postgres.postgres() as instance:
-        yield instance
 
 
 def test_a_server_on_postgresql_stores_a_sipp_calls_record_and_queue_log_there(

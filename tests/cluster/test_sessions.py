@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +49,6 @@ def test_a_bad_cluster_section_is_refused_naming_the_key(
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "c.toml")
     assert any(error in e for e in info.value.errors), info.value.errors
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[redis.Redis]:
-    redis.require()
-    with redis.redis() as instance:
-        yield instance
 
 
 def agent_state(server: harness.RunningServer, agent: str) -> str:

@@ -29,13 +29,6 @@ _TLS.check_hostname = False
 _TLS.verify_mode = ssl.CERT_NONE
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[postgres.Postgres]:
-    postgres.require()
-    with postgres.postgres() as instance:
-        yield instance
-
-
 @pytest.fixture
 def nodes(
     pg: postgres.Postgres, tmp_path: Path

@@ -14,14 +14,12 @@ import json
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
-import pytest
 from aiohttp import web
 
 from benchmarks import harness
@@ -40,13 +38,6 @@ RECEIVER_DELAY = 0.3
 wait in the worker at the kill)."""
 GRACE = 1.0
 """Seconds a killed node's worker may go on sending (it gets SIGTERM when its server dies)."""
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[postgres.Postgres]:
-    postgres.require()
-    with postgres.postgres() as instance:
-        yield instance
 
 
 class Receiver:
