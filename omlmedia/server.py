@@ -337,6 +337,9 @@ class Server:
         policy = SourcePolicy(
             [str(n) for t in config.trunks for n in t.trusted_sources]
             + [str(n) for n in config.security.trusted_networks]
+            # the other nodes: a busy cluster's internal legs are not a flood (their requests
+            # are still admitted only by the gate: address, link and signature)
+            + [n.host for n in cluster.nodes if n.name != cluster.node]
         )
         self.transports.trusted = policy.is_trusted  # the reserved SIP connections are theirs
         limits = self.limits

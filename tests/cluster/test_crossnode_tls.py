@@ -490,6 +490,42 @@ async def test_a_signed_invite_over_udp_is_refused_when_the_leg_must_be_tls(
     assert "reason=not-over-tls" in b.log()
 
 
+async def test_a_node_does_not_flood_limit_the_other_nodes_host(
+    tls_nodes: list[harness.RunningServer],
+) -> None:
+    """Node b limits untrusted sources to 50 requests a second (the harness's ``[security]``);
+    node a's host (loopback here) is the other node's: 150 requests in a burst are all answered,
+    none dropped and the host not banned (a busy cluster's internal legs are not a flood)."""
+    b = tls_nodes[1]
+    total = 150
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        for i in range(total):
+            sock.sendto(
+                (
+                    f"OPTIONS sip:ping@127.0.0.1:{b.sip_port} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-burst{i}\r\n"
+                    "Max-Forwards: 70\r\nFrom: <sip:ping@127.0.0.1>;tag=b1\r\n"
+                    f"To: <sip:ping@127.0.0.1>\r\nCall-ID: burst{i}@test\r\n"
+                    "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                ).encode(),
+                ("127.0.0.1", b.sip_port),
+            )
+        answered: set[str] = set()
+        sock.settimeout(0.5)
+        deadline = time.monotonic() + 10
+        while len(answered) < total and time.monotonic() < deadline:
+            try:
+                answer = sock.recv(65535).decode(errors="replace")
+            except TimeoutError:
+                continue
+            found = re.search(r"(?im)^Call-ID: (burst\d+)@test", answer)
+            if found:
+                answered.add(found.group(1))
+    assert len(answered) == total, f"{len(answered)} of {total} answered"
+
+
 async def _handshake(port: int, context: ssl.SSLContext) -> bool:
     """Whether a TLS client with `context` is served by the listener at `port`: it sends an
     OPTIONS and reads an answer (TLS 1.3 refuses a client's certificate after the client's
