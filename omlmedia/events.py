@@ -598,6 +598,14 @@ _AFTER = (
 
 
 _HEAD = "SELECT pos, id FROM events WHERE pos > $1 ORDER BY pos DESC LIMIT 1"
+FEED_APPLICATION = "omlmedia-events"
+"""The ``application_name`` of the feed's connections (``pg_stat_activity``)."""
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    return await asyncpg.connect(
+        dsn, timeout=CLUSTER_TIMEOUT, server_settings={"application_name": FEED_APPLICATION}
+    )
 
 
 def _event(row: asyncpg.Record) -> Event:
@@ -671,7 +679,7 @@ class ClusterFeed:
         while True:
             db: asyncpg.Connection | None = None
             try:
-                db = await asyncpg.connect(self.dsn, timeout=CLUSTER_TIMEOUT)
+                db = await _connect(self.dsn)
                 await db.add_listener(EVENTS_CHANNEL, self._notified)
                 if not self._ready.is_set():
                     row = await db.fetchrow(
@@ -805,15 +813,21 @@ class ClusterFeed:
 
     async def _query(self, sql: str, *args: object) -> list[asyncpg.Record]:
         async with self._reading:
-            try:
-                if self._reader is None or self._reader.is_closed():
-                    self._reader = await asyncpg.connect(self.dsn, timeout=CLUSTER_TIMEOUT)
-                return list(await self._reader.fetch(sql, *args, timeout=CLUSTER_TIMEOUT))
-            except PgError as error:
-                if self._reader is not None:
-                    self._reader.terminate()
-                    self._reader = None
-                raise ConnectionError(f"reading the cluster's events failed: {error}") from error
+            for attempt in (1, 2):  # a connection lost since its last use: once more, anew
+                fresh = self._reader is None or self._reader.is_closed()
+                try:
+                    if self._reader is None or self._reader.is_closed():
+                        self._reader = await _connect(self.dsn)
+                    return list(await self._reader.fetch(sql, *args, timeout=CLUSTER_TIMEOUT))
+                except PgError as error:
+                    if self._reader is not None:
+                        self._reader.terminate()
+                        self._reader = None
+                    if fresh or attempt == 2:
+                        raise ConnectionError(
+                            f"reading the cluster's events failed: {error}"
+                        ) from error
+            raise AssertionError("unreachable")
 
     async def cursor_of(self, event_id: int) -> int | None:
         """The cursor of a reader resuming after the event `event_id` (0: the whole log);
