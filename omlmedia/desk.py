@@ -37,7 +37,7 @@ from media.feed import LegFeed
 from media.leg import RtpLeg
 from media.pcmport import PcmPort, port_rate
 from media.ports import PortsExhausted, RtpSocketPool
-from omlmedia.acd import AcdRuntime, QueuedCaller
+from omlmedia.acd import AGENT_GONE_REASON, AcdRuntime, QueuedCaller
 from omlmedia.authz import Identity, Role
 from omlmedia.clock import CallLater, Timer, loop_call_later
 from omlmedia.config import Route, RouteAction
@@ -166,6 +166,11 @@ class AgentCall:
     """For a consultation between two agents: the other agent (both sides share the call id)."""
     audio: CallAudio | None = None
     """The call's audio while the agent's channel carries it (a SIP call)."""
+    requeued: bool = False
+    """Another node's queue caller whose agent's page went away: that node requeues it."""
+    recording: str = ""
+    """The recording of another node's queue call (`engine_call`), relative to the recordings
+    directory every node shares: the caller's record there gets it."""
 
 
 @dataclass(eq=False)
@@ -364,6 +369,11 @@ class Desk:
                     self.acd.requeue(ac.call_id, agent)  # the caller goes back to the queue
                 else:
                     self.acd.rejected(ac.call_id, agent)
+            elif ac.engine_call and ac.answered_at is not None and ac.call is not None:
+                # Another node's queue caller: that node puts it back in the queue (the BYE's
+                # Reason says why), as for a caller of this node.
+                ac.requeued = True
+                self._end_call(ac, f"agent-{reason}", reason=AGENT_GONE_REASON)
             else:
                 self._end_call(ac, f"agent-{reason}")
         timer = self._wrapups.pop(agent, None)
@@ -436,8 +446,11 @@ class Desk:
         caller = call.invite.from_
         number = caller.uri.user or ""
         known = self.acd.campaigns.get(campaign) if self.acd is not None and campaign else None
+        # Another node's queue caller is known by its call id there (the record's and the queue
+        # log's, the CRM link's), not by the internal leg's.
+        call_id = engine_call or call.call_id
         info = CallInfo(
-            call_id=call.call_id,
+            call_id=call_id,
             caller_number=number,
             caller_name=caller.display_name or "",
             queue=known.name if known is not None else queue or f"agent-{agent}",
@@ -447,7 +460,7 @@ class Desk:
             campaign=known.name if known is not None else "",
         )
         ac = AgentCall(
-            call_id=call.call_id,
+            call_id=call_id,
             call=call,
             agent=agent,
             info=info,
@@ -457,7 +470,7 @@ class Desk:
         if not self.hub.offer_call(agent, info):
             self.stats.refused += 1
             return 480
-        self.calls[(call.call_id, agent)] = ac
+        self.calls[(call_id, agent)] = ac
         call.app = self
         if not engine_call:
             self._hold_engine(agent)
@@ -466,7 +479,14 @@ class Desk:
         service.act(lambda now: service.ua.ring(call, now))
         ac.ring_timer = self.call_later(self.ring_timeout, self._ring_timeout, ac)
         self._set_state(agent, AgentState.RINGING)
-        event(logger, "agent-offered", call_id=call.call_id, agent=agent, queue=info.queue)
+        event(
+            logger,
+            "agent-offered",
+            call_id=call_id,
+            agent=agent,
+            queue=info.queue,
+            leg=call.call_id if engine_call else None,
+        )
         return None
 
     def _hold_engine(self, agent: str) -> None:
@@ -562,7 +582,8 @@ class Desk:
 
     def on_dtmf(self, call: Call, digit: str) -> None:
         """A digit from the caller by SIP INFO (or RFC 4733 through the leg's port)."""
-        for ac in self._for_call(call.call_id):
+        carrier = self._by_sip(call)  # another node's caller: known by its call id there
+        for ac in self._for_call(carrier.call_id if carrier is not None else call.call_id):
             if ac.answered_at is not None:
                 self.hub.dtmf_received(ac.agent, ac.call_id, digit)
 
@@ -747,20 +768,32 @@ class Desk:
             self.on_dtmf(call, digit)
 
     def _recorder_for(self, ac: AgentCall) -> CallRecorder | None:
+        """The recorder of a campaign call that records: a queue's caller here, or another
+        node's (`engine_call`: this node decodes both sides, so it records; the campaign is the
+        one the signed offer named, the file goes to the recordings directory every node
+        shares and its path, relative to it, to the caller's record there)."""
         qc = ac.queued
-        if qc is None or qc.campaign is None or not qc.campaign.recording:
+        if qc is not None:
+            campaign = qc.campaign
+        elif ac.engine_call and self.acd is not None and ac.info.campaign:
+            campaign = self.acd.campaigns.get(ac.info.campaign)
+        else:
             return None
-        if self.recordings is None:
+        if campaign is None or not campaign.recording or self.recordings is None:
             return None
         day = time.strftime("%Y/%m/%d")
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in ac.call_id)
-        path = self.recordings / day / f"{qc.campaign.name}-{name}.opus"
+        relative = f"{day}/{campaign.name}-{name}.opus"
+        path = self.recordings / relative
         try:
             recorder = CallRecorder(path, ac.port.rate if ac.port is not None else 48000)
         except (OSError, ValueError) as exc:
             logger.warning("cannot record %s: %s", ac.call_id, exc)
             return None
-        qc.recording = str(path)
+        if qc is not None:
+            qc.recording = str(path)
+        else:
+            ac.recording = relative
         return recorder
 
     async def hangup(self, agent: str, call_id: str) -> None:
@@ -1086,8 +1119,9 @@ class Desk:
             raise CommandError("not-answered", "answer the call first")
         return ac
 
-    def _end_call(self, ac: AgentCall, cause: str, status: int = 0) -> None:
-        """End the SIP side (BYE, or `status` while it rings) and the agent side."""
+    def _end_call(self, ac: AgentCall, cause: str, status: int = 0, reason: str = "") -> None:
+        """End the SIP side (BYE, or `status` while it rings) and the agent side; `reason`: the
+        BYE's ``Reason`` header."""
         service = self.service
         outbound = ac.outbound
         if outbound is not None and outbound.state is not CallState.ENDED:
@@ -1099,6 +1133,8 @@ class Desk:
         elif call is not None and call.state is CallState.OFFERED:
             code = status or 480
             service.act(lambda now: service.ua.reject(call, code, now))
+        elif call is not None and call.state is not CallState.ENDED and reason:
+            service.act(lambda now: service.ua.hangup(call, now, reason))
         elif call is not None and call.state is not CallState.ENDED:
             service.act(lambda now: service.ua.hangup(call, now))
         if ac.callback and ac.queued is not None and self.acd is not None:
@@ -1147,8 +1183,11 @@ class Desk:
                 return  # the ACD owns this agent's states
             ac.answered_at = ac.answered_at or self.clock()
         if ac.engine_call and self.acd is not None:
+            if ac.recording:  # the caller's record (on its node) gets the recording
+                self.acd.remote_recording(ac.engine_call, ac.recording)
             if ac.answered_at is not None:  # the caller's node says so too, if it is alive
-                self.acd.remote_call_ended(ac.engine_call, agent)
+                reason = "agent-gone" if ac.requeued else "agent"
+                self.acd.remote_call_ended(ac.engine_call, agent, reason)
                 self._engine_calls[ac.call_id] = ac.engine_call  # for its disposition
                 while len(self._engine_calls) > 1000:
                     self._engine_calls.pop(next(iter(self._engine_calls)))

@@ -9,6 +9,12 @@ the ``support`` queue on node a or node b. Proved here:
   (both tones heard) over the internal leg, relayed without transcoding; the page has the
   campaign's dispositions and the one chosen on node b lands in node a's record; after the call
   the agent's wrap-up ends and it is Ready again (the owner's timer ticks reach node b's page);
+  node b's API shows the call under the caller's Call-ID (node a's record's), not the internal
+  leg's; the campaign records (``recording = true``): node b records the call into the
+  recordings directory both nodes share and node a's record names the file, which the
+  recordings API of either node finds and plays;
+- the agent's page on node b goes away mid-call (the tab closed): node a puts its caller back
+  in the queue instead of hanging up, and the agent, logged in again, is offered it and talks;
 - both nodes see the same queue: node b's figures count node a's caller while it waits;
 - a callback asked for on node a keeps its place and is taken by the agent on node b: node a
   dials the number through its trunk (a baresip answers) and joins it to the agent's leg;
@@ -23,6 +29,7 @@ import os
 import re
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +42,7 @@ from benchmarks.harness import DEMO_PASSWORD
 from omlmedia.config import ConfigError, load_config
 from tests.cluster import postgres, redis
 from tests.cluster.test_crossnode import SECRET, _cluster, both_clean
-from tests.cluster.test_shared_database import api
+from tests.cluster.test_shared_database import _TLS, api
 from tests.interop.baresip import answerer, dial
 from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium
 from tests.interop.harness import SCENARIOS, start_sipp
@@ -108,6 +115,11 @@ def nodes(
     secret = tmp_path / "cluster.secret"
     secret.write_bytes(SECRET)
     ports = {"a": sip_port(), "b": sip_port()}
+    shared_recordings = tmp_path / "recordings"  # the directory every node mounts
+    shared_recordings.mkdir()
+    for name in ports:
+        (tmp_path / name / "data").mkdir(parents=True)
+        (tmp_path / name / "data" / "recordings").symlink_to(shared_recordings)
     started: list[harness.RunningServer] = []
     try:
         for name in ("a", "b"):  # a first: it takes the ACD's lease
@@ -146,6 +158,17 @@ def queue_records(node: harness.RunningServer, disposition: str) -> list[dict[st
     status, view = api(node, "GET", "/api/v1/calls/records?queue=support")
     assert status == 200, view
     return [r for r in view["records"] if r["disposition"] == disposition]
+
+
+def recording_ticket(node: harness.RunningServer, call_id: str) -> tuple[int, Any]:
+    return api(node, "POST", f"/api/v1/recordings/{call_id}/ticket", {})
+
+
+def fetch_audio(node: harness.RunningServer, path: str) -> tuple[str, bytes]:
+    """GET `path` (a ticket's ``audio`` URL, no token): its Content-Type and body."""
+    url = f"https://127.0.0.1:{node.http_port}{path}"
+    with urllib.request.urlopen(url, context=_TLS, timeout=10) as response:
+        return response.headers.get("Content-Type", ""), response.read()
 
 
 def callback_records(node: harness.RunningServer, since: float) -> list[dict[str, Any]]:
@@ -201,6 +224,10 @@ async def test_a_queue_caller_on_node_a_is_answered_by_an_agent_on_node_b_and_th
         await expect(state).to_have_text("On call", timeout=10000)
         await hears(page, "remote-audio", (CALLER_TONE,), (), "agent on node b")
         assert (await asyncio.to_thread(acd_status, a))["remote_offers"] == 1
+        # Node b's API shows the call under the caller's Call-ID, recorded (its campaign's).
+        _, live = await asyncio.to_thread(api, b, "GET", "/api/v1/calls")
+        (on_b,) = live["calls"]
+        assert on_b["recording"] == "on" and on_b["campaign"] == "support", on_b
         _, view = await asyncio.to_thread(api, b, "GET", "/api/v1/status")
         assert view["cluster"]["crossnode"]["received"] == 1, view["cluster"]
         run = await caller
@@ -213,8 +240,58 @@ async def test_a_queue_caller_on_node_a_is_answered_by_an_agent_on_node_b_and_th
         await page.get_by_role("button", name="Save disposition").click()
         await expect(state).to_have_text("Ready", timeout=15000)
         await until("the disposition on a's record", lambda: queue_records(a, "solved"))
+        # Node a's record is the caller's, under the Call-ID node b showed, and names the
+        # recording node b made; either node's recordings API finds and plays it.
+        (record,) = queue_records(a, "solved")
+        assert record["call_id"] == on_b["call_id"] and record["agent"] == "agent1", record
+        await until(
+            "the recording on a's record", lambda: queue_records(a, "solved")[0]["recording"]
+        )
+        for node in (a, b):  # a ticket plays on the node that issued it
+            status, ticket = await asyncio.to_thread(recording_ticket, node, record["call_id"])
+            assert status == 201, ticket
+            kind, audio = await asyncio.to_thread(fetch_audio, node, ticket["audio"])
+            assert kind == "audio/ogg" and audio.startswith(b"OggS") and len(audio) > 1000, kind
         await both_clean(nodes, "after the caller hung up")
         assert waiting(a, "support") == waiting(b, "support") == 0
+
+        # 1b. The agent's page on node b goes away mid-call (the tab closed, past the 5 s
+        # grace): node a's caller goes back to the queue, as for a local agent, and is
+        # answered when the agent is back.
+        sipp = start_sipp(
+            [
+                "-sf",
+                str(SCENARIOS / "uac_wait_for_bye.xml"),
+                f"127.0.0.1:{a.sip_port}",
+                "-s",
+                "support",
+                "-m",
+                "1",
+                "-timeout",
+                "60",
+            ],
+            tmp_path,
+            "requeued-on-a",
+        )
+        await expect(state).to_have_text("Ringing", timeout=15000)
+        await page.get_by_role("button", name="Answer", exact=True).click()
+        await expect(state).to_have_text("On call", timeout=10000)
+        await until("node a's caller talks", lambda: waiting(a, "support") == 0)
+        await page.close()
+        await until("node a's caller back in the queue", lambda: waiting(a, "support") == 1)
+        assert sipp.poll() is None, "node a hung up on its caller"
+        page = await _log_in(browser, b)
+        state = page.locator("#state")
+        await page.get_by_role("button", name="Ready", exact=True).click()
+        await expect(state).to_have_text("Ringing", timeout=15000)
+        await page.get_by_role("button", name="Answer", exact=True).click()
+        await expect(state).to_have_text("On call", timeout=10000)
+        await page.get_by_role("button", name="Hang up", exact=True).click()
+        assert await asyncio.to_thread(sipp.wait, 30) == 0, (
+            tmp_path / "requeued-on-a.out"
+        ).read_text()
+        await expect(state).to_have_text("Ready", timeout=15000)
+        await both_clean(nodes, "after the requeued caller")
 
         # 2. A callback asked for on node a is taken by the agent on node b: node a dials the
         # number through its trunk and joins it to the agent; node a writes its record.
