@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from queueing.events import LogEvent, QueueLogEntry
@@ -64,14 +64,26 @@ class QueueCounters:
     talk: float = 0.0
 
     def add(self, other: QueueCounters) -> None:
-        """Add `other` into these counters."""
-        for f in fields(self):
-            if f.name == "longest_wait_answered":
-                self.longest_wait_answered = max(
-                    self.longest_wait_answered, other.longest_wait_answered
-                )
-            else:
-                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        """Add `other` into these counters (the longest wait is the larger of the two). Field by
+        field, not through `fields()`: a day's figures add up some 50,000 buckets at 500 agents,
+        on the event loop."""
+        self.entered += other.entered
+        self.answered += other.answered
+        self.answered_within += other.answered_within
+        self.abandoned += other.abandoned
+        self.abandoned_within += other.abandoned_within
+        self.overflowed += other.overflowed
+        self.timeouts += other.timeouts
+        self.left_empty += other.left_empty
+        self.callbacks += other.callbacks
+        self.completed += other.completed
+        self.transferred += other.transferred
+        self.offers += other.offers
+        self.no_answers += other.no_answers
+        self.wait_answered += other.wait_answered
+        self.wait_abandoned += other.wait_abandoned
+        self.longest_wait_answered = max(self.longest_wait_answered, other.longest_wait_answered)
+        self.talk += other.talk
 
     @property
     def service_level(self) -> float | None:
@@ -117,9 +129,16 @@ class AgentCounters:
     pauses: int = 0
 
     def add(self, other: AgentCounters) -> None:
-        """Add `other` into these counters."""
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        """Add `other` into these counters (field by field, as `QueueCounters.add`)."""
+        self.offers += other.offers
+        self.answered += other.answered
+        self.no_answers += other.no_answers
+        self.completed += other.completed
+        self.transferred += other.transferred
+        self.talk += other.talk
+        self.paused += other.paused
+        self.logged_in += other.logged_in
+        self.pauses += other.pauses
 
     @property
     def average_handle_time(self) -> float | None:

@@ -5,6 +5,7 @@ apply the same inputs keep the same buckets."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -21,7 +22,7 @@ from queueing.replica import (
     input_from_dict,
 )
 from queueing.snapshot import _statistics_state
-from queueing.stats import DEFAULT_RETENTION, QueueCounters, Statistics
+from queueing.stats import DEFAULT_RETENTION, AgentCounters, QueueCounters, Statistics
 from tests.queueing.streams import drive, random_steps, wire
 
 DAY = 86400.0
@@ -260,3 +261,18 @@ def test_replicas_fed_the_same_inputs_drop_the_same_buckets_and_restores_trim_al
             for entry, item in stream[cut + 1 :]:
                 successor.apply(entry, item)
             assert successor.snapshot() == final
+
+
+@pytest.mark.parametrize("kind", [QueueCounters, AgentCounters])
+def test_adding_counters_adds_every_field_and_keeps_the_longest_wait(
+    kind: type[QueueCounters] | type[AgentCounters],
+) -> None:
+    names = [f.name for f in dataclasses.fields(kind)]
+    first = kind(**{name: index + 1 for index, name in enumerate(names)})
+    second = kind(**{name: 10 * (index + 1) for index, name in enumerate(names)})
+    total = kind()
+    total.add(first)
+    total.add(second)
+    for index, name in enumerate(names):
+        expected = 10 * (index + 1) if name == "longest_wait_answered" else 11 * (index + 1)
+        assert getattr(total, name) == expected, name
