@@ -295,7 +295,14 @@ _EVENT_INSERT_PG = (
     f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, nextval('{EVENT_POSITIONS}')) "
     "ON CONFLICT (id) DO NOTHING"
 )
-_EVENT_ORDER = f"SELECT pg_advisory_xact_lock({EVENT_ORDER_LOCK}), pg_notify('{EVENTS_CHANNEL}', ?)"
+ORDER_HOLD_TIMEOUT = 5
+"""Seconds a writer holding the event order lock may leave its transaction idle before
+PostgreSQL ends its session (``idle_in_transaction_session_timeout``, for this transaction
+only): a node frozen or cut off mid-flush cannot hold every other node's events back longer."""
+_EVENT_ORDER = (
+    f"SELECT pg_advisory_xact_lock({EVENT_ORDER_LOCK}), pg_notify('{EVENTS_CHANNEL}', ?), "
+    f"set_config('idle_in_transaction_session_timeout', '{ORDER_HOLD_TIMEOUT * 1000}', true)"
+)
 
 
 class Store:

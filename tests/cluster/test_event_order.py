@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
-from omlmedia.storage import _EVENT_INSERT_PG, _EVENT_ORDER, Store
+from omlmedia.storage import _EVENT_INSERT_PG, _EVENT_ORDER, ORDER_HOLD_TIMEOUT, Store
 from omlmedia.storage_pg import PgConnection
 from tests.cluster import postgres
 
@@ -106,3 +106,23 @@ def test_two_writers_flushing_at_once_give_a_follower_by_place_every_event_once(
         reader.close()
         for store in stores:
             store.close()
+
+
+def test_a_writer_stalled_holding_the_order_lock_is_ended_so_the_others_go_on(
+    pg: postgres.Postgres,
+) -> None:
+    dsn = postgres.fresh_database(pg)
+    b = Store(dsn, node="b", writer=True)
+    stalled = PgConnection(dsn)  # a node frozen between its places and its commit
+    try:
+        stalled.execute("BEGIN")
+        stalled.execute(_EVENT_ORDER, ("a",))
+        b.append_event(_row(b.next_event_id(), "call.ended"))
+        started = time.monotonic()
+        b.flush()  # waits for the lock until PostgreSQL ends the stalled session
+        waited = time.monotonic() - started
+        assert ORDER_HOLD_TIMEOUT - 1 < waited < ORDER_HOLD_TIMEOUT + 5, waited
+        assert len(b.all_events(0, 10)) == 1
+    finally:
+        stalled.close()
+        b.close()
