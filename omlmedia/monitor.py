@@ -293,6 +293,9 @@ class _Supervisor:
     started: float = 0.0
     modes: list[str] = field(default_factory=list)
     busy: bool = False
+    target: str = ""
+    """The monitored call's id as the page asked for it (a call across nodes whose agent is
+    here: the caller's call id, not the internal leg's the room has)."""
 
 
 class MonitorService:
@@ -391,7 +394,8 @@ class MonitorService:
                 self._state(sup)
             elif kind == "monitor-stop":
                 if sup.monitoring is not None:
-                    await self._audit(sup, "call.monitor-stop", sup.monitoring.call_id, None)
+                    target = sup.target or sup.monitoring.call_id
+                    await self._audit(sup, "call.monitor-stop", target, None)
                     self._stop(sup, "stopped", restore=True)
                 self._send(conn, {"type": "ack", "ref": ref})
                 self._state(sup, "stopped")
@@ -465,7 +469,11 @@ class MonitorService:
         if sup.channel.peer_connection is None:
             raise CommandError("no-channel", "send supervisor-offer first")
         current = sup.monitoring
-        before = None if current is None else {"call_id": current.call_id, "mode": current.mode}
+        before = (
+            None
+            if current is None
+            else {"call_id": sup.target or current.call_id, "mode": current.mode}
+        )
         if current is not None and current.call_id == key:
             if current.mode is mode:
                 return
@@ -481,6 +489,7 @@ class MonitorService:
             sup.monitoring = monitored
             sup.started = self.clock()
             sup.modes = [mode.value]
+            sup.target = call_id
             self._by_call[key] = sup
         after = {"call_id": call_id, "agent": ac.agent, "mode": mode.value}
         await self._audit(sup, "call.monitor", call_id, before, after)
@@ -506,7 +515,11 @@ class MonitorService:
         if sup.channel.peer_connection is None:
             raise CommandError("no-channel", "send supervisor-offer first")
         current = sup.monitoring
-        before = None if current is None else {"call_id": current.call_id, "mode": current.mode}
+        before = (
+            None
+            if current is None
+            else {"call_id": sup.target or current.call_id, "mode": current.mode}
+        )
         if current is not None and current.call_id == call_id:
             if current.mode is mode:
                 return
@@ -539,6 +552,7 @@ class MonitorService:
             sup.monitoring = monitored
             sup.started = self.clock()
             sup.modes = [mode.value]
+            sup.target = call_id
             self._by_call[call_id] = sup
         after = {"call_id": call_id, "agent": where.agent, "mode": mode.value, "node": where.node}
         await self._audit(sup, "call.monitor", call_id, before, after)
@@ -827,7 +841,7 @@ class MonitorService:
             desk = self.desk
             ac = desk.carried(monitored.call_id) if desk is not None else None
             message.update(
-                call_id=monitored.call_id,
+                call_id=sup.target or monitored.call_id,
                 agent=monitored.agent,
                 mode=monitored.mode.value,
                 queue=ac.info.queue if ac is not None else getattr(monitored, "queue", ""),

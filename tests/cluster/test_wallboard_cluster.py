@@ -283,6 +283,10 @@ async def test_the_wallboard_of_every_node_shows_the_clusters_calls_and_agents_a
         await expect(mode).to_contain_text("Listening", timeout=10000)
         await panel.get_by_role("button", name="Stop", exact=True).click()
         await expect(mode).to_have_text("Not monitoring")
+        # audited under the call's id as the wallboard shows it (not node b's internal leg's)
+        for action in ("call.monitor", "call.monitor-stop"):
+            status, view = api(b, "GET", f"/api/v1/audit?action={action}")
+            assert status == 200 and [e["target"] for e in view["entries"]] == [first], view
 
         # 3. agent2 on node a answers a second caller on node a: node b's page monitors it (a
         # monitor leg to node a).
