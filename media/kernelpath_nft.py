@@ -1,8 +1,9 @@
 """The kernel path's I/O: libnftables through ctypes, and the table of one server.
 
 Why libnftables and not pyroute2: the batches of `media.kernelpath` are libnftables' JSON, the
-format nftables documents (libnftables-json(5)) and checks (a wrong batch is refused whole with
-a message naming the problem); libnftables turns one document into one netlink transaction.
+format nftables documents (libnftables-json(5)), or for a call's change its own text syntax;
+libnftables checks either (a wrong batch is refused whole with a message naming the problem)
+and turns one batch into one netlink transaction.
 pyroute2's nftables support builds raw expressions by hand with no concatenated-map or mangle
 helpers. The C library is Debian's ``libnftables1`` (what ``python3-nftables`` wraps); the
 few calls needed are bound here directly, since a virtualenv does not see Debian's Python
@@ -83,7 +84,7 @@ def forwarding_enabled(version: int) -> bool:
 
 
 class Nftables:
-    """One libnftables context taking JSON batches and answering JSON."""
+    """One libnftables context taking JSON or text batches and answering JSON."""
 
     def __init__(self, library: str | None = None) -> None:
         name = library or ctypes.util.find_library("nftables") or "libnftables.so.1"
@@ -113,13 +114,15 @@ class Nftables:
         self._ctx: int | None = ctx
         self._lock = threading.Lock()
 
-    def run(self, batch: Batch) -> dict[str, Any]:
-        """Apply `batch` (one transaction); its JSON answer, empty for a change. Raises
-        KernelPathError with libnftables' message when the batch is refused (nothing changed)."""
+    def run(self, batch: Batch | str) -> dict[str, Any]:
+        """Apply `batch` (one transaction: a JSON document, or commands in nftables' own syntax,
+        one a line); its JSON answer, empty for a change. Raises KernelPathError with
+        libnftables' message when the batch is refused (nothing changed)."""
+        text = batch if isinstance(batch, str) else json.dumps(batch)
         with self._lock:
             if self._ctx is None:
                 raise KernelPathError("the nftables context is closed")
-            rc = self._lib.nft_run_cmd_from_buffer(self._ctx, json.dumps(batch).encode())
+            rc = self._lib.nft_run_cmd_from_buffer(self._ctx, text.encode())
             output = self._lib.nft_ctx_get_output_buffer(self._ctx) or b""
             error = self._lib.nft_ctx_get_error_buffer(self._ctx) or b""
         if rc != 0:
@@ -219,7 +222,7 @@ class KernelPath:
             return True
         return all(ipaddress.ip_address(leg.remote[0]).is_loopback for leg in (pair.a, pair.b))
 
-    def _run(self, batch: Batch) -> dict[str, Any]:
+    def _run(self, batch: Batch | str) -> dict[str, Any]:
         if self._nft is None or not self.active:
             raise KernelPathError("the kernel path is not started")
         try:

@@ -92,46 +92,51 @@ def test_teardown_deletes_the_table_even_when_it_is_already_gone() -> None:
     assert teardown_batch()["nftables"] == [{"add": {"table": ref}}, {"delete": {"table": ref}}]
 
 
-def concat(*parts: object) -> dict[str, list[object]]:
-    return {"concat": list(parts)}
-
-
 def test_install_rewrites_each_direction_to_the_other_legs_far_end_from_our_port() -> None:
-    assert elements(install_batch(V4), "add") == [
-        # caller -> our A becomes our B -> callee
-        ("pre_port4", [concat("198.18.1.2", 5000, "198.18.1.1", 20000), 4000]),
-        ("pre_addr4", [concat("198.18.1.2", 5000, "198.18.1.1", 4000), "198.18.2.2"]),
-        ("post_port4", [concat("198.18.1.2", 5000, "198.18.2.2", 4000), 20002]),
-        ("post_addr4", [concat("198.18.1.2", 20002, "198.18.2.2", 4000), "198.18.2.1"]),
-        # callee -> our B becomes our A -> caller
-        ("pre_port4", [concat("198.18.2.2", 4000, "198.18.2.1", 20002), 5000]),
-        ("pre_addr4", [concat("198.18.2.2", 4000, "198.18.2.1", 5000), "198.18.1.2"]),
-        ("post_port4", [concat("198.18.2.2", 4000, "198.18.1.2", 5000), 20000]),
-        ("post_addr4", [concat("198.18.2.2", 20000, "198.18.1.2", 5000), "198.18.1.1"]),
+    # One command per map, both directions' elements in it: caller -> our A becomes our B ->
+    # callee (first element), callee -> our B becomes our A -> caller (second).
+    assert install_batch(V4).splitlines() == [
+        "add element inet omlmedia pre_port4 { 198.18.1.2 . 5000 . 198.18.1.1 . 20000 : 4000, "
+        "198.18.2.2 . 4000 . 198.18.2.1 . 20002 : 5000 }",
+        "add element inet omlmedia pre_addr4 { 198.18.1.2 . 5000 . 198.18.1.1 . 4000 : "
+        "198.18.2.2, 198.18.2.2 . 4000 . 198.18.2.1 . 5000 : 198.18.1.2 }",
+        "add element inet omlmedia post_port4 { 198.18.1.2 . 5000 . 198.18.2.2 . 4000 : 20002, "
+        "198.18.2.2 . 4000 . 198.18.1.2 . 5000 : 20000 }",
+        "add element inet omlmedia post_addr4 { 198.18.1.2 . 20002 . 198.18.2.2 . 4000 : "
+        "198.18.2.1, 198.18.2.2 . 20000 . 198.18.1.2 . 5000 : 198.18.1.1 }",
     ]
     assert V4.counted("ab") == ("198.18.1.2", 5000, "198.18.1.1", 20000)
     assert V4.counted("ba") == ("198.18.2.2", 4000, "198.18.2.1", 20002)
 
 
 def test_install_of_an_ipv6_pair_uses_the_ipv6_maps_and_compressed_addresses() -> None:
-    added = elements(install_batch(V6), "add")
-    assert {name for name, _ in added} == {"pre_port6", "pre_addr6", "post_port6", "post_addr6"}
-    assert added[0] == ("pre_port6", [concat("fd00:18:1::2", 5000, "fd00:18:1::1", 20000), 4000])
+    lines = install_batch(V6, "t6").splitlines()
+    assert [line.split(" {")[0] for line in lines] == [
+        f"add element inet t6 {name}6"
+        for name in ("pre_port", "pre_addr", "post_port", "post_addr")
+    ]
+    assert lines[0] == (
+        "add element inet t6 pre_port6 { fd00:18:1::2 . 5000 . fd00:18:1::1 . 20000 : 4000, "
+        "fd00:18:2::2 . 4000 . fd00:18:2::1 . 20002 : 5000 }"
+    )
 
 
 def test_remove_deletes_exactly_the_pairs_elements() -> None:
-    removed = elements(remove_batch(V4), "delete")
-    assert removed == [(name, element[0]) for name, element in elements(install_batch(V4), "add")]
-    assert [
-        c for c in remove_batch(V4)["nftables"] if "element" not in next(iter(c.values()))
-    ] == []
+    def keys(line: str) -> tuple[str, list[str]]:
+        head, _, body = line.partition(" { ")
+        return head.split()[-1], [e.split(" : ")[0] for e in body.removesuffix(" }").split(", ")]
+
+    removed = remove_batch(V4).splitlines()
+    assert all(line.startswith("delete element inet omlmedia ") for line in removed)
+    assert [keys(line) for line in removed] == [
+        keys(line) for line in install_batch(V4).splitlines()
+    ]
+    assert " : " not in remove_batch(V4)
 
 
 def test_replace_is_the_removal_and_the_installation_in_one_batch() -> None:
     moved = ForwardedPair("42", V4.a, Leg(V4.b.local, ("198.18.2.2", 4002)))
-    assert replace_batch(V4, moved)["nftables"] == (
-        remove_batch(V4)["nftables"] + install_batch(moved)["nftables"]
-    )
+    assert replace_batch(V4, moved) == remove_batch(V4) + "\n" + install_batch(moved)
 
 
 @pytest.mark.parametrize(
@@ -141,6 +146,10 @@ def test_replace_is_the_removal_and_the_installation_in_one_batch() -> None:
         (Leg(("pbx.example", 1), ("198.18.1.2", 2)), V4.b, "is not an IP address"),
         (Leg(("198.18.1.1", 0), ("198.18.1.2", 2)), V4.b, "port 0 is out of range"),
         (V4.a, Leg(("198.18.1.1", 1), ("198.18.1.2", 65536)), "port 65536 is out of range"),
+        # What goes into nftables' text is a parsed address or an int, never free text:
+        (Leg(("fe80::1%x }; flush ruleset", 1), ("fe80::2", 2)), V4.b, "is not an IP address"),
+        (V4.a, Leg(("198.18.1.1", 1), ("198.18.1.2", "2 }; flush ruleset")), "out of range"),  # type: ignore[arg-type]
+        (V4.a, Leg(("198.18.1.1", 1), ("198.18.1.2", 2.5)), "out of range"),  # type: ignore[arg-type]
     ],
 )
 def test_a_pair_that_the_kernel_cannot_relay_is_refused(a: Leg, b: Leg, message: str) -> None:

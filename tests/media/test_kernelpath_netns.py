@@ -5,6 +5,7 @@ relays and the legs receive nothing, then removal hands the next packet back to 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import signal
 import socket
@@ -194,6 +195,64 @@ async def test_replacing_a_pair_follows_a_far_end_that_moved(call: Call, hosts: 
         assert call.kernel.pair_counters("1") == (1, 0)
     finally:
         moved.close()
+
+
+def udp_flows(namespace: str) -> set[tuple[str, int, str, int]]:
+    """The UDP flows conntrack holds in `namespace` (their original direction: source address
+    and port, destination address and port), from /proc/net/nf_conntrack."""
+    text = in_ns(namespace, "cat", "/proc/net/nf_conntrack").stdout
+    flows = set()
+    for line in text.splitlines():
+        fields = line.split()
+        if "udp" not in fields:
+            continue
+        first: dict[str, str] = {}
+        for part in fields:
+            name, _, value = part.partition("=")
+            first.setdefault(name, value)
+        flows.add(
+            (
+                ipaddress.ip_address(first["src"]).compressed,
+                int(first["sport"]),
+                ipaddress.ip_address(first["dst"]).compressed,
+                int(first["dport"]),
+            )
+        )
+    return flows
+
+
+@pytest.fixture
+def conntrack_on(hosts: Hosts) -> Iterator[None]:
+    """Connection tracking active in the server host (a table of another program that looks at
+    every new connection, as a firewall would): without it there is nothing to bypass."""
+    table = "okpct"
+    in_ns(
+        hosts.server,
+        "nft",
+        f"add table inet {table}; "
+        f"add chain inet {table} pre {{ type filter hook prerouting priority 0; }}; "
+        f"add rule inet {table} pre ct state new counter",
+    )
+    try:
+        yield
+    finally:
+        in_ns(hosts.server, "nft", f"delete table inet {table}", check=False)
+
+
+async def test_a_forwarded_call_is_not_tracked_by_conntrack_while_both_directions_flow(
+    call: Call, hosts: Hosts, conntrack_on: None
+) -> None:
+    await exchange(call, 2, 1)  # userspace: each far end talks to one of our sockets
+    tracked = udp_flows(hosts.server)
+    caller, callee = call.pair().a.remote, call.pair().b.remote
+    assert (*caller, *call.a_addr) in tracked  # conntrack is on: it saw the userspace relay's
+    call.kernel.install(call.pair())
+    await exchange(call, 20, 100)
+    assert call.kernel.pair_counters("1") == (20, 20)
+    # The rewritten packets (caller -> callee and back, as conntrack would see them after the
+    # rewrite) left no entry, and nothing else was added: no conntrack work per packet.
+    assert udp_flows(hosts.server) == tracked
+    assert not {(*caller, *callee), (*callee, *caller)} & tracked
 
 
 async def test_peers_on_the_server_host_are_relayed_through_the_output_hook(
