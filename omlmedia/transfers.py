@@ -453,7 +453,8 @@ class Transfers(Desk):
 
     def on_transfer_outcome(self, call: Call, status: int) -> None:
         """NOTIFY of a REFER we sent: a 2xx sipfrag means the PBX has the caller; we hang up."""
-        for ac in self._for_call(call.call_id):
+        carrier = self._by_sip(call)  # another node's queue caller: known by its call id there
+        for ac in self._for_call(carrier.call_id if carrier is not None else call.call_id):
             if not 200 <= status < 300:
                 continue
             if ac.queued is not None and self.acd is not None:
