@@ -1150,7 +1150,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/v1/events"): Operation(
         parameters=(
             _optional(
-                "since_id", _between("integer", 0), "Resume after this event id (or Last-Event-ID)."
+                "since_id",
+                _between("integer", 0),
+                "Resume after this event id (or Last-Event-ID); on a cluster with one ACD, on any"
+                " node: the stream is every node's events in commit order (ids do not grow), and"
+                " an id no committed event has is refused (400).",
             ),
             {
                 "name": "Last-Event-ID",
@@ -1172,6 +1176,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         problems={
             404: "The event log is not running.",
             406: "Neither a WebSocket upgrade nor Accept: text/event-stream.",
+            503: "On a cluster with one ACD: the cluster's events cannot be read (the database).",
         },
         content_type="text/event-stream",
         stream=True,
