@@ -598,6 +598,9 @@ _AFTER = (
 
 
 _HEAD = "SELECT pos, id FROM events WHERE pos > $1 ORDER BY pos DESC LIMIT 1"
+_FEED_ERRORS = (*PgError, asyncpg.InternalClientError)
+"""What a feed's query may raise when its connection is lost (asyncpg's internal error: a
+connection ended by the server in the middle of an operation)."""
 FEED_APPLICATION = "omlmedia-events"
 """The ``application_name`` of the feed's connections (``pg_stat_activity``)."""
 
@@ -702,9 +705,14 @@ class ClusterFeed:
                             await self._wake.wait()
             except asyncio.CancelledError:
                 raise
-            except (*PgError, ConnectionError) as error:
+            except (*_FEED_ERRORS, ConnectionError) as error:
                 if not self._failing:
                     logger.warning("following the cluster's events failed (%s); will retry", error)
+                self._failing = True
+            except Exception:
+                # Whatever else went wrong, the follower goes on: the stream depends on it.
+                if not self._failing:
+                    logger.exception("following the cluster's events failed; will retry")
                 self._failing = True
             finally:
                 if db is not None:
@@ -819,7 +827,7 @@ class ClusterFeed:
                     if self._reader is None or self._reader.is_closed():
                         self._reader = await _connect(self.dsn)
                     return list(await self._reader.fetch(sql, *args, timeout=CLUSTER_TIMEOUT))
-                except PgError as error:
+                except _FEED_ERRORS as error:
                     if self._reader is not None:
                         self._reader.terminate()
                         self._reader = None
