@@ -30,7 +30,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -120,7 +120,11 @@ class QueuedCaller:
     disposition: str = ""
     """The disposition the agent gave the call (its record has it)."""
     recording: str = ""
-    """The path of the call's recording or voicemail (empty when not recorded)."""
+    """The path of the call's recording or voicemail (empty when not recorded): the first one
+    when the call was answered more than once (requeued)."""
+    segments: list[tuple[str, str]] = field(default_factory=list)
+    """Each answered segment's recording (its path, its agent), in order: a requeued call's
+    next agent records into a file of its own (``segment`` legs of the record)."""
 
 
 @dataclass
@@ -531,6 +535,9 @@ class AcdRuntime:
         )
         if self.live_quality is not None:
             record = replace(record, legs=self.live_quality(record.call_id, record.legs))
+        if qc.segments:  # every answered segment's file, in order (the first is `recording`)
+            parts = [{"role": "segment", "file": f, "agent": a} for f, a in qc.segments]
+            record = replace(record, legs=(*record.legs, *parts))
         self.store.call_ended(record)
         self.events.publish(
             CALL_QUALITY,
