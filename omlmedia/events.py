@@ -598,9 +598,9 @@ _AFTER = (
 
 
 _HEAD = "SELECT pos, id FROM events WHERE pos > $1 ORDER BY pos DESC LIMIT 1"
-_FEED_ERRORS = (*PgError, asyncpg.InternalClientError)
-"""What a feed's query may raise when its connection is lost (asyncpg's internal error: a
-connection ended by the server in the middle of an operation)."""
+_FEED_ERRORS = PgError
+"""What a feed's query may raise when its connection is lost (`PgError` includes asyncpg's
+internal error: a connection ended by the server in the middle of an operation)."""
 FEED_APPLICATION = "omlmedia-events"
 """The ``application_name`` of the feed's connections (``pg_stat_activity``)."""
 

@@ -920,7 +920,9 @@ class AsyncStore:
             await asyncio.sleep(self.flush_interval)
             try:
                 written = await self.flush()
-            except StoreError:
+            except Exception:  # the writes stay buffered: this task must go on
+                # StoreError is the database away; anything else is a bug, but ending this
+                # task would leave every later write in memory for good.
                 self.errors += 1
                 if self.failing_since is None:  # the first of an outage: its traceback once
                     self.failing_since = time.monotonic()

@@ -85,8 +85,16 @@ EVENTS_CHANNEL: Final = "omlmedia_events"
 CONNECT_TIMEOUT: Final = 10.0
 """Seconds to wait for PostgreSQL to accept a connection."""
 
-PgError = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
-"""What a failed PostgreSQL call raises (catch it with `sqlite3.Error` where a store is used)."""
+PgError = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    asyncio.TimeoutError,
+)
+"""What a failed PostgreSQL call raises (catch it with `sqlite3.Error` where a store is used).
+`InternalClientError` too: asyncpg raises it when the server ends the session in the middle of
+a statement (`pg_terminate_backend`, a restart), and it derives from neither of the others."""
 
 
 def is_dsn(location: object) -> bool:

@@ -181,6 +181,44 @@ async def test_writes_accepted_while_the_database_is_down_land_when_it_is_back(
     reader.close()
 
 
+async def test_the_periodic_flush_survives_its_connection_killed_mid_statement(
+    pg: postgres.Postgres,
+) -> None:
+    """`pg_terminate_backend` of the writer's session while it flushes (asyncpg may then raise
+    its `InternalClientError`, outside PostgresError/InterfaceError): the flushes go on, and
+    every write accepted meanwhile lands."""
+    dsn = postgres.fresh_database(pg)
+    store = AsyncStore(Store(dsn, node="n1", writer=True), flush_interval=0.01)
+    store.start()
+    database = dsn.rsplit("/", 1)[1]
+    killer = PgConnection(dsn)
+    written = 0
+    try:
+        for round_ in range(30):
+            for _ in range(20):
+                written += 1
+                store.append(QueueLogRow(float(written), "enter", f"c{written}", "support"))
+            await asyncio.sleep(0.005 * (round_ % 4))
+            await asyncio.to_thread(
+                killer.execute,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = ? AND pid <> pg_backend_pid()",
+                (database,),
+            )
+        deadline = time.monotonic() + 20
+        while store.store.pending:
+            assert store._task is not None and not store._task.done(), "the flush task died"
+            assert time.monotonic() < deadline, "the buffered writes never landed"
+            await asyncio.sleep(0.05)
+        assert store._task is not None and not store._task.done()
+    finally:
+        killer.close()
+        await store.close()
+    reader = Store(dsn)
+    assert len(reader.queue_log()) == written
+    reader.close()
+
+
 CONFIG = f"""
 [api]
 token_sha256 = "{hashlib.sha256(b"token").hexdigest()}"
