@@ -10,7 +10,8 @@ Kamailio, sipp, `omlmedia serve`):
   per call of every process group, the ratios, and Redis and PostgreSQL operations per call;
 - ``failover``: Kamailio's detection of a killed node and the ACD's takeover after the owner's
   kill -9, timed by the benchmark;
-- ``crossnode``: the hop's figures against the target, from crossnode.py's summary.
+- ``crossnode``: the hop's figures against the target, from crossnode.py's summary; its
+  ``--stalls`` probe (benchmarks/nodeprobe.py) on a real node, and the summary of what it wrote.
 
 The three runs start together at the module's start (mostly waiting: start-ups, calls, the
 probe window, the lease's time to live), so the module takes about its longest run."""
@@ -18,15 +19,18 @@ probe window, the lease's time to live), so the module takes about its longest r
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks import cluster
+from benchmarks import cluster, crossnode
 from benchmarks.crossnode import summarize
 from tests.cluster import kamailio, postgres
 from tests.cluster import redis as throwaway
@@ -50,13 +54,32 @@ RUNS: dict[str, tuple[list[Callable[[], object]], list[str]]] = {
 """Each section's tools and its smallest honest run."""
 
 
+def probe_a_node(directory: Path) -> Path:
+    """One node (`omlmedia serve`, its loop uvloop's) under benchmarks/nodeprobe.py's stall
+    watch for half a second, stopped by SIGTERM; the report it wrote."""
+    nodes = crossnode.start_nodes(directory, ["s"], 2, None, probes=frozenset({"stalls"}))
+    node = nodes["s"]
+    try:
+        until = time.monotonic() + 0.5
+        while time.monotonic() < until:
+            assert node.process.poll() is None, "the watched node died"
+            time.sleep(0.05)
+    finally:
+        code = node.stop()
+    assert code == 0  # a clean stop, which writes the report
+    return crossnode.probe_file(directory / "s", "stalls")
+
+
 class Runs:
     """The sections' runs, started together (most of each is waiting: start-ups, calls, the
-    probe window, the lease's time to live), each test waiting for its own."""
+    probe window, the lease's time to live), each test waiting for its own; and a node under
+    the stall probe, meanwhile, on a thread."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.started: dict[str, subprocess.Popen[bytes]] = {}
+        self._pool = ThreadPoolExecutor(1)
+        self.probed: Future[Path] = self._pool.submit(probe_a_node, directory / "probe")
 
     def start(self, section: str) -> None:
         argv = [sys.executable, str(ROOT / "benchmarks" / "cluster.py"), *RUNS[section][1]]
@@ -83,6 +106,7 @@ class Runs:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+        self._pool.shutdown(wait=True)
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +202,20 @@ def test_the_crossnode_section_reports_the_hop_against_the_2_ms_target() -> None
     late = summarize([run("local", {"b": 100.0}, 0), run("cross", {"a": 40.0, "b": 110.0}, 36.0)])
     assert cluster.hop_figures(late)["p99_within_target"] is False
     assert "error" in cluster.hop_figures(summarize([run("local", {"b": 100.0}, 0)]))
+
+
+def test_the_stall_probe_watches_a_real_nodes_loop_and_its_summary_reads_what_it_wrote(
+    runs: Runs,
+) -> None:
+    path = runs.probed.result(timeout=120)
+    found = json.loads(path.read_text())
+    # a beat every millisecond or so on the server's loop for its whole life
+    assert found["beats"] >= 100, found["beats"]
+    assert found["threshold_ms"] == 3.0
+    for stall in found["stalls"]:
+        assert stall["ms"] >= 3.0 and "samples" in stall
+    # the start-up blocks the loop (files, the database, TLS): seen, with the loop's stack
+    assert any(sample.get("loop") for stall in found["stalls"] for sample in stall["samples"])
+    summary = crossnode.stall_summary(path, -math.inf, math.inf)
+    assert summary["stalls"] == len(found["stalls"]) and summary["running_during_stalls"]
+    assert summary["longest_ms"] == sorted(summary["longest_ms"], reverse=True)
