@@ -45,6 +45,7 @@ from omlmedia.events import AGENT_STATE, NO_EVENTS, EventSink
 from omlmedia.logs import event
 from omlmedia.offer_answer import answer_on_leg, apply_answer
 from omlmedia.recording import CallRecorder
+from omlmedia.recordings import reserve_segment
 from omlmedia.services import CAPABILITIES
 from omlmedia.targets import Refusal
 from queueing.events import AgentState, CallbackDial
@@ -783,15 +784,16 @@ class Desk:
             return None
         day = time.strftime("%Y/%m/%d")
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in ac.call_id)
-        relative = f"{day}/{campaign.name}-{name}.opus"
-        path = self.recordings / relative
         try:
+            relative = reserve_segment(self.recordings, f"{day}/{campaign.name}-{name}")
+            path = self.recordings / relative
             recorder = CallRecorder(path, ac.port.rate if ac.port is not None else 48000)
         except (OSError, ValueError) as exc:
             logger.warning("cannot record %s: %s", ac.call_id, exc)
             return None
         if qc is not None:
-            qc.recording = str(path)
+            qc.recording = qc.recording or str(path)  # the first segment's (compatibility)
+            qc.segments.append((str(path), ac.agent))
         else:
             ac.recording = relative
         return recorder

@@ -3,7 +3,10 @@
 A campaign with ``recording = true`` records each call (`omlmedia.recording.CallRecorder`) under
 ``<data_dir>/recordings``; the call record keeps the file's path. `recording_file` gives that
 file only when it is still there and lies inside the recordings directory (a record never makes
-the server read elsewhere). `search` filters call records as the API's search does.
+the server read elsewhere). A call requeued mid-call (its agent's page went away) is answered
+again: each answered segment records into a new file (`reserve_segment`: ``-2``, ``-3``...,
+created exclusively, never one that exists), and the record lists them in order (`segments`).
+`search` filters call records as the API's search does.
 
 Retention. A campaign's ``recording_retention_days`` (0: kept for ever) says how long its
 recordings are kept. `sweep` deletes the files of the calls that ended more than that many days
@@ -47,7 +50,10 @@ __all__ = [
     "media_type",
     "min_mos",
     "recording_file",
+    "reserve_segment",
     "search",
+    "segment_agents",
+    "segments",
     "sweep",
 ]
 
@@ -57,12 +63,59 @@ DAY: Final = 86400.0
 _MEDIA_TYPES: Final = {".opus": "audio/ogg", ".ogg": "audio/ogg", ".wav": "audio/wav"}
 
 
-def recording_file(record: CallRecord, root: Path) -> Path | None:
-    """The call's recording when its file exists inside `root`; else None."""
-    if not record.recording:
+MAX_SEGMENTS: Final = 1000
+"""Recorded segments of one call at most (a call requeued that many times records no more)."""
+
+
+def reserve_segment(root: Path, stem: str, suffix: str = ".opus") -> str:
+    """A new recording file under `root` for `stem` (relative, without suffix), created empty and
+    never one that exists: ``stem.opus``, else ``stem-2.opus``, ``stem-3.opus``... each taken
+    with an exclusive create (O_EXCL), so two recorders (a requeued call's next agent, another
+    node writing the shared directory) never open the same file. Returns its path relative to
+    `root`; raises `OSError` when none can be created."""
+    (root / stem).parent.mkdir(parents=True, exist_ok=True)
+    for index in range(1, MAX_SEGMENTS + 1):
+        relative = f"{stem}{suffix}" if index == 1 else f"{stem}-{index}{suffix}"
+        try:
+            with open(root / relative, "xb"):
+                pass
+        except FileExistsError:
+            continue
+        return relative
+    raise FileExistsError(f"{MAX_SEGMENTS} recordings of {stem} exist already")
+
+
+def segments(record: CallRecord) -> list[str]:
+    """The call's recordings in order, as the record names them: each answered segment's
+    (``segment`` legs: a requeued call has several), else the one ``recording``."""
+    files = [
+        leg["file"]
+        for leg in record.legs
+        if leg.get("role") == "segment" and isinstance(leg.get("file"), str) and leg["file"]
+    ]
+    if not files and record.recording:
+        files = [record.recording]
+    return files
+
+
+def segment_agents(record: CallRecord) -> list[str]:
+    """The agent of each of `segments(record)` (the record's agent for a one-file record)."""
+    agents = [
+        str(leg.get("agent") or "")
+        for leg in record.legs
+        if leg.get("role") == "segment" and isinstance(leg.get("file"), str) and leg["file"]
+    ]
+    return agents or ([record.agent] if record.recording else [])
+
+
+def recording_file(record: CallRecord, root: Path, segment: int = 1) -> Path | None:
+    """The call's recording (its `segment`-th, from 1) when its file exists inside `root`;
+    else None."""
+    files = segments(record)
+    if not 1 <= segment <= len(files):
         return None
     try:
-        path = Path(record.recording)
+        path = Path(files[segment - 1])
         if not path.is_absolute():
             path = root / path
         resolved = path.resolve()
@@ -191,17 +244,18 @@ def sweep(
         days = retention.get(record.campaign, 0)
         if days <= 0 or record.end > now - days * DAY:
             continue
-        path = recording_file(record, root)
-        if path is None:
-            continue
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            logger.warning("retention: cannot delete %s: %s", path, exc)
-            continue
-        deleted.append(Deleted(record.call_id, record.campaign, path, record.end, days))
+        for segment in range(1, len(segments(record)) + 1):  # every segment's file
+            path = recording_file(record, root, segment)
+            if path is None:
+                continue
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                logger.warning("retention: cannot delete %s: %s", path, exc)
+                continue
+            deleted.append(Deleted(record.call_id, record.campaign, path, record.end, days))
     return deleted
 
 

@@ -41,6 +41,7 @@ from omlmedia.config import Config
 from omlmedia.directory import Directory
 from omlmedia.problems import ApiError, page, query_count, query_time
 from omlmedia.recordings import (
+    MAX_SEGMENTS,
     PlaybackTickets,
     RecordingQuery,
     gaps,
@@ -48,6 +49,8 @@ from omlmedia.recordings import (
     min_mos,
     recording_file,
     search,
+    segment_agents,
+    segments,
     talk_seconds,
 )
 from omlmedia.reports import (
@@ -545,11 +548,35 @@ def _recordings_dir(request: web.Request) -> Path:
     return _config(request).server.data_dir / "recordings"
 
 
-def _recording_view(record: CallRecord, path: Path, zone: ZoneInfo) -> dict[str, Any]:
+def _size(path: Path) -> int:
     try:
-        size = path.stat().st_size
+        return path.stat().st_size
     except OSError:
-        size = 0
+        return 0
+
+
+def _segment_views(record: CallRecord, root: Path) -> list[dict[str, Any]]:
+    """Each answered segment's recording still there (a requeued call has several), in order:
+    its number (the routes' ``segment``), agent, size and ``audio`` route."""
+    audio = f"/api/v1/recordings/{quote(record.call_id, safe='@')}/audio"
+    views = []
+    for index, agent in enumerate(segment_agents(record), start=1):
+        path = recording_file(record, root, index)
+        if path is not None:
+            views.append(
+                {
+                    "segment": index,
+                    "agent": agent,
+                    "size": _size(path),
+                    "media_type": media_type(path),
+                    "audio": audio if index == 1 else f"{audio}?segment={index}",
+                }
+            )
+    return views
+
+
+def _recording_view(record: CallRecord, path: Path, zone: ZoneInfo, root: Path) -> dict[str, Any]:
+    size = _size(path)
     return {
         "call_id": record.call_id,
         "start": local_time(record.start, zone),
@@ -565,6 +592,7 @@ def _recording_view(record: CallRecord, path: Path, zone: ZoneInfo) -> dict[str,
         "media_type": media_type(path),
         "audio": f"/api/v1/recordings/{quote(record.call_id, safe='@')}/audio",
         "gaps": gaps(record),
+        "segments": _segment_views(record, root),
     }
 
 
@@ -594,7 +622,7 @@ async def get_recordings(request: web.Request) -> web.Response:
     root = _recordings_dir(request)
     loop = asyncio.get_running_loop()
     found = await loop.run_in_executor(None, search, scoped, query, root)
-    views = [_recording_view(record, path, zone) for record, path in found]
+    views = [_recording_view(record, path, zone, root) for record, path in found]
     return page(request, "recordings", views)
 
 
@@ -607,9 +635,20 @@ def _starts_a_listen(request: web.Request) -> bool:
     return ranges.replace(" ", "").startswith("bytes=0-")
 
 
+def _segment(request: web.Request) -> int:
+    """The query's ``segment`` (from 1, default 1): which answered segment's recording."""
+    text = request.query.get("segment", "1")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_SEGMENTS:
+        why = f"must be a whole number from 1 to {MAX_SEGMENTS}"
+        raise ApiError(400, f"segment {why}", [("segment", why)])
+    return int(text)
+
+
 async def _recording_of(request: web.Request, identity: Identity, scopes: Scopes) -> Path:
-    """The file of the path's call, when the call has one in `identity`'s scope."""
+    """The file of the path's call (its query's ``segment``), when the call has one in
+    `identity`'s scope."""
     call_id = request.match_info["id"]
+    segment = _segment(request)
     record = await _reader(request).record(call_id)
     if record is None or not record.recording:
         raise ApiError(404, f"no recording of the call {call_id}")
@@ -619,7 +658,9 @@ async def _recording_of(request: web.Request, identity: Identity, scopes: Scopes
             f"the recording of {call_id} is out of scope",
             missing_scope=record.campaign or record.queue or "*",
         )
-    path = recording_file(record, _recordings_dir(request))
+    if segment > len(segments(record)):
+        raise ApiError(404, f"the call {call_id} has no recorded segment {segment}")
+    path = recording_file(record, _recordings_dir(request), segment)
     if path is None:
         raise ApiError(404, f"the recording of the call {call_id} is no longer there")
     request[_RECORD_KEY] = record
@@ -631,10 +672,18 @@ async def _audit_listen(request: web.Request, identity: Identity, path: Path, ac
     if book is not None:
         record = request[_RECORD_KEY]
         detail = {"campaign": record.campaign, "queue": record.queue, "file": path.name}
+        if len(segments(record)) > 1:
+            detail["segment"] = str(_segment(request))
         await book.call(book.record, identity, action, record.call_id, None, detail)
 
 
 _RECORD_KEY: web.RequestKey[CallRecord] = web.RequestKey("recording_record")
+
+
+def _ticket_key(call_id: str, segment: int) -> str:
+    """What a playback ticket opens: one segment's recording of one call (a line break never
+    is in a Call-ID)."""
+    return call_id if segment == 1 else f"{call_id}\n{segment}"
 
 
 def _bad_ticket(request: web.Request) -> ApiError:
@@ -659,8 +708,11 @@ async def post_recording_ticket(request: web.Request) -> web.Response:
     path = await _recording_of(request, identity, scopes)
     await _audit_listen(request, identity, path, "recording.listen")
     call_id = request.match_info["id"]
-    ticket = request.app[TICKETS_KEY].issue(call_id, identity)
+    segment = _segment(request)
+    ticket = request.app[TICKETS_KEY].issue(_ticket_key(call_id, segment), identity)
     audio = f"/api/v1/recordings/{quote(call_id, safe='@')}/audio?ticket={ticket}"
+    if segment > 1:
+        audio += f"&segment={segment}"
     return web.json_response(
         {
             "ticket": ticket,
@@ -688,7 +740,7 @@ async def get_recording_audio(request: web.Request) -> web.StreamResponse:
     call_id = request.match_info["id"]
     if ticket is not None:
         tickets = request.app[TICKETS_KEY]
-        holder = tickets.redeem(ticket, call_id, identity)
+        holder = tickets.redeem(ticket, _ticket_key(call_id, _segment(request)), identity)
         if holder is None:
             raise _bad_ticket(request)
         identity = holder
