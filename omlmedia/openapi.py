@@ -253,8 +253,24 @@ SCHEMAS: dict[str, Schema] = {
                 **_array(_all({"start": _NUMBER, "end": _NUMBER})),
                 "description": "The recording's pauses (PCI): seconds into the file, silent.",
             },
+            "segments": {
+                **_array(
+                    _all(
+                        {
+                            "segment": _INTEGER,
+                            "agent": _STRING,
+                            "size": _INTEGER,
+                            "media_type": _STRING,
+                            "audio": _STRING,
+                        }
+                    )
+                ),
+                "description": "Each answered segment's recording still there, in order (a call"
+                " requeued mid-call has one per agent who answered it; the first is the"
+                " call's `audio`): `segment` is the audio and ticket routes' `segment`.",
+            },
         },
-        ["call_id", "start", "time", "audio", "media_type", "size", "gaps"],
+        ["call_id", "start", "time", "audio", "media_type", "size", "gaps", "segments"],
     ),
     "AgentDefinition": _all(
         {
@@ -426,6 +442,12 @@ def _optional(name: str, schema: Schema, description: str) -> Schema:
 
 
 _TIME = _between("number", 0)
+_SEGMENT = _query(
+    "segment",
+    _between("integer", 1, 1000),
+    "Which answered segment's recording (default 1, the first): a call requeued mid-call has"
+    " one per agent who answered it (the search's `segments`); a ticket opens its segment only.",
+)
 _SPAN = (
     _optional("since", _TIME, "Unix time (seconds), included."),
     _optional("until", _TIME, "Unix time (seconds), excluded; not before since."),
@@ -891,16 +913,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 " player that cannot send the header (an <audio src>); 401 when it is"
                 " unknown, expired, or for another recording or account.",
             ),
+            _SEGMENT,
         ),
         responses={200: None, 206: None},
         problems={
-            404: "No such call, no recording of it, or its file is gone.",
+            404: "No such call, no recording of it (or of that segment), or its file is gone.",
             416: "A range beyond the file.",
         },
         content_type="audio/ogg",
     ),
     ("POST", "/api/v1/recordings/{id}/ticket"): Operation(
-        parameters=(_path("id", "The call."),),
+        parameters=(_path("id", "The call."), _SEGMENT),
         responses={
             201: _all(
                 {
@@ -915,7 +938,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 " Issuing it is the listen (audited as recording.listen).",
             )
         },
-        problems={404: "No such call, no recording of it, or its file is gone."},
+        problems={
+            404: "No such call, no recording of it (or of that segment), or its file is gone."
+        },
     ),
     ("GET", "/api/v1/accounts"): Operation(
         responses={200: _list_of("accounts", "Account")}, problems={404: _NO_BOOK}
