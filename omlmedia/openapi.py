@@ -262,6 +262,7 @@ SCHEMAS: dict[str, Schema] = {
                             "size": _INTEGER,
                             "media_type": _STRING,
                             "audio": _STRING,
+                            "gaps": _array(_all({"start": _NUMBER, "end": _NUMBER})),
                         }
                     )
                 ),
