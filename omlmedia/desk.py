@@ -869,15 +869,17 @@ class Desk:
                 logger.exception("audit of %s on %s failed", action, ac.call_id)
         return after
 
-    def _note_gaps(self, call_id: str, gaps: list[dict[str, float]]) -> None:
+    def _note_gaps(self, call_id: str, gaps: list[dict[str, float]], file: str = "") -> None:
         """Add the recording's pauses to the call's record (a ``recording`` leg with its
-        ``gaps``) once the ACD has written it."""
+        ``gaps`` and its ``file``: a requeued call has one per segment) once the ACD has
+        written it."""
         acd = self.acd
         record = acd.records.get(call_id) if acd is not None else None
         if acd is None or record is None or acd.store is None:
             logger.warning("the recording gaps of %s have no record to go to", call_id)
             return
-        updated = replace(record, legs=(*record.legs, {"role": "recording", "gaps": gaps}))
+        leg = {"role": "recording", "gaps": gaps, "file": file}
+        updated = replace(record, legs=(*record.legs, leg))
         acd.records[call_id] = updated
         acd.store.call_ended(updated)
 
@@ -1229,10 +1231,11 @@ class Desk:
     def _release(self, ac: AgentCall) -> None:
         if ac.recorder is not None:
             gaps = ac.recorder.gap_list()
+            recorder_path = ac.recorder.path
             ac.recorder.close()
             ac.recorder = None
             if gaps:
-                self.call_later(0, self._note_gaps, ac.call_id, gaps)
+                self.call_later(0, self._note_gaps, ac.call_id, gaps, str(recorder_path))
         if ac.web is not None:
             ac.web.detach()
             channel = self.hub.channel(ac.agent)

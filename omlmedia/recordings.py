@@ -141,13 +141,20 @@ def min_mos(record: CallRecord) -> float | None:
     return min(scores) if scores else None
 
 
-def gaps(record: CallRecord) -> list[dict[str, float]]:
-    """The recording's pauses (PCI), each ``{"start", "end"}`` in seconds into the file (the
-    ``recording`` leg's ``gaps``: the file holds silence there), in order; malformed ones are
-    left out."""
+def gaps(record: CallRecord, segment: int = 1) -> list[dict[str, float]]:
+    """The pauses (PCI) of the call's `segment`-th recording, each ``{"start", "end"}`` in
+    seconds into the file (the ``recording`` legs' ``gaps`` whose ``file`` is that segment's,
+    or without a ``file`` for the first: the file holds silence there), in order; malformed
+    ones are left out."""
+    files = segments(record)
+    if not 1 <= segment <= len(files):
+        return []
     spans = []
     for leg in record.legs:
         if leg.get("role") != "recording" or not isinstance(leg.get("gaps"), list):
+            continue
+        file = leg.get("file") or files[0]
+        if file != files[segment - 1] and Path(str(file)).name != Path(files[segment - 1]).name:
             continue
         for gap in leg["gaps"]:
             if not isinstance(gap, Mapping):

@@ -557,7 +557,7 @@ def _size(path: Path) -> int:
 
 def _segment_views(record: CallRecord, root: Path) -> list[dict[str, Any]]:
     """Each answered segment's recording still there (a requeued call has several), in order:
-    its number (the routes' ``segment``), agent, size and ``audio`` route."""
+    its number (the routes' ``segment``), agent, size, ``audio`` route and pauses."""
     audio = f"/api/v1/recordings/{quote(record.call_id, safe='@')}/audio"
     views = []
     for index, agent in enumerate(segment_agents(record), start=1):
@@ -570,6 +570,7 @@ def _segment_views(record: CallRecord, root: Path) -> list[dict[str, Any]]:
                     "size": _size(path),
                     "media_type": media_type(path),
                     "audio": audio if index == 1 else f"{audio}?segment={index}",
+                    "gaps": gaps(record, index),
                 }
             )
     return views

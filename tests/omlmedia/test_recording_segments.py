@@ -81,8 +81,15 @@ async def requeued(tmp_path: Path) -> AsyncIterator[Requeued]:
         assert call.call_id in world.acd.callers
         assert world.hub.call_state(other, call.call_id) == "ringing"
         await world.desk.answer(other, call.call_id)
-        talk(world, other, 75, 660.0)
+        recorder = world.desk._attached[other].recorder
+        assert recorder is not None
+        talk(world, other, 25, 660.0)
+        recorder.pause()  # PCI: 0.5 s into the second segment, for 0.5 s
+        talk(world, other, 25, 660.0)
+        recorder.resume()
+        talk(world, other, 25, 660.0)
         world.caller_hangs_up(call)
+        world.timers.advance(0)  # the pauses go to the record once it is written
         store.flush()
         record = world.acd.records[call.call_id]
         yield Requeued(record, (first, other), root, database)
@@ -132,10 +139,11 @@ async def test_each_segment_plays_through_the_api_with_its_own_ticket(
             body: Any = await found.json()
             assert found.status == 200, body
             (item,) = body["recordings"]
-            assert [(s["segment"], s["agent"]) for s in item["segments"]] == [
-                (1, requeued.agents[0]),
-                (2, requeued.agents[1]),
+            assert [(s["segment"], s["agent"], s["gaps"]) for s in item["segments"]] == [
+                (1, requeued.agents[0], []),
+                (2, requeued.agents[1], [{"start": 0.5, "end": 1.0}]),  # its own pause
             ]
+            assert item["gaps"] == []  # the call's (first) recording was not paused
             files = {name: Path(name).read_bytes() for name in segments(record)}  # noqa: ASYNC240
             played = []
             for view, name in zip(item["segments"], segments(record), strict=True):
