@@ -30,6 +30,12 @@ off; the ratios to the standalone node: the nodes alone, with Redis and PostgreS
 Kamailio too. ``--services echo,sales`` adds queue calls (``sales``: no agent logged in, the
 caller waits with music and hangs up after 3 s).
 
+With ``--profile DIR`` each node runs under benchmarks/nodeprobe.py's cProfile over the runs
+(its loop's thread, from each run's first counters to its last): the report lists, per system,
+the functions with the most CPU of their own in ms per call, and DIR keeps each node's profile
+(``python -m pstats DIR/node_a.prof``); the CPU figures of such a run are cProfile's, not the
+nodes'.
+
 Section ``ops``: on the cluster only, the same calls to ``echo`` and to the ``sales`` queue;
 per call, Redis commands (``INFO commandstats`` deltas, by command) and PostgreSQL's
 ``pg_stat_database`` deltas (commits, rows inserted, updated, deleted), raw and idle-excluded.
@@ -47,7 +53,7 @@ caller's offer is published by it.
     .venv/bin/python benchmarks/cluster.py acd [--agents 50] [--rate 20] [--duration 10]
         [--talk 1.0] [--rebuild 10000,100000] [--json out.json]
     .venv/bin/python benchmarks/cluster.py cpu|ops [--calls 40] [--rate 4] [--call-seconds 8]
-        [--runs 3] [--idle 5] [--services echo,sales] [--json out.json]
+        [--runs 3] [--idle 5] [--services echo,sales] [--profile DIR] [--json out.json]
     .venv/bin/python benchmarks/cluster.py crossnode [crossnode.py's options] [--json out.json]
     .venv/bin/python benchmarks/cluster.py failover [--runs 3] [--agents 10] [--json out.json]
 """

@@ -21,8 +21,14 @@ show a difference of that size. Node b's CPU against the local case is the other
 same work in theory: a SIP leg and the agent's channel). Each scenario runs `--runs` times,
 alternating, so that the machine's load weighs on both alike.
 
+With ``--stalls`` each node runs under benchmarks/nodeprobe.py's stall watch and each row has,
+per node, its loop's stalls over 3 ms in the window: how many, the longest with the loop
+thread's time running and waiting for a CPU, the other threads that ran meanwhile, the
+collector's long passes and the code found running (the watch's 1 ms beat costs CPU: such a
+run's CPU figures are not comparable).
+
     .venv/bin/python benchmarks/crossnode.py [--calls 10] [--duration 10] [--warmup 2]
-        [--runs 2] [--json out.json]
+        [--runs 2] [--stalls] [--json out.json]
 """
 
 from __future__ import annotations
