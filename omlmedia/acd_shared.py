@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -50,6 +51,7 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+import queueing
 from queueing.config import AcdConfig
 from queueing.events import LogEvent, Overflow, QueueLogEntry
 from queueing.replica import (
@@ -67,7 +69,29 @@ from queueing.replica import (
     input_from_dict,
 )
 
-__all__ = ["SharedAcd", "SharedAcdStats"]
+__all__ = ["ENGINE_VERSION", "EngineMismatch", "SharedAcd", "SharedAcdStats", "engine_version"]
+
+
+def engine_version() -> str:
+    """A digest of the ACD engine's code (every module of `queueing`). The nodes of one shared
+    ACD must run the same engine: each applies every input itself, and two versions of the
+    engine could decide differently on the same stream (an agent offered two calls)."""
+    digest = hashlib.sha256()
+    for path in sorted(os.scandir(os.path.dirname(queueing.__file__)), key=lambda e: e.name):
+        if path.name.endswith(".py"):
+            digest.update(path.name.encode() + b"\0")
+            with open(path.path, "rb") as source:
+                digest.update(source.read())
+    return digest.hexdigest()[:16]
+
+
+ENGINE_VERSION: Final = engine_version()
+
+
+class EngineMismatch(ConnectionRefusedError):
+    """Live nodes of the shared ACD run another version of the engine: this node cannot join
+    (an OSError, so that `serve` reports it and exits like a port in use)."""
+
 
 logger = logging.getLogger(__name__)
 
@@ -198,8 +222,11 @@ class SharedAcd:
         on_applied: Applied | None = None,
         snapshot_every: int = 10_000,
         snapshot_interval: float = 60.0,
+        engine: str = ENGINE_VERSION,
     ) -> None:
         self.node = node
+        self.engine = engine
+        """The engine's version this node runs (`engine_version`)."""
         self.incarnation = f"{node}/{os.getpid()}/{os.urandom(4).hex()}"
         """This process: the lease's value and the source of its inputs."""
         self.stats = SharedAcdStats()
@@ -273,9 +300,15 @@ class SharedAcd:
         `out_from` is where this node starts reading decisions (``$``: from now on)."""
         while True:
             try:
-                data = json.dumps({"config": config_to_dict(self._config), "seed": self._seed})
-                await self._redis.set(self._k_config, data, nx=True)
+                mine = {
+                    "config": config_to_dict(self._config),
+                    "seed": self._seed,
+                    "engine": self.engine,
+                }
+                await self._redis.set(self._k_config, json.dumps(mine), nx=True)
                 stored = json.loads(await self._redis.get(self._k_config))
+                if stored.get("engine") != self.engine:
+                    await self._adopt_engine(stored)
                 break
             except RedisError as error:
                 self._failed("reading the configuration", error)
@@ -291,6 +324,35 @@ class SharedAcd:
             self._tasks.append(asyncio.create_task(self._follow_loop(), name="acd-follow"))
         else:
             self._tasks.append(asyncio.create_task(self._read_loop(out_from), name="acd-read"))
+
+    async def _adopt_engine(self, stored: dict[str, Any]) -> None:
+        """The stored configuration names another engine (or none: written before versions
+        were): wait for the nodes still beating (a restarted node's previous process, a cluster
+        being stopped for an upgrade) to lapse, up to the node timeout, then take the stream on
+        with this engine; `EngineMismatch` if some still beat (another version runs)."""
+        previous = stored.get("engine")
+        deadline = self._monotonic() + (self._node_timeout + 1.0 if previous else 0.0)
+        while previous:
+            live = [key async for key in self._redis.scan_iter(self._k_node + "*")]
+            if not live:
+                break
+            if self._monotonic() >= deadline:
+                raise EngineMismatch(
+                    f"the shared ACD's {len(live)} live node(s) run engine {previous} and this "
+                    f"node {self.engine}: every node must run the same omlmedia version "
+                    "(docs/cluster.md, Upgrades)"
+                )
+            await asyncio.sleep(self._renew_every)
+        stored["engine"] = self.engine
+        await self._redis.set(self._k_config, json.dumps(stored))
+        if previous:
+            logger.warning(
+                "shared ACD %s: no live node runs engine %s any more; engine %s follows the "
+                "stream on",
+                self.node,
+                previous,
+                self.engine,
+            )
 
     async def close(self, *, flush: float = 2.0) -> None:
         """Send the inputs still waiting (for at most `flush` seconds: a node that stops

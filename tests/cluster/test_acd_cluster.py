@@ -27,7 +27,7 @@ import pytest
 import redis as sync_redis
 
 from omlmedia.acd_cluster import SharedEngine, node_of
-from omlmedia.acd_shared import SharedAcd
+from omlmedia.acd_shared import EngineMismatch, SharedAcd
 from queueing.config import AcdConfig, Destination, DestinationKind, build_config
 from queueing.events import AgentState, AgentStateChanged, Event, OfferCall, QueueLogEntry
 from queueing.replica import OfferAnswered, ReplicatedAcd, input_from_dict
@@ -373,3 +373,37 @@ async def test_an_input_the_engine_cannot_apply_is_skipped_and_the_followers_go_
 def test_a_node_name_is_read_back_from_an_incarnation() -> None:
     assert node_of("node-1/123/abcd") == "node-1"
     assert node_of("a.b/1/ff") == "a.b"
+
+
+async def test_a_node_running_another_engine_is_refused_while_the_others_live_and_follows_after(
+    shared: throwaway.Redis,
+) -> None:
+    """Every node applies every input: two versions of the engine could decide differently on
+    the same stream. A node with another engine is refused at start while a node beats (after
+    waiting out the node timeout: a restarted node's previous process); once none does, the new
+    engine takes the stream on (the cluster stopped for an upgrade)."""
+    config = build_config(CONFIG)
+    prefix = "engine-version:"
+    a = Node(shared.url, "a", config, prefix, node_timeout=1.0)
+    other = Node(shared.url, "b", config, prefix, node_timeout=1.0, engine="0123456789abcdef")
+    try:
+        await a.start()
+        started = time.monotonic()
+        with pytest.raises(EngineMismatch, match="same omlmedia version"):
+            await other.start()
+        assert time.monotonic() - started >= 1.0  # it waited for the live node to lapse first
+    finally:
+        await a.acd.close()
+        await other.acd.close()
+    later = Node(shared.url, "c", config, prefix, node_timeout=1.0, engine="0123456789abcdef")
+    try:
+        await later.start()  # a's heartbeat lapses within its node timeout
+        client = sync_redis.Redis.from_url(shared.url, decode_responses=True)
+        try:
+            stored = json.loads(client.get(prefix + "config"))
+        finally:
+            client.close()
+        assert stored["engine"] == "0123456789abcdef"
+        assert later.acd.replica is not None and later.acd.caught_up.is_set()
+    finally:
+        await later.acd.close()
