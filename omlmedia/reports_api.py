@@ -639,7 +639,10 @@ def _starts_a_listen(request: web.Request) -> bool:
 def _segment(request: web.Request) -> int:
     """The query's ``segment`` (from 1, default 1): which answered segment's recording."""
     text = request.query.get("segment", "1")
-    if not text.isdigit() or not 1 <= int(text) <= MAX_SEGMENTS:
+    if (
+        not (text.isascii() and text.isdigit() and len(text) <= 4)
+        or not 1 <= int(text) <= MAX_SEGMENTS
+    ):
         why = f"must be a whole number from 1 to {MAX_SEGMENTS}"
         raise ApiError(400, f"segment {why}", [("segment", why)])
     return int(text)

@@ -165,9 +165,12 @@ async def test_each_segment_plays_through_the_api_with_its_own_ticket(
             assert await whole.read() == files[segments(record)[1]]
             missing = await client.get(f"/api/v1/recordings/{call}/audio?segment=3", headers=AUTH)
             assert missing.status == 404
-            bad = await client.get(f"/api/v1/recordings/{call}/audio?segment=x", headers=AUTH)
-            problem = await bad.json()
-            assert bad.status == 400 and problem["errors"][0]["field"] == "segment"
+            for wrong in ("x", "0", "%C2%B2", "9" * 5000, ""):
+                bad = await client.get(
+                    f"/api/v1/recordings/{call}/audio?segment={wrong}", headers=AUTH
+                )
+                problem = await bad.json()
+                assert bad.status == 400 and problem["errors"][0]["field"] == "segment", wrong
             log = await client.get("/api/v1/audit?action=recording.listen", headers=AUTH)
             entries = (await log.json())["entries"]
             one, two = (Path(f).name for f in segments(record))
