@@ -141,3 +141,68 @@ async def test_a_recording_streams_with_a_ticket_seeks_by_range_and_shows_its_pa
     assert status == 200, body
     assert [e["actor"] for e in body["entries"]] == ["rosa"], body
     print(f"recording playing {started:.2f} s after Play; requests: {audio}")
+
+
+def store_a_requeued_call(server: RunningServer) -> list[Path]:
+    """A call answered by agent1, requeued (agent1's page went away) and answered by agent2: one
+    recording per segment, the second paused for a moment."""
+    day = server.workdir / "data" / "recordings" / "2026" / "12" / "02"
+    files = [long_wav(day / "support-req1.wav", 3), long_wav(day / "support-req1-2.wav", 4)]
+    legs = (
+        {"role": "caller", "codec": "PCMU", "mos": 4.2},
+        {"role": "recording", "gaps": [{"start": 1.0, "end": 2.0}], "file": str(files[1])},
+        {"role": "segment", "file": str(files[0]), "agent": "agent1"},
+        {"role": "segment", "file": str(files[1]), "agent": "agent2"},
+    )
+    store = Store(server.workdir / "data" / "omlmedia.db")
+    store.call_ended(
+        CallRecord("req1", T0 + 60, T0 + 80, T0 + 62, caller="+5491155550043",
+                   campaign="support", queue="support", agent="agent2",
+                   recording=str(files[0]), legs=legs)
+    )  # fmt: skip
+    store.flush()
+    store.close()
+    return files
+
+
+async def test_a_requeued_calls_row_plays_each_agents_recording_with_its_own_ticket(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    make_account(server, "rui", "supervisor", PASSWORD)
+    files = store_a_requeued_call(server)
+    base = f"https://127.0.0.1:{server.http_port}"
+    async with chromium(tmp_path / "browser", 440.0) as browser:
+        page = await browser.new_page()
+        problems: list[str] = []
+        audio: list[str] = []
+        page.on("request", lambda r: audio.append(r.url) if "/recordings/req1/" in r.url else None)
+        page.on("console", lambda m: problems.append(m.text) if page_error(m) else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        await page.goto(f"{base}/supervisor/")
+        await log_in(page, "rui", PASSWORD)
+        await page.get_by_role("button", name="Recordings", exact=True).click()
+        recordings = page.locator("#recordings")
+        await recordings.get_by_label("Day", exact=True).fill(DAY)
+        await recordings.get_by_role("button", name="Search", exact=True).click()
+        row = recordings.locator('#recording-rows tr[data-call="req1"]')
+        for name in ("segment 1 (agent1) of the call req1", "segment 2 (agent2) of the call req1"):
+            await expect(row.get_by_role("button", name=f"Play {name}")).to_be_visible()
+            await expect(row.get_by_role("button", name=f"Download {name}")).to_be_visible()
+        await row.get_by_role("button", name="Play segment 2 (agent2) of the call req1").click()
+        await page.wait_for_function(
+            "() => { const p = document.getElementById('recording-player');"
+            " return !p.paused && p.currentTime > 0.2 && Math.abs(p.duration - 4) < 0.1; }",
+            timeout=15000,
+        )
+        # Its own pause on the timeline, its ticket on the audio requests.
+        await expect(recordings.locator("#player-gaps li")).to_have_text(
+            ["Recording paused 00:01\u201300:02"]
+        )
+        assert any("segment=2" in url and "ticket=" in url for url in audio), audio
+        assert not problems, problems
+
+    status, body = call(server, "GET", "/audit?action=recording.listen&target=req1")
+    assert status == 200, body
+    assert [e["after"]["file"] for e in body["entries"]] == [files[1].name], body

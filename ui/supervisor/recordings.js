@@ -4,7 +4,9 @@
 // audits it as the listen) and gives the player the audio URL with that ticket: an <audio src>
 // cannot send the token, and the token never goes into a URL. The player streams at once and
 // seeks with HTTP range requests. Download fetches the file with the token. The recording's
-// PCI pauses (gaps) are marked on a timeline under the player and said in words.
+// PCI pauses (gaps) are marked on a timeline under the player and said in words. A call requeued
+// mid-call (its agent's page went away) has one recording per agent who answered it (`segments`):
+// its row offers Play and Download for each, in order.
 
 import { api, session } from "./session.js";
 
@@ -61,8 +63,29 @@ function query(form) {
 }
 
 async function fetchAudio(item, download) {
-  const response = await api(`${item.audio}${download ? "?download=1" : ""}`, { raw: true });
+  const separator = item.audio.includes("?") ? "&" : "?";
+  const response = await api(`${item.audio}${download ? `${separator}download=1` : ""}`, { raw: true });
   return response.blob();
+}
+
+// The recordings of a search item, one per answered segment (the item itself for a server or
+// record without segments), each with what the player and the buttons need.
+function parts(item) {
+  const segments = item.segments && item.segments.length ? item.segments : [{ segment: 1, agent: item.agent }];
+  return segments.map((s) => ({
+    ...item,
+    segment: s.segment || 1,
+    agent: s.agent || item.agent,
+    audio: s.audio || item.audio,
+    gaps: s.gaps || item.gaps,
+    duration: segments.length > 1 ? 0 : item.duration,
+    many: segments.length > 1,
+  }));
+}
+
+function named(item) {
+  return item.many ? `segment ${item.segment} (${item.agent || "no agent"}) of the call ${item.call_id}`
+    : `the recording of ${item.call_id}`;
 }
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -132,18 +155,20 @@ function movePlayhead() {
 
 async function play(item, button) {
   button.disabled = true;
-  status(`Loading the recording of ${item.call_id}…`);
+  status(`Loading ${named(item)}…`);
   try {
-    const base = item.audio.slice(0, -"/audio".length);
-    const ticket = await api(`${base}/ticket`, { method: "POST" });
+    const base = item.audio.split("?")[0].slice(0, -"/audio".length);
+    const which = item.segment > 1 ? `?segment=${item.segment}` : "";
+    const ticket = await api(`${base}/ticket${which}`, { method: "POST" });
     current = item;
     player.src = ticket.audio;
     document.getElementById("player-title").textContent =
-      `Call ${item.call_id}: ${item.caller || "unknown caller"} with ${item.agent || "no agent"} `
+      `Call ${item.call_id}${item.many ? `, segment ${item.segment}` : ""}: `
+      + `${item.caller || "unknown caller"} with ${item.agent || "no agent"} `
       + `(${item.start.slice(0, 16).replace("T", " ")}); caller left, agent right`;
     drawTimeline();
     await player.play().catch(() => {});
-    status(`Playing the recording of ${item.call_id}.`);
+    status(`Playing ${named(item)}.`);
   } catch (error) {
     status(`The recording could not be played: ${error.message}`);
   } finally {
@@ -155,12 +180,13 @@ async function download(item) {
   try {
     const blob = await fetchAudio(item, true);
     const url = URL.createObjectURL(blob);
-    const link = el("a", { href: url, download: `${item.call_id}.opus` });
+    const name = item.many ? `${item.call_id}-${item.segment}` : item.call_id;
+    const link = el("a", { href: url, download: `${name}.opus` });
     document.body.append(link);
     link.click();
     link.remove();
     setTimeout(() => URL.revokeObjectURL(url), 10000);
-    status(`Downloaded the recording of ${item.call_id}.`);
+    status(`Downloaded ${named(item)}.`);
   } catch (error) {
     status(`The download failed: ${error.message}`);
   }
@@ -168,14 +194,19 @@ async function download(item) {
 
 function row(item) {
   const mos = item.min_mos === null ? "—" : item.min_mos.toFixed(2);
-  const playButton = el("button", {
-    type: "button", class: "primary", text: "Play", "aria-label": `Play the recording of ${item.call_id}`,
-  });
-  playButton.addEventListener("click", () => play(item, playButton));
-  const saveButton = el("button", {
-    type: "button", text: "Download", "aria-label": `Download the recording of ${item.call_id}`,
-  });
-  saveButton.addEventListener("click", () => download(item));
+  const buttons = [];
+  for (const part of parts(item)) {
+    const suffix = part.many ? ` ${part.segment}` : "";
+    const playButton = el("button", {
+      type: "button", class: "primary", text: `Play${suffix}`, "aria-label": `Play ${named(part)}`,
+    });
+    playButton.addEventListener("click", () => play(part, playButton));
+    const saveButton = el("button", {
+      type: "button", text: `Download${suffix}`, "aria-label": `Download ${named(part)}`,
+    });
+    saveButton.addEventListener("click", () => download(part));
+    buttons.push(el("span", { class: "segment" }, playButton, " ", saveButton, " "));
+  }
   return el("tr", { "data-call": item.call_id },
     el("th", { scope: "row", text: item.start.slice(0, 16).replace("T", " ") }),
     el("td", { text: item.caller || "—" }),
@@ -185,7 +216,7 @@ function row(item) {
     el("td", { class: "num", text: duration(item.duration) }),
     el("td", { class: "num", text: mos }),
     el("td", { class: "gaps", text: gapWords(item.gaps).join("; ") || "—" }),
-    el("td", {}, playButton, " ", saveButton));
+    el("td", {}, ...buttons));
 }
 
 async function search(form) {
