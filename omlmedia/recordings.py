@@ -42,6 +42,7 @@ Who = TypeVar("Who")
 
 __all__ = [
     "DAY",
+    "MAX_SEGMENTS",
     "Deleted",
     "PlaybackTickets",
     "RecordingQuery",
