@@ -151,6 +151,8 @@ def uac_scenario(workdir: Path, call_seconds: float) -> list[str]:
     """sipp's options for the UAC's scenario: ``uac_pcap`` itself (about 9.2 s a call), or for
     a shorter `call_seconds` the same scenario with its 8 s of audio cut to fit (the RFC 4733
     digit's second and the set-up keep their 1.2 s): the smoke test's brief calls."""
+    if call_seconds > CALL_SECONDS + 4.0:
+        return long_scenario(workdir, call_seconds)
     if call_seconds >= CALL_SECONDS:
         return ["-sn", "uac_pcap"]
     audio = workdir / "g711a_short.pcap"
@@ -165,6 +167,49 @@ def uac_scenario(workdir: Path, call_seconds: float) -> list[str]:
     if str(audio) not in scenario:
         raise RuntimeError("sipp's uac_pcap scenario changed: cannot shorten its calls")
     path = workdir / "uac_short.xml"
+    path.write_text(scenario)
+    return ["-sf", str(path)]
+
+
+PLAY_AUDIO = """  <nop>
+    <action>
+      <exec play_pcap_audio="pcap/g711a.pcap"/>
+    </action>
+  </nop>
+"""
+
+
+def plays_for(call_seconds: float) -> int:
+    """How many plays of uac_pcap's 8 s of audio a long call of `call_seconds` makes."""
+    return max(2, round((call_seconds - (CALL_SECONDS - 8.0)) / 8.0))
+
+
+def call_length(requested: float) -> float:
+    """The length the calls really have for ``--call-seconds`` `requested`: shorter ones cut
+    to it, uac_pcap's own, or a whole number of plays of its audio (`long_scenario`)."""
+    if requested > CALL_SECONDS + 4.0:
+        return plays_for(requested) * 8.0 + (CALL_SECONDS - 8.0)
+    return min(requested, CALL_SECONDS)
+
+
+def long_scenario(workdir: Path, call_seconds: float) -> list[str]:
+    """``uac_pcap`` with its 8 s of audio played as many times as fit `call_seconds` (about:
+    whole plays), each play after the last: calls as long as a contact center's (minutes),
+    where the set-up's share of each call-second is smaller. The RTP's sequence numbers and
+    timestamps start again with each play (a relay passes them as they come)."""
+    plays = plays_for(call_seconds)
+    scenario = subprocess.run(  # sipp -sd exits with 99 after printing the scenario
+        ["sipp", "-sd", "uac_pcap"], capture_output=True, text=True, check=False, timeout=10
+    ).stdout
+    block = PLAY_AUDIO + "\n"
+    start = scenario.find(PLAY_AUDIO)
+    end = scenario.find('<pause milliseconds="8000"/>', start)
+    if start < 0 or end < 0:
+        raise RuntimeError("sipp's uac_pcap scenario changed: cannot lengthen its calls")
+    end += len('<pause milliseconds="8000"/>')
+    played = "".join(f'{block}  <pause milliseconds="8000"/>\n' for _ in range(plays)).rstrip("\n")
+    scenario = scenario[:start] + played.lstrip() + scenario[end:]
+    path = workdir / f"uac_long_{plays}.xml"
     path.write_text(scenario)
     return ["-sf", str(path)]
 
@@ -668,7 +713,7 @@ def per_call(
     pcap_dir = workdir / "pcap"
     if not pcap_dir.exists():
         pcap_dir.symlink_to(SIPP_PCAPS)
-    call_seconds = min(args.call_seconds, CALL_SECONDS)
+    call_seconds = call_length(args.call_seconds)
     pids = system.pids()
     idle_rate = settled_idle_rate(pids)
     uac = uac_command(system, workdir, calls, args.fixed_calls, call_seconds)
@@ -735,7 +780,7 @@ def step(
     pcap_dir = workdir / "pcap"
     if not pcap_dir.exists():
         pcap_dir.symlink_to(SIPP_PCAPS)
-    call_seconds = min(args.call_seconds, CALL_SECONDS)
+    call_seconds = call_length(args.call_seconds)
     rate = calls / call_seconds
     ramp = call_seconds + 1.0
     total = math.ceil(rate * (ramp + args.duration + 1.0))
@@ -778,7 +823,7 @@ def step(
         n: read_counters(ns) for n, ns in (("uac", hosts.caller), ("uas", hosts.callee))
     }
     try:
-        sipp.wait(120)
+        sipp.wait(120 + call_seconds)
     except subprocess.TimeoutExpired:
         sipp.kill()
         sipp.wait()
@@ -1022,7 +1067,8 @@ def main() -> int:
         "--call-seconds",
         type=float,
         default=CALL_SECONDS,
-        help=f"length of a call (default {CALL_SECONDS}, uac_pcap's; shorter cuts its audio)",
+        help=f"length of a call (default {CALL_SECONDS}, uac_pcap's; shorter cuts its audio, "
+        "longer plays it again: e.g. 57.2 for six plays)",
     )
     parser.add_argument(
         "--fixed-calls",
