@@ -13,7 +13,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,11 +28,15 @@ _TLS.check_hostname = False
 _TLS.verify_mode = ssl.CERT_NONE
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def nodes(
-    pg: postgres.Postgres, tmp_path: Path
+    pg: postgres.Postgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[harness.RunningServer, harness.RunningServer, str]]:
+    """Nodes a and b on one fresh database, shared by the module's tests (one start-up instead
+    of one a test). The events test runs first: it counts every event in the database; the
+    others each make and check their own token, agent or webhook."""
     dsn = postgres.fresh_database(pg)
+    tmp_path = tmp_path_factory.mktemp("shared-database")
     started: list[harness.RunningServer] = []
     try:
         for name in ("a", "b"):
@@ -75,66 +78,6 @@ def until(check: Any, what: str, timeout: float = 5.0) -> float:
         assert time.monotonic() - start < timeout, what
         time.sleep(0.02)
     return time.monotonic() - start
-
-
-def test_a_token_revoked_on_one_node_is_refused_on_the_other_within_a_second(
-    nodes: tuple[harness.RunningServer, harness.RunningServer, str],
-) -> None:
-    a, b, _ = nodes
-    status, made = api(a, "POST", "/api/v1/tokens", {"integration": "crm", "role": "supervisor"})
-    assert status == 201, made
-    token = made["token"]
-    # Made on a, known on b once b heard of it.
-    until(lambda: api(b, "GET", "/api/v1/status", token=token)[0] == 200, "b never took it")
-    status, revoked = api(a, "DELETE", f"/api/v1/tokens/{made['id']}")
-    assert status == 200, revoked
-    took = until(
-        lambda: api(b, "GET", "/api/v1/status", token=token)[0] == 401,
-        "b still takes a token revoked on a",
-        timeout=1.0,
-    )
-    print(f"token revoked on a refused on b after {took * 1000:.0f} ms")
-    assert api(a, "GET", "/api/v1/status", token=token)[0] == 401
-
-
-async def agent_login(server: harness.RunningServer, name: str, password: str) -> dict[str, Any]:
-    """The agent page's first message on `server`'s socket: its answer to a password login."""
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(
-            f"wss://127.0.0.1:{server.http_port}/ws",
-            ssl=_TLS,
-            origin=f"https://127.0.0.1:{server.http_port}",
-        ) as ws:
-            await ws.send_json({"v": 1, "type": "login", "username": name, "password": password})
-            while True:
-                message = await asyncio.wait_for(ws.receive_json(), 10)
-                if message.get("type") in ("login-ok", "error", "login-failed"):
-                    return dict(message)
-
-
-def test_an_agent_created_on_one_node_logs_in_on_the_other(
-    nodes: tuple[harness.RunningServer, harness.RunningServer, str],
-) -> None:
-    a, b, _ = nodes
-    body = {
-        "name": "agent9",
-        "password": DEMO_PASSWORD,
-        "queues": [{"queue": "support", "penalty": 0}],
-    }
-    status, made = api(a, "POST", "/api/v1/agents", body)
-    assert status == 201, made
-    took = until(
-        lambda: api(b, "GET", "/api/v1/agents/agent9")[0] == 200,
-        "b never learnt of the agent created on a",
-        timeout=1.0,
-    )
-    print(f"agent created on a known on b after {took * 1000:.0f} ms")
-    answer = asyncio.run(agent_login(b, "agent9", DEMO_PASSWORD))
-    assert answer.get("type") == "login-ok", answer
-    # b's queue has the new member too.
-    status, queue = api(b, "GET", "/api/v1/queues/support")
-    assert status == 200, queue
-    assert "agent9" in json.dumps(queue), queue
 
 
 def read_stream(server: harness.RunningServer, since: int, count: int) -> list[tuple[int, str]]:
@@ -208,6 +151,66 @@ def test_events_of_both_nodes_have_unique_ids_and_a_nodes_stream_resumes_after_a
     resumed = read_stream(b, cut, len(everything) - 3)
     assert resumed == everything[3:]
     assert all(ident not in by_node["a"] for ident, _ in resumed)
+
+
+def test_a_token_revoked_on_one_node_is_refused_on_the_other_within_a_second(
+    nodes: tuple[harness.RunningServer, harness.RunningServer, str],
+) -> None:
+    a, b, _ = nodes
+    status, made = api(a, "POST", "/api/v1/tokens", {"integration": "crm", "role": "supervisor"})
+    assert status == 201, made
+    token = made["token"]
+    # Made on a, known on b once b heard of it.
+    until(lambda: api(b, "GET", "/api/v1/status", token=token)[0] == 200, "b never took it")
+    status, revoked = api(a, "DELETE", f"/api/v1/tokens/{made['id']}")
+    assert status == 200, revoked
+    took = until(
+        lambda: api(b, "GET", "/api/v1/status", token=token)[0] == 401,
+        "b still takes a token revoked on a",
+        timeout=1.0,
+    )
+    print(f"token revoked on a refused on b after {took * 1000:.0f} ms")
+    assert api(a, "GET", "/api/v1/status", token=token)[0] == 401
+
+
+async def agent_login(server: harness.RunningServer, name: str, password: str) -> dict[str, Any]:
+    """The agent page's first message on `server`'s socket: its answer to a password login."""
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(
+            f"wss://127.0.0.1:{server.http_port}/ws",
+            ssl=_TLS,
+            origin=f"https://127.0.0.1:{server.http_port}",
+        ) as ws:
+            await ws.send_json({"v": 1, "type": "login", "username": name, "password": password})
+            while True:
+                message = await asyncio.wait_for(ws.receive_json(), 10)
+                if message.get("type") in ("login-ok", "error", "login-failed"):
+                    return dict(message)
+
+
+def test_an_agent_created_on_one_node_logs_in_on_the_other(
+    nodes: tuple[harness.RunningServer, harness.RunningServer, str],
+) -> None:
+    a, b, _ = nodes
+    body = {
+        "name": "agent9",
+        "password": DEMO_PASSWORD,
+        "queues": [{"queue": "support", "penalty": 0}],
+    }
+    status, made = api(a, "POST", "/api/v1/agents", body)
+    assert status == 201, made
+    took = until(
+        lambda: api(b, "GET", "/api/v1/agents/agent9")[0] == 200,
+        "b never learnt of the agent created on a",
+        timeout=1.0,
+    )
+    print(f"agent created on a known on b after {took * 1000:.0f} ms")
+    answer = asyncio.run(agent_login(b, "agent9", DEMO_PASSWORD))
+    assert answer.get("type") == "login-ok", answer
+    # b's queue has the new member too.
+    status, queue = api(b, "GET", "/api/v1/queues/support")
+    assert status == 200, queue
+    assert "agent9" in json.dumps(queue), queue
 
 
 def test_a_webhook_created_or_deleted_on_one_node_is_known_or_gone_on_the_other(
