@@ -862,20 +862,26 @@ HOP_P99_TARGET_MS = 2.0
 
 
 def hop_figures(summary: dict[str, Any]) -> dict[str, Any]:
-    """From crossnode's summary: the time node a holds a packet (p50/p99 each way), whether the
-    p99 meets the target, and the CPU of a cross-node call (a's relay plus b) over a local one."""
+    """From crossnode's summary: the latency a cross-node call adds over a local one, end to
+    end, each way (p50, p99) and whether its p99 meets the issue's target (the *extra latency of
+    a cross-node bridge*); the time node a holds a packet (p50/p99 each way, and whether that
+    p99 is within the target too: a stricter reading, which counts the machine's scheduling
+    stalls a local call also suffers); the CPU of a cross-node call (a's relay plus b) over a
+    local one."""
     out: dict[str, Any] = {"target_p99_ms": HOP_P99_TARGET_MS}
     hop = summary.get("hop")
     if hop is None:
         return out | {"error": "a scenario had no good run"}
+    directions = ("caller_to_agent", "agent_to_caller")
+    added = hop.get("added_latency_ms") or {}
+    if added:
+        out["p99_within_target"] = all(added[d]["p99"] <= HOP_P99_TARGET_MS for d in directions)
     held = hop.get("node_a_held_ms") or {}
     out["held_ms"] = {
         direction: {q: held[direction][q] for q in ("p50", "p99")} for direction in held
     }
     if held:
-        out["p99_within_target"] = all(
-            held[d]["p99"] <= HOP_P99_TARGET_MS for d in ("caller_to_agent", "agent_to_caller")
-        )
+        out["held_p99_within_target"] = all(held[d]["p99"] <= HOP_P99_TARGET_MS for d in directions)
     local = summary["local"]["cpu_us_per_call_second"]["b"]
     cross = summary["cross"]["cpu_us_per_call_second"]
     out["cpu_us_per_call_second"] = {"local": local, "cross_a": cross["a"], "cross_b": cross["b"]}
