@@ -415,12 +415,20 @@ class UserAgent:
         self._drain_layer(now)
 
     def answer(
-        self, call: Call, body: bytes, now: float, content_type: str = "application/sdp"
+        self,
+        call: Call,
+        body: bytes,
+        now: float,
+        content_type: str = "application/sdp",
+        headers: Sequence[tuple[str, str]] = (),
     ) -> None:
-        """Send 200 OK with our answer; the layer retransmits it until the ACK arrives."""
+        """Send 200 OK with our answer (and extra `headers`); the layer retransmits it until
+        the ACK arrives."""
         if call.state is not CallState.OFFERED or call.server_transaction is None:
             return
         response = self._response_for(call, 200, body, content_type)
+        for name, value in headers:
+            response.headers.add(name, value)
         self._ensure_uas_dialog(call, response)
         assert call.dialog is not None
         call.dialog.send_response(call.invite, response)
