@@ -87,6 +87,10 @@ numbers that pay the asker."""
 CALLBACK_DIGIT = "1"
 REMOTE_DISPOSITION_AGAIN = 5.0
 """Seconds after which an agent's disposition for another node's call is written again."""
+RECORDING_HEADER = "X-Oml-Recording"
+"""The header of the agent's node's 200 OK to the internal INVITE of another node's queue caller:
+the path, relative to the recordings directory every node shares, of the segment it records
+(reserved before the 200); the caller's node adds it to the caller's ``segments``."""
 AGENT_GONE_REASON = 'SIP;cause=480;text="agent-gone"'
 """The ``Reason`` of the BYE with which the agent's node ends the internal leg of another node's
 queue caller when the agent's page went away mid-call: that node puts the caller back in the
@@ -886,19 +890,6 @@ class AcdRuntime:
         queue log (``agent-gone``: the page went away, that node requeues its caller)."""
         self.engine.call_completed(call_id, agent, self.now(), reason=reason)
         self.pump()
-
-    def remote_recording(self, call_id: str, recording: str) -> None:
-        """The recording an agent of this node made of another node's queue call (`call_id`
-        there; `recording` relative to the recordings directory every node shares): written to
-        the shared store's record of that call, now and once more a few seconds later (as
-        `remote_disposition`)."""
-        store = self.store
-        if store is None:
-            return
-        sql = "UPDATE cdr SET recording = ? WHERE call_id = ?"
-        args = (recording, call_id)
-        store.append_write(sql, args)
-        self.call_later(REMOTE_DISPOSITION_AGAIN, store.append_write, sql, args)
 
     def timed_out(self, call_id: str, agent: str) -> None:
         """The offer rang out where the agent is (another node's ring timeout)."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from media.bridge import MediaBridge, codec_transcoder
 from media.leg import RtpLeg
 from media.ports import PortsExhausted, RtpSocketPool
 from media.srtp import offer_crypto
-from omlmedia.acd import AGENT_GONE_REASON
+from omlmedia.acd import AGENT_GONE_REASON, RECORDING_HEADER
 from omlmedia.acd_shared import SharedAcd
 from omlmedia.crossnode import HEADER, OfferHeader, sign_offer
 from omlmedia.logs import event
@@ -371,6 +372,21 @@ def _lost_of(item: Input, replicated: ReplicatedAcd, me: str) -> tuple[list[str]
     return [], []
 
 
+REMOTE_SEGMENT = re.compile(r"\d{4}/\d{2}/\d{2}/[A-Za-z0-9_-][A-Za-z0-9_.-]*\.(?:opus|wav)")
+"""The only recording path the agent's node may name (`RECORDING_HEADER`): what
+`omlmedia.recordings.reserve_segment` makes, ``YYYY/MM/DD/<name>.opus`` (or ``.wav``), relative
+to the recordings directory every node shares."""
+MAX_REMOTE_SEGMENT = 255
+
+
+def remote_segment(value: str | None) -> str | None:
+    """`value` when it is a recording path the caller's record may name (`REMOTE_SEGMENT`, at
+    most `MAX_REMOTE_SEGMENT` characters: never absolute, never ``..``), else None."""
+    if not value or len(value) > MAX_REMOTE_SEGMENT or ".." in value:
+        return None
+    return value if REMOTE_SEGMENT.fullmatch(value) else None
+
+
 @dataclass(eq=False)
 class RemoteOffer:
     """A queue's caller here rung to an agent on another node over an internal leg."""
@@ -391,6 +407,9 @@ class RemoteOffer:
     outbound_leg: RtpLeg | None = None
     outbound_offer: bytes = b""
     outbound_answered: bool = False
+    segment: str = ""
+    """The recording the agent's node reserved for this answer (its 200's `RECORDING_HEADER`,
+    relative to the shared recordings directory): the caller's next segment."""
 
 
 class RemoteOffers:
@@ -528,6 +547,7 @@ class RemoteOffers:
             self._not_answered(offer, response.status)
             return
         offer.answered = True
+        offer.segment = self._segment(offer, response)
         try:
             apply_answer(offer.leg, offer.offer, response.body, CAPABILITIES.codecs)
         except ValueError as exc:
@@ -536,6 +556,23 @@ class RemoteOffers:
             self.runtime.rejected(offer.qc.call.call_id, offer.agent)
             return
         self._spawn(self._callback_answered(offer) if offer.callback else self._answered(offer))
+
+    def _segment(self, offer: RemoteOffer, response: Response) -> str:
+        """The segment the agent's node records, as its 200 names it (`RECORDING_HEADER`), or
+        "" (none; a path `remote_segment` refuses is logged and ignored)."""
+        value = response.headers.get(RECORDING_HEADER)
+        if value is None or offer.callback:
+            return ""
+        segment = remote_segment(value)
+        if segment is None:
+            logger.warning(
+                "remote offer %s: %s refused: %r",
+                offer.qc.call.call_id,
+                RECORDING_HEADER,
+                value[:300],
+            )
+            return ""
+        return segment
 
     async def _callback_answered(self, offer: RemoteOffer) -> None:
         """The agent took the callback: dial the number from here."""
@@ -594,6 +631,10 @@ class RemoteOffers:
         if not await self.runtime.answer_offer(call_id, offer.agent):
             self._end(offer, hang_up=True)
             return
+        if offer.segment:  # as a local answer's: the record lists it whatever happens later
+            qc = offer.qc
+            qc.recording = qc.recording or offer.segment
+            qc.segments.append((offer.segment, offer.agent))
         if offer.ended:
             return
         try:

@@ -37,7 +37,7 @@ from media.feed import LegFeed
 from media.leg import RtpLeg
 from media.pcmport import PcmPort, port_rate
 from media.ports import PortsExhausted, RtpSocketPool
-from omlmedia.acd import AGENT_GONE_REASON, AcdRuntime, QueuedCaller
+from omlmedia.acd import AGENT_GONE_REASON, RECORDING_HEADER, AcdRuntime, QueuedCaller
 from omlmedia.authz import Identity, Role
 from omlmedia.clock import CallLater, Timer, loop_call_later
 from omlmedia.config import Route, RouteAction
@@ -171,7 +171,8 @@ class AgentCall:
     """Another node's queue caller whose agent's page went away: that node requeues it."""
     recording: str = ""
     """The recording of another node's queue call (`engine_call`), relative to the recordings
-    directory every node shares: the caller's record there gets it."""
+    directory every node shares: named in the 200 OK to that node (`RECORDING_HEADER`), whose
+    caller's record lists it."""
 
 
 @dataclass(eq=False)
@@ -661,8 +662,10 @@ class Desk:
         ac.local_sdp = body
         ac.session_id = answer.description.origin.session_id
         self._join(ac, channel)
+        # Another node's caller: its record there names the segment reserved here (`_join`).
+        headers = ((RECORDING_HEADER, ac.recording),) if ac.recording else ()
         service = self.service
-        service.act(lambda now: service.ua.answer(call, body, now))
+        service.act(lambda now: service.ua.answer(call, body, now, headers=headers))
         self._set_state(agent, AgentState.ON_CALL)
 
     def _join(self, ac: AgentCall, channel: AgentChannel) -> None:
@@ -772,7 +775,7 @@ class Desk:
         """The recorder of a campaign call that records: a queue's caller here, or another
         node's (`engine_call`: this node decodes both sides, so it records; the campaign is the
         one the signed offer named, the file goes to the recordings directory every node
-        shares and its path, relative to it, to the caller's record there)."""
+        shares and its path, relative to it, goes in the 200 OK to the caller's node)."""
         qc = ac.queued
         if qc is not None:
             campaign = qc.campaign
@@ -1187,8 +1190,6 @@ class Desk:
                 return  # the ACD owns this agent's states
             ac.answered_at = ac.answered_at or self.clock()
         if ac.engine_call and self.acd is not None:
-            if ac.recording:  # the caller's record (on its node) gets the recording
-                self.acd.remote_recording(ac.engine_call, ac.recording)
             if ac.answered_at is not None:  # the caller's node says so too, if it is alive
                 reason = "agent-gone" if ac.requeued else "agent"
                 self.acd.remote_call_ended(ac.engine_call, agent, reason)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,7 +136,14 @@ class FakeUA:
     def ring(self, call: Call, now: float, body: bytes = b"", status: int = 180) -> None:
         self.actions.append(("ring", call.call_id, status))
 
-    def answer(self, call: Call, body: bytes, now: float, content_type: str = "") -> None:
+    def answer(
+        self,
+        call: Call,
+        body: bytes,
+        now: float,
+        content_type: str = "",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
         if call.state is CallState.OFFERED:
             call.state = CallState.ANSWERED
             self.actions.append(("answer", call.call_id, body))
