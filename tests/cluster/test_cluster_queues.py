@@ -160,6 +160,16 @@ def queue_records(node: harness.RunningServer, disposition: str) -> list[dict[st
     return [r for r in view["records"] if r["disposition"] == disposition]
 
 
+def segment_legs(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The record's ``segment`` legs (each answered segment's recording), in order."""
+    return [leg for leg in record["legs"] if leg.get("role") == "segment"]
+
+
+def requeued_records(node: harness.RunningServer) -> list[dict[str, Any]]:
+    """The queue's records with two answered segments (a requeued caller answered again)."""
+    return [r for r in queue_records(node, "") if len(segment_legs(r)) == 2]
+
+
 def recording_ticket(node: harness.RunningServer, call_id: str) -> tuple[int, Any]:
     return api(node, "POST", f"/api/v1/recordings/{call_id}/ticket", {})
 
@@ -241,12 +251,14 @@ async def test_a_queue_caller_on_node_a_is_answered_by_an_agent_on_node_b_and_th
         await expect(state).to_have_text("Ready", timeout=15000)
         await until("the disposition on a's record", lambda: queue_records(a, "solved"))
         # Node a's record is the caller's, under the Call-ID node b showed, and names the
-        # recording node b made; either node's recordings API finds and plays it.
+        # recording node b made, as written (node b named its file in its 200 OK, node a's
+        # caller held it from the answer on: no later update of the row); either node's
+        # recordings API finds and plays it.
         (record,) = queue_records(a, "solved")
         assert record["call_id"] == on_b["call_id"] and record["agent"] == "agent1", record
-        await until(
-            "the recording on a's record", lambda: queue_records(a, "solved")[0]["recording"]
-        )
+        (segment,) = segment_legs(record)
+        assert segment["agent"] == "agent1" and segment["file"].endswith(".opus"), record
+        assert record["recording"] == segment["file"], record
         for node in (a, b):  # a ticket plays on the node that issued it
             status, ticket = await asyncio.to_thread(recording_ticket, node, record["call_id"])
             assert status == 201, ticket
@@ -292,6 +304,21 @@ async def test_a_queue_caller_on_node_a_is_answered_by_an_agent_on_node_b_and_th
         ).read_text()
         await expect(state).to_have_text("Ready", timeout=15000)
         await both_clean(nodes, "after the requeued caller")
+        # Node a's record of the requeued caller names both of node b's segments, in order
+        # (the second answer's file is the first's ``-2``: reserve_segment never reuses one),
+        # and the second plays through the recordings API too.
+        await until("a's record of the requeued caller", lambda: requeued_records(a))
+        (record,) = requeued_records(a)
+        first, second = segment_legs(record)
+        assert first["agent"] == second["agent"] == "agent1", record
+        assert second["file"] == first["file"].removesuffix(".opus") + "-2.opus", record
+        assert record["recording"] == first["file"], record
+        status, ticket = await asyncio.to_thread(
+            api, a, "POST", f"/api/v1/recordings/{record['call_id']}/ticket?segment=2", {}
+        )
+        assert status == 201 and ticket["audio"].endswith("&segment=2"), ticket
+        kind, audio = await asyncio.to_thread(fetch_audio, a, ticket["audio"])
+        assert kind == "audio/ogg" and audio.startswith(b"OggS"), kind
 
         # 2. A callback asked for on node a is taken by the agent on node b: node a dials the
         # number through its trunk and joins it to the agent; node a writes its record.
