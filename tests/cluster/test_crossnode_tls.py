@@ -734,6 +734,14 @@ def _status(server: harness.RunningServer) -> tuple[int, dict[str, Any]]:
     return api(server, "GET", "/api/v1/status")
 
 
+def _agent_state(server: harness.RunningServer, agent: str) -> str:
+    from tests.cluster.test_shared_database import api
+
+    status, view = api(server, "GET", f"/api/v1/agents/{agent}")
+    assert status == 200, view
+    return str(view.get("state"))
+
+
 # -- monitoring over the encrypted leg (last: the test above counts node b's admitted legs) -----
 
 # The supervisor on node a hears both tones through a monitor leg to node b that went over the
@@ -753,6 +761,12 @@ async def test_a_supervisor_on_node_a_listens_to_a_call_on_node_b_over_the_tls_l
 
     a, b = tls_nodes
     await asyncio.to_thread(supervisor_token, a)
+    # agent1's page of the test before is gone: its session lapses after the reconnect grace
+    # (5 s in the harness), so the page below logs in anew (Paused) rather than resuming it.
+    deadline = time.monotonic() + 20
+    while await asyncio.to_thread(_agent_state, b, "agent1") != "logged-out":
+        assert time.monotonic() < deadline, "agent1's earlier session never lapsed on node b"
+        await asyncio.sleep(0.1)
     async with (
         chromium(tmp_path / "agent", AGENT_TONE) as agent_browser,
         chromium(tmp_path / "supervisor", SUPERVISOR_TONE) as supervisor_browser,
