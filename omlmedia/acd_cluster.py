@@ -46,7 +46,7 @@ from media.ports import PortsExhausted, RtpSocketPool
 from media.srtp import offer_crypto
 from omlmedia.acd import AGENT_GONE_REASON, RECORDING_HEADER
 from omlmedia.acd_shared import SharedAcd
-from omlmedia.crossnode import HEADER, OfferHeader, sign_offer
+from omlmedia.crossnode import HEADER, OfferHeader, place_internal, sign_offer
 from omlmedia.logs import event
 from omlmedia.offer_answer import apply_answer
 from omlmedia.services import CAPABILITIES
@@ -94,7 +94,7 @@ from queueing.replica import (
 )
 from queueing.stats import Statistics
 from sip.endpoint import Endpoint
-from sip.message import URI, Address, Request, Response
+from sip.message import Request, Response
 from sip.sdp import MediaCapabilities, create_offer
 from sip.service import SipService
 from sip.transaction import ServerTransaction
@@ -510,25 +510,15 @@ class RemoteOffers:
         campaign = qc.campaign.name if qc.campaign is not None else ""
         header = OfferHeader(call_id, queue, caller, self.node, campaign)
         signed = sign_offer(self.secret, agent, header, self.clock())
-        host = where.host if ":" not in where.host else f"[{where.host}]"
-        service = self.service
-        placed: list[Call] = []
-
-        def dial(now: float) -> None:
-            placed.append(
-                service.ua.send_invite(
-                    destination=where,
-                    request_uri=URI.parse(f"sip:{agent}@{host}:{where.port}"),
-                    from_address=Address.parse(f"<sip:{caller or 'queue'}@{self.media_host}>"),
-                    to_address=Address.parse(f"<sip:{agent}@{host}:{where.port}>"),
-                    body=offer.offer,
-                    now=now,
-                    headers=((HEADER, signed),),
-                )
-            )
-
-        service.act(dial)
-        call = placed[0]
+        call = place_internal(
+            self.service,
+            where,
+            agent,
+            caller or "queue",
+            self.media_host,
+            offer.offer,
+            (HEADER, signed),
+        )
         call.app = self
         offer.call = call
         self.by_call[call.call_id] = offer

@@ -51,23 +51,20 @@ trusted without signature).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
-import secrets
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import quote, unquote
 
+from omlmedia import signed_header
 from omlmedia.cluster import AgentLocator
 from omlmedia.config import Trunk
 from omlmedia.logs import event
 from omlmedia.targets import Refusal
 from sip.endpoint import Endpoint
-from sip.message import Request
+from sip.message import URI, Address, Request
 from sip.sdp import SDPError, SessionDescription
 from sip.service import SipService
 from sip.ua import Call, CallState
@@ -85,6 +82,7 @@ __all__ = [
     "OfferHeader",
     "Outcome",
     "outcome_of",
+    "place_internal",
     "sign_offer",
     "verify_offer",
 ]
@@ -143,21 +141,14 @@ class OfferHeader:
     page gets its CRM address and dispositions."""
 
 
-def _mac(secret: bytes, agent: str, offer: OfferHeader, ts: int, nonce: str) -> str:
-    fields = (agent, offer.call_id, offer.queue, offer.caller, offer.node, offer.campaign)
-    text = "\n".join((*fields, str(ts), nonce))
-    return hmac.new(secret, text.encode("utf-8"), hashlib.sha256).hexdigest()
+_NAMES: Final = ("queue", "caller", "node", "campaign")
 
 
 def sign_offer(secret: bytes, agent: str, offer: OfferHeader, now: float, nonce: str = "") -> str:
     """The `HEADER` value offering `offer` to `agent`, signed at `now` (wall clock)."""
-    ts = int(now)
-    nonce = nonce or secrets.token_hex(8)
-    mac = _mac(secret, agent, offer, ts, nonce)
-    return (
-        f"{quote(offer.call_id, safe='')};queue={quote(offer.queue, safe='')}"
-        f";caller={quote(offer.caller, safe='')};node={quote(offer.node, safe='')}"
-        f";campaign={quote(offer.campaign, safe='')};ts={ts};nonce={nonce};sig={mac}"
+    values = (offer.queue, offer.caller, offer.node, offer.campaign)
+    return signed_header.sign(
+        secret, (agent,), offer.call_id, list(zip(_NAMES, values, strict=True)), now, nonce
     )
 
 
@@ -165,28 +156,42 @@ def verify_offer(
     secret: bytes, agent: str, value: str, now: float
 ) -> tuple[OfferHeader, str] | None:
     """The offer and its nonce when `value` is a valid, fresh signature for `agent`."""
-    first, _, rest = value.strip().partition(";")
-    params: dict[str, str] = {}
-    for part in rest.split(";"):
-        key, eq, item = part.partition("=")
-        if not eq or key.strip() in params:
-            return None
-        params[key.strip()] = item.strip()
-    if set(params) != {"queue", "caller", "node", "campaign", "ts", "nonce", "sig"}:
+    checked = signed_header.verify(secret, (agent,), value, _NAMES, now, MAX_SKEW)
+    if checked is None:
         return None
-    ts_text, nonce, sig = params["ts"], params["nonce"], params["sig"]
-    if not ts_text.isdigit() or not nonce or len(nonce) > 64 or abs(now - int(ts_text)) > MAX_SKEW:
-        return None
-    offer = OfferHeader(
-        call_id=unquote(first),
-        queue=unquote(params["queue"]),
-        caller=unquote(params["caller"]),
-        node=unquote(params["node"]),
-        campaign=unquote(params["campaign"]),
-    )
-    if not hmac.compare_digest(_mac(secret, agent, offer, int(ts_text), nonce), sig):
-        return None
-    return offer, nonce
+    call_id, params, nonce = checked
+    return OfferHeader(call_id=call_id, **params), nonce
+
+
+def place_internal(
+    service: SipService,
+    where: Endpoint,
+    user: str,
+    from_user: str,
+    media_host: str,
+    body: bytes,
+    header: tuple[str, str],
+) -> Call:
+    """Send an internal INVITE to ``sip:<user>@`` the node at `where`, from ``<from_user>@``
+    `media_host`, offering `body` and carrying the signed `header` (name, value): the call."""
+    host = where.host if ":" not in where.host else f"[{where.host}]"
+    placed: list[Call] = []
+
+    def dial(now: float) -> None:
+        placed.append(
+            service.ua.send_invite(
+                destination=where,
+                request_uri=URI.parse(f"sip:{user}@{host}:{where.port}"),
+                from_address=Address.parse(f"<sip:{from_user}@{media_host}>"),
+                to_address=Address.parse(f"<sip:{user}@{host}:{where.port}>"),
+                body=body,
+                now=now,
+                headers=(header,),
+            )
+        )
+
+    service.act(dial)
+    return placed[0]
 
 
 class InternalGate:
@@ -205,15 +210,11 @@ class InternalGate:
     ) -> None:
         self.secret = secret
         self.clock = clock
-        self.linked = linked
-        """With the encrypted leg: whether a source is on the internal TLS link (its
+        self.sources = signed_header.NodeSources(nodes, own, linked)
+        """With the encrypted leg (`linked`): whether a source is on the internal TLS link (its
         certificate chained to the cluster's CA); a node's INVITE from anywhere else is refused.
         None: the leg in clear, a node known by its exact UDP address."""
-        others = {name: ep for name, ep in nodes.items() if name != own}
-        self._by_address = {(ep.host, ep.port): name for name, ep in others.items()}
-        self._host_of = {name: ep.host for name, ep in others.items()}
-        self._hosts = set(self._host_of.values())
-        self._seen: dict[str, float] = {}
+        self._nonces = signed_header.Nonces(2 * MAX_SKEW)
         self.admitted = 0
         self.refused = 0
         """INVITEs from a node's address whose signature was missing, wrong, stale or replayed,
@@ -223,32 +224,20 @@ class InternalGate:
         if request.method != "INVITE":
             return None
         value = request.headers.get(HEADER)
-        name: str | None
-        if self.linked is None:
-            name = self._by_address.get((source.host, source.port))
-            if name is None:
-                return None
-        elif self.linked(source):
-            name = None  # the node the header names, if it is at this host
-        else:
-            if value is not None and source.host in self._hosts:
-                self._refuse(request, source, "", "not-over-tls")  # a node's INVITE in clear
+        sender = self.sources.sender(source)
+        if sender is None:
+            if self.sources.linked is not None and value is not None:
+                if self.sources.is_node_host(source.host):  # a node's INVITE in clear
+                    self._refuse(request, source, "", "not-over-tls")
             return None
         now = self.clock()
         checked = None
         if value is not None:
             checked = verify_offer(self.secret, request.uri.user or "", value, now)
-        if name is None and checked is not None:
-            claimed = checked[0].node
-            if self._host_of.get(claimed) == source.host:
-                name = claimed
-        if checked is None or name is None or checked[0].node != name or checked[1] in self._seen:
-            self._refuse(request, source, name or "", "signature")
+        name = self.sources.named(sender, checked[0].node, source) if checked else None
+        if checked is None or name is None or not self._nonces.fresh(checked[1], now):
+            self._refuse(request, source, name or sender, "signature")
             return None
-        for nonce, at in list(self._seen.items()):
-            if at < now - 2 * MAX_SKEW:
-                del self._seen[nonce]
-        self._seen[checked[1]] = now
         self.admitted += 1
         return TRUNK_PREFIX + name
 

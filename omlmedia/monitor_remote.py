@@ -40,8 +40,6 @@ when N also holds the caller (a call across nodes has its record on the caller's
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import secrets
 import time
@@ -49,7 +47,6 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import quote, unquote
 
 import numpy as np
 import numpy.typing as npt
@@ -58,12 +55,13 @@ from media.leg import RtpLeg
 from media.pcmport import PcmPort, port_rate
 from media.ports import PortsExhausted, RtpSocketPool
 from media.srtp import offer_crypto
-from omlmedia.crossnode import TRUNK_PREFIX
+from omlmedia import signed_header
+from omlmedia.crossnode import TRUNK_PREFIX, place_internal
 from omlmedia.logs import event
 from omlmedia.offer_answer import answer_on_leg, apply_answer
 from omlmedia.services import CAPABILITIES
 from sip.endpoint import Endpoint
-from sip.message import URI, Address, Request, Response
+from sip.message import Request, Response
 from sip.sdp import (
     MediaCapabilities,
     OfferAnswerError,
@@ -128,63 +126,28 @@ class MonitorRequest:
     """The supervisor's node (the leg's sender)."""
 
 
-def _mac(secret: bytes, req: MonitorRequest, ts: int, nonce: str) -> str:
-    text = "\n".join(("monitor", req.call_id, req.mode, req.supervisor, req.node, str(ts), nonce))
-    return hmac.new(secret, text.encode("utf-8"), hashlib.sha256).hexdigest()
+_NAMES: Final = ("mode", "supervisor", "node")
+_DOMAIN: Final = ("monitor",)
+"""The signature's domain tag: an offer's signature (`omlmedia.crossnode`) never passes for a
+monitor's, nor the reverse."""
 
 
 def sign_monitor(secret: bytes, req: MonitorRequest, now: float, nonce: str = "") -> str:
     """The `HEADER` value asking for `req`, signed at `now` (wall clock)."""
-    ts = int(now)
-    nonce = nonce or secrets.token_hex(8)
-    return (
-        f"{quote(req.call_id, safe='')};mode={quote(req.mode, safe='')}"
-        f";supervisor={quote(req.supervisor, safe='')};node={quote(req.node, safe='')}"
-        f";ts={ts};nonce={nonce};sig={_mac(secret, req, ts, nonce)}"
-    )
+    fields = list(zip(_NAMES, (req.mode, req.supervisor, req.node), strict=True))
+    return signed_header.sign(secret, _DOMAIN, req.call_id, fields, now, nonce)
 
 
 def verify_monitor(secret: bytes, value: str, now: float) -> tuple[MonitorRequest, str] | None:
     """The request and its nonce when `value` is a valid, fresh signature; None otherwise."""
-    first, _, rest = value.strip().partition(";")
-    params: dict[str, str] = {}
-    for part in rest.split(";"):
-        key, eq, item = part.partition("=")
-        if not eq or key.strip() in params:
-            return None
-        params[key.strip()] = item.strip()
-    if set(params) != {"mode", "supervisor", "node", "ts", "nonce", "sig"}:
+    checked = signed_header.verify(secret, _DOMAIN, value, _NAMES, now, MAX_SKEW)
+    if checked is None:
         return None
-    ts_text, nonce, sig = params["ts"], params["nonce"], params["sig"]
-    if not ts_text.isdigit() or not nonce or len(nonce) > 64 or abs(now - int(ts_text)) > MAX_SKEW:
-        return None
-    req = MonitorRequest(
-        call_id=unquote(first),
-        mode=unquote(params["mode"]),
-        supervisor=unquote(params["supervisor"]),
-        node=unquote(params["node"]),
-    )
+    call_id, params, nonce = checked
+    req = MonitorRequest(call_id=call_id, **params)
     if req.mode not in ("listen", "whisper", "barge") or not req.call_id:
         return None
-    if not hmac.compare_digest(_mac(secret, req, int(ts_text), nonce), sig):
-        return None
     return req, nonce
-
-
-class _Nonces:
-    """Nonces seen within twice the skew (a replayed header is refused)."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, float] = {}
-
-    def fresh(self, nonce: str, now: float) -> bool:
-        if nonce in self._seen:
-            return False
-        for old, at in list(self._seen.items()):
-            if at < now - 2 * MAX_SKEW:
-                del self._seen[old]
-        self._seen[nonce] = now
-        return True
 
 
 class MonitorGate:
@@ -205,13 +168,10 @@ class MonitorGate:
         self.secret = secret
         self.fallback = fallback
         self.clock = clock
-        self.linked = linked
-        """With the encrypted internal leg (`omlmedia.crossnode`): whether a source is on the
-        nodes' private TLS link; a leg is then admitted only over it, from the host of the node
-        its header names."""
-        self._by_address = {(ep.host, ep.port): name for name, ep in nodes.items() if name != own}
-        self._host_of = {name: ep.host for name, ep in nodes.items() if name != own}
-        self._nonces = _Nonces()
+        self.sources = signed_header.NodeSources(nodes, own, linked)
+        """With the encrypted internal leg (`omlmedia.crossnode`, `linked`): a leg is admitted
+        only over the nodes' private TLS link, from the host of the node its header names."""
+        self._nonces = signed_header.Nonces(2 * MAX_SKEW)
         self.admitted = 0
         self.refused = 0
 
@@ -219,31 +179,20 @@ class MonitorGate:
         value = request.headers.get(HEADER) if request.method == "INVITE" else None
         if value is None:
             return self.fallback(request, source) if self.fallback is not None else None
-        name: str | None = None
-        if self.linked is None:
-            name = self._by_address.get((source.host, source.port))
-            if name is None:
-                return None
-        elif not self.linked(source):
+        sender = self.sources.sender(source)
+        if sender is None:
             return None
         now = self.clock()
         checked = verify_monitor(self.secret, value, now)
-        if name is None and checked is not None:
-            if self._host_of.get(checked[0].node) == source.host:
-                name = checked[0].node
-        if (
-            checked is None
-            or name is None
-            or checked[0].node != name
-            or not self._nonces.fresh(checked[1], now)
-        ):
+        name = self.sources.named(sender, checked[0].node, source) if checked else None
+        if checked is None or name is None or not self._nonces.fresh(checked[1], now):
             self.refused += 1
             event(
                 logger,
                 "monitor-leg-refused",
                 level=logging.WARNING,
                 call_id=request.call_id,
-                node=name,
+                node=name or sender or None,
                 source=str(source),
             )
             return None
@@ -370,7 +319,7 @@ class MonitorLegs:
         """S: the legs placed, by their SIP call id."""
         self._in: dict[str, _Inbound] = {}
         """N: the legs answered, by their SIP call id."""
-        self._nonces = _Nonces()
+        self._nonces = signed_header.Nonces(2 * MAX_SKEW)
         self._tasks: set[asyncio.Task[None]] = set()
         monitor.remote = self
 
@@ -417,25 +366,9 @@ class MonitorLegs:
         )
         mon.answer = asyncio.get_running_loop().create_future()
         signed = sign_monitor(self.secret, self._request(mon), self.clock())
-        host = where.host if ":" not in where.host else f"[{where.host}]"
-        service = self.service
-        placed: list[Call] = []
-
-        def dial(now: float) -> None:
-            placed.append(
-                service.ua.send_invite(
-                    destination=where,
-                    request_uri=URI.parse(f"sip:{USER}@{host}:{where.port}"),
-                    from_address=Address.parse(f"<sip:{USER}@{self.media_host}>"),
-                    to_address=Address.parse(f"<sip:{USER}@{host}:{where.port}>"),
-                    body=offer,
-                    now=now,
-                    headers=((HEADER, signed),),
-                )
-            )
-
-        service.act(dial)
-        mon.call = placed[0]
+        mon.call = place_internal(
+            self.service, where, USER, USER, self.media_host, offer, (HEADER, signed)
+        )
         mon.call.app = self
         self._out[mon.call.call_id] = mon
         event(logger, "monitor-leg-placed", call_id=call_id, node=node, supervisor=supervisor)
