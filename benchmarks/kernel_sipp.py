@@ -1068,7 +1068,7 @@ def main() -> int:
         type=float,
         default=CALL_SECONDS,
         help=f"length of a call (default {CALL_SECONDS}, uac_pcap's; shorter cuts its audio, "
-        "longer plays it again: e.g. 57.2 for six plays)",
+        "longer plays it again: e.g. 57.2 for seven plays)",
     )
     parser.add_argument(
         "--fixed-calls",
