@@ -468,29 +468,16 @@ class MonitorService:
             raise CommandError("monitored", "another supervisor is monitoring this call")
         if sup.channel.peer_connection is None:
             raise CommandError("no-channel", "send supervisor-offer first")
-        current = sup.monitoring
-        before = (
-            None
-            if current is None
-            else {"call_id": sup.target or current.call_id, "mode": current.mode}
-        )
-        if current is not None and current.call_id == key:
-            if current.mode is mode:
-                return
-            current.set_mode(mode)
-            sup.modes.append(mode.value)
-        else:
-            if current is not None:
-                self._stop(sup, "switched", restore=True)
+        retarget = self._retarget(sup, key, mode)
+        if retarget is None:
+            return
+        before, start = retarget
+        if start:
             try:
                 monitored = MonitoredCall(ac, audio, sup.channel, mode, clock=self.media_clock)
             except (ConferenceError, ValueError) as exc:
                 raise CommandError("cannot-monitor", str(exc)) from None
-            sup.monitoring = monitored
-            sup.started = self.clock()
-            sup.modes = [mode.value]
-            sup.target = call_id
-            self._by_call[key] = sup
+            self._started(sup, monitored, mode, call_id, key)
         after = {"call_id": call_id, "agent": ac.agent, "mode": mode.value}
         await self._audit(sup, "call.monitor", call_id, before, after)
         self._publish(sup, ac, mode, "started" if before is None else "changed")
@@ -503,6 +490,44 @@ class MonitorService:
             mode=mode.value,
         )
 
+    def _retarget(
+        self, sup: _Supervisor, key: str, mode: MonitorMode
+    ) -> tuple[dict[str, Any] | None, bool] | None:
+        """Before `sup` monitors the call `key` in `mode`: what it monitored (for the audit)
+        and whether a monitoring must start. The current one's mode is changed when it is of
+        `key`, it is stopped ("switched") when it is of another call; None when nothing
+        changes (the same call in the same mode)."""
+        current = sup.monitoring
+        before = (
+            None
+            if current is None
+            else {"call_id": sup.target or current.call_id, "mode": current.mode}
+        )
+        if current is not None and current.call_id == key:
+            if current.mode is mode:
+                return None
+            current.set_mode(mode)
+            sup.modes.append(mode.value)
+            return before, False
+        if current is not None:
+            self._stop(sup, "switched", restore=True)
+        return before, True
+
+    def _started(
+        self,
+        sup: _Supervisor,
+        monitored: MonitoredCall | RemoteMonitoring,
+        mode: MonitorMode,
+        call_id: str,
+        key: str,
+    ) -> None:
+        """`sup` monitors `call_id` (`key` here) from now on, through `monitored`."""
+        sup.monitoring = monitored
+        sup.started = self.clock()
+        sup.modes = [mode.value]
+        sup.target = call_id
+        self._by_call[key] = sup
+
     async def _monitor_remote(
         self, sup: _Supervisor, call_id: str, mode: MonitorMode, where: _Located
     ) -> None:
@@ -514,20 +539,11 @@ class MonitorService:
             raise CommandError("forbidden", "the call's queue is out of your scope")
         if sup.channel.peer_connection is None:
             raise CommandError("no-channel", "send supervisor-offer first")
-        current = sup.monitoring
-        before = (
-            None
-            if current is None
-            else {"call_id": sup.target or current.call_id, "mode": current.mode}
-        )
-        if current is not None and current.call_id == call_id:
-            if current.mode is mode:
-                return
-            current.set_mode(mode)
-            sup.modes.append(mode.value)
-        else:
-            if current is not None:
-                self._stop(sup, "switched", restore=True)
+        retarget = self._retarget(sup, call_id, mode)
+        if retarget is None:
+            return
+        before, start = retarget
+        if start:
             placed: list[RemoteMonitoring] = []
 
             def ended() -> None:  # the call's node ended the leg: the call ended there
@@ -549,11 +565,7 @@ class MonitorService:
             if self._sockets.get(id(sup.conn)) is not sup or sup.monitoring is not None:
                 monitored.stop()  # the page closed (or monitored another call) meanwhile
                 raise CommandError("gone", "the supervisor's page closed")
-            sup.monitoring = monitored
-            sup.started = self.clock()
-            sup.modes = [mode.value]
-            sup.target = call_id
-            self._by_call[call_id] = sup
+            self._started(sup, monitored, mode, call_id, call_id)
         after = {"call_id": call_id, "agent": where.agent, "mode": mode.value, "node": where.node}
         await self._audit(sup, "call.monitor", call_id, before, after)
         self._publish(
