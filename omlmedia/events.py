@@ -326,7 +326,74 @@ REPLAY_PAGE = 1000
 """Events read from the database at a time while replaying."""
 
 
-class EventLog:
+class _Readers:
+    """What the event log and the cluster feed share: subscribers reading at their own pace
+    (`read`, cut off when they fall behind: `_drop`) and the waiters for the next event."""
+
+    last_id: int
+    subscribers: set[Subscription]
+    overflowed: int
+    _next: asyncio.Future[None] | None
+
+    def _subscribe(self, match: Callable[[Event], bool], limit: int, cursor: int) -> Subscription:
+        sub = Subscription(match, limit, cursor)
+        sub.live = sub.cursor >= self.last_id
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Stop tracking `sub`."""
+        self.subscribers.discard(sub)
+
+    async def wait(self, after: int) -> None:
+        """Return once an event after `after` was published (read, for the cluster's feed)."""
+        while self.last_id <= after:
+            if self._next is None:
+                self._next = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._next)
+
+    async def read(self, sub: Subscription, most: int = 1000) -> list[Event]:
+        """The next events of `sub` (at most `most` examined): from memory when it holds them,
+        from the store otherwise; `sub.cursor` moves past every event examined, and `sub` is
+        `live` once it reached the last one."""
+        events, sub.cursor = await self._read(sub.cursor, most, sub.match)
+        if sub.cursor >= self.last_id:
+            sub.live = True
+        return events
+
+    async def _read(
+        self, cursor: int, most: int, match: Callable[[Event], bool]
+    ) -> tuple[list[Event], int]:
+        raise NotImplementedError
+
+    def _woken(self) -> None:
+        """Wake the waiters: an event came."""
+        waiter = self._next
+        if waiter is not None:
+            self._next = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _drop(self, dropped: list[Subscription]) -> None:
+        """Cut off the subscribers that fell more than their limit behind."""
+        for sub in dropped:
+            sub.overflowed = True
+            sub.cut.set()
+            self.overflowed += 1
+            self.subscribers.discard(sub)
+
+    def _close_subscribers(self) -> None:
+        for sub in list(self.subscribers):
+            sub.close()
+        self.subscribers.clear()
+
+    def _cancel_waiters(self) -> None:
+        if self._next is not None and not self._next.done():
+            self._next.cancel()
+        self._next = None
+
+
+class EventLog(_Readers):
     """Gives events their ids, stores them (through `store`) and lets subscribers read them.
 
     Without a store (tests, tools) events live in memory only (the last `keep`)."""
@@ -460,11 +527,7 @@ class EventLog:
                 listener(ev)
             except Exception:
                 logger.exception("an event listener failed on %s", ev.type)
-        waiter = self._next
-        if waiter is not None:
-            self._next = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self._woken()
         if self.subscribers and not self.published % 32:
             self._sweep()
         return ev
@@ -485,43 +548,15 @@ class EventLog:
         def behind(cursor: int) -> int:
             return len(recent) - bisect.bisect_right(recent, cursor, key=_id)
 
-        dropped = [s for s in self.subscribers if s.live and behind(s.cursor) > s.limit]
-        for sub in dropped:
-            sub.overflowed = True
-            sub.cut.set()
-            self.overflowed += 1
-            self.subscribers.discard(sub)
+        self._drop([s for s in self.subscribers if s.live and behind(s.cursor) > s.limit])
 
     def subscribe(
         self, match: Callable[[Event], bool], limit: int = 1000, after: int | None = None
     ) -> Subscription:
         """A subscription to the events after `after` (None: from now on) that `match`."""
-        sub = Subscription(
+        return self._subscribe(
             match, limit, self.last_id if after is None else min(after, self.last_id)
         )
-        sub.live = sub.cursor >= self.last_id
-        self.subscribers.add(sub)
-        return sub
-
-    def unsubscribe(self, sub: Subscription) -> None:
-        """Stop tracking `sub`."""
-        self.subscribers.discard(sub)
-
-    async def wait(self, after: int) -> None:
-        """Return once an event with an id above `after` was published."""
-        while self.last_id <= after:
-            if self._next is None:
-                self._next = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._next)
-
-    async def read(self, sub: Subscription, most: int = 1000) -> list[Event]:
-        """The next events of `sub` (at most `most` examined): from memory when it holds them,
-        from the store otherwise; `sub.cursor` moves past every event examined, and `sub` is
-        `live` once it reached the last one."""
-        events, sub.cursor = await self._read(sub.cursor, most, sub.match)
-        if sub.cursor >= self.last_id:
-            sub.live = True
-        return events
 
     async def _read(
         self, cursor: int, most: int, match: Callable[[Event], bool]
@@ -568,12 +603,8 @@ class EventLog:
 
     async def close(self) -> None:
         """Tell every subscriber to stop, and close the reader (the store is the server's)."""
-        for sub in list(self.subscribers):
-            sub.close()
-        self.subscribers.clear()
-        if self._next is not None and not self._next.done():
-            self._next.cancel()
-        self._next = None
+        self._close_subscribers()
+        self._cancel_waiters()
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
@@ -616,7 +647,7 @@ def _event(row: asyncpg.Record) -> Event:
     return replace(ev, encoded=ev.to_json())  # encoded once for every reader
 
 
-class ClusterFeed:
+class ClusterFeed(_Readers):
     """Every node's committed events in commit order (``events.pos``), for the stream of a
     node of a cluster: the same reading interface as `EventLog` (`subscribe`, `read`, `wait`,
     `last_id`), whose cursors are places in that order, not event ids (`cursor_of` turns a
@@ -750,54 +781,22 @@ class ClusterFeed:
             if len(rows) < CLUSTER_PAGE:
                 return
 
-    def _woken(self) -> None:
-        waiter = self._next
-        if waiter is not None:
-            self._next = None
-            if not waiter.done():
-                waiter.set_result(None)
-
     def _sweep(self) -> None:
         places = self._places
-        dropped = [
-            s
-            for s in self.subscribers
-            if s.live and len(places) - bisect.bisect_right(places, s.cursor) > s.limit
-        ]
-        for sub in dropped:
-            sub.overflowed = True
-            sub.cut.set()
-            self.overflowed += 1
-            self.subscribers.discard(sub)
+        self._drop(
+            [
+                s
+                for s in self.subscribers
+                if s.live and len(places) - bisect.bisect_right(places, s.cursor) > s.limit
+            ]
+        )
 
     def subscribe(
         self, match: Callable[[Event], bool], limit: int = 1000, after: int | None = None
     ) -> Subscription:
         """A subscription to the events placed after `after` (a cursor, `cursor_of`; None:
         from now on) that `match`."""
-        sub = Subscription(match, limit, self.last_id if after is None else after)
-        sub.live = sub.cursor >= self.last_id
-        self.subscribers.add(sub)
-        return sub
-
-    def unsubscribe(self, sub: Subscription) -> None:
-        """Stop tracking `sub`."""
-        self.subscribers.discard(sub)
-
-    async def wait(self, after: int) -> None:
-        """Return once an event placed after `after` was read."""
-        while self.last_id <= after:
-            if self._next is None:
-                self._next = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._next)
-
-    async def read(self, sub: Subscription, most: int = 1000) -> list[Event]:
-        """The next events of `sub` (at most `most` examined), from memory or the database;
-        `sub.cursor` moves past every event examined."""
-        events, sub.cursor = await self._read(sub.cursor, most, sub.match)
-        if sub.cursor >= self.last_id:
-            sub.live = True
-        return events
+        return self._subscribe(match, limit, self.last_id if after is None else after)
 
     async def _read(
         self, cursor: int, most: int, match: Callable[[Event], bool]
@@ -861,17 +860,13 @@ class ClusterFeed:
 
     async def close(self) -> None:
         """Stop following; tell every reader to stop."""
-        for sub in list(self.subscribers):
-            sub.close()
-        self.subscribers.clear()
+        self._close_subscribers()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._next is not None and not self._next.done():
-            self._next.cancel()
-        self._next = None
+        self._cancel_waiters()
         if self._reader is not None:
             self._reader.terminate()
             self._reader = None
