@@ -5,7 +5,18 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from media.leg import LegFormat
 from media.ports import PortPair, RtpSocket
+
+PCMU = LegFormat(
+    "PCMU",
+    8000,
+    send_type=0,
+    receive_types=frozenset({0}),
+    event_send_type=101,
+    event_receive_types=frozenset({101}),
+)
+"""G.711 mu-law on payload type 0 with RFC 4733 events on 101, both ways."""
 
 
 class CapturingTransport:

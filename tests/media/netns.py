@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 
 import pytest
 
 from benchmarks.netns import Hosts, enter, in_ns, ip, three_hosts
 
-__all__ = ["Hosts", "enter", "in_ns", "ip", "require_kernel_tools", "three_hosts"]
+__all__ = [
+    "Hosts",
+    "enter",
+    "in_ns",
+    "ip",
+    "module_hosts",
+    "require_kernel_tools",
+    "three_hosts",
+]
 
 
 def require_kernel_tools() -> None:
@@ -35,3 +44,11 @@ def require_kernel_tools() -> None:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+def module_hosts(prefix: str) -> Iterator[Hosts]:
+    """A test module's three hosts (its ``hosts`` fixture yields from it): namespaces named
+    after `prefix` and this process, so that concurrent runs do not collide."""
+    require_kernel_tools()
+    with three_hosts(f"{prefix}{os.getpid() % 100000}") as made:
+        yield made

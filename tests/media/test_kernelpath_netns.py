@@ -20,10 +20,10 @@ import pytest
 from media.bridge import MediaBridge
 from media.kernelpath import ForwardedPair, Leg
 from media.kernelpath_nft import KernelPath
-from media.leg import LegFormat, RtpLeg
+from media.leg import RtpLeg
 from media.ports import PortAllocator, RtpSocketPool
-from tests.media.fakes import rtp
-from tests.media.netns import Hosts, enter, in_ns, require_kernel_tools, three_hosts
+from tests.media.fakes import PCMU, rtp
+from tests.media.netns import Hosts, enter, in_ns, module_hosts, require_kernel_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLER_PORT = 5000
@@ -33,20 +33,7 @@ DEADLINE = 5.0
 
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[Hosts]:
-    require_kernel_tools()
-    with three_hosts(f"okp{os.getpid() % 100000}") as made:
-        yield made
-
-
-def pcmu() -> LegFormat:
-    return LegFormat(
-        "PCMU",
-        8000,
-        send_type=0,
-        receive_types=frozenset({0}),
-        event_send_type=101,
-        event_receive_types=frozenset({101}),
-    )
+    yield from module_hosts("okp")
 
 
 @dataclass
@@ -117,7 +104,7 @@ async def call(hosts: Hosts, request: pytest.FixtureRequest) -> AsyncIterator[Ca
         kernel = KernelPath()
         kernel.start()
     for leg, peer in ((a, (caller_ip, CALLER_PORT)), (b, (callee_ip, CALLEE_PORT))):
-        leg.set_format(pcmu())
+        leg.set_format(PCMU)
         leg.set_remote(*peer)
     bridge = MediaBridge(a, b)
     bridge.start()
@@ -270,7 +257,7 @@ async def test_peers_on_the_server_host_are_relayed_through_the_output_hook(
         sock.bind(("127.0.0.1", port))
         sock.setblocking(False)
     for leg, port in ((a, CALLER_PORT), (b, CALLEE_PORT)):
-        leg.set_format(pcmu())
+        leg.set_format(PCMU)
         leg.set_remote("127.0.0.1", port)
     bridge = MediaBridge(a, b)
     bridge.start()

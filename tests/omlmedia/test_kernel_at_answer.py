@@ -6,7 +6,6 @@ gets through (its leg latches it and the rules are replaced in one transaction).
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -14,11 +13,11 @@ from dataclasses import dataclass
 import pytest
 
 from media.kernelpath_nft import KernelPath
-from media.leg import LegFormat, RtpLeg
+from media.leg import RtpLeg
 from media.ports import PortAllocator, RtpSocketPool
 from omlmedia.bridges import BridgeMedia
-from tests.media.fakes import rtp
-from tests.media.netns import Hosts, enter, in_ns, require_kernel_tools, three_hosts
+from tests.media.fakes import PCMU, rtp
+from tests.media.netns import Hosts, enter, in_ns, module_hosts
 
 CALLER_PORT = 5100
 CALLEE_PORT = 4100
@@ -27,20 +26,7 @@ DEADLINE = 5.0
 
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[Hosts]:
-    require_kernel_tools()
-    with three_hosts(f"oka{os.getpid() % 100000}") as made:
-        yield made
-
-
-def pcmu() -> LegFormat:
-    return LegFormat(
-        "PCMU",
-        8000,
-        send_type=0,
-        receive_types=frozenset({0}),
-        event_send_type=101,
-        event_receive_types=frozenset({101}),
-    )
+    yield from module_hosts("oka")
 
 
 @dataclass
@@ -99,8 +85,8 @@ async def answered(hosts: Hosts, request: pytest.FixtureRequest) -> AsyncIterato
     # What the B2BUA does with the caller's offer and the callee's answer, then at the answer.
     relay.a.set_remote(caller_ip, CALLER_PORT)
     relay.b.set_remote(callee_ip, CALLEE_PORT)
-    relay.a.set_format(pcmu())
-    relay.b.set_format(pcmu())
+    relay.a.set_format(PCMU)
+    relay.b.set_format(PCMU)
     relay.join()
     relay.kernel_at_answer()
     try:
