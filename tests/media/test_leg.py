@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from typing import cast
 
-from media.leg import LegFormat, RtpLeg
+from media.leg import RtpLeg
 from media.quality import SenderStats
 from media.rtcp import (
     ReceiverReport,
@@ -17,16 +17,8 @@ from media.rtcp import (
     parse_compound,
     serialize_compound,
 )
-from tests.media.fakes import CapturingTransport, fake_pair, rtp
+from tests.media.fakes import PCMU, CapturingTransport, fake_pair, rtp
 
-PCMU_FORMAT = LegFormat(
-    "PCMU",
-    8000,
-    send_type=0,
-    receive_types=frozenset({0}),
-    event_send_type=101,
-    event_receive_types=frozenset({101}),
-)
 PEER = ("127.0.0.1", 30000)
 
 
@@ -41,7 +33,7 @@ class Clock:
 def make_leg(clock: Clock | None = None) -> tuple[RtpLeg, list[tuple[bytes, int, int, int, int]]]:
     pair, _, _ = fake_pair(40000)
     leg = RtpLeg(pair, clock=clock or Clock(), wallclock=lambda: 1_800_000_000.0)
-    leg.set_format(PCMU_FORMAT)
+    leg.set_format(PCMU)
     leg.set_remote(*PEER, None)
     got: list[tuple[bytes, int, int, int, int]] = []
     leg.sink = lambda data, second, seq, ts, ssrc, now: got.append((data, second, seq, ts, ssrc))
@@ -208,7 +200,7 @@ def test_bad_rtcp_is_counted() -> None:
 
 def test_rtcp_is_taken_from_the_rtp_port_with_rtcp_mux() -> None:
     leg, got = make_leg()
-    leg.set_format(PCMU_FORMAT, rtcp_mux=True)
+    leg.set_format(PCMU, rtcp_mux=True)
     data = serialize_compound([ReceiverReport(0x1234, ())])
     leg.pair.rtp.datagram_received(data, PEER)
     assert leg.counters.rtcp_received == 1 and not got
@@ -239,7 +231,7 @@ class RejectingSrtcp(RejectingSrtp):
 
 def test_unauthenticated_rtcp_with_rtcp_mux_does_not_latch_the_rtp_socket() -> None:
     leg, got = make_leg()
-    leg.set_format(PCMU_FORMAT, rtcp_mux=True)
+    leg.set_format(PCMU, rtcp_mux=True)
     leg.srtp = RejectingSrtcp()
     forged = serialize_compound([ReceiverReport(0x666, ())])
     leg.pair.rtp.datagram_received(forged, ("127.0.0.1", 9999))

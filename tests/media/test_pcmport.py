@@ -7,17 +7,9 @@ import numpy as np
 from media.codecs import codec_for
 from media.leg import LegFormat, RtpLeg
 from media.pcmport import PcmPort, port_rate
-from tests.media.fakes import fake_pair, header, rtp
+from tests.media.fakes import PCMU, fake_pair, header, rtp
 
 PEER = ("127.0.0.1", 30000)
-PCMU = LegFormat(
-    "PCMU",
-    8000,
-    send_type=0,
-    receive_types=frozenset({0}),
-    event_send_type=101,
-    event_receive_types=frozenset({101}),
-)
 OPUS = LegFormat(
     "opus",
     48000,
