@@ -167,9 +167,14 @@ async def test_a_supervisor_sees_a_caller_wait_and_be_answered_and_controls_the_
             break
         await asyncio.sleep(0.1)
     assert records["records"], records
-    legs = records["records"][-1]["legs"]
-    assert [leg["role"] for leg in legs] == ["caller", "agent"], legs
+    record = records["records"][-1]
+    legs = [leg for leg in record["legs"] if leg["role"] != "segment"]
+    assert [leg["role"] for leg in legs] == ["caller", "agent"], record["legs"]
     assert all(leg["min_mos"] is not None and leg["low_mos"] is False for leg in legs), legs
+    # The campaign records: its one answered segment is listed after the media legs.
+    segments = [leg for leg in record["legs"] if leg["role"] == "segment"]
+    assert [s["agent"] for s in segments] == ["agent1"], record["legs"]
+    assert segments[0]["file"].endswith(".opus"), segments
     status, board_now = call(server, "GET", "/wallboard?queue=support")
     assert status == 200, board_now
     today = board_now["queues"][0]["today"]
