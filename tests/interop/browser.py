@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import wave
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,6 +46,17 @@ ANALYSE_REMOTE_AUDIO = """async () => {
     return {hz: best * ctx.sampleRate / an.fftSize, db: bins[best]};
 }"""
 """The dominant frequency the agent page hears, and its level (dBFS)."""
+
+
+async def remote_tone(page: Any, hz: float, seconds: float = 10.0) -> dict[str, float]:
+    """`ANALYSE_REMOTE_AUDIO` again until the page hears `hz` (within 10 Hz) or `seconds` pass;
+    the last analysis. For audio that starts after the page's state says so (a callback's
+    number answers after the agent did)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        heard: dict[str, float] = await page.evaluate(ANALYSE_REMOTE_AUDIO)
+        if abs(heard["hz"] - hz) < 10 or time.monotonic() > deadline:
+            return heard
 
 
 def chromium_path() -> str:

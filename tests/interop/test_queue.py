@@ -33,7 +33,7 @@ from omlmedia.acd import agent_figures, engine_log, queue_figures
 from omlmedia.storage import Store
 from queueing import Statistics
 from tests.interop.baresip import answerer, configure, dial
-from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium
+from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium, remote_tone
 from tests.interop.harness import RunningServer, free_port, require_tool
 from tests.interop.pages import agent_logged_in, fetch, until
 
@@ -381,7 +381,7 @@ async def test_a_callback_keeps_the_callers_place_and_is_dialled_through_the_tru
             await expect(page.locator("#state")).to_have_text("On call", timeout=10000)
             agent = fetch(server, "/agents/agent1")
             assert agent["call"]["call_id"] == call_id and agent["call"]["callback"] == number
-            heard = await page.evaluate(ANALYSE_REMOTE_AUDIO)
+            heard = await remote_tone(page, far_tone)  # the number answers after the agent
             assert abs(heard["hz"] - far_tone) < 10, heard
             await page.get_by_role("button", name="Hang up", exact=True).click()
             await expect(page.locator("#no-call")).to_be_visible(timeout=10000)
