@@ -44,7 +44,7 @@ from tests.cluster import postgres, redis
 from tests.cluster.test_crossnode import SECRET, _cluster, both_clean
 from tests.cluster.test_shared_database import _TLS, api
 from tests.interop.baresip import answerer, dial
-from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium
+from tests.interop.browser import chromium, remote_tone
 from tests.interop.harness import SCENARIOS, start_sipp
 from tests.interop.test_monitor import hears, tone_seconds
 from tests.interop.test_queue import KeyingCaller
@@ -344,7 +344,7 @@ async def test_a_queue_caller_on_node_a_is_answered_by_an_agent_on_node_b_and_th
             await expect(page.locator("#caller-number")).to_have_text(number, timeout=15000)
             await page.get_by_role("button", name="Answer", exact=True).click()
             await expect(state).to_have_text("On call", timeout=10000)
-            heard = await page.evaluate(ANALYSE_REMOTE_AUDIO)
+            heard = await remote_tone(page, far_tone)  # the number answers after the agent
             assert abs(heard["hz"] - far_tone) < 10, heard
             await page.get_by_role("button", name="Hang up", exact=True).click()
             await expect(page.locator("#no-call")).to_be_visible(timeout=10000)
