@@ -226,7 +226,11 @@ async def test_a_baresip_caller_on_node1_is_answered_by_a_chromium_agent_on_node
         assert (record.agent, record.disposition, record.hangup_by) == ("agent2", "solved", "agent")
         assert record.answer is not None and record.trunk == "pbx", record
         assert record.end - record.answer >= TALK_SECONDS, record
-        (leg,) = record.legs
+        (leg, *segments) = record.legs
+        # The campaign records on node2 (which decodes both sides): its file, named in node1's
+        # record from node2's answer.
+        assert [(s["role"], s["agent"]) for s in segments] == [("segment", "agent2")], record.legs
+        assert record.recording == segments[0]["file"], record
         # The caller's audio reached node1 all along (50 packets a second, PCMU, none lost).
         assert leg["codec"] == "PCMU" and leg["packets"] >= 45 * TALK_SECONDS, leg
         assert leg["lost"] == 0, leg
