@@ -24,7 +24,6 @@ import pytest
 
 from benchmarks import harness
 from benchmarks.crossnode import sip_port
-from benchmarks.harness import DEMO_PASSWORD
 from omlmedia.cluster import AgentLocator
 from omlmedia.config import ConfigError, load_config
 from omlmedia.crossnode import (
@@ -44,6 +43,7 @@ from tests.cluster.test_shared_database import api
 from tests.interop.baresip import dial
 from tests.interop.browser import chromium
 from tests.interop.harness import SCENARIOS, run_sipp, start_sipp
+from tests.interop.pages import agent_ready
 from tests.interop.test_monitor import hears, tone_seconds
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -284,15 +284,8 @@ async def test_a_caller_on_node_a_talks_to_an_agent_on_node_b_over_a_signed_inte
     a, b = nodes
     async with chromium(tmp_path / "browser", AGENT_TONE) as browser:
         page = await browser.new_page()
-        await page.goto(f"https://127.0.0.1:{b.http_port}/agent/")
-        await page.get_by_label("Username").fill("agent1")
-        await page.get_by_label("Password").fill(DEMO_PASSWORD)
-        await page.get_by_role("button", name="Log in", exact=True).click()
+        await agent_ready(page, f"https://127.0.0.1:{b.http_port}")
         state = page.locator("#state")
-        await expect(state).to_contain_text("Paused", timeout=10000)
-        await page.get_by_role("button", name="Ready", exact=True).click()
-        await expect(state).to_have_text("Ready")
-        await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
         target = f"sip:agent-agent1@127.0.0.1:{a.sip_port}"
 
         # 1. Audio both ways; the caller hangs up: both nodes end the call.

@@ -39,7 +39,6 @@ from cryptography.x509.oid import NameOID
 
 from benchmarks import harness
 from benchmarks.crossnode import sip_port
-from benchmarks.harness import DEMO_PASSWORD
 from media.g711 import PCMU
 from omlmedia.cli import main
 from omlmedia.config import ConfigError, cluster_warnings, load_config
@@ -56,7 +55,7 @@ from tests.cluster.test_monitor_cluster import SUPERVISOR_TONE
 from tests.cluster.test_wallboard_cluster import SUPERVISOR_PASSWORD, supervisor_token
 from tests.interop.baresip import dial
 from tests.interop.browser import chromium
-from tests.interop.pages import log_in
+from tests.interop.pages import agent_ready, log_in
 from tests.interop.test_monitor import hears, tone_seconds
 
 # -- certificates --------------------------------------------------------------------------------
@@ -696,15 +695,8 @@ async def test_callers_on_node_a_talk_to_an_agent_on_node_b_over_tls_and_srtp(
     a, b = tls_nodes
     async with chromium(tmp_path / "browser", AGENT_TONE) as browser:
         page = await browser.new_page()
-        await page.goto(f"https://127.0.0.1:{b.http_port}/agent/")
-        await page.get_by_label("Username").fill("agent1")
-        await page.get_by_label("Password").fill(DEMO_PASSWORD)
-        await page.get_by_role("button", name="Log in", exact=True).click()
+        await agent_ready(page, f"https://127.0.0.1:{b.http_port}")
         state = page.locator("#state")
-        await expect(state).to_contain_text("Paused", timeout=10000)
-        await page.get_by_role("button", name="Ready", exact=True).click()
-        await expect(state).to_have_text("Ready")
-        await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
 
         # 1. A direct call (agent-agent1) on node a: the B2BUA's internal leg.
         flows = await _talk(page, "agent-agent1", a, tmp_path / "direct")

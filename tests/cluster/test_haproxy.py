@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 
 from benchmarks import harness
-from benchmarks.harness import API_TOKEN, DEMO_PASSWORD
+from benchmarks.harness import API_TOKEN
 from sip.tls import ensure_self_signed
 from tests.cluster import redis
 from tests.cluster.test_shared_database import api
 from tests.interop.browser import chromium
+from tests.interop.pages import agent_ready
 
 CONFIG = Path(__file__).resolve().parents[2] / "contrib" / "haproxy" / "haproxy.cfg"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -105,15 +106,8 @@ async def test_an_agent_page_behind_haproxy_is_ready_on_the_other_node_when_its_
         proxy, port = start_haproxy(tmp_path / "haproxy", nodes)
         async with chromium(tmp_path / "browser", 660.0) as browser:
             page = await browser.new_page()
-            await page.goto(f"https://127.0.0.1:{port}/agent/")
-            await page.get_by_label("Username").fill("agent1")
-            await page.get_by_label("Password").fill(DEMO_PASSWORD)
-            await page.get_by_role("button", name="Log in", exact=True).click()
+            await agent_ready(page, f"https://127.0.0.1:{port}")
             state = page.locator("#state")
-            await expect(state).to_contain_text("Paused", timeout=10000)
-            await page.get_by_role("button", name="Ready", exact=True).click()
-            await expect(state).to_have_text("Ready")
-            await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
             # Every auth-ok the page gets, counted after the page's own handler ran.
             await page.evaluate(
                 """() => { window.authOks = 0; omlAgent.signaling.addEventListener("message",

@@ -105,3 +105,17 @@ async def agent_logged_in(
     await log_in(page, agent, password)
     await expect(page.locator("#state")).to_contain_text("Paused", timeout=10000)
     await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
+
+
+async def agent_ready(page: Any, base: str, agent: str = "agent1") -> None:
+    """Log `agent` in on the agent page at `base` (``https://host:port``), make it Ready and wait
+    for its media channel: an agent waiting for calls."""
+    from playwright.async_api import expect
+
+    await page.goto(f"{base}/agent/")
+    await log_in(page, agent, DEMO_PASSWORD)
+    state = page.locator("#state")
+    await expect(state).to_contain_text("Paused", timeout=10000)
+    await page.get_by_role("button", name="Ready", exact=True).click()
+    await expect(state).to_have_text("Ready")
+    await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)

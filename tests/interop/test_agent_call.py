@@ -15,6 +15,7 @@ import pytest
 from tests.interop.baresip import dial, dominant_frequency
 from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium
 from tests.interop.harness import DEMO_PASSWORD, RunningServer
+from tests.interop.pages import agent_ready
 
 pytestmark = pytest.mark.interop
 
@@ -29,15 +30,8 @@ async def test_a_sip_caller_and_a_browser_agent_hear_each_other(
 
     async with chromium(tmp_path, AGENT_TONE) as browser:
         page = await browser.new_page()
-        await page.goto(f"https://127.0.0.1:{server.http_port}/agent/")
-        await page.get_by_label("Username").fill("agent1")
-        await page.get_by_label("Password").fill(DEMO_PASSWORD)
-        await page.get_by_role("button", name="Log in", exact=True).click()
+        await agent_ready(page, f"https://127.0.0.1:{server.http_port}")
         state = page.locator("#state")
-        await expect(state).to_contain_text("Paused", timeout=10000)
-        await page.get_by_role("button", name="Ready", exact=True).click()
-        await expect(state).to_have_text("Ready")
-        await expect(page.locator("#ice-state")).to_have_text("connected", timeout=10000)
         # A page waiting for a call sends no audio (the server would drop 50 packets a second).
         await asyncio.sleep(0.5)
         idle = server.status()["webrtc"]["audio_fast_path"]["received"]
