@@ -28,6 +28,7 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -207,6 +208,22 @@ async def _log_in(browser: Any, node: harness.RunningServer) -> Any:
     return page
 
 
+async def _answer_and_hang_up(page: Any, sipp: subprocess.Popen[bytes], out: Path) -> None:
+    """The agent becomes Ready, answers the sipp caller offered, hangs up: sipp ends well (its
+    output in `out` otherwise) and the agent is Ready again after wrap-up."""
+    from playwright.async_api import expect
+
+    state = page.locator("#state")
+    await page.get_by_role("button", name="Ready", exact=True).click()
+    await expect(state).to_have_text("Ringing", timeout=15000)
+    await page.get_by_role("button", name="Answer", exact=True).click()
+    await expect(state).to_have_text("On call", timeout=10000)
+    await page.get_by_role("button", name="Hang up", exact=True).click()
+    code = await asyncio.to_thread(sipp.wait, 30)
+    assert code == 0, await asyncio.to_thread(out.read_text)
+    await expect(state).to_have_text("Ready", timeout=15000)
+
+
 async def test_a_queue_caller_on_node_a_is_answered_by_an_agent_on_node_b_and_the_owner_may_die(
     nodes: list[harness.RunningServer], tmp_path: Path
 ) -> None:
@@ -294,15 +311,7 @@ async def test_a_queue_caller_on_node_a_is_answered_by_an_agent_on_node_b_and_th
         assert sipp.poll() is None, "node a hung up on its caller"
         page = await _log_in(browser, b)
         state = page.locator("#state")
-        await page.get_by_role("button", name="Ready", exact=True).click()
-        await expect(state).to_have_text("Ringing", timeout=15000)
-        await page.get_by_role("button", name="Answer", exact=True).click()
-        await expect(state).to_have_text("On call", timeout=10000)
-        await page.get_by_role("button", name="Hang up", exact=True).click()
-        assert await asyncio.to_thread(sipp.wait, 30) == 0, (
-            tmp_path / "requeued-on-a.out"
-        ).read_text()
-        await expect(state).to_have_text("Ready", timeout=15000)
+        await _answer_and_hang_up(page, sipp, tmp_path / "requeued-on-a.out")
         await both_clean(nodes, "after the requeued caller")
         # Node a's record of the requeued caller names both of node b's segments, in order
         # (the second answer's file is the first's ``-2``: reserve_segment never reuses one),
@@ -382,12 +391,4 @@ async def test_a_queue_caller_on_node_a_is_answered_by_an_agent_on_node_b_and_th
         took_over = time.monotonic() - killed
         assert took_over < 5, f"takeover after {took_over:.2f} s"
         assert waiting(b, "support") == 1  # it kept its place
-        await page.get_by_role("button", name="Ready", exact=True).click()
-        await expect(state).to_have_text("Ringing", timeout=15000)
-        await page.get_by_role("button", name="Answer", exact=True).click()
-        await expect(state).to_have_text("On call", timeout=10000)
-        await page.get_by_role("button", name="Hang up", exact=True).click()
-        assert await asyncio.to_thread(sipp.wait, 30) == 0, (
-            tmp_path / "waits-on-b.out"
-        ).read_text()
-        await expect(state).to_have_text("Ready", timeout=15000)
+        await _answer_and_hang_up(page, sipp, tmp_path / "waits-on-b.out")
