@@ -301,6 +301,13 @@ async def test_the_wallboard_of_every_node_shows_the_clusters_calls_and_agents_a
         second_id = second[0]["call_id"]
         row2 = board.locator("#call-rows tr").filter(has_text="agent2")
         await expect(row2).to_have_count(1, timeout=10000)
+        # The page reads the snapshot again every 3 s on a cluster's node: the rows stay the same
+        # elements (a click landing on a row being replaced missed it, 30 s of retries, in CI).
+        await row2.evaluate("tr => { tr.dataset.seen = 'before-refresh'; }")
+        async with board.expect_response(lambda r: "/api/v1/wallboard" in r.url, timeout=10000) as refreshed:
+            pass
+        await refreshed.value
+        await expect(row2).to_have_attribute("data-seen", "before-refresh")
         await row2.get_by_role("button").click()
         await panel.get_by_role("button", name="Listen", exact=True).click()
         await expect(mode).to_contain_text("Listening", timeout=10000)

@@ -347,20 +347,30 @@ function applySnapshot(snap) {
   $("wb-day").value = `Today: ${snap.day} (${snap.timezone})`;
   board.clustered = Boolean(snap.node); // a node of a cluster with one ACD: agents' nodes shown
   for (const th of document.querySelectorAll("#agent-table th.cluster-only")) th.hidden = !board.clustered;
+  // A snapshot read again (a cluster's refresh, a new day) keeps the rows already on the page:
+  // the same elements, so a click, the focus or a screen reader's place on them survives, and a
+  // call's live quality so far (the snapshot has none: it comes with call.live_quality events).
+  const before = { queues: new Map(board.queues), agents: new Map(board.agents), calls: new Map(board.calls) };
+  const keepRow = (old, fresh) => {
+    if (old && old.row) Object.assign(fresh, { row: old.row, cells: old.cells });
+    return fresh;
+  };
   for (const map of [board.queues, board.agents, board.calls]) map.clear();
   board.campaigns.clear();
   for (const q of snap.queues) {
     for (const campaign of q.campaigns) board.campaigns.set(campaign, q.queue);
-    board.queues.set(q.queue, {
+    board.queues.set(q.queue, keepRow(before.queues.get(q.queue), {
       queue: q.queue, campaigns: q.campaigns, members: new Set(q.members), serviceLevel: q.service_level_seconds,
       thresholds: q.thresholds, today: { ...q.today },
-    });
+    }));
   }
   for (const c of snap.calls || []) {
-    board.calls.set(c.call_id, { ...c, quality: null, history: [] });
+    const old = before.calls.get(c.call_id);
+    board.calls.set(c.call_id, keepRow(old, { ...c, quality: old ? old.quality : null, history: old ? old.history : [] }));
   }
   for (const view of snap.agents) {
-    const a = newAgent(view, snap.now);
+    const a = keepRow(before.agents.get(view.agent), newAgent(view, snap.now));
+    if (a.cells) a.cells.node.hidden = !board.clustered;
     a.talkBase = (view.today && view.today.talk) || 0;
     board.agents.set(a.agent, a);
     a.talkBase -= agentTalk(a, snap.now) - a.talkBase; // the snapshot's talk holds the call so far
@@ -886,7 +896,8 @@ async function drawChart(call) {
 
 // On a node of a cluster with one ACD the other nodes' calls, and whether their agents' pages are
 // connected, come with the snapshot only (a node's event stream carries its own events): it is
-// read again every few seconds, not while the keyboard is in a table (its rows are rebuilt).
+// read again every few seconds (the rows on the page stay the same elements), not while the
+// keyboard is in a table (a row whose call ended would leave with the focus).
 const CLUSTER_REFRESH_MS = 3000;
 
 function refreshLater() {
