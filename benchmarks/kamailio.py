@@ -186,9 +186,12 @@ def _header(message: str, name: str) -> list[str]:
     return values
 
 
-def setup_time(sock: socket.socket, target: tuple[str, int], call: int) -> float:
-    """One call to echo through `target` (a node, or Kamailio): INVITE, 200 OK, ACK and BYE along
-    the route set; the INVITE → 200 OK time in milliseconds, by the monotonic clock."""
+def setup_time(
+    sock: socket.socket, target: tuple[str, int], call: int, user: str = "echo"
+) -> float:
+    """One call to `user` (echo; or a service that answers at once, a queue) through `target` (a
+    node, or Kamailio): INVITE, 200 OK, ACK and BYE along the route set; the INVITE → 200 OK
+    time in milliseconds, by the monotonic clock."""
     host, port = sock.getsockname()
     unique = f"{call}x{time.time_ns()}"
     tag, call_id = f"t{call}", f"{unique}@127.0.0.1"
@@ -198,7 +201,7 @@ def setup_time(sock: socket.socket, target: tuple[str, int], call: int) -> float
     )
     sdp = f"v=0\r\no=- 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
     sdp += "m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-    uri = f"sip:echo@{target[0]}:{target[1]}"
+    uri = f"sip:{user}@{target[0]}:{target[1]}"
     invite = (
         f"INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {host}:{port};branch=z9hG4bKi{unique}\r\n"
         f"To: <{uri}>\r\n{common}CSeq: 1 INVITE\r\nContent-Type: application/sdp\r\n"

@@ -3,13 +3,16 @@
 once. Any node's stream (SSE) carries every node's committed events, in the order they
 committed (``events.pos``), each once: read live on the other node, resumed on the other node
 after the last id a client received, and after a node's ``kill -9`` nothing committed is
-missed. What a stream delivered is compared with the database, in commit order."""
+missed. A supervisor's token scoped to a queue or a campaign reads on b every event of node a
+in its scope and nothing else (SSE and WebSocket), as on one node. What a stream delivered is
+compared with the database, in commit order."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,10 +24,12 @@ import pytest
 from benchmarks import harness
 from benchmarks.crossnode import sip_port
 from benchmarks.harness import API_TOKEN, DEMO_PASSWORD
+from benchmarks.kamailio import setup_time
 from tests.cluster import postgres, redis
 from tests.cluster.nodes import TLS, Page
 from tests.cluster.test_cluster_queues import _edit
 from tests.cluster.test_crossnode import SECRET
+from tests.cluster.test_shared_database import api
 
 TYPES = "type=agent.state&agent=agent1,agent2"
 """What the test's clients read: the two agents' states (both nodes change them)."""
@@ -47,6 +52,7 @@ def nodes(
                     tmp_path / name, edit_config=_edit(name, ports, shared.url, secret, dsn)
                 )
             )
+            started[-1].ports["sip"] = ports[name]
         yield started[0], started[1], dsn
     finally:
         for node in started:
@@ -55,15 +61,26 @@ def nodes(
 
 
 class Reader:
-    """One SSE client of a node's stream (``since_id`` optional): the ids it received, in order,
-    until it is stopped."""
+    """One SSE client of a node's stream (``since_id`` optional; `token` and `query`: the
+    bootstrap token's, and the two agents' states): the ids it received, in order, until it is
+    stopped."""
 
-    def __init__(self, node: harness.RunningServer, since: int | None = None) -> None:
+    def __init__(
+        self,
+        node: harness.RunningServer,
+        since: int | None = None,
+        token: str = API_TOKEN,
+        query: str = TYPES,
+    ) -> None:
         self.node = node
         self.since = since
+        self.token = token
+        self.query = query
         self.got: list[int] = []
         self.agents: list[str] = []
         """Whose state each event is."""
+        self.events: list[dict[str, Any]] = []
+        """The events as they came."""
         self.arrived: dict[int, float] = {}
         self.lags: list[float] = []
         """Seconds from each event's publication (its ``time``) to its arrival."""
@@ -71,9 +88,8 @@ class Reader:
         self.task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
-        query = TYPES + (f"&since_id={self.since}" if self.since is not None else "")
-        headers = {"Authorization": f"Bearer {API_TOKEN}", "Accept": "text/event-stream"}
-        url = f"https://127.0.0.1:{self.node.http_port}/api/v1/events?{query}"
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "text/event-stream"}
+        url = f"https://127.0.0.1:{self.node.http_port}/api/v1/events?{self._query()}"
         async with (
             aiohttp.ClientSession() as session,
             session.get(url, headers=headers, ssl=TLS) as response,
@@ -86,11 +102,16 @@ class Reader:
                 if line.startswith("data: "):
                     self._arrived(json.loads(line[6:]))
 
+    def _query(self) -> str:
+        since = f"since_id={self.since}" if self.since is not None else ""
+        return "&".join(part for part in (self.query, since) if part)
+
     def _arrived(self, event: dict[str, Any]) -> None:
         now = time.time()
         ident = int(event["id"])
         self.got.append(ident)
         self.agents.append(event["agent"])
+        self.events.append(event)
         self.arrived[ident] = now
         self.lags.append(now - float(event["time"]))
 
@@ -117,9 +138,8 @@ class WsReader(Reader):
     """The same client over a WebSocket: one event's JSON a message."""
 
     async def _run(self) -> None:
-        query = TYPES + (f"&since_id={self.since}" if self.since is not None else "")
-        url = f"wss://127.0.0.1:{self.node.http_port}/api/v1/events?{query}"
-        headers = {"Authorization": f"Bearer {API_TOKEN}"}
+        url = f"wss://127.0.0.1:{self.node.http_port}/api/v1/events?{self._query()}"
+        headers = {"Authorization": f"Bearer {self.token}"}
         async with (
             aiohttp.ClientSession() as session,
             session.ws_connect(url, headers=headers, ssl=TLS) as ws,
@@ -204,6 +224,106 @@ async def test_an_event_made_on_node_a_is_read_live_on_node_bs_sse_and_websocket
     assert got == over_ws[: len(got)] and in_order(got, stored)
     lag = on_b.arrived[got[-1]] - acked[-1]
     print(f"a's last state change acknowledged -> on b's stream: {lag * 1000:.0f} ms")
+
+
+MEMBERS = {"sales": {"agent2"}, "support": {"agent1", "agent2"}}
+"""The members of the queues `benchmarks.harness` configures (campaign ``support`` is queue
+``support``'s)."""
+
+
+def covered(scope: str, event: Any) -> bool:
+    """Whether a token scoped to `scope` (a queue, or a campaign of the same name) may see
+    `event` (a row or a JSON event): one of its queue or campaign, or an agent's own event (no
+    queue, no campaign) of a member (`omlmedia.eventstream.in_scope`, as on one node)."""
+    if event["queue"] or event["campaign"]:
+        return scope in (event["queue"], event["campaign"])
+    return event["agent"] in MEMBERS[scope]
+
+
+def scoped_token(node: harness.RunningServer, scope: str) -> str:
+    """A supervisor integration's token, scoped to `scope`, issued on `node` (the accounts are
+    in the shared PostgreSQL)."""
+    status, made = api(
+        node,
+        "POST",
+        "/api/v1/tokens",
+        {"integration": f"wall-{scope}", "role": "supervisor", "scope": [scope]},
+    )
+    assert status == 201, made
+    return str(made["token"])
+
+
+def calls(node: harness.RunningServer, users: list[str]) -> None:
+    """One call to each of `users` on `node`: answered, then hung up at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(10)
+        for n, user in enumerate(users):
+            setup_time(sock, ("127.0.0.1", node.sip_port), n, user)
+
+
+async def stored_rows(dsn: str, after_id: int) -> list[asyncpg.Record]:
+    """Every event committed after the event `after_id`, in commit order."""
+    db = await asyncpg.connect(dsn)
+    try:
+        start = int(await db.fetchval("SELECT pos FROM events WHERE id = $1", after_id) or 0)
+        return list(
+            await db.fetch(
+                "SELECT id, type, queue, agent, campaign FROM events WHERE pos > $1 ORDER BY pos",
+                start,
+            )
+        )
+    finally:
+        await db.close()
+
+
+async def test_a_scoped_token_on_node_b_reads_node_as_events_of_its_scope_only_and_all_of_them(
+    nodes: tuple[harness.RunningServer, harness.RunningServer, str],
+) -> None:
+    a, b, dsn = nodes
+    sales, support = scoped_token(b, "sales"), scoped_token(b, "support")
+    start = await last_committed(dsn)
+    everything = ""  # no filter of the client's own: the scope alone decides
+    readers = {
+        "sales": [Reader(b, start, sales, everything), WsReader(b, start, sales, everything)],
+        "support": [Reader(b, start, support, everything)],
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        for reader in (r for group in readers.values() for r in group):
+            await stack.enter_async_context(reader)
+        # On node a: agent1 (a member of support only) and agent2 (of support and sales)...
+        await asyncio.gather(changes(a, "agent1", 6), changes(a, "agent2", 6))
+        # ...a call to echo (of no queue: for unscoped tokens only) and a caller of the
+        # campaign support who hangs up at once (its queue's events: support's only).
+        await asyncio.to_thread(calls, a, ["echo", "support"])
+        deadline = time.monotonic() + 30
+        while True:
+            rows = await stored_rows(dsn, start)
+            made = {(r["type"], r["queue"]) for r in rows}
+            ids = {s: [r["id"] for r in rows if covered(s, r)] for s in readers}
+            if {("call.ended", ""), ("queue.abandoned", "support")} <= made and all(
+                r.got[: len(ids[s])] == ids[s] for s, group in readers.items() for r in group
+            ):
+                break
+            assert time.monotonic() < deadline, {
+                s: (ids[s][-5:], [r.got[-5:] for r in group]) for s, group in readers.items()
+            }
+            await asyncio.sleep(0.05)
+    rows = await stored_rows(dsn, start)
+    for scope, group in readers.items():
+        wanted = [r["id"] for r in rows if covered(scope, r)]
+        assert any(not covered(scope, r) for r in rows), f"nothing outside {scope} was made"
+        for reader in group:
+            # Every event of its scope, once, in commit order; nothing of another.
+            assert in_order(reader.got, wanted)
+            assert all(covered(scope, event) for event in reader.events), reader.events
+    # Left out for sales: agent1's own events, the support caller's, the echo call; for
+    # support: the echo call (no queue, no agent).
+    (sales_sse, sales_ws), (support_sse,) = readers["sales"], readers["support"]
+    assert sales_sse.got == sales_ws.got
+    assert {e["agent"] for e in sales_sse.events} == {"agent2"}
+    assert {e["queue"] for e in support_sse.events} == {"", "support"}
+    assert {"agent1", "agent2"} <= {e["agent"] for e in support_sse.events}
 
 
 async def test_a_client_stopped_on_a_resumes_on_b_with_nothing_missed_or_twice(
