@@ -93,7 +93,7 @@ def start_nodes(
     they are standalone; with `dsn` their records are in that PostgreSQL database
     (``[storage]``), without it in SQLite. The same settings otherwise, so that a cluster node
     and a standalone one differ only by what they share. `probes` runs each node under
-    benchmarks/nodeprobe.py with those of its probes (``profile``, ``stalls``) on, written to
+    benchmarks/nodeprobe.py with those of its probes (``profile``, ``stalls``, ``threads``) on, written to
     `probe_file` in the node's directory when it stops."""
     secret = workdir / "cluster.secret"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -146,12 +146,17 @@ def start_nodes(
     return started
 
 
-PROBE_ENV = {"profile": "OMLBENCH_PROFILE", "stalls": "OMLBENCH_STALLS"}
+PROBE_ENV = {
+    "profile": "OMLBENCH_PROFILE",
+    "stalls": "OMLBENCH_STALLS",
+    "threads": "OMLBENCH_THREADS",
+}
 
 
 def probe_file(node_dir: Path, probe: str) -> Path:
     """Where a node started in `node_dir` writes what `probe` found (benchmarks/nodeprobe.py)."""
-    return node_dir / {"profile": "node.prof", "stalls": "stalls.json"}[probe]
+    files = {"profile": "node.prof", "stalls": "stalls.json", "threads": "threads.json"}
+    return node_dir / files[probe]
 
 
 _rtp_blocks = itertools.count(10)
