@@ -93,8 +93,8 @@ def start_nodes(
     they are standalone; with `dsn` their records are in that PostgreSQL database
     (``[storage]``), without it in SQLite. The same settings otherwise, so that a cluster node
     and a standalone one differ only by what they share. `probes` runs each node under
-    benchmarks/nodeprobe.py with those of its probes (``profile``, ``stalls``, ``threads``) on, written to
-    `probe_file` in the node's directory when it stops."""
+    benchmarks/nodeprobe.py with those of its probes (``profile``, ``stalls``, ``threads``) on,
+    written to `probe_file` in the node's directory when it stops."""
     secret = workdir / "cluster.secret"
     workdir.mkdir(parents=True, exist_ok=True)
     secret.write_bytes(SECRET)
