@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from omlmedia.config import Config, Route, RouteAction, may_reach
 from omlmedia.logs import event
@@ -140,9 +140,28 @@ class PartyHolder(Protocol):
         """End every party (graceful shutdown), before the router hangs up the SIP calls."""
 
 
+_TARGET_METHODS = tuple(
+    name for name in vars(CallTarget) if name.startswith("on_") and callable(vars(CallTarget)[name])
+)
+_TARGET_CLASSES: dict[type, bool] = {}
+"""Whether each class of owner seen has every method of `CallTarget` itself."""
+
+
 def owner_of(call: Call) -> CallTarget | None:
-    """The target that owns `call`, None when nobody does."""
+    """The target that owns `call`, None when nobody does. A few times per SIP event: an
+    owner whose class has the protocol's methods is known by its class after the first time
+    (``isinstance`` against a runtime protocol looks every method up again each time)."""
     app = call.app
+    if app is None:
+        return None
+    kind = type(app)
+    by_class = _TARGET_CLASSES.get(kind)
+    if by_class is None:
+        by_class = all(callable(getattr(kind, name, None)) for name in _TARGET_METHODS)
+        if len(_TARGET_CLASSES) < 256:
+            _TARGET_CLASSES[kind] = by_class
+    if by_class:
+        return cast(CallTarget, app)
     return app if isinstance(app, CallTarget) else None
 
 

@@ -396,3 +396,23 @@ async def test_a_queued_call_answered_by_an_agent_moves_from_the_queue_to_the_de
         acd.close()
         desk.hangup_all()
         pool.close()
+
+
+def test_the_owner_of_a_call_is_known_by_its_class_or_by_what_the_object_itself_has() -> None:
+    class Partial:
+        def on_ended(self, call: object, cause: str) -> None:
+            """Only one of the target's methods."""
+
+    call = inbound_call("600")
+    call.app = Recorder()
+    assert owner_of(call) is call.app and owner_of(call) is call.app  # the class, then cached
+    call.app = Partial()
+    assert owner_of(call) is None and owner_of(call) is None
+    # An object whose own attributes complete the protocol is still an owner (isinstance).
+    completed = Partial()
+    for name in ("on_dtmf", "on_session_modified", "on_response", "on_transfer_outcome"):
+        setattr(completed, name, lambda *args: None)
+    call.app = completed
+    assert owner_of(call) is completed
+    call.app = object()
+    assert owner_of(call) is None
