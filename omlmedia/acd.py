@@ -129,6 +129,9 @@ class QueuedCaller:
     segments: list[tuple[str, str]] = field(default_factory=list)
     """Each answered segment's recording (its path, its agent), in order: a requeued call's
     next agent records into a file of its own (``segment`` legs of the record)."""
+    gap_legs: list[dict[str, Any]] = field(default_factory=list)
+    """The pauses (PCI) of its segments that ended while it was still here (`note_gaps`), as
+    ``recording`` legs: its record lists them."""
 
 
 @dataclass
@@ -542,6 +545,8 @@ class AcdRuntime:
         if qc.segments:  # every answered segment's file, in order (the first is `recording`)
             parts = [{"role": "segment", "file": f, "agent": a} for f, a in qc.segments]
             record = replace(record, legs=(*record.legs, *parts))
+        if qc.gap_legs:
+            record = replace(record, legs=(*record.legs, *qc.gap_legs))
         self.store.call_ended(record)
         self.events.publish(
             CALL_QUALITY,
@@ -890,6 +895,24 @@ class AcdRuntime:
         queue log (``agent-gone``: the page went away, that node requeues its caller)."""
         self.engine.call_completed(call_id, agent, self.now(), reason=reason)
         self.pump()
+
+    def note_gaps(self, call_id: str, gaps: list[dict[str, float]], file: str) -> None:
+        """Add a recording's pauses (PCI) to its call's record, a ``recording`` leg with its
+        ``gaps`` and its ``file`` (a requeued call has one per segment): kept with the caller
+        while it is still here (a requeued caller's, or one whose record is being written),
+        else added to the record written already."""
+        leg = {"role": "recording", "gaps": gaps, "file": file}
+        qc = self.callers.get(call_id)
+        if qc is not None:
+            qc.gap_legs.append(leg)
+            return
+        record = self.records.get(call_id)
+        if record is None or self.store is None:
+            logger.warning("the recording gaps of %s have no record to go to", call_id)
+            return
+        updated = replace(record, legs=(*record.legs, leg))
+        self.records[call_id] = updated
+        self.store.call_ended(updated)
 
     def timed_out(self, call_id: str, agent: str) -> None:
         """The offer rang out where the agent is (another node's ring timeout)."""

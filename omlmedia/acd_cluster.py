@@ -46,7 +46,7 @@ from media.ports import PortsExhausted, RtpSocketPool
 from media.srtp import offer_crypto
 from omlmedia.acd import AGENT_GONE_REASON, RECORDING_HEADER
 from omlmedia.acd_shared import SharedAcd
-from omlmedia.crossnode import HEADER, OfferHeader, place_internal, sign_offer
+from omlmedia.crossnode import HEADER, OfferHeader, RemoteGaps, place_internal, sign_offer
 from omlmedia.logs import event
 from omlmedia.offer_answer import apply_answer
 from omlmedia.services import CAPABILITIES
@@ -443,6 +443,8 @@ class RemoteOffers:
         self.clock = clock
         self.offers: dict[tuple[str, str], RemoteOffer] = {}
         self.by_call: dict[str, RemoteOffer] = {}
+        self.gaps = RemoteGaps(secret, clock)
+        """The recording pauses the agents' nodes send (`omlmedia.crossnode`)."""
         self._tasks: set[asyncio.Task[object]] = set()
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
@@ -454,15 +456,21 @@ class RemoteOffers:
         """Ring `agent` on `node` with `qc`; False when that cannot even be tried."""
         if node not in self.nodes or node == self.node or qc.leg.format is None:
             return False
-        self._spawn(self._place(qc, agent, node, queue))
+        self._spawn(self._place(qc, agent, node, queue, self._position()))
         return True
+
+    def _position(self) -> str:
+        """The input stream's entry being applied (an offer's: the far node rings once its
+        replica has applied it, `omlmedia.crossnode`)."""
+        engine = self.runtime.engine
+        return "" if isinstance(engine, AcdEngine) else engine.acd.followed
 
     def offer_callback(self, qc: QueuedCaller, ev: CallbackDial, node: str) -> bool:
         """Ring `ev.agent` on `node` with the callback of `qc`; on its answer the number is
         dialled from here and joined to the internal leg."""
         if node not in self.nodes or node == self.node or self.dial_out is None:
             return False
-        self._spawn(self._place(qc, ev.agent, node, ev.queue, callback=ev.number))
+        self._spawn(self._place(qc, ev.agent, node, ev.queue, self._position(), callback=ev.number))
         return True
 
     def _offer_sdp(self, leg: RtpLeg, caller: RtpLeg | None, *, srtp: bool = False) -> bytes:
@@ -490,7 +498,14 @@ class RemoteOffers:
         return bytes(offer)
 
     async def _place(
-        self, qc: QueuedCaller, agent: str, node: str, queue: str, *, callback: str = ""
+        self,
+        qc: QueuedCaller,
+        agent: str,
+        node: str,
+        queue: str,
+        position: str,
+        *,
+        callback: str = "",
     ) -> None:
         call_id = qc.call.call_id
         try:
@@ -508,7 +523,7 @@ class RemoteOffers:
         where = self.nodes[node]
         caller = callback or qc.call.invite.from_.uri.user or ""
         campaign = qc.campaign.name if qc.campaign is not None else ""
-        header = OfferHeader(call_id, queue, caller, self.node, campaign)
+        header = OfferHeader(call_id, queue, caller, self.node, campaign, position)
         signed = sign_offer(self.secret, agent, header, self.clock())
         call = place_internal(
             self.service,
@@ -675,8 +690,12 @@ class RemoteOffers:
         """Nothing: the agent's digits go to the caller with the media."""
 
     def on_session_modified(self, call: Call, txn: ServerTransaction, request: Request) -> None:
-        """The far node re-offers (hold on the agent's side): our session stays as it is."""
+        """The far node re-offers (hold on the agent's side): our session stays as it is; or
+        it tells the recording's pauses (`RemoteGaps`)."""
         offer = self.by_call.get(call.call_id)
+        origin, segment = (offer.qc.call.call_id, offer.segment) if offer else ("", "")
+        if self.gaps.answer(self.service, call, txn, request, origin, segment):
+            return
         body = offer.offer if offer is not None else b""
         service = self.service
         service.act(
@@ -710,6 +729,9 @@ class RemoteOffers:
             return
         offer.ended = True
         self.offers.pop((offer.qc.call.call_id, offer.agent), None)
+        gaps = self.gaps.pop(offer.call.call_id) if offer.call is not None else []
+        if gaps and offer.segment:  # its record lists them, as a local recording's
+            self.runtime.note_gaps(offer.qc.call.call_id, gaps, offer.segment)
         for call in (offer.call, offer.outbound):
             if call is None:
                 continue

@@ -44,6 +44,25 @@ without keys (488). SRTP is applied per leg as for trunks: the relay decrypts an
 stays a codec passthrough (no transcoding); the kernel path, which forwards packets unchanged,
 does not take a bridge with an SRTP leg (`omlmedia.bridges`).
 
+A queue's offer and the ACD's replica. The shared ACD's offer (`omlmedia.acd_cluster`) carries
+``pos``, the position in the ACD's input stream of the input that made it (the offering node had
+applied it). B rings its agent only once its own replica of the ACD has applied that input
+(`REPLICA_WAIT` at most, else 480): the agent's states that input and those before it produced
+(Ready, then Ringing) have reached the page by then, so an older state can never show after the
+desk rang (Ringing, Ready, Ringing), and an offer B's replica already saw withdrawn is refused
+(480) instead of rung. An agent whose page goes away while such an offer rings declines it at
+once, as a local agent does (`omlmedia.desk.Desk.agent_gone`: the engine's offer rejected, then
+486 with ``Reason: ...;text="agent-gone"``).
+
+Recording pauses. B records a queue's call of A (the campaign's recording) and names the file in
+its 200 OK; each pause or resume of that recording (PCI) sends A an in-dialog UPDATE carrying
+``X-Oml-Gaps: <A's call-id>;file=<segment>;gaps=<start-end,...>;ts;nonce;sig`` (signed as the
+offers, under its own domain; `recording.format_gaps`), the whole list so far, so a later one
+supersedes a lost one. A takes it only on the leg of that call whose 200 named that file, fresh
+and unseen, strictly parsed and bounded (`RemoteGaps`); when the leg ends the pauses go to the
+caller's record as a local recording's do (``recording`` legs with ``gaps`` and ``file``), a
+pause still running then closed at A's time.
+
 Limits: nodes must not be listed as trunk sources of each other (a trunk's address would be
 trusted without signature).
 """
@@ -52,6 +71,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -62,28 +82,38 @@ from omlmedia import signed_header
 from omlmedia.cluster import AgentLocator
 from omlmedia.config import Trunk
 from omlmedia.logs import event
+from omlmedia.recording import format_gaps, parse_gaps
 from omlmedia.targets import Refusal
+from queueing.engine import AcdEngine
+from queueing.events import AgentState
 from sip.endpoint import Endpoint
 from sip.message import URI, Address, Request
 from sip.sdp import SDPError, SessionDescription
 from sip.service import SipService
+from sip.transaction import ServerTransaction
 from sip.ua import Call, CallState
 
 if TYPE_CHECKING:
+    from omlmedia.acd_cluster import SharedEngine
     from omlmedia.b2bua import B2bua
-    from omlmedia.desk import Desk
+    from omlmedia.desk import AgentCall, Desk
 
 __all__ = [
+    "GAPS_HEADER",
     "HEADER",
     "MAX_SKEW",
+    "REPLICA_WAIT",
     "TRUNK_PREFIX",
     "CrossNode",
     "InternalGate",
     "OfferHeader",
     "Outcome",
+    "RemoteGaps",
     "outcome_of",
     "place_internal",
+    "sign_gaps",
     "sign_offer",
+    "verify_gaps",
     "verify_offer",
 ]
 
@@ -97,6 +127,20 @@ TRUNK_PREFIX: Final = "node:"
 
 MAX_SKEW: Final = 30.0
 """Seconds an offer's signature stays valid (the nodes' clocks must agree within it)."""
+
+REPLICA_WAIT: Final = 5.0
+"""Seconds the agent's node waits for its replica of the ACD to reach a queue offer's input
+before it refuses the offer (480): its follower is that far behind or cut off from Redis."""
+
+GAPS_HEADER: Final = "X-Oml-Gaps"
+"""The signed header of the agent's node's UPDATE telling the caller's node the pauses of the
+segment it records."""
+
+MAX_GAPS_HEADER: Final = 4096
+"""The longest `GAPS_HEADER` value taken (100 pauses of 7-digit seconds fit)."""
+
+_POSITION = re.compile(r"\d{1,20}-\d{1,20}")
+"""A Redis stream entry id: the ACD input stream's position of a queue offer."""
 
 
 class Outcome(Enum):
@@ -139,28 +183,155 @@ class OfferHeader:
     campaign: str = ""
     """The campaign the caller came in by (a queue offer of the cluster's ACD): the agent's
     page gets its CRM address and dispositions."""
+    position: str = ""
+    """The ACD input stream's entry whose decision this offer is (a queue offer of the
+    cluster's ACD, ``pos``): the agent's node rings once its replica has applied it."""
 
 
 _NAMES: Final = ("queue", "caller", "node", "campaign")
+_WITH_POSITION: Final = (*_NAMES, "pos")
 
 
 def sign_offer(secret: bytes, agent: str, offer: OfferHeader, now: float, nonce: str = "") -> str:
-    """The `HEADER` value offering `offer` to `agent`, signed at `now` (wall clock)."""
-    values = (offer.queue, offer.caller, offer.node, offer.campaign)
-    return signed_header.sign(
-        secret, (agent,), offer.call_id, list(zip(_NAMES, values, strict=True)), now, nonce
-    )
+    """The `HEADER` value offering `offer` to `agent`, signed at `now` (wall clock); ``pos``
+    only with a `position` (an offer without one is what it was before)."""
+    fields = list(zip(_NAMES, (offer.queue, offer.caller, offer.node, offer.campaign), strict=True))
+    if offer.position:
+        fields.append(("pos", offer.position))
+    return signed_header.sign(secret, (agent,), offer.call_id, fields, now, nonce)
 
 
 def verify_offer(
     secret: bytes, agent: str, value: str, now: float
 ) -> tuple[OfferHeader, str] | None:
-    """The offer and its nonce when `value` is a valid, fresh signature for `agent`."""
-    checked = signed_header.verify(secret, (agent,), value, _NAMES, now, MAX_SKEW)
+    """The offer and its nonce when `value` is a valid, fresh signature for `agent` (and its
+    ``pos``, if any, a stream position)."""
+    names = _WITH_POSITION if ";pos=" in value else _NAMES
+    checked = signed_header.verify(secret, (agent,), value, names, now, MAX_SKEW)
     if checked is None:
         return None
     call_id, params, nonce = checked
-    return OfferHeader(call_id=call_id, **params), nonce
+    position = params.pop("pos", "")
+    if position and _POSITION.fullmatch(position) is None:
+        return None
+    return OfferHeader(call_id=call_id, position=position, **params), nonce
+
+
+def _stream_key(position: str) -> tuple[int, int]:
+    """A stream entry id's order (``ms-seq``)."""
+    ms, _, seq = position.partition("-")
+    return int(ms or 0), int(seq or 0)
+
+
+_GAPS_DOMAIN: Final = ("gaps",)
+_GAPS_NAMES: Final = ("file", "gaps")
+
+
+def sign_gaps(
+    secret: bytes,
+    call_id: str,
+    file: str,
+    gaps: list[tuple[float, float | None]],
+    now: float,
+    nonce: str = "",
+) -> str:
+    """The `GAPS_HEADER` value: the pauses `gaps` of `file`, the segment recorded for the
+    caller's call `call_id` (on its node), signed at `now`."""
+    fields = [("file", file), ("gaps", format_gaps(gaps))]
+    return signed_header.sign(secret, _GAPS_DOMAIN, call_id, fields, now, nonce)
+
+
+def verify_gaps(
+    secret: bytes, value: str, now: float
+) -> tuple[str, str, list[tuple[float, float | None]], str] | None:
+    """The call id, the file, the pauses and the nonce when `value` is a valid, fresh
+    `GAPS_HEADER` of at most `MAX_GAPS_HEADER` characters with well-formed pauses."""
+    if len(value) > MAX_GAPS_HEADER:
+        return None
+    checked = signed_header.verify(secret, _GAPS_DOMAIN, value, _GAPS_NAMES, now, MAX_SKEW)
+    if checked is None:
+        return None
+    call_id, params, nonce = checked
+    gaps = parse_gaps(params["gaps"])
+    if gaps is None:
+        return None
+    return call_id, params["file"], gaps, nonce
+
+
+@dataclass
+class _Gaps:
+    gaps: list[tuple[float, float | None]]
+    at: float
+    """When they arrived (monotonic): a pause still running is closed that long after."""
+
+
+class RemoteGaps:
+    """The caller's node's side of the pauses of segments recorded on other nodes, by internal
+    leg (`omlmedia.acd_cluster.RemoteOffers` holds one): `answer` takes a leg's UPDATE,
+    `pop` gives its pauses when it ends."""
+
+    MAX_LEGS: Final = 10_000
+
+    def __init__(
+        self,
+        secret: bytes,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.secret = secret
+        self.clock = clock
+        self.monotonic = monotonic
+        self._legs: dict[str, _Gaps] = {}
+        self._nonces = signed_header.Nonces(2 * MAX_SKEW)
+        self.refused = 0
+
+    def take(self, leg: str, call_id: str, file: str, value: str) -> bool:
+        """Keep the pauses `value` gives for internal leg `leg`, when it is valid, fresh and
+        unseen and names the caller's `call_id` and the segment `file` that leg's 200 named."""
+        checked = verify_gaps(self.secret, value, self.clock())
+        if (
+            checked is None
+            or not file
+            or checked[:2] != (call_id, file)
+            or not self._nonces.fresh(checked[3], self.clock())
+        ):
+            self.refused += 1
+            event(logger, "gaps-refused", level=logging.WARNING, call_id=call_id or None, leg=leg)
+            return False
+        self._legs[leg] = _Gaps(checked[2], self.monotonic())
+        while len(self._legs) > self.MAX_LEGS:
+            self._legs.pop(next(iter(self._legs)))
+        return True
+
+    def answer(
+        self,
+        service: SipService,
+        call: Call,
+        txn: ServerTransaction,
+        request: Request,
+        call_id: str,
+        file: str,
+    ) -> bool:
+        """Answer `request` on internal leg `call` when it carries `GAPS_HEADER` (200 taken,
+        403 refused; `take`) and say so; False: not such a request."""
+        value = request.headers.get(GAPS_HEADER)
+        if value is None:
+            return False
+        status = 200 if self.take(call.call_id, call_id, file, value) else 403
+        service.act(lambda now: service.ua.respond(call, txn, status, now))
+        return True
+
+    def pop(self, leg: str) -> list[dict[str, float]]:
+        """The pauses of `leg`, which ended (forgotten here): as a record's ``gaps``, a pause
+        still running closed now."""
+        kept = self._legs.pop(leg, None)
+        if kept is None:
+            return []
+        elapsed = self.monotonic() - kept.at
+        return [
+            {"start": start, "end": end if end is not None else round(start + elapsed, 3)}
+            for start, end in kept.gaps
+        ]
 
 
 def place_internal(
@@ -299,6 +470,7 @@ class CrossNode:
         self._tasks: set[asyncio.Task[object]] = set()
         desk.remote = self.take_remote
         desk.on_presence.append(self._presence)
+        desk.on_recording.append(self._recording_changed)
 
     # -- this node's agents ------------------------------------------------------------------
 
@@ -395,7 +567,8 @@ class CrossNode:
     # -- another node's caller, the agent here -----------------------------------------------
 
     def take_internal(self, call: Call) -> None:
-        """An internal INVITE the gate admitted: ring its agent as a direct call."""
+        """An internal INVITE the gate admitted: ring its agent as a direct call (a queue's
+        offer once this node's replica of the ACD has applied it)."""
         service = self.service
         value = call.invite.headers.get(HEADER) or ""
         agent = call.request_user
@@ -419,13 +592,80 @@ class CrossNode:
             origin_call_id=offer.call_id,
             queue=offer.queue or None,
         )
+        engine = self._shared_engine()
+        if offer.queue and offer.position and engine is not None:
+            if _stream_key(engine.acd.followed) < _stream_key(offer.position):
+                self._spawn(self._ring_when_current(call, agent, offer, engine))
+                return
+            if not self._offer_stands(engine, agent, offer):
+                self._refuse(call, "offer-withdrawn")
+                return
+        self._ring(call, agent, offer)
+
+    def _shared_engine(self) -> SharedEngine | None:
+        """The cluster's ACD as this node follows it (None without a shared ACD)."""
+        acd = self.desk.acd
+        engine = acd.engine if acd is not None else None
+        return None if engine is None or isinstance(engine, AcdEngine) else engine
+
+    async def _ring_when_current(
+        self, call: Call, agent: str, offer: OfferHeader, engine: SharedEngine
+    ) -> None:
+        """Ring once this node's replica has applied the offer's input (module docstring)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REPLICA_WAIT
+        wanted = _stream_key(offer.position)
+        while _stream_key(engine.acd.followed) < wanted:
+            if call.state is not CallState.OFFERED:
+                return  # the caller's node gave up (CANCEL)
+            if loop.time() >= deadline:
+                self._refuse(call, "replica-behind")
+                return
+            await asyncio.sleep(0.005)
+        if call.state is not CallState.OFFERED:
+            return
+        if not self._offer_stands(engine, agent, offer):
+            self._refuse(call, "offer-withdrawn")
+            return
+        self._ring(call, agent, offer)
+
+    @staticmethod
+    def _offer_stands(engine: SharedEngine, agent: str, offer: OfferHeader) -> bool:
+        """Whether the replica has `agent` ringing with the offer's caller."""
+        try:
+            status = engine.agent_status(agent)
+        except (KeyError, ValueError):
+            return False
+        return status.state is AgentState.RINGING and status.call_id == offer.call_id
+
+    def _refuse(self, call: Call, reason: str) -> None:
+        event(logger, "call-rejected", call_id=call.call_id, status=480, reason=reason)
+        service = self.service
+        service.act(lambda now: service.ua.reject(call, 480, now))
+
+    def _ring(self, call: Call, agent: str, offer: OfferHeader) -> None:
         # a queue's offer (the cluster's ACD) leaves the agent's states to the ACD
         engine_call = offer.call_id if offer.queue else ""
         status = self.desk.offer(
             call, agent, queue=offer.queue, engine_call=engine_call, campaign=offer.campaign
         )
         if status is not None:
+            service = self.service
             service.act(lambda now: service.ua.reject(call, status, now))
+
+    def _recording_changed(self, ac: AgentCall) -> None:
+        """The recording of a call here paused or resumed: when it is another node's queue
+        caller's segment, that node is told its pauses so far (an UPDATE on the leg)."""
+        call, recorder = ac.call, ac.recorder
+        if not ac.engine_call or not ac.recording or call is None or recorder is None:
+            return
+        value = sign_gaps(self.secret, ac.engine_call, ac.recording, recorder.gaps, self.clock())
+        service = self.service
+        service.act(
+            lambda now: service.ua.send_in_dialog(
+                call, "UPDATE", now, headers=((GAPS_HEADER, value),)
+            )
+        )
 
     async def close(self) -> None:
         """Stop the background tasks and close Redis."""

@@ -24,7 +24,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote
@@ -292,6 +292,9 @@ class Desk:
         when the node is part of a cluster: the direct route's fallback."""
         self.on_presence: list[Callable[[str, bool], None]] = []
         """Told when an agent logs in here (True) and when it leaves (False)."""
+        self.on_recording: list[Callable[[AgentCall], None]] = []
+        """Told when a call's recording paused or resumed (`omlmedia.crossnode` tells the
+        caller's node of another node's queue call)."""
         if acd is not None:
             acd.listen(self)
 
@@ -376,6 +379,11 @@ class Desk:
                 # Reason says why), as for a caller of this node.
                 ac.requeued = True
                 self._end_call(ac, f"agent-{reason}", reason=AGENT_GONE_REASON)
+            elif ac.engine_call and self.acd is not None:
+                # Another node's queue caller still ringing: declined at once, as a local
+                # agent's offer (before the logout below), and 486 tells that node why.
+                self.acd.rejected(ac.engine_call, agent)
+                self._end_call(ac, f"agent-{reason}", status=486, reason=AGENT_GONE_REASON)
             else:
                 self._end_call(ac, f"agent-{reason}")
         timer = self._wrapups.pop(agent, None)
@@ -864,6 +872,8 @@ class Desk:
             data={"paused": paused, "offset": recorder.offset, "by": by.actor},
         )
         self.hub.recording_changed(ac.agent, ac.call_id, after["recording"])
+        for told in self.on_recording:
+            told(ac)
         if audit and self.audit is not None:
             action = "call.recording-pause" if paused else "call.recording-resume"
             try:
@@ -873,18 +883,11 @@ class Desk:
         return after
 
     def _note_gaps(self, call_id: str, gaps: list[dict[str, float]], file: str = "") -> None:
-        """Add the recording's pauses to the call's record (a ``recording`` leg with its
-        ``gaps`` and its ``file``: a requeued call has one per segment) once the ACD has
-        written it."""
-        acd = self.acd
-        record = acd.records.get(call_id) if acd is not None else None
-        if acd is None or record is None or acd.store is None:
+        """Add the recording's pauses to the call's record (`AcdRuntime.note_gaps`)."""
+        if self.acd is None:
             logger.warning("the recording gaps of %s have no record to go to", call_id)
             return
-        leg = {"role": "recording", "gaps": gaps, "file": file}
-        updated = replace(record, legs=(*record.legs, leg))
-        acd.records[call_id] = updated
-        acd.store.call_ended(updated)
+        self.acd.note_gaps(call_id, gaps, file)
 
     async def hold(self, agent: str, call_id: str) -> None:
         """Music on hold to the caller; nothing crosses until resume."""
@@ -1138,8 +1141,8 @@ class Desk:
             if self.web is not None:
                 self.web.web_call_ended(ac.call_id, cause)
         elif call is not None and call.state is CallState.OFFERED:
-            code = status or 480
-            service.act(lambda now: service.ua.reject(call, code, now))
+            code, extra = status or 480, (("Reason", reason),) if reason else ()
+            service.act(lambda now: service.ua.reject(call, code, now, headers=extra))
         elif call is not None and call.state is not CallState.ENDED and reason:
             service.act(lambda now: service.ua.hangup(call, now, reason))
         elif call is not None and call.state is not CallState.ENDED:
@@ -1235,7 +1238,7 @@ class Desk:
             recorder_path = ac.recorder.path
             ac.recorder.close()
             ac.recorder = None
-            if gaps:
+            if gaps and not ac.engine_call:  # another node's: it was told (on_recording)
                 self.call_later(0, self._note_gaps, ac.call_id, gaps, str(recorder_path))
         if ac.web is not None:
             ac.web.detach()

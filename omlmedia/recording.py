@@ -11,13 +11,21 @@ lists each pause as (start, end) offsets in seconds into the file.
 `Mailbox` records a caller alone (voicemail, a queue's `record` overflow): the leg's packets go
 through a `PcmPort` (capped jitter buffer, loss concealment) read by its own 20 ms `Pacer`, and
 are written as a mono-in-stereo WAV (caller left) at 16 kHz.
+
+Across nodes. A call of another node's queue is recorded on the agent's node, which sends the
+caller's node the recording's pauses as they change (`omlmedia.crossnode`, ``X-Oml-Gaps``): the
+text of `format_gaps`, read back strictly by `parse_gaps` (bounded, ordered, only the last pause
+open).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import re
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +39,53 @@ from media.pcmport import PcmPort
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CallRecorder", "Mailbox"]
+__all__ = ["MAX_GAPS", "CallRecorder", "Mailbox", "format_gaps", "parse_gaps"]
 
 Samples = npt.NDArray[np.int16]
+
+MAX_GAPS = 100
+"""The most pauses of one recording another node is told (the first ones; PCI pauses are an
+agent's clicks, a handful a call)."""
+
+_GAP = re.compile(r"(\d{1,7}(?:\.\d{1,3})?)-(\d{1,7}(?:\.\d{1,3})?)?")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def format_gaps(gaps: Sequence[tuple[float, float | None]]) -> str:
+    """`CallRecorder.gaps` as text: ``start-end`` in seconds into the file, comma-separated, a
+    pause still running as ``start-``; the first `MAX_GAPS` only."""
+    return ",".join(
+        f"{_seconds(start)}-{'' if end is None else _seconds(end)}"
+        for start, end in gaps[:MAX_GAPS]
+    )
+
+
+def parse_gaps(text: str) -> list[tuple[float, float | None]] | None:
+    """The pauses `format_gaps` wrote, or None unless `text` is exactly that: at most
+    `MAX_GAPS`, each ``start <= end``, in order and apart, only the last one open."""
+    if not text:
+        return []
+    parts = text.split(",")
+    if len(parts) > MAX_GAPS:
+        return None
+    gaps: list[tuple[float, float | None]] = []
+    last = 0.0
+    for index, part in enumerate(parts):
+        match = _GAP.fullmatch(part)
+        if match is None:
+            return None
+        start = float(match[1])
+        end = float(match[2]) if match[2] is not None else None
+        if end is None and index != len(parts) - 1:
+            return None
+        if start < last or (end is not None and end < start) or not math.isfinite(start):
+            return None
+        gaps.append((start, end))
+        last = start if end is None else end
+    return gaps
 
 
 class CallRecorder:

@@ -148,9 +148,16 @@ class FakeUA:
             call.state = CallState.ANSWERED
             self.actions.append(("answer", call.call_id, body))
 
-    def reject(self, call: Call, status: int, now: float, reason: str | None = None) -> None:
+    def reject(
+        self,
+        call: Call,
+        status: int,
+        now: float,
+        reason: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
         if call.state is CallState.OFFERED:
-            self.actions.append(("reject", call.call_id, status))
+            self.actions.append(("reject", call.call_id, status, *headers))
             self._end(call, "rejected")
 
     def hangup(self, call: Call, now: float) -> None:
