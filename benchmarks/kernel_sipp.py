@@ -384,6 +384,8 @@ class Uas:
 class System:
     name = ""
     sip_port = 0
+    calls_done = 0
+    """Calls completed through this system in this run (a profile's CPU per call)."""
 
     def pids(self) -> list[int]:
         raise NotImplementedError
@@ -469,7 +471,7 @@ class OmlmediaSystem(System):
         if server is not None:
             server.stop()
             if self.profile is not None and self.profile.exists():
-                print_profile(self.profile, self.name)
+                print_profile(self.profile, self.name, self.calls_done)
 
     def pids(self) -> list[int]:
         """The server and its children (the webhook worker), as Kamailio's are counted."""
@@ -718,6 +720,8 @@ def per_call(
     idle_rate = settled_idle_rate(pids)
     uac = uac_command(system, workdir, calls, args.fixed_calls, call_seconds)
     relayed0, kernel0 = system.relayed_packets(), system.kernel_packets()
+    main_pid = pids[0]
+    main0 = tree_cpu([main_pid])
     cpu0, started = tree_cpu(pids), time.monotonic()
     with (workdir / "uac.log").open("wb") as log:
         sipp = subprocess.Popen(
@@ -735,6 +739,7 @@ def per_call(
     system.idle()
     elapsed = time.monotonic() - started
     cpu = tree_cpu(pids) - cpu0 - idle_rate * elapsed
+    others = cpu + idle_rate * elapsed - (tree_cpu([main_pid]) - main0)
     relayed = system.relayed_packets() - relayed0
     userspace = relayed - (system.kernel_packets() - kernel0) if relayed else math.nan
     rows = sipp_rows(workdir / "uac.csv")
@@ -752,6 +757,7 @@ def per_call(
         "idle_cpu_per_s": idle_rate,
         "elapsed_s": elapsed,
         "cpu_ms_per_call": 1e3 * cpu / successful if successful else math.nan,
+        "other_processes_ms_per_call": 1e3 * others / successful if successful else math.nan,
         "userspace_packets_per_call": userspace / successful if successful else math.nan,
         "uac_retransmissions": retransmissions,
         "load_average": os.getloadavg(),
@@ -759,7 +765,9 @@ def per_call(
     print(
         f"  {system.name:>18} N={calls:<4} calls {successful}/{args.fixed_calls} ({failed} "
         f"failed) in {elapsed:.1f} s: CPU {cpu:.3f} s beyond idle ({idle_rate * 1e3:.1f} ms/s) "
-        f"= {fmt(result['cpu_ms_per_call'], '.2f')} ms per call, RTP through the process "
+        f"= {fmt(result['cpu_ms_per_call'], '.2f')} ms per call (processes but the first, "
+        f"idle included: {fmt(result['other_processes_ms_per_call'], '.2f')}), RTP through the "
+        "process "
         f"{fmt(result['userspace_packets_per_call'], '.1f')} packets per call, "
         f"{retransmissions} SIP retransmissions by the UAC  load avg "
         f"{result['load_average'][0]:.1f}",
@@ -893,13 +901,113 @@ def step(
     )
 
 
-def print_profile(path: Path, name: str, top: int = 25) -> None:
-    """The functions where the profiled server spent the most time of their own, and the
-    cumulative time of the SIP, SDP, RTCP, store and log entry points."""
+PROFILE_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("SIP parse and serialise", ("sip/message.py", "sip/grammar.py")),
+    (
+        "SIP transactions, dialogs, transport",
+        (
+            "sip/transaction.py",
+            "sip/ua.py",
+            "sip/dialog.py",
+            "sip/transport.py",
+            "sip/service.py",
+            "sip/validation.py",
+            "sip/digest.py",
+            "sip/security.py",
+        ),
+    ),
+    ("SDP", ("sip/sdp.py", "omlmedia/offer_answer.py")),
+    (
+        "B2BUA, routing, trunks",
+        (
+            "omlmedia/b2bua.py",
+            "omlmedia/bridges.py",
+            "omlmedia/router.py",
+            "omlmedia/trunks.py",
+            "omlmedia/targets.py",
+            "omlmedia/transfers_sip.py",
+        ),
+    ),
+    ("kernel rules (nftables)", ("media/kernelpath.py", "media/kernelpath_nft.py")),
+    ("RTP legs, RTCP, media upkeep", ("media/", "omlmedia/upkeep.py")),
+    ("records, queue log (SQLite writer)", ("omlmedia/storage.py", "sqlite3/")),
+    (
+        "events (publish, JSON, webhooks' outbox)",
+        (
+            "omlmedia/events.py",
+            "omlmedia/callevents.py",
+            "omlmedia/webhooks.py",
+            "json/",
+            "omlmedia/metrics.py",
+        ),
+    ),
+    ("logging", ("logging/", "omlmedia/logs.py")),
+    ("event loop (asyncio, uvloop)", ("asyncio/", "uvloop/")),
+)
+"""The parts of a call's CPU in a profile (`profile_split`): the first whose path fragment a
+function's file contains (``/``-separated, so ``media/`` is every other media module)."""
+
+
+def _part_of(file: str, function: str) -> str | None:
+    if function == "<module>" or "importlib" in file or file.startswith("<frozen"):
+        return "start-up (imports)"
+    for part, fragments in PROFILE_PARTS:
+        if any(f"/{fragment}" in file for fragment in fragments):
+            return part
+    if "/omlmedia/" in file and "/site-packages/" not in file:
+        return "other omlmedia"
+    return None
+
+
+def profile_split(table: dict[Any, Any]) -> dict[str, float]:
+    """Seconds of the profile by part of the call (`PROFILE_PARTS`): each function's own time
+    goes to its part, and the own time of a function of no part (a builtin, ``re``,
+    ``dataclasses``...) to its callers' parts, shared in proportion to the time each call
+    edge spent (cProfile keeps edges, not stacks: an estimate where one helper serves
+    several parts)."""
+    parts: dict[str, float] = {}
+    memo: dict[Any, dict[str, float]] = {}
+
+    def shares(func: Any, depth: int) -> dict[str, float]:
+        """How `func`'s own time divides between parts (fractions summing to 1)."""
+        if func in memo:
+            return memo[func]
+        part = _part_of(func[0], func[2])
+        if part is not None:
+            memo[func] = {part: 1.0}
+            return memo[func]
+        callers = table.get(func, (0, 0, 0, 0, {}))[4]
+        spent = sum(edge[3] for edge in callers.values())
+        if depth > 40 or not callers or spent <= 0:
+            memo[func] = {"unattributed (top level)": 1.0}
+            return memo[func]
+        memo[func] = {"unattributed (top level)": 1.0}  # a cycle: cut here
+        mixed: dict[str, float] = {}
+        for caller, edge in callers.items():
+            for name, fraction in shares(caller, depth + 1).items():
+                mixed[name] = mixed.get(name, 0.0) + fraction * edge[3] / spent
+        memo[func] = mixed
+        return mixed
+
+    for func, entry in table.items():
+        for name, fraction in shares(func, 0).items():
+            parts[name] = parts.get(name, 0.0) + fraction * entry[2]
+    return parts
+
+
+def print_profile(path: Path, name: str, calls: int = 0, top: int = 25) -> None:
+    """The profiled server's CPU by part of a call (`profile_split`: per call when `calls` is
+    known), the functions where it spent the most time of their own, and the project's
+    functions by cumulative time."""
     stats = pstats.Stats(str(path))
     table: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     total = sum(entry[2] for entry in table.values()) or 1.0
-    print(f"{name} profile ({path}): CPU time, {total:.2f} s in all; own time first", flush=True)
+    print(f"{name} profile ({path}): CPU time, {total:.2f} s in all", flush=True)
+    print(f"  by part ({calls} calls; cProfile makes Python 2-3 times dearer, C not):")
+    for part, seconds in sorted(profile_split(table).items(), key=lambda item: -item[1]):
+        each = f"{1e3 * seconds / calls:7.2f} ms per call" if calls else ""
+        print(f"  {100 * seconds / total:5.1f} %  {seconds:7.3f} s {each}  {part}", flush=True)
+    print("  own time first:", flush=True)
 
     def show(ranked: list[tuple[Any, Any]]) -> None:
         for (file, line, function), (_, calls, own, cumulative, _) in ranked:
@@ -998,13 +1106,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rows: list[Row] = []
             try:
                 if args.fixed_calls:
-                    fixed.setdefault(name, []).extend(
-                        per_call(system, topology, n, args, workdir / name / f"fixed{n}")
-                        for n in calls
-                    )
+                    for n in calls:
+                        done = per_call(system, topology, n, args, workdir / name / f"fixed{n}")
+                        system.calls_done += done["successful"]
+                        fixed.setdefault(name, []).append(done)
                     continue
                 for n in calls:
                     r = step(system, topology, n, args, workdir / name / f"n{n}")
+                    system.calls_done += r.successful
                     rows.append(r)
                     print_row(r)
                     if not r.ok:

@@ -19,6 +19,7 @@ from benchmarks.kernel_sipp import (
     CALLER,
     KAMAILIO_CONFIG,
     SERVER,
+    profile_split,
     require_tools,
     rtt_from_trace,
 )
@@ -75,6 +76,26 @@ def test_an_empty_or_missing_capture_gives_no_round_trip(tmp_path: Path) -> None
     assert rtt_from_trace(tmp_path / "none.pcap") == []
     (tmp_path / "empty.pcap").write_bytes(pcap([]))
     assert rtt_from_trace(tmp_path / "empty.pcap") == []
+
+
+def test_a_profiles_split_gives_a_helpers_own_time_to_its_callers_parts() -> None:
+    # pstats' table: (file, line, function) -> (calls, calls, own, cumulative, callers), each
+    # caller's edge (calls, calls, own, cumulative).
+    parse = ("/w/sip/message.py", 1, "parse_message")
+    sdp = ("/w/sip/sdp.py", 1, "parse")
+    helper = ("~", 0, "<method 'split' of 'str' objects>")
+    imported = ("/w/omlmedia/server.py", 1, "<module>")
+    table = {
+        parse: (10, 10, 0.5, 2.0, {}),
+        sdp: (10, 10, 0.2, 0.6, {}),
+        helper: (30, 30, 1.2, 1.2, {parse: (20, 20, 0.9, 0.9), sdp: (10, 10, 0.3, 0.3)}),
+        imported: (1, 1, 0.4, 0.4, {}),
+    }
+    parts = profile_split(table)
+    assert parts["SIP parse and serialise"] == pytest.approx(0.5 + 0.9)
+    assert parts["SDP"] == pytest.approx(0.2 + 0.3)
+    assert parts["start-up (imports)"] == pytest.approx(0.4)
+    assert sum(parts.values()) == pytest.approx(2.3)
 
 
 def test_the_kamailio_proxy_configuration_passes_kamailios_own_check(tmp_path: Path) -> None:
