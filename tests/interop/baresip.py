@@ -180,7 +180,16 @@ def answerer(
 
 
 CALL_ENDED = "terminated (duration"
-"""What baresip's menu module prints when its call ends, whoever hung up."""
+"""What baresip prints when its call ends (the call freed), whoever hung up."""
+
+SESSION_CLOSED = "session closed:"
+"""What baresip's menu module prints when its SIP session ends (a BYE from the far end, a
+refusal). The call is freed (`CALL_ENDED`) right after, but not always: after a BYE that came
+0.6 s after the answer (the disposition test's agent hangs up at once), baresip 1.0 kept the call
+until it exited, never printing `CALL_ENDED`, and idled until its -t time (30 s there)."""
+
+CLOSED_GRACE = 1.0
+"""How long `dial` waits for `CALL_ENDED` after `SESSION_CLOSED` before it stops baresip."""
 
 
 def dial(
@@ -200,7 +209,8 @@ def dial(
 
     It returns as soon as its call ends: when the far end hangs up (or refuses the call) first,
     baresip, which would idle until `seconds`, is stopped then (its recordings are complete by
-    the time it prints the end of the call), so a test ending the call itself waits no longer.
+    the time it prints the end of the call, or a second after its session closed when it never
+    does), so a test ending the call itself waits no longer.
     """
     baresip = require_tool("baresip")
     recordings = configure(
@@ -223,9 +233,15 @@ def dial(
             stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + seconds + 30
+    closed_at: float | None = None
     try:
         while process.poll() is None:
-            if CALL_ENDED in log.read_text(errors="replace"):
+            text = log.read_text(errors="replace")
+            if closed_at is None and SESSION_CLOSED in text:
+                closed_at = time.monotonic()
+            if CALL_ENDED in text or (
+                closed_at is not None and time.monotonic() - closed_at > CLOSED_GRACE
+            ):
                 process.terminate()
                 process.wait(timeout=10)
                 break
