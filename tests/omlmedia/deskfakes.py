@@ -169,6 +169,17 @@ class FakeUA:
         self.actions.append(("hangup", call.call_id))
         self._end(call, "cancel" if call.state is CallState.CALLING else "hangup")
 
+    def send_in_dialog(
+        self,
+        call: Call,
+        method: str,
+        now: float,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.actions.append(("in-dialog", call.call_id, method, tuple(headers)))
+
     def refer(self, call: Call, target: Address, now: float, replaces: Any = None) -> None:
         self.actions.append(("refer", call.call_id, str(target)))
 
