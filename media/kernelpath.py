@@ -62,8 +62,6 @@ __all__ = [
     "FourTuple",
     "Leg",
     "counters_of",
-    "counters_of_text",
-    "get_counters_command",
     "install_batch",
     "list_counters_batch",
     "remove_batch",
@@ -351,33 +349,6 @@ def list_counters_batch(version: int, table: str = DEFAULT_TABLE) -> Batch:
             {"list": {"map": {"family": FAMILY, "table": table, "name": f"pre_port{version}"}}}
         ]
     }
-
-
-def get_counters_command(pair: ForwardedPair, table: str = DEFAULT_TABLE) -> str:
-    """The command that reads `pair`'s two counters (``get element`` of its counted keys): what
-    one call's removal needs, without listing every call's (whose cost grows with them)."""
-    _check_table(table)
-    keys = ", ".join(_element_text(pair.counted(suffix), None) for suffix in ("ab", "ba"))
-    return f"get element {FAMILY} {table} pre_port{pair.version:d} {{ {keys} }}"
-
-
-_COUNTED_TEXT = re.compile(
-    r"([0-9A-Fa-f:.]+) \. (\d+) \. ([0-9A-Fa-f:.]+) \. (\d+) counter packets (\d+) bytes (\d+)"
-)
-
-
-def counters_of_text(text: str) -> dict[FourTuple, tuple[int, int]]:
-    """(packets, bytes) by direction from libnftables' answer to `get_counters_command` (its
-    text syntax, which it answers ``get`` in even when asked for JSON: ``10.1.0.2 . 30005 .
-    10.0.0.1 . 20010 counter packets 3 bytes 516 : 5005``); anything else is skipped."""
-    found: dict[FourTuple, tuple[int, int]] = {}
-    for match in _COUNTED_TEXT.finditer(text):
-        try:
-            four = (_address(match[1]), int(match[2]), _address(match[3]), int(match[4]))
-        except ValueError:
-            continue
-        found[four] = (int(match[5]), int(match[6]))
-    return found
 
 
 def counters_of(

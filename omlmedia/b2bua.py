@@ -473,9 +473,6 @@ class B2bua(BridgeTransfers):
                 service.act(lambda now: service.ua.hangup(other, now))
         if bridge.relay is not None:
             relay = bridge.relay
-            # The rules go first: their removal reads this call's counters alone, and the
-            # packets below need no listing of every call's.
-            relay.leave_kernel("hangup")
             self.stats.relayed_packets += relay.packets
             for side, leg in (("caller", relay.a), ("callee", relay.b)):
                 if leg is None:

@@ -10,8 +10,6 @@ from media.kernelpath import (
     ForwardedPair,
     Leg,
     counters_of,
-    counters_of_text,
-    get_counters_command,
     install_batch,
     list_counters_batch,
     remove_batch,
@@ -206,32 +204,6 @@ def test_counters_are_read_from_the_listing_of_our_table_only() -> None:
     assert list_counters_batch(6)["nftables"] == [
         {"list": {"map": {"family": "inet", "table": "omlmedia", "name": "pre_port6"}}}
     ]
-
-
-def test_one_pairs_counters_are_read_by_a_get_of_its_two_keys_and_its_text_answer() -> None:
-    pair = ForwardedPair(
-        "9",
-        Leg(("fd00:18:1::1", 20000), ("fd00:18:1:0::2", 5000)),
-        Leg(("fd00:18:1::1", 20002), ("fd00:18:2::2", 6000)),
-    )
-    assert get_counters_command(pair) == (
-        "get element inet omlmedia pre_port6 { fd00:18:1::2 . 5000 . fd00:18:1::1 . 20000, "
-        "fd00:18:2::2 . 6000 . fd00:18:1::1 . 20002 }"
-    )
-    # What libnftables 1.0.6 answers (text even with JSON output asked for).
-    answer = (
-        "table inet omlmedia {\n\tmap pre_port6 {\n\t\ttype ipv6_addr . inet_service . "
-        "ipv6_addr . inet_service : inet_service\n\t\telements = { fd00:18:1::2 . 5000 . "
-        "fd00:18:1::1 . 20000 counter packets 3 bytes 516 : 6000,\n\t\t\t     fd00:18:2::2 . "
-        "6000 . fd00:18:1::1 . 20002 counter packets 4 bytes 688 : 5000 }\n\t}\n}\n"
-    )
-    assert counters_of_text(answer) == {
-        pair.counted("ab"): (3, 516),
-        pair.counted("ba"): (4, 688),
-    }
-    # Not an address (the pattern's characters only): skipped.
-    assert counters_of_text("1.2.3 . 1 . 4.5.6.7 . 2 counter packets 1 bytes 2") == {}
-    assert counters_of_text("") == {}
 
 
 def test_net_admin_is_read_from_the_effective_capabilities() -> None:
