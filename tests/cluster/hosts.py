@@ -18,6 +18,7 @@ whatever the test did.
 from __future__ import annotations
 
 import csv
+import ctypes
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -47,6 +49,8 @@ HTTP_PORT = 8443
 REDIS_PORT = 6379
 PG_PORT = 5432
 LB_PORT = 443
+INTERNAL_PORT = 5070
+"""Each node's private TLS listener for the internal leg, when the cluster has certificates."""
 CLUSTER_SECRET = b"multihost-cluster-secret-32bytes!"
 
 
@@ -311,6 +315,19 @@ class Node:
         assert code == 200, body
         return body
 
+    def metric(self, name: str) -> float:
+        """The value of the unlabelled metric `name` on its ``/metrics``."""
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"https://{self.host}:{HTTP_PORT}/metrics",
+            headers={"Authorization": f"Bearer {harness.API_TOKEN}"},
+        )
+        with urllib.request.urlopen(request, context=_CONTEXT, timeout=5) as response:
+            text = response.read().decode()
+        (value,) = [line.split()[1] for line in text.splitlines() if line.startswith(name + " ")]
+        return float(value)
+
     def calls_total(self) -> int:
         return int(self.status()["sip"]["ua"]["calls_total"])
 
@@ -332,12 +349,21 @@ class Node:
         return str(view.get("state")) if code == 200 else None
 
 
-def node_config(h: Hosts, name: str, redis_url: str, dsn: str, media_timeout: float) -> str:
+def node_config(
+    h: Hosts,
+    name: str,
+    redis_url: str,
+    dsn: str,
+    media_timeout: float,
+    tls: tuple[Path, Path, Path] | None = None,
+) -> str:
     """The tests' usual configuration (`benchmarks.harness.server_config`) for a node on host
     `name`: Kamailio is its trunk's peer (trusted by address), HAProxy a trusted proxy, records
     in the shared PostgreSQL, sessions, heartbeats and the one ACD of the cluster in the shared
     Redis (cross-node calls between the node hosts), and a queue ``hold`` without members where
-    callers wait with music until they hang up."""
+    callers wait with music until they hang up. With `tls` (the cluster's CA, the nodes'
+    certificate and its key) the internal leg is SIP over mutual TLS to each node's private
+    listener (`INTERNAL_PORT`) with SRTP, as ``check-config`` asks of nodes on several hosts."""
     ports = {"sip": SIP_PORT, "tls": SIP_PORT + 1, "http": HTTP_PORT, "pbx": SIP_PORT}
     ports["rtp_low"] = 20000
     text = harness.server_config(
@@ -360,29 +386,41 @@ def node_config(h: Hosts, name: str, redis_url: str, dsn: str, media_timeout: fl
     secret = h.workdir / "cluster.secret"
     if not secret.exists():
         secret.write_bytes(CLUSTER_SECRET)
+    leg_port = SIP_PORT if tls is None else INTERNAL_PORT
     nodes = "".join(
-        f'[cluster.nodes.{n}]\nsip = "{h.addr(n)}:{SIP_PORT}"\n'
+        f'[cluster.nodes.{n}]\nsip = "{h.addr(n)}:{leg_port}"\n'
         for n in HOSTS
         if n.startswith("node")
     )
+    keys = ""
+    if tls is not None:
+        ca, cert, key = tls
+        keys = f'tls_cert = "{cert}"\ntls_key = "{key}"\ntls_ca = "{ca}"\n'
     return (
         text
         + f'\n[storage]\ndsn = "{dsn}"\nnode = "{name}"\n'
         + f'\n[cluster]\nredis_url = "{redis_url}"\nnode = "{name}"\nsecret_file = "{secret}"\n'
         + 'acd = "shared"\n'
+        + keys
         + nodes
     )
 
 
 def launch_node(
-    h: Hosts, name: str, redis_url: str, dsn: str, *, media_timeout: float = 30.0
+    h: Hosts,
+    name: str,
+    redis_url: str,
+    dsn: str,
+    *,
+    media_timeout: float = 30.0,
+    tls: tuple[Path, Path, Path] | None = None,
 ) -> Node:
     """`omlmedia serve` of this tree in host `name`, started (not ready yet: `Node.wait_ready`;
-    several nodes start together faster than one after the other)."""
+    several nodes start together faster than one after the other); `tls`: `node_config`'s."""
     workdir = h.workdir / name
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "omlmedia.toml"
-    config.write_text(node_config(h, name, redis_url, dsn, media_timeout))
+    config.write_text(node_config(h, name, redis_url, dsn, media_timeout, tls))
     command = [sys.executable, "-m", "omlmedia", "serve", "--config", str(config)]
     env = {"PYTHONPATH": str(harness.ROOT)}
     process = h.start(name, command, workdir / "server.log", env=env, cwd=workdir)
@@ -464,6 +502,71 @@ def start_haproxy(h: Hosts, nodes: Sequence[str]) -> str:
     h.start("lb", [HAPROXY, "-f", str(CONFIG), "-db"], directory / "haproxy.log", env=env)
     wait_tcp(h.addr("lb"), LB_PORT, 15)
     return f"https://{h.addr('lb')}:{LB_PORT}"
+
+
+# -- what the wire carries ----------------------------------------------------------------------
+
+_CLONE_NEWNET = 0x40000000
+
+
+class Capture:
+    """The UDP datagrams through a host's link (its ``eth0``, a veth to the switch), both ways:
+    an AF_PACKET socket opened inside the host's namespace (by a thread of its own that enters
+    it with setns(2) and ends, so no other thread of the test changes namespace)."""
+
+    def __init__(self, h: Hosts, host: str) -> None:
+        made: list[socket.socket | BaseException] = []
+
+        def open_inside() -> None:
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fd = os.open(f"/var/run/netns/{h.ns(host)}", os.O_RDONLY)
+                try:
+                    if libc.setns(fd, _CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), f"setns into {h.ns(host)}")
+                finally:
+                    os.close(fd)
+                # ETH_P_ALL: a socket of one protocol (IPv4) sees only what comes in, not what
+                # the host sends.
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+                sock.bind(("eth0", 0))
+                made.append(sock)
+            except BaseException as error:  # reported by the constructor, in the test's thread
+                made.append(error)
+
+        opener = threading.Thread(target=open_inside, name=f"capture-{host}")
+        opener.start()
+        opener.join()
+        (result,) = made
+        if isinstance(result, BaseException):
+            raise result
+        self.sock = result
+        self.sock.settimeout(0.2)
+
+    def flows(self, seconds: float) -> dict[tuple[str, int, str, int], list[bytes]]:
+        """For `seconds`: the RTP payloads of type 0 (PCMU, in clear or SRTP: the header is
+        clear either way) by (source address, port, destination address, port)."""
+        found: dict[tuple[str, int, str, int], list[bytes]] = {}
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                frame = self.sock.recv(65535)
+            except TimeoutError:
+                continue
+            ip = frame[14:]
+            if frame[12:14] != b"\x08\x00" or len(ip) < 28 or ip[9] != 17:
+                continue
+            udp = ip[(ip[0] & 0x0F) * 4 :]
+            rtp = udp[8:]
+            if len(rtp) < 12 or rtp[0] >> 6 != 2 or rtp[1] & 0x7F != 0:
+                continue
+            source, destination = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
+            key = (source, int.from_bytes(udp[0:2]), destination, int.from_bytes(udp[2:4]))
+            found.setdefault(key, []).append(rtp[12:])
+        return found
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 # -- sipp callers, in host pbx -------------------------------------------------------------------

@@ -1,15 +1,18 @@
 """The cluster on several hosts (network namespaces, `tests/cluster/hosts.py`): sipp callers on
 host pbx, Kamailio (contrib/kamailio) on kam, omlmedia nodes on node1..node3, HAProxy
 (contrib/haproxy) on lb, Redis and PostgreSQL on db, Chromium agent pages in the root namespace
-(reaching lb, or a node's own address). One topology for the module.
+(reaching lb, or a node's own address). One topology for the module. The nodes are on several
+hosts, so their internal leg is the encrypted one (``[cluster] tls_cert``, ``tls_key``,
+``tls_ca``: SIP over mutual TLS, SRTP), with certificates of a CA made here.
 
 - A baresip caller on host pbx (440 Hz) calls the ``support`` queue through Kamailio, whose
   dispatcher list holds node1 alone for that call (the pin); agent2's Chromium page (660 Hz
   microphone), logged in on node2's own address, is offered the call over the internal leg
   node1 -> node2, answers, and they talk across the hosts: the page hears the caller throughout,
-  baresip records the agent; the agent hangs up and saves a disposition in wrap-up; the call
-  record in PostgreSQL is the one node1 wrote, with node2's disposition, and the call's events
-  were written by both nodes.
+  baresip records the agent; on node1's link (a veth) the internal leg's packets are SRTP both
+  ways, no tone in them, while the caller's leg beside them is G.711 in clear; the agent hangs
+  up and saves a disposition in wrap-up; the call record in PostgreSQL is the one node1 wrote,
+  with node2's disposition, and the call's events were written by both nodes.
 - A node joining adds capacity: node3 put in Kamailio's dispatcher list while calls go on takes
   its share of the new calls; no call fails.
 - ``kill -9`` of a node under load (20 callers with RTP over two nodes): the other node's calls
@@ -17,7 +20,10 @@ host pbx, Kamailio (contrib/kamailio) on kam, omlmedia nodes on node1..node3, HA
   the node's music on hold, counted at the callers' host), new calls all succeed there, the
   agent whose page was on the dead node is Ready on the other within 10 s, the dead node's
   callers are recorded as lost (cause ``node-lost``, once each, by the surviving nodes:
-  `omlmedia.lost_calls`), and nothing PostgreSQL had committed is lost. The times are
+  `omlmedia.lost_calls`), and nothing PostgreSQL had committed is lost. A client of the
+  cluster's event stream (SSE) through HAProxy, on the dead node with the page, is cut at the
+  kill and reconnects through HAProxy to the survivor with ``Last-Event-ID``: it has every
+  event committed since it started, of every node, in commit order, each once. The times are
   measured and printed.
 
 Run: ``timeout 600 pytest -x -q -s tests/cluster/test_multihost.py``.
@@ -26,23 +32,28 @@ Run: ``timeout 600 pytest -x -q -s tests/cluster/test_multihost.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+import asyncpg
 import pytest
 
-from benchmarks.harness import DEMO_PASSWORD
+from benchmarks.harness import API_TOKEN, DEMO_PASSWORD
 from omlmedia.lost_calls import CAUSE
 from omlmedia.storage import Store, open_database
 from tests.cluster import hosts as hostlib
 from tests.cluster import kamailio as kam
 from tests.cluster.hosts import Front, Hosts, Node
+from tests.cluster.test_crossnode_tls import make_pki, tone_level
 from tests.interop.baresip import dial
 from tests.interop.browser import chromium
 from tests.interop.test_monitor import levels, tone_seconds
@@ -68,11 +79,16 @@ class Cluster:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     hostlib.require()
     workdir = tmp_path_factory.mktemp("multihost")
+    # The cluster's own CA and the certificate its nodes present: nodes on several hosts use
+    # the encrypted internal leg (SIP over mutual TLS, SRTP), as check-config asks of them.
+    pki = make_pki(workdir / "pki", "cluster")
     with hostlib.hosts(workdir) as h:
         redis_url = hostlib.start_redis(h)
         dsn = hostlib.start_postgres(h)
         # The three start together (each alone spends seconds importing and migrating).
-        launched = [hostlib.launch_node(h, n, redis_url, dsn) for n in ("node1", "node2", "node3")]
+        launched = [
+            hostlib.launch_node(h, n, redis_url, dsn, tls=pki) for n in ("node1", "node2", "node3")
+        ]
         nodes = {node.name: node.wait_ready() for node in launched}
         front = hostlib.start_kamailio(h, ["node1", "node2"])
         lb = hostlib.start_haproxy(h, ["node1", "node2"])
@@ -82,6 +98,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         # accounts before its shared ACD ran): both fixed in omlmedia/server.py.
         for node in nodes.values():
             assert "level=error" not in node.log(), node.log()[-4000:]
+            # The leg is encrypted, so no warning about a clear leg across hosts.
+            leg = f"Internal leg: SIP over mutual TLS at {node.host}:{hostlib.INTERNAL_PORT}, SRTP"
+            assert leg in node.log() and "cluster.tls_ca" not in node.log(), node.log()[-4000:]
         yield Cluster(h, front, nodes, dsn, lb)
 
 
@@ -112,6 +131,32 @@ HEARD_DB = -50.0
 """A tone this loud on the page (WebAudio analyser, dBFS) is heard (tests/interop/test_monitor)."""
 TALK_SECONDS = 3.0
 """How long the agent keeps the call once answered, the page listening all along."""
+
+
+def srtp_between(flows: dict[tuple[str, int, str, int], list[bytes]], h: Hosts) -> dict[str, Any]:
+    """Check what node1's link carried during the talk (`hostlib.Capture`): the internal leg's
+    two flows (node1 -> node2, node2 -> node1) are SRTP (170-byte payloads, neither tone in them
+    decoded as PCMU) and the caller's (pbx <-> node1) PCMU in clear, the caller's tone in one
+    direction, the agent's in the other. What was counted, for the printout."""
+    node1, node2, pbx = h.addr("node1"), h.addr("node2"), h.addr("pbx")
+    busy = {k: p for k, p in flows.items() if len(p) >= 50}  # a second of audio or more
+    sizes = {k: sorted({len(p) for p in v}) for k, v in busy.items()}
+    internal = {k[0]: k for k in busy if {k[0], k[2]} == {node1, node2}}
+    assert set(internal) == {node1, node2} and len(internal) == 2, sizes
+    for flow in internal.values():
+        assert sizes[flow] == [170], (flow, sizes)
+        for tone in (CALLER_TONE, AGENT_TONE):
+            assert tone_level(busy[flow], tone) < 0.05, (flow, tone)
+    (into_node1,) = [k for k in busy if (k[0], k[2]) == (pbx, node1)]
+    (to_caller,) = [k for k in busy if (k[0], k[2]) == (node1, pbx)]
+    assert sizes[into_node1] == sizes[to_caller] == [160], sizes
+    assert tone_level(busy[into_node1], CALLER_TONE) > 0.2, "the caller's leg is not in clear"
+    assert tone_level(busy[to_caller], AGENT_TONE) > 0.2, "the caller's leg is not in clear"
+    return {
+        "srtp_packets_node1_to_node2": len(busy[internal[node1]]),
+        "srtp_packets_node2_to_node1": len(busy[internal[node2]]),
+        "clear_caller_packets_into_node1": len(busy[into_node1]),
+    }
 
 
 def _call_rows(
@@ -153,6 +198,7 @@ async def test_a_baresip_caller_on_node1_is_answered_by_a_chromium_agent_on_node
         front.set_nodes(["node1"])
         mark, before, since = len(front.log()), cluster.calls(), time.time()
         received = node2.status()["cluster"]["crossnode"]["received"]
+        capture: hostlib.Capture | None = None
         try:
             caller = asyncio.get_running_loop().run_in_executor(
                 None,
@@ -171,6 +217,9 @@ async def test_a_baresip_caller_on_node1_is_answered_by_a_chromium_agent_on_node
             await page.get_by_role("button", name="Answer", exact=True).click()
             await expect(state).to_have_text("On call", timeout=10000)
             answered = time.monotonic()
+            # What node1's link carries meanwhile (the talk's length, beside the page's checks).
+            capture = hostlib.Capture(h, "node1")
+            wire = asyncio.ensure_future(asyncio.to_thread(capture.flows, TALK_SECONDS))
             # node1 offered its caller to the agent on node2 (the offer lasts the call).
             acd = await asyncio.to_thread(lambda: node1.status()["cluster"]["acd"])
             assert acd["remote_offers"] == 1, acd
@@ -184,10 +233,13 @@ async def test_a_baresip_caller_on_node1_is_answered_by_a_chromium_agent_on_node
                 else:
                     assert not checks, f"the caller's tone stopped on the page: {level} dBFS"
                     assert time.monotonic() - answered < 10, f"never heard: {level} dBFS"
+            flows = await wire
             await page.get_by_role("button", name="Hang up", exact=True).click()
             run = await caller
         finally:
             front.set_nodes(["node1", "node2"])
+            if capture is not None:
+                capture.close()
         await expect(state).to_have_text("Wrap-up", timeout=10000)
         await page.get_by_label("Disposition").select_option("solved")
         await page.get_by_role("button", name="Save disposition").click()
@@ -200,6 +252,10 @@ async def test_a_baresip_caller_on_node1_is_answered_by_a_chromium_agent_on_node
     assert run.established, run.output[-3000:]
     agent_heard = tone_seconds(run.decoded(), AGENT_TONE)
     assert agent_heard >= TALK_SECONDS - 1.0, f"the caller heard the agent {agent_heard} s"
+    # Between the hosts the internal leg is SRTP: node1 <-> node2 both ways, 160 bytes of PCMU
+    # and the 10-byte tag, neither tone readable; on the same link the caller's leg (pbx <->
+    # node1) is G.711 in clear, each tone plain to hear.
+    wire_seen = srtp_between(flows, h)
     # Kamailio sent the one INVITE to node1, which placed the internal leg to node2.
     dispatched = re.findall(r"dispatching INVITE \S+ to (\S+)", front.log()[mark:])
     assert dispatched == [f"sip:{node1.host}:{hostlib.SIP_PORT}"], dispatched
@@ -255,6 +311,7 @@ async def test_a_baresip_caller_on_node1_is_answered_by_a_chromium_agent_on_node
         "agent_heard_caller_checks": len(checks),
         "caller_heard_agent_s": agent_heard,
         "caller_packets_at_node1": leg["packets"],
+        **wire_seen,
     }
     print("\nmultihost cross-node call: " + json.dumps(measured))
 
@@ -309,6 +366,77 @@ def _probe_calls(
             stop.wait(0.2)  # pacing: five calls a second stay far below pike's ban
 
 
+class Follower:
+    """An SSE client of the cluster's event stream through HAProxy, from the root namespace like
+    the pages: when its stream ends it connects again (after 0.1 s, SSE's retry) with
+    ``Last-Event-ID`` set to the last id it received, as a browser's EventSource does. Every
+    event id it received, in order, the statuses it was answered and when its streams ended."""
+
+    def __init__(self, lb: str, since: int) -> None:
+        self.url = f"{lb}/api/v1/events"
+        self.last = since
+        self.got: list[int] = []
+        self.answers: list[int] = []
+        self.ended: list[float] = []
+        """The monotonic times its streams ended (cut by the server's side)."""
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # HAProxy's own self-signed certificate
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                headers = {
+                    "Authorization": f"Bearer {API_TOKEN}",
+                    "Accept": "text/event-stream",
+                    "Last-Event-ID": str(self.last),
+                }
+                try:
+                    async with session.get(self.url, headers=headers, ssl=context) as response:
+                        self.answers.append(response.status)
+                        if response.status == 200:
+                            async for raw in response.content:
+                                line = raw.decode().rstrip("\n")
+                                if line.startswith("data: "):
+                                    self.last = int(json.loads(line[6:])["id"])
+                                    self.got.append(self.last)
+                except (aiohttp.ClientError, ConnectionError, TimeoutError):
+                    pass
+                self.ended.append(time.monotonic())
+                await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+async def committed_events(dsn: str, after_id: int) -> list[int]:
+    """The ids of every event committed after the event `after_id` (0: all), in commit order."""
+    db = await asyncpg.connect(dsn)
+    try:
+        start = await db.fetchval("SELECT pos FROM events WHERE id = $1", after_id)
+        rows = await db.fetch("SELECT id FROM events WHERE pos > $1 ORDER BY pos", start or 0)
+        return [int(row["id"]) for row in rows]
+    finally:
+        await db.close()
+
+
+async def last_event(dsn: str) -> int:
+    """The id of the last event committed by any node (in commit order; 0: none)."""
+    db = await asyncpg.connect(dsn)
+    try:
+        return int(await db.fetchval("SELECT id FROM events ORDER BY pos DESC LIMIT 1") or 0)
+    finally:
+        await db.close()
+
+
 def _committed(store: Store) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
     """Every committed call record (id, cause, end) and queue log row of the database."""
     records = {(r.call_id, r.cause, r.end) for r in store.call_records()}
@@ -336,8 +464,20 @@ async def test_kill_9_of_a_node_under_load_loses_only_its_own_calls_and_its_agen
         pair = [cluster.nodes["node1"], cluster.nodes["node2"]]
         states = [await asyncio.to_thread(n.agent_state, "agent1") for n in pair]
         assert "ready" in states, states
-        victim = pair[states.index("ready")]
-        survivor = pair[1 - states.index("ready")]
+        # The victim: the node the page reached through HAProxy, where agent1 is logged in
+        # (every node's replica of the one ACD says Ready).
+        pages = [(await asyncio.to_thread(n.status))["agents"]["logged_in"] for n in pair]
+        assert sorted(pages) == [0, 1], pages
+        victim, survivor = pair[pages.index(1)], pair[pages.index(0)]
+        # A client of the cluster's event stream through HAProxy, from the page's address: on
+        # the page's node too (HAProxy balances by source address).
+        streamed_after = await last_event(cluster.dsn)
+        follower = Follower(cluster.lb, streamed_after)
+        follower.start()
+        deadline = time.monotonic() + 10
+        while await asyncio.to_thread(victim.metric, "omlmedia_event_stream_clients") < 1:
+            assert time.monotonic() < deadline, ("the stream's client is not on the victim", pages)
+            await asyncio.sleep(0.05)
 
         # Twenty callers with audio, ten on each node, 7 s each.
         before = cluster.calls()
@@ -359,13 +499,20 @@ async def test_kill_9_of_a_node_under_load_loses_only_its_own_calls_and_its_agen
         probes: list[tuple[float, float, bool]] = []
         prober = threading.Thread(target=_probe_calls, args=(cluster, stop, probes))
         killed, killed_at = time.monotonic(), time.time()
+        streamed_before_kill = len(follower.got)
         victim.process.kill()  # kill -9
         victim.process.wait()
         prober.start()
         received, counted = hostlib.udp_received(h, "pbx"), time.monotonic()
         try:
             deadline = killed + 10
-            while await asyncio.to_thread(survivor.agent_state, "agent1") != "ready":
+
+            def back_on_survivor() -> bool:
+                # The page logged in there again (its session from Redis), and Ready.
+                here = survivor.status()["agents"]["logged_in"] == 1
+                return here and survivor.agent_state("agent1") == "ready"
+
+            while not await asyncio.to_thread(back_on_survivor):
                 assert time.monotonic() < deadline, "the agent is not Ready on the other node"
                 await asyncio.sleep(0.05)
             agent_ready = time.monotonic() - killed
@@ -439,6 +586,25 @@ async def test_kill_9_of_a_node_under_load_loses_only_its_own_calls_and_its_agen
         assert time.monotonic() < deadline, normal
         await asyncio.sleep(0.2)
     assert len(mine) == 10
+    # The event stream's client, cut with the victim, came back through HAProxy (to the
+    # survivor) after the last event it had: every event committed since it started, of every
+    # node, in commit order, each once: nothing missed, nothing twice.
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            stored = await committed_events(cluster.dsn, streamed_after)
+            if follower.got[: len(stored)] == stored:
+                break
+            assert time.monotonic() < deadline, (follower.answers, follower.got[-5:], stored[-5:])
+            await asyncio.sleep(0.1)
+    finally:
+        await follower.stop()
+    assert len(follower.got) == len(set(follower.got)), "an event was streamed twice"
+    # It streamed before the kill, its stream was cut by the kill, and it was served again at
+    # once (no error answer: the survivor knew the id it resumed after).
+    cut = [t for t in follower.ended if t >= killed]
+    assert streamed_before_kill > 0 and cut and cut[0] - killed < 5, (follower.ended, killed)
+    assert set(follower.answers) == {200} and len(follower.answers) >= 2, follower.answers
     for record in mine:
         assert record.hangup_by == "caller", record
         assert record.end - record.start >= 6.5, record
@@ -469,6 +635,11 @@ async def test_kill_9_of_a_node_under_load_loses_only_its_own_calls_and_its_agen
         "lost_calls_recorded_by": recorded,
         "survivor_call_packets": sorted(r.legs[0]["packets"] for r in mine),
         "survivor_call_lost": sorted(r.legs[0]["lost"] for r in mine),
+        "kill_to_event_stream_cut_s": round(cut[0] - killed, 2),
+        "events_streamed_before_after_kill": [
+            streamed_before_kill,
+            len(follower.got) - streamed_before_kill,
+        ],
     }
     print("\nmultihost kill -9: " + json.dumps(measured))
     assert out_of_rotation <= kam.PROBE_WINDOW + 2
