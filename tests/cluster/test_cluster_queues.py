@@ -12,7 +12,10 @@ the ``support`` queue on node a or node b. Proved here:
   node b's API shows the call under the caller's Call-ID (node a's record's), not the internal
   leg's; the campaign records (``recording = true``): node b records the call into the
   recordings directory both nodes share and node a's record names the file, which the
-  recordings API of either node finds and plays;
+  recordings API of either node finds and plays; the agent pauses and resumes the recording
+  (PCI) on node b: node a's record lists the pause for that file, as for a local recording;
+- the agent logs out on node b while node a's caller rings it: node b declines the offer at once
+  (node a's queue log: ``no-answer``, ``rejected``, not a ring timeout);
 - the agent's page on node b goes away mid-call (the tab closed): node a puts its caller back
   in the queue instead of hanging up, and the agent, logged in again, is offered it and talks;
 - both nodes see the same queue: node b's figures count node a's caller while it waits;
@@ -171,6 +174,17 @@ def requeued_records(node: harness.RunningServer) -> list[dict[str, Any]]:
     return [r for r in queue_records(node, "") if len(segment_legs(r)) == 2]
 
 
+def declined(node: harness.RunningServer, since: float) -> list[dict[str, Any]]:
+    """agent1's offers declined since `since` (the queue log's ``no-answer``, ``rejected``)."""
+    status, view = api(node, "GET", f"/api/v1/queue-log?since={since}&agent=agent1")
+    assert status == 200, view
+    return [
+        e
+        for e in view["entries"]
+        if e["event"] == "no-answer" and (e.get("data") or {}).get("reason") == "rejected"
+    ]
+
+
 def recording_ticket(node: harness.RunningServer, call_id: str) -> tuple[int, Any]:
     return api(node, "POST", f"/api/v1/recordings/{call_id}/ticket", {})
 
@@ -251,6 +265,14 @@ async def test_a_queue_caller_on_node_a_is_answered_by_an_agent_on_node_b_and_th
         await expect(state).to_have_text("On call", timeout=10000)
         await hears(page, "remote-audio", (CALLER_TONE,), (), "agent on node b")
         assert (await asyncio.to_thread(acd_status, a))["remote_offers"] == 1
+        # The agent pauses the recording (PCI) and resumes it: node b tells node a the pause.
+        await page.get_by_role("button", name="Pause recording", exact=True).click()
+        resume = page.get_by_role("button", name="Resume recording", exact=True)
+        await expect(resume).to_be_visible(timeout=5000)
+        await resume.click()
+        await expect(page.get_by_role("button", name="Pause recording", exact=True)).to_be_visible(
+            timeout=5000
+        )
         # Node b's API shows the call under the caller's Call-ID, recorded (its campaign's).
         _, live = await asyncio.to_thread(api, b, "GET", "/api/v1/calls")
         (on_b,) = live["calls"]
@@ -276,6 +298,14 @@ async def test_a_queue_caller_on_node_a_is_answered_by_an_agent_on_node_b_and_th
         (segment,) = segment_legs(record)
         assert segment["agent"] == "agent1" and segment["file"].endswith(".opus"), record
         assert record["recording"] == segment["file"], record
+        # The pause made on node b is in node a's record, for that file, as a local one's.
+        (paused,) = [leg for leg in record["legs"] if leg.get("role") == "recording"]
+        assert paused["file"] == segment["file"] and len(paused["gaps"]) == 1, record
+        assert 0 < paused["gaps"][0]["start"] <= paused["gaps"][0]["end"], record
+        status, found = await asyncio.to_thread(api, a, "GET", "/api/v1/recordings?agent=agent1")
+        assert status == 200, found
+        (listed,) = [r for r in found["recordings"] if r["call_id"] == record["call_id"]]
+        assert listed["gaps"] == paused["gaps"], listed  # the recordings API gives the pause
         for node in (a, b):  # a ticket plays on the node that issued it
             status, ticket = await asyncio.to_thread(recording_ticket, node, record["call_id"])
             assert status == 201, ticket
@@ -302,6 +332,17 @@ async def test_a_queue_caller_on_node_a_is_answered_by_an_agent_on_node_b_and_th
             tmp_path,
             "requeued-on-a",
         )
+        await expect(state).to_have_text("Ringing", timeout=15000)
+        # The agent logs out while it rings: node b declines the offer at once, as a local
+        # agent's page gone (not a ring timeout 15 s later); the caller waits on node a.
+        since = time.time() - 1
+        await page.get_by_role("button", name="Log out", exact=True).click()
+        await until("node a's offer declined", lambda: declined(a, since), within=5)
+        assert sipp.poll() is None and waiting(a, "support") == 1
+        await page.close()
+        page = await _log_in(browser, b)
+        state = page.locator("#state")
+        await page.get_by_role("button", name="Ready", exact=True).click()
         await expect(state).to_have_text("Ringing", timeout=15000)
         await page.get_by_role("button", name="Answer", exact=True).click()
         await expect(state).to_have_text("On call", timeout=10000)
