@@ -304,7 +304,8 @@ async def test_the_wallboard_of_every_node_shows_the_clusters_calls_and_agents_a
         # The page reads the snapshot again every 3 s on a cluster's node: the rows stay the same
         # elements (a click landing on a row being replaced missed it, 30 s of retries, in CI).
         await row2.evaluate("tr => { tr.dataset.seen = 'before-refresh'; }")
-        async with board.expect_response(lambda r: "/api/v1/wallboard" in r.url, timeout=10000) as refreshed:
+        snapshot = lambda r: "/api/v1/wallboard" in r.url  # noqa: E731
+        async with board.expect_response(snapshot, timeout=10000) as refreshed:
             pass
         await refreshed.value
         await expect(row2).to_have_attribute("data-seen", "before-refresh")
