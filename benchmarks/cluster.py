@@ -430,6 +430,10 @@ class Testbed:
     """Redis commands (``redis``) and each PostgreSQL counter per second with no call."""
     profiled: list[int] = field(default_factory=list)
     """The nodes' pids (profiled over each run with ``--profile``)."""
+    threads: dict[str, int] = field(default_factory=dict)
+    """With ``--threads``: group name -> the node's pid, whose threads' CPU is read (by name,
+    benchmarks/nodeprobe.py) with every group's."""
+    idle_thread_cpu_per_second: dict[str, float] = field(default_factory=dict)
 
 
 def postmaster_pid(instance: pgserver.Postgres) -> int:
@@ -449,6 +453,7 @@ def standalone_node(
             f"127.0.0.1:{node.sip_port}",
             [Group("node", lambda: [node.pid])],
             profiled=[node.pid],
+            threads={"node": node.pid} if "threads" in probes else {},
         )
     finally:
         for node in nodes.values():
@@ -492,6 +497,7 @@ def two_node_cluster(
             redis_port=redis_port,
             dsn=dsn,
             profiled=[a.pid, b.pid],
+            threads={"node_a": a.pid, "node_b": b.pid} if "threads" in probes else {},
         )
 
 
@@ -551,6 +557,7 @@ class Counters:
     cpu: dict[str, dict[int, float]]
     redis: dict[str, int]
     pg: dict[str, Any]
+    threads: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
 def read_counters(bed: Testbed) -> Counters:
@@ -559,6 +566,7 @@ def read_counters(bed: Testbed) -> Counters:
         {group.name: group.read() for group in bed.groups},
         redis_commands(bed.redis_port) if bed.redis_port else {},
         pg_counters(bed.dsn) if bed.dsn else {},
+        thread_times(bed.threads),
     )
 
 
@@ -593,6 +601,16 @@ def deltas(bed: Testbed, first: Counters, last: Counters) -> dict[str, Any]:
         name: value - bed.idle_cpu_per_second.get(name, 0.0) * seconds
         for name, value in cpu.items()
     }
+    if bed.threads:
+        threads = {
+            name: cpu_delta(first.threads.get(name, {}), tids)
+            for name, tids in last.threads.items()
+        }
+        out["thread_cpu_seconds"] = threads
+        out["thread_cpu_seconds_idle_excluded"] = {
+            name: value - bed.idle_thread_cpu_per_second.get(name, 0.0) * seconds
+            for name, value in threads.items()
+        }
     if bed.redis_port:
         by = {k: v - first.redis.get(k, 0) for k, v in last.redis.items()}
         out["redis_commands"] = sum(by.values())
@@ -623,6 +641,9 @@ def measure_idle(bed: Testbed, seconds: float) -> dict[str, Any]:
     idle = deltas(bed, first, last)
     bed.idle_cpu_per_second = {
         name: value / idle["seconds"] for name, value in idle["cpu_seconds"].items()
+    }
+    bed.idle_thread_cpu_per_second = {
+        name: value / idle["seconds"] for name, value in idle.get("thread_cpu_seconds", {}).items()
     }
     if bed.redis_port and bed.dsn:
         bed.idle_ops_per_second = {
@@ -767,7 +788,9 @@ def run_calls(args: argparse.Namespace) -> dict[str, Any]:
         with contextlib.ExitStack() as stack:
             beds = []
             # the two systems start together (a node takes seconds to start when loaded)
-            probes = frozenset({"profile"} if args.profile else ())
+            probes = frozenset(
+                {*(["profile"] if args.profile else []), *(["threads"] if args.threads else [])}
+            )
             with ThreadPoolExecutor(1) as pool:
                 cluster_bed = pool.submit(stack.enter_context, two_node_cluster(workdir, 2, probes))
                 if args.section == "cpu":
@@ -815,10 +838,68 @@ def run_calls(args: argparse.Namespace) -> dict[str, Any]:
     result["ops_per_call"] = ops_summary(rows)
     if args.profile:
         result["profiles"] = profiles
+    if args.threads:
+        result["threads"] = thread_cpu(rows)
     return result
 
 
-PROFILED_NODES = {"node": "standalone/s", "node_a": "cluster/a", "node_b": "cluster/b"}
+def thread_cpu(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``--threads``: per system and service, the medians over the runs of each node thread's
+    CPU in ms per call (every node of the system summed, threads by name: the loop, the
+    store's writer, PostgreSQL's connection thread...), raw and idle-excluded."""
+    out: dict[str, Any] = {}
+    for row in rows:
+        if not row["calls"] or "thread_cpu_seconds" not in row:
+            continue
+        mine = out.setdefault(row["system"], {}).setdefault(row["service"], [])
+        mine.append(row)
+    for services in out.values():
+        for service, runs in services.items():
+            figures: dict[str, Any] = {}
+            for key in ("thread_cpu_seconds", "thread_cpu_seconds_idle_excluded"):
+                summed: list[dict[str, float]] = []
+                for row in runs:
+                    by: dict[str, float] = {}
+                    for name, value in row[key].items():
+                        thread = name.split(":", 1)[1]
+                        by[thread] = by.get(thread, 0.0) + 1000 * value / row["calls"]
+                    summed.append(by)
+                names = sorted({n for by in summed for n in by})
+                figures[key.replace("thread_cpu_seconds", "ms_per_call")] = {
+                    n: median([by.get(n, 0.0) for by in summed]) for n in names
+                }
+            services[service] = figures
+    return out
+
+
+def thread_kind(name: str) -> str:
+    """A thread's kernel name without a pool's number (``omlmedia-store_0``, cut to 15 bytes:
+    ``omlmedia-store_`` -> ``omlmedia-store``)."""
+    return name.rstrip("0123456789").rstrip("_") or name
+
+
+def thread_times(groups: dict[str, int]) -> dict[str, dict[int, float]]:
+    """Each thread's CPU seconds so far, as ``group:thread-kind`` -> tid -> seconds, for the
+    nodes `groups` (name -> pid) whose threads benchmarks/nodeprobe.py named."""
+    out: dict[str, dict[int, float]] = {}
+    for group, pid in groups.items():
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):
+                    with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+                        text = stat.read()
+                    head, _, tail = text.rpartition(")")
+                    fields = tail.split()
+                    name = thread_kind(head.split("(", 1)[1])
+                    seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+                    out.setdefault(f"{group}:{name}", {})[int(tid)] = seconds
+    return out
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+PROBED_NODES = {"node": "standalone/s", "node_a": "cluster/a", "node_b": "cluster/b"}
 
 
 def save_profiles(workdir: Path, into: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -831,7 +912,7 @@ def save_profiles(workdir: Path, into: Path, rows: list[dict[str, Any]]) -> dict
     for row in rows:
         calls[row["system"]] = calls.get(row["system"], 0) + row["calls"]
     by_system: dict[str, dict[str, float]] = {}
-    for group, where in PROFILED_NODES.items():
+    for group, where in PROBED_NODES.items():
         source = crossnode.probe_file(workdir / where, "profile")
         if not source.exists():
             continue
@@ -1066,6 +1147,12 @@ def main() -> int:
             metavar="DIR",
             help="run the nodes under cProfile (slower: for where their time goes, not for their"
             " CPU); each node's profile goes to DIR, the report lists the top functions",
+        )
+        section.add_argument(
+            "--threads",
+            action="store_true",
+            help="read each node thread's CPU over the idle window and each run"
+            " (benchmarks/nodeprobe.py; costs nothing during the runs)",
         )
         section.add_argument(
             "--services",

@@ -20,11 +20,10 @@ process exits (a SIGTERM'd server returns from ``serve``):
   a holder preempted by the kernel keeping the loop waiting; the watcher left out). The
   re-armed callback costs CPU: for finding the culprit, not for measuring CPU. Times (``at``) are
   `time.monotonic()`'s, the same clock in every process of the machine;
-- ``OMLBENCH_THREADS=FILE``: the CPU time of each thread of the node (user + system, from
-  ``/proc/self/task``, by the Python thread's name, pools' numbers kept) in each window from a
-  SIGUSR1 to the next SIGUSR2, as JSON (a list of windows, in order): which thread spends the
-  process's CPU (the loop; the store's writer; PostgreSQL's connection thread...). Costs nothing
-  between the signals, so the CPU figures of the run stay the node's.
+- ``OMLBENCH_THREADS`` (any value): each thread gets its Python name as its kernel name (the main
+  thread ``loop``), so that a benchmark reading ``/proc/PID/task/*/stat`` from outside tells
+  which thread spends the process's CPU (the loop; the store's writer; PostgreSQL's connection
+  thread...). Costs nothing after a thread's start, so the run's CPU figures stay the node's.
 """
 
 from __future__ import annotations
@@ -209,45 +208,26 @@ class StallWatch:
             json.dump(report, out)
 
 
-class ThreadClock:
-    """Each thread's CPU time over the windows the benchmark marks (``OMLBENCH_THREADS``)."""
+def name_threads() -> None:
+    """``OMLBENCH_THREADS``: every thread started from now on takes its Python name as its
+    kernel name (``/proc/PID/task/TID/comm``, 15 bytes), so that a benchmark reading each
+    thread's CPU from outside tells them apart; the main thread is named ``loop``."""
+    import ctypes
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.windows: list[dict[str, float]] = []
-        self._start: dict[int, tuple[str, float]] | None = None
-        self._tick = os.sysconf("SC_CLK_TCK")
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_name = 15
 
-    def _now(self) -> dict[int, tuple[str, float]]:
-        names = {t.native_id: t.name for t in threading.enumerate()}
-        main = threading.main_thread().native_id
-        out = {}
-        for tid in os.listdir("/proc/self/task"):
-            try:
-                with open(f"/proc/self/task/{tid}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            name = "loop" if int(tid) == main else names.get(int(tid), f"native/{tid}")
-            out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / self._tick)
-        return out
+    def name(text: str) -> None:
+        libc.prctl(pr_set_name, text.encode()[:15], 0, 0, 0)
 
-    def begin(self) -> None:
-        self._start = self._now()
+    name("loop")
+    bootstrap: Any = threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
 
-    def end(self) -> None:
-        if self._start is None:
-            return
-        window: dict[str, float] = {}
-        for tid, (name, seconds) in self._now().items():
-            spent = seconds - self._start.get(tid, (name, 0.0))[1]
-            window[name] = round(window.get(name, 0.0) + spent, 3)
-        self.windows.append(window)
-        self._start = None
+    def named(self: threading.Thread) -> None:
+        name(self.name)
+        bootstrap(self)
 
-    def write(self) -> None:
-        with open(self.path, "w") as out:
-            json.dump(self.windows, out)
+    threading.Thread._bootstrap_inner = named  # type: ignore[attr-defined]
 
 
 def main() -> None:
@@ -260,30 +240,22 @@ def main() -> None:
         )
         watch.install()
     sys.argv[0] = "omlmedia"
-    starts: list[Callable[[], None]] = []
-    ends: list[Callable[[], None]] = []
-    threads_path = os.environ.get("OMLBENCH_THREADS")
-    if threads_path:
-        clock = ThreadClock(threads_path)
-        starts.append(clock.begin)
-        ends.append(clock.end)
-        atexit.register(clock.write)
+    if os.environ.get("OMLBENCH_THREADS"):
+        name_threads()
     profile_path = os.environ.get("OMLBENCH_PROFILE")
-    if profile_path:
-        import cProfile
+    if not profile_path:
+        runpy.run_module("omlmedia", run_name="__main__", alter_sys=True)
+        return
+    import cProfile
 
-        profile = cProfile.Profile(time.process_time)
-        starts.append(profile.enable)
-        ends.append(profile.disable)
-    if starts:
-        signal.signal(signal.SIGUSR1, lambda _signum, _frame: [f() for f in starts])
-        signal.signal(signal.SIGUSR2, lambda _signum, _frame: [f() for f in ends])
+    profile = cProfile.Profile(time.process_time)
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: profile.enable())
+    signal.signal(signal.SIGUSR2, lambda _signum, _frame: profile.disable())
     try:
         runpy.run_module("omlmedia", run_name="__main__", alter_sys=True)
     finally:
-        if profile_path:
-            profile.disable()
-            profile.dump_stats(profile_path)
+        profile.disable()
+        profile.dump_stats(profile_path)
 
 
 if __name__ == "__main__":
