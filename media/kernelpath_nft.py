@@ -32,7 +32,7 @@ from media.kernelpath import (
     FourTuple,
     counters_of,
     install_batch,
-    list_counters_batch,
+    list_counters_command,
     remove_batch,
     replace_batch,
     table_batch,
@@ -84,7 +84,8 @@ def forwarding_enabled(version: int) -> bool:
 
 
 class Nftables:
-    """One libnftables context taking JSON or text batches and answering JSON."""
+    """One libnftables context taking JSON or text batches and answering JSON (`run`), or text
+    for a listing (`text`)."""
 
     def __init__(self, library: str | None = None) -> None:
         name = library or ctypes.util.find_library("nftables") or "libnftables.so.1"
@@ -136,6 +137,24 @@ class Nftables:
         except ValueError:
             raise KernelPathError("libnftables answered something that is not JSON") from None
         return answer if isinstance(answer, dict) else {}
+
+    def text(self, command: str) -> str:
+        """Run `command` and return libnftables' answer in its text syntax (a listing). Raises
+        KernelPathError with libnftables' message when the command is refused."""
+        with self._lock:
+            if self._ctx is None:
+                raise KernelPathError("the nftables context is closed")
+            self._lib.nft_ctx_output_set_flags(self._ctx, 0)
+            try:
+                rc = self._lib.nft_run_cmd_from_buffer(self._ctx, command.encode())
+                output = self._lib.nft_ctx_get_output_buffer(self._ctx) or b""
+                error = self._lib.nft_ctx_get_error_buffer(self._ctx) or b""
+            finally:
+                self._lib.nft_ctx_output_set_flags(self._ctx, _OUTPUT_JSON)
+        if rc != 0:
+            message = error.decode(errors="replace").strip() or f"libnftables returned {rc}"
+            raise KernelPathError(message)
+        return output.decode(errors="replace")
 
     def close(self) -> None:
         """Free the context; safe to call twice."""
@@ -231,6 +250,15 @@ class KernelPath:
             self.stats.failures += 1
             raise
 
+    def _listing(self, command: str) -> str:
+        if self._nft is None or not self.active:
+            raise KernelPathError("the kernel path is not started")
+        try:
+            return self._nft.text(command)
+        except KernelPathError:
+            self.stats.failures += 1
+            raise
+
     def install(self, pair: ForwardedPair) -> tuple[int, int]:
         """Relay `pair` in the kernel; replaces what its key relayed before in the same
         transaction (a far end that sends from elsewhere than its SDP said). Returns the packets
@@ -277,8 +305,7 @@ class KernelPath:
         IP version in use, whose cost grows with the number of calls)."""
         found: dict[FourTuple, tuple[int, int]] = {}
         for version in sorted({pair.version for pair in self.pairs.values()}):
-            answer = self._run(list_counters_batch(version, self.table))
-            found.update(counters_of(answer, self.table))
+            found.update(counters_of(self._listing(list_counters_command(version, self.table))))
         self._cached, self._cached_at = found, self.clock()
         return found
 

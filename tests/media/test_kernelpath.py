@@ -11,7 +11,7 @@ from media.kernelpath import (
     Leg,
     counters_of,
     install_batch,
-    list_counters_batch,
+    list_counters_command,
     remove_batch,
     replace_batch,
     table_batch,
@@ -168,42 +168,25 @@ def test_a_table_name_that_is_not_an_identifier_is_refused() -> None:
         table_batch("omlmedia; flush ruleset")
 
 
-def test_counters_are_read_from_the_listing_of_our_table_only() -> None:
-    def counted(key: list[object], packets: object, size: int = 600) -> list[object]:
-        return [
-            {"elem": {"val": {"concat": key}, "counter": {"packets": packets, "bytes": size}}},
-            4000,
-        ]
-
-    answer = {
-        "nftables": [
-            {"metainfo": {"version": "1.0.6"}},
-            {
-                "map": {
-                    "table": "omlmedia",
-                    "name": "pre_port6",
-                    "elem": [
-                        counted(["fd00:18:1:0::2", 5000, "fd00:18:1::1", 20000], 3),
-                        counted(["fd00::9", 1, "fd00::1", 2], "x"),
-                        ["garbage"],
-                    ],
-                }
-            },
-            {
-                "map": {
-                    "table": "other",
-                    "name": "pre_port4",
-                    "elem": [counted(["1.1.1.1", 1, "2.2.2.2", 2], 9)],
-                }
-            },
-            "garbage",
-        ]
+def test_counters_are_read_from_the_text_listing_of_the_counted_map() -> None:
+    # What libnftables 1.0.6 answers to `list map inet omlmedia pre_port6` (tabs and all).
+    answer = (
+        "table inet omlmedia {\n\tmap pre_port6 {\n\t\ttype ipv6_addr . inet_service . "
+        "ipv6_addr . inet_service : inet_service\n\t\tcounter\n\t\telements = { "
+        "fd00:18:1:0::2 . 5000 . fd00:18:1::1 . 20000 counter packets 3 bytes 600 : 4000,\n"
+        "\t\t\t     fd00:18:2::2 . 4000 . fd00:18:2::1 . 20002 counter packets 4 bytes 688 : "
+        "5000 }\n\t}\n}\n"
+    )
+    assert counters_of(answer) == {
+        ("fd00:18:1::2", 5000, "fd00:18:1::1", 20000): (3, 600),
+        ("fd00:18:2::2", 4000, "fd00:18:2::1", 20002): (4, 688),
     }
-    assert counters_of(answer) == {("fd00:18:1::2", 5000, "fd00:18:1::1", 20000): (3, 600)}
-    assert counters_of({}) == {} and counters_of({"nftables": "x"}) == {}
-    assert list_counters_batch(6)["nftables"] == [
-        {"list": {"map": {"family": "inet", "table": "omlmedia", "name": "pre_port6"}}}
-    ]
+    # Not an address (only the pattern's characters): skipped.
+    assert counters_of("1.2.3 . 1 . 4.5.6.7 . 2 counter packets 1 bytes 2") == {}
+    assert counters_of("") == {}
+    assert list_counters_command(6) == "list map inet omlmedia pre_port6"
+    with pytest.raises(ValueError, match="plain identifier"):
+        list_counters_command(4, "omlmedia; flush ruleset")
 
 
 def test_net_admin_is_read_from_the_effective_capabilities() -> None:
