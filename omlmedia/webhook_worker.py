@@ -156,6 +156,8 @@ class Worker:
 
         self._session: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
+        self._active = asyncio.Event()
+        """Set when a subscription or an outcome appears: the writer, idle without any, resumes."""
         self._tasks: list[asyncio.Task[None]] = []
         self._last_report: dict[str, Any] = {}
         self.nodes: set[str] = set() if self.node else {""}
@@ -307,6 +309,7 @@ class Worker:
         receiver = self._receivers.get(hook_id)
         if receiver is None:
             receiver = self._receivers[hook_id] = _Receiver(hook_id, self.per_receiver)
+            self._active.set()
         return receiver
 
     async def _reader(self) -> None:
@@ -360,6 +363,8 @@ class Worker:
         await self._adopt()
         now = time.monotonic()
         receivers = list(self._receivers.values())
+        if not receivers:
+            return  # no subscription: no trip to the database thread every second
         nodes = sorted(self.nodes)
         rooms = {
             r.hook_id: self.memory_limit - r.queued
@@ -432,6 +437,7 @@ class Worker:
     def _stage(self, op: list[Any], outcome: str) -> None:
         self._staged.append(op)
         self._staged_outcomes[outcome] += 1
+        self._active.set()
 
     async def _deliver(self, receiver: _Receiver, delivery: Delivery) -> None:
         while True:
@@ -511,10 +517,17 @@ class Worker:
         }
 
     async def _writer(self) -> None:
-        """Report the staged outcomes every `WRITE_INTERVAL`."""
+        """Report the staged outcomes every `WRITE_INTERVAL`; without any subscription (nothing
+        to deliver, nothing to report) it waits for one rather than waking 20 times a second
+        (most of an idle server's CPU, with its process: 3 ms/s)."""
         while not self._closing:
             await asyncio.sleep(WRITE_INTERVAL)
             self.write()
+            if not self._receivers and not self._staged:
+                self._active.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(POLL_INTERVAL):
+                        await self._active.wait()
 
     def write(self) -> None:
         """Report the state and the outcomes staged since the last report: the server writes
