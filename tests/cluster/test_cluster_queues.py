@@ -337,7 +337,7 @@ async def test_a_queue_caller_on_node_a_is_answered_by_an_agent_on_node_b_and_th
         # agent's page gone (not a ring timeout 15 s later); the caller waits on node a.
         since = time.time() - 1
         await page.get_by_role("button", name="Log out", exact=True).click()
-        await until("node a's offer declined", lambda: declined(a, since), within=5)
+        await until("node a's offer declined", lambda: declined(a, since), within=10)
         assert sipp.poll() is None and waiting(a, "support") == 1
         await page.close()
         page = await _log_in(browser, b)
