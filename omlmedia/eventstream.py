@@ -35,6 +35,7 @@ import itertools
 import json
 import logging
 import random
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -96,18 +97,38 @@ def _since(request: web.Request) -> int | None:
     return value
 
 
-def in_scope(identity: Identity, scopes: Scopes) -> Callable[[Event], bool] | None:
+SCOPE_REFRESH = 1.0
+"""Seconds a live stream's scope check keeps the queues' members and the campaigns' queues it
+read before reading them again: an agent added to a queue in scope is seen, and one removed no
+longer, within this long (plus the directory's own propagation across nodes)."""
+
+
+def in_scope(
+    identity: Identity,
+    scopes: Scopes | Callable[[], Scopes],
+    clock: Callable[[], float] = time.monotonic,
+) -> Callable[[Event], bool] | None:
     """What a token's scope lets it see (None: everything): events of a queue or campaign it
     covers, and an agent's own events (its states, its pauses) when the agent is a member of
     a queue it covers; events of neither (a call to a media service) only without a scope.
-    The same rule as the queue log's (`omlmedia.api`)."""
+    The same rule as the queue log's (`omlmedia.api`). `scopes`: the members and campaigns to
+    check against, or where to read them (again every `SCOPE_REFRESH` seconds of `clock`, for
+    a stream that lasts while the directory changes)."""
     if identity.scope is None:
         return None
+    read = scopes if callable(scopes) else None
+    current = scopes() if callable(scopes) else scopes
+    checked = clock()
 
     def covers(ev: Event) -> bool:
+        nonlocal current, checked
+        if read is not None:
+            now = clock()
+            if now - checked >= SCOPE_REFRESH:
+                current, checked = read(), now
         if ev.queue or ev.campaign:
-            return identity.covers(scopes, queue=ev.queue, campaign=ev.campaign)
-        return bool(ev.agent) and identity.covers_agent(scopes, ev.agent)
+            return identity.covers(current, queue=ev.queue, campaign=ev.campaign)
+        return bool(ev.agent) and identity.covers_agent(current, ev.agent)
 
     return covers
 
@@ -121,7 +142,7 @@ def _filter(request: web.Request) -> EventFilter:
         query.getall("queue", []),
         query.getall("agent", []),
         query.getall("campaign", []),
-        scope=in_scope(identity, scopes()) if identity and scopes else None,
+        scope=in_scope(identity, scopes) if identity and scopes else None,
     )
 
 

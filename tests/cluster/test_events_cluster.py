@@ -4,13 +4,15 @@ once. Any node's stream (SSE) carries every node's committed events, in the orde
 committed (``events.pos``), each once: read live on the other node, resumed on the other node
 after the last id a client received, and after a node's ``kill -9`` nothing committed is
 missed. A supervisor's token scoped to a queue or a campaign reads on b every event of node a
-in its scope and nothing else (SSE and WebSocket), as on one node. What a stream delivered is
-compared with the database, in commit order."""
+in its scope and nothing else (SSE and WebSocket), as on one node, and an open scoped stream
+on b follows a queue's members changed on a (an agent who joins is seen, one who leaves no
+longer). What a stream delivered is compared with the database, in commit order."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import socket
 import time
@@ -324,6 +326,94 @@ async def test_a_scoped_token_on_node_b_reads_node_as_events_of_its_scope_only_a
     assert {e["agent"] for e in sales_sse.events} == {"agent2"}
     assert {e["queue"] for e in support_sse.events} == {"", "support"}
     assert {"agent1", "agent2"} <= {e["agent"] for e in support_sse.events}
+
+
+async def last_state_of(dsn: str, agent: str) -> int:
+    """The id of `agent`'s last committed state event (in commit order; 0: none)."""
+    db = await asyncpg.connect(dsn)
+    try:
+        return int(
+            await db.fetchval(
+                "SELECT id FROM events WHERE type = 'agent.state' AND agent = $1 "
+                "ORDER BY pos DESC LIMIT 1",
+                agent,
+            )
+            or 0
+        )
+    finally:
+        await db.close()
+
+
+async def test_a_scoped_stream_on_b_follows_a_queues_members_changed_on_a_while_it_is_open(
+    nodes: tuple[harness.RunningServer, harness.RunningServer, str],
+) -> None:
+    a, b, dsn = nodes
+    token = scoped_token(b, "sales")
+
+    def covered_on_b() -> set[str]:
+        # The agents b's directory puts in the scope (the same check as the stream's).
+        status, view = api(b, "GET", "/api/v1/agents", token=token)
+        assert status == 200, view
+        return {agent["agent"] for agent in view["agents"]}
+
+    async def until_covered(wanted: set[str]) -> None:
+        deadline = time.monotonic() + 10
+        while await asyncio.to_thread(covered_on_b) != wanted:
+            assert time.monotonic() < deadline, covered_on_b()
+            await asyncio.sleep(0.05)
+
+    async def round_trip() -> int:
+        """agent1's state changes on a, then agent2's (in scope all along): once agent2's event
+        is on b's stream, the stream has decided on agent1's; the id of agent1's."""
+        before = [await last_state_of(dsn, agent) for agent in ("agent1", "agent2")]
+        for page in (one, two):
+            reply = await page.request("state", state=next(states[page]))
+            assert reply["type"] == "ack", reply
+        deadline = time.monotonic() + 10
+        while True:  # both committed
+            mine, after = [await last_state_of(dsn, agent) for agent in ("agent1", "agent2")]
+            if [mine, after] != before and mine != before[0] and after != before[1]:
+                break
+            assert time.monotonic() < deadline, "the state changes were not committed"
+            await asyncio.sleep(0.02)
+        while after not in reader.got:
+            assert time.monotonic() < deadline, (after, reader.got[-5:])
+            await asyncio.sleep(0.02)
+        return mine
+
+    start = await last_committed(dsn)
+    async with (
+        Reader(b, start, token, "type=agent.state") as reader,
+        Page(a) as one,
+        Page(a) as two,
+    ):
+        states = {page: itertools.cycle(("ready", "paused")) for page in (one, two)}
+        for page, agent in ((one, "agent1"), (two, "agent2")):
+            ok = await page.request("login", username=agent, password=DEMO_PASSWORD)
+            assert ok["type"] == "login-ok", ok
+        await round_trip()
+        assert set(reader.agents) == {"agent2"}  # agent1 is no member of sales
+        try:
+            # agent1 joins sales on node a: b's open stream gets its events from then on.
+            status, view = api(a, "PUT", "/api/v1/queues/sales/members/agent1", {})
+            assert status == 200, view
+            await until_covered({"agent1", "agent2"})
+            deadline = time.monotonic() + 10
+            while await round_trip() not in reader.got:
+                assert time.monotonic() < deadline, "agent1's events never reached the stream"
+            joined = await round_trip()
+            assert joined in reader.got
+        finally:
+            # ...and leaves it: the same stream stops getting them.
+            status, view = api(a, "DELETE", "/api/v1/queues/sales/members/agent1")
+            assert status == 200, view
+        await until_covered({"agent2"})
+        deadline = time.monotonic() + 10
+        while await round_trip() in reader.got:
+            assert time.monotonic() < deadline, "agent1's events still reach the stream"
+        left = await round_trip()
+        assert left not in reader.got
+    assert len(reader.got) == len(set(reader.got))
 
 
 async def test_a_client_stopped_on_a_resumes_on_b_with_nothing_missed_or_twice(
