@@ -370,7 +370,16 @@ class AcdRuntime:
         except SDPError:
             service.act(lambda now: service.ua.reject(call, 488, now))
             return
-        except (PortsExhausted, OSError):
+        except (PortsExhausted, OSError) as exc:
+            event(
+                logger,
+                "call-rejected",
+                level=logging.WARNING,
+                call_id=call.call_id,
+                status=503,
+                reason="no-media-port",
+                error=str(exc) or type(exc).__name__,
+            )
             service.act(lambda now: service.ua.reject(call, 503, now))
             return
         leg = RtpLeg(pair)
