@@ -44,6 +44,7 @@ from webrtc.forwarded import request_source
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "AUTHENTICATOR_KEY",
     "IDENTITY_KEY",
     "PAGE_RULES",
     "ROLE_PERMISSIONS",
@@ -388,6 +389,9 @@ SCOPES_KEY: web.AppKey[Callable[[], Scopes]] = web.AppKey("scopes")
 """What scopes are checked against, for handlers that filter by scope."""
 IDENTITY_KEY: web.RequestKey[Identity] = web.RequestKey("identity")
 """The identity `authorize` found, for the handler."""
+AUTHENTICATOR_KEY: web.RequestKey[Authenticator] = web.RequestKey("authenticator")
+"""What `authorize` checked the token with, for a handler whose answer lasts (the event stream
+checks its token again while it streams)."""
 
 _HANDLER = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="omlmedia"'}
@@ -487,6 +491,7 @@ def authorize(authenticator: Authenticator, scopes: Callable[[], Scopes]) -> Mid
                 raise ApiError(403, "this route has no access rule", missing_permission="rule")
             check(identity, rule, request, scopes())
             request[IDENTITY_KEY] = identity
+            request[AUTHENTICATOR_KEY] = authenticator
             return await handler(request)
         except ApiError as exc:
             return problem(exc.status, exc.reason, exc.errors, **exc.extra)
