@@ -20,6 +20,13 @@ node's committed events, in the order they committed; ids are unique but not inc
 client resumes on any node after the last id it received (the node finds that event's place in
 the order; an unknown id is refused with 400), and gets every later event of every node once.
 
+The stream checks its token again every `SCOPE_REFRESH` seconds (as the supervisor's socket
+does): a token revoked, expired or whose account was disabled (on any node of a cluster: the
+accounts are shared) ends the stream, and so does a change of its role or scope (the client
+reconnects and is checked anew); the reason is a WebSocket close with code 1008 ("policy
+violation"), or a final SSE ``event: error``. A scope's queues' members and campaigns' queues are
+read again as often, so an open stream follows the directory.
+
 A client that has caught up and then reads so slowly that it falls more than `STREAM_QUEUE`
 events behind is dropped by the log (it never waits for anyone), and the stream ends with a
 reason that says how to resume: a WebSocket close with code 1013 ("try again later"), or a final
@@ -42,7 +49,15 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from omlmedia.authz import IDENTITY_KEY, SCOPES_KEY, Identity, Scopes
+from omlmedia.authz import (
+    AUTHENTICATOR_KEY,
+    IDENTITY_KEY,
+    SCOPES_KEY,
+    Identity,
+    Permission,
+    Scopes,
+    bearer,
+)
 from omlmedia.events import ClusterFeed, Event, EventFilter, EventLog, Subscription
 from omlmedia.problems import problem
 
@@ -133,6 +148,30 @@ def in_scope(
     return covers
 
 
+def _token_check(request: web.Request) -> Callable[[], str | None] | None:
+    """What the stream asks every `SCOPE_REFRESH` seconds of its token (None: nothing to ask,
+    no token): why it may no longer read the stream (revoked, expired, its account disabled or
+    no longer allowed to), or that its role or scope changed (the client reconnects and is
+    checked anew), or None while it may go on."""
+    identity = request.get(IDENTITY_KEY)
+    authenticator = request.get(AUTHENTICATOR_KEY)
+    token = bearer(request)
+    if identity is None or authenticator is None or not token:
+        return None
+
+    def check() -> str | None:
+        now = authenticator.authenticate(token)
+        if now is None:
+            return "the token is no longer valid (revoked, expired, or its account disabled)"
+        if not now.allows(Permission.EVENTS_READ):
+            return "the token may no longer read the event stream"
+        if (now.role, now.scope) != (identity.role, identity.scope):
+            return "the token's role or scope changed: reconnect with since_id set to the last id"
+        return None
+
+    return check
+
+
 def _filter(request: web.Request) -> EventFilter:
     query = request.query
     identity = request.get(IDENTITY_KEY)
@@ -171,8 +210,9 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     # Subscribed before the answer goes out: a client that saw the answer gets every later event.
     # Events are small and go to many clients: no per-client permessage-deflate (RFC 7692).
     websocket = web.WebSocketResponse(heartbeat=30.0, autoping=True, compress=False)
+    check = _token_check(request)
     if websocket.can_prepare(request).ok:
-        stream = _Stream(source, match, after, since, _WsOut(request, websocket))
+        stream = _Stream(source, match, after, since, _WsOut(request, websocket), check=check)
         return await stream.run()
     if "text/event-stream" in request.headers.get("Accept", ""):
         response = web.StreamResponse(
@@ -182,7 +222,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
                 "X-Accel-Buffering": "no",
             }
         )
-        stream = _Stream(source, match, after, since, _SseOut(request, response, log))
+        stream = _Stream(source, match, after, since, _SseOut(request, response, log), check=check)
         return await stream.run()
     return problem(406, "open a WebSocket, or ask for Accept: text/event-stream")
 
@@ -309,9 +349,12 @@ class _Stream:
         since: int | None,
         out: _Out,
         limit: int = STREAM_QUEUE,
+        check: Callable[[], str | None] | None = None,
     ) -> None:
         self.log = log
         self.out = out
+        self.check = check
+        """Asked every `SCOPE_REFRESH` seconds whether the token may still read (`_token_check`)."""
         head = log.head_id
         self.sub: Subscription = log.subscribe(match, limit, after)
         # The id of the last event sent: at first the client's, or the log's last.
@@ -335,6 +378,8 @@ class _Stream:
         peer = out.closed_by_peer()
         if peer is not None:
             tasks.append(asyncio.ensure_future(peer))
+        watch = asyncio.ensure_future(self._watch())
+        tasks.append(watch)
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:
@@ -355,9 +400,22 @@ class _Stream:
                 )
             elif cut in done:
                 await self._finish(WSCloseCode.GOING_AWAY, "the server is stopping")
+            elif watch in done and not watch.cancelled() and watch.exception() is None:
+                await self._finish(WSCloseCode.POLICY_VIOLATION, watch.result())
         finally:
             self.log.unsubscribe(sub)
         return out.response
+
+    async def _watch(self) -> str:
+        """Return why the token may no longer read, once it may not (never without a check)."""
+        if self.check is None:
+            await asyncio.Future()  # until the stream ends otherwise
+        assert self.check is not None
+        while True:
+            await asyncio.sleep(SCOPE_REFRESH)
+            reason = self.check()
+            if reason is not None:
+                return reason
 
     async def _finish(self, code: int, reason: str) -> None:
         try:

@@ -87,6 +87,9 @@ class Reader:
         self.lags: list[float] = []
         """Seconds from each event's publication (its ``time``) to its arrival."""
         self.status = 0
+        self.ended: dict[str, Any] = {}
+        """How the server ended the stream (SSE's ``event: error``; a WebSocket's close code
+        and message)."""
         self.task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
@@ -99,9 +102,14 @@ class Reader:
             self.status = response.status
             if response.status != 200:
                 return
+            error = False
             async for raw in response.content:
                 line = raw.decode().rstrip("\n")
-                if line.startswith("data: "):
+                if line == "event: error":
+                    error = True
+                elif line.startswith("data: ") and error:
+                    self.ended = json.loads(line[6:])
+                elif line.startswith("data: "):
                     self._arrived(json.loads(line[6:]))
 
     def _query(self) -> str:
@@ -147,8 +155,12 @@ class WsReader(Reader):
             session.ws_connect(url, headers=headers, ssl=TLS) as ws,
         ):
             self.status = 200
-            async for message in ws:
+            while True:
+                message = await ws.receive()
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    break
                 self._arrived(json.loads(message.data))
+            self.ended = {"code": ws.close_code, "error": str(message.extra or "")}
 
 
 async def changes(node: harness.RunningServer, agent: str, count: int) -> list[float]:
@@ -414,6 +426,35 @@ async def test_a_scoped_stream_on_b_follows_a_queues_members_changed_on_a_while_
         left = await round_trip()
         assert left not in reader.got
     assert len(reader.got) == len(set(reader.got))
+
+
+async def test_a_stream_on_b_ends_within_seconds_when_its_token_is_revoked_on_a(
+    nodes: tuple[harness.RunningServer, harness.RunningServer, str],
+) -> None:
+    a, b, _ = nodes
+    status, made = api(
+        b, "POST", "/api/v1/tokens", {"integration": "wall-revoked", "role": "supervisor"}
+    )
+    assert status == 201, made
+    token = str(made["token"])
+    async with (
+        Reader(b, None, token, "type=agent.state") as sse,
+        WsReader(b, None, token, "type=agent.state") as ws,
+    ):
+        status, view = api(a, "DELETE", f"/api/v1/tokens/{made['id']}")
+        assert status == 200, view
+        revoked = time.monotonic()
+        deadline = revoked + 10
+        while not (sse.ended and ws.ended):
+            assert time.monotonic() < deadline, "the streams went on after the revocation"
+            await asyncio.sleep(0.02)
+        ended_after = time.monotonic() - revoked
+    # SSE's last message and the WebSocket's close say why (1008: policy violation).
+    assert sse.ended["code"] == ws.ended["code"] == 1008, (sse.ended, ws.ended)
+    assert "no longer valid" in sse.ended["error"] and "no longer valid" in ws.ended["error"]
+    status, _ = api(b, "GET", "/api/v1/events", token=token)
+    assert status == 401  # and it cannot come back
+    print(f"token revoked on a -> its streams on b ended after {ended_after:.2f} s")
 
 
 async def test_a_client_stopped_on_a_resumes_on_b_with_nothing_missed_or_twice(
