@@ -6,7 +6,8 @@ after the last id a client received, and after a node's ``kill -9`` nothing comm
 missed. A supervisor's token scoped to a queue or a campaign reads on b every event of node a
 in its scope and nothing else (SSE and WebSocket), as on one node, and an open scoped stream
 on b follows a queue's members changed on a (an agent who joins is seen, one who leaves no
-longer). What a stream delivered is compared with the database, in commit order."""
+longer), and a token revoked on a ends its streams on b (SSE and WebSocket, code 1008). What a
+stream delivered is compared with the database, in commit order."""
 
 from __future__ import annotations
 
