@@ -494,41 +494,60 @@ class Store:
             self._writes = []
         db = self._db
         try:
-            db.execute("BEGIN IMMEDIATE")
+            pg = isinstance(db, PgConnection)
+            steps: list[tuple[str, list[tuple[Any, ...]]]] = []
             if log:
-                db.executemany(
-                    "INSERT INTO queue_log (time, call_id, queue, agent, event, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    _storable(log),
+                steps.append(
+                    (
+                        "INSERT INTO queue_log (time, call_id, queue, agent, event, data) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        _storable(log),
+                    )
                 )
             if opened:
-                db.executemany(
-                    "INSERT INTO open_calls (call_id, start, data) VALUES (?, ?, ?) "
-                    "ON CONFLICT (call_id) DO UPDATE SET start = excluded.start, "
-                    "data = excluded.data",
-                    _storable(opened),
+                steps.append(
+                    (
+                        "INSERT INTO open_calls (call_id, start, data) VALUES (?, ?, ?) "
+                        "ON CONFLICT (call_id) DO UPDATE SET start = excluded.start, "
+                        "data = excluded.data",
+                        _storable(opened),
+                    )
                 )
             if closed:
-                db.executemany(_CDR_UPSERT, _storable(closed))
-                db.executemany(
-                    "DELETE FROM open_calls WHERE call_id = ?",
-                    _storable([(row[0],) for row in closed]),
+                steps.append((_CDR_UPSERT, _storable(closed)))
+                steps.append(
+                    (
+                        "DELETE FROM open_calls WHERE call_id = ?",
+                        _storable([(row[0],) for row in closed]),
+                    )
                 )
-            for sql, args in writes:
-                db.execute(sql, _storable([args])[0])
+            steps.extend((sql, _storable([args])) for sql, args in writes)
             if events:
-                if isinstance(db, PgConnection):
+                if pg:
                     # Last, just before the commit: the places in commit order, under a lock
                     # held until the commit (`omlmedia.storage_pg.EVENT_ORDER_LOCK`).
-                    db.execute(_EVENT_ORDER, (self.node,))
-                db.executemany(
-                    # A batch sent again after a commit whose answer was lost with its
-                    # connection holds events already stored: kept, not a failure that would
-                    # make every later flush of this node fail too.
-                    _EVENT_INSERT_PG if isinstance(db, PgConnection) else _EVENT_INSERT,
-                    _storable([(*row, self.node) for row in events]),
+                    steps.append((_EVENT_ORDER, [(self.node,)]))
+                steps.append(
+                    (
+                        # A batch sent again after a commit whose answer was lost with its
+                        # connection holds events already stored: kept, not a failure that
+                        # would make every later flush of this node fail too.
+                        _EVENT_INSERT_PG if pg else _EVENT_INSERT,
+                        _storable([(*row, self.node) for row in events]),
+                    )
                 )
-            db.execute("COMMIT")
+            if pg:
+                # The whole transaction in one hand-over to the connection's thread, not one
+                # per statement (`PgConnection.transaction`).
+                db.transaction(steps)
+            else:
+                db.execute("BEGIN IMMEDIATE")
+                for sql, rows in steps:
+                    if len(rows) == 1:
+                        db.execute(sql, rows[0])
+                    else:
+                        db.executemany(sql, rows)
+                db.execute("COMMIT")
         except BaseException:
             try:
                 if db.in_transaction:
