@@ -399,12 +399,13 @@ class Follower:
                 try:
                     async with session.get(self.url, headers=headers, ssl=context) as response:
                         self.answers.append(response.status)
-                        if response.status == 200:
-                            async for raw in response.content:
-                                line = raw.decode().rstrip("\n")
-                                if line.startswith("data: "):
-                                    self.last = int(json.loads(line[6:])["id"])
-                                    self.got.append(self.last)
+                        error = False  # an "event: error" ends a stream (its data: last_id)
+                        async for raw in response.content:
+                            line = raw.decode().rstrip("\n")
+                            error = error or line == "event: error"
+                            if line.startswith("data: ") and not error:
+                                self.last = int(json.loads(line[6:])["id"])
+                                self.got.append(self.last)
                 except (aiohttp.ClientError, ConnectionError, TimeoutError):
                     pass
                 self.ended.append(time.monotonic())
