@@ -4,6 +4,7 @@ ports)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from collections import deque
@@ -14,14 +15,17 @@ logger = logging.getLogger(__name__)
 
 
 class PortsExhausted(RuntimeError):
-    """Every port pair of the range is in use."""
+    """No port pair of the range could be had: all are in use by us, or held by another
+    process."""
 
 
 class PortAllocator:
     """Hands out even RTP ports of ``[low, high]``, least recently released first.
 
     Reusing the port released longest ago keeps late packets of an ended call from landing in the
-    next one.
+    next one. A port another process holds (its bind failed with EADDRINUSE) is `skipped`: it
+    goes to the back of the free ports, to be tried again once the others have been, and is
+    counted in `held_elsewhere`.
     """
 
     def __init__(self, low: int, high: int) -> None:
@@ -29,13 +33,17 @@ class PortAllocator:
             low += 1
         if low >= high:
             raise ValueError("RTP port range is empty")
+        self.low = low
+        self.high = high
         self._free: deque[int] = deque(range(low, high, 2))
         self._used: set[int] = set()
+        self.held_elsewhere = 0
+        self._warned = False
 
     def allocate(self) -> int:
         """Take the next free even port."""
         if not self._free:
-            raise PortsExhausted("no free RTP port")
+            raise PortsExhausted(f"all RTP ports of {self.low}-{self.high} are in use")
         port = self._free.popleft()
         self._used.add(port)
         return port
@@ -45,6 +53,27 @@ class PortAllocator:
         if port in self._used:
             self._used.remove(port)
             self._free.append(port)
+
+    def skip(self, port: int, held: int) -> None:
+        """`port` (an allocated one) could not be bound because another process holds `held`
+        (the port or the next one): it goes back last among the free ports, counted; the first
+        one is logged (the count says how many followed)."""
+        self.release(port)
+        self.held_elsewhere += 1
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                "RTP port %d (range %d-%d) is held by another process: such ports are skipped "
+                "and counted (status media.rtp_ports_held_elsewhere)",
+                held,
+                self.low,
+                self.high,
+            )
+
+    @property
+    def free(self) -> int:
+        """How many ports are free (held elsewhere or not)."""
+        return len(self._free)
 
     @property
     def in_use(self) -> int:
@@ -127,6 +156,7 @@ class RtpSocketPool:
         self.max_idle = max_idle
         self._idle: deque[PortPair] = deque()
         self.in_use = 0
+        self.failures = 0
 
     def take_idle(self) -> PortPair | None:
         """An open pair from the pool, without waiting; None when the pool is empty."""
@@ -136,11 +166,16 @@ class RtpSocketPool:
         return self._idle.popleft()
 
     async def acquire(self) -> PortPair:
-        """An open pair: from the pool, or newly bound (PortsExhausted, OSError)."""
+        """An open pair: from the pool, or newly bound (PortsExhausted, OSError; counted in
+        `failures`)."""
         pair = self.take_idle()
         if pair is not None:
             return pair
-        port, rtp, rtcp = await bind_pair(self.ports, self.host, RtpSocket, RtpSocket)
+        try:
+            port, rtp, rtcp = await bind_pair(self.ports, self.host, RtpSocket, RtpSocket)
+        except (PortsExhausted, OSError):
+            self.failures += 1
+            raise
         self.in_use += 1
         return PortPair(port, rtp, rtcp)
 
@@ -177,16 +212,18 @@ async def bind_pair(
     host: str,
     rtp_factory: Callable[[], P],
     rtcp_factory: Callable[[], Q],
-    attempts: int = 16,
 ) -> tuple[int, P, Q]:
     """Bind an RTP socket on an even port and RTCP on the next one; returns (port, rtp, rtcp).
 
-    A pair that another process holds stays allocated, out of the rotation, and the next pair
-    is tried. Raises PortsExhausted, or OSError when no pair could be bound.
+    A pair another process holds (EADDRINUSE on either port) is skipped (`PortAllocator.skip`)
+    and the next free pair tried, each free pair at most once: PortsExhausted when every one
+    was held (the message says so). Any other bind error (the address is not ours, say) is the
+    same for every port: OSError at once.
     """
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(attempts):
+    held = 0
+    for _ in range(max(1, ports.free)):
         port = ports.allocate()
         pair: list[socket.socket] = []
         try:
@@ -195,9 +232,14 @@ async def bind_pair(
                 pair.append(sock)
                 sock.setblocking(False)
                 sock.bind((host, port + offset))
-        except OSError:
+        except OSError as exc:
             for sock in pair:
                 sock.close()
+            if exc.errno != errno.EADDRINUSE:
+                ports.release(port)
+                raise
+            ports.skip(port, port + len(pair) - 1)
+            held += 1
             continue
         # Bound sockets are handed over as they are: no name resolution on the way.
         rtp_transport, rtp = await loop.create_datagram_endpoint(rtp_factory, sock=pair[0])
@@ -206,6 +248,9 @@ async def bind_pair(
         except BaseException:
             rtp_transport.close()
             pair[1].close()
+            ports.release(port)
             raise
         return port, rtp, rtcp
-    raise OSError("no bindable RTP port pair")
+    raise PortsExhausted(
+        f"the {held} free RTP port pairs of {ports.low}-{ports.high} are held by another process"
+    )
