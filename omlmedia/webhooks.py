@@ -402,8 +402,10 @@ class WebhookService:
         if match is None:
             scope = None
             if hook.scope is not None:
+                # The members and campaigns read again every second (as the stream's): an agent
+                # added to a queue in scope is delivered from then on, one taken out no longer.
                 scope = in_scope(
-                    Identity(f"webhook:{hook.id}", Role.ADMIN, hook.scope), self.scopes()
+                    Identity(f"webhook:{hook.id}", Role.ADMIN, hook.scope), self.scopes
                 )
             match = self._matchers[hook.id] = EventFilter(hook.types, scope=scope)
         return match
