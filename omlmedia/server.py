@@ -943,6 +943,8 @@ class Server:
                 "active": sum(target.active for target in self.media_targets),
                 "rtp_ports_in_use": self.pool.in_use,
                 "rtp_ports_pooled": self.pool.idle,
+                "rtp_ports_held_elsewhere": self.pool.ports.held_elsewhere,
+                "rtp_port_failures": self.pool.failures,
                 "kernel": (
                     self.kernel.status()
                     if self.kernel is not None
