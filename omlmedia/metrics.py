@@ -190,6 +190,16 @@ class ServerCollector(Collector):
             "RTP port pairs in use.",
             value=media.get("rtp_ports_in_use", 0),
         )
+        yield CounterMetricFamily(
+            "omlmedia_rtp_ports_held_elsewhere",
+            "RTP ports of the range found held by another process (skipped, tried again later).",
+            value=media.get("rtp_ports_held_elsewhere", 0),
+        )
+        yield CounterMetricFamily(
+            "omlmedia_rtp_port_failures",
+            "Calls that got no RTP port pair (all in use, or held by another process).",
+            value=media.get("rtp_port_failures", 0),
+        )
         yield from self._kernel(media.get("kernel") or {})
         family = CounterMetricFamily(
             "omlmedia_calls", "Calls the router saw since start, by outcome.", labels=["outcome"]

@@ -25,7 +25,13 @@ STATUS: dict[str, Any] = {
         "transaction_layer": {"created": 11, "timeouts": 1},
     },
     "transport": {"datagrams_in": 40, "datagrams_out": 38},
-    "media": {"active": 1, "rtp_ports_in_use": 2, "rtp_ports_pooled": 0},
+    "media": {
+        "active": 1,
+        "rtp_ports_in_use": 2,
+        "rtp_ports_pooled": 0,
+        "rtp_ports_held_elsewhere": 6,
+        "rtp_port_failures": 1,
+    },
     "calls": {"offered": 7, "answered": 5, "ended": 5, "rejected": 1},
     "queues": {
         "support": {
@@ -97,6 +103,8 @@ async def test_metrics_parse_and_carry_the_live_families(
     assert sample(m, "omlmedia_sip_transport_events_total", event="datagrams_in") == 40
     assert sample(m, "omlmedia_calls_total", outcome="offered") == 7
     assert sample(m, "omlmedia_media_calls") == 1
+    assert sample(m, "omlmedia_rtp_ports_held_elsewhere_total") == 6
+    assert sample(m, "omlmedia_rtp_port_failures_total") == 1
     assert sample(m, "omlmedia_queue_waiting", queue="support") == 2
     assert sample(m, "omlmedia_queue_longest_wait_seconds", queue="support") == 42.5
     assert sample(m, "omlmedia_agents", state="on-call") == 2
