@@ -15,7 +15,7 @@ import pytest
 from tests.interop.baresip import dial, dominant_frequency
 from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium
 from tests.interop.harness import DEMO_PASSWORD, RunningServer
-from tests.interop.pages import agent_ready
+from tests.interop.pages import agent_ready, calls_over
 
 pytestmark = pytest.mark.interop
 
@@ -78,7 +78,7 @@ async def test_a_sip_caller_and_a_browser_agent_hear_each_other(
     log = server.log()
     assert "event=agent-answered" in log and "agent=agent1" in log
     assert "event=agent-hold" in log and "event=agent-resume" in log
-    server.wait_idle()
+    calls_over(server)
 
 
 async def test_a_web_caller_reaches_an_agent_with_audio_both_ways_and_video(
@@ -128,4 +128,4 @@ async def test_a_web_caller_reaches_an_agent_with_audio_both_ways_and_video(
         await expect(agent.locator("#no-call")).to_be_visible(timeout=10000)
     log = server.log()
     assert "source=web" in log and "agent=agent2" in log
-    server.wait_idle()
+    calls_over(server)

@@ -27,7 +27,7 @@ import pytest
 from tests.interop.baresip import CALL_ENDED, BaresipRun, answerer, configure
 from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium
 from tests.interop.harness import RunningServer, free_port, require_tool
-from tests.interop.pages import agent_logged_in
+from tests.interop.pages import agent_logged_in, calls_over
 
 pytestmark = pytest.mark.interop
 
@@ -180,7 +180,7 @@ async def test_dtmf_goes_both_ways_between_the_page_and_a_sip_caller(
             await expect(page.locator("#no-call")).to_be_visible(timeout=5000)
             run = await sip.ended(5)
     assert run.established, run.output[-3000:]
-    server.wait_idle()
+    calls_over(server)
 
 
 async def test_a_blind_transfer_to_a_pbx_extension_frees_the_agent(
@@ -210,7 +210,7 @@ async def test_a_blind_transfer_to_a_pbx_extension_frees_the_agent(
     log = server.log()
     assert "event=agent-transfer" in log and "kind=blind" in log and "to=9200" in log
     assert "event=transfer-joined" in log
-    server.wait_idle()
+    calls_over(server)
 
 
 async def test_an_attended_transfer_consults_cancels_consults_again_and_joins_the_parties(
@@ -250,7 +250,7 @@ async def test_an_attended_transfer_consults_cancels_consults_again_and_joins_th
     log = server.log()
     assert "kind=consult" in log and "kind=attended" in log
     assert "event=agent-transfer-cancelled" in log
-    server.wait_idle()
+    calls_over(server)
 
 
 async def test_a_call_survives_the_page_losing_its_websocket(
@@ -277,7 +277,7 @@ async def test_a_call_survives_the_page_losing_its_websocket(
             await expect(page.locator("#no-call")).to_be_visible(timeout=5000)
     assert run.established, run.output[-3000:]
     assert abs(tail_frequency(run.decoded(), 2.0) - AGENT_TONE) < 5
-    server.wait_idle()
+    calls_over(server)
 
 
 async def test_a_blind_transfer_moves_the_caller_to_another_agent_then_to_a_queue(
@@ -311,7 +311,7 @@ async def test_a_blind_transfer_moves_the_caller_to_another_agent_then_to_a_queu
     log = server.log()
     assert "to=agent-agent2 kind=blind" in log and "to=support kind=blind" in log
     assert "event=queue-enter" in log
-    server.wait_idle()
+    calls_over(server)
 
 
 async def test_a_queued_caller_transferred_to_the_extension_leaves_the_queue_books(
@@ -335,7 +335,7 @@ async def test_a_queued_caller_transferred_to_the_extension_leaves_the_queue_boo
     assert run.established, run.output[-3000:]
     assert abs(tail_frequency(run.decoded(), 3.0) - EXTENSION_TONE) < 5
     assert abs(tail_frequency(extension.decoded(), 3.0) - CALLER_TONE) < 5
-    server.wait_idle()
+    calls_over(server)
     await asyncio.sleep(0.5)  # the queue log is committed every 0.2 s
     db = server.workdir / "data" / "omlmedia.db"
     with sqlite3.connect(db) as conn:
@@ -386,4 +386,4 @@ async def test_an_attended_transfer_to_another_agent_lets_them_talk_then_hands_t
     log = server.log()
     assert "to=agent-agent2 kind=consult" in log and "to=agent2 kind=attended" in log
     assert "event=agent-consult-answered" in log
-    server.wait_idle()
+    calls_over(server)

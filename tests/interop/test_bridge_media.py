@@ -16,6 +16,7 @@ import pytest
 
 from tests.interop.baresip import answerer, dial, dominant_frequency
 from tests.interop.harness import SCENARIOS, RunningServer, run_sipp
+from tests.interop.pages import calls_over
 
 SHARED_SERVER = True
 """These tests share the session's server (tests/interop/conftest.py)."""
@@ -70,7 +71,7 @@ def test_each_side_hears_the_others_tone_through_the_bridge(
     assert abs(heard_by_pbx - 440.0) < 5.0, (heard_by_pbx, share, pbx.output[-2000:])
     assert share > 0.3, share
     assert f"mode={mode}" in server.log()
-    server.wait_idle()
+    calls_over(server)
 
 
 def test_an_srtp_caller_is_bridged_to_a_plain_rtp_extension(
@@ -95,7 +96,7 @@ def test_an_srtp_caller_is_bridged_to_a_plain_rtp_extension(
     heard_by_pbx, _ = dominant_frequency(pbx.decoded())
     assert abs(heard_by_pbx - 440.0) < 5.0, heard_by_pbx
     assert "caller_srtp=true callee_srtp=false" in server.log()
-    server.wait_idle()
+    calls_over(server)
 
 
 def test_the_other_party_hears_music_while_the_caller_holds(
@@ -136,4 +137,4 @@ def test_the_other_party_hears_music_while_the_caller_holds(
     assert all(rms > 300 for rms in loud), loud
     log = server.log()
     assert "hold=true" in log and "hold=false" in log
-    server.wait_idle()
+    calls_over(server)

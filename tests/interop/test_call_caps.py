@@ -25,6 +25,7 @@ from tests.interop.harness import (
     free_port,
     run_sipp,
 )
+from tests.interop.pages import calls_over
 
 CALLER = "127.0.0.6"
 AS_DEMO = ("-i", CALLER, "-p", "0", "-au", "demo", "-ap", DEMO_PASSWORD)
@@ -134,7 +135,7 @@ def test_a_digest_user_beyond_its_call_cap_gets_486_and_connects_again_once_call
     assert held, "the held calls' sipp did not finish"
     assert held[0].returncode == 0, held[0].output + held[0].errors
     assert held[0].count("SuccessfulCall") == CAP
-    server.wait_idle()
+    calls_over(server)
     again = run_sipp(
         ["-sf", str(SCENARIOS / "uac_auth.xml"), target, "-s", "echo", "-m", "1", *AS_DEMO],
         tmp_path,

@@ -36,7 +36,7 @@ import pytest
 from tests.interop.baresip import dial
 from tests.interop.browser import chromium
 from tests.interop.harness import API_TOKEN, RunningServer
-from tests.interop.pages import agent_logged_in, call, until
+from tests.interop.pages import agent_logged_in, call, calls_over, until
 
 pytestmark = pytest.mark.interop
 
@@ -171,7 +171,7 @@ async def test_a_recording_paused_on_the_page_and_resumed_by_the_api_holds_silen
         run = await caller
     assert run.established
 
-    server.wait_idle()
+    calls_over(server)
     record = await until(
         lambda: next(
             (

@@ -16,6 +16,7 @@ import pytest
 
 from tests.interop.baresip import BaresipRun, dial
 from tests.interop.harness import RunningServer
+from tests.interop.pages import calls_over
 
 pytestmark = pytest.mark.interop
 
@@ -68,4 +69,4 @@ def test_three_callers_in_a_room_each_hear_the_two_others(
     log = server.log()
     assert log.count("conference-joined") >= 3, log[-3000:]
     assert "conference-closed" in log
-    server.wait_idle()
+    calls_over(server)

@@ -18,6 +18,7 @@ import pytest
 
 from benchmarks import harness
 from tests.interop.harness import DEMO_PASSWORD, SCENARIOS, RunningServer, run_sipp
+from tests.interop.pages import calls_over
 
 CALLER = "127.0.0.8"
 AS_DEMO = ("-i", CALLER, "-p", "0", "-au", "demo", "-ap", DEMO_PASSWORD)
@@ -88,7 +89,7 @@ def test_a_user_naming_the_metadata_address_for_its_media_gets_488(
     )
     assert allowed.returncode == 0, allowed.output + allowed.errors + server.log()[-3000:]
     assert server.status()["calls"]["media_refused"] - before == 1
-    server.wait_idle()
+    calls_over(server)
 
 
 def test_a_trunk_offering_sdes_keys_over_udp_without_opting_in_gets_488(
@@ -112,4 +113,4 @@ def test_a_trunk_offering_sdes_keys_over_udp_without_opting_in_gets_488(
     )
     assert plain.returncode == 0, plain.output + plain.errors + server.log()[-3000:]
     assert server.status()["calls"]["media_refused"] - before == 1
-    server.wait_idle()
+    calls_over(server)

@@ -35,7 +35,7 @@ from queueing import Statistics
 from tests.interop.baresip import answerer, configure, dial
 from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium, remote_tone
 from tests.interop.harness import RunningServer, free_port, require_tool
-from tests.interop.pages import agent_logged_in, fetch, until
+from tests.interop.pages import agent_logged_in, calls_over, fetch, until
 
 pytestmark = pytest.mark.interop
 
@@ -162,7 +162,7 @@ async def test_a_waiting_caller_reaches_the_agent_who_gets_ready_and_an_abandon_
     assert run.established and gave_up.established
     assert abs(tail_frequency(run.decoded(), 3.0) - AGENT_TONE) < 5
     assert head_level(run.decoded(), 2.0) > 300  # music on hold while nobody was ready
-    server.wait_idle()
+    calls_over(server)
     await asyncio.sleep(0.5)  # the queue log is committed every 0.2 s
     check_books(db_path(server))
     support = fetch(server, f"/queues/support?since={STARTED}")
@@ -191,7 +191,7 @@ def test_a_caller_past_the_maximum_wait_overflows_to_a_goodbye(
     waited = _seconds(overflow.group(1)) - _seconds(entered.group(1))
     assert 3.5 < waited < 5.5, waited  # max_wait = 4
     assert 0 < _seconds(ended.group(1)) - _seconds(overflow.group(1)) < 3  # goodbye, then BYE
-    server.wait_idle()
+    calls_over(server)
 
 
 def test_a_caller_past_billings_maximum_wait_overflows_into_support(
@@ -199,7 +199,7 @@ def test_a_caller_past_billings_maximum_wait_overflows_into_support(
 ) -> None:
     run = dial(tmp_path / "caller", f"sip:billing@127.0.0.1:{server.sip_port}", 5, tone_hz=440.0)
     assert run.established, run.output[-2000:]
-    server.wait_idle()
+    calls_over(server)
     time.sleep(0.5)
     entered = rows(
         db_path(server), "SELECT call_id FROM queue_log WHERE event = 'enter' AND queue = 'billing'"
@@ -285,7 +285,7 @@ async def test_callers_in_a_row_go_round_robin_and_a_supervisor_pauses_and_logs_
         await pages[first].get_by_role("button", name="Log out", exact=True).click()
         await expect(pages[first].get_by_role("button", name="Log in")).to_be_visible()
 
-    server.wait_idle()
+    calls_over(server)
     await asyncio.sleep(0.5)
     log = fetch(server, f"/queue-log?agent={second}&since={time.time() - 60}")["entries"]
     assert log[-1]["event"] == "logout" and log[-1]["data"] == {"reason": "forced by bootstrap"}
@@ -389,7 +389,7 @@ async def test_a_callback_keeps_the_callers_place_and_is_dialled_through_the_tru
             await expect(page.get_by_role("button", name="Log in")).to_be_visible()
         assert "Call established" in far.output, far.output[-2000:]
 
-    server.wait_idle()
+    calls_over(server)
     await asyncio.sleep(0.5)
     db = db_path(server)
     events = [
@@ -409,7 +409,7 @@ def test_statistics_rebuilt_from_the_stored_queue_log_equal_the_api(
 ) -> None:
     """The engine's live statistics (what the API reports) and the ones rebuilt from the
     stored queue log agree, queue by queue and agent by agent."""
-    server.wait_idle()
+    calls_over(server)
     time.sleep(0.5)
     store = Store(db_path(server))
     try:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from tests.interop.harness import SCENARIOS, RunningServer, free_port, run_sipp
+from tests.interop.pages import calls_over
 
 
 def _target(server: RunningServer) -> str:
@@ -74,7 +75,7 @@ def test_rtp_sent_to_echo_comes_back(server: RunningServer, tmp_path: Path) -> N
     )
     assert result.returncode == 0, result.output + result.errors
     assert result.count("SuccessfulCall") == 2
-    server.wait_idle()
+    calls_over(server)
     echoed = server.status()["calls"]["echo_packets"] - before
     # g711a.pcap carries 236 RTP packets, and dtmf_2833_1.pcap a few more: all come back.
     assert echoed >= 2 * 236, echoed

@@ -20,7 +20,7 @@ import pytest
 from tests.interop.baresip import dial
 from tests.interop.browser import chromium
 from tests.interop.harness import DEMO_PASSWORD, RunningServer
-from tests.interop.pages import call, log_in, make_account
+from tests.interop.pages import call, calls_over, log_in, make_account
 
 pytestmark = pytest.mark.interop
 
@@ -179,7 +179,7 @@ async def test_a_supervisor_sees_a_caller_wait_and_be_answered_and_controls_the_
     assert status == 200, board_now
     today = board_now["queues"][0]["today"]
     assert (today["offered"], today["answered"], today["abandoned"]) == (1, 1, 0), today
-    server.wait_idle()
+    calls_over(server)
 
 
 async def test_the_supervisor_page_refuses_agents_and_reporting_accounts(
