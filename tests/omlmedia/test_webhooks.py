@@ -25,9 +25,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from omlmedia import audit
+from omlmedia import audit, eventstream
 from omlmedia.api import create_app
-from omlmedia.authz import Identity, Role
+from omlmedia.authz import Identity, Role, Scopes
 from omlmedia.config import ApiConfig, load_demo_config
 from omlmedia.events import EventLog
 from omlmedia.storage import AsyncStore, Store
@@ -174,6 +174,32 @@ async def test_types_and_scope_choose_what_a_webhook_receives(world: World, rece
     assert json.loads(body)["id"] == wanted.id
     await world.store.flush()
     assert receiver.arrived.empty() and len(receiver.requests) == 1
+
+
+async def test_a_scoped_webhook_follows_the_queues_members_as_they_change(
+    tmp_path: Path, receivers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(eventstream, "SCOPE_REFRESH", 0.0)  # read again at every event
+    members = {"support": frozenset({"agent1"})}
+    w = World(tmp_path / "omlmedia.db", scopes=lambda: Scopes({}, dict(members)))
+    w.start()
+    try:
+        receiver, url = await receivers()
+        await w.webhooks.create(ADMIN, url=url, types=("agent.",), scope=frozenset({"support"}))
+        w.events.publish("agent.state", agent="agent9", data={"state": "ready"})  # no member
+        members["support"] = frozenset({"agent1", "agent9"})  # agent9 joins support
+        joined = w.events.publish("agent.state", agent="agent9", data={"state": "paused"})
+        _, body = await receiver.next()
+        assert json.loads(body)["id"] == joined.id
+        members["support"] = frozenset({"agent1"})  # and leaves it
+        w.events.publish("agent.state", agent="agent9", data={"state": "ready"})
+        member = w.events.publish("agent.state", agent="agent1", data={"state": "ready"})
+        _, body = await receiver.next()
+        assert json.loads(body)["id"] == member.id
+        await w.store.flush()
+        assert receiver.arrived.empty() and len(receiver.requests) == 2
+    finally:
+        await w.close()
 
 
 async def test_a_webhook_that_cannot_match_never_fails_the_publisher(
