@@ -294,6 +294,15 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+def thread_cpu(pid: int) -> float:
+    """CPU seconds of `pid`'s main thread (its event loop), from /proc/PID/task/PID/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tree_cpu(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
@@ -721,7 +730,7 @@ def per_call(
     uac = uac_command(system, workdir, calls, args.fixed_calls, call_seconds)
     relayed0, kernel0 = system.relayed_packets(), system.kernel_packets()
     main_pid = pids[0]
-    main0 = tree_cpu([main_pid])
+    main0, loop0 = tree_cpu([main_pid]), thread_cpu(main_pid)
     cpu0, started = tree_cpu(pids), time.monotonic()
     with (workdir / "uac.log").open("wb") as log:
         sipp = subprocess.Popen(
@@ -739,7 +748,9 @@ def per_call(
     system.idle()
     elapsed = time.monotonic() - started
     cpu = tree_cpu(pids) - cpu0 - idle_rate * elapsed
-    others = cpu + idle_rate * elapsed - (tree_cpu([main_pid]) - main0)
+    main = tree_cpu([main_pid]) - main0
+    others = cpu + idle_rate * elapsed - main
+    threads = main - (thread_cpu(main_pid) - loop0)
     relayed = system.relayed_packets() - relayed0
     userspace = relayed - (system.kernel_packets() - kernel0) if relayed else math.nan
     rows = sipp_rows(workdir / "uac.csv")
@@ -758,6 +769,7 @@ def per_call(
         "elapsed_s": elapsed,
         "cpu_ms_per_call": 1e3 * cpu / successful if successful else math.nan,
         "other_processes_ms_per_call": 1e3 * others / successful if successful else math.nan,
+        "other_threads_ms_per_call": 1e3 * threads / successful if successful else math.nan,
         "userspace_packets_per_call": userspace / successful if successful else math.nan,
         "uac_retransmissions": retransmissions,
         "load_average": os.getloadavg(),
@@ -765,9 +777,10 @@ def per_call(
     print(
         f"  {system.name:>18} N={calls:<4} calls {successful}/{args.fixed_calls} ({failed} "
         f"failed) in {elapsed:.1f} s: CPU {cpu:.3f} s beyond idle ({idle_rate * 1e3:.1f} ms/s) "
-        f"= {fmt(result['cpu_ms_per_call'], '.2f')} ms per call (processes but the first, "
-        f"idle included: {fmt(result['other_processes_ms_per_call'], '.2f')}), RTP through the "
-        "process "
+        f"= {fmt(result['cpu_ms_per_call'], '.2f')} ms per call (idle included: the server's "
+        f"threads beside its loop {fmt(result['other_threads_ms_per_call'], '.2f')}, the "
+        f"processes beside it {fmt(result['other_processes_ms_per_call'], '.2f')}), RTP "
+        "through the process "
         f"{fmt(result['userspace_packets_per_call'], '.1f')} packets per call, "
         f"{retransmissions} SIP retransmissions by the UAC  load avg "
         f"{result['load_average'][0]:.1f}",
