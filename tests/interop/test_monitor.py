@@ -29,7 +29,7 @@ import pytest
 from tests.interop.baresip import dial
 from tests.interop.browser import chromium
 from tests.interop.harness import RunningServer
-from tests.interop.pages import agent_logged_in, call, log_in
+from tests.interop.pages import agent_logged_in, call, calls_over, log_in
 
 pytestmark = pytest.mark.interop
 
@@ -257,7 +257,7 @@ async def test_a_supervisor_listens_whispers_barges_and_stops_on_a_queue_call(
     assert legs[0]["modes"] == ["listen", "whisper", "barge"]
     if measure:
         print(f"\nserver CPU, % of one core over 4 s: {cpu}")
-    server.wait_idle()
+    calls_over(server)
 
 
 async def test_a_supervisor_moves_from_one_call_to_another_and_agents_are_told_when_configured(
@@ -350,7 +350,7 @@ async def test_a_supervisor_moves_from_one_call_to_another_and_agents_are_told_w
             True,
             False,
         ]  # the second entry records the switch from the first call
-        server.wait_idle()
+        calls_over(server)
     finally:
         returncode = server.stop()
     assert returncode == 0, server.log()[-4000:]
