@@ -259,6 +259,8 @@ class RunningServer:
     process: subprocess.Popen[bytes]
     ports: dict[str, int]
     workdir: Path
+    rtp_claim: socket.socket | None = None
+    """The claim on the server's block of RTP ports (see `_claim_rtp_block`), given up at stop."""
 
     @property
     def pid(self) -> int:
@@ -320,6 +322,14 @@ class RunningServer:
 
     def stop(self) -> int:
         """SIGTERM, then SIGKILL after 15 s; the exit status (-9 when it had to be killed)."""
+        try:
+            return self._stop()
+        finally:
+            if self.process.poll() is not None and self.rtp_claim is not None:
+                self.rtp_claim.close()
+                self.rtp_claim = None
+
+    def _stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -332,15 +342,32 @@ class RunningServer:
 
 
 _rtp_block = 0
+RTP_BLOCKS = 20
 
 
-def _ports(rtp_low: int | None) -> dict[str, int]:
-    """Free ports for the server and its peers, outside the RTP range. Without `rtp_low`, each
-    server of this process takes the next of 20 blocks of 1000 RTP ports in 40000-59999."""
+def _claim_rtp_block() -> tuple[int, socket.socket | None]:
+    """The first port of a block of 1000 RTP ports in 40000-59999 that no other server started
+    by a harness on this machine holds, and the claim on it (an abstract Unix socket, named for
+    the block: given up when closed or when this process ends, whatever ends it). Each server of
+    this process starts looking at the next block; when all 20 are claimed (more than 20 servers
+    at once), the next block unclaimed: the server then skips the ports another one holds."""
     global _rtp_block
-    if rtp_low is None:
-        _rtp_block = (_rtp_block + 1) % 20
-        rtp_low = 40000 + ((os.getpid() + _rtp_block) % 20) * 1000
+    _rtp_block = (_rtp_block + 1) % RTP_BLOCKS
+    start = (os.getpid() + _rtp_block) % RTP_BLOCKS
+    for step in range(RTP_BLOCKS):
+        low = 40000 + ((start + step) % RTP_BLOCKS) * 1000
+        claim = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            claim.bind(f"\0omlmedia-test-rtp-{low}")
+        except OSError:
+            claim.close()
+            continue
+        return low, claim
+    return 40000 + start * 1000, None
+
+
+def _ports(rtp_low: int) -> dict[str, int]:
+    """Free ports for the server and its peers, outside the RTP range from `rtp_low`."""
     ports = {"rtp_low": rtp_low}
     taken: set[int] = set()
     for name in ("sip", "tls", "http", "pbx", "carrier"):
@@ -375,6 +402,9 @@ def start_server(
     (``-c CODE`` for a server with probes, ``-m cProfile -o FILE -m omlmedia`` to profile it).
     With `core`, the server starts on that core and all its threads stay there. Raises
     `ServerStartError` when it exits or is not ready within `timeout` seconds."""
+    claim = None
+    if rtp_low is None:
+        rtp_low, claim = _claim_rtp_block()
     ports = _ports(rtp_low)
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "omlmedia.toml"
@@ -388,10 +418,11 @@ def start_server(
         process = subprocess.Popen(
             pinned(command, core), stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=server_env
         )
-    server = RunningServer(process, ports, workdir)
+    server = RunningServer(process, ports, workdir, claim)
     deadline = time.monotonic() + timeout
     while "omlmedia ready" not in server.log():
         if process.poll() is not None:
+            server.stop()  # gives up the claim
             raise ServerStartError(
                 f"omlmedia serve exited at start (status {process.returncode}):\n"
                 + server.log()[-4000:]

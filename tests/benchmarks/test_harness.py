@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ast
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
 from benchmarks.harness import (
+    RTP_BLOCKS,
+    _claim_rtp_block,
     fmt,
     free_port,
     server_config,
@@ -45,6 +48,40 @@ def test_the_server_configuration_loads(tmp_path: Path) -> None:
 def test_a_free_pair_starts_on_an_even_port() -> None:
     port = free_port(pair=True)
     assert port % 2 == 0 and 0 < port < 65535
+
+
+def test_servers_of_concurrent_runs_claim_distinct_rtp_blocks_and_give_them_up() -> None:
+    claims = [_claim_rtp_block() for _ in range(3)]
+    try:
+        lows = [low for low, _ in claims]
+        assert len(set(lows)) == 3 and all(claim is not None for _, claim in claims)
+        assert all(40000 <= low <= 40000 + (RTP_BLOCKS - 1) * 1000 for low in lows)
+        # Another run's server holds every other block: the next claim is a free one.
+        others = []
+        for block in range(RTP_BLOCKS):
+            low = 40000 + block * 1000
+            if low in lows:
+                continue
+            other = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                other.bind(f"\0omlmedia-test-rtp-{low}")
+            except OSError:  # claimed by a server of a run going on now
+                other.close()
+                continue
+            others.append(other)
+        given_up, claim = claims.pop(1)
+        assert claim is not None
+        claim.close()
+        low, again = _claim_rtp_block()
+        claims.append((low, again))
+        assert again is not None and low not in {low for low, _ in claims[:-1]}
+        assert len(others) < RTP_BLOCKS - 3 or low == given_up
+        for other in others:
+            other.close()
+    finally:
+        for _, claim in claims:
+            if claim is not None:
+                claim.close()
 
 
 def test_pinned_prefixes_taskset_only_when_there_are_cores_to_keep_apart() -> None:
