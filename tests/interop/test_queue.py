@@ -252,7 +252,7 @@ async def test_callers_in_a_row_go_round_robin_and_a_supervisor_pauses_and_logs_
                 lambda n=n: dial(
                     tmp_path / f"caller{n}",
                     f"sip:support@127.0.0.1:{server.sip_port}",
-                    4,
+                    20,
                     tone_hz=CALLER_TONE,
                 ),
             )
@@ -263,6 +263,8 @@ async def test_callers_in_a_row_go_round_robin_and_a_supervisor_pauses_and_logs_
             agent = fetch(server, f"/agents/{name}")
             assert agent["state"] == "on-call" and agent["call"]["queue"] == "support", agent
             assert agent["call"]["caller"] == "tester"
+            # The agent hangs up (the caller would after its 20 s): the next caller comes now.
+            await page.get_by_role("button", name="Hang up", exact=True).click()
             assert (await caller).established
             await expect(page.locator("#state")).to_have_text("Ready", timeout=10000)
             answered_by.append(name)
