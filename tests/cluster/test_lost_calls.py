@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -73,18 +74,36 @@ def node(
     )
 
 
+@dataclass
+class Survivors:
+    """Nodes n2 and n3 on `url`'s Redis and `dsn`'s database, each having beaten for long enough
+    to sweep; `told` is what their `on_lost` heard."""
+
+    url: str
+    dsn: str
+    clock: Clock
+    n2: LostCalls
+    n3: LostCalls
+    told: list[LostCall]
+
+    async def beat_once(self, name: str = "n1") -> float:
+        """Node `name` beats once and stops; when it was last seen alive."""
+        once = node(self.url, name, self.dsn, self.clock)
+        await once.beat()
+        seen = time.time()
+        await once.close()
+        return seen
+
+
 @pytest.fixture
-async def survivors(
-    shared: redis_server.Redis, dsn: str, clock: Clock
-) -> AsyncIterator[tuple[LostCalls, LostCalls, list[LostCall]]]:
-    """Nodes n2 and n3, each having beaten for long enough to sweep."""
+async def survivors(shared: redis_server.Redis, dsn: str, clock: Clock) -> AsyncIterator[Survivors]:
     told: list[LostCall] = []
     made = [node(shared.url, name, dsn, clock, told) for name in ("n2", "n3")]
     try:
         for item in made:
             assert await item.beat()
         clock.advance(TTL + made[0].confirm)
-        yield made[0], made[1], told
+        yield Survivors(shared.url, dsn, clock, made[0], made[1], told)
     finally:
         for item in made:
             await item.close()
@@ -119,29 +138,23 @@ async def wait_lapsed(url: str, node: str) -> None:
 
 
 async def test_the_calls_of_a_node_whose_heartbeat_lapsed_become_node_lost_records(
-    shared: redis_server.Redis,
-    dsn: str,
-    clock: Clock,
-    survivors: tuple[LostCalls, LostCalls, list[LostCall]],
+    survivors: Survivors,
 ) -> None:
-    n2, _, told = survivors
+    n2, clock = survivors.n2, survivors.clock
     start = time.time() - 30
-    dead = open_calls(dsn, "n1", {"a1": "sales", "a2": "support"}, start)
-    mine = open_calls(dsn, "n2", {"b1": "sales"}, start)
-    n1 = node(shared.url, "n1", dsn, clock)
-    await n1.beat()
-    last_seen = time.time()
-    await n1.close()
+    dead = open_calls(survivors.dsn, "n1", {"a1": "sales", "a2": "support"}, start)
+    mine = open_calls(survivors.dsn, "n2", {"b1": "sales"}, start)
+    last_seen = await survivors.beat_once("n1")
     # While n1's heartbeat lives, its calls are its own, however long n2 sweeps.
     for _ in range(3):
         assert await n2.sweep() == []
         clock.advance(n2.confirm)
-    await wait_lapsed(shared.url, "n1")
+    await wait_lapsed(survivors.url, "n1")
 
     lost = await confirmed(n2, clock)
 
     assert sorted(call.call_id for call in lost) == ["a1", "a2"]
-    assert told == lost and n2.recorded == 2
+    assert survivors.told == lost and n2.recorded == 2
     records = {record.call_id: record for record in dead.call_records()}
     assert set(records) == {"a1", "a2"}
     for call_id, queue in (("a1", "sales"), ("a2", "support")):
@@ -166,26 +179,21 @@ async def test_the_calls_of_a_node_whose_heartbeat_lapsed_become_node_lost_recor
 
 
 async def test_two_survivors_sweeping_together_record_each_lost_call_once(
-    shared: redis_server.Redis,
-    dsn: str,
-    clock: Clock,
-    survivors: tuple[LostCalls, LostCalls, list[LostCall]],
+    survivors: Survivors,
 ) -> None:
-    n2, n3, told = survivors
+    n2, n3 = survivors.n2, survivors.n3
     calls = {f"c{i}": "sales" for i in range(40)}
-    store = open_calls(dsn, "n1", calls, time.time() - 5)
-    n1 = node(shared.url, "n1", dsn, clock)
-    await n1.beat()
-    await n1.close()
-    await wait_lapsed(shared.url, "n1")
+    store = open_calls(survivors.dsn, "n1", calls, time.time() - 5)
+    await survivors.beat_once("n1")
+    await wait_lapsed(survivors.url, "n1")
     assert await n2.sweep() == [] and await n3.sweep() == []  # n1 noted missing by both
-    clock.advance(n2.confirm)
+    survivors.clock.advance(n2.confirm)
 
     first, second = await asyncio.gather(n2.sweep(), n3.sweep())
 
     ids = sorted(call.call_id for call in first + second)
     assert ids == sorted(calls)  # every call once, none twice
-    assert len(told) == len(calls)
+    assert len(survivors.told) == len(calls)
     assert sorted(record.call_id for record in store.call_records()) == sorted(calls)
     entries = [row for row in store.queue_log() if row.event == "closed-node-lost"]
     assert len(entries) == len(calls)
@@ -215,26 +223,23 @@ async def test_the_calls_of_a_node_that_keeps_beating_are_left_alone(
 
 
 async def test_a_key_lost_with_redis_is_no_death_when_its_node_beats_again(
-    shared: redis_server.Redis,
-    dsn: str,
-    clock: Clock,
-    survivors: tuple[LostCalls, LostCalls, list[LostCall]],
+    survivors: Survivors,
 ) -> None:
-    n2, _, told = survivors
-    store = open_calls(dsn, "n1", {"kept": "sales"}, time.time())
-    n1 = node(shared.url, "n1", dsn, clock)
+    n2 = survivors.n2
+    store = open_calls(survivors.dsn, "n1", {"kept": "sales"}, time.time())
+    n1 = node(survivors.url, "n1", survivors.dsn, survivors.clock)
     await n1.beat()
-    client = aioredis.from_url(shared.url)
+    client = aioredis.from_url(survivors.url)
     try:
         await client.delete(ALIVE_PREFIX + "n1")  # as a Redis restarted empty
     finally:
         await client.aclose()
     assert await n2.sweep() == []  # n1 noted missing
     await n1.beat()  # its next heartbeat, within the interval
-    clock.advance(n2.confirm)
+    survivors.clock.advance(n2.confirm)
     assert await n2.sweep() == []
     await n1.close()
-    assert told == [] and store.open_calls() == ["kept"]
+    assert survivors.told == [] and store.open_calls() == ["kept"]
     store.close()
 
 
@@ -290,17 +295,13 @@ async def test_after_its_redis_came_back_a_node_waits_for_the_live_nodes_to_beat
 
 
 async def test_a_call_taken_for_lost_gets_its_real_record_when_it_ends_on_its_node(
-    shared: redis_server.Redis,
-    dsn: str,
-    clock: Clock,
-    survivors: tuple[LostCalls, LostCalls, list[LostCall]],
+    survivors: Survivors,
 ) -> None:
-    n2, _, _ = survivors
     start = time.time() - 10
-    n1 = open_calls(dsn, "n1", {"late": "sales"}, start)
+    n1 = open_calls(survivors.dsn, "n1", {"late": "sales"}, start)
     # n1 is alive but cut off from Redis: its heartbeat lapses and n2 records its call.
-    await wait_lapsed(shared.url, "n1")
-    (lost,) = await confirmed(n2, clock)
+    await wait_lapsed(survivors.url, "n1")
+    (lost,) = await confirmed(survivors.n2, survivors.clock)
     assert lost.call_id == "late"
     # The call then ends on n1, which writes its record as usual.
     n1.call_ended(
@@ -345,17 +346,14 @@ async def test_a_sweep_waiting_for_the_database_does_not_delay_the_heartbeat(
 
 
 async def test_with_every_node_beating_a_sweep_leaves_the_database_alone_but_every_tenth(
-    shared: redis_server.Redis,
-    dsn: str,
-    clock: Clock,
-    survivors: tuple[LostCalls, LostCalls, list[LostCall]],
+    survivors: Survivors,
 ) -> None:
-    n2, n3, told = survivors
-    client = aioredis.from_url(shared.url)
+    n2, n3 = survivors.n2, survivors.n3
+    client = aioredis.from_url(survivors.url)
     await client.delete(SEEN)  # the nodes of the tests before, long dead
     await client.aclose()
-    store = open_calls(dsn, "n3", {"kept": "sales"}, time.time())
-    holder = PgConnection(dsn)
+    store = open_calls(survivors.dsn, "n3", {"kept": "sales"}, time.time())
+    holder = PgConnection(survivors.dsn)
     try:
         assert await n2.beat() and await n3.beat()  # (a key lives `TTL`: n3 beats each sweep)
         assert await n2.sweep() == []  # the first sweep reads the open calls
@@ -371,7 +369,7 @@ async def test_with_every_node_beating_a_sweep_leaves_the_database_alone_but_eve
         assert not tenth.done()
         holder.execute("ROLLBACK")
         assert await asyncio.wait_for(tenth, 5) == []
-        assert told == [] and store.open_calls() == ["kept"] and n2.errors == 0
+        assert survivors.told == [] and store.open_calls() == ["kept"] and n2.errors == 0
     finally:
         if holder.in_transaction:
             holder.execute("ROLLBACK")
