@@ -657,8 +657,10 @@ class ClusterFeed(_Readers):
     `omlmedia.storage_pg.EVENTS_CHANNEL`: at each notification (and every `CLUSTER_POLL`
     seconds) it reads the events placed after the last one it has, keeps the last `keep` in
     memory and wakes the readers; a reader behind memory reads from the database (a second
-    connection, one query at a time). With no reader it reads only the last event's place and
-    id (a node whose stream nobody reads decodes no other node's events). A lost connection is
+    connection, one query at a time). With no reader it reads no event: each notification
+    names the place and id of the last event its commit stored, which is all the feed keeps then
+    (a node whose stream nobody reads sends no query per commit and decodes no other node's
+    events); its `CLUSTER_POLL` look reads only that place and id. A lost connection is
     made again with backoff, and the follower goes on from its last place: places are never
     given to an earlier commit, so none is skipped. Live readers that fall more than their
     limit behind are cut off, as by the node's log: memory stays bounded and no reader slows
@@ -705,8 +707,27 @@ class ClusterFeed(_Readers):
                     await self._ready.wait()
         return self._ready.is_set()
 
-    def _notified(self, *_: object) -> None:
+    def _notified(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
+        """A flush committed events (``"node id pos"``: its last event, `omlmedia.storage`'s
+        ``_EVENT_NOTIFY``). With no reader, the place is all the feed needs: no query, no row
+        read; with readers (or a payload without a place) the follower reads."""
+        if not self.subscribers:
+            parts = payload.rsplit(" ", 2)
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                self._advance(int(parts[2]), int(parts[1]))
+                return
         self._wake.set()
+
+    def _advance(self, place: int, event_id: int) -> None:
+        """With no reader: the events stand at `place` (the event `event_id`); memory is
+        dropped (a reader that comes reads from the database). Never backwards: a look that
+        was on its way when a later notification came in is older than it."""
+        if place > self.last_id:
+            self.last_id = self._floor = place
+            self.head_id = event_id
+            self._places.clear()
+            self._events.clear()
+            self._woken()
 
     async def _follow(self) -> None:
         backoff = 0.2
@@ -722,8 +743,7 @@ class ClusterFeed(_Readers):
                         timeout=CLUSTER_TIMEOUT,
                     )
                     if row is not None:
-                        self.last_id = self._floor = int(row["pos"])
-                        self.head_id = int(row["id"])
+                        self._advance(int(row["pos"]), int(row["id"]))
                     self._ready.set()
                 if self._failing:
                     logger.warning("following the cluster's events again")
@@ -757,14 +777,13 @@ class ClusterFeed(_Readers):
             # that comes reads what it needs from the database, then from memory.
             row = await db.fetchrow(_HEAD, self.last_id, timeout=CLUSTER_TIMEOUT)
             if row is not None:
-                self.last_id = self._floor = int(row["pos"])
-                self.head_id = int(row["id"])
-                self._places.clear()
-                self._events.clear()
-                self._woken()
+                self._advance(int(row["pos"]), int(row["id"]))
             return
         while True:
             rows = await db.fetch(_AFTER, self.last_id, CLUSTER_PAGE, timeout=CLUSTER_TIMEOUT)
+            # a notification may have moved the place on while this read was on its way (the
+            # last reader left meanwhile): what it passed is not kept
+            rows = [row for row in rows if row["pos"] > self.last_id]
             if not rows:
                 return
             self._places.extend(int(row["pos"]) for row in rows)

@@ -300,9 +300,20 @@ ORDER_HOLD_TIMEOUT = 5
 PostgreSQL ends its session (``idle_in_transaction_session_timeout``, for this transaction
 only): a node frozen or cut off mid-flush cannot hold every other node's events back longer."""
 _EVENT_ORDER = (
-    f"SELECT pg_advisory_xact_lock({EVENT_ORDER_LOCK}), pg_notify('{EVENTS_CHANNEL}', ?), "
-    f"set_config('idle_in_transaction_session_timeout', '{ORDER_HOLD_TIMEOUT * 1000}', true)"
+    f"SELECT pg_advisory_xact_lock({EVENT_ORDER_LOCK}), "
+    f"set_config('idle_in_transaction_session_timeout', '{ORDER_HOLD_TIMEOUT * 1000}', true), "
+    "CAST(? AS TEXT) AS node"
 )
+"""Taken by a flush that stores events, before their places are drawn (its argument: the
+node, returned as it came)."""
+_EVENT_NOTIFY = (
+    f"SELECT pg_notify('{EVENTS_CHANNEL}', CAST(? AS TEXT) || ' ' || COALESCE(("
+    f"SELECT id || ' ' || pos FROM events WHERE pos = currval('{EVENT_POSITIONS}')), ''))"
+)
+"""After the events' insert, in the same transaction: the notification the commit sends
+(`omlmedia.storage_pg.EVENTS_CHANNEL`), naming the node, the id and the place of the last event
+it stored (``"node id pos"``; ``"node "`` when that place holds no row: a batch sent again), so
+that a node whose stream nobody reads learns where the events stand without a query."""
 
 
 class Store:
@@ -536,6 +547,8 @@ class Store:
                         _storable([(*row, self.node) for row in events]),
                     )
                 )
+                if pg:
+                    steps.append((_EVENT_NOTIFY, [(self.node,)]))
             if pg:
                 # The whole transaction in one hand-over to the connection's thread, not one
                 # per statement (`PgConnection.transaction`).

@@ -81,7 +81,8 @@ EVENT_ORDER_LOCK: Final = 0x6F6D6C6F
 (``"omlo"``)."""
 
 EVENTS_CHANNEL: Final = "omlmedia_events"
-"""The channel a flush that stored events notifies (payload: its node), at its commit."""
+"""The channel a flush that stored events notifies at its commit (payload: its node, and the id
+and place of the last event it stored: ``"node id pos"``)."""
 
 CONNECT_TIMEOUT: Final = 10.0
 """Seconds to wait for PostgreSQL to accept a connection."""
