@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import wave
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -19,6 +19,9 @@ from tests.interop.browser import chromium
 from tests.interop.harness import RunningServer
 from tests.interop.pages import call, log_in, make_account
 from tests.interop.test_reports_page import page_error
+
+if TYPE_CHECKING:
+    from playwright.async_api import Locator, Page
 
 pytestmark = pytest.mark.interop
 
@@ -46,6 +49,40 @@ def long_wav(path: Path, seconds: int = SECONDS, rate: int = 8000) -> Path:
     return path
 
 
+async def search_recordings(
+    page: Page, server: RunningServer, user: str, call_id: str
+) -> tuple[Locator, Locator, list[str]]:
+    """`user` logs in on the supervisor page and searches the recordings of DAY: the recordings
+    panel, the row of `call_id`, and the page's errors (console and uncaught) as they come."""
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if page_error(m) else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    await page.goto(f"https://127.0.0.1:{server.http_port}/supervisor/")
+    await log_in(page, user, PASSWORD)
+    await page.get_by_role("button", name="Recordings", exact=True).click()
+    recordings = page.locator("#recordings")
+    await recordings.get_by_label("Day", exact=True).fill(DAY)
+    await recordings.get_by_role("button", name="Search", exact=True).click()
+    return recordings, recordings.locator(f'#recording-rows tr[data-call="{call_id}"]'), problems
+
+
+async def wait_playing(page: Page, condition: str = "") -> None:
+    """Until the player plays past 0.2 s (and `condition`, a JavaScript test of `p`, holds)."""
+    await page.wait_for_function(
+        "() => { const p = document.getElementById('recording-player');"
+        f" return !p.paused && p.currentTime > 0.2{condition}; }}",
+        timeout=15000,
+    )
+
+
+def listened(server: RunningServer, call_id: str) -> list[dict[str, Any]]:
+    """The audit's entries of listens to `call_id`'s recordings."""
+    status, body = call(server, "GET", f"/audit?action=recording.listen&target={call_id}")
+    assert status == 200, body
+    entries: list[dict[str, Any]] = body["entries"]
+    return entries
+
+
 def store_a_paused_recording(server: RunningServer) -> None:
     data = server.workdir / "data"
     recording = long_wav(data / "recordings" / "2026" / "12" / "02" / "support-pci1.wav")
@@ -70,10 +107,8 @@ async def test_a_recording_streams_with_a_ticket_seeks_by_range_and_shows_its_pa
 
     make_account(server, "rosa", "supervisor", PASSWORD)
     store_a_paused_recording(server)
-    base = f"https://127.0.0.1:{server.http_port}"
     async with chromium(tmp_path / "browser", 440.0) as browser:
         page = await browser.new_page()
-        problems: list[str] = []
         audio: list[tuple[str, str]] = []
 
         def seen(request: Any) -> None:
@@ -81,24 +116,12 @@ async def test_a_recording_streams_with_a_ticket_seeks_by_range_and_shows_its_pa
                 audio.append((request.url, request.headers.get("range", "")))
 
         page.on("request", seen)
-        page.on("console", lambda m: problems.append(m.text) if page_error(m) else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
-        await page.goto(f"{base}/supervisor/")
-        await log_in(page, "rosa", PASSWORD)
-        await page.get_by_role("button", name="Recordings", exact=True).click()
-        recordings = page.locator("#recordings")
-        await recordings.get_by_label("Day", exact=True).fill(DAY)
-        await recordings.get_by_role("button", name="Search", exact=True).click()
-        row = recordings.locator('#recording-rows tr[data-call="pci1"]')
+        recordings, row, problems = await search_recordings(page, server, "rosa", "pci1")
         await expect(row.locator("td.gaps")).to_have_text(PAUSED)
 
         clicked = time.monotonic()
         await recordings.get_by_role("button", name="Play the recording of pci1").click()
-        await page.wait_for_function(
-            "() => { const p = document.getElementById('recording-player');"
-            " return !p.paused && p.currentTime > 0.2; }",
-            timeout=15000,
-        )
+        await wait_playing(page)
         started = time.monotonic() - clicked
         # Streamed: playing long before 19 MB could have come down whole, with a ticket only.
         size = (server.workdir / "data/recordings/2026/12/02/support-pci1.wav").stat().st_size
@@ -137,9 +160,7 @@ async def test_a_recording_streams_with_a_ticket_seeks_by_range_and_shows_its_pa
         assert seeks, audio
         assert not problems, problems
 
-    status, body = call(server, "GET", "/audit?action=recording.listen&target=pci1")
-    assert status == 200, body
-    assert [e["actor"] for e in body["entries"]] == ["rosa"], body
+    assert [e["actor"] for e in listened(server, "pci1")] == ["rosa"]
     print(f"recording playing {started:.2f} s after Play; requests: {audio}")
 
 
@@ -172,30 +193,16 @@ async def test_a_requeued_calls_row_plays_each_agents_recording_with_its_own_tic
 
     make_account(server, "rui", "supervisor", PASSWORD)
     files = store_a_requeued_call(server)
-    base = f"https://127.0.0.1:{server.http_port}"
     async with chromium(tmp_path / "browser", 440.0) as browser:
         page = await browser.new_page()
-        problems: list[str] = []
         audio: list[str] = []
         page.on("request", lambda r: audio.append(r.url) if "/recordings/req1/" in r.url else None)
-        page.on("console", lambda m: problems.append(m.text) if page_error(m) else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
-        await page.goto(f"{base}/supervisor/")
-        await log_in(page, "rui", PASSWORD)
-        await page.get_by_role("button", name="Recordings", exact=True).click()
-        recordings = page.locator("#recordings")
-        await recordings.get_by_label("Day", exact=True).fill(DAY)
-        await recordings.get_by_role("button", name="Search", exact=True).click()
-        row = recordings.locator('#recording-rows tr[data-call="req1"]')
+        recordings, row, problems = await search_recordings(page, server, "rui", "req1")
         for name in ("segment 1 (agent1) of the call req1", "segment 2 (agent2) of the call req1"):
             await expect(row.get_by_role("button", name=f"Play {name}")).to_be_visible()
             await expect(row.get_by_role("button", name=f"Download {name}")).to_be_visible()
         await row.get_by_role("button", name="Play segment 2 (agent2) of the call req1").click()
-        await page.wait_for_function(
-            "() => { const p = document.getElementById('recording-player');"
-            " return !p.paused && p.currentTime > 0.2 && Math.abs(p.duration - 4) < 0.1; }",
-            timeout=15000,
-        )
+        await wait_playing(page, " && Math.abs(p.duration - 4) < 0.1")
         # Its own pause on the timeline, its ticket on the audio requests.
         await expect(recordings.locator("#player-gaps li")).to_have_text(
             ["Recording paused 00:01\u201300:02"]
@@ -203,6 +210,5 @@ async def test_a_requeued_calls_row_plays_each_agents_recording_with_its_own_tic
         assert any("segment=2" in url and "ticket=" in url for url in audio), audio
         assert not problems, problems
 
-    status, body = call(server, "GET", "/audit?action=recording.listen&target=req1")
-    assert status == 200, body
-    assert [e["after"]["file"] for e in body["entries"]] == [files[1].name], body
+    entries = listened(server, "req1")
+    assert [e["after"]["file"] for e in entries] == [files[1].name], entries
