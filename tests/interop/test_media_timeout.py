@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop.harness import SCENARIOS, RunningServer, free_port, run_sipp, start_server
+from tests.interop.pages import calls_over
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_a_call_without_rtp_is_ended_after_the_media_timeout(
     assert result.returncode == 0, result.output + result.errors  # the BYE came from us
     log = server.log()
     assert "event=media-timeout" in log and "cause=media-timeout" in log
-    assert server.wait_idle()["calls"]["media_timeouts"] == 1
+    assert calls_over(server)["calls"]["media_timeouts"] == 1
 
 
 def test_a_call_with_flowing_rtp_outlives_the_media_timeout(
@@ -66,4 +67,4 @@ def test_a_call_with_flowing_rtp_outlives_the_media_timeout(
         tmp_path,
     )
     assert result.returncode == 0, result.output + result.errors  # sipp hung up, not us
-    assert server.wait_idle()["calls"]["media_timeouts"] == before
+    assert calls_over(server)["calls"]["media_timeouts"] == before
