@@ -36,9 +36,9 @@ import asyncio
 import logging
 import re
 import secrets
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from media.bridge import MediaBridge, codec_transcoder
 from media.leg import RtpLeg
@@ -46,7 +46,14 @@ from media.ports import PortsExhausted, RtpSocketPool
 from media.srtp import offer_crypto
 from omlmedia.acd import AGENT_GONE_REASON, RECORDING_HEADER
 from omlmedia.acd_shared import SharedAcd
-from omlmedia.crossnode import HEADER, OfferHeader, RemoteGaps, place_internal, sign_offer
+from omlmedia.crossnode import (
+    HEADER,
+    InternalLegs,
+    OfferHeader,
+    RemoteGaps,
+    place_internal,
+    sign_offer,
+)
 from omlmedia.logs import event
 from omlmedia.offer_answer import apply_answer
 from omlmedia.services import CAPABILITIES
@@ -412,7 +419,7 @@ class RemoteOffer:
     relative to the shared recordings directory): the caller's next segment."""
 
 
-class RemoteOffers:
+class RemoteOffers(InternalLegs):
     """The caller's node's half of an offer to an agent on another node (module docstring)."""
 
     def __init__(
@@ -429,28 +436,23 @@ class RemoteOffers:
         dial_out: DialOut | None = None,
         srtp: bool = False,
     ) -> None:
+        super().__init__(
+            node=node,
+            secret=secret,
+            nodes=nodes,
+            service=service,
+            pool=pool,
+            media_host=media_host,
+            clock=clock,
+            srtp=srtp,
+        )
         self.runtime = runtime
-        self.srtp = srtp
-        """The internal leg is encrypted (`omlmedia.crossnode`): offer SDES-SRTP on it."""
         self.dial_out = dial_out
         """Places a callback's call (`omlmedia.b2bua.B2bua.place_call`)."""
-        self.node = node
-        self.secret = secret
-        self.nodes = dict(nodes)
-        self.service = service
-        self.pool = pool
-        self.media_host = media_host
-        self.clock = clock
         self.offers: dict[tuple[str, str], RemoteOffer] = {}
         self.by_call: dict[str, RemoteOffer] = {}
         self.gaps = RemoteGaps(secret, clock)
         """The recording pauses the agents' nodes send (`omlmedia.crossnode`)."""
-        self._tasks: set[asyncio.Task[object]] = set()
-
-    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
-        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def offer(self, qc: QueuedCaller, agent: str, node: str, queue: str) -> bool:
         """Ring `agent` on `node` with `qc`; False when that cannot even be tried."""
@@ -749,13 +751,8 @@ class RemoteOffers:
         service = self.service
         service.act(lambda now: service.ua.hangup(call, now))
 
-    def _release(self, leg: RtpLeg) -> None:
-        leg.close()
-        self.pool.release(leg.pair)
-
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        self._cancel_tasks()
         for offer in list(self.offers.values()):
             self._end(offer, hang_up=True)
 

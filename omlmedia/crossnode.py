@@ -78,6 +78,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final
 
+from media.leg import RtpLeg
+from media.ports import RtpSocketPool
 from omlmedia import signed_header
 from omlmedia.cluster import AgentLocator
 from omlmedia.config import Trunk
@@ -363,6 +365,49 @@ def place_internal(
 
     service.act(dial)
     return placed[0]
+
+
+class InternalLegs:
+    """What a node's end of internal calls with media has (the caller's node's offers,
+    `omlmedia.acd_cluster.RemoteOffers`; monitor legs, `omlmedia.monitor_remote.MonitorLegs`):
+    this node's name, the cluster's secret and nodes, SIP, the RTP ports and address to offer,
+    whether the leg is SRTP; and the background tasks it cancels at close."""
+
+    def __init__(
+        self,
+        *,
+        node: str,
+        secret: bytes,
+        nodes: Mapping[str, Endpoint],
+        service: SipService,
+        pool: RtpSocketPool,
+        media_host: str,
+        clock: Callable[[], float],
+        srtp: bool,
+    ) -> None:
+        self.node = node
+        self.srtp = srtp
+        """The internal leg is encrypted (module docstring): offer SDES-SRTP on it."""
+        self.secret = secret
+        self.nodes = dict(nodes)
+        self.service = service
+        self.pool = pool
+        self.media_host = media_host
+        self.clock = clock
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _release(self, leg: RtpLeg) -> None:
+        leg.close()
+        self.pool.release(leg.pair)
+
+    def _cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
 
 
 class InternalGate:

@@ -56,7 +56,7 @@ from media.pcmport import PcmPort, port_rate
 from media.ports import PortsExhausted, RtpSocketPool
 from media.srtp import offer_crypto
 from omlmedia import signed_header
-from omlmedia.crossnode import TRUNK_PREFIX, place_internal
+from omlmedia.crossnode import TRUNK_PREFIX, InternalLegs, place_internal
 from omlmedia.logs import event
 from omlmedia.offer_answer import answer_on_leg, apply_answer
 from omlmedia.services import CAPABILITIES
@@ -285,7 +285,7 @@ class _Inbound:
     ended: bool = False
 
 
-class MonitorLegs:
+class MonitorLegs(InternalLegs):
     """Both sides of monitor legs on this node (module docstring): `open` places one for a
     supervisor here (S), `take` answers one for a call carried here (N). It owns those SIP calls
     (the router gives it their events)."""
@@ -304,23 +304,23 @@ class MonitorLegs:
         answer_within: float = ANSWER_WITHIN,
         srtp: bool = False,
     ) -> None:
-        self.node = node
-        self.srtp = srtp
-        """The internal leg is encrypted (`omlmedia.crossnode`): offer SDES-SRTP on it."""
-        self.secret = secret
-        self.nodes = dict(nodes)
-        self.service = service
-        self.pool = pool
-        self.media_host = media_host
+        super().__init__(
+            node=node,
+            secret=secret,
+            nodes=nodes,
+            service=service,
+            pool=pool,
+            media_host=media_host,
+            clock=clock,
+            srtp=srtp,
+        )
         self.monitor = monitor
-        self.clock = clock
         self.answer_within = answer_within
         self._out: dict[str, RemoteMonitoring] = {}
         """S: the legs placed, by their SIP call id."""
         self._in: dict[str, _Inbound] = {}
         """N: the legs answered, by their SIP call id."""
         self._nonces = signed_header.Nonces(2 * MAX_SKEW)
-        self._tasks: set[asyncio.Task[None]] = set()
         monitor.remote = self
 
     # -- S: a supervisor here, the call on another node ----------------------------------------
@@ -592,25 +592,18 @@ class MonitorLegs:
 
     # -- both --------------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         async def run() -> None:
             try:
                 await coro
             except Exception:
                 logger.exception("a monitor leg failed")
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _release(self, leg: RtpLeg) -> None:
-        leg.close()
-        self.pool.release(leg.pair)
+        super()._spawn(run())
 
     async def close(self) -> None:
         """End every leg (shutdown)."""
-        for task in list(self._tasks):
-            task.cancel()
+        self._cancel_tasks()
         for mon in list(self._out.values()):
             self.finish(mon, hang_up=True)
         for inbound in list(self._in.values()):
