@@ -36,6 +36,13 @@ the functions with the most CPU of their own in ms per call, and DIR keeps each 
 (``python -m pstats DIR/node_a.prof``); the CPU figures of such a run are cProfile's, not the
 nodes'.
 
+With ``--threads`` each node runs under benchmarks/nodeprobe.py, which gives every thread its
+Python name as its kernel name; each run (and the idle window) then reads every node thread's CPU
+from ``/proc/PID/task`` with the other counters, and the report's ``threads`` gives, per system
+and service, each thread's CPU in ms per call (the nodes of a system summed), raw and
+idle-excluded: the loop, the store's writer (``omlmedia-store``), PostgreSQL's connection threads
+(``omlmedia-pg``)... The CPU figures of such a run are the nodes' own (naming costs nothing).
+
 Section ``ops``: on the cluster only, the same calls to ``echo`` and to the ``sales`` queue;
 per call, Redis commands (``INFO commandstats`` deltas, by command) and PostgreSQL's
 ``pg_stat_database`` deltas (commits, rows inserted, updated, deleted), raw and idle-excluded.
@@ -53,7 +60,8 @@ caller's offer is published by it.
     .venv/bin/python benchmarks/cluster.py acd [--agents 50] [--rate 20] [--duration 10]
         [--talk 1.0] [--rebuild 10000,100000] [--json out.json]
     .venv/bin/python benchmarks/cluster.py cpu|ops [--calls 40] [--rate 4] [--call-seconds 8]
-        [--runs 3] [--idle 5] [--services echo,sales] [--profile DIR] [--json out.json]
+        [--runs 3] [--idle 5] [--services echo,sales] [--profile DIR] [--threads]
+        [--json out.json]
     .venv/bin/python benchmarks/cluster.py crossnode [crossnode.py's options] [--json out.json]
     .venv/bin/python benchmarks/cluster.py failover [--runs 3] [--agents 10] [--json out.json]
 """

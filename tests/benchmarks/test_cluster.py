@@ -43,7 +43,7 @@ RUNS: dict[str, tuple[list[Callable[[], object]], list[str]]] = {
         [throwaway.require, postgres.require, kamailio.require],
         [
             *("cpu", "--calls", "2", "--call-seconds", "1", "--runs", "1", "--idle", "0.5"),
-            *("--services", "echo,sales"),
+            *("--services", "echo,sales", "--threads"),
         ],
     ),
     "failover": (
@@ -163,6 +163,24 @@ def test_the_cpu_section_puts_the_same_calls_on_a_node_and_a_cluster_and_counts_
         assert per_call["write_transactions"] > 0, per_call
     (queue,) = [r for r in rows if r["system"] == "cluster" and r["service"] == "sales"]
     assert {"cdr", "queue_log"} <= set(queue["pg_rows_by_table"]), queue["pg_rows_by_table"]
+
+
+def test_the_cpu_sections_thread_probe_tells_the_loop_from_the_stores_threads(
+    runs: Runs,
+) -> None:
+    """``--threads``: each node's threads named (benchmarks/nodeprobe.py) and their CPU read
+    from /proc per run: the loop spends CPU on every system; the cluster's nodes have their
+    PostgreSQL connection threads (``omlmedia-pg``), the standalone node none."""
+    threads = runs.report("cpu")["threads"]
+    assert set(threads) == {"standalone", "cluster"}
+    for system, services in threads.items():
+        assert set(services) == {"echo", "sales"}
+        for figures in services.values():
+            raw = figures["ms_per_call"]
+            assert raw["loop"] > 0, (system, raw)
+            assert set(figures["ms_per_call_idle_excluded"]) == set(raw)
+            assert ("omlmedia-pg" in raw) == (system == "cluster"), (system, raw)
+            assert "omlmedia-store" in raw, raw
 
 
 def test_the_failover_section_times_kamailios_detection_and_the_acds_takeover(
