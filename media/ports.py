@@ -203,6 +203,10 @@ class RtpSocketPool:
             self.ports.release(pair.port)
 
 
+MAX_TRIES = 512
+"""Pairs one call tries at most: trying a held pair costs about 12 µs, so a call waits some
+6 ms at worst however large a range another process holds."""
+
 P = TypeVar("P", bound=asyncio.DatagramProtocol)
 Q = TypeVar("Q", bound=asyncio.DatagramProtocol)
 
@@ -212,18 +216,20 @@ async def bind_pair(
     host: str,
     rtp_factory: Callable[[], P],
     rtcp_factory: Callable[[], Q],
+    tries: int = MAX_TRIES,
 ) -> tuple[int, P, Q]:
     """Bind an RTP socket on an even port and RTCP on the next one; returns (port, rtp, rtcp).
 
     A pair another process holds (EADDRINUSE on either port) is skipped (`PortAllocator.skip`)
-    and the next free pair tried, each free pair at most once: PortsExhausted when every one
-    was held (the message says so). Any other bind error (the address is not ours, say) is the
+    and the next free pair tried, each free pair at most once and `tries` at most: PortsExhausted
+    when every one tried was held (the message says so; the held pairs are now last, so the
+    next call tries others first). Any other bind error (the address is not ours, say) is the
     same for every port: OSError at once.
     """
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     held = 0
-    for _ in range(max(1, ports.free)):
+    for _ in range(max(1, min(tries, ports.free))):
         port = ports.allocate()
         pair: list[socket.socket] = []
         try:
@@ -252,5 +258,6 @@ async def bind_pair(
             raise
         return port, rtp, rtcp
     raise PortsExhausted(
-        f"the {held} free RTP port pairs of {ports.low}-{ports.high} are held by another process"
+        f"the {held} RTP port pairs tried of the {ports.free} free of {ports.low}-{ports.high}"
+        " are held by another process"
     )

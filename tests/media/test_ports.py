@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from media.ports import PortAllocator, PortsExhausted, RtpSocketPool
+from media.ports import PortAllocator, PortsExhausted, RtpSocket, RtpSocketPool, bind_pair
 
 HOST = "127.0.0.1"
 PAIRS = 6
@@ -94,7 +94,9 @@ async def test_a_range_wholly_held_elsewhere_is_exhausted_with_the_reason_and_le
     pool = RtpSocketPool(ports, HOST)
     with pytest.raises(PortsExhausted) as raised:
         await pool.acquire()
-    expected = f"the {PAIRS} free RTP port pairs of {low}-{low + 2 * PAIRS - 1} are held by"
+    expected = (
+        f"the {PAIRS} RTP port pairs tried of the {PAIRS} free of {low}-{low + 2 * PAIRS - 1}"
+    )
     assert expected in str(raised.value)
     assert (ports.held_elsewhere, ports.in_use, ports.free, pool.failures) == (PAIRS, 0, PAIRS, 1)
     # Once one pair is let go, the next call gets it.
@@ -130,3 +132,19 @@ async def test_a_range_wholly_in_use_by_our_own_calls_says_so(
         pool.release(pair)
     pool.close()
     assert ports.in_use == 0
+
+
+async def test_a_call_tries_a_bounded_number_of_pairs_and_the_next_goes_on_past_them(
+    held: dict[int, socket.socket],
+) -> None:
+    low = min(held)
+    ports = PortAllocator(low, low + 2 * PAIRS - 1)
+    _let_go(held, low + 4, low + 5)  # pairs 0 and 1 held, pair 2 free
+    with pytest.raises(PortsExhausted, match=f"the 2 RTP port pairs tried of the {PAIRS} free"):
+        await bind_pair(ports, HOST, RtpSocket, RtpSocket, tries=2)
+    port, rtp, rtcp = await bind_pair(ports, HOST, RtpSocket, RtpSocket, tries=2)
+    assert port == low + 4 and ports.held_elsewhere == 2
+    for sock in (rtp, rtcp):
+        assert sock.transport is not None
+        sock.transport.close()
+    ports.release(port)

@@ -74,7 +74,8 @@ async def test_a_queue_caller_gets_503_logged_with_the_reason_when_the_range_is_
         fields = getattr(rejected, FIELDS)
         assert fields["call_id"] == call.call_id and fields["status"] == 503
         assert fields["reason"] == "no-media-port"
-        assert f"RTP port pairs of {low}-{low + 2 * PAIRS - 1} are held by" in fields["error"]
+        reason = f"RTP port pairs tried of the {PAIRS} free of {low}-{low + 2 * PAIRS - 1} are held"
+        assert reason in fields["error"], fields
         assert (pool.failures, ports.held_elsewhere, ports.in_use) == (1, PAIRS, 0)
     finally:
         acd.close()
