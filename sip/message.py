@@ -198,6 +198,9 @@ _CANONICAL_NAMES: Final = (
 #: lower-case key -> canonical spelling written on the wire.
 _CANONICAL: Final[dict[str, str]] = {name.lower(): name for name in _CANONICAL_NAMES}
 
+#: lower-case key -> ``"Canonical-Name: "``, what a header line starts with on the wire.
+_PREFIXES: Final[dict[str, str]] = {key: f"{name}: " for key, name in _CANONICAL.items()}
+
 #: Exact spellings seen on the wire -> key, so the common case costs one dict lookup.
 _KEYS: dict[str, str] = {}
 for _name in _CANONICAL_NAMES:
@@ -306,10 +309,14 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Append a value of header ``name`` after any existing ones (CR/LF raise ValueError)."""
-        key = self._new_key(name, value)
-        values = self._d.get(key)
-        self._d[key] = (value,) if values is None else (*values, value)
-        self._cache.clear()
+        key = _KEYS.get(name)
+        if key is None or "\r" in value or "\n" in value:
+            key = self._new_key(name, value)
+        d = self._d
+        values = d.get(key)
+        d[key] = (value,) if values is None else (*values, value)
+        if self._cache:
+            self._cache.clear()
 
     def insert_first(self, name: str, value: str) -> None:
         """Prepend a value of header ``name`` (a new top Via or Record-Route, RFC 3261 §16.6)."""
@@ -663,7 +670,34 @@ _set_address_display_name, _set_address_uri, _set_address_params = _slot_setters
 )
 
 
+def _name_addr_text(text: str) -> tuple[str | None, URI] | bool:
+    """(display name, URI) of ``text`` when it is a compact name-addr alone, else ``False``."""
+    m = grammar.COMPACT_ADDRESS.match(text)
+    if m is None or m.group("uri") is None:
+        return False
+    quoted, token, uri = m.group("quoted", "token", "uri")
+    try:
+        parsed_uri = _parse_uri(uri)
+    except ValueError:
+        raise ValueError(_BAD_ADDRESS) from None
+    return (quoted if quoted is not None else token, parsed_uri)
+
+
+#: A From or To carries a new tag per call after the same name-addr: the name-addr is parsed once
+#: per text, only the parameters after it each time (the same values as the whole match: the
+#: parameters of ``grammar.COMPACT_ADDRESS`` cannot hold a ``>``).
+_name_addr: Final = _text_cache(_name_addr_text)
+
+
 def _parse_address_text(text: str) -> Address:
+    end = text.rfind(">") + 1
+    if 0 < end < len(text) and text[end] == ";":
+        head = _name_addr(text[:end])
+        if head:
+            params = text[end:]
+            if grammar.COMPACT_PARAMS.match(params) is not None:
+                display_name, uri = head  # type: ignore[misc]
+                return Address(display_name, uri, _split_params(params))
     m = grammar.COMPACT_ADDRESS.match(text)
     if m is not None:
         quoted, token, uri, spec, params = m.groups()
@@ -728,6 +762,12 @@ class Via:
     @classmethod
     def parse(cls, text: str) -> Via:
         """Parse one via-parm; raises ``ValueError("Via is not valid")`` on garbage."""
+        head, semi, _ = text.partition(";")
+        if semi:
+            sent = _via_sent_by(head)
+            if sent and grammar.COMPACT_PARAMS.match(text, len(head)) is not None:
+                transport, host, port_number = sent  # type: ignore[misc]
+                return Via(transport, host, port_number, _split_params(text[len(head) :]))
         m = grammar.COMPACT_VIA.match(text)
         if m is not None:
             transport, host, port, params = m.groups()
@@ -804,6 +844,24 @@ _set_via_transport, _set_via_host, _set_via_port, _set_via_params = _slot_setter
     Via, "transport host port params"
 )
 
+
+def _via_sent_by_text(text: str) -> tuple[str, str, int | None] | bool:
+    """(transport, host, port) of a compact ``SIP/2.0/UDP host:port`` alone, else ``False``."""
+    m = grammar.COMPACT_VIA.match(text)
+    if m is None:
+        return False
+    transport, host, port, _ = m.groups()
+    port_number = int(port) if port is not None else None
+    if port_number is not None and port_number > 65535:
+        raise ValueError(_BAD_VIA)
+    return (transport if transport.isupper() else transport.upper(), host, port_number)
+
+
+#: A peer's Vias differ by their branch only: sent-protocol and sent-by are parsed once per text,
+#: the parameters each time (the same values as ``grammar.COMPACT_VIA`` on the whole: a sent-by
+#: holds no ``;``).
+_via_sent_by: Final = _text_cache(_via_sent_by_text)
+
 _BAD_CSEQ: Final = "CSeq is not valid"
 
 
@@ -852,6 +910,16 @@ def _parse_cseq_text(text: str) -> CSeq:
 
 _parse_cseq: Final = _text_cache(_parse_cseq_text)
 
+
+def _media_type_text(text: str) -> str:
+    m = grammar.MEDIA_TYPE.match(text)
+    if m is None:
+        return ""
+    return f"{m.group('type')}/{m.group('subtype')}".lower()
+
+
+#: Lower-case ``type/subtype`` of a Content-Type text, ``""`` when it is malformed.
+_media_type: Final = _text_cache(_media_type_text)
 
 # --- messages ------------------------------------------------------------------------------------
 
@@ -1052,10 +1120,9 @@ class Message:
             if not values:
                 value = None
             else:
-                m = grammar.MEDIA_TYPE.match(values[0])
-                if m is None:
+                value = _media_type(values[0])
+                if not value:
                     raise self._bad("Content-Type")
-                value = f"{m.group('type')}/{m.group('subtype')}".lower()
             cache["content_type"] = value
         return value  # type: ignore[no-any-return]
 
@@ -1083,12 +1150,17 @@ class Message:
         """The message on the wire; Content-Length is rewritten from the body (RFC 3261 §18.3)."""
         lines = [self._start_line()]
         names = self.headers._names
+        prefixes = _PREFIXES
         for key, values in self.headers._d.items():
             if key == "content-length":
                 continue
-            name = _CANONICAL.get(key) or names.get(key, key)
-            for value in values:
-                lines.append(f"{name}: {value}")
+            prefix = prefixes.get(key)
+            if prefix is None:
+                prefix = names.get(key, key) + ": "
+            if len(values) == 1:
+                lines.append(prefix + values[0])
+            else:
+                lines.extend([prefix + value for value in values])
         body = self.body
         lines.append(f"Content-Length: {len(body)}\r\n\r\n")
         return _encode("\r\n".join(lines)) + body

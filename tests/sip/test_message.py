@@ -296,6 +296,33 @@ def test_compact_via_path_gives_what_the_general_grammar_gives(
     assert outcomes[0] == outcomes[1]
 
 
+def test_a_cached_name_addr_or_sent_by_takes_each_texts_own_parameters() -> None:
+    """The name-addr of a From and the sent-by of a Via are parsed once per text and the
+    parameters after them every time: a new tag or branch per call gives its own values, equal to
+    what the whole text gives through the general grammar, and a bad head fails every time."""
+    for tag in ("1", "2", "a.b-c", "3"):
+        text = f'"Alice A" <sip:alice@10.0.0.2:5061;transport=udp>;tag={tag};x'
+        address = Address.parse(text)
+        assert address == Address.parse(f" {text} ")
+        assert address.params == (("tag", tag), ("x", None))
+        assert str(address.uri) == "sip:alice@10.0.0.2:5061;transport=udp"
+    for branch in ("z9hG4bK1", "z9hG4bK2"):
+        text = f"SIP/2.0/udp 10.0.0.2:5061;branch={branch};rport"
+        via = Via.parse(text)
+        assert via == Via.parse(f" {text}")
+        assert (via.transport, via.sent_by, via.branch, via.rport) == (
+            "UDP",
+            ("10.0.0.2", 5061),
+            branch,
+            True,
+        )
+    for _ in range(2):
+        with pytest.raises(ValueError, match="Address is not valid"):
+            Address.parse("<sip:a@h:99999>;tag=1")
+        with pytest.raises(ValueError, match="Via is not valid"):
+            Via.parse("SIP/2.0/UDP h:99999;branch=z9hG4bK1")
+
+
 @pytest.mark.parametrize(
     "text", ["1 INVITE", "01 ACK", "2147483648 BYE", "1  INVITE", "1 X-FOO", "1 É", "٣ BYE", "1 "]
 )
