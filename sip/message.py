@@ -437,11 +437,12 @@ def _find_param(params: Params, name: str) -> str | None:
 
 def _split_params(text: str) -> Params:
     """``;name[=value]...`` already matched by a compact rule of :mod:`sip.grammar`."""
-    out: list[tuple[str, str | None]] = []
-    for param in text[1:].split(";"):
-        name, equal, value = param.partition("=")
-        out.append((name, value if equal else None))
-    return tuple(out)
+    return tuple(
+        [
+            (name, value if equal else None)
+            for name, equal, value in [param.partition("=") for param in text[1:].split(";")]
+        ]
+    )
 
 
 def _parse_generic_params(text: str, pos: int, error: str) -> Params:
@@ -962,7 +963,10 @@ class Message:
         value = cache.get("call_id", _MISSING)
         if value is _MISSING:
             value = self._first("call-id", "Call-ID")
-            if grammar.CALL_ID.fullmatch(value) is None:
+            # [!-~]+ for ASCII text in C (printable, no space); anything else through the grammar.
+            if not (value and value.isascii() and value.isprintable() and " " not in value) and (
+                grammar.CALL_ID.fullmatch(value) is None
+            ):
                 raise self._bad("Call-ID")
             cache["call_id"] = value
         return value  # type: ignore[no-any-return]
@@ -1048,8 +1052,13 @@ class Message:
         cache = self.headers._cache
         value = cache.get("vias", _MISSING)
         if value is _MISSING:
-            texts = self.headers._elements("via")
             top = cache.get("top_via")
+            values = self.headers._d.get("via")
+            if top is not None and values is not None and len(values) == 1 and "," not in values[0]:
+                # One Via, already parsed as the top one (the usual request from a peer).
+                value = cache["vias"] = (top,)
+                return [top]
+            texts = self.headers._elements("via")
             try:
                 if top is None:
                     value = tuple([Via.parse(v) for v in texts])

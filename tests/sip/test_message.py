@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sip import grammar
 from sip.message import (
     REASON_PHRASES,
     URI,
@@ -294,6 +295,27 @@ def test_compact_via_path_gives_what_the_general_grammar_gives(
         except ValueError as exc:
             outcomes.append(exc.args)
     assert outcomes[0] == outcomes[1]
+
+
+def test_call_id_check_in_c_agrees_with_the_grammar_on_every_ascii_character() -> None:
+    """The Call-ID check tries str methods before the regex: same verdict for each character
+    (alone and inside a word), the empty value and a word with a space."""
+    texts = [
+        "",
+        "a b",
+        "a\tb",
+        "é@h",
+        *(chr(c) for c in range(128)),
+        *(f"a{chr(c)}b" for c in range(128)),
+    ]
+    for text in texts:
+        message = parse_message(b"BYE sip:a@h SIP/2.0\r\nCall-ID: x\r\n\r\n")
+        message.headers._d["call-id"] = (text,)
+        expected = grammar.CALL_ID.fullmatch(text) is not None
+        try:
+            assert message.call_id == text and expected, repr(text)
+        except ParseError:
+            assert not expected, repr(text)
 
 
 def test_a_cached_name_addr_or_sent_by_takes_each_texts_own_parameters() -> None:
