@@ -73,19 +73,23 @@ def waiting(server: RunningServer, queue: str) -> int:
     return int(report["waiting"])
 
 
-def calls_over(server: RunningServer, within: float = 15.0) -> dict[str, Any]:
+def calls_over(server: RunningServer, within: float = 15.0, ports: bool = False) -> dict[str, Any]:
     """Wait until `server` holds no call and no dialog (a test's calls are over and nothing of
-    them is left): its status then; fails naming what is left after `within` seconds. Unlike
-    `RunningServer.wait_idle`, it does not wait for the ended calls' SIP transactions to run out
-    their RFC 3261 timers (6.4 s at the tests' T1 of 0.1 s), which nothing after a call needs."""
+    them is left), and with `ports` no RTP port in use either: its status then; fails naming
+    what is left after `within` seconds. Unlike `RunningServer.wait_idle`, it does not wait for
+    the ended calls' SIP transactions to run out their RFC 3261 timers (6.4 s at the tests' T1
+    of 0.1 s), which nothing after a call needs."""
     deadline = time.monotonic() + within
     while True:
         status: dict[str, Any] = server.status()
-        sip = status["sip"]
-        if sip["calls"] == 0 and sip["dialogs"] == 0:
+        sip, in_use = status["sip"], status["media"]["rtp_ports_in_use"]
+        if sip["calls"] == 0 and sip["dialogs"] == 0 and not (ports and in_use):
             return status
         if time.monotonic() > deadline:
-            pytest.fail(f"the server still holds calls or dialogs after {within} s: {sip}")
+            pytest.fail(
+                f"the server still holds calls, dialogs or ports after {within} s: {sip}, "
+                f"rtp_ports_in_use={in_use}"
+            )
         time.sleep(0.05)
 
 
