@@ -147,13 +147,16 @@ class Origin(NamedTuple):
         parts = value.split()
         if len(parts) != 6:
             raise SDPError("bad o= line")
-        return cls(
-            parts[0],
-            _digits(parts[1], "bad o= line"),
-            _digits(parts[2], "bad o= line"),
-            parts[5],
-            parts[4],
-            parts[3],
+        return _new(
+            cls,
+            (
+                parts[0],
+                _digits(parts[1], "bad o= line"),
+                _digits(parts[2], "bad o= line"),
+                parts[5],
+                parts[4],
+                parts[3],
+            ),
         )
 
     def __str__(self) -> str:
@@ -179,7 +182,7 @@ class Connection(NamedTuple):
         parts = value.split()
         if len(parts) != 3:
             raise SDPError("bad c= line")
-        return cls(parts[2], parts[1], parts[0])
+        return _new(cls, (parts[2], parts[1], parts[0]))
 
     @classmethod
     def for_address(cls, address: str) -> Connection:
@@ -223,10 +226,16 @@ class Timing(NamedTuple):
     @classmethod
     def parse(cls, value: str) -> Timing:
         """Parse the value of a `t=` line."""
+        if value == "0 0" and cls is Timing:
+            return _UNBOUNDED
         parts = value.split()
         if len(parts) != 2:
             raise SDPError("bad t= line")
         return cls(_digits(parts[0], "bad t= line"), _digits(parts[1], "bad t= line"))
+
+
+#: ``t=0 0``, what nearly every peer sends (RFC 8866 §5.9): one value for all (it is immutable).
+_UNBOUNDED = Timing()
 
 
 class Codec(NamedTuple):
@@ -390,7 +399,7 @@ class CryptoAttribute(NamedTuple):
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class MediaDescription:
     """A media description (RFC 8866 §5.14): the `m=` line and its `i=`, `c=`, `b=`, `k=`, `a=`.
 
@@ -425,21 +434,47 @@ class MediaDescription:
     crypto: tuple[CryptoAttribute, ...] = field(init=False, repr=False, compare=False)
     """SDES `a=crypto` attributes (RFC 4568), in preference order."""
 
-    def __post_init__(self) -> None:
-        key = (self.proto, self.formats, self.attributes)
-        derived = _DERIVED.get(key)
+    def __init__(
+        self,
+        media: str,
+        port: int,
+        proto: str,
+        formats: tuple[str, ...],
+        port_count: int | None = None,
+        information: str | None = None,
+        connection: Connection | None = None,
+        bandwidths: tuple[Bandwidth, ...] = (),
+        key: str | None = None,
+        attributes: tuple[Attribute, ...] = (),
+        extra_lines: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        # The fields through their slots' setters: half the cost of the generated __init__'s
+        # object.__setattr__ per field (a call's SDP builds several of these).
+        setters = _MEDIA_SETTERS
+        setters[0](self, media)
+        setters[1](self, port)
+        setters[2](self, proto)
+        setters[3](self, formats)
+        setters[4](self, port_count)
+        setters[5](self, information)
+        setters[6](self, connection)
+        setters[7](self, bandwidths)
+        setters[8](self, key)
+        setters[9](self, attributes)
+        setters[10](self, extra_lines)
+        derived_key = (proto, formats, attributes)
+        derived = _DERIVED.get(derived_key)
         if derived is None:
-            derived = _derive(self.proto, self.formats, self.attributes)
+            derived = _derive(proto, formats, attributes)
             if len(_DERIVED) >= 256:
                 _DERIVED.clear()
-            _DERIVED[key] = derived
-        setattr_ = object.__setattr__
-        setattr_(self, "codecs", derived[0])
-        setattr_(self, "direction", derived[1])
-        setattr_(self, "ptime", derived[2])
-        setattr_(self, "rtcp_mux", derived[3])
-        setattr_(self, "rtcp", derived[4])
-        setattr_(self, "crypto", derived[5])
+            _DERIVED[derived_key] = derived
+        setters[11](self, derived[0])
+        setters[12](self, derived[1])
+        setters[13](self, derived[2])
+        setters[14](self, derived[3])
+        setters[15](self, derived[4])
+        setters[16](self, derived[5])
 
     @staticmethod
     def parse_media_line(value: str) -> tuple[str, int, int | None, str, tuple[str, ...]]:
@@ -476,18 +511,37 @@ class MediaDescription:
             lines.append(f"i={self.information}")
         if self.connection is not None:
             lines.append(f"c={self.connection}")
-        lines.extend(f"b={bandwidth}" for bandwidth in self.bandwidths)
+        if self.bandwidths:
+            lines.extend([f"b={bandwidth}" for bandwidth in self.bandwidths])
         if self.key is not None:
             lines.append(f"k={self.key}")
-        lines.extend(f"{letter}={value}" for letter, value in self.extra_lines)
-        lines.extend(f"a={attribute}" for attribute in self.attributes)
+        if self.extra_lines:
+            lines.extend([f"{letter}={value}" for letter, value in self.extra_lines])
+        lines.extend(_attribute_lines(self.attributes))
         return lines
 
     def __str__(self) -> str:
         return "\r\n".join(self.lines()) + "\r\n"
 
 
+def _slot_setters(cls: type, names: str) -> tuple[Callable[[object, object], None], ...]:
+    return tuple(cls.__dict__[name].__set__ for name in names.split())
+
+
+_MEDIA_SETTERS = _slot_setters(
+    MediaDescription,
+    "media port proto formats port_count information connection bandwidths key attributes "
+    "extra_lines codecs direction ptime rtcp_mux rtcp crypto",
+)
+
 _new = tuple.__new__
+
+
+def _attribute_lines(attributes: tuple[Attribute, ...]) -> list[str]:
+    """The ``a=`` lines of ``attributes`` (what ``str(Attribute)`` writes, without a call each)."""
+    return [f"a={name}" if value is None else f"a={name}:{value}" for name, value in attributes]
+
+
 _PAYLOAD_TYPES = {str(payload_type): payload_type for payload_type in range(128)}
 _CLOCK_RATES = {str(rate): rate for rate in (8000, 16000, 24000, 32000, 44100, 48000, 90000)}
 _CHANNELS = {"1": 1, "2": 2}
@@ -598,7 +652,7 @@ def _parse_ptime(value: str | None) -> int:
 _SESSION_LETTERS = frozenset("vosiuepcbtrzka")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class SessionDescription:
     """A session description (RFC 8866 §5).
 
@@ -624,13 +678,45 @@ class SessionDescription:
     direction: Direction | None = field(init=False, repr=False, compare=False)
     """The session-level direction attribute, if any (RFC 3264 §5.1)."""
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        origin: Origin,
+        session_name: str = "-",
+        media: tuple[MediaDescription, ...] = (),
+        connection: Connection | None = None,
+        timings: tuple[Timing, ...] = (Timing(),),
+        attributes: tuple[Attribute, ...] = (),
+        information: str | None = None,
+        uri: str | None = None,
+        emails: tuple[str, ...] = (),
+        phones: tuple[str, ...] = (),
+        bandwidths: tuple[Bandwidth, ...] = (),
+        zone_adjustments: str | None = None,
+        key: str | None = None,
+        extra_lines: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        # Through the slots' setters, as MediaDescription.
+        setters = _SESSION_SETTERS
+        setters[0](self, origin)
+        setters[1](self, session_name)
+        setters[2](self, media)
+        setters[3](self, connection)
+        setters[4](self, timings)
+        setters[5](self, attributes)
+        setters[6](self, information)
+        setters[7](self, uri)
+        setters[8](self, emails)
+        setters[9](self, phones)
+        setters[10](self, bandwidths)
+        setters[11](self, zone_adjustments)
+        setters[12](self, key)
+        setters[13](self, extra_lines)
         direction: Direction | None = None
-        for attribute in self.attributes:
+        for attribute in attributes:
             direction = _DIRECTIONS.get(attribute.name)
             if direction is not None:
                 break
-        object.__setattr__(self, "direction", direction)
+        setters[14](self, direction)
 
     @classmethod
     def parse(cls, data: str | bytes) -> SessionDescription:
@@ -772,20 +858,26 @@ class SessionDescription:
             lines.append(f"i={self.information}")
         if self.uri is not None:
             lines.append(f"u={self.uri}")
-        lines.extend(f"e={email}" for email in self.emails)
-        lines.extend(f"p={phone}" for phone in self.phones)
+        if self.emails:
+            lines.extend([f"e={email}" for email in self.emails])
+        if self.phones:
+            lines.extend([f"p={phone}" for phone in self.phones])
         if self.connection is not None:
             lines.append(f"c={self.connection}")
-        lines.extend(f"b={bandwidth}" for bandwidth in self.bandwidths)
+        if self.bandwidths:
+            lines.extend([f"b={bandwidth}" for bandwidth in self.bandwidths])
         for timing in self.timings or (Timing(),):
             lines.append(f"t={timing.start_time} {timing.stop_time}")
-            lines.extend(f"r={repeat}" for repeat in timing.repeats)
+            if timing.repeats:
+                lines.extend([f"r={repeat}" for repeat in timing.repeats])
         if self.zone_adjustments is not None:
             lines.append(f"z={self.zone_adjustments}")
         if self.key is not None:
             lines.append(f"k={self.key}")
-        lines.extend(f"{letter}={value}" for letter, value in self.extra_lines)
-        lines.extend(f"a={attribute}" for attribute in self.attributes)
+        if self.extra_lines:
+            lines.extend([f"{letter}={value}" for letter, value in self.extra_lines])
+        if self.attributes:
+            lines.extend(_attribute_lines(self.attributes))
         for media in self.media:
             lines.extend(media.lines())
         return lines
@@ -795,6 +887,13 @@ class SessionDescription:
 
     def __bytes__(self) -> bytes:
         return str(self).encode("utf-8")
+
+
+_SESSION_SETTERS = _slot_setters(
+    SessionDescription,
+    "origin session_name media connection timings attributes information uri emails phones "
+    "bandwidths zone_adjustments key extra_lines direction",
+)
 
 
 def _parse_attribute(value: str) -> Attribute:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import pytest
@@ -19,11 +20,14 @@ from sip.sdp import (
     CryptoAttribute,
     Direction,
     MediaCapabilities,
+    MediaDescription,
     OfferAnswerError,
+    Origin,
     RtcpAttribute,
     SDPError,
     SDPSession,
     SessionDescription,
+    Timing,
     answer_direction,
     create_offer,
     negotiate,
@@ -1043,3 +1047,38 @@ def test_an_srtp_offer_without_a_usable_suite_is_refused_with_its_own_reason() -
             crypto=[offer.media[0].crypto[0]],
             accept_crypto=lambda crypto: False,
         )
+
+
+def test_descriptions_built_by_keyword_or_replace_derive_their_values_again() -> None:
+    """The hand-written constructors take the fields by position or keyword as the generated ones
+    did, and derive codecs, direction and ptime from the new attributes on ``replace``."""
+    media = MediaDescription(
+        media="audio",
+        port=4000,
+        proto="RTP/AVP",
+        formats=("0", "8"),
+        attributes=(Attribute("ptime", "30"), Attribute("recvonly")),
+    )
+    assert media == MediaDescription(
+        "audio", 4000, "RTP/AVP", ("0", "8"), None, None, None, (), None, media.attributes
+    )
+    assert (media.ptime, media.direction, [c.payload_type for c in media.codecs]) == (
+        30,
+        Direction.RECVONLY,
+        [0, 8],
+    )
+    changed = dataclasses.replace(media, attributes=(Attribute("inactive"),), formats=("8",))
+    assert (changed.ptime, changed.direction, [c.payload_type for c in changed.codecs]) == (
+        None,
+        Direction.INACTIVE,
+        [8],
+    )
+    origin = Origin("-", 1, 2, "192.0.2.1")
+    session = SessionDescription(origin=origin, media=(media,), attributes=(Attribute("sendonly"),))
+    assert session.direction is Direction.SENDONLY
+    assert session.session_name == "-" and session.timings == (Timing(),)
+    assert hash(session) == hash(
+        SessionDescription(origin, "-", (media,), None, (Timing(),), session.attributes)
+    )
+    assert dataclasses.replace(session, attributes=()).direction is None
+    assert parse(str(session)) == session
