@@ -14,6 +14,7 @@ from benchmarks import harness
 from omlmedia.storage import Store
 from tests.cluster import postgres
 from tests.interop.harness import run_sipp
+from tests.interop.pages import calls_over
 
 
 def test_a_server_on_postgresql_stores_a_sipp_calls_record_and_queue_log_there(
@@ -34,7 +35,7 @@ def test_a_server_on_postgresql_stores_a_sipp_calls_record_and_queue_log_there(
             tmp_path,
         )
         assert result.returncode == 0, result.output + result.errors
-        server.wait_idle()
+        calls_over(server)
     finally:
         assert server.stop() == 0, server.log()[-3000:]
     store = Store(dsn)
