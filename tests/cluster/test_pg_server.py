@@ -92,7 +92,8 @@ def test_a_node_killed_mid_call_records_the_call_as_lost_in_postgresql_when_it_r
         args=(
             [
                 *("-sn", "uac", f"127.0.0.1:{server.sip_port}", "-s", "support"),
-                *("-i", "127.0.0.1", "-p", "0", "-m", "1", "-d", "8000", "-recv_timeout", "3000"),
+                # 5 s on the line: the node is killed as soon as the call is committed (0.2 s)
+                *("-i", "127.0.0.1", "-p", "0", "-m", "1", "-d", "5000", "-recv_timeout", "3000"),
             ],
             tmp_path,
         ),
