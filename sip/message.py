@@ -437,12 +437,11 @@ def _find_param(params: Params, name: str) -> str | None:
 
 def _split_params(text: str) -> Params:
     """``;name[=value]...`` already matched by a compact rule of :mod:`sip.grammar`."""
-    return tuple(
-        [
-            (name, value if equal else None)
-            for name, equal, value in [param.partition("=") for param in text[1:].split(";")]
-        ]
-    )
+    out: list[tuple[str, str | None]] = []
+    for param in text[1:].split(";"):
+        name, equal, value = param.partition("=")
+        out.append((name, value if equal else None))
+    return tuple(out)
 
 
 def _parse_generic_params(text: str, pos: int, error: str) -> Params:

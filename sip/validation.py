@@ -198,8 +198,9 @@ def _check(
             return _reply(
                 request, 415, headers=[("Accept", ", ".join(sorted(accepted_content_types)))]
             )
-        encodings = [e.lower() for e in headers.getlist("content-encoding")]
-        if any(e != "identity" for e in encodings):
+        if "content-encoding" in d and any(
+            e.lower() != "identity" for e in headers.getlist("content-encoding")
+        ):
             return _reply(
                 request,
                 415,
