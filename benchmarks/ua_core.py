@@ -43,9 +43,16 @@ def _request(method: str, i: int, cseq: int, branch: int, to_tag: str = "") -> b
     return head.encode() + body
 
 
+CALL_INTERVAL = 0.02
+"""Seconds between two calls' INVITEs (50 calls a second): a UDP server transaction stays 32 s
+after its final response (Timers J, and RFC 6026's for the INVITE's 2xx), so at this pace ~3,200
+live at once, the steady state, and their timers fire within the runs; a faster pace fills the
+layer's cap (8,192 live server transactions: a stateless 503 past it) within the runs."""
+
+
 def run(ua: UserAgent, first: int, calls: int, now: float) -> float:
     for i in range(first, first + calls):
-        now += 0.001
+        now += CALL_INTERVAL
         ua.receive(_request("INVITE", i, 1, 0), SOURCE, now)
         event = ua.next_event()
         assert isinstance(event, IncomingCall)
