@@ -291,7 +291,8 @@ async def test_a_caller_on_node_a_talks_to_an_agent_on_node_b_over_a_signed_inte
         # 1. Audio both ways; the caller hangs up: both nodes end the call.
         caller = asyncio.get_running_loop().run_in_executor(
             None,
-            lambda: dial(tmp_path / "caller", target, 16, tone_hz=CALLER_TONE, codecs="PCMU"),
+            # 10 s: the steps below take 2 s at load average 2, the caller must hear 3 s of agent
+            lambda: dial(tmp_path / "caller", target, 10, tone_hz=CALLER_TONE, codecs="PCMU"),
         )
         await expect(state).to_have_text("Ringing", timeout=15000)
         await expect(page.locator("#call-panel")).to_contain_text("tester")
