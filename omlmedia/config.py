@@ -34,7 +34,7 @@ from queueing.config import AcdConfig
 from queueing.config import build_config as build_acd_config
 from queueing.exceptions import QueueConfigError
 from sip.endpoint import Endpoint
-from sip.tls import CertificateError, mutual_contexts
+from sip.tls import CertificateError, check_crl, mutual_contexts
 from webrtc.accounts import hash_password
 from webrtc.config import WebrtcConfig, parse_webrtc
 from webrtc.exceptions import ConfigError as WebrtcConfigError
@@ -270,6 +270,9 @@ class ClusterConfig:
     """The private key of `tls_cert`."""
     tls_ca: Path | None = None
     """The cluster's CA: a peer on the internal leg must present a certificate it issued."""
+    tls_crl: Path | None = None
+    """A PEM CRL of `tls_ca` (``[cluster] tls_crl``): a peer presenting a certificate it revokes
+    is refused at the handshake; read at start-up. None: no revocation check."""
 
     @property
     def tls(self) -> bool:
@@ -1071,6 +1074,7 @@ _CLUSTER_KEYS: Final = (
     "tls_cert",
     "tls_key",
     "tls_ca",
+    "tls_crl",
 )
 _CLUSTER_SECRET_MIN: Final = 16
 """Bytes of the shortest cluster secret accepted."""
@@ -1561,6 +1565,19 @@ def _cluster(check: _Checker, value: object, base_dir: Path) -> ClusterConfig | 
             field_name = "tls_ca" if "CA" in str(exc) else "tls_cert"
             check.error(f"cluster.{field_name}", f"{exc} ({cert}, {key_file}, {ca})")
             ok = False
+    crl = check.path(table, "cluster", "tls_crl", base_dir)
+    ok = ok and ("tls_crl" not in table or crl is not None)
+    if crl is not None and tls_files["tls_ca"] is None:
+        check.error("cluster.tls_crl", "a CRL of tls_ca: needs tls_cert, tls_key and tls_ca")
+        ok = False
+    elif crl is not None and ok:
+        ca = tls_files["tls_ca"]
+        assert ca is not None
+        try:
+            check_crl(crl, ca)
+        except CertificateError as exc:
+            check.error("cluster.tls_crl", f"{exc} ({crl}, {ca})")
+            ok = False
     if not ok or acd is None:
         return None
     return ClusterConfig(
@@ -1572,6 +1589,7 @@ def _cluster(check: _Checker, value: object, base_dir: Path) -> ClusterConfig | 
         tls_cert=tls_files["tls_cert"],
         tls_key=tls_files["tls_key"],
         tls_ca=tls_files["tls_ca"],
+        tls_crl=crl,
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALIDITY_DAYS = 825
@@ -129,11 +129,19 @@ def client_context(verify: bool = True, cafile: Path | None = None) -> ssl.SSLCo
     return context
 
 
-def mutual_contexts(cert: Path, key: Path, cafile: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+def mutual_contexts(
+    cert: Path, key: Path, cafile: Path, crl: Path | None = None
+) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """The server and client contexts of a private mutual-TLS link (the cluster's internal leg):
     both present ``cert`` and require the peer's certificate to chain to ``cafile`` (RFC 5246
     §7.4.4). No host name is checked: the CA is the link's own, so holding a certificate it
-    issued is what makes a peer a member (the peer's address is checked above TLS)."""
+    issued is what makes a peer a member (the peer's address is checked above TLS).
+
+    With ``crl`` (a PEM CRL issued by ``cafile``, checked by `check_crl`) both contexts load it
+    and verify with ``VERIFY_CRL_CHECK_LEAF`` (RFC 5280 §6.3): a peer presenting a revoked
+    certificate is refused at the handshake. The CRL is read once, here."""
+    if crl is not None:
+        check_crl(crl, cafile)
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     for context in (server, client):
@@ -146,10 +154,43 @@ def mutual_contexts(cert: Path, key: Path, cafile: Path) -> tuple[ssl.SSLContext
             context.load_verify_locations(cafile=cafile)
         except (OSError, ssl.SSLError):
             raise CertificateError("CA file cannot be loaded") from None
+        if crl is not None:
+            try:
+                context.load_verify_locations(cafile=crl)
+            except (OSError, ssl.SSLError):
+                raise CertificateError("CRL cannot be loaded") from None
+            context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
         context.verify_mode = ssl.CERT_REQUIRED
     client.check_hostname = False
     client.verify_mode = ssl.CERT_REQUIRED
     return server, client
+
+
+def check_crl(crl: Path, cafile: Path, now: datetime.datetime | None = None) -> None:
+    """Raise ``CertificateError`` unless ``crl`` is a PEM CRL signed by a CA of ``cafile`` and
+    still current (its nextUpdate not past: OpenSSL refuses every peer on an expired CRL)."""
+    try:
+        revocations = x509.load_pem_x509_crl(crl.read_bytes())
+    except (OSError, ValueError):
+        raise CertificateError("CRL cannot be loaded (a PEM CRL is expected)") from None
+    try:
+        authorities = x509.load_pem_x509_certificates(cafile.read_bytes())
+    except (OSError, ValueError):
+        raise CertificateError("CA file cannot be loaded") from None
+    issuers = [ca for ca in authorities if ca.subject == revocations.issuer]
+    if not any(_signed_by(revocations, ca) for ca in issuers):
+        raise CertificateError("CRL is not signed by the CA")
+    moment = now or datetime.datetime.now(datetime.UTC)
+    next_update = revocations.next_update_utc
+    if next_update is not None and next_update < moment:
+        raise CertificateError(f"CRL expired at {next_update.isoformat()} (every peer refused)")
+
+
+def _signed_by(revocations: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    public_key = ca.public_key()
+    if not isinstance(public_key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
+        return False
+    return revocations.is_signature_valid(public_key)
 
 
 def _harden(context: ssl.SSLContext) -> None:
@@ -174,6 +215,7 @@ def _write_atomically(path: Path, data: bytes, mode: int) -> None:
 
 __all__ = [
     "CertificateError",
+    "check_crl",
     "client_context",
     "ensure_self_signed",
     "mutual_contexts",

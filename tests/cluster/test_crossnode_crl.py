@@ -1,0 +1,242 @@
+"""Revoking a node's certificate on the encrypted internal leg (``[cluster] tls_crl``): with a
+CRL of the cluster's CA, `mutual_contexts` refuses at the handshake a peer whose certificate
+is revoked, either way round, and still serves a good one; check-config refuses a CRL that is
+not one, is signed by another CA, or has expired, naming ``cluster.tls_crl``.
+
+The handshakes run over a real loopback socket pair (`socket.socketpair`), the server side in a
+thread: no servers, well under a second.
+"""
+
+from __future__ import annotations
+
+import datetime
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from omlmedia.config import ConfigError, load_config
+from sip.tls import CertificateError, check_crl, mutual_contexts
+
+NOW = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+
+
+def _name(text: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+
+@dataclass
+class Authority:
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+    path: Path
+
+    def issue(self, directory: Path, name: str) -> tuple[Path, Path, int]:
+        """A node certificate this CA issued: its file, its key's file, its serial number."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        serial = x509.random_serial_number()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(name))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(serial)
+            .not_valid_before(NOW)
+            .not_valid_after(NOW + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+        cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return cert_path, key_path, serial
+
+    def crl(self, path: Path, revoked: list[int], next_update: datetime.datetime) -> Path:
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.cert.subject)
+            .last_update(NOW)
+            .next_update(next_update)
+        )
+        for serial in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(NOW).build()
+            )
+        path.write_bytes(
+            builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+        )
+        return path
+
+
+def _authority(directory: Path, name: str) -> Authority:
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(f"{name} CA"))
+        .issuer_name(_name(f"{name} CA"))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW)
+        .not_valid_after(NOW + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    path = directory / "ca.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return Authority(key, cert, path)
+
+
+@dataclass
+class Pki:
+    ca: Authority
+    good: tuple[Path, Path]
+    revoked: tuple[Path, Path]
+    crl: Path
+    directory: Path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    directory = tmp_path_factory.mktemp("crl")
+    ca = _authority(directory, "cluster")
+    good_cert, good_key, _ = ca.issue(directory, "good")
+    bad_cert, bad_key, bad_serial = ca.issue(directory, "stolen")
+    crl = ca.crl(directory / "crl.pem", [bad_serial], NOW + datetime.timedelta(days=1))
+    return Pki(ca, (good_cert, good_key), (bad_cert, bad_key), crl, directory)
+
+
+def _handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> tuple[str | None, str | None]:
+    """A TLS handshake between the two contexts over a loopback socket pair, then one byte each
+    way (TLS 1.3 refuses a client's certificate after the client's Finished): each side's
+    failure, None where it succeeded."""
+    left, right = socket.socketpair()
+    left.settimeout(5)
+    right.settimeout(5)
+    errors: dict[str, str | None] = {"server": None, "client": None}
+
+    def serve() -> None:
+        try:
+            with server.wrap_socket(left, server_side=True) as tls:
+                tls.sendall(b"s")
+                tls.recv(1)
+        except (ssl.SSLError, OSError) as exc:
+            errors["server"] = str(exc)
+            left.close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with client.wrap_socket(right) as tls:
+            tls.sendall(b"c")
+            if tls.recv(1) != b"s":
+                raise ConnectionError("the server closed the link")
+    except (ssl.SSLError, OSError) as exc:
+        errors["client"] = str(exc)
+        right.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    return errors["server"], errors["client"]
+
+
+def test_a_revoked_client_certificate_is_refused_at_the_handshake_and_a_good_one_served(
+    pki: Pki,
+) -> None:
+    server, _ = mutual_contexts(*pki.good, pki.ca.path, pki.crl)
+    assert server.verify_flags & ssl.VERIFY_CRL_CHECK_LEAF
+    _, good_client = mutual_contexts(*pki.good, pki.ca.path, pki.crl)
+    assert _handshake(server, good_client) == (None, None)
+    _, stolen_client = mutual_contexts(*pki.revoked, pki.ca.path)  # the thief has no CRL
+    server_error, client_error = _handshake(server, stolen_client)
+    assert server_error is not None and "revoked" in server_error, server_error
+    assert client_error is not None
+
+
+def test_a_node_presenting_a_revoked_certificate_is_refused_by_the_connecting_node(
+    pki: Pki,
+) -> None:
+    stolen_server, _ = mutual_contexts(*pki.revoked, pki.ca.path)
+    _, client = mutual_contexts(*pki.good, pki.ca.path, pki.crl)
+    _, client_error = _handshake(stolen_server, client)
+    assert client_error is not None and "revoked" in client_error, client_error
+
+
+def test_without_a_crl_the_revoked_certificate_is_still_served(pki: Pki) -> None:
+    # What tls_crl changes: the same certificate, no CRL loaded, is a member.
+    server, _ = mutual_contexts(*pki.good, pki.ca.path)
+    _, stolen_client = mutual_contexts(*pki.revoked, pki.ca.path)
+    assert _handshake(server, stolen_client) == (None, None)
+
+
+def test_check_crl_refuses_junk_another_cas_crl_and_an_expired_one(pki: Pki) -> None:
+    check_crl(pki.crl, pki.ca.path)
+    junk = pki.directory / "junk.pem"
+    junk.write_text("not a CRL\n")
+    other = _authority(pki.directory / "other", "cluster")  # same name, another key
+    foreign = other.crl(pki.directory / "foreign.pem", [], NOW + datetime.timedelta(days=1))
+    expired = pki.ca.crl(pki.directory / "expired.pem", [], NOW + datetime.timedelta(minutes=1))
+    cases = {
+        junk: "CRL cannot be loaded",
+        pki.directory / "missing.pem": "CRL cannot be loaded",
+        foreign: "CRL is not signed by the CA",
+        expired: "CRL expired at",
+    }
+    for path, message in cases.items():
+        with pytest.raises(CertificateError, match=message):
+            check_crl(path, pki.ca.path)
+        with pytest.raises(CertificateError, match=message):
+            mutual_contexts(*pki.good, pki.ca.path, path)
+
+
+CONFIG = """
+[cluster]
+redis_url = "redis://127.0.0.1:6379/0"
+node = "a"
+secret_file = "{secret}"
+nodes = {{ a = {{ sip = "127.0.0.1:5071" }}, b = {{ sip = "127.0.0.1:5072" }} }}
+tls_cert = "{cert}"
+tls_key = "{key}"
+tls_ca = "{ca}"
+{crl}
+"""
+
+
+def _config(pki: Pki, tmp_path: Path, crl: str) -> Path:
+    secret = tmp_path / "secret"
+    secret.write_text("s" * 32)
+    secret.chmod(0o600)
+    path = tmp_path / "omlmedia.toml"
+    cert, key = pki.good
+    path.write_text(CONFIG.format(secret=secret, cert=cert, key=key, ca=pki.ca.path, crl=crl))
+    return path
+
+
+def test_the_configuration_takes_tls_crl_and_names_it_when_it_is_bad(
+    pki: Pki, tmp_path: Path
+) -> None:
+    config = load_config(_config(pki, tmp_path, f'tls_crl = "{pki.crl}"'))
+    assert config.cluster.tls_crl == pki.crl
+    assert load_config(_config(pki, tmp_path, "")).cluster.tls_crl is None
+    junk = tmp_path / "junk.pem"
+    junk.write_text("junk\n")
+    for line in (f'tls_crl = "{junk}"', 'tls_crl = "missing.pem"'):
+        with pytest.raises(ConfigError) as raised:
+            load_config(_config(pki, tmp_path, line))
+        assert any(e.startswith("cluster.tls_crl: ") for e in raised.value.errors), raised.value
