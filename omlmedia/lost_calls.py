@@ -223,6 +223,27 @@ class LostCalls:
         self._redis_worked()
         return True
 
+    async def lapsed(self, nodes: list[str], within: float) -> set[str]:
+        """Of `nodes`, those that beat once (in `SEEN`) and whose alive key is away now: dead,
+        or cut off from Redis for `ttl` seconds. Empty when Redis does not answer within
+        `within` seconds (a node is never taken for dead on a doubt)."""
+        if not nodes:
+            return set()
+        try:
+            async with asyncio.timeout(within), self._redis.pipeline(transaction=False) as pipe:
+                for node in nodes:
+                    pipe.exists(ALIVE_PREFIX + node)
+                pipe.hmget(SEEN, nodes)
+                *alive, seen = await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed("reading the heartbeats", exc)
+            return set()
+        return {
+            node
+            for node, exists, last in zip(nodes, alive, seen, strict=True)
+            if not exists and last is not None
+        }
+
     async def sweep(self) -> list[LostCall]:
         """Record the calls of every other node whose heartbeat lapsed (and stayed away for
         `confirm` seconds); the calls recorded."""

@@ -975,6 +975,27 @@ class Server:
             },
         }
 
+    async def _give_up_on_dead_nodes(self) -> None:
+        """The BYEs just sent to another node whose heartbeat lapsed (killed: nothing answers)
+        end at once as on a transport error (RFC 3261 §8.1.3.1), so the stop does not wait
+        `SHUTDOWN_GRACE` for them; the live nodes' and the trunks' are waited for as before."""
+        cluster = self.config.cluster
+        if self.lost_calls is None or self.service is None or cluster.node is None:
+            return
+        peers = {n.name: n for n in cluster.nodes if n.name != cluster.node}
+        dead = await self.lost_calls.lapsed(sorted(peers), within=0.5)
+        ua = self.service.ua
+        for name in sorted(dead):
+            logger.warning("stopping: node %s is dead, its BYEs are not waited for", name)
+            node = peers[name]
+
+            def fail(now: float, host: str = node.host, port: int = node.port) -> None:
+                for transport in ("udp", "tls"):
+                    ua.transactions.transport_error(Endpoint(transport, host, port), now)
+                ua.handle_timer(now)
+
+            self.service.act(fail)
+
     async def stop(self) -> None:
         """Graceful stop: BYE every call, let transactions finish (bounded), close everything."""
         if self.changes is not None:
@@ -984,6 +1005,7 @@ class Server:
                 self.trunks.stop()
             if self.router is not None:
                 self.router.hangup_all()
+            await self._give_up_on_dead_nodes()
             await self.service.wait_idle(SHUTDOWN_GRACE)
             self.service.close()
         if self.upkeep is not None:
