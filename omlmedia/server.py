@@ -183,12 +183,15 @@ def default_music() -> Path | None:
 
 def _internal_link(cluster: ClusterConfig) -> Internal | None:
     """The private mutual-TLS listener of the cluster's encrypted internal leg (``[cluster]
-    tls_ca``) at this node's ``[cluster.nodes.<name>] sip`` port, and the other nodes'."""
+    tls_ca``) at this node's ``[cluster.nodes.<name>] sip`` port, and the other nodes'; with
+    ``tls_crl`` both contexts refuse a revoked peer certificate (read here: restart to apply)."""
     if not cluster.tls or cluster.node is None:
         return None
     assert cluster.tls_cert is not None and cluster.tls_key is not None
     assert cluster.tls_ca is not None
-    server, client = mutual_contexts(cluster.tls_cert, cluster.tls_key, cluster.tls_ca)
+    server, client = mutual_contexts(
+        cluster.tls_cert, cluster.tls_key, cluster.tls_ca, cluster.tls_crl
+    )
     own = next(n for n in cluster.nodes if n.name == cluster.node)
     peers = frozenset((n.host, n.port) for n in cluster.nodes if n.name != cluster.node)
     return Internal(own.port, server, client, peers)

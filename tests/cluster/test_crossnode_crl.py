@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from omlmedia.config import ConfigError, load_config
+from omlmedia.server import _internal_link
 from sip.tls import CertificateError, check_crl, mutual_contexts
 
 NOW = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
@@ -240,3 +241,19 @@ def test_the_configuration_takes_tls_crl_and_names_it_when_it_is_bad(
         with pytest.raises(ConfigError) as raised:
             load_config(_config(pki, tmp_path, line))
         assert any(e.startswith("cluster.tls_crl: ") for e in raised.value.errors), raised.value
+
+
+def test_the_servers_internal_link_refuses_a_revoked_node_with_tls_crl(
+    pki: Pki, tmp_path: Path
+) -> None:
+    config = load_config(_config(pki, tmp_path, f'tls_crl = "{pki.crl}"'))
+    link = _internal_link(config.cluster)
+    assert link is not None
+    _, stolen_client = mutual_contexts(*pki.revoked, pki.ca.path)
+    server_error, _ = _handshake(link.server_context, stolen_client)
+    assert server_error is not None and "revoked" in server_error, server_error
+    stolen_server, _ = mutual_contexts(*pki.revoked, pki.ca.path)
+    _, client_error = _handshake(stolen_server, link.client_context)
+    assert client_error is not None and "revoked" in client_error, client_error
+    _, good_client = mutual_contexts(*pki.good, pki.ca.path)
+    assert _handshake(link.server_context, good_client) == (None, None)
