@@ -375,3 +375,25 @@ async def test_with_every_node_beating_a_sweep_leaves_the_database_alone_but_eve
             holder.execute("ROLLBACK")
         holder.close()
         store.close()
+
+
+async def test_lapsed_names_the_nodes_that_beat_and_whose_key_is_away_and_none_without_redis(
+    survivors: Survivors, dsn: str, clock: Clock
+) -> None:
+    # What a stopping server asks to skip waiting for its BYEs to a dead node
+    # (`omlmedia.server.Server._give_up_on_dead_nodes`).
+    n2, n3 = survivors.n2, survivors.n3
+    await survivors.beat_once("n1")
+    await wait_lapsed(survivors.url, "n1")
+    assert await n3.beat()  # alive (its key lives `TTL`)
+    # n1 beat and lapsed: dead; n3 alive; a name that never beat is never taken for dead
+    assert await n2.lapsed(["n1", "n3", "never-beat"], within=2.0) == {"n1"}
+    assert await n2.lapsed([], within=2.0) == set()
+    cut_off = node(f"redis://127.0.0.1:{postgres.free_port()}/0", "n4", dsn, clock)
+    try:
+        started = time.monotonic()
+        assert await cut_off.lapsed(["n1"], within=0.5) == set()  # a doubt: nobody is dead
+        assert time.monotonic() - started < 2.0
+        assert cut_off.errors == 1
+    finally:
+        await cut_off.close()
