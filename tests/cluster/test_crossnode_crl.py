@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from omlmedia.cli import main
 from omlmedia.config import ConfigError, load_config
 from omlmedia.server import _internal_link
 from sip.tls import CertificateError, check_crl, mutual_contexts
@@ -241,6 +242,24 @@ def test_the_configuration_takes_tls_crl_and_names_it_when_it_is_bad(
         with pytest.raises(ConfigError) as raised:
             load_config(_config(pki, tmp_path, line))
         assert any(e.startswith("cluster.tls_crl: ") for e in raised.value.errors), raised.value
+    alone = _config(pki, tmp_path, "").read_text().split("tls_cert")[0]
+    (tmp_path / "alone.toml").write_text(alone + f'tls_crl = "{pki.crl}"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(tmp_path / "alone.toml")
+    assert "cluster.tls_crl: a CRL of tls_ca: needs tls_cert, tls_key and tls_ca" in str(
+        raised.value
+    )
+
+
+def test_check_config_names_cluster_tls_crl_for_another_cas_crl(
+    pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config", str(_config(pki, tmp_path, f'tls_crl = "{pki.crl}"'))]) == 0
+    other = _authority(tmp_path / "other", "cluster")
+    foreign = other.crl(tmp_path / "foreign.pem", [], NOW + datetime.timedelta(days=1))
+    capsys.readouterr()
+    assert main(["check-config", str(_config(pki, tmp_path, f'tls_crl = "{foreign}"'))]) != 0
+    assert "cluster.tls_crl: CRL is not signed by the CA" in capsys.readouterr().err
 
 
 def test_the_servers_internal_link_refuses_a_revoked_node_with_tls_crl(
