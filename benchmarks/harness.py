@@ -37,15 +37,25 @@ API_TOKEN = "interop-test-token"
 DEMO_PASSWORD = "interop-secret"
 
 
+RTP_AREA = range(40000, 60000)
+"""Where servers started here take their RTP ports (`RTP_BLOCKS` blocks of 1000, and the
+in-process test pools' ranges): a port handed out by `free_port` is never in it, or a server
+binding its RTP later could take it from under the program it was given to (a sipp media port
+inside a server's block failed a CI run: "Unable to bind video RTP socket ... errno = 98")."""
+
+
 def free_port(*, udp_and_tcp: bool = True, pair: bool = False) -> int:
-    """A port free on 127.0.0.1 for UDP and TCP (and port+1 too when `pair`)."""
-    for _ in range(200):
+    """A port free on 127.0.0.1 for UDP and TCP, outside `RTP_AREA`; with `pair` an even one
+    with the next three free too (sipp's ``-mp``: audio RTP and RTCP, then video's two)."""
+    for _ in range(1000):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.bind(("127.0.0.1", 0))
             port: int = probe.getsockname()[1]
         if pair and port % 2:
             continue
-        ports = [port, port + 1] if pair else [port]
+        ports = list(range(port, port + 4)) if pair else [port]
+        if any(p in RTP_AREA for p in ports):
+            continue
         try:
             held = []
             for p in ports:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.harness import (
+    RTP_AREA,
     RTP_BLOCKS,
     _claim_rtp_block,
     fmt,
@@ -115,3 +116,13 @@ def test_figures_and_py_spy_summary(tmp_path: Path) -> None:
     lines = summarize_py_spy(raw)
     assert lines[0].startswith(" 60.0 %  native code") and "encode" in lines[1]
     assert summarize_py_spy(tmp_path / "missing")[0].startswith("py-spy wrote nothing")
+
+
+def test_free_ports_stay_out_of_the_servers_rtp_area_and_a_pair_has_sipps_four() -> None:
+    """A sipp media port (``-mp``, its audio and video RTP and RTCP) handed out inside a server's
+    RTP block was taken by that server and failed a CI run ("Unable to bind video RTP socket")."""
+    for _ in range(200):
+        port = free_port(pair=True)
+        assert port % 2 == 0
+        assert not any(p in RTP_AREA for p in range(port, port + 4))
+        assert free_port() not in RTP_AREA
