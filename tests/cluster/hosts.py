@@ -41,6 +41,7 @@ import pytest
 from benchmarks import harness, pgserver, redisserver
 from benchmarks.kamailio import reload_dispatcher
 from tests.cluster import kamailio as kam
+from tests.cluster.pki import tls_keys
 
 PREFIX = "omh"
 HOSTS = {"pbx": 2, "kam": 3, "lb": 4, "db": 5, "node1": 11, "node2": 12, "node3": 13}
@@ -392,10 +393,7 @@ def node_config(
         for n in HOSTS
         if n.startswith("node")
     )
-    keys = ""
-    if tls is not None:
-        ca, cert, key = tls
-        keys = f'tls_cert = "{cert}"\ntls_key = "{key}"\ntls_ca = "{ca}"\n'
+    keys = tls_keys(tls) if tls is not None else ""
     return (
         text
         + f'\n[storage]\ndsn = "{dsn}"\nnode = "{name}"\n'

@@ -17,93 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from omlmedia.cli import main
 from omlmedia.config import ConfigError, load_config
 from omlmedia.server import _internal_link
 from sip.tls import CertificateError, check_crl, mutual_contexts
-
-NOW = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
-
-
-def _name(text: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
-
-@dataclass
-class Authority:
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-    path: Path
-
-    def issue(self, directory: Path, name: str) -> tuple[Path, Path, int]:
-        """A node certificate this CA issued: its file, its key's file, its serial number."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        serial = x509.random_serial_number()
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(name))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(serial)
-            .not_valid_before(NOW)
-            .not_valid_after(NOW + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
-        )
-        cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        return cert_path, key_path, serial
-
-    def crl(self, path: Path, revoked: list[int], next_update: datetime.datetime) -> Path:
-        builder = (
-            x509.CertificateRevocationListBuilder()
-            .issuer_name(self.cert.subject)
-            .last_update(NOW)
-            .next_update(next_update)
-        )
-        for serial in revoked:
-            builder = builder.add_revoked_certificate(
-                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(NOW).build()
-            )
-        path.write_bytes(
-            builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-        )
-        return path
-
-
-def _authority(directory: Path, name: str) -> Authority:
-    directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(f"{name} CA"))
-        .issuer_name(_name(f"{name} CA"))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW)
-        .not_valid_after(NOW + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    path = directory / "ca.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return Authority(key, cert, path)
+from tests.cluster.pki import NOW, Authority, authority
 
 
 @dataclass
@@ -118,7 +37,7 @@ class Pki:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     directory = tmp_path_factory.mktemp("crl")
-    ca = _authority(directory, "cluster")
+    ca = authority(directory, "cluster")
     good_cert, good_key, _ = ca.issue(directory, "good")
     bad_cert, bad_key, bad_serial = ca.issue(directory, "stolen")
     crl = ca.crl(directory / "crl.pem", [bad_serial], NOW + datetime.timedelta(days=1))
@@ -191,7 +110,7 @@ def test_check_crl_refuses_junk_another_cas_crl_and_an_expired_one(pki: Pki) -> 
     check_crl(pki.crl, pki.ca.path)
     junk = pki.directory / "junk.pem"
     junk.write_text("not a CRL\n")
-    other = _authority(pki.directory / "other", "cluster")  # same name, another key
+    other = authority(pki.directory / "other", "cluster")  # same name, another key
     foreign = other.crl(pki.directory / "foreign.pem", [], NOW + datetime.timedelta(days=1))
     expired = pki.ca.crl(pki.directory / "expired.pem", [], NOW + datetime.timedelta(minutes=1))
     cases = {
@@ -255,7 +174,7 @@ def test_check_config_names_cluster_tls_crl_for_another_cas_crl(
     pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["check-config", str(_config(pki, tmp_path, f'tls_crl = "{pki.crl}"'))]) == 0
-    other = _authority(tmp_path / "other", "cluster")
+    other = authority(tmp_path / "other", "cluster")
     foreign = other.crl(tmp_path / "foreign.pem", [], NOW + datetime.timedelta(days=1))
     capsys.readouterr()
     assert main(["check-config", str(_config(pki, tmp_path, f'tls_crl = "{foreign}"'))]) != 0

@@ -18,9 +18,7 @@ with SRTP (modes, refusals and the clear leg: `tests.cluster.test_monitor_cluste
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
-import ipaddress
 import os
 import re
 import socket
@@ -32,10 +30,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from benchmarks import harness
 from benchmarks.crossnode import sip_port
@@ -49,6 +43,7 @@ from sip.message import URI, Request
 from sip.tls import mutual_contexts
 from sip.transport import Internal, SipTransports
 from tests.cluster import redis
+from tests.cluster.pki import make_pki, tls_keys
 from tests.cluster.test_cluster_queues import _log_in
 from tests.cluster.test_crossnode import AGENT_TONE, CALLER_TONE, SECRET, _edit, both_clean
 from tests.cluster.test_monitor_cluster import SUPERVISOR_TONE
@@ -58,76 +53,13 @@ from tests.interop.browser import chromium
 from tests.interop.pages import agent_ready, log_in
 from tests.interop.test_monitor import hears, tone_seconds
 
-# -- certificates --------------------------------------------------------------------------------
-
-
-def _name(text: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-
-
-def make_pki(directory: Path, name: str) -> tuple[Path, Path, Path]:
-    """A CA and a certificate it issued (for 127.0.0.1): the CA's, the certificate's and its
-    key's files."""
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name(f"{name} CA"))
-        .issuer_name(_name(f"{name} CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(f"{name} node"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = (directory / "ca.pem", directory / "node.pem", directory / "node.key")
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(paths[2], key)
-    return paths
+# -- certificates (`tests.cluster.pki`) ---------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path, Path]]:
     root = tmp_path_factory.mktemp("pki")
     return {"cluster": make_pki(root / "cluster", "cluster"), "other": make_pki(root / "o", "o")}
-
-
-def _tls_keys(files: tuple[Path, Path, Path]) -> str:
-    ca, cert, key = files
-    return f'tls_cert = "{cert}"\ntls_key = "{key}"\ntls_ca = "{ca}"\n'
 
 
 # -- the configuration --------------------------------------------------------------------------
@@ -157,7 +89,7 @@ def test_the_internal_leg_is_encrypted_exactly_when_the_cluster_has_its_certific
 ) -> None:
     clear = load_config(_config(tmp_path, ("10.0.0.1", "10.0.0.2"), "")).cluster
     assert not clear.tls
-    secure = load_config(_config(tmp_path, ("10.0.0.1", "10.0.0.2"), _tls_keys(pki["cluster"])))
+    secure = load_config(_config(tmp_path, ("10.0.0.1", "10.0.0.2"), tls_keys(pki["cluster"])))
     ca, cert, key = pki["cluster"]
     assert secure.cluster.tls
     assert (secure.cluster.tls_ca, secure.cluster.tls_cert, secure.cluster.tls_key) == (
@@ -175,7 +107,7 @@ def test_nodes_on_several_hosts_with_the_leg_in_clear_are_warned_about_and_not_o
     assert "10.0.0.1, 10.0.0.2" in apart[0]
     one_host = load_config(_config(tmp_path, ("127.0.0.1", "127.0.0.1"), ""))
     assert cluster_warnings(one_host) == []
-    secure = load_config(_config(tmp_path, ("10.0.0.1", "10.0.0.2"), _tls_keys(pki["cluster"])))
+    secure = load_config(_config(tmp_path, ("10.0.0.1", "10.0.0.2"), tls_keys(pki["cluster"])))
     assert cluster_warnings(secure) == []
 
 
@@ -190,7 +122,7 @@ def test_check_config_warns_about_the_clear_leg_across_hosts_and_the_banner_name
         "  Internal leg: SIP over UDP at 10.0.0.1:5070, RTP in clear"
         in banner(load_config(apart)).splitlines()
     )
-    secure = _config(tmp_path, ("10.0.0.1", "10.0.0.2"), _tls_keys(pki["cluster"]))
+    secure = _config(tmp_path, ("10.0.0.1", "10.0.0.2"), tls_keys(pki["cluster"]))
     assert main(["check-config", str(secure)]) == 0
     assert "cluster.tls_ca" not in capsys.readouterr().err
     assert (
@@ -206,9 +138,9 @@ def test_a_partial_or_unusable_set_of_cluster_certificates_is_refused_naming_the
     (tmp_path / "junk.pem").write_text("not a certificate")
     cases = {
         f'tls_cert = "{cert}"\ntls_key = "{key}"\n': "cluster: tls_cert, tls_key and tls_ca go",
-        _tls_keys((ca, tmp_path / "junk.pem", key)): "cluster.tls_cert: certificate or key",
-        _tls_keys((tmp_path / "junk.pem", cert, key)): "cluster.tls_ca: CA file cannot be",
-        _tls_keys((ca, cert, pki["other"][2])): "cluster.tls_cert: certificate or key",
+        tls_keys((ca, tmp_path / "junk.pem", key)): "cluster.tls_cert: certificate or key",
+        tls_keys((tmp_path / "junk.pem", cert, key)): "cluster.tls_ca: CA file cannot be",
+        tls_keys((ca, cert, pki["other"][2])): "cluster.tls_cert: certificate or key",
     }
     for tls, error in cases.items():
         with pytest.raises(ConfigError) as info:
@@ -219,7 +151,7 @@ def test_a_partial_or_unusable_set_of_cluster_certificates_is_refused_naming_the
 def test_with_the_certificates_a_nodes_address_on_its_own_sip_port_is_refused(
     tmp_path: Path, pki: dict[str, tuple[Path, Path, Path]]
 ) -> None:
-    path = _config(tmp_path, ("10.0.0.1", "10.0.0.2"), _tls_keys(pki["cluster"]))
+    path = _config(tmp_path, ("10.0.0.1", "10.0.0.2"), tls_keys(pki["cluster"]))
     path.write_text(path.read_text().replace('"10.0.0.1:5070"', '"10.0.0.1:5060"'))
     with pytest.raises(ConfigError) as info:
         load_config(path)
@@ -440,7 +372,7 @@ def tls_nodes(
                     f'[cluster.nodes.{n}]\nsip = "127.0.0.1:{ports[n]}"',
                     f'[cluster.nodes.{n}]\nsip = "127.0.0.1:{internal[n]}"',
                 )
-            keys = _tls_keys(pki["cluster"]) + 'acd = "shared"\n'  # one ACD: queue calls cross too
+            keys = tls_keys(pki["cluster"]) + 'acd = "shared"\n'  # one ACD: queue calls cross too
             return re.sub(r"(?m)^(secret_file = .*\n)", lambda m: m.group(1) + keys, text)
 
         return edit

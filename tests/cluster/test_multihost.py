@@ -53,7 +53,8 @@ from omlmedia.storage import Store, open_database
 from tests.cluster import hosts as hostlib
 from tests.cluster import kamailio as kam
 from tests.cluster.hosts import Front, Hosts, Node
-from tests.cluster.test_crossnode_tls import make_pki, tone_level
+from tests.cluster.pki import make_pki
+from tests.cluster.test_crossnode_tls import tone_level
 from tests.interop.baresip import dial
 from tests.interop.browser import chromium
 from tests.interop.test_monitor import levels, tone_seconds
