@@ -36,7 +36,7 @@ import asyncio
 import logging
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,6 +48,7 @@ from omlmedia.acd import AGENT_GONE_REASON, RECORDING_HEADER
 from omlmedia.acd_shared import SharedAcd
 from omlmedia.crossnode import (
     HEADER,
+    ClusterEnd,
     InternalLegs,
     OfferHeader,
     RemoteGaps,
@@ -100,10 +101,8 @@ from queueing.replica import (
     UpdateQueue,
 )
 from queueing.stats import Statistics
-from sip.endpoint import Endpoint
 from sip.message import Request, Response
 from sip.sdp import MediaCapabilities, create_offer
-from sip.service import SipService
 from sip.transaction import ServerTransaction
 from sip.ua import Call, CallState
 
@@ -425,33 +424,19 @@ class RemoteOffers(InternalLegs):
     def __init__(
         self,
         runtime: AcdRuntime,
+        end: ClusterEnd,
         *,
-        node: str,
-        secret: bytes,
-        nodes: Mapping[str, Endpoint],
-        service: SipService,
         pool: RtpSocketPool,
         media_host: str,
-        clock: Callable[[], float],
         dial_out: DialOut | None = None,
-        srtp: bool = False,
     ) -> None:
-        super().__init__(
-            node=node,
-            secret=secret,
-            nodes=nodes,
-            service=service,
-            pool=pool,
-            media_host=media_host,
-            clock=clock,
-            srtp=srtp,
-        )
+        super().__init__(end, pool=pool, media_host=media_host)
         self.runtime = runtime
         self.dial_out = dial_out
         """Places a callback's call (`omlmedia.b2bua.B2bua.place_call`)."""
         self.offers: dict[tuple[str, str], RemoteOffer] = {}
         self.by_call: dict[str, RemoteOffer] = {}
-        self.gaps = RemoteGaps(secret, clock)
+        self.gaps = RemoteGaps(end.secret, end.clock)
         """The recording pauses the agents' nodes send (`omlmedia.crossnode`)."""
 
     def offer(self, qc: QueuedCaller, agent: str, node: str, queue: str) -> bool:

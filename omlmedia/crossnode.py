@@ -367,33 +367,34 @@ def place_internal(
     return placed[0]
 
 
-class InternalLegs:
-    """What a node's end of internal calls with media has (the caller's node's offers,
-    `omlmedia.acd_cluster.RemoteOffers`; monitor legs, `omlmedia.monitor_remote.MonitorLegs`):
-    this node's name, the cluster's secret and nodes, SIP, the RTP ports and address to offer,
-    whether the leg is SRTP; and the background tasks it cancels at close."""
+@dataclass(frozen=True)
+class ClusterEnd:
+    """This node's end of the internal legs, what each side of them is given (`CrossNode`,
+    `InternalLegs`): this node's name, the cluster's secret and nodes (their addresses for the
+    internal leg), SIP, the clock, and whether the leg is encrypted."""
 
-    def __init__(
-        self,
-        *,
-        node: str,
-        secret: bytes,
-        nodes: Mapping[str, Endpoint],
-        service: SipService,
-        pool: RtpSocketPool,
-        media_host: str,
-        clock: Callable[[], float],
-        srtp: bool,
-    ) -> None:
-        self.node = node
-        self.srtp = srtp
-        """The internal leg is encrypted (module docstring): offer SDES-SRTP on it."""
-        self.secret = secret
-        self.nodes = dict(nodes)
-        self.service = service
-        self.pool = pool
-        self.media_host = media_host
-        self.clock = clock
+    node: str
+    secret: bytes
+    nodes: Mapping[str, Endpoint]
+    service: SipService
+    clock: Callable[[], float] = time.time
+    tls: bool = False
+    """The internal leg is encrypted (module docstring): SIP over the nodes' TLS listeners
+    (`nodes` are their addresses), SDES-SRTP media both ways."""
+
+
+class OnTheCluster:
+    """A side of the internal legs: what it keeps of its `ClusterEnd`, and the background tasks
+    it cancels at close."""
+
+    def __init__(self, end: ClusterEnd) -> None:
+        self.node = end.node
+        self.tls = end.tls
+        """The internal leg is encrypted (`ClusterEnd.tls`)."""
+        self.secret = end.secret
+        self.nodes = dict(end.nodes)
+        self.service = end.service
+        self.clock = end.clock
         self._tasks: set[asyncio.Task[object]] = set()
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
@@ -401,13 +402,29 @@ class InternalLegs:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _release(self, leg: RtpLeg) -> None:
-        leg.close()
-        self.pool.release(leg.pair)
-
     def _cancel_tasks(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+
+
+class InternalLegs(OnTheCluster):
+    """What a node's end of internal calls with media has (the caller's node's offers,
+    `omlmedia.acd_cluster.RemoteOffers`; monitor legs, `omlmedia.monitor_remote.MonitorLegs`):
+    its `ClusterEnd`, the RTP ports and address to offer."""
+
+    def __init__(self, end: ClusterEnd, *, pool: RtpSocketPool, media_host: str) -> None:
+        super().__init__(end)
+        self.pool = pool
+        self.media_host = media_host
+
+    @property
+    def srtp(self) -> bool:
+        """The internal leg is encrypted (module docstring): offer SDES-SRTP on it."""
+        return self.tls
+
+    def _release(self, leg: RtpLeg) -> None:
+        leg.close()
+        self.pool.release(leg.pair)
 
 
 class InternalGate:
@@ -482,47 +499,24 @@ class CrossNodeStats:
     not_answered: int = 0
 
 
-class CrossNode:
+class CrossNode(OnTheCluster):
     """Both halves of cross-node calls on this node: placing the internal leg for a local caller
     (`offer_remote`), and ringing a local agent for another node's caller (`take_internal`);
     with the publication of where this node's agents are."""
 
     def __init__(
-        self,
-        *,
-        node: str,
-        secret: bytes,
-        nodes: Mapping[str, Endpoint],
-        service: SipService,
-        b2bua: B2bua,
-        desk: Desk,
-        locator: AgentLocator | None,
-        clock: Callable[[], float] = time.time,
-        tls: bool = False,
+        self, end: ClusterEnd, *, b2bua: B2bua, desk: Desk, locator: AgentLocator | None
     ) -> None:
-        self.node = node
-        self.tls = tls
-        """The internal leg is encrypted: SIP over the nodes' TLS listeners (`nodes` are
-        their addresses), SDES-SRTP media both ways."""
-        self.secret = secret
-        self.nodes = dict(nodes)
-        self.service = service
+        super().__init__(end)
         self.b2bua = b2bua
         self.desk = desk
         self.locator = locator
-        self.clock = clock
         self.stats = CrossNodeStats()
-        self._tasks: set[asyncio.Task[object]] = set()
         desk.remote = self.take_remote
         desk.on_presence.append(self._presence)
         desk.on_recording.append(self._recording_changed)
 
     # -- this node's agents ------------------------------------------------------------------
-
-    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
-        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _presence(self, agent: str, here: bool) -> None:
         if self.locator is None:
@@ -714,7 +708,6 @@ class CrossNode:
 
     async def close(self) -> None:
         """Stop the background tasks and close Redis."""
-        for task in list(self._tasks):
-            task.cancel()
+        self._cancel_tasks()
         if self.locator is not None:
             await self.locator.close()

@@ -56,7 +56,7 @@ from media.pcmport import PcmPort, port_rate
 from media.ports import PortsExhausted, RtpSocketPool
 from media.srtp import offer_crypto
 from omlmedia import signed_header
-from omlmedia.crossnode import TRUNK_PREFIX, InternalLegs, place_internal
+from omlmedia.crossnode import TRUNK_PREFIX, ClusterEnd, InternalLegs, place_internal
 from omlmedia.logs import event
 from omlmedia.offer_answer import answer_on_leg, apply_answer
 from omlmedia.services import CAPABILITIES
@@ -69,7 +69,6 @@ from sip.sdp import (
     SessionDescription,
     create_offer,
 )
-from sip.service import SipService
 from sip.transaction import ServerTransaction
 from sip.ua import Call, CallState
 from webrtc.exceptions import CommandError
@@ -292,28 +291,14 @@ class MonitorLegs(InternalLegs):
 
     def __init__(
         self,
+        end: ClusterEnd,
         *,
-        node: str,
-        secret: bytes,
-        nodes: Mapping[str, Endpoint],
-        service: SipService,
         pool: RtpSocketPool,
         media_host: str,
         monitor: MonitorService,
-        clock: Callable[[], float] = time.time,
         answer_within: float = ANSWER_WITHIN,
-        srtp: bool = False,
     ) -> None:
-        super().__init__(
-            node=node,
-            secret=secret,
-            nodes=nodes,
-            service=service,
-            pool=pool,
-            media_host=media_host,
-            clock=clock,
-            srtp=srtp,
-        )
+        super().__init__(end, pool=pool, media_host=media_host)
         self.monitor = monitor
         self.answer_within = answer_within
         self._out: dict[str, RemoteMonitoring] = {}

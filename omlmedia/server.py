@@ -45,7 +45,7 @@ from omlmedia.config import (
     digest_without_qop_allowed,
     summary,
 )
-from omlmedia.crossnode import CrossNode, InternalGate
+from omlmedia.crossnode import ClusterEnd, CrossNode, InternalGate
 from omlmedia.directory import AgentPages, Directory, file_users
 from omlmedia.events import AGENT_STATE, CALL_ENDED, NO_EVENTS, EventLog
 from omlmedia.livequality import LiveQuality
@@ -195,6 +195,21 @@ def _internal_link(cluster: ClusterConfig) -> Internal | None:
     own = next(n for n in cluster.nodes if n.name == cluster.node)
     peers = frozenset((n.host, n.port) for n in cluster.nodes if n.name != cluster.node)
     return Internal(own.port, server, client, peers)
+
+
+def _cluster_end(cluster: ClusterConfig, service: SipService) -> ClusterEnd:
+    """This node's end of the internal legs (`omlmedia.crossnode.ClusterEnd`): with the
+    cluster's certificates (`_internal_link`) the nodes' TLS listeners and SRTP, else their UDP
+    addresses and RTP in clear."""
+    assert cluster.node is not None and cluster.secret is not None
+    leg = "tls" if cluster.tls else "udp"
+    return ClusterEnd(
+        node=cluster.node,
+        secret=cluster.secret,
+        nodes={n.name: Endpoint(leg, n.host, n.port) for n in cluster.nodes},
+        service=service,
+        tls=cluster.tls,
+    )
 
 
 def _tls_files(config: Config) -> tuple[Path, Path]:
@@ -498,29 +513,19 @@ class Server:
         )
         if self.gate is not None and self.desk is not None:
             assert cluster.node is not None and cluster.secret is not None
+            end = _cluster_end(cluster, service)
             self.crossnode = CrossNode(
-                node=cluster.node,
-                secret=cluster.secret,
-                nodes={n.name: Endpoint(leg, n.host, n.port) for n in cluster.nodes},
-                service=service,
+                end,
                 b2bua=b2bua,
                 desk=self.desk,
                 locator=AgentLocator(cluster.redis_url, cluster.node)
                 if cluster.redis_url is not None
                 else None,
-                tls=internal is not None,
             )
             router.internal = self.crossnode.take_internal
             if self.monitor is not None:
                 self.monitor_legs = MonitorLegs(
-                    node=cluster.node,
-                    secret=cluster.secret,
-                    nodes={n.name: Endpoint(leg, n.host, n.port) for n in cluster.nodes},
-                    service=service,
-                    pool=self.pool,
-                    media_host=self.media_host,
-                    monitor=self.monitor,
-                    srtp=internal is not None,
+                    end, pool=self.pool, media_host=self.media_host, monitor=self.monitor
                 )
                 router.internal = internal_calls(self.monitor_legs, self.crossnode.take_internal)
             self._crossnode_task = asyncio.get_running_loop().create_task(self.crossnode.run())
@@ -713,18 +718,10 @@ class Server:
         assert isinstance(acd.engine, SharedEngine)
         self.remote_offers = RemoteOffers(
             acd,
-            node=cluster.node,
-            secret=cluster.secret,
-            nodes={
-                n.name: Endpoint("tls" if cluster.tls else "udp", n.host, n.port)
-                for n in cluster.nodes
-            },
-            service=service,
+            _cluster_end(cluster, service),
             pool=self.pool,
             media_host=self.media_host,
-            clock=time.time,
             dial_out=self.desk.dial_out,
-            srtp=cluster.tls,  # the encrypted internal leg (`omlmedia.crossnode`)
         )
         acd.listen(ClusterAgents(self.desk, self.remote_offers, acd.engine))
         await shared.start()

@@ -31,6 +31,7 @@ from omlmedia.config import Campaign
 from omlmedia.crossnode import (
     GAPS_HEADER,
     HEADER,
+    ClusterEnd,
     CrossNode,
     OfferHeader,
     RemoteGaps,
@@ -187,15 +188,18 @@ class World:
             clock=self.clock,
             call_later=self.timers.call_later,
         )
-        self.crossnode = CrossNode(
+        end = ClusterEnd(
             node="b",
             secret=SECRET,
             nodes=NODES,
             service=self.service,  # type: ignore[arg-type]
+            clock=self.clock,
+        )
+        self.crossnode = CrossNode(
+            end,
             b2bua=None,  # type: ignore[arg-type]
             desk=self.desk,
             locator=None,
-            clock=self.clock,
         )
 
     def _hub_for(self, desk: AgentDesk) -> Any:
