@@ -12,7 +12,7 @@ import itertools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from media.ports import PortAllocator, RtpSocketPool
 from queueing.events import AgentState
@@ -21,6 +21,10 @@ from sip.message import Address, Request, parse_message
 from sip.ua import Call, CallState
 from webrtc.channel import AgentChannel, Sink, Source
 from webrtc.signaling import CallControl, CallInfo
+
+if TYPE_CHECKING:
+    from omlmedia.acd import AcdRuntime
+    from omlmedia.agents import AgentDesk
 
 HOST = "127.0.0.1"
 
@@ -375,3 +379,28 @@ async def until(predicate: Callable[[], bool]) -> None:
     async with asyncio.timeout(2.0):
         while not predicate():  # noqa: ASYNC110 - binding ports has no event to await
             await asyncio.sleep(0.001)
+
+
+class DeskWorld:
+    """What surrounds an agent desk under test: a fake clock and its timers, SIP through the
+    fake service, RTP ports on loopback and the pages' hub (the desk's ``hub`` is `_hub_for`).
+    A subclass builds `acd` and `desk` on them; `close` ends both and frees the ports."""
+
+    acd: AcdRuntime
+    desk: AgentDesk
+
+    def __init__(self, hub: FakeHub | None = None) -> None:
+        self.clock = FakeClock()
+        self.timers = FakeTimers(self.clock)
+        self.service = FakeService(self.clock)
+        self.pool = local_pool()
+        self.hub = hub if hub is not None else FakeHub()
+
+    def _hub_for(self, desk: AgentDesk) -> Any:
+        self.hub.control = desk
+        return self.hub
+
+    def close(self) -> None:
+        self.acd.close()
+        self.desk.hangup_all()
+        self.pool.close()

@@ -57,16 +57,7 @@ from queueing.replica import (
 from sip.endpoint import Endpoint
 from sip.ua import Call
 
-from .deskfakes import (
-    HOST,
-    FakeClock,
-    FakeHub,
-    FakeService,
-    FakeTimers,
-    inbound_call,
-    local_pool,
-    until,
-)
+from .deskfakes import HOST, DeskWorld, FakeClock, FakeHub, inbound_call, until
 
 SECRET = b"k" * 32
 CALLER = "c1@a"
@@ -155,18 +146,16 @@ class PageLog(FakeHub):
         return shown
 
 
-class World:
+class World(DeskWorld):
     """Node b (desk, ACD runtime over the shared engine, `CrossNode`) and node a's replica."""
 
+    hub: PageLog
+
     def __init__(self, recordings: Path) -> None:
-        self.clock = FakeClock()
-        self.timers = FakeTimers(self.clock)
-        self.service = FakeService(self.clock)
-        self.pool = local_pool()
+        super().__init__(PageLog())
         self.stream = Stream()
         self.a = Node(self.stream, "a", self.clock)
         self.b = Node(self.stream, "b", self.clock)
-        self.hub = PageLog()
         self.hub.node = self.b
         self.acd = AcdRuntime(
             self.b.engine,
@@ -202,10 +191,6 @@ class World:
             locator=None,
         )
 
-    def _hub_for(self, desk: AgentDesk) -> Any:
-        self.hub.control = desk
-        return self.hub
-
     async def offered(self) -> str:
         """agent1 logs in on b and becomes Ready while node a's caller waits: node a's replica
         offers it the caller; the position of the input that did."""
@@ -228,11 +213,6 @@ class World:
         offer = OfferHeader(CALLER, "support", "5551234", "a", campaign, position)
         call.invite.headers.add(HEADER, sign_offer(SECRET, "agent1", offer, self.clock()))
         return call
-
-    def close(self) -> None:
-        self.acd.close()
-        self.desk.hangup_all()
-        self.pool.close()
 
 
 @pytest.fixture

@@ -27,13 +27,10 @@ from webrtc.webcaller import WebCaller, WebCallerInfo
 
 from .deskfakes import (
     HOST,
-    FakeClock,
+    DeskWorld,
     FakeHub,
-    FakeService,
-    FakeTimers,
     caller_sdp,
     inbound_call,
-    local_pool,
     outbound_call,
     until,
 )
@@ -57,16 +54,12 @@ ACD: dict[str, Any] = {
 }
 
 
-class World:
+class World(DeskWorld):
     """The desk, the ACD runtime (queues `support`, ringall, and `sales`, linear, over agent1
     and agent2; agent3 takes direct calls only), and what surrounds them."""
 
     def __init__(self, *, trunk: bool = True) -> None:
-        self.clock = FakeClock()
-        self.timers = FakeTimers(self.clock)
-        self.service = FakeService(self.clock)
-        self.pool = local_pool()
-        self.hub = FakeHub()
+        super().__init__()
         self.dialled: list[tuple[str, str, bytes, Call]] = []
         self.engine = AcdEngine(build_config(ACD), rng=random.Random(1))
         self.acd = AcdRuntime(
@@ -90,10 +83,6 @@ class World:
             clock=self.clock,
             call_later=self.timers.call_later,
         )
-
-    def _hub_for(self, desk: AgentDesk) -> Any:
-        self.hub.control = desk
-        return self.hub
 
     @property
     def ua(self) -> Any:
@@ -133,11 +122,6 @@ class World:
 
     def engine_state(self, agent: str) -> AgentState:
         return self.engine.agent_status(agent).state
-
-    def close(self) -> None:
-        self.acd.close()
-        self.desk.hangup_all()
-        self.pool.close()
 
 
 @pytest.fixture
