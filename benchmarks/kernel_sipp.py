@@ -58,7 +58,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -390,11 +390,16 @@ class Uas:
 # -- the systems under test -----------------------------------------------------------------------
 
 
+T = TypeVar("T")
+
+
 class System:
     name = ""
     sip_port = 0
     calls_done = 0
     """Calls completed through this system in this run (a profile's CPU per call)."""
+    polls = 0
+    """Requests the benchmark made to the system's status API so far (work it adds)."""
 
     def pids(self) -> list[int]:
         raise NotImplementedError
@@ -412,8 +417,11 @@ class System:
         """RTP packets relayed for calls that ended (the kernel's and the legs'), when known."""
         return 0
 
-    def idle(self) -> None:
-        """Wait until the last step's calls are gone."""
+    def idle(self, snapshot: Callable[[], T]) -> T:
+        """Wait until the last step's calls are gone; `snapshot()` taken when they are, before
+        any request the wait itself makes to the system that found them gone (the CPU counted
+        up to then is the calls', not the benchmark's)."""
+        return snapshot()
 
 
 PROFILED = """import cProfile, runpy, sys, time
@@ -487,24 +495,31 @@ class OmlmediaSystem(System):
         assert self.server is not None
         return process_tree(self.server.pid)
 
-    def kernel_packets(self) -> int:
+    def status(self) -> dict[str, Any]:
+        """The server's status API (one HTTPS request: a TLS handshake and the whole status,
+        2.5 ms of the server's CPU; counted in `polls`)."""
         assert self.server is not None
-        kernel = self.server.status()["media"]["kernel"]
+        self.polls += 1
+        return self.server.status()
+
+    def kernel_packets(self) -> int:
+        kernel = self.status()["media"]["kernel"]
         return int(kernel.get("packets", 0)) if kernel.get("active") else 0
 
     def relayed_packets(self) -> int:
-        assert self.server is not None
-        return int(self.server.status()["calls"]["relayed_packets"])
+        return int(self.status()["calls"]["relayed_packets"])
 
-    def idle(self) -> None:
-        """Until no call or dialog is left. Transactions are not waited for: a BYE's stays
-        completed for 64 T1 (32 s here) to answer retransmissions, and costs nothing."""
-        assert self.server is not None
+    def idle(self, snapshot: Callable[[], T]) -> T:
+        """Until no call or dialog is left, polled every 0.1 s; `snapshot()` is taken before
+        each poll and the one before the poll that found none left is returned, so a poll's own
+        work is never in it. Transactions are not waited for: a BYE's stays completed for 64 T1
+        (32 s here) to answer retransmissions, and costs nothing."""
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            sip = self.server.status()["sip"]
-            if sip["dialogs"] == 0 and sip["calls"] == 0:
-                return
+        while True:
+            taken = snapshot()
+            sip = self.status()["sip"]
+            if (sip["dialogs"] == 0 and sip["calls"] == 0) or time.monotonic() > deadline:
+                return taken
             time.sleep(0.1)
 
 
@@ -732,6 +747,7 @@ def per_call(
     main_pid = pids[0]
     main0, loop0 = tree_cpu([main_pid]), thread_cpu(main_pid)
     cpu0, started = tree_cpu(pids), time.monotonic()
+    polls0 = system.polls
     with (workdir / "uac.log").open("wb") as log:
         sipp = subprocess.Popen(
             ["ip", "netns", "exec", topology.hosts.caller, *uac],
@@ -745,12 +761,16 @@ def per_call(
         except subprocess.TimeoutExpired:
             sipp.kill()
             sipp.wait()
-    system.idle()
-    elapsed = time.monotonic() - started
-    cpu = tree_cpu(pids) - cpu0 - idle_rate * elapsed
-    main = tree_cpu([main_pid]) - main0
+    end_tree, end_main, end_loop, ended = system.idle(
+        lambda: (tree_cpu(pids), tree_cpu([main_pid]), thread_cpu(main_pid), time.monotonic())
+    )
+    # Every poll of the status API before the one that found the calls gone is in the span.
+    polls = system.polls - polls0 - 1 if system.polls > polls0 else 0
+    elapsed = ended - started
+    cpu = end_tree - cpu0 - idle_rate * elapsed
+    main = end_main - main0
     others = cpu + idle_rate * elapsed - main
-    threads = main - (thread_cpu(main_pid) - loop0)
+    threads = main - (end_loop - loop0)
     relayed = system.relayed_packets() - relayed0
     userspace = relayed - (system.kernel_packets() - kernel0) if relayed else math.nan
     rows = sipp_rows(workdir / "uac.csv")
@@ -772,6 +792,7 @@ def per_call(
         "other_threads_ms_per_call": 1e3 * threads / successful if successful else math.nan,
         "userspace_packets_per_call": userspace / successful if successful else math.nan,
         "uac_retransmissions": retransmissions,
+        "status_polls_in_span": polls,
         "load_average": os.getloadavg(),
     }
     print(
@@ -782,7 +803,8 @@ def per_call(
         f"processes beside it {fmt(result['other_processes_ms_per_call'], '.2f')}), RTP "
         "through the process "
         f"{fmt(result['userspace_packets_per_call'], '.1f')} packets per call, "
-        f"{retransmissions} SIP retransmissions by the UAC  load avg "
+        f"{retransmissions} SIP retransmissions by the UAC, {polls} status polls in the span  "
+        "load avg "
         f"{result['load_average'][0]:.1f}",
         flush=True,
     )
@@ -849,7 +871,7 @@ def step(
         sipp.kill()
         sipp.wait()
     log.close()
-    system.idle()
+    system.idle(lambda: None)
     trace.send_signal(signal.SIGINT)
     try:
         trace.wait(10)
