@@ -53,11 +53,16 @@ def _let_go(held: dict[int, socket.socket], *ports: int) -> None:
         held.pop(port).close()
 
 
+def _allocator(held: dict[int, socket.socket]) -> tuple[int, PortAllocator]:
+    """The held range's first port, and an allocator of all its pairs."""
+    low = min(held)
+    return low, PortAllocator(low, low + 2 * PAIRS - 1)
+
+
 async def test_pairs_held_by_another_process_are_skipped_counted_and_logged_once(
     held: dict[int, socket.socket], caplog: pytest.LogCaptureFixture
 ) -> None:
-    low = min(held)
-    ports = PortAllocator(low, low + 2 * PAIRS - 1)
+    low, ports = _allocator(held)
     pool = RtpSocketPool(ports, HOST, max_idle=0)
     # Pairs 0 and 1 stay wholly held; pair 2's RTP port is free but its RTCP port is held.
     _let_go(held, low + 4, *range(low + 6, low + 2 * PAIRS))
@@ -89,8 +94,7 @@ async def test_pairs_held_by_another_process_are_skipped_counted_and_logged_once
 async def test_a_range_wholly_held_elsewhere_is_exhausted_with_the_reason_and_leaks_nothing(
     held: dict[int, socket.socket],
 ) -> None:
-    low = min(held)
-    ports = PortAllocator(low, low + 2 * PAIRS - 1)
+    low, ports = _allocator(held)
     pool = RtpSocketPool(ports, HOST)
     with pytest.raises(PortsExhausted) as raised:
         await pool.acquire()
@@ -137,8 +141,7 @@ async def test_a_range_wholly_in_use_by_our_own_calls_says_so(
 async def test_a_call_tries_a_bounded_number_of_pairs_and_the_next_goes_on_past_them(
     held: dict[int, socket.socket],
 ) -> None:
-    low = min(held)
-    ports = PortAllocator(low, low + 2 * PAIRS - 1)
+    low, ports = _allocator(held)
     _let_go(held, low + 4, low + 5)  # pairs 0 and 1 held, pair 2 free
     with pytest.raises(PortsExhausted, match=f"the 2 RTP port pairs tried of the {PAIRS} free"):
         await bind_pair(ports, HOST, RtpSocket, RtpSocket, tries=2)
