@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from media.ports import PortAllocator, RtpSocketPool
+from omlmedia.acd import AcdRuntime
+from omlmedia.agents import AgentDesk
 from queueing.events import AgentState
 from sip.endpoint import Endpoint
 from sip.message import Address, Request, parse_message
@@ -23,8 +25,8 @@ from webrtc.channel import AgentChannel, Sink, Source
 from webrtc.signaling import CallControl, CallInfo
 
 if TYPE_CHECKING:
-    from omlmedia.acd import AcdRuntime
-    from omlmedia.agents import AgentDesk
+    from omlmedia.acd_cluster import SharedEngine
+    from queueing.engine import AcdEngine
 
 HOST = "127.0.0.1"
 
@@ -395,6 +397,31 @@ class DeskWorld:
         self.service = FakeService(self.clock)
         self.pool = local_pool()
         self.hub = hub if hub is not None else FakeHub()
+
+    def runtime(self, engine: AcdEngine | SharedEngine, **options: Any) -> AcdRuntime:
+        """An ACD runtime over `engine` in these surroundings (`options`: its others)."""
+        return AcdRuntime(
+            engine,
+            self.pool,
+            HOST,
+            service=self.service,  # type: ignore[arg-type]
+            clock=self.clock,
+            call_later=self.timers.call_later,
+            **options,
+        )
+
+    def agent_desk(self, **options: Any) -> AgentDesk:
+        """The desk in these surroundings over `acd` (`options`: its others)."""
+        return AgentDesk(
+            self.pool,
+            HOST,
+            service=self.service,  # type: ignore[arg-type]
+            hub=self._hub_for,
+            acd=self.acd,
+            clock=self.clock,
+            call_later=self.timers.call_later,
+            **options,
+        )
 
     def _hub_for(self, desk: AgentDesk) -> Any:
         self.hub.control = desk

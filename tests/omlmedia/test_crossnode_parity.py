@@ -24,9 +24,8 @@ from typing import Any
 import pytest
 
 from omlmedia import crossnode
-from omlmedia.acd import AGENT_GONE_REASON, AcdRuntime
+from omlmedia.acd import AGENT_GONE_REASON
 from omlmedia.acd_cluster import SharedEngine
-from omlmedia.agents import AgentDesk
 from omlmedia.config import Campaign
 from omlmedia.crossnode import (
     GAPS_HEADER,
@@ -57,7 +56,7 @@ from queueing.replica import (
 from sip.endpoint import Endpoint
 from sip.ua import Call
 
-from .deskfakes import HOST, DeskWorld, FakeClock, FakeHub, inbound_call, until
+from .deskfakes import DeskWorld, FakeClock, FakeHub, inbound_call, until
 
 SECRET = b"k" * 32
 CALLER = "c1@a"
@@ -157,26 +156,12 @@ class World(DeskWorld):
         self.a = Node(self.stream, "a", self.clock)
         self.b = Node(self.stream, "b", self.clock)
         self.hub.node = self.b
-        self.acd = AcdRuntime(
+        self.acd = self.runtime(
             self.b.engine,
-            self.pool,
-            HOST,
-            service=self.service,  # type: ignore[arg-type]
             campaigns={"support": Campaign(name="support", queue="support", recording=True)},
-            clock=self.clock,
-            call_later=self.timers.call_later,
         )
         self.b.engine.on_events = self.acd.pump
-        self.desk = AgentDesk(
-            self.pool,
-            HOST,
-            service=self.service,  # type: ignore[arg-type]
-            hub=self._hub_for,
-            acd=self.acd,
-            recordings=recordings,
-            clock=self.clock,
-            call_later=self.timers.call_later,
-        )
+        self.desk = self.agent_desk(recordings=recordings)
         end = ClusterEnd(
             node="b",
             secret=SECRET,

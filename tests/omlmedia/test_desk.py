@@ -15,8 +15,6 @@ from typing import Any
 
 import pytest
 
-from omlmedia.acd import AcdRuntime
-from omlmedia.agents import AgentDesk
 from queueing.config import build_config
 from queueing.engine import AcdEngine
 from queueing.events import AgentState
@@ -26,7 +24,6 @@ from webrtc.signaling import AgentHub
 from webrtc.webcaller import WebCaller, WebCallerInfo
 
 from .deskfakes import (
-    HOST,
     DeskWorld,
     FakeHub,
     caller_sdp,
@@ -62,26 +59,12 @@ class World(DeskWorld):
         super().__init__()
         self.dialled: list[tuple[str, str, bytes, Call]] = []
         self.engine = AcdEngine(build_config(ACD), rng=random.Random(1))
-        self.acd = AcdRuntime(
-            self.engine,
-            self.pool,
-            HOST,
-            service=self.service,  # type: ignore[arg-type]
-            clock=self.clock,
-            call_later=self.timers.call_later,
-        )
-        self.desk = AgentDesk(
-            self.pool,
-            HOST,
-            service=self.service,  # type: ignore[arg-type]
-            hub=self._hub_for,
-            acd=self.acd,
+        self.acd = self.runtime(self.engine)
+        self.desk = self.agent_desk(
             dial_out=self.dial_out if trunk else None,
             resolve=lambda target: target if target.startswith("agent") else None,
             ring_timeout=RING,
             wrapup_time=WRAPUP,
-            clock=self.clock,
-            call_later=self.timers.call_later,
         )
 
     @property
