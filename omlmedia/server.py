@@ -78,6 +78,7 @@ from sip.transaction import Timers
 from sip.transport import Internal, SipTransports, TransportLimits
 from sip.ua import UAEvent, UserAgent
 from webrtc.accounts import AccountStore
+from webrtc.app import close_pages
 from webrtc.app import create_app as create_agent_app
 from webrtc.channel import AgentChannel, guard_counters, ice_servers_from_config
 from webrtc.fastpath import fastpath_status
@@ -288,6 +289,8 @@ class Server:
         self.trunks: TrunkManager | None = None
         self.desk: AgentDesk | None = None
         self.hub: AgentHub | None = None
+        self.pages: web.Application | None = None
+        """The agent, supervisor and web caller pages with their sockets (`webrtc.app`)."""
         self.acd: AcdRuntime | None = None
         self.store: AsyncStore | None = None
         self.accounts: AccountBook | None = None
@@ -499,7 +502,7 @@ class Server:
             self.directory.seed_pause_reasons(config.wallboard.pause_reasons)
         self.routes.set_added(self.directory.routes_now())
         self.directory.route_tables.append(self.routes)
-        pages = self._start_agents(service, b2bua, self.directory)
+        pages = self.pages = self._start_agents(service, b2bua, self.directory)
         if config.storage.dsn is not None and cluster.redis_url is not None:
             await self._start_lost_calls(cluster.redis_url, events)
         self.media_targets = (media, b2bua)
@@ -997,7 +1000,12 @@ class Server:
             self.service.act(fail)
 
     async def stop(self) -> None:
-        """Graceful stop: BYE every call, let transactions finish (bounded), close everything."""
+        """Graceful stop: no new HTTPS connection, BYE every call and let transactions finish
+        (bounded), then close every page's and stream's socket ("going away": a page reconnects
+        at once, in a cluster through the balancer to another node) and everything else."""
+        if self.api is not None:
+            for site in list(self.api.sites):
+                await site.stop()  # the connections open go on; a balancer's next goes elsewhere
         if self.changes is not None:
             await self.changes.close()
         if self.service is not None:
@@ -1008,6 +1016,8 @@ class Server:
             await self._give_up_on_dead_nodes()
             await self.service.wait_idle(SHUTDOWN_GRACE)
             self.service.close()
+        if self.pages is not None:
+            event(logger, "pages-closed", sockets=await close_pages(self.pages))
         if self.upkeep is not None:
             self.upkeep.stop()
         if self.live_quality is not None:
@@ -1027,7 +1037,7 @@ class Server:
             await self.remote_offers.close()
         if self.shared_acd is not None:
             await self.shared_acd.close()
-        if self.hub is not None:
+        if self.hub is not None and self.pages is None:
             await self.hub.close()
         if self._crossnode_task is not None:
             self._crossnode_task.cancel()

@@ -26,7 +26,7 @@ from webrtc.signaling import AgentHub
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HUB_KEY", "UI_DIR", "create_app"]
+__all__ = ["HUB_KEY", "UI_DIR", "close_pages", "create_app"]
 
 
 def _find_ui() -> Path:
@@ -40,6 +40,28 @@ def _find_ui() -> Path:
 UI_DIR = _find_ui()
 HUB_KEY = web.AppKey("agent_hub", AgentHub)
 _SEND_QUEUE = 256
+GOING_AWAY = 1001
+"""The close code of every socket when the server stops (RFC 6455 "going away"): the pages
+reconnect at once, through the balancer to another node in a cluster."""
+CLOSE_HANDSHAKE = 2.0
+"""Seconds a socket's close waits for the page's close frame before dropping the connection: a
+page gone silent cannot hold up a stop (aiohttp's default is 10 s)."""
+
+
+class Sockets:
+    """The application's open sockets, and whether the server is stopping: then every socket
+    closes with `GOING_AWAY` and a socket opening is closed at once (its page tries again,
+    through the balancer, elsewhere)."""
+
+    def __init__(self) -> None:
+        self.open: set[WebSocketConnection] = set()
+        self.stopping = False
+
+    def close_code(self) -> tuple[int, bytes]:
+        if self.stopping:
+            return GOING_AWAY, b"server stopping"
+        return 1000, b""
+
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -76,13 +98,18 @@ class WebSocketConnection:
     """A `signaling.Connection` over an aiohttp WebSocket: `send` queues, one writer task
     writes; a page that cannot keep up (queue full) is disconnected."""
 
-    def __init__(self, ws: web.WebSocketResponse, source: str, port: int) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, source: str, port: int, sockets: Sockets | None = None
+    ) -> None:
         self.ws = ws
         self._source = source
         self._port = port
+        self.sockets = sockets if sockets is not None else Sockets()
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Done when the socket's handler is over (`close_pages` waits for it)."""
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(_SEND_QUEUE)
         self.writer = asyncio.ensure_future(self._write())
-        self._closing: asyncio.Future[bool] | None = None
+        self._closing: asyncio.Future[None] | None = None
 
     @property
     def source(self) -> str:
@@ -103,13 +130,17 @@ class WebSocketConnection:
             self.queue.put_nowait(None)
         except asyncio.QueueFull:
             self.writer.cancel()
-            self._closing = asyncio.ensure_future(self.ws.close())
+            self._closing = asyncio.ensure_future(self._close())
+
+    async def _close(self) -> None:
+        code, reason = self.sockets.close_code()
+        await self.ws.close(code=code, message=reason)
 
     async def _write(self) -> None:
         try:
             while (text := await self.queue.get()) is not None:
                 await self.ws.send_str(text)
-            await self.ws.close()
+            await self._close()
         except (asyncio.CancelledError, ConnectionError):
             pass
         except Exception:
@@ -140,11 +171,16 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if not _same_origin(request):
         raise web.HTTPForbidden(reason="cross-origin WebSocket refused")
     hub = request.app[HUB_KEY]
-    ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=128 * 1024)
+    sockets = request.app[SOCKETS_KEY]
+    ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=128 * 1024, timeout=CLOSE_HANDSHAKE)
     ws.headers["Cache-Control"] = "no-store"
     await ws.prepare(request)
+    if sockets.stopping:
+        await ws.close(code=GOING_AWAY, message=b"server stopping")
+        return ws
     source, port = request_source(request)
-    conn = WebSocketConnection(ws, source, port)
+    conn = WebSocketConnection(ws, source, port, sockets)
+    sockets.open.add(conn)
     hub.connection_opened(conn)
     try:
         async for msg in ws:
@@ -155,11 +191,37 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             else:
                 break
     finally:
-        hub.connection_closed(conn)
-        await conn.stop()
-        if not ws.closed:
-            await ws.close()
+        try:
+            hub.connection_closed(conn)
+            await conn.stop()
+            if not ws.closed:
+                code, reason = sockets.close_code()
+                await ws.close(code=code, message=reason)
+        finally:
+            sockets.open.discard(conn)
+            if not conn.ended.done():
+                conn.ended.set_result(None)
     return ws
+
+
+async def close_pages(app: web.Application) -> int:
+    """The server stops: close every socket with `GOING_AWAY` ("going away": the agent pages,
+    the supervisors', the web callers', those not logged in yet) after the hub's last messages
+    (`AgentHub.close`: ``session-ended`` on a single node; in a cluster none, the pages take
+    their session to another node), close the agents' media channels, and refuse sockets that
+    open from now on. Returns once every socket's handler ended (each close waits at most
+    `CLOSE_HANDSHAKE` seconds for its page), so stopping the HTTP server then waits for none;
+    the number of sockets closed."""
+    sockets = app[SOCKETS_KEY]
+    sockets.stopping = True
+    count = len(sockets.open)
+    await app[HUB_KEY].close()
+    left = list(sockets.open)
+    for conn in left:
+        conn.close()
+    if left:
+        await asyncio.wait([conn.ended for conn in left], timeout=CLOSE_HANDSHAKE + 1.0)
+    return count
 
 
 @routes.get("/agent")
@@ -192,6 +254,7 @@ async def _supervisor_page(request: web.Request) -> web.StreamResponse:
 
 
 _UI_KEY = web.AppKey("ui_dir", Path)
+SOCKETS_KEY = web.AppKey("sockets", Sockets)
 
 
 async def _call_page(request: web.Request) -> web.StreamResponse:
@@ -234,6 +297,7 @@ def create_app(hub: AgentHub, *, ui_dir: Path = UI_DIR) -> web.Application:
     app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
     app[HUB_KEY] = hub
     app[_UI_KEY] = ui_dir
+    app[SOCKETS_KEY] = Sockets()
     app.add_routes(routes)
     app.router.add_get("/agent/", _page)
     app.router.add_static("/agent/", ui_dir / "agent", show_index=False, follow_symlinks=False)
