@@ -104,14 +104,20 @@ if ARGV[4] == '0' then
   return {0, redis.call('PTTL', KEYS[1])}
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[4] then
-  return {redis.call('PEXPIRE', KEYS[1], ARGV[3]), 0}
+  local alive = 0
+  for i = 4, #KEYS do
+    alive = alive + redis.call('EXISTS', KEYS[i])
+  end
+  return {redis.call('PEXPIRE', KEYS[1], ARGV[3]), 0, alive}
 end
 return {0, 0}
 """
 """A node's beat, in one round trip: its heartbeat key (KEYS[3], for ARGV[2] ms), then with
 no epoch (ARGV[4] '0') an attempt to take the lease (KEYS[1], for ARGV[3] ms): the new epoch
 from KEYS[2], or 0 and the milliseconds the holder's lease has left; else its renewal if this
-incarnation (ARGV[1]) still holds it with that epoch (1, or 0)."""
+incarnation (ARGV[1]) still holds it with that epoch (1, or 0), then 0 and how many of the
+heartbeat keys KEYS[4..] exist (the owner's look for lost nodes, `_find_lost_nodes`, without a
+round trip of its own)."""
 
 _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -438,9 +444,15 @@ class SharedAcd:
             started = self._monotonic()
             held = self.epoch  # what was asked (a step-down may come during the await)
             wait = self._renew_every
+            senders = self._senders() if held else []
             try:
-                result, left_ms = await self._lease(
-                    keys=[self._k_owner, self._k_epoch, self._k_node + self.incarnation],
+                result, left_ms, *alive = await self._lease(
+                    keys=[
+                        self._k_owner,
+                        self._k_epoch,
+                        self._k_node + self.incarnation,
+                        *[self._k_node + sender for sender in senders],
+                    ],
                     args=[
                         self.incarnation,
                         int(self._node_timeout * 1000),
@@ -456,7 +468,8 @@ class SharedAcd:
                 if held:
                     if result:
                         self._lease_deadline = started + self._lease_ttl * 0.8
-                        await self._find_lost_nodes()
+                        if senders and int(alive[0]) < len(senders):
+                            await self._find_lost_nodes(senders)
                     else:
                         self._step_down("the lease was taken")
                 elif result:
@@ -474,18 +487,22 @@ class SharedAcd:
                 self._step_down("the lease ran out")
             await asyncio.sleep(wait)
 
-    async def _find_lost_nodes(self) -> None:
-        """As owner: a node whose heartbeat lapsed is lost; record it (its callers abandon, its
-        agents are logged out). Not before a node timeout of ownership, so that after a Redis
-        outage every live node has had the time to renew its heartbeat."""
+    def _senders(self) -> list[str]:
+        """As owner: the other nodes (incarnations) whose heartbeats the lease's renewal checks
+        (`_LEASE`): those that sent inputs and were not declared lost; none before a node
+        timeout of ownership, so that after a Redis outage every live node has had the time to
+        renew its heartbeat."""
         acd = self.replica if self.replica is not None else self._acd
         if acd is None or self._monotonic() - self._owned_since < self._node_timeout:
-            return
-        senders = sorted(acd.senders() - self._declared - {self.incarnation})
-        if not senders:
-            return
-        alive = await self._redis.exists(*[self._k_node + sender for sender in senders])
-        if alive == len(senders):
+            return []
+        return sorted(acd.senders() - self._declared - {self.incarnation})
+
+    async def _find_lost_nodes(self, senders: list[str]) -> None:
+        """As owner, when the lease's renewal found some of `senders`' heartbeats away: a node
+        whose heartbeat lapsed is lost; record it (its callers abandon, its agents are logged
+        out)."""
+        acd = self.replica if self.replica is not None else self._acd
+        if acd is None:
             return
         for sender in senders:
             if not await self._redis.exists(self._k_node + sender):
@@ -502,7 +519,9 @@ class SharedAcd:
         replica = self.replica
         assert replica is not None
         while self.epoch == epoch and not self._closed:
-            wait = self._renew_every
+            # Sleep until the engine's next deadline, a snapshot's, or the next input applied
+            # (the only thing that moves the deadline): no polling while nothing is due.
+            wait: float | None = None
             due = replica.due()
             if due is not None:
                 late = self._clock() - due
@@ -512,11 +531,15 @@ class SharedAcd:
                         self.submit(Tick(self._clock()))
                     wait = 0.05  # until the tick is read back and the timer moves on
                 else:
-                    wait = min(wait, -late)
+                    wait = -late
             await self._maybe_snapshot(epoch, replica)
+            if replica.applied + replica.skipped != self._snapshot_applied:
+                snapshot_in = self._snapshot_interval - (self._monotonic() - self._snapshot_at)
+                snapshot_in = max(snapshot_in, self._renew_every)  # a failed one: not at once
+                wait = snapshot_in if wait is None else min(wait, snapshot_in)
             self._applied_event.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(wait, 0.001)):
+                async with asyncio.timeout(None if wait is None else max(wait, 0.001)):
                     await self._applied_event.wait()
 
     async def _maybe_snapshot(self, epoch: int, replica: ReplicatedAcd) -> None:
