@@ -7,10 +7,11 @@ queue log every node writes to. What a node does not know is what only another n
 calls in its queues (their SIP dialog and media are there) and whether the pages of the agents
 logged in there are connected now. `ClusterBoard` shares those through Redis:
 
-- every `interval` seconds (1 s) each node writes ``wallboard:node:<node>``: a JSON object with
-  its live queue calls (`omlmedia.wallboard.calls_of`) and the agents whose page is connected to
-  it, with a TTL of `ttl` seconds (5 s). A node that stops deletes its key; a node that dies
-  stops refreshing it and drops out when it lapses;
+- every `interval` seconds (1 s) each node looks at ``wallboard:node:<node>``'s value: a JSON
+  object with its live queue calls (`omlmedia.wallboard.calls_of`) and the agents whose page is
+  connected to it, written with a TTL of `ttl` seconds (5 s) when it changed, and otherwise once
+  `ttl` / 2 has passed since the last write (an idle node writes every 2.5 s). A node that stops
+  deletes its key; a node that dies stops refreshing it and drops out when it lapses;
 - a snapshot (`gather`) reads every other configured node's key in one ``MGET``: the nodes with
   a key are the live ones. The wallboard (`omlmedia.wallboard.Wallboard.snapshot`) lists their
   calls beside its own, each with its ``node``, and gives each agent the ``node`` it logged in
@@ -112,6 +113,8 @@ class ClusterBoard:
         )
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._written: tuple[float, bytes] | None = None
+        """When the value was last written (the loop's clock), and that value."""
 
     @staticmethod
     def key(node: str) -> str:
@@ -131,16 +134,34 @@ class ClusterBoard:
             connected = []
         return json.dumps({"calls": self.calls(), "agents": connected}).encode()
 
-    async def publish(self) -> bool:
-        """Write this node's value once (with its TTL); False when Redis failed."""
+    async def publish(self, payload: bytes | None = None) -> bool:
+        """Write this node's value (`payload`, or the value now) once, with its TTL; False when
+        Redis failed."""
+        value = self.payload() if payload is None else payload
+        self._written = None
         try:
-            await self._redis.set(self.key(self.node), self.payload(), px=round(self.ttl * 1000))
+            await self._redis.set(self.key(self.node), value, px=round(self.ttl * 1000))
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("publish", exc)
             return False
+        self._written = (asyncio.get_running_loop().time(), value)
         self.published += 1
         self._failing = False
         return True
+
+    async def refresh(self) -> bool:
+        """Write this node's value if it changed since the last write, or if that write is
+        `ttl` / 2 old (the key never lapses while the node lives); True when nothing had to
+        be written or the write worked."""
+        value = self.payload()
+        written = self._written
+        if (
+            written is not None
+            and written[1] == value
+            and asyncio.get_running_loop().time() - written[0] < self.ttl / 2
+        ):
+            return True
+        return await self.publish(value)
 
     async def gather(self) -> dict[str, NodeLive]:
         """The other live nodes' values, by node ({} when Redis does not answer in time)."""
@@ -160,9 +181,10 @@ class ClusterBoard:
         return live
 
     async def run(self) -> None:
-        """Publish every `interval` seconds until `close`."""
+        """Look every `interval` seconds until `close`, writing when the value changed (and at
+        `ttl` / 2 otherwise): an idle node writes every 2.5 s, not every second."""
         while not self._closed:
-            await self.publish()
+            await self.refresh()
             await asyncio.sleep(self.interval)
 
     def start(self) -> None:

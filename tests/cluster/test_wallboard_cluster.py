@@ -95,6 +95,35 @@ async def test_a_node_sees_the_other_live_nodes_calls_and_a_lapsed_or_stopped_no
                 await board.close()
 
 
+async def test_an_unchanged_value_is_written_only_at_half_its_ttl_and_a_change_at_the_next_look(
+    shared: redis.Redis,
+) -> None:
+    calls: list[dict[str, Any]] = []
+    a = _board(shared.url, "a", calls, interval=0.05, ttl=1.0)
+    b = _board(shared.url, "b", [], interval=0.05, ttl=1.0)
+    try:
+        a.start()
+        deadline = time.monotonic() + 5
+        while a.published < 1:
+            assert time.monotonic() < deadline, "never published"
+            await asyncio.sleep(0.01)
+        # about 1 s: ~20 looks, but the value does not change: written at ttl / 2 only
+        started, first = time.monotonic(), a.published
+        while time.monotonic() - started < 1.0:
+            assert "a" in await b.gather()  # never lapses meanwhile
+            await asyncio.sleep(0.05)
+        assert 1 <= a.published - first <= 3, a.published - first
+        # a change is written at the next look (one interval), not at the refresh
+        calls.append({"call_id": "c-a", "queue": "support", "entered": 1.0, "agent": None})
+        deadline = time.monotonic() + 0.5
+        while (await b.gather())["a"].calls == ():
+            assert time.monotonic() < deadline, "the change was not written"
+            await asyncio.sleep(0.01)
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_with_redis_away_a_snapshot_has_this_nodes_calls_only_and_counts_the_failure() -> (
     None
 ):
