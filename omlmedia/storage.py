@@ -64,12 +64,11 @@ from typing import Any
 
 from omlmedia.migrations import migrate
 from omlmedia.storage_pg import (
+    APPEND_EVENTS,
     EVENT_IDS,
-    EVENT_ORDER_LOCK,
-    EVENT_POSITIONS,
-    EVENTS_CHANNEL,
     PgConnection,
     PgError,
+    append_events_args,
     is_dsn,
     migrate_pg,
 )
@@ -290,30 +289,8 @@ _EVENT_INSERT = (
     "INSERT INTO events (id, time, type, call_id, queue, agent, campaign, data, node) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
 )
-_EVENT_INSERT_PG = (
-    "INSERT INTO events (id, time, type, call_id, queue, agent, campaign, data, node, pos) "
-    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, nextval('{EVENT_POSITIONS}')) "
-    "ON CONFLICT (id) DO NOTHING"
-)
-ORDER_HOLD_TIMEOUT = 5
-"""Seconds a writer holding the event order lock may leave its transaction idle before
-PostgreSQL ends its session (``idle_in_transaction_session_timeout``, for this transaction
-only): a node frozen or cut off mid-flush cannot hold every other node's events back longer."""
-_EVENT_ORDER = (
-    f"SELECT pg_advisory_xact_lock({EVENT_ORDER_LOCK}), "
-    f"set_config('idle_in_transaction_session_timeout', '{ORDER_HOLD_TIMEOUT * 1000}', true), "
-    "CAST(? AS TEXT) AS node"
-)
-"""Taken by a flush that stores events, before their places are drawn (its argument: the
-node, returned as it came)."""
-_EVENT_NOTIFY = (
-    f"SELECT pg_notify('{EVENTS_CHANNEL}', CAST(? AS TEXT) || ' ' || COALESCE(("
-    f"SELECT id || ' ' || pos FROM events WHERE pos = currval('{EVENT_POSITIONS}')), ''))"
-)
-"""After the events' insert, in the same transaction: the notification the commit sends
-(`omlmedia.storage_pg.EVENTS_CHANNEL`), naming the node, the id and the place of the last event
-it stored (``"node id pos"``; ``"node "`` when that place holds no row: a batch sent again), so
-that a node whose stream nobody reads learns where the events stand without a query."""
+"""SQLite's insert of a flush's events (one node: no places, no lock; on PostgreSQL the events
+go in one statement, `omlmedia.storage_pg.APPEND_EVENTS`)."""
 
 
 class Store:
@@ -533,25 +510,19 @@ class Store:
                     )
                 )
             steps.extend((sql, _storable([args])) for sql, args in writes)
-            if events:
-                if pg:
-                    # Last, just before the commit: the places in commit order, under a lock
-                    # held until the commit (`omlmedia.storage_pg.EVENT_ORDER_LOCK`).
-                    steps.append((_EVENT_ORDER, [(self.node,)]))
-                steps.append(
-                    (
-                        # A batch sent again after a commit whose answer was lost with its
-                        # connection holds events already stored: kept, not a failure that
-                        # would make every later flush of this node fail too.
-                        _EVENT_INSERT_PG if pg else _EVENT_INSERT,
-                        _storable([(*row, self.node) for row in events]),
-                    )
-                )
-                if pg:
-                    steps.append((_EVENT_NOTIFY, [(self.node,)]))
+            if events and pg:
+                # Last, just before the commit: one statement takes the order lock (held until
+                # the commit: `omlmedia.storage_pg.EVENT_ORDER_LOCK`), inserts the events with
+                # their places and queues the commit's notification (`APPEND_EVENTS`).
+                steps.append((APPEND_EVENTS, [append_events_args(self.node, _storable(events))]))
+            elif events:
+                # A batch sent again after a commit whose answer was lost holds events already
+                # stored: kept, not a failure that would make every later flush fail too.
+                steps.append((_EVENT_INSERT, _storable([(*row, self.node) for row in events])))
             if pg:
                 # The whole transaction in one hand-over to the connection's thread, not one
-                # per statement (`PgConnection.transaction`).
+                # per statement; a flush of events only is one statement, one round trip
+                # (`PgConnection.transaction`).
                 db.transaction(steps)
             else:
                 db.execute("BEGIN IMMEDIATE")

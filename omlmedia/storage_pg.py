@@ -34,6 +34,16 @@ advisory lock `EVENT_ORDER_LOCK` until its commit: a later commit always has hig
 reader of ``pos > cursor`` never skips an event that committed late. Each such commit notifies
 `EVENTS_CHANNEL` (`omlmedia.events`: the cluster-wide stream).
 
+A flush's events go to the database in one statement, ``SELECT omlmedia_append_events(...)``
+(`APPEND_EVENTS`, a PL/pgSQL function `migrate_pg` keeps in the database): its arguments are
+the batch's columns as arrays (one prepared statement whatever the number of events), and its
+body takes the order lock, inserts the rows drawing their places in the batch's order, and
+queues the commit's notification: what were three statements, each a round trip. A flush of
+events only is that one statement, so PostgreSQL runs it as a transaction of its own (its
+implicit transaction, committed with ``synchronous_commit`` as before): one round trip a flush
+instead of five (``BEGIN``, lock, insert, notify, ``COMMIT``); a flush with other rows sends
+``BEGIN``, its other statements, this one, ``COMMIT`` (`PgConnection.transaction`).
+
 Migrations of several nodes starting together: `migrate_pg()` holds a PostgreSQL advisory lock
 (`MIGRATION_LOCK`) around `omlmedia.migrations.migrate`, so one node applies the steps and the
 others, once it is done, find the database at the last version and apply nothing.
@@ -52,13 +62,16 @@ from typing import Any, Final, TypeVar
 import asyncpg
 
 __all__ = [
+    "APPEND_EVENTS",
     "EVENTS_CHANNEL",
     "EVENT_IDS",
     "EVENT_ORDER_LOCK",
     "EVENT_POSITIONS",
     "MIGRATION_LOCK",
+    "ORDER_HOLD_TIMEOUT",
     "PgConnection",
     "PgError",
+    "append_events_args",
     "is_dsn",
     "migrate_pg",
     "redact",
@@ -83,6 +96,53 @@ EVENT_ORDER_LOCK: Final = 0x6F6D6C6F
 EVENTS_CHANNEL: Final = "omlmedia_events"
 """The channel a flush that stored events notifies at its commit (payload: its node, and the id
 and place of the last event it stored: ``"node id pos"``)."""
+
+ORDER_HOLD_TIMEOUT: Final = 5
+"""Seconds a writer holding the event order lock may leave its transaction idle before
+PostgreSQL ends its session (``idle_in_transaction_session_timeout``, for this transaction
+only): a node frozen or cut off mid-flush cannot hold every other node's events back longer."""
+
+_APPEND_EVENTS_NAME: Final = "omlmedia_append_events"
+_APPEND_EVENTS_ARGS: Final = (
+    "_node text, _ids bigint[], _times double precision[], _types text[], _call_ids text[], "
+    "_queues text[], _agents text[], _campaigns text[], _data text[]"
+)
+_APPEND_EVENTS_BODY: Final = f"""
+BEGIN
+  IF coalesce(cardinality(_ids), 0) = 0 THEN
+    RETURN;
+  END IF;
+  -- The places in commit order: drawn under the order lock, held until the commit.
+  PERFORM pg_advisory_xact_lock({EVENT_ORDER_LOCK});
+  PERFORM set_config('idle_in_transaction_session_timeout', '{ORDER_HOLD_TIMEOUT * 1000}', true);
+  -- A batch sent again after a commit whose answer was lost holds events already stored:
+  -- kept, not a failure that would make every later flush of the node fail too.
+  INSERT INTO events (id, time, type, call_id, queue, agent, campaign, data, node, pos)
+  SELECT e.id, e.time, e.type, e.call_id, e.queue, e.agent, e.campaign, e.data, _node,
+         nextval('{EVENT_POSITIONS}')
+  FROM unnest(_ids, _times, _types, _call_ids, _queues, _agents, _campaigns, _data)
+       WITH ORDINALITY AS e(id, time, type, call_id, queue, agent, campaign, data, n)
+  ORDER BY e.n
+  ON CONFLICT (id) DO NOTHING;
+  -- Sent at the commit: the node, the id and the place of the last event stored (the node
+  -- alone when that place holds no row: a batch sent again).
+  PERFORM pg_notify('{EVENTS_CHANNEL}', _node || ' ' || COALESCE(
+    (SELECT s.id || ' ' || s.pos FROM events s WHERE s.pos = currval('{EVENT_POSITIONS}')), ''));
+END
+"""
+
+APPEND_EVENTS: Final = f"SELECT {_APPEND_EVENTS_NAME}(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+"""A flush's events in one statement (see the module docstring): its arguments, the node then
+the columns ``id, time, type, call_id, queue, agent, campaign, data`` each as a list, one item
+per event in the batch's order (`append_events_args`)."""
+
+
+def append_events_args(node: str, rows: Sequence[Sequence[Any]]) -> tuple[Any, ...]:
+    """`APPEND_EVENTS`'s arguments for the event `rows` (``id, time, type, call_id, queue,
+    agent, campaign, data``)."""
+    columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 8
+    return (node, *columns)
+
 
 CONNECT_TIMEOUT: Final = 10.0
 """Seconds to wait for PostgreSQL to accept a connection."""
@@ -248,13 +308,22 @@ class PgConnection:
         order, ``COMMIT``; rolled back and raised on any failure. Its statements' results are
         not read, so the whole transaction is handed to the connection's loop at once: one
         switch between threads for it instead of one per statement (a store's flush: five to
-        seven statements, the cost of PostgreSQL's writes to a node beside SQLite's)."""
+        seven statements, the cost of PostgreSQL's writes to a node beside SQLite's). A single
+        statement with a single row of arguments is sent alone: PostgreSQL runs it as its own
+        transaction, in one round trip."""
         batch = [(translate(sql), [tuple(row) for row in rows]) for sql, rows in steps]
+        work = [(sql, rows) for sql, rows in batch if sql and rows]
         with self._calls:
             if self._transaction:
                 raise RuntimeError("a transaction is already open on this connection")
             self._usable()
-            self._run(self._transaction_steps([(sql, rows) for sql, rows in batch if sql]))
+            if len(work) == 1 and len(work[0][1]) == 1:
+                # One statement is a transaction of its own (PostgreSQL's implicit one: all or
+                # nothing, committed as any): one round trip, no BEGIN or COMMIT to send.
+                statement, (row,) = work[0]
+                self._run(self._conn.execute(statement, *row))
+            elif work:
+                self._run(self._transaction_steps(work))
 
     async def _transaction_steps(self, steps: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
         conn = self._conn
@@ -315,6 +384,16 @@ def migrate_pg(db: PgConnection) -> list[int]:
             f"SELECT setval('{EVENT_POSITIONS}', GREATEST((SELECT COALESCE(MAX(pos), 0) "
             f"FROM events), (SELECT last_value FROM {EVENT_POSITIONS})))"
         )
+        # A flush's events in one statement (`APPEND_EVENTS`): made, or replaced when its body
+        # changed; left alone (no catalog write) when it is already this one.
+        found = db.execute(
+            "SELECT prosrc FROM pg_proc WHERE oid = to_regproc(?)", (_APPEND_EVENTS_NAME,)
+        ).fetchone()
+        if found is None or found[0] != _APPEND_EVENTS_BODY:
+            db.execute(
+                f"CREATE OR REPLACE FUNCTION {_APPEND_EVENTS_NAME}({_APPEND_EVENTS_ARGS}) "
+                f"RETURNS void LANGUAGE plpgsql AS $body${_APPEND_EVENTS_BODY}$body$"
+            )
         return applied
     finally:
         db.advisory_unlock(MIGRATION_LOCK)

@@ -9,8 +9,13 @@ from __future__ import annotations
 import threading
 import time
 
-from omlmedia.storage import _EVENT_INSERT_PG, _EVENT_ORDER, ORDER_HOLD_TIMEOUT, Store
-from omlmedia.storage_pg import PgConnection
+from omlmedia.storage import Store
+from omlmedia.storage_pg import (
+    APPEND_EVENTS,
+    ORDER_HOLD_TIMEOUT,
+    PgConnection,
+    append_events_args,
+)
 from tests.cluster import postgres
 
 
@@ -36,8 +41,7 @@ def test_a_flush_waits_for_an_earlier_uncommitted_one_so_a_reader_by_place_skips
         late_id, early_id = a.next_event_id(), b.next_event_id()
         assert late_id < early_id
         slow.execute("BEGIN")
-        slow.execute(_EVENT_ORDER, ("a",))
-        slow.execute(_EVENT_INSERT_PG, (*_row(late_id, "call.started"), "a"))
+        slow.execute(APPEND_EVENTS, append_events_args("a", [_row(late_id, "call.started")]))
         b.append_event(_row(early_id, "call.ended"))
         flushed = threading.Thread(target=b.flush)
         flushed.start()
@@ -116,7 +120,7 @@ def test_a_writer_stalled_holding_the_order_lock_is_ended_so_the_others_go_on(
     stalled = PgConnection(dsn)  # a node frozen between its places and its commit
     try:
         stalled.execute("BEGIN")
-        stalled.execute(_EVENT_ORDER, ("a",))
+        stalled.execute(APPEND_EVENTS, append_events_args("a", [_row(10**9, "call.started")]))
         b.append_event(_row(b.next_event_id(), "call.ended"))
         started = time.monotonic()
         b.flush()  # waits for the lock until PostgreSQL ends the stalled session

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from omlmedia.accounts import AccountBook
@@ -142,6 +143,46 @@ def test_two_writers_on_one_database_give_unique_increasing_event_ids_and_read_b
     assert again.next_event_id() > max(ids)
     again.close()
     two.close()
+
+
+async def test_a_flush_of_events_is_one_statement_placing_them_in_batch_order_and_notifying(
+    pg: postgres.Postgres,
+) -> None:
+    dsn = postgres.fresh_database(pg)
+    store = Store(dsn, node="n1", writer=True)
+    listener = await asyncpg.connect(dsn)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    try:
+        function = "SELECT xmin::text FROM pg_proc WHERE proname = 'omlmedia_append_events'"
+        made = await listener.fetch(function)
+        assert len(made) == 1
+        other = PgConnection(dsn)
+        migrate_pg(other)  # another node starting: the function is left as it is
+        other.close()
+        assert await listener.fetch(function) == made
+        await listener.add_listener("omlmedia_events", lambda *args: heard.put_nowait(args[3]))
+        ids = [store.next_event_id() for _ in range(3)]
+        for ident in reversed(ids):  # queued highest id first: places follow the batch
+            store.append_event((ident, 1.5, "test.event", "c1", "q", "a", "", "{}"))
+        xid = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text"
+        before = int(await listener.fetchval(xid))
+        assert await asyncio.to_thread(store.flush) == 3
+        assert int(await listener.fetchval(xid)) == before + 1  # one transaction
+        placed = await listener.fetch("SELECT id, pos, node FROM events ORDER BY pos")
+        assert [row["id"] for row in placed] == list(reversed(ids))
+        assert {row["node"] for row in placed} == {"n1"}
+        last = placed[-1]
+        async with asyncio.timeout(10):
+            assert await heard.get() == f"n1 {last['id']} {last['pos']}"
+        # Sent again (its answer lost): nothing twice, nothing failed.
+        store.append_event((ids[0], 1.5, "test.event", "c1", "q", "a", "", "{}"))
+        assert await asyncio.to_thread(store.flush) == 1
+        assert len(store.all_events(0, 10)) == 3
+        async with asyncio.timeout(10):
+            assert await heard.get() == "n1 "  # its place holds no row: the node alone
+    finally:
+        await listener.close()
+        store.close()
 
 
 async def test_writes_accepted_while_the_database_is_down_land_when_it_is_back(
