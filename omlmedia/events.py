@@ -39,6 +39,7 @@ import asyncio
 import bisect
 import contextlib
 import json
+import json.encoder
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -107,6 +108,29 @@ def queue_event_type(verb: str) -> str:
     return _QUEUE_TYPES.get(verb) or "queue." + verb.replace("-", "_")
 
 
+def _compact_encoder() -> Callable[[dict[str, Any]], str]:
+    """`json.dumps(value, default=str, separators=(",", ":"))` for a dict, without building an
+    encoder per call: every event is encoded for the store (and once more for live readers), and
+    `dumps` with arguments makes a new `JSONEncoder`, then a C encoder, each time (4.5 against
+    1.3-2.2 us a call event's data). The C encoder is made once (no circular check: an event's
+    data is flat values built by the server; a cycle would raise RecursionError instead of
+    ValueError)."""
+    make = getattr(json.encoder, "c_make_encoder", None)  # not in typeshed: private
+    if make is None:  # no C accelerator: the pure-Python encoder, built once
+        return json.JSONEncoder(default=str, separators=(",", ":")).encode
+    encode = make(
+        None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+
+    def compact(value: dict[str, Any]) -> str:
+        return "".join(encode(value, 0))
+
+    return compact
+
+
+_compact_json = _compact_encoder()
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One event: its id (strictly increasing), when (Unix time), what (`type`), what it is
@@ -138,11 +162,12 @@ class Event:
 
     def to_json(self) -> str:
         """The event as one line of JSON."""
-        return self.encoded or json.dumps(self.view(), default=str, separators=(",", ":"))
+        return self.encoded or _compact_json(self.view())
 
     def row(self) -> EventRow:
         """The event as the store keeps it."""
-        data = json.dumps(dict(self.data), default=str, separators=(",", ":"))
+        values = self.data
+        data = _compact_json(values if type(values) is dict else dict(values))
         return (
             self.id,
             self.time,

@@ -211,3 +211,29 @@ async def test_a_crash_keeps_every_accepted_event_and_ids_go_on_after_them(
     assert log.publish("call.ended", call_id="c0").id == 101
     await log.close()
     await store.close()
+
+
+def test_stored_and_streamed_json_is_what_json_dumps_writes() -> None:
+    """The encoder made once (`_compact_json`) writes exactly `json.dumps(..., default=str,
+    separators=(",", ":"))`: non-ASCII escaped, floats, None, booleans, nested values, and
+    values JSON has no type for written as their `str`."""
+    import json
+    from types import MappingProxyType
+
+    data = {
+        "from": "Zoë \"x\" <sip:1@a>",
+        "mos": 4.41,
+        "rtt_ms": None,
+        "ok": True,
+        "lost": -1,
+        "legs": ["caller", {"codec": "PCMA"}],
+        "source": Path("/x"),
+        "big": 1e300,
+    }
+    expected = json.dumps(data, default=str, separators=(",", ":"))
+    ev = Event(7, 1.5, "call.quality", "c1", "", "", "", data)
+    assert ev.row()[7] == expected
+    assert Event(7, 1.5, "t", "", "", "", "", MappingProxyType(data)).row()[7] == expected
+    view = json.loads(ev.to_json())
+    assert view["data"] == json.loads(expected) and view["id"] == 7
+    assert ev.to_json() == json.dumps(ev.view(), default=str, separators=(",", ":"))
