@@ -110,6 +110,8 @@ class WebSocketConnection:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(_SEND_QUEUE)
         self.writer = asyncio.ensure_future(self._write())
         self._closing: asyncio.Future[None] | None = None
+        self.closed = False
+        """Whether `close` was called."""
 
     @property
     def source(self) -> str:
@@ -126,6 +128,7 @@ class WebSocketConnection:
             self.close()
 
     def close(self) -> None:
+        self.closed = True
         try:
             self.queue.put_nowait(None)
         except asyncio.QueueFull:
@@ -147,6 +150,11 @@ class WebSocketConnection:
             logger.debug("agent socket write failed", exc_info=True)
 
     async def stop(self) -> None:
+        """The socket's handler is over: end the writer. One closing the socket (`close`) may
+        finish first, else the page would see the connection drop (1006) instead of the close
+        frame's code."""
+        if self.closed and not self.writer.done():
+            await asyncio.wait([self.writer], timeout=CLOSE_HANDSHAKE)
         self.writer.cancel()
         try:
             await self.writer

@@ -36,14 +36,18 @@ export class Signaling extends EventTarget {
       }
       this.dispatchEvent(new CustomEvent("message", { detail: message }));
     };
-    ws.onclose = () => {
+    ws.onclose = (event) => {
       if (this.ws !== ws) return;
       this.ws = null;
       for (const { reject } of this.pending.values()) reject(Object.assign(new Error("connection lost"), { code: "disconnected" }));
       this.pending.clear();
       this.dispatchEvent(new Event("close"));
       if (!this.stopped) {
-        const delay = Math.min(10000, 500 * 2 ** this.attempt) * (0.8 + Math.random() * 0.4);
+        // 1001 "going away": the server stops and the balancer has another node; go at once
+        // (spread over 250 ms so a node's pages do not all arrive in the same instant).
+        const delay = event.code === 1001 && this.attempt === 0
+          ? Math.random() * 250
+          : Math.min(10000, 500 * 2 ** this.attempt) * (0.8 + Math.random() * 0.4);
         this.attempt += 1;
         this.timer = setTimeout(() => this.open(), delay);
       }
