@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -25,6 +26,7 @@ from tests.cluster import redis
 from tests.cluster.test_shared_database import api
 from tests.interop.browser import chromium
 from tests.interop.pages import agent_ready
+from tests.interop.test_stop_with_pages import RECORD_CLOSES
 
 CONFIG = Path(__file__).resolve().parents[2] / "contrib" / "haproxy" / "haproxy.cfg"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -221,6 +223,60 @@ async def test_two_pages_behind_haproxy_are_two_sources_when_it_is_a_trusted_pro
             assert time.monotonic() < deadline, logs[-3000:]
             await asyncio.sleep(0.05)
         assert "SECURITY reason=login-failed src=127.0.0.1" not in logs
+    finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait(10)
+        for node in nodes:
+            if node.process.poll() is None:
+                assert node.stop() == 0, node.log()[-3000:]
+
+
+async def test_an_agent_page_behind_haproxy_is_ready_on_the_other_node_at_once_when_its_node_stops(
+    shared: redis.Redis, tmp_path: Path
+) -> None:
+    """SIGTERM of the page's node (a planned stop, not a crash): the node closes the page's
+    socket with 1001 ("going away") and exits within 3 s; the page comes back through HAProxy
+    to the other node at once and is Ready there without logging in (the session is shared)."""
+    from playwright.async_api import expect
+
+    require_haproxy()
+    cluster = f'\n[cluster]\nredis_url = "{shared.url}"\n'
+    nodes: list[harness.RunningServer] = []
+    proxy: subprocess.Popen[bytes] | None = None
+    try:
+        for name in ("n1", "n2"):
+            nodes.append(harness.start_server(tmp_path / name, edit_config=lambda t: t + cluster))
+        proxy, port = start_haproxy(tmp_path / "haproxy", nodes)
+        async with chromium(tmp_path / "browser", 660.0) as browser:
+            await browser.add_init_script(RECORD_CLOSES)
+            page = await browser.new_page()
+            await agent_ready(page, f"https://127.0.0.1:{port}")
+            states = [state_on(node, "agent1") for node in nodes]
+            assert sorted(map(str, states)) == ["logged-out", "ready"], states
+            first = nodes[states.index("ready")]
+            other = nodes[1 - states.index("ready")]
+
+            first.process.send_signal(signal.SIGTERM)
+            began = time.monotonic()
+            stopped = None
+            while stopped is None or await asyncio.to_thread(state_on, other, "agent1") != "ready":
+                if stopped is None and first.process.poll() is not None:
+                    stopped = time.monotonic() - began
+                assert time.monotonic() - began < 10, "the agent is not Ready on the other node"
+                await asyncio.sleep(0.02)
+            ready_after = time.monotonic() - began
+            assert first.process.returncode == 0, first.log()[-3000:]
+            await expect(page.locator("#state")).to_have_text("Ready")
+            assert not await page.get_by_label("Password").is_visible()
+            codes = await page.evaluate("() => window.__closes")
+            assert codes and codes[0] == 1001, codes
+            print(
+                f"\nSIGTERM -> the node stopped after {stopped:.2f} s, the agent Ready on the "
+                f"other node after {ready_after:.2f} s"
+            )
+            assert stopped < 3.0, first.log()[-3000:]
+            assert ready_after < 3.0
     finally:
         if proxy is not None:
             proxy.terminate()
