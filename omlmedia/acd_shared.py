@@ -95,6 +95,9 @@ class EngineMismatch(ConnectionRefusedError):
 
 logger = logging.getLogger(__name__)
 
+FOLLOW_BLOCK: Final = 5.0
+"""Seconds the follower's ``XREAD BLOCK`` waits for an input (it returns at once on one)."""
+
 _LEASE: Final = """
 redis.call('SET', KEYS[3], 1, 'PX', ARGV[2])
 if ARGV[4] == '0' then
@@ -259,13 +262,15 @@ class SharedAcd:
         self._ttl_ms = int(lease_ttl * 1000)
         self._lease_ttl = lease_ttl
         self._renew_every = renew_every
-        self._idle_beat = max(renew_every, min(2 * renew_every, lease_ttl / 2, node_timeout / 3))
-        """The longest a node that does not hold the lease waits between beats: half as many as
-        the owner's, and a lease given back (a node that stops) is taken within a second."""
-        self._follow_block_ms = max(1, int(1000 * min(1.0, redis_timeout / 2)))
-        """How long the follower's XREAD waits for inputs: each wait is a round trip a second
-        or so for an idle node, and half the socket's timeout leaves a loaded node's late
-        reply its time."""
+        self._idle_beat = max(renew_every, min(lease_ttl, node_timeout / 3))
+        """The longest a node that does not hold the lease waits between beats (it waits until
+        the holder's lease would lapse, which the holder's renewals push on): a dead owner's
+        lease is taken at its expiry as before, a lease given back (a node that stops) within
+        `lease_ttl`, and the node's heartbeat is renewed three times a node timeout."""
+        self._follow_block_ms = max(1, int(1000 * FOLLOW_BLOCK))
+        """How long the follower's XREAD waits for inputs (on a connection of its own whose
+        timeout leaves it the time): an input wakes it at once; an idle node's wait ends every
+        `FOLLOW_BLOCK` seconds, not every second."""
         self._clock = clock
         self._monotonic = monotonic
         self._pending: deque[tuple[int, Input]] = deque()
@@ -293,6 +298,13 @@ class SharedAcd:
             socket_connect_timeout=redis_timeout,
             decode_responses=True,
         )
+        self._follow_redis: Any = aioredis.from_url(
+            url,
+            socket_timeout=redis_timeout + FOLLOW_BLOCK,
+            socket_connect_timeout=redis_timeout,
+            decode_responses=True,
+        )
+        """The follower's blocked reads' client (its socket timeout longer than the block)."""
         self._lease = self._redis.register_script(_LEASE)
         self._release = self._redis.register_script(_RELEASE)
         self._publish = self._redis.register_script(_PUBLISH)
@@ -380,6 +392,7 @@ class SharedAcd:
                 await self._release(keys=[self._k_owner], args=[self.incarnation])
         self.epoch = 0
         await self._redis.aclose()
+        await self._follow_redis.aclose()
 
     @property
     def is_owner(self) -> bool:
@@ -607,7 +620,7 @@ class SharedAcd:
                         logger.info("shared ACD %s: followed %d inputs", self.node, replica.applied)
                         continue
                 else:
-                    reply = await self._redis.xread(
+                    reply = await self._follow_redis.xread(
                         {self._k_in: self.followed},
                         count=500,
                         block=self._follow_block_ms,
