@@ -293,6 +293,70 @@ _EVENT_INSERT = (
 go in one statement, `omlmedia.storage_pg.APPEND_EVENTS`)."""
 
 
+_CDR_SET = ", ".join(f'"{name}" = excluded."{name}"' for name in _CDR_COLUMNS if name != "call_id")
+_CDR_ARRAYS = ", ".join(
+    "?::float8[]" if name in ("start", "answer", "end") else "?::text[]" for name in _CDR_COLUMNS
+)
+
+
+def _pg_flush(
+    node: str,
+    log: list[tuple[Any, ...]],
+    opened: list[tuple[Any, ...]],
+    closed: list[tuple[Any, ...]],
+    events: list[EventRow],
+) -> tuple[str, tuple[Any, ...]]:
+    """A PostgreSQL flush without other parts' writes as one statement and its arguments: each
+    table's rows as arrays (``unnest``) in a data-modifying ``WITH`` each, the events'
+    `APPEND_EVENTS` as its main query. One statement is a transaction of its own, sent in one
+    round trip (`PgConnection.transaction`), and the statement's text depends only on which
+    kinds of rows the flush holds, so asyncpg prepares each once.
+
+    The same rows as the statements one after the other (SQLite's flush), with what one
+    statement cannot do settled first: its parts see the same snapshot, so a call opened and
+    closed in this flush is not opened (its record's removal of the open-call row would not
+    see it; one after the other, that row was inserted and removed), and of the open-call rows
+    and the records of one call only the last is kept (one after the other, each upsert
+    replaced the one before in full; one ``ON CONFLICT DO UPDATE`` may not touch a row
+    twice)."""
+    parts: list[str] = []
+    args: list[Any] = []
+    if log:
+        parts.append(
+            "q AS (INSERT INTO queue_log (time, call_id, queue, agent, event, data) "
+            "SELECT time, call_id, queue, agent, event, data FROM unnest(?::float8[], "
+            "?::text[], ?::text[], ?::text[], ?::text[], ?::text[]) WITH ORDINALITY "
+            "AS r(time, call_id, queue, agent, event, data, n) ORDER BY n)"
+        )
+        args.extend(list(column) for column in zip(*_storable(log), strict=True))
+    ending = {row[0] for row in closed}
+    starting = {row[0]: row for row in opened if row[0] not in ending}
+    if starting:
+        parts.append(
+            "o AS (INSERT INTO open_calls (call_id, start, data) "
+            "SELECT * FROM unnest(?::text[], ?::float8[], ?::text[]) "
+            "ON CONFLICT (call_id) DO UPDATE SET start = excluded.start, data = excluded.data)"
+        )
+        rows = _storable(list(starting.values()))
+        args.extend(list(column) for column in zip(*rows, strict=True))
+    if closed:
+        records = _storable(list({row[0]: row for row in closed}.values()))
+        parts.append(
+            f"c AS (INSERT INTO cdr ({_CDR_LIST}) SELECT * FROM unnest({_CDR_ARRAYS}) "
+            f"ON CONFLICT (call_id) DO UPDATE SET {_CDR_SET})"
+        )
+        args.extend(list(column) for column in zip(*records, strict=True))
+        parts.append("d AS (DELETE FROM open_calls WHERE call_id = ANY(?::text[]))")
+        args.append([row[0] for row in records])
+    main = "SELECT NULL"
+    if events:
+        main = APPEND_EVENTS
+        args.extend(append_events_args(node, _storable(events)))
+    if not parts:
+        return main, tuple(args)
+    return f"WITH {', '.join(parts)} {main}", tuple(args)
+
+
 class Store:
     """The SQLite database: batched appends, crash recovery, reads. Not thread-safe: one
     writer (see `AsyncStore`)."""
@@ -483,45 +547,15 @@ class Store:
         db = self._db
         try:
             pg = isinstance(db, PgConnection)
-            steps: list[tuple[str, list[tuple[Any, ...]]]] = []
-            if log:
-                steps.append(
-                    (
-                        "INSERT INTO queue_log (time, call_id, queue, agent, event, data) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        _storable(log),
-                    )
-                )
-            if opened:
-                steps.append(
-                    (
-                        "INSERT INTO open_calls (call_id, start, data) VALUES (?, ?, ?) "
-                        "ON CONFLICT (call_id) DO UPDATE SET start = excluded.start, "
-                        "data = excluded.data",
-                        _storable(opened),
-                    )
-                )
-            if closed:
-                steps.append((_CDR_UPSERT, _storable(closed)))
-                steps.append(
-                    (
-                        "DELETE FROM open_calls WHERE call_id = ?",
-                        _storable([(row[0],) for row in closed]),
-                    )
-                )
-            steps.extend((sql, _storable([args])) for sql, args in writes)
-            if events and pg:
-                # Last, just before the commit: one statement takes the order lock (held until
-                # the commit: `omlmedia.storage_pg.EVENT_ORDER_LOCK`), inserts the events with
-                # their places and queues the commit's notification (`APPEND_EVENTS`).
-                steps.append((APPEND_EVENTS, [append_events_args(self.node, _storable(events))]))
-            elif events:
-                # A batch sent again after a commit whose answer was lost holds events already
-                # stored: kept, not a failure that would make every later flush fail too.
-                steps.append((_EVENT_INSERT, _storable([(*row, self.node) for row in events])))
+            if pg and not writes:
+                # Everything in one statement, its own transaction: one round trip.
+                statement, args = _pg_flush(self.node, log, opened, closed, events)
+                steps = [(statement, [args])]
+            else:
+                steps = self._steps(pg, log, opened, closed, writes, events)
             if pg:
                 # The whole transaction in one hand-over to the connection's thread, not one
-                # per statement; a flush of events only is one statement, one round trip
+                # per statement; one statement alone is sent without BEGIN or COMMIT
                 # (`PgConnection.transaction`).
                 db.transaction(steps)
             else:
@@ -554,6 +588,55 @@ class Store:
             if events:
                 self.committed_event_id = max(self.committed_event_id, events[-1][0])
         return count
+
+    def _steps(
+        self,
+        pg: bool,
+        log: list[tuple[Any, ...]],
+        opened: list[tuple[str, float, str]],
+        closed: list[tuple[Any, ...]],
+        writes: list[tuple[str, tuple[Any, ...]]],
+        events: list[EventRow],
+    ) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """A flush's statements one after the other, each with its rows of arguments: SQLite's
+        flush, and PostgreSQL's when it holds other parts' writes (`append_write`)."""
+        steps: list[tuple[str, list[tuple[Any, ...]]]] = []
+        if log:
+            steps.append(
+                (
+                    "INSERT INTO queue_log (time, call_id, queue, agent, event, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    _storable(log),
+                )
+            )
+        if opened:
+            steps.append(
+                (
+                    "INSERT INTO open_calls (call_id, start, data) VALUES (?, ?, ?) "
+                    "ON CONFLICT (call_id) DO UPDATE SET start = excluded.start, "
+                    "data = excluded.data",
+                    _storable(list(opened)),
+                )
+            )
+        if closed:
+            steps.append((_CDR_UPSERT, _storable(closed)))
+            steps.append(
+                (
+                    "DELETE FROM open_calls WHERE call_id = ?",
+                    _storable([(row[0],) for row in closed]),
+                )
+            )
+        steps.extend((sql, _storable([args])) for sql, args in writes)
+        if events and pg:
+            # Last, just before the commit: one statement takes the order lock (held until the
+            # commit: `omlmedia.storage_pg.EVENT_ORDER_LOCK`), inserts the events with their
+            # places and queues the commit's notification (`APPEND_EVENTS`).
+            steps.append((APPEND_EVENTS, [append_events_args(self.node, _storable(events))]))
+        elif events:
+            # A batch sent again after a commit whose answer was lost holds events already
+            # stored: kept, not a failure that would make every later flush fail too.
+            steps.append((_EVENT_INSERT, _storable([(*row, self.node) for row in events])))
+        return steps
 
     def recover(self, now: float) -> list[str]:
         """Close the calls a previous run left open (a crash): one CDR each with cause

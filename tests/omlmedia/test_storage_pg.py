@@ -185,6 +185,61 @@ async def test_a_flush_of_events_is_one_statement_placing_them_in_batch_order_an
         store.close()
 
 
+def _one_flush_of_every_kind(store: Store) -> None:
+    """Rows that one statement must settle as statements one after the other do: a call opened
+    and closed in the same flush, a call opened twice, a record written twice (the last wins),
+    queue log entries at the same time (kept in their order), text PostgreSQL refuses as is."""
+    store.call_started("both", 10.0, {"queue": "q"})
+    store.call_started("twice", 11.0, {"n": 1})
+    store.call_started("twice", 12.5, {"n": 2})
+    store.call_started("before", 9.0, {})
+    store.flush()  # "before" is open from an earlier flush
+    store.call_started("open", 13.25, {"caller": "bad\udcff\x00"})
+    for n, event in enumerate(("enter", "offer", "answer")):
+        store.append(QueueLogRow(20.0, event, "both", "q", "a1", {"n": n}))
+    first = CallRecord("both", 10.0, 30.5, 12.000001, caller="1", queue="q", cause="bye")
+    store.call_ended(first)
+    store.call_ended(CallRecord("both", 10.0, 31.123456789, None, disposition="sale"))
+    store.call_ended(CallRecord("before", 9.0, 40.0, legs=({"role": "caller", "mos": 4.1},)))
+    for n in range(2):
+        ident = store.next_event_id()
+        store.append_event((ident, 20.0 + n, "call.ended", "both", "q", "", "", "{}"))
+    store.flush()
+
+
+def test_one_statement_flush_stores_what_statements_in_turn_store_on_sqlite(
+    pg: postgres.Postgres, tmp_path: Path
+) -> None:
+    results = []
+    for location in (tmp_path / "omlmedia.db", postgres.fresh_database(pg)):
+        store = Store(location, node="n1", writer=True)
+        try:
+            _one_flush_of_every_kind(store)
+            results.append(
+                (
+                    sorted(store.open_calls()),
+                    store.call_records(),
+                    store.queue_log(),
+                    [row[1:] for row in store.all_events(0, 10)],
+                    store._db.execute(
+                        "SELECT call_id, start, data FROM open_calls ORDER BY call_id"
+                    ).fetchall(),
+                )
+            )
+        finally:
+            store.close()
+    sqlite, pg_rows = results
+    assert sqlite == pg_rows
+    opened, records, log, _, rows = pg_rows
+    assert opened == ["open", "twice"]
+    assert rows[1] == ("twice", 12.5, '{"n": 2, "node": "n1"}')
+    assert [(r.call_id, r.end, r.answer, r.disposition) for r in records] == [
+        ("before", 40.0, None, ""),
+        ("both", 31.123456789, None, "sale"),
+    ]
+    assert [entry.event for entry in log] == ["enter", "offer", "answer"]
+
+
 async def test_writes_accepted_while_the_database_is_down_land_when_it_is_back(
     pg: postgres.Postgres,
 ) -> None:
