@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -177,9 +178,12 @@ _REAL = re.compile(r"\bREAL\b", re.IGNORECASE)
 _END_COLUMN = re.compile(r"(?<![\"\w])end(?=\s+DOUBLE PRECISION\b)")
 
 
+@functools.lru_cache(maxsize=512)
 def translate(sql: str) -> str | None:
     """`sql` (SQLite's dialect) as PostgreSQL takes it; None for a statement PostgreSQL has no
-    use for (``PRAGMA``)."""
+    use for (``PRAGMA``). Remembered: the store sends the same few statements at every flush,
+    and a flush's statement is long (its regular expressions cost the writer more than the
+    rest of its Python)."""
     stripped = sql.strip()
     upper = stripped.upper()
     if upper.startswith("PRAGMA"):
