@@ -53,7 +53,9 @@ async def _close_code(ws: Any) -> int | None:
     """Read `ws` until it closes: its close code."""
     while True:
         message = await ws.receive(timeout=10)
-        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+        if message.type is aiohttp.WSMsgType.CLOSE:
+            return int(message.data)  # the code in the server's close frame
+        if message.type is aiohttp.WSMsgType.CLOSED:
             return ws.close_code  # type: ignore[no-any-return]
         if message.type is aiohttp.WSMsgType.ERROR:
             return None

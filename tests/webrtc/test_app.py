@@ -1,4 +1,4 @@
-"""webrtc.app: the page, its headers, the socket's origin check."""
+"""webrtc.app: the page, its headers, the socket's origin check, the sockets' close at a stop."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.webrtc.fakes import FakeCallControl, FakeChannel, FakeClock
 from webrtc.accounts import Account, AccountStore, hash_password
-from webrtc.app import create_app
+from webrtc.app import HUB_KEY, close_pages, create_app
 from webrtc.signaling import AgentHub
 
 
@@ -64,5 +64,28 @@ async def test_socket_login_and_cross_origin_refused() -> None:
             },
         )
         assert response.status == 403
+    finally:
+        await c.close()
+
+
+async def test_a_stop_closes_every_socket_with_1001_and_refuses_new_ones_with_1001() -> None:
+    app = create_app(make_hub())
+    c: TestClient[Any, Any] = TestClient(TestServer(app))
+    await c.start_server()
+    try:
+        agent = await c.ws_connect("/ws")
+        await agent.send_str('{"v":1,"type":"login","username":"agent1","password":"pw","id":1}')
+        assert (await agent.receive_json())["type"] == "login-ok"
+        anonymous = await c.ws_connect("/ws")  # not logged in: the hub does not know it yet
+        assert await close_pages(app) == 2
+        ended = await agent.receive_json()  # a single node: the session ends first
+        assert ended == {"v": 1, "type": "session-ended", "reason": "shutdown"}, ended
+        for ws in (agent, anonymous):
+            message = await ws.receive()
+            assert message.type.name == "CLOSE" and message.data == 1001, message
+        assert app[HUB_KEY].agents() == []
+        late = await c.ws_connect("/ws")  # the listener still open: closed at once
+        message = await late.receive()
+        assert message.type.name == "CLOSE" and message.data == 1001, message
     finally:
         await c.close()
