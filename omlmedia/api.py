@@ -92,6 +92,10 @@ from webrtc.accounts import SharedLockouts
 StatusProvider = Callable[[], dict[str, Any]]
 
 MAX_REASON = 64
+HTTP_STOP_GRACE = 5.0
+"""Seconds a stopping server lets a request still running (a recording's download) finish
+before cancelling it (aiohttp's default: 60 s). The pages' sockets and the event streams are
+closed before (`webrtc.app.close_pages`, `EventLog.close`): nothing else stays open for long."""
 
 T = TypeVar("T")
 
@@ -560,7 +564,9 @@ async def start_api(
         lockouts=lockouts,
     )
     app.on_response_prepare.append(_transport_headers)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_STOP_GRACE
+    )
     await runner.setup()
     if gate is None:
         caps = budget(WANTED_NOFILE, 0)
