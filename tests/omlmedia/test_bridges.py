@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from media.bridge import codec_transcoder
+from omlmedia.b2bua import TrunkOffers
 from omlmedia.bridges import (
     TELEPHONE_EVENTS,
     Bridge,
@@ -68,3 +69,26 @@ def test_a_new_party_on_a_leg_is_offered_its_codec_first() -> None:
         *TELEPHONE_EVENTS,
     )
     assert leg_codecs(bridge, caller, None, None) == (PCMU, *TELEPHONE_EVENTS)
+
+
+def test_a_trunks_offer_is_worked_out_once_per_trunk_codecs_and_callers_codecs() -> None:
+    offers = TrunkOffers(codec_transcoder)
+    pcma = (PCMA,)
+    first = offers(trunk("PCMU", "PCMA"), pcma, 20)
+    assert first is not None
+    assert [c.encoding_name for c in first.codecs] == ["PCMA", "PCMU"]
+    assert (first.ptime, first.rtcp_mux) == (20, False)
+    # the same trunk codecs and caller's offer: the same value, not worked out again
+    assert offers(trunk("PCMU", "PCMA"), pcma, 20) is first
+    # a trunk with other codecs, or another ptime, is its own entry
+    other = offers(trunk("PCMA"), pcma, 20)
+    assert other is not None and [c.encoding_name for c in other.codecs] == ["PCMA"]
+    assert offers(trunk("PCMU", "PCMA"), pcma, 30) not in (None, first)
+    # nothing joins the two without transcoding: None (a 488), remembered as well
+    alone = TrunkOffers(None)
+    assert alone(trunk("PCMU"), pcma, 20) is None
+    assert alone(trunk("PCMU"), pcma, 20) is None
+    # bounded
+    for ptime in range(TrunkOffers.LIMIT + 10):
+        offers(trunk("PCMA"), pcma, ptime)
+    assert len(offers._known) <= TrunkOffers.LIMIT
