@@ -82,6 +82,7 @@ ALLOWED_METHODS = frozenset(
 )
 SUPPORTED_EXTENSIONS = frozenset({"replaces", "norefersub"})
 ALLOW_HEADER = ", ".join(sorted(ALLOWED_METHODS))
+SUPPORTED_HEADER = ", ".join(sorted(SUPPORTED_EXTENSIONS))
 MAX_AUTH_FAILURES = 10
 """Digest failures a source may make in a burst; the next one bans it (see ``auth_limiter``)."""
 AUTH_FAILURE_WINDOW = 600.0
@@ -282,6 +283,8 @@ class UserAgent:
         retry_after: int = 5,
     ) -> None:
         self._local = local_endpoints
+        self._contacts: dict[tuple[str, Endpoint], tuple[Address, str]] = {}
+        """Our Contact and its text by transport and local address (`_contact`)."""
         self.local_for: Callable[[Endpoint], Endpoint | None] | None = None
         """The address written in Via and Contact for a peer that is not reached at the
         transport's listener (a cluster node over the internal TLS link); None: the transport's."""
@@ -478,7 +481,7 @@ class UserAgent:
             content_type=content_type if body else None,
         )
         if status < 300 and request.method in ("INVITE", "UPDATE"):
-            response.headers.add("Contact", str(self._contact(call.source.transport, call.source)))
+            response.headers.add("Contact", self._contact_text(call.source.transport, call.source))
         self._respond(response, now)
         call.pending_requests.pop(request.cseq.seq, None)
         self._drain_layer(now)
@@ -530,9 +533,9 @@ class UserAgent:
         add("To", str(to_address))
         add("Call-ID", new_tag() + new_tag())
         add("CSeq", "1 INVITE")
-        add("Contact", str(self._contact(destination.transport, destination)))
+        add("Contact", self._contact_text(destination.transport, destination))
         add("Allow", ALLOW_HEADER)
-        add("Supported", ", ".join(sorted(SUPPORTED_EXTENSIONS)))
+        add("Supported", SUPPORTED_HEADER)
         for name, value in headers:
             add(name, value)
         self._add_common(request)
@@ -680,7 +683,7 @@ class UserAgent:
             response = make_response(request, 200, to_tag=new_tag())
             response.headers.add("Allow", ALLOW_HEADER)
             response.headers.add("Accept", "application/sdp")
-            response.headers.add("Supported", ", ".join(sorted(SUPPORTED_EXTENSIONS)))
+            response.headers.add("Supported", SUPPORTED_HEADER)
             self._add_common(response)
             self._respond(response, now)
             return
@@ -1096,7 +1099,7 @@ class UserAgent:
             body=body,
             content_type=content_type if body else None,
         )
-        response.headers.add("Contact", str(self._contact(call.source.transport, call.source)))
+        response.headers.add("Contact", self._contact_text(call.source.transport, call.source))
         response.headers.add("Allow", ALLOW_HEADER)
         self._add_common(response)
         return response
@@ -1116,7 +1119,29 @@ class UserAgent:
         return self._local.get(transport) or next(iter(self._local.values()))
 
     def _contact(self, transport: str = "udp", peer: Endpoint | None = None) -> Address:
+        """Our Contact for `transport` towards `peer`: the same few values every call, made
+        once for each local address (and its text, `_contact_text`)."""
         local = self._local_for(transport, peer)
+        key = (transport, local)
+        known = self._contacts.get(key)
+        if known is None:
+            if len(self._contacts) >= 64:  # local addresses: a few per transport
+                self._contacts.clear()
+            address = self._new_contact(transport, local)
+            known = self._contacts[key] = (address, str(address))
+        return known[0]
+
+    def _contact_text(self, transport: str, peer: Endpoint | None) -> str:
+        """``str(self._contact(transport, peer))``, without formatting it each message."""
+        local = self._local_for(transport, peer)
+        known = self._contacts.get((transport, local))
+        if known is None:
+            self._contact(transport, peer)
+            known = self._contacts[(transport, local)]
+        return known[1]
+
+    @staticmethod
+    def _new_contact(transport: str, local: Endpoint) -> Address:
         params: tuple[tuple[str, str | None], ...] = ()
         if transport != "udp":
             params = (("transport", transport),)
