@@ -30,9 +30,13 @@ a flush that fails (the database down or restarting) keeps every write, in order
 the next flush (every `flush_interval`) sends them again on a new connection, so nothing accepted
 is dropped while the database is away and it all lands, in one transaction, when it is back. The
 limit: writes buffered while the database is unreachable live in this process's memory only, so
-a node that dies during an outage loses what it buffered since its last successful flush. Each
-node names itself (`node`): a call's open-call row carries the node, and `recover` closes only
-the calls of its own node, never those another node is carrying.
+a node that dies during an outage loses what it buffered since its last successful flush. A
+flush on PostgreSQL is one statement (`_pg_flush`: each table's rows as arrays, the events'
+function as its main query), which PostgreSQL runs as a transaction of its own: one round trip
+to the database whatever it holds; one that carries another part's writes (`append_write`: the
+webhooks' outbox) sends ``BEGIN``, its statements in turn, ``COMMIT`` instead. Each node names
+itself (`node`): a call's open-call row carries the node, and `recover` closes only the calls of
+its own node, never those another node is carrying.
 
 Several nodes may write one PostgreSQL database. The event log's ids (and the webhook outbox
 keyed by them) come from one sequence (`omlmedia.storage_pg.EVENT_IDS`), so they are unique
