@@ -221,7 +221,7 @@ def test_stored_and_streamed_json_is_what_json_dumps_writes() -> None:
     from types import MappingProxyType
 
     data = {
-        "from": "Zoë \"x\" <sip:1@a>",
+        "from": 'Zoë "x" <sip:1@a>',
         "mos": 4.41,
         "rtt_ms": None,
         "ok": True,
