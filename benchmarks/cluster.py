@@ -44,6 +44,12 @@ standalone node at half the rate). With ``--per-node-load`` the cluster gets ``-
 way a cluster is sized (a node's worth of calls per node), and the ratio reads what being in a
 cluster adds per call.
 
+The idle window (``--idle`` seconds, before the runs) is what each system spends with no call;
+``--runs 0 --idle 60 --threads`` measures only that, long enough to be precise: per node thread,
+CPU from the kernel's nanosecond schedstat and wake-ups a second (``threads_per_second``), and
+Redis commands a second by command with the ACD's owner (``redis_by_command_per_second``,
+``acd_owner``): what a cluster node spends whatever the load, cause by cause.
+
 With ``--threads`` each node runs under benchmarks/nodeprobe.py, which gives every thread its
 Python name as its kernel name; each run (and the idle window) then reads every node thread's CPU
 from ``/proc/PID/task`` with the other counters, and the report's ``threads`` gives, per system
@@ -531,6 +537,16 @@ def redis_commands(port: int) -> dict[str, int]:
     }
 
 
+def acd_owner(port: int) -> str | None:
+    """The shared ACD's lease holder now (``node/pid/nonce``), None without one."""
+    client = redis.Redis(port=port)
+    try:
+        owner = client.get("acd:owner")
+    finally:
+        client.close()
+    return owner.decode() if isinstance(owner, bytes) else None
+
+
 PG_COUNTERS = ("write_transactions", "wal_bytes", "rows")
 """What PostgreSQL did, read so that no statistics delay applies (``pg_stat_database`` is
 reported by each backend up to 10 s late): transactions that wrote (the next transaction id:
@@ -652,9 +668,20 @@ def measure_idle(bed: Testbed, seconds: float) -> dict[str, Any]:
     ready: the window opens once PostgreSQL's rows have stopped moving (`settle`)."""
     settle(bed)
     first = read_counters(bed)
+    sched = thread_schedstats(bed.threads)
     time.sleep(seconds)
+    sched_last = thread_schedstats(bed.threads)
     last = read_counters(bed)
     idle = deltas(bed, first, last)
+    if bed.threads:
+        # with --threads: each thread's CPU (ns-precise) and wake-ups a second, by kind
+        idle["threads_per_second"] = thread_rates(sched, sched_last, last.at - first.at)
+    if bed.redis_port:
+        idle["redis_by_command_per_second"] = {
+            name: round(count / idle["seconds"], 2)
+            for name, count in idle["redis_by_command"].items()
+        }
+        idle["acd_owner"] = acd_owner(bed.redis_port)
     bed.idle_cpu_per_second = {
         name: value / idle["seconds"] for name, value in idle["cpu_seconds"].items()
     }
@@ -919,6 +946,44 @@ def thread_times(groups: dict[str, int]) -> dict[str, dict[int, float]]:
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def thread_schedstats(groups: dict[str, int]) -> dict[str, dict[int, tuple[float, int]]]:
+    """Each named thread's time on a CPU (seconds, from the kernel's nanosecond schedstat, not
+    10 ms ticks) and how many times it was put on a CPU (its wake-ups, near enough), as
+    ``group:thread-kind`` -> tid -> (seconds, runs), for the nodes `groups` (name -> pid)."""
+    out: dict[str, dict[int, tuple[float, int]]] = {}
+    for group, pid in groups.items():
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+                        head = stat.read().rpartition(")")[0]
+                    with open(f"/proc/{pid}/task/{tid}/schedstat") as sched:
+                        ran_ns, _waited, runs = sched.read().split()
+                    name = thread_kind(head.split("(", 1)[1])
+                    out.setdefault(f"{group}:{name}", {})[int(tid)] = (int(ran_ns) / 1e9, int(runs))
+    return out
+
+
+def thread_rates(
+    before: dict[str, dict[int, tuple[float, int]]],
+    after: dict[str, dict[int, tuple[float, int]]],
+    seconds: float,
+) -> dict[str, dict[str, float]]:
+    """Per ``group:thread-kind``, between two `thread_schedstats`: CPU in ms a second and
+    wake-ups (times put on a CPU) a second, threads of a kind summed."""
+    out = {}
+    for name, tids in sorted(after.items()):
+        ran = runs = 0.0
+        for tid, (seconds_now, runs_now) in tids.items():
+            was = before.get(name, {}).get(tid, (0.0, 0))
+            ran, runs = ran + seconds_now - was[0], runs + runs_now - was[1]
+        out[name] = {
+            "cpu_ms_per_second": round(1000 * ran / seconds, 3),
+            "wakeups_per_second": round(runs / seconds, 2),
+        }
+    return out
 
 
 PROBED_NODES = {"node": "standalone/s", "node_a": "cluster/a", "node_b": "cluster/b"}

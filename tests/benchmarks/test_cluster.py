@@ -183,6 +183,24 @@ def test_the_cpu_sections_thread_probe_tells_the_loop_from_the_stores_threads(
             assert "omlmedia-store" in raw, raw
 
 
+def test_the_idle_window_reads_each_node_threads_wakeups_and_redis_commands_by_cause(
+    runs: Runs,
+) -> None:
+    """What a node spends with no call, cause by cause (``--runs 0 --idle 60 --threads`` for a
+    long window): each thread's ns-precise CPU and wake-ups a second; on the cluster the Redis
+    commands a second by command and the node holding the ACD's lease."""
+    idle = runs.report("cpu")["idle"]
+    for system, nodes in (("standalone", ["node"]), ("cluster", list(cluster.NODES))):
+        threads = idle[system]["threads_per_second"]
+        for node in nodes:
+            loop = threads[f"{node}:loop"]
+            assert loop["wakeups_per_second"] > 0 and loop["cpu_ms_per_second"] > 0, threads
+    by_command = idle["cluster"]["redis_by_command_per_second"]
+    assert sum(by_command.values()) > 0, by_command  # the lease's renewals at least
+    assert idle["cluster"]["acd_owner"].split("/")[0] in {"a", "b"}
+    assert "acd_owner" not in idle["standalone"]
+
+
 def test_the_failover_section_times_kamailios_detection_and_the_acds_takeover(
     runs: Runs,
 ) -> None:
