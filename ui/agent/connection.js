@@ -21,7 +21,9 @@ export class Signaling extends EventTarget {
     clearTimeout(this.timer);
     const ws = new WebSocket(this.url);
     this.ws = ws;
+    let opened = null;
     ws.onopen = () => {
+      opened = Date.now();
       this.attempt = 0;
       this.dispatchEvent(new Event("open"));
     };
@@ -43,9 +45,11 @@ export class Signaling extends EventTarget {
       this.pending.clear();
       this.dispatchEvent(new Event("close"));
       if (!this.stopped) {
-        // 1001 "going away": the server stops and the balancer has another node; go at once
-        // (spread over 250 ms so a node's pages do not all arrive in the same instant).
-        const delay = event.code === 1001 && this.attempt === 0
+        // 1001 "going away" on a socket that served: the server stops and the balancer has
+        // another node; go at once (spread over 250 ms so a node's pages do not all arrive in
+        // the same instant). A socket refused at once with 1001 backs off as usual.
+        const served = opened !== null && Date.now() - opened > 200;
+        const delay = event.code === 1001 && served
           ? Math.random() * 250
           : Math.min(10000, 500 * 2 ** this.attempt) * (0.8 + Math.random() * 0.4);
         this.attempt += 1;
