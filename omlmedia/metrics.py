@@ -415,10 +415,16 @@ def metrics_handler(
 async def serve_metrics(metrics: Metrics, host: str, port: int) -> web.AppRunner:
     """Serve ``/metrics`` alone, in plain HTTP and without a token, on `host`:`port` (the
     configuration's ``api.metrics_listen``: an address only Prometheus reaches); returns the
-    runner to clean up."""
+    runner to clean up. Its cleanup cancels a scrape still running after the API's grace
+    (`omlmedia.api.HTTP_STOP_GRACE`, a scraper reading slowly at the stop) instead of aiohttp's
+    60 s: a scrape must not hold a node's stop."""
+    from omlmedia import api  # api imports this module
+
     app = web.Application()
     app.router.add_get("/metrics", metrics_handler(metrics, lambda request: True))
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=api.HTTP_STOP_GRACE
+    )
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

@@ -159,3 +159,54 @@ async def test_metrics_listen_serves_metrics_alone_without_a_token() -> None:
         assert "omlmedia_queue_waiting" in names
     finally:
         await runner.cleanup()
+
+
+class _Filler:
+    """A collector making the exposition larger than the loopback socket buffers (~6 MB)."""
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily("omlmedia_test_filler", "filler", labels=["n"])
+        for i in range(2000):
+            family.add_metric([f"{i:06d}" + "x" * 3000], i)
+        yield family
+
+
+async def test_a_scrape_still_sending_at_the_stop_is_cut_after_the_apis_grace_not_60_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    import socket
+    import time
+
+    from benchmarks.harness import free_port
+    from omlmedia import api
+    from omlmedia.metrics import serve_metrics
+
+    monkeypatch.setattr(api, "HTTP_STOP_GRACE", 0.3)  # the API's grace, shortened for the test
+    metrics = Metrics(lambda: STATUS)
+    metrics.registry.register(_Filler())
+    port = free_port()
+    runner = await serve_metrics(metrics, "127.0.0.1", port)
+    loop = asyncio.get_running_loop()
+    scraper = socket.socket()  # a scraper that asks and then reads nothing
+    try:
+        scraper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        scraper.setblocking(False)
+        await loop.sock_connect(scraper, ("127.0.0.1", port))
+        await loop.sock_sendall(scraper, b"GET /metrics HTTP/1.1\r\nHost: prometheus\r\n\r\n")
+        server = runner.server
+        assert server is not None
+        deadline = time.monotonic() + 10
+        while not any(c._request_in_progress for c in server.connections):
+            assert time.monotonic() < deadline, "the scrape never started"
+            await asyncio.sleep(0.02)
+        # Seen from this task, the handler is parked at an await: writing to the scraper.
+        started = time.monotonic()
+        await runner.cleanup()
+        took = time.monotonic() - started
+    finally:
+        scraper.close()
+    # Twice the grace at most (aiohttp waits it for the handler, then for its cancellation).
+    assert took < 2.0, took
