@@ -413,6 +413,10 @@ class System:
     def kernel_packets(self) -> int:
         return 0
 
+    def kernel_work(self) -> tuple[int, int]:
+        """(libnftables transactions, counter listings) of the kernel path so far."""
+        return (0, 0)
+
     def relayed_packets(self) -> int:
         """RTP packets relayed for calls that ended (the kernel's and the legs'), when known."""
         return 0
@@ -505,6 +509,10 @@ class OmlmediaSystem(System):
     def kernel_packets(self) -> int:
         kernel = self.status()["media"]["kernel"]
         return int(kernel.get("packets", 0)) if kernel.get("active") else 0
+
+    def kernel_work(self) -> tuple[int, int]:
+        kernel = self.status()["media"]["kernel"]
+        return (int(kernel.get("transactions", 0)), int(kernel.get("listings", 0)))
 
     def relayed_packets(self) -> int:
         return int(self.status()["calls"]["relayed_packets"])
@@ -744,6 +752,7 @@ def per_call(
     idle_rate = settled_idle_rate(pids)
     uac = uac_command(system, workdir, calls, args.fixed_calls, call_seconds)
     relayed0, kernel0 = system.relayed_packets(), system.kernel_packets()
+    work0 = system.kernel_work()
     main_pid = pids[0]
     main0, loop0 = tree_cpu([main_pid]), thread_cpu(main_pid)
     cpu0, started = tree_cpu(pids), time.monotonic()
@@ -773,6 +782,8 @@ def per_call(
     threads = main - (end_loop - loop0)
     relayed = system.relayed_packets() - relayed0
     userspace = relayed - (system.kernel_packets() - kernel0) if relayed else math.nan
+    work1 = system.kernel_work()
+    transactions, listings = work1[0] - work0[0], work1[1] - work0[1]
     rows = sipp_rows(workdir / "uac.csv")
     last = rows[-1] if rows else {}
     successful = int(last.get("SuccessfulCall(C)", "0") or 0)
@@ -793,6 +804,8 @@ def per_call(
         "userspace_packets_per_call": userspace / successful if successful else math.nan,
         "uac_retransmissions": retransmissions,
         "status_polls_in_span": polls,
+        "nft_transactions_per_call": transactions / successful if successful else math.nan,
+        "nft_listings_per_call": listings / successful if successful else math.nan,
         "load_average": os.getloadavg(),
     }
     print(
@@ -802,7 +815,9 @@ def per_call(
         f"threads beside its loop {fmt(result['other_threads_ms_per_call'], '.2f')}, the "
         f"processes beside it {fmt(result['other_processes_ms_per_call'], '.2f')}), RTP "
         "through the process "
-        f"{fmt(result['userspace_packets_per_call'], '.1f')} packets per call, "
+        f"{fmt(result['userspace_packets_per_call'], '.1f')} packets per call, nftables "
+        f"{fmt(result['nft_transactions_per_call'], '.2f')} transactions and "
+        f"{fmt(result['nft_listings_per_call'], '.2f')} listings per call, "
         f"{retransmissions} SIP retransmissions by the UAC, {polls} status polls in the span  "
         "load avg "
         f"{result['load_average'][0]:.1f}",

@@ -499,6 +499,8 @@ class KernelPath:
             "replaced": self.stats.replaced,
             "failures": self.stats.failures,
             "fallbacks": dict(self.stats.fallbacks),
+            "transactions": self.stats.transactions,
+            "listings": self.stats.listings,
         }
 
     def stop(self) -> None:

@@ -72,8 +72,9 @@ async def test_hangups_wait_and_go_in_the_next_installs_transaction(kernel: Kern
     assert in_kernel(kernel) == keys(1, 2, 3)
     assert kernel.stats.fallbacks == {"hangup": 2} and kernel.stats.removed == 2
     kernel.install(pair(4))
-    # Two removals and an install: one transaction.
+    # Two removals and an install: one transaction (the status API says so too).
     assert kernel.stats.transactions == 4 and kernel.pending == 0
+    assert kernel.status()["transactions"] == 4
     assert in_kernel(kernel) == keys(3, 4)
     assert kernel.stats.failures == 0
 
