@@ -87,7 +87,9 @@ def answer_offer(
         port,
         session_id=session_id,
         version=version,
-        crypto=session_crypto(current),
+        # Fresh SDES keys (random bytes, base64) only when a stream is SRTP: negotiate reads
+        # them for RTP/SAVP(F) streams alone, and most offers are plain RTP.
+        crypto=session_crypto(current) if any("SAVP" in m.proto for m in offer.media) else (),
         accept_crypto=is_usable,
     )
 
