@@ -537,6 +537,11 @@ class MonitorService:
         assert remote is not None
         if not sup.identity.covers(self.scopes(), queue=where.queue):
             raise CommandError("forbidden", "the call's queue is out of your scope")
+        other = self._by_call.get(call_id)
+        if other is not None and other is not sup:
+            # One leg per call from this node (the call's node replaces a supervisor's older
+            # leg with their new one: `attach_inbound`).
+            raise CommandError("monitored", "another supervisor is monitoring this call")
         if sup.channel.peer_connection is None:
             raise CommandError("no-channel", "send supervisor-offer first")
         retarget = self._retarget(sup, call_id, mode)
@@ -602,9 +607,14 @@ class MonitorService:
             None,
         )
 
-    def is_monitored(self, call_id: str) -> bool:
-        """Whether a supervisor (here or on another node) monitors the call `call_id` here."""
-        return call_id in self._by_call or call_id in self._inbound
+    def is_monitored(self, call_id: str, *, by: tuple[str, str] | None = None) -> bool:
+        """Whether a supervisor (here or on another node) monitors the call `call_id` here.
+        With `by` (a supervisor, its node): a leg of that supervisor from that node does not
+        count, a new one of theirs replaces it (`attach_inbound`)."""
+        inbound = self._inbound.get(call_id)
+        if inbound is not None and by is not None and (inbound.supervisor, inbound.node) == by:
+            return call_id in self._by_call
+        return call_id in self._by_call or inbound is not None
 
     # -- another node's supervisor on a call here (`omlmedia.monitor_remote`) ------------------
 
@@ -623,8 +633,17 @@ class MonitorService:
         audio = ac.audio
         if audio is None:
             raise CommandError("unknown-call", "no such call in progress")
-        if self.is_monitored(ac.call_id):
+        if self.is_monitored(ac.call_id, by=(supervisor, node)):
             raise CommandError("monitored", "another supervisor is monitoring this call")
+        old = self._inbound.get(ac.call_id)
+        if old is not None:
+            # The same supervisor's node asks again: it places one leg per supervisor and call
+            # at a time (`_monitor_remote`), so the leg here is one it gave up (not answered
+            # within its timeout: this node was frozen or loaded) whose hang-up has not come
+            # yet. It is ended (BYE) and the new leg takes its place, instead of a 486
+            # "another supervisor" that would refuse the supervisor their own call.
+            self.stop_inbound(ac.call_id, "superseded")
+            old.end()
         try:
             monitored = MonitoredCall(ac, audio, peer, mode, clock=self.media_clock)
         except (ConferenceError, ValueError) as exc:

@@ -446,7 +446,7 @@ class MonitorLegs(InternalLegs):
         if found is None:
             self._reject(call, 404)
             return
-        if monitor.is_monitored(found.call_id):
+        if monitor.is_monitored(found.call_id, by=(req.supervisor, req.node)):
             self._reject(call, 486)
             return
         if self.srtp and b"a=crypto:" not in (call.remote_sdp or b""):

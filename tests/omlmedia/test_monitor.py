@@ -575,3 +575,44 @@ async def test_a_monitor_leg_that_hangs_up_gives_the_call_back_to_the_direct_rel
     assert not audio.diverted and agent_channel.source is audio.source
     assert leg.source is None and not world.monitor.is_monitored("c1")
     world.monitor.stop_inbound("c1", "stopped")  # twice: nothing
+
+
+async def test_a_supervisors_new_leg_from_the_same_node_replaces_the_leg_their_node_gave_up() -> (
+    None
+):
+    # Node a gave up a leg this node answered late (frozen or loaded past a's answer timeout;
+    # a's hang-up not here yet) and the supervisor asks again: the new leg is theirs, the old
+    # one is hung up. Another supervisor, or the same name from another node, is still refused.
+    world = World()
+    world.desk.put_call("c1", "agent1", "support")
+    ac = world.desk.carrying["c1"]
+    audio = ac.audio
+    assert audio is not None
+    ended: list[str] = []
+    stale, fresh = MediaChannel("gave up"), MediaChannel("asked again")
+    world.monitor.attach_inbound(
+        ac, stale, MonitorMode.LISTEN, supervisor="sue", node="a", end=lambda: ended.append("old")
+    )
+    for supervisor, node in (("sam", "a"), ("sue", "c")):
+        assert world.monitor.is_monitored("c1", by=(supervisor, node))
+        with pytest.raises(CommandError) as refused:
+            world.monitor.attach_inbound(
+                ac,
+                MediaChannel("x"),
+                MonitorMode.LISTEN,
+                supervisor=supervisor,
+                node=node,
+                end=print,
+            )
+        assert refused.value.code == "monitored"
+    assert not world.monitor.is_monitored("c1", by=("sue", "a"))
+    world.monitor.attach_inbound(
+        ac, fresh, MonitorMode.LISTEN, supervisor="sue", node="a", end=lambda: ended.append("new")
+    )
+    assert ended == ["old"] and stale.source is None
+    inbound = world.monitor._inbound["c1"]
+    assert inbound.supervisor == "sue" and inbound.monitored.supervisor is fresh
+    assert audio.diverted and world.monitor.is_monitored("c1")
+    assert [n["supervisor"] for n in world.monitor._notes["c1"]] == ["sue"]  # the old one's
+    world.desk.end("c1")
+    assert ended == ["old", "new"]
