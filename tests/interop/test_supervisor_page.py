@@ -290,3 +290,133 @@ async def test_the_agent_table_renders_only_the_rows_in_view_and_keeps_the_whole
             )
     finally:
         stopped(server)
+
+
+RECORD_RECONNECTS = """() => {
+    const signaling = window.omlMonitor.signaling;
+    window.__opens = [];
+    window.__closes = [];
+    const open = signaling.open.bind(signaling);
+    signaling.open = () => { window.__opens.push(Date.now()); open(); };
+    signaling.addEventListener("close", () => window.__closes.push(Date.now()));
+}"""
+"""The supervisor page's monitor socket: when each close reached the page and when each new
+socket was asked for (page time, ms)."""
+
+
+async def test_the_supervisor_page_is_back_at_once_after_a_1001_and_says_what_monitoring_stopped(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """A node stopping closes the page's sockets with 1001 (its event stream ends with an error
+    event carrying 1001). The page, through a balancer, is back at once on the node it reaches:
+    the monitor socket asked for again within 250 ms of a 1001 on a socket that served (with the
+    usual backoff, >= 400 ms, after one refused at once), logged in again with a new audio
+    channel; the page says which monitoring stopped, with the buttons off meanwhile; the
+    wallboard re-reads its snapshot before its stream goes on. Real server behind Playwright's
+    socket and request routes (the 1001s are the routes')."""
+    import json
+
+    from playwright.async_api import expect
+
+    make_account(server, "sueb", "supervisor", SUPERVISOR_PASSWORD)
+    base = f"https://127.0.0.1:{server.http_port}"
+    sockets: list[tuple[Any, Any]] = []  # (the page's side, the server's side)
+    refuse = {"next": False}
+
+    async def on_socket(ws: Any) -> None:
+        if refuse["next"]:  # a stopping node refusing a socket at once
+            refuse["next"] = False
+            await ws.close(code=1001, reason="server stopping")
+            return
+        sockets.append((ws, ws.connect_to_server()))
+
+    streams: list[str] = []
+    snapshots: list[str] = []
+
+    async def on_stream(route: Any) -> None:
+        streams.append(route.request.url)
+        if len(streams) == 1:  # the first stream's node stops at once: its last words
+            body = json.dumps({"error": "the server is stopping", "code": 1001, "last_id": 0})
+            await route.fulfill(
+                status=200,
+                headers={"Content-Type": "text/event-stream"},
+                body=f"event: error\ndata: {body}\n\n",
+            )
+        else:
+            await route.continue_()
+
+    async with chromium(tmp_path / "supervisor", 880.0) as browser:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on(
+            "request",
+            lambda r: snapshots.append(r.url) if "/api/v1/wallboard" in r.url else None,
+        )
+        await page.route_web_socket(re.compile(r"/ws$"), on_socket)
+        await page.route(re.compile(r"/api/v1/events"), on_stream)
+        await page.goto(f"{base}/supervisor/")
+        await log_in(page, "sueb", SUPERVISOR_PASSWORD)
+        panel = page.get_by_role("complementary", name="Monitoring")
+        channel = panel.locator("#monitor-channel")
+        status = panel.locator("#monitor-status")
+        listen = panel.get_by_role("button", name="Listen", exact=True)
+        await expect(channel).to_have_text("connected", timeout=15000)
+        # The wallboard: its first stream ended with 1001, the snapshot read again, then live.
+        await expect(page.locator("#stream-state")).to_have_text("live", timeout=10000)
+        assert len(streams) == 2 and len(snapshots) == 2, (streams, snapshots)
+        assert "since_id" in streams[1]
+
+        await page.evaluate(RECORD_RECONNECTS)
+        await page.evaluate("window.omlMonitor.pc.omlTag = 'the first one'")
+        page_side, server_side = sockets[-1]
+        # The server says the supervisor listens to a call of node a's (as after "Listen").
+        page_side.send(
+            json.dumps(
+                {
+                    "v": 1,
+                    "type": "monitor-state",
+                    "call_id": "c-on-the-stopping-node",
+                    "agent": "agent1",
+                    "mode": "listen",
+                    "queue": "support",
+                    "caller": "1001",
+                }
+            )
+        )
+        await expect(panel.locator("#monitor-mode")).to_contain_text("Listening (Caller 1001")
+
+        # The node stops: 1001 on a socket that served (open for seconds by now).
+        await page_side.close(code=1001, reason="server stopping")
+        await server_side.close()
+        await expect(status).to_contain_text(
+            "Monitoring stopped: the connection to the server closed while listening "
+            "(Caller 1001, agent agent1, queue support)."
+        )
+        await expect(panel.locator("#monitor-mode")).to_have_text("Not monitoring")
+        await expect(listen).to_be_disabled()
+        await expect(channel).to_have_text("connected", timeout=15000)
+        await expect(status).to_contain_text(
+            "Reconnected: select the call and a mode to monitor it again."
+        )
+        assert await page.evaluate("window.omlMonitor.pc.omlTag") is None  # a new channel
+        times = await page.evaluate("[window.__closes, window.__opens]")
+        fast = times[1][0] - times[0][0]
+        assert fast < 400, times
+
+        # Once more, and the node reached first refuses the socket at once: backoff then.
+        refuse["next"] = True
+        page_side, server_side = sockets[-1]
+        await page_side.close(code=1001, reason="server stopping")
+        await server_side.close()
+        await expect(status).to_have_text("The connection to the server closed: reconnecting…")
+        await expect(channel).to_have_text("connected", timeout=15000)
+        await expect(status).to_have_text("")
+        closes, opens = await page.evaluate("[window.__closes, window.__opens]")
+        assert len(closes) == 3 and len(opens) == 3, (closes, opens)
+        assert opens[1] - closes[1] < 400 and opens[2] - closes[2] >= 400, (closes, opens)
+        print(
+            f"\nreconnect after a 1001 (page ms): {fast}, {opens[1] - closes[1]}; "
+            f"after a refusal at once: {opens[2] - closes[2]}"
+        )
+        assert errors == []

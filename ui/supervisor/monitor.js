@@ -19,6 +19,8 @@ const REASONS = {
   closed: "Monitoring stopped.",
 };
 
+const LOST = "The connection to the server closed: reconnecting…";
+
 const monitor = {
   signaling: null,
   pc: null,
@@ -27,6 +29,7 @@ const monitor = {
   selected: null,      // {call_id, agent, queue, caller} from the wallboard
   current: null,       // {call_id, agent, mode, queue, caller} from the server
   busy: false,
+  lost: null,          // since the socket closed: what stopped with it ("" if nothing), till back
   settings: { audioProcessing: true, ...JSON.parse(localStorage.getItem(SETTINGS_KEY) || "{}") },
 };
 window.omlMonitor = monitor; // inspection hook for tests and support
@@ -133,6 +136,7 @@ async function stop() {
 }
 
 function refusal(error) {
+  if (error.code === "disconnected") return monitor.lost || LOST;
   const texts = {
     forbidden: "This call is outside your campaigns and queues.",
     "unknown-call": "That call is not in progress any more.",
@@ -209,6 +213,13 @@ async function connect(token) {
       if (monitor.pc !== pc) return;
       el.ice.textContent = pc.iceConnectionState;
       monitor.ready = pc.iceConnectionState === "connected" || pc.iceConnectionState === "completed";
+      if (monitor.ready && monitor.lost !== null) {
+        // Back (on this node or, behind a balancer, another): say what was lost, once.
+        status(monitor.lost
+          ? `${monitor.lost.replace(" Reconnecting…", "")} Reconnected: select the call and a mode to monitor it again.`
+          : "");
+        monitor.lost = null;
+      }
       render();
     });
     await pc.setLocalDescription(await pc.createOffer());
@@ -218,7 +229,8 @@ async function connect(token) {
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     render();
   } catch (error) {
-    status(`Monitoring is unavailable: ${error.message}`);
+    // A socket closed meanwhile: the close said so and the reconnection does this again.
+    if (error.code !== "disconnected") status(`Monitoring is unavailable: ${error.message}`);
   }
 }
 
@@ -243,9 +255,19 @@ async function main() {
   signaling.addEventListener("message", (event) => onMessage(event.detail));
   signaling.addEventListener("open", () => connect(token));
   signaling.addEventListener("close", () => {
-    // The server stops monitoring when the socket goes; the reconnection starts afresh.
+    // The server stops monitoring when the socket goes (a node stopping closes it with 1001:
+    // a call it carried is gone with it); the reconnection starts afresh, at once after a
+    // 1001 (`Signaling`), possibly on another node. The page says what stopped, not a hang.
+    const current = monitor.current;
+    if (current) {
+      monitor.lost = `Monitoring stopped: the connection to the server closed while ${MODE_LABELS[current.mode].toLowerCase()} (${describe(current)}). Reconnecting…`;
+    } else if (monitor.lost === null) {
+      monitor.lost = "";
+    }
+    status(monitor.lost || LOST);
     monitor.current = null;
     closeChannel();
+    if (el.ice) el.ice.textContent = "reconnecting";
     render();
   });
   signaling.start();

@@ -86,13 +86,22 @@ export function onStreamState(listener) {
 // token travels in the header), for events whose type starts with one of `types`; `onEvent(event)`
 // gets each parsed event object. After a drop it reconnects with since_id = the last id seen, so
 // nothing is missed nor repeated; `options.sinceId` starts it after that event id (a snapshot's).
+// When the server ends the stream with 1001 ("going away": its node stops, the balancer has
+// another) it reconnects at once (within 250 ms) if the stream had served for more than 0.2 s,
+// with the usual backoff otherwise (a stream refused at once by a stopping node), like the agent
+// page's socket; `options.resync` (async, returns the event id to go on from) is called first
+// then: the other node's snapshot replaces what the stopped node said.
 // Returns a function that stops it.
 export function subscribe(types, onEvent, options = {}) {
   const controller = new AbortController();
   let lastId = Number.isInteger(options.sinceId) ? options.sinceId : null;
   let delay = RECONNECT_MIN;
+  let liveAt = null;       // when the current stream's response came
+  let goingAway = false;   // the server ended it with 1001
 
   async function once() {
+    liveAt = null;
+    goingAway = false;
     const params = new URLSearchParams();
     for (const type of types || []) params.append("type", type);
     if (lastId !== null) params.set("since_id", String(lastId));
@@ -103,6 +112,7 @@ export function subscribe(types, onEvent, options = {}) {
       signal: controller.signal,
     });
     streamState("live");
+    liveAt = Date.now();
     delay = RECONNECT_MIN;
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
@@ -118,6 +128,7 @@ export function subscribe(types, onEvent, options = {}) {
         const data = JSON.parse(message.data.join("\n"));
         if (message.event === "error") {
           if (Number.isInteger(data.last_id)) lastId = data.last_id;
+          if (data.code === 1001) goingAway = true;
           continue;
         }
         if (message.id !== null) lastId = Number(message.id);
@@ -130,10 +141,19 @@ export function subscribe(types, onEvent, options = {}) {
     }
   }
 
+  const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
   (async () => {
     if (!token) await session.ready;
+    let resync = false;
     while (!controller.signal.aborted) {
       try {
+        if (resync && options.resync) {
+          const since = await options.resync();
+          if (controller.signal.aborted) return;
+          if (Number.isInteger(since)) lastId = since;
+        }
+        resync = false;
         await once();
       } catch (error) {
         if (controller.signal.aborted) return;
@@ -144,8 +164,16 @@ export function subscribe(types, onEvent, options = {}) {
       }
       if (controller.signal.aborted) return;
       streamState("reconnecting");
-      await new Promise((resolve) => setTimeout(resolve, delay));
-      delay = Math.min(delay * 2, RECONNECT_MAX);
+      const served = liveAt !== null && Date.now() - liveAt > 200;
+      if (goingAway) resync = true;
+      if (goingAway && served) {
+        await pause(Math.random() * 250); // spread a node's pages over 250 ms
+      } else {
+        await pause(delay * (0.8 + Math.random() * 0.4));
+        delay = Math.min(delay * 2, RECONNECT_MAX);
+      }
+      liveAt = null;
+      goingAway = false;
     }
   })();
   return () => controller.abort();

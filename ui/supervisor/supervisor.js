@@ -909,6 +909,16 @@ function refreshLater() {
   }, CLUSTER_REFRESH_MS);
 }
 
+// The stream ended by its node's stop (1001): the node the page reaches now (the balancer's
+// other one) tells the wallboard afresh; the stream goes on from that snapshot.
+async function resync() {
+  const snap = await api("/api/v1/wallboard");
+  applySnapshot(snap);
+  $("status-line").textContent = "";
+  if (board.clustered) refreshLater();
+  return snap.last_event_id;
+}
+
 async function load() {
   clearTimeout(board.refresh);
   if (board.stop) board.stop();
@@ -918,12 +928,17 @@ async function load() {
     snap = await api("/api/v1/wallboard");
   } catch (error) {
     $("status-line").textContent = `The wallboard could not load: ${error.message}`;
-    setTimeout(load, 5000);
+    // Sooner at first (a node stopping while a cluster's refresh ran), then every 5 s.
+    board.loadDelay = Math.min(5000, (board.loadDelay || 250) * 2);
+    setTimeout(load, board.loadDelay);
     return;
   }
+  board.loadDelay = 0;
+  $("status-line").textContent = "";
   applySnapshot(snap);
   board.stop = subscribe(["queue.", "agent.state", "call.started", "call.ended", "call.live_quality", "admin.pause_reason."], onEvent, {
     sinceId: snap.last_event_id,
+    resync,
   });
   if (board.clustered) refreshLater();
 }
