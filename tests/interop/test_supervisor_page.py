@@ -321,12 +321,32 @@ async def test_the_supervisor_page_is_back_at_once_after_a_1001_and_says_what_mo
     make_account(server, "sueb", "supervisor", SUPERVISOR_PASSWORD)
     base = f"https://127.0.0.1:{server.http_port}"
     sockets: list[tuple[Any, Any]] = []  # (the page's side, the server's side)
-    refuse = {"next": False}
+    refuse = {"next": False, "session": False}
 
     async def on_socket(ws: Any) -> None:
         if refuse["next"]:  # a stopping node refusing a socket at once
             refuse["next"] = False
             await ws.close(code=1001, reason="server stopping")
+            return
+        if refuse["session"]:  # a node that does not know the session (its own SQLite)
+
+            def answer(message: str | bytes) -> None:
+                asked = json.loads(message)
+                if asked.get("type") == "supervisor-auth":
+                    reason = "the token is unknown, revoked or expired"
+                    ws.send(
+                        json.dumps(
+                            {
+                                "v": 1,
+                                "type": "error",
+                                "ref": asked["id"],
+                                "code": "session-invalid",
+                                "reason": reason,
+                            }
+                        )
+                    )
+
+            ws.on_message(answer)
             return
         sockets.append((ws, ws.connect_to_server()))
 
@@ -415,6 +435,19 @@ async def test_the_supervisor_page_is_back_at_once_after_a_1001_and_says_what_mo
         closes, opens = await page.evaluate("[window.__closes, window.__opens]")
         assert len(closes) == 3 and len(opens) == 3, (closes, opens)
         assert opens[1] - closes[1] < 400 and opens[2] - closes[2] >= 400, (closes, opens)
+
+        # A node that does not know the session: the panel says to log in again, no hang.
+        refuse["session"] = True
+        page_side, server_side = sockets[-1]
+        await page_side.close(code=1001, reason="server stopping")
+        await server_side.close()
+        await expect(status).to_have_text(
+            "The server now serving this page does not know your session: sign out and log in "
+            "again to monitor calls."
+        )
+        await expect(channel).to_have_text("closed")
+        await expect(listen).to_be_disabled()
+        assert await page.evaluate("window.omlMonitor.signaling") is None  # no retry loop
         print(
             f"\nreconnect after a 1001 (page ms): {fast}, {opens[1] - closes[1]}; "
             f"after a refusal at once: {opens[2] - closes[2]}"

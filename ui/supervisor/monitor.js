@@ -20,6 +20,8 @@ const REASONS = {
 };
 
 const LOST = "The connection to the server closed: reconnecting…";
+const SESSION_UNKNOWN = "The server now serving this page does not know your session: sign out "
+  + "and log in again to monitor calls.";
 
 const monitor = {
   signaling: null,
@@ -230,7 +232,18 @@ async function connect(token) {
     render();
   } catch (error) {
     // A socket closed meanwhile: the close said so and the reconnection does this again.
-    if (error.code !== "disconnected") status(`Monitoring is unavailable: ${error.message}`);
+    if (error.code === "session-invalid") {
+      // Reconnected to a node that does not know the session (nodes without a shared database
+      // each keep their own): say so rather than wait for a channel that will not come.
+      status(SESSION_UNKNOWN);
+      if (el.ice) el.ice.textContent = "closed";
+      monitor.signaling.stop();
+      monitor.signaling = null;
+      monitor.current = null;
+      render();
+    } else if (error.code !== "disconnected") {
+      status(`Monitoring is unavailable: ${error.message}`);
+    }
   }
 }
 

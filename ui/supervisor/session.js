@@ -249,7 +249,13 @@ function init() {
     token = null;
     window.location.reload();
   });
-  onStreamState((text) => { $("stream-state").value = text; });
+  onStreamState((text) => {
+    $("stream-state").value = text;
+    if (text === "refused") {
+      // The token refused (expired, revoked, or a node that does not know it after a stop).
+      $("status-line").textContent = "The server refused your session: sign out and log in again.";
+    }
+  });
 }
 
 init();
