@@ -1082,6 +1082,12 @@ async def serve(config: Config) -> int:
     # retransmissions, and later RTP jitter, come from such pauses).
     gc.collect()
     gc.freeze()
+    # A call's objects live for the call (seconds): with Python's default thresholds (700, 10,
+    # 10) each is traversed by many young collections first. Collecting the young generation
+    # every 10,000 allocations instead of 700 (and the middle one every 20 of those) took the
+    # collector from 4.6 % to 0.4 % of the event loop's py-spy samples on kernel-path calls
+    # (600 at N = 100); the full collections' trigger is unchanged.
+    gc.set_threshold(10_000, 20, 10)
     print(f"omlmedia ready (pid {os.getpid()})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
