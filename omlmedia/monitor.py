@@ -269,6 +269,14 @@ class _Inbound:
     """Hangs up the leg (the call ended here)."""
     started: float
     modes: list[str]
+    signed_at: int = 0
+    """When the supervisor's node signed the leg's request (its clock, whole seconds)."""
+
+
+def _replaces(by: tuple[str, str, int], inbound: _Inbound) -> bool:
+    """Whether a leg of supervisor `by[0]` from node `by[1]` signed at `by[2]` replaces
+    `inbound`: the same supervisor and node, signed no earlier."""
+    return (inbound.supervisor, inbound.node) == by[:2] and by[2] >= inbound.signed_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -607,12 +615,13 @@ class MonitorService:
             None,
         )
 
-    def is_monitored(self, call_id: str, *, by: tuple[str, str] | None = None) -> bool:
+    def is_monitored(self, call_id: str, *, by: tuple[str, str, int] | None = None) -> bool:
         """Whether a supervisor (here or on another node) monitors the call `call_id` here.
-        With `by` (a supervisor, its node): a leg of that supervisor from that node does not
-        count, a new one of theirs replaces it (`attach_inbound`)."""
+        With `by` (a supervisor, its node, when it signed the new leg's request): a leg of that
+        supervisor from that node signed no later does not count, the new one replaces it
+        (`attach_inbound`)."""
         inbound = self._inbound.get(call_id)
-        if inbound is not None and by is not None and (inbound.supervisor, inbound.node) == by:
+        if inbound is not None and by is not None and _replaces(by, inbound):
             return call_id in self._by_call
         return call_id in self._by_call or inbound is not None
 
@@ -627,13 +636,15 @@ class MonitorService:
         supervisor: str,
         node: str,
         end: Callable[[], None],
+        signed_at: int = 0,
     ) -> None:
-        """Put `peer` (a monitor leg from `node`) on `ac` in `mode`; `end` hangs the leg up
-        when the call stops being carried here. Raises `CommandError`."""
+        """Put `peer` (a monitor leg from `node`, its request signed at `signed_at`) on `ac` in
+        `mode`; `end` hangs the leg up when the call stops being carried here. Raises
+        `CommandError`."""
         audio = ac.audio
         if audio is None:
             raise CommandError("unknown-call", "no such call in progress")
-        if self.is_monitored(ac.call_id, by=(supervisor, node)):
+        if self.is_monitored(ac.call_id, by=(supervisor, node, signed_at)):
             raise CommandError("monitored", "another supervisor is monitoring this call")
         old = self._inbound.get(ac.call_id)
         if old is not None:
@@ -641,7 +652,8 @@ class MonitorService:
             # at a time (`_monitor_remote`), so the leg here is one it gave up (not answered
             # within its timeout: this node was frozen or loaded) whose hang-up has not come
             # yet. It is ended (BYE) and the new leg takes its place, instead of a 486
-            # "another supervisor" that would refuse the supervisor their own call.
+            # "another supervisor" that would refuse the supervisor their own call. (An older
+            # request coming after a newer one, signed earlier, is the given-up one: refused.)
             self.stop_inbound(ac.call_id, "superseded")
             old.end()
         try:
@@ -649,7 +661,7 @@ class MonitorService:
         except (ConferenceError, ValueError) as exc:
             raise CommandError("cannot-monitor", str(exc)) from None
         self._inbound[ac.call_id] = _Inbound(
-            monitored, supervisor, node, end, self.clock(), [mode.value]
+            monitored, supervisor, node, end, self.clock(), [mode.value], signed_at
         )
         self._tell_agent(ac.agent, mode)
         event(

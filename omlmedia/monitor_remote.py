@@ -149,6 +149,15 @@ def verify_monitor(secret: bytes, value: str, now: float) -> tuple[MonitorReques
     return req, nonce
 
 
+def _signed_at(value: str) -> int:
+    """When a (verified) `HEADER` value was signed: its ``ts``, whole seconds; 0 without."""
+    for part in value.split(";")[1:]:
+        key, _, item = part.partition("=")
+        if key.strip() == "ts" and item.strip().isdigit():
+            return int(item.strip())
+    return 0
+
+
 class MonitorGate:
     """The UA's ``internal_source``: a monitor leg's INVITE from a node's exact SIP address,
     signed by that node, fresh and unseen, is admitted as the trunk ``node:<name>``; every other
@@ -446,7 +455,8 @@ class MonitorLegs(InternalLegs):
         if found is None:
             self._reject(call, 404)
             return
-        if monitor.is_monitored(found.call_id, by=(req.supervisor, req.node)):
+        signed_at = _signed_at(call.invite.headers.get(HEADER) or "")
+        if monitor.is_monitored(found.call_id, by=(req.supervisor, req.node, signed_at)):
             self._reject(call, 486)
             return
         if self.srtp and b"a=crypto:" not in (call.remote_sdp or b""):
@@ -491,6 +501,7 @@ class MonitorLegs(InternalLegs):
                 supervisor=req.supervisor,
                 node=req.node,
                 end=lambda: self._end_inbound(inbound, hang_up=True),
+                signed_at=signed_at,
             )
         except CommandError as exc:
             self._release(leg)

@@ -101,6 +101,14 @@ def test_a_monitor_header_verifies_only_fresh_unaltered_and_with_the_secret() ->
     assert verify_monitor(SECRET, bad_mode, 1000.0) is None
 
 
+def test_a_monitor_headers_signing_time_is_read_back_for_ordering_a_supervisors_legs() -> None:
+    from omlmedia.monitor_remote import _signed_at
+
+    value = sign_monitor(SECRET, MonitorRequest("c1", "listen", "sue", "a"), 1234.7)
+    assert _signed_at(value) == 1234
+    assert _signed_at("c1;mode=listen") == 0 and _signed_at("ts=9") == 0  # none, or not a param
+
+
 def test_the_gate_admits_a_monitor_leg_once_from_its_node_and_passes_other_invites_on() -> None:
     addresses = {
         "a": Endpoint("udp", "127.0.0.1", 5070),
@@ -241,12 +249,21 @@ async def test_a_supervisor_on_node_a_listens_whispers_barges_and_stops_on_a_cal
                 "node b, which carries the call, did not answer",
                 timeout=ANSWER_WITHIN * 1000 + 5000,
             )
+            await expect(mode).to_have_text("Not monitoring")
+            # Listening again, asked while b is still frozen: b, once it goes on, finds the leg
+            # node a gave up and this one; the new one is the supervisor's (not a 486 "another
+            # supervisor" from the old one, answered before a's CANCEL reached b: the load-only
+            # failure of this step).
+            placed = a.log().count("event=monitor-leg-placed")
+            await panel.get_by_role("button", name="Listen", exact=True).click()
+            deadline = time.monotonic() + 10
+            while a.log().count("event=monitor-leg-placed") == placed:
+                assert time.monotonic() < deadline, "node a placed no second leg"
+                await asyncio.sleep(0.02)
         finally:
             os.kill(b.process.pid, signal.SIGCONT)
-        await expect(mode).to_have_text("Not monitoring")
 
         # Listening again, until the call is hung up: the monitoring ends with the call.
-        await panel.get_by_role("button", name="Listen", exact=True).click()
         await expect(mode).to_contain_text("Listening", timeout=10000)
         await hears(supervisor, "monitor-audio", (CALLER_TONE,), (), "supervisor, listen again")
         assert await supervisor.evaluate("window.omlMonitor.pc.omlTag") == "the first one"

@@ -582,7 +582,7 @@ async def test_a_supervisors_new_leg_from_the_same_node_replaces_the_leg_their_n
 ):
     # Node a gave up a leg this node answered late (frozen or loaded past a's answer timeout;
     # a's hang-up not here yet) and the supervisor asks again: the new leg is theirs, the old
-    # one is hung up. Another supervisor, or the same name from another node, is still refused.
+    # one is hung up.
     world = World()
     world.desk.put_call("c1", "agent1", "support")
     ac = world.desk.carrying["c1"]
@@ -591,10 +591,18 @@ async def test_a_supervisors_new_leg_from_the_same_node_replaces_the_leg_their_n
     ended: list[str] = []
     stale, fresh = MediaChannel("gave up"), MediaChannel("asked again")
     world.monitor.attach_inbound(
-        ac, stale, MonitorMode.LISTEN, supervisor="sue", node="a", end=lambda: ended.append("old")
+        ac,
+        stale,
+        MonitorMode.LISTEN,
+        supervisor="sue",
+        node="a",
+        end=lambda: ended.append("old"),
+        signed_at=1000,
     )
-    for supervisor, node in (("sam", "a"), ("sue", "c")):
-        assert world.monitor.is_monitored("c1", by=(supervisor, node))
+    # Another supervisor, the same name from another node, or a request signed before the leg
+    # here (the given-up one arriving after the new one) is refused.
+    for supervisor, node, signed in (("sam", "a", 1005), ("sue", "c", 1005), ("sue", "a", 999)):
+        assert world.monitor.is_monitored("c1", by=(supervisor, node, signed))
         with pytest.raises(CommandError) as refused:
             world.monitor.attach_inbound(
                 ac,
@@ -603,11 +611,18 @@ async def test_a_supervisors_new_leg_from_the_same_node_replaces_the_leg_their_n
                 supervisor=supervisor,
                 node=node,
                 end=print,
+                signed_at=signed,
             )
         assert refused.value.code == "monitored"
-    assert not world.monitor.is_monitored("c1", by=("sue", "a"))
+    assert not world.monitor.is_monitored("c1", by=("sue", "a", 1005))
     world.monitor.attach_inbound(
-        ac, fresh, MonitorMode.LISTEN, supervisor="sue", node="a", end=lambda: ended.append("new")
+        ac,
+        fresh,
+        MonitorMode.LISTEN,
+        supervisor="sue",
+        node="a",
+        end=lambda: ended.append("new"),
+        signed_at=1005,
     )
     assert ended == ["old"] and stale.source is None
     inbound = world.monitor._inbound["c1"]
