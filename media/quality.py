@@ -282,6 +282,10 @@ def round_trip_time(block: ReportBlock, now: float) -> float | None:
     return rtt / 65536
 
 
+_INTERVAL_RNG = random.Random()
+"""The RTCP interval's random factor (RFC 3550 §6.3.1) for every scheduler not given its own."""
+
+
 class RtcpScheduler:
     """When to send the next RTCP report (RFC 3550 §6.2, §6.3.1, A.7), for two-party calls.
 
@@ -289,7 +293,10 @@ class RtcpScheduler:
     (5 s, halved before the first report) and the time 5% of the session bandwidth takes to carry
     both parties' reports; it is then multiplied by a uniform random factor in [0.5, 1.5]. Timer
     reconsideration is not needed with a fixed membership of two, so neither is its e - 3/2
-    compensation. `rng` makes the randomisation reproducible in tests.
+    compensation. `rng` makes the randomisation reproducible in tests; by default every scheduler
+    shares one module generator (`_INTERVAL_RNG`): a `random.Random()` per leg seeds itself from
+    `os.urandom` (some 12 µs a leg), and the interval's factor needs no unpredictability, only
+    uniformity. SSRCs and initial sequence numbers keep `secrets` (`media.leg`).
     """
 
     __slots__ = (
@@ -309,7 +316,7 @@ class RtcpScheduler:
         minimum_interval: float = 5.0,
         session_bandwidth: float | None = None,
     ) -> None:
-        self._rng = rng if rng is not None else random.Random()
+        self._rng = rng if rng is not None else _INTERVAL_RNG
         self.minimum_interval = minimum_interval
         """Tmin of RFC 3550 §6.2, in seconds."""
         self.session_bandwidth = session_bandwidth
