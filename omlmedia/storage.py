@@ -903,6 +903,10 @@ class AsyncStore:
         self.flush_interval = flush_interval
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="omlmedia-store")
         self._lock = threading.Lock()
+        self._own_ids = store.ids_left is None
+        """SQLite: the store counts its ids itself, a counter only the event loop's thread
+        touches (`Store.next_event_id`), so taking one needs no lock; PostgreSQL's reserved ids
+        are topped up by the writer's thread, under the lock."""
         self._task: asyncio.Task[None] | None = None
         self.errors = 0
         """Periodic flushes that failed (the database away), ever."""
@@ -951,7 +955,10 @@ class AsyncStore:
         """The id of the next event (see `Store.next_event_id`). With no id reserved left
         while the database is away (its flushes failing, or one waiting on it), raises
         `ConnectionError` at once rather than wait for it on the event loop: a database that
-        stopped answering would otherwise stop the whole node, calls in progress included."""
+        stopped answering would otherwise stop the whole node, calls in progress included.
+        Called from the event loop's thread only (`omlmedia.events.EventLog.publish`)."""
+        if self._own_ids:
+            return self.store.next_event_id()
         with self._lock:
             if self.store.ids_left == 0 and self._database_away():
                 raise ConnectionError("no event id left while PostgreSQL is away")

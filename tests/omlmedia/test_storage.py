@@ -132,6 +132,31 @@ async def test_the_async_store_commits_off_the_loop_and_at_close(location: Path 
     reader.close()
 
 
+async def test_event_ids_taken_while_the_writer_flushes_are_unique_increasing_and_kept(
+    location: Path | str,
+) -> None:
+    """SQLite's ids are counted on the loop without the writer's lock, PostgreSQL's reserved
+    ids under it: either way, ids taken between flushes running in the writer's thread never
+    repeat, increase, are stored as given, and a restarted writer goes on above them."""
+    store = AsyncStore(Store(location, writer=True), flush_interval=0.01)
+    store.start()
+    ids: list[int] = []
+    for i in range(600):
+        ident = store.next_event_id()
+        ids.append(ident)
+        store.append_event((ident, float(i), "call.started", f"c{i}", "", "", "", "{}"))
+        if i % 100 == 99:
+            await store.flush()
+    await store.close()
+    assert ids == sorted(set(ids))
+    reader = Store(location)
+    assert [row[0] for row in reader.events(0, 1000)] == ids
+    reader.close()
+    again = AsyncStore(Store(location, writer=True))
+    assert again.next_event_id() > ids[-1]
+    await again.close()
+
+
 def _refuse_writes(store: Store, refuse: bool) -> None:
     """Make the store's own connection read-only (or writable again)."""
     if isinstance(store.path, Path):
