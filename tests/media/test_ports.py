@@ -11,7 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from media.ports import PortAllocator, PortsExhausted, RtpSocket, RtpSocketPool, bind_pair
+from media.ports import (
+    PortAllocator,
+    PortPair,
+    PortsExhausted,
+    RtpSocket,
+    RtpSocketPool,
+    bind_pair,
+)
 
 HOST = "127.0.0.1"
 PAIRS = 6
@@ -151,3 +158,37 @@ async def test_a_call_tries_a_bounded_number_of_pairs_and_the_next_goes_on_past_
         assert sock.transport is not None
         sock.transport.close()
     ports.release(port)
+
+
+async def test_a_warm_pool_binds_nothing_calls_reuse_the_pairs_of_the_first_ones() -> None:
+    """Calls of two legs, ten at a time (one ending as the next starts): the pool binds a pair
+    only while it has fewer than the peak of legs, 20, and a second round of calls gets every
+    pair from those, bound nothing (K1's `bind_pair` samples in a fixed-calls run are its
+    first calls': 2 N pairs at N calls up)."""
+    low = random.randrange(12000, 19000, 2)
+    pool = RtpSocketPool(PortAllocator(low, low + 999), HOST)
+    rng = random.Random(1)
+
+    async def calls(count: int) -> set[PortPair]:
+        handed: set[PortPair] = set()
+        active: list[tuple[PortPair, PortPair]] = []
+        for _ in range(count):
+            if len(active) == 10:
+                for pair in active.pop(rng.randrange(10)):
+                    pool.release(pair)
+            legs = (await pool.acquire(), await pool.acquire())
+            handed.update(legs)
+            active.append(legs)
+            assert pool.idle + pool.in_use <= 20
+        for legs in active:
+            for pair in legs:
+                pool.release(pair)
+        return handed
+
+    try:
+        bound = await calls(60)
+        assert len(bound) == 20 and pool.idle == 20 and pool.in_use == 0
+        assert await calls(60) <= bound  # the same pair objects: nothing bound
+        assert pool.idle == 20 and pool.failures == 0
+    finally:
+        pool.close()
