@@ -629,8 +629,14 @@ class EventLog(_Readers):
 CLUSTER_PAGE = 1000
 """Events the cluster feed reads from the database at a time."""
 CLUSTER_POLL = 1.0
-"""Seconds the cluster feed waits for a notification before it looks anyway (a notification is
-not kept for a listener that was disconnected; the look also finds a silent connection)."""
+"""Seconds the cluster feed waits for a notification before it looks anyway, while someone reads
+it (a notification is not kept for a listener that was disconnected; the look also finds a
+silent connection)."""
+CLUSTER_IDLE = 15.0
+"""Seconds a feed nobody reads waits for a notification before it looks anyway: only to find a
+connection lost silently (no reader needs the place in the meantime: the first one to come
+wakes the follower, and a stream's `ClusterFeed.ready` looks first when the last look or
+notification is older than `CLUSTER_POLL`)."""
 CLUSTER_TIMEOUT = 5.0
 """Seconds a query of the cluster feed may take before its connection is taken for lost."""
 COMMIT_WAIT = 5.0
@@ -674,7 +680,9 @@ class ClusterFeed(_Readers):
     connection, one query at a time). With no reader it reads no event: each notification
     names the place and id of the last event its commit stored, which is all the feed keeps then
     (a node whose stream nobody reads sends no query per commit and decodes no other node's
-    events); its `CLUSTER_POLL` look reads only that place and id. A lost connection is
+    events); it looks (that place and id only) every `CLUSTER_IDLE` seconds rather than every
+    `CLUSTER_POLL`, to find a connection lost silently, and at once when a reader comes (the
+    first subscriber, or `ready` before a stream subscribes). A lost connection is
     made again with backoff, and the follower goes on from its last place: places are never
     given to an earlier commit, so none is skipped. Live readers that fall more than their
     limit behind are cut off, as by the node's log: memory stays bounded and no reader slows
@@ -707,6 +715,12 @@ class ClusterFeed(_Readers):
         self._reader: asyncpg.Connection | None = None
         self._reading = asyncio.Lock()
         self._failing = False
+        self._seen = 0.0
+        """`time.monotonic` of the last look or notification: the place was right then."""
+        self._asked: list[asyncio.Future[None]] = []
+        """`ready`'s callers waiting for the follower's next look."""
+        self.looks = 0
+        """Looks of the follower (queries of its own), since start."""
 
     def start(self) -> None:
         """Start following (on the running loop)."""
@@ -714,17 +728,30 @@ class ClusterFeed(_Readers):
             self._task = asyncio.get_running_loop().create_task(self._follow())
 
     async def ready(self, within: float = 5.0) -> bool:
-        """Whether the feed knows where the cluster's events stand (waits up to `within`)."""
+        """Whether the feed knows where the cluster's events stand (waits up to `within`).
+
+        A feed nobody reads looks only every `CLUSTER_IDLE` seconds: when neither a look nor
+        a notification came in the last `CLUSTER_POLL` seconds, this waits (up to `within`)
+        for the follower to look, so that a reader from now on starts where the events stand
+        now, even after a connection lost silently, not some seconds before."""
         if not self._ready.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(within):
                     await self._ready.wait()
+        elif not self.subscribers and time.monotonic() - self._seen > CLUSTER_POLL:
+            looked = asyncio.get_running_loop().create_future()
+            self._asked.append(looked)
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    await asyncio.shield(looked)
         return self._ready.is_set()
 
     def _notified(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
         """A flush committed events (``"node id pos"``: its last event, `omlmedia.storage`'s
         ``_EVENT_NOTIFY``). With no reader, the place is all the feed needs: no query, no row
         read; with readers (or a payload without a place) the follower reads."""
+        self._seen = time.monotonic()
         if not self.subscribers:
             parts = payload.rsplit(" ", 2)
             if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
@@ -750,6 +777,9 @@ class ClusterFeed(_Readers):
             try:
                 db = await _connect(self.dsn)
                 await db.add_listener(EVENTS_CHANNEL, self._notified)
+                # A connection the server ended (restart, administrator) is made again at
+                # once, not at the next look.
+                db.add_termination_listener(self._lost)
                 if not self._ready.is_set():
                     row = await db.fetchrow(
                         "SELECT pos, id FROM events WHERE pos IS NOT NULL "
@@ -758,15 +788,29 @@ class ClusterFeed(_Readers):
                     )
                     if row is not None:
                         self._advance(int(row["pos"]), int(row["id"]))
+                    self.looks += 1
                     self._ready.set()
                 if self._failing:
                     logger.warning("following the cluster's events again")
                 self._failing, backoff = False, 0.2
                 while True:
                     self._wake.clear()
-                    await self._catch_up(db)
+                    asked, self._asked = self._asked, []
+                    try:
+                        await self._catch_up(db)
+                    except BaseException:
+                        self._asked[:0] = asked  # answered by the next look that succeeds
+                        raise
+                    self.looks += 1
+                    self._seen = time.monotonic()
+                    for looked in asked:
+                        if not looked.done():
+                            looked.set_result(None)
+                    # Nobody reading: a notification, a reader, a lost connection or
+                    # `CLUSTER_IDLE` wakes it (no query a second for nothing).
+                    period = CLUSTER_POLL if self.subscribers else CLUSTER_IDLE
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(CLUSTER_POLL):
+                        async with asyncio.timeout(period):
                             await self._wake.wait()
             except asyncio.CancelledError:
                 raise
@@ -784,6 +828,10 @@ class ClusterFeed(_Readers):
                     db.terminate()
             await asyncio.sleep(backoff)
             backoff = min(5.0, backoff * 2)
+
+    def _lost(self, _connection: object) -> None:
+        """The follower's connection was closed: its next query fails and it connects again."""
+        self._wake.set()
 
     async def _catch_up(self, db: asyncpg.Connection) -> None:
         if not self.subscribers:
@@ -828,8 +876,14 @@ class ClusterFeed(_Readers):
         self, match: Callable[[Event], bool], limit: int = 1000, after: int | None = None
     ) -> Subscription:
         """A subscription to the events placed after `after` (a cursor, `cursor_of`; None:
-        from now on) that `match`."""
-        return self._subscribe(match, limit, self.last_id if after is None else after)
+        from now on) that `match`. The first reader wakes the follower: an idle feed's place
+        may be up to `CLUSTER_IDLE` seconds old after a connection lost silently (the reader
+        from a cursor gets what it missed at the follower's look)."""
+        idle = not self.subscribers
+        sub = self._subscribe(match, limit, self.last_id if after is None else after)
+        if idle:
+            self._wake.set()
+        return sub
 
     async def _read(
         self, cursor: int, most: int, match: Callable[[Event], bool]
@@ -900,6 +954,9 @@ class ClusterFeed(_Readers):
                 await self._task
             self._task = None
         self._cancel_waiters()
+        for looked in self._asked:
+            looked.cancel()
+        self._asked.clear()
         if self._reader is not None:
             self._reader.terminate()
             self._reader = None
