@@ -348,10 +348,18 @@ class _Readers:
     subscribers: set[Subscription]
     overflowed: int
     _next: asyncio.Future[None] | None
+    closed: bool = False
+    """Set by the close (the server stops): a subscription made afterwards is cut at once."""
 
     def _subscribe(self, match: Callable[[Event], bool], limit: int, cursor: int) -> Subscription:
         sub = Subscription(match, limit, cursor)
         sub.live = sub.cursor >= self.last_id
+        if self.closed:
+            # A client reconnecting to a stopping server (its stream just ended with 1001)
+            # gets 1001 again at once, instead of a stream that holds the HTTP server's stop
+            # for its grace (5 s) with nothing to send.
+            sub.close()
+            return sub
         self.subscribers.add(sub)
         return sub
 
@@ -397,6 +405,7 @@ class _Readers:
             self.subscribers.discard(sub)
 
     def _close_subscribers(self) -> None:
+        self.closed = True
         for sub in list(self.subscribers):
             sub.close()
         self.subscribers.clear()

@@ -315,3 +315,21 @@ async def test_an_unfiltered_unscoped_reader_gets_every_event_without_a_match_pe
     ]
     assert [ev.type for ev in await log.read(call_sub)] == ["call.started", "call.ended"]
     assert all_sub.cursor == call_sub.cursor == log.last_id
+
+
+async def test_a_stream_opened_after_the_log_closed_ends_at_once_with_1001(tmp_path: Path) -> None:
+    # A client reconnecting at once to a stopping server (its stream just ended with 1001) is
+    # told 1001 again at once: a stream kept open there held the server's stop for 5 s.
+    log = EventLog()
+    async with TestClient(TestServer(create_app(config(), dict, events=log))) as client:
+        log.publish("call.started", call_id="c1")
+        await log.close()
+        started = asyncio.get_running_loop().time()
+        response = await client.get("/api/v1/events?since_id=0", headers=SSE)
+        body = await asyncio.wait_for(response.text(), 5)
+        assert asyncio.get_running_loop().time() - started < 2.0
+        assert "event: error" in body and '"code": 1001' in body, body
+        ws = await client.ws_connect("/api/v1/events", headers=AUTH)
+        msg = await ws.receive(timeout=5)
+        assert msg.type is WSMsgType.CLOSE and msg.data == 1001, msg
+        await ws.close()
