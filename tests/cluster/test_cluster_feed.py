@@ -212,6 +212,24 @@ async def test_an_idle_feed_whose_connection_was_lost_silently_serves_a_reader_t
         await _publish([theirs, theirs], 10)
         assert await _read_until(feed, now, 10) == (await _stored(dsn))[60:]
         assert now.cursor == await _head(dsn)
+        feed.unsubscribe(now)
+
+        # Idle again, its connection ended by the server (a restart, an administrator): it is
+        # made again at once (the connection's close wakes the follower), not at the next
+        # idle look, and the events committed meanwhile move its place.
+        monkeypatch.setattr(events, "CLUSTER_IDLE", 600.0)
+        admin = await asyncpg.connect(dsn)
+        try:
+            await _until(placed, "the idle feed's place")
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = $1",
+                FEED_APPLICATION,
+            )
+        finally:
+            await admin.close()
+        await _publish([theirs, theirs], 10)
+        await _until(placed, "the feed, connected again, finds where the events stand")
     finally:
         await feed.close()
         await theirs.close()
