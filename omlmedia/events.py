@@ -742,7 +742,11 @@ class ClusterFeed(_Readers):
         A feed nobody reads looks only every `CLUSTER_IDLE` seconds: when neither a look nor
         a notification came in the last `CLUSTER_POLL` seconds, this waits (up to `within`)
         for the follower to look, so that a reader from now on starts where the events stand
-        now, even after a connection lost silently, not some seconds before."""
+        now, even after a connection lost silently, not some seconds before. Closed (the server
+        stopping): False at once (nobody would look: a reader waited `within` and held the
+        stop)."""
+        if self.closed:
+            return False
         if not self._ready.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(within):

@@ -112,3 +112,25 @@ async def test_a_supervisor_page_behind_haproxy_is_back_on_the_other_node_at_onc
         for node in nodes:
             if node.process.poll() is None:
                 assert node.stop() == 0, node.log()[-3000:]
+
+
+async def test_a_closed_cluster_feed_answers_a_late_stream_at_once(pg: postgres.Postgres) -> None:
+    """A stream opened on a stopping node (a page reconnecting at once after its stream's 1001,
+    over a connection still open) is refused at once: `ready` was a 5 s wait for a follower
+    already stopped, which held the node's stop 5 s; a subscription is cut at once."""
+    from omlmedia.events import ClusterFeed, EventFilter, EventLog
+    from omlmedia.storage import AsyncStore, Store
+
+    dsn = postgres.fresh_database(pg)
+    store = AsyncStore(Store(dsn, node="a", writer=True))  # the schema
+    feed = ClusterFeed(dsn, EventLog(), keep=100)
+    feed.start()
+    try:
+        assert await feed.ready()
+    finally:
+        await feed.close()
+        await store.close()
+    started = time.monotonic()
+    assert not await feed.ready()
+    assert time.monotonic() - started < 1.0
+    assert feed.subscribe(EventFilter()).cut.is_set()
