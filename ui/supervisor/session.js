@@ -153,7 +153,6 @@ export function subscribe(types, onEvent, options = {}) {
           if (controller.signal.aborted) return;
           if (Number.isInteger(since)) lastId = since;
         }
-        resync = false;
         await once();
       } catch (error) {
         if (controller.signal.aborted) return;
@@ -163,6 +162,7 @@ export function subscribe(types, onEvent, options = {}) {
         }
       }
       if (controller.signal.aborted) return;
+      if (liveAt !== null) resync = false; // a stream went live after the snapshot read
       streamState("reconnecting");
       const served = liveAt !== null && Date.now() - liveAt > 200;
       if (goingAway) resync = true;
