@@ -383,6 +383,10 @@ async def test_the_supervisor_page_is_back_at_once_after_a_1001_and_says_what_mo
         listen = panel.get_by_role("button", name="Listen", exact=True)
         await expect(channel).to_have_text("connected", timeout=15000)
         # The wallboard: its first stream ended with 1001, the snapshot read again, then live.
+        deadline = time.monotonic() + 10
+        while len(streams) < 2:
+            assert time.monotonic() < deadline, (streams, snapshots)
+            await asyncio.sleep(0.02)
         await expect(page.locator("#stream-state")).to_have_text("live", timeout=10000)
         assert len(streams) == 2 and len(snapshots) == 2, (streams, snapshots)
         assert "since_id" in streams[1]
