@@ -9,12 +9,14 @@ addresses are two sources on the nodes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,30 @@ def start_haproxy(
     return process, port
 
 
+@contextlib.contextmanager
+def nodes_behind_haproxy(
+    tmp_path: Path, edits: Sequence[Callable[[str], str]]
+) -> Iterator[tuple[list[harness.RunningServer], int]]:
+    """Nodes n1, n2 (each config passed through its edit) behind HAProxy with the shipped
+    configuration: the nodes and the balancer's port. At the end HAProxy is stopped and every node
+    still running must stop cleanly."""
+    require_haproxy()
+    nodes: list[harness.RunningServer] = []
+    proxy: subprocess.Popen[bytes] | None = None
+    try:
+        for i, edit in enumerate(edits):
+            nodes.append(harness.start_server(tmp_path / f"n{i + 1}", edit_config=edit))
+        proxy, port = start_haproxy(tmp_path / "haproxy", nodes)
+        yield nodes, port
+    finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait(10)
+        for node in nodes:
+            if node.process.poll() is None:
+                assert node.stop() == 0, node.log()[-3000:]
+
+
 def state_on(server: harness.RunningServer, agent: str) -> str | None:
     """The agent's state on `server` (None when the node does not answer)."""
     try:
@@ -98,14 +124,8 @@ async def test_an_agent_page_behind_haproxy_is_ready_on_the_other_node_when_its_
 ) -> None:
     from playwright.async_api import expect
 
-    require_haproxy()
     cluster = f'\n[cluster]\nredis_url = "{shared.url}"\n'
-    nodes: list[harness.RunningServer] = []
-    proxy: subprocess.Popen[bytes] | None = None
-    try:
-        for name in ("n1", "n2"):
-            nodes.append(harness.start_server(tmp_path / name, edit_config=lambda t: t + cluster))
-        proxy, port = start_haproxy(tmp_path / "haproxy", nodes)
+    with nodes_behind_haproxy(tmp_path, [lambda t: t + cluster] * 2) as (nodes, port):
         async with chromium(tmp_path / "browser", 660.0) as browser:
             page = await browser.new_page()
             await agent_ready(page, f"https://127.0.0.1:{port}")
@@ -162,13 +182,6 @@ async def test_an_agent_page_behind_haproxy_is_ready_on_the_other_node_when_its_
                 f"the page's audio connected to it after {audio_after:.2f} s"
             )
             assert audio_after <= 3.0
-    finally:
-        if proxy is not None:
-            proxy.terminate()
-            proxy.wait(10)
-        for node in nodes:
-            if node.process.poll() is None:
-                assert node.stop() == 0, node.log()[-3000:]
 
 
 async def _failed_login_from(source: str, port: int) -> dict[str, object]:
@@ -198,19 +211,12 @@ async def _failed_login_from(source: str, port: int) -> dict[str, object]:
 async def test_two_pages_behind_haproxy_are_two_sources_when_it_is_a_trusted_proxy(
     tmp_path: Path,
 ) -> None:
-    require_haproxy()
     trust = 'trusted_proxies = ["127.0.0.1/32"]\n'
-    nodes: list[harness.RunningServer] = []
-    proxy: subprocess.Popen[bytes] | None = None
-    try:
-        for name in ("n1", "n2"):
-            nodes.append(
-                harness.start_server(
-                    tmp_path / name,
-                    edit_config=lambda t: t.replace("[security]\n", "[security]\n" + trust, 1),
-                )
-            )
-        proxy, port = start_haproxy(tmp_path / "haproxy", nodes)
+
+    def trusting(text: str) -> str:
+        return text.replace("[security]\n", "[security]\n" + trust, 1)
+
+    with nodes_behind_haproxy(tmp_path, [trusting] * 2) as (nodes, port):
         for source in ("127.0.0.2", "127.0.0.3"):
             reply = await _failed_login_from(source, port)
             assert reply.get("code") == "bad-credentials", reply
@@ -223,13 +229,6 @@ async def test_two_pages_behind_haproxy_are_two_sources_when_it_is_a_trusted_pro
             assert time.monotonic() < deadline, logs[-3000:]
             await asyncio.sleep(0.05)
         assert "SECURITY reason=login-failed src=127.0.0.1" not in logs
-    finally:
-        if proxy is not None:
-            proxy.terminate()
-            proxy.wait(10)
-        for node in nodes:
-            if node.process.poll() is None:
-                assert node.stop() == 0, node.log()[-3000:]
 
 
 async def test_an_agent_page_behind_haproxy_is_ready_on_the_other_node_at_once_when_its_node_stops(
@@ -240,14 +239,8 @@ async def test_an_agent_page_behind_haproxy_is_ready_on_the_other_node_at_once_w
     to the other node at once and is Ready there without logging in (the session is shared)."""
     from playwright.async_api import expect
 
-    require_haproxy()
     cluster = f'\n[cluster]\nredis_url = "{shared.url}"\n'
-    nodes: list[harness.RunningServer] = []
-    proxy: subprocess.Popen[bytes] | None = None
-    try:
-        for name in ("n1", "n2"):
-            nodes.append(harness.start_server(tmp_path / name, edit_config=lambda t: t + cluster))
-        proxy, port = start_haproxy(tmp_path / "haproxy", nodes)
+    with nodes_behind_haproxy(tmp_path, [lambda t: t + cluster] * 2) as (nodes, port):
         async with chromium(tmp_path / "browser", 660.0) as browser:
             await browser.add_init_script(RECORD_CLOSES)
             page = await browser.new_page()
@@ -277,10 +270,3 @@ async def test_an_agent_page_behind_haproxy_is_ready_on_the_other_node_at_once_w
             )
             assert stopped < 3.0, first.log()[-3000:]
             assert ready_after < 3.0
-    finally:
-        if proxy is not None:
-            proxy.terminate()
-            proxy.wait(10)
-        for node in nodes:
-            if node.process.poll() is None:
-                assert node.stop() == 0, node.log()[-3000:]

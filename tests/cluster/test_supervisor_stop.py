@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks import harness
 from tests.cluster import postgres, redis
-from tests.cluster.test_haproxy import require_haproxy, start_haproxy
+from tests.cluster.test_haproxy import nodes_behind_haproxy
 from tests.cluster.test_shared_database import api
 from tests.interop.browser import chromium
 from tests.interop.pages import log_in
@@ -32,27 +32,18 @@ async def test_a_supervisor_page_behind_haproxy_is_back_on_the_other_node_at_onc
 ) -> None:
     from playwright.async_api import expect
 
-    require_haproxy()
     dsn = postgres.fresh_database(pg)
 
-    def config(name: str) -> str:
-        return (
-            f'\n[storage]\ndsn = "{dsn}"\nnode = "{name}"\n'
+    def config(name: str) -> Callable[[str], str]:
+        return lambda text: (
+            f'{text}\n[storage]\ndsn = "{dsn}"\nnode = "{name}"\n'
             f'\n[cluster]\nredis_url = "{shared.url}"\n'
         )
 
-    nodes: list[harness.RunningServer] = []
-    proxy: subprocess.Popen[bytes] | None = None
-    try:
-        for name in ("n1", "n2"):
-            node = harness.start_server(
-                tmp_path / name, edit_config=lambda t, n=name: t + config(n)
-            )
-            nodes.append(node)
+    with nodes_behind_haproxy(tmp_path, [config("n1"), config("n2")]) as (nodes, port):
         account = {"name": "sue", "role": "supervisor", "password": PASSWORD}
         status, body = await asyncio.to_thread(api, nodes[0], "POST", "/api/v1/accounts", account)
         assert status == 201, body
-        proxy, port = start_haproxy(tmp_path / "haproxy", nodes)
         async with chromium(tmp_path / "browser", 880.0) as browser:
             page = await browser.new_page()
             errors: list[str] = []
@@ -105,13 +96,6 @@ async def test_a_supervisor_page_behind_haproxy_is_back_on_the_other_node_at_onc
             assert stopped < 3.0, first.log()[-3000:]
             assert back < 3.0 and channel_at < 5.0
             assert errors == []
-    finally:
-        if proxy is not None:
-            proxy.terminate()
-            proxy.wait(10)
-        for node in nodes:
-            if node.process.poll() is None:
-                assert node.stop() == 0, node.log()[-3000:]
 
 
 async def test_a_closed_cluster_feed_answers_a_late_stream_at_once(pg: postgres.Postgres) -> None:
