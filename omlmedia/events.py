@@ -742,7 +742,8 @@ class ClusterFeed(_Readers):
         A feed nobody reads looks only every `CLUSTER_IDLE` seconds: when neither a look nor
         a notification came in the last `CLUSTER_POLL` seconds, this waits (up to `within`)
         for the follower to look, so that a reader from now on starts where the events stand
-        now, even after a connection lost silently, not some seconds before. Closed (the server
+        now, even after a connection lost silently, not some seconds before (not while the
+        follower fails to connect: the stream starts at once, as before). Closed (the server
         stopping): False at once (nobody would look: a reader waited `within` and held the
         stop)."""
         if self.closed:
@@ -751,14 +752,18 @@ class ClusterFeed(_Readers):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(within):
                     await self._ready.wait()
-        elif not self.subscribers and time.monotonic() - self._seen > CLUSTER_POLL:
+        elif (
+            not self.subscribers
+            and not self._failing  # PostgreSQL known unreachable: no look is coming soon
+            and time.monotonic() - self._seen > CLUSTER_POLL
+        ):
             looked = asyncio.get_running_loop().create_future()
             self._asked.append(looked)
             self._wake.set()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(within):
                     await asyncio.shield(looked)
-        return self._ready.is_set()
+        return self._ready.is_set() and not self.closed
 
     def _notified(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
         """A flush committed events (``"node id pos"``: its last event, `omlmedia.storage`'s
@@ -967,8 +972,9 @@ class ClusterFeed(_Readers):
                 await self._task
             self._task = None
         self._cancel_waiters()
-        for looked in self._asked:
-            looked.cancel()
+        for looked in self._asked:  # their ready() answers (False: closed), not cancelled
+            if not looked.done():
+                looked.set_result(None)
         self._asked.clear()
         if self._reader is not None:
             self._reader.terminate()
