@@ -73,7 +73,7 @@ from sip.digest import DigestServer
 from sip.endpoint import Endpoint
 from sip.security import RateLimiter, SourcePolicy
 from sip.service import SipService
-from sip.tls import client_context, ensure_self_signed, mutual_contexts, server_context
+from sip.tls import MutualContexts, client_context, ensure_self_signed, server_context
 from sip.transaction import Timers
 from sip.transport import Internal, SipTransports, TransportLimits
 from sip.ua import UAEvent, UserAgent
@@ -185,17 +185,16 @@ def default_music() -> Path | None:
 def _internal_link(cluster: ClusterConfig) -> Internal | None:
     """The private mutual-TLS listener of the cluster's encrypted internal leg (``[cluster]
     tls_ca``) at this node's ``[cluster.nodes.<name>] sip`` port, and the other nodes'; with
-    ``tls_crl`` both contexts refuse a revoked peer certificate (read here: restart to apply)."""
+    ``tls_crl`` both contexts refuse a revoked peer certificate; a changed CRL file is put in
+    force while running (`sip.tls.MutualContexts`, polled by the transports)."""
     if not cluster.tls or cluster.node is None:
         return None
     assert cluster.tls_cert is not None and cluster.tls_key is not None
     assert cluster.tls_ca is not None
-    server, client = mutual_contexts(
-        cluster.tls_cert, cluster.tls_key, cluster.tls_ca, cluster.tls_crl
-    )
+    contexts = MutualContexts(cluster.tls_cert, cluster.tls_key, cluster.tls_ca, cluster.tls_crl)
     own = next(n for n in cluster.nodes if n.name == cluster.node)
     peers = frozenset((n.host, n.port) for n in cluster.nodes if n.name != cluster.node)
-    return Internal(own.port, server, client, peers)
+    return Internal(own.port, contexts.server, contexts.client, peers, contexts)
 
 
 def _cluster_end(cluster: ClusterConfig, service: SipService) -> ClusterEnd:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import logging
 import os
 import ssl
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,6 +24,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALIDITY_DAYS = 825
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+CRL_POLL_SECONDS = 2.0
+"""How often a running node stats its ``tls_crl`` file (`MutualContexts.reload`)."""
+
+logger = logging.getLogger(__name__)
 
 
 class CertificateError(ValueError):
@@ -166,6 +172,90 @@ def mutual_contexts(
     return server, client
 
 
+class SwappableContext(ssl.SSLContext):
+    """An ``ssl.SSLContext`` whose handshakes use `current`, replaceable at any time: a listener
+    bound once (``asyncio`` keeps the context it was started with) takes a new CRL for every new
+    connection. Only ``wrap_bio`` and ``wrap_socket`` delegate; its own settings are unused."""
+
+    current: ssl.SSLContext
+
+    def __new__(cls, current: ssl.SSLContext) -> SwappableContext:
+        self = super().__new__(cls, current.protocol)
+        self.current = current
+        return self
+
+    def __init__(self, current: ssl.SSLContext) -> None:
+        pass
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        return self.current.wrap_bio(*args, **kwargs)
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        return self.current.wrap_socket(*args, **kwargs)
+
+
+class MutualContexts:
+    """`mutual_contexts` that follow their CRL file: `reload` (called every `CRL_POLL_SECONDS`)
+    stats the file and, when its mtime or size changed, checks it (`check_crl`) and swaps new
+    contexts into `server` and `client` for every new handshake. A CRL that fails the check is
+    refused and logged and the one in force stays (a typo never drops revocation)."""
+
+    def __init__(self, cert: Path, key: Path, cafile: Path, crl: Path | None = None) -> None:
+        self._files = (cert, key, cafile)
+        self.crl = crl
+        server, client = mutual_contexts(cert, key, cafile, crl)
+        self.server = SwappableContext(server)
+        self.client = SwappableContext(client)
+        self._stamp = _stamp(crl) if crl is not None else None
+        self.revoked: frozenset[int] = _serials(crl) if crl is not None else frozenset()
+        """The serial numbers the CRL in force revokes."""
+
+    def reload(self) -> bool:
+        """Whether a new CRL was put in force (its `revoked` to be applied to open links)."""
+        crl = self.crl
+        if crl is None:
+            return False
+        stamp = _stamp(crl)
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            server, client = mutual_contexts(*self._files, crl)
+            revoked = _serials(crl)
+        except CertificateError as exc:
+            logger.error("tls_crl %s refused, the previous CRL stays in force: %s", crl, exc)
+            return False
+        self.server.current, self.client.current = server, client
+        self.revoked = revoked
+        logger.warning("tls_crl %s reloaded: %d certificates revoked", crl, len(revoked))
+        return True
+
+    def is_revoked(self, der: bytes | None) -> bool:
+        """Whether the DER certificate `der` (a peer's) is revoked by the CRL in force."""
+        if der is None or not self.revoked:
+            return False
+        try:
+            return x509.load_der_x509_certificate(der).serial_number in self.revoked
+        except ValueError:
+            return False
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size
+
+
+def _serials(crl: Path) -> frozenset[int]:
+    try:
+        revocations = x509.load_pem_x509_crl(crl.read_bytes())
+    except (OSError, ValueError):
+        raise CertificateError("CRL cannot be loaded (a PEM CRL is expected)") from None
+    return frozenset(r.serial_number for r in revocations)
+
+
 def check_crl(crl: Path, cafile: Path, now: datetime.datetime | None = None) -> None:
     """Raise ``CertificateError`` unless ``crl`` is a PEM CRL signed by a CA of ``cafile`` and
     still current (its nextUpdate not past: OpenSSL refuses every peer on an expired CRL)."""
@@ -214,7 +304,10 @@ def _write_atomically(path: Path, data: bytes, mode: int) -> None:
 
 
 __all__ = [
+    "CRL_POLL_SECONDS",
     "CertificateError",
+    "MutualContexts",
+    "SwappableContext",
     "check_crl",
     "client_context",
     "ensure_self_signed",

@@ -33,6 +33,7 @@ from typing import Any, cast
 
 from sip.endpoint import Endpoint
 from sip.message import parse_stream
+from sip.tls import CRL_POLL_SECONDS, MutualContexts
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,10 @@ class Internal:
     """For connections to `peers`."""
     peers: frozenset[tuple[str, int]]
     """The (host, port) of the other ends' internal listeners."""
+    contexts: MutualContexts | None = None
+    """Where `server_context` and `client_context` come from when they follow a CRL file: its
+    changes are polled every `CRL_POLL_SECONDS` and open internal connections whose peer
+    certificate a new CRL revokes are closed."""
 
 
 class SipTransports:
@@ -196,6 +201,8 @@ class SipTransports:
         self._tls_client_context: ssl.SSLContext | None = None
         self._internal_client_context: ssl.SSLContext | None = None
         self._internal_peers: frozenset[tuple[str, int]] = frozenset()
+        self._crl: MutualContexts | None = None
+        self._crl_handle: asyncio.TimerHandle | None = None
         self._connections: dict[Endpoint, _StreamConnection] = {}
         self._live: set[_StreamConnection] = set()
         self._per_source: dict[str, int] = {}
@@ -244,6 +251,9 @@ class SipTransports:
             if internal is not None:
                 self._internal_client_context = internal.client_context
                 self._internal_peers = frozenset(internal.peers)
+                self._crl = internal.contexts
+                if self._crl is not None and self._crl.crl is not None:
+                    self._crl_handle = loop.call_later(CRL_POLL_SECONDS, self._poll_crl)
             for kind, port, context in (
                 ("tcp", tcp_port, None),
                 ("tls", tls_port, tls_server_context),
@@ -332,6 +342,9 @@ class SipTransports:
     async def close(self) -> None:
         """Close every listener and connection and wait until they are closed."""
         self._closed = True
+        if self._crl_handle is not None:
+            self._crl_handle.cancel()
+            self._crl_handle = None
         for task in list(self._connecting):
             task.cancel()
         if self._connecting:
@@ -358,6 +371,27 @@ class SipTransports:
             await asyncio.wait([udp_protocol.closed], timeout=_CLOSE_GRACE)
         self._udp = None
         self._udp_protocol = None
+
+    def _poll_crl(self) -> None:
+        """Apply a changed CRL file (`MutualContexts.reload`): new handshakes already use it;
+        here the open internal connections whose peer certificate it revokes are closed."""
+        contexts, loop = self._crl, self._loop
+        if contexts is None or loop is None or self._closed:
+            return
+        try:
+            if contexts.reload():
+                for connection in list(self._live):
+                    transport = connection.transport
+                    if not connection.internal or transport is None:
+                        continue
+                    tls = transport.get_extra_info("ssl_object")
+                    if tls is not None and contexts.is_revoked(tls.getpeercert(binary_form=True)):
+                        logger.warning(
+                            "closing %s: its certificate is revoked", connection.endpoint
+                        )
+                        connection.abort()
+        finally:
+            self._crl_handle = loop.call_later(CRL_POLL_SECONDS, self._poll_crl)
 
     def _remember_literal(self, host: str) -> bool:
         try:

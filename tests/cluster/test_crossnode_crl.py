@@ -9,19 +9,26 @@ thread: no servers, well under a second.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import os
 import socket
 import ssl
 import threading
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from omlmedia.cli import main
 from omlmedia.config import ConfigError, load_config
 from omlmedia.server import _internal_link
-from sip.tls import CertificateError, check_crl, mutual_contexts
+from sip import transport
+from sip.tls import CertificateError, MutualContexts, check_crl, mutual_contexts
+from sip.transport import Internal, SipTransports
 from tests.cluster.pki import NOW, Authority, authority
 
 
@@ -195,3 +202,107 @@ def test_the_servers_internal_link_refuses_a_revoked_node_with_tls_crl(
     assert client_error is not None and "revoked" in client_error, client_error
     _, good_client = mutual_contexts(*pki.good, pki.ca.path)
     assert _handshake(link.server_context, good_client) == (None, None)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write `path` as an operator's tool would: a new file renamed over the old."""
+    temporary = path.with_name(path.name + ".new")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+async def _refused(port: int, client: ssl.SSLContext) -> bool:
+    """Whether the listener at `port` ends a handshake from `client` (TLS 1.3: the client's
+    certificate is checked after the client's Finished, so the refusal is an EOF or an alert)."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+    except (ssl.SSLError, OSError):
+        return True
+    try:
+        return await asyncio.wait_for(reader.read(1), 5) == b""
+    except TimeoutError:  # an OSError too: first
+        return False
+    except (ssl.SSLError, OSError):
+        return True
+    finally:
+        writer.close()
+
+
+async def _until(condition: Callable[[], Awaitable[bool]], within: float = 10.0) -> float:
+    """Poll `condition` until true; the seconds it took (fails after `within`)."""
+    started = time.monotonic()
+    while not await condition():
+        assert time.monotonic() - started < within, "not within the deadline"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def test_a_running_node_applies_a_new_crl_to_new_and_open_links_and_keeps_it_over_junk(
+    pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(transport, "CRL_POLL_SECONDS", 0.2)  # the fixed 2 s, shortened
+    crl = pki.ca.crl(tmp_path / "crl.pem", [], NOW + datetime.timedelta(days=1))
+    contexts = MutualContexts(*pki.good, pki.ca.path, crl)
+    transports = SipTransports()
+    await transports.start(
+        host="127.0.0.1",
+        internal=Internal(0, contexts.server, contexts.client, frozenset(), contexts),
+    )
+    port = transports.local_endpoint("internal").port
+    _, stolen = mutual_contexts(*pki.revoked, pki.ca.path)
+    _, good = mutual_contexts(*pki.good, pki.ca.path)
+
+    async def members(count: int) -> bool:
+        return transports.connection_count == count
+
+    try:
+        # Node X is a member: its link is open.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=stolen)
+        await _until(lambda: members(1))
+        revoking = pki.ca.crl(tmp_path / "revoking.pem", [_serial(pki.revoked[0])], NOW + DAY)
+        _replace(crl, revoking.read_bytes())
+
+        async def closed() -> bool:
+            return reader.at_eof() or (await _read(reader)) == b""
+
+        took = await _until(closed)
+        assert "its certificate is revoked" in caplog.text
+        assert took < 2.0, took
+        assert await _refused(port, stolen)
+        stolen_server, _ = mutual_contexts(*pki.revoked, pki.ca.path)
+        _, client_error = await asyncio.to_thread(_handshake, stolen_server, contexts.client)
+        assert client_error is not None and "revoked" in client_error, client_error
+        writer.close()
+
+        # A junk CRL is refused, logged, and the revocation stays in force.
+        _replace(crl, b"-----BEGIN X509 CRL-----\ntypo\n-----END X509 CRL-----\n")
+
+        async def logged() -> bool:
+            return "previous CRL stays in force" in caplog.text
+
+        await _until(logged)
+        assert contexts.revoked == {_serial(pki.revoked[0])}
+        assert await _refused(port, stolen)
+        # A good node is still a member: the listener counts its link once its handshake is done.
+        _, good_writer = await asyncio.open_connection("127.0.0.1", port, ssl=good)
+        await _until(lambda: members(1))
+        good_writer.close()
+    finally:
+        await transports.close()
+
+
+DAY = datetime.timedelta(days=1)
+
+
+def _serial(cert: Path) -> int:
+    return x509.load_pem_x509_certificate(cert.read_bytes()).serial_number
+
+
+async def _read(reader: asyncio.StreamReader) -> bytes | None:
+    """One byte, b"" at the end of the link (an abort or an alert too), None if nothing yet."""
+    try:
+        return await asyncio.wait_for(reader.read(1), 0.05)
+    except TimeoutError:
+        return None
+    except (ssl.SSLError, OSError):
+        return b""
