@@ -4,7 +4,9 @@ is revoked, either way round, and still serves a good one; check-config refuses 
 not one, is signed by another CA, or has expired, naming ``cluster.tls_crl``.
 
 The handshakes run over a real loopback socket pair (`socket.socketpair`), the server side in a
-thread: no servers, well under a second.
+thread: no servers, well under a second. One test runs the internal listener itself
+(`SipTransports`, its CRL polled every 0.2 s instead of 2 s) and replaces its CRL file while a
+node's link is open: under a second too.
 """
 
 from __future__ import annotations
