@@ -16,6 +16,7 @@ import json
 import math
 import multiprocessing
 import os
+import random
 import shutil
 import signal
 import socket
@@ -44,20 +45,34 @@ binding its RTP later could take it from under the program it was given to (a si
 inside a server's block failed a CI run: "Unable to bind video RTP socket ... errno = 98")."""
 
 
+def listen_ports() -> range:
+    """Where `free_port` looks: below the kernel's ephemeral range (``ip_local_port_range``),
+    from which the kernel gives a port to every outgoing connection and every bind to port 0 of
+    any process: a port found free there can be taken by another process's connection between
+    the check and the server's own bind (seen in CI: a node's HTTP port, errno 98, while other
+    benchmark sections were starting)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(10000, max(low, 10008))
+
+
 def free_port(*, udp_and_tcp: bool = True, pair: bool = False) -> int:
-    """A port free on 127.0.0.1 for UDP and TCP, outside `RTP_AREA`; with `pair` an even one
-    with the next three free too (sipp's ``-mp``: audio RTP and RTCP, then video's two)."""
+    """A port free on 127.0.0.1 for UDP and TCP, outside `RTP_AREA` and the kernel's ephemeral
+    range (`listen_ports`), picked at random so that processes looking at once rarely pick the
+    same; with `pair` an even one with the next three free too (sipp's ``-mp``: audio RTP and
+    RTCP, then video's two)."""
+    area = listen_ports()
     for _ in range(1000):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
+        port = random.randrange(area.start, area.stop - 3)
         if pair and port % 2:
-            continue
+            port -= 1
         ports = list(range(port, port + 4)) if pair else [port]
         if any(p in RTP_AREA for p in ports):
             continue
+        held: list[socket.socket] = []
         try:
-            held = []
             for p in ports:
                 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 held.append(u)

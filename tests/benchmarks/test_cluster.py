@@ -84,7 +84,8 @@ class Runs:
     def start(self, section: str) -> None:
         argv = [sys.executable, str(ROOT / "benchmarks" / "cluster.py"), *RUNS[section][1]]
         argv += ["--json", str(self.directory / f"{section}.json")]
-        self.started[section] = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        with open(self.directory / f"{section}.err", "wb") as errors:  # the child keeps its own
+            self.started[section] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errors)
 
     def report(self, section: str) -> dict[str, Any]:
         for require in RUNS[section][0]:
@@ -93,7 +94,11 @@ class Runs:
             self.start(section)
         process = self.started[section]
         try:
-            assert process.wait(timeout=120) == 0, f"benchmarks/cluster.py {section} failed"
+            code = process.wait(timeout=120)
+            assert code == 0, (
+                f"benchmarks/cluster.py {section} failed ({code}): "
+                + (self.directory / f"{section}.err").read_text(errors="replace")[-4000:]
+            )
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
