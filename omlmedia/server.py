@@ -1065,6 +1065,19 @@ class Server:
         await self.transports.close()
 
 
+async def _stop_after_failed_start(server: Server) -> None:
+    """Stop what a failed start had started, so that the process exits at once: a cluster node
+    whose HTTPS port was taken had its stores, Redis and PostgreSQL clients and their tasks
+    running, and the loop's shutdown waited on them until the node was killed (60 s in a CI
+    run). `Server.stop` skips what was not started; bounded, and whatever a half-started part
+    raises is logged: the exit is what matters here."""
+    try:
+        await asyncio.wait_for(server.stop(), 2 * SHUTDOWN_GRACE)
+    except Exception:
+        logger.exception("stopping after a failed start")
+        await server.transports.close()
+
+
 async def serve(config: Config) -> int:
     """Run until SIGTERM or SIGINT; the exit status for the CLI."""
     server = Server(config)
@@ -1073,7 +1086,7 @@ async def serve(config: Config) -> int:
     except OSError as exc:
         logger.error("cannot start: %s", exc)
         print(f"omlmedia: cannot start: {exc}", flush=True)
-        await server.transports.close()
+        await _stop_after_failed_start(server)
         return 2
     # Everything loaded so far (modules, configuration, listeners) lives as long as the process:
     # take it out of the collector's reach. Full collections then scan only the calls' objects;
