@@ -50,12 +50,13 @@ def listen_ports() -> range:
     from which the kernel gives a port to every outgoing connection and every bind to port 0 of
     any process: a port found free there can be taken by another process's connection between
     the check and the server's own bind (seen in CI: a node's HTTP port, errno 98, while other
-    benchmark sections were starting)."""
+    benchmark sections were starting); and below 20000, where the relay benchmarks put their
+    servers' and rtpengine's RTP ranges (20000-29999) and sipp's media (30000 and up)."""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
-    return range(10000, max(low, 10008))
+    return range(10000, max(min(low, 20000), 10008))
 
 
 def free_port(*, udp_and_tcp: bool = True, pair: bool = False) -> int:

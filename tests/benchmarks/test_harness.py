@@ -127,6 +127,6 @@ def test_free_ports_stay_out_of_the_servers_rtp_area_and_the_kernels_ephemeral_p
     for _ in range(200):
         port = free_port(pair=True)
         assert port % 2 == 0
-        assert not any(p in RTP_AREA or p >= low for p in range(port, port + 4))
+        assert not any(p in RTP_AREA or p >= min(low, 20000) for p in range(port, port + 4))
         single = free_port()
-        assert single not in RTP_AREA and single < low
+        assert single not in RTP_AREA and single < min(low, 20000)
