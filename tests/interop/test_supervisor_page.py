@@ -426,7 +426,6 @@ async def test_the_supervisor_page_is_back_at_once_after_a_1001_and_says_what_mo
         assert await page.evaluate("window.omlMonitor.pc.omlTag") is None  # a new channel
         times = await page.evaluate("[window.__closes, window.__opens]")
         fast = times[1][0] - times[0][0]
-        assert fast < 400, times
 
         # Once more, and the node reached first refuses the socket at once: backoff then.
         refuse["next"] = True
@@ -438,7 +437,12 @@ async def test_the_supervisor_page_is_back_at_once_after_a_1001_and_says_what_mo
         await expect(status).to_have_text("")
         closes, opens = await page.evaluate("[window.__closes, window.__opens]")
         assert len(closes) == 3 and len(opens) == 3, (closes, opens)
-        assert opens[1] - closes[1] < 400 and opens[2] - closes[2] >= 400, (closes, opens)
+        # The backoff is at least 400 ms (500 ms less its jitter); the prompt retry (within
+        # 250 ms) comes before it. Compared with each other, not with a fixed bound: a loaded
+        # machine delays both (a CI run saw a prompt retry at 532 ms).
+        backoff = opens[2] - closes[2]
+        assert backoff >= 400, (closes, opens)
+        assert max(fast, opens[1] - closes[1]) < backoff, (fast, closes, opens)
 
         # A node that does not know the session: the panel says to log in again, no hang.
         refuse["session"] = True
