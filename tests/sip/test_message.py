@@ -600,18 +600,20 @@ def test_hostile_long_values_parse_in_linear_time() -> None:
         "a " * 30000 + "<",
         f"<{long}",
     ]
-    start = time.perf_counter()
+    # CPU time of this thread: what the parsing costs, not how long a loaded machine kept the
+    # process waiting meanwhile.
+    start = time.thread_time()
     for value in values:
         for parse in (URI.parse, Address.parse, Via.parse):
             try:
                 parse(value)
             except ValueError:
                 pass
-    assert time.perf_counter() - start < 2.0
+    assert time.thread_time() - start < 2.0
 
 
 def test_parse_invite_cost_is_bounded() -> None:
-    start = time.perf_counter()
+    start = time.thread_time()  # CPU time: the machine's load is not the parser's cost
     for _ in range(2000):
         parse_message(INVITE)
-    assert (time.perf_counter() - start) / 2000 < 300e-6
+    assert (time.thread_time() - start) / 2000 < 300e-6
