@@ -19,7 +19,9 @@ ADMIN = Identity("admin", Role.ADMIN, None)
 
 
 async def until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 5.0
+    # Generous: a notification, a reload, or a reconnection (retry 0.05 s) and a reload, each
+    # with PostgreSQL round trips on a shared machine; nothing else applies the change.
+    deadline = time.monotonic() + 15.0
     while not check():
         assert time.monotonic() < deadline, what
         await asyncio.sleep(0.02)
