@@ -259,7 +259,7 @@ packets: st.SearchStrategy[RtcpPacket] = st.one_of(
 )
 
 
-@settings(derandomize=True, max_examples=300)
+@settings(derandomize=True, max_examples=300, deadline=None)
 @given(st.lists(packets, min_size=1, max_size=4))
 def test_generated_compounds_round_trip(generated: list[RtcpPacket]) -> None:
     data = serialize_compound(generated)
@@ -267,7 +267,7 @@ def test_generated_compounds_round_trip(generated: list[RtcpPacket]) -> None:
     assert serialize_compound(parse_compound(data)) == data
 
 
-@settings(derandomize=True, max_examples=500)
+@settings(derandomize=True, max_examples=500, deadline=None)
 @given(st.binary(max_size=120))
 def test_garbage_raises_only_rtcp_error(data: bytes) -> None:
     _assert_parses_or_raises_rtcp_error(data)
@@ -284,7 +284,7 @@ def _assert_parses_or_raises_rtcp_error(data: bytes) -> None:
     assert parse_compound(written) == packets
 
 
-@settings(derandomize=True, max_examples=300)
+@settings(derandomize=True, max_examples=300, deadline=None)
 @given(st.integers(0, 200), st.integers(0, 255), st.integers(1, 255))
 def test_corrupted_compound_raises_only_rtcp_error(index: int, value: int, cut: int) -> None:
     data = bytearray(SR + SDES + BYE + APP + PADDED_RR)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from media.rtp import (
@@ -171,6 +171,7 @@ packets = st.builds(
 )
 
 
+@settings(deadline=None)  # a loaded machine's pause is no slow example
 @given(packets)
 def test_any_valid_packet_survives_bytes_then_parse(packet: RtpPacket) -> None:
     data = bytes(packet)
@@ -178,6 +179,7 @@ def test_any_valid_packet_survives_bytes_then_parse(packet: RtpPacket) -> None:
     assert bytes(RtpPacket.parse(data)) == data
 
 
+@settings(deadline=None)  # a loaded machine's pause is no slow example
 @given(st.binary(max_size=80))
 def test_parse_of_arbitrary_bytes_raises_only_rtp_error(data: bytes) -> None:
     try:

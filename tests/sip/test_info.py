@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sip.dialog import Dialog
@@ -128,6 +128,7 @@ def test_dtmf_info_request_is_an_in_dialog_info_with_the_body() -> None:
     assert parse_dtmf_info(info.content_type, info.body) == ("#", 250)
 
 
+@settings(deadline=None)  # a loaded machine's pause is no slow example
 @given(st.binary(max_size=80), st.sampled_from([DTMF_RELAY, DTMF, "text/plain", None]))
 def test_any_body_parses_or_raises_dtmf_error_only(body: bytes, content_type: str | None) -> None:
     try:
