@@ -74,9 +74,9 @@ async def test_a_feed_serves_both_nodes_in_commit_order_cuts_a_slow_reader_and_r
         # The feed's connections ended by the server (as by a restart, or an administrator).
         admin = await asyncpg.connect(dsn)
         try:
-            ended = await admin.fetchval(
+            ended = await admin.fetchval(  # in this test's database: the PostgreSQL is shared
                 "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = $1",
+                "WHERE application_name = $1 AND datname = current_database()",
                 FEED_APPLICATION,
             )
         finally:
@@ -223,7 +223,7 @@ async def test_an_idle_feed_whose_connection_was_lost_silently_serves_a_reader_t
             await _until(placed, "the idle feed's place")
             await admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = $1",
+                "WHERE application_name = $1 AND datname = current_database()",
                 FEED_APPLICATION,
             )
         finally:

@@ -53,8 +53,9 @@ async def test_a_change_missed_while_the_listener_was_cut_off_is_applied_after_i
             await asyncio.sleep(0.3)
             assert b.authenticate(token) is not None
             # ...until its connection is cut: it reconnects, and reloads everything.
-            cut = db.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ?",
+            cut = db.execute(  # this test's database only: the PostgreSQL is the package's
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = ? AND datname = current_database()",
                 (APPLICATION,),
             ).fetchall()
             assert cut == [(True,)], cut
