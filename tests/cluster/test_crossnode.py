@@ -190,7 +190,9 @@ def test_a_bad_cluster_nodes_section_is_refused_naming_the_key(
 async def test_an_agent_is_located_on_the_node_that_published_it_until_that_node_forgets_it(
     shared: redis.Redis,
 ) -> None:
-    a, b = AgentLocator(shared.url, "a"), AgentLocator(shared.url, "b", ttl=0.3)
+    # b's key lives 1.5 s: it must outlive the three round trips after b's publish below (with
+    # 0.3 s a loaded machine could let it lapse before a read it: None instead of "b").
+    a, b = AgentLocator(shared.url, "a"), AgentLocator(shared.url, "b", ttl=1.5)
     try:
         await a.publish(["loc1", "loc2"])
         assert await b.node_of("loc1") == "a"
@@ -199,7 +201,7 @@ async def test_an_agent_is_located_on_the_node_that_published_it_until_that_node
         assert (await a.node_of("loc1"), await a.node_of("loc2")) == ("a", "b")
         await a.forget("loc1")
         assert await b.node_of("loc1") is None
-        deadline = time.monotonic() + 5  # b stops refreshing (it died): the key lapses
+        deadline = time.monotonic() + 15  # b stops refreshing (it died): the key lapses
         while await a.node_of("loc2") is not None:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
