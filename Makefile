@@ -12,7 +12,7 @@ ARGS     ?=
 
 # System packages: what the server needs, and what the tests drive as real peers.
 RUN_DEBS  := libopus0 ca-certificates
-TEST_DEBS := $(RUN_DEBS) sip-tester baresip chromium systemd docker-compose postgresql kamailio nftables iproute2 fail2ban coturn redis-server haproxy
+TEST_DEBS := $(RUN_DEBS) sip-tester baresip chromium systemd docker-compose postgresql kamailio nftables iproute2 fail2ban coturn redis-server haproxy rtpengine-daemon tcpdump
 
 .PHONY: run test setup setup-test system-run system-test lint typecheck pytest bench clean
 
@@ -69,7 +69,6 @@ pytest:
 
 bench: export PYTHONPATH := $(CURDIR)
 bench: setup-test
-	@scripts/install-debs.sh rtpengine-daemon tcpdump
 	$(PY) benchmarks/media_engine.py
 	$(PY) benchmarks/conference.py
 	$(PY) benchmarks/webrtc_receive.py

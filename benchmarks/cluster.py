@@ -929,23 +929,13 @@ def thread_kind(name: str) -> str:
 
 def thread_times(groups: dict[str, int]) -> dict[str, dict[int, float]]:
     """Each thread's CPU seconds so far, as ``group:thread-kind`` -> tid -> seconds, for the
-    nodes `groups` (name -> pid) whose threads benchmarks/nodeprobe.py named."""
-    out: dict[str, dict[int, float]] = {}
-    for group, pid in groups.items():
-        with contextlib.suppress(OSError):
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with contextlib.suppress(OSError):
-                    with open(f"/proc/{pid}/task/{tid}/stat") as stat:
-                        text = stat.read()
-                    head, _, tail = text.rpartition(")")
-                    fields = tail.split()
-                    name = thread_kind(head.split("(", 1)[1])
-                    seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-                    out.setdefault(f"{group}:{name}", {})[int(tid)] = seconds
-    return out
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+    nodes `groups` (name -> pid) whose threads benchmarks/nodeprobe.py named: from the
+    kernel's nanosecond schedstat (`thread_schedstats`), not /proc's 10 ms ticks, in which a
+    short run's few ms of a thread read as nothing."""
+    return {
+        kind: {tid: ran for tid, (ran, _runs) in tids.items()}
+        for kind, tids in thread_schedstats(groups).items()
+    }
 
 
 def thread_schedstats(groups: dict[str, int]) -> dict[str, dict[int, tuple[float, int]]]:
