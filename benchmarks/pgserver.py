@@ -12,13 +12,14 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from benchmarks import harness
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 """Debian 12's PostgreSQL server programs (package ``postgresql``, in ``TEST_DEBS``)."""
@@ -30,10 +31,9 @@ def available() -> bool:
 
 
 def free_port() -> int:
-    """A TCP port free on loopback now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port free on loopback now, below the kernel's ephemeral range (`harness.free_port`:
+    a port from that range may be taken by any outgoing connection before the server binds it)."""
+    return harness.free_port()
 
 
 @dataclass

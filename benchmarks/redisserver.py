@@ -16,13 +16,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from benchmarks import harness
+
 BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port to listen on: `harness.free_port`'s, below the kernel's ephemeral range
+    (a port the kernel gave out as free may be taken by any outgoing connection before Redis
+    binds it)."""
+    return harness.free_port()
 
 
 def start(

@@ -34,12 +34,6 @@ CONFIG = Path(__file__).resolve().parents[2] / "contrib" / "haproxy" / "haproxy.
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def require_haproxy() -> None:
     if os.path.exists(HAPROXY):
         return
@@ -58,7 +52,7 @@ def start_haproxy(
     ensure_self_signed(cert, key, ["localhost"], ["127.0.0.1"])
     pem = workdir / "front.pem"
     pem.write_bytes(cert.read_bytes() + key.read_bytes())
-    port = free_port()
+    port = harness.free_port()
     env = {
         **os.environ,
         "OML_BIND": f"127.0.0.1:{port}",

@@ -15,7 +15,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from benchmarks import redisserver
+from benchmarks import harness, redisserver
 from omlmedia.acd_shared import SharedAcd
 from queueing.config import build_config
 from queueing.events import LogEvent, OfferCall, QueueLogEntry
@@ -90,10 +89,7 @@ def wait_for(condition: Callable[[], Any], seconds: float, message: str) -> Any:
 def durable_redis(tmp_path: Path) -> Iterator[DurableRedis]:
     throwaway.require()
     directory = Path(tempfile.mkdtemp(prefix="omlmedia-redis-"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = DurableRedis(directory, port)
+    server = DurableRedis(directory, harness.free_port())
     server.start()
     try:
         yield server

@@ -23,6 +23,7 @@ import pytest
 from aioice.stun import TransactionFailed
 from aioice.turn import create_turn_endpoint
 
+from benchmarks import harness
 from tests.webrtc.fakes import FakeCallControl, FakeChannel, FakeClock, FakeConnection
 from webrtc.accounts import Account, AccountStore, hash_password
 from webrtc.config import IceServerConfig, parse_ice_servers, turn_rest_credential
@@ -110,12 +111,6 @@ async def test_every_login_gets_credentials_made_for_it() -> None:
 # -- a real TURN server -----------------------------------------------------------------------
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _answers_stun(port: int) -> bool:
     """Whether a STUN Binding request (RFC 5389 §6) to the port gets an answer within 0.2 s."""
     request = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + os.urandom(12)
@@ -136,7 +131,7 @@ def coturn(tmp_path: Path) -> Iterator[tuple[str, int]]:
         if os.environ.get("CI"):
             pytest.fail("turnserver is not installed: run `make test`, which installs coturn")
         pytest.skip("turnserver (coturn) is not installed; make test installs it")
-    port = _free_udp_port()
+    port = harness.free_port()
     log = tmp_path / "turnserver.log"
     process = subprocess.Popen(
         [
