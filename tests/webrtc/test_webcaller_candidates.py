@@ -6,6 +6,7 @@ address, not every interface of the host. The last test runs a real aiortc peer 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -105,7 +106,8 @@ async def test_a_real_visitor_s_hostile_candidates_never_reach_aiortc_and_the_ca
         ]
         assert answered and set(answered) == {advertised}, answer
         await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        for _ in range(250):
+        deadline = time.monotonic() + 20  # ICE on a loaded machine
+        while time.monotonic() < deadline:
             if pc.iceConnectionState in ("completed", "connected"):
                 break
             await asyncio.sleep(0.02)
