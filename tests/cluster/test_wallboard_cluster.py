@@ -69,9 +69,11 @@ async def test_a_node_sees_the_other_live_nodes_calls_and_a_lapsed_or_stopped_no
     shared: redis.Redis,
 ) -> None:
     call = {"call_id": "c-a", "queue": "support", "entered": 1.0, "agent": None}
-    a = _board(shared.url, "a", [call], interval=0.1, ttl=0.6)
-    b = _board(shared.url, "b", [], interval=0.1, ttl=0.6)
-    c = _board(shared.url, "c", [{**call, "call_id": "c-c"}], interval=0.1, ttl=0.6)
+    # ttl 2 s (a refreshes at 1 s): c's key outlives the reads below and a's a stall of the
+    # loop of up to 1 s (with 0.6 s, a 0.3 s stall of a loaded machine let a's key lapse).
+    a = _board(shared.url, "a", [call], interval=0.1, ttl=2.0)
+    b = _board(shared.url, "b", [], interval=0.1, ttl=2.0)
+    c = _board(shared.url, "c", [{**call, "call_id": "c-c"}], interval=0.1, ttl=2.0)
     try:
         assert await b.gather() == {}  # nobody published yet
         a.start()
@@ -81,7 +83,7 @@ async def test_a_node_sees_the_other_live_nodes_calls_and_a_lapsed_or_stopped_no
         assert seen["a"].calls == (call,) and seen["a"].agents == frozenset({"agent-a"})
         assert set(await a.gather()) == {"c"}  # a never reads its own key
         # c stops publishing without deleting its key (as if killed): gone after its TTL
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 15
         while "c" in await b.gather():
             assert time.monotonic() < deadline, "a lapsed key still read"
             await asyncio.sleep(0.05)
@@ -99,26 +101,38 @@ async def test_an_unchanged_value_is_written_only_at_half_its_ttl_and_a_change_a
     shared: redis.Redis,
 ) -> None:
     calls: list[dict[str, Any]] = []
-    a = _board(shared.url, "a", calls, interval=0.05, ttl=1.0)
-    b = _board(shared.url, "b", [], interval=0.05, ttl=1.0)
+    # ttl 2 s: the key outlives a stall of the loop of up to 1 s past a refresh (a loaded
+    # machine's; with 1 s, a 0.5 s stall let it lapse under the reads below).
+    a = _board(shared.url, "a", calls, interval=0.05, ttl=2.0)
+    b = _board(shared.url, "b", [], interval=0.05, ttl=2.0)
     try:
         a.start()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 10
         while a.published < 1:
             assert time.monotonic() < deadline, "never published"
             await asyncio.sleep(0.01)
-        # about 1 s: ~20 looks, but the value does not change: written at ttl / 2 only
+        # 2.5 s: ~50 looks, but the value does not change: written at ttl / 2 only (twice)
         started, first = time.monotonic(), a.published
-        while time.monotonic() - started < 1.0:
+        while time.monotonic() - started < 2.5:
             assert "a" in await b.gather()  # never lapses meanwhile
             await asyncio.sleep(0.05)
-        assert 1 <= a.published - first <= 3, a.published - first
-        # a change is written at the next look (one interval), not at the refresh
+        assert 1 <= a.published - first <= 4, a.published - first
+        # A change is written at the next look (one interval), not at the refresh: made right
+        # after a refresh, it is written well before ttl / 2 has passed, on the board's own
+        # clock (when its writes were done; not b's reads, timed on a loaded machine).
+        refreshes = a.published
+        deadline = time.monotonic() + 10
+        while a.published == refreshes or a._written is None:
+            assert time.monotonic() < deadline, "no refresh"
+            await asyncio.sleep(0.01)
+        assert a._written is not None
+        refreshed_at, unchanged = a._written
         calls.append({"call_id": "c-a", "queue": "support", "entered": 1.0, "agent": None})
-        deadline = time.monotonic() + 0.5
-        while (await b.gather())["a"].calls == ():
+        while (written := a._written) is None or written[1] == unchanged:
             assert time.monotonic() < deadline, "the change was not written"
             await asyncio.sleep(0.01)
+        assert written[0] - refreshed_at < a.ttl / 2, written[0] - refreshed_at
+        assert (await b.gather())["a"].calls != ()  # and the other node reads it
     finally:
         await a.close()
         await b.close()
