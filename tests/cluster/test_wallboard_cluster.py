@@ -373,12 +373,17 @@ async def test_the_wallboard_of_every_node_shows_the_clusters_calls_and_agents_a
             assert json.loads(client.get("wallboard:node:a") or b"{}")["calls"]
             os.kill(a.process.pid, signal.SIGKILL)
             a.process.wait(10)
-            killed = time.monotonic()
+            # Nothing writes node a's key now: what its TTL left it (at most the 5 s node a
+            # gives it; -0.002 when already gone) says when it must lapse, whoever is alive.
+            left = int(client.pttl("wallboard:node:a")) / 1000
+            read = time.monotonic()
+            assert left <= 5.0, left
             await until(
                 "node a's key lapsed", lambda: not client.exists("wallboard:node:a"), within=10
             )
-            lapsed = time.monotonic() - killed
-            assert lapsed <= 6.0, f"node a's key outlived its TTL: {lapsed:.1f} s"
+            lapsed = time.monotonic() - read
+            # (the polls' delay on a loaded machine: up to 1.5 s more)
+            assert lapsed <= max(left, 0) + 1.5, f"node a's key outlived its TTL: {lapsed:.1f} s"
         finally:
             client.close()
         assert calls_on(b, source="a") == []
@@ -394,7 +399,8 @@ async def test_the_wallboard_of_every_node_shows_the_clusters_calls_and_agents_a
         # BYEs to it (the legs of the calls across nodes, the monitor leg) end as on a transport
         # error instead of holding the stop for the 5-second shutdown grace (5.3 s before, 0.4 s
         # now), and every page's socket (agent1's, the supervisor's) closes with 1001 at once
-        # instead of holding the HTTP server's stop (8.4-8.9 s more before).
+        # instead of holding the HTTP server's stop (8.4-8.9 s more before). The bound is under
+        # the grace (either regression takes longer), not the 0.4 s: this machine is shared.
         client = redis_sync.Redis.from_url(shared.url)
         try:
             await until(
@@ -409,4 +415,4 @@ async def test_the_wallboard_of_every_node_shows_the_clusters_calls_and_agents_a
         stopping = time.monotonic() - started
         assert "node a is dead, its BYEs are not waited for" in b.log()
         assert "event=pages-closed" in b.log()
-        assert stopping < 2.5, f"node b took {stopping:.1f} s to stop"
+        assert stopping < 4.5, f"node b took {stopping:.1f} s to stop"
