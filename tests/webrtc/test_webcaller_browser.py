@@ -125,7 +125,7 @@ async def test_web_caller_audio_both_ways_dtmf_mute_hangup(server: Server, brows
     await page.get_by_role("button", name="Call", exact=True).click()
     await expect(state).to_have_text("Connected", timeout=10000)
     assert server.web_control.calls[0] == ("web_call", "sales", "Juan", "127.0.0.1")
-    await until(lambda: len(server.received) >= 60, limit=8)
+    await until(lambda: len(server.received) >= 60)
     heard = dominant(np.concatenate(server.received[-25:]))
     assert abs(heard - PAGE_TONE) < 5, heard
     page_heard = await page.evaluate(
