@@ -80,7 +80,7 @@ async def test_a_supervisor_page_behind_haproxy_is_back_on_the_other_node_at_onc
             channel_at = time.monotonic() - began
             # The event stream, on the stopped node too (HAProxy balances by source), ended
             # with 1001: the wallboard read the other node's snapshot and went on live.
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 15
             while len(snapshots) < 2:
                 assert time.monotonic() < deadline, snapshots
                 await asyncio.sleep(0.02)
@@ -93,8 +93,11 @@ async def test_a_supervisor_page_behind_haproxy_is_back_on_the_other_node_at_onc
                 f"\nSIGTERM -> node stopped {stopped:.2f} s, the supervisor's socket logged in on "
                 f"the other node {back:.2f} s, its audio channel connected {channel_at:.2f} s"
             )
-            assert stopped < 3.0, first.log()[-3000:]
-            assert back < 3.0 and channel_at < 5.0
+            # Under 4.5 s, not near the 0.14-0.61 s measured: the regressions these bounds catch
+            # take longer (the stream's `ready` held the stop 5 s; an audio channel left to ICE
+            # consent freshness came back 8.8-11.3 s after), and this machine is shared.
+            assert stopped < 4.5, first.log()[-3000:]
+            assert back < 4.5 and channel_at < 5.0
             assert errors == []
 
 
