@@ -121,9 +121,14 @@ async def test_the_stall_probe_sees_a_blocked_loop() -> None:
     while time.monotonic() < busy_until:
         pass
     await asyncio.sleep(0.02)
-    assert len(probe.stalls) == 1
-    _, lag, running, _ = probe.stalls[0]
-    assert 0.04 < lag < 0.5 and running <= lag + 0.01
+    # The first tick after the busy loop is its stall. A loaded machine may add stalls of its
+    # own (this process waiting for a CPU, not running): they are not the loop's work.
+    ours = [stall for stall in probe.stalls if stall[0] >= busy_until]
+    assert ours, probe.stalls
+    _, lag, running, _ = ours[0]
+    assert 0.04 < lag < 5.0 and running <= lag + 0.01, probe.stalls
+    others = [stall for stall in probe.stalls if stall is not ours[0]]
+    assert all(run < 0.02 for _, _, run, _ in others), probe.stalls
 
 
 def test_a_brief_cluster_run_rings_every_call_on_the_other_node(tmp_path: Path) -> None:
