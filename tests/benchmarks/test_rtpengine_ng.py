@@ -98,18 +98,25 @@ def test_frame_and_unframe() -> None:
 @contextmanager
 def fake_rtpengine(replies: list[Any]) -> Iterator[tuple[tuple[str, int], list[bytes]]]:
     """A UDP server on 127.0.0.1 answering each request with the next entry of `replies`:
-    a dict (sent back under the request's cookie), raw bytes (sent as is), or None (dropped)."""
+    a dict (sent back under the request's cookie), raw bytes (sent as is), or None (dropped).
+    It stops at the block's end even with replies left (a test may give more than it needs)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
-    sock.settimeout(5)
+    sock.settimeout(0.05)
     received: list[bytes] = []
+    done = threading.Event()
 
     def serve() -> None:
         for reply in replies:
-            try:
-                data, addr = sock.recvfrom(65535)
-            except OSError:
-                return
+            while True:
+                try:
+                    data, addr = sock.recvfrom(65535)
+                    break
+                except TimeoutError:
+                    if done.is_set():
+                        return
+                except OSError:
+                    return
             received.append(data)
             cookie = data.partition(b" ")[0]
             if isinstance(reply, dict):
@@ -122,6 +129,7 @@ def fake_rtpengine(replies: list[Any]) -> Iterator[tuple[tuple[str, int], list[b
     try:
         yield sock.getsockname(), received
     finally:
+        done.set()
         thread.join(5)
         sock.close()
 
@@ -144,10 +152,12 @@ def test_offer_sends_dashed_keys_and_returns_text() -> None:
 
 
 def test_a_lost_request_is_retransmitted_with_the_same_cookie() -> None:
-    with fake_rtpengine([None, {"result": "pong"}]) as (address, received):
+    # Every retransmission is answered: a loaded machine may delay the fake's answer past the
+    # client's 0.2 s, and a third send must not find it out of answers.
+    with fake_rtpengine([None, *[{"result": "pong"}] * 3]) as (address, received):
         with NgClient(address, timeout=0.2, retries=2) as client:
             assert client.ping() == {"result": "pong"}
-    assert len(received) == 2 and received[0] == received[1]
+    assert len(received) >= 2 and all(r == received[0] for r in received), received
 
 
 def test_answers_with_another_cookie_or_garbage_are_skipped() -> None:
@@ -181,13 +191,15 @@ def test_cookies_are_unique_per_request() -> None:
 
 
 def test_wait_ready_pings_until_a_late_starter_answers() -> None:
-    # Two pings go unanswered (rtpengine still loading), the third is answered.
-    with fake_rtpengine([None, None, {"result": "pong"}]) as (address, received):
+    # Two pings go unanswered (rtpengine still loading), the next ones are answered: the third
+    # as a rule, a later one when a loaded machine delays the fake past the 0.05 s interval
+    # (the client has sent a fresh ping by then and waits for that one's answer).
+    with fake_rtpengine([None, None, *[{"result": "pong"}] * 50]) as (address, received):
         with NgClient(address) as client:
             waited = client.wait_ready(10, interval=0.05)
-    assert len(received) == 3 and 0.09 < waited < 10
+    assert len(received) >= 3 and 0.09 < waited < 10
     # Each ping is a request of its own (a fresh cookie), not a retransmission.
-    assert len({unframe(r)[0] for r in received}) == 3
+    assert len({unframe(r)[0] for r in received}) == len(received)
 
 
 def test_wait_ready_names_the_address_when_nothing_answers_before_the_deadline() -> None:
