@@ -407,10 +407,11 @@ async def test_a_signed_invite_over_udp_is_refused_when_the_leg_must_be_tls(
         sock.settimeout(0.5)
         data = invite.replace("{port}", str(sock.getsockname()[1])).encode()
         deadline = time.monotonic() + 10
-        final = 0
+        final = sent = 0
         while not final:
             assert time.monotonic() < deadline, "node b did not answer the INVITE"
             sock.sendto(data, ("127.0.0.1", b.sip_port))
+            sent += 1
             try:
                 while True:
                     answer = sock.recv(65535).decode(errors="replace")
@@ -422,7 +423,9 @@ async def test_a_signed_invite_over_udp_is_refused_when_the_leg_must_be_tls(
                 continue
     assert final == 403, answer
     status, view = await asyncio.to_thread(_status, b)
-    assert view["cluster"]["internal_refused"] == 1, view["cluster"]
+    # Refused statelessly (no transaction): a copy resent because node b, loaded, answered
+    # after 0.5 s is refused (and counted) again, and the last one may still be on its way.
+    assert 1 <= view["cluster"]["internal_refused"] <= sent, (sent, view["cluster"])
     assert view["cluster"]["internal_admitted"] == 0, view["cluster"]
     assert "reason=not-over-tls" in b.log()
 
