@@ -598,7 +598,9 @@ async def _talk(
         lambda: dial(
             workdir,
             f"sip:{dialled}@127.0.0.1:{a.sip_port}",
-            15,
+            # The agent hangs up (baresip is stopped then): 30 s costs nothing, and a loaded
+            # machine's ringing, hearing and 3 s capture cannot outlast the caller.
+            30,
             tone_hz=CALLER_TONE,
             codecs="PCMU",
         ),
