@@ -144,7 +144,8 @@ async def test_a_stop_with_pages_and_streams_connected_closes_each_with_1001_wit
             assert (supervisor_code, anonymous_code, stream_code) == (1001, 1001, 1001)
             ended = json.loads(await asyncio.wait_for(sse, 5))
             assert ended["code"] == 1001, ended
-            for page in pages:
+            for page in pages:  # the close reaches the page's script in a task of its own
+                await page.wait_for_function("() => window.__closes.length > 0", timeout=10000)
                 codes = await page.evaluate("() => window.__closes")
                 assert codes and codes[0] == 1001, codes
         assert sipp.wait(10) == 0, (tmp_path / "caller.out").read_text(errors="replace")[-2000:]
