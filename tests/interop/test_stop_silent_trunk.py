@@ -11,6 +11,7 @@ import time
 import pytest
 
 from benchmarks import harness
+from omlmedia.server import SHUTDOWN_GRACE
 
 SILENT_HOST = "127.0.0.1"
 
@@ -42,5 +43,7 @@ def test_stop_does_not_wait_for_an_unanswered_trunk_ping(
             took = time.monotonic() - began
         finally:
             server.stop()
-    assert took < 3.0, f"the stop took {took:.1f} s:\n" + server.log()[-2000:]
+    # Not held until the grace ran out (what waiting for the ping's transaction did); a fixed
+    # bound under it would be the machine's speed, not the stop's.
+    assert took < SHUTDOWN_GRACE, f"the stop took {took:.1f} s:\n" + server.log()[-2000:]
     assert "Traceback" not in server.log()

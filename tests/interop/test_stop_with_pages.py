@@ -4,8 +4,10 @@ its HTTP server waiting for a supervisor's socket that nothing closed).
 
 One server, SIGTERM with: two agent pages in Chromium (Ready), a supervisor's socket, a socket
 not logged in yet, the event stream over SSE and over a WebSocket, and a SIP call in progress.
-The stop must take under 3 s; every socket closes with 1001 ("going away"), the SSE stream ends
-with its ``error`` event (code 1001), and the call still gets its BYE (sipp ends successfully)."""
+The stop must take less than the HTTP server's stop grace (`omlmedia.api.HTTP_STOP_GRACE`, 5 s:
+what a socket nothing closed would hold it for; 0.13 s on a quiet machine), not a fixed time a
+loaded machine may miss; every socket closes with 1001 ("going away"), the SSE stream ends with
+its ``error`` event (code 1001), and the call still gets its BYE (sipp ends successfully)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from omlmedia.api import HTTP_STOP_GRACE
 from tests.interop.browser import chromium
 from tests.interop.harness import API_TOKEN, SCENARIOS, RunningServer, start_server, start_sipp
 from tests.interop.pages import agent_ready, call, make_account, until
@@ -77,7 +80,7 @@ async def _sse_end(http: aiohttp.ClientSession, server: RunningServer, opened: A
         return last
 
 
-async def test_a_stop_with_pages_and_streams_connected_closes_each_with_1001_within_3_s(
+async def test_a_stop_with_pages_and_streams_connected_closes_each_with_1001_at_once(
     tmp_path: Path,
 ) -> None:
     server = start_server(tmp_path / "server")
@@ -155,7 +158,8 @@ async def test_a_stop_with_pages_and_streams_connected_closes_each_with_1001_wit
             sipp.kill()
             sipp.wait(10)
     log = server.log()
-    assert took < 3.0, f"the stop took {took:.2f} s:\n{log[-3000:]}"
+    # Under the grace: no socket held the HTTP server's stop (0.13 s on a quiet machine).
+    assert took < HTTP_STOP_GRACE, f"the stop took {took:.2f} s:\n{log[-3000:]}"
     assert "event=stopping calls=1" in log
     assert "event=pages-closed sockets=4" in log, log[-3000:]
     assert "Traceback" not in log, log[-6000:]
