@@ -236,6 +236,7 @@ async def test_a_supervisor_on_node_a_listens_whispers_barges_and_stops_on_a_cal
         await panel.get_by_role("button", name="Stop", exact=True).click()
         await expect(mode).to_have_text("Not monitoring")
         await hears(agent, "remote-audio", (CALLER_TONE,), (SUPERVISOR_TONE,), "agent, stopped")
+        stop_heard = time.monotonic()
         await hears(
             supervisor, "monitor-audio", (), (CALLER_TONE, AGENT_TONE), "supervisor, stopped"
         )
@@ -281,8 +282,12 @@ async def test_a_supervisor_on_node_a_listens_whispers_barges_and_stops_on_a_cal
     assert run.established, run.output[-3000:]
     whispered, barged = barge_at - whisper_at, stop_at - barge_at
     heard = tone_seconds(run.decoded(), SUPERVISOR_TONE)
-    # The caller heard the supervisor for the barge only, never during the whisper.
-    assert barged - 1.5 <= heard <= barged + 1.0, (heard, whispered, barged)
+    # The caller heard the supervisor for the barge only, never during the whisper: at most
+    # from the barge's click until the agent no longer heard the supervisor after the stop (that
+    # latency measured in this run: a loaded machine can take over a second), 0.5 s for the
+    # 100 ms windows and the buffers.
+    most = stop_heard - barge_at + 0.5
+    assert barged - 1.5 <= heard <= most, (heard, most, whispered, barged)
     agent_heard = tone_windows(run.decoded(), AGENT_TONE)
     since = agent_heard[agent_heard.index(True) :] if True in agent_heard else []
     assert sum(since) >= 0.8 * len(since), "".join("a" if w else "." for w in agent_heard)
