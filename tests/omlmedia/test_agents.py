@@ -148,7 +148,7 @@ class World:
         self.caller.act(lambda now: self.caller.ua.hangup(call, now))
 
 
-async def eventually(check: Callable[[], object], within: float = 5.0) -> None:
+async def eventually(check: Callable[[], object], within: float = 20.0) -> None:
     """Wait until `check()` is true; fails after `within` seconds."""
     deadline = time.monotonic() + within
     while not check():
@@ -408,16 +408,25 @@ async def test_a_queue_caller_completed_to_another_agent_leaves_the_queue_books(
     await eventually(lambda: first.state() == "wrapup")
     await second.send("hangup", call_id=call_id)
     await eventually(lambda: call.state is CallState.ENDED)
-    await asyncio.sleep(0.5)  # the queue log is committed every 0.2 s
     db = world.server.config.server.data_dir / "omlmedia.db"
-    with sqlite3.connect(db) as conn:
-        transfer = conn.execute(
-            "SELECT agent, data FROM queue_log WHERE event = 'transfer' AND call_id = ?",
-            (call_id,),
-        ).fetchone()
-        record = conn.execute(
-            "SELECT queue, agent, hangup_by, cause FROM cdr WHERE call_id = ?", (call_id,)
-        ).fetchone()
+    rows: list[Any] = [None, None]
+
+    def committed() -> bool:  # the queue log is committed every 0.2 s: read until it is there
+        conn = sqlite3.connect(db)
+        try:
+            rows[0] = conn.execute(
+                "SELECT agent, data FROM queue_log WHERE event = 'transfer' AND call_id = ?",
+                (call_id,),
+            ).fetchone()
+            rows[1] = conn.execute(
+                "SELECT queue, agent, hangup_by, cause FROM cdr WHERE call_id = ?", (call_id,)
+            ).fetchone()
+        finally:
+            conn.close()
+        return None not in rows
+
+    await eventually(committed)
+    transfer, record = rows
     assert transfer is not None and transfer[0] == "agent1" and "agent:agent2" in transfer[1]
     assert record == ("support", "agent1", "transfer", "transferred"), record
 
