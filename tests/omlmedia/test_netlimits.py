@@ -18,7 +18,7 @@ from omlmedia.netlimits import ConnectionGate, GatedTlsSite, budget, raise_nofil
 from sip.tls import ensure_self_signed, server_context
 
 HOST = "127.0.0.1"
-WAIT = 5.0
+WAIT = 20.0
 
 
 def test_the_open_files_limit_is_raised_towards_the_wanted_value_never_past_the_hard_one() -> None:
@@ -176,7 +176,9 @@ async def test_the_total_cap_holds_and_frees_up_when_connections_close(start: St
 async def test_a_connection_that_does_not_finish_its_handshake_in_time_is_closed(
     start: Start,
 ) -> None:
-    listener = await start(total=4, per_source=4, handshake_timeout=0.3)
+    # The deadline holds for every handshake, the test's good one after too: 1 s, not less, for
+    # a loaded machine (the client and the server share this process).
+    listener = await start(total=4, per_source=4, handshake_timeout=1.0)
     loop = asyncio.get_running_loop()
     began = loop.time()
     reader, writer = await asyncio.open_connection(HOST, listener.port)
@@ -185,7 +187,7 @@ async def test_a_connection_that_does_not_finish_its_handshake_in_time_is_closed
         data = await asyncio.wait_for(reader.read(), WAIT)
     except ConnectionResetError:
         data = b""
-    assert data == b"" and loop.time() - began >= 0.25
+    assert data == b"" and loop.time() - began >= 0.95
     await until(lambda: listener.gate.open == 0 and not listener.site.pending)
     assert listener.site.handshakes_failed == 1
     writer.close()
@@ -219,8 +221,8 @@ def test_the_same_holds_under_uvloop_the_loop_the_server_runs_on(tmp_path: Path)
         await runner.setup()
         gate = ConnectionGate(8, 2)
         site = GatedTlsSite(
-            runner, HOST, 0, tls=server_context(cert, key), gate=gate, handshake_timeout=0.3
-        )
+            runner, HOST, 0, tls=server_context(cert, key), gate=gate, handshake_timeout=1.0
+        )  # 1 s: the good handshakes must finish in it, and the silent ones last until the third
         await site.start()
         try:
             assert [await get(site.port, "127.0.0.2") for _ in range(3)] == [200] * 3
