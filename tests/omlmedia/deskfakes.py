@@ -377,8 +377,8 @@ def local_pool() -> RtpSocketPool:
 
 
 async def until(predicate: Callable[[], bool]) -> None:
-    """Let the loop run (port binding, tasks) until `predicate()` holds (2 s at most)."""
-    async with asyncio.timeout(2.0):
+    """Let the loop run (port binding, tasks) until `predicate()` holds (20 s at most)."""
+    async with asyncio.timeout(20.0):
         while not predicate():  # noqa: ASYNC110 - binding ports has no event to await
             await asyncio.sleep(0.001)
 

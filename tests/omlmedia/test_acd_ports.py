@@ -64,7 +64,7 @@ async def test_a_queue_caller_gets_503_logged_with_the_reason_when_the_range_is_
         call = inbound_call("support")
         with caplog.at_level(logging.INFO):
             acd.enter(call, "support")
-            deadline = time.monotonic() + 5.0
+            deadline = time.monotonic() + 20.0
             while ("reject", call.call_id, 503) not in service.ua.actions:
                 assert time.monotonic() < deadline, service.ua.actions
                 await asyncio.sleep(0.01)

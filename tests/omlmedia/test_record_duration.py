@@ -78,7 +78,7 @@ def _targets(tmp_path: Path, service: FakeService, timers: FakeTimers) -> MediaT
 
 
 async def _answered(service: FakeService, call: Call) -> None:
-    deadline = time.monotonic() + 5.0
+    deadline = time.monotonic() + 20.0
     while ("answer", call.call_id) not in [a[:2] for a in service.ua.actions]:
         assert time.monotonic() < deadline, service.ua.actions
         await asyncio.sleep(0.01)
@@ -163,7 +163,7 @@ async def test_a_voicemail_is_ended_with_bye_at_the_maximum_duration_and_its_rec
     try:
         call = inbound_call("support")
         acd.enter(call, "support")
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 20.0
         while call.call_id not in acd.callers:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.01)
