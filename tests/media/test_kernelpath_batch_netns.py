@@ -17,7 +17,7 @@ from media.kernelpath_nft import KernelPath, KernelPathError
 from tests.media.netns import enter, in_ns, ip, require_kernel_tools
 
 TABLE = "okbatch"
-DEADLINE = 5.0
+DEADLINE = 20.0
 
 
 @pytest.fixture(scope="module")

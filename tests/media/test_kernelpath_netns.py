@@ -28,7 +28,7 @@ from tests.media.netns import Hosts, enter, in_ns, module_hosts, require_kernel_
 ROOT = Path(__file__).resolve().parents[2]
 CALLER_PORT = 5000
 CALLEE_PORT = 4000
-DEADLINE = 5.0
+DEADLINE = 20.0
 
 
 @pytest.fixture(scope="module")

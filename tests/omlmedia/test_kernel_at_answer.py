@@ -21,7 +21,7 @@ from tests.media.netns import Hosts, enter, in_ns, module_hosts
 
 CALLER_PORT = 5100
 CALLEE_PORT = 4100
-DEADLINE = 5.0
+DEADLINE = 20.0
 
 
 @pytest.fixture(scope="module")
