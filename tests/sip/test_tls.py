@@ -137,10 +137,10 @@ async def handshake(
     port = server.sockets[0].getsockname()[1]
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(HOST, port, ssl=client, server_hostname=server_hostname), 5
+            asyncio.open_connection(HOST, port, ssl=client, server_hostname=server_hostname), 20
         )
         writer.write(b"hello")
-        echoed = await asyncio.wait_for(reader.readexactly(5), 5)
+        echoed = await asyncio.wait_for(reader.readexactly(5), 20)
         ssl_object = writer.get_extra_info("ssl_object")
         writer.close()
         return echoed, ssl_object.version(), ssl_object.cipher()[0]
