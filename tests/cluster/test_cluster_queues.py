@@ -428,8 +428,10 @@ async def test_a_queue_caller_on_node_a_is_answered_by_an_agent_on_node_b_and_th
         os.kill(a.process.pid, signal.SIGKILL)
         a.process.wait(10)
         killed = time.monotonic()
-        await until("node b owns the ACD", lambda: acd_status(b)["owner"], within=10)
+        await until("node b owns the ACD", lambda: acd_status(b)["owner"], within=15)
         took_over = time.monotonic() - killed
-        assert took_over < 5, f"takeover after {took_over:.2f} s"
+        # When the lease (3 s) lapsed, not the node timeout (10 s); the margin is for b's loop
+        # and the status polls (HTTPS, a handshake each) on a loaded machine.
+        assert took_over < 7, f"takeover after {took_over:.2f} s"
         assert waiting(b, "support") == 1  # it kept its place
         await _answer_and_hang_up(page, sipp, tmp_path / "waits-on-b.out")

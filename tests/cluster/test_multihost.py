@@ -525,8 +525,10 @@ async def test_kill_9_of_a_node_under_load_loses_only_its_own_calls_and_its_agen
             def acd_owned_by_a_living_node() -> bool:
                 return any(n.status()["cluster"]["acd"].get("owner") for n in living)
 
+            # Within the lease (3 s), not the node timeout (10 s): 8 s leaves the living nodes'
+            # loops room on this loaded machine (three nodes, twenty calls with audio, Chromium).
             while not await asyncio.to_thread(acd_owned_by_a_living_node):
-                assert time.monotonic() < killed + 5, "no node took the ACD over within 5 s"
+                assert time.monotonic() < killed + 8, "no node took the ACD over within 8 s"
                 await asyncio.sleep(0.05)
             acd_owned = time.monotonic() - killed
             await expect(state).to_have_text("Ready")
