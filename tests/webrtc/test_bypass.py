@@ -158,6 +158,8 @@ async def test_loopback_delay_loss_and_receiver_reports() -> None:
             """The delay of each frame (ms) the machine did not pause the process for while it
             travelled: a loaded machine's pause delays every frame then in flight."""
             first = channel.playout.first_timestamp  # type: ignore[union-attr]
+            if first is None:
+                return []
             timed = [
                 (sent[((ts - first) & 0xFFFFFFFF) // FRAME_SAMPLES], at)
                 for at, ts in received[10:]
