@@ -93,6 +93,21 @@ def calls_over(server: RunningServer, within: float = 15.0, ports: bool = False)
         time.sleep(0.05)
 
 
+def committed(server: RunningServer, within: float = 15.0) -> None:
+    """Wait until `server` has committed every write it queued (its store's ``pending_writes``
+    is 0): the queue log, the call records and the event log are written in batches, every
+    0.2 s, off the event loop, so what calls already over (`calls_over`) wrote is in the
+    database only then. Fails with the store's status after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        storage: dict[str, Any] = server.status()["storage"]
+        if storage["pending_writes"] == 0:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"the server's writes were not committed after {within} s: {storage}")
+        time.sleep(0.05)
+
+
 def stopped(server: RunningServer) -> None:
     """Stop `server`: it must exit 0 with no traceback in its log."""
     returncode = server.stop()

@@ -27,7 +27,7 @@ import pytest
 from tests.interop.baresip import CALL_ENDED, BaresipRun, answerer, configure
 from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium
 from tests.interop.harness import RunningServer, free_port, require_tool
-from tests.interop.pages import agent_logged_in, calls_over
+from tests.interop.pages import agent_logged_in, calls_over, committed
 
 pytestmark = pytest.mark.interop
 
@@ -336,7 +336,7 @@ async def test_a_queued_caller_transferred_to_the_extension_leaves_the_queue_boo
     assert abs(tail_frequency(run.decoded(), 3.0) - EXTENSION_TONE) < 5
     assert abs(tail_frequency(extension.decoded(), 3.0) - CALLER_TONE) < 5
     calls_over(server)
-    await asyncio.sleep(0.5)  # the queue log is committed every 0.2 s
+    committed(server)
     db = server.workdir / "data" / "omlmedia.db"
     with sqlite3.connect(db) as conn:
         call_id = conn.execute(

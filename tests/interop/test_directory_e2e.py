@@ -18,7 +18,7 @@ import pytest
 
 from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium
 from tests.interop.harness import SCENARIOS, free_port, run_sipp, start_server
-from tests.interop.pages import call, stopped, until, waiting
+from tests.interop.pages import call, committed, stopped, until, waiting
 
 pytestmark = pytest.mark.interop
 
@@ -128,6 +128,7 @@ async def test_an_agent_created_through_the_api_answers_a_caller_already_waiting
             await page.get_by_role("button", name="Log in", exact=True).click()
             await expect(page.locator("#login-message")).to_have_text("Wrong username or password.")
 
+        committed(server)  # the call's record is written in the next batch
         status, records = call(server, "GET", "/calls/records?queue=sales")
         assert status == 200 and [r["agent"] for r in records["records"]] == ["newbie"], records
         status, audit = call(server, "GET", "/audit?target=newbie")

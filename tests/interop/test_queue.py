@@ -35,7 +35,7 @@ from queueing import Statistics
 from tests.interop.baresip import answerer, configure, dial
 from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium, remote_tone
 from tests.interop.harness import RunningServer, free_port, require_tool
-from tests.interop.pages import agent_logged_in, calls_over, fetch, until
+from tests.interop.pages import agent_logged_in, calls_over, committed, fetch, until
 
 pytestmark = pytest.mark.interop
 
@@ -163,7 +163,7 @@ async def test_a_waiting_caller_reaches_the_agent_who_gets_ready_and_an_abandon_
     assert abs(tail_frequency(run.decoded(), 3.0) - AGENT_TONE) < 5
     assert head_level(run.decoded(), 2.0) > 300  # music on hold while nobody was ready
     calls_over(server)
-    await asyncio.sleep(0.5)  # the queue log is committed every 0.2 s
+    committed(server)
     check_books(db_path(server))
     support = fetch(server, f"/queues/support?since={STARTED}")
     assert (support["waiting"], support["ringing"]) == (0, 0)
@@ -200,7 +200,7 @@ def test_a_caller_past_billings_maximum_wait_overflows_into_support(
     run = dial(tmp_path / "caller", f"sip:billing@127.0.0.1:{server.sip_port}", 5, tone_hz=440.0)
     assert run.established, run.output[-2000:]
     calls_over(server)
-    time.sleep(0.5)
+    committed(server)
     entered = rows(
         db_path(server), "SELECT call_id FROM queue_log WHERE event = 'enter' AND queue = 'billing'"
     )
@@ -288,7 +288,7 @@ async def test_callers_in_a_row_go_round_robin_and_a_supervisor_pauses_and_logs_
         await expect(pages[first].get_by_role("button", name="Log in")).to_be_visible()
 
     calls_over(server)
-    await asyncio.sleep(0.5)
+    committed(server)
     log = fetch(server, f"/queue-log?agent={second}&since={time.time() - 60}")["entries"]
     assert log[-1]["event"] == "logout" and log[-1]["data"] == {"reason": "forced by bootstrap"}
     log = fetch(server, f"/queue-log?agent={first}&since={time.time() - 60}")["entries"]
@@ -392,7 +392,7 @@ async def test_a_callback_keeps_the_callers_place_and_is_dialled_through_the_tru
         assert "Call established" in far.output, far.output[-2000:]
 
     calls_over(server)
-    await asyncio.sleep(0.5)
+    committed(server)
     db = db_path(server)
     events = [
         r[0] for r in rows(db, "SELECT event FROM queue_log WHERE call_id = ? ORDER BY id", call_id)
@@ -412,7 +412,7 @@ def test_statistics_rebuilt_from_the_stored_queue_log_equal_the_api(
     """The engine's live statistics (what the API reports) and the ones rebuilt from the
     stored queue log agree, queue by queue and agent by agent."""
     calls_over(server)
-    time.sleep(0.5)
+    committed(server)
     store = Store(db_path(server))
     try:
         entries = store.queue_log()
