@@ -34,7 +34,7 @@ import numpy.typing as npt
 import pytest
 
 from tests.interop.baresip import dial
-from tests.interop.browser import chromium
+from tests.interop.browser import chromium, remote_tone
 from tests.interop.harness import API_TOKEN, RunningServer
 from tests.interop.pages import agent_logged_in, call, calls_over, until
 
@@ -237,7 +237,6 @@ async def test_click_to_call_rings_the_agent_then_dials_the_number_through_the_t
     from playwright.async_api import expect
 
     from tests.interop.baresip import answerer
-    from tests.interop.browser import ANALYSE_REMOTE_AUDIO
 
     number, far_tone = "5557777", 550.0
     order = {"agent": "agent2", "number": number, "campaign": "support"}
@@ -277,7 +276,8 @@ async def test_click_to_call_rings_the_agent_then_dials_the_number_through_the_t
             await expect(state).to_have_text("Ringing")
             await page.get_by_role("button", name="Answer", exact=True).click()
             await expect(state).to_have_text("On call", timeout=10000)
-            heard = await page.evaluate(ANALYSE_REMOTE_AUDIO)
+            # The number is dialled once the agent answered: its audio comes after 'On call'.
+            heard = await remote_tone(page, far_tone)
             assert abs(heard["hz"] - far_tone) < 10, heard  # media from the far end
             await page.get_by_role("button", name="Hang up", exact=True).click()
             await expect(page.locator("#no-call")).to_be_visible(timeout=10000)

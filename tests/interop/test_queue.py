@@ -33,7 +33,7 @@ from omlmedia.acd import agent_figures, engine_log, queue_figures
 from omlmedia.storage import Store
 from queueing import Statistics
 from tests.interop.baresip import answerer, configure, dial
-from tests.interop.browser import ANALYSE_REMOTE_AUDIO, chromium, remote_tone
+from tests.interop.browser import chromium, remote_tone
 from tests.interop.harness import RunningServer, free_port, require_tool
 from tests.interop.pages import agent_logged_in, calls_over, committed, fetch, until
 
@@ -137,7 +137,7 @@ async def test_a_waiting_caller_reaches_the_agent_who_gets_ready_and_an_abandon_
         await expect(state).to_have_text("Ringing")
         await page.get_by_role("button", name="Answer", exact=True).click()
         await expect(state).to_have_text("On call", timeout=5000)
-        heard = await page.evaluate(ANALYSE_REMOTE_AUDIO)
+        heard = await remote_tone(page, CALLER_TONE)
         assert abs(heard["hz"] - CALLER_TONE) < 10, heard
 
         second = loop.run_in_executor(
