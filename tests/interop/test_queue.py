@@ -35,7 +35,7 @@ from queueing import Statistics
 from tests.interop.baresip import answerer, configure, dial
 from tests.interop.browser import chromium, remote_tone
 from tests.interop.harness import RunningServer, free_port, require_tool
-from tests.interop.pages import agent_logged_in, calls_over, committed, fetch, until
+from tests.interop.pages import agent_logged_in, calls_over, committed, fetch, until, waiting
 
 pytestmark = pytest.mark.interop
 
@@ -126,8 +126,9 @@ async def test_a_waiting_caller_reaches_the_agent_who_gets_ready_and_an_abandon_
                 tone_hz=CALLER_TONE,
             ),
         )
-        await asyncio.sleep(2.5)  # the caller waits with music: nobody is ready
-        assert server.status()["queues"]["support"]["waiting"] == 1
+        # The caller waits with music while nobody is ready (its first 2 s are checked below).
+        await until(lambda: waiting(server, "support") == 1, what="the caller in the queue")
+        await asyncio.sleep(2.0)
         await page.get_by_role("button", name="Ready", exact=True).click()
         await expect(page.locator("#caller-number")).to_have_text("tester", timeout=10000)
         await expect(page.locator("#call-queue")).to_have_text("support")
