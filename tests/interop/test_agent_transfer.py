@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.interop.baresip import CALL_ENDED, BaresipRun, answerer, configure
+from tests.interop.baresip import CALL_ENDED, SESSION_CLOSED, BaresipRun, answerer, configure
 from tests.interop.browser import chromium, remote_tone
 from tests.interop.harness import RunningServer, free_port, require_tool
-from tests.interop.pages import agent_logged_in, calls_over, committed
+from tests.interop.pages import agent_logged_in, calls_over, committed, until
 
 pytestmark = pytest.mark.interop
 
@@ -239,11 +239,18 @@ async def test_an_attended_transfer_consults_cancels_consults_again_and_joins_th
                 await expect(page.locator("#call-kind")).to_have_text("Connected", timeout=5000)
                 await assert_hears(page, EXTENSION_TONE)  # the agent hears the extension
                 await asyncio.sleep(1.0)  # the extension hears the agent
+                extension_log = tmp_path / "extension" / "baresip.out"
+                closed = extension_log.read_text(errors="replace").count(SESSION_CLOSED)
                 await page.get_by_role("button", name="Complete", exact=True).click()
                 await expect(page.locator("#no-call")).to_be_visible(timeout=5000)
                 await expect(page.locator("#state")).to_have_text("Wrap-up", timeout=5000)
                 run = await sip.ended(20)
-                await asyncio.sleep(1.0)  # the caller's BYE reaches the extension
+                await until(  # the caller's BYE, relayed, ends the extension's call too
+                    lambda: (
+                        extension_log.read_text(errors="replace").count(SESSION_CLOSED) > closed
+                    ),
+                    what="the extension's call to end",
+                )
     assert run.established, run.output[-3000:]
     assert abs(tail_frequency(run.decoded(), 3.0) - EXTENSION_TONE) < 5
     assert abs(tail_frequency(extension.decoded(), 3.0) - CALLER_TONE) < 5
