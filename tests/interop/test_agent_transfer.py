@@ -167,8 +167,8 @@ async def test_dtmf_goes_both_ways_between_the_page_and_a_sip_caller(
     from playwright.async_api import expect
 
     async with agent_page(server, tmp_path / "agent") as page:
-        with caller(
-            tmp_path / "caller", f"sip:agent-agent1@127.0.0.1:{server.sip_port}", 10
+        with caller(  # the page hangs up: the caller's 30 s only bound the steps before it
+            tmp_path / "caller", f"sip:agent-agent1@127.0.0.1:{server.sip_port}", 30
         ) as sip:
             await answer_call(page)
             await page.get_by_role("button", name="5", exact=True).click()
