@@ -229,11 +229,16 @@ def test_a_flooding_source_is_banned_and_invites_beyond_the_cluster_rate_get_503
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind(("127.0.0.1", 0))
             sock.settimeout(5.0)
+            began = time.monotonic()
             results = [_invite_status(sock, front.port, n) for n in range(20)]
+            took = time.monotonic() - began
         # The first five of a second reach the node (whatever it answers an INVITE without an
         # offer); the rest are refused by Kamailio itself. Twenty take well under a second, so
-        # at most two windows of five pass even when they straddle a window's end.
-        assert results.count(503) >= 10, results
+        # at most two windows of five pass even when they straddle a window's end; a loaded
+        # machine's node may answer slower and the burst span a window more, measured here.
+        windows = 2 + int(took)
+        assert results.count(503) >= 20 - 5 * windows, (results, took)
+        assert any(status == 503 for status in results), (results, took)
         assert any(status != 503 for status in results), results
 
 
