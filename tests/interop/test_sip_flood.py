@@ -127,7 +127,10 @@ def test_ten_thousand_spoofed_sources_cost_no_transaction_and_bounded_memory(
             extra = FORGED.format(nonce=nonce) if n % 2 else ""
             sock.sendto(invite(host, port, f"s{n}", extra), target)
             sockets.append(sock)
-        deadline = time.monotonic() + 0.5
+        # The answers come in milliseconds; the deadline is for a loaded machine, where the
+        # server may not run for a while: a burst answered after it loses 25 answers of each
+        # kind, half of the 50 the 99 % below allows.
+        deadline = time.monotonic() + 2.0
         for sock in sockets:
             sock.settimeout(max(0.001, deadline - time.monotonic()))
             try:
