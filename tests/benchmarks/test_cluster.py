@@ -138,7 +138,10 @@ def test_the_cluster_benchmark_offers_every_caller_and_ends(runs: Runs) -> None:
     assert 0 < latency["offer_ms"]["p50"] <= latency["offer_ms"]["p99"]
     assert latency["redis_commands_per_call"] > 0
     assert [r["entries"] for r in report["rebuild"]] == [1000]
-    assert report["rebuild"][0]["replay_seconds"] <= report["rebuild"][0]["rebuild_seconds"]
+    # Both timed (the rebuild reads the stream from Redis: never 0). Which is faster is the
+    # benchmark's to say: two runs timed apart, a loaded machine can stall either.
+    rebuild = report["rebuild"][0]
+    assert rebuild["rebuild_seconds"] > 0 and rebuild["replay_seconds"] >= 0, rebuild
 
 
 def test_the_cpu_section_puts_the_same_calls_on_a_node_and_a_cluster_and_counts_their_work(
