@@ -160,9 +160,10 @@ async def test_an_agent_page_behind_haproxy_is_ready_on_the_other_node_when_its_
             # The page's audio: auth-ok names another channel than the one its peer connection
             # was negotiated with, so the page opens a new one with this node at once (its old
             # one would still read "connected" until ICE consent freshness gave up, ~5 s, and
-            # audio came back 8.8-11.3 s after the kill). 3 s: the page's first reconnect
+            # audio came back 8.8-11.3 s after the kill). 4.5 s: the page's first reconnect
             # (0.5 s +-20 %), auth on the new node, an offer whose ICE gathering, answer and
-            # checks take ~0.3 s on loopback, and room for this loaded machine.
+            # checks take ~0.3 s on loopback, and room for this loaded machine; still short of
+            # the ~5 s the old page waited for ICE consent to give up.
             await page.wait_for_function(
                 """() => omlAgent.pc !== window.pcBefore && omlAgent.pcChannel !== null
                 && ["connected", "completed"].includes(omlAgent.pc.iceConnectionState)""",
@@ -175,7 +176,7 @@ async def test_an_agent_page_behind_haproxy_is_ready_on_the_other_node_when_its_
                 f"\nkill -9 -> the agent Ready on the other node after {ready_after:.2f} s, "
                 f"the page's audio connected to it after {audio_after:.2f} s"
             )
-            assert audio_after <= 3.0
+            assert audio_after <= 4.5
 
 
 async def _failed_login_from(source: str, port: int) -> dict[str, object]:
@@ -262,5 +263,7 @@ async def test_an_agent_page_behind_haproxy_is_ready_on_the_other_node_at_once_w
                 f"\nSIGTERM -> the node stopped after {stopped:.2f} s, the agent Ready on the "
                 f"other node after {ready_after:.2f} s"
             )
-            assert stopped < 3.0, first.log()[-3000:]
-            assert ready_after < 3.0
+            # 4.5 s: measured 0.1-0.3 s; what these catch takes 5 s or more (a page socket held
+            # until aiohttp's shutdown timeout, the 5 s grace of a request still running).
+            assert stopped < 4.5, first.log()[-3000:]
+            assert ready_after < 4.5
