@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+EXPECT_TIMEOUT_MS = 15_000
+"""How long Playwright's expect() polls a page's condition in these tests."""
+
 CHROMIUM_FLAGS = [
     "--headless=new",
     "--no-sandbox",
@@ -90,9 +93,13 @@ def _prepare(workdir: Path, tone_hz: float) -> tuple[Path, str]:
 async def chromium(workdir: Path, tone_hz: float) -> AsyncIterator[Any]:
     """A browser context whose microphone plays `tone_hz`, with audio processing off."""
     try:
-        from playwright.async_api import async_playwright
+        from playwright.async_api import async_playwright, expect
     except ImportError:
         pytest.fail("playwright is not installed: run `make test`, which installs it")
+    # expect()'s checks poll their condition up to 15 s, not Playwright's 5 s: a page's state
+    # behind a process start, a TLS handshake or ICE on a loaded 2-core machine may take longer,
+    # and a longer wait costs nothing when the condition comes early.
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     binary = chromium_path()
     tone, profile = _prepare(workdir, tone_hz)
     async with async_playwright() as playwright:
