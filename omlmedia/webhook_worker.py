@@ -156,6 +156,9 @@ class Worker:
 
         self._session: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
+        self._read_once = False
+        """Whether the outbox was read: no depth is reported before (a depth of 0 reported by
+        a worker just started, while the rows a dead one left wait, was believed)."""
         self._active = asyncio.Event()
         """Set when a subscription or an outcome appears: the writer, idle without any, resumes."""
         self._tasks: list[asyncio.Task[None]] = []
@@ -323,6 +326,7 @@ class Worker:
             self._wake.clear()
             try:
                 await self._fill()
+                self._read_once = True
             except (*StoreError, OSError) as exc:
                 logger.warning("reading the webhook outbox failed: %s", exc)
             except Exception as exc:  # asyncpg's client errors too: the reader must go on
@@ -532,7 +536,10 @@ class Worker:
     def write(self) -> None:
         """Report the state and the outcomes staged since the last report: the server writes
         them to the outbox with its own batches (one writer: the server's commits never wait
-        for this process, nor its event loop for them)."""
+        for this process, nor its event loop for them). Nothing before the outbox was read
+        once: the depth is not known till then (what is staged waits for the next report)."""
+        if not self._read_once:
+            return
         writes, outcomes = self._staged, self._staged_outcomes
         state = self.state()
         if writes:
@@ -553,6 +560,7 @@ class Worker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._read_once = True  # what was staged goes to the server, whatever the depth
         self.write()
         if self._db is not None:
             await self._call(self._db.close)

@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import ssl
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -490,9 +491,43 @@ async def test_a_killed_delivery_worker_is_started_again_and_loses_no_delivery(
         if event["id"] not in seen:
             seen.append(event["id"])
     assert all(seen == sorted(seen) for seen in per_call.values())  # order per call kept
+    # Every outcome reaches the outbox: the rows go. Waited for as rows, not as the reported
+    # depth: the receiver may hold the last delivery before the worker's next report (~50 ms)
+    # carries its outcome, while the depth is still the one the killed worker reported last.
+    deadline = time.monotonic() + 20
+    while left := await world.webhooks.deliveries(hook.id):
+        assert time.monotonic() < deadline, f"{len(left)} deliveries still pending: {left[:3]}"
+        await asyncio.sleep(0.02)
     await until(lambda: world.webhooks.depth == 0)
+
+
+async def test_a_started_worker_reports_no_depth_before_it_has_read_the_outbox(
+    tmp_path: Path, receivers: Any
+) -> None:
+    from omlmedia.webhook_worker import Worker
+
+    receiver, url = await receivers()
+    receiver.hang = True  # nothing is delivered: the depth stays what the outbox holds
+    world = World(tmp_path / "omlmedia.db")  # not started: no worker process of its own
+    await world.webhooks.create(ADMIN, url=url)
+    for n in range(50):  # what a killed worker left pending
+        world.events.publish("call.started", call_id=f"c{n}")
     await world.store.flush()
-    assert await world.webhooks.deliveries(hook.id) == []
+    reports: list[dict[str, Any]] = []
+    worker = Worker(tmp_path / "omlmedia.db", report=reports.append)
+    await worker.start()
+    reading = threading.Event()
+    worker._executor.submit(reading.wait)  # its first read of the outbox waits behind this
+    try:
+        worker.write()  # a report due before the first read: the depth is not known yet
+        assert reports == []
+        reading.set()
+        await until(lambda: bool(reports))
+        assert reports[0]["depth"] == 50  # not the 0 a server once took for an empty outbox
+    finally:
+        reading.set()
+        await worker.close()
+        await world.close()
 
 
 SERVER = """
