@@ -109,6 +109,16 @@ def stream_log(url: str, prefix: str, config: AcdConfig) -> list[QueueLogEntry]:
     return log
 
 
+def last_entry(url: str, prefix: str) -> str:
+    """The input stream's last entry ("0-0" when empty)."""
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        entries = client.xrevrange(prefix + "in", count=1)
+    finally:
+        client.close()
+    return str(entries[0][0]) if entries else "0-0"
+
+
 def _key(entry: QueueLogEntry) -> tuple[Any, ...]:
     return (entry.time, entry.event, entry.call_id, entry.queue, entry.agent)
 
@@ -162,8 +172,15 @@ async def test_each_decision_reaches_the_node_that_acts_on_it_and_the_log_is_wri
                     assert ok, offer
                     node.engine.call_completed(offer.call_id, offer.agent, time.time())
             await asyncio.sleep(0.01)
+        # Both followers at the stream's last entry, read from Redis once nothing is left to
+        # append: the two at one entry may both still lack the last input appended (the last
+        # call's completion), whose log entry the stream then has and the nodes not yet.
         await until(
-            lambda: a.acd.followed == b.acd.followed and not a.acd.pending and not b.acd.pending,
+            lambda: (
+                not a.acd.pending
+                and not b.acd.pending
+                and a.acd.followed == b.acd.followed == last_entry(shared.url, prefix)
+            ),
             "both nodes followed the whole stream",
         )
         # Agent states only where the agent is.
@@ -192,7 +209,10 @@ async def test_each_decision_reaches_the_node_that_acts_on_it_and_the_log_is_wri
 
         # ag3's page moves to node b (its node died, say): from then on ag3 is b's.
         b.engine.agent_login("ag3", time.time())
-        await until(lambda: a.engine.agent_node("ag3") == "b", "ag3 moved to b")
+        await until(  # each node's replica: b's own may apply the log-in after a's
+            lambda: a.engine.agent_node("ag3") == b.engine.agent_node("ag3") == "b",
+            "ag3 moved to b",
+        )
         assert b.engine.is_local_agent("ag3") and not a.engine.is_local_agent("ag3")
 
         # A node started now learns where everyone is from the stream, and acts on nothing
@@ -336,6 +356,8 @@ async def test_a_node_taken_for_lost_is_told_which_of_its_callers_and_agents_wer
             a.acd.submit(item)
         await until(lambda: len(told) == 2, "b told")
         assert told == [(["kept"], []), ([], ["ag4"])]
+        # a's own follower applies the same inputs on its own connection, maybe after b's
+        await until(lambda: a.acd.followed == b.acd.followed, "a followed them too")
         assert a.engine.queue_status("all", 0.0).waiting == 1  # a's caller untouched
         # b puts its caller back: it waits again, everywhere
         b.engine.caller_enter("kept", "all", time.time(), priority=1)
