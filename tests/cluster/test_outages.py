@@ -511,10 +511,6 @@ def pg_outage(
     for node in (0, 1):
         buffered = watch.pending(node, stopped + 1.0, up)
         assert buffered and max(buffered) > 0, (node, buffered)
-    ends = [(n.status()["storage"]) for n in (a, b)]
-    assert all(s["pending_writes"] == 0 and s["failing_for"] == 0 for s in ends), ends
-    if label == "down":  # refused: flushes fail and are retried; frozen: the flush waits
-        assert all(s["failed_flushes"] > 0 for s in ends), ends
     most = max(max(watch.pending(node, down, up) or [0]) for node in (0, 1))
     buffered_for = max(float(s["storage"]["oldest_pending_age"]) for _, _, s in watch.answers)
     assert buffered_for > OUTAGE - 2.0, buffered_for  # the status saw the writes wait
@@ -536,9 +532,19 @@ def pg_outage(
             def rows(sql: str) -> list[tuple[Any, ...]]:
                 return [tuple(row) for row in db.execute(sql).fetchall()]
 
-            records = {
-                row[0] for row in rows("SELECT call_id FROM cdr WHERE queue = 'support'")
-            } - before_ids  # this test's calls
+            records: set[str] = set()
+
+            def recorded() -> bool:
+                records.clear()
+                records.update(
+                    {row[0] for row in rows("SELECT call_id FROM cdr WHERE queue = 'support'")}
+                    - before_ids  # this test's calls
+                )
+                return len(records) >= expected
+
+            # The long calls ended after the flush waited for above: their records, queued at
+            # their BYE, come with a later flush (0.2 s), which sipp's exit may come before.
+            until(recorded, f"call records missing (of {expected}) after the calls ended")
             assert len(records) == expected, (len(records), expected)
             assert set(made) <= records, set(made) - records
             assert rows("SELECT call_id FROM open_calls") == []
@@ -564,6 +570,18 @@ def pg_outage(
             db.close()
     finally:
         store.close()
+    # The status shows 0 buffered after (its flush's rows are visible a moment before it stops
+    # counting them: polled, not read once).
+    ends: list[dict[str, Any]] = []
+
+    def settled() -> bool:
+        ends[:] = [n.status()["storage"] for n in (a, b)]
+        return all(s["pending_writes"] == 0 for s in ends)
+
+    until(settled, "writes still buffered once every call was recorded")
+    assert all(s["failing_for"] == 0 for s in ends), ends
+    if label == "down":  # refused: flushes fail and are retried; frozen: the flush waits
+        assert all(s["failed_flushes"] > 0 for s in ends), ends
     # The webhook delivery worker (a child process, restarted when it dies) runs again.
     until(
         lambda: all(n.status()["webhooks"]["worker"] == "running" for n in (a, b)),
