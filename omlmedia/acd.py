@@ -129,9 +129,9 @@ class QueuedCaller:
     segments: list[tuple[str, str]] = field(default_factory=list)
     """Each answered segment's recording (its path, its agent), in order: a requeued call's
     next agent records into a file of its own (``segment`` legs of the record)."""
-    gap_legs: list[dict[str, Any]] = field(default_factory=list)
-    """The pauses (PCI) of its segments that ended while it was still here (`note_gaps`), as
-    ``recording`` legs: its record lists them."""
+    extra_legs: list[dict[str, Any]] = field(default_factory=list)
+    """Legs noted while it was still here (`note_legs`): its segments' pauses (PCI) as
+    ``recording`` legs, the supervisors who monitored it: its record lists them."""
 
 
 @dataclass
@@ -554,8 +554,8 @@ class AcdRuntime:
         if qc.segments:  # every answered segment's file, in order (the first is `recording`)
             parts = [{"role": "segment", "file": f, "agent": a} for f, a in qc.segments]
             record = replace(record, legs=(*record.legs, *parts))
-        if qc.gap_legs:
-            record = replace(record, legs=(*record.legs, *qc.gap_legs))
+        if qc.extra_legs:
+            record = replace(record, legs=(*record.legs, *qc.extra_legs))
         self.store.call_ended(record)
         self.events.publish(
             CALL_QUALITY,
@@ -907,19 +907,23 @@ class AcdRuntime:
 
     def note_gaps(self, call_id: str, gaps: list[dict[str, float]], file: str) -> None:
         """Add a recording's pauses (PCI) to its call's record, a ``recording`` leg with its
-        ``gaps`` and its ``file`` (a requeued call has one per segment): kept with the caller
-        while it is still here (a requeued caller's, or one whose record is being written),
-        else added to the record written already."""
-        leg = {"role": "recording", "gaps": gaps, "file": file}
+        ``gaps`` and its ``file`` (a requeued call has one per segment): see `note_legs`."""
+        self.note_legs(call_id, [{"role": "recording", "gaps": gaps, "file": file}])
+
+    def note_legs(self, call_id: str, legs: list[dict[str, Any]]) -> None:
+        """Add `legs` to a queue call's record: kept with the caller while it is still here (a
+        requeued caller, one in a consultation, or one whose record is being written), else
+        added to the record written already."""
         qc = self.callers.get(call_id)
         if qc is not None:
-            qc.gap_legs.append(leg)
+            qc.extra_legs.extend(legs)
             return
         record = self.records.get(call_id)
         if record is None or self.store is None:
-            logger.warning("the recording gaps of %s have no record to go to", call_id)
+            roles = sorted({str(leg.get("role", "")) for leg in legs})
+            logger.warning("the %s legs of %s have no record to go to", "/".join(roles), call_id)
             return
-        updated = replace(record, legs=(*record.legs, leg))
+        updated = replace(record, legs=(*record.legs, *legs))
         self.records[call_id] = updated
         self.store.call_ended(updated)
 

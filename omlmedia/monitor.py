@@ -78,7 +78,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -817,13 +817,10 @@ class MonitorService:
         if queued is None or acd is None:
             del self._notes[call_id]  # not a queue's call: it gets no record here
             return
-        record = acd.records.get(call_id)
-        if record is None or acd.store is None:
-            return  # the call goes on (a consultation): written when it ends
+        # With the caller while it is here (its consultation goes on, say: the legs go in the
+        # record written when it leaves), else in the record written already.
         del self._notes[call_id]
-        updated = replace(record, legs=(*record.legs, *notes))
-        acd.records[call_id] = updated
-        acd.store.call_ended(updated)
+        acd.note_legs(call_id, notes)
 
     def _publish(
         self,

@@ -472,6 +472,60 @@ async def test_a_queue_call_on_the_real_desk_held_while_monitored_and_its_record
         world.close()
 
 
+async def test_a_supervisor_leg_of_a_call_that_went_into_a_consultation_reaches_its_record() -> (
+    None
+):
+    """The agent consults a number while monitored: the caller is held and its audio leaves
+    the agent's channel (the monitor ends) but the call goes on. The supervisor's leg waits with
+    the caller and is in the record written when the caller leaves (it once stayed behind, out
+    of every record)."""
+    from tests.omlmedia.deskfakes import caller_sdp, until
+    from tests.omlmedia.test_desk import World as DeskWorld
+    from webrtc.signaling import parse_message
+
+    world = DeskWorld()
+    store = FakeStore()
+    world.acd.store = store  # type: ignore[assignment]
+    service = MonitorService(
+        {"tok": Identity("sue", Role.SUPERVISOR, frozenset({"support"}))}.get,
+        lambda: Scopes({}, {"support": frozenset({"agent1", "agent2"})}),
+        MediaChannel,  # type: ignore[arg-type]
+    )
+    service.bind(world.desk)
+    conn = FakeConnection()
+
+    async def send(kind: str, **fields: Any) -> dict[str, Any]:
+        text = json.dumps({"v": 1, "type": kind, "id": 1, **fields})
+        await service.handle(conn, parse_message(text))
+        return conn.last()
+
+    try:
+        await world.ready("agent1")
+        call = await world.queue_call("support")
+        await until(lambda: world.hub.call_state("agent1", call.call_id) == "ringing")
+        await world.desk.answer("agent1", call.call_id)
+        await send("supervisor-auth", token="tok")
+        await send("supervisor-offer", sdp="v=0\r\n")
+        assert (await send("monitor", call_id=call.call_id, mode="listen"))["mode"] == "listen"
+        info = await world.desk.transfer_attended_consult("agent1", call.call_id, "5550009")
+        ((_, _, _, consulted),) = world.dialled
+        world.hub.placed("agent1", info)
+        world.desk.on_progress(consulted, 200, caller_sdp(49400))  # the agent hears it now
+        assert world.desk.carried(call.call_id) is None
+        assert conn.last()["type"] == "monitor-state" and conn.last()["reason"] == "call-ended"
+        await until(lambda: call.call_id not in service._notes)  # the leg went to the caller
+        assert call.call_id in world.acd.callers and not store.records  # the call goes on
+        await world.desk.transfer_attended_cancel("agent1", call.call_id)
+        assert world.desk.carried(call.call_id) is not None  # back with its agent
+        world.caller_hangs_up(call)
+        (record,) = store.records
+        legs = [leg for leg in record.legs if leg["role"] == "supervisor"]
+        assert [(leg["supervisor"], leg["modes"]) for leg in legs] == [("sue", ["listen"])]
+        assert world.acd.records[call.call_id] == record
+    finally:
+        world.close()
+
+
 async def test_a_narrowed_scope_applies_at_the_next_message_and_a_lost_role_ends_the_socket() -> (
     None
 ):
