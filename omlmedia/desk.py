@@ -279,7 +279,7 @@ class Desk:
         self.web = web(self) if web is not None else None
         """The web callers' side of the socket, when web calls are enabled: made for the desk
         (its `WebCallControl`) by `web`."""
-        self.on_detach: list[Callable[[AgentCall], None]] = []
+        self.on_detach: list[Callable[[AgentCall, str], None]] = []
         """Told when an agent's channel stops carrying a call (it ended, was held for a
         consultation, transferred): a monitor of the call stops."""
         self.hub = hub(self)
@@ -714,7 +714,7 @@ class Desk:
         assert port is not None
         previous = self._attached.get(ac.agent)
         if previous is not None and previous is not ac:
-            self._detached(previous)
+            self._detached(previous, "call-held")  # another call has the line: a consultation
         # Both ways as the packets arrive, no jitter buffer of ours: the caller's frames are
         # pushed to the page (whose NetEq buffers them) and the page's go to the leg (whose far
         # end buffers them), as the SIP-to-SIP bridge transcodes. `arrived` holds at most three
@@ -743,11 +743,13 @@ class Desk:
         audio.reattach()
         self._attached[ac.agent] = ac
 
-    def _detached(self, ac: AgentCall) -> None:
-        """The agent's channel no longer carries `ac`: the hooks (a monitor) are told."""
+    def _detached(self, ac: AgentCall, reason: str) -> None:
+        """The agent's channel no longer carries `ac`: the hooks (a monitor) are told why
+        (``call-ended``; ``call-held``: another call took the line, a consultation;
+        ``transferred``: someone else took the caller's leg)."""
         for hook in self.on_detach:
             try:
-                hook(ac)
+                hook(ac, reason)
             except Exception:
                 logger.exception("a detach hook failed for %s", ac.call_id)
         ac.audio = None
@@ -760,11 +762,11 @@ class Desk:
                 return ac
         return None
 
-    def _detach(self, ac: AgentCall) -> None:
-        """The channel stops carrying `ac` (when it carries it)."""
+    def _detach(self, ac: AgentCall, reason: str = "call-ended") -> None:
+        """The channel stops carrying `ac` (when it carries it); `reason` as `_detached`'s."""
         if self._attached.get(ac.agent) is not ac:
             return
-        self._detached(ac)
+        self._detached(ac, reason)
         del self._attached[ac.agent]
         if ac.port is not None:
             ac.port.on_frame = None

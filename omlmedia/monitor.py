@@ -40,7 +40,7 @@ the packets arrive), mixes, and pushes each party's mix out at once (`kick` on a
 fast path). Switching modes is one `Mixer.set_role`; switching calls closes one room (the call
 goes back to the direct relay) and opens the other. The desk tells the service when a channel
 stops carrying a call (`Desk.on_detach`: the call ended, was held for a consultation,
-transferred): the room closes and the supervisor's page is told.
+transferred): the room closes and the supervisor's page is told which (its ``reason``).
 
 Why a room rather than taps on the relay: the mixer already says who hears whom for the three
 modes, a role change is atomic between two ticks, and the conversation under monitoring has
@@ -792,17 +792,19 @@ class MonitorService:
             }
         )
 
-    def _call_detached(self, ac: AgentCall) -> None:
-        """The desk's channel stops carrying `ac`: its monitor (if any) stops."""
+    def _call_detached(self, ac: AgentCall, reason: str = "call-ended") -> None:
+        """The desk's channel stops carrying `ac`: its monitor (if any) stops, and the
+        supervisor is told why (``call-ended``, ``call-held``: the agent took another call, a
+        consultation, ``transferred``)."""
         sup = self._by_call.get(ac.call_id)
         if sup is not None and sup.monitoring is not None and sup.monitoring.agent == ac.agent:
-            self._stop(sup, "call-ended", restore=False)
-            self._state(sup, "call-ended")
+            self._stop(sup, reason, restore=False)
+            self._state(sup, reason)
         inbound = self._inbound.get(ac.call_id)
         if inbound is not None and inbound.monitored.agent == ac.agent:
             del self._inbound[ac.call_id]
             inbound.monitored.stop(restore=False)
-            self._inbound_over(inbound, "call-ended")
+            self._inbound_over(inbound, reason)
             inbound.end()
         if ac.call_id in self._notes:
             asyncio.get_running_loop().call_soon(self._write_record, ac.call_id, ac.queued)

@@ -173,7 +173,7 @@ class Transfers(Desk):
         if ac.music is not None:
             ac.music.stop()
             ac.music = None
-        self._detach(ac)
+        self._detach(ac, "transferred")
         if ac.port is not None:
             ac.port.close()
             ac.port = None

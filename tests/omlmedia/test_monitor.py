@@ -472,56 +472,103 @@ async def test_a_queue_call_on_the_real_desk_held_while_monitored_and_its_record
         world.close()
 
 
-async def test_a_supervisor_leg_of_a_call_that_went_into_a_consultation_reaches_its_record() -> (
-    None
-):
-    """The agent consults a number while monitored: the caller is held and its audio leaves
-    the agent's channel (the monitor ends) but the call goes on. The supervisor's leg waits with
-    the caller and is in the record written when the caller leaves (it once stayed behind, out
-    of every record)."""
-    from tests.omlmedia.deskfakes import caller_sdp, until
-    from tests.omlmedia.test_desk import World as DeskWorld
-    from webrtc.signaling import parse_message
+class MonitoredOnTheDesk:
+    """A queue call answered by agent1 on the real desk and ACD (`tests.omlmedia.test_desk`),
+    monitored by supervisor sue through a `MonitorService` bound to that desk."""
 
-    world = DeskWorld()
-    store = FakeStore()
-    world.acd.store = store  # type: ignore[assignment]
-    service = MonitorService(
-        {"tok": Identity("sue", Role.SUPERVISOR, frozenset({"support"}))}.get,
-        lambda: Scopes({}, {"support": frozenset({"agent1", "agent2"})}),
-        MediaChannel,  # type: ignore[arg-type]
-    )
-    service.bind(world.desk)
-    conn = FakeConnection()
+    def __init__(self) -> None:
+        from tests.omlmedia.test_desk import World as DeskWorld
 
-    async def send(kind: str, **fields: Any) -> dict[str, Any]:
+        self.world = DeskWorld()
+        self.store = FakeStore()
+        self.world.acd.store = self.store  # type: ignore[assignment]
+        self.service = MonitorService(
+            {"tok": Identity("sue", Role.SUPERVISOR, frozenset({"support"}))}.get,
+            lambda: Scopes({}, {"support": frozenset({"agent1", "agent2"})}),
+            MediaChannel,  # type: ignore[arg-type]
+        )
+        self.service.bind(self.world.desk)
+        self.conn = FakeConnection()
+
+    async def send(self, kind: str, **fields: Any) -> dict[str, Any]:
+        from webrtc.signaling import parse_message
+
         text = json.dumps({"v": 1, "type": kind, "id": 1, **fields})
-        await service.handle(conn, parse_message(text))
-        return conn.last()
+        await self.service.handle(self.conn, parse_message(text))
+        return self.conn.last()
 
-    try:
+    async def monitored_call(self, mode: str) -> Any:
+        from tests.omlmedia.deskfakes import until
+
+        world = self.world
         await world.ready("agent1")
         call = await world.queue_call("support")
         await until(lambda: world.hub.call_state("agent1", call.call_id) == "ringing")
         await world.desk.answer("agent1", call.call_id)
-        await send("supervisor-auth", token="tok")
-        await send("supervisor-offer", sdp="v=0\r\n")
-        assert (await send("monitor", call_id=call.call_id, mode="listen"))["mode"] == "listen"
+        await self.send("supervisor-auth", token="tok")
+        await self.send("supervisor-offer", sdp="v=0\r\n")
+        assert (await self.send("monitor", call_id=call.call_id, mode=mode))["mode"] == mode
+        return call
+
+    def told(self) -> str:
+        """Why the supervisor's monitoring stopped (the last ``monitor-state``)."""
+        last = self.conn.last()
+        assert last["type"] == "monitor-state" and last["call_id"] is None, last
+        return str(last["reason"])
+
+    def supervisor_legs(self, record: Any) -> list[tuple[str, list[str]]]:
+        return [
+            (leg["supervisor"], leg["modes"]) for leg in record.legs if leg["role"] == "supervisor"
+        ]
+
+
+async def test_a_supervisor_leg_of_a_call_that_went_into_a_consultation_reaches_its_record() -> (
+    None
+):
+    """The agent consults a number while monitored: the caller is held and its audio leaves
+    the agent's channel (the monitor ends, the supervisor is told why) but the call goes on.
+    The supervisor's leg waits with the caller and is in the record written when the caller
+    leaves (it once stayed behind, out of every record)."""
+    from tests.omlmedia.deskfakes import caller_sdp, until
+
+    desk = MonitoredOnTheDesk()
+    world = desk.world
+    try:
+        call = await desk.monitored_call("listen")
         info = await world.desk.transfer_attended_consult("agent1", call.call_id, "5550009")
         ((_, _, _, consulted),) = world.dialled
         world.hub.placed("agent1", info)
         world.desk.on_progress(consulted, 200, caller_sdp(49400))  # the agent hears it now
         assert world.desk.carried(call.call_id) is None
-        assert conn.last()["type"] == "monitor-state" and conn.last()["reason"] == "call-ended"
-        await until(lambda: call.call_id not in service._notes)  # the leg went to the caller
-        assert call.call_id in world.acd.callers and not store.records  # the call goes on
+        assert desk.told() == "call-held"  # not "call-ended": the call goes on
+        await until(lambda: call.call_id not in desk.service._notes)  # the leg went to the caller
+        assert call.call_id in world.acd.callers and not desk.store.records  # the call goes on
         await world.desk.transfer_attended_cancel("agent1", call.call_id)
         assert world.desk.carried(call.call_id) is not None  # back with its agent
         world.caller_hangs_up(call)
-        (record,) = store.records
-        legs = [leg for leg in record.legs if leg["role"] == "supervisor"]
-        assert [(leg["supervisor"], leg["modes"]) for leg in legs] == [("sue", ["listen"])]
+        (record,) = desk.store.records
+        assert desk.supervisor_legs(record) == [("sue", ["listen"])]
         assert world.acd.records[call.call_id] == record
+    finally:
+        world.close()
+
+
+async def test_a_monitored_call_transferred_away_tells_the_supervisor_so_and_keeps_the_leg() -> (
+    None
+):
+    from tests.omlmedia.deskfakes import until
+
+    desk = MonitoredOnTheDesk()
+    world = desk.world
+    try:
+        call = await desk.monitored_call("whisper")
+        await world.desk.transfer_blind("agent1", call.call_id, "2000")
+        assert desk.told() == "transferred"
+        (record,) = desk.store.records  # the caller left the queue's books
+        assert record.cause == "transferred"
+        await until(lambda: call.call_id not in desk.service._notes)
+        (record,) = desk.store.records[1:]  # written again with the supervisor's leg
+        assert desk.supervisor_legs(record) == [("sue", ["whisper"])]
     finally:
         world.close()
 

@@ -15,6 +15,8 @@ const MODES = [
 const MODE_LABELS = { listen: "Listening", whisper: "Whispering to the agent", barge: "In the call (barge)" };
 const REASONS = {
   "call-ended": "The call ended.",
+  "call-held": "The agent put the call on hold for another call (a consultation): monitoring stopped.",
+  transferred: "The call was transferred away from the agent: monitoring stopped.",
   stopped: "Monitoring stopped.",
   closed: "Monitoring stopped.",
 };
