@@ -23,8 +23,10 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -59,18 +61,32 @@ def listen_ports() -> range:
     return range(10000, max(min(low, 20000), 10008))
 
 
+_given: deque[int] = deque(maxlen=1024)
+"""The ports `free_port` gave last in this process: not given again while a server they went
+to may not have bound them yet (two nodes started at once once got the same, and a node's SIP
+port, picked apart from its other ports, was once also its TLS port)."""
+_giving = threading.Lock()
+
+
 def free_port(*, udp_and_tcp: bool = True, pair: bool = False) -> int:
     """A port free on 127.0.0.1 for UDP and TCP, outside `RTP_AREA` and the kernel's ephemeral
     range (`listen_ports`), picked at random so that processes looking at once rarely pick the
-    same; with `pair` an even one with the next three free too (sipp's ``-mp``: audio RTP and
-    RTCP, then video's two)."""
+    same, and none of the last 1024 this process gave (`_given`); with `pair` an even one with
+    the next three free too (sipp's ``-mp``: audio RTP and RTCP, then video's two)."""
+    with _giving:
+        port = _free_port(udp_and_tcp, pair)
+        _given.extend(range(port, port + 4) if pair else (port,))
+        return port
+
+
+def _free_port(udp_and_tcp: bool, pair: bool) -> int:
     area = listen_ports()
     for _ in range(1000):
         port = random.randrange(area.start, area.stop - 3)
         if pair and port % 2:
             port -= 1
         ports = list(range(port, port + 4)) if pair else [port]
-        if any(p in RTP_AREA for p in ports):
+        if any(p in RTP_AREA or p in _given for p in ports):
             continue
         held: list[socket.socket] = []
         try:
